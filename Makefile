@@ -1,0 +1,120 @@
+# ktlsgate - one non-recursive Makefile; everything is built in build/.
+#   make            build/ktlsgated (daemon) and build/ktlsgate (CLI)
+#   make check      install deps, build, unit + ASan/UBSan + integration + short fuzz
+#   make check-unit the Check suites alone
+#   make demo       PKI, registry, mosquitto + ktlsgated, a simulated fleet
+#   make fuzz       libFuzzer targets (FUZZ_SECONDS per target)
+#   make bench      side-by-side load test against HAProxy and nginx
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+CC      ?= cc
+BUILD   ?= build
+PKGS    := openssl sqlite3 inih libmicrohttpd json-c
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wno-format-nonliteral -Wvla
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude $(PKG_CFLAGS) \
+              -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE -MMD -MP
+LDFLAGS ?=
+ALL_LDFLAGS := -pie -Wl,-z,relro,-z,now $(LDFLAGS)
+LIBS    := $(PKG_LIBS) -lpthread
+
+# Modules shared by the daemon, the CLI and the tests (everything but the two mains).
+LIB_SRCS    := $(filter-out daemon/main.c daemon/cli%.c,$(wildcard daemon/*.c))
+CLI_SRCS    := $(wildcard daemon/cli*.c)
+UNIT_SRCS   := $(wildcard tests/unit/*.c)
+BENCH_SRCS  := $(wildcard tests/bench/*.c)
+
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
+
+.PHONY: all clean check check-unit check-asan check-integration fuzz fuzz-build demo bench deps lint
+
+all: $(BUILD)/ktlsgated $(BUILD)/ktlsgate
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libkg.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/ktlsgated: $(BUILD)/daemon/main.o $(BUILD)/libkg.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/ktlsgate: $(CLI_OBJS) $(BUILD)/libkg.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/check_unit: $(UNIT_OBJS) $(BUILD)/libkg.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
+
+$(BUILD)/kg-bench: $(BENCH_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libkg.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+# --- tests -----------------------------------------------------------------
+deps:
+	@scripts/deps.sh
+
+check-unit: $(BUILD)/check_unit
+	cd tests/unit && CK_FORK=yes ../../$(BUILD)/check_unit
+
+# The same suites, built in build/asan with ASan + UBSan (clang and gcc both work).
+check-asan:
+	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	        LDFLAGS="-fsanitize=address,undefined" build/asan/check_unit build/asan/ktlsgated build/asan/ktlsgate
+	cd tests/unit && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 CK_FORK=yes ../../build/asan/check_unit
+
+check-integration: all
+	tests/integration/run.sh
+
+check: deps
+	$(MAKE) all build/check_unit
+	$(MAKE) check-unit
+	$(MAKE) check-asan
+	$(MAKE) check-integration
+	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-20}
+	@echo "make check: all stages passed"
+
+# --- fuzzing (clang + libFuzzer) --------------------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -Iinclude $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
+
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@for f in $(FUZZ_BINS); do \
+	  name=$$(basename $$f); corpus=build/fuzz/corpus-$$name; mkdir -p $$corpus; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$corpus tests/fuzz/seeds/$$name 2>build/fuzz/$$name.log \
+	    || { tail -40 build/fuzz/$$name.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log; \
+	done
+
+# --- demo and bench ---------------------------------------------------------
+demo: deps all
+	scripts/demo.sh
+
+bench: deps all $(BUILD)/kg-bench
+	tests/bench/run.sh
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr -Iinclude --suppress=missingIncludeSystem daemon tests/unit
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * config.h - the daemon's configuration: an INI file (inih) parsed once into an
+ * immutable struct kg_config, then validated in a separate pass. Every error names
+ * the file and line ("ktlsgate.conf:42: backend "b1": port 70000 out of range").
+ * Unknown sections and keys are errors. A reload parses a new struct aside; the old
+ * one is never modified (daemon.h pins snapshots). Thread-safe: no shared state.
+ */
+#ifndef KTLSGATE_CONFIG_H
+#define KTLSGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <limits.h>
+#include <sys/socket.h>
+
+#include "compiler.h"
+
+#define KG_MAX_LISTEN 16
+#define KG_MAX_BACKENDS 64
+#define KG_MAX_CRLS 64
+#define KG_NAME_MAX 64        /* backend and CA names, incl. NUL */
+#define KG_ERRBUF 512
+
+struct kg_sockaddr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[80];            /* as written: "0.0.0.0:8883", "[::]:8883" */
+};
+
+struct kg_backend_conf {
+	char name[KG_NAME_MAX];
+	struct kg_sockaddr addr;  /* numeric host:port, resolved at load time */
+};
+
+struct kg_crl_conf {
+	char ca_name[KG_NAME_MAX]; /* registry CA name the CRL belongs to */
+	char path[PATH_MAX];
+};
+
+enum kg_client_id_check { KG_CLIENT_ID_EXACT, KG_CLIENT_ID_OFF };
+
+struct kg_config {
+	char path[PATH_MAX];              /* file it came from */
+
+	/* [daemon] */
+	struct kg_sockaddr listen[KG_MAX_LISTEN];
+	size_t n_listen;                  /* default: 0.0.0.0:8883 and [::]:8883 */
+	unsigned workers;                 /* 0: one per online CPU */
+	char cert_file[PATH_MAX];         /* server certificate chain (PEM, leaf first) */
+	char key_file[PATH_MAX];          /* server key (PEM) */
+	char registry[PATH_MAX];          /* registry database path */
+	char control_socket[PATH_MAX];
+	struct kg_sockaddr metrics_listen;
+	bool metrics_enabled;             /* metrics_listen = off disables */
+	char default_backend[KG_NAME_MAX];/* used when neither device nor CA names one */
+	enum kg_client_id_check client_id_check;
+	char log_level[16];               /* err|warn|info|debug */
+
+	/* [tls] */
+	char ciphers[512];                /* TLS 1.2 cipher list */
+	char ciphersuites[256];           /* TLS 1.3 suites */
+	char groups[128];
+
+	/* [limits] */
+	unsigned max_connections;         /* per daemon */
+	unsigned max_handshakes;          /* in flight, per daemon */
+	unsigned handshake_timeout_ms;
+	unsigned connect_timeout_ms;      /* MQTT CONNECT after the handshake */
+	unsigned backend_timeout_ms;      /* TCP connect to the broker */
+	unsigned max_connect_bytes;       /* CONNECT remaining-length cap */
+	unsigned refuse_linger_ms;        /* time to flush a CONNACK refusal */
+
+	/* [backend NAME] sections */
+	struct kg_backend_conf backends[KG_MAX_BACKENDS];
+	size_t n_backends;
+
+	/* [crl] section: CA_NAME = FILE */
+	struct kg_crl_conf crls[KG_MAX_CRLS];
+	size_t n_crls;
+};
+
+/* Fill *cfg with the defaults (no backends; listen defaults applied at validation
+ * when no listen key was given). */
+void kg_config_defaults(struct kg_config *cfg);
+
+/*
+ * Parse and validate a config file. Returns 0, or -1 with a one-line message
+ * "FILE:LINE: what" (or "FILE: what") in err.
+ */
+int kg_config_load(const char *path, struct kg_config *cfg, char *err, size_t errlen) KG_MUST_USE;
+
+/* Same from a string; `name` stands for the file name in messages (fuzzing, tests). */
+int kg_config_parse_string(const char *text, const char *name, struct kg_config *cfg,
+			   char *err, size_t errlen) KG_MUST_USE;
+
+/* Borrowed pointer to the backend called `name`, or NULL. */
+const struct kg_backend_conf *kg_config_get0_backend(const struct kg_config *cfg, const char *name);
+
+/* Parse "host:port", "[v6]:port" (numeric hosts only). Returns 0 or -1. */
+int kg_sockaddr_parse(const char *text, struct kg_sockaddr *out) KG_MUST_USE;
+
+#endif

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * policy.h - the pure decision: (verified identity, registry rows, config) -> verdict.
+ * No I/O, no clock, no allocation; the caller fetched the rows. Fuzzed and unit-tested
+ * on its own (the mosquitto lesson: parse, decide and act live apart).
+ */
+#ifndef KTLSGATE_POLICY_H
+#define KTLSGATE_POLICY_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "mqtt.h"
+#include "reason.h"
+#include "registry.h"
+#include "verify.h"
+
+struct kg_policy_input {
+	const struct kg_identity *id;   /* verified identity (required) */
+	const struct kg_device *device; /* its registry row, NULL if unknown */
+	const struct kg_ca *ca;         /* the issuing CA's row (CA method), else NULL */
+	const struct kg_config *cfg;    /* backends, default backend */
+};
+
+struct kg_verdict {
+	bool allow;
+	bool enroll;                    /* allow, and create the device row (auto-enroll CA) */
+	enum kg_reason reason;
+	enum kg_connack connack;        /* what to answer the CONNECT on deny */
+	char backend[KG_NAME_MAX];      /* chosen backend on allow */
+};
+
+/*
+ * Decide. Unknown device: allowed and enrolled if its CA is auto-enroll, else
+ * UNKNOWN_DEVICE. Status other than enabled: refused (quarantined and decommissioned
+ * map to CONNACK "banned", others to "not authorized"). The method must match the
+ * device's attestation. Backend: device's, else CA's, else cfg->default_backend; it
+ * must exist in cfg (else NO_BACKEND, "server unavailable").
+ */
+void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out);
+
+/*
+ * Does the CONNECT's client id satisfy the identity under cfg->client_id_check?
+ * EXACT: bytes equal the device id.
+ */
+bool kg_policy_client_id_ok(const struct kg_config *cfg, const struct kg_identity *id,
+			    const uint8_t *client_id, size_t len);
+
+#endif

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * reason.h - why a connection was allowed, refused or closed.
+ * One enum, one string table (reason.c): audit lines and metric labels use the same
+ * words, so an operator can grep one and find the other.
+ */
+#ifndef KTLSGATE_REASON_H
+#define KTLSGATE_REASON_H
+
+enum kg_reason {
+	KG_REASON_OK,                 /* allowed: known, enabled device */
+	KG_REASON_ENROLLED,           /* allowed: created by an auto-enroll CA */
+	/* TLS / verification (a TLS alert is sent) */
+	KG_REASON_NO_CERT,            /* client sent no certificate */
+	KG_REASON_UNKNOWN_CA,         /* chain does not reach a registered CA */
+	KG_REASON_UNPROVEN_CA,        /* chains to a CA whose possession is not proven */
+	KG_REASON_CERT_EXPIRED,
+	KG_REASON_CERT_NOT_YET_VALID,
+	KG_REASON_CERT_REVOKED,       /* listed in a configured CRL */
+	KG_REASON_BAD_EKU,            /* no clientAuth extended key usage */
+	KG_REASON_BAD_CHAIN,          /* other chain failure (CA:FALSE issuer, signature...) */
+	KG_REASON_THUMBPRINT_MISMATCH,/* self-signed / pinned cert matches no device */
+	KG_REASON_BAD_IDENTITY,       /* CN missing, too long, NUL or control bytes */
+	KG_REASON_TLS_FAILED,         /* handshake failed for a non-certificate reason */
+	/* policy (a CONNACK refusal is sent) */
+	KG_REASON_UNKNOWN_DEVICE,
+	KG_REASON_DISABLED,
+	KG_REASON_SUSPENDED,
+	KG_REASON_QUARANTINED,
+	KG_REASON_DECOMMISSIONED,
+	KG_REASON_ATTESTATION_MISMATCH,/* device enrolled by thumbprint came via a CA, or v.v. */
+	KG_REASON_NO_BACKEND,         /* the device's backend is not configured */
+	KG_REASON_CLIENT_ID_MISMATCH,
+	KG_REASON_BACKEND_DOWN,
+	/* connection life */
+	KG_REASON_BAD_MQTT,           /* first packet garbage / not CONNECT / too big */
+	KG_REASON_TIMEOUT,            /* a state deadline passed */
+	KG_REASON_REVOKED,            /* closed because the registry changed */
+	KG_REASON_KILLED,             /* closed by `ktlsgate session kill` */
+	KG_REASON_PEER_CLOSED,
+	KG_REASON_BACKEND_CLOSED,
+	KG_REASON_IO_ERROR,
+	KG_REASON_OVERLOAD,           /* connection or handshake cap reached */
+	KG_REASON_SHUTDOWN,
+	KG_REASON_MAX
+};
+
+/* "ok", "unknown_ca", ... (snake case, stable: scripts and dashboards use them). */
+const char *kg_reason_str(enum kg_reason r);
+
+#endif

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * registry.h - the identity registry: registered CAs (with proof-of-possession state)
+ * and devices (status, attestation, backend). One interface, several stores behind an
+ * ops table: SQLite (WAL, registry_sqlite.c) now, PostgreSQL later.
+ *
+ * A struct kg_registry handle belongs to one thread: each daemon worker opens its own
+ * read handle; writes from the daemon go through one writer thread so the hot path
+ * never waits on a write lock. Rows are copied out into caller-owned structs; nothing
+ * points into the store. All functions return 0 or a negative enum kg_err
+ * (KG_E_NOTFOUND, KG_E_EXISTS, KG_E_INVALID, KG_E_CORRUPT, KG_E_IO).
+ */
+#ifndef KTLSGATE_REGISTRY_H
+#define KTLSGATE_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compiler.h"
+#include "config.h"
+
+#define KG_DEVICE_ID_MAX 128          /* chars, without NUL */
+#define KG_SHA256_HEX_LEN 64          /* lowercase hex, without NUL */
+#define KG_CHALLENGE_LEN 32           /* hex chars of a PoP challenge */
+
+enum kg_device_status {
+	KG_DEV_ENABLED,
+	KG_DEV_DISABLED,
+	KG_DEV_SUSPENDED,
+	KG_DEV_QUARANTINED,
+	KG_DEV_DECOMMISSIONED,
+	KG_DEV_STATUS_MAX
+};
+
+enum kg_attestation {
+	KG_ATT_CA,          /* certificate chains to a registered, proven CA */
+	KG_ATT_THUMBPRINT,  /* leaf pinned by SHA-256 (primary or secondary) */
+	KG_ATT_MAX
+};
+
+struct kg_device {
+	char id[KG_DEVICE_ID_MAX + 1];
+	enum kg_device_status status;
+	enum kg_attestation attestation;
+	char thumb_primary[KG_SHA256_HEX_LEN + 1];   /* "" when unset */
+	char thumb_secondary[KG_SHA256_HEX_LEN + 1];
+	char backend[KG_NAME_MAX];                    /* "" = CA's or default */
+	char ca_name[KG_NAME_MAX];                    /* CA it enrolled under, "" if none */
+	int64_t created_at, updated_at, last_seen;    /* unix seconds; 0 = never */
+	int64_t cert_not_after;                       /* last seen leaf's notAfter, 0 unknown */
+};
+
+struct kg_ca {
+	char name[KG_NAME_MAX];
+	char sha256[KG_SHA256_HEX_LEN + 1];           /* of the DER certificate */
+	char subject[256];                            /* one-line RFC 2253 */
+	bool verified;                                /* proof of possession done */
+	char challenge[KG_CHALLENGE_LEN + 1];         /* pending PoP challenge */
+	char backend[KG_NAME_MAX];                    /* "" = default */
+	bool auto_enroll;                             /* unknown devices under it are created */
+	int64_t added_at;
+	int64_t not_after;
+	char *pem;                                    /* owned; free with kg_ca_fini() */
+};
+
+void kg_ca_fini(struct kg_ca *ca);
+
+const char *kg_device_status_str(enum kg_device_status s);   /* "enabled", ... */
+int kg_device_status_parse(const char *s, enum kg_device_status *out) KG_MUST_USE;
+const char *kg_attestation_str(enum kg_attestation a);       /* "ca", "thumbprint" */
+
+enum kg_registry_mode { KG_REG_READONLY, KG_REG_READWRITE };
+
+struct kg_registry;
+
+/*
+ * Open the registry at `location` (a file path: SQLite; "postgresql://..." is
+ * reserved for the PostgreSQL store). READWRITE creates the file if missing and
+ * runs forward migrations; READONLY requires an existing, current database.
+ * A file that is not a registry (foreign SQLite db, garbage, newer schema) is
+ * KG_E_CORRUPT with a message; nothing is written to it.
+ */
+int kg_registry_open(const char *location, enum kg_registry_mode mode, struct kg_registry **out,
+		     char *err, size_t errlen) KG_MUST_USE;
+void kg_registry_close(struct kg_registry *reg);
+int kg_registry_schema_version(struct kg_registry *reg);    /* current schema version */
+
+/* Devices */
+int kg_registry_device_get(struct kg_registry *reg, const char *id, struct kg_device *out) KG_MUST_USE;
+/* Insert; KG_E_EXISTS if the id is taken. created_at/updated_at set by the store. */
+int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev) KG_MUST_USE;
+/* Replace every mutable field of an existing row (status, thumbprints, backend...). */
+int kg_registry_device_update(struct kg_registry *reg, const struct kg_device *dev) KG_MUST_USE;
+int kg_registry_device_remove(struct kg_registry *reg, const char *id) KG_MUST_USE;
+/* Record a connection: last_seen and cert_not_after. */
+int kg_registry_device_touch(struct kg_registry *reg, const char *id, int64_t seen,
+			     int64_t cert_not_after) KG_MUST_USE;
+/* Device enrolled by thumbprint whose primary or secondary equals hex. */
+int kg_registry_device_find_thumbprint(struct kg_registry *reg, const char *hex,
+				       struct kg_device *out) KG_MUST_USE;
+/* Iterate, ordered by id. status < 0: all. cb returns non-zero to stop. */
+typedef int (*kg_device_cb)(const struct kg_device *dev, void *arg);
+int kg_registry_device_list(struct kg_registry *reg, int status, kg_device_cb cb, void *arg) KG_MUST_USE;
+
+/* CAs */
+/* Insert an unverified CA with a fresh random challenge (written into ca->challenge). */
+int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca) KG_MUST_USE;
+int kg_registry_ca_get(struct kg_registry *reg, const char *name, struct kg_ca *out) KG_MUST_USE;
+int kg_registry_ca_get_by_sha256(struct kg_registry *reg, const char *hex, struct kg_ca *out) KG_MUST_USE;
+int kg_registry_ca_set_verified(struct kg_registry *reg, const char *name) KG_MUST_USE;
+int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca) KG_MUST_USE; /* backend, auto_enroll */
+int kg_registry_ca_remove(struct kg_registry *reg, const char *name) KG_MUST_USE;
+/* Iterate, ordered by name. The kg_ca passed to cb is only valid during the call. */
+typedef int (*kg_ca_cb)(const struct kg_ca *ca, void *arg);
+int kg_registry_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg) KG_MUST_USE;
+
+/* The ops table a store implements (registry.c dispatches through it). */
+struct kg_registry_ops {
+	const char *name;
+	void (*close)(struct kg_registry *reg);
+	int (*schema_version)(struct kg_registry *reg);
+	int (*device_get)(struct kg_registry *, const char *, struct kg_device *);
+	int (*device_add)(struct kg_registry *, const struct kg_device *);
+	int (*device_update)(struct kg_registry *, const struct kg_device *);
+	int (*device_remove)(struct kg_registry *, const char *);
+	int (*device_touch)(struct kg_registry *, const char *, int64_t, int64_t);
+	int (*device_find_thumbprint)(struct kg_registry *, const char *, struct kg_device *);
+	int (*device_list)(struct kg_registry *, int, kg_device_cb, void *);
+	int (*ca_add)(struct kg_registry *, struct kg_ca *);
+	int (*ca_get)(struct kg_registry *, const char *, struct kg_ca *);
+	int (*ca_get_by_sha256)(struct kg_registry *, const char *, struct kg_ca *);
+	int (*ca_set_verified)(struct kg_registry *, const char *);
+	int (*ca_update)(struct kg_registry *, const struct kg_ca *);
+	int (*ca_remove)(struct kg_registry *, const char *);
+	int (*ca_list)(struct kg_registry *, kg_ca_cb, void *);
+};
+
+/* Every store's handle starts with this header. */
+struct kg_registry {
+	const struct kg_registry_ops *ops;
+};
+
+/* SQLite store (registry_sqlite.c). */
+int kg_registry_sqlite_open(const char *path, enum kg_registry_mode mode, struct kg_registry **out,
+			    char *err, size_t errlen) KG_MUST_USE;
+
+#endif

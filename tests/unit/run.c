@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * run.c - runs every Check suite in CK_FORK mode, so a crash fails one test, not the
+ * run. CK_RUN_SUITE / CK_RUN_CASE select suites and cases (Check's own variables).
+ */
+#include <check.h>
+#include <stdlib.h>
+
+#include "testlib.h"
+
+int main(void)
+{
+	static Suite *(*const suites[])(void) = {
+		kg_suite_mqtt,   kg_suite_config, kg_suite_registry, kg_suite_policy,
+		kg_suite_verify, kg_suite_pki,    kg_suite_metrics,  kg_suite_audit,
+	};
+	SRunner *sr = srunner_create(NULL);
+	int failed;
+
+	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
+		srunner_add_suite(sr, suites[i]());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * testlib.h - shared helpers for the Check suites and the list of suites.
+ * Each tests/unit/check_<module>.c exports one kg_suite_<module>().
+ */
+#ifndef KTLSGATE_TESTLIB_H
+#define KTLSGATE_TESTLIB_H
+
+#include <check.h>
+#include <stddef.h>
+
+Suite *kg_suite_mqtt(void);
+Suite *kg_suite_config(void);
+Suite *kg_suite_registry(void);
+Suite *kg_suite_policy(void);
+Suite *kg_suite_verify(void);
+Suite *kg_suite_pki(void);
+Suite *kg_suite_metrics(void);
+Suite *kg_suite_audit(void);
+
+/* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); path in out.
+ * Aborts the test on failure. */
+void kg_test_tmpdir(char *out, size_t cap);
+/* rm -rf a directory made by kg_test_tmpdir. */
+void kg_test_rmdir(const char *path);
+/* Write a file; aborts the test on failure. */
+void kg_test_write_file(const char *path, const char *data, size_t len);
+
+#endif
