@@ -69,6 +69,7 @@ void kg_ca_fini(struct kg_ca *ca);
 const char *kg_device_status_str(enum kg_device_status s);   /* "enabled", ... */
 int kg_device_status_parse(const char *s, enum kg_device_status *out) KG_MUST_USE;
 const char *kg_attestation_str(enum kg_attestation a);       /* "ca", "thumbprint" */
+int kg_attestation_parse(const char *s, enum kg_attestation *out) KG_MUST_USE;
 
 enum kg_registry_mode { KG_REG_READONLY, KG_REG_READWRITE };
 
@@ -144,5 +145,19 @@ struct kg_registry {
 /* SQLite store (registry_sqlite.c). */
 int kg_registry_sqlite_open(const char *path, enum kg_registry_mode mode, struct kg_registry **out,
 			    char *err, size_t errlen) KG_MUST_USE;
+
+/* PRAGMA application_id of a registry file: "KTLG". A non-empty SQLite file without
+ * it is foreign and refused. */
+#define KG_REGISTRY_SQLITE_APP_ID 0x4b544c47u
+
+/* The schema version this build's SQLite store creates and migrates to. */
+int kg_registry_sqlite_schema_latest(void);
+
+/*
+ * Create the SQLite registry at `path`, or migrate it forward, up to schema `version`
+ * (1..latest) and close it; a newer schema (up to latest) is left as it is. Normal
+ * opens migrate to the latest; this exists for migration tests and tooling.
+ */
+int kg_registry_sqlite_migrate(const char *path, int version, char *err, size_t errlen) KG_MUST_USE;
 
 #endif

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * daemon.c - configuration snapshots: build whole, publish with one pointer swap,
+ * release when the last connection pinning them closes. A reload that fails at any
+ * step frees what it built and leaves the running snapshot alone.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ktlsgate/daemon.h"
+#include "ktlsgate/err.h"
+#include "ktlsgate/log.h"
+#include "ktlsgate/registry.h"
+#include "ktlsgate/tls.h"
+
+static void snapshot_free(struct kg_snapshot *s)
+{
+	SSL_CTX_free(s->ssl_ctx);
+	kg_trust_free(s->trust);
+	free(s);
+}
+
+struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
+				      size_t errlen)
+{
+	struct kg_snapshot *s = calloc(1, sizeof(*s));
+	struct kg_registry *reg = NULL;
+
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->cfg = *cfg;
+	atomic_init(&s->refs, 1);
+	s->ssl_ctx = kg_tls_ctx_new(cfg, err, errlen);
+	if (s->ssl_ctx == NULL)
+		goto out_free;
+	s->trust = kg_trust_new();
+	if (s->trust == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out_free;
+	}
+	if (kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, errlen) < 0)
+		goto out_free;
+	if (kg_trust_load(s->trust, reg, cfg, err, errlen) < 0)
+		goto out_close;
+	kg_registry_close(reg);
+	pthread_mutex_lock(&d->snap_lock);
+	s->generation = ++d->generation;
+	pthread_mutex_unlock(&d->snap_lock);
+	return s;
+
+out_close:
+	kg_registry_close(reg);
+out_free:
+	snapshot_free(s);
+	return NULL;
+}
+
+struct kg_snapshot *kg_snapshot_get(struct kg_daemon *d)
+{
+	struct kg_snapshot *s;
+
+	pthread_mutex_lock(&d->snap_lock);
+	s = d->snap;
+	atomic_fetch_add(&s->refs, 1);
+	pthread_mutex_unlock(&d->snap_lock);
+	return s;
+}
+
+void kg_snapshot_put(struct kg_snapshot *s)
+{
+	if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
+		snapshot_free(s);
+}
+
+void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s)
+{
+	struct kg_snapshot *old;
+
+	pthread_mutex_lock(&d->snap_lock);
+	old = d->snap;
+	d->snap = s;
+	pthread_mutex_unlock(&d->snap_lock);
+	kg_snapshot_put(old);
+}
+
+/* What a reload cannot change in a running process, and says so. */
+static void warn_fixed(const struct kg_config *old, const struct kg_config *new)
+{
+	bool same = old->n_listen == new->n_listen;
+
+	for (size_t i = 0; same && i < old->n_listen; i++)
+		same = strcmp(old->listen[i].text, new->listen[i].text) == 0;
+	if (!same)
+		kg_log_warnx("reload: listen addresses changed: takes effect at restart");
+	if (old->workers != new->workers || old->max_connections != new->max_connections ||
+	    old->max_handshakes != new->max_handshakes)
+		kg_log_warnx("reload: workers/max_connections/max_handshakes take effect at restart");
+	if (strcmp(old->registry, new->registry) != 0 || strcmp(old->control_socket, new->control_socket) != 0 ||
+	    strcmp(old->metrics_listen.text, new->metrics_listen.text) != 0)
+		kg_log_warnx("reload: registry, control_socket and metrics_listen take effect at restart");
+}
+
+int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen)
+{
+	struct kg_config *cfg = malloc(sizeof(*cfg));
+	struct kg_snapshot *s, *cur;
+
+	if (cfg == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out_fail;
+	}
+	if (kg_config_load(d->config_path, cfg, err, errlen) < 0)
+		goto out_free;
+	cur = kg_snapshot_get(d);
+	warn_fixed(&cur->cfg, cfg);
+	/* Keep the fixed settings of the running process so the snapshot tells the truth. */
+	memcpy(cfg->registry, cur->cfg.registry, sizeof(cfg->registry));
+	kg_snapshot_put(cur);
+	s = kg_snapshot_build(d, cfg, err, errlen);
+	if (s == NULL)
+		goto out_free;
+	kg_snapshot_publish(d, s);
+	free(cfg);
+	atomic_fetch_add(&d->reloads, 1);
+	kg_log_info("reloaded %s (generation %llu, %zu CA(s) trusted)", d->config_path,
+		    (unsigned long long)s->generation, kg_trust_count(s->trust, true));
+	return 0;
+
+out_free:
+	free(cfg);
+out_fail:
+	atomic_fetch_add(&d->reload_failures, 1);
+	kg_log_warnx("reload failed, running configuration kept: %s", err);
+	return -1;
+}
+
+int kg_daemon_refresh_trust(struct kg_daemon *d, char *err, size_t errlen)
+{
+	struct kg_snapshot *cur = kg_snapshot_get(d), *s;
+
+	s = kg_snapshot_build(d, &cur->cfg, err, errlen);
+	kg_snapshot_put(cur);
+	if (s == NULL) {
+		kg_log_warnx("trust refresh failed, previous CAs kept: %s", err);
+		return -1;
+	}
+	kg_snapshot_publish(d, s);
+	kg_log_info("trust refreshed (%zu CA(s) trusted)", kg_trust_count(s->trust, true));
+	return 0;
+}

@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * relay.c - the user-space relay and the choice of data path.
+ *
+ * Two buffers per session, c->up (device -> broker) and c->down (broker -> device),
+ * allocated only while they hold bytes, so an idle session keeps none. pump() moves
+ * bytes until nothing moves, then arms exactly the interest that can make progress:
+ * a full buffer stops reading its source (back-pressure), a non-empty one waits for
+ * its sink. OpenSSL may hold decrypted records epoll cannot see, so reading the
+ * device is retried whenever buffer space frees up, without waiting for an event.
+ *
+ * End of stream: the device's EOF (close_notify or FIN) is passed on as a FIN to the
+ * broker once c->up drained; the broker's EOF ends the session once c->down drained
+ * (an MQTT broker that hangs up has nothing more to say).
+ */
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ktlsgate/err.h"
+#include "ktlsgate/log.h"
+#include "ktlsgate/relay.h"
+#include "ktlsgate/tls.h"
+#include "ktlsgate/worker.h"
+
+#define RELAY_BUF 16384u
+
+static bool userspace_usable(const struct kg_conn *c)
+{
+	(void)c;
+	return true;
+}
+
+static int userspace_start(struct kg_conn *c)
+{
+	/* c->up already holds the CONNECT and whatever the device pipelined behind it:
+	 * it is flushed to the broker first by the first pump(). */
+	(void)c;
+	return 0;
+}
+
+/* Returns >0 progress, 0 none, <0 close with *why. */
+static int move_device_to_broker(struct kg_conn *c, enum kg_reason *why)
+{
+	int progress = 0;
+	long n;
+
+	/* read from the device while there is room */
+	while (!c->dev_eof && c->up.len < RELAY_BUF) {
+		if (kg_buf_reserve(&c->up, RELAY_BUF) < 0) {
+			*why = KG_REASON_OVERLOAD;
+			return -1;
+		}
+		n = kg_tls_read(c, c->up.data + c->up.len, RELAY_BUF - c->up.len);
+		if (n == KG_E_AGAIN)
+			break;
+		if (n == 0) {
+			c->dev_eof = true;
+			progress = 1;
+			break;
+		}
+		if (n < 0) {
+			*why = KG_REASON_IO_ERROR;
+			return -1;
+		}
+		c->up.len += (size_t)n;
+		progress = 1;
+	}
+	/* write to the broker */
+	while (c->up.off < c->up.len) {
+		ssize_t w = send(c->be.fd, c->up.data + c->up.off, c->up.len - c->up.off, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			*why = KG_REASON_BACKEND_CLOSED;
+			return -1;
+		}
+		c->up.off += (size_t)w;
+		c->bytes_up += (uint64_t)w;
+		kg_metric_add(&c->w->metrics.bytes[KG_DIR_UP], (uint64_t)w);
+		progress = 1;
+	}
+	if (c->up.off == c->up.len) {
+		c->up.off = c->up.len = 0;
+		kg_buf_release(&c->up);
+	}
+	return progress;
+}
+
+static int move_broker_to_device(struct kg_conn *c, enum kg_reason *why)
+{
+	int progress = 0;
+	ssize_t n;
+	long w;
+
+	while (!c->be_eof && c->down.len < RELAY_BUF) {
+		if (kg_buf_reserve(&c->down, RELAY_BUF) < 0) {
+			*why = KG_REASON_OVERLOAD;
+			return -1;
+		}
+		n = recv(c->be.fd, c->down.data + c->down.len, RELAY_BUF - c->down.len, 0);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			*why = KG_REASON_BACKEND_CLOSED;
+			return -1;
+		}
+		if (n == 0) {
+			c->be_eof = true;
+			progress = 1;
+			break;
+		}
+		c->down.len += (size_t)n;
+		progress = 1;
+	}
+	while (c->down.off < c->down.len) {
+		w = kg_tls_write(c, c->down.data + c->down.off, c->down.len - c->down.off);
+		if (w == KG_E_AGAIN)
+			break;
+		if (w < 0) {
+			*why = KG_REASON_PEER_CLOSED;
+			return -1;
+		}
+		c->down.off += (size_t)w;
+		c->bytes_down += (uint64_t)w;
+		kg_metric_add(&c->w->metrics.bytes[KG_DIR_DOWN], (uint64_t)w);
+		progress = 1;
+	}
+	if (c->down.off == c->down.len) {
+		c->down.off = c->down.len = 0;
+		kg_buf_release(&c->down);
+	}
+	return progress;
+}
+
+static enum kg_step userspace_pump(struct kg_conn *c)
+{
+	enum kg_reason why = KG_REASON_IO_ERROR;
+	uint32_t dev_ev = 0, be_ev = 0;
+	bool dev_wants_write = false;
+	int a, b;
+
+	do {
+		a = move_device_to_broker(c, &why);
+		if (a < 0)
+			goto out_close;
+		/* remember what the device read asked for before the write overwrites it */
+		dev_wants_write = c->want_write;
+		b = move_broker_to_device(c, &why);
+		if (b < 0)
+			goto out_close;
+	} while (a > 0 || b > 0);
+
+	/* MQTT has no use for half-open sessions: once a side has said all it will say
+	 * and that has been delivered, the session is over. */
+	if (c->be_eof && c->down.len == 0) {
+		why = KG_REASON_BACKEND_CLOSED;
+		goto out_close;
+	}
+	if (c->dev_eof && c->up.len == 0) {
+		why = KG_REASON_PEER_CLOSED;
+		goto out_close;
+	}
+
+	if (!c->dev_eof && c->up.len < RELAY_BUF)
+		dev_ev |= EPOLLIN;
+	if (c->down.len > c->down.off || dev_wants_write || c->want_write)
+		dev_ev |= c->want_read ? EPOLLIN : EPOLLOUT;
+	if (!c->be_eof && c->down.len < RELAY_BUF)
+		be_ev |= EPOLLIN;
+	if (c->up.len > c->up.off)
+		be_ev |= EPOLLOUT;
+	/* A side at EOF would report HUP/RDHUP forever in level mode: unregister it
+	 * unless we still have to write to it. */
+	if ((c->dev_eof && !(dev_ev & EPOLLOUT) ? kg_conn_unwatch(c, &c->dev)
+						   : kg_conn_watch(c, &c->dev, dev_ev)) < 0 ||
+	    (c->be_eof && !(be_ev & EPOLLOUT) ? kg_conn_unwatch(c, &c->be)
+					       : kg_conn_watch(c, &c->be, be_ev)) < 0)
+		goto out_close;
+	return KG_STEP_WAIT;
+
+out_close:
+	if (why == KG_REASON_PEER_CLOSED || why == KG_REASON_BACKEND_CLOSED)
+		kg_tls_shutdown(c);
+	kg_conn_close(c, why);
+	return KG_STEP_DONE;
+}
+
+const struct kg_relay_ops kg_relay_userspace = {
+	.name = "userspace",
+	.mode = KG_MODE_USERSPACE,
+	.usable = userspace_usable,
+	.start = userspace_start,
+	.pump = userspace_pump,
+};
+
+/* In order of preference; kTLS + splice and sockmap are added ahead of user space. */
+static const struct kg_relay_ops *const relays[] = {
+	&kg_relay_userspace,
+};
+
+const struct kg_relay_ops *kg_relay_choose(const struct kg_conn *c)
+{
+	for (size_t i = 0; i < sizeof(relays) / sizeof(relays[0]); i++)
+		if (relays[i]->usable(c))
+			return relays[i];
+	return NULL;
+}
+
+const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode)
+{
+	for (size_t i = 0; i < sizeof(relays) / sizeof(relays[0]); i++)
+		if (relays[i]->mode == mode)
+			return relays[i];
+	return &kg_relay_userspace;
+}

@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * tls.c - the server SSL_CTX and the non-blocking TLS calls of a connection.
+ *
+ * Choices, and why:
+ * - TLS 1.2 and 1.3 only; renegotiation off (a device has no reason to renegotiate,
+ *   and it is an old DoS and confusion vector).
+ * - Client certificate required, and verification replaced wholesale by
+ *   cert_verify_cb -> kg_verify_peer(), so the daemon and `ktlsgate verify` run the
+ *   same code, and thumbprint-pinned self-signed devices need no trust-store tricks.
+ * - No session resumption (no tickets, no cache): a resumed session skips
+ *   verification, and the registry must be consulted on every connect. Issue 4 brings
+ *   tickets back with policy re-checked on resume.
+ * - SSL_MODE_RELEASE_BUFFERS: idle sessions should not pin 2 x 16 KiB of buffers.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "ktlsgate/conn.h"
+#include "ktlsgate/daemon.h"
+#include "ktlsgate/err.h"
+#include "ktlsgate/log.h"
+#include "ktlsgate/tls.h"
+#include "ktlsgate/worker.h"
+
+static void ossl_err(char *err, size_t errlen, const char *what)
+{
+	char buf[256] = "";
+	unsigned long e = ERR_peek_last_error();
+
+	if (e != 0)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	snprintf(err, errlen, "%s: %s", what, buf[0] ? buf : "failed");
+}
+
+/* OpenSSL's verification hook: the whole decision is kg_verify_peer()'s. */
+static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct kg_conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
+	int x509_err = X509_V_ERR_UNSPECIFIED;
+
+	(void)arg;
+	if (c == NULL)
+		return 0;
+	c->verify_ran = true;
+	c->verify_reason = kg_verify_peer(c->snap->trust, X509_STORE_CTX_get0_cert(sctx),
+					  X509_STORE_CTX_get0_untrusted(sctx), 0,
+					  kg_verify_registry_thumb_lookup, c->w->reg, &c->id, &x509_err);
+	if (c->verify_reason == KG_REASON_OK)
+		return 1;
+	/* The error selects the alert OpenSSL sends (certificate_expired, unknown_ca...). */
+	X509_STORE_CTX_set_error(sctx, x509_err ? x509_err : X509_V_ERR_UNSPECIFIED);
+	c->x509_err = x509_err;
+	return 0;
+}
+
+SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+	if (ctx == NULL) {
+		ossl_err(err, errlen, "SSL_CTX_new");
+		return NULL;
+	}
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION)) {
+		ossl_err(err, errlen, "protocol versions");
+		goto out_free;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+				 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET |
+				 SSL_OP_SINGLE_ECDH_USE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	if (cfg->ciphers[0] && !SSL_CTX_set_cipher_list(ctx, cfg->ciphers)) {
+		ossl_err(err, errlen, "[tls] ciphers");
+		goto out_free;
+	}
+	if (cfg->ciphersuites[0] && !SSL_CTX_set_ciphersuites(ctx, cfg->ciphersuites)) {
+		ossl_err(err, errlen, "[tls] ciphersuites");
+		goto out_free;
+	}
+	if (cfg->groups[0] && !SSL_CTX_set1_groups_list(ctx, cfg->groups)) {
+		ossl_err(err, errlen, "[tls] groups");
+		goto out_free;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_file) != 1) {
+		ossl_err(err, errlen, cfg->cert_file);
+		goto out_free;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
+		ossl_err(err, errlen, cfg->key_file);
+		goto out_free;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ossl_err(err, errlen, "server key does not match the certificate");
+		goto out_free;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
+	return ctx;
+
+out_free:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+int kg_tls_conn_new(struct kg_conn *c)
+{
+	c->ssl = SSL_new(c->snap->ssl_ctx);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->dev.fd) != 1) {
+		kg_log_ossl("SSL_new");
+		return KG_E_RESOURCE;
+	}
+	SSL_set_app_data(c->ssl, c);
+	SSL_set_accept_state(c->ssl);
+	return 0;
+}
+
+/* Map an SSL_get_error() result; sets want flags. */
+static long tls_result(struct kg_conn *c, int ret)
+{
+	int e = SSL_get_error(c->ssl, ret);
+
+	c->want_read = c->want_write = false;
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		c->want_read = true;
+		return KG_E_AGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		c->want_write = true;
+		return KG_E_AGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		ERR_clear_error();
+		/* EOF without close_notify: for MQTT the session just ends. */
+		return (errno == 0 || ret == 0) ? 0 : KG_E_IO;
+	default:
+		ERR_clear_error();
+		return KG_E_PROTO;
+	}
+}
+
+int kg_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
+{
+	int ret;
+	unsigned long e;
+
+	ERR_clear_error();
+	ret = SSL_do_handshake(c->ssl);
+	if (ret == 1) {
+		c->want_read = c->want_write = false;
+		return KG_OK;
+	}
+	if (c->verify_ran && c->verify_reason != KG_REASON_OK) {
+		*reason = c->verify_reason;
+		ERR_clear_error();
+		return KG_E_PROTO;
+	}
+	e = ERR_peek_error();
+	if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+		*reason = KG_REASON_NO_CERT;
+		ERR_clear_error();
+		return KG_E_PROTO;
+	}
+	switch (tls_result(c, ret)) {
+	case KG_E_AGAIN:
+		return KG_E_AGAIN;
+	default:
+		*reason = KG_REASON_TLS_FAILED;
+		return KG_E_PROTO;
+	}
+}
+
+long kg_tls_read(struct kg_conn *c, void *buf, size_t len)
+{
+	size_t got = 0;
+	int ret;
+
+	ERR_clear_error();
+	ret = SSL_read_ex(c->ssl, buf, len, &got);
+	if (ret == 1) {
+		c->want_read = c->want_write = false;
+		return (long)got;
+	}
+	return tls_result(c, 0);
+}
+
+long kg_tls_write(struct kg_conn *c, const void *buf, size_t len)
+{
+	size_t done = 0;
+	int ret;
+
+	ERR_clear_error();
+	ret = SSL_write_ex(c->ssl, buf, len, &done);
+	if (ret == 1) {
+		c->want_read = c->want_write = false;
+		return (long)done;
+	}
+	{
+		long r = tls_result(c, 0);
+		/* A write that hit a closed peer is an I/O error, not a clean close. */
+		return r == 0 ? KG_E_IO : r;
+	}
+}
+
+void kg_tls_shutdown(struct kg_conn *c)
+{
+	if (c->ssl == NULL)
+		return;
+	ERR_clear_error();
+	(void)SSL_shutdown(c->ssl);
+	ERR_clear_error();
+}
+
+const char *kg_tls_version(const struct kg_conn *c)
+{
+	return c->ssl ? SSL_get_version(c->ssl) : "-";
+}
+
+const char *kg_tls_cipher(const struct kg_conn *c)
+{
+	return c->ssl ? SSL_get_cipher_name(c->ssl) : "-";
+}

@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * writer.c - the registry writer thread: the only daemon thread that writes to the
+ * registry, so workers never wait on SQLite's write lock. A bounded FIFO; enrolments
+ * always queue (a lost one would only be redone on the next connect, but they are
+ * rare and small), last-seen updates are dropped and counted when the queue is full.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ktlsgate/err.h"
+#include "ktlsgate/log.h"
+#include "ktlsgate/writer.h"
+
+#define WRITER_QUEUE_MAX 65536
+
+enum op { OP_ENROLL, OP_TOUCH };
+
+struct item {
+	enum op op;
+	struct kg_device dev;      /* OP_ENROLL: the row; OP_TOUCH: id + times */
+	struct item *next;
+};
+
+struct kg_writer {
+	struct kg_registry *reg;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct item *head, *tail;
+	size_t queued;
+	bool stop;
+	_Atomic uint64_t drops;
+};
+
+static void apply(struct kg_writer *w, struct item *it)
+{
+	int rc;
+
+	if (it->op == OP_ENROLL) {
+		rc = kg_registry_device_add(w->reg, &it->dev);
+		if (rc == 0)
+			kg_log_info("device %s enrolled under CA %s", it->dev.id, it->dev.ca_name);
+		else if (rc != KG_E_EXISTS)  /* two first connects raced: fine */
+			kg_log_warnx("enrol %s: %s", it->dev.id, kg_err_str(rc));
+		rc = kg_registry_device_touch(w->reg, it->dev.id, it->dev.last_seen, it->dev.cert_not_after);
+	} else {
+		rc = kg_registry_device_touch(w->reg, it->dev.id, it->dev.last_seen, it->dev.cert_not_after);
+	}
+	if (rc < 0 && rc != KG_E_NOTFOUND)
+		kg_log_warnx("registry update %s: %s", it->dev.id, kg_err_str(rc));
+}
+
+static void *writer_main(void *arg)
+{
+	struct kg_writer *w = arg;
+	struct item *it;
+
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (w->head == NULL && !w->stop)
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (w->head == NULL && w->stop)
+			break;
+		it = w->head;
+		w->head = it->next;
+		if (w->head == NULL)
+			w->tail = NULL;
+		w->queued--;
+		pthread_mutex_unlock(&w->lock);
+		apply(w, it);
+		free(it);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+struct kg_writer *kg_writer_start(const char *registry, char *err, size_t errlen)
+{
+	struct kg_writer *w = calloc(1, sizeof(*w));
+
+	if (w == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (kg_registry_open(registry, KG_REG_READWRITE, &w->reg, err, errlen) < 0)
+		goto out_free;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+		snprintf(err, errlen, "cannot start the registry writer thread");
+		goto out_close;
+	}
+	return w;
+
+out_close:
+	kg_registry_close(w->reg);
+out_free:
+	free(w);
+	return NULL;
+}
+
+void kg_writer_stop(struct kg_writer *w)
+{
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);   /* drains the queue first */
+	kg_registry_close(w->reg);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	free(w);
+}
+
+static void enqueue(struct kg_writer *w, struct item *it, bool droppable)
+{
+	pthread_mutex_lock(&w->lock);
+	if (droppable && w->queued >= WRITER_QUEUE_MAX) {
+		pthread_mutex_unlock(&w->lock);
+		atomic_fetch_add(&w->drops, 1);
+		free(it);
+		return;
+	}
+	it->next = NULL;
+	if (w->tail)
+		w->tail->next = it;
+	else
+		w->head = it;
+	w->tail = it;
+	w->queued++;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+void kg_writer_enroll(struct kg_writer *w, const struct kg_device *dev)
+{
+	struct item *it = malloc(sizeof(*it));
+
+	if (it == NULL)
+		return;
+	it->op = OP_ENROLL;
+	it->dev = *dev;
+	enqueue(w, it, false);
+}
+
+void kg_writer_touch(struct kg_writer *w, const char *id, int64_t seen, int64_t cert_not_after)
+{
+	struct item *it = calloc(1, sizeof(*it));
+
+	if (it == NULL) {
+		atomic_fetch_add(&w->drops, 1);
+		return;
+	}
+	it->op = OP_TOUCH;
+	if (kg_strlcpy(it->dev.id, id, sizeof(it->dev.id)) < 0) {
+		free(it);
+		return;
+	}
+	it->dev.last_seen = seen;
+	it->dev.cert_not_after = cert_not_after;
+	enqueue(w, it, true);
+}
+
+uint64_t kg_writer_drops(struct kg_writer *w)
+{
+	return w ? atomic_load(&w->drops) : 0;
+}

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * conn.h - one device connection: a table-driven state machine with a deadline per
+ * state and exactly one teardown, kg_conn_close().
+ *
+ *  ACCEPTED -> TLS_HANDSHAKE -> IDENTIFIED -> POLICY -> MQTT_CONNECT
+ *           -> BACKEND_CONNECT -> HANDOFF -> RELAYING -> CLOSED
+ *  (a refusal detours through REFUSING: CONNACK, close_notify, linger, close)
+ *
+ * A struct kg_conn belongs to one worker thread and is touched only by it. It owns
+ * both fds, the SSL, its buffers, and pins a snapshot for life; registry rows are
+ * copied in, never borrowed.
+ */
+#ifndef KTLSGATE_CONN_H
+#define KTLSGATE_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#include "compiler.h"
+#include "metrics.h"
+#include "mqtt.h"
+#include "policy.h"
+#include "reason.h"
+#include "verify.h"
+
+enum kg_conn_state {
+	KG_ST_ACCEPTED,
+	KG_ST_TLS_HANDSHAKE,
+	KG_ST_IDENTIFIED,
+	KG_ST_POLICY,
+	KG_ST_MQTT_CONNECT,
+	KG_ST_BACKEND_CONNECT,
+	KG_ST_HANDOFF,
+	KG_ST_RELAYING,
+	KG_ST_REFUSING,
+	KG_ST_CLOSED,
+	KG_ST_MAX
+};
+
+/* What a state step tells the driver (nginx's NGX_OK / NGX_AGAIN, as data). */
+enum kg_step {
+	KG_STEP_NEXT,  /* state changed: run the new state's step now */
+	KG_STEP_WAIT,  /* interest re-armed: wait for the fd or the deadline */
+	KG_STEP_DONE   /* connection closed and freed: touch nothing */
+};
+
+enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND };
+
+/* Every epoll registration points at one of these. */
+struct kg_evsrc {
+	enum kg_evtype type;
+	int fd;
+	uint32_t events;     /* currently registered interest */
+	void *owner;         /* struct kg_conn * or struct kg_worker * */
+};
+
+/* A byte buffer allocated only while it holds bytes (idle sessions cost nothing). */
+struct kg_buf {
+	uint8_t *data;
+	size_t len, off, cap;
+};
+
+struct kg_worker;
+struct kg_snapshot;
+
+struct kg_conn {
+	uint64_t cid;                      /* worker index << 48 | sequence */
+	struct kg_worker *w;
+	struct kg_snapshot *snap;          /* pinned for life */
+	enum kg_conn_state state;
+	uint64_t deadline_ms;              /* 0: none */
+	uint64_t accepted_us, hs_start_us;
+	int64_t since;                     /* wall clock of accept */
+
+	struct kg_evsrc dev;               /* device socket */
+	struct kg_evsrc be;                /* backend socket, fd -1 until connected */
+	SSL *ssl;
+	bool want_read, want_write;        /* what the last TLS call waits for */
+	enum kg_evtype ev_type;            /* the event being handled (set by the worker) */
+	uint32_t ev_events;
+
+	char peer[64];
+	bool identified, verify_ran, decided, audited;
+	enum kg_reason verify_reason;
+	int x509_err;
+	struct kg_identity id;
+	struct kg_verdict verdict;
+	uint8_t mqtt_level;
+
+	struct kg_buf up;                  /* device -> broker (CONNECT first) */
+	struct kg_buf down;                /* broker -> device */
+	bool dev_eof, be_eof;
+
+	uint8_t refusal[8];                /* the CONNACK refusal being sent */
+	size_t refusal_len, refusal_off;
+
+	uint64_t bytes_up, bytes_down;
+	enum kg_relay_mode mode;
+
+	struct kg_conn *prev, *next;       /* worker's list of live conns */
+};
+
+extern const char *const kg_conn_state_names[KG_ST_MAX];
+
+/* Start a connection on an accepted fd (takes ownership of fd). */
+void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+/* Drive the state machine after an event (or on entry). */
+void kg_conn_run(struct kg_conn *c);
+/* The one teardown: audit (if not yet), metrics, unregister, free. */
+void kg_conn_close(struct kg_conn *c, enum kg_reason why);
+/* The only writer of c->state: logs from -> to and sets the state's deadline. */
+void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st);
+/* Deadline passed. */
+void kg_conn_timeout(struct kg_conn *c);
+/* Set epoll interest for one of the conn's fds. */
+int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events) KG_MUST_USE;
+/* Remove the fd from epoll (events = UINT32_MAX marks "not registered"). */
+int kg_conn_unwatch(struct kg_conn *c, struct kg_evsrc *src) KG_MUST_USE;
+/* Write an audit decision record for c. */
+void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const char *detail);
+
+/* Buffers */
+int kg_buf_reserve(struct kg_buf *b, size_t cap) KG_MUST_USE;
+void kg_buf_release(struct kg_buf *b);   /* free when empty */
+void kg_buf_free(struct kg_buf *b);
+
+#endif

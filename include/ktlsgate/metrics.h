@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * metrics.h - counters, gauges and a histogram, kept per worker (only the owning
+ * worker writes; the metrics thread reads with relaxed atomics) and summed when
+ * Prometheus scrapes. No per-device labels: cardinality stays bounded by enums.
+ * kg_metrics_render() is pure (unit-tested); kg_metrics_http_*() serve it with
+ * libmicrohttpd on its own thread.
+ */
+#ifndef KTLSGATE_METRICS_H
+#define KTLSGATE_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compiler.h"
+#include "config.h"
+#include "reason.h"
+
+enum kg_hs_result { KG_HS_OK, KG_HS_FAILED, KG_HS_TIMEOUT, KG_HS_MAX };
+enum kg_dir { KG_DIR_UP, KG_DIR_DOWN, KG_DIR_MAX };   /* device->broker, broker->device */
+enum kg_relay_mode { KG_MODE_USERSPACE, KG_MODE_MAX };
+
+#define KG_CONN_STATES_MAX 16
+#define KG_HS_BUCKETS 13
+
+struct kg_metrics {
+	_Atomic int64_t conns_by_state[KG_CONN_STATES_MAX];   /* gauge */
+	_Atomic int64_t sessions_by_mode[KG_MODE_MAX];        /* gauge: relaying */
+	_Atomic uint64_t accepted;
+	_Atomic uint64_t refused_overload;
+	_Atomic uint64_t handshakes[KG_HS_MAX];
+	_Atomic uint64_t decisions_allow[KG_REASON_MAX];
+	_Atomic uint64_t decisions_deny[KG_REASON_MAX];
+	_Atomic uint64_t closes[KG_REASON_MAX];
+	_Atomic uint64_t bytes[KG_DIR_MAX];
+	_Atomic uint64_t hs_bucket[KG_HS_BUCKETS];            /* non-cumulative counts */
+	_Atomic uint64_t hs_count;
+	_Atomic uint64_t hs_sum_us;
+};
+
+/* Upper bounds of the handshake histogram buckets, in seconds (last is +Inf). */
+extern const double kg_hs_bucket_le[KG_HS_BUCKETS];
+
+static inline void kg_metric_add(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+static inline void kg_metric_gauge(_Atomic int64_t *g, int64_t delta)
+{
+	atomic_fetch_add_explicit(g, delta, memory_order_relaxed);
+}
+
+void kg_metrics_observe_handshake(struct kg_metrics *m, uint64_t usec);
+
+/* Static facts shown beside the counters. */
+struct kg_metrics_info {
+	const char *const *state_names;  /* n_states names for the connection gauge */
+	size_t n_states;
+	unsigned workers;
+	uint64_t reloads, reload_failures, registry_write_drops;
+	int64_t start_time;
+};
+
+/* Render the sum of per-worker metrics as Prometheus text (version 0.0.4).
+ * Returns a malloc'd NUL-terminated buffer (caller frees) or NULL. */
+char *kg_metrics_render(struct kg_metrics *const *per_worker, size_t n,
+			const struct kg_metrics_info *info, size_t *len_out);
+
+struct kg_metrics_http;
+typedef char *(*kg_metrics_render_fn)(void *arg, size_t *len_out);
+/* Serve GET /metrics on addr. Returns NULL with a message in err on failure. */
+struct kg_metrics_http *kg_metrics_http_start(const struct kg_sockaddr *addr, kg_metrics_render_fn fn,
+					      void *arg, char *err, size_t errlen);
+void kg_metrics_http_stop(struct kg_metrics_http *h);
+
+#endif

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * relay.h - the data path after the handoff. A relay is an ops table (HAProxy's
+ * xprt_ops idea): the handoff picks one per session; the user-space SSL relay is the
+ * one that works everywhere, kTLS + splice and the sockmap path slot in beside it
+ * (issue 3). All bytes already read from the device (the CONNECT and whatever was
+ * pipelined behind it) sit in c->up and are forwarded first, in order.
+ */
+#ifndef KTLSGATE_RELAY_H
+#define KTLSGATE_RELAY_H
+
+#include "conn.h"
+
+struct kg_relay_ops {
+	const char *name;                    /* "userspace", "ktls_splice", ... */
+	enum kg_relay_mode mode;
+	/* Can this path carry c? (kernel support, negotiated cipher...) */
+	bool (*usable)(const struct kg_conn *c);
+	/* Take over c (point of no return for offloads). KG_OK or error. */
+	int (*start)(struct kg_conn *c);
+	/* Pump bytes after an event. Returns KG_STEP_WAIT or KG_STEP_DONE (closed). */
+	enum kg_step (*pump)(struct kg_conn *c);
+};
+
+extern const struct kg_relay_ops kg_relay_userspace;
+
+/* Choose the first usable relay for c, in order of preference. */
+const struct kg_relay_ops *kg_relay_choose(const struct kg_conn *c);
+const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode);
+
+#endif
