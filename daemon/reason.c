@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* reason.c - the one string table for enum kg_reason (audit lines, metric labels). */
+#include <stddef.h>
+
 #include "ktlsgate/reason.h"
 
 static const char *const reason_names[KG_REASON_MAX] = {
