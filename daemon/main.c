@@ -29,6 +29,7 @@
 #include "ktlsgate/daemon.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
+#include "ktlsgate/tls.h"
 #include "ktlsgate/worker.h"
 #include "ktlsgate/writer.h"
 
@@ -82,6 +83,55 @@ static void raise_fd_limit(void)
 		rl.rlim_cur = rl.rlim_max;
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
+}
+
+/*
+ * `-t`: validate the file, then load what it names that exists (certificate + key,
+ * registry + CAs + CRLs) exactly as a start would. A file that does not exist yet is
+ * reported, not fatal: the example config must pass on a machine that has not been
+ * provisioned. Nothing is created or written.
+ */
+static int check_only(const struct kg_config *cfg, const char *path)
+{
+	struct kg_registry *reg = NULL;
+	struct kg_trust *trust = NULL;
+	char err[KG_ERRBUF];
+	size_t cas = 0;
+	int rc = 1;
+
+	if (access(cfg->cert_file, F_OK) == 0 && access(cfg->key_file, F_OK) == 0) {
+		SSL_CTX *ctx = kg_tls_ctx_new(cfg, err, sizeof(err));
+
+		if (ctx == NULL) {
+			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
+			return 1;
+		}
+		SSL_CTX_free(ctx);
+	} else {
+		printf("ktlsgated: note: %s or %s does not exist yet: not checked\n", cfg->cert_file,
+		       cfg->key_file);
+	}
+	if (access(cfg->registry, F_OK) == 0) {
+		trust = kg_trust_new();
+		if (trust == NULL ||
+		    kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, sizeof(err)) < 0 ||
+		    kg_trust_load(trust, reg, cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ktlsgated: %s\n", trust ? err : "out of memory");
+			goto out;
+		}
+		cas = kg_trust_count(trust, true);
+	} else {
+		printf("ktlsgated: note: registry %s does not exist yet: it is created at start\n",
+		       cfg->registry);
+	}
+	printf("ktlsgated: configuration %s ok (%zu CA(s) trusted, %zu backend(s))\n", path, cas,
+	       cfg->n_backends);
+	rc = 0;
+out:
+	if (reg)
+		kg_registry_close(reg);
+	kg_trust_free(trust);
+	return rc;
 }
 
 static int serve(struct kg_daemon *d)
@@ -165,10 +215,14 @@ int main(int argc, char **argv)
 	d->max_connections = cfg->max_connections;
 	d->max_handshakes = cfg->max_handshakes;
 
+	if (test_only) {
+		status = check_only(cfg, path);
+		goto out_free_cfg;
+	}
 	/* 2. registry (writer thread owns the read-write handle) */
 	d->writer = kg_writer_start(cfg->registry, err, sizeof(err));
 	if (d->writer == NULL) {
-		fprintf(stderr, "ktlsgated: registry %s: %s\n", cfg->registry, err);
+		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_free_cfg;
 	}
 	/* 3. first snapshot: TLS context, server certificate, trust */
@@ -176,12 +230,6 @@ int main(int argc, char **argv)
 	if (d->snap == NULL) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_writer;
-	}
-	if (test_only) {
-		printf("ktlsgated: configuration %s ok (%zu CA(s) trusted, %zu backend(s))\n", path,
-		       kg_trust_count(d->snap->trust, true), cfg->n_backends);
-		status = 0;
-		goto out_snap;
 	}
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
