@@ -1,0 +1,901 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * check_verify.c - device identity and certificate verification: the CN rules, CNs
+ * built by hand to carry NULs or duplicates, chains through registered CAs (proven or
+ * not), validity and the `at` override, EKU, CA constraints, CRLs per CA, thumbprint
+ * pins, and the SHA-256 thumbprint against an independent computation. Every PKI is
+ * made fresh by kg_pki_make() in a per-test temporary directory.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "ktlsgate/err.h"
+#include "ktlsgate/pki.h"
+#include "ktlsgate/verify.h"
+#include "testlib.h"
+
+#define DAY 86400
+
+static char dir[PATH_MAX];
+static struct kg_trust *trust;
+
+static void setup(void)
+{
+	kg_test_tmpdir(dir, sizeof(dir));
+	trust = kg_trust_new();
+	ck_assert_ptr_nonnull(trust);
+}
+
+static void teardown(void)
+{
+	kg_trust_free(trust);
+	kg_test_rmdir(dir);
+}
+
+static void path_of(char *out, size_t cap, const char *sub, const char *file)
+{
+	int n = file != NULL ? snprintf(out, cap, "%s/%s/%s", dir, sub, file)
+			     : snprintf(out, cap, "%s/%s", dir, sub);
+
+	ck_assert(n > 0 && (size_t)n < cap);
+}
+
+/* Everything a test may vary about a certificate; zero = kg_pki_make's defaults. */
+struct mk {
+	int64_t not_before;
+	int64_t days;
+	enum kg_pki_eku eku;
+	bool not_ca;
+};
+
+static void make_ex(enum kg_pki_kind kind, const char *cn, const char *sub, const char *issuer,
+		    const struct mk *o)
+{
+	char out[PATH_MAX], iss[PATH_MAX], err[512] = "";
+	struct kg_pki_req req = { .kind = kind, .cn = cn, .out_dir = out };
+
+	path_of(out, sizeof(out), sub, NULL);
+	if (issuer != NULL) {
+		path_of(iss, sizeof(iss), issuer, NULL);
+		req.issuer_dir = iss;
+	}
+	if (o != NULL) {
+		req.not_before = o->not_before;
+		req.days = o->days;
+		req.eku = o->eku;
+		req.not_ca = o->not_ca;
+	}
+	ck_assert_msg(kg_pki_make(&req, err, sizeof(err)) == 0, "make %s: %s", cn, err);
+}
+
+static void make(enum kg_pki_kind kind, const char *cn, const char *sub, const char *issuer)
+{
+	make_ex(kind, cn, sub, issuer, NULL);
+}
+
+static X509 *load(const char *sub)
+{
+	char p[PATH_MAX], err[512] = "";
+	X509 *x;
+
+	path_of(p, sizeof(p), sub, "cert.pem");
+	x = kg_pem_read_cert(p, err, sizeof(err));
+	ck_assert_msg(x != NULL, "%s", err);
+	return x;
+}
+
+/* Register the CA in `sub` under `name` as the registry would hand it over. */
+static void add_ca(const char *name, const char *sub, bool verified)
+{
+	char p[PATH_MAX], err[512] = "";
+	struct kg_ca ca;
+	X509 *x;
+
+	memset(&ca, 0, sizeof(ca));
+	path_of(p, sizeof(p), sub, "cert.pem");
+	ck_assert_msg(kg_pem_read_cert_only(p, &x, &ca.pem, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(kg_cert_sha256_hex(x, ca.sha256), 0);
+	X509_free(x);
+	(void)kg_strlcpy(ca.name, name, sizeof(ca.name));
+	ca.verified = verified;
+	ck_assert_msg(kg_trust_add_ca(trust, &ca, err, sizeof(err)) == 0, "%s", err);
+	free(ca.pem);
+}
+
+static void add_crl(const char *ca_name, const char *ca_sub, const char *const *revoked_subs,
+		    size_t n)
+{
+	char cadir[PATH_MAX], crl[PATH_MAX], err[512] = "";
+	char files[4][PATH_MAX];
+	const char *fp[4];
+
+	ck_assert_uint_le(n, 4);
+	for (size_t i = 0; i < n; i++) {
+		path_of(files[i], sizeof(files[i]), revoked_subs[i], "cert.pem");
+		fp[i] = files[i];
+	}
+	path_of(cadir, sizeof(cadir), ca_sub, NULL);
+	path_of(crl, sizeof(crl), ca_sub, "crl.pem");
+	ck_assert_msg(kg_pki_crl(cadir, fp, n, crl, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(kg_trust_add_crl_file(trust, ca_name, crl, err, sizeof(err)) == 0, "%s", err);
+}
+
+/* Verify the leaf in `sub`, sending the certs of `chain_subs` as intermediates. */
+static enum kg_reason verify_ex(const char *sub, const char *const *chain_subs, size_t n,
+				time_t at, kg_thumb_lookup_fn lookup, void *arg,
+				struct kg_identity *id, int *xerr)
+{
+	STACK_OF(X509) *untrusted = NULL;
+	enum kg_reason r;
+	X509 *leaf = load(sub);
+
+	if (n > 0) {
+		untrusted = sk_X509_new_null();
+		for (size_t i = 0; i < n; i++)
+			ck_assert(sk_X509_push(untrusted, load(chain_subs[i])));
+	}
+	r = kg_verify_peer(trust, leaf, untrusted, at, lookup, arg, id, xerr);
+	sk_X509_pop_free(untrusted, X509_free);
+	X509_free(leaf);
+	return r;
+}
+
+static enum kg_reason verify(const char *sub, const char *chain_sub)
+{
+	struct kg_identity id;
+	int xerr;
+
+	return verify_ex(sub, &chain_sub, chain_sub != NULL ? 1 : 0, 0, NULL, NULL, &id, &xerr);
+}
+
+#define ck_reason(got, want)                                                                      \
+	do {                                                                                      \
+		enum kg_reason g_ = (got), w_ = (want);                                           \
+		ck_assert_msg(g_ == w_, "reason %s, wanted %s", kg_reason_str(g_),                \
+			      kg_reason_str(w_));                                                 \
+	} while (0)
+
+/* ---- identity -------------------------------------------------------------------- */
+
+START_TEST(test_identity_table)
+{
+	static const struct {
+		const char *cn;
+		size_t len; /* 0: strlen */
+		bool ok;
+		size_t module_off;
+	} cases[] = {
+		{ "dev-1", 0, true, 0 },
+		{ "a", 0, true, 0 },
+		{ "sensor.042_A:b@c", 0, true, 0 },
+		{ "dev-1/mod", 0, true, 6 },
+		{ "d/m", 0, true, 2 },
+		{ "...", 0, true, 0 },
+		{ ".a/..b", 0, true, 3 },
+		{ "", 0, false, 0 },
+		{ "dev 1", 0, false, 0 },
+		{ "dev\t1", 0, false, 0 },
+		{ "dev\n", 0, false, 0 },
+		{ "\x01" "dev", 0, false, 0 },
+		{ "dev\x7f", 0, false, 0 },
+		{ "d\xc3\xa9v", 0, false, 0 },
+		{ "a/b/c", 0, false, 0 },
+		{ "/dev", 0, false, 0 },
+		{ "dev/", 0, false, 0 },
+		{ "/", 0, false, 0 },
+		{ ".", 0, false, 0 },
+		{ "..", 0, false, 0 },
+		{ "a/..", 0, false, 0 },
+		{ "a/.", 0, false, 0 },
+		{ "../a", 0, false, 0 },
+		{ "./a", 0, false, 0 },
+		{ "dev\0evil", 8, false, 0 },
+		{ "dev\0", 4, false, 0 },
+	};
+	char id128[130], id129[131];
+	size_t off;
+
+	for (size_t i = 0; i < KG_NITEMS(cases); i++) {
+		size_t len = cases[i].len != 0 ? cases[i].len : strlen(cases[i].cn);
+
+		off = 999;
+		ck_assert_msg(kg_identity_valid(cases[i].cn, len, &off) == cases[i].ok,
+			      "case %zu (\"%s\")", i, cases[i].cn);
+		if (cases[i].ok)
+			ck_assert_msg(off == cases[i].module_off, "case %zu: off %zu", i, off);
+	}
+	memset(id128, 'x', 128);
+	id128[128] = '\0';
+	memset(id129, 'x', 129);
+	id129[129] = '\0';
+	ck_assert(kg_identity_valid(id128, 128, &off));
+	ck_assert(!kg_identity_valid(id129, 129, &off));
+	id128[60] = '/';
+	ck_assert(kg_identity_valid(id128, 128, &off));
+	ck_assert_uint_eq(off, 61);
+	ck_assert(kg_identity_valid("dev", 3, NULL));
+	ck_assert(!kg_identity_valid(NULL, 0, NULL));
+}
+END_TEST
+
+/* A certificate whose subject is built entry by entry (len -1: strlen). */
+static X509 *cert_with_subject(const char *const *cns, const int *lens, size_t n)
+{
+	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509_NAME *name;
+	X509 *x = X509_new();
+
+	ck_assert_ptr_nonnull(key);
+	ck_assert_ptr_nonnull(x);
+	name = X509_get_subject_name(x);
+	ck_assert(X509_NAME_add_entry_by_NID(name, NID_organizationName, MBSTRING_ASC,
+					     (const unsigned char *)"Org", -1, -1, 0));
+	for (size_t i = 0; i < n; i++)
+		ck_assert(X509_NAME_add_entry_by_NID(name, NID_commonName, V_ASN1_UTF8STRING,
+						     (const unsigned char *)cns[i], lens[i], -1, 0));
+	ck_assert(X509_set_issuer_name(x, name));
+	ck_assert(X509_set_pubkey(x, key));
+	ck_assert(ASN1_TIME_set(X509_getm_notBefore(x), time(NULL) - 60));
+	ck_assert(ASN1_TIME_set(X509_getm_notAfter(x), time(NULL) + DAY));
+	ck_assert(X509_sign(x, key, EVP_sha256()) > 0);
+	EVP_PKEY_free(key);
+	return x;
+}
+
+START_TEST(test_identity_from_cert)
+{
+	static const char nul_cn[] = "dev\0evil";
+	const char *cn1[] = { "dev-1/mod" }, *cn_nul[] = { nul_cn }, *cn2[] = { "a", "b" };
+	const char *cn_long[1];
+	int l1[] = { -1 }, l_nul[] = { (int)sizeof(nul_cn) - 1 }, l2[] = { -1, -1 }, l_long[] = { 129 };
+	char out[KG_DEVICE_ID_MAX + 1], longcn[130];
+	struct kg_identity id;
+	size_t off = 0;
+	int xerr = 0;
+	X509 *x;
+
+	x = cert_with_subject(cn1, l1, 1);
+	ck_reason(kg_identity_from_cert(x, out, sizeof(out), &off), KG_REASON_OK);
+	ck_assert_str_eq(out, "dev-1/mod");
+	ck_assert_uint_eq(off, 6);
+	/* too small a buffer is a refusal, not a truncation */
+	ck_reason(kg_identity_from_cert(x, out, 5, &off), KG_REASON_BAD_IDENTITY);
+	X509_free(x);
+
+	/* embedded NUL: a C-string reading would see "dev" */
+	x = cert_with_subject(cn_nul, l_nul, 1);
+	ck_reason(kg_identity_from_cert(x, out, sizeof(out), &off), KG_REASON_BAD_IDENTITY);
+	ck_reason(kg_verify_peer(trust, x, NULL, 0, NULL, NULL, &id, &xerr), KG_REASON_BAD_IDENTITY);
+	ck_assert_int_eq(xerr, X509_V_ERR_APPLICATION_VERIFICATION);
+	X509_free(x);
+
+	/* no CN */
+	x = cert_with_subject(NULL, NULL, 0);
+	ck_reason(kg_identity_from_cert(x, out, sizeof(out), &off), KG_REASON_BAD_IDENTITY);
+	X509_free(x);
+
+	/* two CNs */
+	x = cert_with_subject(cn2, l2, 2);
+	ck_reason(kg_identity_from_cert(x, out, sizeof(out), &off), KG_REASON_BAD_IDENTITY);
+	X509_free(x);
+
+	/* 129 characters */
+	memset(longcn, 'y', 129);
+	longcn[129] = '\0';
+	cn_long[0] = longcn;
+	x = cert_with_subject(cn_long, l_long, 1);
+	ck_reason(kg_identity_from_cert(x, out, sizeof(out), &off), KG_REASON_BAD_IDENTITY);
+	X509_free(x);
+}
+END_TEST
+
+/* The thumbprint of a fixed certificate, as `openssl x509 -fingerprint -sha256` says. */
+START_TEST(test_sha256_vector)
+{
+	static const char pem[] =
+		"-----BEGIN CERTIFICATE-----\n"
+		"MIIBeTCCAR+gAwIBAgIUPFwKNqj7zjVYK+ehIewq3x01EeowCgYIKoZIzj0EAwIw\n"
+		"ETEPMA0GA1UEAwwGdmVjdG9yMCAXDTI2MTEyMzIwMjkwM1oYDzIxMjYxMDMwMjAy\n"
+		"OTAzWjARMQ8wDQYDVQQDDAZ2ZWN0b3IwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC\n"
+		"AAQ3CgnTdFVXhZ6Icx28lDVEkce8BdgT+MM7KzEI6e+f2k20hNe303Ia/W1nqYW2\n"
+		"b3gICYPwcPjMMBk1sDXDWtTHo1MwUTAdBgNVHQ4EFgQUUttU8x6rebqbsaS77ejs\n"
+		"zGDAxjAwHwYDVR0jBBgwFoAUUttU8x6rebqbsaS77ejszGDAxjAwDwYDVR0TAQH/\n"
+		"BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEArPIYCKnNDNO2kixWzTj9FoUr7fc7\n"
+		"uDUZXMesXHlsbLICIAE1611e5J8zcJuLPSbDnpIMmMRlrzLCo4AWcLebANRz\n"
+		"-----END CERTIFICATE-----\n";
+	static const char want[] = "bff912b89fa61667bea8e824163f0990728d3640bbaca2a465f5b79262a3b458";
+	char hex[KG_SHA256_HEX_LEN + 1], mine[KG_SHA256_HEX_LEN + 1];
+	unsigned char md[32], *der = NULL;
+	unsigned int mdlen = 0;
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+	X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	int len;
+
+	ck_assert_ptr_nonnull(x);
+	ck_assert_int_eq(kg_cert_sha256_hex(x, hex), 0);
+	ck_assert_str_eq(hex, want);
+
+	/* and on a fresh certificate, against EVP_Digest of the DER encoding */
+	X509_free(x);
+	make(KG_PKI_SELF_SIGNED, "fresh", "fresh", NULL);
+	x = load("fresh");
+	len = i2d_X509(x, &der);
+	ck_assert_int_gt(len, 0);
+	ck_assert(EVP_Digest(der, (size_t)len, md, &mdlen, EVP_sha256(), NULL));
+	ck_assert_uint_eq(mdlen, 32);
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(mine + 2 * i, 3, "%02x", md[i]);
+	ck_assert_int_eq(kg_cert_sha256_hex(x, hex), 0);
+	ck_assert_str_eq(hex, mine);
+	OPENSSL_free(der);
+	X509_free(x);
+	BIO_free(bio);
+}
+END_TEST
+
+/* ---- chains ---------------------------------------------------------------------- */
+
+/* root -> factory -> device, the usual fleet layout. */
+static void fleet(void)
+{
+	make(KG_PKI_ROOT, "Fleet Root", "root", NULL);
+	make(KG_PKI_INTERMEDIATE, "Factory", "factory", "root");
+	make(KG_PKI_DEVICE, "dev-1/telemetry", "dev", "factory");
+}
+
+START_TEST(test_chain_ok)
+{
+	const char *chain[] = { "factory" };
+	struct kg_identity id;
+	X509 *leaf;
+	char hex[KG_SHA256_HEX_LEN + 1];
+	struct tm tm;
+	int xerr = -1;
+
+	fleet();
+	add_ca("fleet-root", "root", true);
+	ck_reason(verify_ex("dev", chain, 1, 0, NULL, NULL, &id, &xerr), KG_REASON_OK);
+	ck_assert_int_eq(xerr, X509_V_OK);
+	ck_assert_str_eq(id.device_id, "dev-1/telemetry");
+	ck_assert_uint_eq(id.module_off, 6);
+	ck_assert_str_eq(id.ca_name, "fleet-root");
+	ck_assert_int_eq(id.method, KG_ATT_CA);
+	leaf = load("dev");
+	ck_assert_int_eq(kg_cert_sha256_hex(leaf, hex), 0);
+	ck_assert_str_eq(id.thumbprint, hex);
+	ck_assert(ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm));
+	ck_assert_int_eq(id.not_after, (int64_t)timegm(&tm));
+	ck_assert_int_gt(id.not_after, (int64_t)time(NULL) + 360 * DAY);
+	X509_free(leaf);
+	/* x509_err may be NULL */
+	{
+		X509 *l = load("dev");
+		STACK_OF(X509) *u = sk_X509_new_null();
+
+		ck_assert(sk_X509_push(u, load("factory")));
+		ck_reason(kg_verify_peer(trust, l, u, 0, NULL, NULL, &id, NULL), KG_REASON_OK);
+		sk_X509_pop_free(u, X509_free);
+		X509_free(l);
+	}
+}
+END_TEST
+
+START_TEST(test_chain_missing_intermediate)
+{
+	struct kg_identity id;
+	int xerr = 0;
+
+	fleet();
+	add_ca("fleet-root", "root", true);
+	ck_reason(verify_ex("dev", NULL, 0, 0, NULL, NULL, &id, &xerr), KG_REASON_UNKNOWN_CA);
+	ck_assert_int_eq(xerr, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
+	/* identity is still reported for the audit line */
+	ck_assert_str_eq(id.device_id, "dev-1/telemetry");
+}
+END_TEST
+
+START_TEST(test_chain_unknown_root)
+{
+	fleet();
+	make(KG_PKI_ROOT, "Other Root", "other", NULL);
+	add_ca("other", "other", true);
+	ck_reason(verify("dev", "factory"), KG_REASON_UNKNOWN_CA);
+	/* sending the root itself does not help */
+	{
+		const char *chain[] = { "factory", "root" };
+		struct kg_identity id;
+		int xerr;
+
+		ck_reason(verify_ex("dev", chain, 2, 0, NULL, NULL, &id, &xerr),
+			  KG_REASON_UNKNOWN_CA);
+		ck_assert_int_eq(xerr, X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN);
+	}
+	/* an empty trust store */
+	kg_trust_free(trust);
+	trust = kg_trust_new();
+	ck_reason(verify("dev", "factory"), KG_REASON_UNKNOWN_CA);
+}
+END_TEST
+
+START_TEST(test_chain_unproven)
+{
+	const char *both[] = { "factory", "root" };
+	struct kg_identity id;
+	int xerr;
+
+	fleet();
+	add_ca("fleet-root", "root", false);
+	ck_assert_uint_eq(kg_trust_count(trust, false), 1);
+	ck_assert_uint_eq(kg_trust_count(trust, true), 0);
+	ck_reason(verify("dev", "factory"), KG_REASON_UNPROVEN_CA);
+	ck_reason(verify_ex("dev", both, 2, 0, NULL, NULL, &id, &xerr), KG_REASON_UNPROVEN_CA);
+	/* without the intermediate, nothing reaches the unproven root */
+	ck_reason(verify("dev", NULL), KG_REASON_UNKNOWN_CA);
+	/* an unproven intermediate, leaf alone */
+	add_ca("factory", "factory", false);
+	ck_reason(verify("dev", NULL), KG_REASON_UNPROVEN_CA);
+}
+END_TEST
+
+START_TEST(test_chain_anchor_name)
+{
+	/* A proven intermediate is an anchor of its own... */
+	fleet();
+	add_ca("factory", "factory", true);
+	{
+		struct kg_identity id;
+		int xerr;
+
+		ck_reason(verify_ex("dev", NULL, 0, 0, NULL, NULL, &id, &xerr), KG_REASON_OK);
+		ck_assert_str_eq(id.ca_name, "factory");
+	}
+	/* ...and stays the one named when the root is proven too: OpenSSL stops at the
+	 * nearest trusted issuer, which is the most specific registered CA. */
+	add_ca("fleet-root", "root", true);
+	{
+		const char *chain[] = { "factory" };
+		struct kg_identity id;
+		int xerr;
+
+		ck_reason(verify_ex("dev", chain, 1, 0, NULL, NULL, &id, &xerr), KG_REASON_OK);
+		ck_assert_str_eq(id.ca_name, "factory");
+	}
+}
+END_TEST
+
+START_TEST(test_ca_as_leaf)
+{
+	fleet();
+	add_ca("fleet-root", "root", true);
+	add_ca("factory", "factory", true);
+	/* the factory CA certificate itself, presented by whoever holds its key */
+	ck_reason(verify("factory", NULL), KG_REASON_BAD_CHAIN);
+	/* a self-signed root presented as a leaf is no pin either */
+	make(KG_PKI_ROOT, "RootCA", "root2", NULL);
+	add_ca("root2", "root2", true);
+	ck_reason(verify("root2", NULL), KG_REASON_THUMBPRINT_MISMATCH);
+}
+END_TEST
+
+START_TEST(test_validity)
+{
+	const struct mk expired = { .not_before = (int64_t)time(NULL) - 400 * DAY, .days = 30 };
+	const struct mk future = { .not_before = (int64_t)time(NULL) + 10 * DAY, .days = 30 };
+	const char *chain[] = { "factory" };
+	struct kg_identity id;
+	int xerr;
+
+	fleet();
+	add_ca("fleet-root", "root", true);
+	make_ex(KG_PKI_DEVICE, "old", "old", "factory", &expired);
+	make_ex(KG_PKI_DEVICE, "new", "new", "factory", &future);
+
+	ck_reason(verify_ex("old", chain, 1, 0, NULL, NULL, &id, &xerr), KG_REASON_CERT_EXPIRED);
+	ck_assert_int_eq(xerr, X509_V_ERR_CERT_HAS_EXPIRED);
+	ck_reason(verify_ex("new", chain, 1, 0, NULL, NULL, &id, &xerr),
+		  KG_REASON_CERT_NOT_YET_VALID);
+	ck_assert_int_eq(xerr, X509_V_ERR_CERT_NOT_YET_VALID);
+
+	/* at = : the same certificates judged at other times */
+	ck_reason(verify_ex("old", chain, 1, time(NULL) - 390 * DAY, NULL, NULL, &id, &xerr),
+		  KG_REASON_CERT_NOT_YET_VALID); /* before the root existed */
+	ck_reason(verify_ex("new", chain, 1, time(NULL) + 20 * DAY, NULL, NULL, &id, &xerr),
+		  KG_REASON_OK);
+	ck_reason(verify_ex("dev", chain, 1, time(NULL) + 100 * DAY, NULL, NULL, &id, &xerr),
+		  KG_REASON_OK);
+	ck_reason(verify_ex("dev", chain, 1, time(NULL) + 400 * DAY, NULL, NULL, &id, &xerr),
+		  KG_REASON_CERT_EXPIRED);
+	ck_reason(verify_ex("dev", chain, 1, time(NULL) - DAY, NULL, NULL, &id, &xerr),
+		  KG_REASON_CERT_NOT_YET_VALID);
+}
+END_TEST
+
+START_TEST(test_eku)
+{
+	const struct mk server = { .eku = KG_EKU_SERVER }, none = { .eku = KG_EKU_NONE };
+	const char *chain[] = { "factory" };
+	struct kg_identity id;
+	int xerr;
+
+	fleet();
+	add_ca("fleet-root", "root", true);
+	make_ex(KG_PKI_DEVICE, "srv-only", "srv", "factory", &server);
+	make_ex(KG_PKI_DEVICE, "no-eku", "noeku", "factory", &none);
+	ck_reason(verify_ex("srv", chain, 1, 0, NULL, NULL, &id, &xerr), KG_REASON_BAD_EKU);
+	ck_assert_int_eq(xerr, X509_V_ERR_INVALID_PURPOSE);
+	/* no EKU extension at all: any purpose */
+	ck_reason(verify("noeku", "factory"), KG_REASON_OK);
+}
+END_TEST
+
+START_TEST(test_not_ca_intermediate)
+{
+	const struct mk notca = { .not_ca = true };
+	const char *chain[] = { "notca" };
+	struct kg_identity id;
+	int xerr;
+
+	make(KG_PKI_ROOT, "Root", "root", NULL);
+	make_ex(KG_PKI_INTERMEDIATE, "Not A CA", "notca", "root", &notca);
+	make(KG_PKI_DEVICE, "dev-x", "dev", "notca");
+	add_ca("root", "root", true);
+	ck_reason(verify_ex("dev", chain, 1, 0, NULL, NULL, &id, &xerr), KG_REASON_BAD_CHAIN);
+	ck_assert_int_eq(xerr, X509_V_ERR_INVALID_CA);
+}
+END_TEST
+
+START_TEST(test_crl)
+{
+	const char *revoked[] = { "d1" };
+	const char *revoked_f[] = { "factory" };
+
+	/* r1 has a CRL revoking d1; r2 has none. Under r1, a factory with no CRL. */
+	make(KG_PKI_ROOT, "R1", "r1", NULL);
+	make(KG_PKI_ROOT, "R2", "r2", NULL);
+	make(KG_PKI_DEVICE, "d1", "d1", "r1");
+	make(KG_PKI_DEVICE, "d2", "d2", "r1");
+	make(KG_PKI_DEVICE, "d3", "d3", "r2");
+	make(KG_PKI_INTERMEDIATE, "F", "factory", "r1");
+	make(KG_PKI_DEVICE, "d4", "d4", "factory");
+	add_ca("r1", "r1", true);
+	add_ca("r2", "r2", true);
+
+	ck_reason(verify("d1", NULL), KG_REASON_OK); /* no CRL loaded yet */
+	add_crl("r1", "r1", revoked, 1);
+	{
+		struct kg_identity id;
+		int xerr;
+
+		ck_reason(verify_ex("d1", NULL, 0, 0, NULL, NULL, &id, &xerr),
+			  KG_REASON_CERT_REVOKED);
+		ck_assert_int_eq(xerr, X509_V_ERR_CERT_REVOKED);
+	}
+	ck_reason(verify("d2", NULL), KG_REASON_OK);   /* sibling, not listed */
+	ck_reason(verify("d3", NULL), KG_REASON_OK);   /* CA without a CRL */
+	ck_reason(verify("d4", "factory"), KG_REASON_OK); /* intermediate without a CRL */
+
+	/* now revoke the factory itself: everything under it goes */
+	kg_trust_free(trust);
+	trust = kg_trust_new();
+	add_ca("r1", "r1", true);
+	add_crl("r1", "r1", revoked_f, 1);
+	ck_reason(verify("d4", "factory"), KG_REASON_CERT_REVOKED);
+	ck_reason(verify("d1", NULL), KG_REASON_OK);
+}
+END_TEST
+
+START_TEST(test_crl_errors)
+{
+	char p[PATH_MAX], cadir[PATH_MAX], err[512] = "";
+
+	make(KG_PKI_ROOT, "R1", "r1", NULL);
+	make(KG_PKI_ROOT, "R2", "r2", NULL);
+	add_ca("r1", "r1", true);
+	path_of(cadir, sizeof(cadir), "r2", NULL);
+	path_of(p, sizeof(p), "r2", "crl.pem");
+	ck_assert_msg(kg_pki_crl(cadir, NULL, 0, p, err, sizeof(err)) == 0, "%s", err);
+
+	ck_assert_int_eq(kg_trust_add_crl_file(trust, "r1", p, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "not issued by CA r1") != NULL, "%s", err);
+	ck_assert_int_eq(kg_trust_add_crl_file(trust, "nope", p, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "not registered") != NULL, "%s", err);
+	path_of(p, sizeof(p), "missing.crl", NULL);
+	ck_assert_int_eq(kg_trust_add_crl_file(trust, "r1", p, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "No such file") != NULL, "%s", err);
+	path_of(p, sizeof(p), "r1", "cert.pem");
+	ck_assert_int_eq(kg_trust_add_crl_file(trust, "r1", p, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "neither a PEM nor a DER CRL") != NULL, "%s", err);
+}
+END_TEST
+
+START_TEST(test_crl_der)
+{
+	char pem[PATH_MAX], der[PATH_MAX], cadir[PATH_MAX], err[512] = "";
+	const char *files[1];
+	X509_CRL *crl;
+	FILE *f;
+
+	make(KG_PKI_ROOT, "R1", "r1", NULL);
+	make(KG_PKI_DEVICE, "d1", "d1", "r1");
+	add_ca("r1", "r1", true);
+	path_of(cadir, sizeof(cadir), "r1", NULL);
+	path_of(pem, sizeof(pem), "r1", "crl.pem");
+	path_of(der, sizeof(der), "r1", "crl.der");
+	{
+		char d1[PATH_MAX];
+
+		path_of(d1, sizeof(d1), "d1", "cert.pem");
+		files[0] = d1;
+		ck_assert_msg(kg_pki_crl(cadir, files, 1, pem, err, sizeof(err)) == 0, "%s", err);
+	}
+	f = fopen(pem, "r");
+	crl = PEM_read_X509_CRL(f, NULL, NULL, NULL);
+	fclose(f);
+	ck_assert_ptr_nonnull(crl);
+	f = fopen(der, "wb");
+	ck_assert(i2d_X509_CRL_fp(f, crl));
+	fclose(f);
+	X509_CRL_free(crl);
+	ck_assert_msg(kg_trust_add_crl_file(trust, "r1", der, err, sizeof(err)) == 0, "%s", err);
+	ck_reason(verify("d1", NULL), KG_REASON_CERT_REVOKED);
+}
+END_TEST
+
+/* ---- trust list ------------------------------------------------------------------- */
+
+START_TEST(test_trust_add_errors)
+{
+	char p[PATH_MAX], err[512] = "";
+	struct kg_ca ca;
+	X509 *x;
+
+	make(KG_PKI_ROOT, "R1", "r1", NULL);
+	add_ca("r1", "r1", true);
+	memset(&ca, 0, sizeof(ca));
+	path_of(p, sizeof(p), "r1", "cert.pem");
+	ck_assert(kg_pem_read_cert_only(p, &x, &ca.pem, err, sizeof(err)) == 0);
+	X509_free(x);
+
+	(void)kg_strlcpy(ca.name, "r1", sizeof(ca.name));
+	ck_assert_int_eq(kg_trust_add_ca(trust, &ca, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "added twice") != NULL, "%s", err);
+
+	(void)kg_strlcpy(ca.name, "r1b", sizeof(ca.name));
+	memset(ca.sha256, 'a', KG_SHA256_HEX_LEN);
+	ck_assert_int_eq(kg_trust_add_ca(trust, &ca, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "SHA-256") != NULL, "%s", err);
+
+	free(ca.pem);
+	ca.pem = strdup("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+	ca.sha256[0] = '\0';
+	ck_assert_int_eq(kg_trust_add_ca(trust, &ca, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "not a certificate") != NULL, "%s", err);
+	free(ca.pem);
+
+	ck_assert_uint_eq(kg_trust_count(trust, false), 1);
+	ck_assert_uint_eq(kg_trust_count(trust, true), 1);
+}
+END_TEST
+
+/* A registry behind its ops table, enough for kg_trust_load(). */
+struct fake_reg {
+	struct kg_registry base;
+	char *pem[2];
+	bool verified[2];
+};
+
+static int fake_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg)
+{
+	struct fake_reg *f = (struct fake_reg *)reg;
+	static const char *const names[2] = { "r1", "r2" };
+
+	for (int i = 0; i < 2; i++) {
+		struct kg_ca ca;
+
+		memset(&ca, 0, sizeof(ca));
+		(void)kg_strlcpy(ca.name, names[i], sizeof(ca.name));
+		ca.verified = f->verified[i];
+		ca.pem = f->pem[i];
+		if (cb(&ca, arg) != 0)
+			return 0;
+	}
+	return 0;
+}
+
+START_TEST(test_trust_load)
+{
+	static const struct kg_registry_ops ops = { .name = "fake", .ca_list = fake_ca_list };
+	struct fake_reg reg = { .base = { .ops = &ops }, .verified = { true, false } };
+	char p[PATH_MAX], cadir[PATH_MAX], err[512] = "";
+	struct kg_config *cfg = calloc(1, sizeof(*cfg));
+	const char *files[1];
+	X509 *x;
+
+	ck_assert_ptr_nonnull(cfg);
+	make(KG_PKI_ROOT, "R1", "r1", NULL);
+	make(KG_PKI_ROOT, "R2", "r2", NULL);
+	make(KG_PKI_DEVICE, "d1", "d1", "r1");
+	make(KG_PKI_DEVICE, "d2", "d2", "r2");
+	path_of(p, sizeof(p), "r1", "cert.pem");
+	ck_assert(kg_pem_read_cert_only(p, &x, &reg.pem[0], err, sizeof(err)) == 0);
+	X509_free(x);
+	path_of(p, sizeof(p), "r2", "cert.pem");
+	ck_assert(kg_pem_read_cert_only(p, &x, &reg.pem[1], err, sizeof(err)) == 0);
+	X509_free(x);
+	path_of(p, sizeof(p), "d1", "cert.pem");
+	files[0] = p;
+	path_of(cadir, sizeof(cadir), "r1", NULL);
+	(void)kg_strlcpy(cfg->crls[0].ca_name, "r1", sizeof(cfg->crls[0].ca_name));
+	path_of(cfg->crls[0].path, sizeof(cfg->crls[0].path), "r1.crl", NULL);
+	ck_assert(kg_pki_crl(cadir, files, 1, cfg->crls[0].path, err, sizeof(err)) == 0);
+	cfg->n_crls = 1;
+
+	ck_assert_msg(kg_trust_load(trust, &reg.base, cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(kg_trust_count(trust, false), 2);
+	ck_assert_uint_eq(kg_trust_count(trust, true), 1);
+	ck_reason(verify("d1", NULL), KG_REASON_CERT_REVOKED);
+	ck_reason(verify("d2", NULL), KG_REASON_UNPROVEN_CA);
+
+	/* a CRL for a CA the registry does not have fails the load */
+	kg_trust_free(trust);
+	trust = kg_trust_new();
+	(void)kg_strlcpy(cfg->crls[0].ca_name, "gone", sizeof(cfg->crls[0].ca_name));
+	ck_assert_int_eq(kg_trust_load(trust, &reg.base, cfg, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "gone") != NULL, "%s", err);
+
+	free(reg.pem[0]);
+	free(reg.pem[1]);
+	free(cfg);
+}
+END_TEST
+
+/* ---- thumbprints ------------------------------------------------------------------ */
+
+/* The registry's thumbprint lookup, over one device. */
+static int lookup_one(void *arg, const char *hex, struct kg_device *dev)
+{
+	const struct kg_device *d = arg;
+
+	if (strcmp(d->thumb_primary, hex) != 0 && strcmp(d->thumb_secondary, hex) != 0)
+		return KG_E_NOTFOUND;
+	*dev = *d;
+	return 0;
+}
+
+static void pin_device(struct kg_device *d, const char *id, const char *sub, bool secondary)
+{
+	X509 *x = load(sub);
+
+	memset(d, 0, sizeof(*d));
+	(void)kg_strlcpy(d->id, id, sizeof(d->id));
+	d->attestation = KG_ATT_THUMBPRINT;
+	d->status = KG_DEV_ENABLED;
+	memset(secondary ? d->thumb_primary : d->thumb_secondary, 'f', KG_SHA256_HEX_LEN);
+	ck_assert_int_eq(kg_cert_sha256_hex(x, secondary ? d->thumb_secondary : d->thumb_primary), 0);
+	X509_free(x);
+}
+
+static enum kg_reason verify_pinned(const char *sub, struct kg_device *d, struct kg_identity *id,
+				    int *xerr)
+{
+	return verify_ex(sub, NULL, 0, 0, lookup_one, d, id, xerr);
+}
+
+START_TEST(test_thumbprint)
+{
+	struct kg_device d;
+	struct kg_identity id;
+	int xerr;
+
+	make(KG_PKI_SELF_SIGNED, "thermo-7", "ss", NULL);
+	make(KG_PKI_SELF_SIGNED, "thermo-7", "ss2", NULL);
+
+	pin_device(&d, "thermo-7", "ss", false);
+	ck_reason(verify_pinned("ss", &d, &id, &xerr), KG_REASON_OK);
+	ck_assert_int_eq(id.method, KG_ATT_THUMBPRINT);
+	ck_assert_str_eq(id.ca_name, "");
+	ck_assert_str_eq(id.device_id, "thermo-7");
+	ck_assert_str_eq(id.thumbprint, d.thumb_primary);
+	ck_assert_int_eq(xerr, X509_V_OK);
+
+	pin_device(&d, "thermo-7", "ss", true);
+	ck_reason(verify_pinned("ss", &d, &id, &xerr), KG_REASON_OK);
+
+	/* the other key of the same name matches neither pin */
+	ck_reason(verify_pinned("ss2", &d, &id, &xerr), KG_REASON_THUMBPRINT_MISMATCH);
+	ck_assert_int_eq(xerr, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT);
+	/* no lookup at all */
+	ck_reason(verify("ss", NULL), KG_REASON_THUMBPRINT_MISMATCH);
+
+	/* pinned, but enrolled under another id */
+	pin_device(&d, "thermo-8", "ss", false);
+	ck_reason(verify_pinned("ss", &d, &id, &xerr), KG_REASON_THUMBPRINT_MISMATCH);
+
+	/* a CA-attested device with a thumbprint on file does not pin */
+	pin_device(&d, "thermo-7", "ss", false);
+	d.attestation = KG_ATT_CA;
+	ck_reason(verify_pinned("ss", &d, &id, &xerr), KG_REASON_THUMBPRINT_MISMATCH);
+}
+END_TEST
+
+START_TEST(test_thumbprint_checks)
+{
+	const struct mk expired = { .not_before = (int64_t)time(NULL) - 400 * DAY, .days = 30 };
+	const struct mk server = { .eku = KG_EKU_SERVER };
+	struct kg_device d;
+	struct kg_identity id;
+	int xerr;
+
+	make_ex(KG_PKI_SELF_SIGNED, "old", "old", NULL, &expired);
+	pin_device(&d, "old", "old", false);
+	ck_reason(verify_pinned("old", &d, &id, &xerr), KG_REASON_CERT_EXPIRED);
+	ck_assert_int_eq(xerr, X509_V_ERR_CERT_HAS_EXPIRED);
+	ck_reason(verify_ex("old", NULL, 0, time(NULL) - 390 * DAY, lookup_one, &d, &id, &xerr),
+		  KG_REASON_OK);
+	ck_reason(verify_ex("old", NULL, 0, time(NULL) - 500 * DAY, lookup_one, &d, &id, &xerr),
+		  KG_REASON_CERT_NOT_YET_VALID);
+
+	make_ex(KG_PKI_SELF_SIGNED, "srv", "srv", NULL, &server);
+	pin_device(&d, "srv", "srv", false);
+	ck_reason(verify_pinned("srv", &d, &id, &xerr), KG_REASON_BAD_EKU);
+	ck_assert_int_eq(xerr, X509_V_ERR_INVALID_PURPOSE);
+
+	/* a CA-issued leaf may be pinned too: no chain needed */
+	make(KG_PKI_ROOT, "Unregistered", "root", NULL);
+	make(KG_PKI_DEVICE, "pinned-dev", "dev", "root");
+	ck_reason(verify("dev", NULL), KG_REASON_UNKNOWN_CA);
+	pin_device(&d, "pinned-dev", "dev", false);
+	ck_reason(verify_pinned("dev", &d, &id, &xerr), KG_REASON_OK);
+	ck_assert_int_eq(id.method, KG_ATT_THUMBPRINT);
+}
+END_TEST
+
+START_TEST(test_no_cert)
+{
+	struct kg_identity id;
+	int xerr = 0;
+
+	ck_reason(kg_verify_peer(trust, NULL, NULL, 0, NULL, NULL, &id, &xerr), KG_REASON_NO_CERT);
+	ck_assert_int_ne(xerr, X509_V_OK);
+	ck_assert_int_eq(kg_cert_sha256_hex(NULL, id.thumbprint), -1);
+}
+END_TEST
+
+Suite *kg_suite_verify(void)
+{
+	Suite *s = suite_create("verify");
+	TCase *tc = tcase_create("verify");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_identity_table);
+	tcase_add_test(tc, test_identity_from_cert);
+	tcase_add_test(tc, test_sha256_vector);
+	tcase_add_test(tc, test_chain_ok);
+	tcase_add_test(tc, test_chain_missing_intermediate);
+	tcase_add_test(tc, test_chain_unknown_root);
+	tcase_add_test(tc, test_chain_unproven);
+	tcase_add_test(tc, test_chain_anchor_name);
+	tcase_add_test(tc, test_ca_as_leaf);
+	tcase_add_test(tc, test_validity);
+	tcase_add_test(tc, test_eku);
+	tcase_add_test(tc, test_not_ca_intermediate);
+	tcase_add_test(tc, test_crl);
+	tcase_add_test(tc, test_crl_errors);
+	tcase_add_test(tc, test_crl_der);
+	tcase_add_test(tc, test_trust_add_errors);
+	tcase_add_test(tc, test_trust_load);
+	tcase_add_test(tc, test_thumbprint);
+	tcase_add_test(tc, test_thumbprint_checks);
+	tcase_add_test(tc, test_no_cert);
+	suite_add_tcase(s, tc);
+	return s;
+}
