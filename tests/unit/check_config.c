@@ -1,0 +1,515 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * check_config.c - the config parser: a full file lands in every field, defaults
+ * fill what is absent, and a table of broken files each fails with a message that
+ * names the line. Also kg_sockaddr_parse, kg_config_load on real files (missing
+ * file, relative paths, a path that outgrows PATH_MAX) and the shipped example.
+ * Runs with cwd tests/unit.
+ */
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ktlsgate/config.h"
+#include "testlib.h"
+
+#define BASE "[daemon]\ncert = c.pem\nkey = k.pem\nregistry = r.db\n"
+
+/* snprintf that must fit: keeps gcc's truncation analysis out and the test honest. */
+static void fmt(char *buf, size_t cap, const char *f, ...) KG_PRINTF(3, 4);
+
+static void fmt(char *buf, size_t cap, const char *f, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, f);
+	n = vsnprintf(buf, cap, f, ap);
+	va_end(ap);
+	ck_assert_msg(n >= 0 && (size_t)n < cap, "test string too long");
+}
+
+static struct kg_config *cfg_new(void)
+{
+	struct kg_config *cfg = malloc(sizeof(*cfg));
+
+	ck_assert_ptr_nonnull(cfg);
+	return cfg;
+}
+
+START_TEST(test_full_round_trip)
+{
+	static const char text[] =
+		"; a comment\n"
+		"[daemon]\n"
+		"listen = 192.0.2.1:8883, [2001:db8::1]:8884 127.0.0.1:1\n"
+		"workers = 4\n"
+		"cert = /etc/kg/chain.pem\n"
+		"key = /etc/kg/key.pem ; inline comment\n"
+		"registry = /var/lib/kg/registry.db\n"
+		"control_socket = /run/kg/ctl.sock\n"
+		"metrics_listen = [::1]:9999\n"
+		"default_backend = b-2\n"
+		"client_id_check = off\n"
+		"log_level = debug\n"
+		"[tls]\n"
+		"ciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n"
+		"ciphersuites = TLS_AES_128_GCM_SHA256\n"
+		"groups = X25519\n"
+		"[limits]\n"
+		"max_connections = 500\n"
+		"max_handshakes = 500\n"
+		"handshake_timeout_ms = 10\n"
+		"connect_timeout_ms = 600000\n"
+		"backend_timeout_ms = 2500\n"
+		"max_connect_bytes = 268435455\n"
+		"refuse_linger_ms = 0\n"
+		"[backend local]\n"
+		"address = 127.0.0.1:1883\n"
+		"[backend b-2]\n"
+		"address = [::1]:1884\n"
+		"[crl]\n"
+		"factory = /etc/kg/crl/factory.pem\n"
+		"Other_CA.v2 = crl/other.pem\n";
+	struct kg_config *cfg = cfg_new();
+	const struct kg_sockaddr *a;
+	char err[KG_ERRBUF];
+
+	ck_assert_msg(kg_config_parse_string(text, "full.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_str_eq(cfg->path, "full.conf");
+	ck_assert_uint_eq(cfg->n_listen, 3);
+	ck_assert_str_eq(cfg->listen[0].text, "192.0.2.1:8883");
+	ck_assert_str_eq(cfg->listen[1].text, "[2001:db8::1]:8884");
+	ck_assert_str_eq(cfg->listen[2].text, "127.0.0.1:1");
+	a = &cfg->listen[1];
+	ck_assert_int_eq(a->ss.ss_family, AF_INET6);
+	ck_assert_uint_eq(a->len, sizeof(struct sockaddr_in6));
+	ck_assert_uint_eq(ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port), 8884);
+	ck_assert_uint_eq(cfg->workers, 4);
+	ck_assert_str_eq(cfg->cert_file, "/etc/kg/chain.pem");
+	ck_assert_str_eq(cfg->key_file, "/etc/kg/key.pem");
+	ck_assert_str_eq(cfg->registry, "/var/lib/kg/registry.db");
+	ck_assert_str_eq(cfg->control_socket, "/run/kg/ctl.sock");
+	ck_assert(cfg->metrics_enabled);
+	ck_assert_str_eq(cfg->metrics_listen.text, "[::1]:9999");
+	ck_assert_str_eq(cfg->default_backend, "b-2");
+	ck_assert_int_eq(cfg->client_id_check, KG_CLIENT_ID_OFF);
+	ck_assert_str_eq(cfg->log_level, "debug");
+	ck_assert_str_eq(cfg->ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
+	ck_assert_str_eq(cfg->ciphersuites, "TLS_AES_128_GCM_SHA256");
+	ck_assert_str_eq(cfg->groups, "X25519");
+	ck_assert_uint_eq(cfg->max_connections, 500);
+	ck_assert_uint_eq(cfg->max_handshakes, 500);
+	ck_assert_uint_eq(cfg->handshake_timeout_ms, 10);
+	ck_assert_uint_eq(cfg->connect_timeout_ms, 600000);
+	ck_assert_uint_eq(cfg->backend_timeout_ms, 2500);
+	ck_assert_uint_eq(cfg->max_connect_bytes, 268435455);
+	ck_assert_uint_eq(cfg->refuse_linger_ms, 0);
+	ck_assert_uint_eq(cfg->n_backends, 2);
+	ck_assert_str_eq(cfg->backends[0].name, "local");
+	ck_assert_str_eq(cfg->backends[0].addr.text, "127.0.0.1:1883");
+	ck_assert_int_eq(cfg->backends[0].addr.ss.ss_family, AF_INET);
+	ck_assert_str_eq(cfg->backends[1].name, "b-2");
+	ck_assert_ptr_eq(kg_config_get0_backend(cfg, "b-2"), &cfg->backends[1]);
+	ck_assert_ptr_null(kg_config_get0_backend(cfg, "nope"));
+	ck_assert_uint_eq(cfg->n_crls, 2);
+	ck_assert_str_eq(cfg->crls[0].ca_name, "factory");
+	ck_assert_str_eq(cfg->crls[0].path, "/etc/kg/crl/factory.pem");
+	ck_assert_str_eq(cfg->crls[1].ca_name, "Other_CA.v2");
+	/* parse_string has no directory: relative paths stay relative */
+	ck_assert_str_eq(cfg->crls[1].path, "crl/other.pem");
+	free(cfg);
+}
+END_TEST
+
+START_TEST(test_defaults)
+{
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+
+	ck_assert_msg(kg_config_parse_string(BASE, "min.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(cfg->n_listen, 2);
+	ck_assert_str_eq(cfg->listen[0].text, "0.0.0.0:8883");
+	ck_assert_int_eq(cfg->listen[0].ss.ss_family, AF_INET);
+	ck_assert_str_eq(cfg->listen[1].text, "[::]:8883");
+	ck_assert_int_eq(cfg->listen[1].ss.ss_family, AF_INET6);
+	ck_assert_uint_eq(cfg->workers, 0);
+	ck_assert_str_eq(cfg->cert_file, "c.pem");
+	ck_assert_str_eq(cfg->control_socket, "/run/ktlsgate/control.sock");
+	ck_assert(cfg->metrics_enabled);
+	ck_assert_str_eq(cfg->metrics_listen.text, "127.0.0.1:9883");
+	ck_assert_str_eq(cfg->default_backend, "");
+	ck_assert_int_eq(cfg->client_id_check, KG_CLIENT_ID_EXACT);
+	ck_assert_str_eq(cfg->log_level, "info");
+	ck_assert_str_eq(cfg->ciphers,
+			 "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+			 "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+			 "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
+	ck_assert_str_eq(cfg->ciphersuites,
+			 "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+	ck_assert_str_eq(cfg->groups, "X25519:P-256:P-384");
+	ck_assert_uint_eq(cfg->max_connections, 10000);
+	ck_assert_uint_eq(cfg->max_handshakes, 1024);
+	ck_assert_uint_eq(cfg->handshake_timeout_ms, 10000);
+	ck_assert_uint_eq(cfg->connect_timeout_ms, 10000);
+	ck_assert_uint_eq(cfg->backend_timeout_ms, 3000);
+	ck_assert_uint_eq(cfg->max_connect_bytes, 65536);
+	ck_assert_uint_eq(cfg->refuse_linger_ms, 1000);
+	ck_assert_uint_eq(cfg->n_backends, 0);
+	ck_assert_uint_eq(cfg->n_crls, 0);
+	free(cfg);
+}
+END_TEST
+
+START_TEST(test_accepted_variants)
+{
+	/* Syntax that must parse: BOM, CRLF, '#' and ';' comments, an empty [crl],
+	 * metrics off, listen with odd separators. */
+	static const char text[] = "\xEF\xBB\xBF# hello\r\n"
+				   "[daemon]\r\n"
+				   "cert = c.pem\r\n"
+				   "key=k.pem\n"
+				   "registry = r.db   ; trailing comment\n"
+				   "metrics_listen = off\n"
+				   "listen = ,1.2.3.4:1,,\t[::ffff:10.0.0.1]:2 ,\n"
+				   "[crl] ; nothing revoked yet\n"
+				   "\n";
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+
+	ck_assert_msg(kg_config_parse_string(text, "v.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_str_eq(cfg->cert_file, "c.pem");
+	ck_assert_str_eq(cfg->registry, "r.db");
+	ck_assert(!cfg->metrics_enabled);
+	ck_assert_uint_eq(cfg->n_listen, 2);
+	ck_assert_str_eq(cfg->listen[1].text, "[::ffff:10.0.0.1]:2");
+	ck_assert_uint_eq(cfg->n_crls, 0);
+	free(cfg);
+}
+END_TEST
+
+struct bad_case {
+	const char *text;
+	const char *want; /* substring of the message, including FILE:LINE */
+};
+
+#define LONG60 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+static const struct bad_case bad_cases[] = {
+	{ BASE "bogus = 1\n", "bad.conf:5: unknown key 'bogus' in [daemon]" },
+	{ BASE "[tls]\nciphers = x\nworkers = 1\n", "bad.conf:7: unknown key 'workers' in [tls]" },
+	{ BASE "[bogus]\n", "bad.conf:5: unknown section [bogus]" },
+	{ BASE "[Daemon]\n", "bad.conf:5: unknown section [Daemon]" },
+	{ BASE "[daemon]\n", "bad.conf:5: duplicate section [daemon] (first on line 1)" },
+	{ BASE "listen = 1.2.3.4\n", "bad.conf:5: 'listen': bad address '1.2.3.4': missing :port" },
+	{ BASE "listen = 1.2.3.4:http\n", "bad.conf:5: 'listen': bad address '1.2.3.4:http': port" },
+	{ BASE "listen = 1.2.3.4:0\n", "bad.conf:5: 'listen': bad address '1.2.3.4:0': port must be a number in 1..65535" },
+	{ BASE "listen = [::]:70000\n", "bad.conf:5: 'listen': bad address '[::]:70000': port" },
+	{ BASE "listen = 1.2.3.999:80\n", "bad.conf:5: 'listen': bad address '1.2.3.999:80': not a numeric IPv4" },
+	{ BASE "listen = localhost:80\n", "bad.conf:5: 'listen': bad address 'localhost:80'" },
+	{ BASE "listen = ::1:80\n", "bad.conf:5: 'listen': bad address '::1:80'" },
+	{ BASE "listen = [1.2.3.4]:80\n", "bad.conf:5: 'listen': bad address '[1.2.3.4]:80': not a numeric IPv6" },
+	{ BASE "listen = 1.2.3.4:1 1.2.3.4:1\n", "bad.conf:5: 'listen': address '1.2.3.4:1' given twice" },
+	{ BASE "listen = ,\n", "bad.conf:5: 'listen': empty list" },
+	{ BASE "listen = 1.1.1.1:1 1.1.1.1:2 1.1.1.1:3 1.1.1.1:4 1.1.1.1:5 1.1.1.1:6 1.1.1.1:7 "
+	       "1.1.1.1:8 1.1.1.1:9 1.1.1.1:10 1.1.1.1:11 1.1.1.1:12 1.1.1.1:13 1.1.1.1:14 "
+	       "1.1.1.1:15 1.1.1.1:16 1.1.1.1:17\n",
+	  "bad.conf:5: 'listen': too many addresses (max 16)" },
+	{ BASE "metrics_listen = on\n", "bad.conf:5: 'metrics_listen': bad address 'on'" },
+	{ "[daemon]\ncert = c\nkey\nregistry = r\n", "bad.conf:3: syntax error" },
+	{ "[daemon\ncert = c\n", "bad.conf:1: section header without ']'" },
+	{ "[daemon] x\n", "bad.conf:1: unexpected text after ']'" },
+	{ BASE "cert = again\n", "bad.conf:5: duplicate key 'cert' in [daemon] (first on line 2)" },
+	{ "[daemon]\ncert = c\n  key = k\n", "bad.conf:3: continuation lines are not supported" },
+	{ "cert = c\n", "bad.conf:1: key 'cert' outside any section" },
+	{ BASE "[backend a]\naddress = 1.2.3.4:1\n[backend a]\naddress = 1.2.3.4:2\n",
+	  "bad.conf:7: duplicate backend 'a'" },
+	{ BASE "[backend a]\naddress = 1.2.3.4:1\naddress = 1.2.3.4:2\n",
+	  "bad.conf:7: duplicate key 'address' in [backend a] (first on line 6)" },
+	{ BASE "[backend a]\n\n[backend b]\naddress = 1.2.3.4:1\n", "bad.conf:5: backend 'a' has no 'address'" },
+	{ BASE "[backend a]\nport = 1\n", "bad.conf:6: unknown key 'port' in [backend a]" },
+	{ BASE "[backend a]\naddress = 1.2.3.4:70000\n", "bad.conf:6: backend 'a': bad address '1.2.3.4:70000': port" },
+	{ BASE "[backend a/b]\n", "bad.conf:5: [backend a/b]: bad backend name" },
+	{ BASE "[backend ]\n", "bad.conf:5: [backend ]: bad backend name" },
+	{ BASE "[backend " LONG60 "abcd]\n", "bad.conf:5: [backend " },
+	{ BASE "default_backend = nope\n[backend a]\naddress = 1.2.3.4:1\n",
+	  "bad.conf:5: default_backend 'nope' has no [backend nope] section" },
+	{ BASE "default_backend = a b\n", "bad.conf:5: 'default_backend': 'a b' is not a backend name" },
+	{ BASE "[limits]\nmax_connections = 100\nmax_handshakes = 101\n",
+	  "bad.conf:7: max_handshakes (101) exceeds max_connections (100)" },
+	{ BASE "[limits]\nmax_connections = 100\n", "bad.conf:6: max_handshakes (1024) exceeds max_connections (100)" },
+	{ BASE "workers = 12abc\n", "bad.conf:5: 'workers': '12abc' is not a number in 0..256" },
+	{ BASE "workers = -1\n", "bad.conf:5: 'workers': '-1' is not a number in 0..256" },
+	{ BASE "workers = +1\n", "bad.conf:5: 'workers': '+1' is not a number" },
+	{ BASE "workers = 257\n", "bad.conf:5: 'workers': '257' is not a number in 0..256" },
+	{ BASE "workers =\n", "bad.conf:5: 'workers': empty value" },
+	{ BASE "[limits]\nmax_connections = 99999999999999999999999\n",
+	  "bad.conf:6: 'max_connections': '99999999999999999999999' is not a number in 1..1000000" },
+	{ BASE "[limits]\nmax_connections = 4294967297\n", "bad.conf:6: 'max_connections': '4294967297'" },
+	{ BASE "[limits]\nmax_connections = 0\n", "bad.conf:6: 'max_connections': '0' is not a number in 1..1000000" },
+	{ BASE "[limits]\nhandshake_timeout_ms = 9\n", "bad.conf:6: 'handshake_timeout_ms': '9' is not a number in 10..600000" },
+	{ BASE "[limits]\nmax_connect_bytes = 268435456\n", "bad.conf:6: 'max_connect_bytes': '268435456' is not a number in 64..268435455" },
+	{ "[daemon]\nkey = k\nregistry = r\n", "bad.conf: missing required key 'cert' in [daemon]" },
+	{ "[daemon]\ncert = c\nregistry = r\n", "bad.conf: missing required key 'key' in [daemon]" },
+	{ "[daemon]\ncert = c\nkey = k\n", "bad.conf: missing required key 'registry' in [daemon]" },
+	{ "", "bad.conf: missing required key 'cert' in [daemon]" },
+	{ BASE "client_id_check = maybe\n", "bad.conf:5: 'client_id_check': 'maybe' is not one of exact, off" },
+	{ BASE "log_level = verbose\n", "bad.conf:5: 'log_level': 'verbose' is not one of err, warn, info, debug" },
+	{ BASE "[crl]\nbad/name = x.pem\n", "bad.conf:6: [crl]: 'bad/name' is not a CA name" },
+	{ BASE "[crl]\nca = a.pem\nca = b.pem\n", "bad.conf:7: duplicate key 'ca' in [crl]" },
+	{ BASE "[crl]\nca =\n", "bad.conf:6: 'ca': empty value" },
+	{ BASE "[tls]\ngroups = " LONG60 LONG60 LONG60 "\n", "bad.conf:6: 'groups': value too long (max 127 bytes)" },
+	{ BASE "cert = " LONG60 LONG60 LONG60 LONG60 "\n", "bad.conf:5: line too long" },
+};
+
+START_TEST(test_bad_configs)
+{
+	const struct bad_case *c = &bad_cases[_i];
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+
+	memset(err, 0, sizeof(err));
+	ck_assert_msg(kg_config_parse_string(c->text, "bad.conf", cfg, err, sizeof(err)) == -1,
+		      "case %d parsed: %s", _i, c->text);
+	ck_assert_msg(strstr(err, c->want) != NULL, "case %d: got \"%s\", want \"%s\"", _i, err,
+		      c->want);
+	free(cfg);
+}
+END_TEST
+
+/* Many backends / CRLs: one over the limit fails on that line. */
+START_TEST(test_too_many)
+{
+	size_t cap = 64 * 1024, n = 0;
+	char *text = malloc(cap);
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+
+	ck_assert_ptr_nonnull(text);
+	n += (size_t)snprintf(text + n, cap - n, "%s", BASE);
+	for (int i = 0; i <= KG_MAX_BACKENDS; i++)
+		n += (size_t)snprintf(text + n, cap - n, "[backend b%d]\naddress = 10.0.0.1:%d\n", i, i + 1);
+	ck_assert_int_eq(kg_config_parse_string(text, "many.conf", cfg, err, sizeof(err)), -1);
+	/* BASE is 4 lines; backend i starts on line 5 + 2i */
+	ck_assert_str_eq(err, "many.conf:133: too many backends (max 64)");
+
+	n = 0;
+	n += (size_t)snprintf(text + n, cap - n, "%s[crl]\n", BASE);
+	for (int i = 0; i <= KG_MAX_CRLS; i++)
+		n += (size_t)snprintf(text + n, cap - n, "ca%d = crl%d.pem\n", i, i);
+	ck_assert_int_eq(kg_config_parse_string(text, "many.conf", cfg, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "many.conf:70: too many CRLs (max 64)");
+	free(text);
+	free(cfg);
+}
+END_TEST
+
+struct addr_case {
+	const char *text;
+	int rc;
+	int family;
+	unsigned port;
+};
+
+static const struct addr_case addr_cases[] = {
+	{ "0.0.0.0:8883", 0, AF_INET, 8883 },
+	{ "127.0.0.1:1", 0, AF_INET, 1 },
+	{ "255.255.255.255:65535", 0, AF_INET, 65535 },
+	{ "[::]:8883", 0, AF_INET6, 8883 },
+	{ "[::1]:1883", 0, AF_INET6, 1883 },
+	{ "[2001:db8::42]:443", 0, AF_INET6, 443 },
+	{ "[::ffff:192.0.2.1]:80", 0, AF_INET6, 80 },
+	{ "1.2.3.4:0", -1, 0, 0 },
+	{ "1.2.3.4:65536", -1, 0, 0 },
+	{ "1.2.3.4:99999999999999999999", -1, 0, 0 },
+	{ "1.2.3.4:-1", -1, 0, 0 },
+	{ "1.2.3.4:+80", -1, 0, 0 },
+	{ "1.2.3.4: 80", -1, 0, 0 },
+	{ "1.2.3.4:80x", -1, 0, 0 },
+	{ "1.2.3.4:", -1, 0, 0 },
+	{ "1.2.3.4", -1, 0, 0 },
+	{ ":80", -1, 0, 0 },
+	{ "[]:80", -1, 0, 0 },
+	{ "[::1]", -1, 0, 0 },
+	{ "[::1]80", -1, 0, 0 },
+	{ "[::1:80", -1, 0, 0 },
+	{ "::1:80", -1, 0, 0 },
+	{ "1.2.3:80", -1, 0, 0 },
+	{ "example.com:80", -1, 0, 0 },
+	{ "[fe80::1%eth0]:80", -1, 0, 0 },
+	{ "", -1, 0, 0 },
+	{ "[0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000]:1", -1, 0, 0 },
+};
+
+START_TEST(test_sockaddr_parse)
+{
+	const struct addr_case *c = &addr_cases[_i];
+	struct kg_sockaddr sa;
+
+	memset(&sa, 0, sizeof(sa));
+	ck_assert_msg(kg_sockaddr_parse(c->text, &sa) == c->rc, "case %d '%s'", _i, c->text);
+	if (c->rc != 0)
+		return;
+	ck_assert_str_eq(sa.text, c->text);
+	ck_assert_int_eq(sa.ss.ss_family, c->family);
+	if (c->family == AF_INET) {
+		ck_assert_uint_eq(sa.len, sizeof(struct sockaddr_in));
+		ck_assert_uint_eq(ntohs(((struct sockaddr_in *)&sa.ss)->sin_port), c->port);
+	} else {
+		ck_assert_uint_eq(sa.len, sizeof(struct sockaddr_in6));
+		ck_assert_uint_eq(ntohs(((struct sockaddr_in6 *)&sa.ss)->sin6_port), c->port);
+	}
+}
+END_TEST
+
+START_TEST(test_load_missing)
+{
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+
+	ck_assert_int_eq(kg_config_load("/nonexistent/ktlsgate.conf", cfg, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "/nonexistent/ktlsgate.conf: cannot open: No such file or directory");
+	free(cfg);
+}
+END_TEST
+
+START_TEST(test_load_relative_paths)
+{
+	static const char text[] = "[daemon]\n"
+				   "cert = server/chain.pem\n"
+				   "key = /abs/key.pem\n"
+				   "registry = registry.db\n"
+				   "control_socket = run/ctl.sock\n"
+				   "[crl]\n"
+				   "factory = crl/factory.pem\n";
+	struct kg_config *cfg = cfg_new();
+	char dir[PATH_MAX], real[PATH_MAX], path[PATH_MAX], want[PATH_MAX + 32];
+	char err[KG_ERRBUF];
+
+	kg_test_tmpdir(dir, sizeof(dir));
+	ck_assert_ptr_nonnull(realpath(dir, real));
+	fmt(path, sizeof(path), "%s/ktlsgate.conf", dir);
+	kg_test_write_file(path, text, strlen(text));
+
+	ck_assert_msg(kg_config_load(path, cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_str_eq(cfg->path, path);
+	fmt(want, sizeof(want), "%s/server/chain.pem", real);
+	ck_assert_str_eq(cfg->cert_file, want);
+	ck_assert_str_eq(cfg->key_file, "/abs/key.pem");
+	fmt(want, sizeof(want), "%s/registry.db", real);
+	ck_assert_str_eq(cfg->registry, want);
+	fmt(want, sizeof(want), "%s/run/ctl.sock", real);
+	ck_assert_str_eq(cfg->control_socket, want);
+	fmt(want, sizeof(want), "%s/crl/factory.pem", real);
+	ck_assert_str_eq(cfg->crls[0].path, want);
+
+	/* Errors from a file name the file and the line. */
+	kg_test_write_file(path, "[daemon]\n\nnope = 1\n", 19);
+	ck_assert_int_eq(kg_config_load(path, cfg, err, sizeof(err)), -1);
+	fmt(want, sizeof(want), "%s:3: unknown key 'nope' in [daemon]", path);
+	ck_assert_str_eq(err, want);
+
+	/* A NUL byte is refused, not silently cut. */
+	kg_test_write_file(path, "[daemon]\ncert = a\0b\n", 20);
+	ck_assert_int_eq(kg_config_load(path, cfg, err, sizeof(err)), -1);
+	fmt(want, sizeof(want), "%s:2: NUL byte in file", path);
+	ck_assert_str_eq(err, want);
+
+	/* A directory is not a config file. */
+	ck_assert_int_eq(kg_config_load(dir, cfg, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+
+	kg_test_rmdir(dir);
+	free(cfg);
+}
+END_TEST
+
+/* A relative path that fits its line but not PATH_MAX once the (deep) config
+ * directory is prefixed: an error, never a truncated path. */
+START_TEST(test_load_path_too_long)
+{
+	struct kg_config *cfg = cfg_new();
+	char dir[PATH_MAX], deep[PATH_MAX], path[PATH_MAX], comp[201], text[512];
+	char err[KG_ERRBUF];
+	size_t n;
+
+	kg_test_tmpdir(dir, sizeof(dir));
+	memset(comp, 'd', 200);
+	comp[200] = '\0';
+	fmt(deep, sizeof(deep), "%s", dir);
+	n = strlen(deep);
+	while (n + 201 < PATH_MAX - 40) {
+		fmt(deep + n, sizeof(deep) - n, "/%s", comp);
+		n += 201;
+		ck_assert_int_eq(mkdir(deep, 0700), 0);
+	}
+	fmt(path, sizeof(path), "%s/k.conf", deep);
+	fmt(text, sizeof(text),
+		 "[daemon]\ncert = c.pem\nkey = k.pem\nregistry = %.150s\n", comp);
+	kg_test_write_file(path, text, strlen(text));
+
+	ck_assert_int_eq(kg_config_load(path, cfg, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, ":4: 'registry': path '") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "too long (max 4095 bytes once resolved)") != NULL, "%s", err);
+
+	kg_test_rmdir(dir);
+	free(cfg);
+}
+END_TEST
+
+START_TEST(test_example_config)
+{
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+
+	ck_assert_msg(kg_config_load("../../docs/examples/ktlsgate.conf", cfg, err, sizeof(err)) == 0,
+		      "%s", err);
+	ck_assert_str_eq(cfg->cert_file, "/etc/ktlsgate/server/chain.pem");
+	ck_assert_str_eq(cfg->registry, "/var/lib/ktlsgate/registry.db");
+	ck_assert_uint_eq(cfg->n_listen, 2);
+	ck_assert_ptr_nonnull(kg_config_get0_backend(cfg, "local"));
+	ck_assert_str_eq(kg_config_get0_backend(cfg, "local")->addr.text, "127.0.0.1:1883");
+	ck_assert_str_eq(cfg->default_backend, "local");
+	free(cfg);
+}
+END_TEST
+
+/* A failed parse leaves a message even with a tiny buffer, and never overruns it. */
+START_TEST(test_small_errbuf)
+{
+	struct kg_config *cfg = cfg_new();
+	char err[12];
+
+	memset(err, 'X', sizeof(err));
+	ck_assert_int_eq(kg_config_parse_string(BASE "bogus = 1\n", "bad.conf", cfg, err, 8), -1);
+	ck_assert_str_eq(err, "bad.con");
+	ck_assert_int_eq(err[8], 'X');
+	ck_assert_int_eq(kg_config_parse_string(BASE "bogus = 1\n", "bad.conf", cfg, NULL, 0), -1);
+	free(cfg);
+}
+END_TEST
+
+Suite *kg_suite_config(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("config");
+
+	tcase_add_test(tc, test_full_round_trip);
+	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_accepted_variants);
+	tcase_add_loop_test(tc, test_bad_configs, 0, (int)KG_NITEMS(bad_cases));
+	tcase_add_test(tc, test_too_many);
+	tcase_add_loop_test(tc, test_sockaddr_parse, 0, (int)KG_NITEMS(addr_cases));
+	tcase_add_test(tc, test_load_missing);
+	tcase_add_test(tc, test_load_relative_paths);
+	tcase_add_test(tc, test_load_path_too_long);
+	tcase_add_test(tc, test_example_config);
+	tcase_add_test(tc, test_small_errbuf);
+	suite_add_tcase(s, tc);
+	return s;
+}
