@@ -36,6 +36,8 @@ struct kg_verdict {
  * map to CONNACK "banned", others to "not authorized"). The method must match the
  * device's attestation. Backend: device's, else CA's, else cfg->default_backend; it
  * must exist in cfg (else NO_BACKEND, "server unavailable").
+ * A CA-attested device whose row names a CA (ca_name) must come through that CA
+ * (else ATTESTATION_MISMATCH). On NO_BACKEND, out->backend holds the name tried.
  */
 void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out);
 

@@ -89,26 +89,31 @@ int kg_registry_schema_version(struct kg_registry *reg);    /* current schema ve
 
 /* Devices */
 int kg_registry_device_get(struct kg_registry *reg, const char *id, struct kg_device *out) KG_MUST_USE;
-/* Insert; KG_E_EXISTS if the id is taken. created_at/updated_at set by the store. */
+/* Insert; KG_E_EXISTS if the id is taken, or a thumbprint is another device's.
+ * created_at/updated_at set by the store; last_seen/cert_not_after kept. */
 int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev) KG_MUST_USE;
-/* Replace every mutable field of an existing row (status, thumbprints, backend...). */
+/* Replace every mutable field of an existing row (status, thumbprints, backend...).
+ * last_seen/cert_not_after are left alone: they belong to touch. */
 int kg_registry_device_update(struct kg_registry *reg, const struct kg_device *dev) KG_MUST_USE;
 int kg_registry_device_remove(struct kg_registry *reg, const char *id) KG_MUST_USE;
-/* Record a connection: last_seen and cert_not_after. */
+/* Record a connection: last_seen and cert_not_after (0: keep the stored one). */
 int kg_registry_device_touch(struct kg_registry *reg, const char *id, int64_t seen,
 			     int64_t cert_not_after) KG_MUST_USE;
 /* Device enrolled by thumbprint whose primary or secondary equals hex. */
 int kg_registry_device_find_thumbprint(struct kg_registry *reg, const char *hex,
 				       struct kg_device *out) KG_MUST_USE;
-/* Iterate, ordered by id. status < 0: all. cb returns non-zero to stop. */
+/* Iterate, ordered by id. status < 0: all. cb returns non-zero to stop; a negative
+ * kg_err from cb is returned, a positive value gives 0. */
 typedef int (*kg_device_cb)(const struct kg_device *dev, void *arg);
 int kg_registry_device_list(struct kg_registry *reg, int status, kg_device_cb cb, void *arg) KG_MUST_USE;
 
 /* CAs */
 /* Insert an unverified CA with a fresh random challenge (written into ca->challenge). */
 int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca) KG_MUST_USE;
+/* *out is overwritten (kg_ca_fini() it before reuse); its pem is owned. */
 int kg_registry_ca_get(struct kg_registry *reg, const char *name, struct kg_ca *out) KG_MUST_USE;
 int kg_registry_ca_get_by_sha256(struct kg_registry *reg, const char *hex, struct kg_ca *out) KG_MUST_USE;
+/* Mark proven; the challenge is spent (cleared). */
 int kg_registry_ca_set_verified(struct kg_registry *reg, const char *name) KG_MUST_USE;
 int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca) KG_MUST_USE; /* backend, auto_enroll */
 int kg_registry_ca_remove(struct kg_registry *reg, const char *name) KG_MUST_USE;

@@ -1,0 +1,893 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * check_registry.c - the identity registry through its public interface, on real
+ * SQLite files in a fresh temporary directory per test: CRUD and constraints for
+ * devices and CAs, listing, thumbprint lookup, read-only handles, schema migrations,
+ * and refusal of garbage / foreign / newer files without writing to them.
+ */
+#include <check.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "ktlsgate/err.h"
+#include "ktlsgate/registry.h"
+#include "testlib.h"
+
+/* Check fixtures have no argument: the per-test directory lives here (one per fork). */
+static char tmpdir[256];
+static char dbpath[512];
+
+static void setup(void)
+{
+	kg_test_tmpdir(tmpdir, sizeof(tmpdir));
+	snprintf(dbpath, sizeof(dbpath), "%s/registry.db", tmpdir);
+}
+
+static void teardown(void)
+{
+	kg_test_rmdir(tmpdir);
+}
+
+static struct kg_registry *open_rw(void)
+{
+	struct kg_registry *reg = NULL;
+	char err[KG_ERRBUF];
+	int rc = kg_registry_open(dbpath, KG_REG_READWRITE, &reg, err, sizeof(err));
+
+	ck_assert_msg(rc == 0, "open: %d %s", rc, err);
+	ck_assert_ptr_nonnull(reg);
+	return reg;
+}
+
+/* 64 hex chars made of one repeated digit: distinct, readable thumbprints. */
+static void hex64(char out[KG_SHA256_HEX_LEN + 1], char c)
+{
+	memset(out, c, KG_SHA256_HEX_LEN);
+	out[KG_SHA256_HEX_LEN] = '\0';
+}
+
+static struct kg_device mkdev(const char *id, enum kg_device_status st, enum kg_attestation att)
+{
+	struct kg_device d;
+
+	memset(&d, 0, sizeof(d));
+	ck_assert_int_eq(kg_strlcpy(d.id, id, sizeof(d.id)), 0);
+	d.status = st;
+	d.attestation = att;
+	return d;
+}
+
+static struct kg_ca mkca(const char *name, char shachar)
+{
+	struct kg_ca ca;
+
+	memset(&ca, 0, sizeof(ca));
+	ck_assert_int_eq(kg_strlcpy(ca.name, name, sizeof(ca.name)), 0);
+	hex64(ca.sha256, shachar);
+	snprintf(ca.subject, sizeof(ca.subject), "CN=%s", name);
+	ca.pem = (char *)"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+	ca.not_after = 2000000000;
+	return ca;
+}
+
+/* Whole file into a malloc'd buffer (NULL and *len 0 if absent). */
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	*len = 0;
+	if (f == NULL)
+		return NULL;
+	ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+	n = ftell(f);
+	ck_assert_int_ge(n, 0);
+	rewind(f);
+	buf = malloc((size_t)n + 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+/* Open must fail with `want`, say `msg`, and leave the file and its directory as they were. */
+static void assert_refused_untouched(enum kg_registry_mode mode, int want, const char *msg)
+{
+	struct kg_registry *reg = NULL;
+	char err[KG_ERRBUF], side[600];
+	size_t before_len, after_len;
+	char *before = slurp(dbpath, &before_len);
+	char *after;
+	int rc;
+
+	rc = kg_registry_open(dbpath, mode, &reg, err, sizeof(err));
+	ck_assert_int_eq(rc, want);
+	ck_assert_ptr_null(reg);
+	ck_assert_msg(strstr(err, msg) != NULL, "message \"%s\" lacks \"%s\"", err, msg);
+	after = slurp(dbpath, &after_len);
+	ck_assert_uint_eq(before_len, after_len);
+	ck_assert_msg(before_len == 0 || memcmp(before, after, before_len) == 0, "file changed");
+	for (size_t i = 0; i < 3; i++) {
+		static const char *const sfx[] = { "-wal", "-shm", "-journal" };
+
+		snprintf(side, sizeof(side), "%s%s", dbpath, sfx[i]);
+		ck_assert_msg(!exists(side), "%s was created", side);
+	}
+	free(before);
+	free(after);
+}
+
+/* Run SQL on dbpath with the sqlite3 library directly (crafting foreign/old files). */
+static void raw_sql(const char *sql)
+{
+	sqlite3 *db;
+	char *msg = NULL;
+
+	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", sql,
+		      msg ? msg : "?");
+	sqlite3_close(db);
+}
+
+static int raw_int(const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int v;
+
+	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+/* First column of the first row as text ("" when there is no row). */
+static const char *raw_text(const char *sql, char *buf, size_t cap)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int rc;
+
+	ck_assert_int_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	rc = sqlite3_step(st);
+	ck_assert(rc == SQLITE_ROW || rc == SQLITE_DONE);
+	snprintf(buf, cap, "%s", rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : "");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return buf;
+}
+
+/* ---- string tables ---------------------------------------------------------- */
+
+START_TEST(test_status_strings)
+{
+	static const struct {
+		enum kg_device_status st;
+		const char *name;
+	} cases[] = {
+		{ KG_DEV_ENABLED, "enabled" },         { KG_DEV_DISABLED, "disabled" },
+		{ KG_DEV_SUSPENDED, "suspended" },     { KG_DEV_QUARANTINED, "quarantined" },
+		{ KG_DEV_DECOMMISSIONED, "decommissioned" },
+	};
+	static const char *const bad[] = { "", "Enabled", "enabled ", "enable", "unknown", "banned" };
+	enum kg_device_status st;
+
+	ck_assert_uint_eq(KG_NITEMS(cases), KG_DEV_STATUS_MAX);
+	for (size_t i = 0; i < KG_NITEMS(cases); i++) {
+		ck_assert_str_eq(kg_device_status_str(cases[i].st), cases[i].name);
+		ck_assert_int_eq(kg_device_status_parse(cases[i].name, &st), 0);
+		ck_assert_int_eq(st, cases[i].st);
+	}
+	for (size_t i = 0; i < KG_NITEMS(bad); i++)
+		ck_assert_int_eq(kg_device_status_parse(bad[i], &st), KG_E_INVALID);
+	ck_assert_int_eq(kg_device_status_parse(NULL, &st), KG_E_INVALID);
+	ck_assert_str_eq(kg_device_status_str(KG_DEV_STATUS_MAX), "unknown");
+}
+END_TEST
+
+START_TEST(test_attestation_strings)
+{
+	enum kg_attestation a;
+
+	ck_assert_str_eq(kg_attestation_str(KG_ATT_CA), "ca");
+	ck_assert_str_eq(kg_attestation_str(KG_ATT_THUMBPRINT), "thumbprint");
+	ck_assert_str_eq(kg_attestation_str(KG_ATT_MAX), "unknown");
+	ck_assert_int_eq(kg_attestation_parse("thumbprint", &a), 0);
+	ck_assert_int_eq(a, KG_ATT_THUMBPRINT);
+	ck_assert_int_eq(kg_attestation_parse("ca", &a), 0);
+	ck_assert_int_eq(a, KG_ATT_CA);
+	ck_assert_int_eq(kg_attestation_parse("CA", &a), KG_E_INVALID);
+}
+END_TEST
+
+START_TEST(test_open_locations)
+{
+	struct kg_registry *reg = (struct kg_registry *)1;
+	char err[KG_ERRBUF];
+
+	ck_assert_int_eq(kg_registry_open("postgresql://db.example/kg", KG_REG_READWRITE, &reg, err,
+					  sizeof(err)),
+			 KG_E_INVALID);
+	ck_assert_ptr_null(reg);
+	ck_assert_msg(strstr(err, "PostgreSQL store not built yet") != NULL, "%s", err);
+	ck_assert_int_eq(kg_registry_open("", KG_REG_READWRITE, &reg, err, sizeof(err)), KG_E_INVALID);
+	/* A directory is not a database file. */
+	ck_assert_int_ne(kg_registry_open(tmpdir, KG_REG_READWRITE, &reg, err, sizeof(err)), 0);
+	ck_assert_ptr_null(reg);
+}
+END_TEST
+
+/* ---- devices ---------------------------------------------------------------- */
+
+START_TEST(test_device_crud)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_device d = mkdev("sensor-1", KG_DEV_ENABLED, KG_ATT_CA), got;
+	time_t t0 = time(NULL);
+
+	strcpy(d.backend, "b1");
+	d.created_at = d.updated_at = 1;   /* ignored: the store sets them */
+	d.cert_not_after = 1900000000;     /* kept: `device add --cert` knows it */
+	d.last_seen = 12345;
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_EXISTS);
+
+	memset(&got, 0xa5, sizeof(got));
+	ck_assert_int_eq(kg_registry_device_get(reg, "sensor-1", &got), 0);
+	ck_assert_str_eq(got.id, "sensor-1");
+	ck_assert_int_eq(got.status, KG_DEV_ENABLED);
+	ck_assert_int_eq(got.attestation, KG_ATT_CA);
+	ck_assert_str_eq(got.backend, "b1");
+	ck_assert_str_eq(got.thumb_primary, "");
+	ck_assert_str_eq(got.thumb_secondary, "");
+	ck_assert_str_eq(got.ca_name, "");
+	ck_assert_int_ge(got.created_at, t0);
+	ck_assert_int_eq(got.created_at, got.updated_at);
+	ck_assert_int_eq(got.last_seen, 12345);
+	ck_assert_int_eq(got.cert_not_after, 1900000000);
+
+	ck_assert_int_eq(kg_registry_device_get(reg, "sensor-2", &got), KG_E_NOTFOUND);
+
+	d.status = KG_DEV_QUARANTINED;
+	d.attestation = KG_ATT_THUMBPRINT;
+	hex64(d.thumb_primary, 'a');
+	d.backend[0] = '\0';
+	ck_assert_int_eq(kg_registry_device_update(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_device_get(reg, "sensor-1", &got), 0);
+	ck_assert_int_eq(got.status, KG_DEV_QUARANTINED);
+	ck_assert_int_eq(got.attestation, KG_ATT_THUMBPRINT);
+	ck_assert_str_eq(got.thumb_primary, d.thumb_primary);
+	ck_assert_str_eq(got.backend, "");
+	ck_assert_int_ge(got.updated_at, got.created_at);
+
+	strcpy(d.id, "ghost");
+	ck_assert_int_eq(kg_registry_device_update(reg, &d), KG_E_NOTFOUND);
+
+	ck_assert_int_eq(kg_registry_device_remove(reg, "sensor-1"), 0);
+	ck_assert_int_eq(kg_registry_device_remove(reg, "sensor-1"), KG_E_NOTFOUND);
+	ck_assert_int_eq(kg_registry_device_get(reg, "sensor-1", &got), KG_E_NOTFOUND);
+	kg_registry_close(reg);
+}
+END_TEST
+
+START_TEST(test_device_invalid)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_device d, got;
+	char longid[KG_DEVICE_ID_MAX + 2];
+
+	d = mkdev("", KG_DEV_ENABLED, KG_ATT_CA);
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	d = mkdev("x", KG_DEV_STATUS_MAX, KG_ATT_CA);
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	d = mkdev("x", KG_DEV_ENABLED, KG_ATT_MAX);
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	/* pinned device with nothing pinned */
+	d = mkdev("x", KG_DEV_ENABLED, KG_ATT_THUMBPRINT);
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	/* secondary without primary */
+	d = mkdev("x", KG_DEV_ENABLED, KG_ATT_CA);
+	hex64(d.thumb_secondary, 'b');
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	/* not hex, too short */
+	d = mkdev("x", KG_DEV_ENABLED, KG_ATT_THUMBPRINT);
+	hex64(d.thumb_primary, 'g');
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	strcpy(d.thumb_primary, "abcd");
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	/* unterminated id buffer */
+	d = mkdev("x", KG_DEV_ENABLED, KG_ATT_CA);
+	memset(d.id, 'x', sizeof(d.id));
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	memset(longid, 'y', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = '\0';
+	ck_assert_int_eq(kg_registry_device_get(reg, longid, &got), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_device_get(reg, NULL, &got), KG_E_INVALID);
+	/* nothing got in */
+	ck_assert_int_eq(kg_registry_device_get(reg, "x", &got), KG_E_NOTFOUND);
+	kg_registry_close(reg);
+}
+END_TEST
+
+START_TEST(test_device_thumbprint)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_device a = mkdev("pinned-a", KG_DEV_ENABLED, KG_ATT_THUMBPRINT);
+	struct kg_device b = mkdev("pinned-b", KG_DEV_ENABLED, KG_ATT_THUMBPRINT);
+	struct kg_device c = mkdev("via-ca", KG_DEV_ENABLED, KG_ATT_CA);
+	struct kg_device got;
+	char hex[KG_SHA256_HEX_LEN + 1];
+
+	hex64(a.thumb_primary, '1');
+	hex64(a.thumb_secondary, '2');
+	hex64(b.thumb_primary, 'c');
+	hex64(c.thumb_primary, 'd');   /* recorded, but a CA device is not found by pin */
+	ck_assert_int_eq(kg_registry_device_add(reg, &a), 0);
+	ck_assert_int_eq(kg_registry_device_add(reg, &b), 0);
+	ck_assert_int_eq(kg_registry_device_add(reg, &c), 0);
+
+	hex64(hex, '1');
+	ck_assert_int_eq(kg_registry_device_find_thumbprint(reg, hex, &got), 0);
+	ck_assert_str_eq(got.id, "pinned-a");
+	hex64(hex, '2');
+	ck_assert_int_eq(kg_registry_device_find_thumbprint(reg, hex, &got), 0);
+	ck_assert_str_eq(got.id, "pinned-a");
+	ck_assert_str_eq(got.thumb_secondary, hex);
+	/* stored lowercase, found whatever the case asked */
+	hex64(hex, 'C');
+	ck_assert_int_eq(kg_registry_device_find_thumbprint(reg, hex, &got), 0);
+	ck_assert_str_eq(got.id, "pinned-b");
+	hex64(hex, 'c');
+	ck_assert_str_eq(got.thumb_primary, hex);
+	hex64(hex, 'd');
+	ck_assert_int_eq(kg_registry_device_find_thumbprint(reg, hex, &got), KG_E_NOTFOUND);
+	hex64(hex, 'e');
+	ck_assert_int_eq(kg_registry_device_find_thumbprint(reg, hex, &got), KG_E_NOTFOUND);
+	ck_assert_int_eq(kg_registry_device_find_thumbprint(reg, "abc", &got), KG_E_INVALID);
+
+	/* a leaf pins one device: b may not take a's secondary, in either slot */
+	hex64(b.thumb_secondary, '2');
+	ck_assert_int_eq(kg_registry_device_update(reg, &b), KG_E_EXISTS);
+	b.thumb_secondary[0] = '\0';
+	hex64(b.thumb_primary, '1');
+	ck_assert_int_eq(kg_registry_device_update(reg, &b), KG_E_EXISTS);
+	struct kg_device dup = mkdev("pinned-dup", KG_DEV_ENABLED, KG_ATT_THUMBPRINT);
+	hex64(dup.thumb_primary, '2');
+	ck_assert_int_eq(kg_registry_device_add(reg, &dup), KG_E_EXISTS);
+	ck_assert_int_eq(kg_registry_device_get(reg, "pinned-dup", &got), KG_E_NOTFOUND);
+	/* rotation of its own pair is fine: swap primary and secondary */
+	hex64(a.thumb_primary, '2');
+	hex64(a.thumb_secondary, '1');
+	ck_assert_int_eq(kg_registry_device_update(reg, &a), 0);
+	/* the failed updates changed nothing */
+	hex64(hex, 'c');
+	ck_assert_int_eq(kg_registry_device_find_thumbprint(reg, hex, &got), 0);
+	ck_assert_str_eq(got.id, "pinned-b");
+	kg_registry_close(reg);
+}
+END_TEST
+
+START_TEST(test_device_touch)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_device d = mkdev("t1", KG_DEV_ENABLED, KG_ATT_CA), got;
+
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_device_touch(reg, "t1", 1700000000, 1800000000), 0);
+	ck_assert_int_eq(kg_registry_device_get(reg, "t1", &got), 0);
+	ck_assert_int_eq(got.last_seen, 1700000000);
+	ck_assert_int_eq(got.cert_not_after, 1800000000);
+	/* 0 = notAfter unknown: keep what we had */
+	ck_assert_int_eq(kg_registry_device_touch(reg, "t1", 1700000100, 0), 0);
+	ck_assert_int_eq(kg_registry_device_get(reg, "t1", &got), 0);
+	ck_assert_int_eq(got.last_seen, 1700000100);
+	ck_assert_int_eq(got.cert_not_after, 1800000000);
+	/* an update built from a stale row does not roll the connection record back */
+	d.status = KG_DEV_DISABLED;
+	ck_assert_int_eq(kg_registry_device_update(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_device_get(reg, "t1", &got), 0);
+	ck_assert_int_eq(got.status, KG_DEV_DISABLED);
+	ck_assert_int_eq(got.last_seen, 1700000100);
+	ck_assert_int_eq(kg_registry_device_touch(reg, "nobody", 1, 1), KG_E_NOTFOUND);
+	kg_registry_close(reg);
+}
+END_TEST
+
+struct collect {
+	char ids[16][KG_DEVICE_ID_MAX + 1];
+	size_t n;
+	size_t stop_after;   /* 0: never */
+	int stop_value;
+};
+
+static int collect_dev(const struct kg_device *d, void *arg)
+{
+	struct collect *c = arg;
+
+	ck_assert_uint_lt(c->n, KG_NITEMS(c->ids));
+	strcpy(c->ids[c->n++], d->id);
+	return c->stop_after != 0 && c->n == c->stop_after ? c->stop_value : 0;
+}
+
+START_TEST(test_device_list)
+{
+	static const struct {
+		const char *id;
+		enum kg_device_status st;
+	} rows[] = {
+		{ "m", KG_DEV_ENABLED },   { "c", KG_DEV_DISABLED }, { "x", KG_DEV_ENABLED },
+		{ "a", KG_DEV_SUSPENDED }, { "k", KG_DEV_ENABLED },  { "b/mod", KG_DEV_DECOMMISSIONED },
+	};
+	struct kg_registry *reg = open_rw();
+	struct collect c;
+
+	for (size_t i = 0; i < KG_NITEMS(rows); i++) {
+		struct kg_device d = mkdev(rows[i].id, rows[i].st, KG_ATT_CA);
+
+		ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	}
+	memset(&c, 0, sizeof(c));
+	ck_assert_int_eq(kg_registry_device_list(reg, -1, collect_dev, &c), 0);
+	ck_assert_uint_eq(c.n, 6);
+	static const char *const all[] = { "a", "b/mod", "c", "k", "m", "x" };
+	for (size_t i = 0; i < KG_NITEMS(all); i++)
+		ck_assert_str_eq(c.ids[i], all[i]);
+
+	memset(&c, 0, sizeof(c));
+	ck_assert_int_eq(kg_registry_device_list(reg, KG_DEV_ENABLED, collect_dev, &c), 0);
+	ck_assert_uint_eq(c.n, 3);
+	ck_assert_str_eq(c.ids[0], "k");
+	ck_assert_str_eq(c.ids[1], "m");
+	ck_assert_str_eq(c.ids[2], "x");
+
+	memset(&c, 0, sizeof(c));
+	ck_assert_int_eq(kg_registry_device_list(reg, KG_DEV_QUARANTINED, collect_dev, &c), 0);
+	ck_assert_uint_eq(c.n, 0);
+
+	/* a positive return stops quietly, a negative kg_err is passed up */
+	memset(&c, 0, sizeof(c));
+	c.stop_after = 2;
+	c.stop_value = 1;
+	ck_assert_int_eq(kg_registry_device_list(reg, -1, collect_dev, &c), 0);
+	ck_assert_uint_eq(c.n, 2);
+	memset(&c, 0, sizeof(c));
+	c.stop_after = 1;
+	c.stop_value = KG_E_RESOURCE;
+	ck_assert_int_eq(kg_registry_device_list(reg, -1, collect_dev, &c), KG_E_RESOURCE);
+	ck_assert_uint_eq(c.n, 1);
+	/* the statement was reset: the next iteration starts from the top */
+	memset(&c, 0, sizeof(c));
+	ck_assert_int_eq(kg_registry_device_list(reg, -1, collect_dev, &c), 0);
+	ck_assert_uint_eq(c.n, 6);
+
+	ck_assert_int_eq(kg_registry_device_list(reg, KG_DEV_STATUS_MAX, collect_dev, &c),
+			 KG_E_INVALID);
+	kg_registry_close(reg);
+}
+END_TEST
+
+/* ---- CAs -------------------------------------------------------------------- */
+
+static bool is_lower_hex(const char *s, size_t len)
+{
+	if (strlen(s) != len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+START_TEST(test_ca_crud)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_ca ca = mkca("fleet", 'f'), other, got;
+	char first_challenge[KG_CHALLENGE_LEN + 1];
+	time_t t0 = time(NULL);
+
+	ca.verified = true;   /* ignored: a new CA is never proven */
+	ca.auto_enroll = true;
+	strcpy(ca.backend, "prod");
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), 0);
+	ck_assert_msg(is_lower_hex(ca.challenge, KG_CHALLENGE_LEN), "challenge %s", ca.challenge);
+	ck_assert(!ca.verified);
+	ck_assert_int_ge(ca.added_at, t0);
+	strcpy(first_challenge, ca.challenge);
+
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), KG_E_EXISTS);
+	other = mkca("fleet-2", 'f');   /* same certificate under another name */
+	ck_assert_int_eq(kg_registry_ca_add(reg, &other), KG_E_EXISTS);
+	other = mkca("fleet-2", '9');
+	ck_assert_int_eq(kg_registry_ca_add(reg, &other), 0);
+	ck_assert_str_ne(other.challenge, first_challenge);
+
+	ck_assert_int_eq(kg_registry_ca_get(reg, "fleet", &got), 0);
+	ck_assert_str_eq(got.name, "fleet");
+	ck_assert_str_eq(got.sha256, ca.sha256);
+	ck_assert_str_eq(got.subject, "CN=fleet");
+	ck_assert_str_eq(got.challenge, first_challenge);
+	ck_assert_str_eq(got.backend, "prod");
+	ck_assert(got.auto_enroll);
+	ck_assert(!got.verified);
+	ck_assert_int_eq(got.added_at, ca.added_at);
+	ck_assert_int_eq(got.not_after, 2000000000);
+	ck_assert_ptr_nonnull(got.pem);
+	ck_assert_ptr_ne(got.pem, ca.pem);
+	ck_assert_str_eq(got.pem, ca.pem);
+	kg_ca_fini(&got);
+	ck_assert_ptr_null(got.pem);
+	kg_ca_fini(&got);   /* idempotent */
+
+	ck_assert_int_eq(kg_registry_ca_get(reg, "nope", &got), KG_E_NOTFOUND);
+
+	char upper[KG_SHA256_HEX_LEN + 1];
+	hex64(upper, 'F');
+	ck_assert_int_eq(kg_registry_ca_get_by_sha256(reg, upper, &got), 0);
+	ck_assert_str_eq(got.name, "fleet");
+	kg_ca_fini(&got);
+	hex64(upper, '0');
+	ck_assert_int_eq(kg_registry_ca_get_by_sha256(reg, upper, &got), KG_E_NOTFOUND);
+
+	ck_assert_int_eq(kg_registry_ca_set_verified(reg, "fleet"), 0);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "fleet", &got), 0);
+	ck_assert(got.verified);
+	ck_assert_str_eq(got.challenge, "");   /* spent */
+	kg_ca_fini(&got);
+	ck_assert_int_eq(kg_registry_ca_set_verified(reg, "nope"), KG_E_NOTFOUND);
+
+	ca.backend[0] = '\0';
+	ca.auto_enroll = false;
+	ck_assert_int_eq(kg_registry_ca_update(reg, &ca), 0);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "fleet", &got), 0);
+	ck_assert_str_eq(got.backend, "");
+	ck_assert(!got.auto_enroll);
+	ck_assert(got.verified);
+	kg_ca_fini(&got);
+	struct kg_ca ghost = mkca("ghost", '7');
+	ck_assert_int_eq(kg_registry_ca_update(reg, &ghost), KG_E_NOTFOUND);
+
+	ck_assert_int_eq(kg_registry_ca_remove(reg, "fleet"), 0);
+	ck_assert_int_eq(kg_registry_ca_remove(reg, "fleet"), KG_E_NOTFOUND);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "fleet", &got), KG_E_NOTFOUND);
+	/* its digest is free again */
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), 0);
+	kg_registry_close(reg);
+}
+END_TEST
+
+START_TEST(test_ca_invalid)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_ca ca;
+
+	ca = mkca("", 'a');
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), KG_E_INVALID);
+	ca = mkca("x", 'a');
+	ca.pem = NULL;
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), KG_E_INVALID);
+	ca = mkca("x", 'a');
+	strcpy(ca.sha256, "1234");
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), KG_E_INVALID);
+	ca = mkca("x", 'z');
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), KG_E_INVALID);
+	kg_registry_close(reg);
+}
+END_TEST
+
+struct ca_seen {
+	char names[8][KG_NAME_MAX];
+	bool verified[8];
+	size_t n;
+};
+
+static int collect_ca(const struct kg_ca *ca, void *arg)
+{
+	struct ca_seen *s = arg;
+
+	ck_assert_uint_lt(s->n, KG_NITEMS(s->names));
+	ck_assert_ptr_nonnull(ca->pem);
+	ck_assert(strncmp(ca->pem, "-----BEGIN", 10) == 0);
+	strcpy(s->names[s->n], ca->name);
+	s->verified[s->n++] = ca->verified;
+	return 0;
+}
+
+START_TEST(test_ca_list)
+{
+	struct kg_registry *reg = open_rw();
+	static const char *const names[] = { "zeta", "alpha", "mid" };
+	struct ca_seen s;
+
+	for (size_t i = 0; i < KG_NITEMS(names); i++) {
+		struct kg_ca ca = mkca(names[i], (char)('a' + i));
+
+		ck_assert_int_eq(kg_registry_ca_add(reg, &ca), 0);
+	}
+	ck_assert_int_eq(kg_registry_ca_set_verified(reg, "mid"), 0);
+	memset(&s, 0, sizeof(s));
+	ck_assert_int_eq(kg_registry_ca_list(reg, collect_ca, &s), 0);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_str_eq(s.names[0], "alpha");
+	ck_assert_str_eq(s.names[1], "mid");
+	ck_assert_str_eq(s.names[2], "zeta");
+	ck_assert(!s.verified[0] && s.verified[1] && !s.verified[2]);
+	kg_registry_close(reg);
+}
+END_TEST
+
+/* A device's CA is a foreign key: unknown CA refused, CA removal detaches devices. */
+START_TEST(test_device_ca_link)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_ca ca = mkca("group", '3');
+	struct kg_device d = mkdev("enrolled", KG_DEV_ENABLED, KG_ATT_CA), got;
+
+	strcpy(d.ca_name, "group");
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_NOTFOUND);
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), 0);
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_device_get(reg, "enrolled", &got), 0);
+	ck_assert_str_eq(got.ca_name, "group");
+	ck_assert_int_eq(kg_registry_ca_remove(reg, "group"), 0);
+	ck_assert_int_eq(kg_registry_device_get(reg, "enrolled", &got), 0);
+	ck_assert_str_eq(got.ca_name, "");
+	ck_assert_int_eq(got.status, KG_DEV_ENABLED);
+	kg_registry_close(reg);
+}
+END_TEST
+
+/* ---- files, modes, migrations --------------------------------------------------- */
+
+START_TEST(test_reopen_persists)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_device d = mkdev("keep", KG_DEV_SUSPENDED, KG_ATT_CA), got;
+	struct kg_ca ca = mkca("ca1", '5'), gotca;
+	char buf[64];
+
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), 0);
+	kg_registry_close(reg);
+
+	reg = open_rw();
+	ck_assert_int_eq(kg_registry_device_get(reg, "keep", &got), 0);
+	ck_assert_int_eq(got.status, KG_DEV_SUSPENDED);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "ca1", &gotca), 0);
+	ck_assert_str_eq(gotca.challenge, ca.challenge);
+	kg_ca_fini(&gotca);
+	kg_registry_close(reg);
+	ck_assert_str_eq(raw_text("PRAGMA journal_mode", buf, sizeof(buf)), "wal");
+	ck_assert_str_eq(raw_text("PRAGMA foreign_key_check", buf, sizeof(buf)), "");
+}
+END_TEST
+
+START_TEST(test_readonly)
+{
+	struct kg_registry *reg = NULL, *rw;
+	struct kg_device d = mkdev("ro", KG_DEV_ENABLED, KG_ATT_CA), got;
+	struct kg_ca ca = mkca("ca", '6');
+	char err[KG_ERRBUF];
+
+	/* missing file: refused, and not created */
+	ck_assert_int_eq(kg_registry_open(dbpath, KG_REG_READONLY, &reg, err, sizeof(err)),
+			 KG_E_NOTFOUND);
+	ck_assert_ptr_null(reg);
+	ck_assert(!exists(dbpath));
+
+	rw = open_rw();
+	ck_assert_int_eq(kg_registry_device_add(rw, &d), 0);
+	ck_assert_int_eq(kg_registry_open(dbpath, KG_REG_READONLY, &reg, err, sizeof(err)), 0);
+	ck_assert_int_eq(kg_registry_schema_version(reg), kg_registry_sqlite_schema_latest());
+	ck_assert_int_eq(kg_registry_device_get(reg, "ro", &got), 0);
+
+	/* the reader sees the writer's later commits (WAL: no reopen needed) */
+	d.status = KG_DEV_DISABLED;
+	ck_assert_int_eq(kg_registry_device_update(rw, &d), 0);
+	ck_assert_int_eq(kg_registry_device_get(reg, "ro", &got), 0);
+	ck_assert_int_eq(got.status, KG_DEV_DISABLED);
+
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_device_update(reg, &d), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_device_touch(reg, "ro", 1, 1), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_device_remove(reg, "ro"), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_ca_set_verified(reg, "ca"), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_ca_update(reg, &ca), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_ca_remove(reg, "ca"), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_device_get(reg, "ro", &got), 0);   /* still there */
+	kg_registry_close(reg);
+	kg_registry_close(rw);
+}
+END_TEST
+
+START_TEST(test_migrations)
+{
+	struct kg_registry *reg;
+	char err[KG_ERRBUF];
+	int latest = kg_registry_sqlite_schema_latest();
+
+	ck_assert_int_ge(latest, 2);
+	/* a fresh open creates the latest schema, with our application_id */
+	reg = open_rw();
+	ck_assert_int_eq(kg_registry_schema_version(reg), latest);
+	kg_registry_close(reg);
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), latest);
+	ck_assert_uint_eq((unsigned)raw_int("PRAGMA application_id"), KG_REGISTRY_SQLITE_APP_ID);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'devices_ca_name'"), 1);
+
+	/* a database left at version 1 by an older build migrates forward, rows kept */
+	ck_assert_int_eq(unlink(dbpath), 0);
+	ck_assert_int_eq(kg_registry_sqlite_migrate(dbpath, 1, err, sizeof(err)), 0);
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), 1);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'devices_ca_name'"), 0);
+	raw_sql("INSERT INTO devices (id, status, attestation, created_at, updated_at)"
+		" VALUES ('old', 'enabled', 'ca', 1, 1)");
+	/* read-only cannot migrate, and says so */
+	reg = NULL;
+	ck_assert_int_eq(kg_registry_open(dbpath, KG_REG_READONLY, &reg, err, sizeof(err)),
+			 KG_E_INVALID);
+	ck_assert_msg(strstr(err, "older than this build") != NULL, "%s", err);
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), 1);
+
+	reg = open_rw();
+	ck_assert_int_eq(kg_registry_schema_version(reg), latest);
+	struct kg_device got;
+	ck_assert_int_eq(kg_registry_device_get(reg, "old", &got), 0);
+	ck_assert_int_eq(got.created_at, 1);
+	kg_registry_close(reg);
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), latest);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'devices_ca_name'"), 1);
+
+	ck_assert_int_eq(kg_registry_sqlite_migrate(dbpath, 0, err, sizeof(err)), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_sqlite_migrate(dbpath, latest + 1, err, sizeof(err)),
+			 KG_E_INVALID);
+}
+END_TEST
+
+START_TEST(test_newer_schema_refused)
+{
+	char msg[128];
+
+	kg_registry_close(open_rw());
+	raw_sql("PRAGMA user_version = 99");
+	/* settle the WAL into the main file so "unchanged" means the bytes on disk */
+	raw_sql("PRAGMA journal_mode = DELETE");
+	snprintf(msg, sizeof(msg), "schema version 99 is newer than this build (%d)",
+		 kg_registry_sqlite_schema_latest());
+	assert_refused_untouched(KG_REG_READWRITE, KG_E_CORRUPT, msg);
+	assert_refused_untouched(KG_REG_READONLY, KG_E_CORRUPT, msg);
+}
+END_TEST
+
+START_TEST(test_garbage_refused)
+{
+	static const size_t sizes[] = { 1, 15, 16, 100, 4096, 10000 };
+	char buf[10000];
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (char)("not a database\n"[i % 15]);
+	for (size_t i = 0; i < KG_NITEMS(sizes); i++) {
+		kg_test_write_file(dbpath, buf, sizes[i]);
+		assert_refused_untouched(KG_REG_READWRITE, KG_E_CORRUPT,
+					 "not a registry database: file is not a database");
+		assert_refused_untouched(KG_REG_READONLY, KG_E_CORRUPT,
+					 "not a registry database: file is not a database");
+	}
+}
+END_TEST
+
+/* The SQLite magic, then junk: SQLite itself must say no, and we still write nothing. */
+START_TEST(test_magic_then_garbage_refused)
+{
+	char buf[8192];
+
+	memset(buf, 0x5a, sizeof(buf));
+	memcpy(buf, "SQLite format 3", 16);
+	kg_test_write_file(dbpath, buf, sizeof(buf));
+	assert_refused_untouched(KG_REG_READWRITE, KG_E_CORRUPT, "not a registry database");
+}
+END_TEST
+
+START_TEST(test_foreign_refused)
+{
+	raw_sql("CREATE TABLE foo (a INTEGER, b TEXT); INSERT INTO foo VALUES (1, 'x');");
+	assert_refused_untouched(KG_REG_READWRITE, KG_E_CORRUPT, "foreign SQLite database");
+	assert_refused_untouched(KG_REG_READONLY, KG_E_CORRUPT, "foreign SQLite database");
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM foo"), 1);
+}
+END_TEST
+
+/* Another application's id on an otherwise empty database is still not ours. */
+START_TEST(test_foreign_app_id_refused)
+{
+	raw_sql("PRAGMA application_id = 1234");
+	assert_refused_untouched(KG_REG_READWRITE, KG_E_CORRUPT, "application_id 0x000004d2");
+	raw_sql("PRAGMA application_id = 0; PRAGMA user_version = 7");
+	assert_refused_untouched(KG_REG_READWRITE, KG_E_CORRUPT, "foreign SQLite database");
+}
+END_TEST
+
+/* A 0-byte file is an empty SQLite database: read-write initialises it. */
+START_TEST(test_empty_file)
+{
+	struct kg_registry *reg = NULL;
+	char err[KG_ERRBUF];
+
+	kg_test_write_file(dbpath, "", 0);
+	ck_assert_int_eq(kg_registry_open(dbpath, KG_REG_READONLY, &reg, err, sizeof(err)),
+			 KG_E_CORRUPT);
+	ck_assert_msg(strstr(err, "not initialised") != NULL, "%s", err);
+	reg = open_rw();
+	ck_assert_int_eq(kg_registry_schema_version(reg), kg_registry_sqlite_schema_latest());
+	kg_registry_close(reg);
+	ck_assert_int_eq(kg_registry_open(dbpath, KG_REG_READONLY, &reg, err, sizeof(err)), 0);
+	kg_registry_close(reg);
+}
+END_TEST
+
+/* Two writers on one file: each sees the other's rows, constraints hold across them. */
+START_TEST(test_two_writers)
+{
+	struct kg_registry *a = open_rw(), *b = open_rw();
+	struct kg_device d = mkdev("shared", KG_DEV_ENABLED, KG_ATT_CA), got;
+
+	ck_assert_int_eq(kg_registry_device_add(a, &d), 0);
+	ck_assert_int_eq(kg_registry_device_add(b, &d), KG_E_EXISTS);
+	ck_assert_int_eq(kg_registry_device_remove(b, "shared"), 0);
+	ck_assert_int_eq(kg_registry_device_get(a, "shared", &got), KG_E_NOTFOUND);
+	kg_registry_close(a);
+	kg_registry_close(b);
+}
+END_TEST
+
+Suite *kg_suite_registry(void)
+{
+	Suite *s = suite_create("registry");
+	TCase *tc = tcase_create("registry");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_status_strings);
+	tcase_add_test(tc, test_attestation_strings);
+	tcase_add_test(tc, test_open_locations);
+	tcase_add_test(tc, test_device_crud);
+	tcase_add_test(tc, test_device_invalid);
+	tcase_add_test(tc, test_device_thumbprint);
+	tcase_add_test(tc, test_device_touch);
+	tcase_add_test(tc, test_device_list);
+	tcase_add_test(tc, test_ca_crud);
+	tcase_add_test(tc, test_ca_invalid);
+	tcase_add_test(tc, test_ca_list);
+	tcase_add_test(tc, test_device_ca_link);
+	tcase_add_test(tc, test_reopen_persists);
+	tcase_add_test(tc, test_readonly);
+	tcase_add_test(tc, test_migrations);
+	tcase_add_test(tc, test_newer_schema_refused);
+	tcase_add_test(tc, test_garbage_refused);
+	tcase_add_test(tc, test_magic_then_garbage_refused);
+	tcase_add_test(tc, test_foreign_refused);
+	tcase_add_test(tc, test_foreign_app_id_refused);
+	tcase_add_test(tc, test_empty_file);
+	tcase_add_test(tc, test_two_writers);
+	suite_add_tcase(s, tc);
+	return s;
+}
