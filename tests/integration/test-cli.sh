@@ -1,0 +1,824 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
+# test-cli.sh - the `ktlsgate` admin CLI on its own (no ktlsgated): test PKI, CA
+# registration with proof of possession, device CRUD, offline `verify`, usage errors,
+# exit codes and one-line errors, a corrupt registry left untouched, and the control
+# protocol side against a tiny fake daemon (python3 on a unix socket).
+# Prints "PASS name" / "FAIL name: why" per test and ends with "N passed, M failed".
+# BIN=path/to/ktlsgate overrides the binary; KG_ONLY="t_a t_b" runs only those tests.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-build/ktlsgate}
+BIN=$(realpath "$BIN")
+PY=/usr/bin/python3
+T=$(mktemp -d "${TMPDIR:-/tmp}/kg-cli-test.XXXXXX")
+FAKE_PID=""
+
+cleanup() {
+	if [ -n "$FAKE_PID" ]; then
+		kill "$FAKE_PID" 2>/dev/null || true
+		wait "$FAKE_PID" 2>/dev/null || true
+	fi
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+# --- helpers -------------------------------------------------------------------------
+
+fail() {
+	echo "  assertion failed: $*"
+	return 1
+}
+
+# run ARGS...: the CLI with stdout in $T/out, stderr in $T/err, exit code in RC.
+run() {
+	set +e
+	"$BIN" "$@" >"$T/out" 2>"$T/err"
+	RC=$?
+	set -e
+}
+
+# runr ARGS...: same against the test's registry, with no config file.
+runr() {
+	run -c "$T/no-such.conf" -r "$REG" "$@"
+}
+
+expect_rc() {
+	[ "$RC" -eq "$1" ] || fail "exit $RC, wanted $1 (stdout: $(head -c 300 "$T/out"); stderr: $(head -c 300 "$T/err"))"
+}
+
+# Stdout matches the extended regex.
+expect_out() {
+	grep -qE -- "$1" "$T/out" || fail "stdout lacks /$1/: $(head -c 500 "$T/out")"
+}
+
+expect_no_out() {
+	! grep -qE -- "$1" "$T/out" || fail "stdout has /$1/: $(head -c 500 "$T/out")"
+}
+
+# The error contract: exactly one line, "ktlsgate: ...", matching the regex if given.
+expect_err_line() {
+	[ "$(wc -l <"$T/err")" -eq 1 ] || fail "stderr is not one line: $(cat "$T/err")"
+	grep -qE '^ktlsgate: ' "$T/err" || fail "stderr lacks the ktlsgate: prefix: $(cat "$T/err")"
+	[ -z "${1:-}" ] || grep -qE -- "$1" "$T/err" || fail "stderr lacks /$1/: $(cat "$T/err")"
+}
+
+expect_no_err() {
+	[ ! -s "$T/err" ] || fail "unexpected stderr: $(cat "$T/err")"
+}
+
+# pki KIND CN DIR [more args]: make a certificate quietly.
+pki() {
+	local kind=$1 cn=$2 dir=$3
+	shift 3
+	"$BIN" pki "$kind" --cn "$cn" --out "$T/pki/$dir" "$@" >/dev/null
+}
+
+# new_registry NAME: sets REG to a fresh registry path for this test.
+new_registry() {
+	mkdir -p "$T/$1"
+	REG="$T/$1/registry.db"
+}
+
+# add_verified_ca: register the test root in $REG and prove possession.
+add_verified_ca() {
+	local ch
+	runr ca add "$T/pki/root/cert.pem"
+	expect_rc 0
+	ch=$(awk '/^challenge:/{print $2}' "$T/out")
+	"$BIN" pki verification-cert --ca "$T/pki/root" --challenge "$ch" --out "$T/vc.pem" >/dev/null
+	runr ca verify Test-Root "$T/vc.pem"
+	expect_rc 0
+}
+
+thumb_of() {
+	openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1
+}
+
+# --- fixtures: one PKI for every test ---------------------------------------------------
+
+setup_pki() {
+	local now
+	now=$(date +%s)
+	mkdir -p "$T/pki"
+	pki root "Test Root" root
+	pki intermediate factory int --ca "$T/pki/root"
+	pki device dev1 dev1 --ca "$T/pki/int"
+	pki device dev2 dev2 --ca "$T/pki/int"
+	pki device expired expired --ca "$T/pki/int" --not-before $((now - 10 * 86400)) --days 1
+	pki device future future --ca "$T/pki/int" --not-before $((now + 10 * 86400))
+	pki device soon soon --ca "$T/pki/int" --days 10
+	pki device srvonly srvonly --ca "$T/pki/int" --eku server
+	pki self-signed thumb1 thumb1
+	pki self-signed thumb2 thumb2
+	pki root "Other Root" root2
+	pki device stranger stranger --ca "$T/pki/root2"
+	pki intermediate notca notca --ca "$T/pki/root" --not-ca
+	pki device undernotca undernotca --ca "$T/pki/notca"
+}
+
+# --- tests ------------------------------------------------------------------------------
+
+t_help() {
+	run --help
+	expect_rc 0
+	expect_out '^usage: ktlsgate '
+	expect_out '^ktlsgate device expiring --days N'
+	expect_no_err
+	for noun in pki ca device session; do
+		run "$noun" --help
+		expect_rc 0
+		expect_out "^ktlsgate $noun "
+	done
+	run verify --help
+	expect_rc 0
+	expect_out '^ktlsgate verify CERT'
+	run device add --help
+	expect_rc 0
+	expect_out '^ktlsgate device add ID'
+	run --version
+	expect_rc 0
+	expect_out '^ktlsgate [0-9]+\.[0-9]+'
+}
+
+t_usage_errors() {
+	new_registry usage
+	local -a cases=(
+		""
+		"bogus"
+		"ca"
+		"ca frobnicate"
+		"--no-such-option device list"
+		"device list --no-such-option"
+		"device list --status sleeping"
+		"device add"
+		"device add a/b/c"
+		"device add ../x"
+		"device add d1 --thumbprint 1234"
+		"device add d1 --thumbprint zz$(printf '0%.0s' {1..62})"
+		"device add d1 --secondary $(printf 'a%.0s' {1..64})"
+		"device set d1"
+		"device expiring"
+		"device expiring --days -1"
+		"pki root --out $T/usage/x"
+		"pki root --cn x"
+		"pki device --cn x --out $T/usage/x"
+		"pki root --cn x --out $T/usage/x --days 0"
+		"pki root --cn x --out $T/usage/x --days ten"
+		"pki root --cn x --out $T/usage/x --eku both"
+		"pki root --cn x --out $T/usage/x --not-ca"
+		"pki crl --out $T/usage/crl.pem"
+		"ca add"
+		"ca add f1 f2"
+		"ca set Test-Root"
+		"ca set Test-Root --auto-enroll maybe"
+		"ca add $T/pki/root/cert.pem --name bad/name"
+		"verify"
+		"verify x.pem --at yesterday"
+		"session kill"
+		"session kill a/b/c"
+	)
+	local c
+	for c in "${cases[@]}"; do
+		# shellcheck disable=SC2086
+		runr $c
+		[ "$RC" -eq 1 ] || fail "'$c': exit $RC, wanted 1 ($(cat "$T/err"))"
+		expect_err_line
+		[ ! -s "$T/out" ] || fail "'$c' wrote to stdout: $(cat "$T/out")"
+	done
+	# Usage errors never create the registry.
+	[ ! -e "$REG" ] || fail "a usage error created the registry"
+	run
+	expect_rc 1
+	expect_err_line 'missing command'
+}
+
+t_pki_chain() {
+	run pki device --cn chk --out "$T/pki/chk" --ca "$T/pki/int"
+	expect_rc 0
+	[ "$(cat "$T/out")" = "wrote $T/pki/chk/cert.pem $T/pki/chk/key.pem $T/pki/chk/chain.pem" ] ||
+		fail "output: $(cat "$T/out")"
+	openssl verify -CAfile "$T/pki/root/cert.pem" -untrusted "$T/pki/int/cert.pem" \
+		"$T/pki/dev1/cert.pem" >/dev/null || fail "openssl verify dev1"
+	openssl verify -CAfile "$T/pki/root/cert.pem" -untrusted "$T/pki/int/cert.pem" \
+		"$T/pki/chk/cert.pem" >/dev/null || fail "openssl verify chk"
+	[ "$(grep -c 'BEGIN CERTIFICATE' "$T/pki/dev1/chain.pem")" -eq 2 ] || fail "chain.pem: not leaf+intermediate"
+	[ "$(stat -c %a "$T/pki/dev1/key.pem")" = 600 ] || fail "key.pem mode $(stat -c %a "$T/pki/dev1/key.pem")"
+	openssl x509 -in "$T/pki/dev1/cert.pem" -noout -subject | grep -q 'CN *= *dev1' || fail "dev1 subject"
+	openssl x509 -in "$T/pki/dev1/cert.pem" -noout -ext extendedKeyUsage | grep -q 'Client Authentication' ||
+		fail "device EKU is not clientAuth"
+	run pki root --cn rsa --out "$T/pki/rsa" --rsa
+	expect_rc 0
+	openssl x509 -in "$T/pki/rsa/cert.pem" -noout -text | grep -q 'rsaEncryption' || fail "--rsa key is not RSA"
+	run pki server --cn localhost --out "$T/pki/srv" --ca "$T/pki/int" --san DNS:gw.example,IP:127.0.0.1
+	expect_rc 0
+	openssl x509 -in "$T/pki/srv/cert.pem" -noout -ext subjectAltName | grep -q 'gw.example' || fail "server SAN"
+	# An issuer directory that does not exist is a runtime error, one line.
+	run pki device --cn x --out "$T/pki/x" --ca "$T/no-such-dir"
+	expect_rc 3
+	expect_err_line
+}
+
+t_pki_verification_cert_and_crl() {
+	run pki verification-cert --ca "$T/pki/root" --challenge abc123 --out "$T/vc-test.pem"
+	expect_rc 0
+	expect_out "^wrote $T/vc-test.pem\$"
+	openssl x509 -in "$T/vc-test.pem" -noout -subject | grep -q 'CN *= *abc123' || fail "verification cert CN"
+	openssl verify -CAfile "$T/pki/root/cert.pem" "$T/vc-test.pem" >/dev/null 2>&1 ||
+		openssl verify -partial_chain -CAfile "$T/pki/root/cert.pem" "$T/vc-test.pem" >/dev/null ||
+		fail "verification cert not signed by the root"
+	run pki crl --ca "$T/pki/int" --out "$T/int.crl" "$T/pki/dev2/cert.pem"
+	expect_rc 0
+	expect_out "^wrote $T/int.crl\$"
+	local serial
+	serial=$(openssl x509 -in "$T/pki/dev2/cert.pem" -noout -serial | cut -d= -f2)
+	openssl crl -in "$T/int.crl" -noout -text | tr -d ' ' | grep -qi "SerialNumber:$serial" ||
+		fail "CRL does not list dev2's serial $serial"
+	openssl crl -in "$T/int.crl" -noout -verify -CAfile "$T/pki/int/cert.pem" 2>&1 | grep -q 'verify OK' ||
+		fail "CRL not signed by the intermediate"
+}
+
+t_ca_add_refusals() {
+	new_registry carefuse
+	runr ca add "$T/pki/root/key.pem"
+	expect_rc 2
+	expect_err_line 'private key'
+	[ ! -s "$T/out" ] || fail "stdout on refusal"
+	runr ca add "$T/pki/dev1/cert.pem"
+	expect_rc 2
+	expect_err_line 'not a CA'
+	# A file holding both a certificate and a key is refused too.
+	cat "$T/pki/root/cert.pem" "$T/pki/root/key.pem" >"$T/carefuse/both.pem"
+	runr ca add "$T/carefuse/both.pem"
+	expect_rc 2
+	expect_err_line
+	runr ca add "$T/carefuse/missing.pem"
+	expect_rc 3
+	expect_err_line 'missing.pem'
+	# CA:FALSE "intermediate" is not a CA.
+	runr ca add "$T/pki/notca/cert.pem"
+	expect_rc 2
+	expect_err_line
+	if [ -e "$REG" ]; then
+		runr ca list --json
+		expect_rc 0
+		[ "$($PY -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$T/out")" = 0 ] ||
+			fail "a refused CA was stored"
+	fi
+}
+
+t_ca_challenge() {
+	new_registry cachal
+	runr ca add "$T/pki/root/cert.pem"
+	expect_rc 0
+	[ "$(wc -l <"$T/out")" -eq 2 ] || fail "ca add printed $(wc -l <"$T/out") lines"
+	[ "$(sed -n 1p "$T/out")" = "ca Test-Root added (unverified)" ] || fail "line 1: $(sed -n 1p "$T/out")"
+	expect_out '^challenge: [0-9a-f]{32}$'
+	[ -n "$(awk '/^challenge:/{print $2}' "$T/out")" ] || fail "awk cannot extract the challenge"
+	# The same certificate or name again is refused.
+	runr ca add "$T/pki/root/cert.pem"
+	expect_rc 2
+	expect_err_line
+	runr ca add "$T/pki/int/cert.pem" --name Test-Root
+	expect_rc 2
+	expect_err_line
+	runr ca add "$T/pki/int/cert.pem" --name factory-ca --backend b1 --auto-enroll
+	expect_rc 0
+	expect_out '^ca factory-ca added \(unverified\)$'
+	runr ca list
+	expect_rc 0
+	expect_out '^NAME +VERIFIED'
+	expect_out '^Test-Root +no +- +off'
+	expect_out '^factory-ca +no +b1 +on'
+	runr ca list --json
+	expect_rc 0
+	$PY - "$T/out" <<'EOF' || fail "ca list --json content"
+import json, sys
+cas = {c["name"]: c for c in json.load(open(sys.argv[1]))}
+assert set(cas) == {"Test-Root", "factory-ca"}, cas
+r = cas["Test-Root"]
+assert r["verified"] is False and r["backend"] is None and r["auto_enroll"] is False
+assert r["subject"] == "CN=Test Root", r["subject"]
+assert len(r["sha256"]) == 64 and r["not_after"] > 0 and len(r["challenge"]) == 32
+assert cas["factory-ca"]["auto_enroll"] is True and cas["factory-ca"]["backend"] == "b1"
+EOF
+}
+
+t_ca_verify() {
+	new_registry caver
+	local ch
+	runr ca add "$T/pki/root/cert.pem"
+	ch=$(awk '/^challenge:/{print $2}' "$T/out")
+	"$BIN" pki verification-cert --ca "$T/pki/root" --challenge wrongchallenge --out "$T/caver/wrong.pem" >/dev/null
+	runr ca verify Test-Root "$T/caver/wrong.pem"
+	expect_rc 2
+	expect_err_line 'verification failed'
+	# Right challenge, wrong key (another CA signed it).
+	"$BIN" pki verification-cert --ca "$T/pki/root2" --challenge "$ch" --out "$T/caver/otherkey.pem" >/dev/null
+	runr ca verify Test-Root "$T/caver/otherkey.pem"
+	expect_rc 2
+	expect_err_line 'verification failed'
+	runr ca list --json
+	grep -q '"verified": false' "$T/out" || fail "CA verified after a failed proof"
+	"$BIN" pki verification-cert --ca "$T/pki/root" --challenge "$ch" --out "$T/caver/good.pem" >/dev/null
+	runr ca verify Test-Root "$T/caver/good.pem"
+	expect_rc 0
+	[ "$(cat "$T/out")" = "ca Test-Root verified" ] || fail "output: $(cat "$T/out")"
+	runr ca list
+	expect_out '^Test-Root +yes'
+	runr ca verify No-Such-CA "$T/caver/good.pem"
+	expect_rc 2
+	expect_err_line 'No-Such-CA'
+}
+
+t_ca_set_remove() {
+	new_registry caset
+	add_verified_ca
+	runr ca set Test-Root --backend b2 --auto-enroll on
+	expect_rc 0
+	expect_out '^ca Test-Root: backend b2, auto-enroll on \(daemon not running\)$'
+	runr ca list --json
+	$PY -c 'import json,sys; c=json.load(open(sys.argv[1]))[0]; assert c["backend"]=="b2" and c["auto_enroll"] and c["verified"]' \
+		"$T/out" || fail "ca set not stored"
+	runr ca set Nope --auto-enroll off
+	expect_rc 2
+	expect_err_line
+	runr ca remove Test-Root
+	expect_rc 0
+	expect_out '^ca Test-Root removed \(daemon not running\)$'
+	runr ca remove Test-Root
+	expect_rc 2
+	expect_err_line 'no such CA'
+}
+
+t_device_crud() {
+	new_registry dev
+	local th upper colons
+	th=$(thumb_of "$T/pki/thumb1/cert.pem")
+	upper=$(echo "$th" | tr a-f A-F)
+	colons=$(echo "$upper" | sed 's/../&:/g; s/:$//')
+	runr device add dev1
+	expect_rc 0
+	expect_out '^device dev1 added \(attestation ca\)$'
+	runr device add dev1
+	expect_rc 2
+	expect_err_line 'already exists'
+	runr device add thumb1 --thumbprint "$colons" --backend b1
+	expect_rc 0
+	expect_out '^device thumb1 added \(attestation thumbprint\)$'
+	runr device add dev2 --status suspended --backend b2
+	expect_rc 0
+	runr device add gw/module1
+	expect_rc 0
+	runr device show thumb1
+	expect_rc 0
+	expect_out "^thumbprint: $th\$"
+	expect_out '^attestation: thumbprint$'
+	expect_out '^backend: b1$'
+	runr device show thumb1 --json
+	expect_rc 0
+	$PY -m json.tool "$T/out" >/dev/null || fail "device show --json is not JSON"
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["thumbprint"]==sys.argv[2] and d["secondary"] is None and d["status"]=="enabled", d' \
+		"$T/out" "$th" || fail "device show --json content"
+	runr device set dev1 --status disabled
+	expect_rc 0
+	[ "$(cat "$T/out")" = "device dev1: status disabled (daemon not running)" ] || fail "set output: $(cat "$T/out")"
+	runr device set thumb1 --secondary "$(thumb_of "$T/pki/thumb2/cert.pem")"
+	expect_rc 0
+	runr device show thumb1
+	expect_out "^secondary: $(thumb_of "$T/pki/thumb2/cert.pem")\$"
+	runr device set thumb1 --secondary none
+	expect_rc 0
+	runr device show thumb1
+	expect_out '^secondary: -$'
+	runr device set nobody --status enabled
+	expect_rc 2
+	expect_err_line 'no such device'
+	runr device list
+	expect_rc 0
+	expect_out '^ID +STATUS +ATTESTATION +BACKEND +LAST-SEEN$'
+	expect_out '^dev1 +disabled +ca +- +never$'
+	expect_out '^dev2 +suspended +ca +b2 +never$'
+	expect_out '^thumb1 +enabled +thumbprint +b1 +never$'
+	runr device list --status disabled
+	expect_rc 0
+	expect_out '^dev1 '
+	expect_no_out '^(dev2|thumb1|gw/module1) '
+	runr device list --json
+	expect_rc 0
+	$PY -m json.tool "$T/out" >/dev/null || fail "device list --json is not JSON"
+	[ "$($PY -c 'import json,sys; print(" ".join(d["id"] for d in json.load(open(sys.argv[1]))))' "$T/out")" = \
+		"dev1 dev2 gw/module1 thumb1" ] || fail "device list --json ids: $(cat "$T/out")"
+	runr device list --status enabled --json
+	[ "$($PY -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$T/out")" = 2 ] || fail "enabled filter"
+	runr device list --status quarantined --json
+	expect_rc 0
+	[ "$($PY -c 'import json,sys; print(json.load(open(sys.argv[1])))' "$T/out")" = "[]" ] || fail "empty list is not []"
+	runr device remove dev2
+	expect_rc 0
+	expect_out '^device dev2 removed \(daemon not running\)$'
+	runr device show dev2
+	expect_rc 2
+	expect_err_line 'no such device'
+	runr device remove dev2
+	expect_rc 2
+	expect_err_line
+}
+
+t_device_cert_and_expiring() {
+	new_registry exp
+	runr device add soon --cert "$T/pki/soon/cert.pem"
+	expect_rc 0
+	expect_out 'attestation thumbprint'
+	runr device show soon
+	expect_out "^thumbprint: $(thumb_of "$T/pki/soon/cert.pem")\$"
+	# The certificate must name the device.
+	runr device add other --cert "$T/pki/soon/cert.pem"
+	expect_rc 2
+	expect_err_line 'CN'
+	runr device add dev1
+	expect_rc 0
+	runr device expiring --days 30
+	expect_rc 0
+	expect_out '^soon +enabled +[0-9T:-]+Z +(9|10)$'
+	expect_no_out '^dev1 '
+	runr device expiring --days 5 --json
+	expect_rc 0
+	[ "$($PY -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$T/out")" = 0 ] || fail "expiring --days 5"
+	runr device expiring --days 30 --json
+	[ "$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["id"])' "$T/out")" = soon ] || fail "expiring json"
+}
+
+t_unknown_device_show() {
+	new_registry unk
+	runr device add dev1
+	runr device show nobody
+	expect_rc 2
+	expect_err_line 'nobody'
+	[ ! -s "$T/out" ] || fail "stdout on not found"
+}
+
+t_missing_registry() {
+	new_registry missing
+	runr device list
+	expect_rc 3
+	expect_err_line 'registry'
+	runr ca list
+	expect_rc 3
+	expect_err_line
+	runr device set dev1 --status disabled
+	expect_rc 3
+	expect_err_line
+	[ ! -e "$REG" ] || fail "a read or an update created the registry"
+	# Without -r the config must be there.
+	run -c "$T/no-such.conf" device list
+	expect_rc 3
+	expect_err_line 'no-such.conf'
+}
+
+t_corrupt_registry() {
+	new_registry corrupt
+	head -c 4096 /dev/urandom >"$REG"
+	cp "$REG" "$T/corrupt/orig"
+	local -a cmds=(
+		"device list"
+		"device show dev1"
+		"device add dev1"
+		"device set dev1 --status disabled"
+		"device remove dev1"
+		"ca list"
+		"ca add $T/pki/root/cert.pem"
+		"verify $T/pki/dev1/chain.pem"
+	)
+	local c
+	for c in "${cmds[@]}"; do
+		# shellcheck disable=SC2086
+		runr $c
+		[ "$RC" -eq 3 ] || fail "'$c' on junk: exit $RC, wanted 3"
+		expect_err_line
+		cmp -s "$REG" "$T/corrupt/orig" || fail "'$c' modified the corrupt registry"
+	done
+	# A foreign SQLite database is not a registry either.
+	rm -f "$REG"
+	$PY -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("create table t(x)"); c.commit()' "$REG"
+	cp "$REG" "$T/corrupt/orig"
+	runr device add dev1
+	expect_rc 3
+	expect_err_line
+	cmp -s "$REG" "$T/corrupt/orig" || fail "device add modified a foreign database"
+}
+
+t_verify_accept() {
+	new_registry vok
+	add_verified_ca
+	runr device add dev1
+	runr verify "$T/pki/dev1/chain.pem"
+	expect_rc 0
+	expect_out '^accepted: device=dev1 method=ca ca=Test-Root backend=- '
+	# Leaf alone plus --chain: same answer.
+	runr verify "$T/pki/dev1/cert.pem" --chain "$T/pki/int/cert.pem"
+	expect_rc 0
+	expect_out '^accepted: device=dev1 method=ca ca=Test-Root'
+	# Leaf alone, no intermediate: the chain cannot be built.
+	runr verify "$T/pki/dev1/cert.pem"
+	expect_rc 2
+	expect_out '^refused: '
+	# --ca: only that file is trusted, no registry needed.
+	run -c "$T/no-such.conf" -r "$T/vok/none.db" verify "$T/pki/dev1/chain.pem" --ca "$T/pki/root/cert.pem"
+	expect_rc 0
+	expect_out '^accepted: device=dev1 method=ca ca=cli-ca-1 backend=-$'
+	run -c "$T/no-such.conf" -r "$T/vok/none.db" verify "$T/pki/dev1/chain.pem" --ca "$T/pki/root2/cert.pem"
+	expect_rc 2
+	expect_out '^refused: unknown_ca '
+	[ ! -e "$T/vok/none.db" ] || fail "verify --ca created a registry"
+}
+
+t_verify_refusals() {
+	new_registry vref
+	add_verified_ca
+	local d
+	for d in dev1 expired future srvonly stranger undernotca; do
+		"$BIN" -c "$T/no-such.conf" -r "$REG" device add "$d" >/dev/null
+	done
+	local -a cases=(
+		"stranger/chain.pem|unknown_ca"
+		"expired/chain.pem|cert_expired"
+		"future/chain.pem|cert_not_yet_valid"
+		"srvonly/chain.pem|bad_eku"
+		"dev2/chain.pem|unknown_device"
+		"undernotca/chain.pem|bad_chain"
+	)
+	local c
+	for c in "${cases[@]}"; do
+		runr verify "$T/pki/${c%%|*}"
+		[ "$RC" -eq 2 ] || fail "${c%%|*}: exit $RC, wanted 2 ($(cat "$T/out" "$T/err"))"
+		grep -qE "^refused: ${c##*|} \(.+\)$" "$T/out" || fail "${c%%|*}: $(cat "$T/out"), wanted ${c##*|}"
+	done
+	# --at after notAfter: expired.
+	runr verify "$T/pki/dev1/chain.pem" --at $(($(date +%s) + 400 * 86400))
+	expect_rc 2
+	expect_out '^refused: cert_expired '
+	runr verify "$T/pki/dev1/chain.pem" --at $(($(date +%s) + 86400))
+	expect_rc 0
+	# Device status and attestation come from the registry.
+	runr device set dev1 --status quarantined
+	runr verify "$T/pki/dev1/chain.pem"
+	expect_rc 2
+	expect_out '^refused: quarantined \(device dev1 status quarantined\)$'
+	runr device remove dev1
+	runr device add dev1 --thumbprint "$(thumb_of "$T/pki/thumb1/cert.pem")"
+	runr verify "$T/pki/dev1/chain.pem"
+	expect_rc 2
+	expect_out '^refused: attestation_mismatch '
+	# Unproven CA: registered, never verified.
+	new_registry vunproven
+	runr ca add "$T/pki/root/cert.pem"
+	runr device add dev1
+	runr verify "$T/pki/dev1/chain.pem"
+	expect_rc 2
+	expect_out '^refused: unproven_ca '
+}
+
+t_verify_thumbprint() {
+	new_registry vthumb
+	runr device add thumb1 --thumbprint "$(thumb_of "$T/pki/thumb1/cert.pem")"
+	runr verify "$T/pki/thumb1/cert.pem"
+	expect_rc 0
+	expect_out '^accepted: device=thumb1 method=thumbprint ca=- backend=- '
+	# Rotation: the secondary pin admits the new certificate... of the same CN only.
+	runr verify "$T/pki/thumb2/cert.pem"
+	expect_rc 2
+	expect_out '^refused: thumbprint_mismatch '
+	# A device pinned to another certificate.
+	runr device add thumb2 --thumbprint "$(thumb_of "$T/pki/thumb1/cert.pem" | tr 0-9a-f 1-9a-f0)"
+	runr verify "$T/pki/thumb2/cert.pem"
+	expect_rc 2
+	expect_out '^refused: thumbprint_mismatch '
+	runr device set thumb2 --secondary "$(thumb_of "$T/pki/thumb2/cert.pem")"
+	runr verify "$T/pki/thumb2/cert.pem"
+	expect_rc 0
+	expect_out '^accepted: device=thumb2 method=thumbprint'
+	runr device set thumb2 --status disabled
+	runr verify "$T/pki/thumb2/cert.pem"
+	expect_rc 2
+	expect_out '^refused: disabled '
+}
+
+# With a config: backends are checked and configured CRLs apply.
+t_verify_with_config() {
+	new_registry vconf
+	local conf="$T/vconf/ktlsgate.conf"
+	"$BIN" pki server --cn localhost --out "$T/vconf/server" --ca "$T/pki/int" >/dev/null
+	"$BIN" pki crl --ca "$T/pki/int" --out "$T/vconf/int.crl" "$T/pki/dev2/cert.pem" >/dev/null
+	cat >"$conf" <<EOF
+[daemon]
+cert = server/chain.pem
+key = server/key.pem
+registry = registry.db
+control_socket = ctl.sock
+default_backend = local
+
+[backend local]
+address = 127.0.0.1:1883
+
+[crl]
+factory = int.crl
+EOF
+	local ch
+	run -c "$conf" ca add "$T/pki/root/cert.pem"
+	expect_rc 0
+	ch=$(awk '/^challenge:/{print $2}' "$T/out")
+	"$BIN" pki verification-cert --ca "$T/pki/root" --challenge "$ch" --out "$T/vconf/vc.pem" >/dev/null
+	run -c "$conf" ca verify Test-Root "$T/vconf/vc.pem"
+	expect_rc 0
+	run -c "$conf" ca add "$T/pki/int/cert.pem" --name factory
+	ch=$(awk '/^challenge:/{print $2}' "$T/out")
+	"$BIN" pki verification-cert --ca "$T/pki/int" --challenge "$ch" --out "$T/vconf/vc2.pem" >/dev/null
+	run -c "$conf" ca verify factory "$T/vconf/vc2.pem"
+	expect_rc 0
+	run -c "$conf" device add dev1
+	run -c "$conf" device add dev2
+	run -c "$conf" verify "$T/pki/dev1/chain.pem"
+	expect_rc 0
+	expect_out '^accepted: device=dev1 method=ca ca=(factory|Test-Root) backend=local$'
+	run -c "$conf" verify "$T/pki/dev2/chain.pem"
+	expect_rc 2
+	expect_out '^refused: cert_revoked '
+	run -c "$conf" device set dev1 --backend elsewhere
+	expect_out '^device dev1: backend elsewhere \(daemon not running\)$'
+	run -c "$conf" verify "$T/pki/dev1/chain.pem"
+	expect_rc 2
+	expect_out '^refused: no_backend \(backend elsewhere is not configured\)$'
+	# Auto-enroll: an unknown device under an auto-enroll CA would be created.
+	run -c "$conf" ca set factory --auto-enroll on
+	run -c "$conf" device remove dev1
+	run -c "$conf" verify "$T/pki/dev1/chain.pem"
+	expect_rc 0
+	expect_out '^accepted: device=dev1 .*backend=local \(would be enrolled\)$'
+	# A config that does not parse is an error even with -r.
+	echo "[nonsense" >"$T/vconf/bad.conf"
+	run -c "$T/vconf/bad.conf" -r "$T/vconf/registry.db" device list
+	expect_rc 3
+	expect_err_line
+}
+
+# A fake daemon: answers the control protocol (control.h) with canned replies.
+start_fake_daemon() {
+	local sock=$1
+	$PY - "$sock" <<'EOF' &
+import json, os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    f = c.makefile("rwb")
+    line = f.readline().decode().rstrip("\n")
+    verb, _, arg = line.partition(" ")
+    out = []
+    if verb == "device-changed":
+        out = ["OK closed=2"]
+    elif verb == "ca-changed":
+        out = ["ERR trust rebuild failed: test"] if arg == "Broken" else ["OK closed=0"]
+    elif verb == "kill":
+        out = ["OK closed=1" if arg == "dev1" else "OK closed=0"]
+    elif verb == "sessions":
+        now = int(__import__("time").time())
+        out = [json.dumps({"id": 7, "device": "dev1", "peer": "127.0.0.1:5000", "state": "relaying",
+                           "mode": "ktls", "backend": "local", "ca": "factory", "method": "ca",
+                           "since": now - 30, "bytes_up": 100, "bytes_down": 23, "worker": 0}),
+               json.dumps({"id": 8, "device": "", "peer": "127.0.0.1:5001", "state": "tls_handshake",
+                           "mode": "", "backend": "", "ca": "", "method": "", "since": now,
+                           "bytes_up": 0, "bytes_down": 0, "worker": 1}),
+               "OK"]
+    elif verb == "status":
+        out = [json.dumps({"version": "0.1.0", "pid": 42, "connections": 2, "registry": "/x/r.db"}), "OK"]
+    else:
+        out = ["ERR unknown request"]
+    f.write(("\n".join(out) + "\n").encode())
+    f.flush()
+    c.close()
+EOF
+	FAKE_PID=$!
+	local i
+	for i in $(seq 50); do
+		[ -S "$sock" ] && return 0
+		sleep 0.1
+	done
+	fail "fake daemon did not start"
+}
+
+t_daemon_control() {
+	new_registry ctl
+	local conf="$T/ctl/ktlsgate.conf" sock="$T/ctl/ctl.sock"
+	"$BIN" pki server --cn localhost --out "$T/ctl/server" --ca "$T/pki/int" >/dev/null
+	printf '[daemon]\ncert = server/chain.pem\nkey = server/key.pem\nregistry = registry.db\ncontrol_socket = ctl.sock\n' >"$conf"
+	# Not running first.
+	run -c "$conf" status
+	expect_rc 3
+	expect_err_line "^ktlsgate: daemon not running \(control socket .*ctl.sock\)$"
+	run -c "$conf" session list
+	expect_rc 3
+	expect_err_line 'daemon not running'
+	start_fake_daemon "$sock"
+	run -c "$conf" device add dev1
+	expect_rc 0
+	run -c "$conf" device set dev1 --status disabled
+	expect_rc 0
+	[ "$(cat "$T/out")" = "device dev1: status disabled (closed 2 live sessions)" ] || fail "set: $(cat "$T/out")"
+	run -c "$conf" device remove dev1
+	expect_out '^device dev1 removed \(closed 2 live sessions\)$'
+	# The registry changed but the daemon refused to apply it: exit 3, one line.
+	run -c "$conf" ca add "$T/pki/root/cert.pem" --name Broken
+	expect_rc 3
+	expect_err_line 'did not apply'
+	expect_out '^ca Broken added \(unverified\)$'
+	run -c "$conf" session kill dev1
+	expect_rc 0
+	expect_out '^device dev1: closed 1 live sessions$'
+	run -c "$conf" session kill dev9
+	expect_rc 2
+	expect_err_line '^ktlsgate: no live session for dev9$'
+	run -c "$conf" session list
+	expect_rc 0
+	expect_out '^ID +DEVICE +PEER +STATE +MODE +BACKEND +AGE +BYTES$'
+	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +local +3[0-9]s +123$'
+	expect_out '^8 +- +127\.0\.0\.1:5001 +tls_handshake +- +- '
+	run -c "$conf" session list --json
+	expect_rc 0
+	[ "$($PY -c 'import json,sys; print([s["id"] for s in json.load(open(sys.argv[1]))])' "$T/out")" = "[7, 8]" ] ||
+		fail "session list --json: $(cat "$T/out")"
+	run -c "$conf" status
+	expect_rc 0
+	expect_out '^version: 0\.1\.0$'
+	expect_out '^connections: 2$'
+	run -c "$conf" status --json
+	expect_rc 0
+	$PY -c 'import json,sys; assert json.load(open(sys.argv[1]))["pid"] == 42' "$T/out" || fail "status --json"
+	# -r without a config file: the control socket falls back to the default path.
+	run -c "$T/no-such.conf" -r "$REG" device add dev5
+	expect_rc 0
+}
+
+ALL_TESTS=(
+	t_help
+	t_usage_errors
+	t_pki_chain
+	t_pki_verification_cert_and_crl
+	t_ca_add_refusals
+	t_ca_challenge
+	t_ca_verify
+	t_ca_set_remove
+	t_device_crud
+	t_device_cert_and_expiring
+	t_unknown_device_show
+	t_missing_registry
+	t_corrupt_registry
+	t_verify_accept
+	t_verify_refusals
+	t_verify_thumbprint
+	t_verify_with_config
+	t_daemon_control
+)
+
+main() {
+	local t rc passed=0 failed=0 list=("${ALL_TESTS[@]}")
+	[ -n "${KG_ONLY:-}" ] && read -r -a list <<<"$KG_ONLY"
+	set +e
+	(
+		set -e
+		setup_pki
+	)
+	rc=$?
+	set -e
+	if [ "$rc" -ne 0 ]; then
+		echo "FAIL setup_pki"
+		echo "0 passed, 1 failed"
+		exit 1
+	fi
+	for t in "${list[@]}"; do
+		# A subshell per test: set -e aborts the test at its first failed assertion,
+		# not the file, and a test's variables and fake daemon die with it.
+		set +e
+		(
+			set -e
+			trap '[ -z "$FAKE_PID" ] || kill "$FAKE_PID" 2>/dev/null || true' EXIT
+			"$t"
+		)
+		rc=$?
+		set -e
+		if [ "$rc" -eq 0 ]; then
+			echo "PASS $t"
+			passed=$((passed + 1))
+		else
+			echo "FAIL $t"
+			failed=$((failed + 1))
+		fi
+	done
+	echo "$passed passed, $failed failed"
+	[ "$failed" -eq 0 ]
+}
+
+main
