@@ -173,7 +173,10 @@ void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st)
 	if (st == KG_ST_TLS_HANDSHAKE && c->state != KG_ST_TLS_HANDSHAKE)
 		atomic_fetch_add(&c->w->d->n_handshakes, 1);
 
-	if (states[st].deadline != states[c->state].deadline || st == KG_ST_REFUSING) {
+	/* States that share a deadline kind share the deadline: the handshake timeout
+	 * counts from accept, the CONNECT timeout from the end of the handshake. */
+	if (c->deadline_ms == 0 || states[st].deadline != states[c->state].deadline ||
+	    st == KG_ST_REFUSING) {
 		switch (states[st].deadline) {
 		case DL_HANDSHAKE: ms = cfg->handshake_timeout_ms; break;
 		case DL_CONNECT: ms = cfg->connect_timeout_ms; break;

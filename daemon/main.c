@@ -183,6 +183,15 @@ int main(int argc, char **argv)
 	unsigned started_workers = 0;
 
 	kg_log_set_ident("ktlsgated");
+	/* Block the signals we handle before any thread exists (the registry writer,
+	 * libmicrohttpd, workers), so they all inherit the mask and only the signalfd
+	 * sees them; a SIGHUP delivered to another thread would kill the process. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
 	while ((opt = getopt(argc, argv, "c:tdhV")) != -1) {
 		switch (opt) {
 		case 'c': path = optarg; break;
@@ -234,15 +243,8 @@ int main(int argc, char **argv)
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
 
-	/* 4. sockets. Signals are blocked before threads start, so they inherit the mask
-	 * and only the signalfd sees them. */
+	/* 4. sockets */
 	raise_fd_limit();
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	d->signal_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (d->signal_fd < 0 || d->epfd < 0) {
