@@ -400,8 +400,18 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		kg_metric_add(&c->w->metrics.handshakes[KG_HS_FAILED], 1);
 		kg_log_debug("conn=%llu peer=%s handshake failed: %s", (unsigned long long)c->cid,
 			     c->peer, kg_reason_str(why));
-		kg_conn_close(c, why);
-		return KG_STEP_DONE;
+		if (!c->verify_ran) {
+			kg_conn_close(c, why);
+			return KG_STEP_DONE;
+		}
+		/* A TLS 1.3 client finishes its side before we judge its certificate and
+		 * may already be sending CONNECT: closing now, with that unread, would
+		 * answer with a RST that can overtake the alert. Linger like a refusal. */
+		c->verdict.reason = why;
+		kg_conn_audit(c, false, why, NULL);
+		c->refusal_len = c->refusal_off = 0;
+		kg_conn_set_state(c, KG_ST_REFUSING);
+		return KG_STEP_NEXT;
 	}
 	kg_metric_add(&c->w->metrics.handshakes[KG_HS_OK], 1);
 	kg_metrics_observe_handshake(&c->w->metrics, kg_now_us() - c->hs_start_us);
@@ -579,13 +589,15 @@ static enum kg_step st_refusing(struct kg_conn *c)
 			return KG_STEP_DONE;
 		}
 		c->refusal_off += (size_t)n;
-		if (c->refusal_off == c->refusal_len) {
+		if (c->refusal_off == c->refusal_len)
 			kg_tls_shutdown(c);
-			/* Half-close, then drain until the device hangs up or the linger
-			 * deadline: closing with unread input would send a RST that can
-			 * destroy the CONNACK before the device reads it. */
-			(void)shutdown(c->dev.fd, SHUT_WR);
-		}
+	}
+	if (!c->dev_eof) {
+		/* Half-close, then drain until the device hangs up or the linger deadline:
+		 * closing with unread input would send a RST that can destroy the CONNACK
+		 * (or the TLS alert) before the device reads it. dev_eof marks it done. */
+		(void)shutdown(c->dev.fd, SHUT_WR);
+		c->dev_eof = true;
 	}
 	for (;;) {
 		n = read(c->dev.fd, sink, sizeof(sink));
