@@ -34,7 +34,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: all clean check check-unit check-asan check-integration fuzz fuzz-build demo bench deps lint
+.PHONY: all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint
 
 all: $(BUILD)/ktlsgated $(BUILD)/ktlsgate
 
@@ -66,10 +66,19 @@ check-unit: $(BUILD)/check_unit
 	cd tests/unit && CK_FORK=yes ../../$(BUILD)/check_unit
 
 # The same suites, built in build/asan with ASan + UBSan (clang and gcc both work).
-check-asan:
-	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	        LDFLAGS="-fsanitize=address,undefined" build/asan/check_unit build/asan/ktlsgated build/asan/ktlsgate
+ASAN_FLAGS := CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+              LDFLAGS="-fsanitize=address,undefined"
+asan-build:
+	$(MAKE) BUILD=build/asan $(ASAN_FLAGS) build/asan/check_unit build/asan/ktlsgated build/asan/ktlsgate
+
+check-asan: asan-build
 	cd tests/unit && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 CK_FORK=yes ../../build/asan/check_unit
+
+# The gateway integration suite against the ASan+UBSan daemon: a memory error aborts
+# the daemon, and the suite blames the test that was running.
+check-integration-asan: asan-build all
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  GATED=$(CURDIR)/build/asan/ktlsgated bash tests/integration/test-gateway.sh
 
 check-integration: all
 	tests/integration/run.sh
@@ -79,6 +88,7 @@ check: deps
 	$(MAKE) check-unit
 	$(MAKE) check-asan
 	$(MAKE) check-integration
+	$(MAKE) check-integration-asan
 	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-20}
 	@echo "make check: all stages passed"
 
