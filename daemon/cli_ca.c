@@ -494,7 +494,10 @@ static int ca_remove(struct kg_cli *cli, int argc, char **argv)
 	rc = kg_registry_ca_remove(reg, name);
 	kg_registry_close(reg);
 	if (rc != 0) {
-		kg_cli_err("ca %s: %s", name, rc == KG_E_NOTFOUND ? "no such CA" : kg_err_str(rc));
+		kg_cli_err("ca %s: %s", name,
+			   rc == KG_E_NOTFOUND ? "no such CA"
+			   : rc == KG_E_EXISTS ? "devices are enrolled under it: remove them first"
+					       : kg_err_str(rc));
 		return kg_cli_exit_for(rc);
 	}
 	rc = kg_cli_notify(cli, "ca-changed", name, text, sizeof(text));

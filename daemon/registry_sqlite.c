@@ -65,6 +65,34 @@ static const char *const migrations[] = {
 	/* 1 -> 2: index the foreign key's child column; without it every CA removal
 	 * scans all devices to apply ON DELETE SET NULL. */
 	"CREATE INDEX devices_ca_name ON devices(ca_name);",
+	/* 2 -> 3: a CA with devices bound to it can no longer be removed (RESTRICT instead
+	 * of SET NULL). With SET NULL, removing CA X unbound its auto-enrolled devices, and
+	 * the policy lets an unbound CA-attested device in through any proven CA: another
+	 * registered CA could then mint their device ids. SQLite cannot alter a foreign
+	 * key, so the table is rebuilt with the same columns and indexes. */
+	"CREATE TABLE devices_v3 ("
+	" id TEXT PRIMARY KEY NOT NULL CHECK (length(id) BETWEEN 1 AND 128),"
+	" status TEXT NOT NULL CHECK (status IN"
+	"  ('enabled', 'disabled', 'suspended', 'quarantined', 'decommissioned')),"
+	" attestation TEXT NOT NULL CHECK (attestation IN ('ca', 'thumbprint')),"
+	" thumb_primary TEXT CHECK (thumb_primary IS NULL OR length(thumb_primary) = 64),"
+	" thumb_secondary TEXT CHECK (thumb_secondary IS NULL OR length(thumb_secondary) = 64),"
+	" backend TEXT NOT NULL DEFAULT '',"
+	" ca_name TEXT REFERENCES cas(name) ON DELETE RESTRICT,"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL,"
+	" last_seen INTEGER NOT NULL DEFAULT 0,"
+	" cert_not_after INTEGER NOT NULL DEFAULT 0);"
+	"INSERT INTO devices_v3 (id, status, attestation, thumb_primary, thumb_secondary, backend,"
+	" ca_name, created_at, updated_at, last_seen, cert_not_after)"
+	" SELECT id, status, attestation, thumb_primary, thumb_secondary, backend,"
+	" ca_name, created_at, updated_at, last_seen, cert_not_after FROM devices;"
+	"DROP TABLE devices;"
+	"ALTER TABLE devices_v3 RENAME TO devices;"
+	"CREATE INDEX devices_thumb_primary ON devices(thumb_primary);"
+	"CREATE INDEX devices_thumb_secondary ON devices(thumb_secondary);"
+	"CREATE INDEX devices_status ON devices(status, id);"
+	"CREATE INDEX devices_ca_name ON devices(ca_name);",
 };
 #define SCHEMA_LATEST ((int)KG_NITEMS(migrations))
 
@@ -553,8 +581,26 @@ static int sq_ca_update(struct kg_registry *reg, const struct kg_ca *ca)
 	return exec_change(r, st, "ca update");
 }
 
+/* A CA that devices are bound to is in use: refuse with KG_E_EXISTS before the
+ * delete, so the operator reads "in use" and not a foreign-key error. The RESTRICT key
+ * (schema v3) stays the real guard against a race with a concurrent enrolment. */
 static int sq_ca_remove(struct kg_registry *reg, const char *name)
 {
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_stmt *st = NULL;
+	int bound = 0;
+
+	if (!writable(r))
+		return KG_E_INVALID;
+	if (sqlite3_prepare_v2(r->db, "SELECT EXISTS (SELECT 1 FROM devices WHERE ca_name = ?1)", -1,
+			       &st, NULL) != SQLITE_OK)
+		return db_err(r->db, sqlite3_errcode(r->db), "ca remove");
+	if (sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		bound = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (bound)
+		return KG_E_EXISTS;
 	return write_by_key(reg, ST_CA_REMOVE, name, "ca remove");
 }
 

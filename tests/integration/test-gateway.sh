@@ -214,6 +214,16 @@ t_auto_enroll() {
 	# and it connects again as a known device
 	got=$(connack_of autodev-1 5)
 	[ "$got" = "connack 0x00" ] || { note "second connect: '$got'"; return 1; }
+	# it is bound to its CA: the CA cannot be removed under it (else the device would
+	# be unbound, and any other proven CA could mint its id)
+	printf '%s' "$(kg device show autodev-1 --json)" |
+		$PY -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d.get("ca") else 1)' ||
+		{ note "auto-enrolled device is not bound to its CA"; return 1; }
+	local ca
+	ca=$(kg device show autodev-1 --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["ca"])')
+	got=$(kg ca remove "$ca" 2>&1)
+	[ $? = 2 ] && [[ "$got" == *"devices are enrolled under it"* ]] ||
+		{ note "ca remove $ca with a bound device: '$got'"; return 1; }
 }
 
 # cutoff DEVICE: connect, run `device set DEVICE --status disabled`, print the JSON

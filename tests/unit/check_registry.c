@@ -635,7 +635,8 @@ START_TEST(test_ca_list)
 }
 END_TEST
 
-/* A device's CA is a foreign key: unknown CA refused, CA removal detaches devices. */
+/* A device's CA is a foreign key: unknown CA refused; a CA with bound devices cannot
+ * be removed (schema v3), so no device is silently unbound. */
 START_TEST(test_device_ca_link)
 {
 	struct kg_registry *reg = open_rw();
@@ -648,10 +649,16 @@ START_TEST(test_device_ca_link)
 	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
 	ck_assert_int_eq(kg_registry_device_get(reg, "enrolled", &got), 0);
 	ck_assert_str_eq(got.ca_name, "group");
-	ck_assert_int_eq(kg_registry_ca_remove(reg, "group"), 0);
+	ck_assert_int_eq(kg_registry_ca_remove(reg, "group"), KG_E_EXISTS);
 	ck_assert_int_eq(kg_registry_device_get(reg, "enrolled", &got), 0);
-	ck_assert_str_eq(got.ca_name, "");
+	ck_assert_str_eq(got.ca_name, "group");
 	ck_assert_int_eq(got.status, KG_DEV_ENABLED);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "group", &ca), 0);
+	kg_ca_fini(&ca);
+	/* once its devices are gone, the CA goes */
+	ck_assert_int_eq(kg_registry_device_remove(reg, "enrolled"), 0);
+	ck_assert_int_eq(kg_registry_ca_remove(reg, "group"), 0);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "group", &ca), KG_E_NOTFOUND);
 	kg_registry_close(reg);
 }
 END_TEST
