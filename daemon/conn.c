@@ -494,10 +494,16 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 		}
 		c->up.len += (size_t)n;
 	}
+	if (pr == KG_PARSE_UNSUPPORTED) {
+		/* 3.1.1 3.1.2.2: answer an unsupported level with return code 1. The level
+		 * is unknown, so the 3.x format, which every client version can read. */
+		c->mqtt_level = KG_MQTT_V311;
+		return conn_refuse(c, KG_REASON_BAD_MQTT, KG_CONNACK_BAD_PROTOCOL,
+				   "unsupported protocol level");
+	}
 	if (pr != KG_PARSE_OK) {
 		static const char *const why[] = {
 			[KG_PARSE_MALFORMED] = "malformed CONNECT",
-			[KG_PARSE_UNSUPPORTED] = "unsupported protocol level",
 			[KG_PARSE_TOO_BIG] = "CONNECT over max_connect_bytes",
 			[KG_PARSE_NOT_CONNECT] = "first packet is not CONNECT",
 		};

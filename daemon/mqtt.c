@@ -484,6 +484,7 @@ static const uint8_t connack_v3[KG_CONNACK_MAX] = {
 	[KG_CONNACK_BANNED] = 0x05,
 	[KG_CONNACK_SERVER_UNAVAILABLE] = 0x03,
 	[KG_CONNACK_BAD_CLIENT_ID] = 0x02,
+	[KG_CONNACK_BAD_PROTOCOL] = 0x01,
 };
 
 static const uint8_t connack_v5[KG_CONNACK_MAX] = {
@@ -492,6 +493,7 @@ static const uint8_t connack_v5[KG_CONNACK_MAX] = {
 	[KG_CONNACK_BANNED] = 0x8a,
 	[KG_CONNACK_SERVER_UNAVAILABLE] = 0x88,
 	[KG_CONNACK_BAD_CLIENT_ID] = 0x85,
+	[KG_CONNACK_BAD_PROTOCOL] = 0x84,
 };
 
 /* 0xFF is no CONNACK code in any version: the answer for an unknown level or reason. */

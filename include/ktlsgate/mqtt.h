@@ -62,6 +62,7 @@ enum kg_connack {
 	KG_CONNACK_BANNED,             /* 3.1.1: 5; 5.0: 0x8A */
 	KG_CONNACK_SERVER_UNAVAILABLE, /* 3.1.1: 3; 5.0: 0x88 */
 	KG_CONNACK_BAD_CLIENT_ID,      /* 3.1.1: 2; 5.0: 0x85 */
+	KG_CONNACK_BAD_PROTOCOL,       /* 3.1.1: 1; 5.0: 0x84 (unsupported protocol version) */
 	KG_CONNACK_MAX
 };
 

@@ -309,6 +309,12 @@ t_bad_input() {
 		is_closed "$res" 0 1500 || { note "$kind: $res"; bad=1; }
 		audit_has "$mark" bad_mqtt || { note "$kind: no bad_mqtt audit: $AUDIT_OUT"; bad=1; }
 	done
+	# an unsupported protocol level: CONNACK return code 1 (3.1.1 3.1.2.2), then close
+	mark=$(log_mark)
+	res=$(kgc bad $(dev_args ok) --kind bad_level --timeout 5 | tail -1)
+	is_closed "$res" 0 1500 || { note "bad_level: $res"; bad=1; }
+	[ "$(json_field "$res" reply)" = "20020001" ] || { note "bad_level: want CONNACK 20020001: $res"; bad=1; }
+	audit_has "$mark" bad_mqtt || { note "bad_level: no bad_mqtt audit: $AUDIT_OUT"; bad=1; }
 	# half a CONNECT, or nothing at all after the handshake: connect_timeout (2 s)
 	for kind in partial silent; do
 		mark=$(log_mark)

@@ -359,6 +359,10 @@ def bad_payload(kind, level, cid):
         return b"\x10\xff\xff\xff\xff\x7f"
     if kind == "partial":
         return good[: len(good) // 2]
+    if kind == "bad_level":
+        # a well-formed CONNECT with protocol level 6, which no MQTT version defines
+        body = mstr(b"MQTT") + bytes([6, 2, 0, 60]) + mstr(cid.encode())
+        return b"\x10" + varint(len(body)) + body
     raise SystemExit("unknown kind " + kind)
 
 
@@ -389,6 +393,7 @@ def cmd_bad(a):
         out("connect_error: %s" % e)
         return 1
     sent = 0
+    reply = b""
     t0 = time.monotonic()
     try:
         if a.kind == "huge":
@@ -404,6 +409,13 @@ def cmd_bad(a):
             pass
         else:
             s.sendall(bad_payload(a.kind, a.level, a.id))
+        if a.kind == "bad_level":
+            s.settimeout(2)
+            while len(reply) < 4:
+                d = s.recv(4 - len(reply))
+                if not d:
+                    break
+                reply += d
     except Exception:  # noqa: BLE001 - the gate closed while we were still sending
         pass
     left = max(0.1, a.timeout - (time.monotonic() - t0))
@@ -411,7 +423,7 @@ def cmd_bad(a):
     elapsed = time.monotonic() - t0
     out(json.dumps({"kind": a.kind, "closed": dt is not None,
                     "ms": round(elapsed * 1000) if dt is not None else None,
-                    "sent": sent}))
+                    "sent": sent, "reply": reply.hex()}))
     return 0
 
 
@@ -614,7 +626,7 @@ def main():
     common(sp)
     sp.add_argument("--kind", required=True,
                     choices=("garbage", "truncated", "oversized", "not_connect", "bad_varint",
-                             "partial", "huge", "silent"))
+                             "partial", "huge", "silent", "bad_level"))
     sp = sub.add_parser("tcp", help="raw TCP probes")
     common(sp, tls=False)
     sp.add_argument("--kind", required=True, choices=("cut_hello", "stall_hello", "silent"))
