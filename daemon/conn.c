@@ -436,7 +436,6 @@ static enum kg_step st_identified(struct kg_conn *c)
 static enum kg_step st_policy(struct kg_conn *c)
 {
 	struct kg_device dev;
-	struct kg_ca ca = { 0 };
 	struct kg_policy_input in = { .id = &c->id, .cfg = conn_cfg(c) };
 	int rc;
 
@@ -446,11 +445,10 @@ static enum kg_step st_policy(struct kg_conn *c)
 	else if (rc != KG_E_NOTFOUND)
 		kg_log_warnx("conn=%llu dev=%s: registry read failed: %s", (unsigned long long)c->cid,
 			     c->id.device_id, kg_err_str(rc));
-	if (c->id.method == KG_ATT_CA && c->id.ca_name[0] &&
-	    kg_registry_ca_get(c->w->reg, c->id.ca_name, &ca) == 0)
-		in.ca = &ca;
+	/* The CA row comes with the trust snapshot: no registry read, no PEM copy. */
+	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
+		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
 	kg_policy_decide(&in, &c->verdict);
-	kg_ca_fini(&ca);
 	c->decided = true;
 
 	if (c->verdict.allow && c->verdict.enroll) {

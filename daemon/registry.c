@@ -334,3 +334,19 @@ int kg_registry_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg)
 		return KG_E_INVALID;
 	return reg->ops->ca_list(reg, cb, arg);
 }
+
+int kg_registry_begin(struct kg_registry *reg)
+{
+	return reg == NULL ? KG_E_INVALID : reg->ops->begin(reg);
+}
+
+int kg_registry_commit(struct kg_registry *reg)
+{
+	return reg == NULL ? KG_E_INVALID : reg->ops->commit(reg);
+}
+
+void kg_registry_rollback(struct kg_registry *reg)
+{
+	if (reg != NULL)
+		reg->ops->rollback(reg);
+}

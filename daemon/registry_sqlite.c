@@ -627,6 +627,27 @@ out:
 	return rc;
 }
 
+static int sq_begin(struct kg_registry *reg)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+
+	return writable(r) ? txn(r, ST_BEGIN) : KG_E_INVALID;
+}
+
+static int sq_commit(struct kg_registry *reg)
+{
+	return txn(to_sreg(reg), ST_COMMIT);
+}
+
+static void sq_rollback(struct kg_registry *reg)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+
+	/* Some errors already rolled back: only roll back an open transaction. */
+	if (!sqlite3_get_autocommit(r->db))
+		(void)txn(r, ST_ROLLBACK);
+}
+
 static const struct kg_registry_ops sqlite_ops = {
 	.name = "sqlite",
 	.close = sq_close,
@@ -645,6 +666,9 @@ static const struct kg_registry_ops sqlite_ops = {
 	.ca_update = sq_ca_update,
 	.ca_remove = sq_ca_remove,
 	.ca_list = sq_ca_list,
+	.begin = sq_begin,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
 };
 
 /* ---- open: identify, configure, migrate ------------------------------------- */

@@ -27,6 +27,7 @@
 
 /* One registry CA, verified or not. */
 struct trust_ca {
+	struct kg_ca row;         /* the registry row as loaded, pem NULL: policy reads it */
 	char name[KG_NAME_MAX];
 	char sha256[KG_SHA256_HEX_LEN + 1];
 	X509 *cert;
@@ -182,6 +183,13 @@ static struct trust_ca *find_ca_by_name(const struct kg_trust *t, const char *na
 	return NULL;
 }
 
+const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name)
+{
+	const struct trust_ca *c = t ? find_ca_by_name(t, name) : NULL;
+
+	return c ? &c->row : NULL;
+}
+
 static struct trust_ca *find_ca_by_sha(const struct kg_trust *t, const char *hex)
 {
 	for (size_t i = 0; i < t->n_cas; i++)
@@ -247,6 +255,8 @@ int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_
 	memcpy(slot->sha256, hex, sizeof(slot->sha256));
 	slot->cert = x;
 	slot->verified = ca->verified;
+	slot->row = *ca;
+	slot->row.pem = NULL;
 	return 0;
 
 out_free:

@@ -4,6 +4,8 @@
  * registry, so workers never wait on SQLite's write lock. A bounded FIFO; enrolments
  * always queue (a lost one would only be redone on the next connect, but they are
  * rare and small), last-seen updates are dropped and counted when the queue is full.
+ * Items are applied in batches (WRITER_BATCH_MS or WRITER_BATCH_MAX items): the
+ * last-seen updates of a batch share one transaction, one commit per batch.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,12 +13,15 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
 #include "ktlsgate/writer.h"
 
 #define WRITER_QUEUE_MAX 65536
+#define WRITER_BATCH_MS 200       /* how long a batch collects */
+#define WRITER_BATCH_MAX 4096     /* ... or how many items, whichever first */
 
 enum op { OP_ENROLL, OP_TOUCH };
 
@@ -37,28 +42,59 @@ struct kg_writer {
 	_Atomic uint64_t drops;
 };
 
-static void apply(struct kg_writer *w, struct item *it)
+static void apply_enroll(struct kg_writer *w, const struct kg_device *dev)
 {
+	int rc = kg_registry_device_add(w->reg, dev);
+
+	if (rc == 0)
+		kg_log_info("device %s enrolled under CA %s", dev->id, dev->ca_name);
+	else if (rc != KG_E_EXISTS)  /* two first connects raced: fine */
+		kg_log_warnx("enrol %s: %s", dev->id, kg_err_str(rc));
+}
+
+/*
+ * Apply one batch: enrolments first, each in its own transaction (a device's touch in
+ * the same batch must find its row), then every last-seen update in one transaction,
+ * which is the point: one commit per batch, not one per connection.
+ */
+static void apply_batch(struct kg_writer *w, struct item *list)
+{
+	struct item *it;
 	int rc;
 
-	if (it->op == OP_ENROLL) {
-		rc = kg_registry_device_add(w->reg, &it->dev);
-		if (rc == 0)
-			kg_log_info("device %s enrolled under CA %s", it->dev.id, it->dev.ca_name);
-		else if (rc != KG_E_EXISTS)  /* two first connects raced: fine */
-			kg_log_warnx("enrol %s: %s", it->dev.id, kg_err_str(rc));
-		rc = kg_registry_device_touch(w->reg, it->dev.id, it->dev.last_seen, it->dev.cert_not_after);
-	} else {
-		rc = kg_registry_device_touch(w->reg, it->dev.id, it->dev.last_seen, it->dev.cert_not_after);
+	for (it = list; it != NULL; it = it->next)
+		if (it->op == OP_ENROLL)
+			apply_enroll(w, &it->dev);
+	if ((rc = kg_registry_begin(w->reg)) != 0) {
+		kg_log_warnx("registry: cannot begin a last-seen batch: %s", kg_err_str(rc));
+		return;
 	}
-	if (rc < 0 && rc != KG_E_NOTFOUND)
-		kg_log_warnx("registry update %s: %s", it->dev.id, kg_err_str(rc));
+	for (it = list; it != NULL; it = it->next) {
+		rc = kg_registry_device_touch(w->reg, it->dev.id, it->dev.last_seen, it->dev.cert_not_after);
+		if (rc < 0 && rc != KG_E_NOTFOUND)  /* removed meanwhile: nothing to update */
+			kg_log_warnx("registry update %s: %s", it->dev.id, kg_err_str(rc));
+	}
+	if ((rc = kg_registry_commit(w->reg)) != 0) {
+		kg_log_warnx("registry: last-seen batch not committed: %s", kg_err_str(rc));
+		kg_registry_rollback(w->reg);
+	}
+}
+
+static void free_list(struct item *list)
+{
+	while (list) {
+		struct item *next = list->next;
+
+		free(list);
+		list = next;
+	}
 }
 
 static void *writer_main(void *arg)
 {
 	struct kg_writer *w = arg;
-	struct item *it;
+	struct item *batch;
+	struct timespec until;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
@@ -66,14 +102,22 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&w->cond, &w->lock);
 		if (w->head == NULL && w->stop)
 			break;
-		it = w->head;
-		w->head = it->next;
-		if (w->head == NULL)
-			w->tail = NULL;
-		w->queued--;
+		/* Collect for a short window: a reconnect storm becomes a few commits. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += WRITER_BATCH_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (!w->stop && w->queued < WRITER_BATCH_MAX &&
+		       pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+			;
+		batch = w->head;
+		w->head = w->tail = NULL;
+		w->queued = 0;
 		pthread_mutex_unlock(&w->lock);
-		apply(w, it);
-		free(it);
+		apply_batch(w, batch);
+		free_list(batch);
 		pthread_mutex_lock(&w->lock);
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -136,7 +180,10 @@ static void enqueue(struct kg_writer *w, struct item *it, bool droppable)
 		w->head = it;
 	w->tail = it;
 	w->queued++;
-	pthread_cond_signal(&w->cond);
+	/* Wake the writer only when a batch starts or fills: a signal per connection
+	 * would cost a futex wake per handshake. */
+	if (w->queued == 1 || w->queued == WRITER_BATCH_MAX)
+		pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 }
 

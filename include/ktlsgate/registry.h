@@ -121,6 +121,14 @@ int kg_registry_ca_remove(struct kg_registry *reg, const char *name) KG_MUST_USE
 typedef int (*kg_ca_cb)(const struct kg_ca *ca, void *arg);
 int kg_registry_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg) KG_MUST_USE;
 
+/* Group writes into one transaction (the daemon's writer batches last-seen updates:
+ * one commit per batch instead of one per connection). Between begin and commit only
+ * single-statement writes (touch, remove, set_verified, update of a CA) may be used:
+ * device add/update open their own transaction. */
+int kg_registry_begin(struct kg_registry *reg) KG_MUST_USE;
+int kg_registry_commit(struct kg_registry *reg) KG_MUST_USE;
+void kg_registry_rollback(struct kg_registry *reg);
+
 /* The ops table a store implements (registry.c dispatches through it). */
 struct kg_registry_ops {
 	const char *name;
@@ -140,6 +148,9 @@ struct kg_registry_ops {
 	int (*ca_update)(struct kg_registry *, const struct kg_ca *);
 	int (*ca_remove)(struct kg_registry *, const char *);
 	int (*ca_list)(struct kg_registry *, kg_ca_cb, void *);
+	int (*begin)(struct kg_registry *);
+	int (*commit)(struct kg_registry *);
+	void (*rollback)(struct kg_registry *);
 };
 
 /* Every store's handle starts with this header. */

@@ -62,6 +62,10 @@ int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *p
 int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_config *cfg,
 		  char *err, size_t errlen) KG_MUST_USE;
 size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
+/* The registry row of CA `name` as it was when t was built (pem is NULL), or NULL.
+ * The daemon's policy step reads CA settings from here instead of the registry: a CA
+ * change reaches the daemon as `ca-changed`, which rebuilds the trust. */
+const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name);
 
 /* How a thumbprint-enrolled device is looked up: fill *dev and return 0, or
  * KG_E_NOTFOUND. The daemon passes its per-worker registry handle. */

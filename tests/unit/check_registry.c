@@ -413,6 +413,36 @@ START_TEST(test_device_touch)
 }
 END_TEST
 
+/* Batched writes: begin/commit groups touches; rollback undoes them; a reader on
+ * another handle sees nothing until the commit. */
+START_TEST(test_transactions)
+{
+	struct kg_registry *reg = open_rw(), *ro = NULL;
+	struct kg_device d = mkdev("b1", KG_DEV_ENABLED, KG_ATT_CA), got;
+	char err[KG_ERRBUF];
+
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_open(dbpath, KG_REG_READONLY, &ro, err, sizeof(err)), 0);
+	ck_assert_int_eq(kg_registry_begin(ro), KG_E_INVALID);   /* read-only handle */
+	ck_assert_int_eq(kg_registry_begin(reg), 0);
+	ck_assert_int_eq(kg_registry_device_touch(reg, "b1", 111, 222), 0);
+	ck_assert_int_eq(kg_registry_device_touch(reg, "nobody", 1, 1), KG_E_NOTFOUND);
+	ck_assert_int_eq(kg_registry_device_get(ro, "b1", &got), 0);
+	ck_assert_int_eq(got.last_seen, 0);                       /* not committed yet */
+	ck_assert_int_eq(kg_registry_commit(reg), 0);
+	ck_assert_int_eq(kg_registry_device_get(ro, "b1", &got), 0);
+	ck_assert_int_eq(got.last_seen, 111);
+	ck_assert_int_eq(kg_registry_begin(reg), 0);
+	ck_assert_int_eq(kg_registry_device_touch(reg, "b1", 333, 0), 0);
+	kg_registry_rollback(reg);
+	kg_registry_rollback(reg);                                 /* nothing open: harmless */
+	ck_assert_int_eq(kg_registry_device_get(reg, "b1", &got), 0);
+	ck_assert_int_eq(got.last_seen, 111);
+	kg_registry_close(ro);
+	kg_registry_close(reg);
+}
+END_TEST
+
 struct collect {
 	char ids[16][KG_DEVICE_ID_MAX + 1];
 	size_t n;
@@ -877,6 +907,7 @@ Suite *kg_suite_registry(void)
 	tcase_add_test(tc, test_attestation_strings);
 	tcase_add_test(tc, test_open_locations);
 	tcase_add_test(tc, test_device_crud);
+	tcase_add_test(tc, test_transactions);
 	tcase_add_test(tc, test_device_invalid);
 	tcase_add_test(tc, test_device_thumbprint);
 	tcase_add_test(tc, test_device_touch);

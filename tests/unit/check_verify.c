@@ -402,6 +402,36 @@ START_TEST(test_chain_missing_intermediate)
 }
 END_TEST
 
+/* The trust keeps each CA's registry row (settings the policy reads), without its PEM. */
+START_TEST(test_trust_ca_rows)
+{
+	char p[PATH_MAX], err[512] = "";
+	struct kg_ca ca;
+	const struct kg_ca *got;
+	X509 *x;
+
+	fleet();
+	memset(&ca, 0, sizeof(ca));
+	path_of(p, sizeof(p), "root", "cert.pem");
+	ck_assert_msg(kg_pem_read_cert_only(p, &x, &ca.pem, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(kg_cert_sha256_hex(x, ca.sha256), 0);
+	X509_free(x);
+	strcpy(ca.name, "fleet-root");
+	strcpy(ca.backend, "prod");
+	ca.verified = true;
+	ca.auto_enroll = true;
+	ck_assert_msg(kg_trust_add_ca(trust, &ca, err, sizeof(err)) == 0, "%s", err);
+	free(ca.pem);
+	got = kg_trust_get0_ca(trust, "fleet-root");
+	ck_assert_ptr_nonnull(got);
+	ck_assert_str_eq(got->backend, "prod");
+	ck_assert(got->auto_enroll && got->verified);
+	ck_assert_ptr_null(got->pem);
+	ck_assert_ptr_null(kg_trust_get0_ca(trust, "nope"));
+	ck_assert_ptr_null(kg_trust_get0_ca(NULL, "fleet-root"));
+}
+END_TEST
+
 START_TEST(test_chain_unknown_root)
 {
 	fleet();
@@ -882,6 +912,7 @@ Suite *kg_suite_verify(void)
 	tcase_add_test(tc, test_chain_ok);
 	tcase_add_test(tc, test_chain_missing_intermediate);
 	tcase_add_test(tc, test_chain_unknown_root);
+	tcase_add_test(tc, test_trust_ca_rows);
 	tcase_add_test(tc, test_chain_unproven);
 	tcase_add_test(tc, test_chain_anchor_name);
 	tcase_add_test(tc, test_ca_as_leaf);
