@@ -36,6 +36,23 @@ int kg_control_listen(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "control_socket %s: path too long", path);
 		return -1;
 	}
+	/* The default lives in /run/ktlsgate, which systemd's RuntimeDirectory= makes; a
+	 * daemon started by hand makes the one missing level itself (root-only). */
+	{
+		char dir[sizeof(sun.sun_path)];
+		char *slash;
+
+		memcpy(dir, sun.sun_path, sizeof(dir));
+		slash = strrchr(dir, '/');
+		if (slash != NULL && slash != dir) {
+			*slash = '\0';
+			if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+				snprintf(err, errlen, "control_socket %s: cannot create %s: %s", path, dir,
+					 strerror(errno));
+				return -1;
+			}
+		}
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "control socket: %s", strerror(errno));
