@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential clang pkg-config libssl-dev libsqlite3-dev libinih-dev libmicrohttpd-dev
 libjson-c-dev check libsubunit-dev libclang-rt-14-dev mosquitto mosquitto-clients
-python3-paho-mqtt sqlite3 openssl iproute2 procps haproxy nginx libnginx-mod-stream"
+python3-paho-mqtt sqlite3 openssl iproute2 procps haproxy nginx libnginx-mod-stream systemd"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
