@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -674,36 +675,37 @@ static const struct kg_registry_ops sqlite_ops = {
 /* ---- open: identify, configure, migrate ------------------------------------- */
 
 /*
- * Before SQLite sees the file: a non-empty file must start with the SQLite magic.
- * SQLite itself treats a file shorter than one page as an empty database and would
- * happily initialise over it. Returns 0 (SQLite file, empty or missing), or a kg_err.
+ * A non-empty file must start with the SQLite magic: SQLite itself treats a file
+ * shorter than one page as an empty database and would happily initialise over it.
+ *
+ * The header is read through SQLite's own file handle, never with open()/close() of
+ * our own: POSIX advisory locks belong to the process, and closing any fd of the file
+ * drops every lock the process's SQLite connections hold on it. Another process (the
+ * CLI) would then believe it is the last connection of the WAL database, checkpoint
+ * and delete the WAL under our live connections, and the daemon would go on writing
+ * into a ghost file nobody else reads. Nothing here writes.
+ * Returns 0 (SQLite file or empty), or a kg_err with a message.
  */
-static int check_magic(const char *path, enum kg_registry_mode mode, char *err, size_t errlen)
+static int check_magic(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
 	static const char magic[16] = "SQLite format 3";   /* with its NUL: 16 bytes */
 	char head[sizeof(magic)];
-	ssize_t n;
-	int fd;
+	sqlite3_file *f = NULL;
+	struct stat st;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		int e = errno;
-
-		if (e == ENOENT && mode == KG_REG_READWRITE)
-			return 0;   /* SQLite creates it */
-		snprintf(err, errlen, "registry %s: %s", path, strerror(e));
-		return e == ENOENT ? KG_E_NOTFOUND : KG_E_IO;
-	}
-	do
-		n = read(fd, head, sizeof(head));
-	while (n < 0 && errno == EINTR);
-	close(fd);
-	if (n < 0) {
-		snprintf(err, errlen, "registry %s: %s", path, strerror(errno));
+	/* The size from stat(): SQLite's own xFileSize reports a 1-byte file as empty. */
+	if (stat(path, &st) != 0 ||
+	    sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK ||
+	    f == NULL || f->pMethods == NULL) {
+		snprintf(err, errlen, "registry %s: cannot read the file header", path);
 		return KG_E_IO;
 	}
 	/* A 0-byte file is a new SQLite database (what sqlite3(1) leaves behind). */
-	if (n == 0 || (n == (ssize_t)sizeof(magic) && memcmp(head, magic, sizeof(magic)) == 0))
+	if (st.st_size == 0)
+		return 0;
+	if (st.st_size >= (off_t)sizeof(magic) &&
+	    f->pMethods->xRead(f, head, (int)sizeof(head), 0) == SQLITE_OK &&
+	    memcmp(head, magic, sizeof(magic)) == 0)
 		return 0;
 	snprintf(err, errlen, "registry %s: not a registry database: file is not a database", path);
 	return KG_E_CORRUPT;
@@ -881,8 +883,11 @@ static int db_open(const char *path, enum kg_registry_mode mode, int target, sql
 	sqlite3 *db = NULL;
 	int rc;
 
-	if ((rc = check_magic(path, mode, err, errlen)) != 0)
-		return rc;
+	/* stat(), not open(): see check_magic() for why this process opens no fd of its own. */
+	if (access(path, F_OK) != 0 && !(errno == ENOENT && mode == KG_REG_READWRITE)) {
+		snprintf(err, errlen, "registry %s: %s", path, strerror(errno));
+		return errno == ENOENT ? KG_E_NOTFOUND : KG_E_IO;
+	}
 	flags |= mode == KG_REG_READWRITE ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
 					  : SQLITE_OPEN_READONLY;
 	rc = sqlite3_open_v2(path, &db, flags, NULL);
@@ -892,6 +897,8 @@ static int db_open(const char *path, enum kg_registry_mode mode, int target, sql
 		rc = rc == SQLITE_NOMEM ? KG_E_RESOURCE : KG_E_IO;
 		goto out_close;
 	}
+	if ((rc = check_magic(db, path, err, errlen)) != 0)
+		goto out_close;
 	(void)sqlite3_extended_result_codes(db, 1);
 	/* Neither this nor identify() writes: safe before we know whose file this is. */
 	(void)sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);

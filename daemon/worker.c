@@ -63,8 +63,12 @@ static bool session_still_allowed(struct kg_worker *w, struct kg_conn *c)
 
 	if (rc == 0)
 		in.device = &dev;
-	else if (rc != KG_E_NOTFOUND)
-		return true;   /* cannot read the registry: do not cut sessions on a hiccup */
+	else if (rc != KG_E_NOTFOUND) {
+		/* Cannot read the registry: do not cut sessions on a hiccup, but say so. */
+		kg_log_warnx("conn=%llu dev=%s: revalidation skipped: registry read failed: %s",
+			     (unsigned long long)c->cid, c->id.device_id, kg_err_str(rc));
+		return true;
+	}
 	if (c->id.method == KG_ATT_CA && kg_registry_ca_get(w->reg, c->id.ca_name, &ca) == 0)
 		in.ca = &ca;
 	kg_policy_decide(&in, &v);

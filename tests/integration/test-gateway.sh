@@ -30,7 +30,7 @@ setup() {
 	now=$(date +%s)
 
 	for d in ok disabled suspended quarantined decom unknown clientid bdown nobackend cut cut2 \
-		hup kill pipe metr attest eku revoked; do
+		hup kill pipe metr attest eku revoked shared; do
 		case $d in
 		eku) device_cert "$d" "$PKI/factory" --eku server ;;
 		*) device_cert "$d" "$PKI/factory" ;;
@@ -50,6 +50,7 @@ setup() {
 	pki root --cn "auto-enroll root" --out "$PKI/autoroot" || return 1
 	register_ca auto "$PKI/autoroot" --auto-enroll || return 1
 	device_cert autodev-1 "$PKI/autoroot" || return 1
+	device_cert autodev-2 "$PKI/autoroot" || return 1
 
 	# CN with a control byte (the CLI may refuse to make one): openssl, signed by factory
 	mkdir -p "$PKI/dev/badid"
@@ -73,7 +74,7 @@ setup() {
 
 	# registry rows
 	for d in ok disabled suspended quarantined decom clientid cut cut2 hup kill pipe metr \
-		expired future eku revoked unknownca unproven badchain; do
+		expired future eku revoked unknownca unproven badchain shared; do
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
 	kg device add bdown --backend other >/dev/null || return 1
@@ -224,6 +225,30 @@ t_auto_enroll() {
 	got=$(kg ca remove "$ca" 2>&1)
 	[ $? = 2 ] && [[ "$got" == *"devices are enrolled under it"* ]] ||
 		{ note "ca remove $ca with a bound device: '$got'"; return 1; }
+}
+
+# The daemon and CLI processes share the registry file. Other processes opening and
+# closing it read-write must not cost the daemon its view: its enrolments must stay
+# visible to the CLI and the CLI's revocations to the daemon. (A file-header check that
+# opened and closed its own fd once dropped the daemon's SQLite locks; the next CLI to
+# close then deleted the WAL under the daemon, whose writes went to a ghost file.)
+t_registry_shared() {
+	local got i
+	for i in 1 2 3; do
+		kg device add "scratch-$i" >/dev/null && kg device remove "scratch-$i" >/dev/null ||
+			{ note "scratch device $i"; return 1; }
+	done
+	got=$(kgc connect $(dev_args autodev-2) --topic itest/auto2 --msg x | head -1)
+	[ "$got" = "connack 0x00" ] || { note "auto-enroll connect: '$got'"; return 1; }
+	for ((i = 0; i < 40; i++)); do
+		kg device show autodev-2 >/dev/null 2>&1 && break
+		sleep 0.05
+	done
+	kg device show autodev-2 >/dev/null 2>&1 ||
+		{ note "the daemon's enrolment of autodev-2 is not visible to the CLI"; return 1; }
+	got=$(cutoff shared)
+	[ "$(json_field "$got" eof_ms)" != "None" ] ||
+		{ note "revocation did not reach the daemon: $got"; return 1; }
 }
 
 # cutoff DEVICE: connect, run `device set DEVICE --status disabled`, print the JSON
@@ -485,7 +510,7 @@ after_each() {
 }
 
 ALL_TESTS=(t_publish t_deny_connack t_tls_failures t_thumbprint t_auto_enroll
-	t_disable_cutoff t_sighup t_pipeline t_backend_down t_sessions t_bad_input t_metrics)
+	t_registry_shared t_disable_cutoff t_sighup t_pipeline t_backend_down t_sessions t_bad_input t_metrics)
 
 if ! setup; then
 	echo "FAIL setup: could not build the shared PKI / broker / gateway (log: ${GW_LOG:-none})"
