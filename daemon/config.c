@@ -67,6 +67,7 @@ enum kind {
 	K_NAME,     /* a backend name */
 	K_CLIENT_ID,
 	K_LOG_LEVEL,
+	K_RELAY,
 };
 
 struct key_def {
@@ -82,7 +83,7 @@ struct key_def {
 
 enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
-	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_LOG_LEVEL,
+	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_LOG_LEVEL, KEY_RELAY,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
@@ -100,6 +101,7 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_DEFAULT_BACKEND] = { SEC_DAEMON, "default_backend", K_NAME, FIELD(default_backend), 0, 0 },
 	[KEY_CLIENT_ID] = { SEC_DAEMON, "client_id_check", K_CLIENT_ID, FIELD(client_id_check), 0, 0 },
 	[KEY_LOG_LEVEL] = { SEC_DAEMON, "log_level", K_LOG_LEVEL, FIELD(log_level), 0, 0 },
+	[KEY_RELAY] = { SEC_DAEMON, "relay", K_RELAY, FIELD(relay), 0, 0 },
 	[KEY_CIPHERS] = { SEC_TLS, "ciphers", K_STRING, FIELD(ciphers), 0, 0 },
 	[KEY_SUITES] = { SEC_TLS, "ciphersuites", K_STRING, FIELD(ciphersuites), 0, 0 },
 	[KEY_GROUPS] = { SEC_TLS, "groups", K_STRING, FIELD(groups), 0, 0 },
@@ -439,6 +441,17 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 			st->cfg->client_id_check = KG_CLIENT_ID_OFF;
 		else {
 			set_err(st, st->line, "'%s': '%s' is not one of exact, off", k->name,
+				quote(q, value));
+			return -1;
+		}
+		return 0;
+	case K_RELAY:
+		if (strcmp(value, "auto") == 0)
+			st->cfg->relay = KG_RELAY_AUTO;
+		else if (strcmp(value, "openssl") == 0)
+			st->cfg->relay = KG_RELAY_OPENSSL;
+		else {
+			set_err(st, st->line, "'%s': '%s' is not one of auto, openssl", k->name,
 				quote(q, value));
 			return -1;
 		}

@@ -295,6 +295,9 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 
 	if (c->ssl)
 		SSL_free(c->ssl);
+	kg_record_session_free(c->rec);
+	c->rec = NULL;
+	kg_tls_key_tracker_wipe(&c->keytrk);
 	if (c->dev.fd >= 0)
 		close(c->dev.fd);   /* close() also drops the epoll registration */
 	if (c->be.fd >= 0)
@@ -562,9 +565,9 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 
 static enum kg_step st_handoff(struct kg_conn *c)
 {
-	const struct kg_relay_ops *r = kg_relay_choose(c);
+	const struct kg_relay_ops *r = kg_relay_start(c);
 
-	if (r == NULL || r->start(c) < 0) {
+	if (r == NULL) {
 		kg_conn_close(c, KG_REASON_IO_ERROR);
 		return KG_STEP_DONE;
 	}

@@ -93,7 +93,7 @@ static int64_t sum_i(struct kg_metrics *const *w, size_t n, size_t off)
 
 static const char *const hs_names[KG_HS_MAX] = { "ok", "failed", "timeout" };
 static const char *const dir_names[KG_DIR_MAX] = { "device_to_broker", "broker_to_device" };
-static const char *const mode_names[KG_MODE_MAX] = { "userspace" };
+static const char *const mode_names[KG_MODE_MAX] = { "userspace", "userspace_ssl" };
 
 char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_metrics_info *info,
 			size_t *len_out)

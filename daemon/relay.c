@@ -28,8 +28,7 @@
 
 static bool userspace_usable(const struct kg_conn *c)
 {
-	(void)c;
-	return true;
+	return c->ssl != NULL;
 }
 
 static int userspace_start(struct kg_conn *c)
@@ -188,22 +187,23 @@ out_close:
 }
 
 const struct kg_relay_ops kg_relay_userspace = {
-	.name = "userspace",
-	.mode = KG_MODE_USERSPACE,
+	.name = "userspace_ssl",
+	.mode = KG_MODE_USERSPACE_SSL,
 	.usable = userspace_usable,
 	.start = userspace_start,
 	.pump = userspace_pump,
 };
 
-/* In order of preference; kTLS + splice and sockmap are added ahead of user space. */
+/* In order of preference; kTLS + splice and sockmap will go ahead of these. */
 static const struct kg_relay_ops *const relays[] = {
+	&kg_relay_record,
 	&kg_relay_userspace,
 };
 
-const struct kg_relay_ops *kg_relay_choose(const struct kg_conn *c)
+const struct kg_relay_ops *kg_relay_start(struct kg_conn *c)
 {
 	for (size_t i = 0; i < sizeof(relays) / sizeof(relays[0]); i++)
-		if (relays[i]->usable(c))
+		if (relays[i]->usable(c) && relays[i]->start(c) == 0)
 			return relays[i];
 	return NULL;
 }

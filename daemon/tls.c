@@ -25,6 +25,7 @@
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
 #include "ktlsgate/tls.h"
+#include "ktlsgate/tls_keys.h"
 #include "ktlsgate/worker.h"
 
 static void ossl_err(char *err, size_t errlen, const char *what)
@@ -104,6 +105,12 @@ SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, char *err, size_t errlen)
 		ossl_err(err, errlen, "server key does not match the certificate");
 		goto out_free;
 	}
+	/* The record relay takes the session over from OpenSSL at the handoff: it needs
+	 * the traffic secrets (keylog) and exact record counts (msg callback). */
+	if (kg_tls_keys_ctx_setup(ctx) < 0) {
+		snprintf(err, errlen, "TLS key tracking: cannot set up");
+		goto out_free;
+	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
 	return ctx;
@@ -122,6 +129,8 @@ int kg_tls_conn_new(struct kg_conn *c)
 	}
 	SSL_set_app_data(c->ssl, c);
 	SSL_set_accept_state(c->ssl);
+	if (kg_tls_keys_track(c->ssl, &c->keytrk) < 0)
+		return KG_E_RESOURCE;
 	return 0;
 }
 
@@ -159,6 +168,7 @@ int kg_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 	ret = SSL_do_handshake(c->ssl);
 	if (ret == 1) {
 		c->want_read = c->want_write = false;
+		kg_tls_keys_handshake_done(c->ssl, &c->keytrk);
 		return KG_OK;
 	}
 	if (c->verify_ran && c->verify_reason != KG_REASON_OK) {

@@ -41,6 +41,11 @@ struct kg_crl_conf {
 
 enum kg_client_id_check { KG_CLIENT_ID_EXACT, KG_CLIENT_ID_OFF };
 
+/* Data path after the handshake. AUTO: the best the session allows (the record
+ * relay, which frees OpenSSL's per-session state; later kTLS); OPENSSL: force the
+ * relay through SSL_read/SSL_write (a fallback kept selectable for diagnosis). */
+enum kg_relay_choice { KG_RELAY_AUTO, KG_RELAY_OPENSSL };
+
 struct kg_config {
 	char path[PATH_MAX];              /* file it came from */
 
@@ -57,6 +62,7 @@ struct kg_config {
 	char default_backend[KG_NAME_MAX];/* used when neither device nor CA names one */
 	enum kg_client_id_check client_id_check;
 	char log_level[16];               /* err|warn|info|debug */
+	enum kg_relay_choice relay;       /* auto | openssl */
 
 	/* [tls] */
 	char ciphers[512];                /* TLS 1.2 cipher list */

@@ -26,6 +26,7 @@
 #include "mqtt.h"
 #include "policy.h"
 #include "reason.h"
+#include "tls_keys.h"
 #include "verify.h"
 
 enum kg_conn_state {
@@ -67,6 +68,7 @@ struct kg_buf {
 
 struct kg_worker;
 struct kg_snapshot;
+struct kg_record_session;
 
 struct kg_conn {
 	uint64_t cid;                      /* worker index << 48 | sequence */
@@ -79,7 +81,9 @@ struct kg_conn {
 
 	struct kg_evsrc dev;               /* device socket */
 	struct kg_evsrc be;                /* backend socket, fd -1 until connected */
-	SSL *ssl;
+	SSL *ssl;                          /* freed at the handoff by the record relay */
+	struct kg_tls_key_tracker keytrk;  /* traffic secrets + record counts, wiped at handoff */
+	struct kg_record_session *rec;     /* the record relay's state, NULL otherwise */
 	bool want_read, want_write;        /* what the last TLS call waits for */
 	enum kg_evtype ev_type;            /* the event being handled (set by the worker) */
 	uint32_t ev_events;

@@ -19,7 +19,9 @@
 
 enum kg_hs_result { KG_HS_OK, KG_HS_FAILED, KG_HS_TIMEOUT, KG_HS_MAX };
 enum kg_dir { KG_DIR_UP, KG_DIR_DOWN, KG_DIR_MAX };   /* device->broker, broker->device */
-enum kg_relay_mode { KG_MODE_USERSPACE, KG_MODE_MAX };
+/* Data paths after the handoff (relay.h): "userspace" is the record relay (OpenSSL's
+ * session state freed), "userspace_ssl" relays through SSL_read/SSL_write. */
+enum kg_relay_mode { KG_MODE_USERSPACE, KG_MODE_USERSPACE_SSL, KG_MODE_MAX };
 
 #define KG_CONN_STATES_MAX 16
 #define KG_HS_BUCKETS 13

@@ -22,10 +22,14 @@ struct kg_relay_ops {
 	enum kg_step (*pump)(struct kg_conn *c);
 };
 
-extern const struct kg_relay_ops kg_relay_userspace;
+extern const struct kg_relay_ops kg_relay_record;     /* "userspace": SSL freed */
+extern const struct kg_relay_ops kg_relay_userspace;  /* "userspace_ssl" */
 
-/* Choose the first usable relay for c, in order of preference. */
-const struct kg_relay_ops *kg_relay_choose(const struct kg_conn *c);
+/* Start the first relay, in order of preference, that is usable for c and whose
+ * start() succeeds (a failed start leaves c as it was). NULL if none. */
+const struct kg_relay_ops *kg_relay_start(struct kg_conn *c);
+/* Free the record relay's state (keys cleansed). NULL is fine. */
+void kg_record_session_free(struct kg_record_session *rs);
 const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode);
 
 #endif

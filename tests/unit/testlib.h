@@ -17,6 +17,7 @@ Suite *kg_suite_verify(void);
 Suite *kg_suite_pki(void);
 Suite *kg_suite_metrics(void);
 Suite *kg_suite_audit(void);
+Suite *kg_suite_record(void);
 
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); path in out.
  * Aborts the test on failure. */
