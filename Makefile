@@ -58,6 +58,10 @@ $(BUILD)/check_unit: $(UNIT_OBJS) $(BUILD)/libkg.a
 $(BUILD)/kg-bench: $(BENCH_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libkg.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
+# Test client for TLS behaviour Python cannot drive (KeyUpdate).
+$(BUILD)/kg-tlsprobe: $(BUILD)/tests/lib/kg_tlsprobe.o $(BUILD)/libkg.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
 # --- tests -----------------------------------------------------------------
 deps:
 	@scripts/deps.sh
@@ -76,11 +80,11 @@ check-asan: asan-build
 
 # The gateway integration suite against the ASan+UBSan daemon: a memory error aborts
 # the daemon, and the suite blames the test that was running.
-check-integration-asan: asan-build all
+check-integration-asan: asan-build all $(BUILD)/kg-tlsprobe
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  GATED=$(CURDIR)/build/asan/ktlsgated bash tests/integration/test-gateway.sh
 
-check-integration: all
+check-integration: all $(BUILD)/kg-tlsprobe
 	tests/integration/run.sh
 
 check: deps

@@ -52,6 +52,9 @@
 
 struct kg_record_session {
 	struct kg_record_dir rx, tx;
+	/* Within one pump: a socket that gave a short read or EAGAIN is drained for now;
+	 * calling recv() on it again would only cost a syscall that says EAGAIN. */
+	bool dev_drained, be_drained;
 	struct kg_buf rin;    /* ciphertext from the device, not yet opened */
 	struct kg_buf rout;   /* sealed records for the device, not yet sent */
 };
@@ -159,20 +162,25 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 	int progress = 0;
 
 	/* ciphertext in */
-	while (!c->dev_eof && rs->rin.len < RAW_IN_CAP) {
+	while (!c->dev_eof && !rs->dev_drained && rs->rin.len < RAW_IN_CAP) {
+		size_t want = RAW_IN_CAP - rs->rin.len;
 		ssize_t n;
 
 		if (kg_buf_reserve(&rs->rin, RAW_IN_CAP) < 0) {
 			*why = KG_REASON_OVERLOAD;
 			return -1;
 		}
-		n = recv(c->dev.fd, rs->rin.data + rs->rin.len, RAW_IN_CAP - rs->rin.len, 0);
+		n = recv(c->dev.fd, rs->rin.data + rs->rin.len, want, 0);
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				rs->dev_drained = true;
 				break;
+			}
 			*why = KG_REASON_IO_ERROR;
 			return -1;
 		}
+		if (n > 0 && (size_t)n < want)
+			rs->dev_drained = true;
 		if (n == 0) {
 			/* FIN without close_notify: a truncation an attacker could cause,
 			 * but for MQTT the broker sees the same as a dropped link. */
@@ -260,20 +268,25 @@ static int pump_down(struct kg_conn *c, enum kg_reason *why)
 	struct kg_record_session *rs = c->rec;
 	int progress = 0;
 
-	while (!c->be_eof && c->down.len < DOWN_CAP) {
+	while (!c->be_eof && !rs->be_drained && c->down.len < DOWN_CAP) {
+		size_t want = DOWN_CAP - c->down.len;
 		ssize_t n;
 
 		if (kg_buf_reserve(&c->down, DOWN_CAP) < 0) {
 			*why = KG_REASON_OVERLOAD;
 			return -1;
 		}
-		n = recv(c->be.fd, c->down.data + c->down.len, DOWN_CAP - c->down.len, 0);
+		n = recv(c->be.fd, c->down.data + c->down.len, want, 0);
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				rs->be_drained = true;
 				break;
+			}
 			*why = KG_REASON_BACKEND_CLOSED;
 			return -1;
 		}
+		if (n > 0 && (size_t)n < want)
+			rs->be_drained = true;
 		if (n == 0) {
 			c->be_eof = true;
 			progress = 1;
@@ -337,6 +350,7 @@ static enum kg_step record_pump(struct kg_conn *c)
 	uint32_t dev_ev = 0, be_ev = 0;
 	int a, b;
 
+	rs->dev_drained = rs->be_drained = false;
 	do {
 		if ((a = pump_up(c, &why)) < 0 || (b = pump_down(c, &why)) < 0)
 			goto out_close;

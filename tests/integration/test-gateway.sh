@@ -30,7 +30,7 @@ setup() {
 	now=$(date +%s)
 
 	for d in ok disabled suspended quarantined decom unknown clientid bdown nobackend cut cut2 \
-		hup kill pipe metr attest eku revoked shared; do
+		hup kill pipe metr attest eku revoked shared keyupd; do
 		case $d in
 		eku) device_cert "$d" "$PKI/factory" --eku server ;;
 		*) device_cert "$d" "$PKI/factory" ;;
@@ -74,7 +74,7 @@ setup() {
 
 	# registry rows
 	for d in ok disabled suspended quarantined decom clientid cut cut2 hup kill pipe metr \
-		expired future eku revoked unknownca unproven badchain shared; do
+		expired future eku revoked unknownca unproven badchain shared keyupd; do
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
 	kg device add bdown --backend other >/dev/null || return 1
@@ -249,6 +249,18 @@ t_registry_shared() {
 	got=$(cutoff shared)
 	[ "$(json_field "$got" eof_ms)" != "None" ] ||
 		{ note "revocation did not reach the daemon: $got"; return 1; }
+}
+
+# A TLS 1.3 KeyUpdate after the handoff: the record relay cannot follow it without
+# OpenSSL, so it must answer with a fatal alert and close, audited; never hang, never
+# pass bytes it cannot authenticate.
+t_keyupdate() {
+	local out mark
+	mark=$(log_mark)
+	out=$(timeout 10 "$KG_TOP/build/kg-tlsprobe" "$GW_PORT" "$PKI/root/cert.pem" \
+		"$PKI/dev/keyupd/chain.pem" "$PKI/dev/keyupd/key.pem" keyupd | tr '\n' ' ')
+	[ "$out" = "connack 0x00 after keyupdate: alert " ] || { note "probe: '$out'"; return 1; }
+	audit_has "$mark" tls_failed keyupd || { note "no tls_failed close audited: $AUDIT_OUT"; return 1; }
 }
 
 # cutoff DEVICE: connect, run `device set DEVICE --status disabled`, print the JSON
@@ -510,7 +522,7 @@ after_each() {
 }
 
 ALL_TESTS=(t_publish t_deny_connack t_tls_failures t_thumbprint t_auto_enroll
-	t_registry_shared t_disable_cutoff t_sighup t_pipeline t_backend_down t_sessions t_bad_input t_metrics)
+	t_registry_shared t_keyupdate t_disable_cutoff t_sighup t_pipeline t_backend_down t_sessions t_bad_input t_metrics)
 
 if ! setup; then
 	echo "FAIL setup: could not build the shared PKI / broker / gateway (log: ${GW_LOG:-none})"
