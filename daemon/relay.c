@@ -24,7 +24,6 @@
 #include "ktlsgate/tls.h"
 #include "ktlsgate/worker.h"
 
-#define RELAY_BUF 16384u
 
 static bool userspace_usable(const struct kg_conn *c)
 {
@@ -39,36 +38,13 @@ static int userspace_start(struct kg_conn *c)
 	return 0;
 }
 
-/* Returns >0 progress, 0 none, <0 close with *why. */
-static int move_device_to_broker(struct kg_conn *c, enum kg_reason *why)
+int kg_relay_flush_up(struct kg_conn *c, enum kg_reason *why)
 {
 	int progress = 0;
-	long n;
 
-	/* read from the device while there is room */
-	while (!c->dev_eof && c->up.len < RELAY_BUF) {
-		if (kg_buf_reserve(&c->up, RELAY_BUF) < 0) {
-			*why = KG_REASON_OVERLOAD;
-			return -1;
-		}
-		n = kg_tls_read(c, c->up.data + c->up.len, RELAY_BUF - c->up.len);
-		if (n == KG_E_AGAIN)
-			break;
-		if (n == 0) {
-			c->dev_eof = true;
-			progress = 1;
-			break;
-		}
-		if (n < 0) {
-			*why = KG_REASON_IO_ERROR;
-			return -1;
-		}
-		c->up.len += (size_t)n;
-		progress = 1;
-	}
-	/* write to the broker */
 	while (c->up.off < c->up.len) {
 		ssize_t w = send(c->be.fd, c->up.data + c->up.off, c->up.len - c->up.off, MSG_NOSIGNAL);
+
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;
@@ -87,21 +63,25 @@ static int move_device_to_broker(struct kg_conn *c, enum kg_reason *why)
 	return progress;
 }
 
-static int move_broker_to_device(struct kg_conn *c, enum kg_reason *why)
+int kg_relay_fill_down(struct kg_conn *c, bool *drained, enum kg_reason *why)
 {
 	int progress = 0;
-	ssize_t n;
-	long w;
 
-	while (!c->be_eof && c->down.len < RELAY_BUF) {
-		if (kg_buf_reserve(&c->down, RELAY_BUF) < 0) {
+	while (!c->be_eof && !(drained && *drained) && c->down.len < KG_RELAY_BUF) {
+		size_t want = KG_RELAY_BUF - c->down.len;
+		ssize_t n;
+
+		if (kg_buf_reserve(&c->down, KG_RELAY_BUF) < 0) {
 			*why = KG_REASON_OVERLOAD;
 			return -1;
 		}
-		n = recv(c->be.fd, c->down.data + c->down.len, RELAY_BUF - c->down.len, 0);
+		n = recv(c->be.fd, c->down.data + c->down.len, want, 0);
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (drained)
+					*drained = true;
 				break;
+			}
 			*why = KG_REASON_BACKEND_CLOSED;
 			return -1;
 		}
@@ -110,9 +90,52 @@ static int move_broker_to_device(struct kg_conn *c, enum kg_reason *why)
 			progress = 1;
 			break;
 		}
+		if (drained && (size_t)n < want)
+			*drained = true;
 		c->down.len += (size_t)n;
 		progress = 1;
 	}
+	return progress;
+}
+
+/* Returns >0 progress, 0 none, <0 close with *why. */
+static int move_device_to_broker(struct kg_conn *c, enum kg_reason *why)
+{
+	int progress = 0;
+	long n;
+
+	/* read from the device while there is room */
+	while (!c->dev_eof && c->up.len < KG_RELAY_BUF) {
+		if (kg_buf_reserve(&c->up, KG_RELAY_BUF) < 0) {
+			*why = KG_REASON_OVERLOAD;
+			return -1;
+		}
+		n = kg_tls_read(c, c->up.data + c->up.len, KG_RELAY_BUF - c->up.len);
+		if (n == KG_E_AGAIN)
+			break;
+		if (n == 0) {
+			c->dev_eof = true;
+			progress = 1;
+			break;
+		}
+		if (n < 0) {
+			*why = KG_REASON_IO_ERROR;
+			return -1;
+		}
+		c->up.len += (size_t)n;
+		progress = 1;
+	}
+	n = kg_relay_flush_up(c, why);
+	return n < 0 ? -1 : (progress || n > 0);
+}
+
+static int move_broker_to_device(struct kg_conn *c, enum kg_reason *why)
+{
+	int progress = kg_relay_fill_down(c, NULL, why);
+	long w;
+
+	if (progress < 0)
+		return -1;
 	while (c->down.off < c->down.len) {
 		w = kg_tls_write(c, c->down.data + c->down.off, c->down.len - c->down.off);
 		if (w == KG_E_AGAIN)
@@ -162,11 +185,11 @@ static enum kg_step userspace_pump(struct kg_conn *c)
 		goto out_close;
 	}
 
-	if (!c->dev_eof && c->up.len < RELAY_BUF)
+	if (!c->dev_eof && c->up.len < KG_RELAY_BUF)
 		dev_ev |= EPOLLIN;
 	if (c->down.len > c->down.off || dev_wants_write || c->want_write)
 		dev_ev |= c->want_read ? EPOLLIN : EPOLLOUT;
-	if (!c->be_eof && c->down.len < RELAY_BUF)
+	if (!c->be_eof && c->down.len < KG_RELAY_BUF)
 		be_ev |= EPOLLIN;
 	if (c->up.len > c->up.off)
 		be_ev |= EPOLLOUT;

@@ -39,8 +39,6 @@
 
 #define PLAIN_MAX 16384u                          /* TLS max plaintext per record */
 #define RAW_IN_CAP (5u + PLAIN_MAX + 256u)        /* one max ciphertext record */
-#define UP_CAP 16384u
-#define DOWN_CAP 16384u
 #define RAW_OUT_CAP (2u * (5u + PLAIN_MAX + 256u))
 
 #define TLS_CT_ALERT 21
@@ -192,7 +190,7 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 		progress = 1;
 	}
 	/* records out of rin, plaintext into c->up while it has room */
-	while (rs->rin.off < rs->rin.len && c->up.len < UP_CAP) {
+	while (rs->rin.off < rs->rin.len && c->up.len < KG_RELAY_BUF) {
 		uint8_t *rec = rs->rin.data + rs->rin.off, *plain = NULL, type = 0;
 		size_t rec_len = 0, plain_len = 0;
 		enum kg_parse pr = kg_record_next(rec, rs->rin.len - rs->rin.off, &rec_len);
@@ -241,23 +239,12 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 		rs->rin.off = 0;
 	}
 	/* plaintext to the broker */
-	while (c->up.off < c->up.len) {
-		ssize_t w = send(c->be.fd, c->up.data + c->up.off, c->up.len - c->up.off, MSG_NOSIGNAL);
+	{
+		int sent = kg_relay_flush_up(c, why);
 
-		if (w < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			*why = KG_REASON_BACKEND_CLOSED;
+		if (sent < 0)
 			return -1;
-		}
-		c->up.off += (size_t)w;
-		c->bytes_up += (uint64_t)w;
-		kg_metric_add(&c->w->metrics.bytes[KG_DIR_UP], (uint64_t)w);
-		progress = 1;
-	}
-	if (c->up.off == c->up.len) {
-		c->up.off = c->up.len = 0;
-		kg_buf_release(&c->up);
+		progress |= sent;
 	}
 	return progress;
 }
@@ -266,35 +253,10 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 static int pump_down(struct kg_conn *c, enum kg_reason *why)
 {
 	struct kg_record_session *rs = c->rec;
-	int progress = 0;
+	int progress = kg_relay_fill_down(c, &rs->be_drained, why);
 
-	while (!c->be_eof && !rs->be_drained && c->down.len < DOWN_CAP) {
-		size_t want = DOWN_CAP - c->down.len;
-		ssize_t n;
-
-		if (kg_buf_reserve(&c->down, DOWN_CAP) < 0) {
-			*why = KG_REASON_OVERLOAD;
-			return -1;
-		}
-		n = recv(c->be.fd, c->down.data + c->down.len, want, 0);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				rs->be_drained = true;
-				break;
-			}
-			*why = KG_REASON_BACKEND_CLOSED;
-			return -1;
-		}
-		if (n > 0 && (size_t)n < want)
-			rs->be_drained = true;
-		if (n == 0) {
-			c->be_eof = true;
-			progress = 1;
-			break;
-		}
-		c->down.len += (size_t)n;
-		progress = 1;
-	}
+	if (progress < 0)
+		return -1;
 	/* seal as much as fits: whole records of up to 16 KiB */
 	while (c->down.off < c->down.len) {
 		size_t chunk = c->down.len - c->down.off, n = 0;
@@ -370,7 +332,7 @@ static enum kg_step record_pump(struct kg_conn *c)
 		dev_ev |= EPOLLIN;
 	if (rs->rout.len > rs->rout.off)
 		dev_ev |= EPOLLOUT;
-	if (!c->be_eof && c->down.len < DOWN_CAP)
+	if (!c->be_eof && c->down.len < KG_RELAY_BUF)
 		be_ev |= EPOLLIN;
 	if (c->up.len > c->up.off)
 		be_ev |= EPOLLOUT;

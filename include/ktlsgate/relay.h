@@ -22,6 +22,17 @@ struct kg_relay_ops {
 	enum kg_step (*pump)(struct kg_conn *c);
 };
 
+/* Largest amount either plaintext buffer (c->up, c->down) holds. */
+#define KG_RELAY_BUF 16384u
+
+/* Shared by the relays: the broker side is plain TCP whatever the device side is.
+ * Both return >0 progress, 0 none, <0 close with *why set. */
+/* Send c->up to the broker until it is empty or the socket is full. */
+int kg_relay_flush_up(struct kg_conn *c, enum kg_reason *why);
+/* Receive from the broker into c->down while it has room. If drained is not NULL, it
+ * is read first (true: skip) and set once the socket has nothing more for now. */
+int kg_relay_fill_down(struct kg_conn *c, bool *drained, enum kg_reason *why);
+
 extern const struct kg_relay_ops kg_relay_record;     /* "userspace": SSL freed */
 extern const struct kg_relay_ops kg_relay_userspace;  /* "userspace_ssl" */
 
