@@ -30,7 +30,7 @@ setup() {
 	now=$(date +%s)
 
 	for d in ok disabled suspended quarantined decom unknown clientid bdown nobackend cut cut2 \
-		hup kill pipe metr attest eku revoked shared keyupd; do
+		hup kill pipe metr attest eku revoked shared keyupd relay1 relay2 relay3; do
 		case $d in
 		eku) device_cert "$d" "$PKI/factory" --eku server ;;
 		*) device_cert "$d" "$PKI/factory" ;;
@@ -74,7 +74,7 @@ setup() {
 
 	# registry rows
 	for d in ok disabled suspended quarantined decom clientid cut cut2 hup kill pipe metr \
-		expired future eku revoked unknownca unproven badchain shared keyupd; do
+		expired future eku revoked unknownca unproven badchain shared keyupd relay1 relay2 relay3; do
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
 	kg device add bdown --backend other >/dev/null || return 1
@@ -261,6 +261,47 @@ t_keyupdate() {
 		"$PKI/dev/keyupd/chain.pem" "$PKI/dev/keyupd/key.pem" keyupd | tr '\n' ' ')
 	[ "$out" = "connack 0x00 after keyupdate: alert " ] || { note "probe: '$out'"; return 1; }
 	audit_has "$mark" tls_failed keyupd || { note "no tls_failed close audited: $AUDIT_OUT"; return 1; }
+}
+
+# mode_of DEVICE: the data path `session list` reports for the device's session.
+mode_of() {
+	kg session list --json | $PY -c 'import json,sys
+text=sys.stdin.read()
+try:
+    rows=json.loads(text); rows=rows if isinstance(rows,list) else [rows]
+except ValueError:
+    rows=[json.loads(l) for l in text.splitlines() if l.strip().startswith("{")]
+print(next((d["mode"] for d in rows if d.get("device")==sys.argv[1]), ""))' "$1"
+}
+
+# Both data paths carry a session end to end: the record relay by default
+# ("userspace": OpenSSL freed after the handshake) and, after a reload with
+# relay = openssl, the OpenSSL relay ("userspace_ssl"); sessions keep the path they
+# started with across the reload.
+t_relay_modes() {
+	local f g i mode got p1 p2
+	f="$WORK/relay1.out"; g="$WORK/relay2.out"
+	: >"$f"; : >"$g"
+	kgc connect $(dev_args relay1) --hold 6 >"$f" &
+	p1=$!
+	for ((i = 0; i < 100; i++)); do grep -q 'connack' "$f" && break; sleep 0.05; done
+	mode=$(mode_of relay1)
+	[ "$mode" = "userspace" ] || { note "default mode: '$mode'"; return 1; }
+	cp "$GW_CONF" "$GW_CONF.relay"
+	sed -i 's/^\[daemon\]$/[daemon]\nrelay = openssl/' "$GW_CONF"
+	kill -HUP "$GW_PID"
+	sleep 0.5
+	cp "$GW_CONF.relay" "$GW_CONF"
+	kgc connect $(dev_args relay2) --hold 4 >"$g" &
+	p2=$!
+	for ((i = 0; i < 100; i++)); do grep -q 'connack' "$g" && break; sleep 0.05; done
+	mode=$(mode_of relay2)
+	[ "$mode" = "userspace_ssl" ] || { note "mode after relay = openssl: '$mode'"; kill -HUP "$GW_PID"; return 1; }
+	[ "$(mode_of relay1)" = "userspace" ] || { note "relay1 changed path on reload"; kill -HUP "$GW_PID"; return 1; }
+	got=$(kgc connect $(dev_args relay3) --topic itest/relay --msg via-openssl | head -2 | tr '\n' ' ')
+	kill -HUP "$GW_PID"   # back to the default
+	[ "$got" = "connack 0x00 puback 0x00 " ] || { note "publish through userspace_ssl: '$got'"; return 1; }
+	wait "$p1" "$p2"
 }
 
 # cutoff DEVICE: connect, run `device set DEVICE --status disabled`, print the JSON
@@ -522,7 +563,7 @@ after_each() {
 }
 
 ALL_TESTS=(t_publish t_deny_connack t_tls_failures t_thumbprint t_auto_enroll
-	t_registry_shared t_keyupdate t_disable_cutoff t_sighup t_pipeline t_backend_down t_sessions t_bad_input t_metrics)
+	t_registry_shared t_keyupdate t_relay_modes t_disable_cutoff t_sighup t_pipeline t_backend_down t_sessions t_bad_input t_metrics)
 
 if ! setup; then
 	echo "FAIL setup: could not build the shared PKI / broker / gateway (log: ${GW_LOG:-none})"
