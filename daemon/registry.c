@@ -33,6 +33,15 @@ static const char *const attestation_names[KG_ATT_MAX] = {
 	[KG_ATT_THUMBPRINT] = "thumbprint",
 };
 
+/* Index of s in names[0..n), or -1. */
+static int name_index(const char *const *names, size_t n, const char *s)
+{
+	for (size_t i = 0; s != NULL && i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
 const char *kg_device_status_str(enum kg_device_status s)
 {
 	if ((unsigned)s >= KG_DEV_STATUS_MAX)
@@ -42,15 +51,12 @@ const char *kg_device_status_str(enum kg_device_status s)
 
 int kg_device_status_parse(const char *s, enum kg_device_status *out)
 {
-	if (s == NULL || out == NULL)
+	int i = name_index(status_names, KG_NITEMS(status_names), s);
+
+	if (i < 0 || out == NULL)
 		return KG_E_INVALID;
-	for (size_t i = 0; i < KG_NITEMS(status_names); i++) {
-		if (strcmp(s, status_names[i]) == 0) {
-			*out = (enum kg_device_status)i;
-			return 0;
-		}
-	}
-	return KG_E_INVALID;
+	*out = (enum kg_device_status)i;
+	return 0;
 }
 
 const char *kg_attestation_str(enum kg_attestation a)
@@ -62,15 +68,12 @@ const char *kg_attestation_str(enum kg_attestation a)
 
 int kg_attestation_parse(const char *s, enum kg_attestation *out)
 {
-	if (s == NULL || out == NULL)
+	int i = name_index(attestation_names, KG_NITEMS(attestation_names), s);
+
+	if (i < 0 || out == NULL)
 		return KG_E_INVALID;
-	for (size_t i = 0; i < KG_NITEMS(attestation_names); i++) {
-		if (strcmp(s, attestation_names[i]) == 0) {
-			*out = (enum kg_attestation)i;
-			return 0;
-		}
-	}
-	return KG_E_INVALID;
+	*out = (enum kg_attestation)i;
+	return 0;
 }
 
 void kg_ca_fini(struct kg_ca *ca)

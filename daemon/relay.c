@@ -98,6 +98,39 @@ int kg_relay_fill_down(struct kg_conn *c, bool *drained, enum kg_reason *why)
 	return progress;
 }
 
+bool kg_relay_finished(const struct kg_conn *c, enum kg_reason *why)
+{
+	/* MQTT has no use for half-open sessions: once a side has said all it will say
+	 * and that has been delivered, the session is over. */
+	if (c->be_eof && c->down.len == 0) {
+		*why = KG_REASON_BACKEND_CLOSED;
+		return true;
+	}
+	if (c->dev_eof && c->up.len == 0) {
+		*why = KG_REASON_PEER_CLOSED;
+		return true;
+	}
+	return false;
+}
+
+int kg_relay_arm(struct kg_conn *c, uint32_t dev_ev)
+{
+	uint32_t be_ev = 0;
+
+	if (!c->be_eof && c->down.len < KG_RELAY_BUF)
+		be_ev |= EPOLLIN;
+	if (c->up.len > c->up.off)
+		be_ev |= EPOLLOUT;
+	/* A side at EOF would report HUP/RDHUP forever in level mode: unregister it
+	 * unless we still have to write to it. */
+	if ((c->dev_eof && !(dev_ev & EPOLLOUT) ? kg_conn_unwatch(c, &c->dev)
+						   : kg_conn_watch(c, &c->dev, dev_ev)) < 0 ||
+	    (c->be_eof && !(be_ev & EPOLLOUT) ? kg_conn_unwatch(c, &c->be)
+					       : kg_conn_watch(c, &c->be, be_ev)) < 0)
+		return -1;
+	return 0;
+}
+
 /* Returns >0 progress, 0 none, <0 close with *why. */
 static int move_device_to_broker(struct kg_conn *c, enum kg_reason *why)
 {
@@ -159,7 +192,7 @@ static int move_broker_to_device(struct kg_conn *c, enum kg_reason *why)
 static enum kg_step userspace_pump(struct kg_conn *c)
 {
 	enum kg_reason why = KG_REASON_IO_ERROR;
-	uint32_t dev_ev = 0, be_ev = 0;
+	uint32_t dev_ev = 0;
 	bool dev_wants_write = false;
 	int a, b;
 
@@ -174,31 +207,13 @@ static enum kg_step userspace_pump(struct kg_conn *c)
 			goto out_close;
 	} while (a > 0 || b > 0);
 
-	/* MQTT has no use for half-open sessions: once a side has said all it will say
-	 * and that has been delivered, the session is over. */
-	if (c->be_eof && c->down.len == 0) {
-		why = KG_REASON_BACKEND_CLOSED;
+	if (kg_relay_finished(c, &why))
 		goto out_close;
-	}
-	if (c->dev_eof && c->up.len == 0) {
-		why = KG_REASON_PEER_CLOSED;
-		goto out_close;
-	}
-
 	if (!c->dev_eof && c->up.len < KG_RELAY_BUF)
 		dev_ev |= EPOLLIN;
 	if (c->down.len > c->down.off || dev_wants_write || c->want_write)
 		dev_ev |= c->want_read ? EPOLLIN : EPOLLOUT;
-	if (!c->be_eof && c->down.len < KG_RELAY_BUF)
-		be_ev |= EPOLLIN;
-	if (c->up.len > c->up.off)
-		be_ev |= EPOLLOUT;
-	/* A side at EOF would report HUP/RDHUP forever in level mode: unregister it
-	 * unless we still have to write to it. */
-	if ((c->dev_eof && !(dev_ev & EPOLLOUT) ? kg_conn_unwatch(c, &c->dev)
-						   : kg_conn_watch(c, &c->dev, dev_ev)) < 0 ||
-	    (c->be_eof && !(be_ev & EPOLLOUT) ? kg_conn_unwatch(c, &c->be)
-					       : kg_conn_watch(c, &c->be, be_ev)) < 0)
+	if (kg_relay_arm(c, dev_ev) < 0)
 		goto out_close;
 	return KG_STEP_WAIT;
 

@@ -309,7 +309,7 @@ static enum kg_step record_pump(struct kg_conn *c)
 {
 	struct kg_record_session *rs = c->rec;
 	enum kg_reason why = KG_REASON_IO_ERROR;
-	uint32_t dev_ev = 0, be_ev = 0;
+	uint32_t dev_ev = 0;
 	int a, b;
 
 	rs->dev_drained = rs->be_drained = false;
@@ -318,28 +318,16 @@ static enum kg_step record_pump(struct kg_conn *c)
 			goto out_close;
 	} while (a > 0 || b > 0);
 
-	/* As in the OpenSSL relay: a side that said all it will say, delivered, ends it. */
-	if (c->be_eof && c->down.len == 0) {
-		queue_alert(c, 1, TLS_ALERT_CLOSE_NOTIFY);
-		why = KG_REASON_BACKEND_CLOSED;
-		goto out_close;
-	}
-	if (c->dev_eof && c->up.len == 0) {
-		why = KG_REASON_PEER_CLOSED;
+	if (kg_relay_finished(c, &why)) {
+		if (why == KG_REASON_BACKEND_CLOSED)
+			queue_alert(c, 1, TLS_ALERT_CLOSE_NOTIFY);
 		goto out_close;
 	}
 	if (!c->dev_eof && rs->rin.len < RAW_IN_CAP)
 		dev_ev |= EPOLLIN;
 	if (rs->rout.len > rs->rout.off)
 		dev_ev |= EPOLLOUT;
-	if (!c->be_eof && c->down.len < KG_RELAY_BUF)
-		be_ev |= EPOLLIN;
-	if (c->up.len > c->up.off)
-		be_ev |= EPOLLOUT;
-	if ((c->dev_eof && !(dev_ev & EPOLLOUT) ? kg_conn_unwatch(c, &c->dev)
-						   : kg_conn_watch(c, &c->dev, dev_ev)) < 0 ||
-	    (c->be_eof && !(be_ev & EPOLLOUT) ? kg_conn_unwatch(c, &c->be)
-					       : kg_conn_watch(c, &c->be, be_ev)) < 0)
+	if (kg_relay_arm(c, dev_ev) < 0)
 		goto out_close;
 	return KG_STEP_WAIT;
 

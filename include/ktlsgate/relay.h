@@ -33,6 +33,14 @@ int kg_relay_flush_up(struct kg_conn *c, enum kg_reason *why);
  * is read first (true: skip) and set once the socket has nothing more for now. */
 int kg_relay_fill_down(struct kg_conn *c, bool *drained, enum kg_reason *why);
 
+/* Has a side said all it will say, and has it all been delivered? Then the session is
+ * over (*why says which side ended it). */
+bool kg_relay_finished(const struct kg_conn *c, enum kg_reason *why);
+/* Arm epoll after a pump: dev_ev is what the device side needs (relay-specific), the
+ * broker side follows from c->up / c->down; a side at EOF is unregistered unless it
+ * is still written to. Returns 0 or -1. */
+int kg_relay_arm(struct kg_conn *c, uint32_t dev_ev);
+
 extern const struct kg_relay_ops kg_relay_record;     /* "userspace": SSL freed */
 extern const struct kg_relay_ops kg_relay_userspace;  /* "userspace_ssl" */
 
