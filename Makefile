@@ -5,12 +5,14 @@
 #   make demo       PKI, registry, mosquitto + ktlsgated, a simulated fleet
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS per target)
 #   make bench      side-by-side load test against HAProxy and nginx
+.DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 .SUFFIXES:
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := openssl sqlite3 inih libmicrohttpd json-c
+PKGS    := openssl sqlite3 inih libmicrohttpd json-c tss2-esys tss2-mu tss2-rc tss2-tctildr \
+           libbpf libnl-route-3.0
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
@@ -24,9 +26,19 @@ LDFLAGS ?=
 ALL_LDFLAGS := -pie -Wl,-z,relro,-z,now $(LDFLAGS)
 LIBS    := $(PKG_LIBS) -lpthread
 
+# Each area's fragment (mk/*.mk) may claim sources (FRAG_OWNED, patterns) and add
+# them to the build when they are ready (FRAG_LIB_SRCS, FRAG_CLI_SRCS), and defines
+# its own check-* targets.
+FRAG_OWNED    :=
+FRAG_LIB_SRCS :=
+FRAG_CLI_SRCS :=
+FRAG_CHECKS   :=
+include $(sort $(wildcard mk/*.mk))
+
 # Modules shared by the daemon, the CLI and the tests (everything but the two mains).
-LIB_SRCS    := $(filter-out daemon/main.c daemon/cli%.c,$(wildcard daemon/*.c))
-CLI_SRCS    := $(wildcard daemon/cli*.c)
+LIB_SRCS    := $(filter-out daemon/main.c daemon/cli%.c $(FRAG_OWNED),$(wildcard daemon/*.c)) \
+               $(FRAG_LIB_SRCS)
+CLI_SRCS    := $(filter-out $(FRAG_OWNED),$(wildcard daemon/cli*.c)) $(FRAG_CLI_SRCS)
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
 BENCH_SRCS  := $(wildcard tests/bench/*.c)
 
@@ -93,6 +105,7 @@ check: deps
 	$(MAKE) check-asan
 	$(MAKE) check-integration
 	$(MAKE) check-integration-asan
+	$(if $(FRAG_CHECKS),$(MAKE) $(FRAG_CHECKS))
 	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-20}
 	@echo "make check: all stages passed"
 

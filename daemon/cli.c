@@ -362,6 +362,7 @@ static const struct {
 	{ "pki", kg_cli_pki },         { "ca", kg_cli_ca },
 	{ "device", kg_cli_device },   { "verify", kg_cli_verify },
 	{ "session", kg_cli_session }, { "status", kg_cli_status },
+	{ "tpm", kg_cli_tpm },         { "block", kg_cli_block },
 };
 
 int main(int argc, char **argv)

@@ -50,13 +50,36 @@ enum section {
 	SEC_TLS,
 	SEC_LIMITS,
 	SEC_CRL,
+	SEC_TPM,      /* module sections: keys go to their own parser (sections[]) */
+	SEC_EDGE,
 	SEC_BACKEND,
 	SEC_MAX
 };
 
 static const char *const section_names[SEC_MAX] = {
 	[SEC_DAEMON] = "daemon", [SEC_TLS] = "tls", [SEC_LIMITS] = "limits", [SEC_CRL] = "crl",
+	[SEC_TPM] = "tpm", [SEC_EDGE] = "edge",
 };
+
+/* Sections whose keys belong to another module: it parses them into its own struct
+ * inside kg_config; this file keeps file, line and duplicate detection. */
+struct module_section {
+	enum section sec;
+	size_t off;  /* offsetof(struct kg_config, <section struct>) */
+	void (*defaults)(void *sec);
+	int (*set)(void *sec, const char *key, const char *value, const char *dir, char *why,
+		   size_t whylen);
+	int (*validate)(void *sec, const struct kg_config *cfg, char *why, size_t whylen);
+};
+
+static const struct module_section module_sections[] = {
+	{ SEC_TPM, offsetof(struct kg_config, tpm), kg_tpm_conf_defaults, kg_tpm_conf_set,
+	  kg_tpm_conf_validate },
+	{ SEC_EDGE, offsetof(struct kg_config, edge), kg_edge_conf_defaults, kg_edge_conf_set,
+	  kg_edge_conf_validate },
+};
+
+#define MODULE_KEYS_MAX 64   /* keys remembered per file for duplicate detection */
 
 enum kind {
 	K_LISTEN,   /* list of kg_sockaddr */
@@ -131,6 +154,12 @@ struct parse_state {
 	unsigned key_line[KEY_MAX];/* where each key was set, 0 = not set */
 	unsigned backend_line[KG_MAX_BACKENDS];
 	unsigned address_line[KG_MAX_BACKENDS];
+	struct {                   /* module-section keys seen so far */
+		enum section sec;
+		char name[32];
+		unsigned line;
+	} module_keys[MODULE_KEYS_MAX];
+	size_t n_module_keys;
 
 	bool failed;
 	unsigned err_line;         /* 0: message names no line */
@@ -308,6 +337,8 @@ void kg_config_defaults(struct kg_config *cfg)
 	cfg->backend_timeout_ms = 3000;
 	cfg->max_connect_bytes = 65536;
 	cfg->refuse_linger_ms = 1000;
+	for (size_t i = 0; i < KG_NITEMS(module_sections); i++)
+		module_sections[i].defaults((char *)cfg + module_sections[i].off);
 }
 
 const struct kg_backend_conf *kg_config_get0_backend(const struct kg_config *cfg, const char *name)
@@ -546,6 +577,51 @@ static int crl_key(struct parse_state *st, const char *name, const char *value)
 	return 0;
 }
 
+static const struct module_section *module_section_of(enum section sec)
+{
+	for (size_t i = 0; i < KG_NITEMS(module_sections); i++)
+		if (module_sections[i].sec == sec)
+			return &module_sections[i];
+	return NULL;
+}
+
+static int module_key(struct parse_state *st, const char *name, const char *value)
+{
+	const struct module_section *ms = module_section_of(st->sec);
+	char why[KG_ERRBUF - 80], q[72];
+	size_t i;
+
+	if (ms == NULL) {
+		set_err(st, st->line, "internal error: section [%s] has no parser", st->secname);
+		return -1;
+	}
+	for (i = 0; i < st->n_module_keys; i++) {
+		if (st->module_keys[i].sec == st->sec && strcmp(st->module_keys[i].name, name) == 0) {
+			set_err(st, st->line, "duplicate key '%s' in [%s] (first on line %u)",
+				quote(q, name), st->secname, st->module_keys[i].line);
+			return -1;
+		}
+	}
+	if (strlen(name) >= sizeof(st->module_keys[0].name)) {
+		set_err(st, st->line, "unknown key '%s' in [%s]", quote(q, name), st->secname);
+		return -1;
+	}
+	if (st->n_module_keys == MODULE_KEYS_MAX) {
+		set_err(st, st->line, "too many keys in module sections (max %d)", MODULE_KEYS_MAX);
+		return -1;
+	}
+	why[0] = '\0';
+	if (ms->set((char *)st->cfg + ms->off, name, value, st->dir, why, sizeof(why)) != 0) {
+		set_err(st, st->line, "%s", why[0] ? why : "bad value");
+		return -1;
+	}
+	st->module_keys[st->n_module_keys].sec = st->sec;
+	memcpy(st->module_keys[st->n_module_keys].name, name, strlen(name) + 1);
+	st->module_keys[st->n_module_keys].line = st->line;
+	st->n_module_keys++;
+	return 0;
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_state *st = user;
@@ -574,6 +650,9 @@ static int handler(void *user, const char *section, const char *name, const char
 		return backend_key(st, name, value) == 0;
 	case SEC_CRL:
 		return crl_key(st, name, value) == 0;
+	case SEC_TPM:
+	case SEC_EDGE:
+		return module_key(st, name, value) == 0;
 	default:
 		return fixed_key(st, name, value) == 0;
 	}
@@ -687,6 +766,18 @@ static void validate(struct parse_state *st)
 	struct kg_config *cfg = st->cfg;
 	static const enum key_id required[] = { KEY_CERT, KEY_KEY, KEY_REGISTRY };
 	const char *why;
+	char mwhy[KG_ERRBUF - 80];
+
+	for (size_t i = 0; i < KG_NITEMS(module_sections); i++) {
+		const struct module_section *ms = &module_sections[i];
+
+		mwhy[0] = '\0';
+		if (ms->validate((char *)cfg + ms->off, cfg, mwhy, sizeof(mwhy)) != 0) {
+			set_err(st, st->sec_line[ms->sec], "[%s]: %s", section_names[ms->sec],
+				mwhy[0] ? mwhy : "invalid");
+			return;
+		}
+	}
 
 	for (size_t i = 0; i < KG_NITEMS(required); i++) {
 		if (st->key_line[required[i]] == 0) {

@@ -4,7 +4,10 @@
 set -eu
 PKGS="build-essential clang pkg-config libssl-dev libsqlite3-dev libinih-dev libmicrohttpd-dev
 libjson-c-dev check libsubunit-dev libclang-rt-14-dev mosquitto mosquitto-clients
-python3-paho-mqtt sqlite3 openssl iproute2 procps haproxy nginx libnginx-mod-stream systemd"
+python3-paho-mqtt sqlite3 openssl iproute2 procps haproxy nginx libnginx-mod-stream systemd
+libbpf-dev bpftool libnl-route-3-dev nftables
+libtss2-dev libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
+qemu-system-x86 busybox-static cpio xz-utils zstd"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -110,6 +110,8 @@ int kg_cli_ca(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_device(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_verify(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_session(struct kg_cli *cli, int argc, char **argv);
+int kg_cli_tpm(struct kg_cli *cli, int argc, char **argv);     /* cli_tpm.c */
+int kg_cli_block(struct kg_cli *cli, int argc, char **argv);   /* cli_block.c */
 int kg_cli_status(struct kg_cli *cli, int argc, char **argv);
 
 /* Usage text per noun (kept in sync with docs/cli.md). */

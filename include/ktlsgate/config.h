@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 
 #include "compiler.h"
+#include "edge_conf.h"
+#include "tpm_conf.h"
 
 #define KG_MAX_LISTEN 16
 #define KG_MAX_BACKENDS 64
@@ -85,6 +87,10 @@ struct kg_config {
 	/* [crl] section: CA_NAME = FILE */
 	struct kg_crl_conf crls[KG_MAX_CRLS];
 	size_t n_crls;
+
+	/* Sections parsed by their modules (tpm_conf.c, edge_conf.c). */
+	struct kg_tpm_conf tpm;
+	struct kg_edge_conf edge;
 };
 
 /* Fill *cfg with the defaults (no backends; listen defaults applied at validation

@@ -18,6 +18,8 @@ Suite *kg_suite_pki(void);
 Suite *kg_suite_metrics(void);
 Suite *kg_suite_audit(void);
 Suite *kg_suite_record(void);
+Suite *kg_suite_tpm(void);    /* check_tpm.c */
+Suite *kg_suite_edge(void);   /* check_edge.c */
 
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); path in out.
  * Aborts the test on failure. */
