@@ -85,6 +85,7 @@ enum kind {
 	K_LISTEN,   /* list of kg_sockaddr */
 	K_UINT,     /* unsigned in [min, max] */
 	K_PATH,     /* file path, resolved against the config's directory */
+	K_KEYREF,   /* K_PATH, or "handle:0x8100xxxx" (a persistent TPM key) kept as is */
 	K_STRING,   /* non-empty text copied as is */
 	K_METRICS,  /* kg_sockaddr or "off" */
 	K_NAME,     /* a backend name */
@@ -117,7 +118,7 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_LISTEN] = { SEC_DAEMON, "listen", K_LISTEN, FIELD(listen), 0, 0 },
 	[KEY_WORKERS] = { SEC_DAEMON, "workers", K_UINT, FIELD(workers), 0, 256 },
 	[KEY_CERT] = { SEC_DAEMON, "cert", K_PATH, FIELD(cert_file), 0, 0 },
-	[KEY_KEY] = { SEC_DAEMON, "key", K_PATH, FIELD(key_file), 0, 0 },
+	[KEY_KEY] = { SEC_DAEMON, "key", K_KEYREF, FIELD(key_file), 0, 0 },
 	[KEY_REGISTRY] = { SEC_DAEMON, "registry", K_PATH, FIELD(registry), 0, 0 },
 	[KEY_CONTROL] = { SEC_DAEMON, "control_socket", K_PATH, FIELD(control_socket), 0, 0 },
 	[KEY_METRICS] = { SEC_DAEMON, "metrics_listen", K_METRICS, FIELD(metrics_listen), 0, 0 },
@@ -436,6 +437,16 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 		}
 		*(unsigned *)(void *)field = (unsigned)v;
 		return 0;
+	case K_KEYREF:
+		if (strncmp(value, "handle:", 7) == 0) {
+			/* Checked by the TPM module, which knows what a handle may be. */
+			if (kg_strlcpy(field, value, k->size) != 0) {
+				set_err(st, st->line, "'%s': value too long", k->name);
+				return -1;
+			}
+			return 0;
+		}
+		return resolve_path(st, k->name, value, field, k->size);
 	case K_PATH:
 		return resolve_path(st, k->name, value, field, k->size);
 	case K_STRING:
@@ -479,11 +490,15 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 	case K_RELAY:
 		if (strcmp(value, "auto") == 0)
 			st->cfg->relay = KG_RELAY_AUTO;
+		else if (strcmp(value, "ktls_tx") == 0)
+			st->cfg->relay = KG_RELAY_KTLS_TX;
+		else if (strcmp(value, "userspace") == 0)
+			st->cfg->relay = KG_RELAY_USERSPACE;
 		else if (strcmp(value, "openssl") == 0)
 			st->cfg->relay = KG_RELAY_OPENSSL;
 		else {
-			set_err(st, st->line, "'%s': '%s' is not one of auto, openssl", k->name,
-				quote(q, value));
+			set_err(st, st->line, "'%s': '%s' is not one of auto, ktls_tx, userspace, openssl",
+				k->name, quote(q, value));
 			return -1;
 		}
 		return 0;

@@ -70,7 +70,7 @@ void kg_record_session_free(struct kg_record_session *rs)
 
 static bool record_usable(const struct kg_conn *c)
 {
-	return c->snap->cfg.relay == KG_RELAY_AUTO && c->ssl != NULL;
+	return c->snap->cfg.relay != KG_RELAY_OPENSSL && c->ssl != NULL;
 }
 
 /*

@@ -24,6 +24,7 @@
 #include "ktlsgate/daemon.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
+#include "ktlsgate/relay.h"
 #include "ktlsgate/tls.h"
 #include "ktlsgate/tls_keys.h"
 #include "ktlsgate/worker.h"
@@ -122,11 +123,25 @@ out_free:
 
 int kg_tls_conn_new(struct kg_conn *c)
 {
+	BIO *bio;
+
 	c->ssl = SSL_new(c->snap->ssl_ctx);
-	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->dev.fd) != 1) {
+	if (c->ssl == NULL) {
 		kg_log_ossl("SSL_new");
 		return KG_E_RESOURCE;
 	}
+	/* OpenSSL's SSL_set_fd() attaches the kernel's TLS ULP to every socket it gets
+	 * (BIO_new_socket); we attach it ourselves, only where kTLS may be used, so a
+	 * session headed for a user-space relay keeps a plain socket. */
+	bio = BIO_new(BIO_s_socket());
+	if (bio == NULL) {
+		kg_log_ossl("BIO_new");
+		return KG_E_RESOURCE;
+	}
+	BIO_set_fd(bio, c->dev.fd, BIO_NOCLOSE);
+	SSL_set_bio(c->ssl, bio, bio);
+	if (kg_ktls_prepare(c))
+		SSL_set_options(c->ssl, SSL_OP_ENABLE_KTLS);
 	SSL_set_app_data(c->ssl, c);
 	SSL_set_accept_state(c->ssl);
 	if (kg_tls_keys_track(c->ssl, &c->keytrk) < 0)

@@ -43,10 +43,13 @@ struct kg_crl_conf {
 
 enum kg_client_id_check { KG_CLIENT_ID_EXACT, KG_CLIENT_ID_OFF };
 
-/* Data path after the handshake. AUTO: the best the session allows (the record
- * relay, which frees OpenSSL's per-session state; later kTLS); OPENSSL: force the
- * relay through SSL_read/SSL_write (a fallback kept selectable for diagnosis). */
-enum kg_relay_choice { KG_RELAY_AUTO, KG_RELAY_OPENSSL };
+/* Data path after the handshake (relay.h has the ladder). AUTO: the best the session
+ * allows (kTLS both ways + splice, else the record relay); KTLS_TX: kernel TLS for
+ * what we send only, the device's records read through OpenSSL (fleets that send
+ * KeyUpdate, which the kernel cannot follow); USERSPACE: no kernel TLS, the record
+ * relay; OPENSSL: relay through SSL_read/SSL_write (kept selectable for diagnosis).
+ * Each forces its rung and falls further down the ladder only where it cannot run. */
+enum kg_relay_choice { KG_RELAY_AUTO, KG_RELAY_KTLS_TX, KG_RELAY_USERSPACE, KG_RELAY_OPENSSL };
 
 struct kg_config {
 	char path[PATH_MAX];              /* file it came from */
@@ -56,7 +59,7 @@ struct kg_config {
 	size_t n_listen;                  /* default: 0.0.0.0:8883 and [::]:8883 */
 	unsigned workers;                 /* 0: one per online CPU */
 	char cert_file[PATH_MAX];         /* server certificate chain (PEM, leaf first) */
-	char key_file[PATH_MAX];          /* server key (PEM) */
+	char key_file[PATH_MAX];          /* server key: PEM or TSS2 PEM file, or "handle:0x81..." */
 	char registry[PATH_MAX];          /* registry database path */
 	char control_socket[PATH_MAX];
 	struct kg_sockaddr metrics_listen;
@@ -64,7 +67,7 @@ struct kg_config {
 	char default_backend[KG_NAME_MAX];/* used when neither device nor CA names one */
 	enum kg_client_id_check client_id_check;
 	char log_level[16];               /* err|warn|info|debug */
-	enum kg_relay_choice relay;       /* auto | openssl */
+	enum kg_relay_choice relay;       /* auto | ktls_tx | userspace | openssl */
 
 	/* [tls] */
 	char ciphers[512];                /* TLS 1.2 cipher list */

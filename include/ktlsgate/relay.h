@@ -41,6 +41,11 @@ bool kg_relay_finished(const struct kg_conn *c, enum kg_reason *why);
  * is still written to. Returns 0 or -1. */
 int kg_relay_arm(struct kg_conn *c, uint32_t dev_ev);
 
+/* Before the handshake (tls.c): should this session try kernel TLS? If so, the TLS
+ * ULP is attached to the device socket here and OpenSSL is told to offload
+ * (SSL_OP_ENABLE_KTLS). False when the config forbids it or the kernel cannot. */
+bool kg_ktls_prepare(struct kg_conn *c);
+
 extern const struct kg_relay_ops kg_relay_record;     /* "userspace": SSL freed */
 extern const struct kg_relay_ops kg_relay_userspace;  /* "userspace_ssl" */
 

@@ -262,7 +262,7 @@ static const struct bad_case bad_cases[] = {
 	{ "[daemon]\ncert = c\nkey = k\n", "bad.conf: missing required key 'registry' in [daemon]" },
 	{ "", "bad.conf: missing required key 'cert' in [daemon]" },
 	{ BASE "client_id_check = maybe\n", "bad.conf:5: 'client_id_check': 'maybe' is not one of exact, off" },
-	{ BASE "relay = kernel\n", "bad.conf:5: 'relay': 'kernel' is not one of auto, openssl" },
+	{ BASE "relay = kernel\n", "bad.conf:5: 'relay': 'kernel' is not one of auto, ktls_tx, userspace, openssl" },
 	{ BASE "log_level = verbose\n", "bad.conf:5: 'log_level': 'verbose' is not one of err, warn, info, debug" },
 	{ BASE "[crl]\nbad/name = x.pem\n", "bad.conf:6: [crl]: 'bad/name' is not a CA name" },
 	{ BASE "[crl]\nca = a.pem\nca = b.pem\n", "bad.conf:7: duplicate key 'ca' in [crl]" },
