@@ -297,6 +297,7 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 		SSL_free(c->ssl);
 	kg_record_session_free(c->rec);
 	c->rec = NULL;
+	kg_ktls_session_release(c);
 	kg_tls_key_tracker_wipe(&c->keytrk);
 	if (c->dev.fd >= 0)
 		close(c->dev.fd);   /* close() also drops the epoll registration */
@@ -565,8 +566,18 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 
 static enum kg_step st_handoff(struct kg_conn *c)
 {
-	const struct kg_relay_ops *r = kg_relay_start(c);
+	bool again;
+	const struct kg_relay_ops *r = kg_relay_start(c, &again);
 
+	if (r == NULL && again) {
+		/* Half a TLS record sits inside OpenSSL: wait for the rest of it, and
+		 * leave the broker alone meanwhile (the handoff deadline still runs). */
+		if (kg_conn_watch(c, &c->dev, EPOLLIN) < 0 || kg_conn_watch(c, &c->be, 0) < 0) {
+			kg_conn_close(c, KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
 	if (r == NULL) {
 		kg_conn_close(c, KG_REASON_IO_ERROR);
 		return KG_STEP_DONE;

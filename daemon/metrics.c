@@ -93,7 +93,19 @@ static int64_t sum_i(struct kg_metrics *const *w, size_t n, size_t off)
 
 static const char *const hs_names[KG_HS_MAX] = { "ok", "failed", "timeout" };
 static const char *const dir_names[KG_DIR_MAX] = { "device_to_broker", "broker_to_device" };
-static const char *const mode_names[KG_MODE_MAX] = { "userspace", "userspace_ssl" };
+static const char *const mode_names[KG_MODE_MAX] = {
+	[KG_MODE_KTLS_SPLICE] = "ktls_splice", [KG_MODE_KTLS_TX] = "ktls_tx",
+	[KG_MODE_USERSPACE] = "userspace", [KG_MODE_USERSPACE_SSL] = "userspace_ssl",
+};
+static const char *const fallback_names[KG_KTLS_FALLBACK_MAX] = {
+	[KG_KTLS_NO_KERNEL] = "kernel_no_tls", [KG_KTLS_TX_NOT_OFFLOADED] = "tx_not_offloaded",
+	[KG_KTLS_RX_FAILED] = "rx_install_failed", [KG_KTLS_REKEYED] = "rekeyed_before_handoff",
+};
+static const char *const ctrl_names[KG_KTLS_CTRL_MAX] = {
+	[KG_KTLS_CLOSE_NOTIFY] = "close_notify", [KG_KTLS_ALERT] = "alert",
+	[KG_KTLS_KEYUPDATE_REFUSED] = "keyupdate_refused",
+	[KG_KTLS_KEYUPDATE_FOLLOWED] = "keyupdate_followed", [KG_KTLS_OTHER] = "other",
+};
 
 char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_metrics_info *info,
 			size_t *len_out)
@@ -119,6 +131,19 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t m = 0; m < KG_MODE_MAX; m++)
 		put(&o, "ktlsgate_sessions{mode=\"%s\"} %lld\n", mode_names[m],
 		    (long long)SUM_I(sessions_by_mode[m]));
+	put(&o, "# HELP ktlsgate_ktls_fallbacks_total Sessions that tried kernel TLS and fell back, by reason.\n"
+		"# TYPE ktlsgate_ktls_fallbacks_total counter\n");
+	for (size_t f = 0; f < KG_KTLS_FALLBACK_MAX; f++)
+		put(&o, "ktlsgate_ktls_fallbacks_total{reason=\"%s\"} %llu\n", fallback_names[f],
+		    (unsigned long long)SUM_U(ktls_fallbacks[f]));
+	put(&o, "# HELP ktlsgate_ktls_control_records_total Non-data TLS records met on offloaded sessions.\n"
+		"# TYPE ktlsgate_ktls_control_records_total counter\n");
+	for (size_t k = 0; k < KG_KTLS_CTRL_MAX; k++)
+		put(&o, "ktlsgate_ktls_control_records_total{kind=\"%s\"} %llu\n", ctrl_names[k],
+		    (unsigned long long)SUM_U(ktls_ctrl[k]));
+	put(&o, "# HELP ktlsgate_splice_pipes Pipes held by sessions with bytes in flight.\n"
+		"# TYPE ktlsgate_splice_pipes gauge\n"
+		"ktlsgate_splice_pipes %lld\n", (long long)SUM_I(pipes_in_use));
 	put(&o, "# HELP ktlsgate_accepted_total TCP connections accepted.\n"
 		"# TYPE ktlsgate_accepted_total counter\n"
 		"ktlsgate_accepted_total %llu\n", (unsigned long long)SUM_U(accepted));

@@ -36,6 +36,7 @@ static const char *const reason_names[KG_REASON_MAX] = {
 	[KG_REASON_IO_ERROR] = "io_error",
 	[KG_REASON_OVERLOAD] = "overload",
 	[KG_REASON_SHUTDOWN] = "shutdown",
+	[KG_REASON_KEY_UPDATE] = "tls_key_update",
 };
 
 const char *kg_reason_str(enum kg_reason r)

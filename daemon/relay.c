@@ -131,8 +131,7 @@ int kg_relay_arm(struct kg_conn *c, uint32_t dev_ev)
 	return 0;
 }
 
-/* Returns >0 progress, 0 none, <0 close with *why. */
-static int move_device_to_broker(struct kg_conn *c, enum kg_reason *why)
+int kg_relay_ssl_up(struct kg_conn *c, enum kg_reason *why)
 {
 	int progress = 0;
 	long n;
@@ -197,7 +196,7 @@ static enum kg_step userspace_pump(struct kg_conn *c)
 	int a, b;
 
 	do {
-		a = move_device_to_broker(c, &why);
+		a = kg_relay_ssl_up(c, &why);
 		if (a < 0)
 			goto out_close;
 		/* remember what the device read asked for before the write overwrites it */
@@ -232,17 +231,30 @@ const struct kg_relay_ops kg_relay_userspace = {
 	.pump = userspace_pump,
 };
 
-/* In order of preference; kTLS + splice and sockmap will go ahead of these. */
+/* In order of preference (the ladder): each start() may refuse, and the next is tried. */
 static const struct kg_relay_ops *const relays[] = {
+	&kg_relay_ktls_splice,
+	&kg_relay_ktls_tx,
 	&kg_relay_record,
 	&kg_relay_userspace,
 };
 
-const struct kg_relay_ops *kg_relay_start(struct kg_conn *c)
+const struct kg_relay_ops *kg_relay_start(struct kg_conn *c, bool *again)
 {
-	for (size_t i = 0; i < sizeof(relays) / sizeof(relays[0]); i++)
-		if (relays[i]->usable(c) && relays[i]->start(c) == 0)
+	*again = false;
+	for (size_t i = 0; i < sizeof(relays) / sizeof(relays[0]); i++) {
+		int rc;
+
+		if (!relays[i]->usable(c))
+			continue;
+		rc = relays[i]->start(c);
+		if (rc == 0)
 			return relays[i];
+		if (rc == KG_E_AGAIN) {
+			*again = true;   /* this rung needs more bytes first: not a fallback */
+			return NULL;
+		}
+	}
 	return NULL;
 }
 

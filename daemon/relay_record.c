@@ -70,7 +70,9 @@ void kg_record_session_free(struct kg_record_session *rs)
 
 static bool record_usable(const struct kg_conn *c)
 {
-	return c->snap->cfg.relay != KG_RELAY_OPENSSL && c->ssl != NULL;
+	/* Not once the kernel encrypts what we send: its record numbers are not ours. */
+	return c->snap->cfg.relay != KG_RELAY_OPENSSL && c->ssl != NULL &&
+	       BIO_get_ktls_send(SSL_get_wbio(c->ssl)) != 1;
 }
 
 /*

@@ -180,6 +180,9 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
 		}
 	} else if (msg[0] == SSL3_MT_KEY_UPDATE) {
 		t->rekeyed = true;
+		/* type(1) length(3) request_update(1): 1 = update_requested */
+		if (!write_p && len >= 5 && msg[4] == 1)
+			t->update_requested = true;
 	}
 }
 

@@ -33,6 +33,7 @@
 #define TICK_MS 20
 #define MAX_EVENTS 256
 #define ACCEPT_BATCH 64
+#define KG_PIPES_KEEP 64   /* empty splice pipes a worker keeps for reuse */
 
 static void cmd_done(struct kg_cmd *cmd, unsigned closed, const char *out, size_t out_len)
 {
@@ -108,6 +109,9 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 	json_object_object_add(o, "state", json_object_new_string(kg_conn_state_names[c->state]));
 	json_object_object_add(o, "mode", json_object_new_string(
 		c->state == KG_ST_RELAYING ? kg_relay_for_mode(c->mode)->name : ""));
+	/* What the kernel really does for this session, not what was configured. */
+	json_object_object_add(o, "ktls", json_object_new_string(
+		c->ktls_tx && c->ktls_rx ? "tx+rx" : c->ktls_tx ? "tx" : c->ktls_rx ? "rx" : "none"));
 	json_object_object_add(o, "backend", json_object_new_string(c->verdict.allow ? c->verdict.backend : ""));
 	json_object_object_add(o, "ca", json_object_new_string(c->id.ca_name));
 	json_object_object_add(o, "method", json_object_new_string(
@@ -338,6 +342,7 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 	int rc;
 
 	memset(w, 0, sizeof(*w));
+	kg_pipe_pool_init(&w->pipes, KG_PIPES_KEEP);
 	w->d = d;
 	w->idx = idx;
 	w->epfd = -1;
@@ -403,6 +408,7 @@ void kg_worker_fini(struct kg_worker *w)
 	while (w->conns)
 		kg_conn_close(w->conns, KG_REASON_SHUTDOWN);
 	kg_worker_reap(w);
+	kg_pipe_pool_fini(&w->pipes);
 	for (size_t i = 0; i < w->n_listeners; i++)
 		close(w->listeners[i].fd);
 	if (w->wake.fd >= 0)

@@ -69,6 +69,7 @@ struct kg_buf {
 struct kg_worker;
 struct kg_snapshot;
 struct kg_record_session;
+struct kg_pipe;
 
 struct kg_conn {
 	uint64_t cid;                      /* worker index << 48 | sequence */
@@ -105,6 +106,12 @@ struct kg_conn {
 
 	uint64_t bytes_up, bytes_down;
 	enum kg_relay_mode mode;
+
+	/* kernel TLS (relay_ktls.c) */
+	struct kg_pipe *pipe[KG_DIR_MAX];  /* borrowed from the worker while bytes are in flight */
+	bool ktls_ulp;                     /* the TLS ULP is attached to dev.fd */
+	bool ktls_tx, ktls_rx;             /* what the kernel really does for this session */
+	bool be_shut;                      /* FIN passed on to the broker */
 
 	struct kg_conn *prev, *next;       /* worker's list of live conns */
 };

@@ -19,9 +19,36 @@
 
 enum kg_hs_result { KG_HS_OK, KG_HS_FAILED, KG_HS_TIMEOUT, KG_HS_MAX };
 enum kg_dir { KG_DIR_UP, KG_DIR_DOWN, KG_DIR_MAX };   /* device->broker, broker->device */
-/* Data paths after the handoff (relay.h): "userspace" is the record relay (OpenSSL's
- * session state freed), "userspace_ssl" relays through SSL_read/SSL_write. */
-enum kg_relay_mode { KG_MODE_USERSPACE, KG_MODE_USERSPACE_SSL, KG_MODE_MAX };
+/* Data paths after the handoff (relay.h): "ktls_splice" kernel TLS both ways and
+ * splice(); "ktls_tx" kernel TLS for what we send, the device read through OpenSSL;
+ * "userspace" the record relay (OpenSSL's session state freed); "userspace_ssl"
+ * relays through SSL_read/SSL_write. */
+enum kg_relay_mode {
+	KG_MODE_KTLS_SPLICE,
+	KG_MODE_KTLS_TX,
+	KG_MODE_USERSPACE,
+	KG_MODE_USERSPACE_SSL,
+	KG_MODE_MAX
+};
+
+/* Why a session that could have used kernel TLS did not (or not fully). */
+enum kg_ktls_fallback {
+	KG_KTLS_NO_KERNEL,        /* the kernel has no TLS ULP (CONFIG_TLS off, module absent) */
+	KG_KTLS_TX_NOT_OFFLOADED, /* OpenSSL kept TX in user space (cipher the kernel lacks) */
+	KG_KTLS_RX_FAILED,        /* installing the receive key failed */
+	KG_KTLS_REKEYED,          /* a KeyUpdate before the handoff: keys moved on */
+	KG_KTLS_FALLBACK_MAX
+};
+
+/* Non-data records read from a kTLS socket. */
+enum kg_ktls_ctrl {
+	KG_KTLS_CLOSE_NOTIFY,
+	KG_KTLS_ALERT,            /* any other alert from the device */
+	KG_KTLS_KEYUPDATE_REFUSED,/* answered with a fatal alert, session closed */
+	KG_KTLS_KEYUPDATE_FOLLOWED,/* ktls_tx mode: OpenSSL took the new receive key */
+	KG_KTLS_OTHER,            /* any other handshake record: fatal alert */
+	KG_KTLS_CTRL_MAX
+};
 
 #define KG_CONN_STATES_MAX 16
 #define KG_HS_BUCKETS 13
@@ -36,6 +63,9 @@ struct kg_metrics {
 	_Atomic uint64_t decisions_deny[KG_REASON_MAX];
 	_Atomic uint64_t closes[KG_REASON_MAX];
 	_Atomic uint64_t bytes[KG_DIR_MAX];
+	_Atomic uint64_t ktls_fallbacks[KG_KTLS_FALLBACK_MAX];
+	_Atomic uint64_t ktls_ctrl[KG_KTLS_CTRL_MAX];
+	_Atomic int64_t pipes_in_use;                         /* gauge: splice pipes held */
 	_Atomic uint64_t hs_bucket[KG_HS_BUCKETS];            /* non-cumulative counts */
 	_Atomic uint64_t hs_count;
 	_Atomic uint64_t hs_sum_us;

@@ -42,6 +42,7 @@ enum kg_reason {
 	KG_REASON_IO_ERROR,
 	KG_REASON_OVERLOAD,           /* connection or handshake cap reached */
 	KG_REASON_SHUTDOWN,
+	KG_REASON_KEY_UPDATE,         /* a TLS 1.3 KeyUpdate the data path cannot follow */
 	KG_REASON_MAX
 };
 

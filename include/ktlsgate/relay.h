@@ -16,7 +16,8 @@ struct kg_relay_ops {
 	enum kg_relay_mode mode;
 	/* Can this path carry c? (kernel support, negotiated cipher...) */
 	bool (*usable)(const struct kg_conn *c);
-	/* Take over c (point of no return for offloads). KG_OK or error. */
+	/* Take over c (point of no return for offloads). KG_OK, KG_E_AGAIN (wait for
+	 * the device and retry), or an error (c unchanged: the next rung is tried). */
 	int (*start)(struct kg_conn *c);
 	/* Pump bytes after an event. Returns KG_STEP_WAIT or KG_STEP_DONE (closed). */
 	enum kg_step (*pump)(struct kg_conn *c);
@@ -33,6 +34,11 @@ int kg_relay_flush_up(struct kg_conn *c, enum kg_reason *why);
  * is read first (true: skip) and set once the socket has nothing more for now. */
 int kg_relay_fill_down(struct kg_conn *c, bool *drained, enum kg_reason *why);
 
+/* Read the device through OpenSSL into c->up while it has room, then flush c->up to
+ * the broker (the user-space SSL relay's and ktls_tx's upward direction). >0
+ * progress, 0 none, <0 close with *why set. */
+int kg_relay_ssl_up(struct kg_conn *c, enum kg_reason *why);
+
 /* Has a side said all it will say, and has it all been delivered? Then the session is
  * over (*why says which side ended it). */
 bool kg_relay_finished(const struct kg_conn *c, enum kg_reason *why);
@@ -46,12 +52,19 @@ int kg_relay_arm(struct kg_conn *c, uint32_t dev_ev);
  * (SSL_OP_ENABLE_KTLS). False when the config forbids it or the kernel cannot. */
 bool kg_ktls_prepare(struct kg_conn *c);
 
+/* Give back what a kTLS session borrowed (pipes); called by kg_conn_close(). */
+void kg_ktls_session_release(struct kg_conn *c);
+
+extern const struct kg_relay_ops kg_relay_ktls_splice; /* "ktls_splice" */
+extern const struct kg_relay_ops kg_relay_ktls_tx;     /* "ktls_tx" */
 extern const struct kg_relay_ops kg_relay_record;     /* "userspace": SSL freed */
 extern const struct kg_relay_ops kg_relay_userspace;  /* "userspace_ssl" */
 
 /* Start the first relay, in order of preference, that is usable for c and whose
- * start() succeeds (a failed start leaves c as it was). NULL if none. */
-const struct kg_relay_ops *kg_relay_start(struct kg_conn *c);
+ * start() succeeds (a failed start leaves c as it was). NULL if none; NULL with
+ * *again set if a rung must wait for the device (half a record inside OpenSSL):
+ * call again when the device is readable. */
+const struct kg_relay_ops *kg_relay_start(struct kg_conn *c, bool *again);
 /* Free the record relay's state (keys cleansed). NULL is fine. */
 void kg_record_session_free(struct kg_record_session *rs);
 const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode);

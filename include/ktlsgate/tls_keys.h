@@ -60,6 +60,7 @@ struct kg_tls_key_tracker {
 	bool done;              /* set by kg_tls_keys_handshake_done() */
 	bool fin_rd, fin_wr;    /* a Finished was read / written */
 	bool rekeyed;           /* a KeyUpdate went by: keys moved on, export refuses */
+	bool update_requested;  /* the client's KeyUpdate asked for ours (update_requested) */
 	uint64_t rd, wr;        /* record headers read / written since that Finished */
 };
 

@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "daemon.h"
 #include "metrics.h"
+#include "pipe_pool.h"
 #include "registry.h"
 
 enum kg_cmd_type {
@@ -59,6 +60,8 @@ struct kg_worker {
 	pthread_mutex_t q_lock;
 	struct kg_cmd_node *q_head;
 	struct kg_metrics metrics;
+	struct kg_pipe_pool pipes;            /* splice pipes for kTLS sessions */
+	bool ktls_unavailable;                /* the kernel refused the TLS ULP once */
 	bool stop;
 };
 
