@@ -584,6 +584,9 @@ static enum kg_step st_handoff(struct kg_conn *c)
 	}
 	c->mode = r->mode;
 	kg_metric_gauge(&c->w->metrics.sessions_by_mode[c->mode], 1);
+	kg_metric_add(&c->w->metrics.sessions_started[c->mode], 1);
+	kg_log_debug("conn=%llu dev=%s: relaying in %s mode", (unsigned long long)c->cid,
+		     c->id.device_id, r->name);
 	kg_conn_set_state(c, KG_ST_RELAYING);
 	return KG_STEP_NEXT;
 }

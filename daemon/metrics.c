@@ -131,6 +131,11 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t m = 0; m < KG_MODE_MAX; m++)
 		put(&o, "ktlsgate_sessions{mode=\"%s\"} %lld\n", mode_names[m],
 		    (long long)SUM_I(sessions_by_mode[m]));
+	put(&o, "# HELP ktlsgate_sessions_started_total Handoffs by the data path chosen.\n"
+		"# TYPE ktlsgate_sessions_started_total counter\n");
+	for (size_t m = 0; m < KG_MODE_MAX; m++)
+		put(&o, "ktlsgate_sessions_started_total{mode=\"%s\"} %llu\n", mode_names[m],
+		    (unsigned long long)SUM_U(sessions_started[m]));
 	put(&o, "# HELP ktlsgate_ktls_fallbacks_total Sessions that tried kernel TLS and fell back, by reason.\n"
 		"# TYPE ktlsgate_ktls_fallbacks_total counter\n");
 	for (size_t f = 0; f < KG_KTLS_FALLBACK_MAX; f++)

@@ -56,6 +56,7 @@ enum kg_ktls_ctrl {
 struct kg_metrics {
 	_Atomic int64_t conns_by_state[KG_CONN_STATES_MAX];   /* gauge */
 	_Atomic int64_t sessions_by_mode[KG_MODE_MAX];        /* gauge: relaying */
+	_Atomic uint64_t sessions_started[KG_MODE_MAX];       /* handoffs by data path */
 	_Atomic uint64_t accepted;
 	_Atomic uint64_t refused_overload;
 	_Atomic uint64_t handshakes[KG_HS_MAX];
