@@ -223,10 +223,13 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 			return -1;
 		} else {
 			/* A KeyUpdate (TLS 1.3) or anything else we cannot follow. */
-			kg_log_warnx("conn=%llu dev=%s: TLS record type %u after the handoff: closing",
-				     (unsigned long long)c->cid, c->id.device_id, type);
+			bool key_update = type == TLS_CT_HANDSHAKE && plain_len >= 1 && plain[0] == 24;
+
+			kg_log_warnx("conn=%llu dev=%s: TLS %s after the handoff: closing",
+				     (unsigned long long)c->cid, c->id.device_id,
+				     key_update ? "KeyUpdate" : "non-data record");
 			queue_alert(c, 2, TLS_ALERT_UNEXPECTED_MESSAGE);
-			*why = KG_REASON_TLS_FAILED;
+			*why = key_update ? KG_REASON_KEY_UPDATE : KG_REASON_TLS_FAILED;
 			return -1;
 		}
 		rs->rin.off += rec_len;

@@ -5,7 +5,7 @@
  * sends CONNECT, reads the CONNACK, then sends a KeyUpdate (SSL_key_update) followed
  * by a PINGREQ, and reports what the gate did:
  *   "connack 0xNN" then one of
- *   "after keyupdate: alert"   the gate sent an alert (what it must do),
+ *   "after keyupdate: alert N" the gate sent alert N (what it must do),
  *   "after keyupdate: eof"     it closed without one,
  *   "after keyupdate: pingresp" the session went on (only valid if it could rekey),
  *   "after keyupdate: timeout" nothing happened within 3 s (a hang: a bug).
@@ -36,6 +36,25 @@
 
 #include "ktlsgate/mqtt.h"
 
+/* The alert the gate sent, if the last SSL error was one (OpenSSL 3 reports an EOF
+ * without close_notify as an SSL error too: that is not an alert). */
+static int last_alert = -1;
+
+static int classify_ssl_error(void)
+{
+	unsigned long e;
+
+	last_alert = -1;
+	while ((e = ERR_get_error()) != 0) {
+		int reason = ERR_GET_REASON(e);
+
+		if (ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET &&
+		    reason < SSL_AD_REASON_OFFSET + 256)
+			last_alert = reason - SSL_AD_REASON_OFFSET;
+	}
+	return last_alert >= 0 ? -3 : -1;
+}
+
 static int read_exact(SSL *ssl, int fd, uint8_t *buf, size_t n, int timeout_ms)
 {
 	size_t got = 0;
@@ -50,7 +69,9 @@ static int read_exact(SSL *ssl, int fd, uint8_t *buf, size_t n, int timeout_ms)
 		if (r <= 0) {
 			int e = SSL_get_error(ssl, r);
 
-			return e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL ? -1 : -3;
+			if (e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL)
+				return -1;
+			return classify_ssl_error();
 		}
 		got += (size_t)r;
 	}
@@ -88,7 +109,7 @@ static int wait_end(SSL *ssl, int fd, int timeout_ms)
 			continue;
 		if (e == SSL_ERROR_ZERO_RETURN)
 			return 0;
-		return e == SSL_ERROR_SYSCALL ? -1 : -3;
+		return e == SSL_ERROR_SYSCALL ? -1 : classify_ssl_error();
 	}
 }
 
@@ -110,6 +131,8 @@ static int act_hold(SSL *ssl, int fd, const char *cmd)
 	else
 		printf("cut: %s after %.1f ms\n", r == 0 ? "close_notify" : r == -3 ? "alert" : "eof",
 		       now_ms() - t0);
+	if (r == -3)
+		printf("alert: %d\n", last_alert);
 	waitpid(pid, &st, 0);
 	printf("cmd: exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 	return 0;
@@ -194,6 +217,8 @@ int main(int argc, char **argv)
 		SSL_shutdown(ssl);
 		r = wait_end(ssl, fd, 3000);
 		printf("close: %s\n", r == 0 ? "close_notify" : r == -2 ? "timeout" : r == -3 ? "alert" : "eof");
+		if (r == -3)
+			printf("alert: %d\n", last_alert);
 		r = 0;
 		goto out;
 	}
@@ -217,7 +242,7 @@ int main(int argc, char **argv)
 	else if (r == -2)
 		printf("after keyupdate: timeout\n");
 	else if (r == -3)
-		printf("after keyupdate: alert\n");
+		printf("after keyupdate: alert %d\n", last_alert);
 	else
 		printf("after keyupdate: eof\n");
 	r = 0;
