@@ -39,15 +39,18 @@
 /* The alert the gate sent, if the last SSL error was one (OpenSSL 3 reports an EOF
  * without close_notify as an SSL error too: that is not an alert). */
 static int last_alert = -1;
+static char last_error[160];   /* OpenSSL's reason for the last failure, for the log */
 
 static int classify_ssl_error(void)
 {
 	unsigned long e;
 
 	last_alert = -1;
+	last_error[0] = '\0';
 	while ((e = ERR_get_error()) != 0) {
 		int reason = ERR_GET_REASON(e);
 
+		ERR_error_string_n(e, last_error, sizeof(last_error));
 		if (ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET &&
 		    reason < SSL_AD_REASON_OFFSET + 256)
 			last_alert = reason - SSL_AD_REASON_OFFSET;
@@ -245,6 +248,8 @@ int main(int argc, char **argv)
 		printf("after keyupdate: alert %d\n", last_alert);
 	else
 		printf("after keyupdate: eof\n");
+	if (r != 0 && last_error[0] != '\0')
+		fprintf(stderr, "kg-tlsprobe: %s\n", last_error);
 	r = 0;
 out:
 	SSL_free(ssl);
