@@ -27,6 +27,7 @@
 #include "ktlsgate/relay.h"
 #include "ktlsgate/tls.h"
 #include "ktlsgate/tls_keys.h"
+#include "ktlsgate/tpm_key.h"
 #include "ktlsgate/worker.h"
 
 static void ossl_err(char *err, size_t errlen, const char *what)
@@ -62,12 +63,23 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
 	return 0;
 }
 
+/*
+ * A TPM server key (tpm_key.h) puts the whole context in the TPM libctx, whose property
+ * query sends only the key's signatures to the TPM; a file key (or the TPM fallback)
+ * keeps the default libctx.
+ */
 SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	struct kg_tpm_server_key sk;
+	SSL_CTX *ctx;
 
+	if (kg_tpm_server_key_get(cfg, &sk, err, errlen) != 0)
+		return NULL;
+	ctx = sk.libctx ? SSL_CTX_new_ex(sk.libctx, KG_TPM_PROPQ, TLS_server_method())
+			: SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL) {
 		ossl_err(err, errlen, "SSL_CTX_new");
+		EVP_PKEY_free(sk.key);
 		return NULL;
 	}
 	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
@@ -94,12 +106,13 @@ SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, char *err, size_t errlen)
 		ossl_err(err, errlen, "[tls] groups");
 		goto out_free;
 	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_file) != 1) {
-		ossl_err(err, errlen, cfg->cert_file);
+	if (SSL_CTX_use_certificate_chain_file(ctx, sk.cert_file) != 1) {
+		ossl_err(err, errlen, sk.cert_file);
 		goto out_free;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
-		ossl_err(err, errlen, cfg->key_file);
+	if (sk.key != NULL ? SSL_CTX_use_PrivateKey(ctx, sk.key) != 1
+			   : SSL_CTX_use_PrivateKey_file(ctx, sk.key_file, SSL_FILETYPE_PEM) != 1) {
+		ossl_err(err, errlen, sk.key ? cfg->key_file : sk.key_file);
 		goto out_free;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -114,10 +127,12 @@ SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, char *err, size_t errlen)
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
+	EVP_PKEY_free(sk.key); /* the context holds its own reference */
 	return ctx;
 
 out_free:
 	SSL_CTX_free(ctx);
+	EVP_PKEY_free(sk.key);
 	return NULL;
 }
 

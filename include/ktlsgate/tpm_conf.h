@@ -3,19 +3,29 @@
  * tpm_conf.h - the [tpm] section of ktlsgate.conf: where the TPM is (TCTI) and how the
  * server key in it is used. Parsed by tpm_conf.c through config.c's section table
  * (config.c adds file and line to messages and rejects duplicate keys). Plain data:
- * no OpenSSL or TSS types here, so config.h can embed it.
+ * no OpenSSL or TSS types here, so config.h can embed it. The helpers below are pure.
  */
 #ifndef KTLSGATE_TPM_CONF_H
 #define KTLSGATE_TPM_CONF_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct kg_config;
 
+/* Persistent object handles (TPM 2.0 Part 2, 7.4: the 0x81 range). */
+#define KG_TPM_PERSISTENT_FIRST 0x81000000u
+#define KG_TPM_PERSISTENT_LAST 0x81ffffffu
+#define KG_TPM_HANDLE_PREFIX "handle:"
+
 struct kg_tpm_conf {
-	bool present;      /* the file has a [tpm] section */
-	char tcti[256];    /* e.g. "swtpm:host=127.0.0.1,port=2321", "device:/dev/tpmrm0" */
+	bool present;                 /* the file has a [tpm] section */
+	char tcti[256];               /* e.g. "swtpm:host=127.0.0.1,port=2321", "device:/dev/tpmrm0";
+				       * "": tpm2-tss's default search (tabrmd, tpmrm0, tpm0...) */
+	char key_fallback[PATH_MAX];  /* PEM key used (loudly) when the TPM is absent at start */
+	char cert_fallback[PATH_MAX]; /* its chain; "": [daemon] cert */
 };
 
 void kg_tpm_conf_defaults(void *sec);
@@ -25,5 +35,14 @@ int kg_tpm_conf_set(void *sec, const char *key, const char *value, const char *d
 		    size_t whylen);
 /* After the whole file: cross-checks against the rest of cfg. 0, or -1 with why. */
 int kg_tpm_conf_validate(void *sec, const struct kg_config *cfg, char *why, size_t whylen);
+
+/* "0x81000101" (hex, the persistent range) -> *handle. 0, or -1. */
+int kg_tpm_parse_handle(const char *text, uint32_t *handle);
+/* "handle:0x81000101" -> *handle. 0; -1 when keyref is not a handle reference or bad. */
+int kg_tpm_parse_keyref(const char *keyref, uint32_t *handle);
+/* A TCTI string of tpm2-tss's loader syntax, "name" or "name:conf", with no quotes,
+ * '$', '#', '\\' or control bytes (it travels through an environment variable and log
+ * lines). */
+bool kg_tpm_tcti_valid(const char *tcti);
 
 #endif
