@@ -1,0 +1,109 @@
+#!/bin/sh
+# The offload bench (issue 3, `make bench-vm`): the same MQTT QoS 1 load through
+# ktlsgated in each data path and through HAProxy, inside the guest. TCG timings mean
+# little, so cost is measured, not speed: the proxy's own CPU seconds (user and system
+# from /proc/PID/stat, all threads) per GB of payload relayed and per million
+# messages, net of connection setup, and RSS and fds per idle session. Results:
+# results.tsv, exported to the host and summarised by report.sh.
+# kgvm-timeout: 3000
+. "$KGVM_LIB"
+CONNS=${BENCH_CONNS:-50}
+SMALL_MSGS=${BENCH_SMALL_MSGS:-20000}
+BIG_MSGS=${BENCH_BIG_MSGS:-1000}
+IDLE=${BENCH_IDLE:-500}
+REPEAT=${BENCH_REPEAT:-1}
+TERMS=${BENCH_TERMS:-"ktls_splice ktls_tx userspace haproxy"}
+D=$KGVM_DATA
+TCK=100
+OUT=/tmp/results.tsv
+printf 'term\trep\tload\tmsgs\tbytes\tutime_s\tstime_s\textra\n' >$OUT
+
+cat >/tmp/mosq.conf <<EOC
+listener 1883 127.0.0.1
+allow_anonymous true
+max_inflight_messages 0
+max_queued_messages 100000
+EOC
+mosquitto -c /tmp/mosq.conf >/tmp/mosq.log 2>&1 &
+wait_port 1883 20 || fail "mosquitto did not start"
+
+cpu() { awk '{ print $14, $15 }' /proc/$1/stat; }
+rss_kb() { awk '/^VmRSS/ { print $2 }' /proc/$1/status; }
+
+start_term() {
+	case $1 in
+	haproxy)
+		haproxy -f $D/haproxy.cfg -db >/tmp/haproxy.log 2>&1 &
+		PID=$! PORT=8884 ;;
+	*)
+		relay=$1
+		[ "$1" = ktls_splice ] && relay=auto
+		mkdir -p /tmp/gw && cp -a $D/gw/. /tmp/gw/
+		sed -i "s/^relay = .*/relay = $relay/" /tmp/gw/ktlsgate.conf
+		ktlsgated -c /tmp/gw/ktlsgate.conf >/tmp/gw/gw.log 2>&1 &
+		PID=$! PORT=8883 ;;
+	esac
+	wait_port $PORT 30 || fail "$1 did not start"
+}
+
+kgb() {
+	_m=$1
+	shift
+	kg-bench "$_m" --target 127.0.0.1:$PORT --ca $D/pki/root/cert.pem --devices $D/pki/devices \
+		--timeout 60000 "$@" 2>>/tmp/kg-bench.log
+}
+
+# mode_check TERM: ktlsgated really ran the sessions in that data path.
+mode_check() {
+	case $1 in haproxy) return 0 ;; esac
+	n=$(wget -q -O - http://127.0.0.1:9100/metrics | awk -v m="ktlsgate_sessions_started_total{mode=\"$1\"}" '$1 == m { print $2 }')
+	[ "${n:-0}" -ge "$CONNS" ] || fail "$1: only ${n:-0} sessions in mode $1"
+}
+
+# publish TERM REP LOAD MSGS SIZE WINDOW: CPU of the relay alone = CPU of the run
+# minus CPU of a run that sets up the same connections and sends one message each
+# (handshakes dominate under TCG and are not what this bench is about).
+publish() {
+	c0=$(cpu $PID)
+	out=$(kgb publish --conns $CONNS --msgs $CONNS --size $5 --window 1) || fail "$1 $3 baseline: $out"
+	c1=$(cpu $PID)
+	out=$(kgb publish --conns $CONNS --msgs $4 --size $5 --window $6) || fail "$1 $3: kg-bench: $out"
+	c2=$(cpu $PID)
+	echo "$c0 $c1 $c2" | awk -v t="$1" -v r="$2" -v l="$3" -v m="$4" -v n="$CONNS" -v s="$5" -v k=$TCK \
+		'{ u = (($5 - $3) - ($3 - $1)) / k; y = (($6 - $4) - ($4 - $2)) / k;
+		   printf "%s\t%s\t%s\t%d\t%d\t%.3f\t%.3f\tsetup_user=%.2f setup_sys=%.2f\n", t, r, l, m - n, (m - n) * s, u, y, ($3 - $1) / k, ($4 - $2) / k }' >>$OUT
+	note "$1 #$2 $3: $(tail -1 $OUT | cut -f6-8 | tr '\t' ' ') s user/sys; $(echo "$out" | head -c 160)"
+}
+
+for rep in $(seq 1 $REPEAT); do
+	for t in $TERMS; do
+		start_term $t
+		# every device once (auto-enrolment writes its row), before anything is sampled
+		kgb handshake --count ${BENCH_DEVICES:-600} --concurrency 10 >/tmp/warm.out ||
+			fail "$t: warm-up failed: $(cat /tmp/warm.out) $(tail -3 /tmp/kg-bench.log) $(tail -5 /tmp/gw/gw.log 2>/dev/null)"
+		publish $t $rep small $SMALL_MSGS 256 16
+		publish $t $rep big $BIG_MSGS 65536 4
+		mode_check $t
+		kill $PID; wait $PID 2>/dev/null
+		# idle: a fresh server, RSS and fds before and after IDLE sessions
+		start_term $t
+		kgb handshake --count 20 --concurrency 5 >/dev/null || fail "$t: idle warm-up failed"
+		r0=$(rss_kb $PID) f0=$(ls /proc/$PID/fd | wc -l)
+		kgb idle --conns $IDLE --hold 4 --concurrency 10 >/tmp/idle.out &
+		ip=$!
+		i=0
+		while ! grep -q "^ready $IDLE" /tmp/idle.out 2>/dev/null; do
+			sleep 1; i=$((i + 1))
+			[ $i -lt 600 ] || fail "$t: idle sessions never all up: $(cat /tmp/idle.out)"
+		done
+		r1=$(rss_kb $PID) f1=$(ls /proc/$PID/fd | wc -l)
+		wait $ip
+		printf '%s\t%s\tidle\t%d\t0\t0\t0\trss_kib_per_session=%s fds_per_session=%s\n' $t $rep $IDLE \
+			"$(awk -v a=$r0 -v b=$r1 -v n=$IDLE 'BEGIN { printf "%.2f", (b - a) / n }')" \
+			"$(awk -v a=$f0 -v b=$f1 -v n=$IDLE 'BEGIN { printf "%.2f", (b - a) / n }')" >>$OUT
+		note "$t #$rep idle: $(tail -1 $OUT | cut -f8)"
+		kill $PID; wait $PID 2>/dev/null
+	done
+done
+kgvm_export $OUT results.tsv
+ok
