@@ -79,6 +79,7 @@ static void print_usage(FILE *f)
 	fputs(kg_cli_usage_verify, f);
 	fputs(kg_cli_usage_session, f);
 	fputs(kg_cli_usage_status, f);
+	fputs(kg_cli_usage_tpm, f);
 }
 
 static void verr(const char *fmt, va_list ap)

@@ -19,7 +19,7 @@
 #include "ktlsgate/tpm_conf.h"
 #include "ktlsgate/tpm_key.h"
 
-static const char usage_tpm[] =
+const char kg_cli_usage_tpm[] =
 	"ktlsgate tpm info [--tcti TCTI] [--json]\n"
 	"ktlsgate tpm keygen [--ecdsa|--rsa] (--handle 0x81000101 | --out FILE) [--tcti TCTI]\n"
 	"ktlsgate tpm csr --key (handle:0x81000101|FILE) --cn HOST [--out FILE] [--tcti TCTI]\n"
@@ -72,7 +72,7 @@ static int tpm_info(struct kg_cli *cli, int argc, char **argv)
 		switch (c) {
 		case 't': topt = optarg; break;
 		case 'j': json = true; break;
-		case 'h': fputs(usage_tpm, stdout); return KG_EXIT_OK;
+		case 'h': fputs(kg_cli_usage_tpm, stdout); return KG_EXIT_OK;
 		default: return kg_cli_bad_option(c, argv, "tpm info");
 		}
 	}
@@ -193,7 +193,7 @@ static int tpm_keygen(struct kg_cli *cli, int argc, char **argv)
 		case 'H': hopt = optarg; break;
 		case 'o': out = optarg; break;
 		case 't': topt = optarg; break;
-		case 'h': fputs(usage_tpm, stdout); return KG_EXIT_OK;
+		case 'h': fputs(kg_cli_usage_tpm, stdout); return KG_EXIT_OK;
 		default: return kg_cli_bad_option(c, argv, "tpm keygen");
 		}
 	}
@@ -275,7 +275,7 @@ static int tpm_csr(struct kg_cli *cli, int argc, char **argv)
 		case 'n': cn = optarg; break;
 		case 'o': out = optarg; break;
 		case 't': topt = optarg; break;
-		case 'h': fputs(usage_tpm, stdout); return KG_EXIT_OK;
+		case 'h': fputs(kg_cli_usage_tpm, stdout); return KG_EXIT_OK;
 		default: return kg_cli_bad_option(c, argv, "tpm csr");
 		}
 	}
@@ -354,7 +354,7 @@ static int tpm_flush(struct kg_cli *cli, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case 't': topt = optarg; break;
-		case 'h': fputs(usage_tpm, stdout); return KG_EXIT_OK;
+		case 'h': fputs(kg_cli_usage_tpm, stdout); return KG_EXIT_OK;
 		default: return kg_cli_bad_option(c, argv, "tpm flush");
 		}
 	}
@@ -387,5 +387,5 @@ int kg_cli_tpm(struct kg_cli *cli, int argc, char **argv)
 		{ NULL, NULL },
 	};
 
-	return kg_cli_dispatch(cli, argc, argv, verbs, usage_tpm);
+	return kg_cli_dispatch(cli, argc, argv, verbs, kg_cli_usage_tpm);
 }

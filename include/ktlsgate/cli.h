@@ -121,5 +121,6 @@ extern const char kg_cli_usage_device[];
 extern const char kg_cli_usage_verify[];
 extern const char kg_cli_usage_session[];
 extern const char kg_cli_usage_status[];
+extern const char kg_cli_usage_tpm[];
 
 #endif
