@@ -30,6 +30,9 @@ for cs in $SUITES13; do
 	[ $((r1 - r0)) -eq 1 ] || fail "$cs: keyupdate_refused +$((r1 - r0)), want 1"
 	note "$cs: not requested -> followed, session went on; requested -> alert, closed"
 done
+# close_notify in ktls_tx: answered in order (ours goes out through kernel TLS)
+out=$(probe dev3 close 2>&1)
+echo "$out" | grep -q '^close: close_notify' || fail "ktls_tx close: $out"
 grep -q '"reason":"tls_key_update"' /tmp/gw/gw.log || fail "no audit line with reason tls_key_update"
 # TLS 1.2 under ktls_tx: both directions offloaded by OpenSSL -> spliced.
 s0=$(metric 'ktlsgate_sessions_started_total{mode="ktls_splice"}')
