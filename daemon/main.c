@@ -27,6 +27,7 @@
 #include "ktlsgate/config.h"
 #include "ktlsgate/control_server.h"
 #include "ktlsgate/daemon.h"
+#include "ktlsgate/edge.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
 #include "ktlsgate/tls.h"
@@ -99,7 +100,9 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	size_t cas = 0;
 	int rc = 1;
 
-	if (access(cfg->cert_file, F_OK) == 0 && access(cfg->key_file, F_OK) == 0) {
+	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
+	if (access(cfg->cert_file, F_OK) == 0 &&
+	    (strncmp(cfg->key_file, "handle:", 7) == 0 || access(cfg->key_file, F_OK) == 0)) {
 		SSL_CTX *ctx = kg_tls_ctx_new(cfg, err, sizeof(err));
 
 		if (ctx == NULL) {
@@ -242,6 +245,8 @@ int main(int argc, char **argv)
 	}
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
+	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
+	d->edge = kg_edge_start(cfg);
 
 	/* 4. sockets */
 	raise_fd_limit();
@@ -321,6 +326,7 @@ out_fds:
 	if (d->epfd >= 0)
 		close(d->epfd);
 out_snap:
+	kg_edge_stop(d->edge);
 	kg_snapshot_put(d->snap);
 out_writer:
 	kg_writer_stop(d->writer);

@@ -46,6 +46,7 @@ struct kg_daemon {
 	unsigned n_workers;
 	struct kg_writer *writer;           /* registry writes off the hot path */
 	struct kg_metrics_http *metrics_http;
+	struct kg_edge *edge;               /* XDP gate (edge.h); inactive without BPF */
 
 	int control_fd;
 	int signal_fd;
