@@ -24,6 +24,7 @@
 #include "ktlsgate/conn.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
+#include "ktlsgate/edge.h"
 #include "ktlsgate/relay.h"
 #include "ktlsgate/tls.h"
 #include "ktlsgate/worker.h"
@@ -166,12 +167,16 @@ void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st)
 		     kg_conn_state_names[st]);
 	kg_metric_gauge(&c->w->metrics.conns_by_state[c->state], -1);
 	kg_metric_gauge(&c->w->metrics.conns_by_state[st], 1);
+	/* Handshakes in flight: the accept cap, and the steering program's load. */
 	if (c->state == KG_ST_TLS_HANDSHAKE && st != KG_ST_TLS_HANDSHAKE) {
 		atomic_fetch_sub(&c->w->d->n_handshakes, 1);
+		kg_edge_handshake(c->w->d->edge, c->w->idx, -1);
 		kg_worker_accept_resume(c->w);
 	}
-	if (st == KG_ST_TLS_HANDSHAKE && c->state != KG_ST_TLS_HANDSHAKE)
+	if (st == KG_ST_TLS_HANDSHAKE && c->state != KG_ST_TLS_HANDSHAKE) {
 		atomic_fetch_add(&c->w->d->n_handshakes, 1);
+		kg_edge_handshake(c->w->d->edge, c->w->idx, 1);
+	}
 
 	/* States that share a deadline kind share the deadline: the handshake timeout
 	 * counts from accept, the CONNECT timeout from the end of the handshake. */
@@ -210,6 +215,9 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		kg_metric_add(&c->w->metrics.decisions_allow[reason], 1);
 	else
 		kg_metric_add(&c->w->metrics.decisions_deny[reason], 1);
+	/* Verification and policy refusals feed the XDP gate (it ignores the rest). */
+	if (!allow && c->peer_salen > 0)
+		kg_edge_note_refusal(c->w->d->edge, &c->peer_sa.sa, c->peer_salen, reason);
 	c->audited = true;
 }
 
@@ -238,7 +246,6 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	struct timespec now;
 	int one = 1;
 
-	(void)salen;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		close(fd);
@@ -255,6 +262,10 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->since = now.tv_sec;
 	c->mode = KG_MODE_USERSPACE;
 	format_peer(sa, c->peer, sizeof(c->peer));
+	if (salen > 0 && salen <= sizeof(c->peer_sa)) {
+		memcpy(&c->peer_sa, sa, salen);
+		c->peer_salen = salen;
+	}
 	/* MQTT is request/response with small packets: Nagle only adds latency. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 

@@ -70,9 +70,28 @@ static char *render_metrics(void *arg, size_t *len)
 		.start_time = d->started,
 	};
 
+	char *body, *all = NULL;
+	size_t all_len = 0;
+	FILE *f;
+
 	for (unsigned i = 0; i < d->n_workers; i++)
 		per[i] = &d->workers[i].metrics;
-	return kg_metrics_render(per, d->n_workers, &info, len);
+	body = kg_metrics_render(per, d->n_workers, &info, len);
+	if (body == NULL)
+		return NULL;
+	/* The XDP gate's counters follow the daemon's (the HTTP side free()s the body). */
+	f = open_memstream(&all, &all_len);
+	if (f == NULL)
+		return body;
+	fwrite(body, 1, *len, f);
+	(void)kg_edge_metrics_write(d->edge, f);
+	if (fclose(f) != 0) {
+		free(all);
+		return body;
+	}
+	free(body);
+	*len = all_len;
+	return all;
 }
 
 /* Devices x 2 fds each: make the soft fd limit the hard one. */
@@ -281,6 +300,11 @@ int main(int argc, char **argv)
 		}
 		started_workers = i + 1;
 	}
+	/* Worker steering: each worker's listener joins the reuseport group's sockarray. */
+	for (unsigned i = 0; i < d->n_workers; i++)
+		for (size_t j = 0; j < d->workers[i].n_listeners; j++)
+			(void)kg_edge_steer_listener(d->edge, d->n_workers, (unsigned)j, i,
+						     d->workers[i].listeners[j].fd);
 	if (cfg->metrics_enabled) {
 		d->metrics_http = kg_metrics_http_start(&cfg->metrics_listen, render_metrics, d, err,
 							sizeof(err));

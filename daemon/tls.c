@@ -213,9 +213,22 @@ int kg_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 		ERR_clear_error();
 		return KG_E_PROTO;
 	}
+	/* OpenSSL 3 reports a peer's EOF mid-handshake as an SSL error, not SYSCALL. */
+	if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+		*reason = KG_REASON_PEER_CLOSED;
+		ERR_clear_error();
+		return KG_E_PROTO;
+	}
 	switch (tls_result(c, ret)) {
 	case KG_E_AGAIN:
 		return KG_E_AGAIN;
+	case 0:
+	case KG_E_IO:
+		/* The peer hung up (FIN or reset) mid-handshake: a scan or a dropped
+		 * link, not a failed TLS exchange (the XDP gate counts only the latter). */
+		*reason = KG_REASON_PEER_CLOSED;
+		return KG_E_PROTO;
 	default:
 		*reason = KG_REASON_TLS_FAILED;
 		return KG_E_PROTO;

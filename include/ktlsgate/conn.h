@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <openssl/ssl.h>
@@ -90,6 +91,12 @@ struct kg_conn {
 	uint32_t ev_events;
 
 	char peer[64];
+	union {                            /* the device's address (the XDP gate keys on it) */
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer_sa;
+	socklen_t peer_salen;
 	bool identified, verify_ran, decided, audited;
 	enum kg_reason verify_reason;
 	int x509_err;

@@ -66,6 +66,7 @@ pin_dir = $KG_EDGE_BPFFS/ktlsgate
 EOF
 	pki_setup "$WORK/pki" || return 1
 	device_cert edgedev "$PKI/factory" || return 1
+	device_cert strangerdev "$PKI/factory" || return 1   # never added: unknown_device
 	kg device add edgedev >/dev/null || return 1
 	# a pin left by an older build with another layout: replaced at start (t_attached)
 	mkdir -p "$KG_EDGE_BPFFS/ktlsgate"
@@ -122,6 +123,31 @@ t_denied_source_dropped() {
 	out=$(tcp 10.77.0.3 $GATE4 9 1 1500)
 	echo "    blocked 10.77.0.3 to port 9: $out"
 	[ "$(field refused <<<"$out")" = 1 ] || { note "other port not passed for a blocked source: $out"; return 1; }
+}
+
+# The daemon feeds the gate: a source whose device fails policy fail_threshold times
+# (5) within the window is denied at XDP: its next SYN never reaches accept().
+t_refusals_feed_gate() {
+	local i out a0 a1
+	dev ip addr add 10.77.0.9/24 dev veth-d 2>/dev/null || true
+	for i in 1 2 3 4 5; do
+		out=$(dev timeout 30 $PY "$KGC" connect $(dev_args strangerdev) --host $GATE4 --source 10.77.0.9 | head -1)
+		grep -q 'connack 0x05' <<<"$out" || { note "attempt $i: not refused by policy: $out"; return 1; }
+	done
+	for i in $(seq 50); do
+		kg block list | grep -q '10.77.0.9' && break
+		sleep 0.05
+	done
+	out=$(kg block list)
+	echo "    after 5 refusals: $(grep '10.77.0.9' <<<"$out")"
+	grep -q '10.77.0.9' <<<"$out" || { note "10.77.0.9 not denied after 5 refusals: $out"; return 1; }
+	a0=$(accepted)
+	out=$(tcp 10.77.0.9 $GATE4 $PORT 2 1500)
+	a1=$(accepted)
+	[ "$(field timeout <<<"$out")" = 2 ] && [ "$a1" = "$a0" ] ||
+		{ note "denied source still reached the daemon: $out (accepted $a0 -> $a1)"; return 1; }
+	# scans that hang up mid-handshake do not count (t_rate_storm's other source)
+	kg block remove 10.77.0.9 >/dev/null
 }
 
 t_allow_list_wins() {
@@ -262,7 +288,7 @@ t_without_cap_bpf() {
 	stop_gateway
 }
 
-ALL_TESTS=(t_attached t_allowed_source_connects t_denied_source_dropped t_allow_list_wins
+ALL_TESTS=(t_attached t_allowed_source_connects t_denied_source_dropped t_refusals_feed_gate t_allow_list_wins
 	t_block_cli t_expiry t_rate_storm t_link_added_later t_detach_on_exit
 	t_generic_mode_after_restart t_without_cap_bpf)
 

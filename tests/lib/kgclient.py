@@ -119,7 +119,8 @@ def client_ctx(ca, cert=None, key=None):
 
 
 def tls_open(a):
-    raw = socket.create_connection((a.host, a.port), timeout=a.timeout)
+    src = (a.source, 0) if getattr(a, "source", None) else None
+    raw = socket.create_connection((a.host, a.port), timeout=a.timeout, source_address=src)
     ctx = client_ctx(a.ca, a.cert, a.key)
     s = ctx.wrap_socket(raw, server_hostname=a.host)
     return s
@@ -597,6 +598,7 @@ def main():
 
     def common(sp, tls=True):
         sp.add_argument("--host", default="127.0.0.1")
+        sp.add_argument("--source", help="local address to connect from")
         sp.add_argument("--port", type=int, required=True)
         sp.add_argument("--timeout", type=float, default=5.0)
         if tls:
