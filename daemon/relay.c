@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ktlsgate/daemon.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
 #include "ktlsgate/relay.h"
@@ -98,17 +99,26 @@ int kg_relay_fill_down(struct kg_conn *c, bool *drained, enum kg_reason *why)
 	return progress;
 }
 
-bool kg_relay_finished(const struct kg_conn *c, enum kg_reason *why)
+bool kg_relay_finished(struct kg_conn *c, bool up_pending, bool down_pending,
+		       enum kg_reason *why)
 {
-	/* MQTT has no use for half-open sessions: once a side has said all it will say
-	 * and that has been delivered, the session is over. */
-	if (c->be_eof && c->down.len == 0) {
-		*why = KG_REASON_BACKEND_CLOSED;
+	/* The broker has said all it will say and it was delivered: the session is over
+	 * (the caller sends our close_notify). */
+	if (c->be_eof && !down_pending) {
+		*why = c->dev_eof ? KG_REASON_PEER_CLOSED : KG_REASON_BACKEND_CLOSED;
 		return true;
 	}
-	if (c->dev_eof && c->up.len == 0) {
-		*why = KG_REASON_PEER_CLOSED;
-		return true;
+	/* The device has (close_notify or FIN) and its bytes reached the broker: pass the
+	 * FIN on and keep relaying the broker's answer until it closes. Closing at once
+	 * would reset the broker over its unread PUBACKs, and it drops PUBLISHes it had
+	 * not yet processed. The wait is bounded by refuse_linger_ms. */
+	if (c->dev_eof && !up_pending && !c->be_shut) {
+		c->be_shut = true;
+		if (shutdown(c->be.fd, SHUT_WR) < 0) {
+			*why = KG_REASON_PEER_CLOSED;
+			return true;
+		}
+		c->deadline_ms = kg_now_ms() + c->snap->cfg.refuse_linger_ms;
 	}
 	return false;
 }
@@ -206,7 +216,7 @@ static enum kg_step userspace_pump(struct kg_conn *c)
 			goto out_close;
 	} while (a > 0 || b > 0);
 
-	if (kg_relay_finished(c, &why))
+	if (kg_relay_finished(c, c->up.len > c->up.off, c->down.len > c->down.off, &why))
 		goto out_close;
 	if (!c->dev_eof && c->up.len < KG_RELAY_BUF)
 		dev_ev |= EPOLLIN;

@@ -491,27 +491,10 @@ static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_r
 	return progress;
 }
 
-/*
- * End of stream, in order. The device's close_notify (or FIN): once everything it
- * sent reached the broker, FIN the broker and keep delivering the broker's answer
- * until it closes (bounded by refuse_linger_ms). The broker's close: once its bytes
- * reached the device, our close_notify, then close. True: the session is over.
- */
+/* End of stream, in order: kg_relay_finished() with the pipes counted as pending. */
 static bool ktls_finished(struct kg_conn *c, enum kg_reason *why)
 {
-	if (c->be_eof && !dir_pending(c, KG_DIR_DOWN)) {
-		*why = c->dev_eof ? KG_REASON_PEER_CLOSED : KG_REASON_BACKEND_CLOSED;
-		return true;
-	}
-	if (c->dev_eof && !dir_pending(c, KG_DIR_UP) && !c->be_shut) {
-		c->be_shut = true;
-		if (shutdown(c->be.fd, SHUT_WR) < 0) {
-			*why = KG_REASON_PEER_CLOSED;
-			return true;
-		}
-		c->deadline_ms = kg_now_ms() + c->snap->cfg.refuse_linger_ms;
-	}
-	return false;
+	return kg_relay_finished(c, dir_pending(c, KG_DIR_UP), dir_pending(c, KG_DIR_DOWN), why);
 }
 
 /* Arm epoll: read a source only when its direction holds nothing (back-pressure),

@@ -323,9 +323,10 @@ static enum kg_step record_pump(struct kg_conn *c)
 			goto out_close;
 	} while (a > 0 || b > 0);
 
-	if (kg_relay_finished(c, &why)) {
-		if (why == KG_REASON_BACKEND_CLOSED)
-			queue_alert(c, 1, TLS_ALERT_CLOSE_NOTIFY);
+	if (kg_relay_finished(c, c->up.len > c->up.off,
+			      c->down.len > c->down.off || rs->rout.len > rs->rout.off, &why)) {
+		/* an orderly end in either direction gets our close_notify (RFC 8446 6.1) */
+		queue_alert(c, 1, TLS_ALERT_CLOSE_NOTIFY);
 		goto out_close;
 	}
 	if (!c->dev_eof && rs->rin.len < RAW_IN_CAP)

@@ -39,10 +39,13 @@ int kg_relay_fill_down(struct kg_conn *c, bool *drained, enum kg_reason *why);
  * progress, 0 none, <0 close with *why set. */
 int kg_relay_ssl_up(struct kg_conn *c, enum kg_reason *why);
 
-/* Has a side said all it will say, and has it all been delivered? Then the session is
- * over (*why says which side ended it). */
-bool kg_relay_finished(const struct kg_conn *c, enum kg_reason *why);
-/* Arm epoll after a pump: dev_ev is what the device side needs (relay-specific), the
+/* End of stream, in order, for every relay: once the broker closed and everything it
+ * sent reached the device, the session is over (true, *why set; the caller sends our
+ * close_notify). Once the device's stream ended and its bytes reached the broker, the
+ * broker gets a FIN and the session goes on until the broker closes (at most
+ * refuse_linger_ms). *_pending: bytes of that direction not yet delivered. */
+bool kg_relay_finished(struct kg_conn *c, bool up_pending, bool down_pending,
+		       enum kg_reason *why);/* Arm epoll after a pump: dev_ev is what the device side needs (relay-specific), the
  * broker side follows from c->up / c->down; a side at EOF is unregistered unless it
  * is still written to. Returns 0 or -1. */
 int kg_relay_arm(struct kg_conn *c, uint32_t dev_ev);

@@ -67,6 +67,8 @@ struct opts {
 	long qos;
 	long window;              /* publish: PUBLISHes in flight per connection */
 	long hold;                /* idle: seconds to hold once all are connected */
+	long gate;                /* publish: -1 = publish at once; else print "ready N" once
+				   * all are connected and start publishing this many s later */
 	long ping;                /* idle: PINGREQ interval, seconds */
 	long timeout_ms;          /* set-up and reply deadline */
 	long threads;
@@ -95,6 +97,7 @@ struct shared {
 	atomic_long setup_failed; /* idle: connections that failed before their CONNACK */
 	atomic_int stop;          /* duration over or signal: start nothing new */
 	atomic_ullong hold_end;   /* idle: monotonic ns at which to close; 0 = not yet */
+	atomic_int go;            /* publish: may PUBLISH now (--gate) */
 	atomic_int running;       /* threads still in their loop */
 };
 
@@ -397,6 +400,8 @@ static int publish_fill(struct conn *c)
 	const struct opts *o = sh->o;
 	size_t need = (size_t)o->size + 64;
 
+	if (!atomic_load(&sh->go))
+		return 0;   /* --gate: not yet */
 	while (c->inflight < o->window) {
 		uint16_t pid = c->next_pid;
 		size_t n;
@@ -653,7 +658,7 @@ static void conn_drive(struct conn *c, uint32_t events)
 	if (c->state == ST_READY && o->mode == MODE_PUBLISH) {
 		if (publish_fill(c) != 0)
 			return;
-		if (c->inflight == 0 && c->wlen == 0) {
+		if (c->inflight == 0 && c->wlen == 0 && atomic_load(&c->t->sh->go)) {
 			conn_finish(c);  /* budget spent and everything acknowledged */
 			return;
 		}
@@ -710,6 +715,18 @@ static void tick(struct thread *t, uint64_t now)
 
 		if (c->state == ST_FREE)
 			continue;
+		if (o->mode == MODE_PUBLISH && c->state == ST_READY && !atomic_load(&sh->go)) {
+			c->deadline = now + timeout;   /* waiting at the --gate is not a timeout */
+			continue;
+		}
+		if (o->mode == MODE_PUBLISH && c->state == ST_READY && c->inflight == 0 &&
+		    c->wlen == 0 && atomic_load(&sh->to_send) > 0) {
+			/* the --gate opened: start this connection's window */
+			if (publish_fill(c) != 0)
+				continue;
+			(void)conn_flush(c);
+			continue;
+		}
 		if (c->deadline != 0 && now > c->deadline) {
 			if (c->state == ST_READY && o->mode == MODE_PUBLISH && c->inflight == 0 &&
 			    atomic_load(&sh->to_send) <= 0) {
@@ -941,6 +958,7 @@ static void usage(FILE *f)
 		"                          [--count N] [--concurrency C] [--duration S]\n"
 		"       kg-bench publish   --target HOST:PORT --ca ROOT.pem --devices DIR\n"
 		"                          --conns N --msgs M [--size BYTES] [--qos 1] [--window W]\n"
+		"                          [--gate S]  (print \"ready N\" when connected, publish S s later)\n"
 		"       kg-bench idle      --target HOST:PORT --ca ROOT.pem --devices DIR\n"
 		"                          --conns N --hold S [--ping S] [--concurrency C]\n"
 		"common: [-t THREADS] [--timeout MS] [--mqtt 3|4|5] [--servername NAME]\n"
@@ -1022,6 +1040,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "qos", required_argument, NULL, 'q' },
 		{ "window", required_argument, NULL, 'w' },
 		{ "hold", required_argument, NULL, 'H' },
+		{ "gate", required_argument, NULL, 'G' },
 		{ "ping", required_argument, NULL, 'p' },
 		{ "timeout", required_argument, NULL, 'o' },
 		{ "threads", required_argument, NULL, 't' },
@@ -1035,7 +1054,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	char *end;
 
 	*o = (struct opts){ .count = 1000, .concurrency = 50, .conns = 10, .msgs = 10000,
-			    .size = 256, .qos = 1, .window = 16, .hold = 10, .ping = 5,
+			    .size = 256, .qos = 1, .window = 16, .hold = 10, .gate = -1, .ping = 5,
 			    .timeout_ms = 10000, .threads = 1 };
 	if (argc < 2) {
 		usage(stderr);
@@ -1066,6 +1085,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'q': rc = parse_long("qos", optarg, 1, 1, &o->qos); break;
 		case 'w': rc = parse_long("window", optarg, 1, TS_SLOTS, &o->window); break;
 		case 'H': rc = parse_long("hold", optarg, 0, 86400, &o->hold); break;
+		case 'G': rc = parse_long("gate", optarg, 0, 3600, &o->gate); break;
 		case 'p': rc = parse_long("ping", optarg, 1, 3600, &o->ping); break;
 		case 'o': rc = parse_long("timeout", optarg, 1, 3600000, &o->timeout_ms); break;
 		case 't': rc = parse_long("threads", optarg, 1, MAX_THREADS, &o->threads); break;
@@ -1120,6 +1140,7 @@ int main(int argc, char **argv)
 	long ok = 0, errors = 0, pings = 0, wanted, nthreads, nalloc = 0, per_thread_slots;
 	uint64_t t0, first = 0, last = 0;
 	bool ready_said = false, interrupted = false;
+	uint64_t gate_at = 0;
 	double wall;
 	int ret = 1;
 
@@ -1159,6 +1180,7 @@ int main(int argc, char **argv)
 		sh.payload[i] = (uint8_t)('a' + i % 26);
 	atomic_init(&sh.next, 0);
 	atomic_init(&sh.to_send, o.mode == MODE_PUBLISH ? o.msgs : 0);
+	atomic_init(&sh.go, o.mode != MODE_PUBLISH || o.gate < 0);
 	atomic_init(&sh.established, 0);
 	atomic_init(&sh.setup_failed, 0);
 	atomic_init(&sh.stop, 0);
@@ -1224,6 +1246,16 @@ int main(int argc, char **argv)
 		}
 		if (o.duration > 0 && (double)(now - t0) / 1e9 >= o.duration)
 			atomic_store(&sh.stop, 1);
+		if (o.mode == MODE_PUBLISH && o.gate >= 0 && !ready_said &&
+		    atomic_load(&sh.established) + atomic_load(&sh.setup_failed) >= o.conns) {
+			/* --gate: the caller samples the server between "ready" and the start */
+			printf("ready %ld\n", atomic_load(&sh.established));
+			fflush(stdout);
+			ready_said = true;
+			gate_at = now + (uint64_t)o.gate * 1000000000u;
+		}
+		if (gate_at != 0 && now >= gate_at && !atomic_load(&sh.go))
+			atomic_store(&sh.go, 1);
 		if (o.mode == MODE_IDLE && !ready_said &&
 		    atomic_load(&sh.established) + atomic_load(&sh.setup_failed) >= o.conns) {
 			printf("ready %ld\n", atomic_load(&sh.established));

@@ -1,0 +1,10 @@
+# mk/testtools.mk - test clients built from tests/lib (no daemon sources claimed).
+# kg-mqttcheck: byte-exact MQTT through the gate in both directions, the pipelined /
+# split switch stress, close_notify and KeyUpdate behaviour (docs/testing-tools.md).
+# Plain C + OpenSSL + libkg's MQTT codec, so the VM guest (mk/ktls.mk) can run it too.
+$(BUILD)/kg-mqttcheck: $(BUILD)/tests/lib/kg_mqttcheck.o $(BUILD)/libkg.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+# tests/integration/test-relay-exact.sh runs it.
+check-integration: $(BUILD)/kg-mqttcheck
+check-integration-asan: $(BUILD)/kg-mqttcheck
