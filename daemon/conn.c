@@ -581,6 +581,7 @@ static enum kg_step st_handoff(struct kg_conn *c)
 	const struct kg_relay_ops *r = kg_relay_start(c, &again);
 
 	if (r == NULL && again) {
+		kg_metric_add(&c->w->metrics.handoff_waits, 1);
 		/* Half a TLS record sits inside OpenSSL: wait for the rest of it, and
 		 * leave the broker alone meanwhile (the handoff deadline still runs). */
 		if (kg_conn_watch(c, &c->dev, EPOLLIN) < 0 || kg_conn_watch(c, &c->be, 0) < 0) {

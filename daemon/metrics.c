@@ -146,6 +146,9 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t k = 0; k < KG_KTLS_CTRL_MAX; k++)
 		put(&o, "ktlsgate_ktls_control_records_total{kind=\"%s\"} %llu\n", ctrl_names[k],
 		    (unsigned long long)SUM_U(ktls_ctrl[k]));
+	put(&o, "# HELP ktlsgate_handoff_waits_total Handoffs that waited for the rest of a TLS record.\n"
+		"# TYPE ktlsgate_handoff_waits_total counter\n"
+		"ktlsgate_handoff_waits_total %llu\n", (unsigned long long)SUM_U(handoff_waits));
 	put(&o, "# HELP ktlsgate_splice_pipes Pipes held by sessions with bytes in flight.\n"
 		"# TYPE ktlsgate_splice_pipes gauge\n"
 		"ktlsgate_splice_pipes %lld\n", (long long)SUM_I(pipes_in_use));

@@ -63,7 +63,12 @@ set_relay() {
 
 # mode_for RELAY: the data path the daemon reports for sessions in that config.
 mode_for() {
-	case $1 in auto) echo userspace ;; openssl) echo userspace_ssl ;; esac
+	case $1 in
+	auto) # kernel TLS where the kernel has it (tests/vm covers that host-side gap)
+		if grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; then echo ktls_splice
+		else echo userspace; fi ;;
+	openssl) echo userspace_ssl ;;
+	esac
 }
 
 started() {

@@ -25,7 +25,7 @@ start_gw() {
 	shift
 	mkdir -p /tmp/gw
 	cp -a "$GW"/. /tmp/gw/
-	sed -i "s/^relay = .*/relay = $_relay/; s/^log_level = .*/log_level = debug/" /tmp/gw/ktlsgate.conf
+	sed -i "s/^relay = .*/relay = $_relay/; s/^log_level = .*/log_level = ${GW_LOG_LEVEL:-debug}/; s/^client_id_check = .*/client_id_check = ${GW_CID_CHECK:-exact}/" /tmp/gw/ktlsgate.conf
 	for l in "$@"; do echo "$l" >>/tmp/gw/ktlsgate.conf; done
 	ktlsgated -c /tmp/gw/ktlsgate.conf >/tmp/gw/gw.log 2>&1 &
 	GW_PID=$!
@@ -58,3 +58,22 @@ probe() {
 # the suites as OpenSSL names them: "VERSION CIPHERS"
 SUITES13="TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256"
 SUITES12="ECDHE-ECDSA-AES128-GCM-SHA256 ECDHE-ECDSA-AES256-GCM-SHA384 ECDHE-ECDSA-CHACHA20-POLY1305"
+
+# mqc NAME ARGS...: kg-mqttcheck as device dev4 (many client ids: needs GW_CID_CHECK=off);
+# JSON in /tmp/NAME.json, stderr in /tmp/NAME.err; prints its summary line.
+mqc() {
+	_n=$1
+	shift
+	kg-mqttcheck --gw 127.0.0.1:$GWPORT --broker 127.0.0.1:1883 --ca "$CA" \
+		--cert "$PKI/dev/dev4/chain.pem" --key "$PKI/dev/dev4/key.pem" \
+		--client-id "$_n-%u" --topic "exact/$_n" "$@" >/tmp/$_n.json 2>/tmp/$_n.err
+	_rc=$?
+	note "$_n: $(grep -m1 '^kg-mqttcheck: [0-9]' /tmp/$_n.err | sed 's/^kg-mqttcheck: //')"
+	[ $_rc = 0 ] || note "$_n: $(grep -m3 -E '^(FAIL|  conn)' /tmp/$_n.err | tr '\n' ' ' | cut -c1-300)"
+	return $_rc
+}
+
+# started MODE: sessions the daemon handed to that data path so far.
+started() {
+	metric "ktlsgate_sessions_started_total{mode=\"$1\"}"
+}
