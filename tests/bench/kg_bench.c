@@ -93,8 +93,8 @@ struct shared {
 	uint8_t *payload;
 	atomic_long next;         /* handshake: attempts started; idle: connections started */
 	atomic_long to_send;      /* publish: PUBLISHes not yet reserved (may go negative) */
-	atomic_long established;  /* idle: connections that got their CONNACK */
-	atomic_long setup_failed; /* idle: connections that failed before their CONNACK */
+	atomic_long established;  /* idle, publish: connections that got their CONNACK */
+	atomic_long setup_failed; /* idle, publish: connections that failed before their CONNACK */
 	atomic_int stop;          /* duration over or signal: start nothing new */
 	atomic_ullong hold_end;   /* idle: monotonic ns at which to close; 0 = not yet */
 	atomic_int go;            /* publish: may PUBLISH now (--gate) */
@@ -269,7 +269,7 @@ static void conn_fail(struct conn *c, const char *what)
 	struct thread *t = c->t;
 
 	note_error(t, "conn %ld (%s): %s", c->id, t->sh->dev[(size_t)c->id % t->sh->ndev].cn, what);
-	if (t->sh->o->mode == MODE_IDLE && c->state != ST_READY)
+	if (t->sh->o->mode != MODE_HANDSHAKE && c->state != ST_READY)
 		atomic_fetch_add(&t->sh->setup_failed, 1);
 	conn_release(c);
 }
@@ -451,6 +451,7 @@ static int on_connected(struct conn *c)
 		return -1;
 	case MODE_PUBLISH:
 		c->deadline = now + (uint64_t)o->timeout_ms * 1000000u;
+		atomic_fetch_add(&sh->established, 1);   /* for --gate's "ready" */
 		return publish_fill(c);
 	case MODE_IDLE:
 		if (lat_add(&t->lat, now - c->t_start) != 0) {
