@@ -525,6 +525,7 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 		return KG_STEP_DONE;
 	}
 	c->mqtt_level = mc.level;
+	c->connect_len = (uint32_t)mc.packet_len;
 	if (!c->verdict.allow)
 		return conn_refuse(c, c->verdict.reason, c->verdict.connack, NULL);
 	if (!kg_policy_client_id_ok(cfg, &c->id, mc.client_id, mc.client_id_len))
@@ -595,6 +596,9 @@ static enum kg_step st_handoff(struct kg_conn *c)
 		return KG_STEP_DONE;
 	}
 	c->mode = r->mode;
+	/* the CONNECT is not counted: only what the device pipelined behind it */
+	if (c->up.len > c->up.off + c->connect_len)
+		kg_metric_add(&c->w->metrics.handoff_carried, c->up.len - c->up.off - c->connect_len);
 	kg_metric_gauge(&c->w->metrics.sessions_by_mode[c->mode], 1);
 	kg_metric_add(&c->w->metrics.sessions_started[c->mode], 1);
 	kg_log_debug("conn=%llu dev=%s: relaying in %s mode", (unsigned long long)c->cid,

@@ -413,6 +413,68 @@ static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_r
 		progress |= r;
 		if ((d == KG_DIR_UP ? c->up.len : c->down.len) > 0)
 			break;   /* destination full */
+		/* Fill the pipe with what the source has (a kTLS source gives one record per
+		 * call), then drain it with one splice: fewer calls, larger TCP sends. */
+		if (!*eof && (p == NULL || p->len < p->cap)) {
+			if ((p == NULL || p->len == 0) && !splice_worth_it(src)) {
+				/* Little to move: one copy through a small buffer costs less
+				 * than two splices and a pipe (HAProxy's splice-auto idea). */
+				r = copy_in(c, d, src, src_ktls, why);
+				if (r < 0)
+					return -1;
+				if (r == 0)
+					break;
+				progress = 1;
+				continue;
+			}
+			if (p == NULL) {
+				p = kg_pipe_get(&c->w->pipes);
+				if (p == NULL) {
+					kg_log_warnx("conn=%llu: no pipe for splice: %s",
+						     (unsigned long long)c->cid, strerror(errno));
+					*why = KG_REASON_OVERLOAD;
+					return -1;
+				}
+				c->pipe[d] = p;
+				kg_metric_gauge(&c->w->metrics.pipes_in_use, 1);
+			}
+			n = splice(src, NULL, p->wr, NULL, p->cap - p->len,
+				   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+			if (n > 0) {
+				p->len += (uint32_t)n;
+				progress = 1;
+				continue;
+			}
+			if (n == 0) {
+				*eof = true;
+				progress = 1;
+			} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				/* the source is empty, or the pipe's slots are: drain below */
+			} else if (src_ktls && (errno == EINVAL || errno == EIO)) {
+				/* A non-data record is next. Read it only with the pipe empty, so
+				 * whatever recvmsg returns is in order behind what went before. */
+				if (p->len == 0) {
+					r = read_control(c, why);
+					if (r < 0)
+						return -1;
+					if (r == 0)
+						break;
+					progress = 1;
+					continue;
+				}
+			} else {
+				kg_log_info("conn=%llu dev=%s: splice %s: %s", (unsigned long long)c->cid,
+					    c->id.device_id,
+					    d == KG_DIR_UP ? "device->broker" : "broker->device",
+					    strerror(errno));
+				if (src_ktls && errno == EBADMSG)
+					*why = KG_REASON_TLS_FAILED;   /* decryption failed */
+				else
+					*why = d == KG_DIR_UP ? KG_REASON_PEER_CLOSED
+							      : KG_REASON_BACKEND_CLOSED;
+				return -1;
+			}
+		}
 		if (p != NULL && p->len > 0) {
 			n = splice(p->rd, NULL, dst, NULL, p->len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 			if (n < 0) {
@@ -426,62 +488,7 @@ static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_r
 			progress = 1;
 			continue;
 		}
-		if (*eof)
-			break;
-		if (!splice_worth_it(src)) {
-			/* Little to move: one copy through a small buffer costs less than two
-			 * splices and a pipe (HAProxy's splice-auto idea). */
-			r = copy_in(c, d, src, src_ktls, why);
-			if (r < 0)
-				return -1;
-			if (r == 0)
-				break;
-			progress = 1;
-			continue;
-		}
-		if (p == NULL) {
-			p = kg_pipe_get(&c->w->pipes);
-			if (p == NULL) {
-				kg_log_warnx("conn=%llu: no pipe for splice: %s", (unsigned long long)c->cid,
-					     strerror(errno));
-				*why = KG_REASON_OVERLOAD;
-				return -1;
-			}
-			c->pipe[d] = p;
-			kg_metric_gauge(&c->w->metrics.pipes_in_use, 1);
-		}
-		n = splice(src, NULL, p->wr, NULL, p->cap, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-		if (n > 0) {
-			p->len = (uint32_t)n;
-			progress = 1;
-			continue;
-		}
-		if (n == 0) {
-			*eof = true;
-			progress = 1;
-			break;
-		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			break;
-		if (src_ktls && (errno == EINVAL || errno == EIO)) {
-			/* A non-data record is next. The pipe is empty here, so whatever
-			 * recvmsg returns is in order behind what went before. */
-			r = read_control(c, why);
-			if (r < 0)
-				return -1;
-			if (r == 0)
-				break;
-			progress = 1;
-			continue;
-		}
-		kg_log_info("conn=%llu dev=%s: splice %s: %s", (unsigned long long)c->cid,
-			    c->id.device_id, d == KG_DIR_UP ? "device->broker" : "broker->device",
-			    strerror(errno));
-		if (src_ktls && errno == EBADMSG)
-			*why = KG_REASON_TLS_FAILED;   /* decryption failed: the stream is gone */
-		else
-			*why = d == KG_DIR_UP ? KG_REASON_PEER_CLOSED : KG_REASON_BACKEND_CLOSED;
-		return -1;
+		break;
 	}
 	if (c->pipe[d] != NULL && c->pipe[d]->len == 0) {
 		kg_pipe_put(&c->w->pipes, c->pipe[d]);

@@ -103,6 +103,7 @@ struct kg_conn {
 	struct kg_identity id;
 	struct kg_verdict verdict;
 	uint8_t mqtt_level;
+	uint32_t connect_len;              /* bytes of the CONNECT at the start of c->up */
 
 	struct kg_buf up;                  /* device -> broker (CONNECT first) */
 	struct kg_buf down;                /* broker -> device */

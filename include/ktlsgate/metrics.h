@@ -68,6 +68,7 @@ struct kg_metrics {
 	_Atomic uint64_t ktls_ctrl[KG_KTLS_CTRL_MAX];
 	_Atomic int64_t pipes_in_use;                         /* gauge: splice pipes held */
 	_Atomic uint64_t handoff_waits;                       /* half a record inside OpenSSL */
+	_Atomic uint64_t handoff_carried;                     /* bytes read before, sent first */
 	_Atomic uint64_t hs_bucket[KG_HS_BUCKETS];            /* non-cumulative counts */
 	_Atomic uint64_t hs_count;
 	_Atomic uint64_t hs_sum_us;

@@ -19,11 +19,12 @@ for kind in keyupdate requested; do
 done
 n=$(grep -c '"reason":"tls_key_update"' /tmp/gw/gw.log)
 [ "$n" -eq 6 ] || fail "audit lines with reason tls_key_update: $n, want 6"
-# no spin: the daemon is idle after all that (CPU ticks over one second)
+# no spin: the daemon is idle after all that (CPU ticks over one second; a spinning
+# worker costs ~100, the 20 ms deadline ticks of two workers a few under TCG)
 t0=$(awk '{ print $14 + $15 }' /proc/$GW_PID/stat)
 sleep 1
 t1=$(awk '{ print $14 + $15 }' /proc/$GW_PID/stat)
-[ $((t1 - t0)) -le 5 ] || fail "daemon busy while idle: $((t1 - t0)) ticks in 1 s"
+[ $((t1 - t0)) -le 30 ] || fail "daemon busy while idle: $((t1 - t0)) ticks in 1 s"
 [ "$(metric 'ktlsgate_sessions{mode="ktls_splice"}')" = 0 ] || fail "sessions left open"
 [ "$(metric ktlsgate_splice_pipes)" = 0 ] || fail "pipes still held: $(metric ktlsgate_splice_pipes)"
 ok
