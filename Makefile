@@ -46,7 +46,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint
+.PHONY: docs-check all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint
 
 all: $(BUILD)/ktlsgated $(BUILD)/ktlsgate
 
@@ -101,7 +101,7 @@ check-integration: all $(BUILD)/kg-tlsprobe
 
 check: deps
 	$(MAKE) all build/check_unit
-	$(MAKE) check-unit
+	$(MAKE) check-unit docs-check
 	$(MAKE) check-asan
 	$(MAKE) check-integration
 	$(MAKE) check-integration-asan
@@ -136,6 +136,11 @@ demo: deps all
 
 bench: deps all $(BUILD)/kg-bench
 	tests/bench/run.sh
+
+# Generated docs must match the code they are generated from.
+docs-check: $(BUILD)/ktlsgate
+	$(BUILD)/ktlsgate reasons --markdown | diff -u docs/reasons.md - \
+	  || { echo "docs/reasons.md is stale: $(BUILD)/ktlsgate reasons --markdown > docs/reasons.md" >&2; exit 1; }
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \

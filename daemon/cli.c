@@ -80,6 +80,7 @@ static void print_usage(FILE *f)
 	fputs(kg_cli_usage_session, f);
 	fputs(kg_cli_usage_status, f);
 	fputs(kg_cli_usage_tpm, f);
+	fputs(kg_cli_usage_reasons, f);
 }
 
 static void verr(const char *fmt, va_list ap)
@@ -364,6 +365,7 @@ static const struct {
 	{ "device", kg_cli_device },   { "verify", kg_cli_verify },
 	{ "session", kg_cli_session }, { "status", kg_cli_status },
 	{ "tpm", kg_cli_tpm },         { "block", kg_cli_block },
+	{ "reasons", kg_cli_reasons },
 };
 
 int main(int argc, char **argv)

@@ -113,6 +113,7 @@ int kg_cli_session(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_tpm(struct kg_cli *cli, int argc, char **argv);     /* cli_tpm.c */
 int kg_cli_block(struct kg_cli *cli, int argc, char **argv);   /* cli_block.c */
 int kg_cli_status(struct kg_cli *cli, int argc, char **argv);
+int kg_cli_reasons(struct kg_cli *cli, int argc, char **argv); /* cli_reasons.c */
 
 /* Usage text per noun (kept in sync with docs/cli.md). */
 extern const char kg_cli_usage_pki[];
@@ -122,5 +123,6 @@ extern const char kg_cli_usage_verify[];
 extern const char kg_cli_usage_session[];
 extern const char kg_cli_usage_status[];
 extern const char kg_cli_usage_tpm[];
+extern const char kg_cli_usage_reasons[];
 
 #endif

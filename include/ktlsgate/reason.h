@@ -22,6 +22,10 @@ enum kg_reason {
 	KG_REASON_THUMBPRINT_MISMATCH,/* self-signed / pinned cert matches no device */
 	KG_REASON_BAD_IDENTITY,       /* CN missing, too long, NUL or control bytes */
 	KG_REASON_TLS_FAILED,         /* handshake failed for a non-certificate reason */
+	KG_REASON_WEAK_KEY,           /* a chain key below the security level (RSA < 2048...) */
+	KG_REASON_WEAK_SIGNATURE,     /* a chain signature below the security level (MD5, SHA-1) */
+	KG_REASON_CRL_EXPIRED,        /* the CA's CRL is past its nextUpdate (and grace) */
+	KG_REASON_CA_DISABLED,        /* the chain's registered CA is disabled or revoked */
 	/* policy (a CONNACK refusal is sent) */
 	KG_REASON_UNKNOWN_DEVICE,
 	KG_REASON_DISABLED,
@@ -32,6 +36,7 @@ enum kg_reason {
 	KG_REASON_NO_BACKEND,         /* the device's backend is not configured */
 	KG_REASON_CLIENT_ID_MISMATCH,
 	KG_REASON_BACKEND_DOWN,
+	KG_REASON_USERNAME_MISMATCH,  /* X.509 device put another name in the CONNECT username */
 	/* connection life */
 	KG_REASON_BAD_MQTT,           /* first packet garbage / not CONNECT / too big */
 	KG_REASON_TIMEOUT,            /* a state deadline passed */
@@ -43,10 +48,16 @@ enum kg_reason {
 	KG_REASON_OVERLOAD,           /* connection or handshake cap reached */
 	KG_REASON_SHUTDOWN,
 	KG_REASON_KEY_UPDATE,         /* a TLS 1.3 KeyUpdate the data path cannot follow */
+	KG_REASON_SOURCE_LIMIT,       /* the source address is over its handshake/rate limit */
+	KG_REASON_IDLE_TIMEOUT,       /* no traffic for the idle timeout (keep-alive x 1.5) */
+	KG_REASON_BACKEND_MOVED,      /* closed so the device reconnects to its new backend */
 	KG_REASON_MAX
 };
 
 /* "ok", "unknown_ca", ... (snake case, stable: scripts and dashboards use them). */
 const char *kg_reason_str(enum kg_reason r);
+/* One sentence for operators: what happened and what the device saw (docs/reasons.md is
+ * generated from it by `ktlsgate reasons --markdown`, so the two cannot drift). */
+const char *kg_reason_desc(enum kg_reason r);
 
 #endif
