@@ -28,5 +28,6 @@ bench-vm: all $(BUILD)/kg-bench
 	    --bins "$(BUILD)/ktlsgated $(BUILD)/ktlsgate $(BUILD)/kg-bench /usr/sbin/haproxy" \
 	    $(BENCH_VM_ENV) || exit 1; \
 	  echo "== $$k ($$(cat $(BUILD)/vm/bench-$$k/console.log | grep -a -m1 -o 'Linux version [^ ]*'))"; \
-	  tests/vm/bench/report.sh $(BUILD)/vm/bench-$$k/out/results.tsv | tee $(BUILD)/vm/bench-$$k/results.md; \
+	  { echo "- stamp: ktlsgate $$(git describe --always --dirty 2>/dev/null || echo '?'), $$(date -u '+%Y-%m-%d %H:%M UTC'), guest $$(grep -a -m1 -o 'Linux version [^ ]*' $(BUILD)/vm/bench-$$k/console.log)"; echo; \
+	    tests/vm/bench/report.sh $(BUILD)/vm/bench-$$k/out/results.tsv; } | tee $(BUILD)/vm/bench-$$k/results.md; \
 	done

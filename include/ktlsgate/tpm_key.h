@@ -3,7 +3,7 @@
  * tpm_key.h - the OpenSSL side of the TPM key (tpm_key.c): an OSSL_LIB_CTX of its own
  * with the tpm2 and default providers, bound to one TCTI, in which only the key's own
  * operations (its key management and signatures) come from tpm2; digests, ciphers, KDFs
- * and randomness come from the default provider (notes/tpm.md: the property query).
+ * and randomness come from the default provider (docs/tpm.md, "Provider pitfalls").
  * tls.c builds the server SSL_CTX in this libctx; the CLI signs CSRs with it.
  * A kg_tpm_ossl is used from any thread once built (OpenSSL's libctx is thread-safe).
  */
@@ -22,8 +22,8 @@
  * Prefer tpm2 for signatures (only its signature implementations carry tpm2.signature),
  * never take its digests, ciphers or random numbers. Everything else ties, and a tie goes
  * to the implementation met first: the default provider's ("default" sorts before
- * "tpm2" in OpenSSL's provider store). notes/tpm.md's "?provider=tpm2,..." also works for
- * TLS 1.3 with X25519, but makes the EC key manager tpm2's, which hides P-256/P-384
+ * "tpm2" in OpenSSL's provider store). A query preferring the whole provider
+ * ("?provider=tpm2,...") also works for TLS 1.3 with X25519, but makes the EC key manager tpm2's, which hides P-256/P-384
  * from the TLS group list ("[tls] groups: passed invalid argument") and would put
  * ephemeral ECDHE keys in the TPM.
  */

@@ -98,6 +98,7 @@ gw_mode() {
 declare -A RES
 run_flood() {
 	local r d0 d1 name base_us us
+	echo "- stamp: ktlsgate $(git -C "$TOP" describe --always --dirty 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "SYN flood from 10.77.0.3 to :$PORT: $ROUNDS rounds x $SECS s per setup, setups interleaved;"
 	echo "medians. $(nproc) CPUs; XDP $(sed -n 's/.*attached to veth-g.* in \([a-z]*\) mode.*/\1/p' "$GW_LOG" | head -1) mode on veth."
 	for ((r = 1; r <= ROUNDS; r++)); do

@@ -100,6 +100,7 @@ EOF
 }
 
 # write_gw_conf DIR PORT MPORT BACKEND_PORT BACKEND2_PORT [extra lines for [daemon]]
+# KG_RELAY=userspace|openssl|... pins the data path (`relay =`); unset leaves `auto`.
 # Paths are relative: they resolve against the config file's directory.
 write_gw_conf() {
 	local dir=$1 port=$2 mport=$3 bport=$4 b2port=$5
@@ -118,6 +119,7 @@ metrics_listen = 127.0.0.1:$mport
 default_backend = local
 client_id_check = exact
 log_level = info
+${KG_RELAY:+relay = $KG_RELAY}
 $*
 [limits]
 handshake_timeout_ms = 2000

@@ -5,7 +5,7 @@
 # build/kg-mqttcheck (tests/lib/kg_mqttcheck.c, docs/testing-tools.md) against the real
 # daemon and mosquitto: QoS 1 payloads of random sizes 1 B..256 KiB, each checked byte
 # for byte at the other end, for TLS 1.2 and 1.3 and each cipher, in the default data
-# path (relay = auto: the record relay "userspace" on this host) and with
+# path pinned (relay = userspace: the record relay, whatever the host kernel has) and with
 # relay = openssl ("userspace_ssl"); ~2000 connections that pipeline CONNECT and
 # publishes behind the handshake with random record and segment boundaries; close
 # and KeyUpdate handling. Its own PKI, broker and daemon.
@@ -24,6 +24,7 @@ CIPHERS12="AES128-GCM-SHA256 AES256-GCM-SHA384 CHACHA20-POLY1305"
 
 setup() {
 	kg_init relay-exact
+	unset KG_RELAY   # this file pins each relay itself
 	[ -x "$MQC" ] || { echo "$MQC missing (make $MQC)" >&2; return 1; }
 	BK_PORT=$(free_port)
 	GW_PORT=$(free_port)
@@ -37,8 +38,11 @@ setup() {
 	# id is not checked against the certificate here. --cert-dir covers per-device
 	# identities (t_cert_dir).
 	sed -i 's/^client_id_check = exact$/client_id_check = off/' "$GW_CONF"
-	cp "$GW_CONF" "$WORK/gw/auto.conf"
-	sed 's/^\[daemon\]$/[daemon]\nrelay = openssl/' "$WORK/gw/auto.conf" >"$WORK/gw/openssl.conf"
+	# Each relay is pinned, never left to `auto`: which data path ran must not depend
+	# on whether the host kernel has kTLS (the guest suite covers the kernel paths).
+	sed -i 's/^\[daemon\]$/[daemon]\nrelay = userspace/' "$GW_CONF"
+	cp "$GW_CONF" "$WORK/gw/record.conf"
+	sed 's/^relay = userspace$/relay = openssl/' "$WORK/gw/record.conf" >"$WORK/gw/openssl.conf"
 	pki_setup "$WORK/pki" || return 1
 	device_cert mc "$PKI/factory" || return 1
 	kg device add mc >/dev/null || return 1
@@ -49,10 +53,10 @@ setup() {
 	done
 	start_broker "$BK_PORT" || return 1
 	start_gateway || return 1
-	RELAY=auto
+	RELAY=record
 }
 
-# set_relay auto|openssl: the config for sessions started from now on (SIGHUP).
+# set_relay record|openssl: the config for sessions started from now on (SIGHUP).
 set_relay() {
 	[ "$RELAY" = "$1" ] && return 0
 	cp "$WORK/gw/$1.conf" "$GW_CONF"
@@ -64,9 +68,7 @@ set_relay() {
 # mode_for RELAY: the data path the daemon reports for sessions in that config.
 mode_for() {
 	case $1 in
-	auto) # kernel TLS where the kernel has it (tests/vm covers that host-side gap)
-		if grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; then echo ktls_splice
-		else echo userspace; fi ;;
+	record) echo userspace ;;
 	openssl) echo userspace_ssl ;;
 	esac
 }
@@ -139,7 +141,7 @@ exact_matrix() {
 	return $bad
 }
 
-t_exact_record() { exact_matrix auto; }
+t_exact_record() { exact_matrix record; }
 t_exact_openssl() { exact_matrix openssl; }
 
 # The switch stress: CONNECT, SUBSCRIBE and publishes pipelined behind the handshake,
@@ -161,12 +163,12 @@ stress() {
 	[ "$((s1 - s0))" -eq "$n" ] || { note "sessions in mode $mode +$((s1 - s0)), want $n"; return 1; }
 }
 
-t_switch_stress_record() { stress auto "$CONNS" 1.3 && stress auto $((CONNS / 2)) 1.2; }
+t_switch_stress_record() { stress record "$CONNS" 1.3 && stress record $((CONNS / 2)) 1.2; }
 t_switch_stress_openssl() { stress openssl $((CONNS / 4)) 1.3 && stress openssl $((CONNS / 4)) 1.2; }
 
 # The checker itself: a damaged and a missing message must fail the run, named.
 t_checker_detects() {
-	set_relay auto
+	set_relay record
 	mqc inj-c --inject corrupt --n 6 --max 5000 --timeout 10 && { note "a corrupted message passed"; return 1; }
 	[ "$(jq_ inj-c 'd["failures"]["corrupt"]')" = 1 ] || { note "corrupt not reported: $(why_failed inj-c)"; return 1; }
 	grep -q 'up msg 3: .*first differing byte at offset' "$WORK/inj-c.err" || { note "no offset: $(why_failed inj-c)"; return 1; }
@@ -176,7 +178,7 @@ t_checker_detects() {
 
 # Per-device identities (--cert-dir): four devices, four connections at once.
 t_cert_dir() {
-	set_relay auto
+	set_relay record
 	timeout 120 "$MQC" --gw "127.0.0.1:$GW_PORT" --broker "127.0.0.1:$BK_PORT" \
 		--ca "$PKI/root/cert.pem" --cert-dir "$PKI/dev" --client-id "exd-%u" \
 		--conns 4 --parallel 4 --n 8 --max 65536 >"$WORK/certdir.json" 2>"$WORK/certdir.err" ||
@@ -188,7 +190,7 @@ t_cert_dir() {
 # A FIN without close_notify: everything delivered, the gate closes.
 t_close() {
 	local relay bad=0
-	for relay in openssl auto; do
+	for relay in openssl record; do
 		set_relay "$relay"
 		mqc "c-notify-$relay" --close notify --dir both --n 8 --max 65536 --conns 20 --parallel 10 --close-reply any ||
 			{ note "$relay close_notify: $(why_failed "c-notify-$relay")"; bad=1; }
@@ -203,10 +205,10 @@ t_close() {
 
 # Known issue 1: the record relay answers the device's close_notify with a bare FIN.
 t_close_notify_reply_record() {
-	set_relay auto
+	set_relay record
 	mqc cr --close notify --close-reply notify --n 4 --max 4096 --conns 10 --parallel 5 && return 0
 	[ "$(jq_ cr 'd["close"]["eof"]')" = 10 ] || { note "$(why_failed cr)"; return 1; }
-	known_issue "relay = auto (record relay): the gate answers close_notify with a FIN, no close_notify (relay_record.c queues one only when the broker closed first)"
+	known_issue "relay = userspace (record relay): the gate answers close_notify with a FIN, no close_notify (relay_record.c queues one only when the broker closed first)"
 }
 
 # Known issue 2: close_notify right behind the last PUBLISH (no wait for PUBACKs): the
@@ -215,7 +217,7 @@ t_close_notify_reply_record() {
 # it has not processed yet.
 t_close_early() {
 	local relay lost="" bad=0
-	for relay in auto openssl; do
+	for relay in record openssl; do
 		set_relay "$relay"
 		if ! mqc "ce-$relay" --close notify-early --dir up --n 4 --max 4096 --conns 40 --parallel 10 --timeout 3; then
 			grep -q '^FAIL .* timeout: .*up sent 4 acked [0-9] received [0-3]' "$WORK/ce-$relay.err" ||
@@ -232,7 +234,7 @@ t_close_early() {
 # unexpected_message); the OpenSSL relay follows it, and answers a requested one.
 t_keyupdate() {
 	local ku bad=0
-	set_relay auto
+	set_relay record
 	for ku in not-requested requested; do
 		mqc "ku-auto-$ku" --tls 1.3 --keyupdate "$ku" --expect alert:10 --n 8 --max 65536 --conns 4 --parallel 4 --timeout 10 ||
 			{ note "record relay, $ku: $(why_failed "ku-auto-$ku")"; bad=1; }
@@ -249,12 +251,12 @@ t_keyupdate() {
 }
 
 after_each() {
-	set_relay auto
+	set_relay record
 	kill -0 "$GW_PID" 2>/dev/null && return 0
 	note "ktlsgated died during this test; last log line: $(tail -1 "$GW_LOG" | cut -c1-160)"
 	forget_pid "$GW_PID"
 	start_gateway >/dev/null 2>&1 || echo "    could not restart ktlsgated"
-	RELAY=auto
+	RELAY=record
 	return 1
 }
 

@@ -69,8 +69,13 @@ start_tpmproxy() {
 	wait_port "$PROXY_PORT" 10 "$PROXY_PID"
 }
 
+# tpm_transients: how many transient objects the TPM holds. Fails (prints nothing,
+# returns 1) when tpm2_getcap itself fails, so a "none left" check cannot pass on a
+# TPM that did not answer; an empty list is a successful 0.
 tpm_transients() {
-	timeout 10 tpm2_getcap -T "$SWTPM_TCTI" handles-transient 2>/dev/null | grep -c '0x' || true
+	local out
+	out=$(timeout 10 tpm2_getcap -T "$SWTPM_TCTI" handles-transient 2>/dev/null) || return 1
+	grep -c '0x' <<<"$out" || [ $? -eq 1 ]
 }
 
 # tpm_cmds_since MARK: the command codes (hex) logged after line MARK of $TPMLOG.
