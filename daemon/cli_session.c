@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ktlsgate/cli.h"
 #include "ktlsgate/control.h"
@@ -265,6 +266,24 @@ int kg_cli_reload(struct kg_cli *cli, int argc, char **argv)
 		return rc < 0 ? KG_EXIT_OK : rc;
 	if (json)
 		return kg_cli_usage_err("reload: --json does not apply");
+	/* A file that does not parse is refused here with the loader's FILE:LINE message,
+	 * the one the daemon would give: the CLI needs the file for the control socket. */
+	if (access(cli->config_path, F_OK) == 0) {
+		char err[KG_ERRBUF] = "";
+		struct kg_config *c = calloc(1, sizeof(*c));
+
+		if (c == NULL) {
+			kg_cli_err("out of memory");
+			return KG_EXIT_RUNTIME;
+		}
+		rc = kg_config_load(cli->config_path, c, err, sizeof(err));
+		free(c);
+		if (rc != 0) {
+			kg_cli_err("reload refused (not sent to the daemon): %s",
+				   err[0] != '\0' ? err : cli->config_path);
+			return KG_EXIT_REFUSED;
+		}
+	}
 	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
 		return rc;
 	rc = kg_control_call(cli->control_socket, "reload", NULL, NULL, final, sizeof(final),
