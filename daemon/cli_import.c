@@ -371,7 +371,7 @@ static int notify_all(const struct kg_cli *cli, const struct import *im, char *t
 	size_t i;
 	int rc;
 
-	snprintf(text, cap, "daemon notified");
+	snprintf(text, cap, im->n != 0 ? "daemon notified" : "nothing to notify");
 	for (i = 0; i < im->n; i++) {
 		snprintf(req, sizeof(req), "device-changed %s", im->devs[i].id);
 		final[0] = '\0';
