@@ -3,9 +3,10 @@
 # test-walkthrough.sh - what a new user meets first, against real processes:
 #   * README "Running it" run exactly as written (the first ```sh block after the
 #     heading), as the unprivileged user nobody, in a scratch directory holding only
-#     links to build/ and docs/, inside private network and PID namespaces (its fixed
-#     ports 8883/9883/1883 cannot collide with anything, and every process it starts,
-#     mosquitto -d included, dies with the namespace); then a device gets CONNACK 0
+#     copies of the two programs and docs/examples, inside private network and PID
+#     namespaces (its fixed ports 8883/9883/1883 cannot collide with anything, and
+#     every process it starts, mosquitto -d included, dies with the namespace); then a
+#     device gets CONNACK 0
 #     through the gateway it started, and the README's second block (mosquitto_pub)
 #     prints "received CONNACK (0)".
 #   * `ktlsgated --help` / `-h` (every option listed), an unknown option refused.
@@ -39,10 +40,13 @@ t_readme_walkthrough() {
 	[ -s "$WORK/walk.sh" ] || { note "no sh block under '## Running it' in README.md"; return 1; }
 	grep -q 'ktlsgated -c ktlsgate.conf' "$WORK/walk.sh" || { note "block 1 does not start ktlsgated: $(cat "$WORK/walk.sh")"; return 1; }
 	grep -q 'mosquitto_pub' "$WORK/connect.sh" || { note "block 2 has no mosquitto_pub"; return 1; }
-	# The scratch directory: what a clone has after `make`, owned by nobody.
-	ln -s "$KG_TOP/build" "$d/build"
-	ln -s "$KG_TOP/docs" "$d/docs"
-	cp "$WORK/walk.sh" "$WORK/connect.sh" "$d/"
+	# The scratch directory: what the block uses of a clone after `make`, owned by
+	# nobody. Copies, not links: nobody may not be able to enter the checkout (a clone
+	# under /root), and the test must not depend on where the tree lives.
+	mkdir -p "$d/build" "$d/docs/examples"
+	cp "$GATED" "$KGCLI" "$d/build/"
+	cp "$KG_TOP/docs/examples/"*.conf "$d/docs/examples/"
+	cp "$WORK/walk.sh" "$WORK/connect.sh" "$KGC" "$d/"
 	chown -R nobody: "$d"
 	chmod 755 "$d"
 	out=$(timeout 120 unshare --net --pid --fork --kill-child bash -c '
@@ -64,7 +68,7 @@ t_readme_walkthrough() {
 		echo "connect.sh rc=$?"
 		echo "owner $(stat -c %U registry.db) $(stat -c %U control.sock)"
 		echo "still running $(kill -0 $walk 2>/dev/null && echo yes || echo no)"
-	' _ "$d" "$KGC" 2>&1)
+	' _ "$d" "$d/kgclient.py" 2>&1)
 	echo "$out" | sed 's/^/    /'
 	sed 's/^/    walk.log: /' "$d/walk.log" 2>/dev/null | tail -20
 	rm -rf "$d"
