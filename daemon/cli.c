@@ -59,6 +59,7 @@ const char kg_cli_usage_device[] =
 	"ktlsgate device expiring --days N [--json]\n"
 	"ktlsgate device remove ID\n"
 	"ktlsgate device import FILE|- [--format csv|jsonl]\n"
+	"             (CSV header or JSON keys: id thumbprint secondary cert backend status)\n"
 	"  S: enabled|disabled|suspended|quarantined|decommissioned\n";
 
 const char kg_cli_usage_verify[] =

@@ -10,8 +10,9 @@
  * after `device add`, so a running daemon treats them exactly the same.
  *
  * Formats: CSV with a header line naming the columns (RFC 4180 quoting), or JSON lines
- * (one object per line). Columns / keys: id (required), thumbprint, secondary, backend,
- * status; empty or null = not given.
+ * (one object per line). Columns / keys: id (required), thumbprint, secondary, cert,
+ * backend, status; empty or null = not given. cert is `device add --cert`: a PEM file
+ * (relative to FILE's directory; to the current one for stdin) whose CN must be the id.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +23,7 @@
 #include "ktlsgate/cli.h"
 #include "ktlsgate/control.h"
 #include "ktlsgate/err.h"
+#include "ktlsgate/pki.h"
 #include "ktlsgate/verify.h"
 
 #define IMPORT_LINE_MAX 4096      /* longest accepted input line */
@@ -29,15 +31,17 @@
 
 enum import_format { FMT_AUTO, FMT_CSV, FMT_JSONL };
 
-enum field { F_ID, F_THUMB, F_SECONDARY, F_BACKEND, F_STATUS, F_MAX };
+enum field { F_ID, F_THUMB, F_SECONDARY, F_CERT, F_BACKEND, F_STATUS, F_MAX };
 
 static const char *const field_names[F_MAX] = {
-	[F_ID] = "id", [F_THUMB] = "thumbprint", [F_SECONDARY] = "secondary",
+	[F_ID] = "id", [F_THUMB] = "thumbprint", [F_SECONDARY] = "secondary", [F_CERT] = "cert",
 	[F_BACKEND] = "backend", [F_STATUS] = "status",
 };
+#define FIELD_LIST "id, thumbprint, secondary, cert, backend, status"
 
 struct import {
 	const char *name;            /* FILE, or "-" */
+	char dir[PATH_MAX];          /* FILE's directory: anchors relative cert paths; "" = cwd */
 	enum import_format fmt;
 	int col[F_MAX + 8];          /* CSV: field of each column, -1 before the header */
 	size_t n_cols;
@@ -54,6 +58,41 @@ static int field_by_name(const char *s)
 		if (strcmp(field_names[f], s) == 0)
 			return f;
 	return -1;
+}
+
+/* The cert column: the pin (and notAfter) from the device's own certificate, whose CN
+ * must be the id, as `device add --cert` does. */
+static int thumb_from_cert(struct import *im, const char *file, struct kg_device *dev)
+{
+	char err[KG_ERRBUF] = "", cn[KG_DEVICE_ID_MAX + 1], path[PATH_MAX];
+	size_t module_off;
+	int rc = -1, n;
+	X509 *x;
+
+	if (file[0] != '/' && im->dir[0] != '\0')
+		n = snprintf(path, sizeof(path), "%s/%s", im->dir, file);
+	else
+		n = snprintf(path, sizeof(path), "%s", file);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		snprintf(im->why, sizeof(im->why), "cert path too long");
+		return -1;
+	}
+	x = kg_pem_read_cert(path, err, sizeof(err));
+	if (x == NULL) {
+		snprintf(im->why, sizeof(im->why), "cert %.100s: %.120s", file, err[0] != '\0' ? err : "unreadable");
+		return -1;
+	}
+	if (kg_identity_from_cert(x, cn, sizeof(cn), &module_off) != KG_REASON_OK ||
+	    strcmp(cn, dev->id) != 0)
+		snprintf(im->why, sizeof(im->why), "cert %.100s: certificate CN is not the device id", file);
+	else if (kg_cert_sha256_hex(x, dev->thumb_primary) != 0)
+		snprintf(im->why, sizeof(im->why), "cert %.100s: cannot hash the certificate", file);
+	else {
+		dev->cert_not_after = kg_cli_asn1_time(X509_get0_notAfter(x));
+		rc = 0;
+	}
+	X509_free(x);
+	return rc;
 }
 
 /* One device from its field values (NULL = not given): the checks of `device add`. */
@@ -78,9 +117,15 @@ static int build_device(struct import *im, char *const val[F_MAX], struct kg_dev
 			 "thumbprint wants 64 hex digits (or AB:CD:... pairs), not '%.100s'", val[F_THUMB]);
 		return -1;
 	}
+	if (val[F_THUMB] != NULL && val[F_CERT] != NULL) {
+		snprintf(im->why, sizeof(im->why), "give thumbprint or cert, not both");
+		return -1;
+	}
+	if (val[F_CERT] != NULL && thumb_from_cert(im, val[F_CERT], dev) != 0)
+		return -1;
 	if (val[F_SECONDARY] != NULL) {
-		if (val[F_THUMB] == NULL) {
-			snprintf(im->why, sizeof(im->why), "secondary needs a thumbprint");
+		if (val[F_THUMB] == NULL && val[F_CERT] == NULL) {
+			snprintf(im->why, sizeof(im->why), "secondary needs a thumbprint or a cert");
 			return -1;
 		}
 		if (kg_cli_parse_thumb(val[F_SECONDARY], dev->thumb_secondary) != 0) {
@@ -205,7 +250,7 @@ static int csv_header(struct import *im, char *line)
 		f = field_by_name(fields[i]);
 		if (f < 0) {
 			snprintf(im->why, sizeof(im->why),
-				 "header: unknown column '%.40s' (id, thumbprint, secondary, backend, status)",
+				 "header: unknown column '%.40s' (" FIELD_LIST ")",
 				 fields[i]);
 			return -1;
 		}
@@ -275,7 +320,7 @@ static int jsonl_record(struct import *im, const char *line, struct kg_device *d
 		f = field_by_name(key);
 		if (f < 0) {
 			snprintf(im->why, sizeof(im->why),
-				 "unknown key '%.40s' (id, thumbprint, secondary, backend, status)", key);
+				 "unknown key '%.40s' (" FIELD_LIST ")", key);
 			goto out;
 		}
 		if (v == NULL)
@@ -428,6 +473,13 @@ int kg_cli_device_import(struct kg_cli *cli, int argc, char **argv)
 	if (argc - optind != 1)
 		return kg_cli_usage_err("%s: expected one FILE (or - for stdin)", cmd);
 	im.name = argv[optind];
+	if (strcmp(im.name, "-") != 0 && strchr(im.name, '/') != NULL) {
+		if (kg_strlcpy(im.dir, im.name, sizeof(im.dir)) != 0)
+			return kg_cli_usage_err("%s: path too long", cmd);
+		*strrchr(im.dir, '/') = '\0';
+		if (im.dir[0] == '\0')
+			(void)kg_strlcpy(im.dir, "/", sizeof(im.dir));
+	}
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
 		return rc;
 

@@ -920,6 +920,40 @@ t_import_duplicate() {
 	[ "$(ids)" = "d2" ] || fail "rolled back? $(ids)"
 }
 
+t_import_cert() {
+	new_registry impcert
+	mkdir -p "$T/impcert/certs"
+	cp "$T/pki/thumb1/cert.pem" "$T/impcert/certs/thumb1.pem"
+	cp "$T/pki/soon/cert.pem" "$T/impcert/certs/soon.pem"
+	# cert = `device add --cert`: relative to the file's directory, CN must be the id.
+	printf 'id,cert,secondary\nthumb1,certs/thumb1.pem,\nsoon,%s,%s\n' \
+		"$T/impcert/certs/soon.pem" "$(thumb_of "$T/pki/thumb2/cert.pem")" >"$T/impcert/in.csv"
+	(cd / && "$BIN" -c "$T/no-such.conf" -r "$REG" device import "$T/impcert/in.csv") >"$T/out" 2>"$T/err" && RC=0 || RC=$?
+	expect_rc 0
+	expect_no_err
+	runr device show --json thumb1
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert (d["attestation"], d["thumbprint"]) == ("thumbprint", sys.argv[2]) and d["cert_not_after"] > 0, d' \
+		"$T/out" "$(thumb_of "$T/pki/thumb1/cert.pem")" || fail "thumb1: $(cat "$T/out")"
+	runr device show --json soon
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert (d["thumbprint"], d["secondary"]) == (sys.argv[2], sys.argv[3]), d' \
+		"$T/out" "$(thumb_of "$T/pki/soon/cert.pem")" "$(thumb_of "$T/pki/thumb2/cert.pem")" || fail "soon: $(cat "$T/out")"
+	# The CN is not the id; a thumbprint and a cert; a missing file: line named, nothing written.
+	new_registry impcert2
+	printf '{"id": "ok1"}\n{"id": "dev9", "cert": "%s"}\n' "$T/pki/dev1/cert.pem" >"$T/impcert2/a.jsonl"
+	runr device import "$T/impcert2/a.jsonl"
+	expect_rc 2
+	expect_err_line 'a\.jsonl:2: cert .*certificate CN is not the device id'
+	printf 'id,cert,thumbprint\ndev1,%s,%s\n' "$T/pki/dev1/cert.pem" "$(thumb_of "$T/pki/dev1/cert.pem")" >"$T/impcert2/b.csv"
+	runr device import "$T/impcert2/b.csv"
+	expect_rc 2
+	expect_err_line 'b\.csv:2: give thumbprint or cert, not both'
+	printf 'id,cert\ndev1,nope.pem\n' >"$T/impcert2/c.csv"
+	runr device import "$T/impcert2/c.csv"
+	expect_rc 2
+	expect_err_line 'c\.csv:2: cert nope\.pem: '
+	[ ! -e "$REG" ] || fail "a refused import created the registry"
+}
+
 t_import_stdin() {
 	new_registry impstdin
 	printf 'id,status\ns1,enabled\ns2,disabled\n' >"$T/impstdin/in.csv"
@@ -966,6 +1000,7 @@ ALL_TESTS=(
 	t_import_jsonl
 	t_import_bad_line
 	t_import_duplicate
+	t_import_cert
 	t_import_stdin
 )
 
