@@ -33,13 +33,13 @@ readme_block() {
 
 t_readme_walkthrough() {
 	[ "$(id -u)" = 0 ] || { skip "needs root (unshare, runuser)"; return; }
-	local d out block2
-	d=$(mktemp -d /tmp/kg-walk.XXXXXX)
+	local d out
 	readme_block 1 >"$WORK/walk.sh"
 	readme_block 2 >"$WORK/connect.sh"
 	[ -s "$WORK/walk.sh" ] || { note "no sh block under '## Running it' in README.md"; return 1; }
 	grep -q 'ktlsgated -c ktlsgate.conf' "$WORK/walk.sh" || { note "block 1 does not start ktlsgated: $(cat "$WORK/walk.sh")"; return 1; }
 	grep -q 'mosquitto_pub' "$WORK/connect.sh" || { note "block 2 has no mosquitto_pub"; return 1; }
+	d=$(mktemp -d /tmp/kg-walk.XXXXXX)
 	# The scratch directory: what the block uses of a clone after `make`, owned by
 	# nobody. Copies, not links: nobody may not be able to enter the checkout (a clone
 	# under /root), and the test must not depend on where the tree lives.
