@@ -5,6 +5,7 @@
 #   make demo       PKI, registry, mosquitto + ktlsgated, a simulated fleet
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS per target)
 #   make bench      side-by-side load test against HAProxy and nginx
+#   make bench-import  bulk enrolment: device import vs device add calls
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 .SUFFIXES:
@@ -138,6 +139,11 @@ demo: deps all
 
 bench: deps all $(BUILD)/kg-bench
 	tests/bench/run.sh
+
+# 2000 `ktlsgate device add` calls vs one `ktlsgate device import` (docs/benchmarks.md).
+.PHONY: bench-import
+bench-import: all
+	BUILD=$(BUILD) tests/bench/import.sh
 
 # Generated docs must match the code they are generated from.
 docs-check: $(BUILD)/ktlsgate

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * cli.c - `ktlsgate`, the admin CLI: global options, noun dispatch, usage text and
- * the helpers the command files (cli_pki.c, cli_ca.c, cli_device.c, cli_verify.c,
- * cli_session.c) share. Scripts drive this program, so its output formats and exit
+ * the helpers the command files (cli_pki.c, cli_ca.c, cli_device.c, cli_import.c,
+ * cli_verify.c, cli_session.c, cli_block.c, ...) share. Scripts drive this program, so its output formats and exit
  * codes are a contract (docs/cli.md): every error is one "ktlsgate: ..." line on
  * stderr, results go to stdout, exit 0/1/2/3 = ok/usage/refused/runtime.
  */
@@ -58,6 +58,8 @@ const char kg_cli_usage_device[] =
 	"ktlsgate device list [--status S] [--json]\n"
 	"ktlsgate device expiring --days N [--json]\n"
 	"ktlsgate device remove ID\n"
+	"ktlsgate device import FILE|- [--format csv|jsonl]\n"
+	"             (CSV header or JSON keys: id thumbprint secondary cert backend status)\n"
 	"  S: enabled|disabled|suspended|quarantined|decommissioned\n";
 
 const char kg_cli_usage_verify[] =
@@ -70,6 +72,9 @@ const char kg_cli_usage_session[] =
 const char kg_cli_usage_status[] =
 	"ktlsgate status [--json]\n";
 
+const char kg_cli_usage_reload[] =
+	"ktlsgate reload\n";
+
 static void print_usage(FILE *f)
 {
 	fputs(usage_global, f);
@@ -79,7 +84,9 @@ static void print_usage(FILE *f)
 	fputs(kg_cli_usage_verify, f);
 	fputs(kg_cli_usage_session, f);
 	fputs(kg_cli_usage_status, f);
+	fputs(kg_cli_usage_reload, f);
 	fputs(kg_cli_usage_tpm, f);
+	fputs(kg_cli_usage_block, f);
 	fputs(kg_cli_usage_reasons, f);
 }
 
@@ -365,7 +372,7 @@ static const struct {
 	{ "device", kg_cli_device },   { "verify", kg_cli_verify },
 	{ "session", kg_cli_session }, { "status", kg_cli_status },
 	{ "tpm", kg_cli_tpm },         { "block", kg_cli_block },
-	{ "reasons", kg_cli_reasons },
+	{ "reasons", kg_cli_reasons }, { "reload", kg_cli_reload },
 };
 
 int main(int argc, char **argv)

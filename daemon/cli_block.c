@@ -22,13 +22,14 @@
 #include "ktlsgate/edge_conf.h"
 #include "ktlsgate/xdp_gate_maps.h"
 
-static const char usage[] =
-	"usage: ktlsgate block add ADDR [--for SECONDS]   deny ADDR at XDP (default: until removed)\n"
-	"       ktlsgate block remove ADDR                 lift a deny\n"
-	"       ktlsgate block list [--json]               live deny entries\n"
-	"       ktlsgate block stats [--json]              XDP packets by verdict\n"
-	"ADDR is a numeric IPv4 or IPv6 address. The maps are the ones the daemon pinned\n"
-	"under [edge] pin_dir (default " KG_XDP_PIN_DIR_DEFAULT ").\n";
+/* In `ktlsgate --help` too (cli.c), like every noun's usage. */
+const char kg_cli_usage_block[] =
+	"ktlsgate block add ADDR [--for SECONDS]   deny ADDR at XDP (default: until removed)\n"
+	"ktlsgate block remove ADDR                lift a deny\n"
+	"ktlsgate block list [--json]              live deny entries\n"
+	"ktlsgate block stats [--json]             XDP packets by verdict\n"
+	"  ADDR: numeric IPv4 or IPv6; the maps the daemon pinned under [edge] pin_dir\n"
+	"  (default " KG_XDP_PIN_DIR_DEFAULT ")\n";
 
 static const char *const reason_names[KG_XDP_DENY_REASON_MAX] = {
 	[KG_XDP_DENY_MANUAL] = "manual",
@@ -93,7 +94,7 @@ static int parse_opts(int argc, char **argv, const char *cmd, bool *json, int64_
 							cmd, optarg);
 			break;
 		case 'h':
-			fputs(usage, stdout);
+			fputs(kg_cli_usage_block, stdout);
 			return KG_EXIT_OK;
 		default:
 			return kg_cli_bad_option(c, argv, cmd);
@@ -299,5 +300,5 @@ int kg_cli_block(struct kg_cli *cli, int argc, char **argv)
 		{ NULL, NULL },
 	};
 
-	return kg_cli_dispatch(cli, argc, argv, verbs, usage);
+	return kg_cli_dispatch(cli, argc, argv, verbs, kg_cli_usage_block);
 }

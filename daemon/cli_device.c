@@ -565,6 +565,7 @@ int kg_cli_device(struct kg_cli *cli, int argc, char **argv)
 		{ "add", device_add },         { "set", device_set },
 		{ "show", device_show },       { "list", device_list },
 		{ "expiring", device_expiring }, { "remove", device_remove },
+		{ "import", kg_cli_device_import },   /* cli_import.c */
 		{ NULL, NULL },
 	};
 

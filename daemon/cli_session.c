@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * cli_session.c - `ktlsgate session list|kill` and `ktlsgate status`: questions for the
- * running daemon over its control socket (control.h). The daemon answers JSON lines;
- * this file turns them into a table or key: value text, or passes them on as JSON.
+ * cli_session.c - `ktlsgate session list|kill`, `ktlsgate status` and `ktlsgate reload`:
+ * requests to the running daemon over its control socket (control.h). The daemon answers
+ * JSON lines; this file turns them into a table or key: value text, or passes them on as
+ * JSON.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ktlsgate/cli.h"
 #include "ktlsgate/control.h"
@@ -244,5 +246,61 @@ int kg_cli_status(struct kg_cli *cli, int argc, char **argv)
 		}
 	}
 	json_object_put(l.arr);
+	return KG_EXIT_OK;
+}
+
+/*
+ * The daemon re-reads the config file it was started with (not this CLI's -c, which
+ * only locates the control socket). A config that does not load or build is refused and
+ * the running one kept: that is a refusal (exit 2) with the daemon's own reason, so a
+ * deploy script can tell "your file is wrong" from "no daemon" (exit 3).
+ */
+int kg_cli_reload(struct kg_cli *cli, int argc, char **argv)
+{
+	char final[KG_CONTROL_LINE_MAX] = "";
+	bool json = false;
+	int rc;
+
+	rc = parse_json_flag(argc, argv, "reload", kg_cli_usage_reload, &json);
+	if (rc != KG_EXIT_OK)
+		return rc < 0 ? KG_EXIT_OK : rc;
+	if (json)
+		return kg_cli_usage_err("reload: --json does not apply");
+	/* A file that does not parse is refused here with the loader's FILE:LINE message,
+	 * the one the daemon would give: the CLI needs the file for the control socket. */
+	if (access(cli->config_path, F_OK) == 0) {
+		char err[KG_ERRBUF] = "";
+		struct kg_config *c = calloc(1, sizeof(*c));
+
+		if (c == NULL) {
+			kg_cli_err("out of memory");
+			return KG_EXIT_RUNTIME;
+		}
+		rc = kg_config_load(cli->config_path, c, err, sizeof(err));
+		free(c);
+		if (rc != 0) {
+			kg_cli_err("reload refused (not sent to the daemon): %s",
+				   err[0] != '\0' ? err : cli->config_path);
+			return KG_EXIT_REFUSED;
+		}
+	}
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	rc = kg_control_call(cli->control_socket, "reload", NULL, NULL, final, sizeof(final),
+			     KG_CLI_CONTROL_TIMEOUT_MS);
+	if (rc == KG_E_NOTFOUND) {
+		kg_cli_err("daemon not running (control socket %s)", cli->control_socket);
+		return KG_EXIT_RUNTIME;
+	}
+	if (rc == KG_E_DENIED) {
+		kg_cli_err("reload refused, running configuration kept: %s",
+			   final[0] != '\0' ? final : "no reason given");
+		return KG_EXIT_REFUSED;
+	}
+	if (rc != 0) {
+		kg_cli_err("control socket %s: %s", cli->control_socket, kg_err_str(rc));
+		return KG_EXIT_RUNTIME;
+	}
+	printf("%s\n", final[0] != '\0' ? final : "reloaded");
 	return KG_EXIT_OK;
 }

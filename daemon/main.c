@@ -36,13 +36,17 @@
 
 #define DEFAULT_CONFIG "/etc/ktlsgate/ktlsgate.conf"
 
+/* Every option, long and short: `ktlsgated --help` is the first thing a new user types. */
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: ktlsgated [-t] [-d] [-c FILE]\n"
-		   "  -c FILE   configuration file (default " DEFAULT_CONFIG ")\n"
-		   "  -t        check the configuration (and certificates, registry) and exit\n"
-		   "  -d        debug logging\n"
-		   "  -h        this help;  -V  version\n");
+		   "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+		   "  -t, --test          check the configuration (and certificates, registry) and exit\n"
+		   "  -d, --debug         debug logging (overrides [daemon] log_level)\n"
+		   "  -h, --help          this help, exit 0\n"
+		   "  -V, --version       print the version, exit 0\n"
+		   "Runs in the foreground and logs to stderr; SIGHUP (or `ktlsgate reload`)\n"
+		   "reloads the configuration, SIGTERM/SIGINT stop it. See docs/config.md.\n");
 }
 
 static enum kg_log_level parse_level(const char *s)
@@ -193,6 +197,14 @@ static int serve(struct kg_daemon *d)
 
 int main(int argc, char **argv)
 {
+	static const struct option long_opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "test", no_argument, NULL, 't' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
 	static struct kg_daemon daemon_ctx;   /* the one context; static only for its size */
 	struct kg_daemon *d = &daemon_ctx;
 	struct kg_config *cfg = NULL;
@@ -214,7 +226,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	while ((opt = getopt(argc, argv, "c:tdhV")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:tdhV", long_opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': path = optarg; break;
 		case 't': test_only = true; break;

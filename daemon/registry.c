@@ -210,6 +210,36 @@ int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev)
 	return reg->ops->device_add(reg, &d);
 }
 
+int kg_registry_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
+				size_t *bad)
+{
+	struct kg_device *norm;
+	size_t i;
+	int rc;
+
+	if (bad != NULL)
+		*bad = 0;
+	if (reg == NULL || (devs == NULL && n != 0))
+		return KG_E_INVALID;
+	if (n == 0)
+		return 0;
+	norm = calloc(n, sizeof(*norm));
+	if (norm == NULL)
+		return KG_E_RESOURCE;
+	/* Every row is checked before the store sees any of them. */
+	for (i = 0; i < n; i++) {
+		if ((rc = check_device(&devs[i], &norm[i])) != 0) {
+			if (bad != NULL)
+				*bad = i;
+			goto out;
+		}
+	}
+	rc = reg->ops->device_add_many(reg, norm, n, bad);
+out:
+	free(norm);
+	return rc;
+}
+
 int kg_registry_device_update(struct kg_registry *reg, const struct kg_device *dev)
 {
 	struct kg_device d;

@@ -435,6 +435,53 @@ static int sq_device_add(struct kg_registry *reg, const struct kg_device *dev)
 	return write_device(to_sreg(reg), dev, ST_DEV_ADD);
 }
 
+/* Bulk enrolment: the inserts and thumbprint checks of sq_device_add, n times inside one
+ * IMMEDIATE transaction (one fsync instead of n). A thumbprint taken earlier in the batch
+ * is seen by the check, since it reads the transaction's own rows. */
+static int sq_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
+			      size_t *bad)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_stmt *st = r->st[ST_DEV_ADD];
+	sqlite3_int64 now = (sqlite3_int64)time(NULL);
+	size_t i;
+	int rc;
+
+	if (!writable(r))
+		return KG_E_INVALID;
+	if ((rc = txn(r, ST_BEGIN)) != 0)
+		return rc;
+	for (i = 0; i < n; i++) {
+		const struct kg_device *dev = &devs[i];
+
+		*bad = i;
+		if (bind_text(st, 1, dev->id) != SQLITE_OK ||
+		    bind_text(st, 2, kg_device_status_str(dev->status)) != SQLITE_OK ||
+		    bind_text(st, 3, kg_attestation_str(dev->attestation)) != SQLITE_OK ||
+		    bind_text_or_null(st, 4, dev->thumb_primary) != SQLITE_OK ||
+		    bind_text_or_null(st, 5, dev->thumb_secondary) != SQLITE_OK ||
+		    bind_text(st, 6, dev->backend) != SQLITE_OK ||
+		    bind_text_or_null(st, 7, dev->ca_name) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 8, now) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 9, (sqlite3_int64)dev->last_seen) != SQLITE_OK ||
+		    sqlite3_bind_int64(st, 10, (sqlite3_int64)dev->cert_not_after) != SQLITE_OK) {
+			done(st);
+			rc = db_err(r->db, sqlite3_errcode(r->db), "device add");
+			goto out_rollback;
+		}
+		if ((rc = exec_change(r, st, "device add")) != 0 || (rc = thumb_taken(r, dev)) != 0)
+			goto out_rollback;
+	}
+	if ((rc = txn(r, ST_COMMIT)) != 0)
+		goto out_rollback;
+	return 0;
+
+out_rollback:
+	if (!sqlite3_get_autocommit(r->db))
+		(void)txn(r, ST_ROLLBACK);
+	return rc;
+}
+
 static int sq_device_update(struct kg_registry *reg, const struct kg_device *dev)
 {
 	return write_device(to_sreg(reg), dev, ST_DEV_UPDATE);
@@ -655,6 +702,7 @@ static const struct kg_registry_ops sqlite_ops = {
 	.schema_version = sq_schema_version,
 	.device_get = sq_device_get,
 	.device_add = sq_device_add,
+	.device_add_many = sq_device_add_many,
 	.device_update = sq_device_update,
 	.device_remove = sq_device_remove,
 	.device_touch = sq_device_touch,

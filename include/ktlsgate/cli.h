@@ -113,6 +113,9 @@ int kg_cli_session(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_tpm(struct kg_cli *cli, int argc, char **argv);     /* cli_tpm.c */
 int kg_cli_block(struct kg_cli *cli, int argc, char **argv);   /* cli_block.c */
 int kg_cli_status(struct kg_cli *cli, int argc, char **argv);
+int kg_cli_reload(struct kg_cli *cli, int argc, char **argv);  /* cli_session.c */
+/* `device import` (cli_import.c); argv[0] is the verb. */
+int kg_cli_device_import(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_reasons(struct kg_cli *cli, int argc, char **argv); /* cli_reasons.c */
 
 /* Usage text per noun (kept in sync with docs/cli.md). */
@@ -124,5 +127,7 @@ extern const char kg_cli_usage_session[];
 extern const char kg_cli_usage_status[];
 extern const char kg_cli_usage_tpm[];
 extern const char kg_cli_usage_reasons[];
+extern const char kg_cli_usage_reload[];
+extern const char kg_cli_usage_block[];
 
 #endif

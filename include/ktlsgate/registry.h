@@ -95,6 +95,12 @@ int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev)
 /* Replace every mutable field of an existing row (status, thumbprints, backend...).
  * last_seen/cert_not_after are left alone: they belong to touch. */
 int kg_registry_device_update(struct kg_registry *reg, const struct kg_device *dev) KG_MUST_USE;
+/* Insert n devices as kg_registry_device_add() would, all in one transaction (bulk
+ * enrolment: one commit instead of n). All or nothing: on the first device refused
+ * (KG_E_INVALID, KG_E_EXISTS for a taken id or thumbprint, also one taken earlier in
+ * the same batch) nothing is written and *bad (if not NULL) is its index. */
+int kg_registry_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
+				size_t *bad) KG_MUST_USE;
 int kg_registry_device_remove(struct kg_registry *reg, const char *id) KG_MUST_USE;
 /* Record a connection: last_seen and cert_not_after (0: keep the stored one). */
 int kg_registry_device_touch(struct kg_registry *reg, const char *id, int64_t seen,
@@ -136,6 +142,7 @@ struct kg_registry_ops {
 	int (*schema_version)(struct kg_registry *reg);
 	int (*device_get)(struct kg_registry *, const char *, struct kg_device *);
 	int (*device_add)(struct kg_registry *, const struct kg_device *);
+	int (*device_add_many)(struct kg_registry *, const struct kg_device *, size_t, size_t *);
 	int (*device_update)(struct kg_registry *, const struct kg_device *);
 	int (*device_remove)(struct kg_registry *, const char *);
 	int (*device_touch)(struct kg_registry *, const char *, int64_t, int64_t);

@@ -137,6 +137,24 @@ t_help() {
 	run device add --help
 	expect_rc 0
 	expect_out '^ktlsgate device add ID'
+	# Every noun is in the global help, block and reload included (issue 10 §8).
+	run --help
+	expect_out '^ktlsgate block add ADDR'
+	expect_out '^ktlsgate block (remove|list|stats)'
+	expect_out '^ktlsgate reload$'
+	expect_out '^ktlsgate device import FILE'
+	expect_out '^ktlsgate tpm info'
+	expect_out '^ktlsgate reasons'
+	run block --help
+	expect_rc 0
+	expect_out '^ktlsgate block add ADDR'
+	expect_no_err
+	run reload --help
+	expect_rc 0
+	expect_out '^ktlsgate reload$'
+	run device import --help
+	expect_rc 0
+	expect_out '^ktlsgate device import FILE'
 	run --version
 	expect_rc 0
 	expect_out '^ktlsgate [0-9]+\.[0-9]+'
@@ -178,6 +196,10 @@ t_usage_errors() {
 		"verify x.pem --at yesterday"
 		"session kill"
 		"session kill a/b/c"
+		"device import"
+		"device import f1 f2"
+		"device import f1 --format xml"
+		"reload now"
 	)
 	local c
 	for c in "${cases[@]}"; do
@@ -762,6 +784,199 @@ t_daemon_control() {
 	expect_rc 0
 }
 
+# --- device import -----------------------------------------------------------------------
+
+# runr_in FILE ARGS...: runr with stdin from FILE.
+runr_in() {
+	local in=$1
+	shift
+	set +e
+	"$BIN" -c "$T/no-such.conf" -r "$REG" "$@" <"$in" >"$T/out" 2>"$T/err"
+	RC=$?
+	set -e
+}
+
+# ids: the registry's device ids, space separated, in order.
+ids() {
+	"$BIN" -c "$T/no-such.conf" -r "$REG" device list --json |
+		$PY -c 'import json,sys; print(" ".join(d["id"] for d in json.load(sys.stdin)))'
+}
+
+t_import_csv() {
+	new_registry impcsv
+	local th th2
+	th=$(thumb_of "$T/pki/thumb1/cert.pem")
+	th2=$(thumb_of "$T/pki/thumb2/cert.pem")
+	# Columns in any order, quoting, CRLF, a blank line, empty = not given.
+	printf 'status,id,backend,thumbprint,secondary\r\n' >"$T/impcsv/in.csv"
+	printf 'enabled,c1,,,\r\n' >>"$T/impcsv/in.csv"
+	printf 'disabled,c2,b2,,\r\n\r\n' >>"$T/impcsv/in.csv"
+	printf ',"t,1",b1,%s,%s\n' "$(echo "$th" | tr a-f A-F)" "$th2" >>"$T/impcsv/in.csv"
+	printf 'quarantined,gw/mod,,,\n' >>"$T/impcsv/in.csv"
+	runr device import "$T/impcsv/in.csv"
+	expect_rc 0
+	[ "$(cat "$T/out")" = "imported 4 devices (daemon not running)" ] || fail "output: $(cat "$T/out")"
+	expect_no_err
+	[ "$(ids)" = "c1 c2 gw/mod t,1" ] || fail "ids: $(ids)"
+	runr device show --json 't,1'
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert (d["status"], d["attestation"], d["thumbprint"], d["secondary"], d["backend"]) == ("enabled", "thumbprint", sys.argv[2], sys.argv[3], "b1"), d' \
+		"$T/out" "$th" "$th2" || fail "t,1: $(cat "$T/out")"
+	runr device show --json c2
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert (d["status"], d["attestation"], d["backend"]) == ("disabled", "ca", "b2"), d' "$T/out" ||
+		fail "c2: $(cat "$T/out")"
+	runr device show --json gw/mod
+	expect_out '"status": "quarantined"'
+}
+
+t_import_jsonl() {
+	new_registry impjson
+	local th
+	th=$(thumb_of "$T/pki/thumb1/cert.pem")
+	{
+		printf '{"id": "j1"}\n'
+		printf '{"id": "j2", "status": "suspended", "backend": "b9", "secondary": null}\n'
+		printf '\n'
+		printf '  {"id": "j3", "thumbprint": "%s"}  \n' "$th"
+	} >"$T/impjson/in.jsonl"
+	runr device import "$T/impjson/in.jsonl"
+	expect_rc 0
+	[ "$(cat "$T/out")" = "imported 3 devices (daemon not running)" ] || fail "output: $(cat "$T/out")"
+	[ "$(ids)" = "j1 j2 j3" ] || fail "ids: $(ids)"
+	runr device show --json j2
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert (d["status"], d["backend"]) == ("suspended", "b9"), d' "$T/out" ||
+		fail "j2: $(cat "$T/out")"
+	runr device show --json j3
+	expect_out "\"thumbprint\": \"$th\""
+	# --format forces the reader: the same file read as CSV has no id column.
+	new_registry impjson2
+	runr device import --format csv "$T/impjson/in.jsonl"
+	expect_rc 2
+	expect_err_line 'in\.jsonl:1: .*nothing imported$'
+	[ ! -e "$REG" ] || fail "a refused import created the registry"
+}
+
+t_import_bad_line() {
+	new_registry impbad
+	runr device add keep1
+	expect_rc 0
+	local bad good=0
+	# A bad line in the middle: nothing written, the line and the problem named.
+	for bad in 'x|3|bad status .sleeping.|mid1,sleeping,' \
+		'x|3|bad device id .\.\./x.|../x,enabled,' \
+		'x|3|thumbprint wants 64 hex digits|mid1,enabled,1234' \
+		'x|3|4 columns, the header has 3|a,b,c,d' \
+		'x|3|unterminated quote|"mid1,enabled,'; do
+		IFS='|' read -r _ line why text <<<"$bad"
+		printf 'id,status,thumbprint\nfirst,enabled,\n%s\nlast,enabled,\n' "$text" >"$T/impbad/in.csv"
+		runr device import "$T/impbad/in.csv"
+		expect_rc 2
+		expect_err_line "^ktlsgate: device import: .*in\.csv:$line: $why.*nothing imported\$"
+		[ ! -s "$T/out" ] || fail "stdout on a refused import: $(cat "$T/out")"
+		[ "$(ids)" = "keep1" ] || fail "a refused import wrote: $(ids)"
+		good=$((good + 1))
+	done
+	[ "$good" = 5 ] || fail "ran $good cases"
+	printf '{"id": "j1"}\n{"id": "j2", "colour": "red"}\n' >"$T/impbad/in.jsonl"
+	runr device import "$T/impbad/in.jsonl"
+	expect_rc 2
+	expect_err_line "in\.jsonl:2: unknown key 'colour'"
+	printf '{"id": "j1"}\n{"id": "j2"\n' >"$T/impbad/in.jsonl"
+	runr device import "$T/impbad/in.jsonl"
+	expect_rc 2
+	expect_err_line 'in\.jsonl:2: not JSON'
+	printf '{"id": "j1"}\n{"id": 7}\n' >"$T/impbad/in.jsonl"
+	runr device import "$T/impbad/in.jsonl"
+	expect_rc 2
+	expect_err_line "in\.jsonl:2: 'id' is not a string"
+	[ "$(ids)" = "keep1" ] || fail "a refused JSONL import wrote: $(ids)"
+	runr device import "$T/impbad/no-such.csv"
+	expect_rc 3
+	expect_err_line 'no-such\.csv: No such file'
+}
+
+t_import_duplicate() {
+	new_registry impdup
+	runr device add d2
+	expect_rc 0
+	# Already in the registry (line 3), then twice in the file (line 4): refused by the
+	# store inside the transaction, so the rows before it are rolled back too.
+	printf 'id\nd1\nd2\nd3\n' >"$T/impdup/a.csv"
+	runr device import "$T/impdup/a.csv"
+	expect_rc 2
+	expect_err_line '^ktlsgate: device import: .*a\.csv:3: device d2: already exists.*nothing imported$'
+	[ "$(ids)" = "d2" ] || fail "rolled back? $(ids)"
+	printf 'id\nd1\nd3\nd1\n' >"$T/impdup/b.csv"
+	runr device import "$T/impdup/b.csv"
+	expect_rc 2
+	expect_err_line 'b\.csv:4: device d1: already exists'
+	[ "$(ids)" = "d2" ] || fail "rolled back? $(ids)"
+	# A thumbprint pinned twice in one file.
+	local th
+	th=$(thumb_of "$T/pki/thumb1/cert.pem")
+	printf 'id,thumbprint\np1,%s\np2,%s\n' "$th" "$th" >"$T/impdup/c.csv"
+	runr device import "$T/impdup/c.csv"
+	expect_rc 2
+	expect_err_line 'c\.csv:3: device p2: .*thumbprint is taken'
+	[ "$(ids)" = "d2" ] || fail "rolled back? $(ids)"
+}
+
+t_import_cert() {
+	new_registry impcert
+	mkdir -p "$T/impcert/certs"
+	cp "$T/pki/thumb1/cert.pem" "$T/impcert/certs/thumb1.pem"
+	cp "$T/pki/soon/cert.pem" "$T/impcert/certs/soon.pem"
+	# cert = `device add --cert`: relative to the file's directory, CN must be the id.
+	printf 'id,cert,secondary\nthumb1,certs/thumb1.pem,\nsoon,%s,%s\n' \
+		"$T/impcert/certs/soon.pem" "$(thumb_of "$T/pki/thumb2/cert.pem")" >"$T/impcert/in.csv"
+	(cd / && "$BIN" -c "$T/no-such.conf" -r "$REG" device import "$T/impcert/in.csv") >"$T/out" 2>"$T/err" && RC=0 || RC=$?
+	expect_rc 0
+	expect_no_err
+	runr device show --json thumb1
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert (d["attestation"], d["thumbprint"]) == ("thumbprint", sys.argv[2]) and d["cert_not_after"] > 0, d' \
+		"$T/out" "$(thumb_of "$T/pki/thumb1/cert.pem")" || fail "thumb1: $(cat "$T/out")"
+	runr device show --json soon
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert (d["thumbprint"], d["secondary"]) == (sys.argv[2], sys.argv[3]), d' \
+		"$T/out" "$(thumb_of "$T/pki/soon/cert.pem")" "$(thumb_of "$T/pki/thumb2/cert.pem")" || fail "soon: $(cat "$T/out")"
+	# The CN is not the id; a thumbprint and a cert; a missing file: line named, nothing written.
+	new_registry impcert2
+	printf '{"id": "ok1"}\n{"id": "dev9", "cert": "%s"}\n' "$T/pki/dev1/cert.pem" >"$T/impcert2/a.jsonl"
+	runr device import "$T/impcert2/a.jsonl"
+	expect_rc 2
+	expect_err_line 'a\.jsonl:2: cert .*certificate CN is not the device id'
+	printf 'id,cert,thumbprint\ndev1,%s,%s\n' "$T/pki/dev1/cert.pem" "$(thumb_of "$T/pki/dev1/cert.pem")" >"$T/impcert2/b.csv"
+	runr device import "$T/impcert2/b.csv"
+	expect_rc 2
+	expect_err_line 'b\.csv:2: give thumbprint or cert, not both'
+	printf 'id,cert\ndev1,nope.pem\n' >"$T/impcert2/c.csv"
+	runr device import "$T/impcert2/c.csv"
+	expect_rc 2
+	expect_err_line 'c\.csv:2: cert nope\.pem: '
+	[ ! -e "$REG" ] || fail "a refused import created the registry"
+}
+
+t_import_stdin() {
+	new_registry impstdin
+	printf 'id,status\ns1,enabled\ns2,disabled\n' >"$T/impstdin/in.csv"
+	runr_in "$T/impstdin/in.csv" device import -
+	expect_rc 0
+	[ "$(cat "$T/out")" = "imported 2 devices (daemon not running)" ] || fail "output: $(cat "$T/out")"
+	printf '{"id": "s3"}\n' >"$T/impstdin/in.jsonl"
+	runr_in "$T/impstdin/in.jsonl" device import - --format jsonl
+	expect_rc 0
+	[ "$(ids)" = "s1 s2 s3" ] || fail "ids: $(ids)"
+	# A bad line on stdin is named "-:LINE".
+	printf 'id\ns4\n../x\n' >"$T/impstdin/bad.csv"
+	runr_in "$T/impstdin/bad.csv" device import -
+	expect_rc 2
+	expect_err_line '^ktlsgate: device import: -:3: bad device id'
+	[ "$(ids)" = "s1 s2 s3" ] || fail "ids: $(ids)"
+	# Empty input: nothing to import, nothing to tell the daemon.
+	new_registry impempty
+	runr_in /dev/null device import - --format jsonl
+	expect_rc 0
+	[ "$(cat "$T/out")" = "imported 0 devices (nothing to notify)" ] || fail "empty: $(cat "$T/out")"
+}
+
 ALL_TESTS=(
 	t_help
 	t_usage_errors
@@ -781,6 +996,12 @@ ALL_TESTS=(
 	t_verify_thumbprint
 	t_verify_with_config
 	t_daemon_control
+	t_import_csv
+	t_import_jsonl
+	t_import_bad_line
+	t_import_duplicate
+	t_import_cert
+	t_import_stdin
 )
 
 main() {
