@@ -277,8 +277,11 @@ case_pass() {
 		{ note "pass mode, $B's topic: '$got'"; bad=1; }
 	[ "$(tap_count)" = $((n + 1)) ] || { note "no new connection at the broker"; return 1; }
 	json=$(kgc tapcheck --tap "$WORK/tap/$((n + 1)).up" --connect "$WORK/sentc")
-	[ "$(jf "$json" connect_exact)" = True ] && [ "$(jf "$json" username)" = "$B" ] &&
-		[ "$(jf "$json" password)" = pw ] || { note "pass mode changed the CONNECT: $json"; bad=1; }
+	if [ "$(jf "$json" connect_exact)" != True ] || [ "$(jf "$json" username)" != "$B" ] ||
+		[ "$(jf "$json" password)" != pw ]; then
+		note "pass mode changed the CONNECT: $json"
+		bad=1
+	fi
 	[ $bad = 0 ] || WHY="see above"
 	return $bad
 }
