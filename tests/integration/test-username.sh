@@ -286,6 +286,16 @@ case_pass() {
 	return $bad
 }
 
+# A daemon that died (an ASan abort under GATED=build/asan/ktlsgated) is blamed on the
+# test that was running; the next test starts a new one.
+after_each() {
+	[ -z "${GW_PID:-}" ] || kill -0 "$GW_PID" 2>/dev/null && return 0
+	note "ktlsgated died: $(tail -5 "$GW_LOG")"
+	GW_PID=""
+	CUR=""
+	return 1
+}
+
 # --- tests ------------------------------------------------------------------------
 
 # `ktlsgated -t` names the user name rule, and says when it is the unsafe one
