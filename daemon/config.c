@@ -90,6 +90,7 @@ enum kind {
 	K_METRICS,  /* kg_sockaddr or "off" */
 	K_NAME,     /* a backend name */
 	K_CLIENT_ID,
+	K_USERNAME,
 	K_LOG_LEVEL,
 	K_RELAY,
 };
@@ -107,7 +108,7 @@ struct key_def {
 
 enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
-	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_LOG_LEVEL, KEY_RELAY,
+	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
@@ -124,6 +125,7 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_METRICS] = { SEC_DAEMON, "metrics_listen", K_METRICS, FIELD(metrics_listen), 0, 0 },
 	[KEY_DEFAULT_BACKEND] = { SEC_DAEMON, "default_backend", K_NAME, FIELD(default_backend), 0, 0 },
 	[KEY_CLIENT_ID] = { SEC_DAEMON, "client_id_check", K_CLIENT_ID, FIELD(client_id_check), 0, 0 },
+	[KEY_USERNAME] = { SEC_DAEMON, "username_check", K_USERNAME, FIELD(username_check), 0, 0 },
 	[KEY_LOG_LEVEL] = { SEC_DAEMON, "log_level", K_LOG_LEVEL, FIELD(log_level), 0, 0 },
 	[KEY_RELAY] = { SEC_DAEMON, "relay", K_RELAY, FIELD(relay), 0, 0 },
 	[KEY_CIPHERS] = { SEC_TLS, "ciphers", K_STRING, FIELD(ciphers), 0, 0 },
@@ -327,6 +329,7 @@ void kg_config_defaults(struct kg_config *cfg)
 	 * listening on garbage. */
 	cfg->metrics_enabled = sockaddr_parse(DEFAULT_METRICS, &cfg->metrics_listen, &why) == 0;
 	cfg->client_id_check = KG_CLIENT_ID_EXACT;
+	cfg->username_check = KG_USERNAME_STRICT;
 	memcpy(cfg->log_level, "info", sizeof("info"));
 	memcpy(cfg->ciphers, DEFAULT_CIPHERS, sizeof(DEFAULT_CIPHERS));
 	memcpy(cfg->ciphersuites, DEFAULT_SUITES, sizeof(DEFAULT_SUITES));
@@ -484,6 +487,19 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 		else {
 			set_err(st, st->line, "'%s': '%s' is not one of exact, off", k->name,
 				quote(q, value));
+			return -1;
+		}
+		return 0;
+	case K_USERNAME:
+		if (strcmp(value, "strict") == 0)
+			st->cfg->username_check = KG_USERNAME_STRICT;
+		else if (strcmp(value, "rewrite") == 0)
+			st->cfg->username_check = KG_USERNAME_REWRITE;
+		else if (strcmp(value, "pass") == 0)
+			st->cfg->username_check = KG_USERNAME_PASS;
+		else {
+			set_err(st, st->line, "'%s': '%s' is not one of strict, rewrite, pass",
+				k->name, quote(q, value));
 			return -1;
 		}
 		return 0;

@@ -481,12 +481,50 @@ static enum kg_step st_policy(struct kg_conn *c)
 	return KG_STEP_NEXT;
 }
 
+/*
+ * username_check = rewrite: replace the CONNECT at the start of c->up by one whose user
+ * name is the device id and that has no password. What the device pipelined behind
+ * the CONNECT follows byte for byte; connect_len becomes the rewritten length, which
+ * is all the relays and the handoff count rely on (c->up is forwarded as a whole).
+ * *mc borrows from the old buffer and is dead afterwards. KG_E_INVALID: the device id
+ * is no MQTT user name; KG_E_RESOURCE: no memory.
+ */
+static int rewrite_connect(struct kg_conn *c, const struct kg_mqtt_connect *mc)
+{
+	const char *id = c->id.device_id;
+	size_t id_len = strnlen(id, sizeof(c->id.device_id)), need, tail, n;
+	struct kg_buf nb = { 0 };
+
+	need = kg_mqtt_rewrite_len(mc, id_len);
+	if (need == 0)
+		return KG_E_INVALID;
+	tail = c->up.len - mc->packet_len;
+	if (kg_buf_reserve(&nb, need + tail) < 0)
+		return KG_E_RESOURCE;
+	n = kg_mqtt_rewrite_connect(c->up.data, mc, id, id_len, nb.data, nb.cap);
+	if (n == 0) {
+		kg_buf_free(&nb);
+		return KG_E_INVALID;
+	}
+	if (tail > 0)
+		memcpy(nb.data + n, c->up.data + mc->packet_len, tail);
+	nb.len = n + tail;
+	kg_buf_free(&c->up);
+	c->up = nb;
+	c->connect_len = (uint32_t)n;
+	return 0;
+}
+
 static enum kg_step st_mqtt_connect(struct kg_conn *c)
 {
 	const struct kg_config *cfg = conn_cfg(c);
 	struct kg_mqtt_connect mc;
 	enum kg_parse pr;
+	const char *detail = NULL;
+	size_t id_len;
+	bool other_user;
 	long n;
+	int rc;
 
 	for (;;) {
 		/* Parse what we have first: a CONNECT may already be complete. */
@@ -530,7 +568,32 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 		return conn_refuse(c, c->verdict.reason, c->verdict.connack, NULL);
 	if (!kg_policy_client_id_ok(cfg, &c->id, mc.client_id, mc.client_id_len))
 		return conn_refuse(c, KG_REASON_CLIENT_ID_MISMATCH, KG_CONNACK_BAD_CLIENT_ID, NULL);
-	kg_conn_audit(c, true, c->verdict.reason, NULL);
+	/* The certificate proved the device id: a user name naming anyone else would get
+	 * another device's topics from a broker whose ACLs use %u (docs/security.md). */
+	id_len = strnlen(c->id.device_id, sizeof(c->id.device_id));
+	other_user = !kg_mqtt_username_matches(&mc, c->id.device_id, id_len);
+	switch (cfg->username_check) {
+	case KG_USERNAME_STRICT:
+		if (other_user)
+			return conn_refuse(c, KG_REASON_USERNAME_MISMATCH, KG_CONNACK_NOT_AUTHORIZED,
+					   NULL);
+		break;
+	case KG_USERNAME_REWRITE:
+		if (other_user || mc.has_password)
+			detail = "username set to the device id, password removed";
+		rc = rewrite_connect(c, &mc);
+		if (rc == KG_E_RESOURCE) {
+			kg_conn_close(c, KG_REASON_OVERLOAD);
+			return KG_STEP_DONE;
+		}
+		if (rc < 0)
+			return conn_refuse(c, KG_REASON_USERNAME_MISMATCH, KG_CONNACK_NOT_AUTHORIZED,
+					   "device id is no MQTT user name");
+		break;
+	case KG_USERNAME_PASS:
+		break;
+	}
+	kg_conn_audit(c, true, c->verdict.reason, detail);
 	kg_conn_set_state(c, KG_ST_BACKEND_CONNECT);
 	return KG_STEP_NEXT;
 }

@@ -109,6 +109,21 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* What -t and the start say about username_check = pass (docs/security.md). */
+#define PASS_WARNING                                                                      \
+	" (unsafe: devices choose the MQTT user name the broker sees; never in front of "  \
+	"a broker whose ACLs use %u)"
+
+static const char *username_check_name(enum kg_username_check m)
+{
+	switch (m) {
+	case KG_USERNAME_STRICT: return "strict";
+	case KG_USERNAME_REWRITE: return "rewrite";
+	case KG_USERNAME_PASS: return "pass";
+	}
+	return "?";
+}
+
 /*
  * `-t`: validate the file, then load what it names that exists (certificate + key,
  * registry + CAs + CRLs) exactly as a start would. A file that does not exist yet is
@@ -152,6 +167,8 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	}
 	printf("ktlsgated: configuration %s ok (%zu CA(s) trusted, %zu backend(s))\n", path, cas,
 	       cfg->n_backends);
+	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
+	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
 	rc = 0;
 out:
 	if (reg)
@@ -276,6 +293,8 @@ int main(int argc, char **argv)
 	}
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
+	if (cfg->username_check == KG_USERNAME_PASS)
+		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
 	d->edge = kg_edge_start(cfg);
 

@@ -2,6 +2,9 @@
 /*
  * mqtt.c - pure MQTT codec: the CONNECT the gate must judge (3.1, 3.1.1, 5.0), the
  * CONNACK it answers with, and the few encoders tests and the load generator use.
+ * The user name rule of certificate-authenticated devices (kg_mqtt_username_matches)
+ * and the rewrite that forwards the device id as the user name without the password
+ * (kg_mqtt_rewrite_connect) live here too: both are pure functions of the bytes.
  * Every parser reads through one bounded cursor (struct kg_rd) over the caller's
  * bytes and returns enum kg_parse; nothing here allocates, logs or does I/O, and all
  * results borrow from the input. The CONNECT parser is deliberately strict: the gate
@@ -404,6 +407,7 @@ static enum kg_parse connect_body(struct kg_rd *rd, struct kg_mqtt_connect *c)
 	size_t n;
 
 	RD_TRY(read_protocol(rd, &c->level));
+	c->flags_off = rd->off; /* relative to the body; the caller adds the header */
 	RD_TRY(rd_u8(rd, &c->flags));
 	RD_TRY(check_flags(c->level, c->flags));
 	RD_TRY(rd_u16(rd, &c->keepalive));
@@ -424,10 +428,11 @@ static enum kg_parse connect_body(struct kg_rd *rd, struct kg_mqtt_connect *c)
 			return KG_PARSE_MALFORMED;
 		RD_TRY(rd_bin(rd, &p, &n)); /* will payload */
 	}
+	c->creds_off = rd->off;
 	if (c->has_username)
 		RD_TRY(rd_utf8(rd, &c->username, &c->username_len));
 	if (c->has_password)
-		RD_TRY(rd_bin(rd, &p, &n));
+		RD_TRY(rd_bin(rd, &c->password, &c->password_len));
 	/* Bytes left inside the remaining length are not ours to ignore: the broker
 	 * would read them as something. */
 	return rd_left(rd) == 0 ? KG_PARSE_OK : KG_PARSE_MALFORMED;
@@ -463,6 +468,9 @@ enum kg_parse kg_mqtt_parse_connect(const uint8_t *buf, size_t len, size_t max_r
 	if (rc != KG_PARSE_OK)
 		return rc;
 	c.packet_len = hdr + rem;
+	c.header_len = hdr;
+	c.flags_off += hdr;
+	c.creds_off += hdr;
 	*out = c;
 	return KG_PARSE_OK;
 }
@@ -633,6 +641,52 @@ static size_t packet_size(size_t rem, size_t cap)
 	if (vl == 0 || rem + 1 + vl > cap)
 		return 0;
 	return 1 + vl + rem;
+}
+
+/* ---- the user name of a certificate-authenticated device ------------------ */
+
+bool kg_mqtt_username_matches(const struct kg_mqtt_connect *c, const char *id, size_t id_len)
+{
+	if (!c->has_username || c->username_len == 0)
+		return true;
+	return c->username_len == id_len && memcmp(c->username, id, id_len) == 0;
+}
+
+/* The rewrite keeps the packet up to the credentials (minus the fixed header, which is
+ * re-encoded) and puts one user name field where the credentials were. */
+size_t kg_mqtt_rewrite_len(const struct kg_mqtt_connect *c, size_t username_len)
+{
+	size_t kept, rem, vl;
+
+	if (username_len > MAX_STR || c->creds_off < c->header_len || c->creds_off > c->packet_len)
+		return 0;
+	kept = c->creds_off - c->header_len;
+	rem = kept + 2 + username_len;
+	vl = kg_mqtt_varint_len(rem);
+	return vl == 0 ? 0 : 1 + vl + rem;
+}
+
+size_t kg_mqtt_rewrite_connect(const uint8_t *pkt, const struct kg_mqtt_connect *c,
+			       const char *username, size_t username_len, uint8_t *out, size_t cap)
+{
+	size_t total = kg_mqtt_rewrite_len(c, username_len), kept;
+	uint8_t *w = out, *body;
+
+	if (total == 0 || total > cap || c->packet_len == 0)
+		return 0;
+	/* The broker must parse what we forward exactly as it would have parsed a device
+	 * that sent this user name itself: the same UTF-8 rules as the parser. */
+	if (!utf8_valid((const uint8_t *)username, username_len))
+		return 0;
+	kept = c->creds_off - c->header_len;
+	w = put_u8(w, PT_CONNECT << 4);
+	w = put_varint(w, kept + 2 + username_len);
+	body = w;
+	w = put_bytes(w, pkt + c->header_len, kept);
+	/* User name on, password off; clean start and the will bits stay as they were. */
+	body[c->flags_off - c->header_len] = (uint8_t)((c->flags | CF_USERNAME) & ~CF_PASSWORD);
+	w = put_str(w, username, username_len);
+	return (size_t)(w - out);
 }
 
 size_t kg_mqtt_encode_connect(const struct kg_mqtt_connect_opts *o, uint8_t *buf, size_t cap)

@@ -43,6 +43,12 @@ struct kg_crl_conf {
 
 enum kg_client_id_check { KG_CLIENT_ID_EXACT, KG_CLIENT_ID_OFF };
 
+/* The CONNECT user name of a certificate-authenticated device (docs/security.md).
+ * STRICT: absent, empty or the device id, else CONNACK "not authorised"; REWRITE: the
+ * broker gets the device id as user name and no password; PASS: forwarded as sent
+ * (unsafe in front of a broker whose ACLs use %u). */
+enum kg_username_check { KG_USERNAME_STRICT, KG_USERNAME_REWRITE, KG_USERNAME_PASS };
+
 /* Data path after the handshake (relay.h has the ladder). AUTO: the best the session
  * allows (kTLS both ways + splice, else the record relay); KTLS_TX: kernel TLS for
  * what we send only, the device's records read through OpenSSL (fleets that send
@@ -66,6 +72,7 @@ struct kg_config {
 	bool metrics_enabled;             /* metrics_listen = off disables */
 	char default_backend[KG_NAME_MAX];/* used when neither device nor CA names one */
 	enum kg_client_id_check client_id_check;
+	enum kg_username_check username_check;  /* strict | rewrite | pass */
 	char log_level[16];               /* err|warn|info|debug */
 	enum kg_relay_choice relay;       /* auto | ktls_tx | userspace | openssl */
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mqtt.h - pure MQTT codec for what the gate must understand: the first packet
- * (CONNECT, MQTT 3.1 / 3.1.1 / 5.0) and the CONNACK it may answer with. Also the few
- * encoders the tests and the load generator need (CONNECT, PUBLISH, PINGREQ, and a
- * generic packet splitter).
+ * (CONNECT, MQTT 3.1 / 3.1.1 / 5.0), the CONNACK it may answer with, the check of the
+ * CONNECT's user name against the certificate's device id and the rewrite that puts
+ * the device id there. Also the few encoders the tests and the load generator need
+ * (CONNECT, PUBLISH, PINGREQ, and a generic packet splitter).
  * No I/O, no logging, no allocation: every parser reads a bounded cursor over the
  * caller's bytes, and results borrow from those bytes. Thread-safe.
  */
@@ -38,7 +39,14 @@ struct kg_mqtt_connect {
 	size_t client_id_len;
 	const uint8_t *username;  /* borrowed, NULL if absent */
 	size_t username_len;
+	const uint8_t *password;  /* borrowed, NULL if absent (binary data, not UTF-8) */
+	size_t password_len;
 	size_t packet_len;        /* bytes of the whole packet (fixed header included) */
+	/* Offsets from the packet's first byte, for kg_mqtt_rewrite_connect(): */
+	size_t header_len;        /* fixed header (type byte + remaining length), 2..5 */
+	size_t flags_off;         /* the connect flags byte */
+	size_t creds_off;         /* the user name field, else the password field, else
+				   * packet_len: the credentials are the packet's tail */
 };
 
 /*
@@ -49,6 +57,35 @@ struct kg_mqtt_connect {
  */
 enum kg_parse kg_mqtt_parse_connect(const uint8_t *buf, size_t len, size_t max_remaining,
 				    struct kg_mqtt_connect *out) KG_MUST_USE;
+
+/*
+ * The user name rule for certificate-authenticated devices: true when the CONNECT
+ * carries no user name, an empty one, or exactly the `id_len` bytes of `id` (the
+ * device id the certificate proved). The password is not looked at. An empty id
+ * matches only an absent or empty user name.
+ */
+bool kg_mqtt_username_matches(const struct kg_mqtt_connect *c, const char *id, size_t id_len);
+
+/*
+ * Bytes kg_mqtt_rewrite_connect() writes for a user name of `username_len` bytes, 0 if
+ * the result would be no MQTT packet (user name over 65535 bytes, remaining length
+ * over the MQTT maximum).
+ */
+size_t kg_mqtt_rewrite_len(const struct kg_mqtt_connect *c, size_t username_len);
+
+/*
+ * Re-encode the CONNECT `pkt`, which kg_mqtt_parse_connect() parsed into *c, with the
+ * user name `username` (username_len bytes) and no password. Everything else is kept
+ * byte for byte: protocol name and level, the other connect flags (clean start, will,
+ * will QoS and retain), keep-alive, MQTT 5.0 properties (authentication method and
+ * data included), client id, will properties, topic and payload. The remaining length
+ * is re-encoded (in the fewest bytes), so the packet may shrink or grow.
+ * Returns the bytes written to out (kg_mqtt_rewrite_len()), 0 if cap is too small or
+ * the user name is no MQTT UTF-8 string (bad UTF-8, U+0000, over 65535 bytes).
+ * out must not overlap pkt.
+ */
+size_t kg_mqtt_rewrite_connect(const uint8_t *pkt, const struct kg_mqtt_connect *c,
+			       const char *username, size_t username_len, uint8_t *out, size_t cap);
 
 /* Read a fixed header: packet type/flags byte and remaining length.
  * KG_PARSE_OK sets *hdr_len (1..5) and *remaining. */

@@ -42,18 +42,88 @@ def mstr(b):
     return struct.pack("!H", len(b)) + b
 
 
-def connect_packet(client_id, level=4, keepalive=60, clean=True, username=None):
+def connect_packet(client_id, level=4, keepalive=60, clean=True, username=None,
+                   password=None, will_topic=None, will_msg=b"", props=b"", will_props=b""):
+    """A CONNECT. props, will_props: MQTT 5.0 property bytes of the CONNECT, the will."""
     proto = b"MQIsdp" if level == 3 else b"MQTT"
     flags = 0x02 if clean else 0
     if username is not None:
         flags |= 0x80
+    if password is not None:
+        flags |= 0x40
+    if will_topic is not None:
+        flags |= 0x04 | 0x08  # will, QoS 1
     vh = mstr(proto) + bytes([level, flags]) + struct.pack("!H", keepalive)
     if level == 5:
-        vh += varint(0)  # no properties
+        vh += varint(len(props)) + props
     payload = mstr(client_id)
+    if will_topic is not None:
+        if level == 5:
+            payload += varint(len(will_props)) + will_props
+        payload += mstr(will_topic) + mstr(will_msg)
     if username is not None:
         payload += mstr(username)
+    if password is not None:
+        payload += mstr(password)
     return b"\x10" + varint(len(vh) + len(payload)) + vh + payload
+
+
+def parse_connect(buf):
+    """The fields of the CONNECT at the start of buf (3.1, 3.1.1, 5.0) as a dict; the
+    test side of what the gate forwards. Raises ValueError on anything else."""
+    if not buf or buf[0] != 0x10:
+        raise ValueError("not a CONNECT")
+    rem, mult, i = 0, 1, 1
+    while True:
+        rem += (buf[i] & 0x7F) * mult
+        mult *= 128
+        i += 1
+        if not buf[i - 1] & 0x80:
+            break
+    end = i + rem
+    if len(buf) < end:
+        raise ValueError("short CONNECT")
+    pos = i
+
+    def take(n):
+        nonlocal pos
+        if pos + n > end:
+            raise ValueError("field past the end")
+        v = buf[pos:pos + n]
+        pos += n
+        return v
+
+    def string():
+        return take(struct.unpack("!H", take(2))[0])
+
+    def props():
+        n, mult = 0, 1
+        while True:
+            b = take(1)[0]
+            n += (b & 0x7F) * mult
+            mult *= 128
+            if not b & 0x80:
+                return take(n)
+
+    res = {"protocol": string().decode(), "level": take(1)[0]}
+    flags = take(1)[0]
+    res["flags"] = flags
+    res["keepalive"] = struct.unpack("!H", take(2))[0]
+    if res["level"] == 5:
+        res["props"] = props().hex()
+    res["client_id"] = string().decode()
+    res["will_topic"] = res["will_msg"] = None
+    if flags & 0x04:
+        if res["level"] == 5:
+            res["will_props"] = props().hex()
+        res["will_topic"] = string().decode()
+        res["will_msg"] = string().decode(errors="replace")
+    res["username"] = string().decode() if flags & 0x80 else None
+    res["password"] = string().decode(errors="replace") if flags & 0x40 else None
+    if pos != end:
+        raise ValueError("%d bytes left in the CONNECT" % (end - pos))
+    res["connect_len"] = end
+    return res
 
 
 def publish_packet(topic, payload, qos=0, pid=1, level=4):
@@ -175,9 +245,24 @@ def mqtt_session(a):
         except OSError as e:
             out("closed: %s" % e)
             return None
-    pkt = connect_packet(a.id, a.level)
+    pkt = connect_packet(a.id, a.level, username=getattr(a, "username", None),
+                         password=getattr(a, "password", None),
+                         will_topic=getattr(a, "will_topic", None),
+                         will_msg=getattr(a, "will_msg", "") or "",
+                         props=bytes.fromhex(getattr(a, "v5_props", "") or ""),
+                         will_props=bytes.fromhex(getattr(a, "v5_will_props", "") or ""))
+    if getattr(a, "sent_connect", None):
+        with open(a.sent_connect, "wb") as f:
+            f.write(pkt)
     if a.pipeline:
         pkt += publish_packet(a.topic, a.msg, a.qos, 1, a.level)
+    if getattr(a, "pipeline_n", 0):
+        tail = b"".join(publish_packet("%s/%d" % (a.topic, k), pipeline_payload(k), 1, k, a.level)
+                        for k in range(1, a.pipeline_n + 1))
+        pkt += tail
+        if a.sent:
+            with open(a.sent, "wb") as f:
+                f.write(tail)
     r = PacketReader(s)
     try:
         s.sendall(pkt)
@@ -198,6 +283,76 @@ def mqtt_session(a):
     if code != 0:
         return None
     return s, r, code
+
+
+# Sizes of the --pipeline-n PUBLISH payloads: around the one- and two-byte remaining
+# length limits, so the packets behind a rewritten CONNECT cross them too.
+PIPELINE_SIZES = (1, 120, 121, 127, 128, 16370, 16384, 300)
+
+
+def pipeline_payload(k):
+    """Printable and a pure function of k (a subscriber prints it on one line)."""
+    alpha = b"abcdefghijklmnopqrstuvwxyz0123456789"
+    n = PIPELINE_SIZES[(k - 1) % len(PIPELINE_SIZES)]
+    return bytes(alpha[(k * 7 + i) % len(alpha)] for i in range(n))
+
+
+def subscribe_packet(topic, pid, level):
+    vh = struct.pack("!H", pid)
+    if level == 5:
+        vh += varint(0)
+    payload = mstr(topic) + b"\x01"
+    return b"\x82" + varint(len(vh) + len(payload)) + vh + payload
+
+
+def wait_suback(r, pid, level):
+    while True:
+        first, body = r.packet()
+        if first >> 4 == 9 and struct.unpack("!H", body[:2])[0] == pid:
+            i = 2
+            if level == 5:
+                n, mult = 0, 1
+                while True:
+                    b = body[i]
+                    i += 1
+                    n += (b & 0x7F) * mult
+                    mult *= 128
+                    if not b & 0x80:
+                        break
+                i += n
+            return body[i]
+
+
+def listen_publishes(s, r, secs, level):
+    """Print every PUBLISH received for secs seconds ("message TOPIC PAYLOAD")."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < secs:
+        s.settimeout(max(0.05, secs - (time.monotonic() - t0)))
+        try:
+            first, body = r.packet()
+        except socket.timeout:
+            break
+        if first >> 4 != 3:
+            continue
+        tlen = struct.unpack("!H", body[:2])[0]
+        topic = body[2:2 + tlen].decode()
+        i = 2 + tlen
+        qos = (first >> 1) & 3
+        if qos:
+            pid = struct.unpack("!H", body[i:i + 2])[0]
+            i += 2
+            s.sendall(b"\x40\x02" + struct.pack("!H", pid))
+        if level == 5:
+            n, mult = 0, 1
+            while True:
+                b = body[i]
+                i += 1
+                n += (b & 0x7F) * mult
+                mult *= 128
+                if not b & 0x80:
+                    break
+            i += n
+        out("message %s %s" % (topic, body[i:].decode(errors="replace")))
 
 
 def wait_puback(r, pid):
@@ -223,8 +378,25 @@ def cmd_connect(a):
         if a.pipeline:
             if a.qos:
                 out("puback 0x%02x" % wait_puback(r, 1))
+        elif a.pipeline_n:
+            for k in range(1, a.pipeline_n + 1):
+                wait_puback(r, k)
+            out("pubacks %d" % a.pipeline_n)
         elif a.topic:
             publish(s, r, a, 1)
+        if a.subscribe:
+            s.sendall(subscribe_packet(a.subscribe, 100, a.level))
+            out("suback 0x%02x" % wait_suback(r, 100, a.level))
+        if a.publish_cmd:
+            rc = subprocess.call(a.publish_cmd, shell=True, timeout=a.timeout * 4)
+            out("publish_cmd rc=%d" % rc)
+        if a.listen:
+            listen_publishes(s, r, a.listen, a.level)
+        if a.drop:
+            # no DISCONNECT: the broker publishes the will
+            s.close()
+            out("dropped")
+            return 0
         if a.then:
             rc = subprocess.call(a.then, shell=True, timeout=a.timeout * 4)
             out("then rc=%d" % rc)
@@ -589,6 +761,76 @@ def cmd_metrics(a):
     return 0
 
 
+# --- what the gate forwards to the broker --------------------------------------------
+
+
+def cmd_tap(a):
+    """A TCP proxy in front of the broker that records what each connection sends
+    upstream in DIR/N.up (N counts connections from 1), flushed as it arrives."""
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((a.host, a.port))
+    ls.listen(128)
+    n = 0
+
+    def pump(src, dst, rec):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                if rec:
+                    rec.write(d)
+                    rec.flush()
+                dst.sendall(d)
+        except OSError:
+            pass
+        finally:
+            for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+                try:
+                    sock.shutdown(how)
+                except OSError:
+                    pass
+            if rec:
+                rec.close()
+
+    while True:
+        c, _ = ls.accept()
+        n += 1
+        try:
+            u = socket.create_connection((a.host, a.to), timeout=a.timeout)
+            u.settimeout(None)
+        except OSError:
+            c.close()
+            continue
+        rec = open(os.path.join(a.dir, "%d.up" % n), "wb")
+        threading.Thread(target=pump, args=(c, u, rec), daemon=True).start()
+        threading.Thread(target=pump, args=(u, c, None), daemon=True).start()
+
+
+def cmd_tapcheck(a):
+    """The CONNECT recorded in a tap file, and whether the bytes behind it start with
+    exactly the ones in --sent: one JSON line."""
+    with open(a.tap, "rb") as f:
+        data = f.read()
+    try:
+        res = parse_connect(data)
+    except (ValueError, IndexError) as e:
+        out(json.dumps({"error": str(e), "len": len(data)}))
+        return 1
+    if a.sent:
+        with open(a.sent, "rb") as f:
+            sent = f.read()
+        rest = data[res["connect_len"]:]
+        res["sent_len"] = len(sent)
+        res["rest_exact"] = rest[:len(sent)] == sent
+    if a.connect:
+        with open(a.connect, "rb") as f:
+            res["connect_exact"] = data[:res["connect_len"]] == f.read()
+    out(json.dumps(res))
+    return 0
+
+
 # --- command line -------------------------------------------------------------------
 
 
@@ -610,6 +852,12 @@ def main():
             sp.add_argument("--topic", default="")
             sp.add_argument("--msg", default="hello")
             sp.add_argument("--qos", type=int, default=1, choices=(0, 1))
+            sp.add_argument("--username", help="CONNECT user name (default: none)")
+            sp.add_argument("--password", help="CONNECT password (default: none)")
+            sp.add_argument("--will-topic", help="CONNECT will (QoS 1) on this topic")
+            sp.add_argument("--will-msg", default="", help="the will's payload")
+            sp.add_argument("--v5-props", default="", help="MQTT 5.0 CONNECT properties, hex")
+            sp.add_argument("--v5-will-props", default="", help="MQTT 5.0 will properties, hex")
 
     sp = sub.add_parser("connect", help="CONNECT, print the CONNACK code, optionally publish")
     common(sp)
@@ -618,6 +866,15 @@ def main():
     sp.add_argument("--hold", type=float, default=0, help="stay connected up to N s, print EOF")
     sp.add_argument("--peek", type=float, default=0,
                     help="wait up to MS for a TLS alert before sending CONNECT")
+    sp.add_argument("--pipeline-n", type=int, default=0,
+                    help="N QoS 1 PUBLISHes to TOPIC/1..N in the CONNECT's send, wait for the PUBACKs")
+    sp.add_argument("--sent", help="write the bytes pipelined behind the CONNECT to FILE")
+    sp.add_argument("--sent-connect", help="write the CONNECT sent to FILE")
+    sp.add_argument("--subscribe", help="after the CONNACK: SUBSCRIBE (QoS 1), print the SUBACK code")
+    sp.add_argument("--publish-cmd", help="shell command to run after --subscribe")
+    sp.add_argument("--listen", type=float, default=0,
+                    help="then print every PUBLISH received for N s")
+    sp.add_argument("--drop", action="store_true", help="close without DISCONNECT (fires the will)")
     sp = sub.add_parser("paho", help="same CONNACK check through paho-mqtt")
     common(sp)
     sp = sub.add_parser("cutoff", help="time from running CMD to the session's EOF")
@@ -647,12 +904,21 @@ def main():
     sp.add_argument("--wait", type=float, default=3.0)
     sp = sub.add_parser("metrics", help="print /metrics")
     common(sp, tls=False)
+    sp = sub.add_parser("tap", help="recording TCP proxy: PORT -> TO, upstream bytes in DIR/N.up")
+    common(sp, tls=False)
+    sp.add_argument("--to", type=int, required=True)
+    sp.add_argument("--dir", required=True)
+    sp = sub.add_parser("tapcheck", help="the CONNECT in a tap file (JSON), and what follows it")
+    sp.add_argument("--tap", required=True)
+    sp.add_argument("--sent", help="bytes that must follow the CONNECT exactly")
+    sp.add_argument("--connect", help="bytes the CONNECT must be exactly")
 
     a = p.parse_args()
     if getattr(a, "topic", None) == "" and a.op == "load":
         a.topic = "load"
     fn = {"connect": cmd_connect, "paho": cmd_paho, "cutoff": cmd_cutoff, "bad": cmd_bad,
-          "tcp": cmd_tcp, "load": cmd_load, "audit": cmd_audit, "metrics": cmd_metrics}[a.op]
+          "tcp": cmd_tcp, "load": cmd_load, "audit": cmd_audit, "metrics": cmd_metrics,
+          "tap": cmd_tap, "tapcheck": cmd_tapcheck}[a.op]
     return fn(a)
 
 

@@ -56,6 +56,7 @@ START_TEST(test_full_round_trip)
 		"metrics_listen = [::1]:9999\n"
 		"default_backend = b-2\n"
 		"client_id_check = off\n"
+		"username_check = rewrite\n"
 		"relay = openssl\n"
 		"log_level = debug\n"
 		"[tls]\n"
@@ -100,6 +101,7 @@ START_TEST(test_full_round_trip)
 	ck_assert_str_eq(cfg->metrics_listen.text, "[::1]:9999");
 	ck_assert_str_eq(cfg->default_backend, "b-2");
 	ck_assert_int_eq(cfg->client_id_check, KG_CLIENT_ID_OFF);
+	ck_assert_int_eq(cfg->username_check, KG_USERNAME_REWRITE);
 	ck_assert_int_eq(cfg->relay, KG_RELAY_OPENSSL);
 	ck_assert_str_eq(cfg->log_level, "debug");
 	ck_assert_str_eq(cfg->ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
@@ -147,6 +149,7 @@ START_TEST(test_defaults)
 	ck_assert_str_eq(cfg->metrics_listen.text, "127.0.0.1:9883");
 	ck_assert_str_eq(cfg->default_backend, "");
 	ck_assert_int_eq(cfg->client_id_check, KG_CLIENT_ID_EXACT);
+	ck_assert_int_eq(cfg->username_check, KG_USERNAME_STRICT);
 	ck_assert_int_eq(cfg->relay, KG_RELAY_AUTO);
 	ck_assert_str_eq(cfg->log_level, "info");
 	ck_assert_str_eq(cfg->ciphers,
@@ -262,6 +265,8 @@ static const struct bad_case bad_cases[] = {
 	{ "[daemon]\ncert = c\nkey = k\n", "bad.conf: missing required key 'registry' in [daemon]" },
 	{ "", "bad.conf: missing required key 'cert' in [daemon]" },
 	{ BASE "client_id_check = maybe\n", "bad.conf:5: 'client_id_check': 'maybe' is not one of exact, off" },
+	{ BASE "username_check = exact\n", "bad.conf:5: 'username_check': 'exact' is not one of strict, rewrite, pass" },
+	{ BASE "username_check = strict\nusername_check = pass\n", "bad.conf:6: duplicate key 'username_check' in [daemon] (first on line 5)" },
 	{ BASE "relay = kernel\n", "bad.conf:5: 'relay': 'kernel' is not one of auto, ktls_tx, userspace, openssl" },
 	{ BASE "log_level = verbose\n", "bad.conf:5: 'log_level': 'verbose' is not one of err, warn, info, debug" },
 	{ BASE "[crl]\nbad/name = x.pem\n", "bad.conf:6: [crl]: 'bad/name' is not a CA name" },

@@ -821,6 +821,297 @@ START_TEST(test_encode_pingreq)
 }
 END_TEST
 
+/* ---- the user name of a certificate-authenticated device ------------------ */
+
+struct user_case {
+	const char *name;
+	const uint8_t *body;
+	size_t len;
+	const char *id;
+	bool match;
+};
+
+/* Each with its level: absent, empty, equal, other, prefix, longer, case. */
+static const struct user_case user_cases[] = {
+	{ "v311_absent", BYTES(V311_HDR(0x02), STR_DEV), "dev", true },
+	{ "v311_empty", BYTES(V311_HDR(0x82), STR_DEV, 0, 0), "dev", true },
+	{ "v311_equal", BYTES(V311_HDR(0x82), STR_DEV, 0, 3, 'd', 'e', 'v'), "dev", true },
+	{ "v311_equal_with_password", BYTES(V311_HDR(0xc2), STR_DEV, 0, 3, 'd', 'e', 'v', 0, 1, 'p'),
+	  "dev", true },
+	{ "v311_other", BYTES(V311_HDR(0x82), STR_DEV, 0, 3, 'e', 'v', 'e'), "dev", false },
+	{ "v311_other_with_password", BYTES(V311_HDR(0xc2), STR_DEV, 0, 3, 'e', 'v', 'e', 0, 1, 'p'),
+	  "dev", false },
+	{ "v311_prefix_of_id", BYTES(V311_HDR(0x82), STR_DEV, 0, 2, 'd', 'e'), "dev", false },
+	{ "v311_id_is_prefix", BYTES(V311_HDR(0x82), STR_DEV, 0, 4, 'd', 'e', 'v', 'x'), "dev", false },
+	{ "v311_case_differs", BYTES(V311_HDR(0x82), STR_DEV, 0, 3, 'D', 'e', 'v'), "dev", false },
+	{ "v311_client_id_is_not_user", BYTES(V311_HDR(0x82), 0, 3, 'e', 'v', 'e', 0, 3, 'e', 'v', 'e'),
+	  "dev", false },
+	{ "v311_empty_id_absent", BYTES(V311_HDR(0x02), STR_DEV), "", true },
+	{ "v311_empty_id_other", BYTES(V311_HDR(0x82), STR_DEV, 0, 1, 'x'), "", false },
+	{ "v31_absent", BYTES(V31_HDR(0x02), STR_DEV), "dev", true },
+	{ "v31_empty", BYTES(V31_HDR(0x82), STR_DEV, 0, 0), "dev", true },
+	{ "v31_equal", BYTES(V31_HDR(0xc2), STR_DEV, 0, 3, 'd', 'e', 'v', 0, 1, 'p'), "dev", true },
+	{ "v31_other", BYTES(V31_HDR(0xc2), STR_DEV, 0, 1, 'u', 0, 1, 'p'), "dev", false },
+	{ "v5_absent", BYTES(V5_HDR(0x02), 0, STR_DEV), "dev", true },
+	{ "v5_password_without_username", BYTES(V5_HDR(0x42), 0, STR_DEV, 0, 1, 'p'), "dev", true },
+	{ "v5_empty", BYTES(V5_HDR(0x82), 0, STR_DEV, 0, 0), "dev", true },
+	{ "v5_equal", BYTES(V5_HDR(0x82), 0, STR_DEV, 0, 3, 'd', 'e', 'v'), "dev", true },
+	{ "v5_other", BYTES(V5_HDR(0xc2), 0, STR_DEV, 0, 3, 'e', 'v', 'e', 0, 1, 'p'), "dev", false },
+	{ "v5_module_id", BYTES(V5_HDR(0x82), 0, STR_DEV, 0, 5, 'd', '/', 'm', 'o', 'd'), "d/mod", true },
+	{ "v5_utf8_equal", BYTES(V5_HDR(0x82), 0, STR_DEV, 0, 2, 0xc3, 0xa9), "\xc3\xa9", true },
+};
+
+START_TEST(test_username_matches)
+{
+	const struct user_case *c = &user_cases[_i];
+	uint8_t pkt[128];
+	size_t n = frame(pkt, c->body, c->len);
+	struct kg_mqtt_connect m;
+
+	ck_assert_msg(kg_mqtt_parse_connect(pkt, n, 4096, &m) == OK, "%s: does not parse", c->name);
+	ck_assert_msg(kg_mqtt_username_matches(&m, c->id, strlen(c->id)) == c->match,
+		      "%s: want %s", c->name, c->match ? "match" : "mismatch");
+}
+END_TEST
+
+/*
+ * Everything a rewrite must hold, for any CONNECT pkt[0..n) and user name: the result
+ * parses (from an exact-size copy), its user name is the id, it has no password, the
+ * other flags, the keep-alive, the properties, the client id and the will are the
+ * input's bytes, every smaller buffer is refused, and rewriting it again changes
+ * nothing. Returns the fixed header length of the result (for the boundary tests).
+ */
+static size_t check_rewrite(const char *name, const uint8_t *pkt, size_t n, const char *id)
+{
+	size_t id_len = strlen(id), need, got, kept;
+	struct kg_mqtt_connect m, r;
+	uint8_t *in, *out, *again;
+
+	/* the input lives in an exact-size buffer: a read past the CONNECT is an ASan error */
+	ck_assert_msg(parse_exact(pkt, n, 268435455, &m, &in) == OK, "%s: input does not parse", name);
+	need = kg_mqtt_rewrite_len(&m, id_len);
+	ck_assert_msg(need > 0, "%s: no rewrite length", name);
+	out = malloc(need);
+	ck_assert_ptr_nonnull(out);
+	got = kg_mqtt_rewrite_connect(in, &m, id, id_len, out, need);
+	ck_assert_msg(got == need, "%s: wrote %zu, want %zu", name, got, need);
+	ck_assert_msg(kg_mqtt_parse_connect(out, got, 268435455, &r) == OK, "%s: result does not parse",
+		      name);
+	ck_assert_uint_eq(r.packet_len, got);
+	ck_assert_uint_eq(r.level, m.level);
+	ck_assert_uint_eq(r.flags, (m.flags | 0x80) & ~0x40);
+	ck_assert_uint_eq(r.keepalive, m.keepalive);
+	ck_assert(r.clean_start == m.clean_start && r.has_will == m.has_will);
+	ck_assert_uint_eq(r.will_qos, m.will_qos);
+	ck_assert(r.has_username && !r.has_password);
+	ck_assert_ptr_null(r.password);
+	ck_assert_uint_eq(r.username_len, id_len);
+	ck_assert_mem_eq(r.username, id, id_len);
+	ck_assert_uint_eq(r.client_id_len, m.client_id_len);
+	ck_assert_mem_eq(r.client_id, m.client_id, m.client_id_len);
+	/* protocol name .. will payload: the same bytes but for the flags byte */
+	kept = m.creds_off - m.header_len;
+	ck_assert_uint_eq(r.creds_off - r.header_len, kept);
+	ck_assert_uint_eq(r.flags_off - r.header_len, m.flags_off - m.header_len);
+	ck_assert_mem_eq(out + r.header_len, in + m.header_len, m.flags_off - m.header_len);
+	ck_assert_mem_eq(out + r.flags_off + 1, in + m.flags_off + 1, m.creds_off - m.flags_off - 1);
+	/* minimal remaining length */
+	ck_assert_uint_eq(r.header_len, 1 + kg_mqtt_varint_len(got - r.header_len));
+	/* too small a buffer: refused (ASan sees a write past it) */
+	for (size_t cap = need > 64 ? need - 1 : 0; cap < need; cap++) {
+		uint8_t *small = malloc(cap ? cap : 1);
+
+		ck_assert_ptr_nonnull(small);
+		ck_assert_uint_eq(kg_mqtt_rewrite_connect(in, &m, id, id_len, small, cap), 0);
+		free(small);
+	}
+	/* idempotent: the rewrite of the rewrite is itself */
+	again = malloc(need);
+	ck_assert_ptr_nonnull(again);
+	ck_assert_uint_eq(kg_mqtt_rewrite_connect(out, &r, id, id_len, again, need), need);
+	ck_assert_mem_eq(again, out, need);
+	free(again);
+	free(out);
+	free(in);
+	return r.header_len;
+}
+
+struct rewrite_case {
+	const char *name;
+	const uint8_t *in;   /* body */
+	size_t in_len;
+	const uint8_t *out;  /* body */
+	size_t out_len;
+};
+
+#define ID_DEV 0, 3, 'd', 'e', 'v'
+
+static const struct rewrite_case rewrite_cases[] = {
+	{ "v311_absent", BYTES(V311_HDR(0x02), STR_DEV), BYTES(V311_HDR(0x82), STR_DEV, ID_DEV) },
+	{ "v311_empty", BYTES(V311_HDR(0x82), STR_DEV, 0, 0), BYTES(V311_HDR(0x82), STR_DEV, ID_DEV) },
+	{ "v311_equal", BYTES(V311_HDR(0x82), STR_DEV, ID_DEV), BYTES(V311_HDR(0x82), STR_DEV, ID_DEV) },
+	{ "v311_other_password",
+	  BYTES(V311_HDR(0xc2), STR_DEV, 0, 5, 'o', 't', 'h', 'e', 'r', 0, 6, 's', 'e', 'c', 'r', 'e', 't'),
+	  BYTES(V311_HDR(0x82), STR_DEV, ID_DEV) },
+	{ "v311_equal_password", BYTES(V311_HDR(0xc2), STR_DEV, ID_DEV, 0, 2, 0x00, 0xff),
+	  BYTES(V311_HDR(0x82), STR_DEV, ID_DEV) },
+	{ "v311_will_qos2_retain_user_pass",
+	  BYTES(V311_HDR(0xf4), STR_DEV, 0, 3, 'a', '/', 'b', 0, 2, 'h', 'i', 0, 1, 'u', 0, 1, 'p'),
+	  BYTES(V311_HDR(0xb4), STR_DEV, 0, 3, 'a', '/', 'b', 0, 2, 'h', 'i', ID_DEV) },
+	{ "v311_will_no_user", BYTES(V311_HDR(0x0e), STR_DEV, 0, 1, 't', 0, 2, 'h', 'i'),
+	  BYTES(V311_HDR(0x8e), STR_DEV, 0, 1, 't', 0, 2, 'h', 'i', ID_DEV) },
+	{ "v31_other_password", BYTES(V31_HDR(0xc2), STR_DEV, 0, 1, 'u', 0, 1, 'p'),
+	  BYTES(V31_HDR(0x82), STR_DEV, ID_DEV) },
+	{ "v31_will", BYTES(V31_HDR(0x0e), STR_DEV, 0, 1, 't', 0, 1, 'x'),
+	  BYTES(V31_HDR(0x8e), STR_DEV, 0, 1, 't', 0, 1, 'x', ID_DEV) },
+	{ "v5_absent", BYTES(V5_HDR(0x02), 0, STR_DEV), BYTES(V5_HDR(0x82), 0, STR_DEV, ID_DEV) },
+	{ "v5_password_without_username", BYTES(V5_HDR(0x42), 0, STR_DEV, 0, 1, 'p'),
+	  BYTES(V5_HDR(0x82), 0, STR_DEV, ID_DEV) },
+	{ "v5_other_password_props_auth",
+	  BYTES(V5_HDR(0xc2), 14, 0x11, 0, 0, 0x0e, 0x10, 0x15, 0, 1, 'm', 0x16, 0, 2, 1, 2, STR_DEV,
+		0, 1, 'u', 0, 1, 'p'),
+	  BYTES(V5_HDR(0x82), 14, 0x11, 0, 0, 0x0e, 0x10, 0x15, 0, 1, 'm', 0x16, 0, 2, 1, 2, STR_DEV,
+		ID_DEV) },
+	{ "v5_will_props_user_pass",
+	  BYTES(V5_HDR(0xee), 3, 0x21, 0, 10, STR_DEV, 12, 0x18, 0, 0, 0, 5, 0x26, 0, 1, 'k', 0, 1, 'v',
+		0, 1, 't', 0, 2, 'h', 'i', 0, 1, 'u', 0, 1, 'p'),
+	  BYTES(V5_HDR(0xae), 3, 0x21, 0, 10, STR_DEV, 12, 0x18, 0, 0, 0, 5, 0x26, 0, 1, 'k', 0, 1, 'v',
+		0, 1, 't', 0, 2, 'h', 'i', ID_DEV) },
+	{ "v5_nonminimal_props_len_kept", BYTES(V5_HDR(0x82), 0x80, 0x00, STR_DEV, 0, 1, 'u'),
+	  BYTES(V5_HDR(0x82), 0x80, 0x00, STR_DEV, ID_DEV) },
+};
+
+START_TEST(test_rewrite_exact)
+{
+	const struct rewrite_case *c = &rewrite_cases[_i];
+	uint8_t pkt[256], want[256], out[256];
+	size_t n = frame(pkt, c->in, c->in_len), wn = frame(want, c->out, c->out_len), got;
+	struct kg_mqtt_connect m;
+
+	ck_assert_msg(kg_mqtt_parse_connect(pkt, n, 4096, &m) == OK, "%s: does not parse", c->name);
+	ck_assert_uint_eq(kg_mqtt_rewrite_len(&m, 3), wn);
+	got = kg_mqtt_rewrite_connect(pkt, &m, "dev", 3, out, sizeof(out));
+	ck_assert_msg(got == wn, "%s: %zu bytes, want %zu", c->name, got, wn);
+	ck_assert_mem_eq(out, want, wn);
+	check_rewrite(c->name, pkt, n, "dev");
+	check_rewrite(c->name, pkt, n, "a-much-longer-device-id/module-7");
+}
+END_TEST
+
+/* A non-minimal remaining length in the input comes out minimal. */
+START_TEST(test_rewrite_nonminimal_remaining)
+{
+	static const uint8_t pkt[] = { 0x10, 0x95, 0x00, V311_HDR(0xc2), STR_DEV, 0, 1, 'u', 0, 1, 'p' };
+	static const uint8_t want[] = { 0x10, 0x14, V311_HDR(0x82), STR_DEV, ID_DEV };
+	struct kg_mqtt_connect m;
+	uint8_t out[64];
+
+	ck_assert_int_eq(kg_mqtt_parse_connect(pkt, sizeof(pkt), 4096, &m), OK);
+	ck_assert_uint_eq(m.header_len, 3);
+	ck_assert_uint_eq(kg_mqtt_rewrite_connect(pkt, &m, "dev", 3, out, sizeof(out)), sizeof(want));
+	ck_assert_mem_eq(out, want, sizeof(want));
+}
+END_TEST
+
+/* User names that are no MQTT string are refused, and nothing is written. */
+START_TEST(test_rewrite_refuses)
+{
+	static const uint8_t pkt[] = { V311_MIN };
+	struct kg_mqtt_connect m;
+	uint8_t out[64];
+	char *big = malloc(65536);
+
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'a', 65536);
+	ck_assert_int_eq(kg_mqtt_parse_connect(pkt, sizeof(pkt), 4096, &m), OK);
+	memset(out, 0xee, sizeof(out));
+	ck_assert_uint_eq(kg_mqtt_rewrite_connect(pkt, &m, "a\0b", 3, out, sizeof(out)), 0);
+	ck_assert_uint_eq(kg_mqtt_rewrite_connect(pkt, &m, "\xff", 1, out, sizeof(out)), 0);
+	ck_assert_uint_eq(kg_mqtt_rewrite_connect(pkt, &m, "\xed\xa0\x80", 3, out, sizeof(out)), 0);
+	ck_assert_uint_eq(out[0], 0xee);
+	ck_assert_uint_eq(kg_mqtt_rewrite_len(&m, 65536), 0);
+	ck_assert_uint_eq(kg_mqtt_rewrite_connect(pkt, &m, big, 65536, out, sizeof(out)), 0);
+	ck_assert_uint_gt(kg_mqtt_rewrite_len(&m, 65535), 65535);
+	/* an empty user name is a valid one */
+	ck_assert_uint_eq(kg_mqtt_rewrite_connect(pkt, &m, "", 0, out, sizeof(out)), sizeof(pkt) + 2);
+	free(big);
+}
+END_TEST
+
+/* A CONNECT with a client id of cid_len bytes and the given credentials. */
+static size_t make_connect(uint8_t *buf, size_t cap, uint8_t level, size_t cid_len,
+			   const char *user, const char *pass)
+{
+	char *cid = malloc(cid_len + 1);
+	struct kg_mqtt_connect_opts o = { level, NULL, user, pass, 60, true };
+	size_t n;
+
+	ck_assert_ptr_nonnull(cid);
+	memset(cid, 'c', cid_len);
+	cid[cid_len] = '\0';
+	o.client_id = cid;
+	n = kg_mqtt_encode_connect(&o, buf, cap);
+	free(cid);
+	ck_assert_uint_gt(n, 0);
+	return n;
+}
+
+/*
+ * Remaining lengths around 127/128 and 16383/16384, both ways: a CONNECT without
+ * credentials grows across a boundary (one more length byte), one with a long user
+ * name and password shrinks across it (one fewer). Every case is checked in full and
+ * each crossing must have been seen, for every level.
+ */
+START_TEST(test_rewrite_length_boundaries)
+{
+	static const size_t edges[] = { 128, 16384 };
+	static const char *const id = "device-0123456789"; /* 17 bytes: +19 with its length */
+	char pass[300];
+	size_t cap = 20000;
+	uint8_t *buf = malloc(cap);
+
+	ck_assert_ptr_nonnull(buf);
+	memset(pass, 'p', sizeof(pass) - 1);
+	pass[sizeof(pass) - 1] = '\0';
+	for (uint8_t level = KG_MQTT_V31; level <= KG_MQTT_V5; level++) {
+		for (size_t e = 0; e < KG_NITEMS(edges); e++) {
+			bool grew = false, shrank = false;
+			size_t edge = edges[e], hl_small = edge == 128 ? 2 : 3;
+
+			/* remaining length from edge-25 to edge+5, no credentials: grows by 19 */
+			for (size_t target = edge - 25; target <= edge + 5; target++) {
+				size_t base = make_connect(buf, cap, level, 0, NULL, NULL);
+				size_t rem0 = base - 2, n, in_hl, out_hl;
+
+				n = make_connect(buf, cap, level, target - rem0, NULL, NULL);
+				in_hl = n - target;
+				out_hl = check_rewrite("grow", buf, n, id);
+				ck_assert_uint_eq(in_hl, target < edge ? hl_small : hl_small + 1);
+				ck_assert_uint_eq(out_hl, target + 19 < edge ? hl_small : hl_small + 1);
+				grew |= in_hl == hl_small && out_hl == hl_small + 1;
+			}
+			/* user "u" and a 299-byte password: shrinks by 2+1+2+299-19 = 285 */
+			for (size_t target = edge - 5; target <= edge + 290; target += 5) {
+				size_t base = make_connect(buf, cap, level, 0, "u", pass);
+				size_t rem0 = base - (base - 2 < 128 ? 2 : 3), n, in_hl, out_hl;
+
+				if (target < rem0)
+					continue;
+				n = make_connect(buf, cap, level, target - rem0, "u", pass);
+				in_hl = n - target;
+				out_hl = check_rewrite("shrink", buf, n, id);
+				ck_assert_uint_eq(in_hl, target < edge ? hl_small : hl_small + 1);
+				ck_assert_uint_eq(out_hl, target - 285 < edge ? hl_small : hl_small + 1);
+				shrank |= in_hl == hl_small + 1 && out_hl == hl_small;
+			}
+			ck_assert_msg(grew, "level %u edge %zu: no growing crossing", level, edge);
+			ck_assert_msg(shrank, "level %u edge %zu: no shrinking crossing", level, edge);
+		}
+	}
+	free(buf);
+}
+END_TEST
+
 Suite *kg_suite_mqtt(void)
 {
 	Suite *s = suite_create("mqtt");
@@ -854,6 +1145,14 @@ Suite *kg_suite_mqtt(void)
 	tcase_add_loop_test(tc, test_connack_roundtrip, 0, (int)KG_NITEMS(code_cases));
 	tcase_add_test(tc, test_connack_invalid_args);
 	tcase_add_loop_test(tc, test_connack_parse, 0, (int)KG_NITEMS(connack_cases));
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("username");
+	tcase_add_loop_test(tc, test_username_matches, 0, (int)KG_NITEMS(user_cases));
+	tcase_add_loop_test(tc, test_rewrite_exact, 0, (int)KG_NITEMS(rewrite_cases));
+	tcase_add_test(tc, test_rewrite_nonminimal_remaining);
+	tcase_add_test(tc, test_rewrite_refuses);
+	tcase_add_test(tc, test_rewrite_length_boundaries);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("encode");
