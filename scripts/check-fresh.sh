@@ -11,7 +11,7 @@
 # exits 0 and prints the demo's own success line.
 #
 # Host safety: the chroot runs in its own mount and PID namespaces (unshare), so its
-# mounts (/proc, /sys read-only, /dev, the .deb cache) are invisible to the host and its
+# mounts (a new /proc, /sys read-only, /dev with /dev/pts, the .deb cache) are invisible to the host and its
 # processes die with it; the mounts are also unmounted by a trap. /usr/sbin/policy-rc.d
 # exits 101, so the packages installed inside start no services. The mirror comes from
 # the host's apt configuration (nothing is hard-coded).
@@ -163,6 +163,7 @@ fi
 
 # --- the root: base + clean clone + apt sources -------------------------------------
 ROOT=$(mktemp -d "$WORKBASE/root.XXXXXX") || finish FAIL "mktemp failed"
+chmod 755 "$ROOT" # mktemp's 0700 would lock apt's _apt user (and any daemon user) out
 tu=$(now)
 tar -C "$ROOT" --numeric-owner -xpzf "$BASE" || finish FAIL "cannot unpack $BASE"
 SHA=$(git -C "$TOP" rev-parse --verify "$REV^{commit}") || finish FAIL "no commit $REV"
@@ -208,7 +209,8 @@ root=$1 debs=$2 chpid=""
 umount_all() {
 	local m
 	for m in var/cache/apt/archives dev sys proc; do
-		mountpoint -q "$root/$m" && umount "$root/$m" 2>/dev/null || umount -l "$root/$m" 2>/dev/null
+		mountpoint -q "$root/$m" || continue
+		umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m" 2>/dev/null
 	done
 }
 stop() { [ -n "$chpid" ] && kill -TERM "$chpid" 2>/dev/null; umount_all; exit 124; }
@@ -216,7 +218,7 @@ trap umount_all EXIT
 trap stop INT TERM
 mount -t proc proc "$root/proc" &&
 	mount --bind /sys "$root/sys" && mount -o remount,bind,ro "$root/sys" &&
-	mount --bind /dev "$root/dev" &&
+	mount --rbind /dev "$root/dev" &&
 	mount --bind "$debs" "$root/var/cache/apt/archives" || { echo "fresh: mounts failed"; exit 2; }
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
 	LANG=C.UTF-8 TERM=dumb chroot "$root" /bin/sh /root/fresh-first-run.sh &
