@@ -153,6 +153,7 @@ else
 	timeout -k 30 "$T_BOOT" unshare --mount --propagation private \
 		debootstrap --variant=minbase --arch="$ARCH" "$SUITE" "$ROOT" "$MIRROR" \
 		>>"$OUT/bootstrap.log" 2>&1 || { tail -20 "$OUT/bootstrap.log"; finish FAIL "debootstrap failed (see $OUT/bootstrap.log)"; }
+	chmod 755 "$ROOT"
 	tar -C "$ROOT" --numeric-owner -czf "$BASE.tmp" . || finish FAIL "cannot write $BASE.tmp"
 	mv "$BASE.tmp" "$BASE"
 	cleanup
@@ -163,9 +164,9 @@ fi
 
 # --- the root: base + clean clone + apt sources -------------------------------------
 ROOT=$(mktemp -d "$WORKBASE/root.XXXXXX") || finish FAIL "mktemp failed"
-chmod 755 "$ROOT" # mktemp's 0700 would lock apt's _apt user (and any daemon user) out
 tu=$(now)
 tar -C "$ROOT" --numeric-owner -xpzf "$BASE" || finish FAIL "cannot unpack $BASE"
+chmod 755 "$ROOT" # mktemp's 0700 would lock apt's _apt user (and any daemon user) out
 SHA=$(git -C "$TOP" rev-parse --verify "$REV^{commit}") || finish FAIL "no commit $REV"
 if ! git clone -q --no-hardlinks --no-checkout "$TOP" "$ROOT/src/ktlsgate" ||
 	! git -C "$ROOT/src/ktlsgate" checkout -q --detach "$SHA"; then
