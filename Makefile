@@ -76,8 +76,12 @@ $(BUILD)/kg-tlsprobe: $(BUILD)/tests/lib/kg_tlsprobe.o $(BUILD)/libkg.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 # --- tests -----------------------------------------------------------------
+# pkg-config's flags (PKG_CFLAGS, PKG_LIBS, CHECK_LIBS, mk/tpm.mk's LIBS) are read when
+# this file is parsed, so a make that installs the libraries cannot also build with
+# them: check, demo and bench run scripts/deps.sh first and build in a fresh $(MAKE)
+# (issue 10 section 1; make check-fresh proves it on a bare Debian root).
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh check
 
 check-unit: $(BUILD)/check_unit
 	cd tests/unit && CK_FORK=yes ../../$(BUILD)/check_unit
@@ -102,7 +106,8 @@ check-integration-asan: asan-build all $(BUILD)/kg-tlsprobe
 check-integration: all $(BUILD)/kg-tlsprobe
 	KG_RELAY=$${KG_RELAY:-userspace} tests/integration/run.sh
 
-check: deps
+check:
+	@scripts/deps.sh check
 	$(MAKE) all build/check_unit
 	$(MAKE) check-unit docs-check
 	$(MAKE) check-asan
@@ -134,10 +139,14 @@ fuzz: fuzz-build
 	done
 
 # --- demo and bench ---------------------------------------------------------
-demo: deps all
+demo:
+	@scripts/deps.sh demo
+	$(MAKE) all
 	scripts/demo.sh
 
-bench: deps all $(BUILD)/kg-bench
+bench:
+	@scripts/deps.sh check
+	$(MAKE) all $(BUILD)/kg-bench
 	tests/bench/run.sh
 
 # 2000 `ktlsgate device add` calls vs one `ktlsgate device import` (docs/benchmarks.md).
