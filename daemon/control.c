@@ -434,14 +434,16 @@ static void accept_all(struct kg_control *c)
 		struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
 
 		if (cl == NULL) {
-			/* Full: say so without waiting (a fresh socket takes a short line). */
-			static const char busy[] = "ERR busy: too many control clients\n";
-
-			(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-			close(fd);
-			kg_log_warnx("control_socket %s: %d clients already: one refused", c->path,
+			/* Full: the oldest gives way. Stuck clients cannot lock the operator
+			 * out (a revocation's "device-changed" must get through); a flood of
+			 * fresh ones still costs only slots, never the main thread. */
+			cl = &c->clients[0];
+			for (size_t i = 1; i < KG_CONTROL_CLIENTS_MAX; i++)
+				if (c->clients[i].deadline_ms < cl->deadline_ms)
+					cl = &c->clients[i];
+			kg_log_warnx("control_socket %s: %d clients open: the oldest closed", c->path,
 				     KG_CONTROL_CLIENTS_MAX);
-			continue;
+			client_close(c, cl);
 		}
 		if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			close(fd);

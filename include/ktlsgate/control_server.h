@@ -9,8 +9,9 @@
  *
  * Serving: every client is a small non-blocking state machine in the main loop's
  * epoll (read one line, dispatch, write the buffered reply), with one deadline from
- * accept to reply sent, a bounded request size and a bounded number of clients. A
- * stuck or slow client costs a slot until its deadline, never the main thread.
+ * accept to reply sent, a bounded request size and a bounded number of clients (the
+ * oldest gives way). A stuck or slow client costs a slot until its deadline, never
+ * the main thread.
  */
 #ifndef KTLSGATE_CONTROL_SERVER_H
 #define KTLSGATE_CONTROL_SERVER_H
@@ -26,7 +27,7 @@
 #endif
 
 #define KG_CONTROL_DEADLINE_MS 2000   /* accept -> reply sent, whole request */
-#define KG_CONTROL_CLIENTS_MAX 16     /* more at once are told ERR busy and closed */
+#define KG_CONTROL_CLIENTS_MAX 16     /* more at once: the oldest is closed */
 
 struct kg_control;
 
