@@ -62,7 +62,7 @@ static enum kg_log_level parse_level(const char *s)
 static char *render_metrics(void *arg, size_t *len)
 {
 	struct kg_daemon *d = arg;
-	struct kg_metrics *per[256];
+	struct kg_metrics *per[257];   /* the workers', then the writer's (enrolments) */
 	struct kg_metrics_info info = {
 		.state_names = kg_conn_state_names,
 		.n_states = KG_ST_MAX,
@@ -70,6 +70,7 @@ static char *render_metrics(void *arg, size_t *len)
 		.reloads = atomic_load(&d->reloads),
 		.reload_failures = atomic_load(&d->reload_failures),
 		.registry_write_drops = kg_writer_drops(d->writer),
+		.registry_busy = kg_writer_busy(d->writer),
 		.start_time = d->started,
 	};
 
@@ -79,7 +80,8 @@ static char *render_metrics(void *arg, size_t *len)
 
 	for (unsigned i = 0; i < d->n_workers; i++)
 		per[i] = &d->workers[i].metrics;
-	body = kg_metrics_render(per, d->n_workers, &info, len);
+	per[d->n_workers] = kg_writer_metrics(d->writer);
+	body = kg_metrics_render(per, d->n_workers + 1, &info, len);
 	if (body == NULL)
 		return NULL;
 	/* The XDP gate's counters follow the daemon's (the HTTP side free()s the body). */
