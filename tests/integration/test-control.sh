@@ -30,7 +30,7 @@ setup() {
 	: >"$GW_LOG"
 	pki_setup "$WORK/pki" || return 1
 	local d
-	for d in second stale stuck stuck2 busy1 busy2; do
+	for d in second stale stuck stuck2 busy1 lockcli lockok; do
 		device_cert "$d" "$PKI/factory" || return 1
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
@@ -137,6 +137,179 @@ t_stale_socket() {
 	pid=$(status_pid)
 	[ "$pid" = "$GW_PID" ] || { note "status pid '$pid', want $GW_PID"; return 1; }
 	cut_ok stale 1000
+}
+
+# --- 3. the registry file -----------------------------------------------------------------
+
+# mode_of FILE: octal permission bits ("" if missing).
+mode_of() {
+	[ -e "$1" ] && stat -c '%a' "$1"
+}
+
+# The registry (created by the CLI under umask 022 in setup), its -wal and -shm, and
+# the instance lock are 0600; a new one under umask 000 too.
+t_registry_mode() {
+	local f m
+	for f in "$REG" "$REG-wal" "$REG-shm" "$REG.lock"; do
+		m=$(mode_of "$f")
+		[ "$m" = 600 ] || { note "$f: mode '$m', want 600"; return 1; }
+	done
+	mkdir -p "$WORK/fresh"
+	(umask 000 && timeout 20 "$KGCLI" -c /nonexistent -r "$WORK/fresh/reg.db" device add fresh-1 >/dev/null) ||
+		{ note "device add on a fresh registry failed"; return 1; }
+	m=$(mode_of "$WORK/fresh/reg.db")
+	[ "$m" = 600 ] || { note "fresh registry under umask 000: mode '$m', want 600"; return 1; }
+	# a daemon creating its registry under umask 000 (a config with a new registry)
+	local conf3="$GW_DIR/fresh.conf" p3 i
+	sed "s|^registry = .*|registry = fresh-daemon.db|; s|^control_socket = .*|control_socket = ctl3.sock|; s|^listen = .*|listen = 127.0.0.1:$(free_port)|; s|^metrics_enabled.*||; s|^metrics_listen = .*|metrics_listen = 127.0.0.1:$(free_port)|" \
+		"$GW_CONF" >"$conf3"
+	(umask 000 && exec "$GATED" -c "$conf3") >"$WORK/fresh-daemon.log" 2>&1 &
+	p3=$!
+	KG_PIDS+=("$p3")
+	for ((i = 0; i < 100; i++)); do [ -S "$GW_DIR/ctl3.sock" ] && break; sleep 0.05; done
+	for f in "$GW_DIR/fresh-daemon.db" "$GW_DIR/fresh-daemon.db-wal" "$GW_DIR/fresh-daemon.db-shm"; do
+		m=$(mode_of "$f")
+		[ "$m" = 600 ] || { note "daemon-created $f under umask 000: mode '$m', want 600 ($(tail -2 "$WORK/fresh-daemon.log"))"; kill "$p3"; return 1; }
+	done
+	kill "$p3"
+	wait "$p3"
+	forget_pid "$p3"
+}
+
+# hold_lock SECONDS: another process (sqlite3) holds the registry's write lock for
+# SECONDS; returns once it holds it. LOCK_PID is the holder.
+hold_lock() {
+	local f="$WORK/lock.$RANDOM" i
+	(printf 'BEGIN EXCLUSIVE;\nSELECT '"'"'locked'"'"';\n'; sleep "$1"; printf 'COMMIT;\n') |
+		timeout $(($1 + 10)) sqlite3 "$REG" >"$f" 2>&1 &
+	LOCK_PID=$!
+	KG_PIDS+=("$LOCK_PID")
+	for ((i = 0; i < 100; i++)); do grep -q locked "$f" && return 0; sleep 0.05; done
+	echo "    sqlite3 could not take the lock: $(cat "$f")"
+	return 1
+}
+
+release_wait() {
+	wait "$LOCK_PID" 2>/dev/null
+	forget_pid "$LOCK_PID"
+}
+
+# dev_status ID: the device's status in the registry ("" if it cannot be read).
+dev_status() {
+	kg device show "$1" --json 2>/dev/null | $PY -c 'import json,sys
+try: print(json.load(sys.stdin).get("status",""))
+except ValueError: print("")'
+}
+
+# A lock held longer than the CLI's busy timeout: `device set --status disabled` says
+# so, exits 3 and does not claim success; nothing was written.
+t_locked_cli_fails() {
+	local out err rc t0 t1
+	[ "$(dev_status lockcli)" = enabled ] || { note "lockcli not enabled before the test"; return 1; }
+	hold_lock 12 || { note "no lock"; return 1; }
+	t0=$SECONDS
+	out=$(timeout 30 "$KGCLI" -c "$GW_CONF" device set lockcli --status disabled 2>"$WORK/lockcli.err")
+	rc=$?
+	t1=$SECONDS
+	err=$(cat "$WORK/lockcli.err")
+	echo "    device set under a held lock: exit $rc after $((t1 - t0)) s; stdout '$out'; stderr: $err"
+	release_wait
+	[ "$rc" = 3 ] || { note "exit $rc, want 3"; return 1; }
+	[ -z "$out" ] || { note "reported something on stdout although nothing was written: '$out'"; return 1; }
+	[[ "$err" == *"registry is locked by another process"* ]] || { note "stderr lacks 'registry is locked by another process'"; return 1; }
+	[[ "$err" == *"locked by another process, retrying"* ]] || { note "stderr lacks the retrying message"; return 1; }
+	[ "$(dev_status lockcli)" = enabled ] || { note "status after the failed set: '$(dev_status lockcli)', want enabled"; return 1; }
+}
+
+# A lock released within the busy timeout: the CLI waits, the write lands and the
+# live session is cut.
+t_locked_cli_waits() {
+	local res eof rc
+	hold_lock 2 || { note "no lock"; return 1; }
+	res=$(cutoff lockok)
+	release_wait
+	eof=$(json_field "$res" eof_ms)
+	rc=$(json_field "$res" cli_rc)
+	echo "    device set behind a 2 s lock: $res"
+	[ "$rc" = 0 ] || { note "device set exited '$rc' ($res)"; return 1; }
+	[ -n "$eof" ] && [ "$eof" != None ] || { note "session not cut ($res)"; return 1; }
+	[ "$(dev_status lockok)" = disabled ] || { note "status '$(dev_status lockok)', want disabled"; return 1; }
+}
+
+# enrolled_lines FROM DEVICE REASON: audit decisions after line FROM for DEVICE/REASON.
+audit_count() {
+	tail -n +"$(($1 + 1))" "$GW_LOG" | grep '^{' | $PY -c 'import json,sys
+n=0
+for l in sys.stdin:
+    try: o=json.loads(l)
+    except ValueError: continue
+    if o.get("device")==sys.argv[1] and o.get("reason")==sys.argv[2]: n+=1
+print(n)' "$2" "$3"
+}
+
+# An auto-enrolment behind a lock: the writer says so (log, metric), retries, and the
+# row lands once the lock is released; `enrolled` is audited only after the commit.
+t_enrol_locked() {
+	local mark got busy0 busy1 n
+	busy0=$(metric_value ktlsgate_registry_busy_total)
+	hold_lock 3 || { note "no lock"; return 1; }
+	mark=$(log_mark)
+	got=$(kgc connect $(dev_args auto-late) --topic itest/late --msg x | head -2 | tr '\n' ' ')
+	[ "$got" = "connack 0x00 puback 0x00 " ] || { note "auto-enrol connect under a lock: '$got'"; release_wait; return 1; }
+	n=$(audit_count "$mark" auto-late enrolled)
+	[ "$n" = 0 ] || { note "'enrolled' audited while the registry was still locked"; release_wait; return 1; }
+	release_wait
+	kgc audit --log "$GW_LOG" --from "$mark" --reason enrolled --device auto-late --decision allow --wait 15 >/dev/null ||
+		{ note "no 'enrolled' audit after the lock was released"; return 1; }
+	[ "$(dev_status auto-late)" = enabled ] || { note "auto-late not in the registry after the lock"; return 1; }
+	tail -n +"$((mark + 1))" "$GW_LOG" | grep -q 'locked by another process, retrying' ||
+		{ note "no 'locked by another process, retrying' in the daemon log"; return 1; }
+	busy1=$(metric_value ktlsgate_registry_busy_total)
+	echo "    ktlsgate_registry_busy_total $busy0 -> $busy1"
+	[ -n "$busy1" ] && [ "$busy1" -gt "$busy0" ] || { note "ktlsgate_registry_busy_total did not grow ($busy0 -> $busy1)"; return 1; }
+}
+
+# A lock held past the writer's retries (10 s): the enrolment is audited as
+# enroll_failed with the cause, never as enrolled, and counted as such.
+t_enrol_failed() {
+	local mark got line f0 f1 e0 e1
+	f0=$(metric_value ktlsgate_decisions_total 'reason="enroll_failed"')
+	e0=$(metric_value ktlsgate_decisions_total 'reason="enrolled"')
+	hold_lock 16 || { note "no lock"; return 1; }
+	mark=$(log_mark)
+	got=$(kgc connect $(dev_args auto-fail) | head -1)
+	[ "$got" = "connack 0x00" ] || { note "auto-enrol connect under a lock: '$got'"; release_wait; return 1; }
+	line=$(kgc audit --log "$GW_LOG" --from "$mark" --reason enroll_failed --device auto-fail --wait 20) ||
+		{ note "no enroll_failed audit: $line"; release_wait; return 1; }
+	echo "    $line"
+	release_wait
+	[[ "$line" == *locked* ]] || { note "enroll_failed detail does not say the registry was locked: $line"; return 1; }
+	[ "$(audit_count "$mark" auto-fail enrolled)" = 0 ] || { note "'enrolled' audited for a failed enrolment"; return 1; }
+	kg device show auto-fail >/dev/null 2>&1
+	[ $? = 2 ] || { note "auto-fail is in the registry although its enrolment failed"; return 1; }
+	f1=$(metric_value ktlsgate_decisions_total 'reason="enroll_failed"')
+	e1=$(metric_value ktlsgate_decisions_total 'reason="enrolled"')
+	[ "$f1" = $((f0 + 1)) ] || { note "enroll_failed count $f0 -> $f1, want +1"; return 1; }
+	[ "$e1" = "$e0" ] || { note "enrolled count moved $e0 -> $e1 for a failed enrolment"; return 1; }
+	# and the next connect enrols it
+	mark=$(log_mark)
+	got=$(kgc connect $(dev_args auto-fail) | head -1)
+	[ "$got" = "connack 0x00" ] || { note "reconnect: '$got'"; return 1; }
+	kgc audit --log "$GW_LOG" --from "$mark" --reason enrolled --device auto-fail --decision allow --wait 5 >/dev/null ||
+		{ note "no 'enrolled' on the next connect"; return 1; }
+}
+
+# A plain auto-enrolment: one `enrolled` line, counted once.
+t_enrol_ok() {
+	local mark got
+	mark=$(log_mark)
+	got=$(kgc connect $(dev_args auto-ok) | head -1)
+	[ "$got" = "connack 0x00" ] || { note "connect: '$got'"; return 1; }
+	kgc audit --log "$GW_LOG" --from "$mark" --reason enrolled --device auto-ok --decision allow --wait 5 >/dev/null ||
+		{ note "no 'enrolled' audit"; return 1; }
+	sleep 0.3
+	[ "$(audit_count "$mark" auto-ok enrolled)" = 1 ] || { note "not exactly one 'enrolled' line"; return 1; }
+	[ "$(dev_status auto-ok)" = enabled ] || { note "auto-ok not in the registry"; return 1; }
 }
 
 # --- 2. stuck control clients ------------------------------------------------------------
@@ -296,7 +469,9 @@ after_each() {
 	return 1
 }
 
-ALL_TESTS=(t_second_daemon t_registry_lock t_stuck_clients t_client_limit t_request_too_long t_stale_socket)
+ALL_TESTS=(t_second_daemon t_registry_lock t_stuck_clients t_client_limit t_request_too_long
+	t_registry_mode t_enrol_ok t_locked_cli_fails t_locked_cli_waits t_enrol_locked t_enrol_failed
+	t_stale_socket)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / broker / gateway (log: ${GW_LOG:-none})"
