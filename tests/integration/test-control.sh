@@ -312,6 +312,44 @@ t_enrol_ok() {
 	[ "$(dev_status auto-ok)" = enabled ] || { note "auto-ok not in the registry"; return 1; }
 }
 
+# --- 4. CLI write errors say the real cause ---------------------------------------------
+
+# In a mount namespace of our own: a registry on a full tmpfs and on a read-only one.
+# The CLI must exit 3 with SQLite's words, never "I/O error" alone, never success.
+t_cli_write_errors() {
+	local d="$WORK/ns" out
+	command -v unshare >/dev/null || { skip "no unshare(1)"; return 77; }
+	mkdir -p "$d/mnt"
+	cp "$REG" "$d/reg.db"
+	sqlite3 "$d/reg.db" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null
+	out=$(timeout 60 unshare -m bash -c '
+		set -u
+		mnt=$1 cli=$2 src=$3
+		mount -t tmpfs -o size=512k tmpfs "$mnt" || { echo "mount failed"; exit 9; }
+		cp "$src" "$mnt/reg.db"
+		# full: a reader keeps -wal and -shm in place (as the daemon does), then the
+		# rest of the disk is filled and a write has nowhere to go
+		(echo "SELECT count(*) FROM devices;"; sleep 8) | sqlite3 "$mnt/reg.db" >/dev/null &
+		sleep 0.5
+		dd if=/dev/zero of="$mnt/filler" bs=4k 2>/dev/null
+		"$cli" -c /nonexistent -r "$mnt/reg.db" device add full-1 >/dev/null 2>"$mnt/../full.err"
+		echo "full rc=$?"
+		rm -f "$mnt/filler"
+		kill %1 2>/dev/null; wait
+		# read-only: the same registry on a read-only mount
+		mount -o remount,ro "$mnt" || { echo "remount failed"; exit 9; }
+		"$cli" -c /nonexistent -r "$mnt/reg.db" device set lockcli --status disabled >/dev/null 2>"$mnt/../ro.err"
+		echo "ro rc=$?"
+		umount "$mnt"
+	' _ "$d/mnt" "$KGCLI" "$d/reg.db" 2>&1)
+	echo "    $(printf '%s' "$out" | tr '\n' ' ') | full: $(cat "$d/full.err" 2>/dev/null) | ro: $(cat "$d/ro.err" 2>/dev/null)"
+	[[ "$out" == *"full rc=3"* ]] || { note "device add on a full disk: $out"; return 1; }
+	grep -q 'disk is full' "$d/full.err" || { note "full disk: stderr lacks SQLite's 'disk is full': $(cat "$d/full.err")"; return 1; }
+	[[ "$out" == *"ro rc=3"* ]] || { note "device set on a read-only mount: $out"; return 1; }
+	grep -qiE 'readonly|read-only|unable to open' "$d/ro.err" ||
+		{ note "read-only: stderr lacks SQLite's words: $(cat "$d/ro.err")"; return 1; }
+}
+
 # --- 2. stuck control clients ------------------------------------------------------------
 
 # stuck_clients OUT: start python clients against the control socket in the background
@@ -471,7 +509,7 @@ after_each() {
 
 ALL_TESTS=(t_second_daemon t_registry_lock t_stuck_clients t_client_limit t_request_too_long
 	t_registry_mode t_enrol_ok t_locked_cli_fails t_locked_cli_waits t_enrol_locked t_enrol_failed
-	t_stale_socket)
+	t_cli_write_errors t_stale_socket)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / broker / gateway (log: ${GW_LOG:-none})"
