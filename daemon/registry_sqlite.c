@@ -236,6 +236,7 @@ static uint64_t mono_ms(void)
  */
 static int on_busy(void *arg, int count)
 {
+	static const int delays[] = { 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 };
 	struct sqlite_reg *r = arg;
 	const char *file = r->db != NULL ? sqlite3_db_filename(r->db, "main") : NULL;
 	uint64_t now = mono_ms();
@@ -248,7 +249,9 @@ static int on_busy(void *arg, int count)
 	}
 	if (now - r->busy_since_ms >= BUSY_TIMEOUT_MS)
 		return 0;
-	sqlite3_sleep(count < 10 ? 10 : 50);
+	/* SQLite's own busy_timeout steps: a lock our writer holds for a commit is gone in
+	 * a millisecond or two, and a revocation must not sleep 10 ms behind it. */
+	sqlite3_sleep(count < (int)KG_NITEMS(delays) ? delays[count] : 100);
 	return 1;
 }
 

@@ -350,6 +350,42 @@ t_cli_write_errors() {
 		{ note "read-only: stderr lacks SQLite's words: $(cat "$d/ro.err")"; return 1; }
 }
 
+# A daemon stopping unlinks its socket only if the path still names the socket it
+# bound: here someone replaced it (another listener at the same path) meanwhile.
+t_foreign_socket_kept() {
+	local f="$WORK/foreign.ready" pypid id mark
+	rm -f "$SOCK"
+	$PY - "$SOCK" "$f" <<'EOF' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(4)
+open(sys.argv[2], "w").write("ready\n")
+time.sleep(20)
+EOF
+	pypid=$!
+	KG_PIDS+=("$pypid")
+	for ((i = 0; i < 100; i++)); do [ -s "$f" ] && break; sleep 0.05; done
+	id=$(sock_id)
+	[ -n "$id" ] || { note "the foreign socket was not created"; kill "$pypid"; return 1; }
+	mark=$(log_mark)
+	stop_gateway
+	[ "$(sock_id)" = "$id" ] || { note "the stopping daemon removed a socket it did not bind"; kill "$pypid"; return 1; }
+	tail -n +"$((mark + 1))" "$GW_LOG" | grep -q 'no longer the socket we bound; left in place' ||
+		{ note "no log line about the socket left in place"; kill "$pypid"; return 1; }
+	# while it answers, a new daemon refuses to start on it
+	if timeout 20 "$GATED" -c "$GW_CONF" >"$WORK/refused.log" 2>&1; then
+		note "a daemon started on a socket someone else answers on"; kill "$pypid"; return 1
+	fi
+	grep -q 'another ktlsgated (pid '"$pypid"')' "$WORK/refused.log" ||
+		{ note "refusal does not name pid $pypid: $(cat "$WORK/refused.log")"; kill "$pypid"; return 1; }
+	kill "$pypid"
+	wait "$pypid" 2>/dev/null
+	forget_pid "$pypid"
+	# now stale: replaced as before
+	start_gateway || { note "restart over the stale socket failed"; return 1; }
+	wait_sock || { note "restarted daemon does not answer"; return 1; }
+}
+
 # --- 2. stuck control clients ------------------------------------------------------------
 
 # stuck_clients OUT: start python clients against the control socket in the background
@@ -509,7 +545,7 @@ after_each() {
 
 ALL_TESTS=(t_second_daemon t_registry_lock t_stuck_clients t_client_limit t_request_too_long
 	t_registry_mode t_enrol_ok t_locked_cli_fails t_locked_cli_waits t_enrol_locked t_enrol_failed
-	t_cli_write_errors t_stale_socket)
+	t_cli_write_errors t_stale_socket t_foreign_socket_kept)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / broker / gateway (log: ${GW_LOG:-none})"
