@@ -425,6 +425,24 @@ static bool client_read(struct kg_daemon *d, struct kg_control *c, struct client
 	}
 }
 
+/* The client to close when all slots are taken: the oldest that is still silent or
+ * reading (one whose request ran is only waiting for its reply to drain: closing it
+ * would hide an applied change from its CLI), else the oldest. */
+static struct client *oldest(struct kg_control *c)
+{
+	struct client *best = NULL, *any = &c->clients[0];
+
+	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++) {
+		struct client *cl = &c->clients[i];
+
+		if (cl->deadline_ms < any->deadline_ms)
+			any = cl;
+		if (!cl->replying && (best == NULL || cl->deadline_ms < best->deadline_ms))
+			best = cl;
+	}
+	return best != NULL ? best : any;
+}
+
 static void accept_all(struct kg_control *c)
 {
 	int fd;
@@ -437,10 +455,7 @@ static void accept_all(struct kg_control *c)
 			/* Full: the oldest gives way. Stuck clients cannot lock the operator
 			 * out (a revocation's "device-changed" must get through); a flood of
 			 * fresh ones still costs only slots, never the main thread. */
-			cl = &c->clients[0];
-			for (size_t i = 1; i < KG_CONTROL_CLIENTS_MAX; i++)
-				if (c->clients[i].deadline_ms < cl->deadline_ms)
-					cl = &c->clients[i];
+			cl = oldest(c);
 			kg_log_warnx("control_socket %s: %d clients open: the oldest closed", c->path,
 				     KG_CONTROL_CLIENTS_MAX);
 			client_close(c, cl);
