@@ -30,6 +30,8 @@
 /* How long one statement waits for another process's lock before KG_E_BUSY: long
  * enough for any write of ours, short enough that a CLI says "locked" in time. */
 #define BUSY_TIMEOUT_MS 5000
+/* A wait for a lock is logged and counted once it lasts this long. */
+#define BUSY_REPORT_MS 200
 
 /*
  * Forward migrations: migrations[i] takes the schema from version i to i + 1, in one
@@ -167,6 +169,7 @@ struct sqlite_reg {
 	enum kg_registry_mode mode;
 	int version;
 	uint64_t busy_since_ms;    /* start of the current wait for a lock */
+	bool busy_reported;        /* this wait was logged and counted */
 	sqlite3_stmt *st[ST_MAX];
 };
 
@@ -229,10 +232,11 @@ static uint64_t mono_ms(void)
 }
 
 /*
- * SQLite's busy handler: another process holds the lock. Say so once per wait (the
- * operator must see why a revocation or an enrolment is not landing; logged as an
- * error so the CLI, which hides warnings, shows it too), count it, and retry with a
- * short backoff until BUSY_TIMEOUT_MS; then SQLite returns SQLITE_BUSY (KG_E_BUSY).
+ * SQLite's busy handler: another process holds the lock. Say so once per wait that
+ * lasts BUSY_REPORT_MS (the operator must see why a revocation or an enrolment is not
+ * landing; logged as an error so the CLI, which hides warnings, shows it too), count
+ * it, and retry with a short backoff until BUSY_TIMEOUT_MS; then SQLite returns
+ * SQLITE_BUSY (KG_E_BUSY).
  */
 static int on_busy(void *arg, int count)
 {
@@ -243,6 +247,12 @@ static int on_busy(void *arg, int count)
 
 	if (count == 0) {
 		r->busy_since_ms = now;
+		r->busy_reported = false;
+	}
+	/* Our own writer's commits hold the lock for a millisecond or two: only a wait
+	 * longer than any of ours is news. */
+	if (!r->busy_reported && now - r->busy_since_ms >= BUSY_REPORT_MS) {
+		r->busy_reported = true;
 		atomic_fetch_add(&r->base.busy_waits, 1);
 		kg_log(KG_LOG_ERR, "registry %s locked by another process, retrying for up to %d s",
 		       file != NULL ? file : "?", BUSY_TIMEOUT_MS / 1000);
