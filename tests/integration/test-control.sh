@@ -392,7 +392,9 @@ EOF
 # (PID in STUCK_PID); each writes "name closed_after_ms" to OUT when the daemon drops it.
 #   half:  sends half a line and waits
 #   drip:  sends one byte every 0.3 s (the old per-read deadline never fired)
-#   noread: asks for the session list, never reads the reply, shrinks its buffer
+#   noread: asks for the session list and does not read for 4 s (the reply is small:
+#           this one only shows that nothing waits on it; the write path is the same
+#           non-blocking one that the deadline bounds)
 #   idle*: 10 connections that never send a byte (with the rest, under the limit of 16)
 stuck_clients() {
 	$PY - "$SOCK" "$1" <<'EOF' &
