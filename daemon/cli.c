@@ -212,7 +212,11 @@ int kg_cli_open_registry(struct kg_cli *cli, enum kg_registry_mode mode, bool mu
 	rc = kg_registry_open(cli->registry, mode, out, err, sizeof(err));
 	if (rc != 0) {
 		*out = NULL;
-		kg_cli_err("registry %s: %s", cli->registry, err[0] != '\0' ? err : kg_err_str(rc));
+		/* The store's message already names the registry ("registry PATH: ..."). */
+		if (strncmp(err, "registry ", 9) == 0)
+			kg_cli_err("%s", err);
+		else
+			kg_cli_err("registry %s: %s", cli->registry, err[0] != '\0' ? err : kg_err_str(rc));
 		return KG_EXIT_RUNTIME;
 	}
 	return KG_EXIT_OK;

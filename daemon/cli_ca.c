@@ -177,7 +177,7 @@ static int ca_add(struct kg_cli *cli, int argc, char **argv)
 		goto out_close;
 	}
 	if (rc != 0) {
-		kg_cli_err("ca %s: cannot add: %s", ca.name, kg_err_str(rc));
+		kg_cli_err("ca %s: cannot add: %s", ca.name, kg_registry_strerror(reg, rc));
 		rc = kg_cli_exit_for(rc);
 		goto out_close;
 	}
@@ -252,7 +252,7 @@ static int ca_verify(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	rc = kg_registry_ca_get(reg, name, &ca);
 	if (rc != 0) {
-		kg_cli_err("ca %s: %s", name, rc == KG_E_NOTFOUND ? "no such CA" : kg_err_str(rc));
+		kg_cli_err("ca %s: %s", name, rc == KG_E_NOTFOUND ? "no such CA" : kg_registry_strerror(reg, rc));
 		rc = kg_cli_exit_for(rc);
 		goto out_close;
 	}
@@ -280,7 +280,7 @@ static int ca_verify(struct kg_cli *cli, int argc, char **argv)
 	}
 	rc = kg_registry_ca_set_verified(reg, name);
 	if (rc != 0) {
-		kg_cli_err("ca %s: cannot mark verified: %s", name, kg_err_str(rc));
+		kg_cli_err("ca %s: cannot mark verified: %s", name, kg_registry_strerror(reg, rc));
 		rc = kg_cli_exit_for(rc);
 		goto out_free_vcert;
 	}
@@ -382,7 +382,7 @@ static int ca_list(struct kg_cli *cli, int argc, char **argv)
 	rc = kg_registry_ca_list(reg, list_one, &lc);
 	if (rc != 0 || lc.err != 0) {
 		kg_cli_err("registry %s: cannot list CAs: %s", cli->registry,
-			   rc != 0 ? kg_err_str(rc) : "out of memory");
+			   rc != 0 ? kg_registry_strerror(reg, rc) : "out of memory");
 		json_object_put(lc.arr);
 		rc = KG_EXIT_RUNTIME;
 		goto out_close;
@@ -445,7 +445,7 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	rc = kg_registry_ca_get(reg, name, &ca);
 	if (rc != 0) {
-		kg_cli_err("ca %s: %s", name, rc == KG_E_NOTFOUND ? "no such CA" : kg_err_str(rc));
+		kg_cli_err("ca %s: %s", name, rc == KG_E_NOTFOUND ? "no such CA" : kg_registry_strerror(reg, rc));
 		rc = kg_cli_exit_for(rc);
 		goto out_close;
 	}
@@ -460,7 +460,7 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 	}
 	rc = kg_registry_ca_update(reg, &ca);
 	if (rc != 0) {
-		kg_cli_err("ca %s: cannot update: %s", name, kg_err_str(rc));
+		kg_cli_err("ca %s: cannot update: %s", name, kg_registry_strerror(reg, rc));
 		rc = kg_cli_exit_for(rc);
 		goto out_fini;
 	}
@@ -492,14 +492,14 @@ static int ca_remove(struct kg_cli *cli, int argc, char **argv)
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, true, &reg)) != KG_EXIT_OK)
 		return rc;
 	rc = kg_registry_ca_remove(reg, name);
-	kg_registry_close(reg);
-	if (rc != 0) {
+	if (rc != 0)
 		kg_cli_err("ca %s: %s", name,
 			   rc == KG_E_NOTFOUND ? "no such CA"
 			   : rc == KG_E_EXISTS ? "devices are enrolled under it: remove them first"
-					       : kg_err_str(rc));
+					       : kg_registry_strerror(reg, rc));
+	kg_registry_close(reg);
+	if (rc != 0)
 		return kg_cli_exit_for(rc);
-	}
 	rc = kg_cli_notify(cli, "ca-changed", name, text, sizeof(text));
 	printf("ca %s removed (%s)\n", name, text);
 	return rc == KG_EXIT_RUNTIME ? KG_EXIT_RUNTIME : KG_EXIT_OK;

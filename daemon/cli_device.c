@@ -143,15 +143,13 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, false, &reg)) != KG_EXIT_OK)
 		return rc;
 	rc = kg_registry_device_add(reg, &dev);
-	kg_registry_close(reg);
-	if (rc == KG_E_EXISTS) {
+	if (rc == KG_E_EXISTS)
 		kg_cli_err("device %s: already exists (or its thumbprint is taken)", dev.id);
-		return KG_EXIT_REFUSED;
-	}
-	if (rc != 0) {
-		kg_cli_err("device %s: cannot add: %s", dev.id, kg_err_str(rc));
+	else if (rc != 0)   /* SQLite's words: locked, read-only, disk full, corrupt */
+		kg_cli_err("device %s: cannot add: %s", dev.id, kg_registry_strerror(reg, rc));
+	kg_registry_close(reg);
+	if (rc != 0)
 		return kg_cli_exit_for(rc);
-	}
 	printf("device %s added (attestation %s)\n", dev.id, kg_attestation_str(dev.attestation));
 	fflush(stdout);
 	rc = kg_cli_notify(cli, "device-changed", dev.id, text, sizeof(text));
@@ -240,7 +238,7 @@ static int device_set(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	rc = kg_registry_device_get(reg, id, &dev);
 	if (rc != 0) {
-		kg_cli_err("device %s: %s", id, rc == KG_E_NOTFOUND ? "no such device" : kg_err_str(rc));
+		kg_cli_err("device %s: %s", id, rc == KG_E_NOTFOUND ? "no such device" : kg_registry_strerror(reg, rc));
 		rc = kg_cli_exit_for(rc);
 		goto out_close;
 	}
@@ -272,7 +270,7 @@ static int device_set(struct kg_cli *cli, int argc, char **argv)
 	rc = kg_registry_device_update(reg, &dev);
 	if (rc != 0) {
 		kg_cli_err("device %s: cannot update: %s", id,
-			   rc == KG_E_EXISTS ? "thumbprint belongs to another device" : kg_err_str(rc));
+			   rc == KG_E_EXISTS ? "thumbprint belongs to another device" : kg_registry_strerror(reg, rc));
 		rc = kg_cli_exit_for(rc);
 		goto out_close;
 	}
@@ -359,11 +357,11 @@ static int device_show(struct kg_cli *cli, int argc, char **argv)
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READONLY, true, &reg)) != KG_EXIT_OK)
 		return rc;
 	rc = kg_registry_device_get(reg, id, &d);
+	if (rc != 0)
+		kg_cli_err("device %s: %s", id, rc == KG_E_NOTFOUND ? "no such device" : kg_registry_strerror(reg, rc));
 	kg_registry_close(reg);
-	if (rc != 0) {
-		kg_cli_err("device %s: %s", id, rc == KG_E_NOTFOUND ? "no such device" : kg_err_str(rc));
+	if (rc != 0)
 		return kg_cli_exit_for(rc);
-	}
 	if (json) {
 		kg_cli_json_print(device_json(&d));
 		return KG_EXIT_OK;
@@ -441,7 +439,7 @@ static int run_list(struct kg_cli *cli, int status, bool json, struct list_ctx *
 	rc = kg_registry_device_list(reg, status, list_one, lc);
 	if (rc != 0 || lc->oom) {
 		kg_cli_err("registry %s: cannot list devices: %s", cli->registry,
-			   rc != 0 ? kg_err_str(rc) : "out of memory");
+			   rc != 0 ? kg_registry_strerror(reg, rc) : "out of memory");
 		json_object_put(lc->arr);
 		rc = KG_EXIT_RUNTIME;
 		goto out_close;
@@ -549,11 +547,11 @@ static int device_remove(struct kg_cli *cli, int argc, char **argv)
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, true, &reg)) != KG_EXIT_OK)
 		return rc;
 	rc = kg_registry_device_remove(reg, id);
+	if (rc != 0)
+		kg_cli_err("device %s: %s", id, rc == KG_E_NOTFOUND ? "no such device" : kg_registry_strerror(reg, rc));
 	kg_registry_close(reg);
-	if (rc != 0) {
-		kg_cli_err("device %s: %s", id, rc == KG_E_NOTFOUND ? "no such device" : kg_err_str(rc));
+	if (rc != 0)
 		return kg_cli_exit_for(rc);
-	}
 	rc = kg_cli_notify(cli, "device-changed", id, text, sizeof(text));
 	printf("device %s removed (%s)\n", id, text);
 	return rc == KG_EXIT_RUNTIME ? KG_EXIT_RUNTIME : KG_EXIT_OK;

@@ -466,17 +466,10 @@ static enum kg_step st_policy(struct kg_conn *c)
 	kg_policy_decide(&in, &c->verdict);
 	c->decided = true;
 
-	if (c->verdict.allow && c->verdict.enroll) {
-		struct kg_device nd = { .status = KG_DEV_ENABLED, .attestation = KG_ATT_CA };
-
-		memcpy(nd.id, c->id.device_id, sizeof(nd.id));
-		memcpy(nd.ca_name, c->id.ca_name, sizeof(nd.ca_name));
-		nd.cert_not_after = c->id.not_after;
-		nd.last_seen = c->since;
-		kg_writer_enroll(c->w->d->writer, &nd);
-	} else if (c->verdict.allow) {
+	/* An enrolment is queued with the allow decision (st_mqtt_connect), not here:
+	 * a device refused at CONNECT is not enrolled. */
+	if (c->verdict.allow && !c->verdict.enroll)
 		kg_writer_touch(c->w->d->writer, c->id.device_id, c->since, c->id.not_after);
-	}
 	kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
 	return KG_STEP_NEXT;
 }
@@ -513,6 +506,28 @@ static int rewrite_connect(struct kg_conn *c, const struct kg_mqtt_connect *mc)
 	c->up = nb;
 	c->connect_len = (uint32_t)n;
 	return 0;
+}
+
+/*
+ * An auto-enrolment: the writer inserts the row and only then writes this
+ * connection's decision line (`enrolled`), or `enroll_failed` with the cause; the
+ * audit never says `enrolled` for a write that did not commit. The session goes on
+ * meanwhile: its CA allows it either way.
+ */
+static void queue_enrolment(struct kg_conn *c)
+{
+	struct kg_device nd = { .status = KG_DEV_ENABLED, .attestation = KG_ATT_CA };
+	struct kg_enrol_audit a = { .conn_id = c->cid, .mqtt_level = c->mqtt_level };
+
+	memcpy(nd.id, c->id.device_id, sizeof(nd.id));
+	memcpy(nd.ca_name, c->id.ca_name, sizeof(nd.ca_name));
+	nd.cert_not_after = c->id.not_after;
+	nd.last_seen = c->since;
+	(void)kg_strlcpy(a.peer, c->peer, sizeof(a.peer));
+	(void)kg_strlcpy(a.thumbprint, c->id.thumbprint, sizeof(a.thumbprint));
+	(void)kg_strlcpy(a.backend, c->verdict.backend, sizeof(a.backend));
+	kg_writer_enroll(c->w->d->writer, &nd, &a);
+	c->audited = true;
 }
 
 static enum kg_step st_mqtt_connect(struct kg_conn *c)
@@ -593,7 +608,10 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 	case KG_USERNAME_PASS:
 		break;
 	}
-	kg_conn_audit(c, true, c->verdict.reason, detail);
+	if (c->verdict.enroll)
+		queue_enrolment(c);   /* the writer audits it once the row's fate is known */
+	else
+		kg_conn_audit(c, true, c->verdict.reason, detail);
 	kg_conn_set_state(c, KG_ST_BACKEND_CONNECT);
 	return KG_STEP_NEXT;
 }

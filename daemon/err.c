@@ -15,6 +15,7 @@ static const char *const err_names[] = {
 	[-KG_E_INVALID] = "invalid argument",
 	[-KG_E_IO] = "I/O error",
 	[-KG_E_CORRUPT] = "corrupt or foreign data",
+	[-KG_E_BUSY] = "locked by another process",
 };
 
 const char *kg_err_str(int err)

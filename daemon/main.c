@@ -4,7 +4,9 @@
  *
  * Order (each step fails the start with one clear line):
  *   1. parse and validate the config (`-t` stops here, after loading certs and CAs)
- *   2. open the registry read-write in the writer thread (creates / migrates it;
+ *   2. refuse to run beside a live daemon: one answering on the control socket, or one
+ *      holding the instance lock beside the registry (held from here to exit)
+ *   2b. open the registry read-write in the writer thread (creates / migrates it;
  *      a corrupt or foreign file stops us before anything is written)
  *   3. build the first snapshot: SSL_CTX, server cert + key, trust from the registry
  *   4. bind the listeners (one per address per worker), the control socket, metrics
@@ -29,6 +31,7 @@
 #include "ktlsgate/daemon.h"
 #include "ktlsgate/edge.h"
 #include "ktlsgate/err.h"
+#include "ktlsgate/instance.h"
 #include "ktlsgate/log.h"
 #include "ktlsgate/tls.h"
 #include "ktlsgate/worker.h"
@@ -63,7 +66,7 @@ static enum kg_log_level parse_level(const char *s)
 static char *render_metrics(void *arg, size_t *len)
 {
 	struct kg_daemon *d = arg;
-	struct kg_metrics *per[256];
+	struct kg_metrics *per[257];   /* the workers', then the writer's (enrolments) */
 	struct kg_metrics_info info = {
 		.state_names = kg_conn_state_names,
 		.n_states = KG_ST_MAX,
@@ -71,6 +74,7 @@ static char *render_metrics(void *arg, size_t *len)
 		.reloads = atomic_load(&d->reloads),
 		.reload_failures = atomic_load(&d->reload_failures),
 		.registry_write_drops = kg_writer_drops(d->writer),
+		.registry_busy = kg_writer_busy(d->writer),
 		.start_time = d->started,
 	};
 
@@ -80,7 +84,8 @@ static char *render_metrics(void *arg, size_t *len)
 
 	for (unsigned i = 0; i < d->n_workers; i++)
 		per[i] = &d->workers[i].metrics;
-	body = kg_metrics_render(per, d->n_workers, &info, len);
+	per[d->n_workers] = kg_writer_metrics(d->writer);
+	body = kg_metrics_render(per, d->n_workers + 1, &info, len);
 	if (body == NULL)
 		return NULL;
 	/* The XDP gate's counters follow the daemon's (the HTTP side free()s the body). */
@@ -183,7 +188,8 @@ static int serve(struct kg_daemon *d)
 	char err[KG_ERRBUF];
 
 	while (!atomic_load(&d->stopping)) {
-		int n = epoll_wait(d->epfd, &ev, 1, -1);
+		/* Control clients past their deadline are closed; the wait ends at the next. */
+		int n = epoll_wait(d->epfd, &ev, 1, kg_control_expire(d->control));
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -205,8 +211,8 @@ static int serve(struct kg_daemon *d)
 				kg_log_info("signal %u: shutting down", si.ssi_signo);
 				atomic_store(&d->stopping, true);
 			}
-		} else if (ev.data.fd == d->control_fd) {
-			kg_control_accept(d);
+		} else if (kg_control_owns(d->control, ev.data.fd)) {
+			kg_control_event(d, d->control, ev.data.fd, ev.events);
 		}
 	}
 	return 0;
@@ -234,6 +240,7 @@ int main(int argc, char **argv)
 	unsigned started_workers = 0;
 
 	kg_log_set_ident("ktlsgated");
+	d->lock_fd = -1;
 	/* Block the signals we handle before any thread exists (the registry writer,
 	 * libmicrohttpd, workers), so they all inherit the mask and only the signalfd
 	 * sees them; a SIGHUP delivered to another thread would kill the process. */
@@ -269,7 +276,7 @@ int main(int argc, char **argv)
 	if (kg_strlcpy(d->config_path, path, sizeof(d->config_path)) < 0)
 		goto out_free_cfg;
 	pthread_mutex_init(&d->snap_lock, NULL);
-	d->control_fd = d->signal_fd = d->epfd = -1;
+	d->lock_fd = d->signal_fd = d->epfd = -1;
 	clock_gettime(CLOCK_REALTIME, &now);
 	d->started = now.tv_sec;
 	d->max_connections = cfg->max_connections;
@@ -279,7 +286,19 @@ int main(int argc, char **argv)
 		status = check_only(cfg, path);
 		goto out_free_cfg;
 	}
-	/* 2. registry (writer thread owns the read-write handle) */
+	/* 2. one daemon per control socket and per registry. The connect test gives the
+	 * clear message (with the pid) when the other one is up; the lock also covers one
+	 * still starting, or one with another control_socket on the same registry. */
+	if (kg_control_claim(cfg->control_socket, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_free_cfg;
+	}
+	d->lock_fd = kg_instance_lock(cfg->registry, err, sizeof(err));
+	if (d->lock_fd == -1) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_free_cfg;
+	}
+	/* 2b. registry (writer thread owns the read-write handle) */
 	d->writer = kg_writer_start(cfg->registry, err, sizeof(err));
 	if (d->writer == NULL) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
@@ -306,16 +325,14 @@ int main(int argc, char **argv)
 		kg_log_warn("signalfd/epoll");
 		goto out_snap;
 	}
-	d->control_fd = kg_control_listen(cfg->control_socket, err, sizeof(err));
-	if (d->control_fd < 0) {
-		fprintf(stderr, "ktlsgated: %s\n", err);
-		goto out_fds;
-	}
 	{
 		struct epoll_event ev = { .events = EPOLLIN, .data.fd = d->signal_fd };
-		struct epoll_event ev2 = { .events = EPOLLIN, .data.fd = d->control_fd };
 		(void)epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->signal_fd, &ev);
-		(void)epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->control_fd, &ev2);
+	}
+	d->control = kg_control_listen(cfg->control_socket, d->epfd, err, sizeof(err));
+	if (d->control == NULL) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_fds;
 	}
 	d->n_workers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	if (d->n_workers == 0 || d->n_workers > 256)
@@ -372,10 +389,7 @@ out_workers:
 		kg_worker_fini(&d->workers[i]);
 	free(d->workers);
 out_fds:
-	if (d->control_fd >= 0) {
-		close(d->control_fd);
-		(void)unlink(cfg->control_socket);
-	}
+	kg_control_close(d->control);   /* unlinks the socket only if it is still ours */
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);
 	if (d->epfd >= 0)
@@ -386,6 +400,8 @@ out_snap:
 out_writer:
 	kg_writer_stop(d->writer);
 out_free_cfg:
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);
 	free(cfg);
 	return status;
 }

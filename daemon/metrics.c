@@ -212,6 +212,9 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	put(&o, "# HELP ktlsgate_registry_write_drops_total last-seen updates dropped (queue full).\n"
 		"# TYPE ktlsgate_registry_write_drops_total counter\n"
 		"ktlsgate_registry_write_drops_total %llu\n", (unsigned long long)info->registry_write_drops);
+	put(&o, "# HELP ktlsgate_registry_busy_total times the registry writer waited for another process's lock.\n"
+		"# TYPE ktlsgate_registry_busy_total counter\n"
+		"ktlsgate_registry_busy_total %llu\n", (unsigned long long)info->registry_busy);
 	put(&o, "# HELP ktlsgate_start_time_seconds Daemon start, unix time.\n"
 		"# TYPE ktlsgate_start_time_seconds gauge\nktlsgate_start_time_seconds %lld\n",
 	    (long long)info->start_time);

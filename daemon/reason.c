@@ -17,6 +17,10 @@ static const struct reason_row reasons[KG_REASON_MAX] = {
 	[KG_REASON_ENROLLED] = { "enrolled",
 		"Allowed: the device was created in the registry by an auto-enrol CA on this "
 		"connection (never written for an enrolment that failed to commit)." },
+	[KG_REASON_ENROLL_FAILED] = { "enroll_failed",
+		"Allowed by an auto-enrol CA, but the registry write did not commit (locked by "
+		"another process past the retries, disk full, read-only): the device is not in "
+		"the registry and is enrolled again on its next connection; the detail says why." },
 	[KG_REASON_NO_CERT] = { "no_cert",
 		"Refused in the handshake: the client sent no certificate (TLS alert)." },
 	[KG_REASON_UNKNOWN_CA] = { "unknown_ca",

@@ -176,6 +176,13 @@ int kg_registry_open(const char *location, enum kg_registry_mode mode, struct kg
 	return kg_registry_sqlite_open(location, mode, out, err, errlen);
 }
 
+const char *kg_registry_strerror(const struct kg_registry *reg, int err)
+{
+	if (reg != NULL && reg->errmsg[0] != '\0' && err != KG_E_NOTFOUND && err != KG_E_EXISTS)
+		return reg->errmsg;
+	return kg_err_str(err);
+}
+
 void kg_registry_close(struct kg_registry *reg)
 {
 	if (reg != NULL)

@@ -27,7 +27,11 @@
 #include "ktlsgate/log.h"
 #include "ktlsgate/registry.h"
 
-#define BUSY_TIMEOUT_MS 2000
+/* How long one statement waits for another process's lock before KG_E_BUSY: long
+ * enough for any write of ours, short enough that a CLI says "locked" in time. */
+#define BUSY_TIMEOUT_MS 5000
+/* A wait for a lock is logged and counted once it lasts this long. */
+#define BUSY_REPORT_MS 200
 
 /*
  * Forward migrations: migrations[i] takes the schema from version i to i + 1, in one
@@ -164,6 +168,8 @@ struct sqlite_reg {
 	sqlite3 *db;
 	enum kg_registry_mode mode;
 	int version;
+	uint64_t busy_since_ms;    /* start of the current wait for a lock */
+	bool busy_reported;        /* this wait was logged and counted */
 	sqlite3_stmt *st[ST_MAX];
 };
 
@@ -172,9 +178,15 @@ static struct sqlite_reg *to_sreg(struct kg_registry *reg)
 	return (struct sqlite_reg *)reg;
 }
 
-/* Map a SQLite result to a kg_err; log what an operator must see (not EXISTS etc.). */
-static int db_err(sqlite3 *db, int rc, const char *what)
+/*
+ * Map a SQLite result to a kg_err. SQLite's own words go into reg->errmsg, so a CLI
+ * can say "attempt to write a readonly database" or "database or disk is full"
+ * instead of "I/O error"; what an operator must see is also logged (the CLI logs
+ * errors only: it prints errmsg itself).
+ */
+static int db_err(struct sqlite_reg *r, int rc, const char *what)
 {
+	snprintf(r->base.errmsg, sizeof(r->base.errmsg), "%s", sqlite3_errmsg(r->db));
 	switch (rc) {
 	case SQLITE_CONSTRAINT_PRIMARYKEY:
 	case SQLITE_CONSTRAINT_UNIQUE:
@@ -183,12 +195,11 @@ static int db_err(sqlite3 *db, int rc, const char *what)
 		return KG_E_NOTFOUND;
 	case SQLITE_CONSTRAINT_CHECK:
 	case SQLITE_CONSTRAINT_NOTNULL:
-	case SQLITE_READONLY:
 		return KG_E_INVALID;
 	default:
 		break;
 	}
-	kg_log_warnx("registry: %s: %s", what, sqlite3_errmsg(db));
+	kg_log_warnx("registry: %s: %s", what, r->base.errmsg);
 	switch (rc & 0xff) {
 	case SQLITE_NOMEM:
 		return KG_E_RESOURCE;
@@ -197,6 +208,11 @@ static int db_err(sqlite3 *db, int rc, const char *what)
 		return KG_E_CORRUPT;
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
+		/* Another process holds the lock past our busy timeout: nothing written. */
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg),
+			 "registry is locked by another process (%s)", sqlite3_errmsg(r->db));
+		return KG_E_BUSY;
+	case SQLITE_READONLY:   /* file mode, read-only mount: not the caller's mistake */
 	case SQLITE_IOERR:
 	case SQLITE_FULL:
 	case SQLITE_CANTOPEN:
@@ -205,6 +221,74 @@ static int db_err(sqlite3 *db, int rc, const char *what)
 	default:
 		return KG_E_INTERNAL;
 	}
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * SQLite's busy handler: another process holds the lock. Say so once per wait that
+ * lasts BUSY_REPORT_MS (the operator must see why a revocation or an enrolment is not
+ * landing; logged as an error so the CLI, which hides warnings, shows it too), count
+ * it, and retry with a short backoff until BUSY_TIMEOUT_MS; then SQLite returns
+ * SQLITE_BUSY (KG_E_BUSY).
+ */
+static int on_busy(void *arg, int count)
+{
+	static const int delays[] = { 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 };
+	struct sqlite_reg *r = arg;
+	const char *file = r->db != NULL ? sqlite3_db_filename(r->db, "main") : NULL;
+	uint64_t now = mono_ms();
+
+	if (count == 0) {
+		r->busy_since_ms = now;
+		r->busy_reported = false;
+	}
+	/* Our own writer's commits hold the lock for a millisecond or two: only a wait
+	 * longer than any of ours is news. */
+	if (!r->busy_reported && now - r->busy_since_ms >= BUSY_REPORT_MS) {
+		r->busy_reported = true;
+		atomic_fetch_add(&r->base.busy_waits, 1);
+		kg_log(KG_LOG_ERR, "registry %s locked by another process, retrying for up to %d s",
+		       file != NULL ? file : "?", BUSY_TIMEOUT_MS / 1000);
+	}
+	if (now - r->busy_since_ms >= BUSY_TIMEOUT_MS)
+		return 0;
+	/* SQLite's own busy_timeout steps: a lock our writer holds for a commit is gone in
+	 * a millisecond or two, and a revocation must not sleep 10 ms behind it. */
+	sqlite3_sleep(count < (int)KG_NITEMS(delays) ? delays[count] : 100);
+	return 1;
+}
+
+/*
+ * Create a missing registry file 0600 whatever the umask: the file holds every
+ * device's status, and SQLite would create it 0644 & ~umask. Its -wal and -shm are
+ * created later by SQLite with the database's mode, so they follow. Only when the
+ * file does not exist: this process has no SQLite connection to it yet, so our own
+ * fd cannot drop anyone's POSIX locks (see check_magic()).
+ */
+static int create_private(const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+	if (fd < 0) {
+		if (errno == EEXIST)   /* another process was faster: its file, its mode */
+			return 0;
+		snprintf(err, errlen, "registry %s: cannot create: %s", path, strerror(errno));
+		return KG_E_IO;
+	}
+	if (fchmod(fd, 0600) < 0) {   /* a umask of 0277 would have left 0400 */
+		snprintf(err, errlen, "registry %s: chmod 0600: %s", path, strerror(errno));
+		close(fd);
+		return KG_E_IO;
+	}
+	close(fd);
+	return 0;
 }
 
 static void done(sqlite3_stmt *st)
@@ -298,7 +382,7 @@ static int exec_change(struct sqlite_reg *r, sqlite3_stmt *st, const char *what)
 
 	done(st);
 	if (rc != SQLITE_DONE)
-		return db_err(r->db, rc, what);
+		return db_err(r, rc, what);
 	return sqlite3_changes(r->db) > 0 ? 0 : KG_E_NOTFOUND;
 }
 
@@ -308,7 +392,7 @@ static int txn(struct sqlite_reg *r, enum stmt_id which)
 	int rc = sqlite3_step(st);
 
 	done(st);
-	return rc == SQLITE_DONE ? 0 : db_err(r->db, rc, stmt_sql[which]);
+	return rc == SQLITE_DONE ? 0 : db_err(r, rc, stmt_sql[which]);
 }
 
 /* ---- ops ------------------------------------------------------------------- */
@@ -338,7 +422,7 @@ static int get_device(struct sqlite_reg *r, sqlite3_stmt *st, struct kg_device *
 	else if (rc == SQLITE_DONE)
 		rc = KG_E_NOTFOUND;
 	else
-		rc = db_err(r->db, rc, what);
+		rc = db_err(r, rc, what);
 	done(st);
 	return rc;
 }
@@ -350,7 +434,7 @@ static int sq_device_get(struct kg_registry *reg, const char *id, struct kg_devi
 
 	if (bind_text(st, 1, id) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), "device get");
+		return db_err(r, sqlite3_errcode(r->db), "device get");
 	}
 	return get_device(r, st, out, "device get");
 }
@@ -363,7 +447,7 @@ static int sq_device_find_thumbprint(struct kg_registry *reg, const char *hex,
 
 	if (bind_text(st, 1, hex) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), "device find thumbprint");
+		return db_err(r, sqlite3_errcode(r->db), "device find thumbprint");
 	}
 	return get_device(r, st, out, "device find thumbprint");
 }
@@ -380,13 +464,13 @@ static int thumb_taken(struct sqlite_reg *r, const struct kg_device *dev)
 	    bind_text_or_null(st, 2, dev->thumb_primary) != SQLITE_OK ||
 	    bind_text_or_null(st, 3, dev->thumb_secondary) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), "device thumbprint check");
+		return db_err(r, sqlite3_errcode(r->db), "device thumbprint check");
 	}
 	rc = sqlite3_step(st);
 	done(st);
 	if (rc == SQLITE_ROW)
 		return KG_E_EXISTS;
-	return rc == SQLITE_DONE ? 0 : db_err(r->db, rc, "device thumbprint check");
+	return rc == SQLITE_DONE ? 0 : db_err(r, rc, "device thumbprint check");
 }
 
 /* Insert (ST_DEV_ADD) or rewrite (ST_DEV_UPDATE) a device, thumbprint check included,
@@ -413,7 +497,7 @@ static int write_device(struct sqlite_reg *r, const struct kg_device *dev, enum 
 	     (sqlite3_bind_int64(st, 9, (sqlite3_int64)dev->last_seen) != SQLITE_OK ||
 	      sqlite3_bind_int64(st, 10, (sqlite3_int64)dev->cert_not_after) != SQLITE_OK))) {
 		done(st);
-		rc = db_err(r->db, sqlite3_errcode(r->db), what);
+		rc = db_err(r, sqlite3_errcode(r->db), what);
 		goto out_rollback;
 	}
 	/* Row first, so a taken / missing id is what the caller hears about. */
@@ -466,7 +550,7 @@ static int sq_device_add_many(struct kg_registry *reg, const struct kg_device *d
 		    sqlite3_bind_int64(st, 9, (sqlite3_int64)dev->last_seen) != SQLITE_OK ||
 		    sqlite3_bind_int64(st, 10, (sqlite3_int64)dev->cert_not_after) != SQLITE_OK) {
 			done(st);
-			rc = db_err(r->db, sqlite3_errcode(r->db), "device add");
+			rc = db_err(r, sqlite3_errcode(r->db), "device add");
 			goto out_rollback;
 		}
 		if ((rc = exec_change(r, st, "device add")) != 0 || (rc = thumb_taken(r, dev)) != 0)
@@ -498,7 +582,7 @@ static int write_by_key(struct kg_registry *reg, enum stmt_id which, const char 
 		return KG_E_INVALID;
 	if (bind_text(st, 1, key) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), what);
+		return db_err(r, sqlite3_errcode(r->db), what);
 	}
 	return exec_change(r, st, what);
 }
@@ -520,7 +604,7 @@ static int sq_device_touch(struct kg_registry *reg, const char *id, int64_t seen
 	    sqlite3_bind_int64(st, 2, (sqlite3_int64)seen) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 3, (sqlite3_int64)cert_not_after) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), "device touch");
+		return db_err(r, sqlite3_errcode(r->db), "device touch");
 	}
 	return exec_change(r, st, "device touch");
 }
@@ -535,7 +619,7 @@ static int sq_device_list(struct kg_registry *reg, int status, kg_device_cb cb, 
 	if (status >= 0 &&
 	    bind_text(st, 1, kg_device_status_str((enum kg_device_status)status)) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), "device list");
+		return db_err(r, sqlite3_errcode(r->db), "device list");
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		int stop;
@@ -548,7 +632,7 @@ static int sq_device_list(struct kg_registry *reg, int status, kg_device_cb cb, 
 			goto out;
 		}
 	}
-	rc = rc == SQLITE_DONE ? 0 : db_err(r->db, rc, "device list");
+	rc = rc == SQLITE_DONE ? 0 : db_err(r, rc, "device list");
 out:
 	done(st);
 	return rc;
@@ -571,7 +655,7 @@ static int sq_ca_add(struct kg_registry *reg, struct kg_ca *ca)
 	    sqlite3_bind_int64(st, 8, (sqlite3_int64)now) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 9, (sqlite3_int64)ca->not_after) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), "ca add");
+		return db_err(r, sqlite3_errcode(r->db), "ca add");
 	}
 	if ((rc = exec_change(r, st, "ca add")) == 0)
 		ca->added_at = now;
@@ -586,7 +670,7 @@ static int get_ca(struct kg_registry *reg, enum stmt_id which, const char *key, 
 
 	if (bind_text(st, 1, key) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), "ca get");
+		return db_err(r, sqlite3_errcode(r->db), "ca get");
 	}
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
@@ -594,7 +678,7 @@ static int get_ca(struct kg_registry *reg, enum stmt_id which, const char *key, 
 	else if (rc == SQLITE_DONE)
 		rc = KG_E_NOTFOUND;
 	else
-		rc = db_err(r->db, rc, "ca get");
+		rc = db_err(r, rc, "ca get");
 	done(st);
 	return rc;
 }
@@ -624,7 +708,7 @@ static int sq_ca_update(struct kg_registry *reg, const struct kg_ca *ca)
 	if (bind_text(st, 1, ca->name) != SQLITE_OK || bind_text(st, 2, ca->backend) != SQLITE_OK ||
 	    sqlite3_bind_int(st, 3, ca->auto_enroll ? 1 : 0) != SQLITE_OK) {
 		done(st);
-		return db_err(r->db, sqlite3_errcode(r->db), "ca update");
+		return db_err(r, sqlite3_errcode(r->db), "ca update");
 	}
 	return exec_change(r, st, "ca update");
 }
@@ -642,7 +726,7 @@ static int sq_ca_remove(struct kg_registry *reg, const char *name)
 		return KG_E_INVALID;
 	if (sqlite3_prepare_v2(r->db, "SELECT EXISTS (SELECT 1 FROM devices WHERE ca_name = ?1)", -1,
 			       &st, NULL) != SQLITE_OK)
-		return db_err(r->db, sqlite3_errcode(r->db), "ca remove");
+		return db_err(r, sqlite3_errcode(r->db), "ca remove");
 	if (sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		bound = sqlite3_column_int(st, 0);
@@ -669,7 +753,7 @@ static int sq_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg)
 			goto out;
 		}
 	}
-	rc = rc == SQLITE_DONE ? 0 : db_err(r->db, rc, "ca list");
+	rc = rc == SQLITE_DONE ? 0 : db_err(r, rc, "ca list");
 out:
 	done(st);
 	return rc;
@@ -924,17 +1008,25 @@ out_rollback:
  * Open the connection, identify the file (read-only), then in READWRITE switch to
  * WAL and migrate up to `target`. On success *dbp is open and *version current.
  */
-static int db_open(const char *path, enum kg_registry_mode mode, int target, sqlite3 **dbp,
-		   int *version, char *err, size_t errlen)
+static int db_open(struct sqlite_reg *r, const char *path, enum kg_registry_mode mode, int target,
+		   sqlite3 **dbp, int *version, char *err, size_t errlen)
 {
 	int flags = SQLITE_OPEN_NOMUTEX;
 	sqlite3 *db = NULL;
+	struct stat st;
 	int rc;
 
 	/* stat(), not open(): see check_magic() for why this process opens no fd of its own. */
-	if (access(path, F_OK) != 0 && !(errno == ENOENT && mode == KG_REG_READWRITE)) {
-		snprintf(err, errlen, "registry %s: %s", path, strerror(errno));
-		return errno == ENOENT ? KG_E_NOTFOUND : KG_E_IO;
+	if (stat(path, &st) != 0) {
+		if (!(errno == ENOENT && mode == KG_REG_READWRITE)) {
+			snprintf(err, errlen, "registry %s: %s", path, strerror(errno));
+			return errno == ENOENT ? KG_E_NOTFOUND : KG_E_IO;
+		}
+		if ((rc = create_private(path, err, errlen)) != 0)
+			return rc;
+	} else if (mode == KG_REG_READWRITE && S_ISREG(st.st_mode) && (st.st_mode & 0007) != 0) {
+		kg_log_warnx("registry %s is accessible to every local user (mode %04o): chmod 0600",
+			     path, (unsigned)(st.st_mode & 07777));
 	}
 	flags |= mode == KG_REG_READWRITE ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
 					  : SQLITE_OPEN_READONLY;
@@ -949,7 +1041,8 @@ static int db_open(const char *path, enum kg_registry_mode mode, int target, sql
 		goto out_close;
 	(void)sqlite3_extended_result_codes(db, 1);
 	/* Neither this nor identify() writes: safe before we know whose file this is. */
-	(void)sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+	r->db = db;
+	(void)sqlite3_busy_handler(db, on_busy, r);
 	if ((rc = identify(db, path, version, err, errlen)) != 0)
 		goto out_close;
 	if (mode == KG_REG_READONLY && *version != SCHEMA_LATEST) {
@@ -987,6 +1080,7 @@ static int db_open(const char *path, enum kg_registry_mode mode, int target, sql
 	return 0;
 
 out_close:
+	r->db = NULL;
 	sqlite3_close(db);
 	return rc;
 }
@@ -1003,7 +1097,7 @@ static int sqlite_open(const char *path, enum kg_registry_mode mode, struct kg_r
 	}
 	r->base.ops = &sqlite_ops;
 	r->mode = mode;
-	if ((rc = db_open(path, mode, SCHEMA_LATEST, &r->db, &r->version, err, errlen)) != 0)
+	if ((rc = db_open(r, path, mode, SCHEMA_LATEST, &r->db, &r->version, err, errlen)) != 0)
 		goto out_free;
 	for (size_t i = 0; i < ST_MAX; i++) {
 		if (sqlite3_prepare_v3(r->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &r->st[i],
@@ -1049,6 +1143,7 @@ int kg_registry_sqlite_schema_latest(void)
 int kg_registry_sqlite_migrate(const char *path, int version, char *err, size_t errlen)
 {
 	char dummy[1];
+	struct sqlite_reg tmp = { .mode = KG_REG_READWRITE };   /* for the busy handler */
 	sqlite3 *db = NULL;
 	int have = 0, rc;
 
@@ -1061,7 +1156,7 @@ int kg_registry_sqlite_migrate(const char *path, int version, char *err, size_t 
 		snprintf(err, errlen, "registry: schema version must be 1..%d", SCHEMA_LATEST);
 		return KG_E_INVALID;
 	}
-	if ((rc = db_open(path, KG_REG_READWRITE, version, &db, &have, err, errlen)) != 0)
+	if ((rc = db_open(&tmp, path, KG_REG_READWRITE, version, &db, &have, err, errlen)) != 0)
 		return rc;
 	sqlite3_close(db);
 	return 0;

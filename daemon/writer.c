@@ -6,6 +6,9 @@
  * rare and small), last-seen updates are dropped and counted when the queue is full.
  * Items are applied in batches (WRITER_BATCH_MS or WRITER_BATCH_MAX items): the
  * last-seen updates of a batch share one transaction, one commit per batch.
+ * A registry locked by another process is retried (each attempt waits the handle's
+ * busy timeout, which logs and counts the wait) for up to KG_WRITER_BUSY_GIVEUP_MS;
+ * the queue keeps filling meanwhile, so no worker waits.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "ktlsgate/audit.h"
+#include "ktlsgate/daemon.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
 #include "ktlsgate/writer.h"
@@ -28,6 +33,7 @@ enum op { OP_ENROLL, OP_TOUCH };
 struct item {
 	enum op op;
 	struct kg_device dev;      /* OP_ENROLL: the row; OP_TOUCH: id + times */
+	struct kg_enrol_audit audit;   /* OP_ENROLL */
 	struct item *next;
 };
 
@@ -40,16 +46,68 @@ struct kg_writer {
 	size_t queued;
 	bool stop;
 	_Atomic uint64_t drops;
+	struct kg_metrics metrics;  /* decisions this thread audits (enrolments) */
 };
 
-static void apply_enroll(struct kg_writer *w, const struct kg_device *dev)
+/* Run a write until it is not refused for another process's lock, or we give up. */
+static int retry_busy(int rc, uint64_t since_ms, const char *what)
 {
-	int rc = kg_registry_device_add(w->reg, dev);
+	if (rc != KG_E_BUSY)
+		return 0;
+	if (kg_now_ms() - since_ms >= KG_WRITER_BUSY_GIVEUP_MS) {
+		kg_log(KG_LOG_ERR, "registry locked by another process for %d s: %s given up",
+		       KG_WRITER_BUSY_GIVEUP_MS / 1000, what);
+		return 0;
+	}
+	kg_log(KG_LOG_ERR, "registry locked by another process: %s waits, retrying", what);
+	return 1;
+}
 
-	if (rc == 0)
+/* The decision line of an enrolling connection, once its row's fate is known. */
+static void audit_enrolment(struct kg_writer *w, const struct item *it, enum kg_reason reason,
+			    const char *detail)
+{
+	struct kg_audit_record r = {
+		.event = "decision",
+		.peer = it->audit.peer,
+		.device = it->dev.id,
+		.thumbprint = it->audit.thumbprint[0] ? it->audit.thumbprint : NULL,
+		.ca = it->dev.ca_name[0] ? it->dev.ca_name : NULL,
+		.allow = true,
+		.reason = reason,
+		.backend = it->audit.backend,
+		.conn_id = it->audit.conn_id,
+		.mqtt_level = it->audit.mqtt_level,
+		.detail = detail,
+	};
+
+	kg_audit_emit(&r);
+	kg_metric_add(&w->metrics.decisions_allow[reason], 1);
+}
+
+static void apply_enroll(struct kg_writer *w, const struct item *it)
+{
+	const struct kg_device *dev = &it->dev;
+	uint64_t since = kg_now_ms();
+	char what[KG_DEVICE_ID_MAX + 32];
+	int rc;
+
+	snprintf(what, sizeof(what), "enrolment of %s", dev->id);
+	do
+		rc = kg_registry_device_add(w->reg, dev);
+	while (retry_busy(rc, since, what));
+	if (rc == 0) {
 		kg_log_info("device %s enrolled under CA %s", dev->id, dev->ca_name);
-	else if (rc != KG_E_EXISTS)  /* two first connects raced: fine */
-		kg_log_warnx("enrol %s: %s", dev->id, kg_err_str(rc));
+		audit_enrolment(w, it, KG_REASON_ENROLLED, NULL);
+	} else if (rc == KG_E_EXISTS) {
+		/* Two first connects raced; the other one enrolled it: a known device now. */
+		audit_enrolment(w, it, KG_REASON_OK, "enrolled by a concurrent connection");
+	} else {
+		const char *why = kg_registry_strerror(w->reg, rc);
+
+		kg_log_warnx("enrolment of %s under CA %s failed: %s", dev->id, dev->ca_name, why);
+		audit_enrolment(w, it, KG_REASON_ENROLL_FAILED, why);
+	}
 }
 
 /*
@@ -62,20 +120,33 @@ static void apply_batch(struct kg_writer *w, struct item *list)
 	struct item *it;
 	int rc;
 
+	uint64_t since;
+	size_t n = 0;
+
 	for (it = list; it != NULL; it = it->next)
 		if (it->op == OP_ENROLL)
-			apply_enroll(w, &it->dev);
-	if ((rc = kg_registry_begin(w->reg)) != 0) {
-		kg_log_warnx("registry: cannot begin a last-seen batch: %s", kg_err_str(rc));
+			apply_enroll(w, it);
+	since = kg_now_ms();
+	do
+		rc = kg_registry_begin(w->reg);
+	while (retry_busy(rc, since, "last-seen batch"));
+	if (rc != 0) {
+		for (it = list; it != NULL; it = it->next)
+			n += it->op == OP_TOUCH;
+		atomic_fetch_add(&w->drops, n);
+		kg_log_warnx("registry: last-seen batch of %zu dropped: %s", n,
+			     kg_registry_strerror(w->reg, rc));
 		return;
 	}
 	for (it = list; it != NULL; it = it->next) {
 		rc = kg_registry_device_touch(w->reg, it->dev.id, it->dev.last_seen, it->dev.cert_not_after);
 		if (rc < 0 && rc != KG_E_NOTFOUND)  /* removed meanwhile: nothing to update */
-			kg_log_warnx("registry update %s: %s", it->dev.id, kg_err_str(rc));
+			kg_log_warnx("registry update %s: %s", it->dev.id,
+				     kg_registry_strerror(w->reg, rc));
 	}
 	if ((rc = kg_registry_commit(w->reg)) != 0) {
-		kg_log_warnx("registry: last-seen batch not committed: %s", kg_err_str(rc));
+		kg_log_warnx("registry: last-seen batch not committed: %s",
+			     kg_registry_strerror(w->reg, rc));
 		kg_registry_rollback(w->reg);
 	}
 }
@@ -187,14 +258,20 @@ static void enqueue(struct kg_writer *w, struct item *it, bool droppable)
 	pthread_mutex_unlock(&w->lock);
 }
 
-void kg_writer_enroll(struct kg_writer *w, const struct kg_device *dev)
+void kg_writer_enroll(struct kg_writer *w, const struct kg_device *dev,
+		      const struct kg_enrol_audit *audit)
 {
-	struct item *it = malloc(sizeof(*it));
+	struct item *it = calloc(1, sizeof(*it));
 
-	if (it == NULL)
+	if (it == NULL) {
+		struct item tmp = { .op = OP_ENROLL, .dev = *dev, .audit = *audit };
+
+		audit_enrolment(w, &tmp, KG_REASON_ENROLL_FAILED, "out of memory");
 		return;
+	}
 	it->op = OP_ENROLL;
 	it->dev = *dev;
+	it->audit = *audit;
 	enqueue(w, it, false);
 }
 
@@ -219,4 +296,14 @@ void kg_writer_touch(struct kg_writer *w, const char *id, int64_t seen, int64_t 
 uint64_t kg_writer_drops(struct kg_writer *w)
 {
 	return w ? atomic_load(&w->drops) : 0;
+}
+
+uint64_t kg_writer_busy(struct kg_writer *w)
+{
+	return w ? atomic_load(&w->reg->busy_waits) : 0;
+}
+
+struct kg_metrics *kg_writer_metrics(struct kg_writer *w)
+{
+	return &w->metrics;
 }

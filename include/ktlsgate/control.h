@@ -2,8 +2,10 @@
 /*
  * control.h - the admin socket between `ktlsgate` (CLI) and `ktlsgated`.
  * A unix stream socket, mode 0600 (root only). One request per connection: a single
- * line "VERB [ARG]\n"; the reply is zero or more data lines followed by a final line
- * "OK[ text]" or "ERR message". Verbs:
+ * line "VERB [ARG]\n" of at most KG_CONTROL_LINE_MAX bytes; the reply is zero or more
+ * data lines followed by a final line "OK[ text]" or "ERR message". The daemon gives
+ * a client 2 s from accept to reply sent (then closes it) and keeps at most 16 open.
+ * One daemon answers per socket: a second one refuses to start. Verbs:
  *   ping                       -> OK
  *   status                     -> one JSON object line, OK
  *   reload                     -> OK | ERR why (nothing changed)

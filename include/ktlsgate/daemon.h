@@ -27,6 +27,7 @@
 struct kg_worker;
 struct kg_writer;
 struct kg_metrics_http;
+struct kg_control;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -48,7 +49,8 @@ struct kg_daemon {
 	struct kg_metrics_http *metrics_http;
 	struct kg_edge *edge;               /* XDP gate (edge.h); inactive without BPF */
 
-	int control_fd;
+	struct kg_control *control;         /* admin socket and its clients (main thread) */
+	int lock_fd;                        /* instance lock beside the registry (instance.h) */
 	int signal_fd;
 	int epfd;                           /* main thread: signals + control */
 

@@ -19,7 +19,8 @@ enum kg_err {
 	KG_E_INVALID = -9,   /* bad argument / input */
 	KG_E_IO = -10,       /* disk or socket I/O failed (see errno) */
 	KG_E_CORRUPT = -11,  /* a file is not what it should be */
-	KG_E_MIN = -12
+	KG_E_BUSY = -12,     /* another process holds the lock (registry): retry later */
+	KG_E_MIN = -13
 };
 
 const char *kg_err_str(int err);

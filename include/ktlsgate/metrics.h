@@ -95,6 +95,7 @@ struct kg_metrics_info {
 	size_t n_states;
 	unsigned workers;
 	uint64_t reloads, reload_failures, registry_write_drops;
+	uint64_t registry_busy;          /* writer waits for another process's lock */
 	int64_t start_time;
 };
 

@@ -10,6 +10,7 @@
 enum kg_reason {
 	KG_REASON_OK,                 /* allowed: known, enabled device */
 	KG_REASON_ENROLLED,           /* allowed: created by an auto-enroll CA */
+	KG_REASON_ENROLL_FAILED,      /* allowed, but its auto-enrolment did not commit */
 	/* TLS / verification (a TLS alert is sent) */
 	KG_REASON_NO_CERT,            /* client sent no certificate */
 	KG_REASON_UNKNOWN_CA,         /* chain does not reach a registered CA */

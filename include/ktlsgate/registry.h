@@ -8,11 +8,18 @@
  * read handle; writes from the daemon go through one writer thread so the hot path
  * never waits on a write lock. Rows are copied out into caller-owned structs; nothing
  * points into the store. All functions return 0 or a negative enum kg_err
- * (KG_E_NOTFOUND, KG_E_EXISTS, KG_E_INVALID, KG_E_CORRUPT, KG_E_IO).
+ * (KG_E_NOTFOUND, KG_E_EXISTS, KG_E_INVALID, KG_E_CORRUPT, KG_E_IO, KG_E_BUSY: another
+ * process held the lock for longer than the handle's busy timeout, nothing written);
+ * after a failure reg->errmsg says why in the store's own words.
+ *
+ * A file registry is created mode 0600 whatever the umask (its -wal and -shm follow
+ * the database's mode); a handle that has to wait for another process's lock says so
+ * once per wait (log, busy_waits) and retries until its busy timeout.
  */
 #ifndef KTLSGATE_REGISTRY_H
 #define KTLSGATE_REGISTRY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -163,7 +170,15 @@ struct kg_registry_ops {
 /* Every store's handle starts with this header. */
 struct kg_registry {
 	const struct kg_registry_ops *ops;
+	/* The last failed call's cause as the store put it ("device update: database is
+	 * locked"), for messages that must name the real cause. Set on failure only. */
+	char errmsg[256];
+	/* Waits for another process's lock so far (ktlsgate_registry_busy_total). */
+	_Atomic uint64_t busy_waits;
 };
+
+/* reg->errmsg, or the generic name of err when the store said nothing. */
+const char *kg_registry_strerror(const struct kg_registry *reg, int err);
 
 /* SQLite store (registry_sqlite.c). */
 int kg_registry_sqlite_open(const char *path, enum kg_registry_mode mode, struct kg_registry **out,
