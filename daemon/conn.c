@@ -32,6 +32,8 @@
 
 /* Read granularity while waiting for the CONNECT. */
 #define CONNECT_READ_CHUNK 4096u
+/* What a refused device may still send while we linger (bytes read and dropped). */
+#define REFUSE_DRAIN_MAX (16u * 1024u)
 
 const char *const kg_conn_state_names[KG_ST_MAX] = {
 	[KG_ST_ACCEPTED] = "accepted",
@@ -415,16 +417,20 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		kg_metric_add(&c->w->metrics.handshakes[KG_HS_FAILED], 1);
 		kg_log_debug("conn=%llu peer=%s handshake failed: %s", (unsigned long long)c->cid,
 			     c->peer, kg_reason_str(why));
-		if (!c->verify_ran) {
+		if (why == KG_REASON_PEER_CLOSED) {   /* nobody left to read an alert */
 			kg_conn_close(c, why);
 			return KG_STEP_DONE;
 		}
-		/* A TLS 1.3 client finishes its side before we judge its certificate and
-		 * may already be sending CONNECT: closing now, with that unread, would
-		 * answer with a RST that can overtake the alert. Linger like a refusal. */
+		/* OpenSSL has written its alert (no certificate, unknown CA, bad chain...)
+		 * but the device's next flight (its Finished, a TLS 1.3 CONNECT) may sit
+		 * unread in the socket: closing now would answer with a RST that destroys
+		 * the alert before the device reads it. Linger like a refusal. */
 		c->verdict.reason = why;
 		kg_conn_audit(c, false, why, NULL);
 		c->refusal_len = c->refusal_off = 0;
+		/* Nothing more goes through TLS: the linger costs a socket, not an SSL. */
+		SSL_free(c->ssl);
+		c->ssl = NULL;
 		kg_conn_set_state(c, KG_ST_REFUSING);
 		return KG_STEP_NEXT;
 	}
@@ -638,8 +644,14 @@ static enum kg_step st_refusing(struct kg_conn *c)
 	}
 	for (;;) {
 		n = read(c->dev.fd, sink, sizeof(sink));
-		if (n > 0)
+		if (n > 0) {
+			/* Bounded in bytes as in time: a peer that keeps sending is cut
+			 * (a RST then is its own doing). */
+			c->drained += (size_t)n;
+			if (c->drained >= REFUSE_DRAIN_MAX)
+				break;
 			continue;
+		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if (kg_conn_watch(c, &c->dev, EPOLLIN | EPOLLRDHUP) < 0)
 				break;

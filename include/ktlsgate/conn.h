@@ -111,6 +111,7 @@ struct kg_conn {
 
 	uint8_t refusal[8];                /* the CONNACK refusal being sent */
 	size_t refusal_len, refusal_off;
+	size_t drained;                    /* bytes dropped while lingering (bounded) */
 
 	uint64_t bytes_up, bytes_down;
 	enum kg_relay_mode mode;
