@@ -26,6 +26,7 @@
 #include "ktlsgate/log.h"
 #include "ktlsgate/edge.h"
 #include "ktlsgate/relay.h"
+#include "ktlsgate/srclimit.h"
 #include "ktlsgate/tls.h"
 #include "ktlsgate/worker.h"
 #include "ktlsgate/writer.h"
@@ -169,6 +170,11 @@ void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st)
 		     kg_conn_state_names[st]);
 	kg_metric_gauge(&c->w->metrics.conns_by_state[c->state], -1);
 	kg_metric_gauge(&c->w->metrics.conns_by_state[st], 1);
+	/* The source's pending count covers accept to the end of the handshake. */
+	if (c->src_held && st != KG_ST_ACCEPTED && st != KG_ST_TLS_HANDSHAKE) {
+		kg_srclimit_release(c->w->srclimit, &c->src);
+		c->src_held = false;
+	}
 	/* Handshakes in flight: the accept cap, and the steering program's load. */
 	if (c->state == KG_ST_TLS_HANDSHAKE && st != KG_ST_TLS_HANDSHAKE) {
 		atomic_fetch_sub(&c->w->d->n_handshakes, 1);
@@ -242,20 +248,90 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t cap)
 	}
 }
 
+/*
+ * A source over its limits is closed before it costs anything but this: no struct
+ * kg_conn, no SSL. The refusal is audited and counted like any other (one record per
+ * connection; the audit log's own rate limit keeps a flood readable) and feeds the
+ * XDP gate, which then drops the source before it reaches accept at all.
+ */
+static void refuse_at_accept(struct kg_worker *w, int fd, const struct sockaddr *sa,
+			     socklen_t salen, enum kg_src_limit which)
+{
+	char peer[64];
+	struct kg_audit_record r = {
+		.event = "decision", .peer = peer, .allow = false,
+		.reason = KG_REASON_SOURCE_LIMIT,
+		.detail = which == KG_SRC_LIMIT_HANDSHAKES ? "over source_max_handshakes"
+							   : "over source_rate",
+	};
+
+	format_peer(sa, peer, sizeof(peer));
+	kg_audit_emit(&r);
+	kg_metric_add(&w->metrics.source_limited[which], 1);
+	kg_metric_add(&w->metrics.decisions_deny[KG_REASON_SOURCE_LIMIT], 1);
+	kg_metric_add(&w->metrics.closes[KG_REASON_SOURCE_LIMIT], 1);
+	kg_edge_note_refusal(w->d->edge, sa, salen, KG_REASON_SOURCE_LIMIT);
+	close(fd);
+}
+
+/* Per-source admission: true with *held set when the connection may start. */
+static bool source_admit(struct kg_worker *w, const struct kg_config *cfg, int fd,
+			 const struct sockaddr *sa, socklen_t salen, struct kg_srckey *src,
+			 bool *held)
+{
+	struct kg_srclimit_limits lim = {
+		.max_pending = cfg->source_max_handshakes,
+		.rate = cfg->source_rate,
+		.burst = cfg->source_burst,
+	};
+
+	*held = false;
+	if ((lim.max_pending == 0 && lim.rate == 0) || w->srclimit == NULL ||
+	    kg_srclimit_key(sa, salen, cfg->source_prefix_v4, cfg->source_prefix_v6, src) != 0)
+		return true;
+	switch (kg_srclimit_admit(w->srclimit, &lim, src, kg_now_ms())) {
+	case KG_SRC_OK:
+		*held = true;
+		return true;
+	case KG_SRC_UNTRACKED:
+		kg_metric_add(&w->metrics.source_untracked, 1);
+		return true;
+	case KG_SRC_PENDING:
+		refuse_at_accept(w, fd, sa, salen, KG_SRC_LIMIT_HANDSHAKES);
+		return false;
+	case KG_SRC_RATE:
+		refuse_at_accept(w, fd, sa, salen, KG_SRC_LIMIT_RATE);
+		return false;
+	}
+	return true;
+}
+
 void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
 {
+	struct kg_snapshot *snap = kg_snapshot_get(w->d);
 	struct kg_conn *c;
+	struct kg_srckey src;
 	struct timespec now;
+	bool held;
 	int one = 1;
 
+	if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
+		kg_snapshot_put(snap);
+		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
+		if (held)
+			kg_srclimit_release(w->srclimit, &src);
+		kg_snapshot_put(snap);
 		close(fd);
 		return;
 	}
 	c->cid = ((uint64_t)w->idx << 48) | ++w->next_id;
 	c->w = w;
-	c->snap = kg_snapshot_get(w->d);
+	c->snap = snap;
+	c->src = src;
+	c->src_held = held;
 	c->state = KG_ST_ACCEPTED;
 	c->dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
 	c->be = (struct kg_evsrc){ .type = KG_EV_BACKEND, .fd = -1, .events = UINT32_MAX, .owner = c };
@@ -397,6 +473,27 @@ void kg_conn_timeout(struct kg_conn *c)
 
 static enum kg_step st_accepted(struct kg_conn *c)
 {
+	uint8_t b;
+	ssize_t n;
+
+	/* No SSL until the device says something: a silent connection costs this
+	 * struct and a deadline (the handshake timeout, from accept), not an SSL. */
+	n = recv(c->dev.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0) {
+		kg_conn_close(c, KG_REASON_PEER_CLOSED);
+		return KG_STEP_DONE;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		if (kg_conn_watch(c, &c->dev, EPOLLIN) < 0) {
+			kg_conn_close(c, KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
+	if (n < 0) {
+		kg_conn_close(c, errno == ECONNRESET ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
+		return KG_STEP_DONE;
+	}
 	if (kg_tls_conn_new(c) < 0) {
 		kg_conn_close(c, KG_REASON_OVERLOAD);
 		return KG_STEP_DONE;
