@@ -638,6 +638,11 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 	return KG_STEP_NEXT;
 }
 
+static bool local_shortage(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL;
+}
+
 static enum kg_step st_backend_connect(struct kg_conn *c)
 {
 	const struct kg_backend_conf *b;
@@ -648,9 +653,12 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 			return conn_refuse(c, KG_REASON_NO_BACKEND, KG_CONNACK_SERVER_UNAVAILABLE, NULL);
 		c->be.fd = kg_backend_connect_start(b);
 		if (c->be.fd < 0) {
+			int e = errno;
+
 			c->audited = false;
-			return conn_refuse(c, KG_REASON_BACKEND_DOWN, KG_CONNACK_SERVER_UNAVAILABLE,
-					   strerror(errno));
+			/* Out of fds, buffers or local ports is our shortage, not the broker's. */
+			return conn_refuse(c, local_shortage(e) ? KG_REASON_OVERLOAD : KG_REASON_BACKEND_DOWN,
+					   KG_CONNACK_SERVER_UNAVAILABLE, strerror(e));
 		}
 		/* Stop reading the device while the broker is not there: bytes it pipelines
 		 * wait in the socket, the CONNECT waits in c->up. */
