@@ -322,7 +322,7 @@ static void do_accept(struct kg_worker *w, struct kg_evsrc *l)
 				out_of_fds(w, l, errno);
 			return;
 		}
-		if ((uint64_t)fd + FD_HEADROOM >= w->fd_limit) {
+		if ((uint64_t)fd + w->fd_headroom >= w->fd_limit) {
 			close(fd);
 			out_of_fds(w, l, 0);
 			return;
@@ -451,6 +451,8 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 	/* One fd kept to give back when accept hits EMFILE (out_of_fds()). */
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->fd_limit = fd_limit();
+	/* a tiny limit (tests, containers) keeps three quarters for devices */
+	w->fd_headroom = w->fd_limit / 4 < FD_HEADROOM ? w->fd_limit / 4 : FD_HEADROOM;
 	if (idx == 0 && w->fd_limit < (uint64_t)d->max_connections * 2 + FD_HEADROOM)
 		kg_log_warnx("fd limit %llu is below max_connections x 2 + %d (%llu): past about "
 			     "%llu connections new ones are shed (raise LimitNOFILE / ulimit -n)",

@@ -65,6 +65,7 @@ struct kg_worker {
 	struct kg_srclimit *srclimit;         /* per-source admission, this worker's */
 	int reserve_fd;                       /* kept open to shed a connection at EMFILE */
 	uint64_t fd_limit;                    /* RLIMIT_NOFILE at start */
+	uint64_t fd_headroom;                 /* fds below the limit kept for others */
 	uint64_t accept_resume_ms;            /* accept backs off until then (out of fds) */
 	uint64_t fd_log_ms;                   /* last "out of fds" log line */
 	uint64_t fd_log_missed;               /* occurrences since that line */
