@@ -100,7 +100,9 @@ EOF
 }
 
 # write_gw_conf DIR PORT MPORT BACKEND_PORT BACKEND2_PORT [extra lines for [daemon]]
-# Paths are relative: they resolve against the config file's directory.
+# Paths are relative: they resolve against the config file's directory. KG_GW_LIMITS:
+# extra lines for [limits] (load tests and benchmarks, whose clients all come from
+# one address, turn the per-source limits off with KG_GW_NO_SOURCE_LIMITS).
 write_gw_conf() {
 	local dir=$1 port=$2 mport=$3 bport=$4 b2port=$5
 	shift 5
@@ -124,6 +126,7 @@ handshake_timeout_ms = 2000
 connect_timeout_ms = 2000
 backend_timeout_ms = 1000
 max_connect_bytes = 65536
+${KG_GW_LIMITS:-}
 
 [backend local]
 address = 127.0.0.1:$bport
@@ -132,6 +135,8 @@ address = 127.0.0.1:$bport
 address = 127.0.0.1:$b2port
 EOF
 }
+
+KG_GW_NO_SOURCE_LIMITS=$'source_max_handshakes = 0\nsource_rate = 0'
 
 # kg ARGS...: the CLI against the current gateway config ($GW_CONF).
 kg() {
