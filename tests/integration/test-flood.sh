@@ -9,6 +9,7 @@
 #   127.0.0.1 connect again and again with mTLS + MQTT CONNECT. With the per-source
 #   limits >= 95% of them must get CONNACK 0; the same run with the limits off shows
 #   the starvation (asserted lower, so the test is seen to see the defect).
+# t_silent_costs_no_ssl: connections that send nothing hold no SSL (state "accepted").
 # t_fd_exhaustion: ktlsgated under a low fd limit, more connections than fit: /metrics
 #   and `ktlsgate status` answer, ktlsgate_accept_errors_total{errno="EMFILE"} > 0,
 #   the log says so a few times only, no backend_down is audited, and after the flood
@@ -92,6 +93,28 @@ t_flood_one_source() {
 		{ note "limits off did not starve the devices ($unlimited% vs $limited%): the test does not see the defect"; return 1; }
 }
 
+# Silent connections cost no TLS state: 20 connections that send nothing stay in
+# "accepted" (no SSL yet), and the handshake starts once a byte arrives.
+t_silent_costs_no_ssl() {
+	local acc hs pid
+	gate_with_limits "" || return 1
+	$PY - "$GW_PORT" 20 6 <<'PYEOF' &
+import socket, sys, time
+port, n, secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+time.sleep(secs)
+PYEOF
+	pid=$!
+	sleep 1.5
+	acc=$(metric_value ktlsgate_connections 'state="accepted"')
+	hs=$(metric_value ktlsgate_connections 'state="tls_handshake"')
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	echo "    20 silent connections: accepted $acc, tls_handshake $hs"
+	[ "$acc" = 20 ] && [ "$hs" = 0 ] ||
+		{ note "silent connections: accepted $acc, tls_handshake $hs (want 20, 0)"; return 1; }
+}
+
 # fd exhaustion: a gate whose fd limit fits ~100 connections, 300 held open.
 t_fd_exhaustion() {
 	local mark fpid emfile lines st res bdown
@@ -137,7 +160,7 @@ t_fd_exhaustion() {
 		{ note "good device after the flood: $res"; return 1; }
 }
 
-ALL_TESTS=(t_flood_one_source t_fd_exhaustion)
+ALL_TESTS=(t_silent_costs_no_ssl t_flood_one_source t_fd_exhaustion)
 
 if ! setup; then
 	echo "FAIL setup: flood test PKI / broker (log: ${GW_LOG:-none})"
