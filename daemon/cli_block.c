@@ -35,6 +35,7 @@ static const char *const reason_names[KG_XDP_DENY_REASON_MAX] = {
 	[KG_XDP_DENY_MANUAL] = "manual",
 	[KG_XDP_DENY_VERIFY] = "verify",
 	[KG_XDP_DENY_POLICY] = "policy",
+	[KG_XDP_DENY_SOURCE_LIMIT] = "source_limit",
 };
 
 static const char *const stat_names[KG_XDP_STAT_MAX] = {

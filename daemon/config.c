@@ -112,6 +112,8 @@ enum key_id {
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
+	KEY_SRC_MAX_HS, KEY_SRC_RATE, KEY_SRC_BURST, KEY_SRC_PREFIX_V4, KEY_SRC_PREFIX_V6,
+	KEY_SRC_TABLE,
 	KEY_MAX
 };
 
@@ -139,6 +141,13 @@ static const struct key_def keys[KEY_MAX] = {
 	/* 268435455: the largest MQTT remaining length (4-byte varint). */
 	[KEY_MAX_CONNECT_BYTES] = { SEC_LIMITS, "max_connect_bytes", K_UINT, FIELD(max_connect_bytes), 64, 268435455 },
 	[KEY_REFUSE_LINGER] = { SEC_LIMITS, "refuse_linger_ms", K_UINT, FIELD(refuse_linger_ms), 0, 60000 },
+	[KEY_SRC_MAX_HS] = { SEC_LIMITS, "source_max_handshakes", K_UINT, FIELD(source_max_handshakes), 0, 1000000 },
+	[KEY_SRC_RATE] = { SEC_LIMITS, "source_rate", K_UINT, FIELD(source_rate), 0, 1000000 },
+	[KEY_SRC_BURST] = { SEC_LIMITS, "source_burst", K_UINT, FIELD(source_burst), 1, 1000000 },
+	[KEY_SRC_PREFIX_V4] = { SEC_LIMITS, "source_prefix_v4", K_UINT, FIELD(source_prefix_v4), 8, 32 },
+	[KEY_SRC_PREFIX_V6] = { SEC_LIMITS, "source_prefix_v6", K_UINT, FIELD(source_prefix_v6), 16, 128 },
+	/* 1 << 24: srclimit.h's bound on its table */
+	[KEY_SRC_TABLE] = { SEC_LIMITS, "source_table", K_UINT, FIELD(source_table), 64, 16777216 },
 };
 
 struct parse_state {
@@ -341,6 +350,14 @@ void kg_config_defaults(struct kg_config *cfg)
 	cfg->backend_timeout_ms = 3000;
 	cfg->max_connect_bytes = 65536;
 	cfg->refuse_linger_ms = 1000;
+	/* Generous enough for a fleet behind one NAT address, tight enough that one
+	 * source cannot take the handshake slots (max_handshakes) from everyone else. */
+	cfg->source_max_handshakes = 32;
+	cfg->source_rate = 50;
+	cfg->source_burst = 100;
+	cfg->source_prefix_v4 = 32;
+	cfg->source_prefix_v6 = 64;
+	cfg->source_table = 4096;
 	for (size_t i = 0; i < KG_NITEMS(module_sections); i++)
 		module_sections[i].defaults((char *)cfg + module_sections[i].off);
 }

@@ -26,12 +26,15 @@
 #include "ktlsgate/log.h"
 #include "ktlsgate/edge.h"
 #include "ktlsgate/relay.h"
+#include "ktlsgate/srclimit.h"
 #include "ktlsgate/tls.h"
 #include "ktlsgate/worker.h"
 #include "ktlsgate/writer.h"
 
 /* Read granularity while waiting for the CONNECT. */
 #define CONNECT_READ_CHUNK 4096u
+/* What a refused device may still send while we linger (bytes read and dropped). */
+#define REFUSE_DRAIN_MAX (16u * 1024u)
 
 const char *const kg_conn_state_names[KG_ST_MAX] = {
 	[KG_ST_ACCEPTED] = "accepted",
@@ -167,6 +170,11 @@ void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st)
 		     kg_conn_state_names[st]);
 	kg_metric_gauge(&c->w->metrics.conns_by_state[c->state], -1);
 	kg_metric_gauge(&c->w->metrics.conns_by_state[st], 1);
+	/* The source's pending count covers accept to the end of the handshake. */
+	if (c->src_held && st != KG_ST_ACCEPTED && st != KG_ST_TLS_HANDSHAKE) {
+		kg_srclimit_release(c->w->srclimit, &c->src);
+		c->src_held = false;
+	}
 	/* Handshakes in flight: the accept cap, and the steering program's load. */
 	if (c->state == KG_ST_TLS_HANDSHAKE && st != KG_ST_TLS_HANDSHAKE) {
 		atomic_fetch_sub(&c->w->d->n_handshakes, 1);
@@ -240,20 +248,90 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t cap)
 	}
 }
 
+/*
+ * A source over its limits is closed before it costs anything but this: no struct
+ * kg_conn, no SSL. The refusal is audited and counted like any other (one record per
+ * connection; the audit log's own rate limit keeps a flood readable) and feeds the
+ * XDP gate, which then drops the source before it reaches accept at all.
+ */
+static void refuse_at_accept(struct kg_worker *w, int fd, const struct sockaddr *sa,
+			     socklen_t salen, enum kg_src_limit which)
+{
+	char peer[64];
+	struct kg_audit_record r = {
+		.event = "decision", .peer = peer, .allow = false,
+		.reason = KG_REASON_SOURCE_LIMIT,
+		.detail = which == KG_SRC_LIMIT_HANDSHAKES ? "over source_max_handshakes"
+							   : "over source_rate",
+	};
+
+	format_peer(sa, peer, sizeof(peer));
+	kg_audit_emit(&r);
+	kg_metric_add(&w->metrics.source_limited[which], 1);
+	kg_metric_add(&w->metrics.decisions_deny[KG_REASON_SOURCE_LIMIT], 1);
+	kg_metric_add(&w->metrics.closes[KG_REASON_SOURCE_LIMIT], 1);
+	kg_edge_note_refusal(w->d->edge, sa, salen, KG_REASON_SOURCE_LIMIT);
+	close(fd);
+}
+
+/* Per-source admission: true with *held set when the connection may start. */
+static bool source_admit(struct kg_worker *w, const struct kg_config *cfg, int fd,
+			 const struct sockaddr *sa, socklen_t salen, struct kg_srckey *src,
+			 bool *held)
+{
+	struct kg_srclimit_limits lim = {
+		.max_pending = cfg->source_max_handshakes,
+		.rate = cfg->source_rate,
+		.burst = cfg->source_burst,
+	};
+
+	*held = false;
+	if ((lim.max_pending == 0 && lim.rate == 0) || w->srclimit == NULL ||
+	    kg_srclimit_key(sa, salen, cfg->source_prefix_v4, cfg->source_prefix_v6, src) != 0)
+		return true;
+	switch (kg_srclimit_admit(w->srclimit, &lim, src, kg_now_ms())) {
+	case KG_SRC_OK:
+		*held = true;
+		return true;
+	case KG_SRC_UNTRACKED:
+		kg_metric_add(&w->metrics.source_untracked, 1);
+		return true;
+	case KG_SRC_PENDING:
+		refuse_at_accept(w, fd, sa, salen, KG_SRC_LIMIT_HANDSHAKES);
+		return false;
+	case KG_SRC_RATE:
+		refuse_at_accept(w, fd, sa, salen, KG_SRC_LIMIT_RATE);
+		return false;
+	}
+	return true;
+}
+
 void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
 {
+	struct kg_snapshot *snap = kg_snapshot_get(w->d);
 	struct kg_conn *c;
+	struct kg_srckey src;
 	struct timespec now;
+	bool held;
 	int one = 1;
 
+	if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
+		kg_snapshot_put(snap);
+		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
+		if (held)
+			kg_srclimit_release(w->srclimit, &src);
+		kg_snapshot_put(snap);
 		close(fd);
 		return;
 	}
 	c->cid = ((uint64_t)w->idx << 48) | ++w->next_id;
 	c->w = w;
-	c->snap = kg_snapshot_get(w->d);
+	c->snap = snap;
+	c->src = src;
+	c->src_held = held;
 	c->state = KG_ST_ACCEPTED;
 	c->dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
 	c->be = (struct kg_evsrc){ .type = KG_EV_BACKEND, .fd = -1, .events = UINT32_MAX, .owner = c };
@@ -395,6 +473,27 @@ void kg_conn_timeout(struct kg_conn *c)
 
 static enum kg_step st_accepted(struct kg_conn *c)
 {
+	uint8_t b;
+	ssize_t n;
+
+	/* No SSL until the device says something: a silent connection costs this
+	 * struct and a deadline (the handshake timeout, from accept), not an SSL. */
+	n = recv(c->dev.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0) {
+		kg_conn_close(c, KG_REASON_PEER_CLOSED);
+		return KG_STEP_DONE;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		if (kg_conn_watch(c, &c->dev, EPOLLIN) < 0) {
+			kg_conn_close(c, KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
+	if (n < 0) {
+		kg_conn_close(c, errno == ECONNRESET ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
+		return KG_STEP_DONE;
+	}
 	if (kg_tls_conn_new(c) < 0) {
 		kg_conn_close(c, KG_REASON_OVERLOAD);
 		return KG_STEP_DONE;
@@ -415,16 +514,20 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		kg_metric_add(&c->w->metrics.handshakes[KG_HS_FAILED], 1);
 		kg_log_debug("conn=%llu peer=%s handshake failed: %s", (unsigned long long)c->cid,
 			     c->peer, kg_reason_str(why));
-		if (!c->verify_ran) {
+		if (why == KG_REASON_PEER_CLOSED) {   /* nobody left to read an alert */
 			kg_conn_close(c, why);
 			return KG_STEP_DONE;
 		}
-		/* A TLS 1.3 client finishes its side before we judge its certificate and
-		 * may already be sending CONNECT: closing now, with that unread, would
-		 * answer with a RST that can overtake the alert. Linger like a refusal. */
+		/* OpenSSL has written its alert (no certificate, unknown CA, bad chain...)
+		 * but the device's next flight (its Finished, a TLS 1.3 CONNECT) may sit
+		 * unread in the socket: closing now would answer with a RST that destroys
+		 * the alert before the device reads it. Linger like a refusal. */
 		c->verdict.reason = why;
 		kg_conn_audit(c, false, why, NULL);
 		c->refusal_len = c->refusal_off = 0;
+		/* Nothing more goes through TLS: the linger costs a socket, not an SSL. */
+		SSL_free(c->ssl);
+		c->ssl = NULL;
 		kg_conn_set_state(c, KG_ST_REFUSING);
 		return KG_STEP_NEXT;
 	}
@@ -616,6 +719,11 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 	return KG_STEP_NEXT;
 }
 
+static bool local_shortage(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL;
+}
+
 static enum kg_step st_backend_connect(struct kg_conn *c)
 {
 	const struct kg_backend_conf *b;
@@ -626,9 +734,12 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 			return conn_refuse(c, KG_REASON_NO_BACKEND, KG_CONNACK_SERVER_UNAVAILABLE, NULL);
 		c->be.fd = kg_backend_connect_start(b);
 		if (c->be.fd < 0) {
+			int e = errno;
+
 			c->audited = false;
-			return conn_refuse(c, KG_REASON_BACKEND_DOWN, KG_CONNACK_SERVER_UNAVAILABLE,
-					   strerror(errno));
+			/* Out of fds, buffers or local ports is our shortage, not the broker's. */
+			return conn_refuse(c, local_shortage(e) ? KG_REASON_OVERLOAD : KG_REASON_BACKEND_DOWN,
+					   KG_CONNACK_SERVER_UNAVAILABLE, strerror(e));
 		}
 		/* Stop reading the device while the broker is not there: bytes it pipelines
 		 * wait in the socket, the CONNECT waits in c->up. */
@@ -719,8 +830,14 @@ static enum kg_step st_refusing(struct kg_conn *c)
 	}
 	for (;;) {
 		n = read(c->dev.fd, sink, sizeof(sink));
-		if (n > 0)
+		if (n > 0) {
+			/* Bounded in bytes as in time: a peer that keeps sending is cut
+			 * (a RST then is its own doing). */
+			c->drained += (size_t)n;
+			if (c->drained >= REFUSE_DRAIN_MAX)
+				break;
 			continue;
+		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if (kg_conn_watch(c, &c->dev, EPOLLIN | EPOLLRDHUP) < 0)
 				break;

@@ -169,6 +169,8 @@ int kg_edge_reason_category(int r)
 	case KG_REASON_USERNAME_MISMATCH:
 	case KG_REASON_BAD_MQTT:
 		return KG_XDP_DENY_POLICY;
+	case KG_REASON_SOURCE_LIMIT:   /* a flood: each refusal at accept counts */
+		return KG_XDP_DENY_SOURCE_LIMIT;
 	default:
 		return -1;
 	}

@@ -174,6 +174,13 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	       cfg->n_backends);
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
+	if (cfg->source_max_handshakes == 0 && cfg->source_rate == 0)
+		printf("ktlsgated: per-source limits off\n");
+	else
+		printf("ktlsgated: per-source limits (per worker, IPv4 /%u, IPv6 /%u): %u handshakes, "
+		       "%u new connections/s (burst %u)\n", cfg->source_prefix_v4,
+		       cfg->source_prefix_v6, cfg->source_max_handshakes, cfg->source_rate,
+		       cfg->source_burst);
 	rc = 0;
 out:
 	if (reg)

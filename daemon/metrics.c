@@ -161,6 +161,21 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	put(&o, "# HELP ktlsgate_refused_overload_total Connections closed at accept: connection cap.\n"
 		"# TYPE ktlsgate_refused_overload_total counter\n"
 		"ktlsgate_refused_overload_total %llu\n", (unsigned long long)SUM_U(refused_overload));
+	put(&o, "# HELP ktlsgate_source_limited_total Connections closed at accept: their source was over a per-source limit.\n"
+		"# TYPE ktlsgate_source_limited_total counter\n"
+		"ktlsgate_source_limited_total{limit=\"handshakes\"} %llu\n"
+		"ktlsgate_source_limited_total{limit=\"rate\"} %llu\n",
+		(unsigned long long)SUM_U(source_limited[KG_SRC_LIMIT_HANDSHAKES]),
+		(unsigned long long)SUM_U(source_limited[KG_SRC_LIMIT_RATE]));
+	put(&o, "# HELP ktlsgate_source_untracked_total Connections admitted without per-source limits: the source table was full.\n"
+		"# TYPE ktlsgate_source_untracked_total counter\n"
+		"ktlsgate_source_untracked_total %llu\n", (unsigned long long)SUM_U(source_untracked));
+	put(&o, "# HELP ktlsgate_accept_errors_total Connections not served for lack of file descriptors.\n"
+		"# TYPE ktlsgate_accept_errors_total counter\n"
+		"ktlsgate_accept_errors_total{errno=\"EMFILE\"} %llu\n"
+		"ktlsgate_accept_errors_total{errno=\"ENFILE\"} %llu\n",
+		(unsigned long long)SUM_U(accept_errors[KG_ACCEPT_EMFILE]),
+		(unsigned long long)SUM_U(accept_errors[KG_ACCEPT_ENFILE]));
 	put(&o, "# HELP ktlsgate_handshakes_total TLS handshakes by result.\n"
 		"# TYPE ktlsgate_handshakes_total counter\n");
 	for (size_t r = 0; r < KG_HS_MAX; r++)

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,12 +30,21 @@
 #include "ktlsgate/listener.h"
 #include "ktlsgate/log.h"
 #include "ktlsgate/relay.h"
+#include "ktlsgate/srclimit.h"
 #include "ktlsgate/worker.h"
 
 #define TICK_MS 20
 #define MAX_EVENTS 256
 #define ACCEPT_BATCH 64
 #define KG_PIPES_KEEP 64   /* empty splice pipes a worker keeps for reuse */
+/* Out of fds: accept stays off this long, and says so at most once per interval. */
+#define ACCEPT_BACKOFF_MS 100
+#define FD_LOG_INTERVAL_MS 10000
+/* File descriptors kept free for /metrics, the control socket, the registry writer
+ * and backend connects of devices already admitted: a new device socket whose number
+ * reaches into them is shed (fds are allocated lowest first, so its number bounds
+ * how many are in use). Also the margin of the start-up warning. */
+#define FD_HEADROOM 64
 
 static void cmd_done(struct kg_cmd *cmd, unsigned closed, const char *out, size_t out_len)
 {
@@ -240,8 +251,55 @@ static void set_accept(struct kg_worker *w, bool on)
 
 void kg_worker_accept_resume(struct kg_worker *w)
 {
-	if (w->accept_paused)
+	if (w->accept_paused && kg_now_ms() >= w->accept_resume_ms)
 		set_accept(w, true);
+}
+
+/* The soft fd limit, as a number fds are compared with. */
+static uint64_t fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return UINT64_MAX;
+	return rl.rlim_cur;
+}
+
+/*
+ * Out of file descriptors (accept failed with EMFILE/ENFILE, or the new socket would
+ * eat into FD_HEADROOM). As nginx and HAProxy do: give back the reserve fd, accept the
+ * pending connection and close it at once (the device hears now instead of waiting
+ * in the backlog, and the level-triggered listener stops firing), take the reserve
+ * again. Then accept stays off for ACCEPT_BACKOFF_MS instead of spinning, and the log
+ * says so once per FD_LOG_INTERVAL_MS with the count of what it did not say.
+ */
+static void out_of_fds(struct kg_worker *w, struct kg_evsrc *l, int err)
+{
+	uint64_t now = kg_now_ms();
+	enum kg_accept_err which = err == ENFILE ? KG_ACCEPT_ENFILE : KG_ACCEPT_EMFILE;
+
+	kg_metric_add(&w->metrics.accept_errors[which], 1);
+	if (err != 0 && w->reserve_fd >= 0) {
+		int fd;
+
+		close(w->reserve_fd);
+		fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			close(fd);
+		w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	w->accept_resume_ms = now + ACCEPT_BACKOFF_MS;
+	set_accept(w, false);
+	if (w->fd_log_ms == 0 || now - w->fd_log_ms >= FD_LOG_INTERVAL_MS) {
+		kg_log_warnx("worker %u: out of file descriptors (%s): shedding new connections "
+			     "for %d ms (%llu more since the last message; fd limit %llu)", w->idx,
+			     err == ENFILE ? "ENFILE" : "EMFILE", ACCEPT_BACKOFF_MS,
+			     (unsigned long long)w->fd_log_missed, (unsigned long long)fd_limit());
+		w->fd_log_ms = now;
+		w->fd_log_missed = 0;
+	} else {
+		w->fd_log_missed++;
+	}
 }
 
 static void do_accept(struct kg_worker *w, struct kg_evsrc *l)
@@ -260,12 +318,13 @@ static void do_accept(struct kg_worker *w, struct kg_evsrc *l)
 		len = sizeof(ss);
 		fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE) {
-				/* Out of fds: pause accept, or the level-triggered listener
-				 * haunts us (relayd's comment); the tick resumes it. */
-				kg_log_warn("accept");
-				set_accept(w, false);
-			}
+			if (errno == EMFILE || errno == ENFILE)
+				out_of_fds(w, l, errno);
+			return;
+		}
+		if ((uint64_t)fd + w->fd_headroom >= w->fd_limit) {
+			close(fd);
+			out_of_fds(w, l, 0);
 			return;
 		}
 		if ((uint64_t)atomic_load(&w->d->n_conns) >= w->d->max_connections) {
@@ -327,7 +386,7 @@ static void *worker_main(void *arg)
 			last_scan = kg_now_ms();
 			scan_deadlines(w);
 			kg_worker_reap(w);
-			if (w->accept_paused &&
+			if (w->accept_paused && last_scan >= w->accept_resume_ms &&
 			    (uint64_t)atomic_load(&w->d->n_handshakes) < w->d->max_handshakes)
 				set_accept(w, true);
 		}
@@ -339,9 +398,11 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 {
 	const struct kg_config *cfg = &d->snap->cfg;
 	struct epoll_event ev;
+	uint64_t seed;
 	int rc;
 
 	memset(w, 0, sizeof(*w));
+	w->reserve_fd = -1;
 	kg_pipe_pool_init(&w->pipes, KG_PIPES_KEEP);
 	w->d = d;
 	w->idx = idx;
@@ -380,6 +441,25 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 	rc = kg_registry_open(cfg->registry, KG_REG_READONLY, &w->reg, err, errlen);
 	if (rc < 0)
 		return -1;
+	if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+		seed = kg_now_us() ^ ((uint64_t)idx << 32);
+	w->srclimit = kg_srclimit_new(cfg->source_table, seed);
+	if (w->srclimit == NULL) {
+		snprintf(err, errlen, "source table (%u): out of memory", cfg->source_table);
+		return -1;
+	}
+	/* One fd kept to give back when accept hits EMFILE (out_of_fds()). */
+	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	w->fd_limit = fd_limit();
+	/* a tiny limit (tests, containers) keeps three quarters for devices */
+	w->fd_headroom = w->fd_limit / 4 < FD_HEADROOM ? w->fd_limit / 4 : FD_HEADROOM;
+	if (idx == 0 && w->fd_limit < (uint64_t)d->max_connections * 2 + FD_HEADROOM)
+		kg_log_warnx("fd limit %llu is below max_connections x 2 + %d (%llu): past about "
+			     "%llu connections new ones are shed (raise LimitNOFILE / ulimit -n)",
+			     (unsigned long long)w->fd_limit, FD_HEADROOM,
+			     (unsigned long long)d->max_connections * 2 + FD_HEADROOM,
+			     (unsigned long long)(w->fd_limit > 2 * FD_HEADROOM
+							  ? (w->fd_limit - FD_HEADROOM) / 2 : 0));
 	return 0;
 }
 
@@ -417,6 +497,9 @@ void kg_worker_fini(struct kg_worker *w)
 		close(w->epfd);
 	if (w->reg)
 		kg_registry_close(w->reg);
+	kg_srclimit_free(w->srclimit);
+	if (w->reserve_fd >= 0)
+		close(w->reserve_fd);
 	pthread_mutex_destroy(&w->q_lock);
 }
 

@@ -89,6 +89,13 @@ struct kg_config {
 	unsigned backend_timeout_ms;      /* TCP connect to the broker */
 	unsigned max_connect_bytes;       /* CONNECT remaining-length cap */
 	unsigned refuse_linger_ms;        /* time to flush a CONNACK refusal */
+	/* per source (srclimit.h), per worker thread; 0 turns a limit off */
+	unsigned source_max_handshakes;   /* connections before their handshake ends */
+	unsigned source_rate;             /* new connections per second */
+	unsigned source_burst;            /* token bucket size */
+	unsigned source_prefix_v4;        /* a source is an IPv4 /N ... */
+	unsigned source_prefix_v6;        /* ... or an IPv6 /N */
+	unsigned source_table;            /* sources tracked per worker */
 
 	/* [backend NAME] sections */
 	struct kg_backend_conf backends[KG_MAX_BACKENDS];

@@ -27,6 +27,7 @@
 #include "mqtt.h"
 #include "policy.h"
 #include "reason.h"
+#include "srclimit.h"
 #include "tls_keys.h"
 #include "verify.h"
 
@@ -97,6 +98,8 @@ struct kg_conn {
 		struct sockaddr_in6 in6;
 	} peer_sa;
 	socklen_t peer_salen;
+	struct kg_srckey src;              /* its source (srclimit.h) */
+	bool src_held;                     /* counted pending there until the handshake ends */
 	bool identified, verify_ran, decided, audited;
 	enum kg_reason verify_reason;
 	int x509_err;
@@ -111,6 +114,7 @@ struct kg_conn {
 
 	uint8_t refusal[8];                /* the CONNACK refusal being sent */
 	size_t refusal_len, refusal_off;
+	size_t drained;                    /* bytes dropped while lingering (bounded) */
 
 	uint64_t bytes_up, bytes_down;
 	enum kg_relay_mode mode;
@@ -126,7 +130,9 @@ struct kg_conn {
 
 extern const char *const kg_conn_state_names[KG_ST_MAX];
 
-/* Start a connection on an accepted fd (takes ownership of fd). */
+/* Start a connection on an accepted fd (takes ownership of fd). A source over its
+ * per-source limits (srclimit.h) is closed here, audited as source_limit. ACCEPTED
+ * waits for the first bytes: the SSL is allocated only then. */
 void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
 /* Drive the state machine after an event (or on entry). */
 void kg_conn_run(struct kg_conn *c);

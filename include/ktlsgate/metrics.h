@@ -50,6 +50,14 @@ enum kg_ktls_ctrl {
 	KG_KTLS_CTRL_MAX
 };
 
+/* Which per-source limit closed a connection at accept (srclimit.h). */
+enum kg_src_limit { KG_SRC_LIMIT_HANDSHAKES, KG_SRC_LIMIT_RATE, KG_SRC_LIMIT_MAX };
+
+/* accept() out of file descriptors: the process's limit, or the system's. A new
+ * socket that would eat into the fds kept for /metrics and the control socket
+ * counts as EMFILE (worker.c). */
+enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
+
 #define KG_CONN_STATES_MAX 16
 #define KG_HS_BUCKETS 13
 
@@ -59,6 +67,9 @@ struct kg_metrics {
 	_Atomic uint64_t sessions_started[KG_MODE_MAX];       /* handoffs by data path */
 	_Atomic uint64_t accepted;
 	_Atomic uint64_t refused_overload;
+	_Atomic uint64_t source_limited[KG_SRC_LIMIT_MAX];    /* closed at accept, by limit */
+	_Atomic uint64_t source_untracked;                    /* admitted: source table run full */
+	_Atomic uint64_t accept_errors[KG_ACCEPT_ERR_MAX];    /* out of fds at accept */
 	_Atomic uint64_t handshakes[KG_HS_MAX];
 	_Atomic uint64_t decisions_allow[KG_REASON_MAX];
 	_Atomic uint64_t decisions_deny[KG_REASON_MAX];

@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "pipe_pool.h"
 #include "registry.h"
+#include "srclimit.h"
 
 enum kg_cmd_type {
 	KG_CMD_REVALIDATE_DEVICE,  /* arg: device id: re-run policy on its sessions */
@@ -61,6 +62,13 @@ struct kg_worker {
 	struct kg_cmd_node *q_head;
 	struct kg_metrics metrics;
 	struct kg_pipe_pool pipes;            /* splice pipes for kTLS sessions */
+	struct kg_srclimit *srclimit;         /* per-source admission, this worker's */
+	int reserve_fd;                       /* kept open to shed a connection at EMFILE */
+	uint64_t fd_limit;                    /* RLIMIT_NOFILE at start */
+	uint64_t fd_headroom;                 /* fds below the limit kept for others */
+	uint64_t accept_resume_ms;            /* accept backs off until then (out of fds) */
+	uint64_t fd_log_ms;                   /* last "out of fds" log line */
+	uint64_t fd_log_missed;               /* occurrences since that line */
 	bool ktls_unavailable;                /* the kernel refused the TLS ULP once */
 	bool stop;
 };

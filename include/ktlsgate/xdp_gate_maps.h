@@ -46,6 +46,7 @@ enum kg_xdp_deny_reason {
 	KG_XDP_DENY_MANUAL,         /* `ktlsgate block add` */
 	KG_XDP_DENY_VERIFY,         /* repeated chain / certificate failures */
 	KG_XDP_DENY_POLICY,         /* repeated registry policy refusals */
+	KG_XDP_DENY_SOURCE_LIMIT,   /* repeatedly over the per-source connection limits */
 	KG_XDP_DENY_REASON_MAX
 };
 

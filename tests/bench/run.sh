@@ -330,6 +330,11 @@ start_ktlsgated() {
 	metrics_listen = 127.0.0.1:$mport
 	default_backend = local
 
+	[limits]
+	# every benchmark client comes from 127.0.0.1: one source, limits off
+	source_max_handshakes = 0
+	source_rate = 0
+
 	[backend local]
 	address = 127.0.0.1:$MQTT_PORT
 	EOF

@@ -53,7 +53,7 @@ setup() {
 	BK_PORT=$(free_port)
 	GW_PORT=$PORT
 	GW_MPORT=$(free_port)
-	write_gw_conf "$WORK/gw" "$PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
+	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$WORK/gw" "$PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
 	GW_CONF="$WORK/gw/ktlsgate.conf"
 	GW_LOG="$WORK/gw/gw.log"
 	: >"$GW_LOG"

@@ -213,6 +213,34 @@ t_rate_storm() {
 	[ "$r1" -ge $((r0 + 4000)) ] || { note "dropped_rate moved by less than 4000"; return 1; }
 }
 
+# The per-source limits feed the gate as well: a source holding more connections
+# before their handshake than source_max_handshakes (2 here, by a reload) is closed at
+# accept (source_limit); fail_threshold (5) such refusals deny it at XDP.
+t_source_limit_feeds_gate() {
+	local out i
+	dev ip addr add 10.77.0.10/24 dev veth-d 2>/dev/null || true
+	cp "$GW_CONF" "$WORK/gw/pre-srclimit.conf"
+	sed -i 's/^\[limits\]$/[limits]\nsource_max_handshakes = 2/' "$GW_CONF"
+	kill -HUP "$GW_PID"
+	sleep 0.5
+	# 20 connections that each hold a handshake slot (a TLS record never completed)
+	dev timeout 30 $PY "$TOP/tests/lib/flood.py" flood --host $GATE4 --port $PORT \
+		--source 10.77.0.10 --conns 20 --seconds 3 >"$WORK/srcflood.out" 2>&1
+	cp "$WORK/gw/pre-srclimit.conf" "$GW_CONF"
+	kill -HUP "$GW_PID"
+	for i in $(seq 50); do
+		kg block list | grep -q '^10\.77\.0\.10 ' && break
+		sleep 0.05
+	done
+	out=$(kg block list)
+	echo "    flooder: $(tail -1 "$WORK/srcflood.out"); deny entry: $(grep '^10\.77\.0\.10 ' <<<"$out")"
+	grep -Eq '^10\.77\.0\.10 +source_limit ' <<<"$out" ||
+		{ note "10.77.0.10 not denied for source_limit: $out"; return 1; }
+	[ "$(metric_value ktlsgate_source_limited_total 'limit="handshakes"')" -ge 5 ] ||
+		{ note "ktlsgate_source_limited_total{limit=\"handshakes\"} < 5"; return 1; }
+	kg block remove 10.77.0.10 >/dev/null
+}
+
 t_link_added_later() {
 	local out line
 	ip link add late-g type veth peer name late-d netns "$DEV_NS" || return 1
@@ -365,7 +393,7 @@ t_steer_daemon() {
 }
 
 ALL_TESTS=(t_attached t_allowed_source_connects t_denied_source_dropped t_refusals_feed_gate t_allow_list_wins
-	t_block_cli t_expiry t_rate_storm t_xdp_metrics t_link_added_later t_steer_daemon t_detach_on_exit
+	t_block_cli t_expiry t_rate_storm t_source_limit_feeds_gate t_xdp_metrics t_link_added_later t_steer_daemon t_detach_on_exit
 	t_generic_mode_after_restart t_without_cap_bpf)
 
 setup || { echo "FAIL test-xdp: setup"; tail -20 "${GW_LOG:-/dev/null}"; KG_FAILED=1; exit 1; }

@@ -101,7 +101,9 @@ EOF
 
 # write_gw_conf DIR PORT MPORT BACKEND_PORT BACKEND2_PORT [extra lines for [daemon]]
 # KG_RELAY=userspace|openssl|... pins the data path (`relay =`); unset leaves `auto`.
-# Paths are relative: they resolve against the config file's directory.
+# Paths are relative: they resolve against the config file's directory. KG_GW_LIMITS:
+# extra lines for [limits] (load tests and benchmarks, whose clients all come from
+# one address, turn the per-source limits off with KG_GW_NO_SOURCE_LIMITS).
 write_gw_conf() {
 	local dir=$1 port=$2 mport=$3 bport=$4 b2port=$5
 	shift 5
@@ -126,6 +128,7 @@ handshake_timeout_ms = 2000
 connect_timeout_ms = 2000
 backend_timeout_ms = 1000
 max_connect_bytes = 65536
+${KG_GW_LIMITS:-}
 
 [backend local]
 address = 127.0.0.1:$bport
@@ -134,6 +137,8 @@ address = 127.0.0.1:$bport
 address = 127.0.0.1:$b2port
 EOF
 }
+
+KG_GW_NO_SOURCE_LIMITS=$'source_max_handshakes = 0\nsource_rate = 0'
 
 # kg ARGS...: the CLI against the current gateway config ($GW_CONF).
 kg() {

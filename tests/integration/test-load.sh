@@ -17,7 +17,8 @@ setup() {
 	BK_PORT=$(free_port)
 	GW_PORT=$(free_port)
 	GW_MPORT=$(free_port)
-	write_gw_conf "$WORK/gw" "$GW_PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
+	# 2000 devices at once from 127.0.0.1: a NATed fleet, over the per-source defaults
+	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$WORK/gw" "$GW_PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
 	GW_CONF="$WORK/gw/ktlsgate.conf"
 	GW_LOG="$WORK/gw/gw.log"
 	: >"$GW_LOG"

@@ -21,6 +21,7 @@ Suite *kg_suite_record(void);
 Suite *kg_suite_tpm(void);    /* check_tpm.c */
 Suite *kg_suite_edge(void);   /* check_edge.c */
 Suite *kg_suite_registry_file(void);   /* check_registry_file.c */
+Suite *kg_suite_srclimit(void); /* check_srclimit.c */
 
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); path in out.
  * Aborts the test on failure. */

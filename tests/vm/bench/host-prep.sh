@@ -14,7 +14,7 @@ N=${BENCH_DEVICES:-600}
 . "$TOP/tests/integration/lib.sh"
 
 gw=$DATA/gw
-write_gw_conf "$gw" 8883 9100 1883 1884 "relay = auto"
+KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$gw" 8883 9100 1883 1884 "relay = auto"
 GW_CONF=$gw/ktlsgate.conf
 sed -i 's/^handshake_timeout_ms = .*/handshake_timeout_ms = 60000/; s/^connect_timeout_ms = .*/connect_timeout_ms = 60000/; s/^backend_timeout_ms = .*/backend_timeout_ms = 20000/; s/^log_level = .*/log_level = warn/' "$GW_CONF"
 pki_setup "$DATA/pki"
