@@ -113,6 +113,7 @@ static int session_list(struct kg_cli *cli, int argc, char **argv)
 	struct lines l = { 0 };
 	bool json = false;
 	int64_t now, since;
+	struct timespec ts;
 	size_t i, n;
 	int rc;
 
@@ -135,7 +136,10 @@ static int session_list(struct kg_cli *cli, int argc, char **argv)
 		kg_cli_json_print(l.arr);
 		return KG_EXIT_OK;
 	}
-	now = (int64_t)time(NULL);
+	/* Not time(NULL): glibc serves it from the coarse clock, which can lag a tick behind
+	 * the daemon's CLOCK_REALTIME and make a session's age read one second short. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec;
 	printf("%-8s %-32s %-24s %-15s %-10s %-12s %8s %12s\n", "ID", "DEVICE", "PEER", "STATE",
 	       "MODE", "BACKEND", "AGE", "BYTES");
 	n = json_object_array_length(l.arr);

@@ -25,6 +25,7 @@ B=usr-b
 
 setup() {
 	kg_init username
+	unset KG_RELAY   # each test pins its relay itself
 	BK_PORT=$(free_port)
 	TAP_PORT=$(free_port)
 	GW_PORT=$(free_port)
