@@ -423,7 +423,7 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		 * may already be sending CONNECT: closing now, with that unread, would
 		 * answer with a RST that can overtake the alert. Linger like a refusal. */
 		c->verdict.reason = why;
-		kg_conn_audit(c, false, why, NULL);
+		kg_conn_audit(c, false, why, kg_tls_verify_detail(c));
 		c->refusal_len = c->refusal_off = 0;
 		kg_conn_set_state(c, KG_ST_REFUSING);
 		return KG_STEP_NEXT;
