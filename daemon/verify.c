@@ -544,10 +544,7 @@ static int crl_expired_cb(struct verify_state *vs, X509_STORE_CTX *ctx)
 }
 
 /*
- * Called by OpenSSL for every error and, with ok = 1, for every certificate that
- * passed (internal_verify). Three jobs:
- * - an extension OpenSSL could not decode (EXFLAG_INVALID: bad DER, duplicates) is
- *   refused: the certificate does not say what its signer meant;
+ * Called by OpenSSL for every error. Two jobs:
  * - an expired CRL within the grace is forgiven (crl_expired_cb);
  * - CAs without a CRL file must keep working while others have one, yet CRL_CHECK_ALL
  *   demands a CRL for every issuer. Forgive "unable to get CRL" exactly when the store
@@ -560,13 +557,8 @@ static int verify_cb(int ok, X509_STORE_CTX *ctx)
 	X509 *cur = X509_STORE_CTX_get_current_cert(ctx);
 	int n;
 
-	if (ok) {
-		if (cur != NULL && (X509_get_extension_flags(cur) & EXFLAG_INVALID) != 0) {
-			X509_STORE_CTX_set_error(ctx, X509_V_ERR_INVALID_EXTENSION);
-			return 0;
-		}
+	if (ok)
 		return ok;
-	}
 	if (X509_STORE_CTX_get_error(ctx) == X509_V_ERR_CRL_HAS_EXPIRED)
 		return crl_expired_cb(vs, ctx);
 	if (X509_STORE_CTX_get_error(ctx) != X509_V_ERR_UNABLE_TO_GET_CRL)
@@ -622,36 +614,43 @@ static bool chain_hits_unproven(const struct kg_trust *t, X509_STORE_CTX *ctx,
 }
 
 /*
- * A candidate issuer with the right name whose subject key identifier is not the
- * authority key identifier of x: OpenSSL skips it while building the chain and reports
- * "unable to get issuer", which would read as an unknown CA. Say what it is.
+ * Would `cand` issue x but for a profile defect? OpenSSL skips such a candidate while
+ * building the chain and reports "unable to get issuer", which reads as an unknown CA:
+ * an issuer whose subject key identifier is not x's authority key identifier, or whose
+ * own extensions do not decode. Returns that X509_V_ERR_*, or X509_V_OK.
  */
-static bool akid_mismatch(const struct kg_trust *t, X509 *x, STACK_OF(X509) *untrusted)
+static int issuer_defect(X509 *cand, X509 *x)
 {
-	bool hit = false;
 	int e;
 
-	for (size_t i = 0; i < t->n_cas && !hit; i++) {
-		e = X509_check_issued(t->cas[i].cert, x);
-		hit = e == X509_V_ERR_AKID_SKID_MISMATCH || e == X509_V_ERR_AKID_ISSUER_SERIAL_MISMATCH;
-	}
-	for (int i = 0; untrusted != NULL && i < sk_X509_num(untrusted) && !hit; i++) {
-		e = X509_check_issued(sk_X509_value(untrusted, i), x);
-		hit = e == X509_V_ERR_AKID_SKID_MISMATCH || e == X509_V_ERR_AKID_ISSUER_SERIAL_MISMATCH;
-	}
-	ERR_clear_error();
-	return hit;
+	if (X509_NAME_cmp(X509_get_subject_name(cand), X509_get_issuer_name(x)) != 0)
+		return X509_V_OK;
+	if ((X509_get_extension_flags(cand) & EXFLAG_INVALID) != 0)
+		return X509_V_ERR_INVALID_EXTENSION;
+	e = X509_check_issued(cand, x);
+	if (e == X509_V_ERR_AKID_SKID_MISMATCH || e == X509_V_ERR_AKID_ISSUER_SERIAL_MISMATCH)
+		return e;
+	return X509_V_OK;
 }
 
-static bool chain_akid_mismatch(const struct kg_trust *t, X509_STORE_CTX *ctx,
-				STACK_OF(X509) *untrusted)
+/* The first issuer_defect() between a certificate of the partial chain and a CA of t
+ * or a certificate the peer sent. */
+static int chain_issuer_defect(const struct kg_trust *t, X509_STORE_CTX *ctx,
+			       STACK_OF(X509) *untrusted)
 {
 	STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+	int e = X509_V_OK;
 
-	for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++)
-		if (akid_mismatch(t, sk_X509_value(chain, i), untrusted))
-			return true;
-	return false;
+	for (int i = 0; chain != NULL && i < sk_X509_num(chain) && e == X509_V_OK; i++) {
+		X509 *x = sk_X509_value(chain, i);
+
+		for (size_t j = 0; j < t->n_cas && e == X509_V_OK; j++)
+			e = issuer_defect(t->cas[j].cert, x);
+		for (int j = 0; untrusted != NULL && j < sk_X509_num(untrusted) && e == X509_V_OK; j++)
+			e = issuer_defect(sk_X509_value(untrusted, j), x);
+	}
+	ERR_clear_error();
+	return e;
 }
 
 /* Does the leaf, or any certificate the peer sent, carry an undecodable extension? */
@@ -763,6 +762,7 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 	X509_STORE_CTX *ctx;
 	enum kg_reason r;
 	unsigned long flags;
+	int defect;
 
 	/* A CA certificate is never a device, even one we trust as an anchor (with
 	 * PARTIAL_CHAIN it would otherwise verify as a chain of one). */
@@ -771,8 +771,8 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 		return KG_REASON_BAD_CHAIN;
 	}
 	/* An extension that does not decode makes OpenSSL skip the certificate while it
-	 * builds the chain ("unable to get issuer": an unknown CA); name it instead. The
-	 * anchors are checked by verify_cb. */
+	 * builds the chain ("unable to get issuer": an unknown CA); name it instead.
+	 * Anchors: chain_issuer_defect() below. */
 	if (has_invalid_ext(leaf, untrusted)) {
 		*x509_err = X509_V_ERR_INVALID_EXTENSION;
 		return KG_REASON_BAD_CHAIN;
@@ -838,8 +838,9 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 		if (*x509_err == X509_V_OK)
 			*x509_err = X509_V_ERR_UNSPECIFIED;
 		r = map_x509_err(*x509_err);
-		if (r == KG_REASON_UNKNOWN_CA && chain_akid_mismatch(t, ctx, untrusted)) {
-			*x509_err = X509_V_ERR_AKID_SKID_MISMATCH;
+		if (r == KG_REASON_UNKNOWN_CA &&
+		    (defect = chain_issuer_defect(t, ctx, untrusted)) != X509_V_OK) {
+			*x509_err = defect;
 			r = KG_REASON_BAD_CHAIN;
 		} else if (r == KG_REASON_UNKNOWN_CA && chain_hits_unproven(t, ctx, untrusted)) {
 			r = KG_REASON_UNPROVEN_CA;
