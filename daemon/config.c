@@ -819,8 +819,7 @@ static void validate_security_level(struct parse_state *st)
 	if (cfg->security_level < (unsigned)floor)
 		set_err(st, st->key_line[KEY_SECURITY_LEVEL],
 			"security_level %u is below OpenSSL's default level %d: it would admit "
-			"keys and signatures OpenSSL itself refuses (RSA < 2048 bits, MD5/SHA-1 "
-			"signatures at level 2)", cfg->security_level, floor);
+			"keys and signatures OpenSSL itself refuses", cfg->security_level, floor);
 }
 
 static void validate(struct parse_state *st)
