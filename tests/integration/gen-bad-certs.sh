@@ -4,7 +4,8 @@
 # openssl CLI only (an independent implementation from the daemon's own `pki`):
 #   DIR/root, DIR/factory            EC P-256 root -> intermediate (ktlsgate pki)
 #   DIR/rsaroot                      RSA-2048 root (ktlsgate pki --rsa), signs MD5/SHA-1
-#   DIR/dev/NAME/{cert,key,chain}.pem, one per case below; chain = leaf + intermediates
+#   DIR/dev/NAME/{cert,key,chain,tail}.pem, one per case below; chain = leaf + tail,
+#                                    tail = the intermediates the device sends
 #   DIR/ca/NAME/{cert,key}.pem       the CAs made by hand (bad or good)
 # Needs KGCLI (build/ktlsgate). Exits non-zero if any openssl call fails.
 set -eu
@@ -90,6 +91,7 @@ sign() {
 		-set_serial "0x$(openssl rand -hex 8)" -days 30 "-$md" \
 		-extfile "$X" -extensions "$prof" -out "$out/cert.pem" 2>/dev/null
 	cat "$out/cert.pem" "$@" >"$out/chain.pem"
+	cat /dev/null "$@" >"$out/tail.pem" # what a client sends after its leaf
 }
 
 F=$D/factory/cert.pem
@@ -143,5 +145,6 @@ for s in rsa1024 rsa2048; do
 		-addext "basicConstraints=critical,CA:FALSE" -addext "keyUsage=critical,digitalSignature" \
 		-addext "extendedKeyUsage=clientAuth" -out "$D/dev/ss-$s/cert.pem" 2>/dev/null
 	cp "$D/dev/ss-$s/cert.pem" "$D/dev/ss-$s/chain.pem"
+	: >"$D/dev/ss-$s/tail.pem"
 done
 echo ok
