@@ -73,7 +73,8 @@ int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_
  * be that CA. Returns 0 or -1 with a message. */
 int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *path,
 			  char *err, size_t errlen) KG_MUST_USE;
-/* Load every CA from the registry and every [crl] of cfg. */
+/* Load every CA from the registry, every [crl] of cfg, and cfg's [tls] security_level
+ * and crl_grace (kg_trust_set_policy). */
 int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_config *cfg,
 		  char *err, size_t errlen) KG_MUST_USE;
 size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
