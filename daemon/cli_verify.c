@@ -76,6 +76,11 @@ static void chain_detail(enum kg_reason r, int xerr, const struct kg_identity *i
 		snprintf(buf, cap, "CA %s has not proven possession",
 			 id->ca_name[0] != '\0' ? id->ca_name : "?");
 		break;
+	case KG_REASON_CRL_EXPIRED:
+		snprintf(buf, cap, "%s: CRL of CA %s, nextUpdate %lld, past crl_grace",
+			 X509_verify_cert_error_string(xerr), id->ca_name[0] != '\0' ? id->ca_name : "?",
+			 (long long)id->crl_next_update);
+		break;
 	default:
 		/* Chain failures: OpenSSL's words for the X509_V_ERR_* the alert carries. */
 		snprintf(buf, cap, "%s",
@@ -248,6 +253,8 @@ int kg_cli_verify(struct kg_cli *cli, int argc, char **argv)
 		goto out;
 	}
 	if (ca_file != NULL) {
+		/* Same floor as the daemon's: the config's level (or the default). */
+		kg_trust_set_policy(trust, (int)cli->cfg->security_level, (int64_t)cli->cfg->crl_grace);
 		if ((rc = trust_from_file(trust, ca_file)) != KG_EXIT_OK)
 			goto out;
 	} else {
@@ -265,6 +272,9 @@ int kg_cli_verify(struct kg_cli *cli, int argc, char **argv)
 			   reg != NULL ? kg_verify_registry_thumb_lookup : no_thumb_lookup, reg, &id,
 			   &xerr);
 	ERR_clear_error();
+	if (r == KG_REASON_OK && id.crl_grace_ca[0] != '\0')
+		printf("warning: the CRL of CA %s expired (nextUpdate %lld): accepted within "
+		       "crl_grace only\n", id.crl_grace_ca, (long long)id.crl_next_update);
 	if (r != KG_REASON_OK) {
 		chain_detail(r, xerr, &id, detail, sizeof(detail));
 		printf("refused: %s (%s)\n", kg_reason_str(r), detail);

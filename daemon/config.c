@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 
 #include <ini.h>
+#include <openssl/ssl.h>
 
 #include "ktlsgate/config.h"
 
@@ -35,6 +36,8 @@
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define DEFAULT_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define DEFAULT_GROUPS "X25519:P-256:P-384"
+#define DEFAULT_SECURITY_LEVEL 2   /* RSA/DH >= 2048, ECC >= 224, no MD5/SHA-1 signatures */
+#define MAX_CRL_GRACE (30 * 86400)
 
 /* A config file is a few kilobytes; the cap keeps a wrong path (a disk image, a
  * log) from being slurped into memory. */
@@ -109,7 +112,7 @@ struct key_def {
 enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
 	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY,
-	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS,
+	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS, KEY_SECURITY_LEVEL, KEY_CRL_GRACE,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
 	KEY_SRC_MAX_HS, KEY_SRC_RATE, KEY_SRC_BURST, KEY_SRC_PREFIX_V4, KEY_SRC_PREFIX_V6,
@@ -133,6 +136,9 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_CIPHERS] = { SEC_TLS, "ciphers", K_STRING, FIELD(ciphers), 0, 0 },
 	[KEY_SUITES] = { SEC_TLS, "ciphersuites", K_STRING, FIELD(ciphersuites), 0, 0 },
 	[KEY_GROUPS] = { SEC_TLS, "groups", K_STRING, FIELD(groups), 0, 0 },
+	/* 0..5 is OpenSSL's scale; the floor (OpenSSL's default) is checked in validate(). */
+	[KEY_SECURITY_LEVEL] = { SEC_TLS, "security_level", K_UINT, FIELD(security_level), 0, 5 },
+	[KEY_CRL_GRACE] = { SEC_TLS, "crl_grace", K_UINT, FIELD(crl_grace), 0, MAX_CRL_GRACE },
 	[KEY_MAX_CONN] = { SEC_LIMITS, "max_connections", K_UINT, FIELD(max_connections), 1, 1000000 },
 	[KEY_MAX_HS] = { SEC_LIMITS, "max_handshakes", K_UINT, FIELD(max_handshakes), 1, 1000000 },
 	[KEY_HS_TIMEOUT] = { SEC_LIMITS, "handshake_timeout_ms", K_UINT, FIELD(handshake_timeout_ms), 10, 600000 },
@@ -343,6 +349,8 @@ void kg_config_defaults(struct kg_config *cfg)
 	memcpy(cfg->ciphers, DEFAULT_CIPHERS, sizeof(DEFAULT_CIPHERS));
 	memcpy(cfg->ciphersuites, DEFAULT_SUITES, sizeof(DEFAULT_SUITES));
 	memcpy(cfg->groups, DEFAULT_GROUPS, sizeof(DEFAULT_GROUPS));
+	cfg->security_level = DEFAULT_SECURITY_LEVEL;
+	cfg->crl_grace = 0;
 	cfg->max_connections = 10000;
 	cfg->max_handshakes = 1024;
 	cfg->handshake_timeout_ms = 10000;
@@ -809,6 +817,44 @@ static char *reader(char *str, int num, void *stream)
 	return st->failed ? NULL : str;
 }
 
+/*
+ * The security level a fresh SSL_CTX gets from this OpenSSL and its openssl.cnf (1 when
+ * built stock, 2 on distributions that raise it). Read at run time: the floor moves
+ * with the library and the system policy, not with our source. -1 if unknown.
+ */
+static int openssl_default_security_level(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	int level;
+
+	if (ctx == NULL)
+		return -1;
+	level = SSL_CTX_get_security_level(ctx);
+	SSL_CTX_free(ctx);
+	return level;
+}
+
+/* security_level: never below OpenSSL's default; unset, the higher of ours and it. */
+static void validate_security_level(struct parse_state *st)
+{
+	struct kg_config *cfg = st->cfg;
+	int floor = openssl_default_security_level();
+
+	if (floor < 0) {
+		set_err(st, 0, "[tls] security_level: cannot read OpenSSL's default level");
+		return;
+	}
+	if (st->key_line[KEY_SECURITY_LEVEL] == 0) {
+		if ((unsigned)floor > cfg->security_level)
+			cfg->security_level = (unsigned)floor;
+		return;
+	}
+	if (cfg->security_level < (unsigned)floor)
+		set_err(st, st->key_line[KEY_SECURITY_LEVEL],
+			"security_level %u is below OpenSSL's default level %d: it would admit "
+			"keys and signatures OpenSSL itself refuses", cfg->security_level, floor);
+}
+
 static void validate(struct parse_state *st)
 {
 	struct kg_config *cfg = st->cfg;
@@ -855,6 +901,9 @@ static void validate(struct parse_state *st)
 			cfg->max_handshakes, cfg->max_connections);
 		return;
 	}
+	validate_security_level(st);
+	if (st->failed)
+		return;
 	if (st->key_line[KEY_LISTEN] == 0) {
 		if (sockaddr_parse(DEFAULT_LISTEN_V4, &cfg->listen[0], &why) != 0 ||
 		    sockaddr_parse(DEFAULT_LISTEN_V6, &cfg->listen[1], &why) != 0) {

@@ -523,7 +523,7 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		 * unread in the socket: closing now would answer with a RST that destroys
 		 * the alert before the device reads it. Linger like a refusal. */
 		c->verdict.reason = why;
-		kg_conn_audit(c, false, why, NULL);
+		kg_conn_audit(c, false, why, kg_tls_verify_detail(c));
 		c->refusal_len = c->refusal_off = 0;
 		/* Nothing more goes through TLS: the linger costs a socket, not an SSL. */
 		SSL_free(c->ssl);

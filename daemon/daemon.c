@@ -7,12 +7,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ktlsgate/daemon.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/log.h"
 #include "ktlsgate/registry.h"
 #include "ktlsgate/tls.h"
+
+/* Every start, reload and trust refresh says which CRLs have expired (one warning per
+ * line of kg_trust_crl_report() that is one). */
+static void warn_expired_crls(const struct kg_trust *t)
+{
+	char *buf = NULL, *line, *save = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (f == NULL)
+		return;
+	(void)kg_trust_crl_report(t, f, time(NULL));
+	if (fclose(f) == 0)
+		for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			if (strncmp(line, "WARNING: ", 9) == 0)
+				kg_log_warnx("%s", line + 9);
+	free(buf);
+}
 
 static void snapshot_free(struct kg_snapshot *s)
 {
@@ -46,6 +65,7 @@ struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_confi
 	if (kg_trust_load(s->trust, reg, cfg, err, errlen) < 0)
 		goto out_close;
 	kg_registry_close(reg);
+	warn_expired_crls(s->trust);
 	pthread_mutex_lock(&d->snap_lock);
 	s->generation = ++d->generation;
 	pthread_mutex_unlock(&d->snap_lock);

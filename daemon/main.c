@@ -93,6 +93,13 @@ static char *render_metrics(void *arg, size_t *len)
 	if (f == NULL)
 		return body;
 	fwrite(body, 1, *len, f);
+	{
+		/* Per-CA CRL freshness comes from the trust now in force. */
+		struct kg_snapshot *s = kg_snapshot_get(d);
+
+		(void)kg_trust_crl_metrics_write(s->trust, f, time(NULL));
+		kg_snapshot_put(s);
+	}
 	(void)kg_edge_metrics_write(d->edge, f);
 	if (fclose(f) != 0) {
 		free(all);
@@ -140,7 +147,7 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	struct kg_registry *reg = NULL;
 	struct kg_trust *trust = NULL;
 	char err[KG_ERRBUF];
-	size_t cas = 0;
+	size_t cas = 0, crls_refusing = 0;
 	int rc = 1;
 
 	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
@@ -166,12 +173,18 @@ static int check_only(const struct kg_config *cfg, const char *path)
 			goto out;
 		}
 		cas = kg_trust_count(trust, true);
+		/* An expired CRL refuses devices but is no configuration error: failing here
+		 * would keep the whole daemon from starting (ExecStartPre). Say it loudly. */
+		crls_refusing = kg_trust_crl_report(trust, stdout, time(NULL));
 	} else {
 		printf("ktlsgated: note: registry %s does not exist yet: it is created at start\n",
 		       cfg->registry);
 	}
-	printf("ktlsgated: configuration %s ok (%zu CA(s) trusted, %zu backend(s))\n", path, cas,
-	       cfg->n_backends);
+	printf("ktlsgated: configuration %s ok (%zu CA(s) trusted, %zu backend(s), security level %u)\n",
+	       path, cas, cfg->n_backends, cfg->security_level);
+	if (crls_refusing > 0)
+		printf("ktlsgated: WARNING: %zu expired CRL(s): their CAs' devices are refused\n",
+		       crls_refusing);
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
 	if (cfg->source_max_handshakes == 0 && cfg->source_rate == 0)

@@ -12,9 +12,13 @@
  *   verification, and the registry must be consulted on every connect. Issue 4 brings
  *   tickets back with policy re-checked on resume.
  * - SSL_MODE_RELEASE_BUFFERS: idle sessions should not pin 2 x 16 KiB of buffers.
+ * - [tls] security_level on the context (our certificate, ciphers, groups, signature
+ *   algorithms) and, through kg_trust, on the device chain: the verify callback runs
+ *   its own X509_STORE_CTX, which does not inherit the SSL's level.
  */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -55,8 +59,17 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
 	c->verify_reason = kg_verify_peer(c->snap->trust, X509_STORE_CTX_get0_cert(sctx),
 					  X509_STORE_CTX_get0_untrusted(sctx), 0,
 					  kg_verify_registry_thumb_lookup, c->w->reg, &c->id, &x509_err);
-	if (c->verify_reason == KG_REASON_OK)
+	if (c->verify_reason == KG_REASON_OK) {
+		/* An expired CRL honoured within crl_grace: loud, but once a minute per CA
+		 * (a fleet reconnecting would otherwise write one line per device). */
+		if (c->id.crl_grace_ca[0] != '\0' &&
+		    kg_trust_crl_warn_due(c->snap->trust, c->id.crl_grace_ca, time(NULL), 60))
+			kg_log_warnx("CRL of CA %s expired %llds ago: its devices are accepted "
+				     "within crl_grace, refused (crl_expired) after it; install a "
+				     "fresh CRL and reload", c->id.crl_grace_ca,
+				     (long long)(time(NULL) - c->id.crl_next_update));
 		return 1;
+	}
 	/* The error selects the alert OpenSSL sends (certificate_expired, unknown_ca...). */
 	X509_STORE_CTX_set_error(sctx, x509_err ? x509_err : X509_V_ERR_UNSPECIFIED);
 	c->x509_err = x509_err;
@@ -82,6 +95,7 @@ SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, char *err, size_t errlen)
 		EVP_PKEY_free(sk.key);
 		return NULL;
 	}
+	SSL_CTX_set_security_level(ctx, (int)cfg->security_level);
 	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
 	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION)) {
 		ossl_err(err, errlen, "protocol versions");
@@ -274,6 +288,14 @@ void kg_tls_shutdown(struct kg_conn *c)
 	ERR_clear_error();
 	(void)SSL_shutdown(c->ssl);
 	ERR_clear_error();
+}
+
+const char *kg_tls_verify_detail(const struct kg_conn *c)
+{
+	if (!c->verify_ran || c->verify_reason == KG_REASON_OK || c->x509_err == X509_V_OK ||
+	    c->x509_err == X509_V_ERR_APPLICATION_VERIFICATION)
+		return NULL;
+	return X509_verify_cert_error_string(c->x509_err);
 }
 
 const char *kg_tls_version(const struct kg_conn *c)

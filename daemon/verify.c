@@ -6,9 +6,17 @@
  * purpose, CA constraints, validity, and CRLs for the CAs that have one). A struct
  * kg_trust is built once and is then read-only: workers share it without locks, since
  * X509_STORE lookups are thread-safe and each verification gets its own X509_STORE_CTX.
+ *
+ * The daemon replaces OpenSSL's verification with its own X509_STORE_CTX, so nothing
+ * the SSL object knows reaches it unless put here: the security level (keys and
+ * signatures of every certificate, also a pinned leaf's key), the RFC 5280 strict
+ * profile, and the CRL rules (an expired CRL refuses its CA's devices as crl_expired
+ * once past the configured grace) are all decided in this file, for the handshake and
+ * `ktlsgate verify` alike.
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +41,9 @@ struct trust_ca {
 	X509 *cert;
 	bool verified;
 	bool has_crl;
+	char *crl_path;           /* the CRL file, for -t (malloc'd, NULL without a CRL) */
+	int64_t crl_next_update;  /* unix seconds; 0: the CRL has no nextUpdate */
+	_Atomic int64_t crl_warned_at; /* last grace warning, for kg_trust_crl_warn_due() */
 };
 
 struct kg_trust {
@@ -40,6 +51,8 @@ struct kg_trust {
 	struct trust_ca *cas;
 	size_t n_cas, cap_cas;
 	size_t n_crls;
+	int sec_level;            /* OpenSSL security level for keys and signatures */
+	int64_t crl_grace;        /* seconds an expired CRL is still honoured */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) KG_PRINTF(3, 4);
@@ -149,15 +162,26 @@ struct kg_trust *kg_trust_new(void)
 		free(t);
 		return NULL;
 	}
+	t->sec_level = KG_SECURITY_LEVEL_DEFAULT;
 	return t;
+}
+
+void kg_trust_set_policy(struct kg_trust *t, int security_level, int64_t crl_grace)
+{
+	if (t == NULL)
+		return;
+	t->sec_level = security_level < 0 ? 0 : security_level > 5 ? 5 : security_level;
+	t->crl_grace = crl_grace < 0 ? 0 : crl_grace;
 }
 
 void kg_trust_free(struct kg_trust *t)
 {
 	if (t == NULL)
 		return;
-	for (size_t i = 0; i < t->n_cas; i++)
+	for (size_t i = 0; i < t->n_cas; i++) {
 		X509_free(t->cas[i].cert);
+		free(t->cas[i].crl_path);
+	}
 	free(t->cas);
 	X509_STORE_free(t->store);
 	free(t);
@@ -264,6 +288,16 @@ out_free:
 	return -1;
 }
 
+/* ASN1 time -> unix seconds; 0 if absent or unreadable. */
+static int64_t asn1_to_unix(const ASN1_TIME *t)
+{
+	struct tm tm;
+
+	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
+		return 0;
+	return (int64_t)timegm(&tm);
+}
+
 /* A CRL file, PEM or DER. */
 static X509_CRL *read_crl(const char *path, char *err, size_t errlen)
 {
@@ -319,11 +353,18 @@ int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *p
 		seterr(err, errlen, "CRL %s: not issued by CA %s", path, ca_name);
 		goto out_free;
 	}
+	free(ca->crl_path);
+	ca->crl_path = strdup(path);
+	if (ca->crl_path == NULL) {
+		seterr(err, errlen, "CRL %s: out of memory", path);
+		goto out_free;
+	}
 	if (X509_STORE_add_crl(t->store, crl) != 1) {
 		ERR_clear_error();
 		seterr(err, errlen, "CRL %s: cannot add to the trust store", path);
 		goto out_free;
 	}
+	ca->crl_next_update = asn1_to_unix(X509_CRL_get0_nextUpdate(crl));
 	ca->has_crl = true;
 	t->n_crls++;
 	rc = 0;
@@ -358,6 +399,8 @@ int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_c
 		seterr(err, errlen, "trust load needs a registry");
 		return -1;
 	}
+	if (cfg != NULL)
+		kg_trust_set_policy(t, (int)cfg->security_level, (int64_t)cfg->crl_grace);
 	rc = kg_registry_ca_list(reg, load_one_ca, &lc);
 	if (lc.rc != 0)
 		return -1;
@@ -373,25 +416,153 @@ int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_c
 	return 0;
 }
 
+/* "2026-12-03T04:00:00Z" */
+static void fmt_utc(int64_t t, char out[32])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, 32, "%lld", (long long)t);
+}
+
+size_t kg_trust_crl_report(const struct kg_trust *t, FILE *f, time_t now)
+{
+	size_t refusing = 0;
+
+	for (size_t i = 0; t != NULL && i < t->n_cas; i++) {
+		const struct trust_ca *ca = &t->cas[i];
+		char when[32], until[32];
+
+		if (!ca->has_crl)
+			continue;
+		if (ca->crl_next_update == 0) {
+			fprintf(f, "crl %s (%s): no nextUpdate, never expires\n", ca->name, ca->crl_path);
+			continue;
+		}
+		fmt_utc(ca->crl_next_update, when);
+		if ((int64_t)now <= ca->crl_next_update) {
+			fprintf(f, "crl %s (%s): valid, next update %s\n", ca->name, ca->crl_path, when);
+		} else if ((int64_t)now <= ca->crl_next_update + t->crl_grace) {
+			fmt_utc(ca->crl_next_update + t->crl_grace, until);
+			fprintf(f, "WARNING: crl %s (%s) EXPIRED at %s; within crl_grace until %s: "
+				   "devices of CA %s are accepted with a warning, then refused "
+				   "(crl_expired)\n", ca->name, ca->crl_path, when, until, ca->name);
+		} else {
+			refusing++;
+			fprintf(f, "WARNING: crl %s (%s) EXPIRED at %s (crl_grace %llds passed): "
+				   "every device of CA %s is REFUSED (crl_expired) until a fresh CRL "
+				   "is installed\n", ca->name, ca->crl_path, when,
+				(long long)t->crl_grace, ca->name);
+		}
+	}
+	return refusing;
+}
+
+int kg_trust_crl_metrics_write(const struct kg_trust *t, FILE *f, time_t now)
+{
+	fputs("# HELP ktlsgate_crl_next_update_timestamp_seconds nextUpdate of each CA's CRL, "
+	      "unix time (absent: the CRL has none).\n"
+	      "# TYPE ktlsgate_crl_next_update_timestamp_seconds gauge\n", f);
+	for (size_t i = 0; t != NULL && i < t->n_cas; i++)
+		if (t->cas[i].has_crl && t->cas[i].crl_next_update != 0)
+			fprintf(f, "ktlsgate_crl_next_update_timestamp_seconds{ca=\"%s\"} %lld\n",
+				t->cas[i].name, (long long)t->cas[i].crl_next_update);
+	fputs("# HELP ktlsgate_crl_expired 1 when the CA's CRL is past its nextUpdate: its "
+	      "devices are refused (crl_expired) once crl_grace has passed too.\n"
+	      "# TYPE ktlsgate_crl_expired gauge\n", f);
+	for (size_t i = 0; t != NULL && i < t->n_cas; i++)
+		if (t->cas[i].has_crl)
+			fprintf(f, "ktlsgate_crl_expired{ca=\"%s\"} %d\n", t->cas[i].name,
+				t->cas[i].crl_next_update != 0 &&
+					(int64_t)now > t->cas[i].crl_next_update);
+	fprintf(f, "# HELP ktlsgate_crl_grace_seconds How long an expired CRL is still honoured.\n"
+		   "# TYPE ktlsgate_crl_grace_seconds gauge\nktlsgate_crl_grace_seconds %lld\n",
+		(long long)(t != NULL ? t->crl_grace : 0));
+	return ferror(f) ? -1 : 0;
+}
+
+bool kg_trust_crl_warn_due(const struct kg_trust *t, const char *ca_name, time_t now,
+			   int64_t interval)
+{
+	struct trust_ca *ca = t != NULL && ca_name != NULL ? find_ca_by_name(t, ca_name) : NULL;
+	int64_t last;
+
+	if (ca == NULL)
+		return true;
+	last = atomic_load_explicit(&ca->crl_warned_at, memory_order_relaxed);
+	if (last != 0 && (int64_t)now - last < interval)
+		return false;
+	/* One winner among the workers that saw it at the same moment. */
+	return atomic_compare_exchange_strong(&ca->crl_warned_at, &last, (int64_t)now);
+}
+
 int kg_verify_registry_thumb_lookup(void *reg, const char *thumb_hex, struct kg_device *dev)
 {
 	return kg_registry_device_find_thumbprint((struct kg_registry *)reg, thumb_hex, dev);
 }
 
+/* What verify_cb needs beyond OpenSSL's context (its app data), and what it saw. */
+struct verify_state {
+	const struct kg_trust *t;
+	time_t now;                          /* judge time: `at` or the clock */
+	char crl_ca[KG_NAME_MAX];            /* CA of the expired CRL met, if any */
+	int64_t crl_next_update;
+	bool crl_grace_used;                 /* ... and it was forgiven (within grace) */
+};
+
+/* The registered CA a CRL was loaded for (kg_trust_add_crl_file() checked the issuer). */
+static const struct trust_ca *ca_of_crl(const struct kg_trust *t, X509_CRL *crl)
+{
+	for (size_t i = 0; crl != NULL && i < t->n_cas; i++)
+		if (t->cas[i].has_crl &&
+		    X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(t->cas[i].cert)) == 0)
+			return &t->cas[i];
+	return NULL;
+}
+
 /*
- * CAs without a CRL file must keep working while others have one, yet CRL_CHECK_ALL
- * demands a CRL for every issuer. Forgive "unable to get CRL" exactly when the store
- * holds no CRL at all for the issuer of the certificate being checked.
+ * A CRL past its nextUpdate: OpenSSL refuses (X509_V_ERR_CRL_HAS_EXPIRED), which we
+ * report as crl_expired. Within crl_grace the CRL is still used (a revoked device stays
+ * refused) and the chain passes; the caller is told, to warn.
+ */
+static int crl_expired_cb(struct verify_state *vs, X509_STORE_CTX *ctx)
+{
+	X509_CRL *crl = X509_STORE_CTX_get0_current_crl(ctx);
+	const struct trust_ca *ca = vs != NULL ? ca_of_crl(vs->t, crl) : NULL;
+	int64_t next = crl != NULL ? asn1_to_unix(X509_CRL_get0_nextUpdate(crl)) : 0;
+
+	if (vs == NULL)
+		return 0;
+	(void)kg_strlcpy(vs->crl_ca, ca != NULL ? ca->name : "?", sizeof(vs->crl_ca));
+	vs->crl_next_update = next;
+	if (next == 0 || vs->t->crl_grace <= 0 || (int64_t)vs->now > next + vs->t->crl_grace)
+		return 0;
+	vs->crl_grace_used = true;
+	X509_STORE_CTX_set_error(ctx, X509_V_OK);
+	return 1;
+}
+
+/*
+ * Called by OpenSSL for every error. Two jobs:
+ * - an expired CRL within the grace is forgiven (crl_expired_cb);
+ * - CAs without a CRL file must keep working while others have one, yet CRL_CHECK_ALL
+ *   demands a CRL for every issuer. Forgive "unable to get CRL" exactly when the store
+ *   holds no CRL at all for the issuer of the certificate being checked.
  */
 static int verify_cb(int ok, X509_STORE_CTX *ctx)
 {
+	struct verify_state *vs = X509_STORE_CTX_get_app_data(ctx);
 	STACK_OF(X509_CRL) *crls;
-	X509 *cur;
+	X509 *cur = X509_STORE_CTX_get_current_cert(ctx);
 	int n;
 
-	if (ok || X509_STORE_CTX_get_error(ctx) != X509_V_ERR_UNABLE_TO_GET_CRL)
+	if (ok)
 		return ok;
-	cur = X509_STORE_CTX_get_current_cert(ctx);
+	if (X509_STORE_CTX_get_error(ctx) == X509_V_ERR_CRL_HAS_EXPIRED)
+		return crl_expired_cb(vs, ctx);
+	if (X509_STORE_CTX_get_error(ctx) != X509_V_ERR_UNABLE_TO_GET_CRL)
+		return ok;
 	if (cur == NULL)
 		return 0;
 	crls = X509_STORE_CTX_get1_crls(ctx, X509_get_issuer_name(cur));
@@ -442,9 +613,81 @@ static bool chain_hits_unproven(const struct kg_trust *t, X509_STORE_CTX *ctx,
 	return false;
 }
 
+/*
+ * Would `cand` issue x but for a profile defect? OpenSSL skips such a candidate while
+ * building the chain and reports "unable to get issuer", which reads as an unknown CA:
+ * an issuer whose subject key identifier is not x's authority key identifier, or whose
+ * own extensions do not decode. Returns that X509_V_ERR_*, or X509_V_OK.
+ */
+static int issuer_defect(X509 *cand, X509 *x)
+{
+	int e;
+
+	if (X509_NAME_cmp(X509_get_subject_name(cand), X509_get_issuer_name(x)) != 0)
+		return X509_V_OK;
+	if ((X509_get_extension_flags(cand) & EXFLAG_INVALID) != 0)
+		return X509_V_ERR_INVALID_EXTENSION;
+	e = X509_check_issued(cand, x);
+	if (e == X509_V_ERR_AKID_SKID_MISMATCH || e == X509_V_ERR_AKID_ISSUER_SERIAL_MISMATCH)
+		return e;
+	return X509_V_OK;
+}
+
+/* The first issuer_defect() between a certificate of the partial chain and a CA of t
+ * or a certificate the peer sent. */
+static int chain_issuer_defect(const struct kg_trust *t, X509_STORE_CTX *ctx,
+			       STACK_OF(X509) *untrusted)
+{
+	STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+	int e = X509_V_OK;
+
+	for (int i = 0; chain != NULL && i < sk_X509_num(chain) && e == X509_V_OK; i++) {
+		X509 *x = sk_X509_value(chain, i);
+
+		for (size_t j = 0; j < t->n_cas && e == X509_V_OK; j++)
+			e = issuer_defect(t->cas[j].cert, x);
+		for (int j = 0; untrusted != NULL && j < sk_X509_num(untrusted) && e == X509_V_OK; j++)
+			e = issuer_defect(sk_X509_value(untrusted, j), x);
+	}
+	ERR_clear_error();
+	return e;
+}
+
+/* Does the leaf, or any certificate the peer sent, carry an undecodable extension? */
+static bool has_invalid_ext(X509 *leaf, STACK_OF(X509) *untrusted)
+{
+	bool bad = (X509_get_extension_flags(leaf) & EXFLAG_INVALID) != 0;
+
+	for (int i = 0; untrusted != NULL && i < sk_X509_num(untrusted) && !bad; i++)
+		bad = (X509_get_extension_flags(sk_X509_value(untrusted, i)) & EXFLAG_INVALID) != 0;
+	ERR_clear_error();
+	return bad;
+}
+
+/* OpenSSL's check_key_level(): the key's security bits against the level's floor. */
+static bool key_level_ok(X509 *x, int level)
+{
+	static const int minbits[] = { 80, 112, 128, 192, 256 };
+	EVP_PKEY *pk = X509_get0_pubkey(x);
+
+	ERR_clear_error();
+	if (level <= 0)
+		return true;
+	if (level > 5)
+		level = 5;
+	return pk != NULL && EVP_PKEY_get_security_bits(pk) >= minbits[level - 1];
+}
+
 static enum kg_reason map_x509_err(int e)
 {
 	switch (e) {
+	case X509_V_ERR_EE_KEY_TOO_SMALL:
+	case X509_V_ERR_CA_KEY_TOO_SMALL:
+		return KG_REASON_WEAK_KEY;
+	case X509_V_ERR_CA_MD_TOO_WEAK:
+		return KG_REASON_WEAK_SIGNATURE;
+	case X509_V_ERR_CRL_HAS_EXPIRED:
+		return KG_REASON_CRL_EXPIRED;
 	case X509_V_ERR_CERT_HAS_EXPIRED:
 		return KG_REASON_CERT_EXPIRED;
 	case X509_V_ERR_CERT_NOT_YET_VALID:
@@ -463,16 +706,6 @@ static enum kg_reason map_x509_err(int e)
 	default:
 		return KG_REASON_BAD_CHAIN;
 	}
-}
-
-/* ASN1 time -> unix seconds; 0 if unreadable. */
-static int64_t asn1_to_unix(const ASN1_TIME *t)
-{
-	struct tm tm;
-
-	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
-		return 0;
-	return (int64_t)timegm(&tm);
 }
 
 /* Time validity of a pinned leaf (no chain to let OpenSSL check it). */
@@ -523,16 +756,25 @@ static bool thumb_pinned(kg_thumb_lookup_fn lookup, void *arg, const struct kg_i
 static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
 				   time_t at, struct kg_identity *id, int *x509_err)
 {
+	struct verify_state vs = { .t = t, .now = at != 0 ? at : time(NULL) };
 	X509_VERIFY_PARAM *param;
 	STACK_OF(X509) *chain;
 	X509_STORE_CTX *ctx;
 	enum kg_reason r;
 	unsigned long flags;
+	int defect;
 
 	/* A CA certificate is never a device, even one we trust as an anchor (with
 	 * PARTIAL_CHAIN it would otherwise verify as a chain of one). */
 	if ((X509_get_extension_flags(leaf) & EXFLAG_CA) != 0) {
 		*x509_err = X509_V_ERR_INVALID_PURPOSE;
+		return KG_REASON_BAD_CHAIN;
+	}
+	/* An extension that does not decode makes OpenSSL skip the certificate while it
+	 * builds the chain ("unable to get issuer": an unknown CA); name it instead.
+	 * Anchors: chain_issuer_defect() below. */
+	if (has_invalid_ext(leaf, untrusted)) {
+		*x509_err = X509_V_ERR_INVALID_EXTENSION;
 		return KG_REASON_BAD_CHAIN;
 	}
 	ctx = X509_STORE_CTX_new();
@@ -547,15 +789,21 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 	param = X509_STORE_CTX_get0_param(ctx);
 	if (at != 0)
 		X509_VERIFY_PARAM_set_time(param, at);
+	/* The SSL's security level does not reach a context we build ourselves: set it,
+	 * or RSA-512 leaves and MD5-signed chains pass (OpenSSL's check_auth_level). */
+	X509_VERIFY_PARAM_set_auth_level(param, t->sec_level);
 	/* PARTIAL_CHAIN: a proven intermediate is an anchor in its own right, as with
-	 * Azure's registered intermediates. No X509_STRICT: fleets carry certificates
-	 * from many factory PKIs, and strict RFC 5280 profile checks (AKI presence...)
-	 * would refuse devices without adding any authentication. */
-	flags = X509_V_FLAG_PARTIAL_CHAIN;
+	 * Azure's registered intermediates. X509_STRICT: OpenSSL's RFC 5280 profile
+	 * checks (CA:TRUE on every CA including the anchor, no keyCertSign on a leaf,
+	 * AKID on every non-anchor, SKID on CAs, critical basicConstraints on CAs...).
+	 * A device chain is the one thing this daemon authenticates; a factory PKI that
+	 * fails them is refused with OpenSSL's words in the audit detail. */
+	flags = X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_X509_STRICT;
 	if (t->n_crls > 0)
 		flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
 	X509_VERIFY_PARAM_set_flags(param, flags);
 	X509_STORE_CTX_set_verify_cb(ctx, verify_cb);
+	X509_STORE_CTX_set_app_data(ctx, &vs);
 
 	if (X509_verify_cert(ctx) == 1) {
 		const struct trust_ca *ca = NULL;
@@ -580,14 +828,27 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 			(void)kg_strlcpy(id->ca_name, ca->name, sizeof(id->ca_name));
 			*x509_err = X509_V_OK;
 			r = KG_REASON_OK;
+			if (vs.crl_grace_used) {
+				memcpy(id->crl_grace_ca, vs.crl_ca, sizeof(id->crl_grace_ca));
+				id->crl_next_update = vs.crl_next_update;
+			}
 		}
 	} else {
 		*x509_err = X509_STORE_CTX_get_error(ctx);
 		if (*x509_err == X509_V_OK)
 			*x509_err = X509_V_ERR_UNSPECIFIED;
 		r = map_x509_err(*x509_err);
-		if (r == KG_REASON_UNKNOWN_CA && chain_hits_unproven(t, ctx, untrusted))
+		if (r == KG_REASON_UNKNOWN_CA &&
+		    (defect = chain_issuer_defect(t, ctx, untrusted)) != X509_V_OK) {
+			*x509_err = defect;
+			r = KG_REASON_BAD_CHAIN;
+		} else if (r == KG_REASON_UNKNOWN_CA && chain_hits_unproven(t, ctx, untrusted)) {
 			r = KG_REASON_UNPROVEN_CA;
+		} else if (r == KG_REASON_CRL_EXPIRED) {
+			/* The CA to act on: the one whose CRL must be renewed. */
+			memcpy(id->ca_name, vs.crl_ca, sizeof(id->ca_name));
+			id->crl_next_update = vs.crl_next_update;
+		}
 	}
 	ERR_clear_error();
 	X509_STORE_CTX_free(ctx);
@@ -623,6 +884,17 @@ enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X50
 
 	if (thumb_pinned(lookup, lookup_arg, id)) {
 		id->method = KG_ATT_THUMBPRINT;
+		/* The pin proves which certificate, not that its key resists factoring:
+		 * the same floor as a chain's leaf (X509_V_ERR_EE_KEY_TOO_SMALL). */
+		if (!key_level_ok(leaf, t != NULL ? t->sec_level : KG_SECURITY_LEVEL_DEFAULT)) {
+			*x509_err = X509_V_ERR_EE_KEY_TOO_SMALL;
+			return KG_REASON_WEAK_KEY;
+		}
+		if ((X509_get_extension_flags(leaf) & EXFLAG_INVALID) != 0) {
+			ERR_clear_error();
+			*x509_err = X509_V_ERR_INVALID_EXTENSION;
+			return KG_REASON_BAD_CHAIN;
+		}
 		r = check_leaf_time(leaf, at, x509_err);
 		if (r != KG_REASON_OK)
 			return r;

@@ -80,6 +80,9 @@ struct kg_config {
 	char ciphers[512];                /* TLS 1.2 cipher list */
 	char ciphersuites[256];           /* TLS 1.3 suites */
 	char groups[128];
+	unsigned security_level;          /* OpenSSL level: SSL_CTX and device chains;
+					   * never below OpenSSL's own default */
+	unsigned crl_grace;               /* seconds an expired CRL is still honoured */
 
 	/* [limits] */
 	unsigned max_connections;         /* per daemon */

@@ -38,6 +38,10 @@ long kg_tls_write(struct kg_conn *c, const void *buf, size_t len);
 /* Send close_notify (best effort, non-blocking). */
 void kg_tls_shutdown(struct kg_conn *c);
 
+/* OpenSSL's words for why verification refused the chain ("CA certificate key too
+ * weak", "CRL has expired"...), for the audit detail; NULL when there are none. */
+const char *kg_tls_verify_detail(const struct kg_conn *c);
+
 const char *kg_tls_version(const struct kg_conn *c);
 const char *kg_tls_cipher(const struct kg_conn *c);
 

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include <openssl/x509.h>
@@ -29,6 +30,10 @@ struct kg_identity {
 	enum kg_attestation method;
 	char ca_name[KG_NAME_MAX];              /* issuing registered CA ("" for thumbprint) */
 	int64_t not_after;                      /* leaf notAfter, unix seconds */
+	/* Accepted although the CRL of CA crl_grace_ca expired at crl_next_update: within
+	 * crl_grace. The caller warns (kg_trust_crl_warn_due() rate-limits it). */
+	char crl_grace_ca[KG_NAME_MAX];
+	int64_t crl_next_update;
 };
 
 /*
@@ -46,7 +51,17 @@ int kg_cert_sha256_hex(X509 *cert, char out[KG_SHA256_HEX_LEN + 1]) KG_MUST_USE;
 
 struct kg_trust;
 
+/* OpenSSL security level the trust starts with (config.h: [tls] security_level). */
+#define KG_SECURITY_LEVEL_DEFAULT 2
+
 struct kg_trust *kg_trust_new(void);
+/*
+ * What the chain must satisfy: OpenSSL security level (0..5; keys and signatures of every
+ * certificate, as X509_VERIFY_PARAM_set_auth_level) and the grace, in seconds, during
+ * which a CRL past its nextUpdate is still honoured (0: refused at once as
+ * KG_REASON_CRL_EXPIRED). kg_trust_load() takes both from the config.
+ */
+void kg_trust_set_policy(struct kg_trust *t, int security_level, int64_t crl_grace);
 void kg_trust_free(struct kg_trust *t);
 /*
  * Add a registry CA. Only a verified CA authenticates devices; an unverified one is
@@ -58,7 +73,8 @@ int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_
  * be that CA. Returns 0 or -1 with a message. */
 int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *path,
 			  char *err, size_t errlen) KG_MUST_USE;
-/* Load every CA from the registry and every [crl] of cfg. */
+/* Load every CA from the registry, every [crl] of cfg, and cfg's [tls] security_level
+ * and crl_grace (kg_trust_set_policy). */
 int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_config *cfg,
 		  char *err, size_t errlen) KG_MUST_USE;
 size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
@@ -66,6 +82,16 @@ size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
  * The daemon's policy step reads CA settings from here instead of the registry: a CA
  * change reaches the daemon as `ca-changed`, which rebuilds the trust. */
 const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name);
+
+/* The CRLs of t, one line per CA with a CRL: for `ktlsgated -t` (report) and /metrics
+ * (ktlsgate_crl_next_update_timestamp_seconds, ktlsgate_crl_expired). now: judge time.
+ * kg_trust_crl_report() returns how many are past nextUpdate + grace (refusing). */
+size_t kg_trust_crl_report(const struct kg_trust *t, FILE *f, time_t now);
+int kg_trust_crl_metrics_write(const struct kg_trust *t, FILE *f, time_t now);
+/* A device of CA `ca_name` was accepted within the CRL grace: should that be logged
+ * now? True at most once per CA per `interval` seconds (thread-safe, lock-free). */
+bool kg_trust_crl_warn_due(const struct kg_trust *t, const char *ca_name, time_t now,
+			   int64_t interval);
 
 /* How a thumbprint-enrolled device is looked up: fill *dev and return 0, or
  * KG_E_NOTFOUND. The daemon passes its per-worker registry handle. */
@@ -77,7 +103,10 @@ int kg_verify_registry_thumb_lookup(void *reg, const char *thumb_hex, struct kg_
  * Order: identity (CN) must be valid; a leaf whose thumbprint pins a device enrolled by
  * thumbprint, with that device's id as CN, is accepted (time validity still checked);
  * otherwise the chain must reach a verified CA in t, with time validity, clientAuth
- * purpose, CA constraints and CRLs (for CAs that have one).
+ * purpose, CA constraints, OpenSSL's RFC 5280 strict checks (X509_V_FLAG_X509_STRICT:
+ * basicConstraints, keyUsage, key identifiers) plus well-formed extensions, keys and
+ * signatures at t's security level (also a pinned leaf's key), and CRLs (for CAs that
+ * have one; an expired CRL refuses with KG_REASON_CRL_EXPIRED past the grace).
  * Returns KG_REASON_OK and fills *id, or the refusal reason; *x509_err (may be NULL)
  * gets the X509_V_ERR_* to put in the TLS alert.
  */

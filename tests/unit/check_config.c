@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/ssl.h>
+
 #include "ktlsgate/config.h"
 #include "testlib.h"
 
@@ -63,6 +65,8 @@ START_TEST(test_full_round_trip)
 		"ciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n"
 		"ciphersuites = TLS_AES_128_GCM_SHA256\n"
 		"groups = X25519\n"
+		"security_level = 3\n"
+		"crl_grace = 3600\n"
 		"[limits]\n"
 		"max_connections = 500\n"
 		"max_handshakes = 500\n"
@@ -107,6 +111,8 @@ START_TEST(test_full_round_trip)
 	ck_assert_str_eq(cfg->ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
 	ck_assert_str_eq(cfg->ciphersuites, "TLS_AES_128_GCM_SHA256");
 	ck_assert_str_eq(cfg->groups, "X25519");
+	ck_assert_uint_eq(cfg->security_level, 3);
+	ck_assert_uint_eq(cfg->crl_grace, 3600);
 	ck_assert_uint_eq(cfg->max_connections, 500);
 	ck_assert_uint_eq(cfg->max_handshakes, 500);
 	ck_assert_uint_eq(cfg->handshake_timeout_ms, 10);
@@ -159,6 +165,17 @@ START_TEST(test_defaults)
 	ck_assert_str_eq(cfg->ciphersuites,
 			 "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
 	ck_assert_str_eq(cfg->groups, "X25519:P-256:P-384");
+	{
+		/* 2, or OpenSSL's own default where the system sets it higher */
+		SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+		int floor;
+
+		ck_assert_ptr_nonnull(ctx);
+		floor = SSL_CTX_get_security_level(ctx);
+		SSL_CTX_free(ctx);
+		ck_assert_uint_eq(cfg->security_level, floor > 2 ? (unsigned)floor : 2u);
+	}
+	ck_assert_uint_eq(cfg->crl_grace, 0);
 	ck_assert_uint_eq(cfg->max_connections, 10000);
 	ck_assert_uint_eq(cfg->max_handshakes, 1024);
 	ck_assert_uint_eq(cfg->handshake_timeout_ms, 10000);
@@ -272,6 +289,12 @@ static const struct bad_case bad_cases[] = {
 	{ BASE "[crl]\nbad/name = x.pem\n", "bad.conf:6: [crl]: 'bad/name' is not a CA name" },
 	{ BASE "[crl]\nca = a.pem\nca = b.pem\n", "bad.conf:7: duplicate key 'ca' in [crl]" },
 	{ BASE "[crl]\nca =\n", "bad.conf:6: 'ca': empty value" },
+	{ BASE "[tls]\nsecurity_level = 0\n",
+	  "bad.conf:6: security_level 0 is below OpenSSL's default level" },
+	{ BASE "[tls]\nsecurity_level = 6\n", "bad.conf:6: 'security_level': '6' is not a number in 0..5" },
+	{ BASE "[tls]\nsecurity_level = high\n", "bad.conf:6: 'security_level': 'high' is not a number" },
+	{ BASE "[tls]\ncrl_grace = 2592001\n", "bad.conf:6: 'crl_grace': '2592001' is not a number in 0..2592000" },
+	{ BASE "[tls]\ncrl_grace = 1h\n", "bad.conf:6: 'crl_grace': '1h' is not a number" },
 	{ BASE "[tls]\ngroups = " LONG60 LONG60 LONG60 "\n", "bad.conf:6: 'groups': value too long (max 127 bytes)" },
 	{ BASE "cert = " LONG60 LONG60 LONG60 LONG60 "\n", "bad.conf:5: line too long" },
 };

@@ -4,7 +4,9 @@
  * built by hand to carry NULs or duplicates, chains through registered CAs (proven or
  * not), validity and the `at` override, EKU, CA constraints, CRLs per CA, thumbprint
  * pins, and the SHA-256 thumbprint against an independent computation. Every PKI is
- * made fresh by kg_pki_make() in a per-test temporary directory.
+ * made fresh by kg_pki_make() in a per-test temporary directory; what kg_pki_make()
+ * will not make (weak keys, MD5/SHA-1 signatures, broken RFC 5280 profiles, malformed
+ * extensions, expired CRLs) is made by hand with OpenSSL's API (make_hand()).
  */
 #include <limits.h>
 #include <stdio.h>
@@ -54,6 +56,7 @@ struct mk {
 	int64_t days;
 	enum kg_pki_eku eku;
 	bool not_ca;
+	enum kg_pki_keytype key;
 };
 
 static void make_ex(enum kg_pki_kind kind, const char *cn, const char *sub, const char *issuer,
@@ -72,6 +75,7 @@ static void make_ex(enum kg_pki_kind kind, const char *cn, const char *sub, cons
 		req.days = o->days;
 		req.eku = o->eku;
 		req.not_ca = o->not_ca;
+		req.key = o->key;
 	}
 	ck_assert_msg(kg_pki_make(&req, err, sizeof(err)) == 0, "make %s: %s", cn, err);
 }
@@ -162,6 +166,98 @@ static enum kg_reason verify(const char *sub, const char *chain_sub)
 		ck_assert_msg(g_ == w_, "reason %s, wanted %s", kg_reason_str(g_),                \
 			      kg_reason_str(w_));                                                 \
 	} while (0)
+
+/* A certificate kg_pki_make() would not make. exts: name/value pairs for
+ * X509V3_EXT_nconf ("critical,...", "DER:..."); issuer NULL: self-signed. */
+struct hand {
+	const char *key;          /* "rsa:BITS" or "ec:CURVE" */
+	const char *issuer;       /* sub dir holding cert.pem + key.pem */
+	const EVP_MD *md;         /* NULL: SHA-256 */
+	const char *exts[8][2];
+};
+
+static EVP_PKEY *read_key(const char *sub)
+{
+	char p[PATH_MAX];
+	EVP_PKEY *k;
+	FILE *f;
+
+	path_of(p, sizeof(p), sub, "key.pem");
+	f = fopen(p, "r");
+	ck_assert_ptr_nonnull(f);
+	k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	ck_assert_ptr_nonnull(k);
+	return k;
+}
+
+static void make_hand(const char *sub, const char *cn, const struct hand *h)
+{
+	char p[PATH_MAX];
+	EVP_PKEY *key, *signer;
+	X509 *x = X509_new(), *issuer = NULL;
+	X509V3_CTX v3;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(x);
+	if (strncmp(h->key, "rsa:", 4) == 0)
+		key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)atoi(h->key + 4));
+	else
+		key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", h->key + 3);
+	ck_assert_msg(key != NULL, "keygen %s", h->key);
+	signer = key;
+	if (h->issuer != NULL) {
+		issuer = load(h->issuer);
+		signer = read_key(h->issuer);
+	}
+	ck_assert(X509_set_version(x, X509_VERSION_3));
+	ck_assert(ASN1_INTEGER_set(X509_get_serialNumber(x), (long)(random() & 0x7fffffff)));
+	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notBefore(x), -3600));
+	ck_assert_ptr_nonnull(X509_gmtime_adj(X509_getm_notAfter(x), 30L * DAY));
+	ck_assert(X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName, MBSTRING_UTF8,
+					     (const unsigned char *)cn, -1, -1, 0));
+	ck_assert(X509_set_issuer_name(x, X509_get_subject_name(issuer != NULL ? issuer : x)));
+	ck_assert(X509_set_pubkey(x, key));
+	X509V3_set_ctx(&v3, issuer != NULL ? issuer : x, x, NULL, NULL, 0);
+	for (size_t i = 0; i < 8 && h->exts[i][0] != NULL; i++) {
+		X509_EXTENSION *e = X509V3_EXT_nconf(NULL, &v3, h->exts[i][0], h->exts[i][1]);
+
+		ck_assert_msg(e != NULL, "extension %s = %s", h->exts[i][0], h->exts[i][1]);
+		ck_assert(X509_add_ext(x, e, -1));
+		X509_EXTENSION_free(e);
+	}
+	ck_assert_msg(X509_sign(x, signer, h->md != NULL ? h->md : EVP_sha256()) > 0, "sign %s", cn);
+	path_of(p, sizeof(p), sub, NULL);
+	{
+		char cmd[PATH_MAX + 16];
+
+		snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", p);
+		ck_assert_int_eq(system(cmd), 0);
+	}
+	path_of(p, sizeof(p), sub, "cert.pem");
+	f = fopen(p, "w");
+	ck_assert(f != NULL && PEM_write_X509(f, x));
+	fclose(f);
+	path_of(p, sizeof(p), sub, "key.pem");
+	f = fopen(p, "w");
+	ck_assert(f != NULL && PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL));
+	fclose(f);
+	if (signer != key)
+		EVP_PKEY_free(signer);
+	EVP_PKEY_free(key);
+	X509_free(issuer);
+	X509_free(x);
+}
+
+/* The extension sets of a well-formed leaf and CA (what kg_pki_make() issues). */
+#define LEAF_EXTS                                                                         \
+	{ "basicConstraints", "critical,CA:FALSE" }, { "keyUsage", "critical,digitalSignature" }, \
+	{ "extendedKeyUsage", "clientAuth" }, { "subjectKeyIdentifier", "hash" },             \
+	{ "authorityKeyIdentifier", "keyid" }
+#define CA_EXTS                                                                           \
+	{ "basicConstraints", "critical,CA:TRUE" },                                           \
+	{ "keyUsage", "critical,keyCertSign,cRLSign" }, { "subjectKeyIdentifier", "hash" },   \
+	{ "authorityKeyIdentifier", "keyid" }
 
 /* ---- identity -------------------------------------------------------------------- */
 
@@ -679,6 +775,309 @@ START_TEST(test_crl_der)
 }
 END_TEST
 
+/* ---- security level, RFC 5280 profile, expired CRLs ------------------------------- */
+
+/* Verify sub (sending chain_sub, if any): want this reason and this X509_V_ERR_*. */
+static void expect(const char *sub, const char *chain_sub, enum kg_reason want, int want_xerr)
+{
+	const char *chain[1] = { chain_sub };
+	struct kg_identity id;
+	enum kg_reason got;
+	int xerr = -1;
+
+	got = verify_ex(sub, chain, chain_sub != NULL ? 1 : 0, 0, NULL, NULL, &id, &xerr);
+	ck_assert_msg(got == want, "%s: reason %s, wanted %s (x509: %s)", sub, kg_reason_str(got),
+		      kg_reason_str(want), X509_verify_cert_error_string(xerr));
+	ck_assert_msg(xerr == want_xerr, "%s: x509 error %d (%s), wanted %d (%s)", sub, xerr,
+		      X509_verify_cert_error_string(xerr), want_xerr,
+		      X509_verify_cert_error_string(want_xerr));
+}
+
+START_TEST(test_weak_keys)
+{
+	fleet();
+	add_ca("fleet-root", "root", true);
+	make_hand("rsa512", "rsa512", &(struct hand){ "rsa:512", "factory", NULL, { LEAF_EXTS } });
+	make_hand("rsa1024", "rsa1024", &(struct hand){ "rsa:1024", "factory", NULL, { LEAF_EXTS } });
+	make_hand("p192", "p192", &(struct hand){ "ec:P-192", "factory", NULL, { LEAF_EXTS } });
+	make_hand("rsa2048", "rsa2048", &(struct hand){ "rsa:2048", "factory", NULL, { LEAF_EXTS } });
+	make_hand("p256", "p256", &(struct hand){ "ec:P-256", "factory", NULL, { LEAF_EXTS } });
+
+	/* default level 2: 112 bits */
+	expect("rsa512", "factory", KG_REASON_WEAK_KEY, X509_V_ERR_EE_KEY_TOO_SMALL);
+	expect("rsa1024", "factory", KG_REASON_WEAK_KEY, X509_V_ERR_EE_KEY_TOO_SMALL);
+	expect("p192", "factory", KG_REASON_WEAK_KEY, X509_V_ERR_EE_KEY_TOO_SMALL);
+	expect("rsa2048", "factory", KG_REASON_OK, X509_V_OK);
+	expect("p256", "factory", KG_REASON_OK, X509_V_OK);
+	/* level 3 (128 bits) refuses RSA-2048 and keeps P-256 */
+	kg_trust_set_policy(trust, 3, 0);
+	expect("rsa2048", "factory", KG_REASON_WEAK_KEY, X509_V_ERR_EE_KEY_TOO_SMALL);
+	expect("p256", "factory", KG_REASON_OK, X509_V_OK);
+	/* level 1 (80 bits): RSA-1024 passes, so the level is what refuses it */
+	kg_trust_set_policy(trust, 1, 0);
+	expect("rsa1024", "factory", KG_REASON_OK, X509_V_OK);
+	expect("rsa512", "factory", KG_REASON_WEAK_KEY, X509_V_ERR_EE_KEY_TOO_SMALL);
+}
+END_TEST
+
+START_TEST(test_weak_ca_key)
+{
+	make(KG_PKI_ROOT, "Root", "root", NULL);
+	add_ca("root", "root", true);
+	make_hand("weakca", "Weak CA", &(struct hand){ "rsa:1024", "root", NULL, { CA_EXTS } });
+	make_hand("dev", "dev-w", &(struct hand){ "ec:P-256", "weakca", NULL, { LEAF_EXTS } });
+	expect("dev", "weakca", KG_REASON_WEAK_KEY, X509_V_ERR_CA_KEY_TOO_SMALL);
+	/* the weak CA registered as the anchor itself */
+	kg_trust_free(trust);
+	trust = kg_trust_new();
+	add_ca("weakca", "weakca", true);
+	expect("dev", NULL, KG_REASON_WEAK_KEY, X509_V_ERR_CA_KEY_TOO_SMALL);
+}
+END_TEST
+
+START_TEST(test_weak_signatures)
+{
+	const struct mk rsa = { .key = KG_KEY_RSA2048 };
+
+	/* MD5 exists only with RSA: an RSA root and CA sign with it */
+	make_ex(KG_PKI_ROOT, "RSA Root", "rsaroot", NULL, &rsa);
+	add_ca("rsaroot", "rsaroot", true);
+	make_hand("rsaca", "RSA CA", &(struct hand){ "rsa:2048", "rsaroot", NULL, { CA_EXTS } });
+	make_hand("leafmd5", "leafmd5", &(struct hand){ "ec:P-256", "rsaca", EVP_md5(), { LEAF_EXTS } });
+	make_hand("leafsha1", "leafsha1", &(struct hand){ "ec:P-256", "rsaca", EVP_sha1(), { LEAF_EXTS } });
+	make_hand("leafok", "leafok", &(struct hand){ "ec:P-256", "rsaca", NULL, { LEAF_EXTS } });
+	make_hand("md5ca", "MD5 CA", &(struct hand){ "rsa:2048", "rsaroot", EVP_md5(), { CA_EXTS } });
+	make_hand("intmd5", "intmd5", &(struct hand){ "ec:P-256", "md5ca", NULL, { LEAF_EXTS } });
+	make_hand("sha1ca", "SHA1 CA", &(struct hand){ "rsa:2048", "rsaroot", EVP_sha1(), { CA_EXTS } });
+	make_hand("intsha1", "intsha1", &(struct hand){ "ec:P-256", "sha1ca", NULL, { LEAF_EXTS } });
+
+	expect("leafmd5", "rsaca", KG_REASON_WEAK_SIGNATURE, X509_V_ERR_CA_MD_TOO_WEAK);
+	expect("leafsha1", "rsaca", KG_REASON_WEAK_SIGNATURE, X509_V_ERR_CA_MD_TOO_WEAK);
+	expect("intmd5", "md5ca", KG_REASON_WEAK_SIGNATURE, X509_V_ERR_CA_MD_TOO_WEAK);
+	expect("intsha1", "sha1ca", KG_REASON_WEAK_SIGNATURE, X509_V_ERR_CA_MD_TOO_WEAK);
+	expect("leafok", "rsaca", KG_REASON_OK, X509_V_OK);
+	/* ECDSA with SHA-1 too */
+	fleet();
+	add_ca("fleet-root", "root", true);
+	make_hand("ecsha1", "ecsha1", &(struct hand){ "ec:P-256", "factory", EVP_sha1(), { LEAF_EXTS } });
+	expect("ecsha1", "factory", KG_REASON_WEAK_SIGNATURE, X509_V_ERR_CA_MD_TOO_WEAK);
+	/* the level is what refuses SHA-1: at 0 (which the config never allows) it passes */
+	kg_trust_set_policy(trust, 0, 0);
+	expect("leafsha1", "rsaca", KG_REASON_OK, X509_V_OK);
+}
+END_TEST
+
+/* "DER:30:16:80:14:<SHA-1 of sub's public key>": the AKID keyid a CA without a SKID
+ * would have had (what "subjectKeyIdentifier = hash" computes). */
+static void akid_of(const char *sub, char *out, size_t cap)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	X509 *x = load(sub);
+	size_t n;
+
+	ck_assert(X509_pubkey_digest(x, EVP_sha1(), md, &len) && len == 20);
+	n = (size_t)snprintf(out, cap, "DER:30:16:80:14");
+	for (unsigned int i = 0; i < len; i++)
+		n += (size_t)snprintf(out + n, cap - n, ":%02x", md[i]);
+	ck_assert_uint_lt(n, cap);
+	X509_free(x);
+}
+
+START_TEST(test_strict_profile)
+{
+	char akid[128];
+
+	fleet();
+	add_ca("fleet-root", "root", true);
+	/* an intermediate without basicConstraints (keyCertSign only), sent by the device */
+	make_hand("nobc", "No BC", &(struct hand){ "ec:P-256", "root", NULL,
+		{ { "keyUsage", "critical,keyCertSign,cRLSign" }, { "subjectKeyIdentifier", "hash" },
+		  { "authorityKeyIdentifier", "keyid" } } });
+	make_hand("d-nobc", "d-nobc", &(struct hand){ "ec:P-256", "nobc", NULL, { LEAF_EXTS } });
+	expect("d-nobc", "nobc", KG_REASON_BAD_CHAIN, X509_V_ERR_INVALID_CA);
+	/* a leaf whose keyUsage has keyCertSign */
+	make_hand("certsign", "certsign", &(struct hand){ "ec:P-256", "factory", NULL,
+		{ { "basicConstraints", "critical,CA:FALSE" },
+		  { "keyUsage", "critical,digitalSignature,keyCertSign" },
+		  { "extendedKeyUsage", "clientAuth" }, { "subjectKeyIdentifier", "hash" },
+		  { "authorityKeyIdentifier", "keyid" } } });
+	expect("certsign", "factory", KG_REASON_BAD_CHAIN,
+	       X509_V_ERR_KU_KEY_CERT_SIGN_INVALID_FOR_NON_CA);
+	/* a leaf without authority key identifier */
+	make_hand("noakid", "noakid", &(struct hand){ "ec:P-256", "factory", NULL,
+		{ { "basicConstraints", "critical,CA:FALSE" }, { "keyUsage", "critical,digitalSignature" },
+		  { "extendedKeyUsage", "clientAuth" }, { "subjectKeyIdentifier", "hash" } } });
+	expect("noakid", "factory", KG_REASON_BAD_CHAIN, X509_V_ERR_MISSING_AUTHORITY_KEY_IDENTIFIER);
+	/* an intermediate without subject key identifier */
+	make_hand("noskid", "No SKID", &(struct hand){ "ec:P-256", "root", NULL,
+		{ { "basicConstraints", "critical,CA:TRUE" }, { "keyUsage", "critical,keyCertSign,cRLSign" },
+		  { "authorityKeyIdentifier", "keyid" } } });
+	akid_of("noskid", akid, sizeof(akid));
+	make_hand("d-noskid", "d-noskid", &(struct hand){ "ec:P-256", "noskid", NULL,
+		{ { "basicConstraints", "critical,CA:FALSE" }, { "keyUsage", "critical,digitalSignature" },
+		  { "extendedKeyUsage", "clientAuth" }, { "subjectKeyIdentifier", "hash" },
+		  { "authorityKeyIdentifier", akid } } });
+	expect("d-noskid", "noskid", KG_REASON_BAD_CHAIN, X509_V_ERR_MISSING_SUBJECT_KEY_IDENTIFIER);
+	/* an authority key identifier that is not the issuer's (OpenSSL alone: unknown CA) */
+	make_hand("badakid", "badakid", &(struct hand){ "ec:P-256", "factory", NULL,
+		{ { "basicConstraints", "critical,CA:FALSE" }, { "keyUsage", "critical,digitalSignature" },
+		  { "extendedKeyUsage", "clientAuth" }, { "subjectKeyIdentifier", "hash" },
+		  { "authorityKeyIdentifier",
+		    "DER:30:16:80:14:00:01:02:03:04:05:06:07:08:09:0a:0b:0c:0d:0e:0f:10:11:12:13" } } });
+	expect("badakid", "factory", KG_REASON_BAD_CHAIN, X509_V_ERR_AKID_SKID_MISMATCH);
+	/* malformed extensions: a keyUsage BIT STRING with no bits, in the leaf... */
+	make_hand("malformed", "malformed", &(struct hand){ "ec:P-256", "factory", NULL,
+		{ { "basicConstraints", "critical,CA:FALSE" }, { "keyUsage", "DER:03:02" },
+		  { "extendedKeyUsage", "clientAuth" }, { "subjectKeyIdentifier", "hash" },
+		  { "authorityKeyIdentifier", "keyid" } } });
+	expect("malformed", "factory", KG_REASON_BAD_CHAIN, X509_V_ERR_INVALID_EXTENSION);
+	/* ...and a truncated basicConstraints in a sent intermediate */
+	make_hand("badbc", "Bad BC", &(struct hand){ "ec:P-256", "root", NULL,
+		{ { "basicConstraints", "critical,DER:30:03:01:01" },
+		  { "keyUsage", "critical,keyCertSign,cRLSign" }, { "subjectKeyIdentifier", "hash" },
+		  { "authorityKeyIdentifier", "keyid" } } });
+	make_hand("d-badbc", "d-badbc", &(struct hand){ "ec:P-256", "badbc", NULL, { LEAF_EXTS } });
+	expect("d-badbc", "badbc", KG_REASON_BAD_CHAIN, X509_V_ERR_INVALID_EXTENSION);
+	/* the well-formed reference still passes */
+	expect("dev", "factory", KG_REASON_OK, X509_V_OK);
+
+	/* anchors: the no-BC intermediate registered itself, a root without BC, a
+	 * registered CA whose own extension does not decode */
+	kg_trust_free(trust);
+	trust = kg_trust_new();
+	add_ca("nobc", "nobc", true);
+	expect("d-nobc", NULL, KG_REASON_BAD_CHAIN, X509_V_ERR_INVALID_CA);
+	make_hand("rootnobc", "Root No BC", &(struct hand){ "ec:P-256", NULL, NULL,
+		{ { "keyUsage", "critical,keyCertSign,cRLSign" }, { "subjectKeyIdentifier", "hash" } } });
+	make_hand("d-rootnobc", "d-rootnobc", &(struct hand){ "ec:P-256", "rootnobc", NULL, { LEAF_EXTS } });
+	add_ca("rootnobc", "rootnobc", true);
+	expect("d-rootnobc", NULL, KG_REASON_BAD_CHAIN, X509_V_ERR_INVALID_CA);
+	add_ca("badbc", "badbc", true);
+	expect("d-badbc", NULL, KG_REASON_BAD_CHAIN, X509_V_ERR_INVALID_EXTENSION);
+}
+END_TEST
+
+/* nextUpdate of the CRL file, read independently of verify.c */
+static int64_t crl_next_update(const char *sub)
+{
+	char p[PATH_MAX];
+	X509_CRL *crl;
+	struct tm tm;
+	FILE *f;
+
+	path_of(p, sizeof(p), sub, "crl.pem");
+	f = fopen(p, "r");
+	ck_assert_ptr_nonnull(f);
+	crl = PEM_read_X509_CRL(f, NULL, NULL, NULL);
+	fclose(f);
+	ck_assert_ptr_nonnull(crl);
+	ck_assert(ASN1_TIME_to_tm(X509_CRL_get0_nextUpdate(crl), &tm));
+	X509_CRL_free(crl);
+	return (int64_t)timegm(&tm);
+}
+
+static char *report(size_t *refusing, time_t now)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	ck_assert_ptr_nonnull(f);
+	*refusing = kg_trust_crl_report(trust, f, now);
+	fclose(f);
+	return buf;
+}
+
+static char *crl_metrics(time_t now)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(kg_trust_crl_metrics_write(trust, f, now), 0);
+	fclose(f);
+	return buf;
+}
+
+START_TEST(test_crl_expired)
+{
+	const char *revoked[] = { "d1" };
+	time_t now = time(NULL), after = now + 31 * DAY; /* kg_pki_crl: nextUpdate now + 30 d */
+	struct kg_identity id;
+	char want[256], *txt;
+	size_t refusing = 99;
+	int64_t next;
+	int xerr;
+
+	make(KG_PKI_ROOT, "R1", "r1", NULL);
+	make(KG_PKI_ROOT, "R2", "r2", NULL);
+	make(KG_PKI_DEVICE, "d1", "d1", "r1");
+	make(KG_PKI_DEVICE, "d2", "d2", "r1");
+	make(KG_PKI_DEVICE, "d3", "d3", "r2");
+	add_ca("r1", "r1", true);
+	add_ca("r2", "r2", true);
+	add_crl("r1", "r1", revoked, 1);
+	next = crl_next_update("r1");
+	ck_assert_int_gt(next, (int64_t)now + 29 * DAY);
+
+	/* fresh CRL */
+	ck_reason(verify_ex("d2", NULL, 0, 0, NULL, NULL, &id, &xerr), KG_REASON_OK);
+	ck_assert_str_eq(id.crl_grace_ca, "");
+	/* past nextUpdate, no grace: every device of r1 refused, with r1 named */
+	ck_reason(verify_ex("d2", NULL, 0, after, NULL, NULL, &id, &xerr), KG_REASON_CRL_EXPIRED);
+	ck_assert_int_eq(xerr, X509_V_ERR_CRL_HAS_EXPIRED);
+	ck_assert_str_eq(id.ca_name, "r1");
+	ck_assert_int_eq(id.crl_next_update, next);
+	/* a CA without a CRL is not affected */
+	ck_reason(verify_ex("d3", NULL, 0, after, NULL, NULL, &id, &xerr), KG_REASON_OK);
+
+	/* within a 2-day grace: accepted, flagged for the warning; revocations still hold */
+	kg_trust_set_policy(trust, 2, 2 * DAY);
+	ck_reason(verify_ex("d2", NULL, 0, after, NULL, NULL, &id, &xerr), KG_REASON_OK);
+	ck_assert_str_eq(id.crl_grace_ca, "r1");
+	ck_assert_int_eq(id.crl_next_update, next);
+	ck_reason(verify_ex("d1", NULL, 0, after, NULL, NULL, &id, &xerr), KG_REASON_CERT_REVOKED);
+	/* past the grace */
+	ck_reason(verify_ex("d2", NULL, 0, next + 2 * DAY + 60, NULL, NULL, &id, &xerr),
+		  KG_REASON_CRL_EXPIRED);
+
+	/* -t report and metrics */
+	txt = report(&refusing, now);
+	ck_assert_uint_eq(refusing, 0);
+	ck_assert_msg(strstr(txt, "crl r1 (") != NULL && strstr(txt, ": valid, next update") != NULL,
+		      "%s", txt);
+	free(txt);
+	txt = report(&refusing, after);
+	ck_assert_uint_eq(refusing, 0);
+	ck_assert_msg(strstr(txt, "WARNING: crl r1") && strstr(txt, "within crl_grace"), "%s", txt);
+	free(txt);
+	kg_trust_set_policy(trust, 2, 0);
+	txt = report(&refusing, after);
+	ck_assert_uint_eq(refusing, 1);
+	ck_assert_msg(strstr(txt, "WARNING: crl r1") && strstr(txt, "REFUSED (crl_expired)"), "%s",
+		      txt);
+	free(txt);
+
+	txt = crl_metrics(now);
+	snprintf(want, sizeof(want), "\nktlsgate_crl_next_update_timestamp_seconds{ca=\"r1\"} %lld\n",
+		 (long long)next);
+	ck_assert_msg(strstr(txt, want) != NULL, "%s", txt);
+	ck_assert_msg(strstr(txt, "\nktlsgate_crl_expired{ca=\"r1\"} 0\n") != NULL, "%s", txt);
+	ck_assert_msg(strstr(txt, "ca=\"r2\"") == NULL, "%s", txt); /* no CRL, no series */
+	free(txt);
+	txt = crl_metrics(after);
+	ck_assert_msg(strstr(txt, "\nktlsgate_crl_expired{ca=\"r1\"} 1\n") != NULL, "%s", txt);
+	free(txt);
+
+	/* the grace warning: once per interval per CA */
+	ck_assert(kg_trust_crl_warn_due(trust, "r1", 1000, 60));
+	ck_assert(!kg_trust_crl_warn_due(trust, "r1", 1030, 60));
+	ck_assert(kg_trust_crl_warn_due(trust, "r1", 1061, 60));
+}
+END_TEST
+
 /* ---- trust list ------------------------------------------------------------------- */
 
 START_TEST(test_trust_add_errors)
@@ -888,6 +1287,37 @@ START_TEST(test_thumbprint_checks)
 }
 END_TEST
 
+START_TEST(test_pinned_weak_key)
+{
+	static const struct hand ss1024 = { "rsa:1024", NULL, NULL,
+		{ { "basicConstraints", "critical,CA:FALSE" }, { "keyUsage", "critical,digitalSignature" },
+		  { "extendedKeyUsage", "clientAuth" } } };
+	static const struct hand ss2048 = { "rsa:2048", NULL, NULL,
+		{ { "basicConstraints", "critical,CA:FALSE" }, { "keyUsage", "critical,digitalSignature" },
+		  { "extendedKeyUsage", "clientAuth" } } };
+	static const struct hand ssbad = { "ec:P-256", NULL, NULL,
+		{ { "basicConstraints", "critical,CA:FALSE" }, { "keyUsage", "DER:03:02" },
+		  { "extendedKeyUsage", "clientAuth" } } };
+	struct kg_device d;
+	struct kg_identity id;
+	int xerr;
+
+	make_hand("ss1024", "ss-1024", &ss1024);
+	make_hand("ss2048", "ss-2048", &ss2048);
+	make_hand("ssbad", "ss-bad", &ssbad);
+	pin_device(&d, "ss-1024", "ss1024", false);
+	ck_reason(verify_pinned("ss1024", &d, &id, &xerr), KG_REASON_WEAK_KEY);
+	ck_assert_int_eq(xerr, X509_V_ERR_EE_KEY_TOO_SMALL);
+	pin_device(&d, "ss-2048", "ss2048", false);
+	ck_reason(verify_pinned("ss2048", &d, &id, &xerr), KG_REASON_OK);
+	kg_trust_set_policy(trust, 3, 0);
+	ck_reason(verify_pinned("ss2048", &d, &id, &xerr), KG_REASON_WEAK_KEY);
+	pin_device(&d, "ss-bad", "ssbad", false);
+	ck_reason(verify_pinned("ssbad", &d, &id, &xerr), KG_REASON_BAD_CHAIN);
+	ck_assert_int_eq(xerr, X509_V_ERR_INVALID_EXTENSION);
+}
+END_TEST
+
 START_TEST(test_no_cert)
 {
 	struct kg_identity id;
@@ -922,6 +1352,12 @@ Suite *kg_suite_verify(void)
 	tcase_add_test(tc, test_crl);
 	tcase_add_test(tc, test_crl_errors);
 	tcase_add_test(tc, test_crl_der);
+	tcase_add_test(tc, test_weak_keys);
+	tcase_add_test(tc, test_weak_ca_key);
+	tcase_add_test(tc, test_weak_signatures);
+	tcase_add_test(tc, test_strict_profile);
+	tcase_add_test(tc, test_pinned_weak_key);
+	tcase_add_test(tc, test_crl_expired);
 	tcase_add_test(tc, test_trust_add_errors);
 	tcase_add_test(tc, test_trust_load);
 	tcase_add_test(tc, test_thumbprint);
