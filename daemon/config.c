@@ -111,6 +111,9 @@ enum key_id {
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
+	KEY_AUDIT_LINES, KEY_AUDIT_LINES_TOTAL, KEY_AUDIT_INTERVAL, KEY_IDLE_TIMEOUT,
+	KEY_KA_IDLE, KEY_KA_INTERVAL, KEY_KA_COUNT, KEY_METRICS_MAX_CONN, KEY_METRICS_PER_IP,
+	KEY_METRICS_TIMEOUT,
 	KEY_MAX
 };
 
@@ -137,6 +140,17 @@ static const struct key_def keys[KEY_MAX] = {
 	/* 268435455: the largest MQTT remaining length (4-byte varint). */
 	[KEY_MAX_CONNECT_BYTES] = { SEC_LIMITS, "max_connect_bytes", K_UINT, FIELD(max_connect_bytes), 64, 268435455 },
 	[KEY_REFUSE_LINGER] = { SEC_LIMITS, "refuse_linger_ms", K_UINT, FIELD(refuse_linger_ms), 0, 60000 },
+	[KEY_AUDIT_LINES] = { SEC_LIMITS, "audit_lines", K_UINT, FIELD(audit_lines), 0, 1000000 },
+	[KEY_AUDIT_LINES_TOTAL] = { SEC_LIMITS, "audit_lines_total", K_UINT, FIELD(audit_lines_total), 0, 10000000 },
+	[KEY_AUDIT_INTERVAL] = { SEC_LIMITS, "audit_interval_ms", K_UINT, FIELD(audit_interval_ms), 100, 3600000 },
+	/* seconds: 7 days at most */
+	[KEY_IDLE_TIMEOUT] = { SEC_LIMITS, "idle_timeout", K_UINT, FIELD(idle_timeout), 0, 604800 },
+	[KEY_KA_IDLE] = { SEC_LIMITS, "tcp_keepalive_idle", K_UINT, FIELD(tcp_keepalive_idle), 0, 32767 },
+	[KEY_KA_INTERVAL] = { SEC_LIMITS, "tcp_keepalive_interval", K_UINT, FIELD(tcp_keepalive_interval), 1, 32767 },
+	[KEY_KA_COUNT] = { SEC_LIMITS, "tcp_keepalive_count", K_UINT, FIELD(tcp_keepalive_count), 1, 127 },
+	[KEY_METRICS_MAX_CONN] = { SEC_LIMITS, "metrics_max_connections", K_UINT, FIELD(metrics_max_connections), 1, 65536 },
+	[KEY_METRICS_PER_IP] = { SEC_LIMITS, "metrics_max_per_ip", K_UINT, FIELD(metrics_max_per_ip), 1, 65536 },
+	[KEY_METRICS_TIMEOUT] = { SEC_LIMITS, "metrics_timeout", K_UINT, FIELD(metrics_timeout), 1, 3600 },
 };
 
 struct parse_state {
@@ -338,6 +352,16 @@ void kg_config_defaults(struct kg_config *cfg)
 	cfg->backend_timeout_ms = 3000;
 	cfg->max_connect_bytes = 65536;
 	cfg->refuse_linger_ms = 1000;
+	cfg->audit_lines = 10;
+	cfg->audit_lines_total = 100;
+	cfg->audit_interval_ms = 10000;
+	cfg->idle_timeout = 600;
+	cfg->tcp_keepalive_idle = 60;
+	cfg->tcp_keepalive_interval = 10;
+	cfg->tcp_keepalive_count = 6;
+	cfg->metrics_max_connections = 256;
+	cfg->metrics_max_per_ip = 8;
+	cfg->metrics_timeout = 5;
 	for (size_t i = 0; i < KG_NITEMS(module_sections); i++)
 		module_sections[i].defaults((char *)cfg + module_sections[i].off);
 }
@@ -820,6 +844,14 @@ static void validate(struct parse_state *st)
 
 		set_err(st, line, "max_handshakes (%u) exceeds max_connections (%u)",
 			cfg->max_handshakes, cfg->max_connections);
+		return;
+	}
+	if (cfg->metrics_max_per_ip > cfg->metrics_max_connections) {
+		unsigned line = st->key_line[KEY_METRICS_PER_IP] != 0 ? st->key_line[KEY_METRICS_PER_IP]
+									: st->key_line[KEY_METRICS_MAX_CONN];
+
+		set_err(st, line, "metrics_max_per_ip (%u) exceeds metrics_max_connections (%u)",
+			cfg->metrics_max_per_ip, cfg->metrics_max_connections);
 		return;
 	}
 	if (st->key_line[KEY_LISTEN] == 0) {

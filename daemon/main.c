@@ -306,7 +306,7 @@ int main(int argc, char **argv)
 			(void)kg_edge_steer_listener(d->edge, d->n_workers, (unsigned)j, i,
 						     d->workers[i].listeners[j].fd);
 	if (cfg->metrics_enabled) {
-		d->metrics_http = kg_metrics_http_start(&cfg->metrics_listen, render_metrics, d, err,
+		d->metrics_http = kg_metrics_http_start(cfg, render_metrics, d, err,
 							sizeof(err));
 		if (d->metrics_http == NULL) {
 			fprintf(stderr, "ktlsgated: %s\n", err);

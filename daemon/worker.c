@@ -24,6 +24,7 @@
 
 #include <json-c/json.h>
 
+#include "ktlsgate/audit.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/listener.h"
 #include "ktlsgate/log.h"
@@ -327,6 +328,7 @@ static void *worker_main(void *arg)
 			last_scan = kg_now_ms();
 			scan_deadlines(w);
 			kg_worker_reap(w);
+			kg_audit_limiter_tick(&w->audit_rl, kg_now_ms(), false);
 			if (w->accept_paused &&
 			    (uint64_t)atomic_load(&w->d->n_handshakes) < w->d->max_handshakes)
 				set_accept(w, true);
@@ -343,6 +345,7 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 
 	memset(w, 0, sizeof(*w));
 	kg_pipe_pool_init(&w->pipes, KG_PIPES_KEEP);
+	kg_rl_init(&w->audit_rl, KG_RL_SLOTS);
 	w->d = d;
 	w->idx = idx;
 	w->epfd = -1;
@@ -408,6 +411,7 @@ void kg_worker_fini(struct kg_worker *w)
 	while (w->conns)
 		kg_conn_close(w->conns, KG_REASON_SHUTDOWN);
 	kg_worker_reap(w);
+	kg_audit_limiter_tick(&w->audit_rl, kg_now_ms(), true);   /* what was held back */
 	kg_pipe_pool_fini(&w->pipes);
 	for (size_t i = 0; i < w->n_listeners; i++)
 		close(w->listeners[i].fd);

@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "metrics.h"
 #include "pipe_pool.h"
+#include "ratelimit.h"
 #include "registry.h"
 
 enum kg_cmd_type {
@@ -61,6 +62,7 @@ struct kg_worker {
 	struct kg_cmd_node *q_head;
 	struct kg_metrics metrics;
 	struct kg_pipe_pool pipes;            /* splice pipes for kTLS sessions */
+	struct kg_ratelimit audit_rl;         /* audit flood guard (audit.h), this thread's */
 	bool ktls_unavailable;                /* the kernel refused the TLS ULP once */
 	bool stop;
 };
