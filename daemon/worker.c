@@ -6,8 +6,9 @@
  * connection state is ever locked.
  *
  * Deadlines: the loop wakes at least every TICK_MS and scans connections that have a
- * deadline. Only pre-relay states have one, and those are bounded by the handshake
- * and connection caps, so the scan stays short; relaying sessions are skipped.
+ * deadline: pre-relay states, and relaying sessions' idle timeouts (a comparison each;
+ * the relay only notes activity, the scan moves the deadline). The same tick writes
+ * the audit flood guard's due summaries.
  *
  * Other threads reach a worker only through its command queue and eventfd.
  */
