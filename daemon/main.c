@@ -146,6 +146,13 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: note: registry %s does not exist yet: it is created at start\n",
 		       cfg->registry);
 	}
+	printf("ktlsgated: idle sessions: 1.5 x MQTT keep-alive, else %us (0: never); TCP keepalive "
+	       "%us/%us x%u (0: off)\n", cfg->idle_timeout, cfg->tcp_keepalive_idle,
+	       cfg->tcp_keepalive_interval, cfg->tcp_keepalive_count);
+	printf("ktlsgated: audit of unauthenticated refusals: %u line(s) per reason and source, %u per "
+	       "worker, per %ums (0: no limit); metrics: %u connection(s), %u per address, %us timeout\n",
+	       cfg->audit_lines, cfg->audit_lines_total, cfg->audit_interval_ms,
+	       cfg->metrics_max_connections, cfg->metrics_max_per_ip, cfg->metrics_timeout);
 	printf("ktlsgated: configuration %s ok (%zu CA(s) trusted, %zu backend(s))\n", path, cas,
 	       cfg->n_backends);
 	rc = 0;

@@ -239,7 +239,28 @@ t_metrics_many_sources() {
 	printf '%s\n' "$res" | grep -qx 'after wait open=0' || { note "idle connections still open: $res"; return 1; }
 }
 
-ALL_TESTS=(t_audit_flood t_audit_flush_at_exit
+# --- configuration ---------------------------------------------------------------
+
+# -t reports the limits, and a bad value is refused with the line and the range.
+t_config_report() {
+	local res d="$WORK/cfgcheck"
+	mkdir -p "$d"
+	res=$(timeout 10 "$GATED" -t -c "$GW_CONF" 2>&1)
+	printf '%s\n' "$res" | grep -qxF "ktlsgated: idle sessions: 1.5 x MQTT keep-alive, else ${IDLE_TIMEOUT}s (0: never); TCP keepalive 30s/5s x3 (0: off)" ||
+		{ note "-t does not report the idle limits: $res"; return 1; }
+	printf '%s\n' "$res" | grep -qxF "ktlsgated: audit of unauthenticated refusals: $AUDIT_LINES line(s) per reason and source, 0 per worker, per ${AUDIT_INTERVAL_MS}ms (0: no limit); metrics: 256 connection(s), 8 per address, ${METRICS_TIMEOUT}s timeout" ||
+		{ note "-t does not report the audit/metrics limits: $res"; return 1; }
+	sed 's/^metrics_max_per_ip = 8$/metrics_max_per_ip = 257/' "$GW_CONF" >"$d/bad.conf"
+	grep -q '^metrics_max_per_ip = 257$' "$d/bad.conf" || { note "could not make the bad config"; return 1; }
+	if res=$(timeout 10 "$GATED" -t -c "$d/bad.conf" 2>&1); then
+		note "-t accepted metrics_max_per_ip above metrics_max_connections"
+		return 1
+	fi
+	printf '%s\n' "$res" | grep -q "bad.conf:[0-9]*: metrics_max_per_ip (257) exceeds metrics_max_connections (256)" ||
+		{ note "unclear error: $res"; return 1; }
+}
+
+ALL_TESTS=(t_config_report t_audit_flood t_audit_flush_at_exit
 	t_idle_keepalive_record t_idle_active_record t_idle_configured_record t_tcp_keepalive_record
 	t_idle_keepalive_openssl t_idle_active_openssl t_idle_configured_openssl t_tcp_keepalive_openssl
 	t_metrics_one_source_flood t_metrics_many_sources)
