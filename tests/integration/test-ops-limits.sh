@@ -183,6 +183,29 @@ idle_configured() {
 	audit_has "$mark" idle_timeout "$dev" || { note "no idle_timeout audit line: $AUDIT_OUT"; return 1; }
 }
 
+# The documented rule for broker->device traffic: with a keep-alive it does not keep a
+# silent device alive (MQTT 3.1.1 3.1.2.10 counts the client's packets); with
+# keep-alive 0 and idle_timeout it does (a pure subscriber is not idle).
+idle_receiving() {
+	local relay=$1 pid res
+	start_mode "$relay" || { note "gateway did not start"; return 1; }
+	( for i in $(seq 1 30); do
+		timeout 5 mosquitto_pub -h 127.0.0.1 -p "$BK_PORT" -t itest/rx -m "x$i" 2>/dev/null
+		sleep 0.4
+	done ) &
+	pid=$!
+	res=$(ops idle $(dev_args idle3) --keepalive 2 --subscribe itest/rx --duration 7 | tail -1)
+	echo "    keep-alive 2, subscribed, receiving only: $res"
+	closed_between "$res" 2.5 6 || { kill $pid 2>/dev/null; wait $pid 2>/dev/null
+		note "keep-alive 2, receiving only: $res (want closed after ~3 s)"; return 1; }
+	res=$(ops idle $(dev_args idle4) --keepalive 0 --subscribe itest/rx --duration 5 | tail -1)
+	echo "    keep-alive 0, subscribed, receiving only: $res"
+	kill $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	case $res in "open after "*) ;; *) note "keep-alive 0, receiving only, was closed: $res"; return 1 ;; esac
+	case $res in *" received=0") note "nothing was received: $res"; return 1 ;; esac
+}
+
 # TCP keepalive timers on both of the gate's sockets of a live session.
 tcp_keepalive() {
 	local relay=$1 pid devside beside
@@ -207,6 +230,7 @@ t_idle_active_record() { idle_active userspace idle3; }
 t_idle_active_openssl() { idle_active openssl idle3; }
 t_idle_configured_record() { idle_configured userspace idle4; }
 t_idle_configured_openssl() { idle_configured openssl idle5; }
+t_idle_receiving_record() { idle_receiving userspace; }
 t_tcp_keepalive_record() { tcp_keepalive userspace; }
 t_tcp_keepalive_openssl() { tcp_keepalive openssl; }
 
@@ -261,7 +285,8 @@ t_config_report() {
 }
 
 ALL_TESTS=(t_config_report t_audit_flood t_audit_flush_at_exit
-	t_idle_keepalive_record t_idle_active_record t_idle_configured_record t_tcp_keepalive_record
+	t_idle_keepalive_record t_idle_active_record t_idle_configured_record t_idle_receiving_record
+	t_tcp_keepalive_record
 	t_idle_keepalive_openssl t_idle_active_openssl t_idle_configured_openssl t_tcp_keepalive_openssl
 	t_metrics_one_source_flood t_metrics_many_sources)
 

@@ -5,7 +5,8 @@
   flood     N TLS handshakes without a client certificate from one source address,
             some in parallel: the audit flood guard's load.
   idle      an MQTT session with a given keep-alive that goes silent, or publishes
-            (QoS 0) every P seconds, or only receives: prints when the gate closed it.
+            (QoS 0) every P seconds, or subscribes and then only receives: prints when
+            the gate closed it.
   metrics   idle and half-sent connections to the metrics endpoint, then timed scrapes
             from another address, then whether the endpoint closed the idle ones.
 
@@ -17,6 +18,7 @@ import concurrent.futures
 import os
 import socket
 import ssl
+import struct
 import sys
 import time
 
@@ -78,14 +80,24 @@ def cmd_idle(a):
     if code != 0:
         out("connack 0x%02x" % code)
         return 0
+    if a.subscribe:
+        # then only receive: broker->device traffic, the device itself silent
+        body = struct.pack("!H", 1) + kg.mstr(a.subscribe) + b"\x00"
+        s.sendall(b"\x82" + kg.varint(len(body)) + body)
+        first, body = r.packet()
+        if first >> 4 != 9:
+            out("no SUBACK: %02x" % first)
+            return 0
+        r.buf = b""
     t0 = time.monotonic()
     next_pub = t0 + a.every if a.every else None
     n = 0
+    got = 0   # bytes received after the CONNACK (and SUBACK)
     s.settimeout(0.05)
     while True:
         now = time.monotonic()
         if now - t0 >= a.duration:
-            out("open after %.1fs published=%d" % (now - t0, n))
+            out("open after %.1fs published=%d received=%d" % (now - t0, n, got))
             s.close()
             return 0
         if next_pub is not None and now >= next_pub:
@@ -101,6 +113,7 @@ def cmd_idle(a):
             if not d:
                 out("closed after %.1fs published=%d" % (time.monotonic() - t0, n))
                 return 0
+            got += len(d)
         except socket.timeout:
             continue
         except (ssl.SSLError, OSError):
@@ -197,6 +210,7 @@ def main():
     sp.add_argument("--keepalive", type=int, required=True)
     sp.add_argument("--every", type=float, default=0, help="publish every N s (0: silent)")
     sp.add_argument("--topic", default="itest/idle")
+    sp.add_argument("--subscribe", help="subscribe to this filter, then only receive")
     sp.add_argument("--duration", type=float, required=True)
     sp = sub.add_parser("metrics")
     sp.add_argument("--host", default="127.0.0.1")
