@@ -117,6 +117,9 @@ enum key_id {
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
 	KEY_SRC_MAX_HS, KEY_SRC_RATE, KEY_SRC_BURST, KEY_SRC_PREFIX_V4, KEY_SRC_PREFIX_V6,
 	KEY_SRC_TABLE,
+	KEY_AUDIT_LINES, KEY_AUDIT_LINES_TOTAL, KEY_AUDIT_INTERVAL, KEY_IDLE_TIMEOUT,
+	KEY_KA_IDLE, KEY_KA_INTERVAL, KEY_KA_COUNT, KEY_METRICS_MAX_CONN, KEY_METRICS_PER_IP,
+	KEY_METRICS_TIMEOUT,
 	KEY_MAX
 };
 
@@ -154,6 +157,17 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_SRC_PREFIX_V6] = { SEC_LIMITS, "source_prefix_v6", K_UINT, FIELD(source_prefix_v6), 16, 128 },
 	/* 1 << 24: srclimit.h's bound on its table */
 	[KEY_SRC_TABLE] = { SEC_LIMITS, "source_table", K_UINT, FIELD(source_table), 64, 16777216 },
+	[KEY_AUDIT_LINES] = { SEC_LIMITS, "audit_lines", K_UINT, FIELD(audit_lines), 0, 1000000 },
+	[KEY_AUDIT_LINES_TOTAL] = { SEC_LIMITS, "audit_lines_total", K_UINT, FIELD(audit_lines_total), 0, 10000000 },
+	[KEY_AUDIT_INTERVAL] = { SEC_LIMITS, "audit_interval_ms", K_UINT, FIELD(audit_interval_ms), 100, 3600000 },
+	/* seconds: 7 days at most */
+	[KEY_IDLE_TIMEOUT] = { SEC_LIMITS, "idle_timeout", K_UINT, FIELD(idle_timeout), 0, 604800 },
+	[KEY_KA_IDLE] = { SEC_LIMITS, "tcp_keepalive_idle", K_UINT, FIELD(tcp_keepalive_idle), 0, 32767 },
+	[KEY_KA_INTERVAL] = { SEC_LIMITS, "tcp_keepalive_interval", K_UINT, FIELD(tcp_keepalive_interval), 1, 32767 },
+	[KEY_KA_COUNT] = { SEC_LIMITS, "tcp_keepalive_count", K_UINT, FIELD(tcp_keepalive_count), 1, 127 },
+	[KEY_METRICS_MAX_CONN] = { SEC_LIMITS, "metrics_max_connections", K_UINT, FIELD(metrics_max_connections), 1, 65536 },
+	[KEY_METRICS_PER_IP] = { SEC_LIMITS, "metrics_max_per_ip", K_UINT, FIELD(metrics_max_per_ip), 1, 65536 },
+	[KEY_METRICS_TIMEOUT] = { SEC_LIMITS, "metrics_timeout", K_UINT, FIELD(metrics_timeout), 1, 3600 },
 };
 
 struct parse_state {
@@ -366,6 +380,16 @@ void kg_config_defaults(struct kg_config *cfg)
 	cfg->source_prefix_v4 = 32;
 	cfg->source_prefix_v6 = 64;
 	cfg->source_table = 4096;
+	cfg->audit_lines = 10;
+	cfg->audit_lines_total = 100;
+	cfg->audit_interval_ms = 10000;
+	cfg->idle_timeout = 600;
+	cfg->tcp_keepalive_idle = 60;
+	cfg->tcp_keepalive_interval = 10;
+	cfg->tcp_keepalive_count = 6;
+	cfg->metrics_max_connections = 256;
+	cfg->metrics_max_per_ip = 8;
+	cfg->metrics_timeout = 5;
 	for (size_t i = 0; i < KG_NITEMS(module_sections); i++)
 		module_sections[i].defaults((char *)cfg + module_sections[i].off);
 }
@@ -904,6 +928,14 @@ static void validate(struct parse_state *st)
 	validate_security_level(st);
 	if (st->failed)
 		return;
+	if (cfg->metrics_max_per_ip > cfg->metrics_max_connections) {
+		unsigned line = st->key_line[KEY_METRICS_PER_IP] != 0 ? st->key_line[KEY_METRICS_PER_IP]
+									: st->key_line[KEY_METRICS_MAX_CONN];
+
+		set_err(st, line, "metrics_max_per_ip (%u) exceeds metrics_max_connections (%u)",
+			cfg->metrics_max_per_ip, cfg->metrics_max_connections);
+		return;
+	}
 	if (st->key_line[KEY_LISTEN] == 0) {
 		if (sockaddr_parse(DEFAULT_LISTEN_V4, &cfg->listen[0], &why) != 0 ||
 		    sockaddr_parse(DEFAULT_LISTEN_V6, &cfg->listen[1], &why) != 0) {

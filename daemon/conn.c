@@ -49,7 +49,7 @@ const char *const kg_conn_state_names[KG_ST_MAX] = {
 	[KG_ST_CLOSED] = "closed",
 };
 
-enum deadline_kind { DL_NONE, DL_HANDSHAKE, DL_CONNECT, DL_BACKEND, DL_REFUSE };
+enum deadline_kind { DL_NONE, DL_HANDSHAKE, DL_CONNECT, DL_BACKEND, DL_REFUSE, DL_IDLE };
 
 struct state_ops {
 	enum kg_step (*step)(struct kg_conn *c);
@@ -74,7 +74,7 @@ static const struct state_ops states[KG_ST_MAX] = {
 	[KG_ST_MQTT_CONNECT] = { st_mqtt_connect, DL_CONNECT },
 	[KG_ST_BACKEND_CONNECT] = { st_backend_connect, DL_BACKEND },
 	[KG_ST_HANDOFF] = { st_handoff, DL_BACKEND },
-	[KG_ST_RELAYING] = { st_relaying, DL_NONE },
+	[KG_ST_RELAYING] = { st_relaying, DL_IDLE },
 	[KG_ST_REFUSING] = { st_refusing, DL_REFUSE },
 	[KG_ST_CLOSED] = { NULL, DL_NONE },
 };
@@ -195,6 +195,7 @@ void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st)
 		case DL_CONNECT: ms = cfg->connect_timeout_ms; break;
 		case DL_BACKEND: ms = cfg->backend_timeout_ms; break;
 		case DL_REFUSE: ms = cfg->refuse_linger_ms; break;
+		case DL_IDLE: ms = c->idle_ms; break;   /* set by kg_relay_start() */
 		case DL_NONE: ms = 0; break;
 		}
 		c->deadline_ms = ms ? kg_now_ms() + ms : 0;
@@ -218,7 +219,14 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		.detail = detail,
 	};
 
-	kg_audit_emit(&r);
+	/* The flood guard: refusals of peers that never authenticated are limited per
+	 * (reason, source); every decision about an identified device is written. The
+	 * metrics below count every decision either way. */
+	if (allow || c->identified)
+		kg_audit_emit(&r);
+	else if (!kg_audit_emit_limited(&c->w->audit_rl, conn_cfg(c), &r, &c->peer_sa.sa,
+					c->peer_salen, kg_now_ms()))
+		kg_metric_add(&c->w->metrics.audit_suppressed[reason], 1);
 	if (allow)
 		kg_metric_add(&c->w->metrics.decisions_allow[reason], 1);
 	else
@@ -463,6 +471,21 @@ void kg_conn_timeout(struct kg_conn *c)
 	case KG_ST_REFUSING:
 		kg_conn_close(c, c->verdict.reason);
 		break;
+	case KG_ST_RELAYING:
+		/* The device's stream ended and the broker got its FIN: the linger that
+		 * kg_relay_finished() set is over. */
+		if (c->be_shut) {
+			kg_conn_close(c, KG_REASON_TIMEOUT);
+			break;
+		}
+		/* Idle: pumps only refresh active_ms (no syscall, no deadline write per
+		 * event); the deadline moves here, lazily, while there was traffic. */
+		if (c->idle_ms != 0 && kg_now_ms() < c->active_ms + c->idle_ms) {
+			c->deadline_ms = c->active_ms + c->idle_ms;
+			break;
+		}
+		kg_conn_close(c, KG_REASON_IDLE_TIMEOUT);
+		break;
 	default:
 		kg_conn_close(c, KG_REASON_TIMEOUT);
 		break;
@@ -682,6 +705,7 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 	}
 	c->mqtt_level = mc.level;
 	c->connect_len = (uint32_t)mc.packet_len;
+	c->keepalive = mc.keepalive;   /* the relay's idle timeout derives from it */
 	if (!c->verdict.allow)
 		return conn_refuse(c, c->verdict.reason, c->verdict.connack, NULL);
 	if (!kg_policy_client_id_ok(cfg, &c->id, mc.client_id, mc.client_id_len))
@@ -801,7 +825,7 @@ static enum kg_step st_handoff(struct kg_conn *c)
 
 static enum kg_step st_relaying(struct kg_conn *c)
 {
-	return kg_relay_for_mode(c->mode)->pump(c);
+	return kg_relay_pump(c);
 }
 
 static enum kg_step st_refusing(struct kg_conn *c)

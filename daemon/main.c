@@ -194,6 +194,13 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		       "%u new connections/s (burst %u)\n", cfg->source_prefix_v4,
 		       cfg->source_prefix_v6, cfg->source_max_handshakes, cfg->source_rate,
 		       cfg->source_burst);
+	printf("ktlsgated: idle sessions: 1.5 x MQTT keep-alive, else %us (0: never); TCP keepalive "
+	       "%us/%us x%u (0: off)\n", cfg->idle_timeout, cfg->tcp_keepalive_idle,
+	       cfg->tcp_keepalive_interval, cfg->tcp_keepalive_count);
+	printf("ktlsgated: audit of unauthenticated refusals: %u line(s) per reason and source, %u per "
+	       "worker, per %ums (0: no limit); metrics: %u connection(s), %u per address, %us timeout\n",
+	       cfg->audit_lines, cfg->audit_lines_total, cfg->audit_interval_ms,
+	       cfg->metrics_max_connections, cfg->metrics_max_per_ip, cfg->metrics_timeout);
 	rc = 0;
 out:
 	if (reg)
@@ -374,7 +381,7 @@ int main(int argc, char **argv)
 			(void)kg_edge_steer_listener(d->edge, d->n_workers, (unsigned)j, i,
 						     d->workers[i].listeners[j].fd);
 	if (cfg->metrics_enabled) {
-		d->metrics_http = kg_metrics_http_start(&cfg->metrics_listen, render_metrics, d, err,
+		d->metrics_http = kg_metrics_http_start(cfg, render_metrics, d, err,
 							sizeof(err));
 		if (d->metrics_http == NULL) {
 			fprintf(stderr, "ktlsgated: %s\n", err);

@@ -200,6 +200,14 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 			put(&o, "ktlsgate_closes_total{reason=\"%s\"} %llu\n",
 			    kg_reason_str((enum kg_reason)r), (unsigned long long)v);
 	}
+	put(&o, "# HELP ktlsgate_audit_suppressed_total Audit lines of unauthenticated refusals held back by the flood guard (reported in audit_suppressed lines), by reason.\n"
+		"# TYPE ktlsgate_audit_suppressed_total counter\n");
+	for (size_t r = 0; r < KG_REASON_MAX; r++) {
+		uint64_t v = SUM_U(audit_suppressed[r]);
+		if (v)
+			put(&o, "ktlsgate_audit_suppressed_total{reason=\"%s\"} %llu\n",
+			    kg_reason_str((enum kg_reason)r), (unsigned long long)v);
+	}
 	put(&o, "# HELP ktlsgate_bytes_relayed_total Payload bytes relayed.\n"
 		"# TYPE ktlsgate_bytes_relayed_total counter\n");
 	for (size_t d = 0; d < KG_DIR_MAX; d++)
@@ -283,9 +291,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	return ret;
 }
 
-struct kg_metrics_http *kg_metrics_http_start(const struct kg_sockaddr *addr, kg_metrics_render_fn fn,
+/*
+ * One internal thread polls every connection (epoll): an idle connection costs a slot,
+ * never the thread. What used to blind the endpoint was the slot count: 64 slots and
+ * a 10 s timeout, so 64 idle sockets refused every scrape for 10 s. Now the slots are
+ * bounded per address (one address cannot take them all, so a scraper elsewhere
+ * always gets one) and in total (fds), and a connection that makes no progress for
+ * metrics_timeout seconds (idle, or half a request) is closed.
+ */
+struct kg_metrics_http *kg_metrics_http_start(const struct kg_config *cfg, kg_metrics_render_fn fn,
 					      void *arg, char *err, size_t errlen)
 {
+	const struct kg_sockaddr *addr = &cfg->metrics_listen;
 	struct kg_metrics_http *h = calloc(1, sizeof(*h));
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY;
 
@@ -299,8 +316,9 @@ struct kg_metrics_http *kg_metrics_http_start(const struct kg_sockaddr *addr, kg
 		flags |= MHD_USE_IPv6;
 	h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
 				  MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&addr->ss,
-				  MHD_OPTION_CONNECTION_LIMIT, 64u,
-				  MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+				  MHD_OPTION_CONNECTION_LIMIT, cfg->metrics_max_connections,
+				  MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->metrics_max_per_ip,
+				  MHD_OPTION_CONNECTION_TIMEOUT, cfg->metrics_timeout,
 				  MHD_OPTION_END);
 	if (h->mhd == NULL) {
 		snprintf(err, errlen, "metrics_listen %s: cannot listen", addr->text);

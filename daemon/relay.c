@@ -12,8 +12,19 @@
  * End of stream: the device's EOF (close_notify or FIN) is passed on as a FIN to the
  * broker once c->up drained; the broker's EOF ends the session once c->down drained
  * (an MQTT broker that hangs up has nothing more to say).
+ *
+ * Dead peers: once a relay has started, both sockets get TCP keepalive (and a
+ * TCP_USER_TIMEOUT as long, so unacknowledged data to a vanished peer cannot hold the
+ * session for the kernel's ~15 minutes of retransmissions either), and the session
+ * gets an idle timeout: 1.5 x the CONNECT's keep-alive (MQTT 3.1.1 3.1.2.10, 5.0
+ * 3.1.2.10), counting only device->broker traffic, as the broker would; with a
+ * keep-alive of 0, idle_timeout seconds without traffic either way (a pure subscriber
+ * may never send). kg_relay_pump() notes activity, the deadline scan acts on it.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -249,6 +260,58 @@ static const struct kg_relay_ops *const relays[] = {
 	&kg_relay_userspace,
 };
 
+uint32_t kg_relay_idle_ms(uint16_t keepalive, unsigned idle_timeout_s, bool *any_dir)
+{
+	if (keepalive != 0) {
+		*any_dir = false;
+		return (uint32_t)keepalive * 1500u;
+	}
+	*any_dir = true;
+	return idle_timeout_s * 1000u;
+}
+
+static void set_keepalive(const struct kg_conn *c, int fd, const struct kg_config *cfg)
+{
+	int on = 1, idle = (int)cfg->tcp_keepalive_idle, intvl = (int)cfg->tcp_keepalive_interval;
+	int cnt = (int)cfg->tcp_keepalive_count;
+	unsigned user_ms = (cfg->tcp_keepalive_idle + cfg->tcp_keepalive_interval *
+			    cfg->tcp_keepalive_count) * 1000u;
+
+	if (fd < 0 || idle == 0)
+		return;
+	/* Best effort: a socket that refuses still has the idle timeout. */
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms)) < 0)
+		kg_log_debug("conn=%llu: TCP keepalive on fd %d: %s", (unsigned long long)c->cid, fd,
+			     strerror(errno));
+}
+
+/* What every data path shares once it has the session: dead-peer detection. */
+static void session_setup(struct kg_conn *c)
+{
+	const struct kg_config *cfg = &c->snap->cfg;
+
+	set_keepalive(c, c->dev.fd, cfg);
+	set_keepalive(c, c->be.fd, cfg);
+	c->idle_ms = kg_relay_idle_ms(c->keepalive, cfg->idle_timeout, &c->idle_any_dir);
+	c->active_ms = kg_now_ms();
+}
+
+enum kg_step kg_relay_pump(struct kg_conn *c)
+{
+	uint64_t up = c->bytes_up, down = c->bytes_down;
+	enum kg_step r = kg_relay_for_mode(c->mode)->pump(c);
+
+	/* One clock read per event that moved bytes, not per byte; c is gone on DONE. */
+	if (r != KG_STEP_DONE && c->idle_ms != 0 &&
+	    (c->bytes_up != up || (c->idle_any_dir && c->bytes_down != down)))
+		c->active_ms = kg_now_ms();
+	return r;
+}
+
 const struct kg_relay_ops *kg_relay_start(struct kg_conn *c, bool *again)
 {
 	*again = false;
@@ -258,8 +321,10 @@ const struct kg_relay_ops *kg_relay_start(struct kg_conn *c, bool *again)
 		if (!relays[i]->usable(c))
 			continue;
 		rc = relays[i]->start(c);
-		if (rc == 0)
+		if (rc == 0) {
+			session_setup(c);
 			return relays[i];
+		}
 		if (rc == KG_E_AGAIN) {
 			*again = true;   /* this rung needs more bytes first: not a fallback */
 			return NULL;

@@ -6,8 +6,9 @@
  * connection state is ever locked.
  *
  * Deadlines: the loop wakes at least every TICK_MS and scans connections that have a
- * deadline. Only pre-relay states have one, and those are bounded by the handshake
- * and connection caps, so the scan stays short; relaying sessions are skipped.
+ * deadline: pre-relay states, and relaying sessions' idle timeouts (a comparison each;
+ * the relay only notes activity, the scan moves the deadline). The same tick writes
+ * the audit flood guard's due summaries.
  *
  * Other threads reach a worker only through its command queue and eventfd.
  */
@@ -26,6 +27,7 @@
 
 #include <json-c/json.h>
 
+#include "ktlsgate/audit.h"
 #include "ktlsgate/err.h"
 #include "ktlsgate/listener.h"
 #include "ktlsgate/log.h"
@@ -386,6 +388,7 @@ static void *worker_main(void *arg)
 			last_scan = kg_now_ms();
 			scan_deadlines(w);
 			kg_worker_reap(w);
+			kg_audit_limiter_tick(&w->audit_rl, kg_now_ms(), false);
 			if (w->accept_paused && last_scan >= w->accept_resume_ms &&
 			    (uint64_t)atomic_load(&w->d->n_handshakes) < w->d->max_handshakes)
 				set_accept(w, true);
@@ -404,6 +407,7 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 	memset(w, 0, sizeof(*w));
 	w->reserve_fd = -1;
 	kg_pipe_pool_init(&w->pipes, KG_PIPES_KEEP);
+	kg_rl_init(&w->audit_rl, KG_RL_SLOTS);
 	w->d = d;
 	w->idx = idx;
 	w->epfd = -1;
@@ -488,6 +492,7 @@ void kg_worker_fini(struct kg_worker *w)
 	while (w->conns)
 		kg_conn_close(w->conns, KG_REASON_SHUTDOWN);
 	kg_worker_reap(w);
+	kg_audit_limiter_tick(&w->audit_rl, kg_now_ms(), true);   /* what was held back */
 	kg_pipe_pool_fini(&w->pipes);
 	for (size_t i = 0; i < w->n_listeners; i++)
 		close(w->listeners[i].fd);

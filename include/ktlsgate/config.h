@@ -99,6 +99,19 @@ struct kg_config {
 	unsigned source_prefix_v4;        /* a source is an IPv4 /N ... */
 	unsigned source_prefix_v6;        /* ... or an IPv6 /N */
 	unsigned source_table;            /* sources tracked per worker */
+	/* audit flood guard (audit.h): unauthenticated refusals per (reason, source) */
+	unsigned audit_lines;             /* per key per interval; 0: no limit */
+	unsigned audit_lines_total;       /* per worker per interval; 0: no overall cap */
+	unsigned audit_interval_ms;
+	/* relayed sessions (relay.h) */
+	unsigned idle_timeout;            /* s, when the CONNECT's keep-alive is 0; 0: none */
+	unsigned tcp_keepalive_idle;      /* s before the first probe; 0: no TCP keepalive */
+	unsigned tcp_keepalive_interval;  /* s between probes */
+	unsigned tcp_keepalive_count;     /* unanswered probes before the kernel gives up */
+	/* the metrics endpoint (metrics.c), fixed at start */
+	unsigned metrics_max_connections;
+	unsigned metrics_max_per_ip;
+	unsigned metrics_timeout;         /* s of inactivity before a connection is closed */
 
 	/* [backend NAME] sections */
 	struct kg_backend_conf backends[KG_MAX_BACKENDS];

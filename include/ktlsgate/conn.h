@@ -118,6 +118,12 @@ struct kg_conn {
 
 	uint64_t bytes_up, bytes_down;
 	enum kg_relay_mode mode;
+	/* idle timeout while relaying (relay.c): the deadline scan closes the session when
+	 * active_ms + idle_ms has passed; a pump that moved bytes refreshes active_ms */
+	uint16_t keepalive;                /* the CONNECT's keep-alive, seconds */
+	uint32_t idle_ms;                  /* 0: none */
+	bool idle_any_dir;                 /* broker->device traffic counts too */
+	uint64_t active_ms;
 
 	/* kernel TLS (relay_ktls.c) */
 	struct kg_pipe *pipe[KG_DIR_MAX];  /* borrowed from the worker while bytes are in flight */

@@ -74,6 +74,7 @@ struct kg_metrics {
 	_Atomic uint64_t decisions_allow[KG_REASON_MAX];
 	_Atomic uint64_t decisions_deny[KG_REASON_MAX];
 	_Atomic uint64_t closes[KG_REASON_MAX];
+	_Atomic uint64_t audit_suppressed[KG_REASON_MAX];     /* audit lines held back */
 	_Atomic uint64_t bytes[KG_DIR_MAX];
 	_Atomic uint64_t ktls_fallbacks[KG_KTLS_FALLBACK_MAX];
 	_Atomic uint64_t ktls_ctrl[KG_KTLS_CTRL_MAX];
@@ -117,8 +118,11 @@ char *kg_metrics_render(struct kg_metrics *const *per_worker, size_t n,
 
 struct kg_metrics_http;
 typedef char *(*kg_metrics_render_fn)(void *arg, size_t *len_out);
-/* Serve GET /metrics on addr. Returns NULL with a message in err on failure. */
-struct kg_metrics_http *kg_metrics_http_start(const struct kg_sockaddr *addr, kg_metrics_render_fn fn,
+/* Serve GET /metrics on cfg->metrics_listen, with at most cfg->metrics_max_connections
+ * connections (cfg->metrics_max_per_ip from one address), each closed after
+ * cfg->metrics_timeout seconds without progress: idle or half-sent requests cannot
+ * hold the endpoint. Returns NULL with a message in err on failure. */
+struct kg_metrics_http *kg_metrics_http_start(const struct kg_config *cfg, kg_metrics_render_fn fn,
 					      void *arg, char *err, size_t errlen);
 void kg_metrics_http_stop(struct kg_metrics_http *h);
 

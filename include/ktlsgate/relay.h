@@ -72,4 +72,12 @@ const struct kg_relay_ops *kg_relay_start(struct kg_conn *c, bool *again);
 void kg_record_session_free(struct kg_record_session *rs);
 const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode);
 
+/* The relaying state's step: the session's relay pumps, and traffic that counts
+ * refreshes the idle deadline (c->active_ms). */
+enum kg_step kg_relay_pump(struct kg_conn *c);
+/* The idle timeout of a session (pure): 1.5 x a non-zero MQTT keep-alive, only
+ * device->broker traffic counting (*any_dir false); else idle_timeout_s, traffic
+ * either way counting. 0: none. */
+uint32_t kg_relay_idle_ms(uint16_t keepalive, unsigned idle_timeout_s, bool *any_dir);
+
 #endif

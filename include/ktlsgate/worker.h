@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "metrics.h"
 #include "pipe_pool.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "srclimit.h"
 
@@ -69,6 +70,7 @@ struct kg_worker {
 	uint64_t accept_resume_ms;            /* accept backs off until then (out of fds) */
 	uint64_t fd_log_ms;                   /* last "out of fds" log line */
 	uint64_t fd_log_missed;               /* occurrences since that line */
+	struct kg_ratelimit audit_rl;         /* audit flood guard (audit.h), this thread's */
 	bool ktls_unavailable;                /* the kernel refused the TLS ULP once */
 	bool stop;
 };

@@ -12,12 +12,14 @@
  * Usage: kg-tlsprobe PORT CA_FILE CERT_CHAIN KEY CLIENT_ID [ACTION [ARG]]
  *   ACTION keyupdate (default) | requested: as above (requested = update_requested)
  *          ping:  PINGREQ -> "pingresp" (the session relays)
+ *          pings N: a PINGREQ every second, N times -> "pings: K of N answered"
  *          close: send close_notify -> "close: close_notify" (the gate answered in
  *                 order) or "close: eof" / "close: timeout"
  *          hold CMD: run `sh -c CMD` and time the gate's cut -> "cut: eof after N ms"
  *                 (or "cut: timeout"; the session is held for at most 5 s)
  * Environment: KG_PROBE_TLS=1.2 forces TLS 1.2 (default 1.3), KG_PROBE_CIPHERS sets the
- * TLS 1.3 suites or the TLS 1.2 cipher list.
+ * TLS 1.3 suites or the TLS 1.2 cipher list, KG_PROBE_KEEPALIVE the CONNECT's
+ * keep-alive in seconds (default 60; `hold true` then times the idle timeout).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -156,7 +158,7 @@ int main(int argc, char **argv)
 
 	if (argc < 6) {
 		fprintf(stderr, "usage: kg-tlsprobe PORT CA CERT_CHAIN KEY CLIENT_ID "
-				"[keyupdate|requested|ping|close|hold CMD]\n");
+				"[keyupdate|requested|ping|pings N|close|hold CMD]\n");
 		return 2;
 	}
 	ctx = SSL_CTX_new(TLS_client_method());
@@ -185,6 +187,8 @@ int main(int argc, char **argv)
 		printf("tls: handshake failed\n");
 		return 1;
 	}
+	if (getenv("KG_PROBE_KEEPALIVE") != NULL)
+		co.keepalive = (uint16_t)atoi(getenv("KG_PROBE_KEEPALIVE"));
 	co.client_id = argv[5];
 	n = kg_mqtt_encode_connect(&co, buf, sizeof(buf));
 	if (n == 0 || SSL_write(ssl, buf, (int)n) != (int)n) {
@@ -204,6 +208,22 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		r = act_hold(ssl, fd, argv[7]);
+		goto out;
+	}
+	if (strcmp(action, "pings") == 0) {
+		/* one PINGREQ a second for N seconds: a session that talks is not idle */
+		int want = argc > 7 ? atoi(argv[7]) : 5, got = 0;
+
+		for (int i = 0; i < want; i++) {
+			sleep(1);
+			n = kg_mqtt_encode_pingreq(buf, sizeof(buf));
+			if (SSL_write(ssl, buf, (int)n) != (int)n || read_exact(ssl, fd, buf, 2, 3000) != 0 ||
+			    buf[0] != 0xd0)
+				break;
+			got++;
+		}
+		printf("pings: %d of %d answered\n", got, want);
+		r = 0;
 		goto out;
 	}
 	if (strcmp(action, "ping") == 0) {

@@ -183,6 +183,16 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg->backend_timeout_ms, 3000);
 	ck_assert_uint_eq(cfg->max_connect_bytes, 65536);
 	ck_assert_uint_eq(cfg->refuse_linger_ms, 1000);
+	ck_assert_uint_eq(cfg->audit_lines, 10);
+	ck_assert_uint_eq(cfg->audit_lines_total, 100);
+	ck_assert_uint_eq(cfg->audit_interval_ms, 10000);
+	ck_assert_uint_eq(cfg->idle_timeout, 600);
+	ck_assert_uint_eq(cfg->tcp_keepalive_idle, 60);
+	ck_assert_uint_eq(cfg->tcp_keepalive_interval, 10);
+	ck_assert_uint_eq(cfg->tcp_keepalive_count, 6);
+	ck_assert_uint_eq(cfg->metrics_max_connections, 256);
+	ck_assert_uint_eq(cfg->metrics_max_per_ip, 8);
+	ck_assert_uint_eq(cfg->metrics_timeout, 5);
 	ck_assert_uint_eq(cfg->n_backends, 0);
 	ck_assert_uint_eq(cfg->n_crls, 0);
 	free(cfg);
@@ -277,6 +287,13 @@ static const struct bad_case bad_cases[] = {
 	{ BASE "[limits]\nmax_connections = 0\n", "bad.conf:6: 'max_connections': '0' is not a number in 1..1000000" },
 	{ BASE "[limits]\nhandshake_timeout_ms = 9\n", "bad.conf:6: 'handshake_timeout_ms': '9' is not a number in 10..600000" },
 	{ BASE "[limits]\nmax_connect_bytes = 268435456\n", "bad.conf:6: 'max_connect_bytes': '268435456' is not a number in 64..268435455" },
+	/* issue 10: audit flood guard, idle sessions, metrics endpoint */
+	{ BASE "[limits]\naudit_interval_ms = 99\n", "bad.conf:6: 'audit_interval_ms': '99' is not a number in 100..3600000" },
+	{ BASE "[limits]\nidle_timeout = 604801\n", "bad.conf:6: 'idle_timeout': '604801' is not a number in 0..604800" },
+	{ BASE "[limits]\ntcp_keepalive_count = 0\n", "bad.conf:6: 'tcp_keepalive_count': '0' is not a number in 1..127" },
+	{ BASE "[limits]\ntcp_keepalive_interval = 0\n", "bad.conf:6: 'tcp_keepalive_interval': '0' is not a number in 1..32767" },
+	{ BASE "[limits]\nmetrics_timeout = 0\n", "bad.conf:6: 'metrics_timeout': '0' is not a number in 1..3600" },
+	{ BASE "[limits]\nmetrics_max_per_ip = 300\n", "bad.conf:6: metrics_max_per_ip (300) exceeds metrics_max_connections (256)" },
 	{ "[daemon]\nkey = k\nregistry = r\n", "bad.conf: missing required key 'cert' in [daemon]" },
 	{ "[daemon]\ncert = c\nregistry = r\n", "bad.conf: missing required key 'key' in [daemon]" },
 	{ "[daemon]\ncert = c\nkey = k\n", "bad.conf: missing required key 'registry' in [daemon]" },
