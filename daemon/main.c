@@ -142,6 +142,11 @@ static int check_only(const struct kg_config *cfg, const char *path)
 			goto out;
 		}
 		cas = kg_trust_count(trust, true);
+		/* What a reload refuses, -t refuses too. */
+		if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
+			goto out;
+		}
 	} else {
 		printf("ktlsgated: note: registry %s does not exist yet: it is created at start\n",
 		       cfg->registry);
