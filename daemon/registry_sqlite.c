@@ -97,8 +97,8 @@ static const char *const migrations[] = {
 	/* 3 -> 4: a CA status (issue 10). A compromised CA or intermediate is disabled or
 	 * revoked in one write instead of one `device set` per device; existing CAs stay
 	 * enabled. */
-	"ALTER TABLE cas ADD COLUMN status TEXT NOT NULL DEFAULT 'enabled'"
-	" CHECK (status IN ('enabled', 'disabled', 'revoked'));",
+	("ALTER TABLE cas ADD COLUMN status TEXT NOT NULL DEFAULT 'enabled'"
+	 " CHECK (status IN ('enabled', 'disabled', 'revoked'));"),
 };
 #define SCHEMA_LATEST ((int)KG_NITEMS(migrations))
 
