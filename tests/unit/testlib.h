@@ -20,6 +20,7 @@ Suite *kg_suite_audit(void);
 Suite *kg_suite_record(void);
 Suite *kg_suite_tpm(void);    /* check_tpm.c */
 Suite *kg_suite_edge(void);   /* check_edge.c */
+Suite *kg_suite_revoke(void); /* check_revoke.c */
 
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); path in out.
  * Aborts the test on failure. */
