@@ -269,6 +269,10 @@ int main(int argc, char **argv)
 	}
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
+	/* A start does not refuse (the registry may be shared and ahead of this file), but
+	 * devices on a missing backend get "server unavailable": say so at once. */
+	if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0)
+		kg_log_warnx("%s", err);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
 	d->edge = kg_edge_start(cfg);
 
