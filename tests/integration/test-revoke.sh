@@ -168,6 +168,10 @@ t_ca_root_revoked() {
 	audit_has "$mark" ca_disabled l3-a || { note "no ca_disabled audit: $AUDIT_OUT"; return 1; }
 	got=$(kgc connect $(dev_args l3-a) --level 5 | head -1)
 	[ "$got" = "connack 0x8a" ] || { note "v5 reconnect under a revoked root: '$got' (want banned 0x8a)"; return 1; }
+	# `ktlsgate verify` runs the same decision, with the status folded down the chain
+	got=$(kg verify "$PKI/dev/l3-a/chain.pem")
+	[ "$got" = "refused: ca_disabled (CA line3 (or a registered CA above it) is revoked)" ] ||
+		{ note "verify: '$got'"; return 1; }
 	timeout 20 "$KGCLI" -c "$GW_CONF" ca set root3 --status enabled >"$WORK/out" 2>"$WORK/err"
 	got=$?
 	[ "$got" = 2 ] || { note "re-enabling a revoked CA exited $got"; return 1; }
