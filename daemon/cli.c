@@ -46,8 +46,9 @@ const char kg_cli_usage_ca[] =
 	"ktlsgate ca add FILE [--name NAME] [--backend B] [--auto-enroll]\n"
 	"ktlsgate ca verify NAME CERT\n"
 	"ktlsgate ca list [--json]\n"
-	"ktlsgate ca set NAME [--backend B] [--auto-enroll on|off]\n"
-	"ktlsgate ca remove NAME\n";
+	"ktlsgate ca set NAME [--backend B] [--auto-enroll on|off] [--status S]\n"
+	"ktlsgate ca remove NAME\n"
+	"  S: enabled|disabled|revoked (revoked is final)\n";
 
 const char kg_cli_usage_device[] =
 	"ktlsgate device add ID [--thumbprint HEX [--secondary HEX] | --cert FILE] [--backend B]\n"
@@ -193,6 +194,28 @@ int kg_cli_setup(struct kg_cli *cli, bool need_registry)
 		return KG_EXIT_RUNTIME;
 	}
 	return KG_EXIT_OK;
+}
+
+int kg_cli_check_backend_configured(const struct kg_cli *cli, const char *cmd, const char *b)
+{
+	char list[512] = "";
+	size_t off = 0;
+
+	if (b == NULL || b[0] == '\0')
+		return KG_EXIT_OK;
+	if (!cli->cfg_from_file) {
+		fprintf(stderr, "ktlsgate: warning: %s: no config file: backend '%s' not checked\n", cmd, b);
+		return KG_EXIT_OK;
+	}
+	if (kg_config_get0_backend(cli->cfg, b) != NULL)
+		return KG_EXIT_OK;
+	/* A typo here used to mean CONNACK "server unavailable" forever: say what exists. */
+	for (size_t i = 0; i < cli->cfg->n_backends && off < sizeof(list); i++)
+		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "",
+					cli->cfg->backends[i].name);
+	kg_cli_err("%s: backend '%s' is not configured in %s (configured: %s)", cmd, b,
+		   cli->config_path, cli->cfg->n_backends ? list : "none");
+	return KG_EXIT_REFUSED;
 }
 
 int kg_cli_open_registry(struct kg_cli *cli, enum kg_registry_mode mode, bool must_exist,

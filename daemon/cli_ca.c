@@ -137,6 +137,8 @@ static int ca_add(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
 		return rc;
+	if ((rc = kg_cli_check_backend_configured(cli, "ca add", backend)) != KG_EXIT_OK)
+		return rc;
 
 	if (access(file, R_OK) != 0) {
 		kg_cli_err("ca add: %s: %s", file, strerror(errno));
@@ -313,7 +315,8 @@ static int list_one(const struct kg_ca *ca, void *arg)
 
 	if (lc->arr == NULL) {
 		kg_cli_fmt_time(ca->not_after, na, sizeof(na));
-		printf("%-20s %-8s %-12s %-11s %-20s %s %s\n", ca->name, ca->verified ? "yes" : "no",
+		printf("%-20s %-8s %-8s %-12s %-11s %-20s %s %s\n", ca->name,
+		       ca->verified ? "yes" : "no", kg_ca_status_str(ca->status),
 		       ca->backend[0] != '\0' ? ca->backend : "-", ca->auto_enroll ? "on" : "off", na,
 		       ca->sha256, ca->subject);
 		return 0;
@@ -325,6 +328,7 @@ static int list_one(const struct kg_ca *ca, void *arg)
 	}
 	json_object_object_add(o, "name", json_object_new_string(ca->name));
 	json_object_object_add(o, "verified", json_object_new_boolean(ca->verified));
+	json_object_object_add(o, "status", json_object_new_string(kg_ca_status_str(ca->status)));
 	json_object_object_add(o, "backend", kg_cli_json_str_or_null(ca->backend));
 	json_object_object_add(o, "auto_enroll", json_object_new_boolean(ca->auto_enroll));
 	json_object_object_add(o, "subject", json_object_new_string(ca->subject));
@@ -376,8 +380,8 @@ static int ca_list(struct kg_cli *cli, int argc, char **argv)
 			goto out_close;
 		}
 	} else {
-		printf("%-20s %-8s %-12s %-11s %-20s %-64s %s\n", "NAME", "VERIFIED", "BACKEND",
-		       "AUTO-ENROLL", "NOT-AFTER", "SHA256", "SUBJECT");
+		printf("%-20s %-8s %-8s %-12s %-11s %-20s %-64s %s\n", "NAME", "VERIFIED", "STATUS",
+		       "BACKEND", "AUTO-ENROLL", "NOT-AFTER", "SHA256", "SUBJECT");
 	}
 	rc = kg_registry_ca_list(reg, list_one, &lc);
 	if (rc != 0 || lc.err != 0) {
@@ -400,12 +404,15 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "backend", required_argument, NULL, 'b' },
 		{ "auto-enroll", required_argument, NULL, 'A' },
+		{ "status", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *backend = NULL, *name;
 	struct kg_registry *reg = NULL;
 	struct kg_ca ca = { 0 };
+	enum kg_ca_status status = KG_CA_ENABLED;
+	bool set_status = false;
 	char text[128], changes[256] = "";
 	int auto_enroll = -1, c, rc;
 
@@ -423,6 +430,12 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 				return kg_cli_usage_err("ca set: --auto-enroll wants on|off, not '%s'",
 							optarg);
 			break;
+		case 'S':
+			if (kg_ca_status_parse(optarg, &status) != 0)
+				return kg_cli_usage_err("ca set: --status wants enabled|disabled|revoked,"
+							" not '%s'", optarg);
+			set_status = true;
+			break;
 		case 'h':
 			fputs(kg_cli_usage_ca, stdout);
 			return KG_EXIT_OK;
@@ -435,11 +448,13 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 	name = argv[optind];
 	if (!kg_cli_name_valid(name))
 		return kg_cli_usage_err("ca set: bad CA name '%s'", name);
-	if (backend == NULL && auto_enroll < 0)
-		return kg_cli_usage_err("ca set: nothing to change (give --backend or --auto-enroll)");
+	if (backend == NULL && auto_enroll < 0 && !set_status)
+		return kg_cli_usage_err("ca set: nothing to change (give --backend, --auto-enroll or --status)");
 	if ((rc = check_backend_arg("ca set", backend)) != KG_EXIT_OK)
 		return rc;
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
+		return rc;
+	if ((rc = kg_cli_check_backend_configured(cli, "ca set", backend)) != KG_EXIT_OK)
 		return rc;
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, true, &reg)) != KG_EXIT_OK)
 		return rc;
@@ -457,6 +472,19 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 		ca.auto_enroll = auto_enroll == 1;
 		snprintf(changes + strlen(changes), sizeof(changes) - strlen(changes),
 			 "%sauto-enroll %s", changes[0] != '\0' ? ", " : "", ca.auto_enroll ? "on" : "off");
+	}
+	if (set_status) {
+		/* A revoked CA's key is presumed compromised: no way back (AWS IoT's REVOKED).
+		 * Re-adding the certificate under a new name is a deliberate act. */
+		if (ca.status == KG_CA_REVOKED && status != KG_CA_REVOKED) {
+			kg_cli_err("ca %s: revoked is final (remove it and add it again to trust it)",
+				   name);
+			rc = KG_EXIT_REFUSED;
+			goto out_fini;
+		}
+		ca.status = status;
+		snprintf(changes + strlen(changes), sizeof(changes) - strlen(changes), "%sstatus %s",
+			 changes[0] != '\0' ? ", " : "", kg_ca_status_str(status));
 	}
 	rc = kg_registry_ca_update(reg, &ca);
 	if (rc != 0) {

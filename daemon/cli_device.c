@@ -134,6 +134,8 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 		return kg_cli_usage_err("%s: --secondary needs --thumbprint or --cert", cmd);
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
 		return rc;
+	if ((rc = kg_cli_check_backend_configured(cli, cmd, dev.backend)) != KG_EXIT_OK)
+		return rc;
 	if (cert != NULL &&
 	    (rc = thumb_from_cert(cmd, cert, dev.id, dev.thumb_primary, &dev.cert_not_after)) != 0)
 		return rc;
@@ -232,6 +234,8 @@ static int device_set(struct kg_cli *cli, int argc, char **argv)
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
 		return rc;
 	if (cert != NULL && (rc = thumb_from_cert(cmd, cert, id, primary, &not_after)) != 0)
+		return rc;
+	if ((rc = kg_cli_check_backend_configured(cli, cmd, backend)) != KG_EXIT_OK)
 		return rc;
 
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, true, &reg)) != KG_EXIT_OK)

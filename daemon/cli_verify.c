@@ -90,7 +90,7 @@ static void chain_detail(enum kg_reason r, int xerr, const struct kg_identity *i
 }
 
 static void policy_detail(const struct kg_verdict *v, const struct kg_identity *id,
-			  const struct kg_device *dev, char *buf, size_t cap)
+			  const struct kg_device *dev, const struct kg_ca *ca, char *buf, size_t cap)
 {
 	switch (v->reason) {
 	case KG_REASON_UNKNOWN_DEVICE:
@@ -110,6 +110,11 @@ static void policy_detail(const struct kg_verdict *v, const struct kg_identity *
 			 dev != NULL ? dev->ca_name : "", kg_attestation_str(id->method),
 			 id->ca_name[0] != '\0' ? " " : "", id->ca_name);
 		break;
+	case KG_REASON_CA_DISABLED:
+		/* The status is the effective one: a CA above this one may be the cause. */
+		snprintf(buf, cap, "CA %s (or a registered CA above it) is %s", id->ca_name,
+			 ca != NULL ? kg_ca_status_str(ca->status) : "not enabled");
+		break;
 	case KG_REASON_NO_BACKEND:
 		snprintf(buf, cap, "backend %s is not configured",
 			 v->backend[0] != '\0' ? v->backend : "(none)");
@@ -127,13 +132,14 @@ static void print_accepted(const struct kg_identity *id, const char *backend, co
 	       backend != NULL && backend[0] != '\0' ? backend : "-", note);
 }
 
-/* The registry half: device and CA rows, then the policy, as conn.c st_policy(). */
-static int decide(struct kg_cli *cli, struct kg_registry *reg, const struct kg_identity *id)
+/* The registry half: device row, the CA row from the trust (its status folded down the
+ * registered CA chain), then the policy, as conn.c st_policy(). */
+static int decide(struct kg_cli *cli, struct kg_registry *reg, const struct kg_trust *trust,
+		  const struct kg_identity *id)
 {
 	struct kg_policy_input in = { .id = id, .cfg = cli->cfg };
 	struct kg_verdict v;
 	struct kg_device dev;
-	struct kg_ca ca = { 0 };
 	char detail[512];
 	int rc;
 
@@ -144,15 +150,8 @@ static int decide(struct kg_cli *cli, struct kg_registry *reg, const struct kg_i
 		kg_cli_err("registry %s: device %s: %s", cli->registry, id->device_id, kg_err_str(rc));
 		return KG_EXIT_RUNTIME;
 	}
-	if (id->method == KG_ATT_CA && id->ca_name[0] != '\0') {
-		rc = kg_registry_ca_get(reg, id->ca_name, &ca);
-		if (rc == 0) {
-			in.ca = &ca;
-		} else if (rc != KG_E_NOTFOUND) {
-			kg_cli_err("registry %s: ca %s: %s", cli->registry, id->ca_name, kg_err_str(rc));
-			return KG_EXIT_RUNTIME;
-		}
-	}
+	if (id->method == KG_ATT_CA && id->ca_name[0] != '\0')
+		in.ca = kg_trust_get0_ca(trust, id->ca_name);
 	kg_policy_decide(&in, &v);
 	if (v.allow) {
 		print_accepted(id, v.backend, v.enroll ? " (would be enrolled)" : "");
@@ -165,11 +164,10 @@ static int decide(struct kg_cli *cli, struct kg_registry *reg, const struct kg_i
 						 : " (backend not checked: no config)");
 		rc = KG_EXIT_OK;
 	} else {
-		policy_detail(&v, id, in.device, detail, sizeof(detail));
+		policy_detail(&v, id, in.device, in.ca, detail, sizeof(detail));
 		printf("refused: %s (%s)\n", kg_reason_str(v.reason), detail);
 		rc = KG_EXIT_REFUSED;
 	}
-	kg_ca_fini(&ca);
 	return rc;
 }
 
@@ -283,7 +281,7 @@ int kg_cli_verify(struct kg_cli *cli, int argc, char **argv)
 		print_accepted(&id, NULL, "");
 		rc = KG_EXIT_OK;
 	} else {
-		rc = decide(cli, reg, &id);
+		rc = decide(cli, reg, trust, &id);
 	}
 
 out:

@@ -580,6 +580,9 @@ static enum kg_step st_policy(struct kg_conn *c)
 	struct kg_policy_input in = { .id = &c->id, .cfg = conn_cfg(c) };
 	int rc;
 
+	/* Kept for the session's life: the SSL may be freed at the handoff. */
+	if (c->id.method == KG_ATT_CA)
+		(void)kg_leaf_ref_from_cert(SSL_get0_peer_certificate(c->ssl), &c->leaf);
 	rc = kg_registry_device_get(c->w->reg, c->id.device_id, &dev);
 	if (rc == 0)
 		in.device = &dev;

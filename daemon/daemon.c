@@ -14,6 +14,7 @@
 #include "ktlsgate/log.h"
 #include "ktlsgate/registry.h"
 #include "ktlsgate/tls.h"
+#include "ktlsgate/worker.h"
 
 /* Every start, reload and trust refresh says which CRLs have expired (one warning per
  * line of kg_trust_crl_report() that is one). */
@@ -123,9 +124,57 @@ static void warn_fixed(const struct kg_config *old, const struct kg_config *new)
 		kg_log_warnx("reload: registry, control_socket and metrics_listen take effect at restart");
 }
 
+struct backend_check {
+	const struct kg_config *cfg;
+	char *err;
+	size_t errlen;
+	bool bad;
+};
+
+static int check_one_backend(const char *name, int64_t devices, int64_t cas, void *arg)
+{
+	struct backend_check *bc = arg;
+	size_t off;
+
+	if (kg_config_get0_backend(bc->cfg, name) != NULL)
+		return 0;
+	off = (size_t)snprintf(bc->err, bc->errlen,
+			       "backend \"%s\" is named by %lld device(s) and %lld CA(s) in the registry"
+			       " but is not configured (configured:", name, (long long)devices,
+			       (long long)cas);
+	for (size_t i = 0; i < bc->cfg->n_backends && off < bc->errlen; i++)
+		off += (size_t)snprintf(bc->err + off, bc->errlen - off, " %s", bc->cfg->backends[i].name);
+	if (off < bc->errlen)
+		snprintf(bc->err + off, bc->errlen - off, "%s)", bc->cfg->n_backends ? "" : " none");
+	bc->bad = true;
+	return 1;
+}
+
+int kg_daemon_check_backends(const struct kg_config *cfg, const char *registry, char *err,
+			     size_t errlen)
+{
+	struct backend_check bc = { cfg, err, errlen, false };
+	struct kg_registry *reg = NULL;
+	int rc;
+
+	if (kg_registry_open(registry, KG_REG_READONLY, &reg, err, errlen) < 0)
+		return -1;
+	rc = kg_registry_backends_in_use(reg, check_one_backend, &bc);
+	kg_registry_close(reg);
+	if (bc.bad)
+		return -1;
+	if (rc != 0) {
+		snprintf(err, errlen, "registry %s: cannot list backends in use: %s", registry,
+			 kg_err_str(rc));
+		return -1;
+	}
+	return 0;
+}
+
 int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen)
 {
 	struct kg_config *cfg = malloc(sizeof(*cfg));
+	struct kg_cmd cmd = { 0 };
 	struct kg_snapshot *s, *cur;
 
 	if (cfg == NULL) {
@@ -139,6 +188,8 @@ int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen)
 	/* Keep the fixed settings of the running process so the snapshot tells the truth. */
 	memcpy(cfg->registry, cur->cfg.registry, sizeof(cfg->registry));
 	kg_snapshot_put(cur);
+	if (kg_daemon_check_backends(cfg, cfg->registry, err, errlen) < 0)
+		goto out_free;
 	s = kg_snapshot_build(d, cfg, err, errlen);
 	if (s == NULL)
 		goto out_free;
@@ -147,6 +198,11 @@ int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen)
 	atomic_fetch_add(&d->reloads, 1);
 	kg_log_info("reloaded %s (generation %llu, %zu CA(s) trusted)", d->config_path,
 		    (unsigned long long)s->generation, kg_trust_count(s->trust, true));
+	/* Live sessions pinned the old snapshot: re-check them against the new one (a new
+	 * CRL, a backend at a new address), as `device-changed` does for one device. */
+	cmd.type = KG_CMD_REVALIDATE_ALL;
+	if (kg_workers_call(d, &cmd) == 0 && cmd.closed > 0)
+		kg_log_info("reload: %u session(s) closed by revalidation", cmd.closed);
 	return 0;
 
 out_free:

@@ -173,6 +173,11 @@ static int check_only(const struct kg_config *cfg, const char *path)
 			goto out;
 		}
 		cas = kg_trust_count(trust, true);
+		/* What a reload refuses, -t refuses too. */
+		if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
+			goto out;
+		}
 		/* An expired CRL refuses devices but is no configuration error: failing here
 		 * would keep the whole daemon from starting (ExecStartPre). Say it loudly. */
 		crls_refusing = kg_trust_crl_report(trust, stdout, time(NULL));
@@ -339,6 +344,10 @@ int main(int argc, char **argv)
 	}
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
+	/* A start does not refuse (the registry may be shared and ahead of this file), but
+	 * devices on a missing backend get "server unavailable": say so at once. */
+	if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0)
+		kg_log_warnx("%s", err);
 	if (cfg->username_check == KG_USERNAME_PASS)
 		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */

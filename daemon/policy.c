@@ -5,8 +5,9 @@
  * and acts on the verdict (audit, CONNACK, enrolment). Every path ends in a fully
  * written verdict, and anything unexpected denies (fail closed).
  *
- * Order, first match wins: unknown device (auto-enrol or refuse), device status,
- * attestation method (and the enrolling CA), backend resolution.
+ * Order, first match wins: the issuing CA's status, unknown device (auto-enrol or
+ * refuse), device status, attestation method (and the enrolling CA), backend
+ * resolution.
  */
 #include <string.h>
 
@@ -66,8 +67,31 @@ static void pick_backend(const struct kg_policy_input *in, struct kg_verdict *ou
 	out->connack = KG_CONNACK_ACCEPTED;
 }
 
+enum kg_reason kg_policy_ca_status(const struct kg_identity *id, const struct kg_ca *ca,
+				   enum kg_connack *connack)
+{
+	enum kg_connack dummy;
+
+	if (connack == NULL)
+		connack = &dummy;
+	*connack = KG_CONNACK_ACCEPTED;
+	/* A pinned leaf answers to no CA; without a CA row there is no status to judge
+	 * (the chain check refused unknown and unproven CAs already). */
+	if (id == NULL || id->method != KG_ATT_CA || ca == NULL || ca->status == KG_CA_ENABLED)
+		return KG_REASON_OK;
+	if (ca->status == KG_CA_DISABLED) {
+		*connack = KG_CONNACK_NOT_AUTHORIZED;
+		return KG_REASON_CA_DISABLED;
+	}
+	/* Revoked (or a value this build does not know): final, "banned". */
+	*connack = KG_CONNACK_BANNED;
+	return KG_REASON_CA_DISABLED;
+}
+
 void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out)
 {
+	enum kg_connack connack;
+	enum kg_reason r;
 	const struct kg_device *dev;
 	const struct kg_identity *id;
 
@@ -77,6 +101,13 @@ void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out)
 		return;   /* caller bug: refuse */
 	id = in->id;
 	dev = in->device;
+
+	/* A disabled or revoked CA stops every device under it, enrolled or not: checked
+	 * before auto-enrolment, so a compromised CA cannot mint new devices either. */
+	if ((r = kg_policy_ca_status(id, in->ca, &connack)) != KG_REASON_OK) {
+		deny(out, r, connack);
+		return;
+	}
 
 	if (dev == NULL) {
 		if (in->ca != NULL && in->ca->auto_enroll && id->method == KG_ATT_CA)

@@ -60,8 +60,9 @@ static const struct reason_row reasons[KG_REASON_MAX] = {
 		"Refused in the handshake: the CA's CRL is past its nextUpdate (and past the "
 		"configured grace), so revocation cannot be checked." },
 	[KG_REASON_CA_DISABLED] = { "ca_disabled",
-		"Refused in the handshake, or a live session closed: the chain's registered CA "
-		"is disabled or revoked (`ca set NAME --status`)." },
+		"Refused by policy right after the handshake (CONNACK not authorised; banned for "
+		"a revoked CA), or a live session closed: the chain's registered CA, or one above "
+		"it, is disabled or revoked (`ca set NAME --status`)." },
 	[KG_REASON_UNKNOWN_DEVICE] = { "unknown_device",
 		"Refused by policy (CONNACK not authorised): no such device and the CA does not "
 		"auto-enrol." },

@@ -28,6 +28,12 @@ static const char *const status_names[KG_DEV_STATUS_MAX] = {
 	[KG_DEV_DECOMMISSIONED] = "decommissioned",
 };
 
+static const char *const ca_status_names[KG_CA_STATUS_MAX] = {
+	[KG_CA_ENABLED] = "enabled",
+	[KG_CA_DISABLED] = "disabled",
+	[KG_CA_REVOKED] = "revoked",
+};
+
 static const char *const attestation_names[KG_ATT_MAX] = {
 	[KG_ATT_CA] = "ca",
 	[KG_ATT_THUMBPRINT] = "thumbprint",
@@ -73,6 +79,23 @@ int kg_attestation_parse(const char *s, enum kg_attestation *out)
 	if (i < 0 || out == NULL)
 		return KG_E_INVALID;
 	*out = (enum kg_attestation)i;
+	return 0;
+}
+
+const char *kg_ca_status_str(enum kg_ca_status s)
+{
+	if ((unsigned)s >= KG_CA_STATUS_MAX)
+		return "unknown";
+	return ca_status_names[s];
+}
+
+int kg_ca_status_parse(const char *s, enum kg_ca_status *out)
+{
+	int i = name_index(ca_status_names, KG_NITEMS(ca_status_names), s);
+
+	if (i < 0 || out == NULL)
+		return KG_E_INVALID;
+	*out = (enum kg_ca_status)i;
 	return 0;
 }
 
@@ -320,7 +343,8 @@ int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca)
 	if (reg == NULL || ca == NULL || !valid_name(ca->name) || ca->pem == NULL ||
 	    ca->pem[0] == '\0' || !terminated(ca->subject, sizeof(ca->subject)) ||
 	    !terminated(ca->backend, sizeof(ca->backend)) ||
-	    !norm_hex64(sha, ca->sha256, sizeof(ca->sha256), false))
+	    !norm_hex64(sha, ca->sha256, sizeof(ca->sha256), false) ||
+	    (unsigned)ca->status >= KG_CA_STATUS_MAX)
 		return KG_E_INVALID;
 	memcpy(ca->sha256, sha, sizeof(sha));
 	ca->verified = false;
@@ -356,7 +380,7 @@ int kg_registry_ca_set_verified(struct kg_registry *reg, const char *name)
 int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca)
 {
 	if (reg == NULL || ca == NULL || !valid_name(ca->name) ||
-	    !terminated(ca->backend, sizeof(ca->backend)))
+	    !terminated(ca->backend, sizeof(ca->backend)) || (unsigned)ca->status >= KG_CA_STATUS_MAX)
 		return KG_E_INVALID;
 	return reg->ops->ca_update(reg, ca);
 }
@@ -373,6 +397,13 @@ int kg_registry_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg)
 	if (reg == NULL || cb == NULL)
 		return KG_E_INVALID;
 	return reg->ops->ca_list(reg, cb, arg);
+}
+
+int kg_registry_backends_in_use(struct kg_registry *reg, kg_backend_use_cb cb, void *arg)
+{
+	if (reg == NULL || cb == NULL)
+		return KG_E_INVALID;
+	return reg->ops->backends_in_use(reg, cb, arg);
 }
 
 int kg_registry_begin(struct kg_registry *reg)

@@ -98,13 +98,18 @@ static const char *const migrations[] = {
 	"CREATE INDEX devices_thumb_secondary ON devices(thumb_secondary);"
 	"CREATE INDEX devices_status ON devices(status, id);"
 	"CREATE INDEX devices_ca_name ON devices(ca_name);",
+	/* 3 -> 4: a CA status (issue 10). A compromised CA or intermediate is disabled or
+	 * revoked in one write instead of one `device set` per device; existing CAs stay
+	 * enabled. */
+	("ALTER TABLE cas ADD COLUMN status TEXT NOT NULL DEFAULT 'enabled'"
+	 " CHECK (status IN ('enabled', 'disabled', 'revoked'));"),
 };
 #define SCHEMA_LATEST ((int)KG_NITEMS(migrations))
 
 #define DEVICE_COLS "id, status, attestation, thumb_primary, thumb_secondary, backend, ca_name," \
 		    " created_at, updated_at, last_seen, cert_not_after"
 #define CA_COLS "name, pem, sha256, subject, verified, challenge, backend, auto_enroll," \
-		" added_at, not_after"
+		" added_at, not_after, status"
 
 enum stmt_id {
 	ST_DEV_GET,
@@ -150,12 +155,12 @@ static const char *const stmt_sql[ST_MAX] = {
 			       " (thumb_primary IN (?2, ?3) OR thumb_secondary IN (?2, ?3)) LIMIT 1",
 	[ST_DEV_LIST_ALL] = "SELECT " DEVICE_COLS " FROM devices ORDER BY id",
 	[ST_DEV_LIST_STATUS] = "SELECT " DEVICE_COLS " FROM devices WHERE status = ?1 ORDER BY id",
-	[ST_CA_ADD] = "INSERT INTO cas (" CA_COLS ") VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9)",
+	[ST_CA_ADD] = "INSERT INTO cas (" CA_COLS ") VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[ST_CA_GET] = "SELECT " CA_COLS " FROM cas WHERE name = ?1",
 	[ST_CA_GET_SHA] = "SELECT " CA_COLS " FROM cas WHERE sha256 = ?1",
 	/* Once proven, nothing is pending: the challenge is spent. */
 	[ST_CA_VERIFIED] = "UPDATE cas SET verified = 1, challenge = '' WHERE name = ?1",
-	[ST_CA_UPDATE] = "UPDATE cas SET backend = ?2, auto_enroll = ?3 WHERE name = ?1",
+	[ST_CA_UPDATE] = "UPDATE cas SET backend = ?2, auto_enroll = ?3, status = ?4 WHERE name = ?1",
 	[ST_CA_REMOVE] = "DELETE FROM cas WHERE name = ?1",
 	[ST_CA_LIST] = "SELECT " CA_COLS " FROM cas ORDER BY name",
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -348,8 +353,11 @@ static int row_device(sqlite3_stmt *st, struct kg_device *d)
 static int row_ca(sqlite3_stmt *st, struct kg_ca *ca, bool own)
 {
 	const char *pem = (const char *)sqlite3_column_text(st, 1);
+	const char *status = (const char *)sqlite3_column_text(st, 10);
 
 	memset(ca, 0, sizeof(*ca));
+	if (kg_ca_status_parse(status, &ca->status) != 0)
+		return KG_E_CORRUPT;
 	if (pem == NULL || col_copy(st, 0, ca->name, sizeof(ca->name)) != 0 ||
 	    col_copy(st, 2, ca->sha256, sizeof(ca->sha256)) != 0 ||
 	    col_copy(st, 3, ca->subject, sizeof(ca->subject)) != 0 ||
@@ -653,7 +661,8 @@ static int sq_ca_add(struct kg_registry *reg, struct kg_ca *ca)
 	    bind_text(st, 6, ca->backend) != SQLITE_OK ||
 	    sqlite3_bind_int(st, 7, ca->auto_enroll ? 1 : 0) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 8, (sqlite3_int64)now) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 9, (sqlite3_int64)ca->not_after) != SQLITE_OK) {
+	    sqlite3_bind_int64(st, 9, (sqlite3_int64)ca->not_after) != SQLITE_OK ||
+	    bind_text(st, 10, kg_ca_status_str(ca->status)) != SQLITE_OK) {
 		done(st);
 		return db_err(r, sqlite3_errcode(r->db), "ca add");
 	}
@@ -706,7 +715,8 @@ static int sq_ca_update(struct kg_registry *reg, const struct kg_ca *ca)
 	if (!writable(r))
 		return KG_E_INVALID;
 	if (bind_text(st, 1, ca->name) != SQLITE_OK || bind_text(st, 2, ca->backend) != SQLITE_OK ||
-	    sqlite3_bind_int(st, 3, ca->auto_enroll ? 1 : 0) != SQLITE_OK) {
+	    sqlite3_bind_int(st, 3, ca->auto_enroll ? 1 : 0) != SQLITE_OK ||
+	    bind_text(st, 4, kg_ca_status_str(ca->status)) != SQLITE_OK) {
 		done(st);
 		return db_err(r, sqlite3_errcode(r->db), "ca update");
 	}
@@ -759,6 +769,37 @@ out:
 	return rc;
 }
 
+/* Prepared on use: a reload asks once, the hot path never. */
+static int sq_backends_in_use(struct kg_registry *reg, kg_backend_use_cb cb, void *arg)
+{
+	static const char sql[] =
+		"SELECT backend, sum(dev), sum(ca) FROM ("
+		" SELECT backend, 1 AS dev, 0 AS ca FROM devices WHERE backend <> ''"
+		" UNION ALL SELECT backend, 0, 1 FROM cas WHERE backend <> '')"
+		" GROUP BY backend ORDER BY backend";
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_err(r, sqlite3_errcode(r->db), "backends in use");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		int stop;
+
+		if (name == NULL)
+			continue;
+		if ((stop = cb(name, sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), arg)) != 0) {
+			rc = stop < 0 ? stop : 0;
+			goto out;
+		}
+	}
+	rc = rc == SQLITE_DONE ? 0 : db_err(r, rc, "backends in use");
+out:
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static int sq_begin(struct kg_registry *reg)
 {
 	struct sqlite_reg *r = to_sreg(reg);
@@ -799,6 +840,7 @@ static const struct kg_registry_ops sqlite_ops = {
 	.ca_update = sq_ca_update,
 	.ca_remove = sq_ca_remove,
 	.ca_list = sq_ca_list,
+	.backends_in_use = sq_backends_in_use,
 	.begin = sq_begin,
 	.commit = sq_commit,
 	.rollback = sq_rollback,

@@ -214,6 +214,108 @@ const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name)
 	return c ? &c->row : NULL;
 }
 
+/*
+ * Fold each CA's status into the CAs it issued (directly or through other registered
+ * CAs): a device's nearest proven CA then carries the worst status on its way up.
+ * The issued-by relation is computed once (names, then signature); the fixed point
+ * takes at most n passes, which also bounds a cycle of cross-signed CAs.
+ */
+static int inherit_ca_status(struct kg_trust *t, char *err, size_t errlen)
+{
+	size_t n = t->n_cas;
+	bool *issued, changed = true;
+
+	if (n < 2)
+		return 0;
+	if ((issued = calloc(n * n, sizeof(*issued))) == NULL) {
+		seterr(err, errlen, "CA status: out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)      /* issued[i * n + j]: j signed i */
+		for (size_t j = 0; j < n; j++)
+			issued[i * n + j] = i != j &&
+				X509_check_issued(t->cas[j].cert, t->cas[i].cert) == X509_V_OK &&
+				X509_verify(t->cas[i].cert, X509_get0_pubkey(t->cas[j].cert)) == 1;
+	ERR_clear_error();
+	for (size_t pass = 0; changed && pass < n; pass++) {
+		changed = false;
+		for (size_t i = 0; i < n; i++)
+			for (size_t j = 0; j < n; j++)
+				if (issued[i * n + j] && t->cas[j].row.status > t->cas[i].row.status) {
+					t->cas[i].row.status = t->cas[j].row.status;
+					changed = true;
+				}
+	}
+	free(issued);
+	return 0;
+}
+
+int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	const ASN1_INTEGER *sn;
+	unsigned int mdlen = 0;
+	int len;
+
+	memset(ref, 0, sizeof(*ref));
+	if (leaf == NULL || (sn = X509_get0_serialNumber(leaf)) == NULL ||
+	    !X509_NAME_digest(X509_get_issuer_name(leaf), EVP_sha256(), md, &mdlen) ||
+	    mdlen < sizeof(ref->issuer_md)) {
+		ERR_clear_error();
+		return -1;
+	}
+	len = ASN1_STRING_length(sn);
+	if (len <= 0 || (size_t)len > sizeof(ref->serial))
+		return -1;
+	memcpy(ref->issuer_md, md, sizeof(ref->issuer_md));
+	memcpy(ref->serial, ASN1_STRING_get0_data(sn), (size_t)len);
+	ref->serial_len = (uint8_t)len;
+	ref->serial_neg = ASN1_STRING_type(sn) == V_ASN1_NEG_INTEGER;
+	return 0;
+}
+
+bool kg_trust_leaf_revoked(const struct kg_trust *t, const struct kg_leaf_ref *ref)
+{
+	STACK_OF(X509_OBJECT) *objs;
+	ASN1_INTEGER *sn;
+	bool revoked = false;
+
+	if (t == NULL || ref == NULL || ref->serial_len == 0 || t->n_crls == 0)
+		return false;
+	if ((sn = ASN1_INTEGER_new()) == NULL ||
+	    ASN1_STRING_set(sn, ref->serial, ref->serial_len) != 1) {
+		ASN1_INTEGER_free(sn);
+		ERR_clear_error();
+		return false;
+	}
+	if (ref->serial_neg)
+		sn->type = V_ASN1_NEG_INTEGER;
+	/* Handshakes look objects up (and may sort the stack) under the same lock. */
+	if (X509_STORE_lock(t->store) != 1) {
+		ASN1_INTEGER_free(sn);
+		return false;
+	}
+	objs = X509_STORE_get0_objects(t->store);
+	for (int i = 0; !revoked && i < sk_X509_OBJECT_num(objs); i++) {
+		X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, i));
+		unsigned char md[EVP_MAX_MD_SIZE];
+		unsigned int mdlen = 0;
+		X509_REVOKED *rev = NULL;
+
+		if (crl == NULL ||
+		    !X509_NAME_digest(X509_CRL_get_issuer(crl), EVP_sha256(), md, &mdlen) ||
+		    mdlen < sizeof(ref->issuer_md) ||
+		    memcmp(md, ref->issuer_md, sizeof(ref->issuer_md)) != 0)
+			continue;
+		/* 1: listed; 2: listed as removeFromCRL, i.e. no longer revoked */
+		revoked = X509_CRL_get0_by_serial(crl, &rev, sn) == 1;
+	}
+	X509_STORE_unlock(t->store);
+	ASN1_INTEGER_free(sn);
+	ERR_clear_error();
+	return revoked;
+}
+
 static struct trust_ca *find_ca_by_sha(const struct kg_trust *t, const char *hex)
 {
 	for (size_t i = 0; i < t->n_cas; i++)
@@ -413,7 +515,7 @@ int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_c
 	for (size_t i = 0; cfg != NULL && i < cfg->n_crls; i++)
 		if (kg_trust_add_crl_file(t, cfg->crls[i].ca_name, cfg->crls[i].path, err, errlen) != 0)
 			return -1;
-	return 0;
+	return inherit_ca_status(t, err, errlen);
 }
 
 /* "2026-12-03T04:00:00Z" */

@@ -66,45 +66,62 @@ static void cmd_done(struct kg_cmd *cmd, unsigned closed, const char *out, size_
 	pthread_mutex_unlock(&cmd->lock);
 }
 
-/* Would this device's session still be allowed, and to the same backend? */
-static bool session_still_allowed(struct kg_worker *w, struct kg_conn *c)
+/* Same backend name, same address in both configs? */
+static bool same_backend(const struct kg_config *old, const char *old_name,
+			 const struct kg_config *cur, const char *cur_name)
 {
-	struct kg_device dev;
-	struct kg_ca ca = { 0 };
-	struct kg_policy_input in = { .id = &c->id, .cfg = &c->snap->cfg };
-	struct kg_verdict v;
-	int rc = kg_registry_device_get(w->reg, c->id.device_id, &dev);
+	const struct kg_backend_conf *a = kg_config_get0_backend(old, old_name);
+	const struct kg_backend_conf *b = kg_config_get0_backend(cur, cur_name);
 
-	if (rc == 0)
+	if (strcmp(old_name, cur_name) != 0 || a == NULL || b == NULL)
+		return false;
+	return a->addr.len == b->addr.len && memcmp(&a->addr.ss, &b->addr.ss, a->addr.len) == 0;
+}
+
+/*
+ * Why a live session must end under the current snapshot `cur` (the newest trust and
+ * config, not the one the session pinned at accept), or KG_REASON_OK. Cheapest checks
+ * first, so a disabled CA closes thousands of sessions without a registry read each:
+ * the CA (gone or unproven: revoked; disabled: ca_disabled), the leaf in a CRL
+ * (cert_revoked), then the device's row through the policy (revoked), then the backend
+ * it would get now (another name, or the same name at another address: backend_moved,
+ * so the device reconnects there and no session stays on the old broker).
+ */
+static enum kg_reason revalidate(struct kg_worker *w, struct kg_conn *c,
+				 const struct kg_snapshot *cur)
+{
+	const struct kg_ca *ca = NULL;
+	struct kg_device dev;
+	struct kg_policy_input in = { .id = &c->id, .cfg = &cur->cfg };
+	struct kg_verdict v;
+	int rc;
+
+	if (c->id.method == KG_ATT_CA) {
+		ca = kg_trust_get0_ca(cur->trust, c->id.ca_name);
+		if (ca == NULL || !ca->verified)
+			return KG_REASON_REVOKED;
+		if (kg_policy_ca_status(&c->id, ca, NULL) != KG_REASON_OK)
+			return KG_REASON_CA_DISABLED;
+		if (kg_trust_leaf_revoked(cur->trust, &c->leaf))
+			return KG_REASON_CERT_REVOKED;
+	}
+	rc = kg_registry_device_get(w->reg, c->id.device_id, &dev);
+	if (rc == 0) {
 		in.device = &dev;
-	else if (rc != KG_E_NOTFOUND) {
+	} else if (rc != KG_E_NOTFOUND) {
 		/* Cannot read the registry: do not cut sessions on a hiccup, but say so. */
 		kg_log_warnx("conn=%llu dev=%s: revalidation skipped: registry read failed: %s",
 			     (unsigned long long)c->cid, c->id.device_id, kg_err_str(rc));
-		return true;
+		return KG_REASON_OK;
 	}
-	if (c->id.method == KG_ATT_CA && kg_registry_ca_get(w->reg, c->id.ca_name, &ca) == 0)
-		in.ca = &ca;
+	in.ca = ca;
 	kg_policy_decide(&in, &v);
-	kg_ca_fini(&ca);
 	if (!v.allow)
-		return false;
-	/* Moved to another backend: close so the device reconnects there. */
-	if (c->state >= KG_ST_BACKEND_CONNECT && strcmp(v.backend, c->verdict.backend) != 0)
-		return false;
-	return true;
-}
-
-static bool ca_still_trusted(struct kg_worker *w, struct kg_conn *c)
-{
-	struct kg_ca ca = { 0 };
-	bool ok;
-
-	if (c->id.method != KG_ATT_CA)
-		return true;
-	ok = kg_registry_ca_get(w->reg, c->id.ca_name, &ca) == 0 && ca.verified;
-	kg_ca_fini(&ca);
-	return ok;
+		return v.reason == KG_REASON_CA_DISABLED ? v.reason : KG_REASON_REVOKED;
+	if (c->state >= KG_ST_BACKEND_CONNECT &&
+	    !same_backend(&c->snap->cfg, c->verdict.backend, &cur->cfg, v.backend))
+		return KG_REASON_BACKEND_MOVED;
+	return KG_REASON_OK;
 }
 
 /* One `session list` line. json-c escapes: device ids may hold '"' and '\\'. */
@@ -149,6 +166,7 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 
 static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 {
+	struct kg_snapshot *cur = NULL;   /* taken on first use: the newest trust + config */
 	struct kg_conn *c, *next;
 	unsigned closed = 0;
 	char *out = NULL;
@@ -158,19 +176,26 @@ static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 		next = c->next;
 		switch (cmd->type) {
 		case KG_CMD_REVALIDATE_DEVICE:
-			if (c->identified && strcmp(c->id.device_id, cmd->arg) == 0 &&
-			    !session_still_allowed(w, c)) {
-				kg_conn_close(c, KG_REASON_REVOKED);
-				closed++;
-			}
-			break;
 		case KG_CMD_REVALIDATE_CA:
-			if (c->identified && strcmp(c->id.ca_name, cmd->arg) == 0 &&
-			    !ca_still_trusted(w, c)) {
-				kg_conn_close(c, KG_REASON_REVOKED);
+		case KG_CMD_REVALIDATE_ALL: {
+			enum kg_reason why;
+
+			/* Sessions not (yet) admitted are judged by the policy step. */
+			if (!c->identified || !c->verdict.allow || c->state == KG_ST_REFUSING)
+				break;
+			if (cmd->type == KG_CMD_REVALIDATE_DEVICE && strcmp(c->id.device_id, cmd->arg) != 0)
+				break;
+			/* A CA's status reaches the CAs it issued: every CA-attested session. */
+			if (cmd->type == KG_CMD_REVALIDATE_CA && c->id.method != KG_ATT_CA)
+				break;
+			if (cur == NULL)
+				cur = kg_snapshot_get(w->d);
+			if ((why = revalidate(w, c, cur)) != KG_REASON_OK) {
+				kg_conn_close(c, why);
 				closed++;
 			}
 			break;
+		}
 		case KG_CMD_KILL_DEVICE:
 			if (c->identified && strcmp(c->id.device_id, cmd->arg) == 0) {
 				kg_conn_close(c, KG_REASON_KILLED);
@@ -205,6 +230,7 @@ static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 			break;
 		}
 	}
+	kg_snapshot_put(cur);
 	if (cmd->type == KG_CMD_STOP)
 		w->stop = true;
 	cmd_done(cmd, closed, out, out_len);

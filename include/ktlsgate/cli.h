@@ -60,6 +60,10 @@ int kg_cli_setup(struct kg_cli *cli, bool need_registry);
 
 /* Open the registry. must_exist: refuse (exit 3) instead of creating a missing file.
  * Returns KG_EXIT_OK or an exit code (message printed). */
+/* After kg_cli_setup(): is backend `b` ("" or NULL: none named, fine) configured in
+ * the config file? Else one line naming the configured ones and KG_EXIT_REFUSED. With
+ * no config file (-r only) nothing can be checked: a warning, and KG_EXIT_OK. */
+int kg_cli_check_backend_configured(const struct kg_cli *cli, const char *cmd, const char *b);
 int kg_cli_open_registry(struct kg_cli *cli, enum kg_registry_mode mode, bool must_exist,
 			 struct kg_registry **out);
 

@@ -104,6 +104,7 @@ struct kg_conn {
 	enum kg_reason verify_reason;
 	int x509_err;
 	struct kg_identity id;
+	struct kg_leaf_ref leaf;           /* issuer + serial: a new CRL re-checks the session */
 	struct kg_verdict verdict;
 	uint8_t mqtt_level;
 	uint32_t connect_len;              /* bytes of the CONNECT at the start of c->up */

@@ -73,6 +73,11 @@ void kg_snapshot_put(struct kg_snapshot *s);
 /* Swap in s (takes over the caller's reference), drop the old one. */
 void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s);
 
+/* Every backend the registry names (devices, CAs) is configured in cfg? 0, or -1 with
+ * which one is not and the configured ones in err. A reload and `-t` refuse a config
+ * that would strand devices (CONNACK "server unavailable" forever). */
+int kg_daemon_check_backends(const struct kg_config *cfg, const char *registry, char *err,
+			     size_t errlen) KG_MUST_USE;
 /* Reload from d->config_path. Returns 0, or -1 with why in err (nothing changed). */
 int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
 /* Rebuild trust from the registry with the current config (a CA changed). */

@@ -31,7 +31,18 @@ struct kg_verdict {
 };
 
 /*
- * Decide. Unknown device: allowed and enrolled if its CA is auto-enroll, else
+ * The issuing CA's standing for a CA-attested identity: KG_REASON_OK, or
+ * KG_REASON_CA_DISABLED (status disabled: CONNACK "not authorized"; revoked or
+ * unknown: "banned"). ca NULL: no status to judge, OK. `ca` carries
+ * the effective status (the trust store folds in every registered CA above it).
+ * Thumbprint identities answer to no CA: always OK. connack may be NULL.
+ */
+enum kg_reason kg_policy_ca_status(const struct kg_identity *id, const struct kg_ca *ca,
+				   enum kg_connack *connack);
+
+/*
+ * Decide. First the CA's status (kg_policy_ca_status()): a CA-attested identity whose
+ * CA is not enabled is refused CA_DISABLED. Unknown device: allowed and enrolled if its CA is auto-enroll, else
  * UNKNOWN_DEVICE. Status other than enabled: refused (quarantined and decommissioned
  * map to CONNACK "banned", others to "not authorized"). The method must match the
  * device's attestation. Backend: device's, else CA's, else cfg->default_backend; it

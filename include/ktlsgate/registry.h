@@ -58,6 +58,16 @@ struct kg_device {
 	int64_t cert_not_after;                       /* last seen leaf's notAfter, 0 unknown */
 };
 
+/* A CA's standing (AWS IoT's ACTIVE / INACTIVE / REVOKED CA states). Anything but
+ * enabled refuses every device that chains to the CA (or to a CA it issued); revoked
+ * is final: the CLI never turns it back on. Ordered by severity. */
+enum kg_ca_status {
+	KG_CA_ENABLED,
+	KG_CA_DISABLED,
+	KG_CA_REVOKED,
+	KG_CA_STATUS_MAX
+};
+
 struct kg_ca {
 	char name[KG_NAME_MAX];
 	char sha256[KG_SHA256_HEX_LEN + 1];           /* of the DER certificate */
@@ -66,6 +76,7 @@ struct kg_ca {
 	char challenge[KG_CHALLENGE_LEN + 1];         /* pending PoP challenge */
 	char backend[KG_NAME_MAX];                    /* "" = default */
 	bool auto_enroll;                             /* unknown devices under it are created */
+	enum kg_ca_status status;                     /* schema v4; older rows: enabled */
 	int64_t added_at;
 	int64_t not_after;
 	char *pem;                                    /* owned; free with kg_ca_fini() */
@@ -77,6 +88,8 @@ const char *kg_device_status_str(enum kg_device_status s);   /* "enabled", ... *
 int kg_device_status_parse(const char *s, enum kg_device_status *out) KG_MUST_USE;
 const char *kg_attestation_str(enum kg_attestation a);       /* "ca", "thumbprint" */
 int kg_attestation_parse(const char *s, enum kg_attestation *out) KG_MUST_USE;
+const char *kg_ca_status_str(enum kg_ca_status s);           /* "enabled", "disabled", "revoked" */
+int kg_ca_status_parse(const char *s, enum kg_ca_status *out) KG_MUST_USE;
 
 enum kg_registry_mode { KG_REG_READONLY, KG_REG_READWRITE };
 
@@ -128,11 +141,16 @@ int kg_registry_ca_get(struct kg_registry *reg, const char *name, struct kg_ca *
 int kg_registry_ca_get_by_sha256(struct kg_registry *reg, const char *hex, struct kg_ca *out) KG_MUST_USE;
 /* Mark proven; the challenge is spent (cleared). */
 int kg_registry_ca_set_verified(struct kg_registry *reg, const char *name) KG_MUST_USE;
-int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca) KG_MUST_USE; /* backend, auto_enroll */
+int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca) KG_MUST_USE; /* backend, auto_enroll, status */
 int kg_registry_ca_remove(struct kg_registry *reg, const char *name) KG_MUST_USE;
 /* Iterate, ordered by name. The kg_ca passed to cb is only valid during the call. */
 typedef int (*kg_ca_cb)(const struct kg_ca *ca, void *arg);
 int kg_registry_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg) KG_MUST_USE;
+
+/* Every backend name the registry uses (devices' and CAs' own, never ""), ordered,
+ * with how many devices and CAs name it: a reload checks they are all configured. */
+typedef int (*kg_backend_use_cb)(const char *name, int64_t devices, int64_t cas, void *arg);
+int kg_registry_backends_in_use(struct kg_registry *reg, kg_backend_use_cb cb, void *arg) KG_MUST_USE;
 
 /* Group writes into one transaction (the daemon's writer batches last-seen updates:
  * one commit per batch instead of one per connection). Between begin and commit only
@@ -162,6 +180,7 @@ struct kg_registry_ops {
 	int (*ca_update)(struct kg_registry *, const struct kg_ca *);
 	int (*ca_remove)(struct kg_registry *, const char *);
 	int (*ca_list)(struct kg_registry *, kg_ca_cb, void *);
+	int (*backends_in_use)(struct kg_registry *, kg_backend_use_cb, void *);
 	int (*begin)(struct kg_registry *);
 	int (*commit)(struct kg_registry *);
 	void (*rollback)(struct kg_registry *);

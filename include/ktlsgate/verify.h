@@ -79,6 +79,9 @@ int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_c
 		  char *err, size_t errlen) KG_MUST_USE;
 size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
 /* The registry row of CA `name` as it was when t was built (pem is NULL), or NULL.
+ * Its status is the effective one: the worst of its own and of every registered CA
+ * above it (issuer by name and signature), so disabling a root reaches the devices
+ * of every intermediate registered under it.
  * The daemon's policy step reads CA settings from here instead of the registry: a CA
  * change reaches the daemon as `ca-changed`, which rebuilds the trust. */
 const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name);
@@ -92,6 +95,20 @@ int kg_trust_crl_metrics_write(const struct kg_trust *t, FILE *f, time_t now);
  * now? True at most once per CA per `interval` seconds (thread-safe, lock-free). */
 bool kg_trust_crl_warn_due(const struct kg_trust *t, const char *ca_name, time_t now,
 			   int64_t interval);
+/*
+ * What a live session keeps of its leaf so a new CRL can reach it without holding the
+ * X509 (about 50 bytes instead of a parsed certificate per session).
+ */
+struct kg_leaf_ref {
+	unsigned char issuer_md[16];  /* SHA-256 of the issuer name's DER, truncated */
+	unsigned char serial[32];     /* serial magnitude (RFC 5280: at most 20 octets) */
+	uint8_t serial_len;           /* 0: not recorded */
+	bool serial_neg;
+};
+/* Record leaf's issuer and serial. Returns 0, or -1 (ref cleared: nothing to match). */
+int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref);
+/* Is the leaf listed in one of t's CRLs issued by the leaf's issuer? */
+bool kg_trust_leaf_revoked(const struct kg_trust *t, const struct kg_leaf_ref *ref);
 
 /* How a thumbprint-enrolled device is looked up: fill *dev and return 0, or
  * KG_E_NOTFOUND. The daemon passes its per-worker registry handle. */

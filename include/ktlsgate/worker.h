@@ -21,7 +21,8 @@
 
 enum kg_cmd_type {
 	KG_CMD_REVALIDATE_DEVICE,  /* arg: device id: re-run policy on its sessions */
-	KG_CMD_REVALIDATE_CA,      /* arg: CA name: close sessions it no longer proves */
+	KG_CMD_REVALIDATE_CA,      /* arg: CA name: re-check every CA-attested session */
+	KG_CMD_REVALIDATE_ALL,     /* after a reload: CRLs, CA status, backends of all */
 	KG_CMD_KILL_DEVICE,        /* arg: device id */
 	KG_CMD_LIST_SESSIONS,      /* append JSON lines to out */
 	KG_CMD_STOP

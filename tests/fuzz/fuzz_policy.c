@@ -86,6 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	take_name(&r, ca.backend, sizeof(ca.backend));
 	ca.auto_enroll = flags & 4;
 	ca.verified = flags & 8;
+	ca.status = (enum kg_ca_status)(((unsigned)flags >> 4) % (KG_CA_STATUS_MAX + 1));
 
 	in.id = &id;
 	in.cfg = &cfg;
@@ -103,6 +104,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (v.connack == KG_CONNACK_ACCEPTED || v.enroll) {
 		abort();
 	}
+	/* A CA that is not enabled admits nothing through it, enrolment included. */
+	if (v.allow && in.ca != NULL && id.method == KG_ATT_CA && ca.status != KG_CA_ENABLED)
+		abort();
 	if (v.enroll && (in.device != NULL || in.ca == NULL || !ca.auto_enroll ||
 			 id.method != KG_ATT_CA || v.reason != KG_REASON_ENROLLED))
 		abort();

@@ -311,8 +311,8 @@ t_ca_challenge() {
 	runr ca list
 	expect_rc 0
 	expect_out '^NAME +VERIFIED'
-	expect_out '^Test-Root +no +- +off'
-	expect_out '^factory-ca +no +b1 +on'
+	expect_out '^Test-Root +no +enabled +- +off'
+	expect_out '^factory-ca +no +enabled +b1 +on'
 	runr ca list --json
 	expect_rc 0
 	$PY - "$T/out" <<'EOF' || fail "ca list --json content"
@@ -321,6 +321,7 @@ cas = {c["name"]: c for c in json.load(open(sys.argv[1]))}
 assert set(cas) == {"Test-Root", "factory-ca"}, cas
 r = cas["Test-Root"]
 assert r["verified"] is False and r["backend"] is None and r["auto_enroll"] is False
+assert r["status"] == "enabled", r["status"]
 assert r["subject"] == "CN=Test Root", r["subject"]
 assert len(r["sha256"]) == 64 and r["not_after"] > 0 and len(r["challenge"]) == 32
 assert cas["factory-ca"]["auto_enroll"] is True and cas["factory-ca"]["backend"] == "b1"
@@ -366,6 +367,25 @@ t_ca_set_remove() {
 	runr ca set Nope --auto-enroll off
 	expect_rc 2
 	expect_err_line
+	# CA status: disabled and back; revoked is final
+	runr ca set Test-Root --status disabled
+	expect_rc 0
+	expect_out '^ca Test-Root: status disabled \(daemon not running\)$'
+	runr ca list
+	expect_out '^Test-Root +yes +disabled +b2 +on'
+	runr ca set Test-Root --status enabled
+	expect_rc 0
+	runr ca set Test-Root --status inactive
+	expect_rc 1
+	expect_err_line 'enabled\|disabled\|revoked'
+	runr ca set Test-Root --status revoked
+	expect_rc 0
+	runr ca list --json
+	$PY -c 'import json,sys; c=json.load(open(sys.argv[1]))[0]; assert c["status"]=="revoked", c' \
+		"$T/out" || fail "ca set --status revoked not stored"
+	runr ca set Test-Root --status enabled
+	expect_rc 2
+	expect_err_line 'revoked is final'
 	runr ca remove Test-Root
 	expect_rc 0
 	expect_out '^ca Test-Root removed \(daemon not running\)$'
@@ -667,7 +687,13 @@ EOF
 	run -c "$conf" verify "$T/pki/dev2/chain.pem"
 	expect_rc 2
 	expect_out '^refused: cert_revoked '
+	# A backend the config does not have is refused, naming the ones it has...
 	run -c "$conf" device set dev1 --backend elsewhere
+	expect_rc 2
+	expect_err_line "backend 'elsewhere' is not configured in $conf \(configured: local\)"
+	# ...but a registry edited without the config can still name one: verify says so.
+	run -c "$T/no-such.conf" -r "$T/vconf/registry.db" device set dev1 --backend elsewhere
+	expect_rc 0
 	expect_out '^device dev1: backend elsewhere \(daemon not running\)$'
 	run -c "$conf" verify "$T/pki/dev1/chain.pem"
 	expect_rc 2

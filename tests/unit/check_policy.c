@@ -34,16 +34,21 @@ struct policy_case {
 	enum kg_reason reason;
 	enum kg_connack connack;
 	const char *backend;   /* NULL: not checked */
+	enum kg_ca_status ca_status;   /* the CA row's (effective) status; 0 = enabled */
 };
 
 #define ENA KG_DEV_ENABLED
 #define ATT_CA KG_ATT_CA
 #define ATT_TP KG_ATT_THUMBPRINT
-#define DENY_NA(r) false, false, r, KG_CONNACK_NOT_AUTHORIZED, NULL
-#define DENY_BAN(r) false, false, r, KG_CONNACK_BANNED, NULL
+#define DENY_NA(r) false, false, r, KG_CONNACK_NOT_AUTHORIZED, NULL, KG_CA_ENABLED
+#define DENY_BAN(r) false, false, r, KG_CONNACK_BANNED, NULL, KG_CA_ENABLED
 #define NO_BACKEND false, false, KG_REASON_NO_BACKEND, KG_CONNACK_SERVER_UNAVAILABLE
-#define ALLOW(b) true, false, KG_REASON_OK, KG_CONNACK_ACCEPTED, b
-#define ENROLL(b) true, true, KG_REASON_ENROLLED, KG_CONNACK_ACCEPTED, b
+#define ALLOW(b) true, false, KG_REASON_OK, KG_CONNACK_ACCEPTED, b, KG_CA_ENABLED
+#define ENROLL(b) true, true, KG_REASON_ENROLLED, KG_CONNACK_ACCEPTED, b, KG_CA_ENABLED
+/* CA status cases: the verdict, then the CA row's status */
+#define CA_NA(st) false, false, KG_REASON_CA_DISABLED, KG_CONNACK_NOT_AUTHORIZED, NULL, st
+#define CA_BAN(st) false, false, KG_REASON_CA_DISABLED, KG_CONNACK_BANNED, NULL, st
+#define ALLOW_CA(b, st) true, false, KG_REASON_OK, KG_CONNACK_ACCEPTED, b, st
 
 static const struct policy_case cases[] = {
 	/* unknown devices */
@@ -58,9 +63,9 @@ static const struct policy_case cases[] = {
 	{ "unknown, thumbprint method, auto-enroll CA", NONE, 0, "", "", "g1", true, "b-ca", ATT_TP, "",
 	  "b-def", DENY_NA(KG_REASON_UNKNOWN_DEVICE) },
 	{ "unknown, auto-enroll CA, backend not configured", NONE, 0, "", "", "g1", true, "b-gone",
-	  ATT_CA, "g1", "b-def", NO_BACKEND, "b-gone" },
+	  ATT_CA, "g1", "b-def", NO_BACKEND, "b-gone", KG_CA_ENABLED },
 	{ "unknown, auto-enroll CA, no backend anywhere", NONE, 0, "", "", "g1", true, "", ATT_CA, "g1",
-	  "", NO_BACKEND, "" },
+	  "", NO_BACKEND, "", KG_CA_ENABLED },
 	/* status */
 	{ "disabled", KG_DEV_DISABLED, ATT_CA, "", "", "g1", false, "", ATT_CA, "g1", "b-def",
 	  DENY_NA(KG_REASON_DISABLED) },
@@ -99,13 +104,28 @@ static const struct policy_case cases[] = {
 	{ "pinned device, own backend", ENA, ATT_TP, "b-dev", "", NULL, false, "", ATT_TP, "", "",
 	  ALLOW("b-dev") },
 	{ "device backend missing: no fallback", ENA, ATT_CA, "b-gone", "g1", "g1", false, "b-ca",
-	  ATT_CA, "g1", "b-def", NO_BACKEND, "b-gone" },
+	  ATT_CA, "g1", "b-def", NO_BACKEND, "b-gone", KG_CA_ENABLED },
 	{ "CA backend missing: no fallback", ENA, ATT_CA, "", "g1", "g1", false, "b-gone", ATT_CA,
-	  "g1", "b-def", NO_BACKEND, "b-gone" },
+	  "g1", "b-def", NO_BACKEND, "b-gone", KG_CA_ENABLED },
 	{ "default missing", ENA, ATT_TP, "", "", NULL, false, "", ATT_TP, "", "b-gone", NO_BACKEND,
-	  "b-gone" },
+	  "b-gone", KG_CA_ENABLED },
 	{ "no default, nothing named", ENA, ATT_CA, "", "", "g1", false, "", ATT_CA, "g1", "",
-	  NO_BACKEND, "" },
+	  NO_BACKEND, "", KG_CA_ENABLED },
+	/* CA status (issue 10): before everything else, enrolment included */
+	{ "CA disabled", ENA, ATT_CA, "", "g1", "g1", false, "", ATT_CA, "g1", "b-def",
+	  CA_NA(KG_CA_DISABLED) },
+	{ "CA revoked: banned", ENA, ATT_CA, "", "g1", "g1", false, "", ATT_CA, "g1", "b-def",
+	  CA_BAN(KG_CA_REVOKED) },
+	{ "CA status out of range fails closed", ENA, ATT_CA, "", "g1", "g1", false, "", ATT_CA,
+	  "g1", "b-def", CA_BAN(KG_CA_STATUS_MAX) },
+	{ "CA disabled stops auto-enrolment", NONE, 0, "", "", "g1", true, "b-ca", ATT_CA, "g1",
+	  "b-def", CA_NA(KG_CA_DISABLED) },
+	{ "CA disabled before device status", KG_DEV_QUARANTINED, ATT_CA, "", "g1", "g1", false, "",
+	  ATT_CA, "g1", "b-def", CA_NA(KG_CA_DISABLED) },
+	{ "CA disabled, unbound device too", ENA, ATT_CA, "", "", "g1", false, "", ATT_CA, "g1",
+	  "b-def", CA_NA(KG_CA_DISABLED) },
+	{ "pinned device ignores CA status", ENA, ATT_TP, "", "", "g1", false, "", ATT_TP, "",
+	  "b-def", ALLOW_CA("b-def", KG_CA_REVOKED) },
 };
 
 static void make_cfg(struct kg_config *cfg, const char *default_backend)
@@ -149,6 +169,7 @@ START_TEST(test_decide_table)
 		ca.verified = true;
 		ca.auto_enroll = c->ca_auto;
 		strcpy(ca.backend, c->ca_backend);
+		ca.status = c->ca_status;
 		in.ca = &ca;
 	}
 	memset(&v, 0x5a, sizeof(v));   /* every field must be written */
@@ -166,6 +187,31 @@ START_TEST(test_decide_table)
 			      c->name, v.backend, c->backend);
 	if (!c->allow && c->backend == NULL)
 		ck_assert_msg(v.backend[0] == '\0', "%s: backend on a refusal", c->name);
+}
+END_TEST
+
+START_TEST(test_ca_status_direct)
+{
+	struct kg_identity id;
+	struct kg_ca ca;
+	enum kg_connack ck = KG_CONNACK_MAX;
+
+	memset(&id, 0, sizeof(id));
+	memset(&ca, 0, sizeof(ca));
+	id.method = KG_ATT_CA;
+	ck_assert_int_eq(kg_policy_ca_status(&id, &ca, &ck), KG_REASON_OK);
+	ck_assert_int_eq(ck, KG_CONNACK_ACCEPTED);
+	ck_assert_int_eq(kg_policy_ca_status(&id, NULL, &ck), KG_REASON_OK);
+	ca.status = KG_CA_DISABLED;
+	ck_assert_int_eq(kg_policy_ca_status(&id, &ca, &ck), KG_REASON_CA_DISABLED);
+	ck_assert_int_eq(ck, KG_CONNACK_NOT_AUTHORIZED);
+	ck_assert_int_eq(kg_policy_ca_status(&id, &ca, NULL), KG_REASON_CA_DISABLED);
+	ca.status = KG_CA_REVOKED;
+	ck_assert_int_eq(kg_policy_ca_status(&id, &ca, &ck), KG_REASON_CA_DISABLED);
+	ck_assert_int_eq(ck, KG_CONNACK_BANNED);
+	id.method = KG_ATT_THUMBPRINT;
+	ck_assert_int_eq(kg_policy_ca_status(&id, &ca, &ck), KG_REASON_OK);
+	ck_assert_int_eq(kg_policy_ca_status(NULL, &ca, &ck), KG_REASON_OK);
 }
 END_TEST
 
@@ -260,6 +306,7 @@ Suite *kg_suite_policy(void)
 	TCase *tc = tcase_create("policy");
 
 	tcase_add_loop_test(tc, test_decide_table, 0, (int)KG_NITEMS(cases));
+	tcase_add_test(tc, test_ca_status_direct);
 	tcase_add_test(tc, test_decide_bad_input);
 	tcase_add_loop_test(tc, test_client_id_table, 0, (int)KG_NITEMS(cid_cases));
 	tcase_add_test(tc, test_client_id_max_length);

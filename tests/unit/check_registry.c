@@ -801,6 +801,64 @@ START_TEST(test_migrations)
 }
 END_TEST
 
+/* Schema v4: a CA status column. A v3 database's CAs migrate as enabled; the status
+ * round-trips through update and list; junk is refused by the store's CHECK. */
+START_TEST(test_ca_status)
+{
+	struct kg_registry *reg;
+	struct kg_ca ca = mkca("fresh", '5'), got = { 0 };
+	enum kg_ca_status st;
+	char err[KG_ERRBUF];
+
+	ck_assert_int_ge(kg_registry_sqlite_schema_latest(), 4);
+	ck_assert_str_eq(kg_ca_status_str(KG_CA_ENABLED), "enabled");
+	ck_assert_str_eq(kg_ca_status_str(KG_CA_DISABLED), "disabled");
+	ck_assert_str_eq(kg_ca_status_str(KG_CA_REVOKED), "revoked");
+	ck_assert_int_eq(kg_ca_status_parse("revoked", &st), 0);
+	ck_assert_int_eq(st, KG_CA_REVOKED);
+	ck_assert_int_eq(kg_ca_status_parse("inactive", &st), KG_E_INVALID);
+
+	ck_assert_int_eq(kg_registry_sqlite_migrate(dbpath, 3, err, sizeof(err)), 0);
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), 3);
+	raw_sql("INSERT INTO cas (name, pem, sha256, added_at) VALUES ('old', 'x',"
+		" '4444444444444444444444444444444444444444444444444444444444444444', 1)");
+	reg = open_rw();
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), kg_registry_sqlite_schema_latest());
+	ck_assert_int_eq(kg_registry_ca_get(reg, "old", &got), 0);
+	ck_assert_int_eq(got.status, KG_CA_ENABLED);
+	got.status = KG_CA_DISABLED;
+	ck_assert_int_eq(kg_registry_ca_update(reg, &got), 0);
+	kg_ca_fini(&got);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "old", &got), 0);
+	ck_assert_int_eq(got.status, KG_CA_DISABLED);
+	got.status = KG_CA_REVOKED;
+	ck_assert_int_eq(kg_registry_ca_update(reg, &got), 0);
+	kg_ca_fini(&got);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "old", &got), 0);
+	ck_assert_int_eq(got.status, KG_CA_REVOKED);
+	got.status = KG_CA_STATUS_MAX;
+	ck_assert_int_eq(kg_registry_ca_update(reg, &got), KG_E_INVALID);
+	kg_ca_fini(&got);
+	/* a new CA is added with the status it carries */
+	ca.status = KG_CA_DISABLED;
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), 0);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "fresh", &got), 0);
+	ck_assert_int_eq(got.status, KG_CA_DISABLED);
+	kg_ca_fini(&got);
+	kg_registry_close(reg);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM cas WHERE status = 'revoked'"), 1);
+	/* the store refuses a status it does not know even behind the API's back */
+	{
+		sqlite3 *db;
+
+		ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+		ck_assert_int_eq(sqlite3_exec(db, "UPDATE cas SET status = 'inactive'", NULL, NULL,
+					      NULL) & 0xff, SQLITE_CONSTRAINT);
+		sqlite3_close(db);
+	}
+}
+END_TEST
+
 START_TEST(test_newer_schema_refused)
 {
 	char msg[128];
@@ -919,6 +977,7 @@ Suite *kg_suite_registry(void)
 	tcase_add_test(tc, test_reopen_persists);
 	tcase_add_test(tc, test_readonly);
 	tcase_add_test(tc, test_migrations);
+	tcase_add_test(tc, test_ca_status);
 	tcase_add_test(tc, test_newer_schema_refused);
 	tcase_add_test(tc, test_garbage_refused);
 	tcase_add_test(tc, test_magic_then_garbage_refused);
