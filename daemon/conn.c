@@ -258,12 +258,12 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t cap)
 
 /*
  * A source over its limits is closed before it costs anything but this: no struct
- * kg_conn, no SSL. The refusal is audited and counted like any other (one record per
- * connection; the audit log's own rate limit keeps a flood readable) and feeds the
+ * kg_conn, no SSL. The refusal is audited (through the audit flood guard) and counted
+ * like any other, and feeds the
  * XDP gate, which then drops the source before it reaches accept at all.
  */
-static void refuse_at_accept(struct kg_worker *w, int fd, const struct sockaddr *sa,
-			     socklen_t salen, enum kg_src_limit which)
+static void refuse_at_accept(struct kg_worker *w, const struct kg_config *cfg, int fd,
+			     const struct sockaddr *sa, socklen_t salen, enum kg_src_limit which)
 {
 	char peer[64];
 	struct kg_audit_record r = {
@@ -274,7 +274,10 @@ static void refuse_at_accept(struct kg_worker *w, int fd, const struct sockaddr 
 	};
 
 	format_peer(sa, peer, sizeof(peer));
-	kg_audit_emit(&r);
+	/* A source over its limits never authenticated: its lines go through the flood
+	 * guard like any other unauthenticated refusal (the metrics count every one). */
+	if (!kg_audit_emit_limited(&w->audit_rl, cfg, &r, sa, salen, kg_now_ms()))
+		kg_metric_add(&w->metrics.audit_suppressed[KG_REASON_SOURCE_LIMIT], 1);
 	kg_metric_add(&w->metrics.source_limited[which], 1);
 	kg_metric_add(&w->metrics.decisions_deny[KG_REASON_SOURCE_LIMIT], 1);
 	kg_metric_add(&w->metrics.closes[KG_REASON_SOURCE_LIMIT], 1);
@@ -305,10 +308,10 @@ static bool source_admit(struct kg_worker *w, const struct kg_config *cfg, int f
 		kg_metric_add(&w->metrics.source_untracked, 1);
 		return true;
 	case KG_SRC_PENDING:
-		refuse_at_accept(w, fd, sa, salen, KG_SRC_LIMIT_HANDSHAKES);
+		refuse_at_accept(w, cfg, fd, sa, salen, KG_SRC_LIMIT_HANDSHAKES);
 		return false;
 	case KG_SRC_RATE:
-		refuse_at_accept(w, fd, sa, salen, KG_SRC_LIMIT_RATE);
+		refuse_at_accept(w, cfg, fd, sa, salen, KG_SRC_LIMIT_RATE);
 		return false;
 	}
 	return true;
