@@ -423,7 +423,31 @@ t_config_check() {
 		{ note "bad value message: $out"; return 1; }
 }
 
-ALL_TESTS=(t_config_check t_ca_override_strict t_ca_override_rewrite t_ca_override_inherited)
+# `ktlsgated -t` names each CA whose devices follow another rule than the config's, its
+# own or inherited, and warns on pass
+t_ca_override_config_check() {
+	local out bad=0
+	use_gw userspace pass || return 1
+	ca_uc root pass || return 1
+	ca_uc factory rewrite || { ca_uc_reset; return 1; }
+	out=$("$GATED" -t -c "$WORK/gw/base.conf" 2>&1) || { note "-t failed: $out"; ca_uc_reset; return 1; }
+	printf '%s\n' "$out" | grep -qx "ktlsgated: CA factory: username_check = rewrite (its own)" ||
+		{ note "-t does not name factory's rule: $out"; bad=1; }
+	printf '%s\n' "$out" | grep -q "^ktlsgated: CA root: username_check = pass (its own) (unsafe" ||
+		{ note "-t does not warn about root's pass: $out"; bad=1; }
+	ca_uc factory default || bad=1
+	out=$("$GATED" -t -c "$WORK/gw/base.conf" 2>&1) || { note "-t failed: $out"; ca_uc_reset; return 1; }
+	printf '%s\n' "$out" | grep -q "^ktlsgated: CA factory: username_check = pass (from a CA above it) (unsafe" ||
+		{ note "-t does not name factory's inherited rule: $out"; bad=1; }
+	ca_uc_reset
+	out=$("$GATED" -t -c "$WORK/gw/base.conf" 2>&1) || { note "-t failed: $out"; return 1; }
+	printf '%s\n' "$out" | grep -q "^ktlsgated: CA " && { note "-t names a CA without a rule: $out"; bad=1; }
+	[ $bad = 0 ] || WHY="see above"
+	return $bad
+}
+
+ALL_TESTS=(t_config_check t_ca_override_strict t_ca_override_rewrite t_ca_override_inherited
+	t_ca_override_config_check)
 for RELAY in userspace openssl; do
 	for c in strict_refuses strict_accepts rewrite rewrite_acl pass; do
 		eval "t_${c}_$RELAY() { RELAY=$RELAY; case_$c; }"
