@@ -43,12 +43,14 @@ const char kg_cli_usage_pki[] =
 	"ktlsgate pki crl --ca DIR --out FILE [CERT...]\n";
 
 const char kg_cli_usage_ca[] =
-	"ktlsgate ca add FILE [--name NAME] [--backend B] [--auto-enroll]\n"
+	"ktlsgate ca add FILE [--name NAME] [--backend B] [--auto-enroll] [--username-check U]\n"
 	"ktlsgate ca verify NAME CERT\n"
 	"ktlsgate ca list [--json]\n"
 	"ktlsgate ca set NAME [--backend B] [--auto-enroll on|off] [--status S]\n"
+	"             [--username-check U]\n"
 	"ktlsgate ca remove NAME\n"
-	"  S: enabled|disabled|revoked (revoked is final)\n";
+	"  S: enabled|disabled|revoked (revoked is final)\n"
+	"  U: strict|rewrite|pass, or default ([daemon] username_check)\n";
 
 const char kg_cli_usage_device[] =
 	"ktlsgate device add ID [--thumbprint HEX [--secondary HEX] | --cert FILE] [--backend B]\n"

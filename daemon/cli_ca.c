@@ -94,12 +94,38 @@ static int check_backend_arg(const char *cmd, const char *b)
 	return KG_EXIT_OK;
 }
 
+/*
+ * --username-check WORD: a rule of its own for the CA (*set true) or `default`, back
+ * to [daemon] username_check (*set false). A usage error names the words.
+ */
+static int username_check_arg(const char *cmd, const char *arg, bool *set,
+			      enum kg_username_check *mode)
+{
+	if (strcmp(arg, "default") == 0) {
+		*set = false;
+		*mode = KG_USERNAME_STRICT;
+		return KG_EXIT_OK;
+	}
+	if (kg_username_check_parse(arg, mode) != 0)
+		return kg_cli_usage_err("%s: --username-check wants strict|rewrite|pass|default,"
+					" not '%s'", cmd, arg);
+	*set = true;
+	return KG_EXIT_OK;
+}
+
+/* What a list shows for a CA's rule: its own, or "default" (the config's). */
+static const char *ca_username_check_str(const struct kg_ca *ca)
+{
+	return ca->has_username_check ? kg_username_check_str(ca->username_check) : "default";
+}
+
 static int ca_add(struct kg_cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "backend", required_argument, NULL, 'b' },
 		{ "auto-enroll", no_argument, NULL, 'A' },
+		{ "username-check", required_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -120,6 +146,11 @@ static int ca_add(struct kg_cli *cli, int argc, char **argv)
 			break;
 		case 'A':
 			ca.auto_enroll = true;
+			break;
+		case 'U':
+			if ((rc = username_check_arg("ca add", optarg, &ca.has_username_check,
+						     &ca.username_check)) != KG_EXIT_OK)
+				return rc;
 			break;
 		case 'h':
 			fputs(kg_cli_usage_ca, stdout);
@@ -315,10 +346,10 @@ static int list_one(const struct kg_ca *ca, void *arg)
 
 	if (lc->arr == NULL) {
 		kg_cli_fmt_time(ca->not_after, na, sizeof(na));
-		printf("%-20s %-8s %-8s %-12s %-11s %-20s %s %s\n", ca->name,
+		printf("%-20s %-8s %-8s %-12s %-11s %-14s %-20s %s %s\n", ca->name,
 		       ca->verified ? "yes" : "no", kg_ca_status_str(ca->status),
-		       ca->backend[0] != '\0' ? ca->backend : "-", ca->auto_enroll ? "on" : "off", na,
-		       ca->sha256, ca->subject);
+		       ca->backend[0] != '\0' ? ca->backend : "-", ca->auto_enroll ? "on" : "off",
+		       ca_username_check_str(ca), na, ca->sha256, ca->subject);
 		return 0;
 	}
 	o = json_object_new_object();
@@ -331,6 +362,11 @@ static int list_one(const struct kg_ca *ca, void *arg)
 	json_object_object_add(o, "status", json_object_new_string(kg_ca_status_str(ca->status)));
 	json_object_object_add(o, "backend", kg_cli_json_str_or_null(ca->backend));
 	json_object_object_add(o, "auto_enroll", json_object_new_boolean(ca->auto_enroll));
+	/* null: the CA follows [daemon] username_check. */
+	json_object_object_add(o, "username_check",
+			       ca->has_username_check
+				       ? json_object_new_string(kg_username_check_str(ca->username_check))
+				       : NULL);
 	json_object_object_add(o, "subject", json_object_new_string(ca->subject));
 	json_object_object_add(o, "not_after", json_object_new_int64(ca->not_after));
 	json_object_object_add(o, "sha256", json_object_new_string(ca->sha256));
@@ -380,8 +416,9 @@ static int ca_list(struct kg_cli *cli, int argc, char **argv)
 			goto out_close;
 		}
 	} else {
-		printf("%-20s %-8s %-8s %-12s %-11s %-20s %-64s %s\n", "NAME", "VERIFIED", "STATUS",
-		       "BACKEND", "AUTO-ENROLL", "NOT-AFTER", "SHA256", "SUBJECT");
+		printf("%-20s %-8s %-8s %-12s %-11s %-14s %-20s %-64s %s\n", "NAME", "VERIFIED",
+		       "STATUS", "BACKEND", "AUTO-ENROLL", "USERNAME-CHECK", "NOT-AFTER", "SHA256",
+		       "SUBJECT");
 	}
 	rc = kg_registry_ca_list(reg, list_one, &lc);
 	if (rc != 0 || lc.err != 0) {
@@ -405,6 +442,7 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "auto-enroll", required_argument, NULL, 'A' },
 		{ "status", required_argument, NULL, 'S' },
+		{ "username-check", required_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -412,7 +450,8 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 	struct kg_registry *reg = NULL;
 	struct kg_ca ca = { 0 };
 	enum kg_ca_status status = KG_CA_ENABLED;
-	bool set_status = false;
+	enum kg_username_check uc = KG_USERNAME_STRICT;
+	bool set_status = false, set_uc = false, has_uc = false;
 	char text[128], changes[256] = "";
 	int auto_enroll = -1, c, rc;
 
@@ -436,6 +475,11 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 							" not '%s'", optarg);
 			set_status = true;
 			break;
+		case 'U':
+			if ((rc = username_check_arg("ca set", optarg, &has_uc, &uc)) != KG_EXIT_OK)
+				return rc;
+			set_uc = true;
+			break;
 		case 'h':
 			fputs(kg_cli_usage_ca, stdout);
 			return KG_EXIT_OK;
@@ -448,8 +492,9 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 	name = argv[optind];
 	if (!kg_cli_name_valid(name))
 		return kg_cli_usage_err("ca set: bad CA name '%s'", name);
-	if (backend == NULL && auto_enroll < 0 && !set_status)
-		return kg_cli_usage_err("ca set: nothing to change (give --backend, --auto-enroll or --status)");
+	if (backend == NULL && auto_enroll < 0 && !set_status && !set_uc)
+		return kg_cli_usage_err("ca set: nothing to change (give --backend, --auto-enroll,"
+					" --status or --username-check)");
 	if ((rc = check_backend_arg("ca set", backend)) != KG_EXIT_OK)
 		return rc;
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
@@ -485,6 +530,13 @@ static int ca_set(struct kg_cli *cli, int argc, char **argv)
 		ca.status = status;
 		snprintf(changes + strlen(changes), sizeof(changes) - strlen(changes), "%sstatus %s",
 			 changes[0] != '\0' ? ", " : "", kg_ca_status_str(status));
+	}
+	if (set_uc) {
+		ca.has_username_check = has_uc;
+		ca.username_check = uc;
+		snprintf(changes + strlen(changes), sizeof(changes) - strlen(changes),
+			 "%susername-check %s", changes[0] != '\0' ? ", " : "",
+			 ca_username_check_str(&ca));
 	}
 	rc = kg_registry_ca_update(reg, &ca);
 	if (rc != 0) {

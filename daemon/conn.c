@@ -720,7 +720,8 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 	 * another device's topics from a broker whose ACLs use %u (docs/security.md). */
 	id_len = strnlen(c->id.device_id, sizeof(c->id.device_id));
 	other_user = !kg_mqtt_username_matches(&mc, c->id.device_id, id_len);
-	switch (cfg->username_check) {
+	/* The device's CA may override [daemon] username_check; st_policy chose. */
+	switch (c->verdict.username_check) {
 	case KG_USERNAME_STRICT:
 		if (other_user)
 			return conn_refuse(c, KG_REASON_USERNAME_MISMATCH, KG_CONNACK_NOT_AUTHORIZED,

@@ -136,6 +136,22 @@ static const char *username_check_name(enum kg_username_check m)
 	return "?";
 }
 
+/* -t: one line per CA whose devices follow a username_check other than the config's
+ * (set on the CA or inherited from one above it: the trust snapshot holds the
+ * effective rule), with the same warning as the global pass. */
+static int print_ca_username_check(const struct kg_ca *row, void *arg)
+{
+	const struct kg_ca *eff = kg_trust_get0_ca(arg, row->name);
+
+	if (eff == NULL || !eff->has_username_check)
+		return 0;
+	printf("ktlsgated: CA %s: username_check = %s (%s)%s\n", row->name,
+	       username_check_name(eff->username_check),
+	       row->has_username_check ? "its own" : "from a CA above it",
+	       eff->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
+	return 0;
+}
+
 /*
  * `-t`: validate the file, then load what it names that exists (certificate + key,
  * registry + CAs + CRLs) exactly as a start would. A file that does not exist yet is
@@ -192,6 +208,10 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		       crls_refusing);
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
+	if (reg != NULL && kg_registry_ca_list(reg, print_ca_username_check, trust) != 0) {
+		fprintf(stderr, "ktlsgated: registry %s: cannot list CAs\n", cfg->registry);
+		goto out;
+	}
 	if (cfg->source_max_handshakes == 0 && cfg->source_rate == 0)
 		printf("ktlsgated: per-source limits off\n");
 	else

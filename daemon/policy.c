@@ -88,6 +88,20 @@ enum kg_reason kg_policy_ca_status(const struct kg_identity *id, const struct kg
 	return KG_REASON_CA_DISABLED;
 }
 
+enum kg_username_check kg_policy_username_check(enum kg_username_check global,
+						const struct kg_ca *ca)
+{
+	if (ca == NULL || !ca->has_username_check)
+		return global;
+	switch (ca->username_check) {
+	case KG_USERNAME_STRICT:
+	case KG_USERNAME_REWRITE:
+	case KG_USERNAME_PASS:
+		return ca->username_check;
+	}
+	return KG_USERNAME_STRICT;
+}
+
 void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out)
 {
 	enum kg_connack connack;
@@ -101,6 +115,9 @@ void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out)
 		return;   /* caller bug: refuse */
 	id = in->id;
 	dev = in->device;
+	/* A pinned leaf answers to no CA: only a CA-attested identity takes its CA's rule. */
+	out->username_check = kg_policy_username_check(in->cfg->username_check,
+						       id->method == KG_ATT_CA ? in->ca : NULL);
 
 	/* A disabled or revoked CA stops every device under it, enrolled or not: checked
 	 * before auto-enrolment, so a compromised CA cannot mint new devices either. */

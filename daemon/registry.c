@@ -34,6 +34,13 @@ static const char *const ca_status_names[KG_CA_STATUS_MAX] = {
 	[KG_CA_REVOKED] = "revoked",
 };
 
+/* Also the words of [daemon] username_check (config.c has its own table). */
+static const char *const username_check_names[] = {
+	[KG_USERNAME_STRICT] = "strict",
+	[KG_USERNAME_REWRITE] = "rewrite",
+	[KG_USERNAME_PASS] = "pass",
+};
+
 static const char *const attestation_names[KG_ATT_MAX] = {
 	[KG_ATT_CA] = "ca",
 	[KG_ATT_THUMBPRINT] = "thumbprint",
@@ -96,6 +103,23 @@ int kg_ca_status_parse(const char *s, enum kg_ca_status *out)
 	if (i < 0 || out == NULL)
 		return KG_E_INVALID;
 	*out = (enum kg_ca_status)i;
+	return 0;
+}
+
+const char *kg_username_check_str(enum kg_username_check m)
+{
+	if ((unsigned)m >= KG_NITEMS(username_check_names))
+		return "unknown";
+	return username_check_names[m];
+}
+
+int kg_username_check_parse(const char *s, enum kg_username_check *out)
+{
+	int i = name_index(username_check_names, KG_NITEMS(username_check_names), s);
+
+	if (i < 0 || out == NULL)
+		return KG_E_INVALID;
+	*out = (enum kg_username_check)i;
 	return 0;
 }
 
@@ -335,6 +359,13 @@ static int make_challenge(char out[KG_CHALLENGE_LEN + 1])
 	return 0;
 }
 
+/* A CA's username_check override, when set, is one the daemon knows. */
+static bool username_check_ok(const struct kg_ca *ca)
+{
+	return !ca->has_username_check ||
+	       (unsigned)ca->username_check < KG_NITEMS(username_check_names);
+}
+
 int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca)
 {
 	char sha[KG_SHA256_HEX_LEN + 1];
@@ -344,7 +375,7 @@ int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca)
 	    ca->pem[0] == '\0' || !terminated(ca->subject, sizeof(ca->subject)) ||
 	    !terminated(ca->backend, sizeof(ca->backend)) ||
 	    !norm_hex64(sha, ca->sha256, sizeof(ca->sha256), false) ||
-	    (unsigned)ca->status >= KG_CA_STATUS_MAX)
+	    (unsigned)ca->status >= KG_CA_STATUS_MAX || !username_check_ok(ca))
 		return KG_E_INVALID;
 	memcpy(ca->sha256, sha, sizeof(sha));
 	ca->verified = false;
@@ -380,7 +411,8 @@ int kg_registry_ca_set_verified(struct kg_registry *reg, const char *name)
 int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca)
 {
 	if (reg == NULL || ca == NULL || !valid_name(ca->name) ||
-	    !terminated(ca->backend, sizeof(ca->backend)) || (unsigned)ca->status >= KG_CA_STATUS_MAX)
+	    !terminated(ca->backend, sizeof(ca->backend)) || (unsigned)ca->status >= KG_CA_STATUS_MAX ||
+	    !username_check_ok(ca))
 		return KG_E_INVALID;
 	return reg->ops->ca_update(reg, ca);
 }

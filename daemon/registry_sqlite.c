@@ -103,13 +103,18 @@ static const char *const migrations[] = {
 	 * enabled. */
 	("ALTER TABLE cas ADD COLUMN status TEXT NOT NULL DEFAULT 'enabled'"
 	 " CHECK (status IN ('enabled', 'disabled', 'revoked'));"),
+	/* 4 -> 5: a CA's own MQTT user-name rule (issue 10 section 7), overriding
+	 * [daemon] username_check for the devices that chain to it. NULL: not set, the
+	 * config's applies; existing CAs keep following the config. */
+	("ALTER TABLE cas ADD COLUMN username_check TEXT"
+	 " CHECK (username_check IS NULL OR username_check IN ('strict', 'rewrite', 'pass'));"),
 };
 #define SCHEMA_LATEST ((int)KG_NITEMS(migrations))
 
 #define DEVICE_COLS "id, status, attestation, thumb_primary, thumb_secondary, backend, ca_name," \
 		    " created_at, updated_at, last_seen, cert_not_after"
 #define CA_COLS "name, pem, sha256, subject, verified, challenge, backend, auto_enroll," \
-		" added_at, not_after, status"
+		" added_at, not_after, status, username_check"
 
 enum stmt_id {
 	ST_DEV_GET,
@@ -155,12 +160,13 @@ static const char *const stmt_sql[ST_MAX] = {
 			       " (thumb_primary IN (?2, ?3) OR thumb_secondary IN (?2, ?3)) LIMIT 1",
 	[ST_DEV_LIST_ALL] = "SELECT " DEVICE_COLS " FROM devices ORDER BY id",
 	[ST_DEV_LIST_STATUS] = "SELECT " DEVICE_COLS " FROM devices WHERE status = ?1 ORDER BY id",
-	[ST_CA_ADD] = "INSERT INTO cas (" CA_COLS ") VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
+	[ST_CA_ADD] = "INSERT INTO cas (" CA_COLS ") VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[ST_CA_GET] = "SELECT " CA_COLS " FROM cas WHERE name = ?1",
 	[ST_CA_GET_SHA] = "SELECT " CA_COLS " FROM cas WHERE sha256 = ?1",
 	/* Once proven, nothing is pending: the challenge is spent. */
 	[ST_CA_VERIFIED] = "UPDATE cas SET verified = 1, challenge = '' WHERE name = ?1",
-	[ST_CA_UPDATE] = "UPDATE cas SET backend = ?2, auto_enroll = ?3, status = ?4 WHERE name = ?1",
+	[ST_CA_UPDATE] = "UPDATE cas SET backend = ?2, auto_enroll = ?3, status = ?4,"
+			" username_check = ?5 WHERE name = ?1",
 	[ST_CA_REMOVE] = "DELETE FROM cas WHERE name = ?1",
 	[ST_CA_LIST] = "SELECT " CA_COLS " FROM cas ORDER BY name",
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -354,9 +360,13 @@ static int row_ca(sqlite3_stmt *st, struct kg_ca *ca, bool own)
 {
 	const char *pem = (const char *)sqlite3_column_text(st, 1);
 	const char *status = (const char *)sqlite3_column_text(st, 10);
+	const char *uc = (const char *)sqlite3_column_text(st, 11);
 
 	memset(ca, 0, sizeof(*ca));
 	if (kg_ca_status_parse(status, &ca->status) != 0)
+		return KG_E_CORRUPT;
+	ca->has_username_check = uc != NULL;
+	if (uc != NULL && kg_username_check_parse(uc, &ca->username_check) != 0)
 		return KG_E_CORRUPT;
 	if (pem == NULL || col_copy(st, 0, ca->name, sizeof(ca->name)) != 0 ||
 	    col_copy(st, 2, ca->sha256, sizeof(ca->sha256)) != 0 ||
@@ -646,6 +656,14 @@ out:
 	return rc;
 }
 
+/* A CA's username_check: its word, or NULL when the config's applies. */
+static int bind_username_check(sqlite3_stmt *st, int idx, const struct kg_ca *ca)
+{
+	if (!ca->has_username_check)
+		return sqlite3_bind_null(st, idx);
+	return bind_text(st, idx, kg_username_check_str(ca->username_check));
+}
+
 static int sq_ca_add(struct kg_registry *reg, struct kg_ca *ca)
 {
 	struct sqlite_reg *r = to_sreg(reg);
@@ -662,7 +680,8 @@ static int sq_ca_add(struct kg_registry *reg, struct kg_ca *ca)
 	    sqlite3_bind_int(st, 7, ca->auto_enroll ? 1 : 0) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 8, (sqlite3_int64)now) != SQLITE_OK ||
 	    sqlite3_bind_int64(st, 9, (sqlite3_int64)ca->not_after) != SQLITE_OK ||
-	    bind_text(st, 10, kg_ca_status_str(ca->status)) != SQLITE_OK) {
+	    bind_text(st, 10, kg_ca_status_str(ca->status)) != SQLITE_OK ||
+	    bind_username_check(st, 11, ca) != SQLITE_OK) {
 		done(st);
 		return db_err(r, sqlite3_errcode(r->db), "ca add");
 	}
@@ -716,7 +735,8 @@ static int sq_ca_update(struct kg_registry *reg, const struct kg_ca *ca)
 		return KG_E_INVALID;
 	if (bind_text(st, 1, ca->name) != SQLITE_OK || bind_text(st, 2, ca->backend) != SQLITE_OK ||
 	    sqlite3_bind_int(st, 3, ca->auto_enroll ? 1 : 0) != SQLITE_OK ||
-	    bind_text(st, 4, kg_ca_status_str(ca->status)) != SQLITE_OK) {
+	    bind_text(st, 4, kg_ca_status_str(ca->status)) != SQLITE_OK ||
+	    bind_username_check(st, 5, ca) != SQLITE_OK) {
 		done(st);
 		return db_err(r, sqlite3_errcode(r->db), "ca update");
 	}

@@ -215,19 +215,32 @@ const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name)
 }
 
 /*
+ * Does CA j's username_check reach CA i (which j issued)? Only when i has no rule of
+ * its own (own[i]), and j has one stricter than what i inherited so far (strict <
+ * rewrite < pass): of two issuers, the stricter wins.
+ */
+static bool username_check_flows(const struct kg_ca *i, bool own_i, const struct kg_ca *j)
+{
+	return !own_i && j->has_username_check &&
+	       (!i->has_username_check || j->username_check < i->username_check);
+}
+
+/*
  * Fold each CA's status into the CAs it issued (directly or through other registered
  * CAs): a device's nearest proven CA then carries the worst status on its way up.
+ * Likewise a username_check: a CA without one of its own takes the nearest one set
+ * above it, so `ca set ROOT --username-check` reaches the devices of intermediates.
  * The issued-by relation is computed once (names, then signature); the fixed point
  * takes at most n passes, which also bounds a cycle of cross-signed CAs.
  */
 static int inherit_ca_status(struct kg_trust *t, char *err, size_t errlen)
 {
 	size_t n = t->n_cas;
-	bool *issued, changed = true;
+	bool *issued, *own, changed = true;
 
 	if (n < 2)
 		return 0;
-	if ((issued = calloc(n * n, sizeof(*issued))) == NULL) {
+	if ((issued = calloc(n * n + n, sizeof(*issued))) == NULL) {
 		seterr(err, errlen, "CA status: out of memory");
 		return -1;
 	}
@@ -237,14 +250,27 @@ static int inherit_ca_status(struct kg_trust *t, char *err, size_t errlen)
 				X509_check_issued(t->cas[j].cert, t->cas[i].cert) == X509_V_OK &&
 				X509_verify(t->cas[i].cert, X509_get0_pubkey(t->cas[j].cert)) == 1;
 	ERR_clear_error();
+	own = issued + n * n;
+	for (size_t i = 0; i < n; i++)
+		own[i] = t->cas[i].row.has_username_check;
 	for (size_t pass = 0; changed && pass < n; pass++) {
 		changed = false;
 		for (size_t i = 0; i < n; i++)
-			for (size_t j = 0; j < n; j++)
-				if (issued[i * n + j] && t->cas[j].row.status > t->cas[i].row.status) {
-					t->cas[i].row.status = t->cas[j].row.status;
+			for (size_t j = 0; j < n; j++) {
+				struct kg_ca *ri = &t->cas[i].row, *rj = &t->cas[j].row;
+
+				if (!issued[i * n + j])
+					continue;
+				if (rj->status > ri->status) {
+					ri->status = rj->status;
 					changed = true;
 				}
+				if (username_check_flows(ri, own[i], rj)) {
+					ri->has_username_check = true;
+					ri->username_check = rj->username_check;
+					changed = true;
+				}
+			}
 	}
 	free(issued);
 	return 0;

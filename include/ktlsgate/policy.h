@@ -28,7 +28,19 @@ struct kg_verdict {
 	enum kg_reason reason;
 	enum kg_connack connack;        /* what to answer the CONNECT on deny */
 	char backend[KG_NAME_MAX];      /* chosen backend on allow */
+	/* The rule for the CONNECT's user name (kg_policy_username_check()); set on every
+	 * verdict with valid input, strict otherwise. */
+	enum kg_username_check username_check;
 };
+
+/*
+ * Which username_check applies to a device: its CA's own (`ca set --username-check`,
+ * has_username_check) when the device came through a registered CA, else `global`
+ * ([daemon] username_check). ca NULL (a pinned leaf, no CA row): global. A CA's value
+ * this build does not know is strict (fail closed).
+ */
+enum kg_username_check kg_policy_username_check(enum kg_username_check global,
+						const struct kg_ca *ca);
 
 /*
  * The issuing CA's standing for a CA-attested identity: KG_REASON_OK, or

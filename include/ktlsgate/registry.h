@@ -77,6 +77,10 @@ struct kg_ca {
 	char backend[KG_NAME_MAX];                    /* "" = default */
 	bool auto_enroll;                             /* unknown devices under it are created */
 	enum kg_ca_status status;                     /* schema v4; older rows: enabled */
+	/* Schema v5: this CA's own rule for its devices' MQTT user names, overriding
+	 * [daemon] username_check when has_username_check (NULL column: not set). */
+	bool has_username_check;
+	enum kg_username_check username_check;
 	int64_t added_at;
 	int64_t not_after;
 	char *pem;                                    /* owned; free with kg_ca_fini() */
@@ -90,6 +94,8 @@ const char *kg_attestation_str(enum kg_attestation a);       /* "ca", "thumbprin
 int kg_attestation_parse(const char *s, enum kg_attestation *out) KG_MUST_USE;
 const char *kg_ca_status_str(enum kg_ca_status s);           /* "enabled", "disabled", "revoked" */
 int kg_ca_status_parse(const char *s, enum kg_ca_status *out) KG_MUST_USE;
+const char *kg_username_check_str(enum kg_username_check m); /* "strict", "rewrite", "pass" */
+int kg_username_check_parse(const char *s, enum kg_username_check *out) KG_MUST_USE;
 
 enum kg_registry_mode { KG_REG_READONLY, KG_REG_READWRITE };
 
@@ -141,7 +147,7 @@ int kg_registry_ca_get(struct kg_registry *reg, const char *name, struct kg_ca *
 int kg_registry_ca_get_by_sha256(struct kg_registry *reg, const char *hex, struct kg_ca *out) KG_MUST_USE;
 /* Mark proven; the challenge is spent (cleared). */
 int kg_registry_ca_set_verified(struct kg_registry *reg, const char *name) KG_MUST_USE;
-int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca) KG_MUST_USE; /* backend, auto_enroll, status */
+int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca) KG_MUST_USE; /* backend, auto_enroll, status, username_check */
 int kg_registry_ca_remove(struct kg_registry *reg, const char *name) KG_MUST_USE;
 /* Iterate, ordered by name. The kg_ca passed to cb is only valid during the call. */
 typedef int (*kg_ca_cb)(const struct kg_ca *ca, void *arg);

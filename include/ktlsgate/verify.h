@@ -81,7 +81,8 @@ size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
 /* The registry row of CA `name` as it was when t was built (pem is NULL), or NULL.
  * Its status is the effective one: the worst of its own and of every registered CA
  * above it (issuer by name and signature), so disabling a root reaches the devices
- * of every intermediate registered under it.
+ * of every intermediate registered under it. Its username_check likewise: its own, else
+ * the one of the nearest registered CA above it that has one (the strictest if several).
  * The daemon's policy step reads CA settings from here instead of the registry: a CA
  * change reaches the daemon as `ca-changed`, which rebuilds the trust. */
 const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name);

@@ -87,6 +87,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ca.auto_enroll = flags & 4;
 	ca.verified = flags & 8;
 	ca.status = (enum kg_ca_status)(((unsigned)flags >> 4) % (KG_CA_STATUS_MAX + 1));
+	{
+		uint8_t u = take(&r);   /* the global rule, and the CA's (4: none, 5: unknown) */
+
+		cfg.username_check = (enum kg_username_check)(u % 3);
+		ca.has_username_check = (u >> 2) % 6 != 4;
+		ca.username_check = (enum kg_username_check)((u >> 2) % 6 == 5 ? 7 : (u >> 2) % 3);
+	}
 
 	in.id = &id;
 	in.cfg = &cfg;
@@ -110,6 +117,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (v.enroll && (in.device != NULL || in.ca == NULL || !ca.auto_enroll ||
 			 id.method != KG_ATT_CA || v.reason != KG_REASON_ENROLLED))
 		abort();
+
+	/* The user-name rule: the CA's own (an unknown one: strict) for a CA-attested
+	 * identity whose CA has one, else the config's. */
+	if (in.ca != NULL && id.method == KG_ATT_CA && ca.has_username_check) {
+		if (v.username_check != ((unsigned)ca.username_check <= KG_USERNAME_PASS
+						 ? ca.username_check : KG_USERNAME_STRICT))
+			abort();
+	} else if (v.username_check != cfg.username_check) {
+		abort();
+	}
 
 	/* The rest of the input is a CONNECT client id. */
 	if (kg_policy_client_id_ok(&cfg, &id, r.p, r.len)) {

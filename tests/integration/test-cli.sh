@@ -191,6 +191,9 @@ t_usage_errors() {
 		"ca add f1 f2"
 		"ca set Test-Root"
 		"ca set Test-Root --auto-enroll maybe"
+		"ca set Test-Root --username-check loose"
+		"ca set Test-Root --username-check"
+		"ca add $T/pki/root/cert.pem --username-check Strict"
 		"ca add $T/pki/root/cert.pem --name bad/name"
 		"verify"
 		"verify x.pem --at yesterday"
@@ -305,14 +308,14 @@ t_ca_challenge() {
 	runr ca add "$T/pki/int/cert.pem" --name Test-Root
 	expect_rc 2
 	expect_err_line
-	runr ca add "$T/pki/int/cert.pem" --name factory-ca --backend b1 --auto-enroll
+	runr ca add "$T/pki/int/cert.pem" --name factory-ca --backend b1 --auto-enroll --username-check rewrite
 	expect_rc 0
 	expect_out '^ca factory-ca added \(unverified\)$'
 	runr ca list
 	expect_rc 0
-	expect_out '^NAME +VERIFIED'
-	expect_out '^Test-Root +no +enabled +- +off'
-	expect_out '^factory-ca +no +enabled +b1 +on'
+	expect_out '^NAME +VERIFIED +STATUS +BACKEND +AUTO-ENROLL +USERNAME-CHECK +NOT-AFTER +SHA256 +SUBJECT$'
+	expect_out '^Test-Root +no +enabled +- +off +default '
+	expect_out '^factory-ca +no +enabled +b1 +on +rewrite '
 	runr ca list --json
 	expect_rc 0
 	$PY - "$T/out" <<'EOF' || fail "ca list --json content"
@@ -325,6 +328,8 @@ assert r["status"] == "enabled", r["status"]
 assert r["subject"] == "CN=Test Root", r["subject"]
 assert len(r["sha256"]) == 64 and r["not_after"] > 0 and len(r["challenge"]) == 32
 assert cas["factory-ca"]["auto_enroll"] is True and cas["factory-ca"]["backend"] == "b1"
+assert "username_check" in r and r["username_check"] is None, r
+assert cas["factory-ca"]["username_check"] == "rewrite", cas["factory-ca"]
 EOF
 }
 
@@ -375,6 +380,27 @@ t_ca_set_remove() {
 	expect_out '^Test-Root +yes +disabled +b2 +on'
 	runr ca set Test-Root --status enabled
 	expect_rc 0
+	# the CA's own MQTT user-name rule, and back to the config's
+	runr ca set Test-Root --username-check pass
+	expect_rc 0
+	expect_out '^ca Test-Root: username-check pass \(daemon not running\)$'
+	runr ca list
+	expect_out '^Test-Root +yes +enabled +b2 +on +pass '
+	runr ca set Test-Root --username-check strict --backend b2
+	expect_rc 0
+	expect_out '^ca Test-Root: backend b2, username-check strict \(daemon not running\)$'
+	runr ca list --json
+	$PY -c 'import json,sys; c=json.load(open(sys.argv[1]))[0]; assert c["username_check"]=="strict", c' \
+		"$T/out" || fail "ca set --username-check strict not stored"
+	runr ca set Test-Root --username-check loose
+	expect_rc 1
+	expect_err_line "--username-check wants strict.rewrite.pass.default, not 'loose'"
+	runr ca set Test-Root --username-check default
+	expect_rc 0
+	expect_out '^ca Test-Root: username-check default \(daemon not running\)$'
+	runr ca list --json
+	$PY -c 'import json,sys; c=json.load(open(sys.argv[1]))[0]; assert c["username_check"] is None, c' \
+		"$T/out" || fail "ca set --username-check default not stored"
 	runr ca set Test-Root --status inactive
 	expect_rc 1
 	expect_err_line 'enabled\|disabled\|revoked'

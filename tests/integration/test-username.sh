@@ -15,6 +15,9 @@
 #   pass: the CONNECT is forwarded unchanged and usr-a reads usr-b's topics (the hole).
 # Every case runs once with `relay = userspace` (the record relay) and once with
 # `relay = openssl`, and checks the session used that data path.
+#   per CA (`ca set CA --username-check`, schema v5): the CA's rule overrides the
+#     config's for its devices and for those of the intermediates under it, and
+#     `default` gives the config's back, each through `ca-changed` alone (no restart).
 # dev_args prints options meant to split into words; lib.sh reads ALL_TESTS and KG_FAILED.
 # shellcheck disable=SC2046,SC2034
 set -u
@@ -297,7 +300,113 @@ after_each() {
 	return 1
 }
 
+# ca_uc CA MODE: `ktlsgate ca set CA --username-check MODE`, the running daemon told.
+ca_uc() {
+	local out
+	out=$(kg ca set "$1" --username-check "$2" 2>&1) || { note "ca set $1 --username-check $2: $out"; return 1; }
+	[[ $out =~ ^"ca $1: username-check $2 (closed "[0-9]+" live sessions)"$ ]] ||
+		{ note "ca set $1 said: $out"; return 1; }
+}
+
+# refused_as_other LEVEL WANT: usr-a naming usr-b gets CONNACK WANT, audit username_mismatch
+refused_as_other() {
+	local got mark
+	mark=$(log_mark)
+	got=$(kgc connect $(dev_args "$A") --level "$1" --username "$B" --password pw | head -1)
+	[ "$got" = "connack $2" ] || { note "level $1 user $B: want connack $2, got '$got'"; return 1; }
+	audit_has "$mark" username_mismatch "$A" deny ||
+		{ note "level $1: no deny/username_mismatch audit: $AUDIT_OUT"; return 1; }
+}
+
+# passed_as_other: usr-a naming usr-b is accepted and the broker sees user usr-b
+passed_as_other() {
+	local got n json
+	n=$(tap_count)
+	got=$(kgc connect $(dev_args "$A") --username "$B" --password pw | head -1)
+	[ "$got" = "connack 0x00" ] || { note "user $B under pass: want connack 0x00, got '$got'"; return 1; }
+	[ "$(tap_count)" = $((n + 1)) ] || { note "no new connection at the broker"; return 1; }
+	json=$(kgc tapcheck --tap "$WORK/tap/$((n + 1)).up")
+	[ "$(jf "$json" username)" = "$B" ] || { note "pass: broker got user name: $json"; return 1; }
+}
+
+# rewritten_as_own: usr-a naming usr-b is accepted as usr-a, without its password
+rewritten_as_own() {
+	local got n json mark
+	n=$(tap_count)
+	mark=$(log_mark)
+	got=$(kgc connect $(dev_args "$A") --username "$B" --password pw | head -1)
+	[ "$got" = "connack 0x00" ] || { note "user $B under rewrite: want connack 0x00, got '$got'"; return 1; }
+	audit_has "$mark" ok "$A" allow || { note "no allow audit: $AUDIT_OUT"; return 1; }
+	[ "$(jf "$AUDIT_OUT" detail)" = "username set to the device id, password removed" ] ||
+		{ note "allow audit does not say the user name was replaced: $AUDIT_OUT"; return 1; }
+	[ "$(tap_count)" = $((n + 1)) ] || { note "no new connection at the broker"; return 1; }
+	json=$(kgc tapcheck --tap "$WORK/tap/$((n + 1)).up")
+	[ "$(jf "$json" username)" = "$A" ] || { note "rewrite: broker got user name: $json"; return 1; }
+	[ "$(jf "$json" password)" = None ] || { note "rewrite: broker got a password: $json"; return 1; }
+}
+
+# Every override back to the config's, whatever a test left (the next one starts clean).
+ca_uc_reset() {
+	kg ca set factory --username-check default >/dev/null 2>&1
+	kg ca set root --username-check default >/dev/null 2>&1
+}
+
 # --- tests ------------------------------------------------------------------------
+
+# global pass, `ca set factory --username-check strict`: usr-a naming usr-b is refused
+# (0x05 / 0x87 / 0x05, username_mismatch); `default` puts pass back; same daemon.
+t_ca_override_strict() {
+	local pid got bad=0
+	use_gw userspace pass || return 1
+	pid=$GW_PID
+	passed_as_other || return 1
+	ca_uc factory strict || return 1
+	refused_as_other 4 0x05 || bad=1
+	refused_as_other 5 0x87 || bad=1
+	refused_as_other 3 0x05 || bad=1
+	# the device's own name still passes
+	got=$(kgc connect $(dev_args "$A") --username "$A" | head -1)
+	[ "$got" = "connack 0x00" ] || { note "own user name under strict: '$got'"; bad=1; }
+	ca_uc factory default || { ca_uc_reset; return 1; }
+	passed_as_other || bad=1
+	[ "$GW_PID" = "$pid" ] && kill -0 "$pid" 2>/dev/null || { note "the daemon was restarted"; bad=1; }
+	ca_uc_reset
+	[ $bad = 0 ] || WHY="see above"
+	return $bad
+}
+
+# global strict, `ca set factory --username-check rewrite`: usr-a naming usr-b reaches
+# the broker as usr-a without password; `default`: refused again.
+t_ca_override_rewrite() {
+	local bad=0
+	use_gw userspace strict || return 1
+	refused_as_other 4 0x05 || return 1
+	ca_uc factory rewrite || return 1
+	rewritten_as_own || bad=1
+	ca_uc factory default || { ca_uc_reset; return 1; }
+	refused_as_other 4 0x05 || bad=1
+	ca_uc_reset
+	[ $bad = 0 ] || WHY="see above"
+	return $bad
+}
+
+# The root's rule reaches the devices of the intermediate "factory" registered under it
+# (factory has none of its own); factory's own rule wins over the root's.
+t_ca_override_inherited() {
+	local bad=0
+	use_gw userspace pass || return 1
+	ca_uc root strict || return 1
+	refused_as_other 4 0x05 || bad=1
+	ca_uc factory pass || { ca_uc_reset; return 1; }
+	passed_as_other || bad=1
+	ca_uc factory default || { ca_uc_reset; return 1; }
+	refused_as_other 5 0x87 || bad=1
+	ca_uc root default || { ca_uc_reset; return 1; }
+	passed_as_other || bad=1
+	ca_uc_reset
+	[ $bad = 0 ] || WHY="see above"
+	return $bad
+}
 
 # `ktlsgated -t` names the user name rule, and says when it is the unsafe one
 t_config_check() {
@@ -314,7 +423,31 @@ t_config_check() {
 		{ note "bad value message: $out"; return 1; }
 }
 
-ALL_TESTS=(t_config_check)
+# `ktlsgated -t` names each CA whose devices follow another rule than the config's, its
+# own or inherited, and warns on pass
+t_ca_override_config_check() {
+	local out bad=0
+	use_gw userspace pass || return 1
+	ca_uc root pass || return 1
+	ca_uc factory rewrite || { ca_uc_reset; return 1; }
+	out=$("$GATED" -t -c "$WORK/gw/base.conf" 2>&1) || { note "-t failed: $out"; ca_uc_reset; return 1; }
+	printf '%s\n' "$out" | grep -qx "ktlsgated: CA factory: username_check = rewrite (its own)" ||
+		{ note "-t does not name factory's rule: $out"; bad=1; }
+	printf '%s\n' "$out" | grep -q "^ktlsgated: CA root: username_check = pass (its own) (unsafe" ||
+		{ note "-t does not warn about root's pass: $out"; bad=1; }
+	ca_uc factory default || bad=1
+	out=$("$GATED" -t -c "$WORK/gw/base.conf" 2>&1) || { note "-t failed: $out"; ca_uc_reset; return 1; }
+	printf '%s\n' "$out" | grep -q "^ktlsgated: CA factory: username_check = pass (from a CA above it) (unsafe" ||
+		{ note "-t does not name factory's inherited rule: $out"; bad=1; }
+	ca_uc_reset
+	out=$("$GATED" -t -c "$WORK/gw/base.conf" 2>&1) || { note "-t failed: $out"; return 1; }
+	printf '%s\n' "$out" | grep -q "^ktlsgated: CA " && { note "-t names a CA without a rule: $out"; bad=1; }
+	[ $bad = 0 ] || WHY="see above"
+	return $bad
+}
+
+ALL_TESTS=(t_config_check t_ca_override_strict t_ca_override_rewrite t_ca_override_inherited
+	t_ca_override_config_check)
 for RELAY in userspace openssl; do
 	for c in strict_refuses strict_accepts rewrite rewrite_acl pass; do
 		eval "t_${c}_$RELAY() { RELAY=$RELAY; case_$c; }"

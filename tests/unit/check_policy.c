@@ -215,6 +215,93 @@ START_TEST(test_ca_status_direct)
 }
 END_TEST
 
+struct uc_case {
+	enum kg_username_check global;
+	int ca;                       /* -2: no CA row, -1: a row without override, else mode */
+	enum kg_username_check want;
+};
+
+/* (global, the CA's override present or absent) -> the rule (issue 10 section 7). */
+static const struct uc_case uc_cases[] = {
+	{ KG_USERNAME_STRICT, -2, KG_USERNAME_STRICT },
+	{ KG_USERNAME_REWRITE, -2, KG_USERNAME_REWRITE },
+	{ KG_USERNAME_PASS, -2, KG_USERNAME_PASS },
+	{ KG_USERNAME_STRICT, -1, KG_USERNAME_STRICT },
+	{ KG_USERNAME_REWRITE, -1, KG_USERNAME_REWRITE },
+	{ KG_USERNAME_PASS, -1, KG_USERNAME_PASS },
+	{ KG_USERNAME_PASS, KG_USERNAME_STRICT, KG_USERNAME_STRICT },
+	{ KG_USERNAME_PASS, KG_USERNAME_REWRITE, KG_USERNAME_REWRITE },
+	{ KG_USERNAME_STRICT, KG_USERNAME_REWRITE, KG_USERNAME_REWRITE },
+	{ KG_USERNAME_STRICT, KG_USERNAME_PASS, KG_USERNAME_PASS },
+	{ KG_USERNAME_REWRITE, KG_USERNAME_STRICT, KG_USERNAME_STRICT },
+	{ KG_USERNAME_REWRITE, 9, KG_USERNAME_STRICT },   /* unknown override: fail closed */
+	{ KG_USERNAME_PASS, 9, KG_USERNAME_STRICT },
+};
+
+START_TEST(test_username_check_table)
+{
+	const struct uc_case *c = &uc_cases[_i];
+	struct kg_ca ca;
+
+	memset(&ca, 0, sizeof(ca));
+	ca.has_username_check = c->ca >= 0;
+	ca.username_check = c->ca >= 0 ? (enum kg_username_check)c->ca : KG_USERNAME_PASS;
+	ck_assert_int_eq(kg_policy_username_check(c->global, c->ca == -2 ? NULL : &ca), c->want);
+}
+END_TEST
+
+/* The verdict carries the rule: the CA's for a CA-attested identity, the config's for
+ * a pinned leaf even if a CA row were passed, strict on bad input. */
+START_TEST(test_decide_username_check)
+{
+	struct kg_config cfg;
+	struct kg_identity id;
+	struct kg_device dev;
+	struct kg_ca ca;
+	struct kg_policy_input in = { .id = &id, .cfg = &cfg, .device = &dev, .ca = &ca };
+	struct kg_verdict v;
+
+	make_cfg(&cfg, "b-def");
+	cfg.username_check = KG_USERNAME_PASS;
+	memset(&id, 0, sizeof(id));
+	strcpy(id.device_id, "dev-1");
+	id.method = KG_ATT_CA;
+	strcpy(id.ca_name, "factory");
+	memset(&dev, 0, sizeof(dev));
+	strcpy(dev.id, "dev-1");
+	dev.status = KG_DEV_ENABLED;
+	dev.attestation = KG_ATT_CA;
+	memset(&ca, 0, sizeof(ca));
+	strcpy(ca.name, "factory");
+	ca.verified = true;
+
+	memset(&v, 0x5a, sizeof(v));
+	kg_policy_decide(&in, &v);
+	ck_assert(v.allow);
+	ck_assert_int_eq(v.username_check, KG_USERNAME_PASS);
+	ca.has_username_check = true;
+	ca.username_check = KG_USERNAME_STRICT;
+	memset(&v, 0x5a, sizeof(v));
+	kg_policy_decide(&in, &v);
+	ck_assert(v.allow);
+	ck_assert_int_eq(v.username_check, KG_USERNAME_STRICT);
+	/* also on a refusal (the CONNECT is refused anyway, but nothing is left unset) */
+	ca.status = KG_CA_DISABLED;
+	memset(&v, 0x5a, sizeof(v));
+	kg_policy_decide(&in, &v);
+	ck_assert(!v.allow);
+	ck_assert_int_eq(v.username_check, KG_USERNAME_STRICT);
+	ca.status = KG_CA_ENABLED;
+	/* a pinned leaf answers to no CA */
+	id.method = KG_ATT_THUMBPRINT;
+	dev.attestation = KG_ATT_THUMBPRINT;
+	memset(&v, 0x5a, sizeof(v));
+	kg_policy_decide(&in, &v);
+	ck_assert(v.allow);
+	ck_assert_int_eq(v.username_check, KG_USERNAME_PASS);
+}
+END_TEST
+
 START_TEST(test_decide_bad_input)
 {
 	struct kg_config cfg;
@@ -227,6 +314,7 @@ START_TEST(test_decide_bad_input)
 	kg_policy_decide(&in, &v);
 	ck_assert(!v.allow && !v.enroll);
 	ck_assert_int_eq(v.reason, KG_REASON_UNKNOWN_DEVICE);
+	ck_assert_int_eq(v.username_check, KG_USERNAME_STRICT);
 
 	memset(&id, 0, sizeof(id));
 	in.id = &id;
@@ -308,6 +396,8 @@ Suite *kg_suite_policy(void)
 	tcase_add_loop_test(tc, test_decide_table, 0, (int)KG_NITEMS(cases));
 	tcase_add_test(tc, test_ca_status_direct);
 	tcase_add_test(tc, test_decide_bad_input);
+	tcase_add_loop_test(tc, test_username_check_table, 0, (int)KG_NITEMS(uc_cases));
+	tcase_add_test(tc, test_decide_username_check);
 	tcase_add_loop_test(tc, test_client_id_table, 0, (int)KG_NITEMS(cid_cases));
 	tcase_add_test(tc, test_client_id_max_length);
 	suite_add_tcase(s, tc);

@@ -859,6 +859,93 @@ START_TEST(test_ca_status)
 }
 END_TEST
 
+/* Schema v5: a CA's own username_check, NULL when it follows the config. A v4
+ * database opens read-write and migrates, its CAs without an override; the value
+ * round-trips through add, update (set and back to default) and list; the store's CHECK
+ * refuses a word it does not know. */
+static int count_uc(const struct kg_ca *ca, void *arg)
+{
+	int *n = arg;
+
+	if (strcmp(ca->name, "fresh") == 0 && ca->has_username_check &&
+	    ca->username_check == KG_USERNAME_PASS)
+		(*n)++;
+	return 0;
+}
+
+START_TEST(test_ca_username_check)
+{
+	struct kg_registry *reg;
+	struct kg_ca ca = mkca("fresh", '5'), got = { 0 };
+	enum kg_username_check m;
+	char err[KG_ERRBUF];
+	int n = 0;
+
+	ck_assert_int_ge(kg_registry_sqlite_schema_latest(), 5);
+	ck_assert_str_eq(kg_username_check_str(KG_USERNAME_STRICT), "strict");
+	ck_assert_str_eq(kg_username_check_str(KG_USERNAME_REWRITE), "rewrite");
+	ck_assert_str_eq(kg_username_check_str(KG_USERNAME_PASS), "pass");
+	ck_assert_int_eq(kg_username_check_parse("rewrite", &m), 0);
+	ck_assert_int_eq(m, KG_USERNAME_REWRITE);
+	ck_assert_int_eq(kg_username_check_parse("default", &m), KG_E_INVALID);
+	ck_assert_int_eq(kg_username_check_parse("Strict", &m), KG_E_INVALID);
+
+	ck_assert_int_eq(kg_registry_sqlite_migrate(dbpath, 4, err, sizeof(err)), 0);
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), 4);
+	raw_sql("INSERT INTO cas (name, pem, sha256, added_at, status) VALUES ('old', 'x',"
+		" '4444444444444444444444444444444444444444444444444444444444444444', 1, 'disabled')");
+	reg = open_rw();
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), kg_registry_sqlite_schema_latest());
+	ck_assert_int_eq(kg_registry_ca_get(reg, "old", &got), 0);
+	ck_assert(!got.has_username_check);
+	ck_assert_int_eq(got.status, KG_CA_DISABLED);   /* v4's column kept */
+	got.has_username_check = true;
+	got.username_check = KG_USERNAME_STRICT;
+	ck_assert_int_eq(kg_registry_ca_update(reg, &got), 0);
+	kg_ca_fini(&got);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "old", &got), 0);
+	ck_assert(got.has_username_check);
+	ck_assert_int_eq(got.username_check, KG_USERNAME_STRICT);
+	got.username_check = KG_USERNAME_REWRITE;
+	ck_assert_int_eq(kg_registry_ca_update(reg, &got), 0);
+	kg_ca_fini(&got);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "old", &got), 0);
+	ck_assert(got.has_username_check);
+	ck_assert_int_eq(got.username_check, KG_USERNAME_REWRITE);
+	/* back to the config's rule: NULL in the store */
+	got.has_username_check = false;
+	ck_assert_int_eq(kg_registry_ca_update(reg, &got), 0);
+	kg_ca_fini(&got);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM cas WHERE name = 'old' AND username_check IS NULL"), 1);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "old", &got), 0);
+	ck_assert(!got.has_username_check);
+	got.has_username_check = true;
+	got.username_check = (enum kg_username_check)7;
+	ck_assert_int_eq(kg_registry_ca_update(reg, &got), KG_E_INVALID);
+	kg_ca_fini(&got);
+	/* a new CA is added with the override it carries, and list shows it */
+	ca.has_username_check = true;
+	ca.username_check = KG_USERNAME_PASS;
+	ck_assert_int_eq(kg_registry_ca_add(reg, &ca), 0);
+	ck_assert_int_eq(kg_registry_ca_get(reg, "fresh", &got), 0);
+	ck_assert(got.has_username_check);
+	ck_assert_int_eq(got.username_check, KG_USERNAME_PASS);
+	kg_ca_fini(&got);
+	ck_assert_int_eq(kg_registry_ca_list(reg, count_uc, &n), 0);
+	ck_assert_int_eq(n, 1);
+	kg_registry_close(reg);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM cas WHERE username_check = 'pass'"), 1);
+	{
+		sqlite3 *db;
+
+		ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+		ck_assert_int_eq(sqlite3_exec(db, "UPDATE cas SET username_check = 'loose'", NULL,
+					      NULL, NULL) & 0xff, SQLITE_CONSTRAINT);
+		sqlite3_close(db);
+	}
+}
+END_TEST
+
 START_TEST(test_newer_schema_refused)
 {
 	char msg[128];
@@ -978,6 +1065,7 @@ Suite *kg_suite_registry(void)
 	tcase_add_test(tc, test_readonly);
 	tcase_add_test(tc, test_migrations);
 	tcase_add_test(tc, test_ca_status);
+	tcase_add_test(tc, test_ca_username_check);
 	tcase_add_test(tc, test_newer_schema_refused);
 	tcase_add_test(tc, test_garbage_refused);
 	tcase_add_test(tc, test_magic_then_garbage_refused);
