@@ -71,6 +71,8 @@ static struct kg_rl_slot *slot_for(struct kg_ratelimit *rl, const struct kg_rl_k
 			oldest = s;
 	}
 	s = free_slot ? free_slot : ended ? ended : oldest;
+	if (s == NULL)          /* cap >= 1 (clamped at init): every slot is free or used */
+		s = &rl->slot[0];
 	if (s->used && s->suppressed > 0)
 		take_report(rl, s, now, report);
 	open_window(rl, s, key, now);

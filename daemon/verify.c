@@ -662,7 +662,7 @@ static int crl_expired_cb(struct verify_state *vs, X509_STORE_CTX *ctx)
 
 	if (vs == NULL)
 		return 0;
-	(void)kg_strlcpy(vs->crl_ca, ca != NULL ? ca->name : "?", sizeof(vs->crl_ca));
+	snprintf(vs->crl_ca, sizeof(vs->crl_ca), "%s", ca != NULL ? ca->name : "?");
 	vs->crl_next_update = next;
 	if (next == 0 || vs->t->crl_grace <= 0 || (int64_t)vs->now > next + vs->t->crl_grace)
 		return 0;
@@ -690,7 +690,7 @@ static int verify_cb(int ok, X509_STORE_CTX *ctx)
 	if (X509_STORE_CTX_get_error(ctx) == X509_V_ERR_CRL_HAS_EXPIRED)
 		return crl_expired_cb(vs, ctx);
 	if (X509_STORE_CTX_get_error(ctx) != X509_V_ERR_UNABLE_TO_GET_CRL)
-		return ok;
+		return 0;
 	if (cur == NULL)
 		return 0;
 	crls = X509_STORE_CTX_get1_crls(ctx, X509_get_issuer_name(cur));
