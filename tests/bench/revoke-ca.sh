@@ -15,7 +15,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
+[[ $BUILD = /* ]] || BUILD="$ROOT/$BUILD"   # the config names paths relative to itself
 OUT=${REVOKE_OUT:-$BUILD/bench-revoke}
+[[ $OUT = /* ]] || OUT="$PWD/$OUT"
 N=${REVOKE_CONNS:-5000}
 RUNS=${REVOKE_RUNS:-3}
 KG_BENCH=$BUILD/kg-bench
