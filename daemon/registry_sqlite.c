@@ -493,16 +493,15 @@ static int thumb_taken(struct sqlite_reg *r, const struct kg_device *dev)
 
 /* Insert (ST_DEV_ADD) or rewrite (ST_DEV_UPDATE) a device, thumbprint check included,
  * in one IMMEDIATE transaction so the check cannot race another writer. */
-static int write_device(struct sqlite_reg *r, const struct kg_device *dev, enum stmt_id which)
+/* One device row inside the caller's transaction: bind, execute, check the thumbprints.
+ * Row first, so a taken / missing id is what the caller hears about. */
+static int put_device(struct sqlite_reg *r, const struct kg_device *dev, enum stmt_id which,
+		      sqlite3_int64 now)
 {
 	sqlite3_stmt *st = r->st[which];
 	const char *what = which == ST_DEV_ADD ? "device add" : "device update";
 	int rc;
 
-	if (!writable(r))
-		return KG_E_INVALID;
-	if ((rc = txn(r, ST_BEGIN)) != 0)
-		return rc;
 	if (bind_text(st, 1, dev->id) != SQLITE_OK ||
 	    bind_text(st, 2, kg_device_status_str(dev->status)) != SQLITE_OK ||
 	    bind_text(st, 3, kg_attestation_str(dev->attestation)) != SQLITE_OK ||
@@ -510,26 +509,39 @@ static int write_device(struct sqlite_reg *r, const struct kg_device *dev, enum 
 	    bind_text_or_null(st, 5, dev->thumb_secondary) != SQLITE_OK ||
 	    bind_text(st, 6, dev->backend) != SQLITE_OK ||
 	    bind_text_or_null(st, 7, dev->ca_name) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL)) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 8, now) != SQLITE_OK ||
 	    (which == ST_DEV_ADD &&
 	     (sqlite3_bind_int64(st, 9, (sqlite3_int64)dev->last_seen) != SQLITE_OK ||
 	      sqlite3_bind_int64(st, 10, (sqlite3_int64)dev->cert_not_after) != SQLITE_OK))) {
 		done(st);
-		rc = db_err(r, sqlite3_errcode(r->db), what);
-		goto out_rollback;
+		return db_err(r, sqlite3_errcode(r->db), what);
 	}
-	/* Row first, so a taken / missing id is what the caller hears about. */
-	if ((rc = exec_change(r, st, what)) != 0 || (rc = thumb_taken(r, dev)) != 0 ||
-	    (rc = txn(r, ST_COMMIT)) != 0)
-		goto out_rollback;
-	return 0;
+	if ((rc = exec_change(r, st, what)) != 0)
+		return rc;
+	return thumb_taken(r, dev);
+}
 
-out_rollback:
-	/* Some errors (I/O, full disk) already rolled back; a handle must never be left
-	 * inside a transaction, or every later write fails. */
+/* Some errors (I/O, full disk) already rolled back; a handle must never be left inside a
+ * transaction, or every later write fails. */
+static int rollback(struct sqlite_reg *r, int rc)
+{
 	if (!sqlite3_get_autocommit(r->db))
 		(void)txn(r, ST_ROLLBACK);
 	return rc;
+}
+
+static int write_device(struct sqlite_reg *r, const struct kg_device *dev, enum stmt_id which)
+{
+	int rc;
+
+	if (!writable(r))
+		return KG_E_INVALID;
+	if ((rc = txn(r, ST_BEGIN)) != 0)
+		return rc;
+	if ((rc = put_device(r, dev, which, (sqlite3_int64)time(NULL))) != 0 ||
+	    (rc = txn(r, ST_COMMIT)) != 0)
+		return rollback(r, rc);
+	return 0;
 }
 
 static int sq_device_add(struct kg_registry *reg, const struct kg_device *dev)
@@ -537,51 +549,28 @@ static int sq_device_add(struct kg_registry *reg, const struct kg_device *dev)
 	return write_device(to_sreg(reg), dev, ST_DEV_ADD);
 }
 
-/* Bulk enrolment: the inserts and thumbprint checks of sq_device_add, n times inside one
- * IMMEDIATE transaction (one fsync instead of n). A thumbprint taken earlier in the batch
- * is seen by the check, since it reads the transaction's own rows. */
+/* Bulk enrolment: put_device n times inside one IMMEDIATE transaction (one fsync instead
+ * of n). A thumbprint taken earlier in the batch is seen by the check, since it reads the
+ * transaction's own rows. */
 static int sq_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
 			      size_t *bad)
 {
 	struct sqlite_reg *r = to_sreg(reg);
-	sqlite3_stmt *st = r->st[ST_DEV_ADD];
 	sqlite3_int64 now = (sqlite3_int64)time(NULL);
-	size_t i;
 	int rc;
 
 	if (!writable(r))
 		return KG_E_INVALID;
 	if ((rc = txn(r, ST_BEGIN)) != 0)
 		return rc;
-	for (i = 0; i < n; i++) {
-		const struct kg_device *dev = &devs[i];
-
+	for (size_t i = 0; i < n; i++) {
 		*bad = i;
-		if (bind_text(st, 1, dev->id) != SQLITE_OK ||
-		    bind_text(st, 2, kg_device_status_str(dev->status)) != SQLITE_OK ||
-		    bind_text(st, 3, kg_attestation_str(dev->attestation)) != SQLITE_OK ||
-		    bind_text_or_null(st, 4, dev->thumb_primary) != SQLITE_OK ||
-		    bind_text_or_null(st, 5, dev->thumb_secondary) != SQLITE_OK ||
-		    bind_text(st, 6, dev->backend) != SQLITE_OK ||
-		    bind_text_or_null(st, 7, dev->ca_name) != SQLITE_OK ||
-		    sqlite3_bind_int64(st, 8, now) != SQLITE_OK ||
-		    sqlite3_bind_int64(st, 9, (sqlite3_int64)dev->last_seen) != SQLITE_OK ||
-		    sqlite3_bind_int64(st, 10, (sqlite3_int64)dev->cert_not_after) != SQLITE_OK) {
-			done(st);
-			rc = db_err(r, sqlite3_errcode(r->db), "device add");
-			goto out_rollback;
-		}
-		if ((rc = exec_change(r, st, "device add")) != 0 || (rc = thumb_taken(r, dev)) != 0)
-			goto out_rollback;
+		if ((rc = put_device(r, &devs[i], ST_DEV_ADD, now)) != 0)
+			return rollback(r, rc);
 	}
 	if ((rc = txn(r, ST_COMMIT)) != 0)
-		goto out_rollback;
+		return rollback(r, rc);
 	return 0;
-
-out_rollback:
-	if (!sqlite3_get_autocommit(r->db))
-		(void)txn(r, ST_ROLLBACK);
-	return rc;
 }
 
 static int sq_device_update(struct kg_registry *reg, const struct kg_device *dev)
