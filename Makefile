@@ -21,25 +21,22 @@ CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wno-format-nonliteral -Wvla
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS := -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude $(PKG_CFLAGS) \
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude -Idaemon $(PKG_CFLAGS) \
               -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE -MMD -MP
 LDFLAGS ?=
 ALL_LDFLAGS := -pie -Wl,-z,relro,-z,now $(LDFLAGS)
 LIBS    := $(PKG_LIBS) -lpthread
 
-# Each area's fragment (mk/*.mk) may claim sources (FRAG_OWNED, patterns) and add
-# them to the build when they are ready (FRAG_LIB_SRCS, FRAG_CLI_SRCS), and defines
-# its own check-* targets.
-FRAG_OWNED    :=
-FRAG_LIB_SRCS :=
-FRAG_CLI_SRCS :=
+# Each area's fragment (mk/*.mk) defines its own check-* targets (FRAG_CHECKS, run by
+# make check) and the build steps its part needs beyond compiling C (BPF skeletons).
 FRAG_CHECKS   :=
 include $(sort $(wildcard mk/*.mk))
 
-# Modules shared by the daemon, the CLI and the tests (everything but the two mains).
-LIB_SRCS    := $(filter-out daemon/main.c daemon/cli%.c $(FRAG_OWNED),$(wildcard daemon/*.c)) \
-               $(FRAG_LIB_SRCS)
-CLI_SRCS    := $(filter-out $(FRAG_OWNED),$(wildcard daemon/cli*.c)) $(FRAG_CLI_SRCS)
+# The tree is the build: daemon/PART/*.c, one folder per part (docs/architecture.md).
+# Everything but the two mains goes into libkg.a, shared by the daemon, the CLI and
+# the tests.
+LIB_SRCS    := $(filter-out daemon/core/main.c daemon/cli/cli%.c,$(wildcard daemon/*/*.c))
+CLI_SRCS    := $(wildcard daemon/cli/cli*.c)
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
 BENCH_SRCS  := $(wildcard tests/bench/*.c)
 
@@ -59,7 +56,7 @@ $(BUILD)/libkg.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/ktlsgated: $(BUILD)/daemon/main.o $(BUILD)/libkg.a
+$(BUILD)/ktlsgated: $(BUILD)/daemon/core/main.o $(BUILD)/libkg.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/ktlsgate: $(CLI_OBJS) $(BUILD)/libkg.a
@@ -121,7 +118,7 @@ check:
 FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -Iinclude $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -Iinclude -Idaemon $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
 
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(dir $@)
@@ -161,7 +158,7 @@ docs-check: $(BUILD)/ktlsgate
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --inline-suppr -Iinclude --suppress=missingIncludeSystem daemon tests/unit
+	  --inline-suppr -Iinclude -Idaemon --suppress=missingIncludeSystem daemon tests/unit
 
 clean:
 	rm -rf build

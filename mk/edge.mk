@@ -1,10 +1,10 @@
-# mk/edge.mk - the XDP gate (issue 5): BPF program -> skeleton -> daemon/edge.c, the
+# mk/edge.mk - the XDP gate (issue 5): BPF program -> skeleton -> daemon/edge/edge.c, the
 # deny policy, and the netns tests. Included by the top Makefile.
 #
 # BPF objects follow libbpf-bootstrap: vmlinux.h is generated from the running
 # kernel's BTF into $(BUILD)/bpf (CO-RE: libbpf relocates on other kernels), the
 # program is built with clang -target bpf, and `bpftool gen skeleton` embeds it.
-# daemon/edge.o depends on the skeleton, so a parallel build generates it first.
+# daemon/edge/edge.o depends on the skeleton, so a parallel build generates it first.
 
 EDGE_BPF_DIR   := $(BUILD)/bpf
 EDGE_BTF       ?= /sys/kernel/btf/vmlinux
@@ -13,9 +13,6 @@ BPFTOOL        ?= bpftool
 EDGE_BPF_ARCH  := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 EDGE_BPF_FLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(EDGE_BPF_ARCH) -Wall -Werror \
                   -I$(EDGE_BPF_DIR) -Iinclude
-
-FRAG_OWNED    += daemon/edge.c daemon/edge_policy.c daemon/steer.c
-FRAG_LIB_SRCS += daemon/edge.c daemon/edge_policy.c daemon/steer.c
 
 $(EDGE_BPF_DIR)/vmlinux.h: $(EDGE_BTF)
 	@mkdir -p $(dir $@)
@@ -28,9 +25,9 @@ $(EDGE_BPF_DIR)/%.bpf.o: bpf/%.bpf.c include/ktlsgate/xdp_gate_maps.h $(EDGE_BPF
 $(EDGE_BPF_DIR)/%.skel.h: $(EDGE_BPF_DIR)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $(subst .,_,$*)_bpf > $@
 
-$(BUILD)/daemon/edge.o: $(EDGE_BPF_DIR)/xdp_gate.skel.h
-$(BUILD)/daemon/steer.o: $(EDGE_BPF_DIR)/steer.skel.h
-$(BUILD)/daemon/edge.o $(BUILD)/daemon/steer.o: ALL_CFLAGS += -I$(EDGE_BPF_DIR)
+$(BUILD)/daemon/edge/edge.o: $(EDGE_BPF_DIR)/xdp_gate.skel.h
+$(BUILD)/daemon/edge/steer.o: $(EDGE_BPF_DIR)/steer.skel.h
+$(BUILD)/daemon/edge/edge.o $(BUILD)/daemon/edge/steer.o: ALL_CFLAGS += -I$(EDGE_BPF_DIR)
 
 # The fuzz targets compile LIB_SRCS (edge.c among them) straight from source in build/.
 EDGE_FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))

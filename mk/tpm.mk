@@ -1,9 +1,7 @@
 # mk/tpm.mk - the TPM-held server key (issue 4): tpm.c (ESAPI), tpm_pem.c (TSS2 key
 # file format), tpm_key.c (the tpm2 OpenSSL provider in its own libctx).
-# cli_tpm.c and tpm_conf.c are built by the top Makefile's wildcards.
-TPM_SRCS := daemon/tpm.c daemon/tpm_pem.c daemon/tpm_key.c daemon/tpm_foreign.c
-FRAG_OWNED    += $(TPM_SRCS)
-FRAG_LIB_SRCS += $(TPM_SRCS)
+# All of daemon/tpm/ (and daemon/cli/cli_tpm.c) is built by the top Makefile's folder
+# wildcards; this fragment adds the SAPI library and the swtpm suite.
 # tpm.c flushes other processes' leftovers through SAPI (ESAPI cannot name them).
 LIBS          += $(shell pkg-config --libs tss2-sys 2>/dev/null)
 

@@ -76,7 +76,7 @@ enum kg_xdp_stat {
 	KG_XDP_STAT_MAX
 };
 
-/* --- worker steering (bpf/steer.bpf.c, daemon/steer.c) ----------------------------
+/* --- worker steering (bpf/steer.bpf.c, daemon/edge/steer.c) ----------------------------
  * kg_socks (REUSEPORT_SOCKARRAY) holds each worker's listening socket at
  * group * KG_STEER_MAX_WORKERS + worker, where a group is one listen address (one
  * SO_REUSEPORT group); kg_groups maps the destination (port, ETH_P_IP/ETH_P_IPV6)

@@ -38,8 +38,8 @@
 #include <openssl/x509v3.h>
 
 #include "ktlsgate/compiler.h"
-#include "ktlsgate/log.h"
-#include "ktlsgate/mqtt.h"
+#include "ops/log.h"
+#include "mqtt/mqtt.h"
 
 #define RBUF_CAP 4096          /* CONNACK, PUBACK, PINGRESP are tiny; more is a protocol error */
 #define TS_SLOTS 1024          /* send timestamps by packet id; the window must not exceed it */

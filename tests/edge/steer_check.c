@@ -19,7 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "ktlsgate/steer.h"
+#include "edge/steer.h"
 
 #define NW 4
 

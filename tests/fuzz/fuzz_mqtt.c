@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * fuzz_mqtt.c - libFuzzer target for the MQTT codec (daemon/mqtt.c): the CONNECT
+ * fuzz_mqtt.c - libFuzzer target for the MQTT codec (daemon/mqtt/mqtt.c): the CONNECT
  * parser under a few size limits, the fixed header splitter and the CONNACK parser
  * for 3.1.1 and 5.0. Sanitizers catch memory errors; the invariants below catch a
  * parser that says OK about bytes it does not own, and the round trips catch an
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ktlsgate/mqtt.h"
+#include "mqtt/mqtt.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

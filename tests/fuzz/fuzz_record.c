@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_record.c - libFuzzer target for the user-space TLS record layer
- * (daemon/record.c). The first input byte picks one of the six version x AEAD
+ * (daemon/relay/record.c). The first input byte picks one of the six version x AEAD
  * combos, all keyed with one fixed key; the rest is a byte stream split with
  * kg_record_next() and fed record by record to kg_record_open(), as a peer would.
  * Invariants: the framer never claims bytes it was not given, an open that
@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ktlsgate/err.h"
-#include "ktlsgate/record.h"
+#include "ops/err.h"
+#include "relay/record.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

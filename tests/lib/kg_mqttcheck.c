@@ -70,7 +70,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "ktlsgate/mqtt.h"
+#include "mqtt/mqtt.h"
 
 /* ---- options -------------------------------------------------------------------- */
 

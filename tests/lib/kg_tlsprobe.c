@@ -36,7 +36,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "ktlsgate/mqtt.h"
+#include "mqtt/mqtt.h"
 
 /* The alert the gate sent, if the last SSL error was one (OpenSSL 3 reports an EOF
  * without close_notify as an SSL error too: that is not an alert). */

@@ -6,9 +6,9 @@
 
 #include <json-c/json.h>
 
-#include "ktlsgate/audit.h"
-#include "ktlsgate/ratelimit.h"
-#include "ktlsgate/relay.h"
+#include "ops/audit.h"
+#include "ops/ratelimit.h"
+#include "relay/relay.h"
 #include "testlib.h"
 
 static struct json_object *parse_line(const char *line, size_t n)

@@ -17,7 +17,7 @@
 
 #include <openssl/ssl.h>
 
-#include "ktlsgate/config.h"
+#include "ops/config.h"
 #include "testlib.h"
 
 #define BASE "[daemon]\ncert = c.pem\nkey = k.pem\nregistry = r.db\n"

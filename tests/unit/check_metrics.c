@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ktlsgate/metrics.h"
+#include "ops/metrics.h"
 #include "testlib.h"
 
 static const char *const names[] = { "accepted", "tls_handshake", "relaying", "closed" };

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * check_mqtt.c - table-driven tests for the MQTT codec (daemon/mqtt.c). CONNECT cases
+ * check_mqtt.c - table-driven tests for the MQTT codec (daemon/mqtt/mqtt.c). CONNECT cases
  * are written as bodies (variable header + payload) and framed by the test, so each
  * row reads like the spec; every body case is also parsed at every strict prefix
  * (must be SHORT) and from an exact-size heap copy (so ASan sees any over-read).
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ktlsgate/mqtt.h"
+#include "mqtt/mqtt.h"
 #include "testlib.h"
 
 #define BYTES(...) (const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ })

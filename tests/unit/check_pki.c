@@ -16,7 +16,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "ktlsgate/pki.h"
+#include "cli/pki.h"
 #include "testlib.h"
 
 static char dir[PATH_MAX];

@@ -9,7 +9,7 @@
 #include <check.h>
 #include <string.h>
 
-#include "ktlsgate/policy.h"
+#include "policy/policy.h"
 #include "testlib.h"
 
 #define NONE ((enum kg_device_status)-1)   /* "no registry row" in the table */

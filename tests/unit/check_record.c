@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * check_record.c - the handoff from OpenSSL to our own record layer, proven against
- * OpenSSL itself: a real client SSL and a real server SSL (built like daemon/tls.c)
+ * OpenSSL itself: a real client SSL and a real server SSL (built like daemon/tls/tls.c)
  * handshake over a socketpair, exchange some records, then the server exports its
  * keys (tls_keys.c), frees its SSL and carries on with record.c while the client
  * keeps using OpenSSL. Every TLS 1.2/1.3 x AES-128-GCM/AES-256-GCM/ChaCha20 combo is
@@ -22,11 +22,11 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "ktlsgate/err.h"
-#include "ktlsgate/mqtt.h"
-#include "ktlsgate/pki.h"
-#include "ktlsgate/record.h"
-#include "ktlsgate/tls_keys.h"
+#include "ops/err.h"
+#include "mqtt/mqtt.h"
+#include "cli/pki.h"
+#include "relay/record.h"
+#include "tls/tls_keys.h"
 #include "testlib.h"
 
 /* Declared in testlib.h once the lead registers the suite; repeated here so this
@@ -117,7 +117,7 @@ static SSL_CTX *server_ctx(bool keylog, int tickets)
 	ck_assert(ctx != NULL);
 	pki_path(cert, sizeof(cert), "server", "chain.pem");
 	pki_path(key, sizeof(key), "server", "key.pem");
-	/* As daemon/tls.c: 1.2-1.3, no renegotiation, no tickets, released buffers,
+	/* As daemon/tls/tls.c: 1.2-1.3, no renegotiation, no tickets, released buffers,
 	 * read_ahead left off. */
 	ck_assert(SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1);
 	ck_assert(SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1);

@@ -16,8 +16,8 @@
 
 #include <sqlite3.h>
 
-#include "ktlsgate/err.h"
-#include "ktlsgate/registry.h"
+#include "ops/err.h"
+#include "registry/registry.h"
 #include "testlib.h"
 
 /* Check fixtures have no argument: the per-test directory lives here (one per fork). */

@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ktlsgate/err.h"
-#include "ktlsgate/instance.h"
-#include "ktlsgate/registry.h"
+#include "ops/err.h"
+#include "core/instance.h"
+#include "registry/registry.h"
 #include "testlib.h"
 
 static char tmpdir[256];

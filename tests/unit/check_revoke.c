@@ -14,11 +14,11 @@
 
 #include <openssl/x509.h>
 
-#include "ktlsgate/config.h"
-#include "ktlsgate/err.h"
-#include "ktlsgate/pki.h"
-#include "ktlsgate/registry.h"
-#include "ktlsgate/verify.h"
+#include "ops/config.h"
+#include "ops/err.h"
+#include "cli/pki.h"
+#include "registry/registry.h"
+#include "tls/verify.h"
 #include "testlib.h"
 
 static char dir[PATH_MAX];

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ktlsgate/config.h"
-#include "ktlsgate/edge_policy.h"
-#include "ktlsgate/reason.h"
-#include "ktlsgate/srclimit.h"
+#include "ops/config.h"
+#include "edge/edge_policy.h"
+#include "policy/reason.h"
+#include "core/srclimit.h"
 #include "ktlsgate/xdp_gate_maps.h"
 #include "testlib.h"
 

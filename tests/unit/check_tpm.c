@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ktlsgate/config.h"
-#include "ktlsgate/tpm.h"
-#include "ktlsgate/tpm_conf.h"
+#include "ops/config.h"
+#include "tpm/tpm.h"
+#include "tpm/tpm_conf.h"
 #include "testlib.h"
 
 static const char *const base =

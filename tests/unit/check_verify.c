@@ -19,9 +19,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "ktlsgate/err.h"
-#include "ktlsgate/pki.h"
-#include "ktlsgate/verify.h"
+#include "ops/err.h"
+#include "cli/pki.h"
+#include "tls/verify.h"
 #include "testlib.h"
 
 #define DAY 86400

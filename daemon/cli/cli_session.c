@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * cli_session.c - `ktlsgate session list|kill`, `ktlsgate status` and `ktlsgate reload`:
+ * requests to the running daemon over its control socket (control.h). The daemon answers
+ * JSON lines; this file turns them into a table or key: value text, or passes them on as
+ * JSON.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "ops/control.h"
+#include "ops/err.h"
+#include "tls/verify.h"
+
+struct lines {
+	struct json_object *arr;  /* parsed data lines */
+	bool bad;                 /* a line was not a JSON object */
+};
+
+static void collect_line(const char *line, void *arg)
+{
+	struct lines *l = arg;
+	struct json_object *o = json_tokener_parse(line);
+
+	if (o == NULL || !json_object_is_type(o, json_type_object) ||
+	    json_object_array_add(l->arr, o) != 0) {
+		json_object_put(o);
+		l->bad = true;
+	}
+}
+
+/* One control request; prints the one-line error itself. */
+static int call(const struct kg_cli *cli, const char *req, struct lines *l, char *final,
+		size_t cap)
+{
+	int rc;
+
+	final[0] = '\0';
+	rc = kg_control_call(cli->control_socket, req, collect_line, l, final, cap,
+			     KG_CLI_CONTROL_TIMEOUT_MS);
+	if (rc == KG_E_NOTFOUND) {
+		kg_cli_err("daemon not running (control socket %s)", cli->control_socket);
+		return KG_EXIT_RUNTIME;
+	}
+	if (rc == KG_E_DENIED) {
+		kg_cli_err("daemon refused \"%s\": %s", req, final[0] != '\0' ? final : "ERR");
+		return KG_EXIT_RUNTIME;
+	}
+	if (rc != 0) {
+		kg_cli_err("control socket %s: %s", cli->control_socket, kg_err_str(rc));
+		return KG_EXIT_RUNTIME;
+	}
+	if (l != NULL && l->bad) {
+		kg_cli_err("daemon sent a line that is not a JSON object");
+		return KG_EXIT_RUNTIME;
+	}
+	return KG_EXIT_OK;
+}
+
+static int parse_json_flag(int argc, char **argv, const char *cmd, const char *usage, bool *json)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			*json = true;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return -1;
+		default:
+			return kg_cli_bad_option(c, argv, cmd);
+		}
+	}
+	if (optind < argc)
+		return kg_cli_usage_err("%s: unexpected argument '%s'", cmd, argv[optind]);
+	return KG_EXIT_OK;
+}
+
+static const char *str_field(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+	const char *s;
+
+	if (!json_object_object_get_ex(o, key, &v) || v == NULL)
+		return "-";
+	s = json_object_get_string(v);
+	return s != NULL && s[0] != '\0' ? s : "-";
+}
+
+static int64_t int_field(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && v != NULL ? json_object_get_int64(v) : 0;
+}
+
+static int session_list(struct kg_cli *cli, int argc, char **argv)
+{
+	char final[KG_CONTROL_LINE_MAX];
+	struct lines l = { 0 };
+	bool json = false;
+	int64_t now, since;
+	struct timespec ts;
+	size_t i, n;
+	int rc;
+
+	rc = parse_json_flag(argc, argv, "session list", kg_cli_usage_session, &json);
+	if (rc != KG_EXIT_OK)
+		return rc < 0 ? KG_EXIT_OK : rc;
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	l.arr = json_object_new_array();
+	if (l.arr == NULL) {
+		kg_cli_err("out of memory");
+		return KG_EXIT_RUNTIME;
+	}
+	rc = call(cli, "sessions", &l, final, sizeof(final));
+	if (rc != KG_EXIT_OK) {
+		json_object_put(l.arr);
+		return rc;
+	}
+	if (json) {
+		kg_cli_json_print(l.arr);
+		return KG_EXIT_OK;
+	}
+	/* Not time(NULL): glibc serves it from the coarse clock, which can lag a tick behind
+	 * the daemon's CLOCK_REALTIME and make a session's age read one second short. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec;
+	printf("%-8s %-32s %-24s %-15s %-10s %-12s %8s %12s\n", "ID", "DEVICE", "PEER", "STATE",
+	       "MODE", "BACKEND", "AGE", "BYTES");
+	n = json_object_array_length(l.arr);
+	for (i = 0; i < n; i++) {
+		struct json_object *o = json_object_array_get_idx(l.arr, i);
+
+		since = int_field(o, "since");
+		printf("%-8s %-32s %-24s %-15s %-10s %-12s %7" PRId64 "s %12" PRId64 "\n",
+		       str_field(o, "id"), str_field(o, "device"), str_field(o, "peer"),
+		       str_field(o, "state"), str_field(o, "mode"), str_field(o, "backend"),
+		       since > 0 && since <= now ? now - since : 0,
+		       int_field(o, "bytes_up") + int_field(o, "bytes_down"));
+	}
+	json_object_put(l.arr);
+	return KG_EXIT_OK;
+}
+
+static int session_kill(struct kg_cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char final[KG_CONTROL_LINE_MAX], req[KG_DEVICE_ID_MAX + 16];
+	const char *id, *closed;
+	unsigned long n = 0;
+	size_t module_off;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(kg_cli_usage_session, stdout);
+			return KG_EXIT_OK;
+		}
+		return kg_cli_bad_option(c, argv, "session kill");
+	}
+	if (argc - optind != 1)
+		return kg_cli_usage_err("session kill: expected one DEVICE_ID");
+	id = argv[optind];
+	/* Validated here too: the id travels inside a one-line request. */
+	if (!kg_identity_valid(id, strlen(id), &module_off))
+		return kg_cli_usage_err("session kill: bad device id '%s'", id);
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	snprintf(req, sizeof(req), "kill %s", id);
+	if ((rc = call(cli, req, NULL, final, sizeof(final))) != KG_EXIT_OK)
+		return rc;
+	closed = strstr(final, "closed=");
+	if (closed != NULL)
+		n = strtoul(closed + strlen("closed="), NULL, 10);
+	if (n == 0) {
+		kg_cli_err("no live session for %s", id);
+		return KG_EXIT_REFUSED;
+	}
+	printf("device %s: closed %lu live sessions\n", id, n);
+	return KG_EXIT_OK;
+}
+
+int kg_cli_session(struct kg_cli *cli, int argc, char **argv)
+{
+	static const struct kg_cli_verb verbs[] = {
+		{ "list", session_list },
+		{ "kill", session_kill },
+		{ NULL, NULL },
+	};
+
+	return kg_cli_dispatch(cli, argc, argv, verbs, kg_cli_usage_session);
+}
+
+int kg_cli_status(struct kg_cli *cli, int argc, char **argv)
+{
+	char final[KG_CONTROL_LINE_MAX];
+	struct lines l = { 0 };
+	struct json_object *o;
+	bool json = false;
+	int rc;
+
+	rc = parse_json_flag(argc, argv, "status", kg_cli_usage_status, &json);
+	if (rc != KG_EXIT_OK)
+		return rc < 0 ? KG_EXIT_OK : rc;
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	l.arr = json_object_new_array();
+	if (l.arr == NULL) {
+		kg_cli_err("out of memory");
+		return KG_EXIT_RUNTIME;
+	}
+	rc = call(cli, "status", &l, final, sizeof(final));
+	if (rc == KG_EXIT_OK && json_object_array_length(l.arr) != 1) {
+		kg_cli_err("daemon sent %zu status lines, expected 1", json_object_array_length(l.arr));
+		rc = KG_EXIT_RUNTIME;
+	}
+	if (rc != KG_EXIT_OK) {
+		json_object_put(l.arr);
+		return rc;
+	}
+	o = json_object_array_get_idx(l.arr, 0);
+	if (json) {
+		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+							       JSON_C_TO_STRING_NOSLASHESCAPE));
+	} else {
+		json_object_object_foreach(o, key, val) {
+			printf("%s: %s\n", key,
+			       val == NULL ? "null"
+					   : json_object_is_type(val, json_type_string)
+						     ? json_object_get_string(val)
+						     : json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN));
+		}
+	}
+	json_object_put(l.arr);
+	return KG_EXIT_OK;
+}
+
+/*
+ * The daemon re-reads the config file it was started with (not this CLI's -c, which
+ * only locates the control socket). A config that does not load or build is refused and
+ * the running one kept: that is a refusal (exit 2) with the daemon's own reason, so a
+ * deploy script can tell "your file is wrong" from "no daemon" (exit 3).
+ */
+int kg_cli_reload(struct kg_cli *cli, int argc, char **argv)
+{
+	char final[KG_CONTROL_LINE_MAX] = "";
+	bool json = false;
+	int rc;
+
+	rc = parse_json_flag(argc, argv, "reload", kg_cli_usage_reload, &json);
+	if (rc != KG_EXIT_OK)
+		return rc < 0 ? KG_EXIT_OK : rc;
+	if (json)
+		return kg_cli_usage_err("reload: --json does not apply");
+	/* A file that does not parse is refused here with the loader's FILE:LINE message,
+	 * the one the daemon would give: the CLI needs the file for the control socket. */
+	if (access(cli->config_path, F_OK) == 0) {
+		char err[KG_ERRBUF] = "";
+		struct kg_config *c = calloc(1, sizeof(*c));
+
+		if (c == NULL) {
+			kg_cli_err("out of memory");
+			return KG_EXIT_RUNTIME;
+		}
+		rc = kg_config_load(cli->config_path, c, err, sizeof(err));
+		free(c);
+		if (rc != 0) {
+			kg_cli_err("reload refused (not sent to the daemon): %s",
+				   err[0] != '\0' ? err : cli->config_path);
+			return KG_EXIT_REFUSED;
+		}
+	}
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	rc = kg_control_call(cli->control_socket, "reload", NULL, NULL, final, sizeof(final),
+			     KG_CLI_CONTROL_TIMEOUT_MS);
+	if (rc == KG_E_NOTFOUND) {
+		kg_cli_err("daemon not running (control socket %s)", cli->control_socket);
+		return KG_EXIT_RUNTIME;
+	}
+	if (rc == KG_E_DENIED) {
+		kg_cli_err("reload refused, running configuration kept: %s",
+			   final[0] != '\0' ? final : "no reason given");
+		return KG_EXIT_REFUSED;
+	}
+	if (rc != 0) {
+		kg_cli_err("control socket %s: %s", cli->control_socket, kg_err_str(rc));
+		return KG_EXIT_RUNTIME;
+	}
+	printf("%s\n", final[0] != '\0' ? final : "reloaded");
+	return KG_EXIT_OK;
+}

@@ -1,0 +1,881 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * conn.c - the connection state machine. One table maps each state to its step
+ * function and deadline; kg_conn_run() calls steps while they return KG_STEP_NEXT.
+ * kg_conn_set_state() is the only writer of c->state and kg_conn_close() the only
+ * teardown (relayd's relay_close()): every failure path ends there, which audits a
+ * decision that was not yet audited, counts the close, and frees everything.
+ *
+ * Parse, decide, act: mqtt.c parses, policy.c decides, this file only acts.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ops/audit.h"
+#include "relay/backend.h"
+#include "core/conn.h"
+#include "ops/err.h"
+#include "ops/log.h"
+#include "edge/edge.h"
+#include "relay/relay.h"
+#include "core/srclimit.h"
+#include "tls/tls.h"
+#include "core/worker.h"
+#include "registry/writer.h"
+
+/* Read granularity while waiting for the CONNECT. */
+#define CONNECT_READ_CHUNK 4096u
+/* What a refused device may still send while we linger (bytes read and dropped). */
+#define REFUSE_DRAIN_MAX (16u * 1024u)
+
+const char *const kg_conn_state_names[KG_ST_MAX] = {
+	[KG_ST_ACCEPTED] = "accepted",
+	[KG_ST_TLS_HANDSHAKE] = "tls_handshake",
+	[KG_ST_IDENTIFIED] = "identified",
+	[KG_ST_POLICY] = "policy",
+	[KG_ST_MQTT_CONNECT] = "mqtt_connect",
+	[KG_ST_BACKEND_CONNECT] = "backend_connect",
+	[KG_ST_HANDOFF] = "handoff",
+	[KG_ST_RELAYING] = "relaying",
+	[KG_ST_REFUSING] = "refusing",
+	[KG_ST_CLOSED] = "closed",
+};
+
+enum deadline_kind { DL_NONE, DL_HANDSHAKE, DL_CONNECT, DL_BACKEND, DL_REFUSE, DL_IDLE };
+
+struct state_ops {
+	enum kg_step (*step)(struct kg_conn *c);
+	enum deadline_kind deadline;
+};
+
+static enum kg_step st_accepted(struct kg_conn *c);
+static enum kg_step st_handshake(struct kg_conn *c);
+static enum kg_step st_identified(struct kg_conn *c);
+static enum kg_step st_policy(struct kg_conn *c);
+static enum kg_step st_mqtt_connect(struct kg_conn *c);
+static enum kg_step st_backend_connect(struct kg_conn *c);
+static enum kg_step st_handoff(struct kg_conn *c);
+static enum kg_step st_relaying(struct kg_conn *c);
+static enum kg_step st_refusing(struct kg_conn *c);
+
+static const struct state_ops states[KG_ST_MAX] = {
+	[KG_ST_ACCEPTED] = { st_accepted, DL_HANDSHAKE },
+	[KG_ST_TLS_HANDSHAKE] = { st_handshake, DL_HANDSHAKE },
+	[KG_ST_IDENTIFIED] = { st_identified, DL_CONNECT },
+	[KG_ST_POLICY] = { st_policy, DL_CONNECT },
+	[KG_ST_MQTT_CONNECT] = { st_mqtt_connect, DL_CONNECT },
+	[KG_ST_BACKEND_CONNECT] = { st_backend_connect, DL_BACKEND },
+	[KG_ST_HANDOFF] = { st_handoff, DL_BACKEND },
+	[KG_ST_RELAYING] = { st_relaying, DL_IDLE },
+	[KG_ST_REFUSING] = { st_refusing, DL_REFUSE },
+	[KG_ST_CLOSED] = { NULL, DL_NONE },
+};
+
+/* ---- buffers ------------------------------------------------------------- */
+
+int kg_buf_reserve(struct kg_buf *b, size_t cap)
+{
+	uint8_t *p;
+
+	if (b->cap >= cap)
+		return 0;
+	p = realloc(b->data, cap);
+	if (p == NULL)
+		return KG_E_RESOURCE;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+void kg_buf_free(struct kg_buf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+void kg_buf_release(struct kg_buf *b)
+{
+	if (b->len == b->off)
+		kg_buf_free(b);
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static const struct kg_config *conn_cfg(const struct kg_conn *c)
+{
+	return &c->snap->cfg;
+}
+
+int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = src };
+	int op;
+
+	if (src->fd < 0)
+		return 0;
+	if (src->events == events)
+		return 0;
+	/* Registered sources keep an entry even with no interest: EPOLL_CTL_MOD to 0 keeps
+	 * error/hangup reporting out of the way until we care again. */
+	op = src->events == UINT32_MAX ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+	if (epoll_ctl(c->w->epfd, op, src->fd, &ev) < 0)
+		return KG_E_RESOURCE;
+	src->events = events;
+	return 0;
+}
+
+int kg_conn_unwatch(struct kg_conn *c, struct kg_evsrc *src)
+{
+	if (src->fd < 0 || src->events == UINT32_MAX)
+		return 0;
+	if (epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, src->fd, NULL) < 0)
+		return KG_E_RESOURCE;
+	src->events = UINT32_MAX;
+	return 0;
+}
+
+/* Arm the device fd for what the last TLS call asked for. */
+static enum kg_step wait_tls(struct kg_conn *c)
+{
+	uint32_t ev = 0;
+
+	if (c->want_read)
+		ev |= EPOLLIN;
+	if (c->want_write)
+		ev |= EPOLLOUT;
+	if (ev == 0)
+		ev = EPOLLIN;
+	if (kg_conn_watch(c, &c->dev, ev) < 0) {
+		kg_conn_close(c, KG_REASON_IO_ERROR);
+		return KG_STEP_DONE;
+	}
+	return KG_STEP_WAIT;
+}
+
+void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st)
+{
+	const struct kg_config *cfg = conn_cfg(c);
+	unsigned ms = 0;
+
+	kg_log_debug("conn=%llu dev=%s st=%s -> %s", (unsigned long long)c->cid,
+		     c->identified ? c->id.device_id : "-", kg_conn_state_names[c->state],
+		     kg_conn_state_names[st]);
+	kg_metric_gauge(&c->w->metrics.conns_by_state[c->state], -1);
+	kg_metric_gauge(&c->w->metrics.conns_by_state[st], 1);
+	/* The source's pending count covers accept to the end of the handshake. */
+	if (c->src_held && st != KG_ST_ACCEPTED && st != KG_ST_TLS_HANDSHAKE) {
+		kg_srclimit_release(c->w->srclimit, &c->src);
+		c->src_held = false;
+	}
+	/* Handshakes in flight: the accept cap, and the steering program's load. */
+	if (c->state == KG_ST_TLS_HANDSHAKE && st != KG_ST_TLS_HANDSHAKE) {
+		atomic_fetch_sub(&c->w->d->n_handshakes, 1);
+		kg_edge_handshake(c->w->d->edge, c->w->idx, -1);
+		kg_worker_accept_resume(c->w);
+	}
+	if (st == KG_ST_TLS_HANDSHAKE && c->state != KG_ST_TLS_HANDSHAKE) {
+		atomic_fetch_add(&c->w->d->n_handshakes, 1);
+		kg_edge_handshake(c->w->d->edge, c->w->idx, 1);
+	}
+
+	/* States that share a deadline kind share the deadline: the handshake timeout
+	 * counts from accept, the CONNECT timeout from the end of the handshake. */
+	if (c->deadline_ms == 0 || states[st].deadline != states[c->state].deadline ||
+	    st == KG_ST_REFUSING) {
+		switch (states[st].deadline) {
+		case DL_HANDSHAKE: ms = cfg->handshake_timeout_ms; break;
+		case DL_CONNECT: ms = cfg->connect_timeout_ms; break;
+		case DL_BACKEND: ms = cfg->backend_timeout_ms; break;
+		case DL_REFUSE: ms = cfg->refuse_linger_ms; break;
+		case DL_IDLE: ms = c->idle_ms; break;   /* set by kg_relay_start() */
+		case DL_NONE: ms = 0; break;
+		}
+		c->deadline_ms = ms ? kg_now_ms() + ms : 0;
+	}
+	c->state = st;
+}
+
+void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const char *detail)
+{
+	struct kg_audit_record r = {
+		.event = "decision",
+		.peer = c->peer,
+		.device = c->identified || c->id.device_id[0] ? c->id.device_id : NULL,
+		.thumbprint = c->id.thumbprint[0] ? c->id.thumbprint : NULL,
+		.ca = c->id.ca_name[0] ? c->id.ca_name : NULL,
+		.allow = allow,
+		.reason = reason,
+		.backend = allow ? c->verdict.backend : NULL,
+		.conn_id = c->cid,
+		.mqtt_level = c->mqtt_level,
+		.detail = detail,
+	};
+
+	/* The flood guard: refusals of peers that never authenticated are limited per
+	 * (reason, source); every decision about an identified device is written. The
+	 * metrics below count every decision either way. */
+	if (allow || c->identified)
+		kg_audit_emit(&r);
+	else if (!kg_audit_emit_limited(&c->w->audit_rl, conn_cfg(c), &r, &c->peer_sa.sa,
+					c->peer_salen, kg_now_ms()))
+		kg_metric_add(&c->w->metrics.audit_suppressed[reason], 1);
+	if (allow)
+		kg_metric_add(&c->w->metrics.decisions_allow[reason], 1);
+	else
+		kg_metric_add(&c->w->metrics.decisions_deny[reason], 1);
+	/* Verification and policy refusals feed the XDP gate (it ignores the rest). */
+	if (!allow && c->peer_salen > 0)
+		kg_edge_note_refusal(c->w->d->edge, &c->peer_sa.sa, c->peer_salen, reason);
+	c->audited = true;
+}
+
+/* ---- start and close ------------------------------------------------------- */
+
+static void format_peer(const struct sockaddr *sa, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(out, cap, "%s:%u", host, ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(out, cap, "[%s]:%u", host, ntohs(in6->sin6_port));
+	} else {
+		snprintf(out, cap, "unknown");
+	}
+}
+
+/*
+ * A source over its limits is closed before it costs anything but this: no struct
+ * kg_conn, no SSL. The refusal is audited (through the audit flood guard) and counted
+ * like any other, and feeds the
+ * XDP gate, which then drops the source before it reaches accept at all.
+ */
+static void refuse_at_accept(struct kg_worker *w, const struct kg_config *cfg, int fd,
+			     const struct sockaddr *sa, socklen_t salen, enum kg_src_limit which)
+{
+	char peer[64];
+	struct kg_audit_record r = {
+		.event = "decision", .peer = peer, .allow = false,
+		.reason = KG_REASON_SOURCE_LIMIT,
+		.detail = which == KG_SRC_LIMIT_HANDSHAKES ? "over source_max_handshakes"
+							   : "over source_rate",
+	};
+
+	format_peer(sa, peer, sizeof(peer));
+	/* A source over its limits never authenticated: its lines go through the flood
+	 * guard like any other unauthenticated refusal (the metrics count every one). */
+	if (!kg_audit_emit_limited(&w->audit_rl, cfg, &r, sa, salen, kg_now_ms()))
+		kg_metric_add(&w->metrics.audit_suppressed[KG_REASON_SOURCE_LIMIT], 1);
+	kg_metric_add(&w->metrics.source_limited[which], 1);
+	kg_metric_add(&w->metrics.decisions_deny[KG_REASON_SOURCE_LIMIT], 1);
+	kg_metric_add(&w->metrics.closes[KG_REASON_SOURCE_LIMIT], 1);
+	kg_edge_note_refusal(w->d->edge, sa, salen, KG_REASON_SOURCE_LIMIT);
+	close(fd);
+}
+
+/* Per-source admission: true with *held set when the connection may start. */
+static bool source_admit(struct kg_worker *w, const struct kg_config *cfg, int fd,
+			 const struct sockaddr *sa, socklen_t salen, struct kg_srckey *src,
+			 bool *held)
+{
+	struct kg_srclimit_limits lim = {
+		.max_pending = cfg->source_max_handshakes,
+		.rate = cfg->source_rate,
+		.burst = cfg->source_burst,
+	};
+
+	*held = false;
+	if ((lim.max_pending == 0 && lim.rate == 0) || w->srclimit == NULL ||
+	    kg_srclimit_key(sa, salen, cfg->source_prefix_v4, cfg->source_prefix_v6, src) != 0)
+		return true;
+	switch (kg_srclimit_admit(w->srclimit, &lim, src, kg_now_ms())) {
+	case KG_SRC_OK:
+		*held = true;
+		return true;
+	case KG_SRC_UNTRACKED:
+		kg_metric_add(&w->metrics.source_untracked, 1);
+		return true;
+	case KG_SRC_PENDING:
+		refuse_at_accept(w, cfg, fd, sa, salen, KG_SRC_LIMIT_HANDSHAKES);
+		return false;
+	case KG_SRC_RATE:
+		refuse_at_accept(w, cfg, fd, sa, salen, KG_SRC_LIMIT_RATE);
+		return false;
+	}
+	return true;
+}
+
+void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	struct kg_snapshot *snap = kg_snapshot_get(w->d);
+	struct kg_conn *c;
+	struct kg_srckey src;
+	struct timespec now;
+	bool held;
+	int one = 1;
+
+	if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
+		kg_snapshot_put(snap);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		if (held)
+			kg_srclimit_release(w->srclimit, &src);
+		kg_snapshot_put(snap);
+		close(fd);
+		return;
+	}
+	c->cid = ((uint64_t)w->idx << 48) | ++w->next_id;
+	c->w = w;
+	c->snap = snap;
+	c->src = src;
+	c->src_held = held;
+	c->state = KG_ST_ACCEPTED;
+	c->dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
+	c->be = (struct kg_evsrc){ .type = KG_EV_BACKEND, .fd = -1, .events = UINT32_MAX, .owner = c };
+	c->accepted_us = kg_now_us();
+	clock_gettime(CLOCK_REALTIME, &now);
+	c->since = now.tv_sec;
+	c->mode = KG_MODE_USERSPACE;
+	format_peer(sa, c->peer, sizeof(c->peer));
+	if (salen > 0 && salen <= sizeof(c->peer_sa)) {
+		memcpy(&c->peer_sa, sa, salen);
+		c->peer_salen = salen;
+	}
+	/* MQTT is request/response with small packets: Nagle only adds latency. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+	atomic_fetch_add(&w->d->n_conns, 1);
+	kg_metric_add(&w->metrics.accepted, 1);
+	kg_metric_gauge(&w->metrics.conns_by_state[KG_ST_ACCEPTED], 1);
+	kg_conn_set_state(c, KG_ST_ACCEPTED);
+	kg_conn_run(c);
+}
+
+void kg_conn_close(struct kg_conn *c, enum kg_reason why)
+{
+	struct kg_worker *w = c->w;
+
+	/* A connection that ends before its decision was audited gets one record:
+	 * every refusal, timeout and garbage peer is visible. */
+	if (!c->audited)
+		kg_conn_audit(c, false, why, NULL);
+	else if (c->state == KG_ST_RELAYING && why != KG_REASON_PEER_CLOSED &&
+		 why != KG_REASON_BACKEND_CLOSED) {
+		struct kg_audit_record r = {
+			.event = "close", .peer = c->peer, .device = c->id.device_id,
+			.thumbprint = c->id.thumbprint, .ca = c->id.ca_name, .allow = false,
+			.reason = why, .conn_id = c->cid, .mqtt_level = c->mqtt_level,
+		};
+		kg_audit_emit(&r);
+	}
+	kg_metric_add(&w->metrics.closes[why], 1);
+	if (c->state == KG_ST_RELAYING)
+		kg_metric_gauge(&w->metrics.sessions_by_mode[c->mode], -1);
+	kg_conn_set_state(c, KG_ST_CLOSED);
+	kg_metric_gauge(&w->metrics.conns_by_state[KG_ST_CLOSED], -1);
+
+	if (c->ssl)
+		SSL_free(c->ssl);
+	kg_record_session_free(c->rec);
+	c->rec = NULL;
+	kg_ktls_session_release(c);
+	kg_tls_key_tracker_wipe(&c->keytrk);
+	if (c->dev.fd >= 0)
+		close(c->dev.fd);   /* close() also drops the epoll registration */
+	if (c->be.fd >= 0)
+		close(c->be.fd);
+	kg_buf_free(&c->up);
+	kg_buf_free(&c->down);
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->n_conns--;
+	atomic_fetch_sub(&w->d->n_conns, 1);
+	kg_snapshot_put(c->snap);
+	c->snap = NULL;
+	/* Freed by kg_worker_reap() after this loop turn: later events of the same
+	 * epoll batch may still point at c, and see KG_ST_CLOSED. */
+	c->prev = NULL;
+	c->next = w->dead;
+	w->dead = c;
+}
+
+void kg_conn_run(struct kg_conn *c)
+{
+	enum kg_step r;
+
+	do {
+		r = states[c->state].step(c);
+	} while (r == KG_STEP_NEXT);
+}
+
+/*
+ * Refuse the CONNECT: audit the decision, queue the CONNACK for the CONNECT's
+ * protocol level, and let REFUSING flush it, send close_notify and linger briefly so
+ * the device reads the answer instead of a reset.
+ */
+static enum kg_step conn_refuse(struct kg_conn *c, enum kg_reason why, enum kg_connack code,
+				const char *detail)
+{
+	c->verdict.allow = false;
+	c->verdict.reason = why;
+	c->verdict.connack = code;
+	kg_conn_audit(c, false, why, detail);
+	c->refusal_len = kg_mqtt_encode_connack(c->mqtt_level, code, c->refusal, sizeof(c->refusal));
+	c->refusal_off = 0;
+	if (c->be.fd >= 0) {
+		close(c->be.fd);
+		c->be.fd = -1;
+	}
+	kg_conn_set_state(c, KG_ST_REFUSING);
+	return KG_STEP_NEXT;
+}
+
+void kg_conn_timeout(struct kg_conn *c)
+{
+	switch (c->state) {
+	case KG_ST_ACCEPTED:
+	case KG_ST_TLS_HANDSHAKE:
+		kg_metric_add(&c->w->metrics.handshakes[KG_HS_TIMEOUT], 1);
+		kg_conn_close(c, KG_REASON_TIMEOUT);
+		break;
+	case KG_ST_BACKEND_CONNECT:
+	case KG_ST_HANDOFF:
+		kg_log_warnx("conn=%llu dev=%s backend %s: connect timed out",
+			     (unsigned long long)c->cid, c->id.device_id, c->verdict.backend);
+		c->audited = false;   /* the allow was audited; this refusal is a new decision */
+		if (conn_refuse(c, KG_REASON_BACKEND_DOWN, KG_CONNACK_SERVER_UNAVAILABLE,
+				"backend connect timed out") == KG_STEP_NEXT)
+			kg_conn_run(c);
+		break;
+	case KG_ST_REFUSING:
+		kg_conn_close(c, c->verdict.reason);
+		break;
+	case KG_ST_RELAYING:
+		/* The device's stream ended and the broker got its FIN: the linger that
+		 * kg_relay_finished() set is over. */
+		if (c->be_shut) {
+			kg_conn_close(c, KG_REASON_TIMEOUT);
+			break;
+		}
+		/* Idle: pumps only refresh active_ms (no syscall, no deadline write per
+		 * event); the deadline moves here, lazily, while there was traffic. */
+		if (c->idle_ms != 0 && kg_now_ms() < c->active_ms + c->idle_ms) {
+			c->deadline_ms = c->active_ms + c->idle_ms;
+			break;
+		}
+		kg_conn_close(c, KG_REASON_IDLE_TIMEOUT);
+		break;
+	default:
+		kg_conn_close(c, KG_REASON_TIMEOUT);
+		break;
+	}
+}
+
+/* ---- the states ------------------------------------------------------------ */
+
+static enum kg_step st_accepted(struct kg_conn *c)
+{
+	uint8_t b;
+	ssize_t n;
+
+	/* No SSL until the device says something: a silent connection costs this
+	 * struct and a deadline (the handshake timeout, from accept), not an SSL. */
+	n = recv(c->dev.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0) {
+		kg_conn_close(c, KG_REASON_PEER_CLOSED);
+		return KG_STEP_DONE;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		if (kg_conn_watch(c, &c->dev, EPOLLIN) < 0) {
+			kg_conn_close(c, KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
+	if (n < 0) {
+		kg_conn_close(c, errno == ECONNRESET ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
+		return KG_STEP_DONE;
+	}
+	if (kg_tls_conn_new(c) < 0) {
+		kg_conn_close(c, KG_REASON_OVERLOAD);
+		return KG_STEP_DONE;
+	}
+	c->hs_start_us = kg_now_us();
+	kg_conn_set_state(c, KG_ST_TLS_HANDSHAKE);
+	return KG_STEP_NEXT;
+}
+
+static enum kg_step st_handshake(struct kg_conn *c)
+{
+	enum kg_reason why = KG_REASON_TLS_FAILED;
+	int rc = kg_tls_handshake(c, &why);
+
+	if (rc == KG_E_AGAIN)
+		return wait_tls(c);
+	if (rc < 0) {
+		kg_metric_add(&c->w->metrics.handshakes[KG_HS_FAILED], 1);
+		kg_log_debug("conn=%llu peer=%s handshake failed: %s", (unsigned long long)c->cid,
+			     c->peer, kg_reason_str(why));
+		if (why == KG_REASON_PEER_CLOSED) {   /* nobody left to read an alert */
+			kg_conn_close(c, why);
+			return KG_STEP_DONE;
+		}
+		/* OpenSSL has written its alert (no certificate, unknown CA, bad chain...)
+		 * but the device's next flight (its Finished, a TLS 1.3 CONNECT) may sit
+		 * unread in the socket: closing now would answer with a RST that destroys
+		 * the alert before the device reads it. Linger like a refusal. */
+		c->verdict.reason = why;
+		kg_conn_audit(c, false, why, kg_tls_verify_detail(c));
+		c->refusal_len = c->refusal_off = 0;
+		/* Nothing more goes through TLS: the linger costs a socket, not an SSL. */
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		kg_conn_set_state(c, KG_ST_REFUSING);
+		return KG_STEP_NEXT;
+	}
+	kg_metric_add(&c->w->metrics.handshakes[KG_HS_OK], 1);
+	kg_metrics_observe_handshake(&c->w->metrics, kg_now_us() - c->hs_start_us);
+	kg_conn_set_state(c, KG_ST_IDENTIFIED);
+	return KG_STEP_NEXT;
+}
+
+static enum kg_step st_identified(struct kg_conn *c)
+{
+	/* The verify callback ran and accepted, or the handshake would have failed;
+	 * this is the invariant that lets everything below trust c->id. */
+	if (!c->verify_ran || c->verify_reason != KG_REASON_OK) {
+		kg_log_warnx("conn=%llu: handshake completed without verification", (unsigned long long)c->cid);
+		kg_conn_close(c, KG_REASON_TLS_FAILED);
+		return KG_STEP_DONE;
+	}
+	c->identified = true;
+	kg_conn_set_state(c, KG_ST_POLICY);
+	return KG_STEP_NEXT;
+}
+
+static enum kg_step st_policy(struct kg_conn *c)
+{
+	struct kg_device dev;
+	struct kg_policy_input in = { .id = &c->id, .cfg = conn_cfg(c) };
+	int rc;
+
+	/* Kept for the session's life: the SSL may be freed at the handoff. */
+	if (c->id.method == KG_ATT_CA)
+		(void)kg_leaf_ref_from_cert(SSL_get0_peer_certificate(c->ssl), &c->leaf);
+	rc = kg_registry_device_get(c->w->reg, c->id.device_id, &dev);
+	if (rc == 0)
+		in.device = &dev;
+	else if (rc != KG_E_NOTFOUND)
+		kg_log_warnx("conn=%llu dev=%s: registry read failed: %s", (unsigned long long)c->cid,
+			     c->id.device_id, kg_err_str(rc));
+	/* The CA row comes with the trust snapshot: no registry read, no PEM copy. */
+	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
+		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
+	kg_policy_decide(&in, &c->verdict);
+	c->decided = true;
+
+	/* An enrolment is queued with the allow decision (st_mqtt_connect), not here:
+	 * a device refused at CONNECT is not enrolled. */
+	if (c->verdict.allow && !c->verdict.enroll)
+		kg_writer_touch(c->w->d->writer, c->id.device_id, c->since, c->id.not_after);
+	kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+	return KG_STEP_NEXT;
+}
+
+/*
+ * username_check = rewrite: replace the CONNECT at the start of c->up by one whose user
+ * name is the device id and that has no password. What the device pipelined behind
+ * the CONNECT follows byte for byte; connect_len becomes the rewritten length, which
+ * is all the relays and the handoff count rely on (c->up is forwarded as a whole).
+ * *mc borrows from the old buffer and is dead afterwards. KG_E_INVALID: the device id
+ * is no MQTT user name; KG_E_RESOURCE: no memory.
+ */
+static int rewrite_connect(struct kg_conn *c, const struct kg_mqtt_connect *mc)
+{
+	const char *id = c->id.device_id;
+	size_t id_len = strnlen(id, sizeof(c->id.device_id)), need, tail, n;
+	struct kg_buf nb = { 0 };
+
+	need = kg_mqtt_rewrite_len(mc, id_len);
+	if (need == 0)
+		return KG_E_INVALID;
+	tail = c->up.len - mc->packet_len;
+	if (kg_buf_reserve(&nb, need + tail) < 0)
+		return KG_E_RESOURCE;
+	n = kg_mqtt_rewrite_connect(c->up.data, mc, id, id_len, nb.data, nb.cap);
+	if (n == 0) {
+		kg_buf_free(&nb);
+		return KG_E_INVALID;
+	}
+	if (tail > 0)
+		memcpy(nb.data + n, c->up.data + mc->packet_len, tail);
+	nb.len = n + tail;
+	kg_buf_free(&c->up);
+	c->up = nb;
+	c->connect_len = (uint32_t)n;
+	return 0;
+}
+
+/*
+ * An auto-enrolment: the writer inserts the row and only then writes this
+ * connection's decision line (`enrolled`), or `enroll_failed` with the cause; the
+ * audit never says `enrolled` for a write that did not commit. The session goes on
+ * meanwhile: its CA allows it either way.
+ */
+static void queue_enrolment(struct kg_conn *c)
+{
+	struct kg_device nd = { .status = KG_DEV_ENABLED, .attestation = KG_ATT_CA };
+	struct kg_enrol_audit a = { .conn_id = c->cid, .mqtt_level = c->mqtt_level };
+
+	memcpy(nd.id, c->id.device_id, sizeof(nd.id));
+	memcpy(nd.ca_name, c->id.ca_name, sizeof(nd.ca_name));
+	nd.cert_not_after = c->id.not_after;
+	nd.last_seen = c->since;
+	(void)kg_strlcpy(a.peer, c->peer, sizeof(a.peer));
+	(void)kg_strlcpy(a.thumbprint, c->id.thumbprint, sizeof(a.thumbprint));
+	(void)kg_strlcpy(a.backend, c->verdict.backend, sizeof(a.backend));
+	kg_writer_enroll(c->w->d->writer, &nd, &a);
+	c->audited = true;
+}
+
+static enum kg_step st_mqtt_connect(struct kg_conn *c)
+{
+	const struct kg_config *cfg = conn_cfg(c);
+	struct kg_mqtt_connect mc;
+	enum kg_parse pr;
+	const char *detail = NULL;
+	size_t id_len;
+	bool other_user;
+	long n;
+	int rc;
+
+	for (;;) {
+		/* Parse what we have first: a CONNECT may already be complete. */
+		pr = c->up.len ? kg_mqtt_parse_connect(c->up.data, c->up.len, cfg->max_connect_bytes, &mc)
+			       : KG_PARSE_SHORT;
+		if (pr != KG_PARSE_SHORT)
+			break;
+		if (kg_buf_reserve(&c->up, c->up.len + CONNECT_READ_CHUNK) < 0) {
+			kg_conn_close(c, KG_REASON_OVERLOAD);
+			return KG_STEP_DONE;
+		}
+		n = kg_tls_read(c, c->up.data + c->up.len, c->up.cap - c->up.len);
+		if (n == KG_E_AGAIN)
+			return wait_tls(c);
+		if (n <= 0) {
+			kg_conn_close(c, n == 0 ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		c->up.len += (size_t)n;
+	}
+	if (pr == KG_PARSE_UNSUPPORTED) {
+		/* 3.1.1 3.1.2.2: answer an unsupported level with return code 1. The level
+		 * is unknown, so the 3.x format, which every client version can read. */
+		c->mqtt_level = KG_MQTT_V311;
+		return conn_refuse(c, KG_REASON_BAD_MQTT, KG_CONNACK_BAD_PROTOCOL,
+				   "unsupported protocol level");
+	}
+	if (pr != KG_PARSE_OK) {
+		static const char *const why[] = {
+			[KG_PARSE_MALFORMED] = "malformed CONNECT",
+			[KG_PARSE_TOO_BIG] = "CONNECT over max_connect_bytes",
+			[KG_PARSE_NOT_CONNECT] = "first packet is not CONNECT",
+		};
+		kg_conn_audit(c, false, KG_REASON_BAD_MQTT, why[pr]);
+		kg_conn_close(c, KG_REASON_BAD_MQTT);
+		return KG_STEP_DONE;
+	}
+	c->mqtt_level = mc.level;
+	c->connect_len = (uint32_t)mc.packet_len;
+	c->keepalive = mc.keepalive;   /* the relay's idle timeout derives from it */
+	if (!c->verdict.allow)
+		return conn_refuse(c, c->verdict.reason, c->verdict.connack, NULL);
+	if (!kg_policy_client_id_ok(cfg, &c->id, mc.client_id, mc.client_id_len))
+		return conn_refuse(c, KG_REASON_CLIENT_ID_MISMATCH, KG_CONNACK_BAD_CLIENT_ID, NULL);
+	/* The certificate proved the device id: a user name naming anyone else would get
+	 * another device's topics from a broker whose ACLs use %u (docs/security.md). */
+	id_len = strnlen(c->id.device_id, sizeof(c->id.device_id));
+	other_user = !kg_mqtt_username_matches(&mc, c->id.device_id, id_len);
+	/* The device's CA may override [daemon] username_check; st_policy chose. */
+	switch (c->verdict.username_check) {
+	case KG_USERNAME_STRICT:
+		if (other_user)
+			return conn_refuse(c, KG_REASON_USERNAME_MISMATCH, KG_CONNACK_NOT_AUTHORIZED,
+					   NULL);
+		break;
+	case KG_USERNAME_REWRITE:
+		if (other_user || mc.has_password)
+			detail = "username set to the device id, password removed";
+		rc = rewrite_connect(c, &mc);
+		if (rc == KG_E_RESOURCE) {
+			kg_conn_close(c, KG_REASON_OVERLOAD);
+			return KG_STEP_DONE;
+		}
+		if (rc < 0)
+			return conn_refuse(c, KG_REASON_USERNAME_MISMATCH, KG_CONNACK_NOT_AUTHORIZED,
+					   "device id is no MQTT user name");
+		break;
+	case KG_USERNAME_PASS:
+		break;
+	}
+	if (c->verdict.enroll)
+		queue_enrolment(c);   /* the writer audits it once the row's fate is known */
+	else
+		kg_conn_audit(c, true, c->verdict.reason, detail);
+	kg_conn_set_state(c, KG_ST_BACKEND_CONNECT);
+	return KG_STEP_NEXT;
+}
+
+static bool local_shortage(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL;
+}
+
+static enum kg_step st_backend_connect(struct kg_conn *c)
+{
+	const struct kg_backend_conf *b;
+
+	if (c->be.fd < 0) {
+		b = kg_config_get0_backend(conn_cfg(c), c->verdict.backend);
+		if (b == NULL)   /* policy checked it; a reload cannot change our snapshot */
+			return conn_refuse(c, KG_REASON_NO_BACKEND, KG_CONNACK_SERVER_UNAVAILABLE, NULL);
+		c->be.fd = kg_backend_connect_start(b);
+		if (c->be.fd < 0) {
+			int e = errno;
+
+			c->audited = false;
+			/* Out of fds, buffers or local ports is our shortage, not the broker's. */
+			return conn_refuse(c, local_shortage(e) ? KG_REASON_OVERLOAD : KG_REASON_BACKEND_DOWN,
+					   KG_CONNACK_SERVER_UNAVAILABLE, strerror(e));
+		}
+		/* Stop reading the device while the broker is not there: bytes it pipelines
+		 * wait in the socket, the CONNECT waits in c->up. */
+		if (kg_conn_watch(c, &c->dev, 0) < 0 || kg_conn_watch(c, &c->be, EPOLLOUT) < 0) {
+			kg_conn_close(c, KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
+	if (c->ev_type == KG_EV_DEVICE) {
+		/* The device is not read here; only its hangup matters. */
+		if (c->ev_events & (EPOLLHUP | EPOLLERR)) {
+			kg_conn_close(c, KG_REASON_PEER_CLOSED);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
+	if (kg_backend_connect_finish(c->be.fd) < 0) {
+		kg_log_warnx("conn=%llu dev=%s backend %s: %s", (unsigned long long)c->cid,
+			     c->id.device_id, c->verdict.backend, strerror(errno));
+		c->audited = false;
+		return conn_refuse(c, KG_REASON_BACKEND_DOWN, KG_CONNACK_SERVER_UNAVAILABLE,
+				   strerror(errno));
+	}
+	kg_conn_set_state(c, KG_ST_HANDOFF);
+	return KG_STEP_NEXT;
+}
+
+static enum kg_step st_handoff(struct kg_conn *c)
+{
+	bool again;
+	const struct kg_relay_ops *r = kg_relay_start(c, &again);
+
+	if (r == NULL && again) {
+		kg_metric_add(&c->w->metrics.handoff_waits, 1);
+		/* Half a TLS record sits inside OpenSSL: wait for the rest of it, and
+		 * leave the broker alone meanwhile (the handoff deadline still runs). */
+		if (kg_conn_watch(c, &c->dev, EPOLLIN) < 0 || kg_conn_watch(c, &c->be, 0) < 0) {
+			kg_conn_close(c, KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
+	if (r == NULL) {
+		kg_conn_close(c, KG_REASON_IO_ERROR);
+		return KG_STEP_DONE;
+	}
+	c->mode = r->mode;
+	/* the CONNECT is not counted: only what the device pipelined behind it */
+	if (c->up.len > c->up.off + c->connect_len)
+		kg_metric_add(&c->w->metrics.handoff_carried, c->up.len - c->up.off - c->connect_len);
+	kg_metric_gauge(&c->w->metrics.sessions_by_mode[c->mode], 1);
+	kg_metric_add(&c->w->metrics.sessions_started[c->mode], 1);
+	kg_log_debug("conn=%llu dev=%s: relaying in %s mode", (unsigned long long)c->cid,
+		     c->id.device_id, r->name);
+	kg_conn_set_state(c, KG_ST_RELAYING);
+	return KG_STEP_NEXT;
+}
+
+static enum kg_step st_relaying(struct kg_conn *c)
+{
+	return kg_relay_pump(c);
+}
+
+static enum kg_step st_refusing(struct kg_conn *c)
+{
+	uint8_t sink[512];
+	long n;
+
+	while (c->refusal_off < c->refusal_len) {
+		n = kg_tls_write(c, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
+		if (n == KG_E_AGAIN)
+			return wait_tls(c);
+		if (n <= 0) {
+			kg_conn_close(c, c->verdict.reason);
+			return KG_STEP_DONE;
+		}
+		c->refusal_off += (size_t)n;
+		if (c->refusal_off == c->refusal_len)
+			kg_tls_shutdown(c);
+	}
+	if (!c->dev_eof) {
+		/* Half-close, then drain until the device hangs up or the linger deadline:
+		 * closing with unread input would send a RST that can destroy the CONNACK
+		 * (or the TLS alert) before the device reads it. dev_eof marks it done. */
+		(void)shutdown(c->dev.fd, SHUT_WR);
+		c->dev_eof = true;
+	}
+	for (;;) {
+		n = read(c->dev.fd, sink, sizeof(sink));
+		if (n > 0) {
+			/* Bounded in bytes as in time: a peer that keeps sending is cut
+			 * (a RST then is its own doing). */
+			c->drained += (size_t)n;
+			if (c->drained >= REFUSE_DRAIN_MAX)
+				break;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (kg_conn_watch(c, &c->dev, EPOLLIN | EPOLLRDHUP) < 0)
+				break;
+			return KG_STEP_WAIT;
+		}
+		break;
+	}
+	kg_conn_close(c, c->verdict.reason);
+	return KG_STEP_DONE;
+}

@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * conn.h - one device connection: a table-driven state machine with a deadline per
+ * state and exactly one teardown, kg_conn_close().
+ *
+ *  ACCEPTED -> TLS_HANDSHAKE -> IDENTIFIED -> POLICY -> MQTT_CONNECT
+ *           -> BACKEND_CONNECT -> HANDOFF -> RELAYING -> CLOSED
+ *  (a refusal detours through REFUSING: CONNACK, close_notify, linger, close)
+ *
+ * A struct kg_conn belongs to one worker thread and is touched only by it. It owns
+ * both fds, the SSL, its buffers, and pins a snapshot for life; registry rows are
+ * copied in, never borrowed.
+ */
+#ifndef KTLSGATE_CONN_H
+#define KTLSGATE_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#include "ktlsgate/compiler.h"
+#include "ops/metrics.h"
+#include "mqtt/mqtt.h"
+#include "policy/policy.h"
+#include "policy/reason.h"
+#include "core/srclimit.h"
+#include "tls/tls_keys.h"
+#include "tls/verify.h"
+
+enum kg_conn_state {
+	KG_ST_ACCEPTED,
+	KG_ST_TLS_HANDSHAKE,
+	KG_ST_IDENTIFIED,
+	KG_ST_POLICY,
+	KG_ST_MQTT_CONNECT,
+	KG_ST_BACKEND_CONNECT,
+	KG_ST_HANDOFF,
+	KG_ST_RELAYING,
+	KG_ST_REFUSING,
+	KG_ST_CLOSED,
+	KG_ST_MAX
+};
+
+/* What a state step tells the driver (nginx's NGX_OK / NGX_AGAIN, as data). */
+enum kg_step {
+	KG_STEP_NEXT,  /* state changed: run the new state's step now */
+	KG_STEP_WAIT,  /* interest re-armed: wait for the fd or the deadline */
+	KG_STEP_DONE   /* connection closed and freed: touch nothing */
+};
+
+enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND };
+
+/* Every epoll registration points at one of these. */
+struct kg_evsrc {
+	enum kg_evtype type;
+	int fd;
+	uint32_t events;     /* currently registered interest */
+	void *owner;         /* struct kg_conn * or struct kg_worker * */
+};
+
+/* A byte buffer allocated only while it holds bytes (idle sessions cost nothing). */
+struct kg_buf {
+	uint8_t *data;
+	size_t len, off, cap;
+};
+
+struct kg_worker;
+struct kg_snapshot;
+struct kg_record_session;
+struct kg_pipe;
+
+struct kg_conn {
+	uint64_t cid;                      /* worker index << 48 | sequence */
+	struct kg_worker *w;
+	struct kg_snapshot *snap;          /* pinned for life */
+	enum kg_conn_state state;
+	uint64_t deadline_ms;              /* 0: none */
+	uint64_t accepted_us, hs_start_us;
+	int64_t since;                     /* wall clock of accept */
+
+	struct kg_evsrc dev;               /* device socket */
+	struct kg_evsrc be;                /* backend socket, fd -1 until connected */
+	SSL *ssl;                          /* freed at the handoff by the record relay */
+	struct kg_tls_key_tracker keytrk;  /* traffic secrets + record counts, wiped at handoff */
+	struct kg_record_session *rec;     /* the record relay's state, NULL otherwise */
+	bool want_read, want_write;        /* what the last TLS call waits for */
+	enum kg_evtype ev_type;            /* the event being handled (set by the worker) */
+	uint32_t ev_events;
+
+	char peer[64];
+	union {                            /* the device's address (the XDP gate keys on it) */
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer_sa;
+	socklen_t peer_salen;
+	struct kg_srckey src;              /* its source (srclimit.h) */
+	bool src_held;                     /* counted pending there until the handshake ends */
+	bool identified, verify_ran, decided, audited;
+	enum kg_reason verify_reason;
+	int x509_err;
+	struct kg_identity id;
+	struct kg_leaf_ref leaf;           /* issuer + serial: a new CRL re-checks the session */
+	struct kg_verdict verdict;
+	uint8_t mqtt_level;
+	uint32_t connect_len;              /* bytes of the CONNECT at the start of c->up */
+
+	struct kg_buf up;                  /* device -> broker (CONNECT first) */
+	struct kg_buf down;                /* broker -> device */
+	bool dev_eof, be_eof;
+
+	uint8_t refusal[8];                /* the CONNACK refusal being sent */
+	size_t refusal_len, refusal_off;
+	size_t drained;                    /* bytes dropped while lingering (bounded) */
+
+	uint64_t bytes_up, bytes_down;
+	enum kg_relay_mode mode;
+	/* idle timeout while relaying (relay.c): the deadline scan closes the session when
+	 * active_ms + idle_ms has passed; a pump that moved bytes refreshes active_ms */
+	uint16_t keepalive;                /* the CONNECT's keep-alive, seconds */
+	uint32_t idle_ms;                  /* 0: none */
+	bool idle_any_dir;                 /* broker->device traffic counts too */
+	uint64_t active_ms;
+
+	/* kernel TLS (relay_ktls.c) */
+	struct kg_pipe *pipe[KG_DIR_MAX];  /* borrowed from the worker while bytes are in flight */
+	bool ktls_ulp;                     /* the TLS ULP is attached to dev.fd */
+	bool ktls_tx, ktls_rx;             /* what the kernel really does for this session */
+	bool be_shut;                      /* FIN passed on to the broker */
+
+	struct kg_conn *prev, *next;       /* worker's list of live conns */
+};
+
+extern const char *const kg_conn_state_names[KG_ST_MAX];
+
+/* Start a connection on an accepted fd (takes ownership of fd). A source over its
+ * per-source limits (srclimit.h) is closed here, audited as source_limit. ACCEPTED
+ * waits for the first bytes: the SSL is allocated only then. */
+void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+/* Drive the state machine after an event (or on entry). */
+void kg_conn_run(struct kg_conn *c);
+/* The one teardown: audit (if not yet), metrics, unregister, free. */
+void kg_conn_close(struct kg_conn *c, enum kg_reason why);
+/* The only writer of c->state: logs from -> to and sets the state's deadline. */
+void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st);
+/* Deadline passed. */
+void kg_conn_timeout(struct kg_conn *c);
+/* Set epoll interest for one of the conn's fds. */
+int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events) KG_MUST_USE;
+/* Remove the fd from epoll (events = UINT32_MAX marks "not registered"). */
+int kg_conn_unwatch(struct kg_conn *c, struct kg_evsrc *src) KG_MUST_USE;
+/* Write an audit decision record for c. */
+void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const char *detail);
+
+/* Buffers */
+int kg_buf_reserve(struct kg_buf *b, size_t cap) KG_MUST_USE;
+void kg_buf_release(struct kg_buf *b);   /* free when empty */
+void kg_buf_free(struct kg_buf *b);
+
+#endif

@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * daemon.c - configuration snapshots: build whole, publish with one pointer swap,
+ * release when the last connection pinning them closes. A reload that fails at any
+ * step frees what it built and leaves the running snapshot alone.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/daemon.h"
+#include "ops/err.h"
+#include "ops/log.h"
+#include "registry/registry.h"
+#include "tls/tls.h"
+#include "core/worker.h"
+
+/* Every start, reload and trust refresh says which CRLs have expired (one warning per
+ * line of kg_trust_crl_report() that is one). */
+static void warn_expired_crls(const struct kg_trust *t)
+{
+	char *buf = NULL, *line, *save = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (f == NULL)
+		return;
+	(void)kg_trust_crl_report(t, f, time(NULL));
+	if (fclose(f) == 0)
+		for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			if (strncmp(line, "WARNING: ", 9) == 0)
+				kg_log_warnx("%s", line + 9);
+	free(buf);
+}
+
+static void snapshot_free(struct kg_snapshot *s)
+{
+	SSL_CTX_free(s->ssl_ctx);
+	kg_trust_free(s->trust);
+	free(s);
+}
+
+struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
+				      size_t errlen)
+{
+	struct kg_snapshot *s = calloc(1, sizeof(*s));
+	struct kg_registry *reg = NULL;
+
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->cfg = *cfg;
+	atomic_init(&s->refs, 1);
+	s->ssl_ctx = kg_tls_ctx_new(cfg, err, errlen);
+	if (s->ssl_ctx == NULL)
+		goto out_free;
+	s->trust = kg_trust_new();
+	if (s->trust == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out_free;
+	}
+	if (kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, errlen) < 0)
+		goto out_free;
+	if (kg_trust_load(s->trust, reg, cfg, err, errlen) < 0)
+		goto out_close;
+	kg_registry_close(reg);
+	warn_expired_crls(s->trust);
+	pthread_mutex_lock(&d->snap_lock);
+	s->generation = ++d->generation;
+	pthread_mutex_unlock(&d->snap_lock);
+	return s;
+
+out_close:
+	kg_registry_close(reg);
+out_free:
+	snapshot_free(s);
+	return NULL;
+}
+
+struct kg_snapshot *kg_snapshot_get(struct kg_daemon *d)
+{
+	struct kg_snapshot *s;
+
+	pthread_mutex_lock(&d->snap_lock);
+	s = d->snap;
+	atomic_fetch_add(&s->refs, 1);
+	pthread_mutex_unlock(&d->snap_lock);
+	return s;
+}
+
+void kg_snapshot_put(struct kg_snapshot *s)
+{
+	if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
+		snapshot_free(s);
+}
+
+void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s)
+{
+	struct kg_snapshot *old;
+
+	pthread_mutex_lock(&d->snap_lock);
+	old = d->snap;
+	d->snap = s;
+	pthread_mutex_unlock(&d->snap_lock);
+	kg_snapshot_put(old);
+}
+
+/* What a reload cannot change in a running process, and says so. */
+static void warn_fixed(const struct kg_config *old, const struct kg_config *new)
+{
+	bool same = old->n_listen == new->n_listen;
+
+	for (size_t i = 0; same && i < old->n_listen; i++)
+		same = strcmp(old->listen[i].text, new->listen[i].text) == 0;
+	if (!same)
+		kg_log_warnx("reload: listen addresses changed: takes effect at restart");
+	if (old->workers != new->workers || old->max_connections != new->max_connections ||
+	    old->max_handshakes != new->max_handshakes)
+		kg_log_warnx("reload: workers/max_connections/max_handshakes take effect at restart");
+	if (strcmp(old->registry, new->registry) != 0 || strcmp(old->control_socket, new->control_socket) != 0 ||
+	    strcmp(old->metrics_listen.text, new->metrics_listen.text) != 0)
+		kg_log_warnx("reload: registry, control_socket and metrics_listen take effect at restart");
+}
+
+struct backend_check {
+	const struct kg_config *cfg;
+	char *err;
+	size_t errlen;
+	bool bad;
+};
+
+static int check_one_backend(const char *name, int64_t devices, int64_t cas, void *arg)
+{
+	struct backend_check *bc = arg;
+	size_t off;
+
+	if (kg_config_get0_backend(bc->cfg, name) != NULL)
+		return 0;
+	off = (size_t)snprintf(bc->err, bc->errlen,
+			       "backend \"%s\" is named by %lld device(s) and %lld CA(s) in the registry"
+			       " but is not configured (configured:", name, (long long)devices,
+			       (long long)cas);
+	for (size_t i = 0; i < bc->cfg->n_backends && off < bc->errlen; i++)
+		off += (size_t)snprintf(bc->err + off, bc->errlen - off, " %s", bc->cfg->backends[i].name);
+	if (off < bc->errlen)
+		snprintf(bc->err + off, bc->errlen - off, "%s)", bc->cfg->n_backends ? "" : " none");
+	bc->bad = true;
+	return 1;
+}
+
+int kg_daemon_check_backends(const struct kg_config *cfg, const char *registry, char *err,
+			     size_t errlen)
+{
+	struct backend_check bc = { cfg, err, errlen, false };
+	struct kg_registry *reg = NULL;
+	int rc;
+
+	if (kg_registry_open(registry, KG_REG_READONLY, &reg, err, errlen) < 0)
+		return -1;
+	rc = kg_registry_backends_in_use(reg, check_one_backend, &bc);
+	kg_registry_close(reg);
+	if (bc.bad)
+		return -1;
+	if (rc != 0) {
+		snprintf(err, errlen, "registry %s: cannot list backends in use: %s", registry,
+			 kg_err_str(rc));
+		return -1;
+	}
+	return 0;
+}
+
+int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen)
+{
+	struct kg_config *cfg = malloc(sizeof(*cfg));
+	struct kg_cmd cmd = { 0 };
+	struct kg_snapshot *s, *cur;
+
+	if (cfg == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out_fail;
+	}
+	if (kg_config_load(d->config_path, cfg, err, errlen) < 0)
+		goto out_free;
+	cur = kg_snapshot_get(d);
+	warn_fixed(&cur->cfg, cfg);
+	/* Keep the fixed settings of the running process so the snapshot tells the truth. */
+	memcpy(cfg->registry, cur->cfg.registry, sizeof(cfg->registry));
+	kg_snapshot_put(cur);
+	if (kg_daemon_check_backends(cfg, cfg->registry, err, errlen) < 0)
+		goto out_free;
+	s = kg_snapshot_build(d, cfg, err, errlen);
+	if (s == NULL)
+		goto out_free;
+	kg_snapshot_publish(d, s);
+	free(cfg);
+	atomic_fetch_add(&d->reloads, 1);
+	kg_log_info("reloaded %s (generation %llu, %zu CA(s) trusted)", d->config_path,
+		    (unsigned long long)s->generation, kg_trust_count(s->trust, true));
+	/* Live sessions pinned the old snapshot: re-check them against the new one (a new
+	 * CRL, a backend at a new address), as `device-changed` does for one device. */
+	cmd.type = KG_CMD_REVALIDATE_ALL;
+	if (kg_workers_call(d, &cmd) == 0 && cmd.closed > 0)
+		kg_log_info("reload: %u session(s) closed by revalidation", cmd.closed);
+	return 0;
+
+out_free:
+	free(cfg);
+out_fail:
+	atomic_fetch_add(&d->reload_failures, 1);
+	kg_log_warnx("reload failed, running configuration kept: %s", err);
+	return -1;
+}
+
+int kg_daemon_refresh_trust(struct kg_daemon *d, char *err, size_t errlen)
+{
+	struct kg_snapshot *cur = kg_snapshot_get(d), *s;
+
+	s = kg_snapshot_build(d, &cur->cfg, err, errlen);
+	kg_snapshot_put(cur);
+	if (s == NULL) {
+		kg_log_warnx("trust refresh failed, previous CAs kept: %s", err);
+		return -1;
+	}
+	kg_snapshot_publish(d, s);
+	kg_log_info("trust refreshed (%zu CA(s) trusted)", kg_trust_count(s->trust, true));
+	return 0;
+}

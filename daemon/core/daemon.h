@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * daemon.h - the daemon's context and its configuration snapshots.
+ *
+ * struct kg_daemon is the only home of process-wide mutable state. A struct
+ * kg_snapshot bundles what a reload replaces (config, SSL_CTX, trust store); it is
+ * built whole aside, published with one pointer swap under snap_lock, and pinned by
+ * every connection for its life, so a reload never touches a live session and a
+ * failed reload changes nothing.
+ */
+#ifndef KTLSGATE_DAEMON_H
+#define KTLSGATE_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#include "ktlsgate/compiler.h"
+#include "ops/config.h"
+#include "ops/metrics.h"
+#include "tls/verify.h"
+
+struct kg_worker;
+struct kg_writer;
+struct kg_metrics_http;
+struct kg_control;
+
+struct kg_snapshot {
+	atomic_int refs;
+	uint64_t generation;
+	struct kg_config cfg;
+	SSL_CTX *ssl_ctx;        /* owns a reference */
+	struct kg_trust *trust;  /* read-only once published */
+};
+
+struct kg_daemon {
+	char config_path[PATH_MAX];
+	pthread_mutex_t snap_lock;          /* guards `snap` pointer swaps and gets */
+	struct kg_snapshot *snap;           /* current; holds one reference */
+	uint64_t generation;
+
+	struct kg_worker *workers;
+	unsigned n_workers;
+	struct kg_writer *writer;           /* registry writes off the hot path */
+	struct kg_metrics_http *metrics_http;
+	struct kg_edge *edge;               /* XDP gate (edge.h); inactive without BPF */
+
+	struct kg_control *control;         /* admin socket and its clients (main thread) */
+	int lock_fd;                        /* instance lock beside the registry (instance.h) */
+	int signal_fd;
+	int epfd;                           /* main thread: signals + control */
+
+	uint64_t max_connections;           /* fixed at start (a reload keeps them) */
+	uint64_t max_handshakes;
+	_Atomic int64_t n_conns;            /* all live connections */
+	_Atomic int64_t n_handshakes;       /* in TLS_HANDSHAKE */
+	_Atomic uint64_t reloads, reload_failures;
+	atomic_bool stopping;
+	int64_t started;
+};
+
+/* Build a complete snapshot from a config (copied): SSL_CTX + trust from the registry.
+ * Returns NULL with a message in err; nothing global is touched. */
+struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
+				      size_t errlen);
+/* Take a reference on the current snapshot. */
+struct kg_snapshot *kg_snapshot_get(struct kg_daemon *d);
+void kg_snapshot_put(struct kg_snapshot *s);
+/* Swap in s (takes over the caller's reference), drop the old one. */
+void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s);
+
+/* Every backend the registry names (devices, CAs) is configured in cfg? 0, or -1 with
+ * which one is not and the configured ones in err. A reload and `-t` refuse a config
+ * that would strand devices (CONNACK "server unavailable" forever). */
+int kg_daemon_check_backends(const struct kg_config *cfg, const char *registry, char *err,
+			     size_t errlen) KG_MUST_USE;
+/* Reload from d->config_path. Returns 0, or -1 with why in err (nothing changed). */
+int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
+/* Rebuild trust from the registry with the current config (a CA changed). */
+int kg_daemon_refresh_trust(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
+
+static inline uint64_t kg_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+static inline uint64_t kg_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+#endif

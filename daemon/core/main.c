@@ -1,0 +1,463 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * main.c - ktlsgated: startup order, signals, the main thread's loop. Nothing else.
+ *
+ * Order (each step fails the start with one clear line):
+ *   1. parse and validate the config (`-t` stops here, after loading certs and CAs)
+ *   2. refuse to run beside a live daemon: one answering on the control socket, or one
+ *      holding the instance lock beside the registry (held from here to exit)
+ *   2b. open the registry read-write in the writer thread (creates / migrates it;
+ *      a corrupt or foreign file stops us before anything is written)
+ *   3. build the first snapshot: SSL_CTX, server cert + key, trust from the registry
+ *   4. bind the listeners (one per address per worker), the control socket, metrics
+ *   5. start the workers; the main thread then serves signals and the control socket.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "ops/config.h"
+#include "ops/control_server.h"
+#include "core/daemon.h"
+#include "edge/edge.h"
+#include "ops/err.h"
+#include "core/instance.h"
+#include "ops/log.h"
+#include "tls/tls.h"
+#include "core/worker.h"
+#include "registry/writer.h"
+
+#define DEFAULT_CONFIG "/etc/ktlsgate/ktlsgate.conf"
+
+/* Every option, long and short: `ktlsgated --help` is the first thing a new user types. */
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ktlsgated [-t] [-d] [-c FILE]\n"
+		   "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+		   "  -t, --test          check the configuration (and certificates, registry) and exit\n"
+		   "  -d, --debug         debug logging (overrides [daemon] log_level)\n"
+		   "  -h, --help          this help, exit 0\n"
+		   "  -V, --version       print the version, exit 0\n"
+		   "Runs in the foreground and logs to stderr; SIGHUP (or `ktlsgate reload`)\n"
+		   "reloads the configuration, SIGTERM/SIGINT stop it. See docs/config.md.\n");
+}
+
+static enum kg_log_level parse_level(const char *s)
+{
+	if (strcmp(s, "err") == 0)
+		return KG_LOG_ERR;
+	if (strcmp(s, "warn") == 0)
+		return KG_LOG_WARN;
+	if (strcmp(s, "debug") == 0)
+		return KG_LOG_DEBUG;
+	return KG_LOG_INFO;
+}
+
+static char *render_metrics(void *arg, size_t *len)
+{
+	struct kg_daemon *d = arg;
+	struct kg_metrics *per[257];   /* the workers', then the writer's (enrolments) */
+	struct kg_metrics_info info = {
+		.state_names = kg_conn_state_names,
+		.n_states = KG_ST_MAX,
+		.workers = d->n_workers,
+		.reloads = atomic_load(&d->reloads),
+		.reload_failures = atomic_load(&d->reload_failures),
+		.registry_write_drops = kg_writer_drops(d->writer),
+		.registry_busy = kg_writer_busy(d->writer),
+		.start_time = d->started,
+	};
+
+	char *body, *all = NULL;
+	size_t all_len = 0;
+	FILE *f;
+
+	for (unsigned i = 0; i < d->n_workers; i++)
+		per[i] = &d->workers[i].metrics;
+	per[d->n_workers] = kg_writer_metrics(d->writer);
+	body = kg_metrics_render(per, d->n_workers + 1, &info, len);
+	if (body == NULL)
+		return NULL;
+	/* The XDP gate's counters follow the daemon's (the HTTP side free()s the body). */
+	f = open_memstream(&all, &all_len);
+	if (f == NULL)
+		return body;
+	fwrite(body, 1, *len, f);
+	{
+		/* Per-CA CRL freshness comes from the trust now in force. */
+		struct kg_snapshot *s = kg_snapshot_get(d);
+
+		(void)kg_trust_crl_metrics_write(s->trust, f, time(NULL));
+		kg_snapshot_put(s);
+	}
+	(void)kg_edge_metrics_write(d->edge, f);
+	if (fclose(f) != 0) {
+		free(all);
+		return body;
+	}
+	free(body);
+	*len = all_len;
+	return all;
+}
+
+/* Devices x 2 fds each: make the soft fd limit the hard one. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/* What -t and the start say about username_check = pass (docs/security.md). */
+#define PASS_WARNING                                                                      \
+	" (unsafe: devices choose the MQTT user name the broker sees; never in front of "  \
+	"a broker whose ACLs use %u)"
+
+static const char *username_check_name(enum kg_username_check m)
+{
+	switch (m) {
+	case KG_USERNAME_STRICT: return "strict";
+	case KG_USERNAME_REWRITE: return "rewrite";
+	case KG_USERNAME_PASS: return "pass";
+	}
+	return "?";
+}
+
+/* -t: one line per CA whose devices follow a username_check other than the config's
+ * (set on the CA or inherited from one above it: the trust snapshot holds the
+ * effective rule), with the same warning as the global pass. */
+static int print_ca_username_check(const struct kg_ca *row, void *arg)
+{
+	const struct kg_ca *eff = kg_trust_get0_ca(arg, row->name);
+
+	if (eff == NULL || !eff->has_username_check)
+		return 0;
+	printf("ktlsgated: CA %s: username_check = %s (%s)%s\n", row->name,
+	       username_check_name(eff->username_check),
+	       row->has_username_check ? "its own" : "from a CA above it",
+	       eff->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
+	return 0;
+}
+
+/*
+ * `-t`: validate the file, then load what it names that exists (certificate + key,
+ * registry + CAs + CRLs) exactly as a start would. A file that does not exist yet is
+ * reported, not fatal: the example config must pass on a machine that has not been
+ * provisioned. Nothing is created or written.
+ */
+static int check_only(const struct kg_config *cfg, const char *path)
+{
+	struct kg_registry *reg = NULL;
+	struct kg_trust *trust = NULL;
+	char err[KG_ERRBUF];
+	size_t cas = 0, crls_refusing = 0;
+	int rc = 1;
+
+	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
+	if (access(cfg->cert_file, F_OK) == 0 &&
+	    (strncmp(cfg->key_file, "handle:", 7) == 0 || access(cfg->key_file, F_OK) == 0)) {
+		SSL_CTX *ctx = kg_tls_ctx_new(cfg, err, sizeof(err));
+
+		if (ctx == NULL) {
+			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
+			return 1;
+		}
+		SSL_CTX_free(ctx);
+	} else {
+		printf("ktlsgated: note: %s or %s does not exist yet: not checked\n", cfg->cert_file,
+		       cfg->key_file);
+	}
+	if (access(cfg->registry, F_OK) == 0) {
+		trust = kg_trust_new();
+		if (trust == NULL ||
+		    kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, sizeof(err)) < 0 ||
+		    kg_trust_load(trust, reg, cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ktlsgated: %s\n", trust ? err : "out of memory");
+			goto out;
+		}
+		cas = kg_trust_count(trust, true);
+		/* What a reload refuses, -t refuses too. */
+		if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
+			goto out;
+		}
+		/* An expired CRL refuses devices but is no configuration error: failing here
+		 * would keep the whole daemon from starting (ExecStartPre). Say it loudly. */
+		crls_refusing = kg_trust_crl_report(trust, stdout, time(NULL));
+	} else {
+		printf("ktlsgated: note: registry %s does not exist yet: it is created at start\n",
+		       cfg->registry);
+	}
+	printf("ktlsgated: configuration %s ok (%zu CA(s) trusted, %zu backend(s), security level %u)\n",
+	       path, cas, cfg->n_backends, cfg->security_level);
+	if (crls_refusing > 0)
+		printf("ktlsgated: WARNING: %zu expired CRL(s): their CAs' devices are refused\n",
+		       crls_refusing);
+	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
+	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
+	if (reg != NULL && kg_registry_ca_list(reg, print_ca_username_check, trust) != 0) {
+		fprintf(stderr, "ktlsgated: registry %s: cannot list CAs\n", cfg->registry);
+		goto out;
+	}
+	if (cfg->source_max_handshakes == 0 && cfg->source_rate == 0)
+		printf("ktlsgated: per-source limits off\n");
+	else
+		printf("ktlsgated: per-source limits (per worker, IPv4 /%u, IPv6 /%u): %u handshakes, "
+		       "%u new connections/s (burst %u)\n", cfg->source_prefix_v4,
+		       cfg->source_prefix_v6, cfg->source_max_handshakes, cfg->source_rate,
+		       cfg->source_burst);
+	printf("ktlsgated: idle sessions: 1.5 x MQTT keep-alive, else %us (0: never); TCP keepalive "
+	       "%us/%us x%u (0: off)\n", cfg->idle_timeout, cfg->tcp_keepalive_idle,
+	       cfg->tcp_keepalive_interval, cfg->tcp_keepalive_count);
+	printf("ktlsgated: audit of unauthenticated refusals: %u line(s) per reason and source, %u per "
+	       "worker, per %ums (0: no limit); metrics: %u connection(s), %u per address, %us timeout\n",
+	       cfg->audit_lines, cfg->audit_lines_total, cfg->audit_interval_ms,
+	       cfg->metrics_max_connections, cfg->metrics_max_per_ip, cfg->metrics_timeout);
+	rc = 0;
+out:
+	if (reg)
+		kg_registry_close(reg);
+	kg_trust_free(trust);
+	return rc;
+}
+
+static int serve(struct kg_daemon *d)
+{
+	struct epoll_event ev;
+	char err[KG_ERRBUF];
+
+	while (!atomic_load(&d->stopping)) {
+		/* Control clients past their deadline are closed; the wait ends at the next. */
+		int n = epoll_wait(d->epfd, &ev, 1, kg_control_expire(d->control));
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			kg_log_warn("epoll_wait");
+			return -1;
+		}
+		if (n == 0)
+			continue;
+		if (ev.data.fd == d->signal_fd) {
+			struct signalfd_siginfo si;
+
+			if (read(d->signal_fd, &si, sizeof(si)) != sizeof(si))
+				continue;
+			if (si.ssi_signo == SIGHUP) {
+				kg_log_info("SIGHUP: reloading %s", d->config_path);
+				(void)!kg_daemon_reload(d, err, sizeof(err)); /* logs why */
+			} else {
+				kg_log_info("signal %u: shutting down", si.ssi_signo);
+				atomic_store(&d->stopping, true);
+			}
+		} else if (kg_control_owns(d->control, ev.data.fd)) {
+			kg_control_event(d, d->control, ev.data.fd, ev.events);
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option long_opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "test", no_argument, NULL, 't' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct kg_daemon daemon_ctx;   /* the one context; static only for its size */
+	struct kg_daemon *d = &daemon_ctx;
+	struct kg_config *cfg = NULL;
+	const char *path = DEFAULT_CONFIG;
+	bool test_only = false, debug = false;
+	char err[KG_ERRBUF];
+	sigset_t sigs;
+	struct timespec now;
+	int opt, status = 1;
+	unsigned started_workers = 0;
+
+	kg_log_set_ident("ktlsgated");
+	d->lock_fd = -1;
+	/* Block the signals we handle before any thread exists (the registry writer,
+	 * libmicrohttpd, workers), so they all inherit the mask and only the signalfd
+	 * sees them; a SIGHUP delivered to another thread would kill the process. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	while ((opt = getopt_long(argc, argv, "c:tdhV", long_opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': path = optarg; break;
+		case 't': test_only = true; break;
+		case 'd': debug = true; break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("ktlsgated %s\n", KG_VERSION); return 0;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 1;
+	}
+	cfg = malloc(sizeof(*cfg));
+	if (cfg == NULL)
+		return 1;
+	/* 1. configuration */
+	if (kg_config_load(path, cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_free_cfg;
+	}
+	kg_log_set_level(debug ? KG_LOG_DEBUG : parse_level(cfg->log_level));
+	if (kg_strlcpy(d->config_path, path, sizeof(d->config_path)) < 0)
+		goto out_free_cfg;
+	pthread_mutex_init(&d->snap_lock, NULL);
+	d->lock_fd = d->signal_fd = d->epfd = -1;
+	clock_gettime(CLOCK_REALTIME, &now);
+	d->started = now.tv_sec;
+	d->max_connections = cfg->max_connections;
+	d->max_handshakes = cfg->max_handshakes;
+
+	if (test_only) {
+		status = check_only(cfg, path);
+		goto out_free_cfg;
+	}
+	/* 2. one daemon per control socket and per registry. The connect test gives the
+	 * clear message (with the pid) when the other one is up; the lock also covers one
+	 * still starting, or one with another control_socket on the same registry. */
+	if (kg_control_claim(cfg->control_socket, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_free_cfg;
+	}
+	d->lock_fd = kg_instance_lock(cfg->registry, err, sizeof(err));
+	if (d->lock_fd == -1) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_free_cfg;
+	}
+	/* 2b. registry (writer thread owns the read-write handle) */
+	d->writer = kg_writer_start(cfg->registry, err, sizeof(err));
+	if (d->writer == NULL) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_free_cfg;
+	}
+	/* 3. first snapshot: TLS context, server certificate, trust */
+	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
+	if (d->snap == NULL) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_writer;
+	}
+	if (kg_trust_count(d->snap->trust, true) == 0)
+		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
+	/* A start does not refuse (the registry may be shared and ahead of this file), but
+	 * devices on a missing backend get "server unavailable": say so at once. */
+	if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0)
+		kg_log_warnx("%s", err);
+	if (cfg->username_check == KG_USERNAME_PASS)
+		kg_log_warnx("username_check = pass%s", PASS_WARNING);
+	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
+	d->edge = kg_edge_start(cfg);
+
+	/* 4. sockets */
+	raise_fd_limit();
+	d->signal_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	d->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->signal_fd < 0 || d->epfd < 0) {
+		kg_log_warn("signalfd/epoll");
+		goto out_snap;
+	}
+	{
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = d->signal_fd };
+		(void)epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->signal_fd, &ev);
+	}
+	d->control = kg_control_listen(cfg->control_socket, d->epfd, err, sizeof(err));
+	if (d->control == NULL) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_fds;
+	}
+	d->n_workers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	if (d->n_workers == 0 || d->n_workers > 256)
+		d->n_workers = 1;
+	d->workers = calloc(d->n_workers, sizeof(*d->workers));
+	if (d->workers == NULL)
+		goto out_fds;
+	for (unsigned i = 0; i < d->n_workers; i++) {
+		if (kg_worker_init(&d->workers[i], d, i, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ktlsgated: %s\n", err);
+			kg_worker_fini(&d->workers[i]);
+			goto out_workers;
+		}
+		started_workers = i + 1;
+	}
+	/* Worker steering: each worker's listener joins the reuseport group's sockarray. */
+	for (unsigned i = 0; i < d->n_workers; i++)
+		for (size_t j = 0; j < d->workers[i].n_listeners; j++)
+			(void)kg_edge_steer_listener(d->edge, d->n_workers, (unsigned)j, i,
+						     d->workers[i].listeners[j].fd);
+	if (cfg->metrics_enabled) {
+		d->metrics_http = kg_metrics_http_start(cfg, render_metrics, d, err,
+							sizeof(err));
+		if (d->metrics_http == NULL) {
+			fprintf(stderr, "ktlsgated: %s\n", err);
+			goto out_workers;
+		}
+	}
+	/* 5. run */
+	for (unsigned i = 0; i < d->n_workers; i++) {
+		if (kg_worker_start(&d->workers[i]) < 0) {
+			kg_log_warnx("cannot start worker %u", i);
+			atomic_store(&d->stopping, true);
+			d->n_workers = i;
+			break;
+		}
+	}
+	kg_log_info("listening on %s%s (%u workers, %zu CA(s) trusted, metrics %s)",
+		    cfg->listen[0].text, cfg->n_listen > 1 ? " and more" : "", d->n_workers,
+		    kg_trust_count(d->snap->trust, true),
+		    cfg->metrics_enabled ? cfg->metrics_listen.text : "off");
+	status = serve(d) == 0 ? 0 : 1;
+
+	{
+		struct kg_cmd stop = { .type = KG_CMD_STOP };
+		(void)!kg_workers_call(d, &stop);
+		free(stop.out);
+	}
+	for (unsigned i = 0; i < d->n_workers; i++)
+		kg_worker_join(&d->workers[i]);
+	kg_metrics_http_stop(d->metrics_http);
+out_workers:
+	for (unsigned i = 0; i < started_workers; i++)
+		kg_worker_fini(&d->workers[i]);
+	free(d->workers);
+out_fds:
+	kg_control_close(d->control);   /* unlinks the socket only if it is still ours */
+	if (d->signal_fd >= 0)
+		close(d->signal_fd);
+	if (d->epfd >= 0)
+		close(d->epfd);
+out_snap:
+	kg_edge_stop(d->edge);
+	kg_snapshot_put(d->snap);
+out_writer:
+	kg_writer_stop(d->writer);
+out_free_cfg:
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);
+	free(cfg);
+	return status;
+}

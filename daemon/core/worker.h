@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * worker.h - one thread per core: its own SO_REUSEPORT listeners, epoll loop,
+ * deadline scan, registry read handle, connection list and metrics. Other threads
+ * talk to a worker only through its command queue + eventfd (kg_worker_call()).
+ */
+#ifndef KTLSGATE_WORKER_H
+#define KTLSGATE_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/conn.h"
+#include "core/daemon.h"
+#include "ops/metrics.h"
+#include "relay/pipe_pool.h"
+#include "ops/ratelimit.h"
+#include "registry/registry.h"
+#include "core/srclimit.h"
+
+enum kg_cmd_type {
+	KG_CMD_REVALIDATE_DEVICE,  /* arg: device id: re-run policy on its sessions */
+	KG_CMD_REVALIDATE_CA,      /* arg: CA name: re-check every CA-attested session */
+	KG_CMD_REVALIDATE_ALL,     /* after a reload: CRLs, CA status, backends of all */
+	KG_CMD_KILL_DEVICE,        /* arg: device id */
+	KG_CMD_LIST_SESSIONS,      /* append JSON lines to out */
+	KG_CMD_STOP
+};
+
+/* A request from the main thread to every worker; the caller waits on it. */
+struct kg_cmd {
+	enum kg_cmd_type type;
+	char arg[KG_DEVICE_ID_MAX + 1];
+	/* results, guarded by lock */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned pending;          /* workers that have not answered yet */
+	unsigned closed;           /* sessions closed */
+	char *out;                 /* LIST_SESSIONS: malloc'd text */
+	size_t out_len;
+};
+
+struct kg_cmd_node {
+	struct kg_cmd *cmd;
+	struct kg_cmd_node *next;
+};
+
+struct kg_worker {
+	struct kg_daemon *d;
+	unsigned idx;
+	pthread_t thread;
+	int epfd;
+	struct kg_evsrc wake;                 /* eventfd */
+	struct kg_evsrc listeners[KG_MAX_LISTEN];
+	size_t n_listeners;
+	bool accept_paused;
+	struct kg_registry *reg;              /* read-only handle, this thread's */
+	struct kg_conn *conns;                /* live connections */
+	struct kg_conn *dead;                 /* closed in this loop turn, freed after it */
+	size_t n_conns;
+	uint64_t next_id;
+	pthread_mutex_t q_lock;
+	struct kg_cmd_node *q_head;
+	struct kg_metrics metrics;
+	struct kg_pipe_pool pipes;            /* splice pipes for kTLS sessions */
+	struct kg_srclimit *srclimit;         /* per-source admission, this worker's */
+	int reserve_fd;                       /* kept open to shed a connection at EMFILE */
+	uint64_t fd_limit;                    /* RLIMIT_NOFILE at start */
+	uint64_t fd_headroom;                 /* fds below the limit kept for others */
+	uint64_t accept_resume_ms;            /* accept backs off until then (out of fds) */
+	uint64_t fd_log_ms;                   /* last "out of fds" log line */
+	uint64_t fd_log_missed;               /* occurrences since that line */
+	struct kg_ratelimit audit_rl;         /* audit flood guard (audit.h), this thread's */
+	bool ktls_unavailable;                /* the kernel refused the TLS ULP once */
+	bool stop;
+};
+
+/* Create listeners and the registry handle. Returns 0 or -1 with a message. */
+int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char *err,
+		   size_t errlen) KG_MUST_USE;
+int kg_worker_start(struct kg_worker *w) KG_MUST_USE;
+void kg_worker_join(struct kg_worker *w);
+void kg_worker_fini(struct kg_worker *w);
+
+/* Run cmd on every worker and wait for all answers (workers never block). */
+int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd) KG_MUST_USE;
+/* Free connections closed during this loop turn. */
+void kg_worker_reap(struct kg_worker *w);
+
+/* Re-evaluate interest for accept after a handshake finished. */
+void kg_worker_accept_resume(struct kg_worker *w);
+
+#endif

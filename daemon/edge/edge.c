@@ -1,0 +1,658 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * edge.c - load, pin, attach and feed the XDP gate (contract in edge.h).
+ *
+ * Order: open the skeleton with the pin root (LIBBPF_PIN_BY_NAME maps reuse pins
+ * left by a previous run, so the deny list survives a restart) -> load (the
+ * verifier runs here; EPERM means no CAP_BPF) -> write config maps (SYN pacing,
+ * gated ports, allow-list) -> resolve and attach the configured interfaces through a
+ * libnl link cache -> a thread follows RTM_NEWLINK/DELLINK through the cache manager.
+ * Attachments are bpf_links: closing the fd (or the process dying) detaches, so a
+ * crashed daemon never leaves a stale program on an interface.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/if_link.h>
+#include <linux/magic.h>
+#include <netinet/in.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <netlink/cache.h>
+#include <netlink/netlink.h>
+#include <netlink/route/link.h>
+
+#include "ops/config.h"
+#include "edge/edge.h"
+#include "edge/edge_policy.h"
+#include "ops/log.h"
+#include "edge/steer.h"
+#include "ktlsgate/xdp_gate_maps.h"
+#include "xdp_gate.skel.h"
+
+_Static_assert(sizeof(struct kg_xdp_addr) == 16, "BPF ABI");
+_Static_assert(sizeof(struct kg_xdp_deny) == 24, "BPF ABI");
+_Static_assert(sizeof(struct kg_xdp_lpm_key) == 20, "BPF ABI");
+_Static_assert(sizeof(struct kg_xdp_cfg) == 16, "BPF ABI");
+
+static const char *const deny_reason_names[KG_XDP_DENY_REASON_MAX] = {
+	[KG_XDP_DENY_MANUAL] = "manual",
+	[KG_XDP_DENY_VERIFY] = "verify",
+	[KG_XDP_DENY_POLICY] = "policy",
+	[KG_XDP_DENY_SOURCE_LIMIT] = "source_limit",
+};
+
+static const char *const stat_names[KG_XDP_STAT_MAX] = {
+	[KG_XDP_PASSED] = "passed",
+	[KG_XDP_DROPPED_DENY] = "dropped_deny",
+	[KG_XDP_DROPPED_RATE] = "dropped_rate",
+};
+
+struct iface {
+	char name[KG_EDGE_IFNAME];
+	int ifindex;            /* 0: not present (yet) */
+	int link_fd;            /* bpf_link; -1: not attached */
+	const char *mode;       /* "native" | "generic" */
+};
+
+struct kg_edge {
+	struct kg_edge_conf conf;
+	bool active;
+	char why[160];                      /* why inactive (metrics, logs) */
+
+	struct xdp_gate_bpf *skel;
+	int deny_fd, allow_fd, stats_fd;    /* borrowed from skel */
+
+	pthread_mutex_t lock;               /* ifaces[], policy */
+	struct iface ifaces[KG_EDGE_MAX_IFACES];
+	struct kg_edge_policy *policy;
+	_Atomic uint64_t added[KG_XDP_DENY_REASON_MAX];
+	_Atomic uint64_t attach_failures;
+
+	struct nl_cache_mngr *mngr;
+	struct nl_cache *links;
+	pthread_t thread;
+	bool thread_started;
+
+	struct kg_steer *steer;             /* NULL: the kernel's reuseport hash */
+	bool steer_tried;                   /* load attempted (under lock) */
+	int stop_fd;                        /* eventfd: wakes the link thread to exit */
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int libbpf_quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	/* Warnings go to our stderr log (the verifier log among them); info/debug not. */
+	if (level != LIBBPF_WARN)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+static void inactive(struct kg_edge *e, const char *fmt, const char *detail)
+{
+	snprintf(e->why, sizeof(e->why), fmt, detail);
+	e->active = false;
+	kg_log_warnx("edge: running without the XDP gate: %s", e->why);
+}
+
+/* mkdir -p for the pin directory; the deepest existing parent must be a bpffs. */
+static int pin_dir_ready(const char *dir, char *why, size_t whylen)
+{
+	char path[sizeof(((struct kg_edge_conf *)0)->pin_dir)];
+	struct statfs sfs;
+	char *p;
+
+	snprintf(path, sizeof(path), "%s", dir);
+	for (p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			goto fail;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		goto fail;
+	if (statfs(path, &sfs) < 0)
+		goto fail;
+	if ((unsigned long)sfs.f_type != (unsigned long)BPF_FS_MAGIC) {
+		snprintf(why, whylen, "%s is not on a bpf filesystem", dir);
+		return -1;
+	}
+	return 0;
+fail:
+	snprintf(why, whylen, "%s: %s", path, strerror(errno));
+	return -1;
+}
+
+/* The allow-list is the config's: entries left in the pinned trie by an older config
+ * are removed first. */
+static int fill_maps(struct kg_edge *e)
+{
+	struct kg_xdp_cfg xcfg = { 0 };
+	struct kg_xdp_lpm_key key, next;
+	uint32_t zero = 0;
+	uint8_t one = 1;
+	int fd;
+
+	if (e->conf.syn_rate) {
+		xcfg.syn_interval_ns = 1000000000ull / e->conf.syn_rate;
+		xcfg.syn_burst_ns = (uint64_t)(e->conf.syn_burst - 1) * xcfg.syn_interval_ns;
+	}
+	if (bpf_map_update_elem(bpf_map__fd(e->skel->maps.kg_cfg), &zero, &xcfg, BPF_ANY) < 0)
+		return -1;
+	fd = bpf_map__fd(e->skel->maps.kg_ports);
+	for (size_t i = 0; i < e->conf.n_ports; i++) {
+		uint32_t port = e->conf.ports[i];
+
+		if (bpf_map_update_elem(fd, &port, &one, BPF_ANY) < 0)
+			return -1;
+	}
+	while (bpf_map_get_next_key(e->allow_fd, NULL, &next) == 0) {
+		key = next;
+		if (bpf_map_delete_elem(e->allow_fd, &key) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < e->conf.n_allow; i++) {
+		memset(&key, 0, sizeof(key));
+		key.prefixlen = e->conf.allow[i].prefix;
+		memcpy(key.addr.a, e->conf.allow[i].addr, 16);
+		if (bpf_map_update_elem(e->allow_fd, &key, &one, BPF_ANY) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Attach to ifindex: native first, generic if the driver has no XDP (xdp_mode = auto),
+ * or only the configured mode. Lock held. */
+static void attach(struct kg_edge *e, struct iface *ifc, int ifindex)
+{
+	struct bpf_link_create_opts opts = { .sz = sizeof(opts) };
+	int prog = bpf_program__fd(e->skel->progs.gate_xdp);
+	int fd = -1, native_err = 0;
+
+	if (ifc->link_fd >= 0) {
+		close(ifc->link_fd);   /* a stale link on a vanished ifindex */
+		ifc->link_fd = -1;
+	}
+	ifc->ifindex = ifindex;
+	ifc->mode = NULL;
+	if (e->conf.mode != KG_EDGE_MODE_GENERIC) {
+		opts.flags = XDP_FLAGS_DRV_MODE;
+		fd = bpf_link_create(prog, ifindex, BPF_XDP, &opts);
+		native_err = fd < 0 ? errno : 0;
+		if (fd >= 0) {
+			ifc->mode = "native";
+			kg_log_info("edge: XDP gate attached to %s (ifindex %d) in native mode",
+				    ifc->name, ifindex);
+		}
+	}
+	if (fd < 0 && e->conf.mode != KG_EDGE_MODE_NATIVE) {
+		opts.flags = XDP_FLAGS_SKB_MODE;
+		fd = bpf_link_create(prog, ifindex, BPF_XDP, &opts);
+		if (fd >= 0) {
+			ifc->mode = "generic";
+			kg_log_info("edge: XDP gate attached to %s (ifindex %d) in generic mode (%s)",
+				    ifc->name, ifindex,
+				    native_err ? strerror(native_err) : "xdp_mode = generic");
+		}
+	}
+	if (fd < 0) {
+		kg_log_warn("edge: cannot attach the XDP gate to %s (ifindex %d%s%s)", ifc->name,
+			    ifindex, native_err ? "; native: " : "",
+			    native_err ? strerror(native_err) : "");
+		atomic_fetch_add(&e->attach_failures, 1);
+		return;
+	}
+	ifc->link_fd = fd;
+}
+
+static struct iface *iface_by_name(struct kg_edge *e, const char *name)
+{
+	for (size_t i = 0; i < e->conf.n_ifaces; i++)
+		if (strcmp(e->ifaces[i].name, name) == 0)
+			return &e->ifaces[i];
+	return NULL;
+}
+
+/* libnl cache manager callback (link thread): attach to a configured interface that
+ * appeared or came back with a new ifindex; forget one that went away. */
+static void link_changed(struct nl_cache *cache, struct nl_object *obj, int action, void *arg)
+{
+	struct kg_edge *e = arg;
+	struct rtnl_link *link = (struct rtnl_link *)obj;
+	const char *name = rtnl_link_get_name(link);
+	int ifindex = rtnl_link_get_ifindex(link);
+	struct iface *ifc;
+
+	(void)cache;
+	if (name == NULL)
+		return;
+	pthread_mutex_lock(&e->lock);
+	ifc = iface_by_name(e, name);
+	if (action == NL_ACT_DEL) {
+		for (size_t i = 0; i < e->conf.n_ifaces; i++) {
+			struct iface *x = &e->ifaces[i];
+
+			if (x->ifindex == ifindex && x->link_fd >= 0) {
+				kg_log_info("edge: %s (ifindex %d) went away", x->name, ifindex);
+				close(x->link_fd);
+				x->link_fd = -1;
+				x->ifindex = 0;
+				x->mode = NULL;
+			}
+		}
+	} else if (ifc && (ifc->link_fd < 0 || ifc->ifindex != ifindex)) {
+		attach(e, ifc, ifindex);
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
+static void *link_thread(void *arg)
+{
+	struct kg_edge *e = arg;
+	struct pollfd pfd[2] = {
+		{ .fd = nl_cache_mngr_get_fd(e->mngr), .events = POLLIN },
+		{ .fd = e->stop_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		int n = poll(pfd, 2, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || (pfd[1].revents & POLLIN))
+			break;
+		if (pfd[0].revents & (POLLIN | POLLERR))
+			(void)nl_cache_mngr_data_ready(e->mngr);
+	}
+	return NULL;
+}
+
+static int links_start(struct kg_edge *e)
+{
+	int rc;
+
+	rc = nl_cache_mngr_alloc(NULL, NETLINK_ROUTE, NL_AUTO_PROVIDE, &e->mngr);
+	if (rc < 0)
+		goto fail;
+	rc = nl_cache_mngr_add(e->mngr, "route/link", link_changed, e, &e->links);
+	if (rc < 0)
+		goto fail;
+	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < e->conf.n_ifaces; i++) {
+		struct iface *ifc = &e->ifaces[i];
+		int ifindex = rtnl_link_name2i(e->links, ifc->name);
+
+		if (ifindex > 0)
+			attach(e, ifc, ifindex);
+		else
+			kg_log_info("edge: interface %s not present: attached when it appears",
+				    ifc->name);
+	}
+	pthread_mutex_unlock(&e->lock);
+	e->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (e->stop_fd < 0) {
+		kg_log_warn("edge: eventfd: link events not followed");
+		return 0;
+	}
+	if (pthread_create(&e->thread, NULL, link_thread, e) != 0) {
+		kg_log_warnx("edge: cannot start the link thread: link events not followed");
+		return 0;
+	}
+	e->thread_started = true;
+	return 0;
+fail:
+	kg_log_warnx("edge: libnl: %s", nl_geterror(rc));
+	return -1;
+}
+
+static int policy_start(struct kg_edge *e)
+{
+	struct kg_edge_policy_params pp = {
+		.threshold = e->conf.fail_threshold,
+		.window_ms = (uint64_t)e->conf.fail_window_s * 1000,
+		.base_ms = (uint64_t)e->conf.deny_base_s * 1000,
+		.max_ms = (uint64_t)e->conf.deny_max_s * 1000,
+		.capacity = e->conf.track_sources,
+		.seed = mono_ns() ^ ((uint64_t)getpid() << 32),
+	};
+
+	e->policy = kg_edge_policy_new(&pp);
+	return e->policy ? 0 : -1;
+}
+
+/* A pin whose map no longer matches this build's definition (type, key, value, size:
+ * an upgrade changed the layout) cannot be reused: remove it, say so. A matching pin is
+ * kept, so the deny list and counters survive restarts. */
+static void drop_stale_pins(struct xdp_gate_bpf *skel, const char *pin_root)
+{
+	const struct bpf_map *maps[] = { skel->maps.kg_deny, skel->maps.kg_allow,
+					 skel->maps.kg_stats };
+
+	for (size_t i = 0; i < KG_NITEMS(maps); i++) {
+		struct bpf_map_info info = { 0 };
+		__u32 len = sizeof(info);
+		char p[512];
+		int fd;
+
+		snprintf(p, sizeof(p), "%s/%s", pin_root, bpf_map__name(maps[i]));
+		fd = bpf_obj_get(p);
+		if (fd < 0)
+			continue;
+		if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+		    info.type == (__u32)bpf_map__type(maps[i]) &&
+		    info.key_size == bpf_map__key_size(maps[i]) &&
+		    info.value_size == bpf_map__value_size(maps[i]) &&
+		    info.max_entries == bpf_map__max_entries(maps[i])) {
+			close(fd);
+			continue;
+		}
+		close(fd);
+		kg_log_warnx("edge: pinned map %s has an older layout: replaced (its entries are lost)",
+			     p);
+		(void)unlink(p);
+	}
+}
+
+static struct xdp_gate_bpf *load_skel(const char *pin_root, bool pinning, int *err)
+{
+	struct bpf_object_open_opts oo = { .sz = sizeof(oo), .pin_root_path = pin_root };
+	struct xdp_gate_bpf *skel = xdp_gate_bpf__open_opts(&oo);
+
+	if (skel == NULL) {
+		*err = errno;
+		return NULL;
+	}
+	if (pinning) {
+		drop_stale_pins(skel, pin_root);
+	} else {
+		(void)bpf_map__set_pin_path(skel->maps.kg_deny, NULL);
+		(void)bpf_map__set_pin_path(skel->maps.kg_allow, NULL);
+		(void)bpf_map__set_pin_path(skel->maps.kg_stats, NULL);
+	}
+	*err = -xdp_gate_bpf__load(skel);
+	if (*err == 0)
+		return skel;
+	xdp_gate_bpf__destroy(skel);
+	return NULL;
+}
+
+struct kg_edge *kg_edge_start(const struct kg_config *cfg)
+{
+	struct kg_edge *e = calloc(1, sizeof(*e));
+	char why[512];
+	bool pinning = true;
+	int err;
+
+	if (e == NULL)
+		return NULL;
+	e->conf = cfg->edge;
+	e->stop_fd = -1;
+	pthread_mutex_init(&e->lock, NULL);
+	for (size_t i = 0; i < KG_EDGE_MAX_IFACES; i++) {
+		e->ifaces[i].link_fd = -1;
+		if (i < e->conf.n_ifaces)
+			snprintf(e->ifaces[i].name, sizeof(e->ifaces[i].name), "%s",
+				 e->conf.ifaces[i]);
+	}
+	if (!e->conf.xdp) {
+		inactive(e, "%s", "[edge] xdp = off");
+		return e;
+	}
+	if (e->conf.n_ifaces == 0) {
+		snprintf(e->why, sizeof(e->why), "no [edge] interfaces configured");
+		kg_log_info("edge: XDP gate off: %s", e->why);
+		return e;
+	}
+	libbpf_set_print(libbpf_quiet);
+	if (pin_dir_ready(e->conf.pin_dir, why, sizeof(why)) < 0) {
+		/* The gate still works; only `ktlsgate block` cannot reach it. */
+		kg_log_warnx("edge: maps not pinned (%s): `ktlsgate block` will not see them", why);
+		pinning = false;
+	}
+	e->skel = load_skel(e->conf.pin_dir, pinning, &err);
+	if (e->skel == NULL) {
+		inactive(e, err == EPERM || err == EACCES ?
+			 "cannot load BPF (%s: no CAP_BPF/CAP_NET_ADMIN?)" : "cannot load BPF: %s",
+			 strerror(err));
+		return e;
+	}
+	e->deny_fd = bpf_map__fd(e->skel->maps.kg_deny);
+	e->allow_fd = bpf_map__fd(e->skel->maps.kg_allow);
+	e->stats_fd = bpf_map__fd(e->skel->maps.kg_stats);
+	if (fill_maps(e) < 0) {
+		inactive(e, "cannot fill the gate's maps: %s", strerror(errno));
+		goto out_destroy;
+	}
+	if (policy_start(e) < 0) {
+		inactive(e, "%s", "out of memory for the deny policy");
+		goto out_destroy;
+	}
+	e->active = true;
+	if (links_start(e) < 0) {
+		inactive(e, "%s", "cannot read the interfaces (libnl)");
+		goto out_links;
+	}
+	kg_log_info("edge: XDP gate loaded (%zu port(s), %zu allow CIDR(s), SYN %u/s burst %u, "
+		    "deny after %u failures in %us for %us..%us)%s%s", e->conf.n_ports,
+		    e->conf.n_allow, e->conf.syn_rate, e->conf.syn_burst, e->conf.fail_threshold,
+		    e->conf.fail_window_s, e->conf.deny_base_s, e->conf.deny_max_s,
+		    pinning ? ", maps pinned in " : "", pinning ? e->conf.pin_dir : "");
+	return e;
+
+out_links:
+	for (size_t i = 0; i < e->conf.n_ifaces; i++)
+		if (e->ifaces[i].link_fd >= 0)
+			close(e->ifaces[i].link_fd);
+	if (e->mngr)
+		nl_cache_mngr_free(e->mngr);
+	e->mngr = NULL;
+out_destroy:
+	kg_edge_policy_free(e->policy);
+	e->policy = NULL;
+	xdp_gate_bpf__destroy(e->skel);
+	e->skel = NULL;
+	return e;
+}
+
+void kg_edge_stop(struct kg_edge *e)
+{
+	if (e == NULL)
+		return;
+	if (e->thread_started) {
+		uint64_t one = 1;
+
+		(void)!write(e->stop_fd, &one, sizeof(one));
+		pthread_join(e->thread, NULL);
+	}
+	if (e->stop_fd >= 0)
+		close(e->stop_fd);
+	for (size_t i = 0; i < e->conf.n_ifaces; i++) {
+		if (e->ifaces[i].link_fd >= 0) {
+			close(e->ifaces[i].link_fd);
+			kg_log_info("edge: XDP gate detached from %s", e->ifaces[i].name);
+		}
+	}
+	if (e->mngr)
+		nl_cache_mngr_free(e->mngr);
+	kg_steer_free(e->steer);
+	kg_edge_policy_free(e->policy);
+	xdp_gate_bpf__destroy(e->skel);
+	pthread_mutex_destroy(&e->lock);
+	free(e);
+}
+
+bool kg_edge_active(const struct kg_edge *e)
+{
+	return e && e->active;
+}
+
+static int sockaddr_key(const struct sockaddr *sa, socklen_t len, struct kg_xdp_addr *k)
+{
+	memset(k, 0, sizeof(*k));
+	if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+		k->a[10] = k->a[11] = 0xff;
+		memcpy(&k->a[12], &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return 0;
+	}
+	if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		memcpy(k->a, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		return 0;
+	}
+	return -1;
+}
+
+void kg_edge_note_refusal(struct kg_edge *e, const struct sockaddr *src, socklen_t len,
+			  int reason)
+{
+	struct kg_xdp_lpm_key lk = { .prefixlen = 128 };
+	struct kg_xdp_deny v = { 0 };
+	int cat = kg_edge_reason_category(reason);
+	uint8_t allowed;
+	uint64_t now, period;
+	unsigned strikes = 0;
+	char text[64];
+
+	if (!kg_edge_active(e) || cat < 0 || src == NULL || sockaddr_key(src, len, &lk.addr) < 0)
+		return;
+	if (bpf_map_lookup_elem(e->allow_fd, &lk, &allowed) == 0)
+		return; /* allow-listed: never denied, so not counted either */
+	now = mono_ns();
+	pthread_mutex_lock(&e->lock);
+	period = kg_edge_policy_note(e->policy, lk.addr.a, now / 1000000, &strikes);
+	pthread_mutex_unlock(&e->lock);
+	if (period == 0)
+		return;
+	v.added_ns = now;
+	v.expires_ns = now + period * 1000000ull;
+	v.reason = (uint32_t)cat;
+	v.strikes = strikes;
+	if (bpf_map_update_elem(e->deny_fd, &lk.addr, &v, BPF_ANY) < 0) {
+		kg_log_warn("edge: deny map update");
+		return;
+	}
+	atomic_fetch_add(&e->added[cat], 1);
+	kg_log_info("edge: denying %s at XDP for %llus (%s failures, strike %u)",
+		    kg_edge_addr_str(lk.addr.a, text, sizeof(text)),
+		    (unsigned long long)(period / 1000), deny_reason_names[cat], strikes);
+}
+
+int kg_edge_steer_listener(struct kg_edge *e, unsigned n_workers, unsigned group,
+			   unsigned worker, int fd)
+{
+	char why[256];
+	int rc = 0;
+
+	if (e == NULL || e->conf.steer == KG_EDGE_STEER_KERNEL)
+		return 0;
+	pthread_mutex_lock(&e->lock);
+	if (!e->steer_tried) {
+		e->steer_tried = true;
+		e->steer = kg_steer_new(e->conf.steer == KG_EDGE_STEER_LEAST_LOADED ?
+					KG_STEER_LEAST_LOADED : KG_STEER_HASH, n_workers, why,
+					sizeof(why));
+		if (e->steer)
+			kg_log_info("edge: new connections steered to workers by %s (SK_REUSEPORT)",
+				    e->conf.steer == KG_EDGE_STEER_LEAST_LOADED ?
+				    "fewest handshakes in flight" : "flow hash");
+		else
+			kg_log_warnx("edge: worker steering off, the kernel's hash spreads "
+				     "connections: %s", why);
+	}
+	if (e->steer) {
+		rc = kg_steer_add(e->steer, group, worker, fd, why, sizeof(why)) < 0 ? -1 : 1;
+		if (rc < 0)
+			kg_log_warnx("edge: %s", why);
+	}
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+void kg_edge_handshake(struct kg_edge *e, unsigned worker, int delta)
+{
+	/* e->steer is written once at start, before the workers run. */
+	if (e && e->steer)
+		kg_steer_load_add(e->steer, worker, delta);
+}
+
+/* Live (unexpired) entries of the deny map. One syscall pair per entry: bounded by
+ * the map size. */
+static uint64_t deny_entries(struct kg_edge *e)
+{
+	struct kg_xdp_addr key, next;
+	struct kg_xdp_deny v;
+	uint64_t n = 0, now = mono_ns();
+	const void *prev = NULL;
+
+	while (bpf_map_get_next_key(e->deny_fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(e->deny_fd, &key, &v) == 0 &&
+		    (v.expires_ns == 0 || v.expires_ns > now))
+			n++;
+	}
+	return n;
+}
+
+int kg_edge_metrics_write(struct kg_edge *e, FILE *f)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	bool active = kg_edge_active(e);
+
+	fprintf(f, "# HELP ktlsgate_xdp_gate_active 1 when the XDP gate is loaded\n"
+		   "# TYPE ktlsgate_xdp_gate_active gauge\n"
+		   "ktlsgate_xdp_gate_active %d\n", active ? 1 : 0);
+	if (!active)
+		return ferror(f) ? -1 : 0;
+	fprintf(f, "# HELP ktlsgate_xdp_packets_total Packets seen by the XDP gate, by verdict\n"
+		   "# TYPE ktlsgate_xdp_packets_total counter\n");
+	for (uint32_t k = 0; k < KG_XDP_STAT_MAX; k++) {
+		uint64_t sum = 0, *vals = ncpu > 0 ? calloc((size_t)ncpu, sizeof(*vals)) : NULL;
+
+		if (vals && bpf_map_lookup_elem(e->stats_fd, &k, vals) == 0)
+			for (int c = 0; c < ncpu; c++)
+				sum += vals[c];
+		free(vals);
+		fprintf(f, "ktlsgate_xdp_packets_total{verdict=\"%s\"} %llu\n", stat_names[k],
+			(unsigned long long)sum);
+	}
+	fprintf(f, "# HELP ktlsgate_xdp_deny_entries Sources currently denied at XDP\n"
+		   "# TYPE ktlsgate_xdp_deny_entries gauge\n"
+		   "ktlsgate_xdp_deny_entries %llu\n", (unsigned long long)deny_entries(e));
+	fprintf(f, "# HELP ktlsgate_xdp_deny_added_total Deny entries added by the daemon, by reason\n"
+		   "# TYPE ktlsgate_xdp_deny_added_total counter\n");
+	for (int r = KG_XDP_DENY_VERIFY; r < KG_XDP_DENY_REASON_MAX; r++)
+		fprintf(f, "ktlsgate_xdp_deny_added_total{reason=\"%s\"} %llu\n",
+			deny_reason_names[r], (unsigned long long)atomic_load(&e->added[r]));
+	fprintf(f, "# HELP ktlsgate_xdp_attached Interfaces the gate is attached to, by mode\n"
+		   "# TYPE ktlsgate_xdp_attached gauge\n");
+	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < e->conf.n_ifaces; i++)
+		fprintf(f, "ktlsgate_xdp_attached{interface=\"%s\",mode=\"%s\"} %d\n",
+			e->ifaces[i].name, e->ifaces[i].mode ? e->ifaces[i].mode : "none",
+			e->ifaces[i].link_fd >= 0 ? 1 : 0);
+	fprintf(f, "# HELP ktlsgate_edge_sources_tracked Sources with recent refusals\n"
+		   "# TYPE ktlsgate_edge_sources_tracked gauge\n"
+		   "ktlsgate_edge_sources_tracked %zu\n", kg_edge_policy_count(e->policy));
+	pthread_mutex_unlock(&e->lock);
+	return ferror(f) ? -1 : 0;
+}

@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * config.h - the daemon's configuration: an INI file (inih) parsed once into an
+ * immutable struct kg_config, then validated in a separate pass. Every error names
+ * the file and line ("ktlsgate.conf:42: backend "b1": port 70000 out of range").
+ * Unknown sections and keys are errors. A reload parses a new struct aside; the old
+ * one is never modified (daemon.h pins snapshots). Thread-safe: no shared state.
+ */
+#ifndef KTLSGATE_CONFIG_H
+#define KTLSGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <limits.h>
+#include <sys/socket.h>
+
+#include "ktlsgate/compiler.h"
+#include "edge/edge_conf.h"
+#include "tpm/tpm_conf.h"
+
+#define KG_MAX_LISTEN 16
+#define KG_MAX_BACKENDS 64
+#define KG_MAX_CRLS 64
+#define KG_NAME_MAX 64        /* backend and CA names, incl. NUL */
+#define KG_ERRBUF 512
+
+struct kg_sockaddr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[80];            /* as written: "0.0.0.0:8883", "[::]:8883" */
+};
+
+struct kg_backend_conf {
+	char name[KG_NAME_MAX];
+	struct kg_sockaddr addr;  /* numeric host:port, resolved at load time */
+};
+
+struct kg_crl_conf {
+	char ca_name[KG_NAME_MAX]; /* registry CA name the CRL belongs to */
+	char path[PATH_MAX];
+};
+
+enum kg_client_id_check { KG_CLIENT_ID_EXACT, KG_CLIENT_ID_OFF };
+
+/* The CONNECT user name of a certificate-authenticated device (docs/security.md).
+ * STRICT: absent, empty or the device id, else CONNACK "not authorised"; REWRITE: the
+ * broker gets the device id as user name and no password; PASS: forwarded as sent
+ * (unsafe in front of a broker whose ACLs use %u). */
+enum kg_username_check { KG_USERNAME_STRICT, KG_USERNAME_REWRITE, KG_USERNAME_PASS };
+
+/* Data path after the handshake (relay.h has the ladder). AUTO: the best the session
+ * allows (kTLS both ways + splice, else the record relay); KTLS_TX: kernel TLS for
+ * what we send only, the device's records read through OpenSSL (fleets that send
+ * KeyUpdate, which the kernel cannot follow); USERSPACE: no kernel TLS, the record
+ * relay; OPENSSL: relay through SSL_read/SSL_write (kept selectable for diagnosis).
+ * Each forces its rung and falls further down the ladder only where it cannot run. */
+enum kg_relay_choice { KG_RELAY_AUTO, KG_RELAY_KTLS_TX, KG_RELAY_USERSPACE, KG_RELAY_OPENSSL };
+
+struct kg_config {
+	char path[PATH_MAX];              /* file it came from */
+
+	/* [daemon] */
+	struct kg_sockaddr listen[KG_MAX_LISTEN];
+	size_t n_listen;                  /* default: 0.0.0.0:8883 and [::]:8883 */
+	unsigned workers;                 /* 0: one per online CPU */
+	char cert_file[PATH_MAX];         /* server certificate chain (PEM, leaf first) */
+	char key_file[PATH_MAX];          /* server key: PEM or TSS2 PEM file, or "handle:0x81..." */
+	char registry[PATH_MAX];          /* registry database path */
+	char control_socket[PATH_MAX];
+	struct kg_sockaddr metrics_listen;
+	bool metrics_enabled;             /* metrics_listen = off disables */
+	char default_backend[KG_NAME_MAX];/* used when neither device nor CA names one */
+	enum kg_client_id_check client_id_check;
+	enum kg_username_check username_check;  /* strict | rewrite | pass */
+	char log_level[16];               /* err|warn|info|debug */
+	enum kg_relay_choice relay;       /* auto | ktls_tx | userspace | openssl */
+
+	/* [tls] */
+	char ciphers[512];                /* TLS 1.2 cipher list */
+	char ciphersuites[256];           /* TLS 1.3 suites */
+	char groups[128];
+	unsigned security_level;          /* OpenSSL level: SSL_CTX and device chains;
+					   * never below OpenSSL's own default */
+	unsigned crl_grace;               /* seconds an expired CRL is still honoured */
+
+	/* [limits] */
+	unsigned max_connections;         /* per daemon */
+	unsigned max_handshakes;          /* in flight, per daemon */
+	unsigned handshake_timeout_ms;
+	unsigned connect_timeout_ms;      /* MQTT CONNECT after the handshake */
+	unsigned backend_timeout_ms;      /* TCP connect to the broker */
+	unsigned max_connect_bytes;       /* CONNECT remaining-length cap */
+	unsigned refuse_linger_ms;        /* time to flush a CONNACK refusal */
+	/* per source (srclimit.h), per worker thread; 0 turns a limit off */
+	unsigned source_max_handshakes;   /* connections before their handshake ends */
+	unsigned source_rate;             /* new connections per second */
+	unsigned source_burst;            /* token bucket size */
+	unsigned source_prefix_v4;        /* a source is an IPv4 /N ... */
+	unsigned source_prefix_v6;        /* ... or an IPv6 /N */
+	unsigned source_table;            /* sources tracked per worker */
+	/* audit flood guard (audit.h): unauthenticated refusals per (reason, source) */
+	unsigned audit_lines;             /* per key per interval; 0: no limit */
+	unsigned audit_lines_total;       /* per worker per interval; 0: no overall cap */
+	unsigned audit_interval_ms;
+	/* relayed sessions (relay.h) */
+	unsigned idle_timeout;            /* s, when the CONNECT's keep-alive is 0; 0: none */
+	unsigned tcp_keepalive_idle;      /* s before the first probe; 0: no TCP keepalive */
+	unsigned tcp_keepalive_interval;  /* s between probes */
+	unsigned tcp_keepalive_count;     /* unanswered probes before the kernel gives up */
+	/* the metrics endpoint (metrics.c), fixed at start */
+	unsigned metrics_max_connections;
+	unsigned metrics_max_per_ip;
+	unsigned metrics_timeout;         /* s of inactivity before a connection is closed */
+
+	/* [backend NAME] sections */
+	struct kg_backend_conf backends[KG_MAX_BACKENDS];
+	size_t n_backends;
+
+	/* [crl] section: CA_NAME = FILE */
+	struct kg_crl_conf crls[KG_MAX_CRLS];
+	size_t n_crls;
+
+	/* Sections parsed by their modules (tpm_conf.c, edge_conf.c). */
+	struct kg_tpm_conf tpm;
+	struct kg_edge_conf edge;
+};
+
+/* Fill *cfg with the defaults (no backends; listen defaults applied at validation
+ * when no listen key was given). */
+void kg_config_defaults(struct kg_config *cfg);
+
+/*
+ * Parse and validate a config file. Returns 0, or -1 with a one-line message
+ * "FILE:LINE: what" (or "FILE: what") in err.
+ */
+int kg_config_load(const char *path, struct kg_config *cfg, char *err, size_t errlen) KG_MUST_USE;
+
+/* Same from a string; `name` stands for the file name in messages (fuzzing, tests). */
+int kg_config_parse_string(const char *text, const char *name, struct kg_config *cfg,
+			   char *err, size_t errlen) KG_MUST_USE;
+
+/* Borrowed pointer to the backend called `name`, or NULL. */
+const struct kg_backend_conf *kg_config_get0_backend(const struct kg_config *cfg, const char *name);
+
+/* Parse "host:port", "[v6]:port" (numeric hosts only). Returns 0 or -1. */
+int kg_sockaddr_parse(const char *text, struct kg_sockaddr *out) KG_MUST_USE;
+
+#endif

@@ -1,0 +1,515 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * control.c - the admin socket's server side (protocol in control.h, contract in
+ * control_server.h), run on the main thread. Nothing here blocks: a client is read
+ * and written only when epoll says so, its reply is built whole in memory by the
+ * dispatch (worker work goes through kg_workers_call(), which never blocks on a
+ * client), and one deadline bounds the whole request. Revocation ("device-changed")
+ * and SIGHUP are served by the same loop, so no client can delay them.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "ops/control.h"
+#include "ops/control_server.h"
+#include "ops/err.h"
+#include "ops/log.h"
+#include "core/worker.h"
+
+#define CLAIM_TIMEOUT_MS 1000
+
+/* A reply being built, then sent. */
+struct out {
+	char *buf;
+	size_t len, cap, off;
+	bool failed;               /* out of memory: the client is just closed */
+};
+
+struct client {
+	int fd;                    /* -1: free slot */
+	uint64_t deadline_ms;
+	char line[KG_CONTROL_LINE_MAX];
+	size_t have;
+	bool replying;             /* request dispatched, reply in `o` being written */
+	struct out o;
+};
+
+struct kg_control {
+	int fd;
+	int epfd;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	dev_t dev;                 /* the socket inode we bound: only that one is unlinked */
+	ino_t ino;
+	struct client clients[KG_CONTROL_CLIENTS_MAX];
+};
+
+/* ---- ownership ---------------------------------------------------------------- */
+
+int kg_control_claim(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct ucred cred = { 0 };
+	socklen_t clen = sizeof(cred);
+	int fd, rc = 0;
+
+	if (kg_strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) < 0) {
+		snprintf(err, errlen, "control_socket %s: path too long", path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "control socket: %s", strerror(errno));
+		return -1;
+	}
+	/* A live daemon's socket accepts at once; with its backlog full a blocking
+	 * unix connect waits, for at most SO_SNDTIMEO (then EAGAIN). */
+	{
+		struct timeval tv = { .tv_sec = CLAIM_TIMEOUT_MS / 1000,
+				      .tv_usec = (CLAIM_TIMEOUT_MS % 1000) * 1000 };
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.pid > 0)
+			snprintf(err, errlen,
+				 "control_socket %s: another ktlsgated (pid %ld) is running and answers on it;"
+				 " not starting a second one",
+				 path, (long)cred.pid);
+		else
+			snprintf(err, errlen,
+				 "control_socket %s: another ktlsgated is running and answers on it;"
+				 " not starting a second one",
+				 path);
+		rc = -1;
+	} else if (errno == EAGAIN || errno == EINPROGRESS || errno == ETIMEDOUT) {
+		/* Its backlog is full: someone is listening, busy. Still not ours. */
+		snprintf(err, errlen,
+			 "control_socket %s: another process is listening on it (backlog full);"
+			 " not starting a second ktlsgated",
+			 path);
+		rc = -1;
+	}
+	/* ENOENT: no socket; ECONNREFUSED: a stale one nobody listens on. */
+	close(fd);
+	return rc;
+}
+
+struct kg_control *kg_control_listen(const char *path, int epfd, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct kg_control *c;
+	struct stat st;
+	mode_t old;
+
+	if (kg_strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) < 0) {
+		snprintf(err, errlen, "control_socket %s: path too long", path);
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	c->fd = -1;
+	c->epfd = epfd;
+	memcpy(c->path, sun.sun_path, sizeof(c->path));
+	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++)
+		c->clients[i].fd = -1;
+	/* The default lives in /run/ktlsgate, which systemd's RuntimeDirectory= makes; a
+	 * daemon started by hand makes the one missing level itself (root-only). */
+	{
+		char dir[sizeof(sun.sun_path)];
+		char *slash;
+
+		memcpy(dir, sun.sun_path, sizeof(dir));
+		slash = strrchr(dir, '/');
+		if (slash != NULL && slash != dir) {
+			*slash = '\0';
+			if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+				snprintf(err, errlen, "control_socket %s: cannot create %s: %s", path, dir,
+					 strerror(errno));
+				goto out_free;
+			}
+		}
+	}
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		snprintf(err, errlen, "control socket: %s", strerror(errno));
+		goto out_free;
+	}
+	/* A stale socket from a previous run would make bind fail. kg_control_claim()
+	 * found nobody answering on it and the instance lock is ours. Only remove a
+	 * socket: never a regular file someone pointed us at by mistake. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		(void)unlink(path);
+	old = umask(0077);   /* root-only: the socket can disable devices */
+	if (bind(c->fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		umask(old);
+		snprintf(err, errlen, "control_socket %s: %s", path, strerror(errno));
+		goto out_close;
+	}
+	umask(old);
+	if (lstat(path, &st) < 0) {
+		snprintf(err, errlen, "control_socket %s: %s", path, strerror(errno));
+		goto out_close;
+	}
+	c->dev = st.st_dev;
+	c->ino = st.st_ino;
+	if (listen(c->fd, 16) < 0) {
+		snprintf(err, errlen, "control_socket %s: %s", path, strerror(errno));
+		goto out_unlink;
+	}
+	{
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = c->fd };
+
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+			snprintf(err, errlen, "control_socket %s: epoll: %s", path, strerror(errno));
+			goto out_unlink;
+		}
+	}
+	return c;
+
+out_unlink:
+	(void)unlink(path);
+out_close:
+	close(c->fd);
+out_free:
+	free(c);
+	return NULL;
+}
+
+static void client_close(struct kg_control *c, struct client *cl)
+{
+	if (cl->fd < 0)
+		return;
+	(void)epoll_ctl(c->epfd, EPOLL_CTL_DEL, cl->fd, NULL);
+	close(cl->fd);
+	free(cl->o.buf);
+	memset(&cl->o, 0, sizeof(cl->o));
+	cl->fd = -1;
+	cl->have = 0;
+	cl->replying = false;
+}
+
+void kg_control_close(struct kg_control *c)
+{
+	struct stat st;
+
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++)
+		client_close(c, &c->clients[i]);
+	close(c->fd);
+	/* Another daemon may have replaced the socket since (by hand, or an older build):
+	 * its socket is not ours to remove. */
+	if (lstat(c->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == c->dev &&
+	    st.st_ino == c->ino)
+		(void)unlink(c->path);
+	else
+		kg_log_warnx("control_socket %s: no longer the socket we bound; left in place", c->path);
+	free(c);
+}
+
+/* ---- replies ------------------------------------------------------------------ */
+
+static void out_put(struct out *o, const char *p, size_t len)
+{
+	if (o->failed)
+		return;
+	if (o->len + len > o->cap) {
+		size_t cap = o->cap ? o->cap : 512;
+		char *nb;
+
+		while (cap < o->len + len)
+			cap *= 2;
+		nb = realloc(o->buf, cap);
+		if (nb == NULL) {
+			o->failed = true;
+			return;
+		}
+		o->buf = nb;
+		o->cap = cap;
+	}
+	memcpy(o->buf + o->len, p, len);
+	o->len += len;
+}
+
+static void reply(struct out *o, const char *fmt, ...) KG_PRINTF(2, 3);
+static void reply(struct out *o, const char *fmt, ...)
+{
+	char line[KG_CONTROL_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	out_put(o, line, (size_t)n);
+}
+
+static void do_status(struct kg_daemon *d, struct out *o)
+{
+	struct json_object *j = json_object_new_object();
+	struct kg_snapshot *s = kg_snapshot_get(d);
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	json_object_object_add(j, "version", json_object_new_string(KG_VERSION));
+	json_object_object_add(j, "pid", json_object_new_int((int)getpid()));
+	json_object_object_add(j, "uptime_s", json_object_new_int64(now.tv_sec - d->started));
+	json_object_object_add(j, "config", json_object_new_string(d->config_path));
+	json_object_object_add(j, "config_generation", json_object_new_uint64(s->generation));
+	json_object_object_add(j, "workers", json_object_new_int((int)d->n_workers));
+	json_object_object_add(j, "connections", json_object_new_int64(atomic_load(&d->n_conns)));
+	json_object_object_add(j, "handshakes_in_flight", json_object_new_int64(atomic_load(&d->n_handshakes)));
+	json_object_object_add(j, "cas_trusted", json_object_new_uint64(kg_trust_count(s->trust, true)));
+	json_object_object_add(j, "registry", json_object_new_string(s->cfg.registry));
+	json_object_object_add(j, "reloads", json_object_new_uint64(atomic_load(&d->reloads)));
+	json_object_object_add(j, "reload_failures", json_object_new_uint64(atomic_load(&d->reload_failures)));
+	reply(o, "%s", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+	json_object_put(j);
+	kg_snapshot_put(s);
+	reply(o, "OK");
+}
+
+static void fan_out(struct kg_daemon *d, struct out *o, enum kg_cmd_type type, const char *arg)
+{
+	struct kg_cmd cmd = { .type = type };
+
+	if (arg && kg_strlcpy(cmd.arg, arg, sizeof(cmd.arg)) < 0) {
+		reply(o, "ERR argument too long");
+		return;
+	}
+	if (kg_workers_call(d, &cmd) < 0) {
+		free(cmd.out);
+		reply(o, "ERR workers unavailable");
+		return;
+	}
+	if (type == KG_CMD_LIST_SESSIONS) {
+		if (cmd.out)
+			out_put(o, cmd.out, cmd.out_len);
+		reply(o, "OK");
+	} else {
+		reply(o, "OK closed=%u", cmd.closed);
+	}
+	free(cmd.out);
+}
+
+static void dispatch(struct kg_daemon *d, struct out *o, char *line)
+{
+	char *arg = strchr(line, ' ');
+	char err[KG_ERRBUF];
+
+	if (arg)
+		*arg++ = '\0';
+	if (strcmp(line, "ping") == 0) {
+		reply(o, "OK pong");
+	} else if (strcmp(line, "status") == 0) {
+		do_status(d, o);
+	} else if (strcmp(line, "reload") == 0) {
+		if (kg_daemon_reload(d, err, sizeof(err)) < 0)
+			reply(o, "ERR %s", err);
+		else
+			reply(o, "OK reloaded");
+	} else if (strcmp(line, "device-changed") == 0 && arg) {
+		fan_out(d, o, KG_CMD_REVALIDATE_DEVICE, arg);
+	} else if (strcmp(line, "ca-changed") == 0 && arg) {
+		if (kg_daemon_refresh_trust(d, err, sizeof(err)) < 0) {
+			reply(o, "ERR %s", err);
+			return;
+		}
+		fan_out(d, o, KG_CMD_REVALIDATE_CA, arg);
+	} else if (strcmp(line, "sessions") == 0) {
+		fan_out(d, o, KG_CMD_LIST_SESSIONS, NULL);
+	} else if (strcmp(line, "kill") == 0 && arg) {
+		fan_out(d, o, KG_CMD_KILL_DEVICE, arg);
+	} else {
+		reply(o, "ERR unknown request");
+	}
+}
+
+/* ---- clients ------------------------------------------------------------------ */
+
+bool kg_control_owns(const struct kg_control *c, int fd)
+{
+	if (c == NULL)
+		return false;
+	if (fd == c->fd)
+		return true;
+	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++)
+		if (c->clients[i].fd == fd)
+			return true;
+	return false;
+}
+
+static struct client *client_of(struct kg_control *c, int fd)
+{
+	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++)
+		if (c->clients[i].fd == fd)
+			return &c->clients[i];
+	return NULL;
+}
+
+/* Write what the socket takes; true when the client is finished (all sent or gone). */
+static bool client_flush(struct client *cl)
+{
+	while (cl->o.off < cl->o.len) {
+		ssize_t n = send(cl->fd, cl->o.buf + cl->o.off, cl->o.len - cl->o.off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno != EAGAIN && errno != EWOULDBLOCK;
+		}
+		cl->o.off += (size_t)n;
+	}
+	return true;
+}
+
+/* Reply is built: send it, or wait for EPOLLOUT. True when the client can go. */
+static bool client_reply(struct kg_control *c, struct client *cl)
+{
+	struct epoll_event ev = { .events = EPOLLOUT, .data.fd = cl->fd };
+
+	cl->replying = true;
+	if (cl->o.failed || client_flush(cl))
+		return true;
+	(void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, cl->fd, &ev);
+	return false;
+}
+
+/* Read what is there; dispatch on a full line. True when the client can go. */
+static bool client_read(struct kg_daemon *d, struct kg_control *c, struct client *cl)
+{
+	for (;;) {
+		ssize_t n = recv(cl->fd, cl->line + cl->have, sizeof(cl->line) - 1 - cl->have,
+				 MSG_DONTWAIT);
+		char *nl;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return false;
+		if (n <= 0)
+			return true;   /* hung up before a whole line: nothing to answer */
+		cl->have += (size_t)n;
+		cl->line[cl->have] = '\0';
+		nl = memchr(cl->line, '\n', cl->have);
+		if (nl != NULL) {
+			*nl = '\0';
+			(void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, cl->fd,
+					&(struct epoll_event){ .events = 0, .data.fd = cl->fd });
+			dispatch(d, &cl->o, cl->line);
+			return client_reply(c, cl);
+		}
+		if (cl->have == sizeof(cl->line) - 1) {
+			reply(&cl->o, "ERR request too long");
+			return client_reply(c, cl);
+		}
+	}
+}
+
+/* The client to close when all slots are taken: the oldest that is still silent or
+ * reading (one whose request ran is only waiting for its reply to drain: closing it
+ * would hide an applied change from its CLI), else the oldest. */
+static struct client *oldest(struct kg_control *c)
+{
+	struct client *best = NULL, *any = &c->clients[0];
+
+	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++) {
+		struct client *cl = &c->clients[i];
+
+		if (cl->deadline_ms < any->deadline_ms)
+			any = cl;
+		if (!cl->replying && (best == NULL || cl->deadline_ms < best->deadline_ms))
+			best = cl;
+	}
+	return best != NULL ? best : any;
+}
+
+static void accept_all(struct kg_control *c)
+{
+	int fd;
+
+	while ((fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
+		struct client *cl = client_of(c, -1);
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+
+		if (cl == NULL) {
+			/* Full: the oldest gives way. Stuck clients cannot lock the operator
+			 * out (a revocation's "device-changed" must get through); a flood of
+			 * fresh ones still costs only slots, never the main thread. */
+			cl = oldest(c);
+			kg_log_warnx("control_socket %s: %d clients open: the oldest closed", c->path,
+				     KG_CONTROL_CLIENTS_MAX);
+			client_close(c, cl);
+		}
+		if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			close(fd);
+			continue;
+		}
+		memset(cl, 0, sizeof(*cl));
+		cl->fd = fd;
+		cl->deadline_ms = kg_now_ms() + KG_CONTROL_DEADLINE_MS;
+	}
+}
+
+void kg_control_event(struct kg_daemon *d, struct kg_control *c, int fd, uint32_t events)
+{
+	struct client *cl;
+	bool finished;
+
+	if (fd == c->fd) {
+		accept_all(c);
+		return;
+	}
+	cl = client_of(c, fd);
+	if (cl == NULL)
+		return;
+	if (cl->replying)
+		finished = (events & (EPOLLERR | EPOLLHUP)) != 0 || client_flush(cl);
+	else
+		finished = client_read(d, c, cl);
+	if (finished)
+		client_close(c, cl);
+}
+
+int kg_control_expire(struct kg_control *c)
+{
+	uint64_t now = kg_now_ms(), next = 0;
+
+	if (c == NULL)
+		return -1;
+	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++) {
+		struct client *cl = &c->clients[i];
+
+		if (cl->fd < 0)
+			continue;
+		if (cl->deadline_ms <= now) {
+			kg_log_debug("control client %s after %d ms: closed",
+				     cl->replying ? "did not read its reply" : "sent no whole request",
+				     KG_CONTROL_DEADLINE_MS);
+			client_close(c, cl);
+			continue;
+		}
+		if (next == 0 || cl->deadline_ms < next)
+			next = cl->deadline_ms;
+	}
+	return next == 0 ? -1 : (int)(next - now);
+}

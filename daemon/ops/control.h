@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * control.h - the admin socket between `ktlsgate` (CLI) and `ktlsgated`.
+ * A unix stream socket, mode 0600 (root only). One request per connection: a single
+ * line "VERB [ARG]\n" of at most KG_CONTROL_LINE_MAX bytes; the reply is zero or more
+ * data lines followed by a final line "OK[ text]" or "ERR message". The daemon gives
+ * a client 2 s from accept to reply sent (then closes it) and keeps at most 16 open.
+ * One daemon answers per socket: a second one refuses to start. Verbs:
+ *   ping                       -> OK
+ *   status                     -> one JSON object line, OK
+ *   reload                     -> OK | ERR why (nothing changed)
+ *   device-changed ID          -> re-read the device; close its sessions if it may no
+ *                                 longer connect (or its backend moved) -> OK closed=N
+ *   ca-changed NAME            -> rebuild trust from the registry; close sessions of a
+ *                                 CA that no longer authenticates -> OK closed=N
+ *   sessions                   -> one JSON object line per live session, OK
+ *   kill ID                    -> OK closed=N (N may be 0)
+ * The server side lives in control.c (daemon); the client call is below.
+ */
+#ifndef KTLSGATE_CONTROL_H
+#define KTLSGATE_CONTROL_H
+
+#include <stddef.h>
+
+#include "ktlsgate/compiler.h"
+
+#define KG_CONTROL_LINE_MAX 4096
+
+/* Called for every data line of the reply (without the newline). */
+typedef void (*kg_control_line_cb)(const char *line, void *arg);
+
+/*
+ * Send `request` (no newline) to the daemon at socket_path and read the reply.
+ * Returns 0 on "OK" (its text, if any, copied to final), KG_E_DENIED on "ERR" (the
+ * message copied to final), KG_E_NOTFOUND if no daemon listens there (socket missing
+ * or connection refused), KG_E_IO / KG_E_PROTO otherwise. Times out after timeout_ms.
+ */
+int kg_control_call(const char *socket_path, const char *request, kg_control_line_cb cb,
+		    void *arg, char *final, size_t final_len, int timeout_ms) KG_MUST_USE;
+
+#endif

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * log.c - stderr logging, one write(2) per line so threads never interleave.
+ * The level and ident are set once at startup before threads exist; after that
+ * they are only read.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "ops/log.h"
+
+static enum kg_log_level log_level = KG_LOG_INFO;
+static const char *log_ident = "ktlsgate";
+
+void kg_log_set_level(enum kg_log_level lvl) { log_level = lvl; }
+void kg_log_set_ident(const char *ident) { log_ident = ident; }
+
+static void vlog(enum kg_log_level lvl, int errnum, const char *fmt, va_list ap)
+{
+	static const char *const tags[] = { "error", "warning", "info", "debug" };
+	char line[1024];
+	int n;
+
+	if (lvl > log_level)
+		return;
+	n = snprintf(line, sizeof(line), "%s: %s: ", log_ident, tags[lvl]);
+	if (n < 0)
+		return;
+	n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	if ((size_t)n >= sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	if (errnum != 0)
+		n += snprintf(line + n, sizeof(line) - (size_t)n, ": %s", strerror(errnum));
+	if ((size_t)n >= sizeof(line) - 1)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	(void)!write(STDERR_FILENO, line, (size_t)n);
+}
+
+void kg_log(enum kg_log_level lvl, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(lvl, 0, fmt, ap);
+	va_end(ap);
+}
+
+void kg_log_warn(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(KG_LOG_WARN, saved, fmt, ap);
+	va_end(ap);
+}
+
+void kg_log_warnx(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(KG_LOG_WARN, 0, fmt, ap);
+	va_end(ap);
+}
+
+void kg_log_info(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(KG_LOG_INFO, 0, fmt, ap);
+	va_end(ap);
+}
+
+void kg_log_debug(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(KG_LOG_DEBUG, 0, fmt, ap);
+	va_end(ap);
+}
+
+void kg_log_ossl(const char *what)
+{
+	char buf[256], all[768] = "";
+	unsigned long e;
+	size_t used = 0;
+
+	while ((e = ERR_get_error()) != 0) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		if (used < sizeof(all) - 1)
+			used += (size_t)snprintf(all + used, sizeof(all) - used, "%s%s",
+						 used ? "; " : "", buf);
+	}
+	kg_log_warnx("%s failed%s%s", what, used ? ": " : "", all);
+}

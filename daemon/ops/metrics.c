@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * metrics.c - sums the per-worker counters into Prometheus text and serves it with
+ * libmicrohttpd on its own thread. Reads are relaxed atomics: a scrape may see one
+ * counter a few increments ahead of another, never a torn value.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+
+#include "ops/metrics.h"
+
+const double kg_hs_bucket_le[KG_HS_BUCKETS] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, -1.0 /* +Inf */
+};
+
+void kg_metrics_observe_handshake(struct kg_metrics *m, uint64_t usec)
+{
+	double s = (double)usec / 1e6;
+	size_t i;
+
+	for (i = 0; i + 1 < KG_HS_BUCKETS; i++)
+		if (s <= kg_hs_bucket_le[i])
+			break;
+	kg_metric_add(&m->hs_bucket[i], 1);
+	kg_metric_add(&m->hs_count, 1);
+	kg_metric_add(&m->hs_sum_us, usec);
+}
+
+struct out {
+	char *buf;
+	size_t len, cap;
+	int failed;
+};
+
+static void KG_PRINTF(2, 3) put(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (o->failed)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			o->failed = 1;
+			return;
+		}
+		if ((size_t)n < o->cap - o->len) {
+			o->len += (size_t)n;
+			return;
+		}
+		{
+			size_t ncap = o->cap * 2 + (size_t)n;
+			char *p = realloc(o->buf, ncap);
+			if (p == NULL) {
+				o->failed = 1;
+				return;
+			}
+			o->buf = p;
+			o->cap = ncap;
+		}
+	}
+}
+
+/* Sum one field over the workers; `off` is its offsetof() in struct kg_metrics. */
+static uint64_t sum_u(struct kg_metrics *const *w, size_t n, size_t off)
+{
+	uint64_t s = 0;
+
+	for (size_t i = 0; i < n; i++)
+		s += atomic_load_explicit((_Atomic uint64_t *)((char *)w[i] + off), memory_order_relaxed);
+	return s;
+}
+
+static int64_t sum_i(struct kg_metrics *const *w, size_t n, size_t off)
+{
+	int64_t s = 0;
+
+	for (size_t i = 0; i < n; i++)
+		s += atomic_load_explicit((_Atomic int64_t *)((char *)w[i] + off), memory_order_relaxed);
+	return s;
+}
+
+#define SUM_U(field) sum_u(w, n, offsetof(struct kg_metrics, field))
+#define SUM_I(field) sum_i(w, n, offsetof(struct kg_metrics, field))
+
+static const char *const hs_names[KG_HS_MAX] = { "ok", "failed", "timeout" };
+static const char *const dir_names[KG_DIR_MAX] = { "device_to_broker", "broker_to_device" };
+static const char *const mode_names[KG_MODE_MAX] = {
+	[KG_MODE_KTLS_SPLICE] = "ktls_splice", [KG_MODE_KTLS_TX] = "ktls_tx",
+	[KG_MODE_USERSPACE] = "userspace", [KG_MODE_USERSPACE_SSL] = "userspace_ssl",
+};
+static const char *const fallback_names[KG_KTLS_FALLBACK_MAX] = {
+	[KG_KTLS_NO_KERNEL] = "kernel_no_tls", [KG_KTLS_TX_NOT_OFFLOADED] = "tx_not_offloaded",
+	[KG_KTLS_RX_FAILED] = "rx_install_failed", [KG_KTLS_REKEYED] = "rekeyed_before_handoff",
+};
+static const char *const ctrl_names[KG_KTLS_CTRL_MAX] = {
+	[KG_KTLS_CLOSE_NOTIFY] = "close_notify", [KG_KTLS_ALERT] = "alert",
+	[KG_KTLS_KEYUPDATE_REFUSED] = "keyupdate_refused",
+	[KG_KTLS_KEYUPDATE_FOLLOWED] = "keyupdate_followed", [KG_KTLS_OTHER] = "other",
+};
+
+char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_metrics_info *info,
+			size_t *len_out)
+{
+	struct out o = { .cap = 8192 };
+	uint64_t cum = 0;
+
+	o.buf = malloc(o.cap);
+	if (o.buf == NULL)
+		return NULL;
+	o.buf[0] = '\0';
+
+	put(&o, "# HELP ktlsgate_connections Live connections by state.\n"
+		"# TYPE ktlsgate_connections gauge\n");
+	for (size_t s = 0; s < info->n_states && s < KG_CONN_STATES_MAX; s++) {
+		if (strcmp(info->state_names[s], "closed") == 0)
+			continue;
+		put(&o, "ktlsgate_connections{state=\"%s\"} %lld\n", info->state_names[s],
+		    (long long)SUM_I(conns_by_state[s]));
+	}
+	put(&o, "# HELP ktlsgate_sessions Relaying sessions by data path.\n"
+		"# TYPE ktlsgate_sessions gauge\n");
+	for (size_t m = 0; m < KG_MODE_MAX; m++)
+		put(&o, "ktlsgate_sessions{mode=\"%s\"} %lld\n", mode_names[m],
+		    (long long)SUM_I(sessions_by_mode[m]));
+	put(&o, "# HELP ktlsgate_sessions_started_total Handoffs by the data path chosen.\n"
+		"# TYPE ktlsgate_sessions_started_total counter\n");
+	for (size_t m = 0; m < KG_MODE_MAX; m++)
+		put(&o, "ktlsgate_sessions_started_total{mode=\"%s\"} %llu\n", mode_names[m],
+		    (unsigned long long)SUM_U(sessions_started[m]));
+	put(&o, "# HELP ktlsgate_ktls_fallbacks_total Sessions that tried kernel TLS and fell back, by reason.\n"
+		"# TYPE ktlsgate_ktls_fallbacks_total counter\n");
+	for (size_t f = 0; f < KG_KTLS_FALLBACK_MAX; f++)
+		put(&o, "ktlsgate_ktls_fallbacks_total{reason=\"%s\"} %llu\n", fallback_names[f],
+		    (unsigned long long)SUM_U(ktls_fallbacks[f]));
+	put(&o, "# HELP ktlsgate_ktls_control_records_total Non-data TLS records met on offloaded sessions.\n"
+		"# TYPE ktlsgate_ktls_control_records_total counter\n");
+	for (size_t k = 0; k < KG_KTLS_CTRL_MAX; k++)
+		put(&o, "ktlsgate_ktls_control_records_total{kind=\"%s\"} %llu\n", ctrl_names[k],
+		    (unsigned long long)SUM_U(ktls_ctrl[k]));
+	put(&o, "# HELP ktlsgate_handoff_waits_total Handoffs that waited for the rest of a TLS record.\n"
+		"# TYPE ktlsgate_handoff_waits_total counter\n"
+		"ktlsgate_handoff_waits_total %llu\n", (unsigned long long)SUM_U(handoff_waits));
+	put(&o, "# HELP ktlsgate_handoff_carried_bytes_total Device bytes read before the handoff (pipelined behind the CONNECT), sent to the broker first.\n"
+		"# TYPE ktlsgate_handoff_carried_bytes_total counter\n"
+		"ktlsgate_handoff_carried_bytes_total %llu\n", (unsigned long long)SUM_U(handoff_carried));
+	put(&o, "# HELP ktlsgate_splice_pipes Pipes held by sessions with bytes in flight.\n"
+		"# TYPE ktlsgate_splice_pipes gauge\n"
+		"ktlsgate_splice_pipes %lld\n", (long long)SUM_I(pipes_in_use));
+	put(&o, "# HELP ktlsgate_accepted_total TCP connections accepted.\n"
+		"# TYPE ktlsgate_accepted_total counter\n"
+		"ktlsgate_accepted_total %llu\n", (unsigned long long)SUM_U(accepted));
+	put(&o, "# HELP ktlsgate_refused_overload_total Connections closed at accept: connection cap.\n"
+		"# TYPE ktlsgate_refused_overload_total counter\n"
+		"ktlsgate_refused_overload_total %llu\n", (unsigned long long)SUM_U(refused_overload));
+	put(&o, "# HELP ktlsgate_source_limited_total Connections closed at accept: their source was over a per-source limit.\n"
+		"# TYPE ktlsgate_source_limited_total counter\n"
+		"ktlsgate_source_limited_total{limit=\"handshakes\"} %llu\n"
+		"ktlsgate_source_limited_total{limit=\"rate\"} %llu\n",
+		(unsigned long long)SUM_U(source_limited[KG_SRC_LIMIT_HANDSHAKES]),
+		(unsigned long long)SUM_U(source_limited[KG_SRC_LIMIT_RATE]));
+	put(&o, "# HELP ktlsgate_source_untracked_total Connections admitted without per-source limits: the source table was full.\n"
+		"# TYPE ktlsgate_source_untracked_total counter\n"
+		"ktlsgate_source_untracked_total %llu\n", (unsigned long long)SUM_U(source_untracked));
+	put(&o, "# HELP ktlsgate_accept_errors_total Connections not served for lack of file descriptors.\n"
+		"# TYPE ktlsgate_accept_errors_total counter\n"
+		"ktlsgate_accept_errors_total{errno=\"EMFILE\"} %llu\n"
+		"ktlsgate_accept_errors_total{errno=\"ENFILE\"} %llu\n",
+		(unsigned long long)SUM_U(accept_errors[KG_ACCEPT_EMFILE]),
+		(unsigned long long)SUM_U(accept_errors[KG_ACCEPT_ENFILE]));
+	put(&o, "# HELP ktlsgate_handshakes_total TLS handshakes by result.\n"
+		"# TYPE ktlsgate_handshakes_total counter\n");
+	for (size_t r = 0; r < KG_HS_MAX; r++)
+		put(&o, "ktlsgate_handshakes_total{result=\"%s\"} %llu\n", hs_names[r],
+		    (unsigned long long)SUM_U(handshakes[r]));
+	put(&o, "# HELP ktlsgate_decisions_total Access decisions by outcome and reason.\n"
+		"# TYPE ktlsgate_decisions_total counter\n");
+	for (size_t r = 0; r < KG_REASON_MAX; r++) {
+		uint64_t a = SUM_U(decisions_allow[r]), d = SUM_U(decisions_deny[r]);
+		if (a)
+			put(&o, "ktlsgate_decisions_total{decision=\"allow\",reason=\"%s\"} %llu\n",
+			    kg_reason_str((enum kg_reason)r), (unsigned long long)a);
+		if (d)
+			put(&o, "ktlsgate_decisions_total{decision=\"deny\",reason=\"%s\"} %llu\n",
+			    kg_reason_str((enum kg_reason)r), (unsigned long long)d);
+	}
+	put(&o, "# HELP ktlsgate_closes_total Connections closed, by reason.\n"
+		"# TYPE ktlsgate_closes_total counter\n");
+	for (size_t r = 0; r < KG_REASON_MAX; r++) {
+		uint64_t v = SUM_U(closes[r]);
+		if (v)
+			put(&o, "ktlsgate_closes_total{reason=\"%s\"} %llu\n",
+			    kg_reason_str((enum kg_reason)r), (unsigned long long)v);
+	}
+	put(&o, "# HELP ktlsgate_audit_suppressed_total Audit lines of unauthenticated refusals held back by the flood guard (reported in audit_suppressed lines), by reason.\n"
+		"# TYPE ktlsgate_audit_suppressed_total counter\n");
+	for (size_t r = 0; r < KG_REASON_MAX; r++) {
+		uint64_t v = SUM_U(audit_suppressed[r]);
+		if (v)
+			put(&o, "ktlsgate_audit_suppressed_total{reason=\"%s\"} %llu\n",
+			    kg_reason_str((enum kg_reason)r), (unsigned long long)v);
+	}
+	put(&o, "# HELP ktlsgate_bytes_relayed_total Payload bytes relayed.\n"
+		"# TYPE ktlsgate_bytes_relayed_total counter\n");
+	for (size_t d = 0; d < KG_DIR_MAX; d++)
+		put(&o, "ktlsgate_bytes_relayed_total{direction=\"%s\"} %llu\n", dir_names[d],
+		    (unsigned long long)SUM_U(bytes[d]));
+	put(&o, "# HELP ktlsgate_handshake_seconds Full TLS handshake latency.\n"
+		"# TYPE ktlsgate_handshake_seconds histogram\n");
+	for (size_t b = 0; b < KG_HS_BUCKETS; b++) {
+		cum += SUM_U(hs_bucket[b]);
+		if (kg_hs_bucket_le[b] < 0)
+			put(&o, "ktlsgate_handshake_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+		else
+			put(&o, "ktlsgate_handshake_seconds_bucket{le=\"%g\"} %llu\n", kg_hs_bucket_le[b],
+			    (unsigned long long)cum);
+	}
+	put(&o, "ktlsgate_handshake_seconds_sum %.6f\n", (double)SUM_U(hs_sum_us) / 1e6);
+	put(&o, "ktlsgate_handshake_seconds_count %llu\n", (unsigned long long)SUM_U(hs_count));
+	put(&o, "# HELP ktlsgate_workers Worker threads.\n# TYPE ktlsgate_workers gauge\n"
+		"ktlsgate_workers %u\n", info->workers);
+	put(&o, "# HELP ktlsgate_reloads_total Configuration reloads by result.\n"
+		"# TYPE ktlsgate_reloads_total counter\n"
+		"ktlsgate_reloads_total{result=\"ok\"} %llu\n"
+		"ktlsgate_reloads_total{result=\"failed\"} %llu\n",
+	    (unsigned long long)info->reloads, (unsigned long long)info->reload_failures);
+	put(&o, "# HELP ktlsgate_registry_write_drops_total last-seen updates dropped (queue full).\n"
+		"# TYPE ktlsgate_registry_write_drops_total counter\n"
+		"ktlsgate_registry_write_drops_total %llu\n", (unsigned long long)info->registry_write_drops);
+	put(&o, "# HELP ktlsgate_registry_busy_total times the registry writer waited for another process's lock.\n"
+		"# TYPE ktlsgate_registry_busy_total counter\n"
+		"ktlsgate_registry_busy_total %llu\n", (unsigned long long)info->registry_busy);
+	put(&o, "# HELP ktlsgate_start_time_seconds Daemon start, unix time.\n"
+		"# TYPE ktlsgate_start_time_seconds gauge\nktlsgate_start_time_seconds %lld\n",
+	    (long long)info->start_time);
+	if (o.failed) {
+		free(o.buf);
+		return NULL;
+	}
+	if (len_out)
+		*len_out = o.len;
+	return o.buf;
+}
+
+struct kg_metrics_http {
+	struct MHD_Daemon *mhd;
+	kg_metrics_render_fn fn;
+	void *arg;
+};
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+			      const char *method, const char *version, const char *upload_data,
+			      size_t *upload_size, void **con_cls)
+{
+	struct kg_metrics_http *h = cls;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char *body;
+	size_t len = 0;
+	unsigned status = MHD_HTTP_OK;
+
+	(void)version;
+	(void)upload_data;
+	(void)upload_size;
+	(void)con_cls;
+	if (strcmp(method, "GET") != 0)
+		return MHD_NO;
+	if (strcmp(url, "/metrics") != 0) {
+		static const char nf[] = "not found: try /metrics\n";
+		resp = MHD_create_response_from_buffer(sizeof(nf) - 1, (void *)nf, MHD_RESPMEM_PERSISTENT);
+		status = MHD_HTTP_NOT_FOUND;
+	} else {
+		body = h->fn(h->arg, &len);
+		if (body == NULL)
+			return MHD_NO;
+		resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	}
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/*
+ * One internal thread polls every connection (epoll): an idle connection costs a slot,
+ * never the thread. What used to blind the endpoint was the slot count: 64 slots and
+ * a 10 s timeout, so 64 idle sockets refused every scrape for 10 s. Now the slots are
+ * bounded per address (one address cannot take them all, so a scraper elsewhere
+ * always gets one) and in total (fds), and a connection that makes no progress for
+ * metrics_timeout seconds (idle, or half a request) is closed.
+ */
+struct kg_metrics_http *kg_metrics_http_start(const struct kg_config *cfg, kg_metrics_render_fn fn,
+					      void *arg, char *err, size_t errlen)
+{
+	const struct kg_sockaddr *addr = &cfg->metrics_listen;
+	struct kg_metrics_http *h = calloc(1, sizeof(*h));
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY;
+
+	if (h == NULL) {
+		snprintf(err, errlen, "metrics: out of memory");
+		return NULL;
+	}
+	h->fn = fn;
+	h->arg = arg;
+	if (addr->ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
+				  MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&addr->ss,
+				  MHD_OPTION_CONNECTION_LIMIT, cfg->metrics_max_connections,
+				  MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->metrics_max_per_ip,
+				  MHD_OPTION_CONNECTION_TIMEOUT, cfg->metrics_timeout,
+				  MHD_OPTION_END);
+	if (h->mhd == NULL) {
+		snprintf(err, errlen, "metrics_listen %s: cannot listen", addr->text);
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void kg_metrics_http_stop(struct kg_metrics_http *h)
+{
+	if (h == NULL)
+		return;
+	MHD_stop_daemon(h->mhd);
+	free(h);
+}

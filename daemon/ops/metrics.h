@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * metrics.h - counters, gauges and a histogram, kept per worker (only the owning
+ * worker writes; the metrics thread reads with relaxed atomics) and summed when
+ * Prometheus scrapes. No per-device labels: cardinality stays bounded by enums.
+ * kg_metrics_render() is pure (unit-tested); kg_metrics_http_*() serve it with
+ * libmicrohttpd on its own thread.
+ */
+#ifndef KTLSGATE_METRICS_H
+#define KTLSGATE_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ktlsgate/compiler.h"
+#include "ops/config.h"
+#include "policy/reason.h"
+
+enum kg_hs_result { KG_HS_OK, KG_HS_FAILED, KG_HS_TIMEOUT, KG_HS_MAX };
+enum kg_dir { KG_DIR_UP, KG_DIR_DOWN, KG_DIR_MAX };   /* device->broker, broker->device */
+/* Data paths after the handoff (relay.h): "ktls_splice" kernel TLS both ways and
+ * splice(); "ktls_tx" kernel TLS for what we send, the device read through OpenSSL;
+ * "userspace" the record relay (OpenSSL's session state freed); "userspace_ssl"
+ * relays through SSL_read/SSL_write. */
+enum kg_relay_mode {
+	KG_MODE_KTLS_SPLICE,
+	KG_MODE_KTLS_TX,
+	KG_MODE_USERSPACE,
+	KG_MODE_USERSPACE_SSL,
+	KG_MODE_MAX
+};
+
+/* Why a session that could have used kernel TLS did not (or not fully). */
+enum kg_ktls_fallback {
+	KG_KTLS_NO_KERNEL,        /* the kernel has no TLS ULP (CONFIG_TLS off, module absent) */
+	KG_KTLS_TX_NOT_OFFLOADED, /* OpenSSL kept TX in user space (cipher the kernel lacks) */
+	KG_KTLS_RX_FAILED,        /* installing the receive key failed */
+	KG_KTLS_REKEYED,          /* a KeyUpdate before the handoff: keys moved on */
+	KG_KTLS_FALLBACK_MAX
+};
+
+/* Non-data records read from a kTLS socket. */
+enum kg_ktls_ctrl {
+	KG_KTLS_CLOSE_NOTIFY,
+	KG_KTLS_ALERT,            /* any other alert from the device */
+	KG_KTLS_KEYUPDATE_REFUSED,/* answered with a fatal alert, session closed */
+	KG_KTLS_KEYUPDATE_FOLLOWED,/* ktls_tx mode: OpenSSL took the new receive key */
+	KG_KTLS_OTHER,            /* any other handshake record: fatal alert */
+	KG_KTLS_CTRL_MAX
+};
+
+/* Which per-source limit closed a connection at accept (srclimit.h). */
+enum kg_src_limit { KG_SRC_LIMIT_HANDSHAKES, KG_SRC_LIMIT_RATE, KG_SRC_LIMIT_MAX };
+
+/* accept() out of file descriptors: the process's limit, or the system's. A new
+ * socket that would eat into the fds kept for /metrics and the control socket
+ * counts as EMFILE (worker.c). */
+enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
+
+#define KG_CONN_STATES_MAX 16
+#define KG_HS_BUCKETS 13
+
+struct kg_metrics {
+	_Atomic int64_t conns_by_state[KG_CONN_STATES_MAX];   /* gauge */
+	_Atomic int64_t sessions_by_mode[KG_MODE_MAX];        /* gauge: relaying */
+	_Atomic uint64_t sessions_started[KG_MODE_MAX];       /* handoffs by data path */
+	_Atomic uint64_t accepted;
+	_Atomic uint64_t refused_overload;
+	_Atomic uint64_t source_limited[KG_SRC_LIMIT_MAX];    /* closed at accept, by limit */
+	_Atomic uint64_t source_untracked;                    /* admitted: source table run full */
+	_Atomic uint64_t accept_errors[KG_ACCEPT_ERR_MAX];    /* out of fds at accept */
+	_Atomic uint64_t handshakes[KG_HS_MAX];
+	_Atomic uint64_t decisions_allow[KG_REASON_MAX];
+	_Atomic uint64_t decisions_deny[KG_REASON_MAX];
+	_Atomic uint64_t closes[KG_REASON_MAX];
+	_Atomic uint64_t audit_suppressed[KG_REASON_MAX];     /* audit lines held back */
+	_Atomic uint64_t bytes[KG_DIR_MAX];
+	_Atomic uint64_t ktls_fallbacks[KG_KTLS_FALLBACK_MAX];
+	_Atomic uint64_t ktls_ctrl[KG_KTLS_CTRL_MAX];
+	_Atomic int64_t pipes_in_use;                         /* gauge: splice pipes held */
+	_Atomic uint64_t handoff_waits;                       /* half a record inside OpenSSL */
+	_Atomic uint64_t handoff_carried;                     /* bytes read before, sent first */
+	_Atomic uint64_t hs_bucket[KG_HS_BUCKETS];            /* non-cumulative counts */
+	_Atomic uint64_t hs_count;
+	_Atomic uint64_t hs_sum_us;
+};
+
+/* Upper bounds of the handshake histogram buckets, in seconds (last is +Inf). */
+extern const double kg_hs_bucket_le[KG_HS_BUCKETS];
+
+static inline void kg_metric_add(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+static inline void kg_metric_gauge(_Atomic int64_t *g, int64_t delta)
+{
+	atomic_fetch_add_explicit(g, delta, memory_order_relaxed);
+}
+
+void kg_metrics_observe_handshake(struct kg_metrics *m, uint64_t usec);
+
+/* Static facts shown beside the counters. */
+struct kg_metrics_info {
+	const char *const *state_names;  /* n_states names for the connection gauge */
+	size_t n_states;
+	unsigned workers;
+	uint64_t reloads, reload_failures, registry_write_drops;
+	uint64_t registry_busy;          /* writer waits for another process's lock */
+	int64_t start_time;
+};
+
+/* Render the sum of per-worker metrics as Prometheus text (version 0.0.4).
+ * Returns a malloc'd NUL-terminated buffer (caller frees) or NULL. */
+char *kg_metrics_render(struct kg_metrics *const *per_worker, size_t n,
+			const struct kg_metrics_info *info, size_t *len_out);
+
+struct kg_metrics_http;
+typedef char *(*kg_metrics_render_fn)(void *arg, size_t *len_out);
+/* Serve GET /metrics on cfg->metrics_listen, with at most cfg->metrics_max_connections
+ * connections (cfg->metrics_max_per_ip from one address), each closed after
+ * cfg->metrics_timeout seconds without progress: idle or half-sent requests cannot
+ * hold the endpoint. Returns NULL with a message in err on failure. */
+struct kg_metrics_http *kg_metrics_http_start(const struct kg_config *cfg, kg_metrics_render_fn fn,
+					      void *arg, char *err, size_t errlen);
+void kg_metrics_http_stop(struct kg_metrics_http *h);
+
+#endif

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * policy.h - the pure decision: (verified identity, registry rows, config) -> verdict.
+ * No I/O, no clock, no allocation; the caller fetched the rows. Fuzzed and unit-tested
+ * on its own (the mosquitto lesson: parse, decide and act live apart).
+ */
+#ifndef KTLSGATE_POLICY_H
+#define KTLSGATE_POLICY_H
+
+#include <stdbool.h>
+
+#include "ops/config.h"
+#include "mqtt/mqtt.h"
+#include "policy/reason.h"
+#include "registry/registry.h"
+#include "tls/verify.h"
+
+struct kg_policy_input {
+	const struct kg_identity *id;   /* verified identity (required) */
+	const struct kg_device *device; /* its registry row, NULL if unknown */
+	const struct kg_ca *ca;         /* the issuing CA's row (CA method), else NULL */
+	const struct kg_config *cfg;    /* backends, default backend */
+};
+
+struct kg_verdict {
+	bool allow;
+	bool enroll;                    /* allow, and create the device row (auto-enroll CA) */
+	enum kg_reason reason;
+	enum kg_connack connack;        /* what to answer the CONNECT on deny */
+	char backend[KG_NAME_MAX];      /* chosen backend on allow */
+	/* The rule for the CONNECT's user name (kg_policy_username_check()); set on every
+	 * verdict with valid input, strict otherwise. */
+	enum kg_username_check username_check;
+};
+
+/*
+ * Which username_check applies to a device: its CA's own (`ca set --username-check`,
+ * has_username_check) when the device came through a registered CA, else `global`
+ * ([daemon] username_check). ca NULL (a pinned leaf, no CA row): global. A CA's value
+ * this build does not know is strict (fail closed).
+ */
+enum kg_username_check kg_policy_username_check(enum kg_username_check global,
+						const struct kg_ca *ca);
+
+/*
+ * The issuing CA's standing for a CA-attested identity: KG_REASON_OK, or
+ * KG_REASON_CA_DISABLED (status disabled: CONNACK "not authorized"; revoked or
+ * unknown: "banned"). ca NULL: no status to judge, OK. `ca` carries
+ * the effective status (the trust store folds in every registered CA above it).
+ * Thumbprint identities answer to no CA: always OK. connack may be NULL.
+ */
+enum kg_reason kg_policy_ca_status(const struct kg_identity *id, const struct kg_ca *ca,
+				   enum kg_connack *connack);
+
+/*
+ * Decide. First the CA's status (kg_policy_ca_status()): a CA-attested identity whose
+ * CA is not enabled is refused CA_DISABLED. Unknown device: allowed and enrolled if its CA is auto-enroll, else
+ * UNKNOWN_DEVICE. Status other than enabled: refused (quarantined and decommissioned
+ * map to CONNACK "banned", others to "not authorized"). The method must match the
+ * device's attestation. Backend: device's, else CA's, else cfg->default_backend; it
+ * must exist in cfg (else NO_BACKEND, "server unavailable").
+ * A CA-attested device whose row names a CA (ca_name) must come through that CA
+ * (else ATTESTATION_MISMATCH). On NO_BACKEND, out->backend holds the name tried.
+ */
+void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out);
+
+/*
+ * Does the CONNECT's client id satisfy the identity under cfg->client_id_check?
+ * EXACT: bytes equal the device id.
+ */
+bool kg_policy_client_id_ok(const struct kg_config *cfg, const struct kg_identity *id,
+			    const uint8_t *client_id, size_t len);
+
+#endif

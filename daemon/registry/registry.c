@@ -1,0 +1,455 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * registry.c - the store-independent half of the identity registry: picks a store
+ * from the location, validates and normalises every argument once (so each store
+ * only talks to its database), generates PoP challenges, and dispatches through the
+ * store's ops table. Also the status / attestation string tables.
+ *
+ * Invariants a store may rely on: every pointer argument is non-NULL, every string
+ * is NUL-terminated inside its fixed buffer, thumbprints and CA digests are empty or
+ * 64 lowercase hex chars, enums are in range, and a CA passed to ca_add carries a
+ * fresh challenge and verified == false.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "ops/err.h"
+#include "ops/log.h"
+#include "registry/registry.h"
+
+static const char *const status_names[KG_DEV_STATUS_MAX] = {
+	[KG_DEV_ENABLED] = "enabled",
+	[KG_DEV_DISABLED] = "disabled",
+	[KG_DEV_SUSPENDED] = "suspended",
+	[KG_DEV_QUARANTINED] = "quarantined",
+	[KG_DEV_DECOMMISSIONED] = "decommissioned",
+};
+
+static const char *const ca_status_names[KG_CA_STATUS_MAX] = {
+	[KG_CA_ENABLED] = "enabled",
+	[KG_CA_DISABLED] = "disabled",
+	[KG_CA_REVOKED] = "revoked",
+};
+
+/* Also the words of [daemon] username_check (config.c has its own table). */
+static const char *const username_check_names[] = {
+	[KG_USERNAME_STRICT] = "strict",
+	[KG_USERNAME_REWRITE] = "rewrite",
+	[KG_USERNAME_PASS] = "pass",
+};
+
+static const char *const attestation_names[KG_ATT_MAX] = {
+	[KG_ATT_CA] = "ca",
+	[KG_ATT_THUMBPRINT] = "thumbprint",
+};
+
+/* Index of s in names[0..n), or -1. */
+static int name_index(const char *const *names, size_t n, const char *s)
+{
+	for (size_t i = 0; s != NULL && i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *kg_device_status_str(enum kg_device_status s)
+{
+	if ((unsigned)s >= KG_DEV_STATUS_MAX)
+		return "unknown";
+	return status_names[s];
+}
+
+int kg_device_status_parse(const char *s, enum kg_device_status *out)
+{
+	int i = name_index(status_names, KG_NITEMS(status_names), s);
+
+	if (i < 0 || out == NULL)
+		return KG_E_INVALID;
+	*out = (enum kg_device_status)i;
+	return 0;
+}
+
+const char *kg_attestation_str(enum kg_attestation a)
+{
+	if ((unsigned)a >= KG_ATT_MAX)
+		return "unknown";
+	return attestation_names[a];
+}
+
+int kg_attestation_parse(const char *s, enum kg_attestation *out)
+{
+	int i = name_index(attestation_names, KG_NITEMS(attestation_names), s);
+
+	if (i < 0 || out == NULL)
+		return KG_E_INVALID;
+	*out = (enum kg_attestation)i;
+	return 0;
+}
+
+const char *kg_ca_status_str(enum kg_ca_status s)
+{
+	if ((unsigned)s >= KG_CA_STATUS_MAX)
+		return "unknown";
+	return ca_status_names[s];
+}
+
+int kg_ca_status_parse(const char *s, enum kg_ca_status *out)
+{
+	int i = name_index(ca_status_names, KG_NITEMS(ca_status_names), s);
+
+	if (i < 0 || out == NULL)
+		return KG_E_INVALID;
+	*out = (enum kg_ca_status)i;
+	return 0;
+}
+
+const char *kg_username_check_str(enum kg_username_check m)
+{
+	if ((unsigned)m >= KG_NITEMS(username_check_names))
+		return "unknown";
+	return username_check_names[m];
+}
+
+int kg_username_check_parse(const char *s, enum kg_username_check *out)
+{
+	int i = name_index(username_check_names, KG_NITEMS(username_check_names), s);
+
+	if (i < 0 || out == NULL)
+		return KG_E_INVALID;
+	*out = (enum kg_username_check)i;
+	return 0;
+}
+
+void kg_ca_fini(struct kg_ca *ca)
+{
+	if (ca == NULL)
+		return;
+	free(ca->pem);
+	ca->pem = NULL;
+}
+
+/* ---- argument checks ------------------------------------------------------ */
+
+/* A fixed buffer holds a NUL-terminated string (callers fill them by hand). */
+static bool terminated(const char *buf, size_t cap)
+{
+	return memchr(buf, '\0', cap) != NULL;
+}
+
+/*
+ * Copy a SHA-256 hex string (either case, as an operator may paste it) into dst in
+ * lowercase, the only form the stores hold. Empty stays empty when allow_empty.
+ */
+static bool norm_hex64(char dst[KG_SHA256_HEX_LEN + 1], const char *src, size_t cap,
+		       bool allow_empty)
+{
+	size_t len = strnlen(src, cap);
+
+	if (len == 0 && allow_empty) {
+		dst[0] = '\0';
+		return true;
+	}
+	if (len != KG_SHA256_HEX_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (!isxdigit((unsigned char)src[i]))
+			return false;
+		dst[i] = (char)tolower((unsigned char)src[i]);
+	}
+	dst[len] = '\0';
+	return true;
+}
+
+/* Validate a device row and return a normalised copy in *out. */
+static int check_device(const struct kg_device *dev, struct kg_device *out)
+{
+	if (dev == NULL)
+		return KG_E_INVALID;
+	*out = *dev;
+	if (!terminated(dev->id, sizeof(dev->id)) || dev->id[0] == '\0')
+		return KG_E_INVALID;
+	if ((unsigned)dev->status >= KG_DEV_STATUS_MAX || (unsigned)dev->attestation >= KG_ATT_MAX)
+		return KG_E_INVALID;
+	if (!norm_hex64(out->thumb_primary, dev->thumb_primary, sizeof(dev->thumb_primary), true) ||
+	    !norm_hex64(out->thumb_secondary, dev->thumb_secondary, sizeof(dev->thumb_secondary), true))
+		return KG_E_INVALID;
+	/* The secondary is the next leaf during a rotation: meaningless without a primary. */
+	if (out->thumb_primary[0] == '\0' && out->thumb_secondary[0] != '\0')
+		return KG_E_INVALID;
+	/* A pinned device with nothing pinned could never connect. */
+	if (dev->attestation == KG_ATT_THUMBPRINT && out->thumb_primary[0] == '\0')
+		return KG_E_INVALID;
+	if (!terminated(dev->backend, sizeof(dev->backend)) ||
+	    !terminated(dev->ca_name, sizeof(dev->ca_name)))
+		return KG_E_INVALID;
+	return 0;
+}
+
+static bool valid_name(const char *name)
+{
+	return name != NULL && name[0] != '\0' && strnlen(name, KG_NAME_MAX) < KG_NAME_MAX;
+}
+
+static bool valid_device_id(const char *id)
+{
+	return id != NULL && id[0] != '\0' && strnlen(id, KG_DEVICE_ID_MAX + 1) <= KG_DEVICE_ID_MAX;
+}
+
+/* ---- opening --------------------------------------------------------------- */
+
+static void set_err(char *err, size_t errlen, const char *msg)
+{
+	if (err != NULL && errlen > 0)
+		(void)kg_strlcpy(err, msg, errlen);
+}
+
+int kg_registry_open(const char *location, enum kg_registry_mode mode, struct kg_registry **out,
+		     char *err, size_t errlen)
+{
+	set_err(err, errlen, "");
+	if (out == NULL || location == NULL || location[0] == '\0' ||
+	    (mode != KG_REG_READONLY && mode != KG_REG_READWRITE)) {
+		set_err(err, errlen, "registry: no location given");
+		return KG_E_INVALID;
+	}
+	*out = NULL;
+	if (strncmp(location, "postgresql://", 13) == 0 || strncmp(location, "postgres://", 11) == 0) {
+		set_err(err, errlen, "registry: PostgreSQL store not built yet");
+		return KG_E_INVALID;
+	}
+	return kg_registry_sqlite_open(location, mode, out, err, errlen);
+}
+
+const char *kg_registry_strerror(const struct kg_registry *reg, int err)
+{
+	if (reg != NULL && reg->errmsg[0] != '\0' && err != KG_E_NOTFOUND && err != KG_E_EXISTS)
+		return reg->errmsg;
+	return kg_err_str(err);
+}
+
+void kg_registry_close(struct kg_registry *reg)
+{
+	if (reg != NULL)
+		reg->ops->close(reg);
+}
+
+int kg_registry_schema_version(struct kg_registry *reg)
+{
+	if (reg == NULL)
+		return KG_E_INVALID;
+	return reg->ops->schema_version(reg);
+}
+
+/* ---- devices --------------------------------------------------------------- */
+
+int kg_registry_device_get(struct kg_registry *reg, const char *id, struct kg_device *out)
+{
+	if (reg == NULL || out == NULL || !valid_device_id(id))
+		return KG_E_INVALID;
+	return reg->ops->device_get(reg, id, out);
+}
+
+int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev)
+{
+	struct kg_device d;
+	int rc;
+
+	if (reg == NULL)
+		return KG_E_INVALID;
+	if ((rc = check_device(dev, &d)) != 0)
+		return rc;
+	return reg->ops->device_add(reg, &d);
+}
+
+int kg_registry_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
+				size_t *bad)
+{
+	struct kg_device *norm;
+	size_t i;
+	int rc;
+
+	if (bad != NULL)
+		*bad = 0;
+	if (reg == NULL || (devs == NULL && n != 0))
+		return KG_E_INVALID;
+	if (n == 0)
+		return 0;
+	norm = calloc(n, sizeof(*norm));
+	if (norm == NULL)
+		return KG_E_RESOURCE;
+	/* Every row is checked before the store sees any of them. */
+	for (i = 0; i < n; i++) {
+		if ((rc = check_device(&devs[i], &norm[i])) != 0) {
+			if (bad != NULL)
+				*bad = i;
+			goto out;
+		}
+	}
+	rc = reg->ops->device_add_many(reg, norm, n, bad);
+out:
+	free(norm);
+	return rc;
+}
+
+int kg_registry_device_update(struct kg_registry *reg, const struct kg_device *dev)
+{
+	struct kg_device d;
+	int rc;
+
+	if (reg == NULL)
+		return KG_E_INVALID;
+	if ((rc = check_device(dev, &d)) != 0)
+		return rc;
+	return reg->ops->device_update(reg, &d);
+}
+
+int kg_registry_device_remove(struct kg_registry *reg, const char *id)
+{
+	if (reg == NULL || !valid_device_id(id))
+		return KG_E_INVALID;
+	return reg->ops->device_remove(reg, id);
+}
+
+int kg_registry_device_touch(struct kg_registry *reg, const char *id, int64_t seen,
+			     int64_t cert_not_after)
+{
+	if (reg == NULL || !valid_device_id(id))
+		return KG_E_INVALID;
+	return reg->ops->device_touch(reg, id, seen, cert_not_after);
+}
+
+int kg_registry_device_find_thumbprint(struct kg_registry *reg, const char *hex,
+				       struct kg_device *out)
+{
+	char norm[KG_SHA256_HEX_LEN + 1];
+
+	if (reg == NULL || hex == NULL || out == NULL ||
+	    !norm_hex64(norm, hex, KG_SHA256_HEX_LEN + 1, false))
+		return KG_E_INVALID;
+	return reg->ops->device_find_thumbprint(reg, norm, out);
+}
+
+int kg_registry_device_list(struct kg_registry *reg, int status, kg_device_cb cb, void *arg)
+{
+	if (reg == NULL || cb == NULL || status >= KG_DEV_STATUS_MAX)
+		return KG_E_INVALID;
+	return reg->ops->device_list(reg, status < 0 ? -1 : status, cb, arg);
+}
+
+/* ---- CAs ------------------------------------------------------------------- */
+
+/* KG_CHALLENGE_LEN lowercase hex chars from the CSPRNG. */
+static int make_challenge(char out[KG_CHALLENGE_LEN + 1])
+{
+	static const char hexdig[] = "0123456789abcdef";
+	unsigned char raw[KG_CHALLENGE_LEN / 2];
+
+	if (RAND_bytes(raw, (int)sizeof(raw)) != 1) {
+		kg_log_ossl("RAND_bytes");
+		return KG_E_INTERNAL;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++) {
+		out[2 * i] = hexdig[raw[i] >> 4];
+		out[2 * i + 1] = hexdig[raw[i] & 0x0f];
+	}
+	out[KG_CHALLENGE_LEN] = '\0';
+	return 0;
+}
+
+/* A CA's username_check override, when set, is one the daemon knows. */
+static bool username_check_ok(const struct kg_ca *ca)
+{
+	return !ca->has_username_check ||
+	       (unsigned)ca->username_check < KG_NITEMS(username_check_names);
+}
+
+int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca)
+{
+	char sha[KG_SHA256_HEX_LEN + 1];
+	int rc;
+
+	if (reg == NULL || ca == NULL || !valid_name(ca->name) || ca->pem == NULL ||
+	    ca->pem[0] == '\0' || !terminated(ca->subject, sizeof(ca->subject)) ||
+	    !terminated(ca->backend, sizeof(ca->backend)) ||
+	    !norm_hex64(sha, ca->sha256, sizeof(ca->sha256), false) ||
+	    (unsigned)ca->status >= KG_CA_STATUS_MAX || !username_check_ok(ca))
+		return KG_E_INVALID;
+	memcpy(ca->sha256, sha, sizeof(sha));
+	ca->verified = false;
+	if ((rc = make_challenge(ca->challenge)) != 0)
+		return rc;
+	return reg->ops->ca_add(reg, ca);
+}
+
+int kg_registry_ca_get(struct kg_registry *reg, const char *name, struct kg_ca *out)
+{
+	if (reg == NULL || out == NULL || !valid_name(name))
+		return KG_E_INVALID;
+	return reg->ops->ca_get(reg, name, out);
+}
+
+int kg_registry_ca_get_by_sha256(struct kg_registry *reg, const char *hex, struct kg_ca *out)
+{
+	char norm[KG_SHA256_HEX_LEN + 1];
+
+	if (reg == NULL || hex == NULL || out == NULL ||
+	    !norm_hex64(norm, hex, KG_SHA256_HEX_LEN + 1, false))
+		return KG_E_INVALID;
+	return reg->ops->ca_get_by_sha256(reg, norm, out);
+}
+
+int kg_registry_ca_set_verified(struct kg_registry *reg, const char *name)
+{
+	if (reg == NULL || !valid_name(name))
+		return KG_E_INVALID;
+	return reg->ops->ca_set_verified(reg, name);
+}
+
+int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca)
+{
+	if (reg == NULL || ca == NULL || !valid_name(ca->name) ||
+	    !terminated(ca->backend, sizeof(ca->backend)) || (unsigned)ca->status >= KG_CA_STATUS_MAX ||
+	    !username_check_ok(ca))
+		return KG_E_INVALID;
+	return reg->ops->ca_update(reg, ca);
+}
+
+int kg_registry_ca_remove(struct kg_registry *reg, const char *name)
+{
+	if (reg == NULL || !valid_name(name))
+		return KG_E_INVALID;
+	return reg->ops->ca_remove(reg, name);
+}
+
+int kg_registry_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg)
+{
+	if (reg == NULL || cb == NULL)
+		return KG_E_INVALID;
+	return reg->ops->ca_list(reg, cb, arg);
+}
+
+int kg_registry_backends_in_use(struct kg_registry *reg, kg_backend_use_cb cb, void *arg)
+{
+	if (reg == NULL || cb == NULL)
+		return KG_E_INVALID;
+	return reg->ops->backends_in_use(reg, cb, arg);
+}
+
+int kg_registry_begin(struct kg_registry *reg)
+{
+	return reg == NULL ? KG_E_INVALID : reg->ops->begin(reg);
+}
+
+int kg_registry_commit(struct kg_registry *reg)
+{
+	return reg == NULL ? KG_E_INVALID : reg->ops->commit(reg);
+}
+
+void kg_registry_rollback(struct kg_registry *reg)
+{
+	if (reg != NULL)
+		reg->ops->rollback(reg);
+}

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * registry.h - the identity registry: registered CAs (with proof-of-possession state)
+ * and devices (status, attestation, backend). One interface, several stores behind an
+ * ops table: SQLite (WAL, registry_sqlite.c) now, PostgreSQL later.
+ *
+ * A struct kg_registry handle belongs to one thread: each daemon worker opens its own
+ * read handle; writes from the daemon go through one writer thread so the hot path
+ * never waits on a write lock. Rows are copied out into caller-owned structs; nothing
+ * points into the store. All functions return 0 or a negative enum kg_err
+ * (KG_E_NOTFOUND, KG_E_EXISTS, KG_E_INVALID, KG_E_CORRUPT, KG_E_IO, KG_E_BUSY: another
+ * process held the lock for longer than the handle's busy timeout, nothing written);
+ * after a failure reg->errmsg says why in the store's own words.
+ *
+ * A file registry is created mode 0600 whatever the umask (its -wal and -shm follow
+ * the database's mode); a handle that has to wait for another process's lock says so
+ * once per wait (log, busy_waits) and retries until its busy timeout.
+ */
+#ifndef KTLSGATE_REGISTRY_H
+#define KTLSGATE_REGISTRY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ktlsgate/compiler.h"
+#include "ops/config.h"
+
+#define KG_DEVICE_ID_MAX 128          /* chars, without NUL */
+#define KG_SHA256_HEX_LEN 64          /* lowercase hex, without NUL */
+#define KG_CHALLENGE_LEN 32           /* hex chars of a PoP challenge */
+
+enum kg_device_status {
+	KG_DEV_ENABLED,
+	KG_DEV_DISABLED,
+	KG_DEV_SUSPENDED,
+	KG_DEV_QUARANTINED,
+	KG_DEV_DECOMMISSIONED,
+	KG_DEV_STATUS_MAX
+};
+
+enum kg_attestation {
+	KG_ATT_CA,          /* certificate chains to a registered, proven CA */
+	KG_ATT_THUMBPRINT,  /* leaf pinned by SHA-256 (primary or secondary) */
+	KG_ATT_MAX
+};
+
+struct kg_device {
+	char id[KG_DEVICE_ID_MAX + 1];
+	enum kg_device_status status;
+	enum kg_attestation attestation;
+	char thumb_primary[KG_SHA256_HEX_LEN + 1];   /* "" when unset */
+	char thumb_secondary[KG_SHA256_HEX_LEN + 1];
+	char backend[KG_NAME_MAX];                    /* "" = CA's or default */
+	char ca_name[KG_NAME_MAX];                    /* CA it enrolled under, "" if none */
+	int64_t created_at, updated_at, last_seen;    /* unix seconds; 0 = never */
+	int64_t cert_not_after;                       /* last seen leaf's notAfter, 0 unknown */
+};
+
+/* A CA's standing (AWS IoT's ACTIVE / INACTIVE / REVOKED CA states). Anything but
+ * enabled refuses every device that chains to the CA (or to a CA it issued); revoked
+ * is final: the CLI never turns it back on. Ordered by severity. */
+enum kg_ca_status {
+	KG_CA_ENABLED,
+	KG_CA_DISABLED,
+	KG_CA_REVOKED,
+	KG_CA_STATUS_MAX
+};
+
+struct kg_ca {
+	char name[KG_NAME_MAX];
+	char sha256[KG_SHA256_HEX_LEN + 1];           /* of the DER certificate */
+	char subject[256];                            /* one-line RFC 2253 */
+	bool verified;                                /* proof of possession done */
+	char challenge[KG_CHALLENGE_LEN + 1];         /* pending PoP challenge */
+	char backend[KG_NAME_MAX];                    /* "" = default */
+	bool auto_enroll;                             /* unknown devices under it are created */
+	enum kg_ca_status status;                     /* schema v4; older rows: enabled */
+	/* Schema v5: this CA's own rule for its devices' MQTT user names, overriding
+	 * [daemon] username_check when has_username_check (NULL column: not set). */
+	bool has_username_check;
+	enum kg_username_check username_check;
+	int64_t added_at;
+	int64_t not_after;
+	char *pem;                                    /* owned; free with kg_ca_fini() */
+};
+
+void kg_ca_fini(struct kg_ca *ca);
+
+const char *kg_device_status_str(enum kg_device_status s);   /* "enabled", ... */
+int kg_device_status_parse(const char *s, enum kg_device_status *out) KG_MUST_USE;
+const char *kg_attestation_str(enum kg_attestation a);       /* "ca", "thumbprint" */
+int kg_attestation_parse(const char *s, enum kg_attestation *out) KG_MUST_USE;
+const char *kg_ca_status_str(enum kg_ca_status s);           /* "enabled", "disabled", "revoked" */
+int kg_ca_status_parse(const char *s, enum kg_ca_status *out) KG_MUST_USE;
+const char *kg_username_check_str(enum kg_username_check m); /* "strict", "rewrite", "pass" */
+int kg_username_check_parse(const char *s, enum kg_username_check *out) KG_MUST_USE;
+
+enum kg_registry_mode { KG_REG_READONLY, KG_REG_READWRITE };
+
+struct kg_registry;
+
+/*
+ * Open the registry at `location` (a file path: SQLite; "postgresql://..." is
+ * reserved for the PostgreSQL store). READWRITE creates the file if missing and
+ * runs forward migrations; READONLY requires an existing, current database.
+ * A file that is not a registry (foreign SQLite db, garbage, newer schema) is
+ * KG_E_CORRUPT with a message; nothing is written to it.
+ */
+int kg_registry_open(const char *location, enum kg_registry_mode mode, struct kg_registry **out,
+		     char *err, size_t errlen) KG_MUST_USE;
+void kg_registry_close(struct kg_registry *reg);
+int kg_registry_schema_version(struct kg_registry *reg);    /* current schema version */
+
+/* Devices */
+int kg_registry_device_get(struct kg_registry *reg, const char *id, struct kg_device *out) KG_MUST_USE;
+/* Insert; KG_E_EXISTS if the id is taken, or a thumbprint is another device's.
+ * created_at/updated_at set by the store; last_seen/cert_not_after kept. */
+int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev) KG_MUST_USE;
+/* Replace every mutable field of an existing row (status, thumbprints, backend...).
+ * last_seen/cert_not_after are left alone: they belong to touch. */
+int kg_registry_device_update(struct kg_registry *reg, const struct kg_device *dev) KG_MUST_USE;
+/* Insert n devices as kg_registry_device_add() would, all in one transaction (bulk
+ * enrolment: one commit instead of n). All or nothing: on the first device refused
+ * (KG_E_INVALID, KG_E_EXISTS for a taken id or thumbprint, also one taken earlier in
+ * the same batch) nothing is written and *bad (if not NULL) is its index. */
+int kg_registry_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
+				size_t *bad) KG_MUST_USE;
+int kg_registry_device_remove(struct kg_registry *reg, const char *id) KG_MUST_USE;
+/* Record a connection: last_seen and cert_not_after (0: keep the stored one). */
+int kg_registry_device_touch(struct kg_registry *reg, const char *id, int64_t seen,
+			     int64_t cert_not_after) KG_MUST_USE;
+/* Device enrolled by thumbprint whose primary or secondary equals hex. */
+int kg_registry_device_find_thumbprint(struct kg_registry *reg, const char *hex,
+				       struct kg_device *out) KG_MUST_USE;
+/* Iterate, ordered by id. status < 0: all. cb returns non-zero to stop; a negative
+ * kg_err from cb is returned, a positive value gives 0. */
+typedef int (*kg_device_cb)(const struct kg_device *dev, void *arg);
+int kg_registry_device_list(struct kg_registry *reg, int status, kg_device_cb cb, void *arg) KG_MUST_USE;
+
+/* CAs */
+/* Insert an unverified CA with a fresh random challenge (written into ca->challenge). */
+int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca) KG_MUST_USE;
+/* *out is overwritten (kg_ca_fini() it before reuse); its pem is owned. */
+int kg_registry_ca_get(struct kg_registry *reg, const char *name, struct kg_ca *out) KG_MUST_USE;
+int kg_registry_ca_get_by_sha256(struct kg_registry *reg, const char *hex, struct kg_ca *out) KG_MUST_USE;
+/* Mark proven; the challenge is spent (cleared). */
+int kg_registry_ca_set_verified(struct kg_registry *reg, const char *name) KG_MUST_USE;
+int kg_registry_ca_update(struct kg_registry *reg, const struct kg_ca *ca) KG_MUST_USE; /* backend, auto_enroll, status, username_check */
+int kg_registry_ca_remove(struct kg_registry *reg, const char *name) KG_MUST_USE;
+/* Iterate, ordered by name. The kg_ca passed to cb is only valid during the call. */
+typedef int (*kg_ca_cb)(const struct kg_ca *ca, void *arg);
+int kg_registry_ca_list(struct kg_registry *reg, kg_ca_cb cb, void *arg) KG_MUST_USE;
+
+/* Every backend name the registry uses (devices' and CAs' own, never ""), ordered,
+ * with how many devices and CAs name it: a reload checks they are all configured. */
+typedef int (*kg_backend_use_cb)(const char *name, int64_t devices, int64_t cas, void *arg);
+int kg_registry_backends_in_use(struct kg_registry *reg, kg_backend_use_cb cb, void *arg) KG_MUST_USE;
+
+/* Group writes into one transaction (the daemon's writer batches last-seen updates:
+ * one commit per batch instead of one per connection). Between begin and commit only
+ * single-statement writes (touch, remove, set_verified, update of a CA) may be used:
+ * device add/update open their own transaction. */
+int kg_registry_begin(struct kg_registry *reg) KG_MUST_USE;
+int kg_registry_commit(struct kg_registry *reg) KG_MUST_USE;
+void kg_registry_rollback(struct kg_registry *reg);
+
+/* The ops table a store implements (registry.c dispatches through it). */
+struct kg_registry_ops {
+	const char *name;
+	void (*close)(struct kg_registry *reg);
+	int (*schema_version)(struct kg_registry *reg);
+	int (*device_get)(struct kg_registry *, const char *, struct kg_device *);
+	int (*device_add)(struct kg_registry *, const struct kg_device *);
+	int (*device_add_many)(struct kg_registry *, const struct kg_device *, size_t, size_t *);
+	int (*device_update)(struct kg_registry *, const struct kg_device *);
+	int (*device_remove)(struct kg_registry *, const char *);
+	int (*device_touch)(struct kg_registry *, const char *, int64_t, int64_t);
+	int (*device_find_thumbprint)(struct kg_registry *, const char *, struct kg_device *);
+	int (*device_list)(struct kg_registry *, int, kg_device_cb, void *);
+	int (*ca_add)(struct kg_registry *, struct kg_ca *);
+	int (*ca_get)(struct kg_registry *, const char *, struct kg_ca *);
+	int (*ca_get_by_sha256)(struct kg_registry *, const char *, struct kg_ca *);
+	int (*ca_set_verified)(struct kg_registry *, const char *);
+	int (*ca_update)(struct kg_registry *, const struct kg_ca *);
+	int (*ca_remove)(struct kg_registry *, const char *);
+	int (*ca_list)(struct kg_registry *, kg_ca_cb, void *);
+	int (*backends_in_use)(struct kg_registry *, kg_backend_use_cb, void *);
+	int (*begin)(struct kg_registry *);
+	int (*commit)(struct kg_registry *);
+	void (*rollback)(struct kg_registry *);
+};
+
+/* Every store's handle starts with this header. */
+struct kg_registry {
+	const struct kg_registry_ops *ops;
+	/* The last failed call's cause as the store put it ("device update: database is
+	 * locked"), for messages that must name the real cause. Set on failure only. */
+	char errmsg[256];
+	/* Waits for another process's lock so far (ktlsgate_registry_busy_total). */
+	_Atomic uint64_t busy_waits;
+};
+
+/* reg->errmsg, or the generic name of err when the store said nothing. */
+const char *kg_registry_strerror(const struct kg_registry *reg, int err);
+
+/* SQLite store (registry_sqlite.c). */
+int kg_registry_sqlite_open(const char *path, enum kg_registry_mode mode, struct kg_registry **out,
+			    char *err, size_t errlen) KG_MUST_USE;
+
+/* PRAGMA application_id of a registry file: "KTLG". A non-empty SQLite file without
+ * it is foreign and refused. */
+#define KG_REGISTRY_SQLITE_APP_ID 0x4b544c47u
+
+/* The schema version this build's SQLite store creates and migrates to. */
+int kg_registry_sqlite_schema_latest(void);
+
+/*
+ * Create the SQLite registry at `path`, or migrate it forward, up to schema `version`
+ * (1..latest) and close it; a newer schema (up to latest) is left as it is. Normal
+ * opens migrate to the latest; this exists for migration tests and tooling.
+ */
+int kg_registry_sqlite_migrate(const char *path, int version, char *err, size_t errlen) KG_MUST_USE;
+
+#endif

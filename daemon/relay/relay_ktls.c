@@ -1,0 +1,685 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * relay_ktls.c - kernel TLS: the two offloaded data paths.
+ *
+ *   ktls_splice  the kernel encrypts what we send and decrypts what the device sends;
+ *                bytes move device -> pipe -> broker and back with splice(), never
+ *                through user space; the SSL and its buffers are freed at the start.
+ *   ktls_tx      the kernel encrypts what we send (broker -> device is spliced); the
+ *                device's records are read through OpenSSL, which can follow a
+ *                KeyUpdate the kernel cannot (6.1 and 6.12 refuse a second TLS_RX).
+ *
+ * Before the handshake kg_ktls_prepare() attaches the TLS ULP and asks OpenSSL to
+ * offload (SSL_OP_ENABLE_KTLS): it installs TX for both versions and RX for TLS 1.2.
+ * OpenSSL 3.0 does not install TLS 1.3 RX, so ktls_splice installs it from the
+ * client traffic secret at the exact record number OpenSSL reached (tls_keys.c);
+ * where OpenSSL does it (>= 3.2), BIO_get_ktls_recv() says so and we do nothing.
+ *
+ * The switch is exact: what OpenSSL decrypted but we have not read is drained into
+ * c->up first; a record OpenSSL has only half read makes the start wait for the
+ * rest (KG_E_AGAIN); ciphertext still queued in TCP is decrypted by the kernel.
+ * c->up (the CONNECT and what was pipelined behind it) reaches the broker before any
+ * spliced byte, and data a control-record read returns joins c->up the same way.
+ *
+ * Non-data records stop splice() (EINVAL) and are read with recvmsg() and their
+ * TLS_GET_RECORD_TYPE: close_notify half-closes in order (FIN to the broker, the
+ * other direction finishes, our close_notify, close); a KeyUpdate gets a fatal alert
+ * and the session closes; any other alert ends it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+
+#include "core/conn.h"
+#include "core/daemon.h"
+#include "ops/err.h"
+#include "ops/log.h"
+#include "relay/relay.h"
+#include "tls/tls.h"
+#include "tls/tls_keys.h"
+#include "core/worker.h"
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+
+/* TLS record content types and the alerts we send. */
+#define CT_ALERT 21
+#define CT_HANDSHAKE 22
+#define CT_APPDATA 23
+#define HS_KEY_UPDATE 24
+#define ALERT_WARNING 1
+#define ALERT_FATAL 2
+#define ALERT_CLOSE_NOTIFY 0
+#define ALERT_UNEXPECTED_MESSAGE 10
+
+/* Largest control record we expect (alerts: 2 bytes, KeyUpdate: 5). A data record
+ * read here is taken in pieces, which the kernel allows. */
+#define CTRL_BUF 512
+
+bool kg_ktls_prepare(struct kg_conn *c)
+{
+	enum kg_relay_choice r = c->snap->cfg.relay;
+
+	if ((r != KG_RELAY_AUTO && r != KG_RELAY_KTLS_TX) || c->w->ktls_unavailable)
+		return false;
+	if (setsockopt(c->dev.fd, SOL_TCP, TCP_ULP, "tls", sizeof("tls")) == 0) {
+		c->ktls_ulp = true;
+		return true;
+	}
+	if (errno == ENOENT) {
+		/* No TLS ULP in this kernel: say so once per worker, then stop asking. */
+		c->w->ktls_unavailable = true;
+		kg_log_info("worker %u: kernel TLS unavailable (no \"tls\" ULP: CONFIG_TLS off or "
+			    "module missing): sessions use the user-space relay",
+			    c->w->idx);
+	} else {
+		kg_log_debug("conn=%llu: TCP_ULP tls: %s", (unsigned long long)c->cid, strerror(errno));
+	}
+	kg_metric_add(&c->w->metrics.ktls_fallbacks[KG_KTLS_NO_KERNEL], 1);
+	return false;
+}
+
+void kg_ktls_session_release(struct kg_conn *c)
+{
+	for (size_t d = 0; d < KG_DIR_MAX; d++) {
+		if (c->pipe[d] == NULL)
+			continue;
+		kg_pipe_put(&c->w->pipes, c->pipe[d]);
+		kg_metric_gauge(&c->w->metrics.pipes_in_use, -1);
+		c->pipe[d] = NULL;
+	}
+}
+
+static void fallback(struct kg_conn *c, enum kg_ktls_fallback f, const char *detail)
+{
+	kg_metric_add(&c->w->metrics.ktls_fallbacks[f], 1);
+	kg_log_debug("conn=%llu dev=%s: kTLS not used: %s", (unsigned long long)c->cid,
+		     c->id.device_id, detail);
+}
+
+/* ---- key installation --------------------------------------------------------- */
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+/*
+ * Install one direction's key in the kernel. TLS 1.3 and 1.2 AES-GCM: salt = the
+ * first 4 IV bytes, iv = the other 8 (1.3) or the explicit-nonce seed (1.2, where
+ * the kernel only uses it to send); ChaCha20-Poly1305: the whole 12-byte IV.
+ */
+static int ktls_install(int fd, int optname, uint16_t version, enum kg_aead aead,
+			const struct kg_tls_dir_keys *k)
+{
+	union {
+		struct tls12_crypto_info_aes_gcm_128 g128;
+		struct tls12_crypto_info_aes_gcm_256 g256;
+		struct tls12_crypto_info_chacha20_poly1305 cc;
+	} ci;
+	socklen_t len;
+	uint16_t v = version == KG_TLS13 ? TLS_1_3_VERSION : TLS_1_2_VERSION;
+	uint8_t seq[8];
+	int rc;
+
+	memset(&ci, 0, sizeof(ci));
+	put_be64(seq, k->seq);
+	switch (aead) {
+	case KG_AEAD_AES_128_GCM:
+		ci.g128.info.version = v;
+		ci.g128.info.cipher_type = TLS_CIPHER_AES_GCM_128;
+		memcpy(ci.g128.key, k->key, sizeof(ci.g128.key));
+		memcpy(ci.g128.salt, k->iv, sizeof(ci.g128.salt));
+		if (version == KG_TLS13)
+			memcpy(ci.g128.iv, k->iv + 4, sizeof(ci.g128.iv));
+		else
+			memcpy(ci.g128.iv, seq, sizeof(ci.g128.iv));
+		memcpy(ci.g128.rec_seq, seq, sizeof(seq));
+		len = sizeof(ci.g128);
+		break;
+	case KG_AEAD_AES_256_GCM:
+		ci.g256.info.version = v;
+		ci.g256.info.cipher_type = TLS_CIPHER_AES_GCM_256;
+		memcpy(ci.g256.key, k->key, sizeof(ci.g256.key));
+		memcpy(ci.g256.salt, k->iv, sizeof(ci.g256.salt));
+		if (version == KG_TLS13)
+			memcpy(ci.g256.iv, k->iv + 4, sizeof(ci.g256.iv));
+		else
+			memcpy(ci.g256.iv, seq, sizeof(ci.g256.iv));
+		memcpy(ci.g256.rec_seq, seq, sizeof(seq));
+		len = sizeof(ci.g256);
+		break;
+	case KG_AEAD_CHACHA20_POLY1305:
+		ci.cc.info.version = v;
+		ci.cc.info.cipher_type = TLS_CIPHER_CHACHA20_POLY1305;
+		memcpy(ci.cc.key, k->key, sizeof(ci.cc.key));
+		memcpy(ci.cc.iv, k->iv, sizeof(ci.cc.iv));
+		memcpy(ci.cc.rec_seq, seq, sizeof(seq));
+		len = sizeof(ci.cc);
+		break;
+	default:
+		errno = EINVAL;
+		return -1;
+	}
+	rc = setsockopt(fd, SOL_TLS, optname, &ci, len);
+	OPENSSL_cleanse(&ci, sizeof(ci));
+	return rc;
+}
+
+/* Move what OpenSSL decrypted but we have not read into c->up. KG_OK, KG_E_AGAIN
+ * (half a record still inside OpenSSL: wait for the rest), or an error. */
+static int drain_openssl(struct kg_conn *c)
+{
+	for (;;) {
+		long n;
+
+		if (SSL_pending(c->ssl) == 0 && !SSL_has_pending(c->ssl))
+			return KG_OK;
+		if (kg_buf_reserve(&c->up, c->up.len + KG_RELAY_BUF) < 0)
+			return KG_E_RESOURCE;
+		n = kg_tls_read(c, c->up.data + c->up.len, c->up.cap - c->up.len);
+		if (n == KG_E_AGAIN)
+			return SSL_pending(c->ssl) == 0 && !SSL_has_pending(c->ssl) ? KG_OK : KG_E_AGAIN;
+		if (n <= 0)
+			return KG_E_PROTO;   /* EOF or alert inside the switch: nothing to relay */
+		c->up.len += (size_t)n;
+	}
+}
+
+/* ---- control records ---------------------------------------------------------- */
+
+/* Send one alert through kernel TLS (best effort: the session is ending). */
+static void send_alert(struct kg_conn *c, uint8_t level, uint8_t desc)
+{
+	uint8_t body[2] = { level, desc };
+	char cbuf[CMSG_SPACE(sizeof(uint8_t))];
+	struct iovec iov = { .iov_base = body, .iov_len = sizeof(body) };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	struct cmsghdr *cm;
+
+	memset(cbuf, 0, sizeof(cbuf));
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_TLS;
+	cm->cmsg_type = TLS_SET_RECORD_TYPE;
+	cm->cmsg_len = CMSG_LEN(sizeof(uint8_t));
+	*CMSG_DATA(cm) = CT_ALERT;
+	if (sendmsg(c->dev.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		kg_log_debug("conn=%llu: alert %u not sent: %s", (unsigned long long)c->cid, desc,
+			     strerror(errno));
+}
+
+/* Read the record splice() stopped at. >0 progress, <0 close with *why. */
+static int read_control(struct kg_conn *c, enum kg_reason *why)
+{
+	uint8_t buf[CTRL_BUF];
+	char cbuf[CMSG_SPACE(sizeof(uint8_t))];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	struct cmsghdr *cm;
+	uint8_t type = CT_APPDATA;
+	ssize_t n = recvmsg(c->dev.fd, &msg, MSG_DONTWAIT);
+
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		kg_log_info("conn=%llu dev=%s: kTLS receive failed: %s", (unsigned long long)c->cid,
+			    c->id.device_id, strerror(errno));
+		*why = errno == EBADMSG ? KG_REASON_TLS_FAILED : KG_REASON_IO_ERROR;
+		return -1;
+	}
+	for (cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm))
+		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
+			type = *CMSG_DATA(cm);
+	if (n == 0 && type == CT_APPDATA) {
+		c->dev_eof = true;   /* FIN without close_notify */
+		return 1;
+	}
+	switch (type) {
+	case CT_APPDATA:
+		if (kg_buf_reserve(&c->up, c->up.len + (size_t)n) < 0) {
+			*why = KG_REASON_OVERLOAD;
+			return -1;
+		}
+		memcpy(c->up.data + c->up.len, buf, (size_t)n);
+		c->up.len += (size_t)n;
+		return 1;
+	case CT_ALERT:
+		if (n >= 2 && buf[1] == ALERT_CLOSE_NOTIFY) {
+			kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_CLOSE_NOTIFY], 1);
+			c->dev_eof = true;
+			return 1;
+		}
+		kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_ALERT], 1);
+		kg_log_info("conn=%llu dev=%s: alert %u from the device", (unsigned long long)c->cid,
+			    c->id.device_id, n >= 2 ? buf[1] : 0);
+		*why = KG_REASON_PEER_CLOSED;
+		return -1;
+	case CT_HANDSHAKE:
+		if (n >= 1 && buf[0] == HS_KEY_UPDATE) {
+			/* The kernel cannot take a second receive key (EBUSY on 6.1 and 6.12),
+			 * and the records after this one are under it: end the session now. */
+			kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_KEYUPDATE_REFUSED], 1);
+			kg_log_warnx("conn=%llu dev=%s: TLS KeyUpdate on an offloaded session: closing "
+				     "(configure relay = ktls_tx for fleets that rekey)",
+				     (unsigned long long)c->cid, c->id.device_id);
+			send_alert(c, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
+			*why = KG_REASON_KEY_UPDATE;
+			return -1;
+		}
+		/* no other post-handshake message is acceptable from a client */
+		__attribute__((fallthrough));
+	default:
+		kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_OTHER], 1);
+		kg_log_warnx("conn=%llu dev=%s: TLS record type %u on an offloaded session: closing",
+			     (unsigned long long)c->cid, c->id.device_id, type);
+		send_alert(c, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
+		*why = KG_REASON_TLS_FAILED;
+		return -1;
+	}
+}
+
+/* ---- splice -------------------------------------------------------------------- */
+
+static void count(struct kg_conn *c, enum kg_dir d, size_t n)
+{
+	if (d == KG_DIR_UP)
+		c->bytes_up += n;
+	else
+		c->bytes_down += n;
+	kg_metric_add(&c->w->metrics.bytes[d], n);
+}
+
+/* Send a user-space buffer (c->up to the broker, c->down to the device: plain send()
+ * on a kTLS socket is encrypted by the kernel). >0 progress, 0 none, <0 error. */
+static int flush_buf(struct kg_conn *c, enum kg_dir d, enum kg_reason *why)
+{
+	struct kg_buf *b = d == KG_DIR_UP ? &c->up : &c->down;
+	int fd = d == KG_DIR_UP ? c->be.fd : c->dev.fd;
+	int progress = 0;
+
+	while (b->off < b->len) {
+		ssize_t w = send(fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return progress;
+			*why = d == KG_DIR_UP ? KG_REASON_BACKEND_CLOSED : KG_REASON_PEER_CLOSED;
+			return -1;
+		}
+		b->off += (size_t)w;
+		count(c, d, (size_t)w);
+		progress = 1;
+	}
+	b->off = b->len = 0;
+	kg_buf_release(b);
+	return progress;
+}
+
+static bool dir_pending(const struct kg_conn *c, enum kg_dir d)
+{
+	const struct kg_buf *b = d == KG_DIR_UP ? &c->up : &c->down;
+
+	return b->len > b->off || (c->pipe[d] != NULL && c->pipe[d]->len > 0);
+}
+
+/* Below this many bytes waiting in the source, copying beats splicing: measured in
+ * the guest (docs/benchmarks.md), 256-byte MQTT messages cost about twice the CPU
+ * spliced. For a kTLS source FIONREAD counts ciphertext still in TCP, a fair guess. */
+#define SPLICE_MIN 8192
+
+static bool splice_worth_it(int src)
+{
+	int avail = 0;
+
+	return ioctl(src, FIONREAD, &avail) == 0 && avail >= SPLICE_MIN;
+}
+
+/* Read what src has into the direction's user-space buffer (allocated only while it
+ * holds bytes). >0 read, 0 nothing now (or a control record consumed nothing), <0
+ * close with *why. EOF sets the direction's eof flag and counts as progress. */
+static int copy_in(struct kg_conn *c, enum kg_dir d, int src, bool src_ktls, enum kg_reason *why)
+{
+	struct kg_buf *b = d == KG_DIR_UP ? &c->up : &c->down;
+	bool *eof = d == KG_DIR_UP ? &c->dev_eof : &c->be_eof;
+	ssize_t n;
+
+	if (kg_buf_reserve(b, KG_RELAY_BUF) < 0) {
+		*why = KG_REASON_OVERLOAD;
+		return -1;
+	}
+	n = recv(src, b->data, KG_RELAY_BUF, MSG_DONTWAIT);
+	if (n > 0) {
+		b->off = 0;
+		b->len = (size_t)n;
+		return 1;
+	}
+	if (n == 0) {
+		*eof = true;
+		kg_buf_release(b);
+		return 1;
+	}
+	kg_buf_release(b);
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return 0;
+	if (src_ktls && (errno == EINVAL || errno == EIO))
+		return read_control(c, why);   /* a non-data record is next */
+	if (src_ktls && errno == EBADMSG) {
+		kg_log_info("conn=%llu dev=%s: kTLS receive: %s", (unsigned long long)c->cid,
+			    c->id.device_id, strerror(errno));
+		*why = KG_REASON_TLS_FAILED;
+		return -1;
+	}
+	*why = d == KG_DIR_UP ? KG_REASON_PEER_CLOSED : KG_REASON_BACKEND_CLOSED;
+	return -1;
+}
+
+/*
+ * One direction: user-space bytes first, then the pipe, then splice more from the
+ * source, until nothing moves. The pipe is borrowed only while it holds bytes.
+ * src_ktls: the source is a kTLS receive socket whose control records stop splice().
+ * >0 progress, 0 none, <0 close with *why.
+ */
+static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_reason *why)
+{
+	int src = d == KG_DIR_UP ? c->dev.fd : c->be.fd;
+	int dst = d == KG_DIR_UP ? c->be.fd : c->dev.fd;
+	bool *eof = d == KG_DIR_UP ? &c->dev_eof : &c->be_eof;
+	int progress = 0, r;
+
+	for (;;) {
+		struct kg_pipe *p = c->pipe[d];
+		ssize_t n;
+
+		r = flush_buf(c, d, why);
+		if (r < 0)
+			return -1;
+		progress |= r;
+		if ((d == KG_DIR_UP ? c->up.len : c->down.len) > 0)
+			break;   /* destination full */
+		/* Fill the pipe with what the source has (a kTLS source gives one record per
+		 * call), then drain it with one splice: fewer calls, larger TCP sends. */
+		if (!*eof && (p == NULL || p->len < p->cap)) {
+			if ((p == NULL || p->len == 0) && !splice_worth_it(src)) {
+				/* Little to move: one copy through a small buffer costs less
+				 * than two splices and a pipe (HAProxy's splice-auto idea). */
+				r = copy_in(c, d, src, src_ktls, why);
+				if (r < 0)
+					return -1;
+				if (r == 0)
+					break;
+				progress = 1;
+				continue;
+			}
+			if (p == NULL) {
+				p = kg_pipe_get(&c->w->pipes);
+				if (p == NULL) {
+					kg_log_warnx("conn=%llu: no pipe for splice: %s",
+						     (unsigned long long)c->cid, strerror(errno));
+					*why = KG_REASON_OVERLOAD;
+					return -1;
+				}
+				c->pipe[d] = p;
+				kg_metric_gauge(&c->w->metrics.pipes_in_use, 1);
+			}
+			n = splice(src, NULL, p->wr, NULL, p->cap - p->len,
+				   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+			if (n > 0) {
+				p->len += (uint32_t)n;
+				progress = 1;
+				continue;
+			}
+			if (n == 0) {
+				*eof = true;
+				progress = 1;
+			} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				/* the source is empty, or the pipe's slots are: drain below */
+			} else if (src_ktls && (errno == EINVAL || errno == EIO)) {
+				/* A non-data record is next. Read it only with the pipe empty, so
+				 * whatever recvmsg returns is in order behind what went before. */
+				if (p->len == 0) {
+					r = read_control(c, why);
+					if (r < 0)
+						return -1;
+					if (r == 0)
+						break;
+					progress = 1;
+					continue;
+				}
+			} else {
+				kg_log_info("conn=%llu dev=%s: splice %s: %s", (unsigned long long)c->cid,
+					    c->id.device_id,
+					    d == KG_DIR_UP ? "device->broker" : "broker->device",
+					    strerror(errno));
+				if (src_ktls && errno == EBADMSG)
+					*why = KG_REASON_TLS_FAILED;   /* decryption failed */
+				else
+					*why = d == KG_DIR_UP ? KG_REASON_PEER_CLOSED
+							      : KG_REASON_BACKEND_CLOSED;
+				return -1;
+			}
+		}
+		if (p != NULL && p->len > 0) {
+			n = splice(p->rd, NULL, dst, NULL, p->len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					break;
+				*why = d == KG_DIR_UP ? KG_REASON_BACKEND_CLOSED : KG_REASON_PEER_CLOSED;
+				return -1;
+			}
+			p->len -= (uint32_t)n;
+			count(c, d, (size_t)n);
+			progress = 1;
+			continue;
+		}
+		break;
+	}
+	if (c->pipe[d] != NULL && c->pipe[d]->len == 0) {
+		kg_pipe_put(&c->w->pipes, c->pipe[d]);
+		kg_metric_gauge(&c->w->metrics.pipes_in_use, -1);
+		c->pipe[d] = NULL;
+	}
+	return progress;
+}
+
+/* End of stream, in order: kg_relay_finished() with the pipes counted as pending. */
+static bool ktls_finished(struct kg_conn *c, enum kg_reason *why)
+{
+	return kg_relay_finished(c, dir_pending(c, KG_DIR_UP), dir_pending(c, KG_DIR_DOWN), why);
+}
+
+/* Arm epoll: read a source only when its direction holds nothing (back-pressure),
+ * wait for a sink only when it does. */
+static int ktls_arm(struct kg_conn *c, bool dev_read_ssl)
+{
+	uint32_t dev_ev = 0, be_ev = 0;
+
+	if (!c->dev_eof && !dir_pending(c, KG_DIR_UP))
+		dev_ev |= EPOLLIN;
+	if (dir_pending(c, KG_DIR_DOWN))
+		dev_ev |= EPOLLOUT;
+	if (dev_read_ssl && c->want_write)
+		dev_ev |= EPOLLOUT;
+	if (!c->be_eof && !dir_pending(c, KG_DIR_DOWN))
+		be_ev |= EPOLLIN;
+	if (dir_pending(c, KG_DIR_UP))
+		be_ev |= EPOLLOUT;
+	/* A side at EOF reports HUP forever in level mode: drop it unless written to. */
+	if ((dev_ev == 0 && c->dev_eof ? kg_conn_unwatch(c, &c->dev)
+				       : kg_conn_watch(c, &c->dev, dev_ev)) < 0 ||
+	    (be_ev == 0 && c->be_eof ? kg_conn_unwatch(c, &c->be)
+				     : kg_conn_watch(c, &c->be, be_ev)) < 0)
+		return -1;
+	return 0;
+}
+
+static enum kg_step close_with(struct kg_conn *c, enum kg_reason why)
+{
+	/* An orderly end gets our close_notify (the kernel seals it); errors do not. */
+	if (why == KG_REASON_PEER_CLOSED || why == KG_REASON_BACKEND_CLOSED)
+		send_alert(c, ALERT_WARNING, ALERT_CLOSE_NOTIFY);
+	kg_conn_close(c, why);
+	return KG_STEP_DONE;
+}
+
+/* ---- ktls_splice ----------------------------------------------------------------- */
+
+static bool offloaded_tx(const struct kg_conn *c)
+{
+	return c->ssl != NULL && c->ktls_ulp && BIO_get_ktls_send(SSL_get_wbio(c->ssl)) == 1;
+}
+
+static bool splice_usable(const struct kg_conn *c)
+{
+	return c->ssl != NULL && c->ktls_ulp;
+}
+
+static int splice_start(struct kg_conn *c)
+{
+	struct kg_tls_keys keys;
+	int rc;
+
+	if (!offloaded_tx(c)) {
+		fallback(c, KG_KTLS_TX_NOT_OFFLOADED, SSL_get_cipher_name(c->ssl));
+		return KG_E_INVALID;
+	}
+	c->ktls_tx = true;
+	if (BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) == 1) {
+		/* OpenSSL offloaded receive itself (TLS 1.2; 1.3 from OpenSSL 3.2 on). */
+		rc = drain_openssl(c);
+		if (rc < 0)
+			return rc;
+		goto handed_over;
+	}
+	/* Fleets that rekey keep RX in OpenSSL: the ktls_tx rung below. */
+	if (c->snap->cfg.relay == KG_RELAY_KTLS_TX)
+		return KG_E_INVALID;
+	if (c->keytrk.rekeyed) {
+		fallback(c, KG_KTLS_REKEYED, "KeyUpdate before the handoff");
+		return KG_E_INVALID;
+	}
+	rc = drain_openssl(c);
+	if (rc < 0)
+		return rc;   /* KG_E_AGAIN: the handoff waits for the rest of a record */
+	rc = kg_tls_keys_export(c->ssl, &c->keytrk, &keys);
+	if (rc < 0) {
+		fallback(c, KG_KTLS_RX_FAILED, kg_err_str(rc));
+		return rc == KG_E_AGAIN ? KG_E_AGAIN : KG_E_INVALID;
+	}
+	rc = ktls_install(c->dev.fd, TLS_RX, keys.version, keys.aead, &keys.rx);
+	kg_tls_keys_wipe(&keys);
+	if (rc < 0) {
+		/* Nothing changed on the socket: the ktls_tx rung can still take it. */
+		fallback(c, KG_KTLS_RX_FAILED, strerror(errno));
+		return KG_E_INVALID;
+	}
+
+handed_over:
+	/* Point of no return: the kernel owns both directions. The fd stays ours. */
+	c->ktls_rx = true;
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	kg_tls_key_tracker_wipe(&c->keytrk);
+	return KG_OK;
+}
+
+static enum kg_step splice_pump(struct kg_conn *c)
+{
+	enum kg_reason why = KG_REASON_IO_ERROR;
+	int a, b;
+
+	do {
+		a = splice_dir(c, KG_DIR_UP, true, &why);
+		if (a < 0)
+			return close_with(c, why);
+		b = splice_dir(c, KG_DIR_DOWN, false, &why);
+		if (b < 0)
+			return close_with(c, why);
+	} while (a > 0 || b > 0);
+	if (ktls_finished(c, &why))
+		return close_with(c, why);
+	if (ktls_arm(c, false) < 0)
+		return close_with(c, KG_REASON_IO_ERROR);
+	return KG_STEP_WAIT;
+}
+
+const struct kg_relay_ops kg_relay_ktls_splice = {
+	.name = "ktls_splice",
+	.mode = KG_MODE_KTLS_SPLICE,
+	.usable = splice_usable,
+	.start = splice_start,
+	.pump = splice_pump,
+};
+
+/* ---- ktls_tx ------------------------------------------------------------------- */
+
+static bool tx_usable(const struct kg_conn *c)
+{
+	return offloaded_tx(c);
+}
+
+static int tx_start(struct kg_conn *c)
+{
+	c->ktls_tx = true;
+	c->ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) == 1;
+	return KG_OK;
+}
+
+static enum kg_step tx_pump(struct kg_conn *c)
+{
+	enum kg_reason why = KG_REASON_IO_ERROR;
+	int a, b;
+
+	do {
+		a = kg_relay_ssl_up(c, &why);
+		if (a < 0)
+			return close_with(c, why);
+		if (c->keytrk.update_requested) {
+			/* Our answer would need a second TX key, which the kernel refuses
+			 * (EBUSY): end the session cleanly instead of half-following. */
+			kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_KEYUPDATE_REFUSED], 1);
+			kg_log_warnx("conn=%llu dev=%s: KeyUpdate requesting ours: the kernel cannot "
+				     "rekey what we send: closing",
+				     (unsigned long long)c->cid, c->id.device_id);
+			send_alert(c, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
+			kg_conn_close(c, KG_REASON_KEY_UPDATE);
+			return KG_STEP_DONE;
+		}
+		if (c->keytrk.rekeyed) {
+			c->keytrk.rekeyed = false;
+			kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_KEYUPDATE_FOLLOWED], 1);
+		}
+		b = splice_dir(c, KG_DIR_DOWN, false, &why);
+		if (b < 0)
+			return close_with(c, why);
+	} while (a > 0 || b > 0);
+	if (ktls_finished(c, &why))
+		return close_with(c, why);
+	if (ktls_arm(c, true) < 0)
+		return close_with(c, KG_REASON_IO_ERROR);
+	return KG_STEP_WAIT;
+}
+
+const struct kg_relay_ops kg_relay_ktls_tx = {
+	.name = "ktls_tx",
+	.mode = KG_MODE_KTLS_TX,
+	.usable = tx_usable,
+	.start = tx_start,
+	.pump = tx_pump,
+};

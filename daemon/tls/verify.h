@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * verify.h - who is this device? Chain verification against the registry's proven
+ * CAs (plus per-CA CRL files), or an exact SHA-256 thumbprint pin; then the leaf's CN
+ * becomes the device id, validated before any use.
+ *
+ * The daemon calls kg_verify_peer() from OpenSSL's cert-verify callback; the CLI's
+ * `ktlsgate verify` calls the very same function offline. A struct kg_trust is built
+ * once (start, reload), then read-only and shared by all workers.
+ */
+#ifndef KTLSGATE_VERIFY_H
+#define KTLSGATE_VERIFY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+#include "ktlsgate/compiler.h"
+#include "policy/reason.h"
+#include "registry/registry.h"
+
+struct kg_identity {
+	char device_id[KG_DEVICE_ID_MAX + 1];   /* the whole CN: "dev" or "dev/module" */
+	size_t module_off;                      /* 0: no module; else index after '/' */
+	char thumbprint[KG_SHA256_HEX_LEN + 1]; /* SHA-256 of the leaf DER, lowercase hex */
+	enum kg_attestation method;
+	char ca_name[KG_NAME_MAX];              /* issuing registered CA ("" for thumbprint) */
+	int64_t not_after;                      /* leaf notAfter, unix seconds */
+	/* Accepted although the CRL of CA crl_grace_ca expired at crl_next_update: within
+	 * crl_grace. The caller warns (kg_trust_crl_warn_due() rate-limits it). */
+	char crl_grace_ca[KG_NAME_MAX];
+	int64_t crl_next_update;
+};
+
+/*
+ * Is `cn` (len bytes, may contain anything) a valid device id? 1..128 bytes,
+ * printable ASCII 0x21..0x7e, at most one '/' separating deviceId/moduleId with both
+ * sides non-empty, no "." or ".." component. Returns true and sets *module_off.
+ */
+bool kg_identity_valid(const char *cn, size_t len, size_t *module_off);
+
+/* Read the single CN of `cert` into out (validated). KG_REASON_OK or BAD_IDENTITY. */
+enum kg_reason kg_identity_from_cert(X509 *cert, char *out, size_t cap, size_t *module_off);
+
+/* Lowercase hex SHA-256 of the DER encoding. Returns 0 or -1. */
+int kg_cert_sha256_hex(X509 *cert, char out[KG_SHA256_HEX_LEN + 1]) KG_MUST_USE;
+
+struct kg_trust;
+
+/* OpenSSL security level the trust starts with (config.h: [tls] security_level). */
+#define KG_SECURITY_LEVEL_DEFAULT 2
+
+struct kg_trust *kg_trust_new(void);
+/*
+ * What the chain must satisfy: OpenSSL security level (0..5; keys and signatures of every
+ * certificate, as X509_VERIFY_PARAM_set_auth_level) and the grace, in seconds, during
+ * which a CRL past its nextUpdate is still honoured (0: refused at once as
+ * KG_REASON_CRL_EXPIRED). kg_trust_load() takes both from the config.
+ */
+void kg_trust_set_policy(struct kg_trust *t, int security_level, int64_t crl_grace);
+void kg_trust_free(struct kg_trust *t);
+/*
+ * Add a registry CA. Only a verified CA authenticates devices; an unverified one is
+ * remembered so a chain that reaches it is refused as KG_REASON_UNPROVEN_CA rather
+ * than UNKNOWN_CA. Returns 0 or -1 with a message in err.
+ */
+int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_t errlen) KG_MUST_USE;
+/* Load a CRL file (PEM or DER) for the registered CA `ca_name`; the CRL's issuer must
+ * be that CA. Returns 0 or -1 with a message. */
+int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *path,
+			  char *err, size_t errlen) KG_MUST_USE;
+/* Load every CA from the registry, every [crl] of cfg, and cfg's [tls] security_level
+ * and crl_grace (kg_trust_set_policy). */
+int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_config *cfg,
+		  char *err, size_t errlen) KG_MUST_USE;
+size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
+/* The registry row of CA `name` as it was when t was built (pem is NULL), or NULL.
+ * Its status is the effective one: the worst of its own and of every registered CA
+ * above it (issuer by name and signature), so disabling a root reaches the devices
+ * of every intermediate registered under it. Its username_check likewise: its own, else
+ * the one of the nearest registered CA above it that has one (the strictest if several).
+ * The daemon's policy step reads CA settings from here instead of the registry: a CA
+ * change reaches the daemon as `ca-changed`, which rebuilds the trust. */
+const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name);
+
+/* The CRLs of t, one line per CA with a CRL: for `ktlsgated -t` (report) and /metrics
+ * (ktlsgate_crl_next_update_timestamp_seconds, ktlsgate_crl_expired). now: judge time.
+ * kg_trust_crl_report() returns how many are past nextUpdate + grace (refusing). */
+size_t kg_trust_crl_report(const struct kg_trust *t, FILE *f, time_t now);
+int kg_trust_crl_metrics_write(const struct kg_trust *t, FILE *f, time_t now);
+/* A device of CA `ca_name` was accepted within the CRL grace: should that be logged
+ * now? True at most once per CA per `interval` seconds (thread-safe, lock-free). */
+bool kg_trust_crl_warn_due(const struct kg_trust *t, const char *ca_name, time_t now,
+			   int64_t interval);
+/*
+ * What a live session keeps of its leaf so a new CRL can reach it without holding the
+ * X509 (about 50 bytes instead of a parsed certificate per session).
+ */
+struct kg_leaf_ref {
+	unsigned char issuer_md[16];  /* SHA-256 of the issuer name's DER, truncated */
+	unsigned char serial[32];     /* serial magnitude (RFC 5280: at most 20 octets) */
+	uint8_t serial_len;           /* 0: not recorded */
+	bool serial_neg;
+};
+/* Record leaf's issuer and serial. Returns 0, or -1 (ref cleared: nothing to match). */
+int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref);
+/* Is the leaf listed in one of t's CRLs issued by the leaf's issuer? */
+bool kg_trust_leaf_revoked(const struct kg_trust *t, const struct kg_leaf_ref *ref);
+
+/* How a thumbprint-enrolled device is looked up: fill *dev and return 0, or
+ * KG_E_NOTFOUND. The daemon passes its per-worker registry handle. */
+typedef int (*kg_thumb_lookup_fn)(void *arg, const char *thumb_hex, struct kg_device *dev);
+int kg_verify_registry_thumb_lookup(void *reg, const char *thumb_hex, struct kg_device *dev);
+
+/*
+ * Verify a peer: leaf + the intermediates it sent (may be NULL). at = 0: now.
+ * Order: identity (CN) must be valid; a leaf whose thumbprint pins a device enrolled by
+ * thumbprint, with that device's id as CN, is accepted (time validity still checked);
+ * otherwise the chain must reach a verified CA in t, with time validity, clientAuth
+ * purpose, CA constraints, OpenSSL's RFC 5280 strict checks (X509_V_FLAG_X509_STRICT:
+ * basicConstraints, keyUsage, key identifiers) plus well-formed extensions, keys and
+ * signatures at t's security level (also a pinned leaf's key), and CRLs (for CAs that
+ * have one; an expired CRL refuses with KG_REASON_CRL_EXPIRED past the grace).
+ * Returns KG_REASON_OK and fills *id, or the refusal reason; *x509_err (may be NULL)
+ * gets the X509_V_ERR_* to put in the TLS alert.
+ */
+enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+			      time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
+			      struct kg_identity *id, int *x509_err);
+
+#endif

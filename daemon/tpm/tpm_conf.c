@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* tpm_conf.c - parse the [tpm] section (contract in tpm_conf.h). */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/config.h"
+#include "tpm/tpm_conf.h"
+
+void kg_tpm_conf_defaults(void *sec)
+{
+	struct kg_tpm_conf *t = sec;
+
+	memset(t, 0, sizeof(*t));
+}
+
+int kg_tpm_parse_handle(const char *text, uint32_t *handle)
+{
+	unsigned long long v;
+	char *end;
+
+	/* Hex only, with its 0x: a decimal handle is always a typo. */
+	if (text == NULL || (strncmp(text, "0x", 2) != 0 && strncmp(text, "0X", 2) != 0) ||
+	    !isxdigit((unsigned char)text[2]))
+		return -1;
+	errno = 0;
+	v = strtoull(text + 2, &end, 16);
+	if (errno != 0 || *end != '\0' || v < KG_TPM_PERSISTENT_FIRST || v > KG_TPM_PERSISTENT_LAST)
+		return -1;
+	*handle = (uint32_t)v;
+	return 0;
+}
+
+int kg_tpm_parse_keyref(const char *keyref, uint32_t *handle)
+{
+	size_t n = strlen(KG_TPM_HANDLE_PREFIX);
+
+	if (strncmp(keyref, KG_TPM_HANDLE_PREFIX, n) != 0)
+		return -1;
+	return kg_tpm_parse_handle(keyref + n, handle);
+}
+
+bool kg_tpm_tcti_valid(const char *tcti)
+{
+	size_t i;
+
+	/* The module name: tpm2-tss loads libtss2-tcti-<name>.so. */
+	for (i = 0; tcti[i] != '\0' && tcti[i] != ':'; i++)
+		if (!isalnum((unsigned char)tcti[i]) && tcti[i] != '-' && tcti[i] != '_')
+			return false;
+	if (i == 0)
+		return false;
+	/* The rest is passed on verbatim (TPM2OPENSSL_TCTI, log lines): nothing in it may
+	 * mean something to a shell, a config reader or a terminal. */
+	for (; tcti[i] != '\0'; i++) {
+		unsigned char ch = (unsigned char)tcti[i];
+
+		if (ch < 0x20 || ch == 0x7f || strchr("$#\\\"'", ch) != NULL)
+			return false;
+	}
+	return true;
+}
+
+static int set_path(char *dst, size_t cap, const char *value, const char *dir, const char *key,
+		    char *why, size_t whylen)
+{
+	int n;
+
+	if (value[0] == '\0') {
+		snprintf(why, whylen, "'%s' wants a file name", key);
+		return -1;
+	}
+	if (value[0] == '/' || dir == NULL)
+		n = snprintf(dst, cap, "%s", value);
+	else
+		n = snprintf(dst, cap, "%s/%s", dir, value);
+	if (n < 0 || (size_t)n >= cap) {
+		snprintf(why, whylen, "'%s': path too long", key);
+		return -1;
+	}
+	return 0;
+}
+
+int kg_tpm_conf_set(void *sec, const char *key, const char *value, const char *dir, char *why,
+		    size_t whylen)
+{
+	struct kg_tpm_conf *t = sec;
+
+	t->present = true;
+	if (strcmp(key, "tcti") == 0) {
+		if (strlen(value) >= sizeof(t->tcti)) {
+			snprintf(why, whylen, "'tcti': value too long (max %zu bytes)",
+				 sizeof(t->tcti) - 1);
+			return -1;
+		}
+		if (!kg_tpm_tcti_valid(value)) {
+			snprintf(why, whylen,
+				 "'tcti': '%.64s' is not NAME or NAME:CONF (e.g. "
+				 "swtpm:host=127.0.0.1,port=2321 or device:/dev/tpmrm0)",
+				 value);
+			return -1;
+		}
+		memcpy(t->tcti, value, strlen(value) + 1);
+		return 0;
+	}
+	if (strcmp(key, "key_fallback") == 0)
+		return set_path(t->key_fallback, sizeof(t->key_fallback), value, dir, key, why,
+				whylen);
+	if (strcmp(key, "cert_fallback") == 0)
+		return set_path(t->cert_fallback, sizeof(t->cert_fallback), value, dir, key, why,
+				whylen);
+	snprintf(why, whylen, "unknown key '%s' in [tpm]", key);
+	return -1;
+}
+
+int kg_tpm_conf_validate(void *sec, const struct kg_config *cfg, char *why, size_t whylen)
+{
+	struct kg_tpm_conf *t = sec;
+	uint32_t h;
+
+	/* config.c keeps any "handle:..." as is; what a handle may be is known here. */
+	if (strncmp(cfg->key_file, KG_TPM_HANDLE_PREFIX, strlen(KG_TPM_HANDLE_PREFIX)) == 0 &&
+	    kg_tpm_parse_keyref(cfg->key_file, &h) != 0) {
+		snprintf(why, whylen,
+			 "[daemon] key '%.40s': a TPM handle is handle:0x81000000..0x81ffffff",
+			 cfg->key_file);
+		return -1;
+	}
+	if (t->cert_fallback[0] != '\0' && t->key_fallback[0] == '\0') {
+		snprintf(why, whylen, "'cert_fallback' without 'key_fallback'");
+		return -1;
+	}
+	return 0;
+}
