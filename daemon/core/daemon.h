@@ -19,6 +19,7 @@
 
 #include <openssl/ssl.h>
 
+#include "ktlsgate/clock.h"
 #include "ktlsgate/compiler.h"
 #include "ops/config.h"
 #include "ops/metrics.h"
@@ -82,18 +83,5 @@ int kg_daemon_check_backends(const struct kg_config *cfg, const char *registry, 
 int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
 /* Rebuild trust from the registry with the current config (a CA changed). */
 int kg_daemon_refresh_trust(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
-
-static inline uint64_t kg_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-static inline uint64_t kg_now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 #endif

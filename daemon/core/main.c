@@ -27,7 +27,7 @@
 #include <openssl/ssl.h>
 
 #include "ops/config.h"
-#include "ops/control_server.h"
+#include "core/control_server.h"
 #include "core/daemon.h"
 #include "edge/edge.h"
 #include "ops/err.h"

@@ -18,8 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "ktlsgate/clock.h"
 #include "ops/audit.h"
-#include "core/daemon.h"
 #include "ops/err.h"
 #include "ops/log.h"
 #include "registry/writer.h"

@@ -22,7 +22,7 @@
 #include <json-c/json.h>
 
 #include "ops/control.h"
-#include "ops/control_server.h"
+#include "core/control_server.h"
 #include "ops/err.h"
 #include "ops/log.h"
 #include "core/worker.h"
