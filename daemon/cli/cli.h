@@ -1,6 +1,14 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * cli.h - private to the `ktlsgate` admin CLI (daemon/cli*.c): the invocation context
+ * Part cli (daemon/cli/): the `ktlsgate` admin CLI. cli.c (options, noun dispatch,
+ * helpers, this header), one cli_NOUN.c per command family, control_client.c (the
+ * admin socket's client), pki.c (the PKI for tests and demos; pki.h).
+ * Way in: cli.c's main(). Uses registry, tls (offline verify), tpm, edge (`block`),
+ * policy and ops; the daemon uses nothing of it (pki.c and control_client.c are in
+ * libkg for the tests and the bench).
+ */
+/*
+ * cli.h - private to the `ktlsgate` admin CLI (daemon/cli/cli*.c): the invocation context
  * shared by the command files, the exit codes scripts rely on, and small helpers
  * (one-line errors, registry/config/control access, parsing). Not part of libkg.
  * Single-threaded; nothing here is used by the daemon.

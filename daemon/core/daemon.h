@@ -1,5 +1,17 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
+ * Part core (daemon/core/): the process and its event loop. main.c (startup order,
+ * signals, the main thread's epoll), daemon.c (the context and its snapshots, this
+ * header), worker.c (one thread per core: accept, epoll, deadline scan, command queue),
+ * listener.c (SO_REUSEPORT sockets), conn.c (the connection state machine and its one
+ * close path, conn.h), srclimit.c (per-source admission, pure), control.c (the admin
+ * socket's server), instance.c (one daemon per registry).
+ * Way in: this header (the context, snapshots); conn.h for one connection.
+ * Core is the top of the daemon: it calls every other part (tls, policy, registry,
+ * mqtt, relay, edge, ops). Only tls.c reaches back into it (its handshake and I/O
+ * work on a struct kg_conn); no other part includes a core header.
+ */
+/*
  * daemon.h - the daemon's context and its configuration snapshots.
  *
  * struct kg_daemon is the only home of process-wide mutable state. A struct

@@ -1,5 +1,14 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
+ * Part edge (daemon/edge/): the user side of the XDP gate and of worker steering.
+ * edge.c (load, pin, attach and feed the gate, this header), edge_policy.c (when a
+ * refusing source is denied in XDP, pure), edge_conf.c (the [edge] section and
+ * `ktlsgate block` parsing; edge_conf.h), steer.c (SO_REUSEPORT steering, steer.h).
+ * The BPF programs are in bpf/; both sides share their map structs through
+ * include/ktlsgate/xdp_gate_maps.h.
+ * Way in: this header. Uses ops and policy's reasons; never the connection.
+ */
+/*
  * edge.h - the XDP gate's user side: loads bpf/xdp_gate.bpf.c (skeleton), pins its
  * deny / allow / stats maps under [edge] pin_dir for `ktlsgate block`, attaches it to
  * the configured interfaces (native mode where the driver has it, else generic),

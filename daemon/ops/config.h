@@ -1,5 +1,16 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
+ * Part ops (daemon/ops/): what the operator sees and every part uses. config.c (the
+ * INI file, this header), metrics.c (Prometheus over libmicrohttpd), audit.c (one JSON
+ * line per decision) with ratelimit.c (its flood guard, pure), control.h (the admin
+ * socket's protocol: the server is core/control.c, the client cli/control_client.c),
+ * log.c, err.c (the error codes every part returns).
+ * Way in: each header alone; there is no umbrella header.
+ * The ground floor: ops includes no other part but plain types, namely each part's
+ * config section (edge/edge_conf.h, tpm/tpm_conf.h) and the reason table
+ * (policy/reason.h) that audit and metrics count by.
+ */
+/*
  * config.h - the daemon's configuration: an INI file (inih) parsed once into an
  * immutable struct kg_config, then validated in a separate pass. Every error names
  * the file and line ("ktlsgate.conf:42: backend "b1": port 70000 out of range").

@@ -1,5 +1,14 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
+ * Part registry (daemon/registry/): the identity registry. registry.c (the interface
+ * and the validation every store shares, this header), registry_sqlite.c (the SQLite
+ * store; the PostgreSQL store lands beside it), writer.c (the daemon's one writer
+ * thread: enrolments and last-seen updates; writer.h).
+ * Way in: this header; the daemon writes only through writer.h.
+ * Uses ops only (config, errors, log, audit for enrolment decisions); knows nothing of
+ * TLS, connections or the event loop.
+ */
+/*
  * registry.h - the identity registry: registered CAs (with proof-of-possession state)
  * and devices (status, attestation, backend). One interface, several stores behind an
  * ops table: SQLite (WAL, registry_sqlite.c) now, PostgreSQL later.

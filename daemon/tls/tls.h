@@ -1,5 +1,17 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
+ * Part tls (daemon/tls/): TLS on the device side. tls.c (the server SSL_CTX and a
+ * connection's handshake, read, write and shutdown, this header), verify.c (who the
+ * device is: chain to a proven registry CA or a thumbprint pin, CRLs, the CN as device
+ * id; verify.h), tls_keys.c (each direction's traffic key and sequence number at the
+ * handoff, for kTLS and the record relay; tls_keys.h).
+ * Way in: this header for the daemon; verify.h for verification alone (the CLI's
+ * `ktlsgate verify` runs the very same kg_verify_peer()).
+ * Uses policy (the identity type, reasons), registry rows, tpm (the server key),
+ * relay (kTLS is prepared before the handshake) and ops. The one file of the daemon
+ * that OpenSSL's verification and handshake errors are translated in.
+ */
+/*
  * tls.h - the server SSL_CTX (TLS 1.3 and 1.2 only, client certificate required, no
  * renegotiation, no resumption until tickets are policy-checked, released buffers) and
  * the handshake step, in nginx's vocabulary: callers see KG_OK / KG_E_AGAIN / an

@@ -1,5 +1,13 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
+ * Part tpm (daemon/tpm/): the server key held in a TPM. tpm.c (tpm2-tss ESAPI, this
+ * header), tpm_pem.c (the "TSS2 PRIVATE KEY" file, pure), tpm_key.c (the tpm2 OpenSSL
+ * provider in a libctx of its own; tpm_key.h), tpm_foreign.c (the key as libssl signs
+ * with it), tpm_conf.c (the [tpm] config section; tpm_conf.h).
+ * Way in: tpm_key.h for the daemon (an EVP_PKEY the SSL_CTX uses), this header for the
+ * CLI (`ktlsgate tpm ...`). Uses ops only. The only part that includes <tss2/...>.
+ */
+/*
  * tpm.h - the TPM itself, through tpm2-tss ESAPI (tpm.c, the only file that includes
  * <tss2/...>): open a TCTI, describe the TPM, create the server key (persistent at a
  * handle, or as a TSS2 key blob), flush transient objects and sessions a crashed user
