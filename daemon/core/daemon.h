@@ -4,8 +4,8 @@
  * signals, the main thread's epoll), daemon.c (the context and its snapshots, this
  * header), worker.c (one thread per core: accept, epoll, deadline scan, command queue),
  * listener.c (SO_REUSEPORT sockets), conn.c (the connection state machine and its one
- * close path, conn.h), srclimit.c (per-source admission, pure), control.c (the admin
- * socket's server), instance.c (one daemon per registry).
+ * close path, conn.h), srclimit.c (per-source admission, pure), control_server.c (the
+ * admin socket's server), instance.c (one daemon per registry).
  * Way in: this header (the context, snapshots); conn.h for one connection.
  * Core is the top of the daemon: it calls every other part (tls, policy, registry,
  * mqtt, relay, edge, ops). Only tls.c reaches back into it (its handshake and I/O

@@ -15,7 +15,8 @@
  *                                 CA that no longer authenticates -> OK closed=N
  *   sessions                   -> one JSON object line per live session, OK
  *   kill ID                    -> OK closed=N (N may be 0)
- * The server side lives in control.c (daemon); the client call is below.
+ * The server side is core/control_server.c; the client call is below
+ * (cli/control_client.c).
  */
 #ifndef KTLSGATE_CONTROL_H
 #define KTLSGATE_CONTROL_H

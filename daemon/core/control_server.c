@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * control.c - the admin socket's server side (protocol in control.h, contract in
+ * control_server.c - the admin socket's server side (protocol in control.h, contract in
  * control_server.h), run on the main thread. Nothing here blocks: a client is read
  * and written only when epoll says so, its reply is built whole in memory by the
  * dispatch (worker work goes through kg_workers_call(), which never blocks on a
