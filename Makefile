@@ -38,13 +38,20 @@ include $(sort $(wildcard mk/*.mk))
 LIB_SRCS    := $(filter-out daemon/core/main.c daemon/cli/cli%.c,$(wildcard daemon/*/*.c))
 CLI_SRCS    := $(wildcard daemon/cli/cli*.c)
 UNIT_SRCS   := $(wildcard tests/unit/*.c)
+# The pure parts: no I/O, no clock, no OpenSSL, nothing of the connection or the event
+# loop (docs/architecture.md). The policy and MQTT parts whole, and the files whose
+# header says "Pure". make lint-pure (run by make lint and make check) proves from the
+# compiler's own include list that none of them reaches OpenSSL, epoll, tls/ or the
+# connection (scripts/lint-pure.sh).
+PURE_SRCS   := $(wildcard daemon/policy/*.c daemon/mqtt/*.c) daemon/core/srclimit.c \
+               daemon/ops/ratelimit.c daemon/edge/edge_policy.c daemon/tpm/tpm_conf.c
 BENCH_SRCS  := $(wildcard tests/bench/*.c)
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: docs-check all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint
+.PHONY: docs-check all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint lint-pure
 
 all: $(BUILD)/ktlsgated $(BUILD)/ktlsgate
 
@@ -106,7 +113,7 @@ check-integration: all $(BUILD)/kg-tlsprobe
 check:
 	@scripts/deps.sh check
 	$(MAKE) all build/check_unit
-	$(MAKE) check-unit docs-check
+	$(MAKE) check-unit docs-check lint-pure
 	$(MAKE) check-asan
 	$(MAKE) check-integration
 	$(MAKE) check-integration-asan
@@ -123,6 +130,18 @@ FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -Iinclude -Idaemon $(PKG_CFLAGS) -f
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+
+# The pure parts' targets link their part alone: no $(LIBS), no OpenSSL. A pure part
+# that starts to need the rest of the tree fails here at link time, not only in lint.
+# (mk/edge.mk makes every fuzz binary wait for the BPF skeletons: only the .c are used.)
+FUZZ_PURE_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -Iinclude -Idaemon -fsanitize=fuzzer,address,undefined
+build/fuzz/fuzz_policy: tests/fuzz/fuzz_policy.c $(wildcard daemon/policy/*.c)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_PURE_CFLAGS) -o $@ $(filter %.c,$^)
+
+build/fuzz/fuzz_mqtt: tests/fuzz/fuzz_mqtt.c daemon/mqtt/mqtt.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_PURE_CFLAGS) -o $@ $(filter %.c,$^)
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -156,7 +175,14 @@ docs-check: $(BUILD)/ktlsgate
 	$(BUILD)/ktlsgate reasons --markdown | diff -u docs/reasons.md - \
 	  || { echo "docs/reasons.md is stale: $(BUILD)/ktlsgate reasons --markdown > docs/reasons.md" >&2; exit 1; }
 
-lint:
+# The pure parts include nothing of OpenSSL, epoll, tls/ or the connection; the test
+# proves the guard fails on each kind of include (tests/lint/test-lint-pure.sh).
+PURE_CFLAGS := -std=c17 -D_GNU_SOURCE -Iinclude -Idaemon $(PKG_CFLAGS)
+lint-pure:
+	scripts/lint-pure.sh '$(CC)' '$(PURE_CFLAGS)' $(PURE_SRCS)
+	CC='$(CC)' PURE_CFLAGS='$(PURE_CFLAGS)' PURE_SRCS='$(PURE_SRCS)' bash tests/lint/test-lint-pure.sh
+
+lint: lint-pure
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr -Iinclude -Idaemon --suppress=missingIncludeSystem daemon tests/unit
 
