@@ -16,7 +16,7 @@
 #include "cli/cli.h"
 #include "ops/control.h"
 #include "ops/err.h"
-#include "tls/verify.h"
+#include "policy/identity.h"
 
 struct lines {
 	struct json_object *arr;  /* parsed data lines */

@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * mqtt.h - pure MQTT codec for what the gate must understand: the first packet
- * (CONNECT, MQTT 3.1 / 3.1.1 / 5.0), the CONNACK it may answer with, the check of the
- * CONNECT's user name against the certificate's device id and the rewrite that puts
- * the device id there. Also the few encoders the tests and the load generator need
- * (CONNECT, PUBLISH, PINGREQ, and a generic packet splitter).
- * No I/O, no logging, no allocation: every parser reads a bounded cursor over the
- * caller's bytes, and results borrow from those bytes. Thread-safe.
+ * mqtt.h - the MQTT part: the codec for what the gate must understand of MQTT.
+ *
+ * One way in: kg_mqtt_parse_connect() reads the first packet (CONNECT, MQTT 3.1 /
+ * 3.1.1 / 5.0); the gate answers a refusal with kg_mqtt_encode_connack(), checks the
+ * CONNECT's user name against the certificate's device id (kg_mqtt_username_matches())
+ * or rewrites it to that id (kg_mqtt_rewrite_connect()). The rest are the few encoders
+ * the tests and the load generator need (CONNECT, PUBLISH, PINGREQ, a packet splitter).
+ * Pure: no I/O, no clock, no allocation, no logging, no OpenSSL, nothing from tls/, the
+ * connection or the event loop. Every parser reads a bounded cursor over the caller's
+ * bytes and results borrow from those bytes; thread-safe. `make lint` enforces the
+ * includes (scripts/lint-pure.sh); tests/fuzz/fuzz_mqtt.c links mqtt.c alone.
  */
 #ifndef KTLSGATE_MQTT_H
 #define KTLSGATE_MQTT_H

@@ -394,14 +394,6 @@ void kg_config_defaults(struct kg_config *cfg)
 		module_sections[i].defaults((char *)cfg + module_sections[i].off);
 }
 
-const struct kg_backend_conf *kg_config_get0_backend(const struct kg_config *cfg, const char *name)
-{
-	for (size_t i = 0; i < cfg->n_backends; i++)
-		if (strcmp(cfg->backends[i].name, name) == 0)
-			return &cfg->backends[i];
-	return NULL;
-}
-
 /* Copy a path, prefixing the config's directory when it is relative. */
 static int resolve_path(struct parse_state *st, const char *key, const char *value, char *dst,
 			size_t cap)

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <limits.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "ktlsgate/compiler.h"
@@ -151,8 +152,16 @@ int kg_config_load(const char *path, struct kg_config *cfg, char *err, size_t er
 int kg_config_parse_string(const char *text, const char *name, struct kg_config *cfg,
 			   char *err, size_t errlen) KG_MUST_USE;
 
-/* Borrowed pointer to the backend called `name`, or NULL. */
-const struct kg_backend_conf *kg_config_get0_backend(const struct kg_config *cfg, const char *name);
+/* Borrowed pointer to the backend called `name`, or NULL. Inline so the pure policy
+ * (and its fuzz target) use it without linking the parser (inih, OpenSSL). */
+static inline const struct kg_backend_conf *kg_config_get0_backend(const struct kg_config *cfg,
+								   const char *name)
+{
+	for (size_t i = 0; i < cfg->n_backends; i++)
+		if (strcmp(cfg->backends[i].name, name) == 0)
+			return &cfg->backends[i];
+	return NULL;
+}
 
 /* Parse "host:port", "[v6]:port" (numeric hosts only). Returns 0 or -1. */
 int kg_sockaddr_parse(const char *text, struct kg_sockaddr *out) KG_MUST_USE;

@@ -1,8 +1,18 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * policy.h - the pure decision: (verified identity, registry rows, config) -> verdict.
- * No I/O, no clock, no allocation; the caller fetched the rows. Fuzzed and unit-tested
- * on its own (the mosquitto lesson: parse, decide and act live apart).
+ * policy.h - the policy part: may this verified device connect, and to which backend?
+ *
+ * One way in: kg_policy_decide(identity, device row, CA row, config) -> verdict (allow,
+ * enrol or refuse; the reason, the CONNACK to answer, the backend). The connection
+ * calls it after the handshake, the worker again when the registry changes, `ktlsgate
+ * verify` offline; the helpers below judge the CONNECT's client id and user name rule.
+ * The part: policy.c (the decision), reason.c (the one table of audit and metric
+ * reasons), identity.h / identity.c (the verified identity as plain data, and the
+ * device id rule the verifier and the CLI share).
+ * Pure: no I/O, no clock, no allocation, no logging, no OpenSSL, nothing from tls/, the
+ * connection or the event loop. The caller fetched the rows and acts on the verdict
+ * (the mosquitto lesson: parse, decide and act live apart). `make lint` enforces the
+ * includes (scripts/lint-pure.sh); tests/fuzz/fuzz_policy.c links this folder alone.
  */
 #ifndef KTLSGATE_POLICY_H
 #define KTLSGATE_POLICY_H
@@ -11,9 +21,9 @@
 
 #include "ops/config.h"
 #include "mqtt/mqtt.h"
+#include "policy/identity.h"
 #include "policy/reason.h"
 #include "registry/registry.h"
-#include "tls/verify.h"
 
 struct kg_policy_input {
 	const struct kg_identity *id;   /* verified identity (required) */

@@ -67,41 +67,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-bool kg_identity_valid(const char *cn, size_t len, size_t *module_off)
-{
-	size_t slash = 0, n_slash = 0;
-
-	if (cn == NULL || len == 0 || len > KG_DEVICE_ID_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)cn[i];
-
-		if (c < 0x21 || c > 0x7e)
-			return false;
-		if (c == '/') {
-			if (++n_slash > 1)
-				return false;
-			slash = i;
-		}
-	}
-	if (n_slash == 1) {
-		size_t mlen = len - slash - 1;
-		const char *mod = cn + slash + 1;
-
-		if (slash == 0 || mlen == 0)
-			return false;
-		if ((slash == 1 && cn[0] == '.') || (slash == 2 && cn[0] == '.' && cn[1] == '.'))
-			return false;
-		if ((mlen == 1 && mod[0] == '.') || (mlen == 2 && mod[0] == '.' && mod[1] == '.'))
-			return false;
-	} else if ((len == 1 && cn[0] == '.') || (len == 2 && cn[0] == '.' && cn[1] == '.')) {
-		return false;
-	}
-	if (module_off != NULL)
-		*module_off = n_slash == 1 ? slash + 1 : 0;
-	return true;
-}
-
 enum kg_reason kg_identity_from_cert(X509 *cert, char *out, size_t cap, size_t *module_off)
 {
 	const X509_NAME *name;

@@ -20,28 +20,9 @@
 #include <openssl/x509.h>
 
 #include "ktlsgate/compiler.h"
+#include "policy/identity.h"   /* struct kg_identity, kg_identity_valid() */
 #include "policy/reason.h"
 #include "registry/registry.h"
-
-struct kg_identity {
-	char device_id[KG_DEVICE_ID_MAX + 1];   /* the whole CN: "dev" or "dev/module" */
-	size_t module_off;                      /* 0: no module; else index after '/' */
-	char thumbprint[KG_SHA256_HEX_LEN + 1]; /* SHA-256 of the leaf DER, lowercase hex */
-	enum kg_attestation method;
-	char ca_name[KG_NAME_MAX];              /* issuing registered CA ("" for thumbprint) */
-	int64_t not_after;                      /* leaf notAfter, unix seconds */
-	/* Accepted although the CRL of CA crl_grace_ca expired at crl_next_update: within
-	 * crl_grace. The caller warns (kg_trust_crl_warn_due() rate-limits it). */
-	char crl_grace_ca[KG_NAME_MAX];
-	int64_t crl_next_update;
-};
-
-/*
- * Is `cn` (len bytes, may contain anything) a valid device id? 1..128 bytes,
- * printable ASCII 0x21..0x7e, at most one '/' separating deviceId/moduleId with both
- * sides non-empty, no "." or ".." component. Returns true and sets *module_off.
- */
-bool kg_identity_valid(const char *cn, size_t len, size_t *module_off);
 
 /* Read the single CN of `cert` into out (validated). KG_REASON_OK or BAD_IDENTITY. */
 enum kg_reason kg_identity_from_cert(X509 *cert, char *out, size_t cap, size_t *module_off);
