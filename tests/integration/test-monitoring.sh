@@ -287,6 +287,11 @@ def main():
                 if not str((r.get("annotations") or {}).get(k, "")).strip():
                     bad.append("%s: no %s annotation" % (a, k))
         print("ok: %d alerts" % sum("alert" in r for r in rules))
+        if len(sys.argv) > 5:   # the alerts table of docs/monitoring.md
+            names = {r["alert"] for r in rules if "alert" in r}
+            listed = set(re.findall(r'`(Ktlsgate\w+)`', open(sys.argv[5]).read()))
+            bad += ["alert not in docs/monitoring.md: " + n for n in sorted(names - listed)]
+            bad += ["docs/monitoring.md names an alert the rules lack: " + n for n in sorted(listed - names)]
         if not any("alert" in r for r in rules):
             bad.append("no alert rules")
     for b in bad:
@@ -373,9 +378,10 @@ t_queries_name_metrics() {
 	check queries "$KG_TOP" "$WORK/scrape.txt" "$RULES" "$DASH"
 }
 
+# every alert has for:, a severity, a summary and a description, and is in the docs' table
 t_rules_shape() {
 	[ -s "$WORK/scrape.txt" ] || scrape "$WORK/scrape.txt" || return 1
-	check shape "$KG_TOP" "$WORK/scrape.txt" "$RULES"
+	check shape "$KG_TOP" "$WORK/scrape.txt" "$RULES" "$DOC"
 }
 
 # --- (c) promtool ----------------------------------------------------------------------
