@@ -34,7 +34,7 @@ $SUDO apt-get update -q >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null
 # Debian starts these on install where systemd runs; our tests start their own.
 if command -v systemctl >/dev/null 2>&1; then
-	for s in mosquitto haproxy nginx; do
+	for s in mosquitto haproxy nginx prometheus; do
 		$SUDO systemctl disable --now "$s" >/dev/null 2>&1 || true
 	done
 fi
