@@ -84,7 +84,7 @@ struct kg_relay_io {
 	bool ktls_ulp;                     /* the TLS ULP is attached to dev.fd */
 	bool ktls_tx, ktls_rx;             /* what the kernel really does for this session */
 
-	/* Borrowed, read-only (but *ktls_unavailable), set when the connection starts and
+	/* Borrowed, read-only but for *ktls_unavailable; set when the connection starts and
 	 * valid for its life. */
 	unsigned worker_idx;               /* for logs */
 	uint64_t cid;                      /* the connection's id, for logs */
