@@ -79,34 +79,6 @@ static const struct state_ops states[KG_ST_MAX] = {
 	[KG_ST_CLOSED] = { NULL, DL_NONE },
 };
 
-/* ---- buffers ------------------------------------------------------------- */
-
-int kg_buf_reserve(struct kg_buf *b, size_t cap)
-{
-	uint8_t *p;
-
-	if (b->cap >= cap)
-		return 0;
-	p = realloc(b->data, cap);
-	if (p == NULL)
-		return KG_E_RESOURCE;
-	b->data = p;
-	b->cap = cap;
-	return 0;
-}
-
-void kg_buf_free(struct kg_buf *b)
-{
-	free(b->data);
-	memset(b, 0, sizeof(*b));
-}
-
-void kg_buf_release(struct kg_buf *b)
-{
-	if (b->len == b->off)
-		kg_buf_free(b);
-}
-
 /* ---- helpers ---------------------------------------------------------------- */
 
 static const struct kg_config *conn_cfg(const struct kg_conn *c)
@@ -142,18 +114,36 @@ int kg_conn_unwatch(struct kg_conn *c, struct kg_evsrc *src)
 	return 0;
 }
 
+/* ---- what the relays get of the connection (relay.h) ----------------------- */
+
+/* container_of: every struct kg_relay_io a relay is given is the one in a kg_conn. */
+static struct kg_conn *conn_of(struct kg_relay_io *io)
+{
+	return (struct kg_conn *)(void *)((char *)io - offsetof(struct kg_conn, io));
+}
+
+int kg_relay_io_watch(struct kg_relay_io *io, struct kg_evsrc *src, uint32_t events)
+{
+	return kg_conn_watch(conn_of(io), src, events);
+}
+
+int kg_relay_io_unwatch(struct kg_relay_io *io, struct kg_evsrc *src)
+{
+	return kg_conn_unwatch(conn_of(io), src);
+}
+
 /* Arm the device fd for what the last TLS call asked for. */
 static enum kg_step wait_tls(struct kg_conn *c)
 {
 	uint32_t ev = 0;
 
-	if (c->want_read)
+	if (c->io.want_read)
 		ev |= EPOLLIN;
-	if (c->want_write)
+	if (c->io.want_write)
 		ev |= EPOLLOUT;
 	if (ev == 0)
 		ev = EPOLLIN;
-	if (kg_conn_watch(c, &c->dev, ev) < 0) {
+	if (kg_conn_watch(c, &c->io.dev, ev) < 0) {
 		kg_conn_close(c, KG_REASON_IO_ERROR);
 		return KG_STEP_DONE;
 	}
@@ -195,7 +185,7 @@ void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st)
 		case DL_CONNECT: ms = cfg->connect_timeout_ms; break;
 		case DL_BACKEND: ms = cfg->backend_timeout_ms; break;
 		case DL_REFUSE: ms = cfg->refuse_linger_ms; break;
-		case DL_IDLE: ms = c->idle_ms; break;   /* set by kg_relay_start() */
+		case DL_IDLE: ms = c->idle_ms; break;   /* set by st_handoff() */
 		case DL_NONE: ms = 0; break;
 		}
 		c->deadline_ms = ms ? kg_now_ms() + ms : 0;
@@ -344,12 +334,21 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->src = src;
 	c->src_held = held;
 	c->state = KG_ST_ACCEPTED;
-	c->dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
-	c->be = (struct kg_evsrc){ .type = KG_EV_BACKEND, .fd = -1, .events = UINT32_MAX, .owner = c };
+	c->io.dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
+	c->io.be = (struct kg_evsrc){ .type = KG_EV_BACKEND, .fd = -1, .events = UINT32_MAX, .owner = c };
+	/* What the relays borrow (relay.h), valid for the connection's life: kTLS is
+	 * prepared before the handshake, so all of it is set here, not at the handoff. */
+	c->io.cid = c->cid;
+	c->io.worker_idx = w->idx;
+	c->io.device_id = c->id.device_id;
+	c->io.cfg = &snap->cfg;
+	c->io.metrics = &w->metrics;
+	c->io.pipes = &w->pipes;
+	c->io.ktls_unavailable = &w->ktls_unavailable;
 	c->accepted_us = kg_now_us();
 	clock_gettime(CLOCK_REALTIME, &now);
 	c->since = now.tv_sec;
-	c->mode = KG_MODE_USERSPACE;
+	c->io.mode = KG_MODE_USERSPACE;
 	format_peer(sa, c->peer, sizeof(c->peer));
 	if (salen > 0 && salen <= sizeof(c->peer_sa)) {
 		memcpy(&c->peer_sa, sa, salen);
@@ -389,22 +388,22 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 	}
 	kg_metric_add(&w->metrics.closes[why], 1);
 	if (c->state == KG_ST_RELAYING)
-		kg_metric_gauge(&w->metrics.sessions_by_mode[c->mode], -1);
+		kg_metric_gauge(&w->metrics.sessions_by_mode[c->io.mode], -1);
 	kg_conn_set_state(c, KG_ST_CLOSED);
 	kg_metric_gauge(&w->metrics.conns_by_state[KG_ST_CLOSED], -1);
 
-	if (c->ssl)
-		SSL_free(c->ssl);
-	kg_record_session_free(c->rec);
-	c->rec = NULL;
-	kg_ktls_session_release(c);
-	kg_tls_key_tracker_wipe(&c->keytrk);
-	if (c->dev.fd >= 0)
-		close(c->dev.fd);   /* close() also drops the epoll registration */
-	if (c->be.fd >= 0)
-		close(c->be.fd);
-	kg_buf_free(&c->up);
-	kg_buf_free(&c->down);
+	if (c->io.ssl)
+		SSL_free(c->io.ssl);
+	kg_record_session_free(c->io.rec);
+	c->io.rec = NULL;
+	kg_ktls_session_release(&c->io);
+	kg_tls_key_tracker_wipe(&c->io.keytrk);
+	if (c->io.dev.fd >= 0)
+		close(c->io.dev.fd);   /* close() also drops the epoll registration */
+	if (c->io.be.fd >= 0)
+		close(c->io.be.fd);
+	kg_buf_free(&c->io.up);
+	kg_buf_free(&c->io.down);
 
 	if (c->prev)
 		c->prev->next = c->next;
@@ -446,9 +445,9 @@ static enum kg_step conn_refuse(struct kg_conn *c, enum kg_reason why, enum kg_c
 	kg_conn_audit(c, false, why, detail);
 	c->refusal_len = kg_mqtt_encode_connack(c->mqtt_level, code, c->refusal, sizeof(c->refusal));
 	c->refusal_off = 0;
-	if (c->be.fd >= 0) {
-		close(c->be.fd);
-		c->be.fd = -1;
+	if (c->io.be.fd >= 0) {
+		close(c->io.be.fd);
+		c->io.be.fd = -1;
 	}
 	kg_conn_set_state(c, KG_ST_REFUSING);
 	return KG_STEP_NEXT;
@@ -476,8 +475,8 @@ void kg_conn_timeout(struct kg_conn *c)
 		break;
 	case KG_ST_RELAYING:
 		/* The device's stream ended and the broker got its FIN: the linger that
-		 * kg_relay_finished() set is over. */
-		if (c->be_shut) {
+		 * st_relaying() set when kg_relay_finished() sent it is over. */
+		if (c->io.be_shut) {
 			kg_conn_close(c, KG_REASON_TIMEOUT);
 			break;
 		}
@@ -504,13 +503,13 @@ static enum kg_step st_accepted(struct kg_conn *c)
 
 	/* No SSL until the device says something: a silent connection costs this
 	 * struct and a deadline (the handshake timeout, from accept), not an SSL. */
-	n = recv(c->dev.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	n = recv(c->io.dev.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (n == 0) {
 		kg_conn_close(c, KG_REASON_PEER_CLOSED);
 		return KG_STEP_DONE;
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-		if (kg_conn_watch(c, &c->dev, EPOLLIN) < 0) {
+		if (kg_conn_watch(c, &c->io.dev, EPOLLIN) < 0) {
 			kg_conn_close(c, KG_REASON_IO_ERROR);
 			return KG_STEP_DONE;
 		}
@@ -552,8 +551,8 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		kg_conn_audit(c, false, why, kg_tls_verify_detail(c));
 		c->refusal_len = c->refusal_off = 0;
 		/* Nothing more goes through TLS: the linger costs a socket, not an SSL. */
-		SSL_free(c->ssl);
-		c->ssl = NULL;
+		SSL_free(c->io.ssl);
+		c->io.ssl = NULL;
 		kg_conn_set_state(c, KG_ST_REFUSING);
 		return KG_STEP_NEXT;
 	}
@@ -585,7 +584,7 @@ static enum kg_step st_policy(struct kg_conn *c)
 
 	/* Kept for the session's life: the SSL may be freed at the handoff. */
 	if (c->id.method == KG_ATT_CA)
-		(void)kg_leaf_ref_from_cert(SSL_get0_peer_certificate(c->ssl), &c->leaf);
+		(void)kg_leaf_ref_from_cert(SSL_get0_peer_certificate(c->io.ssl), &c->leaf);
 	rc = kg_registry_device_get(c->w->reg, c->id.device_id, &dev);
 	if (rc == 0)
 		in.device = &dev;
@@ -607,10 +606,10 @@ static enum kg_step st_policy(struct kg_conn *c)
 }
 
 /*
- * username_check = rewrite: replace the CONNECT at the start of c->up by one whose user
+ * username_check = rewrite: replace the CONNECT at the start of c->io.up by one whose user
  * name is the device id and that has no password. What the device pipelined behind
  * the CONNECT follows byte for byte; connect_len becomes the rewritten length, which
- * is all the relays and the handoff count rely on (c->up is forwarded as a whole).
+ * is all the relays and the handoff count rely on (c->io.up is forwarded as a whole).
  * *mc borrows from the old buffer and is dead afterwards. KG_E_INVALID: the device id
  * is no MQTT user name; KG_E_RESOURCE: no memory.
  */
@@ -623,19 +622,19 @@ static int rewrite_connect(struct kg_conn *c, const struct kg_mqtt_connect *mc)
 	need = kg_mqtt_rewrite_len(mc, id_len);
 	if (need == 0)
 		return KG_E_INVALID;
-	tail = c->up.len - mc->packet_len;
+	tail = c->io.up.len - mc->packet_len;
 	if (kg_buf_reserve(&nb, need + tail) < 0)
 		return KG_E_RESOURCE;
-	n = kg_mqtt_rewrite_connect(c->up.data, mc, id, id_len, nb.data, nb.cap);
+	n = kg_mqtt_rewrite_connect(c->io.up.data, mc, id, id_len, nb.data, nb.cap);
 	if (n == 0) {
 		kg_buf_free(&nb);
 		return KG_E_INVALID;
 	}
 	if (tail > 0)
-		memcpy(nb.data + n, c->up.data + mc->packet_len, tail);
+		memcpy(nb.data + n, c->io.up.data + mc->packet_len, tail);
 	nb.len = n + tail;
-	kg_buf_free(&c->up);
-	c->up = nb;
+	kg_buf_free(&c->io.up);
+	c->io.up = nb;
 	c->connect_len = (uint32_t)n;
 	return 0;
 }
@@ -675,22 +674,23 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 
 	for (;;) {
 		/* Parse what we have first: a CONNECT may already be complete. */
-		pr = c->up.len ? kg_mqtt_parse_connect(c->up.data, c->up.len, cfg->max_connect_bytes, &mc)
-			       : KG_PARSE_SHORT;
+		pr = c->io.up.len ? kg_mqtt_parse_connect(c->io.up.data, c->io.up.len,
+							  cfg->max_connect_bytes, &mc)
+				  : KG_PARSE_SHORT;
 		if (pr != KG_PARSE_SHORT)
 			break;
-		if (kg_buf_reserve(&c->up, c->up.len + CONNECT_READ_CHUNK) < 0) {
+		if (kg_buf_reserve(&c->io.up, c->io.up.len + CONNECT_READ_CHUNK) < 0) {
 			kg_conn_close(c, KG_REASON_OVERLOAD);
 			return KG_STEP_DONE;
 		}
-		n = kg_tls_read(c, c->up.data + c->up.len, c->up.cap - c->up.len);
+		n = kg_tls_read(&c->io, c->io.up.data + c->io.up.len, c->io.up.cap - c->io.up.len);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {
 			kg_conn_close(c, n == 0 ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
 			return KG_STEP_DONE;
 		}
-		c->up.len += (size_t)n;
+		c->io.up.len += (size_t)n;
 	}
 	if (pr == KG_PARSE_UNSUPPORTED) {
 		/* 3.1.1 3.1.2.2: answer an unsupported level with return code 1. The level
@@ -759,12 +759,12 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 {
 	const struct kg_backend_conf *b;
 
-	if (c->be.fd < 0) {
+	if (c->io.be.fd < 0) {
 		b = kg_config_get0_backend(conn_cfg(c), c->verdict.backend);
 		if (b == NULL)   /* policy checked it; a reload cannot change our snapshot */
 			return conn_refuse(c, KG_REASON_NO_BACKEND, KG_CONNACK_SERVER_UNAVAILABLE, NULL);
-		c->be.fd = kg_backend_connect_start(b);
-		if (c->be.fd < 0) {
+		c->io.be.fd = kg_backend_connect_start(b);
+		if (c->io.be.fd < 0) {
 			int e = errno;
 
 			c->audited = false;
@@ -773,8 +773,8 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 					   KG_CONNACK_SERVER_UNAVAILABLE, strerror(e));
 		}
 		/* Stop reading the device while the broker is not there: bytes it pipelines
-		 * wait in the socket, the CONNECT waits in c->up. */
-		if (kg_conn_watch(c, &c->dev, 0) < 0 || kg_conn_watch(c, &c->be, EPOLLOUT) < 0) {
+		 * wait in the socket, the CONNECT waits in c->io.up. */
+		if (kg_conn_watch(c, &c->io.dev, 0) < 0 || kg_conn_watch(c, &c->io.be, EPOLLOUT) < 0) {
 			kg_conn_close(c, KG_REASON_IO_ERROR);
 			return KG_STEP_DONE;
 		}
@@ -788,7 +788,7 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 		}
 		return KG_STEP_WAIT;
 	}
-	if (kg_backend_connect_finish(c->be.fd) < 0) {
+	if (kg_backend_connect_finish(c->io.be.fd) < 0) {
 		kg_log_warnx("conn=%llu dev=%s backend %s: %s", (unsigned long long)c->cid,
 			     c->id.device_id, c->verdict.backend, strerror(errno));
 		c->audited = false;
@@ -802,13 +802,13 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 static enum kg_step st_handoff(struct kg_conn *c)
 {
 	bool again;
-	const struct kg_relay_ops *r = kg_relay_start(c, &again);
+	const struct kg_relay_ops *r = kg_relay_start(&c->io, &again);
 
 	if (r == NULL && again) {
 		kg_metric_add(&c->w->metrics.handoff_waits, 1);
 		/* Half a TLS record sits inside OpenSSL: wait for the rest of it, and
 		 * leave the broker alone meanwhile (the handoff deadline still runs). */
-		if (kg_conn_watch(c, &c->dev, EPOLLIN) < 0 || kg_conn_watch(c, &c->be, 0) < 0) {
+		if (kg_conn_watch(c, &c->io.dev, EPOLLIN) < 0 || kg_conn_watch(c, &c->io.be, 0) < 0) {
 			kg_conn_close(c, KG_REASON_IO_ERROR);
 			return KG_STEP_DONE;
 		}
@@ -818,21 +818,44 @@ static enum kg_step st_handoff(struct kg_conn *c)
 		kg_conn_close(c, KG_REASON_IO_ERROR);
 		return KG_STEP_DONE;
 	}
-	c->mode = r->mode;
+	/* The idle timeout (relay.c says why these values): kg_conn_set_state() below
+	 * arms it, st_relaying() notes activity, kg_conn_timeout() acts on it. */
+	c->idle_ms = kg_relay_idle_ms(c->keepalive, conn_cfg(c)->idle_timeout, &c->idle_any_dir);
+	c->active_ms = kg_now_ms();
 	/* the CONNECT is not counted: only what the device pipelined behind it */
-	if (c->up.len > c->up.off + c->connect_len)
-		kg_metric_add(&c->w->metrics.handoff_carried, c->up.len - c->up.off - c->connect_len);
-	kg_metric_gauge(&c->w->metrics.sessions_by_mode[c->mode], 1);
-	kg_metric_add(&c->w->metrics.sessions_started[c->mode], 1);
+	if (c->io.up.len > c->io.up.off + c->connect_len)
+		kg_metric_add(&c->w->metrics.handoff_carried,
+			      c->io.up.len - c->io.up.off - c->connect_len);
+	kg_metric_gauge(&c->w->metrics.sessions_by_mode[c->io.mode], 1);
+	kg_metric_add(&c->w->metrics.sessions_started[c->io.mode], 1);
 	kg_log_debug("conn=%llu dev=%s: relaying in %s mode", (unsigned long long)c->cid,
 		     c->id.device_id, r->name);
 	kg_conn_set_state(c, KG_ST_RELAYING);
 	return KG_STEP_NEXT;
 }
 
+/*
+ * The session's relay pumps. Its close reason is acted on here (the relay has sent
+ * what an orderly end sends); a FIN it passed on to the broker starts the linger that
+ * bounds the broker's answer; traffic that counts refreshes the idle deadline
+ * (active_ms: one clock read per event that moved bytes, not per byte).
+ */
 static enum kg_step st_relaying(struct kg_conn *c)
 {
-	return kg_relay_pump(c);
+	uint64_t up = c->io.bytes_up, down = c->io.bytes_down;
+	bool shut = c->io.be_shut;
+	enum kg_reason why = kg_relay_for_mode(c->io.mode)->pump(&c->io);
+
+	if (why != KG_REASON_OK) {
+		kg_conn_close(c, why);
+		return KG_STEP_DONE;
+	}
+	if (c->io.be_shut && !shut)
+		c->deadline_ms = kg_now_ms() + conn_cfg(c)->refuse_linger_ms;
+	if (c->idle_ms != 0 &&
+	    (c->io.bytes_up != up || (c->idle_any_dir && c->io.bytes_down != down)))
+		c->active_ms = kg_now_ms();
+	return KG_STEP_WAIT;
 }
 
 static enum kg_step st_refusing(struct kg_conn *c)
@@ -841,7 +864,7 @@ static enum kg_step st_refusing(struct kg_conn *c)
 	long n;
 
 	while (c->refusal_off < c->refusal_len) {
-		n = kg_tls_write(c, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
+		n = kg_tls_write(&c->io, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {
@@ -850,17 +873,17 @@ static enum kg_step st_refusing(struct kg_conn *c)
 		}
 		c->refusal_off += (size_t)n;
 		if (c->refusal_off == c->refusal_len)
-			kg_tls_shutdown(c);
+			kg_tls_shutdown(&c->io);
 	}
-	if (!c->dev_eof) {
+	if (!c->io.dev_eof) {
 		/* Half-close, then drain until the device hangs up or the linger deadline:
 		 * closing with unread input would send a RST that can destroy the CONNACK
 		 * (or the TLS alert) before the device reads it. dev_eof marks it done. */
-		(void)shutdown(c->dev.fd, SHUT_WR);
-		c->dev_eof = true;
+		(void)shutdown(c->io.dev.fd, SHUT_WR);
+		c->io.dev_eof = true;
 	}
 	for (;;) {
-		n = read(c->dev.fd, sink, sizeof(sink));
+		n = read(c->io.dev.fd, sink, sizeof(sink));
 		if (n > 0) {
 			/* Bounded in bytes as in time: a peer that keeps sending is cut
 			 * (a RST then is its own doing). */
@@ -870,7 +893,7 @@ static enum kg_step st_refusing(struct kg_conn *c)
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (kg_conn_watch(c, &c->dev, EPOLLIN | EPOLLRDHUP) < 0)
+			if (kg_conn_watch(c, &c->io.dev, EPOLLIN | EPOLLRDHUP) < 0)
 				break;
 			return KG_STEP_WAIT;
 		}

@@ -28,6 +28,7 @@
 #include "policy/policy.h"
 #include "policy/reason.h"
 #include "core/srclimit.h"
+#include "relay/relay.h"
 #include "tls/tls_keys.h"
 #include "tls/verify.h"
 
@@ -52,26 +53,8 @@ enum kg_step {
 	KG_STEP_DONE   /* connection closed and freed: touch nothing */
 };
 
-enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND };
-
-/* Every epoll registration points at one of these. */
-struct kg_evsrc {
-	enum kg_evtype type;
-	int fd;
-	uint32_t events;     /* currently registered interest */
-	void *owner;         /* struct kg_conn * or struct kg_worker * */
-};
-
-/* A byte buffer allocated only while it holds bytes (idle sessions cost nothing). */
-struct kg_buf {
-	uint8_t *data;
-	size_t len, off, cap;
-};
-
 struct kg_worker;
 struct kg_snapshot;
-struct kg_record_session;
-struct kg_pipe;
 
 struct kg_conn {
 	uint64_t cid;                      /* worker index << 48 | sequence */
@@ -82,12 +65,10 @@ struct kg_conn {
 	uint64_t accepted_us, hs_start_us;
 	int64_t since;                     /* wall clock of accept */
 
-	struct kg_evsrc dev;               /* device socket */
-	struct kg_evsrc be;                /* backend socket, fd -1 until connected */
-	SSL *ssl;                          /* freed at the handoff by the record relay */
-	struct kg_tls_key_tracker keytrk;  /* traffic secrets + record counts, wiped at handoff */
-	struct kg_record_session *rec;     /* the record relay's state, NULL otherwise */
-	bool want_read, want_write;        /* what the last TLS call waits for */
+	/* Both sockets, the SSL, the buffers, what the relays see (relay.h). The
+	 * relays reach the connection only through kg_relay_io_watch/_unwatch and
+	 * their pump()'s close reason, both handled here (conn.c). */
+	struct kg_relay_io io;
 	enum kg_evtype ev_type;            /* the event being handled (set by the worker) */
 	uint32_t ev_events;
 
@@ -107,30 +88,18 @@ struct kg_conn {
 	struct kg_leaf_ref leaf;           /* issuer + serial: a new CRL re-checks the session */
 	struct kg_verdict verdict;
 	uint8_t mqtt_level;
-	uint32_t connect_len;              /* bytes of the CONNECT at the start of c->up */
-
-	struct kg_buf up;                  /* device -> broker (CONNECT first) */
-	struct kg_buf down;                /* broker -> device */
-	bool dev_eof, be_eof;
+	uint32_t connect_len;              /* bytes of the CONNECT at the start of io.up */
 
 	uint8_t refusal[8];                /* the CONNACK refusal being sent */
 	size_t refusal_len, refusal_off;
 	size_t drained;                    /* bytes dropped while lingering (bounded) */
 
-	uint64_t bytes_up, bytes_down;
-	enum kg_relay_mode mode;
-	/* idle timeout while relaying (relay.c): the deadline scan closes the session when
+	/* idle timeout while relaying: the deadline scan closes the session when
 	 * active_ms + idle_ms has passed; a pump that moved bytes refreshes active_ms */
 	uint16_t keepalive;                /* the CONNECT's keep-alive, seconds */
 	uint32_t idle_ms;                  /* 0: none */
 	bool idle_any_dir;                 /* broker->device traffic counts too */
 	uint64_t active_ms;
-
-	/* kernel TLS (relay_ktls.c) */
-	struct kg_pipe *pipe[KG_DIR_MAX];  /* borrowed from the worker while bytes are in flight */
-	bool ktls_ulp;                     /* the TLS ULP is attached to dev.fd */
-	bool ktls_tx, ktls_rx;             /* what the kernel really does for this session */
-	bool be_shut;                      /* FIN passed on to the broker */
 
 	struct kg_conn *prev, *next;       /* worker's list of live conns */
 };
@@ -155,10 +124,5 @@ int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events) KG_M
 int kg_conn_unwatch(struct kg_conn *c, struct kg_evsrc *src) KG_MUST_USE;
 /* Write an audit decision record for c. */
 void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const char *detail);
-
-/* Buffers */
-int kg_buf_reserve(struct kg_buf *b, size_t cap) KG_MUST_USE;
-void kg_buf_release(struct kg_buf *b);   /* free when empty */
-void kg_buf_free(struct kg_buf *b);
 
 #endif

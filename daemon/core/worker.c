@@ -138,17 +138,18 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 	json_object_object_add(o, "peer", json_object_new_string(c->peer));
 	json_object_object_add(o, "state", json_object_new_string(kg_conn_state_names[c->state]));
 	json_object_object_add(o, "mode", json_object_new_string(
-		c->state == KG_ST_RELAYING ? kg_relay_for_mode(c->mode)->name : ""));
+		c->state == KG_ST_RELAYING ? kg_relay_for_mode(c->io.mode)->name : ""));
 	/* What the kernel really does for this session, not what was configured. */
 	json_object_object_add(o, "ktls", json_object_new_string(
-		c->ktls_tx && c->ktls_rx ? "tx+rx" : c->ktls_tx ? "tx" : c->ktls_rx ? "rx" : "none"));
+		c->io.ktls_tx && c->io.ktls_rx ? "tx+rx" : c->io.ktls_tx ? "tx"
+					 : c->io.ktls_rx ? "rx" : "none"));
 	json_object_object_add(o, "backend", json_object_new_string(c->verdict.allow ? c->verdict.backend : ""));
 	json_object_object_add(o, "ca", json_object_new_string(c->id.ca_name));
 	json_object_object_add(o, "method", json_object_new_string(
 		c->identified ? kg_attestation_str(c->id.method) : ""));
 	json_object_object_add(o, "since", json_object_new_int64(c->since));
-	json_object_object_add(o, "bytes_up", json_object_new_uint64(c->bytes_up));
-	json_object_object_add(o, "bytes_down", json_object_new_uint64(c->bytes_down));
+	json_object_object_add(o, "bytes_up", json_object_new_uint64(c->io.bytes_up));
+	json_object_object_add(o, "bytes_down", json_object_new_uint64(c->io.bytes_down));
 	json_object_object_add(o, "worker", json_object_new_int((int)c->w->idx));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (s != NULL) {

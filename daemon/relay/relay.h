@@ -1,83 +1,175 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * relay.h - the data path after the handoff. A relay is an ops table (HAProxy's
- * xprt_ops idea): the handoff picks one per session; the user-space SSL relay is the
- * one that works everywhere, kTLS + splice and the sockmap path slot in beside it
- * (issue 3). All bytes already read from the device (the CONNECT and whatever was
- * pipelined behind it) sit in c->up and are forwarded first, in order.
+ * Part relay (daemon/relay/): a session's data path after the handoff. One ops table
+ * per path (HAProxy's xprt_ops idea), tried in this order: ktls_splice and ktls_tx
+ * (relay_ktls.c), the record relay (relay_record.c, record.c), the OpenSSL relay
+ * (relay.c); pipe_pool.c lends splice pipes, backend.c opens the broker socket.
+ * Way in: this header. A relay sees a session as a struct kg_relay_io, which the
+ * connection (struct kg_conn) embeds: both sockets, the SSL or the record state, the two
+ * plaintext buffers, the flags and counters below, and a read-only context borrowed
+ * for the session's life. It touches nothing else: no struct kg_conn, no worker, no
+ * clock, no core header.
+ * Ownership: the connection owns all of it and frees it in kg_conn_close() (with
+ * kg_record_session_free() and kg_ktls_session_release()); a relay's start() may free
+ * the SSL (its point of no return) and a relay borrows pipes only while bytes are in
+ * flight. Who closes: never a relay. pump() returns why the session must end and the
+ * connection closes it (one teardown, kg_conn_close()); epoll interest changes only
+ * through kg_relay_io_watch()/_unwatch(), which the connection layer provides.
+ */
+/*
+ * relay.h - the relay ops table, the session view it works on, and the helpers the
+ * relays share. The bytes already read from the device (the CONNECT and whatever was
+ * pipelined behind it) sit in io->up and are forwarded first, in order.
  */
 #ifndef KTLSGATE_RELAY_H
 #define KTLSGATE_RELAY_H
 
-#include "core/conn.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ktlsgate/compiler.h"
+#include "ops/metrics.h"
+#include "policy/reason.h"
+#include "tls/tls_keys.h"
+
+struct kg_config;
+struct kg_pipe;
+struct kg_pipe_pool;
+struct kg_record_session;
+
+/* What an epoll registration is for. Defined here, below the core, because a
+ * session's two sockets are registrations the relays re-arm; the worker's listeners
+ * and wake-up eventfd use the same type. */
+enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND };
+
+/* Every epoll registration points at one of these. */
+struct kg_evsrc {
+	enum kg_evtype type;
+	int fd;
+	uint32_t events;     /* currently registered interest; UINT32_MAX: not registered */
+	void *owner;         /* struct kg_conn * or struct kg_worker * (the core's business) */
+};
+
+/* A byte buffer allocated only while it holds bytes (idle sessions cost nothing). */
+struct kg_buf {
+	uint8_t *data;
+	size_t len, off, cap;
+};
+
+int kg_buf_reserve(struct kg_buf *b, size_t cap) KG_MUST_USE;
+void kg_buf_release(struct kg_buf *b);   /* free when empty */
+void kg_buf_free(struct kg_buf *b);
+
+/*
+ * What a relay may touch of a session. The connection's handshake and CONNECT states
+ * use the same fields (the SSL, io->up) before the handoff; from the handoff on, the
+ * session's relay is their only writer, and the connection reads them (mode, the
+ * counters, the eof/shut flags) between pumps.
+ */
+struct kg_relay_io {
+	struct kg_evsrc dev;               /* device socket */
+	struct kg_evsrc be;                /* broker socket, fd -1 until connected */
+	SSL *ssl;                          /* freed at the start of ktls_splice / record */
+	struct kg_tls_key_tracker keytrk;  /* traffic secrets + record counts, wiped at handoff */
+	struct kg_record_session *rec;     /* the record relay's state, NULL otherwise */
+	struct kg_buf up;                  /* device -> broker (the CONNECT first) */
+	struct kg_buf down;                /* broker -> device */
+	struct kg_pipe *pipe[KG_DIR_MAX];  /* kTLS: borrowed from *pipes while bytes are in flight */
+	uint64_t bytes_up, bytes_down;     /* delivered to the broker / to the device */
+	enum kg_relay_mode mode;           /* the relay in charge (set by kg_relay_start()) */
+	bool want_read, want_write;        /* what the last TLS call waits for */
+	bool dev_eof, be_eof;              /* that side's stream ended */
+	bool be_shut;                      /* FIN passed on to the broker */
+	bool ktls_ulp;                     /* the TLS ULP is attached to dev.fd */
+	bool ktls_tx, ktls_rx;             /* what the kernel really does for this session */
+
+	/* Borrowed, read-only but for *ktls_unavailable; set when the connection starts and
+	 * valid for its life. */
+	unsigned worker_idx;               /* for logs */
+	uint64_t cid;                      /* the connection's id, for logs */
+	const char *device_id;             /* for logs: "" until the handshake verified it */
+	const struct kg_config *cfg;       /* the session's pinned snapshot */
+	struct kg_metrics *metrics;        /* the worker's (only the worker writes them) */
+	struct kg_pipe_pool *pipes;        /* the worker's splice pipes */
+	bool *ktls_unavailable;            /* the worker's: the kernel refused the TLS ULP */
+};
+
+/* Provided by the connection layer (conn.c), for the relays: set or drop epoll interest
+ * for src, which is io->dev or io->be (kg_conn_watch/_unwatch). 0 or an error; on an
+ * error the relay returns a close reason from pump(). */
+int kg_relay_io_watch(struct kg_relay_io *io, struct kg_evsrc *src, uint32_t events) KG_MUST_USE;
+int kg_relay_io_unwatch(struct kg_relay_io *io, struct kg_evsrc *src) KG_MUST_USE;
 
 struct kg_relay_ops {
 	const char *name;                    /* "userspace", "ktls_splice", ... */
 	enum kg_relay_mode mode;
-	/* Can this path carry c? (kernel support, negotiated cipher...) */
-	bool (*usable)(const struct kg_conn *c);
-	/* Take over c (point of no return for offloads). KG_OK, KG_E_AGAIN (wait for
-	 * the device and retry), or an error (c unchanged: the next rung is tried). */
-	int (*start)(struct kg_conn *c);
-	/* Pump bytes after an event. Returns KG_STEP_WAIT or KG_STEP_DONE (closed). */
-	enum kg_step (*pump)(struct kg_conn *c);
+	/* Can this path carry io? (kernel support, negotiated cipher...) */
+	bool (*usable)(const struct kg_relay_io *io);
+	/* Take over io (point of no return for offloads). KG_OK, KG_E_AGAIN (wait for
+	 * the device and retry), or an error (io unchanged: the next rung is tried). */
+	int (*start)(struct kg_relay_io *io);
+	/* Pump bytes after an event. KG_REASON_OK: the session goes on, interest is
+	 * re-armed. Anything else: the session is over for that reason; what an orderly
+	 * end sends (our close_notify, an alert) is sent, and the caller closes it. */
+	enum kg_reason (*pump)(struct kg_relay_io *io);
 };
 
-/* Largest amount either plaintext buffer (c->up, c->down) holds. */
+/* Largest amount either plaintext buffer (io->up, io->down) holds. */
 #define KG_RELAY_BUF 16384u
 
 /* Shared by the relays: the broker side is plain TCP whatever the device side is.
  * Both return >0 progress, 0 none, <0 close with *why set. */
-/* Send c->up to the broker until it is empty or the socket is full. */
-int kg_relay_flush_up(struct kg_conn *c, enum kg_reason *why);
-/* Receive from the broker into c->down while it has room. If drained is not NULL, it
+/* Send io->up to the broker until it is empty or the socket is full. */
+int kg_relay_flush_up(struct kg_relay_io *io, enum kg_reason *why);
+/* Receive from the broker into io->down while it has room. If drained is not NULL, it
  * is read first (true: skip) and set once the socket has nothing more for now. */
-int kg_relay_fill_down(struct kg_conn *c, bool *drained, enum kg_reason *why);
+int kg_relay_fill_down(struct kg_relay_io *io, bool *drained, enum kg_reason *why);
 
-/* Read the device through OpenSSL into c->up while it has room, then flush c->up to
+/* Read the device through OpenSSL into io->up while it has room, then flush io->up to
  * the broker (the user-space SSL relay's and ktls_tx's upward direction). >0
  * progress, 0 none, <0 close with *why set. */
-int kg_relay_ssl_up(struct kg_conn *c, enum kg_reason *why);
+int kg_relay_ssl_up(struct kg_relay_io *io, enum kg_reason *why);
 
 /* End of stream, in order, for every relay: once the broker closed and everything it
  * sent reached the device, the session is over (true, *why set; the caller sends our
  * close_notify). Once the device's stream ended and its bytes reached the broker, the
- * broker gets a FIN and the session goes on until the broker closes (at most
- * refuse_linger_ms). *_pending: bytes of that direction not yet delivered. */
-bool kg_relay_finished(struct kg_conn *c, bool up_pending, bool down_pending,
-		       enum kg_reason *why);/* Arm epoll after a pump: dev_ev is what the device side needs (relay-specific), the
- * broker side follows from c->up / c->down; a side at EOF is unregistered unless it
+ * broker gets a FIN (io->be_shut set) and the session goes on until the broker closes;
+ * the connection bounds that wait by refuse_linger_ms. *_pending: bytes of that
+ * direction not yet delivered. */
+bool kg_relay_finished(struct kg_relay_io *io, bool up_pending, bool down_pending,
+		       enum kg_reason *why);
+/* Arm epoll after a pump: dev_ev is what the device side needs (relay-specific), the
+ * broker side follows from io->up / io->down; a side at EOF is unregistered unless it
  * is still written to. Returns 0 or -1. */
-int kg_relay_arm(struct kg_conn *c, uint32_t dev_ev);
+int kg_relay_arm(struct kg_relay_io *io, uint32_t dev_ev);
 
 /* Before the handshake (tls.c): should this session try kernel TLS? If so, the TLS
  * ULP is attached to the device socket here and OpenSSL is told to offload
  * (SSL_OP_ENABLE_KTLS). False when the config forbids it or the kernel cannot. */
-bool kg_ktls_prepare(struct kg_conn *c);
+bool kg_ktls_prepare(struct kg_relay_io *io);
 
 /* Give back what a kTLS session borrowed (pipes); called by kg_conn_close(). */
-void kg_ktls_session_release(struct kg_conn *c);
+void kg_ktls_session_release(struct kg_relay_io *io);
+/* Free the record relay's state (keys cleansed). NULL is fine. */
+void kg_record_session_free(struct kg_record_session *rs);
 
 extern const struct kg_relay_ops kg_relay_ktls_splice; /* "ktls_splice" */
 extern const struct kg_relay_ops kg_relay_ktls_tx;     /* "ktls_tx" */
 extern const struct kg_relay_ops kg_relay_record;     /* "userspace": SSL freed */
 extern const struct kg_relay_ops kg_relay_userspace;  /* "userspace_ssl" */
 
-/* Start the first relay, in order of preference, that is usable for c and whose
- * start() succeeds (a failed start leaves c as it was). NULL if none; NULL with
- * *again set if a rung must wait for the device (half a record inside OpenSSL):
- * call again when the device is readable. */
-const struct kg_relay_ops *kg_relay_start(struct kg_conn *c, bool *again);
-/* Free the record relay's state (keys cleansed). NULL is fine. */
-void kg_record_session_free(struct kg_record_session *rs);
+/* Start the first relay, in order of preference, that is usable for io and whose
+ * start() succeeds (a failed start leaves io as it was); sets io->mode and TCP
+ * keepalive on both sockets. NULL if none; NULL with *again set if a rung must wait
+ * for the device (half a record inside OpenSSL): call again when the device is
+ * readable. */
+const struct kg_relay_ops *kg_relay_start(struct kg_relay_io *io, bool *again);
 const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode);
 
-/* The relaying state's step: the session's relay pumps, and traffic that counts
- * refreshes the idle deadline (c->active_ms). */
-enum kg_step kg_relay_pump(struct kg_conn *c);
-/* The idle timeout of a session (pure): 1.5 x a non-zero MQTT keep-alive, only
+/* The idle timeout of a relayed session (pure): 1.5 x a non-zero MQTT keep-alive, only
  * device->broker traffic counting (*any_dir false); else idle_timeout_s, traffic
- * either way counting. 0: none. */
+ * either way counting. 0: none. The connection keeps the deadline (conn.c). */
 uint32_t kg_relay_idle_ms(uint16_t keepalive, unsigned idle_timeout_s, bool *any_dir);
 
 #endif

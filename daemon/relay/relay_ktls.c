@@ -16,10 +16,10 @@
  * where OpenSSL does it (>= 3.2), BIO_get_ktls_recv() says so and we do nothing.
  *
  * The switch is exact: what OpenSSL decrypted but we have not read is drained into
- * c->up first; a record OpenSSL has only half read makes the start wait for the
+ * io->up first; a record OpenSSL has only half read makes the start wait for the
  * rest (KG_E_AGAIN); ciphertext still queued in TCP is decrypted by the kernel.
- * c->up (the CONNECT and what was pipelined behind it) reaches the broker before any
- * spliced byte, and data a control-record read returns joins c->up the same way.
+ * io->up (the CONNECT and what was pipelined behind it) reaches the broker before any
+ * spliced byte, and data a control-record read returns joins io->up the same way.
  *
  * Non-data records stop splice() (EINVAL) and are read with recvmsg() and their
  * TLS_GET_RECORD_TYPE: close_notify half-closes in order (FIN to the broker, the
@@ -41,14 +41,12 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
-#include "core/conn.h"
-#include "core/daemon.h"
 #include "ops/err.h"
 #include "ops/log.h"
+#include "relay/pipe_pool.h"
 #include "relay/relay.h"
 #include "tls/tls.h"
 #include "tls/tls_keys.h"
-#include "core/worker.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -68,45 +66,45 @@
  * read here is taken in pieces, which the kernel allows. */
 #define CTRL_BUF 512
 
-bool kg_ktls_prepare(struct kg_conn *c)
+bool kg_ktls_prepare(struct kg_relay_io *io)
 {
-	enum kg_relay_choice r = c->snap->cfg.relay;
+	enum kg_relay_choice r = io->cfg->relay;
 
-	if ((r != KG_RELAY_AUTO && r != KG_RELAY_KTLS_TX) || c->w->ktls_unavailable)
+	if ((r != KG_RELAY_AUTO && r != KG_RELAY_KTLS_TX) || *io->ktls_unavailable)
 		return false;
-	if (setsockopt(c->dev.fd, SOL_TCP, TCP_ULP, "tls", sizeof("tls")) == 0) {
-		c->ktls_ulp = true;
+	if (setsockopt(io->dev.fd, SOL_TCP, TCP_ULP, "tls", sizeof("tls")) == 0) {
+		io->ktls_ulp = true;
 		return true;
 	}
 	if (errno == ENOENT) {
 		/* No TLS ULP in this kernel: say so once per worker, then stop asking. */
-		c->w->ktls_unavailable = true;
+		*io->ktls_unavailable = true;
 		kg_log_info("worker %u: kernel TLS unavailable (no \"tls\" ULP: CONFIG_TLS off or "
 			    "module missing): sessions use the user-space relay",
-			    c->w->idx);
+			    io->worker_idx);
 	} else {
-		kg_log_debug("conn=%llu: TCP_ULP tls: %s", (unsigned long long)c->cid, strerror(errno));
+		kg_log_debug("conn=%llu: TCP_ULP tls: %s", (unsigned long long)io->cid, strerror(errno));
 	}
-	kg_metric_add(&c->w->metrics.ktls_fallbacks[KG_KTLS_NO_KERNEL], 1);
+	kg_metric_add(&io->metrics->ktls_fallbacks[KG_KTLS_NO_KERNEL], 1);
 	return false;
 }
 
-void kg_ktls_session_release(struct kg_conn *c)
+void kg_ktls_session_release(struct kg_relay_io *io)
 {
 	for (size_t d = 0; d < KG_DIR_MAX; d++) {
-		if (c->pipe[d] == NULL)
+		if (io->pipe[d] == NULL)
 			continue;
-		kg_pipe_put(&c->w->pipes, c->pipe[d]);
-		kg_metric_gauge(&c->w->metrics.pipes_in_use, -1);
-		c->pipe[d] = NULL;
+		kg_pipe_put(io->pipes, io->pipe[d]);
+		kg_metric_gauge(&io->metrics->pipes_in_use, -1);
+		io->pipe[d] = NULL;
 	}
 }
 
-static void fallback(struct kg_conn *c, enum kg_ktls_fallback f, const char *detail)
+static void fallback(struct kg_relay_io *io, enum kg_ktls_fallback f, const char *detail)
 {
-	kg_metric_add(&c->w->metrics.ktls_fallbacks[f], 1);
-	kg_log_debug("conn=%llu dev=%s: kTLS not used: %s", (unsigned long long)c->cid,
-		     c->id.device_id, detail);
+	kg_metric_add(&io->metrics->ktls_fallbacks[f], 1);
+	kg_log_debug("conn=%llu dev=%s: kTLS not used: %s", (unsigned long long)io->cid,
+		     io->device_id, detail);
 }
 
 /* ---- key installation --------------------------------------------------------- */
@@ -179,30 +177,30 @@ static int ktls_install(int fd, int optname, uint16_t version, enum kg_aead aead
 	return rc;
 }
 
-/* Move what OpenSSL decrypted but we have not read into c->up. KG_OK, KG_E_AGAIN
+/* Move what OpenSSL decrypted but we have not read into io->up. KG_OK, KG_E_AGAIN
  * (half a record still inside OpenSSL: wait for the rest), or an error. */
-static int drain_openssl(struct kg_conn *c)
+static int drain_openssl(struct kg_relay_io *io)
 {
 	for (;;) {
 		long n;
 
-		if (SSL_pending(c->ssl) == 0 && !SSL_has_pending(c->ssl))
+		if (SSL_pending(io->ssl) == 0 && !SSL_has_pending(io->ssl))
 			return KG_OK;
-		if (kg_buf_reserve(&c->up, c->up.len + KG_RELAY_BUF) < 0)
+		if (kg_buf_reserve(&io->up, io->up.len + KG_RELAY_BUF) < 0)
 			return KG_E_RESOURCE;
-		n = kg_tls_read(c, c->up.data + c->up.len, c->up.cap - c->up.len);
+		n = kg_tls_read(io, io->up.data + io->up.len, io->up.cap - io->up.len);
 		if (n == KG_E_AGAIN)
-			return SSL_pending(c->ssl) == 0 && !SSL_has_pending(c->ssl) ? KG_OK : KG_E_AGAIN;
+			return SSL_pending(io->ssl) == 0 && !SSL_has_pending(io->ssl) ? KG_OK : KG_E_AGAIN;
 		if (n <= 0)
 			return KG_E_PROTO;   /* EOF or alert inside the switch: nothing to relay */
-		c->up.len += (size_t)n;
+		io->up.len += (size_t)n;
 	}
 }
 
 /* ---- control records ---------------------------------------------------------- */
 
 /* Send one alert through kernel TLS (best effort: the session is ending). */
-static void send_alert(struct kg_conn *c, uint8_t level, uint8_t desc)
+static void send_alert(struct kg_relay_io *io, uint8_t level, uint8_t desc)
 {
 	uint8_t body[2] = { level, desc };
 	char cbuf[CMSG_SPACE(sizeof(uint8_t))];
@@ -218,13 +216,13 @@ static void send_alert(struct kg_conn *c, uint8_t level, uint8_t desc)
 	cm->cmsg_type = TLS_SET_RECORD_TYPE;
 	cm->cmsg_len = CMSG_LEN(sizeof(uint8_t));
 	*CMSG_DATA(cm) = CT_ALERT;
-	if (sendmsg(c->dev.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-		kg_log_debug("conn=%llu: alert %u not sent: %s", (unsigned long long)c->cid, desc,
+	if (sendmsg(io->dev.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		kg_log_debug("conn=%llu: alert %u not sent: %s", (unsigned long long)io->cid, desc,
 			     strerror(errno));
 }
 
 /* Read the record splice() stopped at. >0 progress, <0 close with *why. */
-static int read_control(struct kg_conn *c, enum kg_reason *why)
+static int read_control(struct kg_relay_io *io, enum kg_reason *why)
 {
 	uint8_t buf[CTRL_BUF];
 	char cbuf[CMSG_SPACE(sizeof(uint8_t))];
@@ -234,13 +232,13 @@ static int read_control(struct kg_conn *c, enum kg_reason *why)
 	};
 	struct cmsghdr *cm;
 	uint8_t type = CT_APPDATA;
-	ssize_t n = recvmsg(c->dev.fd, &msg, MSG_DONTWAIT);
+	ssize_t n = recvmsg(io->dev.fd, &msg, MSG_DONTWAIT);
 
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return 0;
-		kg_log_info("conn=%llu dev=%s: kTLS receive failed: %s", (unsigned long long)c->cid,
-			    c->id.device_id, strerror(errno));
+		kg_log_info("conn=%llu dev=%s: kTLS receive failed: %s", (unsigned long long)io->cid,
+			    io->device_id, strerror(errno));
 		*why = errno == EBADMSG ? KG_REASON_TLS_FAILED : KG_REASON_IO_ERROR;
 		return -1;
 	}
@@ -248,48 +246,48 @@ static int read_control(struct kg_conn *c, enum kg_reason *why)
 		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
 			type = *CMSG_DATA(cm);
 	if (n == 0 && type == CT_APPDATA) {
-		c->dev_eof = true;   /* FIN without close_notify */
+		io->dev_eof = true;   /* FIN without close_notify */
 		return 1;
 	}
 	switch (type) {
 	case CT_APPDATA:
-		if (kg_buf_reserve(&c->up, c->up.len + (size_t)n) < 0) {
+		if (kg_buf_reserve(&io->up, io->up.len + (size_t)n) < 0) {
 			*why = KG_REASON_OVERLOAD;
 			return -1;
 		}
-		memcpy(c->up.data + c->up.len, buf, (size_t)n);
-		c->up.len += (size_t)n;
+		memcpy(io->up.data + io->up.len, buf, (size_t)n);
+		io->up.len += (size_t)n;
 		return 1;
 	case CT_ALERT:
 		if (n >= 2 && buf[1] == ALERT_CLOSE_NOTIFY) {
-			kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_CLOSE_NOTIFY], 1);
-			c->dev_eof = true;
+			kg_metric_add(&io->metrics->ktls_ctrl[KG_KTLS_CLOSE_NOTIFY], 1);
+			io->dev_eof = true;
 			return 1;
 		}
-		kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_ALERT], 1);
-		kg_log_info("conn=%llu dev=%s: alert %u from the device", (unsigned long long)c->cid,
-			    c->id.device_id, n >= 2 ? buf[1] : 0);
+		kg_metric_add(&io->metrics->ktls_ctrl[KG_KTLS_ALERT], 1);
+		kg_log_info("conn=%llu dev=%s: alert %u from the device", (unsigned long long)io->cid,
+			    io->device_id, n >= 2 ? buf[1] : 0);
 		*why = KG_REASON_PEER_CLOSED;
 		return -1;
 	case CT_HANDSHAKE:
 		if (n >= 1 && buf[0] == HS_KEY_UPDATE) {
 			/* The kernel cannot take a second receive key (EBUSY on 6.1 and 6.12),
 			 * and the records after this one are under it: end the session now. */
-			kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_KEYUPDATE_REFUSED], 1);
+			kg_metric_add(&io->metrics->ktls_ctrl[KG_KTLS_KEYUPDATE_REFUSED], 1);
 			kg_log_warnx("conn=%llu dev=%s: TLS KeyUpdate on an offloaded session: closing "
 				     "(configure relay = ktls_tx for fleets that rekey)",
-				     (unsigned long long)c->cid, c->id.device_id);
-			send_alert(c, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
+				     (unsigned long long)io->cid, io->device_id);
+			send_alert(io, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
 			*why = KG_REASON_KEY_UPDATE;
 			return -1;
 		}
 		/* no other post-handshake message is acceptable from a client */
 		__attribute__((fallthrough));
 	default:
-		kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_OTHER], 1);
+		kg_metric_add(&io->metrics->ktls_ctrl[KG_KTLS_OTHER], 1);
 		kg_log_warnx("conn=%llu dev=%s: TLS record type %u on an offloaded session: closing",
-			     (unsigned long long)c->cid, c->id.device_id, type);
-		send_alert(c, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
+			     (unsigned long long)io->cid, io->device_id, type);
+		send_alert(io, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
 		*why = KG_REASON_TLS_FAILED;
 		return -1;
 	}
@@ -297,21 +295,21 @@ static int read_control(struct kg_conn *c, enum kg_reason *why)
 
 /* ---- splice -------------------------------------------------------------------- */
 
-static void count(struct kg_conn *c, enum kg_dir d, size_t n)
+static void count(struct kg_relay_io *io, enum kg_dir d, size_t n)
 {
 	if (d == KG_DIR_UP)
-		c->bytes_up += n;
+		io->bytes_up += n;
 	else
-		c->bytes_down += n;
-	kg_metric_add(&c->w->metrics.bytes[d], n);
+		io->bytes_down += n;
+	kg_metric_add(&io->metrics->bytes[d], n);
 }
 
-/* Send a user-space buffer (c->up to the broker, c->down to the device: plain send()
+/* Send a user-space buffer (io->up to the broker, io->down to the device: plain send()
  * on a kTLS socket is encrypted by the kernel). >0 progress, 0 none, <0 error. */
-static int flush_buf(struct kg_conn *c, enum kg_dir d, enum kg_reason *why)
+static int flush_buf(struct kg_relay_io *io, enum kg_dir d, enum kg_reason *why)
 {
-	struct kg_buf *b = d == KG_DIR_UP ? &c->up : &c->down;
-	int fd = d == KG_DIR_UP ? c->be.fd : c->dev.fd;
+	struct kg_buf *b = d == KG_DIR_UP ? &io->up : &io->down;
+	int fd = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
 	int progress = 0;
 
 	while (b->off < b->len) {
@@ -324,7 +322,7 @@ static int flush_buf(struct kg_conn *c, enum kg_dir d, enum kg_reason *why)
 			return -1;
 		}
 		b->off += (size_t)w;
-		count(c, d, (size_t)w);
+		count(io, d, (size_t)w);
 		progress = 1;
 	}
 	b->off = b->len = 0;
@@ -332,11 +330,11 @@ static int flush_buf(struct kg_conn *c, enum kg_dir d, enum kg_reason *why)
 	return progress;
 }
 
-static bool dir_pending(const struct kg_conn *c, enum kg_dir d)
+static bool dir_pending(const struct kg_relay_io *io, enum kg_dir d)
 {
-	const struct kg_buf *b = d == KG_DIR_UP ? &c->up : &c->down;
+	const struct kg_buf *b = d == KG_DIR_UP ? &io->up : &io->down;
 
-	return b->len > b->off || (c->pipe[d] != NULL && c->pipe[d]->len > 0);
+	return b->len > b->off || (io->pipe[d] != NULL && io->pipe[d]->len > 0);
 }
 
 /* Below this many bytes waiting in the source, copying beats splicing: measured in
@@ -354,10 +352,11 @@ static bool splice_worth_it(int src)
 /* Read what src has into the direction's user-space buffer (allocated only while it
  * holds bytes). >0 read, 0 nothing now (or a control record consumed nothing), <0
  * close with *why. EOF sets the direction's eof flag and counts as progress. */
-static int copy_in(struct kg_conn *c, enum kg_dir d, int src, bool src_ktls, enum kg_reason *why)
+static int copy_in(struct kg_relay_io *io, enum kg_dir d, int src, bool src_ktls,
+		   enum kg_reason *why)
 {
-	struct kg_buf *b = d == KG_DIR_UP ? &c->up : &c->down;
-	bool *eof = d == KG_DIR_UP ? &c->dev_eof : &c->be_eof;
+	struct kg_buf *b = d == KG_DIR_UP ? &io->up : &io->down;
+	bool *eof = d == KG_DIR_UP ? &io->dev_eof : &io->be_eof;
 	ssize_t n;
 
 	if (kg_buf_reserve(b, KG_RELAY_BUF) < 0) {
@@ -379,10 +378,10 @@ static int copy_in(struct kg_conn *c, enum kg_dir d, int src, bool src_ktls, enu
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return 0;
 	if (src_ktls && (errno == EINVAL || errno == EIO))
-		return read_control(c, why);   /* a non-data record is next */
+		return read_control(io, why);   /* a non-data record is next */
 	if (src_ktls && errno == EBADMSG) {
-		kg_log_info("conn=%llu dev=%s: kTLS receive: %s", (unsigned long long)c->cid,
-			    c->id.device_id, strerror(errno));
+		kg_log_info("conn=%llu dev=%s: kTLS receive: %s", (unsigned long long)io->cid,
+			    io->device_id, strerror(errno));
 		*why = KG_REASON_TLS_FAILED;
 		return -1;
 	}
@@ -396,22 +395,22 @@ static int copy_in(struct kg_conn *c, enum kg_dir d, int src, bool src_ktls, enu
  * src_ktls: the source is a kTLS receive socket whose control records stop splice().
  * >0 progress, 0 none, <0 close with *why.
  */
-static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_reason *why)
+static int splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, enum kg_reason *why)
 {
-	int src = d == KG_DIR_UP ? c->dev.fd : c->be.fd;
-	int dst = d == KG_DIR_UP ? c->be.fd : c->dev.fd;
-	bool *eof = d == KG_DIR_UP ? &c->dev_eof : &c->be_eof;
+	int src = d == KG_DIR_UP ? io->dev.fd : io->be.fd;
+	int dst = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
+	bool *eof = d == KG_DIR_UP ? &io->dev_eof : &io->be_eof;
 	int progress = 0, r;
 
 	for (;;) {
-		struct kg_pipe *p = c->pipe[d];
+		struct kg_pipe *p = io->pipe[d];
 		ssize_t n;
 
-		r = flush_buf(c, d, why);
+		r = flush_buf(io, d, why);
 		if (r < 0)
 			return -1;
 		progress |= r;
-		if ((d == KG_DIR_UP ? c->up.len : c->down.len) > 0)
+		if ((d == KG_DIR_UP ? io->up.len : io->down.len) > 0)
 			break;   /* destination full */
 		/* Fill the pipe with what the source has (a kTLS source gives one record per
 		 * call), then drain it with one splice: fewer calls, larger TCP sends. */
@@ -419,7 +418,7 @@ static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_r
 			if ((p == NULL || p->len == 0) && !splice_worth_it(src)) {
 				/* Little to move: one copy through a small buffer costs less
 				 * than two splices and a pipe (HAProxy's splice-auto idea). */
-				r = copy_in(c, d, src, src_ktls, why);
+				r = copy_in(io, d, src, src_ktls, why);
 				if (r < 0)
 					return -1;
 				if (r == 0)
@@ -428,15 +427,15 @@ static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_r
 				continue;
 			}
 			if (p == NULL) {
-				p = kg_pipe_get(&c->w->pipes);
+				p = kg_pipe_get(io->pipes);
 				if (p == NULL) {
 					kg_log_warnx("conn=%llu: no pipe for splice: %s",
-						     (unsigned long long)c->cid, strerror(errno));
+						     (unsigned long long)io->cid, strerror(errno));
 					*why = KG_REASON_OVERLOAD;
 					return -1;
 				}
-				c->pipe[d] = p;
-				kg_metric_gauge(&c->w->metrics.pipes_in_use, 1);
+				io->pipe[d] = p;
+				kg_metric_gauge(&io->metrics->pipes_in_use, 1);
 			}
 			n = splice(src, NULL, p->wr, NULL, p->cap - p->len,
 				   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
@@ -454,7 +453,7 @@ static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_r
 				/* A non-data record is next. Read it only with the pipe empty, so
 				 * whatever recvmsg returns is in order behind what went before. */
 				if (p->len == 0) {
-					r = read_control(c, why);
+					r = read_control(io, why);
 					if (r < 0)
 						return -1;
 					if (r == 0)
@@ -463,8 +462,8 @@ static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_r
 					continue;
 				}
 			} else {
-				kg_log_info("conn=%llu dev=%s: splice %s: %s", (unsigned long long)c->cid,
-					    c->id.device_id,
+				kg_log_info("conn=%llu dev=%s: splice %s: %s", (unsigned long long)io->cid,
+					    io->device_id,
 					    d == KG_DIR_UP ? "device->broker" : "broker->device",
 					    strerror(errno));
 				if (src_ktls && errno == EBADMSG)
@@ -484,139 +483,138 @@ static int splice_dir(struct kg_conn *c, enum kg_dir d, bool src_ktls, enum kg_r
 				return -1;
 			}
 			p->len -= (uint32_t)n;
-			count(c, d, (size_t)n);
+			count(io, d, (size_t)n);
 			progress = 1;
 			continue;
 		}
 		break;
 	}
-	if (c->pipe[d] != NULL && c->pipe[d]->len == 0) {
-		kg_pipe_put(&c->w->pipes, c->pipe[d]);
-		kg_metric_gauge(&c->w->metrics.pipes_in_use, -1);
-		c->pipe[d] = NULL;
+	if (io->pipe[d] != NULL && io->pipe[d]->len == 0) {
+		kg_pipe_put(io->pipes, io->pipe[d]);
+		kg_metric_gauge(&io->metrics->pipes_in_use, -1);
+		io->pipe[d] = NULL;
 	}
 	return progress;
 }
 
 /* End of stream, in order: kg_relay_finished() with the pipes counted as pending. */
-static bool ktls_finished(struct kg_conn *c, enum kg_reason *why)
+static bool ktls_finished(struct kg_relay_io *io, enum kg_reason *why)
 {
-	return kg_relay_finished(c, dir_pending(c, KG_DIR_UP), dir_pending(c, KG_DIR_DOWN), why);
+	return kg_relay_finished(io, dir_pending(io, KG_DIR_UP), dir_pending(io, KG_DIR_DOWN), why);
 }
 
 /* Arm epoll: read a source only when its direction holds nothing (back-pressure),
  * wait for a sink only when it does. */
-static int ktls_arm(struct kg_conn *c, bool dev_read_ssl)
+static int ktls_arm(struct kg_relay_io *io, bool dev_read_ssl)
 {
 	uint32_t dev_ev = 0, be_ev = 0;
 
-	if (!c->dev_eof && !dir_pending(c, KG_DIR_UP))
+	if (!io->dev_eof && !dir_pending(io, KG_DIR_UP))
 		dev_ev |= EPOLLIN;
-	if (dir_pending(c, KG_DIR_DOWN))
+	if (dir_pending(io, KG_DIR_DOWN))
 		dev_ev |= EPOLLOUT;
-	if (dev_read_ssl && c->want_write)
+	if (dev_read_ssl && io->want_write)
 		dev_ev |= EPOLLOUT;
-	if (!c->be_eof && !dir_pending(c, KG_DIR_DOWN))
+	if (!io->be_eof && !dir_pending(io, KG_DIR_DOWN))
 		be_ev |= EPOLLIN;
-	if (dir_pending(c, KG_DIR_UP))
+	if (dir_pending(io, KG_DIR_UP))
 		be_ev |= EPOLLOUT;
 	/* A side at EOF reports HUP forever in level mode: drop it unless written to. */
-	if ((dev_ev == 0 && c->dev_eof ? kg_conn_unwatch(c, &c->dev)
-				       : kg_conn_watch(c, &c->dev, dev_ev)) < 0 ||
-	    (be_ev == 0 && c->be_eof ? kg_conn_unwatch(c, &c->be)
-				     : kg_conn_watch(c, &c->be, be_ev)) < 0)
+	if ((dev_ev == 0 && io->dev_eof ? kg_relay_io_unwatch(io, &io->dev)
+				       : kg_relay_io_watch(io, &io->dev, dev_ev)) < 0 ||
+	    (be_ev == 0 && io->be_eof ? kg_relay_io_unwatch(io, &io->be)
+				     : kg_relay_io_watch(io, &io->be, be_ev)) < 0)
 		return -1;
 	return 0;
 }
 
-static enum kg_step close_with(struct kg_conn *c, enum kg_reason why)
+static enum kg_reason close_with(struct kg_relay_io *io, enum kg_reason why)
 {
 	/* An orderly end gets our close_notify (the kernel seals it); errors do not. */
 	if (why == KG_REASON_PEER_CLOSED || why == KG_REASON_BACKEND_CLOSED)
-		send_alert(c, ALERT_WARNING, ALERT_CLOSE_NOTIFY);
-	kg_conn_close(c, why);
-	return KG_STEP_DONE;
+		send_alert(io, ALERT_WARNING, ALERT_CLOSE_NOTIFY);
+	return why;
 }
 
 /* ---- ktls_splice ----------------------------------------------------------------- */
 
-static bool offloaded_tx(const struct kg_conn *c)
+static bool offloaded_tx(const struct kg_relay_io *io)
 {
-	return c->ssl != NULL && c->ktls_ulp && BIO_get_ktls_send(SSL_get_wbio(c->ssl)) == 1;
+	return io->ssl != NULL && io->ktls_ulp && BIO_get_ktls_send(SSL_get_wbio(io->ssl)) == 1;
 }
 
-static bool splice_usable(const struct kg_conn *c)
+static bool splice_usable(const struct kg_relay_io *io)
 {
-	return c->ssl != NULL && c->ktls_ulp;
+	return io->ssl != NULL && io->ktls_ulp;
 }
 
-static int splice_start(struct kg_conn *c)
+static int splice_start(struct kg_relay_io *io)
 {
 	struct kg_tls_keys keys;
 	int rc;
 
-	if (!offloaded_tx(c)) {
-		fallback(c, KG_KTLS_TX_NOT_OFFLOADED, SSL_get_cipher_name(c->ssl));
+	if (!offloaded_tx(io)) {
+		fallback(io, KG_KTLS_TX_NOT_OFFLOADED, SSL_get_cipher_name(io->ssl));
 		return KG_E_INVALID;
 	}
-	c->ktls_tx = true;
-	if (BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) == 1) {
+	io->ktls_tx = true;
+	if (BIO_get_ktls_recv(SSL_get_rbio(io->ssl)) == 1) {
 		/* OpenSSL offloaded receive itself (TLS 1.2; 1.3 from OpenSSL 3.2 on). */
-		rc = drain_openssl(c);
+		rc = drain_openssl(io);
 		if (rc < 0)
 			return rc;
 		goto handed_over;
 	}
 	/* Fleets that rekey keep RX in OpenSSL: the ktls_tx rung below. */
-	if (c->snap->cfg.relay == KG_RELAY_KTLS_TX)
+	if (io->cfg->relay == KG_RELAY_KTLS_TX)
 		return KG_E_INVALID;
-	if (c->keytrk.rekeyed) {
-		fallback(c, KG_KTLS_REKEYED, "KeyUpdate before the handoff");
+	if (io->keytrk.rekeyed) {
+		fallback(io, KG_KTLS_REKEYED, "KeyUpdate before the handoff");
 		return KG_E_INVALID;
 	}
-	rc = drain_openssl(c);
+	rc = drain_openssl(io);
 	if (rc < 0)
 		return rc;   /* KG_E_AGAIN: the handoff waits for the rest of a record */
-	rc = kg_tls_keys_export(c->ssl, &c->keytrk, &keys);
+	rc = kg_tls_keys_export(io->ssl, &io->keytrk, &keys);
 	if (rc < 0) {
-		fallback(c, KG_KTLS_RX_FAILED, kg_err_str(rc));
+		fallback(io, KG_KTLS_RX_FAILED, kg_err_str(rc));
 		return rc == KG_E_AGAIN ? KG_E_AGAIN : KG_E_INVALID;
 	}
-	rc = ktls_install(c->dev.fd, TLS_RX, keys.version, keys.aead, &keys.rx);
+	rc = ktls_install(io->dev.fd, TLS_RX, keys.version, keys.aead, &keys.rx);
 	kg_tls_keys_wipe(&keys);
 	if (rc < 0) {
 		/* Nothing changed on the socket: the ktls_tx rung can still take it. */
-		fallback(c, KG_KTLS_RX_FAILED, strerror(errno));
+		fallback(io, KG_KTLS_RX_FAILED, strerror(errno));
 		return KG_E_INVALID;
 	}
 
 handed_over:
 	/* Point of no return: the kernel owns both directions. The fd stays ours. */
-	c->ktls_rx = true;
-	SSL_free(c->ssl);
-	c->ssl = NULL;
-	kg_tls_key_tracker_wipe(&c->keytrk);
+	io->ktls_rx = true;
+	SSL_free(io->ssl);
+	io->ssl = NULL;
+	kg_tls_key_tracker_wipe(&io->keytrk);
 	return KG_OK;
 }
 
-static enum kg_step splice_pump(struct kg_conn *c)
+static enum kg_reason splice_pump(struct kg_relay_io *io)
 {
 	enum kg_reason why = KG_REASON_IO_ERROR;
 	int a, b;
 
 	do {
-		a = splice_dir(c, KG_DIR_UP, true, &why);
+		a = splice_dir(io, KG_DIR_UP, true, &why);
 		if (a < 0)
-			return close_with(c, why);
-		b = splice_dir(c, KG_DIR_DOWN, false, &why);
+			return close_with(io, why);
+		b = splice_dir(io, KG_DIR_DOWN, false, &why);
 		if (b < 0)
-			return close_with(c, why);
+			return close_with(io, why);
 	} while (a > 0 || b > 0);
-	if (ktls_finished(c, &why))
-		return close_with(c, why);
-	if (ktls_arm(c, false) < 0)
-		return close_with(c, KG_REASON_IO_ERROR);
-	return KG_STEP_WAIT;
+	if (ktls_finished(io, &why))
+		return close_with(io, why);
+	if (ktls_arm(io, false) < 0)
+		return close_with(io, KG_REASON_IO_ERROR);
+	return KG_REASON_OK;
 }
 
 const struct kg_relay_ops kg_relay_ktls_splice = {
@@ -629,51 +627,50 @@ const struct kg_relay_ops kg_relay_ktls_splice = {
 
 /* ---- ktls_tx ------------------------------------------------------------------- */
 
-static bool tx_usable(const struct kg_conn *c)
+static bool tx_usable(const struct kg_relay_io *io)
 {
-	return offloaded_tx(c);
+	return offloaded_tx(io);
 }
 
-static int tx_start(struct kg_conn *c)
+static int tx_start(struct kg_relay_io *io)
 {
-	c->ktls_tx = true;
-	c->ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) == 1;
+	io->ktls_tx = true;
+	io->ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(io->ssl)) == 1;
 	return KG_OK;
 }
 
-static enum kg_step tx_pump(struct kg_conn *c)
+static enum kg_reason tx_pump(struct kg_relay_io *io)
 {
 	enum kg_reason why = KG_REASON_IO_ERROR;
 	int a, b;
 
 	do {
-		a = kg_relay_ssl_up(c, &why);
+		a = kg_relay_ssl_up(io, &why);
 		if (a < 0)
-			return close_with(c, why);
-		if (c->keytrk.update_requested) {
+			return close_with(io, why);
+		if (io->keytrk.update_requested) {
 			/* Our answer would need a second TX key, which the kernel refuses
 			 * (EBUSY): end the session cleanly instead of half-following. */
-			kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_KEYUPDATE_REFUSED], 1);
+			kg_metric_add(&io->metrics->ktls_ctrl[KG_KTLS_KEYUPDATE_REFUSED], 1);
 			kg_log_warnx("conn=%llu dev=%s: KeyUpdate requesting ours: the kernel cannot "
 				     "rekey what we send: closing",
-				     (unsigned long long)c->cid, c->id.device_id);
-			send_alert(c, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
-			kg_conn_close(c, KG_REASON_KEY_UPDATE);
-			return KG_STEP_DONE;
+				     (unsigned long long)io->cid, io->device_id);
+			send_alert(io, ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE);
+			return KG_REASON_KEY_UPDATE;
 		}
-		if (c->keytrk.rekeyed) {
-			c->keytrk.rekeyed = false;
-			kg_metric_add(&c->w->metrics.ktls_ctrl[KG_KTLS_KEYUPDATE_FOLLOWED], 1);
+		if (io->keytrk.rekeyed) {
+			io->keytrk.rekeyed = false;
+			kg_metric_add(&io->metrics->ktls_ctrl[KG_KTLS_KEYUPDATE_FOLLOWED], 1);
 		}
-		b = splice_dir(c, KG_DIR_DOWN, false, &why);
+		b = splice_dir(io, KG_DIR_DOWN, false, &why);
 		if (b < 0)
-			return close_with(c, why);
+			return close_with(io, why);
 	} while (a > 0 || b > 0);
-	if (ktls_finished(c, &why))
-		return close_with(c, why);
-	if (ktls_arm(c, true) < 0)
-		return close_with(c, KG_REASON_IO_ERROR);
-	return KG_STEP_WAIT;
+	if (ktls_finished(io, &why))
+		return close_with(io, why);
+	if (ktls_arm(io, true) < 0)
+		return close_with(io, KG_REASON_IO_ERROR);
+	return KG_REASON_OK;
 }
 
 const struct kg_relay_ops kg_relay_ktls_tx = {

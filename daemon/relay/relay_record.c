@@ -8,7 +8,7 @@
  * record.c.
  *
  * The switch is exact: bytes OpenSSL already decrypted (the CONNECT, anything
- * pipelined behind it, whatever is still pending in OpenSSL) are in c->up before the
+ * pipelined behind it, whatever is still pending in OpenSSL) are in io->up before the
  * keys are exported, read-ahead is off so OpenSSL holds no raw record bytes, and the
  * exported sequence numbers are the next ones on the wire in each direction.
  *
@@ -35,7 +35,6 @@
 #include "relay/relay.h"
 #include "tls/tls.h"
 #include "tls/tls_keys.h"
-#include "core/worker.h"
 
 #define PLAIN_MAX 16384u                          /* TLS max plaintext per record */
 #define RAW_IN_CAP (5u + PLAIN_MAX + 256u)        /* one max ciphertext record */
@@ -68,11 +67,11 @@ void kg_record_session_free(struct kg_record_session *rs)
 	OPENSSL_free(rs);
 }
 
-static bool record_usable(const struct kg_conn *c)
+static bool record_usable(const struct kg_relay_io *io)
 {
 	/* Not once the kernel encrypts what we send: its record numbers are not ours. */
-	return c->snap->cfg.relay != KG_RELAY_OPENSSL && c->ssl != NULL &&
-	       BIO_get_ktls_send(SSL_get_wbio(c->ssl)) != 1;
+	return io->cfg->relay != KG_RELAY_OPENSSL && io->ssl != NULL &&
+	       BIO_get_ktls_send(SSL_get_wbio(io->ssl)) != 1;
 }
 
 /*
@@ -81,26 +80,26 @@ static bool record_usable(const struct kg_conn *c)
  * return: SSL_free(). A failure before it leaves the SSL in place, and the handoff
  * tries the next relay.
  */
-static int record_start(struct kg_conn *c)
+static int record_start(struct kg_relay_io *io)
 {
 	struct kg_record_session *rs = NULL;
 	struct kg_tls_keys keys;
 	int rc;
 
 	/* Decrypted bytes OpenSSL still holds go behind what we already read. */
-	while (SSL_pending(c->ssl) > 0) {
+	while (SSL_pending(io->ssl) > 0) {
 		long n;
 
-		if (kg_buf_reserve(&c->up, c->up.len + PLAIN_MAX) < 0)
+		if (kg_buf_reserve(&io->up, io->up.len + PLAIN_MAX) < 0)
 			return KG_E_RESOURCE;
-		n = kg_tls_read(c, c->up.data + c->up.len, c->up.cap - c->up.len);
+		n = kg_tls_read(io, io->up.data + io->up.len, io->up.cap - io->up.len);
 		if (n <= 0)
 			return KG_E_PROTO;
-		c->up.len += (size_t)n;
+		io->up.len += (size_t)n;
 	}
-	rc = kg_tls_keys_export(c->ssl, &c->keytrk, &keys);
+	rc = kg_tls_keys_export(io->ssl, &io->keytrk, &keys);
 	if (rc < 0) {
-		kg_log_debug("conn=%llu: record relay not possible: %s", (unsigned long long)c->cid,
+		kg_log_debug("conn=%llu: record relay not possible: %s", (unsigned long long)io->cid,
 			     kg_err_str(rc));
 		return rc;
 	}
@@ -116,10 +115,10 @@ static int record_start(struct kg_conn *c)
 
 	/* Point of no return: no fallible call below. The fd stays ours (SSL_set_fd's
 	 * BIO does not close it). */
-	SSL_free(c->ssl);
-	c->ssl = NULL;
-	kg_tls_key_tracker_wipe(&c->keytrk);
-	c->rec = rs;
+	SSL_free(io->ssl);
+	io->ssl = NULL;
+	kg_tls_key_tracker_wipe(&io->keytrk);
+	io->rec = rs;
 	return 0;
 
 out_free:
@@ -130,9 +129,9 @@ out_wipe:
 }
 
 /* Queue one sealed alert for the device (best effort: the session ends anyway). */
-static void queue_alert(struct kg_conn *c, uint8_t level, uint8_t desc)
+static void queue_alert(struct kg_relay_io *io, uint8_t level, uint8_t desc)
 {
-	struct kg_record_session *rs = c->rec;
+	struct kg_record_session *rs = io->rec;
 	size_t n = 0;
 
 	if (kg_buf_reserve(&rs->rout, rs->rout.len + 5 + 2 + 256) < 0)
@@ -142,12 +141,12 @@ static void queue_alert(struct kg_conn *c, uint8_t level, uint8_t desc)
 		rs->rout.len += n;
 }
 
-static void flush_rout(struct kg_conn *c)
+static void flush_rout(struct kg_relay_io *io)
 {
-	struct kg_record_session *rs = c->rec;
+	struct kg_record_session *rs = io->rec;
 
 	while (rs->rout.off < rs->rout.len) {
-		ssize_t w = send(c->dev.fd, rs->rout.data + rs->rout.off, rs->rout.len - rs->rout.off,
+		ssize_t w = send(io->dev.fd, rs->rout.data + rs->rout.off, rs->rout.len - rs->rout.off,
 				 MSG_NOSIGNAL);
 		if (w <= 0)
 			return;
@@ -156,13 +155,13 @@ static void flush_rout(struct kg_conn *c)
 }
 
 /* Device -> broker. Returns >0 progress, 0 none, <0 close with *why. */
-static int pump_up(struct kg_conn *c, enum kg_reason *why)
+static int pump_up(struct kg_relay_io *io, enum kg_reason *why)
 {
-	struct kg_record_session *rs = c->rec;
+	struct kg_record_session *rs = io->rec;
 	int progress = 0;
 
 	/* ciphertext in */
-	while (!c->dev_eof && !rs->dev_drained && rs->rin.len < RAW_IN_CAP) {
+	while (!io->dev_eof && !rs->dev_drained && rs->rin.len < RAW_IN_CAP) {
 		size_t want = RAW_IN_CAP - rs->rin.len;
 		ssize_t n;
 
@@ -170,7 +169,7 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 			*why = KG_REASON_OVERLOAD;
 			return -1;
 		}
-		n = recv(c->dev.fd, rs->rin.data + rs->rin.len, want, 0);
+		n = recv(io->dev.fd, rs->rin.data + rs->rin.len, want, 0);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				rs->dev_drained = true;
@@ -184,15 +183,15 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 		if (n == 0) {
 			/* FIN without close_notify: a truncation an attacker could cause,
 			 * but for MQTT the broker sees the same as a dropped link. */
-			c->dev_eof = true;
+			io->dev_eof = true;
 			progress = 1;
 			break;
 		}
 		rs->rin.len += (size_t)n;
 		progress = 1;
 	}
-	/* records out of rin, plaintext into c->up while it has room */
-	while (rs->rin.off < rs->rin.len && c->up.len < KG_RELAY_BUF) {
+	/* records out of rin, plaintext into io->up while it has room */
+	while (rs->rin.off < rs->rin.len && io->up.len < KG_RELAY_BUF) {
 		uint8_t *rec = rs->rin.data + rs->rin.off, *plain = NULL, type = 0;
 		size_t rec_len = 0, plain_len = 0;
 		enum kg_parse pr = kg_record_next(rec, rs->rin.len - rs->rin.off, &rec_len);
@@ -200,24 +199,24 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 		if (pr == KG_PARSE_SHORT)
 			break;
 		if (pr != KG_PARSE_OK) {
-			queue_alert(c, 2, TLS_ALERT_UNEXPECTED_MESSAGE);
+			queue_alert(io, 2, TLS_ALERT_UNEXPECTED_MESSAGE);
 			*why = KG_REASON_TLS_FAILED;
 			return -1;
 		}
 		if (kg_record_open(&rs->rx, rec, rec_len, &type, &plain, &plain_len) < 0) {
-			queue_alert(c, 2, TLS_ALERT_BAD_RECORD_MAC);
+			queue_alert(io, 2, TLS_ALERT_BAD_RECORD_MAC);
 			*why = KG_REASON_TLS_FAILED;
 			return -1;
 		}
 		if (type == TLS_CT_APPDATA) {
-			if (kg_buf_reserve(&c->up, c->up.len + plain_len) < 0) {
+			if (kg_buf_reserve(&io->up, io->up.len + plain_len) < 0) {
 				*why = KG_REASON_OVERLOAD;
 				return -1;
 			}
-			memcpy(c->up.data + c->up.len, plain, plain_len);
-			c->up.len += plain_len;
+			memcpy(io->up.data + io->up.len, plain, plain_len);
+			io->up.len += plain_len;
 		} else if (type == TLS_CT_ALERT && plain_len == 2 && plain[1] == TLS_ALERT_CLOSE_NOTIFY) {
-			c->dev_eof = true;
+			io->dev_eof = true;
 		} else if (type == TLS_CT_ALERT) {
 			*why = KG_REASON_PEER_CLOSED;
 			return -1;
@@ -226,9 +225,9 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 			bool key_update = type == TLS_CT_HANDSHAKE && plain_len >= 1 && plain[0] == 24;
 
 			kg_log_warnx("conn=%llu dev=%s: TLS %s after the handoff: closing",
-				     (unsigned long long)c->cid, c->id.device_id,
+				     (unsigned long long)io->cid, io->device_id,
 				     key_update ? "KeyUpdate" : "non-data record");
-			queue_alert(c, 2, TLS_ALERT_UNEXPECTED_MESSAGE);
+			queue_alert(io, 2, TLS_ALERT_UNEXPECTED_MESSAGE);
 			*why = key_update ? KG_REASON_KEY_UPDATE : KG_REASON_TLS_FAILED;
 			return -1;
 		}
@@ -245,7 +244,7 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 	}
 	/* plaintext to the broker */
 	{
-		int sent = kg_relay_flush_up(c, why);
+		int sent = kg_relay_flush_up(io, why);
 
 		if (sent < 0)
 			return -1;
@@ -255,16 +254,16 @@ static int pump_up(struct kg_conn *c, enum kg_reason *why)
 }
 
 /* Broker -> device. */
-static int pump_down(struct kg_conn *c, enum kg_reason *why)
+static int pump_down(struct kg_relay_io *io, enum kg_reason *why)
 {
-	struct kg_record_session *rs = c->rec;
-	int progress = kg_relay_fill_down(c, &rs->be_drained, why);
+	struct kg_record_session *rs = io->rec;
+	int progress = kg_relay_fill_down(io, &rs->be_drained, why);
 
 	if (progress < 0)
 		return -1;
 	/* seal as much as fits: whole records of up to 16 KiB */
-	while (c->down.off < c->down.len) {
-		size_t chunk = c->down.len - c->down.off, n = 0;
+	while (io->down.off < io->down.len) {
+		size_t chunk = io->down.len - io->down.off, n = 0;
 
 		if (chunk > PLAIN_MAX)
 			chunk = PLAIN_MAX;
@@ -274,24 +273,24 @@ static int pump_down(struct kg_conn *c, enum kg_reason *why)
 			*why = KG_REASON_OVERLOAD;
 			return -1;
 		}
-		if (kg_record_seal(&rs->tx, TLS_CT_APPDATA, c->down.data + c->down.off, chunk,
+		if (kg_record_seal(&rs->tx, TLS_CT_APPDATA, io->down.data + io->down.off, chunk,
 				   rs->rout.data + rs->rout.len, rs->rout.cap - rs->rout.len, &n) < 0) {
 			*why = KG_REASON_IO_ERROR;
 			return -1;
 		}
 		rs->rout.len += n;
-		c->down.off += chunk;
-		c->bytes_down += chunk;
-		kg_metric_add(&c->w->metrics.bytes[KG_DIR_DOWN], chunk);
+		io->down.off += chunk;
+		io->bytes_down += chunk;
+		kg_metric_add(&io->metrics->bytes[KG_DIR_DOWN], chunk);
 		progress = 1;
 	}
-	if (c->down.off == c->down.len) {
-		c->down.off = c->down.len = 0;
-		kg_buf_release(&c->down);
+	if (io->down.off == io->down.len) {
+		io->down.off = io->down.len = 0;
+		kg_buf_release(&io->down);
 	}
 	/* ciphertext to the device */
 	while (rs->rout.off < rs->rout.len) {
-		ssize_t w = send(c->dev.fd, rs->rout.data + rs->rout.off, rs->rout.len - rs->rout.off,
+		ssize_t w = send(io->dev.fd, rs->rout.data + rs->rout.off, rs->rout.len - rs->rout.off,
 				 MSG_NOSIGNAL);
 
 		if (w < 0) {
@@ -310,37 +309,36 @@ static int pump_down(struct kg_conn *c, enum kg_reason *why)
 	return progress;
 }
 
-static enum kg_step record_pump(struct kg_conn *c)
+static enum kg_reason record_pump(struct kg_relay_io *io)
 {
-	struct kg_record_session *rs = c->rec;
+	struct kg_record_session *rs = io->rec;
 	enum kg_reason why = KG_REASON_IO_ERROR;
 	uint32_t dev_ev = 0;
 	int a, b;
 
 	rs->dev_drained = rs->be_drained = false;
 	do {
-		if ((a = pump_up(c, &why)) < 0 || (b = pump_down(c, &why)) < 0)
+		if ((a = pump_up(io, &why)) < 0 || (b = pump_down(io, &why)) < 0)
 			goto out_close;
 	} while (a > 0 || b > 0);
 
-	if (kg_relay_finished(c, c->up.len > c->up.off,
-			      c->down.len > c->down.off || rs->rout.len > rs->rout.off, &why)) {
+	if (kg_relay_finished(io, io->up.len > io->up.off,
+			      io->down.len > io->down.off || rs->rout.len > rs->rout.off, &why)) {
 		/* an orderly end in either direction gets our close_notify (RFC 8446 6.1) */
-		queue_alert(c, 1, TLS_ALERT_CLOSE_NOTIFY);
+		queue_alert(io, 1, TLS_ALERT_CLOSE_NOTIFY);
 		goto out_close;
 	}
-	if (!c->dev_eof && rs->rin.len < RAW_IN_CAP)
+	if (!io->dev_eof && rs->rin.len < RAW_IN_CAP)
 		dev_ev |= EPOLLIN;
 	if (rs->rout.len > rs->rout.off)
 		dev_ev |= EPOLLOUT;
-	if (kg_relay_arm(c, dev_ev) < 0)
+	if (kg_relay_arm(io, dev_ev) < 0)
 		goto out_close;
-	return KG_STEP_WAIT;
+	return KG_REASON_OK;
 
 out_close:
-	flush_rout(c);
-	kg_conn_close(c, why);
-	return KG_STEP_DONE;
+	flush_rout(io);
+	return why;
 }
 
 const struct kg_relay_ops kg_relay_record = {

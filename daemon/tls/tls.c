@@ -154,8 +154,8 @@ int kg_tls_conn_new(struct kg_conn *c)
 {
 	BIO *bio;
 
-	c->ssl = SSL_new(c->snap->ssl_ctx);
-	if (c->ssl == NULL) {
+	c->io.ssl = SSL_new(c->snap->ssl_ctx);
+	if (c->io.ssl == NULL) {
 		kg_log_ossl("SSL_new");
 		return KG_E_RESOURCE;
 	}
@@ -167,29 +167,29 @@ int kg_tls_conn_new(struct kg_conn *c)
 		kg_log_ossl("BIO_new");
 		return KG_E_RESOURCE;
 	}
-	BIO_set_fd(bio, c->dev.fd, BIO_NOCLOSE);
-	SSL_set_bio(c->ssl, bio, bio);
-	if (kg_ktls_prepare(c))
-		SSL_set_options(c->ssl, SSL_OP_ENABLE_KTLS);
-	SSL_set_app_data(c->ssl, c);
-	SSL_set_accept_state(c->ssl);
-	if (kg_tls_keys_track(c->ssl, &c->keytrk) < 0)
+	BIO_set_fd(bio, c->io.dev.fd, BIO_NOCLOSE);
+	SSL_set_bio(c->io.ssl, bio, bio);
+	if (kg_ktls_prepare(&c->io))
+		SSL_set_options(c->io.ssl, SSL_OP_ENABLE_KTLS);
+	SSL_set_app_data(c->io.ssl, c);
+	SSL_set_accept_state(c->io.ssl);
+	if (kg_tls_keys_track(c->io.ssl, &c->io.keytrk) < 0)
 		return KG_E_RESOURCE;
 	return 0;
 }
 
 /* Map an SSL_get_error() result; sets want flags. */
-static long tls_result(struct kg_conn *c, int ret)
+static long tls_result(struct kg_relay_io *io, int ret)
 {
-	int e = SSL_get_error(c->ssl, ret);
+	int e = SSL_get_error(io->ssl, ret);
 
-	c->want_read = c->want_write = false;
+	io->want_read = io->want_write = false;
 	switch (e) {
 	case SSL_ERROR_WANT_READ:
-		c->want_read = true;
+		io->want_read = true;
 		return KG_E_AGAIN;
 	case SSL_ERROR_WANT_WRITE:
-		c->want_write = true;
+		io->want_write = true;
 		return KG_E_AGAIN;
 	case SSL_ERROR_ZERO_RETURN:
 		return 0;
@@ -209,10 +209,10 @@ int kg_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 	unsigned long e;
 
 	ERR_clear_error();
-	ret = SSL_do_handshake(c->ssl);
+	ret = SSL_do_handshake(c->io.ssl);
 	if (ret == 1) {
-		c->want_read = c->want_write = false;
-		kg_tls_keys_handshake_done(c->ssl, &c->keytrk);
+		c->io.want_read = c->io.want_write = false;
+		kg_tls_keys_handshake_done(c->io.ssl, &c->io.keytrk);
 		return KG_OK;
 	}
 	if (c->verify_ran && c->verify_reason != KG_REASON_OK) {
@@ -234,7 +234,7 @@ int kg_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 		ERR_clear_error();
 		return KG_E_PROTO;
 	}
-	switch (tls_result(c, ret)) {
+	switch (tls_result(&c->io, ret)) {
 	case KG_E_AGAIN:
 		return KG_E_AGAIN;
 	case 0:
@@ -249,44 +249,44 @@ int kg_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 	}
 }
 
-long kg_tls_read(struct kg_conn *c, void *buf, size_t len)
+long kg_tls_read(struct kg_relay_io *io, void *buf, size_t len)
 {
 	size_t got = 0;
 	int ret;
 
 	ERR_clear_error();
-	ret = SSL_read_ex(c->ssl, buf, len, &got);
+	ret = SSL_read_ex(io->ssl, buf, len, &got);
 	if (ret == 1) {
-		c->want_read = c->want_write = false;
+		io->want_read = io->want_write = false;
 		return (long)got;
 	}
-	return tls_result(c, 0);
+	return tls_result(io, 0);
 }
 
-long kg_tls_write(struct kg_conn *c, const void *buf, size_t len)
+long kg_tls_write(struct kg_relay_io *io, const void *buf, size_t len)
 {
 	size_t done = 0;
 	int ret;
 
 	ERR_clear_error();
-	ret = SSL_write_ex(c->ssl, buf, len, &done);
+	ret = SSL_write_ex(io->ssl, buf, len, &done);
 	if (ret == 1) {
-		c->want_read = c->want_write = false;
+		io->want_read = io->want_write = false;
 		return (long)done;
 	}
 	{
-		long r = tls_result(c, 0);
+		long r = tls_result(io, 0);
 		/* A write that hit a closed peer is an I/O error, not a clean close. */
 		return r == 0 ? KG_E_IO : r;
 	}
 }
 
-void kg_tls_shutdown(struct kg_conn *c)
+void kg_tls_shutdown(struct kg_relay_io *io)
 {
-	if (c->ssl == NULL)
+	if (io->ssl == NULL)
 		return;
 	ERR_clear_error();
-	(void)SSL_shutdown(c->ssl);
+	(void)SSL_shutdown(io->ssl);
 	ERR_clear_error();
 }
 
@@ -300,10 +300,10 @@ const char *kg_tls_verify_detail(const struct kg_conn *c)
 
 const char *kg_tls_version(const struct kg_conn *c)
 {
-	return c->ssl ? SSL_get_version(c->ssl) : "-";
+	return c->io.ssl ? SSL_get_version(c->io.ssl) : "-";
 }
 
 const char *kg_tls_cipher(const struct kg_conn *c)
 {
-	return c->ssl ? SSL_get_cipher_name(c->ssl) : "-";
+	return c->io.ssl ? SSL_get_cipher_name(c->io.ssl) : "-";
 }

@@ -31,6 +31,7 @@
 #include "policy/reason.h"
 
 struct kg_conn;
+struct kg_relay_io;
 
 /* Build the server context from cfg (cert chain, key, ciphers, groups). The trust
  * store is not inside it: the verify callback uses the connection's snapshot. */
@@ -43,12 +44,13 @@ int kg_tls_conn_new(struct kg_conn *c) KG_MUST_USE;
  * *reason says why (verification reasons come from the callback). */
 int kg_tls_handshake(struct kg_conn *c, enum kg_reason *reason) KG_MUST_USE;
 
-/* Read/write decrypted bytes. Return >0 bytes, 0 on clean close (close_notify or
- * EOF), KG_E_AGAIN (c->want_read/want_write tell which), or KG_E_IO / KG_E_PROTO. */
-long kg_tls_read(struct kg_conn *c, void *buf, size_t len);
-long kg_tls_write(struct kg_conn *c, const void *buf, size_t len);
-/* Send close_notify (best effort, non-blocking). */
-void kg_tls_shutdown(struct kg_conn *c);
+/* Read/write decrypted bytes through io->ssl (the connection's, relay.h: the relays
+ * use them too). Return >0 bytes, 0 on clean close (close_notify or EOF), KG_E_AGAIN
+ * (io->want_read/want_write tell which), or KG_E_IO / KG_E_PROTO. */
+long kg_tls_read(struct kg_relay_io *io, void *buf, size_t len);
+long kg_tls_write(struct kg_relay_io *io, const void *buf, size_t len);
+/* Send close_notify (best effort, non-blocking; nothing once io->ssl is freed). */
+void kg_tls_shutdown(struct kg_relay_io *io);
 
 /* OpenSSL's words for why verification refused the chain ("CA certificate key too
  * weak", "CRL has expired"...), for the audit detail; NULL when there are none. */
