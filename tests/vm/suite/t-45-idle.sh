@@ -3,7 +3,7 @@
 # then stays silent is closed by the gateway after 1.5 x 2 = 3 s, in ktls_splice and
 # in ktls_tx, audited and counted as idle_timeout, and one that pings every second is
 # not; both of the gate's sockets carry a TCP keepalive timer. The kernel paths move bytes without the user-space relays, so
-# this is the check that kg_relay_pump() sees their traffic and the scan their idleness.
+# this is the check that the RELAYING step (st_relaying() in conn.c) sees their traffic and the scan their idleness.
 # kgvm-timeout: 180
 . "$KGVM_LIB"
 . "$KGVM_SUITE/lib.sh"
