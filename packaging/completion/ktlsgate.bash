@@ -1,7 +1,10 @@
 # bash completion for ktlsgate(8) - installed as
 # /usr/share/bash-completion/completions/ktlsgate.
 # Nouns, verbs and options as in daemon/cli/*.c (each file's usage text and verb table);
-# tests/packaging/test-deb.sh checks the nouns and verbs against `ktlsgate --help`.
+# tests/packaging/test-deb.sh checks the nouns and verbs against `ktlsgate --help`
+# and completes a few command lines.
+# COMPREPLY=($(compgen ...)) is bash-completion's own idiom (words have no spaces).
+# shellcheck disable=SC2207
 
 _ktlsgate_verbs() {
 	case $1 in
