@@ -14,8 +14,9 @@
 #          completion  the completion's nouns and verbs are those of `ktlsgate --help`
 #   root   install     apt-get install ./ktlsgate_*.deb in a debootstrapped bookworm
 #                      minbase root (chroot; policy-rc.d refuses service starts)
-#          user, dirs, conffile, cli, config_unprovisioned, config_pki, upgrade,
-#          remove, purge (see the inner script below)
+#          user, dirs, conffile, cli, config_unprovisioned, config_pki, daemon_start
+#          (in a network namespace of its own), upgrade, remove, purge (see the inner
+#          script below)
 #
 # The root: scripts/check-fresh.sh's cached minbase tarball
 # ($KG_FRESH_CACHE/bookworm-ARCH-minbase.tar.gz, default /var/cache/ktlsgate-fresh);
@@ -23,7 +24,8 @@
 # host's apt configuration: nothing is hard-coded). Downloaded .debs are cached beside
 # it in bookworm-ARCH-debs-packaging (not check-fresh's: both may run at once). The
 # chroot runs in its own mount and PID namespaces (unshare): its mounts and processes
-# die with it; it shares the host's network (apt) and starts no daemon.
+# die with it; it shares the host's network (apt), and the one daemon it starts runs
+# in a network namespace this script creates (loopback only) and removes.
 #
 # Environment: BUILD (build), KG_PKG_SUITE (bookworm), KG_PKG_DEB (test this .deb
 # instead of building one; lintian and the file list still run on it), KG_PKG_KEEP=1
@@ -52,6 +54,7 @@ cleanup() {
 		kill "$INNER_PID" 2>/dev/null
 		timeout 30 tail --pid="$INNER_PID" -f /dev/null 2>/dev/null || kill -9 "$INNER_PID" 2>/dev/null
 	fi
+	[ -n "${NETNS:-}" ] && ip netns del "$NETNS" 2>/dev/null
 	[ -n "$ROOT" ] && [ -d "$ROOT" ] || return 0
 	awk -v r="$ROOT/" 'index($5 "/", r) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
 		while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -78,7 +81,7 @@ trap 'fail interrupted "signal"; finish' INT TERM
 trap 'fail exited_early "the script stopped before its summary"; finish' EXIT
 
 [ "$(id -u)" -eq 0 ] || abort setup "needs root (chroot, mount namespaces, dpkg inside the root)"
-for t in dpkg-buildpackage dh lintian groff debootstrap unshare; do
+for t in dpkg-buildpackage dh lintian groff debootstrap unshare ip; do
 	command -v "$t" >/dev/null || abort setup "$t is missing (scripts/deps.sh check installs it)"
 done
 mkdir -p "$OUT" "$CACHE" "$WORKBASE" || abort setup "cannot create $OUT, $CACHE or $WORKBASE"
@@ -387,10 +390,66 @@ else
 	pass "config_pki (ktlsgated -t as root and as ktlsgate: 1 CA trusted)"
 fi
 
-# Upgrade to VERSION+test1: the registry is backed up (named after the old version) and
-# kept, an edited conffile is kept.
+# The packaged config runs: ktlsgated as the ktlsgate user (setpriv, as the unit's
+# User= would), in a network namespace of this test's own (/tmp/kg-netns: loopback
+# up, nothing else), so listen = 0.0.0.0:8883 binds nowhere real. It must come up,
+# answer `ktlsgate status` and `ktlsgate reload` on /run/ktlsgate/control.sock, run as
+# that user, and stop cleanly on SIGTERM, removing its socket.
+if [ -e /tmp/kg-netns ]; then
+	nsenter --net=/tmp/kg-netns setpriv --reuid=ktlsgate --regid=ktlsgate --init-groups \
+		ktlsgated -c /etc/ktlsgate/ktlsgate.conf >/tmp/daemon.log 2>&1 &
+	dpid=$!
+	status=""
+	for _ in $(seq 1 100); do
+		status=$(ktlsgate status 2>/dev/null) && break
+		status=""
+		kill -0 "$dpid" 2>/dev/null || break
+		sleep 0.2
+	done
+	duid=$(awk '/^Uid:/ { print $2 }' "/proc/$dpid/status" 2>/dev/null)
+	reload=$(ktlsgate reload 2>&1)
+	kill -TERM "$dpid" 2>/dev/null
+	wait "$dpid"
+	drc=$?
+	if [ -z "$status" ]; then
+		fail daemon_start "no answer on the control socket: $(tail -3 /tmp/daemon.log | tr '\n' ';')"
+	elif ! printf '%s\n' "$status" | grep -qx "pid: $dpid" ||
+		! printf '%s\n' "$status" | grep -qx "version: $UPSTREAM" ||
+		! printf '%s\n' "$status" | grep -qx "cas_trusted: 1"; then
+		fail daemon_start "status: $(printf '%s' "$status" | head -6 | tr '\n' ';')"
+	elif [ "$duid" != "$(id -u ktlsgate)" ]; then
+		fail daemon_start "the daemon ran as uid '$duid'"
+	elif [ "$reload" != reloaded ]; then
+		fail daemon_start "ktlsgate reload: '$reload'"
+	elif [ $drc -ne 0 ] || [ -e /run/ktlsgate/control.sock ]; then
+		fail daemon_start "SIGTERM: exit $drc, socket left: $(ls /run/ktlsgate 2>&1 | tr '\n' ' ')"
+	else
+		pass "daemon_start (as ktlsgate, status and reload answered, clean stop)"
+	fi
+else
+	fail daemon_start "no network namespace at /tmp/kg-netns"
+fi
+
+# Upgrade to VERSION+test1 while the daemon runs (as with --restart-after-upgrade): the
+# registry is backed up online (named after the old version) and kept, an edited
+# conffile is kept, the running daemon is not disturbed.
 sed -i 's/^log_level = info$/log_level = debug/' /etc/ktlsgate/ktlsgate.conf
-if ! dpkg -i /tmp/pkg/upgrade.deb >/tmp/upgrade.log 2>&1; then
+dpid=""
+if [ -e /tmp/kg-netns ]; then
+	nsenter --net=/tmp/kg-netns setpriv --reuid=ktlsgate --regid=ktlsgate --init-groups \
+		ktlsgated -c /etc/ktlsgate/ktlsgate.conf >/tmp/daemon2.log 2>&1 &
+	dpid=$!
+	for _ in $(seq 1 100); do
+		ktlsgate status >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+fi
+dpkg -i /tmp/pkg/upgrade.deb >/tmp/upgrade.log 2>&1
+urc=$?
+alive=no
+if [ -n "$dpid" ] && ktlsgate status 2>/dev/null | grep -qx "pid: $dpid"; then alive=yes; fi
+[ -n "$dpid" ] && { kill -TERM "$dpid"; wait "$dpid"; }
+if [ $urc -ne 0 ]; then
 	fail upgrade "dpkg -i of $VERSION+test1 failed: $(tail -3 /tmp/upgrade.log | tr '\n' ';')"
 else
 	bak=/var/lib/ktlsgate/registry.db.bak-$VERSION
@@ -405,9 +464,10 @@ else
 	elif [ "$live" != Test-Root ]; then fail upgrade "registry after the upgrade: CAs '$live'"
 	elif ! grep -qx 'log_level = debug' /etc/ktlsgate/ktlsgate.conf; then fail upgrade "the edited conffile was replaced"
 	elif ! grep -q "registry backed up to $bak" /tmp/upgrade.log; then fail upgrade "postinst did not report the backup"
+	elif [ "$alive" != yes ]; then fail upgrade "the daemon running during the upgrade did not answer after it"
 	elif ls /var/lib/ktlsgate/*-wal /var/lib/ktlsgate/*-shm 2>/dev/null | xargs -r stat -c '%U %n' | grep -q '^root '; then
 		fail upgrade "root-owned WAL/SHM files left beside the registry"
-	else pass "upgrade ($VERSION -> $VERSION+test1: $bak, conffile edit kept)"; fi
+	else pass "upgrade ($VERSION -> $VERSION+test1 under a running daemon: $bak, conffile edit kept)"; fi
 fi
 
 # remove keeps the configuration and the state; purge removes both.
@@ -431,11 +491,11 @@ EOF
 # shellcheck disable=SC2016
 INNER='
 set -u
-root=$1 debs=$2 chpid=""
-shift 2
+root=$1 debs=$2 netns=$3 chpid=""
+shift 3
 umount_all() {
 	local m
-	for m in var/cache/apt/archives dev sys proc; do
+	for m in tmp/kg-netns var/cache/apt/archives dev sys proc; do
 		mountpoint -q "$root/$m" || continue
 		umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m" 2>/dev/null
 	done
@@ -446,7 +506,8 @@ trap stop INT TERM
 mount -t proc proc "$root/proc" &&
 	mount --bind /sys "$root/sys" && mount -o remount,bind,ro "$root/sys" &&
 	mount --rbind /dev "$root/dev" &&
-	mount --bind "$debs" "$root/var/cache/apt/archives" || { echo "FAIL root: mounts failed"; exit 2; }
+	mount --bind "$debs" "$root/var/cache/apt/archives" &&
+	touch "$root/tmp/kg-netns" && mount --bind "$netns" "$root/tmp/kg-netns" || { echo "FAIL root: mounts failed"; exit 2; }
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
 	LANG=C.UTF-8 TERM=dumb chroot "$root" /bin/bash /root/test-deb-inner.sh "$@" &
 chpid=$!
@@ -456,10 +517,13 @@ umount_all
 trap - EXIT
 exit $st
 '
+# The daemon step's network: a namespace of our own with only loopback up.
+NETNS=kg-pkg-$$
+ip netns add "$NETNS" && ip -n "$NETNS" link set lo up || abort root "cannot create network namespace $NETNS"
 log "root: $ROOT ($SUITE minbase, $(basename "$DEB") and its $VERSION+test1 repack; log $OUT/root.log)"
 tr0=$(date +%s)
 timeout -k 30 "$T_ROOT" unshare --mount --pid --fork --kill-child=SIGTERM --propagation private \
-	/bin/bash -c "$INNER" inner "$ROOT" "$DEBS" "$VERSION" "$UPSTREAM" >"$OUT/root.log" 2>&1 &
+	/bin/bash -c "$INNER" inner "$ROOT" "$DEBS" "/run/netns/$NETNS" "$VERSION" "$UPSTREAM" >"$OUT/root.log" 2>&1 &
 INNER_PID=$!
 wait "$INNER_PID"
 st=$?
