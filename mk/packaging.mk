@@ -37,9 +37,9 @@ deb:
 	rm -rf $$work; \
 	ls -l $(DEB_DIR)
 
-# Root only (chroot, namespaces). Passed twice in a row from a clean build/deb: 51 s and
-# 41 s with the base tarball and the .debs cached (a cold run adds debootstrap, a few
-# minutes): part of make check.
+# Root only (chroot, namespaces). Passed every run, twice in a row from a clean build/deb
+# in 36 s each with the base tarball and the .debs cached (a cold run adds debootstrap
+# and the downloads, a few minutes): part of make check.
 FRAG_CHECKS += check-packages
 check-packages:
 	BUILD=$(BUILD) tests/packaging/test-deb.sh
