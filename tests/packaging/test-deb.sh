@@ -6,7 +6,7 @@
 #
 # Steps (each prints PASS name / FAIL name: why; the last line counts them):
 #   host   build       make deb (a clean copy of the tree, dpkg-buildpackage -b)
-#          man         groff -man -ww -z on each page (what man -l renders), no warning
+#          man         groff -man -ww -z and man --warnings -l on each page: no warning
 #          lintian     lintian on the .changes (.deb, dbgsym, .buildinfo): no E:, and
 #                      every W: tag is one docs/packaging.md justifies
 #          files       dpkg-deb -c against the expected list (modes and owners too)
@@ -111,6 +111,8 @@ UPSTREAM=${VERSION%-*}
 bad=""
 for m in packaging/man/*.[0-9]; do
 	w=$(LC_ALL=C.UTF-8 groff -man -ww -z "$m" 2>&1)
+	# man -l as lintian renders it (man-db comes with debhelper)
+	w="$w$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$m" 2>&1 >/dev/null)"
 	[ -z "$w" ] || bad="$bad $m: $w;"
 done
 [ -z "$bad" ] && pass man || fail man "$bad"
@@ -120,11 +122,14 @@ done
 JUSTIFIED=$(sed -n '/^## lintian/,/^## /p' docs/packaging.md | sed -n 's/^- `\([a-z0-9+.-]*\)`.*/\1/p')
 LINT_ON=${CHANGES:-$DEB}
 lintian --pedantic -I "$LINT_ON" >"$OUT/lintian.log" 2>&1
+lrc=$?
 errs=$(grep -c '^E: ' "$OUT/lintian.log")
 unjustified=$(grep '^W: ' "$OUT/lintian.log" | awk '{ print $3 }' | sort -u |
 	while read -r tag; do printf '%s\n' "$JUSTIFIED" | grep -qx "$tag" || printf '%s ' "$tag"; done)
 tags=$(grep -E '^[EWIP]: ' "$OUT/lintian.log" | awk '{ print $1 $3 }' | sort -u | tr '\n' ' ')
-if [ "$errs" -ne 0 ]; then
+if [ "$lrc" -gt 1 ]; then
+	fail lintian "lintian itself failed (exit $lrc): $(grep -v '^N:' "$OUT/lintian.log" | tail -3 | tr '\n' ';')"
+elif [ "$errs" -ne 0 ]; then
 	fail lintian "$errs error(s): $(grep '^E: ' "$OUT/lintian.log" | head -5 | tr '\n' ';')"
 elif [ -n "$unjustified" ]; then
 	fail lintian "warnings not justified in docs/packaging.md: $unjustified"
