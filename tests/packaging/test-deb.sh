@@ -1,0 +1,547 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
+# test-deb.sh - `make check-packages`: the Debian package builds, is lintian-clean, holds
+# exactly the expected files, and installs, upgrades, removes and purges as
+# docs/packaging.md says, in a fresh bookworm root (issue 12, the DEB part).
+#
+# Steps (each prints PASS name / FAIL name: why; the last line counts them):
+#   host   build       make deb (a clean copy of the tree, dpkg-buildpackage -b)
+#          man         groff -man -ww -z and man --warnings -l on each page: no warning
+#          lintian     lintian on the .changes (.deb, dbgsym, .buildinfo): no E:, and
+#                      every W: tag is one docs/packaging.md justifies
+#          files       dpkg-deb -c against the expected list (modes and owners too)
+#          conf_drift  the packaged config's keys are docs/examples/ktlsgate.conf's
+#          completion  the completion's nouns and verbs are those of `ktlsgate --help`
+#   root   install     apt-get install ./ktlsgate_*.deb in a debootstrapped bookworm
+#                      minbase root (chroot; policy-rc.d refuses service starts)
+#          user, dirs, conffile, cli, config_unprovisioned, config_pki, daemon_start
+#          (in a network namespace of its own), upgrade, remove, purge (see the inner
+#          script below)
+#
+# The root: scripts/check-fresh.sh's cached minbase tarball
+# ($KG_FRESH_CACHE/bookworm-ARCH-minbase.tar.gz, default /var/cache/ktlsgate-fresh);
+# when it is missing this script makes it the same way (debootstrap, the mirror from the
+# host's apt configuration: nothing is hard-coded). Downloaded .debs are cached beside
+# it in bookworm-ARCH-debs-packaging (not check-fresh's: both may run at once). The
+# chroot runs in its own mount and PID namespaces (unshare): its mounts and processes
+# die with it; it shares the host's network (apt), and the one daemon it starts runs
+# in a network namespace this script creates (loopback only) and removes.
+#
+# Environment: BUILD (build), KG_PKG_SUITE (bookworm), KG_PKG_DEB (test this .deb
+# instead of building one; lintian and the file list still run on it), KG_PKG_KEEP=1
+# (keep the root), KG_PKG_TIMEOUT (900 s for the chroot part).
+set -u
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$TOP" || exit 1
+BUILD=${BUILD:-build}
+SUITE=${KG_PKG_SUITE:-bookworm}
+CACHE=${KG_FRESH_CACHE:-/var/cache/ktlsgate-fresh}
+WORKBASE=${KG_PKG_WORK:-/var/tmp/ktlsgate-pkg}
+T_ROOT=${KG_PKG_TIMEOUT:-900}
+OUT="$TOP/$BUILD/packaging"
+T0=$(date +%s)
+NPASS=0
+NFAIL=0
+ROOT=""
+INNER_PID=""
+
+pass() { echo "PASS $1"; NPASS=$((NPASS + 1)); }
+fail() { echo "FAIL $1: $2"; NFAIL=$((NFAIL + 1)); }
+log() { printf 'packaging: %s\n' "$*"; }
+
+cleanup() {
+	if [ -n "$INNER_PID" ] && kill -0 "$INNER_PID" 2>/dev/null; then
+		kill "$INNER_PID" 2>/dev/null
+		timeout 30 tail --pid="$INNER_PID" -f /dev/null 2>/dev/null || kill -9 "$INNER_PID" 2>/dev/null
+	fi
+	[ -n "${NETNS:-}" ] && ip netns del "$NETNS" 2>/dev/null
+	[ -n "$ROOT" ] && [ -d "$ROOT" ] || return 0
+	awk -v r="$ROOT/" 'index($5 "/", r) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+		while read -r m; do umount -l "$m" 2>/dev/null; done
+	if awk -v r="$ROOT/" 'index($5 "/", r) == 1 { f = 1 } END { exit !f }' /proc/self/mountinfo; then
+		echo "packaging: $ROOT still has mounts; not removing it" >&2
+		return 0
+	fi
+	if [ -n "${KG_PKG_KEEP:-}" ]; then
+		log "kept $ROOT"
+	else
+		rm -rf --one-file-system "$ROOT"
+	fi
+}
+
+finish() {
+	trap - EXIT INT TERM
+	cleanup
+	echo "packaging: $NPASS passed, $NFAIL failed ($(($(date +%s) - T0)) s)"
+	[ "$NFAIL" -eq 0 ] && [ "$NPASS" -gt 0 ]
+	exit $?
+}
+abort() { fail "$1" "$2"; finish; }
+trap 'fail interrupted "signal"; finish' INT TERM
+trap 'fail exited_early "the script stopped before its summary"; finish' EXIT
+
+[ "$(id -u)" -eq 0 ] || abort setup "needs root (chroot, mount namespaces, dpkg inside the root)"
+for t in dpkg-buildpackage dh lintian groff debootstrap unshare ip; do
+	command -v "$t" >/dev/null || abort setup "$t is missing (scripts/deps.sh check installs it)"
+done
+mkdir -p "$OUT" "$CACHE" "$WORKBASE" || abort setup "cannot create $OUT, $CACHE or $WORKBASE"
+ARCH=$(dpkg --print-architecture)
+
+# --- host: build ----------------------------------------------------------------------
+if [ -n "${KG_PKG_DEB:-}" ]; then
+	DEB=$KG_PKG_DEB
+	CHANGES=$(ls "$(dirname "$DEB")"/ktlsgate_*.changes 2>/dev/null | head -1)
+	log "testing the given $DEB"
+else
+	tb=$(date +%s)
+	if make --no-print-directory deb BUILD="$BUILD" >"$OUT/build.log" 2>&1; then
+		pass "build ($(($(date +%s) - tb)) s)"
+	else
+		tail -20 "$OUT/build.log"
+		abort build "make deb failed (see $OUT/build.log)"
+	fi
+	DEB=$(ls "$BUILD"/deb/ktlsgate_*_"$ARCH".deb 2>/dev/null | head -1)
+	CHANGES=$(ls "$BUILD"/deb/ktlsgate_*_"$ARCH".changes 2>/dev/null | head -1)
+fi
+[ -f "$DEB" ] || abort build "no ktlsgate_*_$ARCH.deb"
+VERSION=$(dpkg-deb -f "$DEB" Version)
+UPSTREAM=${VERSION%-*}
+
+# --- host: man pages --------------------------------------------------------------------
+bad=""
+for m in packaging/man/*.[0-9]; do
+	w=$(LC_ALL=C.UTF-8 groff -man -ww -z "$m" 2>&1)
+	# man -l as lintian renders it (man-db comes with debhelper)
+	w="$w$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$m" 2>&1 >/dev/null)"
+	[ -z "$w" ] || bad="$bad $m: $w;"
+done
+[ -z "$bad" ] && pass man || fail man "$bad"
+
+# --- host: lintian ----------------------------------------------------------------------
+# The justified tags: "- `tag`: why" lines of docs/packaging.md's lintian section.
+JUSTIFIED=$(sed -n '/^## lintian/,/^## /p' docs/packaging.md | sed -n 's/^- `\([a-z0-9+.-]*\)`.*/\1/p')
+LINT_ON=${CHANGES:-$DEB}
+lintian --pedantic -I "$LINT_ON" >"$OUT/lintian.log" 2>&1
+lrc=$?
+errs=$(grep -c '^E: ' "$OUT/lintian.log")
+unjustified=$(grep '^W: ' "$OUT/lintian.log" | awk '{ print $3 }' | sort -u |
+	while read -r tag; do printf '%s\n' "$JUSTIFIED" | grep -qx "$tag" || printf '%s ' "$tag"; done)
+tags=$(grep -E '^[EWIP]: ' "$OUT/lintian.log" | awk '{ print $1 $3 }' | sort -u | tr '\n' ' ')
+if [ "$lrc" -gt 1 ]; then
+	fail lintian "lintian itself failed (exit $lrc): $(grep -v '^N:' "$OUT/lintian.log" | tail -3 | tr '\n' ';')"
+elif [ "$errs" -ne 0 ]; then
+	fail lintian "$errs error(s): $(grep '^E: ' "$OUT/lintian.log" | head -5 | tr '\n' ';')"
+elif [ -n "$unjustified" ]; then
+	fail lintian "warnings not justified in docs/packaging.md: $unjustified"
+elif [ -z "$JUSTIFIED" ]; then
+	fail lintian "no justified tags found in docs/packaging.md (section '## lintian')"
+else
+	pass "lintian ($(basename "$LINT_ON"): ${tags:-no tags})"
+fi
+
+# --- host: the file list ----------------------------------------------------------------
+# "mode owner path" of every entry; the documentation part follows the tree's docs/.
+expected() {
+	cat <<'EOF'
+drwxr-xr-x root/root ./
+drwxr-xr-x root/root ./etc/
+drwxr-xr-x root/root ./etc/ktlsgate/
+-rw-r--r-- root/root ./etc/ktlsgate/ktlsgate.conf
+drwxr-xr-x root/root ./lib/
+drwxr-xr-x root/root ./lib/systemd/
+drwxr-xr-x root/root ./lib/systemd/system/
+-rw-r--r-- root/root ./lib/systemd/system/ktlsgated.service
+drwxr-xr-x root/root ./usr/
+drwxr-xr-x root/root ./usr/bin/
+-rwxr-xr-x root/root ./usr/bin/ktlsgate
+drwxr-xr-x root/root ./usr/lib/
+drwxr-xr-x root/root ./usr/lib/sysusers.d/
+-rw-r--r-- root/root ./usr/lib/sysusers.d/ktlsgate.conf
+drwxr-xr-x root/root ./usr/lib/tmpfiles.d/
+-rw-r--r-- root/root ./usr/lib/tmpfiles.d/ktlsgate.conf
+drwxr-xr-x root/root ./usr/sbin/
+-rwxr-xr-x root/root ./usr/sbin/ktlsgated
+drwxr-xr-x root/root ./usr/share/
+drwxr-xr-x root/root ./usr/share/bash-completion/
+drwxr-xr-x root/root ./usr/share/bash-completion/completions/
+-rw-r--r-- root/root ./usr/share/bash-completion/completions/ktlsgate
+drwxr-xr-x root/root ./usr/share/doc/
+drwxr-xr-x root/root ./usr/share/doc/ktlsgate/
+-rw-r--r-- root/root ./usr/share/doc/ktlsgate/README.md
+-rw-r--r-- root/root ./usr/share/doc/ktlsgate/changelog.Debian.gz
+-rw-r--r-- root/root ./usr/share/doc/ktlsgate/copyright
+drwxr-xr-x root/root ./usr/share/doc/ktlsgate/examples/
+drwxr-xr-x root/root ./usr/share/man/
+drwxr-xr-x root/root ./usr/share/man/man5/
+-rw-r--r-- root/root ./usr/share/man/man5/ktlsgate.conf.5.gz
+drwxr-xr-x root/root ./usr/share/man/man8/
+-rw-r--r-- root/root ./usr/share/man/man8/ktlsgate.8.gz
+-rw-r--r-- root/root ./usr/share/man/man8/ktlsgated.8.gz
+EOF
+	for f in docs/*.md; do echo "-rw-r--r-- root/root ./usr/share/doc/ktlsgate/$(basename "$f").gz"; done
+	for f in docs/examples/*; do echo "-rw-r--r-- root/root ./usr/share/doc/ktlsgate/examples/$(basename "$f")"; done
+}
+expected | sort >"$OUT/files.expected"
+dpkg-deb -c "$DEB" | awk '{ print $1, $2, $6 }' | sort >"$OUT/files.actual"
+if d=$(diff "$OUT/files.expected" "$OUT/files.actual"); then
+	pass "files ($(wc -l <"$OUT/files.actual") entries)"
+else
+	fail files "dpkg-deb -c differs from the expected list: $(printf '%s' "$d" | grep '^[<>]' | head -8 | tr '\n' ';')"
+fi
+
+# --- host: the packaged config follows the documented example --------------------------
+# Same body from [daemon] on (only the header differs): a key added to the example and
+# not to the package (or the reverse) fails here.
+if d=$(diff <(sed -n '/^\[daemon\]/,$p' docs/examples/ktlsgate.conf) <(sed -n '/^\[daemon\]/,$p' packaging/ktlsgate.conf)); then
+	pass conf_drift
+else
+	fail conf_drift "packaging/ktlsgate.conf and docs/examples/ktlsgate.conf differ after [daemon]: $(printf '%s' "$d" | head -4 | tr '\n' ';')"
+fi
+
+# --- host: the completion's nouns and verbs are the CLI's --------------------------------
+# From the package's own binary: `ktlsgate --help` lists "ktlsgate NOUN VERB ..." lines.
+xdir=$(mktemp -d "$WORKBASE/x.XXXXXX")
+dpkg-deb -x "$DEB" "$xdir"
+help=$("$xdir/usr/bin/ktlsgate" --help 2>&1)
+want_nouns=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ { print $2 }' | sort -u | tr '\n' ' ')
+got=$(bash -c 'source "$1"; for n in '"$want_nouns"'; do for v in $(_ktlsgate_verbs $n); do echo "$n $v"; done; done' sh "$xdir/usr/share/bash-completion/completions/ktlsgate" | sort)
+want=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ && $3 ~ /^[a-z]/ {
+	n = split($3, v, "|"); for (i = 1; i <= n; i++) print $2, v[i] }' | sort -u)
+# (nouns without verbs - verify CERT, status, reload, reasons - have no lower-case $3)
+nouns_in_completion=$(sed -n 's/.*compgen -W "\(pki ca [^"]*\)".*/\1/p' "$xdir/usr/share/bash-completion/completions/ktlsgate")
+missing_nouns=""
+for n in $want_nouns; do
+	case " $nouns_in_completion " in *" $n "*) ;; *) missing_nouns="$missing_nouns $n" ;; esac
+done
+# A few command lines through the function itself (bash-completion's two helpers
+# stubbed: the host need not have bash-completion installed).
+complete_line() { # WORDS... -> the sorted candidates for the last word
+	bash -c '_init_completion() { words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
+		cur=${words[cword]}; prev=${words[cword-1]}; }
+	_filedir() { COMPREPLY=(FILE); }
+	source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _ktlsgate
+	printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "' sh \
+		"$xdir/usr/share/bash-completion/completions/ktlsgate" "$@"
+}
+cbad=""
+check_line() { # EXPECTED WORDS...
+	local want=$1 got
+	shift
+	got=$(complete_line "$@")
+	[ "$got" = "$want" ] || cbad="$cbad '$*' -> '$got' (want '$want');"
+}
+check_line "block ca device help pki reasons reload session status tpm verify " ktlsgate ""
+check_line "--help add expiring import list remove set show " ktlsgate -c /etc/x.conf device ""
+check_line "disabled enabled revoked " ktlsgate ca set factory --status ""
+check_line "decommissioned disabled enabled quarantined suspended " ktlsgate device add d1 --status ""
+check_line "--help --json --status " ktlsgate device list --
+check_line "FILE " ktlsgate -r ""
+check_line "csv jsonl " ktlsgate device import f.csv --format ""
+if [ -n "$cbad" ]; then
+	fail completion "$cbad"
+elif ! bash -n "$xdir/usr/share/bash-completion/completions/ktlsgate"; then
+	fail completion "bash -n fails"
+elif [ -n "$missing_nouns" ]; then
+	fail completion "nouns missing:$missing_nouns"
+elif [ "$got" != "$want" ]; then
+	fail completion "verbs differ from ktlsgate --help: $(diff <(printf '%s\n' "$want") <(printf '%s\n' "$got") | grep '^[<>]' | tr '\n' ';')"
+else
+	pass "completion ($(printf '%s\n' "$got" | wc -l) noun/verb pairs)"
+fi
+rm -rf "$xdir"
+
+# --- the root -------------------------------------------------------------------------
+# The mirror as the host's apt knows it (check-fresh.sh parses the same configuration).
+MIRROR=${KG_FRESH_MIRROR:-$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
+	awk -v s="$SUITE" '$2 == s { print $1; exit }')}
+BASE="$CACHE/$SUITE-$ARCH-minbase.tar.gz"
+if [ ! -s "$BASE" ]; then
+	[ -n "$MIRROR" ] || abort root "no '$SUITE' entry in the host's apt sources (set KG_FRESH_MIRROR)"
+	exec 9>"$CACHE/lock"
+	timeout 1800 flock 9 || abort root "another run holds $CACHE/lock"
+	if [ ! -s "$BASE" ]; then
+		b=$(mktemp -d "$WORKBASE/base.XXXXXX")
+		log "debootstrap --variant=minbase $SUITE from $MIRROR (cold)"
+		if ! timeout -k 30 900 unshare --mount --propagation private \
+			debootstrap --variant=minbase --arch="$ARCH" "$SUITE" "$b" "$MIRROR" >"$OUT/bootstrap.log" 2>&1; then
+			rm -rf --one-file-system "$b"
+			abort root "debootstrap failed (see $OUT/bootstrap.log)"
+		fi
+		chmod 755 "$b"
+		tar -C "$b" --numeric-owner -czf "$BASE.tmp" . && mv "$BASE.tmp" "$BASE"
+		rm -rf --one-file-system "$b"
+	fi
+	exec 9>&-
+fi
+ROOT=$(mktemp -d "$WORKBASE/root.XXXXXX") || abort root "mktemp failed"
+tar -C "$ROOT" --numeric-owner -xpzf "$BASE" || abort root "cannot unpack $BASE"
+chmod 755 "$ROOT"
+printf '#!/bin/sh\n# test-deb: start no services from package scripts\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
+chmod 755 "$ROOT/usr/sbin/policy-rc.d"
+cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+# The host's sources for this suite (and its -updates/-security), as check-fresh.sh does.
+apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | sort -u |
+	awk -v s="$SUITE" '$2 == s || $2 == s "-updates" || $2 == s "-security" || $2 == s "-security/updates" {
+		print "deb", $1, $2, "main" }' >"$ROOT/etc/apt/sources.list"
+[ -n "${KG_FRESH_MIRROR:-}" ] && echo "deb $KG_FRESH_MIRROR $SUITE main" >"$ROOT/etc/apt/sources.list"
+[ -s "$ROOT/etc/apt/sources.list" ] || abort root "no apt source for $SUITE on the host"
+mkdir -p "$ROOT/tmp/pkg"
+cp "$DEB" "$ROOT/tmp/pkg/"
+# The upgrade: the same package as VERSION+test1 (repacked: the maintainer scripts
+# are what an upgrade exercises; the binaries need not differ).
+rp=$(mktemp -d "$WORKBASE/repack.XXXXXX")
+dpkg-deb -R "$DEB" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test1/" "$rp/p/DEBIAN/control" &&
+	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/tmp/pkg/upgrade.deb" >/dev/null || abort root "cannot repack $DEB as $VERSION+test1"
+rm -rf "$rp"
+DEBS="$CACHE/$SUITE-$ARCH-debs-packaging"
+mkdir -p "$DEBS/partial"
+
+cat >"$ROOT/root/test-deb-inner.sh" <<'EOF'
+# Runs inside the root, as root, in a chroot. Prints PASS/FAIL lines.
+set -u
+VERSION=$1 UPSTREAM=$2
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; }
+export DEBIAN_FRONTEND=noninteractive
+chown _apt:root /var/cache/apt/archives/partial 2>/dev/null || true
+DEB=$(ls /tmp/pkg/ktlsgate_*.deb)
+
+if ! apt-get update -q >/tmp/apt.log 2>&1; then
+	fail install "apt-get update failed: $(tail -3 /tmp/apt.log | tr '\n' ';')"; exit 0
+fi
+if apt-get install -y -q --no-install-recommends "$DEB" >>/tmp/apt.log 2>&1; then
+	st=$(dpkg-query -W -f='${Status} ${Version}' ktlsgate)
+	[ "$st" = "install ok installed $VERSION" ] && pass "install ($st)" || fail install "status '$st'"
+else
+	fail install "apt-get install failed: $(tail -5 /tmp/apt.log | tr '\n' ';')"; exit 0
+fi
+
+# The system user (sysusers.d), without a login.
+pw=$(getent passwd ktlsgate)
+uid=$(printf '%s' "$pw" | cut -d: -f3)
+shell=$(printf '%s' "$pw" | cut -d: -f7)
+if [ -z "$pw" ]; then fail user "no user ktlsgate"
+elif [ "$uid" -ge 1000 ] || [ "$uid" -eq 0 ]; then fail user "uid $uid is not a system uid"
+elif [ "$shell" != /usr/sbin/nologin ]; then fail user "shell $shell"
+elif ! getent group ktlsgate >/dev/null; then fail user "no group ktlsgate"
+else pass "user ($pw)"; fi
+
+# Directories: owner, group, mode.
+bad=""
+for e in "/var/lib/ktlsgate ktlsgate ktlsgate 750" "/run/ktlsgate ktlsgate ktlsgate 750" \
+	"/etc/ktlsgate/server root ktlsgate 750" "/etc/ktlsgate root root 755"; do
+	set -- $e
+	got=$(stat -c '%U %G %a' "$1" 2>&1)
+	[ "$got" = "$2 $3 $4" ] || bad="$bad $1: '$got' (want '$2 $3 $4');"
+done
+[ -z "$bad" ] && pass dirs || fail dirs "$bad"
+
+# The conffile, registered with the md5 of the shipped file.
+cf=$(dpkg-query -W -f='${Conffiles}' ktlsgate)
+md5=$(md5sum /etc/ktlsgate/ktlsgate.conf | cut -d' ' -f1)
+if printf '%s\n' "$cf" | grep -qx " /etc/ktlsgate/ktlsgate.conf $md5"; then
+	pass "conffile (/etc/ktlsgate/ktlsgate.conf $md5)"
+else
+	fail conffile "dpkg-query Conffiles: '$cf' (file md5 $md5)"
+fi
+
+# The binaries run, and say the package's version.
+out=$(ktlsgate --help 2>&1); rc=$?
+v1=$(ktlsgate --version 2>&1); v2=$(ktlsgated -V 2>&1)
+if [ $rc -ne 0 ] || ! printf '%s' "$out" | grep -q '^usage: ktlsgate '; then fail cli "ktlsgate --help: rc $rc"
+elif [ "$v1" != "ktlsgate $UPSTREAM" ] || [ "$v2" != "ktlsgated $UPSTREAM" ]; then fail cli "versions '$v1' / '$v2' (want $UPSTREAM)"
+else pass "cli (ktlsgate --help, $v1, $v2)"; fi
+
+# Freshly installed: the config is valid, the certificate is reported missing.
+out=$(ktlsgated -t 2>&1); rc=$?
+if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q 'does not exist yet: not checked' &&
+	printf '%s' "$out" | grep -q 'configuration /etc/ktlsgate/ktlsgate.conf ok (0 CA(s) trusted, 1 backend(s)'; then
+	pass config_unprovisioned
+else
+	fail config_unprovisioned "ktlsgated -t: rc $rc: $(printf '%s' "$out" | head -3 | tr '\n' ';')"
+fi
+
+# A test PKI where the packaged config looks (docs/packaging.md, "First start"), a CA
+# registered and proven by the daemon's user, then -t as root and as that user: it must
+# read the key (group ktlsgate) and the registry.
+(
+	set -e
+	umask 022
+	mkdir -p /tmp/pki
+	ktlsgate pki root --cn "Test Root" --out /tmp/pki/root >/dev/null
+	ktlsgate pki server --cn gw.test --ca /tmp/pki/root --out /tmp/pki/server >/dev/null
+	chmod 0755 /tmp/pki /tmp/pki/root
+	install -m 0644 -o root -g root /tmp/pki/server/chain.pem /etc/ktlsgate/server/chain.pem
+	install -m 0640 -o root -g ktlsgate /tmp/pki/server/key.pem /etc/ktlsgate/server/key.pem
+	chmod 0644 /tmp/pki/root/cert.pem
+	code=$(runuser -u ktlsgate -- ktlsgate ca add /tmp/pki/root/cert.pem | awk '/^challenge:/{print $2}')
+	ktlsgate pki verification-cert --ca /tmp/pki/root --challenge "$code" --out /tmp/pki/vc.pem >/dev/null
+	chmod 0644 /tmp/pki/vc.pem
+	runuser -u ktlsgate -- ktlsgate ca verify Test-Root /tmp/pki/vc.pem >/dev/null
+) >/tmp/pki.log 2>&1 || { fail config_pki "test PKI setup failed: $(tail -3 /tmp/pki.log | tr '\n' ';')"; }
+want='configuration /etc/ktlsgate/ktlsgate.conf ok (1 CA(s) trusted, 1 backend(s)'
+out=$(ktlsgated -t 2>&1); rc=$?
+out2=$(runuser -u ktlsgate -- ktlsgated -t 2>&1); rc2=$?
+reg=$(stat -c '%U %a' /var/lib/ktlsgate/registry.db 2>&1)
+if [ $rc -ne 0 ] || ! printf '%s' "$out" | grep -qF "$want"; then
+	fail config_pki "ktlsgated -t as root: rc $rc: $(printf '%s' "$out" | head -3 | tr '\n' ';')"
+elif [ $rc2 -ne 0 ] || ! printf '%s' "$out2" | grep -qF "$want"; then
+	fail config_pki "ktlsgated -t as ktlsgate: rc $rc2: $(printf '%s' "$out2" | head -3 | tr '\n' ';')"
+elif printf '%s' "$out" | grep -q 'not checked'; then
+	fail config_pki "the certificate was not checked: $(printf '%s' "$out" | head -2 | tr '\n' ';')"
+elif [ "$reg" != "ktlsgate 600" ]; then
+	fail config_pki "registry.db is '$reg', want 'ktlsgate 600'"
+else
+	pass "config_pki (ktlsgated -t as root and as ktlsgate: 1 CA trusted)"
+fi
+
+# The packaged config runs: ktlsgated as the ktlsgate user (setpriv, as the unit's
+# User= would), in a network namespace of this test's own (/tmp/kg-netns: loopback
+# up, nothing else), so listen = 0.0.0.0:8883 binds nowhere real. It must come up,
+# answer `ktlsgate status` and `ktlsgate reload` on /run/ktlsgate/control.sock, run as
+# that user, and stop cleanly on SIGTERM, removing its socket.
+if [ -e /tmp/kg-netns ]; then
+	nsenter --net=/tmp/kg-netns setpriv --reuid=ktlsgate --regid=ktlsgate --init-groups \
+		ktlsgated -c /etc/ktlsgate/ktlsgate.conf >/tmp/daemon.log 2>&1 &
+	dpid=$!
+	status=""
+	for _ in $(seq 1 100); do
+		status=$(ktlsgate status 2>/dev/null) && break
+		status=""
+		kill -0 "$dpid" 2>/dev/null || break
+		sleep 0.2
+	done
+	duid=$(awk '/^Uid:/ { print $2 }' "/proc/$dpid/status" 2>/dev/null)
+	reload=$(ktlsgate reload 2>&1)
+	kill -TERM "$dpid" 2>/dev/null
+	wait "$dpid"
+	drc=$?
+	if [ -z "$status" ]; then
+		fail daemon_start "no answer on the control socket: $(tail -3 /tmp/daemon.log | tr '\n' ';')"
+	elif ! printf '%s\n' "$status" | grep -qx "pid: $dpid" ||
+		! printf '%s\n' "$status" | grep -qx "version: $UPSTREAM" ||
+		! printf '%s\n' "$status" | grep -qx "cas_trusted: 1"; then
+		fail daemon_start "status: $(printf '%s' "$status" | head -6 | tr '\n' ';')"
+	elif [ "$duid" != "$(id -u ktlsgate)" ]; then
+		fail daemon_start "the daemon ran as uid '$duid'"
+	elif [ "$reload" != reloaded ]; then
+		fail daemon_start "ktlsgate reload: '$reload'"
+	elif [ $drc -ne 0 ] || [ -e /run/ktlsgate/control.sock ]; then
+		fail daemon_start "SIGTERM: exit $drc, socket left: $(ls /run/ktlsgate 2>&1 | tr '\n' ' ')"
+	else
+		pass "daemon_start (as ktlsgate, status and reload answered, clean stop)"
+	fi
+else
+	fail daemon_start "no network namespace at /tmp/kg-netns"
+fi
+
+# Upgrade to VERSION+test1 while the daemon runs (as with --restart-after-upgrade): the
+# registry is backed up online (named after the old version) and kept, an edited
+# conffile is kept, the running daemon is not disturbed.
+sed -i 's/^log_level = info$/log_level = debug/' /etc/ktlsgate/ktlsgate.conf
+dpid=""
+if [ -e /tmp/kg-netns ]; then
+	nsenter --net=/tmp/kg-netns setpriv --reuid=ktlsgate --regid=ktlsgate --init-groups \
+		ktlsgated -c /etc/ktlsgate/ktlsgate.conf >/tmp/daemon2.log 2>&1 &
+	dpid=$!
+	for _ in $(seq 1 100); do
+		ktlsgate status >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+fi
+dpkg -i /tmp/pkg/upgrade.deb >/tmp/upgrade.log 2>&1
+urc=$?
+alive=no
+if [ -n "$dpid" ] && ktlsgate status 2>/dev/null | grep -qx "pid: $dpid"; then alive=yes; fi
+[ -n "$dpid" ] && { kill -TERM "$dpid"; wait "$dpid"; }
+if [ $urc -ne 0 ]; then
+	fail upgrade "dpkg -i of $VERSION+test1 failed: $(tail -3 /tmp/upgrade.log | tr '\n' ';')"
+else
+	bak=/var/lib/ktlsgate/registry.db.bak-$VERSION
+	bst=$(stat -c '%U %a' "$bak" 2>&1)
+	ic=$(sqlite3 "$bak" 'PRAGMA integrity_check' 2>&1)
+	cas=$(sqlite3 "$bak" 'SELECT name FROM cas' 2>&1)
+	live=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'SELECT name FROM cas' 2>&1)
+	st=$(dpkg-query -W -f='${Status} ${Version}' ktlsgate)
+	if [ "$st" != "install ok installed $VERSION+test1" ]; then fail upgrade "status '$st'"
+	elif [ "$bst" != "ktlsgate 600" ]; then fail upgrade "backup $bak: '$bst' (want 'ktlsgate 600')"
+	elif [ "$ic" != ok ] || [ "$cas" != Test-Root ]; then fail upgrade "backup: integrity '$ic', CAs '$cas'"
+	elif [ "$live" != Test-Root ]; then fail upgrade "registry after the upgrade: CAs '$live'"
+	elif ! grep -qx 'log_level = debug' /etc/ktlsgate/ktlsgate.conf; then fail upgrade "the edited conffile was replaced"
+	elif ! grep -q "registry backed up to $bak" /tmp/upgrade.log; then fail upgrade "postinst did not report the backup"
+	elif [ "$alive" != yes ]; then fail upgrade "the daemon running during the upgrade did not answer after it"
+	elif ls /var/lib/ktlsgate/*-wal /var/lib/ktlsgate/*-shm 2>/dev/null | xargs -r stat -c '%U %n' | grep -q '^root '; then
+		fail upgrade "root-owned WAL/SHM files left beside the registry"
+	else pass "upgrade ($VERSION -> $VERSION+test1 under a running daemon: $bak, conffile edit kept)"; fi
+fi
+
+# remove keeps the configuration and the state; purge removes both.
+dpkg -r ktlsgate >/tmp/remove.log 2>&1
+st=$(dpkg-query -W -f='${Status}' ktlsgate 2>&1)
+if [ "$st" != "deinstall ok config-files" ]; then fail remove "status '$st'"
+elif [ -e /usr/sbin/ktlsgated ] || [ -e /usr/bin/ktlsgate ]; then fail remove "binaries left"
+elif [ ! -f /etc/ktlsgate/ktlsgate.conf ] || [ ! -f /etc/ktlsgate/server/key.pem ]; then fail remove "/etc/ktlsgate lost files"
+elif [ ! -f /var/lib/ktlsgate/registry.db ] || [ ! -f "/var/lib/ktlsgate/registry.db.bak-$VERSION" ]; then fail remove "/var/lib/ktlsgate lost files"
+else pass "remove (binaries gone; /etc/ktlsgate and /var/lib/ktlsgate kept)"; fi
+
+dpkg -P ktlsgate >/tmp/purge.log 2>&1
+st=$(dpkg-query -W -f='${Status}' ktlsgate 2>/dev/null)
+left=$(ls -d /etc/ktlsgate /var/lib/ktlsgate /run/ktlsgate /usr/lib/sysusers.d/ktlsgate.conf 2>/dev/null | tr '\n' ' ')
+if [ -n "$st" ] && [ "$st" != "unknown ok not-installed" ]; then fail purge "status '$st'"
+elif [ -n "$left" ]; then fail purge "left behind: $left"
+else pass "purge (/etc/ktlsgate, /var/lib/ktlsgate, /run/ktlsgate gone; user ktlsgate kept by design)"; fi
+EOF
+
+# Runs as PID 1 of a new PID namespace: when it exits, everything started inside dies.
+# shellcheck disable=SC2016
+INNER='
+set -u
+root=$1 debs=$2 netns=$3 chpid=""
+shift 3
+umount_all() {
+	local m
+	for m in tmp/kg-netns var/cache/apt/archives dev sys proc; do
+		mountpoint -q "$root/$m" || continue
+		umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m" 2>/dev/null
+	done
+}
+stop() { [ -n "$chpid" ] && kill -TERM "$chpid" 2>/dev/null; umount_all; exit 124; }
+trap umount_all EXIT
+trap stop INT TERM
+mount -t proc proc "$root/proc" &&
+	mount --bind /sys "$root/sys" && mount -o remount,bind,ro "$root/sys" &&
+	mount --rbind /dev "$root/dev" &&
+	mount --bind "$debs" "$root/var/cache/apt/archives" &&
+	touch "$root/tmp/kg-netns" && mount --bind "$netns" "$root/tmp/kg-netns" || { echo "FAIL root: mounts failed"; exit 2; }
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+	LANG=C.UTF-8 TERM=dumb chroot "$root" /bin/bash /root/test-deb-inner.sh "$@" &
+chpid=$!
+wait "$chpid"
+st=$?
+umount_all
+trap - EXIT
+exit $st
+'
+# The daemon step's network: a namespace of our own with only loopback up.
+NETNS=kg-pkg-$$
+ip netns add "$NETNS" && ip -n "$NETNS" link set lo up || abort root "cannot create network namespace $NETNS"
+log "root: $ROOT ($SUITE minbase, $(basename "$DEB") and its $VERSION+test1 repack; log $OUT/root.log)"
+tr0=$(date +%s)
+timeout -k 30 "$T_ROOT" unshare --mount --pid --fork --kill-child=SIGTERM --propagation private \
+	/bin/bash -c "$INNER" inner "$ROOT" "$DEBS" "/run/netns/$NETNS" "$VERSION" "$UPSTREAM" >"$OUT/root.log" 2>&1 &
+INNER_PID=$!
+wait "$INNER_PID"
+st=$?
+INNER_PID=""
+while read -r line; do
+	case $line in
+	PASS\ *) pass "${line#PASS }" ;;
+	FAIL\ *) n=${line#FAIL }; fail "${n%%:*}" "${n#*: }" ;;
+	esac
+done < <(grep -E '^(PASS|FAIL) ' "$OUT/root.log")
+[ $st -eq 124 ] && fail root "timed out after ${T_ROOT}s (see $OUT/root.log)"
+[ $st -ne 0 ] && [ $st -ne 124 ] && fail root "the chroot exited $st (see $OUT/root.log)"
+grep -q '^PASS purge' "$OUT/root.log" || grep -q '^FAIL purge' "$OUT/root.log" ||
+	fail root "the chroot stopped before its last step (see $OUT/root.log)"
+log "root stage: $(($(date +%s) - tr0)) s"
+finish
