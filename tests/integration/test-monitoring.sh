@@ -60,7 +60,9 @@ write_checker() {
 	cat <<'PYEOF'
 import json, os, re, sys
 
-TYPE_RE = re.compile(r'# TYPE (ktlsgate_[a-z0-9_]+) (counter|gauge|histogram|summary|untyped)')
+# ktlsgate_*, and the Prometheus client convention's process_* (process_open_fds, ...)
+NAME = r'(?:ktlsgate|process)_[a-z0-9_]+'
+TYPE_RE = re.compile(r'# TYPE (' + NAME + r') (counter|gauge|histogram|summary|untyped)')
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
 # Series Prometheus makes itself, not the daemon.
 PROMETHEUS_OWN = {"up"}
@@ -188,7 +190,7 @@ def main():
     print("ok: %d families in the code, %d in the live scrape" % (len(code), len(scrape)))
     if cmd == "docs":
         doc = open(sys.argv[4]).read()
-        documented = set(re.findall(r'ktlsgate_[a-z0-9_]+', doc))
+        documented = set(re.findall(NAME, doc))
         for n in sorted(scrape):
             if n not in documented:
                 bad.append("exported but not in docs/monitoring.md: " + n)
@@ -203,7 +205,7 @@ def main():
                 bad.append("sample without a # TYPE family in the scrape: " + n)
         # every label name and value seen live is on the family's row (reason values
         # are docs/reasons.md's; ca and interface come from the configuration)
-        rows = {m.group(1): m.group(0) for m in re.finditer(r'^\| `(ktlsgate_[a-z0-9_]+)` \|.*$', doc, re.M)}
+        rows = {m.group(1): m.group(0) for m in re.finditer(r'^\| `(' + NAME + r')` \|.*$', doc, re.M)}
         for n, lsets in sorted(samples.items()):
             fam = family_of(n, scrape)
             row = rows.get(fam)
@@ -364,6 +366,70 @@ EOF
 	return $bad
 }
 
+# --- the series added for the alerts (certificate expiry, TPM, writer, fds) ----------------
+
+# sample NAME{LABELS}: the value of exactly that series in the last scrape, or "absent"
+sample() {
+	awk -v s="$1" '$1 == s { v = $2; f = 1 } END { print f ? v : "absent" }' "$WORK/scrape.txt"
+}
+
+# notafter FILE: the certificate's notAfter as `openssl x509 -enddate` prints it, unix time
+notafter() {
+	date -u -d "$(openssl x509 -noout -enddate -in "$1" | sed 's/^notAfter=//')" +%s
+}
+
+t_new_series() {
+	local bad=0 now v want open max lsfd op
+	[ -s "$WORK/scrape.txt" ] || { note "no scrape from t_traffic"; return 1; }
+	now=$(date +%s)
+	# every registered CA, each equal to its certificate's notAfter, in the future
+	for ca in root factory; do
+		v=$(sample "ktlsgate_ca_not_after_timestamp_seconds{ca=\"$ca\"}")
+		want=$(notafter "$PKI/$ca/cert.pem")
+		echo "    ca $ca: scrape $v, openssl $want"
+		case $want in '' | *[!0-9]*) note "no notAfter from openssl for $ca: '$want'"; bad=1; continue ;; esac
+		[ "$v" = "$want" ] || { note "ktlsgate_ca_not_after_timestamp_seconds{ca=$ca} = $v, openssl says $want"; bad=1; }
+		[ "$want" -gt "$now" ] || { note "CA $ca notAfter $want not in the future"; bad=1; }
+	done
+	# the rogue root is not registered: no series
+	grep -q 'ktlsgate_ca_not_after_timestamp_seconds{ca="rogue' "$WORK/scrape.txt" &&
+		{ note "a series for an unregistered CA"; bad=1; }
+	v=$(sample ktlsgate_server_cert_not_after_timestamp_seconds)
+	want=$(notafter "$GW_DIR/server/chain.pem")
+	echo "    server certificate: scrape $v, openssl $want"
+	[ -n "$want" ] && [ "$v" = "$want" ] ||
+		{ note "ktlsgate_server_cert_not_after_timestamp_seconds = $v, openssl says '$want'"; bad=1; }
+	# no TPM here: every op exported, at 0
+	for op in connect load sign; do
+		v=$(sample "ktlsgate_tpm_errors_total{op=\"$op\"}")
+		[ "$v" = 0 ] || { note "ktlsgate_tpm_errors_total{op=$op} = $v, want 0"; bad=1; }
+	done
+	# fds: counted, under the limit, close to what /proc says from outside
+	open=$(sample process_open_fds)
+	max=$(sample process_max_fds)
+	lsfd=$(find /proc/"$GW_PID"/fd -mindepth 1 -maxdepth 1 | wc -l)
+	echo "    process_open_fds $open (ls /proc/PID/fd: $lsfd), process_max_fds $max (ulimit here $(ulimit -Hn))"
+	case "$open$max" in *[!0-9]* | '') note "process_open_fds '$open' / process_max_fds '$max' not numbers"; return 1 ;; esac
+	[ "$open" -gt 0 ] && [ "$open" -lt "$max" ] || { note "process_open_fds $open not in (0, $max)"; bad=1; }
+	[ "$open" -ge $((lsfd - 5)) ] && [ "$open" -le $((lsfd + 5)) ] ||
+		{ note "process_open_fds $open far from /proc/PID/fd's $lsfd"; bad=1; }
+	[ "$max" = "$(ulimit -Hn)" ] || { note "process_max_fds $max, hard limit $(ulimit -Hn) (ktlsgated raises the soft one to it)"; bad=1; }
+	# the writer at rest: the traffic's last-seen update committed, nothing waits
+	for _ in $(seq 1 50); do
+		v=$(metric_value ktlsgate_registry_writer_queue)
+		[ "$v" = 0 ] && break
+		sleep 0.1
+	done
+	[ "$v" = 0 ] || { note "ktlsgate_registry_writer_queue $v at rest, want 0"; bad=1; }
+	v=$(metric_value ktlsgate_registry_writer_last_commit_timestamp_seconds)
+	want=$(metric_value ktlsgate_start_time_seconds)
+	echo "    writer last commit $v, start $want, now $(date +%s)"
+	[ "$want" -gt 0 ] && [ "$v" -ge "$want" ] && [ "$v" -le "$(date +%s)" ] ||
+		{ note "writer last commit $v not between the start $want and now"; bad=1; }
+	[ $bad = 0 ] || WHY="see above"
+	return $bad
+}
+
 # --- (a) every exported metric is documented, every documented one exists ---------------
 
 t_docs_match_metrics() {
@@ -436,7 +502,7 @@ after_each() {
 	kill -0 "$GW_PID" 2>/dev/null || { echo "    ktlsgated died; log:"; tail -20 "$GW_LOG"; return 1; }
 }
 
-ALL_TESTS=(t_traffic t_docs_match_metrics t_queries_name_metrics t_rules_shape t_promtool t_checker_catches)
+ALL_TESTS=(t_traffic t_new_series t_docs_match_metrics t_queries_name_metrics t_rules_shape t_promtool t_checker_catches)
 
 if ! setup; then
 	echo "FAIL setup"
