@@ -13,6 +13,10 @@
 #   - the names in docs/monitoring.md, in every rule expression, in every dashboard
 #     panel and template query (a small PromQL tokenizer in python3; the rules are read
 #     with python3-yaml, or a line-based reader where it is missing).
+# The series added for the alerts get plausible live values: each CA's and the server
+# certificate's notAfter equal to `openssl x509 -enddate`, process_open_fds near
+# /proc/PID/fd's count and under process_max_fds, the registry writer's queue 0 at rest
+# and 1 (with its last commit frozen) while another process holds the registry's lock.
 # promtool (Debian's prometheus package) checks and unit-tests the rules; without it the
 # test FAILS. Each test prints PASS/FAIL with the offending names.
 # dev_args prints options meant to split into words; lib.sh reads ALL_TESTS and KG_FAILED.
@@ -430,6 +434,50 @@ t_new_series() {
 	return $bad
 }
 
+# The writer-stuck gauges live: another process holds the registry's write lock while a
+# device connects, so its last-seen update waits in the writer (queue 1, no commit);
+# once the lock goes, the queue is back to 0 and the last commit moved.
+t_writer_held() {
+	local lock="$WORK/lock.py" ready="$WORK/lock.ready" q lc0 lc got lock_pid
+	cat >"$lock" <<'PYLOCK'
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
+db.execute("BEGIN IMMEDIATE")
+open(sys.argv[2], "w").close()
+time.sleep(float(sys.argv[3]))
+db.execute("COMMIT")
+PYLOCK
+	lc0=$(metric_value ktlsgate_registry_writer_last_commit_timestamp_seconds)
+	[ "$lc0" -gt 0 ] || { note "no last commit gauge: '$lc0'"; return 1; }
+	# a commit in a later second than lc0 is then distinguishable
+	while [ "$(date +%s)" -le "$lc0" ]; do sleep 0.2; done
+	rm -f "$ready"
+	$PY "$lock" "$GW_DIR/registry.db" "$ready" 5 &
+	lock_pid=$!
+	for _ in $(seq 1 50); do [ -e "$ready" ] && break; sleep 0.1; done
+	[ -e "$ready" ] || { note "the lock holder did not get the lock"; kill "$lock_pid"; return 1; }
+	got=$(kgc connect $(dev_args mon-ok) | head -1)
+	[ "$got" = "connack 0x00" ] || { note "mon-ok while the registry is locked: $got"; kill "$lock_pid"; return 1; }
+	sleep 0.5   # past the writer's 200 ms batch window: applying, held up
+	q=$(metric_value ktlsgate_registry_writer_queue)
+	lc=$(metric_value ktlsgate_registry_writer_last_commit_timestamp_seconds)
+	echo "    registry locked: queue $q, last commit $lc (before $lc0)"
+	kill -0 "$lock_pid" 2>/dev/null ||
+		{ note "the 5 s lock was gone before the scrape (machine too slow?)"; return 1; }
+	wait "$lock_pid" || { note "the lock holder failed"; return 1; }
+	[ "$q" = 1 ] || { note "ktlsgate_registry_writer_queue $q while held up, want 1"; return 1; }
+	[ "$lc" = "$lc0" ] || { note "last commit moved from $lc0 to $lc while the registry was locked"; return 1; }
+	for _ in $(seq 1 100); do
+		q=$(metric_value ktlsgate_registry_writer_queue)
+		[ "$q" = 0 ] && break
+		sleep 0.1
+	done
+	lc=$(metric_value ktlsgate_registry_writer_last_commit_timestamp_seconds)
+	echo "    lock released: queue $q, last commit $lc"
+	[ "$q" = 0 ] || { note "queue $q after the lock went, want 0"; return 1; }
+	[ "$lc" -gt "$lc0" ] || { note "last commit $lc did not move past $lc0"; return 1; }
+}
+
 # --- (a) every exported metric is documented, every documented one exists ---------------
 
 t_docs_match_metrics() {
@@ -482,6 +530,7 @@ json.dump(d, open(sys.argv[2], "w"))
 EOF
 	sed 's/ktlsgate_registry_write_drops_total\[10m\]/ktlsgate_registry_queue_stuck_total[10m]/' "$RULES" >"$d/rules.yml"
 	grep -v 'ktlsgate_splice_pipes` |' "$DOC" >"$d/monitoring.md"
+	grep -v 'process_open_fds' "$DOC" >"$d/monitoring-fds.md"
 	out=$($PY "$MON_PY" queries "$KG_TOP" "$WORK/scrape.txt" "$RULES" "$d/dash.json" 2>&1) &&
 		{ note "a dashboard with ktlsgate_bogus_total passed"; bad=1; }
 	printf '%s\n' "$out" | grep -q 'no such metric: ktlsgate_bogus_total' || { note "bogus panel name not named: $out"; bad=1; }
@@ -493,6 +542,11 @@ EOF
 		{ note "docs without ktlsgate_splice_pipes passed"; bad=1; }
 	printf '%s\n' "$out" | grep -q 'exported but not in docs/monitoring.md: ktlsgate_splice_pipes' ||
 		{ note "undocumented metric not named: $out"; bad=1; }
+	# process_* families (not ktlsgate_) are checked too
+	out=$($PY "$MON_PY" docs "$KG_TOP" "$WORK/scrape.txt" "$d/monitoring-fds.md" 2>&1) &&
+		{ note "docs without process_open_fds passed"; bad=1; }
+	printf '%s\n' "$out" | grep -q 'exported but not in docs/monitoring.md: process_open_fds' ||
+		{ note "undocumented process_open_fds not named: $out"; bad=1; }
 	[ $bad = 0 ] || WHY="see above"
 	return $bad
 }
@@ -502,7 +556,7 @@ after_each() {
 	kill -0 "$GW_PID" 2>/dev/null || { echo "    ktlsgated died; log:"; tail -20 "$GW_LOG"; return 1; }
 }
 
-ALL_TESTS=(t_traffic t_new_series t_docs_match_metrics t_queries_name_metrics t_rules_shape t_promtool t_checker_catches)
+ALL_TESTS=(t_traffic t_new_series t_writer_held t_docs_match_metrics t_queries_name_metrics t_rules_shape t_promtool t_checker_catches)
 
 if ! setup; then
 	echo "FAIL setup"
