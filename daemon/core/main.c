@@ -34,6 +34,8 @@
 #include "core/instance.h"
 #include "ops/log.h"
 #include "tls/tls.h"
+#include "tls/verify.h"
+#include "tpm/tpm_key.h"
 #include "core/worker.h"
 #include "registry/writer.h"
 
@@ -75,13 +77,24 @@ static char *render_metrics(void *arg, size_t *len)
 		.reload_failures = atomic_load(&d->reload_failures),
 		.registry_write_drops = kg_writer_drops(d->writer),
 		.registry_busy = kg_writer_busy(d->writer),
+		.registry_queue = kg_writer_queue(d->writer),
+		.registry_last_commit = kg_writer_last_commit(d->writer),
 		.start_time = d->started,
 	};
 
 	char *body, *all = NULL;
 	size_t all_len = 0;
+	struct kg_snapshot *s;
 	FILE *f;
 
+	for (int op = 0; op < KG_TPM_OP_MAX; op++)
+		info.tpm_errors[op] = kg_tpm_errors((enum kg_tpm_op)op);
+	(void)kg_metrics_fd_usage("/proc/self/fd", &info.open_fds, &info.max_fds);
+	/* The certificate the SSL_CTX in force serves (a reload's new one once published;
+	 * under [tpm] key_fallback the fallback's), not the file as it is now on disk. */
+	s = kg_snapshot_get(d);
+	info.server_cert_not_after = kg_cert_not_after(SSL_CTX_get0_certificate(s->ssl_ctx));
+	kg_snapshot_put(s);
 	for (unsigned i = 0; i < d->n_workers; i++)
 		per[i] = &d->workers[i].metrics;
 	per[d->n_workers] = kg_writer_metrics(d->writer);
@@ -93,13 +106,11 @@ static char *render_metrics(void *arg, size_t *len)
 	if (f == NULL)
 		return body;
 	fwrite(body, 1, *len, f);
-	{
-		/* Per-CA CRL freshness comes from the trust now in force. */
-		struct kg_snapshot *s = kg_snapshot_get(d);
-
-		(void)kg_trust_crl_metrics_write(s->trust, f, time(NULL));
-		kg_snapshot_put(s);
-	}
+	/* Per-CA CRL freshness and CA expiry come from the trust now in force. */
+	s = kg_snapshot_get(d);
+	(void)kg_trust_crl_metrics_write(s->trust, f, time(NULL));
+	(void)kg_trust_ca_metrics_write(s->trust, f);
+	kg_snapshot_put(s);
 	(void)kg_edge_metrics_write(d->edge, f);
 	if (fclose(f) != 0) {
 		free(all);

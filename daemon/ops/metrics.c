@@ -4,11 +4,17 @@
  * libmicrohttpd on its own thread. Reads are relaxed atomics: a scrape may see one
  * counter a few increments ahead of another, never a torn value.
  */
+#include <dirent.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 
 #include <microhttpd.h>
 
@@ -90,6 +96,45 @@ static int64_t sum_i(struct kg_metrics *const *w, size_t n, size_t off)
 
 #define SUM_U(field) sum_u(w, n, offsetof(struct kg_metrics, field))
 #define SUM_I(field) sum_i(w, n, offsetof(struct kg_metrics, field))
+
+const char *const kg_tpm_op_names[KG_TPM_OP_MAX] = {
+	[KG_TPM_OP_CONNECT] = "connect", [KG_TPM_OP_LOAD] = "load", [KG_TPM_OP_SIGN] = "sign",
+};
+
+int kg_metrics_fd_usage(const char *fd_dir, int64_t *open, int64_t *max)
+{
+	struct rlimit rl;
+	struct statfs sfs;
+	struct stat st;
+	struct dirent *de;
+	DIR *d;
+	int64_t n = 0;
+	bool procfs;
+
+	*open = -1;
+	*max = -1;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		*max = (int64_t)rl.rlim_cur;
+	procfs = statfs(fd_dir, &sfs) == 0 && sfs.f_type == PROC_SUPER_MAGIC;
+	/* Linux >= 6.2 gives the count as the size of /proc/PID/fd: no walk over a table
+	 * that holds two fds per device (the scrape runs on the metrics thread). */
+	if (procfs && stat(fd_dir, &st) == 0 && st.st_size > 0) {
+		*open = (int64_t)st.st_size;
+		return 0;
+	}
+	d = opendir(fd_dir);
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	/* our own directory fd is among /proc/self/fd's entries: not one the daemon holds */
+	if (procfs && n > 0)
+		n--;
+	closedir(d);
+	*open = n;
+	return 0;
+}
 
 static const char *const hs_names[KG_HS_MAX] = { "ok", "failed", "timeout" };
 static const char *const dir_names[KG_DIR_MAX] = { "device_to_broker", "broker_to_device" };
@@ -238,6 +283,31 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	put(&o, "# HELP ktlsgate_registry_busy_total times the registry writer waited for another process's lock.\n"
 		"# TYPE ktlsgate_registry_busy_total counter\n"
 		"ktlsgate_registry_busy_total %llu\n", (unsigned long long)info->registry_busy);
+	put(&o, "# HELP ktlsgate_registry_writer_queue Registry writes queued or being applied by the writer thread.\n"
+		"# TYPE ktlsgate_registry_writer_queue gauge\n"
+		"ktlsgate_registry_writer_queue %lld\n", (long long)info->registry_queue);
+	put(&o, "# HELP ktlsgate_registry_writer_last_commit_timestamp_seconds Last registry commit by the writer thread (its start before the first), unix time.\n"
+		"# TYPE ktlsgate_registry_writer_last_commit_timestamp_seconds gauge\n"
+		"ktlsgate_registry_writer_last_commit_timestamp_seconds %lld\n",
+		(long long)info->registry_last_commit);
+	put(&o, "# HELP ktlsgate_server_cert_not_after_timestamp_seconds notAfter of the server certificate in use, unix time.\n"
+		"# TYPE ktlsgate_server_cert_not_after_timestamp_seconds gauge\n");
+	if (info->server_cert_not_after != 0)
+		put(&o, "ktlsgate_server_cert_not_after_timestamp_seconds %lld\n",
+		    (long long)info->server_cert_not_after);
+	put(&o, "# HELP ktlsgate_tpm_errors_total Failed TPM operations by operation.\n"
+		"# TYPE ktlsgate_tpm_errors_total counter\n");
+	for (size_t op = 0; op < KG_TPM_OP_MAX; op++)
+		put(&o, "ktlsgate_tpm_errors_total{op=\"%s\"} %llu\n", kg_tpm_op_names[op],
+		    (unsigned long long)info->tpm_errors[op]);
+	if (info->open_fds >= 0)
+		put(&o, "# HELP process_open_fds Number of open file descriptors.\n"
+			"# TYPE process_open_fds gauge\nprocess_open_fds %lld\n",
+		    (long long)info->open_fds);
+	if (info->max_fds >= 0)
+		put(&o, "# HELP process_max_fds Maximum number of open file descriptors.\n"
+			"# TYPE process_max_fds gauge\nprocess_max_fds %lld\n",
+		    (long long)info->max_fds);
 	put(&o, "# HELP ktlsgate_start_time_seconds Daemon start, unix time.\n"
 		"# TYPE ktlsgate_start_time_seconds gauge\nktlsgate_start_time_seconds %lld\n",
 	    (long long)info->start_time);

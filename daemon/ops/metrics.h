@@ -58,6 +58,11 @@ enum kg_src_limit { KG_SRC_LIMIT_HANDSHAKES, KG_SRC_LIMIT_RATE, KG_SRC_LIMIT_MAX
  * counts as EMFILE (worker.c). */
 enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
 
+/* TPM operations whose failures are counted (tpm_key.h, kg_tpm_count_error()):
+ * reaching the TPM (a fallback key may be serving instead), loading the server key into
+ * it (start, reload), and a signature of a handshake (on a worker thread). */
+enum kg_tpm_op { KG_TPM_OP_CONNECT, KG_TPM_OP_LOAD, KG_TPM_OP_SIGN, KG_TPM_OP_MAX };
+
 #define KG_CONN_STATES_MAX 16
 #define KG_HS_BUCKETS 13
 
@@ -108,8 +113,24 @@ struct kg_metrics_info {
 	unsigned workers;
 	uint64_t reloads, reload_failures, registry_write_drops;
 	uint64_t registry_busy;          /* writer waits for another process's lock */
+	int64_t registry_queue;          /* writer: items queued or being applied */
+	int64_t registry_last_commit;    /* writer: last commit, unix s (its start before) */
+	int64_t server_cert_not_after;   /* the SSL_CTX's certificate; 0: unknown, omitted */
+	uint64_t tpm_errors[KG_TPM_OP_MAX]; /* failed TPM operations (tpm_key.h) */
+	int64_t open_fds, max_fds;       /* kg_metrics_fd_usage(); -1: unknown, omitted */
 	int64_t start_time;
 };
+
+/* Names of the TPM operations counted in ktlsgate_tpm_errors_total{op}. */
+extern const char *const kg_tpm_op_names[KG_TPM_OP_MAX];
+
+/*
+ * The process's file descriptors for process_open_fds / process_max_fds: *open counts
+ * the entries of fd_dir ("/proc/self/fd"; st_size of the procfs directory on Linux >= 6.2,
+ * O(1), else one readdir pass, O(open fds)) and *max is RLIMIT_NOFILE's soft limit
+ * (-1 when unlimited). Runs on the scrape only. 0, or -1 (*open = -1) on error.
+ */
+int kg_metrics_fd_usage(const char *fd_dir, int64_t *open, int64_t *max);
 
 /* Render the sum of per-worker metrics as Prometheus text (version 0.0.4).
  * Returns a malloc'd NUL-terminated buffer (caller frees) or NULL. */

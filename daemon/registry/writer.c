@@ -46,8 +46,17 @@ struct kg_writer {
 	size_t queued;
 	bool stop;
 	_Atomic uint64_t drops;
+	/* For /metrics without the lock: items queued or in the batch being applied (a
+	 * batch stuck on a locked registry still counts), and the last commit's time. */
+	_Atomic int64_t pending;
+	_Atomic int64_t last_commit;
 	struct kg_metrics metrics;  /* decisions this thread audits (enrolments) */
 };
+
+static void committed(struct kg_writer *w)
+{
+	atomic_store_explicit(&w->last_commit, (int64_t)time(NULL), memory_order_relaxed);
+}
 
 /* Run a write until it is not refused for another process's lock, or we give up. */
 static int retry_busy(int rc, uint64_t since_ms, const char *what)
@@ -97,6 +106,7 @@ static void apply_enroll(struct kg_writer *w, const struct item *it)
 		rc = kg_registry_device_add(w->reg, dev);
 	while (retry_busy(rc, since, what));
 	if (rc == 0) {
+		committed(w);
 		kg_log_info("device %s enrolled under CA %s", dev->id, dev->ca_name);
 		audit_enrolment(w, it, KG_REASON_ENROLLED, NULL);
 	} else if (rc == KG_E_EXISTS) {
@@ -148,7 +158,9 @@ static void apply_batch(struct kg_writer *w, struct item *list)
 		kg_log_warnx("registry: last-seen batch not committed: %s",
 			     kg_registry_strerror(w->reg, rc));
 		kg_registry_rollback(w->reg);
+		return;
 	}
+	committed(w);
 }
 
 static void free_list(struct item *list)
@@ -166,6 +178,7 @@ static void *writer_main(void *arg)
 	struct kg_writer *w = arg;
 	struct item *batch;
 	struct timespec until;
+	size_t n;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
@@ -184,11 +197,13 @@ static void *writer_main(void *arg)
 		       pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
 			;
 		batch = w->head;
+		n = w->queued;
 		w->head = w->tail = NULL;
 		w->queued = 0;
 		pthread_mutex_unlock(&w->lock);
 		apply_batch(w, batch);
 		free_list(batch);
+		atomic_fetch_sub_explicit(&w->pending, (int64_t)n, memory_order_relaxed);
 		pthread_mutex_lock(&w->lock);
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -207,6 +222,8 @@ struct kg_writer *kg_writer_start(const char *registry, char *err, size_t errlen
 		goto out_free;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
+	atomic_init(&w->pending, 0);
+	atomic_init(&w->last_commit, (int64_t)time(NULL));   /* nothing to commit yet */
 	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
 		snprintf(err, errlen, "cannot start the registry writer thread");
 		goto out_close;
@@ -251,6 +268,7 @@ static void enqueue(struct kg_writer *w, struct item *it, bool droppable)
 		w->head = it;
 	w->tail = it;
 	w->queued++;
+	atomic_fetch_add_explicit(&w->pending, 1, memory_order_relaxed);
 	/* Wake the writer only when a batch starts or fills: a signal per connection
 	 * would cost a futex wake per handshake. */
 	if (w->queued == 1 || w->queued == WRITER_BATCH_MAX)
@@ -301,6 +319,16 @@ uint64_t kg_writer_drops(struct kg_writer *w)
 uint64_t kg_writer_busy(struct kg_writer *w)
 {
 	return w ? atomic_load(&w->reg->busy_waits) : 0;
+}
+
+int64_t kg_writer_queue(struct kg_writer *w)
+{
+	return w ? atomic_load_explicit(&w->pending, memory_order_relaxed) : 0;
+}
+
+int64_t kg_writer_last_commit(struct kg_writer *w)
+{
+	return w ? atomic_load_explicit(&w->last_commit, memory_order_relaxed) : 0;
 }
 
 struct kg_metrics *kg_writer_metrics(struct kg_writer *w)

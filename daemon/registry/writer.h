@@ -39,6 +39,11 @@ void kg_writer_touch(struct kg_writer *w, const char *id, int64_t seen, int64_t 
 uint64_t kg_writer_drops(struct kg_writer *w);
 /* Waits for another process's registry lock so far. */
 uint64_t kg_writer_busy(struct kg_writer *w);
+/* Items queued or in the batch being applied (ktlsgate_registry_writer_queue): above 0
+ * while the last commit (kg_writer_last_commit(), unix s; the writer's start before the
+ * first) grows old means the writer is stuck, whatever the traffic. Lock-free. */
+int64_t kg_writer_queue(struct kg_writer *w);
+int64_t kg_writer_last_commit(struct kg_writer *w);
 /* The writer's decision counters (enrolled / enroll_failed), summed with the workers'. */
 struct kg_metrics *kg_writer_metrics(struct kg_writer *w);
 

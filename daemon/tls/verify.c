@@ -575,6 +575,28 @@ int kg_trust_crl_metrics_write(const struct kg_trust *t, FILE *f, time_t now)
 	return ferror(f) ? -1 : 0;
 }
 
+int64_t kg_cert_not_after(const X509 *cert)
+{
+	return cert != NULL ? asn1_to_unix(X509_get0_notAfter(cert)) : 0;
+}
+
+/* Every registered CA, also an unproven or disabled one: the registry holds it, so an
+ * operator who renews it must know when (docs/monitoring.md, KtlsgateCACertExpiring). */
+int kg_trust_ca_metrics_write(const struct kg_trust *t, FILE *f)
+{
+	fputs("# HELP ktlsgate_ca_not_after_timestamp_seconds notAfter of each registered CA "
+	      "certificate, unix time.\n"
+	      "# TYPE ktlsgate_ca_not_after_timestamp_seconds gauge\n", f);
+	for (size_t i = 0; t != NULL && i < t->n_cas; i++) {
+		int64_t na = kg_cert_not_after(t->cas[i].cert);
+
+		if (na != 0)
+			fprintf(f, "ktlsgate_ca_not_after_timestamp_seconds{ca=\"%s\"} %lld\n",
+				t->cas[i].name, (long long)na);
+	}
+	return ferror(f) ? -1 : 0;
+}
+
 bool kg_trust_crl_warn_due(const struct kg_trust *t, const char *ca_name, time_t now,
 			   int64_t interval)
 {

@@ -73,6 +73,12 @@ const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name)
  * kg_trust_crl_report() returns how many are past nextUpdate + grace (refusing). */
 size_t kg_trust_crl_report(const struct kg_trust *t, FILE *f, time_t now);
 int kg_trust_crl_metrics_write(const struct kg_trust *t, FILE *f, time_t now);
+/* ktlsgate_ca_not_after_timestamp_seconds{ca}: the notAfter of every CA registered in t
+ * (verified or not, enabled or not: the trust holds what the registry holds). 0 or -1. */
+int kg_trust_ca_metrics_write(const struct kg_trust *t, FILE *f);
+/* notAfter of cert as unix seconds (UTC); 0 when cert is NULL or the time unreadable.
+ * For /metrics (the server certificate's expiry, main.c). */
+int64_t kg_cert_not_after(const X509 *cert);
 /* A device of CA `ca_name` was accepted within the CRL grace: should that be logged
  * now? True at most once per CA per `interval` seconds (thread-safe, lock-free). */
 bool kg_trust_crl_warn_due(const struct kg_trust *t, const char *ca_name, time_t now,

@@ -68,14 +68,19 @@ static ECDSA_SIG *tpm_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM
 	(void)kinv;
 	(void)r;
 	if (f == NULL || dlen <= 0)
-		return NULL;
+		goto out;
 	pc = EVP_PKEY_CTX_new_from_pkey(f->libctx, f->tpm, KG_TPM_PROPQ);
 	if (pc == NULL)
-		return NULL;
+		goto out;
 	if (EVP_PKEY_sign_init(pc) == 1 &&
 	    EVP_PKEY_sign(pc, der, &len, dgst, (size_t)dlen) == 1)
 		sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
 	EVP_PKEY_CTX_free(pc);
+out:
+	/* The handshake fails with an internal error the device sees; the operator sees
+	 * ktlsgate_tpm_errors_total{op="sign"} (a worker thread: an atomic add). */
+	if (sig == NULL)
+		kg_tpm_count_error(KG_TPM_OP_SIGN);
 	return sig;
 }
 

@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <arpa/inet.h>
 
 #include <openssl/core_names.h>
@@ -171,7 +172,21 @@ const char *kg_tpm_ossl_tcti(const struct kg_tpm_ossl *o)
 static struct {
 	pthread_mutex_t lock;
 	struct kg_tpm_ossl *o;
-} shared = { PTHREAD_MUTEX_INITIALIZER, NULL };
+	_Atomic uint64_t errors[KG_TPM_OP_MAX];   /* kg_tpm_count_error(): no lock */
+} shared = { PTHREAD_MUTEX_INITIALIZER, NULL, { 0 } };
+
+void kg_tpm_count_error(enum kg_tpm_op op)
+{
+	if ((unsigned)op < KG_TPM_OP_MAX)
+		atomic_fetch_add_explicit(&shared.errors[op], 1, memory_order_relaxed);
+}
+
+uint64_t kg_tpm_errors(enum kg_tpm_op op)
+{
+	return (unsigned)op < KG_TPM_OP_MAX
+		       ? atomic_load_explicit(&shared.errors[op], memory_order_relaxed)
+		       : 0;
+}
 
 static void shared_free(void)
 {
@@ -426,6 +441,7 @@ int kg_tpm_server_key_get(const struct kg_config *cfg, struct kg_tpm_server_key 
 		return 0;
 	o = kg_tpm_ossl_shared(tc->tcti, why, sizeof(why));
 	if (o == NULL) {
+		kg_tpm_count_error(KG_TPM_OP_CONNECT);
 		if (tc->key_fallback[0] == '\0') {
 			snprintf(err, errlen, "server key %s: %s", cfg->key_file, why);
 			return -1;
@@ -442,6 +458,7 @@ int kg_tpm_server_key_get(const struct kg_config *cfg, struct kg_tpm_server_key 
 	}
 	out->key = kg_tpm_ossl_load_key(o, cfg->key_file, why, sizeof(why));
 	if (out->key == NULL) {
+		kg_tpm_count_error(KG_TPM_OP_LOAD);
 		snprintf(err, errlen, "server key in the TPM: %s", why);
 		return -1;
 	}

@@ -12,11 +12,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <openssl/evp.h>
 
 #include "ktlsgate/compiler.h"
+#include "ops/metrics.h"   /* enum kg_tpm_op */
 
 /*
  * Prefer tpm2 for signatures (only its signature implementations carry tpm2.signature),
@@ -47,6 +49,14 @@ const char *kg_tpm_ossl_tcti(const struct kg_tpm_ossl *o);
  * Thread-safe.
  */
 struct kg_tpm_ossl *kg_tpm_ossl_shared(const char *tcti, char *err, size_t errlen);
+
+/*
+ * Failed TPM operations of this process, by operation (ktlsgate_tpm_errors_total{op}).
+ * Process-wide like the TPM connection they are about (kg_tpm_ossl_shared()); counted
+ * from any thread, signatures on the workers': relaxed atomics, no lock.
+ */
+void kg_tpm_count_error(enum kg_tpm_op op);
+uint64_t kg_tpm_errors(enum kg_tpm_op op);
 
 /* Does keyref name a TPM key: "handle:0x81......", or a TSS2 PRIVATE KEY PEM file? */
 bool kg_tpm_keyref_is_tpm(const char *keyref);

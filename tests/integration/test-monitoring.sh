@@ -13,6 +13,10 @@
 #   - the names in docs/monitoring.md, in every rule expression, in every dashboard
 #     panel and template query (a small PromQL tokenizer in python3; the rules are read
 #     with python3-yaml, or a line-based reader where it is missing).
+# The series added for the alerts get plausible live values: each CA's and the server
+# certificate's notAfter equal to `openssl x509 -enddate`, process_open_fds near
+# /proc/PID/fd's count and under process_max_fds, the registry writer's queue 0 at rest
+# and 1 (with its last commit frozen) while another process holds the registry's lock.
 # promtool (Debian's prometheus package) checks and unit-tests the rules; without it the
 # test FAILS. Each test prints PASS/FAIL with the offending names.
 # dev_args prints options meant to split into words; lib.sh reads ALL_TESTS and KG_FAILED.
@@ -60,7 +64,9 @@ write_checker() {
 	cat <<'PYEOF'
 import json, os, re, sys
 
-TYPE_RE = re.compile(r'# TYPE (ktlsgate_[a-z0-9_]+) (counter|gauge|histogram|summary|untyped)')
+# ktlsgate_*, and the Prometheus client convention's process_* (process_open_fds, ...)
+NAME = r'(?:ktlsgate|process)_[a-z0-9_]+'
+TYPE_RE = re.compile(r'# TYPE (' + NAME + r') (counter|gauge|histogram|summary|untyped)')
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
 # Series Prometheus makes itself, not the daemon.
 PROMETHEUS_OWN = {"up"}
@@ -188,7 +194,7 @@ def main():
     print("ok: %d families in the code, %d in the live scrape" % (len(code), len(scrape)))
     if cmd == "docs":
         doc = open(sys.argv[4]).read()
-        documented = set(re.findall(r'ktlsgate_[a-z0-9_]+', doc))
+        documented = set(re.findall(NAME, doc))
         for n in sorted(scrape):
             if n not in documented:
                 bad.append("exported but not in docs/monitoring.md: " + n)
@@ -203,7 +209,7 @@ def main():
                 bad.append("sample without a # TYPE family in the scrape: " + n)
         # every label name and value seen live is on the family's row (reason values
         # are docs/reasons.md's; ca and interface come from the configuration)
-        rows = {m.group(1): m.group(0) for m in re.finditer(r'^\| `(ktlsgate_[a-z0-9_]+)` \|.*$', doc, re.M)}
+        rows = {m.group(1): m.group(0) for m in re.finditer(r'^\| `(' + NAME + r')` \|.*$', doc, re.M)}
         for n, lsets in sorted(samples.items()):
             fam = family_of(n, scrape)
             row = rows.get(fam)
@@ -364,6 +370,114 @@ EOF
 	return $bad
 }
 
+# --- the series added for the alerts (certificate expiry, TPM, writer, fds) ----------------
+
+# sample NAME{LABELS}: the value of exactly that series in the last scrape, or "absent"
+sample() {
+	awk -v s="$1" '$1 == s { v = $2; f = 1 } END { print f ? v : "absent" }' "$WORK/scrape.txt"
+}
+
+# notafter FILE: the certificate's notAfter as `openssl x509 -enddate` prints it, unix time
+notafter() {
+	date -u -d "$(openssl x509 -noout -enddate -in "$1" | sed 's/^notAfter=//')" +%s
+}
+
+t_new_series() {
+	local bad=0 now v want open max lsfd op
+	[ -s "$WORK/scrape.txt" ] || { note "no scrape from t_traffic"; return 1; }
+	now=$(date +%s)
+	# every registered CA, each equal to its certificate's notAfter, in the future
+	for ca in root factory; do
+		v=$(sample "ktlsgate_ca_not_after_timestamp_seconds{ca=\"$ca\"}")
+		want=$(notafter "$PKI/$ca/cert.pem")
+		echo "    ca $ca: scrape $v, openssl $want"
+		case $want in '' | *[!0-9]*) note "no notAfter from openssl for $ca: '$want'"; bad=1; continue ;; esac
+		[ "$v" = "$want" ] || { note "ktlsgate_ca_not_after_timestamp_seconds{ca=$ca} = $v, openssl says $want"; bad=1; }
+		[ "$want" -gt "$now" ] || { note "CA $ca notAfter $want not in the future"; bad=1; }
+	done
+	# the rogue root is not registered: no series
+	grep -q 'ktlsgate_ca_not_after_timestamp_seconds{ca="rogue' "$WORK/scrape.txt" &&
+		{ note "a series for an unregistered CA"; bad=1; }
+	v=$(sample ktlsgate_server_cert_not_after_timestamp_seconds)
+	want=$(notafter "$GW_DIR/server/chain.pem")
+	echo "    server certificate: scrape $v, openssl $want"
+	[ -n "$want" ] && [ "$v" = "$want" ] ||
+		{ note "ktlsgate_server_cert_not_after_timestamp_seconds = $v, openssl says '$want'"; bad=1; }
+	# no TPM here: every op exported, at 0
+	for op in connect load sign; do
+		v=$(sample "ktlsgate_tpm_errors_total{op=\"$op\"}")
+		[ "$v" = 0 ] || { note "ktlsgate_tpm_errors_total{op=$op} = $v, want 0"; bad=1; }
+	done
+	# fds: counted, under the limit, close to what /proc says from outside
+	open=$(sample process_open_fds)
+	max=$(sample process_max_fds)
+	lsfd=$(find /proc/"$GW_PID"/fd -mindepth 1 -maxdepth 1 | wc -l)
+	echo "    process_open_fds $open (ls /proc/PID/fd: $lsfd), process_max_fds $max (ulimit here $(ulimit -Hn))"
+	case "$open$max" in *[!0-9]* | '') note "process_open_fds '$open' / process_max_fds '$max' not numbers"; return 1 ;; esac
+	[ "$open" -gt 0 ] && [ "$open" -lt "$max" ] || { note "process_open_fds $open not in (0, $max)"; bad=1; }
+	[ "$open" -ge $((lsfd - 5)) ] && [ "$open" -le $((lsfd + 5)) ] ||
+		{ note "process_open_fds $open far from /proc/PID/fd's $lsfd"; bad=1; }
+	[ "$max" = "$(ulimit -Hn)" ] || { note "process_max_fds $max, hard limit $(ulimit -Hn) (ktlsgated raises the soft one to it)"; bad=1; }
+	# the writer at rest: the traffic's last-seen update committed, nothing waits
+	for _ in $(seq 1 50); do
+		v=$(metric_value ktlsgate_registry_writer_queue)
+		[ "$v" = 0 ] && break
+		sleep 0.1
+	done
+	[ "$v" = 0 ] || { note "ktlsgate_registry_writer_queue $v at rest, want 0"; bad=1; }
+	v=$(metric_value ktlsgate_registry_writer_last_commit_timestamp_seconds)
+	want=$(metric_value ktlsgate_start_time_seconds)
+	echo "    writer last commit $v, start $want, now $(date +%s)"
+	[ "$want" -gt 0 ] && [ "$v" -ge "$want" ] && [ "$v" -le "$(date +%s)" ] ||
+		{ note "writer last commit $v not between the start $want and now"; bad=1; }
+	[ $bad = 0 ] || WHY="see above"
+	return $bad
+}
+
+# The writer-stuck gauges live: another process holds the registry's write lock while a
+# device connects, so its last-seen update waits in the writer (queue 1, no commit);
+# once the lock goes, the queue is back to 0 and the last commit moved.
+t_writer_held() {
+	local lock="$WORK/lock.py" ready="$WORK/lock.ready" q lc0 lc got lock_pid
+	cat >"$lock" <<'PYLOCK'
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
+db.execute("BEGIN IMMEDIATE")
+open(sys.argv[2], "w").close()
+time.sleep(float(sys.argv[3]))
+db.execute("COMMIT")
+PYLOCK
+	lc0=$(metric_value ktlsgate_registry_writer_last_commit_timestamp_seconds)
+	[ "$lc0" -gt 0 ] || { note "no last commit gauge: '$lc0'"; return 1; }
+	# a commit in a later second than lc0 is then distinguishable
+	while [ "$(date +%s)" -le "$lc0" ]; do sleep 0.2; done
+	rm -f "$ready"
+	$PY "$lock" "$GW_DIR/registry.db" "$ready" 5 &
+	lock_pid=$!
+	for _ in $(seq 1 50); do [ -e "$ready" ] && break; sleep 0.1; done
+	[ -e "$ready" ] || { note "the lock holder did not get the lock"; kill "$lock_pid"; return 1; }
+	got=$(kgc connect $(dev_args mon-ok) | head -1)
+	[ "$got" = "connack 0x00" ] || { note "mon-ok while the registry is locked: $got"; kill "$lock_pid"; return 1; }
+	sleep 0.5   # past the writer's 200 ms batch window: applying, held up
+	q=$(metric_value ktlsgate_registry_writer_queue)
+	lc=$(metric_value ktlsgate_registry_writer_last_commit_timestamp_seconds)
+	echo "    registry locked: queue $q, last commit $lc (before $lc0)"
+	kill -0 "$lock_pid" 2>/dev/null ||
+		{ note "the 5 s lock was gone before the scrape (machine too slow?)"; return 1; }
+	wait "$lock_pid" || { note "the lock holder failed"; return 1; }
+	[ "$q" = 1 ] || { note "ktlsgate_registry_writer_queue $q while held up, want 1"; return 1; }
+	[ "$lc" = "$lc0" ] || { note "last commit moved from $lc0 to $lc while the registry was locked"; return 1; }
+	for _ in $(seq 1 100); do
+		q=$(metric_value ktlsgate_registry_writer_queue)
+		[ "$q" = 0 ] && break
+		sleep 0.1
+	done
+	lc=$(metric_value ktlsgate_registry_writer_last_commit_timestamp_seconds)
+	echo "    lock released: queue $q, last commit $lc"
+	[ "$q" = 0 ] || { note "queue $q after the lock went, want 0"; return 1; }
+	[ "$lc" -gt "$lc0" ] || { note "last commit $lc did not move past $lc0"; return 1; }
+}
+
 # --- (a) every exported metric is documented, every documented one exists ---------------
 
 t_docs_match_metrics() {
@@ -416,6 +530,7 @@ json.dump(d, open(sys.argv[2], "w"))
 EOF
 	sed 's/ktlsgate_registry_write_drops_total\[10m\]/ktlsgate_registry_queue_stuck_total[10m]/' "$RULES" >"$d/rules.yml"
 	grep -v 'ktlsgate_splice_pipes` |' "$DOC" >"$d/monitoring.md"
+	grep -v 'process_open_fds' "$DOC" >"$d/monitoring-fds.md"
 	out=$($PY "$MON_PY" queries "$KG_TOP" "$WORK/scrape.txt" "$RULES" "$d/dash.json" 2>&1) &&
 		{ note "a dashboard with ktlsgate_bogus_total passed"; bad=1; }
 	printf '%s\n' "$out" | grep -q 'no such metric: ktlsgate_bogus_total' || { note "bogus panel name not named: $out"; bad=1; }
@@ -427,6 +542,11 @@ EOF
 		{ note "docs without ktlsgate_splice_pipes passed"; bad=1; }
 	printf '%s\n' "$out" | grep -q 'exported but not in docs/monitoring.md: ktlsgate_splice_pipes' ||
 		{ note "undocumented metric not named: $out"; bad=1; }
+	# process_* families (not ktlsgate_) are checked too
+	out=$($PY "$MON_PY" docs "$KG_TOP" "$WORK/scrape.txt" "$d/monitoring-fds.md" 2>&1) &&
+		{ note "docs without process_open_fds passed"; bad=1; }
+	printf '%s\n' "$out" | grep -q 'exported but not in docs/monitoring.md: process_open_fds' ||
+		{ note "undocumented process_open_fds not named: $out"; bad=1; }
 	[ $bad = 0 ] || WHY="see above"
 	return $bad
 }
@@ -436,7 +556,7 @@ after_each() {
 	kill -0 "$GW_PID" 2>/dev/null || { echo "    ktlsgated died; log:"; tail -20 "$GW_LOG"; return 1; }
 }
 
-ALL_TESTS=(t_traffic t_docs_match_metrics t_queries_name_metrics t_rules_shape t_promtool t_checker_catches)
+ALL_TESTS=(t_traffic t_new_series t_writer_held t_docs_match_metrics t_queries_name_metrics t_rules_shape t_promtool t_checker_catches)
 
 if ! setup; then
 	echo "FAIL setup"

@@ -5,7 +5,8 @@
 # persistent handle and as a TSS2 key file, devices getting CONNACK 0 from the real
 # broker behind it; the TPM commands it sends (through tpmproxy.py) are TPM2_Sign only;
 # TPM absent at start (error, or the file fallback); transient objects flushed on exit
-# and cleaned up after a kill -9.
+# and cleaned up after a kill -9; ktlsgate_tpm_errors_total counts a TPM gone mid-run
+# (sign) and the fallback (connect), and stays 0 on good signatures.
 # dev_args prints options meant to split into words; lib.sh reads ALL_TESTS and KG_FAILED.
 # shellcheck disable=SC2046,SC2034
 set -u
@@ -140,7 +141,7 @@ t_tls_handle() {
 # What the gate sends the TPM during handshakes: one TPM2_Sign each, nothing else
 # (digests, ciphers, KDFs, randomness, ephemeral ECDHE keys stay in the default provider).
 t_only_signatures_in_tpm() {
-	local mark n i other signs groups
+	local mark n i other signs groups op
 	[ -n "${GW_PID:-}" ] || { note "no gateway (t_tls_handle failed)"; return 1; }
 	# (TLS 1.2 needs the certificate's curve in the client's groups: P-256 in both)
 	for groups in X25519:P-256 P-256; do
@@ -158,6 +159,49 @@ t_only_signatures_in_tpm() {
 			[ -z "$other" ] || { note "$v $groups: other TPM commands: $other"; return 1; }
 		done
 	done
+	# every signature succeeded: none counted as a TPM error (docs/monitoring.md)
+	for op in connect load sign; do
+		n=$(sample_value "ktlsgate_tpm_errors_total{op=\"$op\"}")
+		[ "$n" = 0 ] || { note "ktlsgate_tpm_errors_total{op=$op} = $n after good handshakes"; return 1; }
+	done
+}
+
+# sample_value NAME{LABELS}: that exact series from a live scrape, or "absent".
+sample_value() {
+	metrics | awk -v s="$1" '$1 == s { v = $2; f = 1 } END { print f ? v : "absent" }'
+}
+
+# A TPM that stops answering mid-run: the handshake that needed it fails and is
+# counted as ktlsgate_tpm_errors_total{op="sign"}, exactly once per handshake.
+t_sign_error_counted() {
+	local got n fails0 fails
+	stop_gateway
+	conf_set key "handle:$HANDLE"
+	conf_set cert server/tpm-chain.pem
+	tpm_section "tcti = $PROXY_TCTI"
+	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	got=$(connack dev1)
+	[ "$got" = "connack 0x00" ] || { note "before: $got"; return 1; }
+	n=$(sample_value 'ktlsgate_tpm_errors_total{op="sign"}')
+	[ "$n" = 0 ] || { note "sign errors $n before the TPM went away"; return 1; }
+	fails0=$(sample_value 'ktlsgate_handshakes_total{result="failed"}')
+	kill "$PROXY_PID"
+	timeout 5 tail --pid="$PROXY_PID" -f /dev/null
+	forget_pid "$PROXY_PID"
+	got=$(connack dev1 | head -1)
+	case $got in "connack 0x00") note "a handshake without the TPM succeeded"; return 1 ;; esac
+	for _ in $(seq 1 30); do
+		n=$(sample_value 'ktlsgate_tpm_errors_total{op="sign"}')
+		[ "$n" != 0 ] && break
+		sleep 0.1
+	done
+	fails=$(sample_value 'ktlsgate_handshakes_total{result="failed"}')
+	echo "    device after the TPM went away: $got; sign errors $n; failed handshakes $fails0 -> $fails"
+	[ "$n" = 1 ] || { note "ktlsgate_tpm_errors_total{op=\"sign\"} = $n after one handshake, want 1"; return 1; }
+	[ "$fails" = $((fails0 + 1)) ] || { note "failed handshakes $fails0 -> $fails, want one more"; return 1; }
+	stop_gateway
+	start_tpmproxy || { note "proxy did not restart"; return 1; }
+	tpm_section "tcti = $PROXY_TCTI"
 }
 
 # Stop: the handle key leaves no transient; then the same with a TSS2 key file, whose
@@ -212,7 +256,7 @@ t_rsa_key_refused() {
 }
 
 t_tpm_absent() {
-	local dead out rc mark got
+	local dead out rc mark got want
 	stop_gateway
 	dead=$(free_port)
 	conf_set key "handle:$HANDLE"
@@ -231,12 +275,20 @@ t_tpm_absent() {
 	tail -n +"$((mark + 1))" "$GW_LOG" | grep -q "TPM UNAVAILABLE.*FALLBACK to the file .*server/key.pem" || { note "no loud fallback line"; return 1; }
 	got=$(connack dev3)
 	[ "$got" = "connack 0x00" ] || { note "fallback key: $got"; return 1; }
+	# the fallback is visible: one TPM connect error, and the certificate in use is the
+	# fallback's (cert_fallback), not [daemon] cert
+	got=$(sample_value 'ktlsgate_tpm_errors_total{op="connect"}')
+	[ "$got" = 1 ] || { note "ktlsgate_tpm_errors_total{op=\"connect\"} = $got with the fallback, want 1"; return 1; }
+	got=$(sample_value ktlsgate_server_cert_not_after_timestamp_seconds)
+	want=$(date -u -d "$(openssl x509 -noout -enddate -in "$GW_DIR/server/chain.pem" | sed 's/^notAfter=//')" +%s)
+	[ "$got" = "$want" ] || { note "server cert notAfter $got, the fallback's is $want"; return 1; }
 	stop_gateway
 	tpm_section "tcti = $PROXY_TCTI"
 }
 
 ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm
-	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_key_refused t_tpm_absent)
+	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_key_refused t_tpm_absent
+	t_sign_error_counted)
 
 if ! setup; then
 	echo "FAIL setup"

@@ -1,12 +1,23 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* check_metrics.c - Prometheus rendering: sums across workers, labels, histogram. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "ops/metrics.h"
 #include "testlib.h"
 
 static const char *const names[] = { "accepted", "tls_handshake", "relaying", "closed" };
+
+static int open_file(const char *p)
+{
+	return open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+}
 
 static char *render2(struct kg_metrics *a, struct kg_metrics *b)
 {
@@ -88,6 +99,93 @@ START_TEST(no_device_labels)
 }
 END_TEST
 
+/* The facts main.c gathers at scrape time: certificate, TPM, writer, fds. */
+START_TEST(info_series)
+{
+	static struct kg_metrics a;
+	struct kg_metrics *per[1] = { &a };
+	struct kg_metrics_info info = { .state_names = names, .n_states = 4, .workers = 1,
+					.registry_queue = 7, .registry_last_commit = 1700000123,
+					.server_cert_not_after = 1900000000,
+					.tpm_errors = { [KG_TPM_OP_SIGN] = 4, [KG_TPM_OP_LOAD] = 1 },
+					.open_fds = 42, .max_fds = 1024 };
+	char *out;
+
+	memset(&a, 0, sizeof(a));
+	out = kg_metrics_render(per, 1, &info, NULL);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_registry_writer_queue 7\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_registry_writer_last_commit_timestamp_seconds 1700000123\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_server_cert_not_after_timestamp_seconds 1900000000\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{op=\"sign\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{op=\"load\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{op=\"connect\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE process_open_fds gauge\nprocess_open_fds 42\n"));
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE process_max_fds gauge\nprocess_max_fds 1024\n"));
+	free(out);
+	/* unknown: no sample (a 0 would read as "expired" / "no fds") */
+	info.server_cert_not_after = 0;
+	info.open_fds = -1;
+	info.max_fds = -1;
+	out = kg_metrics_render(per, 1, &info, NULL);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE ktlsgate_server_cert_not_after_timestamp_seconds gauge\n# HELP"));
+	ck_assert_ptr_null(strstr(out, "process_open_fds"));
+	ck_assert_ptr_null(strstr(out, "process_max_fds"));
+	free(out);
+}
+END_TEST
+
+/* readdir count of a directory, independent of kg_metrics_fd_usage() */
+static int64_t count_entries(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	int64_t n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+START_TEST(fd_usage)
+{
+	char dir[PATH_MAX], p[PATH_MAX + 16];
+	struct rlimit rl;
+	int64_t open = 0, max = 0, want;
+	int fd;
+
+	/* not procfs: one readdir pass counts the entries */
+	kg_test_tmpdir(dir, sizeof(dir));
+	for (int i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/%d", dir, i);
+		ck_assert_int_ge(fd = open_file(p), 0);
+		close(fd);
+	}
+	ck_assert_int_eq(kg_metrics_fd_usage(dir, &open, &max), 0);
+	ck_assert_int_eq(open, 3);
+	kg_test_rmdir(dir);
+	ck_assert_int_eq(kg_metrics_fd_usage(dir, &open, &max), -1);
+	ck_assert_int_eq(open, -1);
+
+	/* /proc/self/fd: the count a readdir sees, minus the readdir's own fd; one more
+	 * open fd is one more */
+	want = count_entries("/proc/self/fd") - 1;
+	ck_assert_int_eq(kg_metrics_fd_usage("/proc/self/fd", &open, &max), 0);
+	ck_assert_int_eq(open, want);
+	fd = open_file("/dev/null");
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(kg_metrics_fd_usage("/proc/self/fd", &open, &max), 0);
+	ck_assert_int_eq(open, want + 1);
+	close(fd);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	ck_assert_int_eq(max, rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur);
+	ck_assert_int_gt(max, open);
+}
+END_TEST
+
 Suite *kg_suite_metrics(void)
 {
 	Suite *s = suite_create("metrics");
@@ -96,6 +194,8 @@ Suite *kg_suite_metrics(void)
 	tcase_add_test(tc, sums_across_workers);
 	tcase_add_test(tc, histogram_cumulative);
 	tcase_add_test(tc, no_device_labels);
+	tcase_add_test(tc, info_series);
+	tcase_add_test(tc, fd_usage);
 	suite_add_tcase(s, tc);
 	return s;
 }

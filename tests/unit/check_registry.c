@@ -18,6 +18,7 @@
 
 #include "ops/err.h"
 #include "registry/registry.h"
+#include "registry/writer.h"
 #include "testlib.h"
 
 /* Check fixtures have no argument: the per-test directory lives here (one per fork). */
@@ -1042,6 +1043,59 @@ START_TEST(test_two_writers)
 }
 END_TEST
 
+/*
+ * The writer's queue and last-commit gauges (ktlsgate_registry_writer_*): a write held
+ * up by another process's lock stays counted in the queue (the batch in flight) and the
+ * last commit does not move; once the lock goes, the queue drains to 0 and the commit
+ * time advances. What KtlsgateRegistryWriterStuck reads.
+ */
+START_TEST(test_writer_gauges)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_device d = mkdev("w1", KG_DEV_ENABLED, KG_ATT_CA), got;
+	struct kg_writer *w;
+	char err[KG_ERRBUF] = "";
+	time_t before = time(NULL);
+	int64_t lc0;
+	sqlite3 *db;
+	int i;
+
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	kg_registry_close(reg);
+	w = kg_writer_start(dbpath, err, sizeof(err));
+	ck_assert_msg(w != NULL, "%s", err);
+	lc0 = kg_writer_last_commit(w);   /* nothing committed yet: the start */
+	ck_assert_int_ge(lc0, (int64_t)before);
+	ck_assert_int_le(lc0, (int64_t)time(NULL));
+	ck_assert_int_eq(kg_writer_queue(w), 0);
+
+	/* another process's write lock (BEGIN IMMEDIATE: WAL lets only one writer) */
+	ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	kg_writer_touch(w, "w1", 1700000000, 0);
+	ck_assert_int_eq(kg_writer_queue(w), 1);
+	/* past the batch window (200 ms) and into a later second: applying, held up */
+	usleep(800 * 1000);
+	while (time(NULL) <= (time_t)lc0)
+		usleep(50 * 1000);
+	ck_assert_int_eq(kg_writer_queue(w), 1);
+	ck_assert_int_eq(kg_writer_last_commit(w), lc0);
+
+	ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	for (i = 0; i < 300 && kg_writer_queue(w) != 0; i++)
+		usleep(50 * 1000);
+	ck_assert_int_eq(kg_writer_queue(w), 0);
+	ck_assert_int_gt(kg_writer_last_commit(w), lc0);
+	ck_assert_int_le(kg_writer_last_commit(w), (int64_t)time(NULL));
+	kg_writer_stop(w);
+	reg = open_rw();
+	ck_assert_int_eq(kg_registry_device_get(reg, "w1", &got), 0);
+	ck_assert_int_eq(got.last_seen, 1700000000);   /* it was committed, not dropped */
+	kg_registry_close(reg);
+}
+END_TEST
+
 Suite *kg_suite_registry(void)
 {
 	Suite *s = suite_create("registry");
@@ -1073,6 +1127,7 @@ Suite *kg_suite_registry(void)
 	tcase_add_test(tc, test_foreign_app_id_refused);
 	tcase_add_test(tc, test_empty_file);
 	tcase_add_test(tc, test_two_writers);
+	tcase_add_test(tc, test_writer_gauges);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1001,6 +1001,82 @@ static char *crl_metrics(time_t now)
 	return buf;
 }
 
+/* notAfter of the certificate in `sub`, read through its printed form (not verify.c's
+ * ASN1_TIME_to_tm + timegm): what `openssl x509 -enddate` shows. */
+static int64_t printed_not_after(const char *sub)
+{
+	X509 *x = load(sub);
+	BIO *b = BIO_new(BIO_s_mem());
+	char buf[64] = "";
+	struct tm tm;
+	int n;
+
+	ck_assert_ptr_nonnull(b);
+	ck_assert_int_eq(ASN1_TIME_print(b, X509_get0_notAfter(x)), 1);
+	n = BIO_read(b, buf, sizeof(buf) - 1);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	BIO_free(b);
+	X509_free(x);
+	memset(&tm, 0, sizeof(tm));
+	ck_assert_msg(strptime(buf, "%b %d %H:%M:%S %Y GMT", &tm) != NULL, "%s", buf);
+	return (int64_t)timegm(&tm);
+}
+
+static char *ca_metrics(const struct kg_trust *t)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(kg_trust_ca_metrics_write(t, f), 0);
+	fclose(f);
+	return buf;
+}
+
+/* ktlsgate_ca_not_after_timestamp_seconds: one series per registered CA, proven or not,
+ * each its certificate's notAfter; none for a CA that is not registered. */
+START_TEST(test_ca_metrics)
+{
+	struct mk shortlived = { .days = 10 };
+	char want[256], *txt;
+	int64_t r1, i1, now = (int64_t)time(NULL);
+
+	txt = ca_metrics(trust);   /* empty trust: the family, no series */
+	ck_assert_str_eq(txt, "# HELP ktlsgate_ca_not_after_timestamp_seconds notAfter of each "
+			      "registered CA certificate, unix time.\n"
+			      "# TYPE ktlsgate_ca_not_after_timestamp_seconds gauge\n");
+	free(txt);
+	make(KG_PKI_ROOT, "R1", "r1", NULL);
+	make_ex(KG_PKI_INTERMEDIATE, "I1", "i1", "r1", &shortlived);
+	make(KG_PKI_ROOT, "R2", "r2", NULL);
+	add_ca("r1", "r1", true);
+	add_ca("i1", "i1", false);   /* registered, not proven: still reported */
+	r1 = printed_not_after("r1");
+	i1 = printed_not_after("i1");
+	ck_assert_int_gt(r1, now + 365 * DAY);
+	ck_assert_int_gt(i1, now + 9 * DAY);
+	ck_assert_int_le(i1, now + 10 * DAY + 60);
+	ck_assert_int_eq(kg_cert_not_after(NULL), 0);
+	{
+		X509 *x = load("i1");
+
+		ck_assert_int_eq(kg_cert_not_after(x), i1);
+		X509_free(x);
+	}
+	txt = ca_metrics(trust);
+	snprintf(want, sizeof(want), "\nktlsgate_ca_not_after_timestamp_seconds{ca=\"r1\"} %lld\n",
+		 (long long)r1);
+	ck_assert_msg(strstr(txt, want) != NULL, "%s", txt);
+	snprintf(want, sizeof(want), "\nktlsgate_ca_not_after_timestamp_seconds{ca=\"i1\"} %lld\n",
+		 (long long)i1);
+	ck_assert_msg(strstr(txt, want) != NULL, "%s", txt);
+	ck_assert_msg(strstr(txt, "ca=\"r2\"") == NULL, "%s", txt);
+	free(txt);
+}
+END_TEST
+
 START_TEST(test_crl_expired)
 {
 	const char *revoked[] = { "d1" };
@@ -1358,6 +1434,7 @@ Suite *kg_suite_verify(void)
 	tcase_add_test(tc, test_strict_profile);
 	tcase_add_test(tc, test_pinned_weak_key);
 	tcase_add_test(tc, test_crl_expired);
+	tcase_add_test(tc, test_ca_metrics);
 	tcase_add_test(tc, test_trust_add_errors);
 	tcase_add_test(tc, test_trust_load);
 	tcase_add_test(tc, test_thumbprint);
