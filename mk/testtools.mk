@@ -8,3 +8,9 @@ $(BUILD)/kg-mqttcheck: $(BUILD)/tests/lib/kg_mqttcheck.o $(BUILD)/libkg.a
 # tests/integration/test-relay-exact.sh runs it.
 check-integration: $(BUILD)/kg-mqttcheck
 check-integration-asan: $(BUILD)/kg-mqttcheck
+
+# kg-regtool: a registry at an older schema version, as an earlier build left it
+# (tests/integration/test-upgrade.sh).
+$(BUILD)/kg-regtool: $(BUILD)/tests/lib/kg_regtool.o $(BUILD)/libkg.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+check-integration: $(BUILD)/kg-regtool

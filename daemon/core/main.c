@@ -175,7 +175,7 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	struct kg_trust *trust = NULL;
 	char err[KG_ERRBUF];
 	size_t cas = 0, crls_refusing = 0;
-	int rc = 1;
+	int schema = 0, rc = 1;
 
 	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
 	if (access(cfg->cert_file, F_OK) == 0 &&
@@ -191,7 +191,23 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: note: %s or %s does not exist yet: not checked\n", cfg->cert_file,
 		       cfg->key_file);
 	}
-	if (access(cfg->registry, F_OK) == 0) {
+	if (access(cfg->registry, F_OK) == 0 &&
+	    kg_registry_sqlite_version(cfg->registry, &schema, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out;
+	}
+	if (access(cfg->registry, F_OK) == 0 && schema < kg_registry_sqlite_schema_latest()) {
+		/* An upgrade's first -t (the unit's ExecStartPre) runs before the start that
+		 * migrates: refusing here would keep the new build from ever starting. The CAs
+		 * are read at start, under the new schema. */
+		if (schema == 0)
+			printf("ktlsgated: note: registry %s is empty: it is initialised at start\n",
+			       cfg->registry);
+		else
+			printf("ktlsgated: note: registry %s has schema version %d; this build "
+			       "migrates it to %d at start (CAs not checked)\n",
+			       cfg->registry, schema, kg_registry_sqlite_schema_latest());
+	} else if (access(cfg->registry, F_OK) == 0) {
 		trust = kg_trust_new();
 		if (trust == NULL ||
 		    kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, sizeof(err)) < 0 ||

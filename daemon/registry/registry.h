@@ -226,6 +226,14 @@ int kg_registry_sqlite_open(const char *path, enum kg_registry_mode mode, struct
 int kg_registry_sqlite_schema_latest(void);
 
 /*
+ * The schema version of the SQLite registry at `path` (0: an empty file), read without
+ * writing or migrating anything: `ktlsgated -t` reports a migration the next start will
+ * make instead of refusing the registry. 0, or an error with a message in err (not a
+ * registry, newer than this build, unreadable).
+ */
+int kg_registry_sqlite_version(const char *path, int *version, char *err, size_t errlen) KG_MUST_USE;
+
+/*
  * Create the SQLite registry at `path`, or migrate it forward, up to schema `version`
  * (1..latest) and close it; a newer schema (up to latest) is left as it is. Normal
  * opens migrate to the latest; this exists for migration tests and tooling.

@@ -1191,6 +1191,30 @@ int kg_registry_sqlite_schema_latest(void)
 	return SCHEMA_LATEST;
 }
 
+int kg_registry_sqlite_version(const char *path, int *version, char *err, size_t errlen)
+{
+	struct sqlite_reg tmp = { .mode = KG_REG_READONLY };   /* for the busy handler */
+	sqlite3 *db = NULL;
+	int rc;
+
+	*version = 0;
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "registry %s: %s", path,
+			 db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		rc = rc == SQLITE_NOMEM ? KG_E_RESOURCE : KG_E_IO;
+		goto out;
+	}
+	if ((rc = check_magic(db, path, err, errlen)) != 0)
+		goto out;
+	tmp.db = db;
+	(void)sqlite3_busy_handler(db, on_busy, &tmp);
+	rc = identify(db, path, version, err, errlen);
+out:
+	sqlite3_close(db);
+	return rc;
+}
+
 int kg_registry_sqlite_migrate(const char *path, int version, char *err, size_t errlen)
 {
 	char dummy[1];
