@@ -18,8 +18,9 @@
 #include "ops/err.h"
 #include "relay/relay.h"
 
-/* Map an SSL_get_error() result; sets want flags. */
-long kg_ssl_io_result(struct kg_relay_io *io, int ret)
+/* Map an SSL_get_error() result; sets want flags. Static, so read and write keep it
+ * inlined as they did in tls.c; kg_ssl_io_result() below is the handshake's way in. */
+static long ssl_result(struct kg_relay_io *io, int ret)
 {
 	int e = SSL_get_error(io->ssl, ret);
 
@@ -43,6 +44,11 @@ long kg_ssl_io_result(struct kg_relay_io *io, int ret)
 	}
 }
 
+long kg_ssl_io_result(struct kg_relay_io *io, int ret)
+{
+	return ssl_result(io, ret);
+}
+
 long kg_ssl_io_read(struct kg_relay_io *io, void *buf, size_t len)
 {
 	size_t got = 0;
@@ -54,7 +60,7 @@ long kg_ssl_io_read(struct kg_relay_io *io, void *buf, size_t len)
 		io->want_read = io->want_write = false;
 		return (long)got;
 	}
-	return kg_ssl_io_result(io, 0);
+	return ssl_result(io, 0);
 }
 
 long kg_ssl_io_write(struct kg_relay_io *io, const void *buf, size_t len)
@@ -69,7 +75,7 @@ long kg_ssl_io_write(struct kg_relay_io *io, const void *buf, size_t len)
 		return (long)done;
 	}
 	{
-		long r = kg_ssl_io_result(io, 0);
+		long r = ssl_result(io, 0);
 		/* A write that hit a closed peer is an I/O error, not a clean close. */
 		return r == 0 ? KG_E_IO : r;
 	}
