@@ -4,7 +4,8 @@
 #   make check-unit the Check suites alone
 #   make demo       PKI, registry, mosquitto + ktlsgated, a simulated fleet
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS per target)
-#   make lint       the purity guard (lint-pure: pure parts reach no OpenSSL) + cppcheck
+#   make lint       the purity guard (lint-pure: pure parts reach no OpenSSL), the layering
+#                   guard (lint-layers: parts include only down the layers) + cppcheck
 #   make bench      side-by-side load test against HAProxy and nginx
 #   make bench-import  bulk enrolment: device import vs device add calls
 .DEFAULT_GOAL := all
@@ -45,7 +46,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: docs-check all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint lint-pure
+.PHONY: docs-check all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint lint-pure lint-layers
 
 all: $(BUILD)/ktlsgated $(BUILD)/ktlsgate
 
@@ -107,7 +108,7 @@ check-integration: all $(BUILD)/kg-tlsprobe
 check:
 	@scripts/deps.sh check
 	$(MAKE) all build/check_unit
-	$(MAKE) check-unit docs-check lint-pure
+	$(MAKE) check-unit docs-check lint-pure lint-layers
 	$(MAKE) check-asan
 	$(MAKE) check-integration
 	$(MAKE) check-integration-asan
@@ -184,7 +185,15 @@ lint-pure:
 	scripts/lint-pure.sh '$(CC)' '$(PURE_CFLAGS)' $(PURE_SRCS) tests/fuzz/fuzz_policy.c tests/fuzz/fuzz_mqtt.c
 	CC='$(CC)' PURE_CFLAGS='$(PURE_CFLAGS)' PURE_SRCS='$(PURE_SRCS)' bash tests/lint/test-lint-pure.sh
 
-lint: lint-pure
+# The parts include each other only down the layers, core at the top, ops at the bottom
+# (docs/architecture.md): scripts/lint-layers.sh holds the table of which part may
+# include which and checks every #include "PART/..." of daemon/ against it;
+# tests/lint/test-lint-layers.sh proves it fails on an include that goes up.
+lint-layers:
+	scripts/lint-layers.sh
+	bash tests/lint/test-lint-layers.sh
+
+lint: lint-pure lint-layers
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr -Iinclude -Idaemon --suppress=missingIncludeSystem daemon tests/unit
 

@@ -22,12 +22,12 @@
 #include "ops/audit.h"
 #include "relay/backend.h"
 #include "core/conn.h"
+#include "core/conn_tls.h"
 #include "ops/err.h"
 #include "ops/log.h"
 #include "edge/edge.h"
 #include "relay/relay.h"
 #include "core/srclimit.h"
-#include "tls/tls.h"
 #include "core/worker.h"
 #include "registry/writer.h"
 
@@ -519,7 +519,7 @@ static enum kg_step st_accepted(struct kg_conn *c)
 		kg_conn_close(c, errno == ECONNRESET ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
 		return KG_STEP_DONE;
 	}
-	if (kg_tls_conn_new(c) < 0) {
+	if (kg_conn_tls_new(c) < 0) {
 		kg_conn_close(c, KG_REASON_OVERLOAD);
 		return KG_STEP_DONE;
 	}
@@ -531,7 +531,7 @@ static enum kg_step st_accepted(struct kg_conn *c)
 static enum kg_step st_handshake(struct kg_conn *c)
 {
 	enum kg_reason why = KG_REASON_TLS_FAILED;
-	int rc = kg_tls_handshake(c, &why);
+	int rc = kg_conn_tls_handshake(c, &why);
 
 	if (rc == KG_E_AGAIN)
 		return wait_tls(c);
@@ -548,7 +548,7 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		 * unread in the socket: closing now would answer with a RST that destroys
 		 * the alert before the device reads it. Linger like a refusal. */
 		c->verdict.reason = why;
-		kg_conn_audit(c, false, why, kg_tls_verify_detail(c));
+		kg_conn_audit(c, false, why, kg_conn_tls_verify_detail(c));
 		c->refusal_len = c->refusal_off = 0;
 		/* Nothing more goes through TLS: the linger costs a socket, not an SSL. */
 		SSL_free(c->io.ssl);
@@ -683,7 +683,7 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 			kg_conn_close(c, KG_REASON_OVERLOAD);
 			return KG_STEP_DONE;
 		}
-		n = kg_tls_read(&c->io, c->io.up.data + c->io.up.len, c->io.up.cap - c->io.up.len);
+		n = kg_ssl_io_read(&c->io, c->io.up.data + c->io.up.len, c->io.up.cap - c->io.up.len);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {
@@ -864,7 +864,7 @@ static enum kg_step st_refusing(struct kg_conn *c)
 	long n;
 
 	while (c->refusal_off < c->refusal_len) {
-		n = kg_tls_write(&c->io, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
+		n = kg_ssl_io_write(&c->io, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {
@@ -873,7 +873,7 @@ static enum kg_step st_refusing(struct kg_conn *c)
 		}
 		c->refusal_off += (size_t)n;
 		if (c->refusal_off == c->refusal_len)
-			kg_tls_shutdown(&c->io);
+			kg_ssl_io_shutdown(&c->io);
 	}
 	if (!c->io.dev_eof) {
 		/* Half-close, then drain until the device hangs up or the linger deadline:

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/conn_tls.h"
 #include "core/daemon.h"
 #include "ops/err.h"
 #include "ops/log.h"
@@ -53,7 +54,7 @@ struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_confi
 	}
 	s->cfg = *cfg;
 	atomic_init(&s->refs, 1);
-	s->ssl_ctx = kg_tls_ctx_new(cfg, err, errlen);
+	s->ssl_ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, err, errlen);
 	if (s->ssl_ctx == NULL)
 		goto out_free;
 	s->trust = kg_trust_new();

@@ -4,12 +4,13 @@
  * signals, the main thread's epoll), daemon.c (the context and its snapshots, this
  * header), worker.c (one thread per core: accept, epoll, deadline scan, command queue),
  * listener.c (SO_REUSEPORT sockets), conn.c (the connection state machine and its one
- * close path, conn.h), srclimit.c (per-source admission, pure), control_server.c (the
- * admin socket's server), instance.c (one daemon per registry).
+ * close path, conn.h), conn_tls.c (a connection's SSL, handshake step and verify
+ * callback, conn_tls.h), srclimit.c (per-source admission, pure), control_server.c
+ * (the admin socket's server), instance.c (one daemon per registry).
  * Way in: this header (the context, snapshots); conn.h for one connection.
  * Core is the top of the daemon: it calls every other part (tls, policy, registry,
- * mqtt, relay, edge, ops). Only tls.c reaches back into it (its handshake and I/O
- * work on a struct kg_conn); no other part includes a core header.
+ * mqtt, relay, edge, ops), and no part reaches back into it: none includes a core
+ * header (scripts/lint-layers.sh checks it).
  */
 /*
  * daemon.h - the daemon's context and its configuration snapshots.

@@ -27,6 +27,7 @@
 #include <openssl/ssl.h>
 
 #include "ops/config.h"
+#include "core/conn_tls.h"
 #include "core/control_server.h"
 #include "core/daemon.h"
 #include "edge/edge.h"
@@ -180,7 +181,7 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
 	if (access(cfg->cert_file, F_OK) == 0 &&
 	    (strncmp(cfg->key_file, "handle:", 7) == 0 || access(cfg->key_file, F_OK) == 0)) {
-		SSL_CTX *ctx = kg_tls_ctx_new(cfg, err, sizeof(err));
+		SSL_CTX *ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, err, sizeof(err));
 
 		if (ctx == NULL) {
 			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);

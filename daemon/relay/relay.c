@@ -35,7 +35,6 @@
 #include "ops/err.h"
 #include "ops/log.h"
 #include "relay/relay.h"
-#include "tls/tls.h"
 
 /* ---- buffers ----------------------------------------------------------------- */
 
@@ -193,7 +192,7 @@ int kg_relay_ssl_up(struct kg_relay_io *io, enum kg_reason *why)
 			*why = KG_REASON_OVERLOAD;
 			return -1;
 		}
-		n = kg_tls_read(io, io->up.data + io->up.len, KG_RELAY_BUF - io->up.len);
+		n = kg_ssl_io_read(io, io->up.data + io->up.len, KG_RELAY_BUF - io->up.len);
 		if (n == KG_E_AGAIN)
 			break;
 		if (n == 0) {
@@ -220,7 +219,7 @@ static int move_broker_to_device(struct kg_relay_io *io, enum kg_reason *why)
 	if (progress < 0)
 		return -1;
 	while (io->down.off < io->down.len) {
-		w = kg_tls_write(io, io->down.data + io->down.off, io->down.len - io->down.off);
+		w = kg_ssl_io_write(io, io->down.data + io->down.off, io->down.len - io->down.off);
 		if (w == KG_E_AGAIN)
 			break;
 		if (w < 0) {
@@ -269,7 +268,7 @@ static enum kg_reason userspace_pump(struct kg_relay_io *io)
 
 out_close:
 	if (why == KG_REASON_PEER_CLOSED || why == KG_REASON_BACKEND_CLOSED)
-		kg_tls_shutdown(io);
+		kg_ssl_io_shutdown(io);
 	return why;
 }
 

@@ -3,7 +3,8 @@
  * Part relay (daemon/relay/): a session's data path after the handoff. One ops table
  * per path (HAProxy's xprt_ops idea), tried in this order: ktls_splice and ktls_tx
  * (relay_ktls.c), the record relay (relay_record.c, record.c), the OpenSSL relay
- * (relay.c); pipe_pool.c lends splice pipes, backend.c opens the broker socket.
+ * (relay.c); pipe_pool.c lends splice pipes, backend.c opens the broker socket,
+ * ssl_io.c reads and writes a session's SSL (for the relays and the connection alike).
  * Way in: this header. A relay sees a session as a struct kg_relay_io, which the
  * connection (struct kg_conn) embeds: both sockets, the SSL or the record state, the two
  * plaintext buffers, the flags and counters below, and a read-only context borrowed
@@ -115,6 +116,19 @@ struct kg_relay_ops {
 	enum kg_reason (*pump)(struct kg_relay_io *io);
 };
 
+/* A session's SSL as a byte stream (ssl_io.c), for the relays and for the connection
+ * before the handoff (the CONNECT, a refusal). Read/write decrypted bytes through
+ * io->ssl: >0 bytes, 0 on clean close (close_notify or EOF), KG_E_AGAIN
+ * (io->want_read/want_write tell which), or KG_E_IO / KG_E_PROTO. */
+long kg_ssl_io_read(struct kg_relay_io *io, void *buf, size_t len);
+long kg_ssl_io_write(struct kg_relay_io *io, const void *buf, size_t len);
+/* Send close_notify (best effort, non-blocking; nothing once io->ssl is freed). */
+void kg_ssl_io_shutdown(struct kg_relay_io *io);
+/* What the OpenSSL call on io->ssl that returned ret means, in the words above (0,
+ * KG_E_AGAIN with the want flags set, KG_E_IO, KG_E_PROTO). The handshake step
+ * (core/conn_tls.c) maps SSL_do_handshake()'s result here too. */
+long kg_ssl_io_result(struct kg_relay_io *io, int ret);
+
 /* Largest amount either plaintext buffer (io->up, io->down) holds. */
 #define KG_RELAY_BUF 16384u
 
@@ -144,8 +158,8 @@ bool kg_relay_finished(struct kg_relay_io *io, bool up_pending, bool down_pendin
  * is still written to. Returns 0 or -1. */
 int kg_relay_arm(struct kg_relay_io *io, uint32_t dev_ev);
 
-/* Before the handshake (tls.c): should this session try kernel TLS? If so, the TLS
- * ULP is attached to the device socket here and OpenSSL is told to offload
+/* Before the handshake (core/conn_tls.c): should this session try kernel TLS? If so,
+ * the TLS ULP is attached to the device socket here and OpenSSL is told to offload
  * (SSL_OP_ENABLE_KTLS). False when the config forbids it or the kernel cannot. */
 bool kg_ktls_prepare(struct kg_relay_io *io);
 

@@ -45,7 +45,6 @@
 #include "ops/log.h"
 #include "relay/pipe_pool.h"
 #include "relay/relay.h"
-#include "tls/tls.h"
 #include "tls/tls_keys.h"
 
 #ifndef SOL_TLS
@@ -188,7 +187,7 @@ static int drain_openssl(struct kg_relay_io *io)
 			return KG_OK;
 		if (kg_buf_reserve(&io->up, io->up.len + KG_RELAY_BUF) < 0)
 			return KG_E_RESOURCE;
-		n = kg_tls_read(io, io->up.data + io->up.len, io->up.cap - io->up.len);
+		n = kg_ssl_io_read(io, io->up.data + io->up.len, io->up.cap - io->up.len);
 		if (n == KG_E_AGAIN)
 			return SSL_pending(io->ssl) == 0 && !SSL_has_pending(io->ssl) ? KG_OK : KG_E_AGAIN;
 		if (n <= 0)

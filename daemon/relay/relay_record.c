@@ -33,7 +33,6 @@
 #include "ops/log.h"
 #include "relay/record.h"
 #include "relay/relay.h"
-#include "tls/tls.h"
 #include "tls/tls_keys.h"
 
 #define PLAIN_MAX 16384u                          /* TLS max plaintext per record */
@@ -92,7 +91,7 @@ static int record_start(struct kg_relay_io *io)
 
 		if (kg_buf_reserve(&io->up, io->up.len + PLAIN_MAX) < 0)
 			return KG_E_RESOURCE;
-		n = kg_tls_read(io, io->up.data + io->up.len, io->up.cap - io->up.len);
+		n = kg_ssl_io_read(io, io->up.data + io->up.len, io->up.cap - io->up.len);
 		if (n <= 0)
 			return KG_E_PROTO;
 		io->up.len += (size_t)n;

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * conn_tls.h - a connection's TLS state: its SSL (made on the snapshot's SSL_CTX, kTLS
+ * prepared by the relay part), the handshake step, and the verify hook that ties
+ * OpenSSL's certificate check to the connection (its snapshot's trust, its worker's
+ * registry, its identity). In nginx's vocabulary: callers see KG_OK / KG_E_AGAIN / an
+ * error, never OpenSSL's. Bytes after the handshake go through relay.h's kg_ssl_io_*().
+ */
+#ifndef KTLSGATE_CONN_TLS_H
+#define KTLSGATE_CONN_TLS_H
+
+#include <openssl/x509.h>
+
+#include "ktlsgate/compiler.h"
+#include "policy/reason.h"
+
+struct kg_conn;
+
+/* OpenSSL's cert-verify callback (kg_tls_ctx_new() installs it): the whole decision is
+ * kg_verify_peer()'s, on the connection found with SSL_get_app_data(). Fills c->id,
+ * c->verify_ran/_reason and c->x509_err; 1 accepts, 0 refuses (with the X509 error that
+ * selects OpenSSL's alert). */
+int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg);
+
+/* Create the SSL for an accepted fd. Returns 0 or KG_E_RESOURCE. */
+int kg_conn_tls_new(struct kg_conn *c) KG_MUST_USE;
+
+/* Step the handshake. KG_OK: done; KG_E_AGAIN: c->io.want_* set; KG_E_PROTO: failed,
+ * *reason says why (verification reasons come from the callback). */
+int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason) KG_MUST_USE;
+
+/* OpenSSL's words for why verification refused the chain ("CA certificate key too
+ * weak", "CRL has expired"...), for the audit detail; NULL when there are none. */
+const char *kg_conn_tls_verify_detail(const struct kg_conn *c);
+
+const char *kg_conn_tls_version(const struct kg_conn *c);
+const char *kg_conn_tls_cipher(const struct kg_conn *c);
+
+#endif
