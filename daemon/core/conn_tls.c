@@ -136,13 +136,3 @@ const char *kg_conn_tls_verify_detail(const struct kg_conn *c)
 		return NULL;
 	return X509_verify_cert_error_string(c->x509_err);
 }
-
-const char *kg_conn_tls_version(const struct kg_conn *c)
-{
-	return c->io.ssl ? SSL_get_version(c->io.ssl) : "-";
-}
-
-const char *kg_conn_tls_cipher(const struct kg_conn *c)
-{
-	return c->io.ssl ? SSL_get_cipher_name(c->io.ssl) : "-";
-}

@@ -33,7 +33,4 @@ int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason) KG_MUST_USE
  * weak", "CRL has expired"...), for the audit detail; NULL when there are none. */
 const char *kg_conn_tls_verify_detail(const struct kg_conn *c);
 
-const char *kg_conn_tls_version(const struct kg_conn *c);
-const char *kg_conn_tls_cipher(const struct kg_conn *c);
-
 #endif

@@ -166,7 +166,7 @@ const char *kg_tpm_ossl_tcti(const struct kg_tpm_ossl *o)
 
 /*
  * The process-wide instance. XXX(#4): this belongs in struct kg_daemon, passed to
- * kg_tls_ctx_new(); it lives here while tls.h's signature takes only the config.
+ * kg_tls_ctx_new(); it lives here while that takes no TPM context (only the config).
  * The one piece of mutable static state in the daemon, and it is only ever set once.
  */
 static struct {
