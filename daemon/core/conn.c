@@ -88,48 +88,12 @@ static const struct kg_config *conn_cfg(const struct kg_conn *c)
 
 int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events)
 {
-	struct epoll_event ev = { .events = events, .data.ptr = src };
-	int op;
-
-	if (src->fd < 0)
-		return 0;
-	if (src->events == events)
-		return 0;
-	/* Registered sources keep an entry even with no interest: EPOLL_CTL_MOD to 0 keeps
-	 * error/hangup reporting out of the way until we care again. */
-	op = src->events == UINT32_MAX ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-	if (epoll_ctl(c->w->epfd, op, src->fd, &ev) < 0)
-		return KG_E_RESOURCE;
-	src->events = events;
-	return 0;
+	return kg_evsrc_watch(c->w->epfd, src, events) < 0 ? KG_E_RESOURCE : 0;
 }
 
 int kg_conn_unwatch(struct kg_conn *c, struct kg_evsrc *src)
 {
-	if (src->fd < 0 || src->events == UINT32_MAX)
-		return 0;
-	if (epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, src->fd, NULL) < 0)
-		return KG_E_RESOURCE;
-	src->events = UINT32_MAX;
-	return 0;
-}
-
-/* ---- what the relays get of the connection (relay.h) ----------------------- */
-
-/* container_of: every struct kg_relay_io a relay is given is the one in a kg_conn. */
-static struct kg_conn *conn_of(struct kg_relay_io *io)
-{
-	return (struct kg_conn *)(void *)((char *)io - offsetof(struct kg_conn, io));
-}
-
-int kg_relay_io_watch(struct kg_relay_io *io, struct kg_evsrc *src, uint32_t events)
-{
-	return kg_conn_watch(conn_of(io), src, events);
-}
-
-int kg_relay_io_unwatch(struct kg_relay_io *io, struct kg_evsrc *src)
-{
-	return kg_conn_unwatch(conn_of(io), src);
+	return kg_evsrc_unwatch(c->w->epfd, src) < 0 ? KG_E_RESOURCE : 0;
 }
 
 /* Arm the device fd for what the last TLS call asked for. */
@@ -345,6 +309,7 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->io.metrics = &w->metrics;
 	c->io.pipes = &w->pipes;
 	c->io.ktls_unavailable = &w->ktls_unavailable;
+	c->io.epfd = w->epfd;
 	c->accepted_us = kg_now_us();
 	clock_gettime(CLOCK_REALTIME, &now);
 	c->since = now.tv_sec;

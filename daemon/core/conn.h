@@ -65,9 +65,9 @@ struct kg_conn {
 	uint64_t accepted_us, hs_start_us;
 	int64_t since;                     /* wall clock of accept */
 
-	/* Both sockets, the SSL, the buffers, what the relays see (relay.h). The
-	 * relays reach the connection only through kg_relay_io_watch/_unwatch and
-	 * their pump()'s close reason, both handled here (conn.c). */
+	/* Both sockets, the SSL, the buffers, what the relays see (relay.h). A relay
+	 * re-arms the two sockets in the worker's epoll itself (io->epfd) and reaches
+	 * the connection only through its pump()'s close reason, handled in conn.c. */
 	struct kg_relay_io io;
 	enum kg_evtype ev_type;            /* the event being handled (set by the worker) */
 	uint32_t ev_events;

@@ -173,10 +173,10 @@ int kg_relay_arm(struct kg_relay_io *io, uint32_t dev_ev)
 		be_ev |= EPOLLOUT;
 	/* A side at EOF would report HUP/RDHUP forever in level mode: unregister it
 	 * unless we still have to write to it. */
-	if ((io->dev_eof && !(dev_ev & EPOLLOUT) ? kg_relay_io_unwatch(io, &io->dev)
-						   : kg_relay_io_watch(io, &io->dev, dev_ev)) < 0 ||
-	    (io->be_eof && !(be_ev & EPOLLOUT) ? kg_relay_io_unwatch(io, &io->be)
-					       : kg_relay_io_watch(io, &io->be, be_ev)) < 0)
+	if ((io->dev_eof && !(dev_ev & EPOLLOUT) ? kg_evsrc_unwatch(io->epfd, &io->dev)
+						   : kg_evsrc_watch(io->epfd, &io->dev, dev_ev)) < 0 ||
+	    (io->be_eof && !(be_ev & EPOLLOUT) ? kg_evsrc_unwatch(io->epfd, &io->be)
+					       : kg_evsrc_watch(io->epfd, &io->be, be_ev)) < 0)
 		return -1;
 	return 0;
 }

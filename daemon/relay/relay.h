@@ -14,8 +14,8 @@
  * kg_record_session_free() and kg_ktls_session_release()); a relay's start() may free
  * the SSL (its point of no return) and a relay borrows pipes only while bytes are in
  * flight. Who closes: never a relay. pump() returns why the session must end and the
- * connection closes it (one teardown, kg_conn_close()); epoll interest changes only
- * through kg_relay_io_watch()/_unwatch(), which the connection layer provides.
+ * connection closes it (one teardown, kg_conn_close()). A relay re-arms the session's
+ * two sockets in the worker's epoll (io->epfd, ktlsgate/evsrc.h) and nothing else.
  */
 /*
  * relay.h - the relay ops table, the session view it works on, and the helpers the
@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "ktlsgate/compiler.h"
+#include "ktlsgate/evsrc.h"
 #include "ops/metrics.h"
 #include "policy/reason.h"
 #include "tls/tls_keys.h"
@@ -38,19 +39,6 @@ struct kg_config;
 struct kg_pipe;
 struct kg_pipe_pool;
 struct kg_record_session;
-
-/* What an epoll registration is for. Defined here, below the core, because a
- * session's two sockets are registrations the relays re-arm; the worker's listeners
- * and wake-up eventfd use the same type. */
-enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND };
-
-/* Every epoll registration points at one of these. */
-struct kg_evsrc {
-	enum kg_evtype type;
-	int fd;
-	uint32_t events;     /* currently registered interest; UINT32_MAX: not registered */
-	void *owner;         /* struct kg_conn * or struct kg_worker * (the core's business) */
-};
 
 /* A byte buffer allocated only while it holds bytes (idle sessions cost nothing). */
 struct kg_buf {
@@ -94,13 +82,10 @@ struct kg_relay_io {
 	struct kg_metrics *metrics;        /* the worker's (only the worker writes them) */
 	struct kg_pipe_pool *pipes;        /* the worker's splice pipes */
 	bool *ktls_unavailable;            /* the worker's: the kernel refused the TLS ULP */
+	int epfd;                          /* the worker's epoll: io->dev and io->be are
+					    * re-armed there (ktlsgate/evsrc.h) */
 };
 
-/* Provided by the connection layer (conn.c), for the relays: set or drop epoll interest
- * for src, which is io->dev or io->be (kg_conn_watch/_unwatch). 0 or an error; on an
- * error the relay returns a close reason from pump(). */
-int kg_relay_io_watch(struct kg_relay_io *io, struct kg_evsrc *src, uint32_t events) KG_MUST_USE;
-int kg_relay_io_unwatch(struct kg_relay_io *io, struct kg_evsrc *src) KG_MUST_USE;
 
 struct kg_relay_ops {
 	const char *name;                    /* "userspace", "ktls_splice", ... */

@@ -519,10 +519,10 @@ static int ktls_arm(struct kg_relay_io *io, bool dev_read_ssl)
 	if (dir_pending(io, KG_DIR_UP))
 		be_ev |= EPOLLOUT;
 	/* A side at EOF reports HUP forever in level mode: drop it unless written to. */
-	if ((dev_ev == 0 && io->dev_eof ? kg_relay_io_unwatch(io, &io->dev)
-				       : kg_relay_io_watch(io, &io->dev, dev_ev)) < 0 ||
-	    (be_ev == 0 && io->be_eof ? kg_relay_io_unwatch(io, &io->be)
-				     : kg_relay_io_watch(io, &io->be, be_ev)) < 0)
+	if ((dev_ev == 0 && io->dev_eof ? kg_evsrc_unwatch(io->epfd, &io->dev)
+				       : kg_evsrc_watch(io->epfd, &io->dev, dev_ev)) < 0 ||
+	    (be_ev == 0 && io->be_eof ? kg_evsrc_unwatch(io->epfd, &io->be)
+				     : kg_evsrc_watch(io->epfd, &io->be, be_ev)) < 0)
 		return -1;
 	return 0;
 }
