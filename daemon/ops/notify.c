@@ -18,6 +18,10 @@
 #include "ktlsgate/clock.h"
 #include "ops/notify.h"
 
+/* Where sd_journal_sendv sends (a LogNamespace= unit gets its namespace's socket
+ * mounted here). */
+#define KG_JOURNAL_SOCKET "/run/systemd/journal/socket"
+
 void kg_notify_init(struct kg_notify *n)
 {
 	const char *sock = getenv("NOTIFY_SOCKET");
@@ -158,9 +162,12 @@ bool kg_journal_stderr(void)
 {
 	struct stat st;
 
-	if (fstat(STDERR_FILENO, &st) < 0)
+	if (fstat(STDERR_FILENO, &st) < 0 ||
+	    !kg_journal_stream_matches(getenv("JOURNAL_STREAM"), st.st_dev, st.st_ino))
 		return false;
-	return kg_journal_stream_matches(getenv("JOURNAL_STREAM"), st.st_dev, st.st_ino);
+	/* sd_journal_sendv drops an entry without a word (returns 0) when journald's
+	 * socket is missing: stay on stderr then, rather than log into nothing. */
+	return access(KG_JOURNAL_SOCKET, W_OK) == 0;
 }
 
 void kg_journal_init(struct kg_journal_entry *e)

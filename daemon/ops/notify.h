@@ -68,8 +68,8 @@ const char *kg_notify_format_status(const struct kg_notify_counts *c, char *buf,
 
 /* Pure: does JOURNAL_STREAM's value ("DEV:INO", decimal) name this device and inode? */
 bool kg_journal_stream_matches(const char *env, dev_t dev, ino_t ino);
-/* Is stderr connected to the journal (JOURNAL_STREAM against fstat(2))? Read once at
- * start by the log module, which keeps the answer. */
+/* Is stderr connected to the journal (JOURNAL_STREAM against fstat(2)) and journald's
+ * socket there? Read once at start by the log module, which keeps the answer. */
 bool kg_journal_stderr(void);
 /* One journal entry being built: "FIELD=value" items (iov) pointing into buf. Pure;
  * the log and audit modules fill one on their stack and hand it to kg_journal_send. */
