@@ -67,9 +67,12 @@ void kg_notify_reloading(struct kg_notify *n)
 
 	if (!n->active)
 		return;
-	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading",
-		 kg_now_us());
+	/* A ping rides along: the reload blocks this thread, give it a whole interval. */
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading%s",
+		 kg_now_us(), n->watchdog_ms != 0 && n->next_ping_ms != 0 ? "\nWATCHDOG=1" : "");
 	(void)sd_notify(0, msg);
+	if (n->watchdog_ms != 0 && n->next_ping_ms != 0)
+		n->next_ping_ms = kg_now_ms() + n->watchdog_ms / 2;
 }
 
 void kg_notify_reloaded(struct kg_notify *n, bool ok, const char *err)

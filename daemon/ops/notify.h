@@ -42,7 +42,9 @@ struct kg_notify_counts {
 void kg_notify_init(struct kg_notify *n);
 /* READY=1 with STATUS=status (startup, and the end of a reload). */
 void kg_notify_ready(struct kg_notify *n, const char *status);
-/* RELOADING=1 with MONOTONIC_USEC= (systemd >= 253 matches it to the reload job). */
+/* RELOADING=1 with MONOTONIC_USEC= (systemd >= 253 matches it to the reload job), and
+ * WATCHDOG=1 when the watchdog runs: the reload blocks the main loop, so it gets a
+ * whole interval. */
 void kg_notify_reloading(struct kg_notify *n);
 /* READY=1 after a reload, STATUS= saying whether it succeeded (err: why not). The
  * periodic STATUS= replaces it after KG_NOTIFY_STATUS_MS. */

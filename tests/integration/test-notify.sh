@@ -227,6 +227,74 @@ EOF
 		{ note "median gap $median s, longest $maxgap s (expected 2, below 4)"; return 1; }
 }
 
+# Freeze one worker thread of PID for SECONDS: ptrace(PTRACE_SEIZE + PTRACE_INTERRUPT)
+# stops that thread alone (a SIGSTOP would stop the whole process). A worker is the
+# thread in epoll_wait/epoll_pwait with the worker's 20 ms tick as its timeout.
+write_freezer() {
+	cat >"$WORK/freeze.py" <<'FZEOF'
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT, WALL = 17, 0x4206, 0x4207, 0x40000000
+pid, secs = int(sys.argv[1]), float(sys.argv[2])
+tid = None
+for _ in range(50):
+    for t in sorted(os.listdir("/proc/%d/task" % pid)):
+        try:
+            f = open("/proc/%d/task/%s/syscall" % (pid, t)).read().split()
+        except OSError:
+            continue
+        if f[0] in ("232", "281") and int(f[4], 16) == 20:
+            tid = int(t)
+            break
+    if tid:
+        break
+    time.sleep(0.1)
+if tid is None:
+    print("no worker thread found", flush=True)
+    sys.exit(1)
+if libc.ptrace(PTRACE_SEIZE, tid, None, None) != 0:
+    print("PTRACE_SEIZE: %s" % os.strerror(ctypes.get_errno()), flush=True)
+    sys.exit(1)
+libc.ptrace(PTRACE_INTERRUPT, tid, None, None)
+os.waitpid(tid, WALL)
+print("frozen %d %.3f" % (tid, time.monotonic()), flush=True)
+time.sleep(secs)
+libc.ptrace(PTRACE_DETACH, tid, None, None)
+print("thawed %.3f" % time.monotonic(), flush=True)
+FZEOF
+}
+
+# A stalled worker withholds the pings (systemd would restart the daemon after
+# WatchdogSec=); once it runs again they resume. The stall limit is WD_USEC/2 = 2 s.
+t_watchdog_stalled_worker() {
+	local mark out frozen thawed res
+	write_freezer
+	mark=$(nmsg)
+	out=$($PY "$WORK/freeze.py" "$GW_PID" 8) || { note "freezer: $out"; return 1; }
+	echo "    $(echo "$out" | tr '\n' ' ')"
+	frozen=$(echo "$out" | awk '/^frozen/ { print $3 }')
+	thawed=$(echo "$out" | awk '/^thawed/ { print $2 }')
+	[ -n "$frozen" ] && [ -n "$thawed" ] || { note "freezer output: $out"; return 1; }
+	sleep 5
+	# pings in the frozen window after the stall limit (+1 s of slack for the loop),
+	# and after the thaw
+	res=$($PY - "$NLOG" "$mark" "$frozen" "$thawed" <<'EOF'
+import json, sys
+log, mark, fr, th = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+ts = [json.loads(l)["t"] for i, l in enumerate(open(log))
+      if i >= mark and "WATCHDOG=1" in json.loads(l).get("msg", "").split("\n")]
+print(sum(1 for t in ts if fr + 3.0 < t < th), sum(1 for t in ts if t > th))
+EOF
+)
+	read -r during after <<<"$res"
+	echo "    pings while frozen (after the stall limit): $during, after the thaw: $after"
+	[ -n "$during" ] && [ -n "$after" ] || { note "no ping counts: $res"; return 1; }
+	[ "$during" = 0 ] || { note "$during ping(s) while a worker was frozen"; return 1; }
+	[ "$after" -ge 1 ] || { note "no ping after the worker ran again"; return 1; }
+	grep -q "watchdog ping withheld" "$GW_LOG" || { note "no 'watchdog ping withheld' log line"; return 1; }
+}
+
 t_stopping() {
 	local mark n
 	mark=$(nmsg)
@@ -405,7 +473,7 @@ t_journald_fields() {
 	[ "${res%% *}" = ok ] || { note "$res"; return 1; }
 }
 
-ALL_TESTS=(t_ready_after_listen t_status_sessions t_reload t_watchdog t_stopping
+ALL_TESTS=(t_ready_after_listen t_status_sessions t_reload t_watchdog t_watchdog_stalled_worker t_stopping
 	t_journal_stream_other t_journal_no_journald t_journald_fields)
 
 if ! setup; then
