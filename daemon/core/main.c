@@ -283,9 +283,10 @@ static void notify_tick(struct kg_daemon *d)
 
 	if (!d->notify.active)
 		return;
+	/* Both looked at only when due: the main loop also wakes for control clients. */
 	kg_notify_tick(&d->notify, now,
 		       kg_notify_status_due(&d->notify, now) ? status_text(d, st, sizeof(st)) : NULL,
-		       d->notify.watchdog_ms == 0 || workers_alive(d, now));
+		       !kg_notify_ping_due(&d->notify, now) || workers_alive(d, now));
 }
 
 /* The earlier of two epoll timeouts (-1: none). */

@@ -102,6 +102,11 @@ bool kg_notify_status_due(const struct kg_notify *n, uint64_t now_ms)
 	return n->active && now_ms >= n->next_status_ms;
 }
 
+bool kg_notify_ping_due(const struct kg_notify *n, uint64_t now_ms)
+{
+	return n->active && n->watchdog_ms != 0 && n->next_ping_ms != 0 && now_ms >= n->next_ping_ms;
+}
+
 void kg_notify_tick(struct kg_notify *n, uint64_t now_ms, const char *status, bool healthy)
 {
 	if (!n->active)
@@ -111,7 +116,7 @@ void kg_notify_tick(struct kg_notify *n, uint64_t now_ms, const char *status, bo
 			send_status(n, NULL, status);
 		n->next_status_ms = now_ms + KG_NOTIFY_STATUS_MS;
 	}
-	if (n->watchdog_ms != 0 && n->next_ping_ms != 0 && now_ms >= n->next_ping_ms) {
+	if (kg_notify_ping_due(n, now_ms)) {
 		/* A stalled worker withholds the ping; the next turn looks again. */
 		if (healthy)
 			(void)sd_notify(0, "WATCHDOG=1");

@@ -57,6 +57,8 @@ void kg_notify_stopping(struct kg_notify *n);
 void kg_notify_tick(struct kg_notify *n, uint64_t now_ms, const char *status, bool healthy);
 /* Is a STATUS= refresh due at now_ms (the caller then builds the text)? */
 bool kg_notify_status_due(const struct kg_notify *n, uint64_t now_ms);
+/* Is a WATCHDOG=1 due at now_ms (the caller then checks the workers)? */
+bool kg_notify_ping_due(const struct kg_notify *n, uint64_t now_ms);
 /* Milliseconds until the next notify work, for epoll_wait: -1 when there is none. */
 int kg_notify_timeout(const struct kg_notify *n, uint64_t now_ms);
 /* A worker whose loop last ran before now_ms - kg_notify_stall_ms() is stalled. */

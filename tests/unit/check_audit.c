@@ -461,6 +461,7 @@ START_TEST(notify_inactive_no_timeout)
 	/* not under systemd: no wake-ups, nothing due */
 	ck_assert_int_eq(kg_notify_timeout(&n, 123), -1);
 	ck_assert(!kg_notify_status_due(&n, 123));
+	ck_assert(!kg_notify_ping_due(&n, 123));
 	n.active = true;
 	n.next_status_ms = 5000;
 	ck_assert_int_eq(kg_notify_timeout(&n, 1000), 4000);
@@ -468,6 +469,8 @@ START_TEST(notify_inactive_no_timeout)
 	n.next_ping_ms = 2000;
 	ck_assert_int_eq(kg_notify_timeout(&n, 1000), 1000);
 	ck_assert_int_eq(kg_notify_timeout(&n, 9000), 0);
+	ck_assert(!kg_notify_ping_due(&n, 1999));
+	ck_assert(kg_notify_ping_due(&n, 2000));
 	ck_assert_uint_eq(kg_notify_stall_ms(&n), 1000);
 }
 END_TEST
