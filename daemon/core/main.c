@@ -51,8 +51,10 @@ static void usage(FILE *f)
 		   "  -d, --debug         debug logging (overrides [daemon] log_level)\n"
 		   "  -h, --help          this help, exit 0\n"
 		   "  -V, --version       print the version, exit 0\n"
-		   "Runs in the foreground and logs to stderr; SIGHUP (or `ktlsgate reload`)\n"
-		   "reloads the configuration, SIGTERM/SIGINT stop it. See docs/config.md.\n");
+		   "Runs in the foreground and logs to stderr (to the journal, with fields, when\n"
+		   "systemd connects stderr to it); under systemd it sends READY/STATUS/WATCHDOG.\n"
+		   "SIGHUP (or `ktlsgate reload`) reloads the configuration, SIGTERM/SIGINT stop\n"
+		   "it. See docs/config.md and docs/systemd.md.\n");
 }
 
 static enum kg_log_level parse_level(const char *s)
