@@ -322,7 +322,12 @@ static void dispatch(struct kg_daemon *d, struct out *o, char *line)
 	} else if (strcmp(line, "status") == 0) {
 		do_status(d, o);
 	} else if (strcmp(line, "reload") == 0) {
-		if (kg_daemon_reload(d, err, sizeof(err)) < 0)
+		bool ok;
+
+		kg_notify_reloading(&d->notify);   /* systemd: around it, as for SIGHUP */
+		ok = kg_daemon_reload(d, err, sizeof(err)) == 0;
+		kg_notify_reloaded(&d->notify, ok, err);
+		if (!ok)
 			reply(o, "ERR %s", err);
 		else
 			reply(o, "OK reloaded");

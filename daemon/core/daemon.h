@@ -36,6 +36,7 @@
 #include "ktlsgate/compiler.h"
 #include "ops/config.h"
 #include "ops/metrics.h"
+#include "ops/notify.h"
 #include "tls/verify.h"
 
 struct kg_worker;
@@ -67,6 +68,7 @@ struct kg_daemon {
 	int lock_fd;                        /* instance lock beside the registry (instance.h) */
 	int signal_fd;
 	int epfd;                           /* main thread: signals + control */
+	struct kg_notify notify;            /* systemd notify state (main thread only) */
 
 	uint64_t max_connections;           /* fixed at start (a reload keeps them) */
 	uint64_t max_handshakes;

@@ -10,7 +10,9 @@
  *      a corrupt or foreign file stops us before anything is written)
  *   3. build the first snapshot: SSL_CTX, server cert + key, trust from the registry
  *   4. bind the listeners (one per address per worker), the control socket, metrics
- *   5. start the workers; the main thread then serves signals and the control socket.
+ *   5. start the workers; READY=1 to systemd (ops/notify.h, docs/systemd.md); the main
+ *      thread then serves signals and the control socket, and under systemd refreshes
+ *      STATUS= and pings the watchdog.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -34,6 +36,7 @@
 #include "ops/err.h"
 #include "core/instance.h"
 #include "ops/log.h"
+#include "ops/notify.h"
 #include "tls/tls.h"
 #include "tls/verify.h"
 #include "tpm/tpm_key.h"
@@ -51,8 +54,10 @@ static void usage(FILE *f)
 		   "  -d, --debug         debug logging (overrides [daemon] log_level)\n"
 		   "  -h, --help          this help, exit 0\n"
 		   "  -V, --version       print the version, exit 0\n"
-		   "Runs in the foreground and logs to stderr; SIGHUP (or `ktlsgate reload`)\n"
-		   "reloads the configuration, SIGTERM/SIGINT stop it. See docs/config.md.\n");
+		   "Runs in the foreground and logs to stderr (to the journal, with fields, when\n"
+		   "systemd connects stderr to it); under systemd it sends READY/STATUS/WATCHDOG.\n"
+		   "SIGHUP (or `ktlsgate reload`) reloads the configuration, SIGTERM/SIGINT stop\n"
+		   "it. See docs/config.md and docs/systemd.md.\n");
 }
 
 static enum kg_log_level parse_level(const char *s)
@@ -262,15 +267,81 @@ out:
 	return rc;
 }
 
+/* STATUS= for systemd from the counters render_metrics sums: the daemon's atomics and
+ * each worker's per-mode gauges, read relaxed (no lock; a slightly stale sum is fine). */
+static const char *status_text(struct kg_daemon *d, char *buf, size_t cap)
+{
+	struct kg_notify_counts c = {
+		.handshakes = atomic_load_explicit(&d->n_handshakes, memory_order_relaxed),
+		.connections = atomic_load_explicit(&d->n_conns, memory_order_relaxed),
+	};
+
+	_Static_assert(KG_MODE_MAX == sizeof(c.by_mode) / sizeof(c.by_mode[0]),
+		       "notify.h's by_mode follows enum kg_relay_mode");
+	for (unsigned i = 0; i < d->n_workers; i++)
+		for (unsigned m = 0; m < KG_MODE_MAX; m++)
+			c.by_mode[m] += atomic_load_explicit(&d->workers[i].metrics.sessions_by_mode[m],
+							     memory_order_relaxed);
+	for (unsigned m = 0; m < KG_MODE_MAX; m++)
+		c.sessions += c.by_mode[m];
+	return kg_notify_format_status(&c, buf, cap);
+}
+
+/* The watchdog's health: every worker ran its loop within the stall limit (half the
+ * watchdog interval). One relaxed load per worker: a stuck worker stops the pings and
+ * systemd restarts the daemon, rather than a share of the devices hanging unseen. */
+static bool workers_alive(const struct kg_daemon *d, uint64_t now_ms)
+{
+	uint64_t limit = kg_notify_stall_ms(&d->notify);
+
+	for (unsigned i = 0; i < d->n_workers; i++) {
+		uint64_t seen = atomic_load_explicit(&d->workers[i].loop_ms, memory_order_relaxed);
+
+		if (now_ms > seen && now_ms - seen > limit) {
+			kg_log_warnx("worker %u: no loop turn for %llu ms: watchdog ping withheld",
+				     i, (unsigned long long)(now_ms - seen));
+			return false;
+		}
+	}
+	return true;
+}
+
+static void notify_tick(struct kg_daemon *d)
+{
+	char st[KG_NOTIFY_STATUS_MAX];
+	uint64_t now = kg_now_ms();
+
+	if (!d->notify.active)
+		return;
+	/* Both looked at only when due: the main loop also wakes for control clients. */
+	kg_notify_tick(&d->notify, now,
+		       kg_notify_status_due(&d->notify, now) ? status_text(d, st, sizeof(st)) : NULL,
+		       !kg_notify_ping_due(&d->notify, now) || workers_alive(d, now));
+}
+
+/* The earlier of two epoll timeouts (-1: none). */
+static int min_timeout(int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return a < b ? a : b;
+}
+
 static int serve(struct kg_daemon *d)
 {
 	struct epoll_event ev;
 	char err[KG_ERRBUF];
 
 	while (!atomic_load(&d->stopping)) {
-		/* Control clients past their deadline are closed; the wait ends at the next. */
-		int n = epoll_wait(d->epfd, &ev, 1, kg_control_expire(d->control));
+		/* Control clients past their deadline are closed; the wait ends at the next,
+		 * or at the next STATUS=/WATCHDOG=1 (never, when not under systemd). */
+		int n = epoll_wait(d->epfd, &ev, 1,
+				   min_timeout(kg_control_expire(d->control),
+					       kg_notify_timeout(&d->notify, kg_now_ms())));
 
+		notify_tick(d);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -285,10 +356,15 @@ static int serve(struct kg_daemon *d)
 			if (read(d->signal_fd, &si, sizeof(si)) != sizeof(si))
 				continue;
 			if (si.ssi_signo == SIGHUP) {
+				bool ok;
+
 				kg_log_info("SIGHUP: reloading %s", d->config_path);
-				(void)!kg_daemon_reload(d, err, sizeof(err)); /* logs why */
+				kg_notify_reloading(&d->notify);
+				ok = kg_daemon_reload(d, err, sizeof(err)) == 0;   /* logs why not */
+				kg_notify_reloaded(&d->notify, ok, err);
 			} else {
 				kg_log_info("signal %u: shutting down", si.ssi_signo);
+				kg_notify_stopping(&d->notify);
 				atomic_store(&d->stopping, true);
 			}
 		} else if (kg_control_owns(d->control, ev.data.fd)) {
@@ -320,6 +396,10 @@ int main(int argc, char **argv)
 	unsigned started_workers = 0;
 
 	kg_log_set_ident("ktlsgated");
+	/* Both read the environment once, before any thread: the journal or stderr for
+	 * logs and audit lines, and whether systemd listens on NOTIFY_SOCKET. */
+	kg_log_choose_sink();
+	kg_notify_init(&d->notify);
 	d->lock_fd = -1;
 	/* Block the signals we handle before any thread exists (the registry writer,
 	 * libmicrohttpd, workers), so they all inherit the mask and only the signalfd
@@ -458,6 +538,13 @@ int main(int argc, char **argv)
 		    cfg->listen[0].text, cfg->n_listen > 1 ? " and more" : "", d->n_workers,
 		    kg_trust_count(d->snap->trust, true),
 		    cfg->metrics_enabled ? cfg->metrics_listen.text : "off");
+	/* Listeners bound (connections queue until a worker accepts), registry open,
+	 * metrics serving, the XDP gate attached or reported off: systemd may go on. */
+	if (!atomic_load(&d->stopping)) {
+		char st[KG_NOTIFY_STATUS_MAX];
+
+		kg_notify_ready(&d->notify, status_text(d, st, sizeof(st)));
+	}
 	status = serve(d) == 0 ? 0 : 1;
 
 	{

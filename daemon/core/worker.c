@@ -413,6 +413,7 @@ static void *worker_main(void *arg)
 		kg_worker_reap(w);
 		if (kg_now_ms() - last_scan >= TICK_MS) {
 			last_scan = kg_now_ms();
+			atomic_store_explicit(&w->loop_ms, last_scan, memory_order_relaxed);
 			scan_deadlines(w);
 			kg_worker_reap(w);
 			kg_audit_limiter_tick(&w->audit_rl, kg_now_ms(), false);
@@ -496,6 +497,7 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 
 int kg_worker_start(struct kg_worker *w)
 {
+	atomic_store_explicit(&w->loop_ms, kg_now_ms(), memory_order_relaxed);
 	return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : KG_E_RESOURCE;
 }
 

@@ -73,6 +73,8 @@ struct kg_worker {
 	uint64_t fd_log_missed;               /* occurrences since that line */
 	struct kg_ratelimit audit_rl;         /* audit flood guard (audit.h), this thread's */
 	bool ktls_unavailable;                /* the kernel refused the TLS ULP once */
+	_Atomic uint64_t loop_ms;             /* kg_now_ms() of the last deadline scan: the
+					       * main thread's watchdog reads it (relaxed) */
 	bool stop;
 };
 

@@ -2,7 +2,8 @@
 /*
  * audit.c - one JSON line per decision, built with json-c (device ids may hold quotes
  * and backslashes), written with one write(2) so lines from different workers never
- * interleave.
+ * interleave; or, when log.c chose the journal, sent as one journal entry whose fields
+ * a query can select on (journalctl KTLSGATE_AUDIT=1 DEVICE_ID=...).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 
 #include "ops/audit.h"
 #include "ops/config.h"
+#include "ops/log.h"
 
 /* Limiter key layout: reason, address family (4, 6, or 0: unknown), address bytes. */
 #define KEY_REASON 0
@@ -90,14 +92,60 @@ static int64_t wall_ms(void)
 	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+/* The common head of both kinds of entry: the line without its '\n' as MESSAGE. */
+static void journal_head(struct kg_journal_entry *e, const char *line, size_t len, bool notice,
+			 const char *ident, const char *event)
+{
+	kg_journal_init(e);
+	if (len > 0 && line[len - 1] == '\n')
+		len--;
+	kg_journal_add(e, "MESSAGE", line, len);
+	kg_journal_add(e, "PRIORITY", notice ? "5" : "6", 1);   /* LOG_NOTICE, LOG_INFO */
+	kg_journal_add_str(e, "SYSLOG_IDENTIFIER", ident);
+	kg_journal_add(e, "KTLSGATE_AUDIT", "1", 1);
+	kg_journal_add_str(e, "KTLSGATE_EVENT", event);
+}
+
+void kg_audit_journal_fields(const struct kg_audit_record *r, const char *line, size_t len,
+			     const char *ident, struct kg_journal_entry *e)
+{
+	char conn[24];
+
+	journal_head(e, line, len, !r->allow, ident, r->event ? r->event : "decision");
+	kg_journal_add_str(e, "DECISION", r->allow ? "allow" : "deny");
+	kg_journal_add_str(e, "REASON", kg_reason_str(r->reason));
+	kg_journal_add_str(e, "PEER", r->peer);
+	kg_journal_add_str(e, "DEVICE_ID", r->device);
+	kg_journal_add_str(e, "KTLSGATE_CA", r->ca);
+	if (r->conn_id != 0) {
+		snprintf(conn, sizeof(conn), "%llu", (unsigned long long)r->conn_id);
+		kg_journal_add_str(e, "KTLSGATE_CONN", conn);
+	}
+}
+
+/* The journal (log.c's one choice) or stderr; stderr too if the journal refused. */
+static void write_out(const char *line, size_t n, const struct kg_journal_entry *e)
+{
+	if (e != NULL && kg_journal_send(e) >= 0)
+		return;
+	(void)!write(STDERR_FILENO, line, n);
+}
+
 void kg_audit_emit(const struct kg_audit_record *r)
 {
+	struct kg_journal_entry e;
 	char line[2048];
 	size_t n;
 
 	n = kg_audit_format(r, wall_ms(), line, sizeof(line));
-	if (n > 0)
-		(void)!write(STDERR_FILENO, line, n);
+	if (n == 0)
+		return;
+	if (kg_log_journal()) {
+		kg_audit_journal_fields(r, line, n, kg_log_ident(), &e);
+		write_out(line, n, &e);
+	} else {
+		write_out(line, n, NULL);
+	}
 }
 
 /* ---- the flood guard ------------------------------------------------------------ */
@@ -164,15 +212,33 @@ size_t kg_audit_format_suppressed(const struct kg_rl_report *rep, int64_t ts_ms,
 	return finish_line(o, buf, cap);
 }
 
+void kg_audit_journal_suppressed(const struct kg_rl_report *rep, const char *line, size_t len,
+				 const char *ident, struct kg_journal_entry *e)
+{
+	char peer[INET6_ADDRSTRLEN + 8];
+
+	key_peer(&rep->key, peer, sizeof(peer));
+	journal_head(e, line, len, true, ident, "audit_suppressed");
+	kg_journal_add_str(e, "REASON", kg_reason_str((enum kg_reason)rep->key.b[KEY_REASON]));
+	kg_journal_add_str(e, "PEER", peer);
+}
+
 static void emit_report(void *arg, const struct kg_rl_report *rep)
 {
+	struct kg_journal_entry e;
 	char line[512];
 	size_t n;
 
 	(void)arg;
 	n = kg_audit_format_suppressed(rep, wall_ms(), line, sizeof(line));
-	if (n > 0)
-		(void)!write(STDERR_FILENO, line, n);
+	if (n == 0)
+		return;
+	if (kg_log_journal()) {
+		kg_audit_journal_suppressed(rep, line, n, kg_log_ident(), &e);
+		write_out(line, n, &e);
+	} else {
+		write_out(line, n, NULL);
+	}
 }
 
 bool kg_audit_emit_limited(struct kg_ratelimit *rl, const struct kg_config *cfg,

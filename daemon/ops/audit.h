@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * audit.h - one JSON line per decision (and per forced close), to stderr, which
- * journald keeps. audit.c is the only writer of decisions. Thread-safe: one write(2)
- * per line.
+ * audit.h - one JSON line per decision (and per forced close), to stderr; when stderr
+ * is the journal (log.h's sink, chosen once at start), one journal entry per line with
+ * the JSON line as MESSAGE and KTLSGATE_AUDIT=1, DEVICE_ID, REASON, PEER, DECISION
+ * (docs/systemd.md). audit.c is the only writer of decisions. Thread-safe: one write(2)
+ * (or one journal datagram) per line.
  */
 #ifndef KTLSGATE_AUDIT_H
 #define KTLSGATE_AUDIT_H
@@ -11,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops/notify.h"
 #include "ops/ratelimit.h"
 #include "policy/reason.h"
 
@@ -34,8 +37,14 @@ struct kg_audit_record {
 /* Format the record as one JSON line (with '\n') into buf. Returns its length, or 0 if
  * it does not fit. Pure: used by kg_audit_emit() and the unit tests. */
 size_t kg_audit_format(const struct kg_audit_record *r, int64_t ts_ms, char *buf, size_t cap);
-/* Format with the current time and write to stderr. */
+/* Format with the current time and write to stderr (or the journal). */
 void kg_audit_emit(const struct kg_audit_record *r);
+/* Pure: the journal entry of record r whose JSON line (kg_audit_format's, len bytes,
+ * '\n' or not) is line: MESSAGE (the line), PRIORITY (6 allow, 5 otherwise),
+ * SYSLOG_IDENTIFIER (ident), KTLSGATE_AUDIT=1, KTLSGATE_EVENT, DECISION, REASON, PEER,
+ * DEVICE_ID, KTLSGATE_CA, KTLSGATE_CONN (the last four only when known). */
+void kg_audit_journal_fields(const struct kg_audit_record *r, const char *line, size_t len,
+			     const char *ident, struct kg_journal_entry *e);
 
 /*
  * The flood guard (issue 10): refusals of peers that never authenticated are limited
@@ -58,5 +67,9 @@ void kg_audit_limit_key(enum kg_reason reason, const struct sockaddr *sa, unsign
  * Returns its length (with '\n'), or 0 if it does not fit. */
 size_t kg_audit_format_suppressed(const struct kg_rl_report *rep, int64_t ts_ms, char *buf,
 				  size_t cap);
+/* Pure: its journal entry: MESSAGE, PRIORITY 5, SYSLOG_IDENTIFIER, KTLSGATE_AUDIT=1,
+ * KTLSGATE_EVENT=audit_suppressed, REASON, PEER (the source: address or /64). */
+void kg_audit_journal_suppressed(const struct kg_rl_report *rep, const char *line, size_t len,
+				 const char *ident, struct kg_journal_entry *e);
 
 #endif

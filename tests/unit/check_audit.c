@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
-/* check_audit.c - audit lines are one valid JSON object each, escaping included. */
+/* check_audit.c - audit lines are one valid JSON object each, escaping included; their
+ * journal entries carry the structured fields (the journal write itself runs only under
+ * systemd: the packaged-VM test). Also notify.c's pure parts: JOURNAL_STREAM matching
+ * and the STATUS= text. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
 
 #include <json-c/json.h>
 
 #include "ops/audit.h"
+#include "ops/notify.h"
 #include "ops/ratelimit.h"
 #include "relay/relay.h"
 #include "testlib.h"
@@ -304,11 +309,178 @@ START_TEST(relay_idle_rule)
 }
 END_TEST
 
+/* A field's value as a NUL-terminated copy (the tests compare exact strings). */
+static const char *field(const struct kg_journal_entry *e, const char *name)
+{
+	static char val[4096];
+	size_t len;
+	const char *v = kg_journal_get(e, name, &len);
+
+	if (v == NULL)
+		return NULL;
+	ck_assert_uint_lt(len, sizeof(val));
+	memcpy(val, v, len);
+	val[len] = '\0';
+	return val;
+}
+
+/* Every item is one "NAME=value" with a journal-valid name: A-Z, 0-9, '_', not first. */
+static void assert_items_valid(const struct kg_journal_entry *e)
+{
+	for (int i = 0; i < e->n; i++) {
+		const char *f = e->iov[i].iov_base;
+		const char *eq = memchr(f, '=', e->iov[i].iov_len);
+
+		ck_assert_ptr_nonnull(eq);
+		ck_assert(eq > f && f[0] != '_');
+		for (const char *p = f; p < eq; p++)
+			ck_assert((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_');
+	}
+}
+
+START_TEST(journal_deny_fields)
+{
+	struct kg_audit_record r = { .event = "decision", .peer = "127.0.0.1:5555",
+				     .device = "dev-\"1\"\nx", .thumbprint = "ab12", .ca = "root",
+				     .allow = false, .reason = KG_REASON_DISABLED, .conn_id = 42 };
+	struct kg_journal_entry e;
+	char line[1024];
+	size_t n = kg_audit_format(&r, 1700000000123LL, line, sizeof(line));
+
+	ck_assert_uint_gt(n, 0);
+	kg_audit_journal_fields(&r, line, n, "ktlsgated", &e);
+	ck_assert(!e.overflow);
+	assert_items_valid(&e);
+	/* MESSAGE is the JSON line without its newline: journalctl -o cat shows it */
+	line[n - 1] = '\0';
+	ck_assert_str_eq(field(&e, "MESSAGE"), line);
+	ck_assert_str_eq(field(&e, "PRIORITY"), "5");
+	ck_assert_str_eq(field(&e, "SYSLOG_IDENTIFIER"), "ktlsgated");
+	ck_assert_str_eq(field(&e, "KTLSGATE_AUDIT"), "1");
+	ck_assert_str_eq(field(&e, "KTLSGATE_EVENT"), "decision");
+	ck_assert_str_eq(field(&e, "DECISION"), "deny");
+	ck_assert_str_eq(field(&e, "REASON"), "disabled");
+	ck_assert_str_eq(field(&e, "PEER"), "127.0.0.1:5555");
+	/* the raw id, newline included: the native protocol carries any byte */
+	ck_assert_str_eq(field(&e, "DEVICE_ID"), "dev-\"1\"\nx");
+	ck_assert_str_eq(field(&e, "KTLSGATE_CA"), "root");
+	ck_assert_str_eq(field(&e, "KTLSGATE_CONN"), "42");
+	ck_assert_int_eq(e.n, 11);
+}
+END_TEST
+
+START_TEST(journal_allow_and_unidentified)
+{
+	struct kg_audit_record r = { .event = "close", .peer = "[::1]:7", .allow = true,
+				     .reason = KG_REASON_OK };
+	struct kg_journal_entry e;
+	char line[1024];
+	size_t n = kg_audit_format(&r, 0, line, sizeof(line));
+
+	kg_audit_journal_fields(&r, line, n, "ktlsgated", &e);
+	ck_assert(!e.overflow);
+	ck_assert_str_eq(field(&e, "PRIORITY"), "6");
+	ck_assert_str_eq(field(&e, "KTLSGATE_EVENT"), "close");
+	ck_assert_str_eq(field(&e, "DECISION"), "allow");
+	ck_assert_str_eq(field(&e, "REASON"), "ok");
+	/* no device, CA or connection id: no empty fields */
+	ck_assert_ptr_null(field(&e, "DEVICE_ID"));
+	ck_assert_ptr_null(field(&e, "KTLSGATE_CA"));
+	ck_assert_ptr_null(field(&e, "KTLSGATE_CONN"));
+	ck_assert_int_eq(e.n, 8);
+}
+END_TEST
+
+START_TEST(journal_suppressed_fields)
+{
+	struct sockaddr_in in4 = { .sin_family = AF_INET };
+	struct kg_rl_report rep = { .suppressed = 3, .start_ms = 0, .end_ms = 1000 };
+	struct kg_journal_entry e;
+	char line[512];
+	size_t n;
+
+	inet_pton(AF_INET, "198.51.100.9", &in4.sin_addr);
+	kg_audit_limit_key(KG_REASON_NO_CERT, (struct sockaddr *)&in4, sizeof(in4), &rep.key);
+	n = kg_audit_format_suppressed(&rep, 0, line, sizeof(line));
+	kg_audit_journal_suppressed(&rep, line, n, "ktlsgated", &e);
+	ck_assert(!e.overflow);
+	assert_items_valid(&e);
+	ck_assert_str_eq(field(&e, "KTLSGATE_AUDIT"), "1");
+	ck_assert_str_eq(field(&e, "KTLSGATE_EVENT"), "audit_suppressed");
+	ck_assert_str_eq(field(&e, "REASON"), "no_cert");
+	ck_assert_str_eq(field(&e, "PEER"), "198.51.100.9");
+	ck_assert_str_eq(field(&e, "PRIORITY"), "5");
+	ck_assert_ptr_null(field(&e, "DECISION"));
+}
+END_TEST
+
+START_TEST(journal_overflow_not_sent)
+{
+	static char big[5000];
+	struct kg_journal_entry e;
+
+	memset(big, 'x', sizeof(big));
+	kg_journal_init(&e);
+	kg_journal_add(&e, "MESSAGE", big, sizeof(big));
+	ck_assert(e.overflow);
+	ck_assert_int_eq(e.n, 0);
+	/* an overflowed entry is refused before libsystemd: the caller writes stderr */
+	ck_assert_int_eq(kg_journal_send(&e), -E2BIG);
+}
+END_TEST
+
+START_TEST(journal_stream_match)
+{
+	ck_assert(kg_journal_stream_matches("64769:1234567", 64769, 1234567));
+	ck_assert(!kg_journal_stream_matches("64769:1234567", 64769, 1234568));
+	ck_assert(!kg_journal_stream_matches("64768:1234567", 64769, 1234567));
+	ck_assert(!kg_journal_stream_matches("64769:1234567x", 64769, 1234567));
+	ck_assert(!kg_journal_stream_matches(" 64769:1234567", 64769, 1234567));
+	ck_assert(!kg_journal_stream_matches("64769", 64769, 1234567));
+	ck_assert(!kg_journal_stream_matches("", 0, 0));
+	ck_assert(!kg_journal_stream_matches(NULL, 0, 0));
+}
+END_TEST
+
+START_TEST(notify_status_text)
+{
+	struct kg_notify_counts c = { .sessions = 3, .handshakes = 2, .connections = 5,
+				      .by_mode = { 1, 0, 2, 0 } };
+	char buf[KG_NOTIFY_STATUS_MAX];
+
+	ck_assert_str_eq(kg_notify_format_status(&c, buf, sizeof(buf)),
+			 "3 session(s) (ktls_splice 1, ktls_tx 0, userspace 2, userspace_ssl 0), "
+			 "2 handshake(s) in flight, 5 connection(s)");
+}
+END_TEST
+
+START_TEST(notify_inactive_no_timeout)
+{
+	struct kg_notify n = { 0 };
+
+	/* not under systemd: no wake-ups, nothing due */
+	ck_assert_int_eq(kg_notify_timeout(&n, 123), -1);
+	ck_assert(!kg_notify_status_due(&n, 123));
+	ck_assert(!kg_notify_ping_due(&n, 123));
+	n.active = true;
+	n.next_status_ms = 5000;
+	ck_assert_int_eq(kg_notify_timeout(&n, 1000), 4000);
+	n.watchdog_ms = 2000;
+	n.next_ping_ms = 2000;
+	ck_assert_int_eq(kg_notify_timeout(&n, 1000), 1000);
+	ck_assert_int_eq(kg_notify_timeout(&n, 9000), 0);
+	ck_assert(!kg_notify_ping_due(&n, 1999));
+	ck_assert(kg_notify_ping_due(&n, 2000));
+	ck_assert_uint_eq(kg_notify_stall_ms(&n), 1000);
+}
+END_TEST
+
 Suite *kg_suite_audit(void)
 {
 	Suite *s = suite_create("audit");
 	TCase *tc = tcase_create("format");
 	TCase *lim = tcase_create("limiter");
+	TCase *jr = tcase_create("journal");
 
 	tcase_add_test(tc, deny_record);
 	tcase_add_test(tc, escapes_hostile_id);
@@ -324,5 +496,13 @@ Suite *kg_suite_audit(void)
 	tcase_add_test(lim, suppressed_line_format);
 	tcase_add_test(lim, relay_idle_rule);
 	suite_add_tcase(s, lim);
+	tcase_add_test(jr, journal_deny_fields);
+	tcase_add_test(jr, journal_allow_and_unidentified);
+	tcase_add_test(jr, journal_suppressed_fields);
+	tcase_add_test(jr, journal_overflow_not_sent);
+	tcase_add_test(jr, journal_stream_match);
+	tcase_add_test(jr, notify_status_text);
+	tcase_add_test(jr, notify_inactive_no_timeout);
+	suite_add_tcase(s, jr);
 	return s;
 }
