@@ -4,7 +4,8 @@
  * INI file, this header), metrics.c (Prometheus over libmicrohttpd), audit.c (one JSON
  * line per decision) with ratelimit.c (its flood guard, pure), control.h (the admin
  * socket's protocol: the server is core/control_server.c, the client
- * cli/control_client.c), log.c, err.c (the error codes every part returns).
+ * cli/control_client.c), log.c, notify.c (systemd's notify protocol and the journal:
+ * the one file that calls libsystemd), err.c (the error codes every part returns).
  * Way in: each header alone; there is no umbrella header.
  * The ground floor: ops includes no other part but plain types, namely each part's
  * config section (edge/edge_conf.h, tpm/tpm_conf.h) and the reason table
