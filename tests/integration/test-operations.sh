@@ -162,9 +162,8 @@ t_reasons_table() {
 	missing=$(comm -23 <(printf '%s\n' "$reasons") <(printf '%s\n' "$rows" | uniq) | tr '\n' ' ')
 	extra=$(comm -13 <(printf '%s\n' "$reasons") <(printf '%s\n' "$rows" | uniq) | tr '\n' ' ')
 	echo "    $(printf '%s\n' "$reasons" | wc -l) reasons, $(printf '%s\n' "$rows" | wc -l) rows"
-	[ -z "$missing" ] || { note "reasons without a troubleshooting row: $missing"; return 1; }
-	[ -z "$extra" ] || { note "rows naming no reason: $extra"; return 1; }
-	[ -z "$dup" ] || { note "reasons with more than one row: $dup"; return 1; }
+	[ -z "$missing$extra$dup" ] ||
+		{ note "reasons without a troubleshooting row: [$missing]; rows naming no reason: [$extra]; reasons with more than one row: [$dup]"; return 1; }
 }
 
 # Every ktlsgate line of the doc's sh blocks: noun, verb and options against --help.
