@@ -13,7 +13,9 @@
 #     added and imported, they connect (CONNACK 0; the suspended one 5), one disabled
 #     and its live session cut while another stays, the server certificate rotated
 #     with a reload (new handshakes see the new certificate, a live session survives),
-#     the CA disabled (its live session cut, CONNACK 5) and enabled again.
+#     the CA disabled (its live session cut) and enabled again (CONNACK 0), a CRL
+#     named in [crl] and reloaded (the listed device's session cut, its handshake
+#     refused with certificate_revoked, another device's session kept).
 # What the blocks cannot do here is stood in for, and only that: `ktlsgate` and
 # `ktlsgated` are the build's binaries with `-c` the test's config, `/etc/ktlsgate` is
 # the test's config directory, `install` drops `-g`/`-o` (no ktlsgate group here).
@@ -100,6 +102,9 @@ setup() {
 	cp "$PKI/dev/legacy-7/cert.pem" "$OPS/legacy-7.pem"
 	cp "$PKI/srv-new/chain.pem" "$OPS/gw-chain-new.pem"
 	cp "$PKI/srv-new/key.pem" "$OPS/gw-key-new.pem"
+	pki crl --ca "$PKI/factory" --out "$OPS/factory-crl.pem" "$PKI/dev/sensor-0100/cert.pem" || return 1
+	# the packaged config has an empty [crl] section, which the doc's CRL block fills
+	printf '\n[crl]\n; factory = /etc/ktlsgate/crl/factory.pem\n' >>"$ETC/ktlsgate.conf"
 	write_prelude
 	start_broker "$BK_PORT" || return 1
 	start_gateway || return 1
@@ -301,6 +306,29 @@ t_flow() {
 		{ note "no ca_disabled audit line for sensor-0002"; return 1; }
 	grep -q '"device":"sensor-0001".*"reason":"revoked"' "$GW_LOG" ||
 		{ note "no revoked audit line for sensor-0001"; return 1; }
+	# 4, CRL: sensor-0100 listed; its live session is cut, sensor-0002's stays, and
+	# its next handshake is refused with certificate_revoked
+	hold sensor-0100 40 || return 1
+	s1=$HOLD_OUT
+	hold sensor-0002 40 || return 1
+	s2=$HOLD_OUT
+	run_block crl || return 1
+	out_has "reloaded" || return 1
+	grep -qx "factory = $ETC/crl/factory.pem" "$GW_CONF" || { note "the CRL block did not name the CRL in [crl]"; return 1; }
+	closed_within "$s1" 5 || { note "sensor-0100's live session not closed by the CRL: $(cat "$s1")"; return 1; }
+	sleep 0.5
+	[ "$(wc -l <"$s2")" = 1 ] || { note "sensor-0002 was cut by the CRL too: $(cat "$s2")"; return 1; }
+	grep -q '"device":"sensor-0100".*"reason":"cert_revoked"' "$GW_LOG" ||
+		{ note "no cert_revoked audit line for sensor-0100"; return 1; }
+	got=$(kgc connect $(dargs sensor-0100) --peek 500 | head -1)
+	echo "    sensor-0100 after the CRL: $got"
+	case $got in
+	tls_error:*revoked*) ;;
+	*) note "sensor-0100 after the CRL: '$got', want a certificate_revoked alert"; return 1 ;;
+	esac
+	# the block is idempotent: run again, the CRL is named once
+	run_block crl || return 1
+	[ "$(grep -c '^factory = ' "$GW_CONF")" = 1 ] || { note "a second run named the CRL twice"; return 1; }
 }
 
 ALL_TESTS=(t_reasons_table t_cli_lines t_flow)
