@@ -7,6 +7,10 @@
 #     and verb, and every option it uses is in that noun's `--help` for that verb;
 #     the `block` commands, which need a loaded XDP gate, give the documented error
 #     without one (exit 3, the message the doc quotes);
+#   * t_seen_column: section 9's "what the device sees" for 17 reasons a test can
+#     provoke here (nine handshake refusals: the TLS alert s_client reads is one the row
+#     names; eight MQTT refusals: CONNACK at 3.1.1 and 5.0 equal the row's "A / 0xB"),
+#     each confirmed by its audit line;
 #   * t_flow: the blocks marked `<!-- ops-test: NAME -->` run as written (bash -e, in a
 #     scratch directory holding the files they name) against a real ktlsgated and
 #     mosquitto: a CA enrolled with proof of possession (openssl as written), devices
@@ -245,6 +249,99 @@ EOF
 	[ "$out" = "$want" ] || { note "block error '$out', the doc says '$want'"; return 1; }
 }
 
+# doc_seen REASON: the "what the device sees" cell of the reason's row.
+doc_seen() {
+	awk -F' \\| ' -v r="| \`$1\`" '/^## 9\./ { s = 1; next } /^## / { s = 0 } s && $1 == r { print $2; exit }' "$DOC"
+}
+
+# seen_alert REASON DEVICE_DIR [s_client options]: the TLS alert a handshake gets is
+# one the doc's row names, and the audit says REASON. TLS 1.2 unless the options say
+# otherwise: there the alert ends the client's handshake; in TLS 1.3 it comes after the
+# client's Finished, so s_client's stdin stays open a second to read it.
+seen_alert() {
+	local reason=$1 dir=$2 cell alert mark ver=-tls1_2 wait=0
+	shift 2
+	case " $* " in *" -tls1_"*) ver= ;; esac
+	case " $* " in *" -tls1_3 "*) wait=1 ;; esac
+	cell=$(doc_seen "$reason")
+	mark=$(log_mark)
+	alert=$(sleep $wait | timeout 10 openssl s_client -connect "127.0.0.1:$GW_PORT" -CAfile "$PKI/gwca/cert.pem" \
+		${dir:+-cert "$dir/chain.pem" -key "$dir/key.pem"} $ver "$@" 2>&1 |
+		grep -o 'alert [a-z ]*' | head -1 | sed 's/^alert //; s/ /_/g')
+	echo "    $reason: alert '$alert'; the doc: $cell"
+	[ -n "$alert" ] || { note "$reason: no TLS alert read"; return 1; }
+	case $cell in *"TLS alert"*"\`$alert\`"*) ;; *)
+		note "$reason: the device got alert $alert, the doc says: $cell"; return 1 ;;
+	esac
+	audit_has "$mark" "$reason" || { note "$reason: not audited as such: $AUDIT_OUT"; return 1; }
+}
+
+# seen_connack REASON ID [kgclient options]: CONNACK codes at MQTT 3.1.1 and 5.0 are
+# the doc's "CONNACK A / 0xB", and the audit says REASON.
+seen_connack() {
+	local reason=$1 id=$2 cell want4 want5 got4 got5 mark
+	shift 2
+	cell=$(doc_seen "$reason")
+	want4=$(printf '%s' "$cell" | sed -nE 's/^CONNACK ([0-9]+) \/ 0x([0-9A-Fa-f]+).*/\1/p')
+	want5=$(printf '%s' "$cell" | sed -nE 's/^CONNACK ([0-9]+) \/ 0x([0-9A-Fa-f]+).*/\2/p' | tr 'A-F' 'a-f')
+	[ -n "$want4" ] && [ -n "$want5" ] || { note "$reason: no 'CONNACK A / 0xB' in the doc's cell: $cell"; return 1; }
+	mark=$(log_mark)
+	got4=$(kgc connect $(dargs "$id") --level 4 "$@" | head -1)
+	got5=$(kgc connect $(dargs "$id") --level 5 "$@" | head -1)
+	echo "    $reason: $got4 (3.1.1), $got5 (5.0); the doc: $cell"
+	[ "$got4" = "$(printf 'connack 0x%02x' "$want4")" ] || { note "$reason: 3.1.1 got '$got4', doc says $want4"; return 1; }
+	[ "$got5" = "connack 0x$want5" ] || { note "$reason: 5.0 got '$got5', doc says 0x$want5"; return 1; }
+	audit_has "$mark" "$reason" "$id" || { note "$reason: not audited as such: $AUDIT_OUT"; return 1; }
+}
+
+# Section 9's "what the device sees", for the reasons a test can provoke cheaply: its own
+# CAs ("lab" proven, "pending" not), so it does not depend on t_flow.
+t_seen_column() {
+	local now bad=0 out code
+	now=$(date +%s)
+	pki root --cn "Lab CA" --out "$PKI/lab" || return 1
+	pki root --cn "Pending CA" --out "$PKI/pending" || return 1
+	pki root --cn "Stranger CA" --out "$PKI/stranger" || return 1
+	out=$(timeout 20 "$KGCLI" -c "$GW_CONF" ca add "$PKI/lab/cert.pem" --name lab) || { note "ca add lab: $out"; return 1; }
+	code=$(printf '%s\n' "$out" | awk '/^challenge:/{print $2}')
+	pki verification-cert --ca "$PKI/lab" --challenge "$code" --out "$PKI/lab/pop.pem" || return 1
+	timeout 20 "$KGCLI" -c "$GW_CONF" ca verify lab "$PKI/lab/pop.pem" >/dev/null || { note "ca verify lab failed"; return 1; }
+	timeout 20 "$KGCLI" -c "$GW_CONF" ca add "$PKI/pending/cert.pem" --name pending >/dev/null || return 1
+	pki device --cn lab-expired --ca "$PKI/lab" --out "$PKI/dev/lab-expired" --not-before $((now - 400 * 86400)) --days 1 || return 1
+	pki device --cn lab-future --ca "$PKI/lab" --out "$PKI/dev/lab-future" --not-before $((now + 86400)) || return 1
+	pki device --cn lab-srv --ca "$PKI/lab" --out "$PKI/dev/lab-srv" --eku server || return 1
+	pki device --cn "lab bad id" --ca "$PKI/lab" --out "$PKI/dev/lab-badid" || return 1
+	pki device --cn lab-pending --ca "$PKI/pending" --out "$PKI/dev/lab-pending" || return 1
+	pki device --cn lab-stranger --ca "$PKI/stranger" --out "$PKI/dev/lab-stranger" || return 1
+	pki self-signed --cn lab-self --out "$PKI/dev/lab-self" || return 1
+	for d in lab-unknown lab-disabled lab-suspended lab-quarantined lab-decom lab-ok lab-down; do
+		pki device --cn "$d" --ca "$PKI/lab" --out "$PKI/dev/$d" || return 1
+	done
+	printf '%s\n' id,status,backend lab-disabled,disabled, lab-suspended,suspended, \
+		lab-quarantined,quarantined, lab-decom,decommissioned, lab-ok,, lab-down,,other >"$WORK/lab.csv"
+	timeout 20 "$KGCLI" -c "$GW_CONF" device import "$WORK/lab.csv" >/dev/null || { note "lab import failed"; return 1; }
+
+	seen_alert no_cert "" -tls1_3 || bad=1
+	seen_alert no_cert "" -tls1_2 || bad=1
+	seen_alert unknown_ca "$PKI/dev/lab-stranger" || bad=1
+	seen_alert unproven_ca "$PKI/dev/lab-pending" || bad=1
+	seen_alert cert_expired "$PKI/dev/lab-expired" || bad=1
+	seen_alert cert_not_yet_valid "$PKI/dev/lab-future" || bad=1
+	seen_alert bad_eku "$PKI/dev/lab-srv" || bad=1
+	seen_alert thumbprint_mismatch "$PKI/dev/lab-self" || bad=1
+	seen_alert bad_identity "$PKI/dev/lab-badid" || bad=1
+	seen_alert tls_failed "" -tls1_2 -cipher AES128-SHA || bad=1
+	seen_connack unknown_device lab-unknown || bad=1
+	seen_connack disabled lab-disabled || bad=1
+	seen_connack suspended lab-suspended || bad=1
+	seen_connack quarantined lab-quarantined || bad=1
+	seen_connack decommissioned lab-decom || bad=1
+	seen_connack client_id_mismatch lab-ok --id someone-else || bad=1
+	seen_connack username_mismatch lab-ok --username someone-else || bad=1
+	seen_connack backend_down lab-down || bad=1
+	[ $bad = 0 ]
+}
+
 # Sections 2-5 as written, end to end.
 t_flow() {
 	local s1 s2 got fp_old fp_new
@@ -331,7 +428,7 @@ t_flow() {
 	[ "$(grep -c '^factory = ' "$GW_CONF")" = 1 ] || { note "a second run named the CRL twice"; return 1; }
 }
 
-ALL_TESTS=(t_reasons_table t_cli_lines t_flow)
+ALL_TESTS=(t_reasons_table t_cli_lines t_seen_column t_flow)
 
 if ! setup; then
 	echo "FAIL setup: PKI / broker / gateway (log: ${GW_LOG:-none})"
