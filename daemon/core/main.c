@@ -10,6 +10,7 @@
  *      a corrupt or foreign file stops us before anything is written)
  *   3. build the first snapshot: SSL_CTX, server cert + key, trust from the registry
  *   4. bind the listeners (one per address per worker), the control socket, metrics
+ *   4b. drop the capabilities the running daemon does not use (ops/caps.h)
  *   5. start the workers; READY=1 to systemd (ops/notify.h, docs/systemd.md); the main
  *      thread then serves signals and the control socket, and under systemd refreshes
  *      STATUS= and pings the watchdog.
@@ -28,6 +29,7 @@
 
 #include <openssl/ssl.h>
 
+#include "ops/caps.h"
 #include "ops/config.h"
 #include "core/conn_tls.h"
 #include "core/control_server.h"
@@ -125,6 +127,31 @@ static char *render_metrics(void *arg, size_t *len)
 	free(body);
 	*len = all_len;
 	return all;
+}
+
+/*
+ * After the listeners and /metrics are bound (CAP_NET_BIND_SERVICE), the XDP gate is
+ * loaded and attached and steering registered (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON), and
+ * the TPM opened (a device file, no capability), the daemon keeps only what it still
+ * uses: CAP_BPF and CAP_NET_ADMIN while the gate is loaded, because its link thread
+ * attaches it to [edge] interfaces that appear later (bpf_link_create) and the workers
+ * update its deny map (every bpf(2) command needs CAP_BPF on kernels before 6.5 with
+ * unprivileged BPF off, Debian's default). Steering needs nothing after registration
+ * (its load counters are mmapped). Nothing else is used at run time: reloads rebind
+ * nothing. docs/packaging.md, "Capabilities".
+ */
+static int drop_capabilities(struct kg_daemon *d)
+{
+	char err[KG_ERRBUF];
+	bool gate = kg_edge_active(d->edge);
+
+	if (kg_caps_drop(gate ? KG_CAP(KG_CAP_BPF) | KG_CAP(KG_CAP_NET_ADMIN) : 0,
+			 gate ? "the XDP gate follows [edge] interfaces and feeds its deny map" : NULL,
+			 err, sizeof(err)) < 0) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		return -1;
+	}
+	return 0;
 }
 
 /* Devices x 2 fds each: make the soft fd limit the hard one. */
@@ -525,6 +552,9 @@ int main(int argc, char **argv)
 			goto out_workers;
 		}
 	}
+	/* 4b. everything privileged is done: keep only what the running daemon uses */
+	if (drop_capabilities(d) < 0)
+		goto out_metrics;
 	/* 5. run */
 	for (unsigned i = 0; i < d->n_workers; i++) {
 		if (kg_worker_start(&d->workers[i]) < 0) {
@@ -554,6 +584,7 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < d->n_workers; i++)
 		kg_worker_join(&d->workers[i]);
+out_metrics:
 	kg_metrics_http_stop(d->metrics_http);
 out_workers:
 	for (unsigned i = 0; i < started_workers; i++)

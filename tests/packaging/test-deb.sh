@@ -180,6 +180,12 @@ drwxr-xr-x root/root ./usr/share/man/man8/
 EOF
 	for f in docs/*.md; do echo "-rw-r--r-- root/root ./usr/share/doc/ktlsgate/$(basename "$f").gz"; done
 	for f in docs/examples/*; do echo "-rw-r--r-- root/root ./usr/share/doc/ktlsgate/examples/$(basename "$f")"; done
+	# the feature drop-ins, installed disabled (docs/packaging.md, "Capabilities and drop-ins")
+	echo "drwxr-xr-x root/root ./usr/share/ktlsgate/"
+	echo "drwxr-xr-x root/root ./usr/share/ktlsgate/systemd/"
+	for f in packaging/systemd/ktlsgated.service.d-examples/*.conf; do
+		echo "-rw-r--r-- root/root ./usr/share/ktlsgate/systemd/$(basename "$f")"
+	done
 }
 expected | sort >"$OUT/files.expected"
 dpkg-deb -c "$DEB" | awk '{ print $1, $2, $6 }' | sort >"$OUT/files.actual"

@@ -14,7 +14,7 @@ int main(void)
 		kg_suite_mqtt,   kg_suite_config, kg_suite_registry, kg_suite_policy,
 		kg_suite_verify, kg_suite_pki,    kg_suite_metrics,  kg_suite_audit,
 		kg_suite_record, kg_suite_tpm,    kg_suite_edge,   kg_suite_registry_file,
-		kg_suite_srclimit, kg_suite_revoke,
+		kg_suite_srclimit, kg_suite_revoke, kg_suite_caps,
 	};
 	SRunner *sr = srunner_create(NULL);
 	int failed;
