@@ -22,8 +22,10 @@
 #   root        rpm --root DIR --nodeps -ivh into a bookworm minbase root (scripts/
 #               check-fresh.sh's cached tarball; debootstrapped when missing) with an
 #               rpmdb initialised in it (--initdb): the scriptlets run there (chroot)
-#   user, dirs, verify (rpm -V), erase (the edited config kept as .rpmsave, the state
-#               directory with a registry kept, binaries gone, rpmdb empty)
+#   user, dirs, verify (rpm -V), upgrade (to the tree rebuilt as RELEASE.test1: the
+#               registry backed up by %pre, the edited config kept), erase (the edited
+#               config kept as .rpmsave, the state directory with its registry kept,
+#               binaries gone, rpmdb empty)
 #
 # Environment: BUILD (build), KG_RPM (test this .rpm instead of building one),
 # KG_PKG_KEEP=1 (keep the root), KG_FRESH_CACHE (/var/cache/ktlsgate-fresh).
@@ -316,12 +318,64 @@ cmp -s "$ROOT/usr/lib/systemd/system/ktlsgated.service" packaging/systemd/ktlsga
 v=$(R -V --nodeps ktlsgate 2>&1)
 [ -z "$v" ] && pass "verify (rpm -V --nodeps: every file as packaged)" || fail verify "rpm -V: $(printf '%s' "$v" | head -4 | tr '\n' ';')"
 
-# Erase: unmodified files go, the edited config stays as .rpmsave, the state directory
-# with a registry in it stays (rpm has no purge), /etc/ktlsgate/server (made by %post,
-# not the package's) stays.
+# Upgrade to the same tree built as RELEASE.test1, with a registry (made by the
+# daemon's user) and an edited config: %pre backs the registry up (SQLite's online
+# backup, as its owner, 0600), the edit is kept (noreplace), the old %postun runs.
+# The backup needs sqlite3 in the root: Debian's, from test-deb.sh's download cache
+# when it has it, else `apt-get download` on the host (bookworm, as the root).
 echo '# edited by test-rpm' >>"$ROOT/etc/ktlsgate/ktlsgate.conf"
-: >"$ROOT/var/lib/ktlsgate/registry.db"
-chown --reference="$ROOT/var/lib/ktlsgate" "$ROOT/var/lib/ktlsgate/registry.db"
+UVR="$VR.test1"
+up_fail() { fail upgrade "$1"; UPGRADED=""; }
+UPGRADED=yes
+mkdir -p "$ROOT/tmp/debs"
+for p in sqlite3 libsqlite3-0 libreadline8 readline-common; do
+	d=$(ls "$CACHE/bookworm-$DARCH-debs-packaging/${p}_"*.deb 2>/dev/null | head -1)
+	if [ -n "$d" ]; then cp "$d" "$ROOT/tmp/debs/"
+	else (cd "$ROOT/tmp/debs" && apt-get download -q "$p" >>"$OUT/download.log" 2>&1) || up_fail "cannot get $p.deb (see $OUT/download.log)"
+	fi
+done
+if [ -n "$UPGRADED" ] && ! in_root sh -c 'dpkg -i /tmp/debs/*.deb' >"$OUT/sqlite3.log" 2>&1; then
+	up_fail "dpkg -i sqlite3 in the root failed: $(tail -3 "$OUT/sqlite3.log" | tr '\n' ';')"
+fi
+if [ -n "$UPGRADED" ] && ! in_root runuser -u ktlsgate -- sqlite3 /var/lib/ktlsgate/registry.db \
+	"CREATE TABLE cas(name TEXT); INSERT INTO cas VALUES('Test-Root');" >"$OUT/registry.log" 2>&1; then
+	up_fail "cannot make a registry as ktlsgate: $(tail -2 "$OUT/registry.log" | tr '\n' ';')"
+fi
+if [ -n "$UPGRADED" ] && ! make --no-print-directory rpm BUILD="$BUILD" RPM_RELEASE="${VR#*-}.test1" \
+	RPM_DIR="$OUT/upgrade" >"$OUT/build-upgrade.log" 2>&1; then
+	up_fail "make rpm RPM_RELEASE=....test1 failed (see $OUT/build-upgrade.log)"
+fi
+if [ -n "$UPGRADED" ]; then
+	URPM=$(ls "$OUT"/upgrade/ktlsgate-[0-9]*."$ARCH".rpm 2>/dev/null | head -1)
+	if ! R --nodeps --nosignature -Uvh "$URPM" >"$OUT/upgrade.log" 2>&1; then
+		up_fail "rpm -Uvh failed: $(tail -4 "$OUT/upgrade.log" | tr '\n' ';')"
+	else
+		bak=/var/lib/ktlsgate/registry.db.bak-before-$UVR
+		st=$(R -q ktlsgate 2>&1)
+		bst=$(in_root stat -c '%U %a' "$bak" 2>&1)
+		ic=$(in_root sqlite3 "$bak" 'PRAGMA integrity_check' 2>&1)
+		cas=$(in_root sqlite3 "$bak" 'SELECT name FROM cas' 2>&1)
+		live=$(in_root sqlite3 -readonly /var/lib/ktlsgate/registry.db 'SELECT name FROM cas' 2>&1)
+		if [ "$st" != "ktlsgate-$UVR.$ARCH" ]; then fail upgrade "rpm -q says '$st'"
+		elif [ "$bst" != "ktlsgate 600" ]; then fail upgrade "backup $bak: '$bst' (want 'ktlsgate 600')"
+		elif [ "$ic" != ok ] || [ "$cas" != Test-Root ]; then fail upgrade "backup: integrity '$ic', CAs '$cas'"
+		elif [ "$live" != Test-Root ]; then fail upgrade "registry after the upgrade: CAs '$live'"
+		elif ! grep -q "registry backed up to $bak" "$OUT/upgrade.log"; then fail upgrade "%pre did not report the backup"
+		elif ! grep -qx '# edited by test-rpm' "$ROOT/etc/ktlsgate/ktlsgate.conf"; then fail upgrade "the edited config was replaced"
+		elif [ -e "$ROOT/etc/ktlsgate/ktlsgate.conf.rpmnew" ] || [ -e "$ROOT/etc/ktlsgate/ktlsgate.conf.rpmsave" ]; then
+			fail upgrade "an .rpmnew/.rpmsave appeared though the packaged config did not change"
+		elif grep -iE 'warning|error' "$OUT/upgrade.log" >/dev/null; then fail upgrade "rpm -Uvh warned: $(grep -iE 'warning|error' "$OUT/upgrade.log" | head -2 | tr '\n' ';')"
+		else pass "upgrade ($VR -> $UVR: $bak 0600 with the CA, registry kept, config edit kept)"; fi
+	fi
+fi
+
+# Erase: unmodified files go, the edited config stays as .rpmsave, the state directory
+# with its registry stays (rpm has no purge), /etc/ktlsgate/server (made by %post, not
+# the package's) stays.
+if [ ! -f "$ROOT/var/lib/ktlsgate/registry.db" ]; then
+	: >"$ROOT/var/lib/ktlsgate/registry.db"
+	chown --reference="$ROOT/var/lib/ktlsgate" "$ROOT/var/lib/ktlsgate/registry.db"
+fi
 R --nodeps -e ktlsgate >"$OUT/erase.log" 2>&1
 erc=$?
 left=$(cd "$ROOT" && ls -d usr/sbin/ktlsgated usr/bin/ktlsgate usr/lib/systemd/system/ktlsgated.service \
