@@ -18,6 +18,8 @@
 #   scripts     rpm -qp --scripts: the sysusers line is packaging/ktlsgate.sysusers's,
 #               nothing enables or starts the unit, stop/disable only on erase,
 #               try-restart only on upgrade; each scriptlet passes sh -n (dash)
+#   sysusers    %pre's systemd-sysusers command and here-document, run with --root on
+#               an empty root by the host's systemd-sysusers, make the user and group
 #   conffile    rpm -qp --configfiles is the config, flagged %config(noreplace)
 #   root        rpm --root DIR --nodeps -ivh into a bookworm minbase root (scripts/
 #               check-fresh.sh's cached tarball; debootstrapped when missing) with an
@@ -237,6 +239,29 @@ printf '%s\n' "$postun" | grep -q 'if \[ "$1" -ge 1 \]' && printf '%s\n' "$postu
 	sbad="$sbad %postun does not try-restart on upgrade only;"
 [ -z "$sbad" ] && pass "scripts (%pre sysusers + backup, %post tmpfiles, erase stops, upgrade try-restarts, never enabled; sh -n)" ||
 	fail scripts "$sbad"
+
+# --- %pre's systemd-sysusers branch, which the scratch root (no systemd) does not take ---
+# Its command line and here-document, as packaged, run by the host's systemd-sysusers
+# against an empty root (--root): the user and group it makes must be the sysusers file's.
+sucmd=$(printf '%s\n' "$pre" | sed -n "s/^[[:space:]]*\(systemd-sysusers [^<]*\) - <<'SYSUSERS_EOF'\$/\1/p")
+subody=$(printf '%s\n' "$pre" | sed -n "/<<'SYSUSERS_EOF'\$/,/^SYSUSERS_EOF\$/p" | sed '1d;$d')
+if ! command -v systemd-sysusers >/dev/null; then
+	log "sysusers: NOT RUN (no systemd-sysusers on this host)"
+elif [ -z "$sucmd" ] || [ -z "$subody" ]; then
+	fail sysusers "no systemd-sysusers call with a here-document in %pre"
+else
+	st=$(mktemp -d "$WORKBASE/sysusers.XXXXXX")
+	mkdir -p "$st/etc" && : >"$st/etc/passwd" && : >"$st/etc/group"
+	# shellcheck disable=SC2086
+	out=$($sucmd --root="$st" - <<<"$subody" 2>&1); src=$?
+	pw=$(grep '^ktlsgate:' "$st/etc/passwd" | cut -d: -f1,5-7)
+	gr=$(grep -c '^ktlsgate:' "$st/etc/group")
+	rm -rf "$st"
+	if [ $src -ne 0 ]; then fail sysusers "'$sucmd --root=DIR -': exit $src: $out"
+	elif [ "$pw" != "ktlsgate:ktlsgate mutual-TLS gateway:/var/lib/ktlsgate:/usr/sbin/nologin" ] || [ "$gr" -ne 1 ]; then
+		fail sysusers "passwd '$pw', $gr group line(s)"
+	else pass "sysusers (%pre's '$sucmd -' makes $pw and its group)"; fi
+fi
 
 # --- the conffile -----------------------------------------------------------------------
 cf=$(q --configfiles)
