@@ -14,7 +14,7 @@ CHECK_PKGS="check libsubunit-dev libclang-rt-14-dev python3-paho-mqtt python3-ya
 haproxy nginx libnginx-mod-stream systemd nftables
 libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
 qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap
-debhelper lintian"
+debhelper lintian rpm rpmlint elfutils"
 case ${1:-check} in
 build) PKGS=$BUILD_PKGS ;;
 demo) PKGS="$BUILD_PKGS $DEMO_PKGS" ;;
