@@ -149,22 +149,16 @@ drwxr-x--- ktlsgate/ktlsgate /var/lib/ktlsgate
 EOF
 	for f in docs/*.md; do echo "-rw-r--r-- root/root /usr/share/doc/ktlsgate/$(basename "$f")"; done
 	for f in docs/examples/*; do echo "-rw-r--r-- root/root /usr/share/doc/ktlsgate/examples/$(basename "$f")"; done
-	# whatever else packaging/systemd/ holds (the spec's rule): documentation
-	for f in packaging/systemd/*; do
-		case $f in *.service) ;; *) echo "SYSTEMD-EXTRA $f" ;; esac
+	# the opt-in drop-ins (the spec's rule), where the deb puts them too
+	echo "drwxr-xr-x root/root /usr/share/ktlsgate"
+	echo "drwxr-xr-x root/root /usr/share/ktlsgate/systemd"
+	for f in packaging/systemd/ktlsgated.service.d-examples/*.conf; do
+		echo "-rw-r--r-- root/root /usr/share/ktlsgate/systemd/$(basename "$f")"
 	done
 }
 expected | sort >"$OUT/files.expected"
 q --qf '[%{FILEMODES:perms} %{FILEUSERNAME}/%{FILEGROUPNAME} %{FILENAMES}\n]' |
 	grep -v ' /usr/lib/\.build-id' | sort >"$OUT/files.actual"
-if grep -q '^SYSTEMD-EXTRA' "$OUT/files.expected"; then
-	# packaging/systemd/ grew beyond the unit: its extras go to the documentation
-	sed -i '/^SYSTEMD-EXTRA/d' "$OUT/files.expected"
-	grep -v ' /usr/share/doc/ktlsgate/systemd' "$OUT/files.actual" >"$OUT/files.actual.x"
-	nextra=$(grep -c ' /usr/share/doc/ktlsgate/systemd/' "$OUT/files.actual")
-	mv "$OUT/files.actual.x" "$OUT/files.actual"
-	[ "$nextra" -gt 0 ] || fail files "packaging/systemd/ has files beside the unit, none is in the package"
-fi
 nbid=$(q --qf '[%{FILENAMES}\n]' | grep -c '^/usr/lib/\.build-id/../.')
 if [ "$nbid" -ne 2 ]; then
 	fail files "$nbid build-id links (want 2: ktlsgate, ktlsgated)"
