@@ -1056,6 +1056,31 @@ out_rollback:
 }
 
 /*
+ * Open the SQLite connection (flags as sqlite3_open_v2() takes them), check that the
+ * file is an SQLite database and identify it as a registry of schema *version (0: an
+ * empty file), writing nothing. *dbp is set even on failure (the caller closes it);
+ * r->db is the connection, for the busy handler.
+ */
+static int open_identify(struct sqlite_reg *r, const char *path, int flags, sqlite3 **dbp,
+			 int *version, char *err, size_t errlen)
+{
+	int rc = sqlite3_open_v2(path, dbp, flags, NULL);
+
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "registry %s: %s", path,
+			 *dbp != NULL ? sqlite3_errmsg(*dbp) : sqlite3_errstr(rc));
+		return rc == SQLITE_NOMEM ? KG_E_RESOURCE : KG_E_IO;
+	}
+	if ((rc = check_magic(*dbp, path, err, errlen)) != 0)
+		return rc;
+	(void)sqlite3_extended_result_codes(*dbp, 1);
+	/* Neither this nor identify() writes: safe before we know whose file this is. */
+	r->db = *dbp;
+	(void)sqlite3_busy_handler(*dbp, on_busy, r);
+	return identify(*dbp, path, version, err, errlen);
+}
+
+/*
  * Open the connection, identify the file (read-only), then in READWRITE switch to
  * WAL and migrate up to `target`. On success *dbp is open and *version current.
  */
@@ -1081,20 +1106,7 @@ static int db_open(struct sqlite_reg *r, const char *path, enum kg_registry_mode
 	}
 	flags |= mode == KG_REG_READWRITE ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
 					  : SQLITE_OPEN_READONLY;
-	rc = sqlite3_open_v2(path, &db, flags, NULL);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "registry %s: %s", path,
-			 db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-		rc = rc == SQLITE_NOMEM ? KG_E_RESOURCE : KG_E_IO;
-		goto out_close;
-	}
-	if ((rc = check_magic(db, path, err, errlen)) != 0)
-		goto out_close;
-	(void)sqlite3_extended_result_codes(db, 1);
-	/* Neither this nor identify() writes: safe before we know whose file this is. */
-	r->db = db;
-	(void)sqlite3_busy_handler(db, on_busy, r);
-	if ((rc = identify(db, path, version, err, errlen)) != 0)
+	if ((rc = open_identify(r, path, flags, &db, version, err, errlen)) != 0)
 		goto out_close;
 	if (mode == KG_REG_READONLY && *version != SCHEMA_LATEST) {
 		if (*version == 0) {
@@ -1198,19 +1210,8 @@ int kg_registry_sqlite_version(const char *path, int *version, char *err, size_t
 	int rc;
 
 	*version = 0;
-	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "registry %s: %s", path,
-			 db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-		rc = rc == SQLITE_NOMEM ? KG_E_RESOURCE : KG_E_IO;
-		goto out;
-	}
-	if ((rc = check_magic(db, path, err, errlen)) != 0)
-		goto out;
-	tmp.db = db;
-	(void)sqlite3_busy_handler(db, on_busy, &tmp);
-	rc = identify(db, path, version, err, errlen);
-out:
+	rc = open_identify(&tmp, path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, &db, version,
+			   err, errlen);
 	sqlite3_close(db);
 	return rc;
 }
