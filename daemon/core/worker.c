@@ -27,6 +27,7 @@
 
 #include <json-c/json.h>
 
+#include "ktlsgate/evsrc.h"
 #include "ops/audit.h"
 #include "ops/err.h"
 #include "core/listener.h"
@@ -271,10 +272,8 @@ static void set_accept(struct kg_worker *w, bool on)
 {
 	if (w->accept_paused == !on)
 		return;
-	for (size_t i = 0; i < w->n_listeners; i++) {
-		struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &w->listeners[i] };
-		(void)epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->listeners[i].fd, &ev);
-	}
+	for (size_t i = 0; i < w->n_listeners; i++)
+		(void)kg_evsrc_watch(w->epfd, &w->listeners[i], on ? EPOLLIN : 0);
 	w->accept_paused = !on;
 }
 
@@ -428,7 +427,6 @@ static void *worker_main(void *arg)
 int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char *err, size_t errlen)
 {
 	const struct kg_config *cfg = &d->snap->cfg;
-	struct epoll_event ev;
 	uint64_t seed;
 	int rc;
 
@@ -446,14 +444,13 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
 		return -1;
 	}
-	w->wake = (struct kg_evsrc){ .type = KG_EV_WAKE, .owner = w,
+	w->wake = (struct kg_evsrc){ .type = KG_EV_WAKE, .owner = w, .events = UINT32_MAX,
 				     .fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) };
 	if (w->wake.fd < 0) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		return -1;
 	}
-	ev = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &w->wake };
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake.fd, &ev) < 0) {
+	if (kg_evsrc_watch(w->epfd, &w->wake, EPOLLIN) < 0) {
 		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
 		return -1;
 	}
@@ -462,10 +459,10 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 
 		if (fd < 0)
 			return -1;
-		w->listeners[i] = (struct kg_evsrc){ .type = KG_EV_LISTEN, .fd = fd, .owner = w };
+		w->listeners[i] = (struct kg_evsrc){ .type = KG_EV_LISTEN, .fd = fd, .owner = w,
+						     .events = UINT32_MAX };
 		w->n_listeners++;
-		ev = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &w->listeners[i] };
-		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		if (kg_evsrc_watch(w->epfd, &w->listeners[i], EPOLLIN) < 0) {
 			snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
 			return -1;
 		}
