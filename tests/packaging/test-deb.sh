@@ -34,6 +34,7 @@ set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$TOP" || exit 1
 BUILD=${BUILD:-build}
+. "$TOP/tests/packaging/lib.sh"
 SUITE=${KG_PKG_SUITE:-bookworm}
 CACHE=${KG_FRESH_CACHE:-/var/cache/ktlsgate-fresh}
 WORKBASE=${KG_PKG_WORK:-/var/tmp/ktlsgate-pkg}
@@ -257,28 +258,7 @@ fi
 rm -rf "$xdir"
 
 # --- the root -------------------------------------------------------------------------
-# The mirror as the host's apt knows it (check-fresh.sh parses the same configuration).
-MIRROR=${KG_FRESH_MIRROR:-$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
-	awk -v s="$SUITE" '$2 == s { print $1; exit }')}
-BASE="$CACHE/$SUITE-$ARCH-minbase.tar.gz"
-if [ ! -s "$BASE" ]; then
-	[ -n "$MIRROR" ] || abort root "no '$SUITE' entry in the host's apt sources (set KG_FRESH_MIRROR)"
-	exec 9>"$CACHE/lock"
-	timeout 1800 flock 9 || abort root "another run holds $CACHE/lock"
-	if [ ! -s "$BASE" ]; then
-		b=$(mktemp -d "$WORKBASE/base.XXXXXX")
-		log "debootstrap --variant=minbase $SUITE from $MIRROR (cold)"
-		if ! timeout -k 30 900 unshare --mount --propagation private \
-			debootstrap --variant=minbase --arch="$ARCH" "$SUITE" "$b" "$MIRROR" >"$OUT/bootstrap.log" 2>&1; then
-			rm -rf --one-file-system "$b"
-			abort root "debootstrap failed (see $OUT/bootstrap.log)"
-		fi
-		chmod 755 "$b"
-		tar -C "$b" --numeric-owner -czf "$BASE.tmp" . && mv "$BASE.tmp" "$BASE"
-		rm -rf --one-file-system "$b"
-	fi
-	exec 9>&-
-fi
+minbase_tarball "$SUITE" "$ARCH"
 ROOT=$(mktemp -d "$WORKBASE/root.XXXXXX") || abort root "mktemp failed"
 tar -C "$ROOT" --numeric-owner -xpzf "$BASE" || abort root "cannot unpack $BASE"
 chmod 755 "$ROOT"

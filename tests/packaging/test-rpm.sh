@@ -35,6 +35,7 @@ set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$TOP" || exit 1
 BUILD=${BUILD:-build}
+. "$TOP/tests/packaging/lib.sh"
 CACHE=${KG_FRESH_CACHE:-/var/cache/ktlsgate-fresh}
 WORKBASE=${KG_PKG_WORK:-/var/tmp/ktlsgate-pkg}
 OUT="$TOP/$BUILD/packaging-rpm"
@@ -270,29 +271,7 @@ fi
 # A root with a shell, coreutils and useradd for the scriptlets (rpm chroots into it):
 # the bookworm minbase tarball scripts/check-fresh.sh and test-deb.sh cache.
 DARCH=$(dpkg --print-architecture)
-BASE="$CACHE/bookworm-$DARCH-minbase.tar.gz"
-if [ ! -s "$BASE" ]; then
-	command -v debootstrap >/dev/null || abort root "no $BASE and no debootstrap to make it"
-	MIRROR=${KG_FRESH_MIRROR:-$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
-		awk '$2 == "bookworm" { print $1; exit }')}
-	[ -n "$MIRROR" ] || abort root "no 'bookworm' entry in the host's apt sources (set KG_FRESH_MIRROR)"
-	mkdir -p "$CACHE"
-	exec 9>"$CACHE/lock"
-	timeout 1800 flock 9 || abort root "another run holds $CACHE/lock"
-	if [ ! -s "$BASE" ]; then
-		b=$(mktemp -d "$WORKBASE/base.XXXXXX")
-		log "debootstrap --variant=minbase bookworm from $MIRROR (cold)"
-		if ! timeout -k 30 900 unshare --mount --propagation private \
-			debootstrap --variant=minbase --arch="$DARCH" bookworm "$b" "$MIRROR" >"$OUT/bootstrap.log" 2>&1; then
-			rm -rf --one-file-system "$b"
-			abort root "debootstrap failed (see $OUT/bootstrap.log)"
-		fi
-		chmod 755 "$b"
-		tar -C "$b" --numeric-owner -czf "$BASE.tmp" . && mv "$BASE.tmp" "$BASE"
-		rm -rf --one-file-system "$b"
-	fi
-	exec 9>&-
-fi
+minbase_tarball bookworm "$DARCH"
 ROOT=$(mktemp -d "$WORKBASE/rpmroot.XXXXXX") || abort root "mktemp failed"
 tar -C "$ROOT" --numeric-owner -xpzf "$BASE" || abort root "cannot unpack $BASE"
 chmod 755 "$ROOT"
