@@ -428,6 +428,14 @@ void kg_conn_timeout(struct kg_conn *c)
 		break;
 	case KG_ST_BACKEND_CONNECT:
 	case KG_ST_HANDOFF:
+		if (c->state == KG_ST_BACKEND_CONNECT) {   /* in HANDOFF it was counted ok */
+			const struct kg_backend_conf *b =
+				kg_config_get0_backend(conn_cfg(c), c->verdict.backend);
+
+			if (b != NULL)
+				kg_metrics_backend_connect(&c->w->metrics, b->metrics_slot,
+							   KG_BACKEND_FAILED, kg_now_ms());
+		}
 		kg_log_warnx("conn=%llu dev=%s backend %s: connect timed out",
 			     (unsigned long long)c->cid, c->id.device_id, c->verdict.backend);
 		c->audited = false;   /* the allow was audited; this refusal is a new decision */
@@ -732,6 +740,9 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 		if (c->io.be.fd < 0) {
 			int e = errno;
 
+			if (!local_shortage(e))
+				kg_metrics_backend_connect(&c->w->metrics, b->metrics_slot,
+							   KG_BACKEND_FAILED, kg_now_ms());
 			c->audited = false;
 			/* Out of fds, buffers or local ports is our shortage, not the broker's. */
 			return conn_refuse(c, local_shortage(e) ? KG_REASON_OVERLOAD : KG_REASON_BACKEND_DOWN,
@@ -753,13 +764,21 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 		}
 		return KG_STEP_WAIT;
 	}
+	b = kg_config_get0_backend(conn_cfg(c), c->verdict.backend);
 	if (kg_backend_connect_finish(c->io.be.fd) < 0) {
+		int e = errno;
+
+		if (b != NULL)
+			kg_metrics_backend_connect(&c->w->metrics, b->metrics_slot, KG_BACKEND_FAILED,
+						   kg_now_ms());
 		kg_log_warnx("conn=%llu dev=%s backend %s: %s", (unsigned long long)c->cid,
-			     c->id.device_id, c->verdict.backend, strerror(errno));
+			     c->id.device_id, c->verdict.backend, strerror(e));
 		c->audited = false;
 		return conn_refuse(c, KG_REASON_BACKEND_DOWN, KG_CONNACK_SERVER_UNAVAILABLE,
-				   strerror(errno));
+				   strerror(e));
 	}
+	if (b != NULL)
+		kg_metrics_backend_connect(&c->w->metrics, b->metrics_slot, KG_BACKEND_OK, kg_now_ms());
 	kg_conn_set_state(c, KG_ST_HANDOFF);
 	return KG_STEP_NEXT;
 }

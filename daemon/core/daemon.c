@@ -42,6 +42,28 @@ static void snapshot_free(struct kg_snapshot *s)
 	free(s);
 }
 
+/*
+ * Give each backend of cfg its metrics slot: the one its name had before (so a reload
+ * keeps its counters), else the first free one; names past the table share the last
+ * slot ("_other"). Slots are never taken back: a name that leaves the config and comes
+ * back finds its counters where it left them.
+ */
+static void assign_backend_slots(struct kg_daemon *d, struct kg_config *cfg)
+{
+	for (size_t b = 0; b < cfg->n_backends; b++) {
+		const char *name = cfg->backends[b].name;
+		unsigned s;
+
+		for (s = 0; s < KG_BACKEND_SLOT_OTHER; s++)
+			if (d->backend_slot_names[s][0] == '\0' ||
+			    strcmp(d->backend_slot_names[s], name) == 0)
+				break;
+		if (s < KG_BACKEND_SLOT_OTHER && d->backend_slot_names[s][0] == '\0')
+			snprintf(d->backend_slot_names[s], sizeof(d->backend_slot_names[s]), "%s", name);
+		cfg->backends[b].metrics_slot = s;
+	}
+}
+
 struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
 				      size_t errlen)
 {
@@ -54,7 +76,8 @@ struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_confi
 	}
 	s->cfg = *cfg;
 	atomic_init(&s->refs, 1);
-	s->ssl_ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, err, errlen);
+	assign_backend_slots(d, &s->cfg);
+	s->ssl_ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, &s->key_source, err, errlen);
 	if (s->ssl_ctx == NULL)
 		goto out_free;
 	s->trust = kg_trust_new();

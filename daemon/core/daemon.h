@@ -49,6 +49,7 @@ struct kg_snapshot {
 	uint64_t generation;
 	struct kg_config cfg;
 	SSL_CTX *ssl_ctx;        /* owns a reference */
+	enum kg_key_source key_source; /* where ssl_ctx's server key comes from */
 	struct kg_trust *trust;  /* read-only once published */
 };
 
@@ -63,6 +64,9 @@ struct kg_daemon {
 	struct kg_writer *writer;           /* registry writes off the hot path */
 	struct kg_metrics_http *metrics_http;
 	struct kg_edge *edge;               /* XDP gate (edge.h); inactive without BPF */
+	/* Backend names owning a metrics slot (metrics.h KG_BACKEND_SLOTS), in the order
+	 * they first appeared; written by kg_snapshot_build() on the main thread only. */
+	char backend_slot_names[KG_BACKEND_SLOTS][KG_NAME_MAX];
 
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
 	int lock_fd;                        /* instance lock beside the registry (instance.h) */

@@ -102,11 +102,14 @@ static char *render_metrics(void *arg, size_t *len)
 	 * under [tpm] key_fallback the fallback's), not the file as it is now on disk. */
 	s = kg_snapshot_get(d);
 	info.server_cert_not_after = kg_cert_not_after(SSL_CTX_get0_certificate(s->ssl_ctx));
-	kg_snapshot_put(s);
+	info.key_source = s->key_source;
+	info.backends = s->cfg.backends;   /* borrowed from s until the render is done */
+	info.n_backends = s->cfg.n_backends;
 	for (unsigned i = 0; i < d->n_workers; i++)
 		per[i] = &d->workers[i].metrics;
 	per[d->n_workers] = kg_writer_metrics(d->writer);
 	body = kg_metrics_render(per, d->n_workers + 1, &info, len);
+	kg_snapshot_put(s);
 	if (body == NULL)
 		return NULL;
 	/* The XDP gate's counters follow the daemon's (the HTTP side free()s the body). */
@@ -213,7 +216,7 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
 	if (access(cfg->cert_file, F_OK) == 0 &&
 	    (strncmp(cfg->key_file, "handle:", 7) == 0 || access(cfg->key_file, F_OK) == 0)) {
-		SSL_CTX *ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, err, sizeof(err));
+		SSL_CTX *ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, NULL, err, sizeof(err));
 
 		if (ctx == NULL) {
 			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);

@@ -47,6 +47,8 @@ struct kg_sockaddr {
 struct kg_backend_conf {
 	char name[KG_NAME_MAX];
 	struct kg_sockaddr addr;  /* numeric host:port, resolved at load time */
+	unsigned metrics_slot;    /* its per-backend metrics (metrics.h), set by the daemon
+				   * when it builds a snapshot; 0 elsewhere */
 };
 
 struct kg_crl_conf {

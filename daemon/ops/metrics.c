@@ -37,6 +37,15 @@ void kg_metrics_observe_handshake(struct kg_metrics *m, uint64_t usec)
 	kg_metric_add(&m->hs_sum_us, usec);
 }
 
+void kg_metrics_backend_connect(struct kg_metrics *m, unsigned slot, enum kg_backend_result result,
+				int64_t now_ms)
+{
+	if (slot >= KG_BACKEND_SLOTS)
+		slot = KG_BACKEND_SLOT_OTHER;
+	kg_metric_add(&m->backend_connects[slot][result], 1);
+	atomic_store_explicit(&m->backend_last_ms[slot][result], now_ms, memory_order_relaxed);
+}
+
 struct out {
 	char *buf;
 	size_t len, cap;
@@ -146,11 +155,82 @@ static const char *const fallback_names[KG_KTLS_FALLBACK_MAX] = {
 	[KG_KTLS_NO_KERNEL] = "kernel_no_tls", [KG_KTLS_TX_NOT_OFFLOADED] = "tx_not_offloaded",
 	[KG_KTLS_RX_FAILED] = "rx_install_failed", [KG_KTLS_REKEYED] = "rekeyed_before_handoff",
 };
+static const char *const rx_by_names[KG_KTLS_RX_BY_MAX] = {
+	[KG_KTLS_RX_BY_OPENSSL] = "openssl", [KG_KTLS_RX_BY_DAEMON] = "daemon",
+};
 static const char *const ctrl_names[KG_KTLS_CTRL_MAX] = {
 	[KG_KTLS_CLOSE_NOTIFY] = "close_notify", [KG_KTLS_ALERT] = "alert",
 	[KG_KTLS_KEYUPDATE_REFUSED] = "keyupdate_refused",
 	[KG_KTLS_KEYUPDATE_FOLLOWED] = "keyupdate_followed", [KG_KTLS_OTHER] = "other",
 };
+
+static const char *const key_source_names[KG_KEY_SOURCE_MAX] = {
+	[KG_KEY_FILE] = "file", [KG_KEY_TPM] = "tpm", [KG_KEY_TPM_FALLBACK] = "tpm_fallback",
+};
+
+/* The latest of one slot's "last" times over the workers. */
+static int64_t last_ms(struct kg_metrics *const *w, size_t n, unsigned slot, int result)
+{
+	int64_t t = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int64_t v = atomic_load_explicit(&w[i]->backend_last_ms[slot][result],
+						 memory_order_relaxed);
+		if (v > t)
+			t = v;
+	}
+	return t;
+}
+
+/*
+ * Per configured backend: connects by result, and up = whether the most recent connect
+ * succeeded (absent until one was tried). Backend names are config names ([A-Za-z0-9._-],
+ * config.c), safe as label values. Slots past the table share "_other", printed once.
+ */
+static void render_backends(struct out *o, struct kg_metrics *const *w, size_t n,
+			    const struct kg_metrics_info *info)
+{
+	bool other_done = false;
+
+	put(o, "# HELP ktlsgate_backend_connects_total Connects to each broker by result.\n"
+	       "# TYPE ktlsgate_backend_connects_total counter\n");
+	for (size_t b = 0; b < info->n_backends; b++) {
+		unsigned s = info->backends[b].metrics_slot;
+		const char *name = info->backends[b].name;
+
+		if (s >= KG_BACKEND_SLOT_OTHER) {
+			if (other_done)
+				continue;
+			other_done = true;
+			s = KG_BACKEND_SLOT_OTHER;
+			name = "_other";
+		}
+		put(o, "ktlsgate_backend_connects_total{backend=\"%s\",result=\"ok\"} %llu\n"
+		       "ktlsgate_backend_connects_total{backend=\"%s\",result=\"failed\"} %llu\n",
+		    name, (unsigned long long)SUM_U(backend_connects[s][KG_BACKEND_OK]), name,
+		    (unsigned long long)SUM_U(backend_connects[s][KG_BACKEND_FAILED]));
+	}
+	put(o, "# HELP ktlsgate_backend_up Whether the last connect to each broker succeeded (absent before the first).\n"
+	       "# TYPE ktlsgate_backend_up gauge\n");
+	other_done = false;
+	for (size_t b = 0; b < info->n_backends; b++) {
+		unsigned s = info->backends[b].metrics_slot;
+		const char *name = info->backends[b].name;
+		int64_t ok, failed;
+
+		if (s >= KG_BACKEND_SLOT_OTHER) {
+			if (other_done)
+				continue;
+			other_done = true;
+			s = KG_BACKEND_SLOT_OTHER;
+			name = "_other";
+		}
+		ok = last_ms(w, n, s, KG_BACKEND_OK);
+		failed = last_ms(w, n, s, KG_BACKEND_FAILED);
+		if (ok != 0 || failed != 0)
+			put(o, "ktlsgate_backend_up{backend=\"%s\"} %d\n", name, ok >= failed);
+	}
+}
 
 char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_metrics_info *info,
 			size_t *len_out)
@@ -186,6 +266,11 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t f = 0; f < KG_KTLS_FALLBACK_MAX; f++)
 		put(&o, "ktlsgate_ktls_fallbacks_total{reason=\"%s\"} %llu\n", fallback_names[f],
 		    (unsigned long long)SUM_U(ktls_fallbacks[f]));
+	put(&o, "# HELP ktlsgate_ktls_rx_installed_total Device sockets given a kernel receive key at the handoff, by who installed it.\n"
+		"# TYPE ktlsgate_ktls_rx_installed_total counter\n");
+	for (size_t b = 0; b < KG_KTLS_RX_BY_MAX; b++)
+		put(&o, "ktlsgate_ktls_rx_installed_total{by=\"%s\"} %llu\n", rx_by_names[b],
+		    (unsigned long long)SUM_U(ktls_rx_installed[b]));
 	put(&o, "# HELP ktlsgate_ktls_control_records_total Non-data TLS records met on offloaded sessions.\n"
 		"# TYPE ktlsgate_ktls_control_records_total counter\n");
 	for (size_t k = 0; k < KG_KTLS_CTRL_MAX; k++)
@@ -300,6 +385,12 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t op = 0; op < KG_TPM_OP_MAX; op++)
 		put(&o, "ktlsgate_tpm_errors_total{op=\"%s\"} %llu\n", kg_tpm_op_names[op],
 		    (unsigned long long)info->tpm_errors[op]);
+	render_backends(&o, w, n, info);
+	put(&o, "# HELP ktlsgate_server_key_source Where the server key in use comes from (1 on the one in force).\n"
+		"# TYPE ktlsgate_server_key_source gauge\n");
+	for (size_t k = 0; k < KG_KEY_SOURCE_MAX; k++)
+		put(&o, "ktlsgate_server_key_source{source=\"%s\"} %d\n", key_source_names[k],
+		    info->key_source == (enum kg_key_source)k);
 	if (info->open_fds >= 0)
 		put(&o, "# HELP process_open_fds Number of open file descriptors.\n"
 			"# TYPE process_open_fds gauge\nprocess_open_fds %lld\n",

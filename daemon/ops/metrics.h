@@ -40,6 +40,11 @@ enum kg_ktls_fallback {
 	KG_KTLS_FALLBACK_MAX
 };
 
+/* Who installed the device socket's kernel receive key at the handoff: OpenSSL itself
+ * (TLS 1.2; TLS 1.3 from OpenSSL 3.2 on, e.g. Debian 13's 3.5) or the daemon from the
+ * client traffic secret (TLS 1.3 under OpenSSL 3.0, Debian 12: relay_ktls.c). */
+enum kg_ktls_rx_by { KG_KTLS_RX_BY_OPENSSL, KG_KTLS_RX_BY_DAEMON, KG_KTLS_RX_BY_MAX };
+
 /* Non-data records read from a kTLS socket. */
 enum kg_ktls_ctrl {
 	KG_KTLS_CLOSE_NOTIFY,
@@ -49,6 +54,18 @@ enum kg_ktls_ctrl {
 	KG_KTLS_OTHER,            /* any other handshake record: fatal alert */
 	KG_KTLS_CTRL_MAX
 };
+
+/* Per-backend connect outcomes live in slots: a backend name keeps its slot for the
+ * daemon's life (counters stay monotonic across reloads). Slots are handed out to new
+ * names at reloads; once all are taken, later new names share the last one, rendered
+ * as backend="_other" (a config with 64 backends renamed many times over). */
+#define KG_BACKEND_SLOTS (2 * KG_MAX_BACKENDS)
+#define KG_BACKEND_SLOT_OTHER (KG_BACKEND_SLOTS - 1)
+enum kg_backend_result { KG_BACKEND_OK, KG_BACKEND_FAILED, KG_BACKEND_RESULT_MAX };
+
+/* Where the server key of the SSL_CTX in force comes from (tls.h kg_tls_ctx_new()):
+ * a PEM file, the TPM, or [tpm] key_fallback because the TPM was unreachable. */
+enum kg_key_source { KG_KEY_FILE, KG_KEY_TPM, KG_KEY_TPM_FALLBACK, KG_KEY_SOURCE_MAX };
 
 /* Which per-source limit closed a connection at accept (srclimit.h). */
 enum kg_src_limit { KG_SRC_LIMIT_HANDSHAKES, KG_SRC_LIMIT_RATE, KG_SRC_LIMIT_MAX };
@@ -83,9 +100,14 @@ struct kg_metrics {
 	_Atomic uint64_t bytes[KG_DIR_MAX];
 	_Atomic uint64_t ktls_fallbacks[KG_KTLS_FALLBACK_MAX];
 	_Atomic uint64_t ktls_ctrl[KG_KTLS_CTRL_MAX];
+	_Atomic uint64_t ktls_rx_installed[KG_KTLS_RX_BY_MAX];
 	_Atomic int64_t pipes_in_use;                         /* gauge: splice pipes held */
 	_Atomic uint64_t handoff_waits;                       /* half a record inside OpenSSL */
 	_Atomic uint64_t handoff_carried;                     /* bytes read before, sent first */
+	/* connects to each backend slot by result, and when the last of each happened
+	 * (CLOCK_MONOTONIC ms; 0 never): ktlsgate_backend_up is the later of the two */
+	_Atomic uint64_t backend_connects[KG_BACKEND_SLOTS][KG_BACKEND_RESULT_MAX];
+	_Atomic int64_t backend_last_ms[KG_BACKEND_SLOTS][KG_BACKEND_RESULT_MAX];
 	_Atomic uint64_t hs_bucket[KG_HS_BUCKETS];            /* non-cumulative counts */
 	_Atomic uint64_t hs_count;
 	_Atomic uint64_t hs_sum_us;
@@ -105,6 +127,9 @@ static inline void kg_metric_gauge(_Atomic int64_t *g, int64_t delta)
 }
 
 void kg_metrics_observe_handshake(struct kg_metrics *m, uint64_t usec);
+/* A connect to the backend in `slot` ended with `result` at now_ms (monotonic). */
+void kg_metrics_backend_connect(struct kg_metrics *m, unsigned slot, enum kg_backend_result result,
+				int64_t now_ms);
 
 /* Static facts shown beside the counters. */
 struct kg_metrics_info {
@@ -118,6 +143,10 @@ struct kg_metrics_info {
 	int64_t server_cert_not_after;   /* the SSL_CTX's certificate; 0: unknown, omitted */
 	uint64_t tpm_errors[KG_TPM_OP_MAX]; /* failed TPM operations (tpm_key.h) */
 	int64_t open_fds, max_fds;       /* kg_metrics_fd_usage(); -1: unknown, omitted */
+	enum kg_key_source key_source;   /* the SSL_CTX in force's server key */
+	/* The backends of the config in force and their slots (names borrowed) */
+	const struct kg_backend_conf *backends;
+	size_t n_backends;
 	int64_t start_time;
 };
 

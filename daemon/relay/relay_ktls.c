@@ -562,6 +562,7 @@ static int splice_start(struct kg_relay_io *io)
 		rc = drain_openssl(io);
 		if (rc < 0)
 			return rc;
+		kg_metric_add(&io->metrics->ktls_rx_installed[KG_KTLS_RX_BY_OPENSSL], 1);
 		goto handed_over;
 	}
 	/* Fleets that rekey keep RX in OpenSSL: the ktls_tx rung below. */
@@ -586,6 +587,7 @@ static int splice_start(struct kg_relay_io *io)
 		fallback(io, KG_KTLS_RX_FAILED, strerror(errno));
 		return KG_E_INVALID;
 	}
+	kg_metric_add(&io->metrics->ktls_rx_installed[KG_KTLS_RX_BY_DAEMON], 1);
 
 handed_over:
 	/* Point of no return: the kernel owns both directions. The fd stays ours. */
@@ -635,6 +637,8 @@ static int tx_start(struct kg_relay_io *io)
 {
 	io->ktls_tx = true;
 	io->ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(io->ssl)) == 1;
+	if (io->ktls_rx)   /* TLS 1.2 (or 1.3 on OpenSSL >= 3.2): OpenSSL reads via the kernel */
+		kg_metric_add(&io->metrics->ktls_rx_installed[KG_KTLS_RX_BY_OPENSSL], 1);
 	return KG_OK;
 }
 

@@ -44,8 +44,8 @@ static void ossl_err(char *err, size_t errlen, const char *what)
  * query sends only the key's signatures to the TPM; a file key (or the TPM fallback)
  * keeps the default libctx.
  */
-SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify, char *err,
-			 size_t errlen)
+SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
+			enum kg_key_source *source, char *err, size_t errlen)
 {
 	struct kg_tpm_server_key sk;
 	SSL_CTX *ctx;
@@ -105,6 +105,8 @@ SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify, c
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, verify, NULL);
+	if (source != NULL)
+		*source = sk.fallback ? KG_KEY_TPM_FALLBACK : sk.key != NULL ? KG_KEY_TPM : KG_KEY_FILE;
 	EVP_PKEY_free(sk.key); /* the context holds its own reference */
 	return ctx;
 

@@ -27,6 +27,7 @@
 #include <openssl/x509.h>
 
 #include "ops/config.h"
+#include "ops/metrics.h"
 
 /* OpenSSL's cert-verify callback (SSL_CTX_set_cert_verify_callback()): 1 accepts the
  * chain in sctx, 0 refuses it with the X509 error set in sctx. */
@@ -34,8 +35,10 @@ typedef int kg_tls_verify_fn(X509_STORE_CTX *sctx, void *arg);
 
 /* Build the server context from cfg (cert chain, key, ciphers, groups), verification
  * delegated wholesale to verify (never NULL). The trust store is not inside it: the
- * daemon's callback uses the connection's snapshot. */
-SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify, char *err,
-			size_t errlen);
+ * daemon's callback uses the connection's snapshot. *source (if not NULL) says where
+ * the key came from: a file, the TPM, or the TPM's fallback file ([tpm] key_fallback),
+ * which the metrics show for as long as it serves. */
+SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
+			enum kg_key_source *source, char *err, size_t errlen);
 
 #endif

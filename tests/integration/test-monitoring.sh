@@ -208,7 +208,7 @@ def main():
             if family_of(n, scrape) is None:
                 bad.append("sample without a # TYPE family in the scrape: " + n)
         # every label name and value seen live is on the family's row (reason values
-        # are docs/reasons.md's; ca and interface come from the configuration)
+        # are docs/reasons.md's; ca, interface and backend come from the configuration)
         rows = {m.group(1): m.group(0) for m in re.finditer(r'^\| `(' + NAME + r')` \|.*$', doc, re.M)}
         for n, lsets in sorted(samples.items()):
             fam = family_of(n, scrape)
@@ -222,7 +222,7 @@ def main():
                 for k, v in ls.items():
                     if "`%s`" % k not in row:
                         bad.append("label %s of %s not on its row" % (k, fam))
-                    elif k not in ("reason", "ca", "interface") and "`%s`" % v not in row and \
+                    elif k not in ("reason", "ca", "interface", "backend") and "`%s`" % v not in row and \
                             not (k == "le" and v in row):
                         bad.append('label value %s="%s" of %s not on its row' % (k, v, fam))
         if "(reasons.md)" not in doc:
@@ -434,6 +434,57 @@ t_new_series() {
 	return $bad
 }
 
+# Per-backend series live: "local" reached (up 1), "other" refused (up 0, failed >= 1);
+# the server key from a file. A reload that puts a new backend before them keeps each
+# name's counters (slots follow names, not positions); a broker coming up on "other"
+# turns it up at the next connect.
+t_backends() {
+	local bad=0 v ok_before fail_before
+	[ -s "$WORK/scrape.txt" ] || { note "no scrape from t_traffic"; return 1; }
+	ok_before=$(sample 'ktlsgate_backend_connects_total{backend="local",result="ok"}')
+	fail_before=$(sample 'ktlsgate_backend_connects_total{backend="other",result="failed"}')
+	echo "    local ok $ok_before, other failed $fail_before"
+	case "$ok_before$fail_before" in *[!0-9]* | '') note "backend counters absent: local ok '$ok_before', other failed '$fail_before'"; return 1 ;; esac
+	[ "$ok_before" -ge 1 ] || { note "local ok $ok_before after a relayed device"; bad=1; }
+	[ "$fail_before" -ge 1 ] || { note "other failed $fail_before after a refused device"; bad=1; }
+	v=$(sample 'ktlsgate_backend_connects_total{backend="local",result="failed"}')
+	[ "$v" = 0 ] || { note "local failed = $v, want 0"; bad=1; }
+	v=$(sample 'ktlsgate_backend_up{backend="local"}')
+	[ "$v" = 1 ] || { note "ktlsgate_backend_up{backend=local} = $v, want 1"; bad=1; }
+	v=$(sample 'ktlsgate_backend_up{backend="other"}')
+	[ "$v" = 0 ] || { note "ktlsgate_backend_up{backend=other} = $v, want 0"; bad=1; }
+	for src in file:1 tpm:0 tpm_fallback:0; do
+		v=$(sample "ktlsgate_server_key_source{source=\"${src%%:*}\"}")
+		[ "$v" = "${src#*:}" ] || { note "ktlsgate_server_key_source{source=${src%%:*}} = $v, want ${src#*:}"; bad=1; }
+	done
+	# the host kernel has no kTLS: both exported, at 0
+	for by in openssl daemon; do
+		v=$(sample "ktlsgate_ktls_rx_installed_total{by=\"$by\"}")
+		[ "$v" = 0 ] || { note "ktlsgate_ktls_rx_installed_total{by=$by} = $v, want 0 (no kTLS here)"; bad=1; }
+	done
+	# a backend inserted before the others, then a reload
+	sed -i "s/^\[backend local\]\$/[backend aaa-first]\naddress = 127.0.0.1:$BK_PORT\n\n[backend local]/" "$GW_CONF"
+	kg reload >/dev/null || { note "reload failed"; return 1; }
+	start_broker "$BK2_PORT" || { note "no second broker on $BK2_PORT"; return 1; }
+	v=$(kgc connect $(dev_args mon-far) | head -1)
+	[ "$v" = "connack 0x00" ] || { note "mon-far with its broker up: want connack 0x00, got '$v'"; bad=1; }
+	scrape "$WORK/scrape2.txt" || return 1
+	v=$(awk '$1 == "ktlsgate_backend_connects_total{backend=\"local\",result=\"ok\"}" { print $2 }' "$WORK/scrape2.txt")
+	[ "$v" = "$ok_before" ] || { note "after the reload: local ok = '$v', was $ok_before"; bad=1; }
+	v=$(awk '$1 == "ktlsgate_backend_connects_total{backend=\"other\",result=\"failed\"}" { print $2 }' "$WORK/scrape2.txt")
+	[ "$v" = "$fail_before" ] || { note "after the reload: other failed = '$v', was $fail_before"; bad=1; }
+	v=$(awk '$1 == "ktlsgate_backend_connects_total{backend=\"other\",result=\"ok\"}" { print $2 }' "$WORK/scrape2.txt")
+	[ "$v" = 1 ] || { note "after its broker came up: other ok = '$v', want 1"; bad=1; }
+	v=$(awk '$1 == "ktlsgate_backend_up{backend=\"other\"}" { print $2 }' "$WORK/scrape2.txt")
+	[ "$v" = 1 ] || { note "after its broker came up: other up = '$v', want 1"; bad=1; }
+	v=$(awk '$1 == "ktlsgate_backend_connects_total{backend=\"aaa-first\",result=\"ok\"}" { print $2 }' "$WORK/scrape2.txt")
+	[ "$v" = 0 ] || { note "the new backend: aaa-first ok = '$v', want 0"; bad=1; }
+	grep -q '^ktlsgate_backend_up{backend="aaa-first"}' "$WORK/scrape2.txt" &&
+		{ note "ktlsgate_backend_up for a backend never tried"; bad=1; }
+	[ $bad = 0 ] || WHY="see above"
+	return $bad
+}
+
 # The writer-stuck gauges live: another process holds the registry's write lock while a
 # device connects, so its last-seen update waits in the writer (queue 1, no commit);
 # once the lock goes, the queue is back to 0 and the last commit moved.
@@ -556,7 +607,7 @@ after_each() {
 	kill -0 "$GW_PID" 2>/dev/null || { echo "    ktlsgated died; log:"; tail -20 "$GW_LOG"; return 1; }
 }
 
-ALL_TESTS=(t_traffic t_new_series t_writer_held t_docs_match_metrics t_queries_name_metrics t_rules_shape t_promtool t_checker_catches)
+ALL_TESTS=(t_traffic t_new_series t_backends t_writer_held t_docs_match_metrics t_queries_name_metrics t_rules_shape t_promtool t_checker_catches)
 
 if ! setup; then
 	echo "FAIL setup"

@@ -159,6 +159,11 @@ t_only_signatures_in_tpm() {
 			[ -z "$other" ] || { note "$v $groups: other TPM commands: $other"; return 1; }
 		done
 	done
+	# the key in force is the TPM's
+	for op in tpm:1 file:0 tpm_fallback:0; do
+		n=$(sample_value "ktlsgate_server_key_source{source=\"${op%%:*}\"}")
+		[ "$n" = "${op#*:}" ] || { note "ktlsgate_server_key_source{source=${op%%:*}} = $n, want ${op#*:}"; return 1; }
+	done
 	# every signature succeeded: none counted as a TPM error (docs/monitoring.md)
 	for op in connect load sign; do
 		n=$(sample_value "ktlsgate_tpm_errors_total{op=\"$op\"}")
@@ -279,6 +284,11 @@ t_tpm_absent() {
 	# fallback's (cert_fallback), not [daemon] cert
 	got=$(sample_value 'ktlsgate_tpm_errors_total{op="connect"}')
 	[ "$got" = 1 ] || { note "ktlsgate_tpm_errors_total{op=\"connect\"} = $got with the fallback, want 1"; return 1; }
+	# and said by a gauge that stays as long as the fallback serves (alert KtlsgateTPMFallbackKey)
+	for want in tpm_fallback:1 tpm:0 file:0; do
+		got=$(sample_value "ktlsgate_server_key_source{source=\"${want%%:*}\"}")
+		[ "$got" = "${want#*:}" ] || { note "ktlsgate_server_key_source{source=${want%%:*}} = $got with the fallback, want ${want#*:}"; return 1; }
+	done
 	got=$(sample_value ktlsgate_server_cert_not_after_timestamp_seconds)
 	want=$(date -u -d "$(openssl x509 -noout -enddate -in "$GW_DIR/server/chain.pem" | sed 's/^notAfter=//')" +%s)
 	[ "$got" = "$want" ] || { note "server cert notAfter $got, the fallback's is $want"; return 1; }

@@ -136,6 +136,85 @@ START_TEST(info_series)
 }
 END_TEST
 
+static int count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/* Per-backend connects summed over workers; up follows the most recent outcome across
+ * workers; a slot past the table renders once as "_other"; no series before a try. */
+START_TEST(backend_series)
+{
+	static struct kg_metrics a, b;
+	struct kg_metrics *per[2] = { &a, &b };
+	struct kg_backend_conf be[4] = {
+		{ .name = "main", .metrics_slot = 0 },
+		{ .name = "spare", .metrics_slot = 3 },
+		{ .name = "late1", .metrics_slot = KG_BACKEND_SLOT_OTHER },
+		{ .name = "late2", .metrics_slot = KG_BACKEND_SLOT_OTHER },
+	};
+	struct kg_metrics_info info = { .state_names = names, .n_states = 4, .workers = 2,
+					.backends = be, .n_backends = 4 };
+	char *out;
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	kg_metrics_backend_connect(&a, 0, KG_BACKEND_OK, 1000);
+	kg_metrics_backend_connect(&b, 0, KG_BACKEND_OK, 1500);
+	kg_metrics_backend_connect(&b, 0, KG_BACKEND_FAILED, 2000);  /* latest: down */
+	kg_metrics_backend_connect(&a, KG_BACKEND_SLOTS + 5, KG_BACKEND_FAILED, 10); /* clamped */
+	kg_metrics_backend_connect(&b, KG_BACKEND_SLOT_OTHER, KG_BACKEND_OK, 20);
+	out = kg_metrics_render(per, 2, &info, NULL);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_backend_connects_total{backend=\"main\",result=\"ok\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_backend_connects_total{backend=\"main\",result=\"failed\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_backend_connects_total{backend=\"spare\",result=\"ok\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_backend_up{backend=\"main\"} 0\n"));
+	ck_assert_ptr_null(strstr(out, "ktlsgate_backend_up{backend=\"spare\"}"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_backend_connects_total{backend=\"_other\",result=\"failed\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_backend_up{backend=\"_other\"} 1\n"));
+	ck_assert_ptr_null(strstr(out, "late1"));
+	ck_assert_ptr_null(strstr(out, "late2"));
+	ck_assert_int_eq(count_of(out, "backend=\"_other\",result=\"ok\""), 1);
+	ck_assert_int_eq(count_of(out, "ktlsgate_backend_up{backend=\"_other\"}"), 1);
+	free(out);
+	/* back up: a later success */
+	kg_metrics_backend_connect(&a, 0, KG_BACKEND_OK, 2001);
+	out = kg_metrics_render(per, 2, &info, NULL);
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_backend_up{backend=\"main\"} 1\n"));
+	free(out);
+}
+END_TEST
+
+/* The key source is one series per source, 1 on the one in force; the kTLS receive key
+ * is counted by who installed it. */
+START_TEST(key_source_and_rx_by)
+{
+	static struct kg_metrics a;
+	struct kg_metrics *per[1] = { &a };
+	struct kg_metrics_info info = { .state_names = names, .n_states = 4, .workers = 1,
+					.key_source = KG_KEY_TPM_FALLBACK };
+	char *out;
+
+	memset(&a, 0, sizeof(a));
+	kg_metric_add(&a.ktls_rx_installed[KG_KTLS_RX_BY_DAEMON], 3);
+	out = kg_metrics_render(per, 1, &info, NULL);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_server_key_source{source=\"tpm_fallback\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_server_key_source{source=\"tpm\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_server_key_source{source=\"file\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_ktls_rx_installed_total{by=\"daemon\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_ktls_rx_installed_total{by=\"openssl\"} 0\n"));
+	/* no backends configured: the families' headers only */
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE ktlsgate_backend_connects_total counter\n# HELP ktlsgate_backend_up"));
+	free(out);
+}
+END_TEST
+
 /* readdir count of a directory, independent of kg_metrics_fd_usage() */
 static int64_t count_entries(const char *path)
 {
@@ -196,6 +275,8 @@ Suite *kg_suite_metrics(void)
 	tcase_add_test(tc, no_device_labels);
 	tcase_add_test(tc, info_series);
 	tcase_add_test(tc, fd_usage);
+	tcase_add_test(tc, backend_series);
+	tcase_add_test(tc, key_source_and_rx_by);
 	suite_add_tcase(s, tc);
 	return s;
 }
