@@ -50,6 +50,44 @@ static int open_pin(const struct kg_cli *cli, const char *name, char *why, size_
 	return fd;
 }
 
+/* A wedged daemon delays the pinned path by this much at most. */
+#define MAPS_PROBE_MS 1000
+
+/*
+ * The pinned map `name` if it is the gate's: -1 with why when it cannot be opened, or
+ * when a running daemon's gate holds another map (block-maps): pins an earlier run
+ * left where this one could not pin (a root run, then the unit's user). Editing those
+ * would change nothing the gate sees, so the daemon is asked instead. No daemon, no
+ * gate in it, or a daemon that does not know block-maps: the pins are all there is.
+ */
+static int open_gate_pin(const struct kg_cli *cli, const char *name, char *why, size_t whylen)
+{
+	static const char *const names[3] = { KG_XDP_MAP_DENY, KG_XDP_MAP_ALLOW, KG_XDP_MAP_STATS };
+	struct bpf_map_info info = { 0 };
+	__u32 len = sizeof(info);
+	char final[KG_CONTROL_LINE_MAX];
+	unsigned long ids[3];
+	int fd, i;
+
+	if ((fd = open_pin(cli, name, why, whylen)) < 0)
+		return -1;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) < 0)
+		return fd;
+	if (kg_control_call(cli->control_socket, "block-maps", NULL, NULL, final, sizeof(final),
+			    MAPS_PROBE_MS) != 0 ||
+	    sscanf(final, "deny=%lu allow=%lu stats=%lu", &ids[0], &ids[1], &ids[2]) != 3)
+		return fd;
+	for (i = 0; i < 3 && strcmp(name, names[i]) != 0; i++)
+		;
+	if (i == 3 || ids[i] == info.id)
+		return fd;
+	close(fd);
+	snprintf(why, whylen, "%s/%s: not the running gate's map (id %u, the gate's is %lu): "
+		 "left by an earlier run", cli->cfg->edge.pin_dir, name, info.id, ids[i]);
+	kg_cli_err("note: %s", why);
+	return -1;
+}
+
 /*
  * The pins could not be opened (pin_why): ask the daemon instead. KG_EXIT_OK with the
  * final line's text in final, or one line naming both reasons and KG_EXIT_RUNTIME.
@@ -137,7 +175,7 @@ static int block_add(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
 		return rc;
-	if ((fd = open_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
+	if ((fd = open_gate_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
 		int afd = open_pin(cli, KG_XDP_MAP_ALLOW, req, sizeof(req));
 
 		rc = kg_edge_block_add(fd, key.a, (uint64_t)secs);
@@ -181,7 +219,7 @@ static int block_remove(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
 		return rc;
-	if ((fd = open_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
+	if ((fd = open_gate_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
 		rc = kg_edge_block_remove(fd, key.a);
 		close(fd);
 	} else {
@@ -296,7 +334,7 @@ static int block_list(struct kg_cli *cli, int argc, char **argv)
 		return kg_cli_usage_err("block list: unexpected argument '%s'", argv[optind]);
 	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
 		return rc;
-	if ((fd = open_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
+	if ((fd = open_gate_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
 		(void)kg_edge_block_each(fd, keep_entry, &l);
 		close(fd);
 		if (l.failed)
@@ -343,7 +381,7 @@ static int block_stats(struct kg_cli *cli, int argc, char **argv)
 		return kg_cli_usage_err("block stats: unexpected argument '%s'", argv[optind]);
 	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
 		return rc;
-	if ((fd = open_pin(cli, KG_XDP_MAP_STATS, why, sizeof(why))) >= 0) {
+	if ((fd = open_gate_pin(cli, KG_XDP_MAP_STATS, why, sizeof(why))) >= 0) {
 		rc = kg_edge_block_stats(fd, r.sum);
 		close(fd);
 		if (rc < 0) {

@@ -415,6 +415,19 @@ static void do_block_stats(struct kg_daemon *d, struct out *o)
 	reply(o, "OK");
 }
 
+/* -> OK deny=ID allow=ID stats=ID */
+static void do_block_maps(struct kg_daemon *d, struct out *o)
+{
+	char why[KG_ERRBUF];
+	uint32_t ids[3];
+
+	if (kg_edge_gate_map_ids(d->edge, ids, why, sizeof(why)) < 0)
+		reply(o, "ERR %s", why);
+	else
+		reply(o, "OK deny=%" PRIu32 " allow=%" PRIu32 " stats=%" PRIu32, ids[0], ids[1],
+		      ids[2]);
+}
+
 static void dispatch(struct kg_daemon *d, struct out *o, char *line)
 {
 	char *arg = strchr(line, ' ');
@@ -456,6 +469,8 @@ static void dispatch(struct kg_daemon *d, struct out *o, char *line)
 		do_block_list(d, o);
 	} else if (strcmp(line, "block-stats") == 0 && arg == NULL) {
 		do_block_stats(d, o);
+	} else if (strcmp(line, "block-maps") == 0 && arg == NULL) {
+		do_block_maps(d, o);
 	} else {
 		reply(o, "ERR unknown request");
 	}

@@ -664,6 +664,26 @@ int kg_edge_gate_verdicts(struct kg_edge *e, uint64_t sum[KG_XDP_STAT_MAX], char
 	return map_error(kg_edge_block_stats(e->stats_fd, sum), "stats map", why, whylen);
 }
 
+int kg_edge_gate_map_ids(struct kg_edge *e, uint32_t ids[3], char *why, size_t whylen)
+{
+	int fds[3], rc;
+
+	if ((rc = gate_needed(e, why, whylen)) < 0)
+		return rc;
+	fds[0] = e->deny_fd;
+	fds[1] = e->allow_fd;
+	fds[2] = e->stats_fd;
+	for (int i = 0; i < 3; i++) {
+		struct bpf_map_info info = { 0 };
+		__u32 len = sizeof(info);
+
+		if (bpf_obj_get_info_by_fd(fds[i], &info, &len) < 0)
+			return map_error(-errno, "map info", why, whylen);
+		ids[i] = info.id;
+	}
+	return 0;
+}
+
 /* ---- metrics -------------------------------------------------------------------- */
 
 static int count_entry(const struct kg_edge_block_entry *en, void *arg)

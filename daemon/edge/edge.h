@@ -92,6 +92,10 @@ int kg_edge_gate_list(struct kg_edge *e,
 int kg_edge_gate_verdicts(struct kg_edge *e, uint64_t sum[KG_XDP_STAT_MAX], char *why,
 			  size_t whylen);
 
+/* The kernel's ids of the maps this gate holds (deny, allow, stats), so the CLI can tell
+ * the gate's pins from pins an earlier run left where this one could not pin. */
+int kg_edge_gate_map_ids(struct kg_edge *e, uint32_t ids[3], char *why, size_t whylen);
+
 /* Append the gate's metrics in Prometheus text format to f: gate state, XDP packets
  * by verdict (per-CPU counters summed), deny-map entries, entries added by reason,
  * attached interfaces with their mode. Any thread. Returns 0 or -1 (write error). */

@@ -22,8 +22,10 @@
  *                                 (edge/edge_block.h: address, reason, strikes,
  *                                 expires_in_s or null), OK
  *   block-stats                -> {"passed":N,"dropped_deny":N,"dropped_rate":N}, OK
+ *   block-maps                 -> OK deny=ID allow=ID stats=ID (the kernel's map ids)
  *   The block-* verbs answer "ERR the XDP gate is not active: WHY" without a gate; the
- *   CLI uses them when it cannot open the maps pinned under [edge] pin_dir.
+ *   CLI uses them when it cannot open the maps pinned under [edge] pin_dir, or when
+ *   block-maps says the pins there are not the running gate's (left by an earlier run).
  * The server side is core/control_server.c; the client call is below
  * (cli/control_client.c).
  */
