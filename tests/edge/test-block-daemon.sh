@@ -223,6 +223,24 @@ t_remove_via_daemon() {
 	return 0
 }
 
+# An operator without root or CAP_BPF who may use the control socket (here the
+# daemon's own uid, which owns it) gets the same answers through the daemon.
+t_cli_without_privileges() {
+	local out rc
+	out=$(timeout 20 setpriv --reuid=$RUN_UID --regid=$RUN_UID --clear-groups --inh-caps=-all \
+		"$KGCLI" -c "$GW_CONF" block add 10.77.0.6 --for 60 2>&1)
+	rc=$?
+	echo "    as uid $RUN_UID: $out"
+	[ $rc = 0 ] && [ "$out" = "blocked 10.77.0.6 for 60s" ] || { note "add as uid $RUN_UID: exit $rc '$out'"; return 1; }
+	out=$(timeout 20 setpriv --reuid=$RUN_UID --regid=$RUN_UID --clear-groups --inh-caps=-all \
+		"$KGCLI" -c "$GW_CONF" block list 2>&1)
+	grep -Eq '^10\.77\.0\.6 +manual +0 +(5[0-9]|60)s$' <<<"$out" || { note "list as uid $RUN_UID: $out"; return 1; }
+	out=$(tcp 10.77.0.6 $GATE4 $PORT 1 1500)
+	[ "$(field timeout <<<"$out")" = 1 ] || { note "10.77.0.6 not dropped: $out"; return 1; }
+	run_kg block remove 10.77.0.6
+	[ "$RC" = 0 ] || { note "remove 10.77.0.6: $RC '$ERR'"; return 1; }
+}
+
 # Pins left by an earlier run (root, say) where this daemon could not pin: the CLI can
 # open them, but they are not the gate's. It must notice (block-maps) and go through the
 # daemon, or the block would land in a map no program reads.
@@ -299,7 +317,8 @@ t_pins_without_daemon() {
 }
 
 ALL_TESTS=(t_gate_up_unpinned_as_user t_add_drops_via_daemon t_list_and_stats_via_daemon
-	t_allow_listed_note t_remove_via_daemon t_stale_pins_ignored t_neither_reachable
+	t_allow_listed_note t_remove_via_daemon t_cli_without_privileges t_stale_pins_ignored
+	t_neither_reachable
 	t_pins_without_daemon)
 
 setup || { echo "FAIL test-block-daemon: setup"; tail -20 "${GW_LOG:-/dev/null}"; KG_FAILED=1; exit 1; }
