@@ -176,7 +176,8 @@ static int block_add(struct kg_cli *cli, int argc, char **argv)
 	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
 		return rc;
 	if ((fd = open_gate_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
-		int afd = open_pin(cli, KG_XDP_MAP_ALLOW, req, sizeof(req));
+		char unused[WHY_LEN];   /* no allow pin: no note, nothing to say */
+		int afd = open_pin(cli, KG_XDP_MAP_ALLOW, unused, sizeof(unused));
 
 		rc = kg_edge_block_add(fd, key.a, (uint64_t)secs);
 		close(fd);
