@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * cli_block.c - `ktlsgate block add|remove|list|stats`: the XDP gate's deny map by
- * hand. Works on the maps the daemon pinned under [edge] pin_dir (edge.h), so it
- * needs no running daemon and acts at once: the next packet of a blocked source is
- * dropped in the driver. Entries carry an expiry on CLOCK_MONOTONIC, the clock the
- * BPF program compares against.
+ * hand. Two ways to the maps, the same operations (edge/edge_block.h) and the same
+ * output on both: the maps the daemon pinned under [edge] pin_dir (edge.h), which need
+ * no running daemon; or, when they cannot be opened (not pinned: the packaged unit's
+ * user cannot create pins under a root-only /sys/fs/bpf; or no CAP_BPF to open
+ * them), the daemon over its control socket, acting on the maps it holds (control.h,
+ * block-*). Either way the next packet of a blocked source is dropped in the driver.
+ * When neither works, one line gives both reasons.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -12,14 +15,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 
 #include "cli/cli.h"
+#include "edge/edge_block.h"
 #include "edge/edge_conf.h"
+#include "ops/control.h"
+#include "ops/err.h"
 #include "ktlsgate/xdp_gate_maps.h"
 
 /* In `ktlsgate --help` too (cli.c), like every noun's usage. */
@@ -29,43 +33,86 @@ const char kg_cli_usage_block[] =
 	"ktlsgate block list [--json]              live deny entries\n"
 	"ktlsgate block stats [--json]             XDP packets by verdict\n"
 	"  ADDR: numeric IPv4 or IPv6; the maps the daemon pinned under [edge] pin_dir\n"
-	"  (default " KG_XDP_PIN_DIR_DEFAULT ")\n";
+	"  (default " KG_XDP_PIN_DIR_DEFAULT "), else the running daemon's (control socket)\n";
 
-static const char *const reason_names[KG_XDP_DENY_REASON_MAX] = {
-	[KG_XDP_DENY_MANUAL] = "manual",
-	[KG_XDP_DENY_VERIFY] = "verify",
-	[KG_XDP_DENY_POLICY] = "policy",
-	[KG_XDP_DENY_SOURCE_LIMIT] = "source_limit",
-};
+#define WHY_LEN 512
 
-static const char *const stat_names[KG_XDP_STAT_MAX] = {
-	[KG_XDP_PASSED] = "passed",
-	[KG_XDP_DROPPED_DENY] = "dropped_deny",
-	[KG_XDP_DROPPED_RATE] = "dropped_rate",
-};
-
-static uint64_t mono_ns(void)
+/* Open the pinned map `name` under [edge] pin_dir. Returns an fd, or -1 with why. */
+static int open_pin(const struct kg_cli *cli, const char *name, char *why, size_t whylen)
 {
-	struct timespec ts;
+	char path[sizeof(cli->cfg->edge.pin_dir) + 16];
+	int fd;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Open the pinned map `name`; prints why not. Returns an fd or -1. */
-static int open_pinned(struct kg_cli *cli, const char *name)
-{
-	char path[512];
-	int fd, rc;
-
-	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
-		return -1;
 	snprintf(path, sizeof(path), "%s/%s", cli->cfg->edge.pin_dir, name);
 	fd = bpf_obj_get(path);
 	if (fd < 0)
-		kg_cli_err("%s: %s (is the daemon's XDP gate loaded? see [edge] in the config)",
-			   path, strerror(errno));
+		snprintf(why, whylen, "%s: %s", path, strerror(errno));
 	return fd;
+}
+
+/* A wedged daemon delays the pinned path by this much at most. */
+#define MAPS_PROBE_MS 1000
+
+/*
+ * The pinned map `name` if it is the gate's: -1 with why when it cannot be opened, or
+ * when a running daemon's gate holds another map (block-maps): pins an earlier run
+ * left where this one could not pin (a root run, then the unit's user). Editing those
+ * would change nothing the gate sees, so the daemon is asked instead. No daemon, no
+ * gate in it, or a daemon that does not know block-maps: the pins are all there is.
+ */
+static int open_gate_pin(const struct kg_cli *cli, const char *name, char *why, size_t whylen)
+{
+	static const char *const names[3] = { KG_XDP_MAP_DENY, KG_XDP_MAP_ALLOW, KG_XDP_MAP_STATS };
+	struct bpf_map_info info = { 0 };
+	__u32 len = sizeof(info);
+	char final[KG_CONTROL_LINE_MAX];
+	unsigned long ids[3];
+	int fd, i;
+
+	if ((fd = open_pin(cli, name, why, whylen)) < 0)
+		return -1;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) < 0)
+		return fd;
+	if (kg_control_call(cli->control_socket, "block-maps", NULL, NULL, final, sizeof(final),
+			    MAPS_PROBE_MS) != 0 ||
+	    sscanf(final, "deny=%lu allow=%lu stats=%lu", &ids[0], &ids[1], &ids[2]) != 3)
+		return fd;
+	for (i = 0; i < 3 && strcmp(name, names[i]) != 0; i++)
+		;
+	if (i == 3 || ids[i] == info.id)
+		return fd;
+	close(fd);
+	snprintf(why, whylen, "%s/%s: not the running gate's map (id %u, the gate's is %lu): "
+		 "left by an earlier run", cli->cfg->edge.pin_dir, name, info.id, ids[i]);
+	kg_cli_err("note: %s", why);
+	return -1;
+}
+
+/*
+ * The pins could not be opened (pin_why): ask the daemon instead. KG_EXIT_OK with the
+ * final line's text in final, or one line naming both reasons and KG_EXIT_RUNTIME.
+ */
+static int ask_daemon(const struct kg_cli *cli, const char *cmd, const char *pin_why,
+		      const char *req, kg_control_line_cb cb, void *arg, char *final,
+		      size_t cap)
+{
+	int rc;
+
+	rc = kg_control_call(cli->control_socket, req, cb, arg, final, cap,
+			     KG_CLI_CONTROL_TIMEOUT_MS);
+	if (rc == 0)
+		return KG_EXIT_OK;
+	if (rc == KG_E_NOTFOUND)
+		kg_cli_err("%s: cannot reach the XDP gate: pinned map %s; daemon: not running "
+			   "(control socket %s)", cmd, pin_why, cli->control_socket);
+	else if (rc == KG_E_DENIED)
+		kg_cli_err("%s: cannot reach the XDP gate: pinned map %s; daemon: %s", cmd, pin_why,
+			   final);
+	else
+		kg_cli_err("%s: cannot reach the XDP gate: pinned map %s; daemon: control socket "
+			   "%s: %s", cmd, pin_why, cli->control_socket,
+			   rc == KG_E_IO ? strerror(errno) : kg_err_str(rc));
+	return KG_EXIT_RUNTIME;
 }
 
 /* getopt over the verb's flags: --json, --for SECONDS. Returns an exit code or -1
@@ -114,28 +161,11 @@ static int one_addr(int argc, char **argv, const char *cmd, struct kg_xdp_addr *
 	return -1;
 }
 
-/* True when the pinned allow-list trie covers key (the program checks it first). */
-static bool allow_listed(struct kg_cli *cli, const struct kg_xdp_addr *key)
-{
-	struct kg_xdp_lpm_key lk = { .prefixlen = 128, .addr = *key };
-	char path[512];
-	uint8_t v;
-	bool hit;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%s", cli->cfg->edge.pin_dir, KG_XDP_MAP_ALLOW);
-	fd = bpf_obj_get(path);
-	if (fd < 0)
-		return false;
-	hit = bpf_map_lookup_elem(fd, &lk, &v) == 0;
-	close(fd);
-	return hit;
-}
-
 static int block_add(struct kg_cli *cli, int argc, char **argv)
 {
+	char why[WHY_LEN], req[128], final[KG_CONTROL_LINE_MAX], text[64];
 	struct kg_xdp_addr key;
-	struct kg_xdp_deny v = { 0 };
+	bool allowed = false;
 	int64_t secs = 0;
 	int rc, fd;
 
@@ -143,22 +173,36 @@ static int block_add(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	if ((rc = one_addr(argc, argv, "block add", &key)) >= 0)
 		return rc;
-	if ((fd = open_pinned(cli, KG_XDP_MAP_DENY)) < 0)
-		return KG_EXIT_RUNTIME;
-	v.added_ns = mono_ns();
-	v.expires_ns = secs ? v.added_ns + (uint64_t)secs * 1000000000ull : 0;
-	v.reason = KG_XDP_DENY_MANUAL;
-	rc = bpf_map_update_elem(fd, &key, &v, BPF_ANY);
-	close(fd);
-	if (rc < 0) {
-		kg_cli_err("block add %s: %s", argv[optind], strerror(errno));
-		return KG_EXIT_RUNTIME;
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	if ((fd = open_gate_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
+		char unused[WHY_LEN];   /* no allow pin: no note, nothing to say */
+		int afd = open_pin(cli, KG_XDP_MAP_ALLOW, unused, sizeof(unused));
+
+		rc = kg_edge_block_add(fd, key.a, (uint64_t)secs);
+		close(fd);
+		if (rc < 0) {
+			if (afd >= 0)
+				close(afd);
+			kg_cli_err("block add %s: %s", argv[optind], strerror(-rc));
+			return KG_EXIT_RUNTIME;
+		}
+		allowed = kg_edge_block_allowed(afd, key.a);
+		if (afd >= 0)
+			close(afd);
+	} else {
+		snprintf(req, sizeof(req), "block-add %s %" PRId64,
+			 kg_edge_addr_str(key.a, text, sizeof(text)), secs);
+		if ((rc = ask_daemon(cli, "block add", why, req, NULL, NULL, final,
+				     sizeof(final))) != KG_EXIT_OK)
+			return rc;
+		allowed = strcmp(final, "allow_listed") == 0;
 	}
 	if (secs)
 		printf("blocked %s for %" PRId64 "s\n", argv[optind], secs);
 	else
 		printf("blocked %s until removed\n", argv[optind]);
-	if (allow_listed(cli, &key))
+	if (allowed)
 		printf("note: %s is in the [edge] allow list: the gate never drops it\n",
 		       argv[optind]);
 	return KG_EXIT_OK;
@@ -166,89 +210,111 @@ static int block_add(struct kg_cli *cli, int argc, char **argv)
 
 static int block_remove(struct kg_cli *cli, int argc, char **argv)
 {
+	char why[WHY_LEN], req[128], final[KG_CONTROL_LINE_MAX], text[64];
 	struct kg_xdp_addr key;
-	int rc, fd, e;
+	int rc, fd;
 
 	if ((rc = parse_opts(argc, argv, "block remove", NULL, NULL)) >= 0)
 		return rc;
 	if ((rc = one_addr(argc, argv, "block remove", &key)) >= 0)
 		return rc;
-	if ((fd = open_pinned(cli, KG_XDP_MAP_DENY)) < 0)
-		return KG_EXIT_RUNTIME;
-	rc = bpf_map_delete_elem(fd, &key);
-	e = errno;
-	close(fd);
-	if (rc < 0 && e == ENOENT) {
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	if ((fd = open_gate_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
+		rc = kg_edge_block_remove(fd, key.a);
+		close(fd);
+	} else {
+		snprintf(req, sizeof(req), "block-remove %s",
+			 kg_edge_addr_str(key.a, text, sizeof(text)));
+		if ((rc = ask_daemon(cli, "block remove", why, req, NULL, NULL, final,
+				     sizeof(final))) != KG_EXIT_OK)
+			return rc;
+		if (strcmp(final, "removed=1") == 0) {
+			rc = 0;
+		} else if (strcmp(final, "removed=0") == 0) {
+			rc = -ENOENT;
+		} else {
+			kg_cli_err("block remove: the daemon answered \"OK %s\"", final);
+			return KG_EXIT_RUNTIME;
+		}
+	}
+	if (rc == -ENOENT) {
 		kg_cli_err("block remove: %s is not blocked", argv[optind]);
 		return KG_EXIT_REFUSED;
 	}
 	if (rc < 0) {
-		kg_cli_err("block remove %s: %s", argv[optind], strerror(e));
+		kg_cli_err("block remove %s: %s", argv[optind], strerror(-rc));
 		return KG_EXIT_RUNTIME;
 	}
 	printf("unblocked %s\n", argv[optind]);
 	return KG_EXIT_OK;
 }
 
-static int block_list(struct kg_cli *cli, int argc, char **argv)
-{
-	struct kg_xdp_addr key, next;
-	struct kg_xdp_deny v;
-	struct json_object *arr = NULL;
-	const void *prev = NULL;
-	bool json = false;
-	uint64_t now;
-	int rc, fd;
+/* The live entries, from either path, before anything is printed. */
+struct entries {
+	struct kg_edge_block_entry *v;
+	size_t n, cap;
+	bool failed;            /* out of memory, or a daemon line that is not an entry */
+};
 
-	if ((rc = parse_opts(argc, argv, "block list", &json, NULL)) >= 0)
-		return rc;
-	if (optind < argc)
-		return kg_cli_usage_err("block list: unexpected argument '%s'", argv[optind]);
-	if ((fd = open_pinned(cli, KG_XDP_MAP_DENY)) < 0)
-		return KG_EXIT_RUNTIME;
-	if (json && (arr = json_object_new_array()) == NULL) {
-		close(fd);
-		return KG_EXIT_RUNTIME;
+static int keep_entry(const struct kg_edge_block_entry *en, void *arg)
+{
+	struct entries *l = arg;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct kg_edge_block_entry *nv = realloc(l->v, cap * sizeof(*nv));
+
+		if (nv == NULL) {
+			l->failed = true;
+			return -1;
+		}
+		l->v = nv;
+		l->cap = cap;
 	}
+	l->v[l->n++] = *en;
+	return 0;
+}
+
+static void daemon_entry(const char *line, void *arg)
+{
+	struct entries *l = arg;
+	struct kg_edge_block_entry en;
+
+	if (l->failed)
+		return;
+	if (kg_edge_block_entry_parse(line, &en) < 0)
+		l->failed = true;
+	else
+		(void)keep_entry(&en, l);
+}
+
+static int print_entries(const struct entries *l, bool json)
+{
+	struct json_object *arr = NULL;
+
+	if (json && (arr = json_object_new_array()) == NULL)
+		return KG_EXIT_RUNTIME;
 	if (!json)
 		printf("%-40s %-8s %-7s %s\n", "ADDRESS", "REASON", "STRIKES", "EXPIRES_IN");
-	now = mono_ns();
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		char text[64];
-		const char *reason;
-		int64_t left;
+	for (size_t i = 0; i < l->n; i++) {
+		const struct kg_edge_block_entry *en = &l->v[i];
+		char text[64], exp[32];
 
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &v) < 0)
-			continue; /* deleted under us (expired and seen by the program) */
-		if (v.expires_ns && v.expires_ns <= now)
-			continue; /* expired: the program deletes it on the next packet */
-		left = v.expires_ns ? (int64_t)((v.expires_ns - now + 999999999ull) / 1000000000ull) : -1;
-		reason = v.reason < KG_XDP_DENY_REASON_MAX ? reason_names[v.reason] : "unknown";
-		kg_edge_addr_str(key.a, text, sizeof(text));
 		if (json) {
-			struct json_object *o = json_object_new_object();
+			struct json_object *o = kg_edge_block_entry_json(en);
 
-			if (o == NULL)
-				continue;
-			json_object_object_add(o, "address", json_object_new_string(text));
-			json_object_object_add(o, "reason", json_object_new_string(reason));
-			json_object_object_add(o, "strikes", json_object_new_int64(v.strikes));
-			json_object_object_add(o, "expires_in_s",
-					       left < 0 ? NULL : json_object_new_int64(left));
-			json_object_array_add(arr, o);
-		} else {
-			char exp[32];
-
-			if (left < 0)
-				snprintf(exp, sizeof(exp), "never");
-			else
-				snprintf(exp, sizeof(exp), "%" PRId64 "s", left);
-			printf("%-40s %-8s %-7u %s\n", text, reason, v.strikes, exp);
+			if (o != NULL && json_object_array_add(arr, o) != 0)
+				json_object_put(o);
+			continue;
 		}
+		if (en->expires_in_s < 0)
+			snprintf(exp, sizeof(exp), "never");
+		else
+			snprintf(exp, sizeof(exp), "%" PRId64 "s", en->expires_in_s);
+		printf("%-40s %-8s %-7u %s\n", kg_edge_addr_str(en->addr, text, sizeof(text)),
+		       kg_edge_block_reason_name(en->reason), en->strikes, exp);
 	}
-	close(fd);
 	if (json) {
 		puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
 		json_object_put(arr);
@@ -256,10 +322,57 @@ static int block_list(struct kg_cli *cli, int argc, char **argv)
 	return KG_EXIT_OK;
 }
 
+static int block_list(struct kg_cli *cli, int argc, char **argv)
+{
+	char why[WHY_LEN], final[KG_CONTROL_LINE_MAX];
+	struct entries l = { 0 };
+	bool json = false;
+	int rc, fd;
+
+	if ((rc = parse_opts(argc, argv, "block list", &json, NULL)) >= 0)
+		return rc;
+	if (optind < argc)
+		return kg_cli_usage_err("block list: unexpected argument '%s'", argv[optind]);
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	if ((fd = open_gate_pin(cli, KG_XDP_MAP_DENY, why, sizeof(why))) >= 0) {
+		(void)kg_edge_block_each(fd, keep_entry, &l);
+		close(fd);
+		if (l.failed)
+			kg_cli_err("block list: out of memory");
+	} else {
+		rc = ask_daemon(cli, "block list", why, "block-list", daemon_entry, &l, final,
+				sizeof(final));
+		if (rc != KG_EXIT_OK) {
+			free(l.v);
+			return rc;
+		}
+		if (l.failed)
+			kg_cli_err("block list: the daemon sent a line that is not a deny entry");
+	}
+	rc = l.failed ? KG_EXIT_RUNTIME : print_entries(&l, json);
+	free(l.v);
+	return rc;
+}
+
+struct stats_reply {
+	uint64_t sum[KG_XDP_STAT_MAX];
+	int lines, bad;
+};
+
+static void daemon_stats(const char *line, void *arg)
+{
+	struct stats_reply *r = arg;
+
+	r->lines++;
+	if (kg_edge_block_stats_parse(line, r->sum) < 0)
+		r->bad++;
+}
+
 static int block_stats(struct kg_cli *cli, int argc, char **argv)
 {
-	int ncpu = libbpf_num_possible_cpus();
-	uint64_t *vals, sum[KG_XDP_STAT_MAX] = { 0 };
+	char why[WHY_LEN], final[KG_CONTROL_LINE_MAX], line[256];
+	struct stats_reply r = { { 0 }, 0, 0 };
 	bool json = false;
 	int rc, fd;
 
@@ -267,27 +380,32 @@ static int block_stats(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	if (optind < argc)
 		return kg_cli_usage_err("block stats: unexpected argument '%s'", argv[optind]);
-	if (ncpu <= 0 || (vals = calloc((size_t)ncpu, sizeof(*vals))) == NULL)
-		return KG_EXIT_RUNTIME;
-	if ((fd = open_pinned(cli, KG_XDP_MAP_STATS)) < 0) {
-		free(vals);
-		return KG_EXIT_RUNTIME;
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	if ((fd = open_gate_pin(cli, KG_XDP_MAP_STATS, why, sizeof(why))) >= 0) {
+		rc = kg_edge_block_stats(fd, r.sum);
+		close(fd);
+		if (rc < 0) {
+			kg_cli_err("block stats: %s", strerror(-rc));
+			return KG_EXIT_RUNTIME;
+		}
+	} else {
+		rc = ask_daemon(cli, "block stats", why, "block-stats", daemon_stats, &r, final,
+				sizeof(final));
+		if (rc != KG_EXIT_OK)
+			return rc;
+		if (r.lines != 1 || r.bad) {
+			kg_cli_err("block stats: the daemon did not send one line of counters");
+			return KG_EXIT_RUNTIME;
+		}
 	}
-	for (uint32_t k = 0; k < KG_XDP_STAT_MAX; k++) {
-		if (bpf_map_lookup_elem(fd, &k, vals) < 0)
-			continue;
-		for (int c = 0; c < ncpu; c++)
-			sum[k] += vals[c];
+	if (json) {
+		(void)kg_edge_block_stats_format(r.sum, line, sizeof(line));
+		puts(line);
+		return KG_EXIT_OK;
 	}
-	close(fd);
-	free(vals);
-	for (uint32_t k = 0; k < KG_XDP_STAT_MAX; k++) {
-		if (json)
-			printf("%s\"%s\":%" PRIu64 "%s", k ? "," : "{", stat_names[k], sum[k],
-			       k + 1 == KG_XDP_STAT_MAX ? "}\n" : "");
-		else
-			printf("%-13s %" PRIu64 "\n", stat_names[k], sum[k]);
-	}
+	for (uint32_t k = 0; k < KG_XDP_STAT_MAX; k++)
+		printf("%-13s %" PRIu64 "\n", kg_edge_block_stat_name(k), r.sum[k]);
 	return KG_EXIT_OK;
 }
 

@@ -33,8 +33,17 @@ int kg_control_call(const char *socket_path, const char *request, kg_control_lin
 	{
 		char line[KG_CONTROL_LINE_MAX];
 		int n = snprintf(line, sizeof(line), "%s\n", request);
+		ssize_t w;
 
-		if (n < 0 || (size_t)n >= sizeof(line) || write(fd, line, (size_t)n) != n) {
+		if (n < 0 || (size_t)n >= sizeof(line)) {
+			errno = EMSGSIZE;
+			rc = KG_E_IO;
+			goto out_close;
+		}
+		w = write(fd, line, (size_t)n);
+		if (w != n) {
+			if (w >= 0)
+				errno = EIO;   /* a short write */
 			rc = KG_E_IO;
 			goto out_close;
 		}
@@ -65,7 +74,10 @@ int kg_control_call(const char *socket_path, const char *request, kg_control_lin
 			rc = KG_E_PROTO;   /* a line longer than the protocol allows */
 			goto out_close;
 		}
-		if (poll(&pfd, 1, timeout_ms) <= 0) {
+		n = poll(&pfd, 1, timeout_ms);
+		if (n <= 0) {
+			if (n == 0)
+				errno = ETIMEDOUT;
 			rc = KG_E_IO;
 			goto out_close;
 		}
@@ -78,6 +90,11 @@ int kg_control_call(const char *socket_path, const char *request, kg_control_lin
 	}
 
 out_close:
-	close(fd);
+	{
+		int saved = errno;   /* KG_E_IO: errno says why (control.h) */
+
+		close(fd);
+		errno = saved;
+	}
 	return rc;
 }

@@ -8,6 +8,7 @@
  * and SIGHUP are served by the same loop, so no client can delay them.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,8 @@
 
 #include "ops/control.h"
 #include "core/control_server.h"
+#include "edge/edge.h"
+#include "edge/edge_conf.h"
 #include "ops/err.h"
 #include "ops/log.h"
 #include "core/worker.h"
@@ -310,6 +313,121 @@ static void fan_out(struct kg_daemon *d, struct out *o, enum kg_cmd_type type, c
 	free(cmd.out);
 }
 
+/* ---- the XDP gate's deny list (`ktlsgate block` without the pins) --------------- */
+
+/* The longest `block add --for` the CLI takes: ten years. */
+#define BLOCK_SECS_MAX (86400ull * 3650)
+
+static int block_addr(struct out *o, const char *text, uint8_t addr[16])
+{
+	if (text == NULL || kg_edge_addr_parse(text, addr) < 0) {
+		reply(o, "ERR '%s' is not a numeric IPv4 or IPv6 address", text ? text : "");
+		return -1;
+	}
+	return 0;
+}
+
+/* "ADDR SECONDS" (0: until removed) -> OK [allow_listed] */
+static void do_block_add(struct kg_daemon *d, struct out *o, char *arg)
+{
+	char *secs_text = arg ? strchr(arg, ' ') : NULL, *end;
+	char why[KG_ERRBUF];
+	unsigned long long secs;
+	uint8_t addr[16];
+	bool allowed;
+
+	if (secs_text == NULL) {
+		reply(o, "ERR usage: block-add ADDR SECONDS");
+		return;
+	}
+	*secs_text++ = '\0';
+	if (block_addr(o, arg, addr) < 0)
+		return;
+	errno = 0;
+	secs = strtoull(secs_text, &end, 10);
+	if (*secs_text < '0' || *secs_text > '9' || *end != '\0' || errno || secs > BLOCK_SECS_MAX) {
+		reply(o, "ERR '%s' is not a number of seconds (0..%llu)", secs_text,
+		      BLOCK_SECS_MAX);
+		return;
+	}
+	if (kg_edge_gate_block(d->edge, addr, secs, &allowed, why, sizeof(why)) < 0)
+		reply(o, "ERR %s", why);
+	else
+		reply(o, allowed ? "OK allow_listed" : "OK");
+}
+
+/* "ADDR" -> OK removed=1 | OK removed=0 (it was not blocked) */
+static void do_block_remove(struct kg_daemon *d, struct out *o, const char *arg)
+{
+	char why[KG_ERRBUF];
+	uint8_t addr[16];
+	int rc;
+
+	if (block_addr(o, arg, addr) < 0)
+		return;
+	rc = kg_edge_gate_unblock(d->edge, addr, why, sizeof(why));
+	if (rc == -ENOENT)
+		reply(o, "OK removed=0");
+	else if (rc < 0)
+		reply(o, "ERR %s", why);
+	else
+		reply(o, "OK removed=1");
+}
+
+static int block_line(const struct kg_edge_block_entry *en, void *arg)
+{
+	struct json_object *j = kg_edge_block_entry_json(en);
+
+	if (j == NULL) {
+		((struct out *)arg)->failed = true;   /* the client sees a hang-up, not half a list */
+		return -1;
+	}
+	reply(arg, "%s", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+	json_object_put(j);
+	return 0;
+}
+
+/* -> one JSON object line per live entry, OK */
+static void do_block_list(struct kg_daemon *d, struct out *o)
+{
+	char why[KG_ERRBUF];
+
+	if (kg_edge_gate_list(d->edge, block_line, o, why, sizeof(why)) < 0) {
+		if (!o->failed)
+			reply(o, "ERR %s", why);
+		return;
+	}
+	reply(o, "OK");
+}
+
+/* -> {"passed":N,"dropped_deny":N,"dropped_rate":N}, OK */
+static void do_block_stats(struct kg_daemon *d, struct out *o)
+{
+	uint64_t sum[KG_XDP_STAT_MAX];
+	char why[KG_ERRBUF], line[256];
+
+	if (kg_edge_gate_verdicts(d->edge, sum, why, sizeof(why)) < 0) {
+		reply(o, "ERR %s", why);
+		return;
+	}
+	(void)kg_edge_block_stats_format(sum, line, sizeof(line));
+	reply(o, "%s", line);
+	reply(o, "OK");
+}
+
+/* -> OK deny=ID allow=ID stats=ID */
+static void do_block_maps(struct kg_daemon *d, struct out *o)
+{
+	char why[KG_ERRBUF];
+	uint32_t ids[3];
+
+	if (kg_edge_gate_map_ids(d->edge, ids, why, sizeof(why)) < 0)
+		reply(o, "ERR %s", why);
+	else
+		reply(o, "OK deny=%" PRIu32 " allow=%" PRIu32 " stats=%" PRIu32, ids[0], ids[1],
+		      ids[2]);
+}
+
 static void dispatch(struct kg_daemon *d, struct out *o, char *line)
 {
 	char *arg = strchr(line, ' ');
@@ -343,6 +461,16 @@ static void dispatch(struct kg_daemon *d, struct out *o, char *line)
 		fan_out(d, o, KG_CMD_LIST_SESSIONS, NULL);
 	} else if (strcmp(line, "kill") == 0 && arg) {
 		fan_out(d, o, KG_CMD_KILL_DEVICE, arg);
+	} else if (strcmp(line, "block-add") == 0) {
+		do_block_add(d, o, arg);
+	} else if (strcmp(line, "block-remove") == 0) {
+		do_block_remove(d, o, arg);
+	} else if (strcmp(line, "block-list") == 0 && arg == NULL) {
+		do_block_list(d, o);
+	} else if (strcmp(line, "block-stats") == 0 && arg == NULL) {
+		do_block_stats(d, o);
+	} else if (strcmp(line, "block-maps") == 0 && arg == NULL) {
+		do_block_maps(d, o);
 	} else {
 		reply(o, "ERR unknown request");
 	}

@@ -35,6 +35,7 @@
 
 #include "ops/config.h"
 #include "edge/edge.h"
+#include "edge/edge_block.h"
 #include "edge/edge_policy.h"
 #include "ops/log.h"
 #include "edge/steer.h"
@@ -45,19 +46,6 @@ _Static_assert(sizeof(struct kg_xdp_addr) == 16, "BPF ABI");
 _Static_assert(sizeof(struct kg_xdp_deny) == 24, "BPF ABI");
 _Static_assert(sizeof(struct kg_xdp_lpm_key) == 20, "BPF ABI");
 _Static_assert(sizeof(struct kg_xdp_cfg) == 16, "BPF ABI");
-
-static const char *const deny_reason_names[KG_XDP_DENY_REASON_MAX] = {
-	[KG_XDP_DENY_MANUAL] = "manual",
-	[KG_XDP_DENY_VERIFY] = "verify",
-	[KG_XDP_DENY_POLICY] = "policy",
-	[KG_XDP_DENY_SOURCE_LIMIT] = "source_limit",
-};
-
-static const char *const stat_names[KG_XDP_STAT_MAX] = {
-	[KG_XDP_PASSED] = "passed",
-	[KG_XDP_DROPPED_DENY] = "dropped_deny",
-	[KG_XDP_DROPPED_RATE] = "dropped_rate",
-};
 
 struct iface {
 	char name[KG_EDGE_IFNAME];
@@ -553,7 +541,8 @@ void kg_edge_note_refusal(struct kg_edge *e, const struct sockaddr *src, socklen
 	atomic_fetch_add(&e->added[cat], 1);
 	kg_log_info("edge: denying %s at XDP for %llus (%s failures, strike %u)",
 		    kg_edge_addr_str(lk.addr.a, text, sizeof(text)),
-		    (unsigned long long)(period / 1000), deny_reason_names[cat], strikes);
+		    (unsigned long long)(period / 1000), kg_edge_block_reason_name((uint32_t)cat),
+		    strikes);
 }
 
 int kg_edge_steer_listener(struct kg_edge *e, unsigned n_workers, unsigned group,
@@ -594,28 +583,128 @@ void kg_edge_handshake(struct kg_edge *e, unsigned worker, int delta)
 		kg_steer_load_add(e->steer, worker, delta);
 }
 
-/* Live (unexpired) entries of the deny map. One syscall pair per entry: bounded by
- * the map size. */
+/* ---- `ktlsgate block` through the daemon --------------------------------------- */
+
+static int gate_needed(const struct kg_edge *e, char *why, size_t whylen)
+{
+	if (kg_edge_active(e))
+		return 0;
+	snprintf(why, whylen, "the XDP gate is not active: %s",
+		 e == NULL ? "no [edge] section" : e->why[0] ? e->why : "not started");
+	return -ENODEV;
+}
+
+static int map_error(int rc, const char *what, char *why, size_t whylen)
+{
+	if (rc < 0)
+		snprintf(why, whylen, "%s: %s", what, strerror(-rc));
+	return rc;
+}
+
+int kg_edge_gate_block(struct kg_edge *e, const uint8_t addr[16], uint64_t secs,
+		       bool *allow_listed, char *why, size_t whylen)
+{
+	char text[64];
+	int rc;
+
+	*allow_listed = false;
+	if ((rc = gate_needed(e, why, whylen)) < 0)
+		return rc;
+	rc = kg_edge_block_add(e->deny_fd, addr, secs);
+	if (rc < 0)
+		return map_error(rc, "deny map update", why, whylen);
+	*allow_listed = kg_edge_block_allowed(e->allow_fd, addr);
+	/* The pins' path leaves no trace in the daemon; this one is the daemon's own act. */
+	if (secs)
+		kg_log_info("edge: %s denied at XDP for %llus (ktlsgate block add)",
+			    kg_edge_addr_str(addr, text, sizeof(text)), (unsigned long long)secs);
+	else
+		kg_log_info("edge: %s denied at XDP until removed (ktlsgate block add)",
+			    kg_edge_addr_str(addr, text, sizeof(text)));
+	return 0;
+}
+
+int kg_edge_gate_unblock(struct kg_edge *e, const uint8_t addr[16], char *why, size_t whylen)
+{
+	char text[64];
+	int rc;
+
+	if ((rc = gate_needed(e, why, whylen)) < 0)
+		return rc;
+	rc = kg_edge_block_remove(e->deny_fd, addr);
+	if (rc == -ENOENT) {
+		snprintf(why, whylen, "%s is not blocked", kg_edge_addr_str(addr, text, sizeof(text)));
+		return rc;
+	}
+	if (rc < 0)
+		return map_error(rc, "deny map delete", why, whylen);
+	kg_log_info("edge: %s no longer denied at XDP (ktlsgate block remove)",
+		    kg_edge_addr_str(addr, text, sizeof(text)));
+	return 0;
+}
+
+int kg_edge_gate_list(struct kg_edge *e,
+		      int (*cb)(const struct kg_edge_block_entry *en, void *arg), void *arg,
+		      char *why, size_t whylen)
+{
+	int rc;
+
+	if ((rc = gate_needed(e, why, whylen)) < 0)
+		return rc;
+	return kg_edge_block_each(e->deny_fd, cb, arg);
+}
+
+int kg_edge_gate_verdicts(struct kg_edge *e, uint64_t sum[KG_XDP_STAT_MAX], char *why,
+			  size_t whylen)
+{
+	int rc;
+
+	if ((rc = gate_needed(e, why, whylen)) < 0)
+		return rc;
+	return map_error(kg_edge_block_stats(e->stats_fd, sum), "stats map", why, whylen);
+}
+
+int kg_edge_gate_map_ids(struct kg_edge *e, uint32_t ids[3], char *why, size_t whylen)
+{
+	int fds[3], rc;
+
+	if ((rc = gate_needed(e, why, whylen)) < 0)
+		return rc;
+	fds[0] = e->deny_fd;
+	fds[1] = e->allow_fd;
+	fds[2] = e->stats_fd;
+	for (int i = 0; i < 3; i++) {
+		struct bpf_map_info info = { 0 };
+		__u32 len = sizeof(info);
+
+		if (bpf_obj_get_info_by_fd(fds[i], &info, &len) < 0)
+			return map_error(-errno, "map info", why, whylen);
+		ids[i] = info.id;
+	}
+	return 0;
+}
+
+/* ---- metrics -------------------------------------------------------------------- */
+
+static int count_entry(const struct kg_edge_block_entry *en, void *arg)
+{
+	(void)en;
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* Live (unexpired) entries of the deny map: what `ktlsgate block list` shows. */
 static uint64_t deny_entries(struct kg_edge *e)
 {
-	struct kg_xdp_addr key, next;
-	struct kg_xdp_deny v;
-	uint64_t n = 0, now = mono_ns();
-	const void *prev = NULL;
+	uint64_t n = 0;
 
-	while (bpf_map_get_next_key(e->deny_fd, prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(e->deny_fd, &key, &v) == 0 &&
-		    (v.expires_ns == 0 || v.expires_ns > now))
-			n++;
-	}
+	(void)kg_edge_block_each(e->deny_fd, count_entry, &n);
 	return n;
 }
 
 int kg_edge_metrics_write(struct kg_edge *e, FILE *f)
 {
-	int ncpu = libbpf_num_possible_cpus();
+	uint64_t sum[KG_XDP_STAT_MAX] = { 0 };
 	bool active = kg_edge_active(e);
 
 	fprintf(f, "# HELP ktlsgate_xdp_gate_active 1 when the XDP gate is loaded\n"
@@ -625,16 +714,10 @@ int kg_edge_metrics_write(struct kg_edge *e, FILE *f)
 		return ferror(f) ? -1 : 0;
 	fprintf(f, "# HELP ktlsgate_xdp_packets_total Packets seen by the XDP gate, by verdict\n"
 		   "# TYPE ktlsgate_xdp_packets_total counter\n");
-	for (uint32_t k = 0; k < KG_XDP_STAT_MAX; k++) {
-		uint64_t sum = 0, *vals = ncpu > 0 ? calloc((size_t)ncpu, sizeof(*vals)) : NULL;
-
-		if (vals && bpf_map_lookup_elem(e->stats_fd, &k, vals) == 0)
-			for (int c = 0; c < ncpu; c++)
-				sum += vals[c];
-		free(vals);
-		fprintf(f, "ktlsgate_xdp_packets_total{verdict=\"%s\"} %llu\n", stat_names[k],
-			(unsigned long long)sum);
-	}
+	(void)kg_edge_block_stats(e->stats_fd, sum);   /* a failed read shows 0 */
+	for (uint32_t k = 0; k < KG_XDP_STAT_MAX; k++)
+		fprintf(f, "ktlsgate_xdp_packets_total{verdict=\"%s\"} %llu\n",
+			kg_edge_block_stat_name(k), (unsigned long long)sum[k]);
 	fprintf(f, "# HELP ktlsgate_xdp_deny_entries Sources currently denied at XDP\n"
 		   "# TYPE ktlsgate_xdp_deny_entries gauge\n"
 		   "ktlsgate_xdp_deny_entries %llu\n", (unsigned long long)deny_entries(e));
@@ -642,7 +725,8 @@ int kg_edge_metrics_write(struct kg_edge *e, FILE *f)
 		   "# TYPE ktlsgate_xdp_deny_added_total counter\n");
 	for (int r = KG_XDP_DENY_VERIFY; r < KG_XDP_DENY_REASON_MAX; r++)
 		fprintf(f, "ktlsgate_xdp_deny_added_total{reason=\"%s\"} %llu\n",
-			deny_reason_names[r], (unsigned long long)atomic_load(&e->added[r]));
+			kg_edge_block_reason_name((uint32_t)r),
+			(unsigned long long)atomic_load(&e->added[r]));
 	fprintf(f, "# HELP ktlsgate_xdp_attached Interfaces the gate is attached to, by mode\n"
 		   "# TYPE ktlsgate_xdp_attached gauge\n");
 	pthread_mutex_lock(&e->lock);

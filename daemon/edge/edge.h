@@ -3,7 +3,9 @@
  * Part edge (daemon/edge/): the user side of the XDP gate and of worker steering.
  * edge.c (load, pin, attach and feed the gate, this header), edge_policy.c (when a
  * refusing source is denied in XDP, pure), edge_conf.c (the [edge] section and
- * `ktlsgate block` parsing; edge_conf.h), steer.c (SO_REUSEPORT steering, steer.h).
+ * `ktlsgate block` parsing; edge_conf.h), edge_block.c (`ktlsgate block` on the maps
+ * by fd, for the CLI's pins and the daemon alike; edge_block.h), steer.c
+ * (SO_REUSEPORT steering, steer.h).
  * The BPF programs are in bpf/; both sides share their map structs through
  * include/ktlsgate/xdp_gate_maps.h.
  * Way in: this header. Uses ops and policy's reasons; never the connection.
@@ -23,8 +25,12 @@
 #define KTLSGATE_EDGE_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
+
+#include "edge/edge_block.h"
 
 struct kg_config;
 struct kg_edge;
@@ -62,6 +68,33 @@ int kg_edge_steer_listener(struct kg_edge *e, unsigned n_workers, unsigned group
 /* A handshake began (+1) / ended (-1) on worker: least_loaded reads these. Any
  * thread, lock-free; a no-op without steering. */
 void kg_edge_handshake(struct kg_edge *e, unsigned worker, int delta);
+
+/*
+ * `ktlsgate block` served by the daemon (control verbs block-add, block-remove,
+ * block-list, block-stats in control.h) for a CLI that cannot open the pinned maps: the
+ * packaged unit's user cannot pin under a root-only /sys/fs/bpf, and a user without
+ * CAP_BPF cannot open pins at all. The operations and their meaning are the pins' ones
+ * (edge_block.h), on the maps this gate holds. Each returns 0, or a negative errno with
+ * why set: -ENODEV "the XDP gate is not active: <why it is not>", -ENOENT from
+ * kg_edge_gate_unblock() when addr was not blocked, another from bpf(2). Main thread or any.
+ */
+/* Deny addr for secs seconds (0: until removed); *allow_listed: the [edge] allow list
+ * covers it, so the gate will not drop it anyway. */
+int kg_edge_gate_block(struct kg_edge *e, const uint8_t addr[16], uint64_t secs,
+		       bool *allow_listed, char *why, size_t whylen);
+int kg_edge_gate_unblock(struct kg_edge *e, const uint8_t addr[16], char *why, size_t whylen);
+/* cb for every live deny entry (kg_edge_block_each()); a non-zero cb value stops the
+ * walk and is returned. */
+int kg_edge_gate_list(struct kg_edge *e,
+		      int (*cb)(const struct kg_edge_block_entry *en, void *arg), void *arg,
+		      char *why, size_t whylen);
+/* XDP packets by verdict, per-CPU counters summed. */
+int kg_edge_gate_verdicts(struct kg_edge *e, uint64_t sum[KG_XDP_STAT_MAX], char *why,
+			  size_t whylen);
+
+/* The kernel's ids of the maps this gate holds (deny, allow, stats), so the CLI can tell
+ * the gate's pins from pins an earlier run left where this one could not pin. */
+int kg_edge_gate_map_ids(struct kg_edge *e, uint32_t ids[3], char *why, size_t whylen);
 
 /* Append the gate's metrics in Prometheus text format to f: gate state, XDP packets
  * by verdict (per-CPU counters summed), deny-map entries, entries added by reason,

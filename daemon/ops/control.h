@@ -15,6 +15,17 @@
  *                                 CA that no longer authenticates -> OK closed=N
  *   sessions                   -> one JSON object line per live session, OK
  *   kill ID                    -> OK closed=N (N may be 0)
+ *   block-add ADDR SECONDS     -> deny ADDR at XDP for SECONDS (0: until removed)
+ *                                 -> OK | OK allow_listed (the gate never drops it)
+ *   block-remove ADDR          -> OK removed=1 | OK removed=0 (it was not blocked)
+ *   block-list                 -> one JSON object line per live deny entry
+ *                                 (edge/edge_block.h: address, reason, strikes,
+ *                                 expires_in_s or null), OK
+ *   block-stats                -> {"passed":N,"dropped_deny":N,"dropped_rate":N}, OK
+ *   block-maps                 -> OK deny=ID allow=ID stats=ID (the kernel's map ids)
+ *   The block-* verbs answer "ERR the XDP gate is not active: WHY" without a gate; the
+ *   CLI uses them when it cannot open the maps pinned under [edge] pin_dir, or when
+ *   block-maps says the pins there are not the running gate's (left by an earlier run).
  * The server side is core/control_server.c; the client call is below
  * (cli/control_client.c).
  */
@@ -34,7 +45,8 @@ typedef void (*kg_control_line_cb)(const char *line, void *arg);
  * Send `request` (no newline) to the daemon at socket_path and read the reply.
  * Returns 0 on "OK" (its text, if any, copied to final), KG_E_DENIED on "ERR" (the
  * message copied to final), KG_E_NOTFOUND if no daemon listens there (socket missing
- * or connection refused), KG_E_IO / KG_E_PROTO otherwise. Times out after timeout_ms.
+ * or connection refused), KG_E_IO (errno says why: EACCES for a caller the socket's
+ * mode shuts out, ETIMEDOUT after timeout_ms) or KG_E_PROTO otherwise.
  */
 int kg_control_call(const char *socket_path, const char *request, kg_control_line_cb cb,
 		    void *arg, char *final, size_t final_len, int timeout_ms) KG_MUST_USE;

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
-/* check_edge.c - units of the [edge] config section and the deny policy (edge_policy.h). */
+/* check_edge.c - units of the [edge] config section, the deny policy (edge_policy.h) and
+ * the pure half of `ktlsgate block` (edge_block.h: entries, names, their JSON lines). */
 #include <check.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ops/config.h"
+#include "edge/edge_block.h"
+#include "edge/edge_conf.h"
 #include "edge/edge_policy.h"
 #include "policy/reason.h"
 #include "ktlsgate/xdp_gate_maps.h"
@@ -285,11 +289,123 @@ START_TEST(which_reasons_count)
 }
 END_TEST
 
+/* ---- edge_block.h: what `block list` shows, and its control line ---------------- */
+
+START_TEST(block_entry_from_map_value)
+{
+	const uint64_t s = 1000000000ull, now = 5000 * s;
+	struct kg_xdp_deny v = { .expires_ns = now + 600 * s, .added_ns = now, .reason = 2,
+				 .strikes = 3 };
+	struct kg_edge_block_entry en;
+	uint8_t key[16];
+
+	ck_assert_int_eq(kg_edge_addr_parse("10.1.2.3", key), 0);
+	ck_assert(kg_edge_block_entry_from(key, &v, now, &en));
+	ck_assert_mem_eq(en.addr, key, 16);
+	ck_assert_uint_eq(en.reason, KG_XDP_DENY_POLICY);
+	ck_assert_uint_eq(en.strikes, 3);
+	ck_assert_int_eq(en.expires_in_s, 600);
+	/* rounded up: 1 ns left is still 1 s */
+	ck_assert(kg_edge_block_entry_from(key, &v, now + 600 * s - 1, &en));
+	ck_assert_int_eq(en.expires_in_s, 1);
+	ck_assert(kg_edge_block_entry_from(key, &v, now + s / 2, &en));
+	ck_assert_int_eq(en.expires_in_s, 600);
+	/* expired at the instant, and after */
+	ck_assert(!kg_edge_block_entry_from(key, &v, now + 600 * s, &en));
+	ck_assert(!kg_edge_block_entry_from(key, &v, now + 601 * s, &en));
+	/* 0: until removed */
+	v.expires_ns = 0;
+	ck_assert(kg_edge_block_entry_from(key, &v, UINT64_MAX, &en));
+	ck_assert_int_eq(en.expires_in_s, -1);
+}
+END_TEST
+
+static const char *entry_line(const struct kg_edge_block_entry *en, char *buf, size_t cap)
+{
+	struct json_object *o = kg_edge_block_entry_json(en);
+
+	ck_assert_ptr_nonnull(o);
+	snprintf(buf, cap, "%s", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return buf;
+}
+
+START_TEST(block_entry_json_roundtrip)
+{
+	struct kg_edge_block_entry en = { .reason = KG_XDP_DENY_MANUAL, .expires_in_s = -1 }, back;
+	char line[256];
+
+	ck_assert_int_eq(kg_edge_addr_parse("10.77.0.3", en.addr), 0);
+	ck_assert_str_eq(entry_line(&en, line, sizeof(line)),
+			 "{\"address\":\"10.77.0.3\",\"reason\":\"manual\",\"strikes\":0,"
+			 "\"expires_in_s\":null}");
+	ck_assert_int_eq(kg_edge_block_entry_parse(line, &back), 0);
+	ck_assert_mem_eq(&back, &en, sizeof(en));
+
+	ck_assert_int_eq(kg_edge_addr_parse("fd77::3", en.addr), 0);
+	en.reason = KG_XDP_DENY_SOURCE_LIMIT;
+	en.strikes = 4294967295u;
+	en.expires_in_s = 315360000;
+	ck_assert_str_eq(entry_line(&en, line, sizeof(line)),
+			 "{\"address\":\"fd77::3\",\"reason\":\"source_limit\","
+			 "\"strikes\":4294967295,\"expires_in_s\":315360000}");
+	ck_assert_int_eq(kg_edge_block_entry_parse(line, &back), 0);
+	ck_assert_mem_eq(&back, &en, sizeof(en));
+}
+END_TEST
+
+static const char *const bad_entries[] = {
+	"",
+	"[]",
+	"not json",
+	"{\"address\":\"10.0.0.1\",\"reason\":\"manual\",\"strikes\":0}",
+	"{\"address\":\"10.0.0.300\",\"reason\":\"manual\",\"strikes\":0,\"expires_in_s\":null}",
+	"{\"address\":\"10.0.0.1\",\"reason\":\"angry\",\"strikes\":0,\"expires_in_s\":null}",
+	"{\"address\":\"10.0.0.1\",\"reason\":\"manual\",\"strikes\":-1,\"expires_in_s\":null}",
+	"{\"address\":\"10.0.0.1\",\"reason\":\"manual\",\"strikes\":4294967296,\"expires_in_s\":1}",
+	"{\"address\":\"10.0.0.1\",\"reason\":\"manual\",\"strikes\":0,\"expires_in_s\":-5}",
+	"{\"address\":\"10.0.0.1\",\"reason\":\"manual\",\"strikes\":0,\"expires_in_s\":\"1\"}",
+	"{\"address\":1,\"reason\":\"manual\",\"strikes\":0,\"expires_in_s\":null}",
+};
+
+START_TEST(block_entry_bad_lines)
+{
+	struct kg_edge_block_entry en;
+
+	ck_assert_int_eq(kg_edge_block_entry_parse(bad_entries[_i], &en), -1);
+}
+END_TEST
+
+START_TEST(block_names_and_stats_line)
+{
+	uint64_t sum[KG_XDP_STAT_MAX] = { 7, 0, UINT64_MAX }, back[KG_XDP_STAT_MAX];
+	char line[256];
+
+	ck_assert_str_eq(kg_edge_block_reason_name(KG_XDP_DENY_MANUAL), "manual");
+	ck_assert_str_eq(kg_edge_block_reason_name(KG_XDP_DENY_VERIFY), "verify");
+	ck_assert_str_eq(kg_edge_block_reason_name(KG_XDP_DENY_POLICY), "policy");
+	ck_assert_str_eq(kg_edge_block_reason_name(KG_XDP_DENY_SOURCE_LIMIT), "source_limit");
+	ck_assert_str_eq(kg_edge_block_reason_name(KG_XDP_DENY_REASON_MAX), "unknown");
+	ck_assert_str_eq(kg_edge_block_stat_name(KG_XDP_PASSED), "passed");
+	ck_assert_str_eq(kg_edge_block_stat_name(KG_XDP_STAT_MAX), "unknown");
+	ck_assert_int_eq(kg_edge_block_stats_format(sum, line, sizeof(line)), (int)strlen(line));
+	ck_assert_str_eq(line, "{\"passed\":7,\"dropped_deny\":0,"
+			       "\"dropped_rate\":18446744073709551615}");
+	ck_assert_int_eq(kg_edge_block_stats_parse(line, back), 0);
+	ck_assert_mem_eq(back, sum, sizeof(sum));
+	ck_assert_int_eq(kg_edge_block_stats_parse("{\"passed\":7,\"dropped_deny\":0}", back), -1);
+	ck_assert_int_eq(kg_edge_block_stats_parse("{\"passed\":7,\"dropped_deny\":0,"
+						   "\"dropped_rate\":\"x\"}", back), -1);
+	ck_assert_int_eq(kg_edge_block_stats_parse("OK", back), -1);
+}
+END_TEST
+
 Suite *kg_suite_edge(void)
 {
 	Suite *s = suite_create("edge");
 	TCase *tc = tcase_create("conf");
 	TCase *tp = tcase_create("policy");
+	TCase *tb = tcase_create("block");
 
 	tcase_add_test(tc, unknown_key_names_file_and_line);
 	tcase_add_test(tc, defaults_gate_the_listen_ports);
@@ -305,5 +421,11 @@ Suite *kg_suite_edge(void)
 	tcase_add_test(tp, bad_params_refused);
 	tcase_add_test(tp, which_reasons_count);
 	suite_add_tcase(s, tp);
+	tcase_add_test(tb, block_entry_from_map_value);
+	tcase_add_test(tb, block_entry_json_roundtrip);
+	tcase_add_loop_test(tb, block_entry_bad_lines, 0,
+			    (int)(sizeof(bad_entries) / sizeof(bad_entries[0])));
+	tcase_add_test(tb, block_names_and_stats_line);
+	suite_add_tcase(s, tb);
 	return s;
 }
