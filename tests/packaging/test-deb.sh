@@ -276,30 +276,34 @@ else
 	fail conf_drift "packaging/ktlsgate.conf and docs/examples/ktlsgate.conf differ after [daemon]: $(printf '%s' "$d" | head -4 | tr '\n' ';')"
 fi
 
-# --- host: the completion's nouns and verbs are the CLI's --------------------------------
+# --- the completion's nouns and verbs are the CLI's ------------------------------------
 # From the package's own binary: `ktlsgate --help` lists "ktlsgate NOUN VERB ..." lines.
-xdir=$(mktemp -d "$WORKBASE/x.XXXXXX")
-dpkg-deb -x "$DEB" "$xdir"
-help=$("$xdir/usr/bin/ktlsgate" --help 2>&1)
-want_nouns=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ { print $2 }' | sort -u | tr '\n' ' ')
-got=$(bash -c 'source "$1"; for n in '"$want_nouns"'; do for v in $(_ktlsgate_verbs $n); do echo "$n $v"; done; done' sh "$xdir/usr/share/bash-completion/completions/ktlsgate" | sort)
-want=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ && $3 ~ /^[a-z]/ {
-	n = split($3, v, "|"); for (i = 1; i <= n; i++) print $2, v[i] }' | sort -u)
-# (nouns without verbs - verify CERT, status, reload, reasons - have no lower-case $3)
-nouns_in_completion=$(sed -n 's/.*compgen -W "\(pki ca [^"]*\)".*/\1/p' "$xdir/usr/share/bash-completion/completions/ktlsgate")
-missing_nouns=""
-for n in $want_nouns; do
-	case " $nouns_in_completion " in *" $n "*) ;; *) missing_nouns="$missing_nouns $n" ;; esac
-done
-# A few command lines through the function itself (bash-completion's two helpers
-# stubbed: the host need not have bash-completion installed).
-complete_line() { # WORDS... -> the sorted candidates for the last word
-	bash -c '_init_completion() { words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
-		cur=${words[cword]}; prev=${words[cword-1]}; }
-	_filedir() { COMPREPLY=(FILE); }
-	source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _ktlsgate
-	printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "' sh \
-		"$xdir/usr/share/bash-completion/completions/ktlsgate" "$@"
+# check_completion HELP: the host's release runs the binary on the host, before the
+# root; another release's binary needs its libraries, so the root's inner script saves
+# its `ktlsgate --help` and this runs after the root stage.
+check_completion() {
+	local help=$1 xdir want_nouns got want nouns_in_completion missing_nouns cbad n
+	xdir=$(mktemp -d "$WORKBASE/x.XXXXXX")
+	dpkg-deb -x "$DEB" "$xdir"
+	want_nouns=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ { print $2 }' | sort -u | tr '\n' ' ')
+	got=$(bash -c 'source "$1"; for n in '"$want_nouns"'; do for v in $(_ktlsgate_verbs $n); do echo "$n $v"; done; done' sh "$xdir/usr/share/bash-completion/completions/ktlsgate" | sort)
+	want=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ && $3 ~ /^[a-z]/ {
+		n = split($3, v, "|"); for (i = 1; i <= n; i++) print $2, v[i] }' | sort -u)
+	# (nouns without verbs - verify CERT, status, reload, reasons - have no lower-case $3)
+	nouns_in_completion=$(sed -n 's/.*compgen -W "\(pki ca [^"]*\)".*/\1/p' "$xdir/usr/share/bash-completion/completions/ktlsgate")
+	missing_nouns=""
+	for n in $want_nouns; do
+		case " $nouns_in_completion " in *" $n "*) ;; *) missing_nouns="$missing_nouns $n" ;; esac
+	done
+	# A few command lines through the function itself (bash-completion's two helpers
+	# stubbed: the host need not have bash-completion installed).
+	complete_line() { # WORDS... -> the sorted candidates for the last word
+		bash -c '_init_completion() { words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
+			cur=${words[cword]}; prev=${words[cword-1]}; }
+		_filedir() { COMPREPLY=(FILE); }
+		source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _ktlsgate
+		printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "' sh \
+			"$xdir/usr/share/bash-completion/completions/ktlsgate" "$@"
 }
 cbad=""
 check_line() { # EXPECTED WORDS...
@@ -315,7 +319,9 @@ check_line "decommissioned disabled enabled quarantined suspended " ktlsgate dev
 check_line "--help --json --status " ktlsgate device list --
 check_line "FILE " ktlsgate -r ""
 check_line "csv jsonl " ktlsgate device import f.csv --format ""
-if [ -n "$cbad" ]; then
+if [ -z "$want_nouns" ]; then
+	fail completion "ktlsgate --help listed no commands: $(printf '%s' "$help" | head -2 | tr '\n' ';')"
+elif [ -n "$cbad" ]; then
 	fail completion "$cbad"
 elif ! bash -n "$xdir/usr/share/bash-completion/completions/ktlsgate"; then
 	fail completion "bash -n fails"
@@ -327,6 +333,13 @@ else
 	pass "completion ($(printf '%s\n' "$got" | wc -l) noun/verb pairs)"
 fi
 rm -rf "$xdir"
+}
+if [ "$TARGET" = deb ]; then
+	x=$(mktemp -d "$WORKBASE/x.XXXXXX")
+	dpkg-deb -x "$DEB" "$x"
+	check_completion "$("$x/usr/bin/ktlsgate" --help 2>&1)"
+	rm -rf "$x"
+fi
 
 # --- the root -------------------------------------------------------------------------
 minbase_tarball "$SUITE" "$ARCH"
@@ -336,11 +349,9 @@ chmod 755 "$ROOT"
 printf '#!/bin/sh\n# test-deb: start no services from package scripts\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
-# The host's sources for this suite (and its -updates/-security), as check-fresh.sh does.
-apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | sort -u |
-	awk -v s="$SUITE" '$2 == s || $2 == s "-updates" || $2 == s "-security" || $2 == s "-security/updates" {
-		print "deb", $1, $2, "main" }' >"$ROOT/etc/apt/sources.list"
-[ -n "${KG_FRESH_MIRROR:-}" ] && echo "deb $KG_FRESH_MIRROR $SUITE main" >"$ROOT/etc/apt/sources.list"
+# The host's sources for this suite (and its -updates/-security), or derived from the
+# host's own release's (lib.sh suite_sources).
+suite_sources "$SUITE" >"$ROOT/etc/apt/sources.list"
 [ -s "$ROOT/etc/apt/sources.list" ] || abort root "no apt source for $SUITE on the host"
 mkdir -p "$ROOT/tmp/pkg"
 cp "$DEB" "$ROOT/tmp/pkg/"
@@ -391,6 +402,10 @@ apt-get install -y -q --no-install-recommends openssl >>/tmp/apt.log 2>&1
 ov=$(openssl version 2>&1)
 case $ov in "OpenSSL $OPENSSL".*) ;; *) lbad="$lbad openssl version '$ov', want $OPENSSL.x;" ;; esac
 [ -z "$lbad" ] && pass "links ($lgot openssl version: $ov)" || fail links "$lbad"
+
+# For the completion check (run outside, after this root: the host may not run this
+# release's binary).
+ktlsgate --help >/tmp/ktlsgate-help.txt 2>&1
 
 # The system user (sysusers.d), without a login.
 pw=$(getent passwd ktlsgate)
@@ -621,4 +636,11 @@ done < <(grep -E '^(PASS|FAIL) ' "$OUT/root.log")
 grep -q '^PASS purge' "$OUT/root.log" || grep -q '^FAIL purge' "$OUT/root.log" ||
 	fail root "the chroot stopped before its last step (see $OUT/root.log)"
 log "root stage: $(($(date +%s) - tr0)) s"
+if [ "$TARGET" != deb ]; then
+	if [ -s "$ROOT/tmp/ktlsgate-help.txt" ]; then
+		check_completion "$(cat "$ROOT/tmp/ktlsgate-help.txt")"
+	else
+		fail completion "the root saved no ktlsgate --help (see $OUT/root.log)"
+	fi
+fi
 finish
