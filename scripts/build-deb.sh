@@ -82,7 +82,7 @@ debianize() {
 		ts=$(dpkg-parsechangelog -l packaging/debian/changelog -S Timestamp) || return 1
 	{
 		printf 'ktlsgate (%s~deb%s) %s; urgency=medium\n\n' "$v" "$major" "$dist"
-		printf '  * Built for Debian %s (%s) from %s, unchanged (scripts/build-deb.sh).\n\n' "$major" "$dist" "$v"
+		printf '  * %s, built for Debian %s (%s) by scripts/build-deb.sh.\n\n' "$v" "$major" "$dist"
 		printf ' -- %s  %s\n\n' "$maint" "$(LC_ALL=C date -u -R -d "@$((ts + 1))")"
 		cat packaging/debian/changelog
 	} >"$src/debian/changelog"
