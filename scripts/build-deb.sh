@@ -9,14 +9,14 @@
 #
 # Both builds share one recipe: the tree (git's tracked and untracked-but-not-ignored
 # files, so uncommitted work is packaged as it stands; never build/) is copied to a
-# scratch directory, packaging/debian becomes its debian/ (with the sysusers and tmpfiles
-# files and the unit under the names dh_installsysusers, dh_installtmpfiles and
-# dh_installsystemd --name=ktlsgated look for), a changelog
-# entry VERSION~debN (N: the building system's /etc/debian_version) is put on top of
-# packaging/debian/changelog's, and dpkg-buildpackage -b runs there with its own build/.
-# The copy is not under the worktree's build/: the top Makefile includes every
-# `find build -name '*.d'`, and the package tree's tmpfiles.d/sysusers.d would be read as
-# makefiles. It is removed after a good build and kept (and named) after a failed one.
+# scratch directory, packaging/debian becomes its debian/ (with the sysusers and
+# tmpfiles files and the unit under the names dh_installsysusers, dh_installtmpfiles and
+# dh_installsystemd --name=ktlsgated look for), a changelog entry VERSION~debN (N: the
+# building system's /etc/debian_version) is put on top of packaging/debian/changelog's,
+# and dpkg-buildpackage -b runs there with its own build/. The copy is not under the
+# worktree's build/: the top Makefile includes every `find build -name '*.d'`, and the
+# package tree's tmpfiles.d/sysusers.d would be read as makefiles. It is removed after
+# a good build and kept (and named) after a failed one.
 #
 # The SUITE build root: $CACHE/SUITE-ARCH-build-HASH.tar.gz, the SUITE minbase tarball
 # (tests/packaging/lib.sh) + build-essential + lintian + `apt-get satisfy` of

@@ -36,9 +36,9 @@
 # die with it; it shares the host's network (apt), and the one daemon it starts runs
 # in a network namespace this script creates (loopback only) and removes.
 #
-# Environment: BUILD (build), KG_PKG_SUITE (bookworm or trixie; bookworm), KG_PKG_DEB (test this .deb
-# instead of building one; lintian and the file list still run on it), KG_PKG_KEEP=1
-# (keep the root), KG_PKG_TIMEOUT (900 s for the chroot part).
+# Environment: BUILD (build), KG_PKG_SUITE (bookworm or trixie; bookworm), KG_PKG_DEB
+# (test this .deb instead of building one; lintian and the file list still run on it),
+# KG_PKG_KEEP=1 (keep the root), KG_PKG_TIMEOUT (900 s for the chroot part).
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$TOP" || exit 1
@@ -187,10 +187,10 @@ errs=$(grep -c '^E: ' "$OUT/lintian.log")
 unjustified=$(grep '^W: ' "$OUT/lintian.log" | awk '{ print $3 }' | sort -u |
 	while read -r tag; do printf '%s\n' "$JUSTIFIED" | grep -qx "$tag" || printf '%s ' "$tag"; done)
 tags=$(grep -E '^[EWIP]: ' "$OUT/lintian.log" | awk '{ print $1 $3 }' | sort -u | tr '\n' ' ')
-if [ "$lrc" -gt 1 ]; then
-	fail lintian "lintian itself failed (exit $lrc): $(grep -v '^N:' "$OUT/lintian.log" | tail -3 | tr '\n' ';')"
-elif [ "$errs" -ne 0 ]; then
+if [ "$errs" -ne 0 ]; then
 	fail lintian "$errs error(s): $(grep '^E: ' "$OUT/lintian.log" | head -5 | tr '\n' ';')"
+elif [ "$lrc" -gt 1 ]; then
+	fail lintian "lintian itself failed (exit $lrc): $(grep -v '^N:' "$OUT/lintian.log" | tail -3 | tr '\n' ';')"
 elif [ -n "$unjustified" ]; then
 	fail lintian "warnings not justified in docs/packaging.md: $unjustified"
 elif [ -z "$JUSTIFIED" ]; then
