@@ -26,14 +26,23 @@
 # Each build unpacks it afresh and runs in its own mount, PID and network namespaces
 # (unshare; no network: the build uses only the root), chrooted, as root.
 #
+# build-deb.sh --root-path SUITE [CONTROL] prints the build root's tarball path for
+# CONTROL's Build-Depends (packaging/debian/control) and builds nothing (test-deb.sh
+# checks that a changed Build-Depends names another root).
+#
 # Environment: DEB_JOBS (2), DEB_WORK_BASE (/var/tmp), KG_FRESH_CACHE
 # (/var/cache/ktlsgate-fresh), KG_FRESH_MIRROR (see lib.sh), KG_DEB_TIMEOUT (1800 s per
 # chroot step).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP" || exit 1
-OUTDIR=${1:?usage: build-deb.sh OUTDIR [SUITE]}
+OUTDIR=${1:?usage: build-deb.sh OUTDIR [SUITE] | --root-path SUITE [CONTROL]}
 SUITE=${2:-}
+CONTROL=packaging/debian/control
+if [ "$OUTDIR" = --root-path ]; then
+	[ -n "$SUITE" ] || { echo "usage: build-deb.sh --root-path SUITE [CONTROL]" >&2; exit 2; }
+	CONTROL=${3:-$CONTROL}
+fi
 JOBS=${DEB_JOBS:-2}
 WORKBASE=${DEB_WORK_BASE:-/var/tmp}
 CACHE=${KG_FRESH_CACHE:-/var/cache/ktlsgate-fresh}
@@ -121,19 +130,23 @@ if [ -z "$SUITE" ]; then
 fi
 
 # --- in a SUITE root ---------------------------------------------------------------------
-[ "$(id -u)" -eq 0 ] || die "a $SUITE build needs root (debootstrap, chroot, namespaces)"
+[ "$OUTDIR" = --root-path ] || [ "$(id -u)" -eq 0 ] || die "a $SUITE build needs root (debootstrap, chroot, namespaces)"
 for t in debootstrap unshare dpkg-parsechangelog sha256sum; do
 	command -v "$t" >/dev/null || die "$t is missing (scripts/deps.sh check installs it)"
 done
 ARCH=$(dpkg --print-architecture)
-mkdir -p "$CACHE" "$WORKBASE" || die "cannot create $CACHE"
-OUT=$(mktemp -d "$WORKBASE/ktlsgate-deb-log.XXXXXX") # minbase_tarball's bootstrap.log
 # The Build-Depends field, on one line, without the trailing comma.
-BD=$(awk '/^$/ { exit } /^[A-Za-z-]+:/ { f = ($1 == "Build-Depends:") } f' packaging/debian/control |
+BD=$(awk '/^$/ { exit } /^[A-Za-z-]+:/ { f = ($1 == "Build-Depends:") } f' "$CONTROL" |
 	sed 's/^Build-Depends://' | tr '\n' ' ' | tr -s ' \t' ' ' | sed 's/^ //; s/[ ,]*$//')
-[ -n "$BD" ] || die "no Build-Depends in packaging/debian/control"
+[ -n "$BD" ] || die "no Build-Depends in $CONTROL"
 HASH=$(printf '%s\n%s\n' "$BD" "$ROOT_EXTRA" | sha256sum | cut -c1-12)
 BROOT="$CACHE/$SUITE-$ARCH-build-$HASH.tar.gz"
+if [ "$OUTDIR" = --root-path ]; then
+	echo "$BROOT"
+	exit 0
+fi
+mkdir -p "$CACHE" "$WORKBASE" || die "cannot create $CACHE"
+OUT=$(mktemp -d "$WORKBASE/ktlsgate-deb-log.XXXXXX") # minbase_tarball's bootstrap.log
 DEBS="$CACHE/$SUITE-$ARCH-debs-build"
 ROOTLOG="$OUTDIR-root.log" # the cold root's apt log
 

@@ -9,6 +9,8 @@
 #
 # Steps (each prints PASS name / FAIL name: why; the last line counts them):
 #   host   build       make deb / make deb-SUITE (scripts/build-deb.sh)
+#          build_root  (not the host's release) the cached build root is the current
+#                      Build-Depends' and was used; another Build-Depends names another
 #          version     the changelog's version + ~debN of the release
 #          man         groff -man -ww -z and man --warnings -l on each page: no warning
 #          lintian     lintian on the .changes (.deb, dbgsym, .buildinfo): no E:, and
@@ -130,6 +132,29 @@ fi
 [ -f "$DEB" ] || abort build "no ktlsgate_*_$ARCH.deb"
 VERSION=$(dpkg-deb -f "$DEB" Version)
 UPSTREAM=${VERSION%-*}
+
+# --- host: the build root of another release -------------------------------------------
+# Its cached tarball is named after packaging/debian/control's Build-Depends: the one for
+# the current control exists and this build used it; one more Build-Depends names
+# another (so a changed field makes a new root).
+if [ "$TARGET" != deb ]; then
+	broot=$(KG_FRESH_CACHE=$CACHE scripts/build-deb.sh --root-path "$SUITE")
+	ctl=$(mktemp "$WORKBASE/control.XXXXXX")
+	sed 's/^Build-Depends: /Build-Depends: kg-probe-package,\n               /' packaging/debian/control >"$ctl"
+	broot2=$(KG_FRESH_CACHE=$CACHE scripts/build-deb.sh --root-path "$SUITE" "$ctl")
+	rm -f "$ctl"
+	if [ -z "$broot" ] || [ -z "$broot2" ]; then
+		fail build_root "scripts/build-deb.sh --root-path printed nothing"
+	elif [ ! -s "$broot" ]; then
+		fail build_root "$broot is missing"
+	elif [ "$broot2" = "$broot" ]; then
+		fail build_root "one more Build-Depends names the same root $broot"
+	elif [ -z "${KG_PKG_DEB:-}" ] && ! grep -qF "$(basename "$broot")" "$OUT/build.log"; then
+		fail build_root "make $TARGET did not use $broot (see $OUT/build.log)"
+	else
+		pass "build_root ($(basename "$broot"); one more Build-Depends: $(basename "$broot2"))"
+	fi
+fi
 
 # --- host: the version scheme -----------------------------------------------------------
 # The changelog's version + ~debN: below the unsuffixed version, and a bookworm
