@@ -151,10 +151,12 @@ DEBS="$CACHE/$SUITE-$ARCH-debs-build"
 ROOTLOG="$OUTDIR-root.log" # the cold root's apt log
 
 # in_root ROOT NET CMD...: CMD chrooted in ROOT, in new mount and PID namespaces (and a
-# new network namespace unless NET is "net"; when the chroot's command, the namespace's
-# PID 1, ends or the timeout kills it, everything in it dies and its mounts go): /proc, a read-only /sys (the BPF build
-# reads the running kernel's BTF there), a read-only /proc/sys (package scripts such
-# as procps' run `sysctl --system`, which would set the host's kernel), /dev, and the .deb cache as apt's archives.
+# new network namespace unless NET is "net"); when the chroot's command, the
+# namespace's PID 1, ends or the timeout kills it, everything in it dies and its mounts
+# go. Mounted: /proc, a read-only /proc/sys (package scripts such as procps' run
+# `sysctl --system`, which would set the host's kernel), a read-only /sys (the BPF
+# build reads the running kernel's BTF there), /dev, and the .deb cache as apt's
+# archives.
 # shellcheck disable=SC2016
 INNER='
 set -u
@@ -206,7 +208,7 @@ make_build_root() {
 			apt-get satisfy -y -q --no-install-recommends "$2"' sh "$ROOT_EXTRA" "$BD" >"$ROOTLOG" 2>&1; then
 			tail -5 "$ROOTLOG" >&2
 			rm -rf --one-file-system "$r"
-			die "cannot install the build packages into the $SUITE root (see $OUTDIR.root.log)"
+			die "cannot install the build packages into the $SUITE root (see $ROOTLOG)"
 		fi
 		rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/*.bin
 		tar -C "$r" --numeric-owner -czf "$BROOT.tmp" . && mv "$BROOT.tmp" "$BROOT" || die "cannot write $BROOT"
