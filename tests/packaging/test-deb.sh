@@ -2,34 +2,45 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # test-deb.sh - `make check-packages`: the Debian package builds, is lintian-clean, holds
 # exactly the expected files, and installs, upgrades, removes and purges as
-# docs/packaging.md says, in a fresh bookworm root (issue 12, the DEB part).
+# docs/packaging.md says, in a fresh root of its release (issue 12, the DEB part):
+# bookworm (the host's release, `make deb`) or trixie (KG_PKG_SUITE=trixie, `make
+# deb-trixie`: built in a trixie root). What differs by release is in the table below
+# ("per release"), not loosened.
 #
 # Steps (each prints PASS name / FAIL name: why; the last line counts them):
-#   host   build       make deb (a clean copy of the tree, dpkg-buildpackage -b)
+#   host   build       make deb / make deb-SUITE (scripts/build-deb.sh)
+#          build_root  (not the host's release) the cached build root is the current
+#                      Build-Depends' and was used; another Build-Depends names another
+#          version     the changelog's version + ~debN of the release
 #          man         groff -man -ww -z and man --warnings -l on each page: no warning
 #          lintian     lintian on the .changes (.deb, dbgsym, .buildinfo): no E:, and
-#                      every W: tag is one docs/packaging.md justifies
+#                      every W: tag is one docs/packaging.md justifies for the release;
+#                      the host's lintian for the host's release, else the release's own,
+#                      run in its build root (build/deb-SUITE/lintian.log)
 #          files       dpkg-deb -c against the expected list (modes and owners too)
+#          depends     the .deb's Depends names the release's libssl and libbpf packages
 #          conf_drift  the packaged config's keys are docs/examples/ktlsgate.conf's
 #          completion  the completion's nouns and verbs are those of `ktlsgate --help`
-#   root   install     apt-get install ./ktlsgate_*.deb in a debootstrapped bookworm
-#                      minbase root (chroot; policy-rc.d refuses service starts)
+#   root   install     apt-get install ./ktlsgate_*.deb in a debootstrapped minbase root
+#                      of the release (chroot; policy-rc.d refuses service starts)
+#          links       the installed ktlsgated resolves libssl.so.3 and libbpf.so.1 to
+#                      the release's packages; `openssl version` there is its series
 #          user, dirs, conffile, cli, config_unprovisioned, config_pki, daemon_start
 #          (in a network namespace of its own), upgrade, remove, purge (see the inner
 #          script below)
 #
 # The root: scripts/check-fresh.sh's cached minbase tarball
-# ($KG_FRESH_CACHE/bookworm-ARCH-minbase.tar.gz, default /var/cache/ktlsgate-fresh);
+# ($KG_FRESH_CACHE/SUITE-ARCH-minbase.tar.gz, default /var/cache/ktlsgate-fresh);
 # when it is missing this script makes it the same way (debootstrap, the mirror from the
-# host's apt configuration: nothing is hard-coded). Downloaded .debs are cached beside
-# it in bookworm-ARCH-debs-packaging (not check-fresh's: both may run at once). The
+# host's apt configuration, lib.sh: nothing is hard-coded). Downloaded .debs are cached
+# beside it in SUITE-ARCH-debs-packaging (not check-fresh's: both may run at once). The
 # chroot runs in its own mount and PID namespaces (unshare): its mounts and processes
 # die with it; it shares the host's network (apt), and the one daemon it starts runs
 # in a network namespace this script creates (loopback only) and removes.
 #
-# Environment: BUILD (build), KG_PKG_SUITE (bookworm), KG_PKG_DEB (test this .deb
-# instead of building one; lintian and the file list still run on it), KG_PKG_KEEP=1
-# (keep the root), KG_PKG_TIMEOUT (900 s for the chroot part).
+# Environment: BUILD (build), KG_PKG_SUITE (bookworm or trixie; bookworm), KG_PKG_DEB
+# (test this .deb instead of building one; lintian and the file list still run on it),
+# KG_PKG_KEEP=1 (keep the root), KG_PKG_TIMEOUT (900 s for the chroot part).
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$TOP" || exit 1
@@ -87,26 +98,82 @@ for t in dpkg-buildpackage dh lintian groff debootstrap unshare ip; do
 done
 mkdir -p "$OUT" "$CACHE" "$WORKBASE" || abort setup "cannot create $OUT, $CACHE or $WORKBASE"
 ARCH=$(dpkg --print-architecture)
+HOST_SUITE=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+
+# --- per release ------------------------------------------------------------------------
+# DEBN: the version suffix ~debN (docs/packaging.md, "Two releases"); UNIT_DIR: where
+# that release's debhelper puts the unit (trixie's installs into /usr only); SSL_PKG,
+# BPF_PKG: the packages that must provide libssl.so.3 and libbpf.so.1 (trixie renamed
+# libssl3 for the 64-bit time_t transition); OPENSSL: the `openssl version` series.
+case $SUITE in
+bookworm) DEBN=12 UNIT_DIR=lib/systemd/system SSL_PKG=libssl3 BPF_PKG=libbpf1 OPENSSL=3.0 ;;
+trixie) DEBN=13 UNIT_DIR=usr/lib/systemd/system SSL_PKG=libssl3t64 BPF_PKG=libbpf1 OPENSSL=3.5 ;;
+*) abort setup "no expectations for the release '$SUITE' (bookworm, trixie)" ;;
+esac
+# The host's release is built on the host (make deb), another one in its own root.
+if [ "$SUITE" = "$HOST_SUITE" ]; then TARGET=deb DEBDIR=$BUILD/deb; else TARGET=deb-$SUITE DEBDIR=$BUILD/deb-$SUITE; fi
 
 # --- host: build ----------------------------------------------------------------------
 if [ -n "${KG_PKG_DEB:-}" ]; then
 	DEB=$KG_PKG_DEB
 	CHANGES=$(ls "$(dirname "$DEB")"/ktlsgate_*.changes 2>/dev/null | head -1)
-	log "testing the given $DEB"
+	log "testing the given $DEB ($SUITE)"
 else
 	tb=$(date +%s)
-	if make --no-print-directory deb BUILD="$BUILD" >"$OUT/build.log" 2>&1; then
-		pass "build ($(($(date +%s) - tb)) s)"
+	if make --no-print-directory "$TARGET" BUILD="$BUILD" >"$OUT/build.log" 2>&1; then
+		pass "build (make $TARGET, $(($(date +%s) - tb)) s)"
 	else
 		tail -20 "$OUT/build.log"
-		abort build "make deb failed (see $OUT/build.log)"
+		abort build "make $TARGET failed (see $OUT/build.log)"
 	fi
-	DEB=$(ls "$BUILD"/deb/ktlsgate_*_"$ARCH".deb 2>/dev/null | head -1)
-	CHANGES=$(ls "$BUILD"/deb/ktlsgate_*_"$ARCH".changes 2>/dev/null | head -1)
+	DEB=$(ls "$DEBDIR"/ktlsgate_*_"$ARCH".deb 2>/dev/null | head -1)
+	CHANGES=$(ls "$DEBDIR"/ktlsgate_*_"$ARCH".changes 2>/dev/null | head -1)
 fi
 [ -f "$DEB" ] || abort build "no ktlsgate_*_$ARCH.deb"
 VERSION=$(dpkg-deb -f "$DEB" Version)
 UPSTREAM=${VERSION%-*}
+
+# --- host: the build root of another release -------------------------------------------
+# Its cached tarball is named after packaging/debian/control's Build-Depends: the one for
+# the current control exists and this build used it; one more Build-Depends names
+# another (so a changed field makes a new root).
+if [ "$TARGET" != deb ]; then
+	broot=$(KG_FRESH_CACHE=$CACHE scripts/build-deb.sh --root-path "$SUITE")
+	ctl=$(mktemp "$WORKBASE/control.XXXXXX")
+	sed 's/^Build-Depends: /Build-Depends: kg-probe-package,\n               /' packaging/debian/control >"$ctl"
+	broot2=$(KG_FRESH_CACHE=$CACHE scripts/build-deb.sh --root-path "$SUITE" "$ctl")
+	rm -f "$ctl"
+	if [ -z "$broot" ] || [ -z "$broot2" ]; then
+		fail build_root "scripts/build-deb.sh --root-path printed nothing"
+	elif [ ! -s "$broot" ]; then
+		fail build_root "$broot is missing"
+	elif [ "$broot2" = "$broot" ]; then
+		fail build_root "one more Build-Depends names the same root $broot"
+	elif [ -z "${KG_PKG_DEB:-}" ] && ! grep -qF "$(basename "$broot")" "$OUT/build.log"; then
+		fail build_root "make $TARGET did not use $broot (see $OUT/build.log)"
+	else
+		pass "build_root ($(basename "$broot"); one more Build-Depends: $(basename "$broot2"))"
+	fi
+fi
+
+# --- host: the version scheme -----------------------------------------------------------
+# The changelog's version + ~debN: below the unsuffixed version, and a bookworm
+# package below the trixie one, so a dist-upgrade upgrades it. Compared with the other
+# release's .deb when build/ has one.
+CLV=$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)
+vbad=""
+[ "$VERSION" = "$CLV~deb$DEBN" ] || vbad="Version '$VERSION', want '$CLV~deb$DEBN';"
+dpkg --compare-versions "$VERSION" lt "$CLV" || vbad="$vbad '$VERSION' is not below '$CLV';"
+vother=""
+for o in "$BUILD"/deb/ktlsgate_*_"$ARCH".deb "$BUILD"/deb-*/ktlsgate_*_"$ARCH".deb; do
+	[ -f "$o" ] && [ "$(realpath "$o")" != "$(realpath "$DEB")" ] || continue
+	ov=$(dpkg-deb -f "$o" Version)
+	case $ov in *~deb12) rel=lt ;; *~deb13) rel=gt ;; *) continue ;; esac
+	[ "$ov" = "$VERSION" ] && continue
+	if dpkg --compare-versions "$ov" "$rel" "$VERSION"; then vother="$vother; $ov $rel $VERSION"
+	else vbad="$vbad '$ov' $rel '$VERSION' does not hold;"; fi
+done
+[ -z "$vbad" ] && pass "version ($VERSION$vother)" || fail version "$vbad"
 
 # --- host: man pages --------------------------------------------------------------------
 bad=""
@@ -119,25 +186,42 @@ done
 [ -z "$bad" ] && pass man || fail man "$bad"
 
 # --- host: lintian ----------------------------------------------------------------------
-# The justified tags: "- `tag`: why" lines of docs/packaging.md's lintian section.
-JUSTIFIED=$(sed -n '/^## lintian/,/^## /p' docs/packaging.md | sed -n 's/^- `\([a-z0-9+.-]*\)`.*/\1/p')
+# The justified tags: "- `tag`: why" lines of docs/packaging.md's lintian section (every
+# release), and "- `tag` (SUITE): why" ones (that release only).
+JUSTIFIED=$(sed -n '/^## lintian/,/^## /p' docs/packaging.md |
+	sed -n -e 's/^- `\([a-z0-9+.-]*\)`:.*/\1/p' -e "s/^- \`\([a-z0-9+.-]*\)\` ($SUITE):.*/\1/p")
 LINT_ON=${CHANGES:-$DEB}
-lintian --pedantic -I "$LINT_ON" >"$OUT/lintian.log" 2>&1
-lrc=$?
+if [ "$TARGET" = deb ]; then
+	lintian --pedantic -I "$LINT_ON" >"$OUT/lintian.log" 2>&1
+	lrc=$?
+	lwho="host lintian $(lintian --version | awk '{ print $2 }')"
+else
+	# The release's own lintian ran in its build root (scripts/build-deb.sh); its log
+	# must be about this very .deb.
+	llog="$(dirname "$DEB")/lintian.log"
+	want_sum=$(sha256sum "$DEB" | cut -d' ' -f1)
+	head1=$(head -1 "$llog" 2>/dev/null)
+	lrc=$(sed -n 's/^# lintian exit \([0-9]*\)$/\1/p' "$llog" 2>/dev/null)
+	lwho="$SUITE lintian $(printf '%s' "$head1" | awk '{ print $3 }')"
+	if [ ! -s "$llog" ]; then lrc=99; echo "no $llog (make $TARGET writes it)" >"$OUT/lintian.log"
+	elif [ "${head1##* }" != "$want_sum" ]; then lrc=99; echo "$llog is not about $(basename "$DEB") (sha256)" >"$OUT/lintian.log"
+	else grep -v '^# ' "$llog" >"$OUT/lintian.log"; fi
+	lrc=${lrc:-99}
+fi
 errs=$(grep -c '^E: ' "$OUT/lintian.log")
 unjustified=$(grep '^W: ' "$OUT/lintian.log" | awk '{ print $3 }' | sort -u |
 	while read -r tag; do printf '%s\n' "$JUSTIFIED" | grep -qx "$tag" || printf '%s ' "$tag"; done)
 tags=$(grep -E '^[EWIP]: ' "$OUT/lintian.log" | awk '{ print $1 $3 }' | sort -u | tr '\n' ' ')
-if [ "$lrc" -gt 1 ]; then
-	fail lintian "lintian itself failed (exit $lrc): $(grep -v '^N:' "$OUT/lintian.log" | tail -3 | tr '\n' ';')"
-elif [ "$errs" -ne 0 ]; then
+if [ "$errs" -ne 0 ]; then
 	fail lintian "$errs error(s): $(grep '^E: ' "$OUT/lintian.log" | head -5 | tr '\n' ';')"
+elif [ "$lrc" -gt 1 ]; then
+	fail lintian "lintian itself failed (exit $lrc): $(grep -v '^N:' "$OUT/lintian.log" | tail -3 | tr '\n' ';')"
 elif [ -n "$unjustified" ]; then
 	fail lintian "warnings not justified in docs/packaging.md: $unjustified"
 elif [ -z "$JUSTIFIED" ]; then
 	fail lintian "no justified tags found in docs/packaging.md (section '## lintian')"
 else
-	pass "lintian ($(basename "$LINT_ON"): ${tags:-no tags})"
+	pass "lintian ($lwho, $(basename "$LINT_ON"): ${tags:-no tags})"
 fi
 
 # --- host: the file list ----------------------------------------------------------------
@@ -148,10 +232,6 @@ drwxr-xr-x root/root ./
 drwxr-xr-x root/root ./etc/
 drwxr-xr-x root/root ./etc/ktlsgate/
 -rw-r--r-- root/root ./etc/ktlsgate/ktlsgate.conf
-drwxr-xr-x root/root ./lib/
-drwxr-xr-x root/root ./lib/systemd/
-drwxr-xr-x root/root ./lib/systemd/system/
--rw-r--r-- root/root ./lib/systemd/system/ktlsgated.service
 drwxr-xr-x root/root ./usr/
 drwxr-xr-x root/root ./usr/bin/
 -rwxr-xr-x root/root ./usr/bin/ktlsgate
@@ -179,6 +259,13 @@ drwxr-xr-x root/root ./usr/share/man/man8/
 -rw-r--r-- root/root ./usr/share/man/man8/ktlsgate.8.gz
 -rw-r--r-- root/root ./usr/share/man/man8/ktlsgated.8.gz
 EOF
+	# the unit, where the release's debhelper puts it (UNIT_DIR, above)
+	d=.
+	for c in ${UNIT_DIR//\// }; do
+		d=$d/$c
+		echo "drwxr-xr-x root/root $d/"
+	done
+	echo "-rw-r--r-- root/root ./$UNIT_DIR/ktlsgated.service"
 	for f in docs/*.md; do echo "-rw-r--r-- root/root ./usr/share/doc/ktlsgate/$(basename "$f").gz"; done
 	for f in docs/examples/*; do echo "-rw-r--r-- root/root ./usr/share/doc/ktlsgate/examples/$(basename "$f")"; done
 	# the feature drop-ins, installed disabled (docs/packaging.md, "Capabilities and drop-ins")
@@ -188,13 +275,22 @@ EOF
 		echo "-rw-r--r-- root/root ./usr/share/ktlsgate/systemd/$(basename "$f")"
 	done
 }
-expected | sort >"$OUT/files.expected"
+expected | sort -u >"$OUT/files.expected"
 dpkg-deb -c "$DEB" | awk '{ print $1, $2, $6 }' | sort >"$OUT/files.actual"
 if d=$(diff "$OUT/files.expected" "$OUT/files.actual"); then
 	pass "files ($(wc -l <"$OUT/files.actual") entries)"
 else
 	fail files "dpkg-deb -c differs from the expected list: $(printf '%s' "$d" | grep '^[<>]' | head -8 | tr '\n' ';')"
 fi
+
+# --- host: the release's libraries, by package name -------------------------------------
+dep=$(dpkg-deb -f "$DEB" Depends)
+names=$(printf '%s\n' "$dep" | tr ',|' '\n\n' | awk '{ print $1 }')
+dbad=""
+for p in "$SSL_PKG" "$BPF_PKG"; do
+	printf '%s\n' "$names" | grep -qx "$p" || dbad="$dbad no $p;"
+done
+[ -z "$dbad" ] && pass "depends ($SSL_PKG and $BPF_PKG in: $dep)" || fail depends "Depends '$dep':$dbad"
 
 # --- host: the packaged config follows the documented example --------------------------
 # Same body from [daemon] on (only the header differs): a key added to the example and
@@ -205,30 +301,34 @@ else
 	fail conf_drift "packaging/ktlsgate.conf and docs/examples/ktlsgate.conf differ after [daemon]: $(printf '%s' "$d" | head -4 | tr '\n' ';')"
 fi
 
-# --- host: the completion's nouns and verbs are the CLI's --------------------------------
+# --- the completion's nouns and verbs are the CLI's ------------------------------------
 # From the package's own binary: `ktlsgate --help` lists "ktlsgate NOUN VERB ..." lines.
-xdir=$(mktemp -d "$WORKBASE/x.XXXXXX")
-dpkg-deb -x "$DEB" "$xdir"
-help=$("$xdir/usr/bin/ktlsgate" --help 2>&1)
-want_nouns=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ { print $2 }' | sort -u | tr '\n' ' ')
-got=$(bash -c 'source "$1"; for n in '"$want_nouns"'; do for v in $(_ktlsgate_verbs $n); do echo "$n $v"; done; done' sh "$xdir/usr/share/bash-completion/completions/ktlsgate" | sort)
-want=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ && $3 ~ /^[a-z]/ {
-	n = split($3, v, "|"); for (i = 1; i <= n; i++) print $2, v[i] }' | sort -u)
-# (nouns without verbs - verify CERT, status, reload, reasons - have no lower-case $3)
-nouns_in_completion=$(sed -n 's/.*compgen -W "\(pki ca [^"]*\)".*/\1/p' "$xdir/usr/share/bash-completion/completions/ktlsgate")
-missing_nouns=""
-for n in $want_nouns; do
-	case " $nouns_in_completion " in *" $n "*) ;; *) missing_nouns="$missing_nouns $n" ;; esac
-done
-# A few command lines through the function itself (bash-completion's two helpers
-# stubbed: the host need not have bash-completion installed).
-complete_line() { # WORDS... -> the sorted candidates for the last word
-	bash -c '_init_completion() { words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
-		cur=${words[cword]}; prev=${words[cword-1]}; }
-	_filedir() { COMPREPLY=(FILE); }
-	source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _ktlsgate
-	printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "' sh \
-		"$xdir/usr/share/bash-completion/completions/ktlsgate" "$@"
+# check_completion HELP: the host's release runs the binary on the host, before the
+# root; another release's binary needs its libraries, so the root's inner script saves
+# its `ktlsgate --help` and this runs after the root stage.
+check_completion() {
+	local help=$1 xdir want_nouns got want nouns_in_completion missing_nouns cbad n
+	xdir=$(mktemp -d "$WORKBASE/x.XXXXXX")
+	dpkg-deb -x "$DEB" "$xdir"
+	want_nouns=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ { print $2 }' | sort -u | tr '\n' ' ')
+	got=$(bash -c 'source "$1"; for n in '"$want_nouns"'; do for v in $(_ktlsgate_verbs $n); do echo "$n $v"; done; done' sh "$xdir/usr/share/bash-completion/completions/ktlsgate" | sort)
+	want=$(printf '%s\n' "$help" | awk '$1 == "ktlsgate" && $2 ~ /^[a-z]/ && $3 ~ /^[a-z]/ {
+		n = split($3, v, "|"); for (i = 1; i <= n; i++) print $2, v[i] }' | sort -u)
+	# (nouns without verbs - verify CERT, status, reload, reasons - have no lower-case $3)
+	nouns_in_completion=$(sed -n 's/.*compgen -W "\(pki ca [^"]*\)".*/\1/p' "$xdir/usr/share/bash-completion/completions/ktlsgate")
+	missing_nouns=""
+	for n in $want_nouns; do
+		case " $nouns_in_completion " in *" $n "*) ;; *) missing_nouns="$missing_nouns $n" ;; esac
+	done
+	# A few command lines through the function itself (bash-completion's two helpers
+	# stubbed: the host need not have bash-completion installed).
+	complete_line() { # WORDS... -> the sorted candidates for the last word
+		bash -c '_init_completion() { words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
+			cur=${words[cword]}; prev=${words[cword-1]}; }
+		_filedir() { COMPREPLY=(FILE); }
+		source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _ktlsgate
+		printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "' sh \
+			"$xdir/usr/share/bash-completion/completions/ktlsgate" "$@"
 }
 cbad=""
 check_line() { # EXPECTED WORDS...
@@ -244,7 +344,9 @@ check_line "decommissioned disabled enabled quarantined suspended " ktlsgate dev
 check_line "--help --json --status " ktlsgate device list --
 check_line "FILE " ktlsgate -r ""
 check_line "csv jsonl " ktlsgate device import f.csv --format ""
-if [ -n "$cbad" ]; then
+if [ -z "$want_nouns" ]; then
+	fail completion "ktlsgate --help listed no commands: $(printf '%s' "$help" | head -2 | tr '\n' ';')"
+elif [ -n "$cbad" ]; then
 	fail completion "$cbad"
 elif ! bash -n "$xdir/usr/share/bash-completion/completions/ktlsgate"; then
 	fail completion "bash -n fails"
@@ -256,6 +358,13 @@ else
 	pass "completion ($(printf '%s\n' "$got" | wc -l) noun/verb pairs)"
 fi
 rm -rf "$xdir"
+}
+if [ "$TARGET" = deb ]; then
+	x=$(mktemp -d "$WORKBASE/x.XXXXXX")
+	dpkg-deb -x "$DEB" "$x"
+	check_completion "$("$x/usr/bin/ktlsgate" --help 2>&1)"
+	rm -rf "$x"
+fi
 
 # --- the root -------------------------------------------------------------------------
 minbase_tarball "$SUITE" "$ARCH"
@@ -265,11 +374,9 @@ chmod 755 "$ROOT"
 printf '#!/bin/sh\n# test-deb: start no services from package scripts\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
-# The host's sources for this suite (and its -updates/-security), as check-fresh.sh does.
-apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | sort -u |
-	awk -v s="$SUITE" '$2 == s || $2 == s "-updates" || $2 == s "-security" || $2 == s "-security/updates" {
-		print "deb", $1, $2, "main" }' >"$ROOT/etc/apt/sources.list"
-[ -n "${KG_FRESH_MIRROR:-}" ] && echo "deb $KG_FRESH_MIRROR $SUITE main" >"$ROOT/etc/apt/sources.list"
+# The host's sources for this suite (and its -updates/-security), or derived from the
+# host's own release's (lib.sh suite_sources).
+suite_sources "$SUITE" >"$ROOT/etc/apt/sources.list"
 [ -s "$ROOT/etc/apt/sources.list" ] || abort root "no apt source for $SUITE on the host"
 mkdir -p "$ROOT/tmp/pkg"
 cp "$DEB" "$ROOT/tmp/pkg/"
@@ -285,7 +392,7 @@ mkdir -p "$DEBS/partial"
 cat >"$ROOT/root/test-deb-inner.sh" <<'EOF'
 # Runs inside the root, as root, in a chroot. Prints PASS/FAIL lines.
 set -u
-VERSION=$1 UPSTREAM=$2
+VERSION=$1 UPSTREAM=$2 SSL_PKG=$3 BPF_PKG=$4 OPENSSL=$5
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
 export DEBIAN_FRONTEND=noninteractive
@@ -301,6 +408,29 @@ if apt-get install -y -q --no-install-recommends "$DEB" >>/tmp/apt.log 2>&1; the
 else
 	fail install "apt-get install failed: $(tail -5 /tmp/apt.log | tr '\n' ';')"; exit 0
 fi
+
+# What the installed daemon links: the loader's choice of libssl.so.3 and libbpf.so.1,
+# the package dpkg says owns that file, and the release's openssl (installed for this).
+lbad="" lgot=""
+for e in "libssl.so.3 $SSL_PKG" "libbpf.so.1 $BPF_PKG"; do
+	set -- $e
+	path=$(ldd /usr/sbin/ktlsgated 2>/dev/null | awk -v l="$1" '$1 == l { print $3 }')
+	if [ -z "$path" ] || [ ! -e "$path" ]; then lbad="$lbad $1 not resolved;"; continue; fi
+	# merged /usr: dpkg may know the file by its /usr path only
+	owner=$(dpkg -S "$path" 2>/dev/null || dpkg -S "$(realpath "$path")" 2>/dev/null)
+	owner=${owner%%:*}
+	ver=$(dpkg-query -W -f='${Version}' "$owner" 2>/dev/null)
+	[ "$owner" = "$2" ] || lbad="$lbad $1 ($path) belongs to '$owner', want $2;"
+	lgot="$lgot $1 -> $path ($owner $ver);"
+done
+apt-get install -y -q --no-install-recommends openssl >>/tmp/apt.log 2>&1
+ov=$(openssl version 2>&1)
+case $ov in "OpenSSL $OPENSSL".*) ;; *) lbad="$lbad openssl version '$ov', want $OPENSSL.x;" ;; esac
+[ -z "$lbad" ] && pass "links ($lgot openssl version: $ov)" || fail links "$lbad"
+
+# For the completion check (run outside, after this root: the host may not run this
+# release's binary).
+ktlsgate --help >/tmp/ktlsgate-help.txt 2>&1
 
 # The system user (sysusers.d), without a login.
 pw=$(getent passwd ktlsgate)
@@ -486,7 +616,7 @@ root=$1 debs=$2 netns=$3 chpid=""
 shift 3
 umount_all() {
 	local m
-	for m in tmp/kg-netns var/cache/apt/archives dev sys proc; do
+	for m in tmp/kg-netns var/cache/apt/archives dev sys proc/sys proc; do
 		mountpoint -q "$root/$m" || continue
 		umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m" 2>/dev/null
 	done
@@ -495,6 +625,7 @@ stop() { [ -n "$chpid" ] && kill -TERM "$chpid" 2>/dev/null; umount_all; exit 12
 trap umount_all EXIT
 trap stop INT TERM
 mount -t proc proc "$root/proc" &&
+	mount --bind "$root/proc/sys" "$root/proc/sys" && mount -o remount,bind,ro "$root/proc/sys" &&
 	mount --bind /sys "$root/sys" && mount -o remount,bind,ro "$root/sys" &&
 	mount --rbind /dev "$root/dev" &&
 	mount --bind "$debs" "$root/var/cache/apt/archives" &&
@@ -514,7 +645,7 @@ ip netns add "$NETNS" && ip -n "$NETNS" link set lo up || abort root "cannot cre
 log "root: $ROOT ($SUITE minbase, $(basename "$DEB") and its $VERSION+test1 repack; log $OUT/root.log)"
 tr0=$(date +%s)
 timeout -k 30 "$T_ROOT" unshare --mount --pid --fork --kill-child=SIGTERM --propagation private \
-	/bin/bash -c "$INNER" inner "$ROOT" "$DEBS" "/run/netns/$NETNS" "$VERSION" "$UPSTREAM" >"$OUT/root.log" 2>&1 &
+	/bin/bash -c "$INNER" inner "$ROOT" "$DEBS" "/run/netns/$NETNS" "$VERSION" "$UPSTREAM" "$SSL_PKG" "$BPF_PKG" "$OPENSSL" >"$OUT/root.log" 2>&1 &
 INNER_PID=$!
 wait "$INNER_PID"
 st=$?
@@ -530,4 +661,11 @@ done < <(grep -E '^(PASS|FAIL) ' "$OUT/root.log")
 grep -q '^PASS purge' "$OUT/root.log" || grep -q '^FAIL purge' "$OUT/root.log" ||
 	fail root "the chroot stopped before its last step (see $OUT/root.log)"
 log "root stage: $(($(date +%s) - tr0)) s"
+if [ "$TARGET" != deb ]; then
+	if [ -s "$ROOT/tmp/ktlsgate-help.txt" ]; then
+		check_completion "$(cat "$ROOT/tmp/ktlsgate-help.txt")"
+	else
+		fail completion "the root saved no ktlsgate --help (see $OUT/root.log)"
+	fi
+fi
 finish
