@@ -240,6 +240,8 @@ drwxr-xr-x root/root ./usr/lib/sysusers.d/
 -rw-r--r-- root/root ./usr/lib/sysusers.d/ktlsgate.conf
 drwxr-xr-x root/root ./usr/lib/tmpfiles.d/
 -rw-r--r-- root/root ./usr/lib/tmpfiles.d/ktlsgate.conf
+drwxr-xr-x root/root ./usr/lib/modules-load.d/
+-rw-r--r-- root/root ./usr/lib/modules-load.d/ktlsgate.conf
 drwxr-xr-x root/root ./usr/sbin/
 -rwxr-xr-x root/root ./usr/sbin/ktlsgated
 drwxr-xr-x root/root ./usr/share/
@@ -290,7 +292,10 @@ dbad=""
 for p in "$SSL_PKG" "$BPF_PKG"; do
 	printf '%s\n' "$names" | grep -qx "$p" || dbad="$dbad no $p;"
 done
-[ -z "$dbad" ] && pass "depends ($SSL_PKG and $BPF_PKG in: $dep)" || fail depends "Depends '$dep':$dbad"
+# the TPM key's OpenSSL provider: recommended (the TPM is optional), found by the boot test
+rec=$(dpkg-deb -f "$DEB" Recommends)
+printf '%s\n' "$rec" | tr ',|' '\n\n' | awk '{ print $1 }' | grep -qx tpm2-openssl || dbad="$dbad Recommends '$rec' lacks tpm2-openssl;"
+[ -z "$dbad" ] && pass "depends ($SSL_PKG and $BPF_PKG in: $dep; recommends $rec)" || fail depends "Depends '$dep':$dbad"
 
 # --- host: the packaged config follows the documented example --------------------------
 # Same body from [daemon] on (only the header differs): a key added to the example and

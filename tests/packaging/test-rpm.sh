@@ -136,6 +136,7 @@ drwxr-xr-x root/root /etc/ktlsgate
 -rw-r--r-- root/root /usr/lib/systemd/system/ktlsgated.service
 -rw-r--r-- root/root /usr/lib/sysusers.d/ktlsgate.conf
 -rw-r--r-- root/root /usr/lib/tmpfiles.d/ktlsgate.conf
+-rw-r--r-- root/root /usr/lib/modules-load.d/ktlsgate.conf
 -rwxr-xr-x root/root /usr/sbin/ktlsgated
 -rw-r--r-- root/root /usr/share/bash-completion/completions/ktlsgate
 drwxr-xr-x root/root /usr/share/doc/ktlsgate
