@@ -3,7 +3,7 @@
  * proxy_v2.c - the PROXY protocol v2 header (proxy-protocol.txt 2.2): parser, encoder,
  * and the CRC32c its checksum TLV uses. Pure: bytes in, a struct or bytes out.
  *
- * Choices the spec leaves open, decided once (docs/architecture.md, the proxy part):
+ * Choices the spec leaves open, decided once (here; the header says what each means):
  *  - Only the seven family/transport bytes the spec lists are accepted (0x00, 0x11,
  *    0x12, 0x21, 0x22, 0x31, 0x32). The others ("UNSPEC" in one nibble only) leave
  *    the address block's size unknown, and with it where the TLVs start: a header
