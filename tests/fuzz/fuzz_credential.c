@@ -83,14 +83,20 @@ static void fuzz_sas(const char *s, size_t len)
 	check(kg_sas_parse(tok, (size_t)t, &again, &why));
 	check(again.sr_len == sas.sr_len && memcmp(again.sr, sas.sr, sas.sr_len) == 0);
 	check(again.se == sas.se && memcmp(again.sig, sas.sig, KG_SAS_SIG_LEN) == 0 && !again.has_skn);
-	/* the checks run on anything that parsed */
-	(void)kg_sas_time_ok(&sas, 0, 3600, &why);
-	(void)kg_sas_time_ok(&sas, INT64_MIN, 3600, &why);
-	(void)kg_sas_time_ok(&sas, INT64_MAX, INT64_MAX, &why);
-	(void)kg_sas_resource_ok(&sas, "h", 1, "d", 1, &why);
-	if (sas.sr_len > 2)
-		(void)kg_sas_resource_ok(&sas, sas.sr, sas.sr_len / 2, sas.sr + sas.sr_len / 2,
-					 sas.sr_len - sas.sr_len / 2, &why);
+	/* the checks, at the edges of time (UBSan watches the arithmetic) */
+	check(kg_sas_time_ok(&sas, 0, 0, &why) == (sas.se > 0));
+	check(!kg_sas_time_ok(&sas, INT64_MIN, 3600, &why));
+	check(!kg_sas_time_ok(&sas, INT64_MIN, INT64_MAX, &why));
+	check(!kg_sas_time_ok(&sas, INT64_MAX, INT64_MAX, &why));
+	/* a resource accepted for (hub, id) is "hub/devices/..." and has no policy key */
+	for (size_t div = 2; div <= 3; div++) {
+		size_t hl = sas.sr_len / div;
+
+		if (hl + 9 < sas.sr_len &&
+		    kg_sas_resource_ok(&sas, sas.sr, hl, sas.sr + hl + 9, sas.sr_len - hl - 9, &why))
+			check(!sas.has_skn && memcmp(sas.sr + hl, "/devices/", 9) == 0);
+	}
+	check(!kg_sas_resource_ok(&sas, "h", 1, "", 0, &why));
 }
 
 static void fuzz_username(const char *s, size_t len)
