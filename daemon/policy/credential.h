@@ -34,8 +34,8 @@
  */
 long kg_b64_decode(const char *in, size_t len, bool padded, uint8_t *out, size_t cap) KG_MUST_USE;
 
-/* Encode n bytes; writes a NUL. Returns the characters written (without the NUL), 0
- * when cap is too small. */
+/* Encode n bytes; writes a NUL. Returns the characters written (without the NUL): 0
+ * for n == 0, and when cap is too small (then nothing is written). */
 size_t kg_b64_encode(const uint8_t *in, size_t n, bool padded, char *out, size_t cap);
 
 /* ---- Azure IoT Hub SAS tokens ---------------------------------------------------- */
