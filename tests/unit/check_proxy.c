@@ -27,6 +27,15 @@
  * certificate, as the spec says, not the device's). ssl-cn: the same backend line
  * without proxy-v2-options, a python3 ssl client bound to 127.0.0.7:40123, TLS 1.2.
  * plain: a python3 client sending a 3.1.1 CONNECT for client id "dev".
+ * The other way, checked by hand once (not part of make check: the integration suite
+ * of the wiring session is where it belongs): the gateway's header from
+ * kg_pp2_device_header() + AUTHORITY + UNIQUE_ID, encoded with CRC32C, sent to
+ * haproxy 2.6 `bind 127.0.0.1:28897 accept-proxy` with `log-format "PP src=%ci:%cp
+ * dst=%fi:%fp authority=%[fc_pp_authority] uid=%[fc_pp_unique_id]"` logged
+ * "PP src=198.51.100.23:50123 dst=192.0.2.1:8883 authority=gw.example uid=kg-uid-1"
+ * and forwarded the bytes behind the header; with one bit of the 0xE0 TLV flipped
+ * after encoding it logged "Received an invalid PROXY protocol header" (its CRC32C
+ * check) and connected nothing.
  */
 #include <check.h>
 #include <stdlib.h>
