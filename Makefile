@@ -138,6 +138,14 @@ build/fuzz/fuzz_mqtt: tests/fuzz/fuzz_mqtt.c daemon/mqtt/mqtt.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_PURE_CFLAGS) -o $@ $(filter %.c,$^)
 
+build/fuzz/fuzz_proxy: tests/fuzz/fuzz_proxy.c $(wildcard daemon/proxy/*.c)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_PURE_CFLAGS) -o $@ $(filter %.c,$^)
+
+build/fuzz/fuzz_credential: tests/fuzz/fuzz_credential.c $(wildcard daemon/policy/*.c)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_PURE_CFLAGS) -o $@ $(filter %.c,$^)
+
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: fuzz-build
@@ -171,18 +179,19 @@ docs-check: $(BUILD)/ktlsgate
 	  || { echo "docs/reasons.md is stale: $(BUILD)/ktlsgate reasons --markdown > docs/reasons.md" >&2; exit 1; }
 
 # The pure parts, listed once: no I/O, no clock, no OpenSSL, nothing of the connection
-# or the event loop (docs/architecture.md). The policy and MQTT parts whole, and the
+# or the event loop (docs/architecture.md). The policy, MQTT and proxy parts whole, and the
 # files whose header says "Pure" (relay/record.c says so but is AEAD on OpenSSL's EVP,
 # and tpm/tpm_pem.c encodes PEM with OpenSSL: not listed). make lint-pure (run by make
 # lint and make check) proves from the compiler's own include list that none of them,
 # nor the fuzz targets of the pure parts, reaches OpenSSL, epoll, tls/ or the
 # connection (scripts/lint-pure.sh); tests/lint/test-lint-pure.sh proves the guard
 # fails on each kind of include (docs/testing-tools.md).
-PURE_SRCS   := $(wildcard daemon/policy/*.c daemon/mqtt/*.c) daemon/core/srclimit.c \
+PURE_SRCS   := $(wildcard daemon/policy/*.c daemon/mqtt/*.c daemon/proxy/*.c) daemon/core/srclimit.c \
                daemon/ops/ratelimit.c daemon/edge/edge_policy.c daemon/tpm/tpm_conf.c
 PURE_CFLAGS := -std=c17 -D_GNU_SOURCE -Iinclude -Idaemon $(PKG_CFLAGS)
 lint-pure:
-	scripts/lint-pure.sh '$(CC)' '$(PURE_CFLAGS)' $(PURE_SRCS) tests/fuzz/fuzz_policy.c tests/fuzz/fuzz_mqtt.c
+	scripts/lint-pure.sh '$(CC)' '$(PURE_CFLAGS)' $(PURE_SRCS) tests/fuzz/fuzz_policy.c tests/fuzz/fuzz_mqtt.c \
+	  tests/fuzz/fuzz_proxy.c tests/fuzz/fuzz_credential.c
 	CC='$(CC)' PURE_CFLAGS='$(PURE_CFLAGS)' PURE_SRCS='$(PURE_SRCS)' bash tests/lint/test-lint-pure.sh
 
 # The parts include each other only down the layers, core at the top, ops at the bottom

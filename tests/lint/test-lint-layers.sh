@@ -61,9 +61,9 @@ expect_violation t_lint_layers_tls_core daemon/tls/tls.c '#include "core/conn.h"
 expect_violation t_lint_layers_tls_relay daemon/tls/tls.h '#include "relay/relay.h"' \
 	'tls may include only policy, registry, tpm, ops'
 expect_violation t_lint_layers_relay_core daemon/relay/relay.c '#include "core/worker.h"' \
-	'relay may include only tls, policy, mqtt, ops'
+	'relay may include only tls, policy, mqtt, proxy, ops'
 expect_violation t_lint_layers_core_cli daemon/core/conn.c '#include "cli/pki.h"' \
-	'core may include only relay, tls, tpm, policy, registry, mqtt, edge, ops'
+	'core may include only relay, tls, tpm, policy, registry, mqtt, proxy, edge, ops'
 expect_violation t_lint_layers_mqtt daemon/mqtt/mqtt.c '#include "ops/err.h"' \
 	'mqtt may include no other part'
 # ops gets single plain-type headers, not their parts.
