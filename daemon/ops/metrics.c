@@ -183,28 +183,39 @@ static int64_t last_ms(struct kg_metrics *const *w, size_t n, unsigned slot, int
 }
 
 /*
- * Per configured backend: connects by result, and up = whether the most recent connect
- * succeeded (absent until one was tried). Backend names are config names ([A-Za-z0-9._-],
- * config.c), safe as label values. Slots past the table share "_other", printed once.
+ * Backend b's slot and label value. Backend names are config names ([A-Za-z0-9._-],
+ * config.c), safe as label values. Slots past the table share "_other": false for the
+ * second and later of those (*other_seen), which print nothing.
  */
+static bool backend_label(const struct kg_backend_conf *b, bool *other_seen, unsigned *slot,
+			  const char **name)
+{
+	*slot = b->metrics_slot;
+	*name = b->name;
+	if (*slot < KG_BACKEND_SLOT_OTHER)
+		return true;
+	if (*other_seen)
+		return false;
+	*other_seen = true;
+	*slot = KG_BACKEND_SLOT_OTHER;
+	*name = "_other";
+	return true;
+}
+
+/* Per configured backend: connects by result, and up = whether the most recent
+ * connect succeeded (absent until one was tried). */
 static void render_backends(struct out *o, struct kg_metrics *const *w, size_t n,
 			    const struct kg_metrics_info *info)
 {
-	bool other_done = false;
+	bool other_seen = false;
+	const char *name;
+	unsigned s;
 
 	put(o, "# HELP ktlsgate_backend_connects_total Connects to each broker by result.\n"
 	       "# TYPE ktlsgate_backend_connects_total counter\n");
 	for (size_t b = 0; b < info->n_backends; b++) {
-		unsigned s = info->backends[b].metrics_slot;
-		const char *name = info->backends[b].name;
-
-		if (s >= KG_BACKEND_SLOT_OTHER) {
-			if (other_done)
-				continue;
-			other_done = true;
-			s = KG_BACKEND_SLOT_OTHER;
-			name = "_other";
-		}
+		if (!backend_label(&info->backends[b], &other_seen, &s, &name))
+			continue;
 		put(o, "ktlsgate_backend_connects_total{backend=\"%s\",result=\"ok\"} %llu\n"
 		       "ktlsgate_backend_connects_total{backend=\"%s\",result=\"failed\"} %llu\n",
 		    name, (unsigned long long)SUM_U(backend_connects[s][KG_BACKEND_OK]), name,
@@ -212,19 +223,12 @@ static void render_backends(struct out *o, struct kg_metrics *const *w, size_t n
 	}
 	put(o, "# HELP ktlsgate_backend_up Whether the last connect to each broker succeeded (absent before the first).\n"
 	       "# TYPE ktlsgate_backend_up gauge\n");
-	other_done = false;
+	other_seen = false;
 	for (size_t b = 0; b < info->n_backends; b++) {
-		unsigned s = info->backends[b].metrics_slot;
-		const char *name = info->backends[b].name;
 		int64_t ok, failed;
 
-		if (s >= KG_BACKEND_SLOT_OTHER) {
-			if (other_done)
-				continue;
-			other_done = true;
-			s = KG_BACKEND_SLOT_OTHER;
-			name = "_other";
-		}
+		if (!backend_label(&info->backends[b], &other_seen, &s, &name))
+			continue;
 		ok = last_ms(w, n, s, KG_BACKEND_OK);
 		failed = last_ms(w, n, s, KG_BACKEND_FAILED);
 		if (ok != 0 || failed != 0)

@@ -49,3 +49,19 @@ edge_netns_enter() {
 	ip netns exec "$GATE_NS" bash "$script" "$@"
 	exit $?
 }
+
+# edge_gw_conf NAME: inside the gate namespace, after lib.sh: kg_init NAME and a
+# gateway config listening on $PORT over IPv4 and IPv6 (veth-g's addresses), with
+# BK_PORT, GW_PORT, GW_MPORT, GW_CONF and GW_LOG set, ready for the caller's [edge].
+edge_gw_conf() {
+	kg_init "$1"
+	BK_PORT=$(free_port)
+	GW_PORT=$PORT
+	GW_MPORT=$(free_port)
+	local gw="$WORK/gw"
+	write_gw_conf "$gw" "$PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
+	GW_CONF="$gw/ktlsgate.conf"
+	GW_LOG="$gw/gw.log"
+	: >"$GW_LOG"
+	sed -i "s/^listen = .*/listen = 0.0.0.0:$PORT, [::]:$PORT/" "$GW_CONF"
+}

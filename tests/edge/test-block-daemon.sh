@@ -61,16 +61,7 @@ write_unpriv_wrapper() {
 }
 
 setup() {
-	kg_init block-daemon
-	BK_PORT=$(free_port)
-	GW_PORT=$PORT
-	GW_MPORT=$(free_port)
-	local gw="$WORK/gw"
-	write_gw_conf "$gw" "$PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
-	GW_CONF="$gw/ktlsgate.conf"
-	GW_LOG="$gw/gw.log"
-	: >"$GW_LOG"
-	sed -i "s/^listen = .*/listen = 0.0.0.0:$PORT, [::]:$PORT/" "$GW_CONF"
+	edge_gw_conf block-daemon
 	cat >>"$GW_CONF" <<EOF
 
 [edge]

@@ -45,16 +45,7 @@ field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) 
 stat_of() { kg block stats | awk -v k="$1" '$1 == k { print $2 }'; }
 
 setup() {
-	kg_init edge
-	BK_PORT=$(free_port)
-	GW_PORT=$PORT
-	GW_MPORT=$(free_port)
-	local gw="$WORK/gw"
-	write_gw_conf "$gw" "$PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
-	GW_CONF="$gw/ktlsgate.conf"
-	GW_LOG="$gw/gw.log"
-	: >"$GW_LOG"
-	sed -i "s/^listen = .*/listen = 0.0.0.0:$PORT, [::]:$PORT/" "$GW_CONF"
+	edge_gw_conf edge
 	cat >>"$GW_CONF" <<EOF
 
 [edge]
