@@ -205,7 +205,7 @@ problems=""
 grep -q '^KGBOOT: done' "$C" || problems="$problems the guest never said done (last check started: $(sed -n 's/^KGBOOT: time //p' "$C" | tail -1));"
 grep -qE 'Kernel panic|BUG: |Oops: |general protection fault' "$C" &&
 	problems="$problems the kernel: $(grep -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault' "$C");"
-for c in ready ktls_module device ktls reload xdp tpm upgrade purge; do
+for c in ready ktls_module device ktls reload xdp tpm_provider tpm upgrade purge; do
 	grep -qE "^KGBOOT: (PASS|FAIL) $c\b" "$C" || problems="$problems no verdict for $c;"
 done
 if [ -z "$problems" ]; then

@@ -3,9 +3,9 @@
 # tests/packaging/boot/lib.sh - host-side helpers of test-boot.sh (sourced after
 # tests/packaging/lib.sh; uses the caller's CACHE, WORKBASE, OUT, log and abort).
 #
-# suite_mirror SUITE: print the Debian mirror for SUITE: the host's apt entry for it,
+# boot_suite_mirror SUITE: print the Debian mirror for SUITE: the host's apt entry for it,
 #   else the one the host uses for bookworm (deb.debian.org serves both), else
-#   KG_FRESH_MIRROR. suite_sources SUITE: the sources.list lines for a root of SUITE
+#   KG_FRESH_MIRROR. boot_suite_sources SUITE: the sources.list lines for a root of SUITE
 #   (SUITE, SUITE-updates, SUITE-security), from the same mirrors.
 # guest_tarball SUITE ARCH DEB: set GUEST to the cached tarball of a SUITE root that
 #   holds everything the boot test's guest needs except the package itself (systemd as
@@ -14,9 +14,9 @@
 #   KEY a hash of the package list; made from minbase_tarball's root (apt-get install in
 #   a chroot of its own mount and PID namespaces) under $CACHE/lock when missing.
 BOOT_PKGS="systemd-sysv udev mosquitto mosquitto-clients openssl iproute2 kmod procps
-	curl sqlite3 libcap2-bin"
+	curl sqlite3 libcap2-bin tpm2-openssl"
 
-suite_mirror() {
+boot_suite_mirror() {
 	local m
 	m=${KG_FRESH_MIRROR:-}
 	[ -n "$m" ] || m=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
@@ -26,9 +26,9 @@ suite_mirror() {
 	printf '%s\n' "$m"
 }
 
-suite_sources() {
+boot_suite_sources() {
 	local s=$1 m sec
-	m=$(suite_mirror "$s")
+	m=$(boot_suite_mirror "$s")
 	sec=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
 		awk '$2 ~ /-security$/ { print $1; exit }')
 	echo "deb $m $s main"
@@ -69,7 +69,7 @@ guest_tarball() {
 	[ -s "$GUEST" ] && return 0
 	# minbase_tarball (tests/packaging/lib.sh) takes the host's entry for SUITE; trixie
 	# has none on a bookworm host: the bookworm mirror serves it.
-	KG_FRESH_MIRROR=$(suite_mirror "$suite") minbase_tarball "$suite" "$arch"
+	KG_FRESH_MIRROR=$(boot_suite_mirror "$suite") minbase_tarball "$suite" "$arch"
 	mkdir -p "$CACHE"
 	exec 9>"$CACHE/lock"
 	timeout 1800 flock 9 || abort guest_root "another run holds $CACHE/lock"
@@ -80,7 +80,7 @@ guest_tarball() {
 		mkdir -p "$debs/partial"
 		tar -C "$b" --numeric-owner -xpzf "$BASE" || abort guest_root "cannot unpack $BASE"
 		chmod 755 "$b"
-		suite_sources "$suite" >"$b/etc/apt/sources.list"
+		boot_suite_sources "$suite" >"$b/etc/apt/sources.list"
 		cp -L /etc/resolv.conf "$b/etc/resolv.conf" 2>/dev/null || true
 		printf '#!/bin/sh\nexit 101\n' >"$b/usr/sbin/policy-rc.d"
 		chmod 755 "$b/usr/sbin/policy-rc.d"
