@@ -340,7 +340,7 @@ kgvm_export /tmp/ktlsgated.journal ktlsgated.journal
 journalctl -b --no-pager -o short-monotonic >/tmp/boot.journal 2>&1
 tail -400 /tmp/boot.journal >/tmp/boot-tail.journal
 kgvm_export /tmp/boot-tail.journal boot.journal
-say "done $NFAIL failed at $(up)s"
+say "done at $(up)s"
 # Immediately (the logs are out; nothing to stop cleanly in a RAM root): qemu exits
 # (-no-reboot). `systemctl poweroff --no-block` wants D-Bus, which the guest has not.
 sync

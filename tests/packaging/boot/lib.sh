@@ -95,6 +95,8 @@ guest_tarball() {
 		rm -rf "$b"/var/lib/apt/lists/* "$b"/var/cache/apt/*.bin
 		tar -C "$b" --numeric-owner --zstd -cf "$GUEST.tmp" . && mv "$GUEST.tmp" "$GUEST"
 		rm -rf --one-file-system "$b"
+		# Roots of an older package list are not used again.
+		find "$CACHE" -maxdepth 1 -name "boot-$suite-$arch-*.tar.zst" ! -path "$GUEST" -delete
 	fi
 	exec 9>&-
 }
