@@ -10,9 +10,19 @@
 #                      .deb's Depends (boot/lib.sh guest_tarball)
 #          install     dpkg -i of the .deb in that root (chroot, no network, no start)
 #          provision   test PKI, CA proven by the ktlsgate user, 4 devices; ktlsgated -t
-#          boot        qemu ran, the guest said done, no kernel oops/panic
-#   guest  ready ktls_module device ktls reload xdp tpm upgrade purge (boot/checks.sh)
-# A check that cannot run here (no swtpm: tpm) is a FAIL with its reason.
+#   guest  ready        Type=notify reached active, MainPID runs as ktlsgate, STATUS= set
+#          ktls_module  the tls module is loaded after boot (else: modprobe, restart)
+#          device       mosquitto_pub -> gateway :8883 -> mosquitto -> mosquitto_sub
+#          ktls         the session's data path is kTLS, tls_stat rose
+#          reload       systemctl reload keeps MainPID, the session and its traffic
+#          xdp          edge.conf: CapEff, the gate drops a denied source from a netns
+#          tpm_provider the package pulls in tpm2-openssl
+#          tpm          tpm.conf: server key made in swtpm's TPM, seen by the client
+#          upgrade      dpkg -i VERSION+test1 under the unit keeps registry and config
+#          purge        dpkg -P leaves no config, state or unit
+#   host   boot         the guest said done, every check gave a verdict, no oops
+# (boot/checks.sh and docs/packaging.md, "Boot test", say how.) A check that cannot run
+# here (no swtpm: tpm) is a FAIL with its reason.
 #
 # Caches: the root under $KG_FRESH_CACHE (/var/cache/ktlsgate-fresh), the kernel and its
 # .deb under $KG_VM_CACHE (/var/tmp/ktlsgate-vm; tests/vm/fetch-kernel.sh). qemu runs

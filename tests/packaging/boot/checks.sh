@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # checks.sh - the boot test's guest side (kg-boot-checks.service, systemd as PID 1):
 # the installed package under its own unit, in the order of tests/packaging/test-boot.sh's
-# header (ready device ktls reload xdp tpm upgrade purge), then the guest powers off.
+# header (ready ktls_module device ktls reload xdp tpm_provider tpm upgrade purge), then
+# the guest powers off.
 #
 # Console protocol (the serial console, read by test-boot.sh): "KGBOOT: PASS name ...",
 # "KGBOOT: FAIL name: why", "KGBOOT: note ...", "KGBOOT: time name S", "KGBOOT: done";
@@ -252,15 +253,17 @@ printf '%s\n' "$out" | grep '^KGBOOT: note' || true
 phase_time xdp
 
 # --- tpm: the server key made in the (swtpm) TPM, tpm.conf's device access ------------
+# The TPM key is used through OpenSSL's tpm2 provider (docs/tpm.md), Debian's
+# tpm2-openssl: the guest root has it (boot/lib.sh BOOT_PKGS, as an operator would
+# install it), so the tpm check tests the rest; whether the package pulls it in is this
+# verdict.
+dep=$(dpkg-query -W -f='${Depends}, ${Recommends}' ktlsgate | tr ',' '\n' | grep -c 'tpm2-openssl')
+if [ "$dep" -ge 1 ]; then pass "tpm_provider (ktlsgate's Depends/Recommends name tpm2-openssl)"
+else fail tpm_provider "ktlsgate neither Depends on nor Recommends tpm2-openssl, the OpenSSL provider daemon/tpm/tpm_key.c loads for [daemon] key = handle:...; without it 'ktlsgate tpm csr' and the daemon say 'cannot connect (tpm2 provider: failed)'"; fi
+
 tpm_check() {
 	local h=0x81000101 kpub spub m
 	[ "$TPM" = 1 ] || { echo "not run: $TPM"; return 1; }
-	# The key is used through OpenSSL's tpm2 provider (docs/tpm.md), which is Debian's
-	# tpm2-openssl: the guest root has it (boot/lib.sh BOOT_PKGS, as an operator would
-	# install it); whether the package pulls it in is its own verdict.
-	dep=$(dpkg-query -W -f='${Depends}, ${Recommends}' ktlsgate | tr ',' '\n' | grep -c 'tpm2-openssl')
-	if [ "$dep" -ge 1 ]; then say "PASS tpm_provider (ktlsgate's Depends/Recommends name tpm2-openssl)"
-	else say "FAIL tpm_provider: ktlsgate neither Depends on nor Recommends tpm2-openssl, the OpenSSL provider daemon/tpm/tpm_key.c loads for [daemon] key = handle:...; without it 'ktlsgate tpm csr' and the daemon say 'cannot connect (tpm2 provider: failed)'"; fi
 	dpkg-query -W -f='${Status}' tpm2-openssl 2>/dev/null | grep -q 'ok installed' ||
 		{ echo "tpm2-openssl is not installed in the guest"; return 1; }
 	for _ in $(seq 1 20); do [ -c /dev/tpmrm0 ] && break; sleep 0.5; done
