@@ -28,7 +28,8 @@
 # .deb under $KG_VM_CACHE (/var/tmp/ktlsgate-vm; tests/vm/fetch-kernel.sh). qemu runs
 # under flock /tmp/kg-vm.lock. Output in $BUILD/boot/SUITE: console.log, exports
 # (ktlsgated.journal, boot.journal), the logs of each host phase.
-# Environment: BUILD (build), KG_BOOT_TIMEOUT (guest time limit, 1500 s).
+# Environment: BUILD (build), KG_BOOT_TIMEOUT (guest time limit, 1500 s), KG_BOOT_SWTPM
+# (the swtpm to run, default swtpm from PATH; a missing one fails tpm with the reason).
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$TOP" || exit 1
@@ -133,8 +134,9 @@ install -m 0644 tests/packaging/boot/kg-boot-checks.service "$ROOT/etc/systemd/s
 mkdir -p "$ROOT/lib/modules"
 cp -a "$MODS" "$ROOT/lib/modules/$KVER"
 # swtpm on the host gives the guest a TPM (tpm-tis: /dev/tpm0, /dev/tpmrm0).
+SWTPM=${KG_BOOT_SWTPM:-swtpm}
 TPM=1
-if ! command -v swtpm >/dev/null; then TPM="swtpm is not installed on the host (package swtpm)"; fi
+if ! command -v "$SWTPM" >/dev/null; then TPM="no $SWTPM on the host (package swtpm): no TPM for the guest"; fi
 printf 'SUITE=%s\nVERSION=%s\nTPM="%s"\n' "$SUITE" "$VERSION" "$TPM" >"$ROOT/etc/kg-boot.env"
 DEBS="$CACHE/$SUITE-$ARCH-debs-boot"
 mkdir -p "$DEBS"
@@ -162,7 +164,7 @@ phase initramfs
 QARGS=()
 if [ "$TPM" = 1 ]; then
 	mkdir -p "$OUT/tpm"
-	swtpm socket --tpm2 --tpmstate dir="$OUT/tpm" --ctrl type=unixio,path="$OUT/tpm/sock" \
+	"$SWTPM" socket --tpm2 --tpmstate dir="$OUT/tpm" --ctrl type=unixio,path="$OUT/tpm/sock" \
 		--log file="$OUT/swtpm.log" --terminate >/dev/null 2>&1 &
 	SWPID=$!
 	for _ in $(seq 1 50); do [ -S "$OUT/tpm/sock" ] && break; sleep 0.1; done
