@@ -108,7 +108,8 @@ KDIR="$VMCACHE/$SUITE-$KVER"
 KIMG="$KDIR/vmlinux"
 [ -s "$KIMG" ] || KIMG="$KDIR/vmlinuz"
 KDEB=$(ls "$VMCACHE/debs/linux-image-${KVER}_"*.deb 2>/dev/null | head -1)
-[ -f "$KDEB" ] || abort kernel "no linux-image-$KVER .deb in $VMCACHE/debs"
+# fetch-kernel.sh keeps the .deb; a cache entry without it is refetched by removing it.
+[ -f "$KDEB" ] || abort kernel "no linux-image-$KVER .deb in $VMCACHE/debs (rm -rf $KDIR $VMCACHE/$SUITE.current to fetch it again)"
 MODS=$(boot_modules "$KVER" "$KDEB") || abort kernel "cannot extract the modules of $KVER from $KDEB"
 phase kernel
 
@@ -168,6 +169,7 @@ if [ "$TPM" = 1 ]; then
 		--log file="$OUT/swtpm.log" --terminate >/dev/null 2>&1 &
 	SWPID=$!
 	for _ in $(seq 1 50); do [ -S "$OUT/tpm/sock" ] && break; sleep 0.1; done
+	# shellcheck disable=SC2054 # commas separate qemu's suboptions, not array elements
 	QARGS+=(-chardev "socket,id=chrtpm,path=$OUT/tpm/sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
 		-device tpm-tis,tpmdev=tpm0)
 	# Booted as the ELF vmlinux (PVH entry, tests/vm's choice), the guest kernel finds no

@@ -11,6 +11,7 @@
 # /etc/kg-boot.env gives VERSION, SUITE and TPM (1 when the host attached swtpm, else
 # the reason it did not). Devices dev-sub, dev-pub, dev-tpm (enabled) and dev-off
 # (disabled) and the CA are in /opt/kg-pki (setup-root.sh).
+# shellcheck disable=SC2046 # $(mqa ...) is split into the clients' arguments on purpose
 set -u
 . /etc/kg-boot.env
 . /usr/local/lib/kg-boot/guest-lib.sh

@@ -63,6 +63,7 @@ chroot_run() {
 
 guest_tarball() {
 	local suite=$1 arch=$2 deb=$3 pkgs key b debs
+	# shellcheck disable=SC2046,SC2086 # lists of package names, split on purpose
 	pkgs=$(printf '%s\n' $BOOT_PKGS $(deb_depends "$deb") | sort -u | tr '\n' ' ')
 	key=$(printf '%s %s\n' "$suite" "$pkgs" | sha256sum | cut -c1-12)
 	GUEST="$CACHE/boot-$suite-$arch-$key.tar.zst"

@@ -34,7 +34,7 @@ pass "install ($st, unit $en as documented)"
 	set -e
 	umask 022
 	P=/opt/kg-pki
-	mkdir -p -m 0755 $P
+	install -d -m 0755 $P
 	ktlsgate pki root --cn "Test Root" --out $P/root >/dev/null
 	ktlsgate pki server --cn gw.test --ca $P/root --out $P/server >/dev/null
 	for d in dev-sub dev-pub dev-tpm dev-off; do
