@@ -16,10 +16,9 @@ set -u
 . /etc/kg-boot.env
 . /usr/local/lib/kg-boot/guest-lib.sh
 P=/opt/kg-pki
-NFAIL=0
 say() { echo "KGBOOT: $*"; }
 pass() { say "PASS $*"; }
-fail() { say "FAIL $1: $2"; NFAIL=$((NFAIL + 1)); }
+fail() { say "FAIL $1: $2"; }
 note() { say "note $*"; }
 up() { cut -d' ' -f1 /proc/uptime; }
 T_LAST=0
@@ -57,7 +56,7 @@ wait_session() {
 	done
 	return 1
 }
-# pubsub TAG SUBID PUBID HOST [NETNS]: a message from PUBID reaches SUBID's subscription.
+# pubsub TAG SUBID PUBID HOST: a message from PUBID reaches SUBID's subscription.
 pubsub() {
 	local tag=$1 sid=$2 pid=$3 host=$4 msg got spid
 	msg="boot-$tag-$RANDOM$RANDOM"
