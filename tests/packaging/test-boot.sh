@@ -13,9 +13,11 @@
 #   guest  ready        Type=notify reached active, MainPID runs as ktlsgate, STATUS= set
 #          ktls_module  the tls module is loaded after boot (else: modprobe, restart)
 #          device       mosquitto_pub -> gateway :8883 -> mosquitto -> mosquitto_sub
-#          ktls         the session's data path is kTLS, tls_stat rose
+#          ktls         the session's data path is kTLS, tls_stat rose, the TLS 1.3
+#                       receive key installed by the daemon (OpenSSL 3.0) or OpenSSL (3.5)
 #          reload       systemctl reload keeps MainPID, the session and its traffic
 #          xdp          edge.conf: CapEff, the gate drops a denied source from a netns
+#          block        ktlsgate block add/list/remove under the unit (via the daemon)
 #          tpm_provider the package pulls in tpm2-openssl
 #          tpm          tpm.conf: server key made in swtpm's TPM, seen by the client
 #          upgrade      dpkg -i VERSION+test1 under the unit keeps registry and config
@@ -219,7 +221,7 @@ problems=""
 grep -q '^KGBOOT: done' "$C" || problems="$problems the guest never said done (last check started: $(sed -n 's/^KGBOOT: time //p' "$C" | tail -1));"
 grep -qE 'Kernel panic|BUG: |Oops: |general protection fault' "$C" &&
 	problems="$problems the kernel: $(grep -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault' "$C");"
-for c in ready ktls_module device ktls reload xdp tpm_provider tpm upgrade purge; do
+for c in ready ktls_module device ktls reload xdp block tpm_provider tpm upgrade purge; do
 	grep -qE "^KGBOOT: (PASS|FAIL) $c\b" "$C" || problems="$problems no verdict for $c;"
 done
 if [ -z "$problems" ]; then

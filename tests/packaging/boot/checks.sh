@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # checks.sh - the boot test's guest side (kg-boot-checks.service, systemd as PID 1):
 # the installed package under its own unit, in the order of tests/packaging/test-boot.sh's
-# header (ready ktls_module device ktls reload xdp tpm_provider tpm upgrade purge), then
+# header (ready ktls_module device ktls reload xdp block tpm_provider tpm upgrade purge), then
 # the guest powers off.
 #
 # Console protocol (the serial console, read by test-boot.sh): "KGBOOT: PASS name ...",
@@ -155,12 +155,20 @@ splice=$(metric 'ktlsgate_sessions_started_total{mode="ktls_splice"}')
 note "session list: $(printf '%s' "$S_LIST" | tr '\n' ';')"
 note "tls_stat TlsTxSw $TX0 -> $TX1, TlsRxSw $RX0 -> $RX1; $started"
 note "ktls_rx_installed: ${rxinst:-metric absent}; $(openssl version)"
+# mosquitto's clients speak TLS 1.3: its receive key is installed by OpenSSL itself from
+# 3.2 on (trixie's 3.5), by the daemon under 3.0 (bookworm) (docs/ktls.md)
+case $(openssl version | awk '{ print $2 }') in
+3.[01].*) rx_by=daemon ;;
+*) rx_by=openssl ;;
+esac
+rx_n=$(metric "ktlsgate_ktls_rx_installed_total{by=\"$rx_by\"}")
 if [ -z "$TX0" ] || [ -z "$TX1" ]; then fail ktls "no /proc/net/tls_stat (tls module not loaded: $(lsmod | grep -c '^tls '))"
 elif ! printf '%s' "$S_LIST" | grep -qw dev-sub; then fail ktls "no live session to read the data path from: $S_LIST"
 elif ! printf '%s' "$S_LIST" | grep -w dev-sub | grep -qE 'ktls_splice|ktls_tx'; then fail ktls "dev-sub's data path is not kTLS: $(printf '%s' "$S_LIST" | grep -w dev-sub)"
 elif [ "$TX1" -le "$TX0" ] || [ "$RX1" -le "$RX0" ]; then fail ktls "tls_stat did not rise: TlsTxSw $TX0 -> $TX1, TlsRxSw $RX0 -> $RX1"
 elif [ -z "$splice" ] || [ "$splice" -lt 1 ]; then fail ktls "ktlsgate_sessions_started_total{mode=\"ktls_splice\"} = '$splice'"
-else pass "ktls (mode $(printf '%s' "$S_LIST" | grep -w dev-sub | grep -oE 'ktls_splice|ktls_tx' | head -1); TlsTxSw +$((TX1 - TX0)) TlsRxSw +$((RX1 - RX0)); ktls_splice started $splice)"; fi
+elif [ -z "$rx_n" ] || [ "$rx_n" -lt 1 ]; then fail ktls "$(openssl version | cut -d' ' -f1-2): want the TLS 1.3 receive keys installed by the $rx_by, ktlsgate_ktls_rx_installed_total: ${rxinst:-absent}"
+else pass "ktls (mode $(printf '%s' "$S_LIST" | grep -w dev-sub | grep -oE 'ktls_splice|ktls_tx' | head -1); TlsTxSw +$((TX1 - TX0)) TlsRxSw +$((RX1 - RX0)); ktls_splice started $splice; receive keys installed by the $rx_by: $rx_n)"; fi
 phase_time ktls
 
 # --- reload: a live subscriber survives `systemctl reload`, same MainPID ---------------
@@ -261,6 +269,35 @@ xdp_check() {
 if out=$(xdp_check 2>&1); then pass "xdp ($(printf '%s' "$out" | tail -1))"; else fail xdp "$(printf '%s' "$out" | grep -v '^KGBOOT: ' | tail -3 | tr '\n' ';')"; fi
 printf '%s\n' "$out" | grep '^KGBOOT: note' || true
 phase_time xdp
+
+# --- block: `ktlsgate block` under the unit (its user cannot pin under /sys/fs/bpf: the
+# CLI goes through the daemon's control socket, docs/cli.md) -------------------------
+# connect_from ADDR: curl's exit status for a TCP connect to the gate from ADDR in the
+# netns (28: timed out, i.e. dropped; anything else: the SYN was answered).
+connect_from() {
+	ip netns exec kgdev curl -s -o /dev/null --connect-timeout 5 --max-time 8 \
+		--interface "$1" http://10.99.0.1:8883/ 2>/dev/null
+	echo $?
+}
+block_check() {
+	local rc l
+	ip -n kgdev addr add 10.99.0.3/24 dev kg1 || { echo "no second address in the netns"; return 1; }
+	rc=$(connect_from 10.99.0.3)
+	[ "$rc" != 28 ] || { echo "10.99.0.3 dropped before any block (curl $rc)"; return 1; }
+	ktlsgate block add 10.99.0.3 --for 600 >/tmp/block-add.log 2>&1 ||
+		{ echo "block add as root: $(tr '\n' ';' </tmp/block-add.log)"; return 1; }
+	l=$(runuser -u ktlsgate -- ktlsgate block list 2>&1)
+	printf '%s\n' "$l" | grep -Eq '^10\.99\.0\.3 +manual ' || { echo "block list as ktlsgate: $l"; return 1; }
+	rc=$(connect_from 10.99.0.3)
+	[ "$rc" = 28 ] || { echo "10.99.0.3 still connects after block add (curl $rc)"; return 1; }
+	ktlsgate block remove 10.99.0.3 >/tmp/block-rm.log 2>&1 ||
+		{ echo "block remove: $(tr '\n' ';' </tmp/block-rm.log)"; return 1; }
+	rc=$(connect_from 10.99.0.3)
+	[ "$rc" != 28 ] || { echo "10.99.0.3 still dropped after block remove"; return 1; }
+	echo "add as root, list as ktlsgate ($(printf '%s' "$l" | grep -c .) line(s)), the source dropped, removed, connects again; $(tr '\n' ' ' </tmp/block-add.log)"
+}
+if out=$(block_check 2>&1); then pass "block ($(printf '%s' "$out" | tail -1))"; else fail block "$(printf '%s' "$out" | tail -3 | tr '\n' ';')"; fi
+phase_time block
 
 # --- tpm: the server key made in the (swtpm) TPM, tpm.conf's device access ------------
 # The TPM key is used through OpenSSL's tpm2 provider (docs/tpm.md), Debian's
