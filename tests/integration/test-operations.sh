@@ -244,7 +244,7 @@ EOF
 	rc=$?
 	echo "    block list without a gate: exit $rc: $out"
 	[ $rc -eq 3 ] || { note "block list without a gate: exit $rc, want 3"; return 1; }
-	want=$(awk '/^## 7\./ { s = 1 } s' "$DOC" | tr '\n' ' ' | grep -o '`ktlsgate: /sys/fs/bpf/ktlsgate/kg_deny[^`]*`' | tr -d '`' | tr -s ' ')
+	want=$(awk '/^## 7\./ { s = 1 } s' "$DOC" | tr '\n' ' ' | grep -o '`ktlsgate: block list: cannot reach the XDP gate: [^`]*`' | tr -d '`' | tr -s ' ')
 	[ -n "$want" ] || { note "section 7 quotes no block error"; return 1; }
 	[ "$out" = "$want" ] || { note "block error '$out', the doc says '$want'"; return 1; }
 }

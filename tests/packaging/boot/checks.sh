@@ -168,7 +168,7 @@ elif ! printf '%s' "$S_LIST" | grep -w dev-sub | grep -qE 'ktls_splice|ktls_tx';
 elif [ "$TX1" -le "$TX0" ] || [ "$RX1" -le "$RX0" ]; then fail ktls "tls_stat did not rise: TlsTxSw $TX0 -> $TX1, TlsRxSw $RX0 -> $RX1"
 elif [ -z "$splice" ] || [ "$splice" -lt 1 ]; then fail ktls "ktlsgate_sessions_started_total{mode=\"ktls_splice\"} = '$splice'"
 elif [ -z "$rx_n" ] || [ "$rx_n" -lt 1 ]; then fail ktls "$(openssl version | cut -d' ' -f1-2): want the TLS 1.3 receive keys installed by the $rx_by, ktlsgate_ktls_rx_installed_total: ${rxinst:-absent}"
-else pass "ktls (mode $(printf '%s' "$S_LIST" | grep -w dev-sub | grep -oE 'ktls_splice|ktls_tx' | head -1); TlsTxSw +$((TX1 - TX0)) TlsRxSw +$((RX1 - RX0)); ktls_splice started $splice; receive keys installed by the $rx_by: $rx_n)"; fi
+else pass "ktls (mode $(printf '%s' "$S_LIST" | grep -w dev-sub | grep -oE 'ktls_splice|ktls_tx' | head -1); TlsTxSw +$((TX1 - TX0)) TlsRxSw +$((RX1 - RX0)); ktls_splice started $splice; receive keys installed by $rx_by: $rx_n)"; fi
 phase_time ktls
 
 # --- reload: a live subscriber survives `systemctl reload`, same MainPID ---------------
