@@ -382,7 +382,11 @@ static int rotate(struct kg_cli *cli, struct kg_registry *reg, const struct kg_d
 		       shown.label, kg_cred_slot_str(slot));
 		if (nc.username[0] != '\0')
 			printf("username: %s\n", nc.username);
-		printf("%s: %s\n", shown.label, shown.value);
+		/* as `device add` prints them: "secondary-key: ...", "token: ...", "password: ..." */
+		if (nc.kind == KG_ATT_SAS)
+			printf("%s-%s: %s\n", kg_cred_slot_str(slot), shown.label, shown.value);
+		else
+			printf("%s: %s\n", shown.label, shown.value);
 	}
 	kg_cli_secret_wipe(&shown);
 	fflush(stdout);
