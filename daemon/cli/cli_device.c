@@ -180,8 +180,8 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 	};
 	struct kg_device dev = { .status = KG_DEV_ENABLED, .attestation = KG_ATT_CA };
 	const char *cert = NULL, *cmd = "device add", *username = NULL;
-	struct kg_credential creds[2];
-	struct kg_cli_secret shown[2];
+	struct kg_credential creds[2] = { 0 };
+	struct kg_cli_secret shown[2] = { 0 };
 	struct kg_registry *reg = NULL;
 	bool has_auth = false, pw_stdin = false, json = false;
 	enum kg_attestation auth = KG_ATT_CA;
@@ -270,8 +270,11 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 		dev.attestation = KG_ATT_THUMBPRINT;
 	/* Secrets before the registry opens: a bad password on stdin writes nothing. */
 	if (kg_attestation_has_secret(dev.attestation) &&
-	    (nsec = make_secrets(cmd, &dev, username, pw_stdin, creds, shown)) < 0)
-		return -nsec;
+	    (nsec = make_secrets(cmd, &dev, username, pw_stdin, creds, shown)) < 0) {
+		rc = -nsec;
+		nsec = 0;
+		goto out_wipe;
+	}
 
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, false, &reg)) != KG_EXIT_OK)
 		goto out_wipe;
@@ -298,8 +301,8 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 	rc = kg_cli_notify(cli, "device-changed", dev.id, text, sizeof(text));
 	rc = rc == KG_EXIT_RUNTIME ? KG_EXIT_RUNTIME : KG_EXIT_OK;
 out_wipe:
-	for (int i = 0; i < nsec; i++)
-		kg_cli_secret_wipe(&shown[i]);
+	/* all of both: a failed second secret may leave the first one made */
+	OPENSSL_cleanse(shown, sizeof(shown));
 	OPENSSL_cleanse(creds, sizeof(creds));
 	return rc;
 }
