@@ -234,6 +234,13 @@ t_rotate() {
 	[ -n "$p1" ] && [ "$p1" != "$p0" ] || why "no new primary: $(cat "$T/out")" || return 1
 	[ "$(sql "SELECT secret FROM credentials WHERE device_id = 'r1' AND slot = 'secondary'")" = "$s1" ] ||
 		why "rotating the primary changed the secondary" || return 1
+	# --json: the new key once, as an object naming the slot
+	runx 0 device credentials r1 --rotate --json || return 1
+	[ "$($PY -c 'import json,sys; o=json.load(open(sys.argv[1])); print(o["id"], o["kind"], o["slot"], o["username"])' "$T/out")" = \
+		"r1 sas secondary None" ] || why "rotate --json: $(cat "$T/out")" || return 1
+	[ "$(sql "SELECT secret FROM credentials WHERE device_id = 'r1' AND slot = 'secondary'")" = \
+		"$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["key"])' "$T/out")" ] ||
+		why "rotate --json key is not the stored one" || return 1
 	# token: replaced in the primary slot
 	runx 0 device add r2 --auth token || return 1
 	tok0=$(field token)
