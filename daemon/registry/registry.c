@@ -458,6 +458,23 @@ int kg_registry_cred_get(struct kg_registry *reg, const char *id,
 	return reg->ops->cred_get(reg, id, out, n);
 }
 
+int kg_registry_cred_find(struct kg_registry *reg, enum kg_attestation kind, const char *key,
+			  char *id_out)
+{
+	char hex[KG_SHA256_HEX_LEN + 1];
+
+	if (reg == NULL || key == NULL || id_out == NULL)
+		return KG_E_INVALID;
+	if (kind == KG_ATT_TOKEN) {
+		if (!norm_hex64(hex, key, KG_SHA256_HEX_LEN + 1, false))
+			return KG_E_INVALID;
+		return reg->ops->cred_find(reg, kind, hex, id_out);
+	}
+	if (kind != KG_ATT_BASIC || !printable(key, 1, KG_CRED_USERNAME_MAX))
+		return KG_E_INVALID;
+	return reg->ops->cred_find(reg, kind, key, id_out);
+}
+
 /* ---- CAs ------------------------------------------------------------------- */
 
 /* KG_CHALLENGE_LEN lowercase hex chars from the CSPRNG. */

@@ -204,6 +204,14 @@ int kg_registry_cred_clear(struct kg_registry *reg, const char *id, enum kg_atte
 int kg_registry_cred_get(struct kg_registry *reg, const char *id,
 			 struct kg_credential out[KG_CRED_PER_DEVICE], size_t *n) KG_MUST_USE;
 
+/* The device a CONNECT's credential names, by what it sends: for KG_ATT_TOKEN `key`
+ * is the token's SHA-256 hex (either case), for KG_ATT_BASIC the user name. The id
+ * goes to id_out[KG_DEVICE_ID_MAX + 1]. KG_E_NOTFOUND when no slot holds it; unique
+ * by construction (cred_set refuses a second device). Not for sas: a SAS token names
+ * its device in its resource URI. */
+int kg_registry_cred_find(struct kg_registry *reg, enum kg_attestation kind, const char *key,
+			  char *id_out) KG_MUST_USE;
+
 /* CAs */
 /* Insert an unverified CA with a fresh random challenge (written into ca->challenge). */
 int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca) KG_MUST_USE;
@@ -247,6 +255,7 @@ struct kg_registry_ops {
 	int (*cred_set)(struct kg_registry *, const char *, const struct kg_credential *);
 	int (*cred_clear)(struct kg_registry *, const char *, enum kg_attestation, enum kg_cred_slot);
 	int (*cred_get)(struct kg_registry *, const char *, struct kg_credential *, size_t *);
+	int (*cred_find)(struct kg_registry *, enum kg_attestation, const char *, char *);
 	int (*ca_add)(struct kg_registry *, struct kg_ca *);
 	int (*ca_get)(struct kg_registry *, const char *, struct kg_ca *);
 	int (*ca_get_by_sha256)(struct kg_registry *, const char *, struct kg_ca *);

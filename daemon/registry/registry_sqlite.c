@@ -172,6 +172,8 @@ enum stmt_id {
 	ST_CRED_USER_TAKEN,
 	ST_CRED_CLEAR,
 	ST_CRED_GET,
+	ST_CRED_FIND_TOKEN,
+	ST_CRED_FIND_USER,
 	ST_CA_ADD,
 	ST_CA_GET,
 	ST_CA_GET_SHA,
@@ -217,6 +219,11 @@ static const char *const stmt_sql[ST_MAX] = {
 	/* 'basic' < 'sas' < 'token', 'primary' < 'secondary': the order the header promises. */
 	[ST_CRED_GET] = "SELECT kind, slot, username, secret, created_at FROM credentials"
 			" WHERE device_id = ?1 ORDER BY kind, slot",
+	/* Both on their partial index (the WHERE repeats its condition). */
+	[ST_CRED_FIND_TOKEN] = "SELECT device_id FROM credentials WHERE kind = 'token' AND secret = ?1"
+			       " LIMIT 1",
+	[ST_CRED_FIND_USER] = "SELECT device_id FROM credentials WHERE kind = 'basic' AND username = ?1"
+			      " LIMIT 1",
 	[ST_CA_ADD] = "INSERT INTO cas (" CA_COLS ") VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[ST_CA_GET] = "SELECT " CA_COLS " FROM cas WHERE name = ?1",
 	[ST_CA_GET_SHA] = "SELECT " CA_COLS " FROM cas WHERE sha256 = ?1",
@@ -808,6 +815,28 @@ out:
 	return rc;
 }
 
+static int sq_cred_find(struct kg_registry *reg, enum kg_attestation kind, const char *key,
+			char *id_out)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_stmt *st = r->st[kind == KG_ATT_TOKEN ? ST_CRED_FIND_TOKEN : ST_CRED_FIND_USER];
+	int rc;
+
+	if (bind_text(st, 1, key) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "credential find");
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		rc = col_copy(st, 0, id_out, KG_DEVICE_ID_MAX + 1);
+	else if (rc == SQLITE_DONE)
+		rc = KG_E_NOTFOUND;
+	else
+		rc = db_err(r, rc, "credential find");
+	done(st);
+	return rc;
+}
+
 /* A CA's username_check: its word, or NULL when the config's applies. */
 static int bind_username_check(sqlite3_stmt *st, int idx, const struct kg_ca *ca)
 {
@@ -1008,6 +1037,7 @@ static const struct kg_registry_ops sqlite_ops = {
 	.cred_set = sq_cred_set,
 	.cred_clear = sq_cred_clear,
 	.cred_get = sq_cred_get,
+	.cred_find = sq_cred_find,
 	.ca_add = sq_ca_add,
 	.ca_get = sq_ca_get,
 	.ca_get_by_sha256 = sq_ca_get_by_sha256,

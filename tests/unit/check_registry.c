@@ -1083,6 +1083,26 @@ START_TEST(test_credentials)
 	ck_assert_int_eq(out[2].kind, KG_ATT_TOKEN);
 	ck_assert_str_eq(out[2].secret, hexb);
 
+	/* the CONNECT check's lookups: a token hash (either case), a basic user name */
+	{
+		char id[KG_DEVICE_ID_MAX + 1];
+
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_TOKEN, hexa, id), 0);
+		ck_assert_str_eq(id, "sym-1");
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_TOKEN, hexb, id), 0);
+		ck_assert_str_eq(id, "bas-1");
+		hexb[0] = 'c';
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_TOKEN, hexb, id), KG_E_NOTFOUND);
+		hexb[0] = 'b';
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_BASIC, "meter-7", id), 0);
+		ck_assert_str_eq(id, "bas-1");
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_BASIC, "meter-8", id), KG_E_NOTFOUND);
+		/* a SAS key is never a lookup key, nor is a token by its plain text */
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_SAS, SAS_KEY_A, id), KG_E_INVALID);
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_TOKEN, "plain-token", id), KG_E_INVALID);
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_BASIC, "", id), KG_E_INVALID);
+	}
+
 	/* clear one slot; clearing it again is NOTFOUND */
 	ck_assert_int_eq(kg_registry_cred_clear(reg, "bas-1", KG_ATT_BASIC, KG_CRED_SECONDARY), 0);
 	ck_assert_int_eq(kg_registry_cred_clear(reg, "bas-1", KG_ATT_BASIC, KG_CRED_SECONDARY),
