@@ -54,13 +54,17 @@ const char kg_cli_usage_ca[] =
 
 const char kg_cli_usage_device[] =
 	"ktlsgate device add ID [--thumbprint HEX [--secondary HEX] | --cert FILE] [--backend B]\n"
-	"             [--status S]\n"
+	"             [--status S] [--auth x509|thumbprint|sas|token|basic]\n"
+	"             [--username U] [--password-stdin] [--json]\n"
 	"ktlsgate device set ID [--status S] [--backend B] [--thumbprint HEX] [--secondary HEX]\n"
 	"             [--cert FILE]\n"
 	"ktlsgate device show ID [--json]\n"
 	"ktlsgate device list [--status S] [--json]\n"
 	"ktlsgate device expiring --days N [--json]\n"
 	"ktlsgate device remove ID\n"
+	"ktlsgate device credentials ID [--json]\n"
+	"ktlsgate device credentials ID --rotate [--slot primary|secondary] [--password-stdin]\n"
+	"             [--json]\n"
 	"ktlsgate device import FILE|- [--format csv|jsonl]\n"
 	"             (CSV header or JSON keys: id thumbprint secondary cert backend status)\n"
 	"  S: enabled|disabled|suspended|quarantined|decommissioned\n";

@@ -2,7 +2,8 @@
 /*
  * cli_device.c - `ktlsgate device ...`: provision devices (by CA or by pinned
  * thumbprint), change their status / backend / thumbprints, show, list, find those
- * whose certificate expires soon, remove. Every write is followed by "device-changed
+ * whose certificate expires soon, remove; devices with a secret instead (--auth
+ * sas|token|basic, made and shown by cli_credentials.c). Every write is followed by "device-changed
  * ID" to the daemon so that live sessions of a device that may no longer connect are
  * closed at once; the daemon's answer is reported on the same output line.
  */
@@ -11,7 +12,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "cli/cli.h"
+#include "cli/cli_credentials.h"
 #include "ops/err.h"
 #include "cli/pki.h"
 #include "tls/verify.h"
@@ -77,6 +81,88 @@ static int thumb_from_cert(const char *cmd, const char *file, const char *id, ch
 	return rc;
 }
 
+/* Print the secrets `device add` made, once: text lines "LABEL: VALUE" (sas:
+ * "primary-key", "secondary-key"), or one JSON object with --json. */
+static void print_secrets(const struct kg_device *dev, const struct kg_credential *c,
+			  const struct kg_cli_secret *shown, size_t n, bool json)
+{
+	if (json) {
+		struct json_object *o = json_object_new_object(), *arr = json_object_new_array();
+
+		if (o == NULL || arr == NULL) {
+			json_object_put(o);
+			json_object_put(arr);
+			kg_cli_err("out of memory (device %s is stored: rotate its credentials)", dev->id);
+			return;
+		}
+		json_object_object_add(o, "id", json_object_new_string(dev->id));
+		json_object_object_add(o, "attestation",
+				       json_object_new_string(kg_attestation_str(dev->attestation)));
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *e = json_object_new_object();
+
+			if (e == NULL || json_object_array_add(arr, e) != 0) {
+				json_object_put(e);
+				continue;
+			}
+			json_object_object_add(e, "slot", json_object_new_string(kg_cred_slot_str(c[i].slot)));
+			json_object_object_add(e, "username", kg_cli_json_str_or_null(c[i].username));
+			json_object_object_add(e, shown[i].label, json_object_new_string(shown[i].value));
+		}
+		json_object_object_add(o, "secrets", arr);
+		kg_cli_json_print(o);
+		return;
+	}
+	printf("device %s added (attestation %s)\n", dev->id, kg_attestation_str(dev->attestation));
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].username[0] != '\0')
+			printf("username: %s\n", c[i].username);
+		if (dev->attestation == KG_ATT_SAS)
+			printf("%s-%s: %s\n", kg_cred_slot_str(c[i].slot), shown[i].label, shown[i].value);
+		else
+			printf("%s: %s\n", shown[i].label, shown[i].value);
+	}
+}
+
+/*
+ * The secrets of a new sas (primary and secondary key), token or basic device (one,
+ * in the primary slot). Returns how many, or -exit code after one error line.
+ */
+static int make_secrets(const char *cmd, const struct kg_device *dev, const char *username,
+			bool pw_stdin, struct kg_credential c[2], struct kg_cli_secret shown[2])
+{
+	char pw[KG_CLI_PASSWORD_MAX + 1] = "";
+	int n = dev->attestation == KG_ATT_SAS ? 2 : 1, rc = KG_EXIT_OK;
+
+	if (pw_stdin && (rc = kg_cli_read_password(cmd, pw)) != KG_EXIT_OK)
+		return -rc;
+	for (int i = 0; i < n && rc == KG_EXIT_OK; i++)
+		rc = kg_cli_cred_make(cmd, dev->attestation, (enum kg_cred_slot)i,
+				      username != NULL ? username : dev->id, pw_stdin ? pw : NULL, &c[i],
+				      &shown[i]);
+	OPENSSL_cleanse(pw, sizeof(pw));
+	return rc == KG_EXIT_OK ? n : -rc;
+}
+
+/* Store a new device's credentials; on failure remove the device again (its
+ * credentials go with it), so `device add` is all or nothing. */
+static int store_secrets(struct kg_registry *reg, const struct kg_device *dev,
+			 const struct kg_credential *c, int n)
+{
+	int rc = 0;
+
+	for (int i = 0; i < n && rc == 0; i++)
+		rc = kg_registry_cred_set(reg, dev->id, &c[i]);
+	if (rc == 0)
+		return 0;
+	kg_cli_err("device %s: cannot store its credentials: %s", dev->id,
+		   rc == KG_E_EXISTS ? reg->errmsg : kg_registry_strerror(reg, rc));
+	if (kg_registry_device_remove(reg, dev->id) != 0)
+		kg_cli_err("device %s: added without credentials, and could not be removed again: remove it",
+			   dev->id);
+	return rc;
+}
+
 static int device_add(struct kg_cli *cli, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -85,14 +171,22 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 		{ "cert", required_argument, NULL, 'C' },
 		{ "backend", required_argument, NULL, 'b' },
 		{ "status", required_argument, NULL, 'S' },
+		{ "auth", required_argument, NULL, 'a' },
+		{ "username", required_argument, NULL, 'u' },
+		{ "password-stdin", no_argument, NULL, 'P' },
+		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct kg_device dev = { .status = KG_DEV_ENABLED, .attestation = KG_ATT_CA };
-	const char *cert = NULL, *cmd = "device add";
+	const char *cert = NULL, *cmd = "device add", *username = NULL;
+	struct kg_credential creds[2] = { 0 };
+	struct kg_cli_secret shown[2] = { 0 };
 	struct kg_registry *reg = NULL;
+	bool has_auth = false, pw_stdin = false, json = false;
+	enum kg_attestation auth = KG_ATT_CA;
 	char text[128];
-	int c, rc;
+	int c, rc, nsec = 0;
 
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
@@ -116,6 +210,21 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 			if ((rc = parse_status(cmd, optarg, &dev.status)) != 0)
 				return rc;
 			break;
+		case 'a':
+			if (kg_cli_auth_parse(optarg, &auth) != 0)
+				return kg_cli_usage_err("%s: bad --auth '%s' (x509|thumbprint|sas|token|basic)",
+							cmd, optarg);
+			has_auth = true;
+			break;
+		case 'u':
+			username = optarg;
+			break;
+		case 'P':
+			pw_stdin = true;
+			break;
+		case 'j':
+			json = true;
+			break;
 		case 'h':
 			fputs(kg_cli_usage_device, stdout);
 			return KG_EXIT_OK;
@@ -132,6 +241,24 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 		return kg_cli_usage_err("%s: give --thumbprint or --cert, not both", cmd);
 	if (dev.thumb_secondary[0] != '\0' && cert == NULL && dev.thumb_primary[0] == '\0')
 		return kg_cli_usage_err("%s: --secondary needs --thumbprint or --cert", cmd);
+	/* --auth names the kind; without it, a pinned leaf makes a thumbprint device as
+	 * before, and nothing else an x509 (CA) one. */
+	if (has_auth) {
+		bool pinned = cert != NULL || dev.thumb_primary[0] != '\0';
+
+		if (auth == KG_ATT_THUMBPRINT && !pinned)
+			return kg_cli_usage_err("%s: --auth thumbprint needs --thumbprint or --cert", cmd);
+		if (auth != KG_ATT_THUMBPRINT && pinned)
+			return kg_cli_usage_err("%s: --thumbprint/--cert pin a leaf: that is --auth thumbprint, not %s",
+						cmd, kg_cli_auth_str(auth));
+		dev.attestation = auth;
+	}
+	if (username != NULL && dev.attestation != KG_ATT_BASIC)
+		return kg_cli_usage_err("%s: --username goes with --auth basic", cmd);
+	if (pw_stdin && dev.attestation != KG_ATT_BASIC)
+		return kg_cli_usage_err("%s: --password-stdin goes with --auth basic", cmd);
+	if (json && !kg_attestation_has_secret(dev.attestation))
+		return kg_cli_usage_err("%s: --json prints new secrets: it goes with --auth sas|token|basic", cmd);
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
 		return rc;
 	if ((rc = kg_cli_check_backend_configured(cli, cmd, dev.backend)) != KG_EXIT_OK)
@@ -141,21 +268,43 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	if (dev.thumb_primary[0] != '\0')
 		dev.attestation = KG_ATT_THUMBPRINT;
+	/* Secrets before the registry opens: a bad password on stdin writes nothing. */
+	if (kg_attestation_has_secret(dev.attestation) &&
+	    (nsec = make_secrets(cmd, &dev, username, pw_stdin, creds, shown)) < 0) {
+		rc = -nsec;
+		nsec = 0;
+		goto out_wipe;
+	}
 
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, false, &reg)) != KG_EXIT_OK)
-		return rc;
+		goto out_wipe;
 	rc = kg_registry_device_add(reg, &dev);
 	if (rc == KG_E_EXISTS)
 		kg_cli_err("device %s: already exists (or its thumbprint is taken)", dev.id);
 	else if (rc != 0)   /* SQLite's words: locked, read-only, disk full, corrupt */
 		kg_cli_err("device %s: cannot add: %s", dev.id, kg_registry_strerror(reg, rc));
+	else
+		rc = store_secrets(reg, &dev, creds, nsec);
 	kg_registry_close(reg);
-	if (rc != 0)
-		return kg_cli_exit_for(rc);
-	printf("device %s added (attestation %s)\n", dev.id, kg_attestation_str(dev.attestation));
+	if (rc != 0) {
+		rc = kg_cli_exit_for(rc);
+		goto out_wipe;
+	}
+	if (nsec > 0) {
+		print_secrets(&dev, creds, shown, (size_t)nsec, json);
+		fflush(stdout);
+		fprintf(stderr, "ktlsgate: the secret(s) above are shown once: give them to the device now\n");
+	} else {
+		printf("device %s added (attestation %s)\n", dev.id, kg_attestation_str(dev.attestation));
+	}
 	fflush(stdout);
 	rc = kg_cli_notify(cli, "device-changed", dev.id, text, sizeof(text));
-	return rc == KG_EXIT_RUNTIME ? KG_EXIT_RUNTIME : KG_EXIT_OK;
+	rc = rc == KG_EXIT_RUNTIME ? KG_EXIT_RUNTIME : KG_EXIT_OK;
+out_wipe:
+	/* all of both: a failed second secret may leave the first one made */
+	OPENSSL_cleanse(shown, sizeof(shown));
+	OPENSSL_cleanse(creds, sizeof(creds));
+	return rc;
 }
 
 /* Append "what value" to a comma-separated change list. */
@@ -288,12 +437,25 @@ out_close:
 	return rc;
 }
 
-static struct json_object *device_json(const struct kg_device *d)
+/* A device as JSON; with its credentials' kinds, slots and times (never a secret)
+ * when reg is not NULL. */
+static struct json_object *device_json(const struct kg_device *d, struct kg_registry *reg)
 {
-	struct json_object *o = json_object_new_object();
+	struct kg_credential creds[KG_CRED_PER_DEVICE];
+	struct json_object *o = json_object_new_object(), *arr = NULL;
+	size_t n = 0;
 
 	if (o == NULL)
 		return NULL;
+	if (reg != NULL) {
+		if (kg_registry_cred_get(reg, d->id, creds, &n) != 0 ||
+		    (arr = kg_cli_cred_summary_json(creds, n)) == NULL) {
+			OPENSSL_cleanse(creds, sizeof(creds));
+			json_object_put(o);
+			return NULL;
+		}
+		OPENSSL_cleanse(creds, sizeof(creds));
+	}
 	json_object_object_add(o, "id", json_object_new_string(d->id));
 	json_object_object_add(o, "status", json_object_new_string(kg_device_status_str(d->status)));
 	json_object_object_add(o, "attestation",
@@ -306,6 +468,8 @@ static struct json_object *device_json(const struct kg_device *d)
 	json_object_object_add(o, "updated_at", json_object_new_int64(d->updated_at));
 	json_object_object_add(o, "last_seen", json_object_new_int64(d->last_seen));
 	json_object_object_add(o, "cert_not_after", json_object_new_int64(d->cert_not_after));
+	if (arr != NULL)
+		json_object_object_add(o, "credentials", arr);
 	return o;
 }
 
@@ -341,12 +505,29 @@ static int parse_json_only(int argc, char **argv, const char *cmd, int want, boo
 	return KG_EXIT_OK;
 }
 
+/* "sas/primary 2026-12-03T11:00:00Z, sas/secondary ..." or "-": kinds, slots, times. */
+static void cred_line(const struct kg_credential *c, size_t n, char *buf, size_t cap)
+{
+	size_t len = 0;
+	char t[32];
+
+	(void)kg_strlcpy(buf, "-", cap);
+	for (size_t i = 0; i < n && len < cap; i++) {
+		kg_cli_fmt_time(c[i].created_at, t, sizeof(t));
+		len += (size_t)snprintf(buf + len, cap - len, "%s%s/%s %s", i != 0 ? ", " : "",
+					kg_attestation_str(c[i].kind), kg_cred_slot_str(c[i].slot), t);
+	}
+}
+
 static int device_show(struct kg_cli *cli, int argc, char **argv)
 {
+	struct kg_credential creds[KG_CRED_PER_DEVICE];
+	struct json_object *o = NULL;
 	struct kg_registry *reg = NULL;
-	char t1[32], t2[32], t3[32], t4[32];
+	char t1[32], t2[32], t3[32], t4[32], cl[512];
 	struct kg_device d;
 	bool json = false;
+	size_t n = 0;
 	const char *id;
 	int rc;
 
@@ -361,13 +542,19 @@ static int device_show(struct kg_cli *cli, int argc, char **argv)
 	if ((rc = kg_cli_open_registry(cli, KG_REG_READONLY, true, &reg)) != KG_EXIT_OK)
 		return rc;
 	rc = kg_registry_device_get(reg, id, &d);
+	if (rc == 0)
+		rc = kg_registry_cred_get(reg, id, creds, &n);
 	if (rc != 0)
 		kg_cli_err("device %s: %s", id, rc == KG_E_NOTFOUND ? "no such device" : kg_registry_strerror(reg, rc));
+	else if (json && (o = device_json(&d, reg)) == NULL)
+		rc = KG_E_RESOURCE;
 	kg_registry_close(reg);
+	cred_line(creds, n, cl, sizeof(cl));
+	OPENSSL_cleanse(creds, sizeof(creds));
 	if (rc != 0)
 		return kg_cli_exit_for(rc);
 	if (json) {
-		kg_cli_json_print(device_json(&d));
+		kg_cli_json_print(o);
 		return KG_EXIT_OK;
 	}
 	kg_cli_fmt_time(d.created_at, t1, sizeof(t1));
@@ -375,15 +562,17 @@ static int device_show(struct kg_cli *cli, int argc, char **argv)
 	kg_cli_fmt_time(d.last_seen, t3, sizeof(t3));
 	kg_cli_fmt_time(d.cert_not_after, t4, sizeof(t4));
 	printf("id: %s\nstatus: %s\nattestation: %s\nthumbprint: %s\nsecondary: %s\n"
-	       "backend: %s\nca: %s\ncreated: %s\nupdated: %s\nlast-seen: %s\ncert-not-after: %s\n",
+	       "backend: %s\nca: %s\ncreated: %s\nupdated: %s\nlast-seen: %s\ncert-not-after: %s\n"
+	       "credentials: %s\n",
 	       d.id, kg_device_status_str(d.status), kg_attestation_str(d.attestation),
 	       dash(d.thumb_primary), dash(d.thumb_secondary), dash(d.backend), dash(d.ca_name), t1,
-	       t2, t3, t4);
+	       t2, t3, t4, cl);
 	return KG_EXIT_OK;
 }
 
 struct list_ctx {
 	struct json_object *arr;  /* --json, else a table */
+	struct kg_registry *reg;  /* for each device's credentials in --json */
 	int64_t before;           /* expiring: cert_not_after < before; 0 = list all */
 	int64_t now;
 	bool oom;
@@ -398,7 +587,7 @@ static int list_one(const struct kg_device *d, void *arg)
 	if (lc->before != 0 && (d->cert_not_after == 0 || d->cert_not_after >= lc->before))
 		return 0;
 	if (lc->arr != NULL) {
-		o = device_json(d);
+		o = device_json(d, lc->reg);
 		if (o == NULL || json_object_array_add(lc->arr, o) != 0) {
 			json_object_put(o);
 			lc->oom = true;
@@ -440,6 +629,7 @@ static int run_list(struct kg_cli *cli, int status, bool json, struct list_ctx *
 		printf("%-32s %-14s %-11s %-16s %s\n", "ID", "STATUS", "ATTESTATION", "BACKEND",
 		       "LAST-SEEN");
 	}
+	lc->reg = reg;
 	rc = kg_registry_device_list(reg, status, list_one, lc);
 	if (rc != 0 || lc->oom) {
 		kg_cli_err("registry %s: cannot list devices: %s", cli->registry,
@@ -568,6 +758,7 @@ int kg_cli_device(struct kg_cli *cli, int argc, char **argv)
 		{ "show", device_show },       { "list", device_list },
 		{ "expiring", device_expiring }, { "remove", device_remove },
 		{ "import", kg_cli_device_import },   /* cli_import.c */
+		{ "credentials", kg_cli_device_credentials },   /* cli_credentials.c */
 		{ NULL, NULL },
 	};
 

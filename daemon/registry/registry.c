@@ -7,8 +7,9 @@
  *
  * Invariants a store may rely on: every pointer argument is non-NULL, every string
  * is NUL-terminated inside its fixed buffer, thumbprints and CA digests are empty or
- * 64 lowercase hex chars, enums are in range, and a CA passed to ca_add carries a
- * fresh challenge and verified == false.
+ * 64 lowercase hex chars, enums are in range, a CA passed to ca_add carries a fresh
+ * challenge and verified == false, and a credential has the shape of its kind (a token
+ * hash lowercase, a user name only for basic).
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -44,6 +45,14 @@ static const char *const username_check_names[] = {
 static const char *const attestation_names[KG_ATT_MAX] = {
 	[KG_ATT_CA] = "ca",
 	[KG_ATT_THUMBPRINT] = "thumbprint",
+	[KG_ATT_SAS] = "sas",
+	[KG_ATT_TOKEN] = "token",
+	[KG_ATT_BASIC] = "basic",
+};
+
+static const char *const slot_names[KG_CRED_SLOT_MAX] = {
+	[KG_CRED_PRIMARY] = "primary",
+	[KG_CRED_SECONDARY] = "secondary",
 };
 
 /* Index of s in names[0..n), or -1. */
@@ -86,6 +95,23 @@ int kg_attestation_parse(const char *s, enum kg_attestation *out)
 	if (i < 0 || out == NULL)
 		return KG_E_INVALID;
 	*out = (enum kg_attestation)i;
+	return 0;
+}
+
+const char *kg_cred_slot_str(enum kg_cred_slot s)
+{
+	if ((unsigned)s >= KG_CRED_SLOT_MAX)
+		return "unknown";
+	return slot_names[s];
+}
+
+int kg_cred_slot_parse(const char *s, enum kg_cred_slot *out)
+{
+	int i = name_index(slot_names, KG_NITEMS(slot_names), s);
+
+	if (i < 0 || out == NULL)
+		return KG_E_INVALID;
+	*out = (enum kg_cred_slot)i;
 	return 0;
 }
 
@@ -337,6 +363,117 @@ int kg_registry_device_list(struct kg_registry *reg, int status, kg_device_cb cb
 	if (reg == NULL || cb == NULL || status >= KG_DEV_STATUS_MAX)
 		return KG_E_INVALID;
 	return reg->ops->device_list(reg, status < 0 ? -1 : status, cb, arg);
+}
+
+/* ---- credentials ----------------------------------------------------------- */
+
+/* 1..max bytes of 0x21..0x7e (printable ASCII, no space): user names and stored
+ * forms travel in audit lines and JSON. */
+static bool printable(const char *s, size_t min, size_t max)
+{
+	size_t len = strnlen(s, max + 1);
+
+	if (len < min || len > max)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* Padded base64 of 16..64 bytes (the SAS key rule of docs/credentials.md): 24..88
+ * characters, a multiple of 4, the standard alphabet, '=' only at the end. The exact
+ * decode is policy/credential.c's (the CLI runs it); this keeps junk out of the store. */
+static bool sas_key_shape(const char *s)
+{
+	size_t len = strnlen(s, KG_CRED_SECRET_MAX + 1), pad = 0;
+
+	if (len < 24 || len > 88 || len % 4 != 0)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '=') {
+			pad++;
+			continue;
+		}
+		if (pad != 0 || !(isalnum(c) || c == '+' || c == '/'))
+			return false;
+	}
+	return pad <= 2;
+}
+
+/* Validate a credential and return a normalised copy (token hash in lowercase). */
+static int check_cred(const struct kg_credential *c, struct kg_credential *out)
+{
+	if (c == NULL || !kg_attestation_has_secret(c->kind) || (unsigned)c->slot >= KG_CRED_SLOT_MAX ||
+	    !terminated(c->username, sizeof(c->username)) || !terminated(c->secret, sizeof(c->secret)))
+		return KG_E_INVALID;
+	*out = *c;
+	out->created_at = 0;
+	if ((c->kind == KG_ATT_BASIC) != (c->username[0] != '\0'))
+		return KG_E_INVALID;   /* a user name belongs to basic, and basic needs one */
+	switch (c->kind) {
+	case KG_ATT_SAS:
+		return sas_key_shape(c->secret) ? 0 : KG_E_INVALID;
+	case KG_ATT_TOKEN:
+		return norm_hex64(out->secret, c->secret, sizeof(c->secret), false) ? 0 : KG_E_INVALID;
+	case KG_ATT_BASIC:
+		if (!printable(c->username, 1, KG_CRED_USERNAME_MAX) ||
+		    !printable(c->secret, 1, KG_CRED_SECRET_MAX) || strncmp(c->secret, "$scrypt$", 8) != 0)
+			return KG_E_INVALID;
+		return 0;
+	default:
+		return KG_E_INVALID;
+	}
+}
+
+int kg_registry_cred_set(struct kg_registry *reg, const char *id, const struct kg_credential *c)
+{
+	struct kg_credential norm;
+	int rc;
+
+	if (reg == NULL || !valid_device_id(id))
+		return KG_E_INVALID;
+	if ((rc = check_cred(c, &norm)) != 0)
+		return rc;
+	return reg->ops->cred_set(reg, id, &norm);
+}
+
+int kg_registry_cred_clear(struct kg_registry *reg, const char *id, enum kg_attestation kind,
+			   enum kg_cred_slot slot)
+{
+	if (reg == NULL || !valid_device_id(id) || !kg_attestation_has_secret(kind) ||
+	    (unsigned)slot >= KG_CRED_SLOT_MAX)
+		return KG_E_INVALID;
+	return reg->ops->cred_clear(reg, id, kind, slot);
+}
+
+int kg_registry_cred_get(struct kg_registry *reg, const char *id,
+			 struct kg_credential out[KG_CRED_PER_DEVICE], size_t *n)
+{
+	if (n != NULL)
+		*n = 0;
+	if (reg == NULL || out == NULL || n == NULL || !valid_device_id(id))
+		return KG_E_INVALID;
+	return reg->ops->cred_get(reg, id, out, n);
+}
+
+int kg_registry_cred_find(struct kg_registry *reg, enum kg_attestation kind, const char *key,
+			  char *id_out)
+{
+	char hex[KG_SHA256_HEX_LEN + 1];
+
+	if (reg == NULL || key == NULL || id_out == NULL)
+		return KG_E_INVALID;
+	if (kind == KG_ATT_TOKEN) {
+		if (!norm_hex64(hex, key, KG_SHA256_HEX_LEN + 1, false))
+			return KG_E_INVALID;
+		return reg->ops->cred_find(reg, kind, hex, id_out);
+	}
+	if (kind != KG_ATT_BASIC || !printable(key, 1, KG_CRED_USERNAME_MAX))
+		return KG_E_INVALID;
+	return reg->ops->cred_find(reg, kind, key, id_out);
 }
 
 /* ---- CAs ------------------------------------------------------------------- */

@@ -49,10 +49,48 @@ enum kg_device_status {
 	KG_DEV_STATUS_MAX
 };
 
+/* How a device authenticates. CA and thumbprint are X.509 (the TLS handshake); the
+ * others (schema v6, issue 15) are secrets kept in the credentials store below. The
+ * daemon does not check those yet: a device of a secret kind that presents a
+ * certificate is refused as an attestation mismatch. */
 enum kg_attestation {
 	KG_ATT_CA,          /* certificate chains to a registered, proven CA */
 	KG_ATT_THUMBPRINT,  /* leaf pinned by SHA-256 (primary or secondary) */
+	KG_ATT_SAS,         /* symmetric key: Azure-style SAS tokens (HMAC-SHA256) */
+	KG_ATT_TOKEN,       /* access token, stored as its SHA-256 */
+	KG_ATT_BASIC,       /* user name + password, stored as scrypt */
 	KG_ATT_MAX
+};
+
+/* Is `a` a kind whose secret lives in the credentials store? */
+static inline bool kg_attestation_has_secret(enum kg_attestation a)
+{
+	return a == KG_ATT_SAS || a == KG_ATT_TOKEN || a == KG_ATT_BASIC;
+}
+
+/* A device holds at most two secrets per kind: primary and secondary (rotation: a
+ * device moves to the new one while the old still works). */
+enum kg_cred_slot { KG_CRED_PRIMARY, KG_CRED_SECONDARY, KG_CRED_SLOT_MAX };
+
+#define KG_CRED_USERNAME_MAX 128      /* basic: 1..128 bytes 0x21..0x7e, like device ids */
+#define KG_CRED_SECRET_MAX 200        /* the longest stored form (a scrypt PHC string) */
+#define KG_CRED_PER_DEVICE 6          /* 3 secret kinds x 2 slots */
+
+/*
+ * One stored credential (docs/credentials.md, "Registry"). `secret` is the stored
+ * form, never what the device sends, except for sas: the HMAC needs the key itself.
+ *   sas:   the key, padded base64 of 16..64 bytes
+ *   token: SHA-256 of the token, 64 lowercase hex digits
+ *   basic: "$scrypt$ln=..,r=..,p=..$salt$hash" of the password; username set
+ * The interface checks the shape (lengths, alphabet, prefix); the CLI builds them
+ * with the pure parsers of policy/credential.h, which this part may not include.
+ */
+struct kg_credential {
+	enum kg_attestation kind;                     /* KG_ATT_SAS, _TOKEN or _BASIC */
+	enum kg_cred_slot slot;
+	char username[KG_CRED_USERNAME_MAX + 1];      /* basic only, "" otherwise */
+	char secret[KG_CRED_SECRET_MAX + 1];
+	int64_t created_at;                           /* set by the store */
 };
 
 struct kg_device {
@@ -99,12 +137,14 @@ void kg_ca_fini(struct kg_ca *ca);
 
 const char *kg_device_status_str(enum kg_device_status s);   /* "enabled", ... */
 int kg_device_status_parse(const char *s, enum kg_device_status *out) KG_MUST_USE;
-const char *kg_attestation_str(enum kg_attestation a);       /* "ca", "thumbprint" */
+const char *kg_attestation_str(enum kg_attestation a);       /* "ca", "thumbprint", "sas", ... */
 int kg_attestation_parse(const char *s, enum kg_attestation *out) KG_MUST_USE;
 const char *kg_ca_status_str(enum kg_ca_status s);           /* "enabled", "disabled", "revoked" */
 int kg_ca_status_parse(const char *s, enum kg_ca_status *out) KG_MUST_USE;
 const char *kg_username_check_str(enum kg_username_check m); /* "strict", "rewrite", "pass" */
 int kg_username_check_parse(const char *s, enum kg_username_check *out) KG_MUST_USE;
+const char *kg_cred_slot_str(enum kg_cred_slot s);           /* "primary", "secondary" */
+int kg_cred_slot_parse(const char *s, enum kg_cred_slot *out) KG_MUST_USE;
 
 enum kg_registry_mode { KG_REG_READONLY, KG_REG_READWRITE };
 
@@ -148,6 +188,30 @@ int kg_registry_device_find_thumbprint(struct kg_registry *reg, const char *hex,
 typedef int (*kg_device_cb)(const struct kg_device *dev, void *arg);
 int kg_registry_device_list(struct kg_registry *reg, int status, kg_device_cb cb, void *arg) KG_MUST_USE;
 
+/* Credentials (schema v6). A device's credentials go with it: removing the device
+ * removes them. */
+/* Store c in (id, c->kind, c->slot), replacing what was there; created_at is now.
+ * KG_E_NOTFOUND: no such device. KG_E_EXISTS: a basic user name another device uses,
+ * or a token hash already stored (either would make the CONNECT's lookup ambiguous). */
+int kg_registry_cred_set(struct kg_registry *reg, const char *id,
+			 const struct kg_credential *c) KG_MUST_USE;
+/* Remove one slot; KG_E_NOTFOUND if it was empty. */
+int kg_registry_cred_clear(struct kg_registry *reg, const char *id, enum kg_attestation kind,
+			   enum kg_cred_slot slot) KG_MUST_USE;
+/* Every credential of device id into out[KG_CRED_PER_DEVICE], ordered by kind, then
+ * slot; *n their number (0 for a device without any, or no such device). Secrets
+ * included: for the CONNECT check; `device show` prints only kinds, slots, times. */
+int kg_registry_cred_get(struct kg_registry *reg, const char *id,
+			 struct kg_credential out[KG_CRED_PER_DEVICE], size_t *n) KG_MUST_USE;
+
+/* The device a CONNECT's credential names, by what it sends: for KG_ATT_TOKEN `key`
+ * is the token's SHA-256 hex (either case), for KG_ATT_BASIC the user name. The id
+ * goes to id_out[KG_DEVICE_ID_MAX + 1]. KG_E_NOTFOUND when no slot holds it; unique
+ * by construction (cred_set refuses a second device). Not for sas: a SAS token names
+ * its device in its resource URI. */
+int kg_registry_cred_find(struct kg_registry *reg, enum kg_attestation kind, const char *key,
+			  char *id_out) KG_MUST_USE;
+
 /* CAs */
 /* Insert an unverified CA with a fresh random challenge (written into ca->challenge). */
 int kg_registry_ca_add(struct kg_registry *reg, struct kg_ca *ca) KG_MUST_USE;
@@ -188,6 +252,10 @@ struct kg_registry_ops {
 	int (*device_touch)(struct kg_registry *, const char *, int64_t, int64_t);
 	int (*device_find_thumbprint)(struct kg_registry *, const char *, struct kg_device *);
 	int (*device_list)(struct kg_registry *, int, kg_device_cb, void *);
+	int (*cred_set)(struct kg_registry *, const char *, const struct kg_credential *);
+	int (*cred_clear)(struct kg_registry *, const char *, enum kg_attestation, enum kg_cred_slot);
+	int (*cred_get)(struct kg_registry *, const char *, struct kg_credential *, size_t *);
+	int (*cred_find)(struct kg_registry *, enum kg_attestation, const char *, char *);
 	int (*ca_add)(struct kg_registry *, struct kg_ca *);
 	int (*ca_get)(struct kg_registry *, const char *, struct kg_ca *);
 	int (*ca_get_by_sha256)(struct kg_registry *, const char *, struct kg_ca *);

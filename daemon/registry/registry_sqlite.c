@@ -108,6 +108,48 @@ static const char *const migrations[] = {
 	 * config's applies; existing CAs keep following the config. */
 	("ALTER TABLE cas ADD COLUMN username_check TEXT"
 	 " CHECK (username_check IS NULL OR username_check IN ('strict', 'rewrite', 'pass'));"),
+	/* 5 -> 6: credentials beside X.509 (issue 15). The attestation CHECK gains sas,
+	 * token and basic (a rebuild, as in 2 -> 3: SQLite cannot alter a CHECK), and a
+	 * credentials table holds each device's secrets, two slots per kind, removed with
+	 * the device (ON DELETE CASCADE). A later rebuild of devices must move the
+	 * credentials aside first: dropping devices would cascade into them.
+	 * The partial indexes: a token's hash names one device (UNIQUE), and a basic user
+	 * name is looked up by the CONNECT check; the store refuses one another device uses. */
+	"CREATE TABLE devices_v6 ("
+	" id TEXT PRIMARY KEY NOT NULL CHECK (length(id) BETWEEN 1 AND 128),"
+	" status TEXT NOT NULL CHECK (status IN"
+	"  ('enabled', 'disabled', 'suspended', 'quarantined', 'decommissioned')),"
+	" attestation TEXT NOT NULL CHECK (attestation IN"
+	"  ('ca', 'thumbprint', 'sas', 'token', 'basic')),"
+	" thumb_primary TEXT CHECK (thumb_primary IS NULL OR length(thumb_primary) = 64),"
+	" thumb_secondary TEXT CHECK (thumb_secondary IS NULL OR length(thumb_secondary) = 64),"
+	" backend TEXT NOT NULL DEFAULT '',"
+	" ca_name TEXT REFERENCES cas(name) ON DELETE RESTRICT,"
+	" created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL,"
+	" last_seen INTEGER NOT NULL DEFAULT 0,"
+	" cert_not_after INTEGER NOT NULL DEFAULT 0);"
+	"INSERT INTO devices_v6 (id, status, attestation, thumb_primary, thumb_secondary, backend,"
+	" ca_name, created_at, updated_at, last_seen, cert_not_after)"
+	" SELECT id, status, attestation, thumb_primary, thumb_secondary, backend,"
+	" ca_name, created_at, updated_at, last_seen, cert_not_after FROM devices;"
+	"DROP TABLE devices;"
+	"ALTER TABLE devices_v6 RENAME TO devices;"
+	"CREATE INDEX devices_thumb_primary ON devices(thumb_primary);"
+	"CREATE INDEX devices_thumb_secondary ON devices(thumb_secondary);"
+	"CREATE INDEX devices_status ON devices(status, id);"
+	"CREATE INDEX devices_ca_name ON devices(ca_name);"
+	"CREATE TABLE credentials ("
+	" device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,"
+	" kind TEXT NOT NULL CHECK (kind IN ('sas', 'token', 'basic')),"
+	" slot TEXT NOT NULL CHECK (slot IN ('primary', 'secondary')),"
+	" username TEXT CHECK ((kind = 'basic') = (username IS NOT NULL)"
+	"  AND (username IS NULL OR length(username) BETWEEN 1 AND 128)),"
+	" secret TEXT NOT NULL CHECK (length(secret) BETWEEN 1 AND 200),"
+	" created_at INTEGER NOT NULL,"
+	" PRIMARY KEY (device_id, kind, slot));"
+	"CREATE UNIQUE INDEX credentials_token ON credentials(secret) WHERE kind = 'token';"
+	"CREATE INDEX credentials_username ON credentials(username) WHERE kind = 'basic';",
 };
 #define SCHEMA_LATEST ((int)KG_NITEMS(migrations))
 
@@ -126,6 +168,12 @@ enum stmt_id {
 	ST_DEV_THUMB_TAKEN,
 	ST_DEV_LIST_ALL,
 	ST_DEV_LIST_STATUS,
+	ST_CRED_SET,
+	ST_CRED_USER_TAKEN,
+	ST_CRED_CLEAR,
+	ST_CRED_GET,
+	ST_CRED_FIND_TOKEN,
+	ST_CRED_FIND_USER,
 	ST_CA_ADD,
 	ST_CA_GET,
 	ST_CA_GET_SHA,
@@ -160,6 +208,22 @@ static const char *const stmt_sql[ST_MAX] = {
 			       " (thumb_primary IN (?2, ?3) OR thumb_secondary IN (?2, ?3)) LIMIT 1",
 	[ST_DEV_LIST_ALL] = "SELECT " DEVICE_COLS " FROM devices ORDER BY id",
 	[ST_DEV_LIST_STATUS] = "SELECT " DEVICE_COLS " FROM devices WHERE status = ?1 ORDER BY id",
+	[ST_CRED_SET] = "INSERT INTO credentials (device_id, kind, slot, username, secret, created_at)"
+			" VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id, kind, slot) DO UPDATE"
+			" SET username = excluded.username, secret = excluded.secret,"
+			" created_at = excluded.created_at",
+	/* Rotation may keep a user name in both slots of one device, never across two. */
+	[ST_CRED_USER_TAKEN] = "SELECT 1 FROM credentials WHERE kind = 'basic' AND username = ?2"
+			       " AND device_id <> ?1 LIMIT 1",
+	[ST_CRED_CLEAR] = "DELETE FROM credentials WHERE device_id = ?1 AND kind = ?2 AND slot = ?3",
+	/* 'basic' < 'sas' < 'token', 'primary' < 'secondary': the order the header promises. */
+	[ST_CRED_GET] = "SELECT kind, slot, username, secret, created_at FROM credentials"
+			" WHERE device_id = ?1 ORDER BY kind, slot",
+	/* Both on their partial index (the WHERE repeats its condition). */
+	[ST_CRED_FIND_TOKEN] = "SELECT device_id FROM credentials WHERE kind = 'token' AND secret = ?1"
+			       " LIMIT 1",
+	[ST_CRED_FIND_USER] = "SELECT device_id FROM credentials WHERE kind = 'basic' AND username = ?1"
+			      " LIMIT 1",
 	[ST_CA_ADD] = "INSERT INTO cas (" CA_COLS ") VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[ST_CA_GET] = "SELECT " CA_COLS " FROM cas WHERE name = ?1",
 	[ST_CA_GET_SHA] = "SELECT " CA_COLS " FROM cas WHERE sha256 = ?1",
@@ -645,6 +709,134 @@ out:
 	return rc;
 }
 
+/* ---- credentials ----------------------------------------------------------- */
+
+/* Is c's basic user name another device's? 0, KG_E_EXISTS or an error. */
+static int cred_user_taken(struct sqlite_reg *r, const char *id, const struct kg_credential *c)
+{
+	sqlite3_stmt *st = r->st[ST_CRED_USER_TAKEN];
+	int rc;
+
+	if (c->kind != KG_ATT_BASIC)
+		return 0;
+	if (bind_text(st, 1, id) != SQLITE_OK || bind_text(st, 2, c->username) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "credential user name check");
+	}
+	rc = sqlite3_step(st);
+	done(st);
+	if (rc == SQLITE_ROW) {
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg), "user name %s belongs to another device",
+			 c->username);
+		return KG_E_EXISTS;
+	}
+	return rc == SQLITE_DONE ? 0 : db_err(r, rc, "credential user name check");
+}
+
+/* Check and upsert in one IMMEDIATE transaction, so the user-name check cannot race
+ * another writer. A missing device fails the foreign key: KG_E_NOTFOUND. */
+static int sq_cred_set(struct kg_registry *reg, const char *id, const struct kg_credential *c)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_stmt *st = r->st[ST_CRED_SET];
+	int rc;
+
+	if (!writable(r))
+		return KG_E_INVALID;
+	if ((rc = txn(r, ST_BEGIN)) != 0)
+		return rc;
+	if ((rc = cred_user_taken(r, id, c)) != 0)
+		return rollback(r, rc);
+	if (bind_text(st, 1, id) != SQLITE_OK ||
+	    bind_text(st, 2, kg_attestation_str(c->kind)) != SQLITE_OK ||
+	    bind_text(st, 3, kg_cred_slot_str(c->slot)) != SQLITE_OK ||
+	    bind_text_or_null(st, 4, c->username) != SQLITE_OK ||
+	    bind_text(st, 5, c->secret) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 6, (sqlite3_int64)time(NULL)) != SQLITE_OK) {
+		done(st);
+		return rollback(r, db_err(r, sqlite3_errcode(r->db), "credential set"));
+	}
+	if ((rc = exec_change(r, st, "credential set")) != 0 || (rc = txn(r, ST_COMMIT)) != 0)
+		return rollback(r, rc);
+	return 0;
+}
+
+static int sq_cred_clear(struct kg_registry *reg, const char *id, enum kg_attestation kind,
+			 enum kg_cred_slot slot)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_stmt *st = r->st[ST_CRED_CLEAR];
+
+	if (!writable(r))
+		return KG_E_INVALID;
+	if (bind_text(st, 1, id) != SQLITE_OK || bind_text(st, 2, kg_attestation_str(kind)) != SQLITE_OK ||
+	    bind_text(st, 3, kg_cred_slot_str(slot)) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "credential clear");
+	}
+	return exec_change(r, st, "credential clear");
+}
+
+static int row_cred(sqlite3_stmt *st, struct kg_credential *c)
+{
+	memset(c, 0, sizeof(*c));
+	if (kg_attestation_parse((const char *)sqlite3_column_text(st, 0), &c->kind) != 0 ||
+	    !kg_attestation_has_secret(c->kind) ||
+	    kg_cred_slot_parse((const char *)sqlite3_column_text(st, 1), &c->slot) != 0 ||
+	    col_copy(st, 2, c->username, sizeof(c->username)) != 0 ||
+	    col_copy(st, 3, c->secret, sizeof(c->secret)) != 0)
+		return KG_E_CORRUPT;
+	c->created_at = sqlite3_column_int64(st, 4);
+	return 0;
+}
+
+static int sq_cred_get(struct kg_registry *reg, const char *id, struct kg_credential *out,
+		       size_t *n)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_stmt *st = r->st[ST_CRED_GET];
+	int rc;
+
+	if (bind_text(st, 1, id) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "credential get");
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		/* The primary key bounds the rows to KG_CRED_PER_DEVICE; more is corruption. */
+		if (*n >= KG_CRED_PER_DEVICE || (rc = row_cred(st, &out[*n])) != 0) {
+			rc = KG_E_CORRUPT;
+			goto out;
+		}
+		(*n)++;
+	}
+	rc = rc == SQLITE_DONE ? 0 : db_err(r, rc, "credential get");
+out:
+	done(st);
+	return rc;
+}
+
+static int sq_cred_find(struct kg_registry *reg, enum kg_attestation kind, const char *key,
+			char *id_out)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_stmt *st = r->st[kind == KG_ATT_TOKEN ? ST_CRED_FIND_TOKEN : ST_CRED_FIND_USER];
+	int rc;
+
+	if (bind_text(st, 1, key) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "credential find");
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		rc = col_copy(st, 0, id_out, KG_DEVICE_ID_MAX + 1);
+	else if (rc == SQLITE_DONE)
+		rc = KG_E_NOTFOUND;
+	else
+		rc = db_err(r, rc, "credential find");
+	done(st);
+	return rc;
+}
+
 /* A CA's username_check: its word, or NULL when the config's applies. */
 static int bind_username_check(sqlite3_stmt *st, int idx, const struct kg_ca *ca)
 {
@@ -842,6 +1034,10 @@ static const struct kg_registry_ops sqlite_ops = {
 	.device_touch = sq_device_touch,
 	.device_find_thumbprint = sq_device_find_thumbprint,
 	.device_list = sq_device_list,
+	.cred_set = sq_cred_set,
+	.cred_clear = sq_cred_clear,
+	.cred_get = sq_cred_get,
+	.cred_find = sq_cred_find,
 	.ca_add = sq_ca_add,
 	.ca_get = sq_ca_get,
 	.ca_get_by_sha256 = sq_ca_get_by_sha256,

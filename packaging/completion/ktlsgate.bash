@@ -10,7 +10,7 @@ _ktlsgate_verbs() {
 	case $1 in
 	pki) echo "root intermediate device server self-signed verification-cert crl" ;;
 	ca) echo "add verify list set remove" ;;
-	device) echo "add set show list expiring remove import" ;;
+	device) echo "add set show list expiring remove import credentials" ;;
 	session) echo "list kill" ;;
 	tpm) echo "info keygen csr flush" ;;
 	block) echo "add remove list stats" ;;
@@ -25,12 +25,13 @@ _ktlsgate_opts() { # NOUN VERB
 	"ca add") echo "--name --backend --auto-enroll --username-check" ;;
 	"ca list") echo "--json" ;;
 	"ca set") echo "--backend --auto-enroll --status --username-check" ;;
-	"device add") echo "--thumbprint --secondary --cert --backend --status" ;;
+	"device add") echo "--thumbprint --secondary --cert --backend --status --auth --username --password-stdin --json" ;;
 	"device set") echo "--status --backend --thumbprint --secondary --cert" ;;
 	"device show") echo "--json" ;;
 	"device list") echo "--status --json" ;;
 	"device expiring") echo "--days --json" ;;
 	"device import") echo "--format" ;;
+	"device credentials") echo "--json --rotate --slot --password-stdin" ;;
 	"session list" | "block list" | "block stats") echo "--json" ;;
 	"block add") echo "--for" ;;
 	"tpm info") echo "--tcti --json" ;;
@@ -82,8 +83,16 @@ _ktlsgate() {
 		COMPREPLY=($(compgen -W "csv jsonl" -- "$cur"))
 		return
 		;;
+	--auth)
+		COMPREPLY=($(compgen -W "x509 thumbprint sas token basic" -- "$cur"))
+		return
+		;;
+	--slot)
+		COMPREPLY=($(compgen -W "primary secondary" -- "$cur"))
+		return
+		;;
 	--cn | --days | --not-before | --san | --challenge | --name | --backend | --thumbprint | \
-		--secondary | --at | --for | --tcti | --handle)
+		--secondary | --at | --for | --tcti | --handle | --username)
 		return
 		;;
 	esac

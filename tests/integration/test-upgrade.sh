@@ -78,7 +78,43 @@ t_newer_schema_refused() {
 		{ note "unclear refusal: $out"; return 1; }
 }
 
-ALL_TESTS=(t_test_reports_migration t_start_migrates t_newer_schema_refused)
+# Schema 6 (issue 15: sas/token/basic kinds, the credentials table) rebuilds the devices
+# table: a schema-5 registry, as the previous build left it, is reported by -t as a
+# 5 -> 6 migration without a write, then migrates on the first read-write open (here the
+# CLI's) with every device row kept, and takes a credential device at once.
+t_v5_migrates_keeping_devices() {
+	local reg5="$WORK/v5/registry.db" conf="$(dirname "$GW_CONF")/v5.conf" out rc latest
+	mkdir -p "$WORK/v5"
+	"$REGTOOL" create "$reg5" 5 || { note "kg-regtool create 5 failed"; return 1; }
+	latest=$("$GATED" -t -c "$GW_CONF" 2>&1 | sed -n 's/.*migrates it to \([0-9]*\) at start.*/\1/p')
+	[ -n "$latest" ] || latest=$(schema "$REG")
+	[ "$latest" -ge 6 ] || { note "this build's schema is $latest, want >= 6"; return 1; }
+	$PY -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1])
+c.execute("INSERT INTO devices (id, status, attestation, thumb_primary, backend, created_at, updated_at, last_seen)"
+          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", ("v5-pin", "suspended", "thumbprint", "ab" * 32, "", 5, 6, 7))
+c.execute("INSERT INTO devices (id, status, attestation, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+          ("v5-ca", "enabled", "ca", 8, 9))
+c.commit()' "$reg5" || { note "could not fill the v5 registry"; return 1; }
+	sed "s|^registry = .*|registry = $reg5|" "$GW_CONF" >"$conf"
+	out=$("$GATED" -t -c "$conf" 2>&1)
+	rc=$?
+	[ $rc -eq 0 ] || { note "-t on a schema-5 registry exited $rc: $out"; return 1; }
+	printf '%s\n' "$out" | grep -Eq "registry .*v5/registry.db has schema version 5; this build migrates it to $latest at start" ||
+		{ note "no 5 -> $latest note in: $out"; return 1; }
+	[ "$(schema "$reg5")" = 5 ] || { note "-t wrote the registry: now schema $(schema "$reg5")"; return 1; }
+	"$KGCLI" -c "$conf" device add v6-sas --auth sas >/dev/null 2>&1 ||
+		{ note "device add --auth sas on the v5 registry failed"; return 1; }
+	[ "$(schema "$reg5")" = "$latest" ] || { note "after the CLI's open: schema $(schema "$reg5")"; return 1; }
+	out=$($PY -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1])
+print(";".join("|".join(map(str, r)) for r in c.execute(
+    "SELECT id, status, attestation, thumb_primary, created_at, updated_at, last_seen FROM devices ORDER BY id")))
+print(c.execute("SELECT count(*) FROM credentials WHERE device_id = ?", ("v6-sas",)).fetchone()[0])' "$reg5")
+	[ "$out" = "v5-ca|enabled|ca|None|8|9|0;v5-pin|suspended|thumbprint|$(printf 'ab%.0s' {1..32})|5|6|7;v6-sas|enabled|sas|None|$(
+		"$KGCLI" -c "$conf" device show v6-sas --json | $PY -c 'import json,sys; o=json.load(sys.stdin); print(o["created_at"], o["updated_at"], 0, sep="|")')
+2" ] || { note "rows after the migration: $out"; return 1; }
+}
+
+ALL_TESTS=(t_test_reports_migration t_start_migrates t_v5_migrates_keeping_devices t_newer_schema_refused)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / broker (log: ${GW_LOG:-none})"

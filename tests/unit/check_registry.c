@@ -218,6 +218,16 @@ START_TEST(test_attestation_strings)
 	ck_assert_int_eq(kg_attestation_parse("ca", &a), 0);
 	ck_assert_int_eq(a, KG_ATT_CA);
 	ck_assert_int_eq(kg_attestation_parse("CA", &a), KG_E_INVALID);
+	ck_assert_str_eq(kg_attestation_str(KG_ATT_SAS), "sas");
+	ck_assert_str_eq(kg_attestation_str(KG_ATT_TOKEN), "token");
+	ck_assert_str_eq(kg_attestation_str(KG_ATT_BASIC), "basic");
+	ck_assert_int_eq(kg_attestation_parse("basic", &a), 0);
+	ck_assert_int_eq(a, KG_ATT_BASIC);
+	ck_assert_int_eq(kg_attestation_parse("x509", &a), KG_E_INVALID);   /* the CLI's word only */
+	ck_assert(!kg_attestation_has_secret(KG_ATT_CA));
+	ck_assert(!kg_attestation_has_secret(KG_ATT_THUMBPRINT));
+	ck_assert(kg_attestation_has_secret(KG_ATT_SAS) && kg_attestation_has_secret(KG_ATT_TOKEN) &&
+		  kg_attestation_has_secret(KG_ATT_BASIC));
 }
 END_TEST
 
@@ -947,6 +957,267 @@ START_TEST(test_ca_username_check)
 }
 END_TEST
 
+/* ---- credentials (schema v6) ------------------------------------------------------ */
+
+#define SAS_KEY_A "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="   /* 32 bytes */
+#define SAS_KEY_B "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+#define SCRYPT_A "$scrypt$ln=15,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+
+static struct kg_credential mkcred(enum kg_attestation kind, enum kg_cred_slot slot,
+				   const char *user, const char *secret)
+{
+	struct kg_credential c;
+
+	memset(&c, 0, sizeof(c));
+	c.kind = kind;
+	c.slot = slot;
+	ck_assert_int_eq(kg_strlcpy(c.username, user, sizeof(c.username)), 0);
+	ck_assert_int_eq(kg_strlcpy(c.secret, secret, sizeof(c.secret)), 0);
+	return c;
+}
+
+START_TEST(test_cred_slot_strings)
+{
+	enum kg_cred_slot sl;
+
+	ck_assert_str_eq(kg_cred_slot_str(KG_CRED_PRIMARY), "primary");
+	ck_assert_str_eq(kg_cred_slot_str(KG_CRED_SECONDARY), "secondary");
+	ck_assert_str_eq(kg_cred_slot_str(KG_CRED_SLOT_MAX), "unknown");
+	ck_assert_int_eq(kg_cred_slot_parse("secondary", &sl), 0);
+	ck_assert_int_eq(sl, KG_CRED_SECONDARY);
+	ck_assert_int_eq(kg_cred_slot_parse("tertiary", &sl), KG_E_INVALID);
+}
+END_TEST
+
+/* Set, replace, clear, get; each kind's shape is checked before the store sees it;
+ * a missing device is NOTFOUND; a basic user name or a token hash is one device's;
+ * removing the device removes its credentials. */
+START_TEST(test_credentials)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_device d = mkdev("sym-1", KG_DEV_ENABLED, KG_ATT_SAS);
+	struct kg_device e = mkdev("bas-1", KG_DEV_ENABLED, KG_ATT_BASIC), got;
+	struct kg_credential out[KG_CRED_PER_DEVICE], c;
+	char hexa[KG_SHA256_HEX_LEN + 1], hexb[KG_SHA256_HEX_LEN + 1];
+	size_t n = 99;
+	time_t t0 = time(NULL);
+
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_device_get(reg, "sym-1", &got), 0);
+	ck_assert_int_eq(got.attestation, KG_ATT_SAS);
+	ck_assert_int_eq(kg_registry_device_add(reg, &e), 0);
+	ck_assert_int_eq(kg_registry_cred_get(reg, "sym-1", out, &n), 0);
+	ck_assert_uint_eq(n, 0);
+
+	c = mkcred(KG_ATT_SAS, KG_CRED_PRIMARY, "", SAS_KEY_A);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), 0);
+	c = mkcred(KG_ATT_SAS, KG_CRED_SECONDARY, "", SAS_KEY_B);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), 0);
+	ck_assert_int_eq(kg_registry_cred_get(reg, "sym-1", out, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_int_eq(out[0].kind, KG_ATT_SAS);
+	ck_assert_int_eq(out[0].slot, KG_CRED_PRIMARY);
+	ck_assert_str_eq(out[0].secret, SAS_KEY_A);
+	ck_assert_str_eq(out[0].username, "");
+	ck_assert_int_ge(out[0].created_at, (int64_t)t0);
+	ck_assert_int_le(out[0].created_at, (int64_t)time(NULL));
+	ck_assert_int_eq(out[1].slot, KG_CRED_SECONDARY);
+	ck_assert_str_eq(out[1].secret, SAS_KEY_B);
+
+	/* replacing one slot leaves the other */
+	c = mkcred(KG_ATT_SAS, KG_CRED_SECONDARY, "", SAS_KEY_A);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), 0);
+	ck_assert_int_eq(kg_registry_cred_get(reg, "sym-1", out, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(out[0].secret, SAS_KEY_A);
+	ck_assert_str_eq(out[1].secret, SAS_KEY_A);
+
+	/* shapes: each kind's rule, and no user name outside basic */
+	c = mkcred(KG_ATT_SAS, KG_CRED_PRIMARY, "", "MDEyMzQ1Njc4OWFiY2RlZg");   /* unpadded */
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_SAS, KG_CRED_PRIMARY, "", "MDEy");                     /* 3 bytes */
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_SAS, KG_CRED_PRIMARY, "", "MDEyMzQ1Njc4OWFi=2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_SAS, KG_CRED_PRIMARY, "sym-1", SAS_KEY_A);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_TOKEN, KG_CRED_PRIMARY, "", "abc");
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "", SCRYPT_A);                 /* no user */
+	ck_assert_int_eq(kg_registry_cred_set(reg, "bas-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "a b", SCRYPT_A);              /* space */
+	ck_assert_int_eq(kg_registry_cred_set(reg, "bas-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "u", "plaintext");
+	ck_assert_int_eq(kg_registry_cred_set(reg, "bas-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_CA, KG_CRED_PRIMARY, "", SAS_KEY_A);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_SAS, KG_CRED_SLOT_MAX, "", SAS_KEY_A);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_INVALID);
+	c = mkcred(KG_ATT_SAS, KG_CRED_PRIMARY, "", SAS_KEY_A);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "no-such", &c), KG_E_NOTFOUND);
+
+	/* token: stored lowercase; one hash names one device */
+	hex64(hexa, 'A');
+	hex64(hexb, 'b');
+	c = mkcred(KG_ATT_TOKEN, KG_CRED_PRIMARY, "", hexa);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), 0);   /* beside its SAS keys */
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM credentials WHERE kind = 'token' AND"
+				 " secret = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'"), 1);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "bas-1", &c), KG_E_EXISTS);
+	c = mkcred(KG_ATT_TOKEN, KG_CRED_PRIMARY, "", hexb);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "bas-1", &c), 0);
+
+	/* basic: a user name may sit in both slots of one device, not on another device */
+	c = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "meter-7", SCRYPT_A);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "bas-1", &c), 0);
+	c.slot = KG_CRED_SECONDARY;
+	ck_assert_int_eq(kg_registry_cred_set(reg, "bas-1", &c), 0);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_EXISTS);
+	ck_assert_msg(strstr(reg->errmsg, "belongs to another device") != NULL, "%s", reg->errmsg);
+	ck_assert_int_eq(kg_registry_cred_get(reg, "bas-1", out, &n), 0);
+	ck_assert_uint_eq(n, 3);   /* basic/primary, basic/secondary, token/primary */
+	ck_assert_int_eq(out[0].kind, KG_ATT_BASIC);
+	ck_assert_str_eq(out[0].username, "meter-7");
+	ck_assert_str_eq(out[0].secret, SCRYPT_A);
+	ck_assert_int_eq(out[1].slot, KG_CRED_SECONDARY);
+	ck_assert_int_eq(out[2].kind, KG_ATT_TOKEN);
+	ck_assert_str_eq(out[2].secret, hexb);
+
+	/* the CONNECT check's lookups: a token hash (either case), a basic user name */
+	{
+		char id[KG_DEVICE_ID_MAX + 1];
+
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_TOKEN, hexa, id), 0);
+		ck_assert_str_eq(id, "sym-1");
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_TOKEN, hexb, id), 0);
+		ck_assert_str_eq(id, "bas-1");
+		hexb[0] = 'c';
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_TOKEN, hexb, id), KG_E_NOTFOUND);
+		hexb[0] = 'b';
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_BASIC, "meter-7", id), 0);
+		ck_assert_str_eq(id, "bas-1");
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_BASIC, "meter-8", id), KG_E_NOTFOUND);
+		/* a SAS key is never a lookup key, nor is a token by its plain text */
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_SAS, SAS_KEY_A, id), KG_E_INVALID);
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_TOKEN, "plain-token", id), KG_E_INVALID);
+		ck_assert_int_eq(kg_registry_cred_find(reg, KG_ATT_BASIC, "", id), KG_E_INVALID);
+	}
+
+	/* clear one slot; clearing it again is NOTFOUND */
+	ck_assert_int_eq(kg_registry_cred_clear(reg, "bas-1", KG_ATT_BASIC, KG_CRED_SECONDARY), 0);
+	ck_assert_int_eq(kg_registry_cred_clear(reg, "bas-1", KG_ATT_BASIC, KG_CRED_SECONDARY),
+			 KG_E_NOTFOUND);
+	ck_assert_int_eq(kg_registry_cred_clear(reg, "bas-1", KG_ATT_THUMBPRINT, KG_CRED_PRIMARY),
+			 KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_cred_get(reg, "bas-1", out, &n), 0);
+	ck_assert_uint_eq(n, 2);
+
+	/* removing the device removes its credentials, and only its own */
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM credentials"), 5);
+	ck_assert_int_eq(kg_registry_device_remove(reg, "sym-1"), 0);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM credentials WHERE device_id = 'sym-1'"), 0);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM credentials"), 2);
+	ck_assert_int_eq(kg_registry_cred_get(reg, "sym-1", out, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	/* the freed user name is free again */
+	ck_assert_int_eq(kg_registry_device_add(reg, &d), 0);
+	ck_assert_int_eq(kg_registry_cred_clear(reg, "bas-1", KG_ATT_BASIC, KG_CRED_PRIMARY), 0);
+	c.slot = KG_CRED_PRIMARY;
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), 0);
+	kg_registry_close(reg);
+
+	/* a read-only handle reads, never writes */
+	reg = NULL;
+	{
+		char err[KG_ERRBUF];
+
+		ck_assert_int_eq(kg_registry_open(dbpath, KG_REG_READONLY, &reg, err, sizeof(err)), 0);
+	}
+	ck_assert_int_eq(kg_registry_cred_get(reg, "sym-1", out, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "sym-1", &c), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_cred_clear(reg, "sym-1", KG_ATT_BASIC, KG_CRED_PRIMARY),
+			 KG_E_INVALID);
+	kg_registry_close(reg);
+	/* the store's CHECKs hold behind the API's back */
+	{
+		sqlite3 *db;
+
+		ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+		ck_assert_int_eq(sqlite3_exec(db, "UPDATE credentials SET slot = 'third'", NULL, NULL,
+					      NULL) & 0xff, SQLITE_CONSTRAINT);
+		ck_assert_int_eq(sqlite3_exec(db, "UPDATE credentials SET username = NULL", NULL, NULL,
+					      NULL) & 0xff, SQLITE_CONSTRAINT);
+		ck_assert_int_eq(sqlite3_exec(db, "UPDATE devices SET attestation = 'x509'", NULL, NULL,
+					      NULL) & 0xff, SQLITE_CONSTRAINT);
+		sqlite3_close(db);
+	}
+}
+END_TEST
+
+/* Schema v6: a v5 registry (what the previous build wrote) migrates: its devices keep
+ * every column, the new kinds are accepted, the credentials table exists. */
+START_TEST(test_credentials_migration)
+{
+	struct kg_registry *reg;
+	struct kg_device got, s = mkdev("new-sas", KG_DEV_ENABLED, KG_ATT_SAS);
+	struct kg_credential c = mkcred(KG_ATT_SAS, KG_CRED_PRIMARY, "", SAS_KEY_A);
+	char err[KG_ERRBUF];
+
+	ck_assert_int_ge(kg_registry_sqlite_schema_latest(), 6);
+	ck_assert_int_eq(kg_registry_sqlite_migrate(dbpath, 5, err, sizeof(err)), 0);
+	ck_assert_int_eq(raw_int("PRAGMA user_version"), 5);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'credentials'"), 0);
+	raw_sql("INSERT INTO cas (name, pem, sha256, added_at) VALUES ('old-ca', 'x',"
+		" '4444444444444444444444444444444444444444444444444444444444444444', 1)");
+	raw_sql("INSERT INTO devices (id, status, attestation, backend, ca_name, created_at,"
+		" updated_at, last_seen, cert_not_after) VALUES ('old-ca-dev', 'suspended', 'ca',"
+		" 'b1', 'old-ca', 11, 12, 13, 14)");
+	raw_sql("INSERT INTO devices (id, status, attestation, thumb_primary, thumb_secondary,"
+		" created_at, updated_at) VALUES ('old-pin', 'enabled', 'thumbprint',"
+		" '5555555555555555555555555555555555555555555555555555555555555555',"
+		" '6666666666666666666666666666666666666666666666666666666666666666', 21, 22)");
+	/* v5 refuses the new kinds */
+	{
+		sqlite3 *db;
+
+		ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+		ck_assert_int_eq(sqlite3_exec(db, "INSERT INTO devices (id, status, attestation,"
+					      " created_at, updated_at) VALUES ('x', 'enabled', 'sas', 1, 1)",
+					      NULL, NULL, NULL) & 0xff, SQLITE_CONSTRAINT);
+		sqlite3_close(db);
+	}
+	reg = open_rw();
+	ck_assert_int_eq(kg_registry_schema_version(reg), kg_registry_sqlite_schema_latest());
+	ck_assert_int_eq(kg_registry_device_get(reg, "old-ca-dev", &got), 0);
+	ck_assert_int_eq(got.status, KG_DEV_SUSPENDED);
+	ck_assert_int_eq(got.attestation, KG_ATT_CA);
+	ck_assert_str_eq(got.backend, "b1");
+	ck_assert_str_eq(got.ca_name, "old-ca");
+	ck_assert_int_eq(got.created_at, 11);
+	ck_assert_int_eq(got.updated_at, 12);
+	ck_assert_int_eq(got.last_seen, 13);
+	ck_assert_int_eq(got.cert_not_after, 14);
+	ck_assert_int_eq(kg_registry_device_find_thumbprint(
+				 reg, "6666666666666666666666666666666666666666666666666666666666666666", &got), 0);
+	ck_assert_str_eq(got.id, "old-pin");
+	ck_assert_str_eq(got.thumb_primary,
+			 "5555555555555555555555555555555555555555555555555555555555555555");
+	/* the RESTRICT key survived the rebuild */
+	ck_assert_int_eq(kg_registry_ca_remove(reg, "old-ca"), KG_E_EXISTS);
+	ck_assert_int_eq(kg_registry_device_add(reg, &s), 0);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "new-sas", &c), 0);
+	kg_registry_close(reg);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM devices"), 3);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM credentials WHERE device_id = 'new-sas'"), 1);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND"
+				 " name IN ('devices_thumb_primary', 'devices_thumb_secondary',"
+				 " 'devices_status', 'devices_ca_name', 'credentials_token',"
+				 " 'credentials_username')"), 6);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM pragma_foreign_key_check"), 0);
+}
+END_TEST
+
 START_TEST(test_newer_schema_refused)
 {
 	char msg[128];
@@ -1120,6 +1391,9 @@ Suite *kg_suite_registry(void)
 	tcase_add_test(tc, test_migrations);
 	tcase_add_test(tc, test_ca_status);
 	tcase_add_test(tc, test_ca_username_check);
+	tcase_add_test(tc, test_cred_slot_strings);
+	tcase_add_test(tc, test_credentials);
+	tcase_add_test(tc, test_credentials_migration);
 	tcase_add_test(tc, test_newer_schema_refused);
 	tcase_add_test(tc, test_garbage_refused);
 	tcase_add_test(tc, test_magic_then_garbage_refused);
