@@ -343,7 +343,10 @@ check_line() { # EXPECTED WORDS...
 	[ "$got" = "$want" ] || cbad="$cbad '$*' -> '$got' (want '$want');"
 }
 check_line "block ca device help pki reasons reload session status tpm verify " ktlsgate ""
-check_line "--help add expiring import list remove set show " ktlsgate -c /etc/x.conf device ""
+check_line "--help add credentials expiring import list remove set show " ktlsgate -c /etc/x.conf device ""
+check_line "basic sas thumbprint token x509 " ktlsgate device add d1 --auth ""
+check_line "primary secondary " ktlsgate device credentials d1 --slot ""
+check_line "--help --json --password-stdin --rotate --slot " ktlsgate device credentials d1 --
 check_line "disabled enabled revoked " ktlsgate ca set factory --status ""
 check_line "decommissioned disabled enabled quarantined suspended " ktlsgate device add d1 --status ""
 check_line "--help --json --status " ktlsgate device list --
