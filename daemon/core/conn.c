@@ -16,10 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ops/audit.h"
+#include "proxy/proxy_v2.h"
 #include "relay/backend.h"
 #include "core/conn.h"
 #include "core/conn_tls.h"
@@ -61,6 +63,77 @@ static enum kg_step st_handshake(struct kg_conn *c);
 static enum kg_step st_identified(struct kg_conn *c);
 static enum kg_step st_policy(struct kg_conn *c);
 static enum kg_step st_mqtt_connect(struct kg_conn *c);
+/* Two hex digits per byte, lowercase or not; false on anything else. */
+static bool hex_to_bytes(const char *hex, uint8_t *out, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return false;
+		out[i] = (uint8_t)v;
+	}
+	return hex[2 * n] == '\0';
+}
+
+/*
+ * [backend] proxy_protocol = v2: before any device byte, tell the broker who the device
+ * is (docs/config.md): its address and port, the listener's, the certificate's CN (the
+ * device id) in an SSL TLV and its SHA-256 in our 0xE0 TLV, with a CRC32C. Sent with one
+ * send() on the socket that just connected: the header is under 400 bytes and a fresh
+ * socket's send buffer is empty, so a short write means the broker is gone, as any
+ * other failure. 0, or -1 with errno.
+ */
+static int send_proxy_header(struct kg_conn *c)
+{
+	struct kg_pp2_header h;
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof(local);
+	uint8_t sha[32], buf[512];
+	const uint8_t *src, *dst;
+	uint16_t sport, dport;
+	size_t alen, n;
+	ssize_t w;
+
+	if (getsockname(c->io.dev.fd, (struct sockaddr *)&local, &llen) < 0)
+		return -1;
+	if (c->peer_sa.sa.sa_family == AF_INET && local.ss_family == AF_INET) {
+		const struct sockaddr_in *l = (const struct sockaddr_in *)&local;
+
+		alen = 4;
+		src = (const uint8_t *)&c->peer_sa.in.sin_addr;
+		sport = ntohs(c->peer_sa.in.sin_port);
+		dst = (const uint8_t *)&l->sin_addr;
+		dport = ntohs(l->sin_port);
+	} else if (c->peer_sa.sa.sa_family == AF_INET6 && local.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *l = (const struct sockaddr_in6 *)&local;
+
+		alen = 16;
+		src = c->peer_sa.in6.sin6_addr.s6_addr;
+		sport = ntohs(c->peer_sa.in6.sin6_port);
+		dst = l->sin6_addr.s6_addr;
+		dport = ntohs(l->sin6_port);
+	} else {
+		errno = EAFNOSUPPORT;
+		return -1;
+	}
+	if (!hex_to_bytes(c->id.thumbprint, sha, sizeof(sha)) ||
+	    !kg_pp2_device_header(&h, alen, src, sport, dst, dport, c->id.device_id,
+				  strnlen(c->id.device_id, sizeof(c->id.device_id)), sha) ||
+	    (n = kg_pp2_encode(&h, true, buf, sizeof(buf))) == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	w = send(c->io.be.fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0)
+		return -1;
+	if ((size_t)w != n) {
+		errno = EPIPE;
+		return -1;
+	}
+	return 0;
+}
+
 static enum kg_step st_backend_connect(struct kg_conn *c);
 static enum kg_step st_handoff(struct kg_conn *c);
 static enum kg_step st_relaying(struct kg_conn *c);
@@ -773,6 +846,18 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 						   kg_now_ms());
 		kg_log_warnx("conn=%llu dev=%s backend %s: %s", (unsigned long long)c->cid,
 			     c->id.device_id, c->verdict.backend, strerror(e));
+		c->audited = false;
+		return conn_refuse(c, KG_REASON_BACKEND_DOWN, KG_CONNACK_SERVER_UNAVAILABLE,
+				   strerror(e));
+	}
+	if (b != NULL && b->proxy_v2 && send_proxy_header(c) < 0) {
+		int e = errno;
+
+		kg_metrics_backend_connect(&c->w->metrics, b->metrics_slot, KG_BACKEND_FAILED,
+					   kg_now_ms());
+		kg_log_warnx("conn=%llu dev=%s backend %s: PROXY header: %s",
+			     (unsigned long long)c->cid, c->id.device_id, c->verdict.backend,
+			     strerror(e));
 		c->audited = false;
 		return conn_refuse(c, KG_REASON_BACKEND_DOWN, KG_CONNACK_SERVER_UNAVAILABLE,
 				   strerror(e));

@@ -186,6 +186,7 @@ struct parse_state {
 	unsigned key_line[KEY_MAX];/* where each key was set, 0 = not set */
 	unsigned backend_line[KG_MAX_BACKENDS];
 	unsigned address_line[KG_MAX_BACKENDS];
+	unsigned proxy_line[KG_MAX_BACKENDS];
 	struct {                   /* module-section keys seen so far */
 		enum section sec;
 		char name[32];
@@ -598,6 +599,21 @@ static int backend_key(struct parse_state *st, const char *name, const char *val
 	const char *why;
 	char q[72];
 
+	if (strcmp(name, "proxy_protocol") == 0) {
+		if (st->proxy_line[st->backend] != 0) {
+			set_err(st, st->line, "duplicate key 'proxy_protocol' in [%s] (first on line %u)",
+				st->secname, st->proxy_line[st->backend]);
+			return -1;
+		}
+		st->proxy_line[st->backend] = st->line;
+		if (strcmp(value, "v2") != 0 && strcmp(value, "off") != 0) {
+			set_err(st, st->line, "backend '%s': proxy_protocol '%s': want v2 or off",
+				b->name, quote(q, value));
+			return -1;
+		}
+		b->proxy_v2 = strcmp(value, "v2") == 0;
+		return 0;
+	}
 	if (strcmp(name, "address") != 0) {
 		set_err(st, st->line, "unknown key '%s' in [%s]", quote(q, name), st->secname);
 		return -1;
@@ -790,6 +806,7 @@ static void section_line(struct parse_state *st, const char *start, size_t len)
 	memcpy(cfg->backends[st->backend].name, st->secname + 8, nlen - 8 + 1);
 	st->backend_line[st->backend] = st->line;
 	st->address_line[st->backend] = 0;
+	st->proxy_line[st->backend] = 0;
 }
 
 /* inih's fgets-style reader: one line per call, so st->line is the line inih is

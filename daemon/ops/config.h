@@ -47,6 +47,8 @@ struct kg_sockaddr {
 struct kg_backend_conf {
 	char name[KG_NAME_MAX];
 	struct kg_sockaddr addr;  /* numeric host:port, resolved at load time */
+	bool proxy_v2;            /* proxy_protocol = v2: a PROXY v2 header (the device's
+				   * addresses, CN, certificate SHA-256) before its bytes */
 	unsigned metrics_slot;    /* its per-backend metrics (metrics.h), set by the daemon
 				   * when it builds a snapshot; 0 elsewhere */
 };

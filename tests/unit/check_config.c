@@ -79,6 +79,7 @@ START_TEST(test_full_round_trip)
 		"address = 127.0.0.1:1883\n"
 		"[backend b-2]\n"
 		"address = [::1]:1884\n"
+		"proxy_protocol = v2\n"
 		"[crl]\n"
 		"factory = /etc/kg/crl/factory.pem\n"
 		"Other_CA.v2 = crl/other.pem\n";
@@ -125,6 +126,8 @@ START_TEST(test_full_round_trip)
 	ck_assert_str_eq(cfg->backends[0].addr.text, "127.0.0.1:1883");
 	ck_assert_int_eq(cfg->backends[0].addr.ss.ss_family, AF_INET);
 	ck_assert_str_eq(cfg->backends[1].name, "b-2");
+	ck_assert(!cfg->backends[0].proxy_v2);
+	ck_assert(cfg->backends[1].proxy_v2);
 	ck_assert_ptr_eq(kg_config_get0_backend(cfg, "b-2"), &cfg->backends[1]);
 	ck_assert_ptr_null(kg_config_get0_backend(cfg, "nope"));
 	ck_assert_uint_eq(cfg->n_crls, 2);
@@ -264,6 +267,10 @@ static const struct bad_case bad_cases[] = {
 	  "bad.conf:7: duplicate backend 'a'" },
 	{ BASE "[backend a]\naddress = 1.2.3.4:1\naddress = 1.2.3.4:2\n",
 	  "bad.conf:7: duplicate key 'address' in [backend a] (first on line 6)" },
+	{ BASE "[backend a]\naddress = 1.2.3.4:1\nproxy_protocol = v1\n",
+	  "bad.conf:7: backend 'a': proxy_protocol 'v1': want v2 or off" },
+	{ BASE "[backend a]\nproxy_protocol = v2\naddress = 1.2.3.4:1\nproxy_protocol = off\n",
+	  "bad.conf:8: duplicate key 'proxy_protocol' in [backend a] (first on line 6)" },
 	{ BASE "[backend a]\n\n[backend b]\naddress = 1.2.3.4:1\n", "bad.conf:5: backend 'a' has no 'address'" },
 	{ BASE "[backend a]\nport = 1\n", "bad.conf:6: unknown key 'port' in [backend a]" },
 	{ BASE "[backend a]\naddress = 1.2.3.4:70000\n", "bad.conf:6: backend 'a': bad address '1.2.3.4:70000': port" },
