@@ -61,3 +61,25 @@ minbase_tarball() {
 	fi
 	exec 9>&-
 }
+
+# pkg_checks LABEL: the package tests' verdicts. After it: pass NAME, fail NAME WHY,
+# log MSG..., abort NAME WHY (a FAIL, then finish) and finish (the caller's cleanup(),
+# then "LABEL: N passed, M failed (S s)"; exit 0 only if nothing failed and something
+# passed); a signal or an exit before finish is a FAIL and the summary. The caller
+# defines cleanup().
+pkg_checks() {
+	PKG_LABEL=$1 T0=$(date +%s) NPASS=0 NFAIL=0
+	trap 'fail interrupted "signal"; finish' INT TERM
+	trap 'fail exited_early "the script stopped before its summary"; finish' EXIT
+}
+pass() { echo "PASS $1"; NPASS=$((NPASS + 1)); }
+fail() { echo "FAIL $1: $2"; NFAIL=$((NFAIL + 1)); }
+log() { printf '%s: %s\n' "$PKG_LABEL" "$*"; }
+finish() {
+	trap - EXIT INT TERM
+	cleanup
+	echo "$PKG_LABEL: $NPASS passed, $NFAIL failed ($(($(date +%s) - T0)) s)"
+	[ "$NFAIL" -eq 0 ] && [ "$NPASS" -gt 0 ]
+	exit $?
+}
+abort() { fail "$1" "$2"; finish; }

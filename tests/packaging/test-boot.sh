@@ -55,13 +55,7 @@ VMCACHE=${KG_VM_CACHE:-/var/tmp/ktlsgate-vm}
 WORKBASE=${KG_PKG_WORK:-/var/tmp/ktlsgate-pkg}
 T_GUEST=${KG_BOOT_TIMEOUT:-1500}
 OUT="$TOP/$BUILD/boot/$SUITE"
-T0=$(date +%s)
-TP=$T0
-NPASS=0 NFAIL=0 ROOT="" QPID="" SWPID="" TPID=""
-
-pass() { echo "PASS $1"; NPASS=$((NPASS + 1)); }
-fail() { echo "FAIL $1: $2"; NFAIL=$((NFAIL + 1)); }
-log() { printf 'boot[%s]: %s\n' "$SUITE" "$*"; }
+ROOT="" QPID="" SWPID="" TPID=""
 phase() { local t; t=$(date +%s); log "phase $1: $((t - TP)) s"; TP=$t; }
 
 cleanup() {
@@ -78,16 +72,8 @@ cleanup() {
 		rm -rf --one-file-system "$ROOT"
 	fi
 }
-finish() {
-	trap - EXIT INT TERM
-	cleanup
-	echo "boot[$SUITE]: $NPASS passed, $NFAIL failed ($(($(date +%s) - T0)) s)"
-	[ "$NFAIL" -eq 0 ] && [ "$NPASS" -gt 0 ]
-	exit $?
-}
-abort() { fail "$1" "$2"; finish; }
-trap 'fail interrupted "signal"; finish' INT TERM
-trap 'fail exited_early "the script stopped before its summary"; finish' EXIT
+pkg_checks "boot[$SUITE]"
+TP=$T0
 
 [ "$(id -u)" -eq 0 ] || abort setup "needs root (chroot, namespaces, dpkg inside the root)"
 for t in qemu-system-x86_64 debootstrap unshare cpio zstd dpkg-deb flock; do

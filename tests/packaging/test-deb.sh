@@ -51,15 +51,8 @@ CACHE=${KG_FRESH_CACHE:-/var/cache/ktlsgate-fresh}
 WORKBASE=${KG_PKG_WORK:-/var/tmp/ktlsgate-pkg}
 T_ROOT=${KG_PKG_TIMEOUT:-900}
 OUT="$TOP/$BUILD/packaging"
-T0=$(date +%s)
-NPASS=0
-NFAIL=0
 ROOT=""
 INNER_PID=""
-
-pass() { echo "PASS $1"; NPASS=$((NPASS + 1)); }
-fail() { echo "FAIL $1: $2"; NFAIL=$((NFAIL + 1)); }
-log() { printf 'packaging: %s\n' "$*"; }
 
 cleanup() {
 	if [ -n "$INNER_PID" ] && kill -0 "$INNER_PID" 2>/dev/null; then
@@ -80,17 +73,7 @@ cleanup() {
 		rm -rf --one-file-system "$ROOT"
 	fi
 }
-
-finish() {
-	trap - EXIT INT TERM
-	cleanup
-	echo "packaging: $NPASS passed, $NFAIL failed ($(($(date +%s) - T0)) s)"
-	[ "$NFAIL" -eq 0 ] && [ "$NPASS" -gt 0 ]
-	exit $?
-}
-abort() { fail "$1" "$2"; finish; }
-trap 'fail interrupted "signal"; finish' INT TERM
-trap 'fail exited_early "the script stopped before its summary"; finish' EXIT
+pkg_checks packaging
 
 [ "$(id -u)" -eq 0 ] || abort setup "needs root (chroot, mount namespaces, dpkg inside the root)"
 for t in dpkg-buildpackage dh lintian groff debootstrap unshare ip; do

@@ -40,29 +40,17 @@ BUILD=${BUILD:-build}
 CACHE=${KG_FRESH_CACHE:-/var/cache/ktlsgate-fresh}
 WORKBASE=${KG_PKG_WORK:-/var/tmp/ktlsgate-pkg}
 OUT="$TOP/$BUILD/packaging-rpm"
-T0=$(date +%s)
-NPASS=0
-NFAIL=0
 ROOT=""
 XDIR=""
 
-pass() { echo "PASS $1"; NPASS=$((NPASS + 1)); }
-fail() { echo "FAIL $1: $2"; NFAIL=$((NFAIL + 1)); }
-log() { printf 'rpm: %s\n' "$*"; }
-
-finish() {
-	trap - EXIT INT TERM
+cleanup() {
 	[ -n "$XDIR" ] && rm -rf "$XDIR"
 	if [ -n "$ROOT" ] && [ -d "$ROOT" ]; then
 		if [ -n "${KG_PKG_KEEP:-}" ]; then log "kept $ROOT"; else rm -rf --one-file-system "$ROOT"; fi
 	fi
-	echo "rpm: $NPASS passed, $NFAIL failed ($(($(date +%s) - T0)) s)"
-	[ "$NFAIL" -eq 0 ] && [ "$NPASS" -gt 0 ]
-	exit $?
+	return 0
 }
-abort() { fail "$1" "$2"; finish; }
-trap 'fail interrupted "signal"; finish' INT TERM
-trap 'fail exited_early "the script stopped before its summary"; finish' EXIT
+pkg_checks rpm
 
 [ "$(id -u)" -eq 0 ] || abort setup "needs root (rpm --root runs the scriptlets in a chroot)"
 for t in rpmbuild rpm rpmlint rpm2cpio cpio dash; do
