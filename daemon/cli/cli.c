@@ -22,6 +22,7 @@
 #include "ops/control.h"
 #include "ops/err.h"
 #include "ops/log.h"
+#include "policy/identity.h"
 
 #ifndef KG_VERSION
 #define KG_VERSION "0.1.0"
@@ -127,6 +128,15 @@ int kg_cli_usage_err(const char *fmt, ...)
 	verr(fmt, ap);
 	va_end(ap);
 	return KG_EXIT_USAGE;
+}
+
+int kg_cli_check_device_id(const char *cmd, const char *id)
+{
+	size_t module_off;
+
+	if (!kg_identity_valid(id, strlen(id), &module_off))
+		return kg_cli_usage_err("%s: bad device id '%s'", cmd, id);
+	return KG_EXIT_OK;
 }
 
 int kg_cli_exit_for(int err)

@@ -55,6 +55,9 @@ struct kg_cli {
 void kg_cli_err(const char *fmt, ...) KG_PRINTF(1, 2);
 /* kg_cli_err() and return KG_EXIT_USAGE. */
 int kg_cli_usage_err(const char *fmt, ...) KG_PRINTF(1, 2);
+/* A DEVICE_ID argument of `cmd`: KG_EXIT_OK if it is a device id (kg_identity_valid()),
+ * else one "CMD: bad device id 'ID'" line and KG_EXIT_USAGE. */
+int kg_cli_check_device_id(const char *cmd, const char *id);
 /* Map a negative enum kg_err to an exit code. */
 int kg_cli_exit_for(int err);
 

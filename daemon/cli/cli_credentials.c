@@ -26,7 +26,6 @@
 #include "cli/cli_credentials.h"
 #include "ops/err.h"
 #include "policy/credential.h"
-#include "policy/identity.h"
 
 #define SAS_KEY_BYTES 32        /* as Azure generates them */
 #define TOKEN_BYTES 32          /* 43 base64url characters */
@@ -49,6 +48,24 @@ int kg_cli_auth_parse(const char *s, enum kg_attestation *out)
 const char *kg_cli_auth_str(enum kg_attestation a)
 {
 	return a == KG_ATT_CA ? "x509" : kg_attestation_str(a);
+}
+
+void kg_cli_secret_print(const struct kg_credential *c, const struct kg_cli_secret *shown)
+{
+	if (c->username[0] != '\0')
+		printf("username: %s\n", c->username);
+	if (c->kind == KG_ATT_SAS)
+		printf("%s-%s: %s\n", kg_cred_slot_str(c->slot), shown->label, shown->value);
+	else
+		printf("%s: %s\n", shown->label, shown->value);
+}
+
+void kg_cli_secret_json_add(struct json_object *o, const struct kg_credential *c,
+			    const struct kg_cli_secret *shown)
+{
+	json_object_object_add(o, "slot", json_object_new_string(kg_cred_slot_str(c->slot)));
+	json_object_object_add(o, "username", kg_cli_json_str_or_null(c->username));
+	json_object_object_add(o, shown->label, json_object_new_string(shown->value));
 }
 
 void kg_cli_secret_wipe(struct kg_cli_secret *s)
@@ -373,20 +390,12 @@ static int rotate(struct kg_cli *cli, struct kg_registry *reg, const struct kg_d
 		}
 		json_object_object_add(o, "id", json_object_new_string(d->id));
 		json_object_object_add(o, "kind", json_object_new_string(kg_attestation_str(nc.kind)));
-		json_object_object_add(o, "slot", json_object_new_string(kg_cred_slot_str(slot)));
-		json_object_object_add(o, "username", kg_cli_json_str_or_null(nc.username));
-		json_object_object_add(o, shown.label, json_object_new_string(shown.value));
+		kg_cli_secret_json_add(o, &nc, &shown);
 		kg_cli_json_print(o);
 	} else {
 		printf("device %s: new %s %s in slot %s\n", d->id, kg_attestation_str(nc.kind),
 		       shown.label, kg_cred_slot_str(slot));
-		if (nc.username[0] != '\0')
-			printf("username: %s\n", nc.username);
-		/* as `device add` prints them: "secondary-key: ...", "token: ...", "password: ..." */
-		if (nc.kind == KG_ATT_SAS)
-			printf("%s-%s: %s\n", kg_cred_slot_str(slot), shown.label, shown.value);
-		else
-			printf("%s: %s\n", shown.label, shown.value);
+		kg_cli_secret_print(&nc, &shown);   /* as `device add` prints it */
 	}
 	kg_cli_secret_wipe(&shown);
 	fflush(stdout);
@@ -412,7 +421,7 @@ int kg_cli_device_credentials(struct kg_cli *cli, int argc, char **argv)
 	struct kg_registry *reg = NULL;
 	enum kg_cred_slot sl;
 	struct kg_device d;
-	size_t n = 0, off;
+	size_t n = 0;
 	int slot = -1, c, rc;
 
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -441,8 +450,8 @@ int kg_cli_device_credentials(struct kg_cli *cli, int argc, char **argv)
 	if (argc - optind != 1)
 		return kg_cli_usage_err("%s: expected one device ID", cmd);
 	id = argv[optind];
-	if (!kg_identity_valid(id, strlen(id), &off))
-		return kg_cli_usage_err("%s: bad device id '%s'", cmd, id);
+	if ((rc = kg_cli_check_device_id(cmd, id)) != KG_EXIT_OK)
+		return rc;
 	if (!do_rotate && (slot >= 0 || pw_stdin))
 		return kg_cli_usage_err("%s: --slot and --password-stdin go with --rotate", cmd);
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)

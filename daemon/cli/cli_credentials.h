@@ -48,6 +48,13 @@ int kg_cli_cred_make(const char *cmd, enum kg_attestation kind, enum kg_cred_slo
 		     const char *username, const char *password, struct kg_credential *c,
 		     struct kg_cli_secret *shown);
 
+/* A new secret as `device add` and `--rotate` show it, once: text lines "username: U"
+ * (basic) and "LABEL: VALUE", the label slot-prefixed for sas ("secondary-key: ...");
+ * or, into the JSON object o, "slot", "username" (null but for basic) and LABEL. */
+void kg_cli_secret_print(const struct kg_credential *c, const struct kg_cli_secret *shown);
+void kg_cli_secret_json_add(struct json_object *o, const struct kg_credential *c,
+			    const struct kg_cli_secret *shown);
+
 /* Wipe a secret from memory once it is printed. */
 void kg_cli_secret_wipe(struct kg_cli_secret *s);
 

@@ -20,15 +20,6 @@
 #include "cli/pki.h"
 #include "tls/verify.h"
 
-static int check_id(const char *cmd, const char *id)
-{
-	size_t module_off;
-
-	if (!kg_identity_valid(id, strlen(id), &module_off))
-		return kg_cli_usage_err("%s: bad device id '%s'", cmd, id);
-	return KG_EXIT_OK;
-}
-
 static int parse_status(const char *cmd, const char *s, enum kg_device_status *out)
 {
 	if (kg_device_status_parse(s, out) != 0)
@@ -105,23 +96,15 @@ static void print_secrets(const struct kg_device *dev, const struct kg_credentia
 				json_object_put(e);
 				continue;
 			}
-			json_object_object_add(e, "slot", json_object_new_string(kg_cred_slot_str(c[i].slot)));
-			json_object_object_add(e, "username", kg_cli_json_str_or_null(c[i].username));
-			json_object_object_add(e, shown[i].label, json_object_new_string(shown[i].value));
+			kg_cli_secret_json_add(e, &c[i], &shown[i]);
 		}
 		json_object_object_add(o, "secrets", arr);
 		kg_cli_json_print(o);
 		return;
 	}
 	printf("device %s added (attestation %s)\n", dev->id, kg_attestation_str(dev->attestation));
-	for (size_t i = 0; i < n; i++) {
-		if (c[i].username[0] != '\0')
-			printf("username: %s\n", c[i].username);
-		if (dev->attestation == KG_ATT_SAS)
-			printf("%s-%s: %s\n", kg_cred_slot_str(c[i].slot), shown[i].label, shown[i].value);
-		else
-			printf("%s: %s\n", shown[i].label, shown[i].value);
-	}
+	for (size_t i = 0; i < n; i++)
+		kg_cli_secret_print(&c[i], &shown[i]);
 }
 
 /*
@@ -234,7 +217,7 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		return kg_cli_usage_err("%s: expected one device ID", cmd);
-	if ((rc = check_id(cmd, argv[optind])) != 0)
+	if ((rc = kg_cli_check_device_id(cmd, argv[optind])) != 0)
 		return rc;
 	(void)kg_strlcpy(dev.id, argv[optind], sizeof(dev.id));
 	if (cert != NULL && dev.thumb_primary[0] != '\0')
@@ -373,7 +356,7 @@ static int device_set(struct kg_cli *cli, int argc, char **argv)
 	if (argc - optind != 1)
 		return kg_cli_usage_err("%s: expected one device ID", cmd);
 	id = argv[optind];
-	if ((rc = check_id(cmd, id)) != 0)
+	if ((rc = kg_cli_check_device_id(cmd, id)) != 0)
 		return rc;
 	if (cert != NULL && primary[0] != '\0')
 		return kg_cli_usage_err("%s: give --thumbprint or --cert, not both", cmd);
@@ -535,7 +518,7 @@ static int device_show(struct kg_cli *cli, int argc, char **argv)
 	if (rc != KG_EXIT_OK)
 		return rc < 0 ? KG_EXIT_OK : rc;
 	id = argv[optind];
-	if ((rc = check_id("device show", id)) != 0)
+	if ((rc = kg_cli_check_device_id("device show", id)) != 0)
 		return rc;
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
 		return rc;
@@ -734,7 +717,7 @@ static int device_remove(struct kg_cli *cli, int argc, char **argv)
 	if (json)
 		return kg_cli_usage_err("device remove: --json does not apply");
 	id = argv[optind];
-	if ((rc = check_id("device remove", id)) != 0)
+	if ((rc = kg_cli_check_device_id("device remove", id)) != 0)
 		return rc;
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)
 		return rc;

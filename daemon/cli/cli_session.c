@@ -166,7 +166,6 @@ static int session_kill(struct kg_cli *cli, int argc, char **argv)
 	char final[KG_CONTROL_LINE_MAX], req[KG_DEVICE_ID_MAX + 16];
 	const char *id, *closed;
 	unsigned long n = 0;
-	size_t module_off;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -180,8 +179,8 @@ static int session_kill(struct kg_cli *cli, int argc, char **argv)
 		return kg_cli_usage_err("session kill: expected one DEVICE_ID");
 	id = argv[optind];
 	/* Validated here too: the id travels inside a one-line request. */
-	if (!kg_identity_valid(id, strlen(id), &module_off))
-		return kg_cli_usage_err("session kill: bad device id '%s'", id);
+	if ((rc = kg_cli_check_device_id("session kill", id)) != KG_EXIT_OK)
+		return rc;
 	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
 		return rc;
 	snprintf(req, sizeof(req), "kill %s", id);
