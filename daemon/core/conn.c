@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "ops/audit.h"
 #include "proxy/proxy_v2.h"
 #include "relay/backend.h"
@@ -63,19 +65,6 @@ static enum kg_step st_handshake(struct kg_conn *c);
 static enum kg_step st_identified(struct kg_conn *c);
 static enum kg_step st_policy(struct kg_conn *c);
 static enum kg_step st_mqtt_connect(struct kg_conn *c);
-/* Two hex digits per byte, lowercase or not; false on anything else. */
-static bool hex_to_bytes(const char *hex, uint8_t *out, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-			return false;
-		out[i] = (uint8_t)v;
-	}
-	return hex[2 * n] == '\0';
-}
-
 /*
  * [backend] proxy_protocol = v2: before any device byte, tell the broker who the device
  * is (docs/config.md): its address and port, the listener's, the certificate's CN (the
@@ -92,7 +81,7 @@ static int send_proxy_header(struct kg_conn *c)
 	uint8_t sha[32], buf[512];
 	const uint8_t *src, *dst;
 	uint16_t sport, dport;
-	size_t alen, n;
+	size_t alen, n, sha_len = 0;
 	ssize_t w;
 
 	if (getsockname(c->io.dev.fd, (struct sockaddr *)&local, &llen) < 0)
@@ -117,7 +106,9 @@ static int send_proxy_header(struct kg_conn *c)
 		errno = EAFNOSUPPORT;
 		return -1;
 	}
-	if (!hex_to_bytes(c->id.thumbprint, sha, sizeof(sha)) ||
+	/* the identity keeps the certificate's SHA-256 as hex (verify.c): back to bytes */
+	if (OPENSSL_hexstr2buf_ex(sha, sizeof(sha), &sha_len, c->id.thumbprint, '\0') != 1 ||
+	    sha_len != sizeof(sha) ||
 	    !kg_pp2_device_header(&h, alen, src, sport, dst, dport, c->id.device_id,
 				  strnlen(c->id.device_id, sizeof(c->id.device_id)), sha) ||
 	    (n = kg_pp2_encode(&h, true, buf, sizeof(buf))) == 0) {
