@@ -46,6 +46,7 @@ const char *const kg_conn_state_names[KG_ST_MAX] = {
 	[KG_ST_IDENTIFIED] = "identified",
 	[KG_ST_POLICY] = "policy",
 	[KG_ST_MQTT_CONNECT] = "mqtt_connect",
+	[KG_ST_AUTH] = "auth",
 	[KG_ST_BACKEND_CONNECT] = "backend_connect",
 	[KG_ST_HANDOFF] = "handoff",
 	[KG_ST_RELAYING] = "relaying",
@@ -65,6 +66,7 @@ static enum kg_step st_handshake(struct kg_conn *c);
 static enum kg_step st_identified(struct kg_conn *c);
 static enum kg_step st_policy(struct kg_conn *c);
 static enum kg_step st_mqtt_connect(struct kg_conn *c);
+static enum kg_step st_auth(struct kg_conn *c);
 /*
  * [backend] proxy_protocol = v2: before any device byte, tell the broker who the device
  * is (docs/config.md): its address and port, the listener's, the certificate's CN (the
@@ -136,6 +138,7 @@ static const struct state_ops states[KG_ST_MAX] = {
 	[KG_ST_IDENTIFIED] = { st_identified, DL_CONNECT },
 	[KG_ST_POLICY] = { st_policy, DL_CONNECT },
 	[KG_ST_MQTT_CONNECT] = { st_mqtt_connect, DL_CONNECT },
+	[KG_ST_AUTH] = { st_auth, DL_CONNECT },
 	[KG_ST_BACKEND_CONNECT] = { st_backend_connect, DL_BACKEND },
 	[KG_ST_HANDOFF] = { st_handoff, DL_BACKEND },
 	[KG_ST_RELAYING] = { st_relaying, DL_IDLE },
@@ -148,6 +151,57 @@ static const struct state_ops states[KG_ST_MAX] = {
 static const struct kg_config *conn_cfg(const struct kg_conn *c)
 {
 	return &c->snap->cfg;
+}
+
+/* Must this connection present a certificate? An mtls listener, or x509_only. */
+static bool x509_required(const struct kg_conn *c)
+{
+	return c->listener->kind == KG_LISTENER_MTLS || c->listener->x509_only;
+}
+
+/* Listeners other than [daemon] listen's are named in the audit line. */
+static const char *listener_name(const struct kg_conn *c)
+{
+	return c->listener == &conn_cfg(c)->listeners[0] ? NULL : c->listener->name;
+}
+
+/*
+ * The device's byte stream before the handoff: through OpenSSL, or the socket itself
+ * on a plain listener. Same results as kg_ssl_io_read()/_write(): >0 bytes, 0 at the
+ * end of the stream, KG_E_AGAIN with io.want_read / want_write set, KG_E_IO.
+ */
+static long dev_read(struct kg_conn *c, void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (c->io.ssl != NULL)
+		return kg_ssl_io_read(&c->io, buf, len);
+	n = recv(c->io.dev.fd, buf, len, MSG_DONTWAIT);
+	if (n >= 0)
+		return n;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+		c->io.want_read = true;
+		c->io.want_write = false;
+		return KG_E_AGAIN;
+	}
+	return errno == ECONNRESET ? 0 : KG_E_IO;
+}
+
+static long dev_write(struct kg_conn *c, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (c->io.ssl != NULL)
+		return kg_ssl_io_write(&c->io, buf, len);
+	n = send(c->io.dev.fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n >= 0)
+		return n;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+		c->io.want_read = false;
+		c->io.want_write = true;
+		return KG_E_AGAIN;
+	}
+	return KG_E_IO;
 }
 
 int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events)
@@ -229,6 +283,8 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		.device = c->identified || c->id.device_id[0] ? c->id.device_id : NULL,
 		.thumbprint = c->id.thumbprint[0] ? c->id.thumbprint : NULL,
 		.ca = c->id.ca_name[0] ? c->id.ca_name : NULL,
+		.auth = c->identified ? kg_attestation_str(c->id.method) : NULL,
+		.listener = listener_name(c),
 		.allow = allow,
 		.reason = reason,
 		.backend = allow ? c->verdict.backend : NULL,
@@ -335,7 +391,8 @@ static bool source_admit(struct kg_worker *w, const struct kg_config *cfg, int f
 	return true;
 }
 
-void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+		   size_t listen_idx)
 {
 	struct kg_snapshot *snap = kg_snapshot_get(w->d);
 	struct kg_conn *c;
@@ -359,6 +416,8 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->cid = ((uint64_t)w->idx << 48) | ++w->next_id;
 	c->w = w;
 	c->snap = snap;
+	c->listener = kg_config_listener_of(&snap->cfg, listen_idx);
+	kg_metric_add(&w->metrics.listener_accepted[c->listener - snap->cfg.listeners], 1);
 	c->src = src;
 	c->src_held = held;
 	c->state = KG_ST_ACCEPTED;
@@ -410,7 +469,9 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 		 why != KG_REASON_BACKEND_CLOSED) {
 		struct kg_audit_record r = {
 			.event = "close", .peer = c->peer, .device = c->id.device_id,
-			.thumbprint = c->id.thumbprint, .ca = c->id.ca_name, .allow = false,
+			.thumbprint = c->id.thumbprint, .ca = c->id.ca_name,
+			.auth = kg_attestation_str(c->id.method), .listener = listener_name(c),
+			.allow = false,
 			.reason = why, .conn_id = c->cid, .mqtt_level = c->mqtt_level,
 		};
 		kg_audit_emit(&r);
@@ -556,7 +617,13 @@ static enum kg_step st_accepted(struct kg_conn *c)
 		kg_conn_close(c, errno == ECONNRESET ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
 		return KG_STEP_DONE;
 	}
-	if (kg_conn_tls_new(c) < 0) {
+	if (c->listener->kind == KG_LISTENER_PLAIN) {
+		/* No TLS: the CONNECT is the first thing on the wire, and the credentials
+		 * in it are all the device has to prove who it is. */
+		kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+		return KG_STEP_NEXT;
+	}
+	if (kg_conn_tls_new(c, !x509_required(c)) < 0) {
 		kg_conn_close(c, KG_REASON_OVERLOAD);
 		return KG_STEP_DONE;
 	}
@@ -601,6 +668,12 @@ static enum kg_step st_handshake(struct kg_conn *c)
 
 static enum kg_step st_identified(struct kg_conn *c)
 {
+	/* One-way TLS and no certificate: the CONNECT's credentials will tell. OpenSSL
+	 * asked for a certificate as optional only where x509_required() is false. */
+	if (!c->verify_ran && SSL_get0_peer_certificate(c->io.ssl) == NULL && !x509_required(c)) {
+		kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+		return KG_STEP_NEXT;
+	}
 	/* The verify callback ran and accepted, or the handshake would have failed;
 	 * this is the invariant that lets everything below trust c->id. */
 	if (!c->verify_ran || c->verify_reason != KG_REASON_OK) {
@@ -698,16 +771,14 @@ static void queue_enrolment(struct kg_conn *c)
 	c->audited = true;
 }
 
+static enum kg_step admit_connect(struct kg_conn *c, const struct kg_mqtt_connect *mc);
+
 static enum kg_step st_mqtt_connect(struct kg_conn *c)
 {
 	const struct kg_config *cfg = conn_cfg(c);
 	struct kg_mqtt_connect mc;
 	enum kg_parse pr;
-	const char *detail = NULL;
-	size_t id_len;
-	bool other_user;
 	long n;
-	int rc;
 
 	for (;;) {
 		/* Parse what we have first: a CONNECT may already be complete. */
@@ -720,7 +791,7 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 			kg_conn_close(c, KG_REASON_OVERLOAD);
 			return KG_STEP_DONE;
 		}
-		n = kg_ssl_io_read(&c->io, c->io.up.data + c->io.up.len, c->io.up.cap - c->io.up.len);
+		n = dev_read(c, c->io.up.data + c->io.up.len, c->io.up.cap - c->io.up.len);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {
@@ -749,6 +820,27 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 	c->mqtt_level = mc.level;
 	c->connect_len = (uint32_t)mc.packet_len;
 	c->keepalive = mc.keepalive;   /* the relay's idle timeout derives from it */
+	if (!c->identified) {
+		kg_conn_set_state(c, KG_ST_AUTH);
+		return KG_STEP_NEXT;
+	}
+	return admit_connect(c, &mc);
+}
+
+/*
+ * The CONNECT of an identified device whose policy verdict is in: the verdict, the
+ * client id, the user name rule; then the allow is audited (or the enrolment queued)
+ * and the broker connected. mc borrows c->io.up.
+ */
+static enum kg_step admit_connect(struct kg_conn *c, const struct kg_mqtt_connect *mc_in)
+{
+	const struct kg_config *cfg = conn_cfg(c);
+	struct kg_mqtt_connect mc = *mc_in;
+	const char *detail = NULL;
+	size_t id_len;
+	bool other_user;
+	int rc;
+
 	if (!c->verdict.allow)
 		return conn_refuse(c, c->verdict.reason, c->verdict.connack, NULL);
 	if (!kg_policy_client_id_ok(cfg, &c->id, mc.client_id, mc.client_id_len))
@@ -785,6 +877,19 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 		kg_conn_audit(c, true, c->verdict.reason, detail);
 	kg_conn_set_state(c, KG_ST_BACKEND_CONNECT);
 	return KG_STEP_NEXT;
+}
+
+/*
+ * A device without a certificate: its CONNECT (complete at the start of c->io.up)
+ * must name a device and prove it with a credential the registry holds for it.
+ */
+static enum kg_step st_auth(struct kg_conn *c)
+{
+	if (x509_required(c))
+		return conn_refuse(c, KG_REASON_NO_CERT, KG_CONNACK_NOT_AUTHORIZED,
+				   "x509_only: a certificate is required");
+	return conn_refuse(c, KG_REASON_UNKNOWN_DEVICE, KG_CONNACK_NOT_AUTHORIZED,
+			   "no credential check yet");
 }
 
 static bool local_shortage(int e)
@@ -924,7 +1029,7 @@ static enum kg_step st_refusing(struct kg_conn *c)
 	long n;
 
 	while (c->refusal_off < c->refusal_len) {
-		n = kg_ssl_io_write(&c->io, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
+		n = dev_write(c, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {

@@ -7,6 +7,10 @@
  *           -> BACKEND_CONNECT -> HANDOFF -> RELAYING -> CLOSED
  *  (a refusal detours through REFUSING: CONNACK, close_notify, linger, close)
  *
+ * A device without a certificate (a `tls` listener's, a `plain` one's) proves who it
+ * is in its CONNECT: IDENTIFIED (or, plain, ACCEPTED) -> MQTT_CONNECT -> AUTH (the
+ * credential check, and the policy on the identity it found) -> BACKEND_CONNECT.
+ *
  * A struct kg_conn belongs to one worker thread and is touched only by it. It owns
  * both fds, the SSL, its buffers, and pins a snapshot for life; registry rows are
  * copied in, never borrowed.
@@ -38,6 +42,7 @@ enum kg_conn_state {
 	KG_ST_IDENTIFIED,
 	KG_ST_POLICY,
 	KG_ST_MQTT_CONNECT,
+	KG_ST_AUTH,
 	KG_ST_BACKEND_CONNECT,
 	KG_ST_HANDOFF,
 	KG_ST_RELAYING,
@@ -60,6 +65,7 @@ struct kg_conn {
 	uint64_t cid;                      /* worker index << 48 | sequence */
 	struct kg_worker *w;
 	struct kg_snapshot *snap;          /* pinned for life */
+	const struct kg_listener_conf *listener; /* the one it came in on (in snap) */
 	enum kg_conn_state state;
 	uint64_t deadline_ms;              /* 0: none */
 	uint64_t accepted_us, hs_start_us;
@@ -106,10 +112,12 @@ struct kg_conn {
 
 extern const char *const kg_conn_state_names[KG_ST_MAX];
 
-/* Start a connection on an accepted fd (takes ownership of fd). A source over its
+/* Start a connection on an accepted fd (takes ownership of fd) from the listening
+ * address listen_idx (an index into the config's listen[]). A source over its
  * per-source limits (srclimit.h) is closed here, audited as source_limit. ACCEPTED
  * waits for the first bytes: the SSL is allocated only then. */
-void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+		   size_t listen_idx);
 /* Drive the state machine after an event (or on entry). */
 void kg_conn_run(struct kg_conn *c);
 /* The one teardown: audit (if not yet), metrics, unregister, free. */

@@ -73,6 +73,56 @@ static enum kg_log_level parse_level(const char *s)
 	return KG_LOG_INFO;
 }
 
+/* Each listener with its addresses, once at start (-t prints the same); a plain one
+ * is a warning: passwords and tokens cross its network in clear text. */
+static void describe_listeners(const struct kg_config *cfg, void (*say)(bool warn, const char *line))
+{
+	char line[512];
+
+	for (size_t l = 0; l < cfg->n_listeners; l++) {
+		const struct kg_listener_conf *lc = &cfg->listeners[l];
+		int off = snprintf(line, sizeof(line), "listener %s: %s on", lc->name,
+				   kg_listener_kind_names[lc->kind]);
+		size_t n = 0;
+
+		for (size_t i = 0; i < cfg->n_listen && off > 0 && (size_t)off < sizeof(line); i++) {
+			if (cfg->listen_listener[i] != l)
+				continue;
+			off += snprintf(line + off, sizeof(line) - (size_t)off, "%s %s", n ? "," : "",
+					cfg->listen[i].text);
+			n++;
+		}
+		if (n == 0)
+			continue;   /* the default listener, when only [listener]s listen */
+		if (off > 0 && (size_t)off < sizeof(line))
+			snprintf(line + off, sizeof(line) - (size_t)off, "%s%s",
+				 lc->kind == KG_LISTENER_TLS ? (lc->x509_only ? " (x509_only)"
+						: " (certificate or CONNECT credentials)") : "",
+				 lc->kind == KG_LISTENER_PLAIN ? ": WARNING: no TLS, passwords and tokens "
+						"cross the network in clear text (allow_plain = yes)" : "");
+		say(lc->kind == KG_LISTENER_PLAIN, line);
+	}
+}
+
+static void log_listener_line(bool warn, const char *line)
+{
+	if (warn)
+		kg_log_warnx("%s", line);
+	else
+		kg_log_info("%s", line);
+}
+
+static void print_listener_line(bool warn, const char *line)
+{
+	(void)warn;
+	printf("ktlsgated: %s\n", line);
+}
+
+static void log_listeners(const struct kg_config *cfg)
+{
+	describe_listeners(cfg, log_listener_line);
+}
+
 static char *render_metrics(void *arg, size_t *len)
 {
 	struct kg_daemon *d = arg;
@@ -105,6 +155,8 @@ static char *render_metrics(void *arg, size_t *len)
 	info.key_source = s->key_source;
 	info.backends = s->cfg.backends;   /* borrowed from s until the render is done */
 	info.n_backends = s->cfg.n_backends;
+	info.listeners = s->cfg.listeners;
+	info.n_listeners = s->cfg.n_listeners;
 	for (unsigned i = 0; i < d->n_workers; i++)
 		per[i] = &d->workers[i].metrics;
 	per[d->n_workers] = kg_writer_metrics(d->writer);
@@ -269,6 +321,7 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	if (crls_refusing > 0)
 		printf("ktlsgated: WARNING: %zu expired CRL(s): their CAs' devices are refused\n",
 		       crls_refusing);
+	describe_listeners(cfg, print_listener_line);
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
 	if (reg != NULL && kg_registry_ca_list(reg, print_ca_username_check, trust) != 0) {
@@ -571,6 +624,7 @@ int main(int argc, char **argv)
 		    cfg->listen[0].text, cfg->n_listen > 1 ? " and more" : "", d->n_workers,
 		    kg_trust_count(d->snap->trust, true),
 		    cfg->metrics_enabled ? cfg->metrics_listen.text : "off");
+	log_listeners(cfg);
 	/* Listeners bound (connections queue until a worker accepts), registry open,
 	 * metrics serving, the XDP gate attached or reported off: systemd may go on. */
 	if (!atomic_load(&d->stopping)) {

@@ -360,7 +360,7 @@ static void do_accept(struct kg_worker *w, struct kg_evsrc *l)
 			close(fd);
 			continue;
 		}
-		kg_conn_start(w, fd, (struct sockaddr *)&ss, len);
+		kg_conn_start(w, fd, (struct sockaddr *)&ss, len, (size_t)(l - w->listeners));
 	}
 }
 

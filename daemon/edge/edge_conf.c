@@ -276,10 +276,8 @@ int kg_edge_conf_validate(void *sec, const struct kg_config *cfg, char *why, siz
 		snprintf(why, whylen, "syn_burst must be at least 1");
 		return -1;
 	}
-	/* Default: gate what we listen on; a port twice is kept once. config.c applies
-	 * the listen defaults (port 8883) after the module sections are validated. */
-	if (t->n_ports == 0 && cfg->n_listen == 0)
-		t->ports[t->n_ports++] = 8883;
+	/* Default: gate what we listen on (every listener; config.c has applied the
+	 * listen defaults already); a port twice is kept once. */
 	if (t->n_ports == 0) {
 		for (size_t i = 0; i < cfg->n_listen && t->n_ports < KG_EDGE_MAX_PORTS; i++) {
 			uint16_t p = sockaddr_port(&cfg->listen[i]);

@@ -56,6 +56,7 @@ enum section {
 	SEC_TPM,      /* module sections: keys go to their own parser (sections[]) */
 	SEC_EDGE,
 	SEC_BACKEND,
+	SEC_LISTENER,
 	SEC_MAX
 };
 
@@ -170,6 +171,17 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_METRICS_TIMEOUT] = { SEC_LIMITS, "metrics_timeout", K_UINT, FIELD(metrics_timeout), 1, 3600 },
 };
 
+/* The keys of a [listener NAME] section. */
+enum lkey { LKEY_TYPE, LKEY_LISTEN, LKEY_X509_ONLY, LKEY_ALLOW_PLAIN, LKEY_MAX };
+static const char *const lkey_names[LKEY_MAX] = {
+	[LKEY_TYPE] = "type", [LKEY_LISTEN] = "listen", [LKEY_X509_ONLY] = "x509_only",
+	[LKEY_ALLOW_PLAIN] = "allow_plain",
+};
+
+const char *const kg_listener_kind_names[KG_LISTENER_KIND_MAX] = {
+	[KG_LISTENER_MTLS] = "mtls", [KG_LISTENER_TLS] = "tls", [KG_LISTENER_PLAIN] = "plain",
+};
+
 struct parse_state {
 	struct kg_config *cfg;
 	const char *name;          /* file name for messages */
@@ -187,6 +199,9 @@ struct parse_state {
 	unsigned backend_line[KG_MAX_BACKENDS];
 	unsigned address_line[KG_MAX_BACKENDS];
 	unsigned proxy_line[KG_MAX_BACKENDS];
+	size_t listener;           /* index of the current [listener NAME] */
+	unsigned listener_line[KG_MAX_LISTENERS];
+	unsigned lkey_line[KG_MAX_LISTENERS][LKEY_MAX];
 	struct {                   /* module-section keys seen so far */
 		enum section sec;
 		char name[32];
@@ -358,6 +373,9 @@ void kg_config_defaults(struct kg_config *cfg)
 	/* A constant that parses; should it ever not, metrics stay off rather than
 	 * listening on garbage. */
 	cfg->metrics_enabled = sockaddr_parse(DEFAULT_METRICS, &cfg->metrics_listen, &why) == 0;
+	memcpy(cfg->listeners[0].name, "default", sizeof("default"));
+	cfg->listeners[0].kind = KG_LISTENER_MTLS;
+	cfg->n_listeners = 1;
 	cfg->client_id_check = KG_CLIENT_ID_EXACT;
 	cfg->username_check = KG_USERNAME_STRICT;
 	memcpy(cfg->log_level, "info", sizeof("info"));
@@ -414,13 +432,15 @@ static int resolve_path(struct parse_state *st, const char *key, const char *val
 	return 0;
 }
 
-static int set_listen(struct parse_state *st, const char *value)
+/* `listen = ADDR[, ADDR...]` of listener `owner` (0: [daemon]'s), appended to the
+ * flat cfg->listen[]; an address may be listened on once, by one listener. */
+static int set_listen(struct parse_state *st, const char *value, size_t owner)
 {
 	struct kg_config *cfg = st->cfg;
 	const char *p = value, *why;
 	char tok[sizeof(cfg->listen[0].text)], q[72];
+	size_t given = 0;
 
-	cfg->n_listen = 0;
 	for (;;) {
 		size_t len;
 
@@ -436,7 +456,8 @@ static int set_listen(struct parse_state *st, const char *value)
 		tok[len] = '\0';
 		p += len;
 		if (cfg->n_listen == KG_MAX_LISTEN) {
-			set_err(st, st->line, "'listen': too many addresses (max %d)", KG_MAX_LISTEN);
+			set_err(st, st->line, "'listen': too many addresses (max %d over all listeners)",
+				KG_MAX_LISTEN);
 			return -1;
 		}
 		if (sockaddr_parse(tok, &cfg->listen[cfg->n_listen], &why) != 0) {
@@ -447,13 +468,17 @@ static int set_listen(struct parse_state *st, const char *value)
 			if (cfg->listen[i].len == cfg->listen[cfg->n_listen].len &&
 			    memcmp(&cfg->listen[i].ss, &cfg->listen[cfg->n_listen].ss,
 				   cfg->listen[i].len) == 0) {
-				set_err(st, st->line, "'listen': address '%s' given twice", quote(q, tok));
+				set_err(st, st->line, "'listen': address '%s' given twice%s%s", quote(q, tok),
+					cfg->listen_listener[i] == owner ? "" : ": also in listener ",
+					cfg->listen_listener[i] == owner ? ""
+						: cfg->listeners[cfg->listen_listener[i]].name);
 				return -1;
 			}
 		}
-		cfg->n_listen++;
+		cfg->listen_listener[cfg->n_listen++] = (uint8_t)owner;
+		given++;
 	}
-	if (cfg->n_listen == 0) {
+	if (given == 0) {
 		set_err(st, st->line, "'listen': empty list");
 		return -1;
 	}
@@ -473,7 +498,7 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 	}
 	switch (k->kind) {
 	case K_LISTEN:
-		return set_listen(st, value);
+		return set_listen(st, value, 0);
 	case K_UINT:
 		if (parse_uint(value, &v) != 0 || v < k->min || v > k->max) {
 			set_err(st, st->line, "'%s': '%s' is not a number in %u..%u", k->name,
@@ -632,6 +657,64 @@ static int backend_key(struct parse_state *st, const char *name, const char *val
 	return 0;
 }
 
+/* yes / no, the way every boolean of this file is spelt. */
+static int parse_yes_no(const char *value, bool *out)
+{
+	if (strcmp(value, "yes") == 0)
+		*out = true;
+	else if (strcmp(value, "no") == 0)
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
+static int listener_key(struct parse_state *st, const char *name, const char *value)
+{
+	struct kg_listener_conf *l = &st->cfg->listeners[st->listener];
+	enum lkey k;
+	char q[72];
+
+	for (k = 0; k < LKEY_MAX; k++)
+		if (strcmp(name, lkey_names[k]) == 0)
+			break;
+	if (k == LKEY_MAX) {
+		set_err(st, st->line, "unknown key '%s' in [%s]", quote(q, name), st->secname);
+		return -1;
+	}
+	if (st->lkey_line[st->listener][k] != 0) {
+		set_err(st, st->line, "duplicate key '%s' in [%s] (first on line %u)", name,
+			st->secname, st->lkey_line[st->listener][k]);
+		return -1;
+	}
+	st->lkey_line[st->listener][k] = st->line;
+	switch (k) {
+	case LKEY_TYPE:
+		for (enum kg_listener_kind t = 0; t < KG_LISTENER_KIND_MAX; t++) {
+			if (strcmp(value, kg_listener_kind_names[t]) == 0) {
+				l->kind = t;
+				return 0;
+			}
+		}
+		set_err(st, st->line, "listener '%s': type '%s' is not one of mtls, tls, plain",
+			l->name, quote(q, value));
+		return -1;
+	case LKEY_LISTEN:
+		return set_listen(st, value, st->listener);
+	case LKEY_X509_ONLY:
+	case LKEY_ALLOW_PLAIN:
+		if (parse_yes_no(value, k == LKEY_X509_ONLY ? &l->x509_only : &l->allow_plain) != 0) {
+			set_err(st, st->line, "listener '%s': %s '%s': want yes or no", l->name, name,
+				quote(q, value));
+			return -1;
+		}
+		return 0;
+	case LKEY_MAX:
+		break;
+	}
+	return -1;
+}
+
 static int crl_key(struct parse_state *st, const char *name, const char *value)
 {
 	struct kg_config *cfg = st->cfg;
@@ -736,6 +819,8 @@ static int handler(void *user, const char *section, const char *name, const char
 		return 0;
 	case SEC_BACKEND:
 		return backend_key(st, name, value) == 0;
+	case SEC_LISTENER:
+		return listener_key(st, name, value) == 0;
 	case SEC_CRL:
 		return crl_key(st, name, value) == 0;
 	case SEC_TPM:
@@ -744,6 +829,35 @@ static int handler(void *user, const char *section, const char *name, const char
 	default:
 		return fixed_key(st, name, value) == 0;
 	}
+}
+
+/* "[listener NAME]": a new listener; "default" is [daemon] listen's. */
+static void listener_section(struct parse_state *st, size_t nlen)
+{
+	struct kg_config *cfg = st->cfg;
+	const char *name = st->secname + 9;
+	char q[72];
+
+	if (!valid_name(name)) {
+		set_err(st, st->line, "[%s]: bad listener name (want [A-Za-z0-9_.-]{1,63})",
+			quote(q, st->secname));
+		return;
+	}
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		if (strcmp(cfg->listeners[i].name, name) == 0) {
+			set_err(st, st->line, i == 0 ? "listener name 'default' is [daemon] listen's"
+						     : "duplicate listener '%s'", name);
+			return;
+		}
+	}
+	if (cfg->n_listeners == KG_MAX_LISTENERS) {
+		set_err(st, st->line, "too many listeners (max %d)", KG_MAX_LISTENERS - 1);
+		return;
+	}
+	st->sec = SEC_LISTENER;
+	st->listener = cfg->n_listeners++;
+	memcpy(cfg->listeners[st->listener].name, name, nlen - 9 + 1);
+	st->listener_line[st->listener] = st->line;
 }
 
 /* A "[...]" line, seen before inih parses it: sections with no keys never reach
@@ -782,6 +896,10 @@ static void section_line(struct parse_state *st, const char *start, size_t len)
 		}
 		st->sec_line[s] = st->line;
 		st->sec = s;
+		return;
+	}
+	if (strncmp(st->secname, "listener ", 9) == 0) {
+		listener_section(st, nlen);
 		return;
 	}
 	if (strncmp(st->secname, "backend ", 8) != 0) {
@@ -888,13 +1006,60 @@ static void validate_security_level(struct parse_state *st)
 			"keys and signatures OpenSSL itself refuses", cfg->security_level, floor);
 }
 
+/* Every [listener NAME] complete and consistent; the default addresses when the file
+ * names none. Before the module sections: [edge] gates the listened ports. */
+static void validate_listeners(struct parse_state *st)
+{
+	struct kg_config *cfg = st->cfg;
+	const char *why;
+
+	for (size_t i = 1; i < cfg->n_listeners; i++) {
+		const struct kg_listener_conf *l = &cfg->listeners[i];
+		const unsigned *kl = st->lkey_line[i];
+
+		if (kl[LKEY_TYPE] == 0 || kl[LKEY_LISTEN] == 0) {
+			set_err(st, st->listener_line[i], "listener '%s' has no '%s'", l->name,
+				kl[LKEY_TYPE] == 0 ? "type" : "listen");
+			return;
+		}
+		if (l->kind == KG_LISTENER_PLAIN && !l->allow_plain) {
+			set_err(st, kl[LKEY_TYPE], "listener '%s': type plain carries passwords and "
+				"tokens in clear text: for a closed network only; say so with "
+				"allow_plain = yes", l->name);
+			return;
+		}
+		if (kl[LKEY_ALLOW_PLAIN] != 0 && l->kind != KG_LISTENER_PLAIN) {
+			set_err(st, kl[LKEY_ALLOW_PLAIN], "listener '%s': allow_plain is for type plain only",
+				l->name);
+			return;
+		}
+		if (l->x509_only && l->kind == KG_LISTENER_PLAIN) {
+			set_err(st, kl[LKEY_X509_ONLY], "listener '%s': x509_only = yes on a plain "
+				"listener would refuse every device (no certificate comes over plain TCP)",
+				l->name);
+			return;
+		}
+	}
+	if (cfg->n_listen == 0) {
+		if (sockaddr_parse(DEFAULT_LISTEN_V4, &cfg->listen[0], &why) != 0 ||
+		    sockaddr_parse(DEFAULT_LISTEN_V6, &cfg->listen[1], &why) != 0) {
+			set_err(st, 0, "internal error: default listen address: %s", why);
+			return;
+		}
+		cfg->listen_listener[0] = cfg->listen_listener[1] = 0;
+		cfg->n_listen = 2;
+	}
+}
+
 static void validate(struct parse_state *st)
 {
 	struct kg_config *cfg = st->cfg;
 	static const enum key_id required[] = { KEY_CERT, KEY_KEY, KEY_REGISTRY };
-	const char *why;
 	char mwhy[KG_ERRBUF - 80];
 
+	validate_listeners(st);
+	if (st->failed)
+		return;
 	for (size_t i = 0; i < KG_NITEMS(module_sections); i++) {
 		const struct module_section *ms = &module_sections[i];
 
@@ -944,14 +1109,6 @@ static void validate(struct parse_state *st)
 		set_err(st, line, "metrics_max_per_ip (%u) exceeds metrics_max_connections (%u)",
 			cfg->metrics_max_per_ip, cfg->metrics_max_connections);
 		return;
-	}
-	if (st->key_line[KEY_LISTEN] == 0) {
-		if (sockaddr_parse(DEFAULT_LISTEN_V4, &cfg->listen[0], &why) != 0 ||
-		    sockaddr_parse(DEFAULT_LISTEN_V6, &cfg->listen[1], &why) != 0) {
-			set_err(st, 0, "internal error: default listen address: %s", why);
-			return;
-		}
-		cfg->n_listen = 2;
 	}
 }
 

@@ -202,6 +202,29 @@ static bool backend_label(const struct kg_backend_conf *b, bool *other_seen, uns
 	return true;
 }
 
+/* Connections accepted per listener, and the plain listeners (clear-text credentials:
+ * ktlsgate.rules' KtlsgatePlainListener fires while there is one). */
+static void render_listeners(struct out *o, struct kg_metrics *const *w, size_t n,
+			     const struct kg_metrics_info *info)
+{
+	size_t plain = 0;
+
+	put(o, "# HELP ktlsgate_listener_connections_total Connections accepted per listener.\n"
+	       "# TYPE ktlsgate_listener_connections_total counter\n");
+	for (size_t l = 0; l < info->n_listeners && l < KG_MAX_LISTENERS; l++) {
+		const struct kg_listener_conf *lc = &info->listeners[l];
+
+		if ((unsigned)lc->kind >= KG_LISTENER_KIND_MAX)
+			continue;
+		plain += lc->kind == KG_LISTENER_PLAIN;
+		put(o, "ktlsgate_listener_connections_total{listener=\"%s\",type=\"%s\"} %llu\n",
+		    lc->name, kg_listener_kind_names[lc->kind],
+		    (unsigned long long)SUM_U(listener_accepted[l]));
+	}
+	put(o, "# HELP ktlsgate_plain_listeners Listeners without TLS (credentials cross the network in clear text).\n"
+	       "# TYPE ktlsgate_plain_listeners gauge\nktlsgate_plain_listeners %zu\n", plain);
+}
+
 /* Per configured backend: connects by result, and up = whether the most recent
  * connect succeeded (absent until one was tried). */
 static void render_backends(struct out *o, struct kg_metrics *const *w, size_t n,
@@ -390,6 +413,7 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 		put(&o, "ktlsgate_tpm_errors_total{op=\"%s\"} %llu\n", kg_tpm_op_names[op],
 		    (unsigned long long)info->tpm_errors[op]);
 	render_backends(&o, w, n, info);
+	render_listeners(&o, w, n, info);
 	put(&o, "# HELP ktlsgate_server_key_source Where the server key in use comes from (1 on the one in force).\n"
 		"# TYPE ktlsgate_server_key_source gauge\n");
 	for (size_t k = 0; k < KG_KEY_SOURCE_MAX; k++)

@@ -88,6 +88,7 @@ struct kg_metrics {
 	_Atomic int64_t sessions_by_mode[KG_MODE_MAX];        /* gauge: relaying */
 	_Atomic uint64_t sessions_started[KG_MODE_MAX];       /* handoffs by data path */
 	_Atomic uint64_t accepted;
+	_Atomic uint64_t listener_accepted[KG_MAX_LISTENERS]; /* by config.h listeners[] index */
 	_Atomic uint64_t refused_overload;
 	_Atomic uint64_t source_limited[KG_SRC_LIMIT_MAX];    /* closed at accept, by limit */
 	_Atomic uint64_t source_untracked;                    /* admitted: source table run full */
@@ -144,6 +145,9 @@ struct kg_metrics_info {
 	uint64_t tpm_errors[KG_TPM_OP_MAX]; /* failed TPM operations (tpm_key.h) */
 	int64_t open_fds, max_fds;       /* kg_metrics_fd_usage(); -1: unknown, omitted */
 	enum kg_key_source key_source;   /* the SSL_CTX in force's server key */
+	/* The listeners (fixed at start: a reload keeps them), names borrowed */
+	const struct kg_listener_conf *listeners;
+	size_t n_listeners;
 	/* The backends of the config in force and their slots (names borrowed) */
 	const struct kg_backend_conf *backends;
 	size_t n_backends;

@@ -191,6 +191,10 @@ def client_ctx(ca, cert=None, key=None):
 def tls_open(a):
     src = (a.source, 0) if getattr(a, "source", None) else None
     raw = socket.create_connection((a.host, a.port), timeout=a.timeout, source_address=src)
+    if getattr(a, "plain", False):
+        return raw
+    if not a.ca:
+        raise SystemExit("--ca is required unless --plain")
     ctx = client_ctx(a.ca, a.cert, a.key)
     s = ctx.wrap_socket(raw, server_hostname=a.host)
     return s
@@ -844,7 +848,9 @@ def main():
         sp.add_argument("--port", type=int, required=True)
         sp.add_argument("--timeout", type=float, default=5.0)
         if tls:
-            sp.add_argument("--ca", required=True)
+            sp.add_argument("--ca", help="CA file to verify the gate (required but with --plain)")
+            sp.add_argument("--plain", action="store_true",
+                            help="no TLS: MQTT straight over TCP (a plain listener)")
             sp.add_argument("--cert")
             sp.add_argument("--key")
             sp.add_argument("--id", default="dev")

@@ -255,7 +255,34 @@ static const struct bad_case bad_cases[] = {
 	{ BASE "listen = 1.1.1.1:1 1.1.1.1:2 1.1.1.1:3 1.1.1.1:4 1.1.1.1:5 1.1.1.1:6 1.1.1.1:7 "
 	       "1.1.1.1:8 1.1.1.1:9 1.1.1.1:10 1.1.1.1:11 1.1.1.1:12 1.1.1.1:13 1.1.1.1:14 "
 	       "1.1.1.1:15 1.1.1.1:16 1.1.1.1:17\n",
-	  "bad.conf:5: 'listen': too many addresses (max 16)" },
+	  "bad.conf:5: 'listen': too many addresses (max 16 over all listeners)" },
+	/* issue 15: typed listeners */
+	{ BASE "[listener a]\nlisten = 1.2.3.4:1\n", "bad.conf:5: listener 'a' has no 'type'" },
+	{ BASE "[listener a]\ntype = tls\n", "bad.conf:5: listener 'a' has no 'listen'" },
+	{ BASE "[listener a]\ntype = quic\n", "bad.conf:6: listener 'a': type 'quic' is not one of mtls, tls, plain" },
+	{ BASE "[listener a]\ntype = plain\nlisten = 1.2.3.4:1\n",
+	  "bad.conf:6: listener 'a': type plain carries passwords and tokens in clear text" },
+	{ BASE "[listener a]\ntype = plain\nlisten = 1.2.3.4:1\nallow_plain = sure\n",
+	  "bad.conf:8: listener 'a': allow_plain 'sure': want yes or no" },
+	{ BASE "[listener a]\ntype = tls\nlisten = 1.2.3.4:1\nallow_plain = yes\n",
+	  "bad.conf:8: listener 'a': allow_plain is for type plain only" },
+	{ BASE "[listener a]\ntype = plain\nallow_plain = yes\nlisten = 1.2.3.4:1\nx509_only = yes\n",
+	  "bad.conf:9: listener 'a': x509_only = yes on a plain listener would refuse every device" },
+	{ BASE "[listener a]\ntype = tls\nlisten = 1.2.3.4:1\nx509_only = 1\n",
+	  "bad.conf:8: listener 'a': x509_only '1': want yes or no" },
+	{ BASE "[listener a]\ntype = tls\ntype = mtls\n",
+	  "bad.conf:7: duplicate key 'type' in [listener a] (first on line 6)" },
+	{ BASE "[listener a]\nport = 1\n", "bad.conf:6: unknown key 'port' in [listener a]" },
+	{ BASE "[listener default]\n", "bad.conf:5: listener name 'default' is [daemon] listen's" },
+	{ BASE "[listener a]\ntype = tls\nlisten = 1.2.3.4:1\n[listener a]\n",
+	  "bad.conf:8: duplicate listener 'a'" },
+	{ BASE "[listener a/b]\n", "bad.conf:5: [listener a/b]: bad listener name" },
+	{ BASE "listen = 1.2.3.4:1\n[listener a]\ntype = tls\nlisten = 1.2.3.4:1\n",
+	  "bad.conf:8: 'listen': address '1.2.3.4:1' given twice: also in listener default" },
+	{ BASE "[listener a]\ntype = tls\nlisten = 1.2.3.4:1\n[listener b]\ntype = tls\nlisten = 1.2.3.4:1\n",
+	  "bad.conf:10: 'listen': address '1.2.3.4:1' given twice: also in listener a" },
+	{ BASE "[listener a1]\n[listener a2]\n[listener a3]\n[listener a4]\n[listener a5]\n"
+	       "[listener a6]\n[listener a7]\n[listener a8]\n", "bad.conf:12: too many listeners (max 7)" },
 	{ BASE "metrics_listen = on\n", "bad.conf:5: 'metrics_listen': bad address 'on'" },
 	{ "[daemon]\ncert = c\nkey\nregistry = r\n", "bad.conf:3: syntax error" },
 	{ "[daemon\ncert = c\n", "bad.conf:1: section header without ']'" },
@@ -322,6 +349,58 @@ static const struct bad_case bad_cases[] = {
 	{ BASE "[tls]\ngroups = " LONG60 LONG60 LONG60 "\n", "bad.conf:6: 'groups': value too long (max 127 bytes)" },
 	{ BASE "cert = " LONG60 LONG60 LONG60 LONG60 "\n", "bad.conf:5: line too long" },
 };
+
+/* Typed listeners: the flat address list keeps each address's listener; [daemon]
+ * listen's is "default" (mtls); without any address the defaults are mtls on 8883. */
+START_TEST(test_listeners)
+{
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+	const struct kg_listener_conf *l;
+	volatile size_t far = 1;   /* opaque to gcc's bounds warning: checked at run time */
+
+	ck_assert_msg(kg_config_parse_string(BASE "listen = 127.0.0.1:8883\n"
+					     "[listener one-way]\ntype = tls\n"
+					     "listen = 127.0.0.1:8884, [::1]:8884\nx509_only = no\n"
+					     "[listener closed-net]\ntype = plain\nallow_plain = yes\n"
+					     "listen = 10.0.0.1:1883\n"
+					     "[listener certs]\ntype = tls\nx509_only = yes\n"
+					     "listen = 127.0.0.1:8885\n",
+					     "l.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(cfg->n_listeners, 4);
+	ck_assert_uint_eq(cfg->n_listen, 5);
+	l = kg_config_listener_of(cfg, 0);
+	ck_assert_str_eq(l->name, "default");
+	ck_assert_int_eq(l->kind, KG_LISTENER_MTLS);
+	l = kg_config_listener_of(cfg, 2);
+	ck_assert_str_eq(cfg->listen[2].text, "[::1]:8884");
+	ck_assert_str_eq(l->name, "one-way");
+	ck_assert_int_eq(l->kind, KG_LISTENER_TLS);
+	ck_assert(!l->x509_only);
+	l = kg_config_listener_of(cfg, 3);
+	ck_assert_str_eq(l->name, "closed-net");
+	ck_assert_int_eq(l->kind, KG_LISTENER_PLAIN);
+	ck_assert(l->allow_plain);
+	l = kg_config_listener_of(cfg, 4);
+	ck_assert_str_eq(l->name, "certs");
+	ck_assert(l->x509_only);
+	/* an index past the list falls back to the default listener, never past the array */
+	ck_assert_ptr_eq(kg_config_listener_of(cfg, cfg->n_listen + far), &cfg->listeners[0]);
+
+	/* a [listener] alone: no default 8883 beside it */
+	ck_assert_msg(kg_config_parse_string(BASE "[listener only]\ntype = tls\nlisten = 127.0.0.1:9\n",
+					     "l.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(cfg->n_listen, 1);
+	ck_assert_str_eq(kg_config_listener_of(cfg, 0)->name, "only");
+
+	/* nothing at all: 0.0.0.0:8883 and [::]:8883, both the default mtls listener */
+	ck_assert_msg(kg_config_parse_string(BASE, "l.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(cfg->n_listen, 2);
+	ck_assert_uint_eq(cfg->n_listeners, 1);
+	ck_assert_int_eq(kg_config_listener_of(cfg, 1)->kind, KG_LISTENER_MTLS);
+	free(cfg);
+}
+END_TEST
 
 START_TEST(test_bad_configs)
 {
@@ -557,6 +636,7 @@ Suite *kg_suite_config(void)
 
 	tcase_add_test(tc, test_full_round_trip);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_listeners);
 	tcase_add_test(tc, test_accepted_variants);
 	tcase_add_loop_test(tc, test_bad_configs, 0, (int)KG_NITEMS(bad_cases));
 	tcase_add_test(tc, test_too_many);
