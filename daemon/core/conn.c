@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "ops/audit.h"
+#include "policy/credential.h"
 #include "proxy/proxy_v2.h"
 #include "relay/backend.h"
 #include "core/conn.h"
@@ -42,6 +43,7 @@
 
 const char *const kg_conn_state_names[KG_ST_MAX] = {
 	[KG_ST_ACCEPTED] = "accepted",
+	[KG_ST_PROXY_HEADER] = "proxy_header",
 	[KG_ST_TLS_HANDSHAKE] = "tls_handshake",
 	[KG_ST_IDENTIFIED] = "identified",
 	[KG_ST_POLICY] = "policy",
@@ -62,6 +64,7 @@ struct state_ops {
 };
 
 static enum kg_step st_accepted(struct kg_conn *c);
+static enum kg_step st_proxy_header(struct kg_conn *c);
 static enum kg_step st_handshake(struct kg_conn *c);
 static enum kg_step st_identified(struct kg_conn *c);
 static enum kg_step st_policy(struct kg_conn *c);
@@ -134,6 +137,7 @@ static enum kg_step st_refusing(struct kg_conn *c);
 
 static const struct state_ops states[KG_ST_MAX] = {
 	[KG_ST_ACCEPTED] = { st_accepted, DL_HANDSHAKE },
+	[KG_ST_PROXY_HEADER] = { st_proxy_header, DL_HANDSHAKE },
 	[KG_ST_TLS_HANDSHAKE] = { st_handshake, DL_HANDSHAKE },
 	[KG_ST_IDENTIFIED] = { st_identified, DL_CONNECT },
 	[KG_ST_POLICY] = { st_policy, DL_CONNECT },
@@ -306,7 +310,7 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 	else
 		kg_metric_add(&c->w->metrics.decisions_deny[reason], 1);
 	/* Verification and policy refusals feed the XDP gate (it ignores the rest). */
-	if (!allow && c->peer_salen > 0)
+	if (!allow && c->peer_salen > 0 && !c->behind_proxy)
 		kg_edge_note_refusal(c->w->d->edge, &c->peer_sa.sa, c->peer_salen, reason);
 	c->audited = true;
 }
@@ -401,7 +405,15 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	bool held;
 	int one = 1;
 
-	if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
+	const struct kg_listener_conf *lc = kg_config_listener_of(&snap->cfg, listen_idx);
+
+	/* A trusted TLS front carries many devices on one address: the per-source limits
+	 * would throttle the whole fleet behind it (the front limits its own clients). */
+	if (lc->kind == KG_LISTENER_PROXY &&
+	    kg_cidr_match(lc->proxy_sources, lc->n_proxy_sources, sa, salen)) {
+		held = false;
+		memset(&src, 0, sizeof(src));
+	} else if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
 		kg_snapshot_put(snap);
 		return;
 	}
@@ -416,7 +428,7 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->cid = ((uint64_t)w->idx << 48) | ++w->next_id;
 	c->w = w;
 	c->snap = snap;
-	c->listener = kg_config_listener_of(&snap->cfg, listen_idx);
+	c->listener = lc;
 	kg_metric_add(&w->metrics.listener_accepted[c->listener - snap->cfg.listeners], 1);
 	c->src = src;
 	c->src_held = held;
@@ -617,6 +629,15 @@ static enum kg_step st_accepted(struct kg_conn *c)
 		kg_conn_close(c, errno == ECONNRESET ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
 		return KG_STEP_DONE;
 	}
+	if (c->listener->kind == KG_LISTENER_PROXY) {
+		if (!kg_cidr_match(c->listener->proxy_sources, c->listener->n_proxy_sources,
+				   &c->peer_sa.sa, c->peer_salen)) {
+			kg_conn_close(c, KG_REASON_PROXY_UNTRUSTED);
+			return KG_STEP_DONE;
+		}
+		kg_conn_set_state(c, KG_ST_PROXY_HEADER);
+		return KG_STEP_NEXT;
+	}
 	if (c->listener->kind == KG_LISTENER_PLAIN) {
 		/* No TLS: the CONNECT is the first thing on the wire, and the credentials
 		 * in it are all the device has to prove who it is. */
@@ -629,6 +650,116 @@ static enum kg_step st_accepted(struct kg_conn *c)
 	}
 	c->hs_start_us = kg_now_us();
 	kg_conn_set_state(c, KG_ST_TLS_HANDSHAKE);
+	return KG_STEP_NEXT;
+}
+
+/*
+ * The device the front's certificate TLVs name: the CN (a valid device id) as the
+ * identity, attested through the listener's proxy_ca ("" when not said; st_policy
+ * turns it into a thumbprint identity when the device is pinned and the front sent
+ * the certificate's SHA-256). false: the CN is no device id.
+ */
+static bool proxy_identity(struct kg_conn *c, const struct kg_pp2_header *h)
+{
+	size_t off = 0;
+
+	if (h->ssl_cn.len == 0 || h->ssl_cn.len > KG_DEVICE_ID_MAX ||
+	    !kg_identity_valid((const char *)h->ssl_cn.p, h->ssl_cn.len, &off))
+		return false;
+	memset(&c->id, 0, sizeof(c->id));
+	memcpy(c->id.device_id, h->ssl_cn.p, h->ssl_cn.len);
+	c->id.module_off = off;
+	c->id.method = KG_ATT_CA;
+	(void)kg_strlcpy(c->id.ca_name, c->listener->proxy_ca, sizeof(c->id.ca_name));
+	if (h->cert_sha256.p != NULL) {
+		kg_hex_lower(h->cert_sha256.p, h->cert_sha256.len, c->id.thumbprint);
+		c->has_proxy_sha256 = true;
+	}
+	return true;
+}
+
+/* A refusal of the PROXY header: audited with what was wrong, then closed. */
+static enum kg_step proxy_refuse(struct kg_conn *c, enum kg_reason why, const char *detail)
+{
+	kg_conn_audit(c, false, why, detail);
+	kg_conn_close(c, why);
+	return KG_STEP_DONE;
+}
+
+/*
+ * A `proxy` listener: the front's PROXY v2 header comes before anything of the
+ * device's. Read it (bounded: KG_PP2_DEFAULT_MAX bytes), take the device's address
+ * from it, and its certificate when the front verified one; what follows the header
+ * is the device's MQTT and stays in io.up.
+ */
+static enum kg_step st_proxy_header(struct kg_conn *c)
+{
+	struct kg_pp2_header h;
+	struct kg_pp2_result pr;
+	long n;
+
+	for (;;) {
+		pr = kg_pp2_parse(c->io.up.data, c->io.up.len, KG_PP2_DEFAULT_MAX, &h);
+		if (pr.status != KG_PP2_NEED_MORE)
+			break;
+		if (kg_buf_reserve(&c->io.up, pr.need) < 0) {
+			kg_conn_close(c, KG_REASON_OVERLOAD);
+			return KG_STEP_DONE;
+		}
+		/* Exactly what the header still needs: the device's bytes behind it are
+		 * read by the CONNECT state, under its own limits. */
+		n = dev_read(c, c->io.up.data + c->io.up.len, pr.need - c->io.up.len);
+		if (n == KG_E_AGAIN)
+			return wait_tls(c);
+		if (n <= 0) {
+			kg_conn_close(c, n == 0 ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		c->io.up.len += (size_t)n;
+	}
+	if (pr.status != KG_PP2_OK)
+		return proxy_refuse(c, KG_REASON_BAD_PROXY_HEADER, pr.why);
+	if (c->listener->proxy_require_crc && !h.has_crc32c)
+		return proxy_refuse(c, KG_REASON_BAD_PROXY_HEADER, "no CRC32C TLV (proxy_require_crc)");
+	/* LOCAL (the front's own health check): the real endpoints are the front's. */
+	if (h.command == KG_PP2_PROXY && h.family == KG_PP2_AF_INET) {
+		c->peer_sa.in = (struct sockaddr_in){ .sin_family = AF_INET,
+						      .sin_port = htons(h.src_port) };
+		memcpy(&c->peer_sa.in.sin_addr, h.src_addr, 4);
+		c->peer_salen = sizeof(c->peer_sa.in);
+		c->behind_proxy = true;
+	} else if (h.command == KG_PP2_PROXY && h.family == KG_PP2_AF_INET6) {
+		c->peer_sa.in6 = (struct sockaddr_in6){ .sin6_family = AF_INET6,
+							.sin6_port = htons(h.src_port) };
+		memcpy(&c->peer_sa.in6.sin6_addr, h.src_addr, 16);
+		c->peer_salen = sizeof(c->peer_sa.in6);
+		c->behind_proxy = true;
+	}
+	if (c->behind_proxy) {
+		char front[sizeof(c->peer)];
+
+		memcpy(front, c->peer, sizeof(front));
+		format_peer(&c->peer_sa.sa, c->peer, sizeof(c->peer));
+		kg_log_debug("conn=%llu: device %s via front %s", (unsigned long long)c->cid, c->peer,
+			     front);
+	}
+	/* A certificate the front asked for, got and verified (verify 0), with a CN. */
+	if (h.has_ssl && (h.ssl_client & KG_PP2_CLIENT_SSL) &&
+	    (h.ssl_client & (KG_PP2_CLIENT_CERT_CONN | KG_PP2_CLIENT_CERT_SESS)) &&
+	    h.ssl_verify == 0 && h.ssl_cn.p != NULL) {
+		if (!proxy_identity(c, &h))
+			return proxy_refuse(c, KG_REASON_BAD_IDENTITY, "the front's CN is no device id");
+		c->proxy_cert = true;
+	}
+	/* The device's own bytes, if any came with the header, move to the front. */
+	memmove(c->io.up.data, c->io.up.data + h.len, c->io.up.len - h.len);
+	c->io.up.len -= h.len;
+	if (c->proxy_cert) {
+		c->identified = true;
+		kg_conn_set_state(c, KG_ST_POLICY);
+	} else {
+		kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+	}
 	return KG_STEP_NEXT;
 }
 
@@ -693,11 +824,21 @@ static enum kg_step st_policy(struct kg_conn *c)
 	int rc;
 
 	/* Kept for the session's life: the SSL may be freed at the handoff. */
-	if (c->id.method == KG_ATT_CA)
+	if (c->id.method == KG_ATT_CA && c->io.ssl != NULL)
 		(void)kg_leaf_ref_from_cert(SSL_get0_peer_certificate(c->io.ssl), &c->leaf);
 	rc = kg_registry_device_get(c->w->reg, c->id.device_id, &dev);
 	if (rc == 0)
 		in.device = &dev;
+	/* Through a front: a pinned device is itself only when the front sent its
+	 * certificate's SHA-256 and it is one of the pinned ones. */
+	if (rc == 0 && c->proxy_cert && dev.attestation == KG_ATT_THUMBPRINT && c->has_proxy_sha256 &&
+	    ((dev.thumb_primary[0] &&
+	      kg_cred_equal(dev.thumb_primary, c->id.thumbprint, KG_SHA256_HEX_LEN)) ||
+	     (dev.thumb_secondary[0] &&
+	      kg_cred_equal(dev.thumb_secondary, c->id.thumbprint, KG_SHA256_HEX_LEN)))) {
+		c->id.method = KG_ATT_THUMBPRINT;
+		c->id.ca_name[0] = '\0';
+	}
 	else if (rc != KG_E_NOTFOUND)
 		kg_log_warnx("conn=%llu dev=%s: registry read failed: %s", (unsigned long long)c->cid,
 			     c->id.device_id, kg_err_str(rc));

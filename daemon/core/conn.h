@@ -10,6 +10,9 @@
  * A device without a certificate (a `tls` listener's, a `plain` one's) proves who it
  * is in its CONNECT: IDENTIFIED (or, plain, ACCEPTED) -> MQTT_CONNECT -> AUTH (the
  * credential check, and the policy on the identity it found) -> BACKEND_CONNECT.
+ * A `proxy` listener's connection opens with the front's PROXY v2 header:
+ * ACCEPTED -> PROXY_HEADER -> POLICY (a certificate the front verified) or
+ * MQTT_CONNECT (credentials).
  *
  * A struct kg_conn belongs to one worker thread and is touched only by it. It owns
  * both fds, the SSL, its buffers, and pins a snapshot for life; registry rows are
@@ -38,6 +41,7 @@
 
 enum kg_conn_state {
 	KG_ST_ACCEPTED,
+	KG_ST_PROXY_HEADER,
 	KG_ST_TLS_HANDSHAKE,
 	KG_ST_IDENTIFIED,
 	KG_ST_POLICY,
@@ -86,6 +90,10 @@ struct kg_conn {
 	} peer_sa;
 	socklen_t peer_salen;
 	struct kg_srckey src;              /* its source (srclimit.h) */
+	bool behind_proxy;                 /* peer_sa is a PROXY header's: the XDP gate,
+					    * which sees only the front, is not fed */
+	bool proxy_cert;                   /* identity from the front's certificate TLVs */
+	bool has_proxy_sha256;             /* the front sent the certificate's SHA-256 */
 	bool src_held;                     /* counted pending there until the handshake ends */
 	bool identified, verify_ran, decided, audited;
 	enum kg_reason verify_reason;

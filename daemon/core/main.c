@@ -94,6 +94,12 @@ static void describe_listeners(const struct kg_config *cfg, void (*say)(bool war
 		}
 		if (n == 0)
 			continue;   /* the default listener, when only [listener]s listen */
+		if (off > 0 && (size_t)off < sizeof(line) && lc->kind == KG_LISTENER_PROXY)
+			off += snprintf(line + off, sizeof(line) - (size_t)off,
+					" (PROXY v2 from %zu trusted source block(s)%s%s%s%s)",
+					lc->n_proxy_sources, lc->proxy_require_crc ? ", CRC32C required" : "",
+					lc->proxy_ca[0] ? ", certificates verified by the front against CA " : "",
+					lc->proxy_ca, lc->x509_only ? ", x509_only" : "");
 		if (off > 0 && (size_t)off < sizeof(line))
 			snprintf(line + off, sizeof(line) - (size_t)off, "%s%s",
 				 lc->kind == KG_LISTENER_TLS ? (lc->x509_only ? " (x509_only)"

@@ -172,14 +172,19 @@ static const struct key_def keys[KEY_MAX] = {
 };
 
 /* The keys of a [listener NAME] section. */
-enum lkey { LKEY_TYPE, LKEY_LISTEN, LKEY_X509_ONLY, LKEY_ALLOW_PLAIN, LKEY_MAX };
+enum lkey {
+	LKEY_TYPE, LKEY_LISTEN, LKEY_X509_ONLY, LKEY_ALLOW_PLAIN, LKEY_PROXY_SOURCES,
+	LKEY_PROXY_REQUIRE_CRC, LKEY_PROXY_CA, LKEY_MAX
+};
 static const char *const lkey_names[LKEY_MAX] = {
 	[LKEY_TYPE] = "type", [LKEY_LISTEN] = "listen", [LKEY_X509_ONLY] = "x509_only",
-	[LKEY_ALLOW_PLAIN] = "allow_plain",
+	[LKEY_ALLOW_PLAIN] = "allow_plain", [LKEY_PROXY_SOURCES] = "proxy_sources",
+	[LKEY_PROXY_REQUIRE_CRC] = "proxy_require_crc", [LKEY_PROXY_CA] = "proxy_ca",
 };
 
 const char *const kg_listener_kind_names[KG_LISTENER_KIND_MAX] = {
 	[KG_LISTENER_MTLS] = "mtls", [KG_LISTENER_TLS] = "tls", [KG_LISTENER_PLAIN] = "plain",
+	[KG_LISTENER_PROXY] = "proxy",
 };
 
 struct parse_state {
@@ -669,6 +674,124 @@ static int parse_yes_no(const char *value, bool *out)
 	return 0;
 }
 
+/* "ADDR[/BITS]": a numeric IPv4 or IPv6 address and an optional prefix length (the
+ * whole address without one). Host bits set under the prefix are refused: a block
+ * spelt as one of its addresses is usually a typo for a narrower one. */
+static int cidr_parse(const char *text, struct kg_cidr *out, const char **why)
+{
+	char host[INET6_ADDRSTRLEN];
+	const char *slash = strchr(text, '/');
+	size_t hlen = slash ? (size_t)(slash - text) : strlen(text), nbytes;
+	unsigned long bits;
+	unsigned max;
+
+	memset(out, 0, sizeof(*out));
+	if (hlen == 0 || hlen >= sizeof(host)) {
+		*why = "not a numeric IP address";
+		return -1;
+	}
+	memcpy(host, text, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(AF_INET, host, out->addr) == 1) {
+		out->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+		out->family = AF_INET6;
+		max = 128;
+	} else {
+		*why = "not a numeric IPv4 or IPv6 address";
+		return -1;
+	}
+	bits = max;
+	if (slash != NULL && (parse_uint(slash + 1, &bits) != 0 || bits > max)) {
+		*why = out->family == AF_INET ? "prefix length must be 0..32" : "prefix length must be 0..128";
+		return -1;
+	}
+	out->bits = (unsigned)bits;
+	nbytes = max / 8;
+	for (size_t i = 0; i < nbytes; i++) {
+		unsigned keep = bits >= 8 * (i + 1) ? 8 : bits > 8 * i ? (unsigned)(bits - 8 * i) : 0;
+		uint8_t mask = keep == 0 ? 0 : (uint8_t)(0xffu << (8 - keep));
+
+		if (out->addr[i] & (uint8_t)~mask) {
+			*why = "host bits set below the prefix length";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+bool kg_cidr_match(const struct kg_cidr *blocks, size_t n, const struct sockaddr *sa,
+		   socklen_t salen)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	const uint8_t *a;
+	int family;
+
+	if (sa->sa_family == AF_INET && salen >= (socklen_t)sizeof(struct sockaddr_in)) {
+		family = AF_INET;
+		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (sa->sa_family == AF_INET6 && salen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		family = AF_INET6;
+		if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+			family = AF_INET;
+			a += 12;
+		}
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct kg_cidr *b = &blocks[i];
+		unsigned full = b->bits / 8, rest = b->bits % 8;
+
+		if (b->family != family || memcmp(a, b->addr, full) != 0)
+			continue;
+		if (rest == 0 || ((a[full] ^ b->addr[full]) & (uint8_t)(0xffu << (8 - rest))) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int set_proxy_sources(struct parse_state *st, struct kg_listener_conf *l, const char *value)
+{
+	const char *p = value, *why;
+	char tok[INET6_ADDRSTRLEN + 8], q[72];
+
+	for (;;) {
+		size_t len;
+
+		p += strspn(p, ", \t");
+		if (*p == '\0')
+			break;
+		len = strcspn(p, ", \t");
+		if (len >= sizeof(tok)) {
+			set_err(st, st->line, "listener '%s': proxy_sources: '%s' too long", l->name,
+				quote(q, p));
+			return -1;
+		}
+		memcpy(tok, p, len);
+		tok[len] = '\0';
+		p += len;
+		if (l->n_proxy_sources == KG_MAX_PROXY_SOURCES) {
+			set_err(st, st->line, "listener '%s': proxy_sources: too many (max %d)", l->name,
+				KG_MAX_PROXY_SOURCES);
+			return -1;
+		}
+		if (cidr_parse(tok, &l->proxy_sources[l->n_proxy_sources], &why) != 0) {
+			set_err(st, st->line, "listener '%s': proxy_sources: '%s': %s", l->name,
+				quote(q, tok), why);
+			return -1;
+		}
+		l->n_proxy_sources++;
+	}
+	if (l->n_proxy_sources == 0) {
+		set_err(st, st->line, "listener '%s': proxy_sources: empty list", l->name);
+		return -1;
+	}
+	return 0;
+}
+
 static int listener_key(struct parse_state *st, const char *name, const char *value)
 {
 	struct kg_listener_conf *l = &st->cfg->listeners[st->listener];
@@ -696,14 +819,27 @@ static int listener_key(struct parse_state *st, const char *name, const char *va
 				return 0;
 			}
 		}
-		set_err(st, st->line, "listener '%s': type '%s' is not one of mtls, tls, plain",
+		set_err(st, st->line, "listener '%s': type '%s' is not one of mtls, tls, plain, proxy",
 			l->name, quote(q, value));
 		return -1;
 	case LKEY_LISTEN:
 		return set_listen(st, value, st->listener);
+	case LKEY_PROXY_SOURCES:
+		return set_proxy_sources(st, l, value);
+	case LKEY_PROXY_CA:
+		if (!valid_name(value)) {
+			set_err(st, st->line, "listener '%s': proxy_ca '%s' is not a CA name "
+				"([A-Za-z0-9_.-]{1,63})", l->name, quote(q, value));
+			return -1;
+		}
+		memcpy(l->proxy_ca, value, strlen(value) + 1);
+		return 0;
 	case LKEY_X509_ONLY:
 	case LKEY_ALLOW_PLAIN:
-		if (parse_yes_no(value, k == LKEY_X509_ONLY ? &l->x509_only : &l->allow_plain) != 0) {
+	case LKEY_PROXY_REQUIRE_CRC:
+		if (parse_yes_no(value, k == LKEY_X509_ONLY ? &l->x509_only
+				 : k == LKEY_ALLOW_PLAIN ? &l->allow_plain
+							 : &l->proxy_require_crc) != 0) {
 			set_err(st, st->line, "listener '%s': %s '%s': want yes or no", l->name, name,
 				quote(q, value));
 			return -1;
@@ -1032,6 +1168,18 @@ static void validate_listeners(struct parse_state *st)
 			set_err(st, kl[LKEY_ALLOW_PLAIN], "listener '%s': allow_plain is for type plain only",
 				l->name);
 			return;
+		}
+		if (l->kind == KG_LISTENER_PROXY && kl[LKEY_PROXY_SOURCES] == 0) {
+			set_err(st, st->listener_line[i], "listener '%s': type proxy needs proxy_sources "
+				"(the TLS fronts allowed to send a PROXY header)", l->name);
+			return;
+		}
+		for (enum lkey k = LKEY_PROXY_SOURCES; k <= LKEY_PROXY_CA; k++) {
+			if (kl[k] != 0 && l->kind != KG_LISTENER_PROXY) {
+				set_err(st, kl[k], "listener '%s': %s is for type proxy only", l->name,
+					lkey_names[k]);
+				return;
+			}
 		}
 		if (l->x509_only && l->kind == KG_LISTENER_PLAIN) {
 			set_err(st, kl[LKEY_X509_ONLY], "listener '%s': x509_only = yes on a plain "

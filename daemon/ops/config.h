@@ -34,6 +34,7 @@
 
 #define KG_MAX_LISTEN 16       /* addresses, over all listeners */
 #define KG_MAX_LISTENERS 8     /* the [daemon] one ("default") and [listener NAME]s */
+#define KG_MAX_PROXY_SOURCES 16
 #define KG_MAX_BACKENDS 64
 #define KG_MAX_CRLS 64
 #define KG_NAME_MAX 64        /* backend and CA names, incl. NUL */
@@ -57,8 +58,21 @@ struct kg_backend_conf {
 /* What a listener speaks (docs/config.md, "Listeners"). MTLS: TLS with a client
  * certificate required (X.509 only). TLS: one-way TLS; a certificate is verified when
  * the device sends one, else it proves who it is in the CONNECT (user name, password).
- * PLAIN: no TLS at all, for closed networks; CONNECT credentials only. */
-enum kg_listener_kind { KG_LISTENER_MTLS, KG_LISTENER_TLS, KG_LISTENER_PLAIN, KG_LISTENER_KIND_MAX };
+ * PLAIN: no TLS at all, for closed networks; CONNECT credentials only. PROXY: plain
+ * TCP from a trusted TLS front (proxy_sources) that opens with a PROXY v2 header: the
+ * device's address, and the client certificate the front verified (CN, maybe its
+ * SHA-256); devices without one give CONNECT credentials. */
+enum kg_listener_kind {
+	KG_LISTENER_MTLS, KG_LISTENER_TLS, KG_LISTENER_PLAIN, KG_LISTENER_PROXY,
+	KG_LISTENER_KIND_MAX
+};
+
+/* An address block: family AF_INET or AF_INET6, the network in network order. */
+struct kg_cidr {
+	int family;
+	uint8_t addr[16];
+	unsigned bits;
+};
 
 extern const char *const kg_listener_kind_names[KG_LISTENER_KIND_MAX];
 
@@ -67,7 +81,18 @@ struct kg_listener_conf {
 	enum kg_listener_kind kind;
 	bool x509_only;                   /* refuse every device without a certificate */
 	bool allow_plain;                 /* the operator's yes to a plain listener */
+	/* proxy: who may send a PROXY header, whether it must carry a CRC32C, and the
+	 * registered CA the front verifies device certificates against ("": not said) */
+	struct kg_cidr proxy_sources[KG_MAX_PROXY_SOURCES];
+	size_t n_proxy_sources;
+	bool proxy_require_crc;
+	char proxy_ca[KG_NAME_MAX];
 };
+
+/* Is sa (salen bytes) inside one of the n blocks? An IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d) counts as its IPv4 address. */
+bool kg_cidr_match(const struct kg_cidr *blocks, size_t n, const struct sockaddr *sa,
+		   socklen_t salen);
 
 struct kg_crl_conf {
 	char ca_name[KG_NAME_MAX]; /* registry CA name the CRL belongs to */

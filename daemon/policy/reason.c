@@ -119,6 +119,13 @@ static const struct reason_row reasons[KG_REASON_MAX] = {
 	[KG_REASON_BACKEND_MOVED] = { "backend_moved",
 		"A live session closed because the device's (or its CA's) backend changed, so "
 		"it reconnects to the new broker." },
+	[KG_REASON_PROXY_UNTRUSTED] = { "proxy_untrusted",
+		"Closed at once: a connection to a `proxy` listener from an address outside its "
+		"proxy_sources (only the TLS fronts named there may speak for devices)." },
+	[KG_REASON_BAD_PROXY_HEADER] = { "bad_proxy_header",
+		"Closed: a `proxy` listener's connection did not open with a valid PROXY v2 "
+		"header (v1 text, bad signature or length, a TLV past its end, a CRC32C that does "
+		"not match or is missing under proxy_require_crc); the detail says which." },
 };
 
 const char *kg_reason_str(enum kg_reason r)

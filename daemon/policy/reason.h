@@ -52,6 +52,8 @@ enum kg_reason {
 	KG_REASON_SOURCE_LIMIT,       /* the source address is over its handshake/rate limit */
 	KG_REASON_IDLE_TIMEOUT,       /* no traffic for the idle timeout (keep-alive x 1.5) */
 	KG_REASON_BACKEND_MOVED,      /* closed so the device reconnects to its new backend */
+	KG_REASON_PROXY_UNTRUSTED,    /* a proxy listener's peer is not in its proxy_sources */
+	KG_REASON_BAD_PROXY_HEADER,   /* no valid PROXY v2 header where one must come first */
 	KG_REASON_MAX
 };
 
