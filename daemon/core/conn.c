@@ -829,6 +829,9 @@ static enum kg_step st_policy(struct kg_conn *c)
 	rc = kg_registry_device_get(c->w->reg, c->id.device_id, &dev);
 	if (rc == 0)
 		in.device = &dev;
+	else if (rc != KG_E_NOTFOUND)
+		kg_log_warnx("conn=%llu dev=%s: registry read failed: %s", (unsigned long long)c->cid,
+			     c->id.device_id, kg_err_str(rc));
 	/* Through a front: a pinned device is itself only when the front sent its
 	 * certificate's SHA-256 and it is one of the pinned ones. */
 	if (rc == 0 && c->proxy_cert && dev.attestation == KG_ATT_THUMBPRINT && c->has_proxy_sha256 &&
@@ -839,9 +842,6 @@ static enum kg_step st_policy(struct kg_conn *c)
 		c->id.method = KG_ATT_THUMBPRINT;
 		c->id.ca_name[0] = '\0';
 	}
-	else if (rc != KG_E_NOTFOUND)
-		kg_log_warnx("conn=%llu dev=%s: registry read failed: %s", (unsigned long long)c->cid,
-			     c->id.device_id, kg_err_str(rc));
 	/* The CA row comes with the trust snapshot: no registry read, no PEM copy. */
 	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
 		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
