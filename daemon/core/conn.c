@@ -87,6 +87,7 @@ static int send_proxy_header(struct kg_conn *c)
 	const uint8_t *src, *dst;
 	uint16_t sport, dport;
 	size_t alen, n, sha_len = 0;
+	bool with_cert;
 	ssize_t w;
 
 	if (getsockname(c->io.dev.fd, (struct sockaddr *)&local, &llen) < 0)
@@ -111,11 +112,19 @@ static int send_proxy_header(struct kg_conn *c)
 		errno = EAFNOSUPPORT;
 		return -1;
 	}
-	/* the identity keeps the certificate's SHA-256 as hex (verify.c): back to bytes */
-	if (OPENSSL_hexstr2buf_ex(sha, sizeof(sha), &sha_len, c->id.thumbprint, '\0') != 1 ||
-	    sha_len != sizeof(sha) ||
-	    !kg_pp2_device_header(&h, alen, src, sport, dst, dport, c->id.device_id,
-				  strnlen(c->id.device_id, sizeof(c->id.device_id)), sha) ||
+	/* the identity keeps the certificate's SHA-256 as hex (verify.c): back to bytes.
+	 * A device that proved itself with CONNECT credentials has no certificate: no SSL
+	 * TLV, no hash; one a TLS front vouched for without a hash: the CN alone. */
+	if (c->id.thumbprint[0] != '\0' &&
+	    (OPENSSL_hexstr2buf_ex(sha, sizeof(sha), &sha_len, c->id.thumbprint, '\0') != 1 ||
+	     sha_len != sizeof(sha))) {
+		errno = EINVAL;
+		return -1;
+	}
+	with_cert = c->id.method == KG_ATT_CA || c->id.method == KG_ATT_THUMBPRINT;
+	if (!kg_pp2_device_header(&h, alen, src, sport, dst, dport, with_cert ? c->id.device_id : NULL,
+				  strnlen(c->id.device_id, sizeof(c->id.device_id)),
+				  sha_len == sizeof(sha) ? sha : NULL) ||
 	    (n = kg_pp2_encode(&h, true, buf, sizeof(buf))) == 0) {
 		errno = EINVAL;
 		return -1;
