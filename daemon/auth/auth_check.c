@@ -24,6 +24,19 @@ static const char *const kind_names[KG_AUTH_KIND_MAX] = {
 	[KG_AUTH_SAS] = "sas", [KG_AUTH_TOKEN] = "token", [KG_AUTH_BASIC] = "basic",
 };
 
+_Static_assert(KG_AUTH_KIND_MAX == KG_AUTH_KINDS, "ops/metrics.h counts auth kinds in this order");
+
+enum kg_auth_outcome kg_auth_outcome(const struct kg_auth_result *res)
+{
+	if (res->status == KG_AUTH_OK)
+		return KG_AUTH_OUTCOME_OK;
+	if (res->reason == KG_REASON_AUTH_RATE_LIMITED)
+		return KG_AUTH_OUTCOME_RATE_LIMITED;
+	if (res->reason == KG_REASON_AUTH_OVERLOAD)
+		return KG_AUTH_OUTCOME_OVERLOAD;
+	return KG_AUTH_OUTCOME_REFUSED;
+}
+
 const char *kg_auth_kind_str(enum kg_auth_kind k)
 {
 	return (unsigned)k < KG_AUTH_KIND_MAX ? kind_names[k] : "unknown";

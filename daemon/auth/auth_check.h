@@ -31,6 +31,7 @@
 #include "auth/auth_conf.h"
 #include "auth/auth_limit.h"
 #include "mqtt/mqtt.h"
+#include "ops/metrics.h"
 #include "policy/reason.h"
 #include "registry/registry.h"
 
@@ -82,6 +83,12 @@ struct kg_auth_job {
 };
 
 const char *kg_auth_kind_str(enum kg_auth_kind k);     /* "sas", "token", "basic" */
+
+/* The metric outcome of a final verdict (not PENDING) for
+ * kg_metrics.auth_attempts[res->kind][...]: ok, rate_limited, overload (reason
+ * auth_overload, set by the caller when the pool was full), else refused. A verdict of
+ * x509_required has no kind (KG_AUTH_KIND_MAX): it counts in decisions, not here. */
+enum kg_auth_outcome kg_auth_outcome(const struct kg_auth_result *res);
 
 /*
  * The fast step, on the worker. reg: the worker's registry handle; limit: the shared
