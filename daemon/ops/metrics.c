@@ -259,6 +259,47 @@ static void render_backends(struct out *o, struct kg_metrics *const *w, size_t n
 	}
 }
 
+/* The CONNECT credential checks (issue 15, auth/): per-worker verdicts, and the shared
+ * scrypt pool and limiter as the scrape found them. */
+static void render_auth(struct out *o, struct kg_metrics *const *w, size_t n,
+			const struct kg_metrics_auth *a)
+{
+	static const char *const kinds[KG_AUTH_KINDS] = { "sas", "token", "basic" };
+	static const char *const outcomes[KG_AUTH_OUTCOME_MAX] = {
+		"ok", "refused", "rate_limited", "overload",
+	};
+
+	put(o, "# HELP ktlsgate_auth_attempts_total CONNECT credential checks (SAS, access token, user name and password) by kind and outcome.\n"
+	       "# TYPE ktlsgate_auth_attempts_total counter\n");
+	for (size_t k = 0; k < KG_AUTH_KINDS; k++)
+		for (size_t r = 0; r < KG_AUTH_OUTCOME_MAX; r++)
+			put(o, "ktlsgate_auth_attempts_total{kind=\"%s\",result=\"%s\"} %llu\n", kinds[k],
+			    outcomes[r], (unsigned long long)SUM_U(auth_attempts[k][r]));
+	put(o, "# HELP ktlsgate_auth_kdf_queue Password checks waiting for a scrypt thread.\n"
+	       "# TYPE ktlsgate_auth_kdf_queue gauge\nktlsgate_auth_kdf_queue %llu\n"
+	       "# HELP ktlsgate_auth_kdf_running Password checks on a scrypt thread.\n"
+	       "# TYPE ktlsgate_auth_kdf_running gauge\nktlsgate_auth_kdf_running %llu\n",
+	    (unsigned long long)a->kdf_queued, (unsigned long long)a->kdf_running);
+	put(o, "# HELP ktlsgate_auth_kdf_jobs_total Password checks by end: completed, cancelled (the connection left), rejected (queue full).\n"
+	       "# TYPE ktlsgate_auth_kdf_jobs_total counter\n"
+	       "ktlsgate_auth_kdf_jobs_total{result=\"completed\"} %llu\n"
+	       "ktlsgate_auth_kdf_jobs_total{result=\"cancelled\"} %llu\n"
+	       "ktlsgate_auth_kdf_jobs_total{result=\"rejected\"} %llu\n",
+	    (unsigned long long)a->kdf_completed, (unsigned long long)a->kdf_cancelled,
+	    (unsigned long long)a->kdf_rejected);
+	put(o, "# HELP ktlsgate_auth_kdf_seconds_total Thread time spent in scrypt.\n"
+	       "# TYPE ktlsgate_auth_kdf_seconds_total counter\nktlsgate_auth_kdf_seconds_total %.6f\n",
+	    (double)a->kdf_ns / 1e9);
+	put(o, "# HELP ktlsgate_auth_rate_limited_total Credential attempts refused unchecked by the brute-force limiter.\n"
+	       "# TYPE ktlsgate_auth_rate_limited_total counter\nktlsgate_auth_rate_limited_total %llu\n"
+	       "# HELP ktlsgate_auth_limiter_entries Device ids and source prefixes the limiter remembers.\n"
+	       "# TYPE ktlsgate_auth_limiter_entries gauge\nktlsgate_auth_limiter_entries %llu\n"
+	       "# HELP ktlsgate_auth_limiter_evictions_total Limiter entries forgotten before their bucket refilled (table full).\n"
+	       "# TYPE ktlsgate_auth_limiter_evictions_total counter\nktlsgate_auth_limiter_evictions_total %llu\n",
+	    (unsigned long long)a->limited, (unsigned long long)a->limiter_entries,
+	    (unsigned long long)a->limiter_evictions);
+}
+
 char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_metrics_info *info,
 			size_t *len_out)
 {
@@ -412,6 +453,7 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t op = 0; op < KG_TPM_OP_MAX; op++)
 		put(&o, "ktlsgate_tpm_errors_total{op=\"%s\"} %llu\n", kg_tpm_op_names[op],
 		    (unsigned long long)info->tpm_errors[op]);
+	render_auth(&o, w, n, &info->auth);
 	render_backends(&o, w, n, info);
 	render_listeners(&o, w, n, info);
 	put(&o, "# HELP ktlsgate_server_key_source Where the server key in use comes from (1 on the one in force).\n"

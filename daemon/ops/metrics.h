@@ -80,6 +80,27 @@ enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
  * it (start, reload), and a signature of a handshake (on a worker thread). */
 enum kg_tpm_op { KG_TPM_OP_CONNECT, KG_TPM_OP_LOAD, KG_TPM_OP_SIGN, KG_TPM_OP_MAX };
 
+/* CONNECT credential checks (issue 15, auth/auth_check.h): by kind (sas, token,
+ * basic: auth_check.h's enum kg_auth_kind order, checked there) and outcome. */
+#define KG_AUTH_KINDS 3
+enum kg_auth_outcome {
+	KG_AUTH_OUTCOME_OK,
+	KG_AUTH_OUTCOME_REFUSED,      /* verified and wrong, or naming nothing, or wrong kind */
+	KG_AUTH_OUTCOME_RATE_LIMITED, /* refused unchecked by the limiter */
+	KG_AUTH_OUTCOME_OVERLOAD,     /* basic: the password-hash queue was full */
+	KG_AUTH_OUTCOME_MAX
+};
+
+/* The shared parts of the credential check, read at scrape time (auth_pool.h
+ * kg_auth_pool_stats(), auth_limit.h kg_auth_limit_stats()). Zero without them. */
+struct kg_metrics_auth {
+	uint64_t kdf_queued, kdf_running;           /* gauges */
+	uint64_t kdf_rejected, kdf_completed, kdf_cancelled;
+	uint64_t kdf_ns;                            /* thread time in password checks */
+	uint64_t limited, limiter_evictions;        /* counters */
+	uint64_t limiter_entries;                   /* gauge */
+};
+
 #define KG_CONN_STATES_MAX 16
 #define KG_HS_BUCKETS 13
 
@@ -112,6 +133,8 @@ struct kg_metrics {
 	_Atomic uint64_t hs_bucket[KG_HS_BUCKETS];            /* non-cumulative counts */
 	_Atomic uint64_t hs_count;
 	_Atomic uint64_t hs_sum_us;
+	/* CONNECT credential checks by kind and outcome (the worker counts each verdict) */
+	_Atomic uint64_t auth_attempts[KG_AUTH_KINDS][KG_AUTH_OUTCOME_MAX];
 };
 
 /* Upper bounds of the handshake histogram buckets, in seconds (last is +Inf). */
@@ -152,6 +175,7 @@ struct kg_metrics_info {
 	const struct kg_backend_conf *backends;
 	size_t n_backends;
 	int64_t start_time;
+	struct kg_metrics_auth auth;     /* scrypt pool and limiter (issue 15) */
 };
 
 /* Names of the TPM operations counted in ktlsgate_tpm_errors_total{op}. */

@@ -11,6 +11,7 @@
 /* Issue 15's pure parsers (check_proxy.c, check_credential.c). */
 Suite *kg_suite_proxy(void);
 Suite *kg_suite_credential(void);
+Suite *kg_suite_auth(void);  /* check_auth.c: the CONNECT credential engine */
 
 int main(void)
 {
@@ -19,7 +20,7 @@ int main(void)
 		kg_suite_verify, kg_suite_pki,    kg_suite_metrics,  kg_suite_audit,
 		kg_suite_record, kg_suite_tpm,    kg_suite_edge,   kg_suite_registry_file,
 		kg_suite_srclimit, kg_suite_revoke, kg_suite_caps,
-		kg_suite_proxy,    kg_suite_credential,
+		kg_suite_proxy,    kg_suite_credential, kg_suite_auth,
 	};
 	SRunner *sr = srunner_create(NULL);
 	int failed;
