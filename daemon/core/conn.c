@@ -22,6 +22,8 @@
 
 #include <openssl/crypto.h>
 
+#include "auth/auth_check.h"
+#include "auth/auth_pool.h"
 #include "ops/audit.h"
 #include "policy/credential.h"
 #include "proxy/proxy_v2.h"
@@ -70,6 +72,7 @@ static enum kg_step st_identified(struct kg_conn *c);
 static enum kg_step st_policy(struct kg_conn *c);
 static enum kg_step st_mqtt_connect(struct kg_conn *c);
 static enum kg_step st_auth(struct kg_conn *c);
+static void decide(struct kg_conn *c);
 /*
  * [backend] proxy_protocol = v2: before any device byte, tell the broker who the device
  * is (docs/config.md): its address and port, the listener's, the certificate's CN (the
@@ -169,7 +172,19 @@ static const struct kg_config *conn_cfg(const struct kg_conn *c)
 /* Must this connection present a certificate? An mtls listener, or x509_only. */
 static bool x509_required(const struct kg_conn *c)
 {
-	return c->listener->kind == KG_LISTENER_MTLS || c->listener->x509_only;
+	return c->listener->kind == KG_LISTENER_MTLS || c->listener->x509_only ||
+	       conn_cfg(c)->auth.x509_only;
+}
+
+/* How the device proved (or tried to prove) itself, for the audit line: its
+ * attestation once identified, the kind of CONNECT credentials it sent, else nothing. */
+static const char *auth_word(const struct kg_conn *c)
+{
+	if (c->identified)
+		return kg_attestation_str(c->id.method);
+	if (c->cred_kind < KG_AUTH_KIND_MAX)
+		return kg_auth_kind_str((enum kg_auth_kind)c->cred_kind);
+	return NULL;
 }
 
 /* Listeners other than [daemon] listen's are named in the audit line. */
@@ -296,7 +311,7 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		.device = c->identified || c->id.device_id[0] ? c->id.device_id : NULL,
 		.thumbprint = c->id.thumbprint[0] ? c->id.thumbprint : NULL,
 		.ca = c->id.ca_name[0] ? c->id.ca_name : NULL,
-		.auth = c->identified ? kg_attestation_str(c->id.method) : NULL,
+		.auth = auth_word(c),
 		.listener = listener_name(c),
 		.allow = allow,
 		.reason = reason,
@@ -442,6 +457,7 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->src = src;
 	c->src_held = held;
 	c->state = KG_ST_ACCEPTED;
+	c->cred_kind = KG_AUTH_KIND_MAX;
 	c->io.dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
 	c->io.be = (struct kg_evsrc){ .type = KG_EV_BACKEND, .fd = -1, .events = UINT32_MAX, .owner = c };
 	/* What the relays borrow (relay.h), valid for the connection's life: kTLS is
@@ -496,6 +512,10 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 			.reason = why, .conn_id = c->cid, .mqtt_level = c->mqtt_level,
 		};
 		kg_audit_emit(&r);
+	}
+	if (c->auth_pending) {
+		(void)kg_auth_pool_cancel(w->d->auth_pool, w->idx, c->cid);
+		c->auth_pending = false;
 	}
 	kg_metric_add(&w->metrics.closes[why], 1);
 	if (c->state == KG_ST_RELAYING)
@@ -828,6 +848,19 @@ static enum kg_step st_identified(struct kg_conn *c)
 
 static enum kg_step st_policy(struct kg_conn *c)
 {
+	decide(c);
+	/* An enrolment is queued with the allow decision (st_mqtt_connect), not here:
+	 * a device refused at CONNECT is not enrolled. */
+	if (c->verdict.allow && !c->verdict.enroll)
+		kg_writer_touch(c->w->d->writer, c->id.device_id, c->since, c->id.not_after);
+	kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+	return KG_STEP_NEXT;
+}
+
+/* The policy on c->id: the device's row (and its CA's from the trust snapshot) in,
+ * c->verdict out. */
+static void decide(struct kg_conn *c)
+{
 	struct kg_device dev;
 	struct kg_policy_input in = { .id = &c->id, .cfg = conn_cfg(c) };
 	int rc;
@@ -856,13 +889,6 @@ static enum kg_step st_policy(struct kg_conn *c)
 		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
 	kg_policy_decide(&in, &c->verdict);
 	c->decided = true;
-
-	/* An enrolment is queued with the allow decision (st_mqtt_connect), not here:
-	 * a device refused at CONNECT is not enrolled. */
-	if (c->verdict.allow && !c->verdict.enroll)
-		kg_writer_touch(c->w->d->writer, c->id.device_id, c->since, c->id.not_after);
-	kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
-	return KG_STEP_NEXT;
 }
 
 /*
@@ -1033,13 +1059,143 @@ static enum kg_step admit_connect(struct kg_conn *c, const struct kg_mqtt_connec
  * A device without a certificate: its CONNECT (complete at the start of c->io.up)
  * must name a device and prove it with a credential the registry holds for it.
  */
+/* The limiter's key for misses that name no device: the source's block as text
+ * ([limits] source_prefix_v4 / _v6, as the per-source limits count it). */
+static void source_block(const struct kg_conn *c, char *out, size_t cap)
+{
+	const struct kg_config *cfg = conn_cfg(c);
+	char host[INET6_ADDRSTRLEN] = "?";
+	uint8_t a[16] = { 0 };
+	unsigned bits, len;
+	int family;
+
+	if (c->peer_sa.sa.sa_family == AF_INET) {
+		family = AF_INET;
+		len = 4;
+		bits = cfg->source_prefix_v4;
+		memcpy(a, &c->peer_sa.in.sin_addr, 4);
+	} else if (c->peer_sa.sa.sa_family == AF_INET6) {
+		family = AF_INET6;
+		len = 16;
+		bits = cfg->source_prefix_v6;
+		memcpy(a, c->peer_sa.in6.sin6_addr.s6_addr, 16);
+	} else {
+		snprintf(out, cap, "unknown");
+		return;
+	}
+	for (unsigned i = 0; i < len; i++) {
+		unsigned keep = bits >= 8 * (i + 1) ? 8 : bits > 8 * i ? bits - 8 * i : 0;
+
+		a[i] &= keep == 0 ? 0 : (uint8_t)(0xffu << (8 - keep));
+	}
+	(void)inet_ntop(family, a, host, sizeof(host));
+	snprintf(out, cap, "%s/%u", host, bits);
+}
+
+static const enum kg_attestation kind_attestation[KG_AUTH_KIND_MAX] = {
+	[KG_AUTH_SAS] = KG_ATT_SAS, [KG_AUTH_TOKEN] = KG_ATT_TOKEN, [KG_AUTH_BASIC] = KG_ATT_BASIC,
+};
+
+/*
+ * A credential verdict (the fast step's or the pool's) applied: counted by kind and
+ * outcome, a refusal answered with its CONNACK; a verified device becomes the
+ * identity, and from there it is any device: the policy (status, backend), the client
+ * id rule, then the broker. Its CONNECT reaches the broker with the device id as user
+ * name and no password (the credential was for the gate, not for the broker).
+ */
+static enum kg_step auth_verdict(struct kg_conn *c, const struct kg_auth_result *res)
+{
+	struct kg_mqtt_connect mc;
+
+	if (res->kind < KG_AUTH_KIND_MAX) {
+		kg_metric_add(&c->w->metrics.auth_attempts[res->kind][kg_auth_outcome(res)], 1);
+		c->cred_kind = (uint8_t)res->kind;
+	}
+	if (res->device.id[0] != '\0') {
+		/* named: the audit line says who was refused, and how */
+		memcpy(c->id.device_id, res->device.id, sizeof(c->id.device_id));
+		if (res->kind < KG_AUTH_KIND_MAX)
+			c->id.method = kind_attestation[res->kind];
+	}
+	if (res->status != KG_AUTH_OK)
+		return conn_refuse(c, res->reason, res->connack, res->why);
+	c->identified = true;
+	decide(c);
+	c->verdict.username_check = KG_USERNAME_REWRITE;
+	if (c->verdict.allow)
+		kg_writer_touch(c->w->d->writer, c->id.device_id, c->since, 0);
+	/* The CONNECT was parsed before the check; io.up has not moved since. */
+	if (kg_mqtt_parse_connect(c->io.up.data, c->io.up.len, conn_cfg(c)->max_connect_bytes,
+				  &mc) != KG_PARSE_OK) {
+		kg_conn_close(c, KG_REASON_BAD_MQTT);
+		return KG_STEP_DONE;
+	}
+	return admit_connect(c, &mc);
+}
+
+/*
+ * A device without a certificate: its CONNECT (complete at the start of c->io.up)
+ * must name a device and prove it with a credential the registry holds for it
+ * (auth/auth_check.h). SAS and tokens are checked here; a password goes to the auth
+ * pool (scrypt takes a fifth of a second) and the device waits, unread.
+ */
 static enum kg_step st_auth(struct kg_conn *c)
 {
-	if (x509_required(c))
-		return conn_refuse(c, KG_REASON_NO_CERT, KG_CONNACK_NOT_AUTHORIZED,
-				   "x509_only: a certificate is required");
-	return conn_refuse(c, KG_REASON_UNKNOWN_DEVICE, KG_CONNACK_NOT_AUTHORIZED,
-			   "no credential check yet");
+	struct kg_mqtt_connect mc;
+	struct kg_auth_input in;
+	struct kg_auth_result res;
+	struct kg_auth_job job;
+	struct timespec now;
+	char block[INET6_ADDRSTRLEN + 8];
+	int rc;
+
+	if (c->auth_pending) {   /* woken by the device while the pool works: a hangup? */
+		if (c->ev_type == KG_EV_DEVICE && (c->ev_events & (EPOLLHUP | EPOLLERR))) {
+			kg_conn_close(c, KG_REASON_PEER_CLOSED);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
+	if (kg_mqtt_parse_connect(c->io.up.data, c->io.up.len, conn_cfg(c)->max_connect_bytes,
+				  &mc) != KG_PARSE_OK) {
+		kg_conn_close(c, KG_REASON_BAD_MQTT);
+		return KG_STEP_DONE;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	source_block(c, block, sizeof(block));
+	in = (struct kg_auth_input){
+		.username = (const char *)mc.username, .username_len = mc.username_len,
+		.password = mc.password, .password_len = mc.password_len,
+		.client_id = (const char *)mc.client_id, .client_id_len = mc.client_id_len,
+		.now = now.tv_sec, .now_ms = kg_now_ms(), .source_key = block,
+		.x509_only = x509_required(c),
+	};
+	kg_auth_check(&conn_cfg(c)->auth, c->w->reg, c->w->d->auth_limit, &in, &res, &job);
+	if (res.status != KG_AUTH_PENDING)
+		return auth_verdict(c, &res);
+	rc = kg_auth_pool_submit(c->w->d->auth_pool, c->w->idx, c->cid, &job);
+	if (rc != 0) {
+		res.status = KG_AUTH_REFUSED;
+		res.reason = KG_REASON_AUTH_OVERLOAD;
+		res.connack = KG_CONNACK_SERVER_UNAVAILABLE;
+		res.why = "password checks queue full (kdf_queue)";
+		return auth_verdict(c, &res);
+	}
+	c->auth_pending = true;
+	/* Nothing more is read meanwhile: bytes the device pipelines wait in the socket.
+	 * Only its hangup matters (the CONNECT deadline still runs). */
+	if (kg_conn_watch(c, &c->io.dev, 0) < 0) {
+		kg_conn_close(c, KG_REASON_IO_ERROR);
+		return KG_STEP_DONE;
+	}
+	return KG_STEP_WAIT;
+}
+
+void kg_conn_auth_done(struct kg_conn *c, const struct kg_auth_result *res)
+{
+	c->auth_pending = false;
+	if (auth_verdict(c, res) == KG_STEP_NEXT)
+		kg_conn_run(c);
 }
 
 static bool local_shortage(int e)

@@ -94,6 +94,10 @@ struct kg_conn {
 					    * which sees only the front, is not fed */
 	bool proxy_cert;                   /* identity from the front's certificate TLVs */
 	bool has_proxy_sha256;             /* the front sent the certificate's SHA-256 */
+	uint8_t cred_kind;                 /* enum kg_auth_kind of CONNECT credentials;
+					    * KG_AUTH_KIND_MAX: none (yet) */
+	bool auth_pending;                 /* a password check waits in the auth pool
+					    * under tag cid (cancelled by the close) */
 	bool src_held;                     /* counted pending there until the handshake ends */
 	bool identified, verify_ran, decided, audited;
 	enum kg_reason verify_reason;
@@ -132,6 +136,10 @@ void kg_conn_run(struct kg_conn *c);
 void kg_conn_close(struct kg_conn *c, enum kg_reason why);
 /* The only writer of c->state: logs from -> to and sets the state's deadline. */
 void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st);
+/* The auth pool's verdict on this connection's password (the worker matched the
+ * tag): go on as st_auth would have with it. */
+struct kg_auth_result;
+void kg_conn_auth_done(struct kg_conn *c, const struct kg_auth_result *res);
 /* Deadline passed. */
 void kg_conn_timeout(struct kg_conn *c);
 /* Set epoll interest for one of the conn's fds. */

@@ -64,6 +64,10 @@ struct kg_daemon {
 	struct kg_writer *writer;           /* registry writes off the hot path */
 	struct kg_metrics_http *metrics_http;
 	struct kg_edge *edge;               /* XDP gate (edge.h); inactive without BPF */
+	/* CONNECT credentials (auth/): the scrypt threads with a completion eventfd per
+	 * worker, and the brute-force limiter every worker shares; made at start */
+	struct kg_auth_pool *auth_pool;
+	struct kg_auth_limit *auth_limit;
 	/* Backend names owning a metrics slot (metrics.h KG_BACKEND_SLOTS), in the order
 	 * they first appeared; written by kg_snapshot_build() on the main thread only. */
 	char backend_slot_names[KG_BACKEND_SLOTS][KG_NAME_MAX];

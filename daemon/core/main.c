@@ -33,6 +33,8 @@
 #include "ops/config.h"
 #include "core/conn_tls.h"
 #include "core/control_server.h"
+#include "auth/auth_limit.h"
+#include "auth/auth_pool.h"
 #include "core/daemon.h"
 #include "edge/edge.h"
 #include "ops/err.h"
@@ -590,9 +592,17 @@ int main(int argc, char **argv)
 	d->n_workers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	if (d->n_workers == 0 || d->n_workers > 256)
 		d->n_workers = 1;
+	/* Before the workers: each adds its completion eventfd to its epoll. */
+	if (kg_auth_pool_new(cfg->auth.kdf_threads, cfg->auth.kdf_queue, d->n_workers,
+			     &d->auth_pool) < 0 ||
+	    (d->auth_limit = kg_auth_limit_new(cfg->auth.failure_burst, cfg->auth.failure_refill_ms,
+					       cfg->auth.failure_track)) == NULL) {
+		fprintf(stderr, "ktlsgated: cannot start the password-hash threads\n");
+		goto out_auth;
+	}
 	d->workers = calloc(d->n_workers, sizeof(*d->workers));
 	if (d->workers == NULL)
-		goto out_fds;
+		goto out_auth;
 	for (unsigned i = 0; i < d->n_workers; i++) {
 		if (kg_worker_init(&d->workers[i], d, i, err, sizeof(err)) < 0) {
 			fprintf(stderr, "ktlsgated: %s\n", err);
@@ -653,6 +663,9 @@ out_workers:
 	for (unsigned i = 0; i < started_workers; i++)
 		kg_worker_fini(&d->workers[i]);
 	free(d->workers);
+out_auth:
+	kg_auth_pool_free(d->auth_pool);   /* after the workers: no submit, pop or cancel */
+	kg_auth_limit_free(d->auth_limit);
 out_fds:
 	kg_control_close(d->control);   /* unlinks the socket only if it is still ours */
 	if (d->signal_fd >= 0)

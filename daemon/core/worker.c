@@ -30,6 +30,7 @@
 #include "ktlsgate/evsrc.h"
 #include "ops/audit.h"
 #include "ops/err.h"
+#include "auth/auth_pool.h"
 #include "core/listener.h"
 #include "ops/log.h"
 #include "relay/relay.h"
@@ -364,6 +365,30 @@ static void do_accept(struct kg_worker *w, struct kg_evsrc *l)
 	}
 }
 
+/*
+ * Password checks the auth pool finished for this worker: each goes to the connection
+ * still waiting for it under its tag (the connection id). One that closed meanwhile
+ * cancelled its job, and a result that races the cancel finds nobody here: dropped.
+ */
+static void auth_results(struct kg_worker *w)
+{
+	struct kg_auth_done done[16];
+	size_t n;
+
+	while ((n = kg_auth_pool_pop(w->d->auth_pool, w->idx, done, KG_NITEMS(done))) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			struct kg_conn *c;
+
+			for (c = w->conns; c != NULL; c = c->next)
+				if (c->cid == done[i].tag && c->auth_pending)
+					break;
+			if (c != NULL)
+				kg_conn_auth_done(c, &done[i].res);
+		}
+		kg_worker_reap(w);
+	}
+}
+
 static void scan_deadlines(struct kg_worker *w)
 {
 	uint64_t now = kg_now_ms();
@@ -395,6 +420,9 @@ static void *worker_main(void *arg)
 				break;
 			case KG_EV_WAKE:
 				drain_queue(w);
+				break;
+			case KG_EV_AUTH:
+				auth_results(w);
 				break;
 			case KG_EV_DEVICE:
 			case KG_EV_BACKEND:
@@ -451,6 +479,12 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 		return -1;
 	}
 	if (kg_evsrc_watch(w->epfd, &w->wake, EPOLLIN) < 0) {
+		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+		return -1;
+	}
+	w->auth_done = (struct kg_evsrc){ .type = KG_EV_AUTH, .owner = w, .events = UINT32_MAX,
+					  .fd = kg_auth_pool_fd(d->auth_pool, idx) };
+	if (kg_evsrc_watch(w->epfd, &w->auth_done, EPOLLIN) < 0) {
 		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
 		return -1;
 	}

@@ -55,6 +55,7 @@ enum section {
 	SEC_CRL,
 	SEC_TPM,      /* module sections: keys go to their own parser (sections[]) */
 	SEC_EDGE,
+	SEC_AUTH,
 	SEC_BACKEND,
 	SEC_LISTENER,
 	SEC_MAX
@@ -62,7 +63,7 @@ enum section {
 
 static const char *const section_names[SEC_MAX] = {
 	[SEC_DAEMON] = "daemon", [SEC_TLS] = "tls", [SEC_LIMITS] = "limits", [SEC_CRL] = "crl",
-	[SEC_TPM] = "tpm", [SEC_EDGE] = "edge",
+	[SEC_TPM] = "tpm", [SEC_EDGE] = "edge", [SEC_AUTH] = "auth",
 };
 
 /* Sections whose keys belong to another module: it parses them into its own struct
@@ -81,6 +82,8 @@ static const struct module_section module_sections[] = {
 	  kg_tpm_conf_validate },
 	{ SEC_EDGE, offsetof(struct kg_config, edge), kg_edge_conf_defaults, kg_edge_conf_set,
 	  kg_edge_conf_validate },
+	{ SEC_AUTH, offsetof(struct kg_config, auth), kg_auth_conf_defaults, kg_auth_conf_set,
+	  kg_auth_conf_validate },
 };
 
 #define MODULE_KEYS_MAX 64   /* keys remembered per file for duplicate detection */
@@ -961,6 +964,7 @@ static int handler(void *user, const char *section, const char *name, const char
 		return crl_key(st, name, value) == 0;
 	case SEC_TPM:
 	case SEC_EDGE:
+	case SEC_AUTH:
 		return module_key(st, name, value) == 0;
 	default:
 		return fixed_key(st, name, value) == 0;

@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 
 #include "ktlsgate/compiler.h"
+#include "auth/auth_conf.h"
 #include "edge/edge_conf.h"
 #include "tpm/tpm_conf.h"
 
@@ -186,9 +187,10 @@ struct kg_config {
 	struct kg_crl_conf crls[KG_MAX_CRLS];
 	size_t n_crls;
 
-	/* Sections parsed by their modules (tpm_conf.c, edge_conf.c). */
+	/* Sections parsed by their modules (tpm_conf.c, edge_conf.c, auth_conf.c). */
 	struct kg_tpm_conf tpm;
 	struct kg_edge_conf edge;
+	struct kg_auth_conf auth;
 };
 
 /* Fill *cfg with the defaults (no backends; listen defaults applied at validation

@@ -147,7 +147,7 @@ t_no_cert_through_front() {
 	local m out
 	m=$(log_mark)
 	out=$(kgc connect --port "$FRONT_PORT" --ca "$PKI/root/cert.pem" --id "$DEV")
-	[ "$out" = "connack 0x05" ] || { note "no certificate through HAProxy: $out"; return 1; }
+	[ "$out" = "connack 0x04" ] || { note "no certificate, no credentials through HAProxy: $out"; return 1; }
 	last_audit "$m" | grep -q '"listener":"front"' || { note "audit: $(last_audit "$m")"; return 1; }
 	last_audit "$m" | grep -q '"auth"' && { note "an identity without a certificate: $(last_audit "$m")"; return 1; }
 	return 0
