@@ -10,13 +10,16 @@
  *            without kTLS): zero copy through the daemon.
  *   plain    recv/send through io->up and io->down.
  *
- * sockmap, in order: io->up (the CONNECT and what was pipelined behind it) is sent
- * whole before the sockets go in, so it is in the broker's send queue ahead of any
- * redirected byte; if the broker cannot take it at once, start() refuses and splice
- * takes the session. Bytes that reached a socket between the daemon's last read and
- * the insert sit in its receive queue, which the psock's verdict only reads when new
- * data arrives; kg_sockmap_add() kicks each socket (SO_RCVLOWAT -> data_ready) so they
- * go through the verdict at once, ahead of anything newer. check-sockmap proves it.
+ * sockmap, in order: both receive queues are first read empty (into io->up and
+ * io->down: the verdict would relay an skb the CONNECT step read part of from its
+ * start again, tcp_read_skb ignores the offset), then io->up (the CONNECT, what was
+ * pipelined behind it, what was just read) and io->down are sent whole before the
+ * sockets go in, so they are in the send queues ahead of any redirected byte; if a
+ * socket cannot take them at once, start() refuses and splice takes the session.
+ * Bytes that reach a socket between that last read and the insert sit in its receive
+ * queue, which the psock's verdict only reads when more data arrives;
+ * kg_sockmap_add() kicks each socket (SO_RCVLOWAT -> data_ready) so they go through
+ * the verdict at once, ahead of anything newer. check-sockmap proves both.
  *
  * End of stream (kg_relay_finished()'s contract): "delivered" is measured, not
  * assumed: the verdict counts what it redirected from a socket, and TCP says how
@@ -75,22 +78,81 @@ static bool sockmap_usable(const struct kg_relay_io *io)
 	       io->dev.fd >= 0 && io->be.fd >= 0;
 }
 
+/* Read everything src has now into b (up to SM_DRAIN_MAX). 0: drained (EAGAIN seen),
+ * KG_E_RESOURCE: too much or out of memory, KG_E_CLOSED: EOF or error (*eof set on
+ * EOF). */
+#define SM_DRAIN_MAX (256u * 1024u)
+static int drain(int src, struct kg_buf *b, bool *eof)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (b->len >= SM_DRAIN_MAX)
+			return KG_E_RESOURCE;
+		if (kg_buf_reserve(b, b->len + KG_RELAY_BUF) < 0)
+			return KG_E_RESOURCE;
+		n = recv(src, b->data + b->len, b->cap - b->len, MSG_DONTWAIT);
+		if (n > 0) {
+			b->len += (size_t)n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n == 0)
+			*eof = true;
+		return KG_E_CLOSED;
+	}
+}
+
+/* Send all of b to dst now, or fail (KG_E_AGAIN: dst is full). */
+static int flush_all(struct kg_relay_io *io, int dst, struct kg_buf *b, enum kg_dir d)
+{
+	while (b->off < b->len) {
+		ssize_t w = send(dst, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? KG_E_AGAIN : KG_E_IO;
+		b->off += (size_t)w;
+		if (d == KG_DIR_UP)
+			io->bytes_up += (uint64_t)w;
+		else
+			io->bytes_down += (uint64_t)w;
+		kg_metric_add(&io->metrics->bytes[d], (uint64_t)w);
+	}
+	b->off = b->len = 0;
+	kg_buf_release(b);
+	return 0;
+}
+
 static int sockmap_start(struct kg_relay_io *io)
 {
-	enum kg_reason why = KG_REASON_IO_ERROR;
 	uint64_t c[2] = { kg_sockmap_cookie(io->dev.fd), kg_sockmap_cookie(io->be.fd) };
 	int64_t w_dev, w_be;
 	int rc;
 
-	if (c[0] == 0 || c[1] == 0 || io->down.len > io->down.off)
+	if (c[0] == 0 || c[1] == 0)
 		return KG_E_INVALID;
-	/* io->up first, whole: nothing the kernel redirects may overtake it. */
-	if (kg_relay_flush_up(io, &why) < 0)
-		return KG_E_IO;
-	if (io->up.len > io->up.off) {
-		kg_log_debug("conn=%llu: sockmap: the broker did not take the first bytes at once: "
-			     "splice instead", (unsigned long long)io->cid);
-		return KG_E_RESOURCE;
+	/*
+	 * Empty both receive queues first. The verdict reads a queue whole skb by whole
+	 * skb (tcp_read_skb) and ignores how much of the first one recv() already took:
+	 * an skb the CONNECT step read half of would be relayed again from its start.
+	 * After recv() said EAGAIN no skb is half read; what arrives later is whole.
+	 */
+	rc = drain(io->dev.fd, &io->up, &io->dev_eof);
+	if (rc == 0)
+		rc = drain(io->be.fd, &io->down, &io->be_eof);
+	/* Then what was read, whole: nothing the kernel redirects may overtake it. */
+	if (rc == 0)
+		rc = flush_all(io, io->be.fd, &io->up, KG_DIR_UP);
+	if (rc == 0)
+		rc = flush_all(io, io->dev.fd, &io->down, KG_DIR_DOWN);
+	if (rc < 0) {
+		/* io stays consistent for the next rung: what was read is in io->up/down. */
+		kg_log_debug("conn=%llu: sockmap: %s: splice instead", (unsigned long long)io->cid,
+			     rc == KG_E_AGAIN ? "a socket did not take the first bytes at once"
+			     : rc == KG_E_CLOSED ? "a side closed during the switch"
+			     : "more than 256 KiB queued");
+		return rc == KG_E_CLOSED ? KG_E_CLOSED : KG_E_RESOURCE;
 	}
 	w_dev = written(io->dev.fd);
 	w_be = written(io->be.fd);
@@ -192,12 +254,12 @@ static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 
 	/* A reset or error on either side ends the session (no orderly end to wait for). */
 	if ((err = sock_error(io->dev.fd)) != 0) {
-		kg_log_debug("conn=%llu: sockmap: device socket: %s", (unsigned long long)io->cid,
+		kg_log_info("conn=%llu: sockmap: device socket: %s", (unsigned long long)io->cid,
 			     strerror(err));
 		return KG_REASON_PEER_CLOSED;
 	}
 	if ((err = sock_error(io->be.fd)) != 0) {
-		kg_log_debug("conn=%llu: sockmap: broker socket: %s", (unsigned long long)io->cid,
+		kg_log_info("conn=%llu: sockmap: broker socket: %s", (unsigned long long)io->cid,
 			     strerror(err));
 		return KG_REASON_BACKEND_CLOSED;
 	}
