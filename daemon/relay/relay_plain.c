@@ -28,8 +28,10 @@
  * once the broker socket was written everything the verdict took from the device;
  * the broker's FIN ends the session once the device socket was written everything
  * from the broker. While the kernel still moves those last bytes the sink is watched
- * for EPOLLOUT (a short poll loop: the kernel's psock work runs within microseconds
- * unless the sink is full, and then EPOLLOUT waits for room).
+ * for EPOLLOUT: a poll loop as long as the tail (the psock's queue has no event of its
+ * own; a redirect queue has no back-pressure either, so a broker that bursts megabytes
+ * and closes makes a tail of megabytes: measured ~1400 pumps per MB on loopback).
+ * Steady relaying costs the daemon nothing: no event at all until a hang-up.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -254,12 +256,12 @@ static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 
 	/* A reset or error on either side ends the session (no orderly end to wait for). */
 	if ((err = sock_error(io->dev.fd)) != 0) {
-		kg_log_info("conn=%llu: sockmap: device socket: %s", (unsigned long long)io->cid,
+		kg_log_debug("conn=%llu: sockmap: device socket: %s", (unsigned long long)io->cid,
 			     strerror(err));
 		return KG_REASON_PEER_CLOSED;
 	}
 	if ((err = sock_error(io->be.fd)) != 0) {
-		kg_log_info("conn=%llu: sockmap: broker socket: %s", (unsigned long long)io->cid,
+		kg_log_debug("conn=%llu: sockmap: broker socket: %s", (unsigned long long)io->cid,
 			     strerror(err));
 		return KG_REASON_BACKEND_CLOSED;
 	}
