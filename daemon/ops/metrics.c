@@ -150,6 +150,7 @@ static const char *const dir_names[KG_DIR_MAX] = { "device_to_broker", "broker_t
 static const char *const mode_names[KG_MODE_MAX] = {
 	[KG_MODE_KTLS_SPLICE] = "ktls_splice", [KG_MODE_KTLS_TX] = "ktls_tx",
 	[KG_MODE_USERSPACE] = "userspace", [KG_MODE_USERSPACE_SSL] = "userspace_ssl",
+	[KG_MODE_SOCKMAP] = "sockmap", [KG_MODE_SPLICE] = "splice", [KG_MODE_PLAIN] = "plain",
 };
 static const char *const fallback_names[KG_KTLS_FALLBACK_MAX] = {
 	[KG_KTLS_NO_KERNEL] = "kernel_no_tls", [KG_KTLS_TX_NOT_OFFLOADED] = "tx_not_offloaded",

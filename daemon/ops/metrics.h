@@ -22,12 +22,17 @@ enum kg_dir { KG_DIR_UP, KG_DIR_DOWN, KG_DIR_MAX };   /* device->broker, broker-
 /* Data paths after the handoff (relay.h): "ktls_splice" kernel TLS both ways and
  * splice(); "ktls_tx" kernel TLS for what we send, the device read through OpenSSL;
  * "userspace" the record relay (OpenSSL's session state freed); "userspace_ssl"
- * relays through SSL_read/SSL_write. */
+ * relays through SSL_read/SSL_write. Plain device sides (relay_plain.c): "sockmap"
+ * the kernel redirects both ways (SK_SKB verdict), "splice" socket -> pipe -> socket,
+ * "plain" a user-space copy. */
 enum kg_relay_mode {
 	KG_MODE_KTLS_SPLICE,
 	KG_MODE_KTLS_TX,
 	KG_MODE_USERSPACE,
 	KG_MODE_USERSPACE_SSL,
+	KG_MODE_SOCKMAP,
+	KG_MODE_SPLICE,
+	KG_MODE_PLAIN,
 	KG_MODE_MAX
 };
 
