@@ -469,6 +469,9 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->io.metrics = &w->metrics;
 	c->io.pipes = &w->pipes;
 	c->io.ktls_unavailable = &w->ktls_unavailable;
+	c->io.sockmap = w->d->sockmap;
+	/* plain and proxy listeners: no TLS on the device's side, the plain relays' */
+	c->io.dev_plain = lc->kind == KG_LISTENER_PLAIN || lc->kind == KG_LISTENER_PROXY;
 	c->io.epfd = w->epfd;
 	c->accepted_us = kg_now_us();
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -527,6 +530,7 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 		SSL_free(c->io.ssl);
 	kg_record_session_free(c->io.rec);
 	c->io.rec = NULL;
+	kg_sockmap_session_end(&c->io);   /* final kernel counters, map entries out */
 	kg_ktls_session_release(&c->io);
 	kg_tls_key_tracker_wipe(&c->io.keytrk);
 	if (c->io.dev.fd >= 0)
@@ -618,6 +622,13 @@ void kg_conn_timeout(struct kg_conn *c)
 		if (c->io.be_shut) {
 			kg_conn_close(c, KG_REASON_TIMEOUT);
 			break;
+		}
+		/* In the kernel's hands (sockmap) no pump sees the bytes: ask its counters. */
+		{
+			bool up_moved = false;
+
+			if (kg_sockmap_session_sync(&c->io, &up_moved) && (up_moved || c->idle_any_dir))
+				c->active_ms = kg_now_ms();
 		}
 		/* Idle: pumps only refresh active_ms (no syscall, no deadline write per
 		 * event); the deadline moves here, lazily, while there was traffic. */

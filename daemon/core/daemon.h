@@ -68,6 +68,9 @@ struct kg_daemon {
 	 * worker, and the brute-force limiter every worker shares; made at start */
 	struct kg_auth_pool *auth_pool;
 	struct kg_auth_limit *auth_limit;
+	/* The in-kernel relay of plain sessions (relay/sockmap.h), loaded at start when a
+	 * plain or proxy listener exists; NULL: those sessions splice */
+	struct kg_sockmap *sockmap;
 	/* Backend names owning a metrics slot (metrics.h KG_BACKEND_SLOTS), in the order
 	 * they first appeared; written by kg_snapshot_build() on the main thread only. */
 	char backend_slot_names[KG_BACKEND_SLOTS][KG_NAME_MAX];

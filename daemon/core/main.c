@@ -35,6 +35,7 @@
 #include "core/control_server.h"
 #include "auth/auth_limit.h"
 #include "auth/auth_pool.h"
+#include "relay/sockmap.h"
 #include "core/daemon.h"
 #include "edge/edge.h"
 #include "ops/err.h"
@@ -203,6 +204,25 @@ static char *render_metrics(void *arg, size_t *len)
  * (its load counters are mmapped). Nothing else is used at run time: reloads rebind
  * nothing. docs/packaging.md, "Capabilities".
  */
+/* The sockmap relay for plain sessions: privileged to load, so at start, and only
+ * where a listener can bring a plain session (never fatal: splice instead). */
+static void open_sockmap(struct kg_daemon *d, const struct kg_config *cfg)
+{
+	char why[256];
+	bool plain = false;
+
+	for (size_t l = 0; l < cfg->n_listeners; l++)
+		plain = plain || cfg->listeners[l].kind == KG_LISTENER_PLAIN ||
+			cfg->listeners[l].kind == KG_LISTENER_PROXY;
+	if (!plain)
+		return;
+	d->sockmap = kg_sockmap_open(why, sizeof(why));
+	if (d->sockmap == NULL)
+		kg_log_warnx("sockmap relay unavailable (%s): plain sessions use splice", why);
+	else
+		kg_log_info("sockmap relay loaded: plain sessions are relayed in the kernel");
+}
+
 static int drop_capabilities(struct kg_daemon *d)
 {
 	char err[KG_ERRBUF];
@@ -571,6 +591,7 @@ int main(int argc, char **argv)
 		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
 	d->edge = kg_edge_start(cfg);
+	open_sockmap(d, cfg);
 
 	/* 4. sockets */
 	raise_fd_limit();
@@ -673,6 +694,7 @@ out_fds:
 	if (d->epfd >= 0)
 		close(d->epfd);
 out_snap:
+	kg_sockmap_free(d->sockmap);
 	kg_edge_stop(d->edge);
 	kg_snapshot_put(d->snap);
 out_writer:

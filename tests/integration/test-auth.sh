@@ -165,8 +165,9 @@ last_audit() {
 # broker, the audit line names kind and listener, and the broker saw the device id as
 # user name and no password.
 allowed() {
-	local where=$1 id=$2 user=$3 pass=$4 kind=$5 m sub out line lname
+	local where=$1 id=$2 user=$3 pass=$4 kind=$5 m sub out line lname sm0 sm1
 	m=$(log_mark)
+	sm0=$(metric_value ktlsgate_sessions_started_total 'mode="sockmap"')
 	sub=$(sub_start "auth/$id" 1 8)
 	if [ -n "$pass" ]; then out=$(mpub "$where" "$id" "$user" "$pass"); else out=$(mpub "$where" "$id" "$user"); fi
 	[ $? -eq 0 ] || { note "$kind over $where: mosquitto_pub: $out"; return 1; }
@@ -180,6 +181,13 @@ allowed() {
 	# the tap recorded the CONNECT as the broker got it: user name = id, no password
 	out=$(broker_saw "$id")
 	[ "$out" = "username=$id password=None" ] || { note "$kind over $where: broker saw $out"; return 1; }
+	# a plain session is relayed in the kernel (the host has sockmap); TLS ones never are
+	sm1=$(metric_value ktlsgate_sessions_started_total 'mode="sockmap"')
+	if [ "$where" = plain ]; then
+		[ "$sm1" -gt "$sm0" ] 2>/dev/null || { note "$kind over plain: not a sockmap session ($sm0 -> $sm1)"; return 1; }
+	else
+		[ "$sm1" = "$sm0" ] || { note "$kind over tls: a sockmap session ($sm0 -> $sm1)"; return 1; }
+	fi
 }
 
 t_sas_tls() { allowed tls sasdev "$(sas_user sasdev)" "$(sas_token sasdev "$SAS_K1")" sas; }
