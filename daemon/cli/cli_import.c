@@ -592,6 +592,48 @@ static int parse_input(struct import *im, FILE *in, unsigned long *bad_line)
 	return rc;
 }
 
+/*
+ * Before the slow part: a device id or a basic user name the registry already holds is
+ * refused now, not after minutes of scrypt (the transaction checks both again, so a
+ * writer in between changes nothing). Only when there are secrets to make. 0, or an
+ * exit code after one error line.
+ */
+static int precheck(const struct import *im, struct kg_registry *reg, const char *cmd)
+{
+	char owner[KG_DEVICE_ID_MAX + 1];
+	struct kg_device d;
+	int rc;
+
+	if (im->n_creds == 0)
+		return 0;
+	for (size_t i = 0; i < im->n; i++) {
+		if ((rc = kg_registry_device_get(reg, im->devs[i].id, &d)) == 0) {
+			kg_cli_err("%s: %s:%lu: device %s: already exists (in the registry or on an earlier line), or its thumbprint is taken; nothing imported",
+				   cmd, im->name, im->lines[i], im->devs[i].id);
+			return KG_EXIT_REFUSED;
+		}
+		if (rc != KG_E_NOTFOUND)
+			goto fail;
+	}
+	for (size_t j = 0; j < im->n_secs; j++) {
+		const struct row_sec *sec = &im->secs[j];
+
+		if (sec->username[0] == '\0')
+			continue;
+		if ((rc = kg_registry_cred_find(reg, KG_ATT_BASIC, sec->username, owner)) == 0) {
+			kg_cli_err("%s: %s:%lu: device %s: user name %s belongs to another device; nothing imported",
+				   cmd, im->name, im->lines[sec->dev], im->devs[sec->dev].id, sec->username);
+			return KG_EXIT_REFUSED;
+		}
+		if (rc != KG_E_NOTFOUND)
+			goto fail;
+	}
+	return 0;
+fail:
+	kg_cli_err("%s: cannot read the registry: %s; nothing imported", cmd, kg_registry_strerror(reg, rc));
+	return kg_cli_exit_for(rc);
+}
+
 /* A KDF thread: take the next row with secrets, make its credentials into creds[]. */
 static void *make_rows(void *arg)
 {
@@ -876,6 +918,9 @@ int kg_cli_device_import(struct kg_cli *cli, int argc, char **argv)
 		rc = KG_EXIT_REFUSED;
 		goto out;
 	}
+	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, false, &reg)) != KG_EXIT_OK ||
+	    (rc = precheck(&im, reg, cmd)) != KG_EXIT_OK)
+		goto out;
 	/* The secrets file before the slow part: a name already taken costs nothing. */
 	if (secrets_path != NULL) {
 		if ((rc = secrets_open(cmd, secrets_path, &sout)) != KG_EXIT_OK)
@@ -896,8 +941,6 @@ int kg_cli_device_import(struct kg_cli *cli, int argc, char **argv)
 		goto out;
 	}
 
-	if ((rc = kg_cli_open_registry(cli, KG_REG_READWRITE, false, &reg)) != KG_EXIT_OK)
-		goto out;
 	rc = kg_registry_device_add_many_cred(reg, im.devs, im.n, im.creds, im.cred_dev, im.n_creds, &bad);
 	if (rc != 0) {
 		if (im.n > 0 && bad >= im.n && bad - im.n < im.n_creds && (rc == KG_E_EXISTS || rc == KG_E_INVALID)) {
@@ -914,11 +957,11 @@ int kg_cli_device_import(struct kg_cli *cli, int argc, char **argv)
 			kg_cli_err("%s: cannot write the registry: %s; nothing imported", cmd,
 				   kg_registry_strerror(reg, rc));
 		}
-		kg_registry_close(reg);
 		rc = rc == KG_E_EXISTS || rc == KG_E_INVALID ? KG_EXIT_REFUSED : kg_cli_exit_for(rc);
 		goto out;
 	}
 	kg_registry_close(reg);
+	reg = NULL;
 	file_made = false;   /* committed: the file is the only copy of the new secrets */
 	if (sout != NULL) {
 		if (shown > 0)
@@ -926,12 +969,16 @@ int kg_cli_device_import(struct kg_cli *cli, int argc, char **argv)
 				" give them to the devices, then delete it\n", shown, secrets_path);
 	} else if ((shown = write_secrets(&im, stdout, json)) > 0) {
 		fprintf(stderr, "ktlsgate: the secrets above are shown once: give them to the devices now\n");
+	} else if (shown < 0) {
+		kg_cli_err("%s: imported, but the new secrets could not be written to stdout: rotate them"
+			   " (device credentials ID --rotate)", cmd);
 	}
 	nrc = notify_all(cli, &im, text, sizeof(text));
 	/* With --json stdout holds only the secrets' JSON lines. */
 	fprintf(json && sout == NULL ? stderr : stdout, "imported %zu devices (%s)\n", im.n, text);
 	rc = nrc == KG_EXIT_RUNTIME ? KG_EXIT_RUNTIME : KG_EXIT_OK;
 out:
+	kg_registry_close(reg);
 	if (sout != NULL)
 		fclose(sout);
 	if (file_made)   /* nothing imported: its secrets name nothing */

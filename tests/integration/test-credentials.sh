@@ -492,10 +492,17 @@ t_import_secrets_out() {
 	imp "$f" --secrets-out "$T/imp-out/link"
 	expect_rc 2 || return 1
 	[ ! -e "$T/imp-out/target" ] || why "the link was followed" || return 1
-	# The transaction refuses (b1 exists): the new file goes again, nothing imported.
+	# An id the registry has is refused before any hashing, and before the file is made.
 	printf 'id,auth\nb4,basic\nb1,basic\n' >"$f"
 	imp "$f" --secrets-out "$T/imp-out/s2"
 	expect_rc 2 && expect_err_line "f\.csv:3: device b1: already exists.*nothing imported" || return 1
+	[ ! -e "$T/imp-out/s2" ] || why "a secrets file of a refused import stayed: $(cat "$T/imp-out/s2")" || return 1
+	# The transaction refuses (a thumbprint another device pins, seen only there): the
+	# secrets file, already written, goes again; nothing imported.
+	runx 0 device add pin1 --thumbprint "$(printf 'cd%.0s' {1..32})" || return 1
+	printf 'id,auth,thumbprint\nb4,basic,\nth2,,%s\n' "$(printf 'cd%.0s' {1..32})" >"$f"
+	imp "$f" --secrets-out "$T/imp-out/s2"
+	expect_rc 2 && expect_err_line "f\.csv:3: device th2: already exists.*thumbprint is taken.*nothing imported" || return 1
 	[ ! -e "$T/imp-out/s2" ] || why "a secrets file of a refused import stayed: $(cat "$T/imp-out/s2")" || return 1
 	[ "$(sql "SELECT count(*) FROM devices WHERE id = 'b4'")" = 0 ] || why "b4 was imported" || return 1
 	imp "$f" --kdf-threads 0
