@@ -297,6 +297,7 @@ int kg_registry_device_add_many(struct kg_registry *reg, const struct kg_device 
 	return kg_registry_device_add_many_cred(reg, devs, n, NULL, NULL, 0, bad);
 }
 
+/* Below, with the credential functions. */
 static int check_cred(const struct kg_credential *c, struct kg_credential *out);
 
 int kg_registry_device_add_many_cred(struct kg_registry *reg, const struct kg_device *devs, size_t n,
@@ -305,11 +306,12 @@ int kg_registry_device_add_many_cred(struct kg_registry *reg, const struct kg_de
 {
 	struct kg_credential *cnorm = NULL;
 	struct kg_device *norm;
-	size_t i;
+	size_t i, unused;
 	int rc = 0;
 
-	if (bad != NULL)
-		*bad = 0;
+	if (bad == NULL)
+		bad = &unused;
+	*bad = 0;
 	if (reg == NULL || (devs == NULL && n != 0) ||
 	    (n_creds != 0 && (creds == NULL || cred_dev == NULL)))
 		return KG_E_INVALID;
@@ -325,8 +327,7 @@ int kg_registry_device_add_many_cred(struct kg_registry *reg, const struct kg_de
 	/* Every row is checked before the store sees any of them. */
 	for (i = 0; i < n; i++) {
 		if ((rc = check_device(&devs[i], &norm[i])) != 0) {
-			if (bad != NULL)
-				*bad = i;
+			*bad = i;
 			goto out;
 		}
 	}
@@ -336,17 +337,11 @@ int kg_registry_device_add_many_cred(struct kg_registry *reg, const struct kg_de
 			goto out;
 		}
 		if ((rc = check_cred(&creds[i], &cnorm[i])) != 0) {
-			if (bad != NULL)
-				*bad = n + i;
+			*bad = n + i;
 			goto out;
 		}
 	}
-	{
-		size_t dummy;
-
-		rc = reg->ops->device_add_many(reg, norm, n, cnorm, cred_dev, n_creds,
-					       bad != NULL ? bad : &dummy);
-	}
+	rc = reg->ops->device_add_many(reg, norm, n, cnorm, cred_dev, n_creds, bad);
 out:
 	if (cnorm != NULL)   /* SAS keys are secrets: none left in freed memory */
 		OPENSSL_cleanse(cnorm, n_creds * sizeof(*cnorm));
