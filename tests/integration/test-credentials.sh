@@ -375,7 +375,7 @@ sas_ok() {
 }
 
 t_import_secrets() {
-	local k2 k3a k3b out fmt f i
+	local k2 k3a k3b out fmt f i k
 	k2=$(head -c 32 /dev/urandom | base64 -w0)
 	k3a=$(head -c 32 /dev/urandom | base64 -w0)
 	k3b=$(head -c 64 /dev/urandom | base64 -w0)
@@ -451,6 +451,16 @@ assert set(rows[2]) == {"id", "auth", "username", "primary"} and rows[2]["userna
 			why "$fmt: x1 is not a plain x509 device" || return 1
 		[ "$(sql "SELECT count(*) FROM credentials")" = 9 ] ||
 			why "$fmt: $(sql "SELECT count(*) FROM credentials") credential rows, want 9" || return 1
+		# shown once: no later command prints a secret
+		i="$(jfield s1 primary) $(jfield t1 primary) $(jfield b1 primary)"
+		for f in "device list --json" "device show s1" "device credentials s1 --json" \
+			"device credentials t1 --json" "device credentials b1 --json"; do
+			# shellcheck disable=SC2086
+			runx 0 $f || return 1
+			for k in $i; do
+				! grep -qF -- "$k" "$T/out" || why "$fmt: '$f' printed a secret" || return 1
+			done
+		done
 	done
 	# Without --json: a table, then the summary line, on stdout.
 	new_registry imp-table
