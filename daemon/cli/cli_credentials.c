@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * cli_credentials.c - device secrets beside X.509 (issue 15): make them for `device
- * add --auth sas|token|basic`, show and rotate them with `device credentials`.
+ * add --auth sas|token|basic` and `device import`, show and rotate them with `device
+ * credentials`. The rules for --auth and the options beside it, and the checks of a
+ * given secret, live here once (kg_cli_auth_resolve, kg_cli_cred_check) for both the
+ * command line and import's columns.
  *
- * Every secret comes from RAND_bytes and is stored in the form docs/credentials.md
+ * A secret the operator gives (import's secret column, --password-stdin) is checked and
+ * stored in its stored form; any other comes from RAND_bytes. Stored as docs/credentials.md
  * fixes: a SAS key as padded base64 of 32 bytes (the HMAC needs the key itself), an
  * access token as the SHA-256 hex of a 32-byte base64url token, a password as a scrypt
  * PHC string with the documented defaults (OpenSSL's SCRYPT KDF, maxmem from
