@@ -10,9 +10,9 @@
  * stored in its stored form; any other comes from RAND_bytes. The stored forms are
  * docs/credentials.md's: a SAS key as padded base64 (32 bytes when made here; the HMAC
  * needs the key itself), an access token as its SHA-256 hex (made here: a 32-byte
- * base64url token), a password as a scrypt
- * PHC string with the documented defaults (OpenSSL's SCRYPT KDF, maxmem from
- * kg_scrypt_mem(): OpenSSL's own 32 MiB cap refuses ln=15,r=8). Each stored form is
+ * base64url token), a password as a scrypt PHC string with the documented defaults
+ * (OpenSSL's SCRYPT KDF, maxmem from kg_scrypt_mem(): OpenSSL's own 32 MiB cap refuses
+ * ln=15,r=8). Each stored form is
  * checked with the pure parser that will read it back. The secret a device sends is
  * printed once and wiped; show/list print kinds, slots, user names and times only.
  * The daemon does not check these credentials yet (listeners typed tls/plain: next).
