@@ -58,6 +58,10 @@ EOF2
 	device_cert "$OFF" "$PKI/factory" || return 1
 	kg device add "$DEV" >/dev/null || return 1
 	kg device add "$OFF" --status disabled >/dev/null || return 1
+	# a pinned device: its certificate's SHA-256 is all that proves it
+	pki self-signed --cn pin-thumb --out "$PKI/dev/pin-thumb" || return 1
+	THUMB=$(fingerprint "$PKI/dev/pin-thumb/cert.pem")
+	kg device add pin-thumb --thumbprint "$THUMB" >/dev/null || return 1
 	start_broker "$BK_PORT" || return 1
 	start_gateway || return 1
 	start_front || return 1
@@ -178,6 +182,64 @@ except OSError as e:
 PY
 }
 
+# front_says CN SHA256HEX|-: a front that verified a certificate with this CN (and
+# hash: ktlsgate's 0xE0 TLV; "-": none, as HAProxy sends), then the device's CONNECT
+# (client id CN); prints the CONNACK's return code, or "closed".
+front_says() {
+	$PY - "$PX_PORT" "$1" "$2" <<'PY'
+import socket, struct, sys
+port, cn, sha = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+sub = bytes([0x22]) + struct.pack("!H", len(cn)) + cn
+ssl = bytes([0x07]) + struct.pack("!I", 0) + sub          # SSL | CERT_CONN | CERT_SESS, verified
+tlvs = bytes([0x20]) + struct.pack("!H", len(ssl)) + ssl
+if sha != "-":
+    h = bytes.fromhex(sha)
+    tlvs += bytes([0xE0]) + struct.pack("!H", len(h)) + h
+addrs = socket.inet_aton("192.0.2.77") + socket.inet_aton("127.0.0.1") + struct.pack("!HH", 40123, port)
+body = addrs + tlvs
+hdr = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+cid = cn
+vh = b"\x00\x04MQTT\x04\x02\x00\x3c"
+pl = struct.pack("!H", len(cid)) + cid
+connect = bytes([0x10, len(vh) + len(pl)]) + vh + pl
+s = socket.socket()
+s.bind(("127.0.0.2", 0))
+s.settimeout(5)
+s.connect(("127.0.0.1", port))
+s.sendall(hdr + connect)
+try:
+    r = s.recv(4)
+    print("closed" if len(r) < 4 else "connack 0x%02x" % r[3])
+except OSError:
+    print("closed")
+PY
+}
+
+# A pinned device through a front: the hash proves it (and the device's address from
+# the header is the audit's peer); without the hash (HAProxy's case) or with another
+# certificate's hash it is refused attestation_mismatch.
+t_pinned_through_front() {
+	local m out
+	m=$(log_mark)
+	out=$(front_says pin-thumb "$THUMB")
+	[ "$out" = "connack 0x00" ] || { note "pinned device with its hash: $out"; return 1; }
+	audit_has "$m" ok pin-thumb allow || { note "no allow line"; return 1; }
+	last_audit "$m" | grep -q '"peer":"192.0.2.77:40123"' && last_audit "$m" | grep -q '"auth":"thumbprint"' ||
+		{ note "audit: $(last_audit "$m")"; return 1; }
+	m=$(log_mark)
+	out=$(front_says pin-thumb -)
+	[ "$out" = "connack 0x05" ] || { note "pinned device without a hash: $out"; return 1; }
+	audit_has "$m" attestation_mismatch pin-thumb deny || { note "no attestation_mismatch line"; return 1; }
+	m=$(log_mark)
+	out=$(front_says pin-thumb "$(printf '%064d' 0)")
+	[ "$out" = "connack 0x05" ] || { note "pinned device with another hash: $out"; return 1; }
+	audit_has "$m" attestation_mismatch pin-thumb deny || { note "no attestation_mismatch line (wrong hash)"; return 1; }
+	# a CA device vouched for by the front needs no hash; its address is the header's
+	m=$(log_mark)
+	out=$(front_says "$DEV" -)
+	[ "$out" = "connack 0x00" ] || { note "CA device from a hand-made header: $out"; return 1; }
+}
+
 t_bad_header() {
 	local m out
 	m=$(log_mark)
@@ -204,7 +266,7 @@ t_require_crc() {
 }
 
 ALL_TESTS=(t_device_through_front t_disabled_through_front t_no_cert_through_front
-	t_untrusted_source t_bad_header t_require_crc)
+	t_pinned_through_front t_untrusted_source t_bad_header t_require_crc)
 
 setup || { echo "FAIL setup"; exit 1; }
 run_tests
