@@ -84,7 +84,7 @@ static void decide(struct kg_conn *c);
 static int send_proxy_header(struct kg_conn *c)
 {
 	struct kg_pp2_header h;
-	struct sockaddr_storage local;
+	struct sockaddr_storage local = { 0 };
 	socklen_t llen = sizeof(local);
 	uint8_t sha[32], buf[512];
 	const uint8_t *src, *dst;

@@ -253,6 +253,24 @@ t_revoke_live() {
 	sed -n 2p "$f" | grep -q '^eof' || { note "session not cut: $(cat "$f")"; return 1; }
 }
 
+# A sockmap session (plain listener: the kernel relays it) is cut as fast as any when
+# its device is disabled: EOF within 100 ms of the CLI's return (kgclient cutoff times
+# both from just before starting the CLI; the CLI's own run is printed beside).
+t_revoke_sockmap() {
+	local res cli eof sm0 sm1
+	sm0=$(metric_value ktlsgate_sessions_started_total 'mode="sockmap"')
+	res=$(kgc cutoff --plain --port "$PLAIN_PORT" --id tokdev --username "$TOKEN" \
+		--cmd "timeout 20 $KGCLI -c $GW_CONF device set tokdev --status disabled >/dev/null" | tail -1)
+	kg device set tokdev --status enabled >/dev/null
+	sm1=$(metric_value ktlsgate_sessions_started_total 'mode="sockmap"')
+	echo "    $res"
+	[ "$sm1" -gt "$sm0" ] 2>/dev/null || { note "not a sockmap session ($sm0 -> $sm1)"; return 1; }
+	cli=$(printf '%s' "$res" | $PY -c 'import json,sys; print(json.load(sys.stdin)["cli_ms"])')
+	eof=$(printf '%s' "$res" | $PY -c 'import json,sys; print(json.load(sys.stdin)["eof_ms"])')
+	$PY -c 'import sys; c, e = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if e - c < 100 else 1)' "$cli" "$eof" 2>/dev/null ||
+		{ note "EOF at $eof ms, CLI done at $cli ms: not within 100 ms"; return 1; }
+}
+
 t_x509_only() {
 	local out m k
 	for k in sas token basic; do
@@ -297,7 +315,8 @@ t_brute_force() {
 }
 
 ALL_TESTS=(t_sas_tls t_token_tls t_basic_tls t_sas_secondary t_sas_bad t_token_bad t_basic_bad
-	t_disabled t_revoke_live t_x509_only t_brute_force t_sas_plain t_token_plain t_basic_plain)
+	t_disabled t_revoke_live t_x509_only t_brute_force t_sas_plain t_token_plain t_basic_plain
+	t_revoke_sockmap)
 
 setup || { echo "FAIL setup"; exit 1; }
 run_tests
