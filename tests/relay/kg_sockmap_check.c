@@ -26,6 +26,8 @@
  *   kg-sockmap-check revoke N            N sockmap sessions streaming both ways; the
  *       relay process closes every session at once (revocation): each of the 2N peer
  *       sockets must see EOF or a reset within 100 ms.
+ *   kg-sockmap-check queued N          N socket pairs with bytes queued both ways
+ *       before kg_sockmap_add(): they must be relayed with nothing arriving after them.
  *   kg-sockmap-check nocaps              the program cannot load without capabilities:
  *       kg_sockmap_open() says why, and the plain ladder starts splice.
  *
@@ -944,6 +946,88 @@ static int run_revoke(unsigned n)
 	return 0;
 }
 
+/* ==== bytes queued before the insert ================================================ */
+
+/* kg_sockmap_add() alone: bytes already in a socket's receive queue when it goes into
+ * the SOCKHASH (the window between the relay's last read and the insert, made wide
+ * here) must be relayed at once, with nothing arriving after them to wake the verdict. */
+static int run_queued(unsigned n)
+{
+	char why[256];
+	struct kg_sockmap *sm = kg_sockmap_open(why, sizeof(why));
+	uint16_t pd, pb;
+	int ld, lb;
+	unsigned ok = 0, wrong = 0;
+	uint64_t t0, worst = 0;
+
+	if (sm == NULL) {
+		fail("queued_bytes_relayed", "%s", why);
+		return 1;
+	}
+	ld = listen_lo(&pd);
+	lb = listen_lo(&pb);
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t up[3000], down[700], got_up[3000], got_down[700];
+		uint64_t ck[2];
+		int dc = connect_lo(pd), dev = accept(ld, NULL, NULL);
+		int be = connect_lo(pb), bs = accept(lb, NULL, NULL);
+		size_t gu = 0, gd = 0;
+
+		fill(up, sizeof(up), i, 0);
+		fill(down, sizeof(down), i + 1000000, 0);
+		/* both directions queued, unread, before the insert */
+		if (dc < 0 || dev < 0 || be < 0 || bs < 0 || send(dc, up, sizeof(up), 0) != sizeof(up) ||
+		    send(bs, down, sizeof(down), 0) != sizeof(down)) {
+			fail("queued_bytes_relayed", "setup: %s", strerror(errno));
+			return 1;
+		}
+		usleep(2000);   /* let them reach the receive queues */
+		ck[0] = kg_sockmap_cookie(dev);
+		ck[1] = kg_sockmap_cookie(be);
+		if (kg_sockmap_add(sm, dev, be, ck) < 0) {
+			fail("queued_bytes_relayed", "kg_sockmap_add: %s", strerror(errno));
+			return 1;
+		}
+		t0 = now_ns();
+		nonblock(bs);
+		nonblock(dc);
+		while ((gu < sizeof(up) || gd < sizeof(down)) && now_ns() - t0 < 1000000000ull) {
+			ssize_t r = recv(bs, got_up + gu, sizeof(up) - gu, 0);
+
+			if (r > 0)
+				gu += (size_t)r;
+			r = recv(dc, got_down + gd, sizeof(down) - gd, 0);
+			if (r > 0)
+				gd += (size_t)r;
+			if (r <= 0)
+				usleep(200);
+		}
+		if (gu == sizeof(up) && gd == sizeof(down)) {
+			ok++;
+			if (memcmp(got_up, up, sizeof(up)) != 0 || memcmp(got_down, down, sizeof(down)) != 0)
+				wrong++;
+			if (now_ns() - t0 > worst)
+				worst = now_ns() - t0;
+		}
+		kg_sockmap_remove(sm, ck);
+		close(dc);
+		close(dev);
+		close(be);
+		close(bs);
+	}
+	close(ld);
+	close(lb);
+	kg_sockmap_free(sm);
+	printf("STAT queued: %u of %u pairs relayed what was queued before the insert, worst %.1f ms\n",
+	       ok, n, (double)worst / 1e6);
+	if (ok == n && wrong == 0)
+		pass("queued_bytes_relayed");
+	else
+		fail("queued_bytes_relayed", "%u of %u pairs got their queued bytes (%u wrong) within 1 s",
+		     ok, n, wrong);
+	return 0;
+}
+
 /* ==== without capabilities ========================================================== */
 
 static int run_nocaps(void)
@@ -993,10 +1077,12 @@ int main(int argc, char **argv)
 	}
 	else if (argc == 3 && strcmp(argv[1], "revoke") == 0)
 		run_revoke((unsigned)atoi(argv[2]));
+	else if (argc == 3 && strcmp(argv[1], "queued") == 0)
+		run_queued((unsigned)atoi(argv[2]));
 	else if (argc == 2 && strcmp(argv[1], "nocaps") == 0)
 		run_nocaps();
 	else {
-		fprintf(stderr, "usage: %s exact sockmap|splice|plain|cfg-userspace N CONC [MAX_KIB] | revoke N | "
+		fprintf(stderr, "usage: %s exact sockmap|splice|plain|cfg-userspace N CONC [MAX_KIB] | revoke N | queued N | "
 				"nocaps\n", argv[0]);
 		return 2;
 	}
