@@ -43,6 +43,7 @@ struct kg_worker;
 struct kg_writer;
 struct kg_metrics_http;
 struct kg_control;
+struct kg_sockmap;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -64,6 +65,10 @@ struct kg_daemon {
 	struct kg_writer *writer;           /* registry writes off the hot path */
 	struct kg_metrics_http *metrics_http;
 	struct kg_edge *edge;               /* XDP gate (edge.h); inactive without BPF */
+	struct kg_sockmap *sockmap;         /* plain sessions' in-kernel relay (relay/sockmap.h),
+					     * NULL without BPF: they splice. Shared read-only by
+					     * the workers (io->sockmap) */
+	bool sockmap_needs_cap;             /* its map updates need CAP_BPF (kernel < 6.5) */
 	/* Backend names owning a metrics slot (metrics.h KG_BACKEND_SLOTS), in the order
 	 * they first appeared; written by kg_snapshot_build() on the main thread only. */
 	char backend_slot_names[KG_BACKEND_SLOTS][KG_NAME_MAX];

@@ -35,6 +35,7 @@
 #include "core/control_server.h"
 #include "core/daemon.h"
 #include "edge/edge.h"
+#include "relay/sockmap.h"
 #include "ops/err.h"
 #include "core/instance.h"
 #include "ops/log.h"
@@ -140,16 +141,22 @@ static char *render_metrics(void *arg, size_t *len)
  * attaches it to [edge] interfaces that appear later (bpf_link_create) and the workers
  * update its deny map (every bpf(2) command needs CAP_BPF on kernels before 6.5 with
  * unprivileged BPF off, Debian's default). Steering needs nothing after registration
- * (its load counters are mmapped). Nothing else is used at run time: reloads rebind
- * nothing. docs/packaging.md, "Capabilities".
+ * (its load counters are mmapped). The sockmap relay (relay/sockmap.h) keeps CAP_BPF
+ * only where its map updates need it (probed: kernels before 6.5). Nothing else is
+ * used at run time: reloads rebind nothing. docs/packaging.md, "Capabilities".
  */
 static int drop_capabilities(struct kg_daemon *d)
 {
 	char err[KG_ERRBUF];
 	bool gate = kg_edge_active(d->edge);
+	bool sm = d->sockmap != NULL && d->sockmap_needs_cap;
+	uint64_t keep = (gate ? KG_CAP(KG_CAP_BPF) | KG_CAP(KG_CAP_NET_ADMIN) : 0) |
+			(sm ? KG_CAP(KG_CAP_BPF) : 0);
 
-	if (kg_caps_drop(gate ? KG_CAP(KG_CAP_BPF) | KG_CAP(KG_CAP_NET_ADMIN) : 0,
-			 gate ? "the XDP gate follows [edge] interfaces and feeds its deny map" : NULL,
+	if (kg_caps_drop(keep,
+			 gate ? "the XDP gate follows [edge] interfaces and feeds its deny map"
+			 : sm ? "plain sessions go into the sockmap (bpf(2) needs it before 6.5)"
+			      : NULL,
 			 err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		return -1;
@@ -510,6 +517,14 @@ int main(int argc, char **argv)
 		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
 	d->edge = kg_edge_start(cfg);
+	/* The plain sessions' sockmap relay (privileged, never fatal: they splice) */
+	if (cfg->relay == KG_RELAY_AUTO || cfg->relay == KG_RELAY_KTLS_TX) {
+		d->sockmap = kg_sockmap_open(err, sizeof(err));
+		if (d->sockmap == NULL)
+			kg_log_info("plain sessions relay with splice: %s", err);
+		else
+			d->sockmap_needs_cap = kg_sockmap_needs_cap(d->sockmap);
+	}
 
 	/* 4. sockets */
 	raise_fd_limit();
@@ -600,6 +615,7 @@ out_fds:
 	if (d->epfd >= 0)
 		close(d->epfd);
 out_snap:
+	kg_sockmap_free(d->sockmap);
 	kg_edge_stop(d->edge);
 	kg_snapshot_put(d->snap);
 out_writer:

@@ -48,6 +48,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1062,6 +1063,31 @@ static int run_nocaps(void)
 		pass("nocaps_unavailable_with_reason");
 	else
 		fail("nocaps_unavailable_with_reason", "got \"%s\"", line);
+	{
+		/* the probe the daemon uses to decide whether to keep CAP_BPF after start */
+		char why[256];
+		struct kg_sockmap *sm = kg_sockmap_open(why, sizeof(why));
+		struct utsname u;
+		unsigned maj = 0, min = 0;
+		bool old, needs;
+
+		uname(&u);
+		sscanf(u.release, "%u.%u", &maj, &min);
+		old = maj < 6 || (maj == 6 && min < 5);
+		if (sm == NULL) {
+			fail("needs_cap_probe", "%s", why);
+			return 1;
+		}
+		needs = kg_sockmap_needs_cap(sm);
+		kg_sockmap_free(sm);
+		printf("STAT nocaps: kernel %s: map updates %s CAP_BPF after the load\n", u.release,
+		       needs ? "need" : "do not need");
+		if (needs == old)
+			pass("needs_cap_probe");
+		else
+			fail("needs_cap_probe", "kernel %s, probe says %s", u.release,
+			     needs ? "needed" : "not needed");
+	}
 	return 0;
 }
 
