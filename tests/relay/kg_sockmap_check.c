@@ -393,8 +393,6 @@ pump:
 				enum kg_reason r = s->closed ? KG_REASON_OK : s->ops->pump(&s->io);
 
 				st.pumps++;
-				if (getenv("KG_DEBUG2"))
-					fprintf(stderr, "pump cid %llu src %s ev %x dev_eof %d be_eof %d be_shut %d up %llu down %llu\n", (unsigned long long)s->io.cid, src == &s->io.dev ? "dev" : "be", evs[i].events, s->io.dev_eof, s->io.be_eof, s->io.be_shut, (unsigned long long)s->io.bytes_up, (unsigned long long)s->io.bytes_down);
 
 				if (getenv("KG_DEBUG") && r != KG_REASON_OK)
 					fprintf(stderr, "relay: session %llu ends: reason %d dev_eof %d be_eof %d be_shut %d\n", (unsigned long long)s->io.cid, (int)r, s->io.dev_eof, s->io.be_eof, s->io.be_shut);
