@@ -501,6 +501,9 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 {
 	struct kg_worker *w = c->w;
 
+	/* A sockmap session's bytes were the kernel's: its final counters in, its map
+	 * entries out, before anything below reads them or closes the fds. */
+	kg_sockmap_session_end(&c->io);
 	/* A connection that ends before its decision was audited gets one record:
 	 * every refusal, timeout and garbage peer is visible. */
 	if (!c->audited)
@@ -530,7 +533,6 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 		SSL_free(c->io.ssl);
 	kg_record_session_free(c->io.rec);
 	c->io.rec = NULL;
-	kg_sockmap_session_end(&c->io);   /* final kernel counters, map entries out */
 	kg_ktls_session_release(&c->io);
 	kg_tls_key_tracker_wipe(&c->io.keytrk);
 	if (c->io.dev.fd >= 0)

@@ -201,8 +201,9 @@ static char *render_metrics(void *arg, size_t *len)
  * attaches it to [edge] interfaces that appear later (bpf_link_create) and the workers
  * update its deny map (every bpf(2) command needs CAP_BPF on kernels before 6.5 with
  * unprivileged BPF off, Debian's default). Steering needs nothing after registration
- * (its load counters are mmapped). Nothing else is used at run time: reloads rebind
- * nothing. docs/packaging.md, "Capabilities".
+ * (its load counters are mmapped). The sockmap relay (relay/sockmap.h) keeps CAP_BPF
+ * only where its map updates need it (probed: kernels before 6.5). Nothing else is
+ * used at run time: reloads rebind nothing. docs/packaging.md, "Capabilities".
  */
 /* The sockmap relay for plain sessions: privileged to load, so at start, and only
  * where a listener can bring a plain session (never fatal: splice instead). */
@@ -214,22 +215,30 @@ static void open_sockmap(struct kg_daemon *d, const struct kg_config *cfg)
 	for (size_t l = 0; l < cfg->n_listeners; l++)
 		plain = plain || cfg->listeners[l].kind == KG_LISTENER_PLAIN ||
 			cfg->listeners[l].kind == KG_LISTENER_PROXY;
-	if (!plain)
+	/* relay = userspace / openssl: plain sessions copy in user space (relay.h) */
+	if (!plain || (cfg->relay != KG_RELAY_AUTO && cfg->relay != KG_RELAY_KTLS_TX))
 		return;
 	d->sockmap = kg_sockmap_open(why, sizeof(why));
-	if (d->sockmap == NULL)
+	if (d->sockmap == NULL) {
 		kg_log_warnx("sockmap relay unavailable (%s): plain sessions use splice", why);
-	else
-		kg_log_info("sockmap relay loaded: plain sessions are relayed in the kernel");
+		return;
+	}
+	d->sockmap_needs_cap = kg_sockmap_needs_cap(d->sockmap);
+	kg_log_info("sockmap relay loaded: plain sessions are relayed in the kernel");
 }
 
 static int drop_capabilities(struct kg_daemon *d)
 {
 	char err[KG_ERRBUF];
 	bool gate = kg_edge_active(d->edge);
+	bool sm = d->sockmap != NULL && d->sockmap_needs_cap;
+	uint64_t keep = (gate ? KG_CAP(KG_CAP_BPF) | KG_CAP(KG_CAP_NET_ADMIN) : 0) |
+			(sm ? KG_CAP(KG_CAP_BPF) : 0);
 
-	if (kg_caps_drop(gate ? KG_CAP(KG_CAP_BPF) | KG_CAP(KG_CAP_NET_ADMIN) : 0,
-			 gate ? "the XDP gate follows [edge] interfaces and feeds its deny map" : NULL,
+	if (kg_caps_drop(keep,
+			 gate ? "the XDP gate follows [edge] interfaces and feeds its deny map"
+			 : sm ? "plain sessions go into the sockmap (bpf(2) needs it before 6.5)"
+			      : NULL,
 			 err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		return -1;

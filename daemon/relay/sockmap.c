@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -66,6 +69,31 @@ void kg_sockmap_free(struct kg_sockmap *sm)
 		return;
 	sockmap_bpf__destroy(sm->skel);
 	free(sm);
+}
+
+bool kg_sockmap_needs_cap(const struct kg_sockmap *sm)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct none[2];
+	int status = 0;
+	pid_t pid;
+
+	memset(none, 0, sizeof(none));
+	pid = fork();
+	if (pid < 0)
+		return true;   /* cannot tell: keep it */
+	if (pid == 0) {
+		uint64_t key = 0;
+		struct kg_sm_peer v;
+
+		/* ENOENT: the command ran (no entry 0); EPERM: it needs the capability */
+		if (syscall(SYS_capset, &h, none) < 0)
+			_exit(2);
+		_exit(bpf_map_lookup_elem(sm->peer_fd, &key, &v) < 0 && errno == EPERM ? 1 : 0);
+	}
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+		return true;
+	return WEXITSTATUS(status) != 0;
 }
 
 uint64_t kg_sockmap_cookie(int fd)

@@ -12,6 +12,7 @@
 #ifndef KTLSGATE_SOCKMAP_H
 #define KTLSGATE_SOCKMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,12 @@ struct kg_sm_counts {
  * then use splice. */
 struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen) KG_MUST_USE;
 void kg_sockmap_free(struct kg_sockmap *sm);
+
+/* Do map updates through the held fds still need CAP_BPF? Probed in a child process
+ * that drops every capability: true on kernels before 6.5 with unprivileged BPF off
+ * (every bpf(2) command checked it, Debian 12's 6.1), false from 6.5 on (only map and
+ * program creation do). The daemon keeps CAP_BPF after start only when true. */
+bool kg_sockmap_needs_cap(const struct kg_sockmap *sm);
 
 /* SO_COOKIE of fd: 0 with errno on failure. */
 uint64_t kg_sockmap_cookie(int fd);

@@ -55,6 +55,8 @@ run exact cfg-userspace 300 32     # program loaded, `relay = userspace`: plain
 run revoke 50
 # without capabilities the program does not load, and says why
 run nocaps
+# bytes queued before the insert are relayed at once (the SO_RCVLOWAT kick)
+run queued 200
 # CPU per GB, large sessions (each direction 16..32 MiB), one relay after the other
 for m in sockmap splice plain; do
 	run exact "$m" 8 8 32768
