@@ -55,7 +55,8 @@ struct kg_auth_input {
 	int64_t now;                  /* wall clock, s since the epoch: SAS expiry */
 	uint64_t now_ms;              /* monotonic ms: the limiter */
 	/* The limiter's key for misses that name no device (unknown token or user name,
-	 * SAS for an unknown id): the source's prefix as text, e.g. "192.0.2.0/24". NULL:
+	 * SAS for an unknown id): the source as [limits] source_prefix_v4/_v6 mask it
+	 * (core/srclimit.h kg_srclimit_key()), as text, e.g. "192.0.2.7/32". NULL:
 	 * no source limit. */
 	const char *source_key;
 	bool x509_only;               /* the listener's x509_only (ORed with [auth]'s) */
