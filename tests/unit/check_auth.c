@@ -47,6 +47,8 @@ Suite *kg_suite_auth(void);
 #define PHC1 "$scrypt$ln=10,r=8,p=1$AAECAwQFBgcICQoLDA0ODw$hKGWL22WtdGfIbxEPAZ06BS2bWyYKuZIKvypfAlYOWk"
 #define PHC2 "$scrypt$ln=10,r=8,p=1$MjM0NTY3ODk6Ozw9Pj9AQQ$UNsykZ/MlqPmKKs1pz9P76MikRS+SMGTVvlFfiBxeRs"
 #define PW_SLOW "slow-password-1"
+#define PW_DEFAULT "default-cost-pw"
+#define PHC_DEFAULT "$scrypt$ln=15,r=8,p=1$yMnKy8zNzs/Q0dLT1NXW1w$i0/uzeOTrBoTrvLSO2aCHOUtaKztlq6K2+lfo+ryNxs"
 #define PHC_SLOW "$scrypt$ln=14,r=8,p=1$ZGVmZ2hpamtsbW5vcHFycw$NgJ4T3UBe34tgreuFTpOXCSDFC4wYfD007DbYOGtKQg"
 
 #define HUB "myhub.azure-devices.net"
@@ -318,6 +320,29 @@ START_TEST(test_basic)
 	ck_assert_int_eq(r.status, KG_AUTH_REFUSED);
 	ck_assert_int_eq(r.reason, KG_REASON_BAD_CREDENTIALS);
 	ck_assert_str_eq(r.device.id, "");
+}
+END_TEST
+
+/* The CLI's default cost (ln=15, r=8): needs more than OpenSSL's default maxmem, so it
+ * verifies only with kg_scrypt_mem() passed on. */
+START_TEST(test_basic_default_cost)
+{
+	struct kg_auth_job j;
+	struct kg_auth_result r;
+
+	memset(&j, 0, sizeof(j));
+	snprintf(j.device.id, sizeof(j.device.id), "bas-1");
+	snprintf(j.hashes[0], sizeof(j.hashes[0]), "%s", PHC_DEFAULT);
+	j.n_hashes = 1;
+	memcpy(j.password, PW_DEFAULT, strlen(PW_DEFAULT));
+	j.password_len = strlen(PW_DEFAULT);
+	kg_auth_job_run(&j, &r);
+	ck_assert_int_eq(r.status, KG_AUTH_OK);
+	memcpy(j.password, "default-cost-pW", 15);
+	j.password_len = 15;
+	kg_auth_job_run(&j, &r);
+	ck_assert_int_eq(r.status, KG_AUTH_REFUSED);
+	ck_assert_int_eq(r.reason, KG_REASON_BAD_CREDENTIALS);
 }
 END_TEST
 
@@ -669,6 +694,7 @@ Suite *kg_suite_auth(void)
 	tcase_add_test(tc, test_token);
 	tcase_add_test(tc, test_token_wrong_kind);
 	tcase_add_test(tc, test_basic);
+	tcase_add_test(tc, test_basic_default_cost);
 	tcase_add_test(tc, test_x509_only);
 	tcase_add_test(tc, test_limit_device);
 	tcase_add_test(tc, test_limit_source);
