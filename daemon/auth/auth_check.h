@@ -68,8 +68,10 @@ struct kg_auth_result {
 	enum kg_reason reason;        /* KG_REASON_OK when status is OK */
 	enum kg_connack connack;      /* the refusal's CONNACK */
 	const char *why;              /* constant sentence for the audit detail */
-	struct kg_device device;      /* the registry row, when a device was named ("" id
-				       * otherwise); valid for any status */
+	/* The device the credential named, for policy and the audit line: its registry
+	 * row when one was read; only the id for sas naming an unknown device or another
+	 * client id; all zero ("" id) when nothing was named (unknown token or user name). */
+	struct kg_device device;
 };
 
 /* A password check for the pool: copied inputs only (the connection may be gone by

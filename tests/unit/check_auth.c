@@ -195,6 +195,13 @@ START_TEST(test_sas)
 		      kg_reason_str(res.reason), res.connack, res.why);
 	if (c->status == KG_AUTH_OK)
 		ck_assert_str_eq(res.device.id, "dev-1");
+	/* the id the user name named, for the audit line, even without a row */
+	{
+		const char *a = strchr(c->user, '/') + 1, *b = strchr(a, '/');
+
+		ck_assert_uint_eq(strlen(res.device.id), (size_t)(b - a));
+		ck_assert_mem_eq(res.device.id, a, (size_t)(b - a));
+	}
 }
 END_TEST
 
