@@ -12,6 +12,8 @@
  */
 #include <check.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,6 +416,38 @@ START_TEST(test_limit_bucket)
 }
 END_TEST
 
+/* Workers and pool threads share one limiter: under contention the bucket still
+ * hands out exactly its burst. */
+struct hammer {
+	struct kg_auth_limit *l;
+	atomic_uint won;
+};
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+
+	for (int i = 0; i < 2000; i++)
+		if (kg_auth_limit_take(h->l, KG_LIMIT_DEVICE, "shared", 5000))
+			atomic_fetch_add(&h->won, 1);
+	return NULL;
+}
+
+START_TEST(test_limit_threads)
+{
+	struct hammer h = { .l = kg_auth_limit_new(100, 1000000, 64) };
+	pthread_t t[4];
+
+	atomic_init(&h.won, 0);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, hammer_main, &h), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&h.won), 100);
+	kg_auth_limit_free(h.l);
+}
+END_TEST
+
 /* The table stays within its slots whatever the number of keys; evictions counted. */
 START_TEST(test_limit_bounded)
 {
@@ -653,6 +687,55 @@ START_TEST(test_pool_cancel)
 }
 END_TEST
 
+/* Many jobs from three workers, every third cancelled at some point of its life
+ * (waiting, running or finished): each other one arrives once, at its own worker, and
+ * no cancelled one ever does. Under ASan this is also the pool's leak and race check. */
+START_TEST(test_pool_stress)
+{
+	enum { JOBS = 150, WORKERS = 3 };
+	struct kg_auth_pool *p = NULL;
+	struct kg_auth_done done[JOBS];
+	struct kg_auth_pool_stats st;
+	int seen[JOBS] = { 0 };
+	size_t got = 0, want = 0;
+
+	ck_assert_int_eq(kg_auth_pool_new(2, JOBS, WORKERS, &p), 0);
+	for (unsigned i = 0; i < JOBS; i++) {
+		struct kg_auth_job j = mkjob(PHC1, PW1);
+
+		ck_assert_int_eq(kg_auth_pool_submit(p, i % WORKERS, i, &j), 0);
+		if (i >= 3 && (i - 3) % 3 == 0)   /* cancel an earlier one, wherever it is */
+			ck_assert_int_eq(kg_auth_pool_cancel(p, (i - 3) % WORKERS, i - 3), 1);
+	}
+	for (unsigned i = 0; i < JOBS; i++)
+		want += !(i + 3 < JOBS && i % 3 == 0);
+	for (int spins = 0; got < want && spins < 400; spins++)
+		for (unsigned w = 0; w < WORKERS; w++) {
+			size_t n = wait_pop(p, w, done, JOBS, 20);
+
+			for (size_t k = 0; k < n; k++) {
+				ck_assert_uint_lt(done[k].tag, JOBS);
+				ck_assert_uint_eq(done[k].tag % WORKERS, w);
+				ck_assert_msg(!(done[k].tag + 3 < JOBS && done[k].tag % 3 == 0),
+					      "cancelled job %u delivered", (unsigned)done[k].tag);
+				ck_assert_int_eq(seen[done[k].tag]++, 0);
+				ck_assert_int_eq(done[k].res.status, KG_AUTH_OK);
+			}
+			got += n;
+		}
+	ck_assert_uint_eq(got, want);
+	for (int i = 0; i < 2000; i++) {          /* running cancelled ones end too */
+		kg_auth_pool_stats(p, &st);
+		if (st.running == 0)
+			break;
+		usleep(1000);
+	}
+	ck_assert_uint_eq(st.cancelled, JOBS - want);
+	ck_assert_uint_eq(st.completed, want);
+	kg_auth_pool_free(p);
+}
+END_TEST
+
 /* ---- [auth] -------------------------------------------------------------------- */
 
 START_TEST(test_conf)
@@ -710,6 +793,7 @@ Suite *kg_suite_auth(void)
 	tc = tcase_create("limit");
 	tcase_add_test(tc, test_limit_bucket);
 	tcase_add_test(tc, test_limit_bounded);
+	tcase_add_test(tc, test_limit_threads);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("pool");
@@ -717,6 +801,7 @@ Suite *kg_suite_auth(void)
 	tcase_add_test(tc, test_pool_jobs);
 	tcase_add_test(tc, test_pool_full);
 	tcase_add_test(tc, test_pool_cancel);
+	tcase_add_test(tc, test_pool_stress);
 	tcase_add_test(tc, test_conf);
 	suite_add_tcase(s, tc);
 	return s;
