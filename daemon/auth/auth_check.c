@@ -76,7 +76,9 @@ static bool device_for(struct kg_registry *reg, struct kg_auth_limit *limit,
 	int rc = kg_registry_device_get(reg, id, &res->device);
 
 	if (rc == KG_E_NOTFOUND) {
+		/* the id it named, for the audit line; no row behind it */
 		memset(&res->device, 0, sizeof(res->device));
+		snprintf(res->device.id, sizeof(res->device.id), "%s", id);
 		miss(limit, in);
 		refuse(res, KG_REASON_UNKNOWN_DEVICE, KG_CONNACK_NOT_AUTHORIZED,
 		       "no such device in the registry");

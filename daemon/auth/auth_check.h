@@ -55,7 +55,8 @@ struct kg_auth_input {
 	int64_t now;                  /* wall clock, s since the epoch: SAS expiry */
 	uint64_t now_ms;              /* monotonic ms: the limiter */
 	/* The limiter's key for misses that name no device (unknown token or user name,
-	 * SAS for an unknown id): the source's prefix as text, e.g. "192.0.2.0/24". NULL:
+	 * SAS for an unknown id): the source as [limits] source_prefix_v4/_v6 mask it
+	 * (core/srclimit.h kg_srclimit_key()), as text, e.g. "192.0.2.7/32". NULL:
 	 * no source limit. */
 	const char *source_key;
 	bool x509_only;               /* the listener's x509_only (ORed with [auth]'s) */
@@ -67,8 +68,10 @@ struct kg_auth_result {
 	enum kg_reason reason;        /* KG_REASON_OK when status is OK */
 	enum kg_connack connack;      /* the refusal's CONNACK */
 	const char *why;              /* constant sentence for the audit detail */
-	struct kg_device device;      /* the registry row, when a device was named ("" id
-				       * otherwise); valid for any status */
+	/* The device the credential named, for policy and the audit line: its registry
+	 * row when one was read; only the id for sas naming an unknown device or another
+	 * client id; all zero ("" id) when nothing was named (unknown token or user name). */
+	struct kg_device device;
 };
 
 /* A password check for the pool: copied inputs only (the connection may be gone by

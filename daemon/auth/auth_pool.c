@@ -141,7 +141,6 @@ static void *thread_main(void *arg)
 			continue;
 		}
 		push(&p->done[n->worker], n);
-		p->st.completed++;
 		/* Under the lock, so pop's "list empty: reset the eventfd" cannot race it. */
 		if (eventfd_write(p->efd[n->worker], 1) != 0) {
 			/* EAGAIN only at a counter of 2^64 - 2: it is readable anyway. */
@@ -295,6 +294,7 @@ size_t kg_auth_pool_pop(struct kg_auth_pool *p, unsigned worker, struct kg_auth_
 		out[k].res = n->res;
 		out[k].kdf_ns = n->kdf_ns;
 		k++;
+		p->st.completed++;
 		node_free(n);
 	}
 	if (p->done[worker].head == NULL)

@@ -36,7 +36,7 @@ struct kg_auth_pool_stats {
 	uint64_t running;             /* gauge: jobs on a thread */
 	uint64_t submitted;           /* counters from here */
 	uint64_t rejected;            /* refused: queue full */
-	uint64_t completed;           /* results handed to a worker's list */
+	uint64_t completed;           /* results a worker popped */
 	uint64_t cancelled;           /* dropped: their worker cancelled them */
 	uint64_t kdf_ns;              /* total thread time in jobs */
 };

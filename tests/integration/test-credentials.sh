@@ -8,6 +8,9 @@
 # scrypt string is recomputed by python3's hashlib.scrypt. Rotation changes only the
 # slot asked for; show/list/credentials never print a secret or a hash; removing a
 # device removes its credential rows; bad arguments give one-line errors and exit 1/2.
+# t_engine_*: the same CLI-made secrets through the daemon's CONNECT check itself
+# (daemon/auth/, driven by kg-regtool auth-check: the fast step, the scrypt job through a
+# real pool thread and its eventfd, the limiter), exact reason and CONNACK codes.
 # No daemon runs: the CLI says "daemon not running" and stores anyway, as for X.509.
 # Prints "PASS name" / "FAIL name: why" per test and ends with "N passed, M failed".
 # BIN / REGTOOL override the binaries; KG_ONLY="t_a t_b" runs only those tests.
@@ -563,9 +566,84 @@ t_import_secrets_bad_lines() {
 	[ "$(sql "SELECT count(*) FROM devices")" = 1 ] || why "the token clash wrote devices" || return 1
 }
 
-ALL_TESTS=(t_sas_add_and_verify t_token_add t_basic_add t_json_add t_x509_kinds t_rotate
-	t_no_secrets_printed t_remove_deletes_credentials t_bad_arguments t_import_secrets
-	t_import_secrets_out t_import_secrets_bad_lines)
+# engine USER PASSWORD CLIENTID [KEY=VALUE...]: the CONNECT check's verdict line(s).
+engine() {
+	local user=$1 pw=$2 cid=$3
+	shift 3
+	"$REGTOOL" auth-check "$REG" "$cid" "$user" "$pw" "$@" 2>&1
+}
+
+# expect_engine WANT USER PASSWORD CLIENTID [KEY=VALUE...]: the last line is exactly WANT.
+expect_engine() {
+	local want=$1 got
+	shift
+	got=$(engine "$@" | tail -n 1)
+	[ "$got" = "$want" ] || why "auth-check ${1:0:40}...: '$got', wanted '$want'"
+}
+
+t_engine_sas() {
+	local k1 k2 user="$HUB/e1/?api-version=2021-04-12"
+	new_registry engine-sas
+	runx 0 device add e1 --auth sas || return 1
+	k1=$(field primary-key)
+	k2=$(field secondary-key)
+	runx 0 device add e2 --auth sas || return 1
+	expect_engine "ok sas e1" "$user" "$(sas_token e1 "$k1")" e1 || return 1
+	expect_engine "ok sas e1" "$user" "$(sas_token e1 "$k2")" e1 || return 1
+	expect_engine "refused sas credential_expired 0x04 0x86" "$user" "$(sas_token e1 "$k1" -10)" e1 || return 1
+	expect_engine "refused sas bad_credentials 0x04 0x86" "$user" "$(sas_token e1 "$k1" 7200)" e1 sas_max_ttl=3600 || return 1
+	expect_engine "ok sas e1" "$user" "$(sas_token e1 "$k1" 600)" e1 sas_max_ttl=3600 || return 1
+	expect_engine "refused sas bad_credentials 0x04 0x86" "$user" "$(sas_token e1 "$k1")" e1 sas_hub=otherhub.example || return 1
+	# e2's user name and id with e1's key: no key of e2 signed it
+	expect_engine "refused sas bad_credentials 0x04 0x86" "$HUB/e2/?api-version=2021-04-12" "$(sas_token e2 "$k1")" e2 || return 1
+	expect_engine "refused sas client_id_mismatch 0x02 0x85" "$user" "$(sas_token e1 "$k1")" e2 || return 1
+	expect_engine "refused sas unknown_device 0x05 0x87" "$HUB/e9/?api-version=2021-04-12" "$(sas_token e9 "$k1")" e9 || return 1
+	expect_engine "refused unknown x509_required 0x05 0x87" "$user" "$(sas_token e1 "$k1")" e1 x509_only=yes || return 1
+}
+
+t_engine_token() {
+	local tok
+	new_registry engine-token
+	runx 0 device add t1 --auth token || return 1
+	tok=$(field token)
+	expect_engine "ok token t1" "$tok" - anything || return 1
+	expect_engine "refused token bad_credentials 0x04 0x86" "${tok}x" - anything || return 1
+	# brute force against the source: failure_burst misses, then even the right token
+	# is refused unchecked (one process: one limiter)
+	local b="refused token bad_credentials 0x04 0x86" want got
+	want=$(printf '%s\n%s\n%s\n%s' "$b" "$b" "$b" "refused token auth_rate_limited 0x05 0x87")
+	got=$(engine "guess-0000-token" - x repeat=4 failure_burst=3)
+	[ "$got" = "$want" ] || why "source limiter: $got" || return 1
+}
+
+t_engine_basic() {
+	local pw
+	new_registry engine-basic
+	runx 0 device add b1 --auth basic --username meter-7 || return 1
+	pw=$(field password)
+	runx 0 device add s1 --auth sas || return 1
+	# the CLI's default cost (ln=15, r=8) through a pool thread
+	expect_engine "ok basic b1" meter-7 "$pw" c1 || return 1
+	expect_engine "refused basic bad_credentials 0x04 0x86" meter-7 "${pw}x" c1 || return 1
+	expect_engine "refused basic bad_credentials 0x04 0x86" meter-8 "$pw" c1 || return 1
+	# a SAS token for a basic device (signed with any 32-byte key): the wrong kind,
+	# refused before any key is looked at
+	expect_engine "refused sas attestation_mismatch 0x05 0x87" "$HUB/b1/?api-version=2021-04-12" \
+		"$(sas_token b1 "$(head -c 32 /dev/zero | base64 -w0)")" b1 || return 1
+	# rotation: the new password works at once, the old one no more
+	runx 0 device credentials b1 --rotate || return 1
+	expect_engine "ok basic b1" meter-7 "$(field password)" c1 || return 1
+	expect_engine "refused basic bad_credentials 0x04 0x86" meter-7 "$pw" c1 || return 1
+	# brute force against the device: burst wrong passwords, then the right one is
+	# refused without a scrypt
+	[ "$(engine meter-7 wrong-password-1 c1 repeat=3 failure_burst=2 | tail -n 1)" = \
+		"refused basic auth_rate_limited 0x05 0x87" ] || why "device limiter: $(engine meter-7 wrong-password-1 c1 repeat=3 failure_burst=2)" || return 1
+}
+
+ALL_TESTS=(t_engine_sas t_engine_token t_engine_basic t_sas_add_and_verify t_token_add
+	t_basic_add t_json_add t_x509_kinds t_rotate t_no_secrets_printed
+	t_remove_deletes_credentials t_bad_arguments t_import_secrets t_import_secrets_out
+	t_import_secrets_bad_lines)
 
 main() {
 	local t rc passed=0 failed=0 list=("${ALL_TESTS[@]}") tool

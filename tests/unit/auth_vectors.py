@@ -44,3 +44,9 @@ h = hashlib.scrypt(b"slow-password-1", salt=salt, n=1 << 14, r=8, p=1, dklen=32,
 e = lambda x: base64.b64encode(x).decode().rstrip("=")
 print('#define PW_SLOW "slow-password-1"')
 print('#define PHC_SLOW "$scrypt$ln=14,r=8,p=1$%s$%s"' % (e(salt), e(h)))
+# The CLI's default parameters (ln=15, r=8, p=1: 32 MiB and a bit): OpenSSL's default
+# maxmem (32 MiB) is below what they need, so this one fails without kg_scrypt_mem().
+salt = bytes(range(200, 216))
+h = hashlib.scrypt(b"default-cost-pw", salt=salt, n=1 << 15, r=8, p=1, dklen=32, maxmem=64 << 20)
+print('#define PW_DEFAULT "default-cost-pw"')
+print('#define PHC_DEFAULT "$scrypt$ln=15,r=8,p=1$%s$%s"' % (e(salt), e(h)))

@@ -12,6 +12,8 @@
  */
 #include <check.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,8 @@ Suite *kg_suite_auth(void);
 #define PHC1 "$scrypt$ln=10,r=8,p=1$AAECAwQFBgcICQoLDA0ODw$hKGWL22WtdGfIbxEPAZ06BS2bWyYKuZIKvypfAlYOWk"
 #define PHC2 "$scrypt$ln=10,r=8,p=1$MjM0NTY3ODk6Ozw9Pj9AQQ$UNsykZ/MlqPmKKs1pz9P76MikRS+SMGTVvlFfiBxeRs"
 #define PW_SLOW "slow-password-1"
+#define PW_DEFAULT "default-cost-pw"
+#define PHC_DEFAULT "$scrypt$ln=15,r=8,p=1$yMnKy8zNzs/Q0dLT1NXW1w$i0/uzeOTrBoTrvLSO2aCHOUtaKztlq6K2+lfo+ryNxs"
 #define PHC_SLOW "$scrypt$ln=14,r=8,p=1$ZGVmZ2hpamtsbW5vcHFycw$NgJ4T3UBe34tgreuFTpOXCSDFC4wYfD007DbYOGtKQg"
 
 #define HUB "myhub.azure-devices.net"
@@ -193,6 +197,13 @@ START_TEST(test_sas)
 		      kg_reason_str(res.reason), res.connack, res.why);
 	if (c->status == KG_AUTH_OK)
 		ck_assert_str_eq(res.device.id, "dev-1");
+	/* the id the user name named, for the audit line, even without a row */
+	{
+		const char *a = strchr(c->user, '/') + 1, *b = strchr(a, '/');
+
+		ck_assert_uint_eq(strlen(res.device.id), (size_t)(b - a));
+		ck_assert_mem_eq(res.device.id, a, (size_t)(b - a));
+	}
 }
 END_TEST
 
@@ -321,6 +332,29 @@ START_TEST(test_basic)
 }
 END_TEST
 
+/* The CLI's default cost (ln=15, r=8): needs more than OpenSSL's default maxmem, so it
+ * verifies only with kg_scrypt_mem() passed on. */
+START_TEST(test_basic_default_cost)
+{
+	struct kg_auth_job j;
+	struct kg_auth_result r;
+
+	memset(&j, 0, sizeof(j));
+	snprintf(j.device.id, sizeof(j.device.id), "bas-1");
+	snprintf(j.hashes[0], sizeof(j.hashes[0]), "%s", PHC_DEFAULT);
+	j.n_hashes = 1;
+	memcpy(j.password, PW_DEFAULT, strlen(PW_DEFAULT));
+	j.password_len = strlen(PW_DEFAULT);
+	kg_auth_job_run(&j, &r);
+	ck_assert_int_eq(r.status, KG_AUTH_OK);
+	memcpy(j.password, "default-cost-pW", 15);
+	j.password_len = 15;
+	kg_auth_job_run(&j, &r);
+	ck_assert_int_eq(r.status, KG_AUTH_REFUSED);
+	ck_assert_int_eq(r.reason, KG_REASON_BAD_CREDENTIALS);
+}
+END_TEST
+
 /* A Azure-looking user name with a non-SAS password is basic; a basic device cannot
  * be reached with a SAS token even if its key would verify (test_sas basic_device). */
 START_TEST(test_x509_only)
@@ -379,6 +413,38 @@ START_TEST(test_limit_bucket)
 	kg_auth_limit_stats(l, &st);
 	ck_assert_uint_eq(st.limited, 5);
 	kg_auth_limit_free(l);
+}
+END_TEST
+
+/* Workers and pool threads share one limiter: under contention the bucket still
+ * hands out exactly its burst. */
+struct hammer {
+	struct kg_auth_limit *l;
+	atomic_uint won;
+};
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+
+	for (int i = 0; i < 2000; i++)
+		if (kg_auth_limit_take(h->l, KG_LIMIT_DEVICE, "shared", 5000))
+			atomic_fetch_add(&h->won, 1);
+	return NULL;
+}
+
+START_TEST(test_limit_threads)
+{
+	struct hammer h = { .l = kg_auth_limit_new(100, 1000000, 64) };
+	pthread_t t[4];
+
+	atomic_init(&h.won, 0);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, hammer_main, &h), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	ck_assert_uint_eq(atomic_load(&h.won), 100);
+	kg_auth_limit_free(h.l);
 }
 END_TEST
 
@@ -621,6 +687,55 @@ START_TEST(test_pool_cancel)
 }
 END_TEST
 
+/* Many jobs from three workers, every third cancelled at some point of its life
+ * (waiting, running or finished): each other one arrives once, at its own worker, and
+ * no cancelled one ever does. Under ASan this is also the pool's leak and race check. */
+START_TEST(test_pool_stress)
+{
+	enum { JOBS = 150, WORKERS = 3 };
+	struct kg_auth_pool *p = NULL;
+	struct kg_auth_done done[JOBS];
+	struct kg_auth_pool_stats st;
+	int seen[JOBS] = { 0 };
+	size_t got = 0, want = 0;
+
+	ck_assert_int_eq(kg_auth_pool_new(2, JOBS, WORKERS, &p), 0);
+	for (unsigned i = 0; i < JOBS; i++) {
+		struct kg_auth_job j = mkjob(PHC1, PW1);
+
+		ck_assert_int_eq(kg_auth_pool_submit(p, i % WORKERS, i, &j), 0);
+		if (i >= 3 && (i - 3) % 3 == 0)   /* cancel an earlier one, wherever it is */
+			ck_assert_int_eq(kg_auth_pool_cancel(p, (i - 3) % WORKERS, i - 3), 1);
+	}
+	for (unsigned i = 0; i < JOBS; i++)
+		want += !(i + 3 < JOBS && i % 3 == 0);
+	for (int spins = 0; got < want && spins < 400; spins++)
+		for (unsigned w = 0; w < WORKERS; w++) {
+			size_t n = wait_pop(p, w, done, JOBS, 20);
+
+			for (size_t k = 0; k < n; k++) {
+				ck_assert_uint_lt(done[k].tag, JOBS);
+				ck_assert_uint_eq(done[k].tag % WORKERS, w);
+				ck_assert_msg(!(done[k].tag + 3 < JOBS && done[k].tag % 3 == 0),
+					      "cancelled job %u delivered", (unsigned)done[k].tag);
+				ck_assert_int_eq(seen[done[k].tag]++, 0);
+				ck_assert_int_eq(done[k].res.status, KG_AUTH_OK);
+			}
+			got += n;
+		}
+	ck_assert_uint_eq(got, want);
+	for (int i = 0; i < 2000; i++) {          /* running cancelled ones end too */
+		kg_auth_pool_stats(p, &st);
+		if (st.running == 0)
+			break;
+		usleep(1000);
+	}
+	ck_assert_uint_eq(st.cancelled, JOBS - want);
+	ck_assert_uint_eq(st.completed, want);
+	kg_auth_pool_free(p);
+}
+END_TEST
+
 /* ---- [auth] -------------------------------------------------------------------- */
 
 START_TEST(test_conf)
@@ -669,6 +784,7 @@ Suite *kg_suite_auth(void)
 	tcase_add_test(tc, test_token);
 	tcase_add_test(tc, test_token_wrong_kind);
 	tcase_add_test(tc, test_basic);
+	tcase_add_test(tc, test_basic_default_cost);
 	tcase_add_test(tc, test_x509_only);
 	tcase_add_test(tc, test_limit_device);
 	tcase_add_test(tc, test_limit_source);
@@ -677,6 +793,7 @@ Suite *kg_suite_auth(void)
 	tc = tcase_create("limit");
 	tcase_add_test(tc, test_limit_bucket);
 	tcase_add_test(tc, test_limit_bounded);
+	tcase_add_test(tc, test_limit_threads);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("pool");
@@ -684,6 +801,7 @@ Suite *kg_suite_auth(void)
 	tcase_add_test(tc, test_pool_jobs);
 	tcase_add_test(tc, test_pool_full);
 	tcase_add_test(tc, test_pool_cancel);
+	tcase_add_test(tc, test_pool_stress);
 	tcase_add_test(tc, test_conf);
 	suite_add_tcase(s, tc);
 	return s;
