@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/conn_tls.h"
+#include "auth/auth_limit.h"
 #include "core/daemon.h"
 #include "ops/err.h"
 #include "ops/log.h"
@@ -158,6 +159,10 @@ static void keep_fixed(const struct kg_config *old, struct kg_config *new)
 	if (old->workers != new->workers || old->max_connections != new->max_connections ||
 	    old->max_handshakes != new->max_handshakes)
 		kg_log_warnx("reload: workers/max_connections/max_handshakes take effect at restart");
+	if (old->auth.kdf_threads != new->auth.kdf_threads ||
+	    old->auth.kdf_queue != new->auth.kdf_queue ||
+	    old->auth.failure_track != new->auth.failure_track)
+		kg_log_warnx("reload: [auth] kdf_threads, kdf_queue and failure_track take effect at restart");
 	if (strcmp(old->registry, new->registry) != 0 || strcmp(old->control_socket, new->control_socket) != 0 ||
 	    strcmp(old->metrics_listen.text, new->metrics_listen.text) != 0)
 		kg_log_warnx("reload: registry, control_socket and metrics_listen take effect at restart");
@@ -233,6 +238,8 @@ int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen)
 	if (s == NULL)
 		goto out_free;
 	kg_snapshot_publish(d, s);
+	/* The limiter's burst and refill apply at once (its table keeps its size). */
+	kg_auth_limit_set(d->auth_limit, s->cfg.auth.failure_burst, s->cfg.auth.failure_refill_ms);
 	free(cfg);
 	atomic_fetch_add(&d->reloads, 1);
 	kg_log_info("reloaded %s (generation %llu, %zu CA(s) trusted)", d->config_path,

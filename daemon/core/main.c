@@ -156,6 +156,20 @@ static char *render_metrics(void *arg, size_t *len)
 
 	for (int op = 0; op < KG_TPM_OP_MAX; op++)
 		info.tpm_errors[op] = kg_tpm_errors((enum kg_tpm_op)op);
+	{
+		struct kg_auth_pool_stats ps;
+		struct kg_auth_limit_stats ls;
+
+		kg_auth_pool_stats(d->auth_pool, &ps);
+		kg_auth_limit_stats(d->auth_limit, &ls);
+		info.auth = (struct kg_metrics_auth){
+			.kdf_queued = ps.queued, .kdf_running = ps.running,
+			.kdf_rejected = ps.rejected, .kdf_completed = ps.completed,
+			.kdf_cancelled = ps.cancelled, .kdf_ns = ps.kdf_ns,
+			.limited = ls.limited, .limiter_evictions = ls.evictions,
+			.limiter_entries = ls.entries,
+		};
+	}
 	(void)kg_metrics_fd_usage("/proc/self/fd", &info.open_fds, &info.max_fds);
 	/* The certificate the SSL_CTX in force serves (a reload's new one once published;
 	 * under [tpm] key_fallback the fallback's), not the file as it is now on disk. */
