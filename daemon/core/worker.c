@@ -153,6 +153,7 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 	json_object_object_add(o, "bytes_up", json_object_new_uint64(c->io.bytes_up));
 	json_object_object_add(o, "bytes_down", json_object_new_uint64(c->io.bytes_down));
 	json_object_object_add(o, "worker", json_object_new_int((int)c->w->idx));
+	json_object_object_add(o, "listener", json_object_new_string(c->listener->name));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (s != NULL) {
 		n = strlen(s);
@@ -209,6 +210,16 @@ static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 			char line[768];
 			size_t n;
 
+			/* A sockmap session's byte counts are the kernel's: bring them in, and
+			 * note the traffic for the idle deadline as kg_conn_timeout() would
+			 * (the sync reports movement once). */
+			{
+				bool up_moved = false;
+
+				if (kg_sockmap_session_sync(&c->io, &up_moved) &&
+				    (up_moved || c->idle_any_dir))
+					c->active_ms = kg_now_ms();
+			}
 			n = session_json(c, line, sizeof(line));
 			if (n == 0)
 				break;
