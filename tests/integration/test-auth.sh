@@ -27,6 +27,7 @@ PW="correct horse battery"
 
 setup() {
 	kg_init auth
+	unset KG_RELAY   # relay = auto: plain sessions must take the sockmap path here
 	BK_PORT=$(free_port)
 	TAP_PORT=$(free_port)
 	GW_PORT=$(free_port)
