@@ -407,6 +407,15 @@ static void scan_deadlines(struct kg_worker *w)
 
 	for (c = w->conns; c != NULL; c = next) {
 		next = c->next;
+		/* A relay waiting on the kernel alone (relay.h, recheck) looks again now. */
+		if (c->state == KG_ST_RELAYING && c->io.recheck) {
+			c->io.recheck = false;
+			c->ev_type = KG_EV_BACKEND;
+			c->ev_events = 0;
+			kg_conn_run(c);
+			if (c->state == KG_ST_CLOSED)
+				continue;
+		}
 		if (c->deadline_ms != 0 && now >= c->deadline_ms)
 			kg_conn_timeout(c);
 	}

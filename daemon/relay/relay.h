@@ -75,6 +75,9 @@ struct kg_relay_io {
 	bool be_shut;                      /* FIN passed on to the broker */
 	bool ktls_ulp;                     /* the TLS ULP is attached to dev.fd */
 	bool ktls_tx, ktls_rx;             /* what the kernel really does for this session */
+	bool recheck;                      /* set by a pump that waits on the kernel alone
+					    * (a sockmap tail after a FIN): pump again at the
+					    * worker's next tick, no fd event will come */
 	bool dev_plain;                    /* the device side is plain TCP (no io->ssl): set
 					    * by the connection before kg_relay_start() */
 	/* The sockmap relay's session (relay_plain.c): the two sockets' SO_COOKIEs (device,

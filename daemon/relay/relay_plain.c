@@ -27,12 +27,12 @@
  * a racing ACK can only make it look smaller). The device's FIN reaches the broker
  * once the broker socket was written everything the verdict took from the device;
  * the broker's FIN ends the session once the device socket was written everything
- * from the broker. While the kernel still moves those last bytes the sink is watched
- * for EPOLLOUT: a poll loop as long as the tail (the psock's queue has no event of its
- * own; a redirect queue has no back-pressure either, so a broker that bursts megabytes
- * and closes makes a tail of megabytes: ~1400 pumps per MB on loopback, about half
- * that with the sched_yield() below, which lets the psock's kworker run first; a
- * connection-level retry timer would be the real fix).
+ * from the broker. While the kernel still moves those last bytes the pump sets
+ * io->recheck and the worker pumps again at its next tick (20 ms): the psock's queue
+ * has no event of its own, and a sink that never filled up raises none either, so
+ * watching EPOLLOUT would spin for as long as the tail (a redirect queue has no
+ * back-pressure: a broker that bursts megabytes and closes makes a tail of megabytes,
+ * ~1400 spins per MB on loopback). The FIN then follows its bytes at most a tick late.
  * Steady relaying costs the daemon nothing: no event at all until a hang-up.
  */
 #include <errno.h>
@@ -40,7 +40,6 @@
 #include <linux/tcp.h>   /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <netinet/in.h>
 #include <poll.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -285,20 +284,16 @@ static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 		down_pending = !sm_delivered(io, KG_DIR_DOWN);
 	if (kg_relay_finished(io, up_pending, down_pending, &why))
 		return why;
-	/* A tail still in the kernel: EPOLLOUT will wake us again at once. Yield first, so
-	 * the psock's kworker (often queued on this CPU) runs before the next look. */
-	if (up_pending || down_pending)
-		sched_yield();
-	/* Only hang-ups interest us (EPOLLHUP/ERR come unasked); EPOLLOUT on a sink
-	 * while the kernel finishes a direction whose source has ended. */
-	if ((io->dev_eof && !down_pending
-		     ? kg_evsrc_unwatch(io->epfd, &io->dev)
-		     : kg_evsrc_watch(io->epfd, &io->dev,
-				      (io->dev_eof ? 0 : EPOLLRDHUP) | (down_pending ? EPOLLOUT : 0))) < 0 ||
-	    (io->be_eof && !up_pending
-		     ? kg_evsrc_unwatch(io->epfd, &io->be)
-		     : kg_evsrc_watch(io->epfd, &io->be,
-				      (io->be_eof ? 0 : EPOLLRDHUP) | (up_pending ? EPOLLOUT : 0))) < 0)
+	/* A tail still in the kernel (the psock's worker moves it): no event on our
+	 * sockets says when it is done (a sink that never filled up wakes nobody), and
+	 * polling EPOLLOUT would spin. Look again at the worker's next tick: the FIN
+	 * follows its bytes at most a tick late, and costs one pump per tick meanwhile. */
+	io->recheck = up_pending || down_pending;
+	/* Only hang-ups interest us (EPOLLHUP/ERR come unasked). */
+	if ((io->dev_eof ? kg_evsrc_unwatch(io->epfd, &io->dev)
+			 : kg_evsrc_watch(io->epfd, &io->dev, EPOLLRDHUP)) < 0 ||
+	    (io->be_eof ? kg_evsrc_unwatch(io->epfd, &io->be)
+			: kg_evsrc_watch(io->epfd, &io->be, EPOLLRDHUP)) < 0)
 		return KG_REASON_IO_ERROR;
 	return KG_REASON_OK;
 }

@@ -289,7 +289,8 @@ static int relay_main(int lfd, uint16_t be_port, const char *want, bool with_soc
 	mark = ru0;
 	while (!stop_flag) {
 		struct epoll_event evs[64];
-		int n = epoll_wait(ep, evs, 64, 50);
+		/* 20 ms: the daemon's tick, which also paces the sessions' rechecks */
+		int n = epoll_wait(ep, evs, 64, 20);
 
 		if (mark_flag) {
 			/* the revoke run's sessions are set up: count the steady state from here */
@@ -401,6 +402,22 @@ pump:
 					s->closed = true;
 					st.open_sessions--;
 				}
+			}
+		}
+		/* Sessions whose relay waits on the kernel (io.recheck): pumped again here, as
+		 * the daemon's worker does at each tick (worker.c scan_deadlines). */
+		for (struct rsess *s = list; s != NULL; s = s->next) {
+			enum kg_reason r;
+
+			if (s->closed || !s->io.recheck)
+				continue;
+			s->io.recheck = false;
+			r = s->ops->pump(&s->io);
+			st.pumps++;
+			if (r != KG_REASON_OK) {
+				rsess_close(s, &st, true);
+				s->closed = true;
+				st.open_sessions--;
 			}
 		}
 		/* the batch may name a session closed earlier in it: free them only now */
