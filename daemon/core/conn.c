@@ -193,45 +193,6 @@ static const char *listener_name(const struct kg_conn *c)
 	return c->listener == &conn_cfg(c)->listeners[0] ? NULL : c->listener->name;
 }
 
-/*
- * The device's byte stream before the handoff: through OpenSSL, or the socket itself
- * on a plain listener. Same results as kg_ssl_io_read()/_write(): >0 bytes, 0 at the
- * end of the stream, KG_E_AGAIN with io.want_read / want_write set, KG_E_IO.
- */
-static long dev_read(struct kg_conn *c, void *buf, size_t len)
-{
-	ssize_t n;
-
-	if (c->io.ssl != NULL)
-		return kg_ssl_io_read(&c->io, buf, len);
-	n = recv(c->io.dev.fd, buf, len, MSG_DONTWAIT);
-	if (n >= 0)
-		return n;
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-		c->io.want_read = true;
-		c->io.want_write = false;
-		return KG_E_AGAIN;
-	}
-	return errno == ECONNRESET ? 0 : KG_E_IO;
-}
-
-static long dev_write(struct kg_conn *c, const void *buf, size_t len)
-{
-	ssize_t n;
-
-	if (c->io.ssl != NULL)
-		return kg_ssl_io_write(&c->io, buf, len);
-	n = send(c->io.dev.fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	if (n >= 0)
-		return n;
-	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-		c->io.want_read = false;
-		c->io.want_write = true;
-		return KG_E_AGAIN;
-	}
-	return KG_E_IO;
-}
-
 int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events)
 {
 	return kg_evsrc_watch(c->w->epfd, src, events) < 0 ? KG_E_RESOURCE : 0;
@@ -750,7 +711,7 @@ static enum kg_step st_proxy_header(struct kg_conn *c)
 		}
 		/* Exactly what the header still needs: the device's bytes behind it are
 		 * read by the CONNECT state, under its own limits. */
-		n = dev_read(c, c->io.up.data + c->io.up.len, pr.need - c->io.up.len);
+		n = kg_ssl_io_read(&c->io, c->io.up.data + c->io.up.len, pr.need - c->io.up.len);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {
@@ -980,7 +941,7 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 			kg_conn_close(c, KG_REASON_OVERLOAD);
 			return KG_STEP_DONE;
 		}
-		n = dev_read(c, c->io.up.data + c->io.up.len, c->io.up.cap - c->io.up.len);
+		n = kg_ssl_io_read(&c->io, c->io.up.data + c->io.up.len, c->io.up.cap - c->io.up.len);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {
@@ -1348,7 +1309,7 @@ static enum kg_step st_refusing(struct kg_conn *c)
 	long n;
 
 	while (c->refusal_off < c->refusal_len) {
-		n = dev_write(c, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
+		n = kg_ssl_io_write(&c->io, c->refusal + c->refusal_off, c->refusal_len - c->refusal_off);
 		if (n == KG_E_AGAIN)
 			return wait_tls(c);
 		if (n <= 0) {

@@ -208,10 +208,14 @@ int kg_relay_ssl_up(struct kg_relay_io *io, enum kg_reason *why)
 		progress = 1;
 	}
 	n = kg_relay_flush_up(io, why);
-	return n < 0 ? -1 : (progress || n > 0);
+	if (n < 0)
+		return -1;
+	if (io->up.len == 0)
+		kg_buf_release(&io->up);   /* an idle session holds no buffer */
+	return progress || n > 0;
 }
 
-static int move_broker_to_device(struct kg_relay_io *io, enum kg_reason *why)
+int kg_relay_ssl_down(struct kg_relay_io *io, enum kg_reason *why)
 {
 	int progress = kg_relay_fill_down(io, NULL, why);
 	long w;
@@ -251,7 +255,7 @@ static enum kg_reason userspace_pump(struct kg_relay_io *io)
 			goto out_close;
 		/* remember what the device read asked for before the write overwrites it */
 		dev_wants_write = io->want_write;
-		b = move_broker_to_device(io, &why);
+		b = kg_relay_ssl_down(io, &why);
 		if (b < 0)
 			goto out_close;
 	} while (a > 0 || b > 0);

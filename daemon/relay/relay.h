@@ -118,9 +118,10 @@ struct kg_relay_ops {
 	enum kg_reason (*pump)(struct kg_relay_io *io);
 };
 
-/* A session's SSL as a byte stream (ssl_io.c), for the relays and for the connection
+/* A session's device stream (ssl_io.c), for the relays and for the connection
  * before the handoff (the CONNECT, a refusal). Read/write decrypted bytes through
- * io->ssl: >0 bytes, 0 on clean close (close_notify or EOF), KG_E_AGAIN
+ * io->ssl, or the socket's own for a plain device side (io->dev_plain): >0 bytes, 0 on
+ * clean close (close_notify, EOF, a reset while reading), KG_E_AGAIN
  * (io->want_read/want_write tell which), or KG_E_IO / KG_E_PROTO. */
 long kg_ssl_io_read(struct kg_relay_io *io, void *buf, size_t len);
 long kg_ssl_io_write(struct kg_relay_io *io, const void *buf, size_t len);
@@ -142,10 +143,14 @@ int kg_relay_flush_up(struct kg_relay_io *io, enum kg_reason *why);
  * is read first (true: skip) and set once the socket has nothing more for now. */
 int kg_relay_fill_down(struct kg_relay_io *io, bool *drained, enum kg_reason *why);
 
-/* Read the device through OpenSSL into io->up while it has room, then flush io->up to
- * the broker (the user-space SSL relay's and ktls_tx's upward direction). >0
- * progress, 0 none, <0 close with *why set. */
+/* Read the device (kg_ssl_io_read) into io->up while it has room, then flush io->up to
+ * the broker (the user-space SSL relay's, ktls_tx's and the plain copy's upward
+ * direction). >0 progress, 0 none, <0 close with *why set. */
 int kg_relay_ssl_up(struct kg_relay_io *io, enum kg_reason *why);
+/* Receive from the broker into io->down, then write it to the device
+ * (kg_ssl_io_write) until it is empty or the device is full (the user-space SSL
+ * relay's and the plain copy's downward direction). Same results. */
+int kg_relay_ssl_down(struct kg_relay_io *io, enum kg_reason *why);
 
 /* End of stream, in order, for every relay: once the broker closed and everything it
  * sent reached the device, the session is over (true, *why set; the caller sends our

@@ -356,67 +356,6 @@ static bool plain_usable(const struct kg_relay_io *io)
 	return io->dev_plain && io->ssl == NULL;
 }
 
-/* Device -> io->up -> broker. >0 progress, 0 none, <0 close with *why. */
-static int plain_up(struct kg_relay_io *io, enum kg_reason *why)
-{
-	int progress = 0, r;
-
-	while (!io->dev_eof && io->up.len < KG_RELAY_BUF) {
-		ssize_t n;
-
-		if (kg_buf_reserve(&io->up, KG_RELAY_BUF) < 0) {
-			*why = KG_REASON_OVERLOAD;
-			return -1;
-		}
-		n = recv(io->dev.fd, io->up.data + io->up.len, KG_RELAY_BUF - io->up.len, MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			*why = KG_REASON_PEER_CLOSED;
-			return -1;
-		}
-		if (n == 0)
-			io->dev_eof = true;
-		io->up.len += (size_t)n;
-		progress = 1;
-	}
-	r = kg_relay_flush_up(io, why);
-	if (r < 0)
-		return -1;
-	if (io->up.len == 0)
-		kg_buf_release(&io->up);
-	return progress || r > 0;
-}
-
-/* Broker -> io->down -> device. >0 progress, 0 none, <0 close with *why. */
-static int plain_down(struct kg_relay_io *io, enum kg_reason *why)
-{
-	int progress = kg_relay_fill_down(io, NULL, why);
-
-	if (progress < 0)
-		return -1;
-	while (io->down.off < io->down.len) {
-		ssize_t w = send(io->dev.fd, io->down.data + io->down.off, io->down.len - io->down.off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (w < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			*why = KG_REASON_PEER_CLOSED;
-			return -1;
-		}
-		io->down.off += (size_t)w;
-		io->bytes_down += (uint64_t)w;
-		kg_metric_add(&io->metrics->bytes[KG_DIR_DOWN], (uint64_t)w);
-		progress = 1;
-	}
-	if (io->down.off == io->down.len) {
-		io->down.off = io->down.len = 0;
-		kg_buf_release(&io->down);
-	}
-	return progress;
-}
-
 static enum kg_reason plain_pump(struct kg_relay_io *io)
 {
 	enum kg_reason why = KG_REASON_IO_ERROR;
@@ -424,10 +363,11 @@ static enum kg_reason plain_pump(struct kg_relay_io *io)
 	int a, b;
 
 	do {
-		a = plain_up(io, &why);
+		/* the SSL relay's two directions: kg_ssl_io_* speak the plain socket too */
+		a = kg_relay_ssl_up(io, &why);
 		if (a < 0)
 			return why;
-		b = plain_down(io, &why);
+		b = kg_relay_ssl_down(io, &why);
 		if (b < 0)
 			return why;
 	} while (a > 0 || b > 0);
