@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/conf_value.h"
 #include "auth/auth_conf.h"
 
 void kg_auth_conf_defaults(void *sec)
@@ -17,21 +18,6 @@ void kg_auth_conf_defaults(void *sec)
 	a->failure_burst = 10;
 	a->failure_refill_ms = 6000;
 	a->failure_track = 4096;
-}
-
-static int parse_u(const char *v, unsigned min, unsigned max, unsigned *out)
-{
-	unsigned long n;
-	char *end;
-
-	if (*v < '0' || *v > '9')
-		return -1;
-	errno = 0;
-	n = strtoul(v, &end, 10);
-	if (errno || *end || n < min || n > max)
-		return -1;
-	*out = (unsigned)n;
-	return 0;
 }
 
 /* The hub is a DNS name: letters, digits, '-' and '.', as kg_azure_username_parse()
@@ -77,7 +63,7 @@ int kg_auth_conf_set(void *sec, const char *key, const char *value, const char *
 	for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++) {
 		if (strcmp(key, uints[i].key) != 0)
 			continue;
-		if (parse_u(value, uints[i].min, uints[i].max,
+		if (kg_conf_uint(value, uints[i].min, uints[i].max,
 			    (unsigned *)((char *)a + uints[i].off)) < 0) {
 			snprintf(why, whylen, "[auth] %s: '%s' is not an integer in %u..%u", key,
 				 value, uints[i].min, uints[i].max);
@@ -86,11 +72,7 @@ int kg_auth_conf_set(void *sec, const char *key, const char *value, const char *
 		return 0;
 	}
 	if (strcmp(key, "x509_only") == 0) {
-		if (strcmp(value, "yes") == 0 || strcmp(value, "on") == 0)
-			a->x509_only = true;
-		else if (strcmp(value, "no") == 0 || strcmp(value, "off") == 0)
-			a->x509_only = false;
-		else {
+		if (kg_conf_bool(value, &a->x509_only) < 0) {
 			snprintf(why, whylen, "[auth] x509_only: '%s' is not yes or no", value);
 			return -1;
 		}

@@ -24,6 +24,7 @@
 #include <ini.h>
 #include <openssl/ssl.h>
 
+#include "ops/conf_value.h"
 #include "ops/config.h"
 
 #define DEFAULT_LISTEN_V4 "0.0.0.0:8883"
@@ -665,18 +666,6 @@ static int backend_key(struct parse_state *st, const char *name, const char *val
 	return 0;
 }
 
-/* yes / no, the way every boolean of this file is spelt. */
-static int parse_yes_no(const char *value, bool *out)
-{
-	if (strcmp(value, "yes") == 0)
-		*out = true;
-	else if (strcmp(value, "no") == 0)
-		*out = false;
-	else
-		return -1;
-	return 0;
-}
-
 /* "ADDR[/BITS]": a numeric IPv4 or IPv6 address and an optional prefix length (the
  * whole address without one). Host bits set under the prefix are refused: a block
  * spelt as one of its addresses is usually a typo for a narrower one. */
@@ -840,7 +829,7 @@ static int listener_key(struct parse_state *st, const char *name, const char *va
 	case LKEY_X509_ONLY:
 	case LKEY_ALLOW_PLAIN:
 	case LKEY_PROXY_REQUIRE_CRC:
-		if (parse_yes_no(value, k == LKEY_X509_ONLY ? &l->x509_only
+		if (kg_conf_bool(value, k == LKEY_X509_ONLY ? &l->x509_only
 				 : k == LKEY_ALLOW_PLAIN ? &l->allow_plain
 							 : &l->proxy_require_crc) != 0) {
 			set_err(st, st->line, "listener '%s': %s '%s': want yes or no", l->name, name,
