@@ -5,9 +5,13 @@
  * as BPF_SK_SKB_VERDICT: no stream parser, every skb as it comes)
  * over the SOCKHASH kg_sm_socks. Each skb received on a session's socket is counted
  * in that socket's kg_sm_peer entry and redirected to the egress (send queue) of the
- * peer socket; the daemon sees neither direction's bytes. A socket without a peer
- * entry, or whose peer left the map (closed), has its skb dropped: the session is
- * ending and the daemon closes both sockets. Empty skbs (a bare FIN) are dropped: the
+ * peer socket; the daemon sees neither direction's bytes. The peer is looked up in a
+ * second SOCKHASH, kg_sm_targets, which has no program: the daemon puts both sockets
+ * there before either goes into kg_sm_socks, so the first socket's verdict never
+ * looks for a peer that is not in yet (one map would leave a window between the two
+ * inserts in which, say, the broker's CONNACK finds no device and is lost). A socket
+ * without a peer entry, or whose peer left the map (closed), has its skb dropped: the
+ * session is ending and the daemon closes both sockets. Empty skbs (a bare FIN) are dropped: the
  * daemon passes FINs on itself, in order (relay_plain.c).
  * Keys and values: include/ktlsgate/sockmap_maps.h. Loaded by daemon/relay/sockmap.c.
  */
@@ -22,6 +26,14 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } kg_sm_socks SEC(".maps");
+
+/* The redirect targets: the same sockets, in first, no verdict attached. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, KG_SM_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, __u64);
+} kg_sm_targets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -49,7 +61,7 @@ int kg_sm_verdict(struct __sk_buff *skb)
 		return SK_DROP;
 	peer = p->peer_cookie;
 	/* flags 0: the peer's egress, i.e. sent to the other end of the session */
-	rc = bpf_sk_redirect_hash(skb, &kg_sm_socks, &peer, 0);
+	rc = bpf_sk_redirect_hash(skb, &kg_sm_targets, &peer, 0);
 	if (rc != SK_PASS) {
 		__sync_fetch_and_add(&p->drops, 1);
 		return SK_DROP;

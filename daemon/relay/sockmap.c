@@ -25,7 +25,7 @@ _Static_assert(sizeof(struct kg_sm_peer) == 32, "BPF ABI");
 
 struct kg_sockmap {
 	struct sockmap_bpf *skel;
-	int socks_fd, peer_fd;      /* kg_sm_socks, kg_sm_peer */
+	int socks_fd, targets_fd, peer_fd;   /* kg_sm_socks, kg_sm_targets, kg_sm_peer */
 };
 
 struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
@@ -48,6 +48,7 @@ struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
 	if (err)
 		goto out_err;
 	sm->socks_fd = bpf_map__fd(sm->skel->maps.kg_sm_socks);
+	sm->targets_fd = bpf_map__fd(sm->skel->maps.kg_sm_targets);
 	sm->peer_fd = bpf_map__fd(sm->skel->maps.kg_sm_peer);
 	/* Attached to the map, not to a socket: every socket added later gets it. */
 	step = "attach the verdict to the SOCKHASH";
@@ -127,8 +128,12 @@ int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t 
 	if (bpf_map_update_elem(sm->peer_fd, &cookie[0], &pd, BPF_NOEXIST) < 0 ||
 	    bpf_map_update_elem(sm->peer_fd, &cookie[1], &pb, BPF_NOEXIST) < 0)
 		goto fail;
-	/* The broker first: from the moment the device socket is in, its skbs are
-	 * redirected there. */
+	/* Both as redirect targets before either meets the verdict: whichever side's
+	 * bytes come first after its insert below, the other is there to take them. */
+	if (bpf_map_update_elem(sm->targets_fd, &cookie[0], &fd_dev, BPF_NOEXIST) < 0 ||
+	    bpf_map_update_elem(sm->targets_fd, &cookie[1], &fd_be, BPF_NOEXIST) < 0)
+		goto fail;
+	/* Then under the verdict; the order no longer matters for the redirect. */
 	if (bpf_map_update_elem(sm->socks_fd, &cookie[1], &fd_be, BPF_NOEXIST) < 0 ||
 	    bpf_map_update_elem(sm->socks_fd, &cookie[0], &fd_dev, BPF_NOEXIST) < 0)
 		goto fail;
@@ -145,6 +150,7 @@ void kg_sockmap_remove(struct kg_sockmap *sm, const uint64_t cookie[2])
 {
 	for (int i = 0; i < 2; i++) {
 		(void)bpf_map_delete_elem(sm->socks_fd, &cookie[i]);
+		(void)bpf_map_delete_elem(sm->targets_fd, &cookie[i]);
 		(void)bpf_map_delete_elem(sm->peer_fd, &cookie[i]);
 	}
 }

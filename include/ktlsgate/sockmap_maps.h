@@ -5,7 +5,9 @@
  * no pointers: both sides see the same bytes.
  *
  * Every socket of a relayed plain session is known by its socket cookie (SO_COOKIE,
- * unique per boot, never reused). kg_sm_socks (SOCKHASH) maps cookie -> socket;
+ * unique per boot, never reused). kg_sm_socks (SOCKHASH, the verdict attached) and
+ * kg_sm_targets (SOCKHASH, nothing attached: where the verdict finds the peer) map
+ * cookie -> socket;
  * kg_sm_peer (HASH) maps cookie -> struct kg_sm_peer: the other socket of the session
  * and this socket's counters (bytes received and redirected, last activity). The
  * device socket's entry counts device -> broker bytes, the broker socket's the other
