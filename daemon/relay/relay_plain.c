@@ -208,9 +208,17 @@ bool kg_sockmap_session_sync(struct kg_relay_io *io, bool *up_moved)
 
 void kg_sockmap_session_end(struct kg_relay_io *io)
 {
+	struct kg_sm_counts k;
+
 	if (!io->sm_in)
 		return;
 	(void)kg_sockmap_session_sync(io, NULL);
+	/* Drops lose bytes of a live stream: never expected, so counted and said. */
+	if (kg_sockmap_read(io->sockmap, io->sm_cookie, &k) == 0 && k.drops > 0) {
+		kg_metric_add(&io->metrics->sockmap_drops, k.drops);
+		kg_log_warnx("conn=%llu dev=%s: sockmap dropped %llu packet(s) of this session",
+			     (unsigned long long)io->cid, io->device_id, (unsigned long long)k.drops);
+	}
 	kg_sockmap_remove(io->sockmap, io->sm_cookie);
 	io->sm_in = false;
 }

@@ -185,6 +185,8 @@ allowed() {
 	# a plain session is relayed in the kernel (the host has sockmap); TLS ones never are
 	sm1=$(metric_value ktlsgate_sessions_started_total 'mode="sockmap"')
 	if [ "$where" = plain ]; then
+		[ "$(metric_value ktlsgate_sockmap_drops_total)" = 0 ] ||
+			{ note "$kind over plain: the kernel relay dropped packets"; return 1; }
 		[ "$sm1" -gt "$sm0" ] 2>/dev/null || {
 			note "$kind over plain: not a sockmap session ($sm0 -> $sm1; $(metrics | grep '^ktlsgate_sessions_started_total' | tr '\n' ' '); $(grep -i 'sockmap\|splice' "$GW_LOG" | tail -3 | tr '\n' ' '))"
 			return 1
