@@ -238,6 +238,24 @@ t_basic_bad() {
 	refused tls bad_credentials 0x04 0x86 --id basdev --username meter-1 --password "wrong horse"
 }
 
+# paho-mqtt, a second real client library, with each kind's good and bad credential
+# on the tls listener and a token on the plain one.
+t_paho() {
+	local out
+	paho() { kgc paho "$@"; }
+	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id sasdev --username "$(sas_user sasdev)" \
+		--password "$(sas_token sasdev "$SAS_K1")" --topic auth/paho --msg p1)
+	[ "$out" = $'connack 0x00\npublished' ] || { note "paho sas: $out"; return 1; }
+	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id tokdev --username "$TOKEN")
+	[ "$out" = "connack 0x00" ] || { note "paho token: $out"; return 1; }
+	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id basdev --username meter-1 --password "$PW")
+	[ "$out" = "connack 0x00" ] || { note "paho basic: $out"; return 1; }
+	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id basdev --username meter-1 --password nope --level 5)
+	[ "$out" = "connack 0x86" ] || { note "paho basic, bad password, MQTT 5: $out"; return 1; }
+	out=$(paho --plain --port "$PLAIN_PORT" --id tokdev --username "$TOKEN")
+	[ "$out" = "connack 0x00" ] || { note "paho token over plain: $out"; return 1; }
+}
+
 t_disabled() {
 	refused tls disabled 0x05 0x87 --id sasoff --username "$(sas_user sasoff)" \
 		--password "$(sas_token sasoff "$OFF_K1")"
@@ -318,7 +336,7 @@ t_brute_force() {
 }
 
 ALL_TESTS=(t_sas_tls t_token_tls t_basic_tls t_sas_secondary t_sas_bad t_token_bad t_basic_bad
-	t_disabled t_revoke_live t_x509_only t_brute_force t_sas_plain t_token_plain t_basic_plain
+	t_paho t_disabled t_revoke_live t_x509_only t_brute_force t_sas_plain t_token_plain t_basic_plain
 	t_revoke_sockmap)
 
 setup || { echo "FAIL setup"; exit 1; }

@@ -479,8 +479,11 @@ def cmd_paho(a):
     import paho.mqtt.client as mqtt
     proto = mqtt.MQTTv5 if a.level == 5 else mqtt.MQTTv311
     c = mqtt.Client(client_id=a.id, protocol=proto)
-    c.tls_set(ca_certs=a.ca, certfile=a.cert, keyfile=a.key)
-    c.tls_insecure_set(True)
+    if not getattr(a, "plain", False):
+        c.tls_set(ca_certs=a.ca, certfile=a.cert, keyfile=a.key)
+        c.tls_insecure_set(True)
+    if getattr(a, "username", None) is not None:
+        c.username_pw_set(a.username, getattr(a, "password", None))
     result = {}
 
     def on_connect(client, userdata, flags, rc, properties=None):
