@@ -293,7 +293,7 @@ t_revoke_sockmap() {
 }
 
 t_x509_only() {
-	local out m k
+	local out m k pout bad=""
 	for k in sas token basic; do
 		case $k in
 		sas) out=$(cc x509 --id sasdev --username "$(sas_user sasdev)" --password "$(sas_token sasdev "$SAS_K1")") ;;
@@ -308,11 +308,21 @@ t_x509_only() {
 	kill -HUP "$GW_PID"
 	sleep 1
 	out=$(cc tls --peek 300 --id tokdev --username "$TOKEN")
+	# the plain listener has no certificate to ask for: every kind refused x509_required
+	for k in sas token basic; do
+		case $k in
+		sas) pout=$(cc plain --id sasdev --username "$(sas_user sasdev)" --password "$(sas_token sasdev "$SAS_K1")") ;;
+		token) pout=$(cc plain --id tokdev --username "$TOKEN") ;;
+		basic) pout=$(cc plain --id basdev --username meter-1 --password "$PW") ;;
+		esac
+		[ "$pout" = "connack 0x05" ] || { bad="$k on plain under [auth] x509_only: $pout"; break; }
+	done
+	audit_has "$m" x509_required "" deny || bad="${bad:-no x509_required line}"
 	cp "$WORK/gw/base.conf" "$GW_CONF"
 	kill -HUP "$GW_PID"
 	sleep 1
 	case "$out" in tls_error*|closed*) ;; *) note "token on tls under [auth] x509_only: $out"; return 1 ;; esac
-	# credentials on the plain listener under [auth] x509_only were refused x509_required
+	[ -z "${bad:-}" ] || { note "$bad"; return 1; }
 	out=$(cc tls --id tokdev --username "$TOKEN")
 	[ "$out" = "connack 0x00" ] || { note "after the reload back: $out"; return 1; }
 }
