@@ -1,0 +1,10 @@
+# mk/bench-plain.mk - `make bench-plain` (issue 15, docs/benchmarks.md "Issue 15: plain
+# sessions in the kernel"): QoS 1 publishing through a `plain` ktlsgated listener with the
+# sockmap relay, with the user-space relay, and through HAProxy 2.6 `mode tcp`, one run
+# (tests/bench/plain.sh; knobs in tests/bench/README.md). Root (the sockmap relay loads
+# BPF), haproxy and mosquitto installed. Not part of `make check`: ~8 min, numbers only.
+.PHONY: bench-plain
+bench-plain:
+	@scripts/deps.sh check
+	$(MAKE) all $(BUILD)/kg-bench
+	BUILD=$(BUILD) tests/bench/plain.sh
