@@ -11,14 +11,18 @@
 # the connections kg-bench opened (sockmap resp. plain), else it FAILs and its numbers
 # are dropped; so is any kg-bench run with an error. Medians and the ratios the issue's
 # targets name go to build/bench-plain/results.md. Only 127.0.0.1; every process started
-# here is stopped on exit. Knobs: tests/bench/README.md ("Plain sessions").
+# here is stopped on exit. PLAIN_BACKEND=sink puts build/kg-sink (an MQTT stand-in that
+# acks and drops) behind every proxy instead of mosquitto: the relays' own ceiling.
+# Knobs: tests/bench/README.md ("Plain sessions").
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
-OUT=${BENCH_OUT:-$BUILD/bench-plain}
+BACKEND=${PLAIN_BACKEND:-mosquitto}     # mosquitto | sink
+OUT=${BENCH_OUT:-$BUILD/bench-plain/$BACKEND}
 KG_BENCH=${KG_BENCH:-$BUILD/kg-bench}
+KG_SINK=${KG_SINK:-$BUILD/kg-sink}
 KTLSGATE=${KTLSGATE:-$BUILD/ktlsgate}
 KTLSGATED=${KTLSGATED:-$BUILD/ktlsgated}
 
@@ -27,8 +31,15 @@ if [[ ${BENCH_QUICK:-0} == 1 ]]; then
 fi
 REPEAT=${BENCH_REPEAT:-3}
 SIZES=${PLAIN_SIZES:-"256 65536"}        # payload bytes, one series each
-MSGS_SMALL=${PLAIN_MSGS_SMALL:-100000}   # messages per run for sizes < 4096
-MSGS_LARGE=${PLAIN_MSGS_LARGE:-30000}    # ... and for larger ones (30000 x 64 KiB ~ 2 GB)
+# Messages per run below 4 KiB and from 4 KiB (30000 x 64 KiB ~ 2 GB): a few seconds
+# each; the sink acks ~10x faster than mosquitto at 256 B, so it gets more.
+if [[ $BACKEND == sink ]]; then
+	MSGS_SMALL=${PLAIN_MSGS_SMALL:-1000000}
+	MSGS_LARGE=${PLAIN_MSGS_LARGE:-40000}
+else
+	MSGS_SMALL=${PLAIN_MSGS_SMALL:-100000}
+	MSGS_LARGE=${PLAIN_MSGS_LARGE:-30000}
+fi
 CONNS=${PUB_CONNS:-20}
 WINDOW=${PUB_WINDOW:-16}
 THREADS=${BENCH_THREADS:-1}
@@ -184,6 +195,13 @@ MQTT_PORT=""
 MQ_PID=""
 start_backend() {
 	free_port MQTT_PORT
+	if [[ $BACKEND == sink ]]; then
+		start_bg sink "$KG_SINK" "127.0.0.1:$MQTT_PORT"
+		MQ_PID=$BG_PID
+		wait_listen "$MQ_PID" "$MQTT_PORT" sink || die setup "kg-sink did not listen"
+		say "backend kg-sink on 127.0.0.1:$MQTT_PORT (pid $MQ_PID)"
+		return 0
+	fi
 	cat >"$RUN/mosquitto.conf" <<-EOF
 	# the one plain-TCP broker behind every proxy
 	per_listener_settings false
@@ -414,20 +432,20 @@ label() {
 	sockmap) echo "ktlsgated plain, relay = auto (sockmap)" ;;
 	userspace) echo "ktlsgated plain, relay = userspace (plain)" ;;
 	haproxy) echo "HAProxy 2.6 mode tcp" ;;
-	direct) echo "none: kg-bench -> mosquitto (reference)" ;;
+	direct) echo "none: kg-bench -> $BACKEND (reference)" ;;
 	esac
 }
 
 report() {
 	local p z r_user r_rate sm us hp
 	{
-		echo "# ktlsgate plain-session benchmark (make bench-plain)"
+		echo "# ktlsgate plain-session benchmark (make bench-plain, backend: $BACKEND)"
 		echo
 		echo "- stamp: ktlsgate $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M UTC'), host $(uname -r), $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo))"
 		echo "- versions: $(haproxy -v 2>/dev/null | head -1 | awk '{ print "HAProxy " $3 }'), $(mosquitto -h 2>/dev/null | awk 'NR == 1 { print "mosquitto " $3 }')"
 		echo "- medians of $REPEAT run(s) (proxies interleaved per repeat); kg-bench --plain, $THREADS thread(s), $CONNS connections, QoS 1, $WINDOW in flight per connection; $MSGS_SMALL messages per run below 4 KiB, $MSGS_LARGE from 4 KiB; ktlsgated $WORKERS workers, HAProxy nbthread $WORKERS; everything on 127.0.0.1, client, proxy and broker share the CPUs"
 		echo
-		echo "| proxy | payload (B) | runs | msgs/s | PUBLISH->PUBACK p99 (ms) | proxy user CPU (s/GB) | proxy system CPU (s/GB) | proxy CPU, schedstat (s/GB) | mosquitto CPU (s/GB) | whole host CPU (s/GB) |"
+		echo "| proxy | payload (B) | runs | msgs/s | PUBLISH->PUBACK p99 (ms) | proxy user CPU (s/GB) | proxy system CPU (s/GB) | proxy CPU, schedstat (s/GB) | $BACKEND CPU (s/GB) | whole host CPU (s/GB) |"
 		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		for z in $SIZES; do
 			for p in $PROXIES; do
@@ -490,6 +508,11 @@ main() {
 	for p in mosquitto haproxy curl ss pgrep awk; do
 		command -v "$p" >/dev/null || die setup "$p is not installed"
 	done
+	case $BACKEND in
+	mosquitto) ;;
+	sink) [[ -x $KG_SINK ]] || die setup "$KG_SINK is missing: make $BUILD/kg-sink" ;;
+	*) die setup "PLAIN_BACKEND must be mosquitto or sink, not '$BACKEND'" ;;
+	esac
 	for p in $PROXIES; do
 		case $p in
 		sockmap | userspace)
