@@ -179,6 +179,19 @@ sched_ns() {
 # including softirq work (TCP, the sockmap verdict) charged to no process in particular.
 host_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
+# kworker_snap: "pid ticks" of every kworker thread. The sockmap relay's egress
+# redirect is sent by the socket's backlog work item, i.e. in a kworker: CPU that is
+# the relay's but no process of the proxy's.
+kworker_snap() {
+	grep -h '' /proc/[0-9]*/stat 2>/dev/null | awk '$2 ~ /^\(kworker/ { print $1, $14 + $15 }'
+}
+
+# kworker_delta BEFORE AFTER: ticks kworkers used in between (new ones from 0; ones that
+# exited in between are lost, which only makes this an underestimate).
+kworker_delta() {
+	awk 'NR == FNR { b[$1] = $2; next } { d += $2 - ($1 in b ? b[$1] : 0) } END { print d + 0 }' "$1" "$2"
+}
+
 json_get() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1" | tr -d '"'; }
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$RAW"; }
@@ -321,7 +334,7 @@ kgb() {
 # bench_run PROXY SIZE REP
 bench_run() {
 	local proxy=$1 size=$2 rep=$3 msgs mode pids u0 s0 u1 s1 n0 n1 h0 h1 mq0 mq1 m0="" m1="" \
-		out rc=0 count errors gb name bpid ready="" i
+		out rc=0 count errors gb name bpid ready="" i i0 i1 t0 t1
 	name="$proxy/$size/#$rep"
 	msgs=$MSGS_SMALL
 	((size >= 4096)) && msgs=$MSGS_LARGE
@@ -341,6 +354,13 @@ bench_run() {
 		kill -0 "$bpid" 2>/dev/null || break
 		sleep 0.05
 	done
+	# the proxy's CPU with the sessions up and no traffic: half a second of the gate
+	i0=$(sched_ns "${pids[@]}")
+	t0=$(date +%s%N)
+	sleep 0.5
+	i1=$(sched_ns "${pids[@]}")
+	t1=$(date +%s%N)
+	kworker_snap >"$RUN/kw0"
 	read -r u0 s0 < <(cpu_ut "${pids[@]}")
 	read -r mq0 _ < <(cpu_ut "$MQ_PID" | awk '{ print $1 + $2 }')
 	n0=$(sched_ns "${pids[@]}")
@@ -348,6 +368,7 @@ bench_run() {
 	wait "$bpid" || rc=$?
 	forget_pid "$bpid"
 	h1=$(host_busy)
+	kworker_snap >"$RUN/kw1"
 	n1=$(sched_ns "${pids[@]}")
 	read -r u1 s1 < <(cpu_ut "${pids[@]}")
 	read -r mq1 _ < <(cpu_ut "$MQ_PID" | awk '{ print $1 + $2 }')
@@ -382,6 +403,8 @@ bench_run() {
 	record "$proxy" "$size" "$rep" cpu_ns_s_gb "$(calc "($n1 - $n0) / 1e9 / $gb" 4)"
 	record "$proxy" "$size" "$rep" host_s_gb "$(calc "($h1 - $h0) / $CLK_TCK / $gb" 3)"
 	record "$proxy" "$size" "$rep" mq_s_gb "$(calc "($mq1 - $mq0) / $CLK_TCK / $gb" 3)"
+	record "$proxy" "$size" "$rep" kw_s_gb "$(calc "$(kworker_delta "$RUN/kw0" "$RUN/kw1") / $CLK_TCK / $gb" 3)"
+	record "$proxy" "$size" "$rep" idle_ms_s "$(calc "($i1 - $i0) / 1e6 / (($t1 - $t0) / 1e9)" 3)"
 	record "$proxy" "$size" "$rep" user_ticks "$((u1 - u0))"
 	record "$proxy" "$size" "$rep" gb "$gb"
 	pass "$name${mode:+ (mode $mode x$CONNS)}: $(json_get "$out" rate) msg/s, p99 $(json_get "$out" p99_us) us, user $((u1 - u0)) sys $((s1 - s0)) ticks over $gb GB"
@@ -445,15 +468,16 @@ report() {
 		echo "- versions: $(haproxy -v 2>/dev/null | head -1 | awk '{ print "HAProxy " $3 }'), $(mosquitto -h 2>/dev/null | awk 'NR == 1 { print "mosquitto " $3 }')"
 		echo "- medians of $REPEAT run(s) (proxies interleaved per repeat); kg-bench --plain, $THREADS thread(s), $CONNS connections, QoS 1, $WINDOW in flight per connection; $MSGS_SMALL messages per run below 4 KiB, $MSGS_LARGE from 4 KiB; ktlsgated $WORKERS workers, HAProxy nbthread $WORKERS; everything on 127.0.0.1, client, proxy and broker share the CPUs"
 		echo
-		echo "| proxy | payload (B) | runs | msgs/s | PUBLISH->PUBACK p99 (ms) | proxy user CPU (s/GB) | proxy system CPU (s/GB) | proxy CPU, schedstat (s/GB) | $BACKEND CPU (s/GB) | whole host CPU (s/GB) |"
-		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| proxy | payload (B) | runs | msgs/s | PUBLISH->PUBACK p99 (ms) | proxy user CPU (s/GB) | proxy system CPU (s/GB) | proxy CPU, schedstat (s/GB) | $BACKEND CPU (s/GB) | kworker CPU (s/GB) | whole host CPU (s/GB) | proxy CPU idle, $CONNS sessions (ms/s) |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		for z in $SIZES; do
 			for p in $PROXIES; do
-				printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" "$z" \
+				printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" "$z" \
 					"$(runs "$p" "$z")" "$(fmt "$(median "$p" "$z" rate)")" \
 					"$(fmt "$(median "$p" "$z" p99_ms)")" "$(fmt "$(median "$p" "$z" user_s_gb)")" \
 					"$(fmt "$(median "$p" "$z" sys_s_gb)")" "$(fmt "$(median "$p" "$z" cpu_ns_s_gb)")" \
-					"$(fmt "$(median "$p" "$z" mq_s_gb)")" "$(fmt "$(median "$p" "$z" host_s_gb)")"
+					"$(fmt "$(median "$p" "$z" mq_s_gb)")" "$(fmt "$(median "$p" "$z" kw_s_gb)")" \
+					"$(fmt "$(median "$p" "$z" host_s_gb)")" "$(fmt "$(median "$p" "$z" idle_ms_s)")"
 			done
 		done
 		echo
@@ -493,7 +517,11 @@ report() {
 		echo "nanosecond, user and system together. Softirq work (TCP, and the sockmap verdict"
 		echo "program that redirects each skb) is charged to whichever task is on the CPU, often"
 		echo "kg-bench or mosquitto, so the whole-host column (busy time from /proc/stat, client"
-		echo "and broker included) is the one that cannot hide a cost. A run in which kg-bench"
+		echo "and broker included) is the one that cannot hide a cost; the kworker column is the"
+		echo "part of it the kernel's sockmap backlog work (the egress redirect) shows up in."
+		echo "The idle column is the proxy's on-CPU time per second over half a second with the"
+		echo "sessions up and no traffic (in the gate, before the CPU window opens); the CPU"
+		echo "window holds the other half second of the gate. A run in which kg-bench"
 		echo "counted an error, or ktlsgated's session mode counter did not rise by exactly the"
 		echo "connections opened, is not reported (its FAIL line says why)."
 	} >"$RESULTS"
