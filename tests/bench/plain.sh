@@ -164,12 +164,13 @@ cpu_ut() {
 	echo "$u $s"
 }
 
+# (Sums are printed with %.0f: Debian's awk is mawk, whose %d stops at 2^31.)
 # sched_ns PIDS...: on-CPU nanoseconds of every thread (/proc/PID/task/*/schedstat): the
 # same CPU as utime + stime, without the 10 ms tick (no user/system split there).
 sched_ns() {
 	local p t=0 v
 	for p in "$@"; do
-		v=$(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }')
+		v=$(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }')
 		t=$((t + ${v:-0}))
 	done
 	echo "$t"
@@ -177,19 +178,19 @@ sched_ns() {
 
 # host_busy: busy ticks of the whole machine (user nice system irq softirq steal),
 # including softirq work (TCP, the sockmap verdict) charged to no process in particular.
-host_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+host_busy() { awk '/^cpu / { printf "%.0f\n", $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
 # kworker_snap: "pid ticks" of every kworker thread. The sockmap relay's egress
 # redirect is sent by the socket's backlog work item, i.e. in a kworker: CPU that is
 # the relay's but no process of the proxy's.
 kworker_snap() {
-	grep -h '' /proc/[0-9]*/stat 2>/dev/null | awk '$2 ~ /^\(kworker/ { print $1, $14 + $15 }'
+	grep -h '' /proc/[0-9]*/stat 2>/dev/null | awk '$2 ~ /^\(kworker/ { printf "%s %.0f\n", $1, $14 + $15 }'
 }
 
 # kworker_delta BEFORE AFTER: ticks kworkers used in between (new ones from 0; ones that
 # exited in between are lost, which only makes this an underestimate).
 kworker_delta() {
-	awk 'NR == FNR { b[$1] = $2; next } { d += $2 - ($1 in b ? b[$1] : 0) } END { print d + 0 }' "$1" "$2"
+	awk 'NR == FNR { b[$1] = $2; next } { d += $2 - ($1 in b ? b[$1] : 0) } END { printf "%.0f\n", d }' "$1" "$2"
 }
 
 json_get() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1" | tr -d '"'; }
@@ -425,7 +426,7 @@ warm_up() {
 median() {
 	awk -F'\t' -v p="$1" -v z="$2" -v m="$3" '$1 == p && $2 == z && $4 == m { print $5 }' "$RAW" |
 		sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2];
-			else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+			else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 runs() { awk -F'\t' -v p="$1" -v z="$2" '$1 == p && $2 == z && $4 == "rate"' "$RAW" | wc -l; }
 fmt() { [[ -n ${1:-} ]] && printf '%s' "$1" || printf 'n/a'; }
