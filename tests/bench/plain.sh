@@ -193,6 +193,9 @@ kworker_delta() {
 	awk 'NR == FNR { b[$1] = $2; next } { d += $2 - ($1 in b ? b[$1] : 0) } END { printf "%.0f\n", d }' "$1" "$2"
 }
 
+# syscr PID: read-type system calls the process made so far (/proc/PID/io).
+syscr() { awk '/^syscr:/ { printf "%.0f\n", $2 }' "/proc/$1/io" 2>/dev/null; }
+
 json_get() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1" | tr -d '"'; }
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$RAW"; }
@@ -335,7 +338,7 @@ kgb() {
 # bench_run PROXY SIZE REP
 bench_run() {
 	local proxy=$1 size=$2 rep=$3 msgs mode pids u0 s0 u1 s1 n0 n1 h0 h1 mq0 mq1 m0="" m1="" \
-		out rc=0 count errors gb name bpid ready="" i i0 i1 t0 t1 w0 w1
+		out rc=0 count errors gb name bpid ready="" i i0 i1 t0 t1 w0 w1 r0 r1
 	name="$proxy/$size/#$rep"
 	msgs=$MSGS_SMALL
 	((size >= 4096)) && msgs=$MSGS_LARGE
@@ -364,6 +367,7 @@ bench_run() {
 	kworker_snap >"$RUN/kw0"
 	read -r u0 s0 < <(cpu_ut "${pids[@]}")
 	read -r mq0 _ < <(cpu_ut "$MQ_PID" | awk '{ print $1 + $2 }')
+	r0=$(syscr "$MQ_PID")
 	n0=$(sched_ns "${pids[@]}")
 	w0=$(date +%s%N)
 	h0=$(host_busy)
@@ -375,6 +379,7 @@ bench_run() {
 	n1=$(sched_ns "${pids[@]}")
 	read -r u1 s1 < <(cpu_ut "${pids[@]}")
 	read -r mq1 _ < <(cpu_ut "$MQ_PID" | awk '{ print $1 + $2 }')
+	r1=$(syscr "$MQ_PID")
 	[[ -n $mode ]] && m1=$(metric "ktlsgate_sessions_started_total{mode=\"$mode\"}")
 	out=$(grep '^{' "$RUN/pub.out" || true)
 	echo "$name $out" >>"$LOGS/kg-bench.json"
@@ -406,6 +411,7 @@ bench_run() {
 	record "$proxy" "$size" "$rep" cpu_ns_s_gb "$(calc "($n1 - $n0) / 1e9 / $gb" 4)"
 	record "$proxy" "$size" "$rep" host_s_gb "$(calc "($h1 - $h0) / $CLK_TCK / $gb" 3)"
 	record "$proxy" "$size" "$rep" mq_s_gb "$(calc "($mq1 - $mq0) / $CLK_TCK / $gb" 3)"
+	[[ -n $r0 && -n $r1 ]] && record "$proxy" "$size" "$rep" be_reads_msg "$(calc "($r1 - $r0) / $count" 2)"
 	record "$proxy" "$size" "$rep" kw_s_gb "$(calc "$(kworker_delta "$RUN/kw0" "$RUN/kw1") / $CLK_TCK / $gb" 3)"
 	record "$proxy" "$size" "$rep" idle_ms_s "$(calc "($i1 - $i0) / 1e6 / (($t1 - $t0) / 1e9)" 3)"
 	# what the traffic cost: the window's CPU less the idle rate over the window
@@ -474,15 +480,16 @@ report() {
 		echo "- versions: $(haproxy -v 2>/dev/null | head -1 | awk '{ print "HAProxy " $3 }'), $(mosquitto -h 2>/dev/null | awk 'NR == 1 { print "mosquitto " $3 }')"
 		echo "- medians of $REPEAT run(s) (proxies interleaved per repeat); kg-bench --plain, $THREADS thread(s), $CONNS connections, QoS 1, $WINDOW in flight per connection; $MSGS_SMALL messages per run below 4 KiB, $MSGS_LARGE from 4 KiB; ktlsgated $WORKERS workers, HAProxy nbthread $WORKERS; everything on 127.0.0.1, client, proxy and broker share the CPUs"
 		echo
-		echo "| proxy | payload (B) | runs | msgs/s | PUBLISH->PUBACK p99 (ms) | proxy user CPU (s/GB) | proxy system CPU (s/GB) | proxy CPU, schedstat (s/GB) | $BACKEND CPU (s/GB) | kworker CPU (s/GB) | whole host CPU (s/GB) | proxy CPU idle, $CONNS sessions (ms/s) |"
-		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| proxy | payload (B) | runs | msgs/s | PUBLISH->PUBACK p99 (ms) | proxy user CPU (s/GB) | proxy system CPU (s/GB) | proxy CPU, schedstat (s/GB) | $BACKEND CPU (s/GB) | $BACKEND reads/msg | kworker CPU (s/GB) | whole host CPU (s/GB) | proxy CPU idle, $CONNS sessions (ms/s) |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		for z in $SIZES; do
 			for p in $PROXIES; do
-				printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" "$z" \
+				printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$p")" "$z" \
 					"$(runs "$p" "$z")" "$(fmt "$(median "$p" "$z" rate)")" \
 					"$(fmt "$(median "$p" "$z" p99_ms)")" "$(fmt "$(median "$p" "$z" user_s_gb)")" \
 					"$(fmt "$(median "$p" "$z" sys_s_gb)")" "$(fmt "$(median "$p" "$z" cpu_ns_s_gb)")" \
-					"$(fmt "$(median "$p" "$z" mq_s_gb)")" "$(fmt "$(median "$p" "$z" kw_s_gb)")" \
+					"$(fmt "$(median "$p" "$z" mq_s_gb)")" "$(fmt "$(median "$p" "$z" be_reads_msg)")" \
+					"$(fmt "$(median "$p" "$z" kw_s_gb)")" \
 					"$(fmt "$(median "$p" "$z" host_s_gb)")" "$(fmt "$(median "$p" "$z" idle_ms_s)")"
 			done
 		done
@@ -528,6 +535,9 @@ report() {
 		echo "kg-bench or mosquitto, so the whole-host column (busy time from /proc/stat, client"
 		echo "and broker included) is the one that cannot hide a cost; the kworker column is the"
 		echo "part of it the kernel's sockmap backlog work (the egress redirect) shows up in."
+		echo "The backend's reads per message are its read-type system calls (syscr in"
+		echo "/proc/PID/io) over the window divided by the messages acknowledged: how finely the"
+		echo "proxy's writes arrive at the broker."
 		echo "The idle column is the proxy's on-CPU time per second over half a second with the"
 		echo "sessions up and no traffic (in the gate, before the CPU window opens); the CPU"
 		echo "window holds the other half second of the gate. 'Above the idle rate' takes that"
