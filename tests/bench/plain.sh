@@ -19,8 +19,10 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
+[[ $BUILD == /* ]] || BUILD=$PWD/$BUILD  # make passes BUILD=build: config paths must be absolute
 BACKEND=${PLAIN_BACKEND:-mosquitto}     # mosquitto | sink
 OUT=${BENCH_OUT:-$BUILD/bench-plain/$BACKEND}
+[[ $OUT == /* ]] || OUT=$PWD/$OUT
 KG_BENCH=${KG_BENCH:-$BUILD/kg-bench}
 KG_SINK=${KG_SINK:-$BUILD/kg-sink}
 KTLSGATE=${KTLSGATE:-$BUILD/ktlsgate}
