@@ -16,7 +16,7 @@
 #   - the switch stress: KG_PLAIN_CONNS (default 2000) connections pipelining CONNECT,
 #     SUBSCRIBE and publishes with random splits, all exact, in sockmap mode;
 #   - the daemon's CPU (utime + stime of /proc/PID/stat) per GB over a bulk run of
-#     >= 256 MiB, sockmap vs plain: sockmap's must be under 10% of plain's.
+#     ~1 GB (>= 256 MiB), sockmap vs plain: sockmap's must be under 10% of plain's.
 # Its own PKI (for the daemon's mtls listener), broker and daemon.
 # lib.sh reads ALL_TESTS and KG_FAILED.
 # shellcheck disable=SC2034
@@ -158,6 +158,10 @@ jq_() {
 
 why_failed() {
 	grep -m3 -E '^(FAIL|  conn)|^kg-mqttcheck: [a-z-]' "$WORK/$1.err" | tr '\n' ' ' | cut -c1-400
+	# a session the daemon put into the sockmap whose CONNACK never came: the
+	# defect this suite found (docs/testing-tools.md, "test-relay-plain.sh")
+	grep -qE 'timeout: .*connack no|before the CONNACK' "$WORK/$1.err" &&
+		echo " [known defect: the verdict drops broker bytes that arrive between the two SOCKHASH inserts (kg_sockmap_add)]"
 }
 
 # The checker's plain path checks: a damaged and a missing message fail the run, named;
@@ -189,7 +193,7 @@ exact_matrix() {
 		esac
 		before=$(counts)
 		if ! mqc "$name" "$@" --dir both --n 16 --min 1 --max 262144 --seed $seed --window 4 \
-			--conns 4 --parallel 4 --timeout 60; then
+			--conns 4 --parallel 4 --timeout 20; then
 			note "$variant: $(why_failed "$name")"
 			bad=1
 			continue
@@ -227,18 +231,20 @@ cpu_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$GW_PID/stat"
 }
 
-# bulk MODE: a run of >= 256 MiB through MODE; sets MS_PER_GB (daemon CPU ms per GB,
-# setup and close included). No scrape between the two readings: a scrape is CPU too.
+# bulk MODE: a run of ~1 GB (>= 256 MiB required) through MODE, 4 sessions; sets
+# MS_PER_GB (daemon CPU ms per GB, setup and close included). /proc/PID/stat counts in
+# clock ticks (10 ms): sockmap's few ticks need the large run to be measured at all.
+# No scrape between the two readings: a scrape is CPU too.
 bulk() {
 	local mode=$1 name="bulk-$1" before c0 c1 bytes hz
 	use_mode "$mode" || return 1
 	before=$(counts)
 	sleep 0.2
 	c0=$(cpu_ticks)
-	mqc "$name" --no-split --dir both --n 96 --min 131072 --max 262144 --window 8 \
-		--conns 8 --parallel 8 --seed 3 --timeout 120 || { note "$mode: $(why_failed "$name")"; return 1; }
+	mqc "$name" --no-split --dir both --n 640 --min 131072 --max 262144 --window 8 \
+		--conns 4 --parallel 4 --seed 3 --timeout 120 || { note "$mode: $(why_failed "$name")"; return 1; }
 	c1=$(cpu_ticks)
-	rose_by "$before" "$mode" 8 || return 1
+	rose_by "$before" "$mode" 4 || return 1
 	bytes=$(jq_ "$name" 'd["bytes"]["up"] + d["bytes"]["down"]')
 	hz=$(getconf CLK_TCK)
 	[ -n "$c0" ] && [ -n "$c1" ] && [ -n "$bytes" ] && [ -n "$hz" ] || { note "$mode: no CPU or byte count"; return 1; }
