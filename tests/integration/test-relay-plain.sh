@@ -264,6 +264,9 @@ bulk() {
 	[ "$bytes" -ge $((256 << 20)) ] || { note "$mode: only $bytes bytes"; return 1; }
 	MS_PER_GB=$(awk -v t=$((c1 - c0)) -v hz="$hz" -v b="$bytes" 'BEGIN { printf "%.1f", t * 1000 / hz / (b / 1e9) }')
 	echo "    $mode: $((c1 - c0)) ticks ($hz/s) for $bytes bytes: $MS_PER_GB ms/GB"
+	[ $((c1 - c0)) -ge 0 ] || { note "$mode: the CPU counter went backwards"; return 1; }
+	[ $((c1 - c0)) -gt 0 ] ||
+		echo "    $mode: under one tick: below $(awk -v hz="$hz" -v b="$bytes" 'BEGIN { printf "%.1f", 1000 / hz / (b / 1e9) }') ms/GB"
 }
 
 t_cpu_per_gb() {
