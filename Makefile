@@ -95,12 +95,17 @@ check-asan: asan-build
 	cd tests/unit && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 CK_FORK=yes ../../build/asan/check_unit
 
 # The gateway integration suite against the ASan+UBSan daemon: a memory error aborts
-# the daemon, and the suite blames the test that was running.
+# the daemon, and the suite blames the test that was running. Then the listeners'
+# suites (credentials through the scrypt pool, PROXY headers, plain sessions in the
+# kernel) against the same daemon.
 # Each run pins the relay (KG_RELAY): the plain suite the record relay, the ASan run
 # the OpenSSL relay, so neither depends on whether the host kernel has kTLS.
 check-integration-asan: asan-build all $(BUILD)/kg-tlsprobe
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  KG_RELAY=openssl GATED=$(CURDIR)/build/asan/ktlsgated bash tests/integration/test-gateway.sh
+	set -e; for t in test-auth test-proxy-in test-listeners; do \
+	  ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  GATED=$(CURDIR)/build/asan/ktlsgated bash tests/integration/$$t.sh; done
 
 check-integration: all $(BUILD)/kg-tlsprobe
 	KG_RELAY=$${KG_RELAY:-userspace} tests/integration/run.sh

@@ -28,13 +28,17 @@ $(EDGE_BPF_DIR)/%.skel.h: $(EDGE_BPF_DIR)/%.bpf.o
 $(BUILD)/daemon/edge/edge.o: $(EDGE_BPF_DIR)/xdp_gate.skel.h
 $(BUILD)/daemon/edge/steer.o: $(EDGE_BPF_DIR)/steer.skel.h
 $(BUILD)/daemon/edge/edge.o $(BUILD)/daemon/edge/steer.o: ALL_CFLAGS += -I$(EDGE_BPF_DIR)
+# The plain sessions' in-kernel relay (daemon/relay/sockmap.c, docs in bpf/README.md).
+$(EDGE_BPF_DIR)/sockmap.bpf.o: include/ktlsgate/sockmap_maps.h
+$(BUILD)/daemon/relay/sockmap.o: $(EDGE_BPF_DIR)/sockmap.skel.h
+$(BUILD)/daemon/relay/sockmap.o: ALL_CFLAGS += -I$(EDGE_BPF_DIR)
 
 # The fuzz targets compile LIB_SRCS (edge.c among them) straight from source in build/.
 EDGE_FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
-$(EDGE_FUZZ_BINS): build/bpf/xdp_gate.skel.h build/bpf/steer.skel.h
+$(EDGE_FUZZ_BINS): build/bpf/xdp_gate.skel.h build/bpf/steer.skel.h build/bpf/sockmap.skel.h
 build/fuzz/%: FUZZ_CFLAGS += -Ibuild/bpf
 ifneq ($(BUILD),build)
-build/bpf/%.skel.h: bpf/%.bpf.c include/ktlsgate/xdp_gate_maps.h
+build/bpf/%.skel.h: bpf/%.bpf.c include/ktlsgate/xdp_gate_maps.h include/ktlsgate/sockmap_maps.h
 	$(MAKE) BUILD=build $@
 endif
 
@@ -59,4 +63,4 @@ bench-edge: all $(BUILD)/kg-synflood
 
 # Keep the object between the skeleton and its source (make would delete it as an
 # intermediate and rebuild the skeleton on the next run).
-.SECONDARY: $(EDGE_BPF_DIR)/xdp_gate.bpf.o $(EDGE_BPF_DIR)/steer.bpf.o
+.SECONDARY: $(EDGE_BPF_DIR)/xdp_gate.bpf.o $(EDGE_BPF_DIR)/steer.bpf.o $(EDGE_BPF_DIR)/sockmap.bpf.o

@@ -10,7 +10,8 @@ check-integration: $(BUILD)/kg-mqttcheck
 check-integration-asan: $(BUILD)/kg-mqttcheck
 
 # kg-regtool: a registry at an older schema version, as an earlier build left it
-# (tests/integration/test-upgrade.sh).
+# (tests/integration/test-upgrade.sh); a SAS token against stored keys, and the CONNECT
+# credential check itself, auth-check (tests/integration/test-credentials.sh).
 $(BUILD)/kg-regtool: $(BUILD)/tests/lib/kg_regtool.o $(BUILD)/libkg.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 check-integration: $(BUILD)/kg-regtool

@@ -32,17 +32,18 @@ fi
 # section and the reason table are written in. "-": nothing. core and cli are the
 # tops of the two binaries (daemon and CLI): anything below them, not each other.
 LAYERS=(
-	'core      relay tls tpm policy registry mqtt proxy edge ops'
+	'core      auth relay tls tpm policy registry mqtt proxy edge ops'
 	'cli       relay tls tpm policy registry mqtt proxy edge ops'
 	'relay     tls policy mqtt proxy ops'
 	'tls       policy registry tpm ops'
+	'auth      policy registry mqtt ops'
 	'edge      policy ops'
 	'policy    registry mqtt ops'
 	'registry  ops'
 	'tpm       ops'
 	'mqtt      -'
 	'proxy     -'
-	'ops       edge/edge_conf.h tpm/tpm_conf.h policy/reason.h'
+	'ops       edge/edge_conf.h tpm/tpm_conf.h auth/auth_conf.h policy/reason.h'
 )
 
 declare -A allow=() known=() is_part=()

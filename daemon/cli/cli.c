@@ -66,8 +66,10 @@ const char kg_cli_usage_device[] =
 	"ktlsgate device credentials ID [--json]\n"
 	"ktlsgate device credentials ID --rotate [--slot primary|secondary] [--password-stdin]\n"
 	"             [--json]\n"
-	"ktlsgate device import FILE|- [--format csv|jsonl]\n"
-	"             (CSV header or JSON keys: id thumbprint secondary cert backend status)\n"
+	"ktlsgate device import FILE|- [--format csv|jsonl] [--json] [--secrets-out FILE]\n"
+	"             [--kdf-threads N]\n"
+	"             (CSV header or JSON keys: id thumbprint secondary cert backend status\n"
+	"              auth username secret secondary_secret)\n"
 	"  S: enabled|disabled|suspended|quarantined|decommissioned\n";
 
 const char kg_cli_usage_verify[] =

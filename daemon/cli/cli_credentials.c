@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * cli_credentials.c - device secrets beside X.509 (issue 15): make them for `device
- * add --auth sas|token|basic`, show and rotate them with `device credentials`.
+ * add --auth sas|token|basic` and `device import`, show and rotate them with `device
+ * credentials`. The rules for --auth and the options beside it, and the checks of a
+ * given secret, live here once (kg_cli_auth_resolve, kg_cli_cred_check) for both the
+ * command line and import's columns.
  *
- * Every secret comes from RAND_bytes and is stored in the form docs/credentials.md
- * fixes: a SAS key as padded base64 of 32 bytes (the HMAC needs the key itself), an
- * access token as the SHA-256 hex of a 32-byte base64url token, a password as a scrypt
- * PHC string with the documented defaults (OpenSSL's SCRYPT KDF, maxmem from
- * kg_scrypt_mem(): OpenSSL's own 32 MiB cap refuses ln=15,r=8). Each stored form is
+ * A secret the operator gives (import's secret column, --password-stdin) is checked and
+ * stored in its stored form; any other comes from RAND_bytes. The stored forms are
+ * docs/credentials.md's: a SAS key as padded base64 (32 bytes when made here; the HMAC
+ * needs the key itself), an access token as its SHA-256 hex (made here: a 32-byte
+ * base64url token), a password as a scrypt PHC string with the documented defaults
+ * (OpenSSL's SCRYPT KDF, maxmem from kg_scrypt_mem(): OpenSSL's own 32 MiB cap refuses
+ * ln=15,r=8). Each stored form is
  * checked with the pure parser that will read it back. The secret a device sends is
  * printed once and wiped; show/list print kinds, slots, user names and times only.
  * The daemon does not check these credentials yet (listeners typed tls/plain: next).
@@ -107,10 +112,10 @@ out:
 	return rc;
 }
 
-static int random_bytes(const char *cmd, uint8_t *buf, size_t n)
+static int random_bytes(uint8_t *buf, size_t n, char *why, size_t cap)
 {
 	if (RAND_bytes(buf, (int)n) != 1) {
-		kg_cli_err("%s: the random generator failed", cmd);
+		snprintf(why, cap, "the random generator failed");
 		return KG_EXIT_RUNTIME;
 	}
 	return KG_EXIT_OK;
@@ -118,17 +123,18 @@ static int random_bytes(const char *cmd, uint8_t *buf, size_t n)
 
 /* n random bytes as unpadded base64url (RFC 4648 section 5): fits an MQTT user name
  * and a shell line unquoted. */
-static int random_b64url(const char *cmd, size_t n, char *out, size_t cap)
+static int random_b64url(size_t n, char *out, size_t cap, char *why, size_t whycap)
 {
 	uint8_t raw[64];
 	int rc;
 
 	if (n > sizeof(raw))
 		return KG_EXIT_RUNTIME;
-	if ((rc = random_bytes(cmd, raw, n)) != KG_EXIT_OK)
+	if ((rc = random_bytes(raw, n, why, whycap)) != KG_EXIT_OK)
 		return rc;
 	if (kg_b64_encode(raw, n, false, out, cap) == 0) {
 		OPENSSL_cleanse(raw, sizeof(raw));
+		snprintf(why, whycap, "cannot encode random bytes");
 		return KG_EXIT_RUNTIME;
 	}
 	OPENSSL_cleanse(raw, sizeof(raw));
@@ -141,18 +147,26 @@ static int random_b64url(const char *cmd, size_t n, char *out, size_t cap)
 	return KG_EXIT_OK;
 }
 
-static int make_sas(const char *cmd, struct kg_credential *c, struct kg_cli_secret *shown)
+/* A SAS key: the given one (checked by kg_cli_cred_check) or 32 random bytes. */
+static int make_sas(const char *given, struct kg_credential *c, struct kg_cli_secret *shown,
+		    char *why, size_t cap)
 {
 	uint8_t raw[SAS_KEY_BYTES], check[KG_SAS_KEY_MAX];
-	const char *why = NULL;
+	const char *pwhy = NULL;
 	int rc;
 
-	if ((rc = random_bytes(cmd, raw, sizeof(raw))) != KG_EXIT_OK)
+	if (given != NULL) {
+		(void)kg_strlcpy(c->secret, given, sizeof(c->secret));
+		shown->label = "key";
+		(void)kg_strlcpy(shown->value, given, sizeof(shown->value));
+		return KG_EXIT_OK;
+	}
+	if ((rc = random_bytes(raw, sizeof(raw), why, cap)) != KG_EXIT_OK)
 		return rc;
 	if (kg_b64_encode(raw, sizeof(raw), true, c->secret, sizeof(c->secret)) == 0 ||
-	    kg_sas_key_decode(c->secret, strlen(c->secret), check, &why) != sizeof(raw)) {
-		kg_cli_err("%s: cannot encode the key%s%s", cmd, why != NULL ? ": " : "",
-			   why != NULL ? why : "");
+	    kg_sas_key_decode(c->secret, strlen(c->secret), check, &pwhy) != sizeof(raw)) {
+		snprintf(why, cap, "cannot encode the key%s%s", pwhy != NULL ? ": " : "",
+			 pwhy != NULL ? pwhy : "");
 		rc = KG_EXIT_RUNTIME;
 	} else {
 		shown->label = "key";
@@ -163,19 +177,25 @@ static int make_sas(const char *cmd, struct kg_credential *c, struct kg_cli_secr
 	return rc;
 }
 
-static int make_token(const char *cmd, struct kg_credential *c, struct kg_cli_secret *shown)
+/* An access token: the given one or 32 random bytes as base64url; stored as its
+ * SHA-256 in lowercase hex. */
+static int make_token(const char *given, struct kg_credential *c, struct kg_cli_secret *shown,
+		      char *why, size_t cap)
 {
 	uint8_t md[32];
 	unsigned int mdlen = 0;
-	const char *why = NULL;
+	const char *pwhy = NULL;
 	int rc;
 
-	if ((rc = random_b64url(cmd, TOKEN_BYTES, shown->value, sizeof(shown->value))) != KG_EXIT_OK)
+	if (given != NULL)
+		(void)kg_strlcpy(shown->value, given, sizeof(shown->value));
+	else if ((rc = random_b64url(TOKEN_BYTES, shown->value, sizeof(shown->value), why, cap)) !=
+		 KG_EXIT_OK)
 		return rc;
-	if (!kg_token_ok(shown->value, strlen(shown->value), &why) ||
+	if (!kg_token_ok(shown->value, strlen(shown->value), &pwhy) ||
 	    EVP_Digest(shown->value, strlen(shown->value), md, &mdlen, EVP_sha256(), NULL) != 1 ||
 	    mdlen != sizeof(md)) {
-		kg_cli_err("%s: cannot make a token%s%s", cmd, why != NULL ? ": " : "", why != NULL ? why : "");
+		snprintf(why, cap, "cannot make a token%s%s", pwhy != NULL ? ": " : "", pwhy != NULL ? pwhy : "");
 		return KG_EXIT_RUNTIME;
 	}
 	kg_hex_lower(md, sizeof(md), c->secret);
@@ -207,66 +227,167 @@ static int scrypt_derive(const char *pw, size_t len, struct kg_scrypt *h)
 	return rc;
 }
 
-static int make_basic(const char *cmd, const char *username, const char *password,
-		      struct kg_credential *c, struct kg_cli_secret *shown)
+/* A password (given, or 24 random bytes as base64url) hashed with scrypt at the
+ * documented defaults; username already checked by kg_cli_cred_check. */
+static int make_basic(const char *username, const char *password, struct kg_credential *c,
+		      struct kg_cli_secret *shown, char *why, size_t cap)
 {
 	struct kg_scrypt h = {
 		.ln = KG_SCRYPT_DEFAULT_LN, .r = KG_SCRYPT_DEFAULT_R, .p = KG_SCRYPT_DEFAULT_P,
 		.salt_len = SCRYPT_SALT_BYTES, .hash_len = SCRYPT_HASH_BYTES,
 	};
 	struct kg_scrypt back;
-	const char *why = NULL;
-	size_t len;
+	const char *pwhy = NULL;
 	int rc;
 
-	len = strnlen(username, KG_CRED_USERNAME_MAX + 1);
-	if (len == 0 || len > KG_CRED_USERNAME_MAX)
-		return kg_cli_usage_err("%s: --username must be 1..%d bytes", cmd, KG_CRED_USERNAME_MAX);
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)username[i] < 0x21 || (unsigned char)username[i] > 0x7e)
-			return kg_cli_usage_err("%s: --username: printable ASCII without spaces only", cmd);
 	(void)kg_strlcpy(c->username, username, sizeof(c->username));
 	if (password != NULL)
 		(void)kg_strlcpy(shown->value, password, sizeof(shown->value));
-	else if ((rc = random_b64url(cmd, PASSWORD_BYTES, shown->value, sizeof(shown->value))) != KG_EXIT_OK)
+	else if ((rc = random_b64url(PASSWORD_BYTES, shown->value, sizeof(shown->value), why, cap)) !=
+		 KG_EXIT_OK)
 		return rc;
 	shown->label = "password";
-	if ((rc = random_bytes(cmd, h.salt, h.salt_len)) != KG_EXIT_OK)
+	if ((rc = random_bytes(h.salt, h.salt_len, why, cap)) != KG_EXIT_OK)
 		return rc;
 	if (scrypt_derive(shown->value, strlen(shown->value), &h) != 0) {
-		kg_cli_err("%s: scrypt failed (OpenSSL)", cmd);
+		snprintf(why, cap, "scrypt failed (OpenSSL)");
 		return KG_EXIT_RUNTIME;
 	}
 	/* Stored in the form the CONNECT check will parse: prove it parses. */
 	if (kg_scrypt_format(&h, c->secret, sizeof(c->secret)) == 0 ||
-	    !kg_scrypt_parse(c->secret, strlen(c->secret), &back, &why) ||
+	    !kg_scrypt_parse(c->secret, strlen(c->secret), &back, &pwhy) ||
 	    back.hash_len != h.hash_len || memcmp(back.hash, h.hash, h.hash_len) != 0) {
-		kg_cli_err("%s: cannot format the password hash%s%s", cmd, why != NULL ? ": " : "",
-			   why != NULL ? why : "");
+		snprintf(why, cap, "cannot format the password hash%s%s", pwhy != NULL ? ": " : "",
+			 pwhy != NULL ? pwhy : "");
 		return KG_EXIT_RUNTIME;
 	}
 	return KG_EXIT_OK;
+}
+
+int kg_cli_auth_resolve(const struct kg_cli_auth_req *q, const char *opt, enum kg_attestation *out,
+			char *why, size_t cap)
+{
+	enum kg_attestation a = q->pinned ? KG_ATT_THUMBPRINT : KG_ATT_CA;
+
+	/* The kind named wins; without one, a pinned leaf makes a thumbprint device, and
+	 * nothing else an x509 (CA) one. */
+	if (q->has_auth) {
+		if (q->auth == KG_ATT_THUMBPRINT && !q->pinned) {
+			snprintf(why, cap, "%sauth thumbprint needs %sthumbprint or %scert", opt, opt, opt);
+			return -1;
+		}
+		if (q->auth != KG_ATT_THUMBPRINT && q->pinned) {
+			snprintf(why, cap, "%sthumbprint/%scert pin a leaf: that is %sauth thumbprint, not %s",
+				 opt, opt, opt, kg_cli_auth_str(q->auth));
+			return -1;
+		}
+		a = q->auth;
+	}
+	if (q->username && a != KG_ATT_BASIC) {
+		snprintf(why, cap, "%susername goes with %sauth basic", opt, opt);
+		return -1;
+	}
+	if (q->password && a != KG_ATT_BASIC) {
+		snprintf(why, cap, "%spassword-stdin goes with %sauth basic", opt, opt);
+		return -1;
+	}
+	if (q->secret && !kg_attestation_has_secret(a)) {
+		snprintf(why, cap, "%ssecret goes with %sauth sas|token|basic, not %s", opt, opt,
+			 kg_cli_auth_str(a));
+		return -1;
+	}
+	if (q->secondary_secret && (a != KG_ATT_SAS || !q->secret)) {
+		snprintf(why, cap, "%ssecondary_secret goes with %sauth sas and a %ssecret", opt, opt, opt);
+		return -1;
+	}
+	*out = a;
+	return 0;
+}
+
+int kg_cli_cred_check(enum kg_attestation kind, const char *username, const char *given,
+		      const char *opt, char *why, size_t cap)
+{
+	uint8_t key[KG_SAS_KEY_MAX];
+	const char *pwhy = NULL;
+	size_t len;
+
+	switch (kind) {
+	case KG_ATT_SAS:
+		if (given != NULL && kg_sas_key_decode(given, strlen(given), key, &pwhy) == 0) {
+			OPENSSL_cleanse(key, sizeof(key));
+			snprintf(why, cap, "%ssecret: not a SAS key (%s)", opt,
+				 pwhy != NULL ? pwhy : "padded base64 of 16..64 bytes");
+			return KG_EXIT_USAGE;
+		}
+		OPENSSL_cleanse(key, sizeof(key));
+		return KG_EXIT_OK;
+	case KG_ATT_TOKEN:
+		if (given != NULL && !kg_token_ok(given, strlen(given), &pwhy)) {
+			snprintf(why, cap, "%ssecret: not an access token (%s)", opt,
+				 pwhy != NULL ? pwhy : "8..256 bytes of 0x21..0x7e");
+			return KG_EXIT_USAGE;
+		}
+		return KG_EXIT_OK;
+	case KG_ATT_BASIC:
+		len = strnlen(username, KG_CRED_USERNAME_MAX + 1);
+		if (len == 0 || len > KG_CRED_USERNAME_MAX) {
+			snprintf(why, cap, "%susername must be 1..%d bytes", opt, KG_CRED_USERNAME_MAX);
+			return KG_EXIT_USAGE;
+		}
+		for (size_t i = 0; i < len; i++) {
+			if ((unsigned char)username[i] < 0x21 || (unsigned char)username[i] > 0x7e) {
+				snprintf(why, cap, "%susername: printable ASCII without spaces only", opt);
+				return KG_EXIT_USAGE;
+			}
+		}
+		len = given != NULL ? strlen(given) : KG_CLI_PASSWORD_MIN;
+		if (len < KG_CLI_PASSWORD_MIN || len > KG_CLI_PASSWORD_MAX) {
+			snprintf(why, cap, "%ssecret: a password must be %d..%d bytes", opt,
+				 KG_CLI_PASSWORD_MIN, KG_CLI_PASSWORD_MAX);
+			return KG_EXIT_USAGE;
+		}
+		return KG_EXIT_OK;
+	default:
+		snprintf(why, cap, "%s devices have no secret", kg_cli_auth_str(kind));
+		return KG_EXIT_USAGE;
+	}
+}
+
+int kg_cli_cred_build(enum kg_attestation kind, enum kg_cred_slot slot, const char *username,
+		      const char *given, struct kg_credential *c, struct kg_cli_secret *shown,
+		      char *why, size_t cap)
+{
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	memset(shown, 0, sizeof(*shown));
+	c->kind = kind;
+	c->slot = slot;
+	if ((rc = kg_cli_cred_check(kind, username, given, "", why, cap)) != KG_EXIT_OK)
+		return rc;
+	switch (kind) {
+	case KG_ATT_SAS:
+		return make_sas(given, c, shown, why, cap);
+	case KG_ATT_TOKEN:
+		return make_token(given, c, shown, why, cap);
+	default:
+		return make_basic(username, given, c, shown, why, cap);
+	}
 }
 
 int kg_cli_cred_make(const char *cmd, enum kg_attestation kind, enum kg_cred_slot slot,
 		     const char *username, const char *password, struct kg_credential *c,
 		     struct kg_cli_secret *shown)
 {
-	memset(c, 0, sizeof(*c));
-	memset(shown, 0, sizeof(*shown));
-	c->kind = kind;
-	c->slot = slot;
-	switch (kind) {
-	case KG_ATT_SAS:
-		return make_sas(cmd, c, shown);
-	case KG_ATT_TOKEN:
-		return make_token(cmd, c, shown);
-	case KG_ATT_BASIC:
-		return make_basic(cmd, username, password, c, shown);
-	default:
-		kg_cli_err("%s: %s devices have no secret", cmd, kg_cli_auth_str(kind));
-		return KG_EXIT_USAGE;
-	}
+	char why[256];
+	int rc;
+
+	/* The option names of device add / --rotate in the messages ("--username ..."). */
+	if ((rc = kg_cli_cred_check(kind, username, password, "--", why, sizeof(why))) == KG_EXIT_OK)
+		rc = kg_cli_cred_build(kind, slot, username, password, c, shown, why, sizeof(why));
+	if (rc != KG_EXIT_OK)
+		kg_cli_err("%s: %s", cmd, why);
+	return rc;
 }
 
 struct json_object *kg_cli_cred_summary_json(const struct kg_credential *c, size_t n)

@@ -40,10 +40,53 @@ const char *kg_cli_auth_str(enum kg_attestation a);
 int kg_cli_read_password(const char *cmd, char out[KG_CLI_PASSWORD_MAX + 1]);
 
 /*
- * Make a new credential of `kind` for `slot`: *c is the stored form, *shown what the
- * device will send. basic: username (1..128 of 0x21..0x7e, checked here) and password
- * (NULL: generated). Returns KG_EXIT_OK or an exit code after one error line.
+ * What a `device add` command line or a `device import` line asks for: the kind
+ * (auth), and which of the options (columns) beside it are given. One set of rules for
+ * both, so they cannot drift apart.
  */
+struct kg_cli_auth_req {
+	bool has_auth;               /* --auth / the auth column given */
+	enum kg_attestation auth;
+	bool pinned;                 /* a thumbprint or a cert given */
+	bool username;               /* --username / the username column */
+	bool password;               /* --password-stdin (device add): basic only */
+	bool secret;                 /* the secret column (import): sas, token, basic */
+	bool secondary_secret;       /* the secondary_secret column (import): sas, beside secret */
+};
+
+/*
+ * The device's kind: auth if given (thumbprint only with a pinned leaf, others only
+ * without), else thumbprint when pinned, else x509 (ca); then the options that go with
+ * it. opt prefixes names in messages ("--" for options, "" for import's columns).
+ * 0, or -1 with a sentence in why.
+ */
+int kg_cli_auth_resolve(const struct kg_cli_auth_req *q, const char *opt, enum kg_attestation *out,
+			char *why, size_t cap);
+
+/*
+ * The checks of a secret kind's inputs before anything is made: basic's user name
+ * (1..128 of 0x21..0x7e); a given secret (NULL: one will be generated) in the form the
+ * device will send: sas a key (padded base64 of 16..64 bytes), token an access token
+ * (kg_token_ok), basic a password (KG_CLI_PASSWORD_MIN..MAX bytes). opt as above.
+ * KG_EXIT_OK, or KG_EXIT_USAGE with a sentence in why.
+ */
+int kg_cli_cred_check(enum kg_attestation kind, const char *username, const char *given,
+		      const char *opt, char *why, size_t cap);
+
+/*
+ * Make a new credential of `kind` for `slot` from the given secret (NULL: generated):
+ * *c is the stored form (sas: the key; token: its SHA-256 hex; basic: scrypt PHC with
+ * username), *shown what the device will send. Checks with kg_cli_cred_check first.
+ * Safe to call from several threads at once (import hashes in parallel). Returns
+ * KG_EXIT_OK, or an exit code with a sentence in why; prints nothing.
+ */
+int kg_cli_cred_build(enum kg_attestation kind, enum kg_cred_slot slot, const char *username,
+		      const char *given, struct kg_credential *c, struct kg_cli_secret *shown,
+		      char *why, size_t cap);
+
+/* kg_cli_cred_build() for `device add` and `--rotate`: a problem is one error line
+ * "ktlsgate: CMD: ..." naming the options ("--username ..."). password: basic's, or
+ * NULL (generated). */
 int kg_cli_cred_make(const char *cmd, enum kg_attestation kind, enum kg_cred_slot slot,
 		     const char *username, const char *password, struct kg_credential *c,
 		     struct kg_cli_secret *shown);

@@ -224,22 +224,17 @@ static int device_add(struct kg_cli *cli, int argc, char **argv)
 		return kg_cli_usage_err("%s: give --thumbprint or --cert, not both", cmd);
 	if (dev.thumb_secondary[0] != '\0' && cert == NULL && dev.thumb_primary[0] == '\0')
 		return kg_cli_usage_err("%s: --secondary needs --thumbprint or --cert", cmd);
-	/* --auth names the kind; without it, a pinned leaf makes a thumbprint device as
-	 * before, and nothing else an x509 (CA) one. */
-	if (has_auth) {
-		bool pinned = cert != NULL || dev.thumb_primary[0] != '\0';
+	{
+		const struct kg_cli_auth_req q = {
+			.has_auth = has_auth, .auth = auth,
+			.pinned = cert != NULL || dev.thumb_primary[0] != '\0',
+			.username = username != NULL, .password = pw_stdin,
+		};
+		char why[256];
 
-		if (auth == KG_ATT_THUMBPRINT && !pinned)
-			return kg_cli_usage_err("%s: --auth thumbprint needs --thumbprint or --cert", cmd);
-		if (auth != KG_ATT_THUMBPRINT && pinned)
-			return kg_cli_usage_err("%s: --thumbprint/--cert pin a leaf: that is --auth thumbprint, not %s",
-						cmd, kg_cli_auth_str(auth));
-		dev.attestation = auth;
+		if (kg_cli_auth_resolve(&q, "--", &dev.attestation, why, sizeof(why)) != 0)
+			return kg_cli_usage_err("%s: %s", cmd, why);
 	}
-	if (username != NULL && dev.attestation != KG_ATT_BASIC)
-		return kg_cli_usage_err("%s: --username goes with --auth basic", cmd);
-	if (pw_stdin && dev.attestation != KG_ATT_BASIC)
-		return kg_cli_usage_err("%s: --password-stdin goes with --auth basic", cmd);
 	if (json && !kg_attestation_has_secret(dev.attestation))
 		return kg_cli_usage_err("%s: --json prints new secrets: it goes with --auth sas|token|basic", cmd);
 	if ((rc = kg_cli_setup(cli, true)) != KG_EXIT_OK)

@@ -22,7 +22,10 @@
 
 #include <openssl/crypto.h>
 
+#include "auth/auth_check.h"
+#include "auth/auth_pool.h"
 #include "ops/audit.h"
+#include "policy/credential.h"
 #include "proxy/proxy_v2.h"
 #include "relay/backend.h"
 #include "core/conn.h"
@@ -42,10 +45,12 @@
 
 const char *const kg_conn_state_names[KG_ST_MAX] = {
 	[KG_ST_ACCEPTED] = "accepted",
+	[KG_ST_PROXY_HEADER] = "proxy_header",
 	[KG_ST_TLS_HANDSHAKE] = "tls_handshake",
 	[KG_ST_IDENTIFIED] = "identified",
 	[KG_ST_POLICY] = "policy",
 	[KG_ST_MQTT_CONNECT] = "mqtt_connect",
+	[KG_ST_AUTH] = "auth",
 	[KG_ST_BACKEND_CONNECT] = "backend_connect",
 	[KG_ST_HANDOFF] = "handoff",
 	[KG_ST_RELAYING] = "relaying",
@@ -61,10 +66,13 @@ struct state_ops {
 };
 
 static enum kg_step st_accepted(struct kg_conn *c);
+static enum kg_step st_proxy_header(struct kg_conn *c);
 static enum kg_step st_handshake(struct kg_conn *c);
 static enum kg_step st_identified(struct kg_conn *c);
 static enum kg_step st_policy(struct kg_conn *c);
 static enum kg_step st_mqtt_connect(struct kg_conn *c);
+static enum kg_step st_auth(struct kg_conn *c);
+static void decide(struct kg_conn *c);
 /*
  * [backend] proxy_protocol = v2: before any device byte, tell the broker who the device
  * is (docs/config.md): its address and port, the listener's, the certificate's CN (the
@@ -76,12 +84,13 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c);
 static int send_proxy_header(struct kg_conn *c)
 {
 	struct kg_pp2_header h;
-	struct sockaddr_storage local;
+	struct sockaddr_storage local = { 0 };
 	socklen_t llen = sizeof(local);
 	uint8_t sha[32], buf[512];
 	const uint8_t *src, *dst;
 	uint16_t sport, dport;
 	size_t alen, n, sha_len = 0;
+	bool with_cert;
 	ssize_t w;
 
 	if (getsockname(c->io.dev.fd, (struct sockaddr *)&local, &llen) < 0)
@@ -106,11 +115,19 @@ static int send_proxy_header(struct kg_conn *c)
 		errno = EAFNOSUPPORT;
 		return -1;
 	}
-	/* the identity keeps the certificate's SHA-256 as hex (verify.c): back to bytes */
-	if (OPENSSL_hexstr2buf_ex(sha, sizeof(sha), &sha_len, c->id.thumbprint, '\0') != 1 ||
-	    sha_len != sizeof(sha) ||
-	    !kg_pp2_device_header(&h, alen, src, sport, dst, dport, c->id.device_id,
-				  strnlen(c->id.device_id, sizeof(c->id.device_id)), sha) ||
+	/* the identity keeps the certificate's SHA-256 as hex (verify.c): back to bytes.
+	 * A device that proved itself with CONNECT credentials has no certificate: no SSL
+	 * TLV, no hash; one a TLS front vouched for without a hash: the CN alone. */
+	if (c->id.thumbprint[0] != '\0' &&
+	    (OPENSSL_hexstr2buf_ex(sha, sizeof(sha), &sha_len, c->id.thumbprint, '\0') != 1 ||
+	     sha_len != sizeof(sha))) {
+		errno = EINVAL;
+		return -1;
+	}
+	with_cert = c->id.method == KG_ATT_CA || c->id.method == KG_ATT_THUMBPRINT;
+	if (!kg_pp2_device_header(&h, alen, src, sport, dst, dport, with_cert ? c->id.device_id : NULL,
+				  strnlen(c->id.device_id, sizeof(c->id.device_id)),
+				  sha_len == sizeof(sha) ? sha : NULL) ||
 	    (n = kg_pp2_encode(&h, true, buf, sizeof(buf))) == 0) {
 		errno = EINVAL;
 		return -1;
@@ -132,10 +149,12 @@ static enum kg_step st_refusing(struct kg_conn *c);
 
 static const struct state_ops states[KG_ST_MAX] = {
 	[KG_ST_ACCEPTED] = { st_accepted, DL_HANDSHAKE },
+	[KG_ST_PROXY_HEADER] = { st_proxy_header, DL_HANDSHAKE },
 	[KG_ST_TLS_HANDSHAKE] = { st_handshake, DL_HANDSHAKE },
 	[KG_ST_IDENTIFIED] = { st_identified, DL_CONNECT },
 	[KG_ST_POLICY] = { st_policy, DL_CONNECT },
 	[KG_ST_MQTT_CONNECT] = { st_mqtt_connect, DL_CONNECT },
+	[KG_ST_AUTH] = { st_auth, DL_CONNECT },
 	[KG_ST_BACKEND_CONNECT] = { st_backend_connect, DL_BACKEND },
 	[KG_ST_HANDOFF] = { st_handoff, DL_BACKEND },
 	[KG_ST_RELAYING] = { st_relaying, DL_IDLE },
@@ -148,6 +167,30 @@ static const struct state_ops states[KG_ST_MAX] = {
 static const struct kg_config *conn_cfg(const struct kg_conn *c)
 {
 	return &c->snap->cfg;
+}
+
+/* Must this connection present a certificate? An mtls listener, or x509_only. */
+static bool x509_required(const struct kg_conn *c)
+{
+	return c->listener->kind == KG_LISTENER_MTLS || c->listener->x509_only ||
+	       conn_cfg(c)->auth.x509_only;
+}
+
+/* How the device proved (or tried to prove) itself, for the audit line: its
+ * attestation once identified, the kind of CONNECT credentials it sent, else nothing. */
+static const char *auth_word(const struct kg_conn *c)
+{
+	if (c->identified)
+		return kg_attestation_str(c->id.method);
+	if (c->cred_kind < KG_AUTH_KIND_MAX)
+		return kg_auth_kind_str((enum kg_auth_kind)c->cred_kind);
+	return NULL;
+}
+
+/* Listeners other than [daemon] listen's are named in the audit line. */
+static const char *listener_name(const struct kg_conn *c)
+{
+	return c->listener == &conn_cfg(c)->listeners[0] ? NULL : c->listener->name;
 }
 
 int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events)
@@ -229,6 +272,8 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		.device = c->identified || c->id.device_id[0] ? c->id.device_id : NULL,
 		.thumbprint = c->id.thumbprint[0] ? c->id.thumbprint : NULL,
 		.ca = c->id.ca_name[0] ? c->id.ca_name : NULL,
+		.auth = auth_word(c),
+		.listener = listener_name(c),
 		.allow = allow,
 		.reason = reason,
 		.backend = allow ? c->verdict.backend : NULL,
@@ -250,7 +295,7 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 	else
 		kg_metric_add(&c->w->metrics.decisions_deny[reason], 1);
 	/* Verification and policy refusals feed the XDP gate (it ignores the rest). */
-	if (!allow && c->peer_salen > 0)
+	if (!allow && c->peer_salen > 0 && !c->behind_proxy)
 		kg_edge_note_refusal(c->w->d->edge, &c->peer_sa.sa, c->peer_salen, reason);
 	c->audited = true;
 }
@@ -335,7 +380,8 @@ static bool source_admit(struct kg_worker *w, const struct kg_config *cfg, int f
 	return true;
 }
 
-void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+		   size_t listen_idx)
 {
 	struct kg_snapshot *snap = kg_snapshot_get(w->d);
 	struct kg_conn *c;
@@ -344,7 +390,15 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	bool held;
 	int one = 1;
 
-	if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
+	const struct kg_listener_conf *lc = kg_config_listener_of(&snap->cfg, listen_idx);
+
+	/* A trusted TLS front carries many devices on one address: the per-source limits
+	 * would throttle the whole fleet behind it (the front limits its own clients). */
+	if (lc->kind == KG_LISTENER_PROXY &&
+	    kg_cidr_match(lc->proxy_sources, lc->n_proxy_sources, sa, salen)) {
+		held = false;
+		memset(&src, 0, sizeof(src));
+	} else if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
 		kg_snapshot_put(snap);
 		return;
 	}
@@ -359,9 +413,12 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->cid = ((uint64_t)w->idx << 48) | ++w->next_id;
 	c->w = w;
 	c->snap = snap;
+	c->listener = lc;
+	kg_metric_add(&w->metrics.listener_accepted[c->listener - snap->cfg.listeners], 1);
 	c->src = src;
 	c->src_held = held;
 	c->state = KG_ST_ACCEPTED;
+	c->cred_kind = KG_AUTH_KIND_MAX;
 	c->io.dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
 	c->io.be = (struct kg_evsrc){ .type = KG_EV_BACKEND, .fd = -1, .events = UINT32_MAX, .owner = c };
 	/* What the relays borrow (relay.h), valid for the connection's life: kTLS is
@@ -373,6 +430,9 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->io.metrics = &w->metrics;
 	c->io.pipes = &w->pipes;
 	c->io.ktls_unavailable = &w->ktls_unavailable;
+	c->io.sockmap = w->d->sockmap;
+	/* plain and proxy listeners: no TLS on the device's side, the plain relays' */
+	c->io.dev_plain = lc->kind == KG_LISTENER_PLAIN || lc->kind == KG_LISTENER_PROXY;
 	c->io.epfd = w->epfd;
 	c->accepted_us = kg_now_us();
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -402,6 +462,9 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 {
 	struct kg_worker *w = c->w;
 
+	/* A sockmap session's bytes were the kernel's: its final counters in, its map
+	 * entries out, before anything below reads them or closes the fds. */
+	kg_sockmap_session_end(&c->io);
 	/* A connection that ends before its decision was audited gets one record:
 	 * every refusal, timeout and garbage peer is visible. */
 	if (!c->audited)
@@ -410,10 +473,16 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 		 why != KG_REASON_BACKEND_CLOSED) {
 		struct kg_audit_record r = {
 			.event = "close", .peer = c->peer, .device = c->id.device_id,
-			.thumbprint = c->id.thumbprint, .ca = c->id.ca_name, .allow = false,
+			.thumbprint = c->id.thumbprint, .ca = c->id.ca_name,
+			.auth = kg_attestation_str(c->id.method), .listener = listener_name(c),
+			.allow = false,
 			.reason = why, .conn_id = c->cid, .mqtt_level = c->mqtt_level,
 		};
 		kg_audit_emit(&r);
+	}
+	if (c->auth_pending) {
+		(void)kg_auth_pool_cancel(w->d->auth_pool, w->idx, c->cid);
+		c->auth_pending = false;
 	}
 	kg_metric_add(&w->metrics.closes[why], 1);
 	if (c->state == KG_ST_RELAYING)
@@ -517,6 +586,13 @@ void kg_conn_timeout(struct kg_conn *c)
 			kg_conn_close(c, KG_REASON_TIMEOUT);
 			break;
 		}
+		/* In the kernel's hands (sockmap) no pump sees the bytes: ask its counters. */
+		{
+			bool up_moved = false;
+
+			if (kg_sockmap_session_sync(&c->io, &up_moved) && (up_moved || c->idle_any_dir))
+				c->active_ms = kg_now_ms();
+		}
 		/* Idle: pumps only refresh active_ms (no syscall, no deadline write per
 		 * event); the deadline moves here, lazily, while there was traffic. */
 		if (c->idle_ms != 0 && kg_now_ms() < c->active_ms + c->idle_ms) {
@@ -556,12 +632,137 @@ static enum kg_step st_accepted(struct kg_conn *c)
 		kg_conn_close(c, errno == ECONNRESET ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
 		return KG_STEP_DONE;
 	}
-	if (kg_conn_tls_new(c) < 0) {
+	if (c->listener->kind == KG_LISTENER_PROXY) {
+		if (!kg_cidr_match(c->listener->proxy_sources, c->listener->n_proxy_sources,
+				   &c->peer_sa.sa, c->peer_salen)) {
+			kg_conn_close(c, KG_REASON_PROXY_UNTRUSTED);
+			return KG_STEP_DONE;
+		}
+		kg_conn_set_state(c, KG_ST_PROXY_HEADER);
+		return KG_STEP_NEXT;
+	}
+	if (c->listener->kind == KG_LISTENER_PLAIN) {
+		/* No TLS: the CONNECT is the first thing on the wire, and the credentials
+		 * in it are all the device has to prove who it is. */
+		kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+		return KG_STEP_NEXT;
+	}
+	if (kg_conn_tls_new(c, !x509_required(c)) < 0) {
 		kg_conn_close(c, KG_REASON_OVERLOAD);
 		return KG_STEP_DONE;
 	}
 	c->hs_start_us = kg_now_us();
 	kg_conn_set_state(c, KG_ST_TLS_HANDSHAKE);
+	return KG_STEP_NEXT;
+}
+
+/*
+ * The device the front's certificate TLVs name: the CN (a valid device id) as the
+ * identity, attested through the listener's proxy_ca ("" when not said; st_policy
+ * turns it into a thumbprint identity when the device is pinned and the front sent
+ * the certificate's SHA-256). false: the CN is no device id.
+ */
+static bool proxy_identity(struct kg_conn *c, const struct kg_pp2_header *h)
+{
+	size_t off = 0;
+
+	if (h->ssl_cn.len == 0 || h->ssl_cn.len > KG_DEVICE_ID_MAX ||
+	    !kg_identity_valid((const char *)h->ssl_cn.p, h->ssl_cn.len, &off))
+		return false;
+	memset(&c->id, 0, sizeof(c->id));
+	memcpy(c->id.device_id, h->ssl_cn.p, h->ssl_cn.len);
+	c->id.module_off = off;
+	c->id.method = KG_ATT_CA;
+	(void)kg_strlcpy(c->id.ca_name, c->listener->proxy_ca, sizeof(c->id.ca_name));
+	if (h->cert_sha256.p != NULL) {
+		kg_hex_lower(h->cert_sha256.p, h->cert_sha256.len, c->id.thumbprint);
+		c->has_proxy_sha256 = true;
+	}
+	return true;
+}
+
+/* A refusal of the PROXY header: audited with what was wrong, then closed. */
+static enum kg_step proxy_refuse(struct kg_conn *c, enum kg_reason why, const char *detail)
+{
+	kg_conn_audit(c, false, why, detail);
+	kg_conn_close(c, why);
+	return KG_STEP_DONE;
+}
+
+/*
+ * A `proxy` listener: the front's PROXY v2 header comes before anything of the
+ * device's. Read it (bounded: KG_PP2_DEFAULT_MAX bytes), take the device's address
+ * from it, and its certificate when the front verified one; what follows the header
+ * is the device's MQTT and stays in io.up.
+ */
+static enum kg_step st_proxy_header(struct kg_conn *c)
+{
+	struct kg_pp2_header h;
+	struct kg_pp2_result pr;
+	long n;
+
+	for (;;) {
+		pr = kg_pp2_parse(c->io.up.data, c->io.up.len, KG_PP2_DEFAULT_MAX, &h);
+		if (pr.status != KG_PP2_NEED_MORE)
+			break;
+		if (kg_buf_reserve(&c->io.up, pr.need) < 0) {
+			kg_conn_close(c, KG_REASON_OVERLOAD);
+			return KG_STEP_DONE;
+		}
+		/* Exactly what the header still needs: the device's bytes behind it are
+		 * read by the CONNECT state, under its own limits. */
+		n = kg_ssl_io_read(&c->io, c->io.up.data + c->io.up.len, pr.need - c->io.up.len);
+		if (n == KG_E_AGAIN)
+			return wait_tls(c);
+		if (n <= 0) {
+			kg_conn_close(c, n == 0 ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
+			return KG_STEP_DONE;
+		}
+		c->io.up.len += (size_t)n;
+	}
+	if (pr.status != KG_PP2_OK)
+		return proxy_refuse(c, KG_REASON_BAD_PROXY_HEADER, pr.why);
+	if (c->listener->proxy_require_crc && !h.has_crc32c)
+		return proxy_refuse(c, KG_REASON_BAD_PROXY_HEADER, "no CRC32C TLV (proxy_require_crc)");
+	/* LOCAL (the front's own health check): the real endpoints are the front's. */
+	if (h.command == KG_PP2_PROXY && h.family == KG_PP2_AF_INET) {
+		c->peer_sa.in = (struct sockaddr_in){ .sin_family = AF_INET,
+						      .sin_port = htons(h.src_port) };
+		memcpy(&c->peer_sa.in.sin_addr, h.src_addr, 4);
+		c->peer_salen = sizeof(c->peer_sa.in);
+		c->behind_proxy = true;
+	} else if (h.command == KG_PP2_PROXY && h.family == KG_PP2_AF_INET6) {
+		c->peer_sa.in6 = (struct sockaddr_in6){ .sin6_family = AF_INET6,
+							.sin6_port = htons(h.src_port) };
+		memcpy(&c->peer_sa.in6.sin6_addr, h.src_addr, 16);
+		c->peer_salen = sizeof(c->peer_sa.in6);
+		c->behind_proxy = true;
+	}
+	if (c->behind_proxy) {
+		char front[sizeof(c->peer)];
+
+		memcpy(front, c->peer, sizeof(front));
+		format_peer(&c->peer_sa.sa, c->peer, sizeof(c->peer));
+		kg_log_debug("conn=%llu: device %s via front %s", (unsigned long long)c->cid, c->peer,
+			     front);
+	}
+	/* A certificate the front asked for, got and verified (verify 0), with a CN. */
+	if (h.has_ssl && (h.ssl_client & KG_PP2_CLIENT_SSL) &&
+	    (h.ssl_client & (KG_PP2_CLIENT_CERT_CONN | KG_PP2_CLIENT_CERT_SESS)) &&
+	    h.ssl_verify == 0 && h.ssl_cn.p != NULL) {
+		if (!proxy_identity(c, &h))
+			return proxy_refuse(c, KG_REASON_BAD_IDENTITY, "the front's CN is no device id");
+		c->proxy_cert = true;
+	}
+	/* The device's own bytes, if any came with the header, move to the front. */
+	memmove(c->io.up.data, c->io.up.data + h.len, c->io.up.len - h.len);
+	c->io.up.len -= h.len;
+	if (c->proxy_cert) {
+		c->identified = true;
+		kg_conn_set_state(c, KG_ST_POLICY);
+	} else {
+		kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+	}
 	return KG_STEP_NEXT;
 }
 
@@ -601,6 +802,12 @@ static enum kg_step st_handshake(struct kg_conn *c)
 
 static enum kg_step st_identified(struct kg_conn *c)
 {
+	/* One-way TLS and no certificate: the CONNECT's credentials will tell. OpenSSL
+	 * asked for a certificate as optional only where x509_required() is false. */
+	if (!c->verify_ran && SSL_get0_peer_certificate(c->io.ssl) == NULL && !x509_required(c)) {
+		kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+		return KG_STEP_NEXT;
+	}
 	/* The verify callback ran and accepted, or the handshake would have failed;
 	 * this is the invariant that lets everything below trust c->id. */
 	if (!c->verify_ran || c->verify_reason != KG_REASON_OK) {
@@ -615,12 +822,25 @@ static enum kg_step st_identified(struct kg_conn *c)
 
 static enum kg_step st_policy(struct kg_conn *c)
 {
+	decide(c);
+	/* An enrolment is queued with the allow decision (st_mqtt_connect), not here:
+	 * a device refused at CONNECT is not enrolled. */
+	if (c->verdict.allow && !c->verdict.enroll)
+		kg_writer_touch(c->w->d->writer, c->id.device_id, c->since, c->id.not_after);
+	kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
+	return KG_STEP_NEXT;
+}
+
+/* The policy on c->id: the device's row (and its CA's from the trust snapshot) in,
+ * c->verdict out. */
+static void decide(struct kg_conn *c)
+{
 	struct kg_device dev;
 	struct kg_policy_input in = { .id = &c->id, .cfg = conn_cfg(c) };
 	int rc;
 
 	/* Kept for the session's life: the SSL may be freed at the handoff. */
-	if (c->id.method == KG_ATT_CA)
+	if (c->id.method == KG_ATT_CA && c->io.ssl != NULL)
 		(void)kg_leaf_ref_from_cert(SSL_get0_peer_certificate(c->io.ssl), &c->leaf);
 	rc = kg_registry_device_get(c->w->reg, c->id.device_id, &dev);
 	if (rc == 0)
@@ -628,18 +848,21 @@ static enum kg_step st_policy(struct kg_conn *c)
 	else if (rc != KG_E_NOTFOUND)
 		kg_log_warnx("conn=%llu dev=%s: registry read failed: %s", (unsigned long long)c->cid,
 			     c->id.device_id, kg_err_str(rc));
+	/* Through a front: a pinned device is itself only when the front sent its
+	 * certificate's SHA-256 and it is one of the pinned ones. */
+	if (rc == 0 && c->proxy_cert && dev.attestation == KG_ATT_THUMBPRINT && c->has_proxy_sha256 &&
+	    ((dev.thumb_primary[0] &&
+	      kg_cred_equal(dev.thumb_primary, c->id.thumbprint, KG_SHA256_HEX_LEN)) ||
+	     (dev.thumb_secondary[0] &&
+	      kg_cred_equal(dev.thumb_secondary, c->id.thumbprint, KG_SHA256_HEX_LEN)))) {
+		c->id.method = KG_ATT_THUMBPRINT;
+		c->id.ca_name[0] = '\0';
+	}
 	/* The CA row comes with the trust snapshot: no registry read, no PEM copy. */
 	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
 		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
 	kg_policy_decide(&in, &c->verdict);
 	c->decided = true;
-
-	/* An enrolment is queued with the allow decision (st_mqtt_connect), not here:
-	 * a device refused at CONNECT is not enrolled. */
-	if (c->verdict.allow && !c->verdict.enroll)
-		kg_writer_touch(c->w->d->writer, c->id.device_id, c->since, c->id.not_after);
-	kg_conn_set_state(c, KG_ST_MQTT_CONNECT);
-	return KG_STEP_NEXT;
 }
 
 /*
@@ -698,16 +921,14 @@ static void queue_enrolment(struct kg_conn *c)
 	c->audited = true;
 }
 
+static enum kg_step admit_connect(struct kg_conn *c, const struct kg_mqtt_connect *mc);
+
 static enum kg_step st_mqtt_connect(struct kg_conn *c)
 {
 	const struct kg_config *cfg = conn_cfg(c);
 	struct kg_mqtt_connect mc;
 	enum kg_parse pr;
-	const char *detail = NULL;
-	size_t id_len;
-	bool other_user;
 	long n;
-	int rc;
 
 	for (;;) {
 		/* Parse what we have first: a CONNECT may already be complete. */
@@ -749,6 +970,27 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 	c->mqtt_level = mc.level;
 	c->connect_len = (uint32_t)mc.packet_len;
 	c->keepalive = mc.keepalive;   /* the relay's idle timeout derives from it */
+	if (!c->identified) {
+		kg_conn_set_state(c, KG_ST_AUTH);
+		return KG_STEP_NEXT;
+	}
+	return admit_connect(c, &mc);
+}
+
+/*
+ * The CONNECT of an identified device whose policy verdict is in: the verdict, the
+ * client id, the user name rule; then the allow is audited (or the enrolment queued)
+ * and the broker connected. mc borrows c->io.up.
+ */
+static enum kg_step admit_connect(struct kg_conn *c, const struct kg_mqtt_connect *mc_in)
+{
+	const struct kg_config *cfg = conn_cfg(c);
+	struct kg_mqtt_connect mc = *mc_in;
+	const char *detail = NULL;
+	size_t id_len;
+	bool other_user;
+	int rc;
+
 	if (!c->verdict.allow)
 		return conn_refuse(c, c->verdict.reason, c->verdict.connack, NULL);
 	if (!kg_policy_client_id_ok(cfg, &c->id, mc.client_id, mc.client_id_len))
@@ -785,6 +1027,149 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 		kg_conn_audit(c, true, c->verdict.reason, detail);
 	kg_conn_set_state(c, KG_ST_BACKEND_CONNECT);
 	return KG_STEP_NEXT;
+}
+
+/*
+ * A device without a certificate: its CONNECT (complete at the start of c->io.up)
+ * must name a device and prove it with a credential the registry holds for it.
+ */
+/* The limiter's key for misses that name no device: the source's block as text
+ * ([limits] source_prefix_v4 / _v6, as the per-source limits count it). */
+static void source_block(const struct kg_conn *c, char *out, size_t cap)
+{
+	const struct kg_config *cfg = conn_cfg(c);
+	char host[INET6_ADDRSTRLEN] = "?";
+	uint8_t a[16] = { 0 };
+	unsigned bits, len;
+	int family;
+
+	if (c->peer_sa.sa.sa_family == AF_INET) {
+		family = AF_INET;
+		len = 4;
+		bits = cfg->source_prefix_v4;
+		memcpy(a, &c->peer_sa.in.sin_addr, 4);
+	} else if (c->peer_sa.sa.sa_family == AF_INET6) {
+		family = AF_INET6;
+		len = 16;
+		bits = cfg->source_prefix_v6;
+		memcpy(a, c->peer_sa.in6.sin6_addr.s6_addr, 16);
+	} else {
+		snprintf(out, cap, "unknown");
+		return;
+	}
+	for (unsigned i = 0; i < len; i++) {
+		unsigned keep = bits >= 8 * (i + 1) ? 8 : bits > 8 * i ? bits - 8 * i : 0;
+
+		a[i] &= keep == 0 ? 0 : (uint8_t)(0xffu << (8 - keep));
+	}
+	(void)inet_ntop(family, a, host, sizeof(host));
+	snprintf(out, cap, "%s/%u", host, bits);
+}
+
+static const enum kg_attestation kind_attestation[KG_AUTH_KIND_MAX] = {
+	[KG_AUTH_SAS] = KG_ATT_SAS, [KG_AUTH_TOKEN] = KG_ATT_TOKEN, [KG_AUTH_BASIC] = KG_ATT_BASIC,
+};
+
+/*
+ * A credential verdict (the fast step's or the pool's) applied: counted by kind and
+ * outcome, a refusal answered with its CONNACK; a verified device becomes the
+ * identity, and from there it is any device: the policy (status, backend), the client
+ * id rule, then the broker. Its CONNECT reaches the broker with the device id as user
+ * name and no password (the credential was for the gate, not for the broker).
+ */
+static enum kg_step auth_verdict(struct kg_conn *c, const struct kg_auth_result *res)
+{
+	struct kg_mqtt_connect mc;
+
+	if (res->kind < KG_AUTH_KIND_MAX) {
+		kg_metric_add(&c->w->metrics.auth_attempts[res->kind][kg_auth_outcome(res)], 1);
+		c->cred_kind = (uint8_t)res->kind;
+	}
+	if (res->device.id[0] != '\0') {
+		/* named: the audit line says who was refused, and how */
+		memcpy(c->id.device_id, res->device.id, sizeof(c->id.device_id));
+		if (res->kind < KG_AUTH_KIND_MAX)
+			c->id.method = kind_attestation[res->kind];
+	}
+	if (res->status != KG_AUTH_OK)
+		return conn_refuse(c, res->reason, res->connack, res->why);
+	c->identified = true;
+	decide(c);
+	c->verdict.username_check = KG_USERNAME_REWRITE;
+	if (c->verdict.allow)
+		kg_writer_touch(c->w->d->writer, c->id.device_id, c->since, 0);
+	/* The CONNECT was parsed before the check; io.up has not moved since. */
+	if (kg_mqtt_parse_connect(c->io.up.data, c->io.up.len, conn_cfg(c)->max_connect_bytes,
+				  &mc) != KG_PARSE_OK) {
+		kg_conn_close(c, KG_REASON_BAD_MQTT);
+		return KG_STEP_DONE;
+	}
+	return admit_connect(c, &mc);
+}
+
+/*
+ * A device without a certificate: its CONNECT (complete at the start of c->io.up)
+ * must name a device and prove it with a credential the registry holds for it
+ * (auth/auth_check.h). SAS and tokens are checked here; a password goes to the auth
+ * pool (scrypt takes a fifth of a second) and the device waits, unread.
+ */
+static enum kg_step st_auth(struct kg_conn *c)
+{
+	struct kg_mqtt_connect mc;
+	struct kg_auth_input in;
+	struct kg_auth_result res;
+	struct kg_auth_job job;
+	struct timespec now;
+	char block[INET6_ADDRSTRLEN + 8];
+	int rc;
+
+	if (c->auth_pending) {   /* woken by the device while the pool works: a hangup? */
+		if (c->ev_type == KG_EV_DEVICE && (c->ev_events & (EPOLLHUP | EPOLLERR))) {
+			kg_conn_close(c, KG_REASON_PEER_CLOSED);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
+	if (kg_mqtt_parse_connect(c->io.up.data, c->io.up.len, conn_cfg(c)->max_connect_bytes,
+				  &mc) != KG_PARSE_OK) {
+		kg_conn_close(c, KG_REASON_BAD_MQTT);
+		return KG_STEP_DONE;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	source_block(c, block, sizeof(block));
+	in = (struct kg_auth_input){
+		.username = (const char *)mc.username, .username_len = mc.username_len,
+		.password = mc.password, .password_len = mc.password_len,
+		.client_id = (const char *)mc.client_id, .client_id_len = mc.client_id_len,
+		.now = now.tv_sec, .now_ms = kg_now_ms(), .source_key = block,
+		.x509_only = x509_required(c),
+	};
+	kg_auth_check(&conn_cfg(c)->auth, c->w->reg, c->w->d->auth_limit, &in, &res, &job);
+	if (res.status != KG_AUTH_PENDING)
+		return auth_verdict(c, &res);
+	rc = kg_auth_pool_submit(c->w->d->auth_pool, c->w->idx, c->cid, &job);
+	if (rc != 0) {
+		res.status = KG_AUTH_REFUSED;
+		res.reason = KG_REASON_AUTH_OVERLOAD;
+		res.connack = KG_CONNACK_SERVER_UNAVAILABLE;
+		res.why = "password checks queue full (kdf_queue)";
+		return auth_verdict(c, &res);
+	}
+	c->auth_pending = true;
+	/* Nothing more is read meanwhile: bytes the device pipelines wait in the socket.
+	 * Only its hangup matters (the CONNECT deadline still runs). */
+	if (kg_conn_watch(c, &c->io.dev, 0) < 0) {
+		kg_conn_close(c, KG_REASON_IO_ERROR);
+		return KG_STEP_DONE;
+	}
+	return KG_STEP_WAIT;
+}
+
+void kg_conn_auth_done(struct kg_conn *c, const struct kg_auth_result *res)
+{
+	c->auth_pending = false;
+	if (auth_verdict(c, res) == KG_STEP_NEXT)
+		kg_conn_run(c);
 }
 
 static bool local_shortage(int e)

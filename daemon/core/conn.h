@@ -7,6 +7,13 @@
  *           -> BACKEND_CONNECT -> HANDOFF -> RELAYING -> CLOSED
  *  (a refusal detours through REFUSING: CONNACK, close_notify, linger, close)
  *
+ * A device without a certificate (a `tls` listener's, a `plain` one's) proves who it
+ * is in its CONNECT: IDENTIFIED (or, plain, ACCEPTED) -> MQTT_CONNECT -> AUTH (the
+ * credential check, and the policy on the identity it found) -> BACKEND_CONNECT.
+ * A `proxy` listener's connection opens with the front's PROXY v2 header:
+ * ACCEPTED -> PROXY_HEADER -> POLICY (a certificate the front verified) or
+ * MQTT_CONNECT (credentials).
+ *
  * A struct kg_conn belongs to one worker thread and is touched only by it. It owns
  * both fds, the SSL, its buffers, and pins a snapshot for life; registry rows are
  * copied in, never borrowed.
@@ -34,10 +41,12 @@
 
 enum kg_conn_state {
 	KG_ST_ACCEPTED,
+	KG_ST_PROXY_HEADER,
 	KG_ST_TLS_HANDSHAKE,
 	KG_ST_IDENTIFIED,
 	KG_ST_POLICY,
 	KG_ST_MQTT_CONNECT,
+	KG_ST_AUTH,
 	KG_ST_BACKEND_CONNECT,
 	KG_ST_HANDOFF,
 	KG_ST_RELAYING,
@@ -60,6 +69,7 @@ struct kg_conn {
 	uint64_t cid;                      /* worker index << 48 | sequence */
 	struct kg_worker *w;
 	struct kg_snapshot *snap;          /* pinned for life */
+	const struct kg_listener_conf *listener; /* the one it came in on (in snap) */
 	enum kg_conn_state state;
 	uint64_t deadline_ms;              /* 0: none */
 	uint64_t accepted_us, hs_start_us;
@@ -80,6 +90,14 @@ struct kg_conn {
 	} peer_sa;
 	socklen_t peer_salen;
 	struct kg_srckey src;              /* its source (srclimit.h) */
+	bool behind_proxy;                 /* peer_sa is a PROXY header's: the XDP gate,
+					    * which sees only the front, is not fed */
+	bool proxy_cert;                   /* identity from the front's certificate TLVs */
+	bool has_proxy_sha256;             /* the front sent the certificate's SHA-256 */
+	uint8_t cred_kind;                 /* enum kg_auth_kind of CONNECT credentials;
+					    * KG_AUTH_KIND_MAX: none (yet) */
+	bool auth_pending;                 /* a password check waits in the auth pool
+					    * under tag cid (cancelled by the close) */
 	bool src_held;                     /* counted pending there until the handshake ends */
 	bool identified, verify_ran, decided, audited;
 	enum kg_reason verify_reason;
@@ -106,16 +124,22 @@ struct kg_conn {
 
 extern const char *const kg_conn_state_names[KG_ST_MAX];
 
-/* Start a connection on an accepted fd (takes ownership of fd). A source over its
+/* Start a connection on an accepted fd (takes ownership of fd) from the listening
+ * address listen_idx (an index into the config's listen[]). A source over its
  * per-source limits (srclimit.h) is closed here, audited as source_limit. ACCEPTED
  * waits for the first bytes: the SSL is allocated only then. */
-void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+		   size_t listen_idx);
 /* Drive the state machine after an event (or on entry). */
 void kg_conn_run(struct kg_conn *c);
 /* The one teardown: audit (if not yet), metrics, unregister, free. */
 void kg_conn_close(struct kg_conn *c, enum kg_reason why);
 /* The only writer of c->state: logs from -> to and sets the state's deadline. */
 void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st);
+/* The auth pool's verdict on this connection's password (the worker matched the
+ * tag): go on as st_auth would have with it. */
+struct kg_auth_result;
+void kg_conn_auth_done(struct kg_conn *c, const struct kg_auth_result *res);
 /* Deadline passed. */
 void kg_conn_timeout(struct kg_conn *c);
 /* Set epoll interest for one of the conn's fds. */

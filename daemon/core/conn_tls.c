@@ -55,7 +55,7 @@ int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg)
 	return 0;
 }
 
-int kg_conn_tls_new(struct kg_conn *c)
+int kg_conn_tls_new(struct kg_conn *c, bool cert_optional)
 {
 	BIO *bio;
 
@@ -76,6 +76,12 @@ int kg_conn_tls_new(struct kg_conn *c)
 	SSL_set_bio(c->io.ssl, bio, bio);
 	if (kg_ktls_prepare(&c->io))
 		SSL_set_options(c->io.ssl, SSL_OP_ENABLE_KTLS);
+	/* One-way TLS: a certificate is asked for and verified when sent, but its
+	 * absence is no failure (the CONNECT's credentials decide, conn.c st_auth). The
+	 * verify callback stays the context's: SSL_set_verify() replaces only the mode
+	 * and the per-certificate callback, which we leave unset. */
+	if (cert_optional)
+		SSL_set_verify(c->io.ssl, SSL_VERIFY_PEER, NULL);
 	SSL_set_app_data(c->io.ssl, c);
 	SSL_set_accept_state(c->io.ssl);
 	if (kg_tls_keys_track(c->io.ssl, &c->io.keytrk) < 0)

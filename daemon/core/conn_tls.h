@@ -9,6 +9,8 @@
 #ifndef KTLSGATE_CONN_TLS_H
 #define KTLSGATE_CONN_TLS_H
 
+#include <stdbool.h>
+
 #include <openssl/x509.h>
 
 #include "ktlsgate/compiler.h"
@@ -22,8 +24,9 @@ struct kg_conn;
  * selects OpenSSL's alert). */
 int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg);
 
-/* Create the SSL for an accepted fd. Returns 0 or KG_E_RESOURCE. */
-int kg_conn_tls_new(struct kg_conn *c) KG_MUST_USE;
+/* Create the SSL for an accepted fd; cert_optional: one-way TLS (a certificate is
+ * verified when sent, else the CONNECT must prove who it is). 0 or KG_E_RESOURCE. */
+int kg_conn_tls_new(struct kg_conn *c, bool cert_optional) KG_MUST_USE;
 
 /* Step the handshake. KG_OK: done; KG_E_AGAIN: c->io.want_* set; KG_E_PROTO: failed,
  * *reason says why (verification reasons come from the callback). */

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/conn_tls.h"
+#include "auth/auth_limit.h"
 #include "core/daemon.h"
 #include "ops/err.h"
 #include "ops/log.h"
@@ -131,18 +132,37 @@ void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s)
 	kg_snapshot_put(old);
 }
 
-/* What a reload cannot change in a running process, and says so. */
-static void warn_fixed(const struct kg_config *old, const struct kg_config *new)
+/*
+ * What a reload cannot change in a running process, and says so. The listeners are
+ * the workers' sockets, opened at start: a connection finds its listener's settings by
+ * the socket's index in the snapshot it pins, so a changed set of listeners is kept
+ * as it runs in the new snapshot, never half applied.
+ */
+static void keep_fixed(const struct kg_config *old, struct kg_config *new)
 {
-	bool same = old->n_listen == new->n_listen;
+	bool same = old->n_listen == new->n_listen && old->n_listeners == new->n_listeners;
 
 	for (size_t i = 0; same && i < old->n_listen; i++)
-		same = strcmp(old->listen[i].text, new->listen[i].text) == 0;
-	if (!same)
-		kg_log_warnx("reload: listen addresses changed: takes effect at restart");
+		same = strcmp(old->listen[i].text, new->listen[i].text) == 0 &&
+		       old->listen_listener[i] == new->listen_listener[i];
+	for (size_t i = 0; same && i < old->n_listeners; i++)
+		same = memcmp(&old->listeners[i], &new->listeners[i], sizeof(old->listeners[i])) == 0;
+	if (!same) {
+		kg_log_warnx("reload: listeners changed: they take effect at restart; the "
+			     "running ones stay as they are");
+		memcpy(new->listen, old->listen, sizeof(new->listen));
+		memcpy(new->listen_listener, old->listen_listener, sizeof(new->listen_listener));
+		new->n_listen = old->n_listen;
+		memcpy(new->listeners, old->listeners, sizeof(new->listeners));
+		new->n_listeners = old->n_listeners;
+	}
 	if (old->workers != new->workers || old->max_connections != new->max_connections ||
 	    old->max_handshakes != new->max_handshakes)
 		kg_log_warnx("reload: workers/max_connections/max_handshakes take effect at restart");
+	if (old->auth.kdf_threads != new->auth.kdf_threads ||
+	    old->auth.kdf_queue != new->auth.kdf_queue ||
+	    old->auth.failure_track != new->auth.failure_track)
+		kg_log_warnx("reload: [auth] kdf_threads, kdf_queue and failure_track take effect at restart");
 	if (strcmp(old->registry, new->registry) != 0 || strcmp(old->control_socket, new->control_socket) != 0 ||
 	    strcmp(old->metrics_listen.text, new->metrics_listen.text) != 0)
 		kg_log_warnx("reload: registry, control_socket and metrics_listen take effect at restart");
@@ -208,7 +228,7 @@ int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen)
 	if (kg_config_load(d->config_path, cfg, err, errlen) < 0)
 		goto out_free;
 	cur = kg_snapshot_get(d);
-	warn_fixed(&cur->cfg, cfg);
+	keep_fixed(&cur->cfg, cfg);
 	/* Keep the fixed settings of the running process so the snapshot tells the truth. */
 	memcpy(cfg->registry, cur->cfg.registry, sizeof(cfg->registry));
 	kg_snapshot_put(cur);
@@ -218,6 +238,8 @@ int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen)
 	if (s == NULL)
 		goto out_free;
 	kg_snapshot_publish(d, s);
+	/* The limiter's burst and refill apply at once (its table keeps its size). */
+	kg_auth_limit_set(d->auth_limit, s->cfg.auth.failure_burst, s->cfg.auth.failure_refill_ms);
 	free(cfg);
 	atomic_fetch_add(&d->reloads, 1);
 	kg_log_info("reloaded %s (generation %llu, %zu CA(s) trusted)", d->config_path,

@@ -33,6 +33,9 @@
 #include "ops/config.h"
 #include "core/conn_tls.h"
 #include "core/control_server.h"
+#include "auth/auth_limit.h"
+#include "auth/auth_pool.h"
+#include "relay/sockmap.h"
 #include "core/daemon.h"
 #include "edge/edge.h"
 #include "ops/err.h"
@@ -73,6 +76,62 @@ static enum kg_log_level parse_level(const char *s)
 	return KG_LOG_INFO;
 }
 
+/* Each listener with its addresses, once at start (-t prints the same); a plain one
+ * is a warning: passwords and tokens cross its network in clear text. */
+static void describe_listeners(const struct kg_config *cfg, void (*say)(bool warn, const char *line))
+{
+	char line[512];
+
+	for (size_t l = 0; l < cfg->n_listeners; l++) {
+		const struct kg_listener_conf *lc = &cfg->listeners[l];
+		int off = snprintf(line, sizeof(line), "listener %s: %s on", lc->name,
+				   kg_listener_kind_names[lc->kind]);
+		size_t n = 0;
+
+		for (size_t i = 0; i < cfg->n_listen && off > 0 && (size_t)off < sizeof(line); i++) {
+			if (cfg->listen_listener[i] != l)
+				continue;
+			off += snprintf(line + off, sizeof(line) - (size_t)off, "%s %s", n ? "," : "",
+					cfg->listen[i].text);
+			n++;
+		}
+		if (n == 0)
+			continue;   /* the default listener, when only [listener]s listen */
+		if (off > 0 && (size_t)off < sizeof(line) && lc->kind == KG_LISTENER_PROXY)
+			off += snprintf(line + off, sizeof(line) - (size_t)off,
+					" (PROXY v2 from %zu trusted source block(s)%s%s%s%s)",
+					lc->n_proxy_sources, lc->proxy_require_crc ? ", CRC32C required" : "",
+					lc->proxy_ca[0] ? ", certificates verified by the front against CA " : "",
+					lc->proxy_ca, lc->x509_only ? ", x509_only" : "");
+		if (off > 0 && (size_t)off < sizeof(line))
+			snprintf(line + off, sizeof(line) - (size_t)off, "%s%s",
+				 lc->kind == KG_LISTENER_TLS ? (lc->x509_only ? " (x509_only)"
+						: " (certificate or CONNECT credentials)") : "",
+				 lc->kind == KG_LISTENER_PLAIN ? ": WARNING: no TLS, passwords and tokens "
+						"cross the network in clear text (allow_plain = yes)" : "");
+		say(lc->kind == KG_LISTENER_PLAIN, line);
+	}
+}
+
+static void log_listener_line(bool warn, const char *line)
+{
+	if (warn)
+		kg_log_warnx("%s", line);
+	else
+		kg_log_info("%s", line);
+}
+
+static void print_listener_line(bool warn, const char *line)
+{
+	(void)warn;
+	printf("ktlsgated: %s\n", line);
+}
+
+static void log_listeners(const struct kg_config *cfg)
+{
+	describe_listeners(cfg, log_listener_line);
+}
+
 static char *render_metrics(void *arg, size_t *len)
 {
 	struct kg_daemon *d = arg;
@@ -97,6 +156,20 @@ static char *render_metrics(void *arg, size_t *len)
 
 	for (int op = 0; op < KG_TPM_OP_MAX; op++)
 		info.tpm_errors[op] = kg_tpm_errors((enum kg_tpm_op)op);
+	{
+		struct kg_auth_pool_stats ps;
+		struct kg_auth_limit_stats ls;
+
+		kg_auth_pool_stats(d->auth_pool, &ps);
+		kg_auth_limit_stats(d->auth_limit, &ls);
+		info.auth = (struct kg_metrics_auth){
+			.kdf_queued = ps.queued, .kdf_running = ps.running,
+			.kdf_rejected = ps.rejected, .kdf_completed = ps.completed,
+			.kdf_cancelled = ps.cancelled, .kdf_ns = ps.kdf_ns,
+			.limited = ls.limited, .limiter_evictions = ls.evictions,
+			.limiter_entries = ls.entries,
+		};
+	}
 	(void)kg_metrics_fd_usage("/proc/self/fd", &info.open_fds, &info.max_fds);
 	/* The certificate the SSL_CTX in force serves (a reload's new one once published;
 	 * under [tpm] key_fallback the fallback's), not the file as it is now on disk. */
@@ -105,6 +178,8 @@ static char *render_metrics(void *arg, size_t *len)
 	info.key_source = s->key_source;
 	info.backends = s->cfg.backends;   /* borrowed from s until the render is done */
 	info.n_backends = s->cfg.n_backends;
+	info.listeners = s->cfg.listeners;
+	info.n_listeners = s->cfg.n_listeners;
 	for (unsigned i = 0; i < d->n_workers; i++)
 		per[i] = &d->workers[i].metrics;
 	per[d->n_workers] = kg_writer_metrics(d->writer);
@@ -140,16 +215,44 @@ static char *render_metrics(void *arg, size_t *len)
  * attaches it to [edge] interfaces that appear later (bpf_link_create) and the workers
  * update its deny map (every bpf(2) command needs CAP_BPF on kernels before 6.5 with
  * unprivileged BPF off, Debian's default). Steering needs nothing after registration
- * (its load counters are mmapped). Nothing else is used at run time: reloads rebind
- * nothing. docs/packaging.md, "Capabilities".
+ * (its load counters are mmapped). The sockmap relay (relay/sockmap.h) keeps CAP_BPF
+ * only where its map updates need it (probed: kernels before 6.5). Nothing else is
+ * used at run time: reloads rebind nothing. docs/packaging.md, "Capabilities".
  */
+/* The sockmap relay for plain sessions: privileged to load, so at start, and only
+ * where a listener can bring a plain session (never fatal: splice instead). */
+static void open_sockmap(struct kg_daemon *d, const struct kg_config *cfg)
+{
+	char why[256];
+	bool plain = false;
+
+	for (size_t l = 0; l < cfg->n_listeners; l++)
+		plain = plain || cfg->listeners[l].kind == KG_LISTENER_PLAIN ||
+			cfg->listeners[l].kind == KG_LISTENER_PROXY;
+	/* relay = userspace / openssl: plain sessions copy in user space (relay.h) */
+	if (!plain || (cfg->relay != KG_RELAY_AUTO && cfg->relay != KG_RELAY_KTLS_TX))
+		return;
+	d->sockmap = kg_sockmap_open(why, sizeof(why));
+	if (d->sockmap == NULL) {
+		kg_log_warnx("sockmap relay unavailable (%s): plain sessions use splice", why);
+		return;
+	}
+	d->sockmap_needs_cap = kg_sockmap_needs_cap(d->sockmap);
+	kg_log_info("sockmap relay loaded: plain sessions are relayed in the kernel");
+}
+
 static int drop_capabilities(struct kg_daemon *d)
 {
 	char err[KG_ERRBUF];
 	bool gate = kg_edge_active(d->edge);
+	bool sm = d->sockmap != NULL && d->sockmap_needs_cap;
+	uint64_t keep = (gate ? KG_CAP(KG_CAP_BPF) | KG_CAP(KG_CAP_NET_ADMIN) : 0) |
+			(sm ? KG_CAP(KG_CAP_BPF) : 0);
 
-	if (kg_caps_drop(gate ? KG_CAP(KG_CAP_BPF) | KG_CAP(KG_CAP_NET_ADMIN) : 0,
-			 gate ? "the XDP gate follows [edge] interfaces and feeds its deny map" : NULL,
+	if (kg_caps_drop(keep,
+			 gate ? "the XDP gate follows [edge] interfaces and feeds its deny map"
+			 : sm ? "plain sessions go into the sockmap (bpf(2) needs it before 6.5)"
+			      : NULL,
 			 err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		return -1;
@@ -269,6 +372,7 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	if (crls_refusing > 0)
 		printf("ktlsgated: WARNING: %zu expired CRL(s): their CAs' devices are refused\n",
 		       crls_refusing);
+	describe_listeners(cfg, print_listener_line);
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
 	if (reg != NULL && kg_registry_ca_list(reg, print_ca_username_check, trust) != 0) {
@@ -510,6 +614,7 @@ int main(int argc, char **argv)
 		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
 	d->edge = kg_edge_start(cfg);
+	open_sockmap(d, cfg);
 
 	/* 4. sockets */
 	raise_fd_limit();
@@ -531,9 +636,17 @@ int main(int argc, char **argv)
 	d->n_workers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	if (d->n_workers == 0 || d->n_workers > 256)
 		d->n_workers = 1;
+	/* Before the workers: each adds its completion eventfd to its epoll. */
+	if (kg_auth_pool_new(cfg->auth.kdf_threads, cfg->auth.kdf_queue, d->n_workers,
+			     &d->auth_pool) < 0 ||
+	    (d->auth_limit = kg_auth_limit_new(cfg->auth.failure_burst, cfg->auth.failure_refill_ms,
+					       cfg->auth.failure_track)) == NULL) {
+		fprintf(stderr, "ktlsgated: cannot start the password-hash threads\n");
+		goto out_auth;
+	}
 	d->workers = calloc(d->n_workers, sizeof(*d->workers));
 	if (d->workers == NULL)
-		goto out_fds;
+		goto out_auth;
 	for (unsigned i = 0; i < d->n_workers; i++) {
 		if (kg_worker_init(&d->workers[i], d, i, err, sizeof(err)) < 0) {
 			fprintf(stderr, "ktlsgated: %s\n", err);
@@ -571,6 +684,7 @@ int main(int argc, char **argv)
 		    cfg->listen[0].text, cfg->n_listen > 1 ? " and more" : "", d->n_workers,
 		    kg_trust_count(d->snap->trust, true),
 		    cfg->metrics_enabled ? cfg->metrics_listen.text : "off");
+	log_listeners(cfg);
 	/* Listeners bound (connections queue until a worker accepts), registry open,
 	 * metrics serving, the XDP gate attached or reported off: systemd may go on. */
 	if (!atomic_load(&d->stopping)) {
@@ -593,6 +707,9 @@ out_workers:
 	for (unsigned i = 0; i < started_workers; i++)
 		kg_worker_fini(&d->workers[i]);
 	free(d->workers);
+out_auth:
+	kg_auth_pool_free(d->auth_pool);   /* after the workers: no submit, pop or cancel */
+	kg_auth_limit_free(d->auth_limit);
 out_fds:
 	kg_control_close(d->control);   /* unlinks the socket only if it is still ours */
 	if (d->signal_fd >= 0)
@@ -600,6 +717,7 @@ out_fds:
 	if (d->epfd >= 0)
 		close(d->epfd);
 out_snap:
+	kg_sockmap_free(d->sockmap);
 	kg_edge_stop(d->edge);
 	kg_snapshot_put(d->snap);
 out_writer:

@@ -30,6 +30,7 @@
 #include "ktlsgate/evsrc.h"
 #include "ops/audit.h"
 #include "ops/err.h"
+#include "auth/auth_pool.h"
 #include "core/listener.h"
 #include "ops/log.h"
 #include "relay/relay.h"
@@ -152,6 +153,7 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 	json_object_object_add(o, "bytes_up", json_object_new_uint64(c->io.bytes_up));
 	json_object_object_add(o, "bytes_down", json_object_new_uint64(c->io.bytes_down));
 	json_object_object_add(o, "worker", json_object_new_int((int)c->w->idx));
+	json_object_object_add(o, "listener", json_object_new_string(c->listener->name));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (s != NULL) {
 		n = strlen(s);
@@ -208,6 +210,16 @@ static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 			char line[768];
 			size_t n;
 
+			/* A sockmap session's byte counts are the kernel's: bring them in, and
+			 * note the traffic for the idle deadline as kg_conn_timeout() would
+			 * (the sync reports movement once). */
+			{
+				bool up_moved = false;
+
+				if (kg_sockmap_session_sync(&c->io, &up_moved) &&
+				    (up_moved || c->idle_any_dir))
+					c->active_ms = kg_now_ms();
+			}
 			n = session_json(c, line, sizeof(line));
 			if (n == 0)
 				break;
@@ -360,7 +372,31 @@ static void do_accept(struct kg_worker *w, struct kg_evsrc *l)
 			close(fd);
 			continue;
 		}
-		kg_conn_start(w, fd, (struct sockaddr *)&ss, len);
+		kg_conn_start(w, fd, (struct sockaddr *)&ss, len, (size_t)(l - w->listeners));
+	}
+}
+
+/*
+ * Password checks the auth pool finished for this worker: each goes to the connection
+ * still waiting for it under its tag (the connection id). One that closed meanwhile
+ * cancelled its job, and a result that races the cancel finds nobody here: dropped.
+ */
+static void auth_results(struct kg_worker *w)
+{
+	struct kg_auth_done done[16];
+	size_t n;
+
+	while ((n = kg_auth_pool_pop(w->d->auth_pool, w->idx, done, KG_NITEMS(done))) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			struct kg_conn *c;
+
+			for (c = w->conns; c != NULL; c = c->next)
+				if (c->cid == done[i].tag && c->auth_pending)
+					break;
+			if (c != NULL)
+				kg_conn_auth_done(c, &done[i].res);
+		}
+		kg_worker_reap(w);
 	}
 }
 
@@ -371,6 +407,15 @@ static void scan_deadlines(struct kg_worker *w)
 
 	for (c = w->conns; c != NULL; c = next) {
 		next = c->next;
+		/* A relay waiting on the kernel alone (relay.h, recheck) looks again now. */
+		if (c->state == KG_ST_RELAYING && c->io.recheck) {
+			c->io.recheck = false;
+			c->ev_type = KG_EV_BACKEND;
+			c->ev_events = 0;
+			kg_conn_run(c);
+			if (c->state == KG_ST_CLOSED)
+				continue;
+		}
 		if (c->deadline_ms != 0 && now >= c->deadline_ms)
 			kg_conn_timeout(c);
 	}
@@ -395,6 +440,9 @@ static void *worker_main(void *arg)
 				break;
 			case KG_EV_WAKE:
 				drain_queue(w);
+				break;
+			case KG_EV_AUTH:
+				auth_results(w);
 				break;
 			case KG_EV_DEVICE:
 			case KG_EV_BACKEND:
@@ -451,6 +499,12 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 		return -1;
 	}
 	if (kg_evsrc_watch(w->epfd, &w->wake, EPOLLIN) < 0) {
+		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+		return -1;
+	}
+	w->auth_done = (struct kg_evsrc){ .type = KG_EV_AUTH, .owner = w, .events = UINT32_MAX,
+					  .fd = kg_auth_pool_fd(d->auth_pool, idx) };
+	if (kg_evsrc_watch(w->epfd, &w->auth_done, EPOLLIN) < 0) {
 		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
 		return -1;
 	}

@@ -52,6 +52,8 @@ struct kg_worker {
 	pthread_t thread;
 	int epfd;
 	struct kg_evsrc wake;                 /* eventfd */
+	struct kg_evsrc auth_done;            /* the auth pool's eventfd for this worker
+					       * (owned by the pool): password checks done */
 	struct kg_evsrc listeners[KG_MAX_LISTEN];
 	size_t n_listeners;
 	bool accept_paused;

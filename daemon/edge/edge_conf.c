@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "ops/conf_value.h"
 #include "ops/config.h"
 #include "edge/edge_conf.h"
 #include "ktlsgate/xdp_gate_maps.h"
@@ -85,21 +86,6 @@ int kg_edge_cidr_parse(const char *text, struct kg_edge_cidr *out)
 	return 0;
 }
 
-static int parse_u(const char *v, unsigned min, unsigned max, unsigned *out)
-{
-	unsigned long n;
-	char *end;
-
-	if (*v < '0' || *v > '9')
-		return -1;
-	errno = 0;
-	n = strtoul(v, &end, 10);
-	if (errno || *end || n < min || n > max)
-		return -1;
-	*out = (unsigned)n;
-	return 0;
-}
-
 /* Split a list value; calls one(item) for each. */
 static int each_item(struct kg_edge_conf *t, const char *key, const char *value, char *why,
 		     size_t whylen, int (*one)(struct kg_edge_conf *, const char *, char *, size_t))
@@ -135,7 +121,7 @@ static int add_port(struct kg_edge_conf *t, const char *s, char *why, size_t why
 {
 	unsigned p;
 
-	if (parse_u(s, 1, 65535, &p) < 0) {
+	if (kg_conf_uint(s, 1, 65535, &p) < 0) {
 		snprintf(why, whylen, "[edge] ports: '%s' is not a port", s);
 		return -1;
 	}
@@ -184,7 +170,7 @@ int kg_edge_conf_set(void *sec, const char *key, const char *value, const char *
 	for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++) {
 		if (strcmp(key, uints[i].key) != 0)
 			continue;
-		if (parse_u(value, uints[i].min, uints[i].max,
+		if (kg_conf_uint(value, uints[i].min, uints[i].max,
 			    (unsigned *)((char *)t + uints[i].off)) < 0) {
 			snprintf(why, whylen, "[edge] %s: '%s' is not an integer in %u..%u", key,
 				 value, uints[i].min, uints[i].max);
@@ -193,11 +179,7 @@ int kg_edge_conf_set(void *sec, const char *key, const char *value, const char *
 		return 0;
 	}
 	if (strcmp(key, "xdp") == 0) {
-		if (strcmp(value, "on") == 0 || strcmp(value, "yes") == 0)
-			t->xdp = true;
-		else if (strcmp(value, "off") == 0 || strcmp(value, "no") == 0)
-			t->xdp = false;
-		else {
+		if (kg_conf_bool(value, &t->xdp) < 0) {
 			snprintf(why, whylen, "[edge] xdp: '%s' is not on or off", value);
 			return -1;
 		}
@@ -276,10 +258,8 @@ int kg_edge_conf_validate(void *sec, const struct kg_config *cfg, char *why, siz
 		snprintf(why, whylen, "syn_burst must be at least 1");
 		return -1;
 	}
-	/* Default: gate what we listen on; a port twice is kept once. config.c applies
-	 * the listen defaults (port 8883) after the module sections are validated. */
-	if (t->n_ports == 0 && cfg->n_listen == 0)
-		t->ports[t->n_ports++] = 8883;
+	/* Default: gate what we listen on (every listener; config.c has applied the
+	 * listen defaults already); a port twice is kept once. */
 	if (t->n_ports == 0) {
 		for (size_t i = 0; i < cfg->n_listen && t->n_ports < KG_EDGE_MAX_PORTS; i++) {
 			uint16_t p = sockaddr_port(&cfg->listen[i]);

@@ -168,6 +168,11 @@ int kg_edge_reason_category(int r)
 	case KG_REASON_CLIENT_ID_MISMATCH:
 	case KG_REASON_USERNAME_MISMATCH:
 	case KG_REASON_BAD_MQTT:
+	/* CONNECT credentials (issue 15): a guessing source ends at the gate */
+	case KG_REASON_BAD_CREDENTIALS:
+	case KG_REASON_CREDENTIAL_EXPIRED:
+	case KG_REASON_AUTH_RATE_LIMITED:
+	case KG_REASON_X509_REQUIRED:
 		return KG_XDP_DENY_POLICY;
 	case KG_REASON_SOURCE_LIMIT:   /* a flood: each refusal at accept counts */
 		return KG_XDP_DENY_SOURCE_LIMIT;

@@ -493,6 +493,7 @@ static const uint8_t connack_v3[KG_CONNACK_MAX] = {
 	[KG_CONNACK_SERVER_UNAVAILABLE] = 0x03,
 	[KG_CONNACK_BAD_CLIENT_ID] = 0x02,
 	[KG_CONNACK_BAD_PROTOCOL] = 0x01,
+	[KG_CONNACK_BAD_CREDENTIALS] = 0x04,
 };
 
 static const uint8_t connack_v5[KG_CONNACK_MAX] = {
@@ -502,6 +503,7 @@ static const uint8_t connack_v5[KG_CONNACK_MAX] = {
 	[KG_CONNACK_SERVER_UNAVAILABLE] = 0x88,
 	[KG_CONNACK_BAD_CLIENT_ID] = 0x85,
 	[KG_CONNACK_BAD_PROTOCOL] = 0x84,
+	[KG_CONNACK_BAD_CREDENTIALS] = 0x86,
 };
 
 /* 0xFF is no CONNACK code in any version: the answer for an unknown level or reason. */

@@ -104,6 +104,7 @@ enum kg_connack {
 	KG_CONNACK_SERVER_UNAVAILABLE, /* 3.1.1: 3; 5.0: 0x88 */
 	KG_CONNACK_BAD_CLIENT_ID,      /* 3.1.1: 2; 5.0: 0x85 */
 	KG_CONNACK_BAD_PROTOCOL,       /* 3.1.1: 1; 5.0: 0x84 (unsupported protocol version) */
+	KG_CONNACK_BAD_CREDENTIALS,    /* 3.1.1: 4; 5.0: 0x86 (bad user name or password) */
 	KG_CONNACK_MAX
 };
 

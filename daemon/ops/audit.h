@@ -26,6 +26,9 @@ struct kg_audit_record {
 	const char *device;       /* NULL or "" when not identified */
 	const char *thumbprint;
 	const char *ca;
+	const char *auth;         /* how the device proved itself: "ca", "thumbprint", "sas",
+				   * "token", "basic"; NULL before it did */
+	const char *listener;     /* the listener's name; NULL: not said (the default) */
 	bool allow;
 	enum kg_reason reason;
 	const char *backend;      /* on allow */

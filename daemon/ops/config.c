@@ -24,6 +24,7 @@
 #include <ini.h>
 #include <openssl/ssl.h>
 
+#include "ops/conf_value.h"
 #include "ops/config.h"
 
 #define DEFAULT_LISTEN_V4 "0.0.0.0:8883"
@@ -55,13 +56,15 @@ enum section {
 	SEC_CRL,
 	SEC_TPM,      /* module sections: keys go to their own parser (sections[]) */
 	SEC_EDGE,
+	SEC_AUTH,
 	SEC_BACKEND,
+	SEC_LISTENER,
 	SEC_MAX
 };
 
 static const char *const section_names[SEC_MAX] = {
 	[SEC_DAEMON] = "daemon", [SEC_TLS] = "tls", [SEC_LIMITS] = "limits", [SEC_CRL] = "crl",
-	[SEC_TPM] = "tpm", [SEC_EDGE] = "edge",
+	[SEC_TPM] = "tpm", [SEC_EDGE] = "edge", [SEC_AUTH] = "auth",
 };
 
 /* Sections whose keys belong to another module: it parses them into its own struct
@@ -80,6 +83,8 @@ static const struct module_section module_sections[] = {
 	  kg_tpm_conf_validate },
 	{ SEC_EDGE, offsetof(struct kg_config, edge), kg_edge_conf_defaults, kg_edge_conf_set,
 	  kg_edge_conf_validate },
+	{ SEC_AUTH, offsetof(struct kg_config, auth), kg_auth_conf_defaults, kg_auth_conf_set,
+	  kg_auth_conf_validate },
 };
 
 #define MODULE_KEYS_MAX 64   /* keys remembered per file for duplicate detection */
@@ -170,6 +175,22 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_METRICS_TIMEOUT] = { SEC_LIMITS, "metrics_timeout", K_UINT, FIELD(metrics_timeout), 1, 3600 },
 };
 
+/* The keys of a [listener NAME] section. */
+enum lkey {
+	LKEY_TYPE, LKEY_LISTEN, LKEY_X509_ONLY, LKEY_ALLOW_PLAIN, LKEY_PROXY_SOURCES,
+	LKEY_PROXY_REQUIRE_CRC, LKEY_PROXY_CA, LKEY_MAX
+};
+static const char *const lkey_names[LKEY_MAX] = {
+	[LKEY_TYPE] = "type", [LKEY_LISTEN] = "listen", [LKEY_X509_ONLY] = "x509_only",
+	[LKEY_ALLOW_PLAIN] = "allow_plain", [LKEY_PROXY_SOURCES] = "proxy_sources",
+	[LKEY_PROXY_REQUIRE_CRC] = "proxy_require_crc", [LKEY_PROXY_CA] = "proxy_ca",
+};
+
+const char *const kg_listener_kind_names[KG_LISTENER_KIND_MAX] = {
+	[KG_LISTENER_MTLS] = "mtls", [KG_LISTENER_TLS] = "tls", [KG_LISTENER_PLAIN] = "plain",
+	[KG_LISTENER_PROXY] = "proxy",
+};
+
 struct parse_state {
 	struct kg_config *cfg;
 	const char *name;          /* file name for messages */
@@ -187,6 +208,9 @@ struct parse_state {
 	unsigned backend_line[KG_MAX_BACKENDS];
 	unsigned address_line[KG_MAX_BACKENDS];
 	unsigned proxy_line[KG_MAX_BACKENDS];
+	size_t listener;           /* index of the current [listener NAME] */
+	unsigned listener_line[KG_MAX_LISTENERS];
+	unsigned lkey_line[KG_MAX_LISTENERS][LKEY_MAX];
 	struct {                   /* module-section keys seen so far */
 		enum section sec;
 		char name[32];
@@ -358,6 +382,9 @@ void kg_config_defaults(struct kg_config *cfg)
 	/* A constant that parses; should it ever not, metrics stay off rather than
 	 * listening on garbage. */
 	cfg->metrics_enabled = sockaddr_parse(DEFAULT_METRICS, &cfg->metrics_listen, &why) == 0;
+	memcpy(cfg->listeners[0].name, "default", sizeof("default"));
+	cfg->listeners[0].kind = KG_LISTENER_MTLS;
+	cfg->n_listeners = 1;
 	cfg->client_id_check = KG_CLIENT_ID_EXACT;
 	cfg->username_check = KG_USERNAME_STRICT;
 	memcpy(cfg->log_level, "info", sizeof("info"));
@@ -414,13 +441,15 @@ static int resolve_path(struct parse_state *st, const char *key, const char *val
 	return 0;
 }
 
-static int set_listen(struct parse_state *st, const char *value)
+/* `listen = ADDR[, ADDR...]` of listener `owner` (0: [daemon]'s), appended to the
+ * flat cfg->listen[]; an address may be listened on once, by one listener. */
+static int set_listen(struct parse_state *st, const char *value, size_t owner)
 {
 	struct kg_config *cfg = st->cfg;
 	const char *p = value, *why;
 	char tok[sizeof(cfg->listen[0].text)], q[72];
+	size_t given = 0;
 
-	cfg->n_listen = 0;
 	for (;;) {
 		size_t len;
 
@@ -436,7 +465,8 @@ static int set_listen(struct parse_state *st, const char *value)
 		tok[len] = '\0';
 		p += len;
 		if (cfg->n_listen == KG_MAX_LISTEN) {
-			set_err(st, st->line, "'listen': too many addresses (max %d)", KG_MAX_LISTEN);
+			set_err(st, st->line, "'listen': too many addresses (max %d over all listeners)",
+				KG_MAX_LISTEN);
 			return -1;
 		}
 		if (sockaddr_parse(tok, &cfg->listen[cfg->n_listen], &why) != 0) {
@@ -447,13 +477,17 @@ static int set_listen(struct parse_state *st, const char *value)
 			if (cfg->listen[i].len == cfg->listen[cfg->n_listen].len &&
 			    memcmp(&cfg->listen[i].ss, &cfg->listen[cfg->n_listen].ss,
 				   cfg->listen[i].len) == 0) {
-				set_err(st, st->line, "'listen': address '%s' given twice", quote(q, tok));
+				set_err(st, st->line, "'listen': address '%s' given twice%s%s", quote(q, tok),
+					cfg->listen_listener[i] == owner ? "" : ": also in listener ",
+					cfg->listen_listener[i] == owner ? ""
+						: cfg->listeners[cfg->listen_listener[i]].name);
 				return -1;
 			}
 		}
-		cfg->n_listen++;
+		cfg->listen_listener[cfg->n_listen++] = (uint8_t)owner;
+		given++;
 	}
-	if (cfg->n_listen == 0) {
+	if (given == 0) {
 		set_err(st, st->line, "'listen': empty list");
 		return -1;
 	}
@@ -473,7 +507,7 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 	}
 	switch (k->kind) {
 	case K_LISTEN:
-		return set_listen(st, value);
+		return set_listen(st, value, 0);
 	case K_UINT:
 		if (parse_uint(value, &v) != 0 || v < k->min || v > k->max) {
 			set_err(st, st->line, "'%s': '%s' is not a number in %u..%u", k->name,
@@ -632,6 +666,183 @@ static int backend_key(struct parse_state *st, const char *name, const char *val
 	return 0;
 }
 
+/* "ADDR[/BITS]": a numeric IPv4 or IPv6 address and an optional prefix length (the
+ * whole address without one). Host bits set under the prefix are refused: a block
+ * spelt as one of its addresses is usually a typo for a narrower one. */
+static int cidr_parse(const char *text, struct kg_cidr *out, const char **why)
+{
+	char host[INET6_ADDRSTRLEN];
+	const char *slash = strchr(text, '/');
+	size_t hlen = slash ? (size_t)(slash - text) : strlen(text), nbytes;
+	unsigned long bits;
+	unsigned max;
+
+	memset(out, 0, sizeof(*out));
+	if (hlen == 0 || hlen >= sizeof(host)) {
+		*why = "not a numeric IP address";
+		return -1;
+	}
+	memcpy(host, text, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(AF_INET, host, out->addr) == 1) {
+		out->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+		out->family = AF_INET6;
+		max = 128;
+	} else {
+		*why = "not a numeric IPv4 or IPv6 address";
+		return -1;
+	}
+	bits = max;
+	if (slash != NULL && (parse_uint(slash + 1, &bits) != 0 || bits > max)) {
+		*why = out->family == AF_INET ? "prefix length must be 0..32" : "prefix length must be 0..128";
+		return -1;
+	}
+	out->bits = (unsigned)bits;
+	nbytes = max / 8;
+	for (size_t i = 0; i < nbytes; i++) {
+		unsigned keep = bits >= 8 * (i + 1) ? 8 : bits > 8 * i ? (unsigned)(bits - 8 * i) : 0;
+		uint8_t mask = keep == 0 ? 0 : (uint8_t)(0xffu << (8 - keep));
+
+		if (out->addr[i] & (uint8_t)~mask) {
+			*why = "host bits set below the prefix length";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+bool kg_cidr_match(const struct kg_cidr *blocks, size_t n, const struct sockaddr *sa,
+		   socklen_t salen)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	const uint8_t *a;
+	int family;
+
+	if (sa->sa_family == AF_INET && salen >= (socklen_t)sizeof(struct sockaddr_in)) {
+		family = AF_INET;
+		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (sa->sa_family == AF_INET6 && salen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		family = AF_INET6;
+		if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+			family = AF_INET;
+			a += 12;
+		}
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct kg_cidr *b = &blocks[i];
+		unsigned full = b->bits / 8, rest = b->bits % 8;
+
+		if (b->family != family || memcmp(a, b->addr, full) != 0)
+			continue;
+		if (rest == 0 || ((a[full] ^ b->addr[full]) & (uint8_t)(0xffu << (8 - rest))) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int set_proxy_sources(struct parse_state *st, struct kg_listener_conf *l, const char *value)
+{
+	const char *p = value, *why;
+	char tok[INET6_ADDRSTRLEN + 8], q[72];
+
+	for (;;) {
+		size_t len;
+
+		p += strspn(p, ", \t");
+		if (*p == '\0')
+			break;
+		len = strcspn(p, ", \t");
+		if (len >= sizeof(tok)) {
+			set_err(st, st->line, "listener '%s': proxy_sources: '%s' too long", l->name,
+				quote(q, p));
+			return -1;
+		}
+		memcpy(tok, p, len);
+		tok[len] = '\0';
+		p += len;
+		if (l->n_proxy_sources == KG_MAX_PROXY_SOURCES) {
+			set_err(st, st->line, "listener '%s': proxy_sources: too many (max %d)", l->name,
+				KG_MAX_PROXY_SOURCES);
+			return -1;
+		}
+		if (cidr_parse(tok, &l->proxy_sources[l->n_proxy_sources], &why) != 0) {
+			set_err(st, st->line, "listener '%s': proxy_sources: '%s': %s", l->name,
+				quote(q, tok), why);
+			return -1;
+		}
+		l->n_proxy_sources++;
+	}
+	if (l->n_proxy_sources == 0) {
+		set_err(st, st->line, "listener '%s': proxy_sources: empty list", l->name);
+		return -1;
+	}
+	return 0;
+}
+
+static int listener_key(struct parse_state *st, const char *name, const char *value)
+{
+	struct kg_listener_conf *l = &st->cfg->listeners[st->listener];
+	enum lkey k;
+	char q[72];
+
+	for (k = 0; k < LKEY_MAX; k++)
+		if (strcmp(name, lkey_names[k]) == 0)
+			break;
+	if (k == LKEY_MAX) {
+		set_err(st, st->line, "unknown key '%s' in [%s]", quote(q, name), st->secname);
+		return -1;
+	}
+	if (st->lkey_line[st->listener][k] != 0) {
+		set_err(st, st->line, "duplicate key '%s' in [%s] (first on line %u)", name,
+			st->secname, st->lkey_line[st->listener][k]);
+		return -1;
+	}
+	st->lkey_line[st->listener][k] = st->line;
+	switch (k) {
+	case LKEY_TYPE:
+		for (enum kg_listener_kind t = 0; t < KG_LISTENER_KIND_MAX; t++) {
+			if (strcmp(value, kg_listener_kind_names[t]) == 0) {
+				l->kind = t;
+				return 0;
+			}
+		}
+		set_err(st, st->line, "listener '%s': type '%s' is not one of mtls, tls, plain, proxy",
+			l->name, quote(q, value));
+		return -1;
+	case LKEY_LISTEN:
+		return set_listen(st, value, st->listener);
+	case LKEY_PROXY_SOURCES:
+		return set_proxy_sources(st, l, value);
+	case LKEY_PROXY_CA:
+		if (!valid_name(value)) {
+			set_err(st, st->line, "listener '%s': proxy_ca '%s' is not a CA name "
+				"([A-Za-z0-9_.-]{1,63})", l->name, quote(q, value));
+			return -1;
+		}
+		memcpy(l->proxy_ca, value, strlen(value) + 1);
+		return 0;
+	case LKEY_X509_ONLY:
+	case LKEY_ALLOW_PLAIN:
+	case LKEY_PROXY_REQUIRE_CRC:
+		if (kg_conf_bool(value, k == LKEY_X509_ONLY ? &l->x509_only
+				 : k == LKEY_ALLOW_PLAIN ? &l->allow_plain
+							 : &l->proxy_require_crc) != 0) {
+			set_err(st, st->line, "listener '%s': %s '%s': want yes or no", l->name, name,
+				quote(q, value));
+			return -1;
+		}
+		return 0;
+	case LKEY_MAX:
+		break;
+	}
+	return -1;
+}
+
 static int crl_key(struct parse_state *st, const char *name, const char *value)
 {
 	struct kg_config *cfg = st->cfg;
@@ -736,14 +947,46 @@ static int handler(void *user, const char *section, const char *name, const char
 		return 0;
 	case SEC_BACKEND:
 		return backend_key(st, name, value) == 0;
+	case SEC_LISTENER:
+		return listener_key(st, name, value) == 0;
 	case SEC_CRL:
 		return crl_key(st, name, value) == 0;
 	case SEC_TPM:
 	case SEC_EDGE:
+	case SEC_AUTH:
 		return module_key(st, name, value) == 0;
 	default:
 		return fixed_key(st, name, value) == 0;
 	}
+}
+
+/* "[listener NAME]": a new listener; "default" is [daemon] listen's. */
+static void listener_section(struct parse_state *st, size_t nlen)
+{
+	struct kg_config *cfg = st->cfg;
+	const char *name = st->secname + 9;
+	char q[72];
+
+	if (!valid_name(name)) {
+		set_err(st, st->line, "[%s]: bad listener name (want [A-Za-z0-9_.-]{1,63})",
+			quote(q, st->secname));
+		return;
+	}
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		if (strcmp(cfg->listeners[i].name, name) == 0) {
+			set_err(st, st->line, i == 0 ? "listener name 'default' is [daemon] listen's"
+						     : "duplicate listener '%s'", name);
+			return;
+		}
+	}
+	if (cfg->n_listeners == KG_MAX_LISTENERS) {
+		set_err(st, st->line, "too many listeners (max %d)", KG_MAX_LISTENERS - 1);
+		return;
+	}
+	st->sec = SEC_LISTENER;
+	st->listener = cfg->n_listeners++;
+	memcpy(cfg->listeners[st->listener].name, name, nlen - 9 + 1);
+	st->listener_line[st->listener] = st->line;
 }
 
 /* A "[...]" line, seen before inih parses it: sections with no keys never reach
@@ -782,6 +1025,10 @@ static void section_line(struct parse_state *st, const char *start, size_t len)
 		}
 		st->sec_line[s] = st->line;
 		st->sec = s;
+		return;
+	}
+	if (strncmp(st->secname, "listener ", 9) == 0) {
+		listener_section(st, nlen);
 		return;
 	}
 	if (strncmp(st->secname, "backend ", 8) != 0) {
@@ -888,13 +1135,72 @@ static void validate_security_level(struct parse_state *st)
 			"keys and signatures OpenSSL itself refuses", cfg->security_level, floor);
 }
 
+/* Every [listener NAME] complete and consistent; the default addresses when the file
+ * names none. Before the module sections: [edge] gates the listened ports. */
+static void validate_listeners(struct parse_state *st)
+{
+	struct kg_config *cfg = st->cfg;
+	const char *why;
+
+	for (size_t i = 1; i < cfg->n_listeners; i++) {
+		const struct kg_listener_conf *l = &cfg->listeners[i];
+		const unsigned *kl = st->lkey_line[i];
+
+		if (kl[LKEY_TYPE] == 0 || kl[LKEY_LISTEN] == 0) {
+			set_err(st, st->listener_line[i], "listener '%s' has no '%s'", l->name,
+				kl[LKEY_TYPE] == 0 ? "type" : "listen");
+			return;
+		}
+		if (l->kind == KG_LISTENER_PLAIN && !l->allow_plain) {
+			set_err(st, kl[LKEY_TYPE], "listener '%s': type plain carries passwords and "
+				"tokens in clear text: for a closed network only; say so with "
+				"allow_plain = yes", l->name);
+			return;
+		}
+		if (kl[LKEY_ALLOW_PLAIN] != 0 && l->kind != KG_LISTENER_PLAIN) {
+			set_err(st, kl[LKEY_ALLOW_PLAIN], "listener '%s': allow_plain is for type plain only",
+				l->name);
+			return;
+		}
+		if (l->kind == KG_LISTENER_PROXY && kl[LKEY_PROXY_SOURCES] == 0) {
+			set_err(st, st->listener_line[i], "listener '%s': type proxy needs proxy_sources "
+				"(the TLS fronts allowed to send a PROXY header)", l->name);
+			return;
+		}
+		for (enum lkey k = LKEY_PROXY_SOURCES; k <= LKEY_PROXY_CA; k++) {
+			if (kl[k] != 0 && l->kind != KG_LISTENER_PROXY) {
+				set_err(st, kl[k], "listener '%s': %s is for type proxy only", l->name,
+					lkey_names[k]);
+				return;
+			}
+		}
+		if (l->x509_only && l->kind == KG_LISTENER_PLAIN) {
+			set_err(st, kl[LKEY_X509_ONLY], "listener '%s': x509_only = yes on a plain "
+				"listener would refuse every device (no certificate comes over plain TCP)",
+				l->name);
+			return;
+		}
+	}
+	if (cfg->n_listen == 0) {
+		if (sockaddr_parse(DEFAULT_LISTEN_V4, &cfg->listen[0], &why) != 0 ||
+		    sockaddr_parse(DEFAULT_LISTEN_V6, &cfg->listen[1], &why) != 0) {
+			set_err(st, 0, "internal error: default listen address: %s", why);
+			return;
+		}
+		cfg->listen_listener[0] = cfg->listen_listener[1] = 0;
+		cfg->n_listen = 2;
+	}
+}
+
 static void validate(struct parse_state *st)
 {
 	struct kg_config *cfg = st->cfg;
 	static const enum key_id required[] = { KEY_CERT, KEY_KEY, KEY_REGISTRY };
-	const char *why;
 	char mwhy[KG_ERRBUF - 80];
 
+	validate_listeners(st);
+	if (st->failed)
+		return;
 	for (size_t i = 0; i < KG_NITEMS(module_sections); i++) {
 		const struct module_section *ms = &module_sections[i];
 
@@ -944,14 +1250,6 @@ static void validate(struct parse_state *st)
 		set_err(st, line, "metrics_max_per_ip (%u) exceeds metrics_max_connections (%u)",
 			cfg->metrics_max_per_ip, cfg->metrics_max_connections);
 		return;
-	}
-	if (st->key_line[KEY_LISTEN] == 0) {
-		if (sockaddr_parse(DEFAULT_LISTEN_V4, &cfg->listen[0], &why) != 0 ||
-		    sockaddr_parse(DEFAULT_LISTEN_V6, &cfg->listen[1], &why) != 0) {
-			set_err(st, 0, "internal error: default listen address: %s", why);
-			return;
-		}
-		cfg->n_listen = 2;
 	}
 }
 

@@ -29,10 +29,13 @@
 #include <sys/socket.h>
 
 #include "ktlsgate/compiler.h"
+#include "auth/auth_conf.h"
 #include "edge/edge_conf.h"
 #include "tpm/tpm_conf.h"
 
-#define KG_MAX_LISTEN 16
+#define KG_MAX_LISTEN 16       /* addresses, over all listeners */
+#define KG_MAX_LISTENERS 8     /* the [daemon] one ("default") and [listener NAME]s */
+#define KG_MAX_PROXY_SOURCES 16
 #define KG_MAX_BACKENDS 64
 #define KG_MAX_CRLS 64
 #define KG_NAME_MAX 64        /* backend and CA names, incl. NUL */
@@ -52,6 +55,45 @@ struct kg_backend_conf {
 	unsigned metrics_slot;    /* its per-backend metrics (metrics.h), set by the daemon
 				   * when it builds a snapshot; 0 elsewhere */
 };
+
+/* What a listener speaks (docs/config.md, "Listeners"). MTLS: TLS with a client
+ * certificate required (X.509 only). TLS: one-way TLS; a certificate is verified when
+ * the device sends one, else it proves who it is in the CONNECT (user name, password).
+ * PLAIN: no TLS at all, for closed networks; CONNECT credentials only. PROXY: plain
+ * TCP from a trusted TLS front (proxy_sources) that opens with a PROXY v2 header: the
+ * device's address, and the client certificate the front verified (CN, maybe its
+ * SHA-256); devices without one give CONNECT credentials. */
+enum kg_listener_kind {
+	KG_LISTENER_MTLS, KG_LISTENER_TLS, KG_LISTENER_PLAIN, KG_LISTENER_PROXY,
+	KG_LISTENER_KIND_MAX
+};
+
+/* An address block: family AF_INET or AF_INET6, the network in network order. */
+struct kg_cidr {
+	int family;
+	uint8_t addr[16];
+	unsigned bits;
+};
+
+extern const char *const kg_listener_kind_names[KG_LISTENER_KIND_MAX];
+
+struct kg_listener_conf {
+	char name[KG_NAME_MAX];           /* "default" for [daemon] listen */
+	enum kg_listener_kind kind;
+	bool x509_only;                   /* refuse every device without a certificate */
+	bool allow_plain;                 /* the operator's yes to a plain listener */
+	/* proxy: who may send a PROXY header, whether it must carry a CRC32C, and the
+	 * registered CA the front verifies device certificates against ("": not said) */
+	struct kg_cidr proxy_sources[KG_MAX_PROXY_SOURCES];
+	size_t n_proxy_sources;
+	bool proxy_require_crc;
+	char proxy_ca[KG_NAME_MAX];
+};
+
+/* Is sa (salen bytes) inside one of the n blocks? An IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d) counts as its IPv4 address. */
+bool kg_cidr_match(const struct kg_cidr *blocks, size_t n, const struct sockaddr *sa,
+		   socklen_t salen);
 
 struct kg_crl_conf {
 	char ca_name[KG_NAME_MAX]; /* registry CA name the CRL belongs to */
@@ -78,8 +120,15 @@ struct kg_config {
 	char path[PATH_MAX];              /* file it came from */
 
 	/* [daemon] */
+	/* Every listening address, flattened over the listeners at validation, each with
+	 * the index of its listener in listeners[]. Default, when the file names no
+	 * address at all: 0.0.0.0:8883 and [::]:8883, mtls. */
 	struct kg_sockaddr listen[KG_MAX_LISTEN];
-	size_t n_listen;                  /* default: 0.0.0.0:8883 and [::]:8883 */
+	uint8_t listen_listener[KG_MAX_LISTEN];
+	size_t n_listen;
+	/* listeners[0] is [daemon] listen's ("default", mtls); [listener NAME] follow */
+	struct kg_listener_conf listeners[KG_MAX_LISTENERS];
+	size_t n_listeners;
 	unsigned workers;                 /* 0: one per online CPU */
 	char cert_file[PATH_MAX];         /* server certificate chain (PEM, leaf first) */
 	char key_file[PATH_MAX];          /* server key: PEM or TSS2 PEM file, or "handle:0x81..." */
@@ -138,9 +187,10 @@ struct kg_config {
 	struct kg_crl_conf crls[KG_MAX_CRLS];
 	size_t n_crls;
 
-	/* Sections parsed by their modules (tpm_conf.c, edge_conf.c). */
+	/* Sections parsed by their modules (tpm_conf.c, edge_conf.c, auth_conf.c). */
 	struct kg_tpm_conf tpm;
 	struct kg_edge_conf edge;
+	struct kg_auth_conf auth;
 };
 
 /* Fill *cfg with the defaults (no backends; listen defaults applied at validation
@@ -156,6 +206,13 @@ int kg_config_load(const char *path, struct kg_config *cfg, char *err, size_t er
 /* Same from a string; `name` stands for the file name in messages (fuzzing, tests). */
 int kg_config_parse_string(const char *text, const char *name, struct kg_config *cfg,
 			   char *err, size_t errlen) KG_MUST_USE;
+
+/* The listener address i (an index into cfg->listen) belongs to. */
+static inline const struct kg_listener_conf *kg_config_listener_of(const struct kg_config *cfg,
+								   size_t i)
+{
+	return &cfg->listeners[i < cfg->n_listen ? cfg->listen_listener[i] : 0];
+}
 
 /* Borrowed pointer to the backend called `name`, or NULL. Inline so the pure policy
  * (and its fuzz target) use it without linking the parser (inih, OpenSSL). */

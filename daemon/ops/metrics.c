@@ -150,6 +150,7 @@ static const char *const dir_names[KG_DIR_MAX] = { "device_to_broker", "broker_t
 static const char *const mode_names[KG_MODE_MAX] = {
 	[KG_MODE_KTLS_SPLICE] = "ktls_splice", [KG_MODE_KTLS_TX] = "ktls_tx",
 	[KG_MODE_USERSPACE] = "userspace", [KG_MODE_USERSPACE_SSL] = "userspace_ssl",
+	[KG_MODE_SOCKMAP] = "sockmap", [KG_MODE_SPLICE] = "splice", [KG_MODE_PLAIN] = "plain",
 };
 static const char *const fallback_names[KG_KTLS_FALLBACK_MAX] = {
 	[KG_KTLS_NO_KERNEL] = "kernel_no_tls", [KG_KTLS_TX_NOT_OFFLOADED] = "tx_not_offloaded",
@@ -202,6 +203,29 @@ static bool backend_label(const struct kg_backend_conf *b, bool *other_seen, uns
 	return true;
 }
 
+/* Connections accepted per listener, and the plain listeners (clear-text credentials:
+ * ktlsgate.rules' KtlsgatePlainListener fires while there is one). */
+static void render_listeners(struct out *o, struct kg_metrics *const *w, size_t n,
+			     const struct kg_metrics_info *info)
+{
+	size_t plain = 0;
+
+	put(o, "# HELP ktlsgate_listener_connections_total Connections accepted per listener.\n"
+	       "# TYPE ktlsgate_listener_connections_total counter\n");
+	for (size_t l = 0; l < info->n_listeners && l < KG_MAX_LISTENERS; l++) {
+		const struct kg_listener_conf *lc = &info->listeners[l];
+
+		if ((unsigned)lc->kind >= KG_LISTENER_KIND_MAX)
+			continue;
+		plain += lc->kind == KG_LISTENER_PLAIN;
+		put(o, "ktlsgate_listener_connections_total{listener=\"%s\",type=\"%s\"} %llu\n",
+		    lc->name, kg_listener_kind_names[lc->kind],
+		    (unsigned long long)SUM_U(listener_accepted[l]));
+	}
+	put(o, "# HELP ktlsgate_plain_listeners Listeners without TLS (credentials cross the network in clear text).\n"
+	       "# TYPE ktlsgate_plain_listeners gauge\nktlsgate_plain_listeners %zu\n", plain);
+}
+
 /* Per configured backend: connects by result, and up = whether the most recent
  * connect succeeded (absent until one was tried). */
 static void render_backends(struct out *o, struct kg_metrics *const *w, size_t n,
@@ -234,6 +258,47 @@ static void render_backends(struct out *o, struct kg_metrics *const *w, size_t n
 		if (ok != 0 || failed != 0)
 			put(o, "ktlsgate_backend_up{backend=\"%s\"} %d\n", name, ok >= failed);
 	}
+}
+
+/* The CONNECT credential checks (issue 15, auth/): per-worker verdicts, and the shared
+ * scrypt pool and limiter as the scrape found them. */
+static void render_auth(struct out *o, struct kg_metrics *const *w, size_t n,
+			const struct kg_metrics_auth *a)
+{
+	static const char *const kinds[KG_AUTH_KINDS] = { "sas", "token", "basic" };
+	static const char *const outcomes[KG_AUTH_OUTCOME_MAX] = {
+		"ok", "refused", "rate_limited", "overload",
+	};
+
+	put(o, "# HELP ktlsgate_auth_attempts_total CONNECT credential checks (SAS, access token, user name and password) by kind and outcome.\n"
+	       "# TYPE ktlsgate_auth_attempts_total counter\n");
+	for (size_t k = 0; k < KG_AUTH_KINDS; k++)
+		for (size_t r = 0; r < KG_AUTH_OUTCOME_MAX; r++)
+			put(o, "ktlsgate_auth_attempts_total{kind=\"%s\",result=\"%s\"} %llu\n", kinds[k],
+			    outcomes[r], (unsigned long long)SUM_U(auth_attempts[k][r]));
+	put(o, "# HELP ktlsgate_auth_kdf_queue Password checks waiting for a scrypt thread.\n"
+	       "# TYPE ktlsgate_auth_kdf_queue gauge\nktlsgate_auth_kdf_queue %llu\n"
+	       "# HELP ktlsgate_auth_kdf_running Password checks on a scrypt thread.\n"
+	       "# TYPE ktlsgate_auth_kdf_running gauge\nktlsgate_auth_kdf_running %llu\n",
+	    (unsigned long long)a->kdf_queued, (unsigned long long)a->kdf_running);
+	put(o, "# HELP ktlsgate_auth_kdf_jobs_total Password checks by end: completed, cancelled (the connection left), rejected (queue full).\n"
+	       "# TYPE ktlsgate_auth_kdf_jobs_total counter\n"
+	       "ktlsgate_auth_kdf_jobs_total{result=\"completed\"} %llu\n"
+	       "ktlsgate_auth_kdf_jobs_total{result=\"cancelled\"} %llu\n"
+	       "ktlsgate_auth_kdf_jobs_total{result=\"rejected\"} %llu\n",
+	    (unsigned long long)a->kdf_completed, (unsigned long long)a->kdf_cancelled,
+	    (unsigned long long)a->kdf_rejected);
+	put(o, "# HELP ktlsgate_auth_kdf_seconds_total Thread time spent in scrypt.\n"
+	       "# TYPE ktlsgate_auth_kdf_seconds_total counter\nktlsgate_auth_kdf_seconds_total %.6f\n",
+	    (double)a->kdf_ns / 1e9);
+	put(o, "# HELP ktlsgate_auth_rate_limited_total Credential attempts refused unchecked by the brute-force limiter.\n"
+	       "# TYPE ktlsgate_auth_rate_limited_total counter\nktlsgate_auth_rate_limited_total %llu\n"
+	       "# HELP ktlsgate_auth_limiter_entries Device ids and source prefixes the limiter remembers.\n"
+	       "# TYPE ktlsgate_auth_limiter_entries gauge\nktlsgate_auth_limiter_entries %llu\n"
+	       "# HELP ktlsgate_auth_limiter_evictions_total Limiter entries forgotten before their bucket refilled (table full).\n"
+	       "# TYPE ktlsgate_auth_limiter_evictions_total counter\nktlsgate_auth_limiter_evictions_total %llu\n",
+	    (unsigned long long)a->limited, (unsigned long long)a->limiter_entries,
+	    (unsigned long long)a->limiter_evictions);
 }
 
 char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_metrics_info *info,
@@ -286,6 +351,9 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	put(&o, "# HELP ktlsgate_handoff_carried_bytes_total Device bytes read before the handoff (pipelined behind the CONNECT), sent to the broker first.\n"
 		"# TYPE ktlsgate_handoff_carried_bytes_total counter\n"
 		"ktlsgate_handoff_carried_bytes_total %llu\n", (unsigned long long)SUM_U(handoff_carried));
+	put(&o, "# HELP ktlsgate_sockmap_drops_total Packets of sockmap sessions the kernel relay dropped (no peer socket to redirect to).\n"
+		"# TYPE ktlsgate_sockmap_drops_total counter\n"
+		"ktlsgate_sockmap_drops_total %llu\n", (unsigned long long)SUM_U(sockmap_drops));
 	put(&o, "# HELP ktlsgate_splice_pipes Pipes held by sessions with bytes in flight.\n"
 		"# TYPE ktlsgate_splice_pipes gauge\n"
 		"ktlsgate_splice_pipes %lld\n", (long long)SUM_I(pipes_in_use));
@@ -389,7 +457,9 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t op = 0; op < KG_TPM_OP_MAX; op++)
 		put(&o, "ktlsgate_tpm_errors_total{op=\"%s\"} %llu\n", kg_tpm_op_names[op],
 		    (unsigned long long)info->tpm_errors[op]);
+	render_auth(&o, w, n, &info->auth);
 	render_backends(&o, w, n, info);
+	render_listeners(&o, w, n, info);
 	put(&o, "# HELP ktlsgate_server_key_source Where the server key in use comes from (1 on the one in force).\n"
 		"# TYPE ktlsgate_server_key_source gauge\n");
 	for (size_t k = 0; k < KG_KEY_SOURCE_MAX; k++)

@@ -22,12 +22,17 @@ enum kg_dir { KG_DIR_UP, KG_DIR_DOWN, KG_DIR_MAX };   /* device->broker, broker-
 /* Data paths after the handoff (relay.h): "ktls_splice" kernel TLS both ways and
  * splice(); "ktls_tx" kernel TLS for what we send, the device read through OpenSSL;
  * "userspace" the record relay (OpenSSL's session state freed); "userspace_ssl"
- * relays through SSL_read/SSL_write. */
+ * relays through SSL_read/SSL_write. Plain device sides (relay_plain.c): "sockmap"
+ * the kernel redirects both ways (SK_SKB verdict), "splice" socket -> pipe -> socket,
+ * "plain" a user-space copy. */
 enum kg_relay_mode {
 	KG_MODE_KTLS_SPLICE,
 	KG_MODE_KTLS_TX,
 	KG_MODE_USERSPACE,
 	KG_MODE_USERSPACE_SSL,
+	KG_MODE_SOCKMAP,
+	KG_MODE_SPLICE,
+	KG_MODE_PLAIN,
 	KG_MODE_MAX
 };
 
@@ -80,6 +85,27 @@ enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
  * it (start, reload), and a signature of a handshake (on a worker thread). */
 enum kg_tpm_op { KG_TPM_OP_CONNECT, KG_TPM_OP_LOAD, KG_TPM_OP_SIGN, KG_TPM_OP_MAX };
 
+/* CONNECT credential checks (issue 15, auth/auth_check.h): by kind (sas, token,
+ * basic: auth_check.h's enum kg_auth_kind order, checked there) and outcome. */
+#define KG_AUTH_KINDS 3
+enum kg_auth_outcome {
+	KG_AUTH_OUTCOME_OK,
+	KG_AUTH_OUTCOME_REFUSED,      /* verified and wrong, or naming nothing, or wrong kind */
+	KG_AUTH_OUTCOME_RATE_LIMITED, /* refused unchecked by the limiter */
+	KG_AUTH_OUTCOME_OVERLOAD,     /* basic: the password-hash queue was full */
+	KG_AUTH_OUTCOME_MAX
+};
+
+/* The shared parts of the credential check, read at scrape time (auth_pool.h
+ * kg_auth_pool_stats(), auth_limit.h kg_auth_limit_stats()). Zero without them. */
+struct kg_metrics_auth {
+	uint64_t kdf_queued, kdf_running;           /* gauges */
+	uint64_t kdf_rejected, kdf_completed, kdf_cancelled;
+	uint64_t kdf_ns;                            /* thread time in password checks */
+	uint64_t limited, limiter_evictions;        /* counters */
+	uint64_t limiter_entries;                   /* gauge */
+};
+
 #define KG_CONN_STATES_MAX 16
 #define KG_HS_BUCKETS 13
 
@@ -88,6 +114,7 @@ struct kg_metrics {
 	_Atomic int64_t sessions_by_mode[KG_MODE_MAX];        /* gauge: relaying */
 	_Atomic uint64_t sessions_started[KG_MODE_MAX];       /* handoffs by data path */
 	_Atomic uint64_t accepted;
+	_Atomic uint64_t listener_accepted[KG_MAX_LISTENERS]; /* by config.h listeners[] index */
 	_Atomic uint64_t refused_overload;
 	_Atomic uint64_t source_limited[KG_SRC_LIMIT_MAX];    /* closed at accept, by limit */
 	_Atomic uint64_t source_untracked;                    /* admitted: source table run full */
@@ -104,6 +131,7 @@ struct kg_metrics {
 	_Atomic int64_t pipes_in_use;                         /* gauge: splice pipes held */
 	_Atomic uint64_t handoff_waits;                       /* half a record inside OpenSSL */
 	_Atomic uint64_t handoff_carried;                     /* bytes read before, sent first */
+	_Atomic uint64_t sockmap_drops;                       /* skbs the sockmap verdict dropped */
 	/* connects to each backend slot by result, and when the last of each happened
 	 * (CLOCK_MONOTONIC ms; 0 never): ktlsgate_backend_up is the later of the two */
 	_Atomic uint64_t backend_connects[KG_BACKEND_SLOTS][KG_BACKEND_RESULT_MAX];
@@ -111,6 +139,8 @@ struct kg_metrics {
 	_Atomic uint64_t hs_bucket[KG_HS_BUCKETS];            /* non-cumulative counts */
 	_Atomic uint64_t hs_count;
 	_Atomic uint64_t hs_sum_us;
+	/* CONNECT credential checks by kind and outcome (the worker counts each verdict) */
+	_Atomic uint64_t auth_attempts[KG_AUTH_KINDS][KG_AUTH_OUTCOME_MAX];
 };
 
 /* Upper bounds of the handshake histogram buckets, in seconds (last is +Inf). */
@@ -144,10 +174,14 @@ struct kg_metrics_info {
 	uint64_t tpm_errors[KG_TPM_OP_MAX]; /* failed TPM operations (tpm_key.h) */
 	int64_t open_fds, max_fds;       /* kg_metrics_fd_usage(); -1: unknown, omitted */
 	enum kg_key_source key_source;   /* the SSL_CTX in force's server key */
+	/* The listeners (fixed at start: a reload keeps them), names borrowed */
+	const struct kg_listener_conf *listeners;
+	size_t n_listeners;
 	/* The backends of the config in force and their slots (names borrowed) */
 	const struct kg_backend_conf *backends;
 	size_t n_backends;
 	int64_t start_time;
+	struct kg_metrics_auth auth;     /* scrypt pool and limiter (issue 15) */
 };
 
 /* Names of the TPM operations counted in ktlsgate_tpm_errors_total{op}. */

@@ -146,9 +146,11 @@ const char *kg_notify_format_status(const struct kg_notify_counts *c, char *buf,
 	/* The data-path names of metrics.h's enum kg_relay_mode (and of /metrics). */
 	snprintf(buf, cap,
 		 "%" PRId64 " session(s) (ktls_splice %" PRId64 ", ktls_tx %" PRId64
-		 ", userspace %" PRId64 ", userspace_ssl %" PRId64 "), %" PRId64
+		 ", userspace %" PRId64 ", userspace_ssl %" PRId64 ", sockmap %" PRId64
+		 ", splice %" PRId64 ", plain %" PRId64 "), %" PRId64
 		 " handshake(s) in flight, %" PRId64 " connection(s)",
 		 c->sessions, c->by_mode[0], c->by_mode[1], c->by_mode[2], c->by_mode[3],
+		 c->by_mode[4], c->by_mode[5], c->by_mode[6],
 		 c->handshakes, c->connections);
 	return buf;
 }

@@ -35,7 +35,7 @@ struct kg_notify_counts {
 	int64_t sessions;             /* relaying, all data paths */
 	int64_t handshakes;           /* in flight */
 	int64_t connections;          /* all live connections */
-	int64_t by_mode[4];           /* enum kg_relay_mode order (metrics.h) */
+	int64_t by_mode[7];           /* enum kg_relay_mode order (metrics.h) */
 };
 
 /* Read NOTIFY_SOCKET and the watchdog (sd_watchdog_enabled) once, at start. */

@@ -119,6 +119,31 @@ static const struct reason_row reasons[KG_REASON_MAX] = {
 	[KG_REASON_BACKEND_MOVED] = { "backend_moved",
 		"A live session closed because the device's (or its CA's) backend changed, so "
 		"it reconnects to the new broker." },
+	[KG_REASON_PROXY_UNTRUSTED] = { "proxy_untrusted",
+		"Closed at once: a connection to a `proxy` listener from an address outside its "
+		"proxy_sources (only the TLS fronts named there may speak for devices)." },
+	[KG_REASON_BAD_PROXY_HEADER] = { "bad_proxy_header",
+		"Closed: a `proxy` listener's connection did not open with a valid PROXY v2 "
+		"header (v1 text, bad signature or length, a TLV past its end, a CRC32C that does "
+		"not match or is missing under proxy_require_crc); the detail says which." },
+	[KG_REASON_BAD_CREDENTIALS] = { "bad_credentials",
+		"Refused (CONNACK bad user name or password: 3.1.1 code 4, 5.0 0x86): the "
+		"CONNECT's SAS token, access token or user name and password did not verify "
+		"(malformed, wrong signature or key, wrong resource, unknown token or user name, "
+		"SAS valid longer than sas_max_ttl); the detail says which." },
+	[KG_REASON_CREDENTIAL_EXPIRED] = { "credential_expired",
+		"Refused (CONNACK bad user name or password): a SAS token whose signature "
+		"verified is past its expiry (se)." },
+	[KG_REASON_AUTH_RATE_LIMITED] = { "auth_rate_limited",
+		"Refused without checking the credential (CONNACK not authorised): too many "
+		"failed attempts for this device id, or, for credentials naming no device, from "
+		"this source prefix ([auth] failure_burst, failure_refill_ms)." },
+	[KG_REASON_X509_REQUIRED] = { "x509_required",
+		"Refused (CONNACK not authorised): the listener or [auth] x509_only allows only "
+		"client certificates, and the device sent credentials in its CONNECT." },
+	[KG_REASON_AUTH_OVERLOAD] = { "auth_overload",
+		"Refused (CONNACK server unavailable): the password-hash queue ([auth] "
+		"kdf_queue) was full, so the user name and password were not checked." },
 };
 
 const char *kg_reason_str(enum kg_reason r)

@@ -52,6 +52,14 @@ enum kg_reason {
 	KG_REASON_SOURCE_LIMIT,       /* the source address is over its handshake/rate limit */
 	KG_REASON_IDLE_TIMEOUT,       /* no traffic for the idle timeout (keep-alive x 1.5) */
 	KG_REASON_BACKEND_MOVED,      /* closed so the device reconnects to its new backend */
+	KG_REASON_PROXY_UNTRUSTED,    /* a proxy listener's peer is not in its proxy_sources */
+	KG_REASON_BAD_PROXY_HEADER,   /* no valid PROXY v2 header where one must come first */
+	/* CONNECT credentials (issue 15, auth/auth_check.h; a CONNACK refusal is sent) */
+	KG_REASON_BAD_CREDENTIALS,    /* SAS / token / user name + password did not verify */
+	KG_REASON_CREDENTIAL_EXPIRED, /* a SAS token that verified, past its expiry */
+	KG_REASON_AUTH_RATE_LIMITED,  /* too many failures for the device id or source */
+	KG_REASON_X509_REQUIRED,      /* x509_only: credentials in the CONNECT are refused */
+	KG_REASON_AUTH_OVERLOAD,      /* the password-hash queue is full */
 	KG_REASON_MAX
 };
 

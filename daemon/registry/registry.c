@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "ops/err.h"
@@ -293,29 +294,58 @@ int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev)
 int kg_registry_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
 				size_t *bad)
 {
-	struct kg_device *norm;
-	size_t i;
-	int rc;
+	return kg_registry_device_add_many_cred(reg, devs, n, NULL, NULL, 0, bad);
+}
 
-	if (bad != NULL)
-		*bad = 0;
-	if (reg == NULL || (devs == NULL && n != 0))
+/* Below, with the credential functions. */
+static int check_cred(const struct kg_credential *c, struct kg_credential *out);
+
+int kg_registry_device_add_many_cred(struct kg_registry *reg, const struct kg_device *devs, size_t n,
+				     const struct kg_credential *creds, const size_t *cred_dev,
+				     size_t n_creds, size_t *bad)
+{
+	struct kg_credential *cnorm = NULL;
+	struct kg_device *norm;
+	size_t i, unused;
+	int rc = 0;
+
+	if (bad == NULL)
+		bad = &unused;
+	*bad = 0;
+	if (reg == NULL || (devs == NULL && n != 0) ||
+	    (n_creds != 0 && (creds == NULL || cred_dev == NULL)))
 		return KG_E_INVALID;
 	if (n == 0)
-		return 0;
+		return n_creds == 0 ? 0 : KG_E_INVALID;
 	norm = calloc(n, sizeof(*norm));
 	if (norm == NULL)
 		return KG_E_RESOURCE;
+	if (n_creds != 0 && (cnorm = calloc(n_creds, sizeof(*cnorm))) == NULL) {
+		rc = KG_E_RESOURCE;
+		goto out;
+	}
 	/* Every row is checked before the store sees any of them. */
 	for (i = 0; i < n; i++) {
 		if ((rc = check_device(&devs[i], &norm[i])) != 0) {
-			if (bad != NULL)
-				*bad = i;
+			*bad = i;
 			goto out;
 		}
 	}
-	rc = reg->ops->device_add_many(reg, norm, n, bad);
+	for (i = 0; i < n_creds; i++) {
+		if (cred_dev[i] >= n) {
+			rc = KG_E_INVALID;
+			goto out;
+		}
+		if ((rc = check_cred(&creds[i], &cnorm[i])) != 0) {
+			*bad = n + i;
+			goto out;
+		}
+	}
+	rc = reg->ops->device_add_many(reg, norm, n, cnorm, cred_dev, n_creds, bad);
 out:
+	if (cnorm != NULL)   /* SAS keys are secrets: none left in freed memory */
+		OPENSSL_cleanse(cnorm, n_creds * sizeof(*cnorm));
+	free(cnorm);
 	free(norm);
 	return rc;
 }

@@ -176,6 +176,15 @@ int kg_registry_device_update(struct kg_registry *reg, const struct kg_device *d
  * the same batch) nothing is written and *bad (if not NULL) is its index. */
 int kg_registry_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
 				size_t *bad) KG_MUST_USE;
+/* As kg_registry_device_add_many(), and in the same transaction n_creds credentials,
+ * creds[j] for devs[cred_dev[j]], each stored as kg_registry_cred_set() would (bulk
+ * enrolment of sas/token/basic devices). All or nothing: a refused credential (a shape
+ * refused, KG_E_EXISTS for a basic user name or a token hash another device holds, also
+ * one earlier in the batch) rolls the devices back too. *bad < n: devs[*bad] was
+ * refused; *bad >= n: creds[*bad - n], and reg->errmsg names the cause. */
+int kg_registry_device_add_many_cred(struct kg_registry *reg, const struct kg_device *devs, size_t n,
+				     const struct kg_credential *creds, const size_t *cred_dev,
+				     size_t n_creds, size_t *bad) KG_MUST_USE;
 int kg_registry_device_remove(struct kg_registry *reg, const char *id) KG_MUST_USE;
 /* Record a connection: last_seen and cert_not_after (0: keep the stored one). */
 int kg_registry_device_touch(struct kg_registry *reg, const char *id, int64_t seen,
@@ -246,7 +255,8 @@ struct kg_registry_ops {
 	int (*schema_version)(struct kg_registry *reg);
 	int (*device_get)(struct kg_registry *, const char *, struct kg_device *);
 	int (*device_add)(struct kg_registry *, const struct kg_device *);
-	int (*device_add_many)(struct kg_registry *, const struct kg_device *, size_t, size_t *);
+	int (*device_add_many)(struct kg_registry *, const struct kg_device *, size_t,
+			       const struct kg_credential *, const size_t *, size_t, size_t *);
 	int (*device_update)(struct kg_registry *, const struct kg_device *);
 	int (*device_remove)(struct kg_registry *, const char *);
 	int (*device_touch)(struct kg_registry *, const char *, int64_t, int64_t);

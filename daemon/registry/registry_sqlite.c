@@ -613,30 +613,6 @@ static int sq_device_add(struct kg_registry *reg, const struct kg_device *dev)
 	return write_device(to_sreg(reg), dev, ST_DEV_ADD);
 }
 
-/* Bulk enrolment: put_device n times inside one IMMEDIATE transaction (one fsync instead
- * of n). A thumbprint taken earlier in the batch is seen by the check, since it reads the
- * transaction's own rows. */
-static int sq_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
-			      size_t *bad)
-{
-	struct sqlite_reg *r = to_sreg(reg);
-	sqlite3_int64 now = (sqlite3_int64)time(NULL);
-	int rc;
-
-	if (!writable(r))
-		return KG_E_INVALID;
-	if ((rc = txn(r, ST_BEGIN)) != 0)
-		return rc;
-	for (size_t i = 0; i < n; i++) {
-		*bad = i;
-		if ((rc = put_device(r, &devs[i], ST_DEV_ADD, now)) != 0)
-			return rollback(r, rc);
-	}
-	if ((rc = txn(r, ST_COMMIT)) != 0)
-		return rollback(r, rc);
-	return 0;
-}
-
 static int sq_device_update(struct kg_registry *reg, const struct kg_device *dev)
 {
 	return write_device(to_sreg(reg), dev, ST_DEV_UPDATE);
@@ -733,30 +709,74 @@ static int cred_user_taken(struct sqlite_reg *r, const char *id, const struct kg
 	return rc == SQLITE_DONE ? 0 : db_err(r, rc, "credential user name check");
 }
 
+/* One credential row inside the caller's transaction: the user-name check, then the
+ * upsert. A missing device fails the foreign key: KG_E_NOTFOUND. */
+static int put_cred(struct sqlite_reg *r, const char *id, const struct kg_credential *c,
+		    sqlite3_int64 now)
+{
+	sqlite3_stmt *st = r->st[ST_CRED_SET];
+	int rc;
+
+	if ((rc = cred_user_taken(r, id, c)) != 0)
+		return rc;
+	if (bind_text(st, 1, id) != SQLITE_OK ||
+	    bind_text(st, 2, kg_attestation_str(c->kind)) != SQLITE_OK ||
+	    bind_text(st, 3, kg_cred_slot_str(c->slot)) != SQLITE_OK ||
+	    bind_text_or_null(st, 4, c->username) != SQLITE_OK ||
+	    bind_text(st, 5, c->secret) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 6, now) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "credential set");
+	}
+	rc = exec_change(r, st, "credential set");
+	if (rc == KG_E_EXISTS && c->kind == KG_ATT_TOKEN)   /* the unique index on the hash */
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg), "that token is already stored");
+	return rc;
+}
+
 /* Check and upsert in one IMMEDIATE transaction, so the user-name check cannot race
- * another writer. A missing device fails the foreign key: KG_E_NOTFOUND. */
+ * another writer. */
 static int sq_cred_set(struct kg_registry *reg, const char *id, const struct kg_credential *c)
 {
 	struct sqlite_reg *r = to_sreg(reg);
-	sqlite3_stmt *st = r->st[ST_CRED_SET];
 	int rc;
 
 	if (!writable(r))
 		return KG_E_INVALID;
 	if ((rc = txn(r, ST_BEGIN)) != 0)
 		return rc;
-	if ((rc = cred_user_taken(r, id, c)) != 0)
+	if ((rc = put_cred(r, id, c, (sqlite3_int64)time(NULL))) != 0 || (rc = txn(r, ST_COMMIT)) != 0)
 		return rollback(r, rc);
-	if (bind_text(st, 1, id) != SQLITE_OK ||
-	    bind_text(st, 2, kg_attestation_str(c->kind)) != SQLITE_OK ||
-	    bind_text(st, 3, kg_cred_slot_str(c->slot)) != SQLITE_OK ||
-	    bind_text_or_null(st, 4, c->username) != SQLITE_OK ||
-	    bind_text(st, 5, c->secret) != SQLITE_OK ||
-	    sqlite3_bind_int64(st, 6, (sqlite3_int64)time(NULL)) != SQLITE_OK) {
-		done(st);
-		return rollback(r, db_err(r, sqlite3_errcode(r->db), "credential set"));
+	return 0;
+}
+
+/* Bulk enrolment: put_device n times, then put_cred for each credential, inside one
+ * IMMEDIATE transaction (one fsync instead of n). A thumbprint, user name or token hash
+ * taken earlier in the batch is seen by the checks, since they read the transaction's
+ * own rows. */
+static int sq_device_add_many(struct kg_registry *reg, const struct kg_device *devs, size_t n,
+			      const struct kg_credential *creds, const size_t *cred_dev,
+			      size_t n_creds, size_t *bad)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+	sqlite3_int64 now = (sqlite3_int64)time(NULL);
+	int rc;
+
+	if (!writable(r))
+		return KG_E_INVALID;
+	if ((rc = txn(r, ST_BEGIN)) != 0)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		*bad = i;
+		if ((rc = put_device(r, &devs[i], ST_DEV_ADD, now)) != 0)
+			return rollback(r, rc);
 	}
-	if ((rc = exec_change(r, st, "credential set")) != 0 || (rc = txn(r, ST_COMMIT)) != 0)
+	for (size_t j = 0; j < n_creds; j++) {
+		*bad = n + j;
+		if ((rc = put_cred(r, devs[cred_dev[j]].id, &creds[j], now)) != 0)
+			return rollback(r, rc);
+	}
+	if ((rc = txn(r, ST_COMMIT)) != 0)
 		return rollback(r, rc);
 	return 0;
 }

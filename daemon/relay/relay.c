@@ -208,10 +208,14 @@ int kg_relay_ssl_up(struct kg_relay_io *io, enum kg_reason *why)
 		progress = 1;
 	}
 	n = kg_relay_flush_up(io, why);
-	return n < 0 ? -1 : (progress || n > 0);
+	if (n < 0)
+		return -1;
+	if (io->up.len == 0)
+		kg_buf_release(&io->up);   /* an idle session holds no buffer */
+	return progress || n > 0;
 }
 
-static int move_broker_to_device(struct kg_relay_io *io, enum kg_reason *why)
+int kg_relay_ssl_down(struct kg_relay_io *io, enum kg_reason *why)
 {
 	int progress = kg_relay_fill_down(io, NULL, why);
 	long w;
@@ -251,7 +255,7 @@ static enum kg_reason userspace_pump(struct kg_relay_io *io)
 			goto out_close;
 		/* remember what the device read asked for before the write overwrites it */
 		dev_wants_write = io->want_write;
-		b = move_broker_to_device(io, &why);
+		b = kg_relay_ssl_down(io, &why);
 		if (b < 0)
 			goto out_close;
 	} while (a > 0 || b > 0);
@@ -280,12 +284,19 @@ const struct kg_relay_ops kg_relay_userspace = {
 	.pump = userspace_pump,
 };
 
-/* In order of preference (the ladder): each start() may refuse, and the next is tried. */
+/* In order of preference (the ladders): each start() may refuse, and the next is
+ * tried. A TLS device side never tries a plain relay and a plain one never a TLS relay
+ * (io->dev_plain). The last rung of each always starts. */
 static const struct kg_relay_ops *const relays[] = {
 	&kg_relay_ktls_splice,
 	&kg_relay_ktls_tx,
 	&kg_relay_record,
 	&kg_relay_userspace,
+};
+static const struct kg_relay_ops *const relays_plain[] = {
+	&kg_relay_sockmap,
+	&kg_relay_splice,
+	&kg_relay_plain,
 };
 
 uint32_t kg_relay_idle_ms(uint16_t keepalive, unsigned idle_timeout_s, bool *any_dir)
@@ -320,20 +331,23 @@ static void set_keepalive(const struct kg_relay_io *io, int fd)
 
 const struct kg_relay_ops *kg_relay_start(struct kg_relay_io *io, bool *again)
 {
+	const struct kg_relay_ops *const *ladder = io->dev_plain ? relays_plain : relays;
+	size_t n = io->dev_plain ? KG_NITEMS(relays_plain) : KG_NITEMS(relays);
+
 	*again = false;
-	for (size_t i = 0; i < sizeof(relays) / sizeof(relays[0]); i++) {
+	for (size_t i = 0; i < n; i++) {
 		int rc;
 
-		if (!relays[i]->usable(io))
+		if (!ladder[i]->usable(io))
 			continue;
-		rc = relays[i]->start(io);
+		rc = ladder[i]->start(io);
 		if (rc == 0) {
 			/* What every data path shares once it has the session: dead-peer
 			 * detection (the idle timeout is the connection's, conn.c). */
 			set_keepalive(io, io->dev.fd);
 			set_keepalive(io, io->be.fd);
-			io->mode = relays[i]->mode;
-			return relays[i];
+			io->mode = ladder[i]->mode;
+			return ladder[i];
 		}
 		if (rc == KG_E_AGAIN) {
 			*again = true;   /* this rung needs more bytes first: not a fallback */
@@ -345,8 +359,11 @@ const struct kg_relay_ops *kg_relay_start(struct kg_relay_io *io, bool *again)
 
 const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode)
 {
-	for (size_t i = 0; i < sizeof(relays) / sizeof(relays[0]); i++)
+	for (size_t i = 0; i < KG_NITEMS(relays); i++)
 		if (relays[i]->mode == mode)
 			return relays[i];
+	for (size_t i = 0; i < KG_NITEMS(relays_plain); i++)
+		if (relays_plain[i]->mode == mode)
+			return relays_plain[i];
 	return &kg_relay_userspace;
 }

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Part relay (daemon/relay/): a session's data path after the handoff. One ops table
- * per path (HAProxy's xprt_ops idea), tried in this order: ktls_splice and ktls_tx
- * (relay_ktls.c), the record relay (relay_record.c, record.c), the OpenSSL relay
- * (relay.c); pipe_pool.c lends splice pipes, backend.c opens the broker socket,
+ * per path (HAProxy's xprt_ops idea). TLS device sides try, in this order: ktls_splice
+ * and ktls_tx (relay_ktls.c), the record relay (relay_record.c, record.c), the OpenSSL
+ * relay (relay.c). Plain device sides (io->dev_plain: `plain` and `proxy` listeners)
+ * try sockmap, splice, plain (relay_plain.c; sockmap.c loads bpf/sockmap.bpf.c), and
+ * never a TLS relay. pipe_pool.c lends splice pipes, backend.c opens the broker socket,
  * ssl_io.c reads and writes a session's SSL (for the relays and the connection alike).
  * Way in: this header. A relay sees a session as a struct kg_relay_io, which the
  * connection (struct kg_conn) embeds: both sockets, the SSL or the record state, the two
@@ -39,6 +41,7 @@ struct kg_config;
 struct kg_pipe;
 struct kg_pipe_pool;
 struct kg_record_session;
+struct kg_sockmap;
 
 /* A byte buffer allocated only while it holds bytes (idle sessions cost nothing). */
 struct kg_buf {
@@ -72,6 +75,18 @@ struct kg_relay_io {
 	bool be_shut;                      /* FIN passed on to the broker */
 	bool ktls_ulp;                     /* the TLS ULP is attached to dev.fd */
 	bool ktls_tx, ktls_rx;             /* what the kernel really does for this session */
+	bool recheck;                      /* set by a pump that waits on the kernel alone
+					    * (a sockmap tail after a FIN): pump again at the
+					    * worker's next tick, no fd event will come */
+	bool dev_plain;                    /* the device side is plain TCP (no io->ssl): set
+					    * by the connection before kg_relay_start() */
+	/* The sockmap relay's session (relay_plain.c): the two sockets' SO_COOKIEs (device,
+	 * broker), io->bytes_* and the bytes written to each socket (device, broker) when
+	 * they went into the SOCKHASH, and whether they are in. */
+	uint64_t sm_cookie[2];
+	uint64_t sm_base_up, sm_base_down;
+	uint64_t sm_wbase[2];
+	bool sm_in;
 
 	/* Borrowed, read-only but for *ktls_unavailable; set when the connection starts and
 	 * valid for its life. */
@@ -82,6 +97,8 @@ struct kg_relay_io {
 	struct kg_metrics *metrics;        /* the worker's (only the worker writes them) */
 	struct kg_pipe_pool *pipes;        /* the worker's splice pipes */
 	bool *ktls_unavailable;            /* the worker's: the kernel refused the TLS ULP */
+	struct kg_sockmap *sockmap;        /* the daemon's sockmap program (sockmap.h), NULL
+					    * when it could not load: plain sessions splice */
 	int epfd;                          /* the worker's epoll: io->dev and io->be are
 					    * re-armed there (ktlsgate/evsrc.h) */
 };
@@ -101,9 +118,10 @@ struct kg_relay_ops {
 	enum kg_reason (*pump)(struct kg_relay_io *io);
 };
 
-/* A session's SSL as a byte stream (ssl_io.c), for the relays and for the connection
+/* A session's device stream (ssl_io.c), for the relays and for the connection
  * before the handoff (the CONNECT, a refusal). Read/write decrypted bytes through
- * io->ssl: >0 bytes, 0 on clean close (close_notify or EOF), KG_E_AGAIN
+ * io->ssl, or the socket's own for a plain device side (io->dev_plain): >0 bytes, 0 on
+ * clean close (close_notify, EOF, a reset while reading), KG_E_AGAIN
  * (io->want_read/want_write tell which), or KG_E_IO / KG_E_PROTO. */
 long kg_ssl_io_read(struct kg_relay_io *io, void *buf, size_t len);
 long kg_ssl_io_write(struct kg_relay_io *io, const void *buf, size_t len);
@@ -125,10 +143,14 @@ int kg_relay_flush_up(struct kg_relay_io *io, enum kg_reason *why);
  * is read first (true: skip) and set once the socket has nothing more for now. */
 int kg_relay_fill_down(struct kg_relay_io *io, bool *drained, enum kg_reason *why);
 
-/* Read the device through OpenSSL into io->up while it has room, then flush io->up to
- * the broker (the user-space SSL relay's and ktls_tx's upward direction). >0
- * progress, 0 none, <0 close with *why set. */
+/* Read the device (kg_ssl_io_read) into io->up while it has room, then flush io->up to
+ * the broker (the user-space SSL relay's, ktls_tx's and the plain copy's upward
+ * direction). >0 progress, 0 none, <0 close with *why set. */
 int kg_relay_ssl_up(struct kg_relay_io *io, enum kg_reason *why);
+/* Receive from the broker into io->down, then write it to the device
+ * (kg_ssl_io_write) until it is empty or the device is full (the user-space SSL
+ * relay's and the plain copy's downward direction). Same results. */
+int kg_relay_ssl_down(struct kg_relay_io *io, enum kg_reason *why);
 
 /* End of stream, in order, for every relay: once the broker closed and everything it
  * sent reached the device, the session is over (true, *why set; the caller sends our
@@ -148,8 +170,28 @@ int kg_relay_arm(struct kg_relay_io *io, uint32_t dev_ev);
  * (SSL_OP_ENABLE_KTLS). False when the config forbids it or the kernel cannot. */
 bool kg_ktls_prepare(struct kg_relay_io *io);
 
-/* Give back what a kTLS session borrowed (pipes); called by kg_conn_close(). */
+/* Give back what a kTLS or splice session borrowed (pipes); called by kg_conn_close(). */
 void kg_ktls_session_release(struct kg_relay_io *io);
+
+/* The splice machinery relay_ktls.c and relay_plain.c share. One direction: buffered
+ * bytes first, then the pipe, then splice (or, for little, copy) more from the source
+ * until nothing moves; src_ktls: the device is a kTLS receive socket whose non-data
+ * records stop splice(). >0 progress, 0 none, <0 close with *why. */
+int kg_relay_splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, enum kg_reason *why);
+/* Bytes of direction d not yet delivered (buffer or pipe). */
+bool kg_relay_pending(const struct kg_relay_io *io, enum kg_dir d);
+/* Arm both sockets for the splice relays (dev_read_ssl: the device is read through
+ * OpenSSL, whose want_write asks for EPOLLOUT). 0 or -1. */
+int kg_relay_splice_arm(struct kg_relay_io *io, bool dev_read_ssl);
+
+/* Sockmap sessions (relay_plain.c): the kernel moves the bytes, so io->bytes_up /
+ * bytes_down (and the byte metrics) are brought up to date from its counters here.
+ * The connection calls it before it judges the idle deadline of a sockmap session
+ * (true: bytes moved since the last call, *up_moved says whether device -> broker
+ * did) and kg_sockmap_session_end() from kg_conn_close() (final counters read, the
+ * session's map entries deleted). Both are no-ops for other sessions. */
+bool kg_sockmap_session_sync(struct kg_relay_io *io, bool *up_moved);
+void kg_sockmap_session_end(struct kg_relay_io *io);
 /* Free the record relay's state (keys cleansed). NULL is fine. */
 void kg_record_session_free(struct kg_record_session *rs);
 
@@ -157,10 +199,14 @@ extern const struct kg_relay_ops kg_relay_ktls_splice; /* "ktls_splice" */
 extern const struct kg_relay_ops kg_relay_ktls_tx;     /* "ktls_tx" */
 extern const struct kg_relay_ops kg_relay_record;     /* "userspace": SSL freed */
 extern const struct kg_relay_ops kg_relay_userspace;  /* "userspace_ssl" */
+extern const struct kg_relay_ops kg_relay_sockmap;    /* "sockmap": plain, in the kernel */
+extern const struct kg_relay_ops kg_relay_splice;     /* "splice": plain, zero copy */
+extern const struct kg_relay_ops kg_relay_plain;      /* "plain": plain, user-space copy */
 
 /* Start the first relay, in order of preference, that is usable for io and whose
- * start() succeeds (a failed start leaves io as it was); sets io->mode and TCP
- * keepalive on both sockets. NULL if none; NULL with *again set if a rung must wait
+ * start() succeeds (a failed start leaves io as it was, but for bytes of io->up it may
+ * have sent: io->up.off and io->bytes_up say so); sets io->mode and TCP
+ * keepalive on both sockets. io->dev_plain picks the ladder (plain or TLS). NULL if none; NULL with *again set if a rung must wait
  * for the device (half a record inside OpenSSL): call again when the device is
  * readable. */
 const struct kg_relay_ops *kg_relay_start(struct kg_relay_io *io, bool *again);

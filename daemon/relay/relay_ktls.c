@@ -329,7 +329,7 @@ static int flush_buf(struct kg_relay_io *io, enum kg_dir d, enum kg_reason *why)
 	return progress;
 }
 
-static bool dir_pending(const struct kg_relay_io *io, enum kg_dir d)
+bool kg_relay_pending(const struct kg_relay_io *io, enum kg_dir d)
 {
 	const struct kg_buf *b = d == KG_DIR_UP ? &io->up : &io->down;
 
@@ -394,7 +394,7 @@ static int copy_in(struct kg_relay_io *io, enum kg_dir d, int src, bool src_ktls
  * src_ktls: the source is a kTLS receive socket whose control records stop splice().
  * >0 progress, 0 none, <0 close with *why.
  */
-static int splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, enum kg_reason *why)
+int kg_relay_splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, enum kg_reason *why)
 {
 	int src = d == KG_DIR_UP ? io->dev.fd : io->be.fd;
 	int dst = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
@@ -499,24 +499,24 @@ static int splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, enum
 /* End of stream, in order: kg_relay_finished() with the pipes counted as pending. */
 static bool ktls_finished(struct kg_relay_io *io, enum kg_reason *why)
 {
-	return kg_relay_finished(io, dir_pending(io, KG_DIR_UP), dir_pending(io, KG_DIR_DOWN), why);
+	return kg_relay_finished(io, kg_relay_pending(io, KG_DIR_UP), kg_relay_pending(io, KG_DIR_DOWN), why);
 }
 
 /* Arm epoll: read a source only when its direction holds nothing (back-pressure),
  * wait for a sink only when it does. */
-static int ktls_arm(struct kg_relay_io *io, bool dev_read_ssl)
+int kg_relay_splice_arm(struct kg_relay_io *io, bool dev_read_ssl)
 {
 	uint32_t dev_ev = 0, be_ev = 0;
 
-	if (!io->dev_eof && !dir_pending(io, KG_DIR_UP))
+	if (!io->dev_eof && !kg_relay_pending(io, KG_DIR_UP))
 		dev_ev |= EPOLLIN;
-	if (dir_pending(io, KG_DIR_DOWN))
+	if (kg_relay_pending(io, KG_DIR_DOWN))
 		dev_ev |= EPOLLOUT;
 	if (dev_read_ssl && io->want_write)
 		dev_ev |= EPOLLOUT;
-	if (!io->be_eof && !dir_pending(io, KG_DIR_DOWN))
+	if (!io->be_eof && !kg_relay_pending(io, KG_DIR_DOWN))
 		be_ev |= EPOLLIN;
-	if (dir_pending(io, KG_DIR_UP))
+	if (kg_relay_pending(io, KG_DIR_UP))
 		be_ev |= EPOLLOUT;
 	/* A side at EOF reports HUP forever in level mode: drop it unless written to. */
 	if ((dev_ev == 0 && io->dev_eof ? kg_evsrc_unwatch(io->epfd, &io->dev)
@@ -604,16 +604,16 @@ static enum kg_reason splice_pump(struct kg_relay_io *io)
 	int a, b;
 
 	do {
-		a = splice_dir(io, KG_DIR_UP, true, &why);
+		a = kg_relay_splice_dir(io, KG_DIR_UP, true, &why);
 		if (a < 0)
 			return close_with(io, why);
-		b = splice_dir(io, KG_DIR_DOWN, false, &why);
+		b = kg_relay_splice_dir(io, KG_DIR_DOWN, false, &why);
 		if (b < 0)
 			return close_with(io, why);
 	} while (a > 0 || b > 0);
 	if (ktls_finished(io, &why))
 		return close_with(io, why);
-	if (ktls_arm(io, false) < 0)
+	if (kg_relay_splice_arm(io, false) < 0)
 		return close_with(io, KG_REASON_IO_ERROR);
 	return KG_REASON_OK;
 }
@@ -665,13 +665,13 @@ static enum kg_reason tx_pump(struct kg_relay_io *io)
 			io->keytrk.rekeyed = false;
 			kg_metric_add(&io->metrics->ktls_ctrl[KG_KTLS_KEYUPDATE_FOLLOWED], 1);
 		}
-		b = splice_dir(io, KG_DIR_DOWN, false, &why);
+		b = kg_relay_splice_dir(io, KG_DIR_DOWN, false, &why);
 		if (b < 0)
 			return close_with(io, why);
 	} while (a > 0 || b > 0);
 	if (ktls_finished(io, &why))
 		return close_with(io, why);
-	if (ktls_arm(io, true) < 0)
+	if (kg_relay_splice_arm(io, true) < 0)
 		return close_with(io, KG_REASON_IO_ERROR);
 	return KG_REASON_OK;
 }

@@ -2,7 +2,9 @@
 /*
  * ssl_io.c - decrypted bytes in and out of a session's SSL, and close_notify, in the
  * daemon's vocabulary: callers see bytes, 0 for a clean close, KG_E_AGAIN with
- * io->want_read / io->want_write set, or an error; never OpenSSL's error codes.
+ * io->want_read / io->want_write set, or an error; never OpenSSL's error codes. A
+ * plain device side (io->dev_plain, no SSL) is its socket itself, in the same words,
+ * so the connection and the copy relays need not tell the two apart.
  *
  * Here, in relay/, because a session's SSL is relay state (struct kg_relay_io): the
  * OpenSSL relay and ktls_tx read and write through it, the record relay and
@@ -11,6 +13,7 @@
  * (core/conn_tls.c) maps its result with kg_ssl_io_result().
  */
 #include <errno.h>
+#include <sys/socket.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -49,11 +52,29 @@ long kg_ssl_io_result(struct kg_relay_io *io, int ret)
 	return ssl_result(io, ret);
 }
 
+/* The socket's result in the same words: a reset is the end of the stream. */
+static long plain_result(struct kg_relay_io *io, ssize_t n, bool writing)
+{
+	io->want_read = io->want_write = false;
+	if (n >= 0)
+		return (long)n;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+		if (writing)
+			io->want_write = true;
+		else
+			io->want_read = true;
+		return KG_E_AGAIN;
+	}
+	return !writing && errno == ECONNRESET ? 0 : KG_E_IO;
+}
+
 long kg_ssl_io_read(struct kg_relay_io *io, void *buf, size_t len)
 {
 	size_t got = 0;
 	int ret;
 
+	if (io->ssl == NULL && io->dev_plain)
+		return plain_result(io, recv(io->dev.fd, buf, len, MSG_DONTWAIT), false);
 	ERR_clear_error();
 	ret = SSL_read_ex(io->ssl, buf, len, &got);
 	if (ret == 1) {
@@ -68,6 +89,9 @@ long kg_ssl_io_write(struct kg_relay_io *io, const void *buf, size_t len)
 	size_t done = 0;
 	int ret;
 
+	if (io->ssl == NULL && io->dev_plain)
+		return plain_result(io, send(io->dev.fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL),
+				    true);
 	ERR_clear_error();
 	ret = SSL_write_ex(io->ssl, buf, len, &done);
 	if (ret == 1) {

@@ -14,7 +14,7 @@
 #include <sys/epoll.h>
 
 /* What an epoll registration is for. */
-enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND };
+enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND, KG_EV_AUTH };
 
 struct kg_evsrc {
 	enum kg_evtype type;

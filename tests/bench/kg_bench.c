@@ -8,6 +8,9 @@
  * Each thread runs its own non-blocking epoll loop (edge-triggered) over its share of
  * the connections; nothing is shared between threads but a few atomic counters. Errors
  * are counted and reported, never retried away: one JSON line at the end, exit 1 if any.
+ * --plain drives MQTT straight over TCP instead (a `plain` listener, `make bench-plain`):
+ * no TLS, no certificates; the client id is the device CN when --devices is given, else
+ * "kgb-N" per connection; --username/--password go into every CONNECT.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -74,6 +77,9 @@ struct opts {
 	long threads;
 	double duration;          /* handshake: stop starting new ones after this many s */
 	uint8_t level;            /* MQTT protocol level */
+	bool plain;               /* MQTT over TCP, no TLS (--plain) */
+	const char *username;     /* CONNECT user name, NULL: none */
+	const char *password;     /* CONNECT password, NULL: none */
 };
 
 /* One device identity, parsed once up front so the hot loop never touches files. */
@@ -109,14 +115,14 @@ struct conn {
 	struct thread *t;
 	enum cstate state;
 	int fd;
-	SSL *ssl;
+	SSL *ssl;                 /* NULL in --plain mode */
 	long id;                  /* global connection number: picks the device */
 	uint64_t t_start;         /* ns: connect() called */
 	uint64_t deadline;        /* ns: set-up or reply deadline, 0 = none */
 	uint8_t rbuf[RBUF_CAP];
 	size_t rlen;
-	uint8_t *wbuf;
-	size_t wlen, wcap;
+	uint8_t *wbuf;            /* bytes [woff, wlen) are still to be sent */
+	size_t woff, wlen, wcap;
 	/* publish: send time by packet id (pid % TS_SLOTS), allocated in publish mode only */
 	uint16_t next_pid;
 	long inflight;
@@ -243,6 +249,75 @@ static const char *ssl_why(SSL *ssl, int ret, char *buf, size_t cap)
 	}
 }
 
+/* The MQTT client id of connection id: the device CN, or (--plain without --devices)
+ * "kgb-ID", so every live session has its own. */
+static const char *client_id(const struct shared *sh, long id, char *buf, size_t cap)
+{
+	if (sh->ndev > 0)
+		return sh->dev[(size_t)id % sh->ndev].cn;
+	snprintf(buf, cap, "kgb-%ld", id);
+	return buf;
+}
+
+/* One write on c's transport (TLS, or the bare socket in --plain mode): bytes written
+ * (> 0), 0 when it would block, -1 on failure with the reason in why. */
+static int io_write(struct conn *c, const uint8_t *buf, size_t len, char *why, size_t cap)
+{
+	char tmp[128];
+	ssize_t n;
+	int r;
+
+	if (c->ssl != NULL) {
+		r = SSL_write(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+		if (r > 0)
+			return r;
+		switch (SSL_get_error(c->ssl, r)) {
+		case SSL_ERROR_WANT_WRITE:
+		case SSL_ERROR_WANT_READ:
+			return 0;
+		default:
+			snprintf(why, cap, "%s", ssl_why(c->ssl, r, tmp, sizeof(tmp)));
+			return -1;
+		}
+	}
+	n = send(c->fd, buf, len > INT_MAX ? INT_MAX : len, MSG_NOSIGNAL);
+	if (n > 0)
+		return (int)n;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return 0;
+	snprintf(why, cap, "%s", n == 0 ? "send wrote nothing" : strerror(errno));
+	return -1;
+}
+
+/* One read, as io_write(); the peer closing is a failure ("peer closed the connection"). */
+static int io_read(struct conn *c, uint8_t *buf, size_t len, char *why, size_t cap)
+{
+	char tmp[128];
+	ssize_t n;
+	int r;
+
+	if (c->ssl != NULL) {
+		r = SSL_read(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+		if (r > 0)
+			return r;
+		switch (SSL_get_error(c->ssl, r)) {
+		case SSL_ERROR_WANT_READ:
+		case SSL_ERROR_WANT_WRITE:
+			return 0;
+		default:
+			snprintf(why, cap, "%s", ssl_why(c->ssl, r, tmp, sizeof(tmp)));
+			return -1;
+		}
+	}
+	n = recv(c->fd, buf, len > INT_MAX ? INT_MAX : len, 0);
+	if (n > 0)
+		return (int)n;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return 0;
+	snprintf(why, cap, "%s", n == 0 ? "peer closed the connection" : strerror(errno));
+	return -1;
+}
+
 /* ---- connections ------------------------------------------------------------- */
 
 static void conn_release(struct conn *c)
@@ -257,7 +332,7 @@ static void conn_release(struct conn *c)
 	c->fd = -1;
 	c->state = ST_FREE;
 	c->rlen = 0;
-	c->wlen = 0;
+	c->woff = c->wlen = 0;
 	c->inflight = 0;
 	c->deadline = 0;
 	c->t->active--;
@@ -267,8 +342,9 @@ static void conn_release(struct conn *c)
 static void conn_fail(struct conn *c, const char *what)
 {
 	struct thread *t = c->t;
+	char idbuf[32];
 
-	note_error(t, "conn %ld (%s): %s", c->id, t->sh->dev[(size_t)c->id % t->sh->ndev].cn, what);
+	note_error(t, "conn %ld (%s): %s", c->id, client_id(t->sh, c->id, idbuf, sizeof(idbuf)), what);
 	if (t->sh->o->mode != MODE_HANDSHAKE && c->state != ST_READY)
 		atomic_fetch_add(&t->sh->setup_failed, 1);
 	conn_release(c);
@@ -279,8 +355,12 @@ static void conn_finish(struct conn *c)
 {
 	static const uint8_t disconnect[MQTT_DISCONNECT_LEN] = { 0xE0, 0x00 };
 
-	if (c->wlen == 0 && SSL_write(c->ssl, disconnect, sizeof(disconnect)) > 0)
+	if (c->ssl == NULL) {
+		if (c->wlen == 0)
+			(void)send(c->fd, disconnect, sizeof(disconnect), MSG_NOSIGNAL | MSG_DONTWAIT);
+	} else if (c->wlen == 0 && SSL_write(c->ssl, disconnect, sizeof(disconnect)) > 0) {
 		(void)SSL_shutdown(c->ssl);
+	}
 	ERR_clear_error();
 	conn_release(c);
 }
@@ -292,6 +372,14 @@ static int wbuf_reserve(struct conn *c, size_t need)
 
 	if (c->wcap - c->wlen >= need)
 		return 0;
+	if (c->woff > 0) {
+		/* Sent bytes go before growing (the TLS write buffer may move: set in client_ctx) */
+		memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+		c->wlen -= c->woff;
+		c->woff = 0;
+		if (c->wcap - c->wlen >= need)
+			return 0;
+	}
 	cap = c->wcap ? c->wcap : 512;
 	while (cap - c->wlen < need)
 		cap *= 2;
@@ -303,28 +391,24 @@ static int wbuf_reserve(struct conn *c, size_t need)
 	return 0;
 }
 
-/* Push queued bytes. Returns 0 (all sent, or waiting for EPOLLOUT) or -1 (failed). */
+/* Push queued bytes. Returns 0 (all sent, or waiting for EPOLLOUT) or -1 (failed).
+ * An offset, not a memmove per write: a 64 KiB window is a megabyte per connection. */
 static int conn_flush(struct conn *c)
 {
 	char why[128];
 
-	while (c->wlen > 0) {
-		int n = SSL_write(c->ssl, c->wbuf, c->wlen > INT_MAX ? INT_MAX : (int)c->wlen);
+	while (c->wlen > c->woff) {
+		int n = io_write(c, c->wbuf + c->woff, c->wlen - c->woff, why, sizeof(why));
 
-		if (n > 0) {
-			memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
-			c->wlen -= (size_t)n;
-			continue;
-		}
-		switch (SSL_get_error(c->ssl, n)) {
-		case SSL_ERROR_WANT_WRITE:
-		case SSL_ERROR_WANT_READ:
+		if (n == 0)
 			return 0;
-		default:
-			conn_fail(c, ssl_why(c->ssl, n, why, sizeof(why)));
+		if (n < 0) {
+			conn_fail(c, why);
 			return -1;
 		}
+		c->woff += (size_t)n;
 	}
+	c->woff = c->wlen = 0;
 	return 0;
 }
 
@@ -334,7 +418,7 @@ static int conn_start(struct conn *c, long id)
 	struct thread *t = c->t;
 	struct shared *sh = t->sh;
 	const struct opts *o = sh->o;
-	const struct device *d = &sh->dev[(size_t)id % sh->ndev];
+	const struct device *d = sh->ndev > 0 ? &sh->dev[(size_t)id % sh->ndev] : NULL;
 	struct epoll_event ev;
 	int one = 1;
 
@@ -343,7 +427,7 @@ static int conn_start(struct conn *c, long id)
 	if (t->first_ns == 0 && o->mode != MODE_PUBLISH)
 		t->first_ns = c->t_start;
 	c->deadline = c->t_start + (uint64_t)o->timeout_ms * 1000000u;
-	c->rlen = c->wlen = 0;
+	c->rlen = c->woff = c->wlen = 0;
 	c->inflight = 0;
 	c->next_pid = 1;
 	c->ping_outstanding = false;
@@ -357,6 +441,8 @@ static int conn_start(struct conn *c, long id)
 		return -1;
 	}
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (o->plain)
+		goto connect;
 	c->ssl = SSL_new(sh->ctx);
 	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
 	    SSL_use_certificate(c->ssl, d->leaf) != 1 || SSL_use_PrivateKey(c->ssl, d->key) != 1 ||
@@ -377,6 +463,7 @@ static int conn_start(struct conn *c, long id)
 	}
 	SSL_set_connect_state(c->ssl);
 
+connect:
 	if (connect(c->fd, (const struct sockaddr *)&o->addr, o->addrlen) != 0 &&
 	    errno != EINPROGRESS) {
 		conn_fail(c, strerror(errno));
@@ -561,16 +648,12 @@ static int conn_read(struct conn *c)
 			conn_fail(c, "packet larger than the read buffer");
 			return -1;
 		}
-		n = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(sizeof(c->rbuf) - c->rlen));
-		if (n <= 0) {
-			switch (SSL_get_error(c->ssl, n)) {
-			case SSL_ERROR_WANT_READ:
-			case SSL_ERROR_WANT_WRITE:
-				return 0;
-			default:
-				conn_fail(c, ssl_why(c->ssl, n, why, sizeof(why)));
-				return -1;
-			}
+		n = io_read(c, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen, why, sizeof(why));
+		if (n == 0)
+			return 0;
+		if (n < 0) {
+			conn_fail(c, why);
+			return -1;
 		}
 		c->rlen += (size_t)n;
 		while (off < c->rlen) {
@@ -623,13 +706,16 @@ static void conn_drive(struct conn *c, uint32_t events)
 		c->state = ST_TLS;
 	}
 	if (c->state == ST_TLS) {
+		char idbuf[32];
 		struct kg_mqtt_connect_opts co = {
 			.level = o->level,
-			.client_id = sh->dev[(size_t)c->id % sh->ndev].cn,
+			.client_id = client_id(sh, c->id, idbuf, sizeof(idbuf)),
+			.username = o->username,
+			.password = o->password,
 			.keepalive = 60,
 			.clean_start = true,
 		};
-		int r = SSL_do_handshake(c->ssl);
+		int r = c->ssl == NULL ? 1 : SSL_do_handshake(c->ssl);   /* --plain: no TLS */
 		size_t n;
 
 		if (r != 1) {
@@ -963,7 +1049,10 @@ static void usage(FILE *f)
 		"       kg-bench idle      --target HOST:PORT --ca ROOT.pem --devices DIR\n"
 		"                          --conns N --hold S [--ping S] [--concurrency C]\n"
 		"common: [-t THREADS] [--timeout MS] [--mqtt 3|4|5] [--servername NAME]\n"
-		"DIR holds dev-*/{chain.pem,key.pem}; the MQTT client id is the device CN.\n"
+		"        [--username U] [--password P]  (in every CONNECT)\n"
+		"        [--plain]  MQTT over TCP, no TLS: --ca not used, --devices optional\n"
+		"DIR holds dev-*/{chain.pem,key.pem}; the MQTT client id is the device CN\n"
+		"(--plain without --devices: kgb-N, one per connection).\n"
 		"Prints one JSON line; idle prints \"ready N\" once N connections are up.\n"
 		"Exit status 1 if any error was counted.\n");
 }
@@ -1047,6 +1136,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "threads", required_argument, NULL, 't' },
 		{ "mqtt", required_argument, NULL, 'L' },
 		{ "servername", required_argument, NULL, 'S' },
+		{ "plain", no_argument, NULL, 'P' },
+		{ "username", required_argument, NULL, 'u' },
+		{ "password", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1078,6 +1170,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'a': o->ca = optarg; break;
 		case 'd': o->devices = optarg; break;
 		case 'S': o->servername = optarg; break;
+		case 'P': o->plain = true; break;
+		case 'u': o->username = optarg; break;
+		case 'W': o->password = optarg; break;
 		case 'n': rc = parse_long("count", optarg, 0, LONG_MAX / 2, &o->count); break;
 		case 'c': rc = parse_long("concurrency", optarg, 1, 100000, &o->concurrency); break;
 		case 'N': rc = parse_long("conns", optarg, 1, 1000000, &o->conns); break;
@@ -1110,8 +1205,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return -1;
 	}
 	o->level = (uint8_t)level;
-	if (o->target == NULL || o->ca == NULL || o->devices == NULL) {
-		kg_log_warnx("--target, --ca and --devices are required");
+	if (o->target == NULL || (!o->plain && (o->ca == NULL || o->devices == NULL))) {
+		kg_log_warnx(o->plain ? "--target is required" :
+			     "--target, --ca and --devices are required");
+		return -1;
+	}
+	if (o->password != NULL && o->username == NULL) {
+		/* MQTT 3.1.1 3.1.2.9: no password without a user name */
+		kg_log_warnx("--password needs --username");
 		return -1;
 	}
 	if (parse_target(o) != 0)
@@ -1162,18 +1263,22 @@ int main(int argc, char **argv)
 	default: wanted = o.conns; break;
 	}
 	raise_nofile(o.mode == MODE_HANDSHAKE ? o.concurrency * 2 : o.conns);
-	sh.dev = load_devices(o.devices, wanted, &sh.ndev);
-	if (sh.dev == NULL)
-		return 2;
-	if (o.mode == MODE_IDLE && (long)sh.ndev < o.conns) {
+	if (o.devices != NULL) {
+		sh.dev = load_devices(o.devices, wanted, &sh.ndev);
+		if (sh.dev == NULL)
+			return 2;
+	}
+	if (o.mode == MODE_IDLE && sh.ndev > 0 && (long)sh.ndev < o.conns) {
 		/* Two live sessions with one client id would make the broker drop the first. */
 		kg_log_warnx("idle: %ld connections need %ld devices, %s has %zu", o.conns, o.conns,
 			     o.devices, sh.ndev);
 		goto out_devices;
 	}
-	sh.ctx = client_ctx(o.ca);
-	if (sh.ctx == NULL)
-		goto out_devices;
+	if (!o.plain) {
+		sh.ctx = client_ctx(o.ca);
+		if (sh.ctx == NULL)
+			goto out_devices;
+	}
 	sh.payload = malloc((size_t)o.size + 1);
 	if (sh.payload == NULL)
 		goto out_ctx;
@@ -1311,7 +1416,8 @@ int main(int argc, char **argv)
 		printf(",\"conns\":%ld,\"pings\":%ld,\"hold_s\":%ld", o.conns, pings, o.hold);
 	if (o.mode == MODE_HANDSHAKE)
 		printf(",\"concurrency\":%ld", o.concurrency);
-	printf(",\"interrupted\":%s}\n", interrupted ? "true" : "false");
+	printf(",\"transport\":\"%s\",\"interrupted\":%s}\n", o.plain ? "tcp" : "tls",
+	       interrupted ? "true" : "false");
 	fflush(stdout);
 	ret = errors > 0 || interrupted ? 1 : 0;
 

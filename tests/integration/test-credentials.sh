@@ -8,6 +8,9 @@
 # scrypt string is recomputed by python3's hashlib.scrypt. Rotation changes only the
 # slot asked for; show/list/credentials never print a secret or a hash; removing a
 # device removes its credential rows; bad arguments give one-line errors and exit 1/2.
+# t_engine_*: the same CLI-made secrets through the daemon's CONNECT check itself
+# (daemon/auth/, driven by kg-regtool auth-check: the fast step, the scrypt job through a
+# real pool thread and its eventfd, the limiter), exact reason and CONNACK codes.
 # No daemon runs: the CLI says "daemon not running" and stores anyway, as for X.509.
 # Prints "PASS name" / "FAIL name: why" per test and ends with "N passed, M failed".
 # BIN / REGTOOL override the binaries; KG_ONLY="t_a t_b" runs only those tests.
@@ -341,8 +344,306 @@ t_bad_arguments() {
 	grep -q -- 'device credentials ID --rotate \[--slot primary|secondary\]' "$T/out" || why "device --help lacks credentials" || return 1
 }
 
-ALL_TESTS=(t_sas_add_and_verify t_token_add t_basic_add t_json_add t_x509_kinds t_rotate
-	t_no_secrets_printed t_remove_deletes_credentials t_bad_arguments)
+# --- device import with secrets (auth, username, secret, secondary_secret columns) ------
+
+# imp FILE ARGS...: `device import FILE ARGS...` into the test's registry.
+imp() {
+	local f=$1
+	shift
+	CMD="device import $f $*"
+	run device import "$f" "$@"
+}
+
+# jfield ID KEY: KEY of the JSON line of device ID in the last stdout ("" if absent).
+jfield() {
+	$PY -c 'import json,sys
+for l in open(sys.argv[1]):
+    o = json.loads(l)
+    if o["id"] == sys.argv[2]:
+        print(o.get(sys.argv[3], ""))' "$T/out" "$1" "$2"
+}
+
+# stored ID KIND SLOT [COLUMN]: a credential row's secret (or COLUMN).
+stored() {
+	sql "SELECT ${4:-secret} FROM credentials WHERE device_id = '$1' AND kind = '$2' AND slot = '$3'"
+}
+
+# sas_ok ID KEY SLOT: a token signed with KEY verifies for ID against the stored keys,
+# with the key in SLOT.
+sas_ok() {
+	local tok got
+	tok=$(sas_token "$1" "$2") || why "could not sign for $1 with '$2'" || return 1
+	got=$("$REGTOOL" sas-verify "$REG" "$1" "$HUB" "$tok")
+	[ "$got" = "ok $3" ] || why "$1: a token signed with its $3 key: '$got'" || return 1
+}
+
+t_import_secrets() {
+	local k2 k3a k3b out fmt f i k
+	k2=$(head -c 32 /dev/urandom | base64 -w0)
+	k3a=$(head -c 32 /dev/urandom | base64 -w0)
+	k3b=$(head -c 64 /dev/urandom | base64 -w0)
+	for fmt in csv jsonl; do
+		new_registry "imp-$fmt"
+		f="$T/imp-$fmt/fleet.$fmt"
+		if [ "$fmt" = csv ]; then
+			{
+				echo 'id,auth,username,secret,secondary_secret,status'
+				echo 's1,sas,,,,'
+				echo "s2,sas,,$k2,,"
+				echo "s3,sas,,$k3a,$k3b,disabled"
+				echo 't1,token,,,,'
+				echo 't2,token,,"given-token,with=comma",,'
+				echo 'b1,basic,meter-1,,,'
+				echo 'b2,basic,,correct horse battery,,'
+				echo 'x1,,,,,'
+			} >"$f"
+		else
+			{
+				echo '{"id": "s1", "auth": "sas"}'
+				echo "{\"id\": \"s2\", \"auth\": \"sas\", \"secret\": \"$k2\", \"secondary_secret\": null}"
+				echo "{\"id\": \"s3\", \"auth\": \"sas\", \"secret\": \"$k3a\", \"secondary_secret\": \"$k3b\", \"status\": \"disabled\"}"
+				echo '{"id": "t1", "auth": "token", "secret": ""}'
+				echo '{"id": "t2", "auth": "token", "secret": "given-token,with=comma"}'
+				echo '{"id": "b1", "auth": "basic", "username": "meter-1"}'
+				echo '{"id": "b2", "auth": "basic", "secret": "correct horse battery"}'
+				echo '{"id": "x1"}'
+			} >"$f"
+		fi
+		imp "$f" --json --kdf-threads 2
+		expect_rc 0 || return 1
+		# stdout: one JSON line per device with a generated secret, nothing else
+		[ "$(wc -l <"$T/out")" -eq 3 ] || why "$fmt: want 3 JSON lines: $(cat "$T/out")" || return 1
+		$PY -c 'import base64, json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["id"] for r in rows] == ["s1", "t1", "b1"], rows
+assert set(rows[0]) == {"id", "auth", "primary", "secondary"} and rows[0]["auth"] == "sas", rows[0]
+assert len(base64.b64decode(rows[0]["primary"], validate=True)) == 32, rows[0]
+assert set(rows[1]) == {"id", "auth", "primary"} and rows[1]["auth"] == "token", rows[1]
+assert set(rows[2]) == {"id", "auth", "username", "primary"} and rows[2]["username"] == "meter-1", rows[2]' \
+			"$T/out" || why "$fmt: JSON lines: $(cat "$T/out")" || return 1
+		grep -qx 'imported 8 devices (daemon not running)' "$T/err" || why "$fmt: summary: $(cat "$T/err")" || return 1
+		grep -q 'shown once' "$T/err" || why "$fmt: no shown-once note: $(cat "$T/err")" || return 1
+		# given secrets are never printed
+		for i in "$k2" "$k3a" "$k3b" given-token 'correct horse'; do
+			! grep -qF -- "$i" "$T/out" "$T/err" || why "$fmt: a given secret was printed: $i" || return 1
+		done
+		# sas: generated keys and given keys all verify, each from its slot
+		sas_ok s1 "$(jfield s1 primary)" primary || return 1
+		sas_ok s1 "$(jfield s1 secondary)" secondary || return 1
+		[ "$(stored s2 sas primary)" = "$k2" ] || why "$fmt: s2's given key is not stored as given" || return 1
+		sas_ok s2 "$k2" primary || return 1
+		[ "$(sql "SELECT count(*) FROM credentials WHERE device_id = 's2'")" = 1 ] ||
+			why "$fmt: s2 (one given key) has a secondary row" || return 1
+		sas_ok s3 "$k3a" primary || return 1
+		[ "$(stored s3 sas secondary)" = "$k3b" ] || why "$fmt: s3's secondary key" || return 1
+		[ "$(sql "SELECT status || ' ' || attestation FROM devices WHERE id = 's3'")" = "disabled sas" ] ||
+			why "$fmt: s3 row" || return 1
+		# token: the stored form is sha256 of what the device sends
+		[ "$(printf '%s' "$(jfield t1 primary)" | sha256sum | cut -d' ' -f1)" = "$(stored t1 token primary)" ] ||
+			why "$fmt: t1: sha256 of the printed token is not the stored hash" || return 1
+		[ "$(printf '%s' 'given-token,with=comma' | sha256sum | cut -d' ' -f1)" = "$(stored t2 token primary)" ] ||
+			why "$fmt: t2: sha256 of the given token is not the stored hash" || return 1
+		# basic: python's scrypt recomputes the stored hash from the password
+		[ "$(stored b1 basic primary username)" = meter-1 ] || why "$fmt: b1 username" || return 1
+		scrypt_ok "$(jfield b1 primary)" "$(stored b1 basic primary)" 2>"$T/py" ||
+			why "$fmt: b1's printed password: $(cat "$T/py")" || return 1
+		[ "$(stored b2 basic primary username)" = b2 ] || why "$fmt: b2's user name is not its id" || return 1
+		scrypt_ok 'correct horse battery' "$(stored b2 basic primary)" 2>"$T/py" ||
+			why "$fmt: b2's given password: $(cat "$T/py")" || return 1
+		[ "$(sql "SELECT attestation FROM devices WHERE id = 'x1'") $(sql "SELECT count(*) FROM credentials WHERE device_id = 'x1'")" = "ca 0" ] ||
+			why "$fmt: x1 is not a plain x509 device" || return 1
+		[ "$(sql "SELECT count(*) FROM credentials")" = 9 ] ||
+			why "$fmt: $(sql "SELECT count(*) FROM credentials") credential rows, want 9" || return 1
+		# shown once: no later command prints a secret
+		i="$(jfield s1 primary) $(jfield t1 primary) $(jfield b1 primary)"
+		for f in "device list --json" "device show s1" "device credentials s1 --json" \
+			"device credentials t1 --json" "device credentials b1 --json"; do
+			# shellcheck disable=SC2086
+			runx 0 $f || return 1
+			for k in $i; do
+				! grep -qF -- "$k" "$T/out" || why "$fmt: '$f' printed a secret" || return 1
+			done
+		done
+	done
+	# Without --json: a table, then the summary line, on stdout.
+	new_registry imp-table
+	printf 'id,auth\nt9,token\nx9,\n' >"$T/imp-table/f.csv"
+	imp "$T/imp-table/f.csv"
+	expect_rc 0 || return 1
+	out=$(awk '$1 == "t9" && $2 == "token" && $3 == "-" && $5 == "-" { print $4 }' "$T/out")
+	[ "$(head -1 "$T/out" | tr -s ' ')" = "ID AUTH USERNAME PRIMARY SECONDARY" ] || why "table header: $(cat "$T/out")" || return 1
+	[ -n "$out" ] && [ "$(printf '%s' "$out" | sha256sum | cut -d' ' -f1)" = "$(stored t9 token primary)" ] ||
+		why "table: printed token does not hash to the stored one: $(cat "$T/out")" || return 1
+	[ "$(tail -1 "$T/out")" = "imported 2 devices (daemon not running)" ] || why "table summary: $(cat "$T/out")" || return 1
+}
+
+t_import_secrets_out() {
+	local f="$T/imp-out/f.csv" sf="$T/imp-out/secrets.jsonl" pw
+	new_registry imp-out
+	printf 'id,auth,username\nb1,basic,u-1\nb2,basic,\n' >"$f"
+	CMD="import --secrets-out"
+	(umask 022 && "$BIN" -c "$T/no-such.conf" -r "$REG" device import "$f" --json --secrets-out "$sf" >"$T/out" 2>"$T/err")
+	RC=$?
+	expect_rc 0 || return 1
+	[ "$(stat -c %a "$sf")" = 600 ] || why "secrets file mode $(stat -c %a "$sf")" || return 1
+	[ "$(cat "$T/out")" = "imported 2 devices (daemon not running)" ] || why "stdout holds more than the summary: $(cat "$T/out")" || return 1
+	grep -q "new secrets are in .*secrets.jsonl" "$T/err" || why "no note of the file: $(cat "$T/err")" || return 1
+	cp "$sf" "$T/out"   # jfield reads $T/out
+	pw=$(jfield b1 primary)
+	[ "$(jfield b1 username)" = u-1 ] && [ -n "$pw" ] || why "secrets file: $(cat "$sf")" || return 1
+	scrypt_ok "$pw" "$(stored b1 basic primary)" 2>"$T/py" || why "password from the file: $(cat "$T/py")" || return 1
+	[ "$(wc -l <"$sf")" -eq 2 ] || why "secrets file lines: $(cat "$sf")" || return 1
+	# An existing file is refused, untouched, and nothing is imported.
+	cp "$sf" "$T/imp-out/before"
+	printf 'id,auth\nb3,basic\n' >"$f"
+	imp "$f" --secrets-out "$sf"
+	expect_rc 2 && expect_err_line "secrets-out .*secrets.jsonl: File exists .*nothing imported" || return 1
+	cmp -s "$sf" "$T/imp-out/before" || why "the existing secrets file was changed" || return 1
+	[ "$(sql "SELECT count(*) FROM devices WHERE id = 'b3'")" = 0 ] || why "b3 was imported" || return 1
+	# A dangling symlink is not followed.
+	ln -s "$T/imp-out/target" "$T/imp-out/link"
+	imp "$f" --secrets-out "$T/imp-out/link"
+	expect_rc 2 || return 1
+	[ ! -e "$T/imp-out/target" ] || why "the link was followed" || return 1
+	# An id the registry has is refused before any hashing, and before the file is made.
+	printf 'id,auth\nb4,basic\nb1,basic\n' >"$f"
+	imp "$f" --secrets-out "$T/imp-out/s2"
+	expect_rc 2 && expect_err_line "f\.csv:3: device b1: already exists.*nothing imported" || return 1
+	[ ! -e "$T/imp-out/s2" ] || why "a secrets file of a refused import stayed: $(cat "$T/imp-out/s2")" || return 1
+	# The transaction refuses (a thumbprint another device pins, seen only there): the
+	# secrets file, already written, goes again; nothing imported.
+	runx 0 device add pin1 --thumbprint "$(printf 'cd%.0s' {1..32})" || return 1
+	printf 'id,auth,thumbprint\nb4,basic,\nth2,,%s\n' "$(printf 'cd%.0s' {1..32})" >"$f"
+	imp "$f" --secrets-out "$T/imp-out/s2"
+	expect_rc 2 && expect_err_line "f\.csv:3: device th2: already exists.*thumbprint is taken.*nothing imported" || return 1
+	[ ! -e "$T/imp-out/s2" ] || why "a secrets file of a refused import stayed: $(cat "$T/imp-out/s2")" || return 1
+	[ "$(sql "SELECT count(*) FROM devices WHERE id = 'b4'")" = 0 ] || why "b4 was imported" || return 1
+	imp "$f" --kdf-threads 0
+	expect_rc 1 && expect_err_line "kdf-threads wants 1\.\.64" || return 1
+}
+
+t_import_secrets_bad_lines() {
+	local d="$T/imp-bad" good=0 case line re text n
+	new_registry imp-bad
+	runx 0 device add keep1 --auth basic --username taken-1 || return 1
+	# LINE#REGEX#a bad CSV line 3 (between two good lines; 4: after a good line 3) of
+	# id,auth,username,secret,secondary_secret
+	for case in \
+		"3#bad auth 'kerberos' \(x509\|thumbprint\|sas\|token\|basic\)#m1,kerberos,,," \
+		"3#username goes with auth basic#m1,sas,u9,," \
+		"3#secret: not a SAS key#m1,sas,,bm90IGJhc2U2NA!!," \
+		"3#secret: not a SAS key#m1,sas,,c2hvcnQ=," \
+		"3#secret: not an access token#m1,token,,short," \
+		"3#secondary_secret goes with auth sas#m1,token,,longenough1,longenough2" \
+		"3#secret goes with auth sas\|token\|basic, not x509#m1,x509,,whatever1," \
+		"3#secret: a password must be 8\.\.1024 bytes#m1,basic,,short," \
+		"3#username: printable ASCII without spaces#m1,basic,two words,," \
+		"4#username 'u-1' is also on line 2#m1,basic,u-2,," \
+		"3#device m1: user name taken-1 belongs to another device#m1,basic,taken-1,,"; do
+		IFS='#' read -r line re text <<<"$case"
+		if [ "$line" = 4 ]; then   # a user name used twice in the file
+			printf 'id,auth,username,secret,secondary_secret\nfirst,basic,u-1,,\n%s\nlast,basic,u-1,,\n' "$text" >"$d/in.csv"
+		else
+			printf 'id,auth,username,secret,secondary_secret\nfirst,sas,,,\n%s\nlast,token,,,\n' "$text" >"$d/in.csv"
+		fi
+		imp "$d/in.csv"
+		expect_rc 2 || return 1
+		expect_err_line "^ktlsgate: device import: .*in\.csv:$line: $re.*; nothing imported\$" || return 1
+		[ ! -s "$T/out" ] || why "stdout on a refused import ($text): $(cat "$T/out")" || return 1
+		n=$(sql "SELECT count(*) FROM devices")/$(sql "SELECT count(*) FROM credentials")
+		[ "$n" = 1/1 ] || why "a refused import ($text) wrote: devices/credentials $n" || return 1
+		good=$((good + 1))
+	done
+	[ "$good" = 11 ] || why "ran $good cases" || return 1
+	# JSON lines: the same rules, the same line numbers.
+	printf '{"id": "j1", "auth": "token"}\n{"id": "j2", "auth": "sas", "username": "u"}\n' >"$d/in.jsonl"
+	imp "$d/in.jsonl"
+	expect_rc 2 && expect_err_line "in\.jsonl:2: username goes with auth basic; nothing imported" || return 1
+	# The same given token twice: the store's unique hash, on the second device's line.
+	printf 'id,auth,secret\nk1,token,same-token-1\nk2,token,same-token-1\n' >"$d/in.csv"
+	imp "$d/in.csv"
+	expect_rc 2 && expect_err_line "in\.csv:3: device k2: that token is already stored; nothing imported" || return 1
+	[ "$(sql "SELECT count(*) FROM devices")" = 1 ] || why "the token clash wrote devices" || return 1
+}
+
+# engine USER PASSWORD CLIENTID [KEY=VALUE...]: the CONNECT check's verdict line(s).
+engine() {
+	local user=$1 pw=$2 cid=$3
+	shift 3
+	"$REGTOOL" auth-check "$REG" "$cid" "$user" "$pw" "$@" 2>&1
+}
+
+# expect_engine WANT USER PASSWORD CLIENTID [KEY=VALUE...]: the last line is exactly WANT.
+expect_engine() {
+	local want=$1 got
+	shift
+	got=$(engine "$@" | tail -n 1)
+	[ "$got" = "$want" ] || why "auth-check ${1:0:40}...: '$got', wanted '$want'"
+}
+
+t_engine_sas() {
+	local k1 k2 user="$HUB/e1/?api-version=2021-04-12"
+	new_registry engine-sas
+	runx 0 device add e1 --auth sas || return 1
+	k1=$(field primary-key)
+	k2=$(field secondary-key)
+	runx 0 device add e2 --auth sas || return 1
+	expect_engine "ok sas e1" "$user" "$(sas_token e1 "$k1")" e1 || return 1
+	expect_engine "ok sas e1" "$user" "$(sas_token e1 "$k2")" e1 || return 1
+	expect_engine "refused sas credential_expired 0x04 0x86" "$user" "$(sas_token e1 "$k1" -10)" e1 || return 1
+	expect_engine "refused sas bad_credentials 0x04 0x86" "$user" "$(sas_token e1 "$k1" 7200)" e1 sas_max_ttl=3600 || return 1
+	expect_engine "ok sas e1" "$user" "$(sas_token e1 "$k1" 600)" e1 sas_max_ttl=3600 || return 1
+	expect_engine "refused sas bad_credentials 0x04 0x86" "$user" "$(sas_token e1 "$k1")" e1 sas_hub=otherhub.example || return 1
+	# e2's user name and id with e1's key: no key of e2 signed it
+	expect_engine "refused sas bad_credentials 0x04 0x86" "$HUB/e2/?api-version=2021-04-12" "$(sas_token e2 "$k1")" e2 || return 1
+	expect_engine "refused sas client_id_mismatch 0x02 0x85" "$user" "$(sas_token e1 "$k1")" e2 || return 1
+	expect_engine "refused sas unknown_device 0x05 0x87" "$HUB/e9/?api-version=2021-04-12" "$(sas_token e9 "$k1")" e9 || return 1
+	expect_engine "refused unknown x509_required 0x05 0x87" "$user" "$(sas_token e1 "$k1")" e1 x509_only=yes || return 1
+}
+
+t_engine_token() {
+	local tok
+	new_registry engine-token
+	runx 0 device add t1 --auth token || return 1
+	tok=$(field token)
+	expect_engine "ok token t1" "$tok" - anything || return 1
+	expect_engine "refused token bad_credentials 0x04 0x86" "${tok}x" - anything || return 1
+	# brute force against the source: failure_burst misses, then even the right token
+	# is refused unchecked (one process: one limiter)
+	local b="refused token bad_credentials 0x04 0x86" want got
+	want=$(printf '%s\n%s\n%s\n%s' "$b" "$b" "$b" "refused token auth_rate_limited 0x05 0x87")
+	got=$(engine "guess-0000-token" - x repeat=4 failure_burst=3)
+	[ "$got" = "$want" ] || why "source limiter: $got" || return 1
+}
+
+t_engine_basic() {
+	local pw
+	new_registry engine-basic
+	runx 0 device add b1 --auth basic --username meter-7 || return 1
+	pw=$(field password)
+	runx 0 device add s1 --auth sas || return 1
+	# the CLI's default cost (ln=15, r=8) through a pool thread
+	expect_engine "ok basic b1" meter-7 "$pw" c1 || return 1
+	expect_engine "refused basic bad_credentials 0x04 0x86" meter-7 "${pw}x" c1 || return 1
+	expect_engine "refused basic bad_credentials 0x04 0x86" meter-8 "$pw" c1 || return 1
+	# a SAS token for a basic device (signed with any 32-byte key): the wrong kind,
+	# refused before any key is looked at
+	expect_engine "refused sas attestation_mismatch 0x05 0x87" "$HUB/b1/?api-version=2021-04-12" \
+		"$(sas_token b1 "$(head -c 32 /dev/zero | base64 -w0)")" b1 || return 1
+	# rotation: the new password works at once, the old one no more
+	runx 0 device credentials b1 --rotate || return 1
+	expect_engine "ok basic b1" meter-7 "$(field password)" c1 || return 1
+	expect_engine "refused basic bad_credentials 0x04 0x86" meter-7 "$pw" c1 || return 1
+	# brute force against the device: burst wrong passwords, then the right one is
+	# refused without a scrypt
+	[ "$(engine meter-7 wrong-password-1 c1 repeat=3 failure_burst=2 | tail -n 1)" = \
+		"refused basic auth_rate_limited 0x05 0x87" ] || why "device limiter: $(engine meter-7 wrong-password-1 c1 repeat=3 failure_burst=2)" || return 1
+}
+
+ALL_TESTS=(t_engine_sas t_engine_token t_engine_basic t_sas_add_and_verify t_token_add
+	t_basic_add t_json_add t_x509_kinds t_rotate t_no_secrets_printed
+	t_remove_deletes_credentials t_bad_arguments t_import_secrets t_import_secrets_out
+	t_import_secrets_bad_lines)
 
 main() {
 	local t rc passed=0 failed=0 list=("${ALL_TESTS[@]}") tool

@@ -133,7 +133,7 @@ t_ready_after_listen() {
 	echo "    READY message: $(echo "$msg" | tr '\n' '|')"
 	# the first message is READY (nothing before it), with a STATUS= of the counts
 	[ "$n" = 1 ] || { note "READY=1 is message $n, not the first"; return 1; }
-	echo "$msg" | grep -qx 'STATUS=0 session(s) (ktls_splice 0, ktls_tx 0, userspace 0, userspace_ssl 0), 0 handshake(s) in flight, 0 connection(s)' ||
+	echo "$msg" | grep -qx 'STATUS=0 session(s) (ktls_splice 0, ktls_tx 0, userspace 0, userspace_ssl 0, sockmap 0, splice 0, plain 0), 0 handshake(s) in flight, 0 connection(s)' ||
 		{ note "READY without the expected STATUS=: $msg"; return 1; }
 	# the listener connected the moment READY arrived
 	local i

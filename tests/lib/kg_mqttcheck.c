@@ -27,6 +27,12 @@
  * handshake without waiting for the CONNACK, so they are in flight while the gate
  * hands the session over. --conns N --parallel P runs N connections, P at a time
  * (threads, one per connection in flight).
+ * Plain sessions (--plain, for the gate's `plain` listener): no TLS, the device's MQTT
+ * bytes go to TCP with the same random chunks and pauses (--split) and are read
+ * straight from it; the CONNECT is sent on connect, so --pipeline puts the SUBSCRIBE
+ * and publishes behind it while the gate checks it and hands the sockets to its
+ * relay. The device closes with a FIN (--close eof). --username / --password fill
+ * the CONNECT's credentials (an access token, a basic device's), either mode.
  *
  * Close (--close): notify = the device sends close_notify after its last PUBACK (and
  * last received message); notify-early = right after its last PUBLISH, before any
@@ -83,6 +89,8 @@ enum ku_expect { EXPECT_CONTINUE, EXPECT_ALERT, EXPECT_CLOSE };
 struct opts {
 	const char *gw_host, *gw_port, *br_host, *br_port;
 	const char *ca, *cert, *key, *cert_dir, *client_id, *topic;
+	const char *username, *password; /* the device's CONNECT credentials, NULL: none */
+	bool plain;                 /* the device speaks MQTT straight over TCP (no TLS) */
 	int tls;                    /* 0 any, 12, 13 */
 	const char *ciphersuites, *cipher;
 	unsigned n, conns, parallel, window, pipeline;
@@ -411,12 +419,13 @@ static size_t put_varint(uint8_t *p, size_t v)
 	return n;
 }
 
-static bool q_connect(struct buf *b, const char *cid)
+static bool q_connect(struct buf *b, const char *cid, const char *user, const char *pass)
 {
 	struct kg_mqtt_connect_opts co = {
-		.level = KG_MQTT_V311, .client_id = cid, .keepalive = 120, .clean_start = true
+		.level = KG_MQTT_V311, .client_id = cid, .username = user, .password = pass,
+		.keepalive = 120, .clean_start = true
 	};
-	uint8_t tmp[512];
+	uint8_t tmp[2048];
 	size_t n = kg_mqtt_encode_connect(&co, tmp, sizeof(tmp));
 
 	return n > 0 && buf_put(b, tmp, n);
@@ -660,6 +669,8 @@ static void drain_wbio(struct conn *c)
 {
 	size_t pend;
 
+	if (c->wbio == NULL) /* --plain */
+		return;
 	while ((pend = BIO_ctrl_pending(c->wbio)) > 0) {
 		int n;
 
@@ -730,6 +741,14 @@ static void dev_flush(struct conn *c)
 
 	if (c->dev_wr_closed && buf_live(&c->ctx) == 0)
 		return;
+	if (c->o->plain && buf_live(&c->ptx) > 0 && !c->dev_wr_closed) {
+		/* no TLS: the MQTT bytes are what goes to TCP, cut by the chunking below */
+		if (!buf_put(&c->ctx, c->ptx.p + c->ptx.off, buf_live(&c->ptx))) {
+			conn_fail(c, F_PROTOCOL, "out of memory");
+			return;
+		}
+		c->ptx.off = c->ptx.len;
+	}
 	if (!c->hs_done && !c->failed)
 		dev_handshake(c);
 	while (c->hs_done && !c->dev_wr_closed && buf_live(&c->ptx) > 0 && buf_live(&c->ctx) < 65536) {
@@ -772,10 +791,39 @@ static void dev_flush(struct conn *c)
 	}
 }
 
+/* --plain: straight from TCP. A reset counts as an end without close (eof), like a
+ * TLS session's FIN without close_notify. */
+static void dev_read_plain(struct conn *c)
+{
+	for (;;) {
+		ssize_t r;
+
+		if (!buf_reserve(&c->drx, 65536)) {
+			conn_fail(c, F_PROTOCOL, "out of memory");
+			return;
+		}
+		r = recv(c->dfd, c->drx.p + c->drx.len, c->drx.cap - c->drx.len, 0);
+		if (r > 0) {
+			c->drx.len += (size_t)r;
+			continue;
+		}
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
+		parse_packets(c, true, &c->drx);
+		dev_ended(c, END_EOF);
+		return;
+	}
+	parse_packets(c, true, &c->drx);
+}
+
 static void dev_read(struct conn *c)
 {
 	uint8_t tmp[16384];
 
+	if (c->o->plain) {
+		dev_read_plain(c);
+		return;
+	}
 	if (!c->hs_done) {
 		dev_handshake(c);
 		if (!c->hs_done)
@@ -958,6 +1006,15 @@ static void dev_start(struct conn *c)
 	BIO *rbio;
 
 	c->dev_started = true;
+	if (o->plain) {
+		c->dfd = tcp_connect(o->gw_host, o->gw_port);
+		if (c->dfd < 0)
+			conn_fail(c, F_CONNECT, "cannot connect to the gate %s:%s: %s", o->gw_host,
+				  o->gw_port, strerror(errno));
+		else
+			c->hs_done = true; /* nothing to negotiate: the CONNECT goes first */
+		return;
+	}
 	if (ctx == NULL) {
 		char cert[1024], key[1024];
 
@@ -1040,7 +1097,7 @@ static void step(struct conn *c)
 		/* right after the handshake: CONNECT, and with --pipeline the SUBSCRIBE
 		 * right behind it (and the first publishes, below) */
 		c->connect_queued = true;
-		if (!q_connect(&c->ptx, c->cid)) {
+		if (!q_connect(&c->ptx, c->cid, o->username, o->password)) {
 			conn_fail(c, F_PROTOCOL, "out of memory");
 			return;
 		}
@@ -1150,7 +1207,7 @@ static void run_conn(struct run *run, unsigned idx)
 		char bid[160];
 
 		snprintf(bid, sizeof(bid), "kgmc-peer-%ld-%u", (long)getpid(), idx);
-		if (!q_connect(&c.btx, bid) || (c.up.on && !q_subscribe(&c.btx, c.up.topic, 1))) {
+		if (!q_connect(&c.btx, bid, NULL, NULL) || (c.up.on && !q_subscribe(&c.btx, c.up.topic, 1))) {
 			conn_fail(&c, F_CONNECT, "out of memory");
 			goto out;
 		}
@@ -1169,7 +1226,7 @@ static void run_conn(struct run *run, unsigned idx)
 		 * nothing changes any more, then wait for the sockets. */
 		do {
 			step(&c);
-			if (c.dev_started && c.ssl != NULL)
+			if (c.dev_started && (c.ssl != NULL || c.dfd >= 0))
 				dev_flush(&c);
 			brk_flush(&c);
 			sig = conn_sig(&c);
@@ -1198,7 +1255,7 @@ static void run_conn(struct run *run, unsigned idx)
 			break;
 		}
 		wake = c.deadline;
-		if (c.ssl != NULL && !c.dev_rd_closed) {
+		if ((c.ssl != NULL || c.dfd >= 0) && !c.dev_rd_closed) {
 			short ev = POLLIN;
 
 			if (buf_live(&c.ctx) > 0) {
@@ -1350,9 +1407,14 @@ static void usage(FILE *f)
 {
 	fputs("usage: kg-mqttcheck --gw HOST:PORT --broker HOST:PORT --ca FILE\n"
 	      "                    (--cert CHAIN --key KEY | --cert-dir DIR) [options]\n"
+	      "       kg-mqttcheck --plain --gw HOST:PORT --broker HOST:PORT [options]\n"
 	      "Checks MQTT traffic through ktlsgated byte for byte (see the top of\n"
 	      "tests/lib/kg_mqttcheck.c and docs/testing-tools.md).\n"
-	      "  --gw HOST:PORT          the gate (device side, mTLS)\n"
+	      "  --gw HOST:PORT          the gate (device side, mTLS; plain TCP with --plain)\n"
+	      "  --plain                 no TLS: MQTT straight to TCP (--split cuts and paces\n"
+	      "                          its bytes as it does the ciphertext); closes with a FIN\n"
+	      "  --username U            CONNECT user name (e.g. an access token)\n"
+	      "  --password P            CONNECT password (needs --username)\n"
 	      "  --broker HOST:PORT      the backend broker, reached directly (plain TCP)\n"
 	      "  --ca FILE               CA to verify the gate's certificate\n"
 	      "  --cert FILE --key FILE  one device identity for every connection\n"
@@ -1368,12 +1430,14 @@ static void usage(FILE *f)
 	      "  --seed S                PRNG seed: sizes, contents, split points (default 1)\n"
 	      "  --window W              QoS 1 messages in flight per direction (default 8)\n"
 	      "  --split / --no-split    random SSL_write pieces and TCP chunks with pauses\n"
+	      "                          (--plain: random TCP chunks with pauses)\n"
 	      "  --pipeline[=K]          CONNECT, SUBSCRIBE and K publishes before the CONNACK\n"
 	      "                          (default K = window; implies --split)\n"
 	      "  --delay-us U            largest pause between TCP chunks (default 300)\n"
 	      "  --conns N --parallel P  N connections, P at a time (default 1, 1)\n"
 	      "  --timeout S             seconds per connection (default 30)\n"
-	      "  --close notify|notify-early|eof   how the device ends (default notify)\n"
+	      "  --close notify|notify-early|eof   how the device ends (default notify; eof\n"
+	      "                          with --plain)\n"
 	      "  --close-reply any|notify|eof      acceptable answer of the gate (default any)\n"
 	      "  --keyupdate none|not-requested|requested   TLS 1.3 KeyUpdate halfway\n"
 	      "  --expect continue|alert|alert:N|close      the right outcome (default continue)\n"
@@ -1432,7 +1496,8 @@ static bool client_id_ok(const char *f)
 
 enum { O_GW = 256, O_BROKER, O_CA, O_CERT, O_KEY, O_CERTDIR, O_CID, O_TOPIC, O_TLS, O_SUITES,
        O_CIPHER, O_DIR, O_N, O_MIN, O_MAX, O_SEED, O_WINDOW, O_SPLIT, O_NOSPLIT, O_PIPE,
-       O_DELAY, O_CONNS, O_PAR, O_TIMEOUT, O_CLOSE, O_REPLY, O_KU, O_EXPECT, O_INJECT };
+       O_DELAY, O_CONNS, O_PAR, O_TIMEOUT, O_CLOSE, O_REPLY, O_KU, O_EXPECT, O_INJECT,
+       O_PLAIN, O_USER, O_PASS };
 
 static const struct option long_opts[] = {
 	{ "gw", required_argument, NULL, O_GW }, { "broker", required_argument, NULL, O_BROKER },
@@ -1449,7 +1514,8 @@ static const struct option long_opts[] = {
 	{ "parallel", required_argument, NULL, O_PAR }, { "timeout", required_argument, NULL, O_TIMEOUT },
 	{ "close", required_argument, NULL, O_CLOSE }, { "close-reply", required_argument, NULL, O_REPLY },
 	{ "keyupdate", required_argument, NULL, O_KU }, { "expect", required_argument, NULL, O_EXPECT },
-	{ "inject", required_argument, NULL, O_INJECT },
+	{ "inject", required_argument, NULL, O_INJECT }, { "plain", no_argument, NULL, O_PLAIN },
+	{ "username", required_argument, NULL, O_USER }, { "password", required_argument, NULL, O_PASS },
 	{ "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -1458,7 +1524,7 @@ static const struct option long_opts[] = {
 static int parse_opts(int argc, char **argv, struct opts *o, char *gwbuf, char *brbuf, size_t cap)
 {
 	int ch, split = -1;
-	bool pipe_set = false;
+	bool pipe_set = false, close_set = false, tls_set = false;
 	long pipe_k = -1;
 	unsigned long long v;
 
@@ -1473,15 +1539,22 @@ static int parse_opts(int argc, char **argv, struct opts *o, char *gwbuf, char *
 		switch (ch) {
 		case O_GW: ok = split_hostport(a, &o->gw_host, &o->gw_port, gwbuf, cap); break;
 		case O_BROKER: ok = split_hostport(a, &o->br_host, &o->br_port, brbuf, cap); break;
-		case O_CA: o->ca = a; break;
-		case O_CERT: o->cert = a; break;
-		case O_KEY: o->key = a; break;
-		case O_CERTDIR: o->cert_dir = a; break;
+		case O_CA: o->ca = a; tls_set = true; break;
+		case O_CERT: o->cert = a; tls_set = true; break;
+		case O_KEY: o->key = a; tls_set = true; break;
+		case O_CERTDIR: o->cert_dir = a; tls_set = true; break;
+		case O_PLAIN: o->plain = true; break;
+		case O_USER: o->username = a; ok = strlen(a) < 1024; break;
+		case O_PASS: o->password = a; ok = strlen(a) < 1024; break;
 		case O_CID: o->client_id = a; ok = client_id_ok(a); break;
 		case O_TOPIC: o->topic = a; ok = strlen(a) < 100; break;
-		case O_TLS: o->tls = strcmp(a, "1.2") == 0 ? 12 : strcmp(a, "1.3") == 0 ? 13 : -1; ok = o->tls > 0; break;
-		case O_SUITES: o->ciphersuites = a; break;
-		case O_CIPHER: o->cipher = a; break;
+		case O_TLS:
+			o->tls = strcmp(a, "1.2") == 0 ? 12 : strcmp(a, "1.3") == 0 ? 13 : -1;
+			ok = o->tls > 0;
+			tls_set = true;
+			break;
+		case O_SUITES: o->ciphersuites = a; tls_set = true; break;
+		case O_CIPHER: o->cipher = a; tls_set = true; break;
 		case O_DIR:
 			o->dir = strcmp(a, "up") == 0 ? DIR_UP : strcmp(a, "down") == 0 ? DIR_DOWN
 				 : strcmp(a, "both") == 0 ? DIR_UP | DIR_DOWN : 0;
@@ -1506,6 +1579,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, char *gwbuf, char *
 		case O_PAR: ok = parse_uns(a, 1, 4096, &v); o->parallel = (unsigned)v; break;
 		case O_TIMEOUT: ok = parse_uns(a, 1, 86400, &v); o->timeout = (double)v; break;
 		case O_CLOSE:
+			close_set = true;
 			o->close = strcmp(a, "notify") == 0 ? CLOSE_NOTIFY
 				   : strcmp(a, "notify-early") == 0 ? CLOSE_NOTIFY_EARLY
 				   : strcmp(a, "eof") == 0 ? CLOSE_EOF : (enum close_mode)-1;
@@ -1556,9 +1630,22 @@ static int parse_opts(int argc, char **argv, struct opts *o, char *gwbuf, char *
 			return 2;
 		}
 	}
-	if (optind != argc || o->gw_host == NULL || o->br_host == NULL || o->ca == NULL ||
-	    ((o->cert == NULL || o->key == NULL) && o->cert_dir == NULL)) {
-		fprintf(stderr, "kg-mqttcheck: --gw, --broker, --ca and --cert/--key or --cert-dir are required\n");
+	if (o->plain) {
+		/* no TLS: nothing to verify or present; the FIN is the only close there is */
+		if (tls_set || o->ku != KU_NONE || (close_set && o->close != CLOSE_EOF)) {
+			fprintf(stderr, "kg-mqttcheck: --plain takes no TLS options, no --keyupdate, "
+					"and --close eof only\n");
+			return 2;
+		}
+		o->close = CLOSE_EOF;
+	}
+	if (o->password != NULL && o->username == NULL) {
+		fprintf(stderr, "kg-mqttcheck: --password needs --username\n");
+		return 2;
+	}
+	if (optind != argc || o->gw_host == NULL || o->br_host == NULL ||
+	    (!o->plain && (o->ca == NULL || ((o->cert == NULL || o->key == NULL) && o->cert_dir == NULL)))) {
+		fprintf(stderr, "kg-mqttcheck: --gw, --broker, and (without --plain) --ca and --cert/--key or --cert-dir are required\n");
 		usage(stderr);
 		return 2;
 	}
@@ -1602,7 +1689,7 @@ int main(int argc, char **argv)
 	rc = parse_opts(argc, argv, &o, gwbuf, brbuf, sizeof(gwbuf));
 	if (rc != 0)
 		return rc;
-	if (o.cert_dir == NULL) {
+	if (!o.plain && o.cert_dir == NULL) {
 		run.shared_ctx = make_ctx(&o, o.cert, o.key);
 		if (run.shared_ctx == NULL) {
 			ERR_print_errors_fp(stderr);

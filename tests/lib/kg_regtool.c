@@ -10,7 +10,17 @@
  *                                     the way the CONNECT check will (the pure parser's
  *                                     rules, HMAC-SHA256 on OpenSSL, canonical form then
  *                                     as sent): prints "ok SLOT" (exit 0) or "refused: why"
+ *   kg-regtool auth-check PATH CLIENTID USER PASSWORD [KEY=VALUE...]
+ *                                     the daemon's CONNECT credential check itself
+ *                                     (daemon/auth/: kg_auth_check, a scrypt job through a
+ *                                     real auth_pool and its eventfd, the limiter) on the
+ *                                     registry at PATH; USER or PASSWORD "-" is absent.
+ *                                     KEY=VALUE are [auth] keys, and repeat=N (attempts in
+ *                                     a row, one limiter). One line per attempt:
+ *                                     "ok KIND DEVICE" or "refused KIND REASON C311 C5"
+ *                                     (the CONNACK codes, hex); exit 0 if the last was ok.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +29,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "auth/auth_check.h"
+#include "auth/auth_pool.h"
 #include "ops/err.h"
 #include "policy/credential.h"
 #include "registry/registry.h"
@@ -26,7 +38,8 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: kg-regtool create PATH VERSION | kg-regtool version PATH |"
-			" kg-regtool sas-verify PATH ID HUB TOKEN\n");
+			" kg-regtool sas-verify PATH ID HUB TOKEN |"
+			" kg-regtool auth-check PATH CLIENTID USER PASSWORD [KEY=VALUE...]\n");
 	return 2;
 }
 
@@ -92,6 +105,110 @@ static int sas_verify(const char *path, const char *id, const char *hub, const c
 	return refused("no key of the device signed this token");
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One attempt through the engine as a worker runs it: the fast step, and for basic the
+ * job through the pool, its result read after the worker's eventfd fires. */
+static int auth_once(const struct kg_auth_conf *conf, struct kg_registry *reg,
+		     struct kg_auth_limit *lim, struct kg_auth_pool *pool,
+		     const struct kg_auth_input *in, uint64_t tag)
+{
+	struct kg_auth_result res;
+	struct kg_auth_job job;
+	struct kg_auth_done done;
+
+	kg_auth_check(conf, reg, lim, in, &res, &job);
+	if (res.status == KG_AUTH_PENDING) {
+		struct pollfd pfd = { .fd = kg_auth_pool_fd(pool, 0), .events = POLLIN };
+		int rc = kg_auth_pool_submit(pool, 0, tag, &job);
+
+		if (rc == KG_E_BUSY) {
+			res.status = KG_AUTH_REFUSED;
+			res.reason = KG_REASON_AUTH_OVERLOAD;
+			res.connack = KG_CONNACK_SERVER_UNAVAILABLE;
+		} else if (rc != 0 || poll(&pfd, 1, 60000) != 1 ||
+			   kg_auth_pool_pop(pool, 0, &done, 1) != 1 || done.tag != tag) {
+			fprintf(stderr, "kg-regtool: the pool gave no result\n");
+			return 3;
+		} else {
+			res = done.res;
+		}
+	}
+	if (res.status == KG_AUTH_OK) {
+		printf("ok %s %s\n", kg_auth_kind_str(res.kind), res.device.id);
+		return 0;
+	}
+	printf("refused %s %s 0x%02x 0x%02x\n", kg_auth_kind_str(res.kind), kg_reason_str(res.reason),
+	       kg_mqtt_connack_code(KG_MQTT_V311, res.connack),
+	       kg_mqtt_connack_code(KG_MQTT_V5, res.connack));
+	return 1;
+}
+
+static int auth_check(int argc, char **argv)
+{
+	const char *path = argv[2], *cid = argv[3], *user = argv[4], *pw = argv[5];
+	struct kg_registry *reg = NULL;
+	struct kg_auth_limit *lim = NULL;
+	struct kg_auth_pool *pool = NULL;
+	struct kg_auth_conf conf;
+	struct kg_auth_input in;
+	unsigned long repeat = 1;
+	char err[512] = "";
+	int rc = 3;
+
+	kg_auth_conf_defaults(&conf);
+	for (int i = 6; i < argc; i++) {
+		char key[64], *eq = strchr(argv[i], '=');
+
+		if (eq == NULL || (size_t)(eq - argv[i]) >= sizeof(key))
+			return usage();
+		snprintf(key, sizeof(key), "%.*s", (int)(eq - argv[i]), argv[i]);
+		if (strcmp(key, "repeat") == 0)
+			repeat = strtoul(eq + 1, NULL, 10);
+		else if (kg_auth_conf_set(&conf, key, eq + 1, NULL, err, sizeof(err)) != 0) {
+			fprintf(stderr, "kg-regtool: %s\n", err);
+			return 2;
+		}
+	}
+	if (kg_registry_open(path, KG_REG_READONLY, &reg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "kg-regtool: %s\n", err);
+		return 3;
+	}
+	lim = kg_auth_limit_new(conf.failure_burst, conf.failure_refill_ms, conf.failure_track);
+	if (lim == NULL || kg_auth_pool_new(conf.kdf_threads, conf.kdf_queue, 1, &pool) != 0)
+		goto out;
+	memset(&in, 0, sizeof(in));
+	if (strcmp(user, "-") != 0) {
+		in.username = user;
+		in.username_len = strlen(user);
+	}
+	if (strcmp(pw, "-") != 0) {
+		in.password = (const uint8_t *)pw;
+		in.password_len = strlen(pw);
+	}
+	in.client_id = cid;
+	in.client_id_len = strlen(cid);
+	in.source_key = "127.0.0.1/32";
+	for (unsigned long i = 0; i < repeat; i++) {
+		in.now = (int64_t)time(NULL);
+		in.now_ms = mono_ms();
+		rc = auth_once(&conf, reg, lim, pool, &in, i + 1);
+		if (rc > 1)
+			break;
+	}
+out:
+	kg_auth_pool_free(pool);
+	kg_auth_limit_free(lim);
+	kg_registry_close(reg);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	char err[512] = "";
@@ -119,5 +236,7 @@ int main(int argc, char **argv)
 	}
 	if (argc == 6 && strcmp(argv[1], "sas-verify") == 0)
 		return sas_verify(argv[2], argv[3], argv[4], argv[5]);
+	if (argc >= 6 && strcmp(argv[1], "auth-check") == 0)
+		return auth_check(argc, argv);
 	return usage();
 }

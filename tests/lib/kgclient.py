@@ -191,6 +191,10 @@ def client_ctx(ca, cert=None, key=None):
 def tls_open(a):
     src = (a.source, 0) if getattr(a, "source", None) else None
     raw = socket.create_connection((a.host, a.port), timeout=a.timeout, source_address=src)
+    if getattr(a, "plain", False):
+        return raw
+    if not a.ca:
+        raise SystemExit("--ca is required unless --plain")
     ctx = client_ctx(a.ca, a.cert, a.key)
     s = ctx.wrap_socket(raw, server_hostname=a.host)
     return s
@@ -475,8 +479,11 @@ def cmd_paho(a):
     import paho.mqtt.client as mqtt
     proto = mqtt.MQTTv5 if a.level == 5 else mqtt.MQTTv311
     c = mqtt.Client(client_id=a.id, protocol=proto)
-    c.tls_set(ca_certs=a.ca, certfile=a.cert, keyfile=a.key)
-    c.tls_insecure_set(True)
+    if not getattr(a, "plain", False):
+        c.tls_set(ca_certs=a.ca, certfile=a.cert, keyfile=a.key)
+        c.tls_insecure_set(True)
+    if getattr(a, "username", None) is not None:
+        c.username_pw_set(a.username, getattr(a, "password", None))
     result = {}
 
     def on_connect(client, userdata, flags, rc, properties=None):
@@ -844,7 +851,9 @@ def main():
         sp.add_argument("--port", type=int, required=True)
         sp.add_argument("--timeout", type=float, default=5.0)
         if tls:
-            sp.add_argument("--ca", required=True)
+            sp.add_argument("--ca", help="CA file to verify the gate (required but with --plain)")
+            sp.add_argument("--plain", action="store_true",
+                            help="no TLS: MQTT straight over TCP (a plain listener)")
             sp.add_argument("--cert")
             sp.add_argument("--key")
             sp.add_argument("--id", default="dev")

@@ -63,12 +63,12 @@ expect_violation t_lint_layers_tls_relay daemon/tls/tls.h '#include "relay/relay
 expect_violation t_lint_layers_relay_core daemon/relay/relay.c '#include "core/worker.h"' \
 	'relay may include only tls, policy, mqtt, proxy, ops'
 expect_violation t_lint_layers_core_cli daemon/core/conn.c '#include "cli/pki.h"' \
-	'core may include only relay, tls, tpm, policy, registry, mqtt, proxy, edge, ops'
+	'core may include only auth, relay, tls, tpm, policy, registry, mqtt, proxy, edge, ops'
 expect_violation t_lint_layers_mqtt daemon/mqtt/mqtt.c '#include "ops/err.h"' \
 	'mqtt may include no other part'
 # ops gets single plain-type headers, not their parts.
 expect_violation t_lint_layers_ops_part daemon/ops/log.c '#include "policy/policy.h"' \
-	'ops may include only edge/edge_conf.h, tpm/tpm_conf.h, policy/reason.h'
+	'ops may include only edge/edge_conf.h, tpm/tpm_conf.h, auth/auth_conf.h, policy/reason.h'
 # Other spellings of the same include.
 expect_violation t_lint_layers_angle daemon/policy/policy.c '#include <tls/verify.h>' \
 	'policy may include only registry, mqtt, ops'

@@ -444,13 +444,13 @@ END_TEST
 
 START_TEST(notify_status_text)
 {
-	struct kg_notify_counts c = { .sessions = 3, .handshakes = 2, .connections = 5,
-				      .by_mode = { 1, 0, 2, 0 } };
+	struct kg_notify_counts c = { .sessions = 7, .handshakes = 2, .connections = 9,
+				      .by_mode = { 1, 0, 2, 0, 4, 0, 0 } };
 	char buf[KG_NOTIFY_STATUS_MAX];
 
 	ck_assert_str_eq(kg_notify_format_status(&c, buf, sizeof(buf)),
-			 "3 session(s) (ktls_splice 1, ktls_tx 0, userspace 2, userspace_ssl 0), "
-			 "2 handshake(s) in flight, 5 connection(s)");
+			 "7 session(s) (ktls_splice 1, ktls_tx 0, userspace 2, userspace_ssl 0, "
+			 "sockmap 4, splice 0, plain 0), 2 handshake(s) in flight, 9 connection(s)");
 }
 END_TEST
 

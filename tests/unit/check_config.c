@@ -255,7 +255,52 @@ static const struct bad_case bad_cases[] = {
 	{ BASE "listen = 1.1.1.1:1 1.1.1.1:2 1.1.1.1:3 1.1.1.1:4 1.1.1.1:5 1.1.1.1:6 1.1.1.1:7 "
 	       "1.1.1.1:8 1.1.1.1:9 1.1.1.1:10 1.1.1.1:11 1.1.1.1:12 1.1.1.1:13 1.1.1.1:14 "
 	       "1.1.1.1:15 1.1.1.1:16 1.1.1.1:17\n",
-	  "bad.conf:5: 'listen': too many addresses (max 16)" },
+	  "bad.conf:5: 'listen': too many addresses (max 16 over all listeners)" },
+	/* issue 15: typed listeners */
+	{ BASE "[listener a]\nlisten = 1.2.3.4:1\n", "bad.conf:5: listener 'a' has no 'type'" },
+	{ BASE "[listener a]\ntype = tls\n", "bad.conf:5: listener 'a' has no 'listen'" },
+	{ BASE "[listener a]\ntype = quic\n", "bad.conf:6: listener 'a': type 'quic' is not one of mtls, tls, plain" },
+	{ BASE "[listener a]\ntype = plain\nlisten = 1.2.3.4:1\n",
+	  "bad.conf:6: listener 'a': type plain carries passwords and tokens in clear text" },
+	{ BASE "[listener a]\ntype = plain\nlisten = 1.2.3.4:1\nallow_plain = sure\n",
+	  "bad.conf:8: listener 'a': allow_plain 'sure': want yes or no" },
+	{ BASE "[listener a]\ntype = tls\nlisten = 1.2.3.4:1\nallow_plain = yes\n",
+	  "bad.conf:8: listener 'a': allow_plain is for type plain only" },
+	{ BASE "[listener a]\ntype = plain\nallow_plain = yes\nlisten = 1.2.3.4:1\nx509_only = yes\n",
+	  "bad.conf:9: listener 'a': x509_only = yes on a plain listener would refuse every device" },
+	{ BASE "[listener a]\ntype = tls\nlisten = 1.2.3.4:1\nx509_only = 1\n",
+	  "bad.conf:8: listener 'a': x509_only '1': want yes or no" },
+	{ BASE "[listener a]\ntype = tls\ntype = mtls\n",
+	  "bad.conf:7: duplicate key 'type' in [listener a] (first on line 6)" },
+	{ BASE "[listener a]\nport = 1\n", "bad.conf:6: unknown key 'port' in [listener a]" },
+	{ BASE "[listener default]\n", "bad.conf:5: listener name 'default' is [daemon] listen's" },
+	{ BASE "[listener a]\ntype = tls\nlisten = 1.2.3.4:1\n[listener a]\n",
+	  "bad.conf:8: duplicate listener 'a'" },
+	{ BASE "[listener a/b]\n", "bad.conf:5: [listener a/b]: bad listener name" },
+	{ BASE "listen = 1.2.3.4:1\n[listener a]\ntype = tls\nlisten = 1.2.3.4:1\n",
+	  "bad.conf:8: 'listen': address '1.2.3.4:1' given twice: also in listener default" },
+	{ BASE "[listener a]\ntype = tls\nlisten = 1.2.3.4:1\n[listener b]\ntype = tls\nlisten = 1.2.3.4:1\n",
+	  "bad.conf:10: 'listen': address '1.2.3.4:1' given twice: also in listener a" },
+	{ BASE "[listener p]\ntype = proxy\nlisten = 1.2.3.4:1\n",
+	  "bad.conf:5: listener 'p': type proxy needs proxy_sources" },
+	{ BASE "[listener p]\ntype = tls\nlisten = 1.2.3.4:1\nproxy_sources = 10.0.0.1\n",
+	  "bad.conf:8: listener 'p': proxy_sources is for type proxy only" },
+	{ BASE "[listener p]\ntype = tls\nlisten = 1.2.3.4:1\nproxy_require_crc = yes\n",
+	  "bad.conf:8: listener 'p': proxy_require_crc is for type proxy only" },
+	{ BASE "[listener p]\ntype = proxy\nproxy_sources = 10.0.0.1/33\n",
+	  "bad.conf:7: listener 'p': proxy_sources: '10.0.0.1/33': prefix length must be 0..32" },
+	{ BASE "[listener p]\ntype = proxy\nproxy_sources = 10.0.0.1/8\n",
+	  "bad.conf:7: listener 'p': proxy_sources: '10.0.0.1/8': host bits set below the prefix length" },
+	{ BASE "[listener p]\ntype = proxy\nproxy_sources = fe80::1/129\n",
+	  "bad.conf:7: listener 'p': proxy_sources: 'fe80::1/129': prefix length must be 0..128" },
+	{ BASE "[listener p]\ntype = proxy\nproxy_sources = front.example\n",
+	  "bad.conf:7: listener 'p': proxy_sources: 'front.example': not a numeric IPv4 or IPv6 address" },
+	{ BASE "[listener p]\ntype = proxy\nproxy_sources = ,\n",
+	  "bad.conf:7: listener 'p': proxy_sources: empty list" },
+	{ BASE "[listener p]\ntype = proxy\nproxy_ca = a b\n",
+	  "bad.conf:7: listener 'p': proxy_ca 'a b' is not a CA name" },
+	{ BASE "[listener a1]\n[listener a2]\n[listener a3]\n[listener a4]\n[listener a5]\n"
+	       "[listener a6]\n[listener a7]\n[listener a8]\n", "bad.conf:12: too many listeners (max 7)" },
 	{ BASE "metrics_listen = on\n", "bad.conf:5: 'metrics_listen': bad address 'on'" },
 	{ "[daemon]\ncert = c\nkey\nregistry = r\n", "bad.conf:3: syntax error" },
 	{ "[daemon\ncert = c\n", "bad.conf:1: section header without ']'" },
@@ -322,6 +367,123 @@ static const struct bad_case bad_cases[] = {
 	{ BASE "[tls]\ngroups = " LONG60 LONG60 LONG60 "\n", "bad.conf:6: 'groups': value too long (max 127 bytes)" },
 	{ BASE "cert = " LONG60 LONG60 LONG60 LONG60 "\n", "bad.conf:5: line too long" },
 };
+
+/* Typed listeners: the flat address list keeps each address's listener; [daemon]
+ * listen's is "default" (mtls); without any address the defaults are mtls on 8883. */
+START_TEST(test_listeners)
+{
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+	const struct kg_listener_conf *l;
+	volatile size_t far = 1;   /* opaque to gcc's bounds warning: checked at run time */
+
+	ck_assert_msg(kg_config_parse_string(BASE "listen = 127.0.0.1:8883\n"
+					     "[listener one-way]\ntype = tls\n"
+					     "listen = 127.0.0.1:8884, [::1]:8884\nx509_only = no\n"
+					     "[listener closed-net]\ntype = plain\nallow_plain = yes\n"
+					     "listen = 10.0.0.1:1883\n"
+					     "[listener certs]\ntype = tls\nx509_only = yes\n"
+					     "listen = 127.0.0.1:8885\n",
+					     "l.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(cfg->n_listeners, 4);
+	ck_assert_uint_eq(cfg->n_listen, 5);
+	l = kg_config_listener_of(cfg, 0);
+	ck_assert_str_eq(l->name, "default");
+	ck_assert_int_eq(l->kind, KG_LISTENER_MTLS);
+	l = kg_config_listener_of(cfg, 2);
+	ck_assert_str_eq(cfg->listen[2].text, "[::1]:8884");
+	ck_assert_str_eq(l->name, "one-way");
+	ck_assert_int_eq(l->kind, KG_LISTENER_TLS);
+	ck_assert(!l->x509_only);
+	l = kg_config_listener_of(cfg, 3);
+	ck_assert_str_eq(l->name, "closed-net");
+	ck_assert_int_eq(l->kind, KG_LISTENER_PLAIN);
+	ck_assert(l->allow_plain);
+	l = kg_config_listener_of(cfg, 4);
+	ck_assert_str_eq(l->name, "certs");
+	ck_assert(l->x509_only);
+	/* an index past the list falls back to the default listener, never past the array */
+	ck_assert_ptr_eq(kg_config_listener_of(cfg, cfg->n_listen + far), &cfg->listeners[0]);
+
+	/* proxy: sources as blocks, the CRC rule, the front's CA */
+	ck_assert_msg(kg_config_parse_string(BASE "[listener front]\ntype = proxy\n"
+					     "listen = 127.0.0.1:1884\nproxy_sources = 10.1.0.0/16, "
+					     "192.0.2.7 2001:db8::/32\nproxy_require_crc = yes\n"
+					     "proxy_ca = factory\n",
+					     "l.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	l = &cfg->listeners[1];
+	ck_assert_int_eq(l->kind, KG_LISTENER_PROXY);
+	ck_assert_uint_eq(l->n_proxy_sources, 3);
+	ck_assert_uint_eq(l->proxy_sources[0].bits, 16);
+	ck_assert_uint_eq(l->proxy_sources[1].bits, 32);
+	ck_assert_int_eq(l->proxy_sources[2].family, AF_INET6);
+	ck_assert(l->proxy_require_crc);
+	ck_assert_str_eq(l->proxy_ca, "factory");
+
+	/* a [listener] alone: no default 8883 beside it */
+	ck_assert_msg(kg_config_parse_string(BASE "[listener only]\ntype = tls\nlisten = 127.0.0.1:9\n",
+					     "l.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(cfg->n_listen, 1);
+	ck_assert_str_eq(kg_config_listener_of(cfg, 0)->name, "only");
+
+	/* nothing at all: 0.0.0.0:8883 and [::]:8883, both the default mtls listener */
+	ck_assert_msg(kg_config_parse_string(BASE, "l.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(cfg->n_listen, 2);
+	ck_assert_uint_eq(cfg->n_listeners, 1);
+	ck_assert_int_eq(kg_config_listener_of(cfg, 1)->kind, KG_LISTENER_MTLS);
+	free(cfg);
+}
+END_TEST
+
+/* kg_cidr_match: prefixes of every length, both families, v4-mapped v6 as v4. */
+START_TEST(test_cidr_match)
+{
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+	const struct kg_listener_conf *l;
+	static const struct {
+		const char *addr;
+		bool in;
+	} cases[] = {
+		{ "10.1.255.3", true }, { "10.2.0.1", false }, { "192.0.2.7", true },
+		{ "192.0.2.6", false }, { "172.16.0.1", true }, { "172.31.255.255", true },
+		{ "172.32.0.0", false }, { "2001:db8::5", true }, { "2001:db9::5", false },
+		{ "::ffff:10.1.2.3", true }, { "::ffff:10.3.2.3", false }, { "::1", false },
+		{ "fe80::1:2", true }, { "fe80::2:0", false },
+	};
+
+	ck_assert_msg(kg_config_parse_string(BASE "[listener f]\ntype = proxy\nlisten = 127.0.0.1:1\n"
+					     "proxy_sources = 10.1.0.0/16 192.0.2.7 172.16.0.0/12 "
+					     "2001:db8::/32 fe80::1:0/112\n",
+					     "l.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	l = &cfg->listeners[1];
+	for (size_t i = 0; i < KG_NITEMS(cases); i++) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+
+		memset(&ss, 0, sizeof(ss));
+		if (strchr(cases[i].addr, ':') != NULL) {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+			s6->sin6_family = AF_INET6;
+			ck_assert_int_eq(inet_pton(AF_INET6, cases[i].addr, &s6->sin6_addr), 1);
+			len = sizeof(*s6);
+		} else {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+			s4->sin_family = AF_INET;
+			ck_assert_int_eq(inet_pton(AF_INET, cases[i].addr, &s4->sin_addr), 1);
+			len = sizeof(*s4);
+		}
+		ck_assert_msg(kg_cidr_match(l->proxy_sources, l->n_proxy_sources,
+					    (struct sockaddr *)&ss, len) == cases[i].in,
+			      "%s: want %s", cases[i].addr, cases[i].in ? "in" : "out");
+		/* a short length never reads past it */
+		ck_assert(!kg_cidr_match(l->proxy_sources, l->n_proxy_sources, (struct sockaddr *)&ss, 2));
+	}
+	free(cfg);
+}
+END_TEST
 
 START_TEST(test_bad_configs)
 {
@@ -557,6 +719,8 @@ Suite *kg_suite_config(void)
 
 	tcase_add_test(tc, test_full_round_trip);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_listeners);
+	tcase_add_test(tc, test_cidr_match);
 	tcase_add_test(tc, test_accepted_variants);
 	tcase_add_loop_test(tc, test_bad_configs, 0, (int)KG_NITEMS(bad_cases));
 	tcase_add_test(tc, test_too_many);

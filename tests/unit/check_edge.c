@@ -283,6 +283,9 @@ START_TEST(which_reasons_count)
 	ck_assert_int_eq(kg_edge_reason_category(KG_REASON_OK), -1);
 	ck_assert_int_eq(kg_edge_reason_category(KG_REASON_BACKEND_DOWN), -1);
 	ck_assert_int_eq(kg_edge_reason_category(KG_REASON_OVERLOAD), -1);
+	ck_assert_int_eq(kg_edge_reason_category(KG_REASON_BAD_CREDENTIALS), KG_XDP_DENY_POLICY);
+	ck_assert_int_eq(kg_edge_reason_category(KG_REASON_AUTH_RATE_LIMITED), KG_XDP_DENY_POLICY);
+	ck_assert_int_eq(kg_edge_reason_category(KG_REASON_AUTH_OVERLOAD), -1);  /* ours, not theirs */
 	ck_assert_int_eq(kg_edge_reason_category(KG_REASON_SHUTDOWN), -1);
 	ck_assert_int_eq(kg_edge_reason_category(KG_REASON_MAX), -1);
 	ck_assert_int_eq(kg_edge_reason_category(-5), -1);

@@ -99,6 +99,45 @@ START_TEST(no_device_labels)
 }
 END_TEST
 
+/* CONNECT credential checks (issue 15): two workers' verdicts summed by kind and
+ * outcome, the pool's and the limiter's facts as given. */
+START_TEST(auth_series)
+{
+	static struct kg_metrics a, b;
+	struct kg_metrics *per[2] = { &a, &b };
+	struct kg_metrics_info info = { .state_names = names, .n_states = 4, .workers = 2,
+					.open_fds = -1, .max_fds = -1,
+					.auth = { .kdf_queued = 3, .kdf_running = 1, .kdf_rejected = 5,
+						  .kdf_completed = 11, .kdf_cancelled = 2,
+						  .kdf_ns = 1500000000, .limited = 9,
+						  .limiter_evictions = 4, .limiter_entries = 17 } };
+	char *out;
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	kg_metric_add(&a.auth_attempts[0][KG_AUTH_OUTCOME_OK], 2);
+	kg_metric_add(&b.auth_attempts[0][KG_AUTH_OUTCOME_OK], 3);
+	kg_metric_add(&b.auth_attempts[2][KG_AUTH_OUTCOME_OVERLOAD], 1);
+	kg_metric_add(&a.auth_attempts[1][KG_AUTH_OUTCOME_RATE_LIMITED], 6);
+	out = kg_metrics_render(per, 2, &info, NULL);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_attempts_total{kind=\"sas\",result=\"ok\"} 5\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_attempts_total{kind=\"sas\",result=\"refused\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_attempts_total{kind=\"token\",result=\"rate_limited\"} 6\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_attempts_total{kind=\"basic\",result=\"overload\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE ktlsgate_auth_kdf_queue gauge\nktlsgate_auth_kdf_queue 3\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_kdf_running 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_kdf_jobs_total{result=\"completed\"} 11\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_kdf_jobs_total{result=\"cancelled\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_kdf_jobs_total{result=\"rejected\"} 5\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_kdf_seconds_total 1.500000\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_rate_limited_total 9\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_limiter_entries 17\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_auth_limiter_evictions_total 4\n"));
+	free(out);
+}
+END_TEST
+
 /* The facts main.c gathers at scrape time: certificate, TPM, writer, fds. */
 START_TEST(info_series)
 {
@@ -274,6 +313,7 @@ Suite *kg_suite_metrics(void)
 	tcase_add_test(tc, histogram_cumulative);
 	tcase_add_test(tc, no_device_labels);
 	tcase_add_test(tc, info_series);
+	tcase_add_test(tc, auth_series);
 	tcase_add_test(tc, fd_usage);
 	tcase_add_test(tc, backend_series);
 	tcase_add_test(tc, key_source_and_rx_by);

@@ -1218,6 +1218,72 @@ START_TEST(test_credentials_migration)
 }
 END_TEST
 
+/* device import's batch: devices and their credentials in one transaction; a refused
+ * credential (shape, a user name twice in the batch or taken, a token twice) rolls the
+ * devices back; bad names the device (< n) or the credential (n + j). */
+START_TEST(test_device_add_many_cred)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_device devs[3] = {
+		mkdev("imp-a", KG_DEV_ENABLED, KG_ATT_SAS),
+		mkdev("imp-b", KG_DEV_ENABLED, KG_ATT_BASIC),
+		mkdev("imp-c", KG_DEV_ENABLED, KG_ATT_BASIC),
+	}, got, more = mkdev("imp-d", KG_DEV_ENABLED, KG_ATT_BASIC);
+	struct kg_credential cr[4], out[KG_CRED_PER_DEVICE];
+	size_t map[4] = { 0, 0, 1, 2 }, bad = 99, n = 0, zero = 0;
+	char tok[KG_SHA256_HEX_LEN + 1];
+
+	cr[0] = mkcred(KG_ATT_SAS, KG_CRED_PRIMARY, "", SAS_KEY_A);
+	cr[1] = mkcred(KG_ATT_SAS, KG_CRED_SECONDARY, "", SAS_KEY_B);
+	cr[2] = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "u1", SCRYPT_A);
+	cr[3] = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "u1", SCRYPT_A);   /* u1 twice */
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, devs, 3, cr, map, 4, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 3 + 3);
+	ck_assert_ptr_nonnull(strstr(reg->errmsg, "user name u1"));
+	ck_assert_int_eq(kg_registry_device_get(reg, "imp-a", &got), KG_E_NOTFOUND);
+
+	cr[3] = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "u1", "plaintext");  /* a shape refused */
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, devs, 3, cr, map, 4, &bad), KG_E_INVALID);
+	ck_assert_uint_eq(bad, 3 + 3);
+	map[3] = 3;                                                          /* no such device */
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, devs, 3, cr, map, 4, &bad), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, devs, 3, cr, NULL, 4, &bad), KG_E_INVALID);
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, devs, 0, cr, map, 4, &bad), KG_E_INVALID);
+
+	map[3] = 2;
+	cr[3] = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "u2", SCRYPT_A);
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, devs, 3, cr, map, 4, &bad), 0);
+	ck_assert_int_eq(kg_registry_cred_get(reg, "imp-a", out, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(out[1].secret, SAS_KEY_B);
+	ck_assert_int_eq(kg_registry_cred_get(reg, "imp-c", out, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(out[0].username, "u2");
+
+	/* A user name the registry holds: refused, imp-d not written. */
+	cr[0] = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "u2", SCRYPT_A);
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, &more, 1, cr, &zero, 1, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 1);
+	ck_assert_int_eq(kg_registry_device_get(reg, "imp-d", &got), KG_E_NOTFOUND);
+	/* The same token hash twice in one batch. */
+	hex64(tok, 'c');
+	devs[0] = mkdev("imp-e", KG_DEV_ENABLED, KG_ATT_TOKEN);
+	devs[1] = mkdev("imp-f", KG_DEV_ENABLED, KG_ATT_TOKEN);
+	cr[0] = mkcred(KG_ATT_TOKEN, KG_CRED_PRIMARY, "", tok);
+	cr[1] = mkcred(KG_ATT_TOKEN, KG_CRED_PRIMARY, "", tok);
+	map[0] = 0;
+	map[1] = 1;
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, devs, 2, cr, map, 2, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 2 + 1);
+	ck_assert_int_eq(kg_registry_device_get(reg, "imp-e", &got), KG_E_NOTFOUND);
+	/* A device refused: bad < n, as device_add_many. */
+	devs[1] = mkdev("imp-a", KG_DEV_ENABLED, KG_ATT_TOKEN);
+	ck_assert_int_eq(kg_registry_device_add_many_cred(reg, devs, 2, cr, map, 1, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 1);
+	kg_registry_close(reg);
+}
+END_TEST
+
 START_TEST(test_newer_schema_refused)
 {
 	char msg[128];
@@ -1394,6 +1460,7 @@ Suite *kg_suite_registry(void)
 	tcase_add_test(tc, test_cred_slot_strings);
 	tcase_add_test(tc, test_credentials);
 	tcase_add_test(tc, test_credentials_migration);
+	tcase_add_test(tc, test_device_add_many_cred);
 	tcase_add_test(tc, test_newer_schema_refused);
 	tcase_add_test(tc, test_garbage_refused);
 	tcase_add_test(tc, test_magic_then_garbage_refused);

@@ -11,6 +11,9 @@
 /* Issue 15's pure parsers (check_proxy.c, check_credential.c). */
 Suite *kg_suite_proxy(void);
 Suite *kg_suite_credential(void);
+Suite *kg_suite_auth(void);  /* check_auth.c: the CONNECT credential engine */
+/* Issue 15's plain sessions' ladder (check_relay_plain.c). */
+Suite *kg_suite_relay_plain(void);
 
 int main(void)
 {
@@ -19,7 +22,8 @@ int main(void)
 		kg_suite_verify, kg_suite_pki,    kg_suite_metrics,  kg_suite_audit,
 		kg_suite_record, kg_suite_tpm,    kg_suite_edge,   kg_suite_registry_file,
 		kg_suite_srclimit, kg_suite_revoke, kg_suite_caps,
-		kg_suite_proxy,    kg_suite_credential,
+		kg_suite_proxy,    kg_suite_credential, kg_suite_auth,
+		kg_suite_relay_plain,
 	};
 	SRunner *sr = srunner_create(NULL);
 	int failed;

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* conf_value.c - see conf_value.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/conf_value.h"
+
+int kg_conf_uint(const char *v, unsigned min, unsigned max, unsigned *out)
+{
+	unsigned long n;
+	char *end;
+
+	if (*v < '0' || *v > '9')
+		return -1;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno != 0 || *end != '\0' || n < min || n > max)
+		return -1;
+	*out = (unsigned)n;
+	return 0;
+}
+
+int kg_conf_bool(const char *v, bool *out)
+{
+	if (strcmp(v, "yes") == 0 || strcmp(v, "on") == 0)
+		*out = true;
+	else if (strcmp(v, "no") == 0 || strcmp(v, "off") == 0)
+		*out = false;
+	else
+		return -1;
+	return 0;
+}

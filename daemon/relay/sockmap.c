@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* sockmap.c - load bpf/sockmap.bpf.c and fill its maps (contract in sockmap.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/capability.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "ktlsgate/sockmap_maps.h"
+#include "relay/sockmap.h"
+#include "sockmap.skel.h"
+
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+_Static_assert(sizeof(struct kg_sm_peer) == 32, "BPF ABI");
+
+struct kg_sockmap {
+	struct sockmap_bpf *skel;
+	int socks_fd, targets_fd, peer_fd;   /* kg_sm_socks, kg_sm_targets, kg_sm_peer */
+};
+
+struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
+{
+	struct kg_sockmap *sm = calloc(1, sizeof(*sm));
+	const char *step = "open";
+	int err;
+
+	if (sm == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	sm->skel = sockmap_bpf__open();
+	if (sm->skel == NULL) {
+		err = errno;
+		goto out_err;
+	}
+	step = "load (CAP_BPF, BTF and CONFIG_BPF_STREAM_PARSER needed)";
+	err = -sockmap_bpf__load(sm->skel);
+	if (err)
+		goto out_err;
+	sm->socks_fd = bpf_map__fd(sm->skel->maps.kg_sm_socks);
+	sm->targets_fd = bpf_map__fd(sm->skel->maps.kg_sm_targets);
+	sm->peer_fd = bpf_map__fd(sm->skel->maps.kg_sm_peer);
+	/* Attached to the map, not to a socket: every socket added later gets it. */
+	step = "attach the verdict to the SOCKHASH";
+	if (bpf_prog_attach(bpf_program__fd(sm->skel->progs.kg_sm_verdict), sm->socks_fd,
+			    BPF_SK_SKB_VERDICT, 0) < 0) {
+		err = errno;
+		goto out_err;
+	}
+	return sm;
+out_err:
+	snprintf(why, whylen, "sockmap program: %s: %s", step, strerror(err));
+	kg_sockmap_free(sm);
+	return NULL;
+}
+
+void kg_sockmap_free(struct kg_sockmap *sm)
+{
+	if (sm == NULL)
+		return;
+	sockmap_bpf__destroy(sm->skel);
+	free(sm);
+}
+
+bool kg_sockmap_needs_cap(const struct kg_sockmap *sm)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct none[2];
+	int status = 0;
+	pid_t pid;
+
+	memset(none, 0, sizeof(none));
+	pid = fork();
+	if (pid < 0)
+		return true;   /* cannot tell: keep it */
+	if (pid == 0) {
+		uint64_t key = 0;
+		struct kg_sm_peer v;
+
+		/* ENOENT: the command ran (no entry 0); EPERM: it needs the capability */
+		if (syscall(SYS_capset, &h, none) < 0)
+			_exit(2);
+		_exit(bpf_map_lookup_elem(sm->peer_fd, &key, &v) < 0 && errno == EPERM ? 1 : 0);
+	}
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+		return true;
+	return WEXITSTATUS(status) != 0;
+}
+
+uint64_t kg_sockmap_cookie(int fd)
+{
+	uint64_t c = 0;
+	socklen_t len = sizeof(c);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &c, &len) < 0)
+		return 0;
+	return c;
+}
+
+/* Run the socket's data_ready: setting SO_RCVLOWAT makes TCP check whether the receive
+ * queue is readable (tcp_set_rcvlowat -> tcp_data_ready), which under the psock is
+ * the verdict reading the queue. Bytes queued before the insert saw no verdict: this
+ * hands them to it, ahead of anything newer (tcp_read_skb takes the queue in order). */
+static void kick(int fd)
+{
+	int one = 1;
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+}
+
+int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2])
+{
+	struct kg_sm_peer pd = { .peer_cookie = cookie[1] }, pb = { .peer_cookie = cookie[0] };
+	uint64_t fd_dev = (uint64_t)dev_fd, fd_be = (uint64_t)be_fd;
+	int err;
+
+	/* Peer entries first: a socket in the SOCKHASH without one would drop its skbs. */
+	if (bpf_map_update_elem(sm->peer_fd, &cookie[0], &pd, BPF_NOEXIST) < 0 ||
+	    bpf_map_update_elem(sm->peer_fd, &cookie[1], &pb, BPF_NOEXIST) < 0)
+		goto fail;
+	/* Both as redirect targets before either meets the verdict: whichever side's
+	 * bytes come first after its insert below, the other is there to take them. */
+	if (bpf_map_update_elem(sm->targets_fd, &cookie[0], &fd_dev, BPF_NOEXIST) < 0 ||
+	    bpf_map_update_elem(sm->targets_fd, &cookie[1], &fd_be, BPF_NOEXIST) < 0)
+		goto fail;
+	/* Then under the verdict; the order no longer matters for the redirect. */
+	if (bpf_map_update_elem(sm->socks_fd, &cookie[1], &fd_be, BPF_NOEXIST) < 0 ||
+	    bpf_map_update_elem(sm->socks_fd, &cookie[0], &fd_dev, BPF_NOEXIST) < 0)
+		goto fail;
+	kick(dev_fd);
+	kick(be_fd);
+	return 0;
+fail:
+	err = errno;
+	kg_sockmap_remove(sm, cookie);
+	return -err;
+}
+
+void kg_sockmap_remove(struct kg_sockmap *sm, const uint64_t cookie[2])
+{
+	for (int i = 0; i < 2; i++) {
+		(void)bpf_map_delete_elem(sm->socks_fd, &cookie[i]);
+		(void)bpf_map_delete_elem(sm->targets_fd, &cookie[i]);
+		(void)bpf_map_delete_elem(sm->peer_fd, &cookie[i]);
+	}
+}
+
+int kg_sockmap_read(const struct kg_sockmap *sm, const uint64_t cookie[2], struct kg_sm_counts *out)
+{
+	struct kg_sm_peer d, b;
+
+	if (bpf_map_lookup_elem(sm->peer_fd, &cookie[0], &d) < 0 ||
+	    bpf_map_lookup_elem(sm->peer_fd, &cookie[1], &b) < 0)
+		return -errno;
+	out->bytes_up = d.bytes;
+	out->bytes_down = b.bytes;
+	out->last_up_ns = d.last_ns;
+	out->last_down_ns = b.last_ns;
+	out->drops = d.drops + b.drops;
+	return 0;
+}

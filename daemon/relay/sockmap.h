@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * sockmap.h - the daemon's handle on bpf/sockmap.bpf.c (the in-kernel relay of plain
+ * sessions): loaded once per daemon while it still holds CAP_BPF / CAP_NET_ADMIN
+ * (kg_sockmap_open at start); later updates through the held map fds need no
+ * capability on kernels >= 6.5 (docs/architecture.md, "Relays"). Shared read-only by
+ * every worker: the maps are the kernel's, their updates are atomic, so no lock.
+ * A session's two sockets go in with kg_sockmap_add() and out with kg_sockmap_remove()
+ * (closing an fd also takes its socket out of the SOCKHASH; the counters entry stays
+ * until removed). The relay that uses it is relay_plain.c ("sockmap").
+ */
+#ifndef KTLSGATE_SOCKMAP_H
+#define KTLSGATE_SOCKMAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ktlsgate/compiler.h"
+
+struct kg_sockmap;
+
+/* What the kernel counted for one session (struct kg_sm_peer of both sockets). */
+struct kg_sm_counts {
+	uint64_t bytes_up, bytes_down;     /* redirected device -> broker, broker -> device */
+	uint64_t last_up_ns, last_down_ns; /* CLOCK_MONOTONIC of the last skb; 0: none yet */
+	uint64_t drops;                    /* skbs dropped (the peer socket had left) */
+};
+
+/* Load and attach the verdict program. NULL with why set ("no BTF", "permission
+ * denied: CAP_BPF"...) when the kernel or our capabilities cannot: plain sessions
+ * then use splice. */
+struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen) KG_MUST_USE;
+void kg_sockmap_free(struct kg_sockmap *sm);
+
+/* Do map updates through the held fds still need CAP_BPF? Probed in a child process
+ * that drops every capability: true on kernels before 6.5 with unprivileged BPF off
+ * (every bpf(2) command checked it, Debian 12's 6.1), false from 6.5 on (only map and
+ * program creation do). The daemon keeps CAP_BPF after start only when true. */
+bool kg_sockmap_needs_cap(const struct kg_sockmap *sm);
+
+/* SO_COOKIE of fd: 0 with errno on failure. */
+uint64_t kg_sockmap_cookie(int fd);
+
+/* Put a session's sockets in: peer entries first, then the SOCKHASH (from then on the
+ * kernel relays new skbs), then each socket is kicked (SO_RCVLOWAT) so bytes that
+ * arrived before the insert pass the verdict too, in order. cookie[0] = dev_fd's,
+ * cookie[1] = be_fd's. 0, or -errno with nothing left in the maps. */
+int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2])
+	KG_MUST_USE;
+/* Take a session's entries out (either fd may be closed already). */
+void kg_sockmap_remove(struct kg_sockmap *sm, const uint64_t cookie[2]);
+/* The kernel's counters for the session. 0, or -errno (not in the maps). */
+int kg_sockmap_read(const struct kg_sockmap *sm, const uint64_t cookie[2],
+		    struct kg_sm_counts *out) KG_MUST_USE;
+
+#endif
