@@ -190,6 +190,13 @@ int kg_auth_pool_new(unsigned threads, unsigned queue_cap, unsigned workers,
 			free(ta);
 			goto fail;
 		}
+		{
+			char name[32];   /* the kernel keeps 15 bytes */
+
+			snprintf(name, sizeof(name), "kg-kdf%u", t);
+			name[15] = '\0';
+			(void)pthread_setname_np(p->threads[t], name);
+		}
 		p->started++;
 	}
 	*out = p;

@@ -260,6 +260,7 @@ void kg_conn_set_state(struct kg_conn *c, enum kg_conn_state st)
 		case DL_NONE: ms = 0; break;
 		}
 		c->deadline_ms = ms ? kg_now_ms() + ms : 0;
+		kg_worker_due(c->w, c->deadline_ms);
 	}
 	c->state = st;
 }
@@ -597,6 +598,7 @@ void kg_conn_timeout(struct kg_conn *c)
 		 * event); the deadline moves here, lazily, while there was traffic. */
 		if (c->idle_ms != 0 && kg_now_ms() < c->active_ms + c->idle_ms) {
 			c->deadline_ms = c->active_ms + c->idle_ms;
+			kg_worker_due(c->w, c->deadline_ms);
 			break;
 		}
 		kg_conn_close(c, KG_REASON_IDLE_TIMEOUT);
@@ -1295,8 +1297,13 @@ static enum kg_step st_relaying(struct kg_conn *c)
 		kg_conn_close(c, why);
 		return KG_STEP_DONE;
 	}
-	if (c->io.be_shut && !shut)
+	if (c->io.be_shut && !shut) {
 		c->deadline_ms = kg_now_ms() + conn_cfg(c)->refuse_linger_ms;
+		kg_worker_due(c->w, c->deadline_ms);
+	}
+	/* a relay waiting on the kernel alone: pumped again at the next tick */
+	if (c->io.recheck)
+		kg_worker_due(c->w, kg_now_ms() + 1);
 	if (c->idle_ms != 0 &&
 	    (c->io.bytes_up != up || (c->idle_any_dir && c->io.bytes_down != down)))
 		c->active_ms = kg_now_ms();

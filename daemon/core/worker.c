@@ -37,7 +37,13 @@
 #include "core/srclimit.h"
 #include "core/worker.h"
 
+/* Deadlines are scanned at most every TICK_MS while one is near (and at that pace
+ * while a relay waits on the kernel or accept is paused); otherwise the loop sleeps
+ * until the nearest one, IDLE_SCAN_MS at most (the watchdog's loop_ms stays fresh and
+ * the audit flood guard's reports go out). An idle gate costs a few wake-ups a second,
+ * not 50 per worker. */
 #define TICK_MS 20
+#define IDLE_SCAN_MS 500
 #define MAX_EVENTS 256
 #define ACCEPT_BATCH 64
 #define KG_PIPES_KEEP 64   /* empty splice pipes a worker keeps for reuse */
@@ -330,6 +336,7 @@ static void out_of_fds(struct kg_worker *w, struct kg_evsrc *l, int err)
 	}
 	w->accept_resume_ms = now + ACCEPT_BACKOFF_MS;
 	set_accept(w, false);
+	kg_worker_due(w, w->accept_resume_ms);
 	if (w->fd_log_ms == 0 || now - w->fd_log_ms >= FD_LOG_INTERVAL_MS) {
 		kg_log_warnx("worker %u: out of file descriptors (%s): shedding new connections "
 			     "for %d ms (%llu more since the last message; fd limit %llu)", w->idx,
@@ -351,8 +358,10 @@ static void do_accept(struct kg_worker *w, struct kg_evsrc *l)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		if ((uint64_t)atomic_load(&w->d->n_handshakes) >= w->d->max_handshakes) {
 			/* Leave the rest in the backlog: the kernel queues them, and a
-			 * finished handshake resumes accepting. */
+			 * finished handshake resumes accepting (another worker's, at our
+			 * next tick). */
 			set_accept(w, false);
+			kg_worker_due(w, kg_now_ms() + TICK_MS);
 			return;
 		}
 		len = sizeof(ss);
@@ -400,11 +409,14 @@ static void auth_results(struct kg_worker *w)
 	}
 }
 
+/* Run what is due, and note when the next deadline of a connection that stays is
+ * (w->next_scan_ms). */
 static void scan_deadlines(struct kg_worker *w)
 {
 	uint64_t now = kg_now_ms();
 	struct kg_conn *c, *next;
 
+	w->next_scan_ms = now + IDLE_SCAN_MS;
 	for (c = w->conns; c != NULL; c = next) {
 		next = c->next;
 		/* A relay waiting on the kernel alone (relay.h, recheck) looks again now. */
@@ -418,6 +430,11 @@ static void scan_deadlines(struct kg_worker *w)
 		}
 		if (c->deadline_ms != 0 && now >= c->deadline_ms)
 			kg_conn_timeout(c);
+		if (c->state == KG_ST_CLOSED)
+			continue;
+		kg_worker_due(w, c->deadline_ms);
+		if (c->io.recheck)
+			kg_worker_due(w, now + TICK_MS);
 	}
 }
 
@@ -427,8 +444,13 @@ static void *worker_main(void *arg)
 	struct epoll_event evs[MAX_EVENTS];
 	uint64_t last_scan = kg_now_ms();
 
+	w->next_scan_ms = last_scan + TICK_MS;
 	while (!w->stop) {
-		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, TICK_MS);
+		uint64_t now = kg_now_ms();
+		/* At least a tick between scans; at most until the nearest deadline. */
+		uint64_t due = w->next_scan_ms > last_scan + TICK_MS ? w->next_scan_ms
+								      : last_scan + TICK_MS;
+		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, due > now ? (int)(due - now) : 0);
 
 		for (int i = 0; i < n; i++) {
 			struct kg_evsrc *src = evs[i].data.ptr;
@@ -458,8 +480,9 @@ static void *worker_main(void *arg)
 			}
 		}
 		kg_worker_reap(w);
-		if (kg_now_ms() - last_scan >= TICK_MS) {
-			last_scan = kg_now_ms();
+		now = kg_now_ms();
+		if (now >= w->next_scan_ms && now - last_scan >= TICK_MS) {
+			last_scan = now;
 			atomic_store_explicit(&w->loop_ms, last_scan, memory_order_relaxed);
 			scan_deadlines(w);
 			kg_worker_reap(w);
@@ -467,6 +490,10 @@ static void *worker_main(void *arg)
 			if (w->accept_paused && last_scan >= w->accept_resume_ms &&
 			    (uint64_t)atomic_load(&w->d->n_handshakes) < w->d->max_handshakes)
 				set_accept(w, true);
+			/* Paused accept is looked at each tick: other workers' handshakes
+			 * ending wake nobody here. */
+			if (w->accept_paused)
+				kg_worker_due(w, last_scan + TICK_MS);
 		}
 	}
 	return NULL;
@@ -548,8 +575,16 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 
 int kg_worker_start(struct kg_worker *w)
 {
+	char name[32];   /* the kernel keeps 15 bytes */
+
 	atomic_store_explicit(&w->loop_ms, kg_now_ms(), memory_order_relaxed);
-	return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : KG_E_RESOURCE;
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+		return KG_E_RESOURCE;
+	/* "kg-worker3" in top -H, ps -L and /proc/PID/task/TID/comm */
+	snprintf(name, sizeof(name), "kg-worker%u", w->idx);
+	name[15] = '\0';
+	(void)pthread_setname_np(w->thread, name);
+	return 0;
 }
 
 void kg_worker_join(struct kg_worker *w)

@@ -77,8 +77,18 @@ struct kg_worker {
 	bool ktls_unavailable;                /* the kernel refused the TLS ULP once */
 	_Atomic uint64_t loop_ms;             /* kg_now_ms() of the last deadline scan: the
 					       * main thread's watchdog reads it (relaxed) */
+	uint64_t next_scan_ms;                /* the loop sleeps until then at most: the
+					       * nearest deadline (kg_worker_due()) */
 	bool stop;
 };
+
+/* Something of this worker falls due at `at` (kg_now_ms() time; 0: nothing): its loop
+ * scans the deadlines by then. Worker thread only. */
+static inline void kg_worker_due(struct kg_worker *w, uint64_t at)
+{
+	if (at != 0 && at < w->next_scan_ms)
+		w->next_scan_ms = at;
+}
 
 /* Create listeners and the registry handle. Returns 0 or -1 with a message. */
 int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char *err,

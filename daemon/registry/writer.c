@@ -228,6 +228,7 @@ struct kg_writer *kg_writer_start(const char *registry, char *err, size_t errlen
 		snprintf(err, errlen, "cannot start the registry writer thread");
 		goto out_close;
 	}
+	(void)pthread_setname_np(w->thread, "kg-writer");
 	return w;
 
 out_close:

@@ -157,6 +157,24 @@ t_metrics() {
 	[ "$v" -ge 1 ] 2>/dev/null || { note "closed-net connections = $v"; return 1; }
 }
 
+# An idle gate sleeps: each worker thread (kg-workerN) wakes a few times a second for
+# its deadline scan (at least every 500 ms), not every 20 ms. Counted from the kernel:
+# voluntary context switches of each worker over 3 s, with nothing connected.
+t_idle_wakeups() {
+	local t tasks=() before=() after=() n rate bad=""
+	mapfile -t tasks < <(grep -l '^kg-worker' /proc/"$GW_PID"/task/*/comm 2>/dev/null | xargs -r -n1 dirname)
+	[ "${#tasks[@]}" -ge 1 ] || { note "no kg-worker threads in /proc/$GW_PID/task"; return 1; }
+	for t in "${tasks[@]}"; do before+=("$(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status")"); done
+	sleep 3
+	for t in "${tasks[@]}"; do after+=("$(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status")"); done
+	for ((n = 0; n < ${#tasks[@]}; n++)); do
+		rate=$(( (after[n] - before[n]) / 3 ))
+		echo "    $(cat "${tasks[n]}/comm"): $rate wake-ups/s idle"
+		[ "$rate" -le 10 ] || bad="$bad $(cat "${tasks[n]}/comm")=$rate/s"
+	done
+	[ -z "$bad" ] || { note "idle workers wake too often:$bad (a 20 ms tick is 50/s)"; return 1; }
+}
+
 # A reload cannot re-type a listener it already accepts on: it says so and keeps it.
 t_reload_keeps_listeners() {
 	local out m
@@ -177,7 +195,7 @@ t_reload_keeps_listeners() {
 }
 
 ALL_TESTS=(t_mtls_no_cert t_tls_x509 t_tls_no_cert_asks_connect t_x509_only_listener
-	t_plain_no_credentials t_config_check t_metrics t_reload_keeps_listeners)
+	t_plain_no_credentials t_config_check t_metrics t_idle_wakeups t_reload_keeps_listeners)
 
 setup || { echo "FAIL setup"; exit 1; }
 run_tests

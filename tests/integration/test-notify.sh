@@ -229,7 +229,7 @@ EOF
 
 # Freeze one worker thread of PID for SECONDS: ptrace(PTRACE_SEIZE + PTRACE_INTERRUPT)
 # stops that thread alone (a SIGSTOP would stop the whole process). A worker is the
-# thread in epoll_wait/epoll_pwait with the worker's 20 ms tick as its timeout.
+# thread the daemon named kg-workerN.
 write_freezer() {
 	cat >"$WORK/freeze.py" <<'FZEOF'
 import ctypes, os, sys, time
@@ -241,10 +241,10 @@ tid = None
 for _ in range(50):
     for t in sorted(os.listdir("/proc/%d/task" % pid)):
         try:
-            f = open("/proc/%d/task/%s/syscall" % (pid, t)).read().split()
+            comm = open("/proc/%d/task/%s/comm" % (pid, t)).read().strip()
         except OSError:
             continue
-        if f[0] in ("232", "281") and int(f[4], 16) == 20:
+        if comm.startswith("kg-worker"):
             tid = int(t)
             break
     if tid:

@@ -62,6 +62,9 @@ EOF2
 	pki self-signed --cn pin-thumb --out "$PKI/dev/pin-thumb" || return 1
 	THUMB=$(fingerprint "$PKI/dev/pin-thumb/cert.pem")
 	kg device add pin-thumb --thumbprint "$THUMB" >/dev/null || return 1
+	# a device without a certificate: an access token in its CONNECT, through the front
+	TOKEN=$(kg device add pin-tok --auth token 2>/dev/null | sed -n 's/^token: //p')
+	[ -n "$TOKEN" ] || { echo "device add --auth token printed no token" >&2; return 1; }
 	start_broker "$BK_PORT" || return 1
 	start_gateway || return 1
 	start_front || return 1
@@ -156,6 +159,24 @@ t_no_cert_through_front() {
 	# no certificate: nobody was identified; the CONNECT's (absent) credentials decided
 	last_audit "$m" | grep -q '"reason":"bad_credentials"' && ! last_audit "$m" | grep -q '"device"' ||
 		{ note "audit: $(last_audit "$m")"; return 1; }
+}
+
+# No certificate at the front: the CONNECT's credentials decide, as on a plain
+# listener (good token allowed and relayed by sockmap, a wrong one CONNACK 4), and the
+# audit line carries the device's own address from the header.
+t_credentials_through_front() {
+	local m out
+	m=$(log_mark)
+	out=$(kgc connect --port "$FRONT_PORT" --ca "$PKI/root/cert.pem" --id pin-tok --username "$TOKEN" \
+		--topic pin/tok --msg via-front)
+	[ "$out" = $'connack 0x00\npuback 0x00' ] || { note "token through HAProxy: $out"; return 1; }
+	audit_has "$m" ok pin-tok allow || { note "no allow line"; return 1; }
+	last_audit "$m" | grep -q '"auth":"token"' && last_audit "$m" | grep -q '"peer":"127.0.0.1:' ||
+		{ note "audit: $(last_audit "$m")"; return 1; }
+	m=$(log_mark)
+	out=$(kgc connect --port "$FRONT_PORT" --ca "$PKI/root/cert.pem" --id pin-tok --username "not-a-token-of-ours")
+	[ "$out" = "connack 0x04" ] || { note "wrong token through HAProxy: $out"; return 1; }
+	audit_has "$m" bad_credentials "" deny || { note "no bad_credentials line"; return 1; }
 }
 
 t_untrusted_source() {
@@ -266,7 +287,8 @@ t_require_crc() {
 }
 
 ALL_TESTS=(t_device_through_front t_disabled_through_front t_no_cert_through_front
-	t_pinned_through_front t_untrusted_source t_bad_header t_require_crc)
+	t_pinned_through_front t_credentials_through_front t_untrusted_source t_bad_header
+	t_require_crc)
 
 setup || { echo "FAIL setup"; exit 1; }
 run_tests
