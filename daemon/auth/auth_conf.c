@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* auth_conf.c - parse the [auth] section (contract in auth_conf.h). */
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "ops/conf_value.h"
 #include "auth/auth_conf.h"
+#include "policy/credential.h"
 
 void kg_auth_conf_defaults(void *sec)
 {
@@ -18,24 +17,6 @@ void kg_auth_conf_defaults(void *sec)
 	a->failure_burst = 10;
 	a->failure_refill_ms = 6000;
 	a->failure_track = 4096;
-}
-
-/* The hub is a DNS name: letters, digits, '-' and '.', as kg_azure_username_parse()
- * accepts in a user name (so a configured hub can ever match). */
-static bool host_ok(const char *h)
-{
-	size_t n = strlen(h);
-
-	if (n == 0 || n > KG_AUTH_HUB_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = h[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '-' || c == '.'))
-			return false;
-	}
-	return true;
 }
 
 static const struct {
@@ -80,7 +61,7 @@ int kg_auth_conf_set(void *sec, const char *key, const char *value, const char *
 	}
 	if (strcmp(key, "sas_hub") == 0) {
 		/* Empty is the default spelled out: take the user name's hub. */
-		if (value[0] != '\0' && !host_ok(value)) {
+		if (value[0] != '\0' && !kg_host_ok(value, strlen(value))) {
 			snprintf(why, whylen,
 				 "[auth] sas_hub: '%.64s' is not a host name (letters, digits, '-', '.')",
 				 value);

@@ -1039,33 +1039,24 @@ static enum kg_step admit_connect(struct kg_conn *c, const struct kg_mqtt_connec
  * ([limits] source_prefix_v4 / _v6, as the per-source limits count it). */
 static void source_block(const struct kg_conn *c, char *out, size_t cap)
 {
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	const struct kg_config *cfg = conn_cfg(c);
 	char host[INET6_ADDRSTRLEN] = "?";
-	uint8_t a[16] = { 0 };
-	unsigned bits, len;
-	int family;
+	struct kg_srckey k;
 
-	if (c->peer_sa.sa.sa_family == AF_INET) {
-		family = AF_INET;
-		len = 4;
-		bits = cfg->source_prefix_v4;
-		memcpy(a, &c->peer_sa.in.sin_addr, 4);
-	} else if (c->peer_sa.sa.sa_family == AF_INET6) {
-		family = AF_INET6;
-		len = 16;
-		bits = cfg->source_prefix_v6;
-		memcpy(a, c->peer_sa.in6.sin6_addr.s6_addr, 16);
-	} else {
+	/* the per-source limits' own masking (an IPv4 source as ::ffff:a.b.c.d) */
+	if (kg_srclimit_key(&c->peer_sa.sa, c->peer_salen, cfg->source_prefix_v4,
+			    cfg->source_prefix_v6, &k) != 0) {
 		snprintf(out, cap, "unknown");
 		return;
 	}
-	for (unsigned i = 0; i < len; i++) {
-		unsigned keep = bits >= 8 * (i + 1) ? 8 : bits > 8 * i ? bits - 8 * i : 0;
-
-		a[i] &= keep == 0 ? 0 : (uint8_t)(0xffu << (8 - keep));
+	if (memcmp(k.a, mapped, sizeof(mapped)) == 0) {
+		(void)inet_ntop(AF_INET, k.a + 12, host, sizeof(host));
+		snprintf(out, cap, "%s/%u", host, cfg->source_prefix_v4);
+	} else {
+		(void)inet_ntop(AF_INET6, k.a, host, sizeof(host));
+		snprintf(out, cap, "%s/%u", host, cfg->source_prefix_v6);
 	}
-	(void)inet_ntop(family, a, host, sizeof(host));
-	snprintf(out, cap, "%s/%u", host, bits);
 }
 
 static const enum kg_attestation kind_attestation[KG_AUTH_KIND_MAX] = {

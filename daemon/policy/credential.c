@@ -406,7 +406,7 @@ size_t kg_sas_key_decode(const char *b64, size_t len, uint8_t *key, const char *
 
 /* ---- Azure MQTT user names --------------------------------------------------- */
 
-static bool host_ok(const char *h, size_t n)
+bool kg_host_ok(const char *h, size_t n)
 {
 	if (n == 0 || n > KG_HOST_MAX)
 		return false;
@@ -464,7 +464,7 @@ bool kg_azure_username_parse(const char *u, size_t len, struct kg_azure_user *ou
 	p = memchr(u, '/', len);
 	if (p == NULL)
 		return fail(why, "an Azure user name without \"{hub}/{deviceId}\"");
-	if (!host_ok(u, (size_t)(p - u)))
+	if (!kg_host_ok(u, (size_t)(p - u)))
 		return fail(why, "an Azure user name whose hub is not a host name");
 	out->hub = u;
 	out->hub_len = (size_t)(p - u);

@@ -126,6 +126,11 @@ struct kg_azure_user {
 	size_t query_len;
 };
 
+/* Is h[0..n) a host name as Azure user names carry it: 1..KG_HOST_MAX bytes of ASCII
+ * letters, digits, '-' and '.'? ([auth] sas_hub is held to the same rule, so a
+ * configured hub can ever match a user name's.) */
+bool kg_host_ok(const char *h, size_t n) KG_MUST_USE;
+
 /*
  * Parse "{hub}/{deviceId}/?api-version=...[&...]", and the older forms
  * "{hub}/{deviceId}/api-version=...", "{hub}/{deviceId}/", "{hub}/{deviceId}", each

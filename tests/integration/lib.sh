@@ -250,6 +250,36 @@ log_mark() {
 	wc -l <"$GW_LOG"
 }
 
+# last_audit MARK: the last audit decision line written after MARK (raw JSON).
+last_audit() {
+	tail -n +"$(($1 + 1))" "$GW_LOG" | grep '"event":"decision"' | tail -1
+}
+
+# add_typed_listeners CONF: three listeners beside the config's default (mtls) one, on
+# new ports: one-way TLS (TLS_PORT), TLS with x509_only (X509_PORT), plain with
+# allow_plain (PLAIN_PORT).
+add_typed_listeners() {
+	TLS_PORT=$(free_port)
+	X509_PORT=$(free_port)
+	PLAIN_PORT=$(free_port)
+	cat >>"$1" <<EOF
+
+[listener one-way]
+type = tls
+listen = 127.0.0.1:$TLS_PORT
+
+[listener certs-only]
+type = tls
+x509_only = yes
+listen = 127.0.0.1:$X509_PORT
+
+[listener closed-net]
+type = plain
+allow_plain = yes
+listen = 127.0.0.1:$PLAIN_PORT
+EOF
+}
+
 # audit_has MARK REASON [DEVICE] [DECISION]: an audit decision after MARK matches.
 audit_has() {
 	local args=(audit --log "$GW_LOG" --from "$1" --reason "$2" --wait 3)

@@ -32,30 +32,14 @@ setup() {
 	TAP_PORT=$(free_port)
 	GW_PORT=$(free_port)
 	GW_MPORT=$(free_port)
-	TLS_PORT=$(free_port)
-	X509_PORT=$(free_port)
-	PLAIN_PORT=$(free_port)
 	local gw="$WORK/gw"
 	# backend "local" is a recording tap in front of mosquitto
 	write_gw_conf "$gw" "$GW_PORT" "$GW_MPORT" "$TAP_PORT" "$(free_port)"
 	GW_CONF="$gw/ktlsgate.conf"
 	GW_LOG="$gw/gw.log"
 	: >"$GW_LOG"
+	add_typed_listeners "$GW_CONF"
 	cat >>"$GW_CONF" <<EOF2
-
-[listener one-way]
-type = tls
-listen = 127.0.0.1:$TLS_PORT
-
-[listener certs-only]
-type = tls
-x509_only = yes
-listen = 127.0.0.1:$X509_PORT
-
-[listener closed-net]
-type = plain
-allow_plain = yes
-listen = 127.0.0.1:$PLAIN_PORT
 
 [auth]
 sas_hub = $HUB
@@ -156,10 +140,6 @@ if r.get("client_id") != sys.argv[1]:
 print("username=%s password=%s" % (r.get("username"), r.get("password")))' "$1" && return 0
 	done
 	echo "no CONNECT of $1 at the broker"
-}
-
-last_audit() {
-	tail -n +"$(($1 + 1))" "$GW_LOG" | grep '"event":"decision"' | tail -1
 }
 
 # allowed WHERE ID USER PASSWORD KIND: mosquitto_pub gets through, the message reaches the

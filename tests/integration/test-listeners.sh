@@ -23,30 +23,12 @@ setup() {
 	BK_PORT=$(free_port)
 	GW_PORT=$(free_port)
 	GW_MPORT=$(free_port)
-	TLS_PORT=$(free_port)
-	X509_PORT=$(free_port)
-	PLAIN_PORT=$(free_port)
 	local gw="$WORK/gw"
 	write_gw_conf "$gw" "$GW_PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
 	GW_CONF="$gw/ktlsgate.conf"
 	GW_LOG="$gw/gw.log"
 	: >"$GW_LOG"
-	cat >>"$GW_CONF" <<EOF2
-
-[listener one-way]
-type = tls
-listen = 127.0.0.1:$TLS_PORT
-
-[listener certs-only]
-type = tls
-x509_only = yes
-listen = 127.0.0.1:$X509_PORT
-
-[listener closed-net]
-type = plain
-allow_plain = yes
-listen = 127.0.0.1:$PLAIN_PORT
-EOF2
+	add_typed_listeners "$GW_CONF"
 	cp "$GW_CONF" "$gw/base.conf"
 	pki_setup "$WORK/pki" || return 1
 	device_cert "$DEV" "$PKI/factory" || return 1
@@ -67,11 +49,6 @@ nocert() {
 	local port=$1
 	shift
 	kgc connect --port "$port" --ca "$PKI/root/cert.pem" --id "$DEV" --peek 300 "$@"
-}
-
-# audit_field MARK FIELD: FIELD of the last audit line after MARK (json).
-last_audit() {
-	tail -n +"$(($1 + 1))" "$GW_LOG" | grep '"event":"decision"' | tail -1
 }
 
 t_mtls_no_cert() {

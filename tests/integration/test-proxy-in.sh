@@ -111,10 +111,6 @@ after_each() {
 	return 1
 }
 
-last_audit() {
-	tail -n +"$(($1 + 1))" "$GW_LOG" | grep '"event":"decision"' | tail -1
-}
-
 # via_front PORT ID [ARGS]: a device through HAProxy, from 127.0.0.1:<kernel port>.
 via_front() {
 	local port=$1 id=$2
