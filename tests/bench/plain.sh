@@ -66,7 +66,11 @@ TOKEN=""
 say() { printf '[bench-plain %s] %s\n' "$(date +%T)" "$*" >&2; }
 pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
-die() { fail "$1" "$2"; exit 1; }
+# die [NAME] MESSAGE: a FAIL line (NAME "setup" when not given), then stop.
+die() { if (($# >= 2)); then fail "$1" "$2"; else fail setup "$1"; fi; exit 1; }
+# free_port, start_bg, stop_bg, wait_listen, proc_tree, json_get, calc
+# shellcheck source=tests/bench/lib.sh
+. "$HERE/lib.sh"
 
 cleanup() {
 	local rc=$? pid
@@ -89,71 +93,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# ---- processes and ports (as run.sh) ---------------------------------------------
-
-free_port() {
-	local p
-	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 30000))
-		[[ $USED_PORTS == *" $p "* ]] && continue
-		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null) ]]; then
-			USED_PORTS+="$p "
-			printf -v "$1" '%s' "$p"
-			return 0
-		fi
-	done
-	die setup "no free port found"
-}
-
-start_bg() {
-	local log=$LOGS/$1.log
-	shift
-	"$@" >>"$log" 2>&1 &
-	BG_PID=$!
-	PIDS+=("$BG_PID")
-}
-
-forget_pid() {
-	local p keep=()
-	for p in "${PIDS[@]}"; do
-		[[ $p == "$1" ]] || keep+=("$p")
-	done
-	PIDS=("${keep[@]+"${keep[@]}"}")
-}
-
-stop_bg() {
-	local pid=$1
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	forget_pid "$pid"
-}
-
-# wait_listen PID PORT LOGNAME: 0 once PORT accepts; 1 if PID died or 15 s passed.
-wait_listen() {
-	for _ in $(seq 150); do
-		if ! kill -0 "$1" 2>/dev/null; then
-			tail -20 "$LOGS/$3.log" >&2 || true
-			return 1
-		fi
-		[[ -n $(ss -Hltn "sport = :$2" 2>/dev/null) ]] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-proc_tree() {
-	local c
-	echo "$1"
-	for c in $(pgrep -P "$1" || true); do
-		proc_tree "$c"
-	done
-}
 
 # cpu_ut PIDS...: "utime stime" in clock ticks, summed (/proc/PID/stat counts all threads).
 cpu_ut() {
@@ -198,8 +137,6 @@ kworker_delta() {
 # syscr PID: read-type system calls the process made so far (/proc/PID/io).
 syscr() { awk '/^syscr:/ { printf "%.0f\n", $2 }' "/proc/$1/io" 2>/dev/null; }
 
-json_get() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1" | tr -d '"'; }
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$RAW"; }
 
 # metric NAME{LABELS}: the value on ktlsgated's metrics endpoint, empty if absent.

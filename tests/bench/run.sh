@@ -55,6 +55,9 @@ SRV_PORT=""
 
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# free_port, start_bg, stop_bg, wait_listen, proc_tree, json_get, calc
+# shellcheck source=tests/bench/lib.sh
+. "$HERE/lib.sh"
 
 cleanup() {
 	local rc=$? pid
@@ -75,73 +78,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- helpers -----------------------------------------------------------------
-
-# free_port VAR: a TCP port nobody uses and we have not handed out yet, into VAR
-# (not echoed: USED_PORTS must be updated in this shell, not in a $(...) subshell).
-free_port() {
-	local p
-	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 30000))
-		[[ $USED_PORTS == *" $p "* ]] && continue
-		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null) ]]; then
-			USED_PORTS+="$p "
-			printf -v "$1" '%s' "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
-}
-
-# start_bg LOGNAME CMD...: run in the background, remember the pid in BG_PID.
-start_bg() {
-	local log=$LOGS/$1.log
-	shift
-	"$@" >>"$log" 2>&1 &
-	BG_PID=$!
-	PIDS+=("$BG_PID")
-}
-
-forget_pid() {
-	local p keep=()
-	for p in "${PIDS[@]}"; do
-		[[ $p == "$1" ]] || keep+=("$p")
-	done
-	PIDS=("${keep[@]+"${keep[@]}"}")
-}
-
-stop_bg() {
-	local pid=$1
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	forget_pid "$pid"
-}
-
-# wait_listen PID PORT LOGNAME: until PORT accepts, or fail if PID died / 15 s passed.
-wait_listen() {
-	for _ in $(seq 150); do
-		if ! kill -0 "$1" 2>/dev/null; then
-			tail -20 "$LOGS/$3.log" >&2 || true
-			die "$3 exited before listening on $2"
-		fi
-		[[ -n $(ss -Hltn "sport = :$2" 2>/dev/null) ]] && return 0
-		sleep 0.1
-	done
-	die "$3 is not listening on $2 after 15 s"
-}
-
-# The pid and all its descendants (nginx: master + workers).
-proc_tree() {
-	local c
-	echo "$1"
-	for c in $(pgrep -P "$1" || true); do
-		proc_tree "$c"
-	done
-}
 
 # utime + stime (clock ticks) summed over the given pids; /proc/PID/stat counts all threads.
 cpu_ticks() {
@@ -165,9 +101,7 @@ rss_kb() {
 slab_kb() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
 
 # json_get JSON KEY: the value of a flat key in kg-bench's one-line JSON.
-json_get() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1" | tr -d '"'; }
 
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; }
 
@@ -300,7 +234,7 @@ start_backend() {
 	user root
 	EOF
 	start_bg mosquitto-backend mosquitto -c "$RUN/mosquitto-backend.conf"
-	wait_listen "$BG_PID" "$MQTT_PORT" mosquitto-backend
+	wait_listen "$BG_PID" "$MQTT_PORT" mosquitto-backend || die "mosquitto-backend is not listening on $MQTT_PORT (exited, or 15 s passed)"
 	say "backend mosquitto on 127.0.0.1:$MQTT_PORT (pid $BG_PID)"
 }
 
@@ -340,7 +274,7 @@ start_ktlsgated() {
 	EOF
 	start_bg ktlsgated "$KTLSGATED" -c "$RUN/ktlsgated.conf"
 	SRV_PID=$BG_PID
-	wait_listen "$SRV_PID" "$SRV_PORT" ktlsgated
+	wait_listen "$SRV_PID" "$SRV_PORT" ktlsgated || die "ktlsgated is not listening on $SRV_PORT (exited, or 15 s passed)"
 }
 
 start_haproxy() {
@@ -348,7 +282,7 @@ start_haproxy() {
 	subst "$HERE/haproxy.cfg.in" "$RUN" >"$RUN/haproxy.cfg"
 	start_bg haproxy haproxy -f "$RUN/haproxy.cfg" -db
 	SRV_PID=$BG_PID
-	wait_listen "$SRV_PID" "$SRV_PORT" haproxy
+	wait_listen "$SRV_PID" "$SRV_PORT" haproxy || die "haproxy is not listening on $SRV_PORT (exited, or 15 s passed)"
 }
 
 start_nginx() {
@@ -358,7 +292,7 @@ start_nginx() {
 	start_bg nginx nginx -p "$RUN/nginx/" -e "$RUN/nginx/nginx-error.log" \
 		-c "$RUN/nginx/nginx.conf" -g 'daemon off;'
 	SRV_PID=$BG_PID
-	wait_listen "$SRV_PID" "$SRV_PORT" nginx
+	wait_listen "$SRV_PID" "$SRV_PORT" nginx || die "nginx is not listening on $SRV_PORT (exited, or 15 s passed)"
 }
 
 # Reference: mosquitto terminating mTLS itself, no proxy in front.
@@ -384,7 +318,7 @@ start_mosquitto() {
 	EOF
 	start_bg mosquitto-tls mosquitto -c "$RUN/mosquitto-tls.conf"
 	SRV_PID=$BG_PID
-	wait_listen "$SRV_PID" "$SRV_PORT" mosquitto-tls
+	wait_listen "$SRV_PID" "$SRV_PORT" mosquitto-tls || die "mosquitto-tls is not listening on $SRV_PORT (exited, or 15 s passed)"
 }
 
 stop_server() {

@@ -1,0 +1,77 @@
+# shellcheck shell=bash
+# SPDX-License-Identifier: BSD-2-Clause
+# tests/bench/lib.sh - what the bench scripts (run.sh, plain.sh) share: free ports,
+# background processes with their logs in $LOGS, the process tree of a server, and two
+# small text helpers. The caller sets `set -u`, LOGS, PIDS=() and USED_PORTS=" ", and
+# defines die MESSAGE... (its own wording: run.sh stops with it, plain.sh counts a FAIL).
+
+# free_port VAR: a TCP port nobody uses and we have not handed out yet, into VAR
+# (not echoed: USED_PORTS must be updated in this shell, not in a $(...) subshell).
+free_port() {
+	local p
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 30000))
+		[[ $USED_PORTS == *" $p "* ]] && continue
+		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null) ]]; then
+			USED_PORTS+="$p "
+			printf -v "$1" '%s' "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# start_bg LOGNAME CMD...: run in the background, remember the pid in BG_PID.
+start_bg() {
+	local log=$LOGS/$1.log
+	shift
+	"$@" >>"$log" 2>&1 &
+	BG_PID=$!
+	PIDS+=("$BG_PID")
+}
+
+forget_pid() {
+	local p keep=()
+	for p in "${PIDS[@]}"; do
+		[[ $p == "$1" ]] || keep+=("$p")
+	done
+	PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+stop_bg() {
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	forget_pid "$pid"
+}
+
+# wait_listen PID PORT LOGNAME: 0 once PORT accepts; 1 (the log's tail on stderr) if PID
+# died or 15 s passed. The caller decides what that means.
+wait_listen() {
+	for _ in $(seq 150); do
+		if ! kill -0 "$1" 2>/dev/null; then
+			tail -20 "$LOGS/$3.log" >&2 || true
+			return 1
+		fi
+		[[ -n $(ss -Hltn "sport = :$2" 2>/dev/null) ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# The pid and all its descendants (nginx: master + workers).
+proc_tree() {
+	local c
+	echo "$1"
+	for c in $(pgrep -P "$1" || true); do
+		proc_tree "$c"
+	done
+}
+
+json_get() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1" | tr -d '"'; }
+calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
