@@ -659,6 +659,31 @@ static enum kg_step st_accepted(struct kg_conn *c)
 }
 
 /*
+ * Read more of the device's stream (TLS or plain) into io.up, up to `upto` bytes in
+ * all: what the PROXY header and the CONNECT states parse. KG_STEP_NEXT: bytes came,
+ * parse again; KG_STEP_WAIT: armed for more; KG_STEP_DONE: closed (the device hung up,
+ * an error, no memory).
+ */
+static enum kg_step read_up(struct kg_conn *c, size_t upto)
+{
+	long n;
+
+	if (kg_buf_reserve(&c->io.up, upto) < 0) {
+		kg_conn_close(c, KG_REASON_OVERLOAD);
+		return KG_STEP_DONE;
+	}
+	n = kg_ssl_io_read(&c->io, c->io.up.data + c->io.up.len, upto - c->io.up.len);
+	if (n == KG_E_AGAIN)
+		return wait_tls(c);
+	if (n <= 0) {
+		kg_conn_close(c, n == 0 ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
+		return KG_STEP_DONE;
+	}
+	c->io.up.len += (size_t)n;
+	return KG_STEP_NEXT;
+}
+
+/*
  * The device the front's certificate TLVs name: the CN (a valid device id) as the
  * identity, attested through the listener's proxy_ca ("" when not said; st_policy
  * turns it into a thumbprint identity when the device is pinned and the front sent
@@ -701,26 +726,16 @@ static enum kg_step st_proxy_header(struct kg_conn *c)
 {
 	struct kg_pp2_header h;
 	struct kg_pp2_result pr;
-	long n;
+	enum kg_step st;
 
 	for (;;) {
 		pr = kg_pp2_parse(c->io.up.data, c->io.up.len, KG_PP2_DEFAULT_MAX, &h);
 		if (pr.status != KG_PP2_NEED_MORE)
 			break;
-		if (kg_buf_reserve(&c->io.up, pr.need) < 0) {
-			kg_conn_close(c, KG_REASON_OVERLOAD);
-			return KG_STEP_DONE;
-		}
 		/* Exactly what the header still needs: the device's bytes behind it are
 		 * read by the CONNECT state, under its own limits. */
-		n = kg_ssl_io_read(&c->io, c->io.up.data + c->io.up.len, pr.need - c->io.up.len);
-		if (n == KG_E_AGAIN)
-			return wait_tls(c);
-		if (n <= 0) {
-			kg_conn_close(c, n == 0 ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
-			return KG_STEP_DONE;
-		}
-		c->io.up.len += (size_t)n;
+		if ((st = read_up(c, pr.need)) != KG_STEP_NEXT)
+			return st;
 	}
 	if (pr.status != KG_PP2_OK)
 		return proxy_refuse(c, KG_REASON_BAD_PROXY_HEADER, pr.why);
@@ -930,7 +945,7 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 	const struct kg_config *cfg = conn_cfg(c);
 	struct kg_mqtt_connect mc;
 	enum kg_parse pr;
-	long n;
+	enum kg_step st;
 
 	for (;;) {
 		/* Parse what we have first: a CONNECT may already be complete. */
@@ -939,18 +954,8 @@ static enum kg_step st_mqtt_connect(struct kg_conn *c)
 				  : KG_PARSE_SHORT;
 		if (pr != KG_PARSE_SHORT)
 			break;
-		if (kg_buf_reserve(&c->io.up, c->io.up.len + CONNECT_READ_CHUNK) < 0) {
-			kg_conn_close(c, KG_REASON_OVERLOAD);
-			return KG_STEP_DONE;
-		}
-		n = kg_ssl_io_read(&c->io, c->io.up.data + c->io.up.len, c->io.up.cap - c->io.up.len);
-		if (n == KG_E_AGAIN)
-			return wait_tls(c);
-		if (n <= 0) {
-			kg_conn_close(c, n == 0 ? KG_REASON_PEER_CLOSED : KG_REASON_IO_ERROR);
-			return KG_STEP_DONE;
-		}
-		c->io.up.len += (size_t)n;
+		if ((st = read_up(c, c->io.up.len + CONNECT_READ_CHUNK)) != KG_STEP_NEXT)
+			return st;
 	}
 	if (pr == KG_PARSE_UNSUPPORTED) {
 		/* 3.1.1 3.1.2.2: answer an unsupported level with return code 1. The level

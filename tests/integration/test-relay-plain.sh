@@ -159,9 +159,9 @@ jq_() {
 why_failed() {
 	grep -m3 -E '^(FAIL|  conn)|^kg-mqttcheck: [a-z-]' "$WORK/$1.err" | tr '\n' ' ' | cut -c1-400
 	# a session the daemon put into the sockmap whose CONNACK never came: the
-	# defect this suite found (docs/testing-tools.md, "test-relay-plain.sh")
+	# defect this suite found, fixed since (docs/testing-tools.md, "test-relay-plain.sh")
 	grep -qE 'timeout: .*connack no|before the CONNACK' "$WORK/$1.err" &&
-		echo " [known defect: the verdict drops broker bytes that arrive between the two SOCKHASH inserts (kg_sockmap_add)]"
+		echo " [the handoff drop is back: broker bytes lost between the SOCKHASH inserts (kg_sockmap_add); see ktlsgate_sockmap_drops_total]"
 }
 
 # The checker's plain path checks: a damaged and a missing message fail the run, named;
