@@ -300,6 +300,15 @@ int kg_registry_sqlite_open(const char *path, enum kg_registry_mode mode, struct
  * it is foreign and refused. */
 #define KG_REGISTRY_SQLITE_APP_ID 0x4b544c47u
 
+/* PostgreSQL store (issue 16): everything lives in this schema of the database the
+ * URI names, and every change that matters to a live session (a device's status,
+ * attestation, thumbprints, backend or CA; any credential; any CA) is appended by
+ * triggers to KG_PG_SCHEMA.changes (version BIGSERIAL, kind 'device'|'ca', name, at)
+ * and announced with pg_notify(KG_PG_CHANNEL, "KIND VERSION") at commit: the watcher
+ * of every appliance sharing the database revalidates what it names. */
+#define KG_PG_SCHEMA "ktlsgate"
+#define KG_PG_CHANNEL "ktlsgate_changes"
+
 /* The schema version this build's SQLite store creates and migrates to. */
 int kg_registry_sqlite_schema_latest(void);
 
