@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -118,6 +120,31 @@ static void kick(int fd)
 	(void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
 }
 
+/*
+ * Keep what the kernel relay has sent but the peer's window has not taken small. The
+ * verdict hands each skb to the psock of the other socket, whose work item sends it
+ * (tcp_sendmsg) as far as the send buffer allows. Left at the default, that buffer
+ * autotunes to megabytes: when the broker reads slower than the device writes (a
+ * broker is the bottleneck of a QoS 1 stream), megabytes wait in our send queue, and
+ * every window update the broker sends (each read(), each PUBACK) makes our socket
+ * transmit from inside the broker's own system call: loopback delivery and ACK
+ * processing billed to the broker's one thread. Measured behind mosquitto 2.0 with 64
+ * KiB payloads: mosquitto CPU 1.2 s/GB instead of 0.5 s/GB behind HAProxy, and the
+ * stream at 0.55x HAProxy's rate. With TCP_NOTSENT_LOWAT the send queue holds at most
+ * this much unsent; the rest waits in the psock queue, still charged to the sending
+ * socket's receive memory, so TCP's window pushes back on the device as it would for
+ * a proxy that stops reading (docs/benchmarks.md "Issue 15", check in
+ * test-relay-plain.sh t_backpressure_sockmap).
+ */
+#define KG_SM_NOTSENT_LOWAT 4096
+
+static void limit_unsent(int fd)
+{
+	int lowat = KG_SM_NOTSENT_LOWAT;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+}
+
 int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2])
 {
 	struct kg_sm_peer pd = { .peer_cookie = cookie[1] }, pb = { .peer_cookie = cookie[0] };
@@ -137,6 +164,8 @@ int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t 
 	if (bpf_map_update_elem(sm->socks_fd, &cookie[1], &fd_be, BPF_NOEXIST) < 0 ||
 	    bpf_map_update_elem(sm->socks_fd, &cookie[0], &fd_dev, BPF_NOEXIST) < 0)
 		goto fail;
+	limit_unsent(dev_fd);
+	limit_unsent(be_fd);
 	kick(dev_fd);
 	kick(be_fd);
 	return 0;

@@ -35,8 +35,9 @@ setup() {
 	GW_PORT=$(free_port)
 	GW_MPORT=$(free_port)
 	PLAIN_PORT=$(free_port)
+	B2_PORT=$(free_port)     # backend "other": t_backpressure_sockmap's silent broker
 	# the stress opens hundreds of sessions at once from 127.0.0.1: one source
-	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$WORK/gw" "$GW_PORT" "$GW_MPORT" "$BK_PORT" "$(free_port)"
+	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$WORK/gw" "$GW_PORT" "$GW_MPORT" "$BK_PORT" "$B2_PORT"
 	GW_CONF="$WORK/gw/ktlsgate.conf"
 	GW_LOG="$WORK/gw/gw.log"
 	: >"$GW_LOG"
@@ -58,6 +59,9 @@ EOF
 	kg device add tokdev --auth token >"$WORK/add.out" 2>/dev/null || return 1
 	TOKEN=$(sed -n 's/^token: //p' "$WORK/add.out")
 	[ -n "$TOKEN" ] || { echo "device add printed no token" >&2; return 1; }
+	kg device add stalldev --auth token --backend other >"$WORK/add-stall.out" 2>/dev/null || return 1
+	STALL_TOKEN=$(sed -n 's/^token: //p' "$WORK/add-stall.out")
+	[ -n "$STALL_TOKEN" ] || { echo "device add stalldev printed no token" >&2; return 1; }
 	start_broker "$BK_PORT" || return 1
 	DAEMON="" CONF=""
 	use_mode sockmap || return 1
@@ -280,6 +284,44 @@ t_cpu_per_gb() {
 		{ note "daemon CPU ms per GB: sockmap $sm is not under 10% of plain's $pl"; return 1; }
 }
 
+# Both sockets of a sockmap session carry the relay's TCP_NOTSENT_LOWAT (sockmap.c
+# limit_unsent(): what keeps a slow broker's thread from paying for our transmissions,
+# docs/benchmarks.md "Issue 15"), read from the daemon's own sockets (pidfd_getfd) while
+# a device writes into a broker that reads nothing (stallcheck.py). How much such a
+# device gets the kernel to hold is printed, not yet bounded: docs/architecture.md
+# "Plain sessions", the open back-pressure item.
+t_notsent_lowat_sockmap() {
+	local before bpid dpid out="$WORK/stall.json" acc port lw i
+	use_mode sockmap || return 1
+	before=$(counts)
+	STALL_HOLD=60 $PY "$KG_TOP/tests/lib/stallcheck.py" broker "$B2_PORT" >"$WORK/stall-broker.log" 2>&1 &
+	bpid=$!
+	KG_PIDS+=("$bpid")
+	wait_port "$B2_PORT" 5 "$bpid" || { note "the silent broker did not listen"; return 1; }
+	STALL_HOLD=60 STALL_LIMIT=$((${KG_STALL_MIB:-8} << 20)) STALL_QUIET=2 \
+		$PY "$KG_TOP/tests/lib/stallcheck.py" device "$PLAIN_PORT" "$STALL_TOKEN" stall-1 >"$out" 2>"$WORK/stall-device.err" &
+	dpid=$!
+	KG_PIDS+=("$dpid")
+	for i in $(seq 1 300); do
+		[ -s "$out" ] && break
+		kill -0 "$dpid" 2>/dev/null || break
+		sleep 0.2
+	done
+	acc=$(jq_ stall 'd["accepted"]')
+	port=$(jq_ stall 'd["port"]')
+	if [ -z "$acc" ] || [ -z "$port" ] || [ "$(jq_ stall 'd["connack"]')" != 0 ]; then
+		note "the device did not get through: $(cat "$out" "$WORK/stall-device.err" | tr '\n' ' ' | cut -c1-300)"
+		kill "$dpid" "$bpid" 2>/dev/null
+		return 1
+	fi
+	lw="$($PY "$KG_TOP/tests/lib/stallcheck.py" lowat "$GW_PID" "$B2_PORT" | tr '\n' ' ')/$($PY "$KG_TOP/tests/lib/stallcheck.py" lowat "$GW_PID" "$port" | tr '\n' ' ')"
+	kill "$dpid" "$bpid" 2>/dev/null
+	wait "$dpid" "$bpid" 2>/dev/null
+	echo "    TCP_NOTSENT_LOWAT broker/device side: $lw; the device wrote $acc of $((${KG_STALL_MIB:-8} << 20)) bytes into a broker that reads nothing"
+	rose_by "$before" sockmap 1 || return 1
+	[ "$lw" = "4096 /4096 " ] || { note "TCP_NOTSENT_LOWAT broker/device side: '$lw', want 4096 on each"; return 1; }
+}
+
 after_each() {
 	kill -0 "$GW_PID" 2>/dev/null && return 0
 	note "ktlsgated died during this test; last log line: $(tail -1 "$GW_LOG" | cut -c1-160)"
@@ -289,7 +331,7 @@ after_each() {
 	return 1
 }
 
-ALL_TESTS=(t_checker_detects t_exact_sockmap t_exact_plain t_switch_stress_sockmap t_cpu_per_gb t_exact_splice)
+ALL_TESTS=(t_checker_detects t_exact_sockmap t_exact_plain t_switch_stress_sockmap t_notsent_lowat_sockmap t_cpu_per_gb t_exact_splice)
 
 if ! setup; then
 	echo "FAIL setup: relay-plain PKI / broker / gateway (log: ${GW_LOG:-none})"

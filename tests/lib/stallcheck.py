@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
+"""stallcheck.py - a plain MQTT device that writes into a broker that never reads.
+
+  stallcheck.py broker PORT            a broker that answers the CONNECT with CONNACK 0,
+                                       then reads nothing more; exits after HOLD s
+  stallcheck.py device PORT TOKEN ID   CONNECT (3.1.1, user name TOKEN, client id ID) to
+                                       a plain listener, then one QoS 0 PUBLISH of
+                                       LIMIT bytes written without blocking until the
+                                       socket has taken nothing for QUIET s; prints
+                                       {"accepted": BYTES, "connack": RC, "port": ITS
+                                       PORT} as JSON, then holds the session HOLD s
+  stallcheck.py lowat PID PORT         TCP_NOTSENT_LOWAT of every socket of process
+                                       PID connected to 127.0.0.1:PORT (pidfd_getfd),
+                                       one per line
+
+test-relay-plain.sh t_notsent_lowat_sockmap uses them. A relay that buffers without
+bound lets the device write all of LIMIT (the sockmap relay does today: docs/
+architecture.md "Plain sessions").
+"""
+import ctypes
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+HOLD = float(os.environ.get("STALL_HOLD", "60"))
+LIMIT = int(os.environ.get("STALL_LIMIT", str(200 << 20)))
+QUIET = float(os.environ.get("STALL_QUIET", "3"))
+TCP_NOTSENT_LOWAT = 25
+SYS_PIDFD_GETFD = 438
+
+
+def remaining_length(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def mqtt_str(s):
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def broker(port):
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(4)
+    conn, _ = srv.accept()
+    conn.recv(4096)                      # the CONNECT (the gate forwards it whole)
+    conn.sendall(b"\x20\x02\x00\x00")
+    time.sleep(HOLD)                     # and never read again
+
+
+def device(port, token, cid):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    var = mqtt_str("MQTT") + b"\x04\x82" + struct.pack("!H", 60)   # 3.1.1, user name, clean
+    pay = mqtt_str(cid) + mqtt_str(token)
+    body = var + pay
+    s.sendall(b"\x10" + remaining_length(len(body)) + body)
+    ack = b""
+    while len(ack) < 4:
+        chunk = s.recv(4 - len(ack))
+        if not chunk:
+            break
+        ack += chunk
+    rc = ack[3] if len(ack) == 4 else -1
+    if rc != 0:
+        print(json.dumps({"accepted": 0, "connack": rc}))
+        return
+    time.sleep(0.5)                      # the daemon hands the session to the kernel
+    topic = mqtt_str("stall/t")
+    head = b"\x30" + remaining_length(len(topic) + LIMIT) + topic
+    s.sendall(head)
+    s.setblocking(False)
+    chunk = bytes(65536)
+    sent, last = 0, time.monotonic()
+    while sent < LIMIT:
+        _, w, _ = select.select([], [s], [], 0.2)
+        if w:
+            try:
+                n = s.send(chunk[: min(len(chunk), LIMIT - sent)])
+            except BlockingIOError:
+                n = 0
+            if n > 0:
+                sent += n
+                last = time.monotonic()
+                continue
+        if time.monotonic() - last >= QUIET:
+            break
+    print(json.dumps({"accepted": sent, "connack": rc, "port": s.getsockname()[1]}))
+    sys.stdout.flush()
+    time.sleep(HOLD)                     # the session stays up for the caller's checks
+
+
+def lowat(pid, port):
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if not target.startswith("socket:"):
+            continue
+        fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+        if fd < 0:
+            continue
+        try:
+            s = socket.socket(fileno=fd)
+            try:
+                peer = s.getpeername()
+            except OSError:
+                continue
+            if s.family == socket.AF_INET and s.type == socket.SOCK_STREAM and peer[1] == port:
+                print(s.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT))
+        finally:
+            s.detach()
+            os.close(fd)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "broker":
+        broker(int(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "device":
+        device(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 4 and sys.argv[1] == "lowat":
+        lowat(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        sys.exit(__doc__)
