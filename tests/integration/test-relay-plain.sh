@@ -287,9 +287,7 @@ t_cpu_per_gb() {
 # Both sockets of a sockmap session carry the relay's TCP_NOTSENT_LOWAT (sockmap.c
 # limit_unsent(): what keeps a slow broker's thread from paying for our transmissions,
 # docs/benchmarks.md "Issue 15"), read from the daemon's own sockets (pidfd_getfd) while
-# a device writes into a broker that reads nothing (stallcheck.py). How much such a
-# device gets the kernel to hold is printed, not yet bounded: docs/architecture.md
-# "Plain sessions", the open back-pressure item.
+# a device writes into a broker that reads nothing (stallcheck.py).
 t_notsent_lowat_sockmap() {
 	local before bpid dpid out="$WORK/stall.json" acc port lw i
 	use_mode sockmap || return 1
@@ -322,6 +320,46 @@ t_notsent_lowat_sockmap() {
 	[ "$lw" = "4096 /4096 " ] || { note "TCP_NOTSENT_LOWAT broker/device side: '$lw', want 4096 on each"; return 1; }
 }
 
+# Back-pressure (relay_plain.c): a device writing into a broker that reads nothing is
+# held back by TCP once its session's backlog passes the pause mark (the verdict's
+# notices, a paused source), not buffered by the kernel without bound; when the broker
+# reads again the session resumes and every byte arrives, in order (a pattern checked
+# at the byte). Without the pause the device writes all 256 MiB at once.
+t_backpressure_sockmap() {
+	local before p0 p1 bpid dpid out="$WORK/bp.json" bout="$WORK/bp-broker.json" acc lim i
+	lim=$((256 << 20))
+	use_mode sockmap || return 1
+	before=$(counts)
+	p0=$(metric_value ktlsgate_sockmap_pauses_total)
+	rm -f "$WORK/bp.release"
+	STALL_HOLD=120 STALL_RELEASE="$WORK/bp.release" \
+		$PY "$KG_TOP/tests/lib/stallcheck.py" broker "$B2_PORT" >"$bout" 2>"$WORK/bp-broker.err" &
+	bpid=$!
+	KG_PIDS+=("$bpid")
+	wait_port "$B2_PORT" 5 "$bpid" || { note "the silent broker did not listen"; return 1; }
+	STALL_HOLD=120 STALL_LIMIT=$lim STALL_QUIET=2 STALL_FINISH=1 \
+		$PY "$KG_TOP/tests/lib/stallcheck.py" device "$PLAIN_PORT" "$STALL_TOKEN" bp-1 >"$out" 2>"$WORK/bp-device.err" &
+	dpid=$!
+	KG_PIDS+=("$dpid")
+	for i in $(seq 1 300); do
+		[ -s "$out" ] && break
+		kill -0 "$dpid" 2>/dev/null || break
+		sleep 0.2
+	done
+	acc=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["accepted"])' "$out" 2>/dev/null)
+	p1=$(metric_value ktlsgate_sockmap_pauses_total)
+	touch "$WORK/bp.release"
+	wait "$dpid" 2>/dev/null
+	wait "$bpid" 2>/dev/null
+	echo "    held after $acc of $lim bytes (pauses +$((${p1:-0} - ${p0:-0}))); then: $(tail -1 "$out"), broker $(cat "$bout")"
+	[ -n "$acc" ] || { note "the device did not get through: $(cat "$out" "$WORK/bp-device.err" | tr '\n' ' ' | cut -c1-300)"; return 1; }
+	rose_by "$before" sockmap 1 || return 1
+	[ "$acc" -lt $((64 << 20)) ] || { note "the device wrote $acc bytes into a broker that reads nothing: no back-pressure"; return 1; }
+	[ -n "$p0" ] && [ -n "$p1" ] && [ "$p1" -gt "$p0" ] || { note "ktlsgate_sockmap_pauses_total did not rise ($p0 -> $p1)"; return 1; }
+	[ "$(tail -1 "$out")" = "{\"sent\": $lim}" ] || { note "the device did not finish: $(tail -1 "$out") $(tail -2 "$WORK/bp-device.err" | tr '\n' ' ')"; return 1; }
+	[ "$(cat "$bout")" = "{\"read\": $lim, \"exact\": true}" ] || { note "the broker got $(cat "$bout"), want all $lim bytes exact"; return 1; }
+}
+
 after_each() {
 	kill -0 "$GW_PID" 2>/dev/null && return 0
 	note "ktlsgated died during this test; last log line: $(tail -1 "$GW_LOG" | cut -c1-160)"
@@ -331,7 +369,7 @@ after_each() {
 	return 1
 }
 
-ALL_TESTS=(t_checker_detects t_exact_sockmap t_exact_plain t_switch_stress_sockmap t_notsent_lowat_sockmap t_cpu_per_gb t_exact_splice)
+ALL_TESTS=(t_checker_detects t_exact_sockmap t_exact_plain t_switch_stress_sockmap t_notsent_lowat_sockmap t_backpressure_sockmap t_cpu_per_gb t_exact_splice)
 
 if ! setup; then
 	echo "FAIL setup: relay-plain PKI / broker / gateway (log: ${GW_LOG:-none})"

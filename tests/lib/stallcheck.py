@@ -3,13 +3,19 @@
 """stallcheck.py - a plain MQTT device that writes into a broker that never reads.
 
   stallcheck.py broker PORT            a broker that answers the CONNECT with CONNACK 0,
-                                       then reads nothing more; exits after HOLD s
+                                       then reads nothing more until the file RELEASE
+                                       exists (or HOLD s passed); then it reads to the
+                                       end and prints {"read": BYTES, "exact": BOOL}:
+                                       the PUBLISH's payload checked against the
+                                       device's pattern
   stallcheck.py device PORT TOKEN ID   CONNECT (3.1.1, user name TOKEN, client id ID) to
                                        a plain listener, then one QoS 0 PUBLISH of
-                                       LIMIT bytes written without blocking until the
-                                       socket has taken nothing for QUIET s; prints
-                                       {"accepted": BYTES, "connack": RC, "port": ITS
-                                       PORT} as JSON, then holds the session HOLD s
+                                       LIMIT pattern bytes written without blocking
+                                       until the socket has taken nothing for QUIET s;
+                                       prints {"accepted": BYTES, "connack": RC, "port":
+                                       ITS PORT} as a JSON line; with FINISH set it then
+                                       writes the rest (blocking), closes, and prints
+                                       {"sent": BYTES}; else it holds the session HOLD s
   stallcheck.py lowat PID PORT         TCP_NOTSENT_LOWAT of every socket of process
                                        PID connected to 127.0.0.1:PORT (pidfd_getfd),
                                        one per line
@@ -30,7 +36,18 @@ import time
 HOLD = float(os.environ.get("STALL_HOLD", "60"))
 LIMIT = int(os.environ.get("STALL_LIMIT", str(200 << 20)))
 QUIET = float(os.environ.get("STALL_QUIET", "3"))
+RELEASE = os.environ.get("STALL_RELEASE", "")
+FINISH = os.environ.get("STALL_FINISH", "") == "1"
 TCP_NOTSENT_LOWAT = 25
+# The payload: a prime-length pattern repeated, so a lost, doubled or reordered chunk
+# shows at the byte (offset % PAT_LEN picks the slice of PAT2).
+PAT_LEN = 65521
+PAT2 = bytes((i * 7 + 3) % 251 for i in range(PAT_LEN)) * 3
+
+
+def pattern(off, n):
+    o = off % PAT_LEN
+    return PAT2[o:o + n]
 SYS_PIDFD_GETFD = 438
 
 
@@ -57,7 +74,28 @@ def broker(port):
     conn, _ = srv.accept()
     conn.recv(4096)                      # the CONNECT (the gate forwards it whole)
     conn.sendall(b"\x20\x02\x00\x00")
-    time.sleep(HOLD)                     # and never read again
+    until = time.monotonic() + HOLD      # read nothing until released
+    while time.monotonic() < until and not (RELEASE and os.path.exists(RELEASE)):
+        time.sleep(0.1)
+    head = b""
+    while True:                          # the PUBLISH's fixed header and topic
+        b = conn.recv(1)
+        if not b:
+            break
+        head += b
+        if len(head) >= 2 and not head[-1] & 0x80:
+            break
+    topic_len = conn.recv(2, socket.MSG_WAITALL)
+    topic = conn.recv(struct.unpack("!H", topic_len)[0], socket.MSG_WAITALL) if len(topic_len) == 2 else b""
+    got, exact = 0, topic == b"stall/t"
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        if exact:
+            exact = data == pattern(got, len(data))
+        got += len(data)
+    print(json.dumps({"read": got, "exact": exact}))
 
 
 def device(port, token, cid):
@@ -81,13 +119,12 @@ def device(port, token, cid):
     head = b"\x30" + remaining_length(len(topic) + LIMIT) + topic
     s.sendall(head)
     s.setblocking(False)
-    chunk = bytes(65536)
     sent, last = 0, time.monotonic()
     while sent < LIMIT:
         _, w, _ = select.select([], [s], [], 0.2)
         if w:
             try:
-                n = s.send(chunk[: min(len(chunk), LIMIT - sent)])
+                n = s.send(pattern(sent, min(65536, LIMIT - sent)))
             except BlockingIOError:
                 n = 0
             if n > 0:
@@ -98,7 +135,19 @@ def device(port, token, cid):
             break
     print(json.dumps({"accepted": sent, "connack": rc, "port": s.getsockname()[1]}))
     sys.stdout.flush()
-    time.sleep(HOLD)                     # the session stays up for the caller's checks
+    if not FINISH:
+        time.sleep(HOLD)                 # the session stays up for the caller's checks
+        return
+    s.setblocking(True)
+    s.settimeout(HOLD)
+    while sent < LIMIT:
+        n = min(65536, LIMIT - sent)
+        s.sendall(pattern(sent, n))
+        sent += n
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(4096):
+        pass
+    print(json.dumps({"sent": sent}))
 
 
 def lowat(pid, port):
