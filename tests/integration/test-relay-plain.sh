@@ -354,10 +354,42 @@ t_backpressure_sockmap() {
 	echo "    held after $acc of $lim bytes (pauses +$((${p1:-0} - ${p0:-0}))); then: $(tail -1 "$out"), broker $(cat "$bout")"
 	[ -n "$acc" ] || { note "the device did not get through: $(cat "$out" "$WORK/bp-device.err" | tr '\n' ' ' | cut -c1-300)"; return 1; }
 	rose_by "$before" sockmap 1 || return 1
-	[ "$acc" -lt $((64 << 20)) ] || { note "the device wrote $acc bytes into a broker that reads nothing: no back-pressure"; return 1; }
+	# Held: the psock's queue (pause + one notice + a tick of traffic) plus what TCP
+	# itself buffers on the way (the device's send buffer, our socket's receive buffer,
+	# autotuned up to tcp_rmem's 32 MiB): 12-80 MiB measured. Unpaused: all 256 MiB.
+	[ "$acc" -lt $((128 << 20)) ] || { note "the device wrote $acc bytes into a broker that reads nothing: no back-pressure"; return 1; }
 	[ -n "$p0" ] && [ -n "$p1" ] && [ "$p1" -gt "$p0" ] || { note "ktlsgate_sockmap_pauses_total did not rise ($p0 -> $p1)"; return 1; }
 	[ "$(tail -1 "$out")" = "{\"sent\": $lim}" ] || { note "the device did not finish: $(tail -1 "$out") $(tail -2 "$WORK/bp-device.err" | tr '\n' ' ')"; return 1; }
 	[ "$(cat "$bout")" = "{\"read\": $lim, \"exact\": true}" ] || { note "the broker got $(cat "$bout"), want all $lim bytes exact"; return 1; }
+}
+
+# KNOWN DEFECT, reproduced here, not yet in ALL_TESTS (it fails today; it joins them
+# with the fix: docs/architecture.md "Plain sessions", "Open: overlapping
+# retransmissions"). A retransmitted segment that overlaps bytes already received
+# must be relayed from the socket's read position, not whole: stallcheck.py sends 100
+# bytes through a sockmap session, then crafts on a raw socket the segment a
+# retransmission could be (their last 50 again + 50 new, sequence numbers read with
+# TCP_REPAIR). The broker must see the 150 bytes TCP delivers. The parser-less verdict
+# relays 200 (tcp_read_skb() hands over whole skbs: the 50 old bytes twice); with a
+# stream parser returning skb->len it relays 100 and holds the 50 new ones back (the
+# parser sees the skb from its start, so the "message" waits for 50 bytes that never
+# come). Run it: KG_ONLY=t_overlap_sockmap bash tests/integration/test-relay-plain.sh
+t_overlap_sockmap() {
+	local before bpid out="$WORK/ov.json" bout="$WORK/ov-broker.json" exp got
+	use_mode sockmap || return 1
+	before=$(counts)
+	STALL_HOLD=15 $PY "$KG_TOP/tests/lib/stallcheck.py" capture "$B2_PORT" >"$bout" 2>"$WORK/ov-broker.err" &
+	bpid=$!
+	KG_PIDS+=("$bpid")
+	wait_port "$B2_PORT" 5 "$bpid" || { note "the capturing broker did not listen"; return 1; }
+	$PY "$KG_TOP/tests/lib/stallcheck.py" overlap "$PLAIN_PORT" "$STALL_TOKEN" ov-1 >"$out" 2>"$WORK/ov-device.err"
+	wait "$bpid" 2>/dev/null
+	exp=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["expect"])' "$out" 2>/dev/null)
+	got=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["after_connect"])' "$bout" 2>/dev/null)
+	[ -n "$exp" ] || { note "the device did not run: $(cat "$out" "$WORK/ov-device.err" | tr '\n' ' ' | cut -c1-300)"; return 1; }
+	echo "    the broker got $((${#got} / 2)) bytes after the CONNECT, TCP delivered $((${#exp} / 2))"
+	rose_by "$before" sockmap 1 || return 1
+	[ "$got" = "$exp" ] || { note "the broker got $((${#got} / 2)) bytes, want the $((${#exp} / 2)) TCP delivered (got ${got:0:80}...)"; return 1; }
 }
 
 after_each() {

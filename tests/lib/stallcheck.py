@@ -16,6 +16,16 @@
                                        ITS PORT} as a JSON line; with FINISH set it then
                                        writes the rest (blocking), closes, and prints
                                        {"sent": BYTES}; else it holds the session HOLD s
+  stallcheck.py capture PORT           a broker that answers the CONNECT with CONNACK 0
+                                       and records every byte after it until EOF (or
+                                       HOLD s); prints {"after_connect": HEX}
+  stallcheck.py overlap PORT TOKEN ID  CONNECT as `device`, then (the session in the
+                                       kernel by then) 100 bytes A, then a segment
+                                       crafted on a raw socket that a retransmission
+                                       could be: A's last 50 bytes again and 50 new
+                                       ones (seq and ack from TCP_REPAIR); prints
+                                       {"expect": HEX}: A + the 50 new bytes, what
+                                       TCP delivers (the overlap is read once)
   stallcheck.py lowat PID PORT         TCP_NOTSENT_LOWAT of every socket of process
                                        PID connected to 127.0.0.1:PORT (pidfd_getfd),
                                        one per line
@@ -150,6 +160,75 @@ def device(port, token, cid):
     print(json.dumps({"sent": sent}))
 
 
+def capture(port):
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(4)
+    conn, _ = srv.accept()
+    conn.recv(4096)                      # the CONNECT
+    conn.sendall(b"\x20\x02\x00\x00")
+    conn.settimeout(HOLD)
+    got = b""
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            got += data
+    except socket.timeout:
+        pass
+    print(json.dumps({"after_connect": got.hex()}))
+
+
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
+TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def overlap(port, token, cid):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    var = mqtt_str("MQTT") + b"\x04\x82" + struct.pack("!H", 60)
+    body = var + mqtt_str(cid) + mqtt_str(token)
+    s.sendall(b"\x10" + remaining_length(len(body)) + body)
+    ack = s.recv(4)
+    if ack != b"\x20\x02\x00\x00":
+        print(json.dumps({"error": "connack " + ack.hex()}))
+        return
+    time.sleep(0.5)                      # the daemon hands the session to the kernel
+    a = bytes((i * 13 + 7) % 256 for i in range(100))
+    s.sendall(a)
+    time.sleep(0.3)                      # received and acknowledged
+    # Where the stream is: our next sequence number and the gate's (TCP_REPAIR, root).
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+    snd = struct.unpack("I", s.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, 4))[0]
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+    rcv = struct.unpack("I", s.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, 4))[0]
+    new = bytes(0x41 + i % 26 for i in range(50))
+    payload = a[50:] + new
+    sport, dport = s.getsockname()[1], port
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, (snd - 50) & 0xFFFFFFFF, rcv, 5 << 4, 0x18, 65535, 0, 0)
+    pseudo = socket.inet_aton("127.0.0.1") * 2 + struct.pack("!BBH", 0, 6, len(hdr) + len(payload))
+    c = checksum(pseudo + hdr + payload)
+    hdr = hdr[:16] + struct.pack("!H", c) + hdr[18:]
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    raw.sendto(hdr + payload, ("127.0.0.1", 0))
+    raw.close()
+    print(json.dumps({"expect": (a + new).hex()}))
+    sys.stdout.flush()
+    time.sleep(1)                        # relayed by then; closing ends the capture
+
+
 def lowat(pid, port):
     libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
@@ -181,6 +260,10 @@ if __name__ == "__main__":
         broker(int(sys.argv[2]))
     elif len(sys.argv) == 5 and sys.argv[1] == "device":
         device(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 3 and sys.argv[1] == "capture":
+        capture(int(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "overlap":
+        overlap(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 4 and sys.argv[1] == "lowat":
         lowat(int(sys.argv[2]), int(sys.argv[3]))
     else:
