@@ -436,11 +436,21 @@ static int session_setup(struct pg_reg *r)
 	return rc;
 }
 
+/* The server's NOTICEs ("schema already exists, skipping") are not news to anyone;
+ * libpq's default prints them on stderr, past the daemon's log. */
+static void quiet_notice(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
 static int connect_db(struct pg_reg *r)
 {
-	if (r->conn == NULL)
+	if (r->conn == NULL) {
 		r->conn = PQconnectdb(r->uri);
-	else
+		if (r->conn != NULL)
+			(void)PQsetNoticeProcessor(r->conn, quiet_notice, NULL);
+	} else
 		PQreset(r->conn);
 	memset(r->prepared, 0, sizeof(r->prepared));
 	r->in_txn = false;
