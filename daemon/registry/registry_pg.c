@@ -13,6 +13,7 @@
  * connection is noticed before the call and replaced, so a database restart between
  * two calls costs neither). A password in the URI never reaches a message or a log.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -471,12 +472,27 @@ static int connect_db(struct pg_reg *r)
  * replaced, so the call runs on a live one. Inside a transaction a lost connection is
  * the transaction's end: KG_E_IO, and the next call reconnects.
  */
+static bool idle_conn_alive(PGconn *c)
+{
+	/* Our connection LISTENs to nothing: anything readable while idle is the server's
+	 * parting FATAL and then the EOF, which may take more than one read to reach. */
+	for (int i = 0; i < 4; i++) {
+		struct pollfd p = { .fd = PQsocket(c), .events = POLLIN };
+
+		if (PQstatus(c) != CONNECTION_OK || p.fd < 0)
+			return false;
+		if (poll(&p, 1, 0) == 0)
+			return true;
+		if (PQconsumeInput(c) != 1)
+			return false;
+	}
+	return PQstatus(c) == CONNECTION_OK;
+}
+
 static int ensure_conn(struct pg_reg *r)
 {
-	if (r->conn != NULL && PQstatus(r->conn) == CONNECTION_OK) {
-		if (PQconsumeInput(r->conn) == 1 && PQstatus(r->conn) == CONNECTION_OK)
-			return 0;
-	}
+	if (r->conn != NULL && idle_conn_alive(r->conn))
+		return 0;
 	if (r->in_txn) {
 		set_msg(r, "transaction", "connection to the database lost");
 		r->in_txn = false;

@@ -25,6 +25,9 @@
 #include "registry/writer.h"
 #include "testlib.h"
 
+/* check_registry_pg.c: the PostgreSQL store's own cases (case "pg_store"). */
+void kg_registry_pg_cases(Suite *s);
+
 /* Check fixtures have no argument: the per-test directory lives here (one per fork). */
 static char tmpdir[256];
 static char dbpath[512];
@@ -1575,6 +1578,7 @@ Suite *kg_suite_registry(void)
 		tcase_add_test(tc, test_credentials);
 		tcase_add_test(tc, test_device_add_many_cred);
 		suite_add_tcase(s, tc);
+		kg_registry_pg_cases(s);   /* case pg_store: what only that store has */
 	}
 	return s;
 }
