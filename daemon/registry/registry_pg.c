@@ -242,6 +242,35 @@ static const char *const stmt_sql[ST_MAX] = {
 	[ST_WRITE_LOCK] = "SELECT pg_advisory_xact_lock($1::int, $2::int)",
 };
 
+/* What a failed statement is called in messages (the SQL itself is too long to read). */
+static const char *const stmt_what[ST_MAX] = {
+	[ST_DEV_GET] = "device get",
+	[ST_DEV_ADD] = "device add",
+	[ST_DEV_UPDATE] = "device update",
+	[ST_DEV_REMOVE] = "device remove",
+	[ST_DEV_TOUCH] = "device touch",
+	[ST_DEV_THUMB] = "device find thumbprint",
+	[ST_DEV_THUMB_TAKEN] = "device thumbprint check",
+	[ST_DEV_LIST_ALL] = "device list",
+	[ST_DEV_LIST_STATUS] = "device list",
+	[ST_CRED_SET] = "credential set",
+	[ST_CRED_USER_TAKEN] = "credential user name check",
+	[ST_CRED_CLEAR] = "credential clear",
+	[ST_CRED_GET] = "credential get",
+	[ST_CRED_FIND_TOKEN] = "credential find",
+	[ST_CRED_FIND_USER] = "credential find",
+	[ST_CA_ADD] = "ca add",
+	[ST_CA_GET] = "ca get",
+	[ST_CA_GET_SHA] = "ca get",
+	[ST_CA_VERIFIED] = "ca set verified",
+	[ST_CA_UPDATE] = "ca update",
+	[ST_CA_BOUND] = "ca remove",
+	[ST_CA_REMOVE] = "ca remove",
+	[ST_CA_LIST] = "ca list",
+	[ST_BACKENDS] = "backends in use",
+	[ST_WRITE_LOCK] = "write lock",
+};
+
 /* Reads may be retried once on a fresh connection; a write is not (it may have
  * committed before the connection died). */
 static bool stmt_is_read(enum stmt_id id)
@@ -537,7 +566,7 @@ static PGresult *run(struct pg_reg *r, enum stmt_id id, int n, const char *const
 			*rc = 0;
 			return res;
 		}
-		*rc = pg_err(r, res, stmt_sql[id]);
+		*rc = pg_err(r, res, stmt_what[id]);
 		PQclear(res);
 failed:
 		/* A read that lost its connection outside a transaction is retried once on a
@@ -561,14 +590,15 @@ static int run_change(struct pg_reg *r, enum stmt_id id, int n, const char *cons
 	return rc;
 }
 
-/* A plain command on the connection (BEGIN, COMMIT, ROLLBACK). */
+/* A plain command on the connection (BEGIN, COMMIT, ROLLBACK, a schema step: that one
+ * is named "schema" in messages, its SQL is pages long). */
 static int command(struct pg_reg *r, const char *sql)
 {
 	PGresult *res = PQexec(r->conn, sql);
 	int rc = 0;
 
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rc = pg_err(r, res, sql);
+		rc = pg_err(r, res, strlen(sql) > 40 ? "schema" : sql);
 	PQclear(res);
 	return rc;
 }
