@@ -612,6 +612,14 @@ static int begin_write(struct pg_reg *r)
 	int rc;
 	PGresult *res;
 
+	/* Not inside the caller's kg_registry_begin(): PostgreSQL would only warn about
+	 * the BEGIN, and our COMMIT would end the caller's transaction (SQLite refuses the
+	 * nested BEGIN; registry.h allows only single-statement writes there). */
+	if (r->in_txn) {
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg),
+			 "not inside a batch: this write opens its own transaction");
+		return KG_E_INVALID;
+	}
 	snprintf(cls, sizeof(cls), "%d", PG_LOCK_CLASS);
 	snprintf(purpose, sizeof(purpose), "%d", PG_LOCK_WRITE);
 	if ((rc = ensure_conn(r)) != 0)
@@ -1166,6 +1174,10 @@ static int pg_commit(struct kg_registry *reg)
 		r->in_txn = false;
 		set_msg(r, "commit", "connection to the database lost");
 		return KG_E_IO;
+	}
+	if (!r->in_txn) {
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg), "commit: no transaction is active");
+		return KG_E_INVALID;
 	}
 	/* COMMIT of a failed transaction reports success and rolls back: say so. */
 	if (PQtransactionStatus(r->conn) == PQTRANS_INERROR) {

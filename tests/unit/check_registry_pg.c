@@ -341,6 +341,15 @@ START_TEST(test_pg_change_feed)
 	ck_assert_int_eq(last_version(), v);
 	notifications(l, 300, got, sizeof(got));
 	ck_assert_str_eq(got, "");
+	/* a write that opens its own transaction is refused inside a batch (it would
+	 * commit the batch), and the batch is still whole */
+	ck_assert_int_eq(kg_registry_begin(reg), 0);
+	ck_assert_int_eq(kg_registry_device_touch(reg, "feed-1", 1700000001, 0), 0);
+	ck_assert_int_eq(kg_registry_device_update(reg, &d), KG_E_INVALID);
+	kg_registry_rollback(reg);
+	ck_assert_int_eq(kg_registry_commit(reg), KG_E_INVALID);   /* nothing open */
+	ck_assert_int_eq(raw_long("SELECT last_seen FROM " KG_PG_SCHEMA ".devices WHERE id = 'feed-1'"),
+			 1700000000);
 	/* the same, committed: device and CA both announced, in order */
 	ck_assert_int_eq(kg_registry_begin(reg), 0);
 	ck_assert_int_eq(kg_registry_device_remove(reg, "feed-1"), 0);
