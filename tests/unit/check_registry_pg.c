@@ -6,8 +6,9 @@
  * the change feed (rows and NOTIFYs, what makes none), two processes creating the
  * schema or enrolling one device at once, the busy timeout, surviving a database
  * restart on one handle, and a password that never reaches a message or a log.
- * Each case starts from a database without the ktlsgate schema. The case "pg_store"
- * is added to the registry suite only when KG_TEST_PG is set.
+ * Each test starts from a database without the ktlsgate schema. The cases "pg_store"
+ * and "pg_race" (several processes at once) are added to the registry suite only when
+ * KG_TEST_PG is set.
  */
 #include <check.h>
 #include <fcntl.h>
@@ -644,10 +645,16 @@ void kg_registry_pg_cases(Suite *s)
 	tcase_add_test(tc, test_pg_newer_refused);
 	tcase_add_test(tc, test_pg_foreign_refused);
 	tcase_add_test(tc, test_pg_change_feed);
-	tcase_add_test(tc, test_pg_concurrent_create);
-	tcase_add_test(tc, test_pg_concurrent_enrol);
 	tcase_add_test(tc, test_pg_busy);
 	tcase_add_test(tc, test_pg_restart);
 	tcase_add_test(tc, test_pg_password_not_leaked);
+	suite_add_tcase(s, tc);
+
+	/* Several processes at once: their own case, so mk/pg.mk reports them apart. */
+	tc = tcase_create("pg_race");
+	tcase_add_checked_fixture(tc, setup, NULL);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_pg_concurrent_create);
+	tcase_add_test(tc, test_pg_concurrent_enrol);
 	suite_add_tcase(s, tc);
 }

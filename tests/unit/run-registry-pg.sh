@@ -2,9 +2,10 @@
 # run-registry-pg.sh PLAIN_CHECK_UNIT ASAN_CHECK_UNIT - the registry suite's PostgreSQL
 # cases against a throwaway cluster (mk/pg.mk, `make check-registry-pg`).
 # Starts the cluster with tests/lib/pg.sh under /var/tmp (the postgres user must reach
-# it; a mktemp dir under /tmp is 0700), runs case pg (the store-generic cases) and case
-# pg_store (the PostgreSQL store's own) with each binary, and checks that each run
-# reported exactly PG_GENERIC_CASES / PG_STORE_CASES checks and no failure. Also checks
+# it; a mktemp dir under /tmp is 0700), runs case pg (the store-generic cases), case
+# pg_store (the PostgreSQL store's own) and case pg_race (several processes at once:
+# schema creation, enrolment) with each binary, and checks that each run reported
+# exactly PG_GENERIC_CASES / PG_STORE_CASES / PG_RACE_CASES checks and no failure. Also checks
 # that without KG_TEST_PG those cases are not registered at all. The cluster is stopped
 # and removed on every exit (trap). A cluster that does not start is a FAIL.
 set -u
@@ -12,6 +13,7 @@ plain=${1:?usage: run-registry-pg.sh PLAIN_CHECK_UNIT ASAN_CHECK_UNIT}
 asan=${2:?usage: run-registry-pg.sh PLAIN_CHECK_UNIT ASAN_CHECK_UNIT}
 generic=${PG_GENERIC_CASES:?}
 store=${PG_STORE_CASES:?}
+race=${PG_RACE_CASES:?}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here" || exit 1   # the cases find ../lib/pg.sh from here, as check-unit runs them
 # shellcheck source=../lib/pg.sh
@@ -60,6 +62,7 @@ fi
 # Without a database the PostgreSQL cases do not exist (never a silent pass).
 run unregistered-without-KG_TEST_PG "$plain" pg 0 -u KG_TEST_PG
 run unregistered-store-without-KG_TEST_PG "$plain" pg_store 0 -u KG_TEST_PG
+run unregistered-race-without-KG_TEST_PG "$plain" pg_race 0 -u KG_TEST_PG
 
 if ! kg_pg_start "$work/pg"; then
 	bad pg-start "the PostgreSQL test cluster did not start (see above)"
@@ -74,6 +77,7 @@ for b in plain asan; do
 		KG_TEST_PG_DIR="$work/pg" KG_PG_PORT="$KG_PG_PORT"
 	run "registry-pg-store-$b" "$bin" pg_store "$store" KG_TEST_PG="$KG_PG_URI" \
 		KG_TEST_PG_DIR="$work/pg" KG_PG_PORT="$KG_PG_PORT"
+	run "registry-pg-race-$b" "$bin" pg_race "$race" KG_TEST_PG="$KG_PG_URI"
 done
 
 echo "registry-pg: $pass passed, $fail failed"
