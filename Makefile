@@ -15,7 +15,7 @@
 CC      ?= cc
 BUILD   ?= build
 PKGS    := openssl sqlite3 inih libmicrohttpd json-c tss2-esys tss2-mu tss2-rc tss2-tctildr \
-           libbpf libnl-route-3.0 libsystemd
+           libbpf libnl-route-3.0 libsystemd libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)

@@ -8,13 +8,15 @@
 # are read when a Makefile is parsed (issue 10, section 1).
 set -eu
 BUILD_PKGS="build-essential clang pkg-config libssl-dev libsqlite3-dev libinih-dev
-libmicrohttpd-dev libjson-c-dev libbpf-dev bpftool libnl-route-3-dev libtss2-dev libsystemd-dev"
+libmicrohttpd-dev libjson-c-dev libbpf-dev bpftool libnl-route-3-dev libtss2-dev libsystemd-dev
+libpq-dev"
 DEMO_PKGS="mosquitto mosquitto-clients python3 openssl iproute2 procps"
 CHECK_PKGS="check libsubunit-dev libclang-rt-14-dev python3-paho-mqtt python3-yaml sqlite3 prometheus
 haproxy nginx libnginx-mod-stream systemd nftables
 libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
 qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap
-debhelper lintian rpm rpmlint elfutils"
+debhelper lintian rpm rpmlint elfutils
+postgresql"
 case ${1:-check} in
 build) PKGS=$BUILD_PKGS ;;
 demo) PKGS="$BUILD_PKGS $DEMO_PKGS" ;;
@@ -35,7 +37,7 @@ $SUDO apt-get update -q >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null
 # Debian starts these on install where systemd runs; our tests start their own.
 if command -v systemctl >/dev/null 2>&1; then
-	for s in mosquitto haproxy nginx prometheus; do
+	for s in mosquitto haproxy nginx prometheus postgresql; do
 		$SUDO systemctl disable --now "$s" >/dev/null 2>&1 || true
 	done
 fi

@@ -243,10 +243,8 @@ int kg_registry_open(const char *location, enum kg_registry_mode mode, struct kg
 		return KG_E_INVALID;
 	}
 	*out = NULL;
-	if (strncmp(location, "postgresql://", 13) == 0 || strncmp(location, "postgres://", 11) == 0) {
-		set_err(err, errlen, "registry: PostgreSQL store not built yet");
-		return KG_E_INVALID;
-	}
+	if (strncmp(location, "postgresql://", 13) == 0 || strncmp(location, "postgres://", 11) == 0)
+		return kg_registry_pg_open(location, mode, out, err, errlen);
 	return kg_registry_sqlite_open(location, mode, out, err, errlen);
 }
 

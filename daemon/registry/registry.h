@@ -2,7 +2,7 @@
 /*
  * Part registry (daemon/registry/): the identity registry. registry.c (the interface
  * and the validation every store shares, this header), registry_sqlite.c (the SQLite
- * store; the PostgreSQL store lands beside it), writer.c (the daemon's one writer
+ * store), registry_pg.c (the PostgreSQL store, shared by several appliances), writer.c (the daemon's one writer
  * thread: enrolments and last-seen updates; writer.h).
  * Way in: this header; the daemon writes only through writer.h.
  * Uses ops only (config, errors, log, audit for enrolment decisions); knows nothing of
@@ -11,7 +11,7 @@
 /*
  * registry.h - the identity registry: registered CAs (with proof-of-possession state)
  * and devices (status, attestation, backend). One interface, several stores behind an
- * ops table: SQLite (WAL, registry_sqlite.c) now, PostgreSQL later.
+ * ops table: SQLite (WAL, registry_sqlite.c) and PostgreSQL (registry_pg.c).
  *
  * A struct kg_registry handle belongs to one thread: each daemon worker opens its own
  * read handle; writes from the daemon go through one writer thread so the hot path
@@ -151,8 +151,8 @@ enum kg_registry_mode { KG_REG_READONLY, KG_REG_READWRITE };
 struct kg_registry;
 
 /*
- * Open the registry at `location` (a file path: SQLite; "postgresql://..." is
- * reserved for the PostgreSQL store). READWRITE creates the file if missing and
+ * Open the registry at `location` (a file path: SQLite; "postgresql://..." or
+ * "postgres://...": the PostgreSQL store, kg_registry_pg_open()). READWRITE creates the file if missing and
  * runs forward migrations; READONLY requires an existing, current database.
  * A file that is not a registry (foreign SQLite db, garbage, newer schema) is
  * KG_E_CORRUPT with a message; nothing is written to it.
@@ -308,6 +308,18 @@ int kg_registry_sqlite_open(const char *path, enum kg_registry_mode mode, struct
  * of every appliance sharing the database revalidates what it names. */
 #define KG_PG_SCHEMA "ktlsgate"
 #define KG_PG_CHANNEL "ktlsgate_changes"
+
+/*
+ * PostgreSQL store (registry_pg.c): `uri` is a libpq connection URI (postgresql:// or
+ * postgres://). READWRITE creates or migrates the schema under an advisory lock;
+ * READONLY needs a current one (none: KG_E_NOTFOUND; older: KG_E_INVALID) and runs
+ * with default_transaction_read_only. A newer or foreign schema is KG_E_CORRUPT,
+ * nothing written. Messages never carry the URI's password.
+ */
+int kg_registry_pg_open(const char *uri, enum kg_registry_mode mode, struct kg_registry **out,
+			char *err, size_t errlen) KG_MUST_USE;
+/* The schema version this build's PostgreSQL store creates (continues SQLite's). */
+int kg_registry_pg_schema_latest(void);
 
 /* The schema version this build's SQLite store creates and migrates to. */
 int kg_registry_sqlite_schema_latest(void);
