@@ -160,22 +160,6 @@ int kg_cli_location(const char *what, const char *arg, char *out, size_t cap)
 	return KG_EXIT_OK;
 }
 
-void kg_cli_redact_in(const char *s, const char *loc, char *out, size_t cap)
-{
-	char shown[PATH_MAX];
-	size_t off = 0, n = strlen(loc);
-	const char *hit;
-
-	(void)kg_registry_location_redact(loc, shown, sizeof(shown));
-	out[0] = '\0';
-	while (n > 0 && (hit = strstr(s, loc)) != NULL && off < cap) {
-		off += (size_t)snprintf(out + off, cap - off, "%.*s%s", (int)(hit - s), s, shown);
-		s = hit + n;
-	}
-	if (off < cap)
-		snprintf(out + off, cap - off, "%s", s);
-}
-
 int kg_cli_exit_for(int err)
 {
 	switch (err) {
@@ -303,7 +287,7 @@ int kg_cli_open_location(const char *loc, enum kg_registry_mode mode, struct kg_
 		return 0;
 	*out = NULL;
 	/* The store's message may quote the location: never with its password. */
-	kg_cli_redact_in(err, loc, msg, sizeof(msg));
+	kg_registry_location_redact_in(err, loc, msg, sizeof(msg));
 	(void)kg_registry_location_redact(loc, shown, sizeof(shown));
 	/* The store's message already names the registry ("registry PATH: ..."). */
 	if (strncmp(msg, "registry ", 9) == 0)

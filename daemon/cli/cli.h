@@ -66,9 +66,6 @@ int kg_cli_check_device_id(const char *cmd, const char *id);
  * one usage line naming `what`, password redacted, and KG_EXIT_USAGE.
  */
 int kg_cli_location(const char *what, const char *arg, char *out, size_t cap);
-/* Copy s to out[cap], replacing each occurrence of the location loc by its redacted
- * form (a store's message may quote the URI it was given). */
-void kg_cli_redact_in(const char *s, const char *loc, char *out, size_t cap);
 /* Map a negative enum kg_err to an exit code. */
 int kg_cli_exit_for(int err);
 

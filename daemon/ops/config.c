@@ -550,6 +550,24 @@ int kg_registry_location_redact(const char *loc, char *out, size_t cap)
 	return rc ? -1 : 0;
 }
 
+void kg_registry_location_redact_in(const char *s, const char *loc, char *out, size_t cap)
+{
+	char shown[PATH_MAX];
+	size_t off = 0, n = strlen(loc);
+	const char *hit;
+
+	if (cap == 0)
+		return;
+	(void)kg_registry_location_redact(loc, shown, sizeof(shown));
+	out[0] = '\0';
+	while (n > 0 && off < cap && (hit = strstr(s, loc)) != NULL) {
+		off += (size_t)snprintf(out + off, cap - off, "%.*s%s", (int)(hit - s), s, shown);
+		s = hit + n;
+	}
+	if (off < cap)
+		snprintf(out + off, cap - off, "%s", s);
+}
+
 /* `listen = ADDR[, ADDR...]` of listener `owner` (0: [daemon]'s), appended to the
  * flat cfg->listen[]; an address may be listened on once, by one listener. */
 static int set_listen(struct parse_state *st, const char *value, size_t owner)

@@ -242,6 +242,9 @@ bool kg_registry_location_has_scheme(const char *loc);
  * (cap > 0); returns 0, or -1 when out was too short (truncated, never the password).
  */
 int kg_registry_location_redact(const char *loc, char *out, size_t cap);
+/* Copy the message s to out[cap] (truncated if need be), each occurrence of the location
+ * loc replaced by its redacted form: a store's message may quote the URI it was given. */
+void kg_registry_location_redact_in(const char *s, const char *loc, char *out, size_t cap);
 
 /* Parse "host:port", "[v6]:port" (numeric hosts only). Returns 0 or -1. */
 int kg_sockaddr_parse(const char *text, struct kg_sockaddr *out) KG_MUST_USE;

@@ -795,6 +795,17 @@ START_TEST(test_registry_location_redact)
 	ck_assert_str_eq(small, "postgresql://kg:");
 	ck_assert_int_eq(kg_registry_location_redact("x", small, 0), -1);
 
+	/* A store's message quoting the URI it was given, once or twice. */
+	kg_registry_location_redact_in("registry postgresql://u:pw@h/d: connection to h refused "
+				       "(postgresql://u:pw@h/d)", "postgresql://u:pw@h/d", out, sizeof(out));
+	ck_assert_str_eq(out, "registry postgresql://u:***@h/d: connection to h refused "
+			      "(postgresql://u:***@h/d)");
+	kg_registry_location_redact_in("no location here", "postgresql://u:pw@h/d", out, sizeof(out));
+	ck_assert_str_eq(out, "no location here");
+	kg_registry_location_redact_in("x postgresql://u:pw@h/d", "postgresql://u:pw@h/d", small,
+				       sizeof(small));
+	ck_assert_str_eq(small, "x postgresql://u:**");
+
 	ck_assert(kg_registry_location_is_uri("postgresql://h"));
 	ck_assert(kg_registry_location_is_uri("postgres://h"));
 	ck_assert(!kg_registry_location_is_uri("postgresq://h"));
