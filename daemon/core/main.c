@@ -638,8 +638,15 @@ int main(int argc, char **argv)
 	 * quote a URI registry: printed without its password. */
 	d->writer = kg_writer_start(cfg->registry, err, sizeof(err));
 	if (d->writer == NULL) {
+		char shown[PATH_MAX];
+
+		/* "registry LOCATION: why", whether or not the store's words name it */
 		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
-		fprintf(stderr, "ktlsgated: %s\n", msg);
+		(void)kg_registry_location_redact(cfg->registry, shown, sizeof(shown));
+		if (strstr(msg, shown) != NULL)
+			fprintf(stderr, "ktlsgated: %s\n", msg);
+		else
+			fprintf(stderr, "ktlsgated: registry %s: %s\n", shown, msg);
 		goto out_free_cfg;
 	}
 	/* 3. first snapshot: TLS context, server certificate, trust */

@@ -201,6 +201,15 @@ t_config_location() {
 	grep -qF 'registry postgresql://kg:***@127.0.0.1:1/x' "$T/out" "$T/err" ||
 		why "-t does not name the registry redacted: $(cat "$T/out" "$T/err")" || return 1
 	[ -z "$(find "$T" -maxdepth 1 -name 'postgresql*')" ] || why "a file named like the URI was created" || return 1
+	# A start on it: no lock file beside anything (a URI has none), the store's refusal
+	# said once without the password, and the daemon gone.
+	timeout 60 "$GATED" -c "$conf" >"$T/out" 2>"$T/err"
+	RC=$? CMD="ktlsgated (unreachable URI)"
+	[ "$RC" -ne 0 ] && [ "$RC" -ne 124 ] || why "the start on an unreachable URI: exit $RC" || return 1
+	grep -q 'hunter2' "$T/out" "$T/err" && { why "the start printed the password: $(cat "$T/err")"; return 1; }
+	grep -qF 'registry postgresql://kg:***@127.0.0.1:1/x' "$T/err" || why "start: $(cat "$T/err")" || return 1
+	[ -z "$(find "$T" -maxdepth 1 -name '*.lock' -o -maxdepth 1 -name 'postgresql*')" ] ||
+		why "the start made a file: $(ls "$T")" || return 1
 	# The CLI: -r with another scheme is a usage error; a URI's password never shows.
 	kgr "mysql://root:hunter2@h/db" device list
 	expect_rc 1 && expect_err_line "^ktlsgate: -r: 'mysql://root:\*\*\*@h/db' is neither a file path" || return 1
