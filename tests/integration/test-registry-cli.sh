@@ -458,10 +458,46 @@ t_pg_copy_100() {
 	same_dump "$T/big.db" "$T/big3.db" || return 1   # the credential bytes, through PostgreSQL
 }
 
+# Two daemons on one PostgreSQL registry (the point of it: no lock file keeps the second
+# out), each with its own port and control socket; a password in the URI (the test
+# cluster trusts any) shows as *** in `status` and in nothing either daemon prints.
+t_pg_daemons() {
+	local i port pids=() uri="postgresql://ktlsgate_test:hunter2@127.0.0.1:$KG_PG_PORT/ktlsgate" ok=0
+	pg_reset
+	"$BIN" pki root --cn "gw root" --out "$T/gwroot" >/dev/null &&
+		"$BIN" pki server --cn localhost --ca "$T/gwroot" --out "$T/gw/server" >/dev/null || why "pki" || return 1
+	kgr "$uri" registry migrate
+	expect_rc 0 || return 1
+	for i in 1 2; do
+		port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+		printf '[daemon]\nlisten = 127.0.0.1:%s\nworkers = 1\ncert = server/chain.pem\nkey = server/key.pem\nregistry = %s\ncontrol_socket = ctl%s.sock\nmetrics_listen = off\n' \
+			"$port" "$uri" "$i" >"$T/gw/gw$i.conf"
+		"$GATED" -c "$T/gw/gw$i.conf" >"$T/gw/gw$i.log" 2>&1 &
+		pids+=($!)
+		for ((k = 0; k < 200; k++)); do
+			[ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ] && break
+			kill -0 "${pids[-1]}" 2>/dev/null || break
+			sleep 0.05
+		done
+		[ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ] || { why "daemon $i did not listen: $(tail -n 3 "$T/gw/gw$i.log")"; break; }
+		timeout 20 "$BIN" -c "$T/gw/gw$i.conf" status --json >"$T/out" 2>"$T/err"
+		RC=$? CMD="status (daemon $i)"
+		expect_rc 0 || break
+		[ "$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["registry"])' "$T/out")" = \
+			"postgresql://ktlsgate_test:***@127.0.0.1:$KG_PG_PORT/ktlsgate" ] || { why "status registry: $(cat "$T/out")"; break; }
+		ok=$((ok + 1))
+	done
+	for i in "${pids[@]}"; do kill "$i" 2>/dev/null; done
+	for i in "${pids[@]}"; do timeout 10 tail --pid="$i" -f /dev/null || kill -9 "$i" 2>/dev/null; done
+	[ "$ok" -eq 2 ] || return 1
+	! grep -q hunter2 "$T/gw/gw1.log" "$T/gw/gw2.log" || why "a daemon printed the password" || return 1
+	[ -z "$(find "$T/gw" -name '*.lock' -o -name 'postgresql*')" ] || why "a daemon made a lock or URI-named file: $(ls "$T/gw")" || return 1
+}
+
 # --- run -------------------------------------------------------------------------------
 
 ALL_TESTS=(t_config_location t_migrate t_copy_fields t_copy_refused t_copy_100)
-PG_TESTS=(t_pg_migrate t_pg_copy t_pg_copy_100)
+PG_TESTS=(t_pg_migrate t_pg_copy t_pg_copy_100 t_pg_daemons)
 list=("${ALL_TESTS[@]}" "${PG_TESTS[@]}")
 [ -n "${KG_ONLY:-}" ] && read -r -a list <<<"$KG_ONLY"
 passed=0
