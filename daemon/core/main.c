@@ -314,6 +314,7 @@ static int check_registry_uri(const struct kg_config *cfg, const char *shown,
 			      struct kg_registry **reg)
 {
 	char err[KG_ERRBUF] = "", msg[KG_ERRBUF + PATH_MAX];
+	bool named;
 	int rc;
 
 	rc = kg_registry_open(cfg->registry, KG_REG_READONLY, reg, err, sizeof(err));
@@ -323,12 +324,17 @@ static int check_registry_uri(const struct kg_config *cfg, const char *shown,
 		return 1;
 	}
 	*reg = NULL;
+	if (msg[0] == '\0')
+		snprintf(msg, sizeof(msg), "%s", kg_err_str(rc));
+	/* the store's words usually name the registry already: then not twice */
+	named = strstr(msg, shown) != NULL;
 	if (rc == KG_E_NOTFOUND || rc == KG_E_INVALID) {
-		printf("ktlsgated: note: registry %s: %s: it is created or migrated at start "
-		       "(CAs not checked)\n", shown, msg[0] != '\0' ? msg : kg_err_str(rc));
+		printf("ktlsgated: note: %s%s%s%s: it is created or migrated at start (CAs not "
+		       "checked)\n", named ? "" : "registry ", named ? "" : shown, named ? "" : ": ", msg);
 		return 0;
 	}
-	fprintf(stderr, "ktlsgated: registry %s: %s\n", shown, msg[0] != '\0' ? msg : kg_err_str(rc));
+	fprintf(stderr, "ktlsgated: %s%s%s%s\n", named ? "" : "registry ", named ? "" : shown,
+		named ? "" : ": ", msg);
 	return -1;
 }
 

@@ -409,17 +409,34 @@ pg_reset() {
 
 t_pg_migrate() {
 	pg_reset
+	# -t before any schema: a note, not an error (the start creates it); nothing created
+	printf '[daemon]\ncert = c.pem\nkey = k.pem\nregistry = %s\ncontrol_socket = %s\n' "$KG_PG_URI" "$T/ctl.sock" >"$T/pg.conf"
+	timeout 60 "$GATED" -t -c "$T/pg.conf" >"$T/out" 2>"$T/err"
+	RC=$? CMD="ktlsgated -t (pg, no schema)"
+	expect_rc 0 || return 1
+	grep -qE "^ktlsgated: note: registry $(printf '%s' "$KG_PG_URI" | sed 's/[]?.*^$[]/\\&/g'): .*: it is created or migrated at start \(CAs not checked\)$" "$T/out" ||
+		why "-t without a schema: $(cat "$T/out")" || return 1
+	[ "$(grep -o "registry postgresql" "$T/out" | wc -l)" -eq 1 ] || why "-t names the registry twice: $(cat "$T/out")" || return 1
+	[ -z "$(kg_pg_sql "SELECT 1 FROM pg_namespace WHERE nspname = 'ktlsgate'")" ] || why "-t created the schema" || return 1
 	kgr "$KG_PG_URI" registry migrate
 	expect_rc 0 || return 1
 	grep -qE "^registry postgresql:///ktlsgate\?host=.*: schema (0|\?) -> 6$" "$T/out" || why "first migrate: $(cat "$T/out")" || return 1
 	kgr "$KG_PG_URI" registry migrate
 	expect_rc 0 && expect_out "registry $KG_PG_URI: schema 6, current" || return 1
 	# ktlsgated -t on the URI: connects, reports the schema
-	printf '[daemon]\ncert = c.pem\nkey = k.pem\nregistry = %s\ncontrol_socket = %s\n' "$KG_PG_URI" "$T/ctl.sock" >"$T/pg.conf"
 	timeout 60 "$GATED" -t -c "$T/pg.conf" >"$T/out" 2>"$T/err"
 	RC=$? CMD="ktlsgated -t (pg)"
 	expect_rc 0 || return 1
 	grep -qxF "ktlsgated: registry $KG_PG_URI: schema 6" "$T/out" || why "-t: $(cat "$T/out")" || return 1
+	# a schema newer than this build: -t refuses (exit 1), the CLI too (exit 3)
+	kg_pg_sql "UPDATE ktlsgate.meta SET value = '99' WHERE name = 'schema_version'" || why "meta update" || return 1
+	timeout 60 "$GATED" -t -c "$T/pg.conf" >"$T/out" 2>"$T/err"
+	RC=$? CMD="ktlsgated -t (pg, newer schema)"
+	expect_rc 1 || return 1
+	grep -q "newer than this build" "$T/err" || why "-t on a newer schema: $(cat "$T/err")" || return 1
+	kgr "$KG_PG_URI" registry migrate
+	expect_rc 3 && expect_err_line "newer than this build" || return 1
+	kg_pg_sql "UPDATE ktlsgate.meta SET value = '6' WHERE name = 'schema_version'" || why "meta update" || return 1
 	# a password in the URI (trust auth ignores it) is never printed
 	kgr "postgresql://ktlsgate_test:hunter2@127.0.0.1:$KG_PG_PORT/ktlsgate" registry migrate
 	expect_rc 0 && expect_out "registry postgresql://ktlsgate_test:***@127.0.0.1:$KG_PG_PORT/ktlsgate: schema 6, current" || return 1
