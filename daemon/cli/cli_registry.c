@@ -462,7 +462,9 @@ static int registry_copy(struct kg_cli *cli, int argc, char **argv)
 	if ((rc = write_all(out, &src)) != KG_EXIT_OK)
 		goto out;
 
-	/* Both re-read from their stores, not from what was sent. */
+	/* Both re-read from their stores, not from what was sent (freed first: three
+	 * copies of a large fleet in memory at once would be one too many). */
+	contents_free(&src);
 	if ((rc = read_all(in, &again, &what)) != 0) {
 		kg_cli_err("registry %s: %s: %s", from_shown, what, kg_registry_strerror(in, rc));
 		rc = KG_EXIT_RUNTIME;
@@ -477,10 +479,10 @@ static int registry_copy(struct kg_cli *cli, int argc, char **argv)
 		rc = KG_EXIT_RUNTIME;
 		goto out;
 	}
-	for (size_t i = 0; i < src.n_cas; i++)
-		if (!src.cas[i].verified)
+	for (size_t i = 0; i < dst.n_cas; i++)
+		if (!dst.cas[i].verified)
 			fprintf(stderr, "ktlsgate: warning: registry copy: CA %s is not verified yet: "
-				"its challenge is a new one (ca list shows it)\n", src.cas[i].name);
+				"its challenge is a new one (ca list shows it)\n", dst.cas[i].name);
 	printf("copied %zu CAs, %zu devices, %zu credentials\n", dst.n_cas, dst.n_devs, dst.n_creds);
 	rc = KG_EXIT_OK;
 out:
