@@ -31,7 +31,8 @@
 static const char usage_global[] =
 	"usage: ktlsgate [-c FILE] [-r REGISTRY] [-h|--help] [--version] <noun> <verb> [args]\n"
 	"  -c, --config FILE      config file (default " KG_CLI_DEFAULT_CONFIG ")\n"
-	"  -r, --registry PATH    registry database (overrides the config's)\n"
+	"  -r, --registry LOC     registry (overrides the config's): a file path, sqlite:PATH,\n"
+	"                         or a postgresql:// URI\n"
 	"exit codes: 0 ok, 1 usage error, 2 not found/refused/verification failed,\n"
 	"            3 runtime error (I/O, corrupt registry, daemon unreachable)\n"
 	"\n";
@@ -98,6 +99,7 @@ static void print_usage(FILE *f)
 	fputs(kg_cli_usage_tpm, f);
 	fputs(kg_cli_usage_block, f);
 	fputs(kg_cli_usage_reasons, f);
+	fputs(kg_cli_usage_registry, f);
 }
 
 static void verr(const char *fmt, va_list ap)
@@ -138,6 +140,23 @@ int kg_cli_check_device_id(const char *cmd, const char *id)
 
 	if (!kg_identity_valid(id, strlen(id), &module_off))
 		return kg_cli_usage_err("%s: bad device id '%s'", cmd, id);
+	return KG_EXIT_OK;
+}
+
+int kg_cli_location(const char *what, const char *arg, char *out, size_t cap)
+{
+	char shown[PATH_MAX];
+
+	if (strncmp(arg, "sqlite:", 7) == 0)
+		arg += 7;
+	(void)kg_registry_location_redact(arg, shown, sizeof(shown));
+	if (arg[0] == '\0')
+		return kg_cli_usage_err("%s: empty registry location", what);
+	if (kg_registry_location_has_scheme(arg) && !kg_registry_location_is_uri(arg))
+		return kg_cli_usage_err("%s: '%s' is neither a file path (or sqlite:PATH) nor a "
+					"PostgreSQL URI (postgresql://... or postgres://...)", what, shown);
+	if (kg_strlcpy(out, arg, cap) != 0)
+		return kg_cli_usage_err("%s: registry location too long", what);
 	return KG_EXIT_OK;
 }
 
@@ -200,10 +219,17 @@ int kg_cli_setup(struct kg_cli *cli, bool need_registry)
 		kg_cli_err("config %s names no registry (give -r REGISTRY)", cli->config_path);
 		return KG_EXIT_RUNTIME;
 	}
-	if (kg_strlcpy(cli->registry, reg, sizeof(cli->registry)) != 0) {
+	if (cli->registry_override != NULL) {
+		int rc = kg_cli_location("-r", reg, cli->registry, sizeof(cli->registry));
+
+		if (rc != KG_EXIT_OK)
+			return rc;
+	} else if (kg_strlcpy(cli->registry, reg, sizeof(cli->registry)) != 0) {
 		kg_cli_err("registry path too long");
 		return KG_EXIT_USAGE;
 	}
+	(void)kg_registry_location_redact(cli->registry, cli->registry_shown,
+					  sizeof(cli->registry_shown));
 	if (kg_strlcpy(cli->control_socket,
 		       cli->cfg->control_socket[0] != '\0' ? cli->cfg->control_socket
 							    : KG_CLI_DEFAULT_CONTROL,
@@ -239,28 +265,36 @@ int kg_cli_check_backend_configured(const struct kg_cli *cli, const char *cmd, c
 int kg_cli_open_registry(struct kg_cli *cli, enum kg_registry_mode mode, bool must_exist,
 			 struct kg_registry **out)
 {
-	char err[KG_ERRBUF] = "";
+	*out = NULL;
+	/* A read, or a change to an existing row, must not create an empty registry as a
+	 * side effect of a typo in the path. URIs (postgresql://) are not files. */
+	if ((must_exist || mode == KG_REG_READONLY) && !kg_registry_location_is_uri(cli->registry) &&
+	    access(cli->registry, F_OK) != 0) {
+		kg_cli_err("registry %s: %s", cli->registry_shown, strerror(errno));
+		return KG_EXIT_RUNTIME;
+	}
+	return kg_cli_open_location(cli->registry, mode, out) == 0 ? KG_EXIT_OK : KG_EXIT_RUNTIME;
+}
+
+int kg_cli_open_location(const char *loc, enum kg_registry_mode mode, struct kg_registry **out)
+{
+	char err[KG_ERRBUF] = "", msg[KG_ERRBUF + PATH_MAX], shown[PATH_MAX];
 	int rc;
 
 	*out = NULL;
-	/* A read, or a change to an existing row, must not create an empty registry as a
-	 * side effect of a typo in the path. URLs (postgresql://) are not files. */
-	if ((must_exist || mode == KG_REG_READONLY) && strstr(cli->registry, "://") == NULL &&
-	    access(cli->registry, F_OK) != 0) {
-		kg_cli_err("registry %s: %s", cli->registry, strerror(errno));
-		return KG_EXIT_RUNTIME;
-	}
-	rc = kg_registry_open(cli->registry, mode, out, err, sizeof(err));
-	if (rc != 0) {
-		*out = NULL;
-		/* The store's message already names the registry ("registry PATH: ..."). */
-		if (strncmp(err, "registry ", 9) == 0)
-			kg_cli_err("%s", err);
-		else
-			kg_cli_err("registry %s: %s", cli->registry, err[0] != '\0' ? err : kg_err_str(rc));
-		return KG_EXIT_RUNTIME;
-	}
-	return KG_EXIT_OK;
+	rc = kg_registry_open(loc, mode, out, err, sizeof(err));
+	if (rc == 0)
+		return 0;
+	*out = NULL;
+	/* The store's message may quote the location: never with its password. */
+	kg_registry_location_redact_in(err, loc, msg, sizeof(msg));
+	(void)kg_registry_location_redact(loc, shown, sizeof(shown));
+	/* The store's message already names the registry ("registry PATH: ..."). */
+	if (strncmp(msg, "registry ", 9) == 0)
+		kg_cli_err("%s", msg);
+	else
+		kg_cli_err("registry %s: %s", shown, msg[0] != '\0' ? msg : kg_err_str(rc));
+	return rc;
 }
 
 static void ignore_line(const char *line, void *arg)
@@ -418,6 +452,7 @@ static const struct {
 	{ "session", kg_cli_session }, { "status", kg_cli_status },
 	{ "tpm", kg_cli_tpm },         { "block", kg_cli_block },
 	{ "reasons", kg_cli_reasons }, { "reload", kg_cli_reload },
+	{ "registry", kg_cli_registry },
 };
 
 int main(int argc, char **argv)

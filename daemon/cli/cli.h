@@ -46,7 +46,8 @@ struct kg_cli {
 	const char *registry_override;  /* -r, NULL if not given */
 	struct kg_config *cfg;          /* heap; file values or kg_config_defaults() */
 	bool cfg_from_file;             /* cfg was loaded from config_path */
-	char registry[PATH_MAX];        /* resolved registry location */
+	char registry[PATH_MAX];        /* resolved registry location (path or URI) */
+	char registry_shown[PATH_MAX];  /* the same for messages: a URI's password as "***" */
 	char control_socket[PATH_MAX];  /* resolved control socket path */
 };
 
@@ -58,6 +59,13 @@ int kg_cli_usage_err(const char *fmt, ...) KG_PRINTF(1, 2);
 /* A DEVICE_ID argument of `cmd`: KG_EXIT_OK if it is a device id (kg_identity_valid()),
  * else one "CMD: bad device id 'ID'" line and KG_EXIT_USAGE. */
 int kg_cli_check_device_id(const char *cmd, const char *id);
+/*
+ * A registry LOCATION given on the command line (-r, `registry copy --from/--to`):
+ * "sqlite:PATH" or a plain PATH (the SQLite store; the prefix is dropped), or a
+ * "postgresql://" / "postgres://" URI (kept as is). Another "scheme://" is refused:
+ * one usage line naming `what`, password redacted, and KG_EXIT_USAGE.
+ */
+int kg_cli_location(const char *what, const char *arg, char *out, size_t cap);
 /* Map a negative enum kg_err to an exit code. */
 int kg_cli_exit_for(int err);
 
@@ -77,6 +85,9 @@ int kg_cli_setup(struct kg_cli *cli, bool need_registry);
 int kg_cli_check_backend_configured(const struct kg_cli *cli, const char *cmd, const char *b);
 int kg_cli_open_registry(struct kg_cli *cli, enum kg_registry_mode mode, bool must_exist,
 			 struct kg_registry **out);
+/* kg_registry_open() on a location (no file check): 0, or the negative kg_err after
+ * one line naming the location (password redacted) and the store's reason. */
+int kg_cli_open_location(const char *loc, enum kg_registry_mode mode, struct kg_registry **out);
 
 /*
  * Tell the daemon "verb arg" after a registry write. Returns 0 with text set to
@@ -132,6 +143,7 @@ int kg_cli_reload(struct kg_cli *cli, int argc, char **argv);  /* cli_session.c 
 /* `device import` (cli_import.c); argv[0] is the verb. */
 int kg_cli_device_import(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_reasons(struct kg_cli *cli, int argc, char **argv); /* cli_reasons.c */
+int kg_cli_registry(struct kg_cli *cli, int argc, char **argv); /* cli_registry.c */
 
 /* Usage text per noun (kept in sync with docs/cli.md). */
 extern const char kg_cli_usage_pki[];
@@ -144,5 +156,6 @@ extern const char kg_cli_usage_tpm[];
 extern const char kg_cli_usage_reasons[];
 extern const char kg_cli_usage_reload[];
 extern const char kg_cli_usage_block[];
+extern const char kg_cli_usage_registry[];
 
 #endif

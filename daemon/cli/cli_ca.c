@@ -422,7 +422,7 @@ static int ca_list(struct kg_cli *cli, int argc, char **argv)
 	}
 	rc = kg_registry_ca_list(reg, list_one, &lc);
 	if (rc != 0 || lc.err != 0) {
-		kg_cli_err("registry %s: cannot list CAs: %s", cli->registry,
+		kg_cli_err("registry %s: cannot list CAs: %s", cli->registry_shown,
 			   rc != 0 ? kg_registry_strerror(reg, rc) : "out of memory");
 		json_object_put(lc.arr);
 		rc = KG_EXIT_RUNTIME;

@@ -610,7 +610,7 @@ static int run_list(struct kg_cli *cli, int status, bool json, struct list_ctx *
 	lc->reg = reg;
 	rc = kg_registry_device_list(reg, status, list_one, lc);
 	if (rc != 0 || lc->oom) {
-		kg_cli_err("registry %s: cannot list devices: %s", cli->registry,
+		kg_cli_err("registry %s: cannot list devices: %s", cli->registry_shown,
 			   rc != 0 ? kg_registry_strerror(reg, rc) : "out of memory");
 		json_object_put(lc->arr);
 		rc = KG_EXIT_RUNTIME;

@@ -147,7 +147,7 @@ static int decide(struct kg_cli *cli, struct kg_registry *reg, const struct kg_t
 	if (rc == 0) {
 		in.device = &dev;
 	} else if (rc != KG_E_NOTFOUND) {
-		kg_cli_err("registry %s: device %s: %s", cli->registry, id->device_id, kg_err_str(rc));
+		kg_cli_err("registry %s: device %s: %s", cli->registry_shown, id->device_id, kg_err_str(rc));
 		return KG_EXIT_RUNTIME;
 	}
 	if (id->method == KG_ATT_CA && id->ca_name[0] != '\0')

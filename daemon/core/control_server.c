@@ -270,6 +270,7 @@ static void do_status(struct kg_daemon *d, struct out *o)
 	struct json_object *j = json_object_new_object();
 	struct kg_snapshot *s = kg_snapshot_get(d);
 	struct timespec now;
+	char shown[PATH_MAX];
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	json_object_object_add(j, "version", json_object_new_string(KG_VERSION));
@@ -281,7 +282,9 @@ static void do_status(struct kg_daemon *d, struct out *o)
 	json_object_object_add(j, "connections", json_object_new_int64(atomic_load(&d->n_conns)));
 	json_object_object_add(j, "handshakes_in_flight", json_object_new_int64(atomic_load(&d->n_handshakes)));
 	json_object_object_add(j, "cas_trusted", json_object_new_uint64(kg_trust_count(s->trust, true)));
-	json_object_object_add(j, "registry", json_object_new_string(s->cfg.registry));
+	/* status is read by operators and scripts: a URI's password is not theirs */
+	(void)kg_registry_location_redact(s->cfg.registry, shown, sizeof(shown));
+	json_object_object_add(j, "registry", json_object_new_string(shown));
 	json_object_object_add(j, "reloads", json_object_new_uint64(atomic_load(&d->reloads)));
 	json_object_object_add(j, "reload_failures", json_object_new_uint64(atomic_load(&d->reload_failures)));
 	reply(o, "%s", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));

@@ -86,8 +86,14 @@ struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_confi
 		snprintf(err, errlen, "out of memory");
 		goto out_free;
 	}
-	if (kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, errlen) < 0)
+	if (kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, errlen) < 0) {
+		char why[KG_ERRBUF];
+
+		/* the store's words may quote a URI registry: never its password */
+		snprintf(why, sizeof(why), "%s", err);
+		kg_registry_location_redact_in(why, cfg->registry, err, errlen);
 		goto out_free;
+	}
 	if (kg_trust_load(s->trust, reg, cfg, err, errlen) < 0)
 		goto out_close;
 	kg_registry_close(reg);
@@ -199,16 +205,22 @@ int kg_daemon_check_backends(const struct kg_config *cfg, const char *registry, 
 {
 	struct backend_check bc = { cfg, err, errlen, false };
 	struct kg_registry *reg = NULL;
+	char shown[PATH_MAX], why[KG_ERRBUF];
 	int rc;
 
-	if (kg_registry_open(registry, KG_REG_READONLY, &reg, err, errlen) < 0)
+	/* Messages name the registry without a URI's password: they reach logs and the
+	 * reload's reply. */
+	if (kg_registry_open(registry, KG_REG_READONLY, &reg, why, sizeof(why)) < 0) {
+		kg_registry_location_redact_in(why, registry, err, errlen);
 		return -1;
+	}
 	rc = kg_registry_backends_in_use(reg, check_one_backend, &bc);
 	kg_registry_close(reg);
 	if (bc.bad)
 		return -1;
 	if (rc != 0) {
-		snprintf(err, errlen, "registry %s: cannot list backends in use: %s", registry,
+		(void)kg_registry_location_redact(registry, shown, sizeof(shown));
+		snprintf(err, errlen, "registry %s: cannot list backends in use: %s", shown,
 			 kg_err_str(rc));
 		return -1;
 	}

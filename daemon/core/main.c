@@ -303,6 +303,42 @@ static int print_ca_username_check(const struct kg_ca *row, void *arg)
 }
 
 /*
+ * `-t` on a registry URI: connect read-only as a worker would and report the schema.
+ * 1 with *reg open on a current schema; 0 when the database has no schema yet or an
+ * older one (the start creates or migrates it: KG_E_NOTFOUND / KG_E_INVALID from a
+ * read-only open, as the SQLite store gives for a missing or older file; the note
+ * quotes the store's words); -1 after an error line (unreachable, refused, foreign,
+ * newer than this build). The store's message is not trusted to hide the password.
+ */
+static int check_registry_uri(const struct kg_config *cfg, const char *shown,
+			      struct kg_registry **reg)
+{
+	char err[KG_ERRBUF] = "", msg[KG_ERRBUF + PATH_MAX];
+	bool named;
+	int rc;
+
+	rc = kg_registry_open(cfg->registry, KG_REG_READONLY, reg, err, sizeof(err));
+	kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
+	if (rc == 0) {
+		printf("ktlsgated: registry %s: schema %d\n", shown, kg_registry_schema_version(*reg));
+		return 1;
+	}
+	*reg = NULL;
+	if (msg[0] == '\0')
+		snprintf(msg, sizeof(msg), "%s", kg_err_str(rc));
+	/* the store's words usually name the registry already: then not twice */
+	named = strstr(msg, shown) != NULL;
+	if (rc == KG_E_NOTFOUND || rc == KG_E_INVALID) {
+		printf("ktlsgated: note: %s%s%s%s: it is created or migrated at start (CAs not "
+		       "checked)\n", named ? "" : "registry ", named ? "" : shown, named ? "" : ": ", msg);
+		return 0;
+	}
+	fprintf(stderr, "ktlsgated: %s%s%s%s\n", named ? "" : "registry ", named ? "" : shown,
+		named ? "" : ": ", msg);
+	return -1;
+}
+
+/*
  * `-t`: validate the file, then load what it names that exists (certificate + key,
  * registry + CAs + CRLs) exactly as a start would. A file that does not exist yet is
  * reported, not fatal: the example config must pass on a machine that has not been
@@ -312,9 +348,9 @@ static int check_only(const struct kg_config *cfg, const char *path)
 {
 	struct kg_registry *reg = NULL;
 	struct kg_trust *trust = NULL;
-	char err[KG_ERRBUF];
+	char err[KG_ERRBUF], shown[PATH_MAX], msg[KG_ERRBUF + PATH_MAX];
 	size_t cas = 0, crls_refusing = 0;
-	int schema = 0, rc = 1;
+	int schema = 0, rc = 1, exists;
 
 	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
 	if (access(cfg->cert_file, F_OK) == 0 &&
@@ -330,42 +366,54 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: note: %s or %s does not exist yet: not checked\n", cfg->cert_file,
 		       cfg->key_file);
 	}
-	if (access(cfg->registry, F_OK) == 0 &&
+	/* The registry as it may be printed: a URI's password never is. */
+	(void)kg_registry_location_redact(cfg->registry, shown, sizeof(shown));
+	if (kg_registry_location_is_uri(cfg->registry)) {
+		exists = check_registry_uri(cfg, shown, &reg);
+		if (exists < 0)
+			goto out;
+	} else {
+		exists = access(cfg->registry, F_OK) == 0;
+	}
+	if (reg == NULL && exists &&
 	    kg_registry_sqlite_version(cfg->registry, &schema, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out;
 	}
-	if (access(cfg->registry, F_OK) == 0 && schema < kg_registry_sqlite_schema_latest()) {
+	if (reg == NULL && exists && schema < kg_registry_sqlite_schema_latest()) {
 		/* An upgrade's first -t (the unit's ExecStartPre) runs before the start that
 		 * migrates: refusing here would keep the new build from ever starting. The CAs
 		 * are read at start, under the new schema. */
 		if (schema == 0)
 			printf("ktlsgated: note: registry %s is empty: it is initialised at start\n",
-			       cfg->registry);
+			       shown);
 		else
 			printf("ktlsgated: note: registry %s has schema version %d; this build "
 			       "migrates it to %d at start (CAs not checked)\n",
-			       cfg->registry, schema, kg_registry_sqlite_schema_latest());
-	} else if (access(cfg->registry, F_OK) == 0) {
+			       shown, schema, kg_registry_sqlite_schema_latest());
+	} else if (exists) {
 		trust = kg_trust_new();
 		if (trust == NULL ||
-		    kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, sizeof(err)) < 0 ||
+		    (reg == NULL &&
+		     kg_registry_open(cfg->registry, KG_REG_READONLY, &reg, err, sizeof(err)) < 0) ||
 		    kg_trust_load(trust, reg, cfg, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ktlsgated: %s\n", trust ? err : "out of memory");
+			kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
+			fprintf(stderr, "ktlsgated: %s\n", trust ? msg : "out of memory");
 			goto out;
 		}
 		cas = kg_trust_count(trust, true);
 		/* What a reload refuses, -t refuses too. */
 		if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
+			kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
+			fprintf(stderr, "ktlsgated: %s: %s\n", path, msg);
 			goto out;
 		}
 		/* An expired CRL refuses devices but is no configuration error: failing here
 		 * would keep the whole daemon from starting (ExecStartPre). Say it loudly. */
 		crls_refusing = kg_trust_crl_report(trust, stdout, time(NULL));
-	} else {
+	} else if (!kg_registry_location_is_uri(cfg->registry)) {
 		printf("ktlsgated: note: registry %s does not exist yet: it is created at start\n",
-		       cfg->registry);
+		       shown);
 	}
 	printf("ktlsgated: configuration %s ok (%zu CA(s) trusted, %zu backend(s), security level %u)\n",
 	       path, cas, cfg->n_backends, cfg->security_level);
@@ -376,7 +424,7 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
 	if (reg != NULL && kg_registry_ca_list(reg, print_ca_username_check, trust) != 0) {
-		fprintf(stderr, "ktlsgated: registry %s: cannot list CAs\n", cfg->registry);
+		fprintf(stderr, "ktlsgated: registry %s: cannot list CAs\n", shown);
 		goto out;
 	}
 	if (cfg->source_max_handshakes == 0 && cfg->source_rate == 0)
@@ -523,7 +571,7 @@ int main(int argc, char **argv)
 	struct kg_config *cfg = NULL;
 	const char *path = DEFAULT_CONFIG;
 	bool test_only = false, debug = false;
-	char err[KG_ERRBUF];
+	char err[KG_ERRBUF], msg[KG_ERRBUF + PATH_MAX];
 	sigset_t sigs;
 	struct timespec now;
 	int opt, status = 1;
@@ -592,24 +640,36 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_free_cfg;
 	}
-	/* 2b. registry (writer thread owns the read-write handle) */
+	/* 2b. registry (writer thread owns the read-write handle). A store's message may
+	 * quote a URI registry: printed without its password. */
 	d->writer = kg_writer_start(cfg->registry, err, sizeof(err));
 	if (d->writer == NULL) {
-		fprintf(stderr, "ktlsgated: %s\n", err);
+		char shown[PATH_MAX];
+
+		/* "registry LOCATION: why", whether or not the store's words name it */
+		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
+		(void)kg_registry_location_redact(cfg->registry, shown, sizeof(shown));
+		if (strstr(msg, shown) != NULL)
+			fprintf(stderr, "ktlsgated: %s\n", msg);
+		else
+			fprintf(stderr, "ktlsgated: registry %s: %s\n", shown, msg);
 		goto out_free_cfg;
 	}
 	/* 3. first snapshot: TLS context, server certificate, trust */
 	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
 	if (d->snap == NULL) {
-		fprintf(stderr, "ktlsgated: %s\n", err);
+		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
+		fprintf(stderr, "ktlsgated: %s\n", msg);
 		goto out_writer;
 	}
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
 	/* A start does not refuse (the registry may be shared and ahead of this file), but
 	 * devices on a missing backend get "server unavailable": say so at once. */
-	if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0)
-		kg_log_warnx("%s", err);
+	if (kg_daemon_check_backends(cfg, cfg->registry, err, sizeof(err)) < 0) {
+		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
+		kg_log_warnx("%s", msg);
+	}
 	if (cfg->username_check == KG_USERNAME_PASS)
 		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
@@ -649,7 +709,9 @@ int main(int argc, char **argv)
 		goto out_auth;
 	for (unsigned i = 0; i < d->n_workers; i++) {
 		if (kg_worker_init(&d->workers[i], d, i, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ktlsgated: %s\n", err);
+			/* a worker's read handle fails with the store's words */
+			kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
+			fprintf(stderr, "ktlsgated: %s\n", msg);
 			kg_worker_fini(&d->workers[i]);
 			goto out_workers;
 		}

@@ -93,6 +93,7 @@ enum kind {
 	K_LISTEN,   /* list of kg_sockaddr */
 	K_UINT,     /* unsigned in [min, max] */
 	K_PATH,     /* file path, resolved against the config's directory */
+	K_REGISTRY, /* K_PATH, or a postgresql:// / postgres:// URI kept as is */
 	K_KEYREF,   /* K_PATH, or "handle:0x8100xxxx" (a persistent TPM key) kept as is */
 	K_STRING,   /* non-empty text copied as is */
 	K_METRICS,  /* kg_sockaddr or "off" */
@@ -133,7 +134,7 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_WORKERS] = { SEC_DAEMON, "workers", K_UINT, FIELD(workers), 0, 256 },
 	[KEY_CERT] = { SEC_DAEMON, "cert", K_PATH, FIELD(cert_file), 0, 0 },
 	[KEY_KEY] = { SEC_DAEMON, "key", K_KEYREF, FIELD(key_file), 0, 0 },
-	[KEY_REGISTRY] = { SEC_DAEMON, "registry", K_PATH, FIELD(registry), 0, 0 },
+	[KEY_REGISTRY] = { SEC_DAEMON, "registry", K_REGISTRY, FIELD(registry), 0, 0 },
 	[KEY_CONTROL] = { SEC_DAEMON, "control_socket", K_PATH, FIELD(control_socket), 0, 0 },
 	[KEY_METRICS] = { SEC_DAEMON, "metrics_listen", K_METRICS, FIELD(metrics_listen), 0, 0 },
 	[KEY_DEFAULT_BACKEND] = { SEC_DAEMON, "default_backend", K_NAME, FIELD(default_backend), 0, 0 },
@@ -441,6 +442,132 @@ static int resolve_path(struct parse_state *st, const char *key, const char *val
 	return 0;
 }
 
+/* `registry =`: a libpq URI is kept as is (libpq parses it at open); any other
+ * "scheme://" is a typo or a database we do not speak, which resolve_path would have
+ * turned into a file "DIR/mysql:/..." created at start. The value is shown redacted:
+ * the config error may end up in a journal. */
+static int set_registry(struct parse_state *st, const char *key, const char *value, char *dst,
+			size_t cap)
+{
+	char shown[PATH_MAX], q[72];
+
+	if (!kg_registry_location_has_scheme(value))
+		return resolve_path(st, key, value, dst, cap);
+	(void)kg_registry_location_redact(value, shown, sizeof(shown));
+	if (!kg_registry_location_is_uri(value)) {
+		set_err(st, st->line,
+			"'%s': '%s' is neither a file path nor a PostgreSQL URI "
+			"(postgresql://... or postgres://...)", key, quote(q, shown));
+		return -1;
+	}
+	if (kg_strlcpy(dst, value, cap) != 0) {
+		set_err(st, st->line, "'%s': URI '%s' too long (max %zu bytes)", key, quote(q, shown),
+			cap - 1);
+		return -1;
+	}
+	return 0;
+}
+
+bool kg_registry_location_is_uri(const char *loc)
+{
+	return strncmp(loc, "postgresql://", 13) == 0 || strncmp(loc, "postgres://", 11) == 0;
+}
+
+bool kg_registry_location_has_scheme(const char *loc)
+{
+	size_t i = 0;
+
+	/* RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+	if (!isalpha((unsigned char)loc[0]))
+		return false;
+	while (isalnum((unsigned char)loc[i]) || loc[i] == '+' || loc[i] == '-' || loc[i] == '.')
+		i++;
+	return strncmp(loc + i, "://", 3) == 0;
+}
+
+/* Append n bytes of s to out[*off..cap), keeping it terminated; -1 once it is full. */
+static int redact_put(char *out, size_t cap, size_t *off, const char *s, size_t n)
+{
+	int rc = 0;
+
+	if (*off + n >= cap) {
+		n = cap - 1 - *off;
+		rc = -1;
+	}
+	memcpy(out + *off, s, n);
+	*off += n;
+	out[*off] = '\0';
+	return rc;
+}
+
+int kg_registry_location_redact(const char *loc, char *out, size_t cap)
+{
+	const char *p, *auth, *at, *colon, *q;
+	size_t off = 0;
+	int rc = 0;
+
+	if (cap == 0)
+		return -1;
+	out[0] = '\0';
+	/* Any scheme, not only ours: a refused "mysql://u:pw@h" is shown in its error. */
+	if (!kg_registry_location_has_scheme(loc))
+		return redact_put(out, cap, &off, loc, strlen(loc));
+	auth = strstr(loc, "://") + 3;
+	/* libpq (conninfo_uri_parse_options): user info ends at the first '@' before any '/' */
+	at = auth + strcspn(auth, "@/");
+	if (*at == '@') {
+		colon = memchr(auth, ':', (size_t)(at - auth));
+		if (colon != NULL) {
+			rc |= redact_put(out, cap, &off, loc, (size_t)(colon + 1 - loc));
+			rc |= redact_put(out, cap, &off, "***", 3);
+			p = at;
+		} else {
+			p = loc;
+		}
+	} else {
+		p = loc;
+	}
+	/* Query parameters: "password=VALUE" up to the next '&' (or the end). */
+	q = strchr(at, '?');
+	if (q == NULL) {
+		rc |= redact_put(out, cap, &off, p, strlen(p));
+		return rc ? -1 : 0;
+	}
+	rc |= redact_put(out, cap, &off, p, (size_t)(q + 1 - p));
+	for (p = q + 1; *p != '\0';) {
+		size_t len = strcspn(p, "&");
+
+		if (len >= 9 && strncmp(p, "password=", 9) == 0) {
+			rc |= redact_put(out, cap, &off, p, 9);
+			rc |= redact_put(out, cap, &off, "***", 3);
+		} else {
+			rc |= redact_put(out, cap, &off, p, len);
+		}
+		p += len;
+		if (*p == '&')
+			rc |= redact_put(out, cap, &off, p++, 1);
+	}
+	return rc ? -1 : 0;
+}
+
+void kg_registry_location_redact_in(const char *s, const char *loc, char *out, size_t cap)
+{
+	char shown[PATH_MAX];
+	size_t off = 0, n = strlen(loc);
+	const char *hit;
+
+	if (cap == 0)
+		return;
+	(void)kg_registry_location_redact(loc, shown, sizeof(shown));
+	out[0] = '\0';
+	while (n > 0 && off < cap && (hit = strstr(s, loc)) != NULL) {
+		off += (size_t)snprintf(out + off, cap - off, "%.*s%s", (int)(hit - s), s, shown);
+		s = hit + n;
+	}
+	if (off < cap)
+		snprintf(out + off, cap - off, "%s", s);
+}
+
 /* `listen = ADDR[, ADDR...]` of listener `owner` (0: [daemon]'s), appended to the
  * flat cfg->listen[]; an address may be listened on once, by one listener. */
 static int set_listen(struct parse_state *st, const char *value, size_t owner)
@@ -528,6 +655,8 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 		return resolve_path(st, k->name, value, field, k->size);
 	case K_PATH:
 		return resolve_path(st, k->name, value, field, k->size);
+	case K_REGISTRY:
+		return set_registry(st, k->name, value, field, k->size);
 	case K_STRING:
 		if (kg_strlcpy(field, value, k->size) != 0) {
 			set_err(st, st->line, "'%s': value too long (max %zu bytes)", k->name, k->size - 1);

@@ -132,7 +132,7 @@ struct kg_config {
 	unsigned workers;                 /* 0: one per online CPU */
 	char cert_file[PATH_MAX];         /* server certificate chain (PEM, leaf first) */
 	char key_file[PATH_MAX];          /* server key: PEM or TSS2 PEM file, or "handle:0x81..." */
-	char registry[PATH_MAX];          /* registry database path */
+	char registry[PATH_MAX];          /* SQLite file path (absolute) or a postgresql:// URI */
 	char control_socket[PATH_MAX];
 	struct kg_sockaddr metrics_listen;
 	bool metrics_enabled;             /* metrics_listen = off disables */
@@ -224,6 +224,27 @@ static inline const struct kg_backend_conf *kg_config_get0_backend(const struct 
 			return &cfg->backends[i];
 	return NULL;
 }
+
+/*
+ * Registry locations (`registry =`, `ktlsgate -r`): a file path (the SQLite store) or a
+ * libpq connection URI, "postgresql://..." or "postgres://..." (the PostgreSQL store).
+ * kg_registry_location_is_uri(): is loc such a URI (the store is not a file: no stat,
+ * lock file or chmod)? kg_registry_location_has_scheme(): does loc start like a URI
+ * ("word://"), whether or not one we know ("mysql://" is a mistake, not a file name).
+ */
+bool kg_registry_location_is_uri(const char *loc);
+bool kg_registry_location_has_scheme(const char *loc);
+/*
+ * loc as it may be shown (messages, logs, `status`): a URI's ("scheme://...") password, in the user
+ * info ("postgresql://u:SECRET@h/db") or a "password=" query parameter, becomes "***";
+ * anything else is copied as is. Parses the user info as libpq does (up to the first
+ * '@' or '/', user and password split at the first ':'). Always NUL-terminates out
+ * (cap > 0); returns 0, or -1 when out was too short (truncated, never the password).
+ */
+int kg_registry_location_redact(const char *loc, char *out, size_t cap);
+/* Copy the message s to out[cap] (truncated if need be), each occurrence of the location
+ * loc replaced by its redacted form: a store's message may quote the URI it was given. */
+void kg_registry_location_redact_in(const char *s, const char *loc, char *out, size_t cap);
 
 /* Parse "host:port", "[v6]:port" (numeric hosts only). Returns 0 or -1. */
 int kg_sockaddr_parse(const char *text, struct kg_sockaddr *out) KG_MUST_USE;

@@ -3,7 +3,8 @@
 # run.sh - `make check-integration`: run every tests/integration/test-*.sh, each in its
 # own bash under a time limit, show its output, count its PASS/FAIL lines, and end with
 # exactly one line "N passed, M failed". A file that dies or times out without saying
-# FAIL counts as one failure. Exit status: 0 only if nothing failed.
+# FAIL counts as one failure; each "NOT RUN ..." line (a part that cannot run here)
+# counts as one too. Exit status: 0 only if nothing failed.
 # KG_ONLY="t_a t_b" runs only those tests of each file; KG_KEEP=1 keeps work dirs.
 set -u
 cd "$(dirname "$0")/../.." || exit 3
@@ -32,6 +33,8 @@ for f in tests/integration/test-*.sh; do
 	rc=$?
 	p=$(grep -c '^PASS ' "$log")
 	m=$(grep -c '^FAIL ' "$log")
+	# a part that could not run here ("NOT RUN what: why") is not a pass either
+	m=$((m + $(grep -c '^NOT RUN ' "$log")))
 	if [ "$rc" -ne 0 ] && [ "$m" -eq 0 ]; then
 		if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
 			echo "FAIL $name: timed out after ${KG_FILE_TIMEOUT:-900} s"

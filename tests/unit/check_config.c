@@ -712,6 +712,112 @@ START_TEST(test_small_errbuf)
 }
 END_TEST
 
+/* `registry =` takes a libpq URI as is, resolves a relative file as before, and refuses
+ * another scheme naming the key and line, without printing a password. */
+START_TEST(test_registry_location)
+{
+	static const char pre[] = "[daemon]\ncert = c.pem\nkey = k.pem\n";
+	static const struct {
+		const char *value, *want;
+	} ok[] = {
+		{ "postgresql://kg@db.example:5432/ktlsgate", "postgresql://kg@db.example:5432/ktlsgate" },
+		{ "postgres:///ktlsgate?host=/run/postgresql", "postgres:///ktlsgate?host=/run/postgresql" },
+		{ "postgresql://kg:s3cret@h/db", "postgresql://kg:s3cret@h/db" },
+		{ "r.db", "r.db" },   /* parse_string: no directory to resolve against */
+		{ "sub/postgresql.db", "sub/postgresql.db" },
+		{ "/var/lib/x:y.db", "/var/lib/x:y.db" },
+	};
+	static const struct {
+		const char *value, *want;
+	} bad[] = {
+		{ "postgresq://h/db", "t.conf:4: 'registry': 'postgresq://h/db' is neither a file path "
+				      "nor a PostgreSQL URI (postgresql://... or postgres://...)" },
+		/* the message shows no password, whatever the scheme */
+		{ "mysql://u:hunter2@h/db", "t.conf:4: 'registry': 'mysql://u:***@h/db' is neither "
+					    "a file path nor a PostgreSQL URI (postgresql://... or postgres://...)" },
+		{ "sqlite://r.db", "t.conf:4: 'registry': 'sqlite://r.db' is neither a file path nor a "
+				   "PostgreSQL URI (postgresql://... or postgres://...)" },
+	};
+	struct kg_config *cfg = cfg_new();
+	char text[512], err[KG_ERRBUF];
+
+	for (size_t i = 0; i < KG_NITEMS(ok); i++) {
+		fmt(text, sizeof(text), "%sregistry = %s\n", pre, ok[i].value);
+		ck_assert_msg(kg_config_parse_string(text, "/etc/kg/t.conf", cfg, err, sizeof(err)) == 0,
+			      "%s: %s", ok[i].value, err);
+		ck_assert_str_eq(cfg->registry, ok[i].want);
+	}
+	for (size_t i = 0; i < KG_NITEMS(bad); i++) {
+		fmt(text, sizeof(text), "%sregistry = %s\n", pre, bad[i].value);
+		ck_assert_int_eq(kg_config_parse_string(text, "t.conf", cfg, err, sizeof(err)), -1);
+		ck_assert_str_eq(err, bad[i].want);
+	}
+	free(cfg);
+}
+END_TEST
+
+START_TEST(test_registry_location_redact)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{ "/var/lib/ktlsgate/registry.db", "/var/lib/ktlsgate/registry.db" },
+		{ "/tmp/a:b@c.db", "/tmp/a:b@c.db" },
+		{ "postgresql://kg:s3cret@db:5432/ktlsgate", "postgresql://kg:***@db:5432/ktlsgate" },
+		{ "postgres://kg:s3cret@db", "postgres://kg:***@db" },
+		{ "postgresql://kg@db/ktlsgate", "postgresql://kg@db/ktlsgate" },
+		{ "postgresql://kg:@db/x", "postgresql://kg:***@db/x" },
+		{ "postgresql://db/ktlsgate?user=kg&password=s3cret&sslmode=require",
+		  "postgresql://db/ktlsgate?user=kg&password=***&sslmode=require" },
+		{ "postgresql:///ktlsgate?password=p&host=/run/pg&password=q",
+		  "postgresql:///ktlsgate?password=***&host=/run/pg&password=***" },
+		{ "postgresql://u:p%40ss@h/d?passfile=/etc/ktlsgate/pgpass",
+		  "postgresql://u:***@h/d?passfile=/etc/ktlsgate/pgpass" },
+		/* libpq: user info ends at the first '@' before a '/'; ':' in the host part
+		 * is a port, not a password */
+		{ "postgresql://h:5432/d@x", "postgresql://h:5432/d@x" },
+		{ "postgresql://u:a:b@h", "postgresql://u:***@h" },
+		{ "postgresql://", "postgresql://" },
+		{ "mysql://root:pw@h/db?password=x", "mysql://root:***@h/db?password=***" },
+	};
+	char out[256], small[20];
+
+	for (size_t i = 0; i < KG_NITEMS(cases); i++) {
+		memset(out, 'X', sizeof(out));
+		ck_assert_int_eq(kg_registry_location_redact(cases[i].in, out, sizeof(out)), 0);
+		ck_assert_str_eq(out, cases[i].want);
+	}
+	/* Truncation: -1, terminated, and what is kept is a prefix of the redacted form. */
+	ck_assert_int_eq(kg_registry_location_redact("postgresql://kg:s3cret@db/ktlsgate", small,
+						     sizeof(small)), -1);
+	ck_assert_str_eq(small, "postgresql://kg:***");
+	ck_assert_int_eq(kg_registry_location_redact("postgresql://kg:s3cret@db", small, 17), -1);
+	ck_assert_str_eq(small, "postgresql://kg:");
+	ck_assert_int_eq(kg_registry_location_redact("x", small, 0), -1);
+
+	/* A store's message quoting the URI it was given, once or twice. */
+	kg_registry_location_redact_in("registry postgresql://u:pw@h/d: connection to h refused "
+				       "(postgresql://u:pw@h/d)", "postgresql://u:pw@h/d", out, sizeof(out));
+	ck_assert_str_eq(out, "registry postgresql://u:***@h/d: connection to h refused "
+			      "(postgresql://u:***@h/d)");
+	kg_registry_location_redact_in("no location here", "postgresql://u:pw@h/d", out, sizeof(out));
+	ck_assert_str_eq(out, "no location here");
+	kg_registry_location_redact_in("x postgresql://u:pw@h/d", "postgresql://u:pw@h/d", small,
+				       sizeof(small));
+	ck_assert_str_eq(small, "x postgresql://u:**");
+
+	ck_assert(kg_registry_location_is_uri("postgresql://h"));
+	ck_assert(kg_registry_location_is_uri("postgres://h"));
+	ck_assert(!kg_registry_location_is_uri("postgresq://h"));
+	ck_assert(!kg_registry_location_is_uri("/postgresql://h"));
+	ck_assert(kg_registry_location_has_scheme("mysql://h"));
+	ck_assert(kg_registry_location_has_scheme("a+b.c-d://"));
+	ck_assert(!kg_registry_location_has_scheme("sqlite:/r.db"));
+	ck_assert(!kg_registry_location_has_scheme("/a://b"));
+	ck_assert(!kg_registry_location_has_scheme("1x://b"));
+}
+END_TEST
+
 Suite *kg_suite_config(void)
 {
 	Suite *s = suite_create("config");
@@ -730,6 +836,8 @@ Suite *kg_suite_config(void)
 	tcase_add_test(tc, test_load_path_too_long);
 	tcase_add_test(tc, test_example_config);
 	tcase_add_test(tc, test_small_errbuf);
+	tcase_add_test(tc, test_registry_location);
+	tcase_add_test(tc, test_registry_location_redact);
 	suite_add_tcase(s, tc);
 	return s;
 }
