@@ -8,9 +8,11 @@
 # are read when a Makefile is parsed (issue 10, section 1).
 set -eu
 BUILD_PKGS="build-essential clang pkg-config libssl-dev libsqlite3-dev libinih-dev
-libmicrohttpd-dev libjson-c-dev libbpf-dev bpftool libnl-route-3-dev libtss2-dev libsystemd-dev"
+libmicrohttpd-dev libjson-c-dev libbpf-dev bpftool libnl-route-3-dev libtss2-dev libsystemd-dev
+libpq-dev"
 DEMO_PKGS="mosquitto mosquitto-clients python3 openssl iproute2 procps"
 CHECK_PKGS="check libsubunit-dev libclang-rt-14-dev python3-paho-mqtt python3-yaml sqlite3 prometheus
+postgresql postgresql-client
 haproxy nginx libnginx-mod-stream systemd nftables
 libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
 qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap

@@ -133,6 +133,7 @@ static long long sql_int(const char *q)
 
 /* The contract's feed table, a stand-in for the store's devices and its trigger. */
 static const char fixture[] =
+	"SET client_min_messages = warning;"
 	"DROP SCHEMA IF EXISTS ktlsgate CASCADE;"
 	"CREATE SCHEMA ktlsgate;"
 	"CREATE TABLE ktlsgate.changes (version BIGSERIAL PRIMARY KEY,"
