@@ -39,12 +39,14 @@
 #define GAP_RECHECK_MS 1000     /* an open gap is read again at least this often */
 #define GAPS_MAX 256            /* more: the two oldest ranges merge (a wider re-read) */
 #define PAGE_ROWS 1000          /* rows per read; more pages until a short one */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 #define Q_LISTEN "LISTEN " KG_PG_CHANNEL
 #define Q_BOUNDS "SELECT coalesce(min(version), 0), coalesce(max(version), 0) FROM " \
 		 KG_PG_SCHEMA ".changes"
 #define Q_READ "SELECT version, kind, name, at FROM " KG_PG_SCHEMA ".changes " \
-	       "WHERE version > $1 ORDER BY version LIMIT 1000"
+	       "WHERE version > $1 ORDER BY version LIMIT " STR(PAGE_ROWS)
 /* The newest row stays: a reconnect compares its last version with min(version), and
  * an empty table would hide that everything after it was pruned. */
 #define Q_PRUNE "DELETE FROM " KG_PG_SCHEMA ".changes WHERE at < " \
@@ -66,6 +68,7 @@ struct kg_watch_pg {
 	PGconn *conn;           /* the thread's */
 	/* thread-only state */
 	bool started;           /* `last` holds a real starting point */
+	bool served;            /* a connection got as far as listening once */
 	int64_t last;
 	struct gap gaps[GAPS_MAX];
 	size_t n_gaps;
@@ -420,12 +423,17 @@ static enum wait_res serve(struct kg_watch_pg *w, char *err, size_t errlen)
 	if (r != W_READY)
 		return r;
 	PQclear(res);
+	if (w->served) {
+		atomic_fetch_add(&w->reconnects, 1);
+		kg_log_info("registry watch: connected again, catching up from version %" PRId64, w->last);
+	}
+	w->served = true;
 	/* LISTEN before the read: a change committed in between is both read and
 	 * announced, never neither. */
 	r = catch_up(w, err, errlen);
 	if (r != W_READY)
 		return r;
-	atomic_store(&w->connected, true);
+	atomic_store(&w->connected, true);   /* listening, and the starting point read */
 	w->next_gap_read_ms = kg_now_ms() + GAP_RECHECK_MS;
 	for (;;) {
 		/* Notifications libpq took in during a query are not on the socket any
@@ -469,7 +477,7 @@ static void *watch_main(void *arg)
 {
 	struct kg_watch_pg *w = arg;
 	unsigned backoff = BACKOFF_MIN_MS;
-	bool ever = false, down_logged = false;
+	bool down_logged = false;
 	char err[512];
 
 	w->next_prune_ms = kg_now_ms() + w->prune_every_ms;
@@ -479,15 +487,9 @@ static void *watch_main(void *arg)
 		err[0] = '\0';
 		r = connect_db(w, err, sizeof(err));
 		if (r == W_READY) {
-			if (ever) {
-				atomic_fetch_add(&w->reconnects, 1);
-				kg_log_info("registry watch: connected again, catching up from version %" PRId64,
-					    w->last);
-			}
 			r = serve(w, err, sizeof(err));
 			if (atomic_load(&w->connected)) {
 				/* It served: the next loss starts the backoff afresh. */
-				ever = true;
 				backoff = BACKOFF_MIN_MS;
 				down_logged = false;
 			}
