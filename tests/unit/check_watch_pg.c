@@ -2,8 +2,9 @@
 /*
  * check_watch_pg.c - the PostgreSQL change watcher (registry/watch_pg.h) against a
  * REAL cluster: tests/unit/run-watch-pg.sh starts one with tests/lib/pg.sh and sets
- * KG_TEST_PG (its directory; only then does run.c register this suite), KG_PG_PORT
- * and KG_PG_LIB (pg.sh, for the kill and restart). Each test recreates the contract's
+ * KG_TEST_PG (its URI, superuser; only then does run.c register this suite) and
+ * KG_TEST_PG_DIR (its directory, for kg_pg_kill / kg_pg_restart from ../lib/pg.sh),
+ * the store's suites' convention. Each test recreates the contract's
  * ktlsgate.changes table and, in place of the store's tables, one stand-in table whose
  * trigger appends ('device', id) and notifies as the store's triggers do. The watcher
  * logs in as its own role, kg_watcher, so a test can keep it out (NOLOGIN) while it
@@ -45,7 +46,7 @@ static struct {
 	int n;
 } seen = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, { { 0, "" } }, 0 };
 
-static char super_uri[512], watch_uri[512];
+static char super_uri[512], watch_uri[512], pg_port[16];
 
 static void on_change(void *arg, enum kg_watch_kind kind, const char *name, int64_t at)
 {
@@ -159,13 +160,27 @@ static const char fixture[] =
 
 static void setup(void)
 {
-	const char *dir = getenv("KG_TEST_PG"), *port = getenv("KG_PG_PORT");
+	const char *uri = getenv("KG_TEST_PG");
+	PQconninfoOption *opts, *o;
+	const char *host = NULL, *port = NULL;
+	char *err = NULL;
 
-	ck_assert_msg(dir && port, "KG_TEST_PG and KG_PG_PORT must be set (run-watch-pg.sh)");
-	snprintf(super_uri, sizeof(super_uri),
-		 "postgresql:///ktlsgate?host=%s/sock&port=%s&user=ktlsgate_test", dir, port);
-	snprintf(watch_uri, sizeof(watch_uri),
-		 "postgresql:///ktlsgate?host=%s/sock&port=%s&user=kg_watcher", dir, port);
+	ck_assert_msg(uri && getenv("KG_TEST_PG_DIR"),
+		      "KG_TEST_PG and KG_TEST_PG_DIR must be set (run-watch-pg.sh)");
+	snprintf(super_uri, sizeof(super_uri), "%s", uri);
+	/* The watcher's URI: the same server, its own role. */
+	opts = PQconninfoParse(uri, &err);
+	ck_assert_msg(opts != NULL, "KG_TEST_PG: %s", err ? err : "out of memory");
+	for (o = opts; o->keyword; o++) {
+		if (strcmp(o->keyword, "host") == 0)
+			host = o->val;
+		else if (strcmp(o->keyword, "port") == 0)
+			port = o->val;
+	}
+	snprintf(pg_port, sizeof(pg_port), "%s", port ? port : "5432");
+	snprintf(watch_uri, sizeof(watch_uri), "postgresql:///ktlsgate?host=%s&port=%s&user=kg_watcher",
+		 host ? host : "/var/run/postgresql", pg_port);
+	PQconninfoFree(opts);
 	sql1(fixture);
 	pthread_mutex_lock(&seen.lock);
 	seen.n = 0;
@@ -200,13 +215,14 @@ static bool wait_connected(struct kg_watch_pg *w, bool want, int ms)
 	}
 }
 
+/* kg_pg_kill / kg_pg_restart on the suite's cluster (the suite runs in tests/unit). */
 static void pg_ctl(const char *fn)
 {
 	char cmd[1024];
-	const char *lib = getenv("KG_PG_LIB"), *dir = getenv("KG_TEST_PG");
 
-	ck_assert_msg(lib != NULL, "KG_PG_LIB must be set (run-watch-pg.sh)");
-	snprintf(cmd, sizeof(cmd), "bash -c '. \"%s\" && %s \"%s\"'", lib, fn, dir);
+	/* kg_pg_restart starts it on KG_PG_PORT: the port of KG_TEST_PG */
+	snprintf(cmd, sizeof(cmd), "KG_PG_PORT=%s bash -c '. ../lib/pg.sh && %s \"$KG_TEST_PG_DIR\"'",
+		 pg_port, fn);
 	ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
 }
 

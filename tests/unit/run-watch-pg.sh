@@ -34,7 +34,8 @@ if ! kg_pg_start "$base/pg"; then
 	exit 1
 fi
 ok cluster
-export KG_TEST_PG="$base/pg" KG_PG_LIB="$root/tests/lib/pg.sh" KG_PG_PORT
+# The store's suites' convention: KG_TEST_PG the URI, KG_TEST_PG_DIR the directory.
+export KG_TEST_PG="$KG_PG_URI" KG_TEST_PG_DIR="$base/pg"
 
 for bin in "$@"; do
 	name=watch_pg-$(basename "$(dirname "$bin")")

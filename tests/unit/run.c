@@ -34,7 +34,7 @@ int main(void)
 
 	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
 		srunner_add_suite(sr, suites[i]());
-	if (getenv("KG_TEST_PG") != NULL)
+	if (getenv("KG_TEST_PG") != NULL && getenv("KG_TEST_PG")[0] != '\0')
 		srunner_add_suite(sr, kg_suite_watch_pg());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
