@@ -15,3 +15,13 @@ check-watch-pg: $(BUILD)/check_unit
 	$(MAKE) BUILD=build/asan $(ASAN_FLAGS) build/asan/check_unit
 	bash tests/unit/run-watch-pg.sh $(abspath $(BUILD))/check_unit $(abspath build/asan)/check_unit
 FRAG_CHECKS += check-watch-pg
+
+.PHONY: check-pg-revoke
+# Three ktlsgated sharing one PostgreSQL registry (tests/integration/test-pg-revoke.sh):
+# a revocation by one appliance's CLI, or by SQL, cuts a session held by another within
+# 1 s, and one made while an appliance is cut off reaches it at reconnect. Until the
+# PostgreSQL store is merged it prints "NOT RUN: PostgreSQL store not built" and fails,
+# so it joins FRAG_CHECKS only with the store (the lead's merge adds the line below).
+check-pg-revoke: all
+	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-revoke.sh
+# FRAG_CHECKS += check-pg-revoke

@@ -5,8 +5,9 @@
 # their own ports, control sockets, state dirs and metrics ports, all with
 # `registry = postgresql://...`, one mosquitto. A device connected through appliance 3
 # is disabled with appliance 1's CLI, then one by plain SQL; the cluster is killed and
-# restarted and a revocation made by SQL while appliance 2 is still reconnecting takes
-# effect once it is back. Each cut is timed (reported on its PASS line's log).
+# restarted refusing appliance 2 (its only way in is TCP, refused by a pg_hba line) and
+# a revocation made by SQL in that window takes effect once it is let back in. Each cut
+# is timed (printed above its PASS line). make check-pg-revoke (mk/pgwatch.mk) runs it.
 # Until the PostgreSQL store is built (kg_registry_open refuses postgresql://) it prints
 # "NOT RUN: PostgreSQL store not built" and exits non-zero.
 # shellcheck disable=SC2046,SC2034
