@@ -6,7 +6,8 @@
 # `registry = postgresql://...`, one mosquitto. A device connected through appliance 3
 # is disabled with appliance 1's CLI, then one by plain SQL; the cluster is killed and
 # restarted refusing appliance 2 (its only way in is TCP, refused by a pg_hba line) and
-# a revocation made by SQL in that window takes effect once it is let back in. Each cut
+# a revocation made by SQL in that window takes effect once it is let back in; a CA
+# disabled by appliance 1's CLI cuts a session under it on appliance 3. Each cut
 # is timed (printed above its PASS line). make check-pg-revoke (mk/pgwatch.mk) runs it.
 # Until the PostgreSQL store is built (kg_registry_open refuses postgresql://) it prints
 # "NOT RUN: PostgreSQL store not built" and exits non-zero.
@@ -76,7 +77,7 @@ setup() {
 	fi
 	pki_setup "$WORK/pki" || return 1
 	cp -r "$WORK/a1/server" "$WORK/a2/" && cp -r "$WORK/a1/server" "$WORK/a3/" || return 1
-	for d in cli-cut sql-cut outage-cut stays; do
+	for d in cli-cut sql-cut outage-cut stays ca-cut; do
 		device_cert "$d" "$PKI/factory" || return 1
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
@@ -200,6 +201,25 @@ t_revocation_while_reconnecting() {
 	[ "$after" -gt "$before" ] || { note "reconnects_total did not grow ($before -> $after)"; return 1; }
 }
 
+# A CA disabled with appliance 1's CLI: appliance 3 refreshes its trust and cuts the
+# session under it (`ca_disabled`) within 1 s. Last but one: every device here is
+# under that CA.
+t_ca_on_one_cuts_session_on_three() {
+	local ms res mark
+	use 3
+	mark=$(log_mark)
+	res=$(kgc cutoff $(dev_args ca-cut) \
+		--cmd "timeout 10 $KGCLI -c $WORK/a1/ktlsgate.conf ca set factory --status disabled >/dev/null" | tail -1)
+	ms=$(json_field "$res" eof_ms)
+	echo "    appliance 1 'ca set --status disabled' -> session on appliance 3 closed in ${ms} ms ($res)"
+	[ "$(json_field "$res" cli_rc)" = 0 ] || { note "ca set on appliance 1 failed ($res)"; return 1; }
+	if [ -z "$ms" ] || [ "$ms" = None ]; then note "ca-cut not closed within 5 s"; return 1; fi
+	lt_1000 "$ms" || { note "closed after $ms ms (limit 1000 ms)"; return 1; }
+	audit_has "$mark" ca_disabled ca-cut || { note "no 'ca_disabled' audit on appliance 3: $AUDIT_OUT"; return 1; }
+	[ "$(metric_value ktlsgate_registry_watch_changes_total 'kind="ca"')" -ge 1 ] ||
+		{ note "changes_total{kind=ca} did not count it"; return 1; }
+}
+
 # After all of it, every appliance is still serving and connected to the feed.
 t_all_connected() {
 	local i
@@ -211,7 +231,7 @@ t_all_connected() {
 }
 
 ALL_TESTS=(t_cli_on_one_cuts_session_on_three t_sql_cuts_session t_revocation_while_reconnecting
-	t_all_connected)
+	t_ca_on_one_cuts_session_on_three t_all_connected)
 
 GW_PIDS=()
 setup || { echo "FAIL setup"; echo "test-pg-revoke: 0 passed, 1 failed"; exit 1; }
