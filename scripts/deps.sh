@@ -12,6 +12,7 @@ libmicrohttpd-dev libjson-c-dev libbpf-dev bpftool libnl-route-3-dev libtss2-dev
 libpq-dev"
 DEMO_PKGS="mosquitto mosquitto-clients python3 openssl iproute2 procps"
 CHECK_PKGS="check libsubunit-dev libclang-rt-14-dev python3-paho-mqtt python3-yaml sqlite3 prometheus
+postgresql postgresql-client
 haproxy nginx libnginx-mod-stream systemd nftables
 libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
 qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap

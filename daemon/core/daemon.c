@@ -2,12 +2,17 @@
 /*
  * daemon.c - configuration snapshots: build whole, publish with one pointer swap,
  * release when the last connection pinning them closes. A reload that fails at any
- * step frees what it built and leaves the running snapshot alone.
+ * step frees what it built and leaves the running snapshot alone. And the hand-over
+ * of a shared registry's changes (issue 16) from the watcher thread to the main loop.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/conn_tls.h"
 #include "auth/auth_limit.h"
@@ -15,6 +20,7 @@
 #include "ops/err.h"
 #include "ops/log.h"
 #include "registry/registry.h"
+#include "registry/watch_pg.h"
 #include "tls/tls.h"
 #include "core/worker.h"
 
@@ -284,4 +290,191 @@ int kg_daemon_refresh_trust(struct kg_daemon *d, char *err, size_t errlen)
 	kg_snapshot_publish(d, s);
 	kg_log_info("trust refreshed (%zu CA(s) trusted)", kg_trust_count(s->trust, true));
 	return 0;
+}
+
+/* ---- a shared registry's changes (issue 16) ------------------------------------- */
+
+/*
+ * The watcher thread's callback only queues; the main thread revalidates. Why not
+ * call kg_workers_call() from the watcher: it is the main thread's (the control
+ * socket's fan-out and a reload use it, one command at a time), and a CA change must
+ * first rebuild and publish the trust snapshot (kg_daemon_refresh_trust()), which
+ * writes main-thread-only state (backend_slot_names). Serving the watcher's changes
+ * in the main loop, like `device-changed`, keeps one path for both.
+ * The queue is bounded: when it is full (or the watcher asks for a resync) the
+ * entries are dropped and one "revalidate everything" replaces them, so a burst of
+ * changes costs at most one full pass and is never lost.
+ */
+#define REGWATCH_QUEUE 1024
+
+struct regwatch_ev {
+	enum kg_watch_kind kind;
+	char name[KG_DEVICE_ID_MAX + 1];
+};
+
+struct kg_regwatch_q {
+	pthread_mutex_t lock;
+	int efd;                               /* in d->epfd; written after each post */
+	struct regwatch_ev ev[REGWATCH_QUEUE];
+	unsigned head, n;
+	bool all;                              /* revalidate everything (resync, full) */
+};
+
+/* Watcher thread: queue the change, wake the main loop. Never blocks. */
+static void regwatch_post(void *arg, enum kg_watch_kind kind, const char *name, int64_t at)
+{
+	struct kg_regwatch_q *q = arg;
+	uint64_t one = 1;
+
+	(void)at;
+	pthread_mutex_lock(&q->lock);
+	if (kind == KG_WATCH_RESYNC || q->n == REGWATCH_QUEUE ||
+	    strlen(name) >= sizeof(q->ev[0].name)) {
+		q->all = true;
+		q->n = 0;
+	} else if (!q->all) {
+		struct regwatch_ev *e = &q->ev[(q->head + q->n) % REGWATCH_QUEUE];
+
+		e->kind = kind;
+		memcpy(e->name, name, strlen(name) + 1);
+		q->n++;
+	}
+	pthread_mutex_unlock(&q->lock);
+	(void)!write(q->efd, &one, sizeof(one));
+}
+
+int kg_daemon_watch_start(struct kg_daemon *d, const char *registry, char *err, size_t errlen)
+{
+	struct kg_regwatch_q *q;
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct kg_watch_pg_opts o = { .uri = registry, .cb = regwatch_post };
+
+	if (!kg_watch_pg_uri(registry))
+		return 0;
+	q = calloc(1, sizeof(*q));
+	if (q == NULL) {
+		snprintf(err, errlen, "registry watch: out of memory");
+		return -1;
+	}
+	pthread_mutex_init(&q->lock, NULL);
+	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ev.data.fd = q->efd;
+	if (q->efd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, q->efd, &ev) < 0) {
+		snprintf(err, errlen, "registry watch: eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	o.arg = q;
+	d->regwatch = kg_watch_pg_start(&o, err, errlen);
+	if (d->regwatch == NULL)
+		goto fail;
+	d->regwatch_q = q;
+	kg_log_info("registry watch: listening for changes on %s", KG_PG_CHANNEL);
+	return 0;
+fail:
+	if (q->efd >= 0)
+		close(q->efd);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+	return -1;
+}
+
+bool kg_daemon_watch_owns(const struct kg_daemon *d, int fd)
+{
+	return d->regwatch_q != NULL && d->regwatch_q->efd == fd;
+}
+
+/* One change, as the control socket's device-changed / ca-changed runs it. */
+static void regwatch_apply(struct kg_daemon *d, const struct regwatch_ev *e)
+{
+	struct kg_cmd cmd = { 0 };
+	char err[KG_ERRBUF];
+
+	if (e->kind == KG_WATCH_CA && kg_daemon_refresh_trust(d, err, sizeof(err)) < 0)
+		return;   /* logged; the previous trust stays, as for ca-changed */
+	cmd.type = e->kind == KG_WATCH_CA ? KG_CMD_REVALIDATE_CA : KG_CMD_REVALIDATE_DEVICE;
+	memcpy(cmd.arg, e->name, sizeof(cmd.arg) < sizeof(e->name) ? sizeof(cmd.arg) : sizeof(e->name));
+	cmd.arg[sizeof(cmd.arg) - 1] = '\0';
+	if (kg_workers_call(d, &cmd) < 0) {
+		kg_log_warnx("registry change: %s %s: workers unavailable",
+			     e->kind == KG_WATCH_CA ? "ca" : "device", e->name);
+		return;
+	}
+	if (cmd.closed > 0)
+		kg_log_info("registry change: %s %s: %u session(s) closed",
+			    e->kind == KG_WATCH_CA ? "ca" : "device", e->name, cmd.closed);
+	else
+		kg_log_debug("registry change: %s %s: no session closed",
+			     e->kind == KG_WATCH_CA ? "ca" : "device", e->name);
+}
+
+void kg_daemon_watch_event(struct kg_daemon *d)
+{
+	struct kg_regwatch_q *q = d->regwatch_q;
+	uint64_t v;
+
+	if (q == NULL)
+		return;
+	(void)!read(q->efd, &v, sizeof(v));
+	for (;;) {
+		struct regwatch_ev e;
+		bool all;
+
+		pthread_mutex_lock(&q->lock);
+		all = q->all;
+		q->all = false;
+		if (!all && q->n == 0) {
+			pthread_mutex_unlock(&q->lock);
+			return;
+		}
+		if (!all) {
+			e = q->ev[q->head];
+			q->head = (q->head + 1) % REGWATCH_QUEUE;
+			q->n--;
+		}
+		pthread_mutex_unlock(&q->lock);
+		if (all) {
+			/* What a reload does for live sessions: new trust, then every one. */
+			struct kg_cmd cmd = { .type = KG_CMD_REVALIDATE_ALL };
+			char err[KG_ERRBUF];
+
+			(void)!kg_daemon_refresh_trust(d, err, sizeof(err));
+			if (kg_workers_call(d, &cmd) == 0)
+				kg_log_info("registry change: every session revalidated, %u closed",
+					    cmd.closed);
+			continue;
+		}
+		regwatch_apply(d, &e);
+	}
+}
+
+void kg_daemon_watch_stop(struct kg_daemon *d)
+{
+	struct kg_regwatch_q *q = d->regwatch_q;
+
+	kg_watch_pg_stop(d->regwatch);   /* first: no post after the queue is gone */
+	d->regwatch = NULL;
+	if (q == NULL)
+		return;
+	if (d->epfd >= 0)
+		(void)epoll_ctl(d->epfd, EPOLL_CTL_DEL, q->efd, NULL);
+	close(q->efd);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+	d->regwatch_q = NULL;
+}
+
+void kg_daemon_watch_metrics(struct kg_daemon *d, struct kg_metrics_regwatch *out)
+{
+	struct kg_watch_pg_stats st;
+
+	*out = (struct kg_metrics_regwatch){ .enabled = false };
+	if (d->regwatch == NULL)
+		return;
+	kg_watch_pg_stats(d->regwatch, &st);
+	*out = (struct kg_metrics_regwatch){
+		.enabled = true, .connected = st.connected,
+		.changes_device = st.changes_device, .changes_ca = st.changes_ca,
+		.reconnects = st.reconnects, .resyncs = st.resyncs,
+		.lag_seconds = st.lag_seconds,
+	};
 }

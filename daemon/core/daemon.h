@@ -44,6 +44,8 @@ struct kg_writer;
 struct kg_metrics_http;
 struct kg_control;
 struct kg_sockmap;
+struct kg_watch_pg;
+struct kg_regwatch_q;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -79,6 +81,11 @@ struct kg_daemon {
 	char backend_slot_names[KG_BACKEND_SLOTS][KG_NAME_MAX];
 
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
+	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
+	 * its callback fills for the main thread (kg_daemon_watch_*). NULL: a file
+	 * registry, no watcher. */
+	struct kg_watch_pg *regwatch;
+	struct kg_regwatch_q *regwatch_q;
 	int lock_fd;                        /* instance lock beside the registry (instance.h) */
 	int signal_fd;
 	int epfd;                           /* main thread: signals + control */
@@ -112,5 +119,23 @@ int kg_daemon_check_backends(const struct kg_config *cfg, const char *registry, 
 int kg_daemon_reload(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
 /* Rebuild trust from the registry with the current config (a CA changed). */
 int kg_daemon_refresh_trust(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
+
+/*
+ * Every appliance sharing a PostgreSQL registry hears every change (issue 16). For a
+ * postgresql:// or postgres:// registry, start the watcher (registry/watch_pg.h) and
+ * add its queue's eventfd to d->epfd; for a file registry do nothing. Returns 0, or -1
+ * with why in err. Main thread, before serving.
+ */
+int kg_daemon_watch_start(struct kg_daemon *d, const char *registry, char *err,
+			  size_t errlen) KG_MUST_USE;
+/* Is this epoll data.fd the watcher queue's eventfd? */
+bool kg_daemon_watch_owns(const struct kg_daemon *d, int fd);
+/* Main thread, its eventfd readable: run the revalidation `device-changed` /
+ * `ca-changed` run (everything after a resync or a full queue), once per change. */
+void kg_daemon_watch_event(struct kg_daemon *d);
+/* Stop the watcher and free its queue (NULL-safe, idempotent). */
+void kg_daemon_watch_stop(struct kg_daemon *d);
+/* Its metrics for render_metrics() (enabled false without a watcher). Any thread. */
+void kg_daemon_watch_metrics(struct kg_daemon *d, struct kg_metrics_regwatch *out);
 
 #endif

@@ -11,6 +11,8 @@
  *   3. build the first snapshot: SSL_CTX, server cert + key, trust from the registry
  *   4. bind the listeners (one per address per worker), the control socket, metrics
  *   4b. drop the capabilities the running daemon does not use (ops/caps.h)
+ *   4a. for a shared PostgreSQL registry, the change watcher (its queue in the main
+ *      epoll: a change any appliance or SQL makes revalidates sessions here too)
  *   5. start the workers; READY=1 to systemd (ops/notify.h, docs/systemd.md); the main
  *      thread then serves signals and the control socket, and under systemd refreshes
  *      STATUS= and pings the watchdog.
@@ -170,6 +172,7 @@ static char *render_metrics(void *arg, size_t *len)
 			.limiter_entries = ls.entries,
 		};
 	}
+	kg_daemon_watch_metrics(d, &info.regwatch);
 	(void)kg_metrics_fd_usage("/proc/self/fd", &info.open_fds, &info.max_fds);
 	/* The certificate the SSL_CTX in force serves (a reload's new one once published;
 	 * under [tpm] key_fallback the fallback's), not the file as it is now on disk. */
@@ -551,6 +554,8 @@ static int serve(struct kg_daemon *d)
 			}
 		} else if (kg_control_owns(d->control, ev.data.fd)) {
 			kg_control_event(d, d->control, ev.data.fd, ev.events);
+		} else if (kg_daemon_watch_owns(d, ev.data.fd)) {
+			kg_daemon_watch_event(d);
 		}
 	}
 	return 0;
@@ -693,6 +698,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_fds;
 	}
+	/* 4a. changes made through other appliances (or SQL) reach this one; they queue
+	 * until serve() runs them, after the workers started. */
+	if (kg_daemon_watch_start(d, cfg->registry, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_fds;
+	}
 	d->n_workers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	if (d->n_workers == 0 || d->n_workers > 256)
 		d->n_workers = 1;
@@ -773,6 +784,7 @@ out_auth:
 	kg_auth_pool_free(d->auth_pool);   /* after the workers: no submit, pop or cancel */
 	kg_auth_limit_free(d->auth_limit);
 out_fds:
+	kg_daemon_watch_stop(d);   /* after the workers and /metrics: nothing uses it now */
 	kg_control_close(d->control);   /* unlinks the socket only if it is still ours */
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);

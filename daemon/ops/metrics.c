@@ -450,6 +450,28 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 		"# TYPE ktlsgate_registry_writer_last_commit_timestamp_seconds gauge\n"
 		"ktlsgate_registry_writer_last_commit_timestamp_seconds %lld\n",
 		(long long)info->registry_last_commit);
+	if (info->regwatch.enabled) {
+		const struct kg_metrics_regwatch *rw = &info->regwatch;
+
+		put(&o, "# HELP ktlsgate_registry_watch_connected Whether the shared registry's change watcher holds its connection (1) or is reconnecting (0).\n"
+			"# TYPE ktlsgate_registry_watch_connected gauge\n"
+			"ktlsgate_registry_watch_connected %d\n", rw->connected ? 1 : 0);
+		put(&o, "# HELP ktlsgate_registry_watch_changes_total Registry changes (by any appliance or by SQL) handed to revalidation, by kind.\n"
+			"# TYPE ktlsgate_registry_watch_changes_total counter\n"
+			"ktlsgate_registry_watch_changes_total{kind=\"device\"} %llu\n"
+			"ktlsgate_registry_watch_changes_total{kind=\"ca\"} %llu\n",
+		    (unsigned long long)rw->changes_device, (unsigned long long)rw->changes_ca);
+		put(&o, "# HELP ktlsgate_registry_watch_reconnects_total Connections of the change watcher made again after a loss.\n"
+			"# TYPE ktlsgate_registry_watch_reconnects_total counter\n"
+			"ktlsgate_registry_watch_reconnects_total %llu\n", (unsigned long long)rw->reconnects);
+		put(&o, "# HELP ktlsgate_registry_watch_resyncs_total Times every session was revalidated because changes had left the feed before this appliance read them.\n"
+			"# TYPE ktlsgate_registry_watch_resyncs_total counter\n"
+			"ktlsgate_registry_watch_resyncs_total %llu\n", (unsigned long long)rw->resyncs);
+		put(&o, "# HELP ktlsgate_registry_watch_lag_seconds Age of the last change when the watcher handed it on (now - changes.at).\n"
+			"# TYPE ktlsgate_registry_watch_lag_seconds gauge\n");
+		if (rw->lag_seconds >= 0)
+			put(&o, "ktlsgate_registry_watch_lag_seconds %lld\n", (long long)rw->lag_seconds);
+	}
 	put(&o, "# HELP ktlsgate_server_cert_not_after_timestamp_seconds notAfter of the server certificate in use, unix time.\n"
 		"# TYPE ktlsgate_server_cert_not_after_timestamp_seconds gauge\n");
 	if (info->server_cert_not_after != 0)

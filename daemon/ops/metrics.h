@@ -106,6 +106,16 @@ struct kg_metrics_auth {
 	uint64_t limiter_entries;                   /* gauge */
 };
 
+/* The change watcher of a shared PostgreSQL registry (registry/watch_pg.h), read at
+ * scrape time. enabled false (a file registry, no watcher): none of its lines. */
+struct kg_metrics_regwatch {
+	bool enabled;
+	bool connected;
+	uint64_t changes_device, changes_ca;   /* changes handed to the daemon */
+	uint64_t reconnects, resyncs;
+	int64_t lag_seconds;                   /* now - at of the last change; -1: none */
+};
+
 #define KG_CONN_STATES_MAX 16
 #define KG_HS_BUCKETS 13
 
@@ -183,6 +193,7 @@ struct kg_metrics_info {
 	size_t n_backends;
 	int64_t start_time;
 	struct kg_metrics_auth auth;     /* scrypt pool and limiter (issue 15) */
+	struct kg_metrics_regwatch regwatch; /* shared registry's watcher (issue 16) */
 };
 
 /* Names of the TPM operations counted in ktlsgate_tpm_errors_total{op}. */

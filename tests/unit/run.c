@@ -14,6 +14,10 @@ Suite *kg_suite_credential(void);
 Suite *kg_suite_auth(void);  /* check_auth.c: the CONNECT credential engine */
 /* Issue 15's plain sessions' ladder (check_relay_plain.c). */
 Suite *kg_suite_relay_plain(void);
+/* Issue 16's change watcher (check_watch_pg.c): it needs a real PostgreSQL cluster, so
+ * it is registered only when KG_TEST_PG names one (make check-watch-pg starts it and
+ * requires that the suite ran: a run without the variable does not look like a pass). */
+Suite *kg_suite_watch_pg(void);
 
 int main(void)
 {
@@ -30,6 +34,8 @@ int main(void)
 
 	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
 		srunner_add_suite(sr, suites[i]());
+	if (getenv("KG_TEST_PG") != NULL && getenv("KG_TEST_PG")[0] != '\0')
+		srunner_add_suite(sr, kg_suite_watch_pg());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

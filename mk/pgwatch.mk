@@ -1,0 +1,27 @@
+# mk/pgwatch.mk - the change watcher of a shared PostgreSQL registry (issue 16):
+# daemon/registry/watch_pg.c (libpq) and its suites.
+# The top Makefile computes ALL_CFLAGS and LIBS before it includes the fragments, so
+# libpq's flags are added to both here (and to PKG_CFLAGS for the fuzz build).
+PGWATCH_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null)
+PKG_CFLAGS     += $(PGWATCH_CFLAGS)
+ALL_CFLAGS     += $(PGWATCH_CFLAGS)
+LIBS           += $(shell pkg-config --libs libpq 2>/dev/null)
+
+.PHONY: check-watch-pg
+# check_watch_pg.c against a real cluster (tests/lib/pg.sh), plain and under
+# ASan + UBSan: tests/unit/run-watch-pg.sh starts the cluster, runs only that suite
+# (KG_TEST_PG registers it), requires that its tests ran, and always stops the cluster.
+check-watch-pg: $(BUILD)/check_unit
+	$(MAKE) BUILD=build/asan $(ASAN_FLAGS) build/asan/check_unit
+	bash tests/unit/run-watch-pg.sh $(abspath $(BUILD))/check_unit $(abspath build/asan)/check_unit
+FRAG_CHECKS += check-watch-pg
+
+.PHONY: check-pg-revoke
+# Three ktlsgated sharing one PostgreSQL registry (tests/integration/test-pg-revoke.sh):
+# a revocation by one appliance's CLI, or by SQL, cuts a session held by another within
+# 1 s, and one made while an appliance is cut off reaches it at reconnect. Until the
+# PostgreSQL store is merged it prints "NOT RUN: PostgreSQL store not built" and fails,
+# so it joins FRAG_CHECKS only with the store (the lead's merge adds the line below).
+check-pg-revoke: all
+	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-revoke.sh
+# FRAG_CHECKS += check-pg-revoke
