@@ -1,11 +1,6 @@
 # mk/pgwatch.mk - the change watcher of a shared PostgreSQL registry (issue 16):
 # daemon/registry/watch_pg.c (libpq) and its suites.
-# The top Makefile computes ALL_CFLAGS and LIBS before it includes the fragments, so
-# libpq's flags are added to both here (and to PKG_CFLAGS for the fuzz build).
-PGWATCH_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null)
-PKG_CFLAGS     += $(PGWATCH_CFLAGS)
-ALL_CFLAGS     += $(PGWATCH_CFLAGS)
-LIBS           += $(shell pkg-config --libs libpq 2>/dev/null)
+# libpq's flags come with the top Makefile's PKGS.
 
 .PHONY: check-watch-pg
 # check_watch_pg.c against a real cluster (tests/lib/pg.sh), plain and under
@@ -20,8 +15,7 @@ FRAG_CHECKS += check-watch-pg
 # Three ktlsgated sharing one PostgreSQL registry (tests/integration/test-pg-revoke.sh):
 # a revocation by one appliance's CLI, or by SQL, cuts a session held by another within
 # 1 s, and one made while an appliance is cut off reaches it at reconnect. Until the
-# PostgreSQL store is merged it prints "NOT RUN: PostgreSQL store not built" and fails,
-# so it joins FRAG_CHECKS only with the store (the lead's merge adds the line below).
+# PostgreSQL store is built it prints "NOT RUN: PostgreSQL store not built" and fails.
 check-pg-revoke: all
 	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-revoke.sh
-# FRAG_CHECKS += check-pg-revoke
+FRAG_CHECKS += check-pg-revoke

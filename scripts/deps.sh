@@ -16,8 +16,7 @@ postgresql postgresql-client
 haproxy nginx libnginx-mod-stream systemd nftables
 libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
 qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap
-debhelper lintian rpm rpmlint elfutils
-postgresql"
+debhelper lintian rpm rpmlint elfutils"
 case ${1:-check} in
 build) PKGS=$BUILD_PKGS ;;
 demo) PKGS="$BUILD_PKGS $DEMO_PKGS" ;;
