@@ -43,36 +43,6 @@ struct {
 	__type(value, struct kg_sm_peer);
 } kg_sm_peer SEC(".maps");
 
-/* Mmapped by the daemon (BPF_F_MMAPABLE): the workers read their notices without a
- * system call. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, KG_SM_MAX_WORKERS);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__type(key, __u32);
-	__type(value, struct kg_sm_notices);
-} kg_sm_notices SEC(".maps");
-
-/* Ask the socket's worker to measure the session's backlog (sockmap_maps.h). One socket's
- * verdict runs under its socket lock, so check_at has one writer; a ring slot may be
- * read before it is written (the worker then misses one notice, and the next one of a
- * session still flowing comes KG_SM_CHECK_BYTES later). */
-static __always_inline void notice(struct kg_sm_peer *p, __u64 cookie)
-{
-	struct kg_sm_notices *n;
-	__u32 owner = p->owner;
-	__u64 i;
-
-	if (p->bytes < p->check_at)
-		return;
-	p->check_at = p->bytes + KG_SM_CHECK_BYTES;
-	n = bpf_map_lookup_elem(&kg_sm_notices, &owner);
-	if (n == NULL)
-		return;
-	i = __sync_fetch_and_add(&n->head, 1);
-	n->cookie[i & (KG_SM_NOTICE_SLOTS - 1)] = cookie;
-}
-
 SEC("sk_skb")
 int kg_sm_verdict(struct __sk_buff *skb)
 {
@@ -98,7 +68,6 @@ int kg_sm_verdict(struct __sk_buff *skb)
 	}
 	__sync_fetch_and_add(&p->bytes, skb->len);
 	p->last_ns = bpf_ktime_get_ns();
-	notice(p, cookie);
 	return SK_PASS;
 }
 

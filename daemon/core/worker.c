@@ -36,7 +36,6 @@
 #include "relay/relay.h"
 #include "core/srclimit.h"
 #include "core/worker.h"
-#include "relay/sockmap.h"
 
 /* Deadlines are scanned at most every TICK_MS while one is near (and at that pace
  * while a relay waits on the kernel or accept is paused); otherwise the loop sleeps
@@ -410,36 +409,6 @@ static void auth_results(struct kg_worker *w)
 	}
 }
 
-/* The sockmap sessions the verdict noticed since the last look (a socket took another
- * KG_SM_CHECK_BYTES): measured now, and paused if their sink does not drain
- * (relay_plain.c, "Back-pressure"). The notices are shared memory: a look costs no
- * system call, so the loop looks every tick while the program is loaded. */
-static void sockmap_notices(struct kg_worker *w)
-{
-	uint64_t cookies[KG_SM_NOTICE_SLOTS];
-	bool overrun = false;
-	size_t n;
-
-	if (w->d->sockmap == NULL)
-		return;
-	n = kg_sockmap_notices(w->d->sockmap, w->idx, &w->sm_seen, cookies, &overrun);
-	if (n == 0 && !overrun)
-		return;
-	for (struct kg_conn *c = w->conns; c != NULL; c = c->next) {
-		bool hit = overrun;
-
-		if (c->state != KG_ST_RELAYING || !c->io.sm_in)
-			continue;
-		for (size_t i = 0; !hit && i < n; i++)
-			hit = cookies[i] == c->io.sm_cookie[0] || cookies[i] == c->io.sm_cookie[1];
-		if (!hit)
-			continue;
-		kg_sockmap_session_check(&c->io);
-		if (c->io.recheck)
-			kg_worker_due(w, kg_now_ms() + TICK_MS);
-	}
-}
-
 /* Run what is due, and note when the next deadline of a connection that stays is
  * (w->next_scan_ms). */
 static void scan_deadlines(struct kg_worker *w)
@@ -481,13 +450,7 @@ static void *worker_main(void *arg)
 		/* At least a tick between scans; at most until the nearest deadline. */
 		uint64_t due = w->next_scan_ms > last_scan + TICK_MS ? w->next_scan_ms
 								      : last_scan + TICK_MS;
-		int wait_ms = due > now ? (int)(due - now) : 0;
-		int n;
-
-		/* The sockmap verdict's notices have no event: looked at each tick. */
-		if (w->d->sockmap != NULL && wait_ms > TICK_MS)
-			wait_ms = TICK_MS;
-		n = epoll_wait(w->epfd, evs, MAX_EVENTS, wait_ms);
+		int n = epoll_wait(w->epfd, evs, MAX_EVENTS, due > now ? (int)(due - now) : 0);
 
 		for (int i = 0; i < n; i++) {
 			struct kg_evsrc *src = evs[i].data.ptr;
@@ -517,7 +480,6 @@ static void *worker_main(void *arg)
 			}
 		}
 		kg_worker_reap(w);
-		sockmap_notices(w);
 		now = kg_now_ms();
 		if (now >= w->next_scan_ms && now - last_scan >= TICK_MS) {
 			last_scan = now;

@@ -79,7 +79,6 @@ struct kg_worker {
 					       * main thread's watchdog reads it (relaxed) */
 	uint64_t next_scan_ms;                /* the loop sleeps until then at most: the
 					       * nearest deadline (kg_worker_due()) */
-	uint64_t sm_seen;                     /* sockmap notices read (kg_sockmap_notices()) */
 	bool stop;
 };
 

@@ -86,8 +86,6 @@ struct kg_relay_io {
 	uint64_t sm_cookie[2];
 	uint64_t sm_base_up, sm_base_down;
 	uint64_t sm_wbase[2];
-	bool sm_paused[2];                 /* that socket (device, broker) is out of the
-					    * verdict's map: its sink did not drain */
 	bool sm_in;
 
 	/* Borrowed, read-only but for *ktls_unavailable; set when the connection starts and
@@ -194,10 +192,6 @@ int kg_relay_splice_arm(struct kg_relay_io *io, bool dev_read_ssl);
  * session's map entries deleted). Both are no-ops for other sessions. */
 bool kg_sockmap_session_sync(struct kg_relay_io *io, bool *up_moved);
 void kg_sockmap_session_end(struct kg_relay_io *io);
-/* The verdict noticed this session (kg_sockmap_notices()): measure what each direction's
- * sink has not taken yet and pause a source past the limit (relay_plain.c, "Back-
- * pressure"); a paused session sets io->recheck and its pump resumes it. */
-void kg_sockmap_session_check(struct kg_relay_io *io);
 /* Free the record relay's state (keys cleansed). NULL is fine. */
 void kg_record_session_free(struct kg_record_session *rs);
 

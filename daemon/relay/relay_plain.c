@@ -162,7 +162,7 @@ static int sockmap_start(struct kg_relay_io *io)
 	w_be = written(io->be.fd);
 	if (w_dev < 0 || w_be < 0)
 		return KG_E_IO;
-	rc = kg_sockmap_add(io->sockmap, io->dev.fd, io->be.fd, c, io->worker_idx);
+	rc = kg_sockmap_add(io->sockmap, io->dev.fd, io->be.fd, c);
 	if (rc < 0) {
 		kg_log_debug("conn=%llu: sockmap: cannot add the session: %s: splice instead",
 			     (unsigned long long)io->cid, strerror(-rc));
@@ -175,7 +175,6 @@ static int sockmap_start(struct kg_relay_io *io)
 	io->sm_base_down = io->bytes_down;
 	io->sm_wbase[0] = (uint64_t)w_dev;
 	io->sm_wbase[1] = (uint64_t)w_be;
-	io->sm_paused[0] = io->sm_paused[1] = false;
 	io->sm_in = true;
 	return KG_OK;
 }
@@ -257,148 +256,6 @@ static bool sm_delivered(struct kg_relay_io *io, enum kg_dir d)
 	return w >= 0 && (uint64_t)w - base >= want;
 }
 
-/*
- * Back-pressure (the redirect has none: a psock queues whatever the verdict gives it,
- * in memory charged to no socket). A session's backlog in direction d is what the
- * verdict took from d's source and the sink's send queue has not yet been written
- * (tcpi_bytes_acked + SIOCOUTQ, written()). Past KG_SM_PAUSE_BYTES the source leaves
- * the verdict's map: its bytes wait in its own receive queue and TCP's window closes
- * on the sender, as with a proxy that stops reading. Below KG_SM_RESUME_BYTES (looked
- * at each tick while paused) it goes back in, kicked. The verdict notices each
- * KG_SM_CHECK_BYTES a socket takes (sockmap_maps.h), so the bound per direction is
- * about KG_SM_PAUSE_BYTES + KG_SM_CHECK_BYTES + what arrives in one tick.
- */
-#define KG_SM_PAUSE_BYTES (4u << 20)
-#define KG_SM_RESUME_BYTES (1u << 20)
-
-/* Bytes of direction d taken by the verdict and not yet in the sink's send queue; -1
- * when the sink cannot be read. After kg_sockmap_session_sync(). */
-static int64_t sm_backlog(struct kg_relay_io *io, enum kg_dir d)
-{
-	int sink = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
-	uint64_t base = d == KG_DIR_UP ? io->sm_wbase[1] : io->sm_wbase[0];
-	uint64_t taken = d == KG_DIR_UP ? io->bytes_up - io->sm_base_up
-					: io->bytes_down - io->sm_base_down;
-	int64_t w = written(sink);
-
-	if (w < 0)
-		return -1;
-	return (uint64_t)w - base >= taken ? 0 : (int64_t)(taken - ((uint64_t)w - base));
-}
-
-/* Direction d's source: its index in sm_cookie / sm_paused, and its fd. */
-static int sm_source_fd(const struct kg_relay_io *io, enum kg_dir d)
-{
-	return d == KG_DIR_UP ? io->dev.fd : io->be.fd;
-}
-
-static void sm_pause(struct kg_relay_io *io, enum kg_dir d, int64_t backlog)
-{
-	unsigned s = d == KG_DIR_UP ? 0 : 1;
-	int rc = kg_sockmap_pause(io->sockmap, io->sm_cookie[s]);
-
-	if (rc < 0) {
-		kg_log_warnx("conn=%llu: sockmap: cannot pause the %s socket: %s",
-			     (unsigned long long)io->cid, s == 0 ? "device" : "broker", strerror(-rc));
-		return;
-	}
-	io->sm_paused[s] = true;
-	kg_metric_add(&io->metrics->sockmap_pauses, 1);
-	kg_log_debug("conn=%llu: sockmap: %s -> %s paused, %lld bytes not yet taken",
-		     (unsigned long long)io->cid, s == 0 ? "device" : "broker",
-		     s == 0 ? "broker" : "device", (long long)backlog);
-}
-
-/* Put a paused source back. False if the kernel refused: it takes only established
- * sockets into a SOCKHASH, and one whose peer has just sent its FIN is not (the
- * session then leaves the kernel, sm_leave()). */
-static bool sm_resume(struct kg_relay_io *io, enum kg_dir d)
-{
-	unsigned s = d == KG_DIR_UP ? 0 : 1;
-	int rc = kg_sockmap_resume(io->sockmap, sm_source_fd(io, d), io->sm_cookie[s]);
-
-	if (rc < 0) {
-		kg_log_debug("conn=%llu: sockmap: cannot resume the %s socket: %s",
-			     (unsigned long long)io->cid, s == 0 ? "device" : "broker", strerror(-rc));
-		return false;
-	}
-	io->sm_paused[s] = false;
-	return true;
-}
-
-void kg_sockmap_session_check(struct kg_relay_io *io)
-{
-	if (!io->sm_in)
-		return;
-	(void)kg_sockmap_session_sync(io, NULL);
-	for (enum kg_dir d = KG_DIR_UP; d <= KG_DIR_DOWN; d++) {
-		unsigned s = d == KG_DIR_UP ? 0 : 1;
-		int64_t b;
-
-		if (io->sm_paused[s])
-			continue;
-		b = sm_backlog(io, d);
-		if (b > (int64_t)KG_SM_PAUSE_BYTES)
-			sm_pause(io, d, b);
-	}
-	if (io->sm_paused[0] || io->sm_paused[1])
-		io->recheck = true;
-}
-
-/* Resume each paused source whose sink has drained. A paused source whose stream ended
- * cannot go back (sm_resume()): true when the session must leave the kernel. */
-static bool sm_resume_due(struct kg_relay_io *io)
-{
-	bool leave = false;
-
-	for (enum kg_dir d = KG_DIR_UP; d <= KG_DIR_DOWN; d++) {
-		unsigned s = d == KG_DIR_UP ? 0 : 1;
-		bool eof = s == 0 ? io->dev_eof : io->be_eof;
-		int64_t b;
-
-		if (!io->sm_paused[s])
-			continue;
-		b = eof ? -1 : sm_backlog(io, d);
-		if (eof || (b >= 0 && b < (int64_t)KG_SM_RESUME_BYTES && !sm_resume(io, d)))
-			leave = true;
-	}
-	return leave;
-}
-
-static enum kg_reason plain_pump(struct kg_relay_io *io);
-
-/*
- * The session leaves the kernel for the user-space copy: a paused source's last bytes
- * (and FIN) wait in its receive queue and no verdict will take them. First both
- * sources are out of the verdict's map; once everything it took is in the sinks'
- * send queues (no backlog either way: a psock dropped with skbs queued would lose
- * them), the map entries go, and `plain` relays the rest from the receive queues,
- * FINs included (recv() finds them again, so the eof flags start over).
- */
-static enum kg_reason sm_leave(struct kg_relay_io *io)
-{
-	for (enum kg_dir d = KG_DIR_UP; d <= KG_DIR_DOWN; d++) {
-		unsigned s = d == KG_DIR_UP ? 0 : 1;
-
-		if (!io->sm_paused[s]) {
-			if (kg_sockmap_pause(io->sockmap, io->sm_cookie[s]) < 0)
-				return KG_REASON_IO_ERROR;
-			io->sm_paused[s] = true;
-		}
-	}
-	(void)kg_sockmap_session_sync(io, NULL);
-	if (sm_backlog(io, KG_DIR_UP) != 0 || sm_backlog(io, KG_DIR_DOWN) != 0) {
-		io->recheck = true;   /* the psocks still move bytes: look again next tick */
-		return KG_REASON_OK;
-	}
-	kg_sockmap_session_end(io);
-	kg_log_debug("conn=%llu: sockmap: a paused side ended: the user-space copy finishes",
-		     (unsigned long long)io->cid);
-	io->dev_eof = io->be_eof = false;
-	io->mode = KG_MODE_PLAIN;
-	return plain_pump(io);
-}
-
 static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 {
 	enum kg_reason why = KG_REASON_IO_ERROR;
@@ -422,9 +279,6 @@ static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 		io->dev_eof = true;
 	if (!io->be_eof && hung_up(io->be.fd))
 		io->be_eof = true;
-	(void)kg_sockmap_session_sync(io, NULL);
-	if (sm_resume_due(io))
-		return sm_leave(io);
 	/* Serialise with the softirq that delivered the FINs (socket locks), then count. */
 	if (io->dev_eof)
 		(void)getsockopt(io->dev.fd, IPPROTO_TCP, TCP_INFO, &ti, &len);
@@ -442,7 +296,7 @@ static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 	 * sockets says when it is done (a sink that never filled up wakes nobody), and
 	 * polling EPOLLOUT would spin. Look again at the worker's next tick: the FIN
 	 * follows its bytes at most a tick late, and costs one pump per tick meanwhile. */
-	io->recheck = up_pending || down_pending || io->sm_paused[0] || io->sm_paused[1];
+	io->recheck = up_pending || down_pending;
 	/* Only hang-ups interest us (EPOLLHUP/ERR come unasked). */
 	if ((io->dev_eof ? kg_evsrc_unwatch(io->epfd, &io->dev)
 			 : kg_evsrc_watch(io->epfd, &io->dev, EPOLLRDHUP)) < 0 ||

@@ -7,7 +7,6 @@
 #include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -24,14 +23,11 @@
 #define SO_COOKIE 57
 #endif
 
-_Static_assert(sizeof(struct kg_sm_peer) == 48, "BPF ABI");
-_Static_assert(sizeof(struct kg_sm_notices) % 8 == 0, "array elements are 8-aligned");
+_Static_assert(sizeof(struct kg_sm_peer) == 32, "BPF ABI");
 
 struct kg_sockmap {
 	struct sockmap_bpf *skel;
 	int socks_fd, targets_fd, peer_fd;   /* kg_sm_socks, kg_sm_targets, kg_sm_peer */
-	struct kg_sm_notices *notices;       /* kg_sm_notices, mmapped (workers read it) */
-	size_t notices_len;
 };
 
 struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
@@ -56,15 +52,6 @@ struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
 	sm->socks_fd = bpf_map__fd(sm->skel->maps.kg_sm_socks);
 	sm->targets_fd = bpf_map__fd(sm->skel->maps.kg_sm_targets);
 	sm->peer_fd = bpf_map__fd(sm->skel->maps.kg_sm_peer);
-	step = "map the notices";
-	sm->notices_len = sizeof(struct kg_sm_notices) * KG_SM_MAX_WORKERS;
-	sm->notices = mmap(NULL, sm->notices_len, PROT_READ, MAP_SHARED,
-			   bpf_map__fd(sm->skel->maps.kg_sm_notices), 0);
-	if (sm->notices == MAP_FAILED) {
-		sm->notices = NULL;
-		err = errno;
-		goto out_err;
-	}
 	/* Attached to the map, not to a socket: every socket added later gets it. */
 	step = "attach the verdict to the SOCKHASH";
 	if (bpf_prog_attach(bpf_program__fd(sm->skel->progs.kg_sm_verdict), sm->socks_fd,
@@ -83,8 +70,6 @@ void kg_sockmap_free(struct kg_sockmap *sm)
 {
 	if (sm == NULL)
 		return;
-	if (sm->notices != NULL)
-		munmap(sm->notices, sm->notices_len);
 	sockmap_bpf__destroy(sm->skel);
 	free(sm);
 }
@@ -160,13 +145,9 @@ static void limit_unsent(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 }
 
-int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2],
-		   unsigned owner)
+int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2])
 {
-	struct kg_sm_peer pd = { .peer_cookie = cookie[1], .check_at = KG_SM_CHECK_BYTES,
-				 .owner = owner % KG_SM_MAX_WORKERS };
-	struct kg_sm_peer pb = { .peer_cookie = cookie[0], .check_at = KG_SM_CHECK_BYTES,
-				 .owner = owner % KG_SM_MAX_WORKERS };
+	struct kg_sm_peer pd = { .peer_cookie = cookie[1] }, pb = { .peer_cookie = cookie[0] };
 	uint64_t fd_dev = (uint64_t)dev_fd, fd_be = (uint64_t)be_fd;
 	int err;
 
@@ -192,37 +173,6 @@ fail:
 	err = errno;
 	kg_sockmap_remove(sm, cookie);
 	return -err;
-}
-
-int kg_sockmap_pause(struct kg_sockmap *sm, uint64_t cookie)
-{
-	return bpf_map_delete_elem(sm->socks_fd, &cookie) < 0 ? -errno : 0;
-}
-
-int kg_sockmap_resume(struct kg_sockmap *sm, int fd, uint64_t cookie)
-{
-	uint64_t v = (uint64_t)fd;
-
-	if (bpf_map_update_elem(sm->socks_fd, &cookie, &v, BPF_NOEXIST) < 0)
-		return -errno;
-	kick(fd);
-	return 0;
-}
-
-size_t kg_sockmap_notices(const struct kg_sockmap *sm, unsigned owner, uint64_t *seen,
-			  uint64_t out[KG_SM_NOTICE_SLOTS], bool *overrun)
-{
-	const struct kg_sm_notices *n = &sm->notices[owner % KG_SM_MAX_WORKERS];
-	uint64_t head = __atomic_load_n(&n->head, __ATOMIC_ACQUIRE), from = *seen;
-	size_t k = 0;
-
-	*overrun = head - from > KG_SM_NOTICE_SLOTS;
-	if (*overrun)
-		from = head - KG_SM_NOTICE_SLOTS;
-	for (uint64_t i = from; i < head; i++)
-		out[k++] = __atomic_load_n(&n->cookie[i & (KG_SM_NOTICE_SLOTS - 1)], __ATOMIC_RELAXED);
-	*seen = head;
-	return k;
 }
 
 void kg_sockmap_remove(struct kg_sockmap *sm, const uint64_t cookie[2])

@@ -17,7 +17,6 @@
 #include <stdint.h>
 
 #include "ktlsgate/compiler.h"
-#include "ktlsgate/sockmap_maps.h"
 
 struct kg_sockmap;
 
@@ -46,23 +45,9 @@ uint64_t kg_sockmap_cookie(int fd);
 /* Put a session's sockets in: peer entries first, then the SOCKHASH (from then on the
  * kernel relays new skbs), then each socket is kicked (SO_RCVLOWAT) so bytes that
  * arrived before the insert pass the verdict too, in order. cookie[0] = dev_fd's,
- * cookie[1] = be_fd's; owner is the worker whose notices (below) name the session.
- * Both sockets get TCP_NOTSENT_LOWAT (sockmap.c limit_unsent()). 0, or -errno with
- * nothing left in the maps. */
-int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2],
-		   unsigned owner) KG_MUST_USE;
-/* Back-pressure for a redirect that has none: take one socket out from under the
- * verdict (its bytes then wait in its own receive queue and TCP's window closes on its
- * sender; the psock and what it queued for this socket stay), and put it back (a kick
- * hands the verdict what waited, in order, behind everything redirected before).
- * 0 or -errno. */
-int kg_sockmap_pause(struct kg_sockmap *sm, uint64_t cookie) KG_MUST_USE;
-int kg_sockmap_resume(struct kg_sockmap *sm, int fd, uint64_t cookie) KG_MUST_USE;
-/* The cookies the verdict noticed for worker `owner` since *seen (which moves on), into
- * out; *overrun when more came than the ring holds (look at every session). Reads
- * shared memory only: no system call. */
-size_t kg_sockmap_notices(const struct kg_sockmap *sm, unsigned owner, uint64_t *seen,
-			  uint64_t out[KG_SM_NOTICE_SLOTS], bool *overrun);
+ * cookie[1] = be_fd's. 0, or -errno with nothing left in the maps. */
+int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2])
+	KG_MUST_USE;
 /* Take a session's entries out (either fd may be closed already). */
 void kg_sockmap_remove(struct kg_sockmap *sm, const uint64_t cookie[2]);
 /* The kernel's counters for the session. 0, or -errno (not in the maps). */
