@@ -13,6 +13,10 @@
  * without a peer entry, or whose peer left the map (closed), has its skb dropped: the
  * session is ending and the daemon closes both sockets. Empty skbs (a bare FIN) are dropped: the
  * daemon passes FINs on itself, in order (relay_plain.c).
+ * Back-pressure (relay_plain.c, "Back-pressure"): every KG_SM_CHECK_BYTES a socket takes,
+ * the verdict notes its cookie in its worker's ring (kg_sm_notices) and rings kg_sm_bell;
+ * a socket with a kg_sm_hold entry has its skbs kept (SK_PASS, on its own psock) for the
+ * daemon, until the release the daemon asks for can be granted in order.
  * Keys and values: include/ktlsgate/sockmap_maps.h. Loaded by daemon/relay/sockmap.c.
  */
 #include "vmlinux.h"
@@ -43,11 +47,64 @@ struct {
 	__type(value, struct kg_sm_peer);
 } kg_sm_peer SEC(".maps");
 
+/* Mmapped by the daemon (BPF_F_MMAPABLE): the workers read their notices without a
+ * system call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KG_SM_MAX_WORKERS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct kg_sm_notices);
+} kg_sm_notices SEC(".maps");
+
+/* The doorbell: each notice also puts its owner here, which wakes the daemon's main
+ * thread (the ring's fd is in its epoll), which wakes that worker: a sleeping worker
+ * sees the notice at once, not at its next deadline. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} kg_sm_bell SEC(".maps");
+
+/* Sockets whose bytes the verdict keeps (SK_PASS: queued on the socket's own psock,
+ * charged to its receive memory, read by the daemon with recv()): a source whose sink
+ * did not drain (relay_plain.c, "Back-pressure"; struct kg_sm_hold). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KG_SM_MAX_SOCKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct kg_sm_hold);
+} kg_sm_hold SEC(".maps");
+
+/* Ask the socket's worker to measure the session's backlog (sockmap_maps.h). One socket's
+ * verdict runs under its socket lock, so check_at has one writer; a ring slot may be
+ * read before it is written (the worker then misses one notice, and the next one of a
+ * session still flowing comes KG_SM_CHECK_BYTES later). */
+static __always_inline void notice(struct kg_sm_peer *p, __u64 cookie)
+{
+	struct kg_sm_notices *n;
+	__u32 owner = p->owner;
+	__u64 i;
+
+	if (p->bytes < p->check_at)
+		return;
+	p->check_at = p->bytes + KG_SM_CHECK_BYTES;
+	n = bpf_map_lookup_elem(&kg_sm_notices, &owner);
+	if (n == NULL)
+		return;
+	i = __sync_fetch_and_add(&n->head, 1);
+	n->cookie[i & (KG_SM_NOTICE_SLOTS - 1)] = cookie;
+	/* A full ring (the main thread behind) loses a ring, not the notice: the worker
+	 * reads its notices whenever it wakes. */
+	bpf_ringbuf_output(&kg_sm_bell, &owner, sizeof(owner), 0);
+}
+
 SEC("sk_skb")
 int kg_sm_verdict(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct kg_sm_peer *p = bpf_map_lookup_elem(&kg_sm_peer, &cookie);
+	struct kg_sm_hold *h;
 	__u64 peer;
 	long rc;
 
@@ -59,6 +116,17 @@ int kg_sm_verdict(struct __sk_buff *skb)
 		return SK_DROP;
 	if (p == NULL)
 		return SK_DROP;
+	/* Held: kept on this socket, in order, behind everything redirected before (this
+	 * socket's verdicts run one at a time); counted in p->passed, not p->bytes. The
+	 * release asked for is granted here, once every kept byte is in the sink. */
+	h = bpf_map_lookup_elem(&kg_sm_hold, &cookie);
+	if (h != NULL) {
+		if (!h->release || h->flushed != p->passed) {
+			__sync_fetch_and_add(&p->passed, skb->len);
+			return SK_PASS;
+		}
+		bpf_map_delete_elem(&kg_sm_hold, &cookie);
+	}
 	peer = p->peer_cookie;
 	/* flags 0: the peer's egress, i.e. sent to the other end of the session */
 	rc = bpf_sk_redirect_hash(skb, &kg_sm_targets, &peer, 0);
@@ -68,6 +136,7 @@ int kg_sm_verdict(struct __sk_buff *skb)
 	}
 	__sync_fetch_and_add(&p->bytes, skb->len);
 	p->last_ns = bpf_ktime_get_ns();
+	notice(p, cookie);
 	return SK_PASS;
 }
 

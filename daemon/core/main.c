@@ -514,6 +514,15 @@ static int min_timeout(int a, int b)
 	return a < b ? a : b;
 }
 
+/* The sockmap verdict rang for a worker (sockmap.h): wake it to read its notices. */
+static void wake_worker(unsigned owner, void *arg)
+{
+	struct kg_daemon *d = arg;
+
+	if (owner < d->n_workers)
+		kg_worker_wake(&d->workers[owner]);
+}
+
 static int serve(struct kg_daemon *d)
 {
 	struct epoll_event ev;
@@ -556,6 +565,8 @@ static int serve(struct kg_daemon *d)
 			kg_control_event(d, d->control, ev.data.fd, ev.events);
 		} else if (kg_daemon_watch_owns(d, ev.data.fd)) {
 			kg_daemon_watch_event(d);
+		} else if (d->sockmap != NULL && ev.data.fd == kg_sockmap_bell_fd(d->sockmap)) {
+			kg_sockmap_bell_consume(d->sockmap, wake_worker, d);
 		}
 	}
 	return 0;
@@ -692,6 +703,11 @@ int main(int argc, char **argv)
 	{
 		struct epoll_event ev = { .events = EPOLLIN, .data.fd = d->signal_fd };
 		(void)epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->signal_fd, &ev);
+	}
+	if (d->sockmap != NULL) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = kg_sockmap_bell_fd(d->sockmap) };
+
+		(void)epoll_ctl(d->epfd, EPOLL_CTL_ADD, ev.data.fd, &ev);
 	}
 	d->control = kg_control_listen(cfg->control_socket, d->epfd, err, sizeof(err));
 	if (d->control == NULL) {

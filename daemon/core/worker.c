@@ -36,6 +36,7 @@
 #include "relay/relay.h"
 #include "core/srclimit.h"
 #include "core/worker.h"
+#include "relay/sockmap.h"
 
 /* Deadlines are scanned at most every TICK_MS while one is near (and at that pace
  * while a relay waits on the kernel or accept is paused); otherwise the loop sleeps
@@ -409,6 +410,37 @@ static void auth_results(struct kg_worker *w)
 	}
 }
 
+/* The sockmap sessions the verdict noticed since the last look (a socket took another
+ * KG_SM_CHECK_BYTES): measured now, and paused if their sink does not drain
+ * (relay_plain.c, "Back-pressure"). The notices are shared memory, read after every
+ * wake-up at no system call's cost; the verdict's doorbell (sockmap.h) makes the main
+ * thread wake this worker (its command eventfd) when one comes. */
+static void sockmap_notices(struct kg_worker *w)
+{
+	uint64_t cookies[KG_SM_NOTICE_SLOTS];
+	bool overrun = false;
+	size_t n;
+
+	if (w->d->sockmap == NULL)
+		return;
+	n = kg_sockmap_notices(w->d->sockmap, w->idx, &w->sm_seen, cookies, &overrun);
+	if (n == 0 && !overrun)
+		return;
+	for (struct kg_conn *c = w->conns; c != NULL; c = c->next) {
+		bool hit = overrun;
+
+		if (c->state != KG_ST_RELAYING || !c->io.sm_in)
+			continue;
+		for (size_t i = 0; !hit && i < n; i++)
+			hit = cookies[i] == c->io.sm_cookie[0] || cookies[i] == c->io.sm_cookie[1];
+		if (!hit)
+			continue;
+		kg_sockmap_session_check(&c->io);
+		if (c->io.recheck)
+			kg_worker_due(w, kg_now_ms() + TICK_MS);
+	}
+}
+
 /* Run what is due, and note when the next deadline of a connection that stays is
  * (w->next_scan_ms). */
 static void scan_deadlines(struct kg_worker *w)
@@ -480,6 +512,7 @@ static void *worker_main(void *arg)
 			}
 		}
 		kg_worker_reap(w);
+		sockmap_notices(w);
 		now = kg_now_ms();
 		if (now >= w->next_scan_ms && now - last_scan >= TICK_MS) {
 			last_scan = now;
@@ -621,6 +654,13 @@ void kg_worker_fini(struct kg_worker *w)
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
 	pthread_mutex_destroy(&w->q_lock);
+}
+
+void kg_worker_wake(struct kg_worker *w)
+{
+	uint64_t one = 1;
+
+	(void)!write(w->wake.fd, &one, sizeof(one));
 }
 
 int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd)

@@ -79,6 +79,7 @@ struct kg_worker {
 					       * main thread's watchdog reads it (relaxed) */
 	uint64_t next_scan_ms;                /* the loop sleeps until then at most: the
 					       * nearest deadline (kg_worker_due()) */
+	uint64_t sm_seen;                     /* sockmap notices read (kg_sockmap_notices()) */
 	bool stop;
 };
 
@@ -99,6 +100,9 @@ void kg_worker_fini(struct kg_worker *w);
 
 /* Run cmd on every worker and wait for all answers (workers never block). */
 int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd) KG_MUST_USE;
+/* Wake w's loop (its command eventfd) without a command: it then reads its sockmap
+ * notices. Any thread. */
+void kg_worker_wake(struct kg_worker *w);
 /* Free connections closed during this loop turn. */
 void kg_worker_reap(struct kg_worker *w);
 

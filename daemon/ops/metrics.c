@@ -354,6 +354,12 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	put(&o, "# HELP ktlsgate_sockmap_drops_total Packets of sockmap sessions the kernel relay dropped (no peer socket to redirect to).\n"
 		"# TYPE ktlsgate_sockmap_drops_total counter\n"
 		"ktlsgate_sockmap_drops_total %llu\n", (unsigned long long)SUM_U(sockmap_drops));
+	put(&o, "# HELP ktlsgate_sockmap_holds_total Directions of sockmap sessions the daemon took over because the other side did not drain (back-pressure).\n"
+		"# TYPE ktlsgate_sockmap_holds_total counter\n"
+		"ktlsgate_sockmap_holds_total %llu\n", (unsigned long long)SUM_U(sockmap_holds));
+	put(&o, "# HELP ktlsgate_sockmap_releases_total Held directions of sockmap sessions the kernel relays again (the daemon caught up).\n"
+		"# TYPE ktlsgate_sockmap_releases_total counter\n"
+		"ktlsgate_sockmap_releases_total %llu\n", (unsigned long long)SUM_U(sockmap_releases));
 	put(&o, "# HELP ktlsgate_splice_pipes Pipes held by sessions with bytes in flight.\n"
 		"# TYPE ktlsgate_splice_pipes gauge\n"
 		"ktlsgate_splice_pipes %lld\n", (long long)SUM_I(pipes_in_use));

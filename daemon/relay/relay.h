@@ -86,6 +86,12 @@ struct kg_relay_io {
 	uint64_t sm_cookie[2];
 	uint64_t sm_base_up, sm_base_down;
 	uint64_t sm_wbase[2];
+	/* Back-pressure (relay_plain.c): per source socket (device, broker), whether the
+	 * verdict keeps its bytes (held: the daemon relays that direction), whether every
+	 * redirected byte before them has reached the sink, whether recv() saw its end,
+	 * and the bytes the daemon wrote for it. */
+	bool sm_held[2], sm_drained[2], sm_src_done[2], sm_release_asked[2];
+	uint64_t sm_held_bytes[2];
 	bool sm_in;
 
 	/* Borrowed, read-only but for *ktls_unavailable; set when the connection starts and
@@ -192,6 +198,10 @@ int kg_relay_splice_arm(struct kg_relay_io *io, bool dev_read_ssl);
  * session's map entries deleted). Both are no-ops for other sessions. */
 bool kg_sockmap_session_sync(struct kg_relay_io *io, bool *up_moved);
 void kg_sockmap_session_end(struct kg_relay_io *io);
+/* The verdict noticed this session (kg_sockmap_notices()): measure what each direction's
+ * sink has not taken yet and pause a source past the limit (relay_plain.c, "Back-
+ * pressure"); a paused session sets io->recheck and its pump resumes it. */
+void kg_sockmap_session_check(struct kg_relay_io *io);
 /* Free the record relay's state (keys cleansed). NULL is fine. */
 void kg_record_session_free(struct kg_record_session *rs);
 

@@ -162,7 +162,7 @@ static int sockmap_start(struct kg_relay_io *io)
 	w_be = written(io->be.fd);
 	if (w_dev < 0 || w_be < 0)
 		return KG_E_IO;
-	rc = kg_sockmap_add(io->sockmap, io->dev.fd, io->be.fd, c);
+	rc = kg_sockmap_add(io->sockmap, io->dev.fd, io->be.fd, c, io->worker_idx);
 	if (rc < 0) {
 		kg_log_debug("conn=%llu: sockmap: cannot add the session: %s: splice instead",
 			     (unsigned long long)io->cid, strerror(-rc));
@@ -175,6 +175,11 @@ static int sockmap_start(struct kg_relay_io *io)
 	io->sm_base_down = io->bytes_down;
 	io->sm_wbase[0] = (uint64_t)w_dev;
 	io->sm_wbase[1] = (uint64_t)w_be;
+	memset(io->sm_held, 0, sizeof(io->sm_held));
+	memset(io->sm_drained, 0, sizeof(io->sm_drained));
+	memset(io->sm_src_done, 0, sizeof(io->sm_src_done));
+	memset(io->sm_held_bytes, 0, sizeof(io->sm_held_bytes));
+	memset(io->sm_release_asked, 0, sizeof(io->sm_release_asked));
 	io->sm_in = true;
 	return KG_OK;
 }
@@ -189,8 +194,8 @@ bool kg_sockmap_session_sync(struct kg_relay_io *io, bool *up_moved)
 		*up_moved = false;
 	if (!io->sm_in || kg_sockmap_read(io->sockmap, io->sm_cookie, &k) < 0)
 		return false;
-	up = io->sm_base_up + k.bytes_up;
-	down = io->sm_base_down + k.bytes_down;
+	up = io->sm_base_up + k.bytes_up + io->sm_held_bytes[0];
+	down = io->sm_base_down + k.bytes_down + io->sm_held_bytes[1];
 	if (up > io->bytes_up) {
 		kg_metric_add(&io->metrics->bytes[KG_DIR_UP], up - io->bytes_up);
 		io->bytes_up = up;
@@ -256,12 +261,179 @@ static bool sm_delivered(struct kg_relay_io *io, enum kg_dir d)
 	return w >= 0 && (uint64_t)w - base >= want;
 }
 
+/*
+ * Back-pressure (the redirect has none: a psock queues whatever the verdict gives it,
+ * in memory charged to no socket). A direction's backlog is what the verdict took
+ * from its source and the sink's send queue has not yet been written (written()).
+ * The verdict notices each KG_SM_CHECK_BYTES a socket takes (sockmap_maps.h) and its
+ * worker measures the session (kg_sockmap_session_check()); past KG_SM_HOLD_BYTES the
+ * source is held (kg_sockmap_hold()): the verdict keeps its bytes on the socket's own
+ * psock, charged to its receive memory, so TCP's window closes on its sender as with
+ * a proxy that stops reading, and this relay moves them (sm_held_pump()). When it has
+ * caught up (its buffer empty, nothing more kept) it asks for the release, which the
+ * verdict grants on the next skb if every kept byte is in the sink (struct
+ * kg_sm_hold): the direction is the kernel's again. Taking the socket out of the
+ * verdict's map instead would race the verdict (sk_psock_verdict_recv() drops an skb
+ * it unlinked if the program is gone by the time it looks: bytes TCP already
+ * acknowledged).
+ *
+ * Order: kept bytes come after every redirected one (a socket's verdicts run one at a
+ * time), and a redirected skb is counted before its verdict returns. So once we have
+ * kept bytes in hand (recv() returned them: their verdict ran, so did every earlier
+ * one) and the sink has been written everything counted, nothing redirected is still
+ * on its way and we may write (sm_drained, until the release).
+ */
+/* About what one TCP socket may buffer here (tcp_rmem's maximum, 32 MiB on the test
+ * host): a burst the broker's own socket could have taken does not cost a hold. */
+#define KG_SM_HOLD_BYTES (32u << 20)
+
+/* Bytes of direction d taken by the verdict and not yet in the sink's send queue; -1
+ * when the sink cannot be read. After kg_sockmap_session_sync(). */
+static int64_t sm_backlog(struct kg_relay_io *io, enum kg_dir d)
+{
+	int sink = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
+	uint64_t base = d == KG_DIR_UP ? io->sm_wbase[1] : io->sm_wbase[0];
+	/* io->bytes_* and written() both count what the daemon wrote while held */
+	uint64_t taken = d == KG_DIR_UP ? io->bytes_up - io->sm_base_up
+					: io->bytes_down - io->sm_base_down;
+	int64_t w = written(sink);
+
+	if (w < 0)
+		return -1;
+	return (uint64_t)w - base >= taken ? 0 : (int64_t)(taken - ((uint64_t)w - base));
+}
+
+void kg_sockmap_session_check(struct kg_relay_io *io)
+{
+	if (!io->sm_in)
+		return;
+	(void)kg_sockmap_session_sync(io, NULL);
+	for (unsigned s = 0; s < 2; s++) {
+		enum kg_dir d = s == 0 ? KG_DIR_UP : KG_DIR_DOWN;
+		int64_t b;
+		int rc;
+
+		if (io->sm_held[s])
+			continue;
+		b = sm_backlog(io, d);
+		if (b <= (int64_t)KG_SM_HOLD_BYTES)
+			continue;
+		rc = kg_sockmap_hold(io->sockmap, io->sm_cookie[s]);
+		if (rc == -EEXIST) {
+			/* released by us but not yet granted: the hold stands, keep relaying */
+			io->sm_held[s] = true;
+			continue;
+		}
+		if (rc < 0) {
+			kg_log_warnx("conn=%llu: sockmap: cannot hold the %s socket: %s",
+				     (unsigned long long)io->cid, s == 0 ? "device" : "broker",
+				     strerror(-rc));
+			continue;
+		}
+		io->sm_held[s] = true;
+		io->sm_drained[s] = io->sm_release_asked[s] = false;
+		io->recheck = true;   /* pumped at the next tick: arms the held direction */
+		kg_metric_add(&io->metrics->sockmap_holds, 1);
+		kg_log_debug("conn=%llu: sockmap: %s -> %s held (%lld bytes not yet taken): "
+			     "relayed by the daemon from here", (unsigned long long)io->cid,
+			     s == 0 ? "device" : "broker", s == 0 ? "broker" : "device", (long long)b);
+	}
+}
+
+/* Move a held direction as far as it goes now: read what the verdict kept (recv()
+ * reads the psock's queue), then, once drained (above), write it to the sink; when
+ * caught up, ask for the release, and notice when it was granted. Returns -1 with
+ * *why on a hard error; sets *pending while bytes of this direction remain (the FIN
+ * waits for them). */
+static int sm_held_pump(struct kg_relay_io *io, unsigned s, bool *pending, enum kg_reason *why)
+{
+	enum kg_dir d = s == 0 ? KG_DIR_UP : KG_DIR_DOWN;
+	int src = s == 0 ? io->dev.fd : io->be.fd, dst = s == 0 ? io->be.fd : io->dev.fd;
+	struct kg_buf *b = s == 0 ? &io->up : &io->down;
+	bool empty = false;
+	int rc;
+
+	/* Granted: every kept byte went out before it, the kernel relays again. */
+	if (io->sm_release_asked[s] && !kg_sockmap_held(io->sockmap, io->sm_cookie[s])) {
+		io->sm_held[s] = io->sm_drained[s] = io->sm_release_asked[s] = false;
+		kg_metric_add(&io->metrics->sockmap_releases, 1);
+		*pending = false;
+		kg_log_debug("conn=%llu: sockmap: %s -> %s released to the kernel",
+			     (unsigned long long)io->cid, s == 0 ? "device" : "broker",
+			     s == 0 ? "broker" : "device");
+		return 0;
+	}
+	/* Until the source is empty (EAGAIN) or the sink full: a buffer filled exactly as
+	 * the source ran dry would otherwise wait for an EPOLLIN that never comes, and the
+	 * release below with it. */
+	for (;;) {
+		while (!io->sm_src_done[s] && b->len < KG_RELAY_BUF) {
+			ssize_t n;
+
+			if (kg_buf_reserve(b, KG_RELAY_BUF) < 0) {
+				*why = KG_REASON_OVERLOAD;
+				return -1;
+			}
+			n = recv(src, b->data + b->len, KG_RELAY_BUF - b->len, MSG_DONTWAIT);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK) {
+					empty = true;
+					break;
+				}
+				*why = s == 0 ? KG_REASON_PEER_CLOSED : KG_REASON_BACKEND_CLOSED;
+				return -1;
+			}
+			if (n == 0) {
+				io->sm_src_done[s] = true;
+				break;
+			}
+			b->len += (size_t)n;
+		}
+		if (!io->sm_drained[s] && b->len > b->off) {
+			(void)kg_sockmap_session_sync(io, NULL);
+			io->sm_drained[s] = sm_backlog(io, d) == 0;
+		}
+		while (io->sm_drained[s] && b->off < b->len) {
+			ssize_t w = send(dst, b->data + b->off, b->len - b->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (w < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					break;
+				*why = s == 0 ? KG_REASON_BACKEND_CLOSED : KG_REASON_PEER_CLOSED;
+				return -1;
+			}
+			b->off += (size_t)w;
+			/* io->bytes_* and the byte metrics follow in kg_sockmap_session_sync() */
+			io->sm_held_bytes[s] += (uint64_t)w;
+		}
+		if (b->off == b->len) {
+			b->off = b->len = 0;
+			kg_buf_release(b);
+		}
+		if (b->len > 0 || empty || io->sm_src_done[s] || !io->sm_drained[s])
+			break;
+	}
+	/* Caught up: all that was kept is written (sm_held_bytes counts it all). */
+	if (empty && b->len == 0 && !io->sm_src_done[s]) {
+		rc = kg_sockmap_release(io->sockmap, io->sm_cookie[s], io->sm_held_bytes[s]);
+		if (rc == 0)
+			io->sm_release_asked[s] = true;
+		else if (rc == -ENOENT) { /* granted already (an skb came meanwhile) */
+			io->sm_held[s] = io->sm_drained[s] = io->sm_release_asked[s] = false;
+			kg_metric_add(&io->metrics->sockmap_releases, 1);
+		}
+	}
+	*pending = io->sm_held[s] && (!io->sm_src_done[s] || b->len > 0 || !io->sm_drained[s]);
+	return 0;
+}
+
 static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 {
 	enum kg_reason why = KG_REASON_IO_ERROR;
-	bool up_pending = false, down_pending = false;
+	bool up_pending = false, down_pending = false, held_up = false, held_down = false;
 	struct tcp_info ti;
 	socklen_t len = sizeof(ti);
+	uint32_t dev_ev, be_ev;
 	int err;
 
 	/* A reset or error on either side ends the session (no orderly end to wait for). */
@@ -279,6 +451,10 @@ static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 		io->dev_eof = true;
 	if (!io->be_eof && hung_up(io->be.fd))
 		io->be_eof = true;
+	if (io->sm_held[0] && sm_held_pump(io, 0, &held_up, &why) < 0)
+		return why;
+	if (io->sm_held[1] && sm_held_pump(io, 1, &held_down, &why) < 0)
+		return why;
 	/* Serialise with the softirq that delivered the FINs (socket locks), then count. */
 	if (io->dev_eof)
 		(void)getsockopt(io->dev.fd, IPPROTO_TCP, TCP_INFO, &ti, &len);
@@ -287,21 +463,36 @@ static enum kg_reason sockmap_pump(struct kg_relay_io *io)
 		(void)getsockopt(io->be.fd, IPPROTO_TCP, TCP_INFO, &ti, &len);
 	(void)kg_sockmap_session_sync(io, NULL);
 	if (io->dev_eof && !io->be_shut)
-		up_pending = !sm_delivered(io, KG_DIR_UP);
+		up_pending = io->sm_held[0] ? held_up : !sm_delivered(io, KG_DIR_UP);
 	if (io->be_eof)
-		down_pending = !sm_delivered(io, KG_DIR_DOWN);
+		down_pending = io->sm_held[1] ? held_down : !sm_delivered(io, KG_DIR_DOWN);
+	/* a release asked for is looked at each tick (granted on the source's next skb) */
 	if (kg_relay_finished(io, up_pending, down_pending, &why))
 		return why;
-	/* A tail still in the kernel (the psock's worker moves it): no event on our
-	 * sockets says when it is done (a sink that never filled up wakes nobody), and
-	 * polling EPOLLOUT would spin. Look again at the worker's next tick: the FIN
-	 * follows its bytes at most a tick late, and costs one pump per tick meanwhile. */
-	io->recheck = up_pending || down_pending;
-	/* Only hang-ups interest us (EPOLLHUP/ERR come unasked). */
-	if ((io->dev_eof ? kg_evsrc_unwatch(io->epfd, &io->dev)
-			 : kg_evsrc_watch(io->epfd, &io->dev, EPOLLRDHUP)) < 0 ||
-	    (io->be_eof ? kg_evsrc_unwatch(io->epfd, &io->be)
-			: kg_evsrc_watch(io->epfd, &io->be, EPOLLRDHUP)) < 0)
+	/* A tail still in the kernel (the psock's worker moves it), or held bytes waiting
+	 * for the redirected ones before them: no event on our sockets says when that is
+	 * done (a sink that never filled up wakes nobody), and polling EPOLLOUT would
+	 * spin. Look again at the worker's next tick: the FIN follows its bytes at most a
+	 * tick late, and costs one pump per tick meanwhile. */
+	io->recheck = up_pending || down_pending ||
+		      (io->sm_held[0] && ((!io->sm_drained[0] && io->up.len > 0) || io->sm_release_asked[0])) ||
+		      (io->sm_held[1] && ((!io->sm_drained[1] && io->down.len > 0) || io->sm_release_asked[1]));
+	/* Hang-ups (EPOLLHUP/ERR come unasked); for a held direction, its source's bytes
+	 * while there is room, and its sink's room while bytes wait. */
+	dev_ev = io->dev_eof ? 0 : EPOLLRDHUP;
+	be_ev = io->be_eof ? 0 : EPOLLRDHUP;
+	if (io->sm_held[0] && !io->sm_src_done[0] && io->up.len < KG_RELAY_BUF)
+		dev_ev |= EPOLLIN;
+	if (io->sm_held[0] && io->sm_drained[0] && io->up.len > io->up.off)
+		be_ev |= EPOLLOUT;
+	if (io->sm_held[1] && !io->sm_src_done[1] && io->down.len < KG_RELAY_BUF)
+		be_ev |= EPOLLIN;
+	if (io->sm_held[1] && io->sm_drained[1] && io->down.len > io->down.off)
+		dev_ev |= EPOLLOUT;
+	if ((dev_ev == 0 ? kg_evsrc_unwatch(io->epfd, &io->dev)
+			 : kg_evsrc_watch(io->epfd, &io->dev, dev_ev)) < 0 ||
+	    (be_ev == 0 ? kg_evsrc_unwatch(io->epfd, &io->be)
+			: kg_evsrc_watch(io->epfd, &io->be, be_ev)) < 0)
 		return KG_REASON_IO_ERROR;
 	return KG_REASON_OK;
 }

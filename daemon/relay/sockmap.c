@@ -7,6 +7,7 @@
 #include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -23,12 +24,31 @@
 #define SO_COOKIE 57
 #endif
 
-_Static_assert(sizeof(struct kg_sm_peer) == 32, "BPF ABI");
+_Static_assert(sizeof(struct kg_sm_peer) == 56, "BPF ABI");
+_Static_assert(sizeof(struct kg_sm_hold) == 16, "BPF ABI");
+_Static_assert(sizeof(struct kg_sm_notices) % 8 == 0, "array elements are 8-aligned");
 
 struct kg_sockmap {
 	struct sockmap_bpf *skel;
 	int socks_fd, targets_fd, peer_fd;   /* kg_sm_socks, kg_sm_targets, kg_sm_peer */
+	int hold_fd;                         /* kg_sm_hold */
+	struct kg_sm_notices *notices;       /* kg_sm_notices, mmapped (workers read it) */
+	size_t notices_len;
+	struct ring_buffer *bell;            /* kg_sm_bell: which workers to wake */
+	bool rung[KG_SM_MAX_WORKERS];        /* owners seen by the current consume */
 };
+
+static int on_bell(void *ctx, void *data, size_t len)
+{
+	struct kg_sockmap *sm = ctx;
+	uint32_t owner;
+
+	if (len >= sizeof(owner)) {
+		memcpy(&owner, data, sizeof(owner));
+		sm->rung[owner % KG_SM_MAX_WORKERS] = true;
+	}
+	return 0;
+}
 
 struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
 {
@@ -52,6 +72,22 @@ struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
 	sm->socks_fd = bpf_map__fd(sm->skel->maps.kg_sm_socks);
 	sm->targets_fd = bpf_map__fd(sm->skel->maps.kg_sm_targets);
 	sm->peer_fd = bpf_map__fd(sm->skel->maps.kg_sm_peer);
+	sm->hold_fd = bpf_map__fd(sm->skel->maps.kg_sm_hold);
+	step = "open the doorbell ring";
+	sm->bell = ring_buffer__new(bpf_map__fd(sm->skel->maps.kg_sm_bell), on_bell, sm, NULL);
+	if (sm->bell == NULL) {
+		err = errno;
+		goto out_err;
+	}
+	step = "map the notices";
+	sm->notices_len = sizeof(struct kg_sm_notices) * KG_SM_MAX_WORKERS;
+	sm->notices = mmap(NULL, sm->notices_len, PROT_READ, MAP_SHARED,
+			   bpf_map__fd(sm->skel->maps.kg_sm_notices), 0);
+	if (sm->notices == MAP_FAILED) {
+		sm->notices = NULL;
+		err = errno;
+		goto out_err;
+	}
 	/* Attached to the map, not to a socket: every socket added later gets it. */
 	step = "attach the verdict to the SOCKHASH";
 	if (bpf_prog_attach(bpf_program__fd(sm->skel->progs.kg_sm_verdict), sm->socks_fd,
@@ -70,6 +106,9 @@ void kg_sockmap_free(struct kg_sockmap *sm)
 {
 	if (sm == NULL)
 		return;
+	if (sm->notices != NULL)
+		munmap(sm->notices, sm->notices_len);
+	ring_buffer__free(sm->bell);
 	sockmap_bpf__destroy(sm->skel);
 	free(sm);
 }
@@ -145,9 +184,13 @@ static void limit_unsent(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 }
 
-int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2])
+int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2],
+		   unsigned owner)
 {
-	struct kg_sm_peer pd = { .peer_cookie = cookie[1] }, pb = { .peer_cookie = cookie[0] };
+	struct kg_sm_peer pd = { .peer_cookie = cookie[1], .check_at = KG_SM_CHECK_BYTES,
+				 .owner = owner % KG_SM_MAX_WORKERS };
+	struct kg_sm_peer pb = { .peer_cookie = cookie[0], .check_at = KG_SM_CHECK_BYTES,
+				 .owner = owner % KG_SM_MAX_WORKERS };
 	uint64_t fd_dev = (uint64_t)dev_fd, fd_be = (uint64_t)be_fd;
 	int err;
 
@@ -175,12 +218,66 @@ fail:
 	return -err;
 }
 
+int kg_sockmap_hold(struct kg_sockmap *sm, uint64_t cookie)
+{
+	struct kg_sm_hold h = { 0 };
+
+	return bpf_map_update_elem(sm->hold_fd, &cookie, &h, BPF_NOEXIST) < 0 ? -errno : 0;
+}
+
+int kg_sockmap_release(struct kg_sockmap *sm, uint64_t cookie, uint64_t flushed)
+{
+	struct kg_sm_hold h = { .flushed = flushed, .release = 1 };
+
+	/* BPF_EXIST: an entry the verdict has deleted (released) is not made again */
+	return bpf_map_update_elem(sm->hold_fd, &cookie, &h, BPF_EXIST) < 0 ? -errno : 0;
+}
+
+bool kg_sockmap_held(const struct kg_sockmap *sm, uint64_t cookie)
+{
+	struct kg_sm_hold h;
+
+	return bpf_map_lookup_elem(sm->hold_fd, &cookie, &h) == 0;
+}
+
+int kg_sockmap_bell_fd(const struct kg_sockmap *sm)
+{
+	return ring_buffer__epoll_fd(sm->bell);
+}
+
+void kg_sockmap_bell_consume(struct kg_sockmap *sm, void (*wake)(unsigned owner, void *arg),
+			     void *arg)
+{
+	memset(sm->rung, 0, sizeof(sm->rung));
+	(void)ring_buffer__consume(sm->bell);
+	for (unsigned o = 0; o < KG_SM_MAX_WORKERS; o++)
+		if (sm->rung[o])
+			wake(o, arg);
+}
+
+size_t kg_sockmap_notices(const struct kg_sockmap *sm, unsigned owner, uint64_t *seen,
+			  uint64_t out[KG_SM_NOTICE_SLOTS], bool *overrun)
+{
+	const struct kg_sm_notices *n = &sm->notices[owner % KG_SM_MAX_WORKERS];
+	uint64_t head = __atomic_load_n(&n->head, __ATOMIC_ACQUIRE), from = *seen;
+	size_t k = 0;
+
+	*overrun = head - from > KG_SM_NOTICE_SLOTS;
+	if (*overrun)
+		from = head - KG_SM_NOTICE_SLOTS;
+	for (uint64_t i = from; i < head; i++)
+		out[k++] = __atomic_load_n(&n->cookie[i & (KG_SM_NOTICE_SLOTS - 1)], __ATOMIC_RELAXED);
+	*seen = head;
+	return k;
+}
+
 void kg_sockmap_remove(struct kg_sockmap *sm, const uint64_t cookie[2])
 {
 	for (int i = 0; i < 2; i++) {
 		(void)bpf_map_delete_elem(sm->socks_fd, &cookie[i]);
 		(void)bpf_map_delete_elem(sm->targets_fd, &cookie[i]);
 		(void)bpf_map_delete_elem(sm->peer_fd, &cookie[i]);
+		(void)bpf_map_delete_elem(sm->hold_fd, &cookie[i]);
 	}
 }
 

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "ktlsgate/compiler.h"
+#include "ktlsgate/sockmap_maps.h"
 
 struct kg_sockmap;
 
@@ -45,9 +46,31 @@ uint64_t kg_sockmap_cookie(int fd);
 /* Put a session's sockets in: peer entries first, then the SOCKHASH (from then on the
  * kernel relays new skbs), then each socket is kicked (SO_RCVLOWAT) so bytes that
  * arrived before the insert pass the verdict too, in order. cookie[0] = dev_fd's,
- * cookie[1] = be_fd's. 0, or -errno with nothing left in the maps. */
-int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2])
-	KG_MUST_USE;
+ * cookie[1] = be_fd's; owner is the worker whose notices (below) name the session.
+ * Both sockets get TCP_NOTSENT_LOWAT (sockmap.c limit_unsent()). 0, or -errno with
+ * nothing left in the maps. */
+int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2],
+		   unsigned owner) KG_MUST_USE;
+/* Back-pressure for a redirect that has none (struct kg_sm_hold): hold makes the
+ * verdict keep the socket's bytes on its own psock (SK_PASS: charged to its receive
+ * memory, so TCP's window closes on its sender; read in order with recv()) instead of
+ * redirecting them. release asks to go back once `flushed` (every byte recv() returned,
+ * all written to the sink) equals what the verdict kept: the verdict grants it on the
+ * next skb. held says whether the hold is still there. 0 or -errno (release: -ENOENT
+ * once granted). */
+int kg_sockmap_hold(struct kg_sockmap *sm, uint64_t cookie) KG_MUST_USE;
+int kg_sockmap_release(struct kg_sockmap *sm, uint64_t cookie, uint64_t flushed) KG_MUST_USE;
+bool kg_sockmap_held(const struct kg_sockmap *sm, uint64_t cookie);
+/* The cookies the verdict noticed for worker `owner` since *seen (which moves on), into
+ * out; *overrun when more came than the ring holds (look at every session). Reads
+ * shared memory only: no system call. */
+size_t kg_sockmap_notices(const struct kg_sockmap *sm, unsigned owner, uint64_t *seen,
+			  uint64_t out[KG_SM_NOTICE_SLOTS], bool *overrun);
+/* The doorbell: an fd for the main thread's epoll, readable when a notice was made;
+ * consume calls wake() once for each worker that got one. Main thread only. */
+int kg_sockmap_bell_fd(const struct kg_sockmap *sm);
+void kg_sockmap_bell_consume(struct kg_sockmap *sm, void (*wake)(unsigned owner, void *arg),
+			     void *arg);
 /* Take a session's entries out (either fd may be closed already). */
 void kg_sockmap_remove(struct kg_sockmap *sm, const uint64_t cookie[2]);
 /* The kernel's counters for the session. 0, or -errno (not in the maps). */

@@ -12,6 +12,13 @@
  * and this socket's counters (bytes received and redirected, last activity). The
  * device socket's entry counts device -> broker bytes, the broker socket's the other
  * direction.
+ *
+ * kg_sm_notices (ARRAY, mmapped by the daemon) has one struct kg_sm_notices per worker:
+ * each time a socket's count passes its check_at, the verdict appends the socket's
+ * cookie to its owner's ring and moves check_at KG_SM_CHECK_BYTES on. The worker reads
+ * the ring from memory at its tick and measures those sessions' backlog (what the
+ * verdict took and the peer socket has not yet been written), pausing a source whose
+ * peer does not drain (relay_plain.c): the redirect itself has no back-pressure.
  */
 #ifndef KTLSGATE_SOCKMAP_MAPS_H
 #define KTLSGATE_SOCKMAP_MAPS_H
@@ -30,6 +37,33 @@ struct kg_sm_peer {
 	__u64 bytes;                /* received on this socket and redirected to the peer */
 	__u64 last_ns;              /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last skb */
 	__u64 drops;                /* skbs the redirect refused (peer gone) */
+	__u64 check_at;             /* bytes at which the owner is asked to look next */
+	__u32 owner;                /* the worker (index into kg_sm_notices) */
+	__u32 pad;
+	__u64 passed;               /* bytes kept on this socket while held (kg_sm_hold) */
+};
+
+/* kg_sm_hold (HASH cookie -> struct kg_sm_hold, written by the daemon only): while a
+ * socket has an entry the verdict keeps its bytes on its own psock (SK_PASS) for the
+ * daemon to relay. The daemon asks for the release; the verdict grants it on the next
+ * skb if the daemon has written to the sink every byte kept so far (flushed ==
+ * passed), deleting the entry and redirecting that skb: so no redirected byte can
+ * overtake a kept one. */
+struct kg_sm_hold {
+	__u64 flushed;              /* kept bytes the daemon has written to the sink */
+	__u32 release;              /* non-zero: go back to redirecting once flushed */
+	__u32 pad;
+};
+
+/* A worker's notices: head counts every notice ever appended; slot head % SLOTS holds
+ * the newest cookie. A reader more than SLOTS behind looks at all its sessions. */
+#define KG_SM_NOTICE_SLOTS 64   /* a power of two */
+#define KG_SM_MAX_WORKERS 256
+#define KG_SM_CHECK_BYTES (4ull << 20)
+
+struct kg_sm_notices {
+	__u64 head;
+	__u64 cookie[KG_SM_NOTICE_SLOTS];
 };
 
 #endif

@@ -1021,7 +1021,7 @@ static int run_queued(unsigned n)
 		usleep(2000);   /* let them reach the receive queues */
 		ck[0] = kg_sockmap_cookie(dev);
 		ck[1] = kg_sockmap_cookie(be);
-		if (kg_sockmap_add(sm, dev, be, ck) < 0) {
+		if (kg_sockmap_add(sm, dev, be, ck, 0) < 0) {
 			fail("queued_bytes_relayed", "kg_sockmap_add: %s", strerror(errno));
 			return 1;
 		}
