@@ -8,7 +8,8 @@
  * Invariants a store may rely on: every pointer argument is non-NULL, every string
  * is NUL-terminated inside its fixed buffer, thumbprints and CA digests are empty or
  * 64 lowercase hex chars, enums are in range, a CA passed to ca_add carries a fresh
- * challenge and verified == false, and a credential has the shape of its kind (a token
+ * challenge and verified == false (one passed to import: verified with no challenge, or
+ * pending with a lowercase hex one), and a credential has the shape of its kind (a token
  * hash lowercase, a user name only for basic).
  */
 #include <ctype.h>

@@ -90,7 +90,7 @@ struct kg_credential {
 	enum kg_cred_slot slot;
 	char username[KG_CRED_USERNAME_MAX + 1];      /* basic only, "" otherwise */
 	char secret[KG_CRED_SECRET_MAX + 1];
-	int64_t created_at;                           /* set by the store */
+	int64_t created_at;                           /* set by the store (import: as given) */
 };
 
 struct kg_device {
@@ -101,7 +101,8 @@ struct kg_device {
 	char thumb_secondary[KG_SHA256_HEX_LEN + 1];
 	char backend[KG_NAME_MAX];                    /* "" = CA's or default */
 	char ca_name[KG_NAME_MAX];                    /* CA it enrolled under, "" if none */
-	int64_t created_at, updated_at, last_seen;    /* unix seconds; 0 = never */
+	int64_t created_at, updated_at, last_seen;    /* unix seconds; 0 = never; the first two
+							 * set by the store (import: as given) */
 	int64_t cert_not_after;                       /* last seen leaf's notAfter, 0 unknown */
 };
 
