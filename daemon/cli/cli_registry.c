@@ -340,26 +340,32 @@ static int open_empty_dest(const char *loc, const char *shown, struct kg_registr
 static int write_all(struct kg_registry *dst, const struct contents *src)
 {
 	size_t bad = 0, nc = src->n_cas, nd = src->n_devs;
+	const char *why;
 	int rc;
 
+	dst->errmsg[0] = '\0';   /* below, the store's words for this call only */
 	rc = kg_registry_import(dst, src->cas, nc, src->devs, nd, src->creds, src->cred_dev,
 				src->n_creds, &bad);
 	if (rc == 0)
 		return KG_EXIT_OK;
+	/* Even for a conflict: which column the destination found taken is the news. */
+	why = dst->errmsg[0] != '\0' ? dst->errmsg : kg_err_str(rc);
 	if (bad < nc)
 		kg_cli_err("registry copy: CA %s refused by the destination: %s; nothing copied",
-			   src->cas[bad].name, kg_registry_strerror(dst, rc));
+			   src->cas[bad].name, why);
 	else if (bad - nc < nd)
 		kg_cli_err("registry copy: device %s refused by the destination: %s; nothing copied",
-			   src->devs[bad - nc].id, kg_registry_strerror(dst, rc));
+			   src->devs[bad - nc].id, why);
 	else if (bad - nc - nd < src->n_creds)
 		kg_cli_err("registry copy: device %s: credential %s %s refused by the destination: %s; "
 			   "nothing copied", src->devs[src->cred_dev[bad - nc - nd]].id,
 			   kg_attestation_str(src->creds[bad - nc - nd].kind),
-			   kg_cred_slot_str(src->creds[bad - nc - nd].slot), kg_registry_strerror(dst, rc));
+			   kg_cred_slot_str(src->creds[bad - nc - nd].slot), why);
 	else
-		kg_cli_err("registry copy: not written: %s; nothing copied", kg_registry_strerror(dst, rc));
-	return kg_cli_exit_for(rc) == KG_EXIT_USAGE ? KG_EXIT_RUNTIME : kg_cli_exit_for(rc);
+		kg_cli_err("registry copy: not written: %s; nothing copied", why);
+	/* Exit 3 whatever the row's error: the destination was empty, so a conflict is the
+	 * source's own inconsistency or another writer, not the operator's usage. */
+	return KG_EXIT_RUNTIME;
 }
 
 static int registry_copy(struct kg_cli *cli, int argc, char **argv)

@@ -1198,7 +1198,10 @@ static int import_device(struct pg_reg *r, const struct kg_device *dev)
 	snprintf(t[3], sizeof(t[3]), "%lld", (long long)dev->cert_not_after);
 	if ((rc = run_change(r, ST_DEV_IMPORT, 11, p)) != 0)
 		return rc;
-	return thumb_taken(r, dev);
+	if ((rc = thumb_taken(r, dev)) == KG_E_EXISTS)   /* the copy names the cause */
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg),
+			 "a thumbprint of device %s is another device's", dev->id);
+	return rc;
 }
 
 static int import_cred(struct pg_reg *r, const char *id, const struct kg_credential *c)

@@ -1075,7 +1075,10 @@ static int import_device(struct sqlite_reg *r, const struct kg_device *dev)
 	}
 	if ((rc = exec_change(r, st, "device import")) != 0)
 		return rc;
-	return thumb_taken(r, dev);
+	if ((rc = thumb_taken(r, dev)) == KG_E_EXISTS)   /* the copy names the cause */
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg),
+			 "a thumbprint of device %s is another device's", dev->id);
+	return rc;
 }
 
 static int import_cred(struct sqlite_reg *r, const char *id, const struct kg_credential *c)

@@ -326,6 +326,16 @@ t_copy_refused() {
 	kgx registry copy --from "$src" --to "$T/old3.db"
 	expect_rc 1 && expect_err_line "has schema 3, older than this build \(6\)" || return 1
 	[ "$(sql "$T/old3.db" "PRAGMA user_version")" = 3 ] || why "the refusal migrated the file" || return 1
+	# a row the destination refuses midway (a thumbprint two devices pin: the SQLite
+	# store checks that in code, so plain SQL could write it): the one transaction
+	# is rolled back, the 3 CAs and the devices before x1 included
+	sql "$src" ".backup '$T/dup.db'" || why "sqlite3 backup" || return 1
+	sql "$T/dup.db" "UPDATE devices SET thumb_primary = (SELECT thumb_primary FROM devices WHERE id = 'p1')
+		WHERE id = 'x1'" || why "sqlite3 update" || return 1
+	kgx registry copy --from "$T/dup.db" --to "$T/dupdst.db"
+	expect_rc 3 && expect_err_line "^ktlsgate: registry copy: device x1 refused by the destination: a thumbprint of device x1 is another device's; nothing copied$" || return 1
+	[ "$(sql "$T/dupdst.db" "SELECT (SELECT count(*) FROM cas) || ' ' || (SELECT count(*) FROM devices) || ' ' ||
+		(SELECT count(*) FROM credentials)")" = "0 0 0" ] || why "a refused copy left rows behind" || return 1
 	# sources that are not there or not registries: nothing created at the destination
 	kgx registry copy --from "$T/nope.db" --to "$T/new1.db"
 	expect_rc 3 && expect_err_line "^ktlsgate: registry $T/nope.db: No such file or directory$" || return 1
@@ -499,6 +509,17 @@ t_pg_copy() {
 	kgx registry copy --from "$KG_PG_URI" --to "$back"
 	expect_rc 0 && expect_out "copied 3 CAs, 6 devices, 4 credentials" || return 1
 	same_dump "$src" "$back" || return 1   # SQLite -> PostgreSQL -> SQLite
+	# a row PostgreSQL refuses midway: one transaction rolled back, the schema stays empty
+	pg_reset
+	sql "$src" ".backup '$T/pgdup.db'" || why "sqlite3 backup" || return 1
+	sql "$T/pgdup.db" "UPDATE devices SET thumb_primary = (SELECT thumb_primary FROM devices WHERE id = 'p1')
+		WHERE id = 'x1'" || why "sqlite3 update" || return 1
+	kgx registry copy --from "$T/pgdup.db" --to "$KG_PG_URI"
+	expect_rc 3 && expect_err_line "^ktlsgate: registry copy: device x1 refused by the destination: a thumbprint of device x1 is another device's; nothing copied$" || return 1
+	[ "$(kg_pg_sql "SELECT (SELECT count(*) FROM ktlsgate.cas) || ' ' || (SELECT count(*) FROM ktlsgate.devices)
+		|| ' ' || (SELECT count(*) FROM ktlsgate.credentials)")" = "0 0 0" ] || why "a refused copy left rows in PG" || return 1
+	kgx registry copy --from "sqlite:$src" --to "$KG_PG_URI"
+	expect_rc 0 && expect_out "copied 3 CAs, 6 devices, 4 credentials" || return 1
 	# non-empty PostgreSQL destination: refused, nothing written
 	kgx registry copy --from "$src" --to "$KG_PG_URI"
 	expect_rc 1 && expect_err_line "is not empty \(3 CAs, 6 devices\); nothing copied" || return 1

@@ -1557,6 +1557,7 @@ START_TEST(test_import_conflict)
 	hex64(devs[0].thumb_secondary, 'e');
 	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_EXISTS);
 	ck_assert_uint_eq(bad, 2 + 0);
+	ck_assert_ptr_nonnull(strstr(reg->errmsg, "thumbprint of device imp/pinned"));
 	assert_counts(1, 1, 1);
 
 	import_rows(cas, devs, cr, map);
