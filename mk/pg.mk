@@ -6,7 +6,7 @@
 # passwords; case pg_race: several processes creating the schema / enrolling at once),
 # checks each ran exactly the number of cases below (a case that was never registered
 # must not pass as zero failures), and stops the cluster whatever happens.
-PG_GENERIC_CASES := 12
+PG_GENERIC_CASES := 14
 PG_STORE_CASES := 8
 PG_RACE_CASES := 2
 

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * cli_registry.c - `ktlsgate registry migrate|copy`: the registry as a whole.
- *   migrate  open the configured registry read-write (created, or migrated forward) and
- *            print "registry LOCATION: schema FROM -> TO" or "schema N, current".
+ *   migrate  read the version (kg_registry_version: nothing written), open the
+ *            configured registry read-write (created, or migrated forward) and print
+ *            "registry LOCATION: schema FROM -> TO" or "schema N, current".
  *   copy     every CA, device and credential of --from into an empty --to, through the
- *            generic interface only (so any store to any store), then both re-read and
- *            compared row by row; "copied N CAs, M devices, K credentials".
- * Locations are shown with their password redacted. What the interface cannot carry
- * over (store-set times, a pending CA's challenge) is listed in docs/cli.md.
+ *            generic interface only (so any store to any store), every field as it is
+ *            (kg_registry_import: one transaction, times and challenges kept), then both
+ *            re-read and compared field by field; "copied N CAs, M devices, K credentials".
+ * Locations are shown with their password redacted.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,27 +28,16 @@ const char kg_cli_usage_registry[] =
 /* ---- migrate ------------------------------------------------------------------ */
 
 /*
- * The schema version before opening read-write, read without writing: the SQLite
- * store says it (0 for a missing or empty file); any other store is opened read-only,
- * which succeeds only on a current schema. -1: the store cannot say (older, or none).
+ * The schema version before opening read-write, read without writing (0: no registry
+ * yet). -1 when it cannot be read (unreachable, foreign, newer): the read-write open
+ * that follows refuses the same registry and says why in the store's words.
  */
 static int version_before(const char *loc)
 {
-	struct kg_registry *reg = NULL;
 	char err[KG_ERRBUF];
 	int v = -1;
 
-	if (!kg_registry_location_is_uri(loc)) {
-		if (access(loc, F_OK) != 0)
-			return 0;
-		/* An unreadable or foreign file: the read-write open says why. */
-		return kg_registry_sqlite_version(loc, &v, err, sizeof(err)) == 0 ? v : -1;
-	}
-	if (kg_registry_open(loc, KG_REG_READONLY, &reg, err, sizeof(err)) == 0) {
-		v = kg_registry_schema_version(reg);
-		kg_registry_close(reg);
-	}
-	return v;
+	return kg_registry_version(loc, &v, err, sizeof(err)) == 0 ? v : -1;
 }
 
 static int registry_migrate(struct kg_cli *cli, int argc, char **argv)
@@ -84,7 +74,7 @@ static int registry_migrate(struct kg_cli *cli, int argc, char **argv)
 	}
 	if (from == to)
 		printf("registry %s: schema %d, current\n", cli->registry_shown, to);
-	else if (from < 0)   /* the store cannot tell the old version: docs/cli.md */
+	else if (from < 0)   /* unreadable before, yet the open worked: a race, say so */
 		printf("registry %s: schema ? -> %d\n", cli->registry_shown, to);
 	else
 		printf("registry %s: schema %d -> %d\n", cli->registry_shown, from, to);
@@ -192,23 +182,22 @@ static int read_all(struct kg_registry *reg, struct contents *c, const char **wh
 	return 0;
 }
 
-/* Compare what the copy must preserve; *field names the first difference. Not
- * compared, because the interface lets the store set them: a CA's added_at, a
- * device's created_at / updated_at, a credential's created_at, and the challenge of a
- * CA not verified yet (ca_add makes a new one). */
+/* Compare what the copy must preserve, every field of the row structs; *field names
+ * the first difference. */
 static bool same_ca(const struct kg_ca *a, const struct kg_ca *b, const char **field)
 {
 	*field = strcmp(a->name, b->name) != 0			   ? "name"
 		 : strcmp(a->sha256, b->sha256) != 0		   ? "sha256"
 		 : strcmp(a->subject, b->subject) != 0		   ? "subject"
 		 : a->verified != b->verified			   ? "verified"
-		 : a->verified && strcmp(a->challenge, b->challenge) != 0 ? "challenge"
+		 : strcmp(a->challenge, b->challenge) != 0	   ? "challenge"
 		 : strcmp(a->backend, b->backend) != 0		   ? "backend"
 		 : a->auto_enroll != b->auto_enroll		   ? "auto_enroll"
 		 : a->status != b->status			   ? "status"
 		 : a->has_username_check != b->has_username_check ||
 				   (a->has_username_check && a->username_check != b->username_check)
 			 ? "username_check"
+		 : a->added_at != b->added_at			   ? "added_at"
 		 : a->not_after != b->not_after			   ? "not_after"
 		 : strcmp(a->pem, b->pem) != 0			   ? "pem"
 								   : NULL;
@@ -224,6 +213,8 @@ static bool same_dev(const struct kg_device *a, const struct kg_device *b, const
 		 : strcmp(a->thumb_secondary, b->thumb_secondary) != 0 ? "secondary thumbprint"
 		 : strcmp(a->backend, b->backend) != 0		     ? "backend"
 		 : strcmp(a->ca_name, b->ca_name) != 0		     ? "ca"
+		 : a->created_at != b->created_at		     ? "created_at"
+		 : a->updated_at != b->updated_at		     ? "updated_at"
 		 : a->last_seen != b->last_seen			     ? "last_seen"
 		 : a->cert_not_after != b->cert_not_after	     ? "cert_not_after"
 								     : NULL;
@@ -237,6 +228,7 @@ static bool same_cred(const struct kg_credential *a, const struct kg_credential 
 		 : a->slot != b->slot			      ? "slot"
 		 : strcmp(a->username, b->username) != 0      ? "username"
 		 : strcmp(a->secret, b->secret) != 0	      ? "secret"
+		 : a->created_at != b->created_at	      ? "created_at"
 							      : NULL;
 	return *field == NULL;
 }
@@ -303,22 +295,21 @@ static int open_empty_dest(const char *loc, const char *shown, struct kg_registr
 	struct kg_registry *ro = NULL;
 	char err[KG_ERRBUF];
 	size_t cas = 0, devs = 0;
-	int rc, v = 0;
+	int rc, v = 0, latest;
 
 	*out = NULL;
-	if (!kg_registry_location_is_uri(loc) && access(loc, F_OK) == 0) {
-		if (kg_registry_sqlite_version(loc, &v, err, sizeof(err)) != 0) {
-			kg_cli_err("registry copy: destination %s", err);
-			return KG_EXIT_RUNTIME;
-		}
-		if (v > 0 && v < kg_registry_sqlite_schema_latest()) {
-			kg_cli_err("registry copy: destination %s has schema %d, older than this build "
-				   "(%d): not an empty registry; nothing copied", shown, v,
-				   kg_registry_sqlite_schema_latest());
-			return KG_EXIT_USAGE;
-		}
+	latest = kg_registry_location_is_uri(loc) ? kg_registry_pg_schema_latest()
+						  : kg_registry_sqlite_schema_latest();
+	if (kg_registry_version(loc, &v, err, sizeof(err)) != 0) {
+		kg_cli_err("registry copy: destination %s", err);
+		return KG_EXIT_RUNTIME;
 	}
-	if (v > 0 || kg_registry_location_is_uri(loc)) {
+	if (v > 0 && v < latest) {
+		kg_cli_err("registry copy: destination %s has schema %d, older than this build "
+			   "(%d): not an empty registry; nothing copied", shown, v, latest);
+		return KG_EXIT_USAGE;
+	}
+	if (v > 0) {
 		rc = kg_registry_open(loc, KG_REG_READONLY, &ro, err, sizeof(err));
 		if (rc == 0) {
 			rc = kg_registry_ca_list(ro, count_ca, &cas);
@@ -337,69 +328,43 @@ static int open_empty_dest(const char *loc, const char *shown, struct kg_registr
 				return KG_EXIT_USAGE;
 			}
 		}
-		/* A URI that does not open read-only (no schema yet, or unreachable): the
-		 * read-write open below creates it, or says why it cannot. */
+		/* A read-only open that fails on a current schema: the read-write open
+		 * below says why (its error is the store's). */
 	}
 	return kg_cli_open_location(loc, KG_REG_READWRITE, out) == 0 ? KG_EXIT_OK : KG_EXIT_RUNTIME;
 }
 
-/* Undo the CAs of a copy whose devices were refused: the destination was empty, so it
- * is empty again (devices are all or nothing, and none went in). */
-static void remove_cas(struct kg_registry *reg, const struct contents *c, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (kg_registry_ca_remove(reg, c->cas[i].name) != 0)
-			kg_cli_err("registry copy: could not remove CA %s again: remove it by hand",
-				   c->cas[i].name);
-}
-
-/* Write src into the empty registry dst: the CAs in one transaction (devices name
- * their CA), then every device with its credentials in one more (add_many_cred is all
- * or nothing). Returns an exit code after one line on failure. */
+/* Write src into the empty registry dst, every row as it is, in one transaction
+ * (kg_registry_import: all or nothing, so a refused row leaves dst as empty as it
+ * was). Returns an exit code after one line on failure. */
 static int write_all(struct kg_registry *dst, const struct contents *src)
 {
-	size_t i = 0, added = 0, bad = 0;
+	size_t bad = 0, nc = src->n_cas, nd = src->n_devs;
+	const char *why;
 	int rc;
 
-	if ((rc = kg_registry_begin(dst)) != 0)
-		goto fail_ca;
-	for (i = 0; i < src->n_cas; i++) {
-		struct kg_ca ca = src->cas[i];   /* ca_add writes the challenge it makes */
-
-		if ((rc = kg_registry_ca_add(dst, &ca)) != 0 ||
-		    (src->cas[i].verified && (rc = kg_registry_ca_set_verified(dst, ca.name)) != 0)) {
-			kg_registry_rollback(dst);
-			goto fail_ca;
-		}
-	}
-	if ((rc = kg_registry_commit(dst)) != 0) {
-		kg_registry_rollback(dst);
-		goto fail_ca;
-	}
-	added = src->n_cas;
-	if (src->n_devs == 0)
+	dst->errmsg[0] = '\0';   /* below, the store's words for this call only */
+	rc = kg_registry_import(dst, src->cas, nc, src->devs, nd, src->creds, src->cred_dev,
+				src->n_creds, &bad);
+	if (rc == 0)
 		return KG_EXIT_OK;
-	rc = kg_registry_device_add_many_cred(dst, src->devs, src->n_devs, src->creds, src->cred_dev,
-					      src->n_creds, &bad);
-	if (rc != 0) {
-		if (bad < src->n_devs)
-			kg_cli_err("registry copy: device %s refused by the destination: %s; nothing copied",
-				   src->devs[bad].id, kg_registry_strerror(dst, rc));
-		else if (bad - src->n_devs < src->n_creds)
-			kg_cli_err("registry copy: device %s: credential refused by the destination: %s; "
-				   "nothing copied", src->devs[src->cred_dev[bad - src->n_devs]].id,
-				   kg_registry_strerror(dst, rc));
-		else
-			kg_cli_err("registry copy: devices not written: %s; nothing copied",
-				   kg_registry_strerror(dst, rc));
-		remove_cas(dst, src, added);
-		return kg_cli_exit_for(rc) == KG_EXIT_USAGE ? KG_EXIT_RUNTIME : kg_cli_exit_for(rc);
-	}
-	return KG_EXIT_OK;
-
-fail_ca:
-	kg_cli_err("registry copy: CA %s refused by the destination: %s; nothing copied",
-		   i < src->n_cas ? src->cas[i].name : "(commit)", kg_registry_strerror(dst, rc));
+	/* Even for a conflict: which column the destination found taken is the news. */
+	why = dst->errmsg[0] != '\0' ? dst->errmsg : kg_err_str(rc);
+	if (bad < nc)
+		kg_cli_err("registry copy: CA %s refused by the destination: %s; nothing copied",
+			   src->cas[bad].name, why);
+	else if (bad - nc < nd)
+		kg_cli_err("registry copy: device %s refused by the destination: %s; nothing copied",
+			   src->devs[bad - nc].id, why);
+	else if (bad - nc - nd < src->n_creds)
+		kg_cli_err("registry copy: device %s: credential %s %s refused by the destination: %s; "
+			   "nothing copied", src->devs[src->cred_dev[bad - nc - nd]].id,
+			   kg_attestation_str(src->creds[bad - nc - nd].kind),
+			   kg_cred_slot_str(src->creds[bad - nc - nd].slot), why);
+	else
+		kg_cli_err("registry copy: not written: %s; nothing copied", why);
+	/* Exit 3 whatever the row's error: the destination was empty, so a conflict is the
+	 * source's own inconsistency or another writer, not the operator's usage. */
 	return KG_EXIT_RUNTIME;
 }
 
@@ -479,10 +444,6 @@ static int registry_copy(struct kg_cli *cli, int argc, char **argv)
 		rc = KG_EXIT_RUNTIME;
 		goto out;
 	}
-	for (size_t i = 0; i < dst.n_cas; i++)
-		if (!dst.cas[i].verified)
-			fprintf(stderr, "ktlsgate: warning: registry copy: CA %s is not verified yet: "
-				"its challenge is a new one (ca list shows it)\n", dst.cas[i].name);
 	printf("copied %zu CAs, %zu devices, %zu credentials\n", dst.n_cas, dst.n_devs, dst.n_creds);
 	rc = KG_EXIT_OK;
 out:

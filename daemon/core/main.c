@@ -332,8 +332,23 @@ static int check_registry_uri(const struct kg_config *cfg, const char *shown,
 	/* the store's words usually name the registry already: then not twice */
 	named = strstr(msg, shown) != NULL;
 	if (rc == KG_E_NOTFOUND || rc == KG_E_INVALID) {
-		printf("ktlsgated: note: %s%s%s%s: it is created or migrated at start (CAs not "
-		       "checked)\n", named ? "" : "registry ", named ? "" : shown, named ? "" : ": ", msg);
+		int v = -1;
+
+		/* No schema yet, or an older one: the numbers of the migration the start makes,
+		 * read without writing (as for a file), else the store's words. */
+		if (kg_registry_version(cfg->registry, &v, err, sizeof(err)) != 0)
+			v = -1;
+		if (v == 0)
+			printf("ktlsgated: note: registry %s is empty: it is initialised at start\n",
+			       shown);
+		else if (v > 0)
+			printf("ktlsgated: note: registry %s has schema version %d; this build "
+			       "migrates it to %d at start (CAs not checked)\n", shown, v,
+			       kg_registry_pg_schema_latest());
+		else
+			printf("ktlsgated: note: %s%s%s%s: it is created or migrated at start (CAs not "
+			       "checked)\n", named ? "" : "registry ", named ? "" : shown,
+			       named ? "" : ": ", msg);
 		return 0;
 	}
 	fprintf(stderr, "ktlsgated: %s%s%s%s\n", named ? "" : "registry ", named ? "" : shown,

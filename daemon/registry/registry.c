@@ -8,12 +8,15 @@
  * Invariants a store may rely on: every pointer argument is non-NULL, every string
  * is NUL-terminated inside its fixed buffer, thumbprints and CA digests are empty or
  * 64 lowercase hex chars, enums are in range, a CA passed to ca_add carries a fresh
- * challenge and verified == false, and a credential has the shape of its kind (a token
+ * challenge and verified == false (one passed to import: verified with no challenge, or
+ * pending with a lowercase hex one), and a credential has the shape of its kind (a token
  * hash lowercase, a user name only for basic).
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -246,6 +249,23 @@ int kg_registry_open(const char *location, enum kg_registry_mode mode, struct kg
 	if (strncmp(location, "postgresql://", 13) == 0 || strncmp(location, "postgres://", 11) == 0)
 		return kg_registry_pg_open(location, mode, out, err, errlen);
 	return kg_registry_sqlite_open(location, mode, out, err, errlen);
+}
+
+int kg_registry_version(const char *location, int *version, char *err, size_t errlen)
+{
+	set_err(err, errlen, "");
+	if (version == NULL || location == NULL || location[0] == '\0') {
+		set_err(err, errlen, "registry: no location given");
+		return KG_E_INVALID;
+	}
+	*version = 0;
+	if (strncmp(location, "postgresql://", 13) == 0 || strncmp(location, "postgres://", 11) == 0)
+		return kg_registry_pg_version(location, version, err, errlen);
+	/* A missing file is a registry not created yet, as a read-write open would make it;
+	 * asking SQLite would fail (read-only opens never create). */
+	if (access(location, F_OK) != 0 && errno == ENOENT)
+		return 0;
+	return kg_registry_sqlite_version(location, version, err, errlen);
 }
 
 const char *kg_registry_strerror(const struct kg_registry *reg, int err)
@@ -601,6 +621,93 @@ int kg_registry_backends_in_use(struct kg_registry *reg, kg_backend_use_cb cb, v
 	if (reg == NULL || cb == NULL)
 		return KG_E_INVALID;
 	return reg->ops->backends_in_use(reg, cb, arg);
+}
+
+/* ---- import ---------------------------------------------------------------- */
+
+static bool hex_lower(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+			return false;
+	return true;
+}
+
+/* A CA row as import takes it: ca_add's checks, and a proof-of-possession state the
+ * store could have produced (verified: challenge spent; pending: ca_add's form). */
+static int check_import_ca(const struct kg_ca *ca, struct kg_ca *out)
+{
+	if (ca == NULL || !valid_name(ca->name) || ca->pem == NULL || ca->pem[0] == '\0' ||
+	    !terminated(ca->subject, sizeof(ca->subject)) ||
+	    !terminated(ca->backend, sizeof(ca->backend)) ||
+	    !terminated(ca->challenge, sizeof(ca->challenge)) ||
+	    (unsigned)ca->status >= KG_CA_STATUS_MAX || !username_check_ok(ca) ||
+	    ca->added_at < 0 || ca->not_after < 0)
+		return KG_E_INVALID;
+	*out = *ca;
+	if (!norm_hex64(out->sha256, ca->sha256, sizeof(ca->sha256), false))
+		return KG_E_INVALID;
+	if (ca->verified ? ca->challenge[0] != '\0'
+			 : strlen(ca->challenge) != KG_CHALLENGE_LEN ||
+				   !hex_lower(ca->challenge, KG_CHALLENGE_LEN))
+		return KG_E_INVALID;
+	return 0;
+}
+
+int kg_registry_import(struct kg_registry *reg, const struct kg_ca *cas, size_t n_cas,
+		       const struct kg_device *devs, size_t n, const struct kg_credential *creds,
+		       const size_t *cred_dev, size_t n_creds, size_t *bad)
+{
+	struct kg_credential *cnorm = NULL;
+	struct kg_device *dnorm = NULL;
+	struct kg_ca *canorm = NULL;
+	size_t i, unused;
+	int rc = 0;
+
+	if (bad == NULL)
+		bad = &unused;
+	*bad = n_cas + n + n_creds;
+	if (reg == NULL || (cas == NULL && n_cas != 0) || (devs == NULL && n != 0) ||
+	    (n_creds != 0 && (creds == NULL || cred_dev == NULL)))
+		return KG_E_INVALID;
+	if (n_cas == 0 && n == 0 && n_creds == 0)
+		return 0;
+	if ((n_cas != 0 && (canorm = calloc(n_cas, sizeof(*canorm))) == NULL) ||
+	    (n != 0 && (dnorm = calloc(n, sizeof(*dnorm))) == NULL) ||
+	    (n_creds != 0 && (cnorm = calloc(n_creds, sizeof(*cnorm))) == NULL)) {
+		rc = KG_E_RESOURCE;
+		goto out;
+	}
+	/* Every row is checked before the store sees any of them. */
+	for (i = 0; i < n_cas; i++)
+		if ((rc = check_import_ca(&cas[i], &canorm[i])) != 0) {
+			*bad = i;
+			goto out;
+		}
+	for (i = 0; i < n; i++)
+		if ((rc = check_device(&devs[i], &dnorm[i])) != 0 || devs[i].created_at < 0 ||
+		    devs[i].updated_at < 0 || devs[i].last_seen < 0 || devs[i].cert_not_after < 0) {
+			rc = rc != 0 ? rc : KG_E_INVALID;
+			*bad = n_cas + i;
+			goto out;
+		}
+	for (i = 0; i < n_creds; i++) {
+		if (cred_dev[i] >= n || (rc = check_cred(&creds[i], &cnorm[i])) != 0 ||
+		    creds[i].created_at < 0) {
+			rc = rc != 0 ? rc : KG_E_INVALID;
+			*bad = n_cas + n + i;
+			goto out;
+		}
+		cnorm[i].created_at = creds[i].created_at;   /* check_cred clears it: kept here */
+	}
+	rc = reg->ops->import(reg, canorm, n_cas, dnorm, n, cnorm, cred_dev, n_creds, bad);
+out:
+	if (cnorm != NULL)   /* SAS keys are secrets: none left in freed memory */
+		OPENSSL_cleanse(cnorm, n_creds * sizeof(*cnorm));
+	free(cnorm);
+	free(dnorm);
+	free(canorm);   /* the pems are the caller's */
+	return rc;
 }
 
 int kg_registry_begin(struct kg_registry *reg)

@@ -90,7 +90,7 @@ struct kg_credential {
 	enum kg_cred_slot slot;
 	char username[KG_CRED_USERNAME_MAX + 1];      /* basic only, "" otherwise */
 	char secret[KG_CRED_SECRET_MAX + 1];
-	int64_t created_at;                           /* set by the store */
+	int64_t created_at;                           /* set by the store (import: as given) */
 };
 
 struct kg_device {
@@ -101,7 +101,8 @@ struct kg_device {
 	char thumb_secondary[KG_SHA256_HEX_LEN + 1];
 	char backend[KG_NAME_MAX];                    /* "" = CA's or default */
 	char ca_name[KG_NAME_MAX];                    /* CA it enrolled under, "" if none */
-	int64_t created_at, updated_at, last_seen;    /* unix seconds; 0 = never */
+	int64_t created_at, updated_at, last_seen;    /* unix seconds; 0 = never; the first two
+							 * set by the store (import: as given) */
 	int64_t cert_not_after;                       /* last seen leaf's notAfter, 0 unknown */
 };
 
@@ -160,6 +161,15 @@ struct kg_registry;
 int kg_registry_open(const char *location, enum kg_registry_mode mode, struct kg_registry **out,
 		     char *err, size_t errlen) KG_MUST_USE;
 void kg_registry_close(struct kg_registry *reg);
+/*
+ * The schema version of the registry at `location`, read without writing, migrating
+ * or creating anything: 0 when there is no registry yet (a missing or empty SQLite
+ * file, a PostgreSQL database without the schema), else 1..latest (older ones are
+ * what a read-write open would migrate). `registry migrate` says FROM -> TO with it,
+ * `ktlsgated -t` the migration the next start makes. 0, or an error with a message
+ * in err (not a registry, newer than this build, unreadable, unreachable).
+ */
+int kg_registry_version(const char *location, int *version, char *err, size_t errlen) KG_MUST_USE;
 int kg_registry_schema_version(struct kg_registry *reg);    /* current schema version */
 
 /* Devices */
@@ -186,6 +196,24 @@ int kg_registry_device_add_many_cred(struct kg_registry *reg, const struct kg_de
 				     const struct kg_credential *creds, const size_t *cred_dev,
 				     size_t n_creds, size_t *bad) KG_MUST_USE;
 int kg_registry_device_remove(struct kg_registry *reg, const char *id) KG_MUST_USE;
+/*
+ * Insert rows exactly as given, in ONE transaction (`registry copy`): the CAs with their
+ * verified flag, challenge and added_at; the devices with created_at, updated_at,
+ * last_seen and cert_not_after; creds[j] for devs[cred_dev[j]] with its created_at.
+ * Nothing is set by the store. The checks of ca_add / device_add / cred_set apply, and
+ * a CA is verified with no challenge or unverified with a KG_CHALLENGE_LEN hex one;
+ * times are >= 0. All or nothing: on the first row refused (KG_E_INVALID,
+ * KG_E_EXISTS for anything the destination or an earlier row of the batch already
+ * holds: a CA name or digest, a device id or thumbprint, a credential slot, token hash
+ * or basic user name; KG_E_NOTFOUND for a device's CA in neither) nothing is written
+ * and *bad names it, indexing the rows in the order they are written: *bad < n_cas is
+ * cas[*bad], then n devices (devs[*bad - n_cas]), then credentials
+ * (creds[*bad - n_cas - n]); an error that is no row's (a lost connection, a failed
+ * commit) leaves *bad = n_cas + n + n_creds.
+ */
+int kg_registry_import(struct kg_registry *reg, const struct kg_ca *cas, size_t n_cas,
+		       const struct kg_device *devs, size_t n, const struct kg_credential *creds,
+		       const size_t *cred_dev, size_t n_creds, size_t *bad) KG_MUST_USE;
 /* Record a connection: last_seen and cert_not_after (0: keep the stored one). */
 int kg_registry_device_touch(struct kg_registry *reg, const char *id, int64_t seen,
 			     int64_t cert_not_after) KG_MUST_USE;
@@ -259,6 +287,8 @@ struct kg_registry_ops {
 			       const struct kg_credential *, const size_t *, size_t, size_t *);
 	int (*device_update)(struct kg_registry *, const struct kg_device *);
 	int (*device_remove)(struct kg_registry *, const char *);
+	int (*import)(struct kg_registry *, const struct kg_ca *, size_t, const struct kg_device *,
+		      size_t, const struct kg_credential *, const size_t *, size_t, size_t *);
 	int (*device_touch)(struct kg_registry *, const char *, int64_t, int64_t);
 	int (*device_find_thumbprint)(struct kg_registry *, const char *, struct kg_device *);
 	int (*device_list)(struct kg_registry *, int, kg_device_cb, void *);
@@ -318,6 +348,9 @@ int kg_registry_sqlite_open(const char *path, enum kg_registry_mode mode, struct
  */
 int kg_registry_pg_open(const char *uri, enum kg_registry_mode mode, struct kg_registry **out,
 			char *err, size_t errlen) KG_MUST_USE;
+/* The schema version of the PostgreSQL registry `uri` names (0: no schema yet), read
+ * on a read-only session; as kg_registry_sqlite_version(). */
+int kg_registry_pg_version(const char *uri, int *version, char *err, size_t errlen) KG_MUST_USE;
 /* The schema version this build's PostgreSQL store creates (continues SQLite's). */
 int kg_registry_pg_schema_latest(void);
 

@@ -190,6 +190,9 @@ enum stmt_id {
 	ST_CA_LIST,
 	ST_BACKENDS,
 	ST_WRITE_LOCK,
+	ST_DEV_IMPORT,
+	ST_CA_IMPORT,
+	ST_CRED_IMPORT,
 	ST_MAX
 };
 
@@ -240,6 +243,13 @@ static const char *const stmt_sql[ST_MAX] = {
 			" UNION ALL SELECT backend, 0, 1 FROM " S "cas WHERE backend <> '') u"
 			" GROUP BY backend ORDER BY backend" BYTES,
 	[ST_WRITE_LOCK] = "SELECT pg_advisory_xact_lock($1::int, $2::int)",
+	/* kg_registry_import: every column as given; a filled credential slot conflicts. */
+	[ST_DEV_IMPORT] = "INSERT INTO " S "devices (" DEVICE_COLS ")"
+			  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+	[ST_CA_IMPORT] = "INSERT INTO " S "cas (" CA_COLS ")"
+			 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+	[ST_CRED_IMPORT] = "INSERT INTO " S "credentials (device_id, kind, slot, username, secret,"
+			   " created_at) VALUES ($1, $2, $3, $4, $5, $6)",
 };
 
 /* What a failed statement is called in messages (the SQL itself is too long to read). */
@@ -269,6 +279,9 @@ static const char *const stmt_what[ST_MAX] = {
 	[ST_CA_LIST] = "ca list",
 	[ST_BACKENDS] = "backends in use",
 	[ST_WRITE_LOCK] = "write lock",
+	[ST_DEV_IMPORT] = "device import",
+	[ST_CA_IMPORT] = "ca import",
+	[ST_CRED_IMPORT] = "credential import",
 };
 
 /* Reads may be retried once on a fresh connection; a write is not (it may have
@@ -1152,6 +1165,90 @@ static int pg_backends_in_use(struct kg_registry *reg, kg_backend_use_cb cb, voi
 	return rc;
 }
 
+/* ---- import: rows as given ------------------------------------------------------ */
+
+static int import_ca(struct pg_reg *r, const struct kg_ca *ca)
+{
+	char sadded[24], snot[24];
+	const char *p[12] = {
+		ca->name, ca->pem, ca->sha256, ca->subject, ca->verified ? "true" : "false",
+		ca->challenge, ca->backend, ca->auto_enroll ? "true" : "false", sadded, snot,
+		kg_ca_status_str(ca->status),
+		ca->has_username_check ? kg_username_check_str(ca->username_check) : NULL,
+	};
+
+	snprintf(sadded, sizeof(sadded), "%lld", (long long)ca->added_at);
+	snprintf(snot, sizeof(snot), "%lld", (long long)ca->not_after);
+	return run_change(r, ST_CA_IMPORT, 12, p);
+}
+
+static int import_device(struct pg_reg *r, const struct kg_device *dev)
+{
+	char t[4][24];
+	const char *p[11] = {
+		dev->id, kg_device_status_str(dev->status), kg_attestation_str(dev->attestation),
+		nz(dev->thumb_primary), nz(dev->thumb_secondary), dev->backend, nz(dev->ca_name),
+		t[0], t[1], t[2], t[3],
+	};
+	int rc;
+
+	snprintf(t[0], sizeof(t[0]), "%lld", (long long)dev->created_at);
+	snprintf(t[1], sizeof(t[1]), "%lld", (long long)dev->updated_at);
+	snprintf(t[2], sizeof(t[2]), "%lld", (long long)dev->last_seen);
+	snprintf(t[3], sizeof(t[3]), "%lld", (long long)dev->cert_not_after);
+	if ((rc = run_change(r, ST_DEV_IMPORT, 11, p)) != 0)
+		return rc;
+	if ((rc = thumb_taken(r, dev)) == KG_E_EXISTS)   /* the copy names the cause */
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg),
+			 "a thumbprint of device %s is another device's", dev->id);
+	return rc;
+}
+
+static int import_cred(struct pg_reg *r, const char *id, const struct kg_credential *c)
+{
+	char screated[24];
+	const char *p[6] = { id, kg_attestation_str(c->kind), kg_cred_slot_str(c->slot),
+			     nz(c->username), c->secret, screated };
+	int rc;
+
+	if ((rc = cred_user_taken(r, id, c)) != 0)
+		return rc;
+	snprintf(screated, sizeof(screated), "%lld", (long long)c->created_at);
+	/* A filled slot (primary key) or a stored token hash (unique index): KG_E_EXISTS,
+	 * with the server's words naming which. */
+	return run_change(r, ST_CRED_IMPORT, 6, p);
+}
+
+/* One transaction under the write lock (a concurrent enrolment's thumbprint or user
+ * name check cannot interleave): CAs, devices, credentials; *bad counts in that order. */
+static int pg_import(struct kg_registry *reg, const struct kg_ca *cas, size_t n_cas,
+		     const struct kg_device *devs, size_t n, const struct kg_credential *creds,
+		     const size_t *cred_dev, size_t n_creds, size_t *bad)
+{
+	struct pg_reg *r = to_preg(reg);
+	int rc = 0;
+
+	if (!writable(r))
+		return KG_E_INVALID;
+	if ((rc = begin_write(r)) != 0)
+		return rc;
+	for (size_t i = 0; i < n_cas && rc == 0; i++) {
+		*bad = i;
+		rc = import_ca(r, &cas[i]);
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		*bad = n_cas + i;
+		rc = import_device(r, &devs[i]);
+	}
+	for (size_t j = 0; j < n_creds && rc == 0; j++) {
+		*bad = n_cas + n + j;
+		rc = import_cred(r, devs[cred_dev[j]].id, &creds[j]);
+	}
+	if (rc == 0)
+		*bad = n_cas + n + n_creds;
+	return end_write(r, rc);
+}
+
 static int pg_begin(struct kg_registry *reg)
 {
 	struct pg_reg *r = to_preg(reg);
@@ -1209,6 +1306,7 @@ static const struct kg_registry_ops pg_ops = {
 	.device_add_many = pg_device_add_many,
 	.device_update = pg_device_update,
 	.device_remove = pg_device_remove,
+	.import = pg_import,
 	.device_touch = pg_device_touch,
 	.device_find_thumbprint = pg_device_find_thumbprint,
 	.device_list = pg_device_list,
@@ -1396,6 +1494,38 @@ int kg_registry_pg_open(const char *uri, enum kg_registry_mode mode, struct kg_r
 	return 0;
 
 out_free:
+	if (r != NULL)
+		pg_close(&r->base);
+	return rc;
+}
+
+int kg_registry_pg_version(const char *uri, int *version, char *err, size_t errlen)
+{
+	char dummy[1];
+	struct pg_reg *r;
+	int rc;
+
+	if (err == NULL || errlen == 0) {
+		err = dummy;
+		errlen = sizeof(dummy);
+	}
+	err[0] = '\0';
+	if (uri == NULL || version == NULL)
+		return KG_E_INVALID;
+	*version = 0;
+	if ((r = calloc(1, sizeof(*r))) == NULL || (r->uri = strdup(uri)) == NULL ||
+	    redact_uri(uri, &r->display, &r->password) != 0) {
+		snprintf(err, errlen, "registry: out of memory");
+		rc = KG_E_RESOURCE;
+		goto out;
+	}
+	r->base.ops = &pg_ops;
+	r->mode = KG_REG_READONLY;   /* default_transaction_read_only: nothing can be written */
+	if ((rc = connect_db(r)) != 0 || (rc = identify(r, version)) != 0) {
+		snprintf(err, errlen, "registry %s: %s", r->display, r->base.errmsg);
+		scrub(err, errlen, r->password);
+	}
+out:
 	if (r != NULL)
 		pg_close(&r->base);
 	return rc;

@@ -181,6 +181,9 @@ enum stmt_id {
 	ST_CA_UPDATE,
 	ST_CA_REMOVE,
 	ST_CA_LIST,
+	ST_DEV_IMPORT,
+	ST_CA_IMPORT,
+	ST_CRED_IMPORT,
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
@@ -233,6 +236,14 @@ static const char *const stmt_sql[ST_MAX] = {
 			" username_check = ?5 WHERE name = ?1",
 	[ST_CA_REMOVE] = "DELETE FROM cas WHERE name = ?1",
 	[ST_CA_LIST] = "SELECT " CA_COLS " FROM cas ORDER BY name",
+	/* kg_registry_import: every column as given, nothing set here; a plain INSERT for
+	 * credentials (a slot already filled is a conflict, not a replacement). */
+	[ST_DEV_IMPORT] = "INSERT INTO devices (" DEVICE_COLS ")"
+			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_CA_IMPORT] = "INSERT INTO cas (" CA_COLS ")"
+			 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	[ST_CRED_IMPORT] = "INSERT INTO credentials (device_id, kind, slot, username, secret, created_at)"
+			   " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
@@ -1021,6 +1032,110 @@ out:
 	return rc;
 }
 
+/* ---- import: rows as given ------------------------------------------------- */
+
+static int import_ca(struct sqlite_reg *r, const struct kg_ca *ca)
+{
+	sqlite3_stmt *st = r->st[ST_CA_IMPORT];
+
+	if (bind_text(st, 1, ca->name) != SQLITE_OK || bind_text(st, 2, ca->pem) != SQLITE_OK ||
+	    bind_text(st, 3, ca->sha256) != SQLITE_OK || bind_text(st, 4, ca->subject) != SQLITE_OK ||
+	    sqlite3_bind_int(st, 5, ca->verified ? 1 : 0) != SQLITE_OK ||
+	    bind_text(st, 6, ca->challenge) != SQLITE_OK ||
+	    bind_text(st, 7, ca->backend) != SQLITE_OK ||
+	    sqlite3_bind_int(st, 8, ca->auto_enroll ? 1 : 0) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 9, (sqlite3_int64)ca->added_at) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 10, (sqlite3_int64)ca->not_after) != SQLITE_OK ||
+	    bind_text(st, 11, kg_ca_status_str(ca->status)) != SQLITE_OK ||
+	    bind_username_check(st, 12, ca) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "ca import");
+	}
+	return exec_change(r, st, "ca import");
+}
+
+static int import_device(struct sqlite_reg *r, const struct kg_device *dev)
+{
+	sqlite3_stmt *st = r->st[ST_DEV_IMPORT];
+	int rc;
+
+	if (bind_text(st, 1, dev->id) != SQLITE_OK ||
+	    bind_text(st, 2, kg_device_status_str(dev->status)) != SQLITE_OK ||
+	    bind_text(st, 3, kg_attestation_str(dev->attestation)) != SQLITE_OK ||
+	    bind_text_or_null(st, 4, dev->thumb_primary) != SQLITE_OK ||
+	    bind_text_or_null(st, 5, dev->thumb_secondary) != SQLITE_OK ||
+	    bind_text(st, 6, dev->backend) != SQLITE_OK ||
+	    bind_text_or_null(st, 7, dev->ca_name) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 8, (sqlite3_int64)dev->created_at) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 9, (sqlite3_int64)dev->updated_at) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 10, (sqlite3_int64)dev->last_seen) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 11, (sqlite3_int64)dev->cert_not_after) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "device import");
+	}
+	if ((rc = exec_change(r, st, "device import")) != 0)
+		return rc;
+	if ((rc = thumb_taken(r, dev)) == KG_E_EXISTS)   /* the copy names the cause */
+		snprintf(r->base.errmsg, sizeof(r->base.errmsg),
+			 "a thumbprint of device %s is another device's", dev->id);
+	return rc;
+}
+
+static int import_cred(struct sqlite_reg *r, const char *id, const struct kg_credential *c)
+{
+	sqlite3_stmt *st = r->st[ST_CRED_IMPORT];
+	int rc;
+
+	if ((rc = cred_user_taken(r, id, c)) != 0)
+		return rc;
+	if (bind_text(st, 1, id) != SQLITE_OK ||
+	    bind_text(st, 2, kg_attestation_str(c->kind)) != SQLITE_OK ||
+	    bind_text(st, 3, kg_cred_slot_str(c->slot)) != SQLITE_OK ||
+	    bind_text_or_null(st, 4, c->username) != SQLITE_OK ||
+	    bind_text(st, 5, c->secret) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 6, (sqlite3_int64)c->created_at) != SQLITE_OK) {
+		done(st);
+		return db_err(r, sqlite3_errcode(r->db), "credential import");
+	}
+	/* A filled slot (primary key) or a stored token hash (unique index): KG_E_EXISTS,
+	 * with SQLite's words naming which. */
+	return exec_change(r, st, "credential import");
+}
+
+/* Everything in one IMMEDIATE transaction: CAs first (devices name them), then
+ * devices, then credentials; *bad counts rows in that order. */
+static int sq_import(struct kg_registry *reg, const struct kg_ca *cas, size_t n_cas,
+		     const struct kg_device *devs, size_t n, const struct kg_credential *creds,
+		     const size_t *cred_dev, size_t n_creds, size_t *bad)
+{
+	struct sqlite_reg *r = to_sreg(reg);
+	int rc;
+
+	if (!writable(r))
+		return KG_E_INVALID;
+	if ((rc = txn(r, ST_BEGIN)) != 0)
+		return rc;
+	for (size_t i = 0; i < n_cas; i++) {
+		*bad = i;
+		if ((rc = import_ca(r, &cas[i])) != 0)
+			return rollback(r, rc);
+	}
+	for (size_t i = 0; i < n; i++) {
+		*bad = n_cas + i;
+		if ((rc = import_device(r, &devs[i])) != 0)
+			return rollback(r, rc);
+	}
+	for (size_t j = 0; j < n_creds; j++) {
+		*bad = n_cas + n + j;
+		if ((rc = import_cred(r, devs[cred_dev[j]].id, &creds[j])) != 0)
+			return rollback(r, rc);
+	}
+	*bad = n_cas + n + n_creds;
+	if ((rc = txn(r, ST_COMMIT)) != 0)
+		return rollback(r, rc);
+	return 0;
+}
+
 static int sq_begin(struct kg_registry *reg)
 {
 	struct sqlite_reg *r = to_sreg(reg);
@@ -1051,6 +1166,7 @@ static const struct kg_registry_ops sqlite_ops = {
 	.device_add_many = sq_device_add_many,
 	.device_update = sq_device_update,
 	.device_remove = sq_device_remove,
+	.import = sq_import,
 	.device_touch = sq_device_touch,
 	.device_find_thumbprint = sq_device_find_thumbprint,
 	.device_list = sq_device_list,

@@ -1371,6 +1371,244 @@ START_TEST(test_device_add_many_cred)
 }
 END_TEST
 
+/* ---- import: rows as given (registry copy) ------------------------------------ */
+
+#define CHALLENGE_HEX "0123456789abcdef0123456789abcdef"
+
+/* The rows test_import_* write: two CAs (one proven, one pending with its challenge),
+ * three devices with every time set, three credentials. Nothing the store would pick. */
+static void import_rows(struct kg_ca cas[2], struct kg_device devs[3], struct kg_credential cr[3],
+			size_t map[3])
+{
+	cas[0] = mkca("imp-ca-proven", '1');
+	cas[0].verified = true;
+	cas[0].added_at = 1500000001;
+	cas[0].backend[0] = '\0';
+	cas[1] = mkca("imp-ca-pending", '2');
+	memcpy(cas[1].challenge, CHALLENGE_HEX, sizeof(CHALLENGE_HEX));
+	cas[1].added_at = 1500000002;
+	cas[1].not_after = 1900000002;
+	cas[1].status = KG_CA_DISABLED;
+	cas[1].auto_enroll = true;
+	cas[1].has_username_check = true;
+	cas[1].username_check = KG_USERNAME_REWRITE;
+	snprintf(cas[1].backend, sizeof(cas[1].backend), "be-ca");
+
+	devs[0] = mkdev("imp/pinned", KG_DEV_SUSPENDED, KG_ATT_THUMBPRINT);
+	hex64(devs[0].thumb_primary, 'a');
+	hex64(devs[0].thumb_secondary, 'b');
+	snprintf(devs[0].backend, sizeof(devs[0].backend), "be-dev");
+	devs[1] = mkdev("imp/under-ca", KG_DEV_ENABLED, KG_ATT_CA);
+	snprintf(devs[1].ca_name, sizeof(devs[1].ca_name), "imp-ca-proven");
+	devs[2] = mkdev("imp/secret", KG_DEV_QUARANTINED, KG_ATT_BASIC);
+	for (int i = 0; i < 3; i++) {
+		devs[i].created_at = 1600000000 + i;
+		devs[i].updated_at = 1600000100 + i;
+		devs[i].last_seen = i == 1 ? 0 : 1600000200 + i;
+		devs[i].cert_not_after = i == 0 ? 1700000000 : 0;
+	}
+	cr[0] = mkcred(KG_ATT_BASIC, KG_CRED_PRIMARY, "imp-user", SCRYPT_A);
+	cr[0].created_at = 1600000301;
+	cr[1] = mkcred(KG_ATT_SAS, KG_CRED_SECONDARY, "", SAS_KEY_B);
+	cr[1].created_at = 1600000302;
+	cr[2] = mkcred(KG_ATT_TOKEN, KG_CRED_PRIMARY, "", "");
+	hex64(cr[2].secret, 'c');
+	cr[2].created_at = 1600000303;
+	map[0] = 2;
+	map[1] = 2;
+	map[2] = 1;
+}
+
+static void assert_same_ca(const struct kg_ca *a, const struct kg_ca *b)
+{
+	ck_assert_str_eq(a->name, b->name);
+	ck_assert_str_eq(a->sha256, b->sha256);
+	ck_assert_str_eq(a->subject, b->subject);
+	ck_assert_int_eq(a->verified, b->verified);
+	ck_assert_str_eq(a->challenge, b->challenge);
+	ck_assert_str_eq(a->backend, b->backend);
+	ck_assert_int_eq(a->auto_enroll, b->auto_enroll);
+	ck_assert_int_eq(a->status, b->status);
+	ck_assert_int_eq(a->has_username_check, b->has_username_check);
+	if (a->has_username_check)
+		ck_assert_int_eq(a->username_check, b->username_check);
+	ck_assert_int_eq(a->added_at, b->added_at);
+	ck_assert_int_eq(a->not_after, b->not_after);
+	ck_assert_str_eq(a->pem, b->pem);
+}
+
+static void assert_same_dev(const struct kg_device *a, const struct kg_device *b)
+{
+	ck_assert_str_eq(a->id, b->id);
+	ck_assert_int_eq(a->status, b->status);
+	ck_assert_int_eq(a->attestation, b->attestation);
+	ck_assert_str_eq(a->thumb_primary, b->thumb_primary);
+	ck_assert_str_eq(a->thumb_secondary, b->thumb_secondary);
+	ck_assert_str_eq(a->backend, b->backend);
+	ck_assert_str_eq(a->ca_name, b->ca_name);
+	ck_assert_int_eq(a->created_at, b->created_at);
+	ck_assert_int_eq(a->updated_at, b->updated_at);
+	ck_assert_int_eq(a->last_seen, b->last_seen);
+	ck_assert_int_eq(a->cert_not_after, b->cert_not_after);
+}
+
+/* Every field comes back as given, times and the pending challenge included; and
+ * kg_registry_version reads 0 before (creating nothing) and the latest after. */
+START_TEST(test_import_round_trip)
+{
+	struct kg_ca cas[2], got_ca;
+	struct kg_device devs[3], got;
+	struct kg_credential cr[3], out[KG_CRED_PER_DEVICE];
+	size_t map[3], bad = 99, n = 0;
+	struct kg_registry *reg;
+	char err[KG_ERRBUF];
+	int v = -1;
+
+	ck_assert_int_eq(kg_registry_version(loc, &v, err, sizeof(err)), 0);
+	ck_assert_int_eq(v, 0);
+	ck_assert_ptr_null(strstr(err, PG_TEST_PASSWORD));
+	if (pg_mode)
+		ck_assert_int_eq(raw_int("SELECT count(*) FROM pg_namespace WHERE nspname = '"
+					 KG_PG_SCHEMA "'"), 0);
+	else
+		ck_assert_msg(!exists(dbpath), "kg_registry_version created the file");
+
+	reg = open_rw();
+	ck_assert_int_eq(kg_registry_version(loc, &v, err, sizeof(err)), 0);
+	ck_assert_int_eq(v, kg_registry_schema_version(reg));
+	ck_assert_int_eq(v, pg_mode ? kg_registry_pg_schema_latest() : kg_registry_sqlite_schema_latest());
+
+	import_rows(cas, devs, cr, map);
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), 0);
+	ck_assert_uint_eq(bad, 2 + 3 + 3);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(kg_registry_ca_get(reg, cas[i].name, &got_ca), 0);
+		assert_same_ca(&cas[i], &got_ca);
+		kg_ca_fini(&got_ca);
+	}
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(kg_registry_device_get(reg, devs[i].id, &got), 0);
+		assert_same_dev(&devs[i], &got);
+	}
+	/* ordered by kind, then slot: basic primary, sas secondary */
+	ck_assert_int_eq(kg_registry_cred_get(reg, "imp/secret", out, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	for (size_t k = 0; k < 2; k++) {
+		ck_assert_int_eq(out[k].kind, cr[k].kind);
+		ck_assert_int_eq(out[k].slot, cr[k].slot);
+		ck_assert_str_eq(out[k].username, cr[k].username);
+		ck_assert_str_eq(out[k].secret, cr[k].secret);
+		ck_assert_int_eq(out[k].created_at, cr[k].created_at);
+	}
+	ck_assert_int_eq(kg_registry_cred_get(reg, "imp/under-ca", out, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(out[0].secret, cr[2].secret);
+	ck_assert_int_eq(out[0].created_at, 1600000303);
+	/* The pending challenge is the one given: the proof made for it still works. */
+	ck_assert_int_eq(kg_registry_ca_set_verified(reg, "imp-ca-pending"), 0);
+	/* Nothing at all: nothing written, 0. */
+	ck_assert_int_eq(kg_registry_import(reg, NULL, 0, NULL, 0, NULL, NULL, 0, &bad), 0);
+	kg_registry_close(reg);
+}
+END_TEST
+
+/* What a batch must not change. */
+static void assert_counts(int cas, int devs, int creds)
+{
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM cas"), cas);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM devices"), devs);
+	ck_assert_int_eq(raw_int("SELECT count(*) FROM credentials"), creds);
+}
+
+/* A conflict midway (with the destination, or an earlier row of the batch) leaves
+ * nothing written, and *bad names the row in CAs-devices-credentials order. */
+START_TEST(test_import_conflict)
+{
+	struct kg_registry *reg = open_rw();
+	struct kg_ca cas[2], held = mkca("held-ca", '9');
+	struct kg_device devs[3], hd = mkdev("held/dev", KG_DEV_ENABLED, KG_ATT_THUMBPRINT), got;
+	struct kg_credential cr[3], tok;
+	size_t map[3], bad = 99;
+	char t9[KG_SHA256_HEX_LEN + 1];
+
+	ck_assert_int_eq(kg_registry_ca_add(reg, &held), 0);
+	hex64(hd.thumb_primary, 'e');
+	ck_assert_int_eq(kg_registry_device_add(reg, &hd), 0);
+	hex64(t9, 'd');
+	tok = mkcred(KG_ATT_TOKEN, KG_CRED_PRIMARY, "", t9);
+	ck_assert_int_eq(kg_registry_cred_set(reg, "held/dev", &tok), 0);
+	assert_counts(1, 1, 1);
+
+	/* the destination's: a CA digest, a device id, a thumbprint, a token hash, a user
+	 * name; each refused with everything before it rolled back */
+	import_rows(cas, devs, cr, map);
+	hex64(cas[1].sha256, '9');
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 1);
+	assert_counts(1, 1, 1);
+
+	import_rows(cas, devs, cr, map);
+	snprintf(devs[2].id, sizeof(devs[2].id), "held/dev");
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 2 + 2);
+	assert_counts(1, 1, 1);
+
+	import_rows(cas, devs, cr, map);
+	hex64(devs[0].thumb_secondary, 'e');
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 2 + 0);
+	ck_assert_ptr_nonnull(strstr(reg->errmsg, "thumbprint of device imp/pinned"));
+	assert_counts(1, 1, 1);
+
+	import_rows(cas, devs, cr, map);
+	hex64(cr[2].secret, 'd');
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 2 + 3 + 2);
+	assert_counts(1, 1, 1);
+	ck_assert_int_eq(kg_registry_device_get(reg, "imp/pinned", &got), KG_E_NOTFOUND);
+
+	/* the batch's own: the same slot twice (no replacing, unlike cred_set) */
+	import_rows(cas, devs, cr, map);
+	cr[1] = cr[0];
+	snprintf(cr[1].username, sizeof(cr[1].username), "other-user");
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_EXISTS);
+	ck_assert_uint_eq(bad, 2 + 3 + 1);
+	assert_counts(1, 1, 1);
+
+	/* a device's CA in neither: KG_E_NOTFOUND, nothing written */
+	import_rows(cas, devs, cr, map);
+	snprintf(devs[1].ca_name, sizeof(devs[1].ca_name), "no-such-ca");
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_NOTFOUND);
+	ck_assert_uint_eq(bad, 2 + 1);
+	assert_counts(1, 1, 1);
+
+	/* refused by registry.c before the store sees anything */
+	import_rows(cas, devs, cr, map);
+	cas[0].verified = false;   /* pending without a challenge */
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_INVALID);
+	ck_assert_uint_eq(bad, 0);
+	import_rows(cas, devs, cr, map);
+	cas[1].verified = true;    /* proven with a challenge still pending */
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_INVALID);
+	ck_assert_uint_eq(bad, 1);
+	import_rows(cas, devs, cr, map);
+	devs[2].updated_at = -1;
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_INVALID);
+	ck_assert_uint_eq(bad, 2 + 2);
+	import_rows(cas, devs, cr, map);
+	map[2] = 3;
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), KG_E_INVALID);
+	ck_assert_uint_eq(bad, 2 + 3 + 2);
+	assert_counts(1, 1, 1);
+
+	/* and the whole batch still goes in once it is clean */
+	import_rows(cas, devs, cr, map);
+	ck_assert_int_eq(kg_registry_import(reg, cas, 2, devs, 3, cr, map, 3, &bad), 0);
+	assert_counts(3, 4, 4);
+	kg_registry_close(reg);
+}
+END_TEST
+
 START_TEST(test_newer_schema_refused)
 {
 	char msg[128];
@@ -1548,6 +1786,8 @@ Suite *kg_suite_registry(void)
 	tcase_add_test(tc, test_credentials);
 	tcase_add_test(tc, test_credentials_migration);
 	tcase_add_test(tc, test_device_add_many_cred);
+	tcase_add_test(tc, test_import_round_trip);
+	tcase_add_test(tc, test_import_conflict);
 	tcase_add_test(tc, test_newer_schema_refused);
 	tcase_add_test(tc, test_garbage_refused);
 	tcase_add_test(tc, test_magic_then_garbage_refused);
@@ -1577,6 +1817,8 @@ Suite *kg_suite_registry(void)
 		tcase_add_test(tc, test_device_ca_link);
 		tcase_add_test(tc, test_credentials);
 		tcase_add_test(tc, test_device_add_many_cred);
+		tcase_add_test(tc, test_import_round_trip);
+		tcase_add_test(tc, test_import_conflict);
 		suite_add_tcase(s, tc);
 		kg_registry_pg_cases(s);   /* case pg_store: what only that store has */
 	}
