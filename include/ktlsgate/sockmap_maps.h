@@ -59,7 +59,7 @@ struct kg_sm_hold {
  * the newest cookie. A reader more than SLOTS behind looks at all its sessions. */
 #define KG_SM_NOTICE_SLOTS 64   /* a power of two */
 #define KG_SM_MAX_WORKERS 256
-#define KG_SM_CHECK_BYTES (4ull << 20)
+#define KG_SM_CHECK_BYTES (16ull << 20)
 
 struct kg_sm_notices {
 	__u64 head;
