@@ -14,6 +14,7 @@ _ktlsgate_verbs() {
 	session) echo "list kill" ;;
 	tpm) echo "info keygen csr flush" ;;
 	block) echo "add remove list stats" ;;
+	registry) echo "migrate copy" ;;
 	esac
 }
 
@@ -34,6 +35,7 @@ _ktlsgate_opts() { # NOUN VERB
 	"device credentials") echo "--json --rotate --slot --password-stdin" ;;
 	"session list" | "block list" | "block stats") echo "--json" ;;
 	"block add") echo "--for" ;;
+	"registry copy") echo "--from --to" ;;
 	"tpm info") echo "--tcti --json" ;;
 	"tpm keygen") echo "--ecdsa --rsa --handle --out --tcti" ;;
 	"tpm csr") echo "--key --cn --out --tcti" ;;
@@ -118,7 +120,7 @@ _ktlsgate() {
 		if [[ $cur == -* ]]; then
 			COMPREPLY=($(compgen -W "-c --config -r --registry -h --help --version" -- "$cur"))
 		else
-			COMPREPLY=($(compgen -W "pki ca device verify session status reload tpm block reasons help" -- "$cur"))
+			COMPREPLY=($(compgen -W "pki ca device verify session status reload tpm block registry reasons help" -- "$cur"))
 		fi
 		return
 	fi
