@@ -411,7 +411,7 @@ static void auth_results(struct kg_worker *w)
 }
 
 /* The sockmap sessions the verdict noticed since the last look (a socket took another
- * KG_SM_CHECK_BYTES): measured now, and paused if their sink does not drain
+ * KG_SM_CHECK_BYTES): measured now, and held if their sink does not drain
  * (relay_plain.c, "Back-pressure"). The notices are shared memory, read after every
  * wake-up at no system call's cost; the verdict's doorbell (sockmap.h) makes the main
  * thread wake this worker (its command eventfd) when one comes. */

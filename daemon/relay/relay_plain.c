@@ -5,7 +5,8 @@
  *
  *   sockmap  both sockets go into the SOCKHASH of bpf/sockmap.bpf.c (sockmap.c): the
  *            kernel redirects every skb to the other socket's send queue and counts
- *            it; the daemon only watches for hang-ups (EPOLLRDHUP/HUP/ERR).
+ *            it; the daemon watches for hang-ups (EPOLLRDHUP/HUP/ERR) and measures a
+ *            session the verdict notices every 16 MiB (back-pressure, below).
  *   splice   socket -> pipe -> socket both ways (relay_ktls.c's splice machinery,
  *            without kTLS): zero copy through the daemon.
  *   plain    recv/send through io->up and io->down.
@@ -33,7 +34,8 @@
  * watching EPOLLOUT would spin for as long as the tail (a redirect queue has no
  * back-pressure: a broker that bursts megabytes and closes makes a tail of megabytes,
  * ~1400 spins per MB on loopback). The FIN then follows its bytes at most a tick late.
- * Steady relaying costs the daemon nothing: no event at all until a hang-up.
+ * Steady relaying costs the daemon one measurement per KG_SM_CHECK_BYTES per direction
+ * (the verdict's notices); a held direction is relayed by the daemon until released.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -340,6 +342,16 @@ void kg_sockmap_session_check(struct kg_relay_io *io)
 	}
 }
 
+/* The verdict granted the release of source s: the kernel relays that direction again. */
+static void sm_released(struct kg_relay_io *io, unsigned s)
+{
+	io->sm_held[s] = io->sm_drained[s] = io->sm_release_asked[s] = false;
+	kg_metric_add(&io->metrics->sockmap_releases, 1);
+	kg_log_debug("conn=%llu: sockmap: %s -> %s released to the kernel",
+		     (unsigned long long)io->cid, s == 0 ? "device" : "broker",
+		     s == 0 ? "broker" : "device");
+}
+
 /* Move a held direction as far as it goes now: read what the verdict kept (recv()
  * reads the psock's queue), then, once drained (above), write it to the sink; when
  * caught up, ask for the release, and notice when it was granted. Returns -1 with
@@ -355,12 +367,8 @@ static int sm_held_pump(struct kg_relay_io *io, unsigned s, bool *pending, enum 
 
 	/* Granted: every kept byte went out before it, the kernel relays again. */
 	if (io->sm_release_asked[s] && !kg_sockmap_held(io->sockmap, io->sm_cookie[s])) {
-		io->sm_held[s] = io->sm_drained[s] = io->sm_release_asked[s] = false;
-		kg_metric_add(&io->metrics->sockmap_releases, 1);
+		sm_released(io, s);
 		*pending = false;
-		kg_log_debug("conn=%llu: sockmap: %s -> %s released to the kernel",
-			     (unsigned long long)io->cid, s == 0 ? "device" : "broker",
-			     s == 0 ? "broker" : "device");
 		return 0;
 	}
 	/* Until the source is empty (EAGAIN) or the sink full: a buffer filled exactly as
@@ -418,10 +426,8 @@ static int sm_held_pump(struct kg_relay_io *io, unsigned s, bool *pending, enum 
 		rc = kg_sockmap_release(io->sockmap, io->sm_cookie[s], io->sm_held_bytes[s]);
 		if (rc == 0)
 			io->sm_release_asked[s] = true;
-		else if (rc == -ENOENT) { /* granted already (an skb came meanwhile) */
-			io->sm_held[s] = io->sm_drained[s] = io->sm_release_asked[s] = false;
-			kg_metric_add(&io->metrics->sockmap_releases, 1);
-		}
+		else if (rc == -ENOENT)   /* granted already (an skb came meanwhile) */
+			sm_released(io, s);
 	}
 	*pending = io->sm_held[s] && (!io->sm_src_done[s] || b->len > 0 || !io->sm_drained[s]);
 	return 0;

@@ -170,10 +170,9 @@ static void kick(int fd)
  * processing billed to the broker's one thread. Measured behind mosquitto 2.0 with 64
  * KiB payloads: mosquitto CPU 1.2 s/GB instead of 0.5 s/GB behind HAProxy, and the
  * stream at 0.55x HAProxy's rate. With TCP_NOTSENT_LOWAT the send queue holds at most
- * this much unsent; the rest waits in the psock queue, still charged to the sending
- * socket's receive memory, so TCP's window pushes back on the device as it would for
- * a proxy that stops reading (docs/benchmarks.md "Issue 15", check in
- * test-relay-plain.sh t_backpressure_sockmap).
+ * this much unsent; the rest waits in the psock queue, which the kworker sends from
+ * (that queue is charged to no socket: relay_plain.c's back-pressure bounds it).
+ * docs/benchmarks.md "Issue 15"; test-relay-plain.sh t_notsent_lowat_sockmap.
  */
 #define KG_SM_NOTSENT_LOWAT 4096
 
