@@ -1461,6 +1461,25 @@ static int pg_open(struct pg_reg *r)
 	return 0;
 }
 
+/* A handle for uri, not yet connected: its URI, the URI as messages show it, the
+ * password to scrub from libpq's words. NULL with a message when out of memory. */
+static struct pg_reg *pg_handle_new(const char *uri, enum kg_registry_mode mode, char *err,
+				    size_t errlen)
+{
+	struct pg_reg *r = calloc(1, sizeof(*r));
+
+	if (r == NULL || (r->uri = strdup(uri)) == NULL ||
+	    redact_uri(uri, &r->display, &r->password) != 0) {
+		snprintf(err, errlen, "registry: out of memory");
+		if (r != NULL)
+			pg_close(&r->base);
+		return NULL;
+	}
+	r->base.ops = &pg_ops;
+	r->mode = mode;
+	return r;
+}
+
 int kg_registry_pg_open(const char *uri, enum kg_registry_mode mode, struct kg_registry **out,
 			char *err, size_t errlen)
 {
@@ -1476,14 +1495,8 @@ int kg_registry_pg_open(const char *uri, enum kg_registry_mode mode, struct kg_r
 	if (uri == NULL || out == NULL)
 		return KG_E_INVALID;
 	*out = NULL;
-	if ((r = calloc(1, sizeof(*r))) == NULL || (r->uri = strdup(uri)) == NULL ||
-	    redact_uri(uri, &r->display, &r->password) != 0) {
-		snprintf(err, errlen, "registry: out of memory");
-		rc = KG_E_RESOURCE;
-		goto out_free;
-	}
-	r->base.ops = &pg_ops;
-	r->mode = mode;
+	if ((r = pg_handle_new(uri, mode, err, errlen)) == NULL)
+		return KG_E_RESOURCE;
 	if ((rc = pg_open(r)) != 0) {
 		snprintf(err, errlen, "registry %s: %s", r->display, r->base.errmsg);
 		scrub(err, errlen, r->password);
@@ -1513,21 +1526,14 @@ int kg_registry_pg_version(const char *uri, int *version, char *err, size_t errl
 	if (uri == NULL || version == NULL)
 		return KG_E_INVALID;
 	*version = 0;
-	if ((r = calloc(1, sizeof(*r))) == NULL || (r->uri = strdup(uri)) == NULL ||
-	    redact_uri(uri, &r->display, &r->password) != 0) {
-		snprintf(err, errlen, "registry: out of memory");
-		rc = KG_E_RESOURCE;
-		goto out;
-	}
-	r->base.ops = &pg_ops;
-	r->mode = KG_REG_READONLY;   /* default_transaction_read_only: nothing can be written */
+	/* read-only: default_transaction_read_only, nothing can be written */
+	if ((r = pg_handle_new(uri, KG_REG_READONLY, err, errlen)) == NULL)
+		return KG_E_RESOURCE;
 	if ((rc = connect_db(r)) != 0 || (rc = identify(r, version)) != 0) {
 		snprintf(err, errlen, "registry %s: %s", r->display, r->base.errmsg);
 		scrub(err, errlen, r->password);
 	}
-out:
-	if (r != NULL)
-		pg_close(&r->base);
+	pg_close(&r->base);
 	return rc;
 }
 
