@@ -375,17 +375,13 @@ t_backpressure_sockmap() {
 	[ "$(cat "$bout")" = "{\"read\": $lim, \"exact\": true}" ] || { note "the broker got $(cat "$bout"), want all $lim bytes exact"; return 1; }
 }
 
-# KNOWN DEFECT, reproduced here, not yet in ALL_TESTS (it fails today; it joins them
-# with the fix: docs/architecture.md "Plain sessions", "Open: overlapping
-# retransmissions"). A retransmitted segment that overlaps bytes already received
-# must be relayed from the socket's read position, not whole: stallcheck.py sends 100
-# bytes through a sockmap session, then crafts on a raw socket the segment a
-# retransmission could be (their last 50 again + 50 new, sequence numbers read with
-# TCP_REPAIR). The broker must see the 150 bytes TCP delivers. The parser-less verdict
-# relays 200 (tcp_read_skb() hands over whole skbs: the 50 old bytes twice); with a
-# stream parser returning skb->len it relays 100 and holds the 50 new ones back (the
-# parser sees the skb from its start, so the "message" waits for 50 bytes that never
-# come). Run it: KG_ONLY=t_overlap_sockmap bash tests/integration/test-relay-plain.sh
+# A retransmitted segment that overlaps bytes already received must be relayed from
+# the socket's read position, not whole: stallcheck.py sends 100 bytes through a
+# sockmap session, then crafts on a raw socket the segment a retransmission could be
+# (their last 50 again + 50 new, sequence numbers read with TCP_REPAIR). The broker must
+# see the 150 bytes TCP delivers. Without the verdict's trim_overlap() it got 200
+# (tcp_read_skb() hands over whole skbs: the 50 old bytes twice); docs/architecture.md
+# "Plain sessions", "Retransmitted overlaps".
 t_overlap_sockmap() {
 	local before bpid out="$WORK/ov.json" bout="$WORK/ov-broker.json" exp got
 	use_mode sockmap || return 1
@@ -413,7 +409,7 @@ after_each() {
 	return 1
 }
 
-ALL_TESTS=(t_checker_detects t_exact_sockmap t_exact_plain t_switch_stress_sockmap t_notsent_lowat_sockmap t_backpressure_sockmap t_cpu_per_gb t_exact_splice)
+ALL_TESTS=(t_checker_detects t_exact_sockmap t_exact_plain t_switch_stress_sockmap t_notsent_lowat_sockmap t_backpressure_sockmap t_overlap_sockmap t_cpu_per_gb t_exact_splice)
 
 if ! setup; then
 	echo "FAIL setup: relay-plain PKI / broker / gateway (log: ${GW_LOG:-none})"
