@@ -13,6 +13,8 @@
  * without a peer entry, or whose peer left the map (closed), has its skb dropped: the
  * session is ending and the daemon closes both sockets. Empty skbs (a bare FIN) are dropped: the
  * daemon passes FINs on itself, in order (relay_plain.c).
+ * A retransmission that overlaps bytes already taken is trimmed to its new bytes first
+ * (trim_overlap()).
  * Back-pressure (relay_plain.c, "Back-pressure"): every KG_SM_CHECK_BYTES a socket takes,
  * the verdict notes its cookie in its worker's ring (kg_sm_notices) and rings kg_sm_bell;
  * a socket with a kg_sm_hold entry has its skbs kept (SK_PASS, on its own psock) for the
@@ -76,6 +78,89 @@ struct {
 	__type(value, struct kg_sm_hold);
 } kg_sm_hold SEC(".maps");
 
+/* The kernel's own skb behind the program's context (Linux 6.2+): where the verdict
+ * reads the skb's TCP sequence number. Without it the program does not load and
+ * plain sessions use splice (sockmap.c). */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* The two kernel fields read, as CO-RE views ("___kg": relocated to struct sk_buff and
+ * struct tcp_sock of the running kernel): naming the full types would copy their whole
+ * type graph into the object's BTF (16 KiB -> 660 KiB). */
+struct sk_buff___kg {
+	char cb[48];
+} __attribute__((preserve_access_index));
+
+struct tcp_sock___kg {
+	__u32 copied_seq;
+} __attribute__((preserve_access_index));
+
+/* bpf_skc_to_tcp_sock() declared without its kernel return type: the declaration in
+ * bpf_helper_defs.h names struct tcp_sock, whose whole definition clang then writes
+ * into the object's debug info (and the skeleton embeds it: 16 KiB -> 650 KiB). */
+static void *(*const kg_skc_to_tcp_sock)(void *sk) = (void *)BPF_FUNC_skc_to_tcp_sock;
+
+/* TCP's control block in skb->cb (struct tcp_skb_cb): the first field is the
+ * sequence number of the skb's first byte. */
+struct tcp_skb_cb___kg {
+	__u32 seq;
+};
+
+/* bpf_skb_adjust_room() takes at most this much off an sk_skb's head per call. */
+#define KG_SM_TRIM_STEP 0xfff
+/* Calls one verdict may make: 256 * 4095 bytes, more than any skb TCP queues. */
+#define KG_SM_TRIM_CALLS 256
+
+/*
+ * Cut from the head of skb the bytes this socket has already taken. TCP queues a
+ * retransmitted segment that overlaps bytes it already received untrimmed (a reader
+ * skips the overlap at its read position: tcp_recv_skb()'s offset), but the
+ * parser-less verdict is handed whole skbs (tcp_read_skb()), so without this the
+ * overlap reached the peer twice and an MQTT stream lost its framing. The socket's
+ * position is kept in p->next_seq, started from copied_seq at the first skb (what
+ * the daemon read with recv() before the insert, maybe part of this very skb) and
+ * moved to each skb's end; copied_seq itself is no use later: while the socket is
+ * held it lags behind what the verdict has taken. The kernel charges copied_seq by
+ * the skb's length after the verdict (tcp_eat_skb()), so a trimmed skb keeps it
+ * right. 0, or -1 when the skb could not be trimmed (the caller drops it: the
+ * session's stream is then broken, and its counters say so).
+ */
+static __always_inline int trim_overlap(struct __sk_buff *skb, struct kg_sm_peer *p)
+{
+	struct sk_buff___kg *kskb = bpf_cast_to_kern_ctx(skb);
+	__u32 seq = ((struct tcp_skb_cb___kg *)kskb->cb)->seq;
+	__u32 end = seq + skb->len;
+	__s32 over;
+
+	if (!p->seq_known) {
+		struct bpf_sock *sk = skb->sk;
+		struct tcp_sock___kg *tp;
+
+		if (sk == NULL)
+			return -1;
+		tp = kg_skc_to_tcp_sock(sk);
+		if (tp == NULL)
+			return -1;
+		p->next_seq = tp->copied_seq;
+		p->seq_known = 1;
+	}
+	over = (__s32)(p->next_seq - seq);
+	if ((__s32)(end - p->next_seq) > 0)
+		p->next_seq = end;
+	if (over <= 0)
+		return 0;
+	if ((__u32)over > skb->len)
+		over = (__s32)skb->len;
+	p->trimmed += (__u32)over;
+	for (int i = 0; i < KG_SM_TRIM_CALLS && over > 0; i++) {
+		__s32 step = over > KG_SM_TRIM_STEP ? KG_SM_TRIM_STEP : over;
+
+		if (bpf_skb_adjust_room(skb, -step, 0, 0) != 0)
+			return -1;
+		over -= step;
+	}
+	return over > 0 ? -1 : 0;
+}
+
 /* Ask the socket's worker to measure the session's backlog (sockmap_maps.h). One socket's
  * verdict runs under its socket lock, so check_at has one writer; a ring slot may be
  * read before it is written (the worker then misses one notice, and the next one of a
@@ -115,6 +200,13 @@ int kg_sm_verdict(struct __sk_buff *skb)
 	if (skb->len == 0)
 		return SK_DROP;
 	if (p == NULL)
+		return SK_DROP;
+	if (trim_overlap(skb, p) != 0) {
+		__sync_fetch_and_add(&p->drops, 1);
+		return SK_DROP;
+	}
+	/* Nothing new in it (an overlap the trim emptied): nothing to relay. */
+	if (skb->len == 0)
 		return SK_DROP;
 	/* Held: kept on this socket, in order, behind everything redirected before (this
 	 * socket's verdicts run one at a time); counted in p->passed, not p->bytes. The

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "ktlsgate/sockmap_maps.h"
@@ -24,7 +25,7 @@
 #define SO_COOKIE 57
 #endif
 
-_Static_assert(sizeof(struct kg_sm_peer) == 56, "BPF ABI");
+_Static_assert(sizeof(struct kg_sm_peer) == 72, "BPF ABI");
 _Static_assert(sizeof(struct kg_sm_hold) == 16, "BPF ABI");
 _Static_assert(sizeof(struct kg_sm_notices) % 8 == 0, "array elements are 8-aligned");
 
@@ -50,6 +51,20 @@ static int on_bell(void *ctx, void *data, size_t len)
 	return 0;
 }
 
+/* Does the running kernel's BTF name this kfunc? false also when there is no BTF (the
+ * load would fail on it anyway). */
+static bool kernel_has_kfunc(const char *name)
+{
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+	bool found;
+
+	if (vmlinux == NULL)
+		return false;
+	found = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC) > 0;
+	btf__free(vmlinux);
+	return found;
+}
+
 struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
 {
 	struct kg_sockmap *sm = calloc(1, sizeof(*sm));
@@ -58,6 +73,16 @@ struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
 
 	if (sm == NULL) {
 		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	/* The verdict trims retransmitted overlaps with the kernel's skb (sockmap.bpf.c
+	 * trim_overlap()); without the kfunc it would relay them twice, so it must not
+	 * run at all: say why rather than let the load fail with libbpf's words. */
+	if (!kernel_has_kfunc("bpf_cast_to_kern_ctx")) {
+		snprintf(why, whylen, "sockmap program: the kernel lacks bpf_cast_to_kern_ctx() "
+			 "(Linux 6.2 and later have it), which the verdict needs to trim "
+			 "retransmitted bytes");
+		free(sm);
 		return NULL;
 	}
 	sm->skel = sockmap_bpf__open();

@@ -29,14 +29,14 @@ struct kg_sm_counts {
 };
 
 /* Load and attach the verdict program. NULL with why set ("no BTF", "permission
- * denied: CAP_BPF"...) when the kernel or our capabilities cannot: plain sessions
- * then use splice. */
+ * denied: CAP_BPF", a kernel without bpf_cast_to_kern_ctx(), i.e. before 6.2...) when
+ * the kernel or our capabilities cannot: plain sessions then use splice. */
 struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen) KG_MUST_USE;
 void kg_sockmap_free(struct kg_sockmap *sm);
 
 /* Do map updates through the held fds still need CAP_BPF? Probed in a child process
  * that drops every capability: true on kernels before 6.5 with unprivileged BPF off
- * (every bpf(2) command checked it, Debian 12's 6.1), false from 6.5 on (only map and
+ * (every bpf(2) command checked it; the program needs 6.2, so 6.2-6.4), false from 6.5 on (only map and
  * program creation do). The daemon keeps CAP_BPF after start only when true. */
 bool kg_sockmap_needs_cap(const struct kg_sockmap *sm);
 

@@ -41,6 +41,13 @@ struct kg_sm_peer {
 	__u32 owner;                /* the worker (index into kg_sm_notices) */
 	__u32 pad;
 	__u64 passed;               /* bytes kept on this socket while held (kg_sm_hold) */
+	/* Where the next new byte is in TCP's sequence space: the verdict trims what a
+	 * retransmission overlapping bytes already taken repeats (sockmap.bpf.c
+	 * trim_overlap()). Set by the verdict from the socket's copied_seq at its first
+	 * skb (seq_known 0 until then); the daemon writes zeros. */
+	__u32 next_seq;
+	__u32 seq_known;
+	__u64 trimmed;              /* bytes of overlap the verdict cut (not relayed twice) */
 };
 
 /* kg_sm_hold (HASH cookie -> struct kg_sm_hold, written by the daemon only): while a

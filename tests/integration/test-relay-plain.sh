@@ -366,7 +366,7 @@ t_backpressure_sockmap() {
 	[ -n "$acc" ] || { note "the device did not get through: $(cat "$out" "$WORK/bp-device.err" | tr '\n' ' ' | cut -c1-300)"; return 1; }
 	rose_by "$before" sockmap 1 || return 1
 	# Held: the psock's queue (32 MiB + one notice) plus what TCP itself buffers on the
-	# way (the device's send buffer, our socket's receive memory): 37-41 MiB measured.
+	# way (the device's send buffer, our socket's receive memory): 37-54 MiB measured.
 	# Without the hold: all 128 MiB.
 	[ "$acc" -lt $((96 << 20)) ] || { note "the device wrote $acc bytes into a broker that reads nothing: no back-pressure"; return 1; }
 	[ -n "$p0" ] && [ -n "$p1" ] && [ "$p1" -gt "$p0" ] || { note "ktlsgate_sockmap_holds_total did not rise ($p0 -> $p1)"; return 1; }
@@ -375,17 +375,56 @@ t_backpressure_sockmap() {
 	[ "$(cat "$bout")" = "{\"read\": $lim, \"exact\": true}" ] || { note "the broker got $(cat "$bout"), want all $lim bytes exact"; return 1; }
 }
 
-# KNOWN DEFECT, reproduced here, not yet in ALL_TESTS (it fails today; it joins them
-# with the fix: docs/architecture.md "Plain sessions", "Open: overlapping
-# retransmissions"). A retransmitted segment that overlaps bytes already received
-# must be relayed from the socket's read position, not whole: stallcheck.py sends 100
-# bytes through a sockmap session, then crafts on a raw socket the segment a
-# retransmission could be (their last 50 again + 50 new, sequence numbers read with
-# TCP_REPAIR). The broker must see the 150 bytes TCP delivers. The parser-less verdict
-# relays 200 (tcp_read_skb() hands over whole skbs: the 50 old bytes twice); with a
-# stream parser returning skb->len it relays 100 and holds the 50 new ones back (the
-# parser sees the skb from its start, so the "message" waits for 50 bytes that never
-# come). Run it: KG_ONLY=t_overlap_sockmap bash tests/integration/test-relay-plain.sh
+# A device that ends its stream while its direction is held: the FIN reaches the
+# socket behind bytes the verdict kept on its psock (the daemon is still relaying them
+# with recv()/send()), so the held pump, not the kernel, must see the end, write every
+# kept byte, then pass the FIN on; and the broker's close must come back to the device.
+# stallcheck.py device with STALL_FINISH=fin writes until the gate takes nothing more
+# (held), sends its FIN behind what its send buffer still holds, and waits for EOF.
+t_fin_while_held_sockmap() {
+	local before p0 p1 r0 r1 bpid dpid out="$WORK/fh.json" bout="$WORK/fh-broker.json" acc sent i
+	use_mode sockmap || return 1
+	before=$(counts)
+	p0=$(metric_value ktlsgate_sockmap_holds_total)
+	r0=$(metric_value ktlsgate_sockmap_releases_total)
+	rm -f "$WORK/fh.release"
+	STALL_HOLD=120 STALL_RELEASE="$WORK/fh.release" \
+		$PY "$KG_TOP/tests/lib/stallcheck.py" broker "$B2_PORT" >"$bout" 2>"$WORK/fh-broker.err" &
+	bpid=$!
+	KG_PIDS+=("$bpid")
+	wait_port "$B2_PORT" 5 "$bpid" || { note "the silent broker did not listen"; return 1; }
+	STALL_HOLD=120 STALL_LIMIT=$((128 << 20)) STALL_QUIET=2 STALL_FINISH=fin \
+		$PY "$KG_TOP/tests/lib/stallcheck.py" device "$PLAIN_PORT" "$STALL_TOKEN" fh-1 >"$out" 2>"$WORK/fh-device.err" &
+	dpid=$!
+	KG_PIDS+=("$dpid")
+	for i in $(seq 1 300); do
+		[ -s "$out" ] && break
+		kill -0 "$dpid" 2>/dev/null || break
+		sleep 0.2
+	done
+	acc=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["accepted"])' "$out" 2>/dev/null)
+	p1=$(metric_value ktlsgate_sockmap_holds_total)
+	sleep 0.5                            # the FIN is on its way, behind the unsent bytes
+	touch "$WORK/fh.release"
+	wait "$bpid" 2>/dev/null
+	wait "$dpid" 2>/dev/null
+	r1=$(metric_value ktlsgate_sockmap_releases_total)
+	sent=$($PY -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["sent"])' "$out" 2>/dev/null)
+	echo "    held after $acc bytes (holds +$((${p1:-0} - ${p0:-0})), releases +$((${r1:-0} - ${r0:-0}))); FIN after $sent bytes; broker $(cat "$bout")"
+	[ -n "$acc" ] || { note "the device did not get through: $(cat "$out" "$WORK/fh-device.err" | tr '\n' ' ' | cut -c1-300)"; return 1; }
+	rose_by "$before" sockmap 1 || return 1
+	[ -n "$p0" ] && [ -n "$p1" ] && [ "$p1" -gt "$p0" ] || { note "ktlsgate_sockmap_holds_total did not rise ($p0 -> $p1): the FIN did not meet a held direction"; return 1; }
+	[ -n "$sent" ] || { note "the device never saw the gate's EOF: $(tail -2 "$out" "$WORK/fh-device.err" | tr '\n' ' ' | cut -c1-300)"; return 1; }
+	[ "$(cat "$bout")" = "{\"read\": $sent, \"exact\": true}" ] || { note "the broker got $(cat "$bout"), want all $sent bytes exact, then EOF"; return 1; }
+}
+
+# A retransmitted segment that overlaps bytes already received must be relayed from
+# the socket's read position, not whole: stallcheck.py sends 100 bytes through a
+# sockmap session, then crafts on a raw socket the segment a retransmission could be
+# (their last 50 again + 50 new, sequence numbers read with TCP_REPAIR). The broker must
+# see the 150 bytes TCP delivers. Without the verdict's trim_overlap() it got 200
+# (tcp_read_skb() hands over whole skbs: the 50 old bytes twice); docs/architecture.md
+# "Plain sessions", "Retransmitted overlaps".
 t_overlap_sockmap() {
 	local before bpid out="$WORK/ov.json" bout="$WORK/ov-broker.json" exp got
 	use_mode sockmap || return 1
@@ -413,7 +452,7 @@ after_each() {
 	return 1
 }
 
-ALL_TESTS=(t_checker_detects t_exact_sockmap t_exact_plain t_switch_stress_sockmap t_notsent_lowat_sockmap t_backpressure_sockmap t_cpu_per_gb t_exact_splice)
+ALL_TESTS=(t_checker_detects t_exact_sockmap t_exact_plain t_switch_stress_sockmap t_notsent_lowat_sockmap t_backpressure_sockmap t_fin_while_held_sockmap t_overlap_sockmap t_cpu_per_gb t_exact_splice)
 
 if ! setup; then
 	echo "FAIL setup: relay-plain PKI / broker / gateway (log: ${GW_LOG:-none})"

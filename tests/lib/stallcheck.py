@@ -15,7 +15,11 @@
                                        prints {"accepted": BYTES, "connack": RC, "port":
                                        ITS PORT} as a JSON line; with FINISH set it then
                                        writes the rest (blocking), closes, and prints
-                                       {"sent": BYTES}; else it holds the session HOLD s
+                                       {"sent": BYTES}; with FINISH=fin it sends its FIN
+                                       right after the JSON line, behind whatever its
+                                       send buffer still holds, waits for the gate's
+                                       EOF and prints {"sent": BYTES} (the payload it
+                                       wrote in all); else it holds the session HOLD s
   stallcheck.py capture PORT           a broker that answers the CONNECT with CONNACK 0
                                        and records every byte after it until EOF (or
                                        HOLD s); prints {"after_connect": HEX}
@@ -47,7 +51,7 @@ HOLD = float(os.environ.get("STALL_HOLD", "60"))
 LIMIT = int(os.environ.get("STALL_LIMIT", str(200 << 20)))
 QUIET = float(os.environ.get("STALL_QUIET", "3"))
 RELEASE = os.environ.get("STALL_RELEASE", "")
-FINISH = os.environ.get("STALL_FINISH", "") == "1"
+FINISH = os.environ.get("STALL_FINISH", "")   # "1": write the rest; "fin": stop here
 TCP_NOTSENT_LOWAT = 25
 # The payload: a prime-length pattern repeated, so a lost, doubled or reordered chunk
 # shows at the byte (offset % PAT_LEN picks the slice of PAT2).
@@ -149,6 +153,13 @@ def device(port, token, cid):
         time.sleep(HOLD)                 # the session stays up for the caller's checks
         return
     s.setblocking(True)
+    if FINISH == "fin":                  # the FIN queues behind the unsent bytes
+        s.settimeout(HOLD)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(4096):
+            pass
+        print(json.dumps({"sent": sent}))
+        return
     s.settimeout(HOLD)
     while sent < LIMIT:
         n = min(65536, LIMIT - sent)

@@ -31,6 +31,11 @@ for i in $(seq 0 19); do
 	device_cert "s$i" "$PKI/factory"
 	kg device add "s$i" >/dev/null
 done
+# A token device for t-70-plain-relay (the plain listener: credentials in the CONNECT).
+kg device add plaintok --auth token >"$gw/plaintok.out"
+sed -n 's/^token: //p' "$gw/plaintok.out" >"$gw/plaintok.token"
+[ -s "$gw/plaintok.token" ] || { echo "host-prep: device add printed no token" >&2; exit 1; }
+rm -f "$gw/plaintok.out"
 # The registry is copied into the guest: fold the WAL into the main file.
 sqlite3 "$gw/registry.db" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null
 rm -f "$gw"/ctl.sock
