@@ -16,7 +16,8 @@
  * A retransmission that overlaps bytes already taken is trimmed to its new bytes first
  * (trim_overlap()).
  * Back-pressure (relay_plain.c, "Back-pressure"): every KG_SM_CHECK_BYTES a socket takes,
- * the verdict notes its cookie in its worker's ring (kg_sm_notices) and rings kg_sm_bell;
+ * the verdict estimates the direction's backlog and, if large, notes its cookie in its
+ * worker's ring (kg_sm_notices) and rings kg_sm_bell;
  * a socket with a kg_sm_hold entry has its skbs kept (SK_PASS, on its own psock) for the
  * daemon, until the release the daemon asks for can be granted in order.
  * Keys and values: include/ktlsgate/sockmap_maps.h. Loaded by daemon/relay/sockmap.c.
@@ -83,7 +84,7 @@ struct {
  * plain sessions use splice (sockmap.c). */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-/* The two kernel fields read, as CO-RE views ("___kg": relocated to struct sk_buff and
+/* The kernel fields read, as CO-RE views ("___kg": relocated to struct sk_buff and
  * struct tcp_sock of the running kernel): naming the full types would copy their whole
  * type graph into the object's BTF (16 KiB -> 660 KiB). */
 struct sk_buff___kg {
@@ -92,6 +93,9 @@ struct sk_buff___kg {
 
 struct tcp_sock___kg {
 	__u32 copied_seq;
+	__u64 bytes_acked;
+	__u32 write_seq;
+	__u32 snd_una;
 } __attribute__((preserve_access_index));
 
 /* bpf_skc_to_tcp_sock() declared without its kernel return type: the declaration in
@@ -161,10 +165,38 @@ static __always_inline int trim_overlap(struct __sk_buff *skb, struct kg_sm_peer
 	return over > 0 ? -1 : 0;
 }
 
-/* Ask the socket's worker to measure the session's backlog (sockmap_maps.h). One socket's
- * verdict runs under its socket lock, so check_at has one writer; a ring slot may be
- * read before it is written (the worker then misses one notice, and the next one of a
- * session still flowing comes KG_SM_CHECK_BYTES later). */
+/* The direction's backlog as the daemon measures it (relay_plain.c sm_backlog()): what
+ * this socket's verdict took (redirected, and kept while held) minus what its peer,
+ * the sink, has had written into its send queue since the insert (tcpi_bytes_acked +
+ * SIOCOUTQ: bytes_acked + write_seq - snd_una, read without the peer's lock, so an
+ * estimate). Past KG_SM_NOTICE_BACKLOG, or when the peer cannot be read, true: let the
+ * daemon look. */
+static __always_inline bool backlogged(struct kg_sm_peer *p)
+{
+	__u64 peer = p->peer_cookie, taken = p->bytes + p->passed, written;
+	struct bpf_sock *sk = bpf_map_lookup_elem(&kg_sm_targets, &peer);
+	struct tcp_sock___kg *tp;
+	bool big = true;
+
+	if (sk == NULL)
+		return true;
+	tp = kg_skc_to_tcp_sock(sk);
+	if (tp != NULL) {
+		written = tp->bytes_acked + (__u32)(tp->write_seq - tp->snd_una) - p->sink_base;
+		if ((__s64)written < 0)   /* fields read mid-update */
+			written = 0;
+		big = taken > written + KG_SM_NOTICE_BACKLOG;
+	}
+	bpf_sk_release(sk);
+	return big;
+}
+
+/* Ask the socket's worker to measure the session's backlog (sockmap_maps.h) when the
+ * verdict's own estimate says it is large: a stream whose sink keeps up never wakes
+ * the daemon. One socket's verdict runs under its socket lock, so check_at has one
+ * writer; a ring slot may be read before it is written (the worker then misses one
+ * notice, and the next one of a session still backlogged comes KG_SM_CHECK_BYTES
+ * later). */
 static __always_inline void notice(struct kg_sm_peer *p, __u64 cookie)
 {
 	struct kg_sm_notices *n;
@@ -174,6 +206,8 @@ static __always_inline void notice(struct kg_sm_peer *p, __u64 cookie)
 	if (p->bytes < p->check_at)
 		return;
 	p->check_at = p->bytes + KG_SM_CHECK_BYTES;
+	if (!backlogged(p))
+		return;
 	n = bpf_map_lookup_elem(&kg_sm_notices, &owner);
 	if (n == NULL)
 		return;

@@ -360,6 +360,9 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	put(&o, "# HELP ktlsgate_sockmap_releases_total Held directions of sockmap sessions the kernel relays again (the daemon caught up).\n"
 		"# TYPE ktlsgate_sockmap_releases_total counter\n"
 		"ktlsgate_sockmap_releases_total %llu\n", (unsigned long long)SUM_U(sockmap_releases));
+	put(&o, "# HELP ktlsgate_sockmap_checks_total Sessions whose backlog the daemon measured because the sockmap verdict estimated it large.\n"
+		"# TYPE ktlsgate_sockmap_checks_total counter\n"
+		"ktlsgate_sockmap_checks_total %llu\n", (unsigned long long)SUM_U(sockmap_checks));
 	put(&o, "# HELP ktlsgate_splice_pipes Pipes held by sessions with bytes in flight.\n"
 		"# TYPE ktlsgate_splice_pipes gauge\n"
 		"ktlsgate_splice_pipes %lld\n", (long long)SUM_I(pipes_in_use));

@@ -144,6 +144,7 @@ struct kg_metrics {
 	_Atomic uint64_t sockmap_drops;                       /* skbs the sockmap verdict dropped */
 	_Atomic uint64_t sockmap_holds;                       /* directions held: sink not draining */
 	_Atomic uint64_t sockmap_releases;                    /* held directions back in the kernel */
+	_Atomic uint64_t sockmap_checks;                      /* backlogs measured on a notice */
 	/* connects to each backend slot by result, and when the last of each happened
 	 * (CLOCK_MONOTONIC ms; 0 never): ktlsgate_backend_up is the later of the two */
 	_Atomic uint64_t backend_connects[KG_BACKEND_SLOTS][KG_BACKEND_RESULT_MAX];

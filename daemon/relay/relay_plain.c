@@ -43,9 +43,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <linux/sockios.h>
 #include <unistd.h>
 
 #include "ops/config.h"
@@ -62,21 +60,6 @@ static bool kernel_paths_allowed(const struct kg_relay_io *io)
 }
 
 /* ---- sockmap ------------------------------------------------------------------- */
-
-/* Bytes written to fd since it was connected (see the header comment), or -1. */
-static int64_t written(int fd)
-{
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-	int outq = 0;
-
-	memset(&ti, 0, sizeof(ti));
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
-	    len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked) ||
-	    ioctl(fd, SIOCOUTQ, &outq) < 0)
-		return -1;
-	return (int64_t)ti.tcpi_bytes_acked + outq;
-}
 
 static bool sockmap_usable(const struct kg_relay_io *io)
 {
@@ -133,7 +116,7 @@ static int flush_all(struct kg_relay_io *io, int dst, struct kg_buf *b, enum kg_
 static int sockmap_start(struct kg_relay_io *io)
 {
 	uint64_t c[2] = { kg_sockmap_cookie(io->dev.fd), kg_sockmap_cookie(io->be.fd) };
-	int64_t w_dev, w_be;
+	uint64_t wbase[2];
 	int rc;
 
 	if (c[0] == 0 || c[1] == 0)
@@ -160,11 +143,7 @@ static int sockmap_start(struct kg_relay_io *io)
 			     : "more than 256 KiB queued");
 		return rc == KG_E_CLOSED ? KG_E_CLOSED : KG_E_RESOURCE;
 	}
-	w_dev = written(io->dev.fd);
-	w_be = written(io->be.fd);
-	if (w_dev < 0 || w_be < 0)
-		return KG_E_IO;
-	rc = kg_sockmap_add(io->sockmap, io->dev.fd, io->be.fd, c, io->worker_idx);
+	rc = kg_sockmap_add(io->sockmap, io->dev.fd, io->be.fd, c, io->worker_idx, wbase);
 	if (rc < 0) {
 		kg_log_debug("conn=%llu: sockmap: cannot add the session: %s: splice instead",
 			     (unsigned long long)io->cid, strerror(-rc));
@@ -175,8 +154,8 @@ static int sockmap_start(struct kg_relay_io *io)
 	io->sm_cookie[1] = c[1];
 	io->sm_base_up = io->bytes_up;
 	io->sm_base_down = io->bytes_down;
-	io->sm_wbase[0] = (uint64_t)w_dev;
-	io->sm_wbase[1] = (uint64_t)w_be;
+	io->sm_wbase[0] = wbase[0];
+	io->sm_wbase[1] = wbase[1];
 	memset(io->sm_held, 0, sizeof(io->sm_held));
 	memset(io->sm_drained, 0, sizeof(io->sm_drained));
 	memset(io->sm_src_done, 0, sizeof(io->sm_src_done));
@@ -258,7 +237,7 @@ static bool sm_delivered(struct kg_relay_io *io, enum kg_dir d)
 	uint64_t base = d == KG_DIR_UP ? io->sm_wbase[1] : io->sm_wbase[0];
 	uint64_t want = d == KG_DIR_UP ? io->bytes_up - io->sm_base_up
 				       : io->bytes_down - io->sm_base_down;
-	int64_t w = written(sink);
+	int64_t w = kg_sockmap_written(sink);
 
 	return w >= 0 && (uint64_t)w - base >= want;
 }
@@ -266,7 +245,8 @@ static bool sm_delivered(struct kg_relay_io *io, enum kg_dir d)
 /*
  * Back-pressure (the redirect has none: a psock queues whatever the verdict gives it,
  * in memory charged to no socket). A direction's backlog is what the verdict took
- * from its source and the sink's send queue has not yet been written (written()).
+ * from its source and the sink's send queue has not yet been written
+ * (kg_sockmap_written()).
  * The verdict notices each KG_SM_CHECK_BYTES a socket takes (sockmap_maps.h) and its
  * worker measures the session (kg_sockmap_session_check()); past KG_SM_HOLD_BYTES the
  * source is held (kg_sockmap_hold()): the verdict keeps its bytes on the socket's own
@@ -285,9 +265,9 @@ static bool sm_delivered(struct kg_relay_io *io, enum kg_dir d)
  * one) and the sink has been written everything counted, nothing redirected is still
  * on its way and we may write (sm_drained, until the release).
  */
-/* About what one TCP socket may buffer here (tcp_rmem's maximum, 32 MiB on the test
- * host): a burst the broker's own socket could have taken does not cost a hold. */
-#define KG_SM_HOLD_BYTES (32u << 20)
+/* KG_SM_HOLD_BYTES (sockmap_maps.h, shared with the verdict's notice filter) is about
+ * what one TCP socket may buffer here (tcp_rmem's maximum, 32 MiB on the test host): a
+ * burst the broker's own socket could have taken does not cost a hold. */
 
 /* Bytes of direction d taken by the verdict and not yet in the sink's send queue; -1
  * when the sink cannot be read. After kg_sockmap_session_sync(). */
@@ -295,10 +275,10 @@ static int64_t sm_backlog(struct kg_relay_io *io, enum kg_dir d)
 {
 	int sink = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
 	uint64_t base = d == KG_DIR_UP ? io->sm_wbase[1] : io->sm_wbase[0];
-	/* io->bytes_* and written() both count what the daemon wrote while held */
+	/* io->bytes_* and kg_sockmap_written() both count what the daemon wrote while held */
 	uint64_t taken = d == KG_DIR_UP ? io->bytes_up - io->sm_base_up
 					: io->bytes_down - io->sm_base_down;
-	int64_t w = written(sink);
+	int64_t w = kg_sockmap_written(sink);
 
 	if (w < 0)
 		return -1;
@@ -309,6 +289,7 @@ void kg_sockmap_session_check(struct kg_relay_io *io)
 {
 	if (!io->sm_in)
 		return;
+	kg_metric_add(&io->metrics->sockmap_checks, 1);
 	(void)kg_sockmap_session_sync(io, NULL);
 	for (unsigned s = 0; s < 2; s++) {
 		enum kg_dir d = s == 0 ? KG_DIR_UP : KG_DIR_DOWN;

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* sockmap.c - load bpf/sockmap.bpf.c and fill its maps (contract in sockmap.h). */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>   /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -25,7 +28,7 @@
 #define SO_COOKIE 57
 #endif
 
-_Static_assert(sizeof(struct kg_sm_peer) == 72, "BPF ABI");
+_Static_assert(sizeof(struct kg_sm_peer) == 80, "BPF ABI");
 _Static_assert(sizeof(struct kg_sm_hold) == 16, "BPF ABI");
 _Static_assert(sizeof(struct kg_sm_notices) % 8 == 0, "array elements are 8-aligned");
 
@@ -208,15 +211,36 @@ static void limit_unsent(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 }
 
-int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2],
-		   unsigned owner)
+int64_t kg_sockmap_written(int fd)
 {
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	int outq = 0;
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+	    len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked) ||
+	    ioctl(fd, SIOCOUTQ, &outq) < 0)
+		return -1;
+	return (int64_t)ti.tcpi_bytes_acked + outq;
+}
+
+int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2],
+		   unsigned owner, uint64_t written_at_add[2])
+{
+	int64_t w_dev = kg_sockmap_written(dev_fd), w_be = kg_sockmap_written(be_fd);
+	/* each entry's sink is the other socket */
 	struct kg_sm_peer pd = { .peer_cookie = cookie[1], .check_at = KG_SM_CHECK_BYTES,
-				 .owner = owner % KG_SM_MAX_WORKERS };
+				 .owner = owner % KG_SM_MAX_WORKERS, .sink_base = (uint64_t)w_be };
 	struct kg_sm_peer pb = { .peer_cookie = cookie[0], .check_at = KG_SM_CHECK_BYTES,
-				 .owner = owner % KG_SM_MAX_WORKERS };
+				 .owner = owner % KG_SM_MAX_WORKERS, .sink_base = (uint64_t)w_dev };
 	uint64_t fd_dev = (uint64_t)dev_fd, fd_be = (uint64_t)be_fd;
 	int err;
+
+	if (w_dev < 0 || w_be < 0)
+		return -errno;
+	written_at_add[0] = (uint64_t)w_dev;
+	written_at_add[1] = (uint64_t)w_be;
 
 	/* Peer entries first: a socket in the SOCKHASH without one would drop its skbs. */
 	if (bpf_map_update_elem(sm->peer_fd, &cookie[0], &pd, BPF_NOEXIST) < 0 ||

@@ -47,10 +47,15 @@ uint64_t kg_sockmap_cookie(int fd);
  * kernel relays new skbs), then each socket is kicked (SO_RCVLOWAT) so bytes that
  * arrived before the insert pass the verdict too, in order. cookie[0] = dev_fd's,
  * cookie[1] = be_fd's; owner is the worker whose notices (below) name the session.
- * Both sockets get TCP_NOTSENT_LOWAT (sockmap.c limit_unsent()). 0, or -errno with
- * nothing left in the maps. */
+ * written_at_add gets each socket's kg_sockmap_written() at the insert (the base of
+ * the backlog both the verdict and the daemon measure). Both sockets get
+ * TCP_NOTSENT_LOWAT (sockmap.c limit_unsent()). 0, or -errno with nothing left in the
+ * maps. */
 int kg_sockmap_add(struct kg_sockmap *sm, int dev_fd, int be_fd, const uint64_t cookie[2],
-		   unsigned owner) KG_MUST_USE;
+		   unsigned owner, uint64_t written_at_add[2]) KG_MUST_USE;
+/* Bytes ever written into fd's send queue (tcpi_bytes_acked + SIOCOUTQ), or -1: what a
+ * sink has taken, for the backlog (relay_plain.c, "Back-pressure"). */
+int64_t kg_sockmap_written(int fd);
 /* Back-pressure for a redirect that has none (struct kg_sm_hold): hold makes the
  * verdict keep the socket's bytes on its own psock (SK_PASS: charged to its receive
  * memory, so TCP's window closes on its sender; read in order with recv()) instead of

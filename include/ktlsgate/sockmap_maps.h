@@ -14,8 +14,9 @@
  * direction.
  *
  * kg_sm_notices (ARRAY, mmapped by the daemon) has one struct kg_sm_notices per worker:
- * each time a socket's count passes its check_at, the verdict appends the socket's
- * cookie to its owner's ring and moves check_at KG_SM_CHECK_BYTES on. The worker reads
+ * each time a socket's count passes its check_at, the verdict moves check_at
+ * KG_SM_CHECK_BYTES on and, if its estimate of the direction's backlog passes
+ * KG_SM_NOTICE_BACKLOG, appends the socket's cookie to its owner's ring. The worker reads
  * the ring from memory at its tick and measures those sessions' backlog (what the
  * verdict took and the peer socket has not yet been written), pausing a source whose
  * peer does not drain (relay_plain.c): the redirect itself has no back-pressure.
@@ -48,6 +49,9 @@ struct kg_sm_peer {
 	__u32 next_seq;
 	__u32 seq_known;
 	__u64 trimmed;              /* bytes of overlap the verdict cut (not relayed twice) */
+	/* The peer (sink) socket's bytes written (tcpi_bytes_acked + SIOCOUTQ) when the
+	 * session went in: the verdict's backlog estimate starts there (notice()). */
+	__u64 sink_base;
 };
 
 /* kg_sm_hold (HASH cookie -> struct kg_sm_hold, written by the daemon only): while a
@@ -67,6 +71,13 @@ struct kg_sm_hold {
 #define KG_SM_NOTICE_SLOTS 64   /* a power of two */
 #define KG_SM_MAX_WORKERS 256
 #define KG_SM_CHECK_BYTES (16ull << 20)
+/* A direction whose backlog (taken by the verdict, not yet written to the sink) passes
+ * KG_SM_HOLD_BYTES is held (relay_plain.c). The verdict estimates the backlog itself at
+ * each check and notices only past KG_SM_NOTICE_BACKLOG: a stream whose sink keeps up
+ * costs the daemon nothing. Half the hold mark, so no check the daemon would hold at is
+ * filtered out by the estimate's skew (the sink's counters read a moment apart). */
+#define KG_SM_HOLD_BYTES (32ull << 20)
+#define KG_SM_NOTICE_BACKLOG (KG_SM_HOLD_BYTES / 2)
 
 struct kg_sm_notices {
 	__u64 head;

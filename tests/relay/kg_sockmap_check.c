@@ -1005,7 +1005,8 @@ static int run_queued(unsigned n)
 	lb = listen_lo(&pb);
 	for (unsigned i = 0; i < n; i++) {
 		uint8_t up[3000], down[700], got_up[3000], got_down[700];
-		uint64_t ck[2];
+		uint64_t ck[2], wbase[2];
+		int rc;
 		int dc = connect_lo(pd), dev = accept(ld, NULL, NULL);
 		int be = connect_lo(pb), bs = accept(lb, NULL, NULL);
 		size_t gu = 0, gd = 0;
@@ -1021,8 +1022,8 @@ static int run_queued(unsigned n)
 		usleep(2000);   /* let them reach the receive queues */
 		ck[0] = kg_sockmap_cookie(dev);
 		ck[1] = kg_sockmap_cookie(be);
-		if (kg_sockmap_add(sm, dev, be, ck, 0) < 0) {
-			fail("queued_bytes_relayed", "kg_sockmap_add: %s", strerror(errno));
+		if ((rc = kg_sockmap_add(sm, dev, be, ck, 0, wbase)) < 0) {
+			fail("queued_bytes_relayed", "kg_sockmap_add: %s", strerror(-rc));
 			return 1;
 		}
 		t0 = now_ns();
