@@ -210,7 +210,7 @@ t_concurrent_enrolment() {
 		id=$(printf 'race-%02d' "$i")
 		args+=(--pair "$id" "${PORTS[1]}" "$PKI/dev/$id" "${PORTS[2]}" "$PKI/dev/$id")
 	done
-	out=$(timeout 120 $PY "$HA" race --ca "$PKI/root/cert.pem" --hold 2 "${args[@]}") ||
+	out=$(timeout 120 "$PY" "$HA" race --ca "$PKI/root/cert.pem" --hold 2 "${args[@]}") ||
 		{ note "race client failed: $out"; return 1; }
 	[ "$(printf '%s\n' "$out" | grep -c '^{')" = "$RACE_N" ] || { note "race client printed: $out"; return 1; }
 	sleep 0.5   # the last pair's writer batch (200 ms) audits its enrolment
@@ -227,7 +227,7 @@ t_concurrent_enrolment() {
 
 # race_pair ID DIR1 DIR2: one pair at once, appliance 1 with DIR1's leaf, 2 with DIR2's.
 race_pair() {
-	timeout 60 $PY "$HA" race --ca "$PKI/root/cert.pem" --hold 3 \
+	timeout 60 "$PY" "$HA" race --ca "$PKI/root/cert.pem" --hold 3 \
 		--pair "$1" "${PORTS[1]}" "$2" "${PORTS[2]}" "$3" | grep '^{'
 }
 
@@ -240,16 +240,20 @@ t_twin_leaf_same_ca() {
 	out=$(race_pair twin "$PKI/dev/twin-1" "$PKI/dev/twin-2")
 	a=$(json_get "$out" "'%s|%s' % (o['a'][0], o['a'][1])")
 	b=$(json_get "$out" "'%s|%s' % (o['b'][0], o['b'][1])")
-	[ "$a" = "connack 0x00|None" ] && [ "$b" = "connack 0x00|None" ] ||
-		{ note "appliance 1 '$a', appliance 2 '$b' (want both admitted, still open)"; return 1; }
+	if [ "$a" != "connack 0x00|None" ] || [ "$b" != "connack 0x00|None" ]; then
+		note "appliance 1 '$a', appliance 2 '$b' (want both admitted, still open)"
+		return 1
+	fi
 	rows=$(row twin)
 	[ "$rows" = "enabled ca enrol-a -" ] || { note "rows '$rows' (want 'enabled ca enrol-a -')"; return 1; }
 	wait_audits twin 2
 	aud=$(audits twin)
-	[ "$(printf '%s\n' "$aud" | grep -c ' enrolled allow')" = 1 ] &&
-		[ "$(printf '%s\n' "$aud" | grep -c ' ok allow')" = 1 ] &&
-		[ "$(printf '%s\n' "$aud" | wc -l)" = 2 ] ||
-		{ note "audits '$(printf '%s' "$aud" | tr '\n' ';')' (want one enrolled, one ok)"; return 1; }
+	if [ "$(printf '%s\n' "$aud" | grep -c ' enrolled allow')" != 1 ] ||
+		[ "$(printf '%s\n' "$aud" | grep -c ' ok allow')" != 1 ] ||
+		[ "$(printf '%s\n' "$aud" | wc -l)" != 2 ]; then
+		note "audits '$(printf '%s' "$aud" | tr '\n' ';')' (want one enrolled, one ok)"
+		return 1
+	fi
 }
 
 # The same id from two auto-enrol CAs at once: the first commit binds the row to its
@@ -293,7 +297,7 @@ echo_start() {
 	local i
 	use "$1"
 	ECHO_F=$(mktemp "$WORK/echo$1.XXXXXX")
-	timeout 120 $PY "$HA" echo --ca "$PKI/root/cert.pem" --port "${PORTS[$1]}" \
+	timeout 120 "$PY" "$HA" echo --ca "$PKI/root/cert.pem" --port "${PORTS[$1]}" \
 		--certdir "$PKI/dev/live" --id live --hold 100 >"$ECHO_F" 2>&1 &
 	for ((i = 0; i < 100; i++)); do
 		grep -q '^ready$' "$ECHO_F" && return 0
