@@ -84,7 +84,7 @@ static void audit_enrolment(struct kg_writer *w, const struct item *it, bool all
 		.ca = it->dev.ca_name[0] ? it->dev.ca_name : NULL,
 		.allow = allow,
 		.reason = reason,
-		.backend = it->audit.backend,
+		.backend = allow ? it->audit.backend : NULL,   /* a refusal names no broker */
 		.conn_id = it->audit.conn_id,
 		.mqtt_level = it->audit.mqtt_level,
 		.detail = detail,
