@@ -73,8 +73,8 @@ static int retry_busy(int rc, uint64_t since_ms, const char *what)
 }
 
 /* The decision line of an enrolling connection, once its row's fate is known. */
-static void audit_enrolment(struct kg_writer *w, const struct item *it, enum kg_reason reason,
-			    const char *detail)
+static void audit_enrolment(struct kg_writer *w, const struct item *it, bool allow,
+			    enum kg_reason reason, const char *detail)
 {
 	struct kg_audit_record r = {
 		.event = "decision",
@@ -82,16 +82,49 @@ static void audit_enrolment(struct kg_writer *w, const struct item *it, enum kg_
 		.device = it->dev.id,
 		.thumbprint = it->audit.thumbprint[0] ? it->audit.thumbprint : NULL,
 		.ca = it->dev.ca_name[0] ? it->dev.ca_name : NULL,
-		.allow = true,
+		.allow = allow,
 		.reason = reason,
-		.backend = it->audit.backend,
+		.backend = allow ? it->audit.backend : NULL,   /* a refusal names no broker */
 		.conn_id = it->audit.conn_id,
 		.mqtt_level = it->audit.mqtt_level,
 		.detail = detail,
 	};
 
 	kg_audit_emit(&r);
-	kg_metric_add(&w->metrics.decisions_allow[reason], 1);
+	kg_metric_add(allow ? &w->metrics.decisions_allow[reason] : &w->metrics.decisions_deny[reason], 1);
+}
+
+/*
+ * The row was there when the insert ran: another connection (on this appliance, or
+ * on another one sharing a PostgreSQL registry) enrolled the same id first. It is
+ * this device only if it takes the identity this connection proved: CA attestation,
+ * and bound to the same CA (or to none). Otherwise the first enrolment owns the id
+ * (policy rule 4): this connection is refused as `attestation_mismatch`, never
+ * audited as admitted; its session is closed by the revalidation the new row
+ * causes (a shared registry's change feed). The row's status is not judged here:
+ * a row that is not enabled is the revalidation's, as for any live session.
+ */
+static void lost_race(struct kg_writer *w, const struct item *it)
+{
+	const struct kg_device *dev = &it->dev;
+	struct kg_device row;
+	char detail[KG_NAME_MAX + 96];
+	int rc = kg_registry_device_get(w->reg, dev->id, &row);
+
+	if (rc == 0 && row.attestation != KG_ATT_CA) {
+		snprintf(detail, sizeof(detail), "registered meanwhile with attestation %s",
+			 kg_attestation_str(row.attestation));
+	} else if (rc == 0 && row.ca_name[0] != '\0' &&
+		   strncmp(row.ca_name, dev->ca_name, sizeof(row.ca_name)) != 0) {
+		snprintf(detail, sizeof(detail), "enrolled under CA %s by a concurrent connection",
+			 row.ca_name);
+	} else {
+		/* Same CA (or the row is gone again / unreadable: the next connect decides). */
+		audit_enrolment(w, it, true, KG_REASON_OK, "enrolled by a concurrent connection");
+		return;
+	}
+	kg_log_warnx("enrolment of %s under CA %s refused: %s", dev->id, dev->ca_name, detail);
+	audit_enrolment(w, it, false, KG_REASON_ATTESTATION_MISMATCH, detail);
 }
 
 static void apply_enroll(struct kg_writer *w, const struct item *it)
@@ -108,15 +141,14 @@ static void apply_enroll(struct kg_writer *w, const struct item *it)
 	if (rc == 0) {
 		committed(w);
 		kg_log_info("device %s enrolled under CA %s", dev->id, dev->ca_name);
-		audit_enrolment(w, it, KG_REASON_ENROLLED, NULL);
+		audit_enrolment(w, it, true, KG_REASON_ENROLLED, NULL);
 	} else if (rc == KG_E_EXISTS) {
-		/* Two first connects raced; the other one enrolled it: a known device now. */
-		audit_enrolment(w, it, KG_REASON_OK, "enrolled by a concurrent connection");
+		lost_race(w, it);
 	} else {
 		const char *why = kg_registry_strerror(w->reg, rc);
 
 		kg_log_warnx("enrolment of %s under CA %s failed: %s", dev->id, dev->ca_name, why);
-		audit_enrolment(w, it, KG_REASON_ENROLL_FAILED, why);
+		audit_enrolment(w, it, true, KG_REASON_ENROLL_FAILED, why);
 	}
 }
 
@@ -285,7 +317,7 @@ void kg_writer_enroll(struct kg_writer *w, const struct kg_device *dev,
 	if (it == NULL) {
 		struct item tmp = { .op = OP_ENROLL, .dev = *dev, .audit = *audit };
 
-		audit_enrolment(w, &tmp, KG_REASON_ENROLL_FAILED, "out of memory");
+		audit_enrolment(w, &tmp, true, KG_REASON_ENROLL_FAILED, "out of memory");
 		return;
 	}
 	it->op = OP_ENROLL;

@@ -5,8 +5,11 @@
  * last-seen updates are dropped (and counted) when it is full, enrolments are not.
  *
  * An enrolment's audit line is the writer's: `enrolled` once the row is committed,
- * `enroll_failed` (with SQLite's words) when it could not be, never `enrolled` for a
- * row that is not there. A registry locked by another process is retried for up to
+ * `enroll_failed` (with the store's words) when it could not be, never `enrolled` for
+ * a row that is not there. An insert that finds the id taken (another connection, or
+ * another appliance on a shared registry, enrolled it first) is `ok` when that row is
+ * CA-attested under the same CA (or none), else `attestation_mismatch` (deny): the
+ * first enrolment owns the id. A registry locked by another process is retried for up to
  * KG_WRITER_BUSY_GIVEUP_MS, said in the log and counted (kg_writer_busy()).
  */
 #ifndef KTLSGATE_WRITER_H
