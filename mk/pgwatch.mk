@@ -18,7 +18,7 @@ FRAG_CHECKS += check-watch-pg
 # PostgreSQL store is built it prints "NOT RUN: PostgreSQL store not built" and fails.
 check-pg-revoke: all
 	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-revoke.sh
-FRAG_CHECKS += check-pg-revoke
+# Not in FRAG_CHECKS: check-integration runs every tests/integration/test-*.sh already.
 
 .PHONY: check-pg-ha
 # Two ktlsgated sharing one PostgreSQL registry (tests/integration/test-pg-ha.sh): the
@@ -29,4 +29,4 @@ FRAG_CHECKS += check-pg-revoke
 # prints "NOT RUN: PostgreSQL store not built" and fails.
 check-pg-ha: all
 	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-ha.sh
-FRAG_CHECKS += check-pg-ha
+# Not in FRAG_CHECKS either (check-integration runs it).
