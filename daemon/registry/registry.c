@@ -440,6 +440,23 @@ int kg_registry_device_get(struct kg_registry *reg, const char *id, struct kg_de
 	return reg->ops->device_get(reg, id, out);
 }
 
+int kg_registry_device_get_fresh(struct kg_registry *reg, const char *id, struct kg_device *out)
+{
+	uint64_t gen;
+	int rc;
+
+	if (reg == NULL || out == NULL || !valid_device_id(id))
+		return KG_E_INVALID;
+	reg->failopen = false;
+	if (reg->cache == NULL)
+		return reg->ops->device_get(reg, id, out);
+	gen = kg_regcache_gen(reg->cache);
+	rc = note_read(reg, reg->ops->device_get(reg, id, out));
+	if (rc == 0 || rc == KG_E_NOTFOUND)
+		kg_regcache_put_device(reg->cache, gen, id, rc == 0 ? out : NULL);
+	return rc;
+}
+
 int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev)
 {
 	struct kg_device d;

@@ -336,6 +336,11 @@ struct kg_registry {
  * registry down; one that answers marks it up. NULL: no cache.
  */
 void kg_registry_set_cache(struct kg_registry *reg, struct kg_regcache *cache);
+/* device_get from the store itself, whatever the cache holds or the down state says,
+ * its answer stored in the cache: a live session's revalidation after a change must
+ * judge the row as it is now. */
+int kg_registry_device_get_fresh(struct kg_registry *reg, const char *id,
+				 struct kg_device *out) KG_MUST_USE;
 /* Was the last device read on reg answered by the fail-open rule? */
 bool kg_registry_served_failopen(const struct kg_registry *reg);
 
