@@ -19,3 +19,14 @@ FRAG_CHECKS += check-watch-pg
 check-pg-revoke: all
 	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-revoke.sh
 FRAG_CHECKS += check-pg-revoke
+
+.PHONY: check-pg-cache
+# The hot-path view of a shared PostgreSQL registry and the database-down rule
+# (tests/integration/test-pg-cache.sh): warm handshakes with no database round trip;
+# the database stopped: fail-closed refuses (CONNACK server unavailable,
+# registry_unavailable), fail-open admits only devices admitted here recently, live
+# sessions keep running; back (one appliance kept out by pg_hba meanwhile): a device
+# disabled while it was out is cut and refused, the others served, no restart.
+check-pg-cache: all
+	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-cache.sh
+FRAG_CHECKS += check-pg-cache
