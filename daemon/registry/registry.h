@@ -2,8 +2,10 @@
 /*
  * Part registry (daemon/registry/): the identity registry. registry.c (the interface
  * and the validation every store shares, this header), registry_sqlite.c (the SQLite
- * store), registry_pg.c (the PostgreSQL store, shared by several appliances), writer.c (the daemon's one writer
- * thread: enrolments and last-seen updates; writer.h).
+ * store), registry_pg.c (the PostgreSQL store, shared by several appliances),
+ * registry_cache.c (the daemon's hot-path view of a PostgreSQL registry and its down
+ * state; registry_cache.h), writer.c (the daemon's one writer thread: enrolments and
+ * last-seen updates; writer.h).
  * Way in: this header; the daemon writes only through writer.h.
  * Uses ops only (config, errors, log, audit for enrolment decisions); knows nothing of
  * TLS, connections or the event loop.

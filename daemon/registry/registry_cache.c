@@ -4,6 +4,7 @@
  * chained hash table of entries keyed "d<id>", "t<thumbprint>", "k<token hash>",
  * "b<user name>", an LRU list through them, one mutex, a generation counter.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +29,18 @@ struct entry {
 	size_t n_creds;
 	struct kg_credential *creds;       /* owned, wiped on free; NULL when none */
 	int64_t admitted;                  /* E_DEV: admitted here at (unix s), 0 never */
+	size_t alloc;                      /* bytes allocated: a map entry has no row */
 	char key[KEY_MAX];
-	union {
+	union {                            /* last: sized by kind at allocation */
 		struct kg_device dev;      /* E_DEV found */
 		char id[KG_DEVICE_ID_MAX + 1];  /* E_MAP found */
 	} v;
 };
+
+/* A key -> device entry holds an id, not a row: a third of the size. Every X.509
+ * handshake makes one (its leaf's thumbprint, usually "nobody"), so it counts. */
+#define DEV_SIZE sizeof(struct entry)
+#define MAP_SIZE (offsetof(struct entry, v) + KG_DEVICE_ID_MAX + 1)
 
 struct kg_regcache {
 	pthread_mutex_t lock;
@@ -100,7 +107,7 @@ static void entry_free(struct entry *e)
 		explicit_bzero(e->creds, e->n_creds * sizeof(*e->creds));
 		free(e->creds);
 	}
-	explicit_bzero(e, sizeof(*e));
+	explicit_bzero(e, e->alloc);
 	free(e);
 }
 
@@ -167,9 +174,11 @@ static struct entry *upsert(struct kg_regcache *c, const char *key)
 		lru_front(c, e);
 		return e;
 	}
-	e = calloc(1, sizeof(*e));
+	e = calloc(1, key[0] == 'd' ? DEV_SIZE : MAP_SIZE);
 	if (e == NULL)
 		return NULL;
+	e->alloc = key[0] == 'd' ? DEV_SIZE : MAP_SIZE;
+	e->kind = key[0] == 'd' ? E_DEV : E_MAP;
 	e->hash = h;
 	memcpy(e->key, key, strlen(key) + 1);
 	b = &c->buckets[h & (c->nbuckets - 1)];

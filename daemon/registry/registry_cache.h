@@ -33,8 +33,6 @@
 
 #include "registry/registry.h"
 
-#define KG_REGCACHE_DEFAULT 100000u        /* entries: a fleet of 100 000 devices */
-
 enum kg_regcache_res { KG_RC_MISS, KG_RC_FOUND, KG_RC_NONE /* cached: no such row */ };
 
 struct kg_regcache_stats {

@@ -127,7 +127,7 @@ setup() {
 	done
 	use 1
 	out=$("$GATED" -t -c "$GW_CONF" 2>&1 | grep 'shared registry')
-	[ "$out" = "ktlsgated: shared registry: cache of 100000 entries; database down: fail-closed (every new connection refused)" ] ||
+	[ "$out" = "ktlsgated: shared registry: cache of 200000 entries; database down: fail-closed (every new connection refused)" ] ||
 		{ echo "FAIL setup: ktlsgated -t on appliance 1 said: '$out'" >&2; return 1; }
 }
 

@@ -167,7 +167,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(cfg->username_check, KG_USERNAME_STRICT);
 	ck_assert_int_eq(cfg->relay, KG_RELAY_AUTO);
 	/* issue 16: a shared registry's view and down rule */
-	ck_assert_uint_eq(cfg->registry_cache, 100000);
+	ck_assert_uint_eq(cfg->registry_cache, 200000);
 	ck_assert_int_eq(cfg->registry_down, KG_REGDOWN_FAIL_CLOSED);
 	ck_assert_uint_eq(cfg->registry_down_seen, 600);
 	ck_assert_str_eq(cfg->log_level, "info");
