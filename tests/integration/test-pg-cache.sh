@@ -8,13 +8,16 @@
 #   - warm handshakes are served with no database round trip: the cache-hit counter
 #     rises by 2 per handshake (thumbprint, then device row) and the server's statement log (log_statement = all, switched on for
 #     that window) shows no SELECT, while a cold device's first connect shows one;
+#   - a change made by SQL drops the device from the view (disabled, enabled again, a
+#     device added after its "no such device" was cached);
 #   - the database stopped: fail-closed refuses a device it served a moment ago
 #     (CONNACK 3.1.1 code 3, 5.0 0x88, audit registry_unavailable, counted), fail-open
 #     admits a device it admitted recently (audited as such, counted) and refuses one
 #     it never saw; live sessions on both keep running;
 #   - the database back, appliance 1 still refused by pg_hba while a device holding a
-#     session on it is disabled by SQL: once let in, appliance 1 cuts that session,
-#     refuses its new connection, and serves the others again, without a restart.
+#     session on it, and one it only has cached, are disabled by SQL: once let in,
+#     appliance 1 cuts that session, refuses both, and serves the others again, without
+#     a restart.
 # make check-pg-cache (mk/pgwatch.mk) runs it.
 # shellcheck disable=SC2046,SC2034
 set -u
@@ -106,8 +109,9 @@ setup() {
 	fi
 	pki_setup "$WORK/pki" || return 1
 	cp -r "$WORK/a2/server" "$WORK/a1/" || return 1
-	for d in warm1 cold1 live-a live-b seen-b never-b; do
+	for d in warm1 cold1 flip-a gone-a live-a live-b seen-b never-b late-a; do
 		device_cert "$d" "$PKI/factory" || return 1
+		[ "$d" = late-a ] && continue   # added later, by SQL
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
 	start_broker "$BK_PORT" || return 1
@@ -175,6 +179,43 @@ t_warm_handshakes_no_round_trip() {
 	[ "$(metric_value ktlsgate_registry_cache_entries)" -ge 2 ] || { note "cache_entries below 2"; return 1; }
 }
 
+# connect_until DEVICE WANT: the current appliance answers DEVICE's CONNECT with WANT
+# within 5 s (a change reaches it through the feed, not at once).
+connect_until() {
+	local i got
+	for ((i = 0; i < 25; i++)); do
+		got=$(kgc connect $(dev_args "$1") | head -1)
+		[ "$got" = "$2" ] && return 0
+		sleep 0.2
+	done
+	note "$1: '$got', want '$2' within 5 s"
+	return 1
+}
+
+# A change made elsewhere (SQL) drops the device from appliance 1's view: a cached
+# enabled row, then disabled, is refused; enabled again, admitted; an unseen device
+# (cached "no such device") is admitted once it is added. No live session of these
+# devices is on appliance 1, so nothing but the view's invalidation can tell it.
+t_change_drops_cached_entry() {
+	local got
+	use 1
+	got=$(kgc connect $(dev_args flip-a) | head -1)
+	[ "$got" = "connack 0x00" ] || { note "flip-a: '$got'"; return 1; }
+	got=$(kgc connect $(dev_args late-a) | head -1)
+	[ "$got" = "connack 0x05" ] || { note "late-a before it exists: '$got'"; return 1; }
+	kg_pg_sql "UPDATE ktlsgate.devices SET status = 'disabled' WHERE id = 'flip-a'" >/dev/null ||
+		{ note "SQL update failed"; return 1; }
+	connect_until flip-a "connack 0x05" || return 1
+	kg_pg_sql "UPDATE ktlsgate.devices SET status = 'enabled' WHERE id = 'flip-a'" >/dev/null ||
+		{ note "SQL update failed"; return 1; }
+	connect_until flip-a "connack 0x00" || return 1
+	kg_pg_sql "INSERT INTO ktlsgate.devices (id, status, attestation, backend, created_at, updated_at)
+		VALUES ('late-a', 'enabled', 'ca', '', 0, 0)" >/dev/null || { note "SQL insert failed"; return 1; }
+	connect_until late-a "connack 0x00" || return 1
+	got=$(kgc connect $(dev_args gone-a) | head -1)   # cached for the outage below
+	[ "$got" = "connack 0x00" ] || { note "gone-a: '$got'"; return 1; }
+}
+
 # Live sessions on both appliances, and seen-b admitted by appliance 2, then the
 # database stopped: both say down (metric), fail-closed appliance 1 refuses a device
 # it served a moment ago with "server unavailable" in both MQTT versions.
@@ -239,7 +280,7 @@ t_recovery_without_restart() {
 	local got i t0 t1 mark
 	hba_tcp reject
 	kg_pg_restart "$PGBASE/pg" || { hba_tcp accept; note "kg_pg_restart failed"; return 1; }
-	kg_pg_sql "UPDATE ktlsgate.devices SET status = 'disabled' WHERE id = 'live-a'" >/dev/null ||
+	kg_pg_sql "UPDATE ktlsgate.devices SET status = 'disabled' WHERE id IN ('live-a', 'gone-a')" >/dev/null ||
 		{ hba_tcp accept; note "SQL update failed"; return 1; }
 	use 2
 	wait_metric ktlsgate_registry_up 1 15 || { hba_tcp accept; note "appliance 2 not up again"; return 1; }
@@ -265,13 +306,16 @@ t_recovery_without_restart() {
 	audit_has "$mark" revoked live-a || { note "no 'revoked' audit for live-a: $AUDIT_OUT"; return 1; }
 	got=$(kgc connect $(dev_args live-a) | head -1)
 	[ "$got" = "connack 0x05" ] || { note "disabled live-a's new CONNECT: '$got'"; return 1; }
+	# cached before the outage, no session here: only the catch-up's drop can tell
+	got=$(kgc connect $(dev_args gone-a) | head -1)
+	[ "$got" = "connack 0x05" ] || { note "gone-a, disabled while appliance 1 was out: '$got'"; return 1; }
 	got=$(kgc connect $(dev_args warm1) | head -1)
 	[ "$got" = "connack 0x00" ] || { note "warm1 after the return: '$got'"; return 1; }
 	kill -0 "${GW_PIDS[1]}" 2>/dev/null || { note "appliance 1 died"; return 1; }
 	[ "$(wc -l <"$LIVE_B")" = 1 ] || { note "live-b ended: $(cat "$LIVE_B")"; return 1; }
 }
 
-ALL_TESTS=(t_warm_handshakes_no_round_trip t_down_fail_closed_refuses
+ALL_TESTS=(t_warm_handshakes_no_round_trip t_change_drops_cached_entry t_down_fail_closed_refuses
 	t_down_fail_open_admits_recent_only t_live_sessions_keep_running t_recovery_without_restart)
 
 GW_PIDS=()
