@@ -148,8 +148,11 @@ t_warm_handshakes_no_round_trip() {
 	use 1
 	got=$(kgc connect $(dev_args warm1) | head -1)
 	[ "$got" = "connack 0x00" ] || { note "first connect of warm1: '$got'"; return 1; }
-	kg_pg_sql "ALTER SYSTEM SET log_statement = 'all'" >/dev/null &&
-		kg_pg_sql "SELECT pg_reload_conf()" >/dev/null || { note "cannot turn the statement log on"; return 1; }
+	if ! kg_pg_sql "ALTER SYSTEM SET log_statement = 'all'" >/dev/null ||
+		! kg_pg_sql "SELECT pg_reload_conf()" >/dev/null; then
+		note "cannot turn the statement log on"
+		return 1
+	fi
 	sleep 0.5
 	mark=$(wc -l <"$PGBASE/pg/server.log")
 	got=$(kgc connect $(dev_args cold1) | head -1)
