@@ -521,9 +521,11 @@ static void note_state(struct kg_regcache *c)
 	c->was_up = up;
 	if (up)
 		kg_log_info("registry up again: new connections are served");
+	else if (c->watch_up)   /* the feed still keeps the cache true */
+		kg_log_warnx("registry unavailable (a read failed): devices in the cache are "
+			     "served, others refused while reads fail");
 	else
-		kg_log_warnx("registry unavailable (%s): new connections %s",
-			     c->watch_up ? "a read failed" : "change watcher disconnected",
+		kg_log_warnx("registry unavailable (change watcher disconnected): new connections %s",
 			     c->fail_open ? "follow fail-open: devices admitted here recently "
 					    "are admitted from the cache, others refused"
 					  : "are refused (fail-closed); live sessions keep running");
