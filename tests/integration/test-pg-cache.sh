@@ -133,6 +133,10 @@ setup() {
 	out=$("$GATED" -t -c "$GW_CONF" 2>&1 | grep 'shared registry')
 	[ "$out" = "ktlsgated: shared registry: cache of 200000 entries; database down: fail-closed (every new connection refused)" ] ||
 		{ echo "FAIL setup: ktlsgated -t on appliance 1 said: '$out'" >&2; return 1; }
+	use 2
+	out=$("$GATED" -t -c "$GW_CONF" 2>&1 | grep 'shared registry')
+	[ "$out" = "ktlsgated: shared registry: cache of 200000 entries; database down: fail-open (devices admitted here in the last 600s are admitted from the cache, others refused)" ] ||
+		{ echo "FAIL setup: ktlsgated -t on appliance 2 said: '$out'" >&2; return 1; }
 }
 
 # SELECTs the server executed (statement log) after line MARK of its log.
