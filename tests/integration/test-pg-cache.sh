@@ -63,6 +63,11 @@ hba_tcp() {
 	fi
 }
 
+# tok DEVICE: DEVICE's CONNECT with its access token on appliance 2's one-way TLS listener.
+tok() {
+	kgc connect --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id "$1" --username "${TOKENS[$1]}"
+}
+
 # hold DEVICE SECONDS: a session of DEVICE on the current appliance, in the background;
 # prints the file its client writes ("connack 0x00", later "eof after" or "still open").
 hold() {
@@ -101,6 +106,8 @@ setup() {
 		sed -i "s|^registry = .*|registry = ${uri//&/\\&}|" "$WORK/a$i/ktlsgate.conf"   # & is sed's match
 		: >"$WORK/a$i/gw.log"
 	done
+	# appliance 2 also takes access tokens (one-way TLS): the CONNECT check's reads
+	add_typed_listeners "$WORK/a2/ktlsgate.conf"
 	use 2
 	kg registry migrate >/dev/null 2>&1 || true
 	if ! out=$(kg device list 2>&1); then
@@ -113,6 +120,11 @@ setup() {
 		device_cert "$d" "$PKI/factory" || return 1
 		[ "$d" = late-a ] && continue   # added later, by SQL
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
+	done
+	for d in tok-seen tok-never; do
+		kg device add "$d" --auth token >"$WORK/tok.out" 2>/dev/null || { echo "device add $d failed" >&2; return 1; }
+		TOKENS[$d]=$(sed -n 's/^token: //p' "$WORK/tok.out")
+		[ -n "${TOKENS[$d]}" ] || { echo "device add $d printed no token" >&2; return 1; }
 	done
 	start_broker "$BK_PORT" || return 1
 	start_broker "$BK2_PORT" || return 1
@@ -236,6 +248,8 @@ t_down_fail_closed_refuses() {
 	[ "$(head -1 "$LIVE_B")" = "connack 0x00" ] || { note "no session for live-b: $(cat "$LIVE_B")"; return 1; }
 	got=$(kgc connect $(dev_args seen-b) | head -1)
 	[ "$got" = "connack 0x00" ] || { note "seen-b before the outage: '$got'"; return 1; }
+	got=$(tok tok-seen | head -1)
+	[ "$got" = "connack 0x00" ] || { note "tok-seen before the outage: '$got'"; return 1; }
 	kg_pg_stop "$PGBASE/pg" || { note "kg_pg_stop failed"; return 1; }
 	use 1
 	wait_metric ktlsgate_registry_up 0 10 || { note "appliance 1 never said down"; return 1; }
@@ -253,7 +267,8 @@ t_down_fail_closed_refuses() {
 }
 
 # Fail-open appliance 2: seen-b (admitted a moment ago) comes in from the cache,
-# audited as such; never-b (never admitted here) is refused like fail-closed.
+# audited as such; never-b (never admitted here) is refused like fail-closed. The same
+# for two devices with access tokens (tok-seen admitted before the outage).
 t_down_fail_open_admits_recent_only() {
 	local got mark
 	use 2
@@ -272,6 +287,18 @@ t_down_fail_open_admits_recent_only() {
 	got=$(kgc connect $(dev_args never-b) | head -1)
 	[ "$got" = "connack 0x03" ] || { note "never-b under fail-open: '$got'"; return 1; }
 	audit_has "$mark" registry_unavailable never-b deny || { note "no registry_unavailable audit for never-b: $AUDIT_OUT"; return 1; }
+	# the same for a device with an access token (the CONNECT check's reads)
+	mark=$(log_mark)
+	got=$(tok tok-seen | head -1)
+	[ "$got" = "connack 0x00" ] || { note "tok-seen under fail-open: '$got'"; return 1; }
+	audit_has "$mark" ok tok-seen allow || { note "no allow audit for tok-seen: $AUDIT_OUT"; return 1; }
+	case "$AUDIT_OUT" in
+	*"registry down (registry_down = fail-open)"*) ;;
+	*) note "tok-seen's allow does not say fail-open: $AUDIT_OUT"; return 1 ;;
+	esac
+	got=$(tok tok-never | head -1)
+	[ "$got" = "connack 0x03" ] || { note "tok-never under fail-open: '$got'"; return 1; }
+	audit_has "$mark" registry_unavailable "" deny || { note "no registry_unavailable audit for tok-never: $AUDIT_OUT"; return 1; }
 }
 
 # Both live sessions outlived the outage so far.
@@ -326,6 +353,7 @@ ALL_TESTS=(t_warm_handshakes_no_round_trip t_change_drops_cached_entry t_down_fa
 	t_down_fail_open_admits_recent_only t_live_sessions_keep_running t_recovery_without_restart)
 
 GW_PIDS=()
+declare -A TOKENS=()
 LIVE_A=/dev/null LIVE_B=/dev/null
 setup || { echo "FAIL setup"; echo "test-pg-cache: 0 passed, 1 failed"; exit 1; }
 run_tests | tee "$PGBASE/results"
