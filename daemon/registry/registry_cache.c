@@ -248,9 +248,8 @@ static struct entry *store_device(struct kg_regcache *c, const char *id, const s
 	if (!make_key(key, 'd', id) || (e = upsert(c, key)) == NULL)
 		return NULL;
 	e->kind = E_DEV;
-	if (dev != NULL && e->found && strcmp(e->v.dev.id, dev->id) == 0 &&
-	    memcmp(&e->v.dev, dev, sizeof(*dev)) != 0) {
-		/* another row than the one its credentials came with: drop them */
+	if (!(dev != NULL && e->found && memcmp(&e->v.dev, dev, sizeof(*dev)) == 0)) {
+		/* not the row its credentials came with (or none): drop them */
 		if (e->creds) {
 			explicit_bzero(e->creds, e->n_creds * sizeof(*e->creds));
 			free(e->creds);

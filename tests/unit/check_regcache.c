@@ -170,6 +170,17 @@ START_TEST(credentials)
 	ck_assert_int_eq(kg_regcache_creds(c, "tok", got, &n), KG_RC_FOUND);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_str_eq(got[0].secret, T1);
+	/* the same row stored again keeps them; another row (or none) drops them */
+	kg_regcache_put_device(c, kg_regcache_gen(c), "tok", &d);
+	ck_assert_int_eq(kg_regcache_creds(c, "tok", got, &n), KG_RC_FOUND);
+	d.status = KG_DEV_DISABLED;
+	kg_regcache_put_device(c, kg_regcache_gen(c), "tok", &d);
+	ck_assert_int_eq(kg_regcache_creds(c, "tok", got, &n), KG_RC_MISS);
+	kg_regcache_put_device(c, kg_regcache_gen(c), "tok", NULL);
+	d.status = KG_DEV_ENABLED;
+	kg_regcache_put_device(c, kg_regcache_gen(c), "tok", &d);
+	ck_assert_int_eq(kg_regcache_creds(c, "tok", got, &n), KG_RC_MISS);
+	kg_regcache_put_creds(c, kg_regcache_gen(c), "tok", cr, 1);
 	kg_regcache_put_cred_find(c, kg_regcache_gen(c), KG_ATT_BASIC, "nobody", NULL);
 	ck_assert_int_eq(kg_regcache_cred_find(c, KG_ATT_BASIC, "nobody", id), KG_RC_NONE);
 	kg_regcache_drop_device(c, "tok");
