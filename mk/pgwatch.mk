@@ -30,3 +30,14 @@ check-pg-revoke: all
 check-pg-ha: all
 	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-ha.sh
 # Not in FRAG_CHECKS either (check-integration runs it).
+
+.PHONY: check-pg-cache
+# The hot-path view of a shared PostgreSQL registry and the database-down rule
+# (tests/integration/test-pg-cache.sh): warm handshakes with no database round trip;
+# the database stopped: fail-closed refuses (CONNACK server unavailable,
+# registry_unavailable), fail-open admits only devices admitted here recently, live
+# sessions keep running; back (one appliance kept out by pg_hba meanwhile): a device
+# disabled while it was out is cut and refused, the others served, no restart.
+check-pg-cache: all
+	GATED=$(abspath $(BUILD))/ktlsgated KGCLI=$(abspath $(BUILD))/ktlsgate bash tests/integration/test-pg-cache.sh
+# Not in FRAG_CHECKS either (check-integration runs it).

@@ -56,6 +56,19 @@ static void bad(struct kg_auth_result *res, const char *why)
 	refuse(res, KG_REASON_BAD_CREDENTIALS, KG_CONNACK_BAD_CREDENTIALS, why);
 }
 
+/* A registry read failed: KG_E_IO is a registry that is down (a shared one's down
+ * rule said no, or the database is unreachable: registry_unavailable), anything
+ * else a local fault. */
+static void unreadable(struct kg_auth_result *res, int rc)
+{
+	if (rc == KG_E_IO)
+		refuse(res, KG_REASON_REGISTRY_UNAVAILABLE, KG_CONNACK_SERVER_UNAVAILABLE,
+		       "the registry is unavailable");
+	else
+		refuse(res, KG_REASON_IO_ERROR, KG_CONNACK_SERVER_UNAVAILABLE,
+		       "the registry could not be read");
+}
+
 /* A credential that named no device: the source prefix pays one failure. */
 static void miss(struct kg_auth_limit *limit, const struct kg_auth_input *in)
 {
@@ -86,8 +99,7 @@ static bool device_for(struct kg_registry *reg, struct kg_auth_limit *limit,
 	}
 	if (rc < 0) {
 		memset(&res->device, 0, sizeof(res->device));
-		refuse(res, KG_REASON_IO_ERROR, KG_CONNACK_SERVER_UNAVAILABLE,
-		       "the registry could not be read");
+		unreadable(res, rc);
 		return false;
 	}
 	if (res->device.attestation != want) {
@@ -107,9 +119,10 @@ static bool cred_get(struct kg_registry *reg, const char *id,
 		     struct kg_credential creds[KG_CRED_PER_DEVICE], size_t *n,
 		     struct kg_auth_result *res)
 {
-	if (kg_registry_cred_get(reg, id, creds, n) < 0) {
-		refuse(res, KG_REASON_IO_ERROR, KG_CONNACK_SERVER_UNAVAILABLE,
-		       "the registry could not be read");
+	int rc = kg_registry_cred_get(reg, id, creds, n);
+
+	if (rc < 0) {
+		unreadable(res, rc);
 		return false;
 	}
 	return true;
@@ -251,8 +264,7 @@ static void check_token(struct kg_registry *reg, struct kg_auth_limit *limit,
 		return;
 	}
 	if (rc < 0) {
-		refuse(res, KG_REASON_IO_ERROR, KG_CONNACK_SERVER_UNAVAILABLE,
-		       "the registry could not be read");
+		unreadable(res, rc);
 		return;
 	}
 	if (!device_for(reg, limit, in, id, KG_ATT_TOKEN, res))
@@ -309,8 +321,7 @@ static void check_basic(struct kg_registry *reg, struct kg_auth_limit *limit,
 		return;
 	}
 	if (rc < 0) {
-		refuse(res, KG_REASON_IO_ERROR, KG_CONNACK_SERVER_UNAVAILABLE,
-		       "the registry could not be read");
+		unreadable(res, rc);
 		return;
 	}
 	if (!device_for(reg, limit, in, id, KG_ATT_BASIC, res))

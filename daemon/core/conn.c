@@ -36,6 +36,7 @@
 #include "relay/relay.h"
 #include "core/srclimit.h"
 #include "core/worker.h"
+#include "registry/registry_cache.h"
 #include "registry/writer.h"
 
 /* Read granularity while waiting for the CONNECT. */
@@ -295,6 +296,8 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		kg_metric_add(&c->w->metrics.decisions_allow[reason], 1);
 	else
 		kg_metric_add(&c->w->metrics.decisions_deny[reason], 1);
+	if (!allow && reason == KG_REASON_REGISTRY_UNAVAILABLE && c->w->d->regcache != NULL)
+		kg_regcache_count_refusal(c->w->d->regcache);
 	/* Verification and policy refusals feed the XDP gate (it ignores the rest). */
 	if (!allow && c->peer_salen > 0 && !c->behind_proxy)
 		kg_edge_note_refusal(c->w->d->edge, &c->peer_sa.sa, c->peer_salen, reason);
@@ -860,9 +863,10 @@ static void decide(struct kg_conn *c)
 	if (c->id.method == KG_ATT_CA && c->io.ssl != NULL)
 		(void)kg_leaf_ref_from_cert(SSL_get0_peer_certificate(c->io.ssl), &c->leaf);
 	rc = kg_registry_device_get(c->w->reg, c->id.device_id, &dev);
+	c->failopen = rc == 0 && kg_registry_served_failopen(c->w->reg);
 	if (rc == 0)
 		in.device = &dev;
-	else if (rc != KG_E_NOTFOUND)
+	else if (rc != KG_E_NOTFOUND && c->w->d->regcache == NULL)
 		kg_log_warnx("conn=%llu dev=%s: registry read failed: %s", (unsigned long long)c->cid,
 			     c->id.device_id, kg_err_str(rc));
 	/* Through a front: a pinned device is itself only when the front sent its
@@ -879,6 +883,15 @@ static void decide(struct kg_conn *c)
 	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
 		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
 	kg_policy_decide(&in, &c->verdict);
+	/* A shared registry that is down (registry_cache.h): the down rule refused, or
+	 * could not answer; the device hears "server unavailable", not "unknown". The
+	 * state change is logged once by the view, not per connection. */
+	if (rc != 0 && rc != KG_E_NOTFOUND && c->w->d->regcache != NULL) {
+		c->verdict.allow = false;
+		c->verdict.enroll = false;
+		c->verdict.reason = KG_REASON_REGISTRY_UNAVAILABLE;
+		c->verdict.connack = KG_CONNACK_SERVER_UNAVAILABLE;
+	}
 	c->decided = true;
 }
 
@@ -1028,10 +1041,17 @@ static enum kg_step admit_connect(struct kg_conn *c, const struct kg_mqtt_connec
 	case KG_USERNAME_PASS:
 		break;
 	}
+	if (c->failopen) {
+		detail = "admitted from the cache: registry down (registry_down = fail-open)";
+		kg_regcache_count_failopen(c->w->d->regcache);
+	}
 	if (c->verdict.enroll)
 		queue_enrolment(c);   /* the writer audits it once the row's fate is known */
 	else
 		kg_conn_audit(c, true, c->verdict.reason, detail);
+	/* fail-open's memory: devices admitted here recently */
+	if (c->w->d->regcache != NULL && !c->verdict.enroll)
+		kg_regcache_admitted(c->w->d->regcache, c->id.device_id, (int64_t)time(NULL));
 	kg_conn_set_state(c, KG_ST_BACKEND_CONNECT);
 	return KG_STEP_NEXT;
 }

@@ -100,6 +100,7 @@ struct kg_conn {
 					    * under tag cid (cancelled by the close) */
 	bool src_held;                     /* counted pending there until the handshake ends */
 	bool identified, verify_ran, decided, audited;
+	bool failopen;            /* its row came from the cache under registry_down = fail-open */
 	enum kg_reason verify_reason;
 	int x509_err;
 	struct kg_identity id;

@@ -20,6 +20,7 @@
 #include "ops/err.h"
 #include "ops/log.h"
 #include "registry/registry.h"
+#include "registry/registry_cache.h"
 #include "registry/watch_pg.h"
 #include "tls/tls.h"
 #include "core/worker.h"
@@ -313,6 +314,7 @@ struct regwatch_ev {
 };
 
 struct kg_regwatch_q {
+	struct kg_regcache *cache;             /* the daemon's view, invalidated here first */
 	pthread_mutex_t lock;
 	int efd;                               /* in d->epfd; written after each post */
 	struct regwatch_ev ev[REGWATCH_QUEUE];
@@ -327,6 +329,13 @@ static void regwatch_post(void *arg, enum kg_watch_kind kind, const char *name, 
 	uint64_t one = 1;
 
 	(void)at;
+	/* The view first, on this thread: a worker's next read of the device goes to the
+	 * store, and a read already under way cannot store its row (the generation). */
+	if (kind == KG_WATCH_DEVICE)
+		kg_regcache_drop_device(q->cache, name);
+	else if (kind == KG_WATCH_RESYNC)
+		kg_regcache_drop_all(q->cache);
+	/* KG_WATCH_CA: CAs are not in the view; the trust snapshot is rebuilt below. */
 	pthread_mutex_lock(&q->lock);
 	if (kind == KG_WATCH_RESYNC || q->n == REGWATCH_QUEUE ||
 	    strlen(name) >= sizeof(q->ev[0].name)) {
@@ -343,17 +352,34 @@ static void regwatch_post(void *arg, enum kg_watch_kind kind, const char *name, 
 	(void)!write(q->efd, &one, sizeof(one));
 }
 
-int kg_daemon_watch_start(struct kg_daemon *d, const char *registry, char *err, size_t errlen)
+/* Watcher thread: the database came back or went away (the down rule's input). */
+static void regwatch_state(void *arg, bool up)
+{
+	struct kg_regwatch_q *q = arg;
+
+	kg_regcache_watch_up(q->cache, up);
+}
+
+int kg_daemon_watch_start(struct kg_daemon *d, const struct kg_config *cfg, char *err,
+			  size_t errlen)
 {
 	struct kg_regwatch_q *q;
 	struct epoll_event ev = { .events = EPOLLIN };
-	struct kg_watch_pg_opts o = { .uri = registry, .cb = regwatch_post };
+	struct kg_watch_pg_opts o = { .uri = cfg->registry, .cb = regwatch_post,
+				      .state_cb = regwatch_state };
 
-	if (!kg_watch_pg_uri(registry))
+	if (!kg_watch_pg_uri(cfg->registry))
 		return 0;
 	q = calloc(1, sizeof(*q));
 	if (q == NULL) {
 		snprintf(err, errlen, "registry watch: out of memory");
+		return -1;
+	}
+	q->cache = kg_regcache_new(cfg->registry_cache, cfg->registry_down == KG_REGDOWN_FAIL_OPEN,
+				   cfg->registry_down_seen);
+	if (q->cache == NULL) {
+		snprintf(err, errlen, "registry cache (%u entries): out of memory", cfg->registry_cache);
+		free(q);
 		return -1;
 	}
 	pthread_mutex_init(&q->lock, NULL);
@@ -368,12 +394,16 @@ int kg_daemon_watch_start(struct kg_daemon *d, const char *registry, char *err, 
 	if (d->regwatch == NULL)
 		goto fail;
 	d->regwatch_q = q;
-	kg_log_info("registry watch: listening for changes on %s", KG_PG_CHANNEL);
+	d->regcache = q->cache;
+	kg_log_info("registry watch: listening for changes on %s; cache of %u entries; "
+		    "database down: %s", KG_PG_CHANNEL, cfg->registry_cache,
+		    cfg->registry_down == KG_REGDOWN_FAIL_OPEN ? "fail-open" : "fail-closed");
 	return 0;
 fail:
 	if (q->efd >= 0)
 		close(q->efd);
 	pthread_mutex_destroy(&q->lock);
+	kg_regcache_free(q->cache);
 	free(q);
 	return -1;
 }
@@ -459,6 +489,8 @@ void kg_daemon_watch_stop(struct kg_daemon *d)
 		(void)epoll_ctl(d->epfd, EPOLL_CTL_DEL, q->efd, NULL);
 	close(q->efd);
 	pthread_mutex_destroy(&q->lock);
+	kg_regcache_free(q->cache);   /* the workers (its readers) are gone */
+	d->regcache = NULL;
 	free(q);
 	d->regwatch_q = NULL;
 }
@@ -477,4 +509,18 @@ void kg_daemon_watch_metrics(struct kg_daemon *d, struct kg_metrics_regwatch *ou
 		.reconnects = st.reconnects, .resyncs = st.resyncs,
 		.lag_seconds = st.lag_seconds,
 	};
+	if (d->regcache != NULL) {
+		struct kg_regcache_stats cs;
+
+		kg_regcache_stats(d->regcache, &cs);
+		out->cache = true;
+		out->up = cs.up;
+		out->cache_hits = cs.hits;
+		out->cache_misses = cs.misses;
+		out->cache_evictions = cs.evictions;
+		out->cache_size = cs.size;
+		out->cache_max = cs.max;
+		out->down_refusals = cs.refusals;
+		out->failopen_admits = cs.failopen_admits;
+	}
 }

@@ -86,6 +86,9 @@ struct kg_daemon {
 	 * registry, no watcher. */
 	struct kg_watch_pg *regwatch;
 	struct kg_regwatch_q *regwatch_q;
+	/* Its hot-path view and down state (registry/registry_cache.h), shared by every
+	 * worker's read handle; owned by regwatch_q, NULL with a file registry. */
+	struct kg_regcache *regcache;
 	int lock_fd;                        /* instance lock beside the registry (instance.h) */
 	int signal_fd;
 	int epfd;                           /* main thread: signals + control */
@@ -122,11 +125,12 @@ int kg_daemon_refresh_trust(struct kg_daemon *d, char *err, size_t errlen) KG_MU
 
 /*
  * Every appliance sharing a PostgreSQL registry hears every change (issue 16). For a
- * postgresql:// or postgres:// registry, start the watcher (registry/watch_pg.h) and
- * add its queue's eventfd to d->epfd; for a file registry do nothing. Returns 0, or -1
+ * postgresql:// or postgres:// registry, make the hot-path view (d->regcache, sized
+ * and ruled by cfg's registry_cache / registry_down / registry_down_seen), start the
+ * watcher (registry/watch_pg.h) and add its queue's eventfd to d->epfd; for a file registry do nothing. Returns 0, or -1
  * with why in err. Main thread, before serving.
  */
-int kg_daemon_watch_start(struct kg_daemon *d, const char *registry, char *err,
+int kg_daemon_watch_start(struct kg_daemon *d, const struct kg_config *cfg, char *err,
 			  size_t errlen) KG_MUST_USE;
 /* Is this epoll data.fd the watcher queue's eventfd? */
 bool kg_daemon_watch_owns(const struct kg_daemon *d, int fd);

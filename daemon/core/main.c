@@ -445,6 +445,15 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		fprintf(stderr, "ktlsgated: registry %s: cannot list CAs\n", shown);
 		goto out;
 	}
+	if (kg_registry_location_is_uri(cfg->registry)) {
+		if (cfg->registry_down == KG_REGDOWN_FAIL_OPEN)
+			printf("ktlsgated: shared registry: cache of %u entries; database down: fail-open "
+			       "(devices admitted here in the last %us are admitted from the cache, "
+			       "others refused)\n", cfg->registry_cache, cfg->registry_down_seen);
+		else
+			printf("ktlsgated: shared registry: cache of %u entries; database down: "
+			       "fail-closed (every new connection refused)\n", cfg->registry_cache);
+	}
 	if (cfg->source_max_handshakes == 0 && cfg->source_rate == 0)
 		printf("ktlsgated: per-source limits off\n");
 	else
@@ -731,7 +740,7 @@ int main(int argc, char **argv)
 	}
 	/* 4a. changes made through other appliances (or SQL) reach this one; they queue
 	 * until serve() runs them, after the workers started. */
-	if (kg_daemon_watch_start(d, cfg->registry, err, sizeof(err)) < 0) {
+	if (kg_daemon_watch_start(d, cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_fds;
 	}

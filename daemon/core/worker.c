@@ -114,7 +114,9 @@ static enum kg_reason revalidate(struct kg_worker *w, struct kg_conn *c,
 		if (kg_trust_leaf_revoked(cur->trust, &c->leaf))
 			return KG_REASON_CERT_REVOKED;
 	}
-	rc = kg_registry_device_get(w->reg, c->id.device_id, &dev);
+	/* From the store: a change (or a resync) brought us here, and the cache may not
+	 * say more than the database does now. */
+	rc = kg_registry_device_get_fresh(w->reg, c->id.device_id, &dev);
 	if (rc == 0) {
 		in.device = &dev;
 	} else if (rc != KG_E_NOTFOUND) {
@@ -584,6 +586,7 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 	rc = kg_registry_open(cfg->registry, KG_REG_READONLY, &w->reg, err, errlen);
 	if (rc < 0)
 		return -1;
+	kg_registry_set_cache(w->reg, d->regcache);   /* NULL: a file registry, read directly */
 	if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
 		seed = kg_now_us() ^ ((uint64_t)idx << 32);
 	w->srclimit = kg_srclimit_new(cfg->source_table, seed);

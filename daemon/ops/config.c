@@ -99,6 +99,7 @@ enum kind {
 	K_METRICS,  /* kg_sockaddr or "off" */
 	K_NAME,     /* a backend name */
 	K_CLIENT_ID,
+	K_REGDOWN,
 	K_USERNAME,
 	K_LOG_LEVEL,
 	K_RELAY,
@@ -117,7 +118,7 @@ struct key_def {
 
 enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
-	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY,
+	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_REG_CACHE, KEY_REG_DOWN, KEY_REG_DOWN_SEEN, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS, KEY_SECURITY_LEVEL, KEY_CRL_GRACE,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
@@ -139,6 +140,11 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_METRICS] = { SEC_DAEMON, "metrics_listen", K_METRICS, FIELD(metrics_listen), 0, 0 },
 	[KEY_DEFAULT_BACKEND] = { SEC_DAEMON, "default_backend", K_NAME, FIELD(default_backend), 0, 0 },
 	[KEY_CLIENT_ID] = { SEC_DAEMON, "client_id_check", K_CLIENT_ID, FIELD(client_id_check), 0, 0 },
+	/* entries (0.4..0.7 KB each, docs/registry.md); 1 << 24 bounds a typo's memory */
+	[KEY_REG_CACHE] = { SEC_DAEMON, "registry_cache", K_UINT, FIELD(registry_cache), 1, 16777216 },
+	[KEY_REG_DOWN] = { SEC_DAEMON, "registry_down", K_REGDOWN, FIELD(registry_down), 0, 0 },
+	/* seconds: 7 days at most */
+	[KEY_REG_DOWN_SEEN] = { SEC_DAEMON, "registry_down_seen", K_UINT, FIELD(registry_down_seen), 1, 604800 },
 	[KEY_USERNAME] = { SEC_DAEMON, "username_check", K_USERNAME, FIELD(username_check), 0, 0 },
 	[KEY_LOG_LEVEL] = { SEC_DAEMON, "log_level", K_LOG_LEVEL, FIELD(log_level), 0, 0 },
 	[KEY_RELAY] = { SEC_DAEMON, "relay", K_RELAY, FIELD(relay), 0, 0 },
@@ -387,6 +393,10 @@ void kg_config_defaults(struct kg_config *cfg)
 	cfg->listeners[0].kind = KG_LISTENER_MTLS;
 	cfg->n_listeners = 1;
 	cfg->client_id_check = KG_CLIENT_ID_EXACT;
+	/* a fleet of 100 000 X.509 devices: a row and a thumbprint lookup each */
+	cfg->registry_cache = 200000;
+	cfg->registry_down = KG_REGDOWN_FAIL_CLOSED;
+	cfg->registry_down_seen = 600;
 	cfg->username_check = KG_USERNAME_STRICT;
 	memcpy(cfg->log_level, "info", sizeof("info"));
 	memcpy(cfg->ciphers, DEFAULT_CIPHERS, sizeof(DEFAULT_CIPHERS));
@@ -691,6 +701,17 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 			st->cfg->client_id_check = KG_CLIENT_ID_OFF;
 		else {
 			set_err(st, st->line, "'%s': '%s' is not one of exact, off", k->name,
+				quote(q, value));
+			return -1;
+		}
+		return 0;
+	case K_REGDOWN:
+		if (strcmp(value, "fail-closed") == 0)
+			st->cfg->registry_down = KG_REGDOWN_FAIL_CLOSED;
+		else if (strcmp(value, "fail-open") == 0)
+			st->cfg->registry_down = KG_REGDOWN_FAIL_OPEN;
+		else {
+			set_err(st, st->line, "'%s': '%s' is not one of fail-closed, fail-open", k->name,
 				quote(q, value));
 			return -1;
 		}

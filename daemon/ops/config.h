@@ -101,6 +101,8 @@ struct kg_crl_conf {
 };
 
 enum kg_client_id_check { KG_CLIENT_ID_EXACT, KG_CLIENT_ID_OFF };
+/* New connections while a shared registry is down (docs/registry.md). */
+enum kg_registry_down { KG_REGDOWN_FAIL_CLOSED, KG_REGDOWN_FAIL_OPEN };
 
 /* The CONNECT user name of a certificate-authenticated device (docs/security.md).
  * STRICT: absent, empty or the device id, else CONNACK "not authorised"; REWRITE: the
@@ -133,6 +135,12 @@ struct kg_config {
 	char cert_file[PATH_MAX];         /* server certificate chain (PEM, leaf first) */
 	char key_file[PATH_MAX];          /* server key: PEM or TSS2 PEM file, or "handle:0x81..." */
 	char registry[PATH_MAX];          /* SQLite file path (absolute) or a postgresql:// URI */
+	/* A PostgreSQL registry's hot-path view and its down rule (issue 16): entries
+	 * cached, what new connections get while the database is down, and how recently
+	 * (seconds) this appliance must have admitted a device for fail-open to admit it. */
+	unsigned registry_cache;
+	enum kg_registry_down registry_down;
+	unsigned registry_down_seen;
 	char control_socket[PATH_MAX];
 	struct kg_sockaddr metrics_listen;
 	bool metrics_enabled;             /* metrics_listen = off disables */

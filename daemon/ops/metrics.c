@@ -473,6 +473,29 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 		put(&o, "# HELP ktlsgate_registry_watch_resyncs_total Times every session was revalidated because changes had left the feed before this appliance read them.\n"
 			"# TYPE ktlsgate_registry_watch_resyncs_total counter\n"
 			"ktlsgate_registry_watch_resyncs_total %llu\n", (unsigned long long)rw->resyncs);
+		if (rw->cache) {
+			put(&o, "# HELP ktlsgate_registry_up Whether the shared registry counts as up (1) or down (0: its change watcher is disconnected or a read failed; registry_down rules new connections).\n"
+				"# TYPE ktlsgate_registry_up gauge\n"
+				"ktlsgate_registry_up %d\n", rw->up ? 1 : 0);
+			put(&o, "# HELP ktlsgate_registry_down_refusals_total New connections refused because the shared registry was down (reason registry_unavailable).\n"
+				"# TYPE ktlsgate_registry_down_refusals_total counter\n"
+				"ktlsgate_registry_down_refusals_total %llu\n", (unsigned long long)rw->down_refusals);
+			put(&o, "# HELP ktlsgate_registry_failopen_admissions_total Devices admitted from the cache while the shared registry was down (registry_down = fail-open).\n"
+				"# TYPE ktlsgate_registry_failopen_admissions_total counter\n"
+				"ktlsgate_registry_failopen_admissions_total %llu\n", (unsigned long long)rw->failopen_admits);
+			put(&o, "# HELP ktlsgate_registry_cache_hits_total Hot-path registry reads answered by the cache.\n"
+				"# TYPE ktlsgate_registry_cache_hits_total counter\n"
+				"ktlsgate_registry_cache_hits_total %llu\n", (unsigned long long)rw->cache_hits);
+			put(&o, "# HELP ktlsgate_registry_cache_misses_total Hot-path registry reads the cache could not answer (the database was asked).\n"
+				"# TYPE ktlsgate_registry_cache_misses_total counter\n"
+				"ktlsgate_registry_cache_misses_total %llu\n", (unsigned long long)rw->cache_misses);
+			put(&o, "# HELP ktlsgate_registry_cache_evictions_total Cache entries evicted to stay within registry_cache.\n"
+				"# TYPE ktlsgate_registry_cache_evictions_total counter\n"
+				"ktlsgate_registry_cache_evictions_total %llu\n", (unsigned long long)rw->cache_evictions);
+			put(&o, "# HELP ktlsgate_registry_cache_entries Entries in the cache (bound: registry_cache).\n"
+				"# TYPE ktlsgate_registry_cache_entries gauge\n"
+				"ktlsgate_registry_cache_entries %llu\n", (unsigned long long)rw->cache_size);
+		}
 		put(&o, "# HELP ktlsgate_registry_watch_lag_seconds Age of the last change when the watcher handed it on (now - changes.at).\n"
 			"# TYPE ktlsgate_registry_watch_lag_seconds gauge\n");
 		if (rw->lag_seconds >= 0)

@@ -114,6 +114,12 @@ struct kg_metrics_regwatch {
 	uint64_t changes_device, changes_ca;   /* changes handed to the daemon */
 	uint64_t reconnects, resyncs;
 	int64_t lag_seconds;                   /* now - at of the last change; -1: none */
+	/* Its hot-path view and down rule (registry/registry_cache.h); cache false: none */
+	bool cache;
+	bool up;                               /* the database counts as up */
+	uint64_t cache_hits, cache_misses, cache_evictions;
+	uint64_t cache_size, cache_max;
+	uint64_t down_refusals, failopen_admits;
 };
 
 #define KG_CONN_STATES_MAX 16

@@ -144,6 +144,12 @@ static const struct reason_row reasons[KG_REASON_MAX] = {
 	[KG_REASON_AUTH_OVERLOAD] = { "auth_overload",
 		"Refused (CONNACK server unavailable): the password-hash queue ([auth] "
 		"kdf_queue) was full, so the user name and password were not checked." },
+	[KG_REASON_REGISTRY_UNAVAILABLE] = { "registry_unavailable",
+		"Refused (CONNACK server unavailable: 3.1.1 code 3, 5.0 0x88): the shared "
+		"PostgreSQL registry is down (its change watcher is disconnected, or a read "
+		"failed) and `registry_down` is fail-closed, or fail-open and the device was "
+		"not admitted here within `registry_down_seen` seconds. Live sessions keep "
+		"running." },
 };
 
 const char *kg_reason_str(enum kg_reason r)

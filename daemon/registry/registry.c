@@ -14,8 +14,10 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -24,6 +26,7 @@
 #include "ops/err.h"
 #include "ops/log.h"
 #include "registry/registry.h"
+#include "registry/registry_cache.h"
 
 static const char *const status_names[KG_DEV_STATUS_MAX] = {
 	[KG_DEV_ENABLED] = "enabled",
@@ -290,11 +293,168 @@ int kg_registry_schema_version(struct kg_registry *reg)
 
 /* ---- devices --------------------------------------------------------------- */
 
+/* ---- the hot-path view (registry_cache.h) -------------------------------- */
+
+void kg_registry_set_cache(struct kg_registry *reg, struct kg_regcache *cache)
+{
+	if (reg != NULL)
+		reg->cache = cache;
+}
+
+bool kg_registry_served_failopen(const struct kg_registry *reg)
+{
+	return reg != NULL && reg->failopen;
+}
+
+/* The cache may be stale (the watcher is disconnected): nothing is read from the
+ * store (it is down, or an answer could not be trusted to stay true), only the rule
+ * answers. */
+static int unavailable(struct kg_registry *reg)
+{
+	snprintf(reg->errmsg, sizeof(reg->errmsg), "registry unavailable (change watcher disconnected)");
+	return KG_E_IO;
+}
+
+/* A store read's outcome feeds the down state: KG_E_IO is down, an answer up. */
+static int note_read(struct kg_registry *reg, int rc)
+{
+	if (rc == 0 || rc == KG_E_NOTFOUND)
+		kg_regcache_read_ok(reg->cache, true);
+	else if (rc == KG_E_IO)
+		kg_regcache_read_ok(reg->cache, false);
+	return rc;
+}
+
+static int cached_device_get(struct kg_registry *reg, const char *id, struct kg_device *out)
+{
+	struct kg_regcache *c = reg->cache;
+	uint64_t gen;
+	int rc;
+
+	if (kg_regcache_stale(c)) {
+		if (kg_regcache_fail_open(c) && kg_regcache_recent(c, id, (int64_t)time(NULL), out)) {
+			reg->failopen = true;
+			return 0;
+		}
+		return unavailable(reg);
+	}
+	switch (kg_regcache_device(c, id, out)) {
+	case KG_RC_FOUND:
+		return 0;
+	case KG_RC_NONE:
+		return KG_E_NOTFOUND;
+	default:
+		break;
+	}
+	gen = kg_regcache_gen(c);
+	rc = note_read(reg, reg->ops->device_get(reg, id, out));
+	if (rc == 0 || rc == KG_E_NOTFOUND)
+		kg_regcache_put_device(c, gen, id, rc == 0 ? out : NULL);
+	return rc;
+}
+
+static int cached_find_thumbprint(struct kg_registry *reg, const char *hex, struct kg_device *out)
+{
+	struct kg_regcache *c = reg->cache;
+	uint64_t gen;
+	int rc;
+
+	if (kg_regcache_stale(c)) {
+		if (kg_regcache_fail_open(c) && kg_regcache_thumb(c, hex, out) == KG_RC_FOUND &&
+		    kg_regcache_recent(c, out->id, (int64_t)time(NULL), out)) {
+			reg->failopen = true;
+			return 0;
+		}
+		return unavailable(reg);
+	}
+	switch (kg_regcache_thumb(c, hex, out)) {
+	case KG_RC_FOUND:
+		return 0;
+	case KG_RC_NONE:
+		return KG_E_NOTFOUND;
+	default:
+		break;
+	}
+	gen = kg_regcache_gen(c);
+	rc = note_read(reg, reg->ops->device_find_thumbprint(reg, hex, out));
+	if (rc == 0 || rc == KG_E_NOTFOUND)
+		kg_regcache_put_thumb(c, gen, hex, rc == 0 ? out : NULL);
+	return rc;
+}
+
+static int cached_cred_get(struct kg_registry *reg, const char *id,
+			   struct kg_credential out[KG_CRED_PER_DEVICE], size_t *n)
+{
+	struct kg_regcache *c = reg->cache;
+	uint64_t gen;
+	int rc;
+
+	/* Stale: a cached answer serves only the fail-open rule, which device_get
+	 * enforces (a device not admitted recently gets no further). */
+	if (kg_regcache_creds(c, id, out, n) == KG_RC_FOUND)
+		return 0;
+	if (kg_regcache_stale(c))
+		return unavailable(reg);
+	gen = kg_regcache_gen(c);
+	rc = note_read(reg, reg->ops->cred_get(reg, id, out, n));
+	if (rc == 0)
+		kg_regcache_put_creds(c, gen, id, out, *n);
+	return rc;
+}
+
+static int cached_cred_find(struct kg_registry *reg, enum kg_attestation kind, const char *key,
+			    char *id_out)
+{
+	struct kg_regcache *c = reg->cache;
+	uint64_t gen;
+	int rc;
+
+	switch (kg_regcache_cred_find(c, kind, key, id_out)) {
+	case KG_RC_FOUND:
+		return 0;
+	case KG_RC_NONE:
+		if (!kg_regcache_stale(c))
+			return KG_E_NOTFOUND;
+		break;
+	default:
+		break;
+	}
+	if (kg_regcache_stale(c))
+		return unavailable(reg);
+	gen = kg_regcache_gen(c);
+	rc = note_read(reg, reg->ops->cred_find(reg, kind, key, id_out));
+	if (rc == 0 || rc == KG_E_NOTFOUND)
+		kg_regcache_put_cred_find(c, gen, kind, key, rc == 0 ? id_out : NULL);
+	return rc;
+}
+
+/* ---- devices --------------------------------------------------------------- */
+
 int kg_registry_device_get(struct kg_registry *reg, const char *id, struct kg_device *out)
 {
 	if (reg == NULL || out == NULL || !valid_device_id(id))
 		return KG_E_INVALID;
+	reg->failopen = false;
+	if (reg->cache != NULL)
+		return cached_device_get(reg, id, out);
 	return reg->ops->device_get(reg, id, out);
+}
+
+int kg_registry_device_get_fresh(struct kg_registry *reg, const char *id, struct kg_device *out)
+{
+	uint64_t gen;
+	int rc;
+
+	if (reg == NULL || out == NULL || !valid_device_id(id))
+		return KG_E_INVALID;
+	reg->failopen = false;
+	if (reg->cache == NULL)
+		return reg->ops->device_get(reg, id, out);
+	gen = kg_regcache_gen(reg->cache);
+	rc = note_read(reg, reg->ops->device_get(reg, id, out));
+	if (rc == 0 || rc == KG_E_NOTFOUND)
+		kg_regcache_put_device(reg->cache, gen, id, rc == 0 ? out : NULL);
+	return rc;
 }
 
 int kg_registry_device_add(struct kg_registry *reg, const struct kg_device *dev)
@@ -403,6 +563,9 @@ int kg_registry_device_find_thumbprint(struct kg_registry *reg, const char *hex,
 	if (reg == NULL || hex == NULL || out == NULL ||
 	    !norm_hex64(norm, hex, KG_SHA256_HEX_LEN + 1, false))
 		return KG_E_INVALID;
+	reg->failopen = false;
+	if (reg->cache != NULL)
+		return cached_find_thumbprint(reg, norm, out);
 	return reg->ops->device_find_thumbprint(reg, norm, out);
 }
 
@@ -504,6 +667,8 @@ int kg_registry_cred_get(struct kg_registry *reg, const char *id,
 		*n = 0;
 	if (reg == NULL || out == NULL || n == NULL || !valid_device_id(id))
 		return KG_E_INVALID;
+	if (reg->cache != NULL)
+		return cached_cred_get(reg, id, out, n);
 	return reg->ops->cred_get(reg, id, out, n);
 }
 
@@ -517,10 +682,14 @@ int kg_registry_cred_find(struct kg_registry *reg, enum kg_attestation kind, con
 	if (kind == KG_ATT_TOKEN) {
 		if (!norm_hex64(hex, key, KG_SHA256_HEX_LEN + 1, false))
 			return KG_E_INVALID;
+		if (reg->cache != NULL)
+			return cached_cred_find(reg, kind, hex, id_out);
 		return reg->ops->cred_find(reg, kind, hex, id_out);
 	}
 	if (kind != KG_ATT_BASIC || !printable(key, 1, KG_CRED_USERNAME_MAX))
 		return KG_E_INVALID;
+	if (reg->cache != NULL)
+		return cached_cred_find(reg, kind, key, id_out);
 	return reg->ops->cred_find(reg, kind, key, id_out);
 }
 

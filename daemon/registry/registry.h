@@ -2,8 +2,10 @@
 /*
  * Part registry (daemon/registry/): the identity registry. registry.c (the interface
  * and the validation every store shares, this header), registry_sqlite.c (the SQLite
- * store), registry_pg.c (the PostgreSQL store, shared by several appliances), writer.c (the daemon's one writer
- * thread: enrolments and last-seen updates; writer.h).
+ * store), registry_pg.c (the PostgreSQL store, shared by several appliances),
+ * registry_cache.c (the daemon's hot-path view of a PostgreSQL registry and its down
+ * state; registry_cache.h), writer.c (the daemon's one writer thread: enrolments and
+ * last-seen updates; writer.h).
  * Way in: this header; the daemon writes only through writer.h.
  * Uses ops only (config, errors, log, audit for enrolment decisions); knows nothing of
  * TLS, connections or the event loop.
@@ -150,6 +152,7 @@ int kg_cred_slot_parse(const char *s, enum kg_cred_slot *out) KG_MUST_USE;
 enum kg_registry_mode { KG_REG_READONLY, KG_REG_READWRITE };
 
 struct kg_registry;
+struct kg_regcache;
 
 /*
  * Open the registry at `location` (a file path: SQLite; "postgresql://..." or
@@ -317,7 +320,31 @@ struct kg_registry {
 	char errmsg[256];
 	/* Waits for another process's lock so far (ktlsgate_registry_busy_total). */
 	_Atomic uint64_t busy_waits;
+	/* The daemon's shared view of a PostgreSQL registry (registry_cache.h), or NULL:
+	 * every read goes to the store. Set by kg_registry_set_cache(). */
+	struct kg_regcache *cache;
+	/* The last device_get / device_find_thumbprint on this handle was answered by
+	 * the fail-open rule while the database was down (kg_registry_served_failopen). */
+	bool failopen;
 };
+
+/*
+ * Answer this handle's hot-path reads (device_get, device_find_thumbprint, cred_get,
+ * cred_find) from the shared view `cache` first, and store what the store answers in
+ * it. While the cache is stale (the watcher disconnected) the store is not asked:
+ * under fail-open a device this appliance admitted recently (and whose cached row is
+ * enabled) is answered from the cache, everything else is KG_E_IO ("registry
+ * unavailable"), as under fail-closed. A read that fails with KG_E_IO marks the
+ * registry down; one that answers marks it up. NULL: no cache.
+ */
+void kg_registry_set_cache(struct kg_registry *reg, struct kg_regcache *cache);
+/* device_get from the store itself, whatever the cache holds or the down state says,
+ * its answer stored in the cache: a live session's revalidation after a change must
+ * judge the row as it is now. */
+int kg_registry_device_get_fresh(struct kg_registry *reg, const char *id,
+				 struct kg_device *out) KG_MUST_USE;
+/* Was the last device read on reg answered by the fail-open rule? */
+bool kg_registry_served_failopen(const struct kg_registry *reg);
 
 /* reg->errmsg, or the generic name of err when the store said nothing. */
 const char *kg_registry_strerror(const struct kg_registry *reg, int err);

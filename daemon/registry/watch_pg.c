@@ -61,6 +61,7 @@ struct gap {
 struct kg_watch_pg {
 	char *uri;
 	kg_watch_pg_cb cb;
+	kg_watch_pg_state_cb state_cb;
 	void *arg;
 	unsigned gap_hold_ms, retention_s, prune_every_ms;
 	int wake_fd;            /* eventfd: readable once stop is asked, stays so */
@@ -75,6 +76,7 @@ struct kg_watch_pg {
 	uint64_t next_prune_ms;
 	uint64_t next_gap_read_ms;  /* open gaps are read again by then */
 	bool prune_warned;
+	bool reported_up;       /* what state_cb was last told (starts true) */
 	/* stats, read by any thread */
 	atomic_bool connected;
 	_Atomic uint64_t n_device, n_ca, reconnects, resyncs, prunes;
@@ -414,6 +416,16 @@ static enum wait_res prune(struct kg_watch_pg *w, char *err, size_t errlen)
 	return r;
 }
 
+/* Tell the owner of a change of the connection's state, once per change. */
+static void report(struct kg_watch_pg *w, bool up)
+{
+	if (w->reported_up == up)
+		return;
+	w->reported_up = up;
+	if (w->state_cb != NULL)
+		w->state_cb(w->arg, up);
+}
+
 /* Serve one connection until it is lost (W_ERROR, err says why) or stop (W_STOP). */
 static enum wait_res serve(struct kg_watch_pg *w, char *err, size_t errlen)
 {
@@ -434,6 +446,9 @@ static enum wait_res serve(struct kg_watch_pg *w, char *err, size_t errlen)
 	if (r != W_READY)
 		return r;
 	atomic_store(&w->connected, true);   /* listening, and the starting point read */
+	/* Up only now: what changed while it was away has been handed on (and dropped
+	 * from the owner's cache) first. */
+	report(w, true);
 	w->next_gap_read_ms = kg_now_ms() + GAP_RECHECK_MS;
 	for (;;) {
 		/* Notifications libpq took in during a query are not on the socket any
@@ -499,6 +514,7 @@ static void *watch_main(void *arg)
 		w->conn = NULL;
 		if (r == W_STOP)
 			break;
+		report(w, false);
 		if (!down_logged)
 			kg_log_warnx("registry watch: %s; retrying (every %u..%u ms)",
 				     err[0] ? err : "connection lost", BACKOFF_MIN_MS, BACKOFF_MAX_MS);
@@ -522,6 +538,8 @@ struct kg_watch_pg *kg_watch_pg_start(const struct kg_watch_pg_opts *o, char *er
 		goto fail;
 	}
 	w->cb = o->cb;
+	w->state_cb = o->state_cb;
+	w->reported_up = true;
 	w->arg = o->arg;
 	w->gap_hold_ms = o->gap_hold_ms ? o->gap_hold_ms : KG_WATCH_GAP_HOLD_MS;
 	w->retention_s = o->retention_s ? o->retention_s : KG_WATCH_RETENTION_S;

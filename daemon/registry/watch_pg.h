@@ -33,6 +33,10 @@ enum kg_watch_kind {
 
 typedef void (*kg_watch_pg_cb)(void *arg, enum kg_watch_kind kind, const char *name,
 			       int64_t at);
+/* The watcher's connection state changed: up once it listens again and every change
+ * missed meanwhile has been delivered; down when it is lost (or the first connect
+ * fails: the state starts as up, as the daemon's read handles just connected). */
+typedef void (*kg_watch_pg_state_cb)(void *arg, bool up);
 
 #define KG_WATCH_GAP_HOLD_MS 10000        /* how long a missing version is read again */
 #define KG_WATCH_RETENTION_S 3600         /* changes older than this are pruned */
@@ -41,7 +45,8 @@ typedef void (*kg_watch_pg_cb)(void *arg, enum kg_watch_kind kind, const char *n
 struct kg_watch_pg_opts {
 	const char *uri;                  /* libpq URI (postgresql:// or postgres://) */
 	kg_watch_pg_cb cb;
-	void *arg;
+	kg_watch_pg_state_cb state_cb;    /* NULL: not told */
+	void *arg;                        /* for both */
 	/* 0: the defaults above (the tests shorten them) */
 	unsigned gap_hold_ms;
 	unsigned retention_s;

@@ -58,6 +58,9 @@ START_TEST(test_full_round_trip)
 		"metrics_listen = [::1]:9999\n"
 		"default_backend = b-2\n"
 		"client_id_check = off\n"
+		"registry_cache = 5000\n"
+		"registry_down = fail-open\n"
+		"registry_down_seen = 120\n"
 		"username_check = rewrite\n"
 		"relay = openssl\n"
 		"log_level = debug\n"
@@ -106,6 +109,9 @@ START_TEST(test_full_round_trip)
 	ck_assert_str_eq(cfg->metrics_listen.text, "[::1]:9999");
 	ck_assert_str_eq(cfg->default_backend, "b-2");
 	ck_assert_int_eq(cfg->client_id_check, KG_CLIENT_ID_OFF);
+	ck_assert_uint_eq(cfg->registry_cache, 5000);
+	ck_assert_int_eq(cfg->registry_down, KG_REGDOWN_FAIL_OPEN);
+	ck_assert_uint_eq(cfg->registry_down_seen, 120);
 	ck_assert_int_eq(cfg->username_check, KG_USERNAME_REWRITE);
 	ck_assert_int_eq(cfg->relay, KG_RELAY_OPENSSL);
 	ck_assert_str_eq(cfg->log_level, "debug");
@@ -160,6 +166,10 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(cfg->client_id_check, KG_CLIENT_ID_EXACT);
 	ck_assert_int_eq(cfg->username_check, KG_USERNAME_STRICT);
 	ck_assert_int_eq(cfg->relay, KG_RELAY_AUTO);
+	/* issue 16: a shared registry's view and down rule */
+	ck_assert_uint_eq(cfg->registry_cache, 200000);
+	ck_assert_int_eq(cfg->registry_down, KG_REGDOWN_FAIL_CLOSED);
+	ck_assert_uint_eq(cfg->registry_down_seen, 600);
 	ck_assert_str_eq(cfg->log_level, "info");
 	ck_assert_str_eq(cfg->ciphers,
 			 "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -351,6 +361,9 @@ static const struct bad_case bad_cases[] = {
 	{ "[daemon]\ncert = c\nkey = k\n", "bad.conf: missing required key 'registry' in [daemon]" },
 	{ "", "bad.conf: missing required key 'cert' in [daemon]" },
 	{ BASE "client_id_check = maybe\n", "bad.conf:5: 'client_id_check': 'maybe' is not one of exact, off" },
+	{ BASE "registry_down = open\n", "bad.conf:5: 'registry_down': 'open' is not one of fail-closed, fail-open" },
+	{ BASE "registry_down_seen = 0\n", "bad.conf:5: 'registry_down_seen': '0' is not a number in 1..604800" },
+	{ BASE "registry_cache = 0\n", "bad.conf:5: 'registry_cache': '0' is not a number in 1..16777216" },
 	{ BASE "username_check = exact\n", "bad.conf:5: 'username_check': 'exact' is not one of strict, rewrite, pass" },
 	{ BASE "username_check = strict\nusername_check = pass\n", "bad.conf:6: duplicate key 'username_check' in [daemon] (first on line 5)" },
 	{ BASE "relay = kernel\n", "bad.conf:5: 'relay': 'kernel' is not one of auto, ktls_tx, userspace, openssl" },
