@@ -119,6 +119,20 @@ static int remaining(uint64_t deadline)
 	return now >= deadline ? 0 : (int)(deadline - now);
 }
 
+/* What the server says outside a query (a NOTICE, or "FATAL: terminating connection
+ * due to administrator command" when it shuts down) reaches libpq's notice processor,
+ * whose default prints it on stderr, past the daemon's log: into the log instead, at
+ * debug (the lost connection itself is logged where it is seen). */
+static void log_notice(void *arg, const char *msg)
+{
+	size_t n = strlen(msg);
+
+	(void)arg;
+	while (n > 0 && msg[n - 1] == '\n')
+		n--;
+	kg_log_debug("registry watch: server says: %.*s", (int)n, msg);
+}
+
 /* Connect without blocking (PQconnectPoll): a stop interrupts it. */
 static enum wait_res connect_db(struct kg_watch_pg *w, char *err, size_t errlen)
 {
@@ -132,6 +146,7 @@ static enum wait_res connect_db(struct kg_watch_pg *w, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return W_ERROR;
 	}
+	(void)PQsetNoticeProcessor(w->conn, log_notice, NULL);
 	if (PQstatus(w->conn) == CONNECTION_BAD)
 		goto fail;
 	for (;;) {
