@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: BSD-2-Clause
+"""pg_cutprobe.py - revocation across appliances, timed from the client side (make bench-pg).
+
+For each device id given (one trial each): open one mTLS + MQTT 3.1.1 session with that
+device's certificate to EVERY appliance port (CONNECT / CONNACK 0 required on each), then
+take t0 = time.monotonic() just before starting the command (--cmd, split as a shell would, {id} replaced:
+`ktlsgate ... device set ID --status disabled`) and wait, one thread per session blocked
+in recv(), for each session to see its close (EOF, reset, or TLS close_notify; any bytes
+read instead are recorded too). Prints one JSON line per trial: the close time of each
+appliance's session and the last of them (ms after t0), the command's own runtime and
+exit status, and `ok`. A session still open --timeout seconds after t0, a command that
+fails, or a session that cannot be set up makes the trial `ok: false` with a `why`: it is
+printed like any other, never dropped. Exit status 1 if any trial was not ok.
+Uses kgclient.py (tests/lib) for the TLS context and the CONNECT packet.
+"""
+import argparse
+import json
+import os
+import shlex
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import kgclient  # noqa: E402
+
+
+def open_session(port, ca, devdir, dev_id, timeout):
+    """A live session for dev_id through 127.0.0.1:port, or raise with the reason."""
+    ctx = kgclient.client_ctx(ca, os.path.join(devdir, dev_id, "chain.pem"),
+                              os.path.join(devdir, dev_id, "key.pem"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    s.sendall(kgclient.connect_packet(dev_id, level=4, keepalive=120))
+    buf = b""
+    while len(buf) < 4:
+        d = s.recv(4 - len(buf))
+        if not d:
+            raise RuntimeError("closed before CONNACK")
+        buf += d
+    if buf[0] != 0x20 or buf[3] != 0:
+        raise RuntimeError("CONNACK %s" % buf.hex())
+    return s
+
+
+def wait_close(s, t0, limit, res, i):
+    """res[i] = (ms after t0 the close was seen, what was seen) or None on timeout."""
+    got = b""
+    end = t0 + limit
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            res[i] = None
+            return
+        s.settimeout(left)
+        try:
+            d = s.recv(4096)
+        except socket.timeout:
+            continue
+        except (ssl.SSLError, OSError) as e:
+            res[i] = ((time.monotonic() - t0) * 1000, "error: %s" % e)
+            return
+        if not d:
+            res[i] = ((time.monotonic() - t0) * 1000, "eof" + (" after %s" % got.hex() if got else ""))
+            return
+        got += d
+
+
+def trial(a, dev_id):
+    r = {"id": dev_id, "ok": False}
+    socks = []
+    try:
+        for p in a.ports:
+            socks.append(open_session(p, a.ca, a.devices, dev_id, a.timeout))
+    except (OSError, ssl.SSLError, RuntimeError) as e:
+        r["why"] = "session %d of %d not set up: %s" % (len(socks) + 1, len(a.ports), e)
+        for s in socks:
+            s.close()
+        return r
+    time.sleep(a.settle)
+    res = [None] * len(socks)
+    t0 = time.monotonic()
+    # No shell in between unless the command needs one: the CLI's runtime is its own.
+    cmd = shlex.split(a.cmd.replace("{id}", dev_id))
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ths = [threading.Thread(target=wait_close, args=(s, t0, a.limit, res, i))
+           for i, s in enumerate(socks)]
+    for t in ths:
+        t.start()
+    try:
+        _, err = p.communicate(timeout=a.limit)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+        rc = "timeout"
+    t_cli = time.monotonic()
+    for t in ths:
+        t.join()
+    for s in socks:
+        s.close()
+    r["cli_ms"] = round((t_cli - t0) * 1000, 1)
+    r["cli_rc"] = rc
+    r["closed_ms"] = [None if x is None else round(x[0], 1) for x in res]
+    r["seen"] = [None if x is None else x[1] for x in res]
+    if rc != 0:
+        r["why"] = "command exit %s: %s" % (rc, err.decode(errors="replace").strip()[:200])
+    elif any(x is None for x in res):
+        r["why"] = "session(s) on appliance(s) %s still open after %g s" % (
+            ",".join(str(i + 1) for i, x in enumerate(res) if x is None), a.limit)
+    else:
+        r["last_ms"] = max(r["closed_ms"])
+        r["ok"] = True
+    return r
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ports", required=True, help="appliance ports, comma-separated")
+    p.add_argument("--ca", required=True, help="root CA that signed the servers' certificates")
+    p.add_argument("--devices", required=True, help="DIR/ID/{chain,key}.pem")
+    p.add_argument("--cmd", required=True, help="command (split like a shell, run without one), {id} replaced by the device id")
+    p.add_argument("--limit", type=float, default=10.0, help="seconds a session may stay open")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to set up one session")
+    p.add_argument("--settle", type=float, default=0.05, help="seconds between CONNACKs and t0")
+    p.add_argument("ids", nargs="+")
+    a = p.parse_args()
+    a.ports = [int(x) for x in a.ports.split(",")]
+    bad = 0
+    for dev_id in a.ids:
+        r = trial(a, dev_id)
+        bad += not r["ok"]
+        print(json.dumps(r), flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
