@@ -127,7 +127,7 @@ make_pki() {
 	"$KTLSGATE" pki server --cn localhost --ca "$PKI/root" --out "$PKI/server" >/dev/null
 	# One python3-cryptography process (revoke-ca.sh's profile): a `pki device` process
 	# per device costs minutes on a small machine.
-	python3 - "$PKI" "$N_DEVICES" "$TRIALS" <<'PYEOF' || die "device certificates failed"
+	/usr/bin/python3 - "$PKI" "$N_DEVICES" "$TRIALS" <<'PYEOF' || die "device certificates failed"
 import datetime, os, sys
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -359,7 +359,7 @@ bench_revoke() {
 	a1=$RUN/app1-$ROUND/ktlsgate.conf
 	for ((i = 0; i < TRIALS; i++)); do ids+=("$(printf 'rev%d-%03d' "$set" "$i")"); done
 	say "$ROUND: $TRIALS revocation trials across 3 appliances ($CUT_CMD)"
-	python3 "$HERE/pg_cutprobe.py" --ports "$(IFS=,; echo "${ports[*]}")" --ca "$PKI/root/cert.pem" \
+	/usr/bin/python3 "$HERE/pg_cutprobe.py" --ports "$(IFS=,; echo "${ports[*]}")" --ca "$PKI/root/cert.pem" \
 		--devices "$PKI/rev" --limit "$LIMIT" \
 		--cmd "${CUT_CMD//\{conf\}/$a1}" "${ids[@]}" \
 		>"$LOGS/revoke-$ROUND.jsonl" 2>>"$LOGS/cutprobe.log" || rc=$?
@@ -373,7 +373,7 @@ bench_revoke() {
 	    v = sorted(v)
 	    return v[min(len(v) - 1, max(0, -(-len(v) * p // 100) - 1))] if v else None
 	def three(v):
-	    return "%s %s %s" % (q(v, 50), q(v, 90), max(v) if v else None)
+	    return "%s %s %s" % (q(v, 50), q(v, 90), max(v)) if v else "n/a n/a n/a"
 	last = [r["last_ms"] for r in ok]
 	cli = [r["cli_ms"] for r in ok]
 	print("trials", len(rows), "ok", len(ok), "failed", len(bad) + max(0, int(sys.argv[2]) - len(rows)))
@@ -408,7 +408,7 @@ report() {
 	{
 		echo "# bench-pg: the PostgreSQL registry against SQLite (issue 16)"
 		echo
-		echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); ktlsgate $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'); $(psql --version | awk '{ print "PostgreSQL " $3 }'); host $(uname -r), $(nproc) CPUs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); ktlsgate $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'); $(psql --version | awk '{ print "PostgreSQL " $3 }'); host $(uname -r), $(nproc) CPUs; load average (1/5/15 min) at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the CPUs are shared: see the note in docs/benchmarks.md)"
 		echo "- command: \`$CMDLINE\`"
 		echo "- handshakes: $HS_COUNT full TLS 1.3 mTLS handshakes + CONNECT/CONNACK per run, $HS_CONC in flight, kg-bench $THREADS thread(s), over $N_DEVICES devices, 2 workers; medians of $REPEAT runs per registry, alternating (order flipped every repeat), after one unmeasured handshake per device"
 		echo "- revocation: $TRIALS trials per round, each a fresh device with one session on each of 3 appliances (one PostgreSQL), \`${CUT_CMD//$BUILD\//build/}\` ({conf}: appliance 1's config); time from just before the CLI starts to the last of the 3 sessions seeing its close (client side, monotonic); a session open after $LIMIT s fails the trial"
@@ -454,6 +454,7 @@ main() {
 		command -v "$t" >/dev/null || die "$t is not installed"
 	done
 	grep -q "PostgreSQL store not built" "$KTLSGATED" && die "this ktlsgated has no PostgreSQL store"
+	LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 	ulimit -n "$(ulimit -Hn)"
 	mkdir -p "$OUT" "$LOGS"
 	rm -rf "$RUN"
