@@ -16,7 +16,9 @@
 #      front of its own mosquitto; per trial a fresh device gets a live session on each
 #      (pg_cutprobe.py), then appliance 1's `ktlsgate device set ID --status disabled`;
 #      the time from just before the CLI starts to the last of the three sessions seeing
-#      its close, PG_TRIALS trials, median / p90 / worst, and the CLI's own runtime.
+#      its close, PG_TRIALS trials, median / p90 / worst, and the CLI's own runtime;
+#      before each trial one `device show` of the device is timed: a CLI process's
+#      fixed cost (start-up, registry open) under the same load.
 # A trial whose session is still open after PG_LIMIT (10) s, or a handshake error,
 # counts as a failure: printed, kept in the table, and the exit status is 1. A daemon
 # or cluster that does not start stops the run (exit 1). Everything on 127.0.0.1;
@@ -377,6 +379,7 @@ bench_revoke() {
 	say "$ROUND: $TRIALS revocation trials across 3 appliances ($CUT_CMD)"
 	/usr/bin/python3 "$HERE/pg_cutprobe.py" --ports "$(IFS=,; echo "${ports[*]}")" --ca "$PKI/root/cert.pem" \
 		--devices "$PKI/rev" --limit "$LIMIT" \
+		--baseline "$KTLSGATE -c $a1 device show {id}" \
 		--cmd "${CUT_CMD//\{conf\}/$a1}" "${ids[@]}" \
 		>"$LOGS/revoke-$ROUND.jsonl" 2>>"$LOGS/cutprobe.log" || rc=$?
 	# Every trial is in the file, failed ones with their reason; the summary counts them.
@@ -395,6 +398,7 @@ bench_revoke() {
 	print("trials", len(rows), "ok", len(ok), "failed", len(bad) + max(0, int(sys.argv[2]) - len(rows)))
 	print("last", three(last))
 	print("cli", three(cli))
+	print("show", three([r["baseline_ms"] for r in ok if "baseline_ms" in r]))
 	for a in range(3):
 	    print("app%d" % (a + 1), three([r["closed_ms"][a] for r in ok]))
 	for r in bad:
@@ -407,6 +411,7 @@ bench_revoke() {
 		trials) record revoke_failed 1 "$((TRIALS - f[2]))" ;;
 		last) record revoke_p50_ms 1 "${f[0]}"; record revoke_p90_ms 1 "${f[1]}"; record revoke_max_ms 1 "${f[2]}" ;;
 		cli) record cli_p50_ms 1 "${f[0]}"; record cli_p90_ms 1 "${f[1]}"; record cli_max_ms 1 "${f[2]}" ;;
+		show) record show_p50_ms 1 "${f[0]}"; record show_p90_ms 1 "${f[1]}" ;;
 		app?) record "${k}_p50_ms" 1 "${f[0]}"; record "${k}_max_ms" 1 "${f[2]}" ;;
 		bad) fail "$ROUND-revoke-${f[0]}" "${v#* }" ;;
 		esac
@@ -451,12 +456,13 @@ report() {
 				"$(awk -F'\t' -v r="$r" '$1 == r && $2 ~ /_hs_errors$/ { s += $4 } END { print s + 0 }' "$RAW")"
 		done
 		echo
-		echo "| registry size | disable -> last of 3 closed: median / p90 / worst (ms) | CLI runtime: median / p90 / worst (ms) | per appliance median (ms) 1 / 2 / 3 | failed trials |"
-		echo "|---|---:|---:|---:|---:|"
+		echo "| registry size | disable -> last of 3 closed: median / p90 / worst (ms) | CLI runtime: median / p90 / worst (ms) | \`device show\` runtime: median / p90 (ms) | per appliance median (ms) 1 / 2 / 3 | failed trials |"
+		echo "|---|---:|---:|---:|---:|---:|"
 		for r in $ROUNDS; do
-			printf '| %s | %s / %s / %s | %s / %s / %s | %s / %s / %s | %s |\n' "$(size_of "$r")" \
+			printf '| %s | %s / %s / %s | %s / %s / %s | %s / %s | %s / %s / %s | %s |\n' "$(size_of "$r")" \
 				"$(fmt "$(median "$r" revoke_p50_ms)")" "$(fmt "$(median "$r" revoke_p90_ms)")" "$(fmt "$(median "$r" revoke_max_ms)")" \
 				"$(fmt "$(median "$r" cli_p50_ms)")" "$(fmt "$(median "$r" cli_p90_ms)")" "$(fmt "$(median "$r" cli_max_ms)")" \
+				"$(fmt "$(median "$r" show_p50_ms)")" "$(fmt "$(median "$r" show_p90_ms)")" \
 				"$(fmt "$(median "$r" app1_p50_ms)")" "$(fmt "$(median "$r" app2_p50_ms)")" "$(fmt "$(median "$r" app3_p50_ms)")" \
 				"$(fmt "$(median "$r" revoke_failed)")"
 		done

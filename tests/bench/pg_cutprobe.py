@@ -9,7 +9,9 @@ take t0 = time.monotonic() just before starting the command (--cmd, split as a s
 in recv(), for each session to see its close (EOF, reset, or TLS close_notify; any bytes
 read instead are recorded too). Prints one JSON line per trial: the close time of each
 appliance's session and the last of them (ms after t0), the command's own runtime and
-exit status, and `ok`. A session still open --timeout seconds after t0, a command that
+exit status, and `ok`. --baseline times a read-only command on the same device just
+before each trial's sessions are opened (`baseline_ms`): what any CLI process costs,
+start-up and registry open included, under the same load as the trial. A session still open --timeout seconds after t0, a command that
 fails, or a session that cannot be set up makes the trial `ok: false` with a `why`: it is
 printed like any other, never dropped. Exit status 1 if any trial was not ok.
 Uses kgclient.py (tests/lib) for the TLS context and the CONNECT packet.
@@ -73,6 +75,14 @@ def wait_close(s, t0, limit, res, i):
 
 def trial(a, dev_id):
     r = {"id": dev_id, "ok": False}
+    if a.baseline:
+        t0 = time.monotonic()
+        rc = subprocess.run(shlex.split(a.baseline.replace("{id}", dev_id)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        r["baseline_ms"] = round((time.monotonic() - t0) * 1000, 1)
+        if rc != 0:
+            r["why"] = "baseline command exit %s" % rc
+            return r
     socks = []
     try:
         for p in a.ports:
@@ -128,6 +138,8 @@ def main():
     p.add_argument("--limit", type=float, default=10.0, help="seconds a session may stay open")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to set up one session")
     p.add_argument("--settle", type=float, default=0.05, help="seconds between CONNACKs and t0")
+    p.add_argument("--baseline", help="a read-only command ({id} replaced) timed before "
+                   "each trial: the fixed cost of a CLI process")
     p.add_argument("ids", nargs="+")
     a = p.parse_args()
     a.ports = [int(x) for x in a.ports.split(",")]
