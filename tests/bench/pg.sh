@@ -25,6 +25,9 @@
 # every process started here is stopped on exit, the cluster removed.
 # Knobs and output: tests/bench/README.md; numbers: docs/benchmarks.md "Issue 16".
 set -euo pipefail
+# bash 5.2: '&' in a ${var//pattern/replacement} replacement means the match; the
+# database URI's '&'s must stay themselves.
+shopt -u patsub_replacement 2>/dev/null || true
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -54,8 +57,9 @@ TRIALS=${PG_TRIALS:-100}         # revocation trials per round
 BIG=${PG_DEVICES:-100000}        # registry size of the second round
 LIMIT=${PG_LIMIT:-10}            # seconds a revoked session may stay open
 ROUNDS=${PG_ROUNDS:-"small big"}
-# What disables the trial's device ({id}; {conf}: appliance 1's config). Another command
-# (an SQL UPDATE through psql, or `true` to see a failed trial reported) can be put here.
+# What disables the trial's device ({id}; {conf}: appliance 1's config; {uri}: the
+# database's URI, quoted). Another command (an SQL UPDATE through psql, or `true` to see
+# a failed trial reported) can be put here.
 CUT_CMD=${PG_CUT_CMD:-"$KTLSGATE -c {conf} device set {id} --status disabled"}
 
 PKI=$OUT/pki
@@ -362,7 +366,7 @@ bench_handshakes() {
 
 # ---- 2. revocation across three appliances ------------------------------------------
 bench_revoke() {
-	local set=$1 i j ids=() a1 ports=() apids=() rc=0 k v f
+	local set=$1 i j ids=() a1 ports=() apids=() rc=0 k v f cmd
 	for i in 1 2 3; do
 		start_gated "app$i-$ROUND" "$KG_PG_URI" "${BROKERS[i]}"
 		ports+=("$GATED_PORT")
@@ -377,10 +381,12 @@ bench_revoke() {
 	a1=$RUN/app1-$ROUND/ktlsgate.conf
 	for ((i = 0; i < TRIALS; i++)); do ids+=("$(printf 'rev%d-%03d' "$set" "$i")"); done
 	say "$ROUND: $TRIALS revocation trials across 3 appliances ($CUT_CMD)"
+	cmd=${CUT_CMD//\{conf\}/$a1}
+	cmd=${cmd//\{uri\}/\'$KG_PG_URI\'}
 	/usr/bin/python3 "$HERE/pg_cutprobe.py" --ports "$(IFS=,; echo "${ports[*]}")" --ca "$PKI/root/cert.pem" \
 		--devices "$PKI/rev" --limit "$LIMIT" \
 		--baseline "$KTLSGATE -c $a1 device show {id}" \
-		--cmd "${CUT_CMD//\{conf\}/$a1}" "${ids[@]}" \
+		--cmd "$cmd" "${ids[@]}" \
 		>"$LOGS/revoke-$ROUND.jsonl" 2>>"$LOGS/cutprobe.log" || rc=$?
 	# Every trial is in the file, failed ones with their reason; the summary counts them.
 	python3 - "$LOGS/revoke-$ROUND.jsonl" "$TRIALS" >"$RUN/revoke-$ROUND.sum" <<-'PY' || rc=1

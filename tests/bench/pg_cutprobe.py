@@ -50,16 +50,19 @@ def open_session(port, ca, devdir, dev_id, timeout):
     return s
 
 
-def wait_close(s, t0, limit, res, i):
-    """res[i] = (ms after t0 the close was seen, what was seen) or None on timeout."""
+def wait_close(s, t0, limit, res, i, stop):
+    """res[i] = (ms after t0 the close was seen, what was seen), or None on timeout or
+    once stop is set (the command failed: the trial has failed, no need to wait)."""
     got = b""
     end = t0 + limit
     while True:
         left = end - time.monotonic()
-        if left <= 0:
+        if left <= 0 or stop.is_set():
             res[i] = None
             return
-        s.settimeout(left)
+        # A close is seen as soon as it arrives; the short timeout only bounds how
+        # long a stop takes to be noticed.
+        s.settimeout(min(left, 0.2))
         try:
             d = s.recv(4096)
         except socket.timeout:
@@ -98,7 +101,8 @@ def trial(a, dev_id):
     # No shell in between unless the command needs one: the CLI's runtime is its own.
     cmd = shlex.split(a.cmd.replace("{id}", dev_id))
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ths = [threading.Thread(target=wait_close, args=(s, t0, a.limit, res, i))
+    stop = threading.Event()
+    ths = [threading.Thread(target=wait_close, args=(s, t0, a.limit, res, i, stop))
            for i, s in enumerate(socks)]
     for t in ths:
         t.start()
@@ -110,6 +114,8 @@ def trial(a, dev_id):
         _, err = p.communicate()
         rc = "timeout"
     t_cli = time.monotonic()
+    if rc != 0:
+        stop.set()
     for t in ths:
         t.join()
     for s in socks:
