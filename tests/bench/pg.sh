@@ -59,7 +59,8 @@ LIMIT=${PG_LIMIT:-10}            # seconds a revoked session may stay open
 ROUNDS=${PG_ROUNDS:-"small big"}
 # What disables the trial's device ({id}; {conf}: appliance 1's config; {uri}: the
 # database's URI, quoted). Another command (an SQL UPDATE through psql, or `true` to see
-# a failed trial reported) can be put here.
+# a failed trial reported) can be put here; "sql:STATEMENT" runs STATEMENT through one
+# psql kept open, so its time holds no process start-up.
 CUT_CMD=${PG_CUT_CMD:-"$KTLSGATE -c {conf} device set {id} --status disabled"}
 
 PKI=$OUT/pki
@@ -366,7 +367,7 @@ bench_handshakes() {
 
 # ---- 2. revocation across three appliances ------------------------------------------
 bench_revoke() {
-	local set=$1 i j ids=() a1 ports=() apids=() rc=0 k v f cmd
+	local set=$1 i j ids=() a1 ports=() apids=() rc=0 k v f cmd sqlopt
 	for i in 1 2 3; do
 		start_gated "app$i-$ROUND" "$KG_PG_URI" "${BROKERS[i]}"
 		ports+=("$GATED_PORT")
@@ -383,8 +384,13 @@ bench_revoke() {
 	say "$ROUND: $TRIALS revocation trials across 3 appliances ($CUT_CMD)"
 	cmd=${CUT_CMD//\{conf\}/$a1}
 	cmd=${cmd//\{uri\}/\'$KG_PG_URI\'}
+	sqlopt=()
+	if [[ $cmd == sql:* ]]; then   # SQL through one psql kept open (no process start-up)
+		cmd=${cmd#sql:}
+		sqlopt=(--sql-uri "$KG_PG_URI")
+	fi
 	/usr/bin/python3 "$HERE/pg_cutprobe.py" --ports "$(IFS=,; echo "${ports[*]}")" --ca "$PKI/root/cert.pem" \
-		--devices "$PKI/rev" --limit "$LIMIT" \
+		--devices "$PKI/rev" --limit "$LIMIT" "${sqlopt[@]}" \
 		--baseline "$KTLSGATE -c $a1 device show {id}" \
 		--cmd "$cmd" "${ids[@]}" \
 		>"$LOGS/revoke-$ROUND.jsonl" 2>>"$LOGS/cutprobe.log" || rc=$?

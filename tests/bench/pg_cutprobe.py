@@ -3,17 +3,21 @@
 """pg_cutprobe.py - revocation across appliances, timed from the client side (make bench-pg).
 
 For each device id given (one trial each): open one mTLS + MQTT 3.1.1 session with that
-device's certificate to EVERY appliance port (CONNECT / CONNACK 0 required on each), then
-take t0 = time.monotonic() just before starting the command (--cmd, split as a shell would, {id} replaced:
-`ktlsgate ... device set ID --status disabled`) and wait, one thread per session blocked
-in recv(), for each session to see its close (EOF, reset, or TLS close_notify; any bytes
-read instead are recorded too). Prints one JSON line per trial: the close time of each
-appliance's session and the last of them (ms after t0), the command's own runtime and
-exit status, and `ok`. --baseline times a read-only command on the same device just
-before each trial's sessions are opened (`baseline_ms`): what any CLI process costs,
-start-up and registry open included, under the same load as the trial. A session still open --timeout seconds after t0, a command that
-fails, or a session that cannot be set up makes the trial `ok: false` with a `why`: it is
-printed like any other, never dropped. Exit status 1 if any trial was not ok.
+device's certificate to EVERY appliance port (CONNECT / CONNACK 0 required on each),
+then take t0 = time.monotonic() just before starting the command (--cmd, split as a
+shell would but run without one, {id} replaced: `ktlsgate ... device set ID --status
+disabled`) and wait, one thread per session blocked in recv(), for each session to see
+its close (EOF, reset, or TLS close_notify; bytes read instead are recorded too).
+Prints one JSON line per trial: each appliance's close time and the last of them (ms
+after t0), the command's own runtime and exit status, and `ok`. A session still open
+--limit seconds after t0, a command that fails or cannot start, or a session that
+cannot be set up makes the trial `ok: false` with a `why`: printed like any other,
+never dropped. Exit status 1 if any trial was not ok.
+--baseline times a read-only command on the same device just before each trial's
+sessions are opened (`baseline_ms`): what any CLI process costs, start-up and registry
+open included, under the same load. With --sql-uri, --cmd is an SQL statement run
+through one psql kept open for the whole run: its time (`cli_ms`) is the database's
+alone, commit included, with no process start-up.
 Uses kgclient.py (tests/lib) for the TLS context and the CONNECT packet.
 """
 import argparse
@@ -76,6 +80,30 @@ def wait_close(s, t0, limit, res, i, stop):
         got += d
 
 
+class Psql:
+    """One psql kept open (--sql-uri): a statement's time is then the database's alone
+    (commit included), with no process start-up in it."""
+
+    def __init__(self, uri):
+        self.p = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", uri],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def run(self, sql, out):
+        """out[0] = 0 once psql has run sql (autocommit: committed), else an error."""
+        try:
+            self.p.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo kg-cutprobe-done\n")
+            self.p.stdin.flush()
+        except OSError as e:
+            out[0] = "psql: %s" % e
+            return
+        for line in self.p.stdout:
+            if line.strip() == "kg-cutprobe-done":
+                out[0] = 0
+                return
+        out[0] = "psql exited %s: %s" % (self.p.wait(), self.p.stderr.read().strip()[:200])
+
+
 def trial(a, dev_id):
     r = {"id": dev_id, "ok": False}
     if a.baseline:
@@ -98,21 +126,35 @@ def trial(a, dev_id):
     time.sleep(a.settle)
     res = [None] * len(socks)
     t0 = time.monotonic()
-    # No shell in between unless the command needs one: the CLI's runtime is its own.
-    cmd = shlex.split(a.cmd.replace("{id}", dev_id))
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = err = None
+    if a.psql:
+        out = ["timeout"]
+        pt = threading.Thread(target=a.psql.run, args=(a.cmd.replace("{id}", dev_id), out),
+                              daemon=True)
+        pt.start()
+    else:
+        # No shell in between unless the command needs one: the CLI's runtime is its own.
+        try:
+            p = subprocess.Popen(shlex.split(a.cmd.replace("{id}", dev_id)),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError as e:
+            rc, err = "not started", str(e).encode()
     stop = threading.Event()
     ths = [threading.Thread(target=wait_close, args=(s, t0, a.limit, res, i, stop))
            for i, s in enumerate(socks)]
     for t in ths:
         t.start()
-    try:
-        _, err = p.communicate(timeout=a.limit)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        p.kill()
-        _, err = p.communicate()
-        rc = "timeout"
+    if a.psql:
+        pt.join(a.limit)
+        rc, err = (0, b"") if out[0] == 0 else (1, str(out[0]).encode())
+    elif p is not None:
+        try:
+            _, err = p.communicate(timeout=a.limit)
+            rc = p.returncode
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+            rc = "timeout"
     t_cli = time.monotonic()
     if rc != 0:
         stop.set()
@@ -144,11 +186,13 @@ def main():
     p.add_argument("--limit", type=float, default=10.0, help="seconds a session may stay open")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to set up one session")
     p.add_argument("--settle", type=float, default=0.05, help="seconds between CONNACKs and t0")
+    p.add_argument("--sql-uri", help="--cmd is SQL, run through one psql kept open on this URI")
     p.add_argument("--baseline", help="a read-only command ({id} replaced) timed before "
                    "each trial: the fixed cost of a CLI process")
     p.add_argument("ids", nargs="+")
     a = p.parse_args()
     a.ports = [int(x) for x in a.ports.split(",")]
+    a.psql = Psql(a.sql_uri) if a.sql_uri else None
     bad = 0
     for dev_id in a.ids:
         r = trial(a, dev_id)
