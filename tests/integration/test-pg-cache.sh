@@ -23,45 +23,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 . "$KG_TOP/tests/lib/pg.sh"
-
-PGBASE=""
-cleanup() {
-	stop_all
-	if [ -n "$PGBASE" ]; then
-		kg_pg_stop "$PGBASE/pg"
-		rm -rf "$PGBASE"
-	fi
-}
-
-# use N: the helpers of lib.sh (kg, dev_args, metrics, audit) act on appliance N.
-use() {
-	GW_CONF="$WORK/a$1/ktlsgate.conf"
-	GW_LOG="$WORK/a$1/gw.log"
-	GW_PORT=${PORTS[$1]}
-	GW_MPORT=${MPORTS[$1]}
-}
-
-# wait_metric NAME VALUE SECONDS: until the current appliance's NAME is VALUE.
-wait_metric() {
-	local i v
-	for ((i = 0; i < $3 * 10; i++)); do
-		v=$(metric_value "$1")
-		[ "$v" = "$2" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-# hba_tcp reject|accept: refuse or allow logins over TCP (appliance 1's only way in).
-hba_tcp() {
-	local hba="$PGBASE/pg/data/pg_hba.conf" rest
-	rest=$(grep -v '^host all all 127.0.0.1/32 reject$' "$hba")
-	if [ "$1" = reject ]; then
-		printf 'host all all 127.0.0.1/32 reject\n%s\n' "$rest" >"$hba"
-	else
-		printf '%s\n' "$rest" >"$hba"
-	fi
-}
+. "$KG_TOP/tests/lib/pg-appliances.sh"
 
 # tok DEVICE: DEVICE's CONNECT with its access token on appliance 2's one-way TLS listener.
 tok() {
@@ -82,30 +44,11 @@ hold() {
 }
 
 setup() {
-	local i d out uri
-	kg_init pg-cache
-	trap cleanup EXIT
-	# Not under the 0700 work dir: the postgres user must reach the cluster's files.
-	PGBASE=$(mktemp -d /tmp/kg-pgcache.XXXXXX) || return 1
-	chmod 0755 "$PGBASE"
-	kg_pg_start "$PGBASE/pg" || { echo "FAIL setup: tests/lib/pg.sh could not start PostgreSQL"; return 1; }
-	BK_PORT=$(free_port)
-	BK2_PORT=$(free_port)
-	PORTS=("") MPORTS=("")
-	for i in 1 2; do
-		PORTS[i]=$(free_port)
-		MPORTS[i]=$(free_port)
-		if [ "$i" = 1 ]; then
-			uri=$KG_PG_TCP_URI
-			write_gw_conf "$WORK/a$i" "${PORTS[i]}" "${MPORTS[i]}" "$BK_PORT" "$BK2_PORT"
-		else
-			uri=$KG_PG_URI
-			write_gw_conf "$WORK/a$i" "${PORTS[i]}" "${MPORTS[i]}" "$BK_PORT" "$BK2_PORT" \
-				$'registry_down = fail-open\nregistry_down_seen = 600'
-		fi
-		sed -i "s|^registry = .*|registry = ${uri//&/\\&}|" "$WORK/a$i/ktlsgate.conf"   # & is sed's match
-		: >"$WORK/a$i/gw.log"
-	done
+	local d out
+	pga_cluster pg-cache || return 1
+	# appliance 1 over TCP (its only way in: hba_tcp keeps it out), 2 over the socket
+	pga_conf 1 "$KG_PG_TCP_URI" || return 1
+	pga_conf 2 "$KG_PG_URI" $'registry_down = fail-open\nregistry_down_seen = 600' || return 1
 	# appliance 2 also takes access tokens (one-way TLS): the CONNECT check's reads
 	add_typed_listeners "$WORK/a2/ktlsgate.conf"
 	use 2
@@ -128,19 +71,7 @@ setup() {
 	done
 	start_broker "$BK_PORT" || return 1
 	start_broker "$BK2_PORT" || return 1
-	for i in 1 2; do
-		use "$i"
-		start_gateway || return 1
-		GW_PIDS[i]=$GW_PID
-		GW_PID=""
-	done
-	for i in 1 2; do
-		use "$i"
-		wait_metric ktlsgate_registry_watch_connected 1 10 || {
-			echo "FAIL setup: appliance $i: watcher not connected" >&2
-			return 1
-		}
-	done
+	pga_start 1 2 || return 1
 	use 1
 	out=$("$GATED" -t -c "$GW_CONF" 2>&1 | grep 'shared registry')
 	[ "$out" = "ktlsgated: shared registry: cache of 200000 entries; database down: fail-closed (every new connection refused)" ] ||

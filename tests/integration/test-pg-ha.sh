@@ -25,61 +25,14 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 . "$KG_TOP/tests/lib/pg.sh"
+. "$KG_TOP/tests/lib/pg-appliances.sh"
 HA="$KG_TOP/tests/integration/pg-ha-client.py"
 RACE_N=${KG_PG_HA_RACE_N:-20}
 
-PGBASE=""
-cleanup() {
-	stop_all
-	if [ -n "$PGBASE" ]; then
-		kg_pg_stop "$PGBASE/pg"
-		rm -rf "$PGBASE"
-	fi
-}
-
-# use N: the helpers of lib.sh (kg, metrics, audit) act on appliance N.
-use() {
-	GW_CONF="$WORK/a$1/ktlsgate.conf"
-	GW_LOG="$WORK/a$1/gw.log"
-	GW_PORT=${PORTS[$1]}
-	GW_MPORT=${MPORTS[$1]}
-}
-
-# wait_metric NAME VALUE SECONDS: until the current appliance's NAME is VALUE.
-wait_metric() {
-	local i v
-	for ((i = 0; i < $3 * 10; i++)); do
-		v=$(metric_value "$1")
-		[ "$v" = "$2" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 setup() {
-	local i uri
-	# Until the store lands, registry.c refuses postgresql:// with this very sentence.
-	if grep -q "PostgreSQL store not built" "$GATED" "$KGCLI"; then
-		echo "NOT RUN: PostgreSQL store not built"
-		exit 1
-	fi
-	kg_init pg-ha
-	trap cleanup EXIT
-	# Not under the 0700 work dir: the postgres user must reach the cluster's files.
-	PGBASE=$(mktemp -d /tmp/kg-pgha.XXXXXX) || return 1
-	chmod 0755 "$PGBASE"
-	kg_pg_start "$PGBASE/pg" || { echo "FAIL setup: tests/lib/pg.sh could not start PostgreSQL"; return 1; }
-	BK_PORT=$(free_port)
-	BK2_PORT=$(free_port)
-	PORTS=("") MPORTS=("")
-	for i in 1 2; do
-		PORTS[i]=$(free_port)
-		MPORTS[i]=$(free_port)
-		write_gw_conf "$WORK/a$i" "${PORTS[i]}" "${MPORTS[i]}" "$BK_PORT" "$BK2_PORT"
-		if [ "$i" = 2 ]; then uri=$KG_PG_TCP_URI; else uri=$KG_PG_URI; fi
-		sed -i "s|^registry = .*|registry = ${uri//&/\\&}|" "$WORK/a$i/ktlsgate.conf"   # & is sed's match
-		: >"$WORK/a$i/gw.log"
-	done
+	local i
+	pga_cluster pg-ha || return 1
+	pga_conf 1 "$KG_PG_URI" && pga_conf 2 "$KG_PG_TCP_URI" || return 1
 	# appliance 2 relays to the second broker (see the header)
 	sed -i 's|^default_backend = local$|default_backend = other|' "$WORK/a2/ktlsgate.conf"
 	use 1
@@ -102,19 +55,7 @@ setup() {
 	kg device add live >/dev/null || { echo "device add live failed" >&2; return 1; }
 	start_broker "$BK_PORT" || return 1
 	start_broker "$BK2_PORT" || return 1
-	for i in 1 2; do
-		use "$i"
-		start_gateway || return 1
-		GW_PIDS[i]=$GW_PID
-		GW_PID=""
-	done
-	for i in 1 2; do
-		use "$i"
-		wait_metric ktlsgate_registry_watch_connected 1 10 || {
-			echo "FAIL setup: appliance $i: watcher not connected" >&2
-			return 1
-		}
-	done
+	pga_start 1 2 || return 1
 }
 
 # audits ID: the decision lines both appliances wrote for device ID, one per line as

@@ -15,15 +15,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 . "$KG_TOP/tests/lib/pg.sh"
-
-PGBASE=""
-cleanup() {
-	stop_all
-	if [ -n "$PGBASE" ]; then
-		kg_pg_stop "$PGBASE/pg"
-		rm -rf "$PGBASE"
-	fi
-}
+. "$KG_TOP/tests/lib/pg-appliances.sh"
 
 json_field() {
 	printf '%s' "$1" | $PY -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2" 2>/dev/null
@@ -33,41 +25,12 @@ lt_1000() {
 	$PY -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 1000 else 1)' "$1"
 }
 
-# use N: the helpers of lib.sh (kg, dev_args, metrics, audit) act on appliance N.
-use() {
-	GW_CONF="$WORK/a$1/ktlsgate.conf"
-	GW_LOG="$WORK/a$1/gw.log"
-	GW_PORT=${PORTS[$1]}
-	GW_MPORT=${MPORTS[$1]}
-}
-
 setup() {
 	local i d out
-	# Until the store lands, registry.c refuses postgresql:// with this very sentence:
-	# its presence in the binaries means there is nothing to test yet.
-	if grep -q "PostgreSQL store not built" "$GATED" "$KGCLI"; then
-		echo "NOT RUN: PostgreSQL store not built"
-		exit 1
-	fi
-	kg_init pg-revoke
-	trap cleanup EXIT
-	# Not under the 0700 work dir: the postgres user must reach the cluster's files.
-	PGBASE=$(mktemp -d /tmp/kg-pgrevoke.XXXXXX) || return 1
-	chmod 0755 "$PGBASE"
-	kg_pg_start "$PGBASE/pg" || { echo "FAIL setup: tests/lib/pg.sh could not start PostgreSQL"; return 1; }
-	BK_PORT=$(free_port)
-	BK2_PORT=$(free_port)
-	PORTS=("") MPORTS=("")
-	for i in 1 2 3; do
-		PORTS[i]=$(free_port)
-		MPORTS[i]=$(free_port)
-		write_gw_conf "$WORK/a$i" "${PORTS[i]}" "${MPORTS[i]}" "$BK_PORT" "$BK2_PORT"
-		# One database, two ways in: appliance 2 over TCP, the others (and psql) over
-		# the unix socket, so the outage test can keep appliance 2 alone out.
-		if [ "$i" = 2 ]; then uri=$KG_PG_TCP_URI; else uri=$KG_PG_URI; fi
-		sed -i "s|^registry = .*|registry = ${uri//&/\\&}|" "$WORK/a$i/ktlsgate.conf"   # & is sed's match
-		: >"$WORK/a$i/gw.log"
-	done
+	pga_cluster pg-revoke || return 1
+	# One database, two ways in: appliance 2 over TCP, the others (and psql) over the
+	# unix socket, so the outage test can keep appliance 2 alone out.
+	pga_conf 1 "$KG_PG_URI" && pga_conf 2 "$KG_PG_TCP_URI" && pga_conf 3 "$KG_PG_URI" || return 1
 	use 1
 	# The store creates (or migrates) its schema on first use.
 	kg registry migrate >/dev/null 2>&1 || true
@@ -83,31 +46,7 @@ setup() {
 	done
 	start_broker "$BK_PORT" || return 1
 	start_broker "$BK2_PORT" || return 1
-	for i in 1 2 3; do
-		use "$i"
-		start_gateway || return 1
-		GW_PIDS[i]=$GW_PID
-		GW_PID=""
-	done
-	# every watcher connected before anything is changed
-	for i in 1 2 3; do
-		use "$i"
-		wait_metric ktlsgate_registry_watch_connected 1 10 || {
-			echo "FAIL setup: appliance $i: watcher not connected" >&2
-			return 1
-		}
-	done
-}
-
-# wait_metric NAME VALUE SECONDS: until appliance $GW_MPORT's NAME is VALUE.
-wait_metric() {
-	local i v
-	for ((i = 0; i < $3 * 10; i++)); do
-		v=$(metric_value "$1")
-		[ "$v" = "$2" ] && return 0
-		sleep 0.1
-	done
-	return 1
+	pga_start 1 2 3 || return 1
 }
 
 # The CLI of appliance 1 disables a device whose session is on appliance 3: that
@@ -148,18 +87,6 @@ t_sql_cuts_session() {
 	[ "$(json_field "$res" cli_rc)" = 0 ] || { note "the SQL UPDATE failed ($res)"; return 1; }
 	if [ -z "$ms" ] || [ "$ms" = None ]; then note "sql-cut not closed within 5 s"; return 1; fi
 	lt_1000 "$ms" || { note "closed after $ms ms (limit 1000 ms)"; return 1; }
-}
-
-# hba_tcp reject|accept: refuse or allow logins over TCP (appliance 2's way in) with a
-# first pg_hba.conf line; the file keeps its owner (postgres), a running server reloads.
-hba_tcp() {
-	local hba="$PGBASE/pg/data/pg_hba.conf" rest
-	rest=$(grep -v '^host all all 127.0.0.1/32 reject$' "$hba")
-	if [ "$1" = reject ]; then
-		printf 'host all all 127.0.0.1/32 reject\n%s\n' "$rest" >"$hba"
-	else
-		printf '%s\n' "$rest" >"$hba"
-	fi
 }
 
 # The cluster killed: the session on appliance 2 keeps running; the cluster comes back
