@@ -226,13 +226,13 @@ t_paho() {
 	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id sasdev --username "$(sas_user sasdev)" \
 		--password "$(sas_token sasdev "$SAS_K1")" --topic auth/paho --msg p1)
 	[ "$out" = $'connack 0x00\npublished' ] || { note "paho sas: $out"; return 1; }
-	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id tokdev --username "$TOKEN")
+	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id tokdev --username="$TOKEN")
 	[ "$out" = "connack 0x00" ] || { note "paho token: $out"; return 1; }
-	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id basdev --username meter-1 --password "$PW")
+	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id basdev --username meter-1 --password="$PW")
 	[ "$out" = "connack 0x00" ] || { note "paho basic: $out"; return 1; }
 	out=$(paho --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id basdev --username meter-1 --password nope --level 5)
 	[ "$out" = "connack 0x86" ] || { note "paho basic, bad password, MQTT 5: $out"; return 1; }
-	out=$(paho --plain --port "$PLAIN_PORT" --id tokdev --username "$TOKEN")
+	out=$(paho --plain --port "$PLAIN_PORT" --id tokdev --username="$TOKEN")
 	[ "$out" = "connack 0x00" ] || { note "paho token over plain: $out"; return 1; }
 }
 
@@ -245,7 +245,7 @@ t_disabled() {
 t_revoke_live() {
 	local f i
 	f=$(mktemp "$WORK/hold.XXXXXX")
-	cc tls --id tokdev --username "$TOKEN" --hold 10 >"$f" 2>&1 &
+	cc tls --id tokdev --username="$TOKEN" --hold 10 >"$f" 2>&1 &
 	for ((i = 0; i < 100; i++)); do grep -q '^connack' "$f" && break; sleep 0.05; done
 	[ "$(head -1 "$f")" = "connack 0x00" ] || { note "no session: $(cat "$f")"; return 1; }
 	kg device set tokdev --status disabled >/dev/null || { note "device set failed"; return 1; }
@@ -260,7 +260,7 @@ t_revoke_live() {
 t_revoke_sockmap() {
 	local res cli eof sm0 sm1
 	sm0=$(metric_value ktlsgate_sessions_started_total 'mode="sockmap"')
-	res=$(kgc cutoff --plain --port "$PLAIN_PORT" --id tokdev --username "$TOKEN" \
+	res=$(kgc cutoff --plain --port "$PLAIN_PORT" --id tokdev --username="$TOKEN" \
 		--cmd "timeout 20 $KGCLI -c $GW_CONF device set tokdev --status disabled >/dev/null" | tail -1)
 	kg device set tokdev --status enabled >/dev/null
 	sm1=$(metric_value ktlsgate_sessions_started_total 'mode="sockmap"')
@@ -277,8 +277,8 @@ t_x509_only() {
 	for k in sas token basic; do
 		case $k in
 		sas) out=$(cc x509 --id sasdev --username "$(sas_user sasdev)" --password "$(sas_token sasdev "$SAS_K1")") ;;
-		token) out=$(cc x509 --id tokdev --username "$TOKEN") ;;
-		basic) out=$(cc x509 --id basdev --username meter-1 --password "$PW") ;;
+		token) out=$(cc x509 --id tokdev --username="$TOKEN") ;;
+		basic) out=$(cc x509 --id basdev --username meter-1 --password="$PW") ;;
 		esac
 		case "$out" in tls_error*|closed*) ;; *) note "$k on the x509_only listener: $out"; return 1 ;; esac
 	done
@@ -287,13 +287,13 @@ t_x509_only() {
 	m=$(log_mark)
 	kill -HUP "$GW_PID"
 	sleep 1
-	out=$(cc tls --peek 300 --id tokdev --username "$TOKEN")
+	out=$(cc tls --peek 300 --id tokdev --username="$TOKEN")
 	# the plain listener has no certificate to ask for: every kind refused x509_required
 	for k in sas token basic; do
 		case $k in
 		sas) pout=$(cc plain --id sasdev --username "$(sas_user sasdev)" --password "$(sas_token sasdev "$SAS_K1")") ;;
-		token) pout=$(cc plain --id tokdev --username "$TOKEN") ;;
-		basic) pout=$(cc plain --id basdev --username meter-1 --password "$PW") ;;
+		token) pout=$(cc plain --id tokdev --username="$TOKEN") ;;
+		basic) pout=$(cc plain --id basdev --username meter-1 --password="$PW") ;;
 		esac
 		[ "$pout" = "connack 0x05" ] || { bad="$k on plain under [auth] x509_only: $pout"; break; }
 	done
@@ -303,7 +303,7 @@ t_x509_only() {
 	sleep 1
 	case "$out" in tls_error*|closed*) ;; *) note "token on tls under [auth] x509_only: $out"; return 1 ;; esac
 	[ -z "${bad:-}" ] || { note "$bad"; return 1; }
-	out=$(cc tls --id tokdev --username "$TOKEN")
+	out=$(cc tls --id tokdev --username="$TOKEN")
 	[ "$out" = "connack 0x00" ] || { note "after the reload back: $out"; return 1; }
 }
 
@@ -315,13 +315,13 @@ t_brute_force() {
 		[ "$out" = "connack 0x04" ] || { note "guess $i: $out"; return 1; }
 	done
 	m=$(log_mark)
-	out=$(cc tls --id brute --username meter-2 --password "$PW")
+	out=$(cc tls --id brute --username meter-2 --password="$PW")
 	[ "$out" = "connack 0x05" ] || { note "right password after 3 failures: $out (want rate limited 0x05)"; return 1; }
 	audit_has "$m" auth_rate_limited brute deny || { note "no auth_rate_limited line"; return 1; }
 	after=$(metric_value ktlsgate_auth_attempts_total 'kind="basic"' 'result="rate_limited"')
 	[ "$after" -gt "$before" ] 2>/dev/null || { note "rate_limited counter $before -> $after"; return 1; }
 	# another device is not held back by brute's bucket
-	out=$(cc tls --id basdev --username meter-1 --password "$PW")
+	out=$(cc tls --id basdev --username meter-1 --password="$PW")
 	[ "$out" = "connack 0x00" ] || { note "basdev after brute's lockout: $out"; return 1; }
 }
 

@@ -25,9 +25,11 @@ set -u
 . "$KG_TOP/tests/lib/pg.sh"
 . "$KG_TOP/tests/lib/pg-appliances.sh"
 
-# tok DEVICE: DEVICE's CONNECT with its access token on appliance 2's one-way TLS listener.
+# tok DEVICE: DEVICE's CONNECT with its access token on appliance 2's one-way TLS listener
+# (--username=TOKEN: a base64url token may begin with '-', which argparse would take
+# for an option when given as a separate word).
 tok() {
-	kgc connect --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id "$1" --username "${TOKENS[$1]}"
+	kgc connect --port "$TLS_PORT" --ca "$PKI/root/cert.pem" --id "$1" --username="${TOKENS[$1]}"
 }
 
 # hold DEVICE SECONDS: a session of DEVICE on the current appliance, in the background;

@@ -163,7 +163,7 @@ t_no_cert_through_front() {
 t_credentials_through_front() {
 	local m out
 	m=$(log_mark)
-	out=$(kgc connect --port "$FRONT_PORT" --ca "$PKI/root/cert.pem" --id pin-tok --username "$TOKEN" \
+	out=$(kgc connect --port "$FRONT_PORT" --ca "$PKI/root/cert.pem" --id pin-tok --username="$TOKEN" \
 		--topic pin/tok --msg via-front)
 	[ "$out" = $'connack 0x00\npuback 0x00' ] || { note "token through HAProxy: $out"; return 1; }
 	audit_has "$m" ok pin-tok allow || { note "no allow line"; return 1; }
