@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # SPDX-License-Identifier: BSD-2-Clause
-# tests/bench/lib.sh - what the bench scripts (run.sh, plain.sh) share: free ports,
-# background processes with their logs in $LOGS, the process tree of a server, and two
-# small text helpers. The caller sets `set -u`, LOGS, PIDS=() and USED_PORTS=" ", and
+# tests/bench/lib.sh - what the bench scripts (run.sh, plain.sh, pg.sh) share: free
+# ports, background processes with their logs in $LOGS, the process tree of a server,
+# the CPU ticks of processes, and two small text helpers. The caller sets `set -u`, LOGS, PIDS=() and USED_PORTS=" ", and
 # defines die MESSAGE... (its own wording: run.sh stops with it, plain.sh counts a FAIL).
 
 # free_port VAR: a TCP port nobody uses and we have not handed out yet, into VAR
@@ -71,6 +71,16 @@ proc_tree() {
 	for c in $(pgrep -P "$1" || true); do
 		proc_tree "$c"
 	done
+}
+
+# utime + stime (clock ticks) summed over the given pids; /proc/PID/stat counts all threads.
+cpu_ticks() {
+	local p s=0 t
+	for p in "$@"; do
+		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
+		s=$((s + t))
+	done
+	echo "$s"
 }
 
 json_get() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1" | tr -d '"'; }

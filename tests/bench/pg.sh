@@ -82,7 +82,7 @@ pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
 # die MESSAGE: a FAIL setup line, then stop (the count line is printed on the way out).
 die() { fail setup "$*"; exit 1; }
-# free_port, start_bg, stop_bg, wait_listen, proc_tree, json_get, calc
+# free_port, start_bg, stop_bg, wait_listen, proc_tree, cpu_ticks, json_get, calc
 # shellcheck source=tests/bench/lib.sh
 . "$HERE/lib.sh"
 # kg_pg_start, kg_pg_stop, kg_pg_sql
@@ -108,14 +108,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cpu_ticks() {
-	local p s=0 t
-	for p in "$@"; do
-		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
-		s=$((s + t))
-	done
-	echo "$s"
-}
 # The whole host's busy clock ticks (all CPUs; idle and iowait excluded): with the
 # daemon's and PostgreSQL's own CPU it shows how much went to everything else.
 host_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
@@ -130,7 +122,7 @@ pg_pids() { proc_tree "$(head -1 "$PGBASE/pg/data/postmaster.pid")"; }
 
 # ---- PKI: root -> factory -> dev-NNNNN (kg-bench) and rev1-NNN, rev2-NNN (trials) ----
 make_pki() {
-	local want="$N_DEVICES $TRIALS"
+	local want="$N_DEVICES $TRIALS" i r
 	if [[ -f $PKI/.stamp && $(cat "$PKI/.stamp") == "$want" ]] &&
 		openssl x509 -checkend 86400 -noout -in "$PKI/devices/dev-00000/cert.pem" >/dev/null 2>&1; then
 		say "PKI: reusing $PKI"
@@ -142,45 +134,13 @@ make_pki() {
 	"$KTLSGATE" pki root --cn "bench-pg-root" --out "$PKI/root" >/dev/null
 	"$KTLSGATE" pki intermediate --cn "factory" --ca "$PKI/root" --out "$PKI/factory" >/dev/null
 	"$KTLSGATE" pki server --cn localhost --ca "$PKI/root" --out "$PKI/server" >/dev/null
-	# One python3-cryptography process (revoke-ca.sh's profile): a `pki device` process
-	# per device costs minutes on a small machine.
-	/usr/bin/python3 - "$PKI" "$N_DEVICES" "$TRIALS" <<'PYEOF' || die "device certificates failed"
-import datetime, os, sys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-pki, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-fpem = open(f"{pki}/factory/cert.pem", "rb").read()
-fcert = x509.load_pem_x509_certificate(fpem)
-fkey = serialization.load_pem_private_key(open(f"{pki}/factory/key.pem", "rb").read(), None)
-now = datetime.datetime.now(datetime.timezone.utc)
-names = [("devices", "dev-%05d" % i) for i in range(n)]
-names += [("rev", "rev%d-%03d" % (r, i)) for r in (1, 2) for i in range(t)]
-for sub, cn in names:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(fcert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(fkey.public_key()), critical=False)
-            .sign(fkey, hashes.SHA256()))
-    d = f"{pki}/{sub}/{cn}"
-    os.makedirs(d, exist_ok=True)
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    open(f"{d}/cert.pem", "wb").write(pem)
-    open(f"{d}/chain.pem", "wb").write(pem + fpem)
-    fd = os.open(f"{d}/key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    os.close(fd)
-PYEOF
+	# All in one process (mkdevices.py, shared with revoke-ca.sh).
+	{
+		for ((i = 0; i < N_DEVICES; i++)); do printf 'devices dev-%05d\n' "$i"; done
+		for r in 1 2; do
+			for ((i = 0; i < TRIALS; i++)); do printf 'rev rev%d-%03d\n' "$r" "$i"; done
+		done
+	} | /usr/bin/python3 "$HERE/mkdevices.py" "$PKI" || die "device certificates failed"
 	echo "$want" >"$PKI/.stamp"
 }
 

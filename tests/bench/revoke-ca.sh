@@ -65,7 +65,7 @@ kg() { "$KTLSGATE" -c "$RUN/ktlsgate.conf" "$@"; }
 
 # ---- PKI: root -> factory -> dev-00000..; reused while it is big enough ------------
 make_pki() {
-	local have=0
+	local have=0 i
 	[[ -f $PKI/.count ]] && have=$(cat "$PKI/.count")
 	if ((have >= N)) && openssl x509 -checkend 86400 -noout -in "$PKI/devices/dev-00000/cert.pem" >/dev/null 2>&1; then
 		say "PKI: reusing $PKI ($have devices)"
@@ -77,44 +77,9 @@ make_pki() {
 	"$KTLSGATE" pki root --cn "revoke-root" --out "$PKI/root" >/dev/null
 	"$KTLSGATE" pki intermediate --cn "factory" --ca "$PKI/root" --out "$PKI/factory" >/dev/null
 	"$KTLSGATE" pki server --cn localhost --ca "$PKI/root" --out "$PKI/server" >/dev/null
-	# The devices in one process (python3-cryptography): 5000 `pki device` processes
-	# take minutes on a small machine. Same profile as `ktlsgate pki device`.
-	python3 - "$PKI" "$N" <<'PYEOF' || die "device certificates failed"
-import datetime, os, sys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-pki, n = sys.argv[1], int(sys.argv[2])
-fpem = open(f"{pki}/factory/cert.pem", "rb").read()
-fcert = x509.load_pem_x509_certificate(fpem)
-fkey = serialization.load_pem_private_key(open(f"{pki}/factory/key.pem", "rb").read(), None)
-now = datetime.datetime.now(datetime.timezone.utc)
-for i in range(n):
-    cn = "dev-%05d" % i
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(fcert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(fkey.public_key()), critical=False)
-            .sign(fkey, hashes.SHA256()))
-    d = f"{pki}/devices/{cn}"
-    os.makedirs(d, exist_ok=True)
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    open(f"{d}/cert.pem", "wb").write(pem)
-    open(f"{d}/chain.pem", "wb").write(pem + fpem)
-    fd = os.open(f"{d}/key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    os.close(fd)
-PYEOF
+	# All in one process (mkdevices.py: the profile of `ktlsgate pki device`).
+	for ((i = 0; i < N; i++)); do printf 'devices dev-%05d\n' "$i"; done |
+		python3 "$HERE/mkdevices.py" "$PKI" || die "device certificates failed"
 	echo "$N" >"$PKI/.count"
 }
 

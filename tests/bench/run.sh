@@ -79,16 +79,6 @@ trap 'exit 130' INT TERM
 
 # ---- helpers -----------------------------------------------------------------
 
-# utime + stime (clock ticks) summed over the given pids; /proc/PID/stat counts all threads.
-cpu_ticks() {
-	local p s=0 t
-	for p in "$@"; do
-		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
-		s=$((s + t))
-	done
-	echo "$s"
-}
-
 rss_kb() {
 	local p s=0 t
 	for p in "$@"; do
