@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # tests/bench/lib.sh - what the bench scripts (run.sh, plain.sh, pg.sh) share: free
 # ports, background processes with their logs in $LOGS, the process tree of a server,
-# the CPU ticks of processes, and two small text helpers. The caller sets `set -u`, LOGS, PIDS=() and USED_PORTS=" ", and
+# the CPU ticks of processes, the plain broker's config, and two small text helpers. The caller sets `set -u`, LOGS, PIDS=() and USED_PORTS=" ", and
 # defines die MESSAGE... (its own wording: run.sh stops with it, plain.sh counts a FAIL).
 
 # free_port VAR: a TCP port nobody uses and we have not handed out yet, into VAR
@@ -71,6 +71,25 @@ proc_tree() {
 	for c in $(pgrep -P "$1" || true); do
 		proc_tree "$c"
 	done
+}
+
+# plain_broker_conf PORT: the config of the plain-TCP mosquitto the benches put behind
+# the proxies (no limits on in-flight or queued messages, Nagle off, errors only).
+plain_broker_conf() {
+	cat <<-EOF
+	per_listener_settings false
+	listener $1 127.0.0.1
+	allow_anonymous true
+	persistence false
+	max_inflight_messages 0
+	max_queued_messages 0
+	set_tcp_nodelay true
+	connection_messages false
+	log_dest stderr
+	log_type error
+	log_type warning
+	user root
+	EOF
 }
 
 # utime + stime (clock ticks) summed over the given pids; /proc/PID/stat counts all threads.

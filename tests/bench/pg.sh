@@ -208,20 +208,7 @@ IMPORT_NOTE=""
 start_broker() {
 	local port
 	free_port port
-	cat >"$RUN/$1.conf" <<-EOF
-	per_listener_settings false
-	listener $port 127.0.0.1
-	allow_anonymous true
-	persistence false
-	max_inflight_messages 0
-	max_queued_messages 0
-	set_tcp_nodelay true
-	connection_messages false
-	log_dest stderr
-	log_type error
-	log_type warning
-	user root
-	EOF
+	plain_broker_conf "$port" >"$RUN/$1.conf"
 	start_bg "$1" mosquitto -c "$RUN/$1.conf"
 	wait_listen "$BG_PID" "$port" "$1" || die "$1 (mosquitto) is not listening on $port"
 	BROKER_PORT=$port

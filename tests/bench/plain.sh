@@ -158,21 +158,8 @@ start_backend() {
 		say "backend kg-sink on 127.0.0.1:$MQTT_PORT (pid $MQ_PID)"
 		return 0
 	fi
-	cat >"$RUN/mosquitto.conf" <<-EOF
 	# the one plain-TCP broker behind every proxy
-	per_listener_settings false
-	listener $MQTT_PORT 127.0.0.1
-	allow_anonymous true
-	persistence false
-	max_inflight_messages 0
-	max_queued_messages 0
-	set_tcp_nodelay true
-	connection_messages false
-	log_dest stderr
-	log_type error
-	log_type warning
-	user root
-	EOF
+	plain_broker_conf "$MQTT_PORT" >"$RUN/mosquitto.conf"
 	start_bg mosquitto mosquitto -c "$RUN/mosquitto.conf"
 	MQ_PID=$BG_PID
 	wait_listen "$MQ_PID" "$MQTT_PORT" mosquitto || die setup "mosquitto did not listen"

@@ -208,21 +208,8 @@ make_pki() {
 MQTT_PORT=""
 start_backend() {
 	free_port MQTT_PORT
-	cat >"$RUN/mosquitto-backend.conf" <<-EOF
 	# the shared plain-TCP backend behind every terminator
-	per_listener_settings false
-	listener $MQTT_PORT 127.0.0.1
-	allow_anonymous true
-	persistence false
-	max_inflight_messages 0
-	max_queued_messages 0
-	set_tcp_nodelay true
-	connection_messages false
-	log_dest stderr
-	log_type error
-	log_type warning
-	user root
-	EOF
+	plain_broker_conf "$MQTT_PORT" >"$RUN/mosquitto-backend.conf"
 	start_bg mosquitto-backend mosquitto -c "$RUN/mosquitto-backend.conf"
 	wait_listen "$BG_PID" "$MQTT_PORT" mosquitto-backend || die "mosquitto-backend is not listening on $MQTT_PORT (exited, or 15 s passed)"
 	say "backend mosquitto on 127.0.0.1:$MQTT_PORT (pid $BG_PID)"
