@@ -54,18 +54,18 @@ static int on_bell(void *ctx, void *data, size_t len)
 	return 0;
 }
 
-/* Does the running kernel's BTF name this kfunc? false also when there is no BTF (the
- * load would fail on it anyway). */
-static bool kernel_has_kfunc(const char *name)
+/* Does the running kernel's BTF lack this kfunc? false when there is no BTF to tell
+ * (the load's own error says that). */
+static bool kernel_lacks_kfunc(const char *name)
 {
 	struct btf *vmlinux = btf__load_vmlinux_btf();
-	bool found;
+	bool lacks;
 
 	if (vmlinux == NULL)
 		return false;
-	found = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC) > 0;
+	lacks = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC) < 0;
 	btf__free(vmlinux);
-	return found;
+	return lacks;
 }
 
 struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
@@ -78,16 +78,6 @@ struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
 		snprintf(why, whylen, "out of memory");
 		return NULL;
 	}
-	/* The verdict trims retransmitted overlaps with the kernel's skb (sockmap.bpf.c
-	 * trim_overlap()); without the kfunc it would relay them twice, so it must not
-	 * run at all: say why rather than let the load fail with libbpf's words. */
-	if (!kernel_has_kfunc("bpf_cast_to_kern_ctx")) {
-		snprintf(why, whylen, "sockmap program: the kernel lacks bpf_cast_to_kern_ctx() "
-			 "(Linux 6.2 and later have it), which the verdict needs to trim "
-			 "retransmitted bytes");
-		free(sm);
-		return NULL;
-	}
 	sm->skel = sockmap_bpf__open();
 	if (sm->skel == NULL) {
 		err = errno;
@@ -95,6 +85,17 @@ struct kg_sockmap *kg_sockmap_open(char *why, size_t whylen)
 	}
 	step = "load (CAP_BPF, BTF and CONFIG_BPF_STREAM_PARSER needed)";
 	err = -sockmap_bpf__load(sm->skel);
+	/* The verdict trims retransmitted overlaps with the kernel's skb (sockmap.bpf.c
+	 * trim_overlap()), so it cannot load without that kfunc (before 6.2): say so
+	 * rather than in libbpf's words. Looked up only then: the load itself has read
+	 * the kernel's BTF already. */
+	if (err && kernel_lacks_kfunc("bpf_cast_to_kern_ctx")) {
+		snprintf(why, whylen, "sockmap program: the kernel lacks bpf_cast_to_kern_ctx() "
+			 "(Linux 6.2 and later have it), which the verdict needs to trim "
+			 "retransmitted bytes");
+		kg_sockmap_free(sm);
+		return NULL;
+	}
 	if (err)
 		goto out_err;
 	sm->socks_fd = bpf_map__fd(sm->skel->maps.kg_sm_socks);
