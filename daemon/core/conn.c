@@ -883,13 +883,17 @@ static void decide(struct kg_conn *c)
 	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
 		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
 	kg_policy_decide(&in, &c->verdict);
-	/* A shared registry that is down (registry_cache.h): the down rule refused, or
-	 * could not answer; the device hears "server unavailable", not "unknown". The
-	 * state change is logged once by the view, not per connection. */
-	if (rc != 0 && rc != KG_E_NOTFOUND && c->w->d->regcache != NULL) {
+	/* The registry could not say who this is: never decide it as unknown (with an
+	 * auto-enrol CA that admitted a disabled device, whose enrolment then found its
+	 * row). A shared registry that is down (registry_cache.h): the down rule refused,
+	 * or could not answer, registry_unavailable, its state change logged once by the
+	 * view; a file registry's read error: io_error, logged above. Either way the
+	 * device hears "server unavailable". */
+	if (rc != 0 && rc != KG_E_NOTFOUND) {
 		c->verdict.allow = false;
 		c->verdict.enroll = false;
-		c->verdict.reason = KG_REASON_REGISTRY_UNAVAILABLE;
+		c->verdict.reason = c->w->d->regcache != NULL ? KG_REASON_REGISTRY_UNAVAILABLE
+							      : KG_REASON_IO_ERROR;
 		c->verdict.connack = KG_CONNACK_SERVER_UNAVAILABLE;
 	}
 	c->decided = true;
