@@ -174,6 +174,7 @@ struct kg_leaf *kg_leaf_new(STACK_OF(X509) *chain, EVP_PKEY *signer, unsigned li
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	atomic_init(&leaf->refs, 1);
 	leaf->issued = now;
 	leaf->lifetime = lifetime;
 	/* The default provider's EC keygen keeps the scalar in a BN_secure_new(). */
@@ -219,9 +220,15 @@ out_free:
 	return NULL;
 }
 
+struct kg_leaf *kg_leaf_up_ref(struct kg_leaf *leaf)
+{
+	atomic_fetch_add(&leaf->refs, 1);
+	return leaf;
+}
+
 void kg_leaf_free(struct kg_leaf *leaf)
 {
-	if (leaf == NULL)
+	if (leaf == NULL || atomic_fetch_sub(&leaf->refs, 1) != 1)
 		return;
 	/* The last reference clears the secure scalar (BN_clear_free); an SSL_CTX serving
 	 * this leaf keeps it until its last session ends. */

@@ -7,12 +7,13 @@
  * the in-memory key and the TPM is not asked again until the next leaf.
  * The key's private scalar lives in OpenSSL's secure heap when the process set one up
  * (CRYPTO_secure_malloc_init(): locked, MADV_DONTDUMP, cleared on free); kg_leaf_free()
- * drops this reference, an SSL_CTX still serving it holds its own.
+ * drops one reference (the last frees it), an SSL_CTX still serving it holds its own.
  * No global state; a kg_leaf is immutable once made and read from any thread.
  */
 #ifndef KTLSGATE_LEAF_H
 #define KTLSGATE_LEAF_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +28,7 @@
 #define KG_LEAF_BACKDATE 300
 
 struct kg_leaf {
+	atomic_int refs;           /* snapshots sharing it (kg_leaf_up_ref / kg_leaf_free) */
 	EVP_PKEY *key;             /* P-256, made here; never written anywhere */
 	X509 *cert;                /* signed by the issuer's key (SHA-256) */
 	STACK_OF(X509) *chain;     /* issuer first, then the rest of [daemon] cert */
@@ -54,6 +56,7 @@ STACK_OF(X509) *kg_leaf_chain_load(const char *path, char *err, size_t errlen);
 struct kg_leaf *kg_leaf_new(STACK_OF(X509) *chain, EVP_PKEY *signer, unsigned lifetime,
 			    int64_t now, char *err, size_t errlen);
 void kg_leaf_free(struct kg_leaf *leaf);
+struct kg_leaf *kg_leaf_up_ref(struct kg_leaf *leaf);
 
 /* When to make the next one: half the lifetime after it was made. */
 int64_t kg_leaf_renew_at(const struct kg_leaf *leaf);

@@ -41,4 +41,12 @@ typedef int kg_tls_verify_fn(X509_STORE_CTX *sctx, void *arg);
 SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 			enum kg_key_source *source, char *err, size_t errlen);
 
+/* The same context serving a certified leaf (leaf.h; [tpm] mode = certified-leaf): the
+ * leaf's in-memory key and chain instead of [daemon] key and cert; the TPM is not
+ * touched (the leaf was signed when it was made). *source: KG_KEY_TPM_LEAF. */
+struct kg_leaf;
+SSL_CTX *kg_tls_ctx_new_leaf(const struct kg_config *cfg, kg_tls_verify_fn *verify,
+			     const struct kg_leaf *leaf, enum kg_key_source *source, char *err,
+			     size_t errlen);
+
 #endif
