@@ -105,8 +105,8 @@ static SSL_CTX *ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 		ossl_err(err, errlen, sk.cert_file);
 		goto out_free;
 	}
-	if (leaf == NULL && sk.key != NULL ? SSL_CTX_use_PrivateKey(ctx, sk.key) != 1
-			   : SSL_CTX_use_PrivateKey_file(ctx, sk.key_file, SSL_FILETYPE_PEM) != 1) {
+	if (leaf == NULL && (sk.key != NULL ? SSL_CTX_use_PrivateKey(ctx, sk.key) != 1
+			   : SSL_CTX_use_PrivateKey_file(ctx, sk.key_file, SSL_FILETYPE_PEM) != 1)) {
 		ossl_err(err, errlen, sk.key ? cfg->key_file : sk.key_file);
 		goto out_free;
 	}
