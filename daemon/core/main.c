@@ -179,7 +179,10 @@ static char *render_metrics(void *arg, size_t *len)
 	/* The certificate the SSL_CTX in force serves (a reload's new one once published;
 	 * under [tpm] key_fallback the fallback's), not the file as it is now on disk. */
 	s = kg_snapshot_get(d);
-	info.server_cert_not_after = kg_cert_not_after(SSL_CTX_get0_certificate(s->ssl_ctx));
+	/* certified-leaf: the TPM key's certificate, the one an operator renews (the leaf
+	 * renews itself; its own gauge is ktlsgate_tpm_leaf_not_after_timestamp_seconds) */
+	info.server_cert_not_after = kg_cert_not_after(s->leaf != NULL ? sk_X509_value(s->leaf->chain, 0)
+							   : SSL_CTX_get0_certificate(s->ssl_ctx));
 	info.key_source = s->key_source;
 	info.leaf.enabled = s->cfg.tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF;
 	info.leaf.not_after = atomic_load(&d->leaf_not_after);

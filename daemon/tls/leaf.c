@@ -123,7 +123,7 @@ static int add_ext(X509 *cert, X509V3_CTX *v3, int nid, const char *value)
 }
 
 /* The fields of the leaf before it is signed. */
-static int fill_leaf(X509 *cert, X509 *issuer, EVP_PKEY *key, int64_t now, unsigned lifetime,
+static int fill_leaf(X509 *cert, X509 *issuer, EVP_PKEY *key, int64_t now, int64_t not_after,
 		     char *serial, size_t serlen)
 {
 	X509V3_CTX v3;
@@ -134,7 +134,7 @@ static int fill_leaf(X509 *cert, X509 *issuer, EVP_PKEY *key, int64_t now, unsig
 	    !X509_set_subject_name(cert, X509_get_subject_name(issuer)) ||
 	    !X509_set_issuer_name(cert, X509_get_subject_name(issuer)) ||
 	    X509_time_adj_ex(X509_getm_notBefore(cert), 0, -KG_LEAF_BACKDATE, &t) == NULL ||
-	    X509_time_adj_ex(X509_getm_notAfter(cert), 0, (long)lifetime, &t) == NULL ||
+	    X509_time_adj_ex(X509_getm_notAfter(cert), 0, (long)(not_after - now), &t) == NULL ||
 	    !X509_set_pubkey(cert, key))
 		return -1;
 	X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
@@ -150,11 +150,22 @@ static int fill_leaf(X509 *cert, X509 *issuer, EVP_PKEY *key, int64_t now, unsig
 	return 0;
 }
 
+static int asn1_seconds(const ASN1_TIME *t, int64_t *out)
+{
+	struct tm tm;
+
+	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+		return -1;
+	*out = (int64_t)timegm(&tm);
+	return 0;
+}
+
 struct kg_leaf *kg_leaf_new(STACK_OF(X509) *chain, EVP_PKEY *signer, unsigned lifetime,
 			    int64_t now, char *err, size_t errlen)
 {
 	X509 *issuer = chain != NULL && sk_X509_num(chain) > 0 ? sk_X509_value(chain, 0) : NULL;
 	struct kg_leaf *leaf;
+	int64_t issuer_end;
 
 	if (issuer == NULL) {
 		snprintf(err, errlen, "certified-leaf: no issuer certificate");
@@ -167,6 +178,10 @@ struct kg_leaf *kg_leaf_new(STACK_OF(X509) *chain, EVP_PKEY *signer, unsigned li
 		ERR_clear_error();
 		snprintf(err, errlen, "certified-leaf: the server key is not the key of the issuer "
 			 "certificate");
+		return NULL;
+	}
+	if (asn1_seconds(X509_get0_notAfter(issuer), &issuer_end) != 0 || issuer_end <= now) {
+		snprintf(err, errlen, "certified-leaf: the TPM key's certificate has expired");
 		return NULL;
 	}
 	leaf = calloc(1, sizeof(*leaf));
@@ -184,7 +199,11 @@ struct kg_leaf *kg_leaf_new(STACK_OF(X509) *chain, EVP_PKEY *signer, unsigned li
 		ossl_err(err, errlen, "certified-leaf: P-256 key");
 		goto out_free;
 	}
-	if (fill_leaf(leaf->cert, issuer, leaf->key, now, lifetime, leaf->serial,
+	/* A leaf cannot outlive its issuer: path validation would refuse it. */
+	leaf->not_after = now + (int64_t)lifetime;
+	if (leaf->not_after > issuer_end)
+		leaf->not_after = issuer_end;
+	if (fill_leaf(leaf->cert, issuer, leaf->key, now, leaf->not_after, leaf->serial,
 		      sizeof(leaf->serial)) != 0) {
 		ossl_err(err, errlen, "certified-leaf: certificate fields");
 		goto out_free;
@@ -202,16 +221,6 @@ struct kg_leaf *kg_leaf_new(STACK_OF(X509) *chain, EVP_PKEY *signer, unsigned li
 	if (leaf->chain == NULL) {
 		ossl_err(err, errlen, "certified-leaf: chain");
 		goto out_free;
-	}
-	{
-		const ASN1_TIME *na = X509_get0_notAfter(leaf->cert);
-		struct tm tm;
-
-		if (ASN1_TIME_to_tm(na, &tm) != 1) {
-			snprintf(err, errlen, "certified-leaf: notAfter");
-			goto out_free;
-		}
-		leaf->not_after = (int64_t)timegm(&tm);
 	}
 	return leaf;
 

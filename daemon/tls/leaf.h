@@ -46,7 +46,8 @@ int kg_leaf_issuer_check(X509 *issuer, char *err, size_t errlen) KG_MUST_USE;
 STACK_OF(X509) *kg_leaf_chain_load(const char *path, char *err, size_t errlen);
 
 /*
- * A new leaf valid from now - KG_LEAF_BACKDATE to now + lifetime: subject and
+ * A new leaf valid from now - KG_LEAF_BACKDATE to now + lifetime (never past the
+ * issuer's notAfter; an expired issuer is refused): subject and
  * subjectAltName copied from the issuer (sk_X509_value(chain, 0)), random serial,
  * AKI/SKI, keyUsage digitalSignature, EKU serverAuth, CA:FALSE, signed with signer
  * (which must hold the issuer's key: checked, and the signature verified against the

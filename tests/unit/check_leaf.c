@@ -312,6 +312,28 @@ START_TEST(leaf_key_in_secure_heap)
 }
 END_TEST
 
+/* A leaf never outlives the TPM certificate; an expired one issues nothing. */
+START_TEST(leaf_capped_by_issuer)
+{
+	struct pki p;
+	struct kg_leaf *leaf;
+	char err[256] = "";
+	int64_t end, now = (int64_t)time(NULL);
+
+	good_pki(&p);
+	end = asn1_time(X509_get0_notAfter(p.tpm));
+	leaf = kg_leaf_new(p.chain, p.tpm_key, 7200, end - 600, err, sizeof(err));
+	ck_assert_msg(leaf != NULL, "%s", err);
+	ck_assert_int_eq(leaf->not_after, end);
+	ck_assert_int_eq(asn1_time(X509_get0_notAfter(leaf->cert)), end);
+	kg_leaf_free(leaf);
+	ck_assert_ptr_null(kg_leaf_new(p.chain, p.tpm_key, 7200, end, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "has expired") != NULL, "%s", err);
+	ck_assert_int_gt(end, now);
+	pki_free(&p);
+}
+END_TEST
+
 /* A reload keeps the leaf while it fits, and renews it when it does not. */
 START_TEST(leaf_fits)
 {
@@ -433,6 +455,7 @@ Suite *kg_suite_leaf(void)
 	tcase_add_test(tc, signer_must_be_the_issuer_key);
 	tcase_add_test(tc, leaf_key_in_secure_heap);
 	tcase_add_test(tc, leaf_fits);
+	tcase_add_test(tc, leaf_capped_by_issuer);
 	tcase_add_test(tc, leaf_ctx_use);
 	suite_add_tcase(s, tc);
 	tcase_add_test(conf, conf_mode_and_lifetime);
