@@ -412,6 +412,8 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		SSL_CTX_free(ctx);
 		if (cfg->tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF && check_leaf(cfg, path) != 0)
 			return 1;
+		if (cfg->tpm.mode == KG_TPM_MODE_DIRECT && kg_tpm_keyref_is_tpm(cfg->key_file))
+			printf("ktlsgated: [tpm] mode = direct: every full handshake is signed by the TPM\n");
 	} else {
 		printf("ktlsgated: note: %s or %s does not exist yet: not checked\n", cfg->cert_file,
 		       cfg->key_file);
