@@ -160,7 +160,7 @@ void kg_daemon_watch_metrics(struct kg_daemon *d, struct kg_metrics_regwatch *ou
  * kg_daemon_leaf_start: the rotation timer in d->epfd, armed for d->snap (main thread,
  * after the first snapshot; nothing in direct mode). kg_daemon_leaf_owns: is this
  * epoll fd the timer. kg_daemon_leaf_event: it rang: make a new leaf and publish it in
- * a new snapshot; on failure keep the current one, retry in a minute, log (loudly once
+ * a new snapshot; on failure keep the current one, retry in a minute (a quarter of the lifetime if shorter), log (loudly once
  * the leaf has expired) and count. kg_daemon_leaf_published: s was just published:
  * rearm the timer and update what /metrics shows. kg_daemon_leaf_stop: close the timer.
  */

@@ -24,8 +24,14 @@
 #include "tls/leaf.h"
 #include "tpm/tpm_key.h"
 
-/* A failed rotation (TPM down) is tried again after this long. */
+/* A failed rotation (TPM down) is tried again after a minute, or a quarter of the
+ * lifetime when that is shorter (a 60 s test leaf gets three tries before it expires). */
 #define LEAF_RETRY_S 60
+
+static int64_t retry_after(unsigned lifetime)
+{
+	return lifetime / 4 < LEAF_RETRY_S ? lifetime / 4 : LEAF_RETRY_S;
+}
 
 int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_leaf **leaf, char *err,
 			size_t errlen)
@@ -120,12 +126,13 @@ void kg_daemon_leaf_event(struct kg_daemon *d)
 	struct kg_snapshot *cur, *s;
 	char err[KG_ERRBUF];
 	uint64_t ticks;
-	int64_t now = (int64_t)time(NULL), not_after;
+	int64_t now = (int64_t)time(NULL), not_after, retry;
 
 	(void)!read(d->leaf_timer_fd, &ticks, sizeof(ticks));
 	cur = kg_snapshot_get(d);
 	s = kg_snapshot_build_ex(d, &cur->cfg, true, err, sizeof(err));
 	not_after = cur->leaf != NULL ? cur->leaf->not_after : 0;
+	retry = retry_after(cur->cfg.tpm.leaf_lifetime);
 	kg_snapshot_put(cur);
 	/* The TPM went away and [tpm] key_fallback answered: a leaf the TPM signed is
 	 * better than the file key while it lasts, so that is a failed rotation here. */
@@ -141,12 +148,12 @@ void kg_daemon_leaf_event(struct kg_daemon *d)
 	atomic_fetch_add(&d->leaf_failures, 1);
 	if (not_after != 0 && now >= not_after)
 		kg_log_warnx("certified-leaf: ERROR: the leaf in force EXPIRED at %lld and no new one can be "
-			   "made (%s): devices refuse its handshakes; retrying in %ds",
-			   (long long)not_after, err, LEAF_RETRY_S);
+			   "made (%s): devices refuse its handshakes; retrying in %llds",
+			   (long long)not_after, err, (long long)retry);
 	else
 		kg_log_warnx("certified-leaf: rotation failed (%s): the current leaf serves until "
-			     "%lld; retrying in %ds", err, (long long)not_after, LEAF_RETRY_S);
-	arm_at(d, now + LEAF_RETRY_S);
+			     "%lld; retrying in %llds", err, (long long)not_after, (long long)retry);
+	arm_at(d, now + retry);
 }
 
 void kg_daemon_leaf_stop(struct kg_daemon *d)
