@@ -158,7 +158,7 @@ void kg_daemon_watch_metrics(struct kg_daemon *d, struct kg_metrics_regwatch *ou
  * kg_daemon_leaf_make: a new leaf for cfg, signed by its TPM key; *leaf NULL (and 0)
  * when the TPM is absent and [tpm] key_fallback serves instead. 0, or -1 with err.
  * kg_daemon_leaf_start: the rotation timer in d->epfd, armed for d->snap (main thread,
- * after the first snapshot; nothing in direct mode). kg_daemon_leaf_owns: is this
+ * after the first snapshot; disarmed in direct mode, which a reload may change). kg_daemon_leaf_owns: is this
  * epoll fd the timer. kg_daemon_leaf_event: it rang: make a new leaf and publish it in
  * a new snapshot; on failure keep the current one, retry in a minute (a quarter of the lifetime if shorter), log (loudly once
  * the leaf has expired) and count. kg_daemon_leaf_published: s was just published:

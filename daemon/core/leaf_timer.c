@@ -94,9 +94,8 @@ int kg_daemon_leaf_start(struct kg_daemon *d, char *err, size_t errlen)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 
-	d->leaf_timer_fd = -1;
-	if (d->snap->cfg.tpm.mode != KG_TPM_MODE_CERTIFIED_LEAF)
-		return 0;
+	/* Made in every mode: a reload may switch to certified-leaf. Disarmed it costs
+	 * nothing. */
 	d->leaf_timer_fd = timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC | TFD_NONBLOCK);
 	ev.data.fd = d->leaf_timer_fd;
 	if (d->leaf_timer_fd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->leaf_timer_fd, &ev) < 0) {

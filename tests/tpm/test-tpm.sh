@@ -556,6 +556,45 @@ t_leaf_tpm_down() {
 
 ALL_TESTS+=(t_leaf_tpm_down)
 
+# A reload switches modes: direct -> certified-leaf serves a leaf at once and rotates it
+# (the timer exists in every mode); certified-leaf -> direct serves the TPM key again.
+t_leaf_mode_by_reload() {
+	local tpmpub got i n
+	stop_gateway
+	conf_set key "handle:$HANDLE"
+	conf_set cert server/tpmca-chain.pem
+	tpm_section "tcti = $PROXY_TCTI"
+	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	tpmpub=$(openssl req -in "$GW_DIR/server/tpm.csr" -noout -pubkey)
+	[ "$(served_pubkey -tls1_3)" = "$tpmpub" ] || { note "direct mode does not serve the TPM key"; return 1; }
+	leaf_conf 60 server/tpmca-chain.pem
+	kill -HUP "$GW_PID"
+	for ((i = 0; i < 100; i++)); do
+		[ "$(sample_value 'ktlsgate_server_key_source{source="tpm_leaf"}')" = 1 ] && break
+		sleep 0.1
+	done
+	got=$(served_pubkey -tls1_3)
+	[ -n "$got" ] && [ "$got" != "$tpmpub" ] || { note "after the reload into certified-leaf: not a leaf key"; return 1; }
+	[ "$(sample_value ktlsgate_tpm_leaf_rotations_total)" = 1 ] || { note "no leaf counted after the reload"; return 1; }
+	for ((i = 0; i < 450; i++)); do
+		[ "$(sample_value ktlsgate_tpm_leaf_rotations_total)" = 2 ] && break
+		sleep 0.1
+	done
+	n=$(sample_value ktlsgate_tpm_leaf_rotations_total)
+	[ "$n" = 2 ] || { note "no rotation 45 s after a reload into certified-leaf (rotations $n)"; return 1; }
+	tpm_section "tcti = $PROXY_TCTI"
+	kill -HUP "$GW_PID"
+	for ((i = 0; i < 100; i++)); do
+		[ "$(sample_value 'ktlsgate_server_key_source{source="tpm"}')" = 1 ] && break
+		sleep 0.1
+	done
+	[ "$(served_pubkey -tls1_3)" = "$tpmpub" ] || { note "back in direct mode: not the TPM key"; return 1; }
+	[ "$(sample_value ktlsgate_tpm_leaf_rotations_total)" = absent ] || { note "leaf series still exported in direct mode"; return 1; }
+	stop_gateway
+}
+
+ALL_TESTS+=(t_leaf_mode_by_reload)
+
 if ! setup; then
 	echo "FAIL setup"
 	KG_FAILED=1
