@@ -4,7 +4,8 @@
  * server SSL_CTX, this header), verify.c (who the device is: chain to a proven
  * registry CA or a thumbprint pin, CRLs, the CN as device id; verify.h), tls_keys.c
  * (each direction's traffic key and sequence number at the handoff, for kTLS and the
- * record relay; tls_keys.h).
+ * record relay; tls_keys.h), leaf.c (certified-leaf mode: the short-lived key and
+ * certificate the TPM key signs; leaf.h).
  * Way in: this header for the daemon's SSL_CTX; verify.h for verification (the CLI's
  * `ktlsgate verify` runs the very same kg_verify_peer()); tls_keys.h for key export.
  * Uses policy (the identity type, reasons), registry rows, tpm (the server key) and
