@@ -175,6 +175,35 @@ START_TEST(leaf_fields)
 }
 END_TEST
 
+/* An RSA-2048 issuer key (the daemon serves RSA TPM keys once its signer does): the
+ * leaf is still P-256, signed sha256WithRSAEncryption, and verifies. */
+START_TEST(leaf_rsa_issuer)
+{
+	struct pki p;
+	struct kg_leaf *leaf;
+	char err[256] = "";
+
+	p.root_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	p.tpm_key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	ck_assert_ptr_nonnull(p.tpm_key);
+	p.root = make_cert("root", p.root_key, NULL, NULL, "critical,CA:TRUE",
+			   "critical,keyCertSign,cRLSign", NULL);
+	p.tpm = make_cert("gw.example.com", p.tpm_key, p.root, p.root_key,
+			  "critical,CA:TRUE,pathlen:0", "critical,digitalSignature,keyCertSign",
+			  "DNS:gw.example.com");
+	p.chain = sk_X509_new_null();
+	sk_X509_push(p.chain, p.tpm);
+	sk_X509_push(p.chain, p.root);
+	leaf = kg_leaf_new(p.chain, p.tpm_key, 3600, NOW, err, sizeof(err));
+	ck_assert_msg(leaf != NULL, "%s", err);
+	ck_assert_int_eq(X509_get_signature_nid(leaf->cert), NID_sha256WithRSAEncryption);
+	ck_assert_int_eq(X509_verify(leaf->cert, p.tpm_key), 1);
+	ck_assert(EVP_PKEY_is_a(leaf->key, "EC"));
+	kg_leaf_free(leaf);
+	pki_free(&p);
+}
+END_TEST
+
 /* The chain leaf -> TPM cert -> root verifies as a TLS server chain for the name. */
 START_TEST(leaf_chain_verifies)
 {
@@ -450,6 +479,7 @@ Suite *kg_suite_leaf(void)
 
 	tcase_add_test(tc, leaf_fields);
 	tcase_add_test(tc, leaf_chain_verifies);
+	tcase_add_test(tc, leaf_rsa_issuer);
 	tcase_add_test(tc, each_leaf_is_new);
 	tcase_add_test(tc, issuer_not_ca_refused);
 	tcase_add_test(tc, signer_must_be_the_issuer_key);
