@@ -76,7 +76,7 @@ static void assign_backend_slots(struct kg_daemon *d, struct kg_config *cfg)
 
 /*
  * certified-leaf: the leaf a snapshot of cfg serves. The running one when it was issued
- * by the same TPM certificate, is not yet due and is not valid longer than cfg's
+ * by the same TPM certificate and key through the same TCTI, is not yet due and is not valid longer than cfg's
  * lifetime (a reload or a trust refresh costs no TPM signature); else a new one. NULL in
  * direct mode and under the fallback file key. 0, or -1 with err.
  */
@@ -90,7 +90,11 @@ static int leaf_for(struct kg_daemon *d, const struct kg_config *cfg, bool new_l
 	*out = NULL;
 	if (cfg->tpm.mode != KG_TPM_MODE_CERTIFIED_LEAF)
 		return 0;
+	/* Same TPM key and TCTI too: a reload that changes them must meet the TPM (and fail
+	 * as in direct mode when the TCTI changed), not keep a leaf made elsewhere. */
 	if (!new_leaf && d->snap != NULL && (cur = kg_snapshot_get(d))->leaf != NULL &&
+	    strcmp(cur->cfg.key_file, cfg->key_file) == 0 &&
+	    strcmp(cur->cfg.tpm.tcti, cfg->tpm.tcti) == 0 &&
 	    (chain = kg_leaf_chain_load(cfg->cert_file, err, errlen)) != NULL) {
 		keep = kg_leaf_fits(cur->leaf, chain, cfg->tpm.leaf_lifetime, (int64_t)time(NULL));
 		sk_X509_pop_free(chain, X509_free);
