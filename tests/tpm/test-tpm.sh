@@ -423,6 +423,12 @@ t_leaf_tls() {
 	[ "$got" = 1 ] || { note "rotations $got after the start, want 1"; return 1; }
 	got=$(sample_value ktlsgate_tpm_leaf_rotation_failures_total)
 	[ "$got" = 0 ] || { note "rotation failures $got"; return 1; }
+	# the leaf key's home: OpenSSL's secure heap (1 MiB, main.c), left out of core dumps
+	# (VmFlags dd); locked (lo) where RLIMIT_MEMLOCK allows, which is reported only
+	got=$(awk '/^[0-9a-f]+-[0-9a-f]+ / { anon = NF == 5 } /^Size:/ { sz = $2 }
+		/^VmFlags:/ && anon && sz == 1024 && / dd/ { print (/ lo/ ? "locked" : "not locked") }' "/proc/$GW_PID/smaps")
+	echo "    secure heap: ${got:-absent}"
+	[ -n "$got" ] || { note "no 1 MiB MADV_DONTDUMP arena (secure heap) in the daemon"; return 1; }
 }
 
 # The TPM signs nothing during certified-leaf handshakes (TLS 1.3 and 1.2, X25519 and
