@@ -76,9 +76,10 @@ static void assign_backend_slots(struct kg_daemon *d, struct kg_config *cfg)
 
 /*
  * certified-leaf: the leaf a snapshot of cfg serves. The running one when it was issued
- * by the same TPM certificate and key through the same TCTI, is not yet due and is not valid longer than cfg's
- * lifetime (a reload or a trust refresh costs no TPM signature); else a new one. NULL in
- * direct mode and under the fallback file key. 0, or -1 with err.
+ * by the same TPM certificate and key through the same TCTI, is not yet due and is not
+ * valid longer than cfg's lifetime (a reload or a trust refresh costs no TPM
+ * signature); else a new one. NULL in direct mode and under the fallback file key.
+ * 0, or -1 with err.
  */
 static int leaf_for(struct kg_daemon *d, const struct kg_config *cfg, bool new_leaf,
 		    struct kg_leaf **out, char *err, size_t errlen)
