@@ -512,7 +512,9 @@ t_leaf_rotation_live_sessions() {
 	[ -n "$k2" ] && [ "$k2" != "$k1" ] || { note "new handshakes still see the old leaf key"; return 1; }
 	[ "$signs" = 1 ] || { note "$signs TPM2_Sign for one rotation, want 1"; return 1; }
 	[ "$(connack dev3)" = "connack 0x00" ] || { note "device after the rotation: no CONNACK 0"; return 1; }
-	timeout 5 tail --pid="$pubpid" -f /dev/null 2>/dev/null
+	# its stdin is the FIFO opened read-write here: it never sees EOF, so stop it
+	kill "$pubpid" 2>/dev/null
+	timeout 5 tail --pid="$pubpid" -f /dev/null 2>/dev/null || kill -9 "$pubpid" 2>/dev/null
 	forget_pid "$pubpid"
 	stop_gateway
 	tpm_section "tcti = $PROXY_TCTI"
