@@ -22,6 +22,7 @@
 #include "registry/registry.h"
 #include "registry/registry_cache.h"
 #include "registry/watch_pg.h"
+#include "tls/leaf.h"
 #include "tls/tls.h"
 #include "core/worker.h"
 
@@ -46,6 +47,7 @@ static void warn_expired_crls(const struct kg_trust *t)
 static void snapshot_free(struct kg_snapshot *s)
 {
 	SSL_CTX_free(s->ssl_ctx);
+	kg_leaf_free(s->leaf);   /* the old key is cleared once no SSL_CTX holds it */
 	kg_trust_free(s->trust);
 	free(s);
 }
@@ -72,8 +74,51 @@ static void assign_backend_slots(struct kg_daemon *d, struct kg_config *cfg)
 	}
 }
 
+/*
+ * certified-leaf: the leaf a snapshot of cfg serves. The running one when it was issued
+ * by the same TPM certificate and key through the same TCTI, is not yet due and is not
+ * valid longer than cfg's lifetime (a reload or a trust refresh costs no TPM
+ * signature); else a new one. NULL in direct mode and under the fallback file key.
+ * 0, or -1 with err.
+ */
+static int leaf_for(struct kg_daemon *d, const struct kg_config *cfg, bool new_leaf,
+		    struct kg_leaf **out, char *err, size_t errlen)
+{
+	struct kg_snapshot *cur = NULL;
+	STACK_OF(X509) *chain;
+	bool keep = false;
+
+	*out = NULL;
+	if (cfg->tpm.mode != KG_TPM_MODE_CERTIFIED_LEAF)
+		return 0;
+	/* Same TPM key and TCTI too: a reload that changes them must meet the TPM (and fail
+	 * as in direct mode when the TCTI changed), not keep a leaf made elsewhere. */
+	if (!new_leaf && d->snap != NULL && (cur = kg_snapshot_get(d))->leaf != NULL &&
+	    strcmp(cur->cfg.key_file, cfg->key_file) == 0 &&
+	    strcmp(cur->cfg.tpm.tcti, cfg->tpm.tcti) == 0 &&
+	    (chain = kg_leaf_chain_load(cfg->cert_file, err, errlen)) != NULL) {
+		keep = kg_leaf_fits(cur->leaf, chain, cfg->tpm.leaf_lifetime, (int64_t)time(NULL));
+		sk_X509_pop_free(chain, X509_free);
+	}
+	if (keep)
+		*out = kg_leaf_up_ref(cur->leaf);
+	kg_snapshot_put(cur);
+	if (keep) {
+		kg_log_info("certified-leaf: keeping the leaf in force (serial %s, renewed at %lld)",
+			    (*out)->serial, (long long)kg_leaf_renew_at(*out));
+		return 0;
+	}
+	return kg_daemon_leaf_make(cfg, out, err, errlen);
+}
+
 struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
 				      size_t errlen)
+{
+	return kg_snapshot_build_ex(d, cfg, false, err, errlen);
+}
+
+struct kg_snapshot *kg_snapshot_build_ex(struct kg_daemon *d, const struct kg_config *cfg,
+					 bool new_leaf, char *err, size_t errlen)
 {
 	struct kg_snapshot *s = calloc(1, sizeof(*s));
 	struct kg_registry *reg = NULL;
@@ -85,7 +130,12 @@ struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_confi
 	s->cfg = *cfg;
 	atomic_init(&s->refs, 1);
 	assign_backend_slots(d, &s->cfg);
-	s->ssl_ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, &s->key_source, err, errlen);
+	if (leaf_for(d, cfg, new_leaf, &s->leaf, err, errlen) != 0)
+		goto out_free;
+	s->ssl_ctx = s->leaf != NULL ? kg_tls_ctx_new_leaf(cfg, kg_conn_tls_verify_cb, s->leaf,
+							   &s->key_source, err, errlen)
+				     : kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, &s->key_source,
+						      err, errlen);
 	if (s->ssl_ctx == NULL)
 		goto out_free;
 	s->trust = kg_trust_new();
@@ -143,6 +193,7 @@ void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s)
 	d->snap = s;
 	pthread_mutex_unlock(&d->snap_lock);
 	kg_snapshot_put(old);
+	kg_daemon_leaf_published(d, s);   /* certified-leaf: its timer and gauges */
 }
 
 /*

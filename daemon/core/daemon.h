@@ -6,7 +6,8 @@
  * listener.c (SO_REUSEPORT sockets), conn.c (the connection state machine and its one
  * close path, conn.h), conn_tls.c (a connection's SSL, handshake step and verify
  * callback, conn_tls.h), srclimit.c (per-source admission, pure), control_server.c
- * (the admin socket's server), instance.c (one daemon per registry).
+ * (the admin socket's server), instance.c (one daemon per registry), leaf_timer.c
+ * (certified-leaf mode: making and rotating the leaf).
  * Way in: this header (the context, snapshots); conn.h for one connection.
  * Core is the top of the daemon: it calls every other part (tls, policy, registry,
  * mqtt, relay, edge, ops), and no part reaches back into it: none includes a core
@@ -54,6 +55,8 @@ struct kg_snapshot {
 	SSL_CTX *ssl_ctx;        /* owns a reference */
 	enum kg_key_source key_source; /* where ssl_ctx's server key comes from */
 	struct kg_trust *trust;  /* read-only once published */
+	struct kg_leaf *leaf;    /* certified-leaf: the leaf ssl_ctx serves (a reference);
+				  * NULL in direct mode and under [tpm] key_fallback */
 };
 
 struct kg_daemon {
@@ -101,12 +104,21 @@ struct kg_daemon {
 	_Atomic uint64_t reloads, reload_failures;
 	atomic_bool stopping;
 	int64_t started;
+	/* [tpm] mode = certified-leaf (core/leaf_timer.c): the rotation timer (a timerfd in
+	 * epfd, main thread; -1: none) and what /metrics shows of the leaf */
+	int leaf_timer_fd;
+	_Atomic int64_t leaf_not_after;
+	_Atomic uint64_t leaf_rotations, leaf_failures;
 };
 
 /* Build a complete snapshot from a config (copied): SSL_CTX + trust from the registry.
  * Returns NULL with a message in err; nothing global is touched. */
 struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
 				      size_t errlen);
+/* The same; new_leaf: in certified-leaf mode make a new leaf even if the current one
+ * still fits (the rotation). */
+struct kg_snapshot *kg_snapshot_build_ex(struct kg_daemon *d, const struct kg_config *cfg,
+					 bool new_leaf, char *err, size_t errlen);
 /* Take a reference on the current snapshot. */
 struct kg_snapshot *kg_snapshot_get(struct kg_daemon *d);
 void kg_snapshot_put(struct kg_snapshot *s);
@@ -141,5 +153,25 @@ void kg_daemon_watch_event(struct kg_daemon *d);
 void kg_daemon_watch_stop(struct kg_daemon *d);
 /* Its metrics for render_metrics() (enabled false without a watcher). Any thread. */
 void kg_daemon_watch_metrics(struct kg_daemon *d, struct kg_metrics_regwatch *out);
+
+/*
+ * Certified-leaf mode (core/leaf_timer.c; docs/tpm.md "Certified-leaf mode").
+ * kg_daemon_leaf_make: a new leaf for cfg, signed by its TPM key; *leaf NULL (and 0)
+ * when the TPM is absent and [tpm] key_fallback serves instead. 0, or -1 with err.
+ * kg_daemon_leaf_start: the rotation timer in d->epfd, armed for d->snap (main thread,
+ * after the first snapshot; disarmed in direct mode, which a reload may change). kg_daemon_leaf_owns: is this
+ * epoll fd the timer. kg_daemon_leaf_event: it rang: make a new leaf and publish it in
+ * a new snapshot; on failure keep the current one, retry in a minute (a quarter of the lifetime if shorter), log (loudly once
+ * the leaf has expired) and count. kg_daemon_leaf_published: s was just published:
+ * rearm the timer and update what /metrics shows. kg_daemon_leaf_stop: close the timer.
+ */
+struct kg_leaf;
+int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_leaf **leaf, char *err,
+			size_t errlen) KG_MUST_USE;
+int kg_daemon_leaf_start(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
+bool kg_daemon_leaf_owns(const struct kg_daemon *d, int fd);
+void kg_daemon_leaf_event(struct kg_daemon *d);
+void kg_daemon_leaf_published(struct kg_daemon *d, const struct kg_snapshot *s);
+void kg_daemon_leaf_stop(struct kg_daemon *d);
 
 #endif

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #include "ops/caps.h"
@@ -44,6 +45,7 @@
 #include "core/instance.h"
 #include "ops/log.h"
 #include "ops/notify.h"
+#include "tls/leaf.h"
 #include "tls/tls.h"
 #include "tls/verify.h"
 #include "tpm/tpm_key.h"
@@ -177,8 +179,15 @@ static char *render_metrics(void *arg, size_t *len)
 	/* The certificate the SSL_CTX in force serves (a reload's new one once published;
 	 * under [tpm] key_fallback the fallback's), not the file as it is now on disk. */
 	s = kg_snapshot_get(d);
-	info.server_cert_not_after = kg_cert_not_after(SSL_CTX_get0_certificate(s->ssl_ctx));
+	/* certified-leaf: the TPM key's certificate, the one an operator renews (the leaf
+	 * renews itself; its own gauge is ktlsgate_tpm_leaf_not_after_timestamp_seconds) */
+	info.server_cert_not_after = kg_cert_not_after(s->leaf != NULL ? sk_X509_value(s->leaf->chain, 0)
+							   : SSL_CTX_get0_certificate(s->ssl_ctx));
 	info.key_source = s->key_source;
+	info.leaf.enabled = s->cfg.tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF;
+	info.leaf.not_after = atomic_load(&d->leaf_not_after);
+	info.leaf.rotations = atomic_load(&d->leaf_rotations);
+	info.leaf.failures = atomic_load(&d->leaf_failures);
 	info.backends = s->cfg.backends;   /* borrowed from s until the render is done */
 	info.n_backends = s->cfg.n_backends;
 	info.listeners = s->cfg.listeners;
@@ -356,6 +365,27 @@ static int check_registry_uri(const struct kg_config *cfg, const char *shown,
 	return -1;
 }
 
+/* -t in certified-leaf mode: make one leaf as the start would (one TPM signature): the
+ * TPM certificate can issue it, the TPM signs it. 0, or 1 after the error line. */
+static int check_leaf(const struct kg_config *cfg, const char *path)
+{
+	struct kg_leaf *leaf = NULL;
+	char err[KG_ERRBUF];
+
+	if (kg_daemon_leaf_make(cfg, &leaf, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
+		return 1;
+	}
+	if (leaf == NULL)
+		printf("ktlsgated: [tpm] mode = certified-leaf: TPM unavailable, the fallback key "
+		       "serves directly\n");
+	else
+		printf("ktlsgated: [tpm] mode = certified-leaf: the TPM key issues P-256 leaves valid "
+		       "%us, renewed every %us\n", cfg->tpm.leaf_lifetime, cfg->tpm.leaf_lifetime / 2);
+	kg_leaf_free(leaf);
+	return 0;
+}
+
 /*
  * `-t`: validate the file, then load what it names that exists (certificate + key,
  * registry + CAs + CRLs) exactly as a start would. A file that does not exist yet is
@@ -380,6 +410,10 @@ static int check_only(const struct kg_config *cfg, const char *path)
 			return 1;
 		}
 		SSL_CTX_free(ctx);
+		if (cfg->tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF && check_leaf(cfg, path) != 0)
+			return 1;
+		if (cfg->tpm.mode == KG_TPM_MODE_DIRECT && kg_tpm_keyref_is_tpm(cfg->key_file))
+			printf("ktlsgated: [tpm] mode = direct: every full handshake is signed by the TPM\n");
 	} else {
 		printf("ktlsgated: note: %s or %s does not exist yet: not checked\n", cfg->cert_file,
 		       cfg->key_file);
@@ -587,6 +621,8 @@ static int serve(struct kg_daemon *d)
 			}
 		} else if (kg_control_owns(d->control, ev.data.fd)) {
 			kg_control_event(d, d->control, ev.data.fd, ev.events);
+		} else if (kg_daemon_leaf_owns(d, ev.data.fd)) {
+			kg_daemon_leaf_event(d);
 		} else if (kg_daemon_watch_owns(d, ev.data.fd)) {
 			kg_daemon_watch_event(d);
 		} else if (d->sockmap != NULL && ev.data.fd == kg_sockmap_bell_fd(d->sockmap)) {
@@ -618,6 +654,11 @@ int main(int argc, char **argv)
 	unsigned started_workers = 0;
 
 	kg_log_set_ident("ktlsgated");
+	/* Before any key exists: private scalars (the certified leaf's, tls/leaf.h) go to
+	 * OpenSSL's secure heap, locked in RAM, MADV_DONTDUMP, cleared on free. 1 MiB: it
+	 * also takes every handshake's ephemeral keys, and an exhausted heap fails the
+	 * allocation (no fallback). 0: no secure heap, said once the log is set up. */
+	int secure_heap = CRYPTO_secure_malloc_init(1 << 20, 16);
 	/* Both read the environment once, before any thread: the journal or stderr for
 	 * logs and audit lines, and whether systemd listens on NOTIFY_SOCKET. */
 	kg_log_choose_sink();
@@ -655,10 +696,14 @@ int main(int argc, char **argv)
 		goto out_free_cfg;
 	}
 	kg_log_set_level(debug ? KG_LOG_DEBUG : parse_level(cfg->log_level));
+	if (secure_heap != 1 && !test_only)
+		kg_log_warnx("OpenSSL secure heap %s: private keys in memory may be swapped%s",
+			     secure_heap == 0 ? "unavailable" : "not locked (RLIMIT_MEMLOCK)",
+			     secure_heap == 0 ? " or dumped" : "");
 	if (kg_strlcpy(d->config_path, path, sizeof(d->config_path)) < 0)
 		goto out_free_cfg;
 	pthread_mutex_init(&d->snap_lock, NULL);
-	d->lock_fd = d->signal_fd = d->epfd = -1;
+	d->lock_fd = d->signal_fd = d->epfd = d->leaf_timer_fd = -1;
 	clock_gettime(CLOCK_REALTIME, &now);
 	d->started = now.tv_sec;
 	d->max_connections = cfg->max_connections;
@@ -735,6 +780,11 @@ int main(int argc, char **argv)
 	}
 	d->control = kg_control_listen(cfg->control_socket, d->epfd, err, sizeof(err));
 	if (d->control == NULL) {
+		fprintf(stderr, "ktlsgated: %s\n", err);
+		goto out_fds;
+	}
+	/* certified-leaf: the rotation timer, armed for the leaf the first snapshot serves */
+	if (kg_daemon_leaf_start(d, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_fds;
 	}
@@ -825,6 +875,7 @@ out_auth:
 	kg_auth_limit_free(d->auth_limit);
 out_fds:
 	kg_daemon_watch_stop(d);   /* after the workers and /metrics: nothing uses it now */
+	kg_daemon_leaf_stop(d);
 	kg_control_close(d->control);   /* unlinks the socket only if it is still ours */
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);

@@ -167,6 +167,7 @@ static const char *const ctrl_names[KG_KTLS_CTRL_MAX] = {
 
 static const char *const key_source_names[KG_KEY_SOURCE_MAX] = {
 	[KG_KEY_FILE] = "file", [KG_KEY_TPM] = "tpm", [KG_KEY_TPM_FALLBACK] = "tpm_fallback",
+	[KG_KEY_TPM_LEAF] = "tpm_leaf",
 };
 
 /* The latest of one slot's "last" times over the workers. */
@@ -514,6 +515,17 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	render_auth(&o, w, n, &info->auth);
 	render_backends(&o, w, n, info);
 	render_listeners(&o, w, n, info);
+	if (info->leaf.enabled) {
+		put(&o, "# HELP ktlsgate_tpm_leaf_not_after_timestamp_seconds notAfter of the certified leaf in use, unix time.\n"
+			"# TYPE ktlsgate_tpm_leaf_not_after_timestamp_seconds gauge\n"
+			"ktlsgate_tpm_leaf_not_after_timestamp_seconds %lld\n", (long long)info->leaf.not_after);
+		put(&o, "# HELP ktlsgate_tpm_leaf_rotations_total Certified leaves made and put in force (the first included).\n"
+			"# TYPE ktlsgate_tpm_leaf_rotations_total counter\n"
+			"ktlsgate_tpm_leaf_rotations_total %llu\n", (unsigned long long)info->leaf.rotations);
+		put(&o, "# HELP ktlsgate_tpm_leaf_rotation_failures_total Failed attempts to make a certified leaf.\n"
+			"# TYPE ktlsgate_tpm_leaf_rotation_failures_total counter\n"
+			"ktlsgate_tpm_leaf_rotation_failures_total %llu\n", (unsigned long long)info->leaf.failures);
+	}
 	put(&o, "# HELP ktlsgate_server_key_source Where the server key in use comes from (1 on the one in force).\n"
 		"# TYPE ktlsgate_server_key_source gauge\n");
 	for (size_t k = 0; k < KG_KEY_SOURCE_MAX; k++)

@@ -70,7 +70,8 @@ enum kg_backend_result { KG_BACKEND_OK, KG_BACKEND_FAILED, KG_BACKEND_RESULT_MAX
 
 /* Where the server key of the SSL_CTX in force comes from (tls.h kg_tls_ctx_new()):
  * a PEM file, the TPM, or [tpm] key_fallback because the TPM was unreachable. */
-enum kg_key_source { KG_KEY_FILE, KG_KEY_TPM, KG_KEY_TPM_FALLBACK, KG_KEY_SOURCE_MAX };
+enum kg_key_source { KG_KEY_FILE, KG_KEY_TPM, KG_KEY_TPM_FALLBACK, KG_KEY_TPM_LEAF,
+		     KG_KEY_SOURCE_MAX };
 
 /* Which per-source limit closed a connection at accept (srclimit.h). */
 enum kg_src_limit { KG_SRC_LIMIT_HANDSHAKES, KG_SRC_LIMIT_RATE, KG_SRC_LIMIT_MAX };
@@ -202,6 +203,13 @@ struct kg_metrics_info {
 	int64_t start_time;
 	struct kg_metrics_auth auth;     /* scrypt pool and limiter (issue 15) */
 	struct kg_metrics_regwatch regwatch; /* shared registry's watcher (issue 16) */
+	/* [tpm] mode = certified-leaf (issue 13): the leaf in force; enabled false in
+	 * direct mode (the series are then omitted) */
+	struct {
+		bool enabled;
+		int64_t not_after;         /* unix s; 0: no leaf yet */
+		uint64_t rotations, failures;
+	} leaf;
 };
 
 /* Names of the TPM operations counted in ktlsgate_tpm_errors_total{op}. */

@@ -24,6 +24,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "tls/leaf.h"
 #include "tls/tls.h"
 #include "tls/tls_keys.h"
 #include "tpm/tpm_key.h"
@@ -39,18 +40,31 @@ static void ossl_err(char *err, size_t errlen, const char *what)
 	snprintf(err, errlen, "%s: %s", what, buf[0] ? buf : "failed");
 }
 
+/* certified-leaf ([tpm] mode, leaf.h): the in-memory key, the leaf and the chain behind
+ * it (the TPM key's certificate, then the rest of [daemon] cert). */
+static int use_leaf(SSL_CTX *ctx, const struct kg_leaf *leaf, char *err, size_t errlen)
+{
+	if (kg_leaf_ctx_use(ctx, leaf) != 0) {
+		ossl_err(err, errlen, "certified-leaf: serving the leaf");
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * A TPM server key (tpm_key.h) puts the whole context in the TPM libctx, whose property
  * query sends only the key's signatures to the TPM; a file key (or the TPM fallback)
  * keeps the default libctx.
  */
-SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
-			enum kg_key_source *source, char *err, size_t errlen)
+static SSL_CTX *ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
+		       const struct kg_leaf *leaf, enum kg_key_source *source, char *err,
+		       size_t errlen)
 {
-	struct kg_tpm_server_key sk;
+	struct kg_tpm_server_key sk = { 0 };
 	SSL_CTX *ctx;
 
-	if (kg_tpm_server_key_get(cfg, &sk, err, errlen) != 0)
+	/* certified-leaf: the leaf's key serves, the TPM key is not used here at all */
+	if (leaf == NULL && kg_tpm_server_key_get(cfg, &sk, err, errlen) != 0)
 		return NULL;
 	ctx = sk.libctx ? SSL_CTX_new_ex(sk.libctx, KG_TPM_PROPQ, TLS_server_method())
 			: SSL_CTX_new(TLS_server_method());
@@ -84,12 +98,15 @@ SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 		ossl_err(err, errlen, "[tls] groups");
 		goto out_free;
 	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, sk.cert_file) != 1) {
+	if (leaf != NULL) {
+		if (use_leaf(ctx, leaf, err, errlen) != 0)
+			goto out_free;
+	} else if (SSL_CTX_use_certificate_chain_file(ctx, sk.cert_file) != 1) {
 		ossl_err(err, errlen, sk.cert_file);
 		goto out_free;
 	}
-	if (sk.key != NULL ? SSL_CTX_use_PrivateKey(ctx, sk.key) != 1
-			   : SSL_CTX_use_PrivateKey_file(ctx, sk.key_file, SSL_FILETYPE_PEM) != 1) {
+	if (leaf == NULL && (sk.key != NULL ? SSL_CTX_use_PrivateKey(ctx, sk.key) != 1
+			   : SSL_CTX_use_PrivateKey_file(ctx, sk.key_file, SSL_FILETYPE_PEM) != 1)) {
 		ossl_err(err, errlen, sk.key ? cfg->key_file : sk.key_file);
 		goto out_free;
 	}
@@ -106,7 +123,8 @@ SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	SSL_CTX_set_cert_verify_callback(ctx, verify, NULL);
 	if (source != NULL)
-		*source = sk.fallback ? KG_KEY_TPM_FALLBACK : sk.key != NULL ? KG_KEY_TPM : KG_KEY_FILE;
+		*source = leaf != NULL ? KG_KEY_TPM_LEAF : sk.fallback ? KG_KEY_TPM_FALLBACK
+			: sk.key != NULL ? KG_KEY_TPM : KG_KEY_FILE;
 	EVP_PKEY_free(sk.key); /* the context holds its own reference */
 	return ctx;
 
@@ -114,4 +132,17 @@ out_free:
 	SSL_CTX_free(ctx);
 	EVP_PKEY_free(sk.key);
 	return NULL;
+}
+
+SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
+			enum kg_key_source *source, char *err, size_t errlen)
+{
+	return ctx_new(cfg, verify, NULL, source, err, errlen);
+}
+
+SSL_CTX *kg_tls_ctx_new_leaf(const struct kg_config *cfg, kg_tls_verify_fn *verify,
+			     const struct kg_leaf *leaf, enum kg_key_source *source, char *err,
+			     size_t errlen)
+{
+	return ctx_new(cfg, verify, leaf, source, err, errlen);
 }

@@ -4,7 +4,8 @@
  * server SSL_CTX, this header), verify.c (who the device is: chain to a proven
  * registry CA or a thumbprint pin, CRLs, the CN as device id; verify.h), tls_keys.c
  * (each direction's traffic key and sequence number at the handoff, for kTLS and the
- * record relay; tls_keys.h).
+ * record relay; tls_keys.h), leaf.c (certified-leaf mode: the short-lived key and
+ * certificate the TPM key signs; leaf.h).
  * Way in: this header for the daemon's SSL_CTX; verify.h for verification (the CLI's
  * `ktlsgate verify` runs the very same kg_verify_peer()); tls_keys.h for key export.
  * Uses policy (the identity type, reasons), registry rows, tpm (the server key) and
@@ -40,5 +41,13 @@ typedef int kg_tls_verify_fn(X509_STORE_CTX *sctx, void *arg);
  * which the metrics show for as long as it serves. */
 SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 			enum kg_key_source *source, char *err, size_t errlen);
+
+/* The same context serving a certified leaf (leaf.h; [tpm] mode = certified-leaf): the
+ * leaf's in-memory key and chain instead of [daemon] key and cert; the TPM is not
+ * touched (the leaf was signed when it was made). *source: KG_KEY_TPM_LEAF. */
+struct kg_leaf;
+SSL_CTX *kg_tls_ctx_new_leaf(const struct kg_config *cfg, kg_tls_verify_fn *verify,
+			     const struct kg_leaf *leaf, enum kg_key_source *source, char *err,
+			     size_t errlen);
 
 #endif

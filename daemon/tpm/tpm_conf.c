@@ -14,6 +14,43 @@ void kg_tpm_conf_defaults(void *sec)
 	struct kg_tpm_conf *t = sec;
 
 	memset(t, 0, sizeof(*t));
+	t->mode = KG_TPM_MODE_DIRECT;
+	t->leaf_lifetime = KG_TPM_LEAF_LIFETIME_DEFAULT;
+}
+
+const char *kg_tpm_mode_name(enum kg_tpm_mode mode)
+{
+	return mode == KG_TPM_MODE_CERTIFIED_LEAF ? "certified-leaf" : "direct";
+}
+
+int kg_tpm_parse_duration(const char *text, unsigned min, unsigned max, unsigned *out)
+{
+	unsigned long long v = 0, unit = 1;
+	size_t i;
+
+	/* Digits only, then at most one unit letter: no sign, space or fraction. */
+	for (i = 0; text[i] >= '0' && text[i] <= '9'; i++) {
+		v = v * 10 + (unsigned long long)(text[i] - '0');
+		if (v > max)
+			return -1;
+	}
+	if (i == 0)
+		return -1;
+	switch (text[i]) {
+	case '\0': break;
+	case 's': unit = 1; break;
+	case 'm': unit = 60; break;
+	case 'h': unit = 3600; break;
+	case 'd': unit = 86400; break;
+	default: return -1;
+	}
+	if (text[i] != '\0' && text[i + 1] != '\0')
+		return -1;
+	v *= unit;
+	if (v < min || v > max)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
 }
 
 int kg_tpm_parse_handle(const char *text, uint32_t *handle)
@@ -111,6 +148,27 @@ int kg_tpm_conf_set(void *sec, const char *key, const char *value, const char *d
 	if (strcmp(key, "cert_fallback") == 0)
 		return set_path(t->cert_fallback, sizeof(t->cert_fallback), value, dir, key, why,
 				whylen);
+	if (strcmp(key, "mode") == 0) {
+		if (strcmp(value, "direct") == 0)
+			t->mode = KG_TPM_MODE_DIRECT;
+		else if (strcmp(value, "certified-leaf") == 0)
+			t->mode = KG_TPM_MODE_CERTIFIED_LEAF;
+		else {
+			snprintf(why, whylen, "'mode': '%.40s' is not direct or certified-leaf", value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "leaf_lifetime") == 0) {
+		if (kg_tpm_parse_duration(value, KG_TPM_LEAF_LIFETIME_MIN, KG_TPM_LEAF_LIFETIME_MAX,
+					  &t->leaf_lifetime) != 0) {
+			snprintf(why, whylen,
+				 "'leaf_lifetime': '%.40s' is not a duration from 60s to 30d "
+				 "(e.g. 3600, 90m, 24h, 7d)", value);
+			return -1;
+		}
+		return 0;
+	}
 	snprintf(why, whylen, "unknown key '%s' in [tpm]", key);
 	return -1;
 }

@@ -20,12 +20,25 @@ struct kg_config;
 #define KG_TPM_PERSISTENT_LAST 0x81ffffffu
 #define KG_TPM_HANDLE_PREFIX "handle:"
 
+/* How the TPM key serves handshakes (docs/tpm.md, "Modes"). */
+enum kg_tpm_mode {
+	KG_TPM_MODE_DIRECT,          /* every full handshake is signed by the TPM */
+	KG_TPM_MODE_CERTIFIED_LEAF,  /* the TPM key certifies a short-lived in-memory key */
+};
+
+/* [tpm] leaf_lifetime bounds, seconds: a minute (tests) to 30 days. */
+#define KG_TPM_LEAF_LIFETIME_MIN 60u
+#define KG_TPM_LEAF_LIFETIME_MAX (30u * 86400u)
+#define KG_TPM_LEAF_LIFETIME_DEFAULT 86400u
+
 struct kg_tpm_conf {
 	bool present;                 /* the file has a [tpm] section */
 	char tcti[256];               /* e.g. "swtpm:host=127.0.0.1,port=2321", "device:/dev/tpmrm0";
 				       * "": tpm2-tss's default search (tabrmd, tpmrm0, tpm0...) */
 	char key_fallback[PATH_MAX];  /* PEM key used (loudly) when the TPM is absent at start */
 	char cert_fallback[PATH_MAX]; /* its chain; "": [daemon] cert */
+	enum kg_tpm_mode mode;        /* default direct */
+	unsigned leaf_lifetime;       /* certified-leaf: the leaf's validity, seconds */
 };
 
 void kg_tpm_conf_defaults(void *sec);
@@ -44,5 +57,11 @@ int kg_tpm_parse_keyref(const char *keyref, uint32_t *handle);
  * '$', '#', '\\' or control bytes (it travels through an environment variable and log
  * lines). */
 bool kg_tpm_tcti_valid(const char *tcti);
+
+/* A duration: decimal digits with an optional unit s, m, h or d ("90", "15m", "24h",
+ * "7d"), within [min, max] seconds. 0, or -1. */
+int kg_tpm_parse_duration(const char *text, unsigned min, unsigned max, unsigned *out);
+/* "direct" / "certified-leaf" (the config's words). */
+const char *kg_tpm_mode_name(enum kg_tpm_mode mode);
 
 #endif

@@ -18,6 +18,8 @@ Suite *kg_suite_relay_plain(void);
  * it is registered only when KG_TEST_PG names one (make check-watch-pg starts it and
  * requires that the suite ran: a run without the variable does not look like a pass). */
 Suite *kg_suite_watch_pg(void);
+/* Issue 13's certified-leaf mode (check_leaf.c). */
+Suite *kg_suite_leaf(void);
 
 int main(void)
 {
@@ -28,6 +30,7 @@ int main(void)
 		kg_suite_srclimit, kg_suite_revoke, kg_suite_caps,
 		kg_suite_proxy,    kg_suite_credential, kg_suite_auth,
 		kg_suite_relay_plain, kg_suite_regcache,
+		kg_suite_leaf,
 	};
 	SRunner *sr = srunner_create(NULL);
 	int failed;
