@@ -106,10 +106,13 @@ total() { awk -F'\t' -v t="$1" -v m="$2" '$1 == t && $2 == m { s += $4 } END { p
 fmt() { [[ -n ${1:-} ]] && printf '%s' "$1" || printf 'n/a'; }
 variant_on() { [[ " $VARIANTS " == *" $1 "* ]]; }
 
-# ---- PKI: root -> factory -> dev-NNNNN; the file server key; the TPM's certificates ----
+# ---- PKI: root -> factory -> dev-NNNNN; root -> server-ca -> the file key's server
+# certificate, so that the file key's chain has the shape of certified-leaf's (leaf + the
+# TPM key's CA certificate): two certificates sent, two signatures for a device to check.
 make_pki() {
-	local i
-	if [[ -f $PKI/.stamp && $(cat "$PKI/.stamp") -ge $N_DEVICES ]] &&
+	local i have=0 layout=""
+	[[ -f $PKI/.stamp ]] && { read -r have layout <"$PKI/.stamp" || true; }
+	if ((have >= N_DEVICES)) && [[ $layout == server-ca ]] &&
 		openssl x509 -checkend 86400 -noout -in "$PKI/devices/dev-00000/cert.pem" >/dev/null 2>&1; then
 		say "PKI: reusing $PKI"
 		return 0
@@ -119,10 +122,13 @@ make_pki() {
 	say "PKI: root, factory, server, $N_DEVICES devices"
 	"$KTLSGATE" pki root --cn "bench-tpm-root" --out "$PKI/root" >/dev/null
 	"$KTLSGATE" pki intermediate --cn "factory" --ca "$PKI/root" --out "$PKI/factory" >/dev/null
-	"$KTLSGATE" pki server --cn localhost --ca "$PKI/root" --out "$PKI/server" >/dev/null
+	"$KTLSGATE" pki intermediate --cn "server-ca" --ca "$PKI/root" --out "$PKI/server-ca" >/dev/null
+	"$KTLSGATE" pki server --cn localhost --ca "$PKI/server-ca" --out "$PKI/server" >/dev/null
+	[[ $(grep -c 'BEGIN CERTIFICATE' "$PKI/server/chain.pem") == 2 ]] ||
+		die "$PKI/server/chain.pem is not server + server-ca"
 	for ((i = 0; i < N_DEVICES; i++)); do printf 'devices dev-%05d\n' "$i"; done |
 		/usr/bin/python3 "$HERE/mkdevices.py" "$PKI" || die "device certificates failed"
-	echo "$N_DEVICES" >"$PKI/.stamp"
+	echo "$N_DEVICES server-ca" >"$PKI/.stamp"
 }
 
 make_registry() {
@@ -154,9 +160,10 @@ start_swtpm() {
 	wait_listen "$BG_PID" "$SWTPM_PORT" swtpm || die "swtpm did not start (see $LOGS/swtpm.log)"
 }
 
-# The TPM key at HANDLE and two certificates for it, both issued by the root: a server
-# certificate (direct mode) and a CA certificate limited to one level (certified-leaf:
-# it issues the daemon's leaf). Both carry the SAN the clients check (the leaf copies it).
+# The TPM key at HANDLE and two certificates for it: a server certificate (direct mode,
+# issued by server-ca like the file key's, chain of two) and a CA certificate limited to
+# one level, issued by the root (certified-leaf: it issues the daemon's leaf, so the chain
+# is leaf + it). Both carry the SAN the clients check (the leaf copies it).
 tpm_provision() {
 	local tcti="swtpm:host=127.0.0.1,port=$SWTPM_PORT" t=$RUN/tpm
 	mkdir -p "$t"
@@ -169,11 +176,12 @@ tpm_provision() {
 	printf '%s\n' "basicConstraints=critical,CA:TRUE,pathlen:0" \
 		"keyUsage=critical,keyCertSign,digitalSignature" "subjectKeyIdentifier=hash" \
 		"authorityKeyIdentifier=keyid" "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$t/ca.ext"
-	for k in direct ca; do
-		openssl x509 -req -in "$t/tpm.csr" -CA "$PKI/root/cert.pem" -CAkey "$PKI/root/key.pem" \
-			-set_serial "0x$(openssl rand -hex 8)" -days 30 -sha256 -extfile "$t/$k.ext" \
-			-out "$t/$k-cert.pem" 2>>"$LOGS/tpm.log" || die "issuing the TPM $k certificate failed"
+	for k in direct:server-ca ca:root; do
+		openssl x509 -req -in "$t/tpm.csr" -CA "$PKI/${k#*:}/cert.pem" -CAkey "$PKI/${k#*:}/key.pem" \
+			-set_serial "0x$(openssl rand -hex 8)" -days 30 -sha256 -extfile "$t/${k%%:*}.ext" \
+			-out "$t/${k%%:*}-cert.pem" 2>>"$LOGS/tpm.log" || die "issuing the TPM ${k%%:*} certificate failed"
 	done
+	cat "$t/direct-cert.pem" "$PKI/server-ca/cert.pem" >"$t/direct-chain.pem"
 	say "TPM: P-256 key at $HANDLE; certificates: server (direct), CA pathlen:0 (certified-leaf)"
 }
 
@@ -203,7 +211,7 @@ start_broker() {
 variant_conf() {
 	local v=$1 key=$PKI/server/key.pem cert=$PKI/server/chain.pem workers=$WORKERS
 	case $v in
-	tpm-direct) key=handle:$HANDLE cert=$RUN/tpm/direct-cert.pem workers=$TPM_WORKERS ;;
+	tpm-direct) key=handle:$HANDLE cert=$RUN/tpm/direct-chain.pem workers=$TPM_WORKERS ;;
 	tpm-leaf | leaf-resumed) key=handle:$HANDLE cert=$RUN/tpm/ca-cert.pem workers=$TPM_WORKERS ;;
 	esac
 	cat <<-EOF
@@ -427,6 +435,7 @@ report() {
 		echo "- handshakes: $HS_COUNT per run, $HS_CONC in flight (tpm-direct: $HS_COUNT_TPM, $HS_CONC_TPM in flight), TLS 1.3 mTLS + MQTT CONNECT/CONNACK + close, kg-bench $THREADS thread(s); resumed variants: an unmeasured pass gives each device a ticket first; server CPU over the measured phase only; medians of $REPEAT run(s)"
 		echo "- storm: $STORM_N devices connect at once, each attempt $STORM_TIMEOUT_MS ms at most, a failed one retried after 0.5-1 s (jittered), cut at $STORM_LIMIT s; a fresh daemon per storm; medians of $REPEAT (tpm-direct: $STORM_REPEAT_DIRECT) run(s). The server's handshake and CONNECT timeouts are the defaults (10 s)."
 		echo "- TPM: swtpm behind tests/tpm/tpmproxy.py, +$SIGN_DELAY_MS ms per TPM2_Sign; ECDSA P-256 key at a persistent handle; ktlsgated workers: $WORKERS, TPM variants: $TPM_WORKERS"
+		echo "- server chains (all under one root, which the devices trust): file key, TPM direct and nginx: server certificate + server-ca; certified-leaf: the daemon's leaf + the TPM key's CA certificate"
 		echo
 		for v in $VARIANTS; do
 			[[ -n ${NOT_RUN[$v]:-} ]] && echo "**NOT RUN: $v: ${NOT_RUN[$v]}**" && echo
