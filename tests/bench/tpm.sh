@@ -18,7 +18,9 @@
 # handshake, the server's CPU over the measured phase only: --server-pids), and the
 # time for a storm of STORM_N (5000) devices, all connecting at once, to be connected
 # (kg-bench storm: failed attempts retried after 0.5-1 s, each attempt given
-# STORM_TIMEOUT_MS, the storm cut at STORM_LIMIT s; a fresh daemon per storm).
+# STORM_TIMEOUT_MS, the storm cut at STORM_LIMIT s). A fresh server per measurement;
+# the variants interleaved: BENCH_REPEAT handshake rounds, then the storm rounds, each
+# running every variant once, in reverse order every other round.
 # A variant whose config this ktlsgated rejects (`ktlsgated -t`: the feature is not
 # merged) is reported "NOT RUN: <why>", never with a number. Exit status: 1 if any
 # measurement had errors, 3 if none did but some variant did not run, else 0.
@@ -77,6 +79,7 @@ USED_PORTS=" "
 ERRORS=0
 declare -A NOT_RUN=()     # variant -> why
 declare -A CONF_NOTE=()   # variant -> the [tpm]/[tls] lines it ran with
+FAILED_WARMUP=""          # variants left out after a failed warm-up
 
 say() { printf '[bench-tpm %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -367,28 +370,66 @@ storm_run() {   # storm_run VARIANT REP (a fresh daemon: nothing left of the las
 	say "$v storm #$rep: $(json_get "$out" connected) of $STORM_N connected in $(json_get "$out" storm_s) s (complete: $(json_get "$out" complete)), p50/p99 $(calc "$(json_get "$out" p50_us) / 1000000" 2)/$(calc "$(json_get "$out" p99_us) / 1000000" 2) s, retries $(json_get "$out" retries), failed attempts: ${kinds:-none}; resumed $(json_get "$out" resumed); TPM2_Sign $((s1 - s0))"
 }
 
-run_variant() {
-	local v=$1 rep storms=$REPEAT out
-	say "== $v =="
-	if [[ $v == nginx ]]; then
-		start_nginx
-	else
-		variant_check "$v" || return 0
-		start_variant "$v"
-	fi
-	# the path end to end, and lazy initialisation, before anything is measured
+# hs_round VARIANT REP: a fresh server, a warm-up (the path end to end, lazy
+# initialisation), one measured handshake run. A failed warm-up is an error and the
+# variant is left out of the later rounds.
+hs_round() {
+	local v=$1 rep=$2 out
+	if [[ $v == nginx ]]; then start_nginx; else start_variant "$v"; fi
 	if ! out=$(kgb handshake --count 20 --concurrency 5); then
 		say "$v: warm-up failed: $out (see $LOGS/kg-bench.log, $LOGS/$v.log)"
 		ERRORS=$((ERRORS + 1))
-		record "$v" hs_errors 0 1
-		stop_server
-		return 0
+		record "$v" hs_errors "$rep" 1
+		FAILED_WARMUP+="$v "
+	else
+		hs_run "$v" "$rep"
 	fi
-	for ((rep = 1; rep <= REPEAT; rep++)); do hs_run "$v" "$rep"; done
 	stop_server
-	[[ $v == nginx ]] && return 0
-	[[ $v == tpm-direct ]] && storms=$STORM_REPEAT_DIRECT
-	for ((rep = 1; rep <= storms; rep++)); do storm_run "$v" "$rep"; done
+}
+
+# in_order REP: the runnable variants, reversed on even repeats, so that the load of
+# the shared CPUs drifting over a run does not favour the variants that come first.
+in_order() {
+	local v list=()
+	for v in $VARIANTS; do
+		[[ -n ${NOT_RUN[$v]:-} || " $FAILED_WARMUP " == *" $v "* ]] || list+=("$v")
+	done
+	if (($1 % 2 == 0)); then
+		for ((v = ${#list[@]} - 1; v >= 0; v--)); do echo "${list[v]}"; done
+	else
+		printf '%s\n' "${list[@]+"${list[@]}"}"
+	fi
+}
+
+# The variants interleaved: every handshake round runs each variant once, then every
+# storm round (ratios compare runs minutes apart at most, not a whole run apart).
+run_all() {
+	local v rep storms
+	for v in $VARIANTS; do
+		case $v in
+		file | tpm-direct | tpm-leaf | file-resumed | leaf-resumed) variant_check "$v" || true ;;
+		nginx) ;;
+		*) die "unknown variant '$v' in BENCH_VARIANTS" ;;
+		esac
+	done
+	for ((rep = 1; rep <= REPEAT; rep++)); do
+		say "== handshakes, round $rep of $REPEAT =="
+		for v in $(in_order "$rep"); do hs_round "$v" "$rep"; done
+	done
+	storms=$REPEAT
+	((STORM_REPEAT_DIRECT > storms)) && storms=$STORM_REPEAT_DIRECT
+	for ((rep = 1; rep <= storms; rep++)); do
+		say "== storms, round $rep of $storms =="
+		for v in $(in_order "$rep"); do
+			[[ $v == nginx ]] && continue
+			if [[ $v == tpm-direct ]]; then
+				((rep <= STORM_REPEAT_DIRECT)) || continue
+			else
+				((rep <= REPEAT)) || continue
+			fi
+			storm_run "$v" "$rep"
+		done
+	done
 }
 
 # Every device connects once, unmeasured, so no measured run pays for a first contact
@@ -416,13 +457,25 @@ verdict() {
 	[[ $1 == n/a ]] && { printf 'n/a'; return; }
 	if awk "BEGIN { exit !($1 $2 $3) }"; then printf 'met'; else printf '**missed**'; fi
 }
-# storm_cell VARIANT: "12.3" when every device connected in every run, else the count
+# storms_complete VARIANT: true if it ran storms and every one connected every device
+storms_complete() {
+	local runs
+	runs=$(awk -F'\t' -v t="$1" '$1 == t && $2 == "storm_complete"' "$RAW" | wc -l)
+	((runs > 0 && $(total "$1" storm_complete) == runs))
+}
+# storm_cell VARIANT: the median time when every storm connected every device, else the
+# median count connected by the limit and how many storms completed
 storm_cell() {
-	local c n
-	c=$(median "$1" storm_complete)
-	n=$(median "$1" storm_connected)
-	[[ -z $c ]] && { printf 'n/a'; return; }
-	if [[ $c == 1 ]]; then printf '%s' "$(median "$1" storm_s)"; else printf '%s of %s by the %s s limit' "$n" "$STORM_N" "$STORM_LIMIT"; fi
+	local runs
+	runs=$(awk -F'\t' -v t="$1" '$1 == t && $2 == "storm_complete"' "$RAW" | wc -l)
+	if ((runs == 0)); then
+		printf 'n/a'
+	elif storms_complete "$1"; then
+		printf '%s' "$(median "$1" storm_s)"
+	else
+		printf '%s of %s by the %s s limit (%s of %s storms complete)' "$(median "$1" storm_connected)" \
+			"$STORM_N" "$STORM_LIMIT" "$(total "$1" storm_complete)" "$runs"
+	fi
 }
 
 report() {
@@ -432,7 +485,7 @@ report() {
 		echo
 		echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); ktlsgate $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'); $(nginx -v 2>&1 | sed 's|.*nginx/|nginx |'); $(openssl version | awk '{ print $1 " " $2 }'); swtpm $(swtpm --version 2>/dev/null | sed -n 's/.*version \([0-9.]*\).*/\1/p'); host $(uname -r), $(nproc) CPUs; load average (1/5/15) at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 		echo "- command: \`$CMDLINE\`"
-		echo "- handshakes: $HS_COUNT per run, $HS_CONC in flight (tpm-direct: $HS_COUNT_TPM, $HS_CONC_TPM in flight), TLS 1.3 mTLS + MQTT CONNECT/CONNACK + close, kg-bench $THREADS thread(s); resumed variants: an unmeasured pass gives each device a ticket first; server CPU over the measured phase only; medians of $REPEAT run(s)"
+		echo "- handshakes: $HS_COUNT per run, $HS_CONC in flight (tpm-direct: $HS_COUNT_TPM, $HS_CONC_TPM in flight), TLS 1.3 mTLS + MQTT CONNECT/CONNACK + close, kg-bench $THREADS thread(s); resumed variants: an unmeasured pass gives each device a ticket first; server CPU over the measured phase only; a fresh server per run; medians of $REPEAT run(s), the variants interleaved (order reversed every other round)"
 		echo "- storm: $STORM_N devices connect at once, each attempt $STORM_TIMEOUT_MS ms at most, a failed one retried after 0.5-1 s (jittered), cut at $STORM_LIMIT s; a fresh daemon per storm; medians of $REPEAT (tpm-direct: $STORM_REPEAT_DIRECT) run(s). The server's handshake and CONNECT timeouts are the defaults (10 s)."
 		echo "- TPM: swtpm behind tests/tpm/tpmproxy.py, +$SIGN_DELAY_MS ms per TPM2_Sign; ECDSA P-256 key at a persistent handle; ktlsgated workers: $WORKERS, TPM variants: $TPM_WORKERS"
 		echo "- server chains (all under one root, which the devices trust): file key, TPM direct and nginx: server certificate + server-ca; certified-leaf: the daemon's leaf + the TPM key's CA certificate"
@@ -476,7 +529,7 @@ report() {
 		echo "|---|---:|---:|---|"
 		r=$(ratio tpm-leaf hs_rate file hs_rate); echo "| handshakes/s, certified-leaf / file | $r | >= 0.9 | $(verdict "$r" '>=' 0.9) |"
 		r=$(ratio tpm-leaf storm_s file storm_s)
-		[[ $(median tpm-leaf storm_complete) == 1 && $(median file storm_complete) == 1 ]] || r=n/a
+		storms_complete tpm-leaf && storms_complete file || r=n/a
 		echo "| storm time, certified-leaf / file | $r | <= 1 | $(verdict "$r" '<=' 1.0) |"
 		r=$(ratio file-resumed hs_rate file hs_rate); echo "| handshakes/s, resumed / full (file key) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
 		r=$(ratio file-resumed hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed / full (file key) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
@@ -527,12 +580,7 @@ main() {
 		start_tpmproxy
 	fi
 	warm_registry
-	for v in $VARIANTS; do
-		case $v in
-		file | tpm-direct | tpm-leaf | file-resumed | leaf-resumed | nginx) run_variant "$v" ;;
-		*) die "unknown variant '$v' in BENCH_VARIANTS" ;;
-		esac
-	done
+	run_all
 	report
 	for v in $VARIANTS; do [[ -n ${NOT_RUN[$v]:-} ]] && nr=$((nr + 1)); done
 	say "results in $RESULTS (raw: $RAW, logs: $LOGS)"
