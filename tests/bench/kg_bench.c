@@ -1261,7 +1261,7 @@ static void usage(FILE *f)
 		"        [--server-pids PID,...]  report those processes' CPU over the measured phase\n"
 		"DIR holds dev-*/{chain.pem,key.pem}; the MQTT client id is the device CN\n"
 		"(--plain without --devices: kgb-N, one per connection).\n"
-		"Prints one JSON line; idle prints \"ready N\" once N connections are up.\n"
+		"Prints one JSON line; idle and storm print \"ready N\" once N connections are up.\n"
 		"Exit status 1 if any error was counted.\n");
 }
 
