@@ -11,6 +11,16 @@
  * --plain drives MQTT straight over TCP instead (a `plain` listener, `make bench-plain`):
  * no TLS, no certificates; the client id is the device CN when --devices is given, else
  * "kgb-N" per connection; --username/--password go into every CONNECT.
+ * storm (`make bench-tpm`): a fleet reconnecting at once: every connection is started
+ * at the same moment, each its own device, and stays open; a failed attempt is not an
+ * error but retried after a jittered backoff, as a device does, until --deadline; the
+ * time until the last device has its CONNACK is the result. Only a device still not
+ * connected at the deadline (or dropped once connected) is an error.
+ * --resume (handshake, storm): an unmeasured first pass gives every device a TLS 1.3
+ * session ticket; each later connection of the device offers its latest session, and
+ * SSL_session_reused() counts what really resumed (0 resumed is reported and exit 1).
+ * --server-pids: the server's CPU (utime + stime of those processes) over the measured
+ * phase only, so a priming pass is not charged to the handshakes measured.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -50,8 +60,19 @@
 #define MAX_THREADS 64
 #define MQTT_DISCONNECT_LEN 2
 
-enum mode { MODE_HANDSHAKE, MODE_PUBLISH, MODE_IDLE };
-static const char *const mode_names[] = { "handshake", "publish", "idle" };
+#define MAX_SERVER_PIDS 64
+
+enum mode { MODE_HANDSHAKE, MODE_PUBLISH, MODE_IDLE, MODE_STORM };
+static const char *const mode_names[] = { "handshake", "publish", "idle", "storm" };
+
+/* storm: why an attempt failed (it is retried; the kinds are reported, not errors). */
+enum fkind { FK_CONNECT, FK_CONNECT_TIMEOUT, FK_HANDSHAKE, FK_HANDSHAKE_TIMEOUT,
+	     FK_BEFORE_CONNACK, FK_CONNACK_TIMEOUT, FK_CONNACK_REFUSED, FK_DROPPED, FK_LOCAL,
+	     FK_N };
+static const char *const fkind_names[FK_N] = {
+	"connect", "connect_timeout", "handshake", "handshake_timeout", "before_connack",
+	"connack_timeout", "connack_refused", "dropped", "local",
+};
 
 struct opts {
 	enum mode mode;
@@ -80,6 +101,12 @@ struct opts {
 	bool plain;               /* MQTT over TCP, no TLS (--plain) */
 	const char *username;     /* CONNECT user name, NULL: none */
 	const char *password;     /* CONNECT password, NULL: none */
+	bool resume;              /* handshake, storm: prime tickets, then offer them */
+	long backoff_min_ms;      /* storm: retry delay after a failed attempt, */
+	long backoff_max_ms;      /* uniformly in [min, max] */
+	double deadline;          /* storm: stop retrying this many s after the start */
+	pid_t server_pids[MAX_SERVER_PIDS]; /* --server-pids: whose CPU to report */
+	int nserver_pids;
 };
 
 /* One device identity, parsed once up front so the hot loop never touches files. */
@@ -88,6 +115,9 @@ struct device {
 	STACK_OF(X509) *chain;    /* intermediates sent after the leaf */
 	EVP_PKEY *key;
 	char cn[65];
+	/* --resume: the device's latest resumable session; taken by the connection that
+	 * offers it (exchange), put back or replaced when that connection ends. */
+	_Atomic(SSL_SESSION *) sess;
 };
 
 /* Read-mostly state shared by all threads; only the atomics change. */
@@ -105,9 +135,12 @@ struct shared {
 	atomic_ullong hold_end;   /* idle: monotonic ns at which to close; 0 = not yet */
 	atomic_int go;            /* publish: may PUBLISH now (--gate) */
 	atomic_int running;       /* threads still in their loop */
+	atomic_int storm_over;    /* storm: --deadline passed: no more attempts */
+	bool priming;             /* --resume's first pass: nothing offered, nothing timed */
 };
 
-enum cstate { ST_FREE, ST_TCP, ST_TLS, ST_CONNACK, ST_READY };
+/* ST_WAIT: storm, between a failed attempt and its retry (no socket). */
+enum cstate { ST_FREE, ST_TCP, ST_TLS, ST_CONNACK, ST_READY, ST_WAIT };
 
 struct thread;
 
@@ -127,9 +160,16 @@ struct conn {
 	uint16_t next_pid;
 	long inflight;
 	struct sent { uint16_t pid; uint64_t ns; } *sent;
-	/* idle */
+	/* idle, storm */
 	uint64_t next_ping, ping_sent;
 	bool ping_outstanding;
+	/* storm */
+	uint64_t t_first;         /* ns: first attempt (the device's storm began) */
+	uint64_t retry_at;        /* ST_WAIT: ns of the next attempt */
+	long attempts;
+	int fk;                   /* failure kind decided at the failure site, -1: by state */
+	/* --resume: the session offered by this attempt (a reference we hold) */
+	SSL_SESSION *offered;
 };
 
 struct lat {
@@ -151,6 +191,12 @@ struct thread {
 	struct lat lat;
 	long ok, errors, err_lines, pings;
 	uint64_t first_ns, last_ns; /* first start, last completion */
+	long resumed, full;       /* handshakes completed by SSL_session_reused() */
+	long no_ticket;           /* --resume: completed without a resumable session */
+	long waiting;             /* storm: slots in ST_WAIT */
+	long retries, unfinished; /* storm: attempts after the first; cut by the deadline */
+	long fails[FK_N];         /* storm: failed attempts by kind */
+	unsigned int seed;        /* storm: backoff jitter (rand_r) */
 };
 
 static uint64_t now_ns(void)
@@ -320,10 +366,42 @@ static int io_read(struct conn *c, uint8_t *buf, size_t len, char *why, size_t c
 
 /* ---- connections ------------------------------------------------------------- */
 
+static struct device *conn_device(const struct conn *c)
+{
+	const struct shared *sh = c->t->sh;
+
+	return sh->ndev > 0 ? &sh->dev[(size_t)c->id % sh->ndev] : NULL;
+}
+
+/* --resume: the device keeps s for its next attempt unless a newer session is there. */
+static void session_return(struct conn *c, SSL_SESSION *s)
+{
+	struct device *d = conn_device(c);
+	SSL_SESSION *none = NULL;
+
+	if (s == NULL)
+		return;
+	if (d == NULL || !atomic_compare_exchange_strong(&d->sess, &none, s))
+		SSL_SESSION_free(s);
+}
+
+static void session_store(struct conn *c, SSL_SESSION *s)
+{
+	struct device *d = conn_device(c);
+
+	if (d == NULL) {
+		SSL_SESSION_free(s);
+		return;
+	}
+	SSL_SESSION_free(atomic_exchange(&d->sess, s));
+}
+
 static void conn_release(struct conn *c)
 {
 	if (c->state != ST_READY)
 		c->t->setting_up--;
+	session_return(c, c->offered);
+	c->offered = NULL;
 	if (c->ssl != NULL)
 		SSL_free(c->ssl);
 	if (c->fd >= 0)
@@ -338,12 +416,63 @@ static void conn_release(struct conn *c)
 	c->t->active--;
 }
 
+/* The kind of a failed storm attempt: what the failure site said, else by state. */
+static enum fkind fail_kind(const struct conn *c)
+{
+	if (c->fk >= 0)
+		return (enum fkind)c->fk;
+	switch (c->state) {
+	case ST_TCP: return FK_CONNECT;
+	case ST_TLS: return FK_HANDSHAKE;
+	case ST_CONNACK: return FK_BEFORE_CONNACK;
+	default: return FK_DROPPED;
+	}
+}
+
+/* storm: a failed attempt is what a storm does to a fleet: counted by kind, the first few
+ * explained, and retried after 0.5-1 s (--backoff-min/max, jittered so the retries do not
+ * come back as one wave) while the deadline allows. A connection lost after its CONNACK
+ * is an error and not retried (its device would count twice). */
+static void storm_fail(struct conn *c, const char *what)
+{
+	struct thread *t = c->t;
+	const struct opts *o = t->sh->o;
+	enum fkind k = fail_kind(c);
+	char idbuf[32];
+	long span = o->backoff_max_ms - o->backoff_min_ms;
+	uint64_t delay_ms;
+
+	t->fails[k]++;
+	if (k == FK_DROPPED) {
+		note_error(t, "conn %ld (%s): lost after CONNACK: %s", c->id,
+			   client_id(t->sh, c->id, idbuf, sizeof(idbuf)), what);
+		conn_release(c);
+		return;
+	}
+	if (t->err_lines++ < MAX_ERR_LINES)
+		kg_log_warnx("thread %d: conn %ld (%s) attempt %ld, %s (retried): %s", t->idx, c->id,
+			     client_id(t->sh, c->id, idbuf, sizeof(idbuf)), c->attempts, fkind_names[k], what);
+	ERR_clear_error();
+	conn_release(c);
+	if (atomic_load(&t->sh->storm_over) || atomic_load(&t->sh->stop))
+		return;
+	delay_ms = (uint64_t)o->backoff_min_ms +
+		   (span > 0 ? (uint64_t)rand_r(&t->seed) % (uint64_t)(span + 1) : 0);
+	c->retry_at = now_ns() + delay_ms * 1000000u;
+	c->state = ST_WAIT;
+	t->waiting++;
+}
+
 /* A failed connection: counted once, never retried. In-flight PUBLISHes are lost with it. */
 static void conn_fail(struct conn *c, const char *what)
 {
 	struct thread *t = c->t;
 	char idbuf[32];
 
+	if (t->sh->o->mode == MODE_STORM) {
+		storm_fail(c, what);
+		return;
+	}
 	note_error(t, "conn %ld (%s): %s", c->id, client_id(t->sh, c->id, idbuf, sizeof(idbuf)), what);
 	if (t->sh->o->mode != MODE_HANDSHAKE && c->state != ST_READY)
 		atomic_fetch_add(&t->sh->setup_failed, 1);
@@ -418,12 +547,15 @@ static int conn_start(struct conn *c, long id)
 	struct thread *t = c->t;
 	struct shared *sh = t->sh;
 	const struct opts *o = sh->o;
-	const struct device *d = sh->ndev > 0 ? &sh->dev[(size_t)id % sh->ndev] : NULL;
+	struct device *d = sh->ndev > 0 ? &sh->dev[(size_t)id % sh->ndev] : NULL;
 	struct epoll_event ev;
 	int one = 1;
 
 	c->id = id;
 	c->t_start = now_ns();
+	if (c->attempts++ == 0)
+		c->t_first = c->t_start;
+	c->fk = -1;
 	if (t->first_ns == 0 && o->mode != MODE_PUBLISH)
 		t->first_ns = c->t_start;
 	c->deadline = c->t_start + (uint64_t)o->timeout_ms * 1000000u;
@@ -437,6 +569,7 @@ static int conn_start(struct conn *c, long id)
 
 	c->fd = socket(o->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->fd < 0) {
+		c->fk = FK_LOCAL;   /* e.g. EMFILE: ours, not the server's */
 		conn_fail(c, strerror(errno));
 		return -1;
 	}
@@ -447,8 +580,18 @@ static int conn_start(struct conn *c, long id)
 	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
 	    SSL_use_certificate(c->ssl, d->leaf) != 1 || SSL_use_PrivateKey(c->ssl, d->key) != 1 ||
 	    SSL_set1_chain(c->ssl, d->chain) != 1) {
+		c->fk = FK_LOCAL;
 		conn_fail(c, "SSL set-up");
 		return -1;
+	}
+	if (o->resume && !sh->priming && d != NULL) {
+		/* Offer the device's latest session (held until the attempt ends). */
+		c->offered = atomic_exchange(&d->sess, NULL);
+		if (c->offered != NULL && SSL_set_session(c->ssl, c->offered) != 1) {
+			c->fk = FK_LOCAL;
+			conn_fail(c, "SSL_set_session");
+			return -1;
+		}
 	}
 	if (o->servername != NULL) {
 		if (SSL_set_tlsext_host_name(c->ssl, o->servername) != 1 ||
@@ -516,6 +659,32 @@ static int publish_fill(struct conn *c)
 	return 0;
 }
 
+/* Full or resumed, and with --resume the session the device offers next time: the one
+ * this connection ends with (its newest ticket), else the one it offered. */
+static void count_session(struct conn *c)
+{
+	struct thread *t = c->t;
+	SSL_SESSION *s;
+
+	if (c->ssl == NULL)
+		return;
+	if (SSL_session_reused(c->ssl))
+		t->resumed++;
+	else
+		t->full++;
+	if (!t->sh->o->resume)
+		return;
+	s = SSL_get1_session(c->ssl);
+	if (s != NULL && SSL_SESSION_is_resumable(s)) {
+		session_store(c, s);
+		SSL_SESSION_free(c->offered);
+		c->offered = NULL;
+		return;
+	}
+	SSL_SESSION_free(s);
+	t->no_ticket++;
+}
+
 /* The CONNACK arrived with code 0: what each mode does next. Returns -1 if c is gone. */
 static int on_connected(struct conn *c)
 {
@@ -526,6 +695,7 @@ static int on_connected(struct conn *c)
 
 	c->state = ST_READY;
 	t->setting_up--;
+	count_session(c);
 	switch (o->mode) {
 	case MODE_HANDSHAKE:
 		if (lat_add(&t->lat, now - c->t_start) != 0) {
@@ -541,7 +711,9 @@ static int on_connected(struct conn *c)
 		atomic_fetch_add(&sh->established, 1);   /* for --gate's "ready" */
 		return publish_fill(c);
 	case MODE_IDLE:
-		if (lat_add(&t->lat, now - c->t_start) != 0) {
+	case MODE_STORM:
+		/* storm: the device's time to reconnect, from its first attempt */
+		if (lat_add(&t->lat, now - (o->mode == MODE_STORM ? c->t_first : c->t_start)) != 0) {
 			conn_fail(c, "out of memory");
 			return -1;
 		}
@@ -579,6 +751,7 @@ static int on_packet(struct conn *c, const uint8_t *pkt, size_t hdr, size_t rem)
 			return -1;
 		}
 		if (code != 0) {
+			c->fk = FK_CONNACK_REFUSED;
 			snprintf(why, sizeof(why), "CONNACK refused, code %u", code);
 			conn_fail(c, why);
 			return -1;
@@ -781,6 +954,7 @@ static void fill_slots(struct thread *t)
 	while (t->started < t->quota && !atomic_load(&sh->stop)) {
 		struct conn *c = &t->conns[t->started];
 
+		/* storm: no limit, every device at once (bounded only by file descriptors) */
 		if (o->mode == MODE_IDLE &&
 		    t->setting_up >= (o->concurrency + o->threads - 1) / o->threads)
 			return;
@@ -797,11 +971,32 @@ static void tick(struct thread *t, uint64_t now)
 	const struct opts *o = sh->o;
 	uint64_t hold_end = atomic_load(&sh->hold_end);
 	uint64_t timeout = (uint64_t)o->timeout_ms * 1000000u;
+	bool storm_over = atomic_load(&sh->storm_over) != 0;
+
 	for (size_t i = 0; i < t->nconns; i++) {
 		struct conn *c = &t->conns[i];
 
 		if (c->state == ST_FREE)
 			continue;
+		if (c->state == ST_WAIT) {
+			if (storm_over || atomic_load(&sh->stop)) {
+				c->state = ST_FREE;   /* the device gave up */
+				t->waiting--;
+			} else if (now >= c->retry_at) {
+				c->state = ST_FREE;
+				t->waiting--;
+				t->retries++;
+				if (conn_start(c, c->id) == 0)
+					conn_drive(c, 0);
+			}
+			continue;
+		}
+		if (o->mode == MODE_STORM && c->state != ST_READY && storm_over) {
+			/* in flight at the deadline: not connected, no failure of its own */
+			t->unfinished++;
+			conn_release(c);
+			continue;
+		}
 		if (o->mode == MODE_PUBLISH && c->state == ST_READY && !atomic_load(&sh->go)) {
 			c->deadline = now + timeout;   /* waiting at the --gate is not a timeout */
 			continue;
@@ -820,12 +1015,14 @@ static void tick(struct thread *t, uint64_t now)
 				conn_finish(c);
 				continue;
 			}
+			c->fk = c->state == ST_TCP ? FK_CONNECT_TIMEOUT : c->state == ST_TLS ?
+				FK_HANDSHAKE_TIMEOUT : c->state == ST_CONNACK ? FK_CONNACK_TIMEOUT : -1;
 			conn_fail(c, c->state == ST_READY ? "timed out waiting for PUBACK" :
 				     c->state == ST_CONNACK ? "timed out waiting for CONNACK" :
 				     c->state == ST_TLS ? "TLS handshake timed out" : "TCP connect timed out");
 			continue;
 		}
-		if (o->mode != MODE_IDLE || c->state != ST_READY)
+		if ((o->mode != MODE_IDLE && o->mode != MODE_STORM) || c->state != ST_READY)
 			continue;
 		if ((hold_end != 0 && now >= hold_end) || atomic_load(&sh->stop)) {
 			/* A ping sent just before the end may still be on its way back. */
@@ -882,8 +1079,9 @@ static void *thread_main(void *arg)
 			struct conn *c = evs[i].data.ptr;
 
 			/* A connection closed earlier in this batch may have left a stale event
-			 * behind; its slot is free (or restarted, and then driving it is harmless). */
-			if (c->state != ST_FREE)
+			 * behind; its slot is free or waiting to retry (or restarted, and then
+			 * driving it is harmless). */
+			if (c->state != ST_FREE && c->state != ST_WAIT)
 				conn_drive(c, evs[i].events);
 		}
 		now = now_ns();
@@ -892,7 +1090,7 @@ static void *thread_main(void *arg)
 			last_tick = now;
 		}
 		fill_slots(t);
-		if (t->active == 0) {
+		if (t->active == 0 && t->waiting == 0) {
 			if (o->mode == MODE_HANDSHAKE)
 				break;
 			if (t->started >= t->quota || atomic_load(&sh->stop))
@@ -962,6 +1160,7 @@ out_nobio:
 static void free_devices(struct device *dev, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
+		SSL_SESSION_free(atomic_load(&dev[i].sess));
 		X509_free(dev[i].leaf);
 		sk_X509_pop_free(dev[i].chain, X509_free);
 		EVP_PKEY_free(dev[i].key);
@@ -1004,7 +1203,7 @@ out:
 	return dev;
 }
 
-static SSL_CTX *client_ctx(const char *ca)
+static SSL_CTX *client_ctx(const char *ca, bool resume)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
@@ -1016,8 +1215,10 @@ static SSL_CTX *client_ctx(const char *ca)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	/* Every handshake is a full one: no tickets kept, no session cache. */
-	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	/* Every handshake is a full one: no tickets kept, no session cache. --resume keeps
+	 * the tickets itself, per device (SSL_get1_session), so the cache stays off. */
+	if (!resume)
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -1048,12 +1249,19 @@ static void usage(FILE *f)
 		"                          [--gate S]  (print \"ready N\" when connected, publish S s later)\n"
 		"       kg-bench idle      --target HOST:PORT --ca ROOT.pem --devices DIR\n"
 		"                          --conns N --hold S [--ping S] [--concurrency C]\n"
+		"       kg-bench storm     --target HOST:PORT --ca ROOT.pem --devices DIR\n"
+		"                          --conns N [--deadline S] [--hold S] [--ping S]\n"
+		"                          [--backoff-min MS] [--backoff-max MS]\n"
+		"                          (all N at once; failed attempts retried until S)\n"
 		"common: [-t THREADS] [--timeout MS] [--mqtt 3|4|5] [--servername NAME]\n"
 		"        [--username U] [--password P]  (in every CONNECT)\n"
 		"        [--plain]  MQTT over TCP, no TLS: --ca not used, --devices optional\n"
+		"        [--resume]  handshake, storm: prime a ticket per device (unmeasured,\n"
+		"                    --concurrency in flight), then resume with it\n"
+		"        [--server-pids PID,...]  report those processes' CPU over the measured phase\n"
 		"DIR holds dev-*/{chain.pem,key.pem}; the MQTT client id is the device CN\n"
 		"(--plain without --devices: kgb-N, one per connection).\n"
-		"Prints one JSON line; idle prints \"ready N\" once N connections are up.\n"
+		"Prints one JSON line; idle and storm print \"ready N\" once N connections are up.\n"
 		"Exit status 1 if any error was counted.\n");
 }
 
@@ -1115,6 +1323,29 @@ bad:
 	return -1;
 }
 
+/* --server-pids 12,34: the server's processes (all threads of each are counted). */
+static int parse_pids(const char *arg, struct opts *o)
+{
+	const char *p = arg;
+
+	o->nserver_pids = 0;
+	while (*p != '\0') {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(p, &end, 10);
+		if (errno != 0 || end == p || v <= 0 || v > INT_MAX || (*end != ',' && *end != '\0') ||
+		    o->nserver_pids == MAX_SERVER_PIDS) {
+			kg_log_warnx("--server-pids: %s is not a list of up to %d pids", arg, MAX_SERVER_PIDS);
+			return -1;
+		}
+		o->server_pids[o->nserver_pids++] = (pid_t)v;
+		p = *end == ',' ? end + 1 : end;
+	}
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {
@@ -1139,16 +1370,23 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "plain", no_argument, NULL, 'P' },
 		{ "username", required_argument, NULL, 'u' },
 		{ "password", required_argument, NULL, 'W' },
+		{ "resume", no_argument, NULL, 'R' },
+		{ "deadline", required_argument, NULL, 'E' },
+		{ "backoff-min", required_argument, NULL, 'b' },
+		{ "backoff-max", required_argument, NULL, 'B' },
+		{ "server-pids", required_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	long level = KG_MQTT_V311;
 	int ch, rc = 0;
+	bool ping_set = false, hold_set = false;
 	char *end;
 
 	*o = (struct opts){ .count = 1000, .concurrency = 50, .conns = 10, .msgs = 10000,
 			    .size = 256, .qos = 1, .window = 16, .hold = 10, .gate = -1, .ping = 5,
-			    .timeout_ms = 10000, .threads = 1 };
+			    .timeout_ms = 10000, .threads = 1, .backoff_min_ms = 500,
+			    .backoff_max_ms = 1000, .deadline = 600 };
 	if (argc < 2) {
 		usage(stderr);
 		return -1;
@@ -1159,6 +1397,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		o->mode = MODE_PUBLISH;
 	else if (strcmp(argv[1], "idle") == 0)
 		o->mode = MODE_IDLE;
+	else if (strcmp(argv[1], "storm") == 0)
+		o->mode = MODE_STORM;
 	else {
 		usage(strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ? stdout : stderr);
 		return -1;
@@ -1180,9 +1420,21 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 's': rc = parse_long("size", optarg, 0, 1 << 20, &o->size); break;
 		case 'q': rc = parse_long("qos", optarg, 1, 1, &o->qos); break;
 		case 'w': rc = parse_long("window", optarg, 1, TS_SLOTS, &o->window); break;
-		case 'H': rc = parse_long("hold", optarg, 0, 86400, &o->hold); break;
+		case 'H': rc = parse_long("hold", optarg, 0, 86400, &o->hold); hold_set = true; break;
 		case 'G': rc = parse_long("gate", optarg, 0, 3600, &o->gate); break;
-		case 'p': rc = parse_long("ping", optarg, 1, 3600, &o->ping); break;
+		case 'p': rc = parse_long("ping", optarg, 1, 3600, &o->ping); ping_set = true; break;
+		case 'R': o->resume = true; break;
+		case 'b': rc = parse_long("backoff-min", optarg, 0, 3600000, &o->backoff_min_ms); break;
+		case 'B': rc = parse_long("backoff-max", optarg, 0, 3600000, &o->backoff_max_ms); break;
+		case 'C': rc = parse_pids(optarg, o); break;
+		case 'E':
+			errno = 0;
+			o->deadline = strtod(optarg, &end);
+			if (errno != 0 || end == optarg || *end != '\0' || o->deadline <= 0) {
+				kg_log_warnx("--deadline: %s is not a positive number", optarg);
+				rc = -1;
+			}
+			break;
 		case 'o': rc = parse_long("timeout", optarg, 1, 3600000, &o->timeout_ms); break;
 		case 't': rc = parse_long("threads", optarg, 1, MAX_THREADS, &o->threads); break;
 		case 'L': rc = parse_long("mqtt", optarg, 3, 5, &level); break;
@@ -1221,6 +1473,23 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		kg_log_warnx("handshake: --count 0 needs --duration");
 		return -1;
 	}
+	if (o->resume && (o->plain || (o->mode != MODE_HANDSHAKE && o->mode != MODE_STORM) ||
+			  (o->mode == MODE_HANDSHAKE && o->count == 0))) {
+		kg_log_warnx("--resume: handshake (with --count) and storm modes over TLS only");
+		return -1;
+	}
+	if (o->backoff_max_ms < o->backoff_min_ms) {
+		kg_log_warnx("--backoff-max is below --backoff-min");
+		return -1;
+	}
+	if (o->mode == MODE_STORM) {
+		/* A storm can last minutes: ping well inside the CONNECT's 60 s keepalive
+		 * without adding load of our own; close as soon as the last one is in. */
+		if (!ping_set)
+			o->ping = 30;
+		if (!hold_set)
+			o->hold = 0;
+	}
 	return 0;
 }
 
@@ -1232,19 +1501,136 @@ static bool wait_signal(const sigset_t *set, long ms)
 	return sigtimedwait(set, NULL, &ts) > 0;
 }
 
+/* utime + stime of the --server-pids in clock ticks (/proc/PID/stat counts every thread,
+ * also the ones that ended); -1 if one is gone: no number rather than a wrong one. */
+static long long server_ticks(const struct opts *o)
+{
+	long long sum = 0;
+
+	for (int i = 0; i < o->nserver_pids; i++) {
+		char path[64], buf[1024];
+		unsigned long long ut, st;
+		const char *p;
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)o->server_pids[i]);
+		f = fopen(path, "r");
+		if (f == NULL)
+			return -1;
+		p = fgets(buf, sizeof(buf), f);
+		fclose(f);
+		if (p == NULL || (p = strrchr(buf, ')')) == NULL)
+			return -1;
+		/* after "(comm) ": fields 3..13, then utime (14) and stime (15) */
+		if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+			return -1;
+		sum += (long long)(ut + st);
+	}
+	return sum;
+}
+
+/* Size each thread's share for the phase sh->o describes and zero its counters. */
+static void phase_setup(struct shared *sh, struct thread *th, long nthreads)
+{
+	const struct opts *o = sh->o;
+	long slots = o->mode == MODE_HANDSHAKE ? (o->concurrency + nthreads - 1) / nthreads : 0;
+
+	atomic_store(&sh->next, 0);
+	atomic_store(&sh->to_send, o->mode == MODE_PUBLISH ? o->msgs : 0);
+	atomic_store(&sh->go, o->mode != MODE_PUBLISH || o->gate < 0);
+	atomic_store(&sh->established, 0);
+	atomic_store(&sh->setup_failed, 0);
+	atomic_store(&sh->hold_end, 0);
+	atomic_store(&sh->storm_over, 0);
+	for (long i = 0; i < nthreads; i++) {
+		struct thread *t = &th[i];
+
+		t->quota = o->mode == MODE_HANDSHAKE ? 0 : o->conns / nthreads + (i < o->conns % nthreads);
+		t->nconns = (size_t)(o->mode == MODE_HANDSHAKE ? slots : t->quota);
+		t->started = t->active = t->setting_up = t->waiting = 0;
+		t->ok = t->errors = t->err_lines = t->pings = 0;
+		t->resumed = t->full = t->no_ticket = t->retries = t->unfinished = 0;
+		memset(t->fails, 0, sizeof(t->fails));
+		t->first_ns = t->last_ns = 0;
+		t->lat.n = 0;
+		for (size_t j = 0; j < t->nconns; j++)
+			t->conns[j].attempts = 0;
+	}
+}
+
+/* Run the threads over the phase sh->o describes; this thread coordinates the duration,
+ * "ready", the hold, the storm's deadline and signals. 0, 1 if a signal stopped it, -1
+ * if the threads could not be started. */
+static int run_phase(struct shared *sh, struct thread *th, long nthreads, const sigset_t *sigs)
+{
+	const struct opts *o = sh->o;
+	uint64_t t0 = now_ns(), gate_at = 0;
+	bool ready_said = false, interrupted = false;
+	long started = nthreads;
+
+	atomic_store(&sh->stop, 0);
+	for (long i = 0; i < nthreads; i++) {
+		atomic_fetch_add(&sh->running, 1);
+		if (pthread_create(&th[i].tid, NULL, thread_main, &th[i]) != 0) {
+			atomic_fetch_sub(&sh->running, 1);
+			atomic_store(&sh->stop, 1);
+			kg_log_warnx("pthread_create failed");
+			started = i;
+			break;
+		}
+	}
+	while (atomic_load(&sh->running) > 0) {
+		uint64_t now = now_ns();
+
+		if (wait_signal(sigs, 20)) {
+			interrupted = true;
+			atomic_store(&sh->stop, 1);
+		}
+		if (o->duration > 0 && (double)(now - t0) / 1e9 >= o->duration)
+			atomic_store(&sh->stop, 1);
+		if (o->mode == MODE_STORM && (double)(now - t0) / 1e9 >= o->deadline)
+			atomic_store(&sh->storm_over, 1);
+		if (o->mode == MODE_PUBLISH && o->gate >= 0 && !ready_said &&
+		    atomic_load(&sh->established) + atomic_load(&sh->setup_failed) >= o->conns) {
+			/* --gate: the caller samples the server between "ready" and the start */
+			printf("ready %ld\n", atomic_load(&sh->established));
+			fflush(stdout);
+			ready_said = true;
+			gate_at = now + (uint64_t)o->gate * 1000000000u;
+		}
+		if (gate_at != 0 && now >= gate_at && !atomic_load(&sh->go))
+			atomic_store(&sh->go, 1);
+		if ((o->mode == MODE_IDLE || o->mode == MODE_STORM) && !ready_said &&
+		    (atomic_load(&sh->established) + atomic_load(&sh->setup_failed) >= o->conns ||
+		     atomic_load(&sh->storm_over))) {
+			printf("ready %ld\n", atomic_load(&sh->established));
+			fflush(stdout);
+			ready_said = true;
+			atomic_store(&sh->hold_end, now_ns() + (uint64_t)o->hold * 1000000000u);
+		}
+	}
+	for (long i = 0; i < started; i++)
+		pthread_join(th[i].tid, NULL);
+	if (started < nthreads)
+		return -1;
+	return interrupted ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
-	struct opts o;
+	struct opts o, po;
 	struct shared sh = { .o = &o };
 	struct thread *th = NULL;
 	struct lat all = { 0 };
 	sigset_t sigs;
-	long ok = 0, errors = 0, pings = 0, wanted, nthreads, nalloc = 0, per_thread_slots;
-	uint64_t t0, first = 0, last = 0;
-	bool ready_said = false, interrupted = false;
-	uint64_t gate_at = 0;
+	long ok = 0, errors = 0, pings = 0, wanted, nthreads, nalloc = 0, cap;
+	long resumed = 0, full = 0, no_ticket = 0, retries = 0, unfinished = 0, fails[FK_N] = { 0 };
+	long prime_errors = 0, primed = 0;
+	long long c0 = -1, c1 = -1;
+	uint64_t first = 0, last = 0;
+	bool interrupted = false;
 	double wall;
-	int ret = 1;
+	int ret = 1, r;
 
 	kg_log_set_ident("kg-bench");
 	if (parse_args(argc, argv, &o) != 0)
@@ -1268,14 +1654,14 @@ int main(int argc, char **argv)
 		if (sh.dev == NULL)
 			return 2;
 	}
-	if (o.mode == MODE_IDLE && sh.ndev > 0 && (long)sh.ndev < o.conns) {
+	if ((o.mode == MODE_IDLE || o.mode == MODE_STORM) && sh.ndev > 0 && (long)sh.ndev < o.conns) {
 		/* Two live sessions with one client id would make the broker drop the first. */
-		kg_log_warnx("idle: %ld connections need %ld devices, %s has %zu", o.conns, o.conns,
-			     o.devices, sh.ndev);
+		kg_log_warnx("%s: %ld connections need %ld devices, %s has %zu", mode_names[o.mode],
+			     o.conns, o.conns, o.devices, sh.ndev);
 		goto out_devices;
 	}
 	if (!o.plain) {
-		sh.ctx = client_ctx(o.ca);
+		sh.ctx = client_ctx(o.ca, o.resume);
 		if (sh.ctx == NULL)
 			goto out_devices;
 	}
@@ -1285,13 +1671,14 @@ int main(int argc, char **argv)
 	for (long i = 0; i < o.size; i++)
 		sh.payload[i] = (uint8_t)('a' + i % 26);
 	atomic_init(&sh.next, 0);
-	atomic_init(&sh.to_send, o.mode == MODE_PUBLISH ? o.msgs : 0);
-	atomic_init(&sh.go, o.mode != MODE_PUBLISH || o.gate < 0);
+	atomic_init(&sh.to_send, 0);
+	atomic_init(&sh.go, 0);
 	atomic_init(&sh.established, 0);
 	atomic_init(&sh.setup_failed, 0);
 	atomic_init(&sh.stop, 0);
 	atomic_init(&sh.hold_end, 0);
 	atomic_init(&sh.running, 0);
+	atomic_init(&sh.storm_over, 0);
 
 	if (o.mode != MODE_HANDSHAKE && nthreads > o.conns)
 		nthreads = o.conns;
@@ -1302,15 +1689,18 @@ int main(int argc, char **argv)
 	if (th == NULL)
 		goto out_payload;
 	nalloc = nthreads;
-	per_thread_slots = o.mode == MODE_HANDSHAKE ? (o.concurrency + nthreads - 1) / nthreads : 0;
+	/* Slots per thread: the measured mode's, or the --resume priming pass's if more. */
+	cap = o.mode == MODE_HANDSHAKE || o.resume ? (o.concurrency + nthreads - 1) / nthreads : 0;
+	if (o.mode != MODE_HANDSHAKE && o.conns / nthreads + 1 > cap)
+		cap = o.conns / nthreads + 1;
 	for (long i = 0; i < nthreads; i++) {
 		struct thread *t = &th[i];
 
 		t->sh = &sh;
 		t->idx = (int)i;
 		t->ep = -1;
-		t->quota = o.mode == MODE_HANDSHAKE ? 0 : o.conns / nthreads + (i < o.conns % nthreads);
-		t->nconns = (size_t)(o.mode == MODE_HANDSHAKE ? per_thread_slots : t->quota);
+		t->seed = (unsigned int)(now_ns() ^ (uint64_t)i * 2654435761u);
+		t->nconns = (size_t)cap;
 		t->conns = calloc(t->nconns, sizeof(*t->conns));
 		t->ep = epoll_create1(EPOLL_CLOEXEC);
 		if (t->conns == NULL || t->ep < 0) {
@@ -1330,48 +1720,38 @@ int main(int argc, char **argv)
 		}
 	}
 
-	t0 = now_ns();
-	for (long i = 0; i < nthreads; i++) {
-		atomic_fetch_add(&sh.running, 1);
-		if (pthread_create(&th[i].tid, NULL, thread_main, &th[i]) != 0) {
-			atomic_fetch_sub(&sh.running, 1);
-			atomic_store(&sh.stop, 1);
-			kg_log_warnx("pthread_create failed");
-			nthreads = i;
-			break;
-		}
+	if (o.resume) {
+		/* Unmeasured: every device once, a full handshake that leaves it a ticket. */
+		po = o;
+		po.mode = MODE_HANDSHAKE;
+		po.count = o.mode == MODE_STORM ? o.conns : (long)sh.ndev;
+		po.duration = 0;
+		sh.o = &po;
+		sh.priming = true;
+		phase_setup(&sh, th, nthreads);
+		r = run_phase(&sh, th, nthreads, &sigs);
+		for (long i = 0; i < nthreads; i++)
+			prime_errors += th[i].errors;
+		for (size_t i = 0; i < sh.ndev; i++)
+			primed += atomic_load(&sh.dev[i].sess) != NULL;
+		sh.o = &o;
+		sh.priming = false;
+		if (r < 0)
+			goto out_threads;
+		interrupted = r > 0;
+		if (primed == 0)
+			kg_log_warnx("--resume: the priming pass left no device a resumable session "
+				     "(the server sent no ticket?)");
 	}
-
-	/* Coordinate: duration, "ready", the hold, signals. */
-	while (atomic_load(&sh.running) > 0) {
-		uint64_t now = now_ns();
-
-		if (wait_signal(&sigs, 20)) {
-			interrupted = true;
-			atomic_store(&sh.stop, 1);
-		}
-		if (o.duration > 0 && (double)(now - t0) / 1e9 >= o.duration)
-			atomic_store(&sh.stop, 1);
-		if (o.mode == MODE_PUBLISH && o.gate >= 0 && !ready_said &&
-		    atomic_load(&sh.established) + atomic_load(&sh.setup_failed) >= o.conns) {
-			/* --gate: the caller samples the server between "ready" and the start */
-			printf("ready %ld\n", atomic_load(&sh.established));
-			fflush(stdout);
-			ready_said = true;
-			gate_at = now + (uint64_t)o.gate * 1000000000u;
-		}
-		if (gate_at != 0 && now >= gate_at && !atomic_load(&sh.go))
-			atomic_store(&sh.go, 1);
-		if (o.mode == MODE_IDLE && !ready_said &&
-		    atomic_load(&sh.established) + atomic_load(&sh.setup_failed) >= o.conns) {
-			printf("ready %ld\n", atomic_load(&sh.established));
-			fflush(stdout);
-			ready_said = true;
-			atomic_store(&sh.hold_end, now_ns() + (uint64_t)o.hold * 1000000000u);
-		}
+	if (!interrupted) {
+		phase_setup(&sh, th, nthreads);
+		c0 = server_ticks(&o);
+		r = run_phase(&sh, th, nthreads, &sigs);
+		c1 = server_ticks(&o);
+		if (r < 0)
+			goto out_threads;
+		interrupted = r > 0;
 	}
-	for (long i = 0; i < nthreads; i++)
-		pthread_join(th[i].tid, NULL);
 
 	for (long i = 0; i < nthreads; i++) {
 		struct thread *t = &th[i];
@@ -1379,6 +1759,13 @@ int main(int argc, char **argv)
 		ok += t->ok;
 		errors += t->errors;
 		pings += t->pings;
+		resumed += t->resumed;
+		full += t->full;
+		no_ticket += t->no_ticket;
+		retries += t->retries;
+		unfinished += t->unfinished;
+		for (int k = 0; k < FK_N; k++)
+			fails[k] += t->fails[k];
 		if (t->first_ns != 0 && (first == 0 || t->first_ns < first))
 			first = t->first_ns;
 		if (t->last_ns > last)
@@ -1393,13 +1780,11 @@ int main(int argc, char **argv)
 			all.n += t->lat.n;
 		}
 	}
-	if (o.mode == MODE_IDLE) {
+	if (o.mode == MODE_IDLE || o.mode == MODE_STORM)
 		ok = atomic_load(&sh.established);
-		if (!ready_said) {
-			printf("ready %ld\n", ok);
-			fflush(stdout);
-		}
-	}
+	/* storm: a device not connected by the deadline is the storm's error */
+	if (o.mode == MODE_STORM && !interrupted && ok < o.conns)
+		errors += o.conns - ok;
 	/* Work that never happened is an error too (e.g. stopped by a signal). */
 	if (!interrupted && o.mode == MODE_PUBLISH && ok + errors < o.msgs && errors == 0)
 		errors = o.msgs - ok;
@@ -1416,17 +1801,41 @@ int main(int argc, char **argv)
 		printf(",\"conns\":%ld,\"pings\":%ld,\"hold_s\":%ld", o.conns, pings, o.hold);
 	if (o.mode == MODE_HANDSHAKE)
 		printf(",\"concurrency\":%ld", o.concurrency);
+	if (o.mode == MODE_STORM) {
+		printf(",\"conns\":%ld,\"connected\":%ld,\"complete\":%s,\"storm_s\":%.3f,"
+		       "\"retries\":%ld,\"unfinished\":%ld,\"deadline_s\":%.1f,\"timeout_ms\":%ld",
+		       o.conns, ok, ok >= o.conns ? "true" : "false", wall, retries, unfinished,
+		       o.deadline, o.timeout_ms);
+		for (int k = 0; k < FK_N; k++)
+			printf(",\"f_%s\":%ld", fkind_names[k], fails[k]);
+	}
+	if (!o.plain)
+		printf(",\"full\":%ld,\"resumed\":%ld", full, resumed);
+	if (o.resume)
+		printf(",\"resume\":true,\"primed\":%ld,\"prime_errors\":%ld,\"no_ticket\":%ld", primed,
+		       prime_errors, no_ticket);
+	if (o.nserver_pids > 0 && c0 >= 0 && c1 >= c0) {
+		double cpu_s = (double)(c1 - c0) / (double)sysconf(_SC_CLK_TCK);
+
+		printf(",\"server_cpu_s\":%.2f,\"server_cpu_us\":%.1f", cpu_s,
+		       ok > 0 ? cpu_s * 1e6 / (double)ok : 0.0);
+	}
 	printf(",\"transport\":\"%s\",\"interrupted\":%s}\n", o.plain ? "tcp" : "tls",
 	       interrupted ? "true" : "false");
 	fflush(stdout);
 	ret = errors > 0 || interrupted ? 1 : 0;
+	if (o.resume && !interrupted && resumed == 0) {
+		/* Never let full handshakes pass for resumed ones. */
+		kg_log_warnx("--resume: none of %ld connections resumed its session", full);
+		ret = 1;
+	}
 
 out_threads:
 	for (long i = 0; i < nalloc; i++) {
 		struct thread *t = &th[i];
 
-		for (size_t j = 0; t->conns != NULL && j < t->nconns; j++) {
-			if (t->conns[j].state != ST_FREE)
+		for (size_t j = 0; t->conns != NULL && j < (size_t)cap; j++) {
+			if (t->conns[j].state != ST_FREE && t->conns[j].state != ST_WAIT)
 				conn_release(&t->conns[j]);
 			free(t->conns[j].wbuf);
 			free(t->conns[j].sent);

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # SPDX-License-Identifier: BSD-2-Clause
-# tests/bench/lib.sh - what the bench scripts (run.sh, plain.sh, pg.sh) share: free
-# ports, background processes with their logs in $LOGS, the process tree of a server,
+# tests/bench/lib.sh - what the bench scripts (run.sh, plain.sh, pg.sh, tpm.sh) share: free
+# ports (and port pairs), background processes with their logs in $LOGS, the process tree of a server,
 # the CPU ticks of processes, the plain broker's config, and two small text helpers. The caller sets `set -u`, LOGS, PIDS=() and USED_PORTS=" ", and
 # defines die MESSAGE... (its own wording: run.sh stops with it, plain.sh counts a FAIL).
 
@@ -104,3 +104,20 @@ cpu_ticks() {
 
 json_get() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1" | tr -d '"'; }
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
+
+# free_port_pair VAR: a free port P whose P+1 is free too (swtpm and its TCTI use both:
+# commands on P, control on P+1), into VAR; both are marked used.
+free_port_pair() {
+	local q  # not p: free_port keeps its own local p
+	for _ in $(seq 100); do
+		free_port q
+		((q < 65535)) || continue
+		[[ $USED_PORTS == *" $((q + 1)) "* ]] && continue
+		if [[ -z $(ss -Htan "( sport = :$((q + 1)) or dport = :$((q + 1)) )" 2>/dev/null) ]]; then
+			USED_PORTS+="$((q + 1)) "
+			printf -v "$1" '%s' "$q"
+			return 0
+		fi
+	done
+	die "no free port pair found"
+}
