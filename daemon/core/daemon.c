@@ -85,7 +85,8 @@ struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_confi
 	s->cfg = *cfg;
 	atomic_init(&s->refs, 1);
 	assign_backend_slots(d, &s->cfg);
-	s->ssl_ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, &s->key_source, err, errlen);
+	s->ssl_ctx = kg_tls_ctx_new(cfg, d->tpm_signer, kg_conn_tls_verify_cb, &s->key_source, err,
+				    errlen);
 	if (s->ssl_ctx == NULL)
 		goto out_free;
 	s->trust = kg_trust_new();

@@ -46,6 +46,7 @@ struct kg_control;
 struct kg_sockmap;
 struct kg_watch_pg;
 struct kg_regwatch_q;
+struct kg_tpm_signer;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -79,6 +80,13 @@ struct kg_daemon {
 	/* Backend names owning a metrics slot (metrics.h KG_BACKEND_SLOTS), in the order
 	 * they first appeared; written by kg_snapshot_build() on the main thread only. */
 	char backend_slot_names[KG_BACKEND_SLOTS][KG_NAME_MAX];
+
+	/* The TPM signer thread (tpm/tpm_signer.h) when [daemon] key is a TPM key, made at
+	 * start, kept across reloads, freed at exit after the last snapshot. NULL: a file
+	 * key, or the TPM was unreachable at start and [tpm] key_fallback serves
+	 * (tpm_start_failed: that failed connect, for ktlsgate_tpm_errors_total). */
+	struct kg_tpm_signer *tpm_signer;
+	bool tpm_start_failed;
 
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue

@@ -47,6 +47,7 @@
 #include "tls/tls.h"
 #include "tls/verify.h"
 #include "tpm/tpm_key.h"
+#include "tpm/tpm_signer.h"
 #include "core/worker.h"
 #include "registry/writer.h"
 
@@ -156,8 +157,18 @@ static char *render_metrics(void *arg, size_t *len)
 	struct kg_snapshot *s;
 	FILE *f;
 
-	for (int op = 0; op < KG_TPM_OP_MAX; op++)
-		info.tpm_errors[op] = kg_tpm_errors((enum kg_tpm_op)op);
+	if (d->tpm_signer != NULL) {
+		struct kg_tpm_signer_stats ts;
+
+		kg_tpm_signer_stats(d->tpm_signer, &ts);
+		memcpy(info.tpm_errors, ts.errors, sizeof(info.tpm_errors));
+		info.tpm = (struct kg_metrics_tpm){ .present = true, .up = ts.up, .queue = ts.queue,
+						    .sign_count = ts.sign_count,
+						    .sign_sum = ts.sign_sum };
+		memcpy(info.tpm.sign_buckets, ts.sign_buckets, sizeof(info.tpm.sign_buckets));
+	}
+	if (d->tpm_start_failed)
+		info.tpm_errors[KG_TPM_OP_CONNECT]++;
 	{
 		struct kg_auth_pool_stats ps;
 		struct kg_auth_limit_stats ls;
@@ -373,13 +384,18 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
 	if (access(cfg->cert_file, F_OK) == 0 &&
 	    (strncmp(cfg->key_file, "handle:", 7) == 0 || access(cfg->key_file, F_OK) == 0)) {
-		SSL_CTX *ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, NULL, err, sizeof(err));
+		struct kg_tpm_signer *tpm = NULL;
+		SSL_CTX *ctx = NULL;
 
+		/* a TPM key: signed with as a start would, through a signer of its own */
+		if (kg_tpm_signer_from_config(cfg, &tpm, NULL, err, sizeof(err)) >= 0)
+			ctx = kg_tls_ctx_new(cfg, tpm, kg_conn_tls_verify_cb, NULL, err, sizeof(err));
+		SSL_CTX_free(ctx);
+		kg_tpm_signer_free(tpm);
 		if (ctx == NULL) {
 			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
 			return 1;
 		}
-		SSL_CTX_free(ctx);
 	} else {
 		printf("ktlsgated: note: %s or %s does not exist yet: not checked\n", cfg->cert_file,
 		       cfg->key_file);
@@ -695,6 +711,18 @@ int main(int argc, char **argv)
 			fprintf(stderr, "ktlsgated: registry %s: %s\n", shown, msg);
 		goto out_free_cfg;
 	}
+	/* 2c. the TPM signer thread, when the server key is in a TPM (the one TPM
+	 * connection of the process, kept across reloads) */
+	{
+		enum kg_tpm_op failed = KG_TPM_OP_CONNECT;
+		int rc = kg_tpm_signer_from_config(cfg, &d->tpm_signer, &failed, err, sizeof(err));
+
+		if (rc < 0) {
+			fprintf(stderr, "ktlsgated: %s\n", err);
+			goto out_writer;
+		}
+		d->tpm_start_failed = rc > 0;
+	}
 	/* 3. first snapshot: TLS context, server certificate, trust */
 	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
 	if (d->snap == NULL) {
@@ -835,6 +863,7 @@ out_snap:
 	kg_edge_stop(d->edge);
 	kg_snapshot_put(d->snap);
 out_writer:
+	kg_tpm_signer_free(d->tpm_signer);   /* after the last snapshot: its keys point here */
 	kg_writer_stop(d->writer);
 out_free_cfg:
 	if (d->lock_fd >= 0)

@@ -40,20 +40,21 @@ static void ossl_err(char *err, size_t errlen, const char *what)
 }
 
 /*
- * A TPM server key (tpm_key.h) puts the whole context in the TPM libctx, whose property
- * query sends only the key's signatures to the TPM; a file key (or the TPM fallback)
- * keeps the default libctx.
+ * A TPM server key (tpm_key.h) is a foreign key whose signatures go to the TPM signer
+ * thread; the context is then SSL_MODE_ASYNC, so a handshake waiting for a signature
+ * pauses (SSL_ERROR_WANT_ASYNC) instead of blocking its worker. A file key never
+ * pauses and gets no ASYNC job.
  */
-SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
-			enum kg_key_source *source, char *err, size_t errlen)
+SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
+			kg_tls_verify_fn *verify, enum kg_key_source *source, char *err,
+			size_t errlen)
 {
 	struct kg_tpm_server_key sk;
 	SSL_CTX *ctx;
 
-	if (kg_tpm_server_key_get(cfg, &sk, err, errlen) != 0)
+	if (kg_tpm_server_key_get(cfg, tpm, &sk, err, errlen) != 0)
 		return NULL;
-	ctx = sk.libctx ? SSL_CTX_new_ex(sk.libctx, KG_TPM_PROPQ, TLS_server_method())
-			: SSL_CTX_new(TLS_server_method());
+	ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL) {
 		ossl_err(err, errlen, "SSL_CTX_new");
 		EVP_PKEY_free(sk.key);
@@ -70,6 +71,8 @@ SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 				 SSL_OP_SINGLE_ECDH_USE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (sk.key != NULL)
+		SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(ctx, 0);
 	if (cfg->ciphers[0] && !SSL_CTX_set_cipher_list(ctx, cfg->ciphers)) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/conf_value.h"
 #include "ops/config.h"
 #include "tpm/tpm_conf.h"
 
@@ -14,6 +15,8 @@ void kg_tpm_conf_defaults(void *sec)
 	struct kg_tpm_conf *t = sec;
 
 	memset(t, 0, sizeof(*t));
+	t->sign_queue = 64;
+	t->sign_timeout_ms = 1000;
 }
 
 int kg_tpm_parse_handle(const char *text, uint32_t *handle)
@@ -111,6 +114,20 @@ int kg_tpm_conf_set(void *sec, const char *key, const char *value, const char *d
 	if (strcmp(key, "cert_fallback") == 0)
 		return set_path(t->cert_fallback, sizeof(t->cert_fallback), value, dir, key, why,
 				whylen);
+	if (strcmp(key, "sign_queue") == 0) {
+		if (kg_conf_uint(value, 1, 4096, &t->sign_queue) != 0) {
+			snprintf(why, whylen, "'sign_queue': want 1..4096");
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "sign_timeout_ms") == 0) {
+		if (kg_conf_uint(value, 10, 60000, &t->sign_timeout_ms) != 0) {
+			snprintf(why, whylen, "'sign_timeout_ms': want 10..60000");
+			return -1;
+		}
+		return 0;
+	}
 	snprintf(why, whylen, "unknown key '%s' in [tpm]", key);
 	return -1;
 }

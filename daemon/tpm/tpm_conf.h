@@ -26,6 +26,8 @@ struct kg_tpm_conf {
 				       * "": tpm2-tss's default search (tabrmd, tpmrm0, tpm0...) */
 	char key_fallback[PATH_MAX];  /* PEM key used (loudly) when the TPM is absent at start */
 	char cert_fallback[PATH_MAX]; /* its chain; "": [daemon] cert */
+	unsigned sign_queue;          /* signer: requests waiting at most (default 64) */
+	unsigned sign_timeout_ms;     /* signer: a signature's deadline (default 1000) */
 };
 
 void kg_tpm_conf_defaults(void *sec);

@@ -166,8 +166,8 @@ t_only_signatures_in_tpm() {
 	done
 	# every signature succeeded: none counted as a TPM error (docs/monitoring.md)
 	for op in connect load sign; do
-		n=$(sample_value "ktlsgate_tpm_errors_total{op=\"$op\"}")
-		[ "$n" = 0 ] || { note "ktlsgate_tpm_errors_total{op=$op} = $n after good handshakes"; return 1; }
+		n=$(sample_value "ktlsgate_tpm_errors_total{kind=\"$op\"}")
+		[ "$n" = 0 ] || { note "ktlsgate_tpm_errors_total{kind=$op} = $n after good handshakes"; return 1; }
 	done
 }
 
@@ -177,7 +177,7 @@ sample_value() {
 }
 
 # A TPM that stops answering mid-run: the handshake that needed it fails and is
-# counted as ktlsgate_tpm_errors_total{op="sign"}, exactly once per handshake.
+# counted as ktlsgate_tpm_errors_total{kind="sign"}, exactly once per handshake.
 t_sign_error_counted() {
 	local got n fails0 fails
 	stop_gateway
@@ -187,7 +187,7 @@ t_sign_error_counted() {
 	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	got=$(connack dev1)
 	[ "$got" = "connack 0x00" ] || { note "before: $got"; return 1; }
-	n=$(sample_value 'ktlsgate_tpm_errors_total{op="sign"}')
+	n=$(sample_value 'ktlsgate_tpm_errors_total{kind="sign"}')
 	[ "$n" = 0 ] || { note "sign errors $n before the TPM went away"; return 1; }
 	fails0=$(sample_value 'ktlsgate_handshakes_total{result="failed"}')
 	kill "$PROXY_PID"
@@ -196,13 +196,13 @@ t_sign_error_counted() {
 	got=$(connack dev1 | head -1)
 	case $got in "connack 0x00") note "a handshake without the TPM succeeded"; return 1 ;; esac
 	for _ in $(seq 1 30); do
-		n=$(sample_value 'ktlsgate_tpm_errors_total{op="sign"}')
+		n=$(sample_value 'ktlsgate_tpm_errors_total{kind="sign"}')
 		[ "$n" != 0 ] && break
 		sleep 0.1
 	done
 	fails=$(sample_value 'ktlsgate_handshakes_total{result="failed"}')
 	echo "    device after the TPM went away: $got; sign errors $n; failed handshakes $fails0 -> $fails"
-	[ "$n" = 1 ] || { note "ktlsgate_tpm_errors_total{op=\"sign\"} = $n after one handshake, want 1"; return 1; }
+	[ "$n" = 1 ] || { note "ktlsgate_tpm_errors_total{kind=\"sign\"} = $n after one handshake, want 1"; return 1; }
 	[ "$fails" = $((fails0 + 1)) ] || { note "failed handshakes $fails0 -> $fails, want one more"; return 1; }
 	stop_gateway
 	start_tpmproxy || { note "proxy did not restart"; return 1; }
@@ -282,8 +282,8 @@ t_tpm_absent() {
 	[ "$got" = "connack 0x00" ] || { note "fallback key: $got"; return 1; }
 	# the fallback is visible: one TPM connect error, and the certificate in use is the
 	# fallback's (cert_fallback), not [daemon] cert
-	got=$(sample_value 'ktlsgate_tpm_errors_total{op="connect"}')
-	[ "$got" = 1 ] || { note "ktlsgate_tpm_errors_total{op=\"connect\"} = $got with the fallback, want 1"; return 1; }
+	got=$(sample_value 'ktlsgate_tpm_errors_total{kind="connect"}')
+	[ "$got" = 1 ] || { note "ktlsgate_tpm_errors_total{kind=\"connect\"} = $got with the fallback, want 1"; return 1; }
 	# and said by a gauge that stays as long as the fallback serves (alert KtlsgateTPMFallbackKey)
 	for want in tpm_fallback:1 tpm:0 file:0; do
 		got=$(sample_value "ktlsgate_server_key_source{source=\"${want%%:*}\"}")
