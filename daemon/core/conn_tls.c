@@ -115,6 +115,11 @@ int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 		ERR_clear_error();
 		return KG_E_PROTO;
 	}
+	if (kg_tpm_err_unavailable()) {
+		*reason = KG_REASON_TPM_UNAVAILABLE;
+		ERR_clear_error();
+		return KG_E_PROTO;
+	}
 	e = ERR_peek_error();
 	if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL &&
 	    ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
@@ -139,7 +144,7 @@ int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 		*reason = KG_REASON_PEER_CLOSED;
 		return KG_E_PROTO;
 	default:
-		*reason = kg_tpm_err_unavailable() ? KG_REASON_TPM_UNAVAILABLE : KG_REASON_TLS_FAILED;
+		*reason = KG_REASON_TLS_FAILED;
 		return KG_E_PROTO;
 	}
 }

@@ -178,13 +178,10 @@ static int signer_op(struct kg_tpm_signer *s, enum kg_tpm_req_op op, const uint8
 
 bool kg_tpm_err_unavailable(void)
 {
-	unsigned long e;
-	bool found = false;
+	/* ours comes first: libssl adds its own (SSLfatal) after the key method failed */
+	unsigned long e = ERR_peek_error();
 
-	while ((e = ERR_get_error()) != 0)
-		if (ERR_GET_LIB(e) == ERR_LIB_USER && ERR_GET_REASON(e) == ERR_NO_SIGNATURE)
-			found = true;
-	return found;
+	return e != 0 && ERR_GET_LIB(e) == ERR_LIB_USER && ERR_GET_REASON(e) == ERR_NO_SIGNATURE;
 }
 
 static ECDSA_SIG *tpm_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv,

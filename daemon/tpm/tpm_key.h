@@ -81,8 +81,8 @@ EVP_PKEY *kg_tpm_foreign_key(struct kg_tpm_signer *signer, char *err, size_t err
 /* A handshake paused waiting for the signer (SSL_waiting_for_async): end its job now
  * (the signature is abandoned, the handshake fails), so the SSL can be freed. */
 void kg_tpm_async_abandon(SSL *ssl);
-/* After a failed handshake: was it because the signer gave no signature (down,
- * stalled, timed out, queue full)? Empties this thread's OpenSSL error queue. */
+/* After a failed handshake step (its error queue cleared before it): was it because
+ * the signer gave no signature (down, stalled, timed out, queue full)? Peeks only. */
 bool kg_tpm_err_unavailable(void);
 
 struct kg_config;

@@ -247,17 +247,156 @@ t_kill9_cleanup() {
 	[ "$(tpm_transients)" = 0 ] || { note "transients after the clean stop"; return 1; }
 }
 
-# RSA-2048 keys: keygen and CSR work (t_cli_*); the daemon does not serve them yet
-# (its signing wrapper is ECDSA-only) and must say so in one line.
-t_rsa_key_refused() {
-	local out rc
+# RSA-2048 in the daemon: the TPM does the raw RSA operation, OpenSSL pads (PSS for
+# TLS 1.3 and a TLS 1.2 client offering it, PKCS#1 v1.5 for one that offers only that).
+t_rsa_tls() {
+	local got want v
 	stop_gateway
 	conf_set key "handle:$RSA_HANDLE"
 	conf_set cert server/rsa-chain.pem
+	tpm_section "tcti = $PROXY_TCTI"
+	start_gateway || { note "gateway (RSA TPM key) did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	got=$(connack dev1)
+	[ "$got" = "connack 0x00" ] || { note "RSA key, TLS 1.3 device: $got"; return 1; }
+	want=$(openssl req -in "$GW_DIR/server/rsa.csr" -noout -pubkey)
+	for v in "-tls1_3" "-tls1_2" "-tls1_2 -sigalgs RSA+SHA256" "-tls1_2 -sigalgs rsa_pss_rsae_sha256" "-tls1_3 -sigalgs rsa_pss_rsae_sha384"; do
+		# shellcheck disable=SC2086
+		got=$(served_pubkey $v)
+		[ -n "$got" ] && [ "$got" = "$want" ] || { note "$v: no handshake with the RSA TPM key"; return 1; }
+	done
+	timeout 10 mosquitto_pub -h 127.0.0.1 -p "$GW_PORT" --cafile "$PKI/root/cert.pem" \
+		--cert "$PKI/dev/dev2/chain.pem" --key "$PKI/dev/dev2/key.pem" -i dev2 \
+		--tls-version tlsv1.2 -q 1 -t tpm/t -m hi -d 2>&1 | grep -q "received CONNACK (0)" ||
+		{ note "RSA key: TLS 1.2 mosquitto_pub did not get CONNACK 0"; return 1; }
+	got=$(sample_value 'ktlsgate_tpm_errors_total{kind="sign"}')
+	[ "$got" = 0 ] || { note "sign errors $got with the RSA key"; return 1; }
+	stop_gateway
+}
+
+# A sign-only RSA key (what `tpm keygen --rsa` made before: scheme fixed, no decrypt)
+# cannot do PSS: the start fails and says which command makes a usable one.
+t_rsa_sign_only_refused() {
+	local out rc d="$WORK/oldrsa" h=0x81000103
+	stop_gateway
+	mkdir -p "$d"
+	{ timeout 20 tpm2_flushcontext -T "$SWTPM_TCTI" -t &&
+		timeout 20 tpm2_createprimary -T "$SWTPM_TCTI" -C o -c "$d/p.ctx" &&
+		timeout 20 tpm2_flushcontext -T "$SWTPM_TCTI" -t &&
+		timeout 20 tpm2_create -T "$SWTPM_TCTI" -C "$d/p.ctx" -G rsa2048:rsassa-sha256:null \
+			-a 'sign|fixedtpm|fixedparent|sensitivedataorigin|userwithauth' -u "$d/k.pub" -r "$d/k.priv" &&
+		timeout 20 tpm2_flushcontext -T "$SWTPM_TCTI" -t &&
+		timeout 20 tpm2_load -T "$SWTPM_TCTI" -C "$d/p.ctx" -u "$d/k.pub" -r "$d/k.priv" -c "$d/k.ctx" &&
+		timeout 20 tpm2_flushcontext -T "$SWTPM_TCTI" -t &&
+		timeout 20 tpm2_evictcontrol -T "$SWTPM_TCTI" -C o -c "$d/k.ctx" "$h" &&
+		timeout 20 tpm2_flushcontext -T "$SWTPM_TCTI" -t; } >"$d/log" 2>&1 ||
+		{ note "making a sign-only RSA key with tpm2-tools failed: $(tail -3 "$d/log")"; return 1; }
+	conf_set key "handle:$h"
+	conf_set cert server/rsa-chain.pem
 	out=$(timeout 10 "$GATED" -c "$GW_CONF" 2>&1)
 	rc=$?
-	[ $rc -ne 0 ] && [ $rc -ne 124 ] || { note "RSA TPM key: exit $rc"; return 1; }
-	printf '%s\n' "$out" | grep -q "only ECDSA TPM keys" || { note "RSA TPM key: $out"; return 1; }
+	[ $rc -ne 0 ] && [ $rc -ne 124 ] || { note "sign-only RSA TPM key: exit $rc"; return 1; }
+	printf '%s\n' "$out" | grep -q "sign-only.*ktlsgate tpm keygen --rsa" || { note "sign-only RSA TPM key: $out"; return 1; }
+}
+
+# daemon_extra LINES...: these lines (and no earlier extras) right after [daemon].
+daemon_extra() {
+	local l
+	sed -i '/; t-extra$/d' "$GW_CONF"
+	for l in "$@"; do
+		sed -i "/^\[daemon\]/a $l ; t-extra" "$GW_CONF"
+	done
+}
+
+# livecheck CMD NEWDEV: device dev1 holds a session, CMD runs, NEWDEV starts a full
+# handshake and dev1 pings meanwhile (tests/tpm/livecheck.py); sets PING_MS, HS, HS_MS.
+livecheck() {
+	local out
+	out=$(timeout 90 $PY "$KG_TPM_DIR/livecheck.py" --port "$GW_PORT" --ca "$PKI/root/cert.pem" \
+		--live-cert "$PKI/dev/dev1/chain.pem" --live-key "$PKI/dev/dev1/key.pem" --live-id dev1 \
+		--new-cert "$PKI/dev/$2/chain.pem" --new-key "$PKI/dev/$2/key.pem" --cmd "$1")
+	echo "    $out"
+	PING_MS=$(sed -n 's/.*ping_ms=\(-\?[0-9]*\).*/\1/p' <<<"$out")
+	HS=$(sed -n 's/.* hs=\([^ ]*\).*/\1/p' <<<"$out")
+	HS_MS=$(sed -n 's/.*hs_ms=\(-\?[0-9]*\).*/\1/p' <<<"$out")
+	[ -n "$PING_MS" ] && [ -n "$HS_MS" ]
+}
+
+# wait_connack ID SECONDS: until the device gets CONNACK 0 (a new full handshake).
+wait_connack() {
+	local i
+	for ((i = 0; i < $2 * 4; i++)); do
+		[ "$(connack "$1" 2>/dev/null | head -1)" = "connack 0x00" ] && return 0
+		sleep 0.25
+	done
+	return 1
+}
+
+# A stopped TPM (SIGSTOP) never blocks the worker: with one worker, a live session's
+# PINGREQ is answered while a new handshake waits for its signature; that handshake
+# fails with internal_error after sign_timeout_ms (audit tpm_unavailable), before the
+# handshake's own deadline; while the
+# TPM call is stuck the next one fails at once; SIGCONT: handshakes succeed again.
+t_stopped_tpm_never_blocks() {
+	local mark t0 t1 got rc=0
+	stop_gateway
+	conf_set key "handle:$HANDLE"
+	conf_set cert server/tpm-chain.pem
+	conf_set workers 1
+	daemon_extra "relay = userspace"
+	# (below [limits] handshake_timeout_ms, 2000 in these tests)
+	tpm_section "tcti = $PROXY_TCTI" "sign_timeout_ms = 1000"
+	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	[ "$(connack dev2)" = "connack 0x00" ] || { note "before: no CONNACK 0"; return 1; }
+	mark=$(log_mark)
+	livecheck "kill -STOP $SWTPM_PID" dev2 || rc=1
+	if [ $rc = 0 ]; then
+		t0=$(date +%s%N)
+		got=$(connack dev3 | head -1)
+		t1=$(date +%s%N)
+		echo "    while stalled: $got in $(((t1 - t0) / 1000000)) ms"
+	fi
+	kill -CONT "$SWTPM_PID"
+	[ $rc = 0 ] || { note "livecheck did not run"; return 1; }
+	[ "$PING_MS" -ge 0 ] && [ "$PING_MS" -lt 1000 ] || { note "PINGREQ answered in $PING_MS ms while a handshake waited for the TPM"; return 1; }
+	case $HS in tls_error:*INTERNAL_ERROR*) ;; *) note "the waiting handshake: $HS"; return 1 ;; esac
+	[ "$HS_MS" -ge 900 ] && [ "$HS_MS" -lt 1900 ] || { note "the waiting handshake ended after $HS_MS ms (sign_timeout_ms 1000, handshake_timeout_ms 2000)"; return 1; }
+	case $got in *INTERNAL_ERROR*) ;; *) note "a handshake while the TPM call is stuck: $got"; return 1 ;; esac
+	[ $(((t1 - t0) / 1000000)) -lt 2000 ] || { note "the stalled signer did not fail fast"; return 1; }
+	audit_has "$mark" tpm_unavailable || { note "no tpm_unavailable audit"; return 1; }
+	got=$(sample_value 'ktlsgate_tpm_errors_total{kind="timeout"}')
+	[ "$got" != absent ] && [ "$got" -ge 1 ] || { note "ktlsgate_tpm_errors_total{kind=timeout} = $got"; return 1; }
+	wait_connack dev3 15 || { note "no CONNACK 0 after SIGCONT"; return 1; }
+	got=$(sample_value ktlsgate_tpm_up)
+	[ "$got" = 1 ] || { note "ktlsgate_tpm_up = $got after SIGCONT"; return 1; }
+}
+
+# swtpm killed mid-run and started again: the live session stays, a new full
+# handshake fails with an alert (audit tpm_unavailable, ktlsgate_tpm_up 0), and once
+# swtpm is back the signer reconnects and handshakes succeed, without a restart.
+t_tpm_killed_and_back() {
+	local mark got old
+	[ -n "${GW_PID:-}" ] || { note "no gateway (t_stopped_tpm_never_blocks failed)"; return 1; }
+	mark=$(log_mark)
+	old=$SWTPM_PID
+	livecheck "kill -9 $old" dev2 || { note "livecheck did not run"; return 1; }
+	timeout 5 tail --pid="$old" -f /dev/null
+	forget_pid "$old"
+	[ "$PING_MS" -ge 0 ] && [ "$PING_MS" -lt 1000 ] || { note "PINGREQ answered in $PING_MS ms with the TPM gone"; return 1; }
+	case $HS in tls_error:*INTERNAL_ERROR*) ;; *) note "a handshake with the TPM gone: $HS"; return 1 ;; esac
+	audit_has "$mark" tpm_unavailable || { note "no tpm_unavailable audit"; return 1; }
+	got=$(sample_value ktlsgate_tpm_up)
+	[ "$got" = 0 ] || { note "ktlsgate_tpm_up = $got with the TPM gone"; return 1; }
+	got=$(connack dev3 | head -1)
+	case $got in *INTERNAL_ERROR*) ;; *) note "a second handshake with the TPM gone: $got"; return 1 ;; esac
+	restart_swtpm || { note "swtpm did not restart"; return 1; }
+	wait_connack dev3 20 || { note "no CONNACK 0 after swtpm came back"; return 1; }
+	got=$(sample_value ktlsgate_tpm_up)
+	[ "$got" = 1 ] || { note "ktlsgate_tpm_up = $got after swtpm came back"; return 1; }
+	grep -q "TPM signer: up again" "$GW_LOG" || { note "no 'up again' log line"; return 1; }
+	kill -0 "$GW_PID" || { note "the gateway died"; return 1; }
+	stop_gateway
+	conf_set workers 2
+	daemon_extra
 }
 
 t_tpm_absent() {
@@ -297,8 +436,8 @@ t_tpm_absent() {
 }
 
 ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm
-	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_key_refused t_tpm_absent
-	t_sign_error_counted)
+	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_tls t_rsa_sign_only_refused
+	t_stopped_tpm_never_blocks t_tpm_killed_and_back t_tpm_absent t_sign_error_counted)
 
 if ! setup; then
 	echo "FAIL setup"
