@@ -552,7 +552,7 @@ enum kg_tpm_res kg_tpm_sign_ecdsa(struct kg_tpm *t, const struct kg_tpm_loaded *
 				  char *err, size_t errlen)
 {
 	TPM2B_DIGEST digest = { 0 };
-	TPMT_SIG_SCHEME scheme = { .scheme = TPM2_ALG_ECDSA };
+	TPMT_SIG_SCHEME scheme;
 	/* a NULL ticket: the digest was not made by the TPM, which is fine for an
 	 * unrestricted key */
 	TPMT_TK_HASHCHECK ticket = { .tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL };
@@ -560,6 +560,8 @@ enum kg_tpm_res kg_tpm_sign_ecdsa(struct kg_tpm *t, const struct kg_tpm_loaded *
 	const TPMS_SIGNATURE_ECC *e;
 	TSS2_RC rc;
 
+	memset(&scheme, 0, sizeof(scheme));
+	scheme.scheme = TPM2_ALG_ECDSA;
 	scheme.details.ecdsa.hashAlg = hash_by_len(dlen);
 	if (k->pub.alg != KG_TPM_ECDSA_P256 || scheme.details.ecdsa.hashAlg == TPM2_ALG_NULL) {
 		snprintf(err, errlen, "ECDSA: digest of %zu bytes", dlen);
@@ -591,11 +593,13 @@ enum kg_tpm_res kg_tpm_rsa_raw(struct kg_tpm *t, const struct kg_tpm_loaded *k, 
 			       size_t len, uint8_t *out, char *err, size_t errlen)
 {
 	TPM2B_PUBLIC_KEY_RSA cipher = { 0 };
-	TPMT_RSA_DECRYPT scheme = { .scheme = TPM2_ALG_NULL };
+	TPMT_RSA_DECRYPT scheme;
 	TPM2B_DATA label = { 0 };
 	TPM2B_PUBLIC_KEY_RSA *msg = NULL;
 	TSS2_RC rc;
 
+	memset(&scheme, 0, sizeof(scheme));
+	scheme.scheme = TPM2_ALG_NULL;
 	if (k->pub.alg != KG_TPM_RSA2048 || len != k->pub.n_len) {
 		snprintf(err, errlen, "RSA: input of %zu bytes", len);
 		return KG_TPM_REFUSED;

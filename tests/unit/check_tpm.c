@@ -53,10 +53,18 @@ START_TEST(tcti_and_fallback_parse)
 	ck_assert_str_eq(cfg->tpm.key_fallback, "/etc/k.pem");
 	ck_assert_str_eq(cfg->tpm.cert_fallback, "/etc/c.pem");
 	ck_assert_str_eq(cfg->key_file, "handle:0x81000101");
+	ck_assert_uint_eq(cfg->tpm.sign_queue, 64);
+	ck_assert_uint_eq(cfg->tpm.sign_timeout_ms, 1000);
+	ck_assert_int_eq(parse("handle:0x81000101", "[tpm]\nsign_queue = 8\nsign_timeout_ms = 250\n",
+			       cfg, err, sizeof(err)),
+			 0);
+	ck_assert_uint_eq(cfg->tpm.sign_queue, 8);
+	ck_assert_uint_eq(cfg->tpm.sign_timeout_ms, 250);
 	/* no [tpm] section: defaults, nothing set */
 	ck_assert_int_eq(parse("/k", "", cfg, err, sizeof(err)), 0);
 	ck_assert(!cfg->tpm.present);
 	ck_assert_str_eq(cfg->tpm.tcti, "");
+	ck_assert_uint_eq(cfg->tpm.sign_timeout_ms, 1000);
 	free(cfg);
 }
 END_TEST
@@ -67,6 +75,9 @@ static const struct {
 	{ "/k", "[tpm]\ntcti = swtpm:host=$HOME\n", "t.conf:6: 'tcti': '" },
 	{ "/k", "[tpm]\ntcti = :port=1\n", "t.conf:6: 'tcti': '" },
 	{ "/k", "[tpm]\ncert_fallback = /c2\n", "t.conf:5: [tpm]: 'cert_fallback' without" },
+	{ "/k", "[tpm]\nsign_queue = 0\n", "t.conf:6: 'sign_queue': want 1..4096" },
+	{ "/k", "[tpm]\nsign_timeout_ms = 5\n", "t.conf:6: 'sign_timeout_ms': want 10..60000" },
+	{ "/k", "[tpm]\nsign_timeout_ms = 1s\n", "t.conf:6: 'sign_timeout_ms': want 10..60000" },
 	{ "handle:0x80000001", "", "t.conf: [tpm]: [daemon] key 'handle:0x80000001'" },
 	{ "handle:81000101", "", "t.conf: [tpm]: [daemon] key 'handle:81000101'" },
 	{ "handle:0x81000101x", "", "t.conf: [tpm]: [daemon] key" },
