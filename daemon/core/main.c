@@ -484,6 +484,9 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	       "worker, per %ums (0: no limit); metrics: %u connection(s), %u per address, %us timeout\n",
 	       cfg->audit_lines, cfg->audit_lines_total, cfg->audit_interval_ms,
 	       cfg->metrics_max_connections, cfg->metrics_max_per_ip, cfg->metrics_timeout);
+	if (kg_tpm_keyref_is_tpm(cfg->key_file))
+		printf("ktlsgated: TPM signer: queue of %u signature(s), %ums deadline each\n",
+		       cfg->tpm.sign_queue, cfg->tpm.sign_timeout_ms);
 	rc = 0;
 out:
 	if (reg)

@@ -344,7 +344,9 @@ t_stopped_tpm_never_blocks() {
 	conf_set workers 1
 	daemon_extra "relay = userspace"
 	# (below [limits] handshake_timeout_ms, 2000 in these tests)
-	tpm_section "tcti = $PROXY_TCTI" "sign_timeout_ms = 1000"
+	tpm_section "tcti = $PROXY_TCTI" "sign_timeout_ms = 1000" "sign_queue = 16"
+	got=$(timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1) || { note "ktlsgated -t: $got"; return 1; }
+	grep -q "TPM signer: queue of 16 signature(s), 1000ms deadline" <<<"$got" || { note "ktlsgated -t: $got"; return 1; }
 	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	[ "$(connack dev2)" = "connack 0x00" ] || { note "before: no CONNACK 0"; return 1; }
 	mark=$(log_mark)
