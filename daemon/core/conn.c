@@ -799,7 +799,8 @@ static enum kg_step st_handshake(struct kg_conn *c)
 	/* Paused for the TPM signer: only its answer or deadline (an async fd) steps
 	 * the handshake on (a step without either gives the signature up, tpm_key.h). */
 	if (c->tpm_wait) {
-		if (c->ev_type == KG_EV_DEVICE && (c->ev_events & (EPOLLHUP | EPOLLERR))) {
+		if (c->ev_type == KG_EV_DEVICE &&
+		    (c->ev_events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP))) {
 			kg_conn_close(c, KG_REASON_PEER_CLOSED);
 			return KG_STEP_DONE;
 		}

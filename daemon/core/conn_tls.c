@@ -170,8 +170,9 @@ int kg_conn_tls_async_watch(struct kg_conn *c)
 		if (kg_conn_watch(c, e, EPOLLIN) < 0)
 			return KG_E_RESOURCE;
 	}
-	/* the device waits for our flight; a hangup is still reported (EPOLLHUP) */
-	if (kg_conn_watch(c, &c->io.dev, 0) < 0)
+	/* the device waits for our flight: only its hangup matters meanwhile (a FIN is
+	 * EPOLLRDHUP; a reset, EPOLLHUP or EPOLLERR, is always reported) */
+	if (kg_conn_watch(c, &c->io.dev, EPOLLRDHUP) < 0)
 		return KG_E_RESOURCE;
 	c->tpm_wait = true;
 	return 0;
@@ -179,8 +180,11 @@ int kg_conn_tls_async_watch(struct kg_conn *c)
 
 void kg_conn_tls_async_end(struct kg_conn *c)
 {
-	if (c->io.ssl != NULL && SSL_waiting_for_async(c->io.ssl))
+	if (c->io.ssl != NULL && SSL_waiting_for_async(c->io.ssl)) {
+		kg_log_debug("conn=%llu: closed while its handshake waits for the TPM: signature "
+			     "abandoned", (unsigned long long)c->cid);
 		kg_tpm_async_abandon(c->io.ssl);
+	}
 	c->tpm_wait = false;
 	for (size_t i = 0; i < 2; i++) {
 		(void)!kg_conn_unwatch(c, &c->async_ev[i]);

@@ -35,8 +35,8 @@ int kg_conn_tls_new(struct kg_conn *c, bool cert_optional) KG_MUST_USE;
 #define KG_CONN_TLS_ASYNC 1
 int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason) KG_MUST_USE;
 
-/* Put the paused handshake's async fds in the worker's epoll (c->async_ev), take the
- * device socket's interest away meanwhile. 0 or KG_E_RESOURCE. */
+/* Put the paused handshake's async fds in the worker's epoll (c->async_ev); the device
+ * socket is watched for its hangup only meanwhile. 0 or KG_E_RESOURCE. */
 int kg_conn_tls_async_watch(struct kg_conn *c) KG_MUST_USE;
 /* The handshake is over or the connection closes: a job still paused gives its
  * signature up and ends (before SSL_free: a paused job would leak), the async fds

@@ -68,7 +68,8 @@ bool kg_tpm_req_done(const struct kg_tpm_req *r);
 bool kg_tpm_req_wait(struct kg_tpm_req *r, int notify_fd);
 /* Done and succeeded: 0 with out (r||s, 64 bytes, or the n_len RSA result); else -1. */
 int kg_tpm_req_result(const struct kg_tpm_req *r, uint8_t *out, size_t cap, size_t *len);
-/* Drop the caller's hold. Not done yet: abandoned (counted as a timeout). */
+/* Drop the caller's hold. Not done yet: abandoned (past its deadline: counted as a
+ * timeout). */
 void kg_tpm_req_release(struct kg_tpm_req *r);
 
 struct kg_tpm_signer_stats {
