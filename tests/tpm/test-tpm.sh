@@ -451,6 +451,32 @@ EOF
 	# its fibre, which LeakSanitizer reports at exit
 	! tail -n +"$((first + 1))" "$GW_LOG" | grep -q "Sanitizer" ||
 		{ note "sanitizer report: $(tail -n +"$((first + 1))" "$GW_LOG" | grep -m1 SUMMARY)"; return 1; }
+}
+
+# More handshakes waiting for a slow TPM (600 ms per TPM2_Sign, t_close_while_waiting's
+# proxy) than [tpm] sign_queue: the extra ones fail at once (queue_full,
+# tpm_unavailable), the others succeed. Puts the plain proxy back.
+t_queue_full() {
+	local mark i n ok=0 full pids=()
+	stop_gateway
+	tpm_section "tcti = $PROXY_TCTI" "sign_queue = 1" "sign_timeout_ms = 1900"
+	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	mark=$(log_mark)
+	# one signing, one queued, the rest refused: 5 devices at once
+	for i in 1 2 3 1 2; do
+		connack "dev$i" >"$WORK/q.$i.$RANDOM" 2>&1 &
+		pids+=($!)
+	done
+	wait "${pids[@]}"   # (a bare wait would wait for the gateway too)
+	ok=$(cat "$WORK"/q.* | grep -c "^connack 0x00")
+	n=$(cat "$WORK"/q.* | grep -c "INTERNAL_ERROR")
+	rm -f "$WORK"/q.*
+	full=$(sample_value 'ktlsgate_tpm_errors_total{kind="queue_full"}')
+	echo "    5 handshakes at once, sign_queue 1: $ok CONNACK 0, $n internal_error, queue_full $full"
+	[ "$ok" -ge 1 ] || { note "no handshake got through"; return 1; }
+	[ "$full" != absent ] && [ "$full" -ge 1 ] && [ "$n" -ge "$full" ] || { note "queue_full $full, refused $n"; return 1; }
+	audit_has "$mark" tpm_unavailable || { note "no tpm_unavailable audit"; return 1; }
+	stop_gateway
 	kill "$PROXY_PID"
 	timeout 5 tail --pid="$PROXY_PID" -f /dev/null
 	forget_pid "$PROXY_PID"
@@ -496,8 +522,8 @@ t_tpm_absent() {
 
 ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm
 	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_tls t_rsa_sign_only_refused
-	t_stopped_tpm_never_blocks t_tpm_killed_and_back t_close_while_waiting t_tpm_absent
-	t_sign_error_counted)
+	t_stopped_tpm_never_blocks t_tpm_killed_and_back t_close_while_waiting t_queue_full
+	t_tpm_absent t_sign_error_counted)
 
 if ! setup; then
 	echo "FAIL setup"
