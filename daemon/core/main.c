@@ -388,14 +388,21 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		SSL_CTX *ctx = NULL;
 
 		/* a TPM key: signed with as a start would, through a signer of its own */
+		bool ok;
+
 		if (kg_tpm_signer_from_config(cfg, &tpm, NULL, err, sizeof(err)) >= 0)
 			ctx = kg_tls_ctx_new(cfg, tpm, kg_conn_tls_verify_cb, NULL, err, sizeof(err));
+		ok = ctx != NULL && (tpm == NULL || kg_tpm_key_selftest(SSL_CTX_get0_privatekey(ctx),
+									 err, sizeof(err)) == 0);
 		SSL_CTX_free(ctx);
 		kg_tpm_signer_free(tpm);
-		if (ctx == NULL) {
+		if (!ok) {
 			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
 			return 1;
 		}
+		if (tpm != NULL)
+			printf("ktlsgated: TPM key %s: test signature made and verified\n",
+			       cfg->key_file);
 	} else {
 		printf("ktlsgated: note: %s or %s does not exist yet: not checked\n", cfg->cert_file,
 		       cfg->key_file);

@@ -81,6 +81,10 @@ EVP_PKEY *kg_tpm_foreign_key(struct kg_tpm_signer *signer, char *err, size_t err
 /* A handshake paused waiting for the signer (SSL_waiting_for_async): end its job now
  * (the signature is abandoned, the handshake fails), so the SSL can be freed. */
 void kg_tpm_async_abandon(SSL *ssl);
+/* Sign a fixed text with key outside any ASYNC job (the synchronous path: how
+ * X509_sign() and start-up code use it) and verify it with its public half; RSA both
+ * with PSS and PKCS#1 v1.5. 0, or -1 with err. `ktlsgated -t` runs it. */
+int kg_tpm_key_selftest(EVP_PKEY *key, char *err, size_t errlen) KG_MUST_USE;
 /* After a failed handshake step (its error queue cleared before it): was it because
  * the signer gave no signature (down, stalled, timed out, queue full)? Peeks only. */
 bool kg_tpm_err_unavailable(void);

@@ -255,6 +255,9 @@ t_rsa_tls() {
 	conf_set key "handle:$RSA_HANDLE"
 	conf_set cert server/rsa-chain.pem
 	tpm_section "tcti = $PROXY_TCTI"
+	# -t signs once outside a handshake (the synchronous path), PSS and PKCS#1 v1.5
+	got=$(timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1) || { note "ktlsgated -t (RSA): $got"; return 1; }
+	grep -q "TPM key handle:$RSA_HANDLE: test signature made and verified" <<<"$got" || { note "ktlsgated -t (RSA): $got"; return 1; }
 	start_gateway || { note "gateway (RSA TPM key) did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	got=$(connack dev1)
 	[ "$got" = "connack 0x00" ] || { note "RSA key, TLS 1.3 device: $got"; return 1; }
@@ -347,6 +350,7 @@ t_stopped_tpm_never_blocks() {
 	tpm_section "tcti = $PROXY_TCTI" "sign_timeout_ms = 1000" "sign_queue = 16"
 	got=$(timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1) || { note "ktlsgated -t: $got"; return 1; }
 	grep -q "TPM signer: queue of 16 signature(s), 1000ms deadline" <<<"$got" || { note "ktlsgated -t: $got"; return 1; }
+	grep -q "TPM key handle:$HANDLE: test signature made and verified" <<<"$got" || { note "ktlsgated -t: $got"; return 1; }
 	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	[ "$(connack dev2)" = "connack 0x00" ] || { note "before: no CONNACK 0"; return 1; }
 	mark=$(log_mark)
