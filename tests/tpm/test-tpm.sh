@@ -209,6 +209,23 @@ t_sign_error_counted() {
 	tpm_section "tcti = $PROXY_TCTI"
 }
 
+# A reload builds a new TLS context on the same signer (one TPM connection for the
+# process's life): handshakes go on; a reload that moves the TPM (tcti) is refused and
+# the running configuration kept.
+t_reload_keeps_signer() {
+	local got
+	[ -n "${GW_PID:-}" ] || { note "no gateway (t_tls_handle failed)"; return 1; }
+	got=$(kg reload 2>&1) || { note "reload: $got"; return 1; }
+	got=$(connack dev1)
+	[ "$got" = "connack 0x00" ] || { note "after a reload: $got"; return 1; }
+	tpm_section "tcti = swtpm:host=127.0.0.1,port=$(free_port)"
+	got=$(kg reload 2>&1) && { note "a reload to another TPM succeeded: $got"; tpm_section "tcti = $PROXY_TCTI"; return 1; }
+	tpm_section "tcti = $PROXY_TCTI"
+	grep -q "restart needed" <<<"$got" || { note "reload to another TPM: $got"; return 1; }
+	got=$(connack dev2)
+	[ "$got" = "connack 0x00" ] || { note "after a refused reload: $got"; return 1; }
+}
+
 # Stop: the handle key leaves no transient; then the same with a TSS2 key file, whose
 # key the provider loads as a transient object that must be flushed on exit.
 t_tss2_file_and_exit_flush() {
@@ -524,7 +541,7 @@ t_tpm_absent() {
 	tpm_section "tcti = $PROXY_TCTI"
 }
 
-ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm
+ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm t_reload_keeps_signer
 	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_tls t_rsa_sign_only_refused
 	t_stopped_tpm_never_blocks t_tpm_killed_and_back t_close_while_waiting t_queue_full
 	t_tpm_absent t_sign_error_counted)
