@@ -293,6 +293,30 @@ t_rsa_tls() {
 	stop_gateway
 }
 
+# The same with an RSA-2048 server key in a plain PEM file (no TPM, no ASYNC job): the
+# baseline the TPM RSA key is compared with.
+t_rsa_file_key() {
+	local got want v
+	stop_gateway
+	openssl req -new -newkey rsa:2048 -nodes -keyout "$GW_DIR/server/rsafile-key.pem" \
+		-subj /CN=localhost -out "$WORK/rsafile.csr" 2>/dev/null || { note "openssl req failed"; return 1; }
+	issue_server_cert "$WORK/rsafile.csr" rsafile || { note "issuing the RSA file cert failed"; return 1; }
+	conf_set key server/rsafile-key.pem
+	conf_set cert server/rsafile-chain.pem
+	start_gateway || { note "gateway (RSA file key) did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	got=$(connack dev1)
+	[ "$got" = "connack 0x00" ] || { note "RSA file key, TLS 1.3 device: $got"; return 1; }
+	want=$(openssl pkey -in "$GW_DIR/server/rsafile-key.pem" -pubout)
+	for v in "-tls1_3" "-tls1_2 -sigalgs RSA+SHA256" "-tls1_2 -sigalgs rsa_pss_rsae_sha256"; do
+		# shellcheck disable=SC2086
+		got=$(served_pubkey $v)
+		[ -n "$got" ] && [ "$got" = "$want" ] || { note "$v: no handshake with the RSA file key"; return 1; }
+	done
+	[ "$(sample_value 'ktlsgate_server_key_source{source="file"}')" = 1 ] || { note "key source is not file"; return 1; }
+	[ "$(sample_value ktlsgate_tpm_up)" = absent ] || { note "ktlsgate_tpm_up exported without a TPM key"; return 1; }
+	stop_gateway
+}
+
 # A sign-only RSA key (what `tpm keygen --rsa` made before: scheme fixed, no decrypt)
 # cannot do PSS: the start fails and says which command makes a usable one.
 t_rsa_sign_only_refused() {
@@ -542,7 +566,7 @@ t_tpm_absent() {
 }
 
 ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm t_reload_keeps_signer
-	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_tls t_rsa_sign_only_refused
+	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_tls t_rsa_file_key t_rsa_sign_only_refused
 	t_stopped_tpm_never_blocks t_tpm_killed_and_back t_close_while_waiting t_queue_full
 	t_tpm_absent t_sign_error_counted)
 
