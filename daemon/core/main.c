@@ -385,12 +385,13 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	if (access(cfg->cert_file, F_OK) == 0 &&
 	    (strncmp(cfg->key_file, "handle:", 7) == 0 || access(cfg->key_file, F_OK) == 0)) {
 		struct kg_tpm_signer *tpm = NULL;
+		enum kg_tpm_op failed = KG_TPM_OP_CONNECT;
 		SSL_CTX *ctx = NULL;
 
 		/* a TPM key: signed with as a start would, through a signer of its own */
 		bool ok;
 
-		if (kg_tpm_signer_from_config(cfg, &tpm, NULL, err, sizeof(err)) >= 0)
+		if (kg_tpm_signer_from_config(cfg, &tpm, &failed, err, sizeof(err)) >= 0)
 			ctx = kg_tls_ctx_new(cfg, tpm, kg_conn_tls_verify_cb, NULL, err, sizeof(err));
 		ok = ctx != NULL && (tpm == NULL || kg_tpm_key_selftest(SSL_CTX_get0_privatekey(ctx),
 									 err, sizeof(err)) == 0);

@@ -568,14 +568,18 @@ int kg_tpm_signer_from_config(const struct kg_config *cfg, struct kg_tpm_signer 
 		.tcti = tc->tcti, .keyref = cfg->key_file,
 		.queue_max = tc->sign_queue, .timeout_ms = tc->sign_timeout_ms,
 	};
+	enum kg_tpm_op f = KG_TPM_OP_CONNECT;
 	char why[512];
 
 	*out = NULL;
 	if (!kg_tpm_keyref_is_tpm(cfg->key_file))
 		return 0;
-	if (kg_tpm_signer_new(&o, out, failed, why, sizeof(why)) == 0)
+	if (kg_tpm_signer_new(&o, out, &f, why, sizeof(why)) == 0)
 		return 0;
-	if (tc->key_fallback[0] == '\0' || (failed && *failed != KG_TPM_OP_CONNECT)) {
+	if (failed != NULL)
+		*failed = f;
+	/* the fallback stands in for an absent TPM, not for a key it cannot load */
+	if (tc->key_fallback[0] == '\0' || f != KG_TPM_OP_CONNECT) {
 		snprintf(err, errlen, "server key %s: %s", cfg->key_file, why);
 		return -1;
 	}
