@@ -530,13 +530,14 @@ void kg_tpm_req_release(struct kg_tpm_req *r)
 {
 	if (!kg_tpm_req_done(r)) {
 		atomic_store(&r->abandoned, true);
-		/* given up at its deadline; not when its connection went away first */
-		if (now_ns() >= r->deadline_ns)
+		/* Given up at its deadline, not because its connection went away first:
+		 * a timeout; and if the thread is inside the TPM call for it, the TPM is
+		 * not answering in time, so later requests fail fast until it returns. */
+		if (now_ns() >= r->deadline_ns) {
 			count(r->s, KG_TPM_OP_TIMEOUT);
-		/* the thread is inside the TPM call for it: the TPM is not answering in
-		 * time, so later requests fail fast until that call returns */
-		if (atomic_load(&r->state) == RQ_RUNNING)
-			atomic_store(&r->s->stalled, true);
+			if (atomic_load(&r->state) == RQ_RUNNING)
+				atomic_store(&r->s->stalled, true);
+		}
 	}
 	req_put(r);
 }
