@@ -425,6 +425,9 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	c->cred_kind = KG_AUTH_KIND_MAX;
 	c->io.dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
 	c->io.be = (struct kg_evsrc){ .type = KG_EV_BACKEND, .fd = -1, .events = UINT32_MAX, .owner = c };
+	for (size_t i = 0; i < 2; i++)
+		c->async_ev[i] = (struct kg_evsrc){ .type = KG_EV_ASYNC, .fd = -1,
+						    .events = UINT32_MAX, .owner = c };
 	/* What the relays borrow (relay.h), valid for the connection's life: kTLS is
 	 * prepared before the handshake, so all of it is set here, not at the handoff. */
 	c->io.cid = c->cid;
@@ -494,8 +497,10 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 	kg_conn_set_state(c, KG_ST_CLOSED);
 	kg_metric_gauge(&w->metrics.conns_by_state[KG_ST_CLOSED], -1);
 
-	if (c->io.ssl)
+	if (c->io.ssl) {
+		kg_conn_tls_async_end(c);   /* a job paused for the TPM ends first */
 		SSL_free(c->io.ssl);
+	}
 	kg_record_session_free(c->io.rec);
 	c->io.rec = NULL;
 	kg_ktls_session_release(&c->io);
@@ -789,10 +794,30 @@ static enum kg_step st_proxy_header(struct kg_conn *c)
 static enum kg_step st_handshake(struct kg_conn *c)
 {
 	enum kg_reason why = KG_REASON_TLS_FAILED;
-	int rc = kg_conn_tls_handshake(c, &why);
+	int rc;
 
+	/* Paused for the TPM signer: only its answer or deadline (an async fd) steps
+	 * the handshake on (a step without either gives the signature up, tpm_key.h). */
+	if (c->tpm_wait) {
+		if (c->ev_type == KG_EV_DEVICE &&
+		    (c->ev_events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP))) {
+			kg_conn_close(c, KG_REASON_PEER_CLOSED);
+			return KG_STEP_DONE;
+		}
+		if (c->ev_type != KG_EV_ASYNC)
+			return KG_STEP_WAIT;
+		c->tpm_wait = false;
+	}
+	rc = kg_conn_tls_handshake(c, &why);
 	if (rc == KG_E_AGAIN)
 		return wait_tls(c);
+	if (rc == KG_CONN_TLS_ASYNC) {
+		if (kg_conn_tls_async_watch(c) < 0) {
+			kg_conn_close(c, KG_REASON_OVERLOAD);
+			return KG_STEP_DONE;
+		}
+		return KG_STEP_WAIT;
+	}
 	if (rc < 0) {
 		kg_metric_add(&c->w->metrics.handshakes[KG_HS_FAILED], 1);
 		kg_log_debug("conn=%llu peer=%s handshake failed: %s", (unsigned long long)c->cid,

@@ -79,6 +79,10 @@ struct kg_conn {
 	 * re-arms the two sockets in the worker's epoll itself (io->epfd) and reaches
 	 * the connection only through its pump()'s close reason, handled in conn.c. */
 	struct kg_relay_io io;
+	/* A handshake paused for the TPM signer (tpm_key.h): its SSL's async wait fds
+	 * (the answer's eventfd, the deadline's timerfd) in the worker's epoll */
+	struct kg_evsrc async_ev[2];
+	bool tpm_wait;
 	enum kg_evtype ev_type;            /* the event being handled (set by the worker) */
 	uint32_t ev_events;
 

@@ -23,6 +23,7 @@
 #include "relay/relay.h"
 #include "tls/tls_keys.h"
 #include "tls/verify.h"
+#include "tpm/tpm_key.h"
 
 /* OpenSSL's verification hook: the whole decision is kg_verify_peer()'s. */
 int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg)
@@ -98,11 +99,24 @@ int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 	ret = SSL_do_handshake(c->io.ssl);
 	if (ret == 1) {
 		c->io.want_read = c->io.want_write = false;
+		kg_conn_tls_async_end(c);
+		/* the relay's reads and writes need no ASYNC job (nothing pauses there) */
+		SSL_clear_mode(c->io.ssl, SSL_MODE_ASYNC);
 		kg_tls_keys_handshake_done(c->io.ssl, &c->io.keytrk);
 		return KG_OK;
 	}
+	if (SSL_get_error(c->io.ssl, ret) == SSL_ERROR_WANT_ASYNC) {
+		c->io.want_read = c->io.want_write = false;
+		return KG_CONN_TLS_ASYNC;
+	}
+	kg_conn_tls_async_end(c);
 	if (c->verify_ran && c->verify_reason != KG_REASON_OK) {
 		*reason = c->verify_reason;
+		ERR_clear_error();
+		return KG_E_PROTO;
+	}
+	if (kg_tpm_err_unavailable()) {
+		*reason = KG_REASON_TPM_UNAVAILABLE;
 		ERR_clear_error();
 		return KG_E_PROTO;
 	}
@@ -132,6 +146,49 @@ int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 	default:
 		*reason = KG_REASON_TLS_FAILED;
 		return KG_E_PROTO;
+	}
+}
+
+int kg_conn_tls_async_watch(struct kg_conn *c)
+{
+	OSSL_ASYNC_FD fds[2];
+	size_t n = 0;
+
+	if (!SSL_get_all_async_fds(c->io.ssl, NULL, &n) || n == 0 || n > 2 ||
+	    !SSL_get_all_async_fds(c->io.ssl, fds, &n))
+		return KG_E_RESOURCE;
+	for (size_t i = 0; i < n; i++) {
+		struct kg_evsrc *e = &c->async_ev[i];
+
+		/* the fds are the SSL's until SSL_free: registered once */
+		if (e->fd != fds[i]) {
+			if (kg_conn_unwatch(c, e) < 0)
+				return KG_E_RESOURCE;
+			*e = (struct kg_evsrc){ .type = KG_EV_ASYNC, .fd = fds[i], .events = UINT32_MAX,
+						.owner = c };
+		}
+		if (kg_conn_watch(c, e, EPOLLIN) < 0)
+			return KG_E_RESOURCE;
+	}
+	/* the device waits for our flight: only its hangup matters meanwhile (a FIN is
+	 * EPOLLRDHUP; a reset, EPOLLHUP or EPOLLERR, is always reported) */
+	if (kg_conn_watch(c, &c->io.dev, EPOLLRDHUP) < 0)
+		return KG_E_RESOURCE;
+	c->tpm_wait = true;
+	return 0;
+}
+
+void kg_conn_tls_async_end(struct kg_conn *c)
+{
+	if (c->io.ssl != NULL && SSL_waiting_for_async(c->io.ssl)) {
+		kg_log_debug("conn=%llu: closed while its handshake waits for the TPM: signature "
+			     "abandoned", (unsigned long long)c->cid);
+		kg_tpm_async_abandon(c->io.ssl);
+	}
+	c->tpm_wait = false;
+	for (size_t i = 0; i < 2; i++) {
+		(void)!kg_conn_unwatch(c, &c->async_ev[i]);
+		c->async_ev[i].fd = -1;
 	}
 }
 

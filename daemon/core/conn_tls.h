@@ -28,9 +28,20 @@ int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg);
  * verified when sent, else the CONNECT must prove who it is). 0 or KG_E_RESOURCE. */
 int kg_conn_tls_new(struct kg_conn *c, bool cert_optional) KG_MUST_USE;
 
-/* Step the handshake. KG_OK: done; KG_E_AGAIN: c->io.want_* set; KG_E_PROTO: failed,
- * *reason says why (verification reasons come from the callback). */
+/* Step the handshake. KG_OK: done; KG_E_AGAIN: c->io.want_* set; KG_CONN_TLS_ASYNC:
+ * paused waiting for the TPM signer (step again when one of the SSL's async fds is
+ * readable, tpm_key.h); KG_E_PROTO: failed, *reason says why (verification reasons
+ * come from the callback, tpm_unavailable when the TPM gave no signature). */
+#define KG_CONN_TLS_ASYNC 1
 int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason) KG_MUST_USE;
+
+/* Put the paused handshake's async fds in the worker's epoll (c->async_ev); the device
+ * socket is watched for its hangup only meanwhile. 0 or KG_E_RESOURCE. */
+int kg_conn_tls_async_watch(struct kg_conn *c) KG_MUST_USE;
+/* The handshake is over or the connection closes: a job still paused gives its
+ * signature up and ends (before SSL_free: a paused job would leak), the async fds
+ * leave the epoll. Idempotent. */
+void kg_conn_tls_async_end(struct kg_conn *c);
 
 /* OpenSSL's words for why verification refused the chain ("CA certificate key too
  * weak", "CRL has expired"...), for the audit detail; NULL when there are none. */

@@ -108,7 +108,7 @@ static int leaf_for(struct kg_daemon *d, const struct kg_config *cfg, bool new_l
 			    (*out)->serial, (long long)kg_leaf_renew_at(*out));
 		return 0;
 	}
-	return kg_daemon_leaf_make(cfg, out, err, errlen);
+	return kg_daemon_leaf_make(cfg, d->tpm_signer, out, err, errlen);
 }
 
 struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
@@ -134,8 +134,8 @@ struct kg_snapshot *kg_snapshot_build_ex(struct kg_daemon *d, const struct kg_co
 		goto out_free;
 	s->ssl_ctx = s->leaf != NULL ? kg_tls_ctx_new_leaf(cfg, kg_conn_tls_verify_cb, s->leaf,
 							   &s->key_source, err, errlen)
-				     : kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, &s->key_source,
-						      err, errlen);
+				     : kg_tls_ctx_new(cfg, d->tpm_signer, kg_conn_tls_verify_cb,
+						      &s->key_source, err, errlen);
 	if (s->ssl_ctx == NULL)
 		goto out_free;
 	s->trust = kg_trust_new();

@@ -47,6 +47,7 @@ struct kg_control;
 struct kg_sockmap;
 struct kg_watch_pg;
 struct kg_regwatch_q;
+struct kg_tpm_signer;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -82,6 +83,13 @@ struct kg_daemon {
 	/* Backend names owning a metrics slot (metrics.h KG_BACKEND_SLOTS), in the order
 	 * they first appeared; written by kg_snapshot_build() on the main thread only. */
 	char backend_slot_names[KG_BACKEND_SLOTS][KG_NAME_MAX];
+
+	/* The TPM signer thread (tpm/tpm_signer.h) when [daemon] key is a TPM key, made at
+	 * start, kept across reloads, freed at exit after the last snapshot. NULL: a file
+	 * key, or the TPM was unreachable at start and [tpm] key_fallback serves
+	 * (tpm_start_failed: that failed connect, for ktlsgate_tpm_errors_total). */
+	struct kg_tpm_signer *tpm_signer;
+	bool tpm_start_failed;
 
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
@@ -156,7 +164,7 @@ void kg_daemon_watch_metrics(struct kg_daemon *d, struct kg_metrics_regwatch *ou
 
 /*
  * Certified-leaf mode (core/leaf_timer.c; docs/tpm.md "Certified-leaf mode").
- * kg_daemon_leaf_make: a new leaf for cfg, signed by its TPM key; *leaf NULL (and 0)
+ * kg_daemon_leaf_make: a new leaf for cfg, signed by its TPM key through tpm (the signer); *leaf NULL (and 0)
  * when the TPM is absent and [tpm] key_fallback serves instead. 0, or -1 with err.
  * kg_daemon_leaf_start: the rotation timer in d->epfd, armed for d->snap (main thread,
  * after the first snapshot; disarmed in direct mode, which a reload may change). kg_daemon_leaf_owns: is this
@@ -166,8 +174,8 @@ void kg_daemon_watch_metrics(struct kg_daemon *d, struct kg_metrics_regwatch *ou
  * rearm the timer and update what /metrics shows. kg_daemon_leaf_stop: close the timer.
  */
 struct kg_leaf;
-int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_leaf **leaf, char *err,
-			size_t errlen) KG_MUST_USE;
+int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
+			struct kg_leaf **leaf, char *err, size_t errlen) KG_MUST_USE;
 int kg_daemon_leaf_start(struct kg_daemon *d, char *err, size_t errlen) KG_MUST_USE;
 bool kg_daemon_leaf_owns(const struct kg_daemon *d, int fd);
 void kg_daemon_leaf_event(struct kg_daemon *d);

@@ -33,14 +33,14 @@ static int64_t retry_after(unsigned lifetime)
 	return lifetime / 4 < LEAF_RETRY_S ? lifetime / 4 : LEAF_RETRY_S;
 }
 
-int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_leaf **leaf, char *err,
-			size_t errlen)
+int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
+			struct kg_leaf **leaf, char *err, size_t errlen)
 {
 	struct kg_tpm_server_key sk;
 	STACK_OF(X509) *chain;
 
 	*leaf = NULL;
-	if (kg_tpm_server_key_get(cfg, &sk, err, errlen) != 0)
+	if (kg_tpm_server_key_get(cfg, tpm, &sk, err, errlen) != 0)
 		return -1;
 	if (sk.fallback) {
 		/* kg_tpm_server_key_get() said it loudly: the file key serves directly */

@@ -49,6 +49,7 @@
 #include "tls/tls.h"
 #include "tls/verify.h"
 #include "tpm/tpm_key.h"
+#include "tpm/tpm_signer.h"
 #include "core/worker.h"
 #include "registry/writer.h"
 
@@ -158,8 +159,18 @@ static char *render_metrics(void *arg, size_t *len)
 	struct kg_snapshot *s;
 	FILE *f;
 
-	for (int op = 0; op < KG_TPM_OP_MAX; op++)
-		info.tpm_errors[op] = kg_tpm_errors((enum kg_tpm_op)op);
+	if (d->tpm_signer != NULL) {
+		struct kg_tpm_signer_stats ts;
+
+		kg_tpm_signer_stats(d->tpm_signer, &ts);
+		memcpy(info.tpm_errors, ts.errors, sizeof(info.tpm_errors));
+		info.tpm = (struct kg_metrics_tpm){ .present = true, .up = ts.up, .queue = ts.queue,
+						    .sign_count = ts.sign_count,
+						    .sign_sum = ts.sign_sum };
+		memcpy(info.tpm.sign_buckets, ts.sign_buckets, sizeof(info.tpm.sign_buckets));
+	}
+	if (d->tpm_start_failed)
+		info.tpm_errors[KG_TPM_OP_CONNECT]++;
 	{
 		struct kg_auth_pool_stats ps;
 		struct kg_auth_limit_stats ls;
@@ -367,12 +378,12 @@ static int check_registry_uri(const struct kg_config *cfg, const char *shown,
 
 /* -t in certified-leaf mode: make one leaf as the start would (one TPM signature): the
  * TPM certificate can issue it, the TPM signs it. 0, or 1 after the error line. */
-static int check_leaf(const struct kg_config *cfg, const char *path)
+static int check_leaf(const struct kg_config *cfg, struct kg_tpm_signer *tpm, const char *path)
 {
 	struct kg_leaf *leaf = NULL;
 	char err[KG_ERRBUF];
 
-	if (kg_daemon_leaf_make(cfg, &leaf, err, sizeof(err)) != 0) {
+	if (kg_daemon_leaf_make(cfg, tpm, &leaf, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
 		return 1;
 	}
@@ -403,15 +414,31 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	/* "handle:0x81..." names a key in the TPM, not a file: always checked */
 	if (access(cfg->cert_file, F_OK) == 0 &&
 	    (strncmp(cfg->key_file, "handle:", 7) == 0 || access(cfg->key_file, F_OK) == 0)) {
-		SSL_CTX *ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, NULL, err, sizeof(err));
+		struct kg_tpm_signer *tpm = NULL;
+		enum kg_tpm_op failed = KG_TPM_OP_CONNECT;
+		SSL_CTX *ctx = NULL;
 
-		if (ctx == NULL) {
+		/* a TPM key: signed with as a start would, through a signer of its own */
+		bool ok;
+
+		if (kg_tpm_signer_from_config(cfg, &tpm, &failed, err, sizeof(err)) >= 0)
+			ctx = kg_tls_ctx_new(cfg, tpm, kg_conn_tls_verify_cb, NULL, err, sizeof(err));
+		ok = ctx != NULL && (tpm == NULL || kg_tpm_key_selftest(SSL_CTX_get0_privatekey(ctx),
+									 err, sizeof(err)) == 0);
+		SSL_CTX_free(ctx);
+		if (!ok) {
+			kg_tpm_signer_free(tpm);
 			fprintf(stderr, "ktlsgated: %s: %s\n", path, err);
 			return 1;
 		}
-		SSL_CTX_free(ctx);
-		if (cfg->tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF && check_leaf(cfg, path) != 0)
+		if (tpm != NULL)
+			printf("ktlsgated: TPM key %s: test signature made and verified\n",
+			       cfg->key_file);
+		if (cfg->tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF && check_leaf(cfg, tpm, path) != 0) {
+			kg_tpm_signer_free(tpm);
 			return 1;
+		}
+		kg_tpm_signer_free(tpm);
 		if (cfg->tpm.mode == KG_TPM_MODE_DIRECT && kg_tpm_keyref_is_tpm(cfg->key_file))
 			printf("ktlsgated: [tpm] mode = direct: every full handshake is signed by the TPM\n");
 	} else {
@@ -502,6 +529,9 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	       "worker, per %ums (0: no limit); metrics: %u connection(s), %u per address, %us timeout\n",
 	       cfg->audit_lines, cfg->audit_lines_total, cfg->audit_interval_ms,
 	       cfg->metrics_max_connections, cfg->metrics_max_per_ip, cfg->metrics_timeout);
+	if (kg_tpm_keyref_is_tpm(cfg->key_file))
+		printf("ktlsgated: TPM signer: queue of %u signature(s), %ums deadline each\n",
+		       cfg->tpm.sign_queue, cfg->tpm.sign_timeout_ms);
 	rc = 0;
 out:
 	if (reg)
@@ -740,6 +770,18 @@ int main(int argc, char **argv)
 			fprintf(stderr, "ktlsgated: registry %s: %s\n", shown, msg);
 		goto out_free_cfg;
 	}
+	/* 2c. the TPM signer thread, when the server key is in a TPM (the one TPM
+	 * connection of the process, kept across reloads) */
+	{
+		enum kg_tpm_op failed = KG_TPM_OP_CONNECT;
+		int rc = kg_tpm_signer_from_config(cfg, &d->tpm_signer, &failed, err, sizeof(err));
+
+		if (rc < 0) {
+			fprintf(stderr, "ktlsgated: %s\n", err);
+			goto out_writer;
+		}
+		d->tpm_start_failed = rc > 0;
+	}
 	/* 3. first snapshot: TLS context, server certificate, trust */
 	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
 	if (d->snap == NULL) {
@@ -886,6 +928,7 @@ out_snap:
 	kg_edge_stop(d->edge);
 	kg_snapshot_put(d->snap);
 out_writer:
+	kg_tpm_signer_free(d->tpm_signer);   /* after the last snapshot: its keys point here */
 	kg_writer_stop(d->writer);
 out_free_cfg:
 	if (d->lock_fd >= 0)

@@ -502,6 +502,7 @@ static void *worker_main(void *arg)
 				break;
 			case KG_EV_DEVICE:
 			case KG_EV_BACKEND:
+			case KG_EV_ASYNC:
 				c = src->owner;
 				/* Closed earlier in this batch: its memory waits on w->dead
 				 * until the batch is over, exactly for this check. */

@@ -108,7 +108,36 @@ static int64_t sum_i(struct kg_metrics *const *w, size_t n, size_t off)
 
 const char *const kg_tpm_op_names[KG_TPM_OP_MAX] = {
 	[KG_TPM_OP_CONNECT] = "connect", [KG_TPM_OP_LOAD] = "load", [KG_TPM_OP_SIGN] = "sign",
+	[KG_TPM_OP_TIMEOUT] = "timeout", [KG_TPM_OP_QUEUE_FULL] = "queue_full",
 };
+
+/* A TPM signs in 30-100 ms (swtpm in about 1 ms); the deadline defaults to 1 s. */
+const double kg_tpm_sign_bucket_le[KG_TPM_SIGN_BUCKETS] = { 0.002, 0.005, 0.01, 0.025, 0.05,
+							    0.1, 0.25, 0.5, 1, -1 };
+
+static void render_tpm(struct out *o, const struct kg_metrics_tpm *t)
+{
+	if (!t->present)
+		return;
+	put(o, "# HELP ktlsgate_tpm_up 1 while the TPM signer is connected and has the server key loaded.\n"
+	       "# TYPE ktlsgate_tpm_up gauge\n"
+	       "ktlsgate_tpm_up %d\n", t->up ? 1 : 0);
+	put(o, "# HELP ktlsgate_tpm_sign_queue Signature requests waiting for the TPM.\n"
+	       "# TYPE ktlsgate_tpm_sign_queue gauge\n"
+	       "ktlsgate_tpm_sign_queue %llu\n", (unsigned long long)t->queue);
+	put(o, "# HELP ktlsgate_tpm_sign_seconds Time the TPM took per signature (successful ones).\n"
+	       "# TYPE ktlsgate_tpm_sign_seconds histogram\n");
+	for (size_t b = 0; b < KG_TPM_SIGN_BUCKETS; b++) {
+		if (kg_tpm_sign_bucket_le[b] < 0)
+			put(o, "ktlsgate_tpm_sign_seconds_bucket{le=\"+Inf\"} %llu\n",
+			    (unsigned long long)t->sign_buckets[b]);
+		else
+			put(o, "ktlsgate_tpm_sign_seconds_bucket{le=\"%g\"} %llu\n",
+			    kg_tpm_sign_bucket_le[b], (unsigned long long)t->sign_buckets[b]);
+	}
+	put(o, "ktlsgate_tpm_sign_seconds_sum %.6f\n", t->sign_sum);
+	put(o, "ktlsgate_tpm_sign_seconds_count %llu\n", (unsigned long long)t->sign_count);
+}
 
 int kg_metrics_fd_usage(const char *fd_dir, int64_t *open, int64_t *max)
 {
@@ -507,11 +536,12 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	if (info->server_cert_not_after != 0)
 		put(&o, "ktlsgate_server_cert_not_after_timestamp_seconds %lld\n",
 		    (long long)info->server_cert_not_after);
-	put(&o, "# HELP ktlsgate_tpm_errors_total Failed TPM operations by operation.\n"
+	put(&o, "# HELP ktlsgate_tpm_errors_total TPM failures by kind.\n"
 		"# TYPE ktlsgate_tpm_errors_total counter\n");
 	for (size_t op = 0; op < KG_TPM_OP_MAX; op++)
-		put(&o, "ktlsgate_tpm_errors_total{op=\"%s\"} %llu\n", kg_tpm_op_names[op],
+		put(&o, "ktlsgate_tpm_errors_total{kind=\"%s\"} %llu\n", kg_tpm_op_names[op],
 		    (unsigned long long)info->tpm_errors[op]);
+	render_tpm(&o, &info->tpm);
 	render_auth(&o, w, n, &info->auth);
 	render_backends(&o, w, n, info);
 	render_listeners(&o, w, n, info);

@@ -81,10 +81,27 @@ enum kg_src_limit { KG_SRC_LIMIT_HANDSHAKES, KG_SRC_LIMIT_RATE, KG_SRC_LIMIT_MAX
  * counts as EMFILE (worker.c). */
 enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
 
-/* TPM operations whose failures are counted (tpm_key.h, kg_tpm_count_error()):
- * reaching the TPM (a fallback key may be serving instead), loading the server key into
- * it (start, reload), and a signature of a handshake (on a worker thread). */
-enum kg_tpm_op { KG_TPM_OP_CONNECT, KG_TPM_OP_LOAD, KG_TPM_OP_SIGN, KG_TPM_OP_MAX };
+/* TPM failures by kind (tpm/tpm_signer.h): reaching the TPM (at start, a fallback key
+ * may be serving instead; at run time each reconnect attempt), loading the server key
+ * into it, a signature the TPM failed, a signature given up at its deadline, a
+ * signature refused because the signer's queue was full. */
+enum kg_tpm_op {
+	KG_TPM_OP_CONNECT, KG_TPM_OP_LOAD, KG_TPM_OP_SIGN, KG_TPM_OP_TIMEOUT, KG_TPM_OP_QUEUE_FULL,
+	KG_TPM_OP_MAX
+};
+/* ktlsgate_tpm_sign_seconds buckets (last is +Inf): kg_tpm_sign_bucket_le */
+#define KG_TPM_SIGN_BUCKETS 10
+extern const double kg_tpm_sign_bucket_le[KG_TPM_SIGN_BUCKETS];
+
+/* The TPM signer's state at scrape time (tpm_signer.h). present false: no TPM key. */
+struct kg_metrics_tpm {
+	bool present;
+	bool up;
+	uint64_t queue;
+	uint64_t sign_buckets[KG_TPM_SIGN_BUCKETS];  /* cumulative */
+	uint64_t sign_count;
+	double sign_sum;
+};
 
 /* CONNECT credential checks (issue 15, auth/auth_check.h): by kind (sas, token,
  * basic: auth_check.h's enum kg_auth_kind order, checked there) and outcome. */
@@ -191,7 +208,8 @@ struct kg_metrics_info {
 	int64_t registry_queue;          /* writer: items queued or being applied */
 	int64_t registry_last_commit;    /* writer: last commit, unix s (its start before) */
 	int64_t server_cert_not_after;   /* the SSL_CTX's certificate; 0: unknown, omitted */
-	uint64_t tpm_errors[KG_TPM_OP_MAX]; /* failed TPM operations (tpm_key.h) */
+	uint64_t tpm_errors[KG_TPM_OP_MAX]; /* TPM failures by kind (tpm_signer.h) */
+	struct kg_metrics_tpm tpm;       /* the signer thread (issue 13) */
 	int64_t open_fds, max_fds;       /* kg_metrics_fd_usage(); -1: unknown, omitted */
 	enum kg_key_source key_source;   /* the SSL_CTX in force's server key */
 	/* The listeners (fixed at start: a reload keeps them), names borrowed */
@@ -212,7 +230,7 @@ struct kg_metrics_info {
 	} leaf;
 };
 
-/* Names of the TPM operations counted in ktlsgate_tpm_errors_total{op}. */
+/* Names of the TPM failure kinds counted in ktlsgate_tpm_errors_total{kind}. */
 extern const char *const kg_tpm_op_names[KG_TPM_OP_MAX];
 
 /*

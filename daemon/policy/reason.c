@@ -150,6 +150,11 @@ static const struct reason_row reasons[KG_REASON_MAX] = {
 		"failed) and `registry_down` is fail-closed, or fail-open and the device was "
 		"not admitted here within `registry_down_seen` seconds. Live sessions keep "
 		"running." },
+	[KG_REASON_TPM_UNAVAILABLE] = { "tpm_unavailable",
+		"The TLS handshake failed (alert internal_error) because the server key's TPM "
+		"gave no signature: it is down or reconnecting, stalled past `[tpm] "
+		"sign_timeout_ms`, or the signer's queue (`sign_queue`) was full. Live "
+		"sessions are not affected; the daemon reconnects to the TPM by itself." },
 };
 
 const char *kg_reason_str(enum kg_reason r)

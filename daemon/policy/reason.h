@@ -61,6 +61,7 @@ enum kg_reason {
 	KG_REASON_X509_REQUIRED,      /* x509_only: credentials in the CONNECT are refused */
 	KG_REASON_AUTH_OVERLOAD,      /* the password-hash queue is full */
 	KG_REASON_REGISTRY_UNAVAILABLE, /* a shared registry is down: the down rule refused */
+	KG_REASON_TPM_UNAVAILABLE,    /* the TPM did not sign in time (down, stalled, queue full) */
 	KG_REASON_MAX
 };
 

@@ -52,22 +52,22 @@ static int use_leaf(SSL_CTX *ctx, const struct kg_leaf *leaf, char *err, size_t 
 }
 
 /*
- * A TPM server key (tpm_key.h) puts the whole context in the TPM libctx, whose property
- * query sends only the key's signatures to the TPM; a file key (or the TPM fallback)
- * keeps the default libctx.
+ * A TPM server key (tpm_key.h) is a foreign key whose signatures go to the TPM signer
+ * thread; the context is then SSL_MODE_ASYNC, so a handshake waiting for a signature
+ * pauses (SSL_ERROR_WANT_ASYNC) instead of blocking its worker. A file key never
+ * pauses and gets no ASYNC job.
  */
-static SSL_CTX *ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
-		       const struct kg_leaf *leaf, enum kg_key_source *source, char *err,
-		       size_t errlen)
+static SSL_CTX *ctx_new(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
+		       kg_tls_verify_fn *verify, const struct kg_leaf *leaf,
+		       enum kg_key_source *source, char *err, size_t errlen)
 {
 	struct kg_tpm_server_key sk = { 0 };
 	SSL_CTX *ctx;
 
 	/* certified-leaf: the leaf's key serves, the TPM key is not used here at all */
-	if (leaf == NULL && kg_tpm_server_key_get(cfg, &sk, err, errlen) != 0)
+	if (leaf == NULL && kg_tpm_server_key_get(cfg, tpm, &sk, err, errlen) != 0)
 		return NULL;
-	ctx = sk.libctx ? SSL_CTX_new_ex(sk.libctx, KG_TPM_PROPQ, TLS_server_method())
-			: SSL_CTX_new(TLS_server_method());
+	ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL) {
 		ossl_err(err, errlen, "SSL_CTX_new");
 		EVP_PKEY_free(sk.key);
@@ -84,6 +84,8 @@ static SSL_CTX *ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 				 SSL_OP_SINGLE_ECDH_USE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (sk.key != NULL)
+		SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(ctx, 0);
 	if (cfg->ciphers[0] && !SSL_CTX_set_cipher_list(ctx, cfg->ciphers)) {
@@ -134,15 +136,16 @@ out_free:
 	return NULL;
 }
 
-SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
-			enum kg_key_source *source, char *err, size_t errlen)
+SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
+			kg_tls_verify_fn *verify, enum kg_key_source *source, char *err,
+			size_t errlen)
 {
-	return ctx_new(cfg, verify, NULL, source, err, errlen);
+	return ctx_new(cfg, tpm, verify, NULL, source, err, errlen);
 }
 
 SSL_CTX *kg_tls_ctx_new_leaf(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 			     const struct kg_leaf *leaf, enum kg_key_source *source, char *err,
 			     size_t errlen)
 {
-	return ctx_new(cfg, verify, leaf, source, err, errlen);
+	return ctx_new(cfg, NULL, verify, leaf, source, err, errlen);
 }

@@ -38,9 +38,13 @@ typedef int kg_tls_verify_fn(X509_STORE_CTX *sctx, void *arg);
  * delegated wholesale to verify (never NULL). The trust store is not inside it: the
  * daemon's callback uses the connection's snapshot. *source (if not NULL) says where
  * the key came from: a file, the TPM, or the TPM's fallback file ([tpm] key_fallback),
- * which the metrics show for as long as it serves. */
-SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, kg_tls_verify_fn *verify,
-			enum kg_key_source *source, char *err, size_t errlen);
+ * which the metrics show for as long as it serves. tpm: the TPM signer when [daemon]
+ * key is a TPM key (tpm_signer.h; NULL: none, or the fallback); the context is then
+ * SSL_MODE_ASYNC (tpm_key.h, kg_tpm_foreign_key(), says how to step its handshakes). */
+struct kg_tpm_signer;
+SSL_CTX *kg_tls_ctx_new(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
+			kg_tls_verify_fn *verify, enum kg_key_source *source, char *err,
+			size_t errlen);
 
 /* The same context serving a certified leaf (leaf.h; [tpm] mode = certified-leaf): the
  * leaf's in-memory key and chain instead of [daemon] key and cert; the TPM is not

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tpm.c - the TPM through tpm2-tss ESAPI (contract in tpm.h). Key creation happens here
- * so the CLI needs no tpm2-tools; signing does not (tpm_key.c, through the provider).
+ * so the CLI needs no tpm2-tools. The daemon signs here too, from its signer thread
+ * (tpm_signer.c): ESAPI on one connection, no OpenSSL provider in the daemon.
  *
  * The parent of every key is the owner hierarchy's primary built from the same template
  * the tpm2 OpenSSL provider uses when a TSS2 blob names parent 0x40000001: a primary is
@@ -218,6 +219,10 @@ static void key_template(enum kg_tpm_alg alg, TPM2B_PUBLIC *pub)
 	pub->publicArea.objectAttributes = KEY_ATTRS;
 	if (alg == KG_TPM_RSA2048) {
 		pub->publicArea.type = TPM2_ALG_RSA;
+		/* sign|decrypt with scheme NULL: the daemon signs with the raw RSA private
+		 * operation (TPM2_RSA_Decrypt), padding added by OpenSSL, so both PKCS#1
+		 * v1.5 and PSS work; TPM2_Sign has no PSS with TLS's salt length. */
+		pub->publicArea.objectAttributes |= TPMA_OBJECT_DECRYPT;
 		pub->publicArea.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
 		/* NULL scheme: TLS picks PKCS#1 v1.5 or PSS and the hash per signature */
 		pub->publicArea.parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
@@ -399,4 +404,222 @@ int kg_tpm_flush_transients(struct kg_tpm *t, unsigned *flushed, char *err, size
 		}
 	}
 	return 0;
+}
+
+/* A TPM answer (TPM layer) leaves the connection usable; anything from the TCTI, SAPI
+ * or ESAPI layers (I/O, a malformed or missing response) means it is not. */
+static enum kg_tpm_res classify(TSS2_RC rc)
+{
+	return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER ? KG_TPM_REFUSED : KG_TPM_BROKEN;
+}
+
+static int read_pub(struct kg_tpm *t, struct kg_tpm_loaded *k, char *err, size_t errlen)
+{
+	TPM2B_PUBLIC *pub = NULL;
+	const TPMT_PUBLIC *a;
+	TSS2_RC rc;
+	int ret = -1;
+
+	rc = Esys_ReadPublic(t->esys, k->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
+			     NULL);
+	if (rc != TSS2_RC_SUCCESS) {
+		tss_err(err, errlen, "ReadPublic", rc);
+		return -1;
+	}
+	a = &pub->publicArea;
+	memset(&k->pub, 0, sizeof(k->pub));
+	if (!(a->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) ||
+	    (a->objectAttributes & TPMA_OBJECT_RESTRICTED)) {
+		snprintf(err, errlen, "not an unrestricted signing key");
+		goto out;
+	}
+	if (a->type == TPM2_ALG_ECC) {
+		const TPMS_ECC_POINT *q = &a->unique.ecc;
+
+		if (a->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 || q->x.size > 32 ||
+		    q->y.size > 32) {
+			snprintf(err, errlen, "ECC key on a curve other than P-256");
+			goto out;
+		}
+		k->pub.alg = KG_TPM_ECDSA_P256;
+		memcpy(k->pub.x + 32 - q->x.size, q->x.buffer, q->x.size);
+		memcpy(k->pub.y + 32 - q->y.size, q->y.buffer, q->y.size);
+	} else if (a->type == TPM2_ALG_RSA) {
+		const TPMS_RSA_PARMS *r = &a->parameters.rsaDetail;
+
+		if (r->keyBits != 2048 || a->unique.rsa.size != 256) {
+			snprintf(err, errlen, "RSA key of %u bits (2048 supported)", r->keyBits);
+			goto out;
+		}
+		if (!(a->objectAttributes & TPMA_OBJECT_DECRYPT) || r->scheme.scheme != TPM2_ALG_NULL) {
+			snprintf(err, errlen,
+				 "this RSA key is sign-only (an older `ktlsgate tpm keygen --rsa`): "
+				 "TLS needs raw RSA for PSS; make a new key with "
+				 "`ktlsgate tpm keygen --rsa` and a certificate for it");
+			goto out;
+		}
+		k->pub.alg = KG_TPM_RSA2048;
+		memcpy(k->pub.n, a->unique.rsa.buffer, 256);
+		k->pub.n_len = 256;
+		k->pub.e = r->exponent ? r->exponent : 65537;
+	} else {
+		snprintf(err, errlen, "key type 0x%x is neither ECC nor RSA", a->type);
+		goto out;
+	}
+	ret = 0;
+out:
+	Esys_Free(pub);
+	return ret;
+}
+
+int kg_tpm_key_load(struct kg_tpm *t, uint32_t handle, const struct kg_tss2_key *blob,
+		    struct kg_tpm_loaded *out, char *err, size_t errlen)
+{
+	ESYS_TR tr = ESYS_TR_NONE, primary = ESYS_TR_NONE;
+	TPM2B_PUBLIC pub;
+	TPM2B_PRIVATE priv;
+	size_t off = 0;
+	TSS2_RC rc;
+
+	memset(out, 0, sizeof(*out));
+	if (blob == NULL) {
+		rc = Esys_TR_FromTPMPublic(t->esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+					   &tr);
+		if (rc != TSS2_RC_SUCCESS) {
+			snprintf(err, errlen, "handle:0x%08x: %s", handle, Tss2_RC_Decode(rc));
+			return -1;
+		}
+	} else {
+		memset(&pub, 0, sizeof(pub));
+		memset(&priv, 0, sizeof(priv));
+		if (blob->parent != KG_TPM_RH_OWNER) {
+			snprintf(err, errlen, "key blob parent 0x%08x (only the owner primary)",
+				 blob->parent);
+			return -1;
+		}
+		if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(blob->pub, blob->pub_len, &off, &pub) !=
+			    TSS2_RC_SUCCESS ||
+		    (off = 0, Tss2_MU_TPM2B_PRIVATE_Unmarshal(blob->priv, blob->priv_len, &off,
+							      &priv)) != TSS2_RC_SUCCESS) {
+			snprintf(err, errlen, "key blob: malformed public or private part");
+			return -1;
+		}
+		if (create_primary(t, &primary, err, errlen) != 0)
+			return -1;
+		rc = Esys_Load(t->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &priv,
+			       &pub, &tr);
+		(void)Esys_FlushContext(t->esys, primary);
+		if (rc != TSS2_RC_SUCCESS) {
+			tss_err(err, errlen, "Load", rc);
+			return -1;
+		}
+		out->transient = true;
+	}
+	out->tr = tr;
+	if (read_pub(t, out, err, errlen) != 0) {
+		kg_tpm_key_unload(t, out);
+		return -1;
+	}
+	return 0;
+}
+
+void kg_tpm_key_unload(struct kg_tpm *t, struct kg_tpm_loaded *k)
+{
+	ESYS_TR tr = k->tr;
+
+	if (tr == ESYS_TR_NONE || tr == 0)
+		return;
+	if (k->transient)
+		(void)Esys_FlushContext(t->esys, tr);
+	else
+		(void)Esys_TR_Close(t->esys, &tr);
+	k->tr = ESYS_TR_NONE;
+}
+
+static TPMI_ALG_HASH hash_by_len(size_t len)
+{
+	switch (len) {
+	case 20: return TPM2_ALG_SHA1;
+	case 32: return TPM2_ALG_SHA256;
+	case 48: return TPM2_ALG_SHA384;
+	case 64: return TPM2_ALG_SHA512;
+	default: return TPM2_ALG_NULL;
+	}
+}
+
+enum kg_tpm_res kg_tpm_sign_ecdsa(struct kg_tpm *t, const struct kg_tpm_loaded *k,
+				  const uint8_t *dgst, size_t dlen, uint8_t r[32], uint8_t s[32],
+				  char *err, size_t errlen)
+{
+	TPM2B_DIGEST digest = { 0 };
+	TPMT_SIG_SCHEME scheme;
+	/* a NULL ticket: the digest was not made by the TPM, which is fine for an
+	 * unrestricted key */
+	TPMT_TK_HASHCHECK ticket = { .tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL };
+	TPMT_SIGNATURE *sig = NULL;
+	const TPMS_SIGNATURE_ECC *e;
+	TSS2_RC rc;
+
+	memset(&scheme, 0, sizeof(scheme));
+	scheme.scheme = TPM2_ALG_ECDSA;
+	scheme.details.ecdsa.hashAlg = hash_by_len(dlen);
+	if (k->pub.alg != KG_TPM_ECDSA_P256 || scheme.details.ecdsa.hashAlg == TPM2_ALG_NULL) {
+		snprintf(err, errlen, "ECDSA: digest of %zu bytes", dlen);
+		return KG_TPM_REFUSED;
+	}
+	digest.size = (uint16_t)dlen;
+	memcpy(digest.buffer, dgst, dlen);
+	rc = Esys_Sign(t->esys, k->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &digest,
+		       &scheme, &ticket, &sig);
+	if (rc != TSS2_RC_SUCCESS) {
+		tss_err(err, errlen, "Sign", rc);
+		return classify(rc);
+	}
+	e = &sig->signature.ecdsa;
+	if (sig->sigAlg != TPM2_ALG_ECDSA || e->signatureR.size > 32 || e->signatureS.size > 32) {
+		snprintf(err, errlen, "Sign: unexpected signature");
+		Esys_Free(sig);
+		return KG_TPM_REFUSED;
+	}
+	memset(r, 0, 32);
+	memset(s, 0, 32);
+	memcpy(r + 32 - e->signatureR.size, e->signatureR.buffer, e->signatureR.size);
+	memcpy(s + 32 - e->signatureS.size, e->signatureS.buffer, e->signatureS.size);
+	Esys_Free(sig);
+	return KG_TPM_OK;
+}
+
+enum kg_tpm_res kg_tpm_rsa_raw(struct kg_tpm *t, const struct kg_tpm_loaded *k, const uint8_t *in,
+			       size_t len, uint8_t *out, char *err, size_t errlen)
+{
+	TPM2B_PUBLIC_KEY_RSA cipher = { 0 };
+	TPMT_RSA_DECRYPT scheme;
+	TPM2B_DATA label = { 0 };
+	TPM2B_PUBLIC_KEY_RSA *msg = NULL;
+	TSS2_RC rc;
+
+	memset(&scheme, 0, sizeof(scheme));
+	scheme.scheme = TPM2_ALG_NULL;
+	if (k->pub.alg != KG_TPM_RSA2048 || len != k->pub.n_len) {
+		snprintf(err, errlen, "RSA: input of %zu bytes", len);
+		return KG_TPM_REFUSED;
+	}
+	cipher.size = (uint16_t)len;
+	memcpy(cipher.buffer, in, len);
+	rc = Esys_RSA_Decrypt(t->esys, k->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &cipher,
+			      &scheme, &label, &msg);
+	if (rc != TSS2_RC_SUCCESS) {
+		tss_err(err, errlen, "RSA_Decrypt", rc);
+		return classify(rc);
+	}
+	if (msg->size > len) {
+		snprintf(err, errlen, "RSA_Decrypt: %u bytes back", msg->size);
+		Esys_Free(msg);
+		return KG_TPM_REFUSED;
+	}
+	/* the TPM may drop leading zero bytes of the result */
+	memset(out, 0, len);
+	memcpy(out + len - msg->size, msg->buffer, msg->size);
+	Esys_Free(msg);
+	return KG_TPM_OK;
 }

@@ -11,10 +11,12 @@
  * tpm.h - the TPM itself, through tpm2-tss ESAPI (tpm.c, the only file that includes
  * <tss2/...>): open a TCTI, describe the TPM, create the server key (persistent at a
  * handle, or as a TSS2 key blob), flush transient objects and sessions a crashed user
- * left behind. Used by the CLI and by the daemon at start, never on the handshake path
- * (signatures go through the tpm2 OpenSSL provider: tpm_key.h).
+ * left behind; load the server key, read its public part, sign with it (ECDSA, raw
+ * RSA). The CLI uses it directly; the daemon only from its signer thread
+ * (tpm_signer.h), which owns the daemon's one TPM connection.
  * tpm_pem.c: the "TSS2 PRIVATE KEY" file format the provider reads, pure code (no TPM).
- * Not thread-safe: one struct kg_tpm per thread. Every call blocks on the TPM.
+ * Not thread-safe: one struct kg_tpm per thread. Every call blocks on the TPM (a stopped
+ * TPM: forever).
  */
 #ifndef KTLSGATE_TPM_H
 #define KTLSGATE_TPM_H
@@ -54,7 +56,7 @@ int kg_tpm_get_info(struct kg_tpm *t, struct kg_tpm_info *info, char *err, size_
 /* Is a persistent object at handle? 1 yes, 0 no, -1 error (err). */
 int kg_tpm_handle_exists(struct kg_tpm *t, uint32_t handle, char *err, size_t errlen);
 
-/* A new signing key (no auth, not duplicable) under the owner hierarchy's standard
+/* A new signing key (no auth, not duplicable; RSA: sign and decrypt, scheme NULL) under the owner hierarchy's standard
  * primary (the template the tpm2 provider rebuilds for TSS2 blobs), made persistent at
  * handle. 0; KG_E_EXISTS if the handle is taken; KG_E_IO otherwise (err). Flushes every
  * transient it created. */
@@ -83,6 +85,45 @@ int kg_tpm_keygen_blob(struct kg_tpm *t, enum kg_tpm_alg alg, struct kg_tss2_key
  * /dev/tpm0) the TPM has a single user, so they are leftovers of a crashed process.
  * *flushed counts them. 0, or -1 with err. */
 int kg_tpm_flush_transients(struct kg_tpm *t, unsigned *flushed, char *err, size_t errlen) KG_MUST_USE;
+
+/*
+ * The server key, loaded for signing. No OpenSSL types: the public part is the raw
+ * numbers (big-endian), which tpm_foreign.c turns into an EVP_PKEY.
+ */
+struct kg_tpm_pub {
+	enum kg_tpm_alg alg;
+	uint8_t x[32], y[32];         /* ECC P-256 point */
+	uint8_t n[256];               /* RSA-2048 modulus */
+	size_t n_len;
+	uint32_t e;                   /* RSA public exponent */
+};
+
+struct kg_tpm_loaded {
+	uint32_t tr;                  /* ESYS_TR of the key */
+	bool transient;               /* loaded from a blob: flushed by unload */
+	struct kg_tpm_pub pub;
+};
+
+/* Load the key at a persistent handle (blob NULL) or the TSS2 key blob under the owner
+ * standard primary (the primary is flushed again). An RSA key must allow sign and
+ * decrypt with scheme NULL (raw RSA, so PSS works): an older sign-only key is refused
+ * with a message naming `ktlsgate tpm keygen --rsa`. 0, or -1 with err. */
+int kg_tpm_key_load(struct kg_tpm *t, uint32_t handle, const struct kg_tss2_key *blob,
+		    struct kg_tpm_loaded *out, char *err, size_t errlen) KG_MUST_USE;
+void kg_tpm_key_unload(struct kg_tpm *t, struct kg_tpm_loaded *k);
+
+/* Results of the signing calls: TPM_OK; TPM_REFUSED: the TPM answered with an error
+ * (the connection is fine); TPM_BROKEN: the connection failed (reconnect). */
+enum kg_tpm_res { KG_TPM_OK = 0, KG_TPM_REFUSED = -1, KG_TPM_BROKEN = -2 };
+
+/* ECDSA over a digest of 20, 32, 48 or 64 bytes (the hash is named by the length);
+ * r and s (32 bytes each, big-endian, left-padded). */
+enum kg_tpm_res kg_tpm_sign_ecdsa(struct kg_tpm *t, const struct kg_tpm_loaded *k,
+				  const uint8_t *dgst, size_t dlen, uint8_t r[32], uint8_t s[32],
+				  char *err, size_t errlen);
+/* The raw RSA private operation on in (n_len bytes, < n) into out (n_len bytes). */
+enum kg_tpm_res kg_tpm_rsa_raw(struct kg_tpm *t, const struct kg_tpm_loaded *k, const uint8_t *in,
+			       size_t len, uint8_t *out, char *err, size_t errlen);
 
 /* tpm_pem.c. DER of TPMKey (the TSS2 key file spec, OID 2.23.133.10.1.3 loadable key):
  * 0, or -1 if it does not fit cap / is not such a key (policies and secrets refused). */

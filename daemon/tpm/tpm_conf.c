@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/conf_value.h"
 #include "ops/config.h"
 #include "tpm/tpm_conf.h"
 
@@ -16,6 +17,8 @@ void kg_tpm_conf_defaults(void *sec)
 	memset(t, 0, sizeof(*t));
 	t->mode = KG_TPM_MODE_DIRECT;
 	t->leaf_lifetime = KG_TPM_LEAF_LIFETIME_DEFAULT;
+	t->sign_queue = 64;
+	t->sign_timeout_ms = 1000;
 }
 
 const char *kg_tpm_mode_name(enum kg_tpm_mode mode)
@@ -165,6 +168,20 @@ int kg_tpm_conf_set(void *sec, const char *key, const char *value, const char *d
 			snprintf(why, whylen,
 				 "'leaf_lifetime': '%.40s' is not a duration from 60s to 30d "
 				 "(e.g. 3600, 90m, 24h, 7d)", value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "sign_queue") == 0) {
+		if (kg_conf_uint(value, 1, 4096, &t->sign_queue) != 0) {
+			snprintf(why, whylen, "'sign_queue': want 1..4096");
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "sign_timeout_ms") == 0) {
+		if (kg_conf_uint(value, 10, 60000, &t->sign_timeout_ms) != 0) {
+			snprintf(why, whylen, "'sign_timeout_ms': want 10..60000");
 			return -1;
 		}
 		return 0;

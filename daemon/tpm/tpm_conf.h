@@ -39,6 +39,8 @@ struct kg_tpm_conf {
 	char cert_fallback[PATH_MAX]; /* its chain; "": [daemon] cert */
 	enum kg_tpm_mode mode;        /* default direct */
 	unsigned leaf_lifetime;       /* certified-leaf: the leaf's validity, seconds */
+	unsigned sign_queue;          /* signer: requests waiting at most (default 64) */
+	unsigned sign_timeout_ms;     /* signer: a signature's deadline (default 1000) */
 };
 
 void kg_tpm_conf_defaults(void *sec);

@@ -11,15 +11,14 @@
  * but passes a NULL buffer for it (OSSL_PARAM_utf8_ptr without the &), so the value never
  * arrives; its other source is the TPM2OPENSSL_TCTI environment variable, read once in
  * its init. We set it around the provider load and restore it after. The environment
- * is process-wide: callers load before starting threads that read it (the daemon does
- * this while building its first snapshot; see kg_tpm_ossl_shared()).
+ * is process-wide: callers load before starting threads that read it. Only the CLI
+ * loads the provider now (`tpm csr`); the daemon signs through its signer thread
+ * (tpm_signer.h) and the foreign key (tpm_foreign.c).
  */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <arpa/inet.h>
 
 #include <openssl/core_names.h>
@@ -37,6 +36,7 @@
 #include "tpm/tpm.h"
 #include "tpm/tpm_conf.h"
 #include "tpm/tpm_key.h"
+#include "tpm/tpm_signer.h"
 
 struct kg_tpm_ossl {
 	OSSL_LIB_CTX *libctx;
@@ -162,86 +162,6 @@ OSSL_LIB_CTX *kg_tpm_ossl_libctx(const struct kg_tpm_ossl *o)
 const char *kg_tpm_ossl_tcti(const struct kg_tpm_ossl *o)
 {
 	return o->tcti;
-}
-
-/*
- * The process-wide instance. XXX(#4): this belongs in struct kg_daemon, passed to
- * kg_tls_ctx_new(); it lives here while that takes no TPM context (only the config).
- * The one piece of mutable static state in the daemon, and it is only ever set once.
- */
-static struct {
-	pthread_mutex_t lock;
-	struct kg_tpm_ossl *o;
-	_Atomic uint64_t errors[KG_TPM_OP_MAX];   /* kg_tpm_count_error(): no lock */
-} shared = { PTHREAD_MUTEX_INITIALIZER, NULL, { 0 } };
-
-void kg_tpm_count_error(enum kg_tpm_op op)
-{
-	if ((unsigned)op < KG_TPM_OP_MAX)
-		atomic_fetch_add_explicit(&shared.errors[op], 1, memory_order_relaxed);
-}
-
-uint64_t kg_tpm_errors(enum kg_tpm_op op)
-{
-	return (unsigned)op < KG_TPM_OP_MAX
-		       ? atomic_load_explicit(&shared.errors[op], memory_order_relaxed)
-		       : 0;
-}
-
-static void shared_free(void)
-{
-	kg_tpm_ossl_free(shared.o);
-	shared.o = NULL;
-}
-
-/* Without a resource manager a crashed ktlsgated (kill -9) leaves its loaded key in
- * the TPM, and swtpm has three transient slots: clear them before loading ours. */
-static void flush_leftovers(const char *tcti)
-{
-	struct kg_tpm *t;
-	char err[256];
-	unsigned n = 0;
-
-	if (kg_tpm_open(tcti, &t, err, sizeof(err)) != 0) {
-		/* the provider load that follows fails the same way and says so */
-		kg_log_debug("TPM: %s", err);
-		return;
-	}
-	if (kg_tpm_flush_transients(t, &n, err, sizeof(err)) != 0)
-		kg_log_warnx("TPM: cannot flush leftover objects: %s", err);
-	else if (n > 0)
-		kg_log_warnx("TPM: flushed %u transient object(s)/session(s) left by an earlier "
-			     "process", n);
-	kg_tpm_close(t);
-}
-
-struct kg_tpm_ossl *kg_tpm_ossl_shared(const char *tcti, char *err, size_t errlen)
-{
-	struct kg_tpm_ossl *o = NULL;
-
-	if (tcti == NULL)
-		tcti = "";
-	pthread_mutex_lock(&shared.lock);
-	if (shared.o != NULL) {
-		if (strcmp(shared.o->tcti, tcti) == 0)
-			o = shared.o;
-		else
-			snprintf(err, errlen, "[tpm] tcti changed from '%s' to '%s': restart needed",
-				 shared.o->tcti, tcti);
-		goto out;
-	}
-	/* tpm2-tss logs every failed TCTI probe to stderr, several lines each; our
-	 * caller reports the failure in one line. TSS2_LOG set by the operator wins. */
-	(void)setenv("TSS2_LOG", "all+none", 0);
-	flush_leftovers(tcti);
-	o = kg_tpm_ossl_new(tcti, err, errlen);
-	if (o != NULL) {
-		shared.o = o;
-		(void)atexit(shared_free);
-	}
-out:
-	pthread_mutex_unlock(&shared.lock);
-	return o;
 }
 
 bool kg_tpm_keyref_is_tpm(const char *keyref)
@@ -427,11 +347,10 @@ out:
 	return rc;
 }
 
-int kg_tpm_server_key_get(const struct kg_config *cfg, struct kg_tpm_server_key *out, char *err,
-			  size_t errlen)
+int kg_tpm_server_key_get(const struct kg_config *cfg, struct kg_tpm_signer *signer,
+			  struct kg_tpm_server_key *out, char *err, size_t errlen)
 {
 	const struct kg_tpm_conf *tc = &cfg->tpm;
-	struct kg_tpm_ossl *o;
 	char why[512];
 
 	memset(out, 0, sizeof(*out));
@@ -439,44 +358,26 @@ int kg_tpm_server_key_get(const struct kg_config *cfg, struct kg_tpm_server_key 
 	out->cert_file = cfg->cert_file;
 	if (!kg_tpm_keyref_is_tpm(cfg->key_file))
 		return 0;
-	o = kg_tpm_ossl_shared(tc->tcti, why, sizeof(why));
-	if (o == NULL) {
-		kg_tpm_count_error(KG_TPM_OP_CONNECT);
+	if (signer == NULL) {
+		/* the TPM was unreachable at start (main.c said so, loudly) */
 		if (tc->key_fallback[0] == '\0') {
-			snprintf(err, errlen, "server key %s: %s", cfg->key_file, why);
+			snprintf(err, errlen, "server key %s: no TPM signer", cfg->key_file);
 			return -1;
 		}
-		/* Loud on purpose: the server key is now a file an attacker with the disk
-		 * can copy, which is what the TPM was there to prevent. */
-		kg_log_warnx("TPM UNAVAILABLE (%s): server key FALLBACK to the file %s instead of "
-			     "the TPM key %s; the server key is NOT protected by the TPM",
-			     why, tc->key_fallback, cfg->key_file);
 		out->key_file = tc->key_fallback;
 		out->cert_file = tc->cert_fallback[0] ? tc->cert_fallback : cfg->cert_file;
 		out->fallback = true;
 		return 0;
 	}
-	out->key = kg_tpm_ossl_load_key(o, cfg->key_file, why, sizeof(why));
+	/* One TPM connection for the process's life: a reload cannot move it. */
+	if (!kg_tpm_signer_matches(signer, tc->tcti, cfg->key_file)) {
+		snprintf(err, errlen, "[tpm] tcti or the TPM [daemon] key changed: restart needed");
+		return -1;
+	}
+	out->key = kg_tpm_foreign_key(signer, why, sizeof(why));
 	if (out->key == NULL) {
-		kg_tpm_count_error(KG_TPM_OP_LOAD);
-		snprintf(err, errlen, "server key in the TPM: %s", why);
+		snprintf(err, errlen, "server key %s: %s", cfg->key_file, why);
 		return -1;
-	}
-	if (kg_tpm_ossl_check_providers(o, out->key, why, sizeof(why)) != 0) {
-		snprintf(err, errlen, "TPM provider setup: %s (it would run in the TPM)", why);
-		EVP_PKEY_free(out->key);
-		out->key = NULL;
-		return -1;
-	}
-	{
-		EVP_PKEY *wrapped = kg_tpm_foreign_key(o->libctx, out->key, why, sizeof(why));
-
-		EVP_PKEY_free(out->key);
-		out->key = wrapped;
-		if (wrapped == NULL) {
-			snprintf(err, errlen, "server key %s: %s", cfg->key_file, why);
-			return -1;
-		}
 	}
 	out->key_file = NULL;
 	return 0;

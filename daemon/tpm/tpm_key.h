@@ -4,7 +4,9 @@
  * with the tpm2 and default providers, bound to one TCTI, in which only the key's own
  * operations (its key management and signatures) come from tpm2; digests, ciphers, KDFs
  * and randomness come from the default provider (docs/tpm.md, "Provider pitfalls").
- * tls.c builds the server SSL_CTX in this libctx; the CLI signs CSRs with it.
+ * Only the CLI uses the provider now (`tpm csr`). The daemon's server key is a "foreign"
+ * key (tpm_foreign.c) whose private operation goes to the TPM signer thread
+ * (tpm_signer.h): kg_tpm_server_key_get() / kg_tpm_foreign_key() below.
  * A kg_tpm_ossl is used from any thread once built (OpenSSL's libctx is thread-safe).
  */
 #ifndef KTLSGATE_TPM_KEY_H
@@ -16,9 +18,9 @@
 #include <stdio.h>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #include "ktlsgate/compiler.h"
-#include "ops/metrics.h"   /* enum kg_tpm_op */
 
 /*
  * Prefer tpm2 for signatures (only its signature implementations carry tpm2.signature),
@@ -41,23 +43,6 @@ void kg_tpm_ossl_free(struct kg_tpm_ossl *o);
 OSSL_LIB_CTX *kg_tpm_ossl_libctx(const struct kg_tpm_ossl *o);
 const char *kg_tpm_ossl_tcti(const struct kg_tpm_ossl *o);
 
-/*
- * The daemon's one instance: built on first use, kept for the life of the process
- * (freed at exit). A TPM without a resource manager (swtpm, /dev/tpm0) serves one
- * connection at a time, so a reload must reuse the connection the old SSL_CTX still
- * signs through; asking for another TCTI than the live one fails (restart needed).
- * Thread-safe.
- */
-struct kg_tpm_ossl *kg_tpm_ossl_shared(const char *tcti, char *err, size_t errlen);
-
-/*
- * Failed TPM operations of this process, by operation (ktlsgate_tpm_errors_total{op}).
- * Process-wide like the TPM connection they are about (kg_tpm_ossl_shared()); counted
- * from any thread, signatures on the workers': relaxed atomics, no lock.
- */
-void kg_tpm_count_error(enum kg_tpm_op op);
-uint64_t kg_tpm_errors(enum kg_tpm_op op);
-
 /* Does keyref name a TPM key: "handle:0x81......", or a TSS2 PRIVATE KEY PEM file? */
 bool kg_tpm_keyref_is_tpm(const char *keyref);
 
@@ -76,17 +61,38 @@ int kg_tpm_ossl_check_providers(struct kg_tpm_ossl *o, EVP_PKEY *key, char *err,
 int kg_tpm_csr_write(struct kg_tpm_ossl *o, EVP_PKEY *key, const char *cn, FILE *out, char *err,
 		     size_t errlen) KG_MUST_USE;
 
-/* tpm_foreign.c: an EVP_PKEY for libssl that holds tpm's public half and signs each
- * digest with EVP_PKEY_sign() on tpm in libctx (TPM2_Sign only; see the file comment).
- * Takes its own reference to tpm. ECDSA keys only for now. NULL with err. */
-EVP_PKEY *kg_tpm_foreign_key(OSSL_LIB_CTX *libctx, EVP_PKEY *tpm, char *err, size_t errlen);
+struct kg_tpm_signer;
+
+/*
+ * tpm_foreign.c: an EVP_PKEY (EC P-256 or RSA-2048, as the TPM key is) holding the
+ * signer's public part, whose private operation goes to the signer: ECDSA over the
+ * digest, or raw RSA (PKCS#1 v1.5 type 1 padding, or PSS, added here by OpenSSL).
+ * Inside an OpenSSL ASYNC job (a handshake on an SSL in SSL_MODE_ASYNC) the job
+ * pauses until the signer answers or the deadline passes; its SSL then has two async
+ * wait fds (an eventfd and a timerfd) that stay until SSL_free. Contract for the code
+ * stepping such a handshake: step it again only when one of those fds is readable;
+ * a step while neither is (kg_tpm_async_abandon) gives the signature up and the
+ * handshake fails: that is how a connection closing mid-wait ends the job before
+ * SSL_free. Outside a job (start-up, the CLI, X509_sign) the caller blocks until the
+ * answer or the deadline. The EVP_PKEY refers to the signer: it must not outlive it.
+ * NULL with err.
+ */
+EVP_PKEY *kg_tpm_foreign_key(struct kg_tpm_signer *signer, char *err, size_t errlen);
+/* A handshake paused waiting for the signer (SSL_waiting_for_async): end its job now
+ * (the signature is abandoned, the handshake fails), so the SSL can be freed. */
+void kg_tpm_async_abandon(SSL *ssl);
+/* Sign a fixed text with key outside any ASYNC job (the synchronous path: how
+ * X509_sign() and start-up code use it) and verify it with its public half; RSA both
+ * with PSS and PKCS#1 v1.5. 0, or -1 with err. `ktlsgated -t` runs it. */
+int kg_tpm_key_selftest(EVP_PKEY *key, char *err, size_t errlen) KG_MUST_USE;
+/* After a failed handshake step (its error queue cleared before it): was it because
+ * the signer gave no signature (down, stalled, timed out, queue full)? Peeks only. */
+bool kg_tpm_err_unavailable(void);
 
 struct kg_config;
 
 /* What the server SSL_CTX is built from (tls.c). */
 struct kg_tpm_server_key {
-	OSSL_LIB_CTX *libctx;   /* libctx for the SSL_CTX; NULL: the default one (always, now
-				 * that the TPM key is wrapped by kg_tpm_foreign_key()) */
 	EVP_PKEY *key;          /* the TPM key as libssl uses it (caller frees); NULL: key_file */
 	const char *key_file;   /* a PEM key file (no TPM key, or the fallback) */
 	const char *cert_file;  /* the chain that goes with the key */
@@ -95,12 +101,12 @@ struct kg_tpm_server_key {
 
 /*
  * Resolve cfg's server key. A plain PEM key: key_file/cert_file from [daemon]. A TPM key
- * ("handle:..." or a TSS2 file): the shared libctx (kg_tpm_ossl_shared) and the key
- * loaded in it, after checking that only the key's operations come from tpm2. TPM
- * unreachable: [tpm] key_fallback with a loud warning if configured, else -1 with a
- * one-line err naming the TCTI. 0 or -1.
+ * ("handle:..." or a TSS2 file): the foreign key signing through signer, which must be
+ * the one for cfg's [tpm] tcti and key (else "restart needed"). signer NULL (the TPM was
+ * unreachable at start, kg_tpm_signer_from_config() returned 1): [tpm] key_fallback.
+ * 0 or -1 with err.
  */
-int kg_tpm_server_key_get(const struct kg_config *cfg, struct kg_tpm_server_key *out, char *err,
-			  size_t errlen) KG_MUST_USE;
+int kg_tpm_server_key_get(const struct kg_config *cfg, struct kg_tpm_signer *signer,
+			  struct kg_tpm_server_key *out, char *err, size_t errlen) KG_MUST_USE;
 
 #endif

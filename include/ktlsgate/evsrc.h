@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * evsrc.h - an epoll registration and the two calls that change its interest. Every fd
- * a worker's epoll watches (listeners, the wake-up eventfd, a session's two sockets)
+ * a worker's epoll watches (listeners, the wake-up eventfd, a session's two sockets,
+ * a handshake's async wait fds)
  * is registered with a pointer to its struct kg_evsrc, which remembers the interest
  * last set, so re-arming to the same interest costs no system call. Header-only and
  * owned by no part: the event loop (core) and the relays, which re-arm their session's
@@ -14,7 +15,8 @@
 #include <sys/epoll.h>
 
 /* What an epoll registration is for. */
-enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND, KG_EV_AUTH };
+/* KG_EV_ASYNC: an SSL's async wait fd (a handshake paused for the TPM signer). */
+enum kg_evtype { KG_EV_LISTEN, KG_EV_WAKE, KG_EV_DEVICE, KG_EV_BACKEND, KG_EV_AUTH, KG_EV_ASYNC };
 
 struct kg_evsrc {
 	enum kg_evtype type;

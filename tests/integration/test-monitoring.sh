@@ -403,11 +403,12 @@ t_new_series() {
 	echo "    server certificate: scrape $v, openssl $want"
 	[ -n "$want" ] && [ "$v" = "$want" ] ||
 		{ note "ktlsgate_server_cert_not_after_timestamp_seconds = $v, openssl says '$want'"; bad=1; }
-	# no TPM here: every op exported, at 0
-	for op in connect load sign; do
-		v=$(sample "ktlsgate_tpm_errors_total{op=\"$op\"}")
-		[ "$v" = 0 ] || { note "ktlsgate_tpm_errors_total{op=$op} = $v, want 0"; bad=1; }
+	# no TPM here: every kind exported, at 0; no signer series
+	for op in connect load sign timeout queue_full; do
+		v=$(sample "ktlsgate_tpm_errors_total{kind=\"$op\"}")
+		[ "$v" = 0 ] || { note "ktlsgate_tpm_errors_total{kind=$op} = $v, want 0"; bad=1; }
 	done
+	grep -q '^ktlsgate_tpm_up ' "$WORK/scrape.txt" && { note "ktlsgate_tpm_up without a TPM key"; bad=1; }
 	# fds: counted, under the limit, close to what /proc says from outside
 	open=$(sample process_open_fds)
 	max=$(sample process_max_fds)

@@ -3,7 +3,7 @@
 # tests/integration/lib.sh, whose kg_init/stop_all own every process started here).
 #
 # The swtpm TCTI talks to port N (commands) and N+1 (control): port_pair finds both free.
-# start_swtpm: swtpm on free loopback ports, state under $WORK/swtpm (an absolute path:
+# start_swtpm: swtpm on free loopback ports (restart_swtpm: again on the same ones), state under $WORK/swtpm (an absolute path:
 #   swtpm --daemon would chdir to / and fail on its first write otherwise; we do not
 #   daemonize, so the PID is ours to stop). Sets SWTPM_PORT, SWTPM_CTRL, SWTPM_PID and
 #   SWTPM_TCTI (the swtpm TCTI string for tpm2-tss).
@@ -27,10 +27,20 @@ port_pair() {
 }
 
 start_swtpm() {
-	local dir="$WORK/swtpm" i
-	mkdir -p "$dir/state"
 	SWTPM_PORT=$(port_pair) || return 1
 	SWTPM_CTRL=$((SWTPM_PORT + 1))
+	run_swtpm
+}
+
+# restart_swtpm: swtpm again on the same ports and state (persistent keys survive;
+# transient objects do not), after it was killed (tests of a TPM that comes back).
+restart_swtpm() {
+	run_swtpm
+}
+
+run_swtpm() {
+	local dir="$WORK/swtpm" i
+	mkdir -p "$dir/state"
 	swtpm socket --tpm2 --tpmstate dir="$dir/state" \
 		--server type=tcp,port="$SWTPM_PORT",bindaddr=127.0.0.1 \
 		--ctrl type=tcp,port="$SWTPM_CTRL",bindaddr=127.0.0.1 \

@@ -156,9 +156,13 @@ START_TEST(info_series)
 	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_registry_writer_queue 7\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_registry_writer_last_commit_timestamp_seconds 1700000123\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_server_cert_not_after_timestamp_seconds 1900000000\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{op=\"sign\"} 4\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{op=\"load\"} 1\n"));
-	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{op=\"connect\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{kind=\"sign\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{kind=\"load\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{kind=\"connect\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{kind=\"timeout\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_errors_total{kind=\"queue_full\"} 0\n"));
+	/* no TPM signer: no signer series */
+	ck_assert_ptr_null(strstr(out, "ktlsgate_tpm_up"));
 	ck_assert_ptr_nonnull(strstr(out, "# TYPE process_open_fds gauge\nprocess_open_fds 42\n"));
 	ck_assert_ptr_nonnull(strstr(out, "# TYPE process_max_fds gauge\nprocess_max_fds 1024\n"));
 	free(out);
@@ -171,6 +175,32 @@ START_TEST(info_series)
 	ck_assert_ptr_nonnull(strstr(out, "# TYPE ktlsgate_server_cert_not_after_timestamp_seconds gauge\n# HELP"));
 	ck_assert_ptr_null(strstr(out, "process_open_fds"));
 	ck_assert_ptr_null(strstr(out, "process_max_fds"));
+	free(out);
+}
+END_TEST
+
+/* The TPM signer's series (issue 13), present only with a signer. */
+START_TEST(tpm_signer_series)
+{
+	static struct kg_metrics a;
+	struct kg_metrics *per[1] = { &a };
+	struct kg_metrics_info info = { .state_names = names, .n_states = 4, .workers = 1,
+					.tpm = { .present = true, .up = false, .queue = 3,
+						 .sign_count = 5, .sign_sum = 0.25,
+						 .sign_buckets = { 1, 2, 2, 2, 4, 5, 5, 5, 5, 5 } } };
+	char *out;
+
+	memset(&a, 0, sizeof(a));
+	out = kg_metrics_render(per, 1, &info, NULL);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE ktlsgate_tpm_up gauge\nktlsgate_tpm_up 0\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_sign_queue 3\n"));
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE ktlsgate_tpm_sign_seconds histogram\n"
+					  "ktlsgate_tpm_sign_seconds_bucket{le=\"0.002\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_sign_seconds_bucket{le=\"0.05\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nktlsgate_tpm_sign_seconds_bucket{le=\"+Inf\"} 5\n"
+					  "ktlsgate_tpm_sign_seconds_sum 0.250000\n"
+					  "ktlsgate_tpm_sign_seconds_count 5\n"));
 	free(out);
 }
 END_TEST
@@ -313,6 +343,7 @@ Suite *kg_suite_metrics(void)
 	tcase_add_test(tc, histogram_cumulative);
 	tcase_add_test(tc, no_device_labels);
 	tcase_add_test(tc, info_series);
+	tcase_add_test(tc, tpm_signer_series);
 	tcase_add_test(tc, auth_series);
 	tcase_add_test(tc, fd_usage);
 	tcase_add_test(tc, backend_series);

@@ -9,6 +9,7 @@
 #include "ops/config.h"
 #include "tpm/tpm.h"
 #include "tpm/tpm_conf.h"
+#include "tpm/tpm_signer.h"
 #include "testlib.h"
 
 static const char *const base =
@@ -53,10 +54,18 @@ START_TEST(tcti_and_fallback_parse)
 	ck_assert_str_eq(cfg->tpm.key_fallback, "/etc/k.pem");
 	ck_assert_str_eq(cfg->tpm.cert_fallback, "/etc/c.pem");
 	ck_assert_str_eq(cfg->key_file, "handle:0x81000101");
+	ck_assert_uint_eq(cfg->tpm.sign_queue, 64);
+	ck_assert_uint_eq(cfg->tpm.sign_timeout_ms, 1000);
+	ck_assert_int_eq(parse("handle:0x81000101", "[tpm]\nsign_queue = 8\nsign_timeout_ms = 250\n",
+			       cfg, err, sizeof(err)),
+			 0);
+	ck_assert_uint_eq(cfg->tpm.sign_queue, 8);
+	ck_assert_uint_eq(cfg->tpm.sign_timeout_ms, 250);
 	/* no [tpm] section: defaults, nothing set */
 	ck_assert_int_eq(parse("/k", "", cfg, err, sizeof(err)), 0);
 	ck_assert(!cfg->tpm.present);
 	ck_assert_str_eq(cfg->tpm.tcti, "");
+	ck_assert_uint_eq(cfg->tpm.sign_timeout_ms, 1000);
 	free(cfg);
 }
 END_TEST
@@ -67,6 +76,9 @@ static const struct {
 	{ "/k", "[tpm]\ntcti = swtpm:host=$HOME\n", "t.conf:6: 'tcti': '" },
 	{ "/k", "[tpm]\ntcti = :port=1\n", "t.conf:6: 'tcti': '" },
 	{ "/k", "[tpm]\ncert_fallback = /c2\n", "t.conf:5: [tpm]: 'cert_fallback' without" },
+	{ "/k", "[tpm]\nsign_queue = 0\n", "t.conf:6: 'sign_queue': want 1..4096" },
+	{ "/k", "[tpm]\nsign_timeout_ms = 5\n", "t.conf:6: 'sign_timeout_ms': want 10..60000" },
+	{ "/k", "[tpm]\nsign_timeout_ms = 1s\n", "t.conf:6: 'sign_timeout_ms': want 10..60000" },
 	{ "handle:0x80000001", "", "t.conf: [tpm]: [daemon] key 'handle:0x80000001'" },
 	{ "handle:81000101", "", "t.conf: [tpm]: [daemon] key 'handle:81000101'" },
 	{ "handle:0x81000101x", "", "t.conf: [tpm]: [daemon] key" },
@@ -223,11 +235,54 @@ START_TEST(tss2_pem_round_trip)
 }
 END_TEST
 
+/* The signer's start without a TPM (port 1 on loopback refuses at once): a connect
+ * failure, named as such; a bad key name fails before any TPM is tried; with
+ * key_fallback the daemon's start goes on (1, no signer). */
+START_TEST(signer_start_without_tpm)
+{
+	struct kg_config *cfg = calloc(1, sizeof(*cfg));
+	struct kg_tpm_signer_opts o = { .tcti = "swtpm:host=127.0.0.1,port=1",
+					.keyref = "handle:0x81000101" };
+	struct kg_tpm_signer *sg = (struct kg_tpm_signer *)1;
+	enum kg_tpm_op failed = KG_TPM_OP_MAX;
+	char err[KG_ERRBUF] = "";
+
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(kg_tpm_signer_new(&o, &sg, &failed, err, sizeof(err)), -1);
+	ck_assert_ptr_null(sg);
+	ck_assert_int_eq(failed, KG_TPM_OP_CONNECT);
+	ck_assert_msg(strstr(err, "TPM at 'swtpm:host=127.0.0.1,port=1': cannot connect") != NULL,
+		      "%s", err);
+	o.keyref = "/nonexistent/key.tss.pem";
+	ck_assert_int_eq(kg_tpm_signer_new(&o, &sg, &failed, err, sizeof(err)), -1);
+	ck_assert_int_eq(failed, KG_TPM_OP_LOAD);
+	ck_assert_msg(strstr(err, "/nonexistent/key.tss.pem") != NULL, "%s", err);
+	/* the daemon's start */
+	ck_assert_int_eq(parse("handle:0x81000101", "[tpm]\ntcti = swtpm:host=127.0.0.1,port=1\n",
+			       cfg, err, sizeof(err)),
+			 0);
+	ck_assert_int_eq(kg_tpm_signer_from_config(cfg, &sg, &failed, err, sizeof(err)), -1);
+	ck_assert_msg(strncmp(err, "server key handle:0x81000101: TPM at", 36) == 0, "%s", err);
+	ck_assert_int_eq(parse("handle:0x81000101",
+			       "[tpm]\ntcti = swtpm:host=127.0.0.1,port=1\nkey_fallback = /k.pem\n",
+			       cfg, err, sizeof(err)),
+			 0);
+	ck_assert_int_eq(kg_tpm_signer_from_config(cfg, &sg, &failed, err, sizeof(err)), 1);
+	ck_assert_ptr_null(sg);
+	/* a file key: no signer, nothing tried */
+	ck_assert_int_eq(parse("/k", "", cfg, err, sizeof(err)), 0);
+	ck_assert_int_eq(kg_tpm_signer_from_config(cfg, &sg, &failed, err, sizeof(err)), 0);
+	ck_assert_ptr_null(sg);
+	free(cfg);
+}
+END_TEST
+
 Suite *kg_suite_tpm(void)
 {
 	Suite *s = suite_create("tpm");
 	TCase *tc = tcase_create("conf");
 	TCase *tk = tcase_create("tss2_key");
+	TCase *ts = tcase_create("signer");
 
 	tcase_add_test(tc, unknown_key_names_file_and_line);
 	tcase_add_test(tc, tcti_and_fallback_parse);
@@ -239,5 +294,7 @@ Suite *kg_suite_tpm(void)
 	tcase_add_test(tk, tss2_der_refuses);
 	tcase_add_test(tk, tss2_pem_round_trip);
 	suite_add_tcase(s, tk);
+	tcase_add_test(ts, signer_start_without_tpm);
+	suite_add_tcase(s, ts);
 	return s;
 }
