@@ -282,6 +282,7 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		.conn_id = c->cid,
 		.mqtt_level = c->mqtt_level,
 		.detail = detail,
+		.resumed = c->resumed,
 	};
 
 	/* The flood guard: refusals of peers that never authenticated are limited per
@@ -296,6 +297,8 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		kg_metric_add(&c->w->metrics.decisions_allow[reason], 1);
 	else
 		kg_metric_add(&c->w->metrics.decisions_deny[reason], 1);
+	if (!allow && c->resumed)
+		kg_metric_add(&c->w->metrics.resume_refusals[KG_RESUME_POLICY], 1);
 	if (!allow && reason == KG_REASON_REGISTRY_UNAVAILABLE && c->w->d->regcache != NULL)
 		kg_regcache_count_refusal(c->w->d->regcache);
 	/* Verification and policy refusals feed the XDP gate (it ignores the rest). */
@@ -479,6 +482,7 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 			.event = "close", .peer = c->peer, .device = c->id.device_id,
 			.thumbprint = c->id.thumbprint, .ca = c->id.ca_name,
 			.auth = kg_attestation_str(c->id.method), .listener = listener_name(c),
+			.resumed = c->resumed,
 			.allow = false,
 			.reason = why, .conn_id = c->cid, .mqtt_level = c->mqtt_level,
 		};
@@ -815,6 +819,7 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		return KG_STEP_NEXT;
 	}
 	kg_metric_add(&c->w->metrics.handshakes[KG_HS_OK], 1);
+	kg_metric_add(&c->w->metrics.handshakes_kind[c->resumed ? KG_HS_RESUMED : KG_HS_FULL], 1);
 	kg_metrics_observe_handshake(&c->w->metrics, kg_now_us() - c->hs_start_us);
 	kg_conn_set_state(c, KG_ST_IDENTIFIED);
 	return KG_STEP_NEXT;
@@ -883,6 +888,19 @@ static void decide(struct kg_conn *c)
 	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
 		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
 	kg_policy_decide(&in, &c->verdict);
+	/* Resumed from a ticket: the pin a full handshake looked up (verify.c
+	 * thumb_pinned) is looked at again here, on the row just read. */
+	if (c->resumed && rc == 0 && c->verdict.allow && c->id.method == KG_ATT_THUMBPRINT &&
+	    !(dev.attestation == KG_ATT_THUMBPRINT &&
+	      ((dev.thumb_primary[0] &&
+		kg_cred_equal(dev.thumb_primary, c->id.thumbprint, KG_SHA256_HEX_LEN)) ||
+	       (dev.thumb_secondary[0] &&
+		kg_cred_equal(dev.thumb_secondary, c->id.thumbprint, KG_SHA256_HEX_LEN))))) {
+		c->verdict.allow = false;
+		c->verdict.enroll = false;
+		c->verdict.reason = KG_REASON_THUMBPRINT_MISMATCH;
+		c->verdict.connack = KG_CONNACK_NOT_AUTHORIZED;
+	}
 	/* The registry could not say who this is: never decide it as unknown (with an
 	 * auto-enrol CA that admitted a disabled device, whose enrolment then found its
 	 * row). A shared registry that is down (registry_cache.h): the down rule refused,

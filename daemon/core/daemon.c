@@ -22,6 +22,7 @@
 #include "registry/registry.h"
 #include "registry/registry_cache.h"
 #include "registry/watch_pg.h"
+#include "tls/tickets.h"
 #include "tls/tls.h"
 #include "core/worker.h"
 
@@ -72,6 +73,22 @@ static void assign_backend_slots(struct kg_daemon *d, struct kg_config *cfg)
 	}
 }
 
+/* [tls] resumption = on: the context kg_tls_ctx_new() made without resumption gets
+ * the daemon's ticket keys and the connection's ticket callbacks (conn_tls.h). */
+static int snapshot_resumption(struct kg_daemon *d, struct kg_snapshot *s,
+			       const struct kg_config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->resumption || d->tickets == NULL)
+		return 0;
+	kg_ticket_keys_set_lifetime(d->tickets, cfg->ticket_lifetime);
+	if (kg_tickets_ctx_setup(s->ssl_ctx, d->tickets, cfg->ticket_lifetime,
+				 kg_conn_tls_ticket_gen_cb, kg_conn_tls_ticket_dec_cb, NULL) < 0) {
+		snprintf(err, errlen, "[tls] resumption: cannot set up session tickets");
+		return -1;
+	}
+	return 0;
+}
+
 struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
 				      size_t errlen)
 {
@@ -87,6 +104,8 @@ struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_confi
 	assign_backend_slots(d, &s->cfg);
 	s->ssl_ctx = kg_tls_ctx_new(cfg, kg_conn_tls_verify_cb, &s->key_source, err, errlen);
 	if (s->ssl_ctx == NULL)
+		goto out_free;
+	if (snapshot_resumption(d, s, cfg, err, errlen) < 0)
 		goto out_free;
 	s->trust = kg_trust_new();
 	if (s->trust == NULL) {

@@ -46,6 +46,7 @@ struct kg_control;
 struct kg_sockmap;
 struct kg_watch_pg;
 struct kg_regwatch_q;
+struct kg_ticket_keys;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -80,6 +81,9 @@ struct kg_daemon {
 	 * they first appeared; written by kg_snapshot_build() on the main thread only. */
 	char backend_slot_names[KG_BACKEND_SLOTS][KG_NAME_MAX];
 
+	/* TLS 1.3 session ticket keys (tls/tickets.h), made at start, shared by every
+	 * worker and every snapshot's SSL_CTX (a reload keeps the tickets valid). */
+	struct kg_ticket_keys *tickets;
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
 	 * its callback fills for the main thread (kg_daemon_watch_*). NULL: a file

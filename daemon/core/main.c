@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #include "ops/caps.h"
@@ -44,6 +45,7 @@
 #include "core/instance.h"
 #include "ops/log.h"
 #include "ops/notify.h"
+#include "tls/tickets.h"
 #include "tls/tls.h"
 #include "tls/verify.h"
 #include "tpm/tpm_key.h"
@@ -179,6 +181,7 @@ static char *render_metrics(void *arg, size_t *len)
 	s = kg_snapshot_get(d);
 	info.server_cert_not_after = kg_cert_not_after(SSL_CTX_get0_certificate(s->ssl_ctx));
 	info.key_source = s->key_source;
+	info.ticket_key_rotations = kg_ticket_keys_rotations(d->tickets);
 	info.backends = s->cfg.backends;   /* borrowed from s until the render is done */
 	info.n_backends = s->cfg.n_backends;
 	info.listeners = s->cfg.listeners;
@@ -439,6 +442,11 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: WARNING: %zu expired CRL(s): their CAs' devices are refused\n",
 		       crls_refusing);
 	describe_listeners(cfg, print_listener_line);
+	if (cfg->resumption)
+		printf("ktlsgated: resumption = on (TLS 1.3 session tickets, ticket_lifetime %us)\n",
+		       cfg->ticket_lifetime);
+	else
+		printf("ktlsgated: resumption = off\n");
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
 	if (reg != NULL && kg_registry_ca_list(reg, print_ca_username_check, trust) != 0) {
@@ -632,6 +640,10 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* OpenSSL's secure heap (mlocked, MADV_DONTDUMP) for secret keys such as the
+	 * ticket keys (tls/tickets.h): before any thread. Failure leaves OPENSSL_secure_*
+	 * on the plain heap; 2 (not locked) is no error either. */
+	(void)CRYPTO_secure_malloc_init(64 * 1024, 16);
 	while ((opt = getopt_long(argc, argv, "c:tdhV", long_opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': path = optarg; break;
@@ -695,7 +707,13 @@ int main(int argc, char **argv)
 			fprintf(stderr, "ktlsgated: registry %s: %s\n", shown, msg);
 		goto out_free_cfg;
 	}
-	/* 3. first snapshot: TLS context, server certificate, trust */
+	/* 3. first snapshot: TLS context, server certificate, trust; the ticket keys
+	 * first (every snapshot's context shares them), one made now */
+	d->tickets = kg_ticket_keys_new(cfg->ticket_lifetime);
+	if (d->tickets == NULL || kg_ticket_keys_rotate(d->tickets, (int64_t)time(NULL)) < 0) {
+		fprintf(stderr, "ktlsgated: session ticket keys: out of memory or randomness\n");
+		goto out_writer;
+	}
 	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
 	if (d->snap == NULL) {
 		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
@@ -836,6 +854,7 @@ out_snap:
 	kg_snapshot_put(d->snap);
 out_writer:
 	kg_writer_stop(d->writer);
+	kg_ticket_keys_free(d->tickets);   /* after every SSL_CTX that points at it */
 out_free_cfg:
 	if (d->lock_fd >= 0)
 		close(d->lock_fd);
