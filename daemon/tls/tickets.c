@@ -362,6 +362,11 @@ int kg_tickets_ctx_setup(SSL_CTX *ctx, struct kg_ticket_keys *k, int64_t lifetim
 	 * instances but the keys). */
 	SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* Required with client certificates (else OpenSSL refuses every resumption):
+	 * one constant, so tickets survive reloads; what a ticket may resume is decided
+	 * by the identity in it (the decrypt callback), not by this. */
+	if (SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ktlsgate", 8) != 1)
+		return -1;
 	/* One ticket per handshake: a device reconnects one connection at a time. */
 	if (SSL_CTX_set_num_tickets(ctx, 1) != 1)
 		return -1;
