@@ -147,7 +147,9 @@ SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const uns
 	c->verify_ran = true;
 	c->verify_reason = KG_REASON_OK;
 	c->x509_err = X509_V_OK;
-	return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
+	/* Always a new ticket after a resumption: clients use a ticket once (RFC 8446
+	 * C.4), and the new one carries the same identity and verification time. */
+	return SSL_TICKET_RETURN_USE_RENEW;
 }
 
 int kg_conn_tls_new(struct kg_conn *c, bool cert_optional)
