@@ -406,7 +406,7 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 		"ktlsgate_handshakes_completed_total{kind=\"resumed\"} %llu\n",
 		(unsigned long long)SUM_U(handshakes_kind[KG_HS_FULL]),
 		(unsigned long long)SUM_U(handshakes_kind[KG_HS_RESUMED]));
-	put(&o, "# HELP ktlsgate_resumption_refusals_total Session tickets not resumed (a full handshake follows), and resumed sessions the policy refused (reason=\"policy\").\n"
+	put(&o, "# HELP ktlsgate_resumption_refusals_total Session tickets not resumed (a full handshake follows), and resumed sessions refused after the handshake (reason=\"policy\").\n"
 		"# TYPE ktlsgate_resumption_refusals_total counter\n");
 	for (size_t r = 1; r < KG_RESUME_MAX; r++)
 		put(&o, "ktlsgate_resumption_refusals_total{reason=\"%s\"} %llu\n",

@@ -86,7 +86,7 @@ enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
 enum kg_tpm_op { KG_TPM_OP_CONNECT, KG_TPM_OP_LOAD, KG_TPM_OP_SIGN, KG_TPM_OP_MAX };
 
 /* TLS 1.3 resumption (tls/tickets.h): why a ticket was not resumed (a full handshake
- * follows) or, "policy", why a resumed session was refused at the CONNECT. */
+ * follows), or "policy": a resumed session refused after the handshake. */
 enum kg_resume_refusal {
 	KG_RESUME_OK,
 	KG_RESUME_UNKNOWN_KEY,     /* not ours, or its key's window closed */
@@ -95,7 +95,7 @@ enum kg_resume_refusal {
 	KG_RESUME_LEAF_MISMATCH,   /* its identity is not the session's certificate's */
 	KG_RESUME_LEAF_EXPIRED,
 	KG_RESUME_TOO_OLD,         /* full verification more than 7 days ago */
-	KG_RESUME_POLICY,          /* resumed, then refused by the registry and policy */
+	KG_RESUME_POLICY,          /* resumed, then refused (registry, policy, CONNECT) */
 	KG_RESUME_MAX
 };
 extern const char *const kg_resume_refusal_names[KG_RESUME_MAX];
