@@ -62,7 +62,13 @@ has() {
 }
 
 t_resumed_relays() {
-	local f out full0 res0 full1 res1 mark
+	local f out full0 res0 full1 res1 mark rec0 rec1
+	# The data path after the handoff takes the session's exported keys (kTLS where the
+	# kernel has it, else the user-space record relay): both come from the keylog
+	# secrets, which a resumed handshake gives as a full one does.
+	rec0=$(metric_value ktlsgate_sessions_started_total 'mode="userspace"')
+	rec0=$((rec0 + $(metric_value ktlsgate_sessions_started_total 'mode="ktls_splice"')))
+	rec0=$((rec0 + $(metric_value ktlsgate_sessions_started_total 'mode="ktls_tx"')))
 	full0=$(metric_value ktlsgate_handshakes_completed_total 'kind="full"')
 	res0=$(metric_value ktlsgate_handshakes_completed_total 'kind="resumed"')
 	mark=$(log_mark)
@@ -84,6 +90,10 @@ t_resumed_relays() {
 	res1=$(metric_value ktlsgate_handshakes_completed_total 'kind="resumed"')
 	[ $((full1 - full0)) = 1 ] && [ $((res1 - res0)) = 2 ] ||
 		{ note "metrics: full +$((full1 - full0)) resumed +$((res1 - res0)), want +1 +2"; return 1; }
+	rec1=$(metric_value ktlsgate_sessions_started_total 'mode="userspace"')
+	rec1=$((rec1 + $(metric_value ktlsgate_sessions_started_total 'mode="ktls_splice"')))
+	rec1=$((rec1 + $(metric_value ktlsgate_sessions_started_total 'mode="ktls_tx"')))
+	[ $((rec1 - rec0)) = 3 ] || { note "$((rec1 - rec0)) of 3 sessions on an exported-key data path"; return 1; }
 }
 
 # refused_on_resume DEVICE LEVEL CONNACK REASON CMD: the ticket was got while allowed;
