@@ -88,8 +88,10 @@ t_resumed_relays() {
 		grep -c '"tls":"resumed"')" = 2 ] || { note "not two audit lines with tls=resumed"; return 1; }
 	full1=$(metric_value ktlsgate_handshakes_completed_total 'kind="full"')
 	res1=$(metric_value ktlsgate_handshakes_completed_total 'kind="resumed"')
-	[ $((full1 - full0)) = 1 ] && [ $((res1 - res0)) = 2 ] ||
-		{ note "metrics: full +$((full1 - full0)) resumed +$((res1 - res0)), want +1 +2"; return 1; }
+	if [ $((full1 - full0)) != 1 ] || [ $((res1 - res0)) != 2 ]; then
+		note "metrics: full +$((full1 - full0)) resumed +$((res1 - res0)), want +1 +2"
+		return 1
+	fi
 	rec1=$(metric_value ktlsgate_sessions_started_total 'mode="userspace"')
 	rec1=$((rec1 + $(metric_value ktlsgate_sessions_started_total 'mode="ktls_splice"')))
 	rec1=$((rec1 + $(metric_value ktlsgate_sessions_started_total 'mode="ktls_tx"')))

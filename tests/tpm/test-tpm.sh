@@ -6,7 +6,8 @@
 # broker behind it; the TPM commands it sends (through tpmproxy.py) are TPM2_Sign only;
 # TPM absent at start (error, or the file fallback); transient objects flushed on exit
 # and cleaned up after a kill -9; ktlsgate_tpm_errors_total counts a TPM gone mid-run
-# (sign) and the fallback (connect), and stays 0 on good signatures.
+# (sign) and the fallback (connect), and stays 0 on good signatures; a resumed TLS 1.3
+# handshake sends the TPM nothing.
 # dev_args prints options meant to split into words; lib.sh reads ALL_TESTS and KG_FAILED.
 # shellcheck disable=SC2046,SC2034
 set -u
@@ -171,6 +172,25 @@ t_only_signatures_in_tpm() {
 	done
 }
 
+# TLS 1.3 resumption (issue 13, [tls] resumption on by default): a device that
+# reconnects with its session ticket costs the TPM nothing; only its first, full,
+# handshake is signed.
+t_resumed_no_signature() {
+	local mark out signs other
+	[ -n "${GW_PID:-}" ] || { note "no gateway (t_tls_handle failed)"; return 1; }
+	mark=$(tpm_mark)
+	out=$(kgc resume $(dev_args dev1) --times 5)
+	sleep 0.2
+	signs=$(tpm_cmds_since "$mark" | grep -cx "$TPM2_CC_SIGN")
+	other=$(tpm_cmds_since "$mark" | grep -vx "$TPM2_CC_SIGN" | sort | uniq -c | tr '\n' ' ')
+	echo "    1 full + 4 resumed connections -> $signs TPM2_Sign, other: ${other:-none}"
+	[ "$(printf '%s\n' "$out" | grep -c '^conn [1-4] reused TLSv1.3$')" = 4 ] ||
+		{ note "not 4 resumptions: $out"; return 1; }
+	[ "$(printf '%s\n' "$out" | grep -c 'connack 0x00$')" = 5 ] || { note "not 5 admissions: $out"; return 1; }
+	[ "$signs" = 1 ] || { note "$signs TPM2_Sign for 1 full handshake and 4 resumptions"; return 1; }
+	[ -z "$other" ] || { note "other TPM commands: $other"; return 1; }
+}
+
 # sample_value NAME{LABELS}: that exact series from a live scrape, or "absent".
 sample_value() {
 	metrics | awk -v s="$1" '$1 == s { v = $2; f = 1 } END { print f ? v : "absent" }'
@@ -296,7 +316,7 @@ t_tpm_absent() {
 	tpm_section "tcti = $PROXY_TCTI"
 }
 
-ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm
+ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm t_resumed_no_signature
 	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_key_refused t_tpm_absent
 	t_sign_error_counted)
 
