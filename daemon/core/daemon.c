@@ -80,7 +80,6 @@ static int snapshot_resumption(struct kg_daemon *d, struct kg_snapshot *s,
 {
 	if (!cfg->resumption || d->tickets == NULL)
 		return 0;
-	kg_ticket_keys_set_lifetime(d->tickets, cfg->ticket_lifetime);
 	if (kg_tickets_ctx_setup(s->ssl_ctx, d->tickets, cfg->ticket_lifetime,
 				 kg_conn_tls_ticket_gen_cb, kg_conn_tls_ticket_dec_cb, NULL) < 0) {
 		snprintf(err, errlen, "[tls] resumption: cannot set up session tickets");
@@ -161,6 +160,9 @@ void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s)
 	old = d->snap;
 	d->snap = s;
 	pthread_mutex_unlock(&d->snap_lock);
+	/* The keys' span follows the config in force (a failed reload changes nothing). */
+	if (d->tickets != NULL && s->cfg.resumption)
+		kg_ticket_keys_set_lifetime(d->tickets, s->cfg.ticket_lifetime);
 	kg_snapshot_put(old);
 }
 
