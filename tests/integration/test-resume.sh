@@ -160,6 +160,26 @@ t_reload_full_handshake() {
 	has "$out" "conn 1 reused TLSv1.3" || { note "no resumption without a reload: $out"; return 1; }
 }
 
+# A leaf that expires after its ticket was made: not resumed (leaf_expired); the full
+# handshake that follows refuses it (cert_expired). The certificate is made here,
+# valid for 20 s, so the first connection has time to get its ticket.
+t_leaf_expired_full_handshake() {
+	local out le0 le1 mark cert="$PKI/dev/rs-exp/cert.pem"
+	device_cert rs-exp "$PKI/factory" --days 1 --not-before $(($(date +%s) - 86400 + 20)) || { note "pki"; return 1; }
+	kg device add rs-exp >/dev/null 2>&1 || true
+	le0=$(metric_value ktlsgate_resumption_refusals_total 'reason="leaf_expired"')
+	mark=$(log_mark)
+	out=$(resume rs-exp --timeout 10 --between \
+		"while openssl x509 -checkend 0 -noout -in $cert >/dev/null; do sleep 0.2; done; sleep 1.1")
+	echo "$out" | sed 's/^/    /'
+	has "$out" "conn 0 connack 0x00" || { note "not admitted while valid"; return 1; }
+	printf '%s\n' "$out" | grep -q "^conn 1 reused" && { note "an expired leaf resumed"; return 1; }
+	printf '%s\n' "$out" | grep -q "^conn 1 connack 0x00" && { note "an expired leaf admitted"; return 1; }
+	audit_has "$mark" cert_expired rs-exp deny || { note "no cert_expired refusal (full handshake)"; return 1; }
+	le1=$(metric_value ktlsgate_resumption_refusals_total 'reason="leaf_expired"')
+	[ "$le1" -gt "$le0" ] || { note "resumption_refusals_total{reason=leaf_expired} did not grow"; return 1; }
+}
+
 t_tls12_never_resumes() {
 	local out
 	out=$(resume rs-tls12 --tls12 --times 2)
@@ -206,6 +226,7 @@ after_each() {
 
 ALL_TESTS=(t_resumed_relays t_disabled_after_ticket t_suspended_after_ticket
 	t_pin_changed_after_ticket t_ca_removed_full_handshake t_reload_full_handshake
+	t_leaf_expired_full_handshake
 	t_tls12_never_resumes t_tickets_shared_by_workers t_resumption_off)
 
 if ! setup; then
