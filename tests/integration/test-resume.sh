@@ -4,7 +4,8 @@
 # is admitted and relays; the registry and policy run again on every resumption (a device
 # disabled, suspended or re-pinned after it got its ticket is refused at the CONNECT with
 # an audit line that says "tls":"resumed"); a trust change (CA removed, reload) makes the
-# ticket fail over to a full handshake, which verifies the chain again; TLS 1.2 and
+# ticket fail over to a full handshake, which verifies the chain again (so does a leaf
+# that expired since); TLS 1.2 and
 # `[tls] resumption = off` never resume; the metrics count full vs resumed. Real
 # mosquitto, a real ktlsgated, Python's ssl client offering its session's ticket
 # (kgclient.py resume). Prints PASS/FAIL/SKIP per test; exits non-zero if any failed.
