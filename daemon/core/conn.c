@@ -877,30 +877,16 @@ static void decide(struct kg_conn *c)
 	/* Through a front: a pinned device is itself only when the front sent its
 	 * certificate's SHA-256 and it is one of the pinned ones. */
 	if (rc == 0 && c->proxy_cert && dev.attestation == KG_ATT_THUMBPRINT && c->has_proxy_sha256 &&
-	    ((dev.thumb_primary[0] &&
-	      kg_cred_equal(dev.thumb_primary, c->id.thumbprint, KG_SHA256_HEX_LEN)) ||
-	     (dev.thumb_secondary[0] &&
-	      kg_cred_equal(dev.thumb_secondary, c->id.thumbprint, KG_SHA256_HEX_LEN)))) {
+	    kg_policy_pinned(&dev, c->id.thumbprint)) {
 		c->id.method = KG_ATT_THUMBPRINT;
 		c->id.ca_name[0] = '\0';
 	}
 	/* The CA row comes with the trust snapshot: no registry read, no PEM copy. */
 	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
 		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
+	/* A pinned leaf is checked against the row just read (kg_policy_pinned()): a
+	 * session resumed from a ticket has had no pin lookup since its full handshake. */
 	kg_policy_decide(&in, &c->verdict);
-	/* Resumed from a ticket: the pin a full handshake looked up (verify.c
-	 * thumb_pinned) is looked at again here, on the row just read. */
-	if (c->resumed && rc == 0 && c->verdict.allow && c->id.method == KG_ATT_THUMBPRINT &&
-	    !(dev.attestation == KG_ATT_THUMBPRINT &&
-	      ((dev.thumb_primary[0] &&
-		kg_cred_equal(dev.thumb_primary, c->id.thumbprint, KG_SHA256_HEX_LEN)) ||
-	       (dev.thumb_secondary[0] &&
-		kg_cred_equal(dev.thumb_secondary, c->id.thumbprint, KG_SHA256_HEX_LEN))))) {
-		c->verdict.allow = false;
-		c->verdict.enroll = false;
-		c->verdict.reason = KG_REASON_THUMBPRINT_MISMATCH;
-		c->verdict.connack = KG_CONNACK_NOT_AUTHORIZED;
-	}
 	/* The registry could not say who this is: never decide it as unknown (with an
 	 * auto-enrol CA that admitted a disabled device, whose enrolment then found its
 	 * row). A shared registry that is down (registry_cache.h): the down rule refused,

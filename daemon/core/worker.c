@@ -92,7 +92,8 @@ static bool same_backend(const struct kg_config *old, const char *old_name,
  * config, not the one the session pinned at accept), or KG_REASON_OK. Cheapest checks
  * first, so a disabled CA closes thousands of sessions without a registry read each:
  * the CA (gone or unproven: revoked; disabled: ca_disabled), the leaf in a CRL
- * (cert_revoked), then the device's row through the policy (revoked), then the backend
+ * (cert_revoked), then the device's row through the policy (status, attestation, the
+ * thumbprint pin: revoked), then the backend
  * it would get now (another name, or the same name at another address: backend_moved,
  * so the device reconnects there and no session stays on the old broker).
  */
