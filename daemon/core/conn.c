@@ -820,6 +820,7 @@ static enum kg_step st_handshake(struct kg_conn *c)
 	}
 	kg_metric_add(&c->w->metrics.handshakes[KG_HS_OK], 1);
 	kg_metric_add(&c->w->metrics.handshakes_kind[c->resumed ? KG_HS_RESUMED : KG_HS_FULL], 1);
+	c->tls_done = true;
 	kg_metrics_observe_handshake(&c->w->metrics, kg_now_us() - c->hs_start_us);
 	kg_conn_set_state(c, KG_ST_IDENTIFIED);
 	return KG_STEP_NEXT;

@@ -104,6 +104,7 @@ struct kg_conn {
 	 * callback accepted (cleared when the verify callback runs after all); resumed,
 	 * the handshake completed as a resumption (then ticket_id must be set). */
 	bool ticket_id, resumed;
+	bool tls_done;                     /* the TLS handshake completed (session list) */
 	int64_t resumed_verified_at;       /* the ticket's full verification, unix s */
 	bool failopen;            /* its row came from the cache under registry_down = fail-open */
 	enum kg_reason verify_reason;

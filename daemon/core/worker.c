@@ -155,6 +155,10 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 	json_object_object_add(o, "ktls", json_object_new_string(
 		c->io.ktls_tx && c->io.ktls_rx ? "tx+rx" : c->io.ktls_tx ? "tx"
 					 : c->io.ktls_rx ? "rx" : "none"));
+	/* How its TLS handshake went: a resumed session's identity came from its ticket
+	 * (tls/tickets.h). "" before the handshake ends and on plain or proxy listeners. */
+	json_object_object_add(o, "tls", json_object_new_string(
+		!c->tls_done ? "" : c->resumed ? "resumed" : "full"));
 	json_object_object_add(o, "backend", json_object_new_string(c->verdict.allow ? c->verdict.backend : ""));
 	json_object_object_add(o, "ca", json_object_new_string(c->id.ca_name));
 	json_object_object_add(o, "method", json_object_new_string(

@@ -6,7 +6,8 @@
 # an audit line that says "tls":"resumed"); a trust change (CA removed, reload) makes the
 # ticket fail over to a full handshake, which verifies the chain again (so does a leaf
 # that expired since); TLS 1.2 and
-# `[tls] resumption = off` never resume; the metrics count full vs resumed. Real
+# `[tls] resumption = off` never resume; the metrics count full vs resumed; `session
+# list` says full or resumed. Real
 # mosquitto, a real ktlsgated, Python's ssl client offering its session's ticket
 # (kgclient.py resume). Prints PASS/FAIL/SKIP per test; exits non-zero if any failed.
 #
@@ -31,7 +32,7 @@ setup() {
 	GW_LOG="$gw/gw.log"
 	: >"$GW_LOG"
 	pki_setup "$WORK/pki" || return 1
-	for d in rs-ok rs-dis rs-dis5 rs-susp rs-reload rs-tls12 rs-off rs-keys; do
+	for d in rs-ok rs-dis rs-dis5 rs-susp rs-reload rs-tls12 rs-off rs-keys rs-list; do
 		device_cert "$d" "$PKI/factory" || return 1
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
@@ -190,6 +191,28 @@ t_tls12_never_resumes() {
 	has "$out" "conn 1 connack 0x00" || { note "TLS 1.2 second connection not admitted"; return 1; }
 }
 
+# `session list` says how each live session's handshake went: full, then resumed (JSON
+# field `tls` and the table's TLS column), read while each connection is up.
+t_session_list_tls() {
+	local out i tls
+	out=$(resume rs-list --times 2 --during \
+		"$KGCLI -c $GW_CONF session list --json >$WORK/sl.\$KGC_CONN.json && $KGCLI -c $GW_CONF session list >$WORK/sl.\$KGC_CONN.txt")
+	echo "$out" | sed 's/^/    /'
+	has "$out" "conn 1 reused TLSv1.3" || { note "second connection not resumed"; return 1; }
+	for i in 0 1; do
+		has "$out" "conn $i during rc=0" || { note "session list failed during connection $i"; return 1; }
+		tls=$($PY -c 'import json,sys
+s = [x for x in json.load(open(sys.argv[1])) if x["device"] == "rs-list"]
+print(" ".join(x["tls"] for x in s))' "$WORK/sl.$i.json") || { note "session list --json: $(cat "$WORK/sl.$i.json")"; return 1; }
+		case $i:$tls in
+		0:full | 1:resumed) ;;
+		*) note "connection $i: session list says tls '$tls'"; return 1 ;;
+		esac
+		grep -q '^ID .* MODE  *TLS  *BACKEND ' "$WORK/sl.$i.txt" || { note "no TLS column: $(head -1 "$WORK/sl.$i.txt")"; return 1; }
+		grep -Eq " rs-list .* $tls +local " "$WORK/sl.$i.txt" || { note "table row of rs-list does not say $tls: $(cat "$WORK/sl.$i.txt")"; return 1; }
+	done
+}
+
 # Two ticket keys, old tickets still decrypting: every worker shares the store, so a
 # ticket made by one worker resumes on another (two workers, several connections).
 t_tickets_shared_by_workers() {
@@ -228,7 +251,7 @@ after_each() {
 ALL_TESTS=(t_resumed_relays t_disabled_after_ticket t_suspended_after_ticket
 	t_pin_changed_after_ticket t_ca_removed_full_handshake t_reload_full_handshake
 	t_leaf_expired_full_handshake
-	t_tls12_never_resumes t_tickets_shared_by_workers t_resumption_off)
+	t_tls12_never_resumes t_session_list_tls t_tickets_shared_by_workers t_resumption_off)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / brokers / gateway (log: ${GW_LOG:-none})"

@@ -422,7 +422,8 @@ def cmd_connect(a):
 def cmd_resume(a):
     """Connect --times times with one TLS context, offering the last session's ticket:
     per connection "conn N new|reused VERSION", then its CONNACK (and PUBACK with
-    --topic). --between runs a shell command before every connection but the first."""
+    --topic). --between runs a shell command before every connection but the first;
+    --during one while each admitted connection is up (env KGC_CONN = its number)."""
     ctx = client_ctx(a.ca, a.cert, a.key)
     if a.tls12:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -447,6 +448,10 @@ def cmd_resume(a):
                 if a.topic:
                     a.msg = "%s-%d" % (a.base_msg, i)
                     publish(s, r, a, 1)
+                if a.during:
+                    env = dict(os.environ, KGC_CONN=str(i))
+                    out("conn %d during rc=%d" % (i, subprocess.call(
+                        a.during, shell=True, timeout=a.timeout * 4, env=env)))
                 # a TLS 1.3 ticket arrives before the first application data
                 sess = s.session
                 s.sendall(disconnect_packet())
@@ -927,6 +932,7 @@ def main():
     common(sp)
     sp.add_argument("--times", type=int, default=2)
     sp.add_argument("--between", help="shell command to run before each reconnection")
+    sp.add_argument("--during", help="shell command to run while each connection is up")
     sp.add_argument("--tls12", action="store_true", help="at most TLS 1.2")
     sp = sub.add_parser("paho", help="same CONNACK check through paho-mqtt")
     common(sp)
