@@ -282,6 +282,7 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		.conn_id = c->cid,
 		.mqtt_level = c->mqtt_level,
 		.detail = detail,
+		.resumed = c->resumed,
 	};
 
 	/* The flood guard: refusals of peers that never authenticated are limited per
@@ -296,6 +297,8 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		kg_metric_add(&c->w->metrics.decisions_allow[reason], 1);
 	else
 		kg_metric_add(&c->w->metrics.decisions_deny[reason], 1);
+	if (!allow && c->resumed)
+		kg_metric_add(&c->w->metrics.resume_refusals[KG_RESUME_POLICY], 1);
 	if (!allow && reason == KG_REASON_REGISTRY_UNAVAILABLE && c->w->d->regcache != NULL)
 		kg_regcache_count_refusal(c->w->d->regcache);
 	/* Verification and policy refusals feed the XDP gate (it ignores the rest). */
@@ -482,6 +485,7 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 			.event = "close", .peer = c->peer, .device = c->id.device_id,
 			.thumbprint = c->id.thumbprint, .ca = c->id.ca_name,
 			.auth = kg_attestation_str(c->id.method), .listener = listener_name(c),
+			.resumed = c->resumed,
 			.allow = false,
 			.reason = why, .conn_id = c->cid, .mqtt_level = c->mqtt_level,
 		};
@@ -840,6 +844,8 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		return KG_STEP_NEXT;
 	}
 	kg_metric_add(&c->w->metrics.handshakes[KG_HS_OK], 1);
+	kg_metric_add(&c->w->metrics.handshakes_kind[c->resumed ? KG_HS_RESUMED : KG_HS_FULL], 1);
+	c->tls_done = true;
 	kg_metrics_observe_handshake(&c->w->metrics, kg_now_us() - c->hs_start_us);
 	kg_conn_set_state(c, KG_ST_IDENTIFIED);
 	return KG_STEP_NEXT;
@@ -897,16 +903,15 @@ static void decide(struct kg_conn *c)
 	/* Through a front: a pinned device is itself only when the front sent its
 	 * certificate's SHA-256 and it is one of the pinned ones. */
 	if (rc == 0 && c->proxy_cert && dev.attestation == KG_ATT_THUMBPRINT && c->has_proxy_sha256 &&
-	    ((dev.thumb_primary[0] &&
-	      kg_cred_equal(dev.thumb_primary, c->id.thumbprint, KG_SHA256_HEX_LEN)) ||
-	     (dev.thumb_secondary[0] &&
-	      kg_cred_equal(dev.thumb_secondary, c->id.thumbprint, KG_SHA256_HEX_LEN)))) {
+	    kg_policy_pinned(&dev, c->id.thumbprint)) {
 		c->id.method = KG_ATT_THUMBPRINT;
 		c->id.ca_name[0] = '\0';
 	}
 	/* The CA row comes with the trust snapshot: no registry read, no PEM copy. */
 	if (c->id.method == KG_ATT_CA && c->id.ca_name[0])
 		in.ca = kg_trust_get0_ca(c->snap->trust, c->id.ca_name);
+	/* A pinned leaf is checked against the row just read (kg_policy_pinned()): a
+	 * session resumed from a ticket has had no pin lookup since its full handshake. */
 	kg_policy_decide(&in, &c->verdict);
 	/* The registry could not say who this is: never decide it as unknown (with an
 	 * auto-enrol CA that admitted a disabled device, whose enrolment then found its

@@ -104,6 +104,12 @@ struct kg_conn {
 					    * under tag cid (cancelled by the close) */
 	bool src_held;                     /* counted pending there until the handshake ends */
 	bool identified, verify_ran, decided, audited;
+	/* TLS resumption (tls/tickets.h): ticket_id, c->id came from a ticket the decrypt
+	 * callback accepted (cleared when the verify callback runs after all); resumed,
+	 * the handshake completed as a resumption (then ticket_id must be set). */
+	bool ticket_id, resumed;
+	bool tls_done;                     /* the TLS handshake completed (session list) */
+	int64_t resumed_verified_at;       /* the ticket's full verification, unix s */
 	bool failopen;            /* its row came from the cache under registry_down = fail-open */
 	enum kg_reason verify_reason;
 	int x509_err;

@@ -8,6 +8,7 @@
  * Here, in core, because each of them works on a struct kg_conn: the tls part below
  * knows no connection, so the one crossing upward the tree used to have is gone.
  */
+#include <string.h>
 #include <time.h>
 
 #include <openssl/err.h>
@@ -21,6 +22,7 @@
 #include "ops/err.h"
 #include "ops/log.h"
 #include "relay/relay.h"
+#include "tls/tickets.h"
 #include "tls/tls_keys.h"
 #include "tls/verify.h"
 #include "tpm/tpm_key.h"
@@ -35,6 +37,10 @@ int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg)
 	(void)arg;
 	if (c == NULL)
 		return 0;
+	/* A full handshake after all (a ticket was offered but not resumed): the
+	 * identity is this verification's, not the ticket's. */
+	c->ticket_id = false;
+	c->resumed_verified_at = 0;
 	c->verify_ran = true;
 	c->verify_reason = kg_verify_peer(c->snap->trust, X509_STORE_CTX_get0_cert(sctx),
 					  X509_STORE_CTX_get0_untrusted(sctx), 0,
@@ -54,6 +60,97 @@ int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg)
 	X509_STORE_CTX_set_error(sctx, x509_err ? x509_err : X509_V_ERR_UNSPECIFIED);
 	c->x509_err = x509_err;
 	return 0;
+}
+
+/*
+ * A new ticket is being made (after a full or a resumed handshake, on the worker):
+ * store in it what this connection proved. A session that proved no certificate gets
+ * an unverified one, which never resumes (kg_ticket_check()). Never fails the
+ * handshake: OpenSSL 3.0 would make a 0 a fatal error.
+ */
+int kg_conn_tls_ticket_gen_cb(SSL *ssl, void *arg)
+{
+	struct kg_conn *c = SSL_get_app_data(ssl);
+	struct kg_ticket_id t;
+	unsigned char buf[KG_TICKET_ID_MAX];
+	bool proved;
+	int n;
+
+	(void)arg;
+	if (c == NULL)
+		return 1;   /* no identity in it: it never resumes */
+	proved = c->verify_ran && c->verify_reason == KG_REASON_OK &&
+		 (c->id.method == KG_ATT_CA || c->id.method == KG_ATT_THUMBPRINT);
+	if (kg_ticket_id_from_identity(&t, proved ? &c->id : NULL,
+				       kg_trust_generation(c->snap->trust), (int64_t)time(NULL)) < 0)
+		proved = t.verified = false;
+	/* A renewal keeps the time of the full verification it descends from. */
+	if (proved && c->resumed_verified_at != 0)
+		t.verified_at = c->resumed_verified_at;
+	n = kg_ticket_id_encode(&t, buf, sizeof(buf));
+	if (n > 0)
+		(void)SSL_SESSION_set1_ticket_appdata(SSL_get0_session(ssl), buf, (size_t)n);
+	return 1;
+}
+
+/*
+ * A ticket was presented (TLS 1.3: the PSK extension). Resume only what the full
+ * handshake would accept again now: the identity decoded, the same leaf, the same trust
+ * generation, the leaf valid. Then c->id is the ticket's and the connection goes on to
+ * the registry and policy like any other (conn.c st_policy). Anything else: ignore the
+ * ticket, a full handshake verifies the chain again. TLS 1.2: never resumed, and no
+ * ticket issued (IGNORE, not IGNORE_RENEW: see docs/security.md).
+ */
+SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+					    size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
+{
+	struct kg_conn *c = SSL_get_app_data(ssl);
+	const void *data = NULL;
+	size_t len = 0;
+	struct kg_ticket_id t;
+	enum kg_resume_refusal why;
+
+	(void)keyname;
+	(void)keyname_len;
+	(void)arg;
+	if (SSL_version(ssl) != TLS1_3_VERSION)
+		return SSL_TICKET_RETURN_IGNORE;
+	switch (status) {
+	case SSL_TICKET_SUCCESS:
+	case SSL_TICKET_SUCCESS_RENEW:
+		break;
+	case SSL_TICKET_NO_DECRYPT:
+		if (c != NULL)
+			kg_metric_add(&c->w->metrics.resume_refusals[KG_RESUME_UNKNOWN_KEY], 1);
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	case SSL_TICKET_EMPTY:
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	default:
+		return SSL_TICKET_RETURN_ABORT;
+	}
+	if (c == NULL)
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	if (SSL_SESSION_get0_ticket_appdata(ss, (void **)&data, &len) != 1 ||
+	    kg_ticket_id_decode(data, len, &t) < 0)
+		why = KG_RESUME_BAD_TICKET;
+	else
+		why = kg_ticket_check(&t, SSL_SESSION_get0_peer(ss), kg_trust_generation(c->snap->trust),
+				      (int64_t)time(NULL));
+	if (why != KG_RESUME_OK) {
+		kg_metric_add(&c->w->metrics.resume_refusals[why], 1);
+		kg_log_debug("conn=%llu peer=%s ticket not resumed: %s", (unsigned long long)c->cid,
+			     c->peer, kg_resume_refusal_names[why]);
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	}
+	kg_ticket_id_to_identity(&t, &c->id);
+	c->resumed_verified_at = t.verified_at;
+	c->ticket_id = true;
+	c->verify_ran = true;
+	c->verify_reason = KG_REASON_OK;
+	c->x509_err = X509_V_OK;
+	/* Always a new ticket after a resumption: clients use a ticket once (RFC 8446
+	 * C.4), and the new one carries the same identity and verification time. */
+	return SSL_TICKET_RETURN_USE_RENEW;
 }
 
 int kg_conn_tls_new(struct kg_conn *c, bool cert_optional)
@@ -81,8 +178,12 @@ int kg_conn_tls_new(struct kg_conn *c, bool cert_optional)
 	 * absence is no failure (the CONNECT's credentials decide, conn.c st_auth). The
 	 * verify callback stays the context's: SSL_set_verify() replaces only the mode
 	 * and the per-certificate callback, which we leave unset. */
-	if (cert_optional)
+	if (cert_optional) {
 		SSL_set_verify(c->io.ssl, SSL_VERIFY_PEER, NULL);
+		/* Resumption is for certificate-proven devices: a one-way listener's
+		 * sessions get no ticket (a CONNECT's credentials are checked anyway). */
+		(void)SSL_set_num_tickets(c->io.ssl, 0);
+	}
 	SSL_set_app_data(c->io.ssl, c);
 	SSL_set_accept_state(c->io.ssl);
 	if (kg_tls_keys_track(c->io.ssl, &c->io.keytrk) < 0)
@@ -102,6 +203,19 @@ int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 		kg_conn_tls_async_end(c);
 		/* the relay's reads and writes need no ASYNC job (nothing pauses there) */
 		SSL_clear_mode(c->io.ssl, SSL_MODE_ASYNC);
+		c->resumed = SSL_session_reused(c->io.ssl) == 1;
+		if (c->resumed && !c->ticket_id) {
+			/* Resumed without an identity our callback accepted: cannot happen
+			 * (no session cache, every ticket passes the callback); refuse. */
+			*reason = KG_REASON_TLS_FAILED;
+			return KG_E_PROTO;
+		}
+		if (!c->resumed && c->ticket_id) {
+			/* A ticket accepted, then a full handshake without a certificate
+			 * (another suite, say): the ticket's identity does not carry over. */
+			memset(&c->id, 0, sizeof(c->id));
+			c->ticket_id = c->verify_ran = false;
+		}
 		kg_tls_keys_handshake_done(c->io.ssl, &c->io.keytrk);
 		return KG_OK;
 	}

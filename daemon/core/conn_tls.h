@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "ktlsgate/compiler.h"
@@ -23,6 +24,15 @@ struct kg_conn;
  * c->verify_ran/_reason and c->x509_err; 1 accepts, 0 refuses (with the X509 error that
  * selects OpenSSL's alert). */
 int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg);
+
+/* OpenSSL's session ticket callbacks (SSL_CTX_set_session_ticket_cb, installed by
+ * tls/tickets.h kg_tickets_ctx_setup() when [tls] resumption is on). gen puts what the
+ * connection proved into a new ticket; dec decides whether a presented ticket resumes
+ * (kg_ticket_check()) and, if so, makes its identity the connection's (c->id,
+ * c->ticket_id) for the registry and policy to judge again. */
+int kg_conn_tls_ticket_gen_cb(SSL *ssl, void *arg);
+SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
+					    size_t keyname_len, SSL_TICKET_STATUS status, void *arg);
 
 /* Create the SSL for an accepted fd; cert_optional: one-way TLS (a certificate is
  * verified when sent, else the CONNECT must prove who it is). 0 or KG_E_RESOURCE. */

@@ -23,6 +23,7 @@
 #include "registry/registry_cache.h"
 #include "registry/watch_pg.h"
 #include "tls/leaf.h"
+#include "tls/tickets.h"
 #include "tls/tls.h"
 #include "core/worker.h"
 
@@ -111,6 +112,21 @@ static int leaf_for(struct kg_daemon *d, const struct kg_config *cfg, bool new_l
 	return kg_daemon_leaf_make(cfg, d->tpm_signer, out, err, errlen);
 }
 
+/* [tls] resumption = on: the context kg_tls_ctx_new() made without resumption gets
+ * the daemon's ticket keys and the connection's ticket callbacks (conn_tls.h). */
+static int snapshot_resumption(struct kg_daemon *d, struct kg_snapshot *s,
+			       const struct kg_config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->resumption || d->tickets == NULL)
+		return 0;
+	if (kg_tickets_ctx_setup(s->ssl_ctx, d->tickets, cfg->ticket_lifetime,
+				 kg_conn_tls_ticket_gen_cb, kg_conn_tls_ticket_dec_cb, NULL) < 0) {
+		snprintf(err, errlen, "[tls] resumption: cannot set up session tickets");
+		return -1;
+	}
+	return 0;
+}
+
 struct kg_snapshot *kg_snapshot_build(struct kg_daemon *d, const struct kg_config *cfg, char *err,
 				      size_t errlen)
 {
@@ -137,6 +153,8 @@ struct kg_snapshot *kg_snapshot_build_ex(struct kg_daemon *d, const struct kg_co
 				     : kg_tls_ctx_new(cfg, d->tpm_signer, kg_conn_tls_verify_cb,
 						      &s->key_source, err, errlen);
 	if (s->ssl_ctx == NULL)
+		goto out_free;
+	if (snapshot_resumption(d, s, cfg, err, errlen) < 0)
 		goto out_free;
 	s->trust = kg_trust_new();
 	if (s->trust == NULL) {
@@ -192,6 +210,9 @@ void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s)
 	old = d->snap;
 	d->snap = s;
 	pthread_mutex_unlock(&d->snap_lock);
+	/* The keys' span follows the config in force (a failed reload changes nothing). */
+	if (d->tickets != NULL && s->cfg.resumption)
+		kg_ticket_keys_set_lifetime(d->tickets, s->cfg.ticket_lifetime);
 	kg_snapshot_put(old);
 	kg_daemon_leaf_published(d, s);   /* certified-leaf: its timer and gauges */
 }

@@ -48,6 +48,7 @@ struct kg_sockmap;
 struct kg_watch_pg;
 struct kg_regwatch_q;
 struct kg_tpm_signer;
+struct kg_ticket_keys;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -91,6 +92,9 @@ struct kg_daemon {
 	struct kg_tpm_signer *tpm_signer;
 	bool tpm_start_failed;
 
+	/* TLS 1.3 session ticket keys (tls/tickets.h), made at start, shared by every
+	 * worker and every snapshot's SSL_CTX (a reload keeps the tickets valid). */
+	struct kg_ticket_keys *tickets;
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
 	 * its callback fills for the main thread (kg_daemon_watch_*). NULL: a file

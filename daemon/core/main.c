@@ -46,6 +46,7 @@
 #include "ops/log.h"
 #include "ops/notify.h"
 #include "tls/leaf.h"
+#include "tls/tickets.h"
 #include "tls/tls.h"
 #include "tls/verify.h"
 #include "tpm/tpm_key.h"
@@ -199,6 +200,7 @@ static char *render_metrics(void *arg, size_t *len)
 	info.leaf.not_after = atomic_load(&d->leaf_not_after);
 	info.leaf.rotations = atomic_load(&d->leaf_rotations);
 	info.leaf.failures = atomic_load(&d->leaf_failures);
+	info.ticket_key_rotations = kg_ticket_keys_rotations(d->tickets);
 	info.backends = s->cfg.backends;   /* borrowed from s until the render is done */
 	info.n_backends = s->cfg.n_backends;
 	info.listeners = s->cfg.listeners;
@@ -500,6 +502,11 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: WARNING: %zu expired CRL(s): their CAs' devices are refused\n",
 		       crls_refusing);
 	describe_listeners(cfg, print_listener_line);
+	if (cfg->resumption)
+		printf("ktlsgated: resumption = on (TLS 1.3 session tickets, ticket_lifetime %us)\n",
+		       cfg->ticket_lifetime);
+	else
+		printf("ktlsgated: resumption = off\n");
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
 	if (reg != NULL && kg_registry_ca_list(reg, print_ca_username_check, trust) != 0) {
@@ -684,7 +691,8 @@ int main(int argc, char **argv)
 	unsigned started_workers = 0;
 
 	kg_log_set_ident("ktlsgated");
-	/* Before any key exists: private scalars (the certified leaf's, tls/leaf.h) go to
+	/* Before any key exists: private scalars (the certified leaf's, tls/leaf.h) and the
+	 * session ticket keys (tls/tickets.h) go to
 	 * OpenSSL's secure heap, locked in RAM, MADV_DONTDUMP, cleared on free. 1 MiB: it
 	 * also takes every handshake's ephemeral keys, and an exhausted heap fails the
 	 * allocation (no fallback). 0: no secure heap, said once the log is set up. */
@@ -782,7 +790,13 @@ int main(int argc, char **argv)
 		}
 		d->tpm_start_failed = rc > 0;
 	}
-	/* 3. first snapshot: TLS context, server certificate, trust */
+	/* 3. first snapshot: TLS context, server certificate, trust; the ticket keys
+	 * first (every snapshot's context shares them), one made now */
+	d->tickets = kg_ticket_keys_new(cfg->ticket_lifetime);
+	if (d->tickets == NULL || kg_ticket_keys_rotate(d->tickets, (int64_t)time(NULL)) < 0) {
+		fprintf(stderr, "ktlsgated: session ticket keys: out of memory or randomness\n");
+		goto out_writer;
+	}
 	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
 	if (d->snap == NULL) {
 		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
@@ -930,6 +944,7 @@ out_snap:
 out_writer:
 	kg_tpm_signer_free(d->tpm_signer);   /* after the last snapshot: its keys point here */
 	kg_writer_stop(d->writer);
+	kg_ticket_keys_free(d->tickets);   /* after every SSL_CTX that points at it */
 out_free_cfg:
 	if (d->lock_fd >= 0)
 		close(d->lock_fd);

@@ -92,7 +92,8 @@ static bool same_backend(const struct kg_config *old, const char *old_name,
  * config, not the one the session pinned at accept), or KG_REASON_OK. Cheapest checks
  * first, so a disabled CA closes thousands of sessions without a registry read each:
  * the CA (gone or unproven: revoked; disabled: ca_disabled), the leaf in a CRL
- * (cert_revoked), then the device's row through the policy (revoked), then the backend
+ * (cert_revoked), then the device's row through the policy (status, attestation, the
+ * thumbprint pin: revoked), then the backend
  * it would get now (another name, or the same name at another address: backend_moved,
  * so the device reconnects there and no session stays on the old broker).
  */
@@ -154,6 +155,10 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 	json_object_object_add(o, "ktls", json_object_new_string(
 		c->io.ktls_tx && c->io.ktls_rx ? "tx+rx" : c->io.ktls_tx ? "tx"
 					 : c->io.ktls_rx ? "rx" : "none"));
+	/* How its TLS handshake went: a resumed session's identity came from its ticket
+	 * (tls/tickets.h). "" before the handshake ends and on plain or proxy listeners. */
+	json_object_object_add(o, "tls", json_object_new_string(
+		!c->tls_done ? "" : c->resumed ? "resumed" : "full"));
 	json_object_object_add(o, "backend", json_object_new_string(c->verdict.allow ? c->verdict.backend : ""));
 	json_object_object_add(o, "ca", json_object_new_string(c->id.ca_name));
 	json_object_object_add(o, "method", json_object_new_string(

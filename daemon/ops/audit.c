@@ -77,6 +77,9 @@ size_t kg_audit_format(const struct kg_audit_record *r, int64_t ts_ms, char *buf
 	add_str(o, "ca", r->ca);
 	add_str(o, "auth", r->auth);
 	add_str(o, "listener", r->listener);
+	/* Said only when true: the identity came from a ticket, the policy ran again. */
+	if (r->resumed)
+		add_str(o, "tls", "resumed");
 	json_object_object_add(o, "decision", json_object_new_string(r->allow ? "allow" : "deny"));
 	json_object_object_add(o, "reason", json_object_new_string(kg_reason_str(r->reason)));
 	add_str(o, "backend", r->backend);

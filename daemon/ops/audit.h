@@ -35,6 +35,7 @@ struct kg_audit_record {
 	uint64_t conn_id;
 	int mqtt_level;           /* 0 when unknown */
 	const char *detail;       /* optional free text */
+	bool resumed;             /* TLS resumed from a session ticket: "tls":"resumed" */
 };
 
 /* Format the record as one JSON line (with '\n') into buf. Returns its length, or 0 if

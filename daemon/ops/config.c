@@ -103,6 +103,8 @@ enum kind {
 	K_USERNAME,
 	K_LOG_LEVEL,
 	K_RELAY,
+	K_BOOL,     /* yes/on, no/off (conf_value.h) */
+	K_DURATION, /* seconds, or a number with s, m, h or d; min..max in seconds */
 };
 
 struct key_def {
@@ -120,6 +122,7 @@ enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
 	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_REG_CACHE, KEY_REG_DOWN, KEY_REG_DOWN_SEEN, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS, KEY_SECURITY_LEVEL, KEY_CRL_GRACE,
+	KEY_RESUMPTION, KEY_TICKET_LIFETIME,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
 	KEY_SRC_MAX_HS, KEY_SRC_RATE, KEY_SRC_BURST, KEY_SRC_PREFIX_V4, KEY_SRC_PREFIX_V6,
@@ -154,6 +157,10 @@ static const struct key_def keys[KEY_MAX] = {
 	/* 0..5 is OpenSSL's scale; the floor (OpenSSL's default) is checked in validate(). */
 	[KEY_SECURITY_LEVEL] = { SEC_TLS, "security_level", K_UINT, FIELD(security_level), 0, 5 },
 	[KEY_CRL_GRACE] = { SEC_TLS, "crl_grace", K_UINT, FIELD(crl_grace), 0, MAX_CRL_GRACE },
+	[KEY_RESUMPTION] = { SEC_TLS, "resumption", K_BOOL, FIELD(resumption), 0, 0 },
+	/* 0 is no lifetime: resumption = off says that; 7 days is RFC 8446's cap */
+	[KEY_TICKET_LIFETIME] = { SEC_TLS, "ticket_lifetime", K_DURATION, FIELD(ticket_lifetime),
+				  KG_TICKET_LIFETIME_MIN_S, KG_TICKET_LIFETIME_MAX_S },
 	[KEY_MAX_CONN] = { SEC_LIMITS, "max_connections", K_UINT, FIELD(max_connections), 1, 1000000 },
 	[KEY_MAX_HS] = { SEC_LIMITS, "max_handshakes", K_UINT, FIELD(max_handshakes), 1, 1000000 },
 	[KEY_HS_TIMEOUT] = { SEC_LIMITS, "handshake_timeout_ms", K_UINT, FIELD(handshake_timeout_ms), 10, 600000 },
@@ -304,6 +311,34 @@ static int parse_uint(const char *s, unsigned long *out)
 	return 0;
 }
 
+/* A duration: digits, then nothing or s (seconds), m, h, d. Into seconds. */
+static int parse_duration(const char *s, unsigned long *out)
+{
+	static const struct { char unit; unsigned long mul; } units[] = {
+		{ 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 },
+	};
+	char num[16];
+	size_t n = strlen(s);
+	unsigned long v;
+
+	if (n == 0 || n >= sizeof(num))
+		return -1;
+	memcpy(num, s, n + 1);
+	if (num[n - 1] < '0' || num[n - 1] > '9') {
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+			if (num[n - 1] != units[i].unit)
+				continue;
+			num[n - 1] = '\0';
+			if (parse_uint(num, &v) != 0 || v > UINT_MAX / units[i].mul)
+				return -1;
+			*out = v * units[i].mul;
+			return 0;
+		}
+		return -1;
+	}
+	return parse_uint(num, out);
+}
+
 /* The parser behind kg_sockaddr_parse; *why says what was wrong. */
 static int sockaddr_parse(const char *text, struct kg_sockaddr *out, const char **why)
 {
@@ -404,6 +439,8 @@ void kg_config_defaults(struct kg_config *cfg)
 	memcpy(cfg->groups, DEFAULT_GROUPS, sizeof(DEFAULT_GROUPS));
 	cfg->security_level = DEFAULT_SECURITY_LEVEL;
 	cfg->crl_grace = 0;
+	cfg->resumption = true;
+	cfg->ticket_lifetime = KG_TICKET_LIFETIME_DEFAULT_S;
 	cfg->max_connections = 10000;
 	cfg->max_handshakes = 1024;
 	cfg->handshake_timeout_ms = 10000;
@@ -743,6 +780,22 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 				k->name, quote(q, value));
 			return -1;
 		}
+		return 0;
+	case K_BOOL:
+		if (kg_conf_bool(value, (bool *)(void *)field) != 0) {
+			set_err(st, st->line, "'%s': '%s' is not one of on, off, yes, no", k->name,
+				quote(q, value));
+			return -1;
+		}
+		return 0;
+	case K_DURATION:
+		if (parse_duration(value, &v) != 0 || v < k->min || v > k->max) {
+			set_err(st, st->line, "'%s': '%s' is not a duration in %us..%us (a number "
+				"of seconds, or with s, m, h or d)", k->name, quote(q, value),
+				k->min, k->max);
+			return -1;
+		}
+		*(unsigned *)(void *)field = (unsigned)v;
 		return 0;
 	case K_LOG_LEVEL:
 		if (strcmp(value, "err") != 0 && strcmp(value, "warn") != 0 &&

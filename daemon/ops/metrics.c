@@ -106,6 +106,13 @@ static int64_t sum_i(struct kg_metrics *const *w, size_t n, size_t off)
 #define SUM_U(field) sum_u(w, n, offsetof(struct kg_metrics, field))
 #define SUM_I(field) sum_i(w, n, offsetof(struct kg_metrics, field))
 
+const char *const kg_resume_refusal_names[KG_RESUME_MAX] = {
+	[KG_RESUME_OK] = "ok", [KG_RESUME_UNKNOWN_KEY] = "unknown_key",
+	[KG_RESUME_BAD_TICKET] = "bad_ticket", [KG_RESUME_TRUST_CHANGED] = "trust_changed",
+	[KG_RESUME_LEAF_MISMATCH] = "leaf_mismatch", [KG_RESUME_LEAF_EXPIRED] = "leaf_expired",
+	[KG_RESUME_TOO_OLD] = "too_old", [KG_RESUME_POLICY] = "policy",
+};
+
 const char *const kg_tpm_op_names[KG_TPM_OP_MAX] = {
 	[KG_TPM_OP_CONNECT] = "connect", [KG_TPM_OP_LOAD] = "load", [KG_TPM_OP_SIGN] = "sign",
 	[KG_TPM_OP_TIMEOUT] = "timeout", [KG_TPM_OP_QUEUE_FULL] = "queue_full",
@@ -422,6 +429,22 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t r = 0; r < KG_HS_MAX; r++)
 		put(&o, "ktlsgate_handshakes_total{result=\"%s\"} %llu\n", hs_names[r],
 		    (unsigned long long)SUM_U(handshakes[r]));
+	/* A separate family: result="ok" split by kind, so sums over result stay true. */
+	put(&o, "# HELP ktlsgate_handshakes_completed_total Completed TLS handshakes: full, or resumed from a ticket.\n"
+		"# TYPE ktlsgate_handshakes_completed_total counter\n"
+		"ktlsgate_handshakes_completed_total{kind=\"full\"} %llu\n"
+		"ktlsgate_handshakes_completed_total{kind=\"resumed\"} %llu\n",
+		(unsigned long long)SUM_U(handshakes_kind[KG_HS_FULL]),
+		(unsigned long long)SUM_U(handshakes_kind[KG_HS_RESUMED]));
+	put(&o, "# HELP ktlsgate_resumption_refusals_total Session tickets not resumed (a full handshake follows), and resumed sessions refused after the handshake (reason=\"policy\").\n"
+		"# TYPE ktlsgate_resumption_refusals_total counter\n");
+	for (size_t r = 1; r < KG_RESUME_MAX; r++)
+		put(&o, "ktlsgate_resumption_refusals_total{reason=\"%s\"} %llu\n",
+		    kg_resume_refusal_names[r], (unsigned long long)SUM_U(resume_refusals[r]));
+	put(&o, "# HELP ktlsgate_ticket_key_rotations_total New session ticket encryption keys made ([tls] ticket_lifetime).\n"
+		"# TYPE ktlsgate_ticket_key_rotations_total counter\n"
+		"ktlsgate_ticket_key_rotations_total %llu\n",
+		(unsigned long long)info->ticket_key_rotations);
 	put(&o, "# HELP ktlsgate_decisions_total Access decisions by outcome and reason.\n"
 		"# TYPE ktlsgate_decisions_total counter\n");
 	for (size_t r = 0; r < KG_REASON_MAX; r++) {

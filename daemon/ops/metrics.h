@@ -103,6 +103,22 @@ struct kg_metrics_tpm {
 	double sign_sum;
 };
 
+/* TLS 1.3 resumption (tls/tickets.h): why a ticket was not resumed (a full handshake
+ * follows), or "policy": a resumed session refused after the handshake. */
+enum kg_resume_refusal {
+	KG_RESUME_OK,
+	KG_RESUME_UNKNOWN_KEY,     /* not ours, or its key's window closed */
+	KG_RESUME_BAD_TICKET,      /* no or malformed identity in it */
+	KG_RESUME_TRUST_CHANGED,   /* made under another trust generation (CA, CRL, reload) */
+	KG_RESUME_LEAF_MISMATCH,   /* its identity is not the session's certificate's */
+	KG_RESUME_LEAF_EXPIRED,
+	KG_RESUME_TOO_OLD,         /* full verification more than 7 days ago */
+	KG_RESUME_POLICY,          /* resumed, then refused (registry, policy, CONNECT) */
+	KG_RESUME_MAX
+};
+extern const char *const kg_resume_refusal_names[KG_RESUME_MAX];
+enum kg_hs_kind { KG_HS_FULL, KG_HS_RESUMED, KG_HS_KIND_MAX };
+
 /* CONNECT credential checks (issue 15, auth/auth_check.h): by kind (sas, token,
  * basic: auth_check.h's enum kg_auth_kind order, checked there) and outcome. */
 #define KG_AUTH_KINDS 3
@@ -154,6 +170,8 @@ struct kg_metrics {
 	_Atomic uint64_t source_untracked;                    /* admitted: source table run full */
 	_Atomic uint64_t accept_errors[KG_ACCEPT_ERR_MAX];    /* out of fds at accept */
 	_Atomic uint64_t handshakes[KG_HS_MAX];
+	_Atomic uint64_t handshakes_kind[KG_HS_KIND_MAX];     /* completed: full or resumed */
+	_Atomic uint64_t resume_refusals[KG_RESUME_MAX];
 	_Atomic uint64_t decisions_allow[KG_REASON_MAX];
 	_Atomic uint64_t decisions_deny[KG_REASON_MAX];
 	_Atomic uint64_t closes[KG_REASON_MAX];
@@ -228,6 +246,7 @@ struct kg_metrics_info {
 		int64_t not_after;         /* unix s; 0: no leaf yet */
 		uint64_t rotations, failures;
 	} leaf;
+	uint64_t ticket_key_rotations;   /* tls/tickets.h: new ticket encryption keys */
 };
 
 /* Names of the TPM failure kinds counted in ktlsgate_tpm_errors_total{kind}. */

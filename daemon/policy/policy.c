@@ -6,11 +6,12 @@
  * written verdict, and anything unexpected denies (fail closed).
  *
  * Order, first match wins: the issuing CA's status, unknown device (auto-enrol or
- * refuse), device status, attestation method (and the enrolling CA), backend
- * resolution.
+ * refuse), device status, attestation method (and the enrolling CA, or the thumbprint
+ * pin), backend resolution.
  */
 #include <string.h>
 
+#include "policy/credential.h"
 #include "policy/policy.h"
 
 /* Status -> refusal. quarantined / decommissioned are "banned": the device should
@@ -155,7 +156,33 @@ void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out)
 		return;
 	}
 
+	/*
+	 * A pinned leaf is this device only while the row still pins it. The full
+	 * handshake looked the pin up (verify.c), but a session resumed from a ticket or
+	 * revalidated while live (worker.c) has only this row: a pin changed or removed
+	 * since then must cut it like a disabled device.
+	 */
+	if (dev->attestation == KG_ATT_THUMBPRINT && !kg_policy_pinned(dev, id->thumbprint)) {
+		deny(out, KG_REASON_THUMBPRINT_MISMATCH, KG_CONNACK_NOT_AUTHORIZED);
+		return;
+	}
+
 	pick_backend(in, out, KG_REASON_OK);
+}
+
+bool kg_policy_pinned(const struct kg_device *dev, const char *thumb_hex)
+{
+	bool primary, secondary;
+
+	if (dev == NULL || thumb_hex == NULL ||
+	    strnlen(thumb_hex, KG_SHA256_HEX_LEN + 1) != KG_SHA256_HEX_LEN)
+		return false;
+	/* Both compared, constant time: which slot matched is nobody's business. */
+	primary = dev->thumb_primary[0] != '\0' &&
+		  kg_cred_equal(dev->thumb_primary, thumb_hex, KG_SHA256_HEX_LEN);
+	secondary = dev->thumb_secondary[0] != '\0' &&
+		    kg_cred_equal(dev->thumb_secondary, thumb_hex, KG_SHA256_HEX_LEN);
+	return primary || secondary;
 }
 
 bool kg_policy_client_id_ok(const struct kg_config *cfg, const struct kg_identity *id,

@@ -70,9 +70,18 @@ enum kg_reason kg_policy_ca_status(const struct kg_identity *id, const struct kg
  * device's attestation. Backend: device's, else CA's, else cfg->default_backend; it
  * must exist in cfg (else NO_BACKEND, "server unavailable").
  * A CA-attested device whose row names a CA (ca_name) must come through that CA
- * (else ATTESTATION_MISMATCH). On NO_BACKEND, out->backend holds the name tried.
+ * (else ATTESTATION_MISMATCH). A thumbprint-attested device's row must pin the
+ * identity's thumbprint (kg_policy_pinned(), else THUMBPRINT_MISMATCH: a pin changed
+ * or removed after the handshake, seen by a resumption or a live revalidation).
+ * On NO_BACKEND, out->backend holds the name tried.
  */
 void kg_policy_decide(const struct kg_policy_input *in, struct kg_verdict *out);
+
+/*
+ * Does the row pin this leaf: thumb_hex (64 lowercase hex digits) equals its primary or
+ * secondary thumbprint? An empty slot pins nothing; NULL or a malformed thumb_hex: false.
+ */
+bool kg_policy_pinned(const struct kg_device *dev, const char *thumb_hex);
 
 /*
  * Does the CONNECT's client id satisfy the identity under cfg->client_id_check?

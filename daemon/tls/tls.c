@@ -11,9 +11,10 @@
  *   cert-verify callback (the daemon's kg_conn_tls_verify_cb -> kg_verify_peer()), so
  *   the daemon and `ktlsgate verify` run the same code, and thumbprint-pinned
  *   self-signed devices need no trust-store tricks.
- * - No session resumption (no tickets, no cache): a resumed session skips
- *   verification, and the registry must be consulted on every connect. Issue 4 brings
- *   tickets back with policy re-checked on resume.
+ * - No session resumption here (no tickets, no cache): a resumed session skips
+ *   verification. [tls] resumption = on turns TLS 1.3 tickets on afterwards
+ *   (tickets.h kg_tickets_ctx_setup(), called by the daemon's snapshot build), with the
+ *   identity in the ticket and the registry and policy run again on every resumption.
  * - SSL_MODE_RELEASE_BUFFERS: idle sessions should not pin 2 x 16 KiB of buffers.
  * - [tls] security_level on the context (our certificate, ciphers, groups, signature
  *   algorithms) and, through kg_trust, on the device chain: the verify callback runs

@@ -5,7 +5,8 @@
  * registry CA or a thumbprint pin, CRLs, the CN as device id; verify.h), tls_keys.c
  * (each direction's traffic key and sequence number at the handoff, for kTLS and the
  * record relay; tls_keys.h), leaf.c (certified-leaf mode: the short-lived key and
- * certificate the TPM key signs; leaf.h).
+ * certificate the TPM key signs; leaf.h), tickets.c (TLS 1.3 session tickets: the
+ * daemon's ticket keys and the identity a ticket carries; tickets.h).
  * Way in: this header for the daemon's SSL_CTX; verify.h for verification (the CLI's
  * `ktlsgate verify` runs the very same kg_verify_peer()); tls_keys.h for key export.
  * Uses policy (the identity type, reasons), registry rows, tpm (the server key) and
@@ -15,7 +16,7 @@
  */
 /*
  * tls.h - the server SSL_CTX: TLS 1.3 and 1.2 only, client certificate required, no
- * renegotiation, no resumption until tickets are policy-checked, released buffers.
+ * renegotiation, no resumption (tickets.h adds it), released buffers.
  * Certificate verification is the caller's, through OpenSSL's cert-verify callback
  * given here (the daemon's finds its connection with SSL_get_app_data()).
  */

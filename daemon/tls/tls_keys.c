@@ -222,19 +222,17 @@ void kg_tls_keys_untrack(SSL *ssl)
 		(void)SSL_set_ex_data(ssl, idx, NULL);
 }
 
-/* HKDF-Expand-Label(secret, label, "", len) (RFC 8446 7.1). */
-static int tls13_expand(const char *md, const uint8_t *secret, size_t secret_len,
+/* HKDF-Expand-Label(secret, label, "", len) (RFC 8446 7.1) with the TLS13-KDF the
+ * caller fetched (once per export: a fetch per expansion was four per connection). */
+static int tls13_expand(EVP_KDF *kdf, const char *md, const uint8_t *secret, size_t secret_len,
 			const char *label, uint8_t *out, size_t len)
 {
 	static const char prefix[] = "tls13 ";
 	int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
-	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "TLS13-KDF", NULL);
 	EVP_KDF_CTX *kctx = NULL;
 	OSSL_PARAM params[7];
 	int ret = KG_E_INTERNAL;
 
-	if (kdf == NULL)
-		goto out;
 	kctx = EVP_KDF_CTX_new(kdf);
 	if (kctx == NULL)
 		goto out;
@@ -252,17 +250,16 @@ static int tls13_expand(const char *md, const uint8_t *secret, size_t secret_len
 		ret = KG_OK;
 out:
 	EVP_KDF_CTX_free(kctx);
-	EVP_KDF_free(kdf);
 	return ret;
 }
 
-static int tls13_dir(const char *md, const uint8_t *secret, size_t secret_len,
+static int tls13_dir(EVP_KDF *kdf, const char *md, const uint8_t *secret, size_t secret_len,
 		     struct kg_tls_dir_keys *d)
 {
-	int ret = tls13_expand(md, secret, secret_len, "key", d->key, d->key_len);
+	int ret = tls13_expand(kdf, md, secret, secret_len, "key", d->key, d->key_len);
 
 	if (ret == KG_OK)
-		ret = tls13_expand(md, secret, secret_len, "iv", d->iv, d->iv_len);
+		ret = tls13_expand(kdf, md, secret, secret_len, "iv", d->iv, d->iv_len);
 	return ret;
 }
 
@@ -345,15 +342,21 @@ int kg_tls_keys_export(SSL *ssl, const struct kg_tls_key_tracker *t, struct kg_t
 	out->rx.iv_len = out->tx.iv_len = (uint8_t)kg_tls_aead_iv_len(s->version, s->aead);
 	if (s->version == KG_TLS13) {
 		const char *mdname = EVP_MD_get0_name(md);
+		EVP_KDF *kdf;
 
 		if (t->client_secret_len != EVP_MD_get_size(md) ||
 		    t->server_secret_len != EVP_MD_get_size(md)) {
 			ret = KG_E_NOTFOUND;
 			goto fail;
 		}
-		ret = tls13_dir(mdname, t->client_secret, t->client_secret_len, &out->rx);
+		if ((kdf = EVP_KDF_fetch(NULL, "TLS13-KDF", NULL)) == NULL) {
+			ret = KG_E_INTERNAL;
+			goto fail;
+		}
+		ret = tls13_dir(kdf, mdname, t->client_secret, t->client_secret_len, &out->rx);
 		if (ret == KG_OK)
-			ret = tls13_dir(mdname, t->server_secret, t->server_secret_len, &out->tx);
+			ret = tls13_dir(kdf, mdname, t->server_secret, t->server_secret_len, &out->tx);
+		EVP_KDF_free(kdf);
 		if (ret != KG_OK)
 			goto fail;
 		/* Both Finished messages were under the handshake keys: the application

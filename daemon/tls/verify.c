@@ -26,6 +26,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
@@ -53,6 +54,7 @@ struct kg_trust {
 	size_t n_crls;
 	int sec_level;            /* OpenSSL security level for keys and signatures */
 	int64_t crl_grace;        /* seconds an expired CRL is still honoured */
+	uint64_t generation;      /* random, never 0: see kg_trust_generation() */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) KG_PRINTF(3, 4);
@@ -128,7 +130,21 @@ struct kg_trust *kg_trust_new(void)
 		return NULL;
 	}
 	t->sec_level = KG_SECURITY_LEVEL_DEFAULT;
+	/* Random rather than counted: unique without process state, and a ticket made
+	 * by another process (a restart, a peer appliance) never matches by accident. */
+	do {
+		if (RAND_bytes((unsigned char *)&t->generation, sizeof(t->generation)) != 1) {
+			X509_STORE_free(t->store);
+			free(t);
+			return NULL;
+		}
+	} while (t->generation == 0);
 	return t;
+}
+
+uint64_t kg_trust_generation(const struct kg_trust *t)
+{
+	return t->generation;
 }
 
 void kg_trust_set_policy(struct kg_trust *t, int security_level, int64_t crl_grace)

@@ -36,6 +36,10 @@ struct kg_trust;
 #define KG_SECURITY_LEVEL_DEFAULT 2
 
 struct kg_trust *kg_trust_new(void);
+/* Which trust this is: every kg_trust_new() makes a new one, and a CA, CRL or reload
+ * change always builds a new trust (daemon.h snapshots). A session ticket made under
+ * one generation does not resume under another (tls/tickets.h). Never 0. */
+uint64_t kg_trust_generation(const struct kg_trust *t);
 /*
  * What the chain must satisfy: OpenSSL security level (0..5; keys and signatures of every
  * certificate, as X509_VERIFY_PARAM_set_auth_level) and the grace, in seconds, during

@@ -761,7 +761,7 @@ while True:
     elif verb == "sessions":
         now = int(__import__("time").time())
         out = [json.dumps({"id": 7, "device": "dev1", "peer": "127.0.0.1:5000", "state": "relaying",
-                           "mode": "ktls", "backend": "local", "ca": "factory", "method": "ca",
+                           "mode": "ktls", "tls": "resumed", "backend": "local", "ca": "factory", "method": "ca",
                            "since": now - 30, "bytes_up": 100, "bytes_down": 23, "worker": 0}),
                json.dumps({"id": 8, "device": "", "peer": "127.0.0.1:5001", "state": "tls_handshake",
                            "mode": "", "backend": "", "ca": "", "method": "", "since": now,
@@ -817,9 +817,9 @@ t_daemon_control() {
 	expect_err_line '^ktlsgate: no live session for dev9$'
 	run -c "$conf" session list
 	expect_rc 0
-	expect_out '^ID +DEVICE +PEER +STATE +MODE +BACKEND +AGE +BYTES$'
-	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +local +3[0-9]s +123$'
-	expect_out '^8 +- +127\.0\.0\.1:5001 +tls_handshake +- +- '
+	expect_out '^ID +DEVICE +PEER +STATE +MODE +TLS +BACKEND +AGE +BYTES$'
+	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +resumed +local +3[0-9]s +123$'
+	expect_out '^8 +- +127\.0\.0\.1:5001 +tls_handshake +- +- +- '
 	run -c "$conf" session list --json
 	expect_rc 0
 	[ "$($PY -c 'import json,sys; print([s["id"] for s in json.load(open(sys.argv[1]))])' "$T/out")" = "[7, 8]" ] ||

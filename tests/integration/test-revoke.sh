@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # test-revoke.sh - revocation and configuration reach live sessions (issue 10, part 6):
 # a new CRL cuts the session of the certificate it lists, a CA disabled or revoked cuts
-# every session under it (and under the registered CAs it issued), `device set
+# every session under it (and under the registered CAs it issued), a thumbprint pin
+# changed or removed cuts its device's session, `device set
 # --backend` / `ca set --backend` and a reload that moves a backend's address close the
 # sessions relayed to the old broker with backend_moved, and backend names are checked
 # by the CLI and by a reload. Real mosquitto brokers, a real ktlsgated, real TLS clients.
@@ -47,6 +48,15 @@ setup() {
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
 	kg device add ra-other --backend other >/dev/null || return 1
+	# thumbprint-pinned devices: pin-chg is re-pinned, pin-rot comes with the leaf its
+	# secondary pins (a rotation) and the secondary is dropped
+	local n
+	for n in pin-chg pin-chg-new pin-rot pin-rot-new; do
+		pki self-signed --cn "${n%-new}" --out "$PKI/dev/$n" || return 1
+	done
+	kg device add pin-chg --thumbprint "$(fingerprint "$PKI/dev/pin-chg/cert.pem")" >/dev/null || return 1
+	kg device add pin-rot --thumbprint "$(fingerprint "$PKI/dev/pin-rot-new/cert.pem")" \
+		--secondary "$(fingerprint "$PKI/dev/pin-rot/cert.pem")" >/dev/null || return 1
 	start_broker "$BK_PORT" || return 1
 	start_broker "$BK2_PORT" || return 1
 	start_broker "$BK3_PORT" || return 1
@@ -305,6 +315,39 @@ EOF
 	[ "$got" = "connack 0x00" ] || { note "ra-other after the refused reload: '$got'"; return 1; }
 }
 
+# A live session of a pinned device whose pin changes is cut like a disabled one (the
+# revalidation runs the policy's pin check on the fresh row); the full handshake had
+# checked the pin, nothing else would again while the session lives.
+t_pin_changed_cuts_session() {
+	local mark ms got
+	mark=$(log_mark)
+	ms=$(cut_ms pin-chg "timeout 10 $KGCLI -c $GW_CONF device set pin-chg --thumbprint $(fingerprint "$PKI/dev/pin-chg-new/cert.pem")")
+	[ -n "$ms" ] || { note "pin-chg not closed within 5 s of re-pinning it"; return 1; }
+	echo "    device set --thumbprint -> session closed in $ms ms"
+	lt_1000 "$ms" || { note "closed after $ms ms (limit 1000 ms)"; return 1; }
+	audit_has "$mark" revoked pin-chg || { note "no revoked audit for pin-chg: $AUDIT_OUT"; return 1; }
+	mark=$(log_mark)
+	got=$(kgc connect $(dev_args pin-chg) --peek 500 | head -1)
+	case $got in connack\ 0x00) note "pin-chg reconnected with its old leaf"; return 1 ;; esac
+}
+
+# A rotation ends (`--secondary none`) while the device still runs on its old leaf: the
+# session pinned by the removed secondary is cut. A change that keeps its pin does not.
+t_pin_removed_cuts_session() {
+	local mark ms got keep
+	hold pin-rot 4 || return 1
+	keep=$HOLD_OUT
+	kg device set pin-rot --status enabled >/dev/null || { note "device set --status enabled failed"; return 1; }
+	got=$(held_result "$keep")
+	[ "$got" = "still open after 4.0s" ] || { note "a change keeping the pin cut the session: '$got'"; return 1; }
+	mark=$(log_mark)
+	ms=$(cut_ms pin-rot "timeout 10 $KGCLI -c $GW_CONF device set pin-rot --secondary none")
+	[ -n "$ms" ] || { note "pin-rot not closed within 5 s of dropping its secondary"; return 1; }
+	echo "    device set --secondary none -> session closed in $ms ms"
+	lt_1000 "$ms" || { note "closed after $ms ms (limit 1000 ms)"; return 1; }
+	audit_has "$mark" revoked pin-rot || { note "no revoked audit for pin-rot: $AUDIT_OUT"; return 1; }
+}
+
 after_each() {
 	kill -0 "$GW_PID" 2>/dev/null && return 0
 	note "ktlsgated died during this test; last log line: $(tail -1 "$GW_LOG" | cut -c1-160)"
@@ -314,7 +357,8 @@ after_each() {
 }
 
 ALL_TESTS=(t_crl_cuts_session t_ca_disable t_ca_root_revoked t_device_backend_moved
-	t_ca_backend_moved t_reload_backend_address t_backend_names_checked t_reload_removed_backend)
+	t_ca_backend_moved t_reload_backend_address t_backend_names_checked t_reload_removed_backend
+	t_pin_changed_cuts_session t_pin_removed_cuts_session)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / brokers / gateway (log: ${GW_LOG:-none})"

@@ -419,6 +419,50 @@ def cmd_connect(a):
     return 0
 
 
+def cmd_resume(a):
+    """Connect --times times with one TLS context, offering the last session's ticket:
+    per connection "conn N new|reused VERSION", then its CONNACK (and PUBACK with
+    --topic). --between runs a shell command before every connection but the first;
+    --during one while each admitted connection is up (env KGC_CONN = its number)."""
+    ctx = client_ctx(a.ca, a.cert, a.key)
+    if a.tls12:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    sess = None
+    for i in range(a.times):
+        if i > 0 and a.between:
+            out("between rc=%d" % subprocess.call(a.between, shell=True, timeout=a.timeout * 4))
+        try:
+            raw = socket.create_connection((a.host, a.port), timeout=a.timeout)
+            s = ctx.wrap_socket(raw, server_hostname=a.host, session=sess)
+        except (TLS_ERRORS + (OSError,)) as e:
+            out("conn %d tls_error: %s" % (i, e))
+            continue
+        out("conn %d %s %s" % (i, "reused" if s.session_reused else "new", s.version()))
+        r = PacketReader(s)
+        try:
+            s.sendall(connect_packet(a.id, a.level))
+            first, body = r.packet()
+            code = connack_code(first, body, a.level)
+            out("conn %d connack 0x%02x" % (i, code))
+            if code == 0:
+                if a.topic:
+                    a.msg = "%s-%d" % (a.base_msg, i)
+                    publish(s, r, a, 1)
+                if a.during:
+                    env = dict(os.environ, KGC_CONN=str(i))
+                    out("conn %d during rc=%d" % (i, subprocess.call(
+                        a.during, shell=True, timeout=a.timeout * 4, env=env)))
+                # a TLS 1.3 ticket arrives before the first application data
+                sess = s.session
+                s.sendall(disconnect_packet())
+        except ssl.SSLError as e:
+            out("conn %d tls_error: %s" % (i, e))
+        except (EOFError, ConnectionResetError, BrokenPipeError, socket.timeout) as e:
+            out("conn %d closed: %s" % (i, e or "eof"))
+        s.close()
+    return 0
+
+
 def hold_until_eof(s, secs):
     t0 = time.monotonic()
     s.settimeout(0.2)
@@ -884,6 +928,12 @@ def main():
     sp.add_argument("--listen", type=float, default=0,
                     help="then print every PUBLISH received for N s")
     sp.add_argument("--drop", action="store_true", help="close without DISCONNECT (fires the will)")
+    sp = sub.add_parser("resume", help="connect N times, resuming the TLS session each time")
+    common(sp)
+    sp.add_argument("--times", type=int, default=2)
+    sp.add_argument("--between", help="shell command to run before each reconnection")
+    sp.add_argument("--during", help="shell command to run while each connection is up")
+    sp.add_argument("--tls12", action="store_true", help="at most TLS 1.2")
     sp = sub.add_parser("paho", help="same CONNACK check through paho-mqtt")
     common(sp)
     sp = sub.add_parser("cutoff", help="time from running CMD to the session's EOF")
@@ -927,7 +977,8 @@ def main():
         a.topic = "load"
     fn = {"connect": cmd_connect, "paho": cmd_paho, "cutoff": cmd_cutoff, "bad": cmd_bad,
           "tcp": cmd_tcp, "load": cmd_load, "audit": cmd_audit, "metrics": cmd_metrics,
-          "tap": cmd_tap, "tapcheck": cmd_tapcheck}[a.op]
+          "tap": cmd_tap, "tapcheck": cmd_tapcheck, "resume": cmd_resume}[a.op]
+    a.base_msg = getattr(a, "msg", "")
     return fn(a)
 
 

@@ -6,7 +6,8 @@
 # broker behind it; the TPM commands it sends (through tpmproxy.py) are TPM2_Sign only;
 # TPM absent at start (error, or the file fallback); transient objects flushed on exit
 # and cleaned up after a kill -9; ktlsgate_tpm_errors_total counts a TPM gone mid-run
-# (sign) and the fallback (connect), and stays 0 on good signatures.
+# (sign) and the fallback (connect), and stays 0 on good signatures; a resumed TLS 1.3
+# handshake sends the TPM nothing.
 # dev_args prints options meant to split into words; lib.sh reads ALL_TESTS and KG_FAILED.
 # shellcheck disable=SC2046,SC2034
 set -u
@@ -169,6 +170,25 @@ t_only_signatures_in_tpm() {
 		n=$(sample_value "ktlsgate_tpm_errors_total{kind=\"$op\"}")
 		[ "$n" = 0 ] || { note "ktlsgate_tpm_errors_total{kind=$op} = $n after good handshakes"; return 1; }
 	done
+}
+
+# TLS 1.3 resumption (issue 13, [tls] resumption on by default): a device that
+# reconnects with its session ticket costs the TPM nothing; only its first, full,
+# handshake is signed.
+t_resumed_no_signature() {
+	local mark out signs other
+	[ -n "${GW_PID:-}" ] || { note "no gateway (t_tls_handle failed)"; return 1; }
+	mark=$(tpm_mark)
+	out=$(kgc resume $(dev_args dev1) --times 5)
+	sleep 0.2
+	signs=$(tpm_cmds_since "$mark" | grep -cx "$TPM2_CC_SIGN")
+	other=$(tpm_cmds_since "$mark" | grep -vx "$TPM2_CC_SIGN" | sort | uniq -c | tr '\n' ' ')
+	echo "    1 full + 4 resumed connections -> $signs TPM2_Sign, other: ${other:-none}"
+	[ "$(printf '%s\n' "$out" | grep -c '^conn [1-4] reused TLSv1.3$')" = 4 ] ||
+		{ note "not 4 resumptions: $out"; return 1; }
+	[ "$(printf '%s\n' "$out" | grep -c 'connack 0x00$')" = 5 ] || { note "not 5 admissions: $out"; return 1; }
+	[ "$signs" = 1 ] || { note "$signs TPM2_Sign for 1 full handshake and 4 resumptions"; return 1; }
+	[ -z "$other" ] || { note "other TPM commands: $other"; return 1; }
 }
 
 # sample_value NAME{LABELS}: that exact series from a live scrape, or "absent".
@@ -572,7 +592,7 @@ t_tpm_absent() {
 	tpm_section "tcti = $PROXY_TCTI"
 }
 
-ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm t_reload_keeps_signer
+ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm t_resumed_no_signature t_reload_keeps_signer
 	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_tls t_rsa_file_key t_rsa_sign_only_refused
 	t_stopped_tpm_never_blocks t_tpm_killed_and_back t_close_while_waiting t_queue_full
 	t_tpm_absent t_sign_error_counted)
@@ -881,8 +901,8 @@ t_leaf_mode_by_reload() {
 ALL_TESTS+=(t_leaf_mode_by_reload)
 
 # An RSA-2048 TPM key as the leaf's issuer: the leaf stays P-256, signed
-# sha256WithRSAEncryption by the TPM, and the chain verifies. Until the daemon serves
-# RSA TPM keys (issue 13's signer part) it refuses them in one line: reported as SKIP.
+# sha256WithRSAEncryption by the TPM (through the signer's raw RSA), and the chain
+# verifies.
 t_leaf_rsa_issuer() {
 	local out rc n
 	issue_tpm_ca_cert "$GW_DIR/server/rsa.csr" rsaca || { note "issuing the RSA TPM CA certificate failed"; return 1; }
@@ -892,11 +912,6 @@ t_leaf_rsa_issuer() {
 	tpm_section "tcti = $PROXY_TCTI" "mode = certified-leaf"
 	out=$(timeout 30 "$GATED" -t -c "$GW_CONF" 2>&1)
 	rc=$?
-	if [ $rc -ne 0 ] && printf '%s\n' "$out" | grep -q "only ECDSA TPM keys"; then
-		tpm_section "tcti = $PROXY_TCTI"
-		skip "RSA TPM keys are not served yet: $out"
-		return 77
-	fi
 	[ $rc -eq 0 ] || { note "-t with an RSA TPM key: exit $rc: $out"; return 1; }
 	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	[ "$(connack dev1)" = "connack 0x00" ] || { note "TLS 1.3 through an RSA-issued leaf: no CONNACK 0"; return 1; }

@@ -248,6 +248,15 @@ struct bad_case {
 
 static const struct bad_case bad_cases[] = {
 	{ BASE "bogus = 1\n", "bad.conf:5: unknown key 'bogus' in [daemon]" },
+	/* issue 13: resumption; 0 is no lifetime (resumption = off says that) */
+	{ BASE "[tls]\nticket_lifetime = 0\n", "'ticket_lifetime': '0' is not a duration in 60s..604800s" },
+	{ BASE "[tls]\nticket_lifetime = 59s\n", "not a duration" },
+	{ BASE "[tls]\nticket_lifetime = 8d\n", "not a duration" },
+	{ BASE "[tls]\nticket_lifetime = 2x\n", "not a duration" },
+	{ BASE "[tls]\nticket_lifetime = h\n", "not a duration" },
+	{ BASE "[tls]\nticket_lifetime = -5m\n", "not a duration" },
+	{ BASE "[tls]\nticket_lifetime = 99999999999d\n", "not a duration" },
+	{ BASE "[tls]\nresumption = maybe\n", "'resumption': 'maybe' is not one of on, off, yes, no" },
 	{ BASE "[tls]\nciphers = x\nworkers = 1\n", "bad.conf:7: unknown key 'workers' in [tls]" },
 	{ BASE "[bogus]\n", "bad.conf:5: unknown section [bogus]" },
 	{ BASE "[Daemon]\n", "bad.conf:5: unknown section [Daemon]" },
@@ -493,6 +502,28 @@ START_TEST(test_cidr_match)
 			      "%s: want %s", cases[i].addr, cases[i].in ? "in" : "out");
 		/* a short length never reads past it */
 		ck_assert(!kg_cidr_match(l->proxy_sources, l->n_proxy_sources, (struct sockaddr *)&ss, 2));
+	}
+	free(cfg);
+}
+END_TEST
+
+/* [tls] resumption and ticket_lifetime (issue 13): default on, 2 h; units. */
+START_TEST(test_resumption_keys)
+{
+	static const struct { const char *v; unsigned s; } ok[] = {
+		{ "60", 60 }, { "90s", 90 }, { "30m", 1800 }, { "2h", 7200 }, { "7d", 604800 },
+	};
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF], text[256];
+
+	ck_assert_msg(kg_config_parse_string(BASE, "r.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert(cfg->resumption);
+	ck_assert_uint_eq(cfg->ticket_lifetime, 7200);
+	for (size_t i = 0; i < KG_NITEMS(ok); i++) {
+		snprintf(text, sizeof(text), BASE "[tls]\nresumption = off\nticket_lifetime = %s\n", ok[i].v);
+		ck_assert_msg(kg_config_parse_string(text, "r.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+		ck_assert(!cfg->resumption);
+		ck_assert_uint_eq(cfg->ticket_lifetime, ok[i].s);
 	}
 	free(cfg);
 }
@@ -838,6 +869,7 @@ Suite *kg_suite_config(void)
 
 	tcase_add_test(tc, test_full_round_trip);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_resumption_keys);
 	tcase_add_test(tc, test_listeners);
 	tcase_add_test(tc, test_cidr_match);
 	tcase_add_test(tc, test_accepted_variants);

@@ -40,6 +40,8 @@ struct policy_case {
 #define ENA KG_DEV_ENABLED
 #define ATT_CA KG_ATT_CA
 #define ATT_TP KG_ATT_THUMBPRINT
+#define PIN_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define PIN_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 #define DENY_NA(r) false, false, r, KG_CONNACK_NOT_AUTHORIZED, NULL, KG_CA_ENABLED
 #define DENY_BAN(r) false, false, r, KG_CONNACK_BANNED, NULL, KG_CA_ENABLED
 #define NO_BACKEND false, false, KG_REASON_NO_BACKEND, KG_CONNACK_SERVER_UNAVAILABLE
@@ -154,11 +156,14 @@ START_TEST(test_decide_table)
 	strcpy(id.device_id, "dev-1");
 	id.method = c->method;
 	strcpy(id.ca_name, c->id_ca);
+	strcpy(id.thumbprint, PIN_A);
 	if (c->status != NONE) {
 		memset(&dev, 0, sizeof(dev));
 		strcpy(dev.id, "dev-1");
 		dev.status = c->status;
 		dev.attestation = c->dev_att;
+		if (c->dev_att == ATT_TP)
+			strcpy(dev.thumb_primary, PIN_A);   /* the pin tests are test_decide_pin */
 		strcpy(dev.backend, c->dev_backend);
 		strcpy(dev.ca_name, c->dev_ca);
 		in.device = &dev;
@@ -295,10 +300,70 @@ START_TEST(test_decide_username_check)
 	/* a pinned leaf answers to no CA */
 	id.method = KG_ATT_THUMBPRINT;
 	dev.attestation = KG_ATT_THUMBPRINT;
+	strcpy(id.thumbprint, PIN_A);
+	strcpy(dev.thumb_primary, PIN_A);
 	memset(&v, 0x5a, sizeof(v));
 	kg_policy_decide(&in, &v);
 	ck_assert(v.allow);
 	ck_assert_int_eq(v.username_check, KG_USERNAME_PASS);
+}
+END_TEST
+
+/* A pinned leaf is the device only while its row pins it: primary or secondary; a pin
+ * changed or removed since the handshake (resumption, live revalidation) refuses. */
+START_TEST(test_decide_pin)
+{
+	struct kg_config cfg;
+	struct kg_identity id;
+	struct kg_device dev;
+	struct kg_policy_input in = { .id = &id, .cfg = &cfg, .device = &dev };
+	struct kg_verdict v;
+
+	make_cfg(&cfg, "b-def");
+	memset(&id, 0, sizeof(id));
+	strcpy(id.device_id, "dev-1");
+	id.method = KG_ATT_THUMBPRINT;
+	strcpy(id.thumbprint, PIN_A);
+	memset(&dev, 0, sizeof(dev));
+	strcpy(dev.id, "dev-1");
+	dev.status = KG_DEV_ENABLED;
+	dev.attestation = KG_ATT_THUMBPRINT;
+
+	strcpy(dev.thumb_primary, PIN_A);
+	kg_policy_decide(&in, &v);
+	ck_assert(v.allow);
+	ck_assert(kg_policy_pinned(&dev, PIN_A));
+	/* the secondary pins it too (a rotation) */
+	strcpy(dev.thumb_primary, PIN_B);
+	strcpy(dev.thumb_secondary, PIN_A);
+	kg_policy_decide(&in, &v);
+	ck_assert(v.allow);
+	/* re-pinned */
+	dev.thumb_secondary[0] = '\0';
+	memset(&v, 0x5a, sizeof(v));
+	kg_policy_decide(&in, &v);
+	ck_assert(!v.allow && !v.enroll);
+	ck_assert_int_eq(v.reason, KG_REASON_THUMBPRINT_MISMATCH);
+	ck_assert_int_eq(v.connack, KG_CONNACK_NOT_AUTHORIZED);
+	ck_assert_str_eq(v.backend, "");
+	/* no pin left: empty slots pin nothing, not even an empty thumbprint */
+	dev.thumb_primary[0] = '\0';
+	kg_policy_decide(&in, &v);
+	ck_assert_int_eq(v.reason, KG_REASON_THUMBPRINT_MISMATCH);
+	id.thumbprint[0] = '\0';
+	kg_policy_decide(&in, &v);
+	ck_assert_int_eq(v.reason, KG_REASON_THUMBPRINT_MISMATCH);
+	ck_assert(!kg_policy_pinned(&dev, ""));
+	/* a prefix, a malformed or a NULL thumbprint pins nothing */
+	strcpy(dev.thumb_primary, PIN_A);
+	ck_assert(!kg_policy_pinned(&dev, "aaaa"));
+	ck_assert(!kg_policy_pinned(&dev, PIN_A "a"));
+	ck_assert(!kg_policy_pinned(&dev, NULL));
+	ck_assert(!kg_policy_pinned(NULL, PIN_A));
+	/* status is judged first: a disabled device says disabled, not mismatch */
+	dev.status = KG_DEV_DISABLED;
+	kg_policy_decide(&in, &v);
+	ck_assert_int_eq(v.reason, KG_REASON_DISABLED);
 }
 END_TEST
 
@@ -396,6 +461,7 @@ Suite *kg_suite_policy(void)
 	tcase_add_loop_test(tc, test_decide_table, 0, (int)KG_NITEMS(cases));
 	tcase_add_test(tc, test_ca_status_direct);
 	tcase_add_test(tc, test_decide_bad_input);
+	tcase_add_test(tc, test_decide_pin);
 	tcase_add_loop_test(tc, test_username_check_table, 0, (int)KG_NITEMS(uc_cases));
 	tcase_add_test(tc, test_decide_username_check);
 	tcase_add_loop_test(tc, test_client_id_table, 0, (int)KG_NITEMS(cid_cases));

@@ -29,7 +29,7 @@ int main(void)
 		kg_suite_record, kg_suite_tpm,    kg_suite_edge,   kg_suite_registry_file,
 		kg_suite_srclimit, kg_suite_revoke, kg_suite_caps,
 		kg_suite_proxy,    kg_suite_credential, kg_suite_auth,
-		kg_suite_relay_plain, kg_suite_regcache,
+		kg_suite_relay_plain, kg_suite_regcache, kg_suite_tickets,
 		kg_suite_leaf,
 	};
 	SRunner *sr = srunner_create(NULL);

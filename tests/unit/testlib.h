@@ -25,6 +25,7 @@ Suite *kg_suite_srclimit(void); /* check_srclimit.c */
 Suite *kg_suite_revoke(void); /* check_revoke.c */
 Suite *kg_suite_caps(void);   /* check_caps.c */
 Suite *kg_suite_regcache(void); /* check_regcache.c */
+Suite *kg_suite_tickets(void); /* check_tickets.c */
 
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); path in out.
  * Aborts the test on failure. */
