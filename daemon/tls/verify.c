@@ -31,6 +31,7 @@
 #include <openssl/x509v3.h>
 
 #include "ops/err.h"
+#include "tls/chain_cache.h"
 #include "tls/verify.h"
 
 /* One registry CA, verified or not. */
@@ -53,6 +54,11 @@ struct kg_trust {
 	size_t n_crls;
 	int sec_level;            /* OpenSSL security level for keys and signatures */
 	int64_t crl_grace;        /* seconds an expired CRL is still honoured */
+	int64_t crl_min_next;     /* earliest nextUpdate of its CRLs; 0: none has one */
+	/* SHA-256 fetched once: EVP_sha256() makes every digest fetch it again (a
+	 * method-store lookup under a lock, per call, in OpenSSL 3). */
+	EVP_MD *sha256;
+	struct kg_chain_cache *cache; /* verified intermediates: dies with this trust */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) KG_PRINTF(3, 4);
@@ -99,14 +105,27 @@ enum kg_reason kg_identity_from_cert(X509 *cert, char *out, size_t cap, size_t *
 	return r;
 }
 
-int kg_cert_sha256_hex(X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
+/* SHA-256 of cert's DER with md (NULL: EVP_sha256()) into out[32]. 0 or -1. */
+static int cert_sha256(const EVP_MD *md, X509 *cert, unsigned char out[KG_CHAIN_CACHE_KEY_LEN])
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int len = 0;
 
+	if (cert == NULL || !X509_digest(cert, md != NULL ? md : EVP_sha256(), out, &len) ||
+	    len != KG_CHAIN_CACHE_KEY_LEN) {
+		ERR_clear_error();
+		return -1;
+	}
+	return 0;
+}
+
+static int sha256_hex(const EVP_MD *mdt, X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[KG_CHAIN_CACHE_KEY_LEN];
+	unsigned int len = KG_CHAIN_CACHE_KEY_LEN;
+
 	out[0] = '\0';
-	if (cert == NULL || !X509_digest(cert, EVP_sha256(), md, &len) || len * 2 != KG_SHA256_HEX_LEN)
+	if (cert_sha256(mdt, cert, md) != 0)
 		return -1;
 	for (unsigned int i = 0; i < len; i++) {
 		out[2 * i] = hex[md[i] >> 4];
@@ -116,6 +135,11 @@ int kg_cert_sha256_hex(X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
 	return 0;
 }
 
+int kg_cert_sha256_hex(X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
+{
+	return sha256_hex(NULL, cert, out);
+}
+
 struct kg_trust *kg_trust_new(void)
 {
 	struct kg_trust *t = calloc(1, sizeof(*t));
@@ -123,8 +147,11 @@ struct kg_trust *kg_trust_new(void)
 	if (t == NULL)
 		return NULL;
 	t->store = X509_STORE_new();
-	if (t->store == NULL) {
-		free(t);
+	t->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	t->cache = kg_chain_cache_new(KG_CHAIN_CACHE_MAX);
+	if (t->store == NULL || t->sha256 == NULL || t->cache == NULL) {
+		ERR_clear_error();
+		kg_trust_free(t);
 		return NULL;
 	}
 	t->sec_level = KG_SECURITY_LEVEL_DEFAULT;
@@ -149,6 +176,8 @@ void kg_trust_free(struct kg_trust *t)
 	}
 	free(t->cas);
 	X509_STORE_free(t->store);
+	EVP_MD_free(t->sha256);
+	kg_chain_cache_free(t->cache);
 	free(t);
 }
 
@@ -307,14 +336,6 @@ bool kg_trust_leaf_revoked(const struct kg_trust *t, const struct kg_leaf_ref *r
 	return revoked;
 }
 
-static struct trust_ca *find_ca_by_sha(const struct kg_trust *t, const char *hex)
-{
-	for (size_t i = 0; i < t->n_cas; i++)
-		if (strcmp(t->cas[i].sha256, hex) == 0)
-			return &t->cas[i];
-	return NULL;
-}
-
 int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_t errlen)
 {
 	struct trust_ca *slot;
@@ -458,6 +479,8 @@ int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *p
 		goto out_free;
 	}
 	ca->crl_next_update = asn1_to_unix(X509_CRL_get0_nextUpdate(crl));
+	if (ca->crl_next_update != 0 && (t->crl_min_next == 0 || ca->crl_next_update < t->crl_min_next))
+		t->crl_min_next = ca->crl_next_update;
 	ca->has_crl = true;
 	t->n_crls++;
 	rc = 0;
@@ -695,7 +718,7 @@ static bool reaches_unproven(const struct kg_trust *t, X509 *x)
 {
 	char hex[KG_SHA256_HEX_LEN + 1];
 
-	if (kg_cert_sha256_hex(x, hex) != 0)
+	if (sha256_hex(t->sha256, x, hex) != 0)
 		return false;
 	for (size_t i = 0; i < t->n_cas; i++) {
 		const struct trust_ca *ca = &t->cas[i];
@@ -868,15 +891,178 @@ static bool thumb_pinned(kg_thumb_lookup_fn lookup, void *arg, const struct kg_i
 	return strcmp(dev.id, id->device_id) == 0;
 }
 
+/*
+ * A verification context for leaf over t's store, with every rule of this file: the
+ * clientAuth purpose, t's security level, the RFC 5280 strict profile, PARTIAL_CHAIN,
+ * CRL flags as given, and verify_cb. trusted != NULL: those certificates are the only
+ * anchors (a cached issuer); CRLs still come from t's store. NULL when out of memory.
+ */
+static X509_STORE_CTX *chain_ctx(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+				 STACK_OF(X509) *trusted, time_t at, unsigned long crl_flags,
+				 struct verify_state *vs)
+{
+	X509_VERIFY_PARAM *param;
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+
+	if (ctx == NULL || !X509_STORE_CTX_init(ctx, t->store, leaf, untrusted)) {
+		X509_STORE_CTX_free(ctx);
+		ERR_clear_error();
+		return NULL;
+	}
+	if (trusted != NULL)
+		X509_STORE_CTX_set0_trusted_stack(ctx, trusted);
+	/* SSL_CLIENT: clientAuth EKU when an EKU is present, CA constraints on issuers. */
+	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+	param = X509_STORE_CTX_get0_param(ctx);
+	if (at != 0)
+		X509_VERIFY_PARAM_set_time(param, at);
+	/* The SSL's security level does not reach a context we build ourselves: set it,
+	 * or RSA-512 leaves and MD5-signed chains pass (OpenSSL's check_auth_level). */
+	X509_VERIFY_PARAM_set_auth_level(param, t->sec_level);
+	/* PARTIAL_CHAIN: a proven intermediate is an anchor in its own right, as with
+	 * Azure's registered intermediates. X509_STRICT: OpenSSL's RFC 5280 profile
+	 * checks (CA:TRUE on every CA including the anchor, no keyCertSign on a leaf,
+	 * AKID on every non-anchor, SKID on CAs, critical basicConstraints on CAs...).
+	 * A device chain is the one thing this daemon authenticates; a factory PKI that
+	 * fails them is refused with OpenSSL's words in the audit detail. */
+	X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_X509_STRICT |
+					   crl_flags);
+	X509_STORE_CTX_set_verify_cb(ctx, verify_cb);
+	X509_STORE_CTX_set_app_data(ctx, vs);
+	return ctx;
+}
+
+/* The registered CA that is this very certificate (the store hands out the objects
+ * kg_trust_add_ca() put in, and X509_cmp() compares cached hashes, then DER). */
+static const struct trust_ca *find_ca_by_cert(const struct kg_trust *t, X509 *x)
+{
+	for (size_t i = 0; i < t->n_cas; i++)
+		if (t->cas[i].cert == x || X509_cmp(t->cas[i].cert, x) == 0)
+			return &t->cas[i];
+	return NULL;
+}
+
+/* Extensions whose rules reach down to the leaf from above its issuer: a chain with
+ * one of them is never cached (see "The intermediates cache" above kg_verify_peer). */
+static bool constrains_below(X509 *x)
+{
+	static const int nids[] = { NID_name_constraints, NID_policy_constraints,
+				    NID_inhibit_any_policy, NID_policy_mappings };
+
+	for (size_t i = 0; i < sizeof(nids) / sizeof(nids[0]); i++)
+		if (X509_get_ext_by_NID(x, nids[i], -1) >= 0)
+			return true;
+	return false;
+}
+
+/*
+ * After a full verification that passed: remember the leaf's issuer (chain[1]) when it
+ * is not itself the anchor, with the window in which everything above the leaf holds:
+ * the latest notBefore and earliest notAfter of chain[1..], and no later than the
+ * earliest nextUpdate of t's CRLs (an upper CRL going stale must be seen by a full
+ * verification, with its grace). A chain that used a CRL's grace is not cached.
+ */
+static void cache_issuer(const struct kg_trust *t, STACK_OF(X509) *chain, const struct trust_ca *ca,
+			 const struct verify_state *vs)
+{
+	unsigned char key[KG_CHAIN_CACHE_KEY_LEN];
+	int64_t from = INT64_MIN, until = INT64_MAX;
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	X509 *own = NULL;
+	int n = sk_X509_num(chain), len;
+
+	if (n < 3 || vs->crl_grace_used)
+		return;
+	for (int i = 1; i < n; i++) {
+		X509 *x = sk_X509_value(chain, i);
+		int64_t nb = asn1_to_unix(X509_get0_notBefore(x));
+		int64_t na = asn1_to_unix(X509_get0_notAfter(x));
+
+		if (constrains_below(x) || nb == 0 || na == 0)
+			return;
+		from = nb > from ? nb : from;
+		until = na < until ? na : until;
+	}
+	if (t->crl_min_next != 0 && t->crl_min_next < until)
+		until = t->crl_min_next;
+	if ((int64_t)vs->now > until || cert_sha256(t->sha256, sk_X509_value(chain, 1), key) != 0)
+		return;
+	/* Our own parse of its DER: the peer's copy belongs to the SSL's library context
+	 * (a TPM one may be freed at a reload while this trust lives on). */
+	len = i2d_X509(sk_X509_value(chain, 1), &der);
+	p = der;
+	if (len > 0)
+		own = d2i_X509(NULL, &p, len);
+	if (own != NULL)
+		kg_chain_cache_put(t->cache, key, own, (size_t)(ca - t->cas), from, until);
+	X509_free(own);
+	OPENSSL_free(der);
+	ERR_clear_error();
+}
+
+/*
+ * The cached path: is the leaf's issuer among what the peer sent, cached, and does the
+ * leaf verify under it alone? True: accepted, id->ca_name set. False: the full
+ * verification decides (also for a leaf this path refused, so every refusal keeps the
+ * full path's reason and detail). *use says whether a candidate was looked up.
+ */
+static bool verify_cached(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted, time_t at,
+			  struct kg_identity *id, int *x509_err, enum kg_chain_use *use)
+{
+	const X509_NAME *want = X509_get_issuer_name(leaf);
+	struct verify_state vs = { .t = t, .now = at != 0 ? at : time(NULL) };
+
+	for (int i = 0; untrusted != NULL && i < sk_X509_num(untrusted); i++) {
+		X509 *u = sk_X509_value(untrusted, i), *issuer;
+		unsigned char key[KG_CHAIN_CACHE_KEY_LEN];
+		STACK_OF(X509) *anchors, *chain;
+		X509_STORE_CTX *ctx = NULL;
+		size_t ca_idx = 0;
+		bool ok = false;
+
+		if (X509_NAME_cmp(X509_get_subject_name(u), want) != 0)
+			continue;
+		*use = KG_CHAIN_CACHE_MISS;
+		if (cert_sha256(t->sha256, u, key) != 0 ||
+		    (issuer = kg_chain_cache_get(t->cache, key, (int64_t)vs.now, &ca_idx)) == NULL)
+			continue;
+		if (ca_idx < t->n_cas && t->cas[ca_idx].verified &&
+		    (anchors = sk_X509_new_null()) != NULL) {
+			if (sk_X509_push(anchors, issuer) > 0)
+				ctx = chain_ctx(t, leaf, NULL, anchors, at,
+						t->n_crls > 0 ? X509_V_FLAG_CRL_CHECK : 0, &vs);
+			if (ctx != NULL && X509_verify_cert(ctx) == 1) {
+				chain = X509_STORE_CTX_get0_chain(ctx);
+				ok = sk_X509_num(chain) == 2 && sk_X509_value(chain, 1) == issuer;
+			}
+			X509_STORE_CTX_free(ctx);
+			sk_X509_free(anchors);
+		}
+		X509_free(issuer);
+		ERR_clear_error();
+		if (!ok)
+			continue;
+		*use = KG_CHAIN_CACHE_HIT;
+		(void)kg_strlcpy(id->ca_name, t->cas[ca_idx].name, sizeof(id->ca_name));
+		if (vs.crl_grace_used) {
+			memcpy(id->crl_grace_ca, vs.crl_ca, sizeof(id->crl_grace_ca));
+			id->crl_next_update = vs.crl_next_update;
+		}
+		*x509_err = X509_V_OK;
+		return true;
+	}
+	return false;
+}
+
 static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
-				   time_t at, struct kg_identity *id, int *x509_err)
+				   time_t at, struct kg_identity *id, int *x509_err,
+				   enum kg_chain_use *use)
 {
 	struct verify_state vs = { .t = t, .now = at != 0 ? at : time(NULL) };
-	X509_VERIFY_PARAM *param;
 	STACK_OF(X509) *chain;
 	X509_STORE_CTX *ctx;
 	enum kg_reason r;
-	unsigned long flags;
 	int defect;
 
 	/* A CA certificate is never a device, even one we trust as an anchor (with
@@ -892,46 +1078,24 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 		*x509_err = X509_V_ERR_INVALID_EXTENSION;
 		return KG_REASON_BAD_CHAIN;
 	}
-	ctx = X509_STORE_CTX_new();
-	if (ctx == NULL || !X509_STORE_CTX_init(ctx, t->store, leaf, untrusted)) {
-		X509_STORE_CTX_free(ctx);
-		ERR_clear_error();
+	if (verify_cached(t, leaf, untrusted, at, id, x509_err, use))
+		return KG_REASON_OK;
+	ctx = chain_ctx(t, leaf, untrusted, NULL, at,
+			t->n_crls > 0 ? X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL : 0, &vs);
+	if (ctx == NULL) {
 		*x509_err = X509_V_ERR_OUT_OF_MEM;
 		return KG_REASON_BAD_CHAIN;
 	}
-	/* SSL_CLIENT: clientAuth EKU when an EKU is present, CA constraints on issuers. */
-	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
-	param = X509_STORE_CTX_get0_param(ctx);
-	if (at != 0)
-		X509_VERIFY_PARAM_set_time(param, at);
-	/* The SSL's security level does not reach a context we build ourselves: set it,
-	 * or RSA-512 leaves and MD5-signed chains pass (OpenSSL's check_auth_level). */
-	X509_VERIFY_PARAM_set_auth_level(param, t->sec_level);
-	/* PARTIAL_CHAIN: a proven intermediate is an anchor in its own right, as with
-	 * Azure's registered intermediates. X509_STRICT: OpenSSL's RFC 5280 profile
-	 * checks (CA:TRUE on every CA including the anchor, no keyCertSign on a leaf,
-	 * AKID on every non-anchor, SKID on CAs, critical basicConstraints on CAs...).
-	 * A device chain is the one thing this daemon authenticates; a factory PKI that
-	 * fails them is refused with OpenSSL's words in the audit detail. */
-	flags = X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_X509_STRICT;
-	if (t->n_crls > 0)
-		flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
-	X509_VERIFY_PARAM_set_flags(param, flags);
-	X509_STORE_CTX_set_verify_cb(ctx, verify_cb);
-	X509_STORE_CTX_set_app_data(ctx, &vs);
 
 	if (X509_verify_cert(ctx) == 1) {
 		const struct trust_ca *ca = NULL;
-		char hex[KG_SHA256_HEX_LEN + 1];
 
 		chain = X509_STORE_CTX_get0_chain(ctx);
 		/* The registered CA named: the anchor (top of the chain). With PARTIAL_CHAIN
 		 * OpenSSL stops at the nearest trusted issuer, so this is the most specific
 		 * proven CA; scanning down is only belt and braces. */
 		for (int i = sk_X509_num(chain) - 1; i >= 1 && ca == NULL; i--) {
-			if (kg_cert_sha256_hex(sk_X509_value(chain, i), hex) != 0)
-				continue;
-			ca = find_ca_by_sha(t, hex);
+			ca = find_ca_by_cert(t, sk_X509_value(chain, i));
 			if (ca != NULL && !ca->verified)
 				ca = NULL;
 		}
@@ -947,6 +1111,7 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 				memcpy(id->crl_grace_ca, vs.crl_ca, sizeof(id->crl_grace_ca));
 				id->crl_next_update = vs.crl_next_update;
 			}
+			cache_issuer(t, chain, ca, &vs);
 		}
 	} else {
 		*x509_err = X509_STORE_CTX_get_error(ctx);
@@ -970,15 +1135,19 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 	return r;
 }
 
-enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
-			      time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
-			      struct kg_identity *id, int *x509_err)
+enum kg_reason kg_verify_peer_ex(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+				 time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
+				 struct kg_identity *id, int *x509_err, enum kg_chain_use *use)
 {
+	enum kg_chain_use use_local;
 	int xerr_local;
 	enum kg_reason r;
 
 	if (x509_err == NULL)
 		x509_err = &xerr_local;
+	if (use == NULL)
+		use = &use_local;
+	*use = KG_CHAIN_UNCACHED;
 	*x509_err = X509_V_OK;
 	/* The identity is filled as far as it is known even on refusal: audit wants it. */
 	memset(id, 0, sizeof(*id));
@@ -986,7 +1155,7 @@ enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X50
 		*x509_err = X509_V_ERR_APPLICATION_VERIFICATION;
 		return KG_REASON_NO_CERT;
 	}
-	if (kg_cert_sha256_hex(leaf, id->thumbprint) != 0) {
+	if (sha256_hex(t != NULL ? t->sha256 : NULL, leaf, id->thumbprint) != 0) {
 		*x509_err = X509_V_ERR_UNSPECIFIED;
 		return KG_REASON_BAD_CHAIN;
 	}
@@ -1030,5 +1199,17 @@ enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X50
 		*x509_err = X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
 		return KG_REASON_UNKNOWN_CA;
 	}
-	return verify_chain(t, leaf, untrusted, at, id, x509_err);
+	return verify_chain(t, leaf, untrusted, at, id, x509_err, use);
+}
+
+enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+			      time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
+			      struct kg_identity *id, int *x509_err)
+{
+	return kg_verify_peer_ex(t, leaf, untrusted, at, lookup, lookup_arg, id, x509_err, NULL);
+}
+
+size_t kg_trust_chain_cache_size(const struct kg_trust *t)
+{
+	return t != NULL ? kg_chain_cache_size(t->cache) : 0;
 }

@@ -119,4 +119,22 @@ enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X50
 			      time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
 			      struct kg_identity *id, int *x509_err);
 
+/*
+ * The intermediates cache of t (tls/chain_cache.h): a chain that passed the full
+ * verification leaves its leaf's issuer behind, so the next leaf under that issuer is
+ * verified alone under it. What it did for one verification:
+ */
+enum kg_chain_use {
+	KG_CHAIN_UNCACHED,   /* not looked up: pinned, refused early, or no issuer sent */
+	KG_CHAIN_CACHE_HIT,  /* accepted under a cached issuer: the rest of the chain skipped */
+	KG_CHAIN_CACHE_MISS, /* the leaf's issuer was sent but not cached (or its entry was
+			      * out of its window, or the leaf failed under it): full chain */
+};
+/* kg_verify_peer(), also telling what the cache did in *use (may be NULL). */
+enum kg_reason kg_verify_peer_ex(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+				 time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
+				 struct kg_identity *id, int *x509_err, enum kg_chain_use *use);
+/* Issuers t's cache holds now. */
+size_t kg_trust_chain_cache_size(const struct kg_trust *t);
+
 #endif
