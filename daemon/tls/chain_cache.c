@@ -172,6 +172,20 @@ int kg_chain_cache_put(struct kg_chain_cache *cc, const unsigned char key[KG_CHA
 	return 0;
 }
 
+void kg_chain_cache_clear(struct kg_chain_cache *cc)
+{
+	if (cc == NULL || pthread_mutex_lock(&cc->mu) != 0)
+		return;
+	for (size_t i = 0; i < cc->n; i++) {
+		X509_free(cc->e[i].cert);
+		cc->e[i].cert = NULL;
+	}
+	for (size_t i = 0; i < cc->nbuckets; i++)
+		cc->bucket[i] = NIL;
+	cc->n = cc->hand = 0;
+	pthread_mutex_unlock(&cc->mu);
+}
+
 size_t kg_chain_cache_size(struct kg_chain_cache *cc)
 {
 	size_t n;

@@ -49,6 +49,9 @@ X509 *kg_chain_cache_get(struct kg_chain_cache *cc, const unsigned char key[KG_C
 int kg_chain_cache_put(struct kg_chain_cache *cc, const unsigned char key[KG_CHAIN_CACHE_KEY_LEN],
 		       X509 *issuer, size_t ca_idx, int64_t valid_from, int64_t valid_until);
 
+/* Drop every entry (the rules they were verified under changed). */
+void kg_chain_cache_clear(struct kg_chain_cache *cc);
+
 /* Entries held now. */
 size_t kg_chain_cache_size(struct kg_chain_cache *cc);
 

@@ -164,6 +164,8 @@ void kg_trust_set_policy(struct kg_trust *t, int security_level, int64_t crl_gra
 		return;
 	t->sec_level = security_level < 0 ? 0 : security_level > 5 ? 5 : security_level;
 	t->crl_grace = crl_grace < 0 ? 0 : crl_grace;
+	/* Cached issuers passed the old rules: none may stand for the new ones. */
+	kg_chain_cache_clear(t->cache);
 }
 
 void kg_trust_free(struct kg_trust *t)
@@ -395,6 +397,9 @@ int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_
 	slot->verified = ca->verified;
 	slot->row = *ca;
 	slot->row.pem = NULL;
+	/* The daemon builds a trust whole before its first handshake; a caller adding
+	 * to one in use gets the same rule as a reload: nothing cached survives. */
+	kg_chain_cache_clear(t->cache);
 	return 0;
 
 out_free:
@@ -483,6 +488,7 @@ int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *p
 		t->crl_min_next = ca->crl_next_update;
 	ca->has_crl = true;
 	t->n_crls++;
+	kg_chain_cache_clear(t->cache);   /* as in kg_trust_add_ca() */
 	rc = 0;
 
 out_free:
