@@ -13,6 +13,21 @@
  * profile, and the CRL rules (an expired CRL refuses its CA's devices as crl_expired
  * once past the configured grace) are all decided in this file, for the handshake and
  * `ktlsgate verify` alike.
+ *
+ * The intermediates cache (chain_cache.h, one per trust): after a full verification
+ * passes, the leaf's issuer is kept with the registered CA reached and the window in
+ * which everything above the leaf holds (validity of each upper certificate, the
+ * earliest nextUpdate of t's CRLs). A later leaf whose sent issuer has the same DER is
+ * verified by OpenSSL with that issuer as its only anchor and every rule above, CRL
+ * check of the leaf included. Sound because what the full check decides about the
+ * certificates above the leaf (signatures, CA flags, path lengths: a leaf is never a
+ * CA, keys and algorithms at the level, strict profile, upper CRLs, the proven CA) does
+ * not depend on the leaf and is fixed for the trust's life: any CA, CRL or policy change
+ * is a new (or emptied) trust; what depends on time is the window; what depends on the
+ * leaf is checked every time. The rules that reach from above down to the leaf, name
+ * and policy constraints, keep a chain out of the cache. Any failure under a cached
+ * issuer is re-run in full, so refusals keep their reasons. docs/security.md, "The
+ * intermediates cache", has the long form.
  */
 #include <errno.h>
 #include <stdarg.h>
