@@ -1032,9 +1032,11 @@ static bool verify_cached(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *
 			  struct kg_identity *id, int *x509_err, enum kg_chain_use *use)
 {
 	const X509_NAME *want = X509_get_issuer_name(leaf);
-	struct verify_state vs = { .t = t, .now = at != 0 ? at : time(NULL) };
+	time_t now = at != 0 ? at : time(NULL);
 
 	for (int i = 0; untrusted != NULL && i < sk_X509_num(untrusted); i++) {
+		/* per candidate: what one verification saw must not leak into the next */
+		struct verify_state vs = { .t = t, .now = now };
 		X509 *u = sk_X509_value(untrusted, i), *issuer;
 		unsigned char key[KG_CHAIN_CACHE_KEY_LEN];
 		STACK_OF(X509) *anchors, *chain;
@@ -1046,7 +1048,7 @@ static bool verify_cached(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *
 			continue;
 		*use = KG_CHAIN_CACHE_MISS;
 		if (cert_sha256(t->sha256, u, key) != 0 ||
-		    (issuer = kg_chain_cache_get(t->cache, key, (int64_t)vs.now, &ca_idx)) == NULL)
+		    (issuer = kg_chain_cache_get(t->cache, key, (int64_t)now, &ca_idx)) == NULL)
 			continue;
 		if (ca_idx < t->n_cas && t->cas[ca_idx].verified &&
 		    (anchors = sk_X509_new_null()) != NULL) {
