@@ -1386,6 +1386,29 @@ START_TEST(test_cache_other_ca)
 }
 END_TEST
 
+/* A root's name constraints bind the leaf: a chain with them is never cached, or a leaf
+ * outside them would pass under the cached intermediate (the root no longer in view). */
+START_TEST(test_cache_name_constraints)
+{
+	struct kg_identity id;
+	enum kg_chain_use use;
+
+	make_hand("ncroot", "NC Root", &(struct hand){ "ec:P-256", NULL, NULL,
+		{ { "basicConstraints", "critical,CA:TRUE" },
+		  { "keyUsage", "critical,keyCertSign,cRLSign" }, { "subjectKeyIdentifier", "hash" },
+		  { "nameConstraints", "critical,permitted;DNS:example.com" } } });
+	make_hand("ncline", "NC Line", &(struct hand){ "ec:P-256", "ncroot", NULL, { CA_EXTS } });
+	make_hand("good", "good.example.com", &(struct hand){ "ec:P-256", "ncline", NULL, { LEAF_EXTS } });
+	make_hand("bad", "bad.other.org", &(struct hand){ "ec:P-256", "ncline", NULL, { LEAF_EXTS } });
+	add_ca("nc-root", "ncroot", true);
+	ck_reason(verify_use("good", "ncline", 0, &id, &use), KG_REASON_OK);
+	ck_reason(verify_use("bad", "ncline", 0, &id, &use), KG_REASON_BAD_CHAIN);
+	ck_reason(verify_use("good", "ncline", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 0);
+}
+END_TEST
+
 /* The table alone: hit, miss, the validity window, replacement, the clock's bound. */
 START_TEST(test_cache_table)
 {
@@ -1744,6 +1767,7 @@ Suite *kg_suite_verify(void)
 	tcase_add_test(tc, test_cache_revoked);
 	tcase_add_test(tc, test_cache_upper_crl_window);
 	tcase_add_test(tc, test_cache_other_ca);
+	tcase_add_test(tc, test_cache_name_constraints);
 	tcase_add_test(tc, test_cache_table);
 	suite_add_tcase(s, tc);
 	return s;
