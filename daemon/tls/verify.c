@@ -67,6 +67,9 @@ struct kg_trust {
 	struct trust_ca *cas;
 	size_t n_cas, cap_cas;
 	size_t n_crls;
+	/* [crl] lines whose CA is not registered (removed since): "CA\0path" each. */
+	char **crl_skipped;
+	size_t n_crl_skipped;
 	int sec_level;            /* OpenSSL security level for keys and signatures */
 	int64_t crl_grace;        /* seconds an expired CRL is still honoured */
 	int64_t crl_min_next;     /* earliest nextUpdate of its CRLs; 0: none has one */
@@ -192,6 +195,9 @@ void kg_trust_free(struct kg_trust *t)
 		free(t->cas[i].crl_path);
 	}
 	free(t->cas);
+	for (size_t i = 0; i < t->n_crl_skipped; i++)
+		free(t->crl_skipped[i]);
+	free(t->crl_skipped);
 	X509_STORE_free(t->store);
 	EVP_MD_free(t->sha256);
 	kg_chain_cache_free(t->cache);
@@ -526,6 +532,24 @@ static int load_one_ca(const struct kg_ca *ca, void *arg)
 	return lc->rc != 0;
 }
 
+static int note_crl_skipped(struct kg_trust *t, const char *ca_name, const char *path)
+{
+	size_t ln = strlen(ca_name) + 1, lp = strlen(path) + 1;
+	char **v = realloc(t->crl_skipped, (t->n_crl_skipped + 1) * sizeof(*v));
+	char *e;
+
+	if (v == NULL)
+		return -1;
+	t->crl_skipped = v;
+	e = malloc(ln + lp);
+	if (e == NULL)
+		return -1;
+	memcpy(e, ca_name, ln);
+	memcpy(e + ln, path, lp);
+	t->crl_skipped[t->n_crl_skipped++] = e;
+	return 0;
+}
+
 int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_config *cfg,
 		  char *err, size_t errlen)
 {
@@ -545,11 +569,22 @@ int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_c
 		seterr(err, errlen, "registry: cannot list CAs: %s", kg_err_str(rc));
 		return -1;
 	}
-	/* A CRL configured for a CA we do not know is an error, not a warning: the
-	 * operator asked for revocation and would silently not get it. */
-	for (size_t i = 0; cfg != NULL && i < cfg->n_crls; i++)
+	/* A CRL for a CA that is not registered is skipped (kg_trust_crl_report() warns):
+	 * that CA's devices are refused anyway, having no CA. Failing the load instead
+	 * kept the previous trust, in which a removed CA was still trusted: `ca remove`
+	 * must take effect whatever the config says. A bad CRL file for a registered CA
+	 * stays an error: there the operator would silently lose revocation. */
+	for (size_t i = 0; cfg != NULL && i < cfg->n_crls; i++) {
+		if (find_ca_by_name(t, cfg->crls[i].ca_name) == NULL) {
+			if (note_crl_skipped(t, cfg->crls[i].ca_name, cfg->crls[i].path) != 0) {
+				seterr(err, errlen, "out of memory");
+				return -1;
+			}
+			continue;
+		}
 		if (kg_trust_add_crl_file(t, cfg->crls[i].ca_name, cfg->crls[i].path, err, errlen) != 0)
 			return -1;
+	}
 	return inherit_ca_status(t, err, errlen);
 }
 
@@ -592,6 +627,12 @@ size_t kg_trust_crl_report(const struct kg_trust *t, FILE *f, time_t now)
 				   "is installed\n", ca->name, ca->crl_path, when,
 				(long long)t->crl_grace, ca->name);
 		}
+	}
+	for (size_t i = 0; t != NULL && i < t->n_crl_skipped; i++) {
+		const char *ca = t->crl_skipped[i];
+
+		fprintf(f, "WARNING: crl %s (%s) skipped: CA %s is not registered (its devices are "
+			   "refused anyway); remove the [crl] line\n", ca, ca + strlen(ca) + 1, ca);
 	}
 	return refusing;
 }

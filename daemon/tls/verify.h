@@ -55,7 +55,8 @@ int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_
 int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *path,
 			  char *err, size_t errlen) KG_MUST_USE;
 /* Load every CA from the registry, every [crl] of cfg, and cfg's [tls] security_level
- * and crl_grace (kg_trust_set_policy). */
+ * and crl_grace (kg_trust_set_policy). A [crl] line naming a CA that is not registered
+ * is skipped (kg_trust_crl_report() warns), never an error: a removed CA must leave. */
 int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_config *cfg,
 		  char *err, size_t errlen) KG_MUST_USE;
 size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
@@ -68,7 +69,7 @@ size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
  * change reaches the daemon as `ca-changed`, which rebuilds the trust. */
 const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name);
 
-/* The CRLs of t, one line per CA with a CRL: for `ktlsgated -t` (report) and /metrics
+/* The CRLs of t, one line per CA with a CRL, plus a WARNING line per skipped [crl]: for `ktlsgated -t` (report) and /metrics
  * (ktlsgate_crl_next_update_timestamp_seconds, ktlsgate_crl_expired). now: judge time.
  * kg_trust_crl_report() returns how many are past nextUpdate + grace (refusing). */
 size_t kg_trust_crl_report(const struct kg_trust *t, FILE *f, time_t now);

@@ -1570,12 +1570,33 @@ START_TEST(test_trust_load)
 	ck_reason(verify("d1", NULL), KG_REASON_CERT_REVOKED);
 	ck_reason(verify("d2", NULL), KG_REASON_UNPROVEN_CA);
 
-	/* a CRL for a CA the registry does not have fails the load */
+	/* a CRL for a CA the registry does not have (removed) is skipped with a warning,
+	 * not a failed load: failing kept the old trust, the removed CA still in it */
 	kg_trust_free(trust);
 	trust = kg_trust_new();
 	(void)kg_strlcpy(cfg->crls[0].ca_name, "gone", sizeof(cfg->crls[0].ca_name));
+	ck_assert_msg(kg_trust_load(trust, &reg.base, cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(kg_trust_count(trust, true), 1);
+	ck_reason(verify("d1", NULL), KG_REASON_OK);   /* r1's CRL is not configured now */
+	{
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+
+		ck_assert_ptr_nonnull(f);
+		ck_assert_uint_eq(kg_trust_crl_report(trust, f, time(NULL)), 0);
+		ck_assert_int_eq(fclose(f), 0);
+		ck_assert_msg(strstr(buf, "WARNING: crl gone (") != NULL &&
+			      strstr(buf, "skipped: CA gone is not registered") != NULL, "%s", buf);
+		free(buf);
+	}
+	/* a bad file for a registered CA still fails it */
+	kg_trust_free(trust);
+	trust = kg_trust_new();
+	(void)kg_strlcpy(cfg->crls[0].ca_name, "r1", sizeof(cfg->crls[0].ca_name));
+	path_of(cfg->crls[0].path, sizeof(cfg->crls[0].path), "no-such.crl", NULL);
 	ck_assert_int_eq(kg_trust_load(trust, &reg.base, cfg, err, sizeof(err)), -1);
-	ck_assert_msg(strstr(err, "gone") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "no-such.crl") != NULL, "%s", err);
 
 	free(reg.pem[0]);
 	free(reg.pem[1]);
