@@ -293,7 +293,7 @@ static int inherit_ca_status(struct kg_trust *t, char *err, size_t errlen)
 	return 0;
 }
 
-int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref)
+int kg_leaf_ref_from_cert(const struct kg_trust *t, X509 *leaf, struct kg_leaf_ref *ref)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	const ASN1_INTEGER *sn;
@@ -302,7 +302,8 @@ int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref)
 
 	memset(ref, 0, sizeof(*ref));
 	if (leaf == NULL || (sn = X509_get0_serialNumber(leaf)) == NULL ||
-	    !X509_NAME_digest(X509_get_issuer_name(leaf), EVP_sha256(), md, &mdlen) ||
+	    !X509_NAME_digest(X509_get_issuer_name(leaf),
+			      t != NULL && t->sha256 != NULL ? t->sha256 : EVP_sha256(), md, &mdlen) ||
 	    mdlen < sizeof(ref->issuer_md)) {
 		ERR_clear_error();
 		return -1;

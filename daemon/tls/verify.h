@@ -94,8 +94,9 @@ struct kg_leaf_ref {
 	uint8_t serial_len;           /* 0: not recorded */
 	bool serial_neg;
 };
-/* Record leaf's issuer and serial. Returns 0, or -1 (ref cleared: nothing to match). */
-int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref);
+/* Record leaf's issuer and serial, hashing with t's pre-fetched SHA-256 (t NULL:
+ * EVP_sha256()). Returns 0, or -1 (ref cleared: nothing to match). */
+int kg_leaf_ref_from_cert(const struct kg_trust *t, X509 *leaf, struct kg_leaf_ref *ref);
 /* Is the leaf listed in one of t's CRLs issued by the leaf's issuer? */
 bool kg_trust_leaf_revoked(const struct kg_trust *t, const struct kg_leaf_ref *ref);
 
