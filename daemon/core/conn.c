@@ -892,7 +892,8 @@ static void decide(struct kg_conn *c)
 
 	/* Kept for the session's life: the SSL may be freed at the handoff. */
 	if (c->id.method == KG_ATT_CA && c->io.ssl != NULL)
-		(void)kg_leaf_ref_from_cert(SSL_get0_peer_certificate(c->io.ssl), &c->leaf);
+		(void)kg_leaf_ref_from_cert(c->snap->trust, SSL_get0_peer_certificate(c->io.ssl),
+					    &c->leaf);
 	rc = kg_registry_device_get(c->w->reg, c->id.device_id, &dev);
 	c->failopen = rc == 0 && kg_registry_served_failopen(c->w->reg);
 	if (rc == 0)

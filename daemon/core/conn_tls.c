@@ -33,6 +33,7 @@ int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg)
 	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
 	struct kg_conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
 	int x509_err = X509_V_ERR_UNSPECIFIED;
+	enum kg_chain_use use = KG_CHAIN_UNCACHED;
 
 	(void)arg;
 	if (c == NULL)
@@ -42,9 +43,14 @@ int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg)
 	c->ticket_id = false;
 	c->resumed_verified_at = 0;
 	c->verify_ran = true;
-	c->verify_reason = kg_verify_peer(c->snap->trust, X509_STORE_CTX_get0_cert(sctx),
-					  X509_STORE_CTX_get0_untrusted(sctx), 0,
-					  kg_verify_registry_thumb_lookup, c->w->reg, &c->id, &x509_err);
+	c->verify_reason = kg_verify_peer_ex(c->snap->trust, X509_STORE_CTX_get0_cert(sctx),
+					     X509_STORE_CTX_get0_untrusted(sctx), 0,
+					     kg_verify_registry_thumb_lookup, c->w->reg, &c->id,
+					     &x509_err, &use);
+	if (use == KG_CHAIN_CACHE_HIT)
+		kg_metric_add(&c->w->metrics.chain_cache_hits, 1);
+	else if (use == KG_CHAIN_CACHE_MISS)
+		kg_metric_add(&c->w->metrics.chain_cache_misses, 1);
 	if (c->verify_reason == KG_REASON_OK) {
 		/* An expired CRL honoured within crl_grace: loud, but once a minute per CA
 		 * (a fleet reconnecting would otherwise write one line per device). */

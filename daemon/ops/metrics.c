@@ -382,6 +382,12 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t k = 0; k < KG_KTLS_CTRL_MAX; k++)
 		put(&o, "ktlsgate_ktls_control_records_total{kind=\"%s\"} %llu\n", ctrl_names[k],
 		    (unsigned long long)SUM_U(ktls_ctrl[k]));
+	put(&o, "# HELP ktlsgate_chain_cache_hits_total Device chains accepted by verifying the leaf alone under an intermediate verified before (the trust's intermediates cache).\n"
+		"# TYPE ktlsgate_chain_cache_hits_total counter\n"
+		"ktlsgate_chain_cache_hits_total %llu\n", (unsigned long long)SUM_U(chain_cache_hits));
+	put(&o, "# HELP ktlsgate_chain_cache_misses_total Device chains whose leaf's issuer was sent but not found usable in the intermediates cache: verified in full.\n"
+		"# TYPE ktlsgate_chain_cache_misses_total counter\n"
+		"ktlsgate_chain_cache_misses_total %llu\n", (unsigned long long)SUM_U(chain_cache_misses));
 	put(&o, "# HELP ktlsgate_handoff_waits_total Handoffs that waited for the rest of a TLS record.\n"
 		"# TYPE ktlsgate_handoff_waits_total counter\n"
 		"ktlsgate_handoff_waits_total %llu\n", (unsigned long long)SUM_U(handoff_waits));

@@ -196,6 +196,10 @@ struct kg_metrics {
 	_Atomic uint64_t hs_sum_us;
 	/* CONNECT credential checks by kind and outcome (the worker counts each verdict) */
 	_Atomic uint64_t auth_attempts[KG_AUTH_KINDS][KG_AUTH_OUTCOME_MAX];
+	/* device chains verified under a cached intermediate / with it sent but not cached
+	 * (tls/verify.h enum kg_chain_use; issue 13) */
+	_Atomic uint64_t chain_cache_hits;
+	_Atomic uint64_t chain_cache_misses;
 };
 
 /* Upper bounds of the handshake histogram buckets, in seconds (last is +Inf). */

@@ -34,15 +34,39 @@
 #include "ops/err.h"
 #include "tls/tls_keys.h"
 
-/* The SSL ex_data slot holding the tracker. OpenSSL's ex_data indexes are
- * process-wide by design, so this is the one piece of process state: written once
- * under pthread_once, read-only afterwards. */
+/* The KDFs of every export, fetched once per SSL_CTX (kg_tls_keys_ctx_setup()) and
+ * freed with it: EVP_KDF_fetch() by name is a method-store lookup under a lock, and
+ * a TLS 1.3 export derives four times. */
+struct ctx_kdfs {
+	EVP_KDF *tls13;   /* "TLS13-KDF" */
+	EVP_KDF *tls1_prf;   /* "TLS1-PRF" */
+};
+
+/* The SSL ex_data slot holding the tracker, and the SSL_CTX one holding its
+ * struct ctx_kdfs. OpenSSL's ex_data indexes are process-wide by design, so these
+ * are the one piece of process state: written once under pthread_once, read-only
+ * afterwards. */
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
 static int ex_index = -1;
+static int ctx_ex_index = -1;
+
+static void ctx_kdfs_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+			  void *argp)
+{
+	struct ctx_kdfs *k = ptr;
+
+	(void)parent; (void)ad; (void)idx; (void)argl; (void)argp;
+	if (k == NULL)
+		return;
+	EVP_KDF_free(k->tls13);
+	EVP_KDF_free(k->tls1_prf);
+	OPENSSL_free(k);
+}
 
 static void ex_index_init(void)
 {
 	ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	ctx_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_kdfs_free);
 }
 
 static int tracker_index(void)
@@ -50,6 +74,21 @@ static int tracker_index(void)
 	if (pthread_once(&ex_once, ex_index_init) != 0)
 		return -1;
 	return ex_index;
+}
+
+/* The KDF `name` for ssl: its SSL_CTX's pre-fetched one (a reference taken here,
+ * EVP_KDF_free() it as a fetched one), else fetched now (a context not set up). */
+static EVP_KDF *kdf_for(SSL *ssl, bool tls13)
+{
+	const struct ctx_kdfs *k = NULL;
+	EVP_KDF *kdf;
+
+	if (tracker_index() >= 0 && ctx_ex_index >= 0)
+		k = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_ex_index);
+	kdf = k != NULL ? (tls13 ? k->tls13 : k->tls1_prf) : NULL;
+	if (kdf != NULL && EVP_KDF_up_ref(kdf) == 1)
+		return kdf;
+	return EVP_KDF_fetch(NULL, tls13 ? "TLS13-KDF" : "TLS1-PRF", NULL);
 }
 
 /* The six suites we can carry, by IANA id. */
@@ -188,9 +227,25 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
 
 int kg_tls_keys_ctx_setup(SSL_CTX *ctx)
 {
-	if (tracker_index() < 0)
+	struct ctx_kdfs *k;
+
+	if (tracker_index() < 0 || ctx_ex_index < 0)
 		return KG_E_RESOURCE;
 	SSL_CTX_set_keylog_callback(ctx, keylog_cb);
+	if (SSL_CTX_get_ex_data(ctx, ctx_ex_index) != NULL)
+		return KG_OK;   /* set up before: its KDFs are there */
+	/* A KDF that cannot be fetched now is fetched again (and fails) at export: an
+	 * unusable KDF does not refuse the context, as before. */
+	k = OPENSSL_zalloc(sizeof(*k));
+	if (k == NULL)
+		return KG_E_RESOURCE;
+	k->tls13 = EVP_KDF_fetch(NULL, "TLS13-KDF", NULL);
+	k->tls1_prf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+	ERR_clear_error();
+	if (SSL_CTX_set_ex_data(ctx, ctx_ex_index, k) != 1) {
+		ctx_kdfs_free(NULL, k, NULL, 0, 0, NULL);
+		return KG_E_RESOURCE;
+	}
 	return KG_OK;
 }
 
@@ -222,8 +277,7 @@ void kg_tls_keys_untrack(SSL *ssl)
 		(void)SSL_set_ex_data(ssl, idx, NULL);
 }
 
-/* HKDF-Expand-Label(secret, label, "", len) (RFC 8446 7.1) with the TLS13-KDF the
- * caller fetched (once per export: a fetch per expansion was four per connection). */
+/* HKDF-Expand-Label(secret, label, "", len) (RFC 8446 7.1). */
 static int tls13_expand(EVP_KDF *kdf, const char *md, const uint8_t *secret, size_t secret_len,
 			const char *label, uint8_t *out, size_t len)
 {
@@ -289,7 +343,7 @@ static int tls12_keys(SSL *ssl, const char *md, struct kg_tls_keys *k)
 	    SSL_get_client_random(ssl, seed + sizeof(label) - 1 + SSL3_RANDOM_SIZE,
 				  SSL3_RANDOM_SIZE) != SSL3_RANDOM_SIZE)
 		goto out;
-	kdf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+	kdf = kdf_for(ssl, false);
 	if (kdf == NULL || (kctx = EVP_KDF_CTX_new(kdf)) == NULL)
 		goto out;
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)md, 0);
@@ -349,11 +403,9 @@ int kg_tls_keys_export(SSL *ssl, const struct kg_tls_key_tracker *t, struct kg_t
 			ret = KG_E_NOTFOUND;
 			goto fail;
 		}
-		if ((kdf = EVP_KDF_fetch(NULL, "TLS13-KDF", NULL)) == NULL) {
-			ret = KG_E_INTERNAL;
-			goto fail;
-		}
-		ret = tls13_dir(kdf, mdname, t->client_secret, t->client_secret_len, &out->rx);
+		kdf = kdf_for(ssl, true);
+		ret = kdf == NULL ? KG_E_INTERNAL
+				  : tls13_dir(kdf, mdname, t->client_secret, t->client_secret_len, &out->rx);
 		if (ret == KG_OK)
 			ret = tls13_dir(kdf, mdname, t->server_secret, t->server_secret_len, &out->tx);
 		EVP_KDF_free(kdf);

@@ -65,8 +65,9 @@ struct kg_tls_key_tracker {
 };
 
 /* Install the keylog callback on a server context (replaces any other keylog
- * callback). Untracked SSLs made from ctx are unaffected. Returns KG_OK, or
- * KG_E_RESOURCE if the SSL ex_data index could not be created. */
+ * callback) and fetch the export's KDFs once for it (held in ctx's ex_data, freed
+ * with ctx). Untracked SSLs made from ctx are unaffected. Returns KG_OK, or
+ * KG_E_RESOURCE if an ex_data index or the memory could not be had. */
 int kg_tls_keys_ctx_setup(SSL_CTX *ctx) KG_MUST_USE;
 
 /* Before the handshake: attach t (zeroed here) to ssl and install the message

@@ -13,6 +13,21 @@
  * profile, and the CRL rules (an expired CRL refuses its CA's devices as crl_expired
  * once past the configured grace) are all decided in this file, for the handshake and
  * `ktlsgate verify` alike.
+ *
+ * The intermediates cache (chain_cache.h, one per trust): after a full verification
+ * passes, the leaf's issuer is kept with the registered CA reached and the window in
+ * which everything above the leaf holds (validity of each upper certificate, the
+ * earliest nextUpdate of t's CRLs). A later leaf whose sent issuer has the same DER is
+ * verified by OpenSSL with that issuer as its only anchor and every rule above, CRL
+ * check of the leaf included. Sound because what the full check decides about the
+ * certificates above the leaf (signatures, CA flags, path lengths: a leaf is never a
+ * CA, keys and algorithms at the level, strict profile, upper CRLs, the proven CA) does
+ * not depend on the leaf and is fixed for the trust's life: any CA, CRL or policy change
+ * is a new (or emptied) trust; what depends on time is the window; what depends on the
+ * leaf is checked every time. The rules that reach from above down to the leaf, name
+ * and policy constraints, keep a chain out of the cache. Any failure under a cached
+ * issuer is re-run in full, so refusals keep their reasons. docs/security.md, "The
+ * intermediates cache", has the long form.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -32,6 +47,7 @@
 #include <openssl/x509v3.h>
 
 #include "ops/err.h"
+#include "tls/chain_cache.h"
 #include "tls/verify.h"
 
 /* One registry CA, verified or not. */
@@ -52,9 +68,17 @@ struct kg_trust {
 	struct trust_ca *cas;
 	size_t n_cas, cap_cas;
 	size_t n_crls;
+	/* [crl] lines whose CA is not registered (removed since): "CA\0path" each. */
+	char **crl_skipped;
+	size_t n_crl_skipped;
 	int sec_level;            /* OpenSSL security level for keys and signatures */
 	int64_t crl_grace;        /* seconds an expired CRL is still honoured */
 	uint64_t generation;      /* random, never 0: see kg_trust_generation() */
+	int64_t crl_min_next;     /* earliest nextUpdate of its CRLs; 0: none has one */
+	/* SHA-256 fetched once: EVP_sha256() makes every digest fetch it again (a
+	 * method-store lookup under a lock, per call, in OpenSSL 3). */
+	EVP_MD *sha256;
+	struct kg_chain_cache *cache; /* verified intermediates: dies with this trust */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) KG_PRINTF(3, 4);
@@ -101,14 +125,27 @@ enum kg_reason kg_identity_from_cert(X509 *cert, char *out, size_t cap, size_t *
 	return r;
 }
 
-int kg_cert_sha256_hex(X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
+/* SHA-256 of cert's DER with md (NULL: EVP_sha256()) into out[32]. 0 or -1. */
+static int cert_sha256(const EVP_MD *md, X509 *cert, unsigned char out[KG_CHAIN_CACHE_KEY_LEN])
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int len = 0;
 
+	if (cert == NULL || !X509_digest(cert, md != NULL ? md : EVP_sha256(), out, &len) ||
+	    len != KG_CHAIN_CACHE_KEY_LEN) {
+		ERR_clear_error();
+		return -1;
+	}
+	return 0;
+}
+
+static int sha256_hex(const EVP_MD *mdt, X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[KG_CHAIN_CACHE_KEY_LEN];
+	unsigned int len = KG_CHAIN_CACHE_KEY_LEN;
+
 	out[0] = '\0';
-	if (cert == NULL || !X509_digest(cert, EVP_sha256(), md, &len) || len * 2 != KG_SHA256_HEX_LEN)
+	if (cert_sha256(mdt, cert, md) != 0)
 		return -1;
 	for (unsigned int i = 0; i < len; i++) {
 		out[2 * i] = hex[md[i] >> 4];
@@ -118,6 +155,11 @@ int kg_cert_sha256_hex(X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
 	return 0;
 }
 
+int kg_cert_sha256_hex(X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
+{
+	return sha256_hex(NULL, cert, out);
+}
+
 struct kg_trust *kg_trust_new(void)
 {
 	struct kg_trust *t = calloc(1, sizeof(*t));
@@ -125,8 +167,11 @@ struct kg_trust *kg_trust_new(void)
 	if (t == NULL)
 		return NULL;
 	t->store = X509_STORE_new();
-	if (t->store == NULL) {
-		free(t);
+	t->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	t->cache = kg_chain_cache_new(KG_CHAIN_CACHE_MAX);
+	if (t->store == NULL || t->sha256 == NULL || t->cache == NULL) {
+		ERR_clear_error();
+		kg_trust_free(t);
 		return NULL;
 	}
 	t->sec_level = KG_SECURITY_LEVEL_DEFAULT;
@@ -153,6 +198,8 @@ void kg_trust_set_policy(struct kg_trust *t, int security_level, int64_t crl_gra
 		return;
 	t->sec_level = security_level < 0 ? 0 : security_level > 5 ? 5 : security_level;
 	t->crl_grace = crl_grace < 0 ? 0 : crl_grace;
+	/* Cached issuers passed the old rules: none may stand for the new ones. */
+	kg_chain_cache_clear(t->cache);
 }
 
 void kg_trust_free(struct kg_trust *t)
@@ -164,7 +211,12 @@ void kg_trust_free(struct kg_trust *t)
 		free(t->cas[i].crl_path);
 	}
 	free(t->cas);
+	for (size_t i = 0; i < t->n_crl_skipped; i++)
+		free(t->crl_skipped[i]);
+	free(t->crl_skipped);
 	X509_STORE_free(t->store);
+	EVP_MD_free(t->sha256);
+	kg_chain_cache_free(t->cache);
 	free(t);
 }
 
@@ -257,7 +309,7 @@ static int inherit_ca_status(struct kg_trust *t, char *err, size_t errlen)
 	return 0;
 }
 
-int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref)
+int kg_leaf_ref_from_cert(const struct kg_trust *t, X509 *leaf, struct kg_leaf_ref *ref)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	const ASN1_INTEGER *sn;
@@ -266,7 +318,8 @@ int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref)
 
 	memset(ref, 0, sizeof(*ref));
 	if (leaf == NULL || (sn = X509_get0_serialNumber(leaf)) == NULL ||
-	    !X509_NAME_digest(X509_get_issuer_name(leaf), EVP_sha256(), md, &mdlen) ||
+	    !X509_NAME_digest(X509_get_issuer_name(leaf),
+			      t != NULL && t->sha256 != NULL ? t->sha256 : EVP_sha256(), md, &mdlen) ||
 	    mdlen < sizeof(ref->issuer_md)) {
 		ERR_clear_error();
 		return -1;
@@ -321,14 +374,6 @@ bool kg_trust_leaf_revoked(const struct kg_trust *t, const struct kg_leaf_ref *r
 	ASN1_INTEGER_free(sn);
 	ERR_clear_error();
 	return revoked;
-}
-
-static struct trust_ca *find_ca_by_sha(const struct kg_trust *t, const char *hex)
-{
-	for (size_t i = 0; i < t->n_cas; i++)
-		if (strcmp(t->cas[i].sha256, hex) == 0)
-			return &t->cas[i];
-	return NULL;
 }
 
 int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_t errlen)
@@ -390,6 +435,9 @@ int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_
 	slot->verified = ca->verified;
 	slot->row = *ca;
 	slot->row.pem = NULL;
+	/* The daemon builds a trust whole before its first handshake; a caller adding
+	 * to one in use gets the same rule as a reload: nothing cached survives. */
+	kg_chain_cache_clear(t->cache);
 	return 0;
 
 out_free:
@@ -474,8 +522,11 @@ int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *p
 		goto out_free;
 	}
 	ca->crl_next_update = asn1_to_unix(X509_CRL_get0_nextUpdate(crl));
+	if (ca->crl_next_update != 0 && (t->crl_min_next == 0 || ca->crl_next_update < t->crl_min_next))
+		t->crl_min_next = ca->crl_next_update;
 	ca->has_crl = true;
 	t->n_crls++;
+	kg_chain_cache_clear(t->cache);   /* as in kg_trust_add_ca() */
 	rc = 0;
 
 out_free:
@@ -498,6 +549,24 @@ static int load_one_ca(const struct kg_ca *ca, void *arg)
 	return lc->rc != 0;
 }
 
+static int note_crl_skipped(struct kg_trust *t, const char *ca_name, const char *path)
+{
+	size_t ln = strlen(ca_name) + 1, lp = strlen(path) + 1;
+	char **v = realloc(t->crl_skipped, (t->n_crl_skipped + 1) * sizeof(*v));
+	char *e;
+
+	if (v == NULL)
+		return -1;
+	t->crl_skipped = v;
+	e = malloc(ln + lp);
+	if (e == NULL)
+		return -1;
+	memcpy(e, ca_name, ln);
+	memcpy(e + ln, path, lp);
+	t->crl_skipped[t->n_crl_skipped++] = e;
+	return 0;
+}
+
 int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_config *cfg,
 		  char *err, size_t errlen)
 {
@@ -517,11 +586,22 @@ int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_c
 		seterr(err, errlen, "registry: cannot list CAs: %s", kg_err_str(rc));
 		return -1;
 	}
-	/* A CRL configured for a CA we do not know is an error, not a warning: the
-	 * operator asked for revocation and would silently not get it. */
-	for (size_t i = 0; cfg != NULL && i < cfg->n_crls; i++)
+	/* A CRL for a CA that is not registered is skipped (kg_trust_crl_report() warns):
+	 * that CA's devices are refused anyway, having no CA. Failing the load instead
+	 * kept the previous trust, in which a removed CA was still trusted: `ca remove`
+	 * must take effect whatever the config says. A bad CRL file for a registered CA
+	 * stays an error: there the operator would silently lose revocation. */
+	for (size_t i = 0; cfg != NULL && i < cfg->n_crls; i++) {
+		if (find_ca_by_name(t, cfg->crls[i].ca_name) == NULL) {
+			if (note_crl_skipped(t, cfg->crls[i].ca_name, cfg->crls[i].path) != 0) {
+				seterr(err, errlen, "out of memory");
+				return -1;
+			}
+			continue;
+		}
 		if (kg_trust_add_crl_file(t, cfg->crls[i].ca_name, cfg->crls[i].path, err, errlen) != 0)
 			return -1;
+	}
 	return inherit_ca_status(t, err, errlen);
 }
 
@@ -564,6 +644,12 @@ size_t kg_trust_crl_report(const struct kg_trust *t, FILE *f, time_t now)
 				   "is installed\n", ca->name, ca->crl_path, when,
 				(long long)t->crl_grace, ca->name);
 		}
+	}
+	for (size_t i = 0; t != NULL && i < t->n_crl_skipped; i++) {
+		const char *ca = t->crl_skipped[i];
+
+		fprintf(f, "WARNING: crl %s (%s) skipped: CA %s is not registered (its devices are "
+			   "refused anyway); remove the [crl] line\n", ca, ca + strlen(ca) + 1, ca);
 	}
 	return refusing;
 }
@@ -711,7 +797,7 @@ static bool reaches_unproven(const struct kg_trust *t, X509 *x)
 {
 	char hex[KG_SHA256_HEX_LEN + 1];
 
-	if (kg_cert_sha256_hex(x, hex) != 0)
+	if (sha256_hex(t->sha256, x, hex) != 0)
 		return false;
 	for (size_t i = 0; i < t->n_cas; i++) {
 		const struct trust_ca *ca = &t->cas[i];
@@ -884,15 +970,180 @@ static bool thumb_pinned(kg_thumb_lookup_fn lookup, void *arg, const struct kg_i
 	return strcmp(dev.id, id->device_id) == 0;
 }
 
+/*
+ * A verification context for leaf over t's store, with every rule of this file: the
+ * clientAuth purpose, t's security level, the RFC 5280 strict profile, PARTIAL_CHAIN,
+ * CRL flags as given, and verify_cb. trusted != NULL: those certificates are the only
+ * anchors (a cached issuer); CRLs still come from t's store. NULL when out of memory.
+ */
+static X509_STORE_CTX *chain_ctx(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+				 STACK_OF(X509) *trusted, time_t at, unsigned long crl_flags,
+				 struct verify_state *vs)
+{
+	X509_VERIFY_PARAM *param;
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+
+	if (ctx == NULL || !X509_STORE_CTX_init(ctx, t->store, leaf, untrusted)) {
+		X509_STORE_CTX_free(ctx);
+		ERR_clear_error();
+		return NULL;
+	}
+	if (trusted != NULL)
+		X509_STORE_CTX_set0_trusted_stack(ctx, trusted);
+	/* SSL_CLIENT: clientAuth EKU when an EKU is present, CA constraints on issuers. */
+	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+	param = X509_STORE_CTX_get0_param(ctx);
+	if (at != 0)
+		X509_VERIFY_PARAM_set_time(param, at);
+	/* The SSL's security level does not reach a context we build ourselves: set it,
+	 * or RSA-512 leaves and MD5-signed chains pass (OpenSSL's check_auth_level). */
+	X509_VERIFY_PARAM_set_auth_level(param, t->sec_level);
+	/* PARTIAL_CHAIN: a proven intermediate is an anchor in its own right, as with
+	 * Azure's registered intermediates. X509_STRICT: OpenSSL's RFC 5280 profile
+	 * checks (CA:TRUE on every CA including the anchor, no keyCertSign on a leaf,
+	 * AKID on every non-anchor, SKID on CAs, critical basicConstraints on CAs...).
+	 * A device chain is the one thing this daemon authenticates; a factory PKI that
+	 * fails them is refused with OpenSSL's words in the audit detail. */
+	X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_X509_STRICT |
+					   crl_flags);
+	X509_STORE_CTX_set_verify_cb(ctx, verify_cb);
+	X509_STORE_CTX_set_app_data(ctx, vs);
+	return ctx;
+}
+
+/* The registered CA that is this very certificate (the store hands out the objects
+ * kg_trust_add_ca() put in, and X509_cmp() compares cached hashes, then DER). */
+static const struct trust_ca *find_ca_by_cert(const struct kg_trust *t, X509 *x)
+{
+	for (size_t i = 0; i < t->n_cas; i++)
+		if (t->cas[i].cert == x || X509_cmp(t->cas[i].cert, x) == 0)
+			return &t->cas[i];
+	return NULL;
+}
+
+/* Extensions whose rules reach down to the leaf from above its issuer: a chain with
+ * one of them is never cached (see "The intermediates cache" above kg_verify_peer). */
+static bool constrains_below(X509 *x)
+{
+	static const int nids[] = { NID_name_constraints, NID_policy_constraints,
+				    NID_inhibit_any_policy, NID_policy_mappings };
+
+	for (size_t i = 0; i < sizeof(nids) / sizeof(nids[0]); i++)
+		if (X509_get_ext_by_NID(x, nids[i], -1) >= 0)
+			return true;
+	return false;
+}
+
+/*
+ * After a full verification that passed: remember the leaf's issuer (chain[1]) when it
+ * is not itself the anchor, with the window in which everything above the leaf holds:
+ * the latest notBefore and earliest notAfter of chain[1..], and no later than the
+ * earliest nextUpdate of t's CRLs (an upper CRL going stale must be seen by a full
+ * verification, with its grace). A chain that used a CRL's grace is not cached.
+ */
+static void cache_issuer(const struct kg_trust *t, STACK_OF(X509) *chain, const struct trust_ca *ca,
+			 const struct verify_state *vs)
+{
+	unsigned char key[KG_CHAIN_CACHE_KEY_LEN];
+	int64_t from = INT64_MIN, until = INT64_MAX;
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	X509 *own = NULL;
+	int n = sk_X509_num(chain), len;
+
+	if (n < 3 || vs->crl_grace_used)
+		return;
+	for (int i = 1; i < n; i++) {
+		X509 *x = sk_X509_value(chain, i);
+		int64_t nb = asn1_to_unix(X509_get0_notBefore(x));
+		int64_t na = asn1_to_unix(X509_get0_notAfter(x));
+
+		if (constrains_below(x) || nb == 0 || na == 0)
+			return;
+		from = nb > from ? nb : from;
+		until = na < until ? na : until;
+	}
+	if (t->crl_min_next != 0 && t->crl_min_next < until)
+		until = t->crl_min_next;
+	if ((int64_t)vs->now > until || cert_sha256(t->sha256, sk_X509_value(chain, 1), key) != 0)
+		return;
+	/* Our own parse of its DER: the peer's copy belongs to the SSL's library context
+	 * (a TPM one may be freed at a reload while this trust lives on). */
+	len = i2d_X509(sk_X509_value(chain, 1), &der);
+	p = der;
+	if (len > 0)
+		own = d2i_X509(NULL, &p, len);
+	if (own != NULL)
+		kg_chain_cache_put(t->cache, key, own, (size_t)(ca - t->cas), from, until);
+	X509_free(own);
+	OPENSSL_free(der);
+	ERR_clear_error();
+}
+
+/*
+ * The cached path: is the leaf's issuer among what the peer sent, cached, and does the
+ * leaf verify under it alone? True: accepted, id->ca_name set. False: the full
+ * verification decides (also for a leaf this path refused, so every refusal keeps the
+ * full path's reason and detail). *use says whether a candidate was looked up.
+ */
+static bool verify_cached(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted, time_t at,
+			  struct kg_identity *id, int *x509_err, enum kg_chain_use *use)
+{
+	const X509_NAME *want = X509_get_issuer_name(leaf);
+	time_t now = at != 0 ? at : time(NULL);
+
+	for (int i = 0; untrusted != NULL && i < sk_X509_num(untrusted); i++) {
+		/* per candidate: what one verification saw must not leak into the next */
+		struct verify_state vs = { .t = t, .now = now };
+		X509 *u = sk_X509_value(untrusted, i), *issuer;
+		unsigned char key[KG_CHAIN_CACHE_KEY_LEN];
+		STACK_OF(X509) *anchors, *chain;
+		X509_STORE_CTX *ctx = NULL;
+		size_t ca_idx = 0;
+		bool ok = false;
+
+		if (X509_NAME_cmp(X509_get_subject_name(u), want) != 0)
+			continue;
+		*use = KG_CHAIN_CACHE_MISS;
+		if (cert_sha256(t->sha256, u, key) != 0 ||
+		    (issuer = kg_chain_cache_get(t->cache, key, (int64_t)now, &ca_idx)) == NULL)
+			continue;
+		if (ca_idx < t->n_cas && t->cas[ca_idx].verified &&
+		    (anchors = sk_X509_new_null()) != NULL) {
+			if (sk_X509_push(anchors, issuer) > 0)
+				ctx = chain_ctx(t, leaf, NULL, anchors, at,
+						t->n_crls > 0 ? X509_V_FLAG_CRL_CHECK : 0, &vs);
+			if (ctx != NULL && X509_verify_cert(ctx) == 1) {
+				chain = X509_STORE_CTX_get0_chain(ctx);
+				ok = sk_X509_num(chain) == 2 && sk_X509_value(chain, 1) == issuer;
+			}
+			X509_STORE_CTX_free(ctx);
+			sk_X509_free(anchors);
+		}
+		X509_free(issuer);
+		ERR_clear_error();
+		if (!ok)
+			continue;
+		*use = KG_CHAIN_CACHE_HIT;
+		(void)kg_strlcpy(id->ca_name, t->cas[ca_idx].name, sizeof(id->ca_name));
+		if (vs.crl_grace_used) {
+			memcpy(id->crl_grace_ca, vs.crl_ca, sizeof(id->crl_grace_ca));
+			id->crl_next_update = vs.crl_next_update;
+		}
+		*x509_err = X509_V_OK;
+		return true;
+	}
+	return false;
+}
+
 static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
-				   time_t at, struct kg_identity *id, int *x509_err)
+				   time_t at, struct kg_identity *id, int *x509_err,
+				   enum kg_chain_use *use)
 {
 	struct verify_state vs = { .t = t, .now = at != 0 ? at : time(NULL) };
-	X509_VERIFY_PARAM *param;
 	STACK_OF(X509) *chain;
 	X509_STORE_CTX *ctx;
 	enum kg_reason r;
-	unsigned long flags;
 	int defect;
 
 	/* A CA certificate is never a device, even one we trust as an anchor (with
@@ -908,46 +1159,24 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 		*x509_err = X509_V_ERR_INVALID_EXTENSION;
 		return KG_REASON_BAD_CHAIN;
 	}
-	ctx = X509_STORE_CTX_new();
-	if (ctx == NULL || !X509_STORE_CTX_init(ctx, t->store, leaf, untrusted)) {
-		X509_STORE_CTX_free(ctx);
-		ERR_clear_error();
+	if (verify_cached(t, leaf, untrusted, at, id, x509_err, use))
+		return KG_REASON_OK;
+	ctx = chain_ctx(t, leaf, untrusted, NULL, at,
+			t->n_crls > 0 ? X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL : 0, &vs);
+	if (ctx == NULL) {
 		*x509_err = X509_V_ERR_OUT_OF_MEM;
 		return KG_REASON_BAD_CHAIN;
 	}
-	/* SSL_CLIENT: clientAuth EKU when an EKU is present, CA constraints on issuers. */
-	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
-	param = X509_STORE_CTX_get0_param(ctx);
-	if (at != 0)
-		X509_VERIFY_PARAM_set_time(param, at);
-	/* The SSL's security level does not reach a context we build ourselves: set it,
-	 * or RSA-512 leaves and MD5-signed chains pass (OpenSSL's check_auth_level). */
-	X509_VERIFY_PARAM_set_auth_level(param, t->sec_level);
-	/* PARTIAL_CHAIN: a proven intermediate is an anchor in its own right, as with
-	 * Azure's registered intermediates. X509_STRICT: OpenSSL's RFC 5280 profile
-	 * checks (CA:TRUE on every CA including the anchor, no keyCertSign on a leaf,
-	 * AKID on every non-anchor, SKID on CAs, critical basicConstraints on CAs...).
-	 * A device chain is the one thing this daemon authenticates; a factory PKI that
-	 * fails them is refused with OpenSSL's words in the audit detail. */
-	flags = X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_X509_STRICT;
-	if (t->n_crls > 0)
-		flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
-	X509_VERIFY_PARAM_set_flags(param, flags);
-	X509_STORE_CTX_set_verify_cb(ctx, verify_cb);
-	X509_STORE_CTX_set_app_data(ctx, &vs);
 
 	if (X509_verify_cert(ctx) == 1) {
 		const struct trust_ca *ca = NULL;
-		char hex[KG_SHA256_HEX_LEN + 1];
 
 		chain = X509_STORE_CTX_get0_chain(ctx);
 		/* The registered CA named: the anchor (top of the chain). With PARTIAL_CHAIN
 		 * OpenSSL stops at the nearest trusted issuer, so this is the most specific
 		 * proven CA; scanning down is only belt and braces. */
 		for (int i = sk_X509_num(chain) - 1; i >= 1 && ca == NULL; i--) {
-			if (kg_cert_sha256_hex(sk_X509_value(chain, i), hex) != 0)
-				continue;
-			ca = find_ca_by_sha(t, hex);
+			ca = find_ca_by_cert(t, sk_X509_value(chain, i));
 			if (ca != NULL && !ca->verified)
 				ca = NULL;
 		}
@@ -963,6 +1192,7 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 				memcpy(id->crl_grace_ca, vs.crl_ca, sizeof(id->crl_grace_ca));
 				id->crl_next_update = vs.crl_next_update;
 			}
+			cache_issuer(t, chain, ca, &vs);
 		}
 	} else {
 		*x509_err = X509_STORE_CTX_get_error(ctx);
@@ -986,15 +1216,19 @@ static enum kg_reason verify_chain(const struct kg_trust *t, X509 *leaf, STACK_O
 	return r;
 }
 
-enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
-			      time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
-			      struct kg_identity *id, int *x509_err)
+enum kg_reason kg_verify_peer_ex(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+				 time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
+				 struct kg_identity *id, int *x509_err, enum kg_chain_use *use)
 {
+	enum kg_chain_use use_local;
 	int xerr_local;
 	enum kg_reason r;
 
 	if (x509_err == NULL)
 		x509_err = &xerr_local;
+	if (use == NULL)
+		use = &use_local;
+	*use = KG_CHAIN_UNCACHED;
 	*x509_err = X509_V_OK;
 	/* The identity is filled as far as it is known even on refusal: audit wants it. */
 	memset(id, 0, sizeof(*id));
@@ -1002,7 +1236,7 @@ enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X50
 		*x509_err = X509_V_ERR_APPLICATION_VERIFICATION;
 		return KG_REASON_NO_CERT;
 	}
-	if (kg_cert_sha256_hex(leaf, id->thumbprint) != 0) {
+	if (sha256_hex(t != NULL ? t->sha256 : NULL, leaf, id->thumbprint) != 0) {
 		*x509_err = X509_V_ERR_UNSPECIFIED;
 		return KG_REASON_BAD_CHAIN;
 	}
@@ -1046,5 +1280,17 @@ enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X50
 		*x509_err = X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
 		return KG_REASON_UNKNOWN_CA;
 	}
-	return verify_chain(t, leaf, untrusted, at, id, x509_err);
+	return verify_chain(t, leaf, untrusted, at, id, x509_err, use);
+}
+
+enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+			      time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
+			      struct kg_identity *id, int *x509_err)
+{
+	return kg_verify_peer_ex(t, leaf, untrusted, at, lookup, lookup_arg, id, x509_err, NULL);
+}
+
+size_t kg_trust_chain_cache_size(const struct kg_trust *t)
+{
+	return t != NULL ? kg_chain_cache_size(t->cache) : 0;
 }

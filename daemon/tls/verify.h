@@ -59,7 +59,8 @@ int kg_trust_add_ca(struct kg_trust *t, const struct kg_ca *ca, char *err, size_
 int kg_trust_add_crl_file(struct kg_trust *t, const char *ca_name, const char *path,
 			  char *err, size_t errlen) KG_MUST_USE;
 /* Load every CA from the registry, every [crl] of cfg, and cfg's [tls] security_level
- * and crl_grace (kg_trust_set_policy). */
+ * and crl_grace (kg_trust_set_policy). A [crl] line naming a CA that is not registered
+ * is skipped (kg_trust_crl_report() warns), never an error: a removed CA must leave. */
 int kg_trust_load(struct kg_trust *t, struct kg_registry *reg, const struct kg_config *cfg,
 		  char *err, size_t errlen) KG_MUST_USE;
 size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
@@ -72,7 +73,7 @@ size_t kg_trust_count(const struct kg_trust *t, bool verified_only);
  * change reaches the daemon as `ca-changed`, which rebuilds the trust. */
 const struct kg_ca *kg_trust_get0_ca(const struct kg_trust *t, const char *name);
 
-/* The CRLs of t, one line per CA with a CRL: for `ktlsgated -t` (report) and /metrics
+/* The CRLs of t, one line per CA with a CRL, plus a WARNING line per skipped [crl]: for `ktlsgated -t` (report) and /metrics
  * (ktlsgate_crl_next_update_timestamp_seconds, ktlsgate_crl_expired). now: judge time.
  * kg_trust_crl_report() returns how many are past nextUpdate + grace (refusing). */
 size_t kg_trust_crl_report(const struct kg_trust *t, FILE *f, time_t now);
@@ -97,8 +98,9 @@ struct kg_leaf_ref {
 	uint8_t serial_len;           /* 0: not recorded */
 	bool serial_neg;
 };
-/* Record leaf's issuer and serial. Returns 0, or -1 (ref cleared: nothing to match). */
-int kg_leaf_ref_from_cert(X509 *leaf, struct kg_leaf_ref *ref);
+/* Record leaf's issuer and serial, hashing with t's pre-fetched SHA-256 (t NULL:
+ * EVP_sha256()). Returns 0, or -1 (ref cleared: nothing to match). */
+int kg_leaf_ref_from_cert(const struct kg_trust *t, X509 *leaf, struct kg_leaf_ref *ref);
 /* Is the leaf listed in one of t's CRLs issued by the leaf's issuer? */
 bool kg_trust_leaf_revoked(const struct kg_trust *t, const struct kg_leaf_ref *ref);
 
@@ -122,5 +124,23 @@ int kg_verify_registry_thumb_lookup(void *reg, const char *thumb_hex, struct kg_
 enum kg_reason kg_verify_peer(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
 			      time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
 			      struct kg_identity *id, int *x509_err);
+
+/*
+ * The intermediates cache of t (tls/chain_cache.h): a chain that passed the full
+ * verification leaves its leaf's issuer behind, so the next leaf under that issuer is
+ * verified alone under it. What it did for one verification:
+ */
+enum kg_chain_use {
+	KG_CHAIN_UNCACHED,   /* not looked up: pinned, refused early, or no issuer sent */
+	KG_CHAIN_CACHE_HIT,  /* accepted under a cached issuer: the rest of the chain skipped */
+	KG_CHAIN_CACHE_MISS, /* the leaf's issuer was sent but not cached (or its entry was
+			      * out of its window, or the leaf failed under it): full chain */
+};
+/* kg_verify_peer(), also telling what the cache did in *use (may be NULL). */
+enum kg_reason kg_verify_peer_ex(const struct kg_trust *t, X509 *leaf, STACK_OF(X509) *untrusted,
+				 time_t at, kg_thumb_lookup_fn lookup, void *lookup_arg,
+				 struct kg_identity *id, int *x509_err, enum kg_chain_use *use);
+/* Issuers t's cache holds now. */
+size_t kg_trust_chain_cache_size(const struct kg_trust *t);
 
 #endif

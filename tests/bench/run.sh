@@ -18,6 +18,9 @@ OUT=${BENCH_OUT:-$BUILD/bench}
 KG_BENCH=${KG_BENCH:-$BUILD/kg-bench}
 KTLSGATE=${KTLSGATE:-$BUILD/ktlsgate}
 KTLSGATED=${KTLSGATED:-$BUILD/ktlsgated}
+# A/B: a second ktlsgated binary (e.g. a build of main) measured side by side with
+# KTLSGATED and nginx, handshakes only, interleaved per repeat (main_ab below).
+KTLSGATED_B=${BENCH_GATED_B:-}
 
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
 	: "${BENCH_REPEAT:=1}" "${HS_COUNT:=500}" "${PUB_MSGS:=20000}" "${IDLE_CONNS:=1000}"
@@ -225,19 +228,21 @@ subst() {
 		-e "s|@SERVER_KEY@|$PKI/server/key.pem|g" -e "s|@CA_FILE@|$CA_FILE|g" "$1"
 }
 
+# start_ktlsgated [b]: with "b", KTLSGATED_B on its own copy of the registry.
 start_ktlsgated() {
-	local mport
+	local mport sfx=${1:+-$1} bin=$KTLSGATED
+	[[ ${1:-} == b ]] && bin=$KTLSGATED_B
 	free_port SRV_PORT
 	free_port mport
-	rm -f "$RUN/ctl.sock"
-	cat >"$RUN/ktlsgated.conf" <<-EOF
+	rm -f "$RUN/ctl$sfx.sock"
+	cat >"$RUN/ktlsgated$sfx.conf" <<-EOF
 	[daemon]
 	listen = 127.0.0.1:$SRV_PORT
 	workers = 2
 	cert = $PKI/server/chain.pem
 	key = $PKI/server/key.pem
-	registry = $RUN/registry.db
-	control_socket = $RUN/ctl.sock
+	registry = $RUN/registry$sfx.db
+	control_socket = $RUN/ctl$sfx.sock
 	metrics_listen = 127.0.0.1:$mport
 	default_backend = local
 
@@ -249,9 +254,9 @@ start_ktlsgated() {
 	[backend local]
 	address = 127.0.0.1:$MQTT_PORT
 	EOF
-	start_bg ktlsgated "$KTLSGATED" -c "$RUN/ktlsgated.conf"
+	start_bg "ktlsgated$sfx" "$bin" -c "$RUN/ktlsgated$sfx.conf"
 	SRV_PID=$BG_PID
-	wait_listen "$SRV_PID" "$SRV_PORT" ktlsgated || die "ktlsgated is not listening on $SRV_PORT (exited, or 15 s passed)"
+	wait_listen "$SRV_PID" "$SRV_PORT" "ktlsgated$sfx" || die "ktlsgated$sfx is not listening on $SRV_PORT (exited, or 15 s passed)"
 }
 
 start_haproxy() {
@@ -543,6 +548,75 @@ report() {
 	cat "$RESULTS"
 }
 
+# ---- A/B: two ktlsgated builds and nginx side by side (BENCH_GATED_B) ----------------
+
+# All three run at once (each ktlsgated on its own copy of the registry); each repeat
+# measures them back to back, in a rotating order, so load from other users of the
+# machine hits them alike. Handshakes only. Rows: ktlsgated (KTLSGATED, "A"),
+# ktlsgated-b (BENCH_GATED_B), nginx; the paired per-repeat difference B - A says
+# more than the medians on a busy host.
+main_ab() {
+	local rep t i order pa pb pn oa ob on
+	[[ -x $KTLSGATED_B ]] || die "BENCH_GATED_B=$KTLSGATED_B is not an executable"
+	[[ -x $KTLSGATED && -x $KTLSGATE ]] || die "$KTLSGATED or $KTLSGATE is not built"
+	make_registry
+	cp "$RUN/registry.db" "$RUN/registry-b.db"
+	start_ktlsgated
+	pa=$SRV_PID oa=$SRV_PORT
+	if ! { enroll_all && warm_up ktlsgated; }; then die "ktlsgated (A) did not come up"; fi
+	start_ktlsgated b
+	pb=$SRV_PID ob=$SRV_PORT
+	if ! { enroll_all && warm_up ktlsgated-b; }; then die "ktlsgated-b did not come up"; fi
+	start_nginx
+	pn=$SRV_PID on=$SRV_PORT
+	warm_up nginx || die "nginx did not come up"
+	order=(ktlsgated ktlsgated-b nginx)
+	for ((rep = 1; rep <= REPEAT; rep++)); do
+		say "A/B repeat $rep, load $(cut -d' ' -f1-3 /proc/loadavg)"
+		for ((i = 0; i < 3; i++)); do
+			t=${order[(i + rep - 1) % 3]}
+			case $t in
+			ktlsgated) SRV_PID=$pa SRV_PORT=$oa ;;
+			ktlsgated-b) SRV_PID=$pb SRV_PORT=$ob ;;
+			nginx) SRV_PID=$pn SRV_PORT=$on ;;
+			esac
+			bench_handshake "$t" "$rep"
+		done
+	done
+	SRV_PID=""    # cleanup() stops all three
+	{
+		echo "# ktlsgate A/B handshake benchmark"
+		echo
+		echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "- A: $KTLSGATED; B: $KTLSGATED_B; $(nginx -v 2>&1 | sed 's|.*nginx/|nginx |'); $(openssl version | awk '{ print $1 " " $2 }')"
+		echo "- $REPEAT repeat(s) of $HS_COUNT full handshakes (+ CONNECT/CONNACK), $HS_CONC in flight, each repeat measuring the three back to back"
+		echo
+		echo "| terminator | server CPU/handshake (us), median | per repeat | handshakes/s | errors |"
+		echo "|---|---:|---|---:|---:|"
+		for t in ktlsgated ktlsgated-b nginx; do
+			printf '| %s | %s | %s | %s | %s |\n' "$t" "$(fmt "$(median "$t" hs_cpu_us)")" \
+				"$(awk -F'\t' -v t="$t" '$1 == t && $2 == "hs_cpu_us" { printf "%s%s", s, $4; s = " " }' "$RAW")" \
+				"$(fmt "$(median "$t" hs_rate)")" "$(total "$t" hs_errors)"
+		done
+		echo
+		echo "| ratio | value |"
+		echo "|---|---:|"
+		echo "| server CPU per handshake, A / nginx | $(ratio ktlsgated nginx hs_cpu_us) |"
+		echo "| server CPU per handshake, B / nginx | $(ratio ktlsgated-b nginx hs_cpu_us) |"
+		echo "| server CPU per handshake, B / A | $(ratio ktlsgated-b ktlsgated hs_cpu_us) |"
+		awk -F'\t' '$2 == "hs_cpu_us" && $1 == "ktlsgated" { a[$3] = $4 }
+			$2 == "hs_cpu_us" && $1 == "ktlsgated-b" { b[$3] = $4 }
+			END { for (r in a) if (r in b) { n++; d[n] = b[r] - a[r]; if (b[r] < a[r]) k++ }
+				if (!n) exit
+				for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (d[j] < d[i]) { x = d[i]; d[i] = d[j]; d[j] = x }
+				m = n % 2 ? d[(n + 1) / 2] : (d[n / 2] + d[n / 2 + 1]) / 2
+				printf "| B - A per repeat, median (us); repeats where B was cheaper | %.0f; %d of %d |\n", m, k, n }' "$RAW"
+	} >"$RESULTS"
+	cat "$RESULTS"
+	say "results in $RESULTS (raw numbers: $RAW, logs: $LOGS)"
+	((TOTAL_ERRORS == 0)) || die "$TOTAL_ERRORS error(s): see $LOGS/kg-bench.log"
+}
+
 # ---- main ------------------------------------------------------------------------
 
 main() {
@@ -565,6 +639,10 @@ main() {
 	cat "$PKI/server/chain.pem" "$PKI/server/key.pem" >"$RUN/server-full.pem"
 	chmod 600 "$RUN/server-full.pem"
 	start_backend
+	if [[ -n $KTLSGATED_B ]]; then
+		main_ab
+		return
+	fi
 	for t in $TERMINATORS; do
 		case $t in
 		ktlsgated)

@@ -167,20 +167,20 @@ START_TEST(test_leaf_ref_in_crl)
 	make(KG_PKI_DEVICE, "dev-b", "dev-b", "factory");
 	make(KG_PKI_DEVICE, "dev-c", "dev-c", "other");
 	x = load("dev-a");
-	ck_assert_int_eq(kg_leaf_ref_from_cert(x, &a), 0);
+	ck_assert_int_eq(kg_leaf_ref_from_cert(NULL, x, &a), 0);
 	ck_assert_uint_gt(a.serial_len, 0);
 	X509_free(x);
 	x = load("dev-b");
-	ck_assert_int_eq(kg_leaf_ref_from_cert(x, &b), 0);
+	ck_assert_int_eq(kg_leaf_ref_from_cert(NULL, x, &b), 0);
 	X509_free(x);
 	x = load("dev-c");
-	ck_assert_int_eq(kg_leaf_ref_from_cert(x, &c), 0);
+	ck_assert_int_eq(kg_leaf_ref_from_cert(NULL, x, &c), 0);
 	X509_free(x);
 	/* dev-c claims dev-a's serial: only the issuer tells them apart */
 	memcpy(c.serial, a.serial, sizeof(c.serial));
 	c.serial_len = a.serial_len;
 	c.serial_neg = a.serial_neg;
-	ck_assert_int_eq(kg_leaf_ref_from_cert(NULL, &none), -1);
+	ck_assert_int_eq(kg_leaf_ref_from_cert(NULL, NULL, &none), -1);
 	ck_assert_uint_eq(none.serial_len, 0);
 
 	sub(listed, sizeof(listed), "dev-a", "cert.pem");
@@ -209,6 +209,16 @@ START_TEST(test_leaf_ref_in_crl)
 	ck_assert_ptr_nonnull(t = kg_trust_new());
 	ck_assert_msg(kg_trust_load(t, reg, cfg, err, sizeof(err)) == 0, "%s", err);
 	ck_assert(kg_trust_leaf_revoked(t, &a));
+	{
+		/* the trust's pre-fetched SHA-256 (the daemon's path) gives the same ref */
+		struct kg_leaf_ref a2;
+
+		x = load("dev-a");
+		ck_assert_int_eq(kg_leaf_ref_from_cert(t, x, &a2), 0);
+		X509_free(x);
+		ck_assert_mem_eq(&a2, &a, sizeof(a));
+		ck_assert(kg_trust_leaf_revoked(t, &a2));
+	}
 	ck_assert(!kg_trust_leaf_revoked(t, &b));
 	ck_assert(!kg_trust_leaf_revoked(t, &c));
 	ck_assert(!kg_trust_leaf_revoked(t, &none));

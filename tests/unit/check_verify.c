@@ -21,6 +21,7 @@
 
 #include "ops/err.h"
 #include "cli/pki.h"
+#include "tls/chain_cache.h"
 #include "tls/verify.h"
 #include "testlib.h"
 
@@ -1154,6 +1155,326 @@ START_TEST(test_crl_expired)
 }
 END_TEST
 
+/* ---- the intermediates cache ------------------------------------------------------ */
+
+/* Verify leaf `sub` sending `chain_sub` (may be NULL), at `at`; *use: what the cache did. */
+static enum kg_reason verify_use(const char *sub, const char *chain_sub, time_t at,
+				 struct kg_identity *id, enum kg_chain_use *use)
+{
+	STACK_OF(X509) *untrusted = NULL;
+	X509 *leaf = load(sub);
+	enum kg_reason r;
+	int xerr;
+
+	if (chain_sub != NULL) {
+		untrusted = sk_X509_new_null();
+		ck_assert(sk_X509_push(untrusted, load(chain_sub)));
+	}
+	*use = (enum kg_chain_use)-1;
+	r = kg_verify_peer_ex(trust, leaf, untrusted, at, NULL, NULL, id, &xerr, use);
+	sk_X509_pop_free(untrusted, X509_free);
+	X509_free(leaf);
+	return r;
+}
+
+static void new_trust(void)
+{
+	kg_trust_free(trust);
+	trust = kg_trust_new();
+	ck_assert_ptr_nonnull(trust);
+}
+
+START_TEST(test_cache_hit_miss)
+{
+	struct kg_identity id;
+	enum kg_chain_use use;
+
+	fleet();
+	make(KG_PKI_DEVICE, "dev-2", "dev2", "factory");
+	add_ca("fleet-root", "root", true);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 0);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 1);
+	/* another leaf under the same factory: verified alone, same answer */
+	ck_reason(verify_use("dev2", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_HIT);
+	ck_assert_str_eq(id.ca_name, "fleet-root");
+	ck_assert_str_eq(id.device_id, "dev-2");
+	ck_assert_int_eq(id.method, KG_ATT_CA);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_HIT);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 1);
+	/* no intermediate sent: nothing to look up, and still no chain */
+	ck_reason(verify_use("dev", NULL, 0, &id, &use), KG_REASON_UNKNOWN_CA);
+	ck_assert_int_eq(use, KG_CHAIN_UNCACHED);
+	/* a leaf directly under a registered CA: nothing above it to skip, nothing cached */
+	make(KG_PKI_DEVICE, "dev-r", "devr", "root");
+	ck_reason(verify_use("devr", NULL, 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_UNCACHED);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 1);
+}
+END_TEST
+
+/* A new trust (every reload, CA or CRL change) starts empty; a CA removed takes its
+ * intermediates' devices with it. Changing the policy of a trust empties it too. */
+START_TEST(test_cache_new_trust)
+{
+	struct kg_identity id;
+	enum kg_chain_use use;
+
+	fleet();
+	add_ca("fleet-root", "root", true);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_HIT);
+	kg_trust_set_policy(trust, 2, 0);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 0);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+
+	new_trust();
+	add_ca("fleet-root", "root", true);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 0);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+
+	/* the root no longer registered: nothing left to vouch for the factory */
+	new_trust();
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_UNKNOWN_CA);
+	/* ... or registered but no longer proven */
+	add_ca("fleet-root", "root", false);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_UNPROVEN_CA);
+}
+END_TEST
+
+/* An intermediate that expires is refused like today even though it is cached: the
+ * entry's window ends with the earliest notAfter above the leaf. */
+START_TEST(test_cache_expired_intermediate)
+{
+	const struct mk short_int = { .not_before = (int64_t)time(NULL) - DAY, .days = 10 };
+	time_t later = time(NULL) + 20 * DAY;
+	struct kg_identity id;
+	enum kg_chain_use use;
+	int xerr;
+
+	make(KG_PKI_ROOT, "Root", "root", NULL);
+	make_ex(KG_PKI_INTERMEDIATE, "Short", "int", "root", &short_int);
+	make(KG_PKI_DEVICE, "dev-a", "a", "int");
+	make(KG_PKI_DEVICE, "dev-b", "b", "int");
+	add_ca("root", "root", true);
+	ck_reason(verify_use("a", "int", 0, &id, &use), KG_REASON_OK);
+	ck_reason(verify_use("b", "int", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_HIT);
+	/* 20 days on, the intermediate has expired, the leaves have not */
+	ck_reason(verify_use("b", "int", later, &id, &use), KG_REASON_CERT_EXPIRED);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+	{
+		const char *chain[] = { "int" };
+
+		ck_reason(verify_ex("a", chain, 1, later, NULL, NULL, &id, &xerr),
+			  KG_REASON_CERT_EXPIRED);
+		ck_assert_int_eq(xerr, X509_V_ERR_CERT_HAS_EXPIRED);
+	}
+	/* and the entry still serves within its window */
+	ck_reason(verify_use("a", "int", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_HIT);
+}
+END_TEST
+
+/* A revoked leaf under a cached issuer is refused (the leaf's CRL is checked on the
+ * cached path), with the full path's reason; a CRL revoking the issuer itself, loaded
+ * into a new trust, refuses every leaf under it. */
+START_TEST(test_cache_revoked)
+{
+	const char *revoked_leaf[] = { "b" };
+	const char *revoked_int[] = { "factory" };
+	struct kg_identity id;
+	enum kg_chain_use use;
+	int xerr;
+
+	fleet();
+	make(KG_PKI_DEVICE, "dev-b", "b", "factory");
+	make(KG_PKI_DEVICE, "dev-c", "c", "factory");
+	add_ca("fleet-root", "root", true);
+	/* the factory registered but not proven: it is no anchor, yet its CRL counts */
+	add_ca("factory", "factory", false);
+	add_crl("factory", "factory", revoked_leaf, 1);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+	ck_assert_str_eq(id.ca_name, "fleet-root");
+	ck_reason(verify_use("c", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_HIT);
+	ck_reason(verify_use("b", "factory", 0, &id, &use), KG_REASON_CERT_REVOKED);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS); /* refused under the cache: full path */
+	{
+		const char *chain[] = { "factory" };
+
+		ck_reason(verify_ex("b", chain, 1, 0, NULL, NULL, &id, &xerr),
+			  KG_REASON_CERT_REVOKED);
+		ck_assert_int_eq(xerr, X509_V_ERR_CERT_REVOKED);
+	}
+	/* the cached entry still serves the others */
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_HIT);
+
+	/* the root revokes the factory: a CRL change is a new trust */
+	new_trust();
+	add_ca("fleet-root", "root", true);
+	add_crl("fleet-root", "root", revoked_int, 1);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_CERT_REVOKED);
+	ck_reason(verify_use("c", "factory", 0, &id, &use), KG_REASON_CERT_REVOKED);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 0);
+	/* added to a trust in use, the same: the cache is emptied */
+	new_trust();
+	add_ca("fleet-root", "root", true);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 1);
+	add_crl("fleet-root", "root", revoked_int, 1);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 0);
+	ck_reason(verify_use("c", "factory", 0, &id, &use), KG_REASON_CERT_REVOKED);
+}
+END_TEST
+
+/* A CRL above the leaf's issuer going stale: the entry's window ends at its nextUpdate,
+ * so the full path sees the expired CRL (crl_expired) instead of the cache hiding it. */
+START_TEST(test_cache_upper_crl_window)
+{
+	time_t after = time(NULL) + 31 * DAY; /* kg_pki_crl: nextUpdate now + 30 d */
+	struct kg_identity id;
+	enum kg_chain_use use;
+
+	fleet();
+	make(KG_PKI_DEVICE, "dev-b", "b", "factory");
+	add_ca("fleet-root", "root", true);
+	add_crl("fleet-root", "root", NULL, 0);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_reason(verify_use("b", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_HIT);
+	ck_reason(verify_use("b", "factory", after, &id, &use), KG_REASON_CRL_EXPIRED);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+	ck_assert_str_eq(id.ca_name, "fleet-root");
+	/* within a grace the full path accepts, names the CRL, and caches nothing */
+	kg_trust_set_policy(trust, 2, 2 * DAY);
+	ck_reason(verify_use("b", "factory", after, &id, &use), KG_REASON_OK);
+	ck_assert_str_eq(id.crl_grace_ca, "fleet-root");
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 0);
+}
+END_TEST
+
+/* An issuer cached under CA A never vouches for a leaf it did not sign: a second PKI
+ * with an intermediate of the same name under an unregistered root B. */
+START_TEST(test_cache_other_ca)
+{
+	struct kg_identity id;
+	enum kg_chain_use use;
+
+	fleet();
+	make(KG_PKI_ROOT, "Other Root", "rootb", NULL);
+	make(KG_PKI_INTERMEDIATE, "Factory", "factoryb", "rootb");   /* same subject name */
+	make(KG_PKI_DEVICE, "dev-b", "devb", "factoryb");
+	add_ca("fleet-root", "root", true);
+	ck_reason(verify_use("dev", "factory", 0, &id, &use), KG_REASON_OK);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 1);
+	/* B's leaf sending A's cached factory (its issuer by name): the signature fails */
+	ck_reason(verify_use("devb", "factory", 0, &id, &use), KG_REASON_BAD_CHAIN);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+	/* B's leaf with its own factory: another key, not cached, and B is unknown */
+	ck_reason(verify_use("devb", "factoryb", 0, &id, &use), KG_REASON_UNKNOWN_CA);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 1);
+}
+END_TEST
+
+/* A root's name constraints bind the leaf: a chain with them is never cached, or a leaf
+ * outside them would pass under the cached intermediate (the root no longer in view). */
+START_TEST(test_cache_name_constraints)
+{
+	struct kg_identity id;
+	enum kg_chain_use use;
+
+	make_hand("ncroot", "NC Root", &(struct hand){ "ec:P-256", NULL, NULL,
+		{ { "basicConstraints", "critical,CA:TRUE" },
+		  { "keyUsage", "critical,keyCertSign,cRLSign" }, { "subjectKeyIdentifier", "hash" },
+		  { "nameConstraints", "critical,permitted;DNS:example.com" } } });
+	make_hand("ncline", "NC Line", &(struct hand){ "ec:P-256", "ncroot", NULL, { CA_EXTS } });
+	make_hand("good", "good.example.com", &(struct hand){ "ec:P-256", "ncline", NULL, { LEAF_EXTS } });
+	make_hand("bad", "bad.other.org", &(struct hand){ "ec:P-256", "ncline", NULL, { LEAF_EXTS } });
+	add_ca("nc-root", "ncroot", true);
+	ck_reason(verify_use("good", "ncline", 0, &id, &use), KG_REASON_OK);
+	ck_reason(verify_use("bad", "ncline", 0, &id, &use), KG_REASON_BAD_CHAIN);
+	ck_reason(verify_use("good", "ncline", 0, &id, &use), KG_REASON_OK);
+	ck_assert_int_eq(use, KG_CHAIN_CACHE_MISS);
+	ck_assert_uint_eq(kg_trust_chain_cache_size(trust), 0);
+}
+END_TEST
+
+/* The table alone: hit, miss, the validity window, replacement, the clock's bound. */
+START_TEST(test_cache_table)
+{
+	unsigned char k[6][KG_CHAIN_CACHE_KEY_LEN];
+	struct kg_chain_cache *cc = kg_chain_cache_new(4);
+	size_t ca = 99;
+	X509 *x, *got;
+
+	make(KG_PKI_ROOT, "Root", "root", NULL);
+	x = load("root");
+	ck_assert_ptr_nonnull(cc);
+	for (int i = 0; i < 6; i++) {
+		memset(k[i], 0, sizeof(k[i]));
+		k[i][0] = (unsigned char)i;
+		k[i][31] = 0xa5;
+	}
+	k[5][0] = 0;   /* same bucket as k[0] (its first bytes), another key */
+	k[5][10] = 1;
+	ck_assert_ptr_null(kg_chain_cache_get(cc, k[0], 100, &ca));
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(kg_chain_cache_put(cc, k[i], x, (size_t)i, 50, 200), 0);
+	ck_assert_uint_eq(kg_chain_cache_size(cc), 4);
+	got = kg_chain_cache_get(cc, k[2], 100, &ca);
+	ck_assert_ptr_eq(got, x);
+	ck_assert_uint_eq(ca, 2);
+	X509_free(got);
+	ck_assert_ptr_null(kg_chain_cache_get(cc, k[5], 100, &ca));  /* bucket mate */
+	ck_assert_ptr_null(kg_chain_cache_get(cc, k[2], 49, &ca));   /* before its window */
+	ck_assert_ptr_null(kg_chain_cache_get(cc, k[2], 201, &ca));  /* after it */
+	/* replacing keeps the count */
+	ck_assert_int_eq(kg_chain_cache_put(cc, k[2], x, 7, 50, 300), 0);
+	ck_assert_uint_eq(kg_chain_cache_size(cc), 4);
+	got = kg_chain_cache_get(cc, k[2], 250, &ca);
+	ck_assert_ptr_nonnull(got);
+	ck_assert_uint_eq(ca, 7);
+	X509_free(got);
+	/* full: k[0] used since the hand last passed survives, k[1] (not used) goes */
+	X509_free(kg_chain_cache_get(cc, k[0], 100, &ca));
+	ck_assert_int_eq(kg_chain_cache_put(cc, k[4], x, 4, 50, 200), 0);
+	ck_assert_uint_eq(kg_chain_cache_size(cc), 4);
+	got = kg_chain_cache_get(cc, k[0], 100, &ca);
+	ck_assert_ptr_nonnull(got);
+	X509_free(got);
+	ck_assert_ptr_null(kg_chain_cache_get(cc, k[1], 100, &ca));
+	got = kg_chain_cache_get(cc, k[4], 100, &ca);
+	ck_assert_ptr_nonnull(got);
+	ck_assert_uint_eq(ca, 4);
+	X509_free(got);
+	/* many more than the bound: never more than 4 held, the newest always found */
+	for (int round = 0; round < 40; round++) {
+		unsigned char kk[KG_CHAIN_CACHE_KEY_LEN] = { (unsigned char)(100 + round), 1 };
+
+		ck_assert_int_eq(kg_chain_cache_put(cc, kk, x, 0, 50, 200), 0);
+		ck_assert_uint_le(kg_chain_cache_size(cc), 4);
+		got = kg_chain_cache_get(cc, kk, 100, &ca);
+		ck_assert_ptr_nonnull(got);
+		X509_free(got);
+	}
+	kg_chain_cache_clear(cc);
+	ck_assert_uint_eq(kg_chain_cache_size(cc), 0);
+	ck_assert_ptr_null(kg_chain_cache_get(cc, k[4], 100, &ca));
+	kg_chain_cache_free(cc);
+	X509_free(x);   /* the cache held its own references: ASan sees any imbalance */
+}
+END_TEST
+
 /* ---- trust list ------------------------------------------------------------------- */
 
 START_TEST(test_trust_add_errors)
@@ -1249,12 +1570,33 @@ START_TEST(test_trust_load)
 	ck_reason(verify("d1", NULL), KG_REASON_CERT_REVOKED);
 	ck_reason(verify("d2", NULL), KG_REASON_UNPROVEN_CA);
 
-	/* a CRL for a CA the registry does not have fails the load */
+	/* a CRL for a CA the registry does not have (removed) is skipped with a warning,
+	 * not a failed load: failing kept the old trust, the removed CA still in it */
 	kg_trust_free(trust);
 	trust = kg_trust_new();
 	(void)kg_strlcpy(cfg->crls[0].ca_name, "gone", sizeof(cfg->crls[0].ca_name));
+	ck_assert_msg(kg_trust_load(trust, &reg.base, cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(kg_trust_count(trust, true), 1);
+	ck_reason(verify("d1", NULL), KG_REASON_OK);   /* r1's CRL is not configured now */
+	{
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+
+		ck_assert_ptr_nonnull(f);
+		ck_assert_uint_eq(kg_trust_crl_report(trust, f, time(NULL)), 0);
+		ck_assert_int_eq(fclose(f), 0);
+		ck_assert_msg(strstr(buf, "WARNING: crl gone (") != NULL &&
+			      strstr(buf, "skipped: CA gone is not registered") != NULL, "%s", buf);
+		free(buf);
+	}
+	/* a bad file for a registered CA still fails it */
+	kg_trust_free(trust);
+	trust = kg_trust_new();
+	(void)kg_strlcpy(cfg->crls[0].ca_name, "r1", sizeof(cfg->crls[0].ca_name));
+	path_of(cfg->crls[0].path, sizeof(cfg->crls[0].path), "no-such.crl", NULL);
 	ck_assert_int_eq(kg_trust_load(trust, &reg.base, cfg, err, sizeof(err)), -1);
-	ck_assert_msg(strstr(err, "gone") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "no-such.crl") != NULL, "%s", err);
 
 	free(reg.pem[0]);
 	free(reg.pem[1]);
@@ -1440,6 +1782,14 @@ Suite *kg_suite_verify(void)
 	tcase_add_test(tc, test_thumbprint);
 	tcase_add_test(tc, test_thumbprint_checks);
 	tcase_add_test(tc, test_no_cert);
+	tcase_add_test(tc, test_cache_hit_miss);
+	tcase_add_test(tc, test_cache_new_trust);
+	tcase_add_test(tc, test_cache_expired_intermediate);
+	tcase_add_test(tc, test_cache_revoked);
+	tcase_add_test(tc, test_cache_upper_crl_window);
+	tcase_add_test(tc, test_cache_other_ca);
+	tcase_add_test(tc, test_cache_name_constraints);
+	tcase_add_test(tc, test_cache_table);
 	suite_add_tcase(s, tc);
 	return s;
 }
