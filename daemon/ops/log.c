@@ -125,6 +125,17 @@ void kg_log_debug(const char *fmt, ...)
 	va_end(ap);
 }
 
+void kg_ossl_err(char *err, size_t errlen, const char *what)
+{
+	char buf[256] = "";
+	unsigned long e = ERR_peek_last_error();
+
+	if (e != 0)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	snprintf(err, errlen, "%s: %s", what, buf[0] ? buf : "failed");
+}
+
 void kg_log_ossl(const char *what)
 {
 	char buf[256], all[768] = "";

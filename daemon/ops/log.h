@@ -29,6 +29,8 @@ void kg_log_info(const char *fmt, ...) KG_PRINTF(1, 2);
 void kg_log_debug(const char *fmt, ...) KG_PRINTF(1, 2);
 /* Drain OpenSSL's error queue into one warning line naming `what`. */
 void kg_log_ossl(const char *what);
+/* "what: <OpenSSL's last error>" (or "what: failed") into err; clears the queue. */
+void kg_ossl_err(char *err, size_t errlen, const char *what);
 
 #define kg_warn_f(fmt, ...) kg_log_warn("%s: " fmt, __func__, ##__VA_ARGS__)
 #define kg_warnx_f(fmt, ...) kg_log_warnx("%s: " fmt, __func__, ##__VA_ARGS__)

@@ -22,17 +22,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls/leaf.h"
-
-static void ossl_err(char *err, size_t errlen, const char *what)
-{
-	char buf[256] = "";
-	unsigned long e = ERR_peek_last_error();
-
-	if (e != 0)
-		ERR_error_string_n(e, buf, sizeof(buf));
-	ERR_clear_error();
-	snprintf(err, errlen, "%s: %s", what, buf[0] ? buf : "failed");
-}
+#include "ops/log.h"
 
 int kg_leaf_issuer_check(X509 *issuer, char *err, size_t errlen)
 {
@@ -64,13 +54,13 @@ STACK_OF(X509) *kg_leaf_chain_load(const char *path, char *err, size_t errlen)
 	X509 *x;
 
 	if (chain == NULL || in == NULL) {
-		ossl_err(err, errlen, path);
+		kg_ossl_err(err, errlen, path);
 		goto out_fail;
 	}
 	while ((x = PEM_read_bio_X509(in, NULL, NULL, NULL)) != NULL)
 		if (!sk_X509_push(chain, x)) {
 			X509_free(x);
-			ossl_err(err, errlen, path);
+			kg_ossl_err(err, errlen, path);
 			goto out_fail;
 		}
 	ERR_clear_error();   /* the end of the file reads as "no start line" */
@@ -196,7 +186,7 @@ struct kg_leaf *kg_leaf_new(STACK_OF(X509) *chain, EVP_PKEY *signer, unsigned li
 	leaf->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
 	leaf->cert = X509_new();
 	if (leaf->key == NULL || leaf->cert == NULL) {
-		ossl_err(err, errlen, "certified-leaf: P-256 key");
+		kg_ossl_err(err, errlen, "certified-leaf: P-256 key");
 		goto out_free;
 	}
 	/* A leaf cannot outlive its issuer: path validation would refuse it. */
@@ -205,21 +195,21 @@ struct kg_leaf *kg_leaf_new(STACK_OF(X509) *chain, EVP_PKEY *signer, unsigned li
 		leaf->not_after = issuer_end;
 	if (fill_leaf(leaf->cert, issuer, leaf->key, now, leaf->not_after, leaf->serial,
 		      sizeof(leaf->serial)) != 0) {
-		ossl_err(err, errlen, "certified-leaf: certificate fields");
+		kg_ossl_err(err, errlen, "certified-leaf: certificate fields");
 		goto out_free;
 	}
 	/* The one TPM signature of this leaf's life. */
 	if (X509_sign(leaf->cert, signer, EVP_sha256()) <= 0) {
-		ossl_err(err, errlen, "certified-leaf: signing with the TPM key");
+		kg_ossl_err(err, errlen, "certified-leaf: signing with the TPM key");
 		goto out_free;
 	}
 	if (X509_verify(leaf->cert, X509_get0_pubkey(issuer)) != 1) {
-		ossl_err(err, errlen, "certified-leaf: the TPM's signature does not verify");
+		kg_ossl_err(err, errlen, "certified-leaf: the TPM's signature does not verify");
 		goto out_free;
 	}
 	leaf->chain = X509_chain_up_ref(chain);
 	if (leaf->chain == NULL) {
-		ossl_err(err, errlen, "certified-leaf: chain");
+		kg_ossl_err(err, errlen, "certified-leaf: chain");
 		goto out_free;
 	}
 	return leaf;

@@ -29,24 +29,14 @@
 #include "tls/tls.h"
 #include "tls/tls_keys.h"
 #include "tpm/tpm_key.h"
-
-static void ossl_err(char *err, size_t errlen, const char *what)
-{
-	char buf[256] = "";
-	unsigned long e = ERR_peek_last_error();
-
-	if (e != 0)
-		ERR_error_string_n(e, buf, sizeof(buf));
-	ERR_clear_error();
-	snprintf(err, errlen, "%s: %s", what, buf[0] ? buf : "failed");
-}
+#include "ops/log.h"
 
 /* certified-leaf ([tpm] mode, leaf.h): the in-memory key, the leaf and the chain behind
  * it (the TPM key's certificate, then the rest of [daemon] cert). */
 static int use_leaf(SSL_CTX *ctx, const struct kg_leaf *leaf, char *err, size_t errlen)
 {
 	if (kg_leaf_ctx_use(ctx, leaf) != 0) {
-		ossl_err(err, errlen, "certified-leaf: serving the leaf");
+		kg_ossl_err(err, errlen, "certified-leaf: serving the leaf");
 		return -1;
 	}
 	return 0;
@@ -70,14 +60,14 @@ static SSL_CTX *ctx_new(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
 		return NULL;
 	ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL) {
-		ossl_err(err, errlen, "SSL_CTX_new");
+		kg_ossl_err(err, errlen, "SSL_CTX_new");
 		EVP_PKEY_free(sk.key);
 		return NULL;
 	}
 	SSL_CTX_set_security_level(ctx, (int)cfg->security_level);
 	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
 	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION)) {
-		ossl_err(err, errlen, "protocol versions");
+		kg_ossl_err(err, errlen, "protocol versions");
 		goto out_free;
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
@@ -90,31 +80,31 @@ static SSL_CTX *ctx_new(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(ctx, 0);
 	if (cfg->ciphers[0] && !SSL_CTX_set_cipher_list(ctx, cfg->ciphers)) {
-		ossl_err(err, errlen, "[tls] ciphers");
+		kg_ossl_err(err, errlen, "[tls] ciphers");
 		goto out_free;
 	}
 	if (cfg->ciphersuites[0] && !SSL_CTX_set_ciphersuites(ctx, cfg->ciphersuites)) {
-		ossl_err(err, errlen, "[tls] ciphersuites");
+		kg_ossl_err(err, errlen, "[tls] ciphersuites");
 		goto out_free;
 	}
 	if (cfg->groups[0] && !SSL_CTX_set1_groups_list(ctx, cfg->groups)) {
-		ossl_err(err, errlen, "[tls] groups");
+		kg_ossl_err(err, errlen, "[tls] groups");
 		goto out_free;
 	}
 	if (leaf != NULL) {
 		if (use_leaf(ctx, leaf, err, errlen) != 0)
 			goto out_free;
 	} else if (SSL_CTX_use_certificate_chain_file(ctx, sk.cert_file) != 1) {
-		ossl_err(err, errlen, sk.cert_file);
+		kg_ossl_err(err, errlen, sk.cert_file);
 		goto out_free;
 	}
 	if (leaf == NULL && (sk.key != NULL ? SSL_CTX_use_PrivateKey(ctx, sk.key) != 1
 			   : SSL_CTX_use_PrivateKey_file(ctx, sk.key_file, SSL_FILETYPE_PEM) != 1)) {
-		ossl_err(err, errlen, sk.key ? cfg->key_file : sk.key_file);
+		kg_ossl_err(err, errlen, sk.key ? cfg->key_file : sk.key_file);
 		goto out_free;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		ossl_err(err, errlen, "server key does not match the certificate");
+		kg_ossl_err(err, errlen, "server key does not match the certificate");
 		goto out_free;
 	}
 	/* The record relay takes the session over from OpenSSL at the handoff: it needs

@@ -43,17 +43,6 @@ struct kg_tpm_ossl {
 	char tcti[256];
 };
 
-static void ossl_err(char *err, size_t errlen, const char *what)
-{
-	char buf[256] = "";
-	unsigned long e = ERR_peek_last_error();
-
-	if (e != 0)
-		ERR_error_string_n(e, buf, sizeof(buf));
-	ERR_clear_error();
-	snprintf(err, errlen, "%s: %s", what, buf[0] ? buf : "failed");
-}
-
 static int load_config(OSSL_LIB_CTX *lc, const char *tcti, char *err, size_t errlen)
 {
 	char path[64], *saved = NULL;
@@ -97,7 +86,7 @@ static int load_config(OSSL_LIB_CTX *lc, const char *tcti, char *err, size_t err
 	if (!loaded) {
 		char why[256];
 
-		ossl_err(why, sizeof(why), "tpm2 provider");
+		kg_ossl_err(why, sizeof(why), "tpm2 provider");
 		snprintf(err, errlen, "TPM at '%s': cannot connect (%s)", tcti[0] ? tcti : "(default)",
 			 why);
 		goto out;
@@ -128,14 +117,14 @@ struct kg_tpm_ossl *kg_tpm_ossl_new(const char *tcti, char *err, size_t errlen)
 	memcpy(o->tcti, tcti, strlen(tcti) + 1);
 	o->libctx = OSSL_LIB_CTX_new();
 	if (o->libctx == NULL) {
-		ossl_err(err, errlen, "OSSL_LIB_CTX_new");
+		kg_ossl_err(err, errlen, "OSSL_LIB_CTX_new");
 		goto out_free;
 	}
 	if (load_config(o->libctx, tcti, err, errlen) != 0)
 		goto out_free;
 	/* the config's alg_section did this; say it again so a config quirk cannot undo it */
 	if (!EVP_set_default_properties(o->libctx, KG_TPM_PROPQ)) {
-		ossl_err(err, errlen, "default properties");
+		kg_ossl_err(err, errlen, "default properties");
 		goto out_free;
 	}
 	return o;
@@ -186,7 +175,7 @@ EVP_PKEY *kg_tpm_ossl_load_key(struct kg_tpm_ossl *o, const char *keyref, char *
 	 * store, whose decoders include tpm2's TSS2 decoder (this libctx only). */
 	sc = OSSL_STORE_open_ex(keyref, o->libctx, KG_TPM_PROPQ, NULL, NULL, NULL, NULL, NULL);
 	if (sc == NULL) {
-		ossl_err(err, errlen, keyref);
+		kg_ossl_err(err, errlen, keyref);
 		return NULL;
 	}
 	(void)OSSL_STORE_expect(sc, OSSL_STORE_INFO_PKEY);
@@ -201,7 +190,7 @@ EVP_PKEY *kg_tpm_ossl_load_key(struct kg_tpm_ossl *o, const char *keyref, char *
 	}
 	OSSL_STORE_close(sc);
 	if (key == NULL) {
-		ossl_err(err, errlen, keyref);
+		kg_ossl_err(err, errlen, keyref);
 		return NULL;
 	}
 	if (strcmp(OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(key)), "tpm2") != 0) {
@@ -314,28 +303,28 @@ int kg_tpm_csr_write(struct kg_tpm_ossl *o, EVP_PKEY *key, const char *cn, FILE 
 					-1, 0) ||
 	    !X509_REQ_set_subject_name(req, name) || !X509_REQ_set_version(req, X509_REQ_VERSION_1) ||
 	    !X509_REQ_set_pubkey(req, key)) {
-		ossl_err(err, errlen, "building the request");
+		kg_ossl_err(err, errlen, "building the request");
 		goto out;
 	}
 	snprintf(sanbuf, sizeof(sanbuf), "%s:%s", is_ip(cn) ? "IP" : "DNS", cn);
 	san = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, sanbuf);
 	if (san == NULL || !sk_X509_EXTENSION_push(exts, san)) {
-		ossl_err(err, errlen, "subjectAltName");
+		kg_ossl_err(err, errlen, "subjectAltName");
 		X509_EXTENSION_free(san);
 		goto out;
 	}
 	if (!X509_REQ_add_extensions(req, exts)) {
-		ossl_err(err, errlen, "request extensions");
+		kg_ossl_err(err, errlen, "request extensions");
 		goto out;
 	}
 	/* SHA-256 from the default provider, the signature itself in the TPM */
 	if (EVP_DigestSignInit_ex(mctx, NULL, "SHA256", o->libctx, KG_TPM_PROPQ, key, NULL) != 1 ||
 	    X509_REQ_sign_ctx(req, mctx) <= 0) {
-		ossl_err(err, errlen, "signing the request in the TPM");
+		kg_ossl_err(err, errlen, "signing the request in the TPM");
 		goto out;
 	}
 	if (PEM_write_X509_REQ(out, req) != 1 || fflush(out) != 0) {
-		ossl_err(err, errlen, "writing the request");
+		kg_ossl_err(err, errlen, "writing the request");
 		goto out;
 	}
 	rc = 0;
