@@ -31,3 +31,33 @@ int kg_conf_bool(const char *v, bool *out)
 		return -1;
 	return 0;
 }
+
+int kg_conf_duration(const char *text, unsigned min, unsigned max, unsigned *out)
+{
+	unsigned long long v = 0, unit = 1;
+	size_t i;
+
+	/* Digits only, then at most one unit letter: no sign, space or fraction. */
+	for (i = 0; text[i] >= '0' && text[i] <= '9'; i++) {
+		v = v * 10 + (unsigned long long)(text[i] - '0');
+		if (v > max)
+			return -1;
+	}
+	if (i == 0)
+		return -1;
+	switch (text[i]) {
+	case '\0': break;
+	case 's': unit = 1; break;
+	case 'm': unit = 60; break;
+	case 'h': unit = 3600; break;
+	case 'd': unit = 86400; break;
+	default: return -1;
+	}
+	if (text[i] != '\0' && text[i + 1] != '\0')
+		return -1;
+	v *= unit;
+	if (v < min || v > max)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}

@@ -311,34 +311,6 @@ static int parse_uint(const char *s, unsigned long *out)
 	return 0;
 }
 
-/* A duration: digits, then nothing or s (seconds), m, h, d. Into seconds. */
-static int parse_duration(const char *s, unsigned long *out)
-{
-	static const struct { char unit; unsigned long mul; } units[] = {
-		{ 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 },
-	};
-	char num[16];
-	size_t n = strlen(s);
-	unsigned long v;
-
-	if (n == 0 || n >= sizeof(num))
-		return -1;
-	memcpy(num, s, n + 1);
-	if (num[n - 1] < '0' || num[n - 1] > '9') {
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-			if (num[n - 1] != units[i].unit)
-				continue;
-			num[n - 1] = '\0';
-			if (parse_uint(num, &v) != 0 || v > UINT_MAX / units[i].mul)
-				return -1;
-			*out = v * units[i].mul;
-			return 0;
-		}
-		return -1;
-	}
-	return parse_uint(num, out);
-}
-
 /* The parser behind kg_sockaddr_parse; *why says what was wrong. */
 static int sockaddr_parse(const char *text, struct kg_sockaddr *out, const char **why)
 {
@@ -789,13 +761,12 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 		}
 		return 0;
 	case K_DURATION:
-		if (parse_duration(value, &v) != 0 || v < k->min || v > k->max) {
+		if (kg_conf_duration(value, k->min, k->max, (unsigned *)(void *)field) != 0) {
 			set_err(st, st->line, "'%s': '%s' is not a duration in %us..%us (a number "
 				"of seconds, or with s, m, h or d)", k->name, quote(q, value),
 				k->min, k->max);
 			return -1;
 		}
-		*(unsigned *)(void *)field = (unsigned)v;
 		return 0;
 	case K_LOG_LEVEL:
 		if (strcmp(value, "err") != 0 && strcmp(value, "warn") != 0 &&

@@ -26,36 +26,6 @@ const char *kg_tpm_mode_name(enum kg_tpm_mode mode)
 	return mode == KG_TPM_MODE_CERTIFIED_LEAF ? "certified-leaf" : "direct";
 }
 
-int kg_tpm_parse_duration(const char *text, unsigned min, unsigned max, unsigned *out)
-{
-	unsigned long long v = 0, unit = 1;
-	size_t i;
-
-	/* Digits only, then at most one unit letter: no sign, space or fraction. */
-	for (i = 0; text[i] >= '0' && text[i] <= '9'; i++) {
-		v = v * 10 + (unsigned long long)(text[i] - '0');
-		if (v > max)
-			return -1;
-	}
-	if (i == 0)
-		return -1;
-	switch (text[i]) {
-	case '\0': break;
-	case 's': unit = 1; break;
-	case 'm': unit = 60; break;
-	case 'h': unit = 3600; break;
-	case 'd': unit = 86400; break;
-	default: return -1;
-	}
-	if (text[i] != '\0' && text[i + 1] != '\0')
-		return -1;
-	v *= unit;
-	if (v < min || v > max)
-		return -1;
-	*out = (unsigned)v;
-	return 0;
-}
-
 int kg_tpm_parse_handle(const char *text, uint32_t *handle)
 {
 	unsigned long long v;
@@ -163,7 +133,7 @@ int kg_tpm_conf_set(void *sec, const char *key, const char *value, const char *d
 		return 0;
 	}
 	if (strcmp(key, "leaf_lifetime") == 0) {
-		if (kg_tpm_parse_duration(value, KG_TPM_LEAF_LIFETIME_MIN, KG_TPM_LEAF_LIFETIME_MAX,
+		if (kg_conf_duration(value, KG_TPM_LEAF_LIFETIME_MIN, KG_TPM_LEAF_LIFETIME_MAX,
 					  &t->leaf_lifetime) != 0) {
 			snprintf(why, whylen,
 				 "'leaf_lifetime': '%.40s' is not a duration from 60s to 30d "

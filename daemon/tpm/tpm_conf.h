@@ -60,9 +60,6 @@ int kg_tpm_parse_keyref(const char *keyref, uint32_t *handle);
  * lines). */
 bool kg_tpm_tcti_valid(const char *tcti);
 
-/* A duration: decimal digits with an optional unit s, m, h or d ("90", "15m", "24h",
- * "7d"), within [min, max] seconds. 0, or -1. */
-int kg_tpm_parse_duration(const char *text, unsigned min, unsigned max, unsigned *out);
 /* "direct" / "certified-leaf" (the config's words). */
 const char *kg_tpm_mode_name(enum kg_tpm_mode mode);
 

@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include "ops/conf_value.h"
 #include "ops/config.h"
 #include "tls/leaf.h"
 #include "tpm/tpm_conf.h"
@@ -459,7 +460,7 @@ START_TEST(durations)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		unsigned v = 0;
-		int rc = kg_tpm_parse_duration(cases[i].in, KG_TPM_LEAF_LIFETIME_MIN,
+		int rc = kg_conf_duration(cases[i].in, KG_TPM_LEAF_LIFETIME_MIN,
 					       KG_TPM_LEAF_LIFETIME_MAX, &v);
 
 		ck_assert_msg(rc == cases[i].rc, "'%s': rc %d", cases[i].in, rc);
