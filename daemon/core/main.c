@@ -627,10 +627,12 @@ static int serve(struct kg_daemon *d)
 		/* Control clients past their deadline are closed; the wait ends at the next,
 		 * or at the next STATUS=/WATCHDOG=1 (never, when not under systemd). */
 		int n = epoll_wait(d->epfd, &ev, 1,
-				   min_timeout(kg_control_expire(d->control),
-					       kg_notify_timeout(&d->notify, kg_now_ms())));
+				   min_timeout(min_timeout(kg_control_expire(d->control),
+							   kg_notify_timeout(&d->notify, kg_now_ms())),
+					       kg_daemon_ticket_timeout(d)));
 
 		notify_tick(d);
+		kg_daemon_tickets_tick(d);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -797,6 +799,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktlsgated: session ticket keys: out of memory or randomness\n");
 		goto out_writer;
 	}
+	kg_daemon_tickets_start(d, cfg);   /* restore from the sealed file (TPM key only) */
 	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
 	if (d->snap == NULL) {
 		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
