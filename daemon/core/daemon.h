@@ -101,6 +101,7 @@ struct kg_daemon {
 	bool ticket_persist;
 	char ticket_file[PATH_MAX];
 	uint64_t ticket_saved_rot;
+	uint64_t ticket_saved_gen;          /* the trust generation saved with them */
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
 	 * its callback fills for the main thread (kg_daemon_watch_*). NULL: a file
@@ -192,7 +193,8 @@ void kg_daemon_leaf_event(struct kg_daemon *d);
 void kg_daemon_leaf_published(struct kg_daemon *d, const struct kg_snapshot *s);
 void kg_daemon_leaf_stop(struct kg_daemon *d);
 
-/* ticket_persist.c: at start (after d->tickets and d->tpm_signer), restore the ticket
+/* ticket_persist.c: at start (after d->tickets, d->tpm_signer and the first snapshot,
+ * before any worker runs), restore the ticket
  * keys from their sealed file or start fresh and write it (one log line either way;
  * never fails the start). Then on every main-loop pass: rotate ahead of the workers
  * and write the file after a rotation. kg_daemon_ticket_timeout(): the epoll timeout

@@ -799,13 +799,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktlsgated: session ticket keys: out of memory or randomness\n");
 		goto out_writer;
 	}
-	kg_daemon_tickets_start(d, cfg);   /* restore from the sealed file (TPM key only) */
 	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
 	if (d->snap == NULL) {
 		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
 		fprintf(stderr, "ktlsgated: %s\n", msg);
 		goto out_writer;
 	}
+	/* the ticket keys from their sealed file (TPM key only); may take the saved trust
+	 * generation back into this unpublished snapshot's trust */
+	kg_daemon_tickets_start(d, cfg);
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
 	/* A start does not refuse (the registry may be shared and ahead of this file), but

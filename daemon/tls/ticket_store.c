@@ -170,24 +170,29 @@ fail:
 	return -1;
 }
 
-int kg_ticket_store_save(const char *path, struct kg_ticket_keys *k, struct kg_tpm_signer *tpm,
-			 char *err, size_t errlen)
+int kg_ticket_store_save(const char *path, struct kg_ticket_keys *k, const struct kg_ticket_trust *tr,
+			 struct kg_tpm_signer *tpm, char *err, size_t errlen)
 {
 	struct kg_ticket_file f;
 	uint8_t wrap[32], buf[KG_TICKET_FILE_MAX], hdr[HDR_FIXED + KG_TICKET_FILE_SEALED_MAX + 14];
-	unsigned char *plain = NULL;
-	size_t plen = 0, aad_len;
+	unsigned char *keys = NULL, *plain = NULL;
+	size_t klen = 0, plen = 0, aad_len;
 	int n, ret = -1;
 
 	memset(&f, 0, sizeof(f));
-	if (kg_ticket_keys_export(k, &plain, &plen) != 0) {
+	if (kg_ticket_keys_export(k, &keys, &klen) != 0) {
 		snprintf(err, errlen, "export: out of memory");
 		return -1;
 	}
-	if (plen == 0 || plen > KG_TICKET_FILE_CT_MAX) {
+	plen = KG_TICKET_TRUST_LEN + klen;
+	if (plen > KG_TICKET_FILE_CT_MAX || (plain = OPENSSL_secure_malloc(plen)) == NULL) {
 		snprintf(err, errlen, "export: %zu bytes", plen);
 		goto out;
 	}
+	for (int i = 0; i < 8; i++)
+		plain[i] = (unsigned char)(tr->gen >> (56 - 8 * i));
+	memcpy(plain + 8, tr->fp, 32);
+	memcpy(plain + KG_TICKET_TRUST_LEN, keys, klen);
 	if (RAND_priv_bytes(wrap, sizeof(wrap)) != 1 ||
 	    RAND_bytes(f.nonce, sizeof(f.nonce)) != 1) {
 		snprintf(err, errlen, "no randomness");
@@ -220,11 +225,12 @@ out:
 	OPENSSL_cleanse(&f, sizeof(f));
 	if (plain != NULL)
 		OPENSSL_secure_clear_free(plain, plen);
+	OPENSSL_secure_clear_free(keys, klen);
 	return ret;
 }
 
-int kg_ticket_store_load(const char *path, struct kg_ticket_keys *k, struct kg_tpm_signer *tpm,
-			 char *err, size_t errlen)
+int kg_ticket_store_load(const char *path, struct kg_ticket_keys *k, struct kg_ticket_trust *tr,
+			 struct kg_tpm_signer *tpm, char *err, size_t errlen)
 {
 	struct kg_ticket_file f;
 	uint8_t buf[KG_TICKET_FILE_MAX + 1], wrap[KG_TPM_SEAL_MAX];
@@ -275,10 +281,15 @@ int kg_ticket_store_load(const char *path, struct kg_ticket_keys *k, struct kg_t
 		snprintf(err, errlen, "%s: authentication failed (altered file)", path);
 		goto out;
 	}
-	if (kg_ticket_keys_import(k, plain, f.ct_len) != 0) {
+	if (f.ct_len < KG_TICKET_TRUST_LEN ||
+	    kg_ticket_keys_import(k, plain + KG_TICKET_TRUST_LEN, f.ct_len - KG_TICKET_TRUST_LEN) != 0) {
 		snprintf(err, errlen, "%s: the key set inside is malformed", path);
 		goto out;
 	}
+	tr->gen = 0;
+	for (int i = 0; i < 8; i++)
+		tr->gen = tr->gen << 8 | plain[i];
+	memcpy(tr->fp, plain + 8, 32);
 	ret = 1;
 out:
 	OPENSSL_cleanse(wrap, sizeof(wrap));

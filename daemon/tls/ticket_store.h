@@ -55,12 +55,21 @@ int kg_ticket_file_decode(const uint8_t *buf, size_t len, struct kg_ticket_file 
 struct kg_ticket_keys;
 struct kg_tpm_signer;
 
-/* Seal and write the current key set to path. 0, or -1 with err (file unchanged). */
-int kg_ticket_store_save(const char *path, struct kg_ticket_keys *k, struct kg_tpm_signer *tpm,
-			 char *err, size_t errlen) KG_MUST_USE;
-/* Read, unseal and import path into k. 1 imported, 0 no such file, -1 with err (k
+/* The trust the tickets were made under (verify.h kg_trust_generation/_fingerprint):
+ * encrypted with the keys, so a restart whose trust is the same one resumes them. */
+struct kg_ticket_trust {
+	uint64_t gen;
+	uint8_t fp[32];
+};
+#define KG_TICKET_TRUST_LEN 40   /* in the plaintext, before the key set export */
+
+/* Seal and write the current key set (and tr) to path. 0, or -1 with err (the file
+ * unchanged). */
+int kg_ticket_store_save(const char *path, struct kg_ticket_keys *k, const struct kg_ticket_trust *tr,
+			 struct kg_tpm_signer *tpm, char *err, size_t errlen) KG_MUST_USE;
+/* Read, unseal and import path into k, tr. 1 imported, 0 no such file, -1 with err (k
  * unchanged: the caller goes on with fresh keys). */
-int kg_ticket_store_load(const char *path, struct kg_ticket_keys *k, struct kg_tpm_signer *tpm,
-			 char *err, size_t errlen) KG_MUST_USE;
+int kg_ticket_store_load(const char *path, struct kg_ticket_keys *k, struct kg_ticket_trust *tr,
+			 struct kg_tpm_signer *tpm, char *err, size_t errlen) KG_MUST_USE;
 
 #endif
