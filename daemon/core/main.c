@@ -502,10 +502,18 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: WARNING: %zu expired CRL(s): their CAs' devices are refused\n",
 		       crls_refusing);
 	describe_listeners(cfg, print_listener_line);
-	if (cfg->resumption)
+	if (cfg->resumption) {
+		char tkf[PATH_MAX];
+
 		printf("ktlsgated: resumption = on (TLS 1.3 session tickets, ticket_lifetime %us)\n",
 		       cfg->ticket_lifetime);
-	else
+		/* where a TPM key keeps them across restarts (docs/security.md) */
+		if (kg_config_ticket_key_file(cfg, tkf, sizeof(tkf)) == 0)
+			printf("ktlsgated: ticket_key_file = %s (%s)\n", tkf,
+			       kg_tpm_keyref_is_tpm(cfg->key_file)
+				       ? "sealed to the TPM"
+				       : "unused: the server key is a file, the keys stay in memory");
+	} else
 		printf("ktlsgated: resumption = off\n");
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
