@@ -981,10 +981,30 @@ print("ok %d %d" % (sl, cl))
 PY
 }
 
+# resume_across_restart FUNC: device dev1 connects, the gate restarts (FUNC runs while
+# it is stopped), dev1 reconnects offering its ticket; the client's lines in
+# $WORK/resume.out, the TPM log mark taken after the restart in RESTART_MARK.
+resume_across_restart() {
+	local kpid
+	rm -f "$WORK/restart-req" "$WORK/restart-done"
+	# the client holds its ticket while the gate restarts between its two connections
+	kgc resume $(dev_args dev1) --times 2 --timeout 15 \
+		--between "touch $WORK/restart-req; for i in \$(seq 1 500); do [ -e $WORK/restart-done ] && exit 0; sleep 0.1; done; exit 1" \
+		>"$WORK/resume.out" 2>&1 &
+	kpid=$!
+	wait_file "$WORK/restart-req" || { note "client never asked for the restart: $(cat "$WORK/resume.out")"; kill "$kpid"; return 1; }
+	stop_gateway
+	"$1"
+	start_gateway || { note "gateway did not restart: $(tail -3 "$GW_LOG")"; touch "$WORK/restart-done"; wait "$kpid"; return 1; }
+	RESTART_MARK=$(tpm_mark)
+	touch "$WORK/restart-done"
+	wait "$kpid"
+}
+
 # A device's ticket survives a restart of the gate (TPM key): the keys come back from
 # the sealed file and the device resumes, sending the TPM no TPM2_Sign.
 t_tickets_survive_restart() {
-	local out shape mark signs kpid
+	local out shape mark signs
 	gw_tpm_key
 	rm -f "$TKF_DEFAULT" "$WORK/restart-req" "$WORK/restart-done"
 	: >"$GW_LOG"
@@ -995,18 +1015,9 @@ t_tickets_survive_restart() {
 	shape=$(sealed_file_shape "$TKF_DEFAULT")
 	echo "    sealed file: $shape (sealed object bytes, ciphertext bytes)"
 	[ "${shape%% *}" = ok ] || { note "sealed file: $shape"; return 1; }
-	# the client holds its ticket while the gate restarts between its two connections
-	kgc resume $(dev_args dev1) --times 2 --timeout 15 \
-		--between "touch $WORK/restart-req; for i in \$(seq 1 500); do [ -e $WORK/restart-done ] && exit 0; sleep 0.1; done; exit 1" \
-		>"$WORK/resume.out" 2>&1 &
-	kpid=$!
-	wait_file "$WORK/restart-req" || { note "client never asked for the restart: $(cat "$WORK/resume.out")"; kill "$kpid"; return 1; }
-	stop_gateway
-	start_gateway || { note "gateway did not restart: $(tail -3 "$GW_LOG")"; touch "$WORK/restart-done"; wait "$kpid"; return 1; }
-	mark=$(tpm_mark)
-	touch "$WORK/restart-done"
-	wait "$kpid"
+	resume_across_restart : || return 1
 	out=$(cat "$WORK/resume.out")
+	mark=$RESTART_MARK
 	sleep 0.2
 	signs=$(tpm_cmds_since "$mark" | grep -cx "$TPM2_CC_SIGN")
 	echo "    after the restart: $(grep '^conn 1' <<<"$out" | tr '\n' ' ')-> $signs TPM2_Sign"
@@ -1107,6 +1118,27 @@ t_tickets_file_key_no_file() {
 	gw_tpm_key
 }
 ALL_TESTS+=(t_tickets_survive_restart t_tickets_corrupt_file t_tickets_other_tpm t_tickets_file_key_no_file)
+
+# The trust changed while the gate was down (here [tls] crl_grace): the saved tickets
+# do not resume (a full handshake verifies the chain again), the device is admitted.
+crl_grace_changed() {
+	sed -i "s|^ticket_key_file = .*|&\ncrl_grace = 1234|" "$GW_CONF"
+}
+t_tickets_trust_changed() {
+	local out
+	gw_tpm_key
+	tls_ticket_file "$TKF_DEFAULT"
+	: >"$GW_LOG"
+	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	resume_across_restart crl_grace_changed || return 1
+	out=$(cat "$WORK/resume.out")
+	sed -i '/^crl_grace = 1234$/d' "$GW_CONF"
+	echo "    after a restart with another crl_grace: $(grep '^conn 1' <<<"$out" | tr '\n' ' ')"
+	grep -q "session ticket keys: the trust changed since they were saved" "$GW_LOG" || { note "log: $(grep 'ticket keys' "$GW_LOG")"; return 1; }
+	grep -qx "conn 1 new TLSv1.3" <<<"$out" || { note "resumed across a trust change: $out"; return 1; }
+	[ "$(grep -c 'connack 0x00$' <<<"$out")" = 2 ] || { note "not 2 admissions: $out"; return 1; }
+}
+ALL_TESTS+=(t_tickets_trust_changed)
 
 if ! setup; then
 	echo "FAIL setup"
