@@ -113,6 +113,9 @@ static void req_put(struct kg_tpm_req *r)
 		return;
 	if (r->fd >= 0)
 		close(r->fd);
+	/* a seal's input or an unseal's output is a secret (the ticket wrapping key) */
+	if (r->op == KG_TPM_REQ_SEAL || r->op == KG_TPM_REQ_UNSEAL)
+		explicit_bzero(r, sizeof(*r));
 	free(r);
 }
 
@@ -602,12 +605,7 @@ static int sync_req(struct kg_tpm_signer *s, enum kg_tpm_req_op op, const uint8_
 	} else {
 		ret = 0;
 	}
-	/* the request held the secret (seal's input, unseal's output) */
-	if (kg_tpm_req_done(r)) {
-		explicit_bzero(r->in, sizeof(r->in));
-		explicit_bzero(r->out, sizeof(r->out));
-	}
-	kg_tpm_req_release(r);
+	kg_tpm_req_release(r);   /* the last hold wipes it (req_put) */
 out:
 	close(fd);
 	return ret;
