@@ -7,7 +7,9 @@
 # TPM absent at start (error, or the file fallback); transient objects flushed on exit
 # and cleaned up after a kill -9; ktlsgate_tpm_errors_total counts a TPM gone mid-run
 # (sign) and the fallback (connect), and stays 0 on good signatures; a resumed TLS 1.3
-# handshake sends the TPM nothing.
+# handshake sends the TPM nothing; the session-ticket keys sealed to the TPM survive a
+# restart (a corrupted, foreign-TPM or trust-changed file: fresh keys; a file key or
+# resumption = off: no file).
 # dev_args prints options meant to split into words; lib.sh reads ALL_TESTS and KG_FAILED.
 # shellcheck disable=SC2046,SC2034
 set -u
