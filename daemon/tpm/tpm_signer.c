@@ -329,7 +329,7 @@ static void *signer_main(void *arg)
 		if (res == KG_TPM_OK && (r->op == KG_TPM_REQ_ECDSA || r->op == KG_TPM_REQ_RSA_RAW))
 			observe(s, now_ns() - t0);
 		if (res != KG_TPM_OK)
-			snprintf(r->err, sizeof(r->err), "%s", err);
+			snprintf(r->err, sizeof(r->err), "%.*s", (int)sizeof(r->err) - 1, err);
 		/* the call returned: whatever stalled us is over */
 		atomic_store(&s->stalled, false);
 		if (res != KG_TPM_OK) {
