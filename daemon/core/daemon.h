@@ -95,6 +95,13 @@ struct kg_daemon {
 	/* TLS 1.3 session ticket keys (tls/tickets.h), made at start, shared by every
 	 * worker and every snapshot's SSL_CTX (a reload keeps the tickets valid). */
 	struct kg_ticket_keys *tickets;
+	/* Their sealed file (tls/ticket_store.h; ticket_persist.c, main thread only):
+	 * ticket_persist when a TPM key serves and resumption is on at start; the key set
+	 * as of ticket_saved_rot rotations is on disk (or its save was tried). */
+	bool ticket_persist;
+	char ticket_file[PATH_MAX];
+	uint64_t ticket_saved_rot;
+	uint64_t ticket_saved_gen;          /* the trust generation saved with them */
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
 	 * its callback fills for the main thread (kg_daemon_watch_*). NULL: a file
@@ -185,5 +192,15 @@ bool kg_daemon_leaf_owns(const struct kg_daemon *d, int fd);
 void kg_daemon_leaf_event(struct kg_daemon *d);
 void kg_daemon_leaf_published(struct kg_daemon *d, const struct kg_snapshot *s);
 void kg_daemon_leaf_stop(struct kg_daemon *d);
+
+/* ticket_persist.c: at start (after d->tickets, d->tpm_signer and the first snapshot,
+ * before any worker runs), restore the ticket
+ * keys from their sealed file or start fresh and write it (one log line either way;
+ * never fails the start). Then on every main-loop pass: rotate ahead of the workers
+ * and write the file after a rotation. kg_daemon_ticket_timeout(): the epoll timeout
+ * (ms) the main loop needs for that (-1: none). */
+void kg_daemon_tickets_start(struct kg_daemon *d, const struct kg_config *cfg);
+void kg_daemon_tickets_tick(struct kg_daemon *d);
+int kg_daemon_ticket_timeout(const struct kg_daemon *d);
 
 #endif

@@ -502,10 +502,18 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: WARNING: %zu expired CRL(s): their CAs' devices are refused\n",
 		       crls_refusing);
 	describe_listeners(cfg, print_listener_line);
-	if (cfg->resumption)
+	if (cfg->resumption) {
+		char tkf[PATH_MAX];
+
 		printf("ktlsgated: resumption = on (TLS 1.3 session tickets, ticket_lifetime %us)\n",
 		       cfg->ticket_lifetime);
-	else
+		/* where a TPM key keeps them across restarts (docs/security.md) */
+		if (kg_config_ticket_key_file(cfg, tkf, sizeof(tkf)) == 0)
+			printf("ktlsgated: ticket_key_file = %s (%s)\n", tkf,
+			       kg_tpm_keyref_is_tpm(cfg->key_file)
+				       ? "sealed to the TPM"
+				       : "unused: the server key is a file, the keys stay in memory");
+	} else
 		printf("ktlsgated: resumption = off\n");
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
@@ -627,10 +635,12 @@ static int serve(struct kg_daemon *d)
 		/* Control clients past their deadline are closed; the wait ends at the next,
 		 * or at the next STATUS=/WATCHDOG=1 (never, when not under systemd). */
 		int n = epoll_wait(d->epfd, &ev, 1,
-				   min_timeout(kg_control_expire(d->control),
-					       kg_notify_timeout(&d->notify, kg_now_ms())));
+				   min_timeout(min_timeout(kg_control_expire(d->control),
+							   kg_notify_timeout(&d->notify, kg_now_ms())),
+					       kg_daemon_ticket_timeout(d)));
 
 		notify_tick(d);
+		kg_daemon_tickets_tick(d);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -803,6 +813,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktlsgated: %s\n", msg);
 		goto out_writer;
 	}
+	/* the ticket keys from their sealed file (TPM key only); may take the saved trust
+	 * generation back into this unpublished snapshot's trust */
+	kg_daemon_tickets_start(d, cfg);
 	if (kg_trust_count(d->snap->trust, true) == 0)
 		kg_log_warnx("no verified CA in the registry: only thumbprint devices can connect");
 	/* A start does not refuse (the registry may be shared and ahead of this file), but

@@ -122,7 +122,7 @@ enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
 	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_REG_CACHE, KEY_REG_DOWN, KEY_REG_DOWN_SEEN, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS, KEY_SECURITY_LEVEL, KEY_CRL_GRACE,
-	KEY_RESUMPTION, KEY_TICKET_LIFETIME,
+	KEY_RESUMPTION, KEY_TICKET_LIFETIME, KEY_TICKET_KEY_FILE,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
 	KEY_SRC_MAX_HS, KEY_SRC_RATE, KEY_SRC_BURST, KEY_SRC_PREFIX_V4, KEY_SRC_PREFIX_V6,
@@ -161,6 +161,7 @@ static const struct key_def keys[KEY_MAX] = {
 	/* 0 is no lifetime: resumption = off says that; 7 days is RFC 8446's cap */
 	[KEY_TICKET_LIFETIME] = { SEC_TLS, "ticket_lifetime", K_DURATION, FIELD(ticket_lifetime),
 				  KG_TICKET_LIFETIME_MIN_S, KG_TICKET_LIFETIME_MAX_S },
+	[KEY_TICKET_KEY_FILE] = { SEC_TLS, "ticket_key_file", K_PATH, FIELD(ticket_key_file), 0, 0 },
 	[KEY_MAX_CONN] = { SEC_LIMITS, "max_connections", K_UINT, FIELD(max_connections), 1, 1000000 },
 	[KEY_MAX_HS] = { SEC_LIMITS, "max_handshakes", K_UINT, FIELD(max_handshakes), 1, 1000000 },
 	[KEY_HS_TIMEOUT] = { SEC_LIMITS, "handshake_timeout_ms", K_UINT, FIELD(handshake_timeout_ms), 10, 600000 },
@@ -1561,4 +1562,23 @@ int kg_config_load(const char *path, struct kg_config *cfg, char *err, size_t er
 out_free:
 	free(text);
 	return rc;
+}
+
+int kg_config_ticket_key_file(const struct kg_config *cfg, char *out, size_t cap)
+{
+	const char *slash;
+	int n;
+
+	if (cfg->ticket_key_file[0] != '\0') {
+		n = snprintf(out, cap, "%s", cfg->ticket_key_file);
+	} else if (kg_registry_location_is_uri(cfg->registry) ||
+		   (slash = strrchr(cfg->registry, '/')) == NULL) {
+		/* a PostgreSQL registry has no directory of ours: the daemon's state dir */
+		n = snprintf(out, cap, "/var/lib/ktlsgate/ticket-keys.sealed");
+	} else {
+		/* beside the SQLite registry: the directory the daemon already keeps state in */
+		n = snprintf(out, cap, "%.*s/ticket-keys.sealed", (int)(slash - cfg->registry),
+			     cfg->registry);
+	}
+	return n < 0 || (size_t)n >= cap ? -1 : 0;
 }

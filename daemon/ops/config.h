@@ -162,6 +162,10 @@ struct kg_config {
 #define KG_TICKET_LIFETIME_MAX_S 604800   /* RFC 8446 4.6.1's cap */
 #define KG_TICKET_LIFETIME_DEFAULT_S 7200
 	unsigned ticket_lifetime;         /* seconds: a ticket's life, a ticket key's span */
+	/* The sealed ticket-key file (tls/ticket_store.h), used only with a TPM key; "":
+	 * ticket-keys.sealed beside the SQLite registry, or in /var/lib/ktlsgate for a
+	 * PostgreSQL one (kg_config_ticket_key_file()). */
+	char ticket_key_file[PATH_MAX];
 
 	/* [limits] */
 	unsigned max_connections;         /* per daemon */
@@ -261,5 +265,9 @@ void kg_registry_location_redact_in(const char *s, const char *loc, char *out, s
 
 /* Parse "host:port", "[v6]:port" (numeric hosts only). Returns 0 or -1. */
 int kg_sockaddr_parse(const char *text, struct kg_sockaddr *out) KG_MUST_USE;
+
+/* The sealed ticket-key file's path: [tls] ticket_key_file, else the default above.
+ * 0, or -1 if it does not fit. */
+int kg_config_ticket_key_file(const struct kg_config *cfg, char *out, size_t cap) KG_MUST_USE;
 
 #endif

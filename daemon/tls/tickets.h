@@ -10,9 +10,10 @@
  * (lazily, by the first ticket due after that); a retired key still decrypts for
  * `lifetime` more seconds (the longest a ticket it made can live), then it is wiped.
  * Readers take a read lock; a rotation the write lock. kg_ticket_keys_export/_import
- * carry the whole set as bytes, so a later slice can seal it to a TPM and persist it:
- * it would import at start, and rotate (kg_ticket_keys_rotate()) and export on the main
- * thread ahead of time, so that the lazy rotation on a worker never has to run.
+ * carry the whole set as bytes: with a TPM key the daemon seals it and keeps it across
+ * restarts (tls/ticket_store.h, core/ticket_persist.c): it imports at start, and rotates
+ * (kg_ticket_keys_rotate()) and exports on the main thread ahead of time, so that the
+ * lazy rotation on a worker rarely has to run.
  *
  * Ticket identity (struct kg_ticket_id): what the full handshake proved, stored in the
  * ticket (SSL_SESSION_set1_ticket_appdata) by kg_ticket_id_encode() and checked on

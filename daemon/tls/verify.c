@@ -1294,3 +1294,58 @@ size_t kg_trust_chain_cache_size(const struct kg_trust *t)
 {
 	return t != NULL ? kg_chain_cache_size(t->cache) : 0;
 }
+
+/* What this trust accepts, as a digest: policy, every CA (certificate, verified, its
+ * registry row's settings), every CRL file's bytes. Two trusts built from the same
+ * registry and config agree; any CA, CRL or policy change differs. */
+static void fp_add(EVP_MD_CTX *m, const void *p, size_t n)
+{
+	(void)EVP_DigestUpdate(m, p, n);
+}
+
+int kg_trust_fingerprint(const struct kg_trust *t, uint8_t out[32])
+{
+	EVP_MD_CTX *m = EVP_MD_CTX_new();
+	unsigned int len = 0;
+	int ok;
+
+	if (m == NULL || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(m);
+		return -1;
+	}
+	fp_add(m, &t->sec_level, sizeof(t->sec_level));
+	fp_add(m, &t->crl_grace, sizeof(t->crl_grace));
+	fp_add(m, &t->n_cas, sizeof(t->n_cas));
+	for (size_t i = 0; i < t->n_cas; i++) {
+		const struct trust_ca *ca = &t->cas[i];
+		const struct kg_ca *r = &ca->row;
+		uint8_t flags[4] = { ca->verified, ca->has_crl, r->auto_enroll, r->has_username_check };
+
+		fp_add(m, ca->name, strlen(ca->name) + 1);
+		fp_add(m, ca->sha256, strlen(ca->sha256) + 1);
+		fp_add(m, flags, sizeof(flags));
+		fp_add(m, r->backend, strlen(r->backend) + 1);
+		fp_add(m, &r->status, sizeof(r->status));
+		fp_add(m, &r->username_check, sizeof(r->username_check));
+		if (ca->has_crl && ca->crl_path != NULL) {
+			FILE *f = fopen(ca->crl_path, "rb");
+			uint8_t buf[4096];
+			size_t n;
+
+			fp_add(m, ca->crl_path, strlen(ca->crl_path) + 1);
+			while (f != NULL && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+				fp_add(m, buf, n);
+			if (f != NULL)
+				fclose(f);
+		}
+	}
+	ok = EVP_DigestFinal_ex(m, out, &len) == 1 && len == 32;
+	EVP_MD_CTX_free(m);
+	return ok ? 0 : -1;
+}
+
+void kg_trust_adopt_generation(struct kg_trust *t, uint64_t gen)
+{
+	if (gen != 0)
+		t->generation = gen;
+}

@@ -40,6 +40,13 @@ struct kg_trust *kg_trust_new(void);
  * change always builds a new trust (daemon.h snapshots). A session ticket made under
  * one generation does not resume under another (tls/tickets.h). Never 0. */
 uint64_t kg_trust_generation(const struct kg_trust *t);
+/* Restarts (core/ticket_persist.c): a digest of what t accepts (policy, CAs and their
+ * registry settings, CRL files' bytes), 0 or -1; and, for a trust not yet published
+ * whose fingerprint equals the one saved with the sealed ticket keys, take the
+ * generation saved with them, so tickets from before the restart resume (gen 0:
+ * ignored). A reload still makes a new generation. */
+int kg_trust_fingerprint(const struct kg_trust *t, uint8_t out[32]) KG_MUST_USE;
+void kg_trust_adopt_generation(struct kg_trust *t, uint64_t gen);
 /*
  * What the chain must satisfy: OpenSSL security level (0..5; keys and signatures of every
  * certificate, as X509_VERIFY_PARAM_set_auth_level) and the grace, in seconds, during

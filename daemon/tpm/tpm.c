@@ -623,3 +623,134 @@ enum kg_tpm_res kg_tpm_rsa_raw(struct kg_tpm *t, const struct kg_tpm_loaded *k, 
 	Esys_Free(msg);
 	return KG_TPM_OK;
 }
+
+/* A sealed data object: no auth (the blobs are only good in this TPM, and the daemon
+ * must unseal unattended), userWithAuth, fixedTPM + fixedParent so it can never be
+ * duplicated out; keyedhash with a NULL scheme is the TPM's "sealed data" shape. */
+#define SEAL_ATTRS                                                                       \
+	(TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |      \
+	 TPMA_OBJECT_NODA)
+
+enum kg_tpm_res kg_tpm_seal(struct kg_tpm *t, const uint8_t *data, size_t len,
+			    struct kg_tpm_sealed *out, char *err, size_t errlen)
+{
+	TPM2B_SENSITIVE_CREATE sens = { 0 };
+	TPM2B_DATA outside = { 0 };
+	TPML_PCR_SELECTION pcrs = { 0 };
+	TPM2B_PUBLIC tmpl = { 0 };
+	TPM2B_PUBLIC *pub = NULL;
+	TPM2B_PRIVATE *priv = NULL;
+	ESYS_TR primary = ESYS_TR_NONE;
+	enum kg_tpm_res res = KG_TPM_REFUSED;
+	size_t off;
+	TSS2_RC rc;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || len > KG_TPM_SEAL_MAX || len > sizeof(sens.sensitive.data.buffer)) {
+		snprintf(err, errlen, "seal: %zu bytes (1..%d)", len, KG_TPM_SEAL_MAX);
+		return KG_TPM_REFUSED;
+	}
+	sens.sensitive.data.size = (UINT16)len;
+	memcpy(sens.sensitive.data.buffer, data, len);
+	tmpl.publicArea.type = TPM2_ALG_KEYEDHASH;
+	tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
+	tmpl.publicArea.objectAttributes = SEAL_ATTRS;
+	tmpl.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
+	if (create_primary(t, &primary, err, errlen) != 0) {
+		/* the primary failing says nothing about the connection: ask the TPM */
+		res = KG_TPM_BROKEN;
+		goto out;
+	}
+	rc = Esys_Create(t->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sens,
+			 &tmpl, &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+	if (rc != TSS2_RC_SUCCESS) {
+		tss_err(err, errlen, "Create(sealed data)", rc);
+		res = classify(rc);
+		goto out;
+	}
+	off = 0;
+	rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, out->pub, sizeof(out->pub), &off);
+	out->pub_len = off;
+	if (rc == TSS2_RC_SUCCESS) {
+		off = 0;
+		rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, out->priv, sizeof(out->priv), &off);
+		out->priv_len = off;
+	}
+	if (rc != TSS2_RC_SUCCESS) {
+		tss_err(err, errlen, "marshal sealed object", rc);
+		goto out;
+	}
+	res = KG_TPM_OK;
+out:
+	if (primary != ESYS_TR_NONE)
+		(void)Esys_FlushContext(t->esys, primary);
+	explicit_bzero(&sens, sizeof(sens));
+	Esys_Free(pub);
+	Esys_Free(priv);
+	return res;
+}
+
+enum kg_tpm_res kg_tpm_unseal(struct kg_tpm *t, const struct kg_tpm_sealed *in, uint8_t *out,
+			      size_t cap, size_t *len, char *err, size_t errlen)
+{
+	TPM2B_PUBLIC pub;
+	TPM2B_PRIVATE priv;
+	TPM2B_SENSITIVE_DATA *data = NULL;
+	ESYS_TR primary = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+	enum kg_tpm_res res = KG_TPM_REFUSED;
+	size_t off = 0;
+	TSS2_RC rc;
+
+	*len = 0;
+	memset(&pub, 0, sizeof(pub));
+	memset(&priv, 0, sizeof(priv));
+	if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(in->pub, in->pub_len, &off, &pub) != TSS2_RC_SUCCESS ||
+	    off != in->pub_len ||
+	    (off = 0, Tss2_MU_TPM2B_PRIVATE_Unmarshal(in->priv, in->priv_len, &off, &priv)) !=
+		    TSS2_RC_SUCCESS ||
+	    off != in->priv_len) {
+		snprintf(err, errlen, "unseal: malformed sealed object");
+		return KG_TPM_REFUSED;
+	}
+	if (pub.publicArea.type != TPM2_ALG_KEYEDHASH ||
+	    (pub.publicArea.objectAttributes & (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT)) !=
+		    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT)) {
+		snprintf(err, errlen, "unseal: not a sealed data object of this daemon");
+		return KG_TPM_REFUSED;
+	}
+	if (create_primary(t, &primary, err, errlen) != 0) {
+		res = KG_TPM_BROKEN;
+		goto out;
+	}
+	rc = Esys_Load(t->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub,
+		       &obj);
+	if (rc != TSS2_RC_SUCCESS) {
+		/* another TPM's (or another owner seed's) blob fails its integrity check here */
+		tss_err(err, errlen, "Load(sealed data)", rc);
+		res = classify(rc);
+		goto out;
+	}
+	rc = Esys_Unseal(t->esys, obj, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &data);
+	if (rc != TSS2_RC_SUCCESS) {
+		tss_err(err, errlen, "Unseal", rc);
+		res = classify(rc);
+		goto out;
+	}
+	if (data->size > cap) {
+		snprintf(err, errlen, "unseal: %u bytes, room for %zu", data->size, cap);
+		goto out;
+	}
+	memcpy(out, data->buffer, data->size);
+	*len = data->size;
+	res = KG_TPM_OK;
+out:
+	if (data != NULL) {
+		explicit_bzero(data, sizeof(*data));
+		Esys_Free(data);
+	}
+	if (obj != ESYS_TR_NONE)
+		(void)Esys_FlushContext(t->esys, obj);
+	if (primary != ESYS_TR_NONE)
+		(void)Esys_FlushContext(t->esys, primary);
+	return res;
+}

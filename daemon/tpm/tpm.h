@@ -125,6 +125,26 @@ enum kg_tpm_res kg_tpm_sign_ecdsa(struct kg_tpm *t, const struct kg_tpm_loaded *
 enum kg_tpm_res kg_tpm_rsa_raw(struct kg_tpm *t, const struct kg_tpm_loaded *k, const uint8_t *in,
 			       size_t len, uint8_t *out, char *err, size_t errlen);
 
+/*
+ * A small secret sealed under the owner storage primary (the one keys use): a keyedhash
+ * data object, no auth, fixedTPM/fixedParent (never duplicable). The blobs (marshalled
+ * TPM2B_PUBLIC / TPM2B_PRIVATE) are useless without this TPM's owner seed. The daemon
+ * seals a 32-byte wrapping key (tls/ticket_store.h); KG_TPM_SEAL_MAX is the TPM's
+ * MAX_SYM_DATA. Transients flushed on every path. Results as for the signing calls.
+ */
+#define KG_TPM_SEAL_MAX 128
+#define KG_TPM_SEALED_BLOB_MAX 256
+struct kg_tpm_sealed {
+	uint8_t pub[KG_TPM_SEALED_BLOB_MAX];
+	size_t pub_len;
+	uint8_t priv[KG_TPM_SEALED_BLOB_MAX];
+	size_t priv_len;
+};
+enum kg_tpm_res kg_tpm_seal(struct kg_tpm *t, const uint8_t *data, size_t len,
+			    struct kg_tpm_sealed *out, char *err, size_t errlen);
+enum kg_tpm_res kg_tpm_unseal(struct kg_tpm *t, const struct kg_tpm_sealed *in, uint8_t *out,
+			      size_t cap, size_t *len, char *err, size_t errlen);
+
 /* tpm_pem.c. DER of TPMKey (the TSS2 key file spec, OID 2.23.133.10.1.3 loadable key):
  * 0, or -1 if it does not fit cap / is not such a key (policies and secrets refused). */
 int kg_tss2_key_to_der(const struct kg_tss2_key *k, uint8_t *out, size_t cap, size_t *len) KG_MUST_USE;

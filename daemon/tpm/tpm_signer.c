@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -37,10 +38,11 @@ struct kg_tpm_req {
 	enum kg_tpm_req_op op;
 	int fd;                     /* dup of the submitter's eventfd */
 	uint64_t deadline_ns;
-	uint8_t in[256];
+	uint8_t in[KG_TPM_REQ_BUF];
 	size_t in_len;
-	uint8_t out[256];
+	uint8_t out[KG_TPM_REQ_BUF];
 	size_t out_len;
+	char err[160];              /* why a seal/unseal failed (their caller logs it) */
 	struct kg_tpm_req *next;
 };
 
@@ -111,6 +113,9 @@ static void req_put(struct kg_tpm_req *r)
 		return;
 	if (r->fd >= 0)
 		close(r->fd);
+	/* a seal's input or an unseal's output is a secret (the ticket wrapping key) */
+	if (r->op == KG_TPM_REQ_SEAL || r->op == KG_TPM_REQ_UNSEAL)
+		explicit_bzero(r, sizeof(*r));
 	free(r);
 }
 
@@ -166,10 +171,58 @@ static int tpm_bring_up(struct kg_tpm_signer *s, enum kg_tpm_op *failed, char *e
 	return 0;
 }
 
+/* A sealed object as one request buffer: u16 pub_len, pub, u16 priv_len, priv (the
+ * lengths big-endian). Same layout both ways (seal's result, unseal's input). */
+static size_t sealed_put(const struct kg_tpm_sealed *o, uint8_t *b)
+{
+	b[0] = (uint8_t)(o->pub_len >> 8);
+	b[1] = (uint8_t)o->pub_len;
+	memcpy(b + 2, o->pub, o->pub_len);
+	b[2 + o->pub_len] = (uint8_t)(o->priv_len >> 8);
+	b[3 + o->pub_len] = (uint8_t)o->priv_len;
+	memcpy(b + 4 + o->pub_len, o->priv, o->priv_len);
+	return 4 + o->pub_len + o->priv_len;
+}
+
+static int sealed_get(const uint8_t *b, size_t len, struct kg_tpm_sealed *o)
+{
+	size_t pl, vl;
+
+	if (len < 4)
+		return -1;
+	pl = (size_t)b[0] << 8 | b[1];
+	if (pl > sizeof(o->pub) || len < 4 + pl)
+		return -1;
+	vl = (size_t)b[2 + pl] << 8 | b[3 + pl];
+	if (vl > sizeof(o->priv) || len != 4 + pl + vl)
+		return -1;
+	memcpy(o->pub, b + 2, pl);
+	o->pub_len = pl;
+	memcpy(o->priv, b + 4 + pl, vl);
+	o->priv_len = vl;
+	return 0;
+}
+
 /* Run r against the TPM. */
 static enum kg_tpm_res run_req(struct kg_tpm_signer *s, struct kg_tpm_req *r, char *err,
 			       size_t errlen)
 {
+	struct kg_tpm_sealed so;
+	enum kg_tpm_res res;
+
+	if (r->op == KG_TPM_REQ_SEAL) {
+		res = kg_tpm_seal(s->tpm, r->in, r->in_len, &so, err, errlen);
+		if (res == KG_TPM_OK)
+			r->out_len = sealed_put(&so, r->out);
+		return res;
+	}
+	if (r->op == KG_TPM_REQ_UNSEAL) {
+		if (sealed_get(r->in, r->in_len, &so) != 0) {
+			snprintf(err, errlen, "unseal: malformed sealed object");
+			return KG_TPM_REFUSED;
+		}
+		return kg_tpm_unseal(s->tpm, &so, r->out, KG_TPM_SEAL_MAX, &r->out_len, err, errlen);
+	}
 	if (r->op == KG_TPM_REQ_ECDSA) {
 		r->out_len = 64;
 		return kg_tpm_sign_ecdsa(s->tpm, &s->key, r->in, r->in_len, r->out, r->out + 32, err,
@@ -271,9 +324,12 @@ static void *signer_main(void *arg)
 		}
 		pthread_mutex_unlock(&s->lock);
 		t0 = now_ns();
+		err[0] = '\0';
 		res = run_req(s, r, err, sizeof(err));
-		if (res == KG_TPM_OK)
+		if (res == KG_TPM_OK && (r->op == KG_TPM_REQ_ECDSA || r->op == KG_TPM_REQ_RSA_RAW))
 			observe(s, now_ns() - t0);
+		if (res != KG_TPM_OK)
+			snprintf(r->err, sizeof(r->err), "%.*s", (int)sizeof(r->err) - 1, err);
 		/* the call returned: whatever stalled us is over */
 		atomic_store(&s->stalled, false);
 		if (res != KG_TPM_OK) {
@@ -524,6 +580,51 @@ int kg_tpm_req_result(const struct kg_tpm_req *r, uint8_t *out, size_t cap, size
 	memcpy(out, r->out, r->out_len);
 	*len = r->out_len;
 	return 0;
+}
+
+/* One seal/unseal, synchronous: an eventfd of its own, submit, wait, result. */
+static int sync_req(struct kg_tpm_signer *s, enum kg_tpm_req_op op, const uint8_t *in, size_t len,
+		    uint8_t *out, size_t cap, size_t *out_len, char *err, size_t errlen)
+{
+	struct kg_tpm_req *r;
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), ret = -1;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		return -1;
+	}
+	r = kg_tpm_signer_submit(s, op, in, len, fd);
+	if (r == NULL) {
+		snprintf(err, errlen, "the TPM signer is down, stalled or busy");
+		goto out;
+	}
+	if (!kg_tpm_req_wait(r, fd)) {
+		snprintf(err, errlen, "no answer from the TPM within the signer's deadline");
+	} else if (kg_tpm_req_result(r, out, cap, out_len) != 0) {
+		snprintf(err, errlen, "%s", r->err[0] ? r->err : "the TPM refused");
+	} else {
+		ret = 0;
+	}
+	kg_tpm_req_release(r);   /* the last hold wipes it (req_put) */
+out:
+	close(fd);
+	return ret;
+}
+
+int kg_tpm_signer_seal(struct kg_tpm_signer *s, const uint8_t *secret, size_t len,
+		       uint8_t *out, size_t cap, size_t *out_len, char *err, size_t errlen)
+{
+	if (len == 0 || len > KG_TPM_SEAL_MAX) {
+		snprintf(err, errlen, "seal: %zu bytes (1..%d)", len, KG_TPM_SEAL_MAX);
+		return -1;
+	}
+	return sync_req(s, KG_TPM_REQ_SEAL, secret, len, out, cap, out_len, err, errlen);
+}
+
+int kg_tpm_signer_unseal(struct kg_tpm_signer *s, const uint8_t *sealed, size_t len,
+			 uint8_t *out, size_t cap, size_t *out_len, char *err, size_t errlen)
+{
+	return sync_req(s, KG_TPM_REQ_UNSEAL, sealed, len, out, cap, out_len, err, errlen);
 }
 
 void kg_tpm_req_release(struct kg_tpm_req *r)

@@ -34,7 +34,9 @@ struct kg_config;
 struct kg_tpm_signer;
 struct kg_tpm_req;
 
-enum kg_tpm_req_op { KG_TPM_REQ_ECDSA, KG_TPM_REQ_RSA_RAW };
+enum kg_tpm_req_op { KG_TPM_REQ_ECDSA, KG_TPM_REQ_RSA_RAW, KG_TPM_REQ_SEAL, KG_TPM_REQ_UNSEAL };
+/* A request's input/output room: an RSA block, or a sealed object's two blobs. */
+#define KG_TPM_REQ_BUF (4 + 2 * KG_TPM_SEALED_BLOB_MAX)
 
 struct kg_tpm_signer_opts {
 	const char *tcti;            /* "" or NULL: tpm2-tss's default */
@@ -71,6 +73,19 @@ int kg_tpm_req_result(const struct kg_tpm_req *r, uint8_t *out, size_t cap, size
 /* Drop the caller's hold. Not done yet: abandoned (past its deadline: counted as a
  * timeout). */
 void kg_tpm_req_release(struct kg_tpm_req *r);
+
+/*
+ * Seal a secret (<= KG_TPM_SEAL_MAX bytes) to this TPM / unseal it again (tpm.h
+ * kg_tpm_seal), through the thread, blocking the caller up to the signer's deadline
+ * (main thread only: start-up and rotations, never a worker). The sealed form is
+ * opaque bytes (at most KG_TPM_REQ_BUF). Failures are counted like a failed signature
+ * (ktlsgate_tpm_errors_total kind "sign"; a missed deadline "timeout"). 0, or -1 with
+ * err (down, refused: e.g. another TPM's blob, timeout).
+ */
+int kg_tpm_signer_seal(struct kg_tpm_signer *s, const uint8_t *secret, size_t len,
+		       uint8_t *out, size_t cap, size_t *out_len, char *err, size_t errlen) KG_MUST_USE;
+int kg_tpm_signer_unseal(struct kg_tpm_signer *s, const uint8_t *sealed, size_t len,
+			 uint8_t *out, size_t cap, size_t *out_len, char *err, size_t errlen) KG_MUST_USE;
 
 struct kg_tpm_signer_stats {
 	bool up;

@@ -7,7 +7,9 @@
 # TPM absent at start (error, or the file fallback); transient objects flushed on exit
 # and cleaned up after a kill -9; ktlsgate_tpm_errors_total counts a TPM gone mid-run
 # (sign) and the fallback (connect), and stays 0 on good signatures; a resumed TLS 1.3
-# handshake sends the TPM nothing.
+# handshake sends the TPM nothing; the session-ticket keys sealed to the TPM survive a
+# restart (a corrupted, foreign-TPM or trust-changed file: fresh keys; a file key or
+# resumption = off: no file).
 # dev_args prints options meant to split into words; lib.sh reads ALL_TESTS and KG_FAILED.
 # shellcheck disable=SC2046,SC2034
 set -u
@@ -928,6 +930,217 @@ t_leaf_rsa_issuer() {
 }
 
 ALL_TESTS+=(t_leaf_rsa_issuer)
+
+# --- session-ticket keys sealed to the TPM (issue 13) ------------------------------
+
+TKF_DEFAULT=""   # the sealed ticket-key file's default path (beside registry.db)
+
+# tls_ticket_file [PATH]: set (or with no argument drop) [tls] ticket_key_file, in a
+# [tls] section kept just before [tpm].
+tls_ticket_file() {
+	sed -i '/^\[tls\]$/,/^ticket_key_file = /d' "$GW_CONF"
+	[ $# -eq 0 ] || sed -i "s|^\[tpm\]$|[tls]\nticket_key_file = $1\n[tpm]|" "$GW_CONF"
+}
+
+# The gate on the persistent TPM key through the proxy, default ticket file.
+gw_tpm_key() {
+	stop_gateway
+	conf_set key "handle:$HANDLE"
+	conf_set cert server/tpm-chain.pem
+	tpm_section "tcti = $PROXY_TCTI"
+	tls_ticket_file
+	TKF_DEFAULT="$GW_DIR/ticket-keys.sealed"
+}
+
+# wait_file PATH: up to 20 s for PATH to exist.
+wait_file() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[ -e "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# sealed_file_shape PATH: "ok SEALED CT" if PATH is a version-1 sealed ticket-key file
+# (ticket_store.h) whose ciphertext is the trust (40 bytes) and a whole key set
+# (6 + 96 n bytes), lengths
+# adding up to the size, and in which the plain export's "KGTK" magic does not appear.
+sealed_file_shape() {
+	python3 - "$1" <<'PY'
+import sys
+b = open(sys.argv[1], "rb").read()
+if b[:4] != b"KGTS" or b[4] != 1 or b[5] != 0:
+    print("bad header %r" % b[:6]); sys.exit()
+sl = b[6] << 8 | b[7]
+off = 8 + sl + 12
+cl = b[off] << 8 | b[off + 1]
+if len(b) != off + 2 + cl + 16 or (cl - 46) % 96 or not 1 <= (cl - 46) // 96 <= 3:
+    print("bad lengths sealed %d ct %d size %d" % (sl, cl, len(b))); sys.exit()
+if b"KGTK" in b:
+    print("plain export magic in the file"); sys.exit()
+print("ok %d %d" % (sl, cl))
+PY
+}
+
+# resume_across_restart FUNC: device dev1 connects, the gate restarts (FUNC runs while
+# it is stopped), dev1 reconnects offering its ticket; the client's lines in
+# $WORK/resume.out, the TPM log mark taken after the restart in RESTART_MARK.
+resume_across_restart() {
+	local kpid
+	rm -f "$WORK/restart-req" "$WORK/restart-done"
+	# the client holds its ticket while the gate restarts between its two connections
+	kgc resume $(dev_args dev1) --times 2 --timeout 15 \
+		--between "touch $WORK/restart-req; for i in \$(seq 1 500); do [ -e $WORK/restart-done ] && exit 0; sleep 0.1; done; exit 1" \
+		>"$WORK/resume.out" 2>&1 &
+	kpid=$!
+	wait_file "$WORK/restart-req" || { note "client never asked for the restart: $(cat "$WORK/resume.out")"; kill "$kpid"; return 1; }
+	stop_gateway
+	"$1"
+	start_gateway || { note "gateway did not restart: $(tail -3 "$GW_LOG")"; touch "$WORK/restart-done"; wait "$kpid"; return 1; }
+	RESTART_MARK=$(tpm_mark)
+	touch "$WORK/restart-done"
+	wait "$kpid"
+}
+
+# A device's ticket survives a restart of the gate (TPM key): the keys come back from
+# the sealed file and the device resumes, sending the TPM no TPM2_Sign.
+t_tickets_survive_restart() {
+	local out shape mark signs
+	gw_tpm_key
+	rm -f "$TKF_DEFAULT" "$WORK/restart-req" "$WORK/restart-done"
+	: >"$GW_LOG"
+	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	wait_file "$TKF_DEFAULT" || { note "no sealed file $TKF_DEFAULT after start"; return 1; }
+	grep -q "session ticket keys: no sealed file" "$GW_LOG" || { note "start log: $(grep 'ticket keys' "$GW_LOG")"; return 1; }
+	[ "$(stat -c %a "$TKF_DEFAULT")" = 600 ] || { note "file mode $(stat -c %a "$TKF_DEFAULT")"; return 1; }
+	shape=$(sealed_file_shape "$TKF_DEFAULT")
+	echo "    sealed file: $shape (sealed object bytes, ciphertext bytes)"
+	[ "${shape%% *}" = ok ] || { note "sealed file: $shape"; return 1; }
+	resume_across_restart : || return 1
+	out=$(cat "$WORK/resume.out")
+	mark=$RESTART_MARK
+	sleep 0.2
+	signs=$(tpm_cmds_since "$mark" | grep -cx "$TPM2_CC_SIGN")
+	echo "    after the restart: $(grep '^conn 1' <<<"$out" | tr '\n' ' ')-> $signs TPM2_Sign"
+	grep -q "session ticket keys: restored from the sealed file" "$GW_LOG" || { note "restart log: $(grep 'ticket keys' "$GW_LOG")"; return 1; }
+	grep -qx "conn 1 reused TLSv1.3" <<<"$out" || { note "not resumed across the restart: $out"; return 1; }
+	[ "$(grep -c 'connack 0x00$' <<<"$out")" = 2 ] || { note "not 2 admissions: $out"; return 1; }
+	[ "$signs" = 0 ] || { note "$signs TPM2_Sign for a resumed handshake"; return 1; }
+}
+
+# A corrupted or truncated file: a warning, fresh keys, the gate serves, and the file
+# is written again, whole.
+t_tickets_corrupt_file() {
+	local got shape bad
+	[ -n "$TKF_DEFAULT" ] && [ -s "$TKF_DEFAULT" ] || { note "no sealed file (t_tickets_survive_restart failed)"; return 1; }
+	for bad in truncated garbage flipped; do
+		stop_gateway
+		case $bad in
+		truncated) head -c 40 "$TKF_DEFAULT" >"$WORK/tkf" ;;
+		garbage) head -c 300 /dev/urandom >"$WORK/tkf" ;;
+		flipped) python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[-20]^=1; open(sys.argv[2],"wb").write(b)' "$TKF_DEFAULT" "$WORK/tkf" ;;
+		esac
+		cp "$WORK/tkf" "$TKF_DEFAULT"
+		: >"$GW_LOG"
+		start_gateway || { note "$bad file: gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+		grep -q "session ticket keys: cannot restore from" "$GW_LOG" || { note "$bad file, no warning: $(grep 'ticket keys' "$GW_LOG")"; return 1; }
+		got=$(connack dev1)
+		[ "$got" = "connack 0x00" ] || { note "$bad file: $got"; return 1; }
+		cmp -s "$WORK/tkf" "$TKF_DEFAULT" && { note "$bad file not rewritten"; return 1; }
+		shape=$(sealed_file_shape "$TKF_DEFAULT")
+		[ "${shape%% *}" = ok ] || { note "$bad file, rewritten: $shape"; return 1; }
+		echo "    $bad file: $(grep -o 'cannot restore from [^;]*' "$GW_LOG" | head -1 | sed "s|$WORK/||g")"
+	done
+}
+
+# The file copied next to another TPM (a swtpm with its own state: another owner seed)
+# cannot be unsealed there: a warning, fresh keys, the gate serves.
+t_tickets_other_tpm() {
+	local port2 pid2 tcti2 got
+	[ -n "$TKF_DEFAULT" ] && [ -s "$TKF_DEFAULT" ] || { note "no sealed file (t_tickets_survive_restart failed)"; return 1; }
+	stop_gateway
+	cp "$TKF_DEFAULT" "$WORK/copied.sealed"
+	port2=$(port_pair) || { note "no ports"; return 1; }
+	mkdir -p "$WORK/swtpm2/state"
+	swtpm socket --tpm2 --tpmstate dir="$WORK/swtpm2/state" \
+		--server type=tcp,port="$port2",bindaddr=127.0.0.1 \
+		--ctrl type=tcp,port="$((port2 + 1))",bindaddr=127.0.0.1 \
+		--flags not-need-init,startup-clear >"$WORK/swtpm2/out.log" 2>&1 &
+	pid2=$!
+	KG_PIDS+=("$pid2")
+	tcti2="swtpm:host=127.0.0.1,port=$port2"
+	wait_port "$port2" 10 "$pid2" || { note "second swtpm did not start"; return 1; }
+	# wait_port connected once: swtpm serves one client at a time, give it a moment
+	sleep 0.3
+	kg tpm keygen --handle "$HANDLE" --tcti "$tcti2" >/dev/null || { note "keygen on the second TPM"; return 1; }
+	kg tpm csr --key "handle:$HANDLE" --cn localhost --out "$GW_DIR/server/other.csr" --tcti "$tcti2" >/dev/null || { note "csr on the second TPM"; return 1; }
+	issue_server_cert "$GW_DIR/server/other.csr" other || { note "issuing the second TPM's cert"; return 1; }
+	conf_set cert server/other-chain.pem
+	tpm_section "tcti = $tcti2"
+	tls_ticket_file "$WORK/copied.sealed"
+	: >"$GW_LOG"
+	start_gateway || { note "gateway on the second TPM did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	grep -q "session ticket keys: cannot restore from $WORK/copied.sealed" "$GW_LOG" || { note "no warning: $(grep 'ticket keys' "$GW_LOG")"; return 1; }
+	echo "    $(grep -o 'cannot restore from [^;]*' "$GW_LOG" | head -1 | sed "s|$WORK/||g")"
+	got=$(connack dev1)
+	[ "$got" = "connack 0x00" ] || { note "on the second TPM: $got"; return 1; }
+	stop_gateway
+	kill "$pid2"; timeout 5 tail --pid="$pid2" -f /dev/null; forget_pid "$pid2"
+	gw_tpm_key
+}
+
+# A file server key: the ticket keys stay in memory, no file is written (a plain file
+# is what a stolen image would give away); resumption = off writes nothing either.
+t_tickets_file_key_no_file() {
+	local got
+	stop_gateway
+	conf_set key server/key.pem
+	conf_set cert server/chain.pem
+	tls_ticket_file "$WORK/filekey.sealed"
+	rm -f "$WORK/filekey.sealed"
+	: >"$GW_LOG"
+	start_gateway || { note "gateway (file key) did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	got=$(kgc resume $(dev_args dev1) --times 2)
+	grep -qx "conn 1 reused TLSv1.3" <<<"$got" || { note "file key: no resumption: $got"; return 1; }
+	grep -q "session ticket keys: in memory only" "$GW_LOG" || { note "file key log: $(grep 'ticket keys' "$GW_LOG")"; return 1; }
+	[ ! -e "$WORK/filekey.sealed" ] || { note "a file key wrote $WORK/filekey.sealed"; return 1; }
+	# TPM key, resumption = off: nothing written
+	stop_gateway
+	conf_set key "handle:$HANDLE"
+	conf_set cert server/tpm-chain.pem
+	sed -i "s|^ticket_key_file = .*|&\nresumption = off|" "$GW_CONF"
+	start_gateway || { note "gateway (resumption off) did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	got=$(connack dev1)
+	[ "$got" = "connack 0x00" ] || { note "resumption off: $got"; return 1; }
+	sleep 1.5   # a main-loop pass that would write
+	[ ! -e "$WORK/filekey.sealed" ] || { note "resumption = off wrote the file"; return 1; }
+	stop_gateway
+	sed -i '/^resumption = off$/d' "$GW_CONF"
+	gw_tpm_key
+}
+ALL_TESTS+=(t_tickets_survive_restart t_tickets_corrupt_file t_tickets_other_tpm t_tickets_file_key_no_file)
+
+# The trust changed while the gate was down (here [tls] crl_grace): the saved tickets
+# do not resume (a full handshake verifies the chain again), the device is admitted.
+crl_grace_changed() {
+	sed -i "s|^ticket_key_file = .*|&\ncrl_grace = 1234|" "$GW_CONF"
+}
+t_tickets_trust_changed() {
+	local out
+	gw_tpm_key
+	tls_ticket_file "$TKF_DEFAULT"
+	: >"$GW_LOG"
+	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	resume_across_restart crl_grace_changed || return 1
+	out=$(cat "$WORK/resume.out")
+	sed -i '/^crl_grace = 1234$/d' "$GW_CONF"
+	echo "    after a restart with another crl_grace: $(grep '^conn 1' <<<"$out" | tr '\n' ' ')"
+	grep -q "session ticket keys: the trust changed since they were saved" "$GW_LOG" || { note "log: $(grep 'ticket keys' "$GW_LOG")"; return 1; }
+	grep -qx "conn 1 new TLSv1.3" <<<"$out" || { note "resumed across a trust change: $out"; return 1; }
+	[ "$(grep -c 'connack 0x00$' <<<"$out")" = 2 ] || { note "not 2 admissions: $out"; return 1; }
+}
+ALL_TESTS+=(t_tickets_trust_changed)
 
 if ! setup; then
 	echo "FAIL setup"

@@ -4,7 +4,9 @@
  * key decrypting within its window and refused after it, export/import), the identity a
  * ticket carries (encode/decode, malformed input), kg_ticket_check(), and real TLS 1.3
  * resumptions between an OpenSSL client and a server set up by kg_tickets_ctx_setup()
- * (a resumption under a live key, none once the key's window closed, none for TLS 1.2).
+ * (a resumption under a live key, none once the key's window closed, none for TLS 1.2);
+ * the sealed ticket-key file format (tls/ticket_store.h): round trip, every truncation,
+ * garbage, other versions, and a load that never reaches the TPM for a bad file.
  */
 #include <check.h>
 #include <limits.h>
@@ -19,6 +21,7 @@
 #include <openssl/ssl.h>
 
 #include "cli/pki.h"
+#include "tls/ticket_store.h"
 #include "tls/tickets.h"
 #include "tls/tls_keys.h"
 #include "tls/verify.h"
@@ -613,11 +616,167 @@ START_TEST(tls12_gets_no_ticket)
 }
 END_TEST
 
+/* ---- the sealed ticket-key file (ticket_store.h) ----------------------------- */
+
+static void file_sample(struct kg_ticket_file *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->sealed_len = 180;
+	for (size_t i = 0; i < f->sealed_len; i++)
+		f->sealed[i] = (uint8_t)(i * 7 + 1);
+	memset(f->nonce, 0xa5, sizeof(f->nonce));
+	f->ct_len = 6 + 96;
+	for (size_t i = 0; i < f->ct_len; i++)
+		f->ct[i] = (uint8_t)(255 - i);
+	memset(f->tag, 0x3c, sizeof(f->tag));
+}
+
+START_TEST(file_round_trip)
+{
+	struct kg_ticket_file f, g;
+	uint8_t buf[KG_TICKET_FILE_MAX];
+	size_t aad;
+	int n;
+
+	file_sample(&f);
+	n = kg_ticket_file_encode(&f, buf, sizeof(buf));
+	ck_assert_int_eq(n, 8 + 180 + 12 + 2 + 102 + 16);
+	ck_assert_mem_eq(buf, "KGTS\x01\x00", 6);
+	ck_assert_int_eq(kg_ticket_file_decode(buf, (size_t)n, &g, &aad), 0);
+	ck_assert_uint_eq(g.version, KG_TICKET_FILE_VERSION);
+	ck_assert_uint_eq(aad, 8 + 180 + 12 + 2);
+	ck_assert_uint_eq(g.sealed_len, f.sealed_len);
+	ck_assert_mem_eq(g.sealed, f.sealed, f.sealed_len);
+	ck_assert_mem_eq(g.nonce, f.nonce, sizeof(f.nonce));
+	ck_assert_uint_eq(g.ct_len, f.ct_len);
+	ck_assert_mem_eq(g.ct, f.ct, f.ct_len);
+	ck_assert_mem_eq(g.tag, f.tag, sizeof(f.tag));
+	/* a buffer one byte short, or lengths out of range: refused */
+	ck_assert_int_eq(kg_ticket_file_encode(&f, buf, (size_t)n - 1), -1);
+	f.sealed_len = KG_TICKET_FILE_SEALED_MAX + 1;
+	ck_assert_int_eq(kg_ticket_file_encode(&f, buf, sizeof(buf)), -1);
+	file_sample(&f);
+	f.ct_len = 0;
+	ck_assert_int_eq(kg_ticket_file_encode(&f, buf, sizeof(buf)), -1);
+}
+END_TEST
+
+START_TEST(file_truncated_or_extended)
+{
+	struct kg_ticket_file f, g;
+	uint8_t buf[KG_TICKET_FILE_MAX + 1];
+	size_t aad;
+	int n;
+
+	file_sample(&f);
+	n = kg_ticket_file_encode(&f, buf, sizeof(buf));
+	ck_assert_int_gt(n, 0);
+	for (int len = 0; len < n; len++)
+		ck_assert_msg(kg_ticket_file_decode(buf, (size_t)len, &g, &aad) == -1,
+			      "truncated to %d of %d bytes: accepted", len, n);
+	buf[n] = 0;
+	ck_assert_int_eq(kg_ticket_file_decode(buf, (size_t)n + 1, &g, &aad), -1);
+}
+END_TEST
+
+START_TEST(file_header_checks)
+{
+	struct kg_ticket_file f, g;
+	uint8_t buf[KG_TICKET_FILE_MAX], bad[KG_TICKET_FILE_MAX];
+	size_t aad;
+	int n;
+
+	file_sample(&f);
+	n = kg_ticket_file_encode(&f, buf, sizeof(buf));
+	ck_assert_int_gt(n, 0);
+	memcpy(bad, buf, (size_t)n);
+	bad[4] = 2;   /* a later version */
+	ck_assert_int_eq(kg_ticket_file_decode(bad, (size_t)n, &g, &aad), -1);
+	memcpy(bad, buf, (size_t)n);
+	bad[0] = 'X';
+	ck_assert_int_eq(kg_ticket_file_decode(bad, (size_t)n, &g, &aad), -1);
+	memcpy(bad, buf, (size_t)n);
+	bad[5] = 1;   /* reserved */
+	ck_assert_int_eq(kg_ticket_file_decode(bad, (size_t)n, &g, &aad), -1);
+	memcpy(bad, buf, (size_t)n);
+	bad[6] = 0;
+	bad[7] = 0;   /* no sealed object */
+	ck_assert_int_eq(kg_ticket_file_decode(bad, (size_t)n, &g, &aad), -1);
+	memcpy(bad, buf, (size_t)n);
+	bad[6] = 0xff;   /* sealed length beyond the file */
+	ck_assert_int_eq(kg_ticket_file_decode(bad, (size_t)n, &g, &aad), -1);
+	memcpy(bad, buf, (size_t)n);
+	bad[8 + 180 + 12] = 0xff;   /* ciphertext length beyond the file */
+	ck_assert_int_eq(kg_ticket_file_decode(bad, (size_t)n, &g, &aad), -1);
+}
+END_TEST
+
+/* Random bytes behind a valid magic and version: never accepted with lengths out of
+ * range, never read out of bounds (ASan run). */
+START_TEST(file_garbage)
+{
+	struct kg_ticket_file g;
+	uint8_t buf[KG_TICKET_FILE_MAX];
+	uint32_t x = 12345;
+	size_t aad;
+
+	for (int round = 0; round < 2000; round++) {
+		size_t len = 8 + (size_t)(round % (KG_TICKET_FILE_MAX - 8));
+
+		for (size_t i = 0; i < len; i++) {
+			x = x * 1103515245u + 12345u;
+			buf[i] = (uint8_t)(x >> 16);
+		}
+		memcpy(buf, "KGTS\x01\x00", 6);
+		if (kg_ticket_file_decode(buf, len, &g, &aad) == 0) {
+			ck_assert_uint_le(g.sealed_len, KG_TICKET_FILE_SEALED_MAX);
+			ck_assert_uint_le(g.ct_len, KG_TICKET_FILE_CT_MAX);
+			ck_assert_uint_eq(aad + g.ct_len + KG_TICKET_FILE_TAG, len);
+		}
+	}
+}
+END_TEST
+
+/* Load: no file is 0 (fresh keys, no warning); a malformed file is -1 before any TPM
+ * call (the signer is NULL here) and leaves the keys alone. */
+START_TEST(file_load_without_tpm)
+{
+	struct kg_ticket_keys *k = kg_ticket_keys_new(3600);
+	unsigned char *before = NULL, *after = NULL;
+	size_t blen = 0, alen = 0;
+	struct kg_ticket_trust tr;
+	char dir[] = "/tmp/kg-tkf-XXXXXX", path[PATH_MAX], err[256];
+	FILE *fp;
+
+	ck_assert_ptr_nonnull(k);
+	ck_assert_int_eq(kg_ticket_keys_rotate(k, 1000), 1);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ticket-keys.sealed", dir);
+	ck_assert_int_eq(kg_ticket_store_load(path, k, &tr, NULL, err, sizeof(err)), 0);
+	fp = fopen(path, "wb");
+	ck_assert_ptr_nonnull(fp);
+	fputs("KGTS\x01", fp);   /* truncated */
+	fclose(fp);
+	ck_assert_int_eq(kg_ticket_keys_export(k, &before, &blen), 0);
+	ck_assert_int_eq(kg_ticket_store_load(path, k, &tr, NULL, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "not a sealed ticket key file"));
+	ck_assert_int_eq(kg_ticket_keys_export(k, &after, &alen), 0);
+	ck_assert_uint_eq(alen, blen);
+	ck_assert_mem_eq(after, before, blen);
+	OPENSSL_secure_clear_free(before, blen);
+	OPENSSL_secure_clear_free(after, alen);
+	unlink(path);
+	rmdir(dir);
+	kg_ticket_keys_free(k);
+}
+END_TEST
+
 Suite *kg_suite_tickets(void)
 {
 	Suite *s = suite_create("tickets");
 	TCase *tc = tcase_create("keys");
 	TCase *tls = tcase_create("tls");
+	TCase *file = tcase_create("file");
 
 	tcase_add_test(tc, rotation_on_schedule);
 	tcase_add_test(tc, retired_key_decrypts_within_lifetime);
@@ -632,5 +791,11 @@ Suite *kg_suite_tickets(void)
 	tcase_add_test(tls, tls13_resumes_under_live_key_only);
 	tcase_add_test(tls, tls12_gets_no_ticket);
 	suite_add_tcase(s, tls);
+	tcase_add_test(file, file_round_trip);
+	tcase_add_test(file, file_truncated_or_extended);
+	tcase_add_test(file, file_header_checks);
+	tcase_add_test(file, file_garbage);
+	tcase_add_test(file, file_load_without_tpm);
+	suite_add_tcase(s, file);
 	return s;
 }
