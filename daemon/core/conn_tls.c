@@ -154,9 +154,16 @@ SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const uns
 	c->verify_ran = true;
 	c->verify_reason = KG_REASON_OK;
 	c->x509_err = X509_V_OK;
-	/* Always a new ticket after a resumption: clients use a ticket once (RFC 8446
-	 * C.4), and the new one carries the same identity and verification time. */
-	return SSL_TICKET_RETURN_USE_RENEW;
+	/* A new ticket (same identity and verification time) when the key that made this
+	 * one is retired, when it has lived half its life, or always with ticket_reuse =
+	 * off; otherwise the device keeps using the one it has and the server skips the
+	 * NewSessionTicket (its cost: tickets.h kg_ticket_renew_due). */
+	if (status == SSL_TICKET_SUCCESS_RENEW ||
+	    kg_ticket_renew_due((int64_t)SSL_SESSION_get_time(ss), (int64_t)time(NULL),
+				(int64_t)c->snap->cfg.ticket_lifetime, c->snap->cfg.ticket_reuse))
+		return SSL_TICKET_RETURN_USE_RENEW;
+	kg_metric_add(&c->w->metrics.tickets_reused, 1);
+	return SSL_TICKET_RETURN_USE;
 }
 
 int kg_conn_tls_new(struct kg_conn *c, bool cert_optional)

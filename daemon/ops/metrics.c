@@ -447,6 +447,10 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t r = 1; r < KG_RESUME_MAX; r++)
 		put(&o, "ktlsgate_resumption_refusals_total{reason=\"%s\"} %llu\n",
 		    kg_resume_refusal_names[r], (unsigned long long)SUM_U(resume_refusals[r]));
+	put(&o, "# HELP ktlsgate_ticket_reuses_total Resumptions after which the device kept its ticket: no new ticket sent ([tls] ticket_reuse, until half the ticket's life).\n"
+		"# TYPE ktlsgate_ticket_reuses_total counter\n"
+		"ktlsgate_ticket_reuses_total %llu\n",
+		(unsigned long long)SUM_U(tickets_reused));
 	put(&o, "# HELP ktlsgate_ticket_key_rotations_total New session ticket encryption keys made ([tls] ticket_lifetime).\n"
 		"# TYPE ktlsgate_ticket_key_rotations_total counter\n"
 		"ktlsgate_ticket_key_rotations_total %llu\n",
