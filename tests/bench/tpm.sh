@@ -303,17 +303,15 @@ kgb() {
 	"$KG_BENCH" "$1" --target "127.0.0.1:$SRV_PORT" --ca "$PKI/root/cert.pem" \
 		--devices "$PKI/devices" -t "$THREADS" --server-pids "$pids" "${@:2}" 2>>"$LOGS/kg-bench.log"
 }
-resume_opt() {
-	if [[ $1 == *-resumed ]]; then echo --resume; fi
-	if [[ ${HS_TLS_ONLY:-0} == 1 ]]; then echo --tls-only; fi
-}
+resume_opt() { if [[ $1 == *-resumed ]]; then echo --resume; fi; }
+tls_only_opt() { if [[ ${HS_TLS_ONLY:-0} == 1 ]]; then echo --tls-only; fi; }
 
 hs_run() {   # hs_run VARIANT REP
 	local v=$1 rep=$2 out rc=0 n e s0 s1 count=$HS_COUNT conc=$HS_CONC want
 	if [[ $v == tpm-direct ]]; then count=$HS_COUNT_TPM conc=$HS_CONC_TPM; fi
 	s0=$(tpm_signs)
-	# shellcheck disable=SC2046 # resume_opt is words or none
-	out=$(kgb handshake --count "$count" --concurrency "$conc" $(resume_opt "$v")) || rc=$?
+	# shellcheck disable=SC2046 # each is one word or none
+	out=$(kgb handshake --count "$count" --concurrency "$conc" $(resume_opt "$v") $(tls_only_opt)) || rc=$?
 	s1=$(tpm_signs)
 	echo "$v handshake $rep $out" >>"$LOGS/kg-bench.json"
 	e=$(json_get "$out" errors)
