@@ -116,6 +116,7 @@ const char *const kg_resume_refusal_names[KG_RESUME_MAX] = {
 const char *const kg_tpm_op_names[KG_TPM_OP_MAX] = {
 	[KG_TPM_OP_CONNECT] = "connect", [KG_TPM_OP_LOAD] = "load", [KG_TPM_OP_SIGN] = "sign",
 	[KG_TPM_OP_TIMEOUT] = "timeout", [KG_TPM_OP_QUEUE_FULL] = "queue_full",
+	[KG_TPM_OP_SEAL] = "seal",
 };
 
 /* A TPM signs in 30-100 ms (swtpm in about 1 ms); the deadline defaults to 1 s. */

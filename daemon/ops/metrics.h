@@ -87,6 +87,7 @@ enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
  * signature refused because the signer's queue was full. */
 enum kg_tpm_op {
 	KG_TPM_OP_CONNECT, KG_TPM_OP_LOAD, KG_TPM_OP_SIGN, KG_TPM_OP_TIMEOUT, KG_TPM_OP_QUEUE_FULL,
+	KG_TPM_OP_SEAL,   /* sealing or unsealing the session-ticket keys */
 	KG_TPM_OP_MAX
 };
 /* ktlsgate_tpm_sign_seconds buckets (last is +Inf): kg_tpm_sign_bucket_le */
