@@ -107,6 +107,16 @@ int kg_conn_tls_ticket_gen_cb(SSL *ssl, void *arg)
  * ticket, a full handshake verifies the chain again. TLS 1.2: never resumed, and no
  * ticket issued (IGNORE, not IGNORE_RENEW: see docs/security.md).
  */
+/* When the session's ticket was made (OpenSSL 3.4 deprecated the long form: trixie). */
+static int64_t session_issued(const SSL_SESSION *ss)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30300000L
+	return (int64_t)SSL_SESSION_get_time_ex(ss);
+#else
+	return (int64_t)SSL_SESSION_get_time(ss);
+#endif
+}
+
 SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
 					    size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
 {
@@ -154,9 +164,16 @@ SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const uns
 	c->verify_ran = true;
 	c->verify_reason = KG_REASON_OK;
 	c->x509_err = X509_V_OK;
-	/* Always a new ticket after a resumption: clients use a ticket once (RFC 8446
-	 * C.4), and the new one carries the same identity and verification time. */
-	return SSL_TICKET_RETURN_USE_RENEW;
+	/* A new ticket (same identity and verification time) when the key that made this
+	 * one is retired, when it has lived half its life, or always with ticket_reuse =
+	 * off; otherwise the device keeps using the one it has and the server skips the
+	 * NewSessionTicket (its cost: tickets.h kg_ticket_renew_due). */
+	if (status == SSL_TICKET_SUCCESS_RENEW ||
+	    kg_ticket_renew_due(session_issued(ss), (int64_t)time(NULL),
+				(int64_t)c->snap->cfg.ticket_lifetime, c->snap->cfg.ticket_reuse))
+		return SSL_TICKET_RETURN_USE_RENEW;
+	kg_metric_add(&c->w->metrics.tickets_reused, 1);
+	return SSL_TICKET_RETURN_USE;
 }
 
 int kg_conn_tls_new(struct kg_conn *c, bool cert_optional)

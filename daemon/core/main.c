@@ -505,8 +505,9 @@ static int check_only(const struct kg_config *cfg, const char *path)
 	if (cfg->resumption) {
 		char tkf[PATH_MAX];
 
-		printf("ktlsgated: resumption = on (TLS 1.3 session tickets, ticket_lifetime %us)\n",
-		       cfg->ticket_lifetime);
+		printf("ktlsgated: resumption = on (TLS 1.3 session tickets, ticket_lifetime %us, "
+		       "ticket_reuse %s)\n",
+		       cfg->ticket_lifetime, cfg->ticket_reuse ? "on" : "off");
 		/* where a TPM key keeps them across restarts (docs/security.md) */
 		if (kg_config_ticket_key_file(cfg, tkf, sizeof(tkf)) == 0)
 			printf("ktlsgated: ticket_key_file = %s (%s)\n", tkf,

@@ -122,7 +122,7 @@ enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
 	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_REG_CACHE, KEY_REG_DOWN, KEY_REG_DOWN_SEEN, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS, KEY_SECURITY_LEVEL, KEY_CRL_GRACE,
-	KEY_RESUMPTION, KEY_TICKET_LIFETIME, KEY_TICKET_KEY_FILE,
+	KEY_RESUMPTION, KEY_TICKET_LIFETIME, KEY_TICKET_KEY_FILE, KEY_TICKET_REUSE,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
 	KEY_SRC_MAX_HS, KEY_SRC_RATE, KEY_SRC_BURST, KEY_SRC_PREFIX_V4, KEY_SRC_PREFIX_V6,
@@ -162,6 +162,7 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_TICKET_LIFETIME] = { SEC_TLS, "ticket_lifetime", K_DURATION, FIELD(ticket_lifetime),
 				  KG_TICKET_LIFETIME_MIN_S, KG_TICKET_LIFETIME_MAX_S },
 	[KEY_TICKET_KEY_FILE] = { SEC_TLS, "ticket_key_file", K_PATH, FIELD(ticket_key_file), 0, 0 },
+	[KEY_TICKET_REUSE] = { SEC_TLS, "ticket_reuse", K_BOOL, FIELD(ticket_reuse), 0, 0 },
 	[KEY_MAX_CONN] = { SEC_LIMITS, "max_connections", K_UINT, FIELD(max_connections), 1, 1000000 },
 	[KEY_MAX_HS] = { SEC_LIMITS, "max_handshakes", K_UINT, FIELD(max_handshakes), 1, 1000000 },
 	[KEY_HS_TIMEOUT] = { SEC_LIMITS, "handshake_timeout_ms", K_UINT, FIELD(handshake_timeout_ms), 10, 600000 },
@@ -413,6 +414,7 @@ void kg_config_defaults(struct kg_config *cfg)
 	cfg->security_level = DEFAULT_SECURITY_LEVEL;
 	cfg->crl_grace = 0;
 	cfg->resumption = true;
+	cfg->ticket_reuse = true;
 	cfg->ticket_lifetime = KG_TICKET_LIFETIME_DEFAULT_S;
 	cfg->max_connections = 10000;
 	cfg->max_handshakes = 1024;

@@ -162,6 +162,8 @@ struct kg_config {
 #define KG_TICKET_LIFETIME_MAX_S 604800   /* RFC 8446 4.6.1's cap */
 #define KG_TICKET_LIFETIME_DEFAULT_S 7200
 	unsigned ticket_lifetime;         /* seconds: a ticket's life, a ticket key's span */
+	bool ticket_reuse;                /* a resumption renews the ticket only past half
+					   * its life (tickets.h kg_ticket_renew_due) */
 	/* The sealed ticket-key file (tls/ticket_store.h), used only with a TPM key; "":
 	 * ticket-keys.sealed beside the SQLite registry, or in /var/lib/ktlsgate for a
 	 * PostgreSQL one (kg_config_ticket_key_file()). */

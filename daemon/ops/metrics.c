@@ -116,6 +116,7 @@ const char *const kg_resume_refusal_names[KG_RESUME_MAX] = {
 const char *const kg_tpm_op_names[KG_TPM_OP_MAX] = {
 	[KG_TPM_OP_CONNECT] = "connect", [KG_TPM_OP_LOAD] = "load", [KG_TPM_OP_SIGN] = "sign",
 	[KG_TPM_OP_TIMEOUT] = "timeout", [KG_TPM_OP_QUEUE_FULL] = "queue_full",
+	[KG_TPM_OP_SEAL] = "seal",
 };
 
 /* A TPM signs in 30-100 ms (swtpm in about 1 ms); the deadline defaults to 1 s. */
@@ -447,6 +448,10 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t r = 1; r < KG_RESUME_MAX; r++)
 		put(&o, "ktlsgate_resumption_refusals_total{reason=\"%s\"} %llu\n",
 		    kg_resume_refusal_names[r], (unsigned long long)SUM_U(resume_refusals[r]));
+	put(&o, "# HELP ktlsgate_ticket_reuses_total Resumptions after which the device kept its ticket: no new ticket sent ([tls] ticket_reuse, until half the ticket's life).\n"
+		"# TYPE ktlsgate_ticket_reuses_total counter\n"
+		"ktlsgate_ticket_reuses_total %llu\n",
+		(unsigned long long)SUM_U(tickets_reused));
 	put(&o, "# HELP ktlsgate_ticket_key_rotations_total New session ticket encryption keys made ([tls] ticket_lifetime).\n"
 		"# TYPE ktlsgate_ticket_key_rotations_total counter\n"
 		"ktlsgate_ticket_key_rotations_total %llu\n",

@@ -87,6 +87,7 @@ enum kg_accept_err { KG_ACCEPT_EMFILE, KG_ACCEPT_ENFILE, KG_ACCEPT_ERR_MAX };
  * signature refused because the signer's queue was full. */
 enum kg_tpm_op {
 	KG_TPM_OP_CONNECT, KG_TPM_OP_LOAD, KG_TPM_OP_SIGN, KG_TPM_OP_TIMEOUT, KG_TPM_OP_QUEUE_FULL,
+	KG_TPM_OP_SEAL,   /* sealing or unsealing the session-ticket keys */
 	KG_TPM_OP_MAX
 };
 /* ktlsgate_tpm_sign_seconds buckets (last is +Inf): kg_tpm_sign_bucket_le */
@@ -172,6 +173,7 @@ struct kg_metrics {
 	_Atomic uint64_t handshakes[KG_HS_MAX];
 	_Atomic uint64_t handshakes_kind[KG_HS_KIND_MAX];     /* completed: full or resumed */
 	_Atomic uint64_t resume_refusals[KG_RESUME_MAX];
+	_Atomic uint64_t tickets_reused;                      /* resumed, no new ticket */
 	_Atomic uint64_t decisions_allow[KG_REASON_MAX];
 	_Atomic uint64_t decisions_deny[KG_REASON_MAX];
 	_Atomic uint64_t closes[KG_REASON_MAX];

@@ -516,3 +516,10 @@ enum kg_resume_refusal kg_ticket_check(const struct kg_ticket_id *t, X509 *peer,
 		return KG_RESUME_TOO_OLD;
 	return KG_RESUME_OK;
 }
+
+bool kg_ticket_renew_due(int64_t issued, int64_t now, int64_t lifetime, bool reuse)
+{
+	if (!reuse || issued > now)
+		return true;
+	return now - issued >= lifetime / 2;
+}

@@ -121,4 +121,12 @@ void kg_ticket_id_to_identity(const struct kg_ticket_id *t, struct kg_identity *
 enum kg_resume_refusal kg_ticket_check(const struct kg_ticket_id *t, X509 *peer, uint64_t gen,
 				       int64_t now);
 
+/* After a resumption with a ticket issued at `issued` (SSL_SESSION_get_time), is a new
+ * ticket due? With reuse ([tls] ticket_reuse = on) only once the ticket has lived half
+ * of `lifetime` (or its clock is off: issued in the future); without, always. Making a
+ * ticket costs libssl a full re-parse of the session and the device certificate in it
+ * (OpenSSL 3.0: a decoder set-up per certificate), the largest share of a resumed
+ * handshake: docs/security.md "Session resumption" weighs it against RFC 8446 C.4. */
+bool kg_ticket_renew_due(int64_t issued, int64_t now, int64_t lifetime, bool reuse);
+
 #endif

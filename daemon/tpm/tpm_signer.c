@@ -333,7 +333,8 @@ static void *signer_main(void *arg)
 		/* the call returned: whatever stalled us is over */
 		atomic_store(&s->stalled, false);
 		if (res != KG_TPM_OK) {
-			count(s, KG_TPM_OP_SIGN);
+			count(s, r->op == KG_TPM_REQ_SEAL || r->op == KG_TPM_REQ_UNSEAL ? KG_TPM_OP_SEAL
+											 : KG_TPM_OP_SIGN);
 			kg_log_debug("TPM signer: %s", err);
 		}
 		req_finish(r, res == KG_TPM_OK ? RQ_DONE : RQ_FAILED);
@@ -395,6 +396,116 @@ static int parse_keyref(struct kg_tpm_signer *s, const char *keyref, char *err, 
 	return 0;
 }
 
+/*
+ * The bring-up (connect, flush, load) on a thread of its own, waited for up to
+ * KG_TPM_START_TIMEOUT_S: a TPM that accepts the connection and never answers (a
+ * stopped swtpm, a wedged TPM behind a resource manager) would otherwise hang the
+ * start (and `ktlsgated -t`) for good. tpm2-tss's socket TCTIs take no receive
+ * timeout, hence the thread. Given up, the thread owns the signer and frees it if the
+ * call ever returns; the caller fails with a message naming the wait.
+ */
+struct bringup {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct kg_tpm_signer *s;
+	int state;                  /* 0 running, 1 up, -1 failed */
+	bool abandoned;
+	enum kg_tpm_op failed;
+	char err[512];
+};
+
+static void signer_destroy(struct kg_tpm_signer *s)
+{
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+static void bringup_free(struct bringup *b)
+{
+	pthread_cond_destroy(&b->cond);
+	pthread_mutex_destroy(&b->lock);
+	free(b);
+}
+
+static void *bringup_main(void *arg)
+{
+	struct bringup *b = arg;
+	enum kg_tpm_op f = KG_TPM_OP_LOAD;
+	char err[512] = "";
+	int rc = tpm_bring_up(b->s, &f, err, sizeof(err));
+	bool abandoned;
+
+	pthread_mutex_lock(&b->lock);
+	abandoned = b->abandoned;
+	if (!abandoned) {
+		b->state = rc == 0 ? 1 : -1;
+		b->failed = f;
+		memcpy(b->err, err, sizeof(err));
+		pthread_cond_signal(&b->cond);
+	}
+	pthread_mutex_unlock(&b->lock);
+	if (abandoned) {
+		/* the start gave up long ago: nobody else holds these */
+		if (rc == 0)
+			tpm_drop(b->s);
+		signer_destroy(b->s);
+		bringup_free(b);
+	}
+	return NULL;
+}
+
+/* 0 up; -1 failed or timed out (err says which). On a timeout *s is no longer the
+ * caller's (the bring-up thread frees it). */
+static int bring_up_bounded(struct kg_tpm_signer **sp, enum kg_tpm_op *failed, char *err,
+			    size_t errlen)
+{
+	struct bringup *b = calloc(1, sizeof(*b));
+	pthread_condattr_t ca;
+	pthread_t th;
+	struct timespec until;
+	int rc = 0;
+
+	if (b == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	b->s = *sp;
+	if (pthread_create(&th, NULL, bringup_main, b) != 0) {
+		bringup_free(b);
+		return tpm_bring_up(*sp, failed, err, errlen);   /* no thread: unbounded */
+	}
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += KG_TPM_START_TIMEOUT_S;
+	pthread_mutex_lock(&b->lock);
+	while (b->state == 0 && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&b->cond, &b->lock, &until);
+	if (b->state == 0) {
+		b->abandoned = true;
+		pthread_mutex_unlock(&b->lock);
+		(void)pthread_detach(th);
+		*sp = NULL;
+		*failed = KG_TPM_OP_CONNECT;
+		snprintf(err, errlen, "the TPM did not answer within %d s (stopped, or wedged?)",
+			 KG_TPM_START_TIMEOUT_S);
+		return -1;
+	}
+	pthread_mutex_unlock(&b->lock);
+	(void)pthread_join(th, NULL);
+	rc = b->state == 1 ? 0 : -1;
+	if (rc != 0) {
+		*failed = b->failed;
+		snprintf(err, errlen, "%s", b->err);
+	}
+	bringup_free(b);
+	return rc;
+}
+
 int kg_tpm_signer_new(const struct kg_tpm_signer_opts *o, struct kg_tpm_signer **out,
 		      enum kg_tpm_op *failed, char *err, size_t errlen)
 {
@@ -429,8 +540,14 @@ int kg_tpm_signer_new(const struct kg_tpm_signer_opts *o, struct kg_tpm_signer *
 	 * caller reports the failure in one line. TSS2_LOG set by the operator wins.
 	 * (Before any thread exists: the environment is process-wide.) */
 	(void)setenv("TSS2_LOG", "all+none", 0);
-	if (tpm_bring_up(s, &f, err, errlen) != 0)
+	if (bring_up_bounded(&s, &f, err, errlen) != 0) {
+		if (s == NULL) {   /* timed out: the bring-up thread owns it now */
+			if (failed)
+				*failed = f;
+			return -1;
+		}
 		goto fail;
+	}
 	s->pub = s->key.pub;
 	atomic_store(&s->up, true);
 	if (pthread_create(&s->thread, NULL, signer_main, s) != 0) {
@@ -446,9 +563,7 @@ int kg_tpm_signer_new(const struct kg_tpm_signer_opts *o, struct kg_tpm_signer *
 fail:
 	if (failed)
 		*failed = f;
-	pthread_cond_destroy(&s->cond);
-	pthread_mutex_destroy(&s->lock);
-	free(s);
+	signer_destroy(s);
 	return -1;
 }
 

@@ -45,8 +45,11 @@ struct kg_tpm_signer_opts {
 	uint64_t timeout_ms;         /* per request; 0: 1000 */
 };
 
-/* Connect, flush leftovers of a crashed process, load the key, start the thread.
- * 0; -1 with err: KG_TPM_OP_CONNECT or _LOAD in *failed (may be NULL). */
+/* Connect, flush leftovers of a crashed process, load the key (all within
+ * KG_TPM_START_TIMEOUT_S: a TPM that never answers fails the start, it does not hang
+ * it), start the thread. 0; -1 with err: KG_TPM_OP_CONNECT or _LOAD in *failed (may be
+ * NULL). */
+#define KG_TPM_START_TIMEOUT_S 10
 int kg_tpm_signer_new(const struct kg_tpm_signer_opts *o, struct kg_tpm_signer **out,
 		      enum kg_tpm_op *failed, char *err, size_t errlen) KG_MUST_USE;
 /* Stop the thread, unload the key, close the TPM (NULL-safe). A thread stuck in a TPM
@@ -79,7 +82,7 @@ void kg_tpm_req_release(struct kg_tpm_req *r);
  * kg_tpm_seal), through the thread, blocking the caller up to the signer's deadline
  * (main thread only: start-up and rotations, never a worker). The sealed form is
  * opaque bytes (at most KG_TPM_REQ_BUF). Failures are counted like a failed signature
- * (ktlsgate_tpm_errors_total kind "sign"; a missed deadline "timeout"). 0, or -1 with
+ * (ktlsgate_tpm_errors_total kind "seal"; a missed deadline "timeout"). 0, or -1 with
  * err (down, refused: e.g. another TPM's blob, timeout).
  */
 int kg_tpm_signer_seal(struct kg_tpm_signer *s, const uint8_t *secret, size_t len,

@@ -19,6 +19,9 @@
  * --resume (handshake, storm): an unmeasured first pass gives every device a TLS 1.3
  * session ticket; each later connection of the device offers its latest session, and
  * SSL_session_reused() counts what really resumed (0 resumed is reported and exit 1).
+ * --tls-only (handshake): each measured connection ends with close_notify right after
+ * its TLS handshake: no MQTT, so the server's CPU is the handshake's (accept, TLS,
+ * close) without the backend connect and the CONNECT/CONNACK relay.
  * --server-pids: the server's CPU (utime + stime of those processes) over the measured
  * phase only, so a priming pass is not charged to the handshakes measured.
  */
@@ -102,6 +105,7 @@ struct opts {
 	const char *username;     /* CONNECT user name, NULL: none */
 	const char *password;     /* CONNECT password, NULL: none */
 	bool resume;              /* handshake, storm: prime tickets, then offer them */
+	bool tls_only;            /* handshake: close after the TLS handshake (no MQTT) */
 	long backoff_min_ms;      /* storm: retry delay after a failed attempt, */
 	long backoff_max_ms;      /* uniformly in [min, max] */
 	double deadline;          /* storm: stop retrying this many s after the start */
@@ -487,6 +491,8 @@ static void conn_finish(struct conn *c)
 	if (c->ssl == NULL) {
 		if (c->wlen == 0)
 			(void)send(c->fd, disconnect, sizeof(disconnect), MSG_NOSIGNAL | MSG_DONTWAIT);
+	} else if (c->t->sh->o->tls_only && !c->t->sh->priming) {
+		(void)SSL_shutdown(c->ssl);   /* close_notify: no MQTT was spoken */
 	} else if (c->wlen == 0 && SSL_write(c->ssl, disconnect, sizeof(disconnect)) > 0) {
 		(void)SSL_shutdown(c->ssl);
 	}
@@ -901,6 +907,10 @@ static void conn_drive(struct conn *c, uint32_t events)
 			conn_fail(c, why);
 			return;
 		}
+		if (o->tls_only && !sh->priming && c->ssl != NULL) {
+			(void)on_connected(c);   /* handshake mode: counted, timed, closed */
+			return;
+		}
 		if (wbuf_reserve(c, 512) != 0) {
 			conn_fail(c, "out of memory");
 			return;
@@ -1258,6 +1268,8 @@ static void usage(FILE *f)
 		"        [--plain]  MQTT over TCP, no TLS: --ca not used, --devices optional\n"
 		"        [--resume]  handshake, storm: prime a ticket per device (unmeasured,\n"
 		"                    --concurrency in flight), then resume with it\n"
+		"        [--tls-only]  handshake: close after the TLS handshake, no MQTT\n"
+		"                    (the --resume priming pass still connects in full)\n"
 		"        [--server-pids PID,...]  report those processes' CPU over the measured phase\n"
 		"DIR holds dev-*/{chain.pem,key.pem}; the MQTT client id is the device CN\n"
 		"(--plain without --devices: kgb-N, one per connection).\n"
@@ -1371,6 +1383,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "username", required_argument, NULL, 'u' },
 		{ "password", required_argument, NULL, 'W' },
 		{ "resume", no_argument, NULL, 'R' },
+		{ "tls-only", no_argument, NULL, 'O' },
 		{ "deadline", required_argument, NULL, 'E' },
 		{ "backoff-min", required_argument, NULL, 'b' },
 		{ "backoff-max", required_argument, NULL, 'B' },
@@ -1424,6 +1437,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'G': rc = parse_long("gate", optarg, 0, 3600, &o->gate); break;
 		case 'p': rc = parse_long("ping", optarg, 1, 3600, &o->ping); ping_set = true; break;
 		case 'R': o->resume = true; break;
+		case 'O': o->tls_only = true; break;
 		case 'b': rc = parse_long("backoff-min", optarg, 0, 3600000, &o->backoff_min_ms); break;
 		case 'B': rc = parse_long("backoff-max", optarg, 0, 3600000, &o->backoff_max_ms); break;
 		case 'C': rc = parse_pids(optarg, o); break;
@@ -1471,6 +1485,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return -1;
 	if (o->mode == MODE_HANDSHAKE && o->count == 0 && o->duration <= 0) {
 		kg_log_warnx("handshake: --count 0 needs --duration");
+		return -1;
+	}
+	if (o->tls_only && (o->plain || o->mode != MODE_HANDSHAKE)) {
+		kg_log_warnx("--tls-only: handshake mode over TLS only");
 		return -1;
 	}
 	if (o->resume && (o->plain || (o->mode != MODE_HANDSHAKE && o->mode != MODE_STORM) ||

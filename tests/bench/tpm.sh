@@ -40,7 +40,7 @@ KTLSGATED=${KTLSGATED:-$BUILD/ktlsgated}
 
 # The command as given (the knobs set in the environment), for the report.
 CMDLINE="make bench-tpm"
-for v in BENCH_QUICK BENCH_REPEAT BENCH_THREADS BENCH_VARIANTS HS_COUNT HS_CONC HS_COUNT_TPM HS_CONC_TPM \
+for v in BENCH_QUICK BENCH_REPEAT BENCH_THREADS BENCH_VARIANTS HS_COUNT HS_CONC HS_COUNT_TPM HS_CONC_TPM HS_TLS_ONLY \
 	STORM_N STORM_LIMIT STORM_TIMEOUT_MS STORM_REPEAT_DIRECT SIGN_DELAY_MS TPM_WORKERS GATED_TIMEOUT_MS; do
 	if [[ -n ${!v:-} ]]; then CMDLINE+=" $v=${!v@Q}"; fi
 done
@@ -304,13 +304,14 @@ kgb() {
 		--devices "$PKI/devices" -t "$THREADS" --server-pids "$pids" "${@:2}" 2>>"$LOGS/kg-bench.log"
 }
 resume_opt() { if [[ $1 == *-resumed ]]; then echo --resume; fi; }
+tls_only_opt() { if [[ ${HS_TLS_ONLY:-0} == 1 ]]; then echo --tls-only; fi; }
 
 hs_run() {   # hs_run VARIANT REP
 	local v=$1 rep=$2 out rc=0 n e s0 s1 count=$HS_COUNT conc=$HS_CONC want
 	if [[ $v == tpm-direct ]]; then count=$HS_COUNT_TPM conc=$HS_CONC_TPM; fi
 	s0=$(tpm_signs)
-	# shellcheck disable=SC2046 # resume_opt is one word or none
-	out=$(kgb handshake --count "$count" --concurrency "$conc" $(resume_opt "$v")) || rc=$?
+	# shellcheck disable=SC2046 # each is one word or none
+	out=$(kgb handshake --count "$count" --concurrency "$conc" $(resume_opt "$v") $(tls_only_opt)) || rc=$?
 	s1=$(tpm_signs)
 	echo "$v handshake $rep $out" >>"$LOGS/kg-bench.json"
 	e=$(json_get "$out" errors)
@@ -492,7 +493,7 @@ report() {
 		echo
 		echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); ktlsgate $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'); $(nginx -v 2>&1 | sed 's|.*nginx/|nginx |'); $(openssl version | awk '{ print $1 " " $2 }'); swtpm $(swtpm --version 2>/dev/null | sed -n 's/.*version \([0-9.]*\).*/\1/p'); host $(uname -r), $(nproc) CPUs; load average (1/5/15) at the start: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 		echo "- command: \`$CMDLINE\`"
-		echo "- handshakes: $HS_COUNT per run, $HS_CONC in flight (tpm-direct: $HS_COUNT_TPM, $HS_CONC_TPM in flight), TLS 1.3 mTLS + MQTT CONNECT/CONNACK + close, kg-bench $THREADS thread(s); resumed variants: an unmeasured pass gives each device a ticket first; server CPU over the measured phase only; a fresh server per run; medians of $REPEAT run(s), the variants interleaved (order reversed every other round)"
+		echo "- handshakes: $HS_COUNT per run, $HS_CONC in flight (tpm-direct: $HS_COUNT_TPM, $HS_CONC_TPM in flight), TLS 1.3 mTLS + $( [[ ${HS_TLS_ONLY:-0} == 1 ]] && echo 'close_notify right after the handshake (HS_TLS_ONLY=1: no MQTT, no backend)' || echo 'MQTT CONNECT/CONNACK + close'), kg-bench $THREADS thread(s); resumed variants: an unmeasured pass gives each device a ticket first; server CPU over the measured phase only; a fresh server per run; medians of $REPEAT run(s), the variants interleaved (order reversed every other round)"
 		echo "- storm: $STORM_N devices connect at once, each attempt $STORM_TIMEOUT_MS ms at most, a failed one retried after 0.5-1 s (jittered), cut at $STORM_LIMIT s; a fresh daemon per storm; medians of $REPEAT (tpm-direct: $STORM_REPEAT_DIRECT) run(s). ktlsgated's handshake and CONNECT timeouts: $GATED_TIMEOUT_MS ms (default 10000)."
 		echo "- TPM: swtpm behind tests/tpm/tpmproxy.py, +$SIGN_DELAY_MS ms per TPM2_Sign; ECDSA P-256 key at a persistent handle; ktlsgated workers: $WORKERS, TPM variants: $TPM_WORKERS"
 		echo "- server chains (all under one root, which the devices trust): file key, TPM direct and nginx: server certificate + server-ca; certified-leaf: the daemon's leaf + the TPM key's CA certificate"

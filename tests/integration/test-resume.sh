@@ -32,7 +32,7 @@ setup() {
 	GW_LOG="$gw/gw.log"
 	: >"$GW_LOG"
 	pki_setup "$WORK/pki" || return 1
-	for d in rs-ok rs-dis rs-dis5 rs-susp rs-reload rs-tls12 rs-off rs-keys rs-list; do
+	for d in rs-ok rs-dis rs-dis5 rs-susp rs-reload rs-tls12 rs-off rs-keys rs-list rs-reuse; do
 		device_cert "$d" "$PKI/factory" || return 1
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
@@ -79,7 +79,7 @@ t_resumed_relays() {
 	echo "$out" | sed 's/^/    /'
 	has "$out" "conn 0 new TLSv1.3" || { note "first connection not a full TLS 1.3 handshake"; return 1; }
 	has "$out" "conn 1 reused TLSv1.3" || { note "second connection not resumed"; return 1; }
-	has "$out" "conn 2 reused TLSv1.3" || { note "third connection (renewed ticket) not resumed"; return 1; }
+	has "$out" "conn 2 reused TLSv1.3" || { note "third connection (the same ticket) not resumed"; return 1; }
 	[ "$(printf '%s\n' "$out" | grep -c 'connack 0x00$')" = 3 ] || { note "not three CONNACK 0"; return 1; }
 	[ "$(printf '%s\n' "$out" | grep -cx 'puback 0x00')" = 3 ] || { note "not three PUBACKs"; return 1; }
 	# the broker got what the resumed sessions published: the relay runs on their keys
@@ -115,6 +115,44 @@ refused_on_resume() {
 	printf '%s\n' "$AUDIT_OUT" | grep -q '"tls": *"resumed"' || { note "$d: audit line does not say resumed: $AUDIT_OUT"; return 1; }
 	pol1=$(metric_value ktlsgate_resumption_refusals_total 'reason="policy"')
 	[ "$pol1" -gt "$pol0" ] || { note "resumption_refusals_total{reason=policy} did not grow"; return 1; }
+}
+
+# ticket LINES N: the ticket the client held after connection N.
+ticket_of() {
+	printf '%s\n' "$1" | sed -n "s/^conn $2 ticket //p"
+}
+
+# [tls] ticket_reuse = on (the default): a resumption with a young ticket sends no new
+# one, the device resumes again with the ticket it got at its full handshake (and the
+# metric counts it); = off: a new ticket after every resumption. (Renewal past half the
+# lifetime: tests/unit/check_tickets.c, the lifetime being at least 60 s.)
+t_ticket_reuse() {
+	local out t0 t1 t2 re0 re1 conf_on
+	re0=$(metric_value ktlsgate_ticket_reuses_total '')
+	out=$(resume rs-reuse --times 3)
+	echo "$out" | sed 's/^/    /'
+	has "$out" "conn 2 reused TLSv1.3" || { note "third connection not resumed"; return 1; }
+	t0=$(ticket_of "$out" 0) t1=$(ticket_of "$out" 1) t2=$(ticket_of "$out" 2)
+	[ -n "$t0" ] && [ "$t0" = "$t1" ] && [ "$t1" = "$t2" ] ||
+		{ note "reuse on: tickets $t0 $t1 $t2, want one ticket throughout"; return 1; }
+	re1=$(metric_value ktlsgate_ticket_reuses_total '')
+	[ $((re1 - re0)) = 2 ] || { note "ticket_reuses_total +$((re1 - re0)), want +2"; return 1; }
+	conf_on=$(cat "$GW_CONF")
+	printf '\n[tls]\nticket_reuse = off\n' >>"$GW_CONF"
+	timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1 | grep -q "ticket_reuse off)$" ||
+		{ note "-t does not say ticket_reuse off"; printf '%s\n' "$conf_on" >"$GW_CONF"; return 1; }
+	timeout 10 "$KGCLI" -c "$GW_CONF" reload >/dev/null ||
+		{ note "reload failed"; printf '%s\n' "$conf_on" >"$GW_CONF"; return 1; }
+	out=$(resume rs-reuse --times 3)
+	printf '%s\n' "$conf_on" >"$GW_CONF"
+	timeout 10 "$KGCLI" -c "$GW_CONF" reload >/dev/null || { note "reload back failed"; return 1; }
+	echo "$out" | sed 's/^/    /'
+	has "$out" "conn 2 reused TLSv1.3" || { note "reuse off: third connection not resumed"; return 1; }
+	t0=$(ticket_of "$out" 0) t1=$(ticket_of "$out" 1) t2=$(ticket_of "$out" 2)
+	[ -n "$t0" ] && [ "$t0" != "$t1" ] && [ "$t1" != "$t2" ] && [ "$t0" != "$t2" ] ||
+		{ note "reuse off: tickets $t0 $t1 $t2, want a new one each time"; return 1; }
+	[ "$(metric_value ktlsgate_ticket_reuses_total '')" = "$re1" ] ||
+		{ note "reuse off: ticket_reuses_total grew"; return 1; }
 }
 
 t_disabled_after_ticket() {
@@ -251,7 +289,8 @@ after_each() {
 ALL_TESTS=(t_resumed_relays t_disabled_after_ticket t_suspended_after_ticket
 	t_pin_changed_after_ticket t_ca_removed_full_handshake t_reload_full_handshake
 	t_leaf_expired_full_handshake
-	t_tls12_never_resumes t_session_list_tls t_tickets_shared_by_workers t_resumption_off)
+	t_tls12_never_resumes t_session_list_tls t_tickets_shared_by_workers t_ticket_reuse
+	t_resumption_off)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / brokers / gateway (log: ${GW_LOG:-none})"

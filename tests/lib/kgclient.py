@@ -452,8 +452,13 @@ def cmd_resume(a):
                     env = dict(os.environ, KGC_CONN=str(i))
                     out("conn %d during rc=%d" % (i, subprocess.call(
                         a.during, shell=True, timeout=a.timeout * 4, env=env)))
-                # a TLS 1.3 ticket arrives before the first application data
+                # a TLS 1.3 ticket arrives before the first application data;
+                # without one (the server let the client keep its ticket) the
+                # session offered is the one to offer again. OpenSSL names a
+                # client's ticket session by the SHA-256 of the ticket.
                 sess = s.session
+                if sess is not None:
+                    out("conn %d ticket %s" % (i, sess.id.hex()[:16]))
                 s.sendall(disconnect_packet())
         except ssl.SSLError as e:
             out("conn %d tls_error: %s" % (i, e))

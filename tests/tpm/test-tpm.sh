@@ -440,6 +440,30 @@ t_stopped_tpm_never_blocks() {
 	[ "$got" = 1 ] || { note "ktlsgate_tpm_up = $got after SIGCONT"; return 1; }
 }
 
+# A TPM that takes the connection and never answers (swtpm SIGSTOPped) at start: the
+# daemon does not hang; it gives up after KG_TPM_START_TIMEOUT_S (10 s) with one line
+# that says so, and exits non-zero (systemd then restarts it: a stalled TPM is not a
+# config error to wait out silently).
+t_stopped_tpm_at_start() {
+	local out rc=0 t0 t1
+	stop_gateway
+	conf_set key "handle:$HANDLE"
+	conf_set cert server/tpm-chain.pem
+	tpm_section "tcti = $PROXY_TCTI"
+	kill -STOP "$SWTPM_PID"
+	t0=$(date +%s)
+	out=$(timeout 40 "$GATED" -c "$GW_CONF" 2>&1) || rc=$?
+	t1=$(date +%s)
+	kill -CONT "$SWTPM_PID"
+	echo "    exit $rc after $((t1 - t0)) s: $(printf '%s\n' "$out" | grep -m1 'did not answer')"
+	[ "$rc" != 0 ] && [ "$rc" != 124 ] || { note "start with a stopped TPM: exit $rc (124: hung)"; return 1; }
+	[ $((t1 - t0)) -ge 9 ] && [ $((t1 - t0)) -le 25 ] || { note "gave up after $((t1 - t0)) s, want about 10"; return 1; }
+	grep -q "the TPM did not answer within 10 s" <<<"$out" || { note "no clear line: $(tail -3 <<<"$out")"; return 1; }
+	# the TPM answers again: a start works
+	start_gateway || { note "gateway did not start after SIGCONT: $(tail -3 "$GW_LOG")"; return 1; }
+	[ "$(connack dev2)" = "connack 0x00" ] || { note "after SIGCONT: no CONNACK 0"; return 1; }
+}
+
 # swtpm killed mid-run and started again: the live session stays, a new full
 # handshake fails with an alert (audit tpm_unavailable, ktlsgate_tpm_up 0), and once
 # swtpm is back the signer reconnects and handshakes succeed, without a restart.
@@ -596,7 +620,7 @@ t_tpm_absent() {
 
 ALL_TESTS=(t_cli_keygen_info t_cli_csr t_tls_handle t_only_signatures_in_tpm t_resumed_no_signature t_reload_keeps_signer
 	t_tss2_file_and_exit_flush t_kill9_cleanup t_rsa_tls t_rsa_file_key t_rsa_sign_only_refused
-	t_stopped_tpm_never_blocks t_tpm_killed_and_back t_close_while_waiting t_queue_full
+	t_stopped_tpm_at_start t_stopped_tpm_never_blocks t_tpm_killed_and_back t_close_while_waiting t_queue_full
 	t_tpm_absent t_sign_error_counted)
 
 # --- certified-leaf mode (issue 13) --------------------------------------------------
@@ -825,8 +849,8 @@ ALL_TESTS+=(t_leaf_issuer_not_ca_refused t_leaf_tls t_leaf_no_tpm_per_handshake
 # The TPM goes away in certified-leaf mode (60 s leaf): the rotation at 30 s fails and is
 # counted and logged, devices still connect with the current leaf (the TPM is not needed
 # for handshakes); retries every 15 s (a quarter of the lifetime); once the leaf expires
-# the daemon says so loudly at each retry and devices refuse it. (Reconnecting to a TPM
-# that comes back is issue 13's run-time TPM part: here the gate is restarted.)
+# the daemon says so loudly at each retry and devices refuse it. Then the TPM comes
+# back: the next retry makes a new leaf and devices connect again, with no restart.
 t_leaf_tpm_down() {
 	local got i mark
 	leaf_gateway 60 server/tpmca-chain.pem || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
@@ -856,9 +880,23 @@ t_leaf_tpm_down() {
 	got=$(connack dev1 2>&1 | head -1)
 	case $got in "connack 0x00") note "a device accepted the expired leaf"; return 1 ;; esac
 	echo "    after expiry: $got; rotation failures $(sample_value ktlsgate_tpm_leaf_rotation_failures_total)"
-	stop_gateway
-	start_tpmproxy || { note "proxy did not restart"; return 1; }
-	tpm_section "tcti = $PROXY_TCTI"
+	# The TPM comes back (the proxy again on the same port): the next retry (15 s
+	# after the last) makes a new leaf, without a restart, and devices connect again.
+	$PY "$KG_TPM_DIR/tpmproxy.py" --listen "$PROXY_PORT" --upstream "$SWTPM_PORT" \
+		--ctrl-upstream "$SWTPM_CTRL" --log "$TPMLOG" >>"$WORK/tpmproxy.log" 2>&1 &
+	PROXY_PID=$!
+	KG_PIDS+=("$PROXY_PID")
+	wait_port "$PROXY_PORT" 10 "$PROXY_PID" || { note "proxy did not restart"; return 1; }
+	for ((i = 0; i < 250; i++)); do
+		[ "$(sample_value ktlsgate_tpm_leaf_rotations_total)" = 2 ] && break
+		sleep 0.1
+	done
+	[ "$(sample_value ktlsgate_tpm_leaf_rotations_total)" = 2 ] ||
+		{ note "no new leaf within 25 s of the TPM's return: $(tail -3 "$GW_LOG")"; return 1; }
+	got=$(connack dev1)
+	[ "$got" = "connack 0x00" ] || { note "after the TPM returned: $got"; return 1; }
+	[ "$(sample_value ktlsgate_tpm_up)" = 1 ] || { note "tpm_up not 1 after the TPM returned"; return 1; }
+	echo "    TPM back: a new leaf, devices admitted, no restart (pid $GW_PID)"
 }
 
 ALL_TESTS+=(t_leaf_tpm_down)
@@ -1083,6 +1121,10 @@ t_tickets_other_tpm() {
 	start_gateway || { note "gateway on the second TPM did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	grep -q "session ticket keys: cannot restore from $WORK/copied.sealed" "$GW_LOG" || { note "no warning: $(grep 'ticket keys' "$GW_LOG")"; return 1; }
 	echo "    $(grep -o 'cannot restore from [^;]*' "$GW_LOG" | head -1 | sed "s|$WORK/||g")"
+	got=$(sample_value 'ktlsgate_tpm_errors_total{kind="seal"}')
+	[ "$got" = 1 ] || { note "the refused unseal: ktlsgate_tpm_errors_total{kind=seal} = $got, want 1"; return 1; }
+	got=$(sample_value 'ktlsgate_tpm_errors_total{kind="sign"}')
+	[ "$got" = 0 ] || { note "the refused unseal counted as a signature error ($got)"; return 1; }
 	got=$(connack dev1)
 	[ "$got" = "connack 0x00" ] || { note "on the second TPM: $got"; return 1; }
 	stop_gateway

@@ -305,6 +305,25 @@ static X509 *load_cert(const char *sub)
 	return x;
 }
 
+/* ticket_reuse: a resumption renews the ticket only from half its lifetime on; a
+ * ticket "issued" in the future (a clock step back) is renewed; reuse off: always. */
+START_TEST(renew_due_at_half_life)
+{
+	const int64_t t0 = 1700000000, life = 7200;
+
+	ck_assert(!kg_ticket_renew_due(t0, t0, life, true));
+	ck_assert(!kg_ticket_renew_due(t0, t0 + life / 2 - 1, life, true));
+	ck_assert(kg_ticket_renew_due(t0, t0 + life / 2, life, true));
+	ck_assert(kg_ticket_renew_due(t0, t0 + life + 5, life, true));
+	ck_assert(kg_ticket_renew_due(t0 + 10, t0, life, true));
+	ck_assert(kg_ticket_renew_due(t0, t0, life, false));
+	ck_assert(kg_ticket_renew_due(t0, t0 + 1, life, false));
+	/* the shortest lifetime allowed (60 s): renewed from 30 s */
+	ck_assert(!kg_ticket_renew_due(t0, t0 + 29, 60, true));
+	ck_assert(kg_ticket_renew_due(t0, t0 + 30, 60, true));
+}
+END_TEST
+
 START_TEST(check_binds_leaf_generation_and_time)
 {
 	X509 *a = load_cert("dev-a"), *b = load_cert("dev-b");
@@ -779,6 +798,7 @@ Suite *kg_suite_tickets(void)
 	TCase *file = tcase_create("file");
 
 	tcase_add_test(tc, rotation_on_schedule);
+	tcase_add_test(tc, renew_due_at_half_life);
 	tcase_add_test(tc, retired_key_decrypts_within_lifetime);
 	tcase_add_test(tc, store_never_over_capacity);
 	tcase_add_test(tc, export_import_round_trip);
