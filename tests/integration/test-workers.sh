@@ -7,6 +7,8 @@
 #                         handshakes by result, bytes each way, connections, sessions)
 #                         in one scrape; the bytes published are counted; both workers
 #                         took connections and handshakes
+#   t_kernel_relay_bytes  a plain session relayed by the kernel (sockmap, or splice): its
+#                         bytes reach its worker's counters, the sums still hold
 #   t_cpu_seconds         the CPU seconds of each worker grew with its handshakes and are
 #                         the thread's own: between two reads of
 #                         /proc/PID/task/TID/stat (utime + stime) of kg-workerN
@@ -38,7 +40,13 @@ setup() {
 	GW_CONF="$GW_DIR/ktlsgate.conf"
 	GW_LOG="$GW_DIR/gw.log"
 	: >"$GW_LOG"
+	# a plain listener: its sessions are relayed in the kernel (sockmap, or splice)
+	PLAIN_PORT=$(free_port)
+	printf '\n[listener closed-net]\ntype = plain\nallow_plain = yes\nlisten = 127.0.0.1:%s\n' "$PLAIN_PORT" >>"$GW_CONF"
 	pki_setup "$WORK/pki" || return 1
+	kg device add wk-tok --auth token >"$WORK/add.out" 2>/dev/null || return 1
+	TOKEN=$(sed -n 's/^token: //p' "$WORK/add.out")
+	[ -n "$TOKEN" ] || { echo "device add printed no token" >&2; return 1; }
 	device_cert wk-1 "$PKI/factory" || return 1
 	kg device add wk-1 >/dev/null || return 1
 	device_cert wk-hold "$PKI/factory" || return 1
@@ -271,6 +279,41 @@ t_per_worker_sums() {
 	return $bad
 }
 
+# --- a kernel-relayed session's bytes ----------------------------------------------------
+
+# A plain session is relayed by the kernel (sockmap here, as root on a kernel with the
+# kfunc; splice without it): the daemon reads the kernel's per-session byte counts (at
+# a listing, an idle check, the end), and they land in its worker's counters.
+t_kernel_relay_bytes() {
+	local out bad=0 msg mode v w n0 n1
+	quiet_scrape "$WORK/kb0.txt" || return 1
+	msg=$(head -c $MSG_LEN /dev/zero | tr '\0' 'k')
+	out=$(kgc connect --plain --port "$PLAIN_PORT" --id wk-tok --username "$TOKEN" --topic itest/wk --msg "$msg")
+	printf '%s\n' "$out" | grep -q '^connack 0x00' || { note "plain session: $out"; return 1; }
+	quiet_scrape "$WORK/kb1.txt" || return 1
+	for mode in sockmap splice plain; do
+		n0=$(wk get "$WORK/kb0.txt" ktlsgate_sessions_started_total mode=$mode)
+		n1=$(wk get "$WORK/kb1.txt" ktlsgate_sessions_started_total mode=$mode)
+		[ "$n0" != "$n1" ] && { v=$mode; break; }
+	done
+	echo "    the plain session ran in mode ${v:-none}"
+	case ${v:-none} in sockmap | splice) ;; *) note "the plain session was not kernel-relayed (mode ${v:-none})"; return 1 ;; esac
+	out=$(wk sums "$WORK/kb1.txt" 2)
+	printf '%s\n' "$out" | grep -q '^BAD ' &&
+		{ note "$(printf '%s\n' "$out" | grep '^BAD ' | sed 's/^BAD //' | paste -sd ';' -)"; bad=1; }
+	# its worker's device_to_broker counter took the publish
+	n0=0
+	for w in 0 1; do
+		v=$(awk -v a="$(wk get "$WORK/kb0.txt" ktlsgate_worker_bytes_relayed_total worker=$w direction=device_to_broker)" \
+			-v b="$(wk get "$WORK/kb1.txt" ktlsgate_worker_bytes_relayed_total worker=$w direction=device_to_broker)" 'BEGIN { print b - a }')
+		echo "    worker $w: device_to_broker +$v"
+		awk -v v="$v" -v m=$MSG_LEN 'BEGIN { exit !(v >= m) }' && n0=$((n0 + 1))
+	done
+	[ "$n0" = 1 ] || { note "$n0 workers counted the $MSG_LEN bytes published, want exactly 1"; bad=1; }
+	[ $bad = 0 ] || WHY=${WHY:-see above}
+	return $bad
+}
+
 # --- CPU seconds ----------------------------------------------------------------------
 
 t_cpu_seconds() {
@@ -435,7 +478,7 @@ after_each() {
 	kill -0 "$GW_PID" 2>/dev/null || { echo "    ktlsgated died; log:"; tail -20 "$GW_LOG"; return 1; }
 }
 
-ALL_TESTS=(t_per_worker_sums t_cpu_seconds t_session_worker t_status_per_worker t_imbalance_even t_imbalance_hot)
+ALL_TESTS=(t_per_worker_sums t_cpu_seconds t_kernel_relay_bytes t_session_worker t_status_per_worker t_imbalance_even t_imbalance_hot)
 
 if ! setup; then
 	echo "FAIL setup"
