@@ -30,6 +30,9 @@ set -u
 
 setup() {
 	kg_init workers
+	# relay = auto (make check-integration pins userspace): plain sessions then go to
+	# the kernel (t_kernel_relay_bytes); TLS ones to what the host can do
+	unset KG_RELAY
 	BK_PORT=$(free_port)
 	BK2_PORT=$(free_port)
 	GW_PORT=$(free_port)
