@@ -29,7 +29,7 @@
 #define KG_BALANCE_WINDOW_MS 60000
 /* Fewer accepts than this per worker on average in the window: not judged. Random
  * steering of m connections over n workers puts about m/n + sqrt(2 ln n * m/n) on the
- * busiest one: at 50 per worker that is 1.24 x the mean for 2 workers, 1.41 for 64, so
+ * busiest one: at 50 per worker that is 1.17 x the mean for 2 workers, 1.41 for 64, so
  * the alert's 1.5 is not reached by chance. */
 #define KG_BALANCE_MIN_PER_WORKER 50
 
