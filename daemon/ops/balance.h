@@ -30,7 +30,7 @@
 /* Fewer accepts than this per worker on average in the window: not judged. Random
  * steering of m connections over n workers puts about m/n + sqrt(2 ln n * m/n) on the
  * busiest one: at 50 per worker that is 1.17 x the mean for 2 workers, 1.41 for 64, so
- * the alert's 1.5 is not reached by chance. */
+ * the alert (1.5, held for 15 minutes) is not reached by chance. */
 #define KG_BALANCE_MIN_PER_WORKER 50
 
 struct kg_balance {
