@@ -140,19 +140,19 @@ static int session_list(struct kg_cli *cli, int argc, char **argv)
 	 * the daemon's CLOCK_REALTIME and make a session's age read one second short. */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (int64_t)ts.tv_sec;
-	printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %8s %12s\n", "ID", "DEVICE", "PEER", "STATE",
-	       "MODE", "TLS", "BACKEND", "AGE", "BYTES");
+	printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %8s %12s %s\n", "ID", "DEVICE", "PEER", "STATE",
+	       "MODE", "TLS", "BACKEND", "AGE", "BYTES", "WORKER");
 	n = json_object_array_length(l.arr);
 	for (i = 0; i < n; i++) {
 		struct json_object *o = json_object_array_get_idx(l.arr, i);
 
 		since = int_field(o, "since");
-		printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %7" PRId64 "s %12" PRId64 "\n",
+		printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %7" PRId64 "s %12" PRId64 " %s\n",
 		       str_field(o, "id"), str_field(o, "device"), str_field(o, "peer"),
 		       str_field(o, "state"), str_field(o, "mode"), str_field(o, "tls"),
 		       str_field(o, "backend"),
 		       since > 0 && since <= now ? now - since : 0,
-		       int_field(o, "bytes_up") + int_field(o, "bytes_down"));
+		       int_field(o, "bytes_up") + int_field(o, "bytes_down"), str_field(o, "worker"));
 	}
 	json_object_put(l.arr);
 	return KG_EXIT_OK;
@@ -209,6 +209,66 @@ int kg_cli_session(struct kg_cli *cli, int argc, char **argv)
 	return kg_cli_dispatch(cli, argc, argv, verbs, kg_cli_usage_session);
 }
 
+/*
+ * The status reply: the daemon's object, then one object per worker ({"worker": N,
+ * ...}: control.h). *o: the first, with the others moved into its "per_worker" array
+ * (an older daemon sends none: no array). A later line that is not a worker's is the
+ * daemon speaking another protocol: an error, not something to guess at.
+ */
+static int gather_workers(struct json_object *arr, struct json_object **o)
+{
+	size_t n = json_object_array_length(arr);
+	struct json_object *per;
+
+	*o = json_object_array_get_idx(arr, 0);
+	if (n == 1)
+		return KG_EXIT_OK;
+	per = json_object_new_array();
+	if (per == NULL || json_object_object_add(*o, "per_worker", per) != 0) {
+		json_object_put(per);
+		kg_cli_err("out of memory");
+		return KG_EXIT_RUNTIME;
+	}
+	for (size_t i = 1; i < n; i++) {
+		struct json_object *w = json_object_array_get_idx(arr, i), *idx;
+
+		if (!json_object_object_get_ex(w, "worker", &idx)) {
+			kg_cli_err("daemon sent a status line %zu that is not a worker's", i + 1);
+			return KG_EXIT_RUNTIME;
+		}
+		if (json_object_array_add(per, json_object_get(w)) != 0) {
+			json_object_put(w);
+			kg_cli_err("out of memory");
+			return KG_EXIT_RUNTIME;
+		}
+	}
+	return KG_EXIT_OK;
+}
+
+/* The per-worker lines as a table under the key: value lines (nothing without them). */
+static void print_workers(struct json_object *o)
+{
+	struct json_object *per;
+	size_t n;
+
+	if (!json_object_object_get_ex(o, "per_worker", &per) ||
+	    !json_object_is_type(per, json_type_array))
+		return;
+	n = json_object_array_length(per);
+	printf("%-6s %10s %10s %10s %10s %8s %14s %14s %10s\n", "WORKER", "ACCEPTED", "HS_OK",
+	       "HS_FAILED", "CONNS", "SESSIONS", "BYTES_UP", "BYTES_DOWN", "CPU_S");
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *w = json_object_array_get_idx(per, i);
+
+		printf("%-6s %10" PRId64 " %10" PRId64 " %10" PRId64 " %10" PRId64 " %8" PRId64
+		       " %14" PRId64 " %14" PRId64 " %10s\n",
+		       str_field(w, "worker"), int_field(w, "accepted"), int_field(w, "handshakes_ok"),
+		       int_field(w, "handshakes_failed") + int_field(w, "handshakes_timeout"),
+		       int_field(w, "connections"), int_field(w, "sessions"), int_field(w, "bytes_up"),
+		       int_field(w, "bytes_down"), str_field(w, "cpu_s"));
+	}
+}
+
 int kg_cli_status(struct kg_cli *cli, int argc, char **argv)
 {
 	char final[KG_CONTROL_LINE_MAX];
@@ -228,26 +288,30 @@ int kg_cli_status(struct kg_cli *cli, int argc, char **argv)
 		return KG_EXIT_RUNTIME;
 	}
 	rc = call(cli, "status", &l, final, sizeof(final));
-	if (rc == KG_EXIT_OK && json_object_array_length(l.arr) != 1) {
-		kg_cli_err("daemon sent %zu status lines, expected 1", json_object_array_length(l.arr));
+	if (rc == KG_EXIT_OK && json_object_array_length(l.arr) < 1) {
+		kg_cli_err("daemon sent no status line");
 		rc = KG_EXIT_RUNTIME;
 	}
+	if (rc == KG_EXIT_OK)
+		rc = gather_workers(l.arr, &o);
 	if (rc != KG_EXIT_OK) {
 		json_object_put(l.arr);
 		return rc;
 	}
-	o = json_object_array_get_idx(l.arr, 0);
 	if (json) {
 		puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
 							       JSON_C_TO_STRING_NOSLASHESCAPE));
 	} else {
 		json_object_object_foreach(o, key, val) {
+			if (strcmp(key, "per_worker") == 0)
+				continue;   /* a table below */
 			printf("%s: %s\n", key,
 			       val == NULL ? "null"
 					   : json_object_is_type(val, json_type_string)
 						     ? json_object_get_string(val)
 						     : json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN));
 		}
+		print_workers(o);
 	}
 	json_object_put(l.arr);
 	return KG_EXIT_OK;

@@ -265,6 +265,41 @@ static void reply(struct out *o, const char *fmt, ...)
 	out_put(o, line, (size_t)n);
 }
 
+/* One line per worker after the status object (the CLI gathers them into its
+ * "per_worker" array): a line each keeps every reply line far below
+ * KG_CONTROL_LINE_MAX, whatever the worker count. */
+static void do_status_workers(struct kg_daemon *d, struct out *o)
+{
+	for (unsigned i = 0; i < d->n_workers; i++) {
+		struct json_object *j = json_object_new_object();
+		struct kg_worker_stat st;
+		char cpu[32];
+
+		if (j == NULL) {
+			o->failed = true;
+			return;
+		}
+		kg_worker_stat(&d->workers[i], &st);
+		json_object_object_add(j, "worker", json_object_new_int((int)st.worker));
+		json_object_object_add(j, "accepted", json_object_new_uint64(st.accepted));
+		json_object_object_add(j, "handshakes_ok", json_object_new_uint64(st.handshakes[KG_HS_OK]));
+		json_object_object_add(j, "handshakes_failed",
+				       json_object_new_uint64(st.handshakes[KG_HS_FAILED]));
+		json_object_object_add(j, "handshakes_timeout",
+				       json_object_new_uint64(st.handshakes[KG_HS_TIMEOUT]));
+		json_object_object_add(j, "connections", json_object_new_int64(st.connections));
+		json_object_object_add(j, "sessions", json_object_new_int64(st.sessions));
+		json_object_object_add(j, "bytes_up", json_object_new_uint64(st.bytes[KG_DIR_UP]));
+		json_object_object_add(j, "bytes_down", json_object_new_uint64(st.bytes[KG_DIR_DOWN]));
+		/* to the millisecond: more digits are noise at the scale operators read */
+		snprintf(cpu, sizeof(cpu), "%.3f", st.cpu_seconds);
+		json_object_object_add(j, "cpu_s", st.cpu_seconds >= 0
+				       ? json_object_new_double_s(st.cpu_seconds, cpu) : NULL);
+		reply(o, "%s", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+		json_object_put(j);
+	}
+}
+
 static void do_status(struct kg_daemon *d, struct out *o)
 {
 	struct json_object *j = json_object_new_object();
@@ -287,9 +322,21 @@ static void do_status(struct kg_daemon *d, struct out *o)
 	json_object_object_add(j, "registry", json_object_new_string(shown));
 	json_object_object_add(j, "reloads", json_object_new_uint64(atomic_load(&d->reloads)));
 	json_object_object_add(j, "reload_failures", json_object_new_uint64(atomic_load(&d->reload_failures)));
+	{
+		uint64_t window_ms = 0;
+		double imb = kg_workers_accept_imbalance(d, &window_ms);
+		char txt[32];
+
+		/* null: too few accepts in the window to judge (ops/balance.h) */
+		snprintf(txt, sizeof(txt), "%.3f", imb);
+		json_object_object_add(j, "accept_imbalance",
+				       imb > 0 ? json_object_new_double_s(imb, txt) : NULL);
+		json_object_object_add(j, "accept_window_s", json_object_new_uint64(window_ms / 1000));
+	}
 	reply(o, "%s", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
 	json_object_put(j);
 	kg_snapshot_put(s);
+	do_status_workers(d, o);
 	reply(o, "OK");
 }
 

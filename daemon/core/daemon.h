@@ -35,6 +35,7 @@
 
 #include "ktlsgate/clock.h"
 #include "ktlsgate/compiler.h"
+#include "ops/balance.h"
 #include "ops/config.h"
 #include "ops/metrics.h"
 #include "ops/notify.h"
@@ -69,6 +70,10 @@ struct kg_daemon {
 
 	struct kg_worker *workers;
 	unsigned n_workers;
+	/* The accept imbalance's window (ops/balance.h), looked at by scrapes (metrics
+	 * thread) and `status` (main thread): worker_stats.c, under balance_lock. */
+	pthread_mutex_t balance_lock;
+	struct kg_balance balance;
 	struct kg_writer *writer;           /* registry writes off the hot path */
 	struct kg_metrics_http *metrics_http;
 	struct kg_edge *edge;               /* XDP gate (edge.h); inactive without BPF */

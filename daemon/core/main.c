@@ -142,6 +142,7 @@ static char *render_metrics(void *arg, size_t *len)
 {
 	struct kg_daemon *d = arg;
 	struct kg_metrics *per[257];   /* the workers', then the writer's (enrolments) */
+	double cpu[256];               /* each worker thread's CPU seconds */
 	struct kg_metrics_info info = {
 		.state_names = kg_conn_state_names,
 		.n_states = KG_ST_MAX,
@@ -205,9 +206,13 @@ static char *render_metrics(void *arg, size_t *len)
 	info.n_backends = s->cfg.n_backends;
 	info.listeners = s->cfg.listeners;
 	info.n_listeners = s->cfg.n_listeners;
-	for (unsigned i = 0; i < d->n_workers; i++)
+	for (unsigned i = 0; i < d->n_workers; i++) {
 		per[i] = &d->workers[i].metrics;
+		cpu[i] = kg_worker_cpu_seconds(&d->workers[i]);
+	}
 	per[d->n_workers] = kg_writer_metrics(d->writer);
+	info.worker_cpu_seconds = cpu;
+	info.accept_imbalance = kg_workers_accept_imbalance(d, NULL);
 	body = kg_metrics_render(per, d->n_workers + 1, &info, len);
 	kg_snapshot_put(s);
 	if (body == NULL)
@@ -875,9 +880,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktlsgated: cannot start the password-hash threads\n");
 		goto out_auth;
 	}
-	d->workers = calloc(d->n_workers, sizeof(*d->workers));
+	d->workers = kg_workers_alloc(d->n_workers);   /* cache-line aligned (worker.h) */
 	if (d->workers == NULL)
 		goto out_auth;
+	kg_workers_balance_init(d);
 	for (unsigned i = 0; i < d->n_workers; i++) {
 		if (kg_worker_init(&d->workers[i], d, i, err, sizeof(err)) < 0) {
 			/* a worker's read handle fails with the store's words */
@@ -939,6 +945,7 @@ out_metrics:
 out_workers:
 	for (unsigned i = 0; i < started_workers; i++)
 		kg_worker_fini(&d->workers[i]);
+	kg_workers_balance_fini(d);
 	free(d->workers);
 out_auth:
 	kg_auth_pool_free(d->auth_pool);   /* after the workers: no submit, pop or cancel */

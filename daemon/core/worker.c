@@ -622,6 +622,10 @@ int kg_worker_start(struct kg_worker *w)
 	atomic_store_explicit(&w->loop_ms, kg_now_ms(), memory_order_relaxed);
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
 		return KG_E_RESOURCE;
+	/* Taken now, while w->thread is certainly valid: a scrape reads the clock later
+	 * from another thread (worker_stats.c), possibly after the join. */
+	if (pthread_getcpuclockid(w->thread, &w->cpu_clock) == 0)
+		atomic_store_explicit(&w->cpu_clock_ok, true, memory_order_release);
 	/* "kg-worker3" in top -H, ps -L and /proc/PID/task/TID/comm */
 	snprintf(name, sizeof(name), "kg-worker%u", w->idx);
 	name[15] = '\0';

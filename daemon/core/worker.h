@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "core/conn.h"
 #include "core/daemon.h"
@@ -18,6 +19,10 @@
 #include "ops/ratelimit.h"
 #include "registry/registry.h"
 #include "core/srclimit.h"
+
+/* Worker structs are cache-line aligned (their metrics): allocate arrays of them with
+ * kg_workers_alloc(). */
+#define KG_CACHE_LINE 64
 
 enum kg_cmd_type {
 	KG_CMD_REVALIDATE_DEVICE,  /* arg: device id: re-run policy on its sessions */
@@ -64,7 +69,13 @@ struct kg_worker {
 	uint64_t next_id;
 	pthread_mutex_t q_lock;
 	struct kg_cmd_node *q_head;
-	struct kg_metrics metrics;
+	/* Written by this worker alone, read by the scrape (relaxed): on cache lines of
+	 * its own, so neither the main thread's queue pushes above nor the next worker's
+	 * fields (d->workers is an array) share a line with the counters. */
+	_Alignas(KG_CACHE_LINE) struct kg_metrics metrics;
+	_Alignas(KG_CACHE_LINE) clockid_t cpu_clock; /* this thread's CPU clock (start) */
+	atomic_bool cpu_clock_ok;             /* cpu_clock set (release; a scrape may run
+					       * while the workers start) */
 	struct kg_pipe_pool pipes;            /* splice pipes for kTLS sessions */
 	struct kg_srclimit *srclimit;         /* per-source admission, this worker's */
 	int reserve_fd;                       /* kept open to shed a connection at EMFILE */
@@ -98,6 +109,9 @@ int kg_worker_start(struct kg_worker *w) KG_MUST_USE;
 void kg_worker_join(struct kg_worker *w);
 void kg_worker_fini(struct kg_worker *w);
 
+/* n zeroed, aligned worker structs (free() them), or NULL. */
+struct kg_worker *kg_workers_alloc(unsigned n);
+
 /* Run cmd on every worker and wait for all answers (workers never block). */
 int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd) KG_MUST_USE;
 /* Wake w's loop (its command eventfd) without a command: it then reads its sockmap
@@ -108,5 +122,32 @@ void kg_worker_reap(struct kg_worker *w);
 
 /* Re-evaluate interest for accept after a handshake finished. */
 void kg_worker_accept_resume(struct kg_worker *w);
+
+/*
+ * Per-worker figures (worker_stats.c), read from any thread at scrape or `status`
+ * time with relaxed loads: the workers pay nothing per event beyond their own
+ * counters. The same counters the aggregate metrics sum, so the per-worker figures
+ * add up to them.
+ */
+struct kg_worker_stat {
+	unsigned worker;
+	uint64_t accepted;
+	uint64_t handshakes[KG_HS_MAX];     /* ok, failed, timeout */
+	uint64_t bytes[KG_DIR_MAX];         /* device -> broker, broker -> device */
+	int64_t connections;                /* live, any state */
+	int64_t sessions;                   /* relaying, any data path */
+	double cpu_seconds;                 /* the thread's CPU time; -1: unknown */
+};
+void kg_worker_stat(const struct kg_worker *w, struct kg_worker_stat *out);
+/* The worker thread's CPU time (user + system) in seconds: its pthread CPU clock,
+ * taken at kg_worker_start(). -1 before that or once the thread is gone. */
+double kg_worker_cpu_seconds(const struct kg_worker *w);
+/* Before the first kg_workers_accept_imbalance(), after d->workers exist (main.c). */
+void kg_workers_balance_init(struct kg_daemon *d);
+void kg_workers_balance_fini(struct kg_daemon *d);
+/* The accept imbalance over the workers (ops/balance.h): max / mean of the accepts
+ * each took in the last 1-2 minutes; -1 when too few to judge. *window_ms may be NULL.
+ * Any thread (serialised by d->balance_lock). */
+double kg_workers_accept_imbalance(struct kg_daemon *d, uint64_t *window_ms);
 
 #endif

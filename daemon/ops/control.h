@@ -7,7 +7,9 @@
  * a client 2 s from accept to reply sent (then closes it) and keeps at most 16 open.
  * One daemon answers per socket: a second one refuses to start. Verbs:
  *   ping                       -> OK
- *   status                     -> one JSON object line, OK
+ *   status                     -> one JSON object line, then one line per worker
+ *                                 ({"worker":N,"accepted":...}: core/worker.h
+ *                                 struct kg_worker_stat), OK
  *   reload                     -> OK | ERR why (nothing changed)
  *   device-changed ID          -> re-read the device; close its sessions if it may no
  *                                 longer connect (or its backend moved) -> OK closed=N

@@ -339,6 +339,68 @@ static void render_auth(struct out *o, struct kg_metrics *const *w, size_t n,
 	    (unsigned long long)a->limiter_evictions);
 }
 
+/*
+ * The same counters once more per worker thread (label worker="0".."n-1"; the writer's
+ * entry after them is not a worker), so the per-worker series add up to the aggregate
+ * ones: connections, handshakes, bytes, the live gauges, the thread's CPU time, and how
+ * unevenly new connections reach the workers. Workers are at most 256 (main.c): a
+ * bounded label.
+ */
+static void render_workers(struct out *o, struct kg_metrics *const *w, size_t n,
+			   const struct kg_metrics_info *info)
+{
+	size_t nw = info->workers < n ? info->workers : n;
+
+	put(o, "# HELP ktlsgate_worker_accepted_total TCP connections accepted, per worker thread.\n"
+	       "# TYPE ktlsgate_worker_accepted_total counter\n");
+	for (size_t i = 0; i < nw; i++)
+		put(o, "ktlsgate_worker_accepted_total{worker=\"%zu\"} %llu\n", i,
+		    (unsigned long long)atomic_load_explicit(&w[i]->accepted, memory_order_relaxed));
+	put(o, "# HELP ktlsgate_worker_handshakes_total TLS handshakes by result, per worker thread.\n"
+	       "# TYPE ktlsgate_worker_handshakes_total counter\n");
+	for (size_t i = 0; i < nw; i++)
+		for (size_t r = 0; r < KG_HS_MAX; r++)
+			put(o, "ktlsgate_worker_handshakes_total{worker=\"%zu\",result=\"%s\"} %llu\n", i,
+			    hs_names[r], (unsigned long long)atomic_load_explicit(&w[i]->handshakes[r],
+										 memory_order_relaxed));
+	put(o, "# HELP ktlsgate_worker_bytes_relayed_total Payload bytes relayed, per worker thread.\n"
+	       "# TYPE ktlsgate_worker_bytes_relayed_total counter\n");
+	for (size_t i = 0; i < nw; i++)
+		for (size_t d = 0; d < KG_DIR_MAX; d++)
+			put(o, "ktlsgate_worker_bytes_relayed_total{worker=\"%zu\",direction=\"%s\"} %llu\n", i,
+			    dir_names[d], (unsigned long long)atomic_load_explicit(&w[i]->bytes[d],
+										  memory_order_relaxed));
+	put(o, "# HELP ktlsgate_worker_connections Live connections (any state), per worker thread.\n"
+	       "# TYPE ktlsgate_worker_connections gauge\n");
+	for (size_t i = 0; i < nw; i++) {
+		int64_t c = 0;
+
+		for (size_t s = 0; s < info->n_states && s < KG_CONN_STATES_MAX; s++)
+			if (strcmp(info->state_names[s], "closed") != 0)
+				c += atomic_load_explicit(&w[i]->conns_by_state[s], memory_order_relaxed);
+		put(o, "ktlsgate_worker_connections{worker=\"%zu\"} %lld\n", i, (long long)c);
+	}
+	put(o, "# HELP ktlsgate_worker_sessions Relaying sessions (any data path), per worker thread.\n"
+	       "# TYPE ktlsgate_worker_sessions gauge\n");
+	for (size_t i = 0; i < nw; i++) {
+		int64_t c = 0;
+
+		for (size_t m = 0; m < KG_MODE_MAX; m++)
+			c += atomic_load_explicit(&w[i]->sessions_by_mode[m], memory_order_relaxed);
+		put(o, "ktlsgate_worker_sessions{worker=\"%zu\"} %lld\n", i, (long long)c);
+	}
+	put(o, "# HELP ktlsgate_worker_cpu_seconds_total CPU time (user and system) of each worker thread.\n"
+	       "# TYPE ktlsgate_worker_cpu_seconds_total counter\n");
+	for (size_t i = 0; info->worker_cpu_seconds != NULL && i < nw; i++)
+		if (info->worker_cpu_seconds[i] >= 0)
+			put(o, "ktlsgate_worker_cpu_seconds_total{worker=\"%zu\"} %.6f\n", i,
+			    info->worker_cpu_seconds[i]);
+	put(o, "# HELP ktlsgate_worker_accept_imbalance Connections accepted by the busiest worker over the mean per worker, in the last 1-2 minutes (1: even; absent: too few to judge).\n"
+	       "# TYPE ktlsgate_worker_accept_imbalance gauge\n");
+	if (info->accept_imbalance > 0)
+		put(o, "ktlsgate_worker_accept_imbalance %.4f\n", info->accept_imbalance);
+}
+
 char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_metrics_info *info,
 			size_t *len_out)
 {
@@ -502,6 +564,7 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	put(&o, "ktlsgate_handshake_seconds_count %llu\n", (unsigned long long)SUM_U(hs_count));
 	put(&o, "# HELP ktlsgate_workers Worker threads.\n# TYPE ktlsgate_workers gauge\n"
 		"ktlsgate_workers %u\n", info->workers);
+	render_workers(&o, w, n, info);
 	put(&o, "# HELP ktlsgate_reloads_total Configuration reloads by result.\n"
 		"# TYPE ktlsgate_reloads_total counter\n"
 		"ktlsgate_reloads_total{result=\"ok\"} %llu\n"

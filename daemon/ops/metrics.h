@@ -253,6 +253,12 @@ struct kg_metrics_info {
 		uint64_t rotations, failures;
 	} leaf;
 	uint64_t ticket_key_rotations;   /* tls/tickets.h: new ticket encryption keys */
+	/* Per worker (issue 14): the first `workers` entries of per_worker are the worker
+	 * threads', rendered once more each with a worker="i" label. Their threads' CPU
+	 * seconds, `workers` of them (NULL, or an entry < 0: not shown), and the accept
+	 * imbalance over them (ops/balance.h; 0 or less: not judged, no sample). */
+	const double *worker_cpu_seconds;
+	double accept_imbalance;
 };
 
 /* Names of the TPM failure kinds counted in ktlsgate_tpm_errors_total{kind}. */

@@ -768,7 +768,12 @@ while True:
                            "bytes_up": 0, "bytes_down": 0, "worker": 1}),
                "OK"]
     elif verb == "status":
-        out = [json.dumps({"version": "0.1.0", "pid": 42, "connections": 2, "registry": "/x/r.db"}), "OK"]
+        out = [json.dumps({"version": "0.1.0", "pid": 42, "connections": 2, "registry": "/x/r.db"})]
+        # one line per worker after the status object (control.h)
+        out += [json.dumps({"worker": i, "accepted": 10 + i, "handshakes_ok": 7, "handshakes_failed": 2,
+                            "handshakes_timeout": 1, "connections": 1, "sessions": 1 - i,
+                            "bytes_up": 100 * (i + 1), "bytes_down": 23, "cpu_s": 0.25}) for i in (0, 1)]
+        out += ["OK"]
     else:
         out = ["ERR unknown request"]
     f.write(("\n".join(out) + "\n").encode())
@@ -817,9 +822,9 @@ t_daemon_control() {
 	expect_err_line '^ktlsgate: no live session for dev9$'
 	run -c "$conf" session list
 	expect_rc 0
-	expect_out '^ID +DEVICE +PEER +STATE +MODE +TLS +BACKEND +AGE +BYTES$'
-	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +resumed +local +3[0-9]s +123$'
-	expect_out '^8 +- +127\.0\.0\.1:5001 +tls_handshake +- +- +- '
+	expect_out '^ID +DEVICE +PEER +STATE +MODE +TLS +BACKEND +AGE +BYTES +WORKER$'
+	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +resumed +local +3[0-9]s +123 +0$'
+	expect_out '^8 +- +127\.0\.0\.1:5001 +tls_handshake +- +- +- .* 1$'
 	run -c "$conf" session list --json
 	expect_rc 0
 	[ "$($PY -c 'import json,sys; print([s["id"] for s in json.load(open(sys.argv[1]))])' "$T/out")" = "[7, 8]" ] ||
@@ -828,9 +833,15 @@ t_daemon_control() {
 	expect_rc 0
 	expect_out '^version: 0\.1\.0$'
 	expect_out '^connections: 2$'
+	# the per-worker lines: a table (failed = failed + timed out), not a key
+	expect_out '^WORKER +ACCEPTED +HS_OK +HS_FAILED +CONNS +SESSIONS +BYTES_UP +BYTES_DOWN +CPU_S$'
+	expect_out '^0 +10 +7 +3 +1 +1 +100 +23 +0\.25$'
+	expect_out '^1 +11 +7 +3 +1 +0 +200 +23 +0\.25$'
+	grep -q '^per_worker' "$T/out" && fail "status printed per_worker as a key: $(cat "$T/out")"
 	run -c "$conf" status --json
 	expect_rc 0
-	$PY -c 'import json,sys; assert json.load(open(sys.argv[1]))["pid"] == 42' "$T/out" || fail "status --json"
+	$PY -c 'import json,sys; s = json.load(open(sys.argv[1])); assert s["pid"] == 42
+assert [w["accepted"] for w in s["per_worker"]] == [10, 11], s' "$T/out" || fail "status --json: $(cat "$T/out")"
 	# -r without a config file: the control socket falls back to the default path.
 	run -c "$T/no-such.conf" -r "$REG" device add dev5
 	expect_rc 0

@@ -334,6 +334,71 @@ START_TEST(fd_usage)
 }
 END_TEST
 
+/* Issue 14: each worker's counters once more under worker="i" (the writer's entry
+ * after the workers is no worker), adding up to the aggregate; CPU seconds as given,
+ * absent where unknown; the imbalance only when judged. */
+START_TEST(per_worker_series)
+{
+	static struct kg_metrics a, b, writer;
+	struct kg_metrics *per[3] = { &a, &b, &writer };
+	const double cpu[2] = { 1.5, -1 };
+	struct kg_metrics_info info = { .state_names = names, .n_states = 4, .workers = 2,
+					.open_fds = -1, .max_fds = -1, .worker_cpu_seconds = cpu,
+					.accept_imbalance = 1.25 };
+	char *out;
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	memset(&writer, 0, sizeof(writer));
+	kg_metric_add(&a.accepted, 7);
+	kg_metric_add(&b.accepted, 3);
+	kg_metric_add(&a.handshakes[KG_HS_OK], 5);
+	kg_metric_add(&b.handshakes[KG_HS_FAILED], 2);
+	kg_metric_add(&b.handshakes[KG_HS_TIMEOUT], 1);
+	kg_metric_add(&a.bytes[KG_DIR_UP], 100);
+	kg_metric_add(&b.bytes[KG_DIR_UP], 23);
+	kg_metric_add(&b.bytes[KG_DIR_DOWN], 9);
+	kg_metric_gauge(&a.conns_by_state[1], 2);     /* tls_handshake */
+	kg_metric_gauge(&a.conns_by_state[2], 1);     /* relaying */
+	kg_metric_gauge(&b.conns_by_state[2], 4);
+	kg_metric_gauge(&b.conns_by_state[3], 0);     /* closed: never counted */
+	kg_metric_gauge(&a.sessions_by_mode[KG_MODE_KTLS_SPLICE], 1);
+	kg_metric_gauge(&b.sessions_by_mode[KG_MODE_USERSPACE], 3);
+	kg_metric_gauge(&b.sessions_by_mode[KG_MODE_SOCKMAP], 1);
+	kg_metric_add(&writer.decisions_allow[KG_REASON_OK], 4);
+	out = kg_metrics_render(per, 3, &info, NULL);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_accepted_total 10\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_accepted_total{worker=\"0\"} 7\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_accepted_total{worker=\"1\"} 3\n"));
+	ck_assert_ptr_null(strstr(out, "worker=\"2\""));   /* the writer is not a worker */
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_handshakes_total{worker=\"0\",result=\"ok\"} 5\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_handshakes_total{worker=\"1\",result=\"failed\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_handshakes_total{worker=\"1\",result=\"timeout\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_bytes_relayed_total{worker=\"0\",direction=\"device_to_broker\"} 100\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_bytes_relayed_total{worker=\"1\",direction=\"device_to_broker\"} 23\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_bytes_relayed_total{worker=\"1\",direction=\"broker_to_device\"} 9\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_connections{worker=\"0\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_connections{worker=\"1\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_sessions{worker=\"0\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_sessions{worker=\"1\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_cpu_seconds_total{worker=\"0\"} 1.500000\n"));
+	ck_assert_ptr_null(strstr(out, "ktlsgate_worker_cpu_seconds_total{worker=\"1\"}"));
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE ktlsgate_worker_cpu_seconds_total counter\n"));
+	ck_assert_ptr_nonnull(strstr(out, "ktlsgate_worker_accept_imbalance 1.2500\n"));
+	free(out);
+	/* not judged: the family is declared, no sample */
+	info.accept_imbalance = -1;
+	info.worker_cpu_seconds = NULL;
+	out = kg_metrics_render(per, 3, &info, NULL);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE ktlsgate_worker_accept_imbalance gauge\n"));
+	ck_assert_ptr_null(strstr(out, "\nktlsgate_worker_accept_imbalance "));
+	ck_assert_ptr_null(strstr(out, "ktlsgate_worker_cpu_seconds_total{"));
+	free(out);
+}
+END_TEST
+
 Suite *kg_suite_metrics(void)
 {
 	Suite *s = suite_create("metrics");
@@ -348,6 +413,7 @@ Suite *kg_suite_metrics(void)
 	tcase_add_test(tc, fd_usage);
 	tcase_add_test(tc, backend_series);
 	tcase_add_test(tc, key_source_and_rx_by);
+	tcase_add_test(tc, per_worker_series);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -30,7 +30,7 @@ int main(void)
 		kg_suite_srclimit, kg_suite_revoke, kg_suite_caps,
 		kg_suite_proxy,    kg_suite_credential, kg_suite_auth,
 		kg_suite_relay_plain, kg_suite_regcache, kg_suite_tickets,
-		kg_suite_leaf,
+		kg_suite_leaf,     kg_suite_workers,
 	};
 	SRunner *sr = srunner_create(NULL);
 	int failed;

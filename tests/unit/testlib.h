@@ -26,6 +26,7 @@ Suite *kg_suite_revoke(void); /* check_revoke.c */
 Suite *kg_suite_caps(void);   /* check_caps.c */
 Suite *kg_suite_regcache(void); /* check_regcache.c */
 Suite *kg_suite_tickets(void); /* check_tickets.c */
+Suite *kg_suite_workers(void); /* check_workers.c: issue 14's per-worker figures */
 
 /* Make a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); path in out.
  * Aborts the test on failure. */
