@@ -252,11 +252,20 @@ echo_start() {
 # relays BROKER_PORT FILE MSG: MSG published on the broker to live/in comes back on
 # live/out through the session, and the session printed it.
 relays() {
-	local got
-	got=$(timeout 10 mosquitto_sub -h 127.0.0.1 -p "$1" -t live/out -C 1 -W 8 2>/dev/null &
-		sleep 0.3
+	local got out sub i
+	# The subscriber may take a while to subscribe on a loaded machine: publish again
+	# every 0.5 s until it has the echo (the session echoes every copy; one is enough).
+	out=$(mktemp "$WORK/relay.XXXXXX")
+	timeout 10 mosquitto_sub -h 127.0.0.1 -p "$1" -t live/out -C 1 -W 9 >"$out" 2>/dev/null &
+	sub=$!
+	for ((i = 0; i < 16; i++)); do
+		sleep 0.5
+		[ -s "$out" ] && break
 		mosquitto_pub -h 127.0.0.1 -p "$1" -t live/in -q 1 -m "$3" 2>/dev/null
-		wait)
+	done
+	wait "$sub"
+	got=$(cat "$out")
+	rm -f "$out"
 	[ "$got" = "$3" ] || { note "broker $1: '$3' came back as '$got'"; return 1; }
 	grep -qx "echo $3" "$2" || { note "the session did not see '$3': $(tr '\n' ' ' <"$2")"; return 1; }
 }
