@@ -49,6 +49,7 @@ struct kg_watch_pg;
 struct kg_regwatch_q;
 struct kg_tpm_signer;
 struct kg_ticket_keys;
+struct kg_handover;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -103,6 +104,9 @@ struct kg_daemon {
 	uint64_t ticket_saved_rot;
 	uint64_t ticket_saved_gen;          /* the trust generation saved with them */
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
+	/* The listener handover (core/handover.h): either side's state and its channel;
+	 * made at start, main thread (the metrics thread reads its atomics). */
+	struct kg_handover *handover;
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
 	 * its callback fills for the main thread (kg_daemon_watch_*). NULL: a file
 	 * registry, no watcher. */
