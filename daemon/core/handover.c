@@ -209,8 +209,10 @@ static void chan_close(struct kg_daemon *d, struct kg_handover *h)
 	h->rlen = 0;
 }
 
-static void audit_line(struct kg_handover *h, enum ho_role role, enum ho_result res,
-		       const char *detail, struct json_object *extra)
+/* One audit line per handover and side; peer, t0: the other process, when it began
+ * (0: a refusal, no duration). */
+static void audit_line(struct kg_handover *h, enum ho_role role, enum ho_result res, pid_t peer,
+		       uint64_t t0, const char *detail, struct json_object *extra)
 {
 	struct json_object *o = kg_audit_event_new("handover");
 
@@ -222,9 +224,8 @@ static void audit_line(struct kg_handover *h, enum ho_role role, enum ho_result 
 	json_object_object_add(o, "role", json_object_new_string(role_names[role]));
 	json_object_object_add(o, "result", json_object_new_string(result_names[res]));
 	json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
-	json_object_object_add(o, "peer_pid", json_object_new_int((int)h->peer_pid));
-	json_object_object_add(o, "duration_ms",
-			       json_object_new_uint64(h->t0_ms ? kg_now_ms() - h->t0_ms : 0));
+	json_object_object_add(o, "peer_pid", json_object_new_int((int)peer));
+	json_object_object_add(o, "duration_ms", json_object_new_uint64(t0 ? kg_now_ms() - t0 : 0));
 	if (extra != NULL) {
 		json_object_object_foreach(extra, k, v)
 			json_object_object_add(o, k, json_object_get(v));
@@ -237,8 +238,9 @@ static void audit_line(struct kg_handover *h, enum ho_role role, enum ho_result 
 
 /* ---- old process ------------------------------------------------------------------ */
 
-static void say_err(int fd, const char *fmt, ...) KG_PRINTF(2, 3);
-static void say_err(int fd, const char *fmt, ...)
+/* "ERR why" to the requester; why (without "ERR ") also into out, for the audit line. */
+static void say_err(int fd, char *out, size_t cap, const char *fmt, ...) KG_PRINTF(4, 5);
+static void say_err(int fd, char *out, size_t cap, const char *fmt, ...)
 {
 	char line[512];
 	va_list ap;
@@ -250,6 +252,7 @@ static void say_err(int fd, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return;
+	snprintf(out, cap, "%s", line + 4);
 	n = (int)strlen(line);
 	line[n++] = '\n';
 	(void)!send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -310,31 +313,34 @@ void kg_handover_serve(struct kg_daemon *d, int fd, const char *arg)
 	size_t len, cap;
 	struct ucred cred = { 0 };
 	socklen_t clen = sizeof(cred);
+	char why[512] = "";
 	pid_t peer;
 
 	(void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
 	peer = cred.pid;
 	if (h == NULL) {
-		say_err(fd, "out of memory");
+		say_err(fd, why, sizeof(why), "out of memory");
 		goto out_close;
 	}
 	if (arg != NULL && strcmp(arg, "1") != 0) {
-		say_err(fd, "handover protocol version %s not supported (this ktlsgated speaks 1)",
-			arg);
+		say_err(fd, why, sizeof(why),
+			"handover protocol version %s not supported (this ktlsgated speaks 1)", arg);
 		goto out_refused;
 	}
 	if (h->state == HO_OLD_PASSED || h->state == HO_OLD_DRAINING) {
-		say_err(fd, "a handover to pid %ld is already in progress", (long)h->peer_pid);
+		say_err(fd, why, sizeof(why), "a handover to pid %ld is already in progress",
+			(long)h->peer_pid);
 		goto out_refused;
 	}
 	if (h->state == HO_NEW_PEER || h->state == HO_NEW_RECEIVED) {
-		say_err(fd, "the previous ktlsgated (pid %ld) is still draining %" PRIu32
+		say_err(fd, why, sizeof(why),
+			"the previous ktlsgated (pid %ld) is still draining %" PRIu32
 			" connection(s) from the last handover; try again when it has exited",
 			(long)h->peer_pid, atomic_load(&h->peer_conns));
 		goto out_refused;
 	}
 	if (atomic_load(&d->stopping)) {
-		say_err(fd, "this ktlsgated is stopping");
+		say_err(fd, why, sizeof(why), "this ktlsgated is stopping");
 		goto out_refused;
 	}
 	fds = calloc(KG_HO_MAX_FDS, sizeof(*fds));
@@ -343,7 +349,7 @@ void kg_handover_serve(struct kg_daemon *d, int fd, const char *arg)
 	if (fds == NULL || frame == NULL) {
 		free(fds);
 		free(frame);
-		say_err(fd, "out of memory");
+		say_err(fd, why, sizeof(why), "out of memory");
 		goto out_close;
 	}
 	s = kg_snapshot_get(d);
@@ -368,7 +374,8 @@ void kg_handover_serve(struct kg_daemon *d, int fd, const char *arg)
 	free(fds);
 	if (len == 0 || n >= KG_HO_MAX_FDS) {
 		free(frame);
-		say_err(fd, "too many sockets to pass in one message (%u workers)", d->n_workers);
+		say_err(fd, why, sizeof(why), "too many sockets to pass in one message (%u workers)",
+			d->n_workers);
 		goto out_refused;
 	}
 	if (send_fds(fd, frame, len, raw, n) < 0) {
@@ -394,8 +401,8 @@ void kg_handover_serve(struct kg_daemon *d, int fd, const char *arg)
 	return;
 
 out_refused:
-	h->peer_pid = peer;
-	audit_line(h, ROLE_OLD, RES_REFUSED, "handover request refused", NULL);
+	kg_log_warnx("handover: refused pid %ld: %s", (long)peer, why);
+	audit_line(h, ROLE_OLD, RES_REFUSED, peer, 0, why, NULL);
 out_close:
 	close(fd);
 }
@@ -839,7 +846,7 @@ int kg_handover_accepting(struct kg_daemon *d, char *err, size_t errlen)
 		if (!pid_gone(h->peer_pid)) {
 			snprintf(err, errlen, "the running ktlsgated (pid %ld) gave up the handover "
 				 "and keeps serving", (long)h->peer_pid);
-			audit_line(h, ROLE_NEW, RES_ABORTED, err, NULL);
+			audit_line(h, ROLE_NEW, RES_ABORTED, h->peer_pid, h->t0_ms, err, NULL);
 			return -1;
 		}
 		kg_log_warnx("handover: the old ktlsgated (pid %ld) is gone: serving alone",
@@ -864,7 +871,7 @@ int kg_handover_accepting(struct kg_daemon *d, char *err, size_t errlen)
 		json_object_object_add(extra, "peer_workers", json_object_new_int(h->rx->workers));
 		json_object_object_add(extra, "workers", json_object_new_int((int)d->n_workers));
 	}
-	audit_line(h, ROLE_NEW, RES_OK, NULL, extra);
+	audit_line(h, ROLE_NEW, RES_OK, h->peer_pid, h->t0_ms, NULL, extra);
 	if (h->state == HO_NEW_PEER)
 		kg_log_info("handover: accepting on %u adopted and %u new listener(s); pid %ld "
 			    "drains", h->adopted, h->opened, (long)h->peer_pid);
@@ -978,8 +985,8 @@ static void peer_gone(struct kg_daemon *d, struct kg_handover *h)
 	case HO_OLD_PASSED:
 		kg_log_warnx("handover: pid %ld went away before accepting: still serving",
 			     (long)h->peer_pid);
-		audit_line(h, ROLE_OLD, RES_ABORTED, "the new process went away before accepting",
-			   NULL);
+		audit_line(h, ROLE_OLD, RES_ABORTED, h->peer_pid, h->t0_ms,
+			   "the new process went away before accepting", NULL);
 		h->state = HO_IDLE;
 		break;
 	case HO_OLD_DRAINING:
@@ -1079,8 +1086,8 @@ int kg_handover_tick(struct kg_daemon *d)
 		if (now >= h->accept_deadline_ms) {
 			kg_log_warnx("handover: pid %ld did not accept within %d s: still serving",
 				     (long)h->peer_pid, ACCEPT_WAIT_MS / 1000);
-			audit_line(h, ROLE_OLD, RES_ABORTED, "the new process did not accept in time",
-				   NULL);
+			audit_line(h, ROLE_OLD, RES_ABORTED, h->peer_pid, h->t0_ms,
+				   "the new process did not accept in time", NULL);
 			h->state = HO_IDLE;
 			chan_close(d, h);
 			return -1;
@@ -1099,7 +1106,8 @@ int kg_handover_tick(struct kg_daemon *d)
 					       json_object_new_int64(h->conns_at_drain));
 			json_object_object_add(extra, "connections_cut", json_object_new_int64(conns));
 		}
-		audit_line(h, ROLE_OLD, conns == 0 ? RES_DRAINED : RES_TIMEOUT, NULL, extra);
+		audit_line(h, ROLE_OLD, conns == 0 ? RES_DRAINED : RES_TIMEOUT, h->peer_pid, h->t0_ms,
+			   NULL, extra);
 		kg_log_info("handover: %s: exiting", conns == 0 ? "every connection ended"
 			    : "drain_timeout reached: closing the rest");
 		send_state(d, h, true);
@@ -1150,11 +1158,13 @@ void kg_handover_metrics_write(struct kg_daemon *d, FILE *f)
 	fprintf(f, "# HELP ktlsgate_handover_total Listener handovers (ktlsgated --takeover) by "
 		   "this process's role and how they ended.\n"
 		   "# TYPE ktlsgate_handover_total counter\n");
+	/* new: ok | aborted; old: refused | aborted | drained | timeout */
 	for (unsigned r = 0; r < ROLE_MAX; r++)
 		for (unsigned k = 0; k < RES_MAX; k++)
-			fprintf(f, "ktlsgate_handover_total{role=\"%s\",result=\"%s\"} %" PRIu64 "\n",
-				role_names[r], result_names[k],
-				h != NULL ? atomic_load(&h->results[r][k]) : 0);
+			if ((r == ROLE_NEW) == (k == RES_OK || k == RES_ABORTED) || k == RES_ABORTED)
+				fprintf(f, "ktlsgate_handover_total{role=\"%s\",result=\"%s\"} %" PRIu64
+					"\n", role_names[r], result_names[k],
+					h != NULL ? atomic_load(&h->results[r][k]) : 0);
 	fprintf(f, "# HELP ktlsgate_draining_sessions Relaying sessions the previous process "
 		   "still holds after a handover (0: none draining).\n"
 		   "# TYPE ktlsgate_draining_sessions gauge\n"

@@ -227,6 +227,7 @@ static char *render_metrics(void *arg, size_t *len)
 	(void)kg_trust_ca_metrics_write(s->trust, f);
 	kg_snapshot_put(s);
 	(void)kg_edge_metrics_write(d->edge, f);
+	kg_handover_metrics_write(d, f);   /* the listener handover (core/handover.h) */
 	if (fclose(f) != 0) {
 		free(all);
 		return body;
