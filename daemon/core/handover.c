@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <json-c/json_object_iterator.h>
 
 #include "core/control_server.h"
 #include "core/daemon.h"
@@ -227,8 +228,12 @@ static void audit_line(struct kg_handover *h, enum ho_role role, enum ho_result 
 	json_object_object_add(o, "peer_pid", json_object_new_int((int)peer));
 	json_object_object_add(o, "duration_ms", json_object_new_uint64(t0 ? kg_now_ms() - t0 : 0));
 	if (extra != NULL) {
-		json_object_object_foreach(extra, k, v)
-			json_object_object_add(o, k, json_object_get(v));
+		struct json_object_iterator it = json_object_iter_begin(extra);
+		struct json_object_iterator end = json_object_iter_end(extra);
+
+		for (; !json_object_iter_equal(&it, &end); json_object_iter_next(&it))
+			json_object_object_add(o, json_object_iter_peek_name(&it),
+					       json_object_get(json_object_iter_peek_value(&it)));
 		json_object_put(extra);
 	}
 	if (detail != NULL)
