@@ -7,7 +7,8 @@
  * close path, conn.h), conn_tls.c (a connection's SSL, handshake step and verify
  * callback, conn_tls.h), srclimit.c (per-source admission, pure), control_server.c
  * (the admin socket's server), instance.c (one daemon per registry), leaf_timer.c
- * (certified-leaf mode: making and rotating the leaf).
+ * (certified-leaf mode: making and rotating the leaf), handover.c (ktlsgated --takeover:
+ * both sides of the listener handover; its frames in handover_msg.c, pure).
  * Way in: this header (the context, snapshots); conn.h for one connection.
  * Core is the top of the daemon: it calls every other part (tls, policy, registry,
  * mqtt, relay, edge, ops), and no part reaches back into it: none includes a core
