@@ -149,12 +149,12 @@ static int session_list(struct kg_cli *cli, int argc, char **argv)
 		struct json_object *o = json_object_array_get_idx(l.arr, i);
 
 		since = int_field(o, "since");
-		printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %7" PRId64 "s %12" PRId64 " %8" PRId64
-		       "\n", str_field(o, "id"), str_field(o, "device"), str_field(o, "peer"),
+		printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %7" PRId64 "s %12" PRId64 " %8s\n",
+		       str_field(o, "id"), str_field(o, "device"), str_field(o, "peer"),
 		       str_field(o, "state"), str_field(o, "mode"), str_field(o, "tls"),
 		       str_field(o, "backend"),
 		       since > 0 && since <= now ? now - since : 0,
-		       int_field(o, "bytes_up") + int_field(o, "bytes_down"), int_field(o, "pid"));
+		       int_field(o, "bytes_up") + int_field(o, "bytes_down"), str_field(o, "pid"));
 	}
 	json_object_put(l.arr);
 	return KG_EXIT_OK;

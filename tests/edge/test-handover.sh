@@ -340,10 +340,19 @@ t_plain_start_and_nothing_running() {
 ALL_TESTS=(t_setup t_takeover_under_load t_xdp_deny_kept t_revoke_during_drain
 	t_new_killed_before_accepting t_old_killed_after_passing t_plain_start_and_nothing_running)
 
-run_tests > >(tee "$WORK/results")
-rc=$?
-wait $!
-passed=$(grep -c '^PASS ' "$WORK/results")
-failed=$(grep -c '^FAIL ' "$WORK/results")
+# run_tests in this shell (GW_PID and KG_PIDS must stay ours for the EXIT trap); its
+# lines are counted from tee's copy, which is whole once the end mark is in it ($! is
+# not tee here: the daemons the tests start are background jobs of this shell).
+# (WORK is made by t_setup, after the redirection: the copy lives beside it.)
+RESULTS=$(mktemp /tmp/kg-handover-results.XXXXXX)
+{
+	run_tests
+	echo "rc $?"
+} > >(tee "$RESULTS")
+for ((i = 0; i < 200; i++)); do grep -q '^rc [0-9]*$' "$RESULTS" && break; sleep 0.05; done
+rc=$(sed -n 's/^rc \([0-9]*\)$/\1/p' "$RESULTS")
+passed=$(grep -c '^PASS ' "$RESULTS")
+failed=$(grep -c '^FAIL ' "$RESULTS")
+rm -f "$RESULTS"
 echo "test-handover: $passed passed, $failed failed"
-[ $rc = 0 ] && [ "$passed" -ge 1 ] && [ "$failed" = 0 ]
+[ "${rc:-1}" = 0 ] && [ "$passed" -ge 1 ] && [ "$failed" = 0 ]

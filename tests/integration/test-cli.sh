@@ -817,8 +817,9 @@ t_daemon_control() {
 	expect_err_line '^ktlsgate: no live session for dev9$'
 	run -c "$conf" session list
 	expect_rc 0
-	expect_out '^ID +DEVICE +PEER +STATE +MODE +TLS +BACKEND +AGE +BYTES$'
-	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +resumed +local +3[0-9]s +123$'
+	expect_out '^ID +DEVICE +PEER +STATE +MODE +TLS +BACKEND +AGE +BYTES +PID$'
+	# PID: which process holds it (a handover lists the old one's too); "-" if unsaid
+	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +resumed +local +3[0-9]s +123 +-$'
 	expect_out '^8 +- +127\.0\.0\.1:5001 +tls_handshake +- +- +- '
 	run -c "$conf" session list --json
 	expect_rc 0
