@@ -343,7 +343,7 @@ ALL_TESTS=(t_setup t_takeover_under_load t_xdp_deny_kept t_revoke_during_drain
 # run_tests in this shell (GW_PID and KG_PIDS must stay ours for the EXIT trap); its
 # lines are counted from tee's copy, which is whole once the end mark is in it ($! is
 # not tee here: the daemons the tests start are background jobs of this shell).
-# (WORK is made by t_setup, after the redirection: the copy lives beside it.)
+# (WORK is made by t_setup, inside the redirection: the copy goes to /tmp.)
 RESULTS=$(mktemp /tmp/kg-handover-results.XXXXXX)
 {
 	run_tests
