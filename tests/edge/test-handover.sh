@@ -14,7 +14,8 @@
 # during a drain is refused; the new process killed before it accepts leaves the old one
 # serving (no failure either); the old process SIGKILLed right after passing the
 # sockets leaves the new one serving; the XDP gate's link (same link id: never
-# detached) and its deny entries survive; --takeover with nothing running starts
+# detached) and its deny entries survive; a session outliving [daemon] drain_timeout is
+# cut; --takeover with nothing running starts
 # normally, and a plain start beside a running daemon is still refused.
 #
 # Run: tests/edge/run.sh (make check-edge), as root. KG_ONLY="t_a t_b" runs a subset
@@ -275,6 +276,35 @@ t_revoke_during_drain() {
 	kg device set revdev --status enabled >/dev/null
 }
 
+# A session that outlives [daemon] drain_timeout is closed and the old process exits
+# (the drain's limit is the old process's own configuration: a reload sets it here).
+t_drain_timeout() {
+	local mark old=$GW_PID f="$WORK/long.out" i t0
+	sed -i 's/^drain_timeout = .*/drain_timeout = 2s/' "$GW_CONF"
+	kg reload >/dev/null || { note "reload failed"; return 1; }
+	: >"$f"
+	dev timeout 60 "$PY" "$KGC" connect --host $GATE4 --port "$GW_PORT" --ca "$PKI/root/cert.pem" \
+		--cert "$PKI/dev/live/chain.pem" --key "$PKI/dev/live/key.pem" --id live \
+		--hold 30 >"$f" 2>&1 &
+	local held=$!
+	for ((i = 0; i < 100; i++)); do grep -q 'connack' "$f" && break; sleep 0.05; done
+	grep -qx 'connack 0x00' "$f" || { note "live: $(cat "$f")"; return 1; }
+	mark=$(log_mark)
+	t0=$SECONDS
+	takeover
+	accepted_by "$NEW_PID" 20 "$mark" || { note "the new process did not accept"; return 1; }
+	GW_PID=$NEW_PID
+	gone "$old" 15 || { note "the old process outlived its drain_timeout"; return 1; }
+	echo "    old process exited $RC after $((SECONDS - t0)) s"
+	[ "$RC" = 0 ] || { note "old exited $RC"; return 1; }
+	wait "$held"
+	grep -q 'eof after' "$f" || { note "the session was not closed: $(cat "$f")"; return 1; }
+	wait_log '"role":"old","result":"timeout",.*"connections_cut":1' 2 "$mark" ||
+		{ note "no timeout audit line: $(grep '"role":"old"' "$GW_LOG" | tail -1)"; return 1; }
+	sed -i 's/^drain_timeout = .*/drain_timeout = 30s/' "$GW_CONF"
+	kg reload >/dev/null
+}
+
 # The new process dies before "accepting": the old one never stopped.
 t_new_killed_before_accepting() {
 	local mark old=$GW_PID
@@ -337,7 +367,7 @@ t_plain_start_and_nothing_running() {
 	[ "$out" = "connack 0x00" ] || { note "not served: $out"; return 1; }
 }
 
-ALL_TESTS=(t_setup t_takeover_under_load t_xdp_deny_kept t_revoke_during_drain
+ALL_TESTS=(t_setup t_takeover_under_load t_xdp_deny_kept t_revoke_during_drain t_drain_timeout
 	t_new_killed_before_accepting t_old_killed_after_passing t_plain_start_and_nothing_running)
 
 # run_tests in this shell (GW_PID and KG_PIDS must stay ours for the EXIT trap); its
