@@ -192,6 +192,7 @@ docs-check: $(BUILD)/ktlsgate
 # connection (scripts/lint-pure.sh); tests/lint/test-lint-pure.sh proves the guard
 # fails on each kind of include (docs/testing-tools.md).
 PURE_SRCS   := $(wildcard daemon/policy/*.c daemon/mqtt/*.c daemon/proxy/*.c) daemon/core/srclimit.c \
+               daemon/core/handover_msg.c \
                daemon/ops/ratelimit.c daemon/ops/balance.c daemon/edge/edge_policy.c daemon/tpm/tpm_conf.c
 PURE_CFLAGS := -std=c17 -D_GNU_SOURCE -Iinclude -Idaemon $(PKG_CFLAGS)
 lint-pure:

@@ -140,19 +140,22 @@ static int session_list(struct kg_cli *cli, int argc, char **argv)
 	 * the daemon's CLOCK_REALTIME and make a session's age read one second short. */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (int64_t)ts.tv_sec;
-	printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %8s %12s %s\n", "ID", "DEVICE", "PEER", "STATE",
-	       "MODE", "TLS", "BACKEND", "AGE", "BYTES", "WORKER");
+	/* PID last: during a handover (ktlsgated --takeover) the old process's draining
+	 * sessions are listed too, and this says which process holds each. */
+	printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %8s %12s %6s %8s\n", "ID", "DEVICE", "PEER",
+	       "STATE", "MODE", "TLS", "BACKEND", "AGE", "BYTES", "WORKER", "PID");
 	n = json_object_array_length(l.arr);
 	for (i = 0; i < n; i++) {
 		struct json_object *o = json_object_array_get_idx(l.arr, i);
 
 		since = int_field(o, "since");
-		printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %7" PRId64 "s %12" PRId64 " %s\n",
+		printf("%-8s %-32s %-24s %-15s %-10s %-7s %-12s %7" PRId64 "s %12" PRId64 " %6s %8s\n",
 		       str_field(o, "id"), str_field(o, "device"), str_field(o, "peer"),
 		       str_field(o, "state"), str_field(o, "mode"), str_field(o, "tls"),
 		       str_field(o, "backend"),
 		       since > 0 && since <= now ? now - since : 0,
-		       int_field(o, "bytes_up") + int_field(o, "bytes_down"), str_field(o, "worker"));
+		       int_field(o, "bytes_up") + int_field(o, "bytes_down"), str_field(o, "worker"),
+		       str_field(o, "pid"));
 	}
 	json_object_put(l.arr);
 	return KG_EXIT_OK;

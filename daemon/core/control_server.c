@@ -8,6 +8,7 @@
  * and SIGHUP are served by the same loop, so no client can delay them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 
 #include "ops/control.h"
 #include "core/control_server.h"
+#include "core/handover.h"
 #include "edge/edge.h"
 #include "edge/edge_conf.h"
 #include "ops/err.h"
@@ -54,6 +56,7 @@ struct kg_control {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	dev_t dev;                 /* the socket inode we bound: only that one is unlinked */
 	ino_t ino;
+	bool released;             /* its listener went to another process: never unlink */
 	struct client clients[KG_CONTROL_CLIENTS_MAX];
 };
 
@@ -212,7 +215,13 @@ void kg_control_close(struct kg_control *c)
 		return;
 	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++)
 		client_close(c, &c->clients[i]);
-	close(c->fd);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->released) {
+		/* A handover: the same socket, at the same path, is the new process's now. */
+		free(c);
+		return;
+	}
 	/* Another daemon may have replaced the socket since (by hand, or an older build):
 	 * its socket is not ours to remove. */
 	if (lstat(c->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == c->dev &&
@@ -221,6 +230,61 @@ void kg_control_close(struct kg_control *c)
 	else
 		kg_log_warnx("control_socket %s: no longer the socket we bound; left in place", c->path);
 	free(c);
+}
+
+struct kg_control *kg_control_adopt(const char *path, int fd, int epfd, char *err,
+				    size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct kg_control *c;
+	struct stat st;
+
+	if (kg_strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) < 0) {
+		snprintf(err, errlen, "control_socket %s: path too long", path);
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	c->fd = fd;
+	c->epfd = epfd;
+	memcpy(c->path, sun.sun_path, sizeof(c->path));
+	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++)
+		c->clients[i].fd = -1;
+	/* The path names the socket the old process bound, which is this one: ours to
+	 * unlink at exit from now on. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		c->dev = st.st_dev;
+		c->ino = st.st_ino;
+	}
+	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	{
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			snprintf(err, errlen, "control_socket %s: epoll: %s", path, strerror(errno));
+			free(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+int kg_control_fd(const struct kg_control *c)
+{
+	return c != NULL ? c->fd : -1;
+}
+
+void kg_control_release(struct kg_control *c)
+{
+	if (c == NULL || c->fd < 0)
+		return;
+	(void)epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	c->fd = -1;
+	c->released = true;
 }
 
 /* ---- replies ------------------------------------------------------------------ */
@@ -333,6 +397,7 @@ static void do_status(struct kg_daemon *d, struct out *o)
 				       imb > 0 ? json_object_new_double_s(imb, txt) : NULL);
 		json_object_object_add(j, "accept_window_s", json_object_new_uint64(window_ms / 1000));
 	}
+	kg_handover_status(d, j);
 	reply(o, "%s", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
 	json_object_put(j);
 	kg_snapshot_put(s);
@@ -354,8 +419,16 @@ static void fan_out(struct kg_daemon *d, struct out *o, enum kg_cmd_type type, c
 		return;
 	}
 	if (type == KG_CMD_LIST_SESSIONS) {
+		char *peer = NULL;
+		size_t peer_len = 0;
+
 		if (cmd.out)
 			out_put(o, cmd.out, cmd.out_len);
+		/* A draining old process's sessions too, each naming its pid. */
+		kg_handover_peer_sessions(d, &peer, &peer_len);
+		if (peer != NULL)
+			out_put(o, peer, peer_len);
+		free(peer);
 		reply(o, "OK");
 	} else {
 		reply(o, "OK closed=%u", cmd.closed);
@@ -495,13 +568,18 @@ static void dispatch(struct kg_daemon *d, struct out *o, char *line)
 		kg_notify_reloading(&d->notify);   /* systemd: around it, as for SIGHUP */
 		ok = kg_daemon_reload(d, err, sizeof(err)) == 0;
 		kg_notify_reloaded(&d->notify, ok, err);
-		if (!ok)
+		if (!ok) {
 			reply(o, "ERR %s", err);
-		else
+		} else {
 			reply(o, "OK reloaded");
+			kg_handover_forward(d, line, NULL);
+		}
 	} else if (strcmp(line, "device-changed") == 0 && arg) {
+		/* A draining old process (handover.h) holds sessions too: it revokes its own. */
+		kg_handover_forward(d, line, arg);
 		fan_out(d, o, KG_CMD_REVALIDATE_DEVICE, arg);
 	} else if (strcmp(line, "ca-changed") == 0 && arg) {
+		kg_handover_forward(d, line, arg);
 		if (kg_daemon_refresh_trust(d, err, sizeof(err)) < 0) {
 			reply(o, "ERR %s", err);
 			return;
@@ -510,6 +588,7 @@ static void dispatch(struct kg_daemon *d, struct out *o, char *line)
 	} else if (strcmp(line, "sessions") == 0) {
 		fan_out(d, o, KG_CMD_LIST_SESSIONS, NULL);
 	} else if (strcmp(line, "kill") == 0 && arg) {
+		kg_handover_forward(d, line, arg);
 		fan_out(d, o, KG_CMD_KILL_DEVICE, arg);
 	} else if (strcmp(line, "block-add") == 0) {
 		do_block_add(d, o, arg);
@@ -596,6 +675,21 @@ static bool client_read(struct kg_daemon *d, struct kg_control *c, struct client
 		nl = memchr(cl->line, '\n', cl->have);
 		if (nl != NULL) {
 			*nl = '\0';
+			/* `ktlsgated --takeover`: this connection becomes the handover channel,
+			 * out of the one-request machinery (and its deadline) from here. */
+			if (strncmp(cl->line, "handover", 8) == 0 &&
+			    (cl->line[8] == '\0' || cl->line[8] == ' ')) {
+				char arg[16] = "";
+				int fd = cl->fd;
+
+				if (cl->line[8] == ' ')
+					(void)kg_strlcpy(arg, cl->line + 9, sizeof(arg));
+				(void)epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
+				cl->fd = -1;
+				cl->have = 0;
+				kg_handover_serve(d, fd, cl->line[8] == ' ' ? arg : NULL);
+				return false;
+			}
 			(void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, cl->fd,
 					&(struct epoll_event){ .events = 0, .data.fd = cl->fd });
 			dispatch(d, &cl->o, cl->line);

@@ -44,6 +44,17 @@ struct kg_control *kg_control_listen(const char *path, int epfd, char *err, size
 /* Close every client and the socket; unlink the path only if it is still ours. */
 void kg_control_close(struct kg_control *c);
 
+/* A handover (handover.h): serve on `fd`, the listening socket the old process bound
+ * at `path` (taken over: not bound again, the path not touched). */
+struct kg_control *kg_control_adopt(const char *path, int fd, int epfd, char *err,
+				    size_t errlen);
+/* The listening fd (borrowed; -1 after release): what a handover passes. */
+int kg_control_fd(const struct kg_control *c);
+/* Stop serving new clients: the listener out of epoll and this process's reference
+ * closed; the socket is the new process's, so kg_control_close() will never unlink
+ * the path. Clients already accepted are answered. */
+void kg_control_release(struct kg_control *c);
+
 /* Does this epoll data.fd belong to the control server? */
 bool kg_control_owns(const struct kg_control *c, int fd);
 /* Handle readiness of one of its fds (main thread). */

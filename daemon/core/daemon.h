@@ -7,7 +7,8 @@
  * close path, conn.h), conn_tls.c (a connection's SSL, handshake step and verify
  * callback, conn_tls.h), srclimit.c (per-source admission, pure), control_server.c
  * (the admin socket's server), instance.c (one daemon per registry), leaf_timer.c
- * (certified-leaf mode: making and rotating the leaf).
+ * (certified-leaf mode: making and rotating the leaf), handover.c (ktlsgated --takeover:
+ * both sides of the listener handover; its frames in handover_msg.c, pure).
  * Way in: this header (the context, snapshots); conn.h for one connection.
  * Core is the top of the daemon: it calls every other part (tls, policy, registry,
  * mqtt, relay, edge, ops), and no part reaches back into it: none includes a core
@@ -50,6 +51,7 @@ struct kg_watch_pg;
 struct kg_regwatch_q;
 struct kg_tpm_signer;
 struct kg_ticket_keys;
+struct kg_handover;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -108,6 +110,9 @@ struct kg_daemon {
 	uint64_t ticket_saved_rot;
 	uint64_t ticket_saved_gen;          /* the trust generation saved with them */
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
+	/* The listener handover (core/handover.h): either side's state and its channel;
+	 * made at start, main thread (the metrics thread reads its atomics). */
+	struct kg_handover *handover;
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
 	 * its callback fills for the main thread (kg_daemon_watch_*). NULL: a file
 	 * registry, no watcher. */

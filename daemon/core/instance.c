@@ -68,3 +68,17 @@ int kg_instance_lock(const char *registry, char *err, size_t errlen)
 	(void)fchmod(fd, 0600);
 	return fd;
 }
+
+int kg_instance_lock_adopt(int fd)
+{
+	char pid[32];
+	int n;
+
+	if (fd < 0)
+		return -1;
+	/* The flock is the open file description's, which the passed fd shares: held
+	 * already. Only the pid inside changes, for the next one's message. */
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	(void)!(ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n);
+	return fd;
+}

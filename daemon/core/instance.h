@@ -20,4 +20,9 @@ int kg_instance_lock_path(const char *registry, char *out, size_t cap) KG_MUST_U
  * registry is not a file (nothing to lock), or -1 with a message in err. */
 int kg_instance_lock(const char *registry, char *err, size_t errlen);
 
+/* A handover (handover.h): fd is the lock the previous daemon passed (SCM_RIGHTS), the
+ * same open file description, so the lock is held without a gap; write our pid in it.
+ * Returns fd, or -1 when fd is -1 (nothing passed: take the lock as usual). */
+int kg_instance_lock_adopt(int fd);
+
 #endif

@@ -42,6 +42,7 @@
 #include "core/daemon.h"
 #include "edge/edge.h"
 #include "ops/err.h"
+#include "core/handover.h"
 #include "core/instance.h"
 #include "ops/log.h"
 #include "ops/notify.h"
@@ -59,9 +60,12 @@
 /* Every option, long and short: `ktlsgated --help` is the first thing a new user types. */
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ktlsgated [-t] [-d] [-c FILE]\n"
+	fprintf(f, "usage: ktlsgated [-t] [-d] [--takeover] [-c FILE]\n"
 		   "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 		   "  -t, --test          check the configuration (and certificates, registry) and exit\n"
+		   "  -T, --takeover      take the listening sockets over from the ktlsgated running\n"
+		   "                      on the configured control socket (no connection refused;\n"
+		   "                      it drains its sessions and exits); none running: a plain start\n"
 		   "  -d, --debug         debug logging (overrides [daemon] log_level)\n"
 		   "  -h, --help          this help, exit 0\n"
 		   "  -V, --version       print the version, exit 0\n"
@@ -228,6 +232,7 @@ static char *render_metrics(void *arg, size_t *len)
 	(void)kg_trust_ca_metrics_write(s->trust, f);
 	kg_snapshot_put(s);
 	(void)kg_edge_metrics_write(d->edge, f);
+	kg_handover_metrics_write(d, f);   /* the listener handover (core/handover.h) */
 	if (fclose(f) != 0) {
 		free(all);
 		return body;
@@ -521,6 +526,8 @@ static int check_only(const struct kg_config *cfg, const char *path)
 				       : "unused: the server key is a file, the keys stay in memory");
 	} else
 		printf("ktlsgated: resumption = off\n");
+	printf("ktlsgated: drain_timeout = %us (after a --takeover, the old process's sessions)\n",
+	       cfg->drain_timeout);
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
 	       cfg->username_check == KG_USERNAME_PASS ? PASS_WARNING : "");
 	if (reg != NULL && kg_registry_ca_list(reg, print_ca_username_check, trust) != 0) {
@@ -632,6 +639,27 @@ static void wake_worker(unsigned owner, void *arg)
 		kg_worker_wake(&d->workers[owner]);
 }
 
+/* kg_edge_start_with()'s way to the XDP links a handover passed. */
+static int take_xdp_link(void *arg, const char *ifname)
+{
+	return kg_handover_take_xdp_link(arg, ifname);
+}
+
+/* Tests only (tests/edge/test-handover.sh): hold a takeover between receiving the
+ * sockets and starting its workers, so a test can kill it there and see the old
+ * process serve on. */
+static void handover_test_pause(void)
+{
+	const char *ms = getenv("KTLSGATED_TEST_HANDOVER_PAUSE_MS");
+
+	if (ms != NULL && *ms != '\0') {
+		struct timespec ts = { .tv_sec = atol(ms) / 1000, .tv_nsec = (atol(ms) % 1000) * 1000000L };
+
+		kg_log_warnx("KTLSGATED_TEST_HANDOVER_PAUSE_MS: pausing %s ms (tests only)", ms);
+		nanosleep(&ts, NULL);
+	}
+}
+
 static int serve(struct kg_daemon *d)
 {
 	struct epoll_event ev;
@@ -641,9 +669,10 @@ static int serve(struct kg_daemon *d)
 		/* Control clients past their deadline are closed; the wait ends at the next,
 		 * or at the next STATUS=/WATCHDOG=1 (never, when not under systemd). */
 		int n = epoll_wait(d->epfd, &ev, 1,
-				   min_timeout(min_timeout(kg_control_expire(d->control),
-							   kg_notify_timeout(&d->notify, kg_now_ms())),
-					       kg_daemon_ticket_timeout(d)));
+				   min_timeout(min_timeout(min_timeout(kg_control_expire(d->control),
+								       kg_notify_timeout(&d->notify, kg_now_ms())),
+							   kg_daemon_ticket_timeout(d)),
+					       kg_handover_tick(d)));
 
 		notify_tick(d);
 		kg_daemon_tickets_tick(d);
@@ -678,6 +707,8 @@ static int serve(struct kg_daemon *d)
 			kg_daemon_leaf_event(d);
 		} else if (kg_daemon_watch_owns(d, ev.data.fd)) {
 			kg_daemon_watch_event(d);
+		} else if (kg_handover_owns(d, ev.data.fd)) {
+			kg_handover_event(d);
 		} else if (d->sockmap != NULL && ev.data.fd == kg_sockmap_bell_fd(d->sockmap)) {
 			kg_sockmap_bell_consume(d->sockmap, wake_worker, d);
 		}
@@ -693,13 +724,14 @@ int main(int argc, char **argv)
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "takeover", no_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct kg_daemon daemon_ctx;   /* the one context; static only for its size */
 	struct kg_daemon *d = &daemon_ctx;
 	struct kg_config *cfg = NULL;
 	const char *path = DEFAULT_CONFIG;
-	bool test_only = false, debug = false;
+	bool test_only = false, debug = false, takeover = false, handed = false;
 	char err[KG_ERRBUF], msg[KG_ERRBUF + PATH_MAX];
 	sigset_t sigs;
 	struct timespec now;
@@ -727,13 +759,14 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	while ((opt = getopt_long(argc, argv, "c:tdhV", long_opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:tdhVT", long_opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': path = optarg; break;
 		case 't': test_only = true; break;
 		case 'd': debug = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("ktlsgated %s\n", KG_VERSION); return 0;
+		case 'T': takeover = true; break;
 		default: usage(stderr); return 1;
 		}
 	}
@@ -767,14 +800,35 @@ int main(int argc, char **argv)
 		status = check_only(cfg, path);
 		goto out_free_cfg;
 	}
+	if (kg_handover_init(d) < 0)
+		goto out_free_cfg;
+	/* 2'. --takeover: the running daemon passes its sockets and its instance lock
+	 * (core/handover.h); it serves on until this one accepts. Nobody running: a
+	 * plain start. */
+	if (takeover) {
+		int rc = kg_handover_connect(d, cfg, err, sizeof(err));
+
+		if (rc == 0)
+			kg_log_info("--takeover: no ktlsgated answers on %s: starting normally",
+				    cfg->control_socket);
+		else if (rc < 0 || kg_handover_check(d, cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ktlsgated: --takeover: %s\n", err);
+			goto out_free_cfg;
+		}
+		handed = rc == 1;
+		handover_test_pause();
+	}
 	/* 2. one daemon per control socket and per registry. The connect test gives the
 	 * clear message (with the pid) when the other one is up; the lock also covers one
 	 * still starting, or one with another control_socket on the same registry. */
-	if (kg_control_claim(cfg->control_socket, err, sizeof(err)) < 0) {
+	if (!handed && kg_control_claim(cfg->control_socket, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_free_cfg;
 	}
-	d->lock_fd = kg_instance_lock(cfg->registry, err, sizeof(err));
+	if (handed)
+		d->lock_fd = kg_instance_lock_adopt(kg_handover_take_lock(d));
+	if (d->lock_fd == -1)
+		d->lock_fd = kg_instance_lock(cfg->registry, err, sizeof(err));
 	if (d->lock_fd == -1) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_free_cfg;
@@ -833,7 +887,7 @@ int main(int argc, char **argv)
 	if (cfg->username_check == KG_USERNAME_PASS)
 		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
-	d->edge = kg_edge_start(cfg);
+	d->edge = handed ? kg_edge_start_with(cfg, take_xdp_link, d) : kg_edge_start(cfg);
 	open_sockmap(d, cfg);
 
 	/* 4. sockets */
@@ -853,8 +907,11 @@ int main(int argc, char **argv)
 
 		(void)epoll_ctl(d->epfd, EPOLL_CTL_ADD, ev.data.fd, &ev);
 	}
-	d->control = kg_control_listen(cfg->control_socket, d->epfd, err, sizeof(err));
-	if (d->control == NULL) {
+	/* A takeover serves the control socket only once it accepts (below): until then
+	 * the old process answers there, alone. */
+	if (!handed)
+		d->control = kg_control_listen(cfg->control_socket, d->epfd, err, sizeof(err));
+	if (!handed && d->control == NULL) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_fds;
 	}
@@ -900,8 +957,8 @@ int main(int argc, char **argv)
 			(void)kg_edge_steer_listener(d->edge, d->n_workers, (unsigned)j, i,
 						     d->workers[i].listeners[j].fd);
 	if (cfg->metrics_enabled) {
-		d->metrics_http = kg_metrics_http_start(cfg, render_metrics, d, err,
-							sizeof(err));
+		d->metrics_http = kg_metrics_http_start_fd(cfg, kg_handover_take_metrics(d),
+							   render_metrics, d, err, sizeof(err));
 		if (d->metrics_http == NULL) {
 			fprintf(stderr, "ktlsgated: %s\n", err);
 			goto out_workers;
@@ -919,6 +976,22 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
+	/* A takeover: every worker accepts; now the old process may stop (it drains),
+	 * and this one answers on the control socket. */
+	if (handed && !atomic_load(&d->stopping)) {
+		if (kg_handover_accepting(d, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ktlsgated: --takeover: %s\n", err);
+			atomic_store(&d->stopping, true);
+			status = 1;
+			goto out_stop;
+		}
+		d->control = kg_control_adopt(cfg->control_socket, kg_handover_take_control(d),
+					      d->epfd, err, sizeof(err));
+		if (d->control == NULL)
+			d->control = kg_control_listen(cfg->control_socket, d->epfd, err, sizeof(err));
+		if (d->control == NULL)
+			kg_log_warnx("control socket: %s: `ktlsgate` cannot reach this daemon", err);
+	}
 	kg_log_info("listening on %s%s (%u workers, %zu CA(s) trusted, metrics %s)",
 		    cfg->listen[0].text, cfg->n_listen > 1 ? " and more" : "", d->n_workers,
 		    kg_trust_count(d->snap->trust, true),
@@ -929,9 +1002,13 @@ int main(int argc, char **argv)
 	if (!atomic_load(&d->stopping)) {
 		char st[KG_NOTIFY_STATUS_MAX];
 
-		kg_notify_ready(&d->notify, status_text(d, st, sizeof(st)));
+		if (handed)
+			kg_notify_ready_main(&d->notify, status_text(d, st, sizeof(st)));
+		else
+			kg_notify_ready(&d->notify, status_text(d, st, sizeof(st)));
 	}
 	status = serve(d) == 0 ? 0 : 1;
+out_stop:
 
 	{
 		struct kg_cmd stop = { .type = KG_CMD_STOP };
@@ -967,6 +1044,7 @@ out_writer:
 	kg_writer_stop(d->writer);
 	kg_ticket_keys_free(d->tickets);   /* after every SSL_CTX that points at it */
 out_free_cfg:
+	kg_handover_free(d);   /* the channel, and sockets nobody took */
 	if (d->lock_fd >= 0)
 		close(d->lock_fd);
 	free(cfg);

@@ -31,6 +31,7 @@
 #include "ops/audit.h"
 #include "ops/err.h"
 #include "auth/auth_pool.h"
+#include "core/handover.h"
 #include "core/listener.h"
 #include "ops/log.h"
 #include "relay/relay.h"
@@ -168,6 +169,9 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 	json_object_object_add(o, "bytes_down", json_object_new_uint64(c->io.bytes_down));
 	json_object_object_add(o, "worker", json_object_new_int((int)c->w->idx));
 	json_object_object_add(o, "listener", json_object_new_string(c->listener->name));
+	/* Which process holds it: during a handover the old one's sessions are listed by
+	 * the new one too (core/handover.h). */
+	json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (s != NULL) {
 		n = strlen(s);
@@ -256,7 +260,21 @@ static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 		case KG_CMD_STOP:
 			kg_conn_close(c, KG_REASON_SHUTDOWN);
 			break;
+		case KG_CMD_STOP_ACCEPT:
+			break;
 		}
+	}
+	/* The sockets live on in the process that took them over: only our references
+	 * go; their queues are that process's to accept. */
+	if (cmd->type == KG_CMD_STOP_ACCEPT) {
+		for (size_t i = 0; i < w->n_listeners; i++) {
+			(void)kg_evsrc_unwatch(w->epfd, &w->listeners[i]);
+			close(w->listeners[i].fd);
+			w->listeners[i].fd = -1;
+		}
+		/* No listener left to pause or resume: the loop serves connections only. */
+		w->n_listeners = 0;
+		w->accept_paused = false;
 	}
 	kg_snapshot_put(cur);
 	if (cmd->type == KG_CMD_STOP)
@@ -577,7 +595,12 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 		return -1;
 	}
 	for (size_t i = 0; i < cfg->n_listen; i++) {
-		int fd = kg_listener_open(&cfg->listen[i], err, errlen);
+		/* A takeover: the old process's socket for this worker and address, its
+		 * queue included; else a new one in the same SO_REUSEPORT group. */
+		int fd = kg_handover_take_listener(d, idx, i);
+
+		if (fd < 0)
+			fd = kg_listener_open(&cfg->listen[i], err, errlen);
 
 		if (fd < 0)
 			return -1;
@@ -656,7 +679,8 @@ void kg_worker_fini(struct kg_worker *w)
 	kg_audit_limiter_tick(&w->audit_rl, kg_now_ms(), true);   /* what was held back */
 	kg_pipe_pool_fini(&w->pipes);
 	for (size_t i = 0; i < w->n_listeners; i++)
-		close(w->listeners[i].fd);
+		if (w->listeners[i].fd >= 0)
+			close(w->listeners[i].fd);
 	if (w->wake.fd >= 0)
 		close(w->wake.fd);
 	if (w->epfd >= 0)

@@ -30,6 +30,8 @@ enum kg_cmd_type {
 	KG_CMD_REVALIDATE_ALL,     /* after a reload: CRLs, CA status, backends of all */
 	KG_CMD_KILL_DEVICE,        /* arg: device id */
 	KG_CMD_LIST_SESSIONS,      /* append JSON lines to out */
+	KG_CMD_STOP_ACCEPT,        /* a handover: listeners out of epoll and closed; the
+				    * connections stay (core/handover.h) */
 	KG_CMD_STOP
 };
 

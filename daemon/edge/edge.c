@@ -51,7 +51,8 @@ struct iface {
 	char name[KG_EDGE_IFNAME];
 	int ifindex;            /* 0: not present (yet) */
 	int link_fd;            /* bpf_link; -1: not attached */
-	const char *mode;       /* "native" | "generic" */
+	int adopt_fd;           /* a link the previous process passed (handover); -1 */
+	const char *mode;       /* "native" | "generic" | "adopted" */
 };
 
 struct kg_edge {
@@ -183,6 +184,24 @@ static void attach(struct kg_edge *e, struct iface *ifc, int ifindex)
 	}
 	ifc->ifindex = ifindex;
 	ifc->mode = NULL;
+	/* A handover (core/handover.h): the previous process's link stays attached and
+	 * gets this program in its place, one atomic swap: no packet meets an interface
+	 * without the gate, and the pinned maps are the same. */
+	if (ifc->adopt_fd >= 0) {
+		fd = ifc->adopt_fd;
+		ifc->adopt_fd = -1;
+		if (bpf_link_update(fd, prog, NULL) == 0) {
+			ifc->mode = "adopted";
+			ifc->link_fd = fd;
+			kg_log_info("edge: XDP gate on %s (ifindex %d) taken over from the previous "
+				    "process: program replaced in place", ifc->name, ifindex);
+			return;
+		}
+		kg_log_warn("edge: cannot replace the program of the passed XDP link on %s",
+			    ifc->name);
+		close(fd);
+		fd = -1;
+	}
 	if (e->conf.mode != KG_EDGE_MODE_GENERIC) {
 		opts.flags = XDP_FLAGS_DRV_MODE;
 		fd = bpf_link_create(prog, ifindex, BPF_XDP, &opts);
@@ -386,10 +405,28 @@ static struct xdp_gate_bpf *load_skel(const char *pin_root, bool pinning, int *e
 
 struct kg_edge *kg_edge_start(const struct kg_config *cfg)
 {
+	return kg_edge_start_with(cfg, NULL, NULL);
+}
+
+/* Passed links no interface took (the gate is off here, or the link went away). */
+static void drop_adopted(struct kg_edge *e)
+{
+	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < KG_EDGE_MAX_IFACES; i++)
+		if (e->ifaces[i].adopt_fd >= 0) {
+			close(e->ifaces[i].adopt_fd);
+			e->ifaces[i].adopt_fd = -1;
+		}
+	pthread_mutex_unlock(&e->lock);
+}
+
+static struct kg_edge *start(struct kg_edge *e);
+
+struct kg_edge *kg_edge_start_with(const struct kg_config *cfg,
+				   int (*take_link)(void *arg, const char *ifname), void *arg)
+{
 	struct kg_edge *e = calloc(1, sizeof(*e));
-	char why[512];
-	bool pinning = true;
-	int err;
+	struct kg_edge *r;
 
 	if (e == NULL)
 		return NULL;
@@ -398,10 +435,26 @@ struct kg_edge *kg_edge_start(const struct kg_config *cfg)
 	pthread_mutex_init(&e->lock, NULL);
 	for (size_t i = 0; i < KG_EDGE_MAX_IFACES; i++) {
 		e->ifaces[i].link_fd = -1;
-		if (i < e->conf.n_ifaces)
+		e->ifaces[i].adopt_fd = -1;
+		if (i < e->conf.n_ifaces) {
 			snprintf(e->ifaces[i].name, sizeof(e->ifaces[i].name), "%s",
 				 e->conf.ifaces[i]);
+			if (take_link != NULL)
+				e->ifaces[i].adopt_fd = take_link(arg, e->ifaces[i].name);
+		}
 	}
+	r = start(e);
+	if (r != NULL)
+		drop_adopted(r);
+	return r;
+}
+
+static struct kg_edge *start(struct kg_edge *e)
+{
+	char why[512];
+	bool pinning = true;
+	int err;
+
 	if (!e->conf.xdp) {
 		inactive(e, "%s", "[edge] xdp = off");
 		return e;
@@ -460,6 +513,23 @@ out_destroy:
 	xdp_gate_bpf__destroy(e->skel);
 	e->skel = NULL;
 	return e;
+}
+
+size_t kg_edge_link_fds(struct kg_edge *e, int *fds, char (*names)[KG_EDGE_IFNAME], size_t max)
+{
+	size_t n = 0;
+
+	if (e == NULL)
+		return 0;
+	pthread_mutex_lock(&e->lock);
+	for (size_t i = 0; i < e->conf.n_ifaces && n < max; i++)
+		if (e->ifaces[i].link_fd >= 0) {
+			fds[n] = e->ifaces[i].link_fd;
+			memcpy(names[n], e->ifaces[i].name, KG_EDGE_IFNAME);
+			n++;
+		}
+	pthread_mutex_unlock(&e->lock);
+	return n;
 }
 
 void kg_edge_stop(struct kg_edge *e)

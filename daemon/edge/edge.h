@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 
 #include "edge/edge_block.h"
+#include "edge/edge_conf.h"
 
 struct kg_config;
 struct kg_edge;
@@ -38,6 +39,15 @@ struct kg_edge;
 /* Start the gate for cfg->edge (copied). Returns a gate, active or not (the reason is
  * logged once and kept for metrics), or NULL only when out of memory. */
 struct kg_edge *kg_edge_start(const struct kg_config *cfg);
+/* The same, at a handover (core/handover.h): take_link(arg, ifname) returns the bpf_link
+ * fd the previous process attached to that interface (-1: none), which the gate keeps
+ * attached and points at its own program (bpf_link_update: no moment without a gate);
+ * the pinned maps are reused as at any start. Links no interface takes are closed. */
+struct kg_edge *kg_edge_start_with(const struct kg_config *cfg,
+				   int (*take_link)(void *arg, const char *ifname), void *arg);
+/* The attached links' fds (borrowed) and interface names, at most max: what a handover
+ * passes. Returns how many. */
+size_t kg_edge_link_fds(struct kg_edge *e, int *fds, char (*names)[KG_EDGE_IFNAME], size_t max);
 /* Detach from every interface, stop the link thread, free. Pinned maps stay (the
  * deny list survives a restart). NULL is fine. */
 void kg_edge_stop(struct kg_edge *e);

@@ -153,6 +153,37 @@ void kg_audit_emit(const struct kg_audit_record *r)
 	}
 }
 
+struct json_object *kg_audit_event_new(const char *event)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (o == NULL)
+		return NULL;
+	add_ts(o, wall_ms());
+	json_object_object_add(o, "event", json_object_new_string(event));
+	return o;
+}
+
+void kg_audit_event_emit(struct json_object *o)
+{
+	struct json_object *ev;
+	struct kg_journal_entry e;
+	char line[2048], event[64] = "";
+	size_t n;
+
+	if (json_object_object_get_ex(o, "event", &ev))
+		snprintf(event, sizeof(event), "%s", json_object_get_string(ev));
+	n = finish_line(o, line, sizeof(line));   /* frees o */
+	if (n == 0)
+		return;
+	if (kg_log_journal()) {
+		journal_head(&e, line, n, false, kg_log_ident(), event);
+		write_out(line, n, &e);
+	} else {
+		write_out(line, n, NULL);
+	}
+}
+
 /* ---- the flood guard ------------------------------------------------------------ */
 
 void kg_audit_limit_key(enum kg_reason reason, const struct sockaddr *sa, unsigned salen,

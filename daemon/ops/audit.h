@@ -50,6 +50,14 @@ void kg_audit_emit(const struct kg_audit_record *r);
 void kg_audit_journal_fields(const struct kg_audit_record *r, const char *line, size_t len,
 			     const char *ident, struct kg_journal_entry *e);
 
+/* An audit line about the daemon itself rather than one connection (a listener
+ * handover, core/handover.h): kg_audit_event_new() gives {"ts":..,"event":EVENT} to
+ * add fields to; kg_audit_event_emit() writes it as one line (the journal: with
+ * KTLSGATE_AUDIT=1 and KTLSGATE_EVENT) and frees it. */
+struct json_object;
+struct json_object *kg_audit_event_new(const char *event);
+void kg_audit_event_emit(struct json_object *o);
+
 /*
  * The flood guard (issue 10): refusals of peers that never authenticated are limited
  * per (reason, source address: IPv4 /32, IPv6 /64) with cfg's audit_lines,

@@ -120,7 +120,7 @@ struct key_def {
 
 enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
-	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_REG_CACHE, KEY_REG_DOWN, KEY_REG_DOWN_SEEN, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY,
+	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_REG_CACHE, KEY_REG_DOWN, KEY_REG_DOWN_SEEN, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY, KEY_DRAIN_TIMEOUT,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS, KEY_SECURITY_LEVEL, KEY_CRL_GRACE,
 	KEY_RESUMPTION, KEY_TICKET_LIFETIME, KEY_TICKET_KEY_FILE, KEY_TICKET_REUSE,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
@@ -151,6 +151,9 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_USERNAME] = { SEC_DAEMON, "username_check", K_USERNAME, FIELD(username_check), 0, 0 },
 	[KEY_LOG_LEVEL] = { SEC_DAEMON, "log_level", K_LOG_LEVEL, FIELD(log_level), 0, 0 },
 	[KEY_RELAY] = { SEC_DAEMON, "relay", K_RELAY, FIELD(relay), 0, 0 },
+	/* a handover's drain (core/handover.h): 0 cuts the old process's sessions at once */
+	[KEY_DRAIN_TIMEOUT] = { SEC_DAEMON, "drain_timeout", K_DURATION, FIELD(drain_timeout), 0,
+				KG_DRAIN_TIMEOUT_MAX_S },
 	[KEY_CIPHERS] = { SEC_TLS, "ciphers", K_STRING, FIELD(ciphers), 0, 0 },
 	[KEY_SUITES] = { SEC_TLS, "ciphersuites", K_STRING, FIELD(ciphersuites), 0, 0 },
 	[KEY_GROUPS] = { SEC_TLS, "groups", K_STRING, FIELD(groups), 0, 0 },
@@ -416,6 +419,7 @@ void kg_config_defaults(struct kg_config *cfg)
 	cfg->resumption = true;
 	cfg->ticket_reuse = true;
 	cfg->ticket_lifetime = KG_TICKET_LIFETIME_DEFAULT_S;
+	cfg->drain_timeout = KG_DRAIN_TIMEOUT_DEFAULT_S;
 	cfg->max_connections = 10000;
 	cfg->max_handshakes = 1024;
 	cfg->handshake_timeout_ms = 10000;

@@ -149,6 +149,9 @@ struct kg_config {
 	enum kg_username_check username_check;  /* strict | rewrite | pass */
 	char log_level[16];               /* err|warn|info|debug */
 	enum kg_relay_choice relay;       /* auto | ktls_tx | userspace | openssl */
+	/* seconds a process that handed its listeners over (ktlsgated --takeover) keeps
+	 * its sessions before it closes them and exits */
+	unsigned drain_timeout;
 
 	/* [tls] */
 	char ciphers[512];                /* TLS 1.2 cipher list */
@@ -161,6 +164,8 @@ struct kg_config {
 #define KG_TICKET_LIFETIME_MIN_S 60
 #define KG_TICKET_LIFETIME_MAX_S 604800   /* RFC 8446 4.6.1's cap */
 #define KG_TICKET_LIFETIME_DEFAULT_S 7200
+#define KG_DRAIN_TIMEOUT_DEFAULT_S 300
+#define KG_DRAIN_TIMEOUT_MAX_S 86400
 	unsigned ticket_lifetime;         /* seconds: a ticket's life, a ticket key's span */
 	bool ticket_reuse;                /* a resumption renews the ticket only past half
 					   * its life (tickets.h kg_ticket_renew_due) */

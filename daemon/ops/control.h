@@ -25,6 +25,10 @@
  *                                 expires_in_s or null), OK
  *   block-stats                -> {"passed":N,"dropped_deny":N,"dropped_rate":N}, OK
  *   block-maps                 -> OK deny=ID allow=ID stats=ID (the kernel's map ids)
+ *   handover 1                 -> `ktlsgated --takeover` (core/handover.h): the connection
+ *                                 leaves the one-request machinery and becomes the
+ *                                 handover channel (binary frames, handover_msg.h, the
+ *                                 sockets with SCM_RIGHTS) | ERR why (refused)
  *   The block-* verbs answer "ERR the XDP gate is not active: WHY" without a gate; the
  *   CLI uses them when it cannot open the maps pinned under [edge] pin_dir, or when
  *   block-maps says the pins there are not the running gate's (left by an earlier run).

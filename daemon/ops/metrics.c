@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -680,6 +681,7 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 
 struct kg_metrics_http {
 	struct MHD_Daemon *mhd;
+	bool quiesced;             /* its listener went to another process (handover) */
 	kg_metrics_render_fn fn;
 	void *arg;
 };
@@ -730,9 +732,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 struct kg_metrics_http *kg_metrics_http_start(const struct kg_config *cfg, kg_metrics_render_fn fn,
 					      void *arg, char *err, size_t errlen)
 {
+	return kg_metrics_http_start_fd(cfg, -1, fn, arg, err, errlen);
+}
+
+struct kg_metrics_http *kg_metrics_http_start_fd(const struct kg_config *cfg, int listen_fd,
+						 kg_metrics_render_fn fn, void *arg, char *err,
+						 size_t errlen)
+{
 	const struct kg_sockaddr *addr = &cfg->metrics_listen;
 	struct kg_metrics_http *h = calloc(1, sizeof(*h));
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY;
+	/* MHD_USE_ITC: kg_metrics_http_quiesce() needs it with the internal thread. */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY | MHD_USE_ITC;
 
 	if (h == NULL) {
 		snprintf(err, errlen, "metrics: out of memory");
@@ -742,18 +752,51 @@ struct kg_metrics_http *kg_metrics_http_start(const struct kg_config *cfg, kg_me
 	h->arg = arg;
 	if (addr->ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
-				  MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&addr->ss,
-				  MHD_OPTION_CONNECTION_LIMIT, cfg->metrics_max_connections,
-				  MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->metrics_max_per_ip,
-				  MHD_OPTION_CONNECTION_TIMEOUT, cfg->metrics_timeout,
-				  MHD_OPTION_END);
+	if (listen_fd >= 0)
+		/* A socket passed at a handover (core/handover.h): already bound and
+		 * listening, the address is its own. */
+		h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
+					  MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
+					  MHD_OPTION_CONNECTION_LIMIT, cfg->metrics_max_connections,
+					  MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->metrics_max_per_ip,
+					  MHD_OPTION_CONNECTION_TIMEOUT, cfg->metrics_timeout,
+					  MHD_OPTION_END);
+	else
+		h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
+					  MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&addr->ss,
+					  MHD_OPTION_CONNECTION_LIMIT, cfg->metrics_max_connections,
+					  MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->metrics_max_per_ip,
+					  MHD_OPTION_CONNECTION_TIMEOUT, cfg->metrics_timeout,
+					  MHD_OPTION_END);
 	if (h->mhd == NULL) {
 		snprintf(err, errlen, "metrics_listen %s: cannot listen", addr->text);
 		free(h);
 		return NULL;
 	}
 	return h;
+}
+
+int kg_metrics_http_listen_fd(const struct kg_metrics_http *h)
+{
+	const union MHD_DaemonInfo *i;
+
+	if (h == NULL || h->quiesced)
+		return -1;
+	i = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+	return i != NULL ? (int)i->listen_fd : -1;
+}
+
+void kg_metrics_http_quiesce(struct kg_metrics_http *h)
+{
+	MHD_socket fd;
+
+	if (h == NULL || h->quiesced)
+		return;
+	/* MHD gives the socket back without shutdown(): the new process's copy lives on. */
+	fd = MHD_quiesce_daemon(h->mhd);
+	h->quiesced = true;
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 }
 
 void kg_metrics_http_stop(struct kg_metrics_http *h)

@@ -285,6 +285,15 @@ typedef char *(*kg_metrics_render_fn)(void *arg, size_t *len_out);
  * hold the endpoint. Returns NULL with a message in err on failure. */
 struct kg_metrics_http *kg_metrics_http_start(const struct kg_config *cfg, kg_metrics_render_fn fn,
 					      void *arg, char *err, size_t errlen);
+/* The same on an already listening socket (listen_fd, taken over; -1: bind as above). */
+struct kg_metrics_http *kg_metrics_http_start_fd(const struct kg_config *cfg, int listen_fd,
+						 kg_metrics_render_fn fn, void *arg, char *err,
+						 size_t errlen);
+/* The listening socket (borrowed; -1: none, or NULL h): what a handover passes. */
+int kg_metrics_http_listen_fd(const struct kg_metrics_http *h);
+/* Stop accepting and close this process's reference to the listener, without shutting
+ * the socket down (another process serves on it now); requests in flight finish. */
+void kg_metrics_http_quiesce(struct kg_metrics_http *h);
 void kg_metrics_http_stop(struct kg_metrics_http *h);
 
 #endif

@@ -61,6 +61,22 @@ void kg_notify_ready(struct kg_notify *n, const char *status)
 	}
 }
 
+void kg_notify_ready_main(struct kg_notify *n, const char *status)
+{
+	char head[48];
+
+	if (!n->active)
+		return;
+	/* systemd then follows this process, not the one it started (NotifyAccess=all). */
+	snprintf(head, sizeof(head), "MAINPID=%ld\nREADY=1", (long)getpid());
+	send_status(n, head, status);
+	n->next_status_ms = kg_now_ms() + KG_NOTIFY_STATUS_MS;
+	if (n->watchdog_ms != 0 && n->next_ping_ms == 0) {
+		(void)sd_notify(0, "WATCHDOG=1");
+		n->next_ping_ms = kg_now_ms() + n->watchdog_ms / 2;
+	}
+}
+
 void kg_notify_reloading(struct kg_notify *n)
 {
 	char msg[96];

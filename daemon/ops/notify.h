@@ -42,6 +42,9 @@ struct kg_notify_counts {
 void kg_notify_init(struct kg_notify *n);
 /* READY=1 with STATUS=status (startup, and the end of a reload). */
 void kg_notify_ready(struct kg_notify *n, const char *status);
+/* READY=1 with MAINPID=getpid() and STATUS=status: a process that took over from the
+ * one systemd started (ktlsgated --takeover, docs/systemd.md). */
+void kg_notify_ready_main(struct kg_notify *n, const char *status);
 /* RELOADING=1 with MONOTONIC_USEC= (systemd >= 253 matches it to the reload job), and
  * WATCHDOG=1 when the watchdog runs: the reload blocks the main loop, so it gets a
  * whole interval. */

@@ -822,9 +822,10 @@ t_daemon_control() {
 	expect_err_line '^ktlsgate: no live session for dev9$'
 	run -c "$conf" session list
 	expect_rc 0
-	expect_out '^ID +DEVICE +PEER +STATE +MODE +TLS +BACKEND +AGE +BYTES +WORKER$'
-	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +resumed +local +3[0-9]s +123 +0$'
-	expect_out '^8 +- +127\.0\.0\.1:5001 +tls_handshake +- +- +- .* 1$'
+	expect_out '^ID +DEVICE +PEER +STATE +MODE +TLS +BACKEND +AGE +BYTES +WORKER +PID$'
+	# PID: which process holds it (a handover lists the old one's too); "-" if unsaid
+	expect_out '^7 +dev1 +127\.0\.0\.1:5000 +relaying +ktls +resumed +local +3[0-9]s +123 +0 +-$'
+	expect_out '^8 +- +127\.0\.0\.1:5001 +tls_handshake +- +- +- .* 1 +-$'
 	run -c "$conf" session list --json
 	expect_rc 0
 	[ "$($PY -c 'import json,sys; print([s["id"] for s in json.load(open(sys.argv[1]))])' "$T/out")" = "[7, 8]" ] ||

@@ -90,7 +90,8 @@ t_gated_help() {
 		rc=$?
 		[ "$rc" = 0 ] || { note "ktlsgated $opt: exit $rc: $out"; return 1; }
 		echo "$out" | grep -q '^usage: ktlsgated ' || { note "ktlsgated $opt: no usage line: $out"; return 1; }
-		for want in '-c, --config FILE' '-t, --test' '-d, --debug' '-h, --help' '-V, --version'; do
+		for want in '-c, --config FILE' '-t, --test' '-d, --debug' '-h, --help' '-V, --version' \
+			'-T, --takeover'; do
 			echo "$out" | grep -qF -- "$want" || { note "ktlsgated $opt lacks '$want'"; return 1; }
 		done
 	done

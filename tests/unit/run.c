@@ -20,6 +20,7 @@ Suite *kg_suite_relay_plain(void);
 Suite *kg_suite_watch_pg(void);
 /* Issue 13's certified-leaf mode (check_leaf.c). */
 Suite *kg_suite_leaf(void);
+Suite *kg_suite_handover(void);  /* check_handover.c: the handover channel's frames */
 
 int main(void)
 {
@@ -30,7 +31,7 @@ int main(void)
 		kg_suite_srclimit, kg_suite_revoke, kg_suite_caps,
 		kg_suite_proxy,    kg_suite_credential, kg_suite_auth,
 		kg_suite_relay_plain, kg_suite_regcache, kg_suite_tickets,
-		kg_suite_leaf,     kg_suite_workers,
+		kg_suite_leaf,     kg_suite_workers, kg_suite_handover,
 	};
 	SRunner *sr = srunner_create(NULL);
 	int failed;
