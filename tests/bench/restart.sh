@@ -175,6 +175,15 @@ start_nginx() {
 restart_nginx() { "${NGINX[@]}" -s reload; }
 stop_nginx() { kill "$SRV_PID"; timeout 10 tail --pid="$SRV_PID" -f /dev/null; forget_pid "$SRV_PID"; }
 
+# tree_of PID: the pid and all its descendants (HAProxy, nginx: master + workers).
+tree_of() {
+	local c
+	echo "$1"
+	for c in $(pgrep -P "$1"); do
+		tree_of "$c"
+	done
+}
+
 # wait_listen_on PORT PID: until something listens on PORT (any address).
 wait_listen_on() {
 	local i
@@ -188,7 +197,7 @@ wait_listen_on() {
 
 # run_one VARIANT REP: one run; appends a row to $RAW.
 run_one() {
-	local v=$1 rep=$2 port topic sub subpid lp qp loop pubj chk t0 t1 t_r i
+	local v=$1 rep=$2 port topic sub subpid lp qp loop pubj chk t0 t1 t_r t_s i before after p newp=0 oldalive=0
 	"start_$v" || { say "$v: did not start"; return 1; }
 	port=$PORT
 	[[ $v == haproxy || $v == nginx ]] && port=$SRV_PORT
@@ -213,10 +222,31 @@ run_one() {
 		sleep 0.05
 	done
 	sleep "$RESTART_AT"
+	before=$(tree_of "$SRV_PID")
 	t0=$(date +%s.%N)
 	"restart_$v"
 	t1=$(date +%s.%N)
 	t_r=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+	# the restart is real only if new processes serve: count them (HAProxy and nginx
+	# keep the master's pid; their new workers are new)
+	for ((i = 0; i < 100 && newp == 0; i++)); do
+		after=$(tree_of "$SRV_PID")
+		for p in $after; do
+			grep -qx "$p" <<<"$before" || newp=$((newp + 1))
+		done
+		[[ $v == steady ]] && break
+		((newp > 0)) || sleep 0.05
+	done
+	# old processes still running 1 s before the window ends (the live session is still
+	# open then): the ones draining old sessions (a master that re-executed itself under
+	# the same pid is not one)
+	t_s=$(sed -n 's/^start //p' "$WORK/loop-$v-$rep.err")
+	sleep "$(awk -v s="$t_s" -v w="$WINDOW" -v n="$(date +%s.%N)" 'BEGIN { d = s + w - 1 - n; print (d > 0 ? d : 0) }')"
+	if [[ $v != steady ]]; then
+		for p in $before; do
+			[[ $p != "$SRV_PID" ]] && kill -0 "$p" 2>/dev/null && oldalive=$((oldalive + 1))
+		done
+	fi
 	wait "$lp"
 	wait "$qp"
 	sleep 1   # the last deliveries reach the subscriber
@@ -229,12 +259,17 @@ run_one() {
 		return 1
 	fi
 	chk=$($PY "$RC" qos1-check "$pubj" "$sub")
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$rep" \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$rep" \
 		"$(jget "$loop" offered)" "$(jget "$loop" ok)" "$(jget "$loop" refused)" "$(jget "$loop" reset)" \
 		"$(jget "$loop" timeout)" "$(($(jget "$loop" failed) - $(jget "$loop" refused) - $(jget "$loop" reset) - $(jget "$loop" timeout)))" \
 		"$(jget "$loop" live.survived)" "$(jget "$chk" exactly_once)" "$(jget "$chk" missing)" \
-		"$(jget "$chk" duplicated)" "$(jget "$chk" drops)" "$(jget "$chk" outage_max_s)" "$t_r" >>"$RAW"
-	say "$v #$rep: restart ${t_r}s; loop $(jget "$loop" counts) offered $(jget "$loop" offered_rate)/s, live $(jget "$loop" live.survived) $(jget "$loop" live.error); qos1 $chk"
+		"$(jget "$chk" duplicated)" "$(jget "$chk" drops)" "$(jget "$chk" outage_max_s)" "$t_r" \
+		"$newp" "$oldalive" >>"$RAW"
+	if [[ $v != steady ]] && ((newp == 0)); then
+		say "$v #$rep: no new process after the restart: not counted"
+		return 1
+	fi
+	say "$v #$rep: restart ${t_r}s, $newp new process(es), $oldalive old one(s) alive at the end; loop $(jget "$loop" counts) offered $(jget "$loop" offered_rate)/s, live $(jget "$loop" live.survived) $(jget "$loop" live.error); qos1 $chk"
 }
 
 # med VARIANT COL: the median of column COL over the variant's runs.
@@ -250,8 +285,8 @@ report() {
 	echo "- stamp: ktlsgate $(git -C "$TOP" describe --always --dirty 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- $RATE connects/s for $WINDOW s, restart at ${RESTART_AT} s; QoS 1 at $QOS_RATE msg/s; medians of $REPEAT runs"
 	echo
-	echo "| variant | attempts | ok | refused | reset | timeout | other | live session kept | QoS 1 exactly once | missing | duplicated | publisher drops | longest outage s | restart cmd s |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	echo "| variant | attempts | ok | refused | reset | timeout | other | live session kept | QoS 1 exactly once | missing | duplicated | publisher drops | longest outage s | restart cmd s | old processes alive at the end |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 	for v in $VARIANTS; do
 		case $v in
 		steady) name="no restart (steady)" ;;
@@ -261,10 +296,10 @@ report() {
 		nginx) name="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') -s reload (stream, TLS)" ;;
 		esac
 		if [[ " $NOT_RUN " == *" $v "* ]]; then
-			echo "| $name | not available in this build | | | | | | | | | | | | |"
+			echo "| $name | not available in this build | | | | | | | | | | | | | |"
 			continue
 		fi
-		echo "| $name | $(med "$v" 3) | $(med "$v" 4) | $(med "$v" 5) | $(med "$v" 6) | $(med "$v" 7) | $(med "$v" 8) | $(yes_of "$v" 9) | $(yes_of "$v" 10) | $(med "$v" 11) | $(med "$v" 12) | $(med "$v" 13) | $(med "$v" 14) | $(med "$v" 15) |"
+		echo "| $name | $(med "$v" 3) | $(med "$v" 4) | $(med "$v" 5) | $(med "$v" 6) | $(med "$v" 7) | $(med "$v" 8) | $(yes_of "$v" 9) | $(yes_of "$v" 10) | $(med "$v" 11) | $(med "$v" 12) | $(med "$v" 13) | $(med "$v" 14) | $(med "$v" 15) | $(med "$v" 17) |"
 	done
 }
 
