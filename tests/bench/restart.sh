@@ -25,6 +25,8 @@
 # kept; plain must show failures and the live session lost (a probe that cannot see a
 # failure proves nothing). Exit 3 when a variant asked for could not run.
 # Results: $BUILD/bench/restart.md (the table of docs/benchmarks.md "Issue 14: restart").
+# The start_/restart_/stop_ functions are called by name ("start_$v").
+# shellcheck disable=SC2317
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
@@ -68,7 +70,10 @@ setup() {
 		IDS+="${IDS:+,}$id"
 	done
 	for id in ${IDS//,/ } rs-live rs-pub; do
-		device_cert "$id" "$PKI/factory" && kg device add "$id" >/dev/null || { echo "device $id failed" >&2; return 1; }
+		if ! device_cert "$id" "$PKI/factory" || ! kg device add "$id" >/dev/null; then
+			echo "device $id failed" >&2
+			return 1
+		fi
 	done
 	cat "$PKI/root/cert.pem" "$PKI/factory/cert.pem" >"$WORK/clients-ca.pem"
 	cat "$WORK/gw/server/chain.pem" "$WORK/gw/server/key.pem" >"$WORK/server-full.pem"
@@ -104,6 +109,7 @@ stop_takeover() {
 		kill -0 "$OLD_PID" 2>/dev/null || { OLD_EXIT=yes; break; }
 		sleep 0.1
 	done
+	say "takeover: the old process exited by itself once its sessions ended: $OLD_EXIT"
 	kill "$OLD_PID" 2>/dev/null
 	forget_pid "$OLD_PID"
 	stop_gateway
