@@ -86,7 +86,19 @@ setup() {
 # --- the terminators: start_V sets SRV_PID; restart_V restarts it --------------------
 
 start_plain() { start_gateway; SRV_PID=$GW_PID; }
-restart_plain() { stop_gateway; start_gateway; SRV_PID=$GW_PID; }
+# What systemd does: SIGTERM, wait for the exit (SIGCHLD: `wait`, not lib.sh's
+# stop_gateway, whose `tail --pid` polls once a second and would lengthen the gap), start.
+restart_plain() {
+	local w
+	kill -TERM "$GW_PID"
+	(sleep 15 && kill -KILL "$GW_PID" 2>/dev/null) &
+	w=$!
+	wait "$GW_PID" 2>/dev/null
+	kill "$w" 2>/dev/null
+	forget_pid "$GW_PID"
+	start_gateway
+	SRV_PID=$GW_PID
+}
 stop_plain() { stop_gateway; }
 start_steady() { start_plain; }
 restart_steady() { :; }
