@@ -295,6 +295,11 @@ med() {
 	awk -F'\t' -v v="$1" -v c="$2" '$1 == v { print $c }' "$RAW" | sort -g |
 		awk '{ a[NR] = $1 } END { if (!NR) print "-"; else print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
+# failed VARIANT: the median of the failed attempts (attempts - ok) and the range, per run.
+failed() {
+	awk -F'\t' -v v="$1" '$1 == v { print $3 - $4 }' "$RAW" | sort -g |
+		awk '{ a[NR] = $1 } END { if (!NR) print "-"; else printf "%s (%s-%s)", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2, a[1], a[NR] }'
+}
 # yes_of VARIANT COL: "k/n" runs where COL is true.
 yes_of() { awk -F'\t' -v v="$1" -v c="$2" '$1 == v { n++; if ($c == "true") k++ } END { printf "%d/%d", k, n }' "$RAW"; }
 
@@ -302,8 +307,9 @@ report() {
 	local v name
 	echo "- stamp: ktlsgate $(git -C "$TOP" describe --always --dirty 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- $RATE connects/s for $WINDOW s, restart at ${RESTART_AT} s; QoS 1 at $QOS_RATE msg/s; medians of $REPEAT runs"
+	echo "  (each column its own median; \"failed\" = attempts without a CONNACK 0, per run)"
 	echo
-	echo "| variant | attempts | ok | refused | reset | timeout | other | live session kept | QoS 1 exactly once | missing | duplicated | publisher drops | longest outage s | restart cmd s | old processes alive at the end |"
+	echo "| variant | attempts | failed (min-max) | refused | reset | timeout | other | live session kept | QoS 1 exactly once | missing | duplicated | publisher drops | longest outage s | restart cmd s | old processes alive at the end |"
 	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 	for v in $VARIANTS; do
 		case $v in
@@ -317,7 +323,7 @@ report() {
 			echo "| $name | not available in this build | | | | | | | | | | | | | |"
 			continue
 		fi
-		echo "| $name | $(med "$v" 3) | $(med "$v" 4) | $(med "$v" 5) | $(med "$v" 6) | $(med "$v" 7) | $(med "$v" 8) | $(yes_of "$v" 9) | $(yes_of "$v" 10) | $(med "$v" 11) | $(med "$v" 12) | $(med "$v" 13) | $(med "$v" 14) | $(med "$v" 15) | $(med "$v" 17) |"
+		echo "| $name | $(med "$v" 3) | $(failed "$v") | $(med "$v" 5) | $(med "$v" 6) | $(med "$v" 7) | $(med "$v" 8) | $(yes_of "$v" 9) | $(yes_of "$v" 10) | $(med "$v" 11) | $(med "$v" 12) | $(med "$v" 13) | $(med "$v" 14) | $(med "$v" 15) | $(med "$v" 17) |"
 	done
 }
 
