@@ -305,7 +305,7 @@ yes_of() { awk -F'\t' -v v="$1" -v c="$2" '$1 == v { n++; if ($c == "true") k++ 
 
 report() {
 	local v name
-	echo "- stamp: ktlsgate $(git -C "$TOP" describe --always --dirty 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- stamp: ktlsgate $(git -C "$TOP" describe --always --dirty 2>/dev/null || echo '?') (binaries: $BUILD, tree $(git -C "$(dirname "$BUILD")" describe --always --dirty 2>/dev/null || echo '?')), $(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- $RATE connects/s for $WINDOW s, restart at ${RESTART_AT} s; QoS 1 at $QOS_RATE msg/s; medians of $REPEAT runs"
 	echo "  (each column its own median; \"failed\" = attempts without a CONNACK 0, per run)"
 	echo
