@@ -277,12 +277,12 @@ run_one() {
 		return 1
 	fi
 	chk=$($PY "$RC" qos1-check "$pubj" "$sub")
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$rep" \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$rep" \
 		"$(jget "$loop" offered)" "$(jget "$loop" ok)" "$(jget "$loop" refused)" "$(jget "$loop" reset)" \
 		"$(jget "$loop" timeout)" "$(($(jget "$loop" failed) - $(jget "$loop" refused) - $(jget "$loop" reset) - $(jget "$loop" timeout)))" \
 		"$(jget "$loop" live.survived)" "$(jget "$chk" exactly_once)" "$(jget "$chk" missing)" \
 		"$(jget "$chk" duplicated)" "$(jget "$chk" drops)" "$(jget "$chk" outage_max_s)" "$t_r" \
-		"$newp" "$oldalive" >>"$RAW"
+		"$newp" "$oldalive" "$(jget "$loop" p99_ms)" "$(jget "$loop" max_ms)" >>"$RAW"
 	if [[ $v != steady ]] && ((newp == 0)); then
 		say "$v #$rep: no new process after the restart: not counted"
 		return 1
@@ -309,8 +309,8 @@ report() {
 	echo "- $RATE connects/s for $WINDOW s, restart at ${RESTART_AT} s; QoS 1 at $QOS_RATE msg/s; medians of $REPEAT runs"
 	echo "  (each column its own median; \"failed\" = attempts without a CONNACK 0, per run)"
 	echo
-	echo "| variant | attempts | failed (min-max) | refused | reset | timeout | other | live session kept | QoS 1 exactly once | missing | duplicated | publisher drops | longest outage s | restart cmd s | old processes alive at the end |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	echo "| variant | attempts | failed (min-max) | refused | reset | timeout | other | CONNACK p99 / max ms | live session kept | QoS 1 exactly once | missing | duplicated | publisher drops | longest outage s | restart cmd s | old processes alive at the end |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 	for v in $VARIANTS; do
 		case $v in
 		steady) name="no restart (steady)" ;;
@@ -320,10 +320,10 @@ report() {
 		nginx) name="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') -s reload (stream, TLS)" ;;
 		esac
 		if [[ " $NOT_RUN " == *" $v "* ]]; then
-			echo "| $name | not available in this build | | | | | | | | | | | | | |"
+			echo "| $name | not available in this build | | | | | | | | | | | | | | |"
 			continue
 		fi
-		echo "| $name | $(med "$v" 3) | $(failed "$v") | $(med "$v" 5) | $(med "$v" 6) | $(med "$v" 7) | $(med "$v" 8) | $(yes_of "$v" 9) | $(yes_of "$v" 10) | $(med "$v" 11) | $(med "$v" 12) | $(med "$v" 13) | $(med "$v" 14) | $(med "$v" 15) | $(med "$v" 17) |"
+		echo "| $name | $(med "$v" 3) | $(failed "$v") | $(med "$v" 5) | $(med "$v" 6) | $(med "$v" 7) | $(med "$v" 8) | $(med "$v" 18) / $(med "$v" 19) | $(yes_of "$v" 9) | $(yes_of "$v" 10) | $(med "$v" 11) | $(med "$v" 12) | $(med "$v" 13) | $(med "$v" 14) | $(med "$v" 15) | $(med "$v" 17) |"
 	done
 }
 

@@ -23,7 +23,8 @@
       on that same TCP connection (a session that survived the restart) or when and how
       it died.
       Prints one JSON line: counts per class, offered/started attempts, the epoch times
-      of the first and last failure, the live session's fate.
+      of the first and last failure, the time to CONNACK of the ok attempts (p50, p99,
+      max: a restart that refuses nobody may still stall them), the live session's fate.
 
   qos1-pub --host H --port P --ca CA --cert C --key K --id ID --topic T
         [--rate 50] [--duration S] [--out FILE]
@@ -221,6 +222,7 @@ def cmd_loop(a):
         "other_kinds": sorted({c for _, _, c in results if c.startswith("other")}),
         "first_fail": fails[0] if fails else None, "last_fail": fails[-1] if fails else None,
         "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+        "p99_ms": round(lat[len(lat) * 99 // 100] * 1000, 1) if lat else None,
         "max_ms": round(lat[-1] * 1000, 1) if lat else None,
         "t_start": t_start, "t_end": t_end,
     }
