@@ -24,7 +24,12 @@
 # Self-checks (exit 1): steady must show 0 failures, exactly once and the live session
 # kept; plain must show failures and the live session lost (a probe that cannot see a
 # failure proves nothing). Exit 3 when a variant asked for could not run.
-# Results: $BUILD/bench/restart.md (the table of docs/benchmarks.md "Issue 14: restart").
+# Knobs (defaults): BENCH_REPEAT (3), BENCH_RATE (200), BENCH_WINDOW (10 s), RESTART_AT
+# (3 s), QOS_RATE (50), BENCH_TIMEOUT (3 s per attempt), BENCH_LIVE_TIMEOUT (2 s per
+# PINGRESP), BENCH_VARIANTS (all five), BENCH_LOOP_DEVICES (16), BENCH_OUT ($BUILD/bench);
+# BUILD may point at another tree's build (the stamp names that tree).
+# Results: $BENCH_OUT/restart.md (the table of docs/benchmarks.md "Issue 14: restart"),
+# one row per run in restart.tsv.
 # The start_/restart_/stop_ functions are called by name ("start_$v").
 # shellcheck disable=SC2317
 set -u
@@ -47,6 +52,8 @@ RATE=${BENCH_RATE:-200}
 WINDOW=${BENCH_WINDOW:-10}
 RESTART_AT=${RESTART_AT:-3}
 QOS_RATE=${QOS_RATE:-50}
+TIMEOUT=${BENCH_TIMEOUT:-3}            # an attempt's deadline (connect, handshake, CONNACK)
+LIVE_TIMEOUT=${BENCH_LIVE_TIMEOUT:-2}  # the live session's deadline for each PINGRESP
 VARIANTS=${BENCH_VARIANTS:-"steady plain takeover haproxy nginx"}
 N_DEV=${BENCH_LOOP_DEVICES:-16}
 OUT=${BENCH_OUT:-$BUILD/bench}
@@ -232,6 +239,7 @@ run_one() {
 	qp=$!
 	dev timeout $((WINDOW + 60)) $PY "$RC" loop --host $ADDR --port "$port" --ca "$PKI/root/cert.pem" \
 		--devices "$PKI/dev" --ids "$IDS" --live rs-live --rate "$RATE" --duration "$WINDOW" \
+		--timeout "$TIMEOUT" --live-timeout "$LIVE_TIMEOUT" \
 		--events "$WORK/events-$v-$rep.txt" >"$WORK/loop-$v-$rep.out" 2>"$WORK/loop-$v-$rep.err" &
 	lp=$!
 	# the restart: RESTART_AT s after the loop's first attempt
@@ -354,7 +362,7 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
 	done
 done
 report | tee "$OUT/restart.md"
-echo "command: make bench-restart (BENCH_REPEAT=$REPEAT BENCH_RATE=$RATE BENCH_WINDOW=$WINDOW RESTART_AT=$RESTART_AT QOS_RATE=$QOS_RATE)" | tee -a "$OUT/restart.md"
+echo "command: make bench-restart (BENCH_REPEAT=$REPEAT BENCH_RATE=$RATE BENCH_WINDOW=$WINDOW RESTART_AT=$RESTART_AT QOS_RATE=$QOS_RATE BENCH_TIMEOUT=$TIMEOUT BENCH_LIVE_TIMEOUT=$LIVE_TIMEOUT)" | tee -a "$OUT/restart.md"
 self_check || rc=1
 [ $rc = 0 ] && [ -n "$NOT_RUN" ] && rc=3
 exit $rc

@@ -19,7 +19,8 @@
         connack_N a CONNACK with return code N != 0
         other     anything else (named in "other_kinds")
       --live ID: before the loop, ID opens one session and sends PINGREQ every 0.2 s for
-      the whole run; "live" in the result says whether every PINGRESP came back within 2 s
+      the whole run; "live" in the result says whether every PINGRESP came back within
+      --live-timeout s (2)
       on that same TCP connection (a session that survived the restart) or when and how
       it died.
       Prints one JSON line: counts per class, offered/started attempts, the epoch times
@@ -135,7 +136,7 @@ class Live:
             return
         self.state["opened"] = True
         self.opened.set()
-        s.settimeout(2.0)
+        s.settimeout(self.a.live_timeout)
         try:
             while not self.stop.wait(0.2):
                 s.sendall(PINGREQ)
@@ -282,8 +283,9 @@ class Publisher:
             time.sleep(0.1)
         if self.s is None:
             return False
-        # blocking with a deadline: a send that cannot finish in 2 s is a dead connection
-        self.s.settimeout(2.0)
+        # blocking with a deadline: a send or a started TLS record that cannot finish in
+        # 5 s is a dead connection
+        self.s.settimeout(5.0)
         if self.down_since is not None:
             self.outages.append(round(time.time() - self.down_since, 3))
             self.down_since = None
@@ -443,6 +445,8 @@ def main():
     lp.add_argument("--timeout", type=float, default=3)
     lp.add_argument("--threads", type=int, default=128)
     lp.add_argument("--live")
+    lp.add_argument("--live-timeout", type=float, default=2.0,
+                    help="seconds a PINGRESP of the live session may take")
     lp.add_argument("--plain", action="store_true")
     lp.add_argument("--events", help="write 'start_epoch seconds class' per attempt")
     pp = sub.add_parser("qos1-pub")
