@@ -18,7 +18,8 @@
 # SIGTERM, wait for exit, start), takeover (`ktlsgated --takeover` started beside the
 # running one; "not available in this build" when --help does not list it), haproxy
 # (master-worker -W, `expose-fd listeners` on the stats socket, reload = SIGUSR2 to the
-# master), nginx (stream module, `nginx -s reload`). BENCH_REPEAT runs each, medians.
+# master), nginx (stream module, `nginx -s reload`); on request only, takeover-kill (the
+# old process SIGKILLed KILL_AFTER s into a takeover). BENCH_REPEAT runs each, medians.
 # net.ipv4.tcp_migrate_req = 1 in the gate namespace for every variant (the kernel's
 # request migration between SO_REUSEPORT listeners; tests/edge/test-takeover.sh).
 # Self-checks (exit 1): steady must show 0 failures, exactly once and the live session
@@ -133,6 +134,17 @@ stop_takeover() {
 	forget_pid "$OLD_PID"
 	stop_gateway
 }
+
+# takeover-kill (not in the default list): the old process is SIGKILLed
+# KILL_AFTER s (0.1) after the new one was started, i.e. mid-handover: the new one must
+# go on serving; what the old one held (handshakes in flight, the live session) is lost.
+start_takeover-kill() { start_plain; }
+restart_takeover-kill() {
+	restart_takeover
+	sleep "${KILL_AFTER:-0.1}"
+	kill -KILL "$OLD_PID"
+}
+stop_takeover-kill() { stop_takeover; }
 
 start_haproxy() {
 	local d=$WORK/haproxy
@@ -324,6 +336,7 @@ report() {
 		steady) name="no restart (steady)" ;;
 		plain) name="ktlsgated plain restart (SIGTERM + start)" ;;
 		takeover) name="ktlsgated --takeover" ;;
+		takeover-kill) name="ktlsgated --takeover, old one SIGKILLed ${KILL_AFTER:-0.1} s in" ;;
 		haproxy) name="HAProxy $(haproxy -v | sed -n 's/^HAProxy version \([0-9.]*\).*/\1/p') reload (master-worker, expose-fd listeners)" ;;
 		nginx) name="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') -s reload (stream, TLS)" ;;
 		esac
@@ -354,8 +367,8 @@ NOT_RUN=""
 rc=0
 for ((rep = 1; rep <= REPEAT; rep++)); do
 	for v in $VARIANTS; do
-		if [[ $v == takeover ]] && ! have_takeover; then
-			[[ " $NOT_RUN " == *" takeover "* ]] || { NOT_RUN+=" takeover"; say "takeover: not available in this build (ktlsgated --help has no --takeover)"; }
+		if [[ $v == takeover* ]] && ! have_takeover; then
+			[[ " $NOT_RUN " == *" $v "* ]] || { NOT_RUN+=" $v"; say "$v: not available in this build (ktlsgated --help has no --takeover)"; }
 			continue
 		fi
 		run_one "$v" "$rep" || { rc=1; "stop_$v" 2>/dev/null; }
