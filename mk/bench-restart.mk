@@ -1,0 +1,13 @@
+# mk/bench-restart.mk - `make bench-restart` (issue 14, docs/benchmarks.md "Issue 14:
+# restart"): what devices connecting 200 times a second, one live session and a QoS 1
+# publisher see while the terminator in front of mosquitto restarts: ktlsgated plain
+# restart and `--takeover` (reported "not available in this build" until the binary has
+# it; exit 3), HAProxy 2.6 reload (master-worker, expose-fd listeners) and nginx -s reload,
+# in the tests/edge network namespaces (tests/bench/restart.sh; knobs in its header).
+# Needs root, haproxy, nginx + libnginx-mod-stream, mosquitto (+ clients). About 4 min
+# with BENCH_REPEAT=3; not part of `make bench` (root and namespaces, which `make bench`
+# does not need) nor of `make check`.
+
+.PHONY: bench-restart
+bench-restart: all $(BUILD)/kg-synflood
+	BUILD=$(BUILD) tests/bench/restart.sh
