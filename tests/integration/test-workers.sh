@@ -371,8 +371,8 @@ for s in json.loads(sys.argv[1] or "[]"):
 	wait "$pid" 2>/dev/null
 	echo "    wk-hold relays on worker $w"
 	printf '%s\n' "$table" | sed 's/^/    /'
-	printf '%s\n' "$table" | grep -Eq "^ID .* WORKER$" || { note "session list has no WORKER column"; return 1; }
-	printf '%s\n' "$table" | grep -Eq "wk-hold .* $w\$" || { note "session list's table does not show worker $w for wk-hold"; return 1; }
+	printf '%s\n' "$table" | grep -Eq "^ID .* WORKER +PID$" || { note "session list has no WORKER column"; return 1; }
+	printf '%s\n' "$table" | grep -Eq "wk-hold .* $w +[0-9-]+\$" || { note "session list's table does not show worker $w for wk-hold"; return 1; }
 	v=$(wk get "$WORK/hold.txt" ktlsgate_worker_sessions worker="$w")
 	[ "$v" = 1.000000 ] || { note "ktlsgate_worker_sessions{worker=$w} = $v with wk-hold relaying there"; return 1; }
 	v=$(wk get "$WORK/hold.txt" ktlsgate_worker_sessions worker=$((1 - w)))
