@@ -28,6 +28,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <linux/tls.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -99,11 +100,54 @@ void kg_ktls_session_release(struct kg_relay_io *io)
 	}
 }
 
-static void fallback(struct kg_relay_io *io, enum kg_ktls_fallback f, const char *detail)
+/* A session set up for kernel TLS falls to a lower rung: counted, and kept in io for
+ * the connection's audit line (the first cause only: one per session). err: the
+ * kernel's errno, 0 when there is none. */
+static void fallback(struct kg_relay_io *io, enum kg_ktls_fallback f, int err)
 {
+	char detail[160];
+
 	kg_metric_add(&io->metrics->ktls_fallbacks[f], 1);
+	if (!io->ktls_fell_back) {
+		io->ktls_fell_back = true;
+		io->ktls_fallback = f;
+		io->ktls_fallback_errno = err;
+		/* static strings of OpenSSL's tables: still valid once the SSL is freed */
+		io->ktls_cipher = io->ssl != NULL ? SSL_get_cipher_name(io->ssl) : NULL;
+		io->ktls_version = io->ssl != NULL ? SSL_get_version(io->ssl) : NULL;
+	}
 	kg_log_debug("conn=%llu dev=%s: kTLS not used: %s", (unsigned long long)io->cid,
-		     io->device_id, detail);
+		     io->device_id, kg_ktls_fallback_detail(io, detail, sizeof(detail)));
+}
+
+const char *kg_ktls_fallback_detail(const struct kg_relay_io *io, char *buf, size_t cap)
+{
+	const char *what = "";
+
+	switch (io->ktls_fallback) {
+	case KG_KTLS_NO_KERNEL:
+		what = "the kernel has no TLS ULP";
+		break;
+	case KG_KTLS_TX_NOT_OFFLOADED:
+		/* OpenSSL installs the send key itself and says nothing when setsockopt
+		 * fails; with our ciphers that is a kernel without the cipher (module
+		 * missing or blocked): docs/ktls.md, "When the kernel lacks a cipher". */
+		what = "the kernel did not take the send key";
+		break;
+	case KG_KTLS_RX_FAILED:
+		what = "the kernel did not take the receive key";
+		break;
+	case KG_KTLS_REKEYED:
+		what = "a KeyUpdate before the handoff";
+		break;
+	case KG_KTLS_FALLBACK_MAX:
+		break;
+	}
+	snprintf(buf, cap, "%s %s: %s%s%s", io->ktls_version != NULL ? io->ktls_version : "?",
+		 io->ktls_cipher != NULL ? io->ktls_cipher : "?", what,
+		 io->ktls_fallback_errno != 0 ? ": " : "",
+		 io->ktls_fallback_errno != 0 ? strerror(io->ktls_fallback_errno) : "");
+	return buf;
 }
 
 /* ---- key installation --------------------------------------------------------- */
@@ -550,10 +594,10 @@ static bool splice_usable(const struct kg_relay_io *io)
 static int splice_start(struct kg_relay_io *io)
 {
 	struct kg_tls_keys keys;
-	int rc;
+	int rc, err;
 
 	if (!offloaded_tx(io)) {
-		fallback(io, KG_KTLS_TX_NOT_OFFLOADED, SSL_get_cipher_name(io->ssl));
+		fallback(io, KG_KTLS_TX_NOT_OFFLOADED, 0);
 		return KG_E_INVALID;
 	}
 	io->ktls_tx = true;
@@ -569,22 +613,25 @@ static int splice_start(struct kg_relay_io *io)
 	if (io->cfg->relay == KG_RELAY_KTLS_TX)
 		return KG_E_INVALID;
 	if (io->keytrk.rekeyed) {
-		fallback(io, KG_KTLS_REKEYED, "KeyUpdate before the handoff");
+		fallback(io, KG_KTLS_REKEYED, 0);
 		return KG_E_INVALID;
 	}
 	rc = drain_openssl(io);
 	if (rc < 0)
 		return rc;   /* KG_E_AGAIN: the handoff waits for the rest of a record */
 	rc = kg_tls_keys_export(io->ssl, &io->keytrk, &keys);
+	if (rc == KG_E_AGAIN)
+		return rc;   /* not a fallback: the start is tried again */
 	if (rc < 0) {
-		fallback(io, KG_KTLS_RX_FAILED, kg_err_str(rc));
-		return rc == KG_E_AGAIN ? KG_E_AGAIN : KG_E_INVALID;
+		fallback(io, KG_KTLS_RX_FAILED, 0);
+		return KG_E_INVALID;
 	}
 	rc = ktls_install(io->dev.fd, TLS_RX, keys.version, keys.aead, &keys.rx);
+	err = errno;
 	kg_tls_keys_wipe(&keys);
 	if (rc < 0) {
 		/* Nothing changed on the socket: the ktls_tx rung can still take it. */
-		fallback(io, KG_KTLS_RX_FAILED, strerror(errno));
+		fallback(io, KG_KTLS_RX_FAILED, err);
 		return KG_E_INVALID;
 	}
 	kg_metric_add(&io->metrics->ktls_rx_installed[KG_KTLS_RX_BY_DAEMON], 1);
