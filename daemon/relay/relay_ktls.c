@@ -385,16 +385,18 @@ bool kg_relay_pending(const struct kg_relay_io *io, enum kg_dir d)
  * spliced. For a kTLS source FIONREAD counts ciphertext still in TCP, a fair guess. */
 #define SPLICE_MIN 8192
 
-static bool splice_worth_it(int src)
+/* Bytes queued in src's TCP receive queue (ciphertext for a kTLS source), or -1. */
+static int src_avail(int src)
 {
 	int avail = 0;
 
-	return ioctl(src, FIONREAD, &avail) == 0 && avail >= SPLICE_MIN;
+	return ioctl(src, FIONREAD, &avail) == 0 ? avail : -1;
 }
 
 /* Read what src has into the direction's user-space buffer (allocated only while it
- * holds bytes). >0 read, 0 nothing now (or a control record consumed nothing), <0
- * close with *why. EOF sets the direction's eof flag and counts as progress. */
+ * holds bytes). >0 read (2: and a plain source is drained for now: a short read from a
+ * stream socket), 0 nothing now (or a control record consumed nothing), <0 close with
+ * *why. EOF sets the direction's eof flag and counts as progress. */
 static int copy_in(struct kg_relay_io *io, enum kg_dir d, int src, bool src_ktls,
 		   enum kg_reason *why)
 {
@@ -410,7 +412,9 @@ static int copy_in(struct kg_relay_io *io, enum kg_dir d, int src, bool src_ktls
 	if (n > 0) {
 		b->off = 0;
 		b->len = (size_t)n;
-		return 1;
+		/* A kTLS receive returns whole records only, so a short read says nothing
+		 * about what is queued behind; a TCP one does. */
+		return !src_ktls && (size_t)n < KG_RELAY_BUF ? 2 : 1;
 	}
 	if (n == 0) {
 		*eof = true;
@@ -444,6 +448,9 @@ int kg_relay_splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, en
 	int dst = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
 	bool *eof = d == KG_DIR_UP ? &io->dev_eof : &io->be_eof;
 	int progress = 0, r;
+	/* The source has nothing more for now: stop asking it (the worker's epoll is
+	 * level-triggered, so bytes or an EOF arriving later wake the session again). */
+	bool dry = false;
 
 	for (;;) {
 		struct kg_pipe *p = io->pipe[d];
@@ -457,8 +464,21 @@ int kg_relay_splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, en
 			break;   /* destination full */
 		/* Fill the pipe with what the source has (a kTLS source gives one record per
 		 * call), then drain it with one splice: fewer calls, larger TCP sends. */
-		if (!*eof && (p == NULL || p->len < p->cap)) {
-			if ((p == NULL || p->len == 0) && !splice_worth_it(src)) {
+		if (!*eof && !dry && (p == NULL || p->len < p->cap)) {
+			/* Asked only with the pipe empty (to choose copy or splice): once
+			 * splicing, an empty source answers EAGAIN just as cheaply. */
+			int avail = p == NULL || p->len == 0 ? src_avail(src) : SPLICE_MIN;
+
+			if (avail == 0 && progress) {
+				/* Nothing queued after bytes moved: asking again would only
+				 * return EAGAIN (two syscalls per wake-up, per direction). An
+				 * EOF also reads 0 here, but it keeps the socket readable: the
+				 * next wake-up's first read sees it. A kTLS source's records
+				 * already decrypted keep it readable the same way. */
+				dry = true;
+				continue;
+			}
+			if (avail < SPLICE_MIN) {
 				/* Little to move: one copy through a small buffer costs less
 				 * than two splices and a pipe (HAProxy's splice-auto idea). */
 				r = copy_in(io, d, src, src_ktls, why);
@@ -466,6 +486,7 @@ int kg_relay_splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, en
 					return -1;
 				if (r == 0)
 					break;
+				dry = r == 2;
 				progress = 1;
 				continue;
 			}
@@ -648,16 +669,13 @@ handed_over:
 static enum kg_reason splice_pump(struct kg_relay_io *io)
 {
 	enum kg_reason why = KG_REASON_IO_ERROR;
-	int a, b;
 
-	do {
-		a = kg_relay_splice_dir(io, KG_DIR_UP, true, &why);
-		if (a < 0)
-			return close_with(io, why);
-		b = kg_relay_splice_dir(io, KG_DIR_DOWN, false, &why);
-		if (b < 0)
-			return close_with(io, why);
-	} while (a > 0 || b > 0);
+	/* One pass: each direction already moves until its source or sink stops, and the
+	 * two share nothing (no SSL left), so a second round would only ask both sources
+	 * again for an EAGAIN. */
+	if (kg_relay_splice_dir(io, KG_DIR_UP, true, &why) < 0 ||
+	    kg_relay_splice_dir(io, KG_DIR_DOWN, false, &why) < 0)
+		return close_with(io, why);
 	if (ktls_finished(io, &why))
 		return close_with(io, why);
 	if (kg_relay_splice_arm(io, false) < 0)
