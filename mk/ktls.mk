@@ -26,7 +26,7 @@ FRAG_CHECKS += check-vm
 # The offload bench (tests/vm/bench): cost per GB and per message in each data path and
 # in HAProxy, inside the guest. BENCH_* variables scale it (see t-bench.sh).
 KG_VM_BENCH_KERNELS ?= bookworm
-BENCH_VM_ENV = $(foreach v,BENCH_CONNS BENCH_SMALL_MSGS BENCH_BIG_MSGS BENCH_IDLE BENCH_REPEAT BENCH_TERMS,$(if $($(v)),--env $(v)=$($(v))))
+BENCH_VM_ENV = $(foreach v,BENCH_CONNS BENCH_SMALL_MSGS BENCH_BIG_MSGS BENCH_IDLE BENCH_REPEAT BENCH_TERMS,$(if $($(v)),--env '$(v)=$($(v))'))
 bench-vm: all $(BUILD)/kg-bench
 	@for k in $(KG_VM_BENCH_KERNELS); do \
 	  tests/vm/run.sh --kernel $$k --suite tests/vm/bench --timeout 3300 \
