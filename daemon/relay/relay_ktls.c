@@ -402,26 +402,40 @@ static int copy_in(struct kg_relay_io *io, enum kg_dir d, int src, bool src_ktls
 {
 	struct kg_buf *b = d == KG_DIR_UP ? &io->up : &io->down;
 	bool *eof = d == KG_DIR_UP ? &io->dev_eof : &io->be_eof;
-	ssize_t n;
+	int dst = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
+	uint8_t tmp[KG_RELAY_BUF];
+	ssize_t n, w;
 
-	if (kg_buf_reserve(b, KG_RELAY_BUF) < 0) {
-		*why = KG_REASON_OVERLOAD;
-		return -1;
-	}
-	n = recv(src, b->data, KG_RELAY_BUF, MSG_DONTWAIT);
+	/* Read onto the stack and send at once (the caller emptied b first): only what
+	 * the sink does not take is copied into b, so a small message (a PUBACK) costs
+	 * no malloc/free (perf in the guest: docs/benchmarks.md, Issue 3). */
+	n = recv(src, tmp, sizeof(tmp), MSG_DONTWAIT);
 	if (n > 0) {
-		b->off = 0;
-		b->len = (size_t)n;
+		w = send(dst, tmp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+			*why = d == KG_DIR_UP ? KG_REASON_BACKEND_CLOSED : KG_REASON_PEER_CLOSED;
+			return -1;
+		}
+		if (w < 0)
+			w = 0;
+		count(io, d, (size_t)w);
+		if (w < n) {
+			if (kg_buf_reserve(b, KG_RELAY_BUF) < 0) {
+				*why = KG_REASON_OVERLOAD;
+				return -1;
+			}
+			memcpy(b->data, tmp + w, (size_t)(n - w));
+			b->off = 0;
+			b->len = (size_t)(n - w);
+		}
 		/* A kTLS receive returns whole records only, so a short read says nothing
 		 * about what is queued behind; a TCP one does. */
 		return !src_ktls && (size_t)n < KG_RELAY_BUF ? 2 : 1;
 	}
 	if (n == 0) {
 		*eof = true;
-		kg_buf_release(b);
 		return 1;
 	}
-	kg_buf_release(b);
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return 0;
 	if (src_ktls && (errno == EINVAL || errno == EIO))
