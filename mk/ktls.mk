@@ -7,12 +7,18 @@ $(BUILD)/kg-rekey-server: tests/vm/tools/kg_rekey_server.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBS)
 
+# Which ciphers the kernel's TLS takes (setsockopt TLS_TX/TLS_RX): t-80-cipher-fallback.
+$(BUILD)/kg-ktls-ciphers: tests/vm/tools/kg_ktls_ciphers.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
+
 # The guest suite (tests/vm/suite) on each kernel of KG_VM_KERNELS (mk/vm.mk).
-KTLS_VM_BINS     = $(BUILD)/ktlsgated $(BUILD)/ktlsgate $(BUILD)/kg-tlsprobe $(BUILD)/kg-rekey-server
+KTLS_VM_BINS     = $(BUILD)/ktlsgated $(BUILD)/ktlsgate $(BUILD)/kg-tlsprobe $(BUILD)/kg-rekey-server \
+		   $(BUILD)/kg-ktls-ciphers
 KTLS_VM_OPT_BINS = $(BUILD)/kg-mqttcheck
 .PHONY: check-vm bench-vm
 check-vm bench-vm: export KG_VM_BUILD = $(BUILD)
-check-vm: all $(BUILD)/kg-tlsprobe $(BUILD)/kg-rekey-server
+check-vm: all $(BUILD)/kg-tlsprobe $(BUILD)/kg-rekey-server $(BUILD)/kg-ktls-ciphers
 	-@$(MAKE) --no-print-directory $(BUILD)/kg-mqttcheck 2>/dev/null
 	$(call kg_vm_suite,tests/vm/suite,$(KTLS_VM_BINS),$(KTLS_VM_OPT_BINS),)
 FRAG_CHECKS += check-vm
@@ -20,7 +26,7 @@ FRAG_CHECKS += check-vm
 # The offload bench (tests/vm/bench): cost per GB and per message in each data path and
 # in HAProxy, inside the guest. BENCH_* variables scale it (see t-bench.sh).
 KG_VM_BENCH_KERNELS ?= bookworm
-BENCH_VM_ENV = $(foreach v,BENCH_CONNS BENCH_SMALL_MSGS BENCH_BIG_MSGS BENCH_IDLE BENCH_REPEAT BENCH_TERMS,$(if $($(v)),--env $(v)=$($(v))))
+BENCH_VM_ENV = $(foreach v,BENCH_CONNS BENCH_SMALL_MSGS BENCH_BIG_MSGS BENCH_IDLE BENCH_REPEAT BENCH_TERMS,$(if $($(v)),--env '$(v)=$($(v))'))
 bench-vm: all $(BUILD)/kg-bench
 	@for k in $(KG_VM_BENCH_KERNELS); do \
 	  tests/vm/run.sh --kernel $$k --suite tests/vm/bench --timeout 3300 \

@@ -1297,6 +1297,26 @@ static enum kg_step st_backend_connect(struct kg_conn *c)
 	return KG_STEP_NEXT;
 }
 
+/* A session that was set up for kernel TLS and fell to a lower rung gets one audit
+ * line at its handoff: the relay it got and why (relay_ktls.c recorded the first
+ * cause). Not a decision: no decision metric moves (the fallback has its own). */
+static void audit_relay_fallback(struct kg_conn *c, const struct kg_relay_ops *r)
+{
+	char detail[160];
+	struct kg_audit_record rec = {
+		.event = "relay", .peer = c->peer, .device = c->id.device_id,
+		.thumbprint = c->id.thumbprint[0] ? c->id.thumbprint : NULL,
+		.ca = c->id.ca_name[0] ? c->id.ca_name : NULL, .auth = auth_word(c),
+		.listener = listener_name(c), .resumed = c->resumed, .allow = true,
+		.reason = c->verdict.reason, .backend = c->verdict.backend, .conn_id = c->cid,
+		.mqtt_level = c->mqtt_level, .relay = r->name,
+		.ktls_fallback = kg_ktls_fallback_names[c->io.ktls_fallback],
+		.detail = kg_ktls_fallback_detail(&c->io, detail, sizeof(detail)),
+	};
+
+	kg_audit_emit(&rec);
+}
+
 static enum kg_step st_handoff(struct kg_conn *c)
 {
 	bool again;
@@ -1326,6 +1346,8 @@ static enum kg_step st_handoff(struct kg_conn *c)
 			      c->io.up.len - c->io.up.off - c->connect_len);
 	kg_metric_gauge(&c->w->metrics.sessions_by_mode[c->io.mode], 1);
 	kg_metric_add(&c->w->metrics.sessions_started[c->io.mode], 1);
+	if (c->io.ktls_fell_back)
+		audit_relay_fallback(c, r);
 	kg_log_debug("conn=%llu dev=%s: relaying in %s mode", (unsigned long long)c->cid,
 		     c->id.device_id, r->name);
 	kg_conn_set_state(c, KG_ST_RELAYING);

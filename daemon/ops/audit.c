@@ -83,6 +83,8 @@ size_t kg_audit_format(const struct kg_audit_record *r, int64_t ts_ms, char *buf
 	json_object_object_add(o, "decision", json_object_new_string(r->allow ? "allow" : "deny"));
 	json_object_object_add(o, "reason", json_object_new_string(kg_reason_str(r->reason)));
 	add_str(o, "backend", r->backend);
+	add_str(o, "relay", r->relay);
+	add_str(o, "ktls_fallback", r->ktls_fallback);
 	if (r->mqtt_level)
 		json_object_object_add(o, "mqtt", json_object_new_int(r->mqtt_level));
 	add_str(o, "detail", r->detail);

@@ -36,6 +36,8 @@ struct kg_audit_record {
 	int mqtt_level;           /* 0 when unknown */
 	const char *detail;       /* optional free text */
 	bool resumed;             /* TLS resumed from a session ticket: "tls":"resumed" */
+	const char *relay;        /* event "relay": the data path the session got */
+	const char *ktls_fallback;/* event "relay": why not kernel TLS (metrics.h names) */
 };
 
 /* Format the record as one JSON line (with '\n') into buf. Returns its length, or 0 if

@@ -190,7 +190,7 @@ static const char *const mode_names[KG_MODE_MAX] = {
 	[KG_MODE_USERSPACE] = "userspace", [KG_MODE_USERSPACE_SSL] = "userspace_ssl",
 	[KG_MODE_SOCKMAP] = "sockmap", [KG_MODE_SPLICE] = "splice", [KG_MODE_PLAIN] = "plain",
 };
-static const char *const fallback_names[KG_KTLS_FALLBACK_MAX] = {
+const char *const kg_ktls_fallback_names[KG_KTLS_FALLBACK_MAX] = {
 	[KG_KTLS_NO_KERNEL] = "kernel_no_tls", [KG_KTLS_TX_NOT_OFFLOADED] = "tx_not_offloaded",
 	[KG_KTLS_RX_FAILED] = "rx_install_failed", [KG_KTLS_REKEYED] = "rekeyed_before_handoff",
 };
@@ -434,7 +434,7 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	put(&o, "# HELP ktlsgate_ktls_fallbacks_total Sessions that tried kernel TLS and fell back, by reason.\n"
 		"# TYPE ktlsgate_ktls_fallbacks_total counter\n");
 	for (size_t f = 0; f < KG_KTLS_FALLBACK_MAX; f++)
-		put(&o, "ktlsgate_ktls_fallbacks_total{reason=\"%s\"} %llu\n", fallback_names[f],
+		put(&o, "ktlsgate_ktls_fallbacks_total{reason=\"%s\"} %llu\n", kg_ktls_fallback_names[f],
 		    (unsigned long long)SUM_U(ktls_fallbacks[f]));
 	put(&o, "# HELP ktlsgate_ktls_rx_installed_total Device sockets given a kernel receive key at the handoff, by who installed it.\n"
 		"# TYPE ktlsgate_ktls_rx_installed_total counter\n");

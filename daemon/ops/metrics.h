@@ -44,6 +44,8 @@ enum kg_ktls_fallback {
 	KG_KTLS_REKEYED,          /* a KeyUpdate before the handoff: keys moved on */
 	KG_KTLS_FALLBACK_MAX
 };
+/* Their label values (the metric's and the audit line's "ktls_fallback"). */
+extern const char *const kg_ktls_fallback_names[KG_KTLS_FALLBACK_MAX];
 
 /* Who installed the device socket's kernel receive key at the handoff: OpenSSL itself
  * (TLS 1.2; TLS 1.3 from OpenSSL 3.2 on, e.g. Debian 13's 3.5) or the daemon from the

@@ -75,6 +75,14 @@ struct kg_relay_io {
 	bool be_shut;                      /* FIN passed on to the broker */
 	bool ktls_ulp;                     /* the TLS ULP is attached to dev.fd */
 	bool ktls_tx, ktls_rx;             /* what the kernel really does for this session */
+	/* Why this session, set up for kernel TLS (io->ktls_ulp), fell to a lower rung:
+	 * set by relay_ktls.c's first fallback, read by the connection to audit it
+	 * (kg_ktls_fallback_detail()). The cipher name is OpenSSL's static string. */
+	bool ktls_fell_back;
+	enum kg_ktls_fallback ktls_fallback;
+	int ktls_fallback_errno;           /* rx_install_failed: the setsockopt's errno */
+	const char *ktls_cipher;           /* the negotiated suite, static */
+	const char *ktls_version;          /* "TLSv1.3", static */
 	bool recheck;                      /* set by a pump that waits on the kernel alone
 					    * (a sockmap tail after a FIN): pump again at the
 					    * worker's next tick, no fd event will come */
@@ -175,6 +183,11 @@ int kg_relay_arm(struct kg_relay_io *io, uint32_t dev_ev);
  * the TLS ULP is attached to the device socket here and OpenSSL is told to offload
  * (SSL_OP_ENABLE_KTLS). False when the config forbids it or the kernel cannot. */
 bool kg_ktls_prepare(struct kg_relay_io *io);
+
+/* The fallback io->ktls_fallback names, in words for the audit line's detail (the
+ * cipher, the version, the kernel's errno): into buf (cap bytes, NUL-terminated).
+ * Returns buf. Meaningful only when io->ktls_fell_back. */
+const char *kg_ktls_fallback_detail(const struct kg_relay_io *io, char *buf, size_t cap);
 
 /* Give back what a kTLS or splice session borrowed (pipes); called by kg_conn_close(). */
 void kg_ktls_session_release(struct kg_relay_io *io);

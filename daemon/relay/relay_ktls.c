@@ -28,6 +28,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <linux/tls.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -99,11 +100,54 @@ void kg_ktls_session_release(struct kg_relay_io *io)
 	}
 }
 
-static void fallback(struct kg_relay_io *io, enum kg_ktls_fallback f, const char *detail)
+/* A session set up for kernel TLS falls to a lower rung: counted, and kept in io for
+ * the connection's audit line (the first cause only: one per session). err: the
+ * kernel's errno, 0 when there is none. */
+static void fallback(struct kg_relay_io *io, enum kg_ktls_fallback f, int err)
 {
+	char detail[160];
+
 	kg_metric_add(&io->metrics->ktls_fallbacks[f], 1);
+	if (!io->ktls_fell_back) {
+		io->ktls_fell_back = true;
+		io->ktls_fallback = f;
+		io->ktls_fallback_errno = err;
+		/* static strings of OpenSSL's tables: still valid once the SSL is freed */
+		io->ktls_cipher = io->ssl != NULL ? SSL_get_cipher_name(io->ssl) : NULL;
+		io->ktls_version = io->ssl != NULL ? SSL_get_version(io->ssl) : NULL;
+	}
 	kg_log_debug("conn=%llu dev=%s: kTLS not used: %s", (unsigned long long)io->cid,
-		     io->device_id, detail);
+		     io->device_id, kg_ktls_fallback_detail(io, detail, sizeof(detail)));
+}
+
+const char *kg_ktls_fallback_detail(const struct kg_relay_io *io, char *buf, size_t cap)
+{
+	const char *what = "";
+
+	switch (io->ktls_fallback) {
+	case KG_KTLS_NO_KERNEL:
+		what = "the kernel has no TLS ULP";
+		break;
+	case KG_KTLS_TX_NOT_OFFLOADED:
+		/* OpenSSL installs the send key itself and says nothing when setsockopt
+		 * fails; with our ciphers that is a kernel without the cipher (module
+		 * missing or blocked): docs/ktls.md, "When the kernel lacks a cipher". */
+		what = "the kernel did not take the send key";
+		break;
+	case KG_KTLS_RX_FAILED:
+		what = "the kernel did not take the receive key";
+		break;
+	case KG_KTLS_REKEYED:
+		what = "a KeyUpdate before the handoff";
+		break;
+	case KG_KTLS_FALLBACK_MAX:
+		break;
+	}
+	snprintf(buf, cap, "%s %s: %s%s%s", io->ktls_version != NULL ? io->ktls_version : "?",
+		 io->ktls_cipher != NULL ? io->ktls_cipher : "?", what,
+		 io->ktls_fallback_errno != 0 ? ": " : "",
+		 io->ktls_fallback_errno != 0 ? strerror(io->ktls_fallback_errno) : "");
+	return buf;
 }
 
 /* ---- key installation --------------------------------------------------------- */
@@ -341,39 +385,57 @@ bool kg_relay_pending(const struct kg_relay_io *io, enum kg_dir d)
  * spliced. For a kTLS source FIONREAD counts ciphertext still in TCP, a fair guess. */
 #define SPLICE_MIN 8192
 
-static bool splice_worth_it(int src)
+/* Bytes queued in src's TCP receive queue (ciphertext for a kTLS source), or -1. */
+static int src_avail(int src)
 {
 	int avail = 0;
 
-	return ioctl(src, FIONREAD, &avail) == 0 && avail >= SPLICE_MIN;
+	return ioctl(src, FIONREAD, &avail) == 0 ? avail : -1;
 }
 
 /* Read what src has into the direction's user-space buffer (allocated only while it
- * holds bytes). >0 read, 0 nothing now (or a control record consumed nothing), <0
- * close with *why. EOF sets the direction's eof flag and counts as progress. */
+ * holds bytes). >0 read (2: and a plain source is drained for now: a short read from a
+ * stream socket), 0 nothing now (or a control record consumed nothing), <0 close with
+ * *why. EOF sets the direction's eof flag and counts as progress. */
 static int copy_in(struct kg_relay_io *io, enum kg_dir d, int src, bool src_ktls,
 		   enum kg_reason *why)
 {
 	struct kg_buf *b = d == KG_DIR_UP ? &io->up : &io->down;
 	bool *eof = d == KG_DIR_UP ? &io->dev_eof : &io->be_eof;
-	ssize_t n;
+	int dst = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
+	uint8_t tmp[KG_RELAY_BUF];
+	ssize_t n, w;
 
-	if (kg_buf_reserve(b, KG_RELAY_BUF) < 0) {
-		*why = KG_REASON_OVERLOAD;
-		return -1;
-	}
-	n = recv(src, b->data, KG_RELAY_BUF, MSG_DONTWAIT);
+	/* Read onto the stack and send at once (the caller emptied b first): only what
+	 * the sink does not take is copied into b, so a small message (a PUBACK) costs
+	 * no malloc/free (perf in the guest: docs/benchmarks.md, Issue 3). */
+	n = recv(src, tmp, sizeof(tmp), MSG_DONTWAIT);
 	if (n > 0) {
-		b->off = 0;
-		b->len = (size_t)n;
-		return 1;
+		w = send(dst, tmp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+			*why = d == KG_DIR_UP ? KG_REASON_BACKEND_CLOSED : KG_REASON_PEER_CLOSED;
+			return -1;
+		}
+		if (w < 0)
+			w = 0;
+		count(io, d, (size_t)w);
+		if (w < n) {
+			if (kg_buf_reserve(b, KG_RELAY_BUF) < 0) {
+				*why = KG_REASON_OVERLOAD;
+				return -1;
+			}
+			memcpy(b->data, tmp + w, (size_t)(n - w));
+			b->off = 0;
+			b->len = (size_t)(n - w);
+		}
+		/* A kTLS receive returns whole records only, so a short read says nothing
+		 * about what is queued behind; a TCP one does. */
+		return !src_ktls && (size_t)n < KG_RELAY_BUF ? 2 : 1;
 	}
 	if (n == 0) {
 		*eof = true;
-		kg_buf_release(b);
 		return 1;
 	}
-	kg_buf_release(b);
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return 0;
 	if (src_ktls && (errno == EINVAL || errno == EIO))
@@ -400,6 +462,9 @@ int kg_relay_splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, en
 	int dst = d == KG_DIR_UP ? io->be.fd : io->dev.fd;
 	bool *eof = d == KG_DIR_UP ? &io->dev_eof : &io->be_eof;
 	int progress = 0, r;
+	/* The source has nothing more for now: stop asking it (the worker's epoll is
+	 * level-triggered, so bytes or an EOF arriving later wake the session again). */
+	bool dry = false;
 
 	for (;;) {
 		struct kg_pipe *p = io->pipe[d];
@@ -413,8 +478,21 @@ int kg_relay_splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, en
 			break;   /* destination full */
 		/* Fill the pipe with what the source has (a kTLS source gives one record per
 		 * call), then drain it with one splice: fewer calls, larger TCP sends. */
-		if (!*eof && (p == NULL || p->len < p->cap)) {
-			if ((p == NULL || p->len == 0) && !splice_worth_it(src)) {
+		if (!*eof && !dry && (p == NULL || p->len < p->cap)) {
+			/* Asked only with the pipe empty (to choose copy or splice): once
+			 * splicing, an empty source answers EAGAIN just as cheaply. */
+			int avail = p == NULL || p->len == 0 ? src_avail(src) : SPLICE_MIN;
+
+			if (avail == 0 && progress) {
+				/* Nothing queued after bytes moved: asking again would only
+				 * return EAGAIN (two syscalls per wake-up, per direction). An
+				 * EOF also reads 0 here, but it keeps the socket readable: the
+				 * next wake-up's first read sees it. A kTLS source's records
+				 * already decrypted keep it readable the same way. */
+				dry = true;
+				continue;
+			}
+			if (avail < SPLICE_MIN) {
 				/* Little to move: one copy through a small buffer costs less
 				 * than two splices and a pipe (HAProxy's splice-auto idea). */
 				r = copy_in(io, d, src, src_ktls, why);
@@ -422,6 +500,7 @@ int kg_relay_splice_dir(struct kg_relay_io *io, enum kg_dir d, bool src_ktls, en
 					return -1;
 				if (r == 0)
 					break;
+				dry = r == 2;
 				progress = 1;
 				continue;
 			}
@@ -550,10 +629,10 @@ static bool splice_usable(const struct kg_relay_io *io)
 static int splice_start(struct kg_relay_io *io)
 {
 	struct kg_tls_keys keys;
-	int rc;
+	int rc, err;
 
 	if (!offloaded_tx(io)) {
-		fallback(io, KG_KTLS_TX_NOT_OFFLOADED, SSL_get_cipher_name(io->ssl));
+		fallback(io, KG_KTLS_TX_NOT_OFFLOADED, 0);
 		return KG_E_INVALID;
 	}
 	io->ktls_tx = true;
@@ -569,22 +648,25 @@ static int splice_start(struct kg_relay_io *io)
 	if (io->cfg->relay == KG_RELAY_KTLS_TX)
 		return KG_E_INVALID;
 	if (io->keytrk.rekeyed) {
-		fallback(io, KG_KTLS_REKEYED, "KeyUpdate before the handoff");
+		fallback(io, KG_KTLS_REKEYED, 0);
 		return KG_E_INVALID;
 	}
 	rc = drain_openssl(io);
 	if (rc < 0)
 		return rc;   /* KG_E_AGAIN: the handoff waits for the rest of a record */
 	rc = kg_tls_keys_export(io->ssl, &io->keytrk, &keys);
+	if (rc == KG_E_AGAIN)
+		return rc;   /* not a fallback: the start is tried again */
 	if (rc < 0) {
-		fallback(io, KG_KTLS_RX_FAILED, kg_err_str(rc));
-		return rc == KG_E_AGAIN ? KG_E_AGAIN : KG_E_INVALID;
+		fallback(io, KG_KTLS_RX_FAILED, 0);
+		return KG_E_INVALID;
 	}
 	rc = ktls_install(io->dev.fd, TLS_RX, keys.version, keys.aead, &keys.rx);
+	err = errno;
 	kg_tls_keys_wipe(&keys);
 	if (rc < 0) {
 		/* Nothing changed on the socket: the ktls_tx rung can still take it. */
-		fallback(io, KG_KTLS_RX_FAILED, strerror(errno));
+		fallback(io, KG_KTLS_RX_FAILED, err);
 		return KG_E_INVALID;
 	}
 	kg_metric_add(&io->metrics->ktls_rx_installed[KG_KTLS_RX_BY_DAEMON], 1);
@@ -601,16 +683,13 @@ handed_over:
 static enum kg_reason splice_pump(struct kg_relay_io *io)
 {
 	enum kg_reason why = KG_REASON_IO_ERROR;
-	int a, b;
 
-	do {
-		a = kg_relay_splice_dir(io, KG_DIR_UP, true, &why);
-		if (a < 0)
-			return close_with(io, why);
-		b = kg_relay_splice_dir(io, KG_DIR_DOWN, false, &why);
-		if (b < 0)
-			return close_with(io, why);
-	} while (a > 0 || b > 0);
+	/* One pass: each direction already moves until its source or sink stops, and the
+	 * two share nothing (no SSL left), so a second round would only ask both sources
+	 * again for an EAGAIN. */
+	if (kg_relay_splice_dir(io, KG_DIR_UP, true, &why) < 0 ||
+	    kg_relay_splice_dir(io, KG_DIR_DOWN, false, &why) < 0)
+		return close_with(io, why);
 	if (ktls_finished(io, &why))
 		return close_with(io, why);
 	if (kg_relay_splice_arm(io, false) < 0)

@@ -53,7 +53,43 @@ START_TEST(deny_record)
 	ck_assert_str_eq(get(o, "thumbprint"), "ab12");
 	ck_assert_str_eq(get(o, "mqtt"), "5");
 	ck_assert_ptr_null(get(o, "backend"));
+	ck_assert_ptr_null(get(o, "relay"));
+	ck_assert_ptr_null(get(o, "ktls_fallback"));
 	json_object_put(o);
+}
+END_TEST
+
+/* The line of a session that fell from kernel TLS (conn.c, at the handoff): the relay
+ * it got, the cause by its metric label, and the cipher and errno in words. */
+START_TEST(relay_fallback_record)
+{
+	struct kg_relay_io io = { .ktls_fell_back = true, .ktls_fallback = KG_KTLS_TX_NOT_OFFLOADED,
+				  .ktls_cipher = "TLS_CHACHA20_POLY1305_SHA256",
+				  .ktls_version = "TLSv1.3" };
+	char detail[160], line[1024];
+	struct kg_audit_record r = { .event = "relay", .peer = "127.0.0.1:5555", .device = "dev-1",
+				     .allow = true, .reason = KG_REASON_OK, .backend = "local",
+				     .relay = "userspace",
+				     .ktls_fallback = kg_ktls_fallback_names[io.ktls_fallback],
+				     .detail = kg_ktls_fallback_detail(&io, detail, sizeof(detail)) };
+	size_t n = kg_audit_format(&r, 0, line, sizeof(line));
+	struct json_object *o = parse_line(line, n);
+
+	ck_assert_str_eq(get(o, "event"), "relay");
+	ck_assert_str_eq(get(o, "relay"), "userspace");
+	ck_assert_str_eq(get(o, "ktls_fallback"), "tx_not_offloaded");
+	ck_assert_str_eq(get(o, "detail"),
+			 "TLSv1.3 TLS_CHACHA20_POLY1305_SHA256: the kernel did not take the send key");
+	json_object_put(o);
+	/* the receive key refused: the kernel's errno is said */
+	io.ktls_fallback = KG_KTLS_RX_FAILED;
+	io.ktls_fallback_errno = ENOENT;
+	ck_assert_str_eq(kg_ktls_fallback_detail(&io, detail, sizeof(detail)),
+			 "TLSv1.3 TLS_CHACHA20_POLY1305_SHA256: the kernel did not take the receive "
+			 "key: No such file or directory");
+	ck_assert_str_eq(kg_ktls_fallback_names[KG_KTLS_RX_FAILED], "rx_install_failed");
+	/* a short buffer is cut, never overrun */
+	ck_assert_uint_eq(strlen(kg_ktls_fallback_detail(&io, detail, 8)), 7);
 }
 END_TEST
 
@@ -483,6 +519,7 @@ Suite *kg_suite_audit(void)
 	TCase *jr = tcase_create("journal");
 
 	tcase_add_test(tc, deny_record);
+	tcase_add_test(tc, relay_fallback_record);
 	tcase_add_test(tc, escapes_hostile_id);
 	tcase_add_test(tc, too_small_buffer);
 	tcase_add_test(tc, reason_names_unique);

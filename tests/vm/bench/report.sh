@@ -20,6 +20,13 @@ $1 == "term" { next }
 	}
 	gb = $5 / 1e9; mm = $4 / 1e6
 	add(t SUBSEP $3 SUBSEP "ugb", $6 / gb); add(t SUBSEP $3 SUBSEP "sgb", $7 / gb)
+	# the relay threads alone (t-bench.sh wcpu; absent in older results)
+	if ($8 ~ /wu=/) {
+		split($8, kv, /[ =]/)
+		add(t SUBSEP $3 SUBSEP "wugb", kv[2] / gb); add(t SUBSEP $3 SUBSEP "wsgb", kv[4] / gb)
+		add(t SUBSEP $3 SUBSEP "wcgb", kv[6] / gb); add(t SUBSEP $3 SUBSEP "pcgb", kv[8] / gb)
+		wt[t SUBSEP $3] += kv[10]; W[t] = 1
+	}
 	add(t SUBSEP $3 SUBSEP "umm", $6 / mm); add(t SUBSEP $3 SUBSEP "smm", $7 / mm)
 }
 END {
@@ -35,6 +42,23 @@ END {
 		printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %.2f |\n", t, bu, bs, bu + bs, su, ss, st, R[t], med(t SUBSEP "fds")
 	}
 	print ""
+	if (length(W) > 0) {
+		print "Relay threads only (the workers; HAProxy: all its threads), 64 KiB messages: user and system"
+		print "seconds per GB from the tick split, on-CPU seconds per GB from schedstat (exact), the"
+		print "whole process on-CPU for comparison, and the user ticks seen (all repeats):"
+		print ""
+		print "| data path | user s/GB | sys s/GB | on-CPU s/GB (schedstat) | process on-CPU s/GB | user ticks seen |"
+		print "|---|---|---|---|---|---|"
+		for (i = 1; i <= n; i++) {
+			t = O[i]; if (!(t in W)) continue
+			WU[t] = med(t SUBSEP "big" SUBSEP "wugb")
+			printf "| %s | %.3f | %.2f | %.2f | %.2f | %d |\n", t, WU[t], med(t SUBSEP "big" SUBSEP "wsgb"),
+				med(t SUBSEP "big" SUBSEP "wcgb"), med(t SUBSEP "big" SUBSEP "pcgb"), wt[t SUBSEP "big"]
+		}
+		print ""
+		if (("ktls_splice" in WU) && ("userspace" in WU) && WU["userspace"] > 0)
+			printf "- ktls_splice workers user CPU per GB / user-space relay workers (target < 2%%): %.2f%% (%d user ticks seen)\n", 100 * WU["ktls_splice"] / WU["userspace"], wt["ktls_splice" SUBSEP "big"]
+	}
 	if (("ktls_splice" in U) && ("userspace" in U) && U["userspace"] > 0)
 		printf "- ktls_splice user CPU per GB / user-space relay (target < 2%%): %.1f%%\n", 100 * U["ktls_splice"] / U["userspace"]
 	if (("ktls_splice" in T) && ("haproxy" in T) && T["haproxy"] > 0)

@@ -28,6 +28,17 @@ mosquitto -c /tmp/mosq.conf >/tmp/mosq.log 2>&1 &
 wait_port 1883 20 || fail "mosquitto did not start"
 
 cpu() { awk '{ print $14, $15 }' /proc/$1/stat; }
+# wcpu PID: the relay threads' own CPU: user and system ticks and on-CPU nanoseconds
+# (schedstat: exact, where the tick split is sampled) summed over ktlsgated's workers
+# (kg-worker*: the registry writer, the metrics and KDF threads left out) or every
+# HAProxy thread; then the whole process's on-CPU nanoseconds.
+wcpu() {
+	for t in /proc/$1/task/*; do
+		c=$(cat $t/comm 2>/dev/null) || continue
+		case $c in kg-worker*|haproxy*) w=1 ;; *) w=0 ;; esac
+		echo "$w $(awk '{ print $14, $15 }' $t/stat 2>/dev/null) $(cut -d' ' -f1 $t/schedstat 2>/dev/null)"
+	done | awk '$1 == 1 { u += $2; s += $3; n += $4 } { p += $4 } END { printf "%d %d %.0f %.0f\n", u, s, n, p }'
+}
 rss_kb() { awk '/^VmRSS/ { print $2 }' /proc/$1/status; }
 
 start_term() {
@@ -74,12 +85,15 @@ publish() {
 		[ $i -lt 3000 ] || fail "$1 $3: never ready: $(tail -3 /tmp/kg-bench.log)"
 		kill -0 $bp 2>/dev/null || grep -q '^ready' /tmp/pub.out || fail "$1 $3: kg-bench ended early: $(cat /tmp/pub.out)"
 	done
-	c0=$(cpu $PID)
+	c0=$(cpu $PID) w0=$(wcpu $PID)
 	wait $bp || fail "$1 $3: kg-bench: $(cat /tmp/pub.out) $(tail -3 /tmp/kg-bench.log)"
-	c1=$(cpu $PID)
+	c1=$(cpu $PID) w1=$(wcpu $PID)
 	out=$(grep '^{' /tmp/pub.out)
-	echo "$c0 $c1" | awk -v t="$1" -v r="$2" -v l="$3" -v m="$4" -v s="$5" -v k=$TCK \
-		'{ printf "%s\t%s\t%s\t%d\t%d\t%.3f\t%.3f\t-\n", t, r, l, m, m * s, ($3 - $1) / k, ($4 - $2) / k }' >>$OUT
+	# extra: the workers' user and system seconds (ticks), their on-CPU seconds and the
+	# process's (schedstat ns), and the workers' user ticks seen (the split's resolution)
+	echo "$c0 $c1 $w0 $w1" | awk -v t="$1" -v r="$2" -v l="$3" -v m="$4" -v s="$5" -v k=$TCK \
+		'{ printf "%s\t%s\t%s\t%d\t%d\t%.3f\t%.3f\twu=%.3f ws=%.3f wcpu=%.6f pcpu=%.6f wticks=%d\n", t, r, l, m, m * s,
+		   ($3 - $1) / k, ($4 - $2) / k, ($9 - $5) / k, ($10 - $6) / k, ($11 - $7) / 1e9, ($12 - $8) / 1e9, $9 - $5 }' >>$OUT
 	note "$1 #$2 $3: $(tail -1 $OUT | cut -f6,7 | tr '\t' ' ') s user/sys; $(echo "$out" | head -c 160)"
 }
 
