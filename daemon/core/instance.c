@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/instance.h"
+#include "ops/log.h"
 
 int kg_instance_lock_path(const char *registry, char *out, size_t cap)
 {
@@ -69,13 +71,28 @@ int kg_instance_lock(const char *registry, char *err, size_t errlen)
 	return fd;
 }
 
-int kg_instance_lock_adopt(int fd)
+int kg_instance_lock_adopt(int fd, const char *registry)
 {
-	char pid[32];
+	char pid[32], path[PATH_MAX];
+	struct stat mine, passed;
 	int n;
 
 	if (fd < 0)
 		return -1;
+	if (kg_instance_lock_path(registry, path, sizeof(path)) != 0 || path[0] == '\0') {
+		/* not a file registry now (never quoted: a URI may hold a password) */
+		kg_log_warnx("handover: the registry is no longer the running daemon's file: "
+			     "its instance lock released");
+		close(fd);
+		return -1;
+	}
+	if (stat(path, &mine) != 0 || fstat(fd, &passed) != 0 || mine.st_dev != passed.st_dev ||
+	    mine.st_ino != passed.st_ino) {
+		kg_log_warnx("handover: the running daemon's instance lock is not %s (the "
+			     "registry changed?): taking this registry's own lock", path);
+		close(fd);
+		return -1;
+	}
 	/* The flock is the open file description's, which the passed fd shares: held
 	 * already. Only the pid inside changes, for the next one's message. */
 	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());

@@ -22,7 +22,10 @@ int kg_instance_lock(const char *registry, char *err, size_t errlen);
 
 /* A handover (handover.h): fd is the lock the previous daemon passed (SCM_RIGHTS), the
  * same open file description, so the lock is held without a gap; write our pid in it.
- * Returns fd, or -1 when fd is -1 (nothing passed: take the lock as usual). */
-int kg_instance_lock_adopt(int fd);
+ * Only if it is `registry`'s lock file (the same inode): a config whose registry changed
+ * must lock its own, or a third daemon could open that one beside us. Returns fd; -1
+ * when fd is -1 (nothing passed) or another file's (closed, a warning logged): then take
+ * the lock as usual. */
+int kg_instance_lock_adopt(int fd, const char *registry);
 
 #endif

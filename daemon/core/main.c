@@ -826,7 +826,7 @@ int main(int argc, char **argv)
 		goto out_free_cfg;
 	}
 	if (handed)
-		d->lock_fd = kg_instance_lock_adopt(kg_handover_take_lock(d));
+		d->lock_fd = kg_instance_lock_adopt(kg_handover_take_lock(d), cfg->registry);
 	if (d->lock_fd == -1)
 		d->lock_fd = kg_instance_lock(cfg->registry, err, sizeof(err));
 	if (d->lock_fd == -1) {

@@ -6,6 +6,7 @@
  * the daemon's instance lock beside it admits one holder and names it.
  */
 #include <check.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,25 @@ START_TEST(test_instance_lock)
 	close(fd);
 	fd2 = kg_instance_lock(dbpath, err, sizeof(err));
 	ck_assert_msg(fd2 >= 0, "after release: %s", err);
+	/* a handover passes the lock: adopted for the same registry, refused (and closed)
+	 * for another one, or for a URL registry */
+	ck_assert_int_eq(kg_instance_lock_adopt(fd2, dbpath), fd2);
+	ck_assert_int_eq(kg_instance_lock_adopt(-1, dbpath), -1);
+	{
+		char other[540], otherlock[560];
+		int fd3;
+
+		snprintf(other, sizeof(other), "%s-other.db", dbpath);
+		fd3 = kg_instance_lock(other, err, sizeof(err));
+		ck_assert_msg(fd3 >= 0, "other registry: %s", err);
+		ck_assert_int_eq(kg_instance_lock_adopt(fd3, dbpath), -1);
+		ck_assert_int_eq(fcntl(fd3, F_GETFD), -1);   /* closed: its lock released */
+		fd3 = kg_instance_lock(other, err, sizeof(err));
+		ck_assert_msg(fd3 >= 0, "other registry after the refused adopt: %s", err);
+		ck_assert_int_eq(kg_instance_lock_adopt(fd3, "postgresql://db/ktlsgate"), -1);
+		snprintf(otherlock, sizeof(otherlock), "%s.lock", other);
+		unlink(otherlock);
+	}
 	close(fd2);
 	ck_assert_int_eq(kg_instance_lock("postgresql://db/ktlsgate", err, sizeof(err)), -2);
 }
