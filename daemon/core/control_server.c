@@ -110,14 +110,14 @@ int kg_control_claim(const char *path, char *err, size_t errlen)
 	return rc;
 }
 
-struct kg_control *kg_control_listen(const char *path, int epfd, char *err, size_t errlen)
+/* A server for `path` (its address in *sun), no client yet, fd as given (-1: to be
+ * bound). NULL with a message: the path does not fit a socket address, or no memory. */
+static struct kg_control *control_new(const char *path, int fd, int epfd, struct sockaddr_un *sun,
+				      char *err, size_t errlen)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct kg_control *c;
-	struct stat st;
-	mode_t old;
 
-	if (kg_strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) < 0) {
+	if (kg_strlcpy(sun->sun_path, path, sizeof(sun->sun_path)) < 0) {
 		snprintf(err, errlen, "control_socket %s: path too long", path);
 		return NULL;
 	}
@@ -126,11 +126,24 @@ struct kg_control *kg_control_listen(const char *path, int epfd, char *err, size
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	c->fd = -1;
+	c->fd = fd;
 	c->epfd = epfd;
-	memcpy(c->path, sun.sun_path, sizeof(c->path));
+	memcpy(c->path, sun->sun_path, sizeof(c->path));
 	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++)
 		c->clients[i].fd = -1;
+	return c;
+}
+
+struct kg_control *kg_control_listen(const char *path, int epfd, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct kg_control *c;
+	struct stat st;
+	mode_t old;
+
+	c = control_new(path, -1, epfd, &sun, err, errlen);
+	if (c == NULL)
+		return NULL;
 	/* The default lives in /run/ktlsgate, which systemd's RuntimeDirectory= makes; a
 	 * daemon started by hand makes the one missing level itself (root-only). */
 	{
@@ -239,20 +252,9 @@ struct kg_control *kg_control_adopt(const char *path, int fd, int epfd, char *er
 	struct kg_control *c;
 	struct stat st;
 
-	if (kg_strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) < 0) {
-		snprintf(err, errlen, "control_socket %s: path too long", path);
+	c = control_new(path, fd, epfd, &sun, err, errlen);
+	if (c == NULL)
 		return NULL;
-	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	c->fd = fd;
-	c->epfd = epfd;
-	memcpy(c->path, sun.sun_path, sizeof(c->path));
-	for (size_t i = 0; i < KG_CONTROL_CLIENTS_MAX; i++)
-		c->clients[i].fd = -1;
 	/* The path names the socket the old process bound, which is this one: ours to
 	 * unlink at exit from now on. */
 	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {

@@ -215,6 +215,7 @@ void kg_snapshot_publish(struct kg_daemon *d, struct kg_snapshot *s)
 		kg_ticket_keys_set_lifetime(d->tickets, s->cfg.ticket_lifetime);
 	kg_snapshot_put(old);
 	kg_daemon_leaf_published(d, s);   /* certified-leaf: its timer and gauges */
+	kg_daemon_tickets_published(d);   /* the sealed ticket keys: trust, lifetime */
 }
 
 /*

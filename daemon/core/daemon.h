@@ -109,6 +109,7 @@ struct kg_daemon {
 	char ticket_file[PATH_MAX];
 	uint64_t ticket_saved_rot;
 	uint64_t ticket_saved_gen;          /* the trust generation saved with them */
+	int ticket_timer_fd;                /* rings at the next key rotation; -1 unused */
 	struct kg_control *control;         /* admin socket and its clients (main thread) */
 	/* The listener handover (core/handover.h): either side's state and its channel;
 	 * made at start, main thread (the metrics thread reads its atomics). */
@@ -204,13 +205,19 @@ void kg_daemon_leaf_published(struct kg_daemon *d, const struct kg_snapshot *s);
 void kg_daemon_leaf_stop(struct kg_daemon *d);
 
 /* ticket_persist.c: at start (after d->tickets, d->tpm_signer and the first snapshot,
- * before any worker runs), restore the ticket
- * keys from their sealed file or start fresh and write it (one log line either way;
- * never fails the start). Then on every main-loop pass: rotate ahead of the workers
- * and write the file after a rotation. kg_daemon_ticket_timeout(): the epoll timeout
- * (ms) the main loop needs for that (-1: none). */
+ * before any worker runs), restore the ticket keys from their sealed file or start
+ * fresh and write it (one log line either way; never fails the start).
+ * kg_daemon_tickets_timer_start (once d->epfd exists): a timerfd in it, armed at the
+ * current key's rotation (only when the keys are persisted). kg_daemon_tickets_owns: is this
+ * epoll fd that timer; kg_daemon_tickets_event: it rang: rotate ahead of the workers,
+ * write the file, re-arm. kg_daemon_tickets_published (kg_snapshot_publish): a reload
+ * may have changed the trust (write the file with its generation) or the lifetime
+ * (re-arm). kg_daemon_tickets_stop: close the timer. Main thread only. */
 void kg_daemon_tickets_start(struct kg_daemon *d, const struct kg_config *cfg);
-void kg_daemon_tickets_tick(struct kg_daemon *d);
-int kg_daemon_ticket_timeout(const struct kg_daemon *d);
+void kg_daemon_tickets_timer_start(struct kg_daemon *d);
+bool kg_daemon_tickets_owns(const struct kg_daemon *d, int fd);
+void kg_daemon_tickets_event(struct kg_daemon *d);
+void kg_daemon_tickets_published(struct kg_daemon *d);
+void kg_daemon_tickets_stop(struct kg_daemon *d);
 
 #endif

@@ -669,13 +669,11 @@ static int serve(struct kg_daemon *d)
 		/* Control clients past their deadline are closed; the wait ends at the next,
 		 * or at the next STATUS=/WATCHDOG=1 (never, when not under systemd). */
 		int n = epoll_wait(d->epfd, &ev, 1,
-				   min_timeout(min_timeout(min_timeout(kg_control_expire(d->control),
-								       kg_notify_timeout(&d->notify, kg_now_ms())),
-							   kg_daemon_ticket_timeout(d)),
+				   min_timeout(min_timeout(kg_control_expire(d->control),
+							   kg_notify_timeout(&d->notify, kg_now_ms())),
 					       kg_handover_tick(d)));
 
 		notify_tick(d);
-		kg_daemon_tickets_tick(d);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -705,6 +703,8 @@ static int serve(struct kg_daemon *d)
 			kg_control_event(d, d->control, ev.data.fd, ev.events);
 		} else if (kg_daemon_leaf_owns(d, ev.data.fd)) {
 			kg_daemon_leaf_event(d);
+		} else if (kg_daemon_tickets_owns(d, ev.data.fd)) {
+			kg_daemon_tickets_event(d);
 		} else if (kg_daemon_watch_owns(d, ev.data.fd)) {
 			kg_daemon_watch_event(d);
 		} else if (kg_handover_owns(d, ev.data.fd)) {
@@ -790,7 +790,7 @@ int main(int argc, char **argv)
 	if (kg_strlcpy(d->config_path, path, sizeof(d->config_path)) < 0)
 		goto out_free_cfg;
 	pthread_mutex_init(&d->snap_lock, NULL);
-	d->lock_fd = d->signal_fd = d->epfd = d->leaf_timer_fd = -1;
+	d->lock_fd = d->signal_fd = d->epfd = d->leaf_timer_fd = d->ticket_timer_fd = -1;
 	clock_gettime(CLOCK_REALTIME, &now);
 	d->started = now.tv_sec;
 	d->max_connections = cfg->max_connections;
@@ -915,6 +915,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktlsgated: %s\n", err);
 		goto out_fds;
 	}
+	kg_daemon_tickets_timer_start(d);   /* rotation timer of the sealed ticket keys */
 	/* certified-leaf: the rotation timer, armed for the leaf the first snapshot serves */
 	if (kg_daemon_leaf_start(d, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktlsgated: %s\n", err);
@@ -1030,6 +1031,7 @@ out_auth:
 out_fds:
 	kg_daemon_watch_stop(d);   /* after the workers and /metrics: nothing uses it now */
 	kg_daemon_leaf_stop(d);
+	kg_daemon_tickets_stop(d);
 	kg_control_close(d->control);   /* unlinks the socket only if it is still ours */
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);

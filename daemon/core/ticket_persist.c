@@ -8,11 +8,17 @@
  * would be readable by whoever reads the server key file... and by whoever copies the
  * disk, which is exactly what sealing is for. resumption = off: nothing read or written
  * (an existing file is left alone).
- * The TPM I/O runs here on the main thread, never in a worker's ticket callback: the
- * main loop rotates the keys ahead of time (a worker rotates only if this loop is
- * late) and writes the file whenever the rotation count moved.
+ * The TPM I/O runs here on the main thread, never in a worker's ticket callback: a
+ * timerfd rings when the current key is due, the main thread rotates it then (a worker
+ * rotates only if this loop is late) and writes the file whenever the rotation count
+ * or the trust generation moved.
  */
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -21,9 +27,6 @@
 #include "tls/ticket_store.h"
 #include "tls/tickets.h"
 #include "tls/verify.h"
-
-/* How often the main loop looks at the keys: a rotation is due at most this late. */
-#define TICKET_TICK_MS 1000
 
 static void save(struct kg_daemon *d, const char *why)
 {
@@ -39,6 +42,51 @@ static void save(struct kg_daemon *d, const char *why)
 	if (kg_ticket_store_save(d->ticket_file, d->tickets, &tr, d->tpm_signer, err, sizeof(err)) != 0)
 		kg_log_warnx("session ticket keys: cannot write the sealed file (%s): %s; "
 			     "a restart will not resume sessions", why, err);
+}
+
+/* Ring at the current key's rotation (now if none, or overdue). */
+static void arm(struct kg_daemon *d)
+{
+	struct itimerspec its = { .it_value = { .tv_sec = (time_t)kg_ticket_keys_next_due(d->tickets) } };
+
+	if (d->ticket_timer_fd < 0)
+		return;
+	if (its.it_value.tv_sec <= 0)
+		its.it_value.tv_sec = 1;   /* 1970: already past, rings at once (0 disarms) */
+	if (timerfd_settime(d->ticket_timer_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+		kg_log_warn("session ticket keys: timerfd_settime");
+}
+
+void kg_daemon_tickets_timer_start(struct kg_daemon *d)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	if (!d->ticket_persist)
+		return;
+	d->ticket_timer_fd = timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC | TFD_NONBLOCK);
+	ev.data.fd = d->ticket_timer_fd;
+	if (d->ticket_timer_fd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->ticket_timer_fd, &ev) < 0) {
+		/* the workers still rotate (lazily); only the file lags until a reload */
+		kg_log_warnx("session ticket keys: rotation timer: %s; the sealed file is "
+			     "rewritten at reloads only", strerror(errno));
+		if (d->ticket_timer_fd >= 0)
+			close(d->ticket_timer_fd);
+		d->ticket_timer_fd = -1;
+		return;
+	}
+	arm(d);
+}
+
+/* Rotate if due, write the file if the keys or the trust moved since the last save. */
+static void catch_up(struct kg_daemon *d)
+{
+	if (!d->ticket_persist || d->snap == NULL || !d->snap->cfg.resumption)
+		return;
+	(void)!kg_ticket_keys_rotate(d->tickets, (int64_t)time(NULL));
+	if (kg_ticket_keys_rotations(d->tickets) != d->ticket_saved_rot)
+		save(d, "rotation");
+	else if (kg_trust_generation(d->snap->trust) != d->ticket_saved_gen)
+		save(d, "trust change");
 }
 
 void kg_daemon_tickets_start(struct kg_daemon *d, const struct kg_config *cfg)
@@ -87,18 +135,31 @@ void kg_daemon_tickets_start(struct kg_daemon *d, const struct kg_config *cfg)
 	save(d, "start");
 }
 
-void kg_daemon_tickets_tick(struct kg_daemon *d)
+bool kg_daemon_tickets_owns(const struct kg_daemon *d, int fd)
 {
-	if (!d->ticket_persist || d->snap == NULL || !d->snap->cfg.resumption)
-		return;
-	(void)!kg_ticket_keys_rotate(d->tickets, (int64_t)time(NULL));
-	if (kg_ticket_keys_rotations(d->tickets) != d->ticket_saved_rot)
-		save(d, "rotation");
-	else if (kg_trust_generation(d->snap->trust) != d->ticket_saved_gen)
-		save(d, "trust change");
+	return d->ticket_timer_fd >= 0 && fd == d->ticket_timer_fd;
 }
 
-int kg_daemon_ticket_timeout(const struct kg_daemon *d)
+void kg_daemon_tickets_event(struct kg_daemon *d)
 {
-	return d->ticket_persist ? TICKET_TICK_MS : -1;
+	uint64_t ticks;
+
+	(void)!read(d->ticket_timer_fd, &ticks, sizeof(ticks));
+	catch_up(d);
+	arm(d);
+}
+
+void kg_daemon_tickets_published(struct kg_daemon *d)
+{
+	if (d->ticket_timer_fd < 0)
+		return;
+	catch_up(d);
+	arm(d);   /* the lifetime may have changed */
+}
+
+void kg_daemon_tickets_stop(struct kg_daemon *d)
+{
+	if (d->ticket_timer_fd >= 0)
+		close(d->ticket_timer_fd);
+	d->ticket_timer_fd = -1;
 }

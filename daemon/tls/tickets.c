@@ -93,6 +93,17 @@ void kg_ticket_keys_set_lifetime(struct kg_ticket_keys *k, int64_t lifetime)
 	atomic_store(&k->lifetime, lifetime);
 }
 
+int64_t kg_ticket_keys_next_due(struct kg_ticket_keys *k)
+{
+	int64_t due = 0;
+
+	pthread_rwlock_rdlock(&k->lock);
+	if (k->n > 0 && k->keys[0].retired == 0)
+		due = k->keys[0].born + atomic_load(&k->lifetime);
+	pthread_rwlock_unlock(&k->lock);
+	return due;
+}
+
 uint64_t kg_ticket_keys_rotations(const struct kg_ticket_keys *k)
 {
 	return atomic_load_explicit(&k->rotations, memory_order_relaxed);

@@ -57,6 +57,8 @@ void kg_ticket_keys_set_lifetime(struct kg_ticket_keys *k, int64_t lifetime);
  * closed. 1 rotated, 0 nothing due, -1 no randomness/memory. */
 int kg_ticket_keys_rotate(struct kg_ticket_keys *k, int64_t now) KG_MUST_USE;
 uint64_t kg_ticket_keys_rotations(const struct kg_ticket_keys *k);
+/* When the current key is due for rotation (unix seconds); 0: no key yet (due now). */
+int64_t kg_ticket_keys_next_due(struct kg_ticket_keys *k);
 size_t kg_ticket_keys_count(struct kg_ticket_keys *k);
 
 /* One key, as the OpenSSL callback needs it (a copy: wipe it after use). */

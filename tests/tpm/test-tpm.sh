@@ -1184,6 +1184,60 @@ t_tickets_trust_changed() {
 }
 ALL_TESTS+=(t_tickets_trust_changed)
 
+# The file follows the keys while the gate runs: a reload (a new trust generation) and a
+# key rotation (ticket_lifetime 60 s: the rotation timer rings at 60 s) each rewrite it
+# at once; a ticket issued before the rotation resumes after a restart (its key,
+# retired, still decrypts and is in the file).
+t_tickets_file_follows_rotation() {
+	local h0 h1 h2 r0 i kpid out t0
+	gw_tpm_key
+	tls_ticket_file "$TKF_DEFAULT"
+	sed -i "s|^\[tpm\]$|[tls]\nticket_lifetime = 60s\n[tpm]|" "$GW_CONF"
+	rm -f "$TKF_DEFAULT" "$WORK/restart-req" "$WORK/restart-done"
+	: >"$GW_LOG"
+	t0=$(date +%s)
+	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	wait_file "$TKF_DEFAULT" || { note "no sealed file"; return 1; }
+	h0=$(sha256sum <"$TKF_DEFAULT")
+	r0=$(sample_value ktlsgate_ticket_key_rotations_total)
+	kill -HUP "$GW_PID"
+	for ((i = 0; i < 50; i++)); do
+		h1=$(sha256sum <"$TKF_DEFAULT")
+		[ "$h1" != "$h0" ] && break
+		sleep 0.1
+	done
+	[ "$h1" != "$h0" ] || { note "the file was not rewritten within 5 s of a reload"; return 1; }
+	# a ticket issued shortly before the rotation (so it is still valid after it)
+	while [ $(($(date +%s) - t0)) -lt 45 ]; do sleep 0.5; done
+	kgc resume $(dev_args dev1) --times 2 --timeout 15 \
+		--between "touch $WORK/restart-req; for i in \$(seq 1 900); do [ -e $WORK/restart-done ] && exit 0; sleep 0.1; done; exit 1" \
+		>"$WORK/resume.out" 2>&1 &
+	kpid=$!
+	wait_file "$WORK/restart-req" || { note "client never asked for the restart: $(cat "$WORK/resume.out")"; kill "$kpid"; return 1; }
+	for ((i = 0; i < 300; i++)); do
+		[ "$(sample_value ktlsgate_ticket_key_rotations_total)" -gt "$r0" ] && break
+		sleep 0.1
+	done
+	[ "$(sample_value ktlsgate_ticket_key_rotations_total)" -gt "$r0" ] ||
+		{ note "no key rotation $(($(date +%s) - t0)) s after the start (lifetime 60 s)"; touch "$WORK/restart-done"; wait "$kpid"; return 1; }
+	for ((i = 0; i < 30; i++)); do
+		h2=$(sha256sum <"$TKF_DEFAULT")
+		[ "$h2" != "$h1" ] && break
+		sleep 0.1
+	done
+	[ "$h2" != "$h1" ] || { note "the file was not rewritten within 3 s of the rotation"; touch "$WORK/restart-done"; wait "$kpid"; return 1; }
+	echo "    rotated $(($(date +%s) - t0)) s after the start; the file rewritten at the reload and at the rotation"
+	stop_gateway
+	start_gateway || { note "gateway did not restart: $(tail -3 "$GW_LOG")"; touch "$WORK/restart-done"; wait "$kpid"; return 1; }
+	touch "$WORK/restart-done"
+	wait "$kpid"
+	out=$(cat "$WORK/resume.out")
+	echo "    after the restart: $(grep '^conn 1' <<<"$out" | tr '\n' ' ')"
+	grep -qx "conn 1 reused TLSv1.3" <<<"$out" || { note "a ticket of the retired key did not resume after the restart: $out"; return 1; }
+	sed -i '/^ticket_lifetime = 60s$/d' "$GW_CONF"
+}
+ALL_TESTS+=(t_tickets_file_follows_rotation)
+
 if ! setup; then
 	echo "FAIL setup"
 	KG_FAILED=1
