@@ -1192,7 +1192,7 @@ t_tickets_file_follows_rotation() {
 	local h0 h1 h2 r0 i kpid out t0
 	gw_tpm_key
 	tls_ticket_file "$TKF_DEFAULT"
-	sed -i "s|^\[tpm\]$|[tls]\nticket_lifetime = 60s\n[tpm]|" "$GW_CONF"
+	sed -i "s|^ticket_key_file = .*|&\nticket_lifetime = 60s|" "$GW_CONF"
 	rm -f "$TKF_DEFAULT" "$WORK/restart-req" "$WORK/restart-done"
 	: >"$GW_LOG"
 	t0=$(date +%s)
