@@ -522,6 +522,28 @@ t_import_secrets_out() {
 	expect_rc 1 && expect_err_line "kdf-threads wants 1\.\.64" || return 1
 }
 
+# Generated tokens never begin with '-' (one in 64 base64url strings would): a secret
+# pasted after --password into an argparse client (kgclient.py, paho's examples) is
+# taken for an option there. 3000 generated tokens miss a leading '-' by chance with
+# probability (63/64)^3000, about 3e-21.
+t_generated_not_option() {
+	local f="$T/gen/f.csv" n=3000 i bad
+	new_registry gen
+	{
+		echo 'id,auth'
+		for ((i = 0; i < n; i++)); do echo "g$i,token"; done
+	} >"$f"
+	imp "$f" --json
+	expect_rc 0 || return 1
+	[ "$(wc -l <"$T/out")" -eq $n ] || why "want $n JSON lines, got $(wc -l <"$T/out")" || return 1
+	bad=$($PY -c 'import json, sys
+toks = [json.loads(l)["primary"] for l in open(sys.argv[1])]
+assert len(set(toks)) == len(toks), "a token repeats"
+print(sum(t.startswith("-") for t in toks))' "$T/out") || why "import output: $(head -3 "$T/out")" || return 1
+	echo "    $n generated tokens, $bad begin with '-'"
+	[ "$bad" = 0 ] || why "$bad of $n generated tokens begin with '-'" || return 1
+}
+
 t_import_secrets_bad_lines() {
 	local d="$T/imp-bad" good=0 case line re text n
 	new_registry imp-bad
@@ -643,7 +665,7 @@ t_engine_basic() {
 ALL_TESTS=(t_engine_sas t_engine_token t_engine_basic t_sas_add_and_verify t_token_add
 	t_basic_add t_json_add t_x509_kinds t_rotate t_no_secrets_printed
 	t_remove_deletes_credentials t_bad_arguments t_import_secrets t_import_secrets_out
-	t_import_secrets_bad_lines)
+	t_import_secrets_bad_lines t_generated_not_option)
 
 main() {
 	local t rc passed=0 failed=0 list=("${ALL_TESTS[@]}") tool
