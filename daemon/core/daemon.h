@@ -52,6 +52,7 @@ struct kg_regwatch_q;
 struct kg_tpm_signer;
 struct kg_ticket_keys;
 struct kg_handover;
+struct kg_fdstore;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -114,6 +115,9 @@ struct kg_daemon {
 	/* The listener handover (core/handover.h): either side's state and its channel;
 	 * made at start, main thread (the metrics thread reads its atomics). */
 	struct kg_handover *handover;
+	/* The listeners systemd kept across a restart (core/fdstore.h), until the workers
+	 * took them; NULL: none came. Main thread. */
+	struct kg_fdstore *fdstore;
 	/* A shared PostgreSQL registry (issue 16): the change watcher thread and the queue
 	 * its callback fills for the main thread (kg_daemon_watch_*). NULL: a file
 	 * registry, no watcher. */

@@ -42,6 +42,7 @@
 #include "core/daemon.h"
 #include "edge/edge.h"
 #include "ops/err.h"
+#include "core/fdstore.h"
 #include "core/handover.h"
 #include "core/instance.h"
 #include "ops/log.h"
@@ -818,6 +819,12 @@ int main(int argc, char **argv)
 		handed = rc == 1;
 		handover_test_pause();
 	}
+	/* 2''. a restart under systemd: the listeners it kept (core/fdstore.h). After a
+	 * takeover they are the sockets that came with it: systemd's stay as they are. */
+	if (!handed && kg_fdstore_load(d, cfg) < 0) {
+		fprintf(stderr, "ktlsgated: out of memory\n");
+		goto out_free_cfg;
+	}
 	/* 2. one daemon per control socket and per registry. The connect test gives the
 	 * clear message (with the pid) when the other one is up; the lock also covers one
 	 * still starting, or one with another control_socket on the same registry. */
@@ -1007,6 +1014,9 @@ int main(int argc, char **argv)
 			kg_notify_ready_main(&d->notify, status_text(d, st, sizeof(st)));
 		else
 			kg_notify_ready(&d->notify, status_text(d, st, sizeof(st)));
+		/* Every worker accepts: systemd keeps their sockets for the next start
+		 * (after a takeover too, once this is its main process). */
+		kg_fdstore_publish(d);
 	}
 	status = serve(d) == 0 ? 0 : 1;
 out_stop:
@@ -1047,6 +1057,7 @@ out_writer:
 	kg_ticket_keys_free(d->tickets);   /* after every SSL_CTX that points at it */
 out_free_cfg:
 	kg_handover_free(d);   /* the channel, and sockets nobody took */
+	kg_fdstore_free(d);
 	if (d->lock_fd >= 0)
 		close(d->lock_fd);
 	free(cfg);

@@ -31,6 +31,7 @@
 #include "ops/audit.h"
 #include "ops/err.h"
 #include "auth/auth_pool.h"
+#include "core/fdstore.h"
 #include "core/handover.h"
 #include "core/listener.h"
 #include "ops/log.h"
@@ -596,9 +597,12 @@ int kg_worker_init(struct kg_worker *w, struct kg_daemon *d, unsigned idx, char 
 	}
 	for (size_t i = 0; i < cfg->n_listen; i++) {
 		/* A takeover: the old process's socket for this worker and address, its
-		 * queue included; else a new one in the same SO_REUSEPORT group. */
+		 * queue included; after a restart under systemd, one the store kept; else
+		 * a new one in the same SO_REUSEPORT group. */
 		int fd = kg_handover_take_listener(d, idx, i);
 
+		if (fd < 0)
+			fd = kg_fdstore_take(d, i);
 		if (fd < 0)
 			fd = kg_listener_open(&cfg->listen[i], err, errlen);
 

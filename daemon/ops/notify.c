@@ -48,6 +48,48 @@ static void send_status(struct kg_notify *n, const char *head, const char *statu
 	(void)sd_notify(0, msg);
 }
 
+size_t kg_notify_inherited(int *fds, char (*names)[64], size_t cap)
+{
+	char **fdnames = NULL;
+	int n = sd_listen_fds_with_names(1, &fdnames);   /* 1: unset LISTEN_* */
+	size_t got = 0;
+
+	for (int i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		const char *name = fdnames != NULL && fdnames[i] != NULL ? fdnames[i] : "";
+
+		if (got < cap) {
+			fds[got] = fd;
+			snprintf(names[got], sizeof(names[got]), "%s", name);
+			got++;
+		} else {
+			close(fd);   /* more than any configuration could use */
+		}
+	}
+	if (fdnames != NULL) {
+		for (int i = 0; i < n; i++)
+			free(fdnames[i]);
+		free(fdnames);
+	}
+	return got;
+}
+
+int kg_notify_fdstore(const struct kg_notify *n, const char *name, const int *fds, size_t count)
+{
+	char msg[128];
+	int rc;
+
+	if (!n->active)
+		return 0;
+	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	rc = sd_notify(0, msg);
+	if (count == 0)
+		return rc < 0 ? rc : 0;
+	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
+	rc = sd_pid_notify_with_fds(0, 0, msg, fds, (unsigned)count);
+	return rc < 0 ? rc : 0;
+}
+
 void kg_notify_ready(struct kg_notify *n, const char *status)
 {
 	if (!n->active)

@@ -71,6 +71,19 @@ uint64_t kg_notify_stall_ms(const struct kg_notify *n);
  * handshake(s) in flight, C connection(s)" into buf. Returns buf. */
 const char *kg_notify_format_status(const struct kg_notify_counts *c, char *buf, size_t cap);
 
+/* ---- the file descriptor store (FileDescriptorStoreMax=, docs/systemd.md) -------- */
+
+/* The descriptors systemd passed at start (LISTEN_FDS for this pid: the store's
+ * contents after a restart), at most cap into fds[] (close-on-exec), each one's FDNAME
+ * into names[] ("" when unnamed); the rest are closed. LISTEN_* are unset, so a child
+ * does not see them. Returns how many (0: none, or not under systemd). Once, at start. */
+size_t kg_notify_inherited(int *fds, char (*names)[64], size_t cap);
+/* Replace what the store holds under name with fds[0..n) (FDSTOREREMOVE=1 then
+ * FDSTORE=1, both FDNAME=name): systemd keeps its duplicates until the unit stops
+ * without a restart queued. Nothing when not under systemd. 0, or -errno of the last
+ * send (systemd refuses them without FileDescriptorStoreMax=: it logs why). */
+int kg_notify_fdstore(const struct kg_notify *n, const char *name, const int *fds, size_t count);
+
 /* ---- journald ------------------------------------------------------------------ */
 
 /* Pure: does JOURNAL_STREAM's value ("DEV:INO", decimal) name this device and inode? */

@@ -16,11 +16,14 @@
 #          ktls         the session's data path is kTLS, tls_stat rose, the TLS 1.3
 #                       receive key installed by the daemon (OpenSSL 3.0) or OpenSSL (3.5)
 #          reload       systemctl reload keeps MainPID, the session and its traffic
+#          restart      systemctl restart: a connect loop through it is never refused
+#                       (the listeners wait in systemd's fd store), a device connects
 #          xdp          edge.conf: CapEff, the gate drops a denied source from a netns
 #          block        ktlsgate block add/list/remove under the unit (via the daemon)
 #          tpm_provider the package pulls in tpm2-openssl
 #          tpm          tpm.conf: server key made in swtpm's TPM, seen by the client
-#          upgrade      dpkg -i VERSION+test1 under the unit keeps registry and config
+#          upgrade      dpkg -i VERSION+test1 under the unit keeps registry and config,
+#                       restarts the daemon, and refuses none of a connect loop's attempts
 #          purge        dpkg -P leaves no config, state or unit
 #   host   boot         the guest said done, every check gave a verdict, no oops
 # (boot/checks.sh and docs/packaging.md, "Boot test", say how.) A check that cannot run
@@ -207,7 +210,7 @@ problems=""
 grep -q '^KGBOOT: done' "$C" || problems="$problems the guest never said done (last check started: $(sed -n 's/^KGBOOT: time //p' "$C" | tail -1));"
 grep -qE 'Kernel panic|BUG: |Oops: |general protection fault' "$C" &&
 	problems="$problems the kernel: $(grep -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault' "$C");"
-for c in ready ktls_module device ktls reload xdp block tpm_provider tpm upgrade purge; do
+for c in ready ktls_module device ktls reload restart xdp block tpm_provider tpm upgrade purge; do
 	grep -qE "^KGBOOT: (PASS|FAIL) $c\b" "$C" || problems="$problems no verdict for $c;"
 done
 if [ -z "$problems" ]; then

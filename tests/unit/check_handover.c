@@ -4,11 +4,14 @@
  * read past it); garbage, lying lengths, bad values and trailing bytes are malformed;
  * another version is unsupported; an unknown type within version 1 is skipped whole;
  * encoders refuse what they cannot say. Also the [daemon] drain_timeout key. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fdstore.h"
 #include "core/handover_msg.h"
 #include "ops/config.h"
 #include "testlib.h"
@@ -349,6 +352,49 @@ START_TEST(drain_timeout_key)
 }
 END_TEST
 
+/* A socket systemd kept is used only for the listen address it is bound to (fdstore.h):
+ * family, address and port must all agree. */
+START_TEST(fdstore_addr_match)
+{
+	struct kg_config *cfg = calloc(1, sizeof(*cfg));
+	char err[KG_ERRBUF];
+	static const char text[] = "[daemon]\ncert = c.pem\nkey = k.pem\nregistry = r.db\n"
+				   "listen = 0.0.0.0:8883, [::]:8883, 127.0.0.1:1883, [::1]:9000\n";
+	struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(8883) };
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(8883),
+				   .sin6_addr = IN6ADDR_ANY_INIT, .sin6_flowinfo = 7 };
+	const struct sockaddr *p4 = (const struct sockaddr *)&a4, *p6 = (const struct sockaddr *)&a6;
+
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(kg_config_parse_string(text, "d.conf", cfg, err, sizeof(err)), 0);
+	ck_assert_uint_eq(cfg->n_listen, 4);
+	/* 0.0.0.0:8883 is listen[0] only */
+	ck_assert(kg_fdstore_addr_matches(p4, sizeof(a4), &cfg->listen[0]));
+	ck_assert(!kg_fdstore_addr_matches(p4, sizeof(a4), &cfg->listen[1]));
+	ck_assert(!kg_fdstore_addr_matches(p4, sizeof(a4), &cfg->listen[2]));
+	/* a short length is no address */
+	ck_assert(!kg_fdstore_addr_matches(p4, sizeof(a4) - 1, &cfg->listen[0]));
+	/* another port, another address */
+	a4.sin_port = htons(8884);
+	ck_assert(!kg_fdstore_addr_matches(p4, sizeof(a4), &cfg->listen[0]));
+	a4.sin_port = htons(1883);
+	ck_assert(!kg_fdstore_addr_matches(p4, sizeof(a4), &cfg->listen[2]));
+	a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert(kg_fdstore_addr_matches(p4, sizeof(a4), &cfg->listen[2]));
+	ck_assert(!kg_fdstore_addr_matches(p4, sizeof(a4), &cfg->listen[0]));
+	/* [::]:8883 is listen[1]; flow info does not matter */
+	ck_assert(kg_fdstore_addr_matches(p6, sizeof(a6), &cfg->listen[1]));
+	ck_assert(!kg_fdstore_addr_matches(p6, sizeof(a6), &cfg->listen[0]));
+	ck_assert(!kg_fdstore_addr_matches(p6, sizeof(a6), &cfg->listen[3]));
+	a6.sin6_addr = in6addr_loopback;
+	a6.sin6_port = htons(9000);
+	ck_assert(kg_fdstore_addr_matches(p6, sizeof(a6), &cfg->listen[3]));
+	a6.sin6_port = htons(9001);
+	ck_assert(!kg_fdstore_addr_matches(p6, sizeof(a6), &cfg->listen[3]));
+	free(cfg);
+}
+END_TEST
+
 Suite *kg_suite_handover(void);   /* run.c */
 
 Suite *kg_suite_handover(void)
@@ -368,6 +414,7 @@ Suite *kg_suite_handover(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("config");
 	tcase_add_test(tc, drain_timeout_key);
+	tcase_add_test(tc, fdstore_addr_match);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # checks.sh - the boot test's guest side (kg-boot-checks.service, systemd as PID 1):
 # the installed package under its own unit, in the order of tests/packaging/test-boot.sh's
-# header (ready ktls_module device ktls reload xdp block tpm_provider tpm upgrade purge), then
+# header (ready ktls_module device ktls reload restart xdp block tpm_provider tpm upgrade purge), then
 # the guest powers off.
 #
 # Console protocol (the serial console, read by test-boot.sh): "KGBOOT: PASS name ...",
@@ -95,6 +95,25 @@ restart_unit() { # WHY: daemon-reload + restart, wait for active
 	systemctl daemon-reload
 	systemctl restart ktlsgated >/tmp/restart.log 2>&1
 	wait_active 90
+}
+
+# connect_loop OUT: TCP connects to 127.0.0.1:8883 every 50 ms until /tmp/loop.stop
+# exists, one line per attempt into OUT: "UPTIME ok|refused". A bare connect (bash's
+# /dev/tcp, closed at once): what a device's SYN meets while the daemon restarts.
+connect_loop() {
+	local out=$1
+	: >"$out"
+	rm -f /tmp/loop.stop
+	while [ ! -e /tmp/loop.stop ]; do
+		if : 2>/dev/null 3<>/dev/tcp/127.0.0.1/8883; then echo "$(up) ok" >>"$out"
+		else echo "$(up) refused" >>"$out"; fi
+		sleep 0.05
+	done
+}
+# loop_count OUT WHAT [FROM TO]: attempts in OUT that were WHAT (ok|refused|all),
+# between uptimes FROM and TO when given.
+loop_count() {
+	awk -v w="$2" -v a="${3:-0}" -v b="${4:-1e12}" '$1 >= a && $1 <= b && (w == "all" || $2 == w) { n++ } END { print n + 0 }' "$1"
 }
 
 say "begin $(uname -r) suite $SUITE version $VERSION at $(up)s"
@@ -204,6 +223,35 @@ else
 fi
 kill $rpid 2>/dev/null
 phase_time reload
+
+# --- restart: `systemctl restart` refuses no connection: the listeners wait in systemd's
+# file descriptor store (FileDescriptorStoreMax=, docs/systemd.md "Restart") -------------
+nfd0=$(prop NFileDescriptorStore)
+pid0=$(prop MainPID)
+connect_loop /tmp/loop-restart.out &
+lpid=$!
+sleep 1
+t0=$(up)
+systemctl restart ktlsgated >/tmp/restart.log 2>&1; rrc=$?
+t1=$(up)
+wait_active 90
+sleep 1
+touch /tmp/loop.stop; wait $lpid
+pid1=$(prop MainPID)
+nfd1=$(prop NFileDescriptorStore)
+inside=$(loop_count /tmp/loop-restart.out all "$t0" "$t1")
+refused=$(loop_count /tmp/loop-restart.out refused)
+total=$(loop_count /tmp/loop-restart.out all)
+kept=$(journalctl -u ktlsgated -b --no-pager -o cat | grep -o 'systemd kept [0-9]* listening socket(s) across the restart' | tail -1)
+if [ $rrc -ne 0 ]; then fail restart "systemctl restart: rc $rrc: $(tr '\n' ' ' </tmp/restart.log)"
+elif [ "$pid1" = "$pid0" ] || [ "$(prop ActiveState)" != active ]; then fail restart "MainPID $pid0 -> $pid1, $(prop ActiveState)"
+elif [ -z "$nfd0" ] || [ "$nfd0" -lt 1 ]; then fail restart "the store held '$nfd0' descriptors before the restart (NFileDescriptorStore)"
+elif [ -z "$kept" ]; then fail restart "the new process did not say it got the sockets back: $(journalctl -u ktlsgated -b --no-pager -o cat | tail -4 | tr '\n' ';')"
+elif [ "$inside" -lt 3 ]; then fail restart "only $inside connect attempts while systemctl restart ran ($t0 .. $t1 s): the loop did not cover the gap"
+elif [ "$refused" -ne 0 ]; then fail restart "$refused of $total connects refused ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-restart.out)); restart ran $t0 .. $t1 s"
+elif ! m=$(pubsub rst dev-sub dev-pub 127.0.0.1 2>&1); then fail restart "no device after the restart: $m"
+else pass "restart (MainPID $pid0 -> $pid1; store $nfd0 -> $nfd1 sockets; $total connects, $inside of them during the $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s of systemctl restart, 0 refused; '$kept'; a device connects)"; fi
+phase_time restart
 
 # --- xdp: edge.conf's capabilities, [edge] on a veth, a disabled device's source dropped --
 xdp_check() {
@@ -347,9 +395,16 @@ systemctl reload ktlsgated; sleep 1
 conf0=$(md5sum </etc/ktlsgate/ktlsgate.conf)
 devs0=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'SELECT id FROM devices ORDER BY id' 2>&1 | tr '\n' ' ')
 pid0=$(prop MainPID)
+connect_loop /tmp/loop-upgrade.out &
+lpid=$!
+sleep 1
 dpkg -i /root/pkg/upgrade.deb >/tmp/upgrade.log 2>&1
 urc=$?
 wait_active 90
+sleep 1
+touch /tmp/loop.stop; wait $lpid
+urefused=$(loop_count /tmp/loop-upgrade.out refused)
+utotal=$(loop_count /tmp/loop-upgrade.out all)
 st=$(dpkg-query -W -f='${Status} ${Version}' ktlsgate)
 pid1=$(prop MainPID)
 conf1=$(md5sum </etc/ktlsgate/ktlsgate.conf)
@@ -362,8 +417,10 @@ elif [ "$(prop ActiveState)" != active ]; then fail upgrade "ktlsgated is $(prop
 elif [ "$conf1" != "$conf0" ]; then fail upgrade "the edited config changed"
 elif [ -z "$devs0" ] || [ "$devs1" != "$devs0" ]; then fail upgrade "devices '$devs0' -> '$devs1'"
 elif [ "$bdevs" != "$devs0" ]; then fail upgrade "backup $bak: '$bdevs'"
+elif [ "$pid1" = "$pid0" ]; then fail upgrade "MainPID $pid0 kept: the upgrade did not restart the daemon"
+elif [ "$urefused" -ne 0 ]; then fail upgrade "$urefused of $utotal connects refused during the upgrade ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-upgrade.out))"
 elif ! m=$(pubsub upg dev-sub dev-pub 127.0.0.1 2>&1); then fail upgrade "no device after the upgrade: $m"
-else pass "upgrade ($VERSION -> $VERSION+test1 under the running unit: active, MainPID $pid0 -> $pid1, devices '$devs1' kept, $bak, conffile edit kept, a device connects)"; fi
+else pass "upgrade ($VERSION -> $VERSION+test1 under the running unit: active, MainPID $pid0 -> $pid1, $utotal connects through it and 0 refused, devices '$devs1' kept, $bak, conffile edit kept, a device connects)"; fi
 phase_time upgrade
 
 # --- purge --------------------------------------------------------------------------------

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * fdstore.c - the device listeners kept by systemd across a restart (contract in
+ * fdstore.h). The sockets are the kernel's: systemd's duplicate keeps each open, with
+ * its accept queue and its place in the SO_REUSEPORT group, while no ktlsgated runs.
+ * A kept socket is used only if it is what this configuration would have bound: a
+ * listening TCP socket on one of its listen addresses. Anything else systemd passed is
+ * closed, and publish() drops it from the store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/daemon.h"
+#include "core/fdstore.h"
+#include "core/worker.h"
+#include "ops/log.h"
+#include "ops/notify.h"
+
+/* At most this many sockets come back: every worker's on every address. */
+#define FDSTORE_MAX (KG_MAX_LISTEN * 256)
+
+struct kg_fdstore {
+	size_t n;
+	struct {
+		int fd;          /* -1 once taken */
+		size_t index;    /* its listen address in the configuration */
+	} kept[];
+};
+
+bool kg_fdstore_addr_matches(const struct sockaddr *got, socklen_t len,
+			     const struct kg_sockaddr *want)
+{
+	const struct sockaddr *w = (const struct sockaddr *)&want->ss;
+
+	if (got->sa_family != w->sa_family)
+		return false;
+	if (got->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)got;
+		const struct sockaddr_in *b = (const struct sockaddr_in *)w;
+
+		return len >= (socklen_t)sizeof(*a) && a->sin_port == b->sin_port &&
+		       a->sin_addr.s_addr == b->sin_addr.s_addr;
+	}
+	if (got->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)got;
+		const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)w;
+
+		return len >= (socklen_t)sizeof(*a) && a->sin6_port == b->sin6_port &&
+		       memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
+	}
+	return false;
+}
+
+/* The listen address fd is bound to, or -1 with why. */
+static int classify(int fd, const struct kg_config *cfg, const char **why)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int type = 0, on = 0;
+	socklen_t olen = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &olen) < 0 || type != SOCK_STREAM) {
+		*why = "not a stream socket";
+		return -1;
+	}
+	olen = sizeof(on);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) < 0 || !on) {
+		*why = "not listening";
+		return -1;
+	}
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+		*why = "no address";
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->n_listen; i++)
+		if (kg_fdstore_addr_matches((const struct sockaddr *)&ss, len, &cfg->listen[i]))
+			return (int)i;
+	*why = "on no listen address of this configuration";
+	return -1;
+}
+
+int kg_fdstore_load(struct kg_daemon *d, const struct kg_config *cfg)
+{
+	int *fds = calloc(FDSTORE_MAX, sizeof(*fds));
+	char (*names)[64] = calloc(FDSTORE_MAX, sizeof(*names));
+	struct kg_fdstore *fs = NULL;
+	size_t n, dropped = 0;
+	int rc = -1;
+
+	if (fds == NULL || names == NULL)
+		goto out;
+	n = kg_notify_inherited(fds, names, FDSTORE_MAX);
+	if (n == 0) {
+		rc = 0;
+		goto out;
+	}
+	fs = calloc(1, sizeof(*fs) + n * sizeof(fs->kept[0]));
+	if (fs == NULL) {
+		for (size_t i = 0; i < n; i++)
+			close(fds[i]);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *why = "not named " KG_FDSTORE_LISTEN;
+		int index = strcmp(names[i], KG_FDSTORE_LISTEN) == 0 ? classify(fds[i], cfg, &why) : -1;
+		int fl = fcntl(fds[i], F_GETFL);
+
+		if (index >= 0 && (fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0)) {
+			why = "cannot make it non-blocking";
+			index = -1;
+		}
+		if (index < 0) {
+			kg_log_warnx("systemd passed descriptor %d (%s): %s: closed", fds[i],
+				     names[i][0] != '\0' ? names[i] : "unnamed", why);
+			close(fds[i]);
+			dropped++;
+			continue;
+		}
+		fs->kept[fs->n].fd = fds[i];
+		fs->kept[fs->n].index = (size_t)index;
+		fs->n++;
+	}
+	kg_log_info("systemd kept %zu listening socket(s) across the restart%s", fs->n,
+		    dropped != 0 ? " (and passed others, closed)" : "");
+	d->fdstore = fs;
+	fs = NULL;
+	rc = 0;
+out:
+	free(fs);
+	free(fds);
+	free(names);
+	return rc;
+}
+
+int kg_fdstore_take(struct kg_daemon *d, size_t index)
+{
+	struct kg_fdstore *fs = d->fdstore;
+
+	if (fs == NULL)
+		return -1;
+	for (size_t i = 0; i < fs->n; i++)
+		if (fs->kept[i].fd >= 0 && fs->kept[i].index == index) {
+			int fd = fs->kept[i].fd;
+
+			fs->kept[i].fd = -1;
+			return fd;
+		}
+	return -1;
+}
+
+static void close_kept(struct kg_fdstore *fs, size_t *closed)
+{
+	for (size_t i = 0; fs != NULL && i < fs->n; i++)
+		if (fs->kept[i].fd >= 0) {
+			close(fs->kept[i].fd);
+			fs->kept[i].fd = -1;
+			if (closed != NULL)
+				(*closed)++;
+		}
+}
+
+void kg_fdstore_publish(struct kg_daemon *d)
+{
+	size_t unused = 0, n = 0;
+	int *fds;
+	int rc;
+
+	close_kept(d->fdstore, &unused);
+	if (unused != 0)
+		kg_log_info("closed %zu listening socket(s) systemd kept that no worker took "
+			    "(their queue migrates with net.ipv4.tcp_migrate_req=1)", unused);
+	if (!d->notify.active)
+		return;
+	fds = calloc((size_t)d->n_workers * KG_MAX_LISTEN, sizeof(*fds));
+	if (fds == NULL) {
+		kg_log_warnx("fdstore: out of memory: a restart will refuse connections");
+		return;
+	}
+	for (unsigned w = 0; w < d->n_workers; w++)
+		for (size_t i = 0; i < d->workers[w].n_listeners; i++)
+			fds[n++] = d->workers[w].listeners[i].fd;
+	rc = kg_notify_fdstore(&d->notify, KG_FDSTORE_LISTEN, fds, n);
+	if (rc < 0)
+		kg_log_warnx("fdstore: systemd did not take the %zu listening socket(s): %s", n,
+			     strerror(-rc));
+	free(fds);
+}
+
+void kg_fdstore_free(struct kg_daemon *d)
+{
+	close_kept(d->fdstore, NULL);
+	free(d->fdstore);
+	d->fdstore = NULL;
+}

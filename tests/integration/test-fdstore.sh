@@ -1,0 +1,94 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
+# test-fdstore.sh - the device listeners survive a restart in systemd's file descriptor
+# store (issue 14; core/fdstore.h; docs/systemd.md "Restart"). tests/lib/fdstore_peer.py
+# plays systemd's part of sd_notify(3) and sd_listen_fds(3) on this host (systemd is
+# not PID 1 here; the boot test's "restart" check runs the real one):
+#   t_restart_queues     the first daemon stores one socket per worker and address; while
+#                        no daemon runs, 20 connections complete in their queues (refused
+#                        without the store); the second daemon takes the sockets and
+#                        serves every one of them: TLS, CONNECT, CONNACK 0
+#   t_stray_closed       a socket on another address passed as kg-listen is closed with a
+#                        log line, and the store holds only the workers' sockets again
+#   t_no_store           a daemon started without LISTEN_FDS binds as always (the
+#                        unit without FileDescriptorStoreMax=, a start by hand)
+# Each test prints PASS/FAIL; lib.sh runs ALL_TESTS (KG_ONLY picks some).
+set -u
+. "$(dirname "$0")/lib.sh"
+
+setup() {
+	kg_init fdstore
+	BK_PORT=$(free_port)
+	BK2_PORT=$(free_port)
+	GW_PORT=$(free_port)
+	GW_MPORT=$(free_port)
+	GW_DIR="$WORK/gw"
+	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$GW_DIR" "$GW_PORT" "$GW_MPORT" "$BK_PORT" "$BK2_PORT"
+	GW_CONF="$GW_DIR/ktlsgate.conf"
+	GW_LOG="$GW_DIR/gw.log"
+	: >"$GW_LOG"
+	pki_setup "$WORK/pki" || return 1
+	device_cert fs-1 "$PKI/factory" || return 1
+	kg device add fs-1 >/dev/null || return 1
+	start_broker "$BK_PORT" || return 1
+}
+
+# peer OUT [ARGS...]: one stop-and-start through fdstore_peer.py; its lines in OUT.
+peer() {
+	local out=$1
+	shift
+	timeout 120 $PY "$KG_TOP/tests/lib/fdstore_peer.py" --gated "$GATED" --conf "$GW_CONF" \
+		--log "$GW_LOG" --dir "$WORK" --port "$GW_PORT" --ca "$PKI/root/cert.pem" \
+		--cert "$PKI/dev/fs-1/chain.pem" --key "$PKI/dev/fs-1/key.pem" --id fs-1 "$@" >"$out" 2>&1
+	local rc=$?
+	sed 's/^/    /' "$out"
+	[ $rc = 0 ] || { note "fdstore_peer.py exited $rc"; return 1; }
+}
+
+val() { sed -n "s/^$1 //p" "$2" | head -1; }
+
+t_restart_queues() {
+	local o="$WORK/restart.out" workers
+	: >"$GW_LOG"
+	peer "$o" --gap 20 || return 1
+	workers=$(sed -n 's/^workers = //p' "$GW_CONF" | head -1)
+	[ "$(val stored1 "$o")" = "${workers:-2}" ] || { note "the first daemon stored $(val stored1 "$o") sockets, want ${workers:-2} (one per worker)"; return 1; }
+	[ "$(val exit1 "$o")" = 0 ] || { note "the first daemon exited $(val exit1 "$o")"; return 1; }
+	[ "$(val gap_failed "$o")" = 0 ] && [ "$(val gap_ok "$o")" = 20 ] ||
+		{ note "connections while no daemon ran: $(val gap_ok "$o") ok, $(val gap_failed "$o") failed"; return 1; }
+	[ "$(val served "$o")" = 20 ] || { note "the second daemon served $(val served "$o") of the 20 queued connections"; return 1; }
+	grep -q "systemd kept ${workers:-2} listening socket(s) across the restart" "$GW_LOG" ||
+		{ note "no log line of the kept sockets: $(grep -i 'systemd\|fdstore' "$GW_LOG" | tail -3)"; return 1; }
+	[ "$(val stored2 "$o")" = "${workers:-2}" ] || { note "the second daemon left $(val stored2 "$o") sockets in the store"; return 1; }
+	[ "$(val exit2 "$o")" = 0 ] || { note "the second daemon exited $(val exit2 "$o")"; return 1; }
+}
+
+t_stray_closed() {
+	local o="$WORK/stray.out" sp
+	: >"$GW_LOG"
+	peer "$o" --gap 3 --stray || return 1
+	sp=$(val stray_port "$o")
+	[ "$(val served "$o")" = 3 ] || { note "served $(val served "$o") of 3"; return 1; }
+	grep -q "systemd passed descriptor [0-9]* (kg-listen): on no listen address of this configuration: closed" "$GW_LOG" ||
+		{ note "no log line of the stray socket closed: $(grep -i 'systemd' "$GW_LOG" | tail -3)"; return 1; }
+	# nobody listens there any more: the daemon closed the only reference
+	[ -z "$(ss -Hltn "sport = :$sp" 2>/dev/null)" ] || { note "port $sp still listens"; return 1; }
+	[ "$(val stored2 "$o")" = 2 ] || { note "the store holds $(val stored2 "$o") sockets, want the workers' 2"; return 1; }
+}
+
+t_no_store() {
+	: >"$GW_LOG"
+	start_gateway || { note "the daemon did not start"; return 1; }
+	grep -q "systemd kept" "$GW_LOG" && { note "a start without LISTEN_FDS logged kept sockets"; stop_gateway; return 1; }
+	kgc connect $(dev_args fs-1) | head -1 | grep -q '^connack 0x00' ||
+		{ note "a device could not connect"; stop_gateway; return 1; }
+	stop_gateway
+}
+
+ALL_TESTS=(t_restart_queues t_stray_closed t_no_store)
+
+if ! setup; then
+	echo "FAIL setup"
+	exit 1
+fi
+run_tests
