@@ -18,16 +18,21 @@
 #include "core/fdstore.h"
 #include "core/worker.h"
 #include "ops/log.h"
+#include "ops/metrics.h"
 #include "ops/notify.h"
 
 /* At most this many sockets come back: every worker's on every address. */
 #define FDSTORE_MAX (KG_MAX_LISTEN * 256)
 
+/* What a kept socket is for: a device listener (index: its listen address) or the
+ * /metrics listener (METRICS_INDEX). */
+#define METRICS_INDEX ((size_t)-1)
+
 struct kg_fdstore {
 	size_t n;
 	struct {
 		int fd;          /* -1 once taken */
-		size_t index;    /* its listen address in the configuration */
+		size_t index;    /* its listen address in the configuration, or METRICS_INDEX */
 	} kept[];
 };
 
@@ -55,11 +60,9 @@ bool kg_fdstore_addr_matches(const struct sockaddr *got, socklen_t len,
 	return false;
 }
 
-/* The listen address fd is bound to, or -1 with why. */
-static int classify(int fd, const struct kg_config *cfg, const char **why)
+/* A listening TCP socket's address: 0, or -1 with why. */
+static int listening_addr(int fd, struct sockaddr_storage *ss, socklen_t *len, const char **why)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
 	int type = 0, on = 0;
 	socklen_t olen = sizeof(type);
 
@@ -72,13 +75,42 @@ static int classify(int fd, const struct kg_config *cfg, const char **why)
 		*why = "not listening";
 		return -1;
 	}
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+	*len = sizeof(*ss);
+	if (getsockname(fd, (struct sockaddr *)ss, len) < 0) {
 		*why = "no address";
 		return -1;
 	}
+	return 0;
+}
+
+/* What the socket systemd passed under name is for here (a listen address index,
+ * METRICS_INDEX), or -1 with why. */
+static int classify(int fd, const char *name, const struct kg_config *cfg, size_t *index,
+		    const char **why)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const struct sockaddr *sa = (const struct sockaddr *)&ss;
+
+	if (strcmp(name, KG_FDSTORE_LISTEN) != 0 && strcmp(name, KG_FDSTORE_METRICS) != 0) {
+		*why = "not a name this daemon stores";
+		return -1;
+	}
+	if (listening_addr(fd, &ss, &len, why) < 0)
+		return -1;
+	if (strcmp(name, KG_FDSTORE_METRICS) == 0) {
+		if (cfg->metrics_enabled && kg_fdstore_addr_matches(sa, len, &cfg->metrics_listen)) {
+			*index = METRICS_INDEX;
+			return 0;
+		}
+		*why = "not this configuration's metrics_listen";
+		return -1;
+	}
 	for (size_t i = 0; i < cfg->n_listen; i++)
-		if (kg_fdstore_addr_matches((const struct sockaddr *)&ss, len, &cfg->listen[i]))
-			return (int)i;
+		if (kg_fdstore_addr_matches(sa, len, &cfg->listen[i])) {
+			*index = i;
+			return 0;
+		}
 	*why = "on no listen address of this configuration";
 	return -1;
 }
@@ -105,15 +137,16 @@ int kg_fdstore_load(struct kg_daemon *d, const struct kg_config *cfg)
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		const char *why = "not named " KG_FDSTORE_LISTEN;
-		int index = strcmp(names[i], KG_FDSTORE_LISTEN) == 0 ? classify(fds[i], cfg, &why) : -1;
+		const char *why = NULL;
+		size_t index = 0;
+		int ok = classify(fds[i], names[i], cfg, &index, &why);
 		int fl = fcntl(fds[i], F_GETFL);
 
-		if (index >= 0 && (fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0)) {
+		if (ok == 0 && (fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0)) {
 			why = "cannot make it non-blocking";
-			index = -1;
+			ok = -1;
 		}
-		if (index < 0) {
+		if (ok < 0) {
 			kg_log_warnx("systemd passed descriptor %d (%s): %s: closed", fds[i],
 				     names[i][0] != '\0' ? names[i] : "unnamed", why);
 			close(fds[i]);
@@ -121,11 +154,18 @@ int kg_fdstore_load(struct kg_daemon *d, const struct kg_config *cfg)
 			continue;
 		}
 		fs->kept[fs->n].fd = fds[i];
-		fs->kept[fs->n].index = (size_t)index;
+		fs->kept[fs->n].index = index;
 		fs->n++;
 	}
-	kg_log_info("systemd kept %zu listening socket(s) across the restart%s", fs->n,
-		    dropped != 0 ? " (and passed others, closed)" : "");
+	{
+		size_t metrics = 0;
+
+		for (size_t i = 0; i < fs->n; i++)
+			metrics += fs->kept[i].index == METRICS_INDEX;
+		kg_log_info("systemd kept %zu device listener(s)%s across the restart%s",
+			    fs->n - metrics, metrics != 0 ? " and the /metrics listener" : "",
+			    dropped != 0 ? " (and passed others, closed)" : "");
+	}
 	d->fdstore = fs;
 	fs = NULL;
 	rc = 0;
@@ -134,6 +174,11 @@ out:
 	free(fds);
 	free(names);
 	return rc;
+}
+
+int kg_fdstore_take_metrics(struct kg_daemon *d)
+{
+	return kg_fdstore_take(d, METRICS_INDEX);
 }
 
 int kg_fdstore_take(struct kg_daemon *d, size_t index)
@@ -166,13 +211,14 @@ static void close_kept(struct kg_fdstore *fs, size_t *closed)
 void kg_fdstore_publish(struct kg_daemon *d)
 {
 	size_t unused = 0, n = 0;
-	int *fds;
+	int *fds, mfd;
 	int rc;
 
 	close_kept(d->fdstore, &unused);
 	if (unused != 0)
-		kg_log_info("closed %zu listening socket(s) systemd kept that no worker took "
-			    "(their queue migrates with net.ipv4.tcp_migrate_req=1)", unused);
+		kg_log_info("closed %zu listening socket(s) systemd kept that nothing here took "
+			    "(a device listener's queue migrates with net.ipv4.tcp_migrate_req=1)",
+			    unused);
 	if (!d->notify.active)
 		return;
 	fds = calloc((size_t)d->n_workers * KG_MAX_LISTEN, sizeof(*fds));
@@ -188,6 +234,11 @@ void kg_fdstore_publish(struct kg_daemon *d)
 		kg_log_warnx("fdstore: systemd did not take the %zu listening socket(s): %s", n,
 			     strerror(-rc));
 	free(fds);
+	/* /metrics too: a scrape during the restart waits instead of failing */
+	mfd = kg_metrics_http_listen_fd(d->metrics_http);
+	rc = kg_notify_fdstore(&d->notify, KG_FDSTORE_METRICS, &mfd, mfd >= 0 ? 1 : 0);
+	if (rc < 0)
+		kg_log_warnx("fdstore: systemd did not take the metrics socket: %s", strerror(-rc));
 }
 
 void kg_fdstore_free(struct kg_daemon *d)

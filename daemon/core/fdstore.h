@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * fdstore.h - the device listeners kept by systemd across `systemctl restart`, a crash
- * restart and the package's upgrade (FileDescriptorStoreMax= in the unit; issue 14;
+ * fdstore.h - the listeners kept by systemd across `systemctl restart`, a crash restart
+ * and the package's upgrade (FileDescriptorStoreMax= in the unit; issue 14;
  * docs/systemd.md "Restart"). systemd holds a duplicate of every worker's listening
  * socket, so while one process stops and the next starts the sockets stay open: SYNs
  * complete in their accept queues instead of meeting a closed port, and the new process
@@ -9,11 +9,12 @@
  *
  * At start (not after a --takeover, which brings the same sockets itself):
  * kg_fdstore_load() keeps the passed sockets named KG_FDSTORE_LISTEN that match a
- * configured listen address; each worker's kg_fdstore_take() gets one before opening a
- * new socket in the same SO_REUSEPORT group; once the workers run, kg_fdstore_publish()
- * closes what no worker took (fewer workers, an address gone: the kernel migrates their
- * queues with net.ipv4.tcp_migrate_req=1) and replaces the store's contents with the
- * workers' sockets. Main thread (load, publish) and worker init, which runs on the main
+ * configured listen address (and the one named KG_FDSTORE_METRICS on metrics_listen);
+ * each worker's kg_fdstore_take() gets one before opening a new socket in the same
+ * SO_REUSEPORT group; once the workers run, kg_fdstore_publish() closes what nothing
+ * took (fewer workers, an address gone: the kernel migrates their queues with
+ * net.ipv4.tcp_migrate_req=1) and replaces the store's contents with the workers'
+ * sockets and the /metrics one. Main thread (load, publish) and worker init, which runs on the main
  * thread before the workers start (take).
  */
 #ifndef KTLSGATE_FDSTORE_H
@@ -26,8 +27,9 @@
 #include "ktlsgate/compiler.h"
 #include "ops/config.h"
 
-/* The FDNAME of the device listeners in systemd's store. */
+/* The FDNAMEs in systemd's store: the device listeners, the /metrics listener. */
 #define KG_FDSTORE_LISTEN "kg-listen"
+#define KG_FDSTORE_METRICS "kg-metrics"
 
 struct kg_daemon;
 struct kg_fdstore;
@@ -44,6 +46,8 @@ bool kg_fdstore_addr_matches(const struct sockaddr *got, socklen_t len,
 int kg_fdstore_load(struct kg_daemon *d, const struct kg_config *cfg) KG_MUST_USE;
 /* A kept socket for listen address `index`, now the caller's; -1: none left. */
 int kg_fdstore_take(struct kg_daemon *d, size_t index);
+/* The kept /metrics listener, now the caller's; -1: none. */
+int kg_fdstore_take_metrics(struct kg_daemon *d);
 /* Workers accept: close the kept sockets nobody took, and hand every worker's listener
  * to systemd's store (nothing when not under systemd). Logs what it kept and passed. */
 void kg_fdstore_publish(struct kg_daemon *d);

@@ -965,8 +965,12 @@ int main(int argc, char **argv)
 			(void)kg_edge_steer_listener(d->edge, d->n_workers, (unsigned)j, i,
 						     d->workers[i].listeners[j].fd);
 	if (cfg->metrics_enabled) {
-		d->metrics_http = kg_metrics_http_start_fd(cfg, kg_handover_take_metrics(d),
-							   render_metrics, d, err, sizeof(err));
+		int mfd = kg_handover_take_metrics(d);
+
+		if (mfd < 0)
+			mfd = kg_fdstore_take_metrics(d);
+		d->metrics_http = kg_metrics_http_start_fd(cfg, mfd, render_metrics, d, err,
+							   sizeof(err));
 		if (d->metrics_http == NULL) {
 			fprintf(stderr, "ktlsgated: %s\n", err);
 			goto out_workers;

@@ -7,7 +7,8 @@
 #   t_restart_queues     the first daemon stores one socket per worker and address; while
 #                        no daemon runs, 20 connections complete in their queues (refused
 #                        without the store); the second daemon takes the sockets and
-#                        serves every one of them: TLS, CONNECT, CONNACK 0
+#                        serves every one of them: TLS, CONNECT, CONNACK 0; the /metrics
+#                        socket is stored too, and a scrape sent in the gap is answered
 #   t_stray_closed       a socket on another address passed as kg-listen is closed with a
 #                        log line, and the store holds only the workers' sockets again
 #   t_no_store           a daemon started without LISTEN_FDS binds as always (the
@@ -50,17 +51,21 @@ val() { sed -n "s/^$1 //p" "$2" | head -1; }
 t_restart_queues() {
 	local o="$WORK/restart.out" workers
 	: >"$GW_LOG"
-	peer "$o" --gap 20 || return 1
+	peer "$o" --gap 20 --metrics-port "$GW_MPORT" || return 1
 	workers=$(sed -n 's/^workers = //p' "$GW_CONF" | head -1)
 	[ "$(val stored1 "$o")" = "${workers:-2}" ] || { note "the first daemon stored $(val stored1 "$o") sockets, want ${workers:-2} (one per worker)"; return 1; }
 	[ "$(val exit1 "$o")" = 0 ] || { note "the first daemon exited $(val exit1 "$o")"; return 1; }
 	[ "$(val gap_failed "$o")" = 0 ] && [ "$(val gap_ok "$o")" = 20 ] ||
 		{ note "connections while no daemon ran: $(val gap_ok "$o") ok, $(val gap_failed "$o") failed"; return 1; }
 	[ "$(val served "$o")" = 20 ] || { note "the second daemon served $(val served "$o") of the 20 queued connections"; return 1; }
-	grep -q "systemd kept ${workers:-2} listening socket(s) across the restart" "$GW_LOG" ||
+	grep -q "systemd kept ${workers:-2} device listener(s) and the /metrics listener across the restart" "$GW_LOG" ||
 		{ note "no log line of the kept sockets: $(grep -i 'systemd\|fdstore' "$GW_LOG" | tail -3)"; return 1; }
 	[ "$(val stored2 "$o")" = "${workers:-2}" ] || { note "the second daemon left $(val stored2 "$o") sockets in the store"; return 1; }
 	[ "$(val exit2 "$o")" = 0 ] || { note "the second daemon exited $(val exit2 "$o")"; return 1; }
+	# /metrics: stored too; a scrape sent while no daemon ran is answered by the next
+	[ "$(val stored1_metrics "$o")" = 1 ] && [ "$(val stored2_metrics "$o")" = 1 ] ||
+		{ note "metrics socket stored $(val stored1_metrics "$o") then $(val stored2_metrics "$o") times, want 1 and 1"; return 1; }
+	case $(val scrape_status "$o") in HTTP/1.?_200_*) ;; *) note "the scrape sent in the gap got '$(val scrape_status "$o")'"; return 1 ;; esac
 }
 
 t_stray_closed() {

@@ -16,8 +16,10 @@ from 3). This script:
   5. on each connection opened in the gap: TLS with the device certificate, an MQTT
      3.1.1 CONNECT, and the CONNACK;
   6. stops the second daemon.
-Prints "key value" lines: pid1, stored1, exit1, gap_ok, gap_failed, pid2, stored2,
-removed2, served, refused, stray_port, exit2. Exit 0 when it ran to the end (the
+With --metrics-port, a /metrics request is also sent in the gap and its answer read
+after the second start. Prints "key value" lines: pid1, stored1, stored1_metrics,
+exit1, gap_ok, gap_failed, pid2, stored2, removed2, served, refused, scrape_status,
+stored2_metrics, stray_port, exit2. Exit 0 when it ran to the end (the
 verdicts are the caller's), 2 on a harness failure (a line "error ..." says what).
 """
 import argparse, array, os, select, signal, socket, ssl, struct, sys, time
@@ -124,6 +126,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--gap", type=int, default=20)
     ap.add_argument("--stray", action="store_true")
+    ap.add_argument("--metrics-port", type=int, default=0)
     a = ap.parse_args()
 
     nt = Notify(os.path.join(a.dir, "notify.sock"))
@@ -135,6 +138,7 @@ def main():
         return 2
     nt.pump(0.5)   # FDSTORE follows READY
     say("stored1", len([1 for n, _ in nt.store if n == "kg-listen"]))
+    say("stored1_metrics", len([1 for n, _ in nt.store if n == "kg-metrics"]))
     os.kill(pid1, signal.SIGTERM)
     say("exit1", wait_exit(pid1, 15))
 
@@ -152,6 +156,17 @@ def main():
             s.close()
     say("gap_ok", len(gap))
     say("gap_failed", failed)
+    scrape = None
+    if a.metrics_port:
+        # a scrape while no daemon runs: its request waits in the queue
+        scrape = socket.socket()
+        scrape.settimeout(10)
+        try:
+            scrape.connect(("127.0.0.1", a.metrics_port))
+            scrape.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        except OSError as e:
+            say("scrape_error", e.__class__.__name__)
+            scrape = None
 
     passed = list(nt.store)
     stray = None
@@ -196,6 +211,20 @@ def main():
             say("conn_error", "%s %s" % (e.__class__.__name__, e))
     say("served", served)
     say("refused", refused)
+    if scrape is not None:
+        data = b""
+        try:
+            while len(data) < 64:
+                b = scrape.recv(4096)
+                if not b:
+                    break
+                data += b
+        except OSError as e:
+            say("scrape_error", e.__class__.__name__)
+        line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+        say("scrape_status", line.replace(" ", "_") or "none")
+        scrape.close()
+    say("stored2_metrics", len([1 for n, _ in nt.store if n == "kg-metrics"]))
     os.kill(pid2, signal.SIGTERM)
     say("exit2", wait_exit(pid2, 15))
     return 0

@@ -242,13 +242,13 @@ nfd1=$(prop NFileDescriptorStore)
 inside=$(loop_count /tmp/loop-restart.out all "$t0" "$t1")
 refused=$(loop_count /tmp/loop-restart.out refused)
 total=$(loop_count /tmp/loop-restart.out all)
-kept=$(journalctl -u ktlsgated -b --no-pager -o cat | grep -o 'systemd kept [0-9]* listening socket(s) across the restart' | tail -1)
+kept=$(journalctl -u ktlsgated -b --no-pager -o cat | grep -o 'systemd kept [0-9]* device listener(s)[a-z/ ]* across the restart' | tail -1)
 if [ $rrc -ne 0 ]; then fail restart "systemctl restart: rc $rrc: $(tr '\n' ' ' </tmp/restart.log)"
 elif [ "$pid1" = "$pid0" ] || [ "$(prop ActiveState)" != active ]; then fail restart "MainPID $pid0 -> $pid1, $(prop ActiveState)"
+elif [ "$inside" -lt 3 ]; then fail restart "only $inside connect attempts while systemctl restart ran ($t0 .. $t1 s): the loop did not cover the gap"
+elif [ "$refused" -ne 0 ]; then fail restart "$refused of $total connects refused ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-restart.out)); restart ran $t0 .. $t1 s; the store held '$nfd0' descriptors"
 elif [ -z "$nfd0" ] || [ "$nfd0" -lt 1 ]; then fail restart "the store held '$nfd0' descriptors before the restart (NFileDescriptorStore)"
 elif [ -z "$kept" ]; then fail restart "the new process did not say it got the sockets back: $(journalctl -u ktlsgated -b --no-pager -o cat | tail -4 | tr '\n' ';')"
-elif [ "$inside" -lt 3 ]; then fail restart "only $inside connect attempts while systemctl restart ran ($t0 .. $t1 s): the loop did not cover the gap"
-elif [ "$refused" -ne 0 ]; then fail restart "$refused of $total connects refused ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-restart.out)); restart ran $t0 .. $t1 s"
 elif ! m=$(pubsub rst dev-sub dev-pub 127.0.0.1 2>&1); then fail restart "no device after the restart: $m"
 else pass "restart (MainPID $pid0 -> $pid1; store $nfd0 -> $nfd1 sockets; $total connects, $inside of them during the $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s of systemctl restart, 0 refused; '$kept'; a device connects)"; fi
 phase_time restart
