@@ -88,7 +88,7 @@ static int listening_addr(int fd, struct sockaddr_storage *ss, socklen_t *len, c
 static int classify(int fd, const char *name, const struct kg_config *cfg, size_t *index,
 		    const char **why)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t len;
 	const struct sockaddr *sa = (const struct sockaddr *)&ss;
 
