@@ -1,9 +1,31 @@
 # shellcheck shell=bash
 # SPDX-License-Identifier: BSD-2-Clause
-# tests/bench/lib.sh - what the bench scripts (run.sh, plain.sh, pg.sh, tpm.sh) share: free
-# ports (and port pairs), background processes with their logs in $LOGS, the process tree of a server,
-# the CPU ticks of processes, the plain broker's config, and two small text helpers. The caller sets `set -u`, LOGS, PIDS=() and USED_PORTS=" ", and
-# defines die MESSAGE... (its own wording: run.sh stops with it, plain.sh counts a FAIL).
+# tests/bench/lib.sh - what the bench scripts (run.sh, plain.sh, pg.sh, tpm.sh; revoke-ca.sh
+# only the first) share: their paths (bench_paths), free ports (and port pairs), background processes with their
+# logs in $LOGS, the process tree of a server, the CPU ticks of processes, the plain broker's
+# config, and two small text helpers. It only defines functions: a script sources it first.
+# The caller sets `set -u`, LOGS, PIDS=() and USED_PORTS=" ", and defines die MESSAGE... (its
+# own wording: run.sh stops with it, plain.sh counts a FAIL); bench_paths needs none of them.
+
+# bench_paths NAME [OUT]: the paths a bench resolves before anything else; sets
+#   ROOT       the top of the tree
+#   BUILD      $BUILD, else $ROOT/build; made absolute against ROOT (make runs from the top,
+#              and the configs written under it name paths relative to themselves)
+#   OUT        the output directory: OUT when given and not empty, else $BENCH_OUT, else
+#              $BUILD/NAME; made absolute against $PWD
+#   KG_BENCH, KTLSGATE, KTLSGATED  the binaries: the environment's, else $BUILD/kg-bench,
+#              $BUILD/ktlsgate, $BUILD/ktlsgated
+# shellcheck disable=SC2034  # set for the caller
+bench_paths() {
+	ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+	BUILD=${BUILD:-$ROOT/build}
+	[[ $BUILD == /* ]] || BUILD=$ROOT/$BUILD
+	OUT=${2:-${BENCH_OUT:-$BUILD/$1}}
+	[[ $OUT == /* ]] || OUT=$PWD/$OUT
+	KG_BENCH=${KG_BENCH:-$BUILD/kg-bench}
+	KTLSGATE=${KTLSGATE:-$BUILD/ktlsgate}
+	KTLSGATED=${KTLSGATED:-$BUILD/ktlsgated}
+}
 
 # free_port VAR: a TCP port nobody uses and we have not handed out yet, into VAR
 # (not echoed: USED_PORTS must be updated in this shell, not in a $(...) subshell).

@@ -30,14 +30,10 @@ set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
-[[ $BUILD = /* ]] || BUILD="$ROOT/$BUILD"
-OUT=${BENCH_OUT:-$BUILD/bench-pg}
-[[ $OUT = /* ]] || OUT="$PWD/$OUT"
-KG_BENCH=${KG_BENCH:-$BUILD/kg-bench}
-KTLSGATE=${KTLSGATE:-$BUILD/ktlsgate}
-KTLSGATED=${KTLSGATED:-$BUILD/ktlsgated}
+# bench_paths, free_port, start_bg, stop_bg, wait_listen, proc_tree, cpu_ticks, json_get, calc
+# shellcheck source=tests/bench/lib.sh
+. "$HERE/lib.sh"
+bench_paths bench-pg   # ROOT, BUILD, OUT, KG_BENCH, KTLSGATE, KTLSGATED
 
 # The command as given (the knobs set in the environment), for the report.
 CMDLINE="make bench-pg"
@@ -82,9 +78,6 @@ pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
 # die MESSAGE: a FAIL setup line, then stop (the count line is printed on the way out).
 die() { fail setup "$*"; exit 1; }
-# free_port, start_bg, stop_bg, wait_listen, proc_tree, cpu_ticks, json_get, calc
-# shellcheck source=tests/bench/lib.sh
-. "$HERE/lib.sh"
 # kg_pg_start, kg_pg_stop, kg_pg_sql
 # shellcheck source=tests/lib/pg.sh
 . "$ROOT/tests/lib/pg.sh"

@@ -17,16 +17,12 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
-[[ $BUILD == /* ]] || BUILD=$PWD/$BUILD  # make passes BUILD=build: config paths must be absolute
+# bench_paths, free_port, start_bg, stop_bg, wait_listen, proc_tree, json_get, calc
+# shellcheck source=tests/bench/lib.sh
+. "$HERE/lib.sh"
 BACKEND=${PLAIN_BACKEND:-mosquitto}     # mosquitto | sink
-OUT=${BENCH_OUT:-$BUILD/bench-plain/$BACKEND}
-[[ $OUT == /* ]] || OUT=$PWD/$OUT
-KG_BENCH=${KG_BENCH:-$BUILD/kg-bench}
+bench_paths "bench-plain/$BACKEND"      # ROOT, BUILD, OUT, KG_BENCH, KTLSGATE, KTLSGATED
 KG_SINK=${KG_SINK:-$BUILD/kg-sink}
-KTLSGATE=${KTLSGATE:-$BUILD/ktlsgate}
-KTLSGATED=${KTLSGATED:-$BUILD/ktlsgated}
 
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
 	: "${BENCH_REPEAT:=1}" "${PLAIN_MSGS_SMALL:=20000}" "${PLAIN_MSGS_LARGE:=3000}"
@@ -68,9 +64,6 @@ pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
 # die [NAME] MESSAGE: a FAIL line (NAME "setup" when not given), then stop.
 die() { if (($# >= 2)); then fail "$1" "$2"; else fail setup "$1"; fi; exit 1; }
-# free_port, start_bg, stop_bg, wait_listen, proc_tree, json_get, calc
-# shellcheck source=tests/bench/lib.sh
-. "$HERE/lib.sh"
 
 cleanup() {
 	local rc=$? pid

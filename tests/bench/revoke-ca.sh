@@ -9,20 +9,19 @@
 # 2 ms). REVOKE_RUNS runs (default 3), each with the CA enabled again and the sessions
 # reopened; prints every figure and the median. Everything on 127.0.0.1; every process
 # started here is stopped on exit.
-# Knobs: REVOKE_CONNS (5000), REVOKE_RUNS (3), REVOKE_OUT (build/bench-revoke).
+# Knobs: REVOKE_CONNS (5000), REVOKE_RUNS (3), REVOKE_OUT (build/bench-revoke); KG_BENCH,
+# KTLSGATE, KTLSGATED (build/...).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
-[[ $BUILD = /* ]] || BUILD="$ROOT/$BUILD"   # the config names paths relative to itself
-OUT=${REVOKE_OUT:-$BUILD/bench-revoke}
-[[ $OUT = /* ]] || OUT="$PWD/$OUT"
+# bench_paths (only that: wait_listen below replaces lib.sh's)
+# shellcheck source=tests/bench/lib.sh
+. "$HERE/lib.sh"
+# ROOT, BUILD, OUT, KG_BENCH, KTLSGATE, KTLSGATED; OUT from REVOKE_OUT, never BENCH_OUT
+# (the other benches' directory)
+BENCH_OUT='' bench_paths bench-revoke "${REVOKE_OUT:-}"
 N=${REVOKE_CONNS:-5000}
 RUNS=${REVOKE_RUNS:-3}
-KG_BENCH=$BUILD/kg-bench
-KTLSGATE=$BUILD/ktlsgate
-KTLSGATED=$BUILD/ktlsgated
 PKI=$OUT/pki
 RUN=$OUT/run
 PIDS=()

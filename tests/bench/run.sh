@@ -12,12 +12,10 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
-OUT=${BENCH_OUT:-$BUILD/bench}
-KG_BENCH=${KG_BENCH:-$BUILD/kg-bench}
-KTLSGATE=${KTLSGATE:-$BUILD/ktlsgate}
-KTLSGATED=${KTLSGATED:-$BUILD/ktlsgated}
+# bench_paths, free_port, start_bg, stop_bg, wait_listen, proc_tree, json_get, calc
+# shellcheck source=tests/bench/lib.sh
+. "$HERE/lib.sh"
+bench_paths bench   # ROOT, BUILD, OUT, KG_BENCH, KTLSGATE, KTLSGATED
 # A/B: a second ktlsgated binary (e.g. a build of main) measured side by side with
 # KTLSGATED and nginx, handshakes only, interleaved per repeat (main_ab below).
 KTLSGATED_B=${BENCH_GATED_B:-}
@@ -58,9 +56,6 @@ SRV_PORT=""
 
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-# free_port, start_bg, stop_bg, wait_listen, proc_tree, json_get, calc
-# shellcheck source=tests/bench/lib.sh
-. "$HERE/lib.sh"
 
 cleanup() {
 	local rc=$? pid

@@ -29,14 +29,11 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
-[[ $BUILD = /* ]] || BUILD="$ROOT/$BUILD"
-OUT=${BENCH_OUT:-$BUILD/bench-tpm}
-[[ $OUT = /* ]] || OUT="$PWD/$OUT"
-KG_BENCH=${KG_BENCH:-$BUILD/kg-bench}
-KTLSGATE=${KTLSGATE:-$BUILD/ktlsgate}
-KTLSGATED=${KTLSGATED:-$BUILD/ktlsgated}
+# bench_paths, free_port, free_port_pair, start_bg, stop_bg, wait_listen, proc_tree,
+# plain_broker_conf, json_get, calc
+# shellcheck source=tests/bench/lib.sh
+. "$HERE/lib.sh"
+bench_paths bench-tpm   # ROOT, BUILD, OUT, KG_BENCH, KTLSGATE, KTLSGATED
 
 # The command as given (the knobs set in the environment), for the report.
 CMDLINE="make bench-tpm"
@@ -88,10 +85,6 @@ FAILED_WARMUP=""          # variants left out after a failed warm-up
 
 say() { printf '[bench-tpm %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-# free_port, free_port_pair, start_bg, stop_bg, wait_listen, proc_tree, plain_broker_conf,
-# json_get, calc
-# shellcheck source=tests/bench/lib.sh
-. "$HERE/lib.sh"
 
 cleanup() {
 	local rc=$? pid
