@@ -38,6 +38,7 @@
 #include "core/worker.h"
 #include "registry/registry_cache.h"
 #include "registry/writer.h"
+#include "tls/session_cache.h"
 
 /* Read granularity while waiting for the CONNECT. */
 #define CONNECT_READ_CHUNK 4096u
@@ -503,7 +504,7 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 
 	if (c->io.ssl) {
 		kg_conn_tls_async_end(c);   /* a job paused for the TPM ends first */
-		SSL_free(c->io.ssl);
+		kg_ssl_release(c->io.ssl);
 	}
 	kg_record_session_free(c->io.rec);
 	c->io.rec = NULL;
@@ -838,7 +839,7 @@ static enum kg_step st_handshake(struct kg_conn *c)
 		kg_conn_audit(c, false, why, kg_conn_tls_verify_detail(c));
 		c->refusal_len = c->refusal_off = 0;
 		/* Nothing more goes through TLS: the linger costs a socket, not an SSL. */
-		SSL_free(c->io.ssl);
+		kg_ssl_release(c->io.ssl);
 		c->io.ssl = NULL;
 		kg_conn_set_state(c, KG_ST_REFUSING);
 		return KG_STEP_NEXT;

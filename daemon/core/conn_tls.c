@@ -107,6 +107,37 @@ int kg_conn_tls_ticket_gen_cb(SSL *ssl, void *arg)
  * ticket, a full handshake verifies the chain again. TLS 1.2: never resumed, and no
  * ticket issued (IGNORE, not IGNORE_RENEW: see docs/security.md).
  */
+/* Resume only what the full handshake would accept again now (the identity in the
+ * session's appdata, kg_ticket_check): then c->id is the session's and the connection
+ * goes on to the registry and policy like any other. false: counted and logged. */
+static bool resume_admit(struct kg_conn *c, SSL_SESSION *ss)
+{
+	const void *data = NULL;
+	size_t len = 0;
+	struct kg_ticket_id t;
+	enum kg_resume_refusal why;
+
+	if (SSL_SESSION_get0_ticket_appdata(ss, (void **)&data, &len) != 1 ||
+	    kg_ticket_id_decode(data, len, &t) < 0)
+		why = KG_RESUME_BAD_TICKET;
+	else
+		why = kg_ticket_check(&t, SSL_SESSION_get0_peer(ss), kg_trust_generation(c->snap->trust),
+				      (int64_t)time(NULL));
+	if (why != KG_RESUME_OK) {
+		kg_metric_add(&c->w->metrics.resume_refusals[why], 1);
+		kg_log_debug("conn=%llu peer=%s session not resumed: %s", (unsigned long long)c->cid,
+			     c->peer, kg_resume_refusal_names[why]);
+		return false;
+	}
+	kg_ticket_id_to_identity(&t, &c->id);
+	c->resumed_verified_at = t.verified_at;
+	c->ticket_id = true;
+	c->verify_ran = true;
+	c->verify_reason = KG_REASON_OK;
+	c->x509_err = X509_V_OK;
+	return true;
+}
+
 /* When the session's ticket was made (OpenSSL 3.4 deprecated the long form: trixie). */
 static int64_t session_issued(const SSL_SESSION *ss)
 {
@@ -121,10 +152,6 @@ SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const uns
 					    size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
 {
 	struct kg_conn *c = SSL_get_app_data(ssl);
-	const void *data = NULL;
-	size_t len = 0;
-	struct kg_ticket_id t;
-	enum kg_resume_refusal why;
 
 	(void)keyname;
 	(void)keyname_len;
@@ -144,26 +171,8 @@ SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const uns
 	default:
 		return SSL_TICKET_RETURN_ABORT;
 	}
-	if (c == NULL)
+	if (c == NULL || !resume_admit(c, ss))
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
-	if (SSL_SESSION_get0_ticket_appdata(ss, (void **)&data, &len) != 1 ||
-	    kg_ticket_id_decode(data, len, &t) < 0)
-		why = KG_RESUME_BAD_TICKET;
-	else
-		why = kg_ticket_check(&t, SSL_SESSION_get0_peer(ss), kg_trust_generation(c->snap->trust),
-				      (int64_t)time(NULL));
-	if (why != KG_RESUME_OK) {
-		kg_metric_add(&c->w->metrics.resume_refusals[why], 1);
-		kg_log_debug("conn=%llu peer=%s ticket not resumed: %s", (unsigned long long)c->cid,
-			     c->peer, kg_resume_refusal_names[why]);
-		return SSL_TICKET_RETURN_IGNORE_RENEW;
-	}
-	kg_ticket_id_to_identity(&t, &c->id);
-	c->resumed_verified_at = t.verified_at;
-	c->ticket_id = true;
-	c->verify_ran = true;
-	c->verify_reason = KG_REASON_OK;
-	c->x509_err = X509_V_OK;
 	/* A new ticket (same identity and verification time) when the key that made this
 	 * one is retired, when it has lived half its life, or always with ticket_reuse =
 	 * off; otherwise the device keeps using the one it has and the server skips the
@@ -174,6 +183,27 @@ SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const uns
 		return SSL_TICKET_RETURN_USE_RENEW;
 	kg_metric_add(&c->w->metrics.tickets_reused, 1);
 	return SSL_TICKET_RETURN_USE;
+}
+
+/*
+ * A session from the daemon's session cache ([tls] session_cache, tls/session_cache.h):
+ * the same identity check as a ticket's. TLS 1.3 only (a TLS 1.2 session id is never
+ * resumed, as a TLS 1.2 ticket is not). With ticket_reuse the device keeps the ticket
+ * (the session's id) it has until half its life: no new session is made.
+ */
+bool kg_conn_tls_session_check(SSL *ssl, SSL_SESSION *ss)
+{
+	struct kg_conn *c = SSL_get_app_data(ssl);
+
+	if (c == NULL || SSL_version(ssl) != TLS1_3_VERSION ||
+	    SSL_SESSION_get_protocol_version(ss) != TLS1_3_VERSION || !resume_admit(c, ss))
+		return false;
+	if (!kg_ticket_renew_due(session_issued(ss), (int64_t)time(NULL),
+				 (int64_t)c->snap->cfg.ticket_lifetime, c->snap->cfg.ticket_reuse)) {
+		(void)SSL_set_num_tickets(ssl, 0);
+		kg_metric_add(&c->w->metrics.tickets_reused, 1);
+	}
+	return true;
 }
 
 int kg_conn_tls_new(struct kg_conn *c, bool cert_optional)

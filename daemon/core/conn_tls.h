@@ -33,6 +33,10 @@ int kg_conn_tls_verify_cb(X509_STORE_CTX *sctx, void *arg);
 int kg_conn_tls_ticket_gen_cb(SSL *ssl, void *arg);
 SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
 					    size_t keyname_len, SSL_TICKET_STATUS status, void *arg);
+/* The same decision for a session found in the daemon's session cache ([tls]
+ * session_cache: tls/session_cache.h kg_session_check_fn): true resumes it, with its
+ * identity the connection's; with ticket_reuse no new session is made when not due. */
+bool kg_conn_tls_session_check(SSL *ssl, SSL_SESSION *ss);
 
 /* Create the SSL for an accepted fd; cert_optional: one-way TLS (a certificate is
  * verified when sent, else the CONNECT must prove who it is). 0 or KG_E_RESOURCE. */

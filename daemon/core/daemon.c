@@ -23,6 +23,7 @@
 #include "registry/registry_cache.h"
 #include "registry/watch_pg.h"
 #include "tls/leaf.h"
+#include "tls/session_cache.h"
 #include "tls/tickets.h"
 #include "tls/tls.h"
 #include "core/worker.h"
@@ -113,11 +114,25 @@ static int leaf_for(struct kg_daemon *d, const struct kg_config *cfg, bool new_l
 }
 
 /* [tls] resumption = on: the context kg_tls_ctx_new() made without resumption gets
- * the daemon's ticket keys and the connection's ticket callbacks (conn_tls.h). */
+ * the daemon's ticket keys and the connection's ticket callbacks (conn_tls.h), or with
+ * [tls] session_cache the daemon's session cache and the same identity check. */
 static int snapshot_resumption(struct kg_daemon *d, struct kg_snapshot *s,
 			       const struct kg_config *cfg, char *err, size_t errlen)
 {
-	if (!cfg->resumption || d->tickets == NULL)
+	if (d->session_cache != NULL)
+		kg_session_cache_set_max(d->session_cache, cfg->resumption ? cfg->session_cache : 0);
+	if (!cfg->resumption)
+		return 0;
+	if (cfg->session_cache > 0 && d->session_cache != NULL) {
+		if (kg_session_cache_ctx_setup(s->ssl_ctx, d->session_cache, cfg->ticket_lifetime,
+					       kg_conn_tls_ticket_gen_cb,
+					       kg_conn_tls_session_check) < 0) {
+			snprintf(err, errlen, "[tls] session_cache: cannot set up the session cache");
+			return -1;
+		}
+		return 0;
+	}
+	if (d->tickets == NULL)
 		return 0;
 	if (kg_tickets_ctx_setup(s->ssl_ctx, d->tickets, cfg->ticket_lifetime,
 				 kg_conn_tls_ticket_gen_cb, kg_conn_tls_ticket_dec_cb, NULL) < 0) {

@@ -53,6 +53,7 @@ struct kg_tpm_signer;
 struct kg_ticket_keys;
 struct kg_handover;
 struct kg_fdstore;
+struct kg_session_cache;
 
 struct kg_snapshot {
 	atomic_int refs;
@@ -103,6 +104,9 @@ struct kg_daemon {
 	/* TLS 1.3 session ticket keys (tls/tickets.h), made at start, shared by every
 	 * worker and every snapshot's SSL_CTX (a reload keeps the tickets valid). */
 	struct kg_ticket_keys *tickets;
+	/* [tls] session_cache > 0: the sessions themselves (tls/session_cache.h), shared
+	 * by the workers and kept across reloads; made at start, sized by each snapshot. */
+	struct kg_session_cache *session_cache;
 	/* Their sealed file (tls/ticket_store.h; ticket_persist.c, main thread only):
 	 * ticket_persist when a TPM key serves and resumption is on at start; the key set
 	 * as of ticket_saved_rot rotations is on disk (or its save was tried). */

@@ -48,6 +48,7 @@
 #include "ops/log.h"
 #include "ops/notify.h"
 #include "tls/leaf.h"
+#include "tls/session_cache.h"
 #include "tls/tickets.h"
 #include "tls/tls.h"
 #include "tls/verify.h"
@@ -207,6 +208,10 @@ static char *render_metrics(void *arg, size_t *len)
 	info.leaf.rotations = atomic_load(&d->leaf_rotations);
 	info.leaf.failures = atomic_load(&d->leaf_failures);
 	info.ticket_key_rotations = kg_ticket_keys_rotations(d->tickets);
+	if (d->session_cache != NULL) {
+		info.session_cache_sessions = kg_session_cache_count(d->session_cache);
+		info.session_cache_evictions = kg_session_cache_evictions(d->session_cache);
+	}
 	info.backends = s->cfg.backends;   /* borrowed from s until the render is done */
 	info.n_backends = s->cfg.n_backends;
 	info.listeners = s->cfg.listeners;
@@ -519,6 +524,10 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: resumption = on (TLS 1.3 session tickets, ticket_lifetime %us, "
 		       "ticket_reuse %s)\n",
 		       cfg->ticket_lifetime, cfg->ticket_reuse ? "on" : "off");
+		if (cfg->session_cache > 0)
+			printf("ktlsgated: session_cache = %u (the sessions are kept in memory, a "
+			       "ticket is a session's id: no ticket keys; lost at a restart)\n",
+			       cfg->session_cache);
 		/* where a TPM key keeps them across restarts (docs/security.md) */
 		if (kg_config_ticket_key_file(cfg, tkf, sizeof(tkf)) == 0)
 			printf("ktlsgated: ticket_key_file = %s (%s)\n", tkf,
@@ -874,6 +883,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktlsgated: session ticket keys: out of memory or randomness\n");
 		goto out_writer;
 	}
+	/* [tls] session_cache: sized by each snapshot (0 keeps nothing) */
+	d->session_cache = kg_session_cache_new(cfg->session_cache);
+	if (d->session_cache == NULL) {
+		fprintf(stderr, "ktlsgated: session cache: out of memory\n");
+		goto out_writer;
+	}
 	d->snap = kg_snapshot_build(d, cfg, err, sizeof(err));
 	if (d->snap == NULL) {
 		kg_registry_location_redact_in(err, cfg->registry, msg, sizeof(msg));
@@ -1059,6 +1074,7 @@ out_writer:
 	kg_tpm_signer_free(d->tpm_signer);   /* after the last snapshot: its keys point here */
 	kg_writer_stop(d->writer);
 	kg_ticket_keys_free(d->tickets);   /* after every SSL_CTX that points at it */
+	kg_session_cache_free(d->session_cache);
 out_free_cfg:
 	kg_handover_free(d);   /* the channel, and sockets nobody took */
 	kg_fdstore_free(d);

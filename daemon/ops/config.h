@@ -169,6 +169,10 @@ struct kg_config {
 	unsigned ticket_lifetime;         /* seconds: a ticket's life, a ticket key's span */
 	bool ticket_reuse;                /* a resumption renews the ticket only past half
 					   * its life (tickets.h kg_ticket_renew_due) */
+#define KG_SESSION_CACHE_MAX 10000000u
+	unsigned session_cache;           /* > 0: resume from at most this many sessions
+					   * kept in memory, not from stateless tickets
+					   * (tls/session_cache.h); 0: tickets */
 	/* The sealed ticket-key file (tls/ticket_store.h), used only with a TPM key; "":
 	 * ticket-keys.sealed beside the SQLite registry, or in /var/lib/ktlsgate for a
 	 * PostgreSQL one (kg_config_ticket_key_file()). */

@@ -519,6 +519,14 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 		"# TYPE ktlsgate_ticket_key_rotations_total counter\n"
 		"ktlsgate_ticket_key_rotations_total %llu\n",
 		(unsigned long long)info->ticket_key_rotations);
+	put(&o, "# HELP ktlsgate_session_cache_sessions TLS 1.3 sessions kept in memory for resumption ([tls] session_cache; 0 with tickets).\n"
+		"# TYPE ktlsgate_session_cache_sessions gauge\n"
+		"ktlsgate_session_cache_sessions %llu\n"
+		"# HELP ktlsgate_session_cache_evictions_total Sessions dropped from the cache, the oldest first, to make room for new ones.\n"
+		"# TYPE ktlsgate_session_cache_evictions_total counter\n"
+		"ktlsgate_session_cache_evictions_total %llu\n",
+		(unsigned long long)info->session_cache_sessions,
+		(unsigned long long)info->session_cache_evictions);
 	put(&o, "# HELP ktlsgate_decisions_total Access decisions by outcome and reason.\n"
 		"# TYPE ktlsgate_decisions_total counter\n");
 	for (size_t r = 0; r < KG_REASON_MAX; r++) {

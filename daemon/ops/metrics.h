@@ -255,6 +255,8 @@ struct kg_metrics_info {
 		uint64_t rotations, failures;
 	} leaf;
 	uint64_t ticket_key_rotations;   /* tls/tickets.h: new ticket encryption keys */
+	uint64_t session_cache_sessions; /* tls/session_cache.h: sessions kept */
+	uint64_t session_cache_evictions;   /* ... dropped, the oldest first, to make room */
 	/* Per worker (issue 14): the first `workers` entries of per_worker are the worker
 	 * threads', rendered once more each with a worker="i" label. Their threads' CPU
 	 * seconds, `workers` of them (NULL, or an entry < 0: not shown), and the accept

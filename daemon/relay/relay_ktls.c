@@ -46,6 +46,7 @@
 #include "ops/log.h"
 #include "relay/pipe_pool.h"
 #include "relay/relay.h"
+#include "tls/session_cache.h"
 #include "tls/tls_keys.h"
 
 #ifndef SOL_TLS
@@ -674,7 +675,7 @@ static int splice_start(struct kg_relay_io *io)
 handed_over:
 	/* Point of no return: the kernel owns both directions. The fd stays ours. */
 	io->ktls_rx = true;
-	SSL_free(io->ssl);
+	kg_ssl_release(io->ssl);
 	io->ssl = NULL;
 	kg_tls_key_tracker_wipe(&io->keytrk);
 	return KG_OK;

@@ -33,6 +33,7 @@
 #include "ops/log.h"
 #include "relay/record.h"
 #include "relay/relay.h"
+#include "tls/session_cache.h"
 #include "tls/tls_keys.h"
 
 #define PLAIN_MAX 16384u                          /* TLS max plaintext per record */
@@ -114,7 +115,7 @@ static int record_start(struct kg_relay_io *io)
 
 	/* Point of no return: no fallible call below. The fd stays ours (SSL_set_fd's
 	 * BIO does not close it). */
-	SSL_free(io->ssl);
+	kg_ssl_release(io->ssl);
 	io->ssl = NULL;
 	kg_tls_key_tracker_wipe(&io->keytrk);
 	io->rec = rs;

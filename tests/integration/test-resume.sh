@@ -10,6 +10,10 @@
 # list` says full or resumed. Real
 # mosquitto, a real ktlsgated, Python's ssl client offering its session's ticket
 # (kgclient.py resume). Prints PASS/FAIL/SKIP per test; exits non-zero if any failed.
+# KG_SESSION_CACHE=N runs it all with [tls] session_cache = N (test-resume-cache.sh: the
+# sessions in memory, the ticket only their id); t_session_store checks where the
+# sessions are (none in the cache with tickets; with the cache, its size, the oldest
+# evicted first and no longer resumed, the metrics).
 #
 # Not here: a ticket presented with another certificate. In TLS 1.3 a resuming client
 # sends no certificate (the server does not ask for one), so the certificate the
@@ -32,7 +36,8 @@ setup() {
 	GW_LOG="$gw/gw.log"
 	: >"$GW_LOG"
 	pki_setup "$WORK/pki" || return 1
-	for d in rs-ok rs-dis rs-dis5 rs-susp rs-reload rs-tls12 rs-off rs-keys rs-list rs-reuse; do
+	for d in rs-ok rs-dis rs-dis5 rs-susp rs-reload rs-tls12 rs-off rs-keys rs-list rs-reuse \
+		rs-c1 rs-c2 rs-c3; do
 		device_cert "$d" "$PKI/factory" || return 1
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
@@ -47,8 +52,21 @@ setup() {
 	pki self-signed --cn rs-pin --out "$PKI/dev/rs-pin" || return 1
 	pki self-signed --cn rs-pin --out "$PKI/dev/rs-pin-new" || return 1
 	kg device add rs-pin --thumbprint "$(fingerprint "$PKI/dev/rs-pin/cert.pem")" >/dev/null || return 1
+	# KG_SESSION_CACHE=N (test-resume-cache.sh): every test again with the sessions kept
+	# in memory ([tls] session_cache, tls/session_cache.h) instead of tickets
+	[ -n "${KG_SESSION_CACHE:-}" ] && tls_key session_cache "$KG_SESSION_CACHE"
 	start_broker "$BK_PORT" || return 1
 	start_gateway || return 1
+}
+
+# tls_key KEY VALUE: KEY = VALUE into the config's [tls] section (made when missing: a
+# section may appear only once).
+tls_key() {
+	if grep -q '^\[tls\]$' "$GW_CONF"; then
+		sed -i "/^\[tls\]\$/a $1 = $2" "$GW_CONF"
+	else
+		printf '\n[tls]\n%s = %s\n' "$1" "$2" >>"$GW_CONF"
+	fi
 }
 
 # resume DEVICE [kgclient resume options]: the client's lines, one per line.
@@ -138,7 +156,7 @@ t_ticket_reuse() {
 	re1=$(metric_value ktlsgate_ticket_reuses_total '')
 	[ $((re1 - re0)) = 2 ] || { note "ticket_reuses_total +$((re1 - re0)), want +2"; return 1; }
 	conf_on=$(cat "$GW_CONF")
-	printf '\n[tls]\nticket_reuse = off\n' >>"$GW_CONF"
+	tls_key ticket_reuse off
 	timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1 | grep -q "ticket_reuse off)$" ||
 		{ note "-t does not say ticket_reuse off"; printf '%s\n' "$conf_on" >"$GW_CONF"; return 1; }
 	timeout 10 "$KGCLI" -c "$GW_CONF" reload >/dev/null ||
@@ -261,10 +279,45 @@ t_tickets_shared_by_workers() {
 	[ "$(metric_value ktlsgate_ticket_key_rotations_total)" -ge 1 ] || { note "no ticket key made"; return 1; }
 }
 
+# Where the sessions are. Tickets (the default): the cache holds none. With
+# [tls] session_cache (KG_SESSION_CACHE): the sessions resumed above are in it, and a
+# cache made smaller by a reload drops the oldest first: rs-c1's session, made before
+# rs-c2's and rs-c3's, is evicted by a cache of 2 and no longer resumes; rs-c3's does.
+t_session_store() {
+	local n e0 e1 out conf
+	n=$(metric_value ktlsgate_session_cache_sessions)
+	if [ -z "${KG_SESSION_CACHE:-}" ]; then
+		[ "$n" = 0 ] || { note "tickets: $n sessions in the cache, want 0"; return 1; }
+		echo "    tickets: the session cache holds $n"
+		return 0
+	fi
+	[ "$n" -ge 1 ] 2>/dev/null || { note "session_cache: the cache holds '$n' sessions after the tests above"; return 1; }
+	timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1 | grep -q "^ktlsgated: session_cache = $KG_SESSION_CACHE " ||
+		{ note "-t does not say session_cache = $KG_SESSION_CACHE"; return 1; }
+	conf=$(cat "$GW_CONF")
+	sed -i "s/^session_cache = .*/session_cache = 2/" "$GW_CONF"
+	timeout 10 "$KGCLI" -c "$GW_CONF" reload >/dev/null || { note "reload failed"; printf '%s\n' "$conf" >"$GW_CONF"; return 1; }
+	e0=$(metric_value ktlsgate_session_cache_evictions_total)
+	# rs-c1 connects; rs-c2 and rs-c3 connect in between (two newer sessions)
+	out=$(resume rs-c1 --times 2 --between "$PY $KGC connect $(dev_args rs-c2) >/dev/null; $PY $KGC connect $(dev_args rs-c3) >/dev/null")
+	echo "$out" | sed 's/^/    /'
+	n=$(metric_value ktlsgate_session_cache_sessions)
+	e1=$(metric_value ktlsgate_session_cache_evictions_total)
+	echo "    cache of 2: $n sessions, evictions $e0 -> $e1"
+	has "$out" "conn 0 connack 0x00" && has "$out" "conn 1 connack 0x00" || { note "rs-c1 not admitted: $out"; printf '%s\n' "$conf" >"$GW_CONF"; return 1; }
+	has "$out" "conn 1 new TLSv1.3" || { note "rs-c1's evicted session resumed"; printf '%s\n' "$conf" >"$GW_CONF"; return 1; }
+	[ "$n" = 2 ] || { note "a cache of 2 holds $n"; printf '%s\n' "$conf" >"$GW_CONF"; return 1; }
+	[ "$e1" -ge $((e0 + 2)) ] || { note "evictions $e0 -> $e1, want at least 2 more"; printf '%s\n' "$conf" >"$GW_CONF"; return 1; }
+	out=$(resume rs-c3 --times 2)
+	printf '%s\n' "$conf" >"$GW_CONF"
+	timeout 10 "$KGCLI" -c "$GW_CONF" reload >/dev/null || { note "reload back failed"; return 1; }
+	has "$out" "conn 1 reused TLSv1.3" || { note "rs-c3's session did not resume: $out"; return 1; }
+}
+
 # Last: restarts the gateway with [tls] resumption = off.
 t_resumption_off() {
 	local out res0 res1 t
-	printf '\n[tls]\nresumption = off\n' >>"$GW_CONF"
+	tls_key resumption off
 	t=$(timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1)
 	printf '%s\n' "$t" | grep -qx "ktlsgated: resumption = off" || { note "-t does not say resumption = off: $t"; return 1; }
 	stop_gateway
@@ -290,7 +343,7 @@ ALL_TESTS=(t_resumed_relays t_disabled_after_ticket t_suspended_after_ticket
 	t_pin_changed_after_ticket t_ca_removed_full_handshake t_reload_full_handshake
 	t_leaf_expired_full_handshake
 	t_tls12_never_resumes t_session_list_tls t_tickets_shared_by_workers t_ticket_reuse
-	t_resumption_off)
+	t_session_store t_resumption_off)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / brokers / gateway (log: ${GW_LOG:-none})"

@@ -22,6 +22,7 @@
 
 #include "cli/pki.h"
 #include "tls/ticket_store.h"
+#include "tls/session_cache.h"
 #include "tls/tickets.h"
 #include "tls/tls_keys.h"
 #include "tls/verify.h"
@@ -790,6 +791,152 @@ START_TEST(file_load_without_tpm)
 }
 END_TEST
 
+/* ---- the session cache (tls/session_cache.h) ---------------------------------- */
+
+/* A TLS 1.3 session with the id i (4 bytes big-endian, then 28 zero bytes). */
+static SSL_SESSION *sess_with_id(uint32_t i, int version)
+{
+	SSL_SESSION *s = SSL_SESSION_new();
+	unsigned char id[32] = { 0 };
+
+	ck_assert_ptr_nonnull(s);
+	id[0] = (unsigned char)(i >> 24);
+	id[1] = (unsigned char)(i >> 16);
+	id[2] = (unsigned char)(i >> 8);
+	id[3] = (unsigned char)i;
+	ck_assert_int_eq(SSL_SESSION_set1_id(s, id, sizeof(id)), 1);
+	ck_assert_int_eq(SSL_SESSION_set_protocol_version(s, version), 1);
+	return s;
+}
+
+/* Is the session with id i in c (and then the same object as want, if given)? */
+static bool cached(struct kg_session_cache *c, uint32_t i, const SSL_SESSION *want)
+{
+	unsigned char id[32] = { 0 };
+	SSL_SESSION *got;
+	bool same;
+
+	id[0] = (unsigned char)(i >> 24);
+	id[1] = (unsigned char)(i >> 16);
+	id[2] = (unsigned char)(i >> 8);
+	id[3] = (unsigned char)i;
+	got = kg_session_cache_get(c, id, sizeof(id));
+	if (got == NULL)
+		return false;
+	same = want == NULL || got == want;
+	SSL_SESSION_free(got);   /* the reference get handed out */
+	return same;
+}
+
+START_TEST(session_cache_keeps_and_hands_out_references)
+{
+	struct kg_session_cache *c = kg_session_cache_new(10);
+	SSL_SESSION *a = sess_with_id(1, TLS1_3_VERSION), *b = sess_with_id(2, TLS1_3_VERSION);
+	unsigned char other[32] = { 9 };
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(kg_session_cache_add(c, a), 1);   /* a's reference is the cache's now */
+	ck_assert_int_eq(kg_session_cache_add(c, b), 1);
+	ck_assert_uint_eq(kg_session_cache_count(c), 2);
+	ck_assert(cached(c, 1, a));
+	ck_assert(cached(c, 2, b));
+	ck_assert_ptr_null(kg_session_cache_get(c, other, sizeof(other)));
+	ck_assert_ptr_null(kg_session_cache_get(c, other, 0));
+	/* a reference taken by get outlives the entry */
+	{
+		unsigned char id[32] = { 0, 0, 0, 1 };
+		SSL_SESSION *held = kg_session_cache_get(c, id, sizeof(id));
+
+		ck_assert_ptr_eq(held, a);
+		kg_session_cache_remove(c, a);
+		ck_assert(!cached(c, 1, NULL));
+		ck_assert_int_eq(SSL_SESSION_set_timeout(held, 10), 1);   /* still a live object */
+		SSL_SESSION_free(held);
+	}
+	ck_assert_uint_eq(kg_session_cache_count(c), 1);
+	kg_session_cache_free(c);   /* b goes with it (ASan: no leak, no double free) */
+}
+END_TEST
+
+START_TEST(session_cache_evicts_the_oldest)
+{
+	struct kg_session_cache *c = kg_session_cache_new(3);
+
+	ck_assert_ptr_nonnull(c);
+	for (uint32_t i = 1; i <= 5; i++)
+		ck_assert_int_eq(kg_session_cache_add(c, sess_with_id(i, TLS1_3_VERSION)), 1);
+	ck_assert_uint_eq(kg_session_cache_count(c), 3);
+	ck_assert_uint_eq(kg_session_cache_evictions(c), 2);
+	ck_assert(!cached(c, 1, NULL) && !cached(c, 2, NULL));
+	ck_assert(cached(c, 3, NULL) && cached(c, 4, NULL) && cached(c, 5, NULL));
+	/* a reload's smaller cache drops the oldest at once */
+	kg_session_cache_set_max(c, 1);
+	ck_assert_uint_eq(kg_session_cache_count(c), 1);
+	ck_assert_uint_eq(kg_session_cache_evictions(c), 4);
+	ck_assert(cached(c, 5, NULL));
+	/* 0 keeps nothing: the reference stays the caller's */
+	kg_session_cache_set_max(c, 0);
+	ck_assert_uint_eq(kg_session_cache_count(c), 0);
+	{
+		SSL_SESSION *s = sess_with_id(6, TLS1_3_VERSION);
+
+		ck_assert_int_eq(kg_session_cache_add(c, s), 0);
+		SSL_SESSION_free(s);
+	}
+	kg_session_cache_free(c);
+}
+END_TEST
+
+START_TEST(session_cache_refuses_and_replaces)
+{
+	struct kg_session_cache *c = kg_session_cache_new(100);
+	SSL_SESSION *t12 = sess_with_id(7, TLS1_2_VERSION), *noid = SSL_SESSION_new();
+	SSL_SESSION *first = sess_with_id(8, TLS1_3_VERSION), *again = sess_with_id(8, TLS1_3_VERSION);
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_nonnull(noid);
+	ck_assert_int_eq(SSL_SESSION_set_protocol_version(noid, TLS1_3_VERSION), 1);
+	/* TLS 1.2 sessions are never resumed; a session without an id cannot be found */
+	ck_assert_int_eq(kg_session_cache_add(c, t12), 0);
+	ck_assert_int_eq(kg_session_cache_add(c, noid), 0);
+	SSL_SESSION_free(t12);
+	SSL_SESSION_free(noid);
+	/* the same id again replaces the first */
+	ck_assert_int_eq(kg_session_cache_add(c, first), 1);
+	ck_assert_int_eq(kg_session_cache_add(c, again), 1);
+	ck_assert_uint_eq(kg_session_cache_count(c), 1);
+	ck_assert(cached(c, 8, again));
+	/* removing a session that is not the cached one (a stale object) changes nothing */
+	{
+		SSL_SESSION *stale = sess_with_id(8, TLS1_3_VERSION);
+
+		kg_session_cache_remove(c, stale);
+		SSL_SESSION_free(stale);
+	}
+	ck_assert(cached(c, 8, again));
+	kg_session_cache_free(c);
+}
+END_TEST
+
+/* Many sessions through a small cache: it never holds more than its size and what it
+ * holds is exactly the newest. */
+START_TEST(session_cache_many)
+{
+	struct kg_session_cache *c = kg_session_cache_new(1000);
+
+	ck_assert_ptr_nonnull(c);
+	for (uint32_t i = 0; i < 20000; i++) {
+		ck_assert_int_eq(kg_session_cache_add(c, sess_with_id(i * 2654435761u, TLS1_3_VERSION)), 1);
+		ck_assert_uint_le(kg_session_cache_count(c), 1000);
+	}
+	for (uint32_t i = 19000; i < 20000; i++)
+		ck_assert(cached(c, i * 2654435761u, NULL));
+	ck_assert(!cached(c, 18999u * 2654435761u, NULL));
+	ck_assert_uint_eq(kg_session_cache_evictions(c), 19000);
+	kg_session_cache_free(c);
+}
+END_TEST
+
 Suite *kg_suite_tickets(void)
 {
 	Suite *s = suite_create("tickets");
@@ -804,6 +951,10 @@ Suite *kg_suite_tickets(void)
 	tcase_add_test(tc, export_import_round_trip);
 	tcase_add_test(tc, identity_round_trip);
 	tcase_add_test(tc, identity_malformed);
+	tcase_add_test(tc, session_cache_keeps_and_hands_out_references);
+	tcase_add_test(tc, session_cache_evicts_the_oldest);
+	tcase_add_test(tc, session_cache_refuses_and_replaces);
+	tcase_add_test(tc, session_cache_many);
 	suite_add_tcase(s, tc);
 	tcase_add_unchecked_fixture(tls, pki_setup, pki_teardown);
 	tcase_set_timeout(tls, 60);
