@@ -13,6 +13,8 @@
 #   file-resumed  the file daemon with [tls] resumption = on, kg-bench --resume: every
 #                 connection offers its device's TLS 1.3 ticket
 #   leaf-resumed  tpm-leaf with resumption on, kg-bench --resume
+#   cache-resumed the file daemon with [tls] session_cache = 100000 (the sessions kept
+#                 in memory, tls/session_cache.h), kg-bench --resume
 #   nginx         nginx 1.22 stream, file key: the full-handshake CPU reference
 # Per variant: full (or resumed) handshakes/s and server CPU per handshake (kg-bench
 # handshake, the server's CPU over the measured phase only: --server-pids), and the
@@ -65,7 +67,7 @@ SIGN_DELAY_MS=${SIGN_DELAY_MS:-50}
 WORKERS=2                              # ktlsgated workers (and nginx's, in nginx.conf.in)
 TPM_WORKERS=${TPM_WORKERS:-$WORKERS}   # for the TPM variants (1: one signer at a time)
 THREADS=${BENCH_THREADS:-1}
-VARIANTS=${BENCH_VARIANTS:-"file tpm-direct tpm-leaf file-resumed leaf-resumed nginx"}
+VARIANTS=${BENCH_VARIANTS:-"file tpm-direct tpm-leaf file-resumed cache-resumed leaf-resumed nginx"}
 N_DEVICES=$STORM_N
 ((N_DEVICES >= HS_COUNT)) || N_DEVICES=$HS_COUNT
 HANDLE=0x81000101
@@ -240,6 +242,7 @@ variant_conf() {
 	EOF
 	case $v in
 	file-resumed | leaf-resumed) printf '\n[tls]\nresumption = on\n' ;;
+	cache-resumed) printf '\n[tls]\nresumption = on\nsession_cache = 100000\n' ;;
 	esac
 	case $v in
 	tpm-direct) printf '\n[tpm]\ntcti = swtpm:host=127.0.0.1,port=%s\n' "$PROXY_PORT" ;;
@@ -408,7 +411,7 @@ run_all() {
 	local v rep storms
 	for v in $VARIANTS; do
 		case $v in
-		file | tpm-direct | tpm-leaf | file-resumed | leaf-resumed) variant_check "$v" || true ;;
+		file | tpm-direct | tpm-leaf | file-resumed | cache-resumed | leaf-resumed) variant_check "$v" || true ;;
 		nginx) ;;
 		*) die "unknown variant '$v' in BENCH_VARIANTS" ;;
 		esac
@@ -534,6 +537,8 @@ report() {
 		echo "| storm time, certified-leaf / file | $r | <= 1 | $(verdict "$r" '<=' 1.0) |"
 		r=$(ratio file-resumed hs_rate file hs_rate); echo "| handshakes/s, resumed / full (file key) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
 		r=$(ratio file-resumed hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed / full (file key) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
+		r=$(ratio cache-resumed hs_rate file hs_rate); echo "| handshakes/s, resumed / full (file key, session cache) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
+		r=$(ratio cache-resumed hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed / full (file key, session cache) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
 		r=$(ratio leaf-resumed hs_rate tpm-leaf hs_rate); echo "| handshakes/s, resumed / full (certified-leaf) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
 		r=$(ratio leaf-resumed hs_cpu_us tpm-leaf hs_cpu_us); echo "| server CPU per handshake, resumed / full (certified-leaf) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
 		r=$(ratio file hs_cpu_us nginx hs_cpu_us); echo "| full-handshake server CPU, ktlsgated (file key) / nginx | $r | <= 0.6 | $(verdict "$r" '<=' 0.6) |"
