@@ -124,9 +124,7 @@ static int snapshot_resumption(struct kg_daemon *d, struct kg_snapshot *s,
 	if (!cfg->resumption)
 		return 0;
 	if (cfg->session_cache > 0 && d->session_cache != NULL) {
-		if (kg_session_cache_ctx_setup(s->ssl_ctx, d->session_cache, cfg->ticket_lifetime,
-					       kg_conn_tls_ticket_gen_cb,
-					       kg_conn_tls_session_check) < 0) {
+		if (kg_session_cache_ctx_setup(s->ssl_ctx, d->session_cache, cfg->ticket_lifetime) < 0) {
 			snprintf(err, errlen, "[tls] session_cache: cannot set up the session cache");
 			return -1;
 		}

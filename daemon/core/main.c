@@ -884,7 +884,8 @@ int main(int argc, char **argv)
 		goto out_writer;
 	}
 	/* [tls] session_cache: sized by each snapshot (0 keeps nothing) */
-	d->session_cache = kg_session_cache_new(cfg->session_cache);
+	d->session_cache = kg_session_cache_new(cfg->session_cache, kg_conn_tls_ticket_gen_cb,
+						kg_conn_tls_session_check);
 	if (d->session_cache == NULL) {
 		fprintf(stderr, "ktlsgated: session cache: out of memory\n");
 		goto out_writer;

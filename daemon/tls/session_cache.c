@@ -34,7 +34,7 @@ struct kg_session_cache {
 	struct entry *oldest, *newest;
 	size_t count, max;
 	uint64_t evictions;
-	kg_session_check_fn check;     /* set by ctx_setup; the same for every context */
+	kg_session_check_fn check;     /* fixed at creation */
 	SSL_CTX_generate_session_ticket_fn gen;
 };
 
@@ -58,12 +58,15 @@ static size_t hash_id(const unsigned char *id, size_t len, size_t n_buckets)
 	return (size_t)(h & (n_buckets - 1));
 }
 
-struct kg_session_cache *kg_session_cache_new(size_t max)
+struct kg_session_cache *kg_session_cache_new(size_t max, SSL_CTX_generate_session_ticket_fn gen,
+					      kg_session_check_fn check)
 {
 	struct kg_session_cache *c = calloc(1, sizeof(*c));
 
 	if (c == NULL)
 		return NULL;
+	c->gen = gen;
+	c->check = check;
 	c->n_buckets = buckets_for(max);
 	c->buckets = calloc(c->n_buckets, sizeof(*c->buckets));
 	if (c->buckets == NULL || pthread_mutex_init(&c->lock, NULL) != 0) {
@@ -323,14 +326,11 @@ static void remove_cb(SSL_CTX *ctx, SSL_SESSION *sess)
 		kg_session_cache_remove(c, sess);
 }
 
-int kg_session_cache_ctx_setup(SSL_CTX *ctx, struct kg_session_cache *c, int64_t lifetime,
-			       SSL_CTX_generate_session_ticket_fn gen, kg_session_check_fn check)
+int kg_session_cache_ctx_setup(SSL_CTX *ctx, struct kg_session_cache *c, int64_t lifetime)
 {
 	if (c == NULL || pthread_once(&ex_once, ex_index_init) != 0 || ex_index < 0 ||
 	    SSL_CTX_set_ex_data(ctx, ex_index, c) != 1)
 		return -1;
-	c->gen = gen;
-	c->check = check;
 	/* Stateful TLS 1.3 tickets, and a session may resume more than once (the check
 	 * and the ticket reuse rules decide, as for tickets; no early data: the
 	 * anti-replay cache OpenSSL would otherwise insist on is for 0-RTT). */

@@ -30,8 +30,11 @@ struct kg_session_cache;
 /* May this found session resume on ssl? Sets up the connection for it when true. */
 typedef bool (*kg_session_check_fn)(SSL *ssl, SSL_SESSION *sess);
 
-/* A cache of at most max sessions (0: keeps none). NULL: out of memory. */
-struct kg_session_cache *kg_session_cache_new(size_t max);
+/* A cache of at most max sessions (0: keeps none). gen is called as each ticket is
+ * made (it stores the identity in the session), check on each session found (both
+ * fixed for the cache's life: the workers read them unlocked). NULL: out of memory. */
+struct kg_session_cache *kg_session_cache_new(size_t max, SSL_CTX_generate_session_ticket_fn gen,
+					      kg_session_check_fn check);
 void kg_session_cache_free(struct kg_session_cache *c);   /* drops every session */
 /* A reload's new size: the oldest go at once when it shrank. */
 void kg_session_cache_set_max(struct kg_session_cache *c, size_t max);
@@ -56,11 +59,9 @@ void kg_ssl_release(SSL *ssl);
  * Turn resumption on for a server context made by kg_tls_ctx_new() (which turns it off),
  * from c: stateful TLS 1.3 tickets, session timeout `lifetime`, no early data, PSK only
  * with (EC)DHE, OpenSSL's own cache off (SSL_SESS_CACHE_NO_INTERNAL: c is the cache).
- * gen is called as each ticket is made (it stores the identity in the session), check
- * on each session found. c must outlive ctx. 0 or -1.
+ * c must outlive ctx. 0 or -1.
  */
-int kg_session_cache_ctx_setup(SSL_CTX *ctx, struct kg_session_cache *c, int64_t lifetime,
-			       SSL_CTX_generate_session_ticket_fn gen,
-			       kg_session_check_fn check) KG_MUST_USE;
+int kg_session_cache_ctx_setup(SSL_CTX *ctx, struct kg_session_cache *c,
+			       int64_t lifetime) KG_MUST_USE;
 
 #endif

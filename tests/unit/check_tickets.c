@@ -830,7 +830,7 @@ static bool cached(struct kg_session_cache *c, uint32_t i, const SSL_SESSION *wa
 
 START_TEST(session_cache_keeps_and_hands_out_references)
 {
-	struct kg_session_cache *c = kg_session_cache_new(10);
+	struct kg_session_cache *c = kg_session_cache_new(10, NULL, NULL);
 	SSL_SESSION *a = sess_with_id(1, TLS1_3_VERSION), *b = sess_with_id(2, TLS1_3_VERSION);
 	unsigned char other[32] = { 9 };
 
@@ -860,7 +860,7 @@ END_TEST
 
 START_TEST(session_cache_evicts_the_oldest)
 {
-	struct kg_session_cache *c = kg_session_cache_new(3);
+	struct kg_session_cache *c = kg_session_cache_new(3, NULL, NULL);
 
 	ck_assert_ptr_nonnull(c);
 	for (uint32_t i = 1; i <= 5; i++)
@@ -889,7 +889,7 @@ END_TEST
 
 START_TEST(session_cache_refuses_and_replaces)
 {
-	struct kg_session_cache *c = kg_session_cache_new(100);
+	struct kg_session_cache *c = kg_session_cache_new(100, NULL, NULL);
 	SSL_SESSION *t12 = sess_with_id(7, TLS1_2_VERSION), *noid = SSL_SESSION_new();
 	SSL_SESSION *first = sess_with_id(8, TLS1_3_VERSION), *again = sess_with_id(8, TLS1_3_VERSION);
 
@@ -922,7 +922,7 @@ END_TEST
  * holds is exactly the newest. */
 START_TEST(session_cache_many)
 {
-	struct kg_session_cache *c = kg_session_cache_new(1000);
+	struct kg_session_cache *c = kg_session_cache_new(1000, NULL, NULL);
 
 	ck_assert_ptr_nonnull(c);
 	for (uint32_t i = 0; i < 20000; i++) {
