@@ -55,7 +55,7 @@ $(BUILD)/kg-steer-check: $(BUILD)/tests/edge/steer_check.o $(BUILD)/libkg.a
 FRAG_CHECKS += check-edge
 
 .PHONY: check-edge bench-edge
-check-edge: all $(BUILD)/kg-synflood $(BUILD)/kg-steer-check
+check-edge: all $(BUILD)/kg-synflood $(BUILD)/kg-steer-check asan-build
 	BUILD=$(BUILD) tests/edge/run.sh
 
 bench-edge: all $(BUILD)/kg-synflood

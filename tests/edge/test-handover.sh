@@ -33,7 +33,7 @@ edge_netns_enter test-handover "$0" "$@"
 
 # --- inner: inside the gate namespace ------------------------------------------------
 # shellcheck disable=SC2034 # read by lib.sh
-GATED="$BUILD/ktlsgated"
+GATED=${GATED:-$BUILD/ktlsgated}   # the ASan daemon: GATED=build/asan/ktlsgated
 # shellcheck disable=SC2034
 KGCLI="$BUILD/ktlsgate"
 # The loop's clients all come from one address: no per-source limits.
