@@ -16,13 +16,11 @@
 
 #include "core/daemon.h"
 #include "core/fdstore.h"
+#include "core/listener.h"
 #include "core/worker.h"
 #include "ops/log.h"
 #include "ops/metrics.h"
 #include "ops/notify.h"
-
-/* At most this many sockets come back: every worker's on every address. */
-#define FDSTORE_MAX (KG_MAX_LISTEN * 256)
 
 /* What a kept socket is for: a device listener (index: its listen address) or the
  * /metrics listener (METRICS_INDEX). */
@@ -63,15 +61,14 @@ bool kg_fdstore_addr_matches(const struct sockaddr *got, socklen_t len,
 /* A listening TCP socket's address: 0, or -1 with why. */
 static int listening_addr(int fd, struct sockaddr_storage *ss, socklen_t *len, const char **why)
 {
-	int type = 0, on = 0;
+	int type = 0;
 	socklen_t olen = sizeof(type);
 
 	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &olen) < 0 || type != SOCK_STREAM) {
 		*why = "not a stream socket";
 		return -1;
 	}
-	olen = sizeof(on);
-	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) < 0 || !on) {
+	if (!kg_listener_is_listening(fd)) {
 		*why = "not listening";
 		return -1;
 	}
@@ -117,46 +114,44 @@ static int classify(int fd, const char *name, const struct kg_config *cfg, size_
 
 int kg_fdstore_load(struct kg_daemon *d, const struct kg_config *cfg)
 {
-	int *fds = calloc(FDSTORE_MAX, sizeof(*fds));
-	char (*names)[64] = calloc(FDSTORE_MAX, sizeof(*names));
-	struct kg_fdstore *fs = NULL;
-	size_t n, dropped = 0;
-	int rc = -1;
+	struct kg_notify_fd *in = NULL;
+	size_t n = kg_notify_inherited(&in), dropped = 0;
+	struct kg_fdstore *fs;
 
-	if (fds == NULL || names == NULL)
-		goto out;
-	n = kg_notify_inherited(fds, names, FDSTORE_MAX);
 	if (n == 0) {
-		rc = 0;
-		goto out;
+		free(in);
+		return 0;
 	}
 	fs = calloc(1, sizeof(*fs) + n * sizeof(fs->kept[0]));
 	if (fs == NULL) {
 		for (size_t i = 0; i < n; i++)
-			close(fds[i]);
-		goto out;
+			close(in[i].fd);
+		free(in);
+		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
 		const char *why = NULL;
 		size_t index = 0;
-		int ok = classify(fds[i], names[i], cfg, &index, &why);
-		int fl = fcntl(fds[i], F_GETFL);
+		int fd = in[i].fd;
+		int ok = classify(fd, in[i].name, cfg, &index, &why);
+		int fl = fcntl(fd, F_GETFL);
 
-		if (ok == 0 && (fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0)) {
+		if (ok == 0 && (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
 			why = "cannot make it non-blocking";
 			ok = -1;
 		}
 		if (ok < 0) {
-			kg_log_warnx("systemd passed descriptor %d (%s): %s: closed", fds[i],
-				     names[i][0] != '\0' ? names[i] : "unnamed", why);
-			close(fds[i]);
+			kg_log_warnx("systemd passed descriptor %d (%s): %s: closed", fd,
+				     in[i].name[0] != '\0' ? in[i].name : "unnamed", why);
+			close(fd);
 			dropped++;
 			continue;
 		}
-		fs->kept[fs->n].fd = fds[i];
+		fs->kept[fs->n].fd = fd;
 		fs->kept[fs->n].index = index;
 		fs->n++;
 	}
+	free(in);
 	{
 		size_t metrics = 0;
 
@@ -167,13 +162,7 @@ int kg_fdstore_load(struct kg_daemon *d, const struct kg_config *cfg)
 			    dropped != 0 ? " (and passed others, closed)" : "");
 	}
 	d->fdstore = fs;
-	fs = NULL;
-	rc = 0;
-out:
-	free(fs);
-	free(fds);
-	free(names);
-	return rc;
+	return 0;
 }
 
 int kg_fdstore_take_metrics(struct kg_daemon *d)

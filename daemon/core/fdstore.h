@@ -14,8 +14,8 @@
  * SO_REUSEPORT group; once the workers run, kg_fdstore_publish() closes what nothing
  * took (fewer workers, an address gone: the kernel migrates their queues with
  * net.ipv4.tcp_migrate_req=1) and replaces the store's contents with the workers'
- * sockets and the /metrics one. Main thread (load, publish) and worker init, which runs on the main
- * thread before the workers start (take).
+ * sockets and the /metrics one. Main thread (load, publish) and worker init, which
+ * runs on the main thread before the workers start (take).
  */
 #ifndef KTLSGATE_FDSTORE_H
 #define KTLSGATE_FDSTORE_H

@@ -37,6 +37,7 @@
 #include "core/daemon.h"
 #include "core/handover.h"
 #include "core/handover_msg.h"
+#include "core/listener.h"
 #include "core/worker.h"
 #include "edge/edge.h"
 #include "ops/audit.h"
@@ -696,14 +697,6 @@ out_fail:
 	return -1;
 }
 
-static bool is_listening(int fd)
-{
-	int on = 0;
-	socklen_t len = sizeof(on);
-
-	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
-}
-
 int kg_handover_check(struct kg_daemon *d, const struct kg_config *cfg, char *err,
 		      size_t errlen)
 {
@@ -724,7 +717,7 @@ int kg_handover_check(struct kg_daemon *d, const struct kg_config *cfg, char *er
 				 f->index < cfg->n_listen ? cfg->listen[f->index].text : "");
 			return -1;
 		}
-		if (!is_listening(h->fds[i])) {
+		if (!kg_listener_is_listening(h->fds[i])) {
 			snprintf(err, errlen, "the descriptor passed for %s is not a listening socket",
 				 f->text);
 			return -1;

@@ -42,3 +42,11 @@ out_close:
 	close(fd);
 	return -1;
 }
+
+bool kg_listener_is_listening(int fd)
+{
+	int on = 0;
+	socklen_t len = sizeof(on);
+
+	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
+}

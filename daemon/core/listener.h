@@ -6,11 +6,15 @@
 #ifndef KTLSGATE_LISTENER_H
 #define KTLSGATE_LISTENER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ops/config.h"
 
 /* Returns the fd or -1 with a message naming the address. */
 int kg_listener_open(const struct kg_sockaddr *addr, char *err, size_t errlen);
+/* Is fd a listening socket (SO_ACCEPTCONN)? For sockets another process passed: a
+ * handover's, systemd's file descriptor store. */
+bool kg_listener_is_listening(int fd);
 
 #endif

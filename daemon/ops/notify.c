@@ -48,30 +48,30 @@ static void send_status(struct kg_notify *n, const char *head, const char *statu
 	(void)sd_notify(0, msg);
 }
 
-size_t kg_notify_inherited(int *fds, char (*names)[64], size_t cap)
+size_t kg_notify_inherited(struct kg_notify_fd **out)
 {
 	char **fdnames = NULL;
 	int n = sd_listen_fds_with_names(1, &fdnames);   /* 1: unset LISTEN_* */
-	size_t got = 0;
+	struct kg_notify_fd *got = n > 0 ? calloc((size_t)n, sizeof(*got)) : NULL;
 
+	*out = got;
 	for (int i = 0; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
-		const char *name = fdnames != NULL && fdnames[i] != NULL ? fdnames[i] : "";
 
-		if (got < cap) {
-			fds[got] = fd;
-			snprintf(names[got], sizeof(names[got]), "%s", name);
-			got++;
-		} else {
-			close(fd);   /* more than any configuration could use */
+		if (got == NULL) {
+			close(fd);   /* out of memory: nothing can be adopted */
+			continue;
 		}
+		got[i].fd = fd;
+		snprintf(got[i].name, sizeof(got[i].name), "%s",
+			 fdnames != NULL && fdnames[i] != NULL ? fdnames[i] : "");
 	}
 	if (fdnames != NULL) {
 		for (int i = 0; i < n; i++)
 			free(fdnames[i]);
 		free(fdnames);
 	}
-	return got;
+	return got != NULL ? (size_t)n : 0;
 }
 
 int kg_notify_fdstore(const struct kg_notify *n, const char *name, const int *fds, size_t count)

@@ -73,11 +73,16 @@ const char *kg_notify_format_status(const struct kg_notify_counts *c, char *buf,
 
 /* ---- the file descriptor store (FileDescriptorStoreMax=, docs/systemd.md) -------- */
 
+/* One descriptor systemd passed, with its FDNAME ("" when unnamed). */
+struct kg_notify_fd {
+	int fd;                       /* close-on-exec */
+	char name[64];
+};
 /* The descriptors systemd passed at start (LISTEN_FDS for this pid: the store's
- * contents after a restart), at most cap into fds[] (close-on-exec), each one's FDNAME
- * into names[] ("" when unnamed); the rest are closed. LISTEN_* are unset, so a child
- * does not see them. Returns how many (0: none, or not under systemd). Once, at start. */
-size_t kg_notify_inherited(int *fds, char (*names)[64], size_t cap);
+ * contents after a restart) into *out (malloc'd, the caller frees it; NULL when none).
+ * LISTEN_* are unset, so a child does not see them. Returns how many (0: none, not
+ * under systemd, or out of memory: then they are closed). Once, at start. */
+size_t kg_notify_inherited(struct kg_notify_fd **out);
 /* Replace what the store holds under name with fds[0..n) (FDSTOREREMOVE=1 then
  * FDSTORE=1, both FDNAME=name): systemd keeps its duplicates until the unit stops
  * without a restart queued. Nothing when not under systemd. 0, or -errno of the last
