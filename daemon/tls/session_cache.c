@@ -2,8 +2,8 @@
 /*
  * session_cache.c - TLS 1.3 resumption from memory (contract in session_cache.h).
  *
- * A chained hash of the session ids (OpenSSL's, 32 random bytes: the first 8 are the
- * hash) and a list in insertion order for eviction. Each entry holds one reference to
+ * A chained hash of the session ids (OpenSSL's, 32 random bytes) and a list in
+ * insertion order for eviction; the buckets grow with a reload's larger size. Each entry holds one reference to
  * its SSL_SESSION; a lookup hands out another (SSL_SESSION_up_ref under the lock), so a
  * session evicted while a handshake resumes it stays alive until that SSL frees it.
  * OpenSSL calls in through the three session callbacks of the SSL_CTX: new (after a
@@ -146,6 +146,26 @@ void kg_session_cache_free(struct kg_session_cache *c)
 	free(c);
 }
 
+/* More buckets for a larger max (lock held): every entry is hashed again, in insertion
+ * order. Out of memory: the chains stay longer, nothing is lost. */
+static void grow(struct kg_session_cache *c, size_t max)
+{
+	size_t n = buckets_for(max);
+	struct entry **b;
+
+	if (n <= c->n_buckets || (b = calloc(n, sizeof(*b))) == NULL)
+		return;
+	for (struct entry *e = c->oldest; e != NULL; e = e->newer) {
+		size_t i = hash_id(e->id, e->id_len, n);
+
+		e->hnext = b[i];
+		b[i] = e;
+	}
+	free(c->buckets);
+	c->buckets = b;
+	c->n_buckets = n;
+}
+
 void kg_session_cache_set_max(struct kg_session_cache *c, size_t max)
 {
 	struct entry *freed = NULL;
@@ -153,6 +173,7 @@ void kg_session_cache_set_max(struct kg_session_cache *c, size_t max)
 	pthread_mutex_lock(&c->lock);
 	c->max = max;
 	trim(c, max, &freed);
+	grow(c, max);
 	pthread_mutex_unlock(&c->lock);
 	free_entries(freed);
 }

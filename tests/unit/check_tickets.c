@@ -918,6 +918,29 @@ START_TEST(session_cache_refuses_and_replaces)
 }
 END_TEST
 
+/* Made with 0 (the daemon's cache when the start had no session_cache), grown by a
+ * reload: the entries added before and after the growth are all found. */
+START_TEST(session_cache_grows)
+{
+	struct kg_session_cache *c = kg_session_cache_new(0, NULL, NULL);
+
+	ck_assert_ptr_nonnull(c);
+	kg_session_cache_set_max(c, 10);
+	for (uint32_t i = 0; i < 10; i++)
+		ck_assert_int_eq(kg_session_cache_add(c, sess_with_id(i, TLS1_3_VERSION)), 1);
+	kg_session_cache_set_max(c, 50000);
+	for (uint32_t i = 10; i < 50000; i++)
+		ck_assert_int_eq(kg_session_cache_add(c, sess_with_id(i * 2654435761u, TLS1_3_VERSION)), 1);
+	ck_assert_uint_eq(kg_session_cache_count(c), 50000);
+	for (uint32_t i = 0; i < 10; i++)
+		ck_assert(cached(c, i, NULL));
+	for (uint32_t i = 10; i < 50000; i += 97)
+		ck_assert(cached(c, i * 2654435761u, NULL));
+	ck_assert_uint_eq(kg_session_cache_evictions(c), 0);
+	kg_session_cache_free(c);
+}
+END_TEST
+
 /* Many sessions through a small cache: it never holds more than its size and what it
  * holds is exactly the newest. */
 START_TEST(session_cache_many)
@@ -955,6 +978,7 @@ Suite *kg_suite_tickets(void)
 	tcase_add_test(tc, session_cache_evicts_the_oldest);
 	tcase_add_test(tc, session_cache_refuses_and_replaces);
 	tcase_add_test(tc, session_cache_many);
+	tcase_add_test(tc, session_cache_grows);
 	suite_add_tcase(s, tc);
 	tcase_add_unchecked_fixture(tls, pki_setup, pki_teardown);
 	tcase_set_timeout(tls, 60);
