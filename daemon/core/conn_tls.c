@@ -99,14 +99,6 @@ int kg_conn_tls_ticket_gen_cb(SSL *ssl, void *arg)
 	return 1;
 }
 
-/*
- * A ticket was presented (TLS 1.3: the PSK extension). Resume only what the full
- * handshake would accept again now: the identity decoded, the same leaf, the same trust
- * generation, the leaf valid. Then c->id is the ticket's and the connection goes on to
- * the registry and policy like any other (conn.c st_policy). Anything else: ignore the
- * ticket, a full handshake verifies the chain again. TLS 1.2: never resumed, and no
- * ticket issued (IGNORE, not IGNORE_RENEW: see docs/security.md).
- */
 /* Resume only what the full handshake would accept again now (the identity in the
  * session's appdata, kg_ticket_check): then c->id is the session's and the connection
  * goes on to the registry and policy like any other. false: counted and logged. */
@@ -148,6 +140,14 @@ static int64_t session_issued(const SSL_SESSION *ss)
 #endif
 }
 
+/*
+ * A ticket was presented (TLS 1.3: the PSK extension). Resume only what the full
+ * handshake would accept again now: the identity decoded, the same leaf, the same trust
+ * generation, the leaf valid. Then c->id is the ticket's and the connection goes on to
+ * the registry and policy like any other (conn.c st_policy). Anything else: ignore the
+ * ticket, a full handshake verifies the chain again. TLS 1.2: never resumed, and no
+ * ticket issued (IGNORE, not IGNORE_RENEW: see docs/security.md).
+ */
 SSL_TICKET_RETURN kg_conn_tls_ticket_dec_cb(SSL *ssl, SSL_SESSION *ss, const unsigned char *keyname,
 					    size_t keyname_len, SSL_TICKET_STATUS status, void *arg)
 {
