@@ -388,43 +388,19 @@ static bool source_admit(struct kg_worker *w, const struct kg_config *cfg, int f
 	return true;
 }
 
-void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
-		   size_t listen_idx)
+struct kg_conn *kg_conn_alloc(struct kg_worker *w, struct kg_snapshot *snap,
+			      const struct kg_listener_conf *lc, int fd, const struct sockaddr *sa,
+			      socklen_t salen)
 {
-	struct kg_snapshot *snap = kg_snapshot_get(w->d);
-	struct kg_conn *c;
-	struct kg_srckey src;
+	struct kg_conn *c = calloc(1, sizeof(*c));
 	struct timespec now;
-	bool held;
-	int one = 1;
 
-	const struct kg_listener_conf *lc = kg_config_listener_of(&snap->cfg, listen_idx);
-
-	/* A trusted TLS front carries many devices on one address: the per-source limits
-	 * would throttle the whole fleet behind it (the front limits its own clients). */
-	if (lc->kind == KG_LISTENER_PROXY &&
-	    kg_cidr_match(lc->proxy_sources, lc->n_proxy_sources, sa, salen)) {
-		held = false;
-		memset(&src, 0, sizeof(src));
-	} else if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
-		kg_snapshot_put(snap);
-		return;
-	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		if (held)
-			kg_srclimit_release(w->srclimit, &src);
-		kg_snapshot_put(snap);
-		close(fd);
-		return;
-	}
+	if (c == NULL)
+		return NULL;
 	c->cid = ((uint64_t)w->idx << 48) | ++w->next_id;
 	c->w = w;
 	c->snap = snap;
 	c->listener = lc;
-	kg_metric_add(&w->metrics.listener_accepted[c->listener - snap->cfg.listeners], 1);
-	c->src = src;
-	c->src_held = held;
 	c->state = KG_ST_ACCEPTED;
 	c->cred_kind = KG_AUTH_KIND_MAX;
 	c->io.dev = (struct kg_evsrc){ .type = KG_EV_DEVICE, .fd = fd, .events = UINT32_MAX, .owner = c };
@@ -454,8 +430,12 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 		memcpy(&c->peer_sa, sa, salen);
 		c->peer_salen = salen;
 	}
-	/* MQTT is request/response with small packets: Nagle only adds latency. */
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return c;
+}
+
+void kg_conn_link(struct kg_conn *c)
+{
+	struct kg_worker *w = c->w;
 
 	c->next = w->conns;
 	if (w->conns)
@@ -463,8 +443,47 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	w->conns = c;
 	w->n_conns++;
 	atomic_fetch_add(&w->d->n_conns, 1);
+	kg_metric_gauge(&w->metrics.conns_by_state[c->state], 1);
+}
+
+void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+		   size_t listen_idx)
+{
+	struct kg_snapshot *snap = kg_snapshot_get(w->d);
+	struct kg_conn *c;
+	struct kg_srckey src;
+	bool held;
+	int one = 1;
+
+	const struct kg_listener_conf *lc = kg_config_listener_of(&snap->cfg, listen_idx);
+
+	/* A trusted TLS front carries many devices on one address: the per-source limits
+	 * would throttle the whole fleet behind it (the front limits its own clients). */
+	if (lc->kind == KG_LISTENER_PROXY &&
+	    kg_cidr_match(lc->proxy_sources, lc->n_proxy_sources, sa, salen)) {
+		held = false;
+		memset(&src, 0, sizeof(src));
+	} else if (!source_admit(w, &snap->cfg, fd, sa, salen, &src, &held)) {
+		kg_snapshot_put(snap);
+		return;
+	}
+	c = kg_conn_alloc(w, snap, lc, fd, sa, salen);
+	if (c == NULL) {
+		if (held)
+			kg_srclimit_release(w->srclimit, &src);
+		kg_snapshot_put(snap);
+		close(fd);
+		return;
+	}
+	kg_metric_add(&w->metrics.listener_accepted[c->listener - snap->cfg.listeners], 1);
+	c->listen_idx = (uint16_t)listen_idx;
+	c->src = src;
+	c->src_held = held;
+	/* MQTT is request/response with small packets: Nagle only adds latency. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	kg_conn_link(c);
 	kg_metric_add(&w->metrics.accepted, 1);
-	kg_metric_gauge(&w->metrics.conns_by_state[KG_ST_ACCEPTED], 1);
 	kg_conn_set_state(c, KG_ST_ACCEPTED);
 	kg_conn_run(c);
 }
@@ -499,6 +518,13 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 	kg_metric_add(&w->metrics.closes[why], 1);
 	if (c->state == KG_ST_RELAYING)
 		kg_metric_gauge(&w->metrics.sessions_by_mode[c->io.mode], -1);
+	kg_conn_release(c);
+}
+
+void kg_conn_release(struct kg_conn *c)
+{
+	struct kg_worker *w = c->w;
+
 	kg_conn_set_state(c, KG_ST_CLOSED);
 	kg_metric_gauge(&w->metrics.conns_by_state[KG_ST_CLOSED], -1);
 

@@ -70,6 +70,7 @@ struct kg_conn {
 	struct kg_worker *w;
 	struct kg_snapshot *snap;          /* pinned for life */
 	const struct kg_listener_conf *listener; /* the one it came in on (in snap) */
+	uint16_t listen_idx;               /* its address's index in [daemon] listen */
 	enum kg_conn_state state;
 	uint64_t deadline_ms;              /* 0: none */
 	uint64_t accepted_us, hs_start_us;
@@ -159,5 +160,37 @@ int kg_conn_watch(struct kg_conn *c, struct kg_evsrc *src, uint32_t events) KG_M
 int kg_conn_unwatch(struct kg_conn *c, struct kg_evsrc *src) KG_MUST_USE;
 /* Write an audit decision record for c. */
 void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const char *detail);
+
+/*
+ * The live-session handover (conn_xfer.c; core/handover.h moves the records and the
+ * sockets between the processes). Worker thread only.
+ * kg_conn_export: a relaying session whose state is all in the kernel
+ * (kg_relay_transferable()) leaves this process: its record into *out, its device and
+ * broker sockets into fds[0], fds[1] (now the caller's, out of the worker's epoll), and
+ * the connection is freed without a close: no audit line, no close counted. false:
+ * not now (c untouched), or c was closed on an epoll error.
+ * kg_conn_adopt: such a record and its two sockets (taken in every case: closed on
+ * refusal) become a relaying connection of worker w, under the newest snapshot; NULL
+ * when the record does not fit this configuration or the sockets are not what it says.
+ * The connection may already be closed when it returns (its first pump found the
+ * end): check c->state. The caller then revalidates it (the policy under the newest
+ * registry: a revocation made while it travelled reaches it here).
+ */
+struct kg_ho_session;
+bool kg_conn_export(struct kg_conn *c, struct kg_ho_session *out, int fds[2]);
+struct kg_conn *kg_conn_adopt(struct kg_worker *w, const struct kg_ho_session *s, int dev_fd,
+			      int be_fd, char *why, size_t whylen);
+
+/* Internal to core/conn*.c: a zeroed connection of w on fd (not linked, state
+ * ACCEPTED, the snapshot's reference taken over); link it into w's list and counts;
+ * free it (the teardown's second half: state CLOSED, fds closed, unlinked, reaped
+ * after this loop turn). */
+struct kg_snapshot;
+struct kg_listener_conf;
+struct kg_conn *kg_conn_alloc(struct kg_worker *w, struct kg_snapshot *snap,
+			      const struct kg_listener_conf *lc, int fd, const struct sockaddr *sa,
+			      socklen_t salen);
+void kg_conn_link(struct kg_conn *c);
+void kg_conn_release(struct kg_conn *c);
 
 #endif

@@ -89,9 +89,17 @@ struct kg_handover {
 	uint64_t drain_deadline_ms;
 	uint64_t next_state_ms;
 	int64_t conns_at_drain;
-	/* the channel's read buffer */
+	/* the live-session handover: old, the new process adopts sessions (it said so)
+	 * and passing has not failed; both, what moved */
+	bool peer_adopts;
+	bool pass_off;
+	_Atomic uint64_t sessions_passed, sessions_adopted, sessions_refused;
+	/* the channel's read buffer, and the descriptors that came with it, in order (the
+	 * sockets of the SESSIONS frames not yet decoded) */
 	uint8_t *rbuf;
 	size_t rlen, rcap;
+	int *rx_fds;
+	size_t n_rx_fds, cap_rx_fds;
 	uint32_t list_seq;
 	/* read by the metrics thread */
 	_Atomic uint32_t peer_conns, peer_sessions, peer_hs;
@@ -165,10 +173,43 @@ static int send_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* Append what the channel has to rbuf (grown up to one largest frame). Returns bytes
+/* Keep a descriptor that came with the channel's bytes (FIFO). -1 when there is no room. */
+static int rx_fd_push(struct kg_handover *h, int fd)
+{
+	if (h->n_rx_fds == h->cap_rx_fds) {
+		size_t cap = h->cap_rx_fds ? h->cap_rx_fds * 2 : 2 * KG_HO_MAX_FDS;
+		int *nf = realloc(h->rx_fds, cap * sizeof(*nf));
+
+		if (nf == NULL)
+			return -1;
+		h->rx_fds = nf;
+		h->cap_rx_fds = cap;
+	}
+	h->rx_fds[h->n_rx_fds++] = fd;
+	return 0;
+}
+
+static void rx_fds_consume(struct kg_handover *h, size_t n)
+{
+	memmove(h->rx_fds, h->rx_fds + n, (h->n_rx_fds - n) * sizeof(*h->rx_fds));
+	h->n_rx_fds -= n;
+}
+
+static void rx_fds_close(struct kg_handover *h)
+{
+	for (size_t i = 0; i < h->n_rx_fds; i++)
+		close(h->rx_fds[i]);
+	h->n_rx_fds = 0;
+}
+
+/* Append what the channel has to rbuf (grown up to one largest frame), and the
+ * descriptors riding on it to rx_fds (a SESSIONS frame's sockets). Returns bytes
  * read, 0 at EOF, -1 with errno (EAGAIN: nothing now). */
 static ssize_t chan_read(struct kg_handover *h)
 {
+	char cbuf[CMSG_SPACE(sizeof(int) * KG_HO_MAX_FDS)];
+	struct iovec iov;
+	struct msghdr mh;
 	ssize_t n;
 
 	if (h->rcap - h->rlen < 65536) {
@@ -187,9 +228,27 @@ static ssize_t chan_read(struct kg_handover *h)
 		h->rbuf = nb;
 		h->rcap = cap;
 	}
-	do
-		n = recv(h->chan, h->rbuf + h->rlen, h->rcap - h->rlen, MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
+	do {
+		iov = (struct iovec){ .iov_base = h->rbuf + h->rlen, .iov_len = h->rcap - h->rlen };
+		mh = (struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				      .msg_controllen = sizeof(cbuf) };
+		n = recvmsg(h->chan, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	for (struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; cm != NULL;
+	     cm = CMSG_NXTHDR(&mh, cm)) {
+		size_t k;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (rx_fd_push(h, fd) < 0)
+				close(fd);   /* the frame then lacks it: malformed, channel closed */
+		}
+	}
 	if (n > 0)
 		h->rlen += (size_t)n;
 	return n;
@@ -209,6 +268,7 @@ static void chan_close(struct kg_daemon *d, struct kg_handover *h)
 	}
 	h->chan = -1;
 	h->rlen = 0;
+	rx_fds_close(h);
 }
 
 /* One audit line per handover and side; peer, t0: the other process, when it began
@@ -427,6 +487,92 @@ static void send_state(struct kg_daemon *d, struct kg_handover *h, bool done)
 		chan_close(d, h);   /* the new process is gone: drain on alone */
 }
 
+/* Give the sessions taken back after a failed pass to the workers again (any worker
+ * adopts a record; this process knows its own). */
+static void keep_sessions(struct kg_daemon *d, struct kg_ho_session *recs, int *fds, size_t n)
+{
+	struct kg_cmd cmd = { .type = KG_CMD_ADOPT_SESSIONS, .xfer = recs, .xfer_fds = fds,
+			      .n_xfer = n };
+
+	if (n == 0)
+		return;
+	if (kg_workers_call(d, &cmd) < 0)
+		kg_log_warnx("handover: could not give %zu session(s) back to every worker", n);
+	for (size_t i = 0; i < 2 * n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	kg_log_info("handover: %u session(s) kept here, %u could not be", cmd.adopted,
+		    cmd.refused);
+	free(cmd.out);
+}
+
+/*
+ * The live handover, old side: the relaying sessions whose state is all the kernel's
+ * (kg_relay_transferable()) leave the workers (KG_CMD_EXPORT_SESSIONS) and go to the
+ * new process, KG_HO_SESSIONS_MAX to a frame with their sockets. Called when the drain
+ * begins and at every drain tick after, so a session that had bytes in flight, or was
+ * still in its handshake, goes once it is quiet. Our references are closed once a frame
+ * is sent (the kernel holds the sockets in flight); a frame that cannot be sent takes
+ * its sessions and the rest back into our workers, and passing stops: they drain here.
+ * Returns the sessions passed.
+ */
+static size_t pass_sessions(struct kg_daemon *d, struct kg_handover *h)
+{
+	const size_t quota = KG_HO_SESSIONS_MAX;
+	struct kg_cmd cmd = { .type = KG_CMD_EXPORT_SESSIONS, .xfer_quota = quota };
+	size_t cap = quota * d->n_workers, n = 0, sent = 0;
+	uint8_t *frame = NULL;
+
+	if (!h->peer_adopts || h->pass_off || h->chan < 0 || relaying(d) == 0)
+		return 0;
+	cmd.xfer = calloc(cap, sizeof(*cmd.xfer));
+	cmd.xfer_fds = malloc(2 * cap * sizeof(*cmd.xfer_fds));
+	cmd.xfer_count = calloc(d->n_workers, sizeof(*cmd.xfer_count));
+	frame = malloc(kg_ho_sessions_size(KG_HO_SESSIONS_MAX));
+	if (cmd.xfer == NULL || cmd.xfer_fds == NULL || cmd.xfer_count == NULL || frame == NULL)
+		goto out;
+	if (kg_workers_call(d, &cmd) < 0)
+		kg_log_warnx("handover: not every worker was asked for its sessions");
+	/* Compact the workers' slices: records and fds side by side, in order. */
+	for (unsigned wi = 0; wi < d->n_workers; wi++)
+		for (size_t j = 0; j < cmd.xfer_count[wi]; j++, n++) {
+			size_t k = wi * quota + j;
+
+			cmd.xfer[n] = cmd.xfer[k];
+			cmd.xfer_fds[2 * n] = cmd.xfer_fds[2 * k];
+			cmd.xfer_fds[2 * n + 1] = cmd.xfer_fds[2 * k + 1];
+		}
+	while (sent < n) {
+		uint16_t k = (uint16_t)(n - sent < KG_HO_SESSIONS_MAX ? n - sent : KG_HO_SESSIONS_MAX);
+		size_t len = kg_ho_encode_sessions(frame, kg_ho_sessions_size(k), (uint32_t)getpid(),
+						   &cmd.xfer[sent], k);
+
+		if (len == 0 || send_fds(h->chan, frame, len, &cmd.xfer_fds[2 * sent],
+					 (uint16_t)(2 * k)) < 0) {
+			kg_log_warnx("handover: passing %u session(s) to pid %ld failed%s: they and the"
+				     " %zu after them stay here", k, (long)h->peer_pid,
+				     len == 0 ? " (a record did not encode)" : "", n - sent - k);
+			h->pass_off = true;
+			keep_sessions(d, &cmd.xfer[sent], &cmd.xfer_fds[2 * sent], n - sent);
+			break;
+		}
+		for (size_t i = 2 * sent; i < 2 * (sent + k); i++)
+			close(cmd.xfer_fds[i]);
+		sent += k;
+	}
+	if (sent > 0) {
+		atomic_fetch_add(&h->sessions_passed, sent);
+		kg_log_info("handover: passed %zu live session(s) to pid %ld", sent, (long)h->peer_pid);
+	}
+out:
+	free(frame);
+	free(cmd.xfer);
+	free(cmd.xfer_fds);
+	free(cmd.xfer_count);
+	free(cmd.out);
+	return sent;
+}
+
 /* "accepting": the new process's workers accept on the same sockets. */
 static void start_drain(struct kg_daemon *d, struct kg_handover *h)
 {
@@ -446,9 +592,11 @@ static void start_drain(struct kg_daemon *d, struct kg_handover *h)
 	h->drain_deadline_ms = kg_now_ms() + (uint64_t)drain_s * 1000;
 	h->next_state_ms = 0;
 	kg_log_info("handover: pid %ld accepts: stopped accepting; draining %lld connection(s)"
-		    " (%lld relaying, %lld handshake(s)), at most %us", (long)h->peer_pid,
+		    " (%lld relaying, %lld handshake(s)), at most %us%s", (long)h->peer_pid,
 		    (long long)h->conns_at_drain, (long long)relaying(d),
-		    (long long)atomic_load(&d->n_handshakes), drain_s);
+		    (long long)atomic_load(&d->n_handshakes), drain_s,
+		    h->peer_adopts ? "; live sessions move to it" : "");
+	(void)pass_sessions(d, h);
 	send_state(d, h, false);
 }
 
@@ -839,8 +987,14 @@ int kg_handover_accepting(struct kg_daemon *d, char *err, size_t errlen)
 			close(h->fds[i]);
 			h->fds[i] = -1;
 		}
-	n = kg_ho_encode_accepting(frame, sizeof(frame), (uint32_t)getpid());
-	if (send_all(h->chan, frame, n) < 0) {
+	/* We adopt live sessions (an older old process skips the message: its sessions
+	 * drain there), then: we accept. */
+	n = kg_ho_encode_adopt(frame, sizeof(frame), (uint32_t)getpid());
+	if (send_all(h->chan, frame, n) == 0)
+		n = kg_ho_encode_accepting(frame, sizeof(frame), (uint32_t)getpid());
+	else
+		n = 0;
+	if (n == 0 || send_all(h->chan, frame, n) < 0) {
 		if (!pid_gone(h->peer_pid)) {
 			snprintf(err, errlen, "the running ktlsgated (pid %ld) gave up the handover "
 				 "and keeps serving", (long)h->peer_pid);
@@ -902,6 +1056,52 @@ void kg_handover_forward(struct kg_daemon *d, const char *verb, const char *arg)
 			     (long)h->peer_pid);
 }
 
+/*
+ * The live handover, new side: a SESSIONS frame's records and the sockets that came
+ * with it (two a record, in order, at the head of rx_fds) go to the workers, which
+ * adopt them and judge each again under the newest registry. false: the frame lacks
+ * its sockets (the channel is then closed).
+ */
+static bool take_sessions(struct kg_daemon *d, struct kg_handover *h, const struct kg_ho_msg *m)
+{
+	size_t need = 2 * (size_t)m->n_sessions, n = 0;
+	struct kg_cmd cmd = { .type = KG_CMD_ADOPT_SESSIONS };
+	const uint8_t *cur = (const uint8_t *)m->text;
+	size_t left = m->text_len;
+
+	if (h->n_rx_fds < need) {
+		kg_log_warnx("handover: pid %ld sent %u session(s) with %zu socket(s), not %zu",
+			     (long)h->peer_pid, m->n_sessions, h->n_rx_fds, need);
+		return false;
+	}
+	cmd.xfer = calloc(m->n_sessions, sizeof(*cmd.xfer));
+	if (cmd.xfer != NULL)
+		while (n < m->n_sessions && kg_ho_session_next(&cur, &left, &cmd.xfer[n]))
+			n++;
+	if (cmd.xfer != NULL && n == m->n_sessions) {
+		cmd.xfer_fds = h->rx_fds;
+		cmd.n_xfer = n;
+		if (kg_workers_call(d, &cmd) < 0)
+			kg_log_warnx("handover: not every worker was given its sessions");
+	} else {
+		kg_log_warnx("handover: %u session(s) from pid %ld could not be read: closed",
+			     m->n_sessions, (long)h->peer_pid);
+		cmd.refused = m->n_sessions;
+	}
+	/* What no worker took (out of memory above) is closed: the device reconnects. */
+	for (size_t i = 0; i < need; i++)
+		if (h->rx_fds[i] >= 0)
+			close(h->rx_fds[i]);
+	rx_fds_consume(h, need);
+	atomic_fetch_add(&h->sessions_adopted, cmd.adopted);
+	atomic_fetch_add(&h->sessions_refused, cmd.refused);
+	kg_log_info("handover: adopted %u live session(s) from pid %ld (%u refused, %u closed by "
+		    "the policy since)", cmd.adopted, (long)h->peer_pid, cmd.refused, cmd.closed);
+	free(cmd.xfer);
+	free(cmd.out);
+	return true;
+}
+
 /* ---- the channel ------------------------------------------------------------------ */
 
 /* One decoded frame. Returns false when the channel must be closed. */
@@ -909,10 +1109,16 @@ static bool on_frame(struct kg_daemon *d, struct kg_handover *h, const struct kg
 		     char **list, size_t *list_len, uint32_t want_seq, bool *got_list)
 {
 	switch (m->type) {
+	case KG_HO_ADOPT:
+		if (h->state == HO_OLD_PASSED)
+			h->peer_adopts = true;
+		return true;
 	case KG_HO_ACCEPTING:
 		if (h->state == HO_OLD_PASSED)
 			start_drain(d, h);
 		return true;
+	case KG_HO_SESSIONS:
+		return h->state == HO_NEW_PEER && take_sessions(d, h, m);
 	case KG_HO_FORWARD:
 		if (h->state == HO_OLD_DRAINING || h->state == HO_OLD_PASSED)
 			run_forward(d, m->text, m->text_len);
@@ -992,7 +1198,9 @@ static void peer_gone(struct kg_daemon *d, struct kg_handover *h)
 			     (long)h->peer_pid);
 		break;
 	case HO_NEW_PEER:
-		kg_log_info("handover: the old ktlsgated (pid %ld) is done", (long)h->peer_pid);
+		kg_log_info("handover: the old ktlsgated (pid %ld) is done; %llu live session(s) "
+			    "adopted from it", (long)h->peer_pid,
+			    (unsigned long long)atomic_load(&h->sessions_adopted));
 		atomic_store(&h->peer_counting, false);
 		atomic_store(&h->peer_conns, 0);
 		atomic_store(&h->peer_sessions, 0);
@@ -1094,6 +1302,8 @@ int kg_handover_tick(struct kg_daemon *d)
 	}
 	if (h->state != HO_OLD_DRAINING || atomic_load(&d->stopping))
 		return -1;
+	/* Sessions that were busy, or still in their handshake, go once they are quiet. */
+	(void)pass_sessions(d, h);
 	conns = atomic_load(&d->n_conns);
 	if (conns == 0 || now >= h->drain_deadline_ms) {
 		struct json_object *extra = json_object_new_object();
@@ -1103,6 +1313,8 @@ int kg_handover_tick(struct kg_daemon *d)
 			json_object_object_add(extra, "connections_to_drain",
 					       json_object_new_int64(h->conns_at_drain));
 			json_object_object_add(extra, "connections_cut", json_object_new_int64(conns));
+			json_object_object_add(extra, "sessions_passed",
+					       json_object_new_uint64(atomic_load(&h->sessions_passed)));
 		}
 		audit_line(h, ROLE_OLD, conns == 0 ? RES_DRAINED : RES_TIMEOUT, h->peer_pid, h->t0_ms,
 			   NULL, extra);
@@ -1135,6 +1347,12 @@ void kg_handover_status(struct kg_daemon *d, struct json_object *j)
 		return;
 	json_object_object_add(o, "state", json_object_new_string(
 		state_names[h != NULL ? h->state : HO_IDLE]));
+	if (h != NULL) {
+		json_object_object_add(o, "sessions_passed",
+				       json_object_new_uint64(atomic_load(&h->sessions_passed)));
+		json_object_object_add(o, "sessions_adopted",
+				       json_object_new_uint64(atomic_load(&h->sessions_adopted)));
+	}
 	if (h != NULL && h->state != HO_IDLE) {
 		json_object_object_add(o, "peer_pid", json_object_new_int((int)h->peer_pid));
 		if (h->state == HO_NEW_PEER) {
@@ -1182,6 +1400,8 @@ void kg_handover_free(struct kg_daemon *d)
 	if (h == NULL)
 		return;
 	close_received(h);
+	rx_fds_close(h);
+	free(h->rx_fds);
 	if (h->chan >= 0)
 		close(h->chan);
 	free(h->rbuf);

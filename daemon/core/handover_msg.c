@@ -39,6 +39,23 @@ static uint32_t rd_u32(struct rd *r)
 	return hi << 16 | rd_u16(r);
 }
 
+static uint64_t rd_u64(struct rd *r)
+{
+	uint64_t hi = rd_u32(r);
+
+	return hi << 32 | rd_u32(r);
+}
+
+static void rd_bytes(struct rd *r, void *out, size_t n)
+{
+	if (r->bad || r->len - r->off < n) {
+		r->bad = true;
+		return;
+	}
+	memcpy(out, r->p + r->off, n);
+	r->off += n;
+}
+
 /* n bytes of text into out (NUL-terminated, cap > n); NUL bytes inside are malformed. */
 static void rd_text(struct rd *r, size_t n, char *out, size_t cap)
 {
@@ -73,6 +90,79 @@ static enum kg_ho_parse decode_fds(struct rd *r, struct kg_ho_msg *m)
 	return KG_HO_OK;
 }
 
+/* A length-prefixed text (u8 length) into out (cap bytes with the NUL). */
+static void rd_str8(struct rd *r, char *out, size_t cap)
+{
+	size_t n = rd_u8(r);
+
+	rd_text(r, n, out, cap);
+}
+
+/* One session record (u16 length, then the fields in struct kg_ho_session order). */
+static void decode_session(struct rd *r, struct kg_ho_session *s)
+{
+	uint16_t reclen = rd_u16(r);
+	size_t end;
+
+	if (r->bad || r->len - r->off < reclen) {
+		r->bad = true;
+		return;
+	}
+	end = r->off + reclen;
+	memset(s, 0, sizeof(*s));
+	s->mode = rd_u8(r);
+	s->method = rd_u8(r);
+	s->mqtt_level = rd_u8(r);
+	s->cred_kind = rd_u8(r);
+	s->username_check = rd_u8(r);
+	s->flags = rd_u16(r);
+	s->listen_idx = rd_u16(r);
+	s->worker = rd_u16(r);
+	s->keepalive = rd_u16(r);
+	s->module_off = rd_u16(r);
+	s->reason = rd_u16(r);
+	s->idle_ms = rd_u32(r);
+	s->idle_for_ms = rd_u32(r);
+	s->cid = rd_u64(r);
+	s->since = (int64_t)rd_u64(r);
+	s->not_after = (int64_t)rd_u64(r);
+	s->resumed_verified_at = (int64_t)rd_u64(r);
+	s->bytes_up = rd_u64(r);
+	s->bytes_down = rd_u64(r);
+	rd_str8(r, s->device_id, sizeof(s->device_id));
+	rd_str8(r, s->thumbprint, sizeof(s->thumbprint));
+	rd_str8(r, s->ca_name, sizeof(s->ca_name));
+	rd_str8(r, s->backend, sizeof(s->backend));
+	rd_str8(r, s->peer, sizeof(s->peer));
+	s->peer_salen = rd_u8(r);
+	if (s->peer_salen > sizeof(s->peer_sa))
+		r->bad = true;
+	rd_bytes(r, s->peer_sa, s->peer_salen);
+	rd_bytes(r, s->leaf_issuer_md, sizeof(s->leaf_issuer_md));
+	s->leaf_serial_len = rd_u8(r);
+	rd_bytes(r, s->leaf_serial, sizeof(s->leaf_serial));
+	s->leaf_serial_neg = rd_u8(r) != 0;
+	/* The record says exactly how long it is; a device id is never empty, the flags
+	 * are the ones this build knows. */
+	if (r->bad || r->off != end || s->device_id[0] == '\0' || (s->flags & ~KG_HO_S_ALL) != 0 ||
+	    s->leaf_serial_len > sizeof(s->leaf_serial) || s->module_off > strlen(s->device_id))
+		r->bad = true;
+}
+
+bool kg_ho_session_next(const uint8_t **cur, size_t *left, struct kg_ho_session *out)
+{
+	struct rd r = { .p = *cur, .len = *left };
+
+	if (*left == 0)
+		return false;
+	decode_session(&r, out);
+	if (r.bad)
+		return false;
+	*cur += r.off;
+	*left -= r.off;
+	return true;
+}
+
 enum kg_ho_parse kg_ho_decode(const uint8_t *buf, size_t len, struct kg_ho_msg *m, size_t *used)
 {
 	struct rd r;
@@ -105,6 +195,7 @@ enum kg_ho_parse kg_ho_decode(const uint8_t *buf, size_t len, struct kg_ho_msg *
 	m->seq = 0;
 	m->text = NULL;
 	m->text_len = 0;
+	m->n_sessions = 0;
 	m->raw_type = type;
 	m->type = type < KG_HO_TYPE_MAX && type != KG_HO_UNKNOWN ? (enum kg_ho_type)type
 								 : KG_HO_UNKNOWN;
@@ -151,6 +242,26 @@ enum kg_ho_parse kg_ho_decode(const uint8_t *buf, size_t len, struct kg_ho_msg *
 		m->text_len = r.len - r.off;
 		r.off = r.len;
 		break;
+	case KG_HO_ADOPT:
+		m->pid = rd_u32(&r);
+		break;
+	case KG_HO_SESSIONS: {
+		struct kg_ho_session one;
+		size_t at;
+
+		m->pid = rd_u32(&r);
+		m->n_sessions = rd_u16(&r);
+		if (r.bad || m->n_sessions == 0 || m->n_sessions > KG_HO_SESSIONS_MAX)
+			return KG_HO_MALFORMED;
+		at = r.off;
+		for (uint16_t i = 0; i < m->n_sessions && !r.bad; i++)
+			decode_session(&r, &one);
+		if (r.bad)
+			return KG_HO_MALFORMED;
+		m->text = (const char *)r.p + at;
+		m->text_len = r.off - at;
+		break;
+	}
 	case KG_HO_UNKNOWN:
 	default:
 		r.off = r.len;   /* a newer peer's message: skipped whole */
@@ -201,6 +312,25 @@ static void wr_u32(struct wr *w, uint32_t v)
 	uint8_t b[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
 
 	wr_bytes(w, b, 4);
+}
+
+static void wr_u64(struct wr *w, uint64_t v)
+{
+	wr_u32(w, (uint32_t)(v >> 32));
+	wr_u32(w, (uint32_t)v);
+}
+
+/* u8 length, then the text (without its NUL); too long for cap or 255: bad. */
+static void wr_str8(struct wr *w, const char *text, size_t cap)
+{
+	size_t n = strnlen(text, cap);
+
+	if (n >= cap || n > 255) {
+		w->bad = true;
+		return;
+	}
+	wr_u8(w, (uint8_t)n);
+	wr_bytes(w, text, n);
 }
 
 /* The header with a zero length; finish() writes the length. */
@@ -303,5 +433,76 @@ size_t kg_ho_encode_list_reply(uint8_t *out, size_t cap, uint32_t seq, const cha
 		return 0;
 	wr_u32(&w, seq);
 	wr_bytes(&w, text, text_len);
+	return finish(&w);
+}
+
+size_t kg_ho_encode_adopt(uint8_t *out, size_t cap, uint32_t pid)
+{
+	struct wr w = start(out, cap, KG_HO_ADOPT);
+
+	wr_u32(&w, pid);
+	return finish(&w);
+}
+
+static void encode_session(struct wr *w, const struct kg_ho_session *s)
+{
+	size_t at;
+	uint16_t reclen;
+
+	if (s->peer_salen > sizeof(s->peer_sa) || s->leaf_serial_len > sizeof(s->leaf_serial) ||
+	    (s->flags & ~KG_HO_S_ALL) != 0 || s->device_id[0] == '\0') {
+		w->bad = true;
+		return;
+	}
+	wr_u16(w, 0);   /* the record's length, written below */
+	at = w->off;
+	wr_u8(w, s->mode);
+	wr_u8(w, s->method);
+	wr_u8(w, s->mqtt_level);
+	wr_u8(w, s->cred_kind);
+	wr_u8(w, s->username_check);
+	wr_u16(w, s->flags);
+	wr_u16(w, s->listen_idx);
+	wr_u16(w, s->worker);
+	wr_u16(w, s->keepalive);
+	wr_u16(w, s->module_off);
+	wr_u16(w, s->reason);
+	wr_u32(w, s->idle_ms);
+	wr_u32(w, s->idle_for_ms);
+	wr_u64(w, s->cid);
+	wr_u64(w, (uint64_t)s->since);
+	wr_u64(w, (uint64_t)s->not_after);
+	wr_u64(w, (uint64_t)s->resumed_verified_at);
+	wr_u64(w, s->bytes_up);
+	wr_u64(w, s->bytes_down);
+	wr_str8(w, s->device_id, sizeof(s->device_id));
+	wr_str8(w, s->thumbprint, sizeof(s->thumbprint));
+	wr_str8(w, s->ca_name, sizeof(s->ca_name));
+	wr_str8(w, s->backend, sizeof(s->backend));
+	wr_str8(w, s->peer, sizeof(s->peer));
+	wr_u8(w, s->peer_salen);
+	wr_bytes(w, s->peer_sa, s->peer_salen);
+	wr_bytes(w, s->leaf_issuer_md, sizeof(s->leaf_issuer_md));
+	wr_u8(w, s->leaf_serial_len);
+	wr_bytes(w, s->leaf_serial, sizeof(s->leaf_serial));
+	wr_u8(w, s->leaf_serial_neg ? 1 : 0);
+	if (w->bad)
+		return;
+	reclen = (uint16_t)(w->off - at);
+	w->p[at - 2] = (uint8_t)(reclen >> 8);
+	w->p[at - 1] = (uint8_t)reclen;
+}
+
+size_t kg_ho_encode_sessions(uint8_t *out, size_t cap, uint32_t pid,
+			     const struct kg_ho_session *s, uint16_t n)
+{
+	struct wr w = start(out, cap, KG_HO_SESSIONS);
+
+	if (n == 0 || n > KG_HO_SESSIONS_MAX)
+		return 0;
+	wr_u32(&w, pid);
+	wr_u16(&w, n);
+	for (uint16_t i = 0; i < n && !w.bad; i++)
+		encode_session(&w, &s[i]);
 	return finish(&w);
 }

@@ -9,8 +9,8 @@
  * big endian), payload. A version this build does not know is KG_HO_UNSUPPORTED (the
  * peer then refuses cleanly); a type it does not know, within a known version, is
  * skipped by the caller (KG_HO_OK with type KG_HO_UNKNOWN): a newer peer may add
- * messages (the live-session handover, issue 14's next slice, adds its own) without
- * breaking this one. Every length is checked against the frame: garbage never reads
+ * messages without breaking this one: the live-session handover's ADOPT and SESSIONS
+ * are such, and an older peer skips them (its sessions then drain where they are). Every length is checked against the frame: garbage never reads
  * past it.
  */
 #ifndef KTLSGATE_HANDOVER_MSG_H
@@ -38,6 +38,8 @@ enum kg_ho_type {
 	KG_HO_STATE = 4,      /* old -> new: what is left to drain (periodic, and done) */
 	KG_HO_LIST = 5,       /* new -> old: send your session list */
 	KG_HO_LIST_REPLY = 6, /* old -> new: JSON lines, one per session */
+	KG_HO_ADOPT = 7,      /* new -> old: I adopt relaying sessions (before ACCEPTING) */
+	KG_HO_SESSIONS = 8,   /* old -> new: relaying sessions, two fds each (SCM_RIGHTS) */
 	KG_HO_TYPE_MAX
 };
 
@@ -75,10 +77,72 @@ struct kg_ho_msg {
 	bool done;              /* the last STATE: the old process exits now */
 	/* LIST, LIST_REPLY: the request's sequence number */
 	uint32_t seq;
-	/* FORWARD: the verb line; LIST_REPLY: the JSON lines (not NUL-terminated, text_len) */
+	/* FORWARD: the verb line; LIST_REPLY: the JSON lines (not NUL-terminated, text_len);
+	 * SESSIONS: the n_sessions records (kg_ho_session_next() walks them) */
 	const char *text;       /* points into the decoded buffer */
 	size_t text_len;
+	uint16_t n_sessions;    /* SESSIONS */
 };
+
+/*
+ * One relaying session passed to the new process (KG_HO_SESSIONS): what the connection
+ * needs to go on relaying, be listed and be revoked there. Its two sockets travel as
+ * descriptors, device then broker, in record order. Only sessions whose bytes are all
+ * in the kernel travel (kg_relay_transferable()): nothing buffered here goes with them.
+ */
+#define KG_HO_SESSIONS_MAX (KG_HO_MAX_FDS / 2)
+#define KG_HO_PEER_MAX 64
+
+enum {
+	KG_HO_S_RESUMED = 1u << 0,
+	KG_HO_S_TLS_DONE = 1u << 1,
+	KG_HO_S_FAILOPEN = 1u << 2,
+	KG_HO_S_KTLS_TX = 1u << 3,
+	KG_HO_S_KTLS_RX = 1u << 4,
+	KG_HO_S_KTLS_ULP = 1u << 5,
+	KG_HO_S_IDLE_ANY_DIR = 1u << 6,
+	KG_HO_S_DEV_PLAIN = 1u << 7,
+	KG_HO_S_BEHIND_PROXY = 1u << 8,
+	KG_HO_S_PROXY_CERT = 1u << 9,
+	KG_HO_S_ALL = (1u << 10) - 1
+};
+
+struct kg_ho_session {
+	uint8_t mode;              /* enum kg_relay_mode */
+	uint8_t method;            /* enum kg_attestation */
+	uint8_t mqtt_level;
+	uint8_t cred_kind;         /* enum kg_auth_kind, or its MAX: none */
+	uint8_t username_check;    /* enum kg_username_check */
+	uint16_t flags;            /* KG_HO_S_* */
+	uint16_t listen_idx;       /* [daemon] listen index (the takeover keeps them) */
+	uint16_t worker;           /* the worker that held it */
+	uint16_t keepalive;
+	uint16_t module_off;
+	uint16_t reason;           /* the admitting verdict's reason (ok, enrolled) */
+	uint32_t idle_ms;          /* 0: none */
+	uint32_t idle_for_ms;      /* since the traffic that counts for the idle timeout */
+	uint64_t cid;              /* its id in the old process (for logs) */
+	int64_t since;             /* accept, unix s */
+	int64_t not_after;         /* the leaf's notAfter */
+	int64_t resumed_verified_at;
+	uint64_t bytes_up, bytes_down;
+	char device_id[129];       /* KG_DEVICE_ID_MAX + 1 */
+	char thumbprint[65];       /* KG_SHA256_HEX_LEN + 1 */
+	char ca_name[64];          /* KG_NAME_MAX */
+	char backend[64];          /* KG_NAME_MAX */
+	char peer[KG_HO_PEER_MAX];
+	uint8_t peer_sa[28];       /* sockaddr_in or _in6, peer_salen bytes (0: none) */
+	uint8_t peer_salen;
+	uint8_t leaf_issuer_md[16];/* struct kg_leaf_ref */
+	uint8_t leaf_serial[32];
+	uint8_t leaf_serial_len;
+	bool leaf_serial_neg;
+};
+
+/* The next record of a decoded SESSIONS message: *cur starts at m->text (len
+ * m->text_len); returns false at the end. The decoder validated every record, so a
+ * record it accepted always decodes. */
+bool kg_ho_session_next(const uint8_t **cur, size_t *left, struct kg_ho_session *out);
 
 /* Decode one frame from buf. KG_HO_OK fills m and *used (bytes of the frame);
  * KG_HO_SHORT: a frame has begun, more bytes are needed (*used 0); KG_HO_MALFORMED:
@@ -98,6 +162,17 @@ size_t kg_ho_encode_list(uint8_t *out, size_t cap, uint32_t seq);
 /* text: text_len bytes of JSON lines (cut at KG_HO_PAYLOAD_MAX - 4 by the caller). */
 size_t kg_ho_encode_list_reply(uint8_t *out, size_t cap, uint32_t seq, const char *text,
 			       size_t text_len);
+
+size_t kg_ho_encode_adopt(uint8_t *out, size_t cap, uint32_t pid);
+/* n (1..KG_HO_SESSIONS_MAX) records; 0 when they do not fit or one is out of range. */
+size_t kg_ho_encode_sessions(uint8_t *out, size_t cap, uint32_t pid,
+			     const struct kg_ho_session *s, uint16_t n);
+/* Room enough for a SESSIONS frame of n records. */
+#define KG_HO_SESSION_WIRE_MAX 560
+static inline size_t kg_ho_sessions_size(uint16_t n)
+{
+	return KG_HO_HEADER + 6 + (size_t)n * KG_HO_SESSION_WIRE_MAX;
+}
 
 /* The frame size a LIST_REPLY of text_len bytes needs. */
 static inline size_t kg_ho_list_reply_size(size_t text_len)

@@ -33,6 +33,7 @@
 #include "auth/auth_pool.h"
 #include "core/fdstore.h"
 #include "core/handover.h"
+#include "core/handover_msg.h"
 #include "core/listener.h"
 #include "ops/log.h"
 #include "relay/relay.h"
@@ -187,14 +188,57 @@ static size_t session_json(const struct kg_conn *c, char *buf, size_t cap)
 	return n;
 }
 
+/* KG_CMD_ADOPT_SESSIONS: this worker's share of the records. Each adopted session is
+ * judged again at once under the newest registry: a revocation made while it was
+ * between the processes (neither listed it) reaches it here. */
+static void adopt_sessions(struct kg_worker *w, struct kg_cmd *cmd, struct kg_snapshot **cur,
+			   unsigned *closed)
+{
+	unsigned adopted = 0, refused = 0;
+
+	for (size_t i = 0; i < cmd->n_xfer; i++) {
+		const struct kg_ho_session *s = &cmd->xfer[i];
+		int *fds = &cmd->xfer_fds[2 * i];
+		char why[128];
+		struct kg_conn *c;
+		enum kg_reason r;
+
+		if (s->worker % w->d->n_workers != w->idx || fds[0] < 0 || fds[1] < 0)
+			continue;
+		c = kg_conn_adopt(w, s, fds[0], fds[1], why, sizeof(why));
+		fds[0] = fds[1] = -1;
+		if (c == NULL) {
+			kg_log_warnx("handover: session of %s (conn=%llu in the old process) not "
+				     "adopted: %s: closed", s->device_id, (unsigned long long)s->cid, why);
+			refused++;
+			continue;
+		}
+		adopted++;
+		if (c->state == KG_ST_CLOSED)
+			continue;
+		if (*cur == NULL)
+			*cur = kg_snapshot_get(w->d);
+		if ((r = revalidate(w, c, *cur)) != KG_REASON_OK) {
+			kg_conn_close(c, r);
+			(*closed)++;
+		}
+	}
+	pthread_mutex_lock(&cmd->lock);
+	cmd->adopted += adopted;
+	cmd->refused += refused;
+	pthread_mutex_unlock(&cmd->lock);
+}
+
 static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 {
 	struct kg_snapshot *cur = NULL;   /* taken on first use: the newest trust + config */
 	struct kg_conn *c, *next;
 	unsigned closed = 0;
 	char *out = NULL;
-	size_t out_len = 0, out_cap = 0;
+	size_t out_len = 0, out_cap = 0, exported = 0;
 
+	if (cmd->type == KG_CMD_ADOPT_SESSIONS)
+		adopt_sessions(w, cmd, &cur, &closed);
 	for (c = w->conns; c != NULL; c = next) {
 		next = c->next;
 		switch (cmd->type) {
@@ -262,8 +306,22 @@ static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 			kg_conn_close(c, KG_REASON_SHUTDOWN);
 			break;
 		case KG_CMD_STOP_ACCEPT:
+		case KG_CMD_ADOPT_SESSIONS:
+			break;
+		case KG_CMD_EXPORT_SESSIONS: {
+			size_t k = w->idx * cmd->xfer_quota + exported;
+
+			if (exported < cmd->xfer_quota &&
+			    kg_conn_export(c, &cmd->xfer[k], &cmd->xfer_fds[2 * k]))
+				exported++;
 			break;
 		}
+		}
+	}
+	if (cmd->type == KG_CMD_EXPORT_SESSIONS) {
+		pthread_mutex_lock(&cmd->lock);
+		cmd->xfer_count[w->idx] = exported;
+		pthread_mutex_unlock(&cmd->lock);
 	}
 	/* The sockets live on in the process that took them over: only our references
 	 * go; their queues are that process's to accept. */

@@ -32,6 +32,11 @@ enum kg_cmd_type {
 	KG_CMD_LIST_SESSIONS,      /* append JSON lines to out */
 	KG_CMD_STOP_ACCEPT,        /* a handover: listeners out of epoll and closed; the
 				    * connections stay (core/handover.h) */
+	KG_CMD_EXPORT_SESSIONS,    /* a handover: pass the sessions that can travel (at most
+				    * xfer_quota each) into xfer, xfer_fds (kg_conn_export()) */
+	KG_CMD_ADOPT_SESSIONS,     /* a handover: take the n_xfer records of xfer (worker i
+				    * those with worker % n_workers == i), their fds in
+				    * xfer_fds set to -1 once taken (kg_conn_adopt()) */
 	KG_CMD_STOP
 };
 
@@ -46,6 +51,14 @@ struct kg_cmd {
 	unsigned closed;           /* sessions closed */
 	char *out;                 /* LIST_SESSIONS: malloc'd text */
 	size_t out_len;
+	/* EXPORT_SESSIONS / ADOPT_SESSIONS (the caller's arrays): worker i writes its
+	 * exports at [i * xfer_quota, ...) and their count into xfer_count[i]; two fds a
+	 * record. adopted / refused: ADOPT's outcome (refused: the record did not fit). */
+	struct kg_ho_session *xfer;
+	int *xfer_fds;
+	size_t *xfer_count;
+	size_t xfer_quota, n_xfer;
+	unsigned adopted, refused;
 };
 
 struct kg_cmd_node {

@@ -431,6 +431,17 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 	for (size_t m = 0; m < KG_MODE_MAX; m++)
 		put(&o, "ktlsgate_sessions_started_total{mode=\"%s\"} %llu\n", mode_names[m],
 		    (unsigned long long)SUM_U(sessions_started[m]));
+	/* The live handover (core/handover.h): only the data paths that travel. */
+	put(&o, "# HELP ktlsgate_sessions_handed_over_total Relaying sessions passed to or taken from another ktlsgated process at a takeover, by direction and data path.\n"
+		"# TYPE ktlsgate_sessions_handed_over_total counter\n");
+	for (size_t m = 0; m < KG_MODE_MAX; m++) {
+		if (m != KG_MODE_KTLS_SPLICE && m != KG_MODE_SPLICE && m != KG_MODE_PLAIN)
+			continue;
+		put(&o, "ktlsgate_sessions_handed_over_total{direction=\"passed\",mode=\"%s\"} %llu\n",
+		    mode_names[m], (unsigned long long)SUM_U(sessions_passed[m]));
+		put(&o, "ktlsgate_sessions_handed_over_total{direction=\"adopted\",mode=\"%s\"} %llu\n",
+		    mode_names[m], (unsigned long long)SUM_U(sessions_adopted[m]));
+	}
 	put(&o, "# HELP ktlsgate_ktls_fallbacks_total Sessions that tried kernel TLS and fell back, by reason.\n"
 		"# TYPE ktlsgate_ktls_fallbacks_total counter\n");
 	for (size_t f = 0; f < KG_KTLS_FALLBACK_MAX; f++)

@@ -166,6 +166,8 @@ struct kg_metrics {
 	_Atomic int64_t conns_by_state[KG_CONN_STATES_MAX];   /* gauge */
 	_Atomic int64_t sessions_by_mode[KG_MODE_MAX];        /* gauge: relaying */
 	_Atomic uint64_t sessions_started[KG_MODE_MAX];       /* handoffs by data path */
+	_Atomic uint64_t sessions_passed[KG_MODE_MAX];        /* handed to a new process */
+	_Atomic uint64_t sessions_adopted[KG_MODE_MAX];       /* taken from an old process */
 	_Atomic uint64_t accepted;
 	_Atomic uint64_t listener_accepted[KG_MAX_LISTENERS]; /* by config.h listeners[] index */
 	_Atomic uint64_t refused_overload;

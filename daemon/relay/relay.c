@@ -359,6 +359,28 @@ const struct kg_relay_ops *kg_relay_start(struct kg_relay_io *io, bool *again)
 	return NULL;
 }
 
+bool kg_relay_transferable(const struct kg_relay_io *io)
+{
+	bool mode_ok;
+
+	switch (io->mode) {
+	case KG_MODE_KTLS_SPLICE:
+		/* both keys in the kernel: the SSL is gone, nothing of TLS is ours */
+		mode_ok = io->ktls_tx && io->ktls_rx && io->ssl == NULL;
+		break;
+	case KG_MODE_SPLICE:
+	case KG_MODE_PLAIN:
+		mode_ok = io->dev_plain;
+		break;
+	default:
+		mode_ok = false;
+		break;
+	}
+	return mode_ok && io->rec == NULL && !io->sm_in && !io->recheck && !io->dev_eof &&
+	       !io->be_eof && !io->be_shut && io->dev.fd >= 0 && io->be.fd >= 0 &&
+	       !kg_relay_pending(io, KG_DIR_UP) && !kg_relay_pending(io, KG_DIR_DOWN);
+}
+
 const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode)
 {
 	for (size_t i = 0; i < KG_NITEMS(relays); i++)

@@ -235,6 +235,14 @@ extern const struct kg_relay_ops kg_relay_plain;      /* "plain": plain, user-sp
 const struct kg_relay_ops *kg_relay_start(struct kg_relay_io *io, bool *again);
 const struct kg_relay_ops *kg_relay_for_mode(enum kg_relay_mode mode);
 
+/* Can this session move to another process as two sockets and a record (the live
+ * handover, core/handover.h)? Only when all its state is the kernel's: ktls_splice with
+ * both keys installed (the SSL freed), or a plain device side copied or spliced; both
+ * sockets open, neither stream ended, nothing buffered here or in a pipe. A session
+ * with bytes in flight is asked again later; the others (an SSL, the record relay's
+ * keys, sockmap entries) finish where they are. Pure. */
+bool kg_relay_transferable(const struct kg_relay_io *io);
+
 /* The idle timeout of a relayed session (pure): 1.5 x a non-zero MQTT keep-alive, only
  * device->broker traffic counting (*any_dir false); else idle_timeout_s, traffic
  * either way counting. 0: none. The connection keeps the deadline (conn.c). */

@@ -3,7 +3,9 @@
  * every message round-trips; every truncation of a valid frame is KG_HO_SHORT (never a
  * read past it); garbage, lying lengths, bad values and trailing bytes are malformed;
  * another version is unsupported; an unknown type within version 1 is skipped whole;
- * encoders refuse what they cannot say. Also the [daemon] drain_timeout key. */
+ * encoders refuse what they cannot say. The live handover's session records likewise,
+ * and which sessions may travel (kg_relay_transferable()). Also the [daemon]
+ * drain_timeout key. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
@@ -14,6 +16,8 @@
 #include "core/fdstore.h"
 #include "core/handover_msg.h"
 #include "ops/config.h"
+#include "relay/pipe_pool.h"
+#include "relay/relay.h"
 #include "testlib.h"
 
 static struct kg_ho_msg *msg_new(void)
@@ -395,6 +399,228 @@ START_TEST(fdstore_addr_match)
 }
 END_TEST
 
+/* A session record with every field set to something recognisable. */
+static void session_fill(struct kg_ho_session *s, unsigned i)
+{
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(40000),
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+
+	memset(s, 0, sizeof(*s));
+	s->mode = 0;
+	s->method = 1;
+	s->mqtt_level = 5;
+	s->cred_kind = 3;
+	s->username_check = 2;
+	s->flags = KG_HO_S_RESUMED | KG_HO_S_KTLS_TX | KG_HO_S_KTLS_RX | KG_HO_S_KTLS_ULP |
+		   KG_HO_S_PROXY_CERT;
+	s->listen_idx = 3;
+	s->worker = (uint16_t)i;
+	s->keepalive = 60;
+	s->reason = 1;
+	s->idle_ms = 90000;
+	s->idle_for_ms = 1234;
+	s->cid = (1ull << 48) | (1000 + i);
+	s->since = 1764800000 + i;
+	s->not_after = 1900000000;
+	s->resumed_verified_at = -5;
+	s->bytes_up = 1ull << 40;
+	s->bytes_down = 77;
+	snprintf(s->device_id, sizeof(s->device_id), "dev-%u/mod", i);
+	s->module_off = (uint16_t)(strchr(s->device_id, '/') - s->device_id + 1);
+	memset(s->thumbprint, 'a', 64);
+	snprintf(s->ca_name, sizeof(s->ca_name), "factory");
+	snprintf(s->backend, sizeof(s->backend), "main");
+	snprintf(s->peer, sizeof(s->peer), "[::1]:40000");
+	memcpy(s->peer_sa, &a6, sizeof(a6));
+	s->peer_salen = sizeof(a6);
+	memset(s->leaf_issuer_md, 0x5a, sizeof(s->leaf_issuer_md));
+	s->leaf_serial[0] = 0x01;
+	s->leaf_serial[19] = 0xff;
+	s->leaf_serial_len = 20;
+	s->leaf_serial_neg = true;
+}
+
+/* Records round-trip field for field, in order; every prefix is short. */
+START_TEST(sessions_round_trip)
+{
+	struct kg_ho_session in[3], out;
+	uint8_t *buf = malloc(kg_ho_sessions_size(3));
+	struct kg_ho_msg *m = msg_new();
+	const uint8_t *cur;
+	size_t n, left;
+
+	for (unsigned i = 0; i < 3; i++)
+		session_fill(&in[i], i);
+	in[2].peer_salen = 0;   /* a session with no address kept */
+	memset(in[2].peer_sa, 0, sizeof(in[2].peer_sa));
+	in[2].flags = KG_HO_S_DEV_PLAIN | KG_HO_S_IDLE_ANY_DIR;
+	n = kg_ho_encode_sessions(buf, kg_ho_sessions_size(3), 4242, in, 3);
+	ck_assert_uint_gt(n, KG_HO_HEADER);
+	ck_assert_uint_le(n, kg_ho_sessions_size(3));
+	decode_ok(buf, n, m);
+	ck_assert_int_eq(m->type, KG_HO_SESSIONS);
+	ck_assert_uint_eq(m->pid, 4242);
+	ck_assert_uint_eq(m->n_sessions, 3);
+	cur = (const uint8_t *)m->text;
+	left = m->text_len;
+	for (unsigned i = 0; i < 3; i++) {
+		ck_assert(kg_ho_session_next(&cur, &left, &out));
+		ck_assert_msg(memcmp(&out, &in[i], sizeof(out)) == 0, "record %u differs", i);
+	}
+	ck_assert(!kg_ho_session_next(&cur, &left, &out));
+	ck_assert_uint_eq(left, 0);
+	prefixes_short(buf, n);
+	/* the ADOPT announcement */
+	n = kg_ho_encode_adopt(buf, 64, 99);
+	decode_ok(buf, n, m);
+	ck_assert_int_eq(m->type, KG_HO_ADOPT);
+	ck_assert_uint_eq(m->pid, 99);
+	free(m);
+	free(buf);
+}
+END_TEST
+
+/* Lying records are malformed: a record length one off either way, an empty device id,
+ * flags this build does not know, an address or serial longer than its field, a module
+ * offset past the id, no records at all. And no single-byte change reads past the frame
+ * (ASan) or yields a record the walker cannot read. */
+START_TEST(sessions_malformed)
+{
+	struct kg_ho_session s;
+	uint8_t buf[2048], bad[2048];
+	struct kg_ho_msg *m = msg_new();
+	size_t n, used;
+	/* offsets in the one-record frame: header 12, pid 4, count 2, then reclen (2) */
+	const size_t rec = KG_HO_HEADER + 6, body = rec + 2;
+
+	session_fill(&s, 7);
+	n = kg_ho_encode_sessions(buf, sizeof(buf), 1, &s, 1);
+	ck_assert_uint_gt(n, 0);
+	decode_ok(buf, n, m);
+	/* the record's length, one more and one less */
+	memcpy(bad, buf, n);
+	bad[rec + 1]++;
+	ck_assert_int_eq(kg_ho_decode(bad, n, m, &used), KG_HO_MALFORMED);
+	memcpy(bad, buf, n);
+	bad[rec + 1]--;
+	ck_assert_int_eq(kg_ho_decode(bad, n, m, &used), KG_HO_MALFORMED);
+	/* flags: unknown bits (offset 5 in the body) */
+	memcpy(bad, buf, n);
+	bad[body + 5] = 0xff;
+	ck_assert_int_eq(kg_ho_decode(bad, n, m, &used), KG_HO_MALFORMED);
+	/* a count of 0, and one over the most a frame may carry */
+	memcpy(bad, buf, n);
+	bad[KG_HO_HEADER + 4] = 0;
+	bad[KG_HO_HEADER + 5] = 0;
+	ck_assert_int_eq(kg_ho_decode(bad, n, m, &used), KG_HO_MALFORMED);
+	bad[KG_HO_HEADER + 5] = KG_HO_SESSIONS_MAX + 1;
+	ck_assert_int_eq(kg_ho_decode(bad, n, m, &used), KG_HO_MALFORMED);
+	/* encoders refuse what they cannot say */
+	ck_assert_uint_eq(kg_ho_encode_sessions(buf, sizeof(buf), 1, &s, 0), 0);
+	s.device_id[0] = '\0';
+	ck_assert_uint_eq(kg_ho_encode_sessions(buf, sizeof(buf), 1, &s, 1), 0);
+	session_fill(&s, 7);
+	s.flags = 0x8000;
+	ck_assert_uint_eq(kg_ho_encode_sessions(buf, sizeof(buf), 1, &s, 1), 0);
+	session_fill(&s, 7);
+	s.peer_salen = 29;
+	ck_assert_uint_eq(kg_ho_encode_sessions(buf, sizeof(buf), 1, &s, 1), 0);
+	session_fill(&s, 7);
+	s.leaf_serial_len = 33;
+	ck_assert_uint_eq(kg_ho_encode_sessions(buf, sizeof(buf), 1, &s, 1), 0);
+	session_fill(&s, 7);
+	ck_assert_uint_eq(kg_ho_encode_sessions(buf, 100, 1, &s, 1), 0);   /* too small */
+	/* a module offset past the id: encodes (the encoder is not the judge), never decodes */
+	s.module_off = 200;
+	n = kg_ho_encode_sessions(buf, sizeof(buf), 1, &s, 1);
+	ck_assert_uint_gt(n, 0);
+	ck_assert_int_eq(kg_ho_decode(buf, n, m, &used), KG_HO_MALFORMED);
+	/* every byte of a valid frame flipped: whatever decodes, its records walk */
+	session_fill(&s, 7);
+	n = kg_ho_encode_sessions(buf, sizeof(buf), 1, &s, 1);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *p = malloc(n);
+		struct kg_ho_session out;
+
+		memcpy(p, buf, n);
+		p[i] ^= 0xa5;
+		if (kg_ho_decode(p, n, m, &used) == KG_HO_OK && m->type == KG_HO_SESSIONS) {
+			const uint8_t *cur = (const uint8_t *)m->text;
+			size_t left = m->text_len;
+
+			ck_assert_msg(kg_ho_session_next(&cur, &left, &out), "byte %zu", i);
+			ck_assert_uint_eq(left, 0);
+		}
+		free(p);
+	}
+	free(m);
+}
+END_TEST
+
+/* Which sessions travel: all their bytes the kernel's, both streams open. */
+START_TEST(transferable_sessions)
+{
+	struct kg_relay_io io;
+	struct kg_pipe pipe = { .rd = -1, .wr = -1 };
+	uint8_t byte = 0;
+
+	memset(&io, 0, sizeof(io));
+	io.dev.fd = 5;
+	io.be.fd = 6;
+	io.mode = KG_MODE_KTLS_SPLICE;
+	io.ktls_tx = io.ktls_rx = true;
+	ck_assert(kg_relay_transferable(&io));
+	/* the receive key stayed in OpenSSL: not all the kernel's */
+	io.ktls_rx = false;
+	ck_assert(!kg_relay_transferable(&io));
+	io.ktls_rx = true;
+	/* bytes waiting in either buffer or an up pipe */
+	io.up = (struct kg_buf){ .data = &byte, .len = 1, .cap = 1 };
+	ck_assert(!kg_relay_transferable(&io));
+	io.up.off = 1;   /* sent: empty again */
+	ck_assert(kg_relay_transferable(&io));
+	io.down = (struct kg_buf){ .data = &byte, .len = 1, .cap = 1 };
+	ck_assert(!kg_relay_transferable(&io));
+	io.down = (struct kg_buf){ 0 };
+	pipe.len = 10;
+	io.pipe[KG_DIR_DOWN] = &pipe;
+	ck_assert(!kg_relay_transferable(&io));
+	pipe.len = 0;   /* a borrowed pipe, empty */
+	ck_assert(kg_relay_transferable(&io));
+	io.pipe[KG_DIR_DOWN] = NULL;
+	/* a stream that ended, a FIN passed on, a relay waiting on the kernel */
+	io.dev_eof = true;
+	ck_assert(!kg_relay_transferable(&io));
+	io.dev_eof = false;
+	io.be_shut = true;
+	ck_assert(!kg_relay_transferable(&io));
+	io.be_shut = false;
+	io.recheck = true;
+	ck_assert(!kg_relay_transferable(&io));
+	io.recheck = false;
+	/* data paths with state of ours: the OpenSSL relays, kTLS TX only, sockmap */
+	io.mode = KG_MODE_USERSPACE;
+	ck_assert(!kg_relay_transferable(&io));
+	io.mode = KG_MODE_KTLS_TX;
+	ck_assert(!kg_relay_transferable(&io));
+	io.mode = KG_MODE_USERSPACE_SSL;
+	ck_assert(!kg_relay_transferable(&io));
+	io.mode = KG_MODE_SOCKMAP;
+	io.dev_plain = true;
+	ck_assert(!kg_relay_transferable(&io));
+	/* a plain device side, copied or spliced */
+	io.mode = KG_MODE_PLAIN;
+	ck_assert(kg_relay_transferable(&io));
+	io.mode = KG_MODE_SPLICE;
+	ck_assert(kg_relay_transferable(&io));
+	io.dev_plain = false;   /* those modes on a TLS device side: never */
+	ck_assert(!kg_relay_transferable(&io));
+	io.dev_plain = true;
+	io.be.fd = -1;
+	ck_assert(!kg_relay_transferable(&io));
+}
+END_TEST
+
 Suite *kg_suite_handover(void);   /* run.c */
 
 Suite *kg_suite_handover(void)
@@ -411,6 +637,9 @@ Suite *kg_suite_handover(void)
 	tcase_add_test(tc, unknown_type_skipped);
 	tcase_add_test(tc, encoders_refuse);
 	tcase_add_test(tc, garbage);
+	tcase_add_test(tc, sessions_round_trip);
+	tcase_add_test(tc, sessions_malformed);
+	tcase_add_test(tc, transferable_sessions);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("config");
 	tcase_add_test(tc, drain_timeout_key);
