@@ -1,0 +1,132 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: BSD-2-Clause
+"""live_sessions.py - N live MQTT sessions held open across a ktlsgated takeover.
+
+Plain TCP to a `plain` listener (the device proves itself with its access token as the
+CONNECT user name). Each session SUBSCRIBEs (QoS 1) to its own topic, then the script
+writes READY_FILE and waits for GO_FILE. On GO, each session PUBLISHes (QoS 1) one
+message to its own topic: it must get its PUBACK and the message back from the broker,
+both through the gate, so both directions of the relay are checked after whatever
+happened between READY and GO. Prints one JSON line: {"ok": n, "failed": {reason: n}}
+and exits 0 only if every session succeeded.
+
+Usage: live_sessions.py HOST PORT TOKEN N PREFIX READY_FILE GO_FILE [TIMEOUT]
+"""
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mstr(b):
+    b = b.encode() if isinstance(b, str) else b
+    return struct.pack("!H", len(b)) + b
+
+
+def packet(kind, body):
+    return bytes([kind]) + varint(len(body)) + body
+
+
+def connect(client_id, username):
+    vh = mstr("MQTT") + bytes([4, 0x82]) + struct.pack("!H", 0)
+    return packet(0x10, vh + mstr(client_id) + mstr(username))
+
+
+def read_packet(sock, deadline):
+    """(first byte, body) of the next packet, or raise."""
+    def take(n):
+        buf = b""
+        while len(buf) < n:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("eof")
+            buf += chunk
+        return buf
+    first = take(1)[0]
+    mult, length = 1, 0
+    while True:
+        b = take(1)[0]
+        length += (b & 0x7F) * mult
+        mult *= 128
+        if not b & 0x80:
+            break
+    return first, take(length)
+
+
+def main():
+    host, port, token, n, prefix, ready, go = sys.argv[1:8]
+    timeout = float(sys.argv[8]) if len(sys.argv) > 8 else 60.0
+    n, port = int(n), int(port)
+    socks, failed = [], {}
+
+    def fail(why):
+        failed[why] = failed.get(why, 0) + 1
+
+    for i in range(n):
+        deadline = time.monotonic() + 10
+        s = socket.create_connection((host, port), timeout=10)
+        s.sendall(connect("%s-%d" % (prefix, i), token))
+        kind, body = read_packet(s, deadline)
+        if kind != 0x20 or body[1] != 0:
+            fail("connack")
+            s.close()
+            continue
+        topic = "%s/%d" % (prefix, i)
+        s.sendall(packet(0x82, struct.pack("!H", 1) + mstr(topic) + b"\x01"))
+        kind, body = read_packet(s, deadline)
+        if kind != 0x90 or body[2] > 1:
+            fail("suback")
+            s.close()
+            continue
+        socks.append((i, topic, s))
+    open(ready, "w").close()
+    end = time.monotonic() + timeout
+    while not os.path.exists(go):
+        if time.monotonic() > end:
+            print(json.dumps({"ok": 0, "failed": {"no go": n}}))
+            return 1
+        time.sleep(0.05)
+    ok = 0
+    for i, topic, s in socks:
+        payload = ("after %d" % i).encode()
+        deadline = time.monotonic() + 10
+        try:
+            s.sendall(packet(0x32, mstr(topic) + struct.pack("!H", 7) + payload))
+            got_ack = got_msg = False
+            while not (got_ack and got_msg):
+                kind, body = read_packet(s, deadline)
+                if kind & 0xF0 == 0x40:
+                    got_ack = True
+                elif kind & 0xF0 == 0x30:
+                    tl = struct.unpack("!H", body[:2])[0]
+                    qos = (kind >> 1) & 3
+                    msg = body[2 + tl + (2 if qos else 0):]
+                    if qos:   # acknowledge the broker's copy
+                        s.sendall(packet(0x40, body[2 + tl:4 + tl]))
+                    if msg == payload:
+                        got_msg = True
+            ok += 1
+        except (EOFError, OSError) as e:
+            fail("eof" if isinstance(e, EOFError) else "timeout" if isinstance(e, socket.timeout)
+                 else type(e).__name__)
+        finally:
+            s.close()
+    print(json.dumps({"ok": ok, "failed": failed}))
+    return 0 if ok == n and not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
