@@ -108,6 +108,13 @@ bool kg_conn_export(struct kg_conn *c, struct kg_ho_session *out, int fds[2])
 		return false;
 	}
 	fill_record(c, out, kg_now_ms());
+	for (int i = 0; i < 2; i++) {
+		socklen_t len = sizeof(out->cookie[i]);
+
+		if (getsockopt(i == 0 ? c->io.dev.fd : c->io.be.fd, SOL_SOCKET, SO_COOKIE,
+			       &out->cookie[i], &len) < 0)
+			out->cookie[i] = 0;
+	}
 	fds[0] = c->io.dev.fd;
 	fds[1] = c->io.be.fd;
 	c->io.dev.fd = -1;

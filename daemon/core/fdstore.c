@@ -12,10 +12,13 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/daemon.h"
 #include "core/fdstore.h"
+#include "core/handover_msg.h"
 #include "core/listener.h"
 #include "core/worker.h"
 #include "ops/log.h"
@@ -27,6 +30,9 @@
 #define METRICS_INDEX ((size_t)-1)
 
 struct kg_fdstore {
+	int records;          /* the previous process's session records (memfd), or -1 */
+	int *sess;            /* their sockets (-1 once taken) */
+	size_t n_sess;
 	size_t n;
 	struct {
 		int fd;          /* -1 once taken */
@@ -129,11 +135,25 @@ int kg_fdstore_load(struct kg_daemon *d, const struct kg_config *cfg)
 		free(in);
 		return -1;
 	}
+	fs->records = -1;
+	fs->sess = calloc(n, sizeof(*fs->sess));
 	for (size_t i = 0; i < n; i++) {
 		const char *why = NULL;
 		size_t index = 0;
 		int fd = in[i].fd;
-		int ok = classify(fd, in[i].name, cfg, &index, &why);
+		int ok;
+
+		/* A live session's socket, and the memfd of their records: kept for
+		 * kg_fdstore_adopt_sessions(), which checks them against the records. */
+		if (strcmp(in[i].name, KG_FDSTORE_SESSION) == 0 && fs->sess != NULL) {
+			fs->sess[fs->n_sess++] = fd;
+			continue;
+		}
+		if (strcmp(in[i].name, KG_FDSTORE_RECORDS) == 0 && fs->records < 0) {
+			fs->records = fd;
+			continue;
+		}
+		ok = classify(fd, in[i].name, cfg, &index, &why);
 		int fl = fcntl(fd, F_GETFL);
 
 		if (ok == 0 && (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
@@ -160,6 +180,9 @@ int kg_fdstore_load(struct kg_daemon *d, const struct kg_config *cfg)
 		kg_log_info("systemd kept %zu device listener(s)%s across the restart%s",
 			    fs->n - metrics, metrics != 0 ? " and the /metrics listener" : "",
 			    dropped != 0 ? " (and passed others, closed)" : "");
+		if (fs->n_sess != 0 || fs->records >= 0)
+			kg_log_info("systemd kept %zu live session socket(s)%s", fs->n_sess,
+				    fs->records >= 0 ? " and their records" : ", but no records");
 	}
 	d->fdstore = fs;
 	return 0;
@@ -230,9 +253,296 @@ void kg_fdstore_publish(struct kg_daemon *d)
 		kg_log_warnx("fdstore: systemd did not take the metrics socket: %s", strerror(-rc));
 }
 
+/* ---- live sessions ---------------------------------------------------------------- */
+
+/* Export the sessions that can travel from every worker, a few rounds apart: one with a
+ * byte in flight goes in the next round. Fills recs/fds (cap records), returns how many. */
+static size_t export_sessions(struct kg_daemon *d, struct kg_ho_session *recs, int *fds,
+			      size_t cap)
+{
+	const unsigned rounds = 5;
+	size_t quota = cap / d->n_workers, n = 0;
+	struct kg_cmd cmd = { .type = KG_CMD_EXPORT_SESSIONS };
+
+	cmd.xfer = calloc(quota * d->n_workers, sizeof(*cmd.xfer));
+	cmd.xfer_fds = malloc(2 * quota * d->n_workers * sizeof(*cmd.xfer_fds));
+	cmd.xfer_count = calloc(d->n_workers, sizeof(*cmd.xfer_count));
+	for (unsigned r = 0; r < rounds && quota > 0 && cmd.xfer != NULL && cmd.xfer_fds != NULL &&
+			     cmd.xfer_count != NULL; r++) {
+		size_t got = 0;
+
+		if (r > 0)
+			(void)usleep(10000);
+		cmd.xfer_quota = n + quota <= cap ? quota : (cap - n) / d->n_workers;
+		if (cmd.xfer_quota == 0)
+			break;
+		memset(cmd.xfer_count, 0, d->n_workers * sizeof(*cmd.xfer_count));
+		(void)!kg_workers_call(d, &cmd);
+		for (unsigned w = 0; w < d->n_workers; w++)
+			for (size_t j = 0; j < cmd.xfer_count[w]; j++, got++) {
+				size_t k = w * cmd.xfer_quota + j;
+
+				recs[n + got] = cmd.xfer[k];
+				fds[2 * (n + got)] = cmd.xfer_fds[2 * k];
+				fds[2 * (n + got) + 1] = cmd.xfer_fds[2 * k + 1];
+			}
+		n += got;
+		if (got == 0)
+			break;
+	}
+	free(cmd.xfer);
+	free(cmd.xfer_fds);
+	free(cmd.xfer_count);
+	free(cmd.out);
+	return n;
+}
+
+/* The records as SESSIONS frames, KG_HO_SESSIONS_MAX a frame, into a sealed memfd. */
+static int write_records(const struct kg_ho_session *recs, size_t n)
+{
+	size_t cap = kg_ho_sessions_size(KG_HO_SESSIONS_MAX);
+	uint8_t *frame = malloc(cap);
+	int mfd = memfd_create(KG_FDSTORE_RECORDS, MFD_CLOEXEC);
+
+	if (frame == NULL || mfd < 0)
+		goto fail;
+	for (size_t at = 0; at < n;) {
+		uint16_t k = (uint16_t)(n - at < KG_HO_SESSIONS_MAX ? n - at : KG_HO_SESSIONS_MAX);
+		size_t len = kg_ho_encode_sessions(frame, cap, (uint32_t)getpid(), recs + at, k);
+
+		if (len == 0) {
+			errno = EINVAL;
+			goto fail;
+		}
+		for (size_t off = 0; off < len;) {
+			ssize_t w = write(mfd, frame + off, len - off);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				goto fail;
+			off += (size_t)w;
+		}
+		at += k;
+	}
+	free(frame);
+	return mfd;
+fail:
+	free(frame);
+	if (mfd >= 0)
+		close(mfd);
+	return -1;
+}
+
+size_t kg_fdstore_save_sessions(struct kg_daemon *d)
+{
+	struct kg_ho_session *recs;
+	int *fds, mfd = -1;
+	size_t n = 0;
+	int rc = 0;
+
+	if (!d->notify.active || d->n_workers == 0)
+		return 0;
+	recs = calloc(KG_FDSTORE_SESSIONS_MAX, sizeof(*recs));
+	fds = malloc(2 * KG_FDSTORE_SESSIONS_MAX * sizeof(*fds));
+	if (recs == NULL || fds == NULL)
+		goto out;
+	n = export_sessions(d, recs, fds, KG_FDSTORE_SESSIONS_MAX);
+	if (n == 0)
+		goto out;
+	/* Old records first out: a store left from a start that failed. */
+	(void)kg_notify_fdstore(&d->notify, KG_FDSTORE_SESSION, NULL, 0);
+	(void)kg_notify_fdstore(&d->notify, KG_FDSTORE_RECORDS, NULL, 0);
+	mfd = write_records(recs, n);
+	if (mfd < 0) {
+		kg_log_warn("fdstore: writing %zu session record(s)", n);
+		rc = -1;
+	} else if ((rc = kg_notify_fdstore_add(&d->notify, KG_FDSTORE_SESSION, fds, 2 * n)) < 0 ||
+		   (rc = kg_notify_fdstore_add(&d->notify, KG_FDSTORE_RECORDS, &mfd, 1)) < 0) {
+		kg_log_warnx("fdstore: systemd did not take the live sessions: %s", strerror(-rc));
+		(void)kg_notify_fdstore(&d->notify, KG_FDSTORE_SESSION, NULL, 0);
+	}
+	if (rc == 0)
+		kg_log_info("stored %zu live session(s) in systemd's fd store for the next start", n);
+	else
+		kg_log_warnx("%zu live session(s) end here", n);
+	/* Ours go either way: systemd holds the sockets now, or nobody does. */
+	for (size_t i = 0; i < 2 * n; i++)
+		close(fds[i]);
+	if (mfd >= 0)
+		close(mfd);
+out:
+	free(recs);
+	free(fds);
+	return rc == 0 ? n : 0;
+}
+
+/* A socket's SO_COOKIE and where it is, sorted by cookie. */
+struct cookie_fd {
+	uint64_t cookie;
+	size_t at;
+};
+
+static int cookie_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct cookie_fd *)a)->cookie, y = ((const struct cookie_fd *)b)->cookie;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The stored socket with this cookie, taken out of fs->sess; -1: none. */
+static int take_cookie(struct kg_fdstore *fs, struct cookie_fd *map, size_t n, uint64_t cookie)
+{
+	struct cookie_fd key = { .cookie = cookie }, *hit;
+	int fd;
+
+	if (cookie == 0)
+		return -1;
+	hit = bsearch(&key, map, n, sizeof(*map), cookie_cmp);
+	if (hit == NULL || fs->sess[hit->at] < 0)
+		return -1;
+	fd = fs->sess[hit->at];
+	fs->sess[hit->at] = -1;
+	return fd;
+}
+
+/* The records memfd, whole (at most KG_HO_PAYLOAD_MAX a frame times the frames the
+ * largest store needs). NULL with *len 0 when unreadable. */
+static uint8_t *read_records(int fd, size_t *len)
+{
+	struct stat st;
+	uint8_t *buf;
+	size_t max = (KG_FDSTORE_SESSIONS_MAX / KG_HO_SESSIONS_MAX + 1) *
+		     kg_ho_sessions_size(KG_HO_SESSIONS_MAX);
+
+	*len = 0;
+	if (fstat(fd, &st) < 0 || st.st_size <= 0 || (size_t)st.st_size > max)
+		return NULL;
+	buf = malloc((size_t)st.st_size);
+	if (buf == NULL)
+		return NULL;
+	for (size_t off = 0; off < (size_t)st.st_size;) {
+		ssize_t r = pread(fd, buf + off, (size_t)st.st_size - off, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			free(buf);
+			return NULL;
+		}
+		off += (size_t)r;
+	}
+	*len = (size_t)st.st_size;
+	return buf;
+}
+
+void kg_fdstore_adopt_sessions(struct kg_daemon *d)
+{
+	struct kg_fdstore *fs = d->fdstore;
+	struct kg_cmd cmd = { .type = KG_CMD_ADOPT_SESSIONS };
+	struct kg_ho_msg *m = NULL;
+	struct cookie_fd *map = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0, off = 0, unmatched = 0, leftover = 0;
+
+	if (fs == NULL || (fs->n_sess == 0 && fs->records < 0))
+		return;
+	/* systemd's duplicates go first: a session this process closes must close. */
+	(void)kg_notify_fdstore(&d->notify, KG_FDSTORE_SESSION, NULL, 0);
+	(void)kg_notify_fdstore(&d->notify, KG_FDSTORE_RECORDS, NULL, 0);
+	if (fs->records >= 0)
+		buf = read_records(fs->records, &len);
+	map = calloc(fs->n_sess ? fs->n_sess : 1, sizeof(*map));
+	cmd.xfer = calloc(fs->n_sess / 2 + 1, sizeof(*cmd.xfer));
+	cmd.xfer_fds = malloc((fs->n_sess + 2) * sizeof(*cmd.xfer_fds));
+	m = malloc(sizeof(*m));
+	if (buf == NULL || map == NULL || cmd.xfer == NULL || cmd.xfer_fds == NULL || m == NULL) {
+		kg_log_warnx("fdstore: the %zu stored session socket(s) cannot be adopted (%s): "
+			     "closed", fs->n_sess, buf == NULL ? "no readable records" : "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < fs->n_sess; i++) {
+		socklen_t cl = sizeof(map[i].cookie);
+
+		map[i].at = i;
+		if (getsockopt(fs->sess[i], SOL_SOCKET, SO_COOKIE, &map[i].cookie, &cl) < 0)
+			map[i].cookie = 0;
+	}
+	qsort(map, fs->n_sess, sizeof(*map), cookie_cmp);
+	while (off < len) {
+		const uint8_t *cur;
+		size_t used, left;
+		struct kg_ho_session rec;
+
+		if (kg_ho_decode(buf + off, len - off, m, &used) != KG_HO_OK ||
+		    m->type != KG_HO_SESSIONS) {
+			kg_log_warnx("fdstore: the stored session records are damaged at byte %zu: "
+				     "the sessions after it are closed", off);
+			break;
+		}
+		cur = (const uint8_t *)m->text;
+		left = m->text_len;
+		while (kg_ho_session_next(&cur, &left, &rec)) {
+			int dev = take_cookie(fs, map, fs->n_sess, rec.cookie[0]);
+			int be = take_cookie(fs, map, fs->n_sess, rec.cookie[1]);
+
+			if (dev < 0 || be < 0 || cmd.n_xfer >= fs->n_sess / 2) {
+				unmatched++;
+				if (dev >= 0)
+					close(dev);
+				if (be >= 0)
+					close(be);
+				continue;
+			}
+			cmd.xfer[cmd.n_xfer] = rec;
+			cmd.xfer_fds[2 * cmd.n_xfer] = dev;
+			cmd.xfer_fds[2 * cmd.n_xfer + 1] = be;
+			cmd.n_xfer++;
+		}
+		off += used;
+	}
+	if (cmd.n_xfer > 0 && kg_workers_call(d, &cmd) < 0)
+		kg_log_warnx("fdstore: not every worker was given its sessions");
+	for (size_t i = 0; i < 2 * cmd.n_xfer; i++)
+		if (cmd.xfer_fds[i] >= 0)
+			close(cmd.xfer_fds[i]);
+	kg_log_info("adopted %u live session(s) kept across the restart (%u refused, %u closed "
+		    "by the policy since, %zu without their sockets)", cmd.adopted, cmd.refused,
+		    cmd.closed, unmatched);
+out:
+	for (size_t i = 0; i < fs->n_sess; i++)
+		if (fs->sess[i] >= 0) {
+			close(fs->sess[i]);
+			fs->sess[i] = -1;
+			leftover++;
+		}
+	if (leftover != 0)
+		kg_log_info("closed %zu stored session socket(s) no record named", leftover);
+	fs->n_sess = 0;
+	if (fs->records >= 0)
+		close(fs->records);
+	fs->records = -1;
+	free(buf);
+	free(map);
+	free(m);
+	free(cmd.xfer);
+	free(cmd.xfer_fds);
+	free(cmd.out);
+}
+
 void kg_fdstore_free(struct kg_daemon *d)
 {
-	close_kept(d->fdstore, NULL);
-	free(d->fdstore);
+	struct kg_fdstore *fs = d->fdstore;
+
+	close_kept(fs, NULL);
+	if (fs != NULL) {
+		for (size_t i = 0; i < fs->n_sess; i++)
+			if (fs->sess[i] >= 0)
+				close(fs->sess[i]);
+		if (fs->records >= 0)
+			close(fs->records);
+		free(fs->sess);
+	}
+	free(fs);
 	d->fdstore = NULL;
 }

@@ -27,9 +27,15 @@
 #include "ktlsgate/compiler.h"
 #include "ops/config.h"
 
-/* The FDNAMEs in systemd's store: the device listeners, the /metrics listener. */
+/* The FDNAMEs in systemd's store: the device listeners, the /metrics listener; at a
+ * stop, the live sessions' sockets and a memfd with their records. */
 #define KG_FDSTORE_LISTEN "kg-listen"
 #define KG_FDSTORE_METRICS "kg-metrics"
+#define KG_FDSTORE_SESSION "kg-sess"
+#define KG_FDSTORE_RECORDS "kg-sessions"
+/* The most live sessions kept across a restart (two descriptors each; the unit's
+ * FileDescriptorStoreMax= leaves room for them and the listeners). */
+#define KG_FDSTORE_SESSIONS_MAX 8000
 
 struct kg_daemon;
 struct kg_fdstore;
@@ -51,6 +57,21 @@ int kg_fdstore_take_metrics(struct kg_daemon *d);
 /* Workers accept: close the kept sockets nobody took, and hand every worker's listener
  * to systemd's store (nothing when not under systemd). Logs what it kept and passed. */
 void kg_fdstore_publish(struct kg_daemon *d);
+/*
+ * Live sessions across `systemctl restart` and the package's upgrade (issue 14): at a
+ * stop under systemd, kg_fdstore_save_sessions() takes the relaying sessions whose state
+ * is all the kernel's (kg_relay_transferable(): ktls_splice, plain copied or spliced)
+ * out of the workers, and stores their sockets (KG_FDSTORE_SESSION) and a memfd of their
+ * records (KG_FDSTORE_RECORDS, handover_msg.h's SESSIONS frames; each record names its
+ * sockets by SO_COOKIE) in systemd's store; the rest close as before. Returns how many
+ * it stored. Main thread, with the workers running, before KG_CMD_STOP.
+ * At the next start kg_fdstore_load() keeps what came under those names and, once the
+ * workers accept, kg_fdstore_adopt_sessions() drops systemd's copies (a session closed
+ * here must really close) and gives the sessions to the workers, which judge each
+ * again under the newest registry (as after a --takeover).
+ */
+size_t kg_fdstore_save_sessions(struct kg_daemon *d);
+void kg_fdstore_adopt_sessions(struct kg_daemon *d);
 /* Close what is still kept and free d->fdstore. */
 void kg_fdstore_free(struct kg_daemon *d);
 

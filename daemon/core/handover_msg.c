@@ -129,6 +129,8 @@ static void decode_session(struct rd *r, struct kg_ho_session *s)
 	s->resumed_verified_at = (int64_t)rd_u64(r);
 	s->bytes_up = rd_u64(r);
 	s->bytes_down = rd_u64(r);
+	s->cookie[0] = rd_u64(r);
+	s->cookie[1] = rd_u64(r);
 	rd_str8(r, s->device_id, sizeof(s->device_id));
 	rd_str8(r, s->thumbprint, sizeof(s->thumbprint));
 	rd_str8(r, s->ca_name, sizeof(s->ca_name));
@@ -475,6 +477,8 @@ static void encode_session(struct wr *w, const struct kg_ho_session *s)
 	wr_u64(w, (uint64_t)s->resumed_verified_at);
 	wr_u64(w, s->bytes_up);
 	wr_u64(w, s->bytes_down);
+	wr_u64(w, s->cookie[0]);
+	wr_u64(w, s->cookie[1]);
 	wr_str8(w, s->device_id, sizeof(s->device_id));
 	wr_str8(w, s->thumbprint, sizeof(s->thumbprint));
 	wr_str8(w, s->ca_name, sizeof(s->ca_name));

@@ -126,6 +126,8 @@ struct kg_ho_session {
 	int64_t not_after;         /* the leaf's notAfter */
 	int64_t resumed_verified_at;
 	uint64_t bytes_up, bytes_down;
+	uint64_t cookie[2];        /* SO_COOKIE of the device and broker sockets (the fd
+				    * store pairs them by it; the channel by position) */
 	char device_id[129];       /* KG_DEVICE_ID_MAX + 1 */
 	char thumbprint[65];       /* KG_SHA256_HEX_LEN + 1 */
 	char ca_name[64];          /* KG_NAME_MAX */
@@ -168,7 +170,7 @@ size_t kg_ho_encode_adopt(uint8_t *out, size_t cap, uint32_t pid);
 size_t kg_ho_encode_sessions(uint8_t *out, size_t cap, uint32_t pid,
 			     const struct kg_ho_session *s, uint16_t n);
 /* Room enough for a SESSIONS frame of n records. */
-#define KG_HO_SESSION_WIRE_MAX 560
+#define KG_HO_SESSION_WIRE_MAX 600
 static inline size_t kg_ho_sessions_size(uint16_t n)
 {
 	return KG_HO_HEADER + 6 + (size_t)n * KG_HO_SESSION_WIRE_MAX;

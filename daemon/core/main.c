@@ -1037,8 +1037,15 @@ int main(int argc, char **argv)
 		/* Every worker accepts: systemd keeps their sockets for the next start
 		 * (after a takeover too, once this is its main process). */
 		kg_fdstore_publish(d);
+		/* ... and the live sessions the previous process left there. */
+		kg_fdstore_adopt_sessions(d);
 	}
 	status = serve(d) == 0 ? 0 : 1;
+	/* A stop under systemd: the sessions that can travel wait in its store for the
+	 * next start (a restart, the package's upgrade); at a plain stop systemd closes
+	 * them. Not after a handover: this process is no longer systemd's. */
+	if (status == 0)
+		(void)kg_fdstore_save_sessions(d);
 out_stop:
 
 	{

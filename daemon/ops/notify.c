@@ -90,6 +90,26 @@ int kg_notify_fdstore(const struct kg_notify *n, const char *name, const int *fd
 	return rc < 0 ? rc : 0;
 }
 
+int kg_notify_fdstore_add(const struct kg_notify *n, const char *name, const int *fds,
+			  size_t count)
+{
+	/* The kernel passes at most SCM_MAX_FD (253) descriptors in one message. */
+	const size_t per_msg = 250;
+	char msg[128];
+
+	if (!n->active)
+		return 0;
+	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
+	for (size_t at = 0; at < count; at += per_msg) {
+		size_t k = count - at < per_msg ? count - at : per_msg;
+		int rc = sd_pid_notify_with_fds(0, 0, msg, fds + at, (unsigned)k);
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 void kg_notify_ready(struct kg_notify *n, const char *status)
 {
 	if (!n->active)

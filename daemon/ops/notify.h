@@ -88,6 +88,10 @@ size_t kg_notify_inherited(struct kg_notify_fd **out);
  * without a restart queued. Nothing when not under systemd. 0, or -errno of the last
  * send (systemd refuses them without FileDescriptorStoreMax=: it logs why). */
 int kg_notify_fdstore(const struct kg_notify *n, const char *name, const int *fds, size_t count);
+/* Add fds[0..n) to the store under name (FDSTORE=1, as many messages as SCM_RIGHTS
+ * needs), keeping what it holds. Same results. */
+int kg_notify_fdstore_add(const struct kg_notify *n, const char *name, const int *fds,
+			  size_t count);
 
 /* ---- journald ------------------------------------------------------------------ */
 

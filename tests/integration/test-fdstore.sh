@@ -13,22 +13,35 @@
 #                        log line, and the store holds only the workers' sockets again
 #   t_no_store           a daemon started without LISTEN_FDS binds as always (the
 #                        unit without FileDescriptorStoreMax=, a start by hand)
+#   t_sessions_kept      20 live plain sessions (subscribed) when the daemon stops: it
+#                        stores their 40 sockets and a memfd of their records; the next
+#                        daemon adopts all 20, drops the store's copies, and each session
+#                        then publishes QoS 1 and gets its PUBACK and its own message back
+#                        through it (tests/lib/live_sessions.py)
 # Each test prints PASS/FAIL; lib.sh runs ALL_TESTS (KG_ONLY picks some).
 set -u
 . "$(dirname "$0")/lib.sh"
 
 setup() {
 	kg_init fdstore
+	unset KG_RELAY   # pinned: plain sessions copied in user space (they can travel)
 	BK_PORT=$(free_port)
 	BK2_PORT=$(free_port)
 	GW_PORT=$(free_port)
 	GW_MPORT=$(free_port)
 	GW_DIR="$WORK/gw"
-	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$GW_DIR" "$GW_PORT" "$GW_MPORT" "$BK_PORT" "$BK2_PORT"
+	PLAIN_PORT=$(free_port)
+	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$GW_DIR" "$GW_PORT" "$GW_MPORT" "$BK_PORT" \
+		"$BK2_PORT" "relay = userspace"
 	GW_CONF="$GW_DIR/ktlsgate.conf"
 	GW_LOG="$GW_DIR/gw.log"
 	: >"$GW_LOG"
+	sed -i 's/^client_id_check = exact$/client_id_check = off/' "$GW_CONF"
+	printf '\n[listener closed-net]\ntype = plain\nallow_plain = yes\nlisten = 127.0.0.1:%s\n' "$PLAIN_PORT" >>"$GW_CONF"
 	pki_setup "$WORK/pki" || return 1
+	kg device add tokdev --auth token >"$WORK/tokdev.add" 2>/dev/null || return 1
+	sed -n 's/^token: //p' "$WORK/tokdev.add" >"$WORK/tokdev.token"
+	[ -s "$WORK/tokdev.token" ] || return 1
 	device_cert fs-1 "$PKI/factory" || return 1
 	kg device add fs-1 >/dev/null || return 1
 	start_broker "$BK_PORT" || return 1
@@ -53,14 +66,14 @@ t_restart_queues() {
 	: >"$GW_LOG"
 	peer "$o" --gap 20 --metrics-port "$GW_MPORT" || return 1
 	workers=$(sed -n 's/^workers = //p' "$GW_CONF" | head -1)
-	[ "$(val stored1 "$o")" = "${workers:-2}" ] || { note "the first daemon stored $(val stored1 "$o") sockets, want ${workers:-2} (one per worker)"; return 1; }
+	[ "$(val stored1 "$o")" = "$((${workers:-2} * 2))" ] || { note "the first daemon stored $(val stored1 "$o") sockets, want $((${workers:-2} * 2)) (one per worker and listen address)"; return 1; }
 	[ "$(val exit1 "$o")" = 0 ] || { note "the first daemon exited $(val exit1 "$o")"; return 1; }
 	[ "$(val gap_failed "$o")" = 0 ] && [ "$(val gap_ok "$o")" = 20 ] ||
 		{ note "connections while no daemon ran: $(val gap_ok "$o") ok, $(val gap_failed "$o") failed"; return 1; }
 	[ "$(val served "$o")" = 20 ] || { note "the second daemon served $(val served "$o") of the 20 queued connections"; return 1; }
 	grep -q "systemd kept ${workers:-2} device listener(s) and the /metrics listener across the restart" "$GW_LOG" ||
 		{ note "no log line of the kept sockets: $(grep -i 'systemd\|fdstore' "$GW_LOG" | tail -3)"; return 1; }
-	[ "$(val stored2 "$o")" = "${workers:-2}" ] || { note "the second daemon left $(val stored2 "$o") sockets in the store"; return 1; }
+	[ "$(val stored2 "$o")" = "$((${workers:-2} * 2))" ] || { note "the second daemon left $(val stored2 "$o") sockets in the store"; return 1; }
 	[ "$(val exit2 "$o")" = 0 ] || { note "the second daemon exited $(val exit2 "$o")"; return 1; }
 	# /metrics: stored too; a scrape sent while no daemon ran is answered by the next
 	[ "$(val stored1_metrics "$o")" = 1 ] && [ "$(val stored2_metrics "$o")" = 1 ] ||
@@ -78,7 +91,7 @@ t_stray_closed() {
 		{ note "no log line of the stray socket closed: $(grep -i 'systemd' "$GW_LOG" | tail -3)"; return 1; }
 	# nobody listens there any more: the daemon closed the only reference
 	[ -z "$(ss -Hltn "sport = :$sp" 2>/dev/null)" ] || { note "port $sp still listens"; return 1; }
-	[ "$(val stored2 "$o")" = 2 ] || { note "the store holds $(val stored2 "$o") sockets, want the workers' 2"; return 1; }
+	[ "$(val stored2 "$o")" = 4 ] || { note "the store holds $(val stored2 "$o") sockets, want the workers' 4 (2 addresses)"; return 1; }
 }
 
 t_no_store() {
@@ -90,7 +103,28 @@ t_no_store() {
 	stop_gateway
 }
 
-ALL_TESTS=(t_restart_queues t_stray_closed t_no_store)
+t_sessions_kept() {
+	local o="$WORK/sessions.out" lo="$WORK/live.out"
+	: >"$GW_LOG"
+	rm -f "$WORK/live.ready" "$WORK/live.go" "$lo"
+	# before the stop: 20 subscribed sessions (the script waits for GO in the background)
+	peer "$o" --gap 0 --before "setsid $PY $KG_TOP/tests/lib/live_sessions.py 127.0.0.1 $PLAIN_PORT \
+		$(cat "$WORK/tokdev.token") 20 kept $WORK/live.ready $WORK/live.go 90 >$lo 2>&1 </dev/null & \
+		for i in \$(seq 400); do [ -e $WORK/live.ready ] && exit 0; sleep 0.05; done; exit 1" \
+		--after "touch $WORK/live.go; for i in \$(seq 600); do [ -s $lo ] && exit 0; sleep 0.05; done; exit 1" || return 1
+	echo "    sessions: $(cat "$lo")"
+	[ "$(val before_rc "$o")" = 0 ] || { note "the sessions did not come up: $(cat "$lo")"; return 1; }
+	[ "$(val stored1_sessions "$o")" = 40 ] && [ "$(val stored1_records "$o")" = 1 ] ||
+		{ note "the stopping daemon stored $(val stored1_sessions "$o") session sockets and $(val stored1_records "$o") records, want 40 and 1"; return 1; }
+	grep -q "stored 20 live session(s) in systemd's fd store" "$GW_LOG" || { note "no 'stored 20' line"; return 1; }
+	grep -q "adopted 20 live session(s) kept across the restart (0 refused, 0 closed" "$GW_LOG" ||
+		{ note "no 'adopted 20' line: $(grep -i 'session' "$GW_LOG" | tail -3)"; return 1; }
+	[ "$(val stored2_sessions "$o")" = 0 ] || { note "the store still holds $(val stored2_sessions "$o") session descriptors after the adoption"; return 1; }
+	[ "$(val after_rc "$o")" = 0 ] || { note "the sessions did not finish"; return 1; }
+	grep -q '^{"ok": 20, "failed": {}}$' "$lo" || { note "not every session relayed after the restart: $(cat "$lo")"; return 1; }
+}
+
+ALL_TESTS=(t_restart_queues t_stray_closed t_no_store t_sessions_kept)
 
 if ! setup; then
 	echo "FAIL setup"

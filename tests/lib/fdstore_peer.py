@@ -16,13 +16,18 @@ from 3). This script:
   5. on each connection opened in the gap: TLS with the device certificate, an MQTT
      3.1.1 CONNECT, and the CONNACK;
   6. stops the second daemon.
+With --before CMD / --after CMD, a shell command runs after the first daemon's READY=1
+(live sessions opened through it) and after the second's (they checked): the live
+sessions the first stored at its stop (kg-sess sockets and the kg-sessions records) are
+passed to the second like the listeners (lines stored1_sessions, stored1_records,
+stored2_sessions, before_rc, after_rc).
 With --metrics-port, a /metrics request is also sent in the gap and its answer read
 after the second start. Prints "key value" lines: pid1, stored1, stored1_metrics,
 exit1, gap_ok, gap_failed, pid2, stored2, removed2, served, refused, scrape_status,
 stored2_metrics, stray_port, exit2. Exit 0 when it ran to the end (the
 verdicts are the caller's), 2 on a harness failure (a line "error ..." says what).
 """
-import argparse, array, os, select, signal, socket, ssl, struct, sys, time
+import argparse, array, os, select, signal, socket, ssl, struct, subprocess, sys, time
 
 
 def say(k, v):
@@ -127,6 +132,8 @@ def main():
     ap.add_argument("--gap", type=int, default=20)
     ap.add_argument("--stray", action="store_true")
     ap.add_argument("--metrics-port", type=int, default=0)
+    ap.add_argument("--before", help="shell command after the first READY=1")
+    ap.add_argument("--after", help="shell command after the second READY=1")
     a = ap.parse_args()
 
     nt = Notify(os.path.join(a.dir, "notify.sock"))
@@ -139,8 +146,13 @@ def main():
     nt.pump(0.5)   # FDSTORE follows READY
     say("stored1", len([1 for n, _ in nt.store if n == "kg-listen"]))
     say("stored1_metrics", len([1 for n, _ in nt.store if n == "kg-metrics"]))
+    if a.before:
+        say("before_rc", subprocess.call(a.before, shell=True))
     os.kill(pid1, signal.SIGTERM)
     say("exit1", wait_exit(pid1, 15))
+    nt.pump(0.5)   # what it stored while stopping
+    say("stored1_sessions", len([1 for n, _ in nt.store if n == "kg-sess"]))
+    say("stored1_records", len([1 for n, _ in nt.store if n == "kg-sessions"]))
 
     # the gap: no ktlsgated runs; the stored sockets queue what connects
     gap, failed = [], 0
@@ -189,6 +201,9 @@ def main():
     nt.pump(0.5)
     say("stored2", len([1 for n, _ in nt.store if n == "kg-listen"]))
     say("removed2", nt.removed)
+    say("stored2_sessions", len([1 for n, _ in nt.store if n in ("kg-sess", "kg-sessions")]))
+    if a.after:
+        say("after_rc", subprocess.call(a.after, shell=True))
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(a.ca)

@@ -425,6 +425,8 @@ static void session_fill(struct kg_ho_session *s, unsigned i)
 	s->resumed_verified_at = -5;
 	s->bytes_up = 1ull << 40;
 	s->bytes_down = 77;
+	s->cookie[0] = 0x1122334455667788ull + i;
+	s->cookie[1] = 42;
 	snprintf(s->device_id, sizeof(s->device_id), "dev-%u/mod", i);
 	s->module_off = (uint16_t)(strchr(s->device_id, '/') - s->device_id + 1);
 	memset(s->thumbprint, 'a', 64);
