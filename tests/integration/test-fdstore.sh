@@ -71,7 +71,7 @@ t_restart_queues() {
 	[ "$(val gap_failed "$o")" = 0 ] && [ "$(val gap_ok "$o")" = 20 ] ||
 		{ note "connections while no daemon ran: $(val gap_ok "$o") ok, $(val gap_failed "$o") failed"; return 1; }
 	[ "$(val served "$o")" = 20 ] || { note "the second daemon served $(val served "$o") of the 20 queued connections"; return 1; }
-	grep -q "systemd kept ${workers:-2} device listener(s) and the /metrics listener across the restart" "$GW_LOG" ||
+	grep -q "systemd kept $((${workers:-2} * 2)) device listener(s) and the /metrics listener across the restart" "$GW_LOG" ||
 		{ note "no log line of the kept sockets: $(grep -i 'systemd\|fdstore' "$GW_LOG" | tail -3)"; return 1; }
 	[ "$(val stored2 "$o")" = "$((${workers:-2} * 2))" ] || { note "the second daemon left $(val stored2 "$o") sockets in the store"; return 1; }
 	[ "$(val exit2 "$o")" = 0 ] || { note "the second daemon exited $(val exit2 "$o")"; return 1; }

@@ -225,9 +225,21 @@ kill $rpid 2>/dev/null
 phase_time reload
 
 # --- restart: `systemctl restart` refuses no connection: the listeners wait in systemd's
-# file descriptor store (FileDescriptorStoreMax=, docs/systemd.md "Restart") -------------
-nfd0=$(prop NFileDescriptorStore)
+# file descriptor store (FileDescriptorStoreMax=, docs/systemd.md "Restart"); a live
+# kTLS subscriber's session waits there too and relays on in the new process ----------
 pid0=$(prop MainPID)
+m1="restart-a-$RANDOM" m2="restart-b-$RANDOM" live=no
+wait_gone dev-sub 20
+mosquitto_sub $(mqa dev-sub 127.0.0.1) -t kg/restart -W 150 >/tmp/sub-restart.out 2>/tmp/sub-restart.err &
+rspid=$!
+if wait_session dev-sub 40 && deliver /tmp/sub-restart.out dev-pub 127.0.0.1 kg/restart "$m1"; then
+	live=yes
+fi
+smode=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub"' | grep -oE 'ktls_splice|ktls_tx|userspace[a-z_]*' | head -1)
+# its TCP connection (the peer address:port): the same one after the restart, or
+# mosquitto_sub reconnected (it does on its own) and nothing was kept
+speer0=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub" { print $3 }')
+nfd0=$(prop NFileDescriptorStore)
 connect_loop /tmp/loop-restart.out &
 lpid=$!
 sleep 1
@@ -243,14 +255,25 @@ inside=$(loop_count /tmp/loop-restart.out all "$t0" "$t1")
 refused=$(loop_count /tmp/loop-restart.out refused)
 total=$(loop_count /tmp/loop-restart.out all)
 kept=$(journalctl -u ktlsgated -b --no-pager -o cat | grep -o 'systemd kept [0-9]* device listener(s)[a-z/ ]* across the restart' | tail -1)
+# the live subscriber: a message after the restart reaches it, through the new process
+got2=no
+[ "$live" = yes ] && deliver /tmp/sub-restart.out dev-pub 127.0.0.1 kg/restart "$m2" && got2=yes
+alive2=$(kill -0 $rspid 2>/dev/null && echo yes || echo no)
+speer1=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub" { print $3 }')
+kill $rspid 2>/dev/null; wait $rspid 2>/dev/null
+adopted=$(journalctl -u ktlsgated -b --no-pager -o cat | grep -o 'adopted [0-9]* live session(s) kept across the restart' | tail -1)
 if [ $rrc -ne 0 ]; then fail restart "systemctl restart: rc $rrc: $(tr '\n' ' ' </tmp/restart.log)"
 elif [ "$pid1" = "$pid0" ] || [ "$(prop ActiveState)" != active ]; then fail restart "MainPID $pid0 -> $pid1, $(prop ActiveState)"
 elif [ "$inside" -lt 3 ]; then fail restart "only $inside connect attempts while systemctl restart ran ($t0 .. $t1 s): the loop did not cover the gap"
 elif [ "$refused" -ne 0 ]; then fail restart "$refused of $total connects refused ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-restart.out)); restart ran $t0 .. $t1 s; the store held '$nfd0' descriptors"
 elif [ -z "$nfd0" ] || [ "$nfd0" -lt 1 ]; then fail restart "the store held '$nfd0' descriptors before the restart (NFileDescriptorStore)"
 elif [ -z "$kept" ]; then fail restart "the new process did not say it got the sockets back: $(journalctl -u ktlsgated -b --no-pager -o cat | tail -4 | tr '\n' ';')"
+elif [ "$live" != yes ]; then fail restart "the live subscriber never relayed before the restart: $(tr '\n' ' ' </tmp/sub-restart.err)"
+elif [ "$got2" != yes ]; then fail restart "the live $smode session did not relay after the restart: subscriber alive $alive2, got '$(tr '\n' ' ' </tmp/sub-restart.out)'; journal: $(journalctl -u ktlsgated -b --no-pager -o cat | grep -E 'live session|session socket' | tail -3 | tr '\n' ';')"
+elif [ -z "$speer0" ] || [ "$speer1" != "$speer0" ]; then fail restart "the subscriber's connection changed: '$speer0' before the restart, '$speer1' after (it reconnected: the session was not kept)"
+elif [ -z "$adopted" ]; then fail restart "the subscriber relayed, but the new process did not say it adopted the session: $(journalctl -u ktlsgated -b --no-pager -o cat | tail -6 | tr '\n' ';')"
 elif ! m=$(pubsub rst dev-sub dev-pub 127.0.0.1 2>&1); then fail restart "no device after the restart: $m"
-else pass "restart (MainPID $pid0 -> $pid1; store $nfd0 -> $nfd1 sockets; $total connects, $inside of them during the $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s of systemctl restart, 0 refused; '$kept'; a device connects)"; fi
+else pass "restart (MainPID $pid0 -> $pid1; store $nfd0 -> $nfd1 descriptors; $total connects, $inside of them during the $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s of systemctl restart, 0 refused; '$kept'; the live $smode subscriber ($speer0) got '$m1' before and '$m2' after on the same connection ('$adopted'); a device connects)"; fi
 phase_time restart
 
 # --- xdp: edge.conf's capabilities, [edge] on a veth, a disabled device's source dropped --
