@@ -97,14 +97,14 @@ check-asan: asan-build
 # The gateway integration suite against the ASan+UBSan daemon: a memory error aborts
 # the daemon, and the suite blames the test that was running. Then the listeners'
 # suites (credentials through the scrypt pool, PROXY headers, plain sessions in the
-# kernel) and the live handover (sessions adopted by a second daemon) against the same
-# daemon.
+# kernel), the live handover and the fd store (sessions adopted by a second daemon)
+# against the same daemon.
 # Each run pins the relay (KG_RELAY): the plain suite the record relay, the ASan run
 # the OpenSSL relay, so neither depends on whether the host kernel has kTLS.
 check-integration-asan: asan-build all $(BUILD)/kg-tlsprobe
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  KG_RELAY=openssl GATED=$(CURDIR)/build/asan/ktlsgated bash tests/integration/test-gateway.sh
-	set -e; for t in test-auth test-proxy-in test-listeners test-live-handover; do \
+	set -e; for t in test-auth test-proxy-in test-listeners test-live-handover test-fdstore; do \
 	  ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  GATED=$(CURDIR)/build/asan/ktlsgated bash tests/integration/$$t.sh; done
 

@@ -93,6 +93,7 @@ struct kg_handover {
 	 * and passing has not failed; both, what moved */
 	bool peer_adopts;
 	bool pass_off;
+	uint64_t next_pass_ms;         /* old: the next drain tick that looks for sessions */
 	_Atomic uint64_t sessions_passed, sessions_adopted, sessions_refused;
 	/* the channel's read buffer, and the descriptors that came with it, in order (the
 	 * sockets of the SESSIONS frames not yet decoded) */
@@ -1302,8 +1303,13 @@ int kg_handover_tick(struct kg_daemon *d)
 	}
 	if (h->state != HO_OLD_DRAINING || atomic_load(&d->stopping))
 		return -1;
-	/* Sessions that were busy, or still in their handshake, go once they are quiet. */
-	(void)pass_sessions(d, h);
+	/* Sessions that were busy, or still in their handshake, go once they are quiet:
+	 * looked for every 250 ms (at once again after a full batch). */
+	if (now >= h->next_pass_ms) {
+		size_t full = (size_t)KG_HO_SESSIONS_MAX * d->n_workers;
+
+		h->next_pass_ms = pass_sessions(d, h) >= full ? now : now + 250;
+	}
 	conns = atomic_load(&d->n_conns);
 	if (conns == 0 || now >= h->drain_deadline_ms) {
 		struct json_object *extra = json_object_new_object();
