@@ -562,8 +562,13 @@ static size_t pass_sessions(struct kg_daemon *d, struct kg_handover *h)
 		sent += k;
 	}
 	if (sent > 0) {
-		atomic_fetch_add(&h->sessions_passed, sent);
-		kg_log_info("handover: passed %zu live session(s) to pid %ld", sent, (long)h->peer_pid);
+		/* the first batch at info, the rest at debug: the audit line has the total */
+		if (atomic_fetch_add(&h->sessions_passed, sent) == 0)
+			kg_log_info("handover: passed %zu live session(s) to pid %ld", sent,
+				    (long)h->peer_pid);
+		else
+			kg_log_debug("handover: passed %zu more live session(s) to pid %ld", sent,
+				     (long)h->peer_pid);
 	}
 out:
 	free(frame);
@@ -1094,10 +1099,17 @@ static bool take_sessions(struct kg_daemon *d, struct kg_handover *h, const stru
 		if (h->rx_fds[i] >= 0)
 			close(h->rx_fds[i]);
 	rx_fds_consume(h, need);
-	atomic_fetch_add(&h->sessions_adopted, cmd.adopted);
+	/* The first frame, and any with a refusal or a revocation, at info; the total when
+	 * the old process is done (peer_gone()). */
+	if (atomic_fetch_add(&h->sessions_adopted, cmd.adopted) == 0 || cmd.refused != 0 ||
+	    cmd.closed != 0)
+		kg_log_info("handover: adopted %u live session(s) from pid %ld (%u refused, %u "
+			    "closed by the policy since)", cmd.adopted, (long)h->peer_pid, cmd.refused,
+			    cmd.closed);
+	else
+		kg_log_debug("handover: adopted %u more live session(s) from pid %ld", cmd.adopted,
+			     (long)h->peer_pid);
 	atomic_fetch_add(&h->sessions_refused, cmd.refused);
-	kg_log_info("handover: adopted %u live session(s) from pid %ld (%u refused, %u closed by "
-		    "the policy since)", cmd.adopted, (long)h->peer_pid, cmd.refused, cmd.closed);
 	free(cmd.xfer);
 	free(cmd.out);
 	return true;
