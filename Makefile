@@ -152,6 +152,10 @@ build/fuzz/fuzz_credential: tests/fuzz/fuzz_credential.c $(wildcard daemon/polic
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_PURE_CFLAGS) -o $@ $(filter %.c,$^)
 
+build/fuzz/fuzz_handover: tests/fuzz/fuzz_handover.c daemon/core/handover_msg.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_PURE_CFLAGS) -o $@ $(filter %.c,$^)
+
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: fuzz-build
@@ -198,7 +202,7 @@ PURE_SRCS   := $(wildcard daemon/policy/*.c daemon/mqtt/*.c daemon/proxy/*.c) da
 PURE_CFLAGS := -std=c17 -D_GNU_SOURCE -Iinclude -Idaemon $(PKG_CFLAGS)
 lint-pure:
 	scripts/lint-pure.sh '$(CC)' '$(PURE_CFLAGS)' $(PURE_SRCS) tests/fuzz/fuzz_policy.c tests/fuzz/fuzz_mqtt.c \
-	  tests/fuzz/fuzz_proxy.c tests/fuzz/fuzz_credential.c
+	  tests/fuzz/fuzz_proxy.c tests/fuzz/fuzz_credential.c tests/fuzz/fuzz_handover.c
 	CC='$(CC)' PURE_CFLAGS='$(PURE_CFLAGS)' PURE_SRCS='$(PURE_SRCS)' bash tests/lint/test-lint-pure.sh
 
 # The parts include each other only down the layers, core at the top, ops at the bottom
