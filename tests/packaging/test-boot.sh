@@ -17,13 +17,16 @@
 #                       receive key installed by the daemon (OpenSSL 3.0) or OpenSSL (3.5)
 #          reload       systemctl reload keeps MainPID, the session and its traffic
 #          restart      systemctl restart: a connect loop through it is never refused
-#                       (the listeners wait in systemd's fd store), a device connects
+#                       (the listeners wait in systemd's fd store), a live kTLS
+#                       subscriber relays on over the same connection (its session
+#                       waits in the store too), a device connects
 #          xdp          edge.conf: CapEff, the gate drops a denied source from a netns
 #          block        ktlsgate block add/list/remove under the unit (via the daemon)
 #          tpm_provider the package pulls in tpm2-openssl
 #          tpm          tpm.conf: server key made in swtpm's TPM, seen by the client
 #          upgrade      dpkg -i VERSION+test1 under the unit keeps registry and config,
-#                       restarts the daemon, and refuses none of a connect loop's attempts
+#                       restarts the daemon, refuses none of a connect loop's attempts,
+#                       and keeps a live kTLS subscriber's session
 #          purge        dpkg -P leaves no config, state or unit
 #   host   boot         the guest said done, every check gave a verdict, no oops
 # (boot/checks.sh and docs/packaging.md, "Boot test", say how.) A check that cannot run

@@ -91,6 +91,36 @@ wait_gone() {
 	done
 	return 1
 }
+# live_start TAG: a kTLS subscriber (dev-sub) relaying through the daemon, one message
+# delivered; LS_OK (yes/no), LS_MODE (its data path), LS_PEER (its TCP peer address:port).
+live_start() {
+	LS_OUT=/tmp/sub-$1.out LS_OK=no LS_M1="$1-a-$RANDOM" LS_M2="$1-b-$RANDOM"
+	wait_gone dev-sub 20
+	mosquitto_sub $(mqa dev-sub 127.0.0.1) -t "kg/$1" -W 200 >"$LS_OUT" 2>/tmp/sub-$1.err &
+	LS_PID=$!
+	if wait_session dev-sub 40 && deliver "$LS_OUT" dev-pub 127.0.0.1 "kg/$1" "$LS_M1"; then
+		LS_OK=yes
+	fi
+	LS_MODE=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub"' | grep -oE 'ktls_splice|ktls_tx|userspace[a-z_]*' | head -1)
+	LS_PEER=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub" { print $3 }')
+}
+# live_after TAG: after the event, a second message; LS_GOT2 (yes/no), LS_ALIVE, LS_PEER1
+# (the subscriber's connection now: the same one, or mosquitto_sub reconnected on its
+# own and nothing was kept); the subscriber is stopped.
+live_after() {
+	LS_GOT2=no
+	[ "$LS_OK" = yes ] && deliver "$LS_OUT" dev-pub 127.0.0.1 "kg/$1" "$LS_M2" && LS_GOT2=yes
+	LS_ALIVE=$(kill -0 $LS_PID 2>/dev/null && echo yes || echo no)
+	LS_PEER1=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub" { print $3 }')
+	kill $LS_PID 2>/dev/null; wait $LS_PID 2>/dev/null
+}
+# live_verdict: why the live session was not kept ("" when it was).
+live_verdict() {
+	if [ "$LS_OK" != yes ]; then echo "the live subscriber never relayed before: $(tr '\n' ' ' </tmp/sub-$1.err)"
+	elif [ "$LS_GOT2" != yes ]; then echo "the live $LS_MODE session did not relay after: subscriber alive $LS_ALIVE, got '$(tr '\n' ' ' <"$LS_OUT")'; journal: $(journalctl -u ktlsgated -b --no-pager -o cat | grep -E 'live session|session socket' | tail -3 | tr '\n' ';')"
+	elif [ -z "$LS_PEER" ] || [ "$LS_PEER1" != "$LS_PEER" ]; then echo "the subscriber's connection changed: '$LS_PEER' before, '$LS_PEER1' after (it reconnected: the session was not kept)"
+	fi
+}
 restart_unit() { # WHY: daemon-reload + restart, wait for active
 	systemctl daemon-reload
 	systemctl restart ktlsgated >/tmp/restart.log 2>&1
@@ -228,17 +258,7 @@ phase_time reload
 # file descriptor store (FileDescriptorStoreMax=, docs/systemd.md "Restart"); a live
 # kTLS subscriber's session waits there too and relays on in the new process ----------
 pid0=$(prop MainPID)
-m1="restart-a-$RANDOM" m2="restart-b-$RANDOM" live=no
-wait_gone dev-sub 20
-mosquitto_sub $(mqa dev-sub 127.0.0.1) -t kg/restart -W 150 >/tmp/sub-restart.out 2>/tmp/sub-restart.err &
-rspid=$!
-if wait_session dev-sub 40 && deliver /tmp/sub-restart.out dev-pub 127.0.0.1 kg/restart "$m1"; then
-	live=yes
-fi
-smode=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub"' | grep -oE 'ktls_splice|ktls_tx|userspace[a-z_]*' | head -1)
-# its TCP connection (the peer address:port): the same one after the restart, or
-# mosquitto_sub reconnected (it does on its own) and nothing was kept
-speer0=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub" { print $3 }')
+live_start restart
 nfd0=$(prop NFileDescriptorStore)
 connect_loop /tmp/loop-restart.out &
 lpid=$!
@@ -256,11 +276,8 @@ refused=$(loop_count /tmp/loop-restart.out refused)
 total=$(loop_count /tmp/loop-restart.out all)
 kept=$(journalctl -u ktlsgated -b --no-pager -o cat | grep -o 'systemd kept [0-9]* device listener(s)[a-z/ ]* across the restart' | tail -1)
 # the live subscriber: a message after the restart reaches it, through the new process
-got2=no
-[ "$live" = yes ] && deliver /tmp/sub-restart.out dev-pub 127.0.0.1 kg/restart "$m2" && got2=yes
-alive2=$(kill -0 $rspid 2>/dev/null && echo yes || echo no)
-speer1=$(ktlsgate session list 2>/dev/null | awk '$2 == "dev-sub" { print $3 }')
-kill $rspid 2>/dev/null; wait $rspid 2>/dev/null
+live_after restart
+lv=$(live_verdict restart)
 adopted=$(journalctl -u ktlsgated -b --no-pager -o cat | grep -o 'adopted [0-9]* live session(s) kept across the restart' | tail -1)
 if [ $rrc -ne 0 ]; then fail restart "systemctl restart: rc $rrc: $(tr '\n' ' ' </tmp/restart.log)"
 elif [ "$pid1" = "$pid0" ] || [ "$(prop ActiveState)" != active ]; then fail restart "MainPID $pid0 -> $pid1, $(prop ActiveState)"
@@ -268,12 +285,10 @@ elif [ "$inside" -lt 3 ]; then fail restart "only $inside connect attempts while
 elif [ "$refused" -ne 0 ]; then fail restart "$refused of $total connects refused ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-restart.out)); restart ran $t0 .. $t1 s; the store held '$nfd0' descriptors"
 elif [ -z "$nfd0" ] || [ "$nfd0" -lt 1 ]; then fail restart "the store held '$nfd0' descriptors before the restart (NFileDescriptorStore)"
 elif [ -z "$kept" ]; then fail restart "the new process did not say it got the sockets back: $(journalctl -u ktlsgated -b --no-pager -o cat | tail -4 | tr '\n' ';')"
-elif [ "$live" != yes ]; then fail restart "the live subscriber never relayed before the restart: $(tr '\n' ' ' </tmp/sub-restart.err)"
-elif [ "$got2" != yes ]; then fail restart "the live $smode session did not relay after the restart: subscriber alive $alive2, got '$(tr '\n' ' ' </tmp/sub-restart.out)'; journal: $(journalctl -u ktlsgated -b --no-pager -o cat | grep -E 'live session|session socket' | tail -3 | tr '\n' ';')"
-elif [ -z "$speer0" ] || [ "$speer1" != "$speer0" ]; then fail restart "the subscriber's connection changed: '$speer0' before the restart, '$speer1' after (it reconnected: the session was not kept)"
+elif [ -n "$lv" ]; then fail restart "$lv"
 elif [ -z "$adopted" ]; then fail restart "the subscriber relayed, but the new process did not say it adopted the session: $(journalctl -u ktlsgated -b --no-pager -o cat | tail -6 | tr '\n' ';')"
 elif ! m=$(pubsub rst dev-sub dev-pub 127.0.0.1 2>&1); then fail restart "no device after the restart: $m"
-else pass "restart (MainPID $pid0 -> $pid1; store $nfd0 -> $nfd1 descriptors; $total connects, $inside of them during the $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s of systemctl restart, 0 refused; '$kept'; the live $smode subscriber ($speer0) got '$m1' before and '$m2' after on the same connection ('$adopted'); a device connects)"; fi
+else pass "restart (MainPID $pid0 -> $pid1; store $nfd0 -> $nfd1 descriptors; $total connects, $inside of them during the $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s of systemctl restart, 0 refused; '$kept'; the live $LS_MODE subscriber ($LS_PEER) got '$LS_M1' before and '$LS_M2' after on the same connection ('$adopted'); a device connects)"; fi
 phase_time restart
 
 # --- xdp: edge.conf's capabilities, [edge] on a veth, a disabled device's source dropped --
@@ -418,6 +433,7 @@ systemctl reload ktlsgated; sleep 1
 conf0=$(md5sum </etc/ktlsgate/ktlsgate.conf)
 devs0=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'SELECT id FROM devices ORDER BY id' 2>&1 | tr '\n' ' ')
 pid0=$(prop MainPID)
+live_start upgrade
 connect_loop /tmp/loop-upgrade.out &
 lpid=$!
 sleep 1
@@ -426,6 +442,8 @@ urc=$?
 wait_active 90
 sleep 1
 touch /tmp/loop.stop; wait $lpid
+live_after upgrade
+lv=$(live_verdict upgrade)
 urefused=$(loop_count /tmp/loop-upgrade.out refused)
 utotal=$(loop_count /tmp/loop-upgrade.out all)
 st=$(dpkg-query -W -f='${Status} ${Version}' ktlsgate)
@@ -442,8 +460,9 @@ elif [ -z "$devs0" ] || [ "$devs1" != "$devs0" ]; then fail upgrade "devices '$d
 elif [ "$bdevs" != "$devs0" ]; then fail upgrade "backup $bak: '$bdevs'"
 elif [ "$pid1" = "$pid0" ]; then fail upgrade "MainPID $pid0 kept: the upgrade did not restart the daemon"
 elif [ "$urefused" -ne 0 ]; then fail upgrade "$urefused of $utotal connects refused during the upgrade ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-upgrade.out))"
+elif [ -n "$lv" ]; then fail upgrade "$lv"
 elif ! m=$(pubsub upg dev-sub dev-pub 127.0.0.1 2>&1); then fail upgrade "no device after the upgrade: $m"
-else pass "upgrade ($VERSION -> $VERSION+test1 under the running unit: active, MainPID $pid0 -> $pid1, $utotal connects through it and 0 refused, devices '$devs1' kept, $bak, conffile edit kept, a device connects)"; fi
+else pass "upgrade ($VERSION -> $VERSION+test1 under the running unit: active, MainPID $pid0 -> $pid1, $utotal connects through it and 0 refused, the live $LS_MODE subscriber ($LS_PEER) got a message before and after on the same connection, devices '$devs1' kept, $bak, conffile edit kept, a device connects)"; fi
 phase_time upgrade
 
 # --- purge --------------------------------------------------------------------------------
