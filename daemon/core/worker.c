@@ -286,7 +286,7 @@ static void run_cmd(struct kg_worker *w, struct kg_cmd *cmd)
 			n = session_json(c, line, sizeof(line));
 			if (n == 0)
 				break;
-			if (out_len + n + 1 > out_cap) {
+			if (out == NULL || out_len + n + 1 > out_cap) {
 				size_t ncap = out_cap ? out_cap * 2 : 4096;
 				char *p;
 
