@@ -174,6 +174,26 @@ static int send_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* Each descriptor an SCM_RIGHTS control message of mh carried, to keep(h, fd): the
+ * connect-time reply's (into h->fds) and the channel's (into h->rx_fds) alike. */
+static void each_passed_fd(struct msghdr *mh, struct kg_handover *h,
+			   void (*keep)(struct kg_handover *h, int fd))
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm)) {
+		size_t k;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			keep(h, fd);
+		}
+	}
+}
+
 /* Keep a descriptor that came with the channel's bytes (FIFO). -1 when there is no room. */
 static int rx_fd_push(struct kg_handover *h, int fd)
 {
@@ -188,6 +208,12 @@ static int rx_fd_push(struct kg_handover *h, int fd)
 	}
 	h->rx_fds[h->n_rx_fds++] = fd;
 	return 0;
+}
+
+static void rx_fd_keep(struct kg_handover *h, int fd)
+{
+	if (rx_fd_push(h, fd) < 0)
+		close(fd);   /* the frame then lacks it: malformed, channel closed */
 }
 
 static void rx_fds_consume(struct kg_handover *h, size_t n)
@@ -235,21 +261,8 @@ static ssize_t chan_read(struct kg_handover *h)
 				      .msg_controllen = sizeof(cbuf) };
 		n = recvmsg(h->chan, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	} while (n < 0 && errno == EINTR);
-	for (struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; cm != NULL;
-	     cm = CMSG_NXTHDR(&mh, cm)) {
-		size_t k;
-
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < k; i++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-			if (rx_fd_push(h, fd) < 0)
-				close(fd);   /* the frame then lacks it: malformed, channel closed */
-		}
-	}
+	if (n >= 0)
+		each_passed_fd(&mh, h, rx_fd_keep);
 	if (n > 0)
 		h->rlen += (size_t)n;
 	return n;
@@ -689,6 +702,14 @@ static void close_received(struct kg_handover *h)
 	h->n_fds = 0;
 }
 
+static void fds_keep(struct kg_handover *h, int fd)
+{
+	if (h->n_fds < KG_HO_MAX_FDS)
+		h->fds[h->n_fds++] = fd;
+	else
+		close(fd);
+}
+
 /* Read the reply to "handover 1": a text "ERR ..." line, or the FDS frame with its
  * descriptors. 0, or -1 with why. */
 static int receive_fds(struct kg_handover *h, char *err, size_t errlen)
@@ -731,22 +752,7 @@ static int receive_fds(struct kg_handover *h, char *err, size_t errlen)
 			snprintf(err, errlen, "reading the handover reply: %s", strerror(errno));
 			return -1;
 		}
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
-			size_t k;
-
-			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-				continue;
-			k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < k; i++) {
-				int fd;
-
-				memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-				if (h->n_fds < KG_HO_MAX_FDS)
-					h->fds[h->n_fds++] = fd;
-				else
-					close(fd);
-			}
-		}
+		each_passed_fd(&mh, h, fds_keep);
 		if (mh.msg_flags & MSG_CTRUNC) {
 			snprintf(err, errlen, "the handover reply carried more descriptors than %d",
 				 KG_HO_MAX_FDS);

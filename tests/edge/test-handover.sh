@@ -54,30 +54,6 @@ field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) 
 
 # wait_log PATTERN SECS [FROM_LINE]: until the gateway log has a line matching PATTERN
 # (grep -E) after line FROM_LINE.
-wait_log() {
-	local i
-	for ((i = 0; i < $2 * 20; i++)); do
-		tail -n +"$((${3:-0} + 1))" "$GW_LOG" | grep -Eq -- "$1" && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
-# gone PID SECS: until PID has exited (reaped: `wait` gives its status in RC).
-gone() {
-	local i
-	for ((i = 0; i < $2 * 20; i++)); do
-		if ! kill -0 "$1" 2>/dev/null; then
-			wait "$1" 2>/dev/null
-			RC=$?
-			forget_pid "$1"
-			return 0
-		fi
-		sleep 0.05
-	done
-	return 1
-}
-
 # takeover [ENV=VALUE...]: start `ktlsgated --takeover` (NEW_PID), its log in GW_LOG.
 takeover() {
 	env "$@" "$GATED" --takeover -c "$GW_CONF" >>"$GW_LOG" 2>&1 &

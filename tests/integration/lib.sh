@@ -250,6 +250,43 @@ log_mark() {
 	wc -l <"$GW_LOG"
 }
 
+# wait_log PATTERN SECS [FROM_LINE]: until the gateway log has a line matching PATTERN
+# (grep -E) after line FROM_LINE.
+wait_log() {
+	local i
+	for ((i = 0; i < $2 * 20; i++)); do
+		tail -n +"$((${3:-0} + 1))" "$GW_LOG" | grep -Eq -- "$1" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# gone PID SECS: until PID (a child of this shell) has exited; its status in RC.
+gone() {
+	local i
+	for ((i = 0; i < $2 * 20; i++)); do
+		if ! kill -0 "$1" 2>/dev/null; then
+			wait "$1" 2>/dev/null
+			RC=$?
+			forget_pid "$1"
+			return 0
+		fi
+		sleep 0.05
+	done
+	return 1
+}
+
+# plain_listener CONF PORT: a `plain` listener (allow_plain) on 127.0.0.1:PORT.
+plain_listener() {
+	printf '\n[listener closed-net]\ntype = plain\nallow_plain = yes\nlisten = 127.0.0.1:%s\n' "$2" >>"$1"
+}
+
+# token_device ID FILE: `device add ID --auth token`, its token into FILE.
+token_device() {
+	kg device add "$1" --auth token 2>/dev/null | sed -n 's/^token: //p' >"$2"
+	[ -s "$2" ] || { echo "device add $1 printed no token" >&2; return 1; }
+}
+
 # last_audit MARK: the last audit decision line written after MARK (raw JSON).
 last_audit() {
 	tail -n +"$(($1 + 1))" "$GW_LOG" | grep '"event":"decision"' | tail -1

@@ -37,11 +37,9 @@ setup() {
 	GW_LOG="$GW_DIR/gw.log"
 	: >"$GW_LOG"
 	sed -i 's/^client_id_check = exact$/client_id_check = off/' "$GW_CONF"
-	printf '\n[listener closed-net]\ntype = plain\nallow_plain = yes\nlisten = 127.0.0.1:%s\n' "$PLAIN_PORT" >>"$GW_CONF"
+	plain_listener "$GW_CONF" "$PLAIN_PORT"
 	pki_setup "$WORK/pki" || return 1
-	kg device add tokdev --auth token >"$WORK/tokdev.add" 2>/dev/null || return 1
-	sed -n 's/^token: //p' "$WORK/tokdev.add" >"$WORK/tokdev.token"
-	[ -s "$WORK/tokdev.token" ] || return 1
+	token_device tokdev "$WORK/tokdev.token" || return 1
 	device_cert fs-1 "$PKI/factory" || return 1
 	kg device add fs-1 >/dev/null || return 1
 	start_broker "$BK_PORT" || return 1

@@ -37,21 +37,12 @@ setup() {
 	GW_LOG="$GW_DIR/gw.log"
 	: >"$GW_LOG"
 	sed -i 's/^client_id_check = exact$/client_id_check = off/' "$GW_CONF"
-	cat >>"$GW_CONF" <<EOF
-
-[listener closed-net]
-type = plain
-allow_plain = yes
-listen = 127.0.0.1:$PLAIN_PORT
-EOF
+	plain_listener "$GW_CONF" "$PLAIN_PORT"
 	pki_setup "$WORK/pki" || return 1
 	device_cert tlsdev "$PKI/factory" || return 1
 	kg device add tlsdev >/dev/null || return 1
-	for d in tokdev revdev; do
-		kg device add $d --auth token >"$WORK/$d.add" 2>/dev/null || return 1
-		sed -n 's/^token: //p' "$WORK/$d.add" >"$WORK/$d.token"
-		[ -s "$WORK/$d.token" ] || { echo "device add $d printed no token" >&2; return 1; }
-	done
+	token_device tokdev "$WORK/tokdev.token" || return 1
+	token_device revdev "$WORK/revdev.token" || return 1
 	start_broker "$BK_PORT" || return 1
 	start_gateway || return 1
 }
@@ -84,15 +75,6 @@ live_finish() {
 	return $rc
 }
 
-wait_log() {
-	local i
-	for ((i = 0; i < $2 * 20; i++)); do
-		tail -n +"$((${3:-0} + 1))" "$GW_LOG" | grep -Eq -- "$1" && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
 # takeover: `ktlsgated --takeover` (NEW_PID) until it accepts; OLD_PID the one before.
 takeover() {
 	local mark
@@ -104,16 +86,6 @@ takeover() {
 	wait_log "\"event\":\"handover\",\"role\":\"new\",\"result\":\"ok\",\"pid\":$NEW_PID," 30 "$mark" ||
 		{ note "the new process did not accept: $(tail -5 "$GW_LOG")"; return 1; }
 	GW_PID=$NEW_PID
-}
-
-# gone PID SECS: PID has exited within SECS.
-gone() {
-	local i
-	for ((i = 0; i < $2 * 20; i++)); do
-		kill -0 "$1" 2>/dev/null || { wait "$1" 2>/dev/null; RC=$?; forget_pid "$1"; return 0; }
-		sleep 0.05
-	done
-	return 1
 }
 
 t_sessions_adopted() {

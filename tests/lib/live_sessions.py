@@ -19,20 +19,8 @@ import struct
 import sys
 import time
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def mstr(b):
-    b = b.encode() if isinstance(b, str) else b
-    return struct.pack("!H", len(b)) + b
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kgclient import mstr, varint  # noqa: E402  (the suite's MQTT encoding)
 
 
 def packet(kind, body):
