@@ -11,3 +11,12 @@
 .PHONY: bench-restart
 bench-restart: all $(BUILD)/kg-synflood
 	BUILD=$(BUILD) tests/bench/restart.sh
+
+# `make bench-handover` (issue 14, docs/benchmarks.md "Issue 14: live sessions at a
+# takeover"): how long BENCH_SESSIONS (default "1000 4000") live sessions take to move to
+# the new process at `ktlsgated --takeover`, BENCH_REPEAT (3) rounds each, medians, and
+# that every one relays afterwards (tests/bench/live-handover.sh). Loopback only, no root
+# beyond the fd limit; about 2 min.
+.PHONY: bench-handover
+bench-handover: all
+	BUILD=$(BUILD) tests/bench/live-handover.sh
