@@ -494,7 +494,9 @@ static EVP_PKEY *gen_key(enum kg_pki_keytype type, char *err, size_t errlen)
 
 	switch (type) {
 	case KG_KEY_EC_P256:
-		key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+		/* OpenSSL's own name for P-256: it works through the built-in EC method
+		 * too (tls/ec_decode.h), which does not know "P-256" */
+		key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "prime256v1");
 		break;
 	case KG_KEY_RSA2048:
 		key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);

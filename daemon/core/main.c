@@ -43,6 +43,7 @@
 #include "edge/edge.h"
 #include "ops/err.h"
 #include "core/fdstore.h"
+#include "tls/ec_decode.h"
 #include "core/handover.h"
 #include "core/instance.h"
 #include "ops/log.h"
@@ -536,6 +537,12 @@ static int check_only(const struct kg_config *cfg, const char *path)
 				       : "unused: the server key is a file, the keys stay in memory");
 	} else
 		printf("ktlsgated: resumption = off\n");
+	printf("ktlsgated: fast_ec_decode = %s\n",
+	       !cfg->fast_ec_decode ? "off (OpenSSL's decoders)"
+	       : kg_tpm_keyref_is_tpm(cfg->key_file) ? "on, not used beside a TPM key"
+	       : kg_tls_ec_decode_needed(OpenSSL_version_num())
+		       ? "on (this OpenSSL is older than 3.2: device EC keys by the built-in EC method)"
+		       : "on, not needed (OpenSSL 3.2 or later caches its decoders)");
 	printf("ktlsgated: drain_timeout = %us (after a --takeover, the old process's sessions)\n",
 	       cfg->drain_timeout);
 	printf("ktlsgated: username_check = %s%s\n", username_check_name(cfg->username_check),
@@ -793,6 +800,22 @@ int main(int argc, char **argv)
 		goto out_free_cfg;
 	}
 	kg_log_set_level(debug ? KG_LOG_DEBUG : parse_level(cfg->log_level));
+	/* Before any thread and any certificate is parsed (tls/ec_decode.h). Not beside a
+	 * TPM key: the engine would also take the EC contexts the tpm2 provider makes by
+	 * name. */
+	switch (kg_tls_ec_decode_init(cfg->fast_ec_decode && !kg_tpm_keyref_is_tpm(cfg->key_file),
+				      err, sizeof(err))) {
+	case 1:
+		if (!test_only)
+			kg_log_info("%s: device EC keys decoded by the built-in EC method "
+				    "([tls] fast_ec_decode)", OpenSSL_version(OPENSSL_VERSION));
+		break;
+	case -1:
+		kg_log_warnx("[tls] fast_ec_decode: %s", err);
+		break;
+	default:
+		break;
+	}
 	if (secure_heap != 1 && !test_only)
 		kg_log_warnx("OpenSSL secure heap %s: private keys in memory may be swapped%s",
 			     secure_heap == 0 ? "unavailable" : "not locked (RLIMIT_MEMLOCK)",

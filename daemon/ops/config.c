@@ -123,6 +123,7 @@ enum key_id {
 	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_REG_CACHE, KEY_REG_DOWN, KEY_REG_DOWN_SEEN, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY, KEY_DRAIN_TIMEOUT,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS, KEY_SECURITY_LEVEL, KEY_CRL_GRACE,
 	KEY_RESUMPTION, KEY_TICKET_LIFETIME, KEY_TICKET_KEY_FILE, KEY_TICKET_REUSE, KEY_SESSION_CACHE,
+	KEY_FAST_EC_DECODE,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
 	KEY_SRC_MAX_HS, KEY_SRC_RATE, KEY_SRC_BURST, KEY_SRC_PREFIX_V4, KEY_SRC_PREFIX_V6,
@@ -167,6 +168,7 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_TICKET_KEY_FILE] = { SEC_TLS, "ticket_key_file", K_PATH, FIELD(ticket_key_file), 0, 0 },
 	[KEY_TICKET_REUSE] = { SEC_TLS, "ticket_reuse", K_BOOL, FIELD(ticket_reuse), 0, 0 },
 	/* sessions kept in memory instead of stateless tickets (tls/session_cache.h) */
+	[KEY_FAST_EC_DECODE] = { SEC_TLS, "fast_ec_decode", K_BOOL, FIELD(fast_ec_decode), 0, 0 },
 	[KEY_SESSION_CACHE] = { SEC_TLS, "session_cache", K_UINT, FIELD(session_cache), 0,
 				KG_SESSION_CACHE_MAX },
 	[KEY_MAX_CONN] = { SEC_LIMITS, "max_connections", K_UINT, FIELD(max_connections), 1, 1000000 },
@@ -421,6 +423,7 @@ void kg_config_defaults(struct kg_config *cfg)
 	cfg->crl_grace = 0;
 	cfg->resumption = true;
 	cfg->ticket_reuse = true;
+	cfg->fast_ec_decode = true;
 	cfg->ticket_lifetime = KG_TICKET_LIFETIME_DEFAULT_S;
 	cfg->drain_timeout = KG_DRAIN_TIMEOUT_DEFAULT_S;
 	cfg->max_connections = 10000;

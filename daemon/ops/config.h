@@ -173,6 +173,8 @@ struct kg_config {
 	unsigned session_cache;           /* > 0: resume from at most this many sessions
 					   * kept in memory, not from stateless tickets
 					   * (tls/session_cache.h); 0: tickets */
+	bool fast_ec_decode;              /* OpenSSL < 3.2: device EC keys decoded by the
+					   * built-in EC method (tls/ec_decode.h) */
 	/* The sealed ticket-key file (tls/ticket_store.h), used only with a TPM key; "":
 	 * ticket-keys.sealed beside the SQLite registry, or in /var/lib/ktlsgate for a
 	 * PostgreSQL one (kg_config_ticket_key_file()). */

@@ -9,11 +9,13 @@
  * extensions, expired CRLs) is made by hand with OpenSSL's API (make_hand()).
  */
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -22,6 +24,7 @@
 #include "ops/err.h"
 #include "cli/pki.h"
 #include "tls/chain_cache.h"
+#include "tls/ec_decode.h"
 #include "tls/verify.h"
 #include "testlib.h"
 
@@ -41,6 +44,49 @@ static void teardown(void)
 {
 	kg_trust_free(trust);
 	kg_test_rmdir(dir);
+}
+
+/* The same tests with the device's certificates decoded and verified by the built-in
+ * EC method ([tls] fast_ec_decode, tls/ec_decode.h): every verdict must be the same.
+ * verify_ex() registers the engine around its loads and the verification only: the
+ * tests also sign certificates and CRLs with the PKI module, which is not the daemon's
+ * business and runs without it. */
+static bool fast_ec;
+
+static void setup_fast_ec(void)
+{
+	fast_ec = true;
+	setup();
+}
+
+static void teardown_fast_ec(void)
+{
+	teardown();
+	fast_ec = false;
+}
+
+static void fast_ec_on(void)
+{
+	char err[256];
+
+	if (fast_ec)
+		ck_assert_int_ge(kg_tls_ec_decode_init(true, err, sizeof(err)), 0);
+}
+
+static void fast_ec_off(void)
+{
+	if (fast_ec)
+		kg_tls_ec_decode_fini();
+}
+
+/* An EC key on the NIST curve `nist` ("P-256"), asked for by OpenSSL's own curve name:
+ * with [tls] fast_ec_decode's engine in place (the second TCase), EC contexts made by
+ * name go through the built-in EC method, which knows only those names. */
+static EVP_PKEY *ec_keygen(const char *nist)
+{
+	int nid = EC_curve_nist2nid(nist);
+
+	return EVP_PKEY_Q_keygen(NULL, NULL, "EC", nid != NID_undef ? OBJ_nid2sn(nid) : nist);
 }
 
 static void path_of(char *out, size_t cap, const char *sub, const char *file)
@@ -140,8 +186,10 @@ static enum kg_reason verify_ex(const char *sub, const char *const *chain_subs, 
 {
 	STACK_OF(X509) *untrusted = NULL;
 	enum kg_reason r;
-	X509 *leaf = load(sub);
+	X509 *leaf;
 
+	fast_ec_on();
+	leaf = load(sub);
 	if (n > 0) {
 		untrusted = sk_X509_new_null();
 		for (size_t i = 0; i < n; i++)
@@ -150,6 +198,7 @@ static enum kg_reason verify_ex(const char *sub, const char *const *chain_subs, 
 	r = kg_verify_peer(trust, leaf, untrusted, at, lookup, arg, id, xerr);
 	sk_X509_pop_free(untrusted, X509_free);
 	X509_free(leaf);
+	fast_ec_off();
 	return r;
 }
 
@@ -204,7 +253,7 @@ static void make_hand(const char *sub, const char *cn, const struct hand *h)
 	if (strncmp(h->key, "rsa:", 4) == 0)
 		key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)atoi(h->key + 4));
 	else
-		key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", h->key + 3);
+		key = ec_keygen(h->key + 3);
 	ck_assert_msg(key != NULL, "keygen %s", h->key);
 	signer = key;
 	if (h->issuer != NULL) {
@@ -326,7 +375,7 @@ END_TEST
 /* A certificate whose subject is built entry by entry (len -1: strlen). */
 static X509 *cert_with_subject(const char *const *cns, const int *lens, size_t n)
 {
-	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	EVP_PKEY *key = ec_keygen("P-256");
 	X509_NAME *name;
 	X509 *x = X509_new();
 
@@ -1747,13 +1796,31 @@ START_TEST(test_no_cert)
 }
 END_TEST
 
-Suite *kg_suite_verify(void)
+/* With the engine on: a device's EC key is a legacy key (not a provider's), so the
+ * tests of this TCase really ran that way (where OpenSSL needs it: before 3.2). */
+START_TEST(test_fast_ec_decode_active)
 {
-	Suite *s = suite_create("verify");
-	TCase *tc = tcase_create("verify");
+	X509 *leaf;
 
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
+	fleet();
+	fast_ec_on();
+	leaf = load("dev");
+	fast_ec_off();
+	ck_assert_ptr_nonnull(X509_get0_pubkey(leaf));
+	if (kg_tls_ec_decode_needed(OpenSSL_version_num()))
+		ck_assert_ptr_null(EVP_PKEY_get0_provider(X509_get0_pubkey(leaf)));
+	else
+		ck_assert_ptr_nonnull(EVP_PKEY_get0_provider(X509_get0_pubkey(leaf)));
+	X509_free(leaf);
+	ck_assert(kg_tls_ec_decode_needed(0x30000130UL));
+	ck_assert(kg_tls_ec_decode_needed(0x301000f0UL));
+	ck_assert(!kg_tls_ec_decode_needed(0x30200000UL));
+	ck_assert(!kg_tls_ec_decode_needed(0x30500090UL));
+}
+END_TEST
+
+static void add_verify_tests(TCase *tc)
+{
 	tcase_add_test(tc, test_identity_table);
 	tcase_add_test(tc, test_identity_from_cert);
 	tcase_add_test(tc, test_sha256_vector);
@@ -1790,6 +1857,22 @@ Suite *kg_suite_verify(void)
 	tcase_add_test(tc, test_cache_other_ca);
 	tcase_add_test(tc, test_cache_name_constraints);
 	tcase_add_test(tc, test_cache_table);
+}
+
+Suite *kg_suite_verify(void)
+{
+	Suite *s = suite_create("verify");
+	TCase *tc = tcase_create("verify");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	add_verify_tests(tc);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("verify_fast_ec_decode");
+	tcase_add_checked_fixture(tc, setup_fast_ec, teardown_fast_ec);
+	tcase_set_timeout(tc, 60);
+	add_verify_tests(tc);
+	tcase_add_test(tc, test_fast_ec_decode_active);
 	suite_add_tcase(s, tc);
 	return s;
 }
