@@ -14,9 +14,14 @@
  * type's EVP_PKEY_METHOD. This module registers an engine that provides, for
  * EVP_PKEY_EC only, OpenSSL's own built-in EC method: the same library code, through
  * its legacy EC_KEY interface, for decoding those keys and for verifying with them (the
- * device's chain and CertificateVerify). Keys that live in a provider (our server key,
- * a TPM key, the ECDHE shares, the certified leaf's key) are not legacy keys and never
- * reach it; RSA and Ed25519 keys are not EC keys.
+ * device's chain and CertificateVerify). Keys that live in a provider (our server key
+ * read from its file) are not legacy keys and sign as before; RSA and Ed25519 keys are
+ * not EC keys.
+ * The price, process-wide: an EC context made by name ("EC": the ECDHE shares of the
+ * P-256/P-384 groups, EVP_PKEY_Q_keygen) takes the built-in method too, which knows
+ * curves only by OpenSSL's names ("prime256v1", not "P-256") and cannot sign X509
+ * structures with provider keys. Nothing in the daemon does either; the tpm2 provider
+ * might, so the daemon does not register it beside a TPM key (main.c).
  * Once, at start, before any thread (the main thread).
  */
 #ifndef KTLSGATE_EC_DECODE_H
