@@ -17,6 +17,9 @@
 #                 in memory, tls/session_cache.h), kg-bench --resume
 #   file-cache    the same daemon, full handshakes: what a full handshake costs when its
 #                 ticket is a session id (no session encoded into a ticket)
+#   file-nofast   file-cache with [tls] fast_ec_decode = no: OpenSSL 3.0's own decoders
+#                 for the devices' EC keys (tls/ec_decode.h), beside it in the same run
+#   leaf-cache-resumed  tpm-leaf with [tls] session_cache = 100000, kg-bench --resume
 #   nginx         nginx 1.22 stream, file key: the full-handshake CPU reference
 # Per variant: full (or resumed) handshakes/s and server CPU per handshake (kg-bench
 # handshake, the server's CPU over the measured phase only: --server-pids), and the
@@ -217,7 +220,7 @@ variant_conf() {
 	local v=$1 key=$PKI/server/key.pem cert=$PKI/server/chain.pem workers=$WORKERS
 	case $v in
 	tpm-direct) key=handle:$HANDLE cert=$RUN/tpm/direct-chain.pem workers=$TPM_WORKERS ;;
-	tpm-leaf | leaf-resumed) key=handle:$HANDLE cert=$RUN/tpm/ca-cert.pem workers=$TPM_WORKERS ;;
+	tpm-leaf | leaf-resumed | leaf-cache-resumed) key=handle:$HANDLE cert=$RUN/tpm/ca-cert.pem workers=$TPM_WORKERS ;;
 	esac
 	cat <<-EOF
 	[daemon]
@@ -244,11 +247,12 @@ variant_conf() {
 	EOF
 	case $v in
 	file-resumed | leaf-resumed) printf '\n[tls]\nresumption = on\n' ;;
-	cache-resumed | file-cache) printf '\n[tls]\nresumption = on\nsession_cache = 100000\n' ;;
+	cache-resumed | file-cache | leaf-cache-resumed) printf '\n[tls]\nresumption = on\nsession_cache = 100000\n' ;;
+	file-nofast) printf '\n[tls]\nresumption = on\nsession_cache = 100000\nfast_ec_decode = no\n' ;;
 	esac
 	case $v in
 	tpm-direct) printf '\n[tpm]\ntcti = swtpm:host=127.0.0.1,port=%s\n' "$PROXY_PORT" ;;
-	tpm-leaf | leaf-resumed)
+	tpm-leaf | leaf-resumed | leaf-cache-resumed)
 		printf '\n[tpm]\ntcti = swtpm:host=127.0.0.1,port=%s\nmode = certified-leaf\n' "$PROXY_PORT" ;;
 	esac
 }
@@ -413,7 +417,7 @@ run_all() {
 	local v rep storms
 	for v in $VARIANTS; do
 		case $v in
-		file | tpm-direct | tpm-leaf | file-resumed | cache-resumed | file-cache | leaf-resumed) variant_check "$v" || true ;;
+		file | tpm-direct | tpm-leaf | file-resumed | cache-resumed | file-cache | file-nofast | leaf-resumed | leaf-cache-resumed) variant_check "$v" || true ;;
 		nginx) ;;
 		*) die "unknown variant '$v' in BENCH_VARIANTS" ;;
 		esac
@@ -545,6 +549,9 @@ report() {
 		r=$(ratio leaf-resumed hs_cpu_us tpm-leaf hs_cpu_us); echo "| server CPU per handshake, resumed / full (certified-leaf) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
 		r=$(ratio file hs_cpu_us nginx hs_cpu_us); echo "| full-handshake server CPU, ktlsgated (file key) / nginx | $r | <= 0.6 | $(verdict "$r" '<=' 0.6) |"
 		r=$(ratio file-cache hs_cpu_us nginx hs_cpu_us); echo "| full-handshake server CPU, ktlsgated (file key, session cache) / nginx | $r | <= 0.6 | $(verdict "$r" '<=' 0.6) |"
+		r=$(ratio file-nofast hs_cpu_us nginx hs_cpu_us); echo "| the same with fast_ec_decode = no (OpenSSL's decoders) / nginx | $r | (<= 0.6) | $(verdict "$r" '<=' 0.6) |"
+		r=$(ratio leaf-cache-resumed hs_rate tpm-leaf hs_rate); echo "| handshakes/s, resumed / full (certified-leaf, session cache) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
+		r=$(ratio leaf-cache-resumed hs_cpu_us tpm-leaf hs_cpu_us); echo "| server CPU per handshake, resumed / full (certified-leaf, session cache) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
 		r=$(ratio tpm-direct hs_rate file hs_rate); echo "| handshakes/s, TPM direct / file (no target: what the leaf mode is for) | $r | | |"
 		echo
 		echo "Configs ([tpm], [tls] lines): $(for v in $VARIANTS; do [[ -n ${CONF_NOTE[$v]:-} ]] && printf '%s: %s ' "$v" "${CONF_NOTE[$v]}"; done)"
@@ -583,7 +590,7 @@ main() {
 	cat "$PKI/root/cert.pem" "$PKI/factory/cert.pem" >"$RUN/clients-ca.pem"
 	make_registry
 	start_broker
-	if variant_on tpm-direct || variant_on tpm-leaf || variant_on leaf-resumed; then
+	if variant_on tpm-direct || variant_on tpm-leaf || variant_on leaf-resumed || variant_on leaf-cache-resumed; then
 		start_swtpm
 		tpm_provision
 		start_tpmproxy
