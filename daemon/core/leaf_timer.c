@@ -22,6 +22,7 @@
 #include "core/daemon.h"
 #include "ops/log.h"
 #include "tls/leaf.h"
+#include "tls/ec_decode.h"
 #include "tpm/tpm_key.h"
 
 /* A failed rotation (TPM down) is tried again after a minute, or a quarter of the
@@ -33,8 +34,8 @@ static int64_t retry_after(unsigned lifetime)
 	return lifetime / 4 < LEAF_RETRY_S ? lifetime / 4 : LEAF_RETRY_S;
 }
 
-int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
-			struct kg_leaf **leaf, char *err, size_t errlen)
+static int leaf_make(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
+		     struct kg_leaf **leaf, char *err, size_t errlen)
 {
 	struct kg_tpm_server_key sk;
 	STACK_OF(X509) *chain;
@@ -63,6 +64,20 @@ int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
 	kg_log_info("certified-leaf: new leaf serial %s, valid until %lld, signed by the TPM key "
 		    "%s", (*leaf)->serial, (long long)(*leaf)->not_after, cfg->key_file);
 	return 0;
+}
+
+int kg_daemon_leaf_make(const struct kg_config *cfg, struct kg_tpm_signer *tpm,
+			struct kg_leaf **leaf, char *err, size_t errlen)
+{
+	int rc;
+
+	/* The TPM key is loaded through the tpm2 provider, the leaf's key made by name and
+	 * its certificate signed by the TPM key: none of it through the built-in EC method
+	 * (tls/ec_decode.h), which steps aside meanwhile. */
+	kg_tls_ec_decode_pause();
+	rc = leaf_make(cfg, tpm, leaf, err, errlen);
+	kg_tls_ec_decode_resume();
+	return rc;
 }
 
 static void arm_at(struct kg_daemon *d, int64_t when)

@@ -539,7 +539,8 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: resumption = off\n");
 	printf("ktlsgated: fast_ec_decode = %s\n",
 	       !cfg->fast_ec_decode ? "off (OpenSSL's decoders)"
-	       : kg_tpm_keyref_is_tpm(cfg->key_file) ? "on, not used beside a TPM key"
+	       : kg_tpm_keyref_is_tpm(cfg->key_file) && cfg->tpm.mode != KG_TPM_MODE_CERTIFIED_LEAF
+		       ? "on, not used beside a TPM key in direct mode"
 	       : kg_tls_ec_decode_needed(OpenSSL_version_num())
 		       ? "on (this OpenSSL is older than 3.2: device EC keys by the built-in EC method)"
 		       : "on, not needed (OpenSSL 3.2 or later caches its decoders)");
@@ -800,22 +801,6 @@ int main(int argc, char **argv)
 		goto out_free_cfg;
 	}
 	kg_log_set_level(debug ? KG_LOG_DEBUG : parse_level(cfg->log_level));
-	/* Before any thread and any certificate is parsed (tls/ec_decode.h). Not beside a
-	 * TPM key: the engine would also take the EC contexts the tpm2 provider makes by
-	 * name. */
-	switch (kg_tls_ec_decode_init(cfg->fast_ec_decode && !kg_tpm_keyref_is_tpm(cfg->key_file),
-				      err, sizeof(err))) {
-	case 1:
-		if (!test_only)
-			kg_log_info("%s: device EC keys decoded by the built-in EC method "
-				    "([tls] fast_ec_decode)", OpenSSL_version(OPENSSL_VERSION));
-		break;
-	case -1:
-		kg_log_warnx("[tls] fast_ec_decode: %s", err);
-		break;
-	default:
-		break;
-	}
 	if (secure_heap != 1 && !test_only)
 		kg_log_warnx("OpenSSL secure heap %s: private keys in memory may be swapped%s",
 			     secure_heap == 0 ? "unavailable" : "not locked (RLIMIT_MEMLOCK)",
@@ -1018,6 +1003,23 @@ int main(int argc, char **argv)
 	/* 4b. everything privileged is done: keep only what the running daemon uses */
 	if (drop_capabilities(d) < 0)
 		goto out_metrics;
+	/* 4c. device EC keys by the built-in EC method (tls/ec_decode.h): once the start's
+	 * TPM work is done. Not beside a TPM key in direct mode: the engine would take the
+	 * EC contexts the tpm2 provider makes by name while it signs handshakes. */
+	switch (kg_tls_ec_decode_init(cfg->fast_ec_decode &&
+					      (!kg_tpm_keyref_is_tpm(cfg->key_file) ||
+					       cfg->tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF),
+				      err, sizeof(err))) {
+	case 1:
+		kg_log_info("%s: device EC keys decoded by the built-in EC method "
+			    "([tls] fast_ec_decode)", OpenSSL_version(OPENSSL_VERSION));
+		break;
+	case -1:
+		kg_log_warnx("[tls] fast_ec_decode: %s", err);
+		break;
+	default:
+		break;
+	}
 	/* 5. run */
 	for (unsigned i = 0; i < d->n_workers; i++) {
 		if (kg_worker_start(&d->workers[i]) < 0) {

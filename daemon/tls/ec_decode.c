@@ -33,6 +33,33 @@ static int ec_pkey_meths(ENGINE *e, EVP_PKEY_METHOD **pmeth, const int **nids, i
 	return *pmeth != NULL;
 }
 
+/* The engine's paused state is OpenSSL's own: it stays in the engine list, and only its
+ * registration in the pkey-method table comes and goes. */
+void kg_tls_ec_decode_pause(void)
+{
+	ENGINE *e = ENGINE_by_id(ENGINE_ID);
+
+	if (e == NULL) {
+		ERR_clear_error();
+		return;
+	}
+	ENGINE_unregister_pkey_meths(e);
+	ENGINE_free(e);
+}
+
+void kg_tls_ec_decode_resume(void)
+{
+	ENGINE *e = ENGINE_by_id(ENGINE_ID);
+
+	if (e == NULL) {
+		ERR_clear_error();
+		return;
+	}
+	if (!ENGINE_register_pkey_meths(e))
+		ERR_clear_error();   /* decoders again: slower, as correct */
+	ENGINE_free(e);
+}
+
 void kg_tls_ec_decode_fini(void)
 {
 	ENGINE *e = ENGINE_by_id(ENGINE_ID);

@@ -20,9 +20,12 @@
  * The price, process-wide: an EC context made by name ("EC": the ECDHE shares of the
  * P-256/P-384 groups, EVP_PKEY_Q_keygen) takes the built-in method too, which knows
  * curves only by OpenSSL's names ("prime256v1", not "P-256") and cannot sign X509
- * structures with provider keys. Nothing in the daemon does either; the tpm2 provider
- * might, so the daemon does not register it beside a TPM key (main.c).
- * Once, at start, before any thread (the main thread).
+ * structures with provider keys. Nothing of the handshakes does either; the daemon
+ * keeps it away from the TPM: not registered beside a TPM key in direct mode (every
+ * handshake signs there), and paused while the certified leaf is made (its key is made
+ * by name and its certificate signed by the TPM key; core/leaf_timer.c).
+ * Main thread; OpenSSL's engine table is locked, so workers decoding meanwhile see it or
+ * not, and either way decode correctly.
  */
 #ifndef KTLSGATE_EC_DECODE_H
 #define KTLSGATE_EC_DECODE_H
@@ -37,8 +40,12 @@
  * refused it, why in err (the daemon goes on with OpenSSL's decoders). */
 int kg_tls_ec_decode_init(bool enabled, char *err, size_t errlen) KG_MUST_USE;
 
-/* Unregister it again (the unit tests, which run both ways in one process; the daemon
- * keeps it for its life). */
+/* Take it out of the table (and put it back): around the certified leaf's making.
+ * Nothing when it is not registered. */
+void kg_tls_ec_decode_pause(void);
+void kg_tls_ec_decode_resume(void);
+/* Unregister it for good (the unit tests, which run both ways in one process; the
+ * daemon keeps it for its life). */
 void kg_tls_ec_decode_fini(void);
 
 /* Does this libcrypto (the running one) need it? Pure on the version number. */
