@@ -260,44 +260,22 @@ void kg_fdstore_publish(struct kg_daemon *d)
 static size_t export_sessions(struct kg_daemon *d, struct kg_ho_session *recs, int *fds,
 			      size_t cap)
 {
-	const unsigned rounds = 5;
-	size_t quota = cap / d->n_workers, n = 0;
-	struct kg_cmd cmd = { .type = KG_CMD_EXPORT_SESSIONS };
+	size_t n = 0;
 
-	cmd.xfer = calloc(quota * d->n_workers, sizeof(*cmd.xfer));
-	cmd.xfer_fds = malloc(2 * quota * d->n_workers * sizeof(*cmd.xfer_fds));
-	cmd.xfer_count = calloc(d->n_workers, sizeof(*cmd.xfer_count));
-	for (unsigned r = 0; r < rounds && quota > 0 && cmd.xfer != NULL && cmd.xfer_fds != NULL &&
-			     cmd.xfer_count != NULL; r++) {
-		size_t got = 0;
+	for (unsigned round = 0; round < 5 && n < cap; round++) {
+		size_t got;
 
-		if (r > 0)
+		if (round > 0)
 			(void)usleep(10000);
-		cmd.xfer_quota = n + quota <= cap ? quota : (cap - n) / d->n_workers;
-		if (cmd.xfer_quota == 0)
-			break;
-		memset(cmd.xfer_count, 0, d->n_workers * sizeof(*cmd.xfer_count));
-		(void)!kg_workers_call(d, &cmd);
-		for (unsigned w = 0; w < d->n_workers; w++)
-			for (size_t j = 0; j < cmd.xfer_count[w]; j++, got++) {
-				size_t k = w * cmd.xfer_quota + j;
-
-				recs[n + got] = cmd.xfer[k];
-				fds[2 * (n + got)] = cmd.xfer_fds[2 * k];
-				fds[2 * (n + got) + 1] = cmd.xfer_fds[2 * k + 1];
-			}
+		got = kg_workers_export_sessions(d, recs + n, fds + 2 * n, cap - n);
 		n += got;
 		if (got == 0)
 			break;
 	}
-	free(cmd.xfer);
-	free(cmd.xfer_fds);
-	free(cmd.xfer_count);
-	free(cmd.out);
 	return n;
 }
 
-/* The records as SESSIONS frames, KG_HO_SESSIONS_MAX a frame, into a sealed memfd. */
+/* The records as SESSIONS frames, KG_HO_SESSIONS_MAX a frame, into a memfd. */
 static int write_records(const struct kg_ho_session *recs, size_t n)
 {
 	size_t cap = kg_ho_sessions_size(KG_HO_SESSIONS_MAX);

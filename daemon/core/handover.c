@@ -532,46 +532,35 @@ static void keep_sessions(struct kg_daemon *d, struct kg_ho_session *recs, int *
  */
 static size_t pass_sessions(struct kg_daemon *d, struct kg_handover *h)
 {
-	const size_t quota = KG_HO_SESSIONS_MAX;
-	struct kg_cmd cmd = { .type = KG_CMD_EXPORT_SESSIONS, .xfer_quota = quota };
-	size_t cap = quota * d->n_workers, n = 0, sent = 0;
+	size_t cap = (size_t)KG_HO_SESSIONS_MAX * d->n_workers, n = 0, sent = 0;
+	struct kg_ho_session *recs = NULL;
+	int *fds = NULL;
 	uint8_t *frame = NULL;
 
 	if (!h->peer_adopts || h->pass_off || h->chan < 0 || relaying(d) == 0)
 		return 0;
-	cmd.xfer = calloc(cap, sizeof(*cmd.xfer));
-	cmd.xfer_fds = malloc(2 * cap * sizeof(*cmd.xfer_fds));
-	cmd.xfer_count = calloc(d->n_workers, sizeof(*cmd.xfer_count));
+	recs = calloc(cap, sizeof(*recs));
+	fds = malloc(2 * cap * sizeof(*fds));
 	frame = malloc(kg_ho_sessions_size(KG_HO_SESSIONS_MAX));
-	if (cmd.xfer == NULL || cmd.xfer_fds == NULL || cmd.xfer_count == NULL || frame == NULL)
+	if (recs == NULL || fds == NULL || frame == NULL)
 		goto out;
-	if (kg_workers_call(d, &cmd) < 0)
-		kg_log_warnx("handover: not every worker was asked for its sessions");
-	/* Compact the workers' slices: records and fds side by side, in order. */
-	for (unsigned wi = 0; wi < d->n_workers; wi++)
-		for (size_t j = 0; j < cmd.xfer_count[wi]; j++, n++) {
-			size_t k = wi * quota + j;
-
-			cmd.xfer[n] = cmd.xfer[k];
-			cmd.xfer_fds[2 * n] = cmd.xfer_fds[2 * k];
-			cmd.xfer_fds[2 * n + 1] = cmd.xfer_fds[2 * k + 1];
-		}
+	n = kg_workers_export_sessions(d, recs, fds, cap);
 	while (sent < n) {
 		uint16_t k = (uint16_t)(n - sent < KG_HO_SESSIONS_MAX ? n - sent : KG_HO_SESSIONS_MAX);
 		size_t len = kg_ho_encode_sessions(frame, kg_ho_sessions_size(k), (uint32_t)getpid(),
-						   &cmd.xfer[sent], k);
+						   &recs[sent], k);
 
-		if (len == 0 || send_fds(h->chan, frame, len, &cmd.xfer_fds[2 * sent],
+		if (len == 0 || send_fds(h->chan, frame, len, &fds[2 * sent],
 					 (uint16_t)(2 * k)) < 0) {
 			kg_log_warnx("handover: passing %u session(s) to pid %ld failed%s: they and the"
 				     " %zu after them stay here", k, (long)h->peer_pid,
 				     len == 0 ? " (a record did not encode)" : "", n - sent - k);
 			h->pass_off = true;
-			keep_sessions(d, &cmd.xfer[sent], &cmd.xfer_fds[2 * sent], n - sent);
+			keep_sessions(d, &recs[sent], &fds[2 * sent], n - sent);
 			break;
 		}
 		for (size_t i = 2 * sent; i < 2 * (sent + k); i++)
-			close(cmd.xfer_fds[i]);
+			close(fds[i]);
 		sent += k;
 	}
 	if (sent > 0) {
@@ -585,10 +574,8 @@ static size_t pass_sessions(struct kg_daemon *d, struct kg_handover *h)
 	}
 out:
 	free(frame);
-	free(cmd.xfer);
-	free(cmd.xfer_fds);
-	free(cmd.xfer_count);
-	free(cmd.out);
+	free(recs);
+	free(fds);
 	return sent;
 }
 

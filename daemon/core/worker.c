@@ -797,3 +797,32 @@ int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd)
 	pthread_cond_destroy(&cmd->cond);
 	return rc;
 }
+
+size_t kg_workers_export_sessions(struct kg_daemon *d, struct kg_ho_session *recs, int *fds,
+				  size_t cap)
+{
+	struct kg_cmd cmd = { .type = KG_CMD_EXPORT_SESSIONS, .xfer = recs, .xfer_fds = fds,
+			      .xfer_quota = d->n_workers ? cap / d->n_workers : 0 };
+	size_t n = 0;
+
+	if (cmd.xfer_quota == 0)
+		return 0;
+	cmd.xfer_count = calloc(d->n_workers, sizeof(*cmd.xfer_count));
+	if (cmd.xfer_count == NULL)
+		return 0;
+	if (kg_workers_call(d, &cmd) < 0)
+		kg_log_warnx("not every worker was asked for its live sessions");
+	/* Each worker wrote its slice at [w * quota]: close the gaps, in order (a record
+	 * only ever moves down). */
+	for (unsigned w = 0; w < d->n_workers; w++)
+		for (size_t j = 0; j < cmd.xfer_count[w]; j++, n++) {
+			size_t k = w * cmd.xfer_quota + j;
+
+			recs[n] = recs[k];
+			fds[2 * n] = fds[2 * k];
+			fds[2 * n + 1] = fds[2 * k + 1];
+		}
+	free(cmd.xfer_count);
+	free(cmd.out);
+	return n;
+}

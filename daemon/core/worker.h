@@ -129,6 +129,13 @@ struct kg_worker *kg_workers_alloc(unsigned n);
 
 /* Run cmd on every worker and wait for all answers (workers never block). */
 int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd) KG_MUST_USE;
+/* The live handover's export (KG_CMD_EXPORT_SESSIONS, kg_conn_export()): at most cap
+ * sessions in all (cap / n_workers from each worker) that can travel leave the workers,
+ * their records into recs[0..n) and their device and broker sockets into fds[0..2n), in
+ * order, now the caller's. recs and fds have room for cap records. Returns n. Main
+ * thread. */
+size_t kg_workers_export_sessions(struct kg_daemon *d, struct kg_ho_session *recs, int *fds,
+				  size_t cap);
 /* Wake w's loop (its command eventfd) without a command: it then reads its sockmap
  * notices. Any thread. */
 void kg_worker_wake(struct kg_worker *w);
