@@ -318,6 +318,15 @@ static void raise_fd_limit(void)
 	" (unsafe: devices choose the MQTT user name the broker sees; never in front of "  \
 	"a broker whose ACLs use %u)"
 
+/* [tls] fast_ec_decode applies to this configuration's key (tls/ec_decode.h): not beside
+ * a TPM key in direct mode, where the tpm2 provider signs every handshake and the engine
+ * would take the EC contexts it makes by name. */
+static bool ec_decode_wanted(const struct kg_config *cfg)
+{
+	return cfg->fast_ec_decode &&
+	       (!kg_tpm_keyref_is_tpm(cfg->key_file) || cfg->tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF);
+}
+
 static const char *username_check_name(enum kg_username_check m)
 {
 	switch (m) {
@@ -539,8 +548,7 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: resumption = off\n");
 	printf("ktlsgated: fast_ec_decode = %s\n",
 	       !cfg->fast_ec_decode ? "off (OpenSSL's decoders)"
-	       : kg_tpm_keyref_is_tpm(cfg->key_file) && cfg->tpm.mode != KG_TPM_MODE_CERTIFIED_LEAF
-		       ? "on, not used beside a TPM key in direct mode"
+	       : !ec_decode_wanted(cfg) ? "on, not used beside a TPM key in direct mode"
 	       : kg_tls_ec_decode_needed(OpenSSL_version_num())
 		       ? "on (this OpenSSL is older than 3.2: device EC keys by the built-in EC method)"
 		       : "on, not needed (OpenSSL 3.2 or later caches its decoders)");
@@ -1004,12 +1012,8 @@ int main(int argc, char **argv)
 	if (drop_capabilities(d) < 0)
 		goto out_metrics;
 	/* 4c. device EC keys by the built-in EC method (tls/ec_decode.h): once the start's
-	 * TPM work is done. Not beside a TPM key in direct mode: the engine would take the
-	 * EC contexts the tpm2 provider makes by name while it signs handshakes. */
-	switch (kg_tls_ec_decode_init(cfg->fast_ec_decode &&
-					      (!kg_tpm_keyref_is_tpm(cfg->key_file) ||
-					       cfg->tpm.mode == KG_TPM_MODE_CERTIFIED_LEAF),
-				      err, sizeof(err))) {
+	 * TPM work is done. */
+	switch (kg_tls_ec_decode_init(ec_decode_wanted(cfg), err, sizeof(err))) {
 	case 1:
 		kg_log_info("%s: device EC keys decoded by the built-in EC method "
 			    "([tls] fast_ec_decode)", OpenSSL_version(OPENSSL_VERSION));

@@ -33,43 +33,44 @@ static int ec_pkey_meths(ENGINE *e, EVP_PKEY_METHOD **pmeth, const int **nids, i
 	return *pmeth != NULL;
 }
 
-/* The engine's paused state is OpenSSL's own: it stays in the engine list, and only its
- * registration in the pkey-method table comes and goes. */
-void kg_tls_ec_decode_pause(void)
+/* The engine init() added, from OpenSSL's engine list (a reference the caller frees), or
+ * NULL when there is none (never registered, or fini() ran). Paused, it stays in that
+ * list: only its registration in the pkey-method table comes and goes. */
+static ENGINE *our_engine(void)
 {
 	ENGINE *e = ENGINE_by_id(ENGINE_ID);
 
-	if (e == NULL) {
-		ERR_clear_error();
-		return;
-	}
-	ENGINE_unregister_pkey_meths(e);
+	if (e == NULL)
+		ERR_clear_error();   /* "no such engine": not an error here */
+	return e;
+}
+
+void kg_tls_ec_decode_pause(void)
+{
+	ENGINE *e = our_engine();
+
+	if (e != NULL)
+		ENGINE_unregister_pkey_meths(e);
 	ENGINE_free(e);
 }
 
 void kg_tls_ec_decode_resume(void)
 {
-	ENGINE *e = ENGINE_by_id(ENGINE_ID);
+	ENGINE *e = our_engine();
 
-	if (e == NULL) {
-		ERR_clear_error();
-		return;
-	}
-	if (!ENGINE_register_pkey_meths(e))
+	if (e != NULL && !ENGINE_register_pkey_meths(e))
 		ERR_clear_error();   /* decoders again: slower, as correct */
 	ENGINE_free(e);
 }
 
 void kg_tls_ec_decode_fini(void)
 {
-	ENGINE *e = ENGINE_by_id(ENGINE_ID);
+	ENGINE *e = our_engine();
 
-	if (e == NULL) {
-		ERR_clear_error();
-		return;
+	if (e != NULL) {
+		ENGINE_unregister_pkey_meths(e);
+		(void)ENGINE_remove(e);
 	}
-	ENGINE_unregister_pkey_meths(e);
-	(void)ENGINE_remove(e);
 	ENGINE_free(e);
 }
 
@@ -93,8 +94,9 @@ int kg_tls_ec_decode_init(bool enabled, char *err, size_t errlen)
 		code = ERR_peek_last_error();
 		snprintf(err, errlen, "OpenSSL refused the EC decoding engine: %s",
 			 code != 0 ? ERR_reason_error_string(code) : "unknown error");
+		if (e != NULL)
+			(void)ENGINE_remove(e);
 		ERR_clear_error();
-		(void)ENGINE_remove(e);
 		ENGINE_free(e);
 		return -1;
 	}
