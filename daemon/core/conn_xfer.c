@@ -56,6 +56,8 @@ static uint16_t flags_of(const struct kg_conn *c)
 
 static void fill_record(const struct kg_conn *c, struct kg_ho_session *s, uint64_t now_ms)
 {
+	uint64_t idle_for;
+
 	memset(s, 0, sizeof(*s));
 	s->mode = (uint8_t)c->io.mode;
 	s->method = (uint8_t)c->id.method;
@@ -69,9 +71,8 @@ static void fill_record(const struct kg_conn *c, struct kg_ho_session *s, uint64
 	s->module_off = (uint16_t)c->id.module_off;
 	s->reason = (uint16_t)c->verdict.reason;
 	s->idle_ms = c->idle_ms;
-	s->idle_for_ms = now_ms > c->active_ms ? (uint32_t)(now_ms - c->active_ms < UINT32_MAX
-							    ? now_ms - c->active_ms : UINT32_MAX)
-					       : 0;
+	idle_for = now_ms > c->active_ms ? now_ms - c->active_ms : 0;
+	s->idle_for_ms = idle_for < UINT32_MAX ? (uint32_t)idle_for : UINT32_MAX;
 	s->cid = c->cid;
 	s->since = c->since;
 	s->not_after = c->id.not_after;
