@@ -40,16 +40,7 @@ failed=0
 one_round() {   # N ROUND
 	local n=$1 r=$2 old new t0 t1 drain passed adopted ok
 	kg_init handover-$n-$r
-	unset KG_RELAY
-	BK_PORT=$(free_port) BK2_PORT=$(free_port) GW_PORT=$(free_port) GW_MPORT=$(free_port)
-	PLAIN_PORT=$(free_port)
-	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$WORK/gw" "$GW_PORT" "$GW_MPORT" \
-		"$BK_PORT" "$BK2_PORT" "relay = userspace"
-	GW_CONF=$WORK/gw/ktlsgate.conf
-	GW_LOG=$WORK/gw/gw.log
-	: >"$GW_LOG"
-	sed -i 's/^client_id_check = exact$/client_id_check = off/' "$GW_CONF"
-	plain_listener "$GW_CONF" "$PLAIN_PORT"
+	travel_gw_conf
 	pki_setup "$WORK/pki" >/dev/null 2>&1 || return 1
 	token_device dev "$WORK/dev.token" || return 1
 	# mosquitto with no connection cap (the suite's broker config keeps its defaults)

@@ -276,6 +276,28 @@ gone() {
 	return 1
 }
 
+# travel_gw_conf: a gateway config in $WORK/gw whose plain sessions can move to another
+# process (core/conn_xfer.c): relay = userspace (a plain listener's sessions are then
+# copied in user space, not put in the sockmap), a plain listener on PLAIN_PORT,
+# client_id_check off (one device, many client ids), no per-source limits. Sets BK_PORT,
+# BK2_PORT, GW_PORT, GW_MPORT, PLAIN_PORT, GW_DIR, GW_CONF and GW_LOG (emptied).
+travel_gw_conf() {
+	unset KG_RELAY   # pinned here
+	BK_PORT=$(free_port)
+	BK2_PORT=$(free_port)
+	GW_PORT=$(free_port)
+	GW_MPORT=$(free_port)
+	PLAIN_PORT=$(free_port)
+	GW_DIR="$WORK/gw"
+	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$GW_DIR" "$GW_PORT" "$GW_MPORT" \
+		"$BK_PORT" "$BK2_PORT" "relay = userspace"
+	GW_CONF="$GW_DIR/ktlsgate.conf"
+	GW_LOG="$GW_DIR/gw.log"
+	: >"$GW_LOG"
+	sed -i 's/^client_id_check = exact$/client_id_check = off/' "$GW_CONF"
+	plain_listener "$GW_CONF" "$PLAIN_PORT"
+}
+
 # plain_listener CONF PORT: a `plain` listener (allow_plain) on 127.0.0.1:PORT.
 plain_listener() {
 	printf '\n[listener closed-net]\ntype = plain\nallow_plain = yes\nlisten = 127.0.0.1:%s\n' "$2" >>"$1"

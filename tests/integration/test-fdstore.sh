@@ -24,20 +24,7 @@ set -u
 
 setup() {
 	kg_init fdstore
-	unset KG_RELAY   # pinned: plain sessions copied in user space (they can travel)
-	BK_PORT=$(free_port)
-	BK2_PORT=$(free_port)
-	GW_PORT=$(free_port)
-	GW_MPORT=$(free_port)
-	GW_DIR="$WORK/gw"
-	PLAIN_PORT=$(free_port)
-	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$GW_DIR" "$GW_PORT" "$GW_MPORT" "$BK_PORT" \
-		"$BK2_PORT" "relay = userspace"
-	GW_CONF="$GW_DIR/ktlsgate.conf"
-	GW_LOG="$GW_DIR/gw.log"
-	: >"$GW_LOG"
-	sed -i 's/^client_id_check = exact$/client_id_check = off/' "$GW_CONF"
-	plain_listener "$GW_CONF" "$PLAIN_PORT"
+	travel_gw_conf   # plain sessions copied in user space: they can travel
 	pki_setup "$WORK/pki" || return 1
 	token_device tokdev "$WORK/tokdev.token" || return 1
 	device_cert fs-1 "$PKI/factory" || return 1

@@ -24,20 +24,7 @@ LIVE="$KG_TOP/tests/lib/live_sessions.py"
 
 setup() {
 	kg_init live-handover
-	unset KG_RELAY   # pinned below: the plain data path
-	BK_PORT=$(free_port)
-	BK2_PORT=$(free_port)
-	GW_PORT=$(free_port)
-	GW_MPORT=$(free_port)
-	PLAIN_PORT=$(free_port)
-	GW_DIR="$WORK/gw"
-	KG_GW_LIMITS=$KG_GW_NO_SOURCE_LIMITS write_gw_conf "$GW_DIR" "$GW_PORT" "$GW_MPORT" \
-		"$BK_PORT" "$BK2_PORT" "relay = userspace"
-	GW_CONF="$GW_DIR/ktlsgate.conf"
-	GW_LOG="$GW_DIR/gw.log"
-	: >"$GW_LOG"
-	sed -i 's/^client_id_check = exact$/client_id_check = off/' "$GW_CONF"
-	plain_listener "$GW_CONF" "$PLAIN_PORT"
+	travel_gw_conf
 	pki_setup "$WORK/pki" || return 1
 	device_cert tlsdev "$PKI/factory" || return 1
 	kg device add tlsdev >/dev/null || return 1

@@ -20,38 +20,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kgclient import mstr, varint  # noqa: E402  (the suite's MQTT encoding)
+# the suite's MQTT encoding and packet reader
+from kgclient import PacketReader, connect_packet, publish_packet, subscribe_packet  # noqa: E402
 
 
-def packet(kind, body):
-    return bytes([kind]) + varint(len(body)) + body
-
-
-def connect(client_id, username):
-    vh = mstr("MQTT") + bytes([4, 0x82]) + struct.pack("!H", 0)
-    return packet(0x10, vh + mstr(client_id) + mstr(username))
-
-
-def read_packet(sock, deadline):
-    """(first byte, body) of the next packet, or raise."""
-    def take(n):
-        buf = b""
-        while len(buf) < n:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            chunk = sock.recv(n - len(buf))
-            if not chunk:
-                raise EOFError("eof")
-            buf += chunk
-        return buf
-    first = take(1)[0]
-    mult, length = 1, 0
-    while True:
-        b = take(1)[0]
-        length += (b & 0x7F) * mult
-        mult *= 128
-        if not b & 0x80:
-            break
-    return first, take(length)
+def next_packet(reader, deadline):
+    """(first byte, body) of the next packet, each read bounded by what is left of
+    deadline; raises EOFError or socket.timeout."""
+    reader.sock.settimeout(max(0.05, deadline - time.monotonic()))
+    return reader.packet()
 
 
 def main():
@@ -66,20 +43,21 @@ def main():
     for i in range(n):
         deadline = time.monotonic() + 10
         s = socket.create_connection((host, port), timeout=10)
-        s.sendall(connect("%s-%d" % (prefix, i), token))
-        kind, body = read_packet(s, deadline)
+        r = PacketReader(s)
+        s.sendall(connect_packet("%s-%d" % (prefix, i), keepalive=0, username=token))
+        kind, body = next_packet(r, deadline)
         if kind != 0x20 or body[1] != 0:
             fail("connack")
             s.close()
             continue
         topic = "%s/%d" % (prefix, i)
-        s.sendall(packet(0x82, struct.pack("!H", 1) + mstr(topic) + b"\x01"))
-        kind, body = read_packet(s, deadline)
+        s.sendall(subscribe_packet(topic, 1, 4))
+        kind, body = next_packet(r, deadline)
         if kind != 0x90 or body[2] > 1:
             fail("suback")
             s.close()
             continue
-        socks.append((i, topic, s))
+        socks.append((i, topic, r))
     open(ready, "w").close()
     end = time.monotonic() + timeout
     while not os.path.exists(go):
@@ -88,14 +66,15 @@ def main():
             return 1
         time.sleep(0.05)
     ok = 0
-    for i, topic, s in socks:
+    for i, topic, r in socks:
+        s = r.sock
         payload = ("after %d" % i).encode()
         deadline = time.monotonic() + 10
         try:
-            s.sendall(packet(0x32, mstr(topic) + struct.pack("!H", 7) + payload))
+            s.sendall(publish_packet(topic, payload, qos=1, pid=7))
             got_ack = got_msg = False
             while not (got_ack and got_msg):
-                kind, body = read_packet(s, deadline)
+                kind, body = next_packet(r, deadline)
                 if kind & 0xF0 == 0x40:
                     got_ack = True
                 elif kind & 0xF0 == 0x30:
@@ -103,7 +82,7 @@ def main():
                     qos = (kind >> 1) & 3
                     msg = body[2 + tl + (2 if qos else 0):]
                     if qos:   # acknowledge the broker's copy
-                        s.sendall(packet(0x40, body[2 + tl:4 + tl]))
+                        s.sendall(b"\x40\x02" + body[2 + tl:4 + tl])
                     if msg == payload:
                         got_msg = True
             ok += 1
