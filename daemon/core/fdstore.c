@@ -21,6 +21,7 @@
 #include "core/handover_msg.h"
 #include "core/listener.h"
 #include "core/worker.h"
+#include "ktlsgate/clock.h"
 #include "ops/log.h"
 #include "ops/metrics.h"
 #include "ops/notify.h"
@@ -255,6 +256,33 @@ void kg_fdstore_publish(struct kg_daemon *d)
 
 /* ---- live sessions ---------------------------------------------------------------- */
 
+/* Accept nothing more (systemd's store keeps the listeners, and what queues on them
+ * waits for the next start), then give the connections still on their way in up to
+ * KG_FDSTORE_SETTLE_MS to reach RELAYING: resetting them would cost their devices a
+ * reconnect, storing them costs nothing. Bounded: a peer that stalls in its handshake
+ * holds the stop KG_FDSTORE_SETTLE_MS at most (the unit's TimeoutStopSec is far above). */
+static void settle_in_flight(struct kg_daemon *d)
+{
+	struct kg_cmd stop_accept = { .type = KG_CMD_STOP_ACCEPT };
+	uint64_t deadline = kg_now_ms() + KG_FDSTORE_SETTLE_MS;
+	int64_t first, left;
+
+	(void)!kg_workers_call(d, &stop_accept);
+	free(stop_accept.out);
+	first = left = atomic_load(&d->n_conns) - kg_workers_relaying(d);
+	if (left <= 0)
+		return;
+	kg_log_info("stopping: waiting up to %d ms for %lld connection(s) on their way in",
+		    KG_FDSTORE_SETTLE_MS, (long long)left);
+	while (left > 0 && kg_now_ms() < deadline) {
+		(void)usleep(10000);
+		left = atomic_load(&d->n_conns) - kg_workers_relaying(d);
+	}
+	if (left > 0)
+		kg_log_warnx("stopping: %lld of %lld connection(s) still on their way in after %d ms:"
+			     " they end here", (long long)left, (long long)first, KG_FDSTORE_SETTLE_MS);
+}
+
 /* Export the sessions that can travel from every worker, a few rounds apart: one with a
  * byte in flight goes in the next round. Fills recs/fds (cap records), returns how many. */
 static size_t export_sessions(struct kg_daemon *d, struct kg_ho_session *recs, int *fds,
@@ -325,6 +353,7 @@ size_t kg_fdstore_save_sessions(struct kg_daemon *d)
 	fds = malloc(2 * KG_FDSTORE_SESSIONS_MAX * sizeof(*fds));
 	if (recs == NULL || fds == NULL)
 		goto out;
+	settle_in_flight(d);
 	n = export_sessions(d, recs, fds, KG_FDSTORE_SESSIONS_MAX);
 	if (n == 0)
 		goto out;

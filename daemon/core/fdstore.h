@@ -36,6 +36,9 @@
 /* The most live sessions kept across a restart (two descriptors each; the unit's
  * FileDescriptorStoreMax= leaves room for them and the listeners). */
 #define KG_FDSTORE_SESSIONS_MAX 8000
+/* At a stop, how long connections still on their way in (handshake, CONNECT, broker
+ * connect) get to become sessions that can be stored instead of being reset. */
+#define KG_FDSTORE_SETTLE_MS 3000
 
 struct kg_daemon;
 struct kg_fdstore;
@@ -63,8 +66,11 @@ void kg_fdstore_publish(struct kg_daemon *d);
  * is all the kernel's (kg_relay_transferable(): ktls_splice, plain copied or spliced)
  * out of the workers, and stores their sockets (KG_FDSTORE_SESSION) and a memfd of their
  * records (KG_FDSTORE_RECORDS, handover_msg.h's SESSIONS frames; each record names its
- * sockets by SO_COOKIE) in systemd's store; the rest close as before. Returns how many
- * it stored. Main thread, with the workers running, before KG_CMD_STOP.
+ * sockets by SO_COOKIE) in systemd's store; the rest close as before. First the
+ * workers stop accepting (the store keeps the listeners and their queues for the next
+ * start) and the connections still on their way in get up to KG_FDSTORE_SETTLE_MS to
+ * reach RELAYING, so a device in its handshake at a restart keeps its connection.
+ * Returns how many it stored. Main thread, with the workers running, before KG_CMD_STOP.
  * At the next start kg_fdstore_load() keeps what came under those names and, once the
  * workers accept, kg_fdstore_adopt_sessions() drops systemd's copies (a session closed
  * here must really close) and gives the sessions to the workers, which judge each

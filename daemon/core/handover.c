@@ -132,17 +132,6 @@ static struct kg_handover *ho_of(struct kg_daemon *d)
 	return d->handover;
 }
 
-static int64_t relaying(const struct kg_daemon *d)
-{
-	int64_t n = 0;
-
-	for (unsigned i = 0; i < d->n_workers; i++)
-		for (unsigned m = 0; m < KG_MODE_MAX; m++)
-			n += atomic_load_explicit(&d->workers[i].metrics.sessions_by_mode[m],
-						  memory_order_relaxed);
-	return n;
-}
-
 static uint32_t clamp32(int64_t v)
 {
 	return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
@@ -495,7 +484,7 @@ static void send_state(struct kg_daemon *d, struct kg_handover *h, bool done)
 	if (h->chan < 0)
 		return;
 	n = kg_ho_encode_state(frame, sizeof(frame), (uint32_t)getpid(),
-			       clamp32(atomic_load(&d->n_conns)), clamp32(relaying(d)),
+			       clamp32(atomic_load(&d->n_conns)), clamp32(kg_workers_relaying(d)),
 			       clamp32(atomic_load(&d->n_handshakes)), done);
 	if (n > 0 && send_all(h->chan, frame, n) < 0)
 		chan_close(d, h);   /* the new process is gone: drain on alone */
@@ -537,7 +526,7 @@ static size_t pass_sessions(struct kg_daemon *d, struct kg_handover *h)
 	int *fds = NULL;
 	uint8_t *frame = NULL;
 
-	if (!h->peer_adopts || h->pass_off || h->chan < 0 || relaying(d) == 0)
+	if (!h->peer_adopts || h->pass_off || h->chan < 0 || kg_workers_relaying(d) == 0)
 		return 0;
 	recs = calloc(cap, sizeof(*recs));
 	fds = malloc(2 * cap * sizeof(*fds));
@@ -599,7 +588,7 @@ static void start_drain(struct kg_daemon *d, struct kg_handover *h)
 	h->next_state_ms = 0;
 	kg_log_info("handover: pid %ld accepts: stopped accepting; draining %lld connection(s)"
 		    " (%lld relaying, %lld handshake(s)), at most %us%s", (long)h->peer_pid,
-		    (long long)h->conns_at_drain, (long long)relaying(d),
+		    (long long)h->conns_at_drain, (long long)kg_workers_relaying(d),
 		    (long long)atomic_load(&d->n_handshakes), drain_s,
 		    h->peer_adopts ? "; live sessions move to it" : "");
 	(void)pass_sessions(d, h);

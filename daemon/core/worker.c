@@ -798,6 +798,17 @@ int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd)
 	return rc;
 }
 
+int64_t kg_workers_relaying(const struct kg_daemon *d)
+{
+	int64_t n = 0;
+
+	for (unsigned i = 0; i < d->n_workers; i++)
+		for (unsigned m = 0; m < KG_MODE_MAX; m++)
+			n += atomic_load_explicit(&d->workers[i].metrics.sessions_by_mode[m],
+						  memory_order_relaxed);
+	return n;
+}
+
 size_t kg_workers_export_sessions(struct kg_daemon *d, struct kg_ho_session *recs, int *fds,
 				  size_t cap)
 {

@@ -129,6 +129,8 @@ struct kg_worker *kg_workers_alloc(unsigned n);
 
 /* Run cmd on every worker and wait for all answers (workers never block). */
 int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd) KG_MUST_USE;
+/* Sessions relaying now, in every worker and data path (their gauges). Any thread. */
+int64_t kg_workers_relaying(const struct kg_daemon *d);
 /* The live handover's export (KG_CMD_EXPORT_SESSIONS, kg_conn_export()): at most cap
  * sessions in all (cap / n_workers from each worker) that can travel leave the workers,
  * their records into recs[0..n) and their device and broker sockets into fds[0..2n), in

@@ -18,6 +18,11 @@
 #                        daemon adopts all 20, drops the store's copies, and each session
 #                        then publishes QoS 1 and gets its PUBACK and its own message back
 #                        through it (tests/lib/live_sessions.py)
+#   t_in_flight_kept     5 connections accepted but still before their CONNECT when the
+#                        daemon stops: it stops accepting and waits for them, they send
+#                        CONNECT 1 s into the stop, become sessions, are stored, and the
+#                        next daemon adopts and relays all 5 (without the wait they were
+#                        reset at the stop)
 # Each test prints PASS/FAIL; lib.sh runs ALL_TESTS (KG_ONLY picks some).
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -109,7 +114,28 @@ t_sessions_kept() {
 	grep -q '^{"ok": 20, "failed": {}}$' "$lo" || { note "not every session relayed after the restart: $(cat "$lo")"; return 1; }
 }
 
-ALL_TESTS=(t_restart_queues t_stray_closed t_no_store t_sessions_kept)
+t_in_flight_kept() {
+	local o="$WORK/inflight.out" lo="$WORK/inflight-live.out"
+	: >"$GW_LOG"
+	rm -f "$WORK/if.ready" "$WORK/if.go" "$lo"
+	# before the stop: 5 TCP connections, accepted (0.3 s), their CONNECT 1 s after READY
+	peer "$o" --gap 0 --before "LIVE_CONNECT_AFTER=1 setsid $PY $KG_TOP/tests/lib/live_sessions.py 127.0.0.1 \
+		$PLAIN_PORT $(cat "$WORK/tokdev.token") 5 inflight $WORK/if.ready $WORK/if.go 90 >$lo 2>&1 </dev/null & \
+		for i in \$(seq 400); do [ -e $WORK/if.ready ] && sleep 0.3 && exit 0; sleep 0.05; done; exit 1" \
+		--after "touch $WORK/if.go; for i in \$(seq 600); do [ -s $lo ] && exit 0; sleep 0.05; done; exit 1" || return 1
+	echo "    sessions: $(cat "$lo")"
+	[ "$(val before_rc "$o")" = 0 ] || { note "the connections did not come up: $(cat "$lo")"; return 1; }
+	grep -q "stopping: waiting up to 3000 ms for 5 connection(s) on their way in" "$GW_LOG" ||
+		{ note "no wait for the 5 connections at the stop: $(grep -i 'stopping\|stored' "$GW_LOG" | tail -3)"; return 1; }
+	grep -q "still on their way in" "$GW_LOG" && { note "some connections were cut at the stop"; return 1; }
+	grep -q "stored 5 live session(s) in systemd's fd store" "$GW_LOG" || { note "no 'stored 5' line"; return 1; }
+	grep -q "adopted 5 live session(s) kept across the restart (0 refused, 0 closed" "$GW_LOG" ||
+		{ note "no 'adopted 5' line: $(grep -i 'session' "$GW_LOG" | tail -3)"; return 1; }
+	[ "$(val after_rc "$o")" = 0 ] || { note "the sessions did not finish"; return 1; }
+	grep -q '^{"ok": 5, "failed": {}}$' "$lo" || { note "not every connection became a session relayed after the restart: $(cat "$lo")"; return 1; }
+}
+
+ALL_TESTS=(t_restart_queues t_stray_closed t_no_store t_sessions_kept t_in_flight_kept)
 
 if ! setup; then
 	echo "FAIL setup"

@@ -7,7 +7,9 @@ CONNECT user name). Each session SUBSCRIBEs (QoS 1) to its own topic, then the s
 writes READY_FILE and waits for GO_FILE. On GO, each session PUBLISHes (QoS 1) one
 message to its own topic: it must get its PUBACK and the message back from the broker,
 both through the gate, so both directions of the relay are checked after whatever
-happened between READY and GO. Prints one JSON line: {"ok": n, "failed": {reason: n}}
+happened between READY and GO. With LIVE_CONNECT_AFTER=S in the environment the
+sessions are only TCP connections at READY: their CONNECT and SUBSCRIBE go S seconds
+later (connections still on their way in when something happens at READY). Prints one JSON line: {"ok": n, "failed": {reason: n}}
 and exits 0 only if every session succeeded.
 
 Usage: live_sessions.py HOST PORT TOKEN N PREFIX READY_FILE GO_FILE [TIMEOUT]
@@ -40,12 +42,21 @@ def main():
     def fail(why):
         failed[why] = failed.get(why, 0) + 1
 
-    for i in range(n):
+    connect_after = float(os.environ.get("LIVE_CONNECT_AFTER", "0"))
+    conns = [socket.create_connection((host, port), timeout=10) for _ in range(n)]
+    if connect_after > 0:
+        open(ready, "w").close()
+        time.sleep(connect_after)
+    for i, s in enumerate(conns):
         deadline = time.monotonic() + 10
-        s = socket.create_connection((host, port), timeout=10)
         r = PacketReader(s)
-        s.sendall(connect_packet("%s-%d" % (prefix, i), keepalive=0, username=token))
-        kind, body = next_packet(r, deadline)
+        try:
+            s.sendall(connect_packet("%s-%d" % (prefix, i), keepalive=0, username=token))
+            kind, body = next_packet(r, deadline)
+        except (EOFError, OSError):
+            fail("closed before connack")
+            s.close()
+            continue
         if kind != 0x20 or body[1] != 0:
             fail("connack")
             s.close()
@@ -58,7 +69,8 @@ def main():
             s.close()
             continue
         socks.append((i, topic, r))
-    open(ready, "w").close()
+    if connect_after <= 0:
+        open(ready, "w").close()
     end = time.monotonic() + timeout
     while not os.path.exists(go):
         if time.monotonic() > end:
