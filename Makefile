@@ -111,16 +111,16 @@ check-integration-asan: asan-build all $(BUILD)/kg-tlsprobe
 check-integration: all $(BUILD)/kg-tlsprobe
 	KG_RELAY=$${KG_RELAY:-userspace} tests/integration/run.sh
 
+# Each stage runs through scripts/stage.sh, which prints "check: stage NAME took N s":
+# the CI log says where the time goes. The stages run one after another, in this order.
 check:
 	@scripts/deps.sh check
-	$(MAKE) all build/check_unit
-	$(MAKE) check-unit docs-check lint-pure lint-layers
-	$(MAKE) check-asan
-	$(MAKE) check-integration
-	$(MAKE) check-integration-asan
-	$(if $(FRAG_CHECKS),$(MAKE) $(FRAG_CHECKS))
-	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-20}
-	@echo "make check: all stages passed"
+	@t0=$$(date +%s); set -e; \
+	scripts/stage.sh build $(MAKE) all build/check_unit; \
+	for s in check-unit docs-check lint-pure lint-layers check-asan check-integration \
+	  check-integration-asan $(FRAG_CHECKS); do scripts/stage.sh $$s $(MAKE) $$s; done; \
+	scripts/stage.sh fuzz $(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-20}; \
+	echo "make check: all stages passed in $$(($$(date +%s) - t0)) s"
 
 # --- fuzzing (clang + libFuzzer) --------------------------------------------
 FUZZ_SECONDS ?= 60

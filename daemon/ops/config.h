@@ -161,7 +161,7 @@ struct kg_config {
 					   * never below OpenSSL's own default */
 	unsigned crl_grace;               /* seconds an expired CRL is still honoured */
 	bool resumption;                  /* TLS 1.3 session tickets (tls/tickets.h) */
-#define KG_TICKET_LIFETIME_MIN_S 60
+#define KG_TICKET_LIFETIME_MIN_S 20
 #define KG_TICKET_LIFETIME_MAX_S 604800   /* RFC 8446 4.6.1's cap */
 #define KG_TICKET_LIFETIME_DEFAULT_S 7200
 #define KG_DRAIN_TIMEOUT_DEFAULT_S 300

@@ -136,7 +136,7 @@ int kg_tpm_conf_set(void *sec, const char *key, const char *value, const char *d
 		if (kg_conf_duration(value, KG_TPM_LEAF_LIFETIME_MIN, KG_TPM_LEAF_LIFETIME_MAX,
 					  &t->leaf_lifetime) != 0) {
 			snprintf(why, whylen,
-				 "'leaf_lifetime': '%.40s' is not a duration from 60s to 30d "
+				 "'leaf_lifetime': '%.40s' is not a duration from 20s to 30d "
 				 "(e.g. 3600, 90m, 24h, 7d)", value);
 			return -1;
 		}

@@ -26,8 +26,9 @@ enum kg_tpm_mode {
 	KG_TPM_MODE_CERTIFIED_LEAF,  /* the TPM key certifies a short-lived in-memory key */
 };
 
-/* [tpm] leaf_lifetime bounds, seconds: a minute (tests) to 30 days. */
-#define KG_TPM_LEAF_LIFETIME_MIN 60u
+/* [tpm] leaf_lifetime bounds, seconds: 20 s (tests; rotation at 10 s, retries every
+ * 5 s) to 30 days. */
+#define KG_TPM_LEAF_LIFETIME_MIN 20u
 #define KG_TPM_LEAF_LIFETIME_MAX (30u * 86400u)
 #define KG_TPM_LEAF_LIFETIME_DEFAULT 86400u
 

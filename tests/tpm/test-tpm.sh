@@ -794,12 +794,12 @@ t_leaf_reload_keeps() {
 	grep -q "certified-leaf: keeping the leaf in force (serial $s1" "$GW_LOG" || { note "no 'keeping' log line"; return 1; }
 }
 
-# Rotation at half a 60 s lifetime while sessions live: a session opened before it
+# Rotation at half a 20 s lifetime (the shortest allowed) while sessions live: a session opened before it
 # keeps relaying after it, new handshakes see a new leaf (new serial, new key), the TPM
 # signed exactly once for it, and the rotation counter went up.
 t_leaf_rotation_live_sessions() {
 	local s1 s2 k1 k2 mark fifo sub signs i got pubpid
-	leaf_gateway 60 server/tpmca-chain.pem || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	leaf_gateway 20 server/tpmca-chain.pem || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	s1=$(served_serial -tls1_3)
 	k1=$(served_pubkey -tls1_3)
 	[ -n "$s1" ] && [ -n "$k1" ] || { note "no leaf served"; return 1; }
@@ -816,7 +816,7 @@ t_leaf_rotation_live_sessions() {
 	echo before >&7
 	sub_wait "$sub" "leaf/live before" 10 || { exec 7>&-; note "live session did not relay before the rotation"; return 1; }
 	mark=$(tpm_mark)
-	# the rotation is due 30 s after the start
+	# the rotation is due 10 s after the start
 	for ((i = 0; i < 600; i++)); do
 		[ "$(sample_value ktlsgate_tpm_leaf_rotations_total)" = 2 ] && break
 		sleep 0.1
@@ -846,14 +846,14 @@ t_leaf_rotation_live_sessions() {
 ALL_TESTS+=(t_leaf_issuer_not_ca_refused t_leaf_tls t_leaf_no_tpm_per_handshake
 	t_leaf_reload_keeps t_leaf_rotation_live_sessions)
 
-# The TPM goes away in certified-leaf mode (60 s leaf): the rotation at 30 s fails and is
+# The TPM goes away in certified-leaf mode (20 s leaf): the rotation at 10 s fails and is
 # counted and logged, devices still connect with the current leaf (the TPM is not needed
-# for handshakes); retries every 15 s (a quarter of the lifetime); once the leaf expires
+# for handshakes); retries every 5 s (a quarter of the lifetime); once the leaf expires
 # the daemon says so loudly at each retry and devices refuse it. Then the TPM comes
 # back: the next retry makes a new leaf and devices connect again, with no restart.
 t_leaf_tpm_down() {
 	local got i mark
-	leaf_gateway 60 server/tpmca-chain.pem || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
+	leaf_gateway 20 server/tpmca-chain.pem || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	mark=$(log_mark)
 	[ "$(connack dev1)" = "connack 0x00" ] || { note "before: no CONNACK 0"; return 1; }
 	kill "$PROXY_PID"
@@ -865,12 +865,12 @@ t_leaf_tpm_down() {
 	done
 	got=$(sample_value ktlsgate_tpm_leaf_rotation_failures_total)
 	[ "$got" != 0 ] || { note "no rotation failure counted within 45 s"; return 1; }
-	tail -n +"$((mark + 1))" "$GW_LOG" | grep -q "certified-leaf: rotation failed (.*): the current leaf serves until [0-9]*; retrying in 15s" ||
+	tail -n +"$((mark + 1))" "$GW_LOG" | grep -q "certified-leaf: rotation failed (.*): the current leaf serves until [0-9]*; retrying in 5s" ||
 		{ note "no rotation-failure line: $(tail -3 "$GW_LOG")"; return 1; }
 	got=$(connack dev1)
 	[ "$got" = "connack 0x00" ] || { note "TPM down, leaf still valid: $got"; return 1; }
 	[ "$(sample_value ktlsgate_tpm_leaf_rotations_total)" = 1 ] || { note "a rotation was counted without a TPM"; return 1; }
-	# the leaf expires 60 s after the start: a retry after that says EXPIRED
+	# the leaf expires 20 s after the start: a retry after that says EXPIRED
 	for ((i = 0; i < 600; i++)); do
 		tail -n +"$((mark + 1))" "$GW_LOG" | grep -q "certified-leaf: ERROR: the leaf in force EXPIRED at" && break
 		sleep 0.1
@@ -880,7 +880,7 @@ t_leaf_tpm_down() {
 	got=$(connack dev1 2>&1 | head -1)
 	case $got in "connack 0x00") note "a device accepted the expired leaf"; return 1 ;; esac
 	echo "    after expiry: $got; rotation failures $(sample_value ktlsgate_tpm_leaf_rotation_failures_total)"
-	# The TPM comes back (the proxy again on the same port): the next retry (15 s
+	# The TPM comes back (the proxy again on the same port): the next retry (5 s
 	# after the last) makes a new leaf, without a restart, and devices connect again.
 	$PY "$KG_TPM_DIR/tpmproxy.py" --listen "$PROXY_PORT" --upstream "$SWTPM_PORT" \
 		--ctrl-upstream "$SWTPM_CTRL" --log "$TPMLOG" >>"$WORK/tpmproxy.log" 2>&1 &
@@ -912,7 +912,7 @@ t_leaf_mode_by_reload() {
 	start_gateway || { note "gateway did not start: $(tail -3 "$GW_LOG")"; return 1; }
 	tpmpub=$(openssl req -in "$GW_DIR/server/tpm.csr" -noout -pubkey)
 	[ "$(served_pubkey -tls1_3)" = "$tpmpub" ] || { note "direct mode does not serve the TPM key"; return 1; }
-	leaf_conf 60 server/tpmca-chain.pem
+	leaf_conf 20 server/tpmca-chain.pem
 	kill -HUP "$GW_PID"
 	for ((i = 0; i < 100; i++)); do
 		[ "$(sample_value 'ktlsgate_server_key_source{source="tpm_leaf"}')" = 1 ] && break
@@ -1185,14 +1185,15 @@ t_tickets_trust_changed() {
 ALL_TESTS+=(t_tickets_trust_changed)
 
 # The file follows the keys while the gate runs: a reload (a new trust generation) and a
-# key rotation (ticket_lifetime 60 s: the rotation timer rings at 60 s) each rewrite it
+# key rotation (ticket_lifetime 20 s, the shortest allowed: the rotation timer rings at
+# 20 s) each rewrite it
 # at once; a ticket issued before the rotation resumes after a restart (its key,
 # retired, still decrypts and is in the file).
 t_tickets_file_follows_rotation() {
 	local h0 h1 h2 r0 i kpid out t0
 	gw_tpm_key
 	tls_ticket_file "$TKF_DEFAULT"
-	sed -i "s|^ticket_key_file = .*|&\nticket_lifetime = 60s|" "$GW_CONF"
+	sed -i "s|^ticket_key_file = .*|&\nticket_lifetime = 20s|" "$GW_CONF"
 	rm -f "$TKF_DEFAULT" "$WORK/restart-req" "$WORK/restart-done"
 	: >"$GW_LOG"
 	t0=$(date +%s)
@@ -1208,7 +1209,7 @@ t_tickets_file_follows_rotation() {
 	done
 	[ "$h1" != "$h0" ] || { note "the file was not rewritten within 5 s of a reload"; return 1; }
 	# a ticket issued shortly before the rotation (so it is still valid after it)
-	while [ $(($(date +%s) - t0)) -lt 45 ]; do sleep 0.5; done
+	while [ $(($(date +%s) - t0)) -lt 15 ]; do sleep 0.5; done
 	kgc resume $(dev_args dev1) --times 2 --timeout 15 \
 		--between "touch $WORK/restart-req; for i in \$(seq 1 900); do [ -e $WORK/restart-done ] && exit 0; sleep 0.1; done; exit 1" \
 		>"$WORK/resume.out" 2>&1 &
@@ -1219,7 +1220,7 @@ t_tickets_file_follows_rotation() {
 		sleep 0.1
 	done
 	[ "$(sample_value ktlsgate_ticket_key_rotations_total)" -gt "$r0" ] ||
-		{ note "no key rotation $(($(date +%s) - t0)) s after the start (lifetime 60 s)"; touch "$WORK/restart-done"; wait "$kpid"; return 1; }
+		{ note "no key rotation $(($(date +%s) - t0)) s after the start (lifetime 20 s)"; touch "$WORK/restart-done"; wait "$kpid"; return 1; }
 	for ((i = 0; i < 30; i++)); do
 		h2=$(sha256sum <"$TKF_DEFAULT")
 		[ "$h2" != "$h1" ] && break
@@ -1234,7 +1235,7 @@ t_tickets_file_follows_rotation() {
 	out=$(cat "$WORK/resume.out")
 	echo "    after the restart: $(grep '^conn 1' <<<"$out" | tr '\n' ' ')"
 	grep -qx "conn 1 reused TLSv1.3" <<<"$out" || { note "a ticket of the retired key did not resume after the restart: $out"; return 1; }
-	sed -i '/^ticket_lifetime = 60s$/d' "$GW_CONF"
+	sed -i '/^ticket_lifetime = 20s$/d' "$GW_CONF"
 }
 ALL_TESTS+=(t_tickets_file_follows_rotation)
 

@@ -249,8 +249,8 @@ struct bad_case {
 static const struct bad_case bad_cases[] = {
 	{ BASE "bogus = 1\n", "bad.conf:5: unknown key 'bogus' in [daemon]" },
 	/* issue 13: resumption; 0 is no lifetime (resumption = off says that) */
-	{ BASE "[tls]\nticket_lifetime = 0\n", "'ticket_lifetime': '0' is not a duration in 60s..604800s" },
-	{ BASE "[tls]\nticket_lifetime = 59s\n", "not a duration" },
+	{ BASE "[tls]\nticket_lifetime = 0\n", "'ticket_lifetime': '0' is not a duration in 20s..604800s" },
+	{ BASE "[tls]\nticket_lifetime = 19s\n", "not a duration" },
 	{ BASE "[tls]\nticket_lifetime = 8d\n", "not a duration" },
 	{ BASE "[tls]\nticket_lifetime = 2x\n", "not a duration" },
 	{ BASE "[tls]\nticket_lifetime = h\n", "not a duration" },

@@ -442,8 +442,8 @@ START_TEST(conf_mode_and_lifetime)
 	ck_assert_str_eq(kg_tpm_mode_name(cfg->tpm.mode), "certified-leaf");
 	ck_assert_int_eq(parse_tpm("mode = leaf\n", cfg, err, sizeof(err)), -1);
 	ck_assert_msg(strstr(err, "t.conf:6: 'mode'") != NULL, "%s", err);
-	ck_assert_int_eq(parse_tpm("leaf_lifetime = 59\n", cfg, err, sizeof(err)), -1);
-	ck_assert_msg(strstr(err, "from 60s to 30d") != NULL, "%s", err);
+	ck_assert_int_eq(parse_tpm("leaf_lifetime = 19\n", cfg, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "from 20s to 30d") != NULL, "%s", err);
 	ck_assert_int_eq(parse_tpm("leaf_lifetime = 31d\n", cfg, err, sizeof(err)), -1);
 	free(cfg);
 }
@@ -453,7 +453,7 @@ START_TEST(durations)
 {
 	static const struct { const char *in; int rc; unsigned v; } cases[] = {
 		{ "60", 0, 60 }, { "60s", 0, 60 }, { "15m", 0, 900 }, { "24h", 0, 86400 },
-		{ "30d", 0, 2592000 }, { "1m", 0, 60 }, { "59", -1, 0 }, { "31d", -1, 0 },
+		{ "30d", 0, 2592000 }, { "1m", 0, 60 }, { "20", 0, 20 }, { "19", -1, 0 }, { "31d", -1, 0 },
 		{ "", -1, 0 }, { "h", -1, 0 }, { "-60", -1, 0 }, { "60 s", -1, 0 },
 		{ "60ss", -1, 0 }, { "1.5h", -1, 0 }, { "99999999999999999999", -1, 0 },
 		{ "24H", -1, 0 },

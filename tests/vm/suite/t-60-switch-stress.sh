@@ -12,17 +12,21 @@
 command -v kg-mqttcheck >/dev/null || fail "kg-mqttcheck not in the guest"
 start_broker
 GW_CID_CHECK=off GW_LOG_LEVEL=info start_gw auto
-C13=${KGVM_STRESS_CONNS:-1000}
+# 500 + 250 connections per kernel (1000 + 500 until the CI run hit 55 of its 60
+# minutes): each version, direction and close still runs hundreds of times with
+# random cuts; KGVM_STRESS_CONNS=1000 (or more) for a longer sweep.
+C13=${KGVM_STRESS_CONNS:-500}
 C12=$((C13 / 2))
 for v in 1.3 1.2; do
 	n=$C13
 	[ $v = 1.2 ] && n=$C12
 	s0=$(started ktls_splice)
+	c0=$(metric ktlsgate_handoff_carried_bytes_total)
 	t0=$(date +%s)
 	mqc "st$v" --tls $v --pipeline --dir both --n 4 --min 1 --max 4096 --conns $n --parallel 16 \
 		--seed 7 --timeout 120 || fail "TLS $v: the switch lost or reordered bytes"
 	s1=$(started ktls_splice)
-	note "TLS $v: $n connections in $(($(date +%s) - t0)) s, all exact"
+	note "TLS $v: $n connections in $(($(date +%s) - t0)) s, all exact; bytes carried over the handoff: $(($(metric ktlsgate_handoff_carried_bytes_total) - c0))"
 	[ $((s1 - s0)) -eq $n ] || fail "TLS $v: ktls_splice sessions +$((s1 - s0)), want $n"
 done
 # The stress must have reached the switch with bytes already read: PUBLISHes
