@@ -37,3 +37,30 @@ bench-vm: all $(BUILD)/kg-bench
 	  { echo "- stamp: ktlsgate $$(git describe --always --dirty 2>/dev/null || echo '?'), $$(date -u '+%Y-%m-%d %H:%M UTC'), guest $$(grep -a -m1 -o 'Linux version [^ ]*' $(BUILD)/vm/bench-$$k/console.log)"; echo; \
 	    tests/vm/bench/report.sh $(BUILD)/vm/bench-$$k/out/results.tsv; } | tee $(BUILD)/vm/bench-$$k/results.md; \
 	done
+
+# Issue 14 counted exactly (tests/vm/bench-instr): the daemon's user-space instructions
+# per GB in each data path, ktlsgated under valgrind's callgrind in the guest, two
+# volumes apart (the slope). Not in `make check`. BENCH_* variables scale it (see
+# t-instr.sh); the table: tests/vm/bench-instr/report.sh.
+VALGRIND_LIB_DIR ?= /usr/libexec/valgrind
+# libc's and ld.so's separate debug info, when installed (libc6-dbg), names their
+# internal functions in the profiles
+BENCH_INSTR_DEBUG = $(foreach f,/lib/x86_64-linux-gnu/libc.so.6 /lib64/ld-linux-x86-64.so.2,$(shell \
+	id=$$(readelf -n $(f) 2>/dev/null | awk '/Build ID/ { print $$3 }'); \
+	d=/usr/lib/debug/.build-id/$$(echo $$id | cut -c1-2)/$$(echo $$id | cut -c3-).debug; [ -n "$$id" ] && [ -f $$d ] && echo $$d))
+BENCH_INSTR_ENV = $(foreach v,BENCH_CONNS BENCH_SIZE BENCH_VOLUMES BENCH_REPEAT BENCH_TERMS,$(if $($(v)),--env '$(v)=$($(v))'))
+.PHONY: bench-vm-instr
+bench-vm-instr: export KG_VM_BUILD = $(BUILD)
+bench-vm-instr: all $(BUILD)/kg-bench
+	@[ -x /usr/bin/valgrind.bin ] && [ -x $(VALGRIND_LIB_DIR)/callgrind-amd64-linux ] || { echo "bench-vm-instr: needs valgrind"; exit 1; }
+	@for k in $(KG_VM_BENCH_KERNELS); do \
+	  w=$(BUILD)/vm/bench-instr-$$k; \
+	  tests/vm/run.sh --kernel $$k --suite tests/vm/bench-instr --timeout 3300 --work $$w --out $$w/out \
+	    --bins "$(BUILD)/ktlsgated $(BUILD)/ktlsgate $(BUILD)/kg-bench" \
+	    --file /usr/bin/valgrind.bin:/usr/bin/valgrind \
+	    $(foreach f,callgrind-amd64-linux vgpreload_core-amd64-linux.so default.supp,--file $(VALGRIND_LIB_DIR)/$(f)) \
+	    $(foreach f,$(BENCH_INSTR_DEBUG),--file $(f)) \
+	    $(BENCH_INSTR_ENV) || exit 1; \
+	  { echo "- stamp: ktlsgate $$(git describe --always --dirty 2>/dev/null || echo '?'), $$(date -u '+%Y-%m-%d %H:%M UTC'), guest Linux $$(sed -n 's/^KGVM: kernel //p' $$w/console.txt | head -1) (Debian $$k)"; echo; \
+	    tests/vm/bench-instr/report.sh $$w/out; } | tee $$w/results.md; \
+	done
