@@ -99,8 +99,11 @@ void kg_caps_target(const struct kg_caps *now, uint64_t keep, struct kg_caps *ou
 {
 	out->prm = now->prm & keep;
 	out->eff = now->prm & keep;
-	out->inh = 0;
-	out->amb = 0;
+	/* What came ambient (the unit's AmbientCapabilities=) and is kept stays ambient,
+	 * so the successor `ktlsgate upgrade` starts (upgrade.h) holds it too; an ambient
+	 * bit needs its inheritable one. */
+	out->amb = now->amb & now->prm & keep;
+	out->inh = out->amb;
 	out->bnd = (now->eff & KG_CAP(KG_CAP_SETPCAP)) ? now->bnd & keep : now->bnd;
 }
 
@@ -136,8 +139,16 @@ static int apply_self(void)
 	data[1].permitted = (uint32_t)(drop.target.prm >> 32);
 	data[0].effective = (uint32_t)drop.target.eff;
 	data[1].effective = (uint32_t)(drop.target.eff >> 32);
+	data[0].inheritable = (uint32_t)drop.target.inh;
+	data[1].inheritable = (uint32_t)(drop.target.inh >> 32);
 	if (syscall(SYS_capset, &hdr, data) < 0)
 		rc = -1;
+	/* Back into the ambient set: the kept ones that were there (permitted and
+	 * inheritable now, as raising needs). */
+	for (unsigned c = 0; c < 64; c++)
+		if ((drop.target.amb & KG_CAP(c)) &&
+		    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
+			rc = -1;
 	return rc;
 }
 

@@ -6,8 +6,8 @@
  * bound (CAP_NET_BIND_SERVICE for a port < 1024), the XDP gate loaded and attached and
  * steering registered (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON), the TPM opened (a device
  * file: no capability). What stays is the caller's `keep` mask; everything else leaves
- * the permitted, effective and inheritable sets, the ambient set is cleared, and the
- * bounding set shrinks to `keep` when the process may change it (CAP_SETPCAP: root).
+ * the permitted, effective, inheritable and ambient sets (a kept one that came ambient
+ * stays ambient: `ktlsgate upgrade`'s successor needs it), and the bounding set shrinks to `keep` when the process may change it (CAP_SETPCAP: root).
  * Capabilities are per thread: the change is made in every thread that exists (the
  * registry writer, the gate's link thread, /metrics), each by itself on a signal, and
  * every thread's /proc status is checked afterwards. A process that holds no
@@ -42,8 +42,10 @@ int kg_caps_parse_status(const char *text, struct kg_caps *out);
  * NUL-terminates; returns the length it needed (snprintf's convention). */
 size_t kg_caps_names(uint64_t mask, char *buf, size_t cap);
 /* The sets a thread holding `now` ends with when it keeps `keep`: permitted and
- * effective = held & keep, no inheritable, no ambient, bounding & keep only when `now`
- * has CAP_SETPCAP effective (else the bounding set cannot change). Pure. */
+ * effective = held & keep; ambient = what was ambient & held & keep, inheritable the
+ * same (so a successor exec'd by `ktlsgate upgrade` starts with what this process
+ * kept, and nothing more); bounding & keep only when `now` has CAP_SETPCAP effective
+ * (else the bounding set cannot change). Pure. */
 void kg_caps_target(const struct kg_caps *now, uint64_t keep, struct kg_caps *out);
 
 /*
