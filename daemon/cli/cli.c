@@ -86,6 +86,9 @@ const char kg_cli_usage_status[] =
 const char kg_cli_usage_reload[] =
 	"ktlsgate reload\n";
 
+const char kg_cli_usage_upgrade[] =
+	"ktlsgate upgrade [--timeout SECONDS]\n";
+
 static void print_usage(FILE *f)
 {
 	fputs(usage_global, f);
@@ -96,6 +99,7 @@ static void print_usage(FILE *f)
 	fputs(kg_cli_usage_session, f);
 	fputs(kg_cli_usage_status, f);
 	fputs(kg_cli_usage_reload, f);
+	fputs(kg_cli_usage_upgrade, f);
 	fputs(kg_cli_usage_tpm, f);
 	fputs(kg_cli_usage_block, f);
 	fputs(kg_cli_usage_reasons, f);
@@ -452,6 +456,7 @@ static const struct {
 	{ "session", kg_cli_session }, { "status", kg_cli_status },
 	{ "tpm", kg_cli_tpm },         { "block", kg_cli_block },
 	{ "reasons", kg_cli_reasons }, { "reload", kg_cli_reload },
+	{ "upgrade", kg_cli_upgrade },
 	{ "registry", kg_cli_registry },
 };
 

@@ -140,6 +140,7 @@ int kg_cli_tpm(struct kg_cli *cli, int argc, char **argv);     /* cli_tpm.c */
 int kg_cli_block(struct kg_cli *cli, int argc, char **argv);   /* cli_block.c */
 int kg_cli_status(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_reload(struct kg_cli *cli, int argc, char **argv);  /* cli_session.c */
+int kg_cli_upgrade(struct kg_cli *cli, int argc, char **argv); /* cli_session.c */
 /* `device import` (cli_import.c); argv[0] is the verb. */
 int kg_cli_device_import(struct kg_cli *cli, int argc, char **argv);
 int kg_cli_reasons(struct kg_cli *cli, int argc, char **argv); /* cli_reasons.c */
@@ -155,6 +156,7 @@ extern const char kg_cli_usage_status[];
 extern const char kg_cli_usage_tpm[];
 extern const char kg_cli_usage_reasons[];
 extern const char kg_cli_usage_reload[];
+extern const char kg_cli_usage_upgrade[];
 extern const char kg_cli_usage_block[];
 extern const char kg_cli_usage_registry[];
 

@@ -5,13 +5,17 @@
  * JSON lines; this file turns them into a table or key: value text, or passes them on as
  * JSON.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <json-c/json.h>
 
 #include "cli/cli.h"
 #include "ops/control.h"
@@ -374,4 +378,118 @@ int kg_cli_reload(struct kg_cli *cli, int argc, char **argv)
 	}
 	printf("%s\n", final[0] != '\0' ? final : "reloaded");
 	return KG_EXIT_OK;
+}
+
+/* Collects a `status` reply's lines (one JSON object). */
+struct status_text {
+	char buf[16384];
+	size_t len;
+};
+
+static void add_status_line(const char *line, void *arg)
+{
+	struct status_text *t = arg;
+	int n = snprintf(t->buf + t->len, sizeof(t->buf) - t->len, "%s\n", line);
+
+	if (n > 0 && (size_t)n < sizeof(t->buf) - t->len)
+		t->len += (size_t)n;
+}
+
+/* The pid of the daemon answering on the control socket now; 0: none answers (or no
+ * pid in its status). */
+static long answering_pid(const char *sock)
+{
+	struct status_text t = { .len = 0 };
+	struct json_object *o, *pid;
+	char final[KG_CONTROL_LINE_MAX];
+	long v = 0;
+
+	if (kg_control_call(sock, "status", add_status_line, &t, final, sizeof(final),
+			    KG_CLI_CONTROL_TIMEOUT_MS) != 0)
+		return 0;
+	o = json_tokener_parse(t.buf);
+	if (o != NULL && json_object_object_get_ex(o, "pid", &pid))
+		v = (long)json_object_get_int64(pid);
+	json_object_put(o);
+	return v;
+}
+
+/*
+ * The daemon starts its successor (`ktlsgated --takeover`, the binary now at its path:
+ * daemon/core/upgrade.h); we wait until the successor answers on the control socket
+ * (it has every listener and accepts; the old process drains), or it ends (it failed:
+ * the old one serves on), or --timeout.
+ */
+int kg_cli_upgrade(struct kg_cli *cli, int argc, char **argv)
+{
+	static const struct option opts[] = { { "timeout", required_argument, NULL, 't' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
+	char final[KG_CONTROL_LINE_MAX] = "", *end;
+	long timeout_s = 60, child, old, now;
+	struct timespec tick = { .tv_nsec = 100 * 1000 * 1000 };
+	int opt, rc;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 't':
+			errno = 0;
+			timeout_s = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || timeout_s < 1 ||
+			    timeout_s > 3600)
+				return kg_cli_usage_err("upgrade: --timeout wants seconds, 1 to 3600");
+			break;
+		case 'h':
+			fputs(kg_cli_usage_upgrade, stdout);
+			return KG_EXIT_OK;
+		default:
+			fputs(kg_cli_usage_upgrade, stderr);
+			return KG_EXIT_USAGE;
+		}
+	}
+	if (optind != argc)
+		return kg_cli_usage_err("upgrade: no arguments besides --timeout");
+	if ((rc = kg_cli_setup(cli, false)) != KG_EXIT_OK)
+		return rc;
+	old = answering_pid(cli->control_socket);
+	rc = kg_control_call(cli->control_socket, "upgrade", NULL, NULL, final, sizeof(final),
+			     KG_CLI_CONTROL_TIMEOUT_MS);
+	if (rc == KG_E_NOTFOUND) {
+		kg_cli_err("daemon not running (control socket %s)", cli->control_socket);
+		return KG_EXIT_RUNTIME;
+	}
+	if (rc == KG_E_DENIED) {
+		kg_cli_err("upgrade refused: %s", final[0] != '\0' ? final : "no reason given");
+		return KG_EXIT_REFUSED;
+	}
+	if (rc != 0) {
+		kg_cli_err("control socket %s: %s", cli->control_socket, kg_err_str(rc));
+		return KG_EXIT_RUNTIME;
+	}
+	child = strtol(final, &end, 10);
+	if (child <= 0 || *end != '\0') {
+		kg_cli_err("upgrade: the daemon answered '%s'", final);
+		return KG_EXIT_RUNTIME;
+	}
+	for (long waited_ms = 0; waited_ms < timeout_s * 1000; waited_ms += 100) {
+		now = answering_pid(cli->control_socket);
+		if (now == child) {
+			if (old > 0)
+				printf("upgraded: pid %ld accepts; pid %ld drains its sessions\n",
+				       child, old);
+			else
+				printf("upgraded: pid %ld accepts\n", child);
+			return KG_EXIT_OK;
+		}
+		/* ESRCH: it ended and the old process reaped it (EPERM: alive, not ours). */
+		if (kill((pid_t)child, 0) < 0 && errno == ESRCH) {
+			kg_cli_err("upgrade failed: the successor (pid %ld) exited before it took "
+				   "over; pid %ld serves on (its log says why)", child, old);
+			return KG_EXIT_RUNTIME;
+		}
+		nanosleep(&tick, NULL);
+	}
+	kg_cli_err("upgrade: pid %ld did not take over within %ld s", child, timeout_s);
+	return KG_EXIT_RUNTIME;
 }

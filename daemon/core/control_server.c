@@ -26,6 +26,7 @@
 #include "ops/control.h"
 #include "core/control_server.h"
 #include "core/handover.h"
+#include "core/upgrade.h"
 #include "edge/edge.h"
 #include "edge/edge_conf.h"
 #include "ops/err.h"
@@ -587,6 +588,13 @@ static void dispatch(struct kg_daemon *d, struct out *o, char *line)
 			return;
 		}
 		fan_out(d, o, KG_CMD_REVALIDATE_CA, arg);
+	} else if (strcmp(line, "upgrade") == 0 && arg == NULL) {
+		pid_t pid;
+
+		if (kg_upgrade_spawn(d, &pid, err, sizeof(err)) < 0)
+			reply(o, "ERR %s", err);
+		else
+			reply(o, "OK %ld", (long)pid);
 	} else if (strcmp(line, "sessions") == 0) {
 		fan_out(d, o, KG_CMD_LIST_SESSIONS, NULL);
 	} else if (strcmp(line, "kill") == 0 && arg) {

@@ -8,7 +8,8 @@
  * callback, conn_tls.h), srclimit.c (per-source admission, pure), control_server.c
  * (the admin socket's server), instance.c (one daemon per registry), leaf_timer.c
  * (certified-leaf mode: making and rotating the leaf), handover.c (ktlsgated --takeover:
- * both sides of the listener handover; its frames in handover_msg.c, pure).
+ * both sides of the listener handover; its frames in handover_msg.c, pure), upgrade.c
+ * (`ktlsgate upgrade`: the daemon starts its own successor with --takeover).
  * Way in: this header (the context, snapshots); conn.h for one connection.
  * Core is the top of the daemon: it calls every other part (tls, policy, registry,
  * mqtt, relay, edge, ops), and no part reaches back into it: none includes a core
@@ -68,6 +69,8 @@ struct kg_snapshot {
 
 struct kg_daemon {
 	char config_path[PATH_MAX];
+	char exe_path[PATH_MAX];            /* our binary as it was at start (upgrade.h) */
+	pid_t successor;                    /* `ktlsgate upgrade`'s child; 0: none */
 	pthread_mutex_t snap_lock;          /* guards `snap` pointer swaps and gets */
 	struct kg_snapshot *snap;           /* current; holds one reference */
 	uint64_t generation;

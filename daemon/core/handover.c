@@ -580,7 +580,11 @@ static void start_drain(struct kg_daemon *d, struct kg_handover *h)
 	free(cmd.out);
 	kg_control_release(d->control);
 	kg_metrics_http_quiesce(d->metrics_http);
-	/* The new process is systemd's main pid now (MAINPID=): nothing more from us. */
+	/* The new process is systemd's main pid now: said by us, the main pid, so the
+	 * unit's NotifyAccess=main takes it (the new one's own MAINPID= needs =all), and
+	 * it is accepted when the new one is in the unit's cgroup (`ktlsgate upgrade`
+	 * started it, upgrade.h). Then nothing more from us. */
+	kg_notify_main_pid(&d->notify, h->peer_pid);
 	d->notify.active = false;
 	h->state = HO_OLD_DRAINING;
 	h->conns_at_drain = atomic_load(&d->n_conns);
@@ -933,6 +937,18 @@ int kg_handover_take_xdp_link(struct kg_daemon *d, const char *ifname)
 	return -1;
 }
 
+bool kg_handover_passed_xdp(const struct kg_daemon *d)
+{
+	const struct kg_handover *h = d->handover;
+
+	if (h == NULL || h->rx == NULL)
+		return false;
+	for (unsigned i = 0; i < h->n_fds; i++)
+		if (h->rx->fds[i].kind == KG_HO_FD_XDP_LINK)
+			return true;
+	return false;
+}
+
 /* Is pid gone (or a zombie nobody reaped yet)? */
 static bool pid_gone(pid_t pid)
 {
@@ -1206,6 +1222,11 @@ static void peer_gone(struct kg_daemon *d, struct kg_handover *h)
 		break;
 	}
 	chan_close(d, h);
+}
+
+bool kg_handover_idle(const struct kg_daemon *d)
+{
+	return d->handover == NULL || d->handover->state == HO_IDLE;
 }
 
 bool kg_handover_owns(const struct kg_daemon *d, int fd)

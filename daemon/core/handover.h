@@ -56,6 +56,8 @@ int kg_handover_take_metrics(struct kg_daemon *d);
 int kg_handover_take_control(struct kg_daemon *d);
 /* The XDP gate's link on ifname (edge.h kg_edge_start_with()), now the caller's, or -1. */
 int kg_handover_take_xdp_link(struct kg_daemon *d, const char *ifname);
+/* Did the old process pass an XDP gate's link (it runs the gate)? */
+bool kg_handover_passed_xdp(const struct kg_daemon *d);
 /* Workers accept: close what no worker adopted (fewer workers than the old process:
  * the kernel migrates their queue with net.ipv4.tcp_migrate_req=1), tell the old
  * process, audit, and watch the channel in d->epfd. 0, or -1 with why when the old
@@ -75,6 +77,10 @@ void kg_handover_peer_sessions(struct kg_daemon *d, char **buf, size_t *len);
 void kg_handover_serve(struct kg_daemon *d, int fd, const char *arg);
 
 /* ---- both ------------------------------------------------------------------------ */
+
+/* No handover under way on either side (none began, or this process is the one that
+ * took over and its old process is gone). */
+bool kg_handover_idle(const struct kg_daemon *d);
 
 /* Is this epoll data.fd the channel? Its readiness, main thread. */
 bool kg_handover_owns(const struct kg_daemon *d, int fd);

@@ -45,6 +45,7 @@
 #include "core/fdstore.h"
 #include "tls/ec_decode.h"
 #include "core/handover.h"
+#include "core/upgrade.h"
 #include "core/instance.h"
 #include "ops/log.h"
 #include "ops/notify.h"
@@ -713,7 +714,9 @@ static int serve(struct kg_daemon *d)
 
 			if (read(d->signal_fd, &si, sizeof(si)) != sizeof(si))
 				continue;
-			if (si.ssi_signo == SIGHUP) {
+			if (si.ssi_signo == SIGCHLD) {
+				kg_upgrade_reap(d);
+			} else if (si.ssi_signo == SIGHUP) {
 				bool ok;
 
 				kg_log_info("SIGHUP: reloading %s", d->config_path);
@@ -781,6 +784,7 @@ int main(int argc, char **argv)
 	 * sees them; a SIGHUP delivered to another thread would kill the process. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGCHLD);   /* `ktlsgate upgrade`'s successor ending (upgrade.h) */
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
@@ -815,6 +819,7 @@ int main(int argc, char **argv)
 			     secure_heap == 0 ? " or dumped" : "");
 	if (kg_strlcpy(d->config_path, path, sizeof(d->config_path)) < 0)
 		goto out_free_cfg;
+	kg_upgrade_init(d);
 	pthread_mutex_init(&d->snap_lock, NULL);
 	d->lock_fd = d->signal_fd = d->epfd = d->leaf_timer_fd = d->ticket_timer_fd = -1;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -927,6 +932,15 @@ int main(int argc, char **argv)
 		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
 	d->edge = handed ? kg_edge_start_with(cfg, take_xdp_link, d) : kg_edge_start(cfg);
+	/* A takeover must not take the gate down: the old process keeps it (and serves on)
+	 * unless we can run it. Under the unit this is the successor `ktlsgate upgrade`
+	 * started, which lacks CAP_PERFMON (dropped after start) for the verifier. */
+	if (handed && kg_handover_passed_xdp(d) && !kg_edge_active(d->edge)) {
+		fprintf(stderr, "ktlsgated: --takeover: the running daemon runs the XDP gate and this "
+			"process cannot load it (the line above says why): not taking over; the "
+			"running daemon serves on\n");
+		goto out_snap;
+	}
 	open_sockmap(d, cfg);
 
 	/* 4. sockets */

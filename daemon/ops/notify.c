@@ -139,6 +139,16 @@ void kg_notify_ready_main(struct kg_notify *n, const char *status)
 	}
 }
 
+void kg_notify_main_pid(struct kg_notify *n, pid_t pid)
+{
+	char msg[32];
+
+	if (!n->active)
+		return;
+	snprintf(msg, sizeof(msg), "MAINPID=%ld", (long)pid);
+	(void)sd_notify(0, msg);
+}
+
 void kg_notify_reloading(struct kg_notify *n)
 {
 	char msg[96];

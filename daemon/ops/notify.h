@@ -45,6 +45,8 @@ void kg_notify_ready(struct kg_notify *n, const char *status);
 /* READY=1 with MAINPID=getpid() and STATUS=status: a process that took over from the
  * one systemd started (ktlsgated --takeover, docs/systemd.md). */
 void kg_notify_ready_main(struct kg_notify *n, const char *status);
+/* MAINPID=pid: the main process hands systemd's watch to the process that took over. */
+void kg_notify_main_pid(struct kg_notify *n, pid_t pid);
 /* RELOADING=1 with MONOTONIC_USEC= (systemd >= 253 matches it to the reload job), and
  * WATCHDOG=1 when the watchdog runs: the reload blocks the main loop, so it gets a
  * whole interval. */

@@ -42,6 +42,7 @@ _ktlsgate_opts() { # NOUN VERB
 	"tpm flush") echo "--tcti" ;;
 	"verify "*) echo "--chain --ca --at" ;;
 	"status "*) echo "--json" ;;
+	"upgrade "*) echo "--timeout" ;;
 	"reasons "*) echo "--markdown" ;;
 	esac
 }
@@ -120,7 +121,7 @@ _ktlsgate() {
 		if [[ $cur == -* ]]; then
 			COMPREPLY=($(compgen -W "-c --config -r --registry -h --help --version" -- "$cur"))
 		else
-			COMPREPLY=($(compgen -W "pki ca device verify session status reload tpm block registry reasons help" -- "$cur"))
+			COMPREPLY=($(compgen -W "pki ca device verify session status reload upgrade tpm block registry reasons help" -- "$cur"))
 		fi
 		return
 	fi

@@ -16,6 +16,15 @@
 #   t_tls_stays           a TLS session (the record relay: its keys are ours, they do
 #                         not travel) stays in the old process, which drains it, while the
 #                         plain ones beside it move
+#   t_upgrade_command     `ktlsgate upgrade` under a stand-in for systemd
+#                         (tests/lib/notify_sink.py on NOTIFY_SOCKET, WATCHDOG_PID set as
+#                         systemd sets it): the daemon starts its successor, which takes
+#                         the 5 live sessions over; the old process, the main pid, says
+#                         MAINPID=<successor> and exits; the successor pings the watchdog
+#                         from its own pid; the sessions relay both ways
+#   t_upgrade_failed      a successor that cannot start (its config names a missing
+#                         certificate): `ktlsgate upgrade` exits 3 saying so, the daemon
+#                         reaps it, logs it and serves on (a new session relays)
 # Each test prints PASS/FAIL; lib.sh runs ALL_TESTS (KG_ONLY picks some).
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -141,7 +150,67 @@ t_tls_stays() {
 	live_finish || { note "the adopted sessions did not relay"; return 1; }
 }
 
-ALL_TESTS=(t_sessions_adopted t_adopted_revocable t_tls_stays)
+t_upgrade_command() {
+	local out mark newpid i n rows sink="$WORK/notify.sock" nlog="$WORK/notify.log"
+	local wrap="$WORK/gated-systemd.sh" gated=$GATED
+	stop_gateway
+	: >"$nlog"
+	$PY "$KG_TOP/tests/lib/notify_sink.py" "$sink" "$nlog" &
+	KG_PIDS+=("$!")
+	for ((i = 0; i < 100; i++)); do [ -S "$sink" ] && break; sleep 0.05; done
+	# systemd's environment for its main process: WATCHDOG_PID is that process's pid
+	printf '#!/bin/sh\nWATCHDOG_PID=$$ exec "%s" "$@"\n' "$GATED" >"$wrap"
+	chmod +x "$wrap"
+	GATED=$wrap NOTIFY_SOCKET=$sink WATCHDOG_USEC=2000000 start_gateway || { GATED=$gated; return 1; }
+	GATED=$gated
+	OLD_PID=$GW_PID
+	live_start tokdev 5 upg || return 1
+	mark=$(log_mark)
+	out=$(kg upgrade --timeout 30 2>&1) || { note "ktlsgate upgrade failed: $out; $(tail -5 "$GW_LOG")"; return 1; }
+	echo "    $out"
+	newpid=$(sed -n "s/^upgraded: pid \([0-9]*\) accepts; pid $OLD_PID drains its sessions\$/\1/p" <<<"$out")
+	[ -n "$newpid" ] || { note "unexpected output: $out"; return 1; }
+	KG_PIDS+=("$newpid")
+	GW_PID=$newpid
+	wait_log "upgrade: started .*ktlsgated --takeover -c $GW_CONF as pid $newpid" 2 "$mark" ||
+		{ note "no 'started' line: $(grep upgrade "$GW_LOG" | tail -2)"; return 1; }
+	gone "$OLD_PID" 10 || { note "the old process did not exit once its sessions were passed"; return 1; }
+	wait_log "adopted 5 live session" 5 "$mark" || { note "no 'adopted 5' line"; return 1; }
+	# systemd's side: the old main pid names the successor; the successor pings for itself
+	grep -q "^$OLD_PID MAINPID=$newpid\$" "$nlog" ||
+		{ note "no MAINPID=$newpid from pid $OLD_PID: $(cut -c1-160 "$nlog" | tail -6)"; return 1; }
+	for ((i = 0; i < 60; i++)); do grep -q "^$newpid .*WATCHDOG=1" "$nlog" && break; sleep 0.1; done
+	grep -q "^$newpid .*WATCHDOG=1" "$nlog" ||
+		{ note "the successor never pinged the watchdog: $(cut -c1-160 "$nlog" | tail -6)"; return 1; }
+	rows=$(kg session list --json)
+	n=$($PY -c 'import json,sys
+rows=json.loads(sys.argv[1]); pid=int(sys.argv[2])
+print(sum(1 for r in rows if r.get("device")=="tokdev" and r.get("pid")==pid))' "$rows" "$newpid")
+	[ "$n" = 5 ] || { note "session list shows $n tokdev sessions in pid $newpid"; return 1; }
+	live_finish || { note "not every session relayed after the upgrade"; return 1; }
+}
+
+t_upgrade_failed() {
+	local out rc mark pid
+	mark=$(log_mark)
+	cp "$GW_CONF" "$WORK/conf.bak"
+	sed -i 's|^cert = .*|cert = /nonexistent/ktlsgate-cert.pem|' "$GW_CONF"
+	out=$(kg upgrade --timeout 30 2>&1)
+	rc=$?
+	cp "$WORK/conf.bak" "$GW_CONF"
+	echo "    $out (exit $rc)"
+	[ "$rc" = 3 ] || { note "ktlsgate upgrade exited $rc, want 3"; return 1; }
+	grep -q "upgrade failed: the successor (pid [0-9]*) exited before it took over; pid $GW_PID serves on" <<<"$out" ||
+		{ note "unexpected message"; return 1; }
+	wait_log "upgrade: the successor \\(pid [0-9]+\\) exited with status 1; this process serves on" 5 "$mark" ||
+		{ note "the daemon did not log the failed successor: $(tail -3 "$GW_LOG")"; return 1; }
+	pid=$(kg status --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+	[ "$pid" = "$GW_PID" ] || { note "pid $pid answers, want $GW_PID"; return 1; }
+	live_start tokdev 1 after || return 1
+	live_finish || { note "a new session did not relay"; return 1; }
+}
+
+ALL_TESTS=(t_sessions_adopted t_adopted_revocable t_tls_stays t_upgrade_command t_upgrade_failed)
 
 if ! setup; then
 	echo "FAIL setup (log: ${GW_LOG:-none})"

@@ -20,7 +20,11 @@
 #                       (the listeners wait in systemd's fd store), a live kTLS
 #                       subscriber relays on over the same connection (its session
 #                       waits in the store too), a device connects
-#          xdp          edge.conf: CapEff, the gate drops a denied source from a netns
+#          takeover     ktlsgate upgrade under the unit: the successor is MainPID (its
+#                       user, no capability), a live kTLS subscriber keeps its
+#                       connection, no connect refused, the watchdog is fed
+#          xdp          edge.conf: CapEff, the gate drops a denied source from a netns;
+#                       ktlsgate upgrade refuses (the successor cannot load the gate)
 #          block        ktlsgate block add/list/remove under the unit (via the daemon)
 #          tpm_provider the package pulls in tpm2-openssl
 #          tpm          tpm.conf: server key made in swtpm's TPM, seen by the client
@@ -213,7 +217,7 @@ problems=""
 grep -q '^KGBOOT: done' "$C" || problems="$problems the guest never said done (last check started: $(sed -n 's/^KGBOOT: time //p' "$C" | tail -1));"
 grep -qE 'Kernel panic|BUG: |Oops: |general protection fault' "$C" &&
 	problems="$problems the kernel: $(grep -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault' "$C");"
-for c in ready ktls_module device ktls reload restart xdp block tpm_provider tpm upgrade purge; do
+for c in ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm upgrade purge; do
 	grep -qE "^KGBOOT: (PASS|FAIL) $c\b" "$C" || problems="$problems no verdict for $c;"
 done
 if [ -z "$problems" ]; then

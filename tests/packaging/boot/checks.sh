@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # checks.sh - the boot test's guest side (kg-boot-checks.service, systemd as PID 1):
 # the installed package under its own unit, in the order of tests/packaging/test-boot.sh's
-# header (ready ktls_module device ktls reload restart xdp block tpm_provider tpm upgrade purge), then
+# header (ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm upgrade purge), then
 # the guest powers off.
 #
 # Console protocol (the serial console, read by test-boot.sh): "KGBOOT: PASS name ...",
@@ -291,6 +291,55 @@ elif ! m=$(pubsub rst dev-sub dev-pub 127.0.0.1 2>&1); then fail restart "no dev
 else pass "restart (MainPID $pid0 -> $pid1; store $nfd0 -> $nfd1 descriptors; $total connects, $inside of them during the $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s of systemctl restart, 0 refused; '$kept'; the live $LS_MODE subscriber ($LS_PEER) got '$LS_M1' before and '$LS_M2' after on the same connection ('$adopted'); a device connects)"; fi
 phase_time restart
 
+# --- takeover: `ktlsgate upgrade` under the unit (daemon/core/upgrade.h): the daemon
+# starts its successor inside the service (its user, no capability); systemd follows it
+# as MainPID (the old main pid said MAINPID=, NotifyAccess=main), the live kTLS
+# subscriber moves to it on the same connection, a connect loop is never refused, the
+# old process exits, and the watchdog is fed by the new main pid. (With the XDP gate:
+# the xdp check.) -----------------------------------------------------------------------
+takeover_check() {
+	local pid0 pid1 out t0 t1 refused total wd0 wd1 c bad t i
+	pid0=$(prop MainPID)
+	live_start takeover
+	connect_loop /tmp/loop-takeover.out &
+	local loop=$!
+	sleep 0.5
+	t0=$(up)
+	out=$(ktlsgate upgrade --timeout 90 2>&1) || { touch /tmp/loop.stop; wait $loop; live_after takeover; echo "ktlsgate upgrade: $out"; return 1; }
+	t1=$(up)
+	wd0=$(prop WatchdogTimestampMonotonic)
+	for i in $(seq 100); do [ "$(prop MainPID)" != "$pid0" ] && break; sleep 0.1; done
+	pid1=$(prop MainPID)
+	sleep 0.5
+	touch /tmp/loop.stop
+	wait $loop
+	live_after takeover
+	refused=$(loop_count /tmp/loop-takeover.out refused)
+	total=$(loop_count /tmp/loop-takeover.out all)
+	case $out in *"upgraded: pid $pid1 accepts; pid $pid0 drains"*) ;; *) echo "MainPID $pid0 -> $pid1, but ktlsgate upgrade said: $out"; return 1 ;; esac
+	[ "$(prop ActiveState)" = active ] || { echo "not active after the upgrade: $(prop ActiveState)/$(prop SubState)"; return 1; }
+	[ "$refused" -eq 0 ] || { echo "$refused of $total connects refused"; return 1; }
+	for i in $(seq 100); do kill -0 "$pid0" 2>/dev/null || break; sleep 0.1; done
+	! kill -0 "$pid0" 2>/dev/null || { echo "the old process $pid0 still runs 10 s after: $(journalctl -u ktlsgated -b --no-pager -o cat | grep -i handover | tail -2 | tr '\n' ';')"; return 1; }
+	# the unit's user, no drop-in here: the successor holds no capability either
+	c=$(awk '/^Cap(Prm|Eff|Amb):/ { printf "%s ", $2 }' "/proc/$pid1/status")
+	[ "$c" = "0000000000000000 0000000000000000 0000000000000000 " ] || { echo "the successor's CapPrm/CapEff/CapAmb: $c"; return 1; }
+	[ "$(awk '/^Uid:/ { print $2 }' "/proc/$pid1/status")" = "$(id -u ktlsgate)" ] || { echo "the successor does not run as ktlsgate"; return 1; }
+	c=$(live_verdict takeover)
+	[ -z "$c" ] || { echo "$c"; return 1; }
+	# systemd takes the watchdog pings from the new main pid (every WatchdogSec/2)
+	for i in $(seq 40); do
+		wd1=$(prop WatchdogTimestampMonotonic)
+		[ "$wd1" != "$wd0" ] && break
+		sleep 0.5
+	done
+	[ "$wd1" != "$wd0" ] || { echo "no watchdog ping taken from MainPID $pid1 in 20 s"; return 1; }
+	[ "$(prop MainPID)" = "$pid1" ] && [ "$(prop ActiveState)" = active ] || { echo "MainPID $(prop MainPID), $(prop ActiveState) after the watchdog wait"; return 1; }
+	echo "MainPID $pid0 -> $pid1 ($(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s); $total connects, 0 refused; the live $LS_MODE subscriber ($LS_PEER) kept its connection; uid ktlsgate, no capability; old pid gone; watchdog fed by $pid1"
+}
+if out=$(takeover_check 2>&1); then pass "takeover ($(printf '%s' "$out" | tail -1))"; else fail takeover "$(printf '%s' "$out" | grep -v '^KGBOOT: ' | tail -3 | tr '\n' ';')"; fi
+phase_time takeover
+
 # --- xdp: edge.conf's capabilities, [edge] on a veth, a disabled device's source dropped --
 xdp_check() {
 	local pid caps bad t tid n i denied d0 d1 c rc
@@ -350,7 +399,18 @@ xdp_check() {
 	note "xdp: ktlsgate block list as root: $(ktlsgate block list 2>&1 | head -3 | tr '\n' ';') (rc $?); $(ls -ld /sys/fs/bpf/ktlsgate 2>&1)"
 	note "xdp: bpffs: $(grep ' bpf ' /proc/mounts | cut -d' ' -f2,4 | tr '\n' ' '); /sys/fs/bpf: $(ls -la /sys/fs/bpf 2>&1 | tail -n +2 | tr '\n' ';'); in the daemon's namespace: $(nsenter -t "$pid" -m ls -la /sys/fs/bpf/ktlsgate 2>&1 | tail -n +2 | tr '\n' ';'); journal: $(journalctl -u ktlsgated -b --no-pager | grep -i -m3 -E '\bpin|pinn|bpffs|/sys/fs/bpf' | cut -c1-200 | tr '\n' ';')"
 	note "xdp: ktlsgate block list as ktlsgate: $(runuser -u ktlsgate -- ktlsgate block list 2>&1 | head -2 | tr '\n' ';')"
-	echo "CapEff cap_net_admin,cap_bpf in all $(ls /proc/"$pid"/task | wc -l) threads; dev-off refused 3x from 10.99.0.2, deny_added{policy} $n, new connect timed out, dropped_deny $d0 -> $d1"
+	# `ktlsgate upgrade` with the gate on: the successor (no CAP_PERFMON: dropped after
+	# start) cannot load it, so it does not take over; the gate and the daemon stay
+	if ktlsgate upgrade --timeout 60 >/tmp/upgrade-xdp.log 2>&1; then
+		echo "ktlsgate upgrade took over though the successor cannot load the gate: $(tr '\n' ';' </tmp/upgrade-xdp.log)"; return 1
+	fi
+	grep -q "upgrade failed: the successor (pid [0-9]*) exited before it took over; pid $pid serves on" /tmp/upgrade-xdp.log ||
+		{ echo "ktlsgate upgrade with the gate: $(tr '\n' ';' </tmp/upgrade-xdp.log)"; return 1; }
+	[ "$(prop MainPID)" = "$pid" ] && [ "$(prop ActiveState)" = active ] || { echo "after the refused upgrade: MainPID $(prop MainPID), $(prop ActiveState)"; return 1; }
+	ip -d link show kg0 | grep -q 'xdp' || { echo "no XDP program on kg0 after the refused upgrade"; return 1; }
+	journalctl -u ktlsgated -b --no-pager -o cat | grep -q "runs the XDP gate and this process cannot load it" ||
+		{ echo "the successor did not say why it refused"; return 1; }
+	echo "CapEff cap_net_admin,cap_bpf in all $(ls /proc/"$pid"/task | wc -l) threads; dev-off refused 3x from 10.99.0.2, deny_added{policy} $n, new connect timed out, dropped_deny $d0 -> $d1; ktlsgate upgrade refused (the successor cannot load the gate), gate and MainPID kept"
 }
 if out=$(xdp_check 2>&1); then pass "xdp ($(printf '%s' "$out" | tail -1))"; else fail xdp "$(printf '%s' "$out" | grep -v '^KGBOOT: ' | tail -3 | tr '\n' ';')"; fi
 printf '%s\n' "$out" | grep '^KGBOOT: note' || true
