@@ -99,26 +99,43 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "$tag: interrupted"; exit 130' INT TERM
-timeout -k 5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m "$MEM" -smp "$SMP" \
-	-nographic -no-reboot -nic none -monitor none -serial "file:$LOG" \
-	-kernel "$kimg" -initrd "$WORK/initramfs.cpio" \
-	-append "console=ttyS0 panic=-1 quiet ${KG_VM_APPEND:-}" \
-	</dev/null >"$WORK/qemu.log" 2>&1 &
-qpid=$!
-if [ -n "$VERBOSE" ]; then
-	tail -n +1 -f --pid="$qpid" "$LOG" &
-	tpid=$!
-fi
-wait "$qpid"
-qrc=$?
-qpid=""
-[ -n "$tpid" ] && wait "$tpid" 2>/dev/null
-tpid=""
-t_qemu=$(now)
+# One boot. A kernel that oopses while it boots, before our init prints its first
+# "KGVM:" line, is the emulator's (an SMP text-patching int3 under TCG was seen once in
+# the trixie kernel at 1.7 s), not the code under test, which has not run: boot once more
+# and say so. Anything after our init started counts as it is.
+boot_guest() {
+	: >"$LOG"
+	timeout -k 5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m "$MEM" -smp "$SMP" \
+		-nographic -no-reboot -nic none -monitor none -serial "file:$LOG" \
+		-kernel "$kimg" -initrd "$WORK/initramfs.cpio" \
+		-append "console=ttyS0 panic=-1 quiet ${KG_VM_APPEND:-}" \
+		</dev/null >"$WORK/qemu.log" 2>&1 &
+	qpid=$!
+	if [ -n "$VERBOSE" ]; then
+		tail -n +1 -f --pid="$qpid" "$LOG" &
+		tpid=$!
+	fi
+	wait "$qpid"
+	qrc=$?
+	qpid=""
+	[ -n "$tpid" ] && wait "$tpid" 2>/dev/null
+	tpid=""
+	t_qemu=$(now)
 
-# Without the firmware's and the tty's decorations (CR, escape sequences).
-sed -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' "$LOG" >"$WORK/console.txt"
-C="$WORK/console.txt"
+	# Without the firmware's and the tty's decorations (CR, escape sequences).
+	sed -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' "$LOG" >"$WORK/console.txt"
+	C="$WORK/console.txt"
+}
+for attempt in 1 2; do
+	boot_guest
+	if [ "$attempt" = 1 ] && ! grep -q '^KGVM: ' "$C" &&
+		grep -qE 'Kernel panic|BUG: |Oops: |general protection fault' "$C"; then
+		echo "$tag: the guest kernel failed while booting, before init ran ($(grep -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault' "$C")): booting again (console of the first boot: $WORK/console-boot1.log)"
+		cp "$LOG" "$WORK/console-boot1.log"
+		continue
+	fi
+	break
+done
 
 # Files the guest exported: "KGVM: file NAME", "KGVM:b <base64>"..., "KGVM: end SHA256".
 export_bad=0
