@@ -325,7 +325,8 @@ check_line() { # EXPECTED WORDS...
 	got=$(complete_line "$@")
 	[ "$got" = "$want" ] || cbad="$cbad '$*' -> '$got' (want '$want');"
 }
-check_line "block ca device help pki reasons registry reload session status tpm verify " ktlsgate ""
+check_line "block ca device help pki reasons registry reload session status tpm upgrade verify " ktlsgate ""
+check_line "--help --timeout " ktlsgate upgrade --
 check_line "--help add credentials expiring import list remove set show " ktlsgate -c /etc/x.conf device ""
 check_line "basic sas thumbprint token x509 " ktlsgate device add d1 --auth ""
 check_line "primary secondary " ktlsgate device credentials d1 --slot ""
