@@ -39,6 +39,17 @@ static void collect_line(const char *line, void *arg)
 	}
 }
 
+/* A control request that failed other than by an ERR reply (no daemon, I/O, protocol):
+ * the one-line error, and the exit code. */
+static int control_failed(const struct kg_cli *cli, int rc)
+{
+	if (rc == KG_E_NOTFOUND)
+		kg_cli_err("daemon not running (control socket %s)", cli->control_socket);
+	else
+		kg_cli_err("control socket %s: %s", cli->control_socket, kg_err_str(rc));
+	return KG_EXIT_RUNTIME;
+}
+
 /* One control request; prints the one-line error itself. */
 static int call(const struct kg_cli *cli, const char *req, struct lines *l, char *final,
 		size_t cap)
@@ -48,18 +59,12 @@ static int call(const struct kg_cli *cli, const char *req, struct lines *l, char
 	final[0] = '\0';
 	rc = kg_control_call(cli->control_socket, req, collect_line, l, final, cap,
 			     KG_CLI_CONTROL_TIMEOUT_MS);
-	if (rc == KG_E_NOTFOUND) {
-		kg_cli_err("daemon not running (control socket %s)", cli->control_socket);
-		return KG_EXIT_RUNTIME;
-	}
 	if (rc == KG_E_DENIED) {
 		kg_cli_err("daemon refused \"%s\": %s", req, final[0] != '\0' ? final : "ERR");
 		return KG_EXIT_RUNTIME;
 	}
-	if (rc != 0) {
-		kg_cli_err("control socket %s: %s", cli->control_socket, kg_err_str(rc));
-		return KG_EXIT_RUNTIME;
-	}
+	if (rc != 0)
+		return control_failed(cli, rc);
 	if (l != NULL && l->bad) {
 		kg_cli_err("daemon sent a line that is not a JSON object");
 		return KG_EXIT_RUNTIME;
@@ -363,54 +368,33 @@ int kg_cli_reload(struct kg_cli *cli, int argc, char **argv)
 		return rc;
 	rc = kg_control_call(cli->control_socket, "reload", NULL, NULL, final, sizeof(final),
 			     KG_CLI_CONTROL_TIMEOUT_MS);
-	if (rc == KG_E_NOTFOUND) {
-		kg_cli_err("daemon not running (control socket %s)", cli->control_socket);
-		return KG_EXIT_RUNTIME;
-	}
 	if (rc == KG_E_DENIED) {
 		kg_cli_err("reload refused, running configuration kept: %s",
 			   final[0] != '\0' ? final : "no reason given");
 		return KG_EXIT_REFUSED;
 	}
-	if (rc != 0) {
-		kg_cli_err("control socket %s: %s", cli->control_socket, kg_err_str(rc));
-		return KG_EXIT_RUNTIME;
-	}
+	if (rc != 0)
+		return control_failed(cli, rc);
 	printf("%s\n", final[0] != '\0' ? final : "reloaded");
 	return KG_EXIT_OK;
 }
 
-/* Collects a `status` reply's lines (one JSON object). */
-struct status_text {
-	char buf[16384];
-	size_t len;
-};
-
-static void add_status_line(const char *line, void *arg)
-{
-	struct status_text *t = arg;
-	int n = snprintf(t->buf + t->len, sizeof(t->buf) - t->len, "%s\n", line);
-
-	if (n > 0 && (size_t)n < sizeof(t->buf) - t->len)
-		t->len += (size_t)n;
-}
-
 /* The pid of the daemon answering on the control socket now; 0: none answers (or no
- * pid in its status). */
+ * pid in its status). Quiet: the caller polls it while the daemons change over. */
 static long answering_pid(const char *sock)
 {
-	struct status_text t = { .len = 0 };
-	struct json_object *o, *pid;
+	struct lines l = { .arr = json_object_new_array(), .bad = false };
+	struct json_object *pid;
 	char final[KG_CONTROL_LINE_MAX];
 	long v = 0;
 
-	if (kg_control_call(sock, "status", add_status_line, &t, final, sizeof(final),
-			    KG_CLI_CONTROL_TIMEOUT_MS) != 0)
-		return 0;
-	o = json_tokener_parse(t.buf);
-	if (o != NULL && json_object_object_get_ex(o, "pid", &pid))
+	if (l.arr != NULL &&
+	    kg_control_call(sock, "status", collect_line, &l, final, sizeof(final),
+			    KG_CLI_CONTROL_TIMEOUT_MS) == 0 &&
+	    json_object_array_length(l.arr) > 0 &&
+	    json_object_object_get_ex(json_object_array_get_idx(l.arr, 0), "pid", &pid))
 		v = (long)json_object_get_int64(pid);
-	json_object_put(o);
+	json_object_put(l.arr);
 	return v;
 }
 
@@ -455,18 +439,12 @@ int kg_cli_upgrade(struct kg_cli *cli, int argc, char **argv)
 	old = answering_pid(cli->control_socket);
 	rc = kg_control_call(cli->control_socket, "upgrade", NULL, NULL, final, sizeof(final),
 			     KG_CLI_CONTROL_TIMEOUT_MS);
-	if (rc == KG_E_NOTFOUND) {
-		kg_cli_err("daemon not running (control socket %s)", cli->control_socket);
-		return KG_EXIT_RUNTIME;
-	}
 	if (rc == KG_E_DENIED) {
 		kg_cli_err("upgrade refused: %s", final[0] != '\0' ? final : "no reason given");
 		return KG_EXIT_REFUSED;
 	}
-	if (rc != 0) {
-		kg_cli_err("control socket %s: %s", cli->control_socket, kg_err_str(rc));
-		return KG_EXIT_RUNTIME;
-	}
+	if (rc != 0)
+		return control_failed(cli, rc);
 	child = strtol(final, &end, 10);
 	if (child <= 0 || *end != '\0') {
 		kg_cli_err("upgrade: the daemon answered '%s'", final);
