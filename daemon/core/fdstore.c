@@ -263,12 +263,10 @@ void kg_fdstore_publish(struct kg_daemon *d)
  * holds the stop KG_FDSTORE_SETTLE_MS at most (the unit's TimeoutStopSec is far above). */
 static void settle_in_flight(struct kg_daemon *d)
 {
-	struct kg_cmd stop_accept = { .type = KG_CMD_STOP_ACCEPT };
 	uint64_t deadline = kg_now_ms() + KG_FDSTORE_SETTLE_MS;
 	int64_t first, left;
 
-	(void)!kg_workers_call(d, &stop_accept);
-	free(stop_accept.out);
+	kg_workers_stop_accept(d);
 	first = left = atomic_load(&d->n_conns) - kg_workers_relaying(d);
 	if (left <= 0)
 		return;

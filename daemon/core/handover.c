@@ -571,13 +571,11 @@ out:
 /* "accepting": the new process's workers accept on the same sockets. */
 static void start_drain(struct kg_daemon *d, struct kg_handover *h)
 {
-	struct kg_cmd cmd = { .type = KG_CMD_STOP_ACCEPT };
 	struct kg_snapshot *s = kg_snapshot_get(d);
 	unsigned drain_s = s->cfg.drain_timeout;
 
 	kg_snapshot_put(s);
-	(void)!kg_workers_call(d, &cmd);
-	free(cmd.out);
+	kg_workers_stop_accept(d);
 	kg_control_release(d->control);
 	kg_metrics_http_quiesce(d->metrics_http);
 	/* The new process is systemd's main pid now: said by us, the main pid, so the

@@ -798,6 +798,14 @@ int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd)
 	return rc;
 }
 
+void kg_workers_stop_accept(struct kg_daemon *d)
+{
+	struct kg_cmd cmd = { .type = KG_CMD_STOP_ACCEPT };
+
+	(void)!kg_workers_call(d, &cmd);
+	free(cmd.out);
+}
+
 int64_t kg_workers_relaying(const struct kg_daemon *d)
 {
 	int64_t n = 0;

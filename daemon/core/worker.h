@@ -129,6 +129,10 @@ struct kg_worker *kg_workers_alloc(unsigned n);
 
 /* Run cmd on every worker and wait for all answers (workers never block). */
 int kg_workers_call(struct kg_daemon *d, struct kg_cmd *cmd) KG_MUST_USE;
+/* Every worker stops accepting (KG_CMD_STOP_ACCEPT: its listener references closed;
+ * the sockets live on where another holds them: a new process, systemd's store). Main
+ * thread. */
+void kg_workers_stop_accept(struct kg_daemon *d);
 /* Sessions relaying now, in every worker and data path (their gauges). Any thread. */
 int64_t kg_workers_relaying(const struct kg_daemon *d);
 /* The live handover's export (KG_CMD_EXPORT_SESSIONS, kg_conn_export()): at most cap
