@@ -75,6 +75,19 @@ wait_port() {
 	return 1
 }
 
+# start_broker: mosquitto on 127.0.0.1:1883 (plain; the gateway's backend, and the
+# benches' broker).
+start_broker() {
+	cat >/tmp/mosq.conf <<EOC
+listener 1883 127.0.0.1
+allow_anonymous true
+max_inflight_messages 0
+max_queued_messages 100000
+EOC
+	mosquitto -c /tmp/mosq.conf >/tmp/mosq.log 2>&1 &
+	wait_port 1883 20 || fail "mosquitto did not start: $(tail -3 /tmp/mosq.log)"
+}
+
 # tls_stat NAME: the value of a /proc/net/tls_stat counter (e.g. TlsTxSw); returns 1
 # (prints nothing) if the kernel has no such counter.
 tls_stat() {

@@ -23,14 +23,7 @@ mkdir -p $CG
 printf 'term\trep\tmsgs\tbytes\tir\tsessions\n' >$OUT
 [ -x /usr/libexec/valgrind/callgrind-amd64-linux ] || fail "valgrind is not in the guest"
 
-cat >/tmp/mosq.conf <<EOC
-listener 1883 127.0.0.1
-allow_anonymous true
-max_inflight_messages 0
-max_queued_messages 100000
-EOC
-mosquitto -c /tmp/mosq.conf >/tmp/mosq.log 2>&1 &
-wait_port 1883 20 || fail "mosquitto did not start"
+start_broker   # guest-lib.sh
 
 # run TERM REP MSGS: one fresh ktlsgated under callgrind, CONNS sessions, MSGS messages.
 run() {

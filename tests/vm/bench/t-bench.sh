@@ -18,14 +18,7 @@ TCK=100
 OUT=/tmp/results.tsv
 printf 'term\trep\tload\tmsgs\tbytes\tutime_s\tstime_s\textra\n' >$OUT
 
-cat >/tmp/mosq.conf <<EOC
-listener 1883 127.0.0.1
-allow_anonymous true
-max_inflight_messages 0
-max_queued_messages 100000
-EOC
-mosquitto -c /tmp/mosq.conf >/tmp/mosq.log 2>&1 &
-wait_port 1883 20 || fail "mosquitto did not start"
+start_broker   # guest-lib.sh
 
 cpu() { awk '{ print $14, $15 }' /proc/$1/stat; }
 # wcpu PID: the relay threads' own CPU: user and system ticks and on-CPU nanoseconds

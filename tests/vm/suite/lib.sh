@@ -7,18 +7,6 @@ CA=$PKI/root/cert.pem
 GWPORT=8883
 MPORT=9100
 
-# start_broker: mosquitto on 127.0.0.1:1883 (plain; the gateway's backend).
-start_broker() {
-	cat >/tmp/mosq.conf <<EOC
-listener 1883 127.0.0.1
-allow_anonymous true
-max_inflight_messages 0
-max_queued_messages 100000
-EOC
-	mosquitto -c /tmp/mosq.conf >/tmp/mosq.log 2>&1 &
-	wait_port 1883 20 || fail "mosquitto did not start: $(tail -3 /tmp/mosq.log)"
-}
-
 # start_gw RELAY [extra config lines]: ktlsgated with relay = RELAY; GW_PID.
 start_gw() {
 	_relay=$1
