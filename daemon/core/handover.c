@@ -436,8 +436,15 @@ void kg_handover_serve(struct kg_daemon *d, int fd, const char *arg)
 		char names[KG_EDGE_MAX_IFACES][KG_EDGE_IFNAME];
 		size_t nl = kg_edge_link_fds(d->edge, lfd, names, KG_EDGE_MAX_IFACES);
 
+		int gfd[KG_EDGE_OBJ_MAX];
+		char id[KG_EDGE_BUILD_ID_LEN];
+
 		for (size_t i = 0; i < nl; i++)
 			add_fd(fds, raw, &n, lfd[i], KG_HO_FD_XDP_LINK, 0, i, names[i]);
+		/* the program and maps too: a successor that may not load BPF keeps them */
+		if (nl > 0 && kg_edge_gate_fds(d->edge, gfd, id) == 0)
+			for (unsigned i = 0; i < KG_EDGE_OBJ_MAX; i++)
+				add_fd(fds, raw, &n, gfd[i], KG_HO_FD_XDP_GATE, 0, i, id);
 	}
 	len = kg_ho_encode_fds(frame, cap, (uint32_t)getpid(), (uint16_t)d->n_workers, fds, n);
 	free(fds);
@@ -930,6 +937,24 @@ int kg_handover_take_xdp_link(struct kg_daemon *d, const char *ifname)
 			int fd = h->fds[i];
 
 			h->fds[i] = -1;
+			return fd;
+		}
+	return -1;
+}
+
+int kg_handover_take_xdp_obj(struct kg_daemon *d, unsigned obj, char *build_id, size_t len)
+{
+	struct kg_handover *h = d->handover;
+
+	if (h == NULL || h->state != HO_NEW_RECEIVED)
+		return -1;
+	for (unsigned i = 0; i < h->n_fds; i++)
+		if (h->rx->fds[i].kind == KG_HO_FD_XDP_GATE && h->rx->fds[i].index == obj &&
+		    h->fds[i] >= 0) {
+			int fd = h->fds[i];
+
+			h->fds[i] = -1;
+			snprintf(build_id, len, "%s", h->rx->fds[i].text);
 			return fd;
 		}
 	return -1;

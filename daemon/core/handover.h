@@ -56,6 +56,9 @@ int kg_handover_take_metrics(struct kg_daemon *d);
 int kg_handover_take_control(struct kg_daemon *d);
 /* The XDP gate's link on ifname (edge.h kg_edge_start_with()), now the caller's, or -1. */
 int kg_handover_take_xdp_link(struct kg_daemon *d, const char *ifname);
+/* The XDP gate's program or map obj (edge.h enum kg_edge_obj), now the caller's, or -1;
+ * the build id of the program it belongs to goes to build_id (at most len bytes). */
+int kg_handover_take_xdp_obj(struct kg_daemon *d, unsigned obj, char *build_id, size_t len);
 /* Did the old process pass an XDP gate's link (it runs the gate)? */
 bool kg_handover_passed_xdp(const struct kg_daemon *d);
 /* Workers accept: close what no worker adopted (fewer workers than the old process:

@@ -52,6 +52,8 @@ enum kg_ho_fd_kind {
 	KG_HO_FD_LOCK = 3,     /* the instance lock (instance.h): the flock moves with it */
 	KG_HO_FD_XDP_LINK = 4, /* the XDP gate's bpf_link on one interface (text: its name) */
 	KG_HO_FD_CONTROL = 5,  /* the control socket's listening fd */
+	KG_HO_FD_XDP_GATE = 6, /* the XDP gate's program or a map (index: enum kg_edge_obj;
+				* text: the program's build id) */
 	KG_HO_FD_KIND_MAX
 };
 
@@ -59,7 +61,8 @@ struct kg_ho_fd {
 	uint8_t kind;           /* enum kg_ho_fd_kind */
 	uint16_t worker;        /* LISTEN: the worker that held it */
 	uint16_t index;         /* LISTEN: the address's index in [daemon] listen order */
-	char text[KG_HO_TEXT_MAX + 1];   /* LISTEN: the address as configured; XDP: ifname */
+	char text[KG_HO_TEXT_MAX + 1];   /* LISTEN: the address as configured; XDP_LINK:
+					  * ifname; XDP_GATE: build id */
 };
 
 struct kg_ho_msg {

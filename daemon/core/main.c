@@ -666,10 +666,15 @@ static void wake_worker(unsigned owner, void *arg)
 		kg_worker_wake(&d->workers[owner]);
 }
 
-/* kg_edge_start_with()'s way to the XDP links a handover passed. */
+/* kg_edge_start_with()'s way to the XDP links, program and maps a handover passed. */
 static int take_xdp_link(void *arg, const char *ifname)
 {
 	return kg_handover_take_xdp_link(arg, ifname);
+}
+
+static int take_xdp_obj(void *arg, enum kg_edge_obj obj, char build_id[KG_EDGE_BUILD_ID_LEN])
+{
+	return kg_handover_take_xdp_obj(arg, (unsigned)obj, build_id, KG_EDGE_BUILD_ID_LEN);
 }
 
 /* Tests only (tests/edge/test-handover.sh): hold a takeover between receiving the
@@ -931,10 +936,18 @@ int main(int argc, char **argv)
 	if (cfg->username_check == KG_USERNAME_PASS)
 		kg_log_warnx("username_check = pass%s", PASS_WARNING);
 	/* XDP gate (privileged, never fatal: without BPF it says so and stays off) */
-	d->edge = handed ? kg_edge_start_with(cfg, take_xdp_link, d) : kg_edge_start(cfg);
+	if (handed) {
+		const struct kg_edge_passed passed = { .take_link = take_xdp_link,
+						       .take_obj = take_xdp_obj, .arg = d };
+
+		d->edge = kg_edge_start_with(cfg, &passed);
+	} else {
+		d->edge = kg_edge_start(cfg);
+	}
 	/* A takeover must not take the gate down: the old process keeps it (and serves on)
-	 * unless we can run it. Under the unit this is the successor `ktlsgate upgrade`
-	 * started, which lacks CAP_PERFMON (dropped after start) for the verifier. */
+	 * unless we can run it. Under the unit, the successor `ktlsgate upgrade` starts
+	 * lacks CAP_PERFMON (dropped after start) for the verifier, and keeps the running
+	 * program when it is this build's (edge.h); another build's it cannot. */
 	if (handed && kg_handover_passed_xdp(d) && !kg_edge_active(d->edge)) {
 		fprintf(stderr, "ktlsgated: --takeover: the running daemon runs the XDP gate and this "
 			"process cannot load it (the line above says why): not taking over; the "

@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 
 #include <bpf/bpf.h>
+#include <openssl/evp.h>
 #include <bpf/libbpf.h>
 #include <netlink/cache.h>
 #include <netlink/netlink.h>
@@ -60,8 +61,11 @@ struct kg_edge {
 	bool active;
 	char why[160];                      /* why inactive (metrics, logs) */
 
-	struct xdp_gate_bpf *skel;
-	int deny_fd, allow_fd, stats_fd;    /* borrowed from skel */
+	struct xdp_gate_bpf *skel;          /* NULL when the program is the previous process's */
+	/* borrowed from skel, or owned (closed at stop) when the program was kept at a
+	 * handover (kg_edge_start_with()) */
+	int prog_fd, cfg_fd, ports_fd, deny_fd, allow_fd, stats_fd;
+	bool kept_program;
 
 	pthread_mutex_t lock;               /* ifaces[], policy */
 	struct iface ifaces[KG_EDGE_MAX_IFACES];
@@ -132,6 +136,40 @@ fail:
 	return -1;
 }
 
+/* Is port one this config gates? */
+static bool port_configured(const struct kg_edge *e, uint32_t port)
+{
+	for (size_t i = 0; i < e->conf.n_ports; i++)
+		if (e->conf.ports[i] == port)
+			return true;
+	return false;
+}
+
+/* A kept program's ports array holds the previous config's ports: ungate those this
+ * config does not name. One batched read of the whole array (64 Ki one-byte values). */
+static int drop_unconfigured_ports(struct kg_edge *e)
+{
+	uint32_t count = KG_XDP_PORTS_MAX, out_batch = 0;
+	uint32_t *keys = calloc(KG_XDP_PORTS_MAX, sizeof(*keys));
+	uint8_t *vals = calloc(KG_XDP_PORTS_MAX, 1), zero = 0;
+	int rc = -1;
+
+	if (keys == NULL || vals == NULL)
+		goto out;
+	if (bpf_map_lookup_batch(e->ports_fd, NULL, &out_batch, keys, vals, &count, NULL) < 0 &&
+	    errno != ENOENT)   /* ENOENT: the whole array came in this one batch */
+		goto out;
+	for (uint32_t i = 0; i < count; i++)
+		if (vals[i] != 0 && !port_configured(e, keys[i]) &&
+		    bpf_map_update_elem(e->ports_fd, &keys[i], &zero, BPF_ANY) < 0)
+			goto out;
+	rc = 0;
+out:
+	free(keys);
+	free(vals);
+	return rc;
+}
+
 /* The allow-list is the config's: entries left in the pinned trie by an older config
  * are removed first. */
 static int fill_maps(struct kg_edge *e)
@@ -146,15 +184,17 @@ static int fill_maps(struct kg_edge *e)
 		xcfg.syn_interval_ns = 1000000000ull / e->conf.syn_rate;
 		xcfg.syn_burst_ns = (uint64_t)(e->conf.syn_burst - 1) * xcfg.syn_interval_ns;
 	}
-	if (bpf_map_update_elem(bpf_map__fd(e->skel->maps.kg_cfg), &zero, &xcfg, BPF_ANY) < 0)
+	if (bpf_map_update_elem(e->cfg_fd, &zero, &xcfg, BPF_ANY) < 0)
 		return -1;
-	fd = bpf_map__fd(e->skel->maps.kg_ports);
+	fd = e->ports_fd;
 	for (size_t i = 0; i < e->conf.n_ports; i++) {
 		uint32_t port = e->conf.ports[i];
 
 		if (bpf_map_update_elem(fd, &port, &one, BPF_ANY) < 0)
 			return -1;
 	}
+	if (e->kept_program && drop_unconfigured_ports(e) < 0)
+		return -1;
 	while (bpf_map_get_next_key(e->allow_fd, NULL, &next) == 0) {
 		key = next;
 		if (bpf_map_delete_elem(e->allow_fd, &key) < 0)
@@ -175,7 +215,7 @@ static int fill_maps(struct kg_edge *e)
 static void attach(struct kg_edge *e, struct iface *ifc, int ifindex)
 {
 	struct bpf_link_create_opts opts = { .sz = sizeof(opts) };
-	int prog = bpf_program__fd(e->skel->progs.gate_xdp);
+	int prog = e->prog_fd;
 	int fd = -1, native_err = 0;
 
 	if (ifc->link_fd >= 0) {
@@ -190,6 +230,14 @@ static void attach(struct kg_edge *e, struct iface *ifc, int ifindex)
 	if (ifc->adopt_fd >= 0) {
 		fd = ifc->adopt_fd;
 		ifc->adopt_fd = -1;
+		if (e->kept_program) {
+			/* the link already runs this program */
+			ifc->mode = "adopted";
+			ifc->link_fd = fd;
+			kg_log_info("edge: XDP gate on %s (ifindex %d) taken over from the previous "
+				    "process, with its program", ifc->name, ifindex);
+			return;
+		}
 		if (bpf_link_update(fd, prog, NULL) == 0) {
 			ifc->mode = "adopted";
 			ifc->link_fd = fd;
@@ -405,7 +453,72 @@ static struct xdp_gate_bpf *load_skel(const char *pin_root, bool pinning, int *e
 
 struct kg_edge *kg_edge_start(const struct kg_config *cfg)
 {
-	return kg_edge_start_with(cfg, NULL, NULL);
+	return kg_edge_start_with(cfg, NULL);
+}
+
+/* This build's program id: the SHA-256 of the BPF object the skeleton embeds, in hex.
+ * Two builds with the same id run the same instructions on the same map layouts. */
+static void build_id(char out[KG_EDGE_BUILD_ID_LEN])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	size_t sz = 0;
+	const void *obj = xdp_gate_bpf__elf_bytes(&sz);
+
+	out[0] = '\0';
+	if (EVP_Digest(obj, sz, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+		return;
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* Keep the previous process's program and maps (kg_edge_start_with()): all of them,
+ * from a process that ran this build's program, or none. Returns 0, or -1 with why. */
+static int keep_program(struct kg_edge *e, const struct kg_edge_passed *p, char *why,
+			size_t whylen)
+{
+	char mine[KG_EDGE_BUILD_ID_LEN], theirs[KG_EDGE_BUILD_ID_LEN];
+	int fds[KG_EDGE_OBJ_MAX];
+	int missing = 0, other = 0;
+
+	build_id(mine);
+	for (int i = 0; i < KG_EDGE_OBJ_MAX; i++) {
+		theirs[0] = '\0';
+		fds[i] = p && p->take_obj ? p->take_obj(p->arg, (enum kg_edge_obj)i, theirs) : -1;
+		missing += fds[i] < 0;
+		other += fds[i] >= 0 && (mine[0] == '\0' || strcmp(theirs, mine) != 0);
+	}
+	if (missing || other) {
+		snprintf(why, whylen, "%s", missing ? "the previous process passed no program" :
+			 "the previous process runs another build of the gate's program");
+		for (int i = 0; i < KG_EDGE_OBJ_MAX; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		return -1;
+	}
+	e->prog_fd = fds[KG_EDGE_OBJ_PROG];
+	e->cfg_fd = fds[KG_EDGE_OBJ_CFG];
+	e->ports_fd = fds[KG_EDGE_OBJ_PORTS];
+	e->deny_fd = fds[KG_EDGE_OBJ_DENY];
+	e->allow_fd = fds[KG_EDGE_OBJ_ALLOW];
+	e->stats_fd = fds[KG_EDGE_OBJ_STATS];
+	e->kept_program = true;
+	return 0;
+}
+
+static void close_kept(struct kg_edge *e)
+{
+	int *fds[] = { &e->prog_fd, &e->cfg_fd, &e->ports_fd, &e->deny_fd, &e->allow_fd,
+		       &e->stats_fd };
+
+	if (!e->kept_program)
+		return;
+	for (size_t i = 0; i < KG_NITEMS(fds); i++)
+		if (*fds[i] >= 0) {
+			close(*fds[i]);
+			*fds[i] = -1;
+		}
+	e->kept_program = false;
 }
 
 /* Passed links no interface took (the gate is off here, or the link went away). */
@@ -420,10 +533,9 @@ static void drop_adopted(struct kg_edge *e)
 	pthread_mutex_unlock(&e->lock);
 }
 
-static struct kg_edge *start(struct kg_edge *e);
+static struct kg_edge *start(struct kg_edge *e, const struct kg_edge_passed *p);
 
-struct kg_edge *kg_edge_start_with(const struct kg_config *cfg,
-				   int (*take_link)(void *arg, const char *ifname), void *arg)
+struct kg_edge *kg_edge_start_with(const struct kg_config *cfg, const struct kg_edge_passed *p)
 {
 	struct kg_edge *e = calloc(1, sizeof(*e));
 	struct kg_edge *r;
@@ -432,6 +544,7 @@ struct kg_edge *kg_edge_start_with(const struct kg_config *cfg,
 		return NULL;
 	e->conf = cfg->edge;
 	e->stop_fd = -1;
+	e->prog_fd = e->cfg_fd = e->ports_fd = e->deny_fd = e->allow_fd = e->stats_fd = -1;
 	pthread_mutex_init(&e->lock, NULL);
 	for (size_t i = 0; i < KG_EDGE_MAX_IFACES; i++) {
 		e->ifaces[i].link_fd = -1;
@@ -439,19 +552,27 @@ struct kg_edge *kg_edge_start_with(const struct kg_config *cfg,
 		if (i < e->conf.n_ifaces) {
 			snprintf(e->ifaces[i].name, sizeof(e->ifaces[i].name), "%s",
 				 e->conf.ifaces[i]);
-			if (take_link != NULL)
-				e->ifaces[i].adopt_fd = take_link(arg, e->ifaces[i].name);
+			if (p != NULL && p->take_link != NULL)
+				e->ifaces[i].adopt_fd = p->take_link(p->arg, e->ifaces[i].name);
 		}
 	}
-	r = start(e);
+	r = start(e, p);
 	if (r != NULL)
 		drop_adopted(r);
+	/* objects the start did not keep: closed */
+	for (int i = 0; p != NULL && p->take_obj != NULL && i < KG_EDGE_OBJ_MAX; i++) {
+		char id[KG_EDGE_BUILD_ID_LEN];
+		int fd = p->take_obj(p->arg, (enum kg_edge_obj)i, id);
+
+		if (fd >= 0)
+			close(fd);
+	}
 	return r;
 }
 
-static struct kg_edge *start(struct kg_edge *e)
+static struct kg_edge *start(struct kg_edge *e, const struct kg_edge_passed *p)
 {
-	char why[512];
+	char why[512], kwhy[96];
 	bool pinning = true;
 	int err;
 
@@ -471,15 +592,26 @@ static struct kg_edge *start(struct kg_edge *e)
 		pinning = false;
 	}
 	e->skel = load_skel(e->conf.pin_dir, pinning, &err);
-	if (e->skel == NULL) {
+	if (e->skel != NULL) {
+		e->prog_fd = bpf_program__fd(e->skel->progs.gate_xdp);
+		e->cfg_fd = bpf_map__fd(e->skel->maps.kg_cfg);
+		e->ports_fd = bpf_map__fd(e->skel->maps.kg_ports);
+		e->deny_fd = bpf_map__fd(e->skel->maps.kg_deny);
+		e->allow_fd = bpf_map__fd(e->skel->maps.kg_allow);
+		e->stats_fd = bpf_map__fd(e->skel->maps.kg_stats);
+	} else if (!(err == EPERM || err == EACCES) || p == NULL) {
 		inactive(e, err == EPERM || err == EACCES ?
 			 "cannot load BPF (%s: no CAP_BPF/CAP_NET_ADMIN?)" : "cannot load BPF: %s",
 			 strerror(err));
 		return e;
+	} else if (keep_program(e, p, kwhy, sizeof(kwhy)) == 0) {
+		kg_log_info("edge: cannot load BPF here (%s); keeping the gate's program the previous "
+			    "process ran (the same build) with its maps", strerror(err));
+	} else {
+		kg_log_warnx("edge: cannot load BPF here: %s", strerror(err));
+		inactive(e, "cannot load BPF here, and %s", kwhy);
+		return e;
 	}
-	e->deny_fd = bpf_map__fd(e->skel->maps.kg_deny);
-	e->allow_fd = bpf_map__fd(e->skel->maps.kg_allow);
-	e->stats_fd = bpf_map__fd(e->skel->maps.kg_stats);
 	if (fill_maps(e) < 0) {
 		inactive(e, "cannot fill the gate's maps: %s", strerror(errno));
 		goto out_destroy;
@@ -512,6 +644,7 @@ out_destroy:
 	e->policy = NULL;
 	xdp_gate_bpf__destroy(e->skel);
 	e->skel = NULL;
+	close_kept(e);
 	return e;
 }
 
@@ -530,6 +663,21 @@ size_t kg_edge_link_fds(struct kg_edge *e, int *fds, char (*names)[KG_EDGE_IFNAM
 		}
 	pthread_mutex_unlock(&e->lock);
 	return n;
+}
+
+int kg_edge_gate_fds(struct kg_edge *e, int fds[KG_EDGE_OBJ_MAX],
+		     char id[KG_EDGE_BUILD_ID_LEN])
+{
+	if (!kg_edge_active(e) || e->prog_fd < 0)
+		return -1;
+	fds[KG_EDGE_OBJ_PROG] = e->prog_fd;
+	fds[KG_EDGE_OBJ_CFG] = e->cfg_fd;
+	fds[KG_EDGE_OBJ_PORTS] = e->ports_fd;
+	fds[KG_EDGE_OBJ_DENY] = e->deny_fd;
+	fds[KG_EDGE_OBJ_ALLOW] = e->allow_fd;
+	fds[KG_EDGE_OBJ_STATS] = e->stats_fd;
+	build_id(id);
+	return id[0] ? 0 : -1;
 }
 
 void kg_edge_stop(struct kg_edge *e)
@@ -555,6 +703,7 @@ void kg_edge_stop(struct kg_edge *e)
 	kg_steer_free(e->steer);
 	kg_edge_policy_free(e->policy);
 	xdp_gate_bpf__destroy(e->skel);
+	close_kept(e);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 }

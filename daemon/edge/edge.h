@@ -39,15 +39,45 @@ struct kg_edge;
 /* Start the gate for cfg->edge (copied). Returns a gate, active or not (the reason is
  * logged once and kept for metrics), or NULL only when out of memory. */
 struct kg_edge *kg_edge_start(const struct kg_config *cfg);
-/* The same, at a handover (core/handover.h): take_link(arg, ifname) returns the bpf_link
- * fd the previous process attached to that interface (-1: none), which the gate keeps
- * attached and points at its own program (bpf_link_update: no moment without a gate);
- * the pinned maps are reused as at any start. Links no interface takes are closed. */
-struct kg_edge *kg_edge_start_with(const struct kg_config *cfg,
-				   int (*take_link)(void *arg, const char *ifname), void *arg);
+/*
+ * The gate's program and the maps user space writes, in this order: what a handover
+ * passes beside the links (kg_edge_gate_fds()), so that a successor that may not load
+ * BPF keeps this very program (below). KG_EDGE_BUILD_ID_LEN: the program's identity,
+ * the hex SHA-256 of the BPF object this build embeds, with its NUL.
+ */
+enum kg_edge_obj {
+	KG_EDGE_OBJ_PROG, KG_EDGE_OBJ_CFG, KG_EDGE_OBJ_PORTS, KG_EDGE_OBJ_DENY,
+	KG_EDGE_OBJ_ALLOW, KG_EDGE_OBJ_STATS, KG_EDGE_OBJ_MAX
+};
+#define KG_EDGE_BUILD_ID_LEN 65
+
+/* What the previous process passed at a handover (core/handover.h). */
+struct kg_edge_passed {
+	/* the bpf_link fd it attached to ifname, now the caller's; -1: none */
+	int (*take_link)(void *arg, const char *ifname);
+	/* its program or map obj, now the caller's, with the build id it ran (copied to
+	 * build_id); -1: none */
+	int (*take_obj)(void *arg, enum kg_edge_obj obj, char build_id[KG_EDGE_BUILD_ID_LEN]);
+	void *arg;
+};
+
+/*
+ * kg_edge_start() at a handover: the passed links stay attached, so no packet ever meets
+ * an interface without the gate. This process loads its program and swaps it into each
+ * link (bpf_link_update); the pinned maps are reused as at any start. When it may not
+ * load BPF (the successor `ktlsgate upgrade` starts under the unit has no CAP_PERFMON,
+ * dropped after start) and the previous process ran the program this build embeds (same
+ * build id), it keeps that program and its maps instead: the same code on the same
+ * maps, with this config written into them. Passed objects nothing takes are closed.
+ */
+struct kg_edge *kg_edge_start_with(const struct kg_config *cfg, const struct kg_edge_passed *p);
 /* The attached links' fds (borrowed) and interface names, at most max: what a handover
  * passes. Returns how many. */
 size_t kg_edge_link_fds(struct kg_edge *e, int *fds, char (*names)[KG_EDGE_IFNAME], size_t max);
+/* The program's and maps' fds (borrowed) and this build's program id, for a handover.
+ * Returns 0, or -1 when no program is loaded. */
+int kg_edge_gate_fds(struct kg_edge *e, int fds[KG_EDGE_OBJ_MAX],
+		     char build_id[KG_EDGE_BUILD_ID_LEN]);
 /* Detach from every interface, stop the link thread, free. Pinned maps stay (the
  * deny list survives a restart). NULL is fine. */
 void kg_edge_stop(struct kg_edge *e);

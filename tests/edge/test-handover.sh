@@ -105,11 +105,14 @@ EOF
 # The id of the bpf_link that holds the XDP program on veth-g ("" without one): the
 # program's id from ip(8), the link that runs it from bpftool (links are global: other
 # namespaces' are listed too).
+xdp_prog_id() {
+	ip -j -d link show veth-g | "$PY" -c 'import json,sys
+x=json.load(sys.stdin)[0].get("xdp",{})
+print(x.get("prog",{}).get("id","") if "prog" in x else x.get("attached",[{}])[0].get("prog",{}).get("id",""))' 2>/dev/null
+}
 xdp_link_id() {
 	local prog
-	prog=$(ip -j -d link show veth-g | "$PY" -c 'import json,sys
-x=json.load(sys.stdin)[0].get("xdp",{})
-print(x.get("prog",{}).get("id","") if "prog" in x else x.get("attached",[{}])[0].get("prog",{}).get("id",""))' 2>/dev/null)
+	prog=$(xdp_prog_id)
 	[ -n "$prog" ] || return 0
 	bpftool -j link show | "$PY" -c 'import json,sys
 for l in json.load(sys.stdin):
@@ -324,6 +327,49 @@ t_old_killed_after_passing() {
 	loop_check 10 || { note "$(loop_check 10)"; return 1; }
 }
 
+# A successor that may not load BPF (no CAP_PERFMON or CAP_SYS_ADMIN, as the one
+# `ktlsgate upgrade` starts under the unit) keeps the running program and its maps
+# (edge.h kg_edge_start_with()): the same program on veth-g throughout, the deny entry
+# made before still drops, and a block added through the new process drops too.
+t_keep_program_without_perfmon() {
+	local mark old=$GW_PID prog0 prog1 out
+	prog0=$(xdp_prog_id)
+	[ -n "$prog0" ] || { note "no XDP program on veth-g"; return 1; }
+	loop_start || return 1
+	sleep 1
+	mark=$(log_mark)
+	setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-perfmon,-sys_admin \
+		"$GATED" --takeover -c "$GW_CONF" >>"$GW_LOG" 2>&1 &
+	NEW_PID=$!
+	KG_PIDS+=("$NEW_PID")
+	accepted_by "$NEW_PID" 20 "$mark" || { note "the new process did not accept: $(tail -5 "$GW_LOG")"; return 1; }
+	GW_PID=$NEW_PID
+	# its bounding set: it never had CAP_PERFMON (else the test proves nothing)
+	out=$(capsh --decode="$(awk '/^CapBnd/ { print $2 }' /proc/"$NEW_PID"/status)")
+	[ -n "$out" ] && ! grep -q 'perfmon\|sys_admin' <<<"$out" ||
+		{ note "the new process may have CAP_PERFMON or CAP_SYS_ADMIN: $out"; return 1; }
+	wait_log "keeping the gate's program the previous process ran" 1 "$mark" ||
+		{ note "no 'keeping the gate's program' line: $(tail -n +"$((mark + 1))" "$GW_LOG" | grep edge: | tail -3)"; return 1; }
+	sleep 2
+	loop_stop
+	loop_check "$LOOP_MIN" || { note "$(loop_check "$LOOP_MIN")"; return 1; }
+	gone "$old" 10 || { note "the old process did not exit"; return 1; }
+	prog1=$(xdp_prog_id)
+	echo "    XDP program id $prog0 -> $prog1 (pid $old -> $NEW_PID)"
+	[ "$prog1" = "$prog0" ] || { note "the XDP program changed: $prog0 -> $prog1"; return 1; }
+	[ "$(metric_value ktlsgate_xdp_attached 'interface="veth-g"' 'mode="adopted"')" = 1 ] ||
+		{ note "ktlsgate_xdp_attached{veth-g,adopted} != 1"; return 1; }
+	out=$(tcp 10.77.0.5 $GATE4 $PORT 1 1000)
+	[ "$(field timeout <<<"$out")" = 1 ] || { note "10.77.0.5 no longer dropped: $out"; return 1; }
+	kg block add 10.77.0.6 >/dev/null || { note "block add 10.77.0.6 through pid $NEW_PID"; return 1; }
+	out=$(tcp 10.77.0.6 $GATE4 $PORT 1 1000)
+	echo "    10.77.0.6 blocked through pid $NEW_PID: $out"
+	[ "$(field timeout <<<"$out")" = 1 ] || { note "10.77.0.6 not dropped: $out"; return 1; }
+	kg block remove 10.77.0.6 >/dev/null || { note "block remove 10.77.0.6"; return 1; }
+	out=$(tcp 10.77.0.6 $GATE4 $PORT 1 2000)
+	[ "$(field established <<<"$out")" = 1 ] || { note "10.77.0.6 still dropped after remove: $out"; return 1; }
+}
+
 # A plain start beside a running daemon is refused as before; --takeover with nothing
 # running is a plain start.
 t_plain_start_and_nothing_running() {
@@ -344,7 +390,8 @@ t_plain_start_and_nothing_running() {
 }
 
 ALL_TESTS=(t_setup t_takeover_under_load t_xdp_deny_kept t_revoke_during_drain t_drain_timeout
-	t_new_killed_before_accepting t_old_killed_after_passing t_plain_start_and_nothing_running)
+	t_new_killed_before_accepting t_old_killed_after_passing t_keep_program_without_perfmon
+	t_plain_start_and_nothing_running)
 
 # run_tests in this shell (GW_PID and KG_PIDS must stay ours for the EXIT trap); its
 # lines are counted from tee's copy, which is whole once the end mark is in it ($! is
