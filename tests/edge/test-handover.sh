@@ -15,8 +15,10 @@
 # serving (no failure either); the old process SIGKILLed right after passing the
 # sockets leaves the new one serving; the XDP gate's link (same link id: never
 # detached) and its deny entries survive; a session outliving [daemon] drain_timeout is
-# cut; --takeover with nothing running starts
-# normally, and a plain start beside a running daemon is still refused.
+# cut; a new process that may not load BPF (no CAP_PERFMON, as under the unit) keeps
+# the running gate program and its maps, with its own config's ports written in;
+# --takeover with nothing running starts normally, and a plain start beside a running
+# daemon is still refused.
 #
 # Run: tests/edge/run.sh (make check-edge), as root. KG_ONLY="t_a t_b" runs a subset
 # (t_setup first).
@@ -135,6 +137,8 @@ t_setup() {
 [edge]
 interfaces = veth-g
 pin_dir = $KG_EDGE_BPFFS/ktlsgate
+; 9100 (nothing listens): t_keep_program_without_perfmon ungates it
+ports = $PORT, 9100
 ; the fleet's loop comes from one address
 syn_rate = 5000
 syn_burst = 5000
@@ -335,6 +339,11 @@ t_keep_program_without_perfmon() {
 	local mark old=$GW_PID prog0 prog1 out
 	prog0=$(xdp_prog_id)
 	[ -n "$prog0" ] || { note "no XDP program on veth-g"; return 1; }
+	# 9100 is gated: the denied source's SYN is dropped (timeout, not refused)
+	out=$(tcp 10.77.0.5 $GATE4 9100 1 1000)
+	[ "$(field timeout <<<"$out")" = 1 ] || { note "9100 not gated before: $out"; return 1; }
+	# the new process's config gates $PORT only: it must ungate 9100 in the kept map
+	sed -i "s/^ports = $PORT, 9100$/ports = $PORT/" "$GW_CONF"
 	loop_start || return 1
 	sleep 1
 	mark=$(log_mark)
@@ -365,6 +374,9 @@ t_keep_program_without_perfmon() {
 	out=$(tcp 10.77.0.6 $GATE4 $PORT 1 1000)
 	echo "    10.77.0.6 blocked through pid $NEW_PID: $out"
 	[ "$(field timeout <<<"$out")" = 1 ] || { note "10.77.0.6 not dropped: $out"; return 1; }
+	out=$(tcp 10.77.0.5 $GATE4 9100 1 2000)
+	echo "    10.77.0.5 to the ungated port 9100: $out"
+	[ "$(field refused <<<"$out")" = 1 ] || { note "9100 still gated in the kept map: $out"; return 1; }
 	kg block remove 10.77.0.6 >/dev/null || { note "block remove 10.77.0.6"; return 1; }
 	out=$(tcp 10.77.0.6 $GATE4 $PORT 1 2000)
 	[ "$(field established <<<"$out")" = 1 ] || { note "10.77.0.6 still dropped after remove: $out"; return 1; }
