@@ -21,6 +21,8 @@
 #                 for the devices' EC keys (tls/ec_decode.h), beside it in the same run
 #   leaf-cache-resumed  tpm-leaf with [tls] session_cache = 100000, kg-bench --resume
 #   nginx         nginx 1.22 stream, file key: the full-handshake CPU reference
+#   nginx-resumed the same nginx, kg-bench --resume (nginx's default stateless TLS 1.3
+#                 tickets): the peer's own resumed / full ratios, beside ours
 # Per variant: full (or resumed) handshakes/s and server CPU per handshake (kg-bench
 # handshake, the server's CPU over the measured phase only: --server-pids), and the
 # time for a storm of STORM_N (5000) devices, all connecting at once, to be connected
@@ -385,7 +387,7 @@ storm_run() {   # storm_run VARIANT REP (a fresh daemon: nothing left of the las
 # variant is left out of the later rounds.
 hs_round() {
 	local v=$1 rep=$2 out
-	if [[ $v == nginx ]]; then start_nginx; else start_variant "$v"; fi
+	if [[ $v == nginx* ]]; then start_nginx; else start_variant "$v"; fi
 	if ! out=$(kgb handshake --count 20 --concurrency 5); then
 		say "$v: warm-up failed: $out (see $LOGS/kg-bench.log, $LOGS/$v.log)"
 		ERRORS=$((ERRORS + 1))
@@ -418,7 +420,7 @@ run_all() {
 	for v in $VARIANTS; do
 		case $v in
 		file | tpm-direct | tpm-leaf | file-resumed | cache-resumed | file-cache | file-nofast | leaf-resumed | leaf-cache-resumed) variant_check "$v" || true ;;
-		nginx) ;;
+		nginx | nginx-resumed) ;;
 		*) die "unknown variant '$v' in BENCH_VARIANTS" ;;
 		esac
 	done
@@ -431,7 +433,7 @@ run_all() {
 	for ((rep = 1; rep <= storms; rep++)); do
 		say "== storms, round $rep of $storms =="
 		for v in $(in_order "$rep"); do
-			[[ $v == nginx ]] && continue
+			[[ $v == nginx* ]] && continue
 			if [[ $v == tpm-direct ]]; then
 				((rep <= STORM_REPEAT_DIRECT)) || continue
 			else
@@ -526,7 +528,7 @@ report() {
 		echo "| variant | connect | connect timeout | handshake | handshake timeout | closed before CONNACK | CONNACK timeout | CONNACK refused | dropped after CONNACK | local |"
 		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		for v in $VARIANTS; do
-			[[ $v == nginx || -n ${NOT_RUN[$v]:-} ]] && continue
+			[[ $v == nginx* || -n ${NOT_RUN[$v]:-} ]] && continue
 			[[ -z $(median "$v" storm_connected) ]] && continue
 			printf '| %s' "$v"
 			for k in connect connect_timeout handshake handshake_timeout before_connack connack_timeout connack_refused dropped local; do
@@ -553,6 +555,10 @@ report() {
 		r=$(ratio leaf-cache-resumed hs_rate tpm-leaf hs_rate); echo "| handshakes/s, resumed / full (certified-leaf, session cache) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
 		r=$(ratio leaf-cache-resumed hs_cpu_us tpm-leaf hs_cpu_us); echo "| server CPU per handshake, resumed / full (certified-leaf, session cache) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
 		r=$(ratio tpm-direct hs_rate file hs_rate); echo "| handshakes/s, TPM direct / file (no target: what the leaf mode is for) | $r | | |"
+		r=$(ratio nginx-resumed hs_rate nginx hs_rate); echo "| handshakes/s, resumed / full, nginx (the peer's own; no target) | $r | | |"
+		r=$(ratio nginx-resumed hs_cpu_us nginx hs_cpu_us); echo "| server CPU per handshake, resumed / full, nginx (the peer's own; no target) | $r | | |"
+		r=$(ratio cache-resumed hs_cpu_us nginx-resumed hs_cpu_us); echo "| resumed-handshake server CPU, ktlsgated (session cache) / nginx (tickets) | $r | | |"
+		r=$(ratio file-resumed hs_cpu_us nginx-resumed hs_cpu_us); echo "| resumed-handshake server CPU, ktlsgated (tickets) / nginx (tickets) | $r | | |"
 		echo
 		echo "Configs ([tpm], [tls] lines): $(for v in $VARIANTS; do [[ -n ${CONF_NOTE[$v]:-} ]] && printf '%s: %s ' "$v" "${CONF_NOTE[$v]}"; done)"
 		echo
@@ -573,7 +579,7 @@ main() {
 	for t in mosquitto openssl ss swtpm nginx python3; do
 		command -v "$t" >/dev/null || die "$t is not installed"
 	done
-	if variant_on nginx; then
+	if variant_on nginx || variant_on nginx-resumed; then
 		[[ -f /usr/lib/nginx/modules/ngx_stream_module.so ]] || die "nginx stream module missing: apt-get install libnginx-mod-stream"
 	fi
 	LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
