@@ -488,6 +488,33 @@ void kg_conn_start(struct kg_worker *w, int fd, const struct sockaddr *sa, sockl
 	kg_conn_run(c);
 }
 
+/* A password check for c is in the pool: c goes on its worker's auth_waiting list. */
+static void auth_wait(struct kg_conn *c)
+{
+	struct kg_worker *w = c->w;
+
+	c->auth_pending = true;
+	c->auth_prev = NULL;
+	c->auth_next = w->auth_waiting;
+	if (w->auth_waiting != NULL)
+		w->auth_waiting->auth_prev = c;
+	w->auth_waiting = c;
+}
+
+static void auth_unwait(struct kg_conn *c)
+{
+	if (!c->auth_pending)
+		return;
+	if (c->auth_prev != NULL)
+		c->auth_prev->auth_next = c->auth_next;
+	else
+		c->w->auth_waiting = c->auth_next;
+	if (c->auth_next != NULL)
+		c->auth_next->auth_prev = c->auth_prev;
+	c->auth_prev = c->auth_next = NULL;
+	c->auth_pending = false;
+}
+
 void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 {
 	struct kg_worker *w = c->w;
@@ -513,7 +540,7 @@ void kg_conn_close(struct kg_conn *c, enum kg_reason why)
 	}
 	if (c->auth_pending) {
 		(void)kg_auth_pool_cancel(w->d->auth_pool, w->idx, c->cid);
-		c->auth_pending = false;
+		auth_unwait(c);
 	}
 	kg_metric_add(&w->metrics.closes[why], 1);
 	if (c->state == KG_ST_RELAYING)
@@ -1235,7 +1262,7 @@ static enum kg_step st_auth(struct kg_conn *c)
 		res.why = "password checks queue full (kdf_queue)";
 		return auth_verdict(c, &res);
 	}
-	c->auth_pending = true;
+	auth_wait(c);
 	/* Nothing more is read meanwhile: bytes the device pipelines wait in the socket.
 	 * Only its hangup matters (the CONNECT deadline still runs). */
 	if (kg_conn_watch(c, &c->io.dev, 0) < 0) {
@@ -1247,7 +1274,7 @@ static enum kg_step st_auth(struct kg_conn *c)
 
 void kg_conn_auth_done(struct kg_conn *c, const struct kg_auth_result *res)
 {
-	c->auth_pending = false;
+	auth_unwait(c);
 	if (auth_verdict(c, res) == KG_STEP_NEXT)
 		kg_conn_run(c);
 }

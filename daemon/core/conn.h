@@ -103,6 +103,9 @@ struct kg_conn {
 					    * KG_AUTH_KIND_MAX: none (yet) */
 	bool auth_pending;                 /* a password check waits in the auth pool
 					    * under tag cid (cancelled by the close) */
+	/* while auth_pending: on the worker's auth_waiting list, where the pool's results
+	 * find their connection without walking every live one */
+	struct kg_conn *auth_prev, *auth_next;
 	bool src_held;                     /* counted pending there until the handshake ends */
 	bool identified, verify_ran, decided, audited;
 	/* TLS resumption (tls/tickets.h): ticket_id, c->id came from a ticket the decrypt

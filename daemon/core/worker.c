@@ -472,8 +472,10 @@ static void do_accept(struct kg_worker *w, struct kg_evsrc *l)
 
 /*
  * Password checks the auth pool finished for this worker: each goes to the connection
- * still waiting for it under its tag (the connection id). One that closed meanwhile
- * cancelled its job, and a result that races the cancel finds nobody here: dropped.
+ * still waiting for it under its tag (the connection id), found on the list of those
+ * waiting (what the pool holds for this worker), not among every live one. One that
+ * closed meanwhile cancelled its job, and a result that races the cancel finds nobody
+ * here: dropped.
  */
 static void auth_results(struct kg_worker *w)
 {
@@ -484,8 +486,8 @@ static void auth_results(struct kg_worker *w)
 		for (size_t i = 0; i < n; i++) {
 			struct kg_conn *c;
 
-			for (c = w->conns; c != NULL; c = c->next)
-				if (c->cid == done[i].tag && c->auth_pending)
+			for (c = w->auth_waiting; c != NULL; c = c->auth_next)
+				if (c->cid == done[i].tag)
 					break;
 			if (c != NULL)
 				kg_conn_auth_done(c, &done[i].res);

@@ -79,6 +79,7 @@ struct kg_worker {
 	bool accept_paused;
 	struct kg_registry *reg;              /* read-only handle, this thread's */
 	struct kg_conn *conns;                /* live connections */
+	struct kg_conn *auth_waiting;         /* those with a password check in the pool */
 	struct kg_conn *dead;                 /* closed in this loop turn, freed after it */
 	size_t n_conns;
 	uint64_t next_id;

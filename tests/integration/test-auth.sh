@@ -325,9 +325,55 @@ t_brute_force() {
 	[ "$out" = "connack 0x00" ] || { note "basdev after brute's lockout: $out"; return 1; }
 }
 
+# Password checks run in the auth pool while the connection waits (worker.c
+# auth_results): 10 devices send a CONNECT with a password at once, every other one
+# resets its connection right after it (SO_LINGER 0: the worker sees the hangup while
+# the check waits, closes, cancels the job), so the waiting list loses members in its
+# middle while results arrive for the others. Those that wait get CONNACK 0; the daemon serves
+# on (under ASan: no use of a closed connection).
+t_hangup_while_checking() {
+	local out i
+	for ((i = 0; i < 10; i++)); do
+		printf '%s\n' "$PW" | kg device add "hup$i" --auth basic --username "hup-$i" \
+			--password-stdin >/dev/null 2>&1 || { note "device add hup$i"; return 1; }
+	done
+	out=$("$PY" - "$PLAIN_PORT" "$PW" <<'EOF'
+import socket, struct, sys
+port, pw = int(sys.argv[1]), sys.argv[2].encode()
+def s(b): return struct.pack("!H", len(b)) + b
+waiting = []
+for i in range(10):
+    body = (s(b"MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30) + s(b"hup%d" % i)
+            + s(b"hup-%d" % i) + s(pw))
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"\x10" + bytes([len(body)]) + body)
+    if i % 2:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    else:
+        waiting.append(c)
+ok = 0
+for c in waiting:
+    c.settimeout(15)
+    try:
+        r = c.recv(4)
+    except OSError:
+        r = b""
+    ok += r[:1] == b"\x20" and r[3:4] == b"\x00"
+    c.close()
+print("connack0 %d of %d" % (ok, len(waiting)))
+EOF
+)
+	echo "    $out"
+	[ "$out" = "connack0 5 of 5" ] || { note "the waiting devices: $out"; return 1; }
+	kill -0 "$GW_PID" || { note "the daemon is gone"; return 1; }
+	out=$(cc plain --id basdev --username meter-1 --password="$PW")
+	[ "$out" = "connack 0x00" ] || { note "a device after the hang-ups: $out"; return 1; }
+}
+
 ALL_TESTS=(t_sas_tls t_token_tls t_basic_tls t_sas_secondary t_sas_bad t_token_bad t_basic_bad
 	t_paho t_disabled t_revoke_live t_x509_only t_brute_force t_sas_plain t_token_plain t_basic_plain
-	t_revoke_sockmap)
+	t_revoke_sockmap t_hangup_while_checking)
 
 setup || { echo "FAIL setup"; exit 1; }
 run_tests
