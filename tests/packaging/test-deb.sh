@@ -32,7 +32,8 @@
 #                      the release's packages; `openssl version` there is its series
 #          user, dirs, conffile, cli, config_unprovisioned, config_pki, daemon_start
 #          (in a network namespace of its own), upgrade (no systemd: the running
-#          daemon is left alone), remove, purge (see the inner script below)
+#          daemon is left alone), schema_probe (the CLI's words on an older schema,
+#          which postinst relies on), remove, purge (see the inner script below)
 #
 # The root: scripts/check-fresh.sh's cached minbase tarball
 # ($KG_FRESH_CACHE/SUITE-ARCH-minbase.tar.gz, default /var/cache/ktlsgate-fresh);
@@ -621,6 +622,26 @@ else
 		fail upgrade "without systemd the package still acted on the daemon: $(grep -E 'upgrade: started' /tmp/daemon2.log | head -1) $(grep -E '^ktlsgate: (upgraded|restarting|not )' /tmp/upgrade.log | tr '\n' ';') $(ls /run/ktlsgate.pkg-unit-sum 2>/dev/null)"
 	else pass "upgrade ($VERSION -> $VERSION+test1 under a running daemon: $bak, conffile edit kept; no systemd: the daemon left alone)"; fi
 fi
+
+# postinst restarts instead of upgrading in place when the new build would migrate the
+# registry, and learns that from the new CLI's read-only open, which refuses an older
+# schema with "... is older than this build (N); open it read-write to migrate"
+# (registry_migrates in postinst). That contract, on the installed CLI as the daemon's
+# user: the live registry lists (no migration due), a copy with user_version one lower
+# is refused with those words.
+rv=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'PRAGMA user_version' 2>&1)
+runuser -u ktlsgate -- sqlite3 /var/lib/ktlsgate/registry.db ".backup /tmp/reg-older.db" >/tmp/probe.log 2>&1 &&
+	runuser -u ktlsgate -- sqlite3 /tmp/reg-older.db "PRAGMA user_version = $((rv - 1))" >>/tmp/probe.log 2>&1
+now=$(runuser -u ktlsgate -- ktlsgate ca list 2>&1 >/dev/null); nrc=$?
+older=$(runuser -u ktlsgate -- ktlsgate -r /tmp/reg-older.db ca list 2>&1 >/dev/null); orc=$?
+case $rv in ''|*[!0-9]*) fail schema_probe "the registry's user_version: '$rv'" ;;
+*)
+	if [ $nrc -ne 0 ]; then fail schema_probe "ktlsgate ca list on the current registry: rc $nrc: $now"
+	elif [ $orc -eq 0 ] || [ "${older#*is older than this build}" = "$older" ]; then
+		fail schema_probe "ktlsgate ca list on a schema-$((rv - 1)) copy: rc $orc, '$older' (want '... is older than this build'): $(cat /tmp/probe.log)"
+	else pass "schema_probe (schema $rv lists; a schema-$((rv - 1)) copy: '$older')"; fi ;;
+esac
+rm -f /tmp/reg-older.db
 
 # remove keeps the configuration and the state; purge removes both.
 dpkg -r ktlsgate >/tmp/remove.log 2>&1
