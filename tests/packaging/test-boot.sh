@@ -28,9 +28,15 @@
 #          block        ktlsgate block add/list/remove under the unit (via the daemon)
 #          tpm_provider the package pulls in tpm2-openssl
 #          tpm          tpm.conf: server key made in swtpm's TPM, seen by the client
-#          upgrade      dpkg -i VERSION+test1 under the unit keeps registry and config,
-#                       restarts the daemon, refuses none of a connect loop's attempts,
-#                       and keeps a live kTLS subscriber's session
+#          upgrade      dpkg -i VERSION+test1 under the unit (the XDP gate turned off
+#                       first) keeps registry and config and replaces the daemon in
+#                       place: postinst says so, the unit never leaves active, MainPID
+#                       moves to the successor, the old pid drains and exits, none of a
+#                       connect loop's attempts is refused, a live kTLS subscriber keeps
+#                       its connection
+#          upgrade_unit dpkg -i VERSION+test2, whose unit differs: postinst restarts
+#                       instead and says why, the new MainPID has the new unit's
+#                       environment, no connect refused
 #          purge        dpkg -P leaves no config, state or unit
 #   host   boot         the guest said done, every check gave a verdict, no oops
 # (boot/checks.sh and docs/packaging.md, "Boot test", say how.) A check that cannot run
@@ -125,6 +131,15 @@ rp=$(mktemp -d "$WORKBASE/repack.XXXXXX")
 dpkg-deb -R "$DEB" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test1/" "$rp/p/DEBIAN/control" &&
 	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade.deb" >/dev/null || abort install "cannot repack $DEB as $VERSION+test1"
 rm -rf "$rp"
+# The fallback: VERSION+test2 with a changed unit (one Environment= line more, which the
+# guest reads back from the restarted daemon), so that postinst must restart.
+rp=$(mktemp -d "$WORKBASE/repack.XXXXXX")
+dpkg-deb -R "$ROOT/root/pkg/upgrade.deb" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test2/" "$rp/p/DEBIAN/control" &&
+	u=$(find "$rp/p" -path '*/systemd/system/ktlsgated.service') && [ -n "$u" ] &&
+	sed -i '/^\[Service\]$/a Environment=KG_BOOT_UNIT=test2' "$u" && grep -qx 'Environment=KG_BOOT_UNIT=test2' "$u" &&
+	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade-unit.deb" >/dev/null ||
+	abort install "cannot repack $DEB as $VERSION+test2 with a changed unit"
+rm -rf "$rp"
 install -m 0755 tests/packaging/boot/setup-root.sh "$ROOT/root/setup-root.sh"
 install -m 0644 tests/packaging/boot/checks.sh tests/vm/guest-lib.sh "$ROOT/usr/local/lib/kg-boot/"
 install -m 0644 tests/packaging/boot/kg-boot-checks.service "$ROOT/etc/systemd/system/"
@@ -217,7 +232,7 @@ problems=""
 grep -q '^KGBOOT: done' "$C" || problems="$problems the guest never said done (last check started: $(sed -n 's/^KGBOOT: time //p' "$C" | tail -1));"
 grep -qE 'Kernel panic|BUG: |Oops: |general protection fault' "$C" &&
 	problems="$problems the kernel: $(grep -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault' "$C");"
-for c in ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm upgrade purge; do
+for c in ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm upgrade upgrade_unit purge; do
 	grep -qE "^KGBOOT: (PASS|FAIL) $c\b" "$C" || problems="$problems no verdict for $c;"
 done
 if [ -z "$problems" ]; then

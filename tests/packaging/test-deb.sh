@@ -21,13 +21,19 @@
 #          depends     the .deb's Depends names the release's libssl and libbpf packages
 #          conf_drift  the packaged config's keys are docs/examples/ktlsgate.conf's
 #          completion  the completion's nouns and verbs are those of `ktlsgate --help`
+#          scripts     the maintainer scripts (dpkg-deb -e) pass dash -n; debhelper's
+#                      parts stop nothing on upgrade and restart nothing (the release's
+#                      debhelper, with --no-stop-on-upgrade); postinst daemon-reloads,
+#                      runs ktlsgate upgrade with the try-restart fallback; preinst
+#                      saves the unit's sum (docs/packaging.md, "Upgrade")
 #   root   install     apt-get install ./ktlsgate_*.deb in a debootstrapped minbase root
 #                      of the release (chroot; policy-rc.d refuses service starts)
 #          links       the installed ktlsgated resolves libssl.so.3 and libbpf.so.1 to
 #                      the release's packages; `openssl version` there is its series
 #          user, dirs, conffile, cli, config_unprovisioned, config_pki, daemon_start
-#          (in a network namespace of its own), upgrade, remove, purge (see the inner
-#          script below)
+#          (in a network namespace of its own), upgrade (no systemd: the running
+#          daemon is left alone), schema_probe (the CLI's words on an older schema,
+#          which postinst relies on), remove, purge (see the inner script below)
 #
 # The root: scripts/check-fresh.sh's cached minbase tarball
 # ($KG_FRESH_CACHE/SUITE-ARCH-minbase.tar.gz, default /var/cache/ktlsgate-fresh);
@@ -358,6 +364,35 @@ if [ "$TARGET" = deb ]; then
 	rm -rf "$x"
 fi
 
+# --- host: the maintainer scripts, as the release's debhelper made them ---------------
+# The upgrade is postinst's own (docs/packaging.md, "Upgrade"): debhelper's parts must
+# neither stop the daemon before it (preinst, prerm) nor restart it (postinst); what
+# dh_installsystemd generates for an option differs by debhelper version, so this reads
+# the built package, not debian/rules.
+x=$(mktemp -d "$WORKBASE/ctl.XXXXXX")
+dpkg-deb -e "$DEB" "$x/c"
+sbad=""
+for m in preinst postinst prerm postrm; do
+	[ -f "$x/c/$m" ] || { sbad="$sbad no $m;"; continue; }
+	e=$(dash -n "$x/c/$m" 2>&1) || sbad="$sbad $m: sh -n: $e;"
+done
+# debhelper's blocks only ("# Automatically added by dh_..." to "# End automatically ...")
+dh_part() { sed -n '/^# Automatically added by dh_/,/^# End automatically added section/p' "$x/c/$1" 2>/dev/null; }
+dh_part preinst | grep -q 'deb-systemd-invoke stop' && sbad="$sbad debhelper stops the unit in preinst;"
+dh_part prerm | grep -q 'deb-systemd-invoke stop' && sbad="$sbad debhelper stops the unit in prerm;"
+dh_part postinst | grep -qE 'deb-systemd-invoke|_dh_action' &&
+	sbad="$sbad debhelper starts or restarts the unit in postinst: $(dh_part postinst | grep -E 'deb-systemd-invoke|_dh_action' | tr '\n' ';');"
+grep -q 'if \[ "\$1" = remove \]' "$x/c/prerm" && grep -q 'deb-systemd-invoke stop ktlsgated.service' "$x/c/prerm" ||
+	sbad="$sbad prerm does not stop the unit on remove;"
+grep -q 'systemctl --system daemon-reload' "$x/c/postinst" || sbad="$sbad postinst does not daemon-reload;"
+grep -q 'ktlsgate upgrade --timeout' "$x/c/postinst" && grep -q 'deb-systemd-invoke try-restart "$UNIT"' "$x/c/postinst" ||
+	sbad="$sbad postinst has no ktlsgate upgrade with the try-restart fallback;"
+grep -q 'systemctl cat ktlsgated.service' "$x/c/preinst" && grep -q '>"$UNIT_SUM"' "$x/c/preinst" ||
+	sbad="$sbad preinst does not save the unit's sum;"
+rm -rf "$x"
+[ -z "$sbad" ] && pass "scripts (dash -n; debhelper's parts stop and restart nothing on upgrade; postinst: daemon-reload, ktlsgate upgrade or try-restart; preinst saves the unit's sum)" ||
+	fail scripts "$sbad"
+
 # --- the root -------------------------------------------------------------------------
 minbase_tarball "$SUITE" "$ARCH"
 ROOT=$(mktemp -d "$WORKBASE/root.XXXXXX") || abort root "mktemp failed"
@@ -543,9 +578,11 @@ else
 	fail daemon_start "no network namespace at /tmp/kg-netns"
 fi
 
-# Upgrade to VERSION+test1 while the daemon runs (as with --restart-after-upgrade): the
-# registry is backed up online (named after the old version) and kept, an edited
-# conffile is kept, the running daemon is not disturbed.
+# Upgrade to VERSION+test1 while the daemon runs: the registry is backed up online
+# (named after the old version) and kept, an edited conffile is kept, and the running
+# daemon is not disturbed: without a booted systemd (none here) postinst does not
+# replace it, though `ktlsgate upgrade` would reach this one (its log would say
+# "upgrade: started"), and says nothing of it.
 sed -i 's/^log_level = info$/log_level = debug/' /etc/ktlsgate/ktlsgate.conf
 dpid=""
 if [ -e /tmp/kg-netns ]; then
@@ -580,8 +617,31 @@ else
 	elif [ "$alive" != yes ]; then fail upgrade "the daemon running during the upgrade did not answer after it"
 	elif ls /var/lib/ktlsgate/*-wal /var/lib/ktlsgate/*-shm 2>/dev/null | xargs -r stat -c '%U %n' | grep -q '^root '; then
 		fail upgrade "root-owned WAL/SHM files left beside the registry"
-	else pass "upgrade ($VERSION -> $VERSION+test1 under a running daemon: $bak, conffile edit kept)"; fi
+	elif grep -q 'upgrade: started' /tmp/daemon2.log || grep -qE '^ktlsgate: (upgraded|restarting|not )' /tmp/upgrade.log ||
+		[ -e /run/ktlsgate.pkg-unit-sum ]; then
+		fail upgrade "without systemd the package still acted on the daemon: $(grep -E 'upgrade: started' /tmp/daemon2.log | head -1) $(grep -E '^ktlsgate: (upgraded|restarting|not )' /tmp/upgrade.log | tr '\n' ';') $(ls /run/ktlsgate.pkg-unit-sum 2>/dev/null)"
+	else pass "upgrade ($VERSION -> $VERSION+test1 under a running daemon: $bak, conffile edit kept; no systemd: the daemon left alone)"; fi
 fi
+
+# postinst restarts instead of upgrading in place when the new build would migrate the
+# registry, and learns that from the new CLI's read-only open, which refuses an older
+# schema with "... is older than this build (N); open it read-write to migrate"
+# (registry_migrates in postinst). That contract, on the installed CLI as the daemon's
+# user: the live registry lists (no migration due), a copy with user_version one lower
+# is refused with those words.
+rv=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'PRAGMA user_version' 2>&1)
+runuser -u ktlsgate -- sqlite3 /var/lib/ktlsgate/registry.db ".backup /tmp/reg-older.db" >/tmp/probe.log 2>&1 &&
+	runuser -u ktlsgate -- sqlite3 /tmp/reg-older.db "PRAGMA user_version = $((rv - 1))" >>/tmp/probe.log 2>&1
+now=$(runuser -u ktlsgate -- ktlsgate ca list 2>&1 >/dev/null); nrc=$?
+older=$(runuser -u ktlsgate -- ktlsgate -r /tmp/reg-older.db ca list 2>&1 >/dev/null); orc=$?
+case $rv in ''|*[!0-9]*) fail schema_probe "the registry's user_version: '$rv'" ;;
+*)
+	if [ $nrc -ne 0 ]; then fail schema_probe "ktlsgate ca list on the current registry: rc $nrc: $now"
+	elif [ $orc -eq 0 ] || [ "${older#*is older than this build}" = "$older" ]; then
+		fail schema_probe "ktlsgate ca list on a schema-$((rv - 1)) copy: rc $orc, '$older' (want '... is older than this build'): $(cat /tmp/probe.log)"
+	else pass "schema_probe (schema $rv lists; a schema-$((rv - 1)) copy: '$older')"; fi ;;
+esac
+rm -f /tmp/reg-older.db
 
 # remove keeps the configuration and the state; purge removes both.
 dpkg -r ktlsgate >/tmp/remove.log 2>&1

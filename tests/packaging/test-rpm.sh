@@ -18,7 +18,9 @@
 #   binaries    the packaged ktlsgate and ktlsgated (rpm2cpio) print the version
 #   scripts     rpm -qp --scripts: the sysusers line is packaging/ktlsgate.sysusers's,
 #               nothing enables or starts the unit, stop/disable only on erase,
-#               try-restart only on upgrade; each scriptlet passes sh -n (dash)
+#               %postun only reloads, %pre leaves the upgrade marker only on an
+#               upgrade under systemd, %posttrans acts on it alone (ktlsgate upgrade,
+#               try-restart as the fallback); each scriptlet passes sh -n (dash)
 #   sysusers    %pre's systemd-sysusers command and here-document, run with --root on
 #               an empty root by the host's systemd-sysusers, make the user and group
 #   conffile    rpm -qp --configfiles is the config, flagged %config(noreplace)
@@ -26,7 +28,10 @@
 #               check-fresh.sh's cached tarball; debootstrapped when missing) with an
 #               rpmdb initialised in it (--initdb): the scriptlets run there (chroot)
 #   user, dirs, verify (rpm -V), upgrade (to the tree rebuilt as RELEASE.test1: the
-#               registry backed up by %pre, the edited config kept), erase (the edited
+#               registry backed up by %pre, the edited config kept, nothing replaced:
+#               no systemd), upgrade_fallback (test1 reinstalled under a stand-in
+#               systemctl that says systemd runs the unit: the in-place upgrade fails
+#               there, %posttrans says so and try-restarts once), erase (the edited
 #               config kept as .rpmsave, the state directory with its registry kept,
 #               binaries gone, rpmdb empty)
 #
@@ -200,9 +205,10 @@ pre=$(q --qf '%{PREIN}')
 post=$(q --qf '%{POSTIN}')
 preun=$(q --qf '%{PREUN}')
 postun=$(q --qf '%{POSTUN}')
+posttrans=$(q --qf '%{POSTTRANS}')
 sysu=$(grep -v '^#' packaging/ktlsgate.sysusers)
 sbad=""
-for s in pre post preun postun; do
+for s in pre post preun postun posttrans; do
 	body=${!s}
 	[ -n "$body" ] && [ "$body" != "(none)" ] || { sbad="$sbad no %$s;"; continue; }
 	e=$(printf '%s\n' "$body" | dash -n 2>&1) || sbad="$sbad %$s: sh -n: $e;"
@@ -218,9 +224,18 @@ grep -v '^[[:space:]]*#' "$OUT/scripts.txt" | grep -qE 'systemctl[^|;]* (enable|
 	sbad="$sbad a scriptlet enables, starts or restarts the unit unconditionally: $(grep -E 'systemctl' "$OUT/scripts.txt" | grep -v '^[[:space:]]*#' | tr '\n' ';');"
 printf '%s\n' "$preun" | grep -q 'if \[ "$1" -eq 0 \]' && printf '%s\n' "$preun" | grep -q 'disable --now ktlsgated.service' ||
 	sbad="$sbad %preun does not stop and disable on erase only;"
-printf '%s\n' "$postun" | grep -q 'if \[ "$1" -ge 1 \]' && printf '%s\n' "$postun" | grep -q 'try-restart ktlsgated.service' ||
-	sbad="$sbad %postun does not try-restart on upgrade only;"
-[ -z "$sbad" ] && pass "scripts (%pre sysusers + backup, %post tmpfiles, erase stops, upgrade try-restarts, never enabled; sh -n)" ||
+# The upgrade (docs/packaging.md, "Upgrade"): the old package's %postun runs after the
+# new %post, so it must not restart (this one's will be the old one next time); the new
+# %posttrans replaces the daemon, only after %pre's marker (upgrade, systemd booted).
+printf '%s\n' "$postun" | grep -v '^[[:space:]]*#' | grep -q 'restart' &&
+	sbad="$sbad %postun restarts: $(printf '%s\n' "$postun" | grep restart | tr '\n' ';');"
+printf '%s\n' "$postun" | grep -q 'systemctl daemon-reload' || sbad="$sbad %postun does not daemon-reload;"
+printf '%s\n' "$pre" | grep -q 'if \[ "$1" -ge 2 \] && \[ -d /run/systemd/system \]; then' &&
+	printf '%s\n' "$pre" | grep -q '>"$marker"' || sbad="$sbad %pre does not leave the marker on an upgrade under systemd only;"
+printf '%s\n' "$posttrans" | grep -q '^if \[ -f "$marker" \]; then' || sbad="$sbad %posttrans does not act on the marker alone;"
+printf '%s\n' "$posttrans" | grep -q 'ktlsgate upgrade --timeout' && printf '%s\n' "$posttrans" | grep -q 'systemctl try-restart "$unit"' ||
+	sbad="$sbad %posttrans has no ktlsgate upgrade with the try-restart fallback;"
+[ -z "$sbad" ] && pass "scripts (%pre sysusers + backup + upgrade marker, %post tmpfiles, erase stops, %postun reloads, %posttrans upgrades in place or try-restarts, never enabled; sh -n)" ||
 	fail scripts "$sbad"
 
 # --- %pre's systemd-sysusers branch, which the scratch root (no systemd) does not take ---
@@ -351,8 +366,60 @@ if [ -n "$UPGRADED" ]; then
 		elif [ -e "$ROOT/etc/ktlsgate/ktlsgate.conf.rpmnew" ] || [ -e "$ROOT/etc/ktlsgate/ktlsgate.conf.rpmsave" ]; then
 			fail upgrade "an .rpmnew/.rpmsave appeared though the packaged config did not change"
 		elif grep -iE 'warning|error' "$OUT/upgrade.log" >/dev/null; then fail upgrade "rpm -Uvh warned: $(grep -iE 'warning|error' "$OUT/upgrade.log" | head -2 | tr '\n' ';')"
-		else pass "upgrade ($VR -> $UVR: $bak 0600 with the CA, registry kept, config edit kept)"; fi
+		# no systemd in the root: nothing to replace, and nothing tried
+		elif grep -E '^ktlsgate: (upgraded|restart|not )' "$OUT/upgrade.log" >/dev/null || [ -e "$ROOT/run/ktlsgate.rpm-upgrade" ]; then
+			fail upgrade "without systemd the scriptlets still acted: $(grep '^ktlsgate: ' "$OUT/upgrade.log" | tr '\n' ';') $(ls "$ROOT/run/ktlsgate.rpm-upgrade" 2>/dev/null)"
+		else pass "upgrade ($VR -> $UVR: $bak 0600 with the CA, registry kept, config edit kept; no systemd: nothing replaced)"; fi
 	fi
+fi
+
+# The in-place upgrade's fallback, under a stand-in for systemd: /run/systemd/system and
+# a systemctl (the root has none) that says the unit is active with one MainPID and
+# logs every call. The daemon does not run here (its libraries are not in the root), so
+# `ktlsgate upgrade` fails: %posttrans must say so and try-restart once, %postun (the
+# "old" package's, this same spec's) only reload, and rpm -U succeed. The real path,
+# under systemd as PID 1, is the deb's (test-boot.sh upgrade, upgrade_unit).
+if [ -n "$UPGRADED" ] && [ -e "$ROOT/usr/bin/systemctl" ]; then
+	fail upgrade_fallback "the root has a systemctl of its own: no place for the stand-in"
+elif [ -n "$UPGRADED" ]; then
+	[ -e "$ROOT/run/systemd" ] && had_rs=yes || had_rs=""
+	mkdir -p "$ROOT/run/systemd/system"
+	cat >"$ROOT/usr/bin/systemctl" <<'SYSTEMCTL_EOF'
+#!/bin/sh
+# test-rpm: a stand-in for systemctl, logging its calls
+echo "systemctl $*" >>/tmp/systemctl.log
+case "$*" in
+"is-active --quiet ktlsgated.service") exit 0 ;;
+"show -p MainPID --value ktlsgated.service") echo 4242 ;;
+"show -p User --value ktlsgated.service") echo ktlsgate ;;
+"cat ktlsgated.service") echo "# /usr/lib/systemd/system/ktlsgated.service"; cat /usr/lib/systemd/system/ktlsgated.service ;;
+esac
+exit 0
+SYSTEMCTL_EOF
+	chmod 0755 "$ROOT/usr/bin/systemctl"
+	# --reinstall of RELEASE.test1: an upgrade transaction to rpm (%pre gets 2, the old
+	# instance's %preun and %postun run, then %posttrans) without a third rpmbuild.
+	if ! R --nodeps --nosignature --reinstall -vh "$URPM" >"$OUT/upgrade2.log" 2>&1; then
+		fail upgrade_fallback "rpm --reinstall failed: $(tail -4 "$OUT/upgrade2.log" | tr '\n' ';')"
+	else
+		calls=$(grep -v -e '^systemctl show' -e '^systemctl cat' -e '^systemctl is-active' "$ROOT/tmp/systemctl.log" 2>/dev/null | tr '\n' ';')
+		said=$(grep '^ktlsgate: ' "$OUT/upgrade2.log" | grep -v 'registry backed up' | tr '\n' ';')
+		st=$(R -q ktlsgate 2>&1)
+		if [ "$st" != "ktlsgate-$UVR.$ARCH" ]; then fail upgrade_fallback "rpm -q says '$st'"
+		elif [ -e "$ROOT/run/ktlsgate.rpm-upgrade" ]; then fail upgrade_fallback "%posttrans left its marker"
+		# %postun's reload, %posttrans's reload and its one try-restart, in that order
+		elif [ "$calls" != "systemctl daemon-reload;systemctl daemon-reload;systemctl try-restart ktlsgated.service;" ]; then
+			fail upgrade_fallback "systemctl calls (besides show/cat/is-active): '$calls'; the scriptlets said '$said'"
+		else
+			case $said in
+			"ktlsgate: restarting: ktlsgate upgrade exited "[1-9]*";") pass "upgrade_fallback ($UVR reinstalled under a stand-in systemd: %postun reloaded, %posttrans said '${said%;}' and try-restarted once)" ;;
+			*) fail upgrade_fallback "%posttrans said '$said', want one 'ktlsgate: restarting: ktlsgate upgrade exited N: ...' line" ;;
+			esac
+		fi
+	fi
+	rm -f "$ROOT/usr/bin/systemctl"
+	rmdir "$ROOT/run/systemd/system"
+	[ -n "$had_rs" ] || rmdir "$ROOT/run/systemd"
 fi
 
 # Erase: unmodified files go, the edited config stays as .rpmsave, the state directory

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 # checks.sh - the boot test's guest side (kg-boot-checks.service, systemd as PID 1):
 # the installed package under its own unit, in the order of tests/packaging/test-boot.sh's
-# header (ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm upgrade purge), then
-# the guest powers off.
+# header (ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm
+# upgrade upgrade_unit purge), then the guest powers off.
 #
 # Console protocol (the serial console, read by test-boot.sh): "KGBOOT: PASS name ...",
 # "KGBOOT: FAIL name: why", "KGBOOT: note ...", "KGBOOT: time name S", "KGBOOT: done";
@@ -497,12 +497,22 @@ if out=$(tpm_check 2>&1); then pass "tpm ($(printf '%s' "$out" | tail -1))"; els
 printf '%s\n' "$out" | grep '^KGBOOT: ' || true
 phase_time tpm
 
-# --- upgrade: dpkg -i VERSION+test1 under the running service ---------------------------
+# --- upgrade: dpkg -i VERSION+test1 under the running service: postinst replaces the
+# daemon in place (`ktlsgate upgrade`, docs/packaging.md "Upgrade"): the unit never
+# leaves active, MainPID moves to the successor, the old process drains and exits on
+# its own, no connect is refused, the live session keeps its connection ------------
+# The XDP gate goes first: its successor cannot load it (the xdp check), so with the
+# gate on the package falls back to a restart; this check wants the in-place path.
+# Restarted without the gate, the unit is then unchanged by the upgrade.
+awk '/^\[edge\]$/ { skip = 1; next } /^\[/ || /^; test-boot:/ { skip = 0 } !skip' \
+	/etc/ktlsgate/ktlsgate.conf >/tmp/conf.noedge && cat /tmp/conf.noedge >/etc/ktlsgate/ktlsgate.conf
+rm -f /etc/systemd/system/ktlsgated.service.d/edge.conf
 sed -i 's/^log_level = info$/log_level = debug/' /etc/ktlsgate/ktlsgate.conf
-systemctl reload ktlsgated; sleep 1
+restart_unit || note "upgrade: not active after the restart without the gate: $(prop ActiveState)"
 conf0=$(md5sum </etc/ktlsgate/ktlsgate.conf)
 devs0=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'SELECT id FROM devices ORDER BY id' 2>&1 | tr '\n' ' ')
 pid0=$(prop MainPID)
+ae0=$(prop ActiveEnterTimestampMonotonic)
 live_start upgrade
 connect_loop /tmp/loop-upgrade.out &
 lpid=$!
@@ -510,6 +520,7 @@ sleep 1
 dpkg -i /root/pkg/upgrade.deb >/tmp/upgrade.log 2>&1
 urc=$?
 wait_active 90
+for _ in $(seq 50); do [ "$(prop MainPID)" != "$pid0" ] && break; sleep 0.2; done
 sleep 1
 touch /tmp/loop.stop; wait $lpid
 live_after upgrade
@@ -518,22 +529,77 @@ urefused=$(loop_count /tmp/loop-upgrade.out refused)
 utotal=$(loop_count /tmp/loop-upgrade.out all)
 st=$(dpkg-query -W -f='${Status} ${Version}' ktlsgate)
 pid1=$(prop MainPID)
+ae1=$(prop ActiveEnterTimestampMonotonic)
 conf1=$(md5sum </etc/ktlsgate/ktlsgate.conf)
 devs1=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'SELECT id FROM devices ORDER BY id' 2>&1 | tr '\n' ' ')
 bak=/var/lib/ktlsgate/registry.db.bak-$VERSION
 bdevs=$(sqlite3 -readonly "$bak" 'SELECT id FROM devices ORDER BY id' 2>&1 | tr '\n' ' ')
+said=$(grep '^ktlsgate: \(upgraded\|restarting\|not \)' /tmp/upgrade.log | tr '\n' ';')
+# The old process ends by its drain (its own "handover: ...: exiting", no stop): the
+# live session moved, so at once; at most drain_timeout otherwise.
+for _ in $(seq 60); do kill -0 "$pid0" 2>/dev/null || break; sleep 0.5; done
+old_gone=$(kill -0 "$pid0" 2>/dev/null && echo no || echo yes)
+# Who said what: the daemon writes native journal entries, so _PID is the real sender.
+jl() { journalctl -b --no-pager -o cat _PID="$1" 2>/dev/null; }
+j_spawn=$(jl "$pid0" | grep -c "upgrade: started /usr/sbin/ktlsgated --takeover .* as pid $pid1\$")
+j_drain=$(jl "$pid0" | grep -c "handover: pid $pid1 accepts: stopped accepting; draining")
+j_exit=$(jl "$pid0" | grep -E 'handover: (every connection ended|drain_timeout reached: closing the rest): exiting' | tail -1)
+j_new=$(jl "$pid1" | grep -c "handover: accepting on [0-9]* adopted and [0-9]* new listener(s); pid $pid0 drains")
 if [ $urc -ne 0 ]; then fail upgrade "dpkg -i: $(tail -3 /tmp/upgrade.log | tr '\n' ';')"
 elif [ "$st" != "install ok installed $VERSION+test1" ]; then fail upgrade "status '$st'"
 elif [ "$(prop ActiveState)" != active ]; then fail upgrade "ktlsgated is $(prop ActiveState) after the upgrade"
 elif [ "$conf1" != "$conf0" ]; then fail upgrade "the edited config changed"
 elif [ -z "$devs0" ] || [ "$devs1" != "$devs0" ]; then fail upgrade "devices '$devs0' -> '$devs1'"
 elif [ "$bdevs" != "$devs0" ]; then fail upgrade "backup $bak: '$bdevs'"
-elif [ "$pid1" = "$pid0" ]; then fail upgrade "MainPID $pid0 kept: the upgrade did not restart the daemon"
+elif [ "$pid1" = "$pid0" ]; then fail upgrade "MainPID $pid0 kept: the upgrade did not replace the daemon (postinst said '$said')"
+elif [ "$said" != "ktlsgate: upgraded in place: pid $pid1 accepts; pid $pid0 drains its sessions;" ]; then fail upgrade "postinst said '$said', want 'ktlsgate: upgraded in place: pid $pid1 accepts; pid $pid0 drains its sessions'"
+elif [ "$ae1" != "$ae0" ]; then fail upgrade "the unit left active (ActiveEnterTimestampMonotonic $ae0 -> $ae1): stopped and started, not taken over"
+elif [ "$j_spawn" -ne 1 ] || [ "$j_drain" -ne 1 ] || [ "$j_new" -ne 1 ]; then fail upgrade "journal: pid $pid0 started the successor $j_spawn time(s) and saw it accept $j_drain, pid $pid1 said it accepts while $pid0 drains $j_new (want 1 each): $(journalctl -u ktlsgated -b --no-pager | grep -E 'upgrade:|handover:' | tail -4 | cut -c1-200 | tr '\n' ';')"
+elif [ "$old_gone" != yes ] || [ -z "$j_exit" ]; then fail upgrade "the old process $pid0: gone '$old_gone', its last handover line '$j_exit' (want it to exit by its drain)"
 elif [ "$urefused" -ne 0 ]; then fail upgrade "$urefused of $utotal connects refused during the upgrade ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-upgrade.out))"
 elif [ -n "$lv" ]; then fail upgrade "$lv"
 elif ! m=$(pubsub upg dev-sub dev-pub 127.0.0.1 2>&1); then fail upgrade "no device after the upgrade: $m"
-else pass "upgrade ($VERSION -> $VERSION+test1 under the running unit: active, MainPID $pid0 -> $pid1, $utotal connects through it and 0 refused, the live $LS_MODE subscriber ($LS_PEER) got a message before and after on the same connection, devices '$devs1' kept, $bak, conffile edit kept, a device connects)"; fi
+else pass "upgrade ($VERSION -> $VERSION+test1 under the running unit, in place: '${said%;}', the unit stayed active, $pid0 '$j_exit'; $utotal connects through it and 0 refused, the live $LS_MODE subscriber ($LS_PEER) got a message before and after on the same connection, devices '$devs1' kept, $bak, conffile edit kept, a device connects)"; fi
 phase_time upgrade
+
+# --- upgrade_unit: the fallback. VERSION+test2's unit differs (test-boot.sh adds
+# Environment=KG_BOOT_UNIT=test2): a takeover would keep the running unit's settings,
+# so postinst restarts and says why; the new process has the new unit's environment,
+# and the restart refuses no connect (the fd store holds the listeners) ---------------
+upgrade_unit_check() {
+	local pid0 pid1 ae0 ae1 rc said refused total
+	pid0=$(prop MainPID)
+	ae0=$(prop ActiveEnterTimestampMonotonic)
+	connect_loop /tmp/loop-upgrade-unit.out &
+	local loop=$!
+	sleep 0.5
+	dpkg -i /root/pkg/upgrade-unit.deb >/tmp/upgrade-unit.log 2>&1
+	rc=$?
+	wait_active 90
+	sleep 0.5
+	touch /tmp/loop.stop
+	wait $loop
+	pid1=$(prop MainPID)
+	ae1=$(prop ActiveEnterTimestampMonotonic)
+	said=$(grep '^ktlsgate: \(upgraded\|restarting\|not \)' /tmp/upgrade-unit.log | tr '\n' ';')
+	refused=$(loop_count /tmp/loop-upgrade-unit.out refused)
+	total=$(loop_count /tmp/loop-upgrade-unit.out all)
+	[ $rc -eq 0 ] || { echo "dpkg -i: $(tail -3 /tmp/upgrade-unit.log | tr '\n' ';')"; return 1; }
+	[ "$(dpkg-query -W -f='${Version}' ktlsgate)" = "$VERSION+test2" ] || { echo "version $(dpkg-query -W -f='${Version}' ktlsgate)"; return 1; }
+	case $said in
+	"ktlsgate: restarting: the unit or one of its drop-ins changed "*";") ;;
+	*) echo "postinst said '$said', want one 'ktlsgate: restarting: the unit or one of its drop-ins changed ...' line"; return 1 ;;
+	esac
+	[ "$(prop ActiveState)" = active ] || { echo "not active after the upgrade: $(prop ActiveState)/$(prop Result)"; return 1; }
+	[ "$pid1" != "$pid0" ] && [ "$ae1" != "$ae0" ] || { echo "MainPID $pid0 -> $pid1, ActiveEnterTimestampMonotonic $ae0 -> $ae1: not restarted"; return 1; }
+	[ "$(journalctl -b --no-pager -o cat _PID="$pid0" | grep -c 'upgrade: started')" -eq 0 ] || { echo "pid $pid0 was asked to upgrade though the unit changed"; return 1; }
+	tr '\0' '\n' <"/proc/$pid1/environ" | grep -qx 'KG_BOOT_UNIT=test2' || { echo "the new MainPID $pid1 lacks the new unit's KG_BOOT_UNIT=test2: the old unit's settings run"; return 1; }
+	[ "$refused" -eq 0 ] || { echo "$refused of $total connects refused during the restart"; return 1; }
+	[ -f "/var/lib/ktlsgate/registry.db.bak-$VERSION+test1" ] || { echo "no registry backup registry.db.bak-$VERSION+test1"; return 1; }
+	echo "$VERSION+test1 -> $VERSION+test2 (unit changed): '${said%;}'; MainPID $pid0 -> $pid1 with KG_BOOT_UNIT=test2, $total connects and 0 refused, registry.db.bak-$VERSION+test1"
+}
+if out=$(upgrade_unit_check 2>&1); then pass "upgrade_unit ($(printf '%s' "$out" | tail -1))"; else fail upgrade_unit "$(printf '%s' "$out" | grep -v '^KGBOOT: ' | tail -3 | tr '\n' ';')"; fi
+phase_time upgrade_unit
 
 # --- purge --------------------------------------------------------------------------------
 # The drop-in links are the operator's (this test's): removed first, as an operator would.
