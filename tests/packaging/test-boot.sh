@@ -28,12 +28,14 @@
 #          block        ktlsgate block add/list/remove under the unit (via the daemon)
 #          tpm_provider the package pulls in tpm2-openssl
 #          tpm          tpm.conf: server key made in swtpm's TPM, seen by the client
-#          upgrade      dpkg -i VERSION+test1 under the unit (the XDP gate turned off
-#                       first) keeps registry and config and replaces the daemon in
-#                       place: postinst says so, the unit never leaves active, MainPID
-#                       moves to the successor, the old pid drains and exits, none of a
-#                       connect loop's attempts is refused, a live kTLS subscriber keeps
-#                       its connection
+#          upgrade      dpkg -i VERSION+test1 under the unit (the XDP gate on) keeps
+#                       registry and config and replaces the daemon in place: postinst
+#                       says so, the unit never leaves active, MainPID moves to the
+#                       successor, the old pid drains and exits, none of a connect
+#                       loop's attempts is refused, a live kTLS subscriber keeps its
+#                       connection, the same XDP program stays on kg0
+#          upgrade_crash SIGKILL of the successor (PPid 1 by then): systemd sees it and
+#                       Restart=on-failure brings the daemon back
 #          upgrade_unit dpkg -i VERSION+test2, whose unit differs: postinst restarts
 #                       instead and says why, the new MainPID has the new unit's
 #                       environment, no connect refused
@@ -232,7 +234,7 @@ problems=""
 grep -q '^KGBOOT: done' "$C" || problems="$problems the guest never said done (last check started: $(sed -n 's/^KGBOOT: time //p' "$C" | tail -1));"
 grep -qE 'Kernel panic|BUG: |Oops: |general protection fault' "$C" &&
 	problems="$problems the kernel: $(grep -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault' "$C");"
-for c in ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm upgrade upgrade_unit purge; do
+for c in ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm upgrade upgrade_crash upgrade_unit purge; do
 	grep -qE "^KGBOOT: (PASS|FAIL) $c\b" "$C" || problems="$problems no verdict for $c;"
 done
 if [ -z "$problems" ]; then

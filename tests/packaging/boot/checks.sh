@@ -3,7 +3,7 @@
 # checks.sh - the boot test's guest side (kg-boot-checks.service, systemd as PID 1):
 # the installed package under its own unit, in the order of tests/packaging/test-boot.sh's
 # header (ready ktls_module device ktls reload restart takeover xdp block tpm_provider tpm
-# upgrade upgrade_unit purge), then the guest powers off.
+# upgrade upgrade_crash upgrade_unit purge), then the guest powers off.
 #
 # Console protocol (the serial console, read by test-boot.sh): "KGBOOT: PASS name ...",
 # "KGBOOT: FAIL name: why", "KGBOOT: note ...", "KGBOOT: time name S", "KGBOOT: done";
@@ -501,14 +501,11 @@ phase_time tpm
 # daemon in place (`ktlsgate upgrade`, docs/packaging.md "Upgrade"): the unit never
 # leaves active, MainPID moves to the successor, the old process drains and exits on
 # its own, no connect is refused, the live session keeps its connection ------------
-# The XDP gate goes first: its successor cannot load it (the xdp check), so with the
-# gate on the package falls back to a restart; this check wants the in-place path.
-# Restarted without the gate, the unit is then unchanged by the upgrade.
-awk '/^\[edge\]$/ { skip = 1; next } /^\[/ || /^; test-boot:/ { skip = 0 } !skip' \
-	/etc/ktlsgate/ktlsgate.conf >/tmp/conf.noedge && cat /tmp/conf.noedge >/etc/ktlsgate/ktlsgate.conf
-rm -f /etc/systemd/system/ktlsgated.service.d/edge.conf
+# The XDP gate stays on (the xdp check's [edge] and drop-in): the successor keeps its
+# program (edge.h), so the package's upgrade keeps the gate too.
 sed -i 's/^log_level = info$/log_level = debug/' /etc/ktlsgate/ktlsgate.conf
-restart_unit || note "upgrade: not active after the restart without the gate: $(prop ActiveState)"
+systemctl reload ktlsgated; sleep 1
+xdp0=$(ip -d link show kg0 2>/dev/null | grep -o 'prog/xdp[^ ]* id [0-9]*' | head -1)
 conf0=$(md5sum </etc/ktlsgate/ktlsgate.conf)
 devs0=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'SELECT id FROM devices ORDER BY id' 2>&1 | tr '\n' ' ')
 pid0=$(prop MainPID)
@@ -535,6 +532,7 @@ devs1=$(sqlite3 -readonly /var/lib/ktlsgate/registry.db 'SELECT id FROM devices 
 bak=/var/lib/ktlsgate/registry.db.bak-$VERSION
 bdevs=$(sqlite3 -readonly "$bak" 'SELECT id FROM devices ORDER BY id' 2>&1 | tr '\n' ' ')
 said=$(grep '^ktlsgate: \(upgraded\|restarting\|not \)' /tmp/upgrade.log | tr '\n' ';')
+xdp1=$(ip -d link show kg0 2>/dev/null | grep -o 'prog/xdp[^ ]* id [0-9]*' | head -1)
 # The old process ends by its drain (its own "handover: ...: exiting", no stop): the
 # live session moved, so at once; at most drain_timeout otherwise.
 for _ in $(seq 60); do kill -0 "$pid0" 2>/dev/null || break; sleep 0.5; done
@@ -556,11 +554,35 @@ elif [ "$said" != "ktlsgate: upgraded in place: pid $pid1 accepts; pid $pid0 dra
 elif [ "$ae1" != "$ae0" ]; then fail upgrade "the unit left active (ActiveEnterTimestampMonotonic $ae0 -> $ae1): stopped and started, not taken over"
 elif [ "$j_spawn" -ne 1 ] || [ "$j_drain" -ne 1 ] || [ "$j_new" -ne 1 ]; then fail upgrade "journal: pid $pid0 started the successor $j_spawn time(s) and saw it accept $j_drain, pid $pid1 said it accepts while $pid0 drains $j_new (want 1 each): $(journalctl -u ktlsgated -b --no-pager | grep -E 'upgrade:|handover:' | tail -4 | cut -c1-200 | tr '\n' ';')"
 elif [ "$old_gone" != yes ] || [ -z "$j_exit" ]; then fail upgrade "the old process $pid0: gone '$old_gone', its last handover line '$j_exit' (want it to exit by its drain)"
+elif [ -z "$xdp0" ] || [ "$xdp1" != "$xdp0" ]; then fail upgrade "the XDP gate on kg0: '$xdp0' -> '$xdp1' (want the same program kept)"
 elif [ "$urefused" -ne 0 ]; then fail upgrade "$urefused of $utotal connects refused during the upgrade ($(awk '$2 == "refused" { printf "%s ", $1 }' /tmp/loop-upgrade.out))"
 elif [ -n "$lv" ]; then fail upgrade "$lv"
 elif ! m=$(pubsub upg dev-sub dev-pub 127.0.0.1 2>&1); then fail upgrade "no device after the upgrade: $m"
-else pass "upgrade ($VERSION -> $VERSION+test1 under the running unit, in place: '${said%;}', the unit stayed active, $pid0 '$j_exit'; $utotal connects through it and 0 refused, the live $LS_MODE subscriber ($LS_PEER) got a message before and after on the same connection, devices '$devs1' kept, $bak, conffile edit kept, a device connects)"; fi
+else pass "upgrade ($VERSION -> $VERSION+test1 under the running unit, in place: '${said%;}', the unit stayed active, $pid0 '$j_exit'; $utotal connects through it and 0 refused, the live $LS_MODE subscriber ($LS_PEER) got a message before and after on the same connection, the XDP gate kept ($xdp1), devices '$devs1' kept, $bak, conffile edit kept, a device connects)"; fi
 phase_time upgrade
+
+# --- upgrade_crash: the successor an in-place upgrade left is the unit's main process,
+# though not systemd's child when it was named (systemd: "Supervising process N which
+# is not our child"). Once the old process is gone it is PID 1's, and a crash of it is
+# seen: Restart=on-failure brings the daemon back -------------------------------------
+upgrade_crash_check() {
+	local pid0 pid1 i
+	pid0=$(prop MainPID)
+	[ "$pid0" -gt 1 ] 2>/dev/null || { echo "no MainPID"; return 1; }
+	[ "$(awk '/^PPid:/ { print $2 }' "/proc/$pid0/status")" = 1 ] || { echo "MainPID $pid0's parent is $(awk '/^PPid:/ { print $2 }' "/proc/$pid0/status"), not PID 1"; return 1; }
+	kill -KILL "$pid0"
+	for i in $(seq 60); do
+		pid1=$(prop MainPID)
+		[ "$pid1" != "$pid0" ] && [ "$pid1" != 0 ] && [ "$(prop ActiveState)" = active ] && break
+		sleep 0.5
+	done
+	[ "$pid1" != "$pid0" ] && [ "$pid1" != 0 ] && [ "$(prop ActiveState)" = active ] ||
+		{ echo "after SIGKILL of MainPID $pid0: MainPID $pid1, $(prop ActiveState)/$(prop SubState), NRestarts $(prop NRestarts)"; return 1; }
+	m=$(pubsub crash dev-sub dev-pub 127.0.0.1 2>&1) || { echo "no device after the restart: $m"; return 1; }
+	echo "SIGKILL of the upgraded MainPID $pid0 (PPid 1): restarted as $pid1 (NRestarts $(prop NRestarts)), a device connects"
+}
+if out=$(upgrade_crash_check 2>&1); then pass "upgrade_crash ($(printf '%s' "$out" | tail -1))"; else fail upgrade_crash "$(printf '%s' "$out" | grep -v '^KGBOOT: ' | tail -3 | tr '\n' ';')"; fi
+phase_time upgrade_crash
 
 # --- upgrade_unit: the fallback. VERSION+test2's unit differs (test-boot.sh adds
 # Environment=KG_BOOT_UNIT=test2): a takeover would keep the running unit's settings,
