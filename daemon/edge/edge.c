@@ -230,19 +230,13 @@ static void attach(struct kg_edge *e, struct iface *ifc, int ifindex)
 	if (ifc->adopt_fd >= 0) {
 		fd = ifc->adopt_fd;
 		ifc->adopt_fd = -1;
-		if (e->kept_program) {
-			/* the link already runs this program */
+		/* a kept program: the link already runs it */
+		if (e->kept_program || bpf_link_update(fd, prog, NULL) == 0) {
 			ifc->mode = "adopted";
 			ifc->link_fd = fd;
 			kg_log_info("edge: XDP gate on %s (ifindex %d) taken over from the previous "
-				    "process, with its program", ifc->name, ifindex);
-			return;
-		}
-		if (bpf_link_update(fd, prog, NULL) == 0) {
-			ifc->mode = "adopted";
-			ifc->link_fd = fd;
-			kg_log_info("edge: XDP gate on %s (ifindex %d) taken over from the previous "
-				    "process: program replaced in place", ifc->name, ifindex);
+				    "process: %s", ifc->name, ifindex, e->kept_program ?
+				    "its program kept" : "program replaced in place");
 			return;
 		}
 		kg_log_warn("edge: cannot replace the program of the passed XDP link on %s",
