@@ -284,6 +284,7 @@ void kg_conn_audit(struct kg_conn *c, bool allow, enum kg_reason reason, const c
 		.mqtt_level = c->mqtt_level,
 		.detail = detail,
 		.resumed = c->resumed,
+		.resumed_psk_ke = c->resumed_psk_ke,
 	};
 
 	/* The flood guard: refusals of peers that never authenticated are limited per
@@ -899,6 +900,8 @@ static enum kg_step st_handshake(struct kg_conn *c)
 	}
 	kg_metric_add(&c->w->metrics.handshakes[KG_HS_OK], 1);
 	kg_metric_add(&c->w->metrics.handshakes_kind[c->resumed ? KG_HS_RESUMED : KG_HS_FULL], 1);
+	if (c->resumed_psk_ke)
+		kg_metric_add(&c->w->metrics.resumptions_psk_ke, 1);
 	c->tls_done = true;
 	kg_metrics_observe_handshake(&c->w->metrics, kg_now_us() - c->hs_start_us);
 	kg_conn_set_state(c, KG_ST_IDENTIFIED);
@@ -1361,7 +1364,8 @@ static void audit_relay_fallback(struct kg_conn *c, const struct kg_relay_ops *r
 		.event = "relay", .peer = c->peer, .device = c->id.device_id,
 		.thumbprint = c->id.thumbprint[0] ? c->id.thumbprint : NULL,
 		.ca = c->id.ca_name[0] ? c->id.ca_name : NULL, .auth = auth_word(c),
-		.listener = listener_name(c), .resumed = c->resumed, .allow = true,
+		.listener = listener_name(c), .resumed = c->resumed,
+		.resumed_psk_ke = c->resumed_psk_ke, .allow = true,
 		.reason = c->verdict.reason, .backend = c->verdict.backend, .conn_id = c->cid,
 		.mqtt_level = c->mqtt_level, .relay = r->name,
 		.ktls_fallback = kg_ktls_fallback_names[c->io.ktls_fallback],

@@ -110,8 +110,10 @@ struct kg_conn {
 	bool identified, verify_ran, decided, audited;
 	/* TLS resumption (tls/tickets.h): ticket_id, c->id came from a ticket the decrypt
 	 * callback accepted (cleared when the verify callback runs after all); resumed,
-	 * the handshake completed as a resumption (then ticket_id must be set). */
-	bool ticket_id, resumed;
+	 * the handshake completed as a resumption (then ticket_id must be set);
+	 * resumed_psk_ke, without an (EC)DHE share ([tls] resumption_psk_ke; said in the
+	 * admission's audit lines, not carried across a handover). */
+	bool ticket_id, resumed, resumed_psk_ke;
 	bool tls_done;                     /* the TLS handshake completed (session list) */
 	int64_t resumed_verified_at;       /* the ticket's full verification, unix s */
 	bool failopen;            /* its row came from the cache under registry_down = fail-open */

@@ -128,15 +128,15 @@ static int snapshot_resumption(struct kg_daemon *d, struct kg_snapshot *s,
 			snprintf(err, errlen, "[tls] session_cache: cannot set up the session cache");
 			return -1;
 		}
+	} else if (d->tickets != NULL) {
+		if (kg_tickets_ctx_setup(s->ssl_ctx, d->tickets, cfg->ticket_lifetime,
+					 kg_conn_tls_ticket_gen_cb, kg_conn_tls_ticket_dec_cb, NULL) < 0) {
+			snprintf(err, errlen, "[tls] resumption: cannot set up session tickets");
+			return -1;
+		}
+	} else
 		return 0;
-	}
-	if (d->tickets == NULL)
-		return 0;
-	if (kg_tickets_ctx_setup(s->ssl_ctx, d->tickets, cfg->ticket_lifetime,
-				 kg_conn_tls_ticket_gen_cb, kg_conn_tls_ticket_dec_cb, NULL) < 0) {
-		snprintf(err, errlen, "[tls] resumption: cannot set up session tickets");
-		return -1;
-	}
+	kg_tls_set_psk_ke(s->ssl_ctx, cfg->resumption_psk_ke);
 	return 0;
 }
 

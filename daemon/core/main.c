@@ -535,6 +535,13 @@ static int check_only(const struct kg_config *cfg, const char *path)
 		printf("ktlsgated: resumption = on (TLS 1.3 session tickets, ticket_lifetime %us, "
 		       "ticket_reuse %s)\n",
 		       cfg->ticket_lifetime, cfg->ticket_reuse ? "on" : "off");
+		if (cfg->resumption_psk_ke != KG_PSK_KE_OFF)
+			printf("ktlsgated: resumption_psk_ke = %s (resumptions without ECDHE %s: "
+			       "no forward secrecy for them against the ticket's secret)\n",
+			       cfg->resumption_psk_ke == KG_PSK_KE_PREFER ? "prefer" : "allow",
+			       cfg->resumption_psk_ke == KG_PSK_KE_PREFER
+				       ? "whenever the device offers psk_ke"
+				       : "for devices that offer only psk_ke");
 		if (cfg->session_cache > 0)
 			printf("ktlsgated: session_cache = %u (the sessions are kept in memory, a "
 			       "ticket is a session's id: no ticket keys; lost at a restart)\n",

@@ -36,6 +36,7 @@ struct kg_audit_record {
 	int mqtt_level;           /* 0 when unknown */
 	const char *detail;       /* optional free text */
 	bool resumed;             /* TLS resumed from a session ticket: "tls":"resumed" */
+	bool resumed_psk_ke;      /* ... without (EC)DHE: "kex":"psk_ke" */
 	const char *relay;        /* event "relay": the data path the session got */
 	const char *ktls_fallback;/* event "relay": why not kernel TLS (metrics.h names) */
 };

@@ -103,6 +103,7 @@ enum kind {
 	K_USERNAME,
 	K_LOG_LEVEL,
 	K_RELAY,
+	K_PSK_KE,
 	K_BOOL,     /* yes/on, no/off (conf_value.h) */
 	K_DURATION, /* seconds, or a number with s, m, h or d; min..max in seconds */
 };
@@ -122,7 +123,7 @@ enum key_id {
 	KEY_LISTEN, KEY_WORKERS, KEY_CERT, KEY_KEY, KEY_REGISTRY, KEY_CONTROL, KEY_METRICS,
 	KEY_DEFAULT_BACKEND, KEY_CLIENT_ID, KEY_REG_CACHE, KEY_REG_DOWN, KEY_REG_DOWN_SEEN, KEY_USERNAME, KEY_LOG_LEVEL, KEY_RELAY, KEY_DRAIN_TIMEOUT,
 	KEY_CIPHERS, KEY_SUITES, KEY_GROUPS, KEY_SECURITY_LEVEL, KEY_CRL_GRACE,
-	KEY_RESUMPTION, KEY_TICKET_LIFETIME, KEY_TICKET_KEY_FILE, KEY_TICKET_REUSE, KEY_SESSION_CACHE,
+	KEY_RESUMPTION, KEY_TICKET_LIFETIME, KEY_TICKET_KEY_FILE, KEY_TICKET_REUSE, KEY_SESSION_CACHE, KEY_PSK_KE,
 	KEY_FAST_EC_DECODE,
 	KEY_MAX_CONN, KEY_MAX_HS, KEY_HS_TIMEOUT, KEY_CONNECT_TIMEOUT, KEY_BACKEND_TIMEOUT,
 	KEY_MAX_CONNECT_BYTES, KEY_REFUSE_LINGER,
@@ -171,6 +172,7 @@ static const struct key_def keys[KEY_MAX] = {
 	[KEY_FAST_EC_DECODE] = { SEC_TLS, "fast_ec_decode", K_BOOL, FIELD(fast_ec_decode), 0, 0 },
 	[KEY_SESSION_CACHE] = { SEC_TLS, "session_cache", K_UINT, FIELD(session_cache), 0,
 				KG_SESSION_CACHE_MAX },
+	[KEY_PSK_KE] = { SEC_TLS, "resumption_psk_ke", K_PSK_KE, FIELD(resumption_psk_ke), 0, 0 },
 	[KEY_MAX_CONN] = { SEC_LIMITS, "max_connections", K_UINT, FIELD(max_connections), 1, 1000000 },
 	[KEY_MAX_HS] = { SEC_LIMITS, "max_handshakes", K_UINT, FIELD(max_handshakes), 1, 1000000 },
 	[KEY_HS_TIMEOUT] = { SEC_LIMITS, "handshake_timeout_ms", K_UINT, FIELD(handshake_timeout_ms), 10, 600000 },
@@ -763,6 +765,28 @@ static int set_key(struct parse_state *st, const struct key_def *k, const char *
 		else {
 			set_err(st, st->line, "'%s': '%s' is not one of auto, ktls_tx, userspace, openssl",
 				k->name, quote(q, value));
+			return -1;
+		}
+		return 0;
+	case K_PSK_KE:
+		if (strcmp(value, "off") == 0)
+			st->cfg->resumption_psk_ke = KG_PSK_KE_OFF;
+		else if (strcmp(value, "allow") == 0)
+			st->cfg->resumption_psk_ke = KG_PSK_KE_ALLOW;
+		else if (strcmp(value, "prefer") == 0) {
+#ifdef SSL_OP_PREFER_NO_DHE_KEX
+			st->cfg->resumption_psk_ke = KG_PSK_KE_PREFER;
+#else
+			/* A server before 3.2 cannot choose psk_ke over a key share the
+			 * device sent: refused here rather than silently meaning allow. */
+			set_err(st, st->line, "'%s': 'prefer' needs OpenSSL 3.2 or later (this build: %s); "
+				"'allow' serves devices that offer only psk_ke", k->name,
+				OPENSSL_VERSION_TEXT);
+			return -1;
+#endif
+		} else {
+			set_err(st, st->line, "'%s': '%s' is not one of off, allow, prefer", k->name,
+				quote(q, value));
 			return -1;
 		}
 		return 0;

@@ -117,6 +117,10 @@ enum kg_username_check { KG_USERNAME_STRICT, KG_USERNAME_REWRITE, KG_USERNAME_PA
  * relay; OPENSSL: relay through SSL_read/SSL_write (kept selectable for diagnosis).
  * Each forces its rung and falls further down the ladder only where it cannot run. */
 enum kg_relay_choice { KG_RELAY_AUTO, KG_RELAY_KTLS_TX, KG_RELAY_USERSPACE, KG_RELAY_OPENSSL };
+/* [tls] resumption_psk_ke: may a resumption skip its ECDHE (RFC 8446 psk_ke)?
+ * off: never (every resumption runs its own ECDHE); allow: when the device offers only
+ * psk_ke; prefer: whenever the device offers it (needs OpenSSL >= 3.2). */
+enum kg_psk_ke { KG_PSK_KE_OFF, KG_PSK_KE_ALLOW, KG_PSK_KE_PREFER };
 
 struct kg_config {
 	char path[PATH_MAX];              /* file it came from */
@@ -173,6 +177,8 @@ struct kg_config {
 	unsigned session_cache;           /* > 0: resume from at most this many sessions
 					   * kept in memory, not from stateless tickets
 					   * (tls/session_cache.h); 0: tickets */
+	enum kg_psk_ke resumption_psk_ke; /* resumptions without ECDHE (tls.h
+					   * kg_tls_set_psk_ke); off by default */
 	bool fast_ec_decode;              /* OpenSSL < 3.2: device EC keys decoded by the
 					   * built-in EC method (tls/ec_decode.h) */
 	/* The sealed ticket-key file (tls/ticket_store.h), used only with a TPM key; "":

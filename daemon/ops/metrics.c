@@ -526,6 +526,10 @@ char *kg_metrics_render(struct kg_metrics *const *w, size_t n, const struct kg_m
 		"# TYPE ktlsgate_ticket_reuses_total counter\n"
 		"ktlsgate_ticket_reuses_total %llu\n",
 		(unsigned long long)SUM_U(tickets_reused));
+	put(&o, "# HELP ktlsgate_resumptions_psk_ke_total Resumptions without an (EC)DHE exchange (psk_ke, [tls] resumption_psk_ke): their keys depend on the ticket's secret alone.\n"
+		"# TYPE ktlsgate_resumptions_psk_ke_total counter\n"
+		"ktlsgate_resumptions_psk_ke_total %llu\n",
+		(unsigned long long)SUM_U(resumptions_psk_ke));
 	put(&o, "# HELP ktlsgate_ticket_key_rotations_total New session ticket encryption keys made ([tls] ticket_lifetime).\n"
 		"# TYPE ktlsgate_ticket_key_rotations_total counter\n"
 		"ktlsgate_ticket_key_rotations_total %llu\n",

@@ -178,6 +178,7 @@ struct kg_metrics {
 	_Atomic uint64_t handshakes_kind[KG_HS_KIND_MAX];     /* completed: full or resumed */
 	_Atomic uint64_t resume_refusals[KG_RESUME_MAX];
 	_Atomic uint64_t tickets_reused;                      /* resumed, no new ticket */
+	_Atomic uint64_t resumptions_psk_ke;                  /* resumed without (EC)DHE */
 	_Atomic uint64_t decisions_allow[KG_REASON_MAX];
 	_Atomic uint64_t decisions_deny[KG_REASON_MAX];
 	_Atomic uint64_t closes[KG_REASON_MAX];

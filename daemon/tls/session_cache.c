@@ -362,6 +362,7 @@ int kg_session_cache_ctx_setup(SSL_CTX *ctx, struct kg_session_cache *c, int64_t
 	    SSL_CTX_set_num_tickets(ctx, 1) != 1 || SSL_CTX_set_max_early_data(ctx, 0) != 1 ||
 	    SSL_CTX_set_recv_max_early_data(ctx, 0) != 1)
 		return -1;
+	/* (EC)DHE on every resumption unless [tls] resumption_psk_ke (tls.h) */
 	SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_NO_DHE_KEX);
 	SSL_CTX_set_timeout(ctx, (long)lifetime);
 	SSL_CTX_sess_set_new_cb(ctx, new_cb);

@@ -383,7 +383,8 @@ int kg_tickets_ctx_setup(SSL_CTX *ctx, struct kg_ticket_keys *k, int64_t lifetim
 		return -1;
 	/* No 0-RTT: early data is replayable and would reach the broker before the
 	 * policy ran. PSK only with (EC)DHE: a stolen ticket key must not decrypt
-	 * recorded sessions (SSL_OP_ALLOW_NO_DHE_KEX stays off). */
+	 * recorded sessions (off here; only [tls] resumption_psk_ke turns it on, in
+	 * tls.h kg_tls_set_psk_ke()). */
 	if (SSL_CTX_set_max_early_data(ctx, 0) != 1 || SSL_CTX_set_recv_max_early_data(ctx, 0) != 1)
 		return -1;
 	SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_NO_DHE_KEX);

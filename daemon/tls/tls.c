@@ -140,3 +140,35 @@ SSL_CTX *kg_tls_ctx_new_leaf(const struct kg_config *cfg, kg_tls_verify_fn *veri
 {
 	return ctx_new(cfg, NULL, verify, leaf, source, err, errlen);
 }
+
+void kg_tls_set_psk_ke(SSL_CTX *ctx, enum kg_psk_ke mode)
+{
+	/* tickets.c and session_cache.c leave both off; only the operator turns them on
+	 * (docs/security.md, "Resumption without ECDHE"). */
+	SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_NO_DHE_KEX);
+#ifdef SSL_OP_PREFER_NO_DHE_KEX
+	SSL_CTX_clear_options(ctx, SSL_OP_PREFER_NO_DHE_KEX);
+#endif
+	if (mode == KG_PSK_KE_OFF)
+		return;
+	SSL_CTX_set_options(ctx, SSL_OP_ALLOW_NO_DHE_KEX);
+#ifdef SSL_OP_PREFER_NO_DHE_KEX
+	if (mode == KG_PSK_KE_PREFER)
+		SSL_CTX_set_options(ctx, SSL_OP_PREFER_NO_DHE_KEX);
+#endif
+}
+
+bool kg_tls_resumed_without_ecdhe(SSL *ssl)
+{
+	EVP_PKEY *peer_share = NULL;
+
+	if (SSL_session_reused(ssl) != 1 || SSL_version(ssl) != TLS1_3_VERSION)
+		return false;
+	/* The device's key share is kept as the peer's temporary key only when the
+	 * handshake used it: a psk_ke resumption ignores any share it sent. */
+	if (SSL_get_peer_tmp_key(ssl, &peer_share) == 1 && peer_share != NULL) {
+		EVP_PKEY_free(peer_share);
+		return false;
+	}
+	return true;
+}

@@ -23,6 +23,7 @@
 #ifndef KTLSGATE_TLS_H
 #define KTLSGATE_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/ssl.h>
@@ -54,5 +55,15 @@ struct kg_leaf;
 SSL_CTX *kg_tls_ctx_new_leaf(const struct kg_config *cfg, kg_tls_verify_fn *verify,
 			     const struct kg_leaf *leaf, enum kg_key_source *source, char *err,
 			     size_t errlen);
+
+/* [tls] resumption_psk_ke (config.h enum kg_psk_ke) on a context whose resumption is set
+ * up (tickets.h, session_cache.h): off keeps (EC)DHE on every resumption; allow lets a
+ * device that offers only psk_ke resume without it; prefer picks psk_ke whenever the
+ * device offers it (OpenSSL >= 3.2; the config refuses it on an older build). */
+void kg_tls_set_psk_ke(SSL_CTX *ctx, enum kg_psk_ke mode);
+
+/* After a completed TLS 1.3 handshake: true when it resumed without an (EC)DHE share
+ * (psk_ke), so its keys depend on the resumption secret alone. */
+bool kg_tls_resumed_without_ecdhe(SSL *ssl);
 
 #endif

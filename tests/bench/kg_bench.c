@@ -105,6 +105,7 @@ struct opts {
 	const char *username;     /* CONNECT user name, NULL: none */
 	const char *password;     /* CONNECT password, NULL: none */
 	bool resume;              /* handshake, storm: prime tickets, then offer them */
+	bool psk_ke;              /* --resume: offer psk_ke beside psk_dhe_ke */
 	bool tls_only;            /* handshake: close after the TLS handshake (no MQTT) */
 	long backoff_min_ms;      /* storm: retry delay after a failed attempt, */
 	long backoff_max_ms;      /* uniformly in [min, max] */
@@ -196,6 +197,7 @@ struct thread {
 	long ok, errors, err_lines, pings;
 	uint64_t first_ns, last_ns; /* first start, last completion */
 	long resumed, full;       /* handshakes completed by SSL_session_reused() */
+	long resumed_psk_ke;      /* of those resumed, without the server's key share */
 	long no_ticket;           /* --resume: completed without a resumable session */
 	long waiting;             /* storm: slots in ST_WAIT */
 	long retries, unfinished; /* storm: attempts after the first; cut by the deadline */
@@ -674,9 +676,16 @@ static void count_session(struct conn *c)
 
 	if (c->ssl == NULL)
 		return;
-	if (SSL_session_reused(c->ssl))
+	if (SSL_session_reused(c->ssl)) {
+		EVP_PKEY *server_share = NULL;
+
 		t->resumed++;
-	else
+		/* psk_ke: the server sent no key share, so there is no peer temp key */
+		if (SSL_get_peer_tmp_key(c->ssl, &server_share) == 1 && server_share != NULL)
+			EVP_PKEY_free(server_share);
+		else
+			t->resumed_psk_ke++;
+	} else
 		t->full++;
 	if (!t->sh->o->resume)
 		return;
@@ -1213,7 +1222,7 @@ out:
 	return dev;
 }
 
-static SSL_CTX *client_ctx(const char *ca, bool resume)
+static SSL_CTX *client_ctx(const char *ca, bool resume, bool psk_ke)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
@@ -1229,6 +1238,10 @@ static SSL_CTX *client_ctx(const char *ca, bool resume)
 	 * the tickets itself, per device (SSL_get1_session), so the cache stays off. */
 	if (!resume)
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	/* --psk-ke: offer psk_ke too (an OpenSSL client always offers psk_dhe_ke and a key
+	 * share; a server that prefers psk_ke, OpenSSL >= 3.2, then skips the ECDHE) */
+	if (psk_ke)
+		SSL_CTX_set_options(ctx, SSL_OP_ALLOW_NO_DHE_KEX);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -1268,6 +1281,8 @@ static void usage(FILE *f)
 		"        [--plain]  MQTT over TCP, no TLS: --ca not used, --devices optional\n"
 		"        [--resume]  handshake, storm: prime a ticket per device (unmeasured,\n"
 		"                    --concurrency in flight), then resume with it\n"
+		"        [--psk-ke]  with --resume: offer psk_ke beside psk_dhe_ke (the JSON's\n"
+		"                    resumed_psk_ke counts resumptions the server did without ECDHE)\n"
 		"        [--tls-only]  handshake: close after the TLS handshake, no MQTT\n"
 		"                    (the --resume priming pass still connects in full)\n"
 		"        [--server-pids PID,...]  report those processes' CPU over the measured phase\n"
@@ -1383,6 +1398,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "username", required_argument, NULL, 'u' },
 		{ "password", required_argument, NULL, 'W' },
 		{ "resume", no_argument, NULL, 'R' },
+		{ "psk-ke", no_argument, NULL, 'K' },
 		{ "tls-only", no_argument, NULL, 'O' },
 		{ "deadline", required_argument, NULL, 'E' },
 		{ "backoff-min", required_argument, NULL, 'b' },
@@ -1437,6 +1453,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'G': rc = parse_long("gate", optarg, 0, 3600, &o->gate); break;
 		case 'p': rc = parse_long("ping", optarg, 1, 3600, &o->ping); ping_set = true; break;
 		case 'R': o->resume = true; break;
+		case 'K': o->psk_ke = true; break;
 		case 'O': o->tls_only = true; break;
 		case 'b': rc = parse_long("backoff-min", optarg, 0, 3600000, &o->backoff_min_ms); break;
 		case 'B': rc = parse_long("backoff-max", optarg, 0, 3600000, &o->backoff_max_ms); break;
@@ -1567,7 +1584,7 @@ static void phase_setup(struct shared *sh, struct thread *th, long nthreads)
 		t->nconns = (size_t)(o->mode == MODE_HANDSHAKE ? slots : t->quota);
 		t->started = t->active = t->setting_up = t->waiting = 0;
 		t->ok = t->errors = t->err_lines = t->pings = 0;
-		t->resumed = t->full = t->no_ticket = t->retries = t->unfinished = 0;
+		t->resumed = t->full = t->resumed_psk_ke = t->no_ticket = t->retries = t->unfinished = 0;
 		memset(t->fails, 0, sizeof(t->fails));
 		t->first_ns = t->last_ns = 0;
 		t->lat.n = 0;
@@ -1642,7 +1659,7 @@ int main(int argc, char **argv)
 	struct lat all = { 0 };
 	sigset_t sigs;
 	long ok = 0, errors = 0, pings = 0, wanted, nthreads, nalloc = 0, cap;
-	long resumed = 0, full = 0, no_ticket = 0, retries = 0, unfinished = 0, fails[FK_N] = { 0 };
+	long resumed = 0, resumed_psk_ke = 0, full = 0, no_ticket = 0, retries = 0, unfinished = 0, fails[FK_N] = { 0 };
 	long prime_errors = 0, primed = 0;
 	long long c0 = -1, c1 = -1;
 	uint64_t first = 0, last = 0;
@@ -1679,7 +1696,7 @@ int main(int argc, char **argv)
 		goto out_devices;
 	}
 	if (!o.plain) {
-		sh.ctx = client_ctx(o.ca, o.resume);
+		sh.ctx = client_ctx(o.ca, o.resume, o.psk_ke);
 		if (sh.ctx == NULL)
 			goto out_devices;
 	}
@@ -1778,6 +1795,7 @@ int main(int argc, char **argv)
 		errors += t->errors;
 		pings += t->pings;
 		resumed += t->resumed;
+		resumed_psk_ke += t->resumed_psk_ke;
 		full += t->full;
 		no_ticket += t->no_ticket;
 		retries += t->retries;
@@ -1830,8 +1848,8 @@ int main(int argc, char **argv)
 	if (!o.plain)
 		printf(",\"full\":%ld,\"resumed\":%ld", full, resumed);
 	if (o.resume)
-		printf(",\"resume\":true,\"primed\":%ld,\"prime_errors\":%ld,\"no_ticket\":%ld", primed,
-		       prime_errors, no_ticket);
+		printf(",\"resume\":true,\"primed\":%ld,\"prime_errors\":%ld,\"no_ticket\":%ld,"
+		       "\"resumed_psk_ke\":%ld", primed, prime_errors, no_ticket, resumed_psk_ke);
 	if (o.nserver_pids > 0 && c0 >= 0 && c1 >= c0) {
 		double cpu_s = (double)(c1 - c0) / (double)sysconf(_SC_CLK_TCK);
 

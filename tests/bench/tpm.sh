@@ -20,6 +20,9 @@
 #   file-nofast   file-cache with [tls] fast_ec_decode = no: OpenSSL 3.0's own decoders
 #                 for the devices' EC keys (tls/ec_decode.h), beside it in the same run
 #   leaf-cache-resumed  tpm-leaf with [tls] session_cache = 100000, kg-bench --resume
+#   file-pskke    file-resumed with [tls] resumption_psk_ke = prefer, kg-bench --resume
+#                 --psk-ke: resumptions without ECDHE (needs OpenSSL >= 3.2: NOT RUN on 3.0)
+#   cache-pskke   cache-resumed with the same
 #   nginx         nginx 1.22 stream, file key: the full-handshake CPU reference
 #   nginx-resumed the same nginx, kg-bench --resume (nginx's default stateless TLS 1.3
 #                 tickets): the peer's own resumed / full ratios, beside ours
@@ -251,6 +254,8 @@ variant_conf() {
 	file-resumed | leaf-resumed) printf '\n[tls]\nresumption = on\n' ;;
 	cache-resumed | file-cache | leaf-cache-resumed) printf '\n[tls]\nresumption = on\nsession_cache = 100000\n' ;;
 	file-nofast) printf '\n[tls]\nresumption = on\nsession_cache = 100000\nfast_ec_decode = no\n' ;;
+	file-pskke) printf '\n[tls]\nresumption = on\nresumption_psk_ke = prefer\n' ;;
+	cache-pskke) printf '\n[tls]\nresumption = on\nsession_cache = 100000\nresumption_psk_ke = prefer\n' ;;
 	esac
 	case $v in
 	tpm-direct) printf '\n[tpm]\ntcti = swtpm:host=127.0.0.1,port=%s\n' "$PROXY_PORT" ;;
@@ -307,7 +312,10 @@ kgb() {
 	"$KG_BENCH" "$1" --target "127.0.0.1:$SRV_PORT" --ca "$PKI/root/cert.pem" \
 		--devices "$PKI/devices" -t "$THREADS" --server-pids "$pids" "${@:2}" 2>>"$LOGS/kg-bench.log"
 }
-resume_opt() { if [[ $1 == *-resumed ]]; then echo --resume; fi; }
+resume_opt() {
+	if [[ $1 == *-resumed ]]; then echo --resume; fi
+	if [[ $1 == *-pskke ]]; then echo --resume --psk-ke; fi
+}
 tls_only_opt() { if [[ ${HS_TLS_ONLY:-0} == 1 ]]; then echo --tls-only; fi; }
 
 hs_run() {   # hs_run VARIANT REP
@@ -334,8 +342,13 @@ hs_run() {   # hs_run VARIANT REP
 	record "$v" hs_n "$rep" "$n"
 	record "$v" hs_tpm_signs "$rep" "$(calc "($s1 - $s0) / $n" 2)"
 	want=""
-	if [[ $v == *-resumed ]]; then
+	if [[ $v == *-resumed || $v == *-pskke ]]; then
 		want=", resumed $(json_get "$out" resumed) of $n (primed $(json_get "$out" primed))"
+		[[ $v == *-pskke ]] && want="$want, $(json_get "$out" resumed_psk_ke) without ECDHE"
+		if [[ $v == *-pskke && $(json_get "$out" resumed_psk_ke) != "$(json_get "$out" resumed)" ]]; then
+			NOT_RUN[$v]="resumptions with ECDHE: the daemon did not choose psk_ke"
+			say "$v: $(json_get "$out" resumed_psk_ke) of $(json_get "$out" resumed) resumed without ECDHE: not reported"
+		fi
 		if [[ $(json_get "$out" resumed) == 0 ]]; then
 			NOT_RUN[$v]="nothing resumed: the daemon issued no usable ticket (resumption not merged?)"
 			say "$v: NOTHING RESUMED: its numbers are full handshakes and are not reported"
@@ -419,7 +432,7 @@ run_all() {
 	local v rep storms
 	for v in $VARIANTS; do
 		case $v in
-		file | tpm-direct | tpm-leaf | file-resumed | cache-resumed | file-cache | file-nofast | leaf-resumed | leaf-cache-resumed) variant_check "$v" || true ;;
+		file | tpm-direct | tpm-leaf | file-resumed | cache-resumed | file-cache | file-nofast | leaf-resumed | leaf-cache-resumed | file-pskke | cache-pskke) variant_check "$v" || true ;;
 		nginx | nginx-resumed) ;;
 		*) die "unknown variant '$v' in BENCH_VARIANTS" ;;
 		esac
@@ -554,6 +567,10 @@ report() {
 		r=$(ratio file-nofast hs_cpu_us nginx hs_cpu_us); echo "| the same with fast_ec_decode = no (OpenSSL's decoders) / nginx | $r | (<= 0.6) | $(verdict "$r" '<=' 0.6) |"
 		r=$(ratio leaf-cache-resumed hs_rate tpm-leaf hs_rate); echo "| handshakes/s, resumed / full (certified-leaf, session cache) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
 		r=$(ratio leaf-cache-resumed hs_cpu_us tpm-leaf hs_cpu_us); echo "| server CPU per handshake, resumed / full (certified-leaf, session cache) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
+		r=$(ratio file-pskke hs_rate file hs_rate); echo "| handshakes/s, resumed without ECDHE / full (file key; resumption_psk_ke = prefer) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
+		r=$(ratio file-pskke hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed without ECDHE / full (file key) | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
+		r=$(ratio cache-pskke hs_rate file hs_rate); echo "| handshakes/s, resumed without ECDHE / full (file key, session cache) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
+		r=$(ratio cache-pskke hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed without ECDHE / full (file key, session cache) | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
 		r=$(ratio tpm-direct hs_rate file hs_rate); echo "| handshakes/s, TPM direct / file (no target: what the leaf mode is for) | $r | | |"
 		r=$(ratio nginx-resumed hs_rate nginx hs_rate); echo "| handshakes/s, resumed / full, nginx (the peer's own; no target) | $r | | |"
 		r=$(ratio nginx-resumed hs_cpu_us nginx hs_cpu_us); echo "| server CPU per handshake, resumed / full, nginx (the peer's own; no target) | $r | | |"

@@ -7,7 +7,10 @@
 # ticket fail over to a full handshake, which verifies the chain again (so does a leaf
 # that expired since); TLS 1.2 and
 # `[tls] resumption = off` never resume; the metrics count full vs resumed; `session
-# list` says full or resumed. Real
+# list` says full or resumed; `[tls] resumption_psk_ke` (off: a device offering only
+# psk_ke gets a full handshake; allow: it resumes without ECDHE, audited "kex":"psk_ke";
+# prefer: refused before OpenSSL 3.2), with GnuTLS's client (gnutls-cli), which can
+# offer psk_ke alone as constrained devices' stacks do. Real
 # mosquitto, a real ktlsgated, Python's ssl client offering its session's ticket
 # (kgclient.py resume). Prints PASS/FAIL/SKIP per test; exits non-zero if any failed.
 # KG_SESSION_CACHE=N runs it all with [tls] session_cache = N (test-resume-cache.sh: the
@@ -37,7 +40,7 @@ setup() {
 	: >"$GW_LOG"
 	pki_setup "$WORK/pki" || return 1
 	for d in rs-ok rs-dis rs-dis5 rs-susp rs-reload rs-tls12 rs-off rs-keys rs-list rs-reuse \
-		rs-c1 rs-c2 rs-c3; do
+		rs-c1 rs-c2 rs-c3 rs-pk rs-pk2; do
 		device_cert "$d" "$PKI/factory" || return 1
 		kg device add "$d" >/dev/null || { echo "device add $d failed" >&2; return 1; }
 	done
@@ -79,6 +82,99 @@ resume() {
 # has OUT LINE: OUT has exactly LINE.
 has() {
 	printf '%s\n' "$1" | grep -qxF -- "$2"
+}
+
+# gnutls_resume DEVICE PRIORITY: GnuTLS's client connects with DEVICE's certificate,
+# takes the session ticket, connects again offering it (--resume) and sends an MQTT
+# 3.1.1 CONNECT as DEVICE on that second connection. Prints gnutls-cli's lines, then a
+# line "bytes HEX" with every byte it printed (the CONNACK is among them).
+# PRIORITY "psk_ke": psk_key_exchange_modes = psk_ke alone (the PSK key exchange
+# without its (EC)DHE forms: gnutls-cli then also needs an external PSK, a dummy one
+# the server does not know and skips); "default": GnuTLS's NORMAL, which offers
+# psk_dhe_ke and psk_ke.
+gnutls_resume() {
+	local d=$1 pr=NORMAL:-VERS-ALL:+VERS-TLS1.3 psk=() n=${#1} raw="$WORK/gnutls-$1.out"
+	[ "$2" = psk_ke ] && pr="$pr:+PSK:-ECDHE-PSK:-DHE-PSK" &&
+		psk=(--pskusername none --pskkey 000102030405060708090a0b0c0d0e0f)
+	# CONNECT: protocol MQTT level 4, clean session, keep-alive 60 s, client id DEVICE
+	{ printf "\x10\\x$(printf %02x $((12 + n)))\x00\x04MQTT\x04\x02\x00\x3c\x00\\x$(printf %02x "$n")%s" "$d"
+		sleep 2; } | timeout 20 gnutls-cli --resume --priority "$pr" "${psk[@]}" \
+		--x509cafile "$PKI/root/cert.pem" --x509certfile "$PKI/dev/$d/chain.pem" \
+		--x509keyfile "$PKI/dev/$d/key.pem" -p "$GW_PORT" localhost >"$raw" 2>&1
+	grep -aE '^(- |\*\*\*)' "$raw"
+	echo "bytes $(od -An -tx1 -v "$raw" | tr -d ' \n')"
+}
+
+# decision_line MARK DEVICE: the decision audit line about DEVICE after MARK.
+decision_line() {
+	tail -n +"$(($1 + 1))" "$GW_LOG" | grep '"event":"decision"' | grep "\"device\":\"$2\"" | tail -1
+}
+
+# [tls] resumption_psk_ke. off (the default): every resumption runs its own ECDHE, so a
+# device offering only psk_ke gets a full handshake (its certificate verified again);
+# allow: that device resumes without ECDHE, and the audit line and a counter say so,
+# while a device that offers psk_dhe_ke still gets it; prefer needs OpenSSL 3.2.
+t_psk_ke() {
+	local out line mark pk0 pk1 conf_on t
+	pk0=$(metric_value ktlsgate_resumptions_psk_ke_total '')
+	mark=$(log_mark)
+	out=$(gnutls_resume rs-pk psk_ke)
+	echo "$out" | grep -v '^bytes ' | sed 's/^/    /'
+	printf '%s\n' "$out" | grep -q '^bytes .*20020000' || { note "off, psk_ke only: no CONNACK 0"; return 1; }
+	printf '%s\n' "$out" | grep -q 'This is a resumed session' && { note "off: resumed a psk_ke-only offer"; return 1; }
+	line=$(decision_line "$mark" rs-pk)
+	printf '%s\n' "$line" | grep -q '"decision":"allow"' || { note "off: no allow line: $line"; return 1; }
+	printf '%s\n' "$line" | grep -q '"tls":"resumed"' && { note "off: audited resumed: $line"; return 1; }
+	mark=$(log_mark)
+	out=$(gnutls_resume rs-pk2 default)
+	echo "$out" | grep -v '^bytes ' | sed 's/^/    /'
+	printf '%s\n' "$out" | grep -q 'This is a resumed session' || { note "off, GnuTLS's default offer: not resumed"; return 1; }
+	line=$(decision_line "$mark" rs-pk2)
+	printf '%s\n' "$line" | grep -q '"tls":"resumed"' || { note "off, default offer: not audited resumed: $line"; return 1; }
+	printf '%s\n' "$line" | grep -q '"kex"' && { note "off, default offer: audited without ECDHE: $line"; return 1; }
+
+	conf_on=$(cat "$GW_CONF")
+	tls_key resumption_psk_ke allow
+	t=$(timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1)
+	printf '%s\n' "$t" | grep -q "^ktlsgated: resumption_psk_ke = allow (resumptions without ECDHE for devices that offer only psk_ke" ||
+		{ note "-t does not say resumption_psk_ke = allow: $t"; printf '%s\n' "$conf_on" >"$GW_CONF"; return 1; }
+	timeout 10 "$KGCLI" -c "$GW_CONF" reload >/dev/null ||
+		{ note "reload failed"; printf '%s\n' "$conf_on" >"$GW_CONF"; return 1; }
+	mark=$(log_mark)
+	out=$(gnutls_resume rs-pk psk_ke)
+	echo "$out" | grep -v '^bytes ' | sed 's/^/    /'
+	pk1=$(metric_value ktlsgate_resumptions_psk_ke_total '')
+	line=$(decision_line "$mark" rs-pk)
+	mark=$(log_mark)
+	local out2 line2
+	out2=$(gnutls_resume rs-pk2 default)
+	line2=$(decision_line "$mark" rs-pk2)
+	printf '%s\n' "$conf_on" >"$GW_CONF"
+	timeout 10 "$KGCLI" -c "$GW_CONF" reload >/dev/null || { note "reload back failed"; return 1; }
+	printf '%s\n' "$out" | grep -q 'This is a resumed session' || { note "allow, psk_ke only: not resumed"; return 1; }
+	printf '%s\n' "$out" | grep -q '^bytes .*20020000' || { note "allow, psk_ke only: no CONNACK 0"; return 1; }
+	printf '%s\n' "$line" | grep -q '"tls":"resumed"' || { note "allow: not audited resumed: $line"; return 1; }
+	printf '%s\n' "$line" | grep -q '"kex":"psk_ke"' || { note "allow: not audited psk_ke: $line"; return 1; }
+	printf '%s\n' "$line" | grep -q '"decision":"allow"' || { note "allow: not admitted: $line"; return 1; }
+	[ $((pk1 - pk0)) = 1 ] || { note "resumptions_psk_ke_total +$((pk1 - pk0)), want +1"; return 1; }
+	# allow changes nothing for a device that offers psk_dhe_ke: it keeps its ECDHE
+	echo "$out2" | grep -v '^bytes ' | sed 's/^/    /'
+	printf '%s\n' "$out2" | grep -q 'This is a resumed session' || { note "allow, default offer: not resumed"; return 1; }
+	printf '%s\n' "$line2" | grep -q '"tls":"resumed"' || { note "allow, default offer: not audited resumed: $line2"; return 1; }
+	printf '%s\n' "$line2" | grep -q '"kex"' && { note "allow, default offer: resumed without ECDHE: $line2"; return 1; }
+
+	# prefer: OpenSSL chooses psk_ke over a key share only from 3.2 on
+	tls_key resumption_psk_ke prefer
+	t=$(timeout 20 "$GATED" -t -c "$GW_CONF" 2>&1)
+	printf '%s\n' "$conf_on" >"$GW_CONF"
+	case $(openssl version | awk '{ print $2 }') in
+	3.[01].*)
+		printf '%s\n' "$t" | grep -q "'resumption_psk_ke': 'prefer' needs OpenSSL 3.2 or later" ||
+			{ note "OpenSSL < 3.2: prefer not refused as it should: $t"; return 1; } ;;
+	*)
+		printf '%s\n' "$t" | grep -q "^ktlsgated: resumption_psk_ke = prefer" ||
+			{ note "prefer not accepted: $t"; return 1; } ;;
+	esac
 }
 
 t_resumed_relays() {
@@ -344,7 +440,7 @@ ALL_TESTS=(t_resumed_relays t_disabled_after_ticket t_suspended_after_ticket
 	t_pin_changed_after_ticket t_ca_removed_full_handshake t_reload_full_handshake
 	t_leaf_expired_full_handshake
 	t_tls12_never_resumes t_session_list_tls t_tickets_shared_by_workers t_ticket_reuse
-	t_session_store t_resumption_off)
+	t_session_store t_psk_ke t_resumption_off)
 
 if ! setup; then
 	echo "FAIL setup: could not build the PKI / brokers / gateway (log: ${GW_LOG:-none})"

@@ -529,6 +529,42 @@ START_TEST(test_resumption_keys)
 }
 END_TEST
 
+/* [tls] resumption_psk_ke: off by default; allow anywhere; prefer only where OpenSSL
+ * can choose psk_ke over a key share (3.2's SSL_OP_PREFER_NO_DHE_KEX), else a clear
+ * refusal rather than a quiet downgrade to allow. */
+START_TEST(test_resumption_psk_ke)
+{
+	struct kg_config *cfg = cfg_new();
+	char err[KG_ERRBUF];
+
+	ck_assert_msg(kg_config_parse_string(BASE, "p.conf", cfg, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(cfg->resumption_psk_ke, KG_PSK_KE_OFF);
+	ck_assert_msg(kg_config_parse_string(BASE "[tls]\nresumption_psk_ke = allow\n", "p.conf", cfg,
+					     err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(cfg->resumption_psk_ke, KG_PSK_KE_ALLOW);
+	ck_assert_msg(kg_config_parse_string(BASE "[tls]\nresumption_psk_ke = off\n", "p.conf", cfg,
+					     err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(cfg->resumption_psk_ke, KG_PSK_KE_OFF);
+	memset(err, 0, sizeof(err));
+#ifdef SSL_OP_PREFER_NO_DHE_KEX
+	ck_assert_msg(kg_config_parse_string(BASE "[tls]\nresumption_psk_ke = prefer\n", "p.conf", cfg,
+					     err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(cfg->resumption_psk_ke, KG_PSK_KE_PREFER);
+#else
+	ck_assert_int_eq(kg_config_parse_string(BASE "[tls]\nresumption_psk_ke = prefer\n", "p.conf",
+						cfg, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "p.conf:6: 'resumption_psk_ke': 'prefer' needs OpenSSL 3.2 or later") != NULL,
+		      "%s", err);
+#endif
+	memset(err, 0, sizeof(err));
+	ck_assert_int_eq(kg_config_parse_string(BASE "[tls]\nresumption_psk_ke = yes\n", "p.conf", cfg,
+						err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "p.conf:6: 'resumption_psk_ke': 'yes' is not one of off, allow, prefer") != NULL,
+		      "%s", err);
+	free(cfg);
+}
+END_TEST
+
 START_TEST(test_bad_configs)
 {
 	const struct bad_case *c = &bad_cases[_i];
@@ -870,6 +906,7 @@ Suite *kg_suite_config(void)
 	tcase_add_test(tc, test_full_round_trip);
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_resumption_keys);
+	tcase_add_test(tc, test_resumption_psk_ke);
 	tcase_add_test(tc, test_listeners);
 	tcase_add_test(tc, test_cidr_match);
 	tcase_add_test(tc, test_accepted_variants);
