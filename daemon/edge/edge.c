@@ -38,6 +38,7 @@
 #include "edge/edge.h"
 #include "edge/edge_block.h"
 #include "edge/edge_policy.h"
+#include "policy/credential.h"
 #include "ops/log.h"
 #include "edge/steer.h"
 #include "ktlsgate/xdp_gate_maps.h"
@@ -462,8 +463,7 @@ static void build_id(char out[KG_EDGE_BUILD_ID_LEN])
 	out[0] = '\0';
 	if (EVP_Digest(obj, sz, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
 		return;
-	for (unsigned i = 0; i < mdlen; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	kg_hex_lower(md, mdlen, out);
 }
 
 /* Keep the previous process's program and maps (kg_edge_start_with()): all of them,

@@ -24,6 +24,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
+#include "policy/credential.h"
 #include "tls/tickets.h"
 #include "tls/verify.h"
 
@@ -498,12 +499,7 @@ void kg_ticket_id_to_identity(const struct kg_ticket_id *t, struct kg_identity *
 	memset(id, 0, sizeof(*id));
 	memcpy(id->device_id, t->device_id, sizeof(id->device_id));
 	id->module_off = t->module_off;
-	for (size_t i = 0; i < 32; i++) {
-		static const char hex[] = "0123456789abcdef";
-
-		id->thumbprint[2 * i] = hex[t->leaf_sha256[i] >> 4];
-		id->thumbprint[2 * i + 1] = hex[t->leaf_sha256[i] & 15];
-	}
+	kg_hex_lower(t->leaf_sha256, sizeof(t->leaf_sha256), id->thumbprint);
 	id->method = t->method;
 	memcpy(id->ca_name, t->ca_name, sizeof(id->ca_name));
 	id->not_after = t->not_after;

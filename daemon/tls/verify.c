@@ -47,6 +47,7 @@
 #include <openssl/x509v3.h>
 
 #include "ops/err.h"
+#include "policy/credential.h"
 #include "tls/chain_cache.h"
 #include "tls/verify.h"
 
@@ -140,18 +141,12 @@ static int cert_sha256(const EVP_MD *md, X509 *cert, unsigned char out[KG_CHAIN_
 
 static int sha256_hex(const EVP_MD *mdt, X509 *cert, char out[KG_SHA256_HEX_LEN + 1])
 {
-	static const char hex[] = "0123456789abcdef";
 	unsigned char md[KG_CHAIN_CACHE_KEY_LEN];
-	unsigned int len = KG_CHAIN_CACHE_KEY_LEN;
 
 	out[0] = '\0';
 	if (cert_sha256(mdt, cert, md) != 0)
 		return -1;
-	for (unsigned int i = 0; i < len; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 0x0f];
-	}
-	out[KG_SHA256_HEX_LEN] = '\0';
+	kg_hex_lower(md, sizeof(md), out);
 	return 0;
 }
 
