@@ -13,7 +13,7 @@ libpq-dev"
 DEMO_PKGS="mosquitto mosquitto-clients python3 openssl iproute2 procps"
 CHECK_PKGS="check libsubunit-dev libclang-rt-14-dev python3-paho-mqtt python3-yaml sqlite3 prometheus
 postgresql postgresql-client
-haproxy nginx libnginx-mod-stream systemd nftables gnutls-bin
+haproxy nginx libnginx-mod-stream systemd nftables gnutls-bin libgnutls28-dev
 libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
 qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap
 debhelper lintian rpm rpmlint elfutils"

@@ -23,6 +23,12 @@
 #   file-pskke    file-resumed with [tls] resumption_psk_ke = prefer, kg-bench --resume
 #                 --psk-ke: resumptions without ECDHE (needs OpenSSL >= 3.2: NOT RUN on 3.0)
 #   cache-pskke   cache-resumed with the same
+#   gnutls-full   the file daemon, full handshakes by GnuTLS's client (kg-gtls-bench;
+#                 TLS only: no MQTT whatever HS_TLS_ONLY says; no storm)
+#   gnutls-resumed  the same daemon and client, --resume (GnuTLS offers psk_dhe_ke and
+#                 psk_ke: the daemon runs ECDHE)
+#   gnutls-pskke  the daemon with [tls] resumption_psk_ke = allow, GnuTLS's client
+#                 offering psk_ke alone: resumptions without ECDHE on any OpenSSL
 #   nginx         nginx 1.22 stream, file key: the full-handshake CPU reference
 #   nginx-resumed the same nginx, kg-bench --resume (nginx's default stateless TLS 1.3
 #                 tickets): the peer's own resumed / full ratios, beside ours
@@ -46,6 +52,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/bench/lib.sh
 . "$HERE/lib.sh"
 bench_paths bench-tpm   # ROOT, BUILD, OUT, KG_BENCH, KTLSGATE, KTLSGATED
+KG_GTLS_BENCH=$BUILD/kg-gtls-bench   # the gnutls-* variants' client
 
 # The command as given (the knobs set in the environment), for the report.
 CMDLINE="make bench-tpm"
@@ -255,6 +262,7 @@ variant_conf() {
 	cache-resumed | file-cache | leaf-cache-resumed) printf '\n[tls]\nresumption = on\nsession_cache = 100000\n' ;;
 	file-nofast) printf '\n[tls]\nresumption = on\nsession_cache = 100000\nfast_ec_decode = no\n' ;;
 	file-pskke) printf '\n[tls]\nresumption = on\nresumption_psk_ke = prefer\n' ;;
+	gnutls-pskke) printf '\n[tls]\nresumption = on\nresumption_psk_ke = allow\n' ;;
 	cache-pskke) printf '\n[tls]\nresumption = on\nsession_cache = 100000\nresumption_psk_ke = prefer\n' ;;
 	esac
 	case $v in
@@ -312,6 +320,19 @@ kgb() {
 	"$KG_BENCH" "$1" --target "127.0.0.1:$SRV_PORT" --ca "$PKI/root/cert.pem" \
 		--devices "$PKI/devices" -t "$THREADS" --server-pids "$pids" "${@:2}" 2>>"$LOGS/kg-bench.log"
 }
+# kgg ARGS...: kg-gtls-bench (GnuTLS's client) against the running server.
+kgg() {
+	local pids
+	pids=$(proc_tree "$SRV_PID" | paste -sd,)
+	"$KG_GTLS_BENCH" --target "127.0.0.1:$SRV_PORT" --ca "$PKI/root/cert.pem" \
+		--devices "$PKI/devices" --server-pids "$pids" "$@" 2>>"$LOGS/kg-gtls-bench.log"
+}
+gtls_opt() {
+	case $1 in
+	gnutls-resumed) echo --resume ;;
+	gnutls-pskke) echo --resume --psk-ke ;;
+	esac
+}
 resume_opt() {
 	if [[ $1 == *-resumed ]]; then echo --resume; fi
 	if [[ $1 == *-pskke ]]; then echo --resume --psk-ke; fi
@@ -323,7 +344,13 @@ hs_run() {   # hs_run VARIANT REP
 	if [[ $v == tpm-direct ]]; then count=$HS_COUNT_TPM conc=$HS_CONC_TPM; fi
 	s0=$(tpm_signs)
 	# shellcheck disable=SC2046 # each is one word or none
-	out=$(kgb handshake --count "$count" --concurrency "$conc" $(resume_opt "$v") $(tls_only_opt)) || rc=$?
+	if [[ $v == gnutls-* ]]; then
+		# shellcheck disable=SC2046
+		out=$(kgg --count "$count" --concurrency "$conc" $(gtls_opt "$v")) || rc=$?
+	else
+		# shellcheck disable=SC2046
+		out=$(kgb handshake --count "$count" --concurrency "$conc" $(resume_opt "$v") $(tls_only_opt)) || rc=$?
+	fi
 	s1=$(tpm_signs)
 	echo "$v handshake $rep $out" >>"$LOGS/kg-bench.json"
 	e=$(json_get "$out" errors)
@@ -432,7 +459,7 @@ run_all() {
 	local v rep storms
 	for v in $VARIANTS; do
 		case $v in
-		file | tpm-direct | tpm-leaf | file-resumed | cache-resumed | file-cache | file-nofast | leaf-resumed | leaf-cache-resumed | file-pskke | cache-pskke) variant_check "$v" || true ;;
+		file | tpm-direct | tpm-leaf | file-resumed | cache-resumed | file-cache | file-nofast | leaf-resumed | leaf-cache-resumed | file-pskke | cache-pskke | gnutls-*) variant_check "$v" || true ;;
 		nginx | nginx-resumed) ;;
 		*) die "unknown variant '$v' in BENCH_VARIANTS" ;;
 		esac
@@ -446,7 +473,7 @@ run_all() {
 	for ((rep = 1; rep <= storms; rep++)); do
 		say "== storms, round $rep of $storms =="
 		for v in $(in_order "$rep"); do
-			[[ $v == nginx* ]] && continue
+			[[ $v == nginx* || $v == gnutls-* ]] && continue
 			if [[ $v == tpm-direct ]]; then
 				((rep <= STORM_REPEAT_DIRECT)) || continue
 			else
@@ -571,6 +598,10 @@ report() {
 		r=$(ratio file-pskke hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed without ECDHE / full (file key) | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
 		r=$(ratio cache-pskke hs_rate file hs_rate); echo "| handshakes/s, resumed without ECDHE / full (file key, session cache) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
 		r=$(ratio cache-pskke hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed without ECDHE / full (file key, session cache) | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
+		r=$(ratio gnutls-pskke hs_rate gnutls-full hs_rate); echo "| handshakes/s, resumed without ECDHE / full (GnuTLS's client offering psk_ke alone; resumption_psk_ke = allow) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
+		r=$(ratio gnutls-pskke hs_cpu_us gnutls-full hs_cpu_us); echo "| server CPU per handshake, the same | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
+		r=$(ratio gnutls-resumed hs_rate gnutls-full hs_rate); echo "| handshakes/s, resumed with ECDHE / full (GnuTLS's client, default offer) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
+		r=$(ratio gnutls-resumed hs_cpu_us gnutls-full hs_cpu_us); echo "| server CPU per handshake, the same | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
 		r=$(ratio tpm-direct hs_rate file hs_rate); echo "| handshakes/s, TPM direct / file (no target: what the leaf mode is for) | $r | | |"
 		r=$(ratio nginx-resumed hs_rate nginx hs_rate); echo "| handshakes/s, resumed / full, nginx (the peer's own; no target) | $r | | |"
 		r=$(ratio nginx-resumed hs_cpu_us nginx hs_cpu_us); echo "| server CPU per handshake, resumed / full, nginx (the peer's own; no target) | $r | | |"
@@ -596,6 +627,9 @@ main() {
 	for t in mosquitto openssl ss swtpm nginx python3; do
 		command -v "$t" >/dev/null || die "$t is not installed"
 	done
+	if [[ " $VARIANTS " == *" gnutls-"* ]]; then
+		[[ -x $KG_GTLS_BENCH ]] || die "$KG_GTLS_BENCH missing (make $KG_GTLS_BENCH; libgnutls28-dev)"
+	fi
 	if variant_on nginx || variant_on nginx-resumed; then
 		[[ -f /usr/lib/nginx/modules/ngx_stream_module.so ]] || die "nginx stream module missing: apt-get install libnginx-mod-stream"
 	fi
