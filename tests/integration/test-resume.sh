@@ -98,7 +98,7 @@ gnutls_resume() {
 		psk=(--pskusername none --pskkey 000102030405060708090a0b0c0d0e0f)
 	# CONNECT: protocol MQTT level 4, clean session, keep-alive 60 s, client id DEVICE
 	{ printf "\x10\\x$(printf %02x $((12 + n)))\x00\x04MQTT\x04\x02\x00\x3c\x00\\x$(printf %02x "$n")%s" "$d"
-		sleep 2; } | timeout 20 gnutls-cli --resume --priority "$pr" "${psk[@]}" \
+		sleep 1; } | timeout 20 gnutls-cli --resume --priority "$pr" "${psk[@]}" \
 		--x509cafile "$PKI/root/cert.pem" --x509certfile "$PKI/dev/$d/chain.pem" \
 		--x509keyfile "$PKI/dev/$d/key.pem" -p "$GW_PORT" localhost >"$raw" 2>&1
 	grep -aE '^(- |\*\*\*)' "$raw"
