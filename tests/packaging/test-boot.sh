@@ -97,7 +97,7 @@ TP=$T0
 for t in qemu-system-x86_64 debootstrap unshare cpio zstd dpkg-deb flock; do
 	command -v "$t" >/dev/null || abort setup "$t is missing"
 done
-[ -n "$DEB" ] && [ -f "$DEB" ] || abort setup "no .deb given (--deb PATH): '$DEB'"
+if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then abort setup "no .deb given (--deb PATH): '$DEB'"; fi
 DEB=$(cd "$(dirname "$DEB")" && pwd)/$(basename "$DEB")
 rm -rf "$OUT"
 mkdir -p "$OUT" "$CACHE" "$WORKBASE" || abort setup "cannot create $OUT, $CACHE or $WORKBASE"
@@ -113,7 +113,7 @@ KVER=$("$TOP/tests/vm/fetch-kernel.sh" "$SUITE" 2>"$OUT/fetch-kernel.log") || ab
 KDIR="$VMCACHE/$SUITE-$KVER"
 KIMG="$KDIR/vmlinux"
 [ -s "$KIMG" ] || KIMG="$KDIR/vmlinuz"
-KDEB=$(ls "$VMCACHE/debs/linux-image-${KVER}_"*.deb 2>/dev/null | head -1)
+KDEB=$(find "$VMCACHE/debs" -maxdepth 1 -name "linux-image-${KVER}_*.deb" 2>/dev/null | sort | head -1)
 # fetch-kernel.sh keeps the .deb; a cache entry without it is refetched by removing it.
 [ -f "$KDEB" ] || abort kernel "no linux-image-$KVER .deb in $VMCACHE/debs (rm -rf $KDIR $VMCACHE/$SUITE.current to fetch it again)"
 MODS=$(boot_modules "$KVER" "$KDEB") || abort kernel "cannot extract the modules of $KVER from $KDEB"
@@ -130,17 +130,20 @@ cp "$DEB" "$ROOT/root/pkg/"
 # The upgrade: the same package as VERSION+test1 (the maintainer scripts are what an
 # upgrade exercises), as test-deb.sh makes it.
 rp=$(mktemp -d "$WORKBASE/repack.XXXXXX")
-dpkg-deb -R "$DEB" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test1/" "$rp/p/DEBIAN/control" &&
-	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade.deb" >/dev/null || abort install "cannot repack $DEB as $VERSION+test1"
+if ! { dpkg-deb -R "$DEB" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test1/" "$rp/p/DEBIAN/control" &&
+	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade.deb" >/dev/null; }; then
+	abort install "cannot repack $DEB as $VERSION+test1"
+fi
 rm -rf "$rp"
 # The fallback: VERSION+test2 with a changed unit (one Environment= line more, which the
 # guest reads back from the restarted daemon), so that postinst must restart.
 rp=$(mktemp -d "$WORKBASE/repack.XXXXXX")
-dpkg-deb -R "$ROOT/root/pkg/upgrade.deb" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test2/" "$rp/p/DEBIAN/control" &&
+if ! { dpkg-deb -R "$ROOT/root/pkg/upgrade.deb" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test2/" "$rp/p/DEBIAN/control" &&
 	u=$(find "$rp/p" -path '*/systemd/system/ktlsgated.service') && [ -n "$u" ] &&
 	sed -i '/^\[Service\]$/a Environment=KG_BOOT_UNIT=test2' "$u" && grep -qx 'Environment=KG_BOOT_UNIT=test2' "$u" &&
-	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade-unit.deb" >/dev/null ||
+	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade-unit.deb" >/dev/null; }; then
 	abort install "cannot repack $DEB as $VERSION+test2 with a changed unit"
+fi
 rm -rf "$rp"
 install -m 0755 tests/packaging/boot/setup-root.sh "$ROOT/root/setup-root.sh"
 install -m 0644 tests/packaging/boot/checks.sh tests/vm/guest-lib.sh "$ROOT/usr/local/lib/kg-boot/"

@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-[ -n "$KNAME" ] && [ -n "$SUITE" ] || usage
+if [ -z "$KNAME" ] || [ -z "$SUITE" ]; then usage; fi
 [ -d "$SUITE" ] || { echo "run.sh: suite dir $SUITE not found" >&2; exit 2; }
 SUITE=$(cd "$SUITE" && pwd)
 tag="vm[$KNAME]"
@@ -127,10 +127,10 @@ n_skip=$(grep -c '^KGVM: skip ' "$C")
 done_seen=$(grep -c '^KGVM: done' "$C")
 
 # Output of the tests that did not pass, so a failure explains itself.
-for name in $(sed -n 's/^KGVM: \(not ok\|skip\) \([^ ]*\).*/\2/p' "$C"); do
+while read -r name; do
 	echo "--- $tag: output of $name (last 60 lines)"
 	grep -F "[$name] " "$C" | tail -60
-done
+done < <(sed -n 's/^KGVM: \(not ok\|skip\) \([^ ]*\).*/\2/p' "$C")
 
 problems=()
 running=$(sed -n 's/^KGVM: begin //p' "$C" | tail -1)
