@@ -5,7 +5,8 @@
 #   make demo       PKI, registry, mosquitto + ktlsgated, a simulated fleet
 #   make fuzz       libFuzzer targets (FUZZ_SECONDS per target)
 #   make lint       the purity guard (lint-pure: pure parts reach no OpenSSL), the layering
-#                   guard (lint-layers: parts include only down the layers) + cppcheck
+#                   guard (lint-layers: parts include only down the layers), shellcheck
+#                   of the qemu harnesses (lint-shell) + cppcheck
 #   make bench      side-by-side load test against HAProxy and nginx
 #   make bench-import  bulk enrolment: device import vs device add calls
 .DEFAULT_GOAL := all
@@ -46,7 +47,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
-.PHONY: docs-check all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint lint-pure lint-layers
+.PHONY: docs-check all clean check check-unit check-asan check-integration check-integration-asan asan-build fuzz fuzz-build demo bench deps lint lint-pure lint-layers lint-shell
 
 all: $(BUILD)/ktlsgated $(BUILD)/ktlsgate
 
@@ -213,7 +214,14 @@ lint-layers:
 	scripts/lint-layers.sh
 	bash tests/lint/test-lint-layers.sh
 
-lint: lint-pure lint-layers
+# The qemu guest harnesses and the launcher they share, at shellcheck's default level
+# (-x: what they source is read too, for the names it defines).
+SHELLCHECK_SRCS := tests/lib/qemu-boot.sh tests/vm/run.sh tests/packaging/test-boot.sh
+lint-shell:
+	@command -v shellcheck >/dev/null || { echo "lint-shell: needs shellcheck (apt-get install shellcheck)"; exit 1; }
+	shellcheck -x $(SHELLCHECK_SRCS)
+
+lint: lint-pure lint-layers lint-shell
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr -Iinclude -Idaemon --suppress=missingIncludeSystem daemon tests/unit
 

@@ -56,6 +56,7 @@ cd "$TOP" || exit 1
 BUILD=${BUILD:-build}
 . "$TOP/tests/packaging/lib.sh"
 . "$TOP/tests/packaging/boot/lib.sh"
+. "$TOP/tests/lib/qemu-boot.sh"
 SUITE="" DEB="" KEEP="" VERBOSE=""
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -73,14 +74,13 @@ VMCACHE=${KG_VM_CACHE:-/var/tmp/ktlsgate-vm}
 WORKBASE=${KG_PKG_WORK:-/var/tmp/ktlsgate-pkg}
 T_GUEST=${KG_BOOT_TIMEOUT:-1500}
 OUT="$TOP/$BUILD/boot/$SUITE"
-ROOT="" QPID="" SWPID="" TPID=""
+ROOT="" SWPID=""
 phase() { local t; t=$(date +%s); log "phase $1: $((t - TP)) s"; TP=$t; }
 
 cleanup() {
-	[ -n "$QPID" ] && kill -TERM "$QPID" 2>/dev/null && wait "$QPID" 2>/dev/null
-	[ -n "$TPID" ] && kill "$TPID" 2>/dev/null
+	qemu_boot_stop
 	[ -n "$SWPID" ] && kill "$SWPID" 2>/dev/null
-	QPID="" TPID="" SWPID=""
+	SWPID=""
 	[ -n "$ROOT" ] && [ -d "$ROOT" ] || return 0
 	if awk -v r="$ROOT/" 'index($5 "/", r) == 1 { f = 1 } END { exit !f }' /proc/self/mountinfo; then
 		log "$ROOT still has mounts; not removing it"
@@ -97,7 +97,7 @@ TP=$T0
 for t in qemu-system-x86_64 debootstrap unshare cpio zstd dpkg-deb flock; do
 	command -v "$t" >/dev/null || abort setup "$t is missing"
 done
-[ -n "$DEB" ] && [ -f "$DEB" ] || abort setup "no .deb given (--deb PATH): '$DEB'"
+if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then abort setup "no .deb given (--deb PATH): '$DEB'"; fi
 DEB=$(cd "$(dirname "$DEB")" && pwd)/$(basename "$DEB")
 rm -rf "$OUT"
 mkdir -p "$OUT" "$CACHE" "$WORKBASE" || abort setup "cannot create $OUT, $CACHE or $WORKBASE"
@@ -113,7 +113,7 @@ KVER=$("$TOP/tests/vm/fetch-kernel.sh" "$SUITE" 2>"$OUT/fetch-kernel.log") || ab
 KDIR="$VMCACHE/$SUITE-$KVER"
 KIMG="$KDIR/vmlinux"
 [ -s "$KIMG" ] || KIMG="$KDIR/vmlinuz"
-KDEB=$(ls "$VMCACHE/debs/linux-image-${KVER}_"*.deb 2>/dev/null | head -1)
+KDEB=$(find "$VMCACHE/debs" -maxdepth 1 -name "linux-image-${KVER}_*.deb" 2>/dev/null | sort | head -1)
 # fetch-kernel.sh keeps the .deb; a cache entry without it is refetched by removing it.
 [ -f "$KDEB" ] || abort kernel "no linux-image-$KVER .deb in $VMCACHE/debs (rm -rf $KDIR $VMCACHE/$SUITE.current to fetch it again)"
 MODS=$(boot_modules "$KVER" "$KDEB") || abort kernel "cannot extract the modules of $KVER from $KDEB"
@@ -130,17 +130,20 @@ cp "$DEB" "$ROOT/root/pkg/"
 # The upgrade: the same package as VERSION+test1 (the maintainer scripts are what an
 # upgrade exercises), as test-deb.sh makes it.
 rp=$(mktemp -d "$WORKBASE/repack.XXXXXX")
-dpkg-deb -R "$DEB" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test1/" "$rp/p/DEBIAN/control" &&
-	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade.deb" >/dev/null || abort install "cannot repack $DEB as $VERSION+test1"
+if ! { dpkg-deb -R "$DEB" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test1/" "$rp/p/DEBIAN/control" &&
+	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade.deb" >/dev/null; }; then
+	abort install "cannot repack $DEB as $VERSION+test1"
+fi
 rm -rf "$rp"
 # The fallback: VERSION+test2 with a changed unit (one Environment= line more, which the
 # guest reads back from the restarted daemon), so that postinst must restart.
 rp=$(mktemp -d "$WORKBASE/repack.XXXXXX")
-dpkg-deb -R "$ROOT/root/pkg/upgrade.deb" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test2/" "$rp/p/DEBIAN/control" &&
+if ! { dpkg-deb -R "$ROOT/root/pkg/upgrade.deb" "$rp/p" && sed -i "s/^Version: .*/Version: $VERSION+test2/" "$rp/p/DEBIAN/control" &&
 	u=$(find "$rp/p" -path '*/systemd/system/ktlsgated.service') && [ -n "$u" ] &&
 	sed -i '/^\[Service\]$/a Environment=KG_BOOT_UNIT=test2' "$u" && grep -qx 'Environment=KG_BOOT_UNIT=test2' "$u" &&
-	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade-unit.deb" >/dev/null ||
+	dpkg-deb --root-owner-group -b "$rp/p" "$ROOT/root/pkg/upgrade-unit.deb" >/dev/null; }; then
 	abort install "cannot repack $DEB as $VERSION+test2 with a changed unit"
+fi
 rm -rf "$rp"
 install -m 0755 tests/packaging/boot/setup-root.sh "$ROOT/root/setup-root.sh"
 install -m 0644 tests/packaging/boot/checks.sh tests/vm/guest-lib.sh "$ROOT/usr/local/lib/kg-boot/"
@@ -177,16 +180,6 @@ log "initramfs $(du -m "$OUT/initramfs.cpio" | cut -f1) MB"
 phase initramfs
 
 # --- boot ---------------------------------------------------------------------------------
-# start_swtpm: the guest's TPM for one boot (swtpm --terminate exits when qemu lets go of
-# it); its state directory stays across boots.
-start_swtpm() {
-	mkdir -p "$OUT/tpm"
-	rm -f "$OUT/tpm/sock"
-	"$SWTPM" socket --tpm2 --tpmstate dir="$OUT/tpm" --ctrl type=unixio,path="$OUT/tpm/sock" \
-		--log file="$OUT/swtpm.log" --terminate >/dev/null 2>&1 &
-	SWPID=$!
-	for _ in $(seq 1 50); do [ -S "$OUT/tpm/sock" ] && break; sleep 0.1; done
-}
 QARGS=()
 if [ "$TPM" = 1 ]; then
 	# shellcheck disable=SC2054 # commas separate qemu's suboptions, not array elements
@@ -202,55 +195,50 @@ exec 8>/tmp/kg-vm.lock
 log "waiting for /tmp/kg-vm.lock"
 flock 8
 phase vm_lock
-# One boot. A guest kernel that oopses before the checks print their first "KGBOOT:"
-# line failed in the emulator (an SMP text-patching int3 under TCG was seen once, in
-# tests/vm's trixie guest): the package has not run yet (the unit is not enabled at
-# boot; the checks start it). Boot once more and say so; anything after the checks
-# began counts as it is. boot_guest [APPEND]: APPEND goes last on the kernel's command
-# line (KG_BOOT_FIRST_APPEND, on the first boot only: a way to see the retry work, e.g.
-# "init=/nonexistent rdinit=/nonexistent" panics at once).
-boot_guest() {
-	: >"$LOG"
-	if [ "$TPM" = 1 ]; then start_swtpm; fi
-	timeout -k 10 "$T_GUEST" qemu-system-x86_64 -accel tcg -cpu max -m "${KG_VM_MEM:-2048}" -smp 2 \
-		-nographic -no-reboot -nic none -monitor none -serial "file:$LOG" \
-		-kernel "$KIMG" -initrd "$OUT/initramfs.cpio" "${QARGS[@]}" \
-		-append "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/lib/systemd/systemd systemd.show_status=error${1:+ $1}" \
-		</dev/null >"$OUT/qemu.log" 2>&1 &
-	QPID=$!
-	if [ -n "$VERBOSE" ]; then
-		tail -n +1 -f --pid="$QPID" "$LOG" &
-		TPID=$!
-	fi
-	wait "$QPID"
-	qrc=$?
-	QPID=""
-	[ -n "$TPID" ] && wait "$TPID" 2>/dev/null
-	TPID=""
-	if [ -n "$SWPID" ]; then   # gone by itself once qemu let go (--terminate)
-		kill "$SWPID" 2>/dev/null
-		wait "$SWPID" 2>/dev/null
-		SWPID=""
-	fi
+# swtpm_per_boot before|after ATTEMPT: qemu_boot's hook, the guest's TPM for one boot
+# (swtpm --terminate exits when qemu lets go of it); its state directory stays across
+# boots.
+# shellcheck disable=SC2317 # called by qemu_boot (--hook), which shellcheck cannot see
+swtpm_per_boot() {
+	case $1 in
+	before)
+		mkdir -p "$OUT/tpm"
+		rm -f "$OUT/tpm/sock"
+		"$SWTPM" socket --tpm2 --tpmstate dir="$OUT/tpm" --ctrl type=unixio,path="$OUT/tpm/sock" \
+			--log file="$OUT/swtpm.log" --terminate >/dev/null 2>&1 &
+		SWPID=$!
+		for _ in $(seq 1 50); do [ -S "$OUT/tpm/sock" ] && break; sleep 0.1; done
+		;;
+	after)
+		if [ -n "$SWPID" ]; then   # gone by itself once qemu let go (--terminate)
+			kill "$SWPID" 2>/dev/null
+			wait "$SWPID" 2>/dev/null
+			SWPID=""
+		fi
+		;;
+	esac
 }
-for attempt in 1 2; do
-	if [ "$attempt" = 1 ]; then boot_guest "${KG_BOOT_FIRST_APPEND:-}"; else boot_guest; fi
-	oops=$(sed -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' "$LOG" |
-		grep -a -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault')
-	if [ "$attempt" = 1 ] && [ -n "$oops" ] && ! grep -aq "KGBOOT: " "$LOG"; then
-		log "the guest kernel failed before the checks began ($oops): booting again (console of the first boot: $OUT/console-boot1.log)"
-		cp "$LOG" "$OUT/console-boot1.log"
-		continue
-	fi
-	break
-done
+BOOT_OPTS=()
+[ "$TPM" = 1 ] && BOOT_OPTS+=(--hook swtpm_per_boot)
+[ -n "$VERBOSE" ] && BOOT_OPTS+=(--verbose)
+# A guest kernel that oopses before the checks print their first "KGBOOT:" line failed
+# in the emulator: the package has not run yet (the unit is not enabled at boot; the
+# checks start it). qemu_boot boots once more and says so. KG_BOOT_FIRST_APPEND goes on
+# the first boot's command line only: a way to see that work, e.g.
+# "init=/nonexistent rdinit=/nonexistent" panics at once.
+C="$OUT/console.txt"
+qemu_boot --console "$LOG" --console-text "$C" --qemu-log "$OUT/qemu.log" \
+	--timeout "$T_GUEST" --kill-after 10 \
+	--append "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/lib/systemd/systemd systemd.show_status=error" \
+	--first-append "${KG_BOOT_FIRST_APPEND:-}" --marker 'KGBOOT: ' --marker-what "the checks began" \
+	--label "boot[$SUITE]" "${BOOT_OPTS[@]}" \
+	-- -m "${KG_VM_MEM:-2048}" -smp 2 -kernel "$KIMG" -initrd "$OUT/initramfs.cpio" "${QARGS[@]}"
+qrc=$?
 exec 8>&-
 phase qemu
 
 # --- the verdicts -------------------------------------------------------------------------
-C="$OUT/console.txt"
-sed -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' "$LOG" >"$C"
-export_files "$C" "$OUT" || fail exports "an exported file arrived corrupted"
+qemu_boot_exports "$C" "$OUT" >/dev/null || fail exports "an exported file arrived corrupted"
 grep '^KGBOOT: note ' "$C" | sed "s/^KGBOOT: note /boot[$SUITE]: /"
 grep '^KGBOOT: time ' "$C" | awk -v s="$SUITE" '{ printf "boot[%s]: guest %s %s s\n", s, $3, $4 }'
 while read -r line; do

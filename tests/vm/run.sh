@@ -23,6 +23,7 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
+. "$TOP/tests/lib/qemu-boot.sh"
 KNAME="" SUITE="" BINS="" DATA="" TIMEOUT=600 OUT="" WORK="" ALLOW_SKIP="" VERBOSE="" ONLY=""
 MEM=${KG_VM_MEM:-2048} SMP=${KG_VM_SMP:-2}
 ENVS=() FILES=()
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-[ -n "$KNAME" ] && [ -n "$SUITE" ] || usage
+if [ -z "$KNAME" ] || [ -z "$SUITE" ]; then usage; fi
 [ -d "$SUITE" ] || { echo "run.sh: suite dir $SUITE not found" >&2; exit 2; }
 SUITE=$(cd "$SUITE" && pwd)
 tag="vm[$KNAME]"
@@ -90,71 +91,31 @@ kimg="$kdir/vmlinuz"
 [ -s "$kdir/vmlinux" ] && [ "${KG_VM_BOOT:-}" != bzimage ] && kimg="$kdir/vmlinux"
 LOG="$WORK/console.log"
 : >"$LOG"
-qpid="" tpid=""
-cleanup() {
-	# timeout forwards the TERM to qemu and waits for it.
-	[ -n "$qpid" ] && kill -TERM "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
-	[ -n "$tpid" ] && kill "$tpid" 2>/dev/null
-	qpid="" tpid=""
-}
-trap cleanup EXIT
+trap qemu_boot_stop EXIT
 trap 'echo "$tag: interrupted"; exit 130' INT TERM
-# One boot. A kernel that oopses while it boots, before our init prints its first
-# "KGVM:" line, is the emulator's (an SMP text-patching int3 under TCG was seen once in
-# the trixie kernel at 1.7 s), not the code under test, which has not run: boot once more
-# and say so. Anything after our init started counts as it is.
-boot_guest() {
-	: >"$LOG"
-	timeout -k 5 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m "$MEM" -smp "$SMP" \
-		-nographic -no-reboot -nic none -monitor none -serial "file:$LOG" \
-		-kernel "$kimg" -initrd "$WORK/initramfs.cpio" \
-		-append "console=ttyS0 panic=-1 quiet ${KG_VM_APPEND:-}" \
-		</dev/null >"$WORK/qemu.log" 2>&1 &
-	qpid=$!
-	if [ -n "$VERBOSE" ]; then
-		tail -n +1 -f --pid="$qpid" "$LOG" &
-		tpid=$!
-	fi
-	wait "$qpid"
-	qrc=$?
-	qpid=""
-	[ -n "$tpid" ] && wait "$tpid" 2>/dev/null
-	tpid=""
-	t_qemu=$(now)
+# A kernel that oopses while it boots, before our init prints its first "KGVM:" line, is
+# the emulator's, not the code under test, which has not run: qemu_boot boots once more
+# and says so. KG_VM_FIRST_APPEND goes on the first boot's command line only (e.g.
+# "init=/nonexistent rdinit=/nonexistent" panics at once: a way to see that work).
+C="$WORK/console.txt"
+qemu_boot --console "$LOG" --console-text "$C" --qemu-log "$WORK/qemu.log" \
+	--timeout "$TIMEOUT" --kill-after 5 --append "console=ttyS0 panic=-1 quiet ${KG_VM_APPEND:-}" \
+	--first-append "${KG_VM_FIRST_APPEND:-}" --marker '^KGVM: ' --marker-what "init ran" \
+	--label "$tag" ${VERBOSE:+--verbose} \
+	-- -m "$MEM" -smp "$SMP" -kernel "$kimg" -initrd "$WORK/initramfs.cpio"
+qrc=$?
+t_qemu=$(now)
 
-	# Without the firmware's and the tty's decorations (CR, escape sequences).
-	sed -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' "$LOG" >"$WORK/console.txt"
-	C="$WORK/console.txt"
-}
-for attempt in 1 2; do
-	boot_guest
-	if [ "$attempt" = 1 ] && ! grep -q '^KGVM: ' "$C" &&
-		grep -qE 'Kernel panic|BUG: |Oops: |general protection fault' "$C"; then
-		echo "$tag: the guest kernel failed while booting, before init ran ($(grep -m1 -E 'Kernel panic|BUG: |Oops: |general protection fault' "$C")): booting again (console of the first boot: $WORK/console-boot1.log)"
-		cp "$LOG" "$WORK/console-boot1.log"
-		continue
-	fi
-	break
-done
-
-# Files the guest exported: "KGVM: file NAME", "KGVM:b <base64>"..., "KGVM: end SHA256".
+# Files the guest exported (kgvm_export), into --out.
 export_bad=0
-mkdir -p "$WORK/exports"
-awk -v dir="$WORK/exports" '
-	/^KGVM: file / { name = $3; gsub(/[^A-Za-z0-9._+-]/, "_", name); f = dir "/" name ".b64"; printf "" > f; next }
-	/^KGVM:b / && f != "" { print substr($0, 8) > f; next }
-	/^KGVM: end / && f != "" { close(f); print name, $3; f = "" }
-' "$C" >"$WORK/exports.list"
-while read -r name sum; do
-	if base64 -d "$WORK/exports/$name.b64" >"$OUT/$name" 2>/dev/null &&
-		[ "$(sha256sum "$OUT/$name" | cut -d' ' -f1)" = "$sum" ]; then
+while read -r verdict name; do
+	if [ "$verdict" = ok ]; then
 		echo "$tag: exported $OUT/$name ($(stat -c %s "$OUT/$name") bytes)"
 	else
 		echo "$tag: FAIL: exported file $name arrived corrupted"
-		rm -f "$OUT/$name"
 		export_bad=$((export_bad + 1))
 	fi
-done <"$WORK/exports.list"
+done < <(qemu_boot_exports "$C" "$OUT")
 
 gkver=$(sed -n 's/.*KGVM: kernel //p' "$C" | head -1)
 echo "$tag: guest kernel ${gkver:-unknown} (Debian $KNAME, cache $kdir)"
@@ -166,10 +127,10 @@ n_skip=$(grep -c '^KGVM: skip ' "$C")
 done_seen=$(grep -c '^KGVM: done' "$C")
 
 # Output of the tests that did not pass, so a failure explains itself.
-for name in $(sed -n 's/^KGVM: \(not ok\|skip\) \([^ ]*\).*/\2/p' "$C"); do
+while read -r name; do
 	echo "--- $tag: output of $name (last 60 lines)"
 	grep -F "[$name] " "$C" | tail -60
-done
+done < <(sed -n 's/^KGVM: \(not ok\|skip\) \([^ ]*\).*/\2/p' "$C")
 
 problems=()
 running=$(sed -n 's/^KGVM: begin //p' "$C" | tail -1)

@@ -132,27 +132,3 @@ boot_modules() {
 	fi
 	printf '%s\n' "$dir"
 }
-
-# export_files CONSOLE DIR: decode the files the guest exported (guest-lib.sh's
-# kgvm_export: "KGVM: file NAME", "KGVM:b <base64>"..., "KGVM: end SHA256") into DIR;
-# 1 when one arrived corrupted.
-export_files() {
-	local c=$1 dir=$2 bad=0 name sum
-	mkdir -p "$dir/exports.b64"
-	awk -v dir="$dir/exports.b64" '
-		/^KGVM: file / { name = $3; gsub(/[^A-Za-z0-9._+-]/, "_", name); f = dir "/" name; printf "" > f; next }
-		/^KGVM:b / && f != "" { print substr($0, 8) > f; next }
-		/^KGVM: end / && f != "" { close(f); print name, $3; f = "" }
-	' "$c" >"$dir/exports.list"
-	while read -r name sum; do
-		if base64 -d "$dir/exports.b64/$name" >"$dir/$name" 2>/dev/null &&
-			[ "$(sha256sum "$dir/$name" | cut -d' ' -f1)" = "$sum" ]; then
-			:
-		else
-			rm -f "$dir/$name"
-			bad=1
-		fi
-	done <"$dir/exports.list"
-	rm -rf "$dir/exports.b64"
-	return $bad
-}
