@@ -530,6 +530,17 @@ storm_cell() {
 	fi
 }
 
+# resumed_rows RESUMED FULL WHAT [1]: the two resumed targets' rows (rate >= 3x, CPU
+# < 1/3), RESUMED against FULL; 1: the targets in parentheses (an opt-in measured).
+resumed_rows() {
+	local r rate=">= 3" cpu="< 0.33"
+	if [[ ${4:-} == 1 ]]; then rate="(>= 3)" cpu="(< 0.33)"; fi
+	r=$(ratio "$1" hs_rate "$2" hs_rate)
+	echo "| handshakes/s, $3 | $r | $rate | $(verdict "$r" '>=' 3) |"
+	r=$(ratio "$1" hs_cpu_us "$2" hs_cpu_us)
+	echo "| server CPU per handshake, $3 | $r | $cpu | $(verdict "$r" '<' 0.3334) |"
+}
+
 report() {
 	local v r label
 	{
@@ -583,25 +594,17 @@ report() {
 		r=$(ratio tpm-leaf storm_s file storm_s)
 		storms_complete tpm-leaf && storms_complete file || r=n/a
 		echo "| storm time, certified-leaf / file | $r | <= 1 | $(verdict "$r" '<=' 1.0) |"
-		r=$(ratio file-resumed hs_rate file hs_rate); echo "| handshakes/s, resumed / full (file key) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
-		r=$(ratio file-resumed hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed / full (file key) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
-		r=$(ratio cache-resumed hs_rate file hs_rate); echo "| handshakes/s, resumed / full (file key, session cache) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
-		r=$(ratio cache-resumed hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed / full (file key, session cache) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
-		r=$(ratio leaf-resumed hs_rate tpm-leaf hs_rate); echo "| handshakes/s, resumed / full (certified-leaf) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
-		r=$(ratio leaf-resumed hs_cpu_us tpm-leaf hs_cpu_us); echo "| server CPU per handshake, resumed / full (certified-leaf) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
+		resumed_rows file-resumed file "resumed / full (file key)"
+		resumed_rows cache-resumed file "resumed / full (file key, session cache)"
+		resumed_rows leaf-resumed tpm-leaf "resumed / full (certified-leaf)"
 		r=$(ratio file hs_cpu_us nginx hs_cpu_us); echo "| full-handshake server CPU, ktlsgated (file key) / nginx | $r | <= 0.6 | $(verdict "$r" '<=' 0.6) |"
 		r=$(ratio file-cache hs_cpu_us nginx hs_cpu_us); echo "| full-handshake server CPU, ktlsgated (file key, session cache) / nginx | $r | <= 0.6 | $(verdict "$r" '<=' 0.6) |"
 		r=$(ratio file-nofast hs_cpu_us nginx hs_cpu_us); echo "| the same with fast_ec_decode = no (OpenSSL's decoders) / nginx | $r | (<= 0.6) | $(verdict "$r" '<=' 0.6) |"
-		r=$(ratio leaf-cache-resumed hs_rate tpm-leaf hs_rate); echo "| handshakes/s, resumed / full (certified-leaf, session cache) | $r | >= 3 | $(verdict "$r" '>=' 3) |"
-		r=$(ratio leaf-cache-resumed hs_cpu_us tpm-leaf hs_cpu_us); echo "| server CPU per handshake, resumed / full (certified-leaf, session cache) | $r | < 0.33 | $(verdict "$r" '<' 0.3334) |"
-		r=$(ratio file-pskke hs_rate file hs_rate); echo "| handshakes/s, resumed without ECDHE / full (file key; resumption_psk_ke = prefer) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
-		r=$(ratio file-pskke hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed without ECDHE / full (file key) | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
-		r=$(ratio cache-pskke hs_rate file hs_rate); echo "| handshakes/s, resumed without ECDHE / full (file key, session cache) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
-		r=$(ratio cache-pskke hs_cpu_us file hs_cpu_us); echo "| server CPU per handshake, resumed without ECDHE / full (file key, session cache) | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
-		r=$(ratio gnutls-pskke hs_rate gnutls-full hs_rate); echo "| handshakes/s, resumed without ECDHE / full (GnuTLS's client offering psk_ke alone; resumption_psk_ke = allow) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
-		r=$(ratio gnutls-pskke hs_cpu_us gnutls-full hs_cpu_us); echo "| server CPU per handshake, the same | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
-		r=$(ratio gnutls-resumed hs_rate gnutls-full hs_rate); echo "| handshakes/s, resumed with ECDHE / full (GnuTLS's client, default offer) | $r | (>= 3) | $(verdict "$r" '>=' 3) |"
-		r=$(ratio gnutls-resumed hs_cpu_us gnutls-full hs_cpu_us); echo "| server CPU per handshake, the same | $r | (< 0.33) | $(verdict "$r" '<' 0.3334) |"
+		resumed_rows leaf-cache-resumed tpm-leaf "resumed / full (certified-leaf, session cache)"
+		resumed_rows file-pskke file "resumed without ECDHE / full (file key; resumption_psk_ke = prefer)" 1
+		resumed_rows cache-pskke file "resumed without ECDHE / full (file key, session cache)" 1
+		resumed_rows gnutls-pskke gnutls-full "resumed without ECDHE / full (GnuTLS's client offering psk_ke alone; resumption_psk_ke = allow)" 1
+		resumed_rows gnutls-resumed gnutls-full "resumed with ECDHE / full (GnuTLS's client, default offer)" 1
 		r=$(ratio tpm-direct hs_rate file hs_rate); echo "| handshakes/s, TPM direct / file (no target: what the leaf mode is for) | $r | | |"
 		r=$(ratio nginx-resumed hs_rate nginx hs_rate); echo "| handshakes/s, resumed / full, nginx (the peer's own; no target) | $r | | |"
 		r=$(ratio nginx-resumed hs_cpu_us nginx hs_cpu_us); echo "| server CPU per handshake, resumed / full, nginx (the peer's own; no target) | $r | | |"
