@@ -25,6 +25,9 @@ for f in tests/integration/test-*.sh; do
 	name=$(basename "$f" .sh)
 	log="build/itest/$name.log"
 	echo "=== $name"
+	# made here, before the test's shell opens it: tail -f gives up at once on a file
+	# that does not exist yet (a fresh clone under load lost some files' output so)
+	: >"$log"
 	timeout -k 10 "${KG_FILE_TIMEOUT:-900}" bash "$f" </dev/null >"$log" 2>&1 &
 	pid=$!
 	# show the output as it comes, but never a second summary line
