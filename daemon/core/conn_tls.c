@@ -258,7 +258,7 @@ int kg_conn_tls_handshake(struct kg_conn *c, enum kg_reason *reason)
 		/* the relay's reads and writes need no ASYNC job (nothing pauses there) */
 		SSL_clear_mode(c->io.ssl, SSL_MODE_ASYNC);
 		c->resumed = SSL_session_reused(c->io.ssl) == 1;
-		c->resumed_psk_ke = c->resumed && kg_tls_resumed_without_ecdhe(c->io.ssl);
+		c->resumed_psk_ke = kg_tls_resumed_without_ecdhe(c->io.ssl);
 		if (c->resumed && !c->ticket_id) {
 			/* Resumed without an identity our callback accepted: cannot happen
 			 * (no session cache, every ticket passes the callback); refuse. */

@@ -82,7 +82,7 @@ size_t kg_audit_format(const struct kg_audit_record *r, int64_t ts_ms, char *buf
 		add_str(o, "tls", "resumed");
 	/* Said only when the resumption skipped ECDHE ([tls] resumption_psk_ke): the
 	 * session's keys then hang on the ticket's secret alone (docs/security.md). */
-	if (r->resumed && r->resumed_psk_ke)
+	if (r->resumed_psk_ke)
 		add_str(o, "kex", "psk_ke");
 	json_object_object_add(o, "decision", json_object_new_string(r->allow ? "allow" : "deny"));
 	json_object_object_add(o, "reason", json_object_new_string(kg_reason_str(r->reason)));

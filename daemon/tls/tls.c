@@ -143,12 +143,9 @@ SSL_CTX *kg_tls_ctx_new_leaf(const struct kg_config *cfg, kg_tls_verify_fn *veri
 
 void kg_tls_set_psk_ke(SSL_CTX *ctx, enum kg_psk_ke mode)
 {
-	/* tickets.c and session_cache.c leave both off; only the operator turns them on
-	 * (docs/security.md, "Resumption without ECDHE"). */
-	SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_NO_DHE_KEX);
-#ifdef SSL_OP_PREFER_NO_DHE_KEX
-	SSL_CTX_clear_options(ctx, SSL_OP_PREFER_NO_DHE_KEX);
-#endif
+	/* Both start off (tickets.c and session_cache.c clear ALLOW, a new context has no
+	 * PREFER); only the operator turns them on (docs/security.md, "Resumption without
+	 * ECDHE"). */
 	if (mode == KG_PSK_KE_OFF)
 		return;
 	SSL_CTX_set_options(ctx, SSL_OP_ALLOW_NO_DHE_KEX);
@@ -164,8 +161,9 @@ bool kg_tls_resumed_without_ecdhe(SSL *ssl)
 
 	if (SSL_session_reused(ssl) != 1 || SSL_version(ssl) != TLS1_3_VERSION)
 		return false;
-	/* The device's key share is kept as the peer's temporary key only when the
-	 * handshake used it: a psk_ke resumption ignores any share it sent. */
+	/* The peer's key share is kept as its temporary key only when the handshake used
+	 * it: a psk_ke resumption ignores any share a device sent, and a server answering
+	 * with psk_ke sends none. */
 	if (SSL_get_peer_tmp_key(ssl, &peer_share) == 1 && peer_share != NULL) {
 		EVP_PKEY_free(peer_share);
 		return false;

@@ -62,8 +62,8 @@ SSL_CTX *kg_tls_ctx_new_leaf(const struct kg_config *cfg, kg_tls_verify_fn *veri
  * device offers it (OpenSSL >= 3.2; the config refuses it on an older build). */
 void kg_tls_set_psk_ke(SSL_CTX *ctx, enum kg_psk_ke mode);
 
-/* After a completed TLS 1.3 handshake: true when it resumed without an (EC)DHE share
- * (psk_ke), so its keys depend on the resumption secret alone. */
+/* After a completed handshake, on either side: true when it was a TLS 1.3 resumption
+ * without an (EC)DHE share (psk_ke), so its keys depend on the resumption secret alone. */
 bool kg_tls_resumed_without_ecdhe(SSL *ssl);
 
 #endif

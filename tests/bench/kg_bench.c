@@ -56,6 +56,7 @@
 #include "ktlsgate/compiler.h"
 #include "ops/log.h"
 #include "mqtt/mqtt.h"
+#include "tls/tls.h"
 
 #define RBUF_CAP 4096          /* CONNACK, PUBACK, PINGRESP are tiny; more is a protocol error */
 #define TS_SLOTS 1024          /* send timestamps by packet id; the window must not exceed it */
@@ -677,13 +678,8 @@ static void count_session(struct conn *c)
 	if (c->ssl == NULL)
 		return;
 	if (SSL_session_reused(c->ssl)) {
-		EVP_PKEY *server_share = NULL;
-
 		t->resumed++;
-		/* psk_ke: the server sent no key share, so there is no peer temp key */
-		if (SSL_get_peer_tmp_key(c->ssl, &server_share) == 1 && server_share != NULL)
-			EVP_PKEY_free(server_share);
-		else
+		if (kg_tls_resumed_without_ecdhe(c->ssl))
 			t->resumed_psk_ke++;
 	} else
 		t->full++;

@@ -327,12 +327,7 @@ kgg() {
 	"$KG_GTLS_BENCH" --target "127.0.0.1:$SRV_PORT" --ca "$PKI/root/cert.pem" \
 		--devices "$PKI/devices" --server-pids "$pids" "$@" 2>>"$LOGS/kg-gtls-bench.log"
 }
-gtls_opt() {
-	case $1 in
-	gnutls-resumed) echo --resume ;;
-	gnutls-pskke) echo --resume --psk-ke ;;
-	esac
-}
+# resume_opt VARIANT: kg-bench's and kg-gtls-bench's options for it (the same words)
 resume_opt() {
 	if [[ $1 == *-resumed ]]; then echo --resume; fi
 	if [[ $1 == *-pskke ]]; then echo --resume --psk-ke; fi
@@ -346,7 +341,7 @@ hs_run() {   # hs_run VARIANT REP
 	# shellcheck disable=SC2046 # each is one word or none
 	if [[ $v == gnutls-* ]]; then
 		# shellcheck disable=SC2046
-		out=$(kgg --count "$count" --concurrency "$conc" $(gtls_opt "$v")) || rc=$?
+		out=$(kgg --count "$count" --concurrency "$conc" $(resume_opt "$v")) || rc=$?
 	else
 		# shellcheck disable=SC2046
 		out=$(kgb handshake --count "$count" --concurrency "$conc" $(resume_opt "$v") $(tls_only_opt)) || rc=$?

@@ -18,6 +18,7 @@
  * C threads with blocking sockets share the count. The server's CPU (utime + stime of
  * the --server-pids processes, /proc/PID/stat) is read before and after the measured
  * phase. Output, one JSON line: count, errors, rate (handshakes/s), full, resumed,
+ * primed (--resume: the devices given a session),
  * resumed_psk_ke (resumed without an (EC)DHE exchange: no group was negotiated),
  * server_cpu_us (per handshake). Exit 1 on any error.
  */
@@ -233,6 +234,9 @@ static int load_devices(const struct options *o, struct device **out, size_t *no
 			    gnutls_certificate_set_x509_key_file(dev[k].cred, chain, key, GNUTLS_X509_FMT_PEM) !=
 				    GNUTLS_E_SUCCESS) {
 				fprintf(stderr, "kg-gtls-bench: cannot load %s (or the CA %s)\n", chain, o->ca);
+				if (dev[k].cred != NULL)
+					gnutls_certificate_free_credentials(dev[k].cred);
+				dev[k].cred = NULL;
 				free(names[i]);
 				names[i] = NULL;
 				continue;
@@ -360,6 +364,8 @@ int main(int argc, char **argv)
 	printf("{\"count\":%ld,\"errors\":%ld,\"rate\":%.1f,\"full\":%ld,\"resumed\":%ld,\"resumed_psk_ke\":%ld",
 	       o.count - atomic_load(&r.errors), atomic_load(&r.errors), (double)o.count / wall,
 	       atomic_load(&r.full), atomic_load(&r.resumed), atomic_load(&r.resumed_psk_ke));
+	if (o.resume)
+		printf(",\"primed\":%zu", r.ndev);
 	if (o.nserver_pids > 0 && c0 >= 0 && c1 >= c0)
 		printf(",\"server_cpu_us\":%.0f", (double)(c1 - c0) / (double)o.count);
 	printf("}\n");
